@@ -1,0 +1,76 @@
+//! Lambda ARNs and the function-name forms the Invoke API accepts.
+
+use crate::{CoreError, FunctionName};
+
+/// The region Nimbus reports; Lambda clients need one.
+pub const REGION: &str = "us-east-1";
+/// The account id Nimbus reports in ARNs.
+pub const ACCOUNT: &str = "000000000000";
+
+/// `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`.
+pub fn function_arn(name: &str, qualifier: Option<&str>) -> String {
+    match qualifier {
+        Some(q) if q != crate::LATEST => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}:{q}"),
+        _ => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"),
+    }
+}
+
+/// Parses what Lambda accepts as `FunctionName`: a name, `name:qualifier`, a partial ARN
+/// (`ACCOUNT:function:name[:q]`) or a full ARN (`arn:aws:lambda:REGION:ACCOUNT:function:name[:q]`).
+/// Returns the name and the qualifier embedded in it, if any.
+pub fn parse_function_ref(s: &str) -> Result<(FunctionName, Option<String>), CoreError> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (name, qualifier) = match parts.as_slice() {
+        [name] => (*name, None),
+        [name, q] => (*name, Some(*q)),
+        [_acct, "function", name] => (*name, None),
+        [_acct, "function", name, q] => (*name, Some(*q)),
+        ["arn", _partition, "lambda", _region, _acct, "function", name] => (*name, None),
+        ["arn", _partition, "lambda", _region, _acct, "function", name, q] => (*name, Some(*q)),
+        _ => return Err(CoreError::InvalidName(s.to_string())),
+    };
+    let name = FunctionName::parse(name).map_err(|_| CoreError::InvalidName(s.to_string()))?;
+    let qualifier = qualifier.map(validate_qualifier).transpose()?;
+    Ok((name, qualifier))
+}
+
+/// A qualifier is `$LATEST`, a version number, or an alias name (letters, digits, '-', '_').
+pub fn validate_qualifier(q: &str) -> Result<String, CoreError> {
+    let ok = q == crate::LATEST
+        || (!q.is_empty()
+            && q.len() <= 128
+            && q.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    if ok {
+        Ok(q.to_string())
+    } else {
+        Err(CoreError::InvalidQualifier(q.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs() {
+        let p = |s| parse_function_ref(s).map(|(n, q)| (n.to_string(), q));
+        assert_eq!(p("hello").unwrap(), ("hello".into(), None));
+        assert_eq!(p("hello:3").unwrap(), ("hello".into(), Some("3".into())));
+        assert_eq!(p("hello:$LATEST").unwrap(), ("hello".into(), Some("$LATEST".into())));
+        assert_eq!(p("123456789012:function:hello").unwrap(), ("hello".into(), None));
+        assert_eq!(
+            p("arn:aws:lambda:us-east-1:123456789012:function:hello:live").unwrap(),
+            ("hello".into(), Some("live".into()))
+        );
+        assert!(p("a:b:c").is_err());
+        assert!(p("bad name").is_err());
+        assert!(p("hello:bad qual").is_err());
+    }
+
+    #[test]
+    fn arns() {
+        assert_eq!(function_arn("f", None), "arn:aws:lambda:us-east-1:000000000000:function:f");
+        assert_eq!(function_arn("f", Some("$LATEST")), function_arn("f", None));
+        assert!(function_arn("f", Some("2")).ends_with(":f:2"));
+    }
+}

@@ -1,0 +1,207 @@
+use crate::{CoreError, FunctionName, RouteSpec, Runtime};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Service limits Nimbus enforces, with Lambda's values.
+pub struct Limits;
+
+impl Limits {
+    pub const MEMORY_MIN_MB: u32 = 128;
+    pub const MEMORY_MAX_MB: u32 = 10240;
+    pub const MEMORY_DEFAULT_MB: u32 = 128;
+    pub const TIMEOUT_MIN_S: u32 = 1;
+    pub const TIMEOUT_MAX_S: u32 = 900;
+    pub const TIMEOUT_DEFAULT_S: u32 = 3;
+    pub const CONCURRENCY_DEFAULT: u32 = 10;
+    pub const CONCURRENCY_MAX: u32 = 1000;
+    /// Largest code package accepted, zipped.
+    pub const CODE_ZIPPED_MAX: u64 = 50 * 1024 * 1024;
+    /// Largest code package accepted, unzipped.
+    pub const CODE_UNZIPPED_MAX: u64 = 250 * 1024 * 1024;
+    /// Largest synchronous invocation payload (request or response), as Lambda's 6 MB.
+    pub const PAYLOAD_MAX: usize = 6 * 1024 * 1024;
+    /// Largest total size of environment variables (keys + values).
+    pub const ENV_MAX_BYTES: usize = 4096;
+    pub const DESCRIPTION_MAX: usize = 256;
+}
+
+/// Environment variable names a function may not set because the platform owns them.
+pub const RESERVED_ENV: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
+/// The configuration of one function version: everything but its code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    pub runtime: Runtime,
+    pub handler: String,
+    #[serde(default = "default_memory")]
+    pub memory_mb: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u32,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub description: String,
+    /// Maximum number of concurrently running instances.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Whether the function has a function URL (`/fn/NAME/…`).
+    #[serde(default)]
+    pub url: bool,
+    /// HTTP routes served by this function on the main listener.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+fn default_memory() -> u32 {
+    Limits::MEMORY_DEFAULT_MB
+}
+fn default_timeout() -> u32 {
+    Limits::TIMEOUT_DEFAULT_S
+}
+fn default_concurrency() -> u32 {
+    Limits::CONCURRENCY_DEFAULT
+}
+
+impl FunctionConfig {
+    /// A configuration with Lambda's defaults for everything but runtime and handler.
+    pub fn new(runtime: Runtime, handler: impl Into<String>) -> Self {
+        Self {
+            runtime,
+            handler: handler.into(),
+            memory_mb: default_memory(),
+            timeout_s: default_timeout(),
+            env: BTreeMap::new(),
+            description: String::new(),
+            concurrency: default_concurrency(),
+            url: false,
+            routes: Vec::new(),
+        }
+    }
+
+    /// Checks every field against Lambda's rules and Nimbus's limits.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        self.runtime.validate_handler(&self.handler)?;
+        if !(Limits::MEMORY_MIN_MB..=Limits::MEMORY_MAX_MB).contains(&self.memory_mb) {
+            return Err(CoreError::InvalidMemory(self.memory_mb));
+        }
+        if !(Limits::TIMEOUT_MIN_S..=Limits::TIMEOUT_MAX_S).contains(&self.timeout_s) {
+            return Err(CoreError::InvalidTimeout(self.timeout_s));
+        }
+        if !(1..=Limits::CONCURRENCY_MAX).contains(&self.concurrency) {
+            return Err(CoreError::InvalidConcurrency(self.concurrency));
+        }
+        if self.description.chars().count() > Limits::DESCRIPTION_MAX {
+            return Err(CoreError::InvalidDescription(format!(
+                "at most {} characters",
+                Limits::DESCRIPTION_MAX
+            )));
+        }
+        let mut total = 0;
+        for (k, v) in &self.env {
+            validate_env_key(k)?;
+            total += k.len() + v.len();
+        }
+        if total > Limits::ENV_MAX_BYTES {
+            return Err(CoreError::InvalidEnv(
+                "(all)".into(),
+                format!("variables total {total} bytes, the limit is {} bytes", Limits::ENV_MAX_BYTES),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_env_key(k: &str) -> Result<(), CoreError> {
+    let mut chars = k.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(CoreError::InvalidEnv(
+            k.into(),
+            "names start with a letter and contain only letters, digits and '_'".into(),
+        ));
+    }
+    if RESERVED_ENV.contains(&k) {
+        return Err(CoreError::InvalidEnv(k.into(), "this name is reserved by the platform".into()));
+    }
+    Ok(())
+}
+
+/// One stored function version (`$LATEST` or an immutable numbered version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionVersion {
+    pub name: FunctionName,
+    /// `$LATEST` or a decimal version number.
+    pub version: String,
+    pub config: FunctionConfig,
+    /// Hex SHA-256 of the code package (zip) — the content address of the code.
+    pub code_sha256: String,
+    pub code_size: u64,
+    /// ISO-8601 timestamp, Lambda's format `2021-06-16T10:49:22.524+0000`.
+    pub last_modified: String,
+    pub revision_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> FunctionConfig {
+        FunctionConfig::new(Runtime::parse("python3.11").unwrap(), "app.handler")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = cfg();
+        assert_eq!((c.memory_mb, c.timeout_s, c.concurrency), (128, 3, 10));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn limits() {
+        let mut c = cfg();
+        c.memory_mb = 64;
+        assert_eq!(c.validate(), Err(CoreError::InvalidMemory(64)));
+        c.memory_mb = 10241;
+        assert!(c.validate().is_err());
+        c.memory_mb = 10240;
+        c.timeout_s = 0;
+        assert!(c.validate().is_err());
+        c.timeout_s = 901;
+        assert!(c.validate().is_err());
+        c.timeout_s = 900;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn env_rules() {
+        let mut c = cfg();
+        c.env.insert("GOOD_1".into(), "x".into());
+        c.validate().unwrap();
+        c.env.insert("1BAD".into(), "x".into());
+        assert!(c.validate().is_err());
+        c.env.remove("1BAD");
+        c.env.insert("AWS_REGION".into(), "x".into());
+        assert!(c.validate().is_err());
+        c.env.remove("AWS_REGION");
+        c.env.insert("BIG".into(), "x".repeat(5000));
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,28 @@
+use thiserror::Error;
+
+/// Validation failures of domain values. Every variant is a caller error.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CoreError {
+    #[error("invalid function name {0:?}: use 1-64 letters, digits, '-' or '_'")]
+    InvalidName(String),
+    #[error("unsupported runtime {0:?}: use one of {1}")]
+    UnknownRuntime(String, String),
+    #[error("invalid handler {0:?}: {1}")]
+    InvalidHandler(String, String),
+    #[error("memory size {0} MB is out of range: use 128-10240")]
+    InvalidMemory(u32),
+    #[error("timeout {0} s is out of range: use 1-900")]
+    InvalidTimeout(u32),
+    #[error("concurrency {0} is out of range: use 1-1000")]
+    InvalidConcurrency(u32),
+    #[error("invalid environment variable {0:?}: {1}")]
+    InvalidEnv(String, String),
+    #[error("invalid description: {0}")]
+    InvalidDescription(String),
+    #[error("invalid route {0:?}: {1}")]
+    InvalidRoute(String, String),
+    #[error("invalid qualifier {0:?}: use $LATEST, a version number or an alias name")]
+    InvalidQualifier(String),
+    #[error("invalid manifest: {0}")]
+    InvalidManifest(String),
+}

@@ -1,0 +1,20 @@
+//! Nimbus domain types and validation: function names, runtimes, limits,
+//! function configuration, ARNs, HTTP route specs and the `nimbus.toml`
+//! manifest. No I/O lives here; every other crate may depend on this one.
+
+pub mod arn;
+pub mod config;
+pub mod error;
+pub mod manifest;
+pub mod name;
+pub mod route;
+pub mod runtime;
+
+pub use config::{FunctionConfig, FunctionVersion, Limits};
+pub use error::CoreError;
+pub use name::FunctionName;
+pub use route::RouteSpec;
+pub use runtime::{Runtime, RuntimeFamily};
+
+/// The qualifier naming the mutable head of a function.
+pub const LATEST: &str = "$LATEST";
