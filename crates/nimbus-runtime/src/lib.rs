@@ -1,1 +1,97 @@
-//! placeholder
+//! Nimbus executors. An executor starts *instances* of a function version; an instance
+//! runs one invocation at a time. The process executor ([`ProcessExecutor`]) runs each
+//! instance as a child process speaking the AWS Lambda Runtime API to a listener of its
+//! own on loopback, with its memory limited by a cgroup where the host allows.
+//!
+//! Used by `nimbus-pool` (through the [`Executor`] and [`Instance`] traits) and wired up
+//! by `nimbus-server`.
+
+mod cgroup;
+mod error;
+mod logs;
+mod process;
+mod rapi;
+
+pub use cgroup::MemoryLimits;
+pub use error::RuntimeError;
+pub use logs::{LogRecord, LogSink, LogStreamKind};
+pub use process::{ProcessExecutor, ProcessExecutorConfig, ProcessInstance};
+
+use bytes::Bytes;
+use nimbus_core::{FunctionConfig, FunctionName};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything an executor needs to start an instance of one function version.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub function: FunctionName,
+    /// `$LATEST` or a version number.
+    pub version: String,
+    pub config: FunctionConfig,
+    /// The unpacked code package (`LAMBDA_TASK_ROOT`).
+    pub code_dir: PathBuf,
+}
+
+/// One invocation handed to an instance.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    pub payload: Bytes,
+    /// The ARN the caller used (`Lambda-Runtime-Invoked-Function-Arn`).
+    pub invoked_arn: String,
+    pub trace_id: Option<String>,
+    /// Plain JSON client context (already base64-decoded).
+    pub client_context: Option<String>,
+}
+
+/// What the function produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The runtime posted a response.
+    Success(Bytes),
+    /// The function or the platform failed the invocation; `body` is the error JSON the
+    /// caller receives (with `X-Amz-Function-Error`).
+    Error { error_type: String, body: Bytes },
+}
+
+impl Outcome {
+    /// A platform-generated error (`{"errorType","errorMessage"}`).
+    pub fn platform_error(error_type: &str, message: impl Into<String>) -> Self {
+        let body = serde_json::json!({ "errorType": error_type, "errorMessage": message.into() });
+        Outcome::Error { error_type: error_type.to_string(), body: Bytes::from(body.to_string()) }
+    }
+}
+
+/// The result of [`Instance::invoke`].
+#[derive(Debug, Clone)]
+pub struct InvokeResult {
+    pub outcome: Outcome,
+    /// Time from hand-over to the runtime until its answer.
+    pub duration: Duration,
+    /// Set on the first invocation of an instance: process start until its first `next`.
+    pub init_duration: Option<Duration>,
+    /// The invocation's log (`START` … `REPORT`), for `X-Amz-Log-Type: Tail`.
+    pub log_tail: String,
+}
+
+/// Starts instances. The pool is generic over this so its policy can be tested with a fake.
+pub trait Executor: Send + Sync + 'static {
+    type Instance: Instance;
+    fn start(&self, spec: Arc<InstanceSpec>) -> impl Future<Output = Result<Self::Instance, RuntimeError>> + Send;
+}
+
+/// A running instance: one invocation at a time.
+pub trait Instance: Send + 'static {
+    fn id(&self) -> &str;
+    fn pid(&self) -> Option<u32>;
+    /// Runs one invocation to completion. Never hangs past the function's timeout (plus
+    /// the init bound on a cold start); crashes and timeouts come back as `Outcome::Error`.
+    fn invoke(&mut self, inv: Invocation) -> impl Future<Output = InvokeResult> + Send;
+    /// False once the instance has crashed, timed out or been killed.
+    fn is_healthy(&self) -> bool;
+    /// Stops the instance and releases its resources.
+    fn stop(self) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,12 @@
+use thiserror::Error;
+
+/// Failures to start an instance.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// The function's entry point cannot be run (missing or non-executable `bootstrap`,
+    /// missing interpreter). Returned to the caller as `Runtime.InvalidEntrypoint`.
+    #[error("{0}")]
+    InvalidEntrypoint(String),
+    #[error("cannot start instance: {0}")]
+    Spawn(#[from] std::io::Error),
+}

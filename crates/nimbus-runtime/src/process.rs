@@ -1,0 +1,528 @@
+//! The process executor: one child process per instance.
+
+use crate::cgroup::{Cgroup, MemoryLimits};
+use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind};
+use crate::rapi::{self, Pending, RapiState};
+use crate::{Executor, Instance, InstanceSpec, InvokeResult, Invocation, Outcome, RuntimeError};
+use nimbus_core::{arn, RuntimeFamily};
+use std::collections::VecDeque;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+/// Nimbus's own bootstraps, embedded so the binary is self-contained.
+const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/node/bootstrap.js");
+const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
+
+/// How long a runtime may take to initialise before its first `next` (Lambda: 10 s).
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of log kept for `X-Amz-Log-Result` (Lambda returns the last 4 KB).
+const TAIL_BYTES: usize = 4096;
+/// Longest log line kept; longer lines are split.
+const MAX_LINE: usize = 256 * 1024;
+
+/// Configuration of the process executor.
+#[derive(Debug, Clone)]
+pub struct ProcessExecutorConfig {
+    /// Directory the embedded bootstraps are written to (`DATA_DIR/runtimes`).
+    pub runtimes_dir: PathBuf,
+    /// The host `node` (resolved from `PATH` when relative).
+    pub node: PathBuf,
+    /// The host `python3`.
+    pub python: PathBuf,
+    pub memory: MemoryLimits,
+}
+
+/// Starts each instance as a child process with its own Runtime API listener.
+pub struct ProcessExecutor {
+    cfg: ProcessExecutorConfig,
+    logs: LogSink,
+    /// `PATH` handed to functions.
+    path_env: String,
+}
+
+impl ProcessExecutor {
+    /// Writes the bootstraps to `runtimes_dir` and resolves the interpreters.
+    pub fn new(mut cfg: ProcessExecutorConfig, logs: LogSink) -> std::io::Result<Self> {
+        write_if_changed(&cfg.runtimes_dir.join("node/bootstrap.js"), NODE_BOOTSTRAP)?;
+        write_if_changed(&cfg.runtimes_dir.join("python/bootstrap.py"), PYTHON_BOOTSTRAP)?;
+        let path_env = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        cfg.node = resolve(&cfg.node, &path_env);
+        cfg.python = resolve_python(&cfg.python, &path_env);
+        info!(node = %cfg.node.display(), python = %cfg.python.display(), memory_limits = cfg.memory.describe(), "process executor ready");
+        if let MemoryLimits::Unavailable { reason } = &cfg.memory {
+            warn!("memory limits are NOT enforced on this host ({reason}); run as root on a host with cgroups to enforce them");
+        }
+        Ok(Self { cfg, logs, path_env })
+    }
+
+    pub fn memory_limits(&self) -> &MemoryLimits {
+        &self.cfg.memory
+    }
+
+    fn command(&self, spec: &InstanceSpec) -> Result<Command, RuntimeError> {
+        let (program, args): (PathBuf, Vec<PathBuf>) = match spec.config.runtime.family() {
+            RuntimeFamily::Node => (self.cfg.node.clone(), vec![self.cfg.runtimes_dir.join("node/bootstrap.js")]),
+            RuntimeFamily::Python => (self.cfg.python.clone(), vec![self.cfg.runtimes_dir.join("python/bootstrap.py")]),
+            RuntimeFamily::Provided => {
+                let bootstrap = spec.code_dir.join("bootstrap");
+                let meta = std::fs::metadata(&bootstrap).map_err(|_| {
+                    RuntimeError::InvalidEntrypoint(
+                        "Couldn't find valid bootstrap(s): [/var/task/bootstrap]: add an executable file named bootstrap at the root of the package".into(),
+                    )
+                })?;
+                if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+                    return Err(RuntimeError::InvalidEntrypoint(
+                        "bootstrap is not an executable file: chmod +x bootstrap before packaging".into(),
+                    ));
+                }
+                (bootstrap, vec![])
+            }
+        };
+        let mut cmd = Command::new(&program);
+        cmd.args(&args);
+        Ok(cmd)
+    }
+
+    fn environment(&self, spec: &InstanceSpec, api: &str) -> Vec<(String, String)> {
+        let name = spec.function.as_str();
+        let runtime = spec.config.runtime.as_str();
+        let task_root = spec.code_dir.display().to_string();
+        let mut env: Vec<(String, String)> = spec.config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let platform = [
+            ("PATH", self.path_env.clone()),
+            ("LANG", "C.UTF-8".into()),
+            ("TZ", ":UTC".into()),
+            ("PYTHONDONTWRITEBYTECODE", "1".into()),
+            ("_HANDLER", spec.config.handler.clone()),
+            ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{runtime}")),
+            ("AWS_LAMBDA_FUNCTION_NAME", name.into()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.config.memory_mb.to_string()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", spec.version.clone()),
+            ("AWS_LAMBDA_FUNCTION_TIMEOUT", spec.config.timeout_s.to_string()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", format!("{}/[{}]nimbus", today(), spec.version)),
+            ("AWS_LAMBDA_RUNTIME_API", api.into()),
+            ("AWS_REGION", arn::REGION.into()),
+            ("AWS_DEFAULT_REGION", arn::REGION.into()),
+            ("LAMBDA_TASK_ROOT", task_root),
+            ("LAMBDA_RUNTIME_DIR", self.cfg.runtimes_dir.display().to_string()),
+        ];
+        env.retain(|(k, _)| !platform.iter().any(|(p, _)| p == k));
+        env.extend(platform.into_iter().map(|(k, v)| (k.to_string(), v)));
+        env
+    }
+}
+
+impl Executor for ProcessExecutor {
+    type Instance = ProcessInstance;
+
+    async fn start(&self, spec: Arc<InstanceSpec>) -> Result<ProcessInstance, RuntimeError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut cmd = self.command(&spec)?;
+
+        // The Runtime API listens before the runtime starts (curl's connect timeout is 1 s).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let api = listener.local_addr()?.to_string();
+        let (next_tx, next_rx) = mpsc::channel::<Pending>(1);
+        let state = Arc::new(RapiState::new(next_rx));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = axum::serve(listener, rapi::router(state.clone())).with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        });
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                debug!("runtime api server ended: {e}");
+            }
+        });
+
+        let cgroup = match self.cfg.memory.create(&id, u64::from(spec.config.memory_mb) << 20) {
+            Ok(cg) => cg,
+            Err(e) => {
+                warn!("cannot create cgroup for instance {id}: {e}; running without a memory limit");
+                None
+            }
+        };
+        cmd.current_dir(&spec.code_dir)
+            .env_clear()
+            .envs(self.environment(&spec, &api))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let procs = cgroup.as_ref().map(|c| c.procs_path().clone());
+        // SAFETY: the closure only makes async-signal-safe system calls (prctl, open, write, close)
+        // on memory prepared before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(p) = &procs {
+                    let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                    libc::close(fd);
+                    if !ok {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        let mut child: Child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = stop_tx.send(());
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                return Err(if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::PermissionDenied {
+                    RuntimeError::InvalidEntrypoint(format!("cannot run the {} runtime: {e}", spec.config.runtime))
+                } else {
+                    RuntimeError::Spawn(e)
+                });
+            }
+        };
+        let pid = child.id();
+        debug!(instance = %id, pid, function = %spec.function, version = %spec.version, "instance started");
+
+        let logctx = Arc::new(LogCtx {
+            function: spec.function.to_string(),
+            request_id: Mutex::new(None),
+            tail: Mutex::new(VecDeque::new()),
+            sink: self.logs.clone(),
+        });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let out_task = tokio::spawn(pump(stdout, LogStreamKind::Stdout, logctx.clone()));
+        let err_task = tokio::spawn(pump(stderr, LogStreamKind::Stderr, logctx.clone()));
+
+        let (exit_tx, exit_rx) = watch::channel::<Option<ExitStatus>>(None);
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // Let the pipes drain so the last lines are attributed before we report the exit.
+            let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                let _ = out_task.await;
+                let _ = err_task.await;
+            })
+            .await;
+            let _ = exit_tx.send(Some(status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0))));
+        });
+
+        Ok(ProcessInstance {
+            id,
+            pid,
+            spec,
+            next_tx: Some(next_tx),
+            state,
+            exit_rx,
+            stop_tx: Some(stop_tx),
+            cgroup,
+            logctx,
+            started,
+            initialized: false,
+            healthy: true,
+        })
+    }
+}
+
+/// Per-instance log attribution and the tail of the current invocation.
+struct LogCtx {
+    function: String,
+    request_id: Mutex<Option<String>>,
+    tail: Mutex<VecDeque<String>>,
+    sink: LogSink,
+}
+
+impl LogCtx {
+    fn emit(&self, stream: LogStreamKind, line: String) {
+        let request_id = self.request_id.lock().unwrap().clone();
+        {
+            let mut tail = self.tail.lock().unwrap();
+            tail.push_back(line.clone());
+            let mut total: usize = tail.iter().map(|l| l.len() + 1).sum();
+            while total > TAIL_BYTES && tail.len() > 1 {
+                total -= tail.pop_front().map(|l| l.len() + 1).unwrap_or(0);
+            }
+        }
+        self.sink.send(LogRecord { function: self.function.clone(), request_id, stream, ts_ms: now_ms(), line });
+    }
+}
+
+async fn pump<R: AsyncRead + Unpin>(r: R, stream: LogStreamKind, ctx: Arc<LogCtx>) {
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        ctx.emit(stream, text.trim_end_matches(['\n', '\r']).to_string());
+    }
+}
+
+use tokio::io::AsyncReadExt;
+
+/// A running child process instance.
+pub struct ProcessInstance {
+    id: String,
+    pid: Option<u32>,
+    spec: Arc<InstanceSpec>,
+    next_tx: Option<mpsc::Sender<Pending>>,
+    state: Arc<RapiState>,
+    exit_rx: watch::Receiver<Option<ExitStatus>>,
+    stop_tx: Option<oneshot::Sender<()>>,
+    cgroup: Option<Cgroup>,
+    logctx: Arc<LogCtx>,
+    started: Instant,
+    initialized: bool,
+    healthy: bool,
+}
+
+enum Phase {
+    Done(Outcome),
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+impl ProcessInstance {
+    fn kill(&mut self) {
+        self.healthy = false;
+        if let Some(pid) = self.pid {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    async fn wait_exit(rx: &mut watch::Receiver<Option<ExitStatus>>) -> ExitStatus {
+        match rx.wait_for(|s| s.is_some()).await {
+            Ok(s) => s.expect("checked"),
+            Err(_) => std::os::unix::process::ExitStatusExt::from_raw(0),
+        }
+    }
+
+    fn exit_outcome(&self, request_id: &str, status: ExitStatus) -> Outcome {
+        if let Some(init) = self.state.init_error.lock().unwrap().clone() {
+            return init;
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let how = match (status.code(), status.signal()) {
+            (Some(c), _) => format!("exit status {c}"),
+            (None, Some(9)) => "signal: killed".to_string(),
+            (None, Some(s)) => format!("signal: {s}"),
+            _ => "unknown".to_string(),
+        };
+        if self.cgroup.as_ref().is_some_and(|c| c.oom_killed()) {
+            return Outcome::platform_error(
+                "Runtime.OutOfMemory",
+                format!(
+                    "RequestId: {request_id} Error: Runtime exited with error: {how} (memory limit of {} MB exceeded)",
+                    self.spec.config.memory_mb
+                ),
+            );
+        }
+        Outcome::platform_error("Runtime.ExitError", format!("RequestId: {request_id} Error: Runtime exited with error: {how}"))
+    }
+
+    fn max_memory_mb(&self) -> u64 {
+        let bytes = self.cgroup.as_ref().and_then(|c| c.peak_bytes()).or_else(|| {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+        });
+        bytes.map(|b| b.div_ceil(1 << 20)).unwrap_or(0)
+    }
+
+    async fn run(&mut self, inv: &Invocation, t0: Instant) -> (Phase, Option<Instant>) {
+        let timeout = Duration::from_secs(u64::from(self.spec.config.timeout_s));
+        let (picked_tx, picked_rx) = oneshot::channel();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let pending = Pending { inv: inv.clone(), timeout, picked: picked_tx, reply: reply_tx };
+        let Some(tx) = self.next_tx.as_ref() else {
+            return (Phase::Exited(std::os::unix::process::ExitStatusExt::from_raw(0)), None);
+        };
+        if tx.try_send(pending).is_err() {
+            self.healthy = false;
+            return (Phase::Done(Outcome::platform_error("Runtime.Unknown", "instance is not accepting work")), None);
+        }
+        let mut exit_rx = self.exit_rx.clone();
+        // Phase 1: the runtime takes the event (bounded by the init timeout on a cold start).
+        let pickup_bound = if self.initialized { timeout } else { INIT_TIMEOUT + timeout };
+        let picked_at = tokio::select! {
+            p = picked_rx => match p {
+                Ok(at) => at,
+                Err(_) => return (Phase::Exited(Self::wait_exit(&mut exit_rx).await), None),
+            },
+            status = Self::wait_exit(&mut exit_rx) => return (Phase::Exited(status), None),
+            _ = tokio::time::sleep_until((t0 + pickup_bound).into()) => return (Phase::TimedOut, None),
+        };
+        // Phase 2: the answer, within the function's timeout.
+        let phase = tokio::select! {
+            r = reply_rx => match r {
+                Ok(o) => Phase::Done(o),
+                Err(_) => Phase::Exited(Self::wait_exit(&mut exit_rx).await),
+            },
+            status = Self::wait_exit(&mut exit_rx) => Phase::Exited(status),
+            _ = tokio::time::sleep_until((picked_at + timeout).into()) => Phase::TimedOut,
+        };
+        (phase, Some(picked_at))
+    }
+}
+
+impl Instance for ProcessInstance {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.healthy && self.exit_rx.borrow().is_none()
+    }
+
+    async fn invoke(&mut self, inv: Invocation) -> InvokeResult {
+        let rid = inv.request_id.clone();
+        *self.logctx.request_id.lock().unwrap() = Some(rid.clone());
+        self.logctx.tail.lock().unwrap().clear();
+        self.logctx
+            .emit(LogStreamKind::Platform, format!("START RequestId: {rid} Version: {}", self.spec.version));
+        let t0 = Instant::now();
+        let (phase, picked_at) = self.run(&inv, t0).await;
+        let init_duration = if self.initialized {
+            None
+        } else {
+            self.initialized = true;
+            let first = *self.state.first_next.lock().unwrap();
+            Some(first.unwrap_or_else(Instant::now).saturating_duration_since(self.started))
+        };
+        let end = Instant::now();
+        let outcome = match phase {
+            Phase::Done(o) => o,
+            Phase::Exited(status) => {
+                self.healthy = false;
+                self.exit_outcome(&rid, status)
+            }
+            Phase::TimedOut => {
+                self.kill();
+                if picked_at.is_none() && !self.state.first_next.lock().unwrap().is_some() {
+                    Outcome::platform_error(
+                        "Runtime.InitTimeout",
+                        format!("RequestId: {rid} Error: Runtime failed to start within {} seconds", INIT_TIMEOUT.as_secs()),
+                    )
+                } else {
+                    Outcome::platform_error(
+                        "Sandbox.Timedout",
+                        format!("RequestId: {rid} Error: Task timed out after {}.00 seconds", self.spec.config.timeout_s),
+                    )
+                }
+            }
+        };
+        // Give the log pumps a moment to attribute lines written just before the answer.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        let duration = end.saturating_duration_since(picked_at.unwrap_or(t0));
+        let ms = duration.as_secs_f64() * 1000.0;
+        self.logctx.emit(LogStreamKind::Platform, format!("END RequestId: {rid}"));
+        let mut report = format!(
+            "REPORT RequestId: {rid}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
+            ms.ceil().max(1.0) as u64,
+            self.spec.config.memory_mb,
+            self.max_memory_mb()
+        );
+        if let Some(init) = init_duration {
+            report.push_str(&format!("\tInit Duration: {:.2} ms", init.as_secs_f64() * 1000.0));
+        }
+        if let Outcome::Error { error_type, .. } = &outcome {
+            if !self.is_healthy() {
+                report.push_str(&format!("\tStatus: error\tError Type: {error_type}"));
+            }
+        }
+        self.logctx.emit(LogStreamKind::Platform, report);
+        let log_tail = self.logctx.tail.lock().unwrap().iter().map(|l| format!("{l}\n")).collect();
+        InvokeResult { outcome, duration, init_duration, log_tail }
+    }
+
+    async fn stop(mut self) {
+        self.next_tx = None;
+        self.kill();
+        let mut rx = self.exit_rx.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(2), Self::wait_exit(&mut rx)).await;
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(());
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
+        }
+        debug!(instance = %self.id, "instance stopped");
+    }
+}
+
+impl Drop for ProcessInstance {
+    fn drop(&mut self) {
+        if self.cgroup.is_some() || self.stop_tx.is_some() {
+            // Dropped without stop(): make sure nothing is left running.
+            self.kill();
+            if let Some(tx) = self.stop_tx.take() {
+                let _ = tx.send(());
+            }
+            if let Some(cg) = self.cgroup.take() {
+                std::thread::spawn(move || cg.remove());
+            }
+        }
+    }
+}
+
+fn today() -> String {
+    let d = time::OffsetDateTime::now_utc().date();
+    format!("{:04}/{:02}/{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+fn write_if_changed(path: &Path, contents: &str) -> std::io::Result<()> {
+    if std::fs::read_to_string(path).ok().as_deref() == Some(contents) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path.parent().expect("has parent"))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(tmp, path)
+}
+
+fn resolve(program: &Path, path_env: &str) -> PathBuf {
+    if program.is_absolute() {
+        return program.to_path_buf();
+    }
+    std::env::split_paths(path_env)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| program.to_path_buf())
+}
+
+/// Resolves `python3` to the real interpreter (skipping shims such as pyenv's, which
+/// depend on the caller's environment and add start-up time).
+fn resolve_python(program: &Path, path_env: &str) -> PathBuf {
+    let p = resolve(program, path_env);
+    std::process::Command::new(&p)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| PathBuf::from(s.trim()))
+        .filter(|p| p.is_file())
+        .unwrap_or(p)
+}
