@@ -1,1 +1,188 @@
-//! placeholder
+//! Wiring of one Nimbus server: configuration → [`Server::bind`] (data dir, registry,
+//! executor, pools, gateway, listener) → [`Server::run`] until a shutdown signal, then a
+//! bounded drain of in-flight requests and a stop of every instance.
+//!
+//! Used by the `nimbus` binary (`serve` and `up`).
+
+use anyhow::Context;
+use nimbus_gateway::{Gateway, GatewayConfig, Pools};
+use nimbus_pool::{PoolConfig, PoolManager};
+use nimbus_runtime::{LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor, ProcessExecutorConfig};
+use nimbus_store::{CodeStore, LogEntry, LogStream, SqliteStore, Store};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// Server configuration (flags and environment are parsed by the binary).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Idle instances stop after this long (scale to zero).
+    pub idle_timeout: Duration,
+    /// How long a request waits for a slot when its function is at its concurrency limit.
+    pub queue_timeout: Duration,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            data_dir: PathBuf::from(".nimbus"),
+            idle_timeout: Duration::from_secs(300),
+            queue_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A server bound to its listener, ready to run.
+pub struct Server {
+    config: Config,
+    listener: TcpListener,
+    addr: SocketAddr,
+    gateway: Arc<Gateway>,
+    pools: Arc<Pools>,
+    log_task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the data dir and the registry, prepares the executor and binds the listener.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        let data_dir = config.data_dir.canonicalize().context("cannot resolve data dir")?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&data_dir).with_context(|| format!("cannot open registry in {}", data_dir.display()))?,
+        );
+        let code = Arc::new(CodeStore::open(&data_dir.join("code")).context("cannot open code store")?);
+
+        let (sink, rx) = LogSink::new(65_536);
+        let memory = MemoryLimits::detect();
+        match &memory {
+            MemoryLimits::Unavailable { reason } => warn!("memory limits: none ({reason})"),
+            m => info!("memory limits: {}", m.describe()),
+        }
+        let exec = ProcessExecutor::new(
+            ProcessExecutorConfig {
+                runtimes_dir: data_dir.join("runtimes"),
+                node: std::env::var_os("NIMBUS_NODE").map(PathBuf::from).unwrap_or_else(|| "node".into()),
+                python: std::env::var_os("NIMBUS_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into()),
+                memory: memory.clone(),
+            },
+            sink,
+        )
+        .context("cannot prepare the process executor")?;
+        let pools = PoolManager::new(
+            Arc::new(exec),
+            PoolConfig { idle_timeout: config.idle_timeout, queue_timeout: config.queue_timeout, ..Default::default() },
+        );
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (is another server running? use --listen)", config.listen))?;
+        let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() {
+            warn!("listening on {addr}, which is reachable from other hosts; there is no authentication yet");
+        }
+        let gateway = Gateway::new(
+            store.clone(),
+            code,
+            pools.clone(),
+            GatewayConfig { public_url: format!("http://{addr}"), memory_limits: memory.describe().to_string() },
+        )
+        .map_err(|e| anyhow::anyhow!("cannot load routes: {e}"))?;
+        let log_task = tokio::spawn(store_logs(rx, store));
+        Ok(Server { config, listener, addr, gateway, pools, log_task })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
+    /// finish (bounded by the shutdown grace), stops every instance and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let reaper = self.pools.spawn_reaper();
+        let app = nimbus_gateway::router(self.gateway.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            info!("shutting down: no new connections, waiting for in-flight requests");
+            let _ = stopping_tx.send(());
+        });
+        let serve = tokio::spawn(async move { serve.await });
+        // Once shutdown starts, in-flight requests get the grace period, no more.
+        let grace = self.config.shutdown_grace;
+        let bounded = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(grace).await;
+        };
+        let mut serve = serve;
+        tokio::select! {
+            r = &mut serve => r.context("server task failed")?.context("server failed")?,
+            _ = bounded => {
+                warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
+                serve.abort();
+            }
+        }
+        reaper.abort();
+        self.pools.shutdown().await;
+        // Let the last log lines reach the store.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.log_task.abort();
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Moves captured log lines into the store in batches.
+async fn store_logs(mut rx: tokio::sync::mpsc::Receiver<LogRecord>, store: Arc<dyn Store>) {
+    let mut batch = Vec::with_capacity(512);
+    while rx.recv_many(&mut batch, 512).await > 0 {
+        let entries: Vec<LogEntry> = batch
+            .drain(..)
+            .map(|r| LogEntry {
+                seq: 0,
+                function: r.function,
+                ts_ms: r.ts_ms,
+                request_id: r.request_id,
+                stream: match r.stream {
+                    LogStreamKind::Stdout => LogStream::Stdout,
+                    LogStreamKind::Stderr => LogStream::Stderr,
+                    LogStreamKind::Platform => LogStream::Platform,
+                },
+                line: r.line,
+            })
+            .collect();
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.append_logs(&entries)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!("cannot store log lines: {e}"),
+            Err(e) => warn!("log writer failed: {e}"),
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,133 @@
+//! The single mapping from errors to HTTP responses, shared by every surface.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use nimbus_core::CoreError;
+use nimbus_pool::PoolError;
+use nimbus_store::StoreError;
+use thiserror::Error;
+
+/// Every error an HTTP handler can answer with. Each maps to one Lambda error type.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    InvalidRequestContent(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{message}")]
+    Throttled { message: String, reason: &'static str },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    ServiceUnavailable(String),
+    /// A function behind a function URL or route failed or answered something unusable.
+    #[error("{0}")]
+    FunctionFailed(String),
+    /// An internal failure: logged in full, reported to the client without details.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ApiError::InvalidParameter(_) => "InvalidParameterValueException",
+            ApiError::InvalidRequestContent(_) => "InvalidRequestContentException",
+            ApiError::NotFound(_) => "ResourceNotFoundException",
+            ApiError::Conflict(_) => "ResourceConflictException",
+            ApiError::TooLarge(_) => "RequestTooLargeException",
+            ApiError::Throttled { .. } => "TooManyRequestsException",
+            ApiError::UnsupportedMediaType(_) => "UnsupportedMediaTypeException",
+            ApiError::ServiceUnavailable(_) => "ServiceUnavailableException",
+            ApiError::FunctionFailed(_) => "FunctionError",
+            ApiError::Internal(_) => "ServiceException",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidParameter(_) | ApiError::InvalidRequestContent(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::FunctionFailed(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(request_id, "internal error: {detail}");
+                format!("internal error (request id {request_id}); the server log has the details")
+            }
+            other => other.to_string(),
+        };
+        let error_type = self.error_type();
+        let mut body = serde_json::json!({
+            "type": error_type, "message": message, "Type": "User", "Message": message,
+        });
+        let mut resp = (self.status(), [("content-type", "application/json")], String::new()).into_response();
+        if let ApiError::Throttled { reason, .. } = &self {
+            body["Reason"] = (*reason).into();
+            resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        }
+        *resp.body_mut() = axum::body::Body::from(body.to_string());
+        resp.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("x-amzn-requestid", v);
+        }
+        resp
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        ApiError::InvalidParameter(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_not_found() {
+            ApiError::NotFound(e.to_string())
+        } else if e.is_invalid_input() {
+            ApiError::InvalidParameter(e.to_string())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<PoolError> for ApiError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Throttled { .. } => {
+                ApiError::Throttled { message: format!("Rate Exceeded: {e}"), reason: "ConcurrentInvocationLimitExceeded" }
+            }
+            PoolError::ShuttingDown => ApiError::ServiceUnavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::Internal(format!("task failed: {e}"))
+    }
+}

@@ -1,0 +1,151 @@
+//! The Lambda Invoke API and the invocation path shared by every HTTP surface.
+
+use crate::state::Resolved;
+use crate::{ApiError, Gateway};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use nimbus_core::{arn, Limits};
+use nimbus_pool::PoolInvokeResult;
+use nimbus_runtime::{Invocation, Outcome};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::{info_span, Instrument};
+
+/// Lambda's limit on `X-Amz-Client-Context` (base64-decoded JSON).
+const CLIENT_CONTEXT_MAX: usize = 3583;
+
+/// Runs one invocation. The work runs in its own task, so a client that disconnects
+/// does not cut an invocation short (Lambda finishes it too).
+pub(crate) async fn run(
+    gw: &Arc<Gateway>,
+    resolved: &Arc<Resolved>,
+    payload: Bytes,
+    invoked_arn: String,
+    trace_id: Option<String>,
+    client_context: Option<String>,
+) -> Result<(String, PoolInvokeResult), ApiError> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let inv = Invocation {
+        request_id: request_id.clone(),
+        payload,
+        invoked_arn,
+        trace_id: Some(trace_id.unwrap_or_else(new_trace_id)),
+        client_context,
+    };
+    let pools = gw.pools.clone();
+    let spec = resolved.spec.clone();
+    let revision = resolved.version.revision_id.clone();
+    let span = info_span!("invoke", function = %spec.function, version = %spec.version, request_id = %request_id);
+    let res = tokio::spawn(async move { pools.invoke(spec, &revision, inv).await }.instrument(span)).await??;
+    Ok((request_id, res))
+}
+
+fn new_trace_id() -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let r = uuid::Uuid::new_v4().simple().to_string();
+    format!("Root=1-{now:08x}-{};Parent={};Sampled=0", &r[..24], &r[16..32])
+}
+
+/// `POST /2015-03-31/functions/{FunctionName}/invocations`
+pub(crate) async fn lambda_invoke(
+    State(gw): State<Arc<Gateway>>,
+    Path(function): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (name, embedded_q) = arn::parse_function_ref(&function)?;
+    let qualifier = match (embedded_q, query.get("Qualifier")) {
+        (Some(a), Some(b)) if &a != b => {
+            return Err(ApiError::InvalidParameter(format!(
+                "the qualifier in the function name ({a}) and the Qualifier parameter ({b}) differ"
+            )))
+        }
+        (Some(a), _) => Some(a),
+        (None, Some(b)) => Some(arn::validate_qualifier(b)?),
+        (None, None) => None,
+    };
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let invocation_type = header("x-amz-invocation-type").unwrap_or("RequestResponse");
+    if !matches!(invocation_type, "RequestResponse" | "Event" | "DryRun") {
+        return Err(ApiError::InvalidParameter(format!(
+            "invalid InvocationType {invocation_type:?}: use RequestResponse, Event or DryRun"
+        )));
+    }
+    let tail = match header("x-amz-log-type") {
+        None | Some("None") => false,
+        Some("Tail") => true,
+        Some(other) => return Err(ApiError::InvalidParameter(format!("invalid LogType {other:?}: use None or Tail"))),
+    };
+    let client_context = header("x-amz-client-context").map(decode_client_context).transpose()?;
+    let payload = read_payload(body).await?;
+    if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
+        return Err(ApiError::InvalidRequestContent(
+            "Could not parse request body into json: the payload must be valid JSON".into(),
+        ));
+    }
+    let payload = if payload.is_empty() { Bytes::from_static(b"{}") } else { payload };
+
+    let resolved = gw.resolve(&name, qualifier.as_deref()).await?;
+    let executed_version = resolved.version.version.clone();
+    if invocation_type == "DryRun" {
+        return Ok((StatusCode::NO_CONTENT, [("x-amz-executed-version", executed_version)]).into_response());
+    }
+    if invocation_type == "Event" {
+        return Err(ApiError::InvalidParameter(
+            "InvocationType Event is not supported yet by this server: invoke with RequestResponse".into(),
+        ));
+    }
+    let invoked_arn = arn::function_arn(name.as_str(), qualifier.as_deref());
+    let trace = header("x-amzn-trace-id").map(str::to_string);
+    let (request_id, res) = run(&gw, &resolved, payload, invoked_arn, trace, client_context).await?;
+
+    let mut resp = Response::new(Body::empty());
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    insert(h, "x-amzn-requestid", &request_id);
+    insert(h, "x-amz-executed-version", &executed_version);
+    if tail {
+        let tail_bytes = res.result.log_tail.as_bytes();
+        let start = tail_bytes.len().saturating_sub(4096);
+        insert(h, "x-amz-log-result", &base64::engine::general_purpose::STANDARD.encode(&tail_bytes[start..]));
+    }
+    match res.result.outcome {
+        Outcome::Success(body) => *resp.body_mut() = Body::from(body),
+        Outcome::Error { body, .. } => {
+            resp.headers_mut().insert("x-amz-function-error", HeaderValue::from_static("Unhandled"));
+            *resp.body_mut() = Body::from(body);
+        }
+    }
+    Ok(resp)
+}
+
+fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}
+
+/// Reads an invocation payload, refusing more than Lambda's 6 MB synchronous limit.
+pub(crate) async fn read_payload(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, Limits::PAYLOAD_MAX).await.map_err(|_| {
+        ApiError::TooLarge(format!(
+            "Request must be smaller than {} bytes for the InvokeFunction operation",
+            Limits::PAYLOAD_MAX
+        ))
+    })
+}
+
+fn decode_client_context(b64: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::InvalidParameter("X-Amz-Client-Context must be base64-encoded JSON of at most 3583 bytes".into());
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| bad())?;
+    if raw.len() > CLIENT_CONTEXT_MAX {
+        return Err(bad());
+    }
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|_| bad())?;
+    Ok(text)
+}

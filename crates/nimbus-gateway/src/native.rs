@@ -1,0 +1,158 @@
+//! The native `/v1` API (see `docs/api.md`).
+
+use crate::{ApiError, Gateway};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use nimbus_core::{FunctionConfig, FunctionName, FunctionVersion};
+use nimbus_store::CodeInfo;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::info;
+
+/// A function version as the API shows it.
+pub(crate) fn view(gw: &Gateway, v: &FunctionVersion) -> Value {
+    let mut out = serde_json::to_value(v).unwrap_or(Value::Null);
+    if v.config.url {
+        out["function_url"] = gw.function_url(&v.name).into();
+    }
+    out
+}
+
+fn parse_name(name: &str) -> Result<FunctionName, ApiError> {
+    Ok(FunctionName::parse(name)?)
+}
+
+pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "memory_limits": gw.cfg.memory_limits,
+    }))
+}
+
+pub(crate) async fn list(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
+    let fns = gw.store.list()?;
+    Ok(Json(json!({ "functions": fns.iter().map(|f| view(&gw, f)).collect::<Vec<_>>() })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct QualifierQuery {
+    qualifier: Option<String>,
+}
+
+pub(crate) async fn get_function(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    Query(q): Query<QualifierQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let name = parse_name(&name)?;
+    let v = gw.store.get(&name, q.qualifier.as_deref())?;
+    Ok(Json(view(&gw, &v)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployRequest {
+    config: FunctionConfig,
+    /// Base64 zip. Absent: keep the current code (configuration-only update).
+    code_zip: Option<String>,
+}
+
+/// `PUT /v1/functions/{name}`: create or update, publishing an immutable version.
+pub(crate) async fn deploy(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    let req: DeployRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::InvalidParameter(format!("invalid deploy request: {e}")))?;
+    drop(body);
+    req.config.validate()?;
+    let code = match req.code_zip {
+        Some(b64) => {
+            let zip = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| ApiError::InvalidParameter(format!("code_zip is not valid base64: {e}")))?;
+            let store = gw.code.clone();
+            tokio::task::spawn_blocking(move || store.put_zip(&zip)).await??
+        }
+        None => current_code(&gw, &name).await?,
+    };
+    let (version, created) = publish(&gw, &name, req.config, code).await?;
+    let latest = gw.store.get(&name, None)?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!({ "function": view(&gw, &latest), "version": version }))).into_response())
+}
+
+/// The code of `$LATEST`, for configuration-only updates.
+pub(crate) async fn current_code(gw: &Arc<Gateway>, name: &FunctionName) -> Result<CodeInfo, ApiError> {
+    let cur = gw.store.get(name, None).map_err(|e| {
+        if e.is_not_found() {
+            ApiError::InvalidParameter(format!("function {name} does not exist yet: include code_zip to create it"))
+        } else {
+            e.into()
+        }
+    })?;
+    let store = gw.code.clone();
+    let zip = tokio::task::spawn_blocking(move || store.zip_bytes(&cur.code_sha256)).await??;
+    Ok(CodeInfo::of(&zip))
+}
+
+/// Stores a new `$LATEST` (checking route conflicts), refreshes caches and routes.
+/// Returns the published version and whether the function was created.
+pub(crate) async fn publish(gw: &Arc<Gateway>, name: &FunctionName, config: FunctionConfig, code: CodeInfo) -> Result<(String, bool), ApiError> {
+    if let Some((route, other)) = gw.route_conflict(name, &config.routes) {
+        return Err(ApiError::Conflict(format!("route {route} is already served by function {other}")));
+    }
+    let store = gw.store.clone();
+    let n = name.clone();
+    let deployed = tokio::task::spawn_blocking(move || store.deploy(&n, &config, &code)).await??;
+    gw.invalidate(name);
+    gw.rebuild_routes()?;
+    info!(function = %name, version = %deployed.version, created = deployed.created, "deployed");
+    Ok((deployed.version, deployed.created))
+}
+
+pub(crate) async fn delete(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    let name = parse_name(&name)?;
+    let store = gw.store.clone();
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || store.delete(&n)).await??;
+    gw.invalidate(&name);
+    gw.pools.retire_function(name.as_str());
+    gw.rebuild_routes()?;
+    info!(function = %name, "deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn versions(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let name = parse_name(&name)?;
+    let vs = gw.store.versions(&name)?;
+    if vs.is_empty() {
+        return Err(ApiError::NotFound(format!("function not found: {name}")));
+    }
+    Ok(Json(json!({ "versions": vs.iter().map(|v| view(&gw, v)).collect::<Vec<_>>() })))
+}
+
+pub(crate) async fn logs(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let name = parse_name(&name)?;
+    gw.store.get(&name, None)?;
+    let num = |k: &str, default: i64| -> Result<i64, ApiError> {
+        q.get(k)
+            .map(|v| v.parse::<i64>().map_err(|_| ApiError::InvalidParameter(format!("{k} must be an integer"))))
+            .unwrap_or(Ok(default))
+    };
+    let after = num("after", 0)?;
+    let limit = num("limit", 1000)?.clamp(1, 10_000) as usize;
+    let store = gw.store.clone();
+    let entries = tokio::task::spawn_blocking(move || store.logs(&name, after, limit)).await??;
+    let next = entries.last().map(|e| e.seq).unwrap_or(after);
+    Ok(Json(json!({ "logs": entries, "next": next })))
+}
