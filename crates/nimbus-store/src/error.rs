@@ -1,0 +1,62 @@
+use thiserror::Error;
+
+/// Failures of the registry, the log store and the code store.
+///
+/// Callers decide how to react by kind ([`StoreError::is_not_found`],
+/// [`StoreError::is_invalid_input`]), never by matching message text.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The function, version or code package does not exist. The message names it, for
+    /// example `function not found: hello` or `version 7 of hello not found`.
+    #[error("{0}")]
+    NotFound(String),
+    /// The uploaded code package is unusable (not a zip, too large, unsafe paths, …). The
+    /// message says what is wrong and what to do about it.
+    #[error("invalid code package: {0}")]
+    InvalidPackage(String),
+    /// A file system failure. Errors made by this crate name the path and what was being
+    /// done (`creating /data/code/tmp: permission denied`), so the message is shown as is.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Stored data does not decode or does not match its content address.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// The thing asked for does not exist (maps to a 404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound(_))
+    }
+
+    /// The caller sent something unusable (maps to a 400); retrying the same request fails again.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, StoreError::InvalidPackage(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        let nf = StoreError::NotFound("function not found: hello".into());
+        assert!(nf.is_not_found());
+        assert!(!nf.is_invalid_input());
+        assert_eq!(nf.to_string(), "function not found: hello");
+
+        let bad = StoreError::InvalidPackage("not a zip".into());
+        assert!(bad.is_invalid_input());
+        assert!(!bad.is_not_found());
+        assert_eq!(bad.to_string(), "invalid code package: not a zip");
+
+        let io = StoreError::from(std::io::Error::other("writing /x: disk full"));
+        assert!(!io.is_not_found() && !io.is_invalid_input());
+        assert_eq!(io.to_string(), "writing /x: disk full");
+        let corrupt = StoreError::Corrupt("x".into());
+        assert!(!corrupt.is_not_found() && !corrupt.is_invalid_input());
+    }
+}
