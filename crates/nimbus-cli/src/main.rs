@@ -1,1 +1,43 @@
-fn main() {}
+//! `nimbus`: the command-line tool of Nimbus. Thin: parse the command line, run the command,
+//! turn errors into `error: …` (plus a hint) on stderr and exit status 1.
+
+mod cli;
+mod client;
+mod commands;
+mod errors;
+mod output;
+
+use clap::Parser;
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(commands::run(cli));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if errors::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(failed) = e.downcast_ref::<errors::FunctionFailed>() {
+                eprintln!("{failed}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            if let Some(hint) = errors::hint(&e) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

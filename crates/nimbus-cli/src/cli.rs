@@ -1,0 +1,386 @@
+//! Command-line syntax: every subcommand, flag and value parser of `nimbus`.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
+
+/// Nimbus: a self-hosted serverless platform.
+#[derive(Debug, Parser)]
+#[command(name = "nimbus", version, about, propagate_version = true)]
+pub struct Cli {
+    /// URL of the nimbus server to talk to.
+    #[arg(long, global = true, env = "NIMBUS_ENDPOINT", default_value = DEFAULT_ENDPOINT, value_name = "URL")]
+    pub endpoint: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the nimbus server.
+    Serve(ServerArgs),
+    /// Run a local server for the project in DIR, deploy its functions and redeploy on change.
+    Up(UpArgs),
+    /// Deploy the functions of DIR/nimbus.toml, or one function from a directory or .zip.
+    Deploy(DeployArgs),
+    /// Invoke a function and print its response.
+    Invoke(InvokeArgs),
+    /// List deployed functions.
+    Ls,
+    /// Remove a function and all its versions.
+    Rm(RmArgs),
+    /// Show a function's logs.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+    /// Where functions, code and logs are stored [default: ./.nimbus, or DIR/.nimbus for `up`].
+    #[arg(long, env = "NIMBUS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Stop instances idle for this long (seconds, or 90s, 5m, 1h).
+    #[arg(long, env = "NIMBUS_IDLE_TIMEOUT", default_value = "300", value_name = "SECS", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+    /// How long a request may wait for a free instance (milliseconds, or 500ms, 10s).
+    #[arg(long, env = "NIMBUS_QUEUE_TIMEOUT_MS", default_value = "10000", value_name = "MS", value_parser = parse_millis)]
+    pub queue_timeout_ms: Duration,
+    /// How long shutdown waits for in-flight requests (seconds, or 30s, 1m).
+    #[arg(long, env = "NIMBUS_SHUTDOWN_GRACE", default_value = "30", value_name = "SECS", value_parser = parse_secs)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Project directory containing nimbus.toml.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// A project directory with nimbus.toml, or (with --name) a code directory or .zip file.
+    #[arg(default_value = ".", value_name = "PATH")]
+    pub path: PathBuf,
+    /// Function name; deploys PATH as this one function instead of reading nimbus.toml.
+    #[arg(long, requires = "runtime")]
+    pub name: Option<String>,
+    /// Runtime identifier, e.g. nodejs20.x, python3.12, provided.al2023.
+    #[arg(long, requires = "name")]
+    pub runtime: Option<String>,
+    /// Handler, e.g. index.handler (defaults to "bootstrap" for provided runtimes).
+    #[arg(long, requires = "name")]
+    pub handler: Option<String>,
+    /// Memory size in MB (128-10240).
+    #[arg(long, requires = "name", value_name = "MB")]
+    pub memory: Option<u32>,
+    /// Timeout in seconds (1-900).
+    #[arg(long, requires = "name", value_name = "S")]
+    pub timeout: Option<u32>,
+    /// Environment variable, repeatable.
+    #[arg(long = "env", requires = "name", value_name = "K=V", value_parser = parse_env_pair)]
+    pub env: Vec<(String, String)>,
+    /// Maximum concurrent instances (1-1000).
+    #[arg(long, requires = "name", value_name = "N")]
+    pub concurrency: Option<u32>,
+    /// Free-text description.
+    #[arg(long, requires = "name", value_name = "D")]
+    pub description: Option<String>,
+    /// Give the function a URL at /fn/NAME/.
+    #[arg(long, requires = "name")]
+    pub url: bool,
+    /// HTTP route served by the function, e.g. "GET /hello/{name}"; repeatable.
+    #[arg(long = "route", requires = "name", value_name = "ROUTE")]
+    pub routes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    pub name: String,
+    /// Event JSON, or @FILE to read it from a file (@- for stdin) [default: {}].
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub data: Option<String>,
+    /// Version number or alias to invoke.
+    #[arg(long, value_name = "Q")]
+    pub qualifier: Option<String>,
+    /// Print the tail of the invocation's log to stderr.
+    #[arg(long)]
+    pub log: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub name: String,
+    /// Keep printing new lines until Ctrl-C.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Show only the last N lines.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+/// `K=V` → `(K, V)`; the value may contain `=`.
+pub fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// A listen address: `HOST:PORT`, `:PORT` (loopback) or a bare port.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let port = s.strip_prefix(':').unwrap_or(s);
+    if let Ok(p) = port.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], p)));
+    }
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("expected HOST:PORT such as 127.0.0.1:8080, got {s:?}"))
+}
+
+/// A duration where a bare number is seconds; `500ms`, `30s`, `5m`, `1h` also work.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    parse_duration(s, 1000)
+}
+
+/// A duration where a bare number is milliseconds; `500ms`, `10s`, `1m` also work.
+pub fn parse_millis(s: &str) -> Result<Duration, String> {
+    parse_duration(s, 1)
+}
+
+fn parse_duration(s: &str, bare_unit_ms: u64) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit_ms = match unit.trim() {
+        "" => bare_unit_ms as f64,
+        "ms" => 1.0,
+        "s" | "sec" | "secs" => 1000.0,
+        "m" | "min" | "mins" => 60_000.0,
+        "h" => 3_600_000.0,
+        _ => return Err(format!("unknown unit in {s:?}: use ms, s, m or h")),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration such as 30, 30s, 500ms or 5m, got {s:?}"))?;
+    Ok(Duration::from_millis((n * unit_ms).round() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("nimbus").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn endpoint_before_or_after_subcommand() {
+        let a = parse(&["--endpoint", "http://h:1", "ls"]);
+        assert_eq!(a.endpoint, "http://h:1");
+        let b = parse(&["ls", "--endpoint", "http://h:2", "--json"]);
+        assert_eq!(b.endpoint, "http://h:2");
+        assert!(b.json);
+        let c = parse(&["--json", "rm", "x"]);
+        assert!(c.json);
+        assert!(matches!(c.command, Command::Rm(RmArgs { ref name }) if name == "x"));
+    }
+
+    #[test]
+    fn endpoint_default() {
+        if std::env::var_os("NIMBUS_ENDPOINT").is_none() {
+            assert_eq!(parse(&["ls"]).endpoint, DEFAULT_ENDPOINT);
+        }
+    }
+
+    #[test]
+    fn deploy_flags() {
+        let cli = parse(&[
+            "deploy",
+            "./code",
+            "--name",
+            "hello",
+            "--runtime",
+            "nodejs20.x",
+            "--handler",
+            "index.handler",
+            "--memory",
+            "256",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "--url",
+            "--timeout",
+            "5",
+        ]);
+        let Command::Deploy(d) = cli.command else {
+            panic!("not deploy")
+        };
+        assert_eq!(d.path, PathBuf::from("./code"));
+        assert_eq!(d.name.as_deref(), Some("hello"));
+        assert_eq!(d.memory, Some(256));
+        assert_eq!(d.timeout, Some(5));
+        assert!(d.url);
+        assert_eq!(
+            d.env,
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+    }
+
+    #[test]
+    fn deploy_manifest_mode_and_flag_dependencies() {
+        let Command::Deploy(d) = parse(&["deploy"]).command else {
+            panic!()
+        };
+        assert_eq!(d.path, PathBuf::from("."));
+        assert!(d.name.is_none());
+        // config flags make no sense without --name, and --name needs --runtime
+        assert!(Cli::try_parse_from(["nimbus", "deploy", ".", "--memory", "256"]).is_err());
+        assert!(Cli::try_parse_from(["nimbus", "deploy", ".", "--name", "x"]).is_err());
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env_pair("K=V").unwrap(), ("K".into(), "V".into()));
+        assert_eq!(parse_env_pair("K=").unwrap(), ("K".into(), "".into()));
+        assert_eq!(parse_env_pair("K=a=b").unwrap(), ("K".into(), "a=b".into()));
+        assert!(parse_env_pair("K").is_err());
+        assert!(parse_env_pair("=V").is_err());
+        assert!(Cli::try_parse_from([
+            "nimbus",
+            "deploy",
+            "--name",
+            "x",
+            "--runtime",
+            "go",
+            "--env",
+            "NOPE"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_secs("300").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_secs("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_secs("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_secs("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_secs("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_secs("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_millis("10000").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_millis("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_secs("soon").is_err());
+        assert!(parse_secs("5d").is_err());
+        assert!(parse_secs("").is_err());
+    }
+
+    #[test]
+    fn listen_addrs() {
+        assert_eq!(
+            parse_listen("0.0.0.0:9000").unwrap(),
+            "0.0.0.0:9000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen(":9000").unwrap(),
+            "127.0.0.1:9000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("9000").unwrap(),
+            "127.0.0.1:9000".parse().unwrap()
+        );
+        assert!(parse_listen("nope").is_err());
+    }
+
+    #[test]
+    fn serve_and_up_flags() {
+        let Command::Serve(s) = parse(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--idle-timeout",
+            "60",
+            "--queue-timeout-ms",
+            "500",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(s.listen.port(), 0);
+        assert_eq!(s.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.queue_timeout_ms, Duration::from_millis(500));
+        let Command::Up(u) = parse(&[
+            "up",
+            "proj",
+            "--shutdown-grace",
+            "2",
+            "--endpoint",
+            "http://x",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(u.dir, PathBuf::from("proj"));
+        assert_eq!(u.server.shutdown_grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn invoke_and_logs_flags() {
+        let Command::Invoke(i) = parse(&[
+            "invoke",
+            "f",
+            "--data",
+            "@e.json",
+            "--qualifier",
+            "2",
+            "--log",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                i.name.as_str(),
+                i.data.as_deref(),
+                i.qualifier.as_deref(),
+                i.log
+            ),
+            ("f", Some("@e.json"), Some("2"), true)
+        );
+        let Command::Logs(l) = parse(&["logs", "f", "--follow", "--limit", "5"]).command else {
+            panic!()
+        };
+        assert!(l.follow);
+        assert_eq!(l.limit, Some(5));
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,352 @@
+//! HTTP client for the nimbus API (`docs/api.md`) and the errors it reports.
+
+use anyhow::{Context, Result};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde::Deserialize;
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+
+/// An error reply from the server: `{"type": …, "message": …}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub kind: String,
+    pub message: String,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.kind)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    /// Builds the error from a non-success reply, tolerating bodies that are not Nimbus JSON.
+    pub fn from_reply(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(rename = "type")]
+            kind: Option<String>,
+            message: Option<String>,
+            #[serde(rename = "Type")]
+            kind_aws: Option<String>,
+            #[serde(rename = "Message")]
+            message_aws: Option<String>,
+        }
+        let parsed: Option<Body> = serde_json::from_slice(body).ok();
+        let header_kind = headers
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            // the header may carry a suffix: `Type:http://…`
+            .map(|v| v.split(':').next().unwrap_or(v).to_string());
+        let kind = parsed
+            .as_ref()
+            .and_then(|b| b.kind.clone())
+            .or(header_kind)
+            .or_else(|| parsed.as_ref().and_then(|b| b.kind_aws.clone()))
+            .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+        let message = parsed
+            .and_then(|b| b.message.or(b.message_aws))
+            .unwrap_or_else(|| {
+                let text = String::from_utf8_lossy(body).trim().to_string();
+                if text.is_empty() {
+                    status
+                        .canonical_reason()
+                        .unwrap_or("request failed")
+                        .to_lowercase()
+                } else {
+                    text.chars().take(500).collect()
+                }
+            });
+        Self {
+            status: status.as_u16(),
+            kind,
+            message,
+        }
+    }
+
+    /// What the user can do about it, when there is something to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self.kind.as_str() {
+            "ResourceNotFoundException" => Some("run `nimbus ls` to see the deployed functions"),
+            "ResourceConflictException" => {
+                Some("another change to this function is in progress; retry in a moment")
+            }
+            "TooManyRequestsException" => Some(
+                "the function is at its concurrency limit; retry later or raise its `concurrency`",
+            ),
+            "RequestTooLargeException" => {
+                Some("invoke payloads are limited to 6 MB and code packages to 50 MB zipped")
+            }
+            "ServiceException" => Some("the server logs have the details"),
+            _ => None,
+        }
+    }
+}
+
+/// The server could not be reached at all.
+#[derive(Debug)]
+pub struct Unreachable {
+    pub endpoint: String,
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot reach nimbus at {} — start it with `nimbus serve` or `nimbus up`",
+            self.endpoint
+        )
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// The reply of an invocation: status, body and the Lambda headers that matter to the CLI.
+#[derive(Debug)]
+pub struct InvokeReply {
+    pub body: bytes::Bytes,
+    /// `X-Amz-Function-Error` (`Unhandled`, `Handled`) when the function failed.
+    pub function_error: Option<String>,
+    /// `X-Amz-Log-Result`, base64 of the log tail.
+    pub log_result: Option<String>,
+}
+
+/// One page of `GET /v1/functions/{name}/logs`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct LogsPage {
+    #[serde(default)]
+    pub logs: Vec<LogEntry>,
+    pub next: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+pub struct LogEntry {
+    pub seq: i64,
+    pub ts_ms: i64,
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub stream: String,
+    pub line: String,
+}
+
+/// Talks to one nimbus server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    endpoint: String,
+}
+
+impl Client {
+    pub fn new(endpoint: &str) -> Result<Self> {
+        let base = Url::parse(endpoint)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .with_context(|| {
+                format!("invalid endpoint {endpoint:?}: use a URL such as http://127.0.0.1:8080")
+            })?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("nimbus-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("cannot create the HTTP client")?;
+        Ok(Self {
+            http,
+            base,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The endpoint URL with `segments` appended, each percent-encoded as one path segment.
+    pub fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut path = url.path_segments_mut().expect("http(s) URLs have a path");
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        url
+    }
+
+    pub fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+        self.http.request(method, self.url(segments))
+    }
+
+    /// Sends a request; connection failures become [`Unreachable`] and non-success replies [`ApiError`].
+    pub async fn send(&self, req: RequestBuilder) -> Result<Response> {
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(ApiError::from_reply(status, &headers, &body).into())
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> anyhow::Error {
+        if e.is_connect() {
+            anyhow::Error::new(Unreachable {
+                endpoint: self.endpoint.clone(),
+            })
+        } else {
+            anyhow::Error::new(e).context(format!("request to {} failed", self.endpoint))
+        }
+    }
+
+    /// Sends a request and parses the JSON reply.
+    pub async fn json(&self, req: RequestBuilder) -> Result<Value> {
+        let resp = self.send(req).await?;
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "the server at {} sent a reply that is not JSON",
+                self.endpoint
+            )
+        })
+    }
+
+    pub async fn list_functions(&self) -> Result<Value> {
+        self.json(self.request(Method::GET, &["v1", "functions"]))
+            .await
+    }
+
+    /// `PUT /v1/functions/{name}` with an already serialised body of `len` bytes.
+    pub async fn put_function(&self, name: &str, body: reqwest::Body, len: u64) -> Result<Value> {
+        let req = self
+            .request(Method::PUT, &["v1", "functions", name])
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body);
+        self.json(req).await
+    }
+
+    pub async fn delete_function(&self, name: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, &["v1", "functions", name]))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn logs(&self, name: &str, after: i64, limit: usize) -> Result<LogsPage> {
+        let req = self
+            .request(Method::GET, &["v1", "functions", name, "logs"])
+            .query(&[("after", after.to_string()), ("limit", limit.to_string())]);
+        let v = self.json(req).await?;
+        serde_json::from_value(v).context("the server sent a logs reply in an unexpected shape")
+    }
+
+    pub async fn invoke(
+        &self,
+        name: &str,
+        qualifier: Option<&str>,
+        payload: Vec<u8>,
+        tail: bool,
+    ) -> Result<InvokeReply> {
+        let mut req = self
+            .request(
+                Method::POST,
+                &["2015-03-31", "functions", name, "invocations"],
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(payload);
+        if let Some(q) = qualifier {
+            req = req.query(&[("Qualifier", q)]);
+        }
+        if tail {
+            req = req.header("X-Amz-Log-Type", "Tail");
+        }
+        let resp = self.send(req).await?;
+        let header = |h: &str| {
+            resp.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let function_error = header("x-amz-function-error");
+        let log_result = header("x-amz-log-result");
+        let body = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        Ok(InvokeReply {
+            body,
+            function_error,
+            log_result,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_error_from_nimbus_json() {
+        let body = br#"{"type":"ResourceNotFoundException","message":"function not found: hello","Type":"User","Message":"function not found: hello"}"#;
+        let e = ApiError::from_reply(StatusCode::NOT_FOUND, &HeaderMap::new(), body);
+        assert_eq!(
+            e.to_string(),
+            "function not found: hello (ResourceNotFoundException)"
+        );
+        assert!(e.hint().is_some());
+    }
+
+    #[test]
+    fn api_error_from_foreign_replies() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-amzn-ErrorType",
+            "TooManyRequestsException:http://x".parse().unwrap(),
+        );
+        let e = ApiError::from_reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            &h,
+            b"{\"Message\":\"slow down\"}",
+        );
+        assert_eq!(e.to_string(), "slow down (TooManyRequestsException)");
+        let e = ApiError::from_reply(
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            b"upstream exploded\n",
+        );
+        assert_eq!(e.to_string(), "upstream exploded (HTTP 502)");
+        let e = ApiError::from_reply(StatusCode::NOT_FOUND, &HeaderMap::new(), b"");
+        assert_eq!(e.to_string(), "not found (HTTP 404)");
+    }
+
+    #[test]
+    fn urls_encode_segments_and_keep_prefixes() {
+        let c = Client::new("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            c.url(&["v1", "functions", "hello"]).as_str(),
+            "http://127.0.0.1:8080/v1/functions/hello"
+        );
+        assert_eq!(
+            c.url(&["2015-03-31", "functions", "a b/c", "invocations"])
+                .as_str(),
+            "http://127.0.0.1:8080/2015-03-31/functions/a%20b%2Fc/invocations"
+        );
+        let c = Client::new("https://example.com/nimbus/").unwrap();
+        assert_eq!(
+            c.url(&["v1", "functions"]).as_str(),
+            "https://example.com/nimbus/v1/functions"
+        );
+        assert_eq!(c.endpoint, "https://example.com/nimbus");
+        assert!(Client::new("127.0.0.1:8080").is_err());
+        assert!(Client::new("ftp://x").is_err());
+    }
+
+    #[test]
+    fn unreachable_message() {
+        let e = Unreachable {
+            endpoint: "http://127.0.0.1:8080".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot reach nimbus at http://127.0.0.1:8080 — start it with `nimbus serve` or `nimbus up`"
+        );
+    }
+}

@@ -1,0 +1,438 @@
+//! `nimbus deploy`: package code, validate config locally, `PUT /v1/functions/{name}`.
+//! Also the deploy path `nimbus up` uses.
+
+use crate::cli::DeployArgs;
+use crate::client::Client;
+use crate::errors::Hinted;
+use crate::output::{deployed_line, human_size, DeployReply};
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use nimbus_core::manifest::{self, ManifestFunction};
+use nimbus_core::{FunctionConfig, FunctionName, Limits, RouteSpec, Runtime, RuntimeFamily};
+use serde_json::Value;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST: &str = "nimbus.toml";
+
+/// Bodies above this size get a progress bar (when stderr is a terminal).
+const PROGRESS_THRESHOLD: usize = 1024 * 1024;
+const CHUNK: usize = 64 * 1024;
+
+/// Where a function's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeSource {
+    Dir(PathBuf),
+    Zip(PathBuf),
+}
+
+/// One function to deploy: validated name and config plus its code.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: FunctionName,
+    pub config: FunctionConfig,
+    pub code: CodeSource,
+}
+
+pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
+    let targets = if args.name.is_some() {
+        vec![single_target(&args)?]
+    } else if !args.path.exists() {
+        bail!("{} does not exist", args.path.display());
+    } else if args.path.is_file() {
+        return Err(Hinted::error(
+            format!("{} is a file, not a project directory", args.path.display()),
+            "to deploy a .zip as one function add --name NAME --runtime RUNTIME --handler HANDLER",
+        ));
+    } else {
+        manifest_targets(&args.path)?
+    };
+    let mut replies = Vec::new();
+    for t in &targets {
+        let reply = deploy(client, t).await?;
+        if json {
+            replies.push(reply);
+        } else {
+            super::print(format!("{}\n", deployed_line(&parse_reply(&reply)?)))?;
+        }
+    }
+    if json {
+        // one function: its reply; a manifest: the list of replies
+        let out = if args.name.is_some() {
+            replies.remove(0)
+        } else {
+            Value::Array(replies)
+        };
+        super::print_json(&out)?;
+    }
+    Ok(())
+}
+
+pub fn parse_reply(v: &Value) -> Result<DeployReply> {
+    serde_json::from_value(v.clone())
+        .context("the server sent a deploy reply in an unexpected shape")
+}
+
+/// Reads and validates `dir/nimbus.toml`.
+pub fn load_manifest(dir: &Path) -> Result<Vec<ManifestFunction>> {
+    let path = dir.join(MANIFEST);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Hinted::error(
+                format!("no {MANIFEST} in {} — create one, see examples/", dir.display()),
+                "or deploy a single function: nimbus deploy PATH --name NAME --runtime RUNTIME --handler HANDLER",
+            ));
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    manifest::parse(&text).with_context(|| format!("{} is not valid", path.display()))
+}
+
+/// The deploy targets of a manifest, code directories resolved against `dir`.
+pub fn manifest_targets(dir: &Path) -> Result<Vec<Target>> {
+    Ok(load_manifest(dir)?
+        .into_iter()
+        .map(|f| manifest_target(dir, f))
+        .collect())
+}
+
+pub fn manifest_target(dir: &Path, f: ManifestFunction) -> Target {
+    Target {
+        code: CodeSource::Dir(dir.join(&f.code)),
+        name: f.name,
+        config: f.config,
+    }
+}
+
+/// `nimbus deploy PATH --name … --runtime …`: builds and validates the config from flags.
+pub fn single_target(args: &DeployArgs) -> Result<Target> {
+    let raw_name = args.name.as_deref().context("--name is required")?;
+    let name = FunctionName::parse(raw_name)?;
+    let runtime_text = args
+        .runtime
+        .as_deref()
+        .context("--runtime is required with --name")?;
+    let runtime = Runtime::parse(runtime_text)?;
+    let handler = match (&args.handler, runtime.family()) {
+        (Some(h), _) => h.clone(),
+        (None, RuntimeFamily::Provided) => "bootstrap".into(),
+        (None, _) => {
+            bail!("--handler is required for {runtime}, for example --handler index.handler")
+        }
+    };
+    let mut config = FunctionConfig::new(runtime, handler);
+    if let Some(m) = args.memory {
+        config.memory_mb = m;
+    }
+    if let Some(t) = args.timeout {
+        config.timeout_s = t;
+    }
+    if let Some(c) = args.concurrency {
+        config.concurrency = c;
+    }
+    if let Some(d) = &args.description {
+        config.description = d.clone();
+    }
+    config.url = args.url;
+    config.env = args.env.iter().cloned().collect();
+    config.routes = args
+        .routes
+        .iter()
+        .map(|r| RouteSpec::parse(r))
+        .collect::<Result<_, _>>()?;
+    config
+        .validate()
+        .with_context(|| format!("invalid configuration for {name}"))?;
+    Ok(Target {
+        name,
+        config,
+        code: code_source(&args.path)?,
+    })
+}
+
+/// A directory or a `.zip` file.
+pub fn code_source(path: &Path) -> Result<CodeSource> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.is_dir() {
+        Ok(CodeSource::Dir(path.to_path_buf()))
+    } else if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+    {
+        Ok(CodeSource::Zip(path.to_path_buf()))
+    } else {
+        bail!("{} is neither a directory nor a .zip file", path.display())
+    }
+}
+
+/// Builds the zip of a code source.
+pub async fn package(code: &CodeSource) -> Result<Vec<u8>> {
+    let zip = match code {
+        CodeSource::Dir(dir) => {
+            if !dir.is_dir() {
+                bail!("code directory {} does not exist", dir.display());
+            }
+            let d = dir.clone();
+            tokio::task::spawn_blocking(move || nimbus_store::zip_dir(&d))
+                .await
+                .context("packaging task failed")?
+                .with_context(|| format!("cannot package {}", dir.display()))?
+        }
+        CodeSource::Zip(path) => {
+            let bytes = tokio::fs::read(path)
+                .await
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            zip::ZipArchive::new(std::io::Cursor::new(&bytes))
+                .with_context(|| format!("{} is not a valid zip file", path.display()))?;
+            bytes
+        }
+    };
+    if zip.len() as u64 > Limits::CODE_ZIPPED_MAX {
+        bail!(
+            "the code package is {}, more than the {} limit for zipped code",
+            human_size(zip.len() as u64),
+            human_size(Limits::CODE_ZIPPED_MAX)
+        );
+    }
+    Ok(zip)
+}
+
+/// The `PUT /v1/functions/{name}` body: `{"config": …, "code_zip": "<base64>"}`.
+pub fn request_body(config: &FunctionConfig, zip: &[u8]) -> Result<Vec<u8>> {
+    let body = serde_json::json!({
+        "config": config,
+        "code_zip": base64::engine::general_purpose::STANDARD.encode(zip),
+    });
+    Ok(serde_json::to_vec(&body)?)
+}
+
+/// Packages and uploads one function; returns the server's JSON reply.
+pub async fn deploy(client: &Client, t: &Target) -> Result<Value> {
+    let zip = package(&t.code).await?;
+    let body = request_body(&t.config, &zip)?;
+    drop(zip);
+    let len = body.len();
+    let progress = (len > PROGRESS_THRESHOLD && std::io::stderr().is_terminal())
+        .then(|| progress_bar(&t.name, len));
+    let req_body = match &progress {
+        Some(bar) => chunked_body(Bytes::from(body), bar.clone()),
+        None => reqwest::Body::from(body),
+    };
+    let reply = client
+        .put_function(t.name.as_str(), req_body, len as u64)
+        .await;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    reply
+}
+
+fn progress_bar(name: &FunctionName, len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "uploading {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(name.to_string());
+    bar
+}
+
+/// Streams `body` in chunks, advancing `bar` as reqwest consumes them.
+fn chunked_body(body: Bytes, bar: ProgressBar) -> reqwest::Body {
+    let len = body.len();
+    let chunks = (0..len)
+        .step_by(CHUNK)
+        .map(move |i| body.slice(i..(i + CHUNK).min(len)));
+    let stream = futures_util::stream::iter(chunks).map(move |chunk| {
+        bar.inc(chunk.len() as u64);
+        Ok::<_, std::io::Error>(chunk)
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn deploy_args(args: &[&str]) -> DeployArgs {
+        let cli = Cli::try_parse_from(
+            std::iter::once("nimbus")
+                .chain(std::iter::once("deploy"))
+                .chain(args.iter().copied()),
+        )
+        .unwrap();
+        match cli.command {
+            Command::Deploy(d) => d,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn single_target_from_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().to_str().unwrap();
+        let t = single_target(&deploy_args(&[
+            p,
+            "--name",
+            "hello",
+            "--runtime",
+            "python3.12",
+            "--handler",
+            "app.handler",
+            "--memory",
+            "256",
+            "--env",
+            "A=1",
+            "--url",
+            "--route",
+            "GET /hi",
+        ]))
+        .unwrap();
+        assert_eq!(t.name.as_str(), "hello");
+        assert_eq!(t.config.memory_mb, 256);
+        assert_eq!(t.config.env["A"], "1");
+        assert!(t.config.url);
+        assert_eq!(t.config.routes[0].key(), "GET /hi");
+        assert_eq!(t.code, CodeSource::Dir(dir.path().to_path_buf()));
+        // provided runtimes default the handler
+        let t = single_target(&deploy_args(&[
+            p,
+            "--name",
+            "b",
+            "--runtime",
+            "provided.al2023",
+        ]))
+        .unwrap();
+        assert_eq!(t.config.handler, "bootstrap");
+    }
+
+    #[test]
+    fn single_target_validates_locally() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().to_str().unwrap();
+        let err = |args: &[&str]| format!("{:#}", single_target(&deploy_args(args)).unwrap_err());
+        assert!(
+            err(&[p, "--name", "x", "--runtime", "nodejs20.x"]).contains("--handler is required")
+        );
+        assert!(
+            err(&[p, "--name", "x", "--runtime", "cobol", "--handler", "a.b"])
+                .contains("unsupported runtime")
+        );
+        assert!(err(&[
+            p,
+            "--name",
+            "bad name",
+            "--runtime",
+            "nodejs20.x",
+            "--handler",
+            "a.b"
+        ])
+        .contains("invalid function name"));
+        let e = err(&[
+            p,
+            "--name",
+            "x",
+            "--runtime",
+            "nodejs20.x",
+            "--handler",
+            "a.b",
+            "--memory",
+            "64",
+        ]);
+        assert!(
+            e.contains("invalid configuration for x") && e.contains("128-10240"),
+            "{e}"
+        );
+        assert!(err(&[
+            p,
+            "--name",
+            "x",
+            "--runtime",
+            "nodejs20.x",
+            "--handler",
+            "a.b",
+            "--env",
+            "AWS_REGION=x"
+        ])
+        .contains("reserved"));
+    }
+
+    #[test]
+    fn code_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("code.ZIP");
+        std::fs::write(&zip, b"PK").unwrap();
+        let txt = dir.path().join("code.txt");
+        std::fs::write(&txt, b"x").unwrap();
+        assert_eq!(code_source(&zip).unwrap(), CodeSource::Zip(zip.clone()));
+        assert!(code_source(&txt)
+            .unwrap_err()
+            .to_string()
+            .contains("neither a directory nor a .zip"));
+        assert!(code_source(&dir.path().join("missing")).is_err());
+    }
+
+    #[tokio::test]
+    async fn bad_zip_files_are_rejected_locally() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("code.zip");
+        std::fs::write(&zip, b"not a zip").unwrap();
+        let e = package(&CodeSource::Zip(zip)).await.unwrap_err();
+        assert!(e.to_string().contains("not a valid zip"), "{e}");
+        let e = package(&CodeSource::Dir(dir.path().join("nope")))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn manifest_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load_manifest(dir.path()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "no nimbus.toml in {} — create one, see examples/",
+                dir.path().display()
+            )
+        );
+        std::fs::write(
+            dir.path().join(MANIFEST),
+            "[functions.a]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\ncode = \"src\"\n",
+        )
+        .unwrap();
+        let t = manifest_targets(dir.path()).unwrap();
+        assert_eq!(t[0].code, CodeSource::Dir(dir.path().join("src")));
+        std::fs::write(
+            dir.path().join(MANIFEST),
+            "[functions.a]\nruntime = \"cobol\"\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", load_manifest(dir.path()).unwrap_err());
+        assert!(
+            e.contains("nimbus.toml is not valid") && e.contains("functions.a"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn body_shape() {
+        let config = FunctionConfig::new(Runtime::parse("nodejs20.x").unwrap(), "index.handler");
+        let body: Value =
+            serde_json::from_slice(&request_body(&config, b"zipbytes").unwrap()).unwrap();
+        assert_eq!(body["code_zip"], "emlwYnl0ZXM=");
+        assert_eq!(body["config"]["runtime"], "nodejs20.x");
+        assert_eq!(body["config"]["memory_mb"], 128);
+        assert_eq!(body["config"]["routes"], serde_json::json!([]));
+    }
+}

@@ -1,0 +1,40 @@
+//! One module per subcommand; [`run`] dispatches.
+
+mod deploy;
+mod invoke;
+mod logs;
+mod ls;
+mod rm;
+mod serve;
+mod up;
+
+use crate::cli::{Cli, Command};
+use crate::client::Client;
+use anyhow::Result;
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let client = || Client::new(&cli.endpoint);
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Up(args) => up::run(args).await,
+        Command::Deploy(args) => deploy::run(&client()?, args, cli.json).await,
+        Command::Invoke(args) => invoke::run(&client()?, args).await,
+        Command::Ls => ls::run(&client()?, cli.json).await,
+        Command::Rm(args) => rm::run(&client()?, args, cli.json).await,
+        Command::Logs(args) => logs::run(&client()?, args, cli.json).await,
+    }
+}
+
+/// Writes `text` to stdout, reporting a closed pipe as an error instead of panicking.
+pub(crate) fn print(text: impl AsRef<[u8]>) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_ref())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Prints a JSON value, pretty, with a trailing newline.
+pub(crate) fn print_json(v: &serde_json::Value) -> Result<()> {
+    print(format!("{}\n", serde_json::to_string_pretty(v)?))
+}

@@ -1,0 +1,108 @@
+//! `nimbus serve`: run the server until SIGINT/SIGTERM.
+
+use crate::cli::ServerArgs;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+pub async fn run(args: ServerArgs) -> Result<()> {
+    nimbus_server::init_tracing();
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./.nimbus"));
+    let server = bind(&args, &data_dir).await?;
+    super::print(listening_line(server.local_addr(), &data_dir))?;
+    server
+        .run(shutdown_requested())
+        .await
+        .context("the server stopped with an error")
+}
+
+/// The server configuration the flags describe.
+pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
+    // Field by field so this keeps compiling when the server grows new settings.
+    #[allow(clippy::field_reassign_with_default)]
+    {
+        let mut c = nimbus_server::Config::default();
+        c.listen = args.listen;
+        c.data_dir = data_dir.to_path_buf();
+        c.idle_timeout = args.idle_timeout;
+        c.queue_timeout = args.queue_timeout_ms;
+        c.shutdown_grace = args.shutdown_grace;
+        c
+    }
+}
+
+pub async fn bind(args: &ServerArgs, data_dir: &Path) -> Result<nimbus_server::Server> {
+    nimbus_server::Server::bind(config(args, data_dir))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot start nimbus on {} (data: {})",
+                args.listen,
+                data_dir.display()
+            )
+        })
+}
+
+/// `nimbus listening on http://ADDR (data: DIR)`
+pub fn listening_line(addr: std::net::SocketAddr, data_dir: &Path) -> String {
+    format!(
+        "nimbus listening on http://{addr} (data: {})\n",
+        data_dir.display()
+    )
+}
+
+/// Resolves on the first SIGINT or SIGTERM; a second Ctrl-C exits at once without draining.
+pub async fn shutdown_requested() {
+    nimbus_server::shutdown_signal().await;
+    eprintln!("shutting down (Ctrl-C again to exit now)");
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("exiting without waiting for in-flight requests");
+            std::process::exit(130);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use std::time::Duration;
+
+    #[test]
+    fn config_from_flags() {
+        let cli = Cli::try_parse_from([
+            "nimbus",
+            "serve",
+            "--listen",
+            "127.0.0.1:9999",
+            "--idle-timeout",
+            "5m",
+            "--queue-timeout-ms",
+            "250",
+            "--shutdown-grace",
+            "3",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        let c = config(&args, Path::new("/tmp/d"));
+        assert_eq!(c.listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/d"));
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.queue_timeout, Duration::from_millis(250));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn listening() {
+        assert_eq!(
+            listening_line("127.0.0.1:8080".parse().unwrap(), Path::new("./.nimbus")),
+            "nimbus listening on http://127.0.0.1:8080 (data: ./.nimbus)\n"
+        );
+    }
+}
