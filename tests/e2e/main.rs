@@ -1,1 +1,10 @@
+//! End-to-end tests: each starts the real `nimbus` binary on a free port with its own
+//! data dir and drives it over HTTP and through the CLI.
 
+mod aws_cli;
+mod bad_input;
+mod cli;
+mod durability;
+mod http;
+mod limits;
+mod runtimes;

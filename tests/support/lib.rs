@@ -1,1 +1,291 @@
-//! e2e support
+//! Support for the end-to-end tests: start the real `nimbus` binary on a free port with
+//! its own data dir, deploy functions through its API, invoke them, kill it.
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `nimbus` binary built next to this test executable (`target/<profile>/nimbus`).
+pub fn nimbus_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NIMBUS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test exe path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("nimbus");
+    assert!(bin.exists(), "{} not found: build it first with `cargo build -p nimbus-cli`", bin.display());
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `nimbus serve`.
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub data_dir: tempfile::TempDir,
+    pub args: Vec<String>,
+    pub http: reqwest::blocking::Client,
+    log_path: PathBuf,
+}
+
+impl Server {
+    /// Starts a server with extra `serve` flags (e.g. `["--idle-timeout", "1"]`).
+    pub fn start(extra: &[&str]) -> Server {
+        let data_dir = tempfile::tempdir().unwrap();
+        let log_path = data_dir.path().join("server.log");
+        let mut s = Server {
+            child: None,
+            port: free_port(),
+            data_dir,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            log_path,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let child = Command::new(nimbus_bin())
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data-dir")
+            .arg(self.data_dir.path().join("data"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn nimbus");
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.http.get(self.url("/v1/health")).send() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("nimbus exited with {status} during start:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nimbus did not become healthy:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    /// `kill -9` the server.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Starts the server again on the same port and data dir.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(nimbus_bin())
+            .args(args)
+            .env("NIMBUS_ENDPOINT", self.base())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nimbus cli")
+    }
+
+    /// Deploys `files` as function `name` through the native API; returns the reply.
+    pub fn deploy(&self, name: &str, config: Value, files: &[(&str, &str)]) -> Value {
+        let (status, body) = self.deploy_zip(name, config, &zip_files(files));
+        assert!(status < 300, "deploy {name} failed: {status} {body}\n{}", self.log());
+        body
+    }
+
+    /// Deploys raw zip bytes; returns status and JSON reply (success or error).
+    pub fn deploy_zip(&self, name: &str, config: Value, zip: &[u8]) -> (u16, Value) {
+        let body = json!({ "config": config, "code_zip": base64::engine::general_purpose::STANDARD.encode(zip) });
+        let r = self.http.put(self.url(&format!("/v1/functions/{name}"))).json(&body).send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// Invokes through the Lambda API; returns the response.
+    pub fn invoke(&self, name: &str, payload: &str) -> Invoked {
+        self.invoke_with(name, payload.as_bytes().to_vec(), &[])
+    }
+
+    pub fn invoke_with(&self, name: &str, payload: Vec<u8>, headers: &[(&str, &str)]) -> Invoked {
+        let mut req = self.http.post(self.url(&format!("/2015-03-31/functions/{name}/invocations"))).body(payload);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let t0 = Instant::now();
+        let r = req.send().unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.text().unwrap();
+        Invoked { status, headers, body, elapsed: t0.elapsed() }
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.http.get(self.url("/v1/health")).send().map(|r| r.status().is_success()).unwrap_or(false)
+    }
+
+    pub fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A Lambda Invoke response.
+#[derive(Debug)]
+pub struct Invoked {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+    pub elapsed: Duration,
+}
+
+impl Invoked {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn function_error(&self) -> bool {
+        self.headers.contains_key("x-amz-function-error")
+    }
+    /// Asserts a successful invocation and returns its JSON result.
+    pub fn ok(&self) -> Value {
+        assert_eq!(self.status, 200, "{}", self.body);
+        assert!(!self.function_error(), "function error: {}", self.body);
+        self.json()
+    }
+}
+
+/// A zip of `(path, contents)` entries; paths ending in `bootstrap` are executable.
+pub fn zip_files(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut buf);
+        for (path, contents) in files {
+            let mode = if path.ends_with("bootstrap") { 0o755 } else { 0o644 };
+            let opts = zip::write::SimpleFileOptions::default().unix_permissions(mode);
+            w.start_file(*path, opts).unwrap();
+            w.write_all(contents.as_bytes()).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+/// Writes `files` under `dir` (bootstraps executable).
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (path, contents) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        if path.ends_with("bootstrap") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// Whether a process with this pid is alive (and not a zombie).
+pub fn pid_alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"),
+        Err(_) => false,
+    }
+}
+
+pub fn node_cfg(handler: &str) -> Value {
+    json!({ "runtime": "nodejs20.x", "handler": handler })
+}
+
+pub fn python_cfg(handler: &str) -> Value {
+    json!({ "runtime": "python3.11", "handler": handler })
+}
+
+/// Fails unless `out` succeeded; returns stdout.
+pub fn cli_ok(out: &Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "cli failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8(out.stdout.clone()).context("stdout not utf-8")
+}
+
+/// The repository root (for examples/ and runtimes/).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}

@@ -56,10 +56,10 @@ impl RouteSpec {
                     if i + 1 != parts.len() {
                         return Err(bad("a greedy {name+} parameter must be the last segment"));
                     }
-                    check_param(name).map_err(|w| bad(w))?;
+                    check_param(name).map_err(bad)?;
                     segments.push(Segment::Greedy(name.to_string()));
                 } else {
-                    check_param(inner).map_err(|w| bad(w))?;
+                    check_param(inner).map_err(bad)?;
                     segments.push(Segment::Param(inner.to_string()));
                 }
             } else if part.contains(['{', '}']) {

@@ -52,7 +52,10 @@ impl RapiState {
 pub(crate) fn router(state: Arc<RapiState>) -> Router {
     Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response).layer(DefaultBodyLimit::disable()),
+        )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
         .layer(DefaultBodyLimit::max(MAX_RESPONSE + 1024))
@@ -117,7 +120,7 @@ fn take_current(st: &RapiState, id: &str) -> Result<oneshot::Sender<Outcome>, Re
     }
 }
 
-async fn response(State(st): State<Arc<RapiState>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn response(State(st): State<Arc<RapiState>>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
     if let Some(mode) = headers.get("lambda-runtime-function-response-mode") {
         if mode.as_bytes() != b"streaming" {
             return rapi_error(StatusCode::BAD_REQUEST, "InvalidFunctionResponseMode", "Invalid function response mode");
@@ -127,17 +130,18 @@ async fn response(State(st): State<Arc<RapiState>>, Path(id): Path<String>, head
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    if body.len() > MAX_RESPONSE {
+    // Read at most the limit: a hostile runtime cannot make us buffer more.
+    let Ok(body) = axum::body::to_bytes(body, MAX_RESPONSE).await else {
         let _ = reply.send(Outcome::platform_error(
             "Function.ResponseSizeTooLarge",
-            format!("Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE} bytes).", body.len()),
+            format!("Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."),
         ));
         return rapi_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
             &format!("Exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."),
         );
-    }
+    };
     let _ = reply.send(Outcome::Success(body));
     accepted()
 }
