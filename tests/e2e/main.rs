@@ -8,3 +8,4 @@ mod durability;
 mod http;
 mod limits;
 mod runtimes;
+mod up;

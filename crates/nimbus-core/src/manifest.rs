@@ -12,6 +12,9 @@
 //! routes = ["GET /hello/{name}"]
 //! env = { GREETING = "hi" }
 //! ```
+//!
+//! A manifest may also pull in other projects, each a directory with its own
+//! `nimbus.toml` (paths relative to this manifest): `include = ["api", "worker"]`.
 
 use crate::{CoreError, FunctionConfig, FunctionName, Limits, RouteSpec, Runtime};
 use serde::Deserialize;
@@ -22,6 +25,8 @@ use std::collections::BTreeMap;
 struct RawManifest {
     #[serde(default)]
     functions: BTreeMap<String, RawFunction>,
+    #[serde(default)]
+    include: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,13 +56,36 @@ pub struct ManifestFunction {
     pub config: FunctionConfig,
 }
 
-/// Parses and validates a manifest's text.
+/// A parsed manifest: its own functions and the project directories it includes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub functions: Vec<ManifestFunction>,
+    /// Directories (relative to the manifest) holding further `nimbus.toml` files.
+    pub include: Vec<String>,
+}
+
+/// Parses and validates a manifest that declares functions itself (no `include`).
 pub fn parse(text: &str) -> Result<Vec<ManifestFunction>, CoreError> {
+    let p = parse_project(text)?;
+    if !p.include.is_empty() {
+        return Err(CoreError::InvalidManifest("include is not allowed here".into()));
+    }
+    Ok(p.functions)
+}
+
+/// Parses and validates a manifest's text, with its `include` list.
+pub fn parse_project(text: &str) -> Result<Project, CoreError> {
     let raw: RawManifest = toml::from_str(text).map_err(|e| CoreError::InvalidManifest(e.to_string()))?;
-    if raw.functions.is_empty() {
+    if raw.functions.is_empty() && raw.include.is_empty() {
         return Err(CoreError::InvalidManifest(
-            "no functions declared: add a [functions.NAME] table".into(),
+            "no functions declared: add a [functions.NAME] table (or include = [\"dir\", …])".into(),
         ));
+    }
+    for inc in &raw.include {
+        let p = std::path::Path::new(inc);
+        if inc.is_empty() || p.is_absolute() {
+            return Err(CoreError::InvalidManifest(format!("include {inc:?}: use a relative directory")));
+        }
     }
     let mut out = Vec::new();
     for (name, f) in raw.functions {
@@ -84,7 +112,7 @@ pub fn parse(text: &str) -> Result<Vec<ManifestFunction>, CoreError> {
         config.validate().map_err(ctx)?;
         out.push(ManifestFunction { name: fname, code: f.code.unwrap_or_else(|| ".".into()), config });
     }
-    Ok(out)
+    Ok(Project { functions: out, include: raw.include })
 }
 
 #[cfg(test)]
@@ -126,5 +154,14 @@ mod tests {
         assert!(parse("[functions.x]\nruntime = \"cobol\"\n").is_err());
         assert!(parse("[functions.x]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\nbogus = 1\n").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn includes() {
+        let p = parse_project("include = [\"a\", \"b/c\"]\n").unwrap();
+        assert_eq!(p.include, vec!["a", "b/c"]);
+        assert!(p.functions.is_empty());
+        assert!(parse_project("include = [\"/abs\"]\n").is_err());
+        assert!(parse("include = [\"a\"]\n").is_err());
     }
 }

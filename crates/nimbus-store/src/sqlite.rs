@@ -135,7 +135,7 @@ fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<()
     for (i, sql) in migrations.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tracing::info!(db = %path.display(), version = i + 1, "migrated schema");
+        tracing::debug!(db = %path.display(), version = i + 1, "migrated schema");
     }
     tx.commit()?;
     Ok(())

@@ -76,8 +76,36 @@ pub fn parse_reply(v: &Value) -> Result<DeployReply> {
         .context("the server sent a deploy reply in an unexpected shape")
 }
 
-/// Reads and validates `dir/nimbus.toml`.
+/// Reads and validates `dir/nimbus.toml` and the manifests it includes; code directories
+/// of included functions are made relative to `dir`.
 pub fn load_manifest(dir: &Path) -> Result<Vec<ManifestFunction>> {
+    let mut out = Vec::new();
+    load_manifest_into(dir, Path::new(""), 0, &mut out)?;
+    let mut seen = std::collections::HashSet::new();
+    for f in &out {
+        if !seen.insert(f.name.clone()) {
+            bail!("function {} is declared twice in {} and its includes", f.name, dir.display());
+        }
+    }
+    Ok(out)
+}
+
+fn load_manifest_into(root: &Path, rel: &Path, depth: usize, out: &mut Vec<ManifestFunction>) -> Result<()> {
+    if depth > 8 {
+        bail!("includes nest deeper than 8 levels at {}: is there a cycle?", root.join(rel).display());
+    }
+    let project = read_manifest(&root.join(rel))?;
+    for mut f in project.functions {
+        f.code = rel.join(&f.code).to_string_lossy().into_owned();
+        out.push(f);
+    }
+    for inc in project.include {
+        load_manifest_into(root, &rel.join(inc), depth + 1, out)?;
+    }
+    Ok(())
+}
+
+fn read_manifest(dir: &Path) -> Result<manifest::Project> {
     let path = dir.join(MANIFEST);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -89,7 +117,7 @@ pub fn load_manifest(dir: &Path) -> Result<Vec<ManifestFunction>> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    manifest::parse(&text).with_context(|| format!("{} is not valid", path.display()))
+    manifest::parse_project(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 
 /// The deploy targets of a manifest, code directories resolved against `dir`.
