@@ -7,13 +7,27 @@ use std::process::Command;
 #[test]
 fn aws_cli_lambda_invoke_returns_the_result() {
     let s = Server::start(&[]);
-    s.deploy("hello", python_cfg("app.handler"), &[("app.py", "def handler(e, c):\n    return {'hello': e.get('name', 'world')}\n")]);
+    s.deploy(
+        "hello",
+        python_cfg("app.handler"),
+        &[(
+            "app.py",
+            "def handler(e, c):\n    return {'hello': e.get('name', 'world')}\n",
+        )],
+    );
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("out.json");
     let payload = dir.path().join("in.json");
     std::fs::write(&payload, r#"{"name":"aws"}"#).unwrap();
     let out = Command::new("aws")
-        .args(["lambda", "invoke", "--endpoint-url", &s.base(), "--function-name", "hello"])
+        .args([
+            "lambda",
+            "invoke",
+            "--endpoint-url",
+            &s.base(),
+            "--function-name",
+            "hello",
+        ])
         .arg("--payload")
         .arg(format!("fileb://{}", payload.display()))
         .arg(&out_file)
@@ -24,7 +38,12 @@ fn aws_cli_lambda_invoke_returns_the_result() {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .output()
         .expect("the AWS CLI (`aws`) must be installed: .ci/run installs it with pip");
-    assert!(out.status.success(), "aws failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "aws failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(meta["StatusCode"], 200);
     assert_eq!(meta["ExecutedVersion"], "$LATEST");
@@ -33,7 +52,14 @@ fn aws_cli_lambda_invoke_returns_the_result() {
 
     // Errors parse as modeled Lambda exceptions.
     let out = Command::new("aws")
-        .args(["lambda", "invoke", "--endpoint-url", &s.base(), "--function-name", "nope"])
+        .args([
+            "lambda",
+            "invoke",
+            "--endpoint-url",
+            &s.base(),
+            "--function-name",
+            "nope",
+        ])
         .arg(&out_file)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")

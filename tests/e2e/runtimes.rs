@@ -17,7 +17,10 @@ fn node_commonjs_async() {
     assert_eq!(v["fn"], "cjs");
     assert_eq!(v["env"], "cjs");
     assert_eq!(v["mem"], "128");
-    assert_eq!(v["rid"].as_str().unwrap(), r.header("x-amzn-requestid").unwrap());
+    assert_eq!(
+        v["rid"].as_str().unwrap(),
+        r.header("x-amzn-requestid").unwrap()
+    );
     let left = v["left"].as_i64().unwrap();
     assert!(left > 0 && left <= 3000, "remaining time {left}");
     assert_eq!(r.header("x-amz-executed-version"), Some("$LATEST"));
@@ -26,8 +29,18 @@ fn node_commonjs_async() {
 #[test]
 fn node_esm_mjs_and_type_module() {
     let s = Server::start(&[]);
-    s.deploy("esm", node_cfg("app.handler"), &[("app.mjs", "export const handler = async (e) => ({ esm: true, n: e.n * 2 });")]);
-    assert_eq!(s.invoke("esm", r#"{"n":21}"#).ok(), json!({"esm": true, "n": 42}));
+    s.deploy(
+        "esm",
+        node_cfg("app.handler"),
+        &[(
+            "app.mjs",
+            "export const handler = async (e) => ({ esm: true, n: e.n * 2 });",
+        )],
+    );
+    assert_eq!(
+        s.invoke("esm", r#"{"n":21}"#).ok(),
+        json!({"esm": true, "n": 42})
+    );
     s.deploy(
         "esm-pkg",
         node_cfg("src/main.handler"),
@@ -37,7 +50,10 @@ fn node_esm_mjs_and_type_module() {
             ("src/util.js", "export const helper = (e) => ({ module: true, echo: e });"),
         ],
     );
-    assert_eq!(s.invoke("esm-pkg", r#"{"x":"y"}"#).ok(), json!({"module": true, "echo": {"x": "y"}}));
+    assert_eq!(
+        s.invoke("esm-pkg", r#"{"x":"y"}"#).ok(),
+        json!({"module": true, "echo": {"x": "y"}})
+    );
 }
 
 #[test]
@@ -76,7 +92,10 @@ fn python_handler_context_and_errors() {
     assert_eq!(v["fn"], "py");
     assert_eq!(v["mem"], 128);
     assert_eq!(v["root"], true);
-    assert_eq!(v["rid"].as_str().unwrap(), r.header("x-amzn-requestid").unwrap());
+    assert_eq!(
+        v["rid"].as_str().unwrap(),
+        r.header("x-amzn-requestid").unwrap()
+    );
     let r = s.invoke("py", r#"{"boom":true}"#);
     assert!(r.function_error());
     let e = r.json();
@@ -99,11 +118,22 @@ done
 #[test]
 fn provided_runtime_with_a_shell_bootstrap() {
     let s = Server::start(&[]);
-    s.deploy("sh", json!({"runtime": "provided.al2023", "handler": "bootstrap"}), &[("bootstrap", BASH_BOOTSTRAP)]);
-    assert_eq!(s.invoke("sh", r#"{"k":[1,2]}"#).ok(), json!({"bash": true, "event": {"k": [1, 2]}, "fn": "sh"}));
+    s.deploy(
+        "sh",
+        json!({"runtime": "provided.al2023", "handler": "bootstrap"}),
+        &[("bootstrap", BASH_BOOTSTRAP)],
+    );
+    assert_eq!(
+        s.invoke("sh", r#"{"k":[1,2]}"#).ok(),
+        json!({"bash": true, "event": {"k": [1, 2]}, "fn": "sh"})
+    );
     assert_eq!(s.invoke("sh", r#"{"k":3}"#).ok()["event"]["k"], 3);
     // A package without an executable bootstrap fails clearly.
-    s.deploy("nobootstrap", json!({"runtime": "provided", "handler": "x"}), &[("readme.txt", "no bootstrap here")]);
+    s.deploy(
+        "nobootstrap",
+        json!({"runtime": "provided", "handler": "x"}),
+        &[("readme.txt", "no bootstrap here")],
+    );
     let r = s.invoke("nobootstrap", "{}");
     assert!(r.function_error());
     assert_eq!(r.json()["errorType"], "Runtime.InvalidEntrypoint");
@@ -112,25 +142,56 @@ fn provided_runtime_with_a_shell_bootstrap() {
 #[test]
 fn init_errors_are_returned_with_their_message() {
     let s = Server::start(&[]);
-    s.deploy("syntax", node_cfg("index.handler"), &[("index.js", "exports.handler = async () => { return {;")]);
+    s.deploy(
+        "syntax",
+        node_cfg("index.handler"),
+        &[("index.js", "exports.handler = async () => { return {;")],
+    );
     let r = s.invoke("syntax", "{}");
     assert!(r.function_error(), "{}", r.body);
     assert_eq!(r.json()["errorType"], "Runtime.UserCodeSyntaxError");
 
-    s.deploy("nohandler", node_cfg("index.missing"), &[("index.js", "exports.handler = async () => 1;")]);
+    s.deploy(
+        "nohandler",
+        node_cfg("index.missing"),
+        &[("index.js", "exports.handler = async () => 1;")],
+    );
     let e = s.invoke("nohandler", "{}").json();
     assert_eq!(e["errorType"], "Runtime.HandlerNotFound");
-    assert!(e["errorMessage"].as_str().unwrap().contains("missing"), "{e}");
+    assert!(
+        e["errorMessage"].as_str().unwrap().contains("missing"),
+        "{e}"
+    );
 
-    s.deploy("nomodule", python_cfg("nothere.handler"), &[("app.py", "def handler(e, c): return 1\n")]);
+    s.deploy(
+        "nomodule",
+        python_cfg("nothere.handler"),
+        &[("app.py", "def handler(e, c): return 1\n")],
+    );
     let e = s.invoke("nomodule", "{}").json();
     assert_eq!(e["errorType"], "Runtime.ImportModuleError");
-    assert!(e["errorMessage"].as_str().unwrap().contains("nothere"), "{e}");
+    assert!(
+        e["errorMessage"].as_str().unwrap().contains("nothere"),
+        "{e}"
+    );
 
-    s.deploy("pyimport", python_cfg("app.handler"), &[("app.py", "import not_a_real_module\ndef handler(e, c): return 1\n")]);
+    s.deploy(
+        "pyimport",
+        python_cfg("app.handler"),
+        &[(
+            "app.py",
+            "import not_a_real_module\ndef handler(e, c): return 1\n",
+        )],
+    );
     let e = s.invoke("pyimport", "{}").json();
     assert_eq!(e["errorType"], "Runtime.ImportModuleError");
-    assert!(e["errorMessage"].as_str().unwrap().contains("not_a_real_module"), "{e}");
+    assert!(
+        e["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("not_a_real_module"),
+        "{e}"
+    );
     assert!(s.healthy());
 }
 
@@ -138,31 +199,66 @@ fn init_errors_are_returned_with_their_message() {
 fn logs_are_captured_with_request_ids_and_tail() {
     let s = Server::start(&[]);
     s.deploy("logger", node_cfg("index.handler"), &[("index.js", "exports.handler = async (e) => { console.log('hello from', e.who); process.stderr.write('to stderr\\n'); return 1; };")]);
-    let r = s.invoke_with("logger", br#"{"who":"tester"}"#.to_vec(), &[("X-Amz-Log-Type", "Tail")]);
+    let r = s.invoke_with(
+        "logger",
+        br#"{"who":"tester"}"#.to_vec(),
+        &[("X-Amz-Log-Type", "Tail")],
+    );
     r.ok();
     let rid = r.header("x-amzn-requestid").unwrap().to_string();
     use base64::Engine;
-    let tail = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(r.header("x-amz-log-result").unwrap()).unwrap()).unwrap();
+    let tail = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(r.header("x-amz-log-result").unwrap())
+            .unwrap(),
+    )
+    .unwrap();
     assert!(tail.contains(&format!("START RequestId: {rid}")), "{tail}");
     assert!(tail.contains("hello from tester"), "{tail}");
     assert!(tail.contains(&format!("REPORT RequestId: {rid}")), "{tail}");
-    assert!(tail.contains("Init Duration"), "first call is a cold start: {tail}");
+    assert!(
+        tail.contains("Init Duration"),
+        "first call is a cold start: {tail}"
+    );
     // The same lines are stored and readable through the API and the CLI.
     let found = eventually(std::time::Duration::from_secs(5), || {
         let (_, v) = s.get_json("/v1/functions/logger/logs");
-        v["logs"].as_array().is_some_and(|l| l.iter().any(|e| e["line"].as_str().unwrap().contains("REPORT")))
+        v["logs"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|e| e["line"].as_str().unwrap().contains("REPORT"))
+        })
     });
     assert!(found);
     let (_, v) = s.get_json("/v1/functions/logger/logs");
     let lines = v["logs"].as_array().unwrap();
-    let hello = lines.iter().find(|e| e["line"].as_str().unwrap().contains("hello from tester")).unwrap();
+    let hello = lines
+        .iter()
+        .find(|e| e["line"].as_str().unwrap().contains("hello from tester"))
+        .unwrap();
     assert_eq!(hello["request_id"], rid.as_str());
     assert_eq!(hello["stream"], "stdout");
-    assert!(lines.iter().any(|e| e["stream"] == "stderr" && e["line"].as_str().unwrap().contains("to stderr")));
-    let report = lines.iter().find(|e| e["line"].as_str().unwrap().starts_with("REPORT")).unwrap()["line"].as_str().unwrap().to_string();
-    for field in ["Duration:", "Billed Duration:", "Memory Size: 128 MB", "Max Memory Used:", "Init Duration:"] {
+    assert!(lines
+        .iter()
+        .any(|e| e["stream"] == "stderr" && e["line"].as_str().unwrap().contains("to stderr")));
+    let report = lines
+        .iter()
+        .find(|e| e["line"].as_str().unwrap().starts_with("REPORT"))
+        .unwrap()["line"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for field in [
+        "Duration:",
+        "Billed Duration:",
+        "Memory Size: 128 MB",
+        "Max Memory Used:",
+        "Init Duration:",
+    ] {
         assert!(report.contains(field), "{report}");
     }
     let out = cli_ok(&s.cli(&["logs", "logger"])).unwrap();
-    assert!(out.contains("hello from tester") && out.contains("REPORT"), "{out}");
+    assert!(
+        out.contains("hello from tester") && out.contains("REPORT"),
+        "{out}"
+    );
 }

@@ -45,28 +45,57 @@ fn up_serves_the_examples_and_redeploys_on_change() {
     });
     let mut printed = String::new();
     while !printed.contains("watching") {
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("nimbus up printed:\n{printed}"));
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("nimbus up printed:\n{printed}"));
         printed.push_str(&line);
         printed.push('\n');
     }
     let base = format!("http://127.0.0.1:{port}");
-    for url in [format!("{base}/fn/hello-node/"), format!("{base}/hello/{{name}}"), format!("{base}/fn/custom-bash/")] {
+    for url in [
+        format!("{base}/fn/hello-node/"),
+        format!("{base}/hello/{{name}}"),
+        format!("{base}/fn/custom-bash/"),
+    ] {
         assert!(printed.contains(&url), "missing {url} in:\n{printed}");
     }
     let http = reqwest::blocking::Client::new();
-    let body = http.get(format!("{base}/hello/ada")).send().unwrap().text().unwrap();
+    let body = http
+        .get(format!("{base}/hello/ada"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert!(body.contains("Hello, ada from Node.js"), "{body}");
-    let body = http.get(format!("{base}/py/hello/bob")).send().unwrap().text().unwrap();
+    let body = http
+        .get(format!("{base}/py/hello/bob"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert!(body.contains("Hello, bob from Python"), "{body}");
-    let body = http.post(format!("{base}/fn/custom-bash/")).body("ping").send().unwrap().text().unwrap();
+    let body = http
+        .post(format!("{base}/fn/custom-bash/"))
+        .body("ping")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert!(body.contains("bash"), "{body}");
 
     // Edit the Node function: `up` redeploys it and the next request sees the change.
     let index = project.join("hello-node/index.js");
-    let code = std::fs::read_to_string(&index).unwrap().replace("from Node.js", "from the edited Node.js");
+    let code = std::fs::read_to_string(&index)
+        .unwrap()
+        .replace("from Node.js", "from the edited Node.js");
     std::fs::write(&index, code).unwrap();
     let changed = eventually(Duration::from_secs(20), || {
-        http.get(format!("{base}/hello/ada")).send().unwrap().text().unwrap().contains("edited")
+        http.get(format!("{base}/hello/ada"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+            .contains("edited")
     });
     assert!(changed, "the edit was not redeployed");
     let mut rest = String::new();
@@ -75,7 +104,10 @@ fn up_serves_the_examples_and_redeploys_on_change() {
         rest.push('\n');
     }
     assert!(rest.contains("redeployed hello-node"), "{rest}");
-    assert!(!rest.contains("redeployed hello-python"), "only the changed function is redeployed: {rest}");
+    assert!(
+        !rest.contains("redeployed hello-python"),
+        "only the changed function is redeployed: {rest}"
+    );
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -18,12 +18,20 @@ pub fn nimbus_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("nimbus");
-    assert!(bin.exists(), "{} not found: build it first with `cargo build -p nimbus-cli`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build -p nimbus-cli`",
+        bin.display()
+    );
     bin
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running `nimbus serve`.
@@ -46,7 +54,10 @@ impl Server {
             port: free_port(),
             data_dir,
             args: extra.iter().map(|s| s.to_string()).collect(),
-            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
             log_path,
         };
         s.spawn();
@@ -54,7 +65,11 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
         let child = Command::new(nimbus_bin())
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
@@ -115,13 +130,20 @@ impl Server {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Some(s) = c.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -139,14 +161,23 @@ impl Server {
     /// Deploys `files` as function `name` through the native API; returns the reply.
     pub fn deploy(&self, name: &str, config: Value, files: &[(&str, &str)]) -> Value {
         let (status, body) = self.deploy_zip(name, config, &zip_files(files));
-        assert!(status < 300, "deploy {name} failed: {status} {body}\n{}", self.log());
+        assert!(
+            status < 300,
+            "deploy {name} failed: {status} {body}\n{}",
+            self.log()
+        );
         body
     }
 
     /// Deploys raw zip bytes; returns status and JSON reply (success or error).
     pub fn deploy_zip(&self, name: &str, config: Value, zip: &[u8]) -> (u16, Value) {
         let body = json!({ "config": config, "code_zip": base64::engine::general_purpose::STANDARD.encode(zip) });
-        let r = self.http.put(self.url(&format!("/v1/functions/{name}"))).json(&body).send().unwrap();
+        let r = self
+            .http
+            .put(self.url(&format!("/v1/functions/{name}")))
+            .json(&body)
+            .send()
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().unwrap_or(Value::Null))
     }
@@ -157,7 +188,10 @@ impl Server {
     }
 
     pub fn invoke_with(&self, name: &str, payload: Vec<u8>, headers: &[(&str, &str)]) -> Invoked {
-        let mut req = self.http.post(self.url(&format!("/2015-03-31/functions/{name}/invocations"))).body(payload);
+        let mut req = self
+            .http
+            .post(self.url(&format!("/2015-03-31/functions/{name}/invocations")))
+            .body(payload);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -166,11 +200,20 @@ impl Server {
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let body = r.text().unwrap();
-        Invoked { status, headers, body, elapsed: t0.elapsed() }
+        Invoked {
+            status,
+            headers,
+            body,
+            elapsed: t0.elapsed(),
+        }
     }
 
     pub fn healthy(&self) -> bool {
-        self.http.get(self.url("/v1/health")).send().map(|r| r.status().is_success()).unwrap_or(false)
+        self.http
+            .get(self.url("/v1/health"))
+            .send()
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
     }
 
     pub fn get_json(&self, path: &str) -> (u16, Value) {
@@ -221,7 +264,11 @@ pub fn zip_files(files: &[(&str, &str)]) -> Vec<u8> {
     {
         let mut w = zip::ZipWriter::new(&mut buf);
         for (path, contents) in files {
-            let mode = if path.ends_with("bootstrap") { 0o755 } else { 0o644 };
+            let mode = if path.ends_with("bootstrap") {
+                0o755
+            } else {
+                0o644
+            };
             let opts = zip::write::SimpleFileOptions::default().unix_permissions(mode);
             w.start_file(*path, opts).unwrap();
             w.write_all(contents.as_bytes()).unwrap();
@@ -259,7 +306,7 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// Whether a process with this pid is alive (and not a zombie).
 pub fn pid_alive(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"),
+        Ok(s) => s.split_whitespace().nth(2).is_none_or(|st| st != "Z"),
         Err(_) => false,
     }
 }
@@ -287,5 +334,8 @@ pub fn cli_ok(out: &Output) -> Result<String> {
 
 /// The repository root (for examples/ and runtimes/).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }

@@ -10,7 +10,9 @@ pub const ACCOUNT: &str = "000000000000";
 /// `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`.
 pub fn function_arn(name: &str, qualifier: Option<&str>) -> String {
     match qualifier {
-        Some(q) if q != crate::LATEST => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}:{q}"),
+        Some(q) if q != crate::LATEST => {
+            format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}:{q}")
+        }
         _ => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"),
     }
 }
@@ -39,7 +41,8 @@ pub fn validate_qualifier(q: &str) -> Result<String, CoreError> {
     let ok = q == crate::LATEST
         || (!q.is_empty()
             && q.len() <= 128
-            && q.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            && q.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     if ok {
         Ok(q.to_string())
     } else {
@@ -56,8 +59,14 @@ mod tests {
         let p = |s| parse_function_ref(s).map(|(n, q)| (n.to_string(), q));
         assert_eq!(p("hello").unwrap(), ("hello".into(), None));
         assert_eq!(p("hello:3").unwrap(), ("hello".into(), Some("3".into())));
-        assert_eq!(p("hello:$LATEST").unwrap(), ("hello".into(), Some("$LATEST".into())));
-        assert_eq!(p("123456789012:function:hello").unwrap(), ("hello".into(), None));
+        assert_eq!(
+            p("hello:$LATEST").unwrap(),
+            ("hello".into(), Some("$LATEST".into()))
+        );
+        assert_eq!(
+            p("123456789012:function:hello").unwrap(),
+            ("hello".into(), None)
+        );
         assert_eq!(
             p("arn:aws:lambda:us-east-1:123456789012:function:hello:live").unwrap(),
             ("hello".into(), Some("live".into()))
@@ -69,7 +78,10 @@ mod tests {
 
     #[test]
     fn arns() {
-        assert_eq!(function_arn("f", None), "arn:aws:lambda:us-east-1:000000000000:function:f");
+        assert_eq!(
+            function_arn("f", None),
+            "arn:aws:lambda:us-east-1:000000000000:function:f"
+        );
         assert_eq!(function_arn("f", Some("$LATEST")), function_arn("f", None));
         assert!(function_arn("f", Some("2")).ends_with(":f:2"));
     }

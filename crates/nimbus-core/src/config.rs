@@ -122,7 +122,10 @@ impl FunctionConfig {
         if total > Limits::ENV_MAX_BYTES {
             return Err(CoreError::InvalidEnv(
                 "(all)".into(),
-                format!("variables total {total} bytes, the limit is {} bytes", Limits::ENV_MAX_BYTES),
+                format!(
+                    "variables total {total} bytes, the limit is {} bytes",
+                    Limits::ENV_MAX_BYTES
+                ),
             ));
         }
         Ok(())
@@ -139,7 +142,10 @@ fn validate_env_key(k: &str) -> Result<(), CoreError> {
         ));
     }
     if RESERVED_ENV.contains(&k) {
-        return Err(CoreError::InvalidEnv(k.into(), "this name is reserved by the platform".into()));
+        return Err(CoreError::InvalidEnv(
+            k.into(),
+            "this name is reserved by the platform".into(),
+        ));
     }
     Ok(())
 }

@@ -68,23 +68,29 @@ pub struct Project {
 pub fn parse(text: &str) -> Result<Vec<ManifestFunction>, CoreError> {
     let p = parse_project(text)?;
     if !p.include.is_empty() {
-        return Err(CoreError::InvalidManifest("include is not allowed here".into()));
+        return Err(CoreError::InvalidManifest(
+            "include is not allowed here".into(),
+        ));
     }
     Ok(p.functions)
 }
 
 /// Parses and validates a manifest's text, with its `include` list.
 pub fn parse_project(text: &str) -> Result<Project, CoreError> {
-    let raw: RawManifest = toml::from_str(text).map_err(|e| CoreError::InvalidManifest(e.to_string()))?;
+    let raw: RawManifest =
+        toml::from_str(text).map_err(|e| CoreError::InvalidManifest(e.to_string()))?;
     if raw.functions.is_empty() && raw.include.is_empty() {
         return Err(CoreError::InvalidManifest(
-            "no functions declared: add a [functions.NAME] table (or include = [\"dir\", …])".into(),
+            "no functions declared: add a [functions.NAME] table (or include = [\"dir\", …])"
+                .into(),
         ));
     }
     for inc in &raw.include {
         let p = std::path::Path::new(inc);
         if inc.is_empty() || p.is_absolute() {
-            return Err(CoreError::InvalidManifest(format!("include {inc:?}: use a relative directory")));
+            return Err(CoreError::InvalidManifest(format!(
+                "include {inc:?}: use a relative directory"
+            )));
         }
     }
     let mut out = Vec::new();
@@ -110,9 +116,16 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             .collect::<Result<_, _>>()
             .map_err(ctx)?;
         config.validate().map_err(ctx)?;
-        out.push(ManifestFunction { name: fname, code: f.code.unwrap_or_else(|| ".".into()), config });
+        out.push(ManifestFunction {
+            name: fname,
+            code: f.code.unwrap_or_else(|| ".".into()),
+            config,
+        });
     }
-    Ok(Project { functions: out, include: raw.include })
+    Ok(Project {
+        functions: out,
+        include: raw.include,
+    })
 }
 
 #[cfg(test)]
@@ -149,10 +162,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_function() {
-        let e = parse("[functions.x]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\nmemory = 1\n").unwrap_err();
+        let e = parse("[functions.x]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\nmemory = 1\n")
+            .unwrap_err();
         assert!(e.to_string().contains("functions.x"), "{e}");
         assert!(parse("[functions.x]\nruntime = \"cobol\"\n").is_err());
-        assert!(parse("[functions.x]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\nbogus = 1\n").is_err());
+        assert!(
+            parse("[functions.x]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\nbogus = 1\n")
+                .is_err()
+        );
         assert!(parse("").is_err());
     }
 

@@ -11,7 +11,8 @@ impl FunctionName {
     pub fn parse(s: &str) -> Result<Self, CoreError> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
             Ok(Self(s.to_string()))
         } else {
@@ -58,7 +59,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_names() {
-        for n in ["", "has space", "dot.name", "slash/x", "ünï", &"x".repeat(65), "a:b"] {
+        for n in [
+            "",
+            "has space",
+            "dot.name",
+            "slash/x",
+            "ünï",
+            &"x".repeat(65),
+            "a:b",
+        ] {
             assert!(FunctionName::parse(n).is_err(), "{n}");
         }
     }

@@ -7,11 +7,21 @@ use std::fmt;
 
 /// Path prefixes owned by Nimbus itself; user routes may not use them.
 pub const RESERVED_PREFIXES: &[&str] = &[
-    "/v1", "/fn", "/2015-03-31", "/2016-08-19", "/2017-03-31", "/2017-10-31", "/2018-06-01",
-    "/2019-09-30", "/2021-10-31", "/2021-11-15",
+    "/v1",
+    "/fn",
+    "/2015-03-31",
+    "/2016-08-19",
+    "/2017-03-31",
+    "/2017-10-31",
+    "/2018-06-01",
+    "/2019-09-30",
+    "/2021-10-31",
+    "/2021-11-15",
 ];
 
-const METHODS: &[&str] = &["ANY", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+const METHODS: &[&str] = &[
+    "ANY", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -37,7 +47,10 @@ impl RouteSpec {
             .ok_or_else(|| bad("use \"METHOD /path\", for example \"GET /hello/{name}\""))?;
         let method = method.to_ascii_uppercase();
         if !METHODS.contains(&method.as_str()) {
-            return Err(bad(&format!("method must be one of {}", METHODS.join(", "))));
+            return Err(bad(&format!(
+                "method must be one of {}",
+                METHODS.join(", ")
+            )));
         }
         if !path.starts_with('/') {
             return Err(bad("the path must start with '/'"));
@@ -68,7 +81,11 @@ impl RouteSpec {
                 segments.push(Segment::Literal(part.to_string()));
             }
         }
-        Ok(Self { key: format!("{method} {path}"), method, segments })
+        Ok(Self {
+            key: format!("{method} {path}"),
+            method,
+            segments,
+        })
     }
 
     /// The normalised route key, e.g. `GET /hello/{name}` (what `routeKey` carries).
@@ -81,7 +98,11 @@ impl RouteSpec {
         if self.method != "ANY" && !self.method.eq_ignore_ascii_case(method) {
             return None;
         }
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+        let parts: Vec<&str> = path
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
         let mut params = BTreeMap::new();
         for (i, seg) in self.segments.iter().enumerate() {
             match seg {
@@ -107,14 +128,26 @@ impl RouteSpec {
 
     /// Sorting weight: routes with more literal segments and explicit methods win.
     pub fn specificity(&self) -> (usize, usize, bool) {
-        let literals = self.segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count();
-        let non_greedy = self.segments.iter().filter(|s| !matches!(s, Segment::Greedy(_))).count();
+        let literals = self
+            .segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Literal(_)))
+            .count();
+        let non_greedy = self
+            .segments
+            .iter()
+            .filter(|s| !matches!(s, Segment::Greedy(_)))
+            .count();
         (literals, non_greedy, self.method != "ANY")
     }
 }
 
 fn check_param(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         Err("parameter names use letters, digits, '-' and '_'")
     } else {
         Ok(())
@@ -159,7 +192,15 @@ mod tests {
 
     #[test]
     fn rejects() {
-        for k in ["/x", "FETCH /x", "GET x", "GET /v1/x", "GET /{a+}/b", "GET /a{b}", "GET /fn"] {
+        for k in [
+            "/x",
+            "FETCH /x",
+            "GET x",
+            "GET /v1/x",
+            "GET /{a+}/b",
+            "GET /a{b}",
+            "GET /fn",
+        ] {
             assert!(RouteSpec::parse(k).is_err(), "{k}");
         }
     }

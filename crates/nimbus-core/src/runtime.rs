@@ -67,7 +67,12 @@ impl Runtime {
     }
     /// Checks that `handler` has the shape this runtime expects.
     pub fn validate_handler(&self, handler: &str) -> Result<(), CoreError> {
-        let bad = |why: &str| Err(CoreError::InvalidHandler(handler.to_string(), why.to_string()));
+        let bad = |why: &str| {
+            Err(CoreError::InvalidHandler(
+                handler.to_string(),
+                why.to_string(),
+            ))
+        };
         if handler.len() > 128 {
             return bad("at most 128 characters");
         }
@@ -101,9 +106,18 @@ mod tests {
 
     #[test]
     fn families() {
-        assert_eq!(Runtime::parse("nodejs22.x").unwrap().family(), RuntimeFamily::Node);
-        assert_eq!(Runtime::parse("python3.9").unwrap().family(), RuntimeFamily::Python);
-        assert_eq!(Runtime::parse("provided.al2023").unwrap().family(), RuntimeFamily::Provided);
+        assert_eq!(
+            Runtime::parse("nodejs22.x").unwrap().family(),
+            RuntimeFamily::Node
+        );
+        assert_eq!(
+            Runtime::parse("python3.9").unwrap().family(),
+            RuntimeFamily::Python
+        );
+        assert_eq!(
+            Runtime::parse("provided.al2023").unwrap().family(),
+            RuntimeFamily::Provided
+        );
         assert!(Runtime::parse("nodejs16.x").is_err());
         assert!(Runtime::parse("cobol").is_err());
     }

@@ -21,7 +21,10 @@ pub enum ApiError {
     #[error("{0}")]
     TooLarge(String),
     #[error("{message}")]
-    Throttled { message: String, reason: &'static str },
+    Throttled {
+        message: String,
+        reason: &'static str,
+    },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -52,7 +55,9 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidParameter(_) | ApiError::InvalidRequestContent(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidParameter(_) | ApiError::InvalidRequestContent(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -83,13 +88,20 @@ impl IntoResponse for ApiError {
         let mut body = serde_json::json!({
             "type": error_type, "message": message, "Type": "User", "Message": message,
         });
-        let mut resp = (self.status(), [("content-type", "application/json")], String::new()).into_response();
+        let mut resp = (
+            self.status(),
+            [("content-type", "application/json")],
+            String::new(),
+        )
+            .into_response();
         if let ApiError::Throttled { reason, .. } = &self {
             body["Reason"] = (*reason).into();
-            resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
         }
         *resp.body_mut() = axum::body::Body::from(body.to_string());
-        resp.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+        resp.headers_mut()
+            .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert("x-amzn-requestid", v);
         }
@@ -118,9 +130,10 @@ impl From<StoreError> for ApiError {
 impl From<PoolError> for ApiError {
     fn from(e: PoolError) -> Self {
         match e {
-            PoolError::Throttled { .. } => {
-                ApiError::Throttled { message: format!("Rate Exceeded: {e}"), reason: "ConcurrentInvocationLimitExceeded" }
-            }
+            PoolError::Throttled { .. } => ApiError::Throttled {
+                message: format!("Rate Exceeded: {e}"),
+                reason: "ConcurrentInvocationLimitExceeded",
+            },
             PoolError::ShuttingDown => ApiError::ServiceUnavailable(e.to_string()),
         }
     }

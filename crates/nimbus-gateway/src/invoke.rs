@@ -39,14 +39,20 @@ pub(crate) async fn run(
     let spec = resolved.spec.clone();
     let revision = resolved.version.revision_id.clone();
     let span = info_span!("invoke", function = %spec.function, version = %spec.version, request_id = %request_id);
-    let res = tokio::spawn(async move { pools.invoke(spec, &revision, inv).await }.instrument(span)).await??;
+    let res =
+        tokio::spawn(async move { pools.invoke(spec, &revision, inv).await }.instrument(span))
+            .await??;
     Ok((request_id, res))
 }
 
 fn new_trace_id() -> String {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let r = uuid::Uuid::new_v4().simple().to_string();
-    format!("Root=1-{now:08x}-{};Parent={};Sampled=0", &r[..24], &r[16..32])
+    format!(
+        "Root=1-{now:08x}-{};Parent={};Sampled=0",
+        &r[..24],
+        &r[16..32]
+    )
 }
 
 /// `POST /2015-03-31/functions/{FunctionName}/invocations`
@@ -78,30 +84,46 @@ pub(crate) async fn lambda_invoke(
     let tail = match header("x-amz-log-type") {
         None | Some("None") => false,
         Some("Tail") => true,
-        Some(other) => return Err(ApiError::InvalidParameter(format!("invalid LogType {other:?}: use None or Tail"))),
+        Some(other) => {
+            return Err(ApiError::InvalidParameter(format!(
+                "invalid LogType {other:?}: use None or Tail"
+            )))
+        }
     };
-    let client_context = header("x-amz-client-context").map(decode_client_context).transpose()?;
+    let client_context = header("x-amz-client-context")
+        .map(decode_client_context)
+        .transpose()?;
     let payload = read_payload(body).await?;
     if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
         return Err(ApiError::InvalidRequestContent(
             "Could not parse request body into json: the payload must be valid JSON".into(),
         ));
     }
-    let payload = if payload.is_empty() { Bytes::from_static(b"{}") } else { payload };
+    let payload = if payload.is_empty() {
+        Bytes::from_static(b"{}")
+    } else {
+        payload
+    };
 
     let resolved = gw.resolve(&name, qualifier.as_deref()).await?;
     let executed_version = resolved.version.version.clone();
     if invocation_type == "DryRun" {
-        return Ok((StatusCode::NO_CONTENT, [("x-amz-executed-version", executed_version)]).into_response());
+        return Ok((
+            StatusCode::NO_CONTENT,
+            [("x-amz-executed-version", executed_version)],
+        )
+            .into_response());
     }
     if invocation_type == "Event" {
         return Err(ApiError::InvalidParameter(
-            "InvocationType Event is not supported yet by this server: invoke with RequestResponse".into(),
+            "InvocationType Event is not supported yet by this server: invoke with RequestResponse"
+                .into(),
         ));
     }
     let invoked_arn = arn::function_arn(name.as_str(), qualifier.as_deref());
     let trace = header("x-amzn-trace-id").map(str::to_string);
-    let (request_id, res) = run(&gw, &resolved, payload, invoked_arn, trace, client_context).await?;
+    let (request_id, res) =
+        run(&gw, &resolved, payload, invoked_arn, trace, client_context).await?;
 
     let mut resp = Response::new(Body::empty());
     let h = resp.headers_mut();
@@ -111,12 +133,19 @@ pub(crate) async fn lambda_invoke(
     if tail {
         let tail_bytes = res.result.log_tail.as_bytes();
         let start = tail_bytes.len().saturating_sub(4096);
-        insert(h, "x-amz-log-result", &base64::engine::general_purpose::STANDARD.encode(&tail_bytes[start..]));
+        insert(
+            h,
+            "x-amz-log-result",
+            &base64::engine::general_purpose::STANDARD.encode(&tail_bytes[start..]),
+        );
     }
     match res.result.outcome {
         Outcome::Success(body) => *resp.body_mut() = Body::from(body),
         Outcome::Error { body, .. } => {
-            resp.headers_mut().insert("x-amz-function-error", HeaderValue::from_static("Unhandled"));
+            resp.headers_mut().insert(
+                "x-amz-function-error",
+                HeaderValue::from_static("Unhandled"),
+            );
             *resp.body_mut() = Body::from(body);
         }
     }
@@ -131,17 +160,25 @@ fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
 
 /// Reads an invocation payload, refusing more than Lambda's 6 MB synchronous limit.
 pub(crate) async fn read_payload(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, Limits::PAYLOAD_MAX).await.map_err(|_| {
-        ApiError::TooLarge(format!(
-            "Request must be smaller than {} bytes for the InvokeFunction operation",
-            Limits::PAYLOAD_MAX
-        ))
-    })
+    axum::body::to_bytes(body, Limits::PAYLOAD_MAX)
+        .await
+        .map_err(|_| {
+            ApiError::TooLarge(format!(
+                "Request must be smaller than {} bytes for the InvokeFunction operation",
+                Limits::PAYLOAD_MAX
+            ))
+        })
 }
 
 fn decode_client_context(b64: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::InvalidParameter("X-Amz-Client-Context must be base64-encoded JSON of at most 3583 bytes".into());
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::InvalidParameter(
+            "X-Amz-Client-Context must be base64-encoded JSON of at most 3583 bytes".into(),
+        )
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| bad())?;
     if raw.len() > CLIENT_CONTEXT_MAX {
         return Err(bad());
     }

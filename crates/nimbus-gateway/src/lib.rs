@@ -27,7 +27,10 @@ const DEPLOY_BODY_MAX: usize = 70 * 1024 * 1024;
 /// Builds the router serving every surface.
 pub fn router(gw: Arc<Gateway>) -> Router {
     let lambda = Router::new()
-        .route("/2015-03-31/functions/{name}/invocations", post(invoke::lambda_invoke))
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            post(invoke::lambda_invoke),
+        )
         .route(
             "/2021-10-31/functions/{name}/url",
             get(urls::get_url_config)
@@ -40,7 +43,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/functions", get(native::list))
         .route(
             "/v1/functions/{name}",
-            get(native::get_function).put(native::deploy).delete(native::delete),
+            get(native::get_function)
+                .put(native::deploy)
+                .delete(native::delete),
         )
         .route("/v1/functions/{name}/versions", get(native::versions))
         .route("/v1/functions/{name}/logs", get(native::logs));

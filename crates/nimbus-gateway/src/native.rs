@@ -38,7 +38,9 @@ pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Json<Value> {
 
 pub(crate) async fn list(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
     let fns = gw.store.list()?;
-    Ok(Json(json!({ "functions": fns.iter().map(|f| view(&gw, f)).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "functions": fns.iter().map(|f| view(&gw, f)).collect::<Vec<_>>() }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -65,7 +67,11 @@ struct DeployRequest {
 }
 
 /// `PUT /v1/functions/{name}`: create or update, publishing an immutable version.
-pub(crate) async fn deploy(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn deploy(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
     let req: DeployRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidParameter(format!("invalid deploy request: {e}")))?;
@@ -75,7 +81,9 @@ pub(crate) async fn deploy(State(gw): State<Arc<Gateway>>, Path(name): Path<Stri
         Some(b64) => {
             let zip = base64::engine::general_purpose::STANDARD
                 .decode(b64.as_bytes())
-                .map_err(|e| ApiError::InvalidParameter(format!("code_zip is not valid base64: {e}")))?;
+                .map_err(|e| {
+                    ApiError::InvalidParameter(format!("code_zip is not valid base64: {e}"))
+                })?;
             let store = gw.code.clone();
             tokio::task::spawn_blocking(move || store.put_zip(&zip)).await??
         }
@@ -83,15 +91,28 @@ pub(crate) async fn deploy(State(gw): State<Arc<Gateway>>, Path(name): Path<Stri
     };
     let (version, created) = publish(&gw, &name, req.config, code).await?;
     let latest = gw.store.get(&name, None)?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!({ "function": view(&gw, &latest), "version": version }))).into_response())
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({ "function": view(&gw, &latest), "version": version })),
+    )
+        .into_response())
 }
 
 /// The code of `$LATEST`, for configuration-only updates.
-pub(crate) async fn current_code(gw: &Arc<Gateway>, name: &FunctionName) -> Result<CodeInfo, ApiError> {
+pub(crate) async fn current_code(
+    gw: &Arc<Gateway>,
+    name: &FunctionName,
+) -> Result<CodeInfo, ApiError> {
     let cur = gw.store.get(name, None).map_err(|e| {
         if e.is_not_found() {
-            ApiError::InvalidParameter(format!("function {name} does not exist yet: include code_zip to create it"))
+            ApiError::InvalidParameter(format!(
+                "function {name} does not exist yet: include code_zip to create it"
+            ))
         } else {
             e.into()
         }
@@ -103,9 +124,16 @@ pub(crate) async fn current_code(gw: &Arc<Gateway>, name: &FunctionName) -> Resu
 
 /// Stores a new `$LATEST` (checking route conflicts), refreshes caches and routes.
 /// Returns the published version and whether the function was created.
-pub(crate) async fn publish(gw: &Arc<Gateway>, name: &FunctionName, config: FunctionConfig, code: CodeInfo) -> Result<(String, bool), ApiError> {
+pub(crate) async fn publish(
+    gw: &Arc<Gateway>,
+    name: &FunctionName,
+    config: FunctionConfig,
+    code: CodeInfo,
+) -> Result<(String, bool), ApiError> {
     if let Some((route, other)) = gw.route_conflict(name, &config.routes) {
-        return Err(ApiError::Conflict(format!("route {route} is already served by function {other}")));
+        return Err(ApiError::Conflict(format!(
+            "route {route} is already served by function {other}"
+        )));
     }
     let store = gw.store.clone();
     let n = name.clone();
@@ -116,7 +144,10 @@ pub(crate) async fn publish(gw: &Arc<Gateway>, name: &FunctionName, config: Func
     Ok((deployed.version, deployed.created))
 }
 
-pub(crate) async fn delete(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
     let store = gw.store.clone();
     let n = name.clone();
@@ -128,13 +159,18 @@ pub(crate) async fn delete(State(gw): State<Arc<Gateway>>, Path(name): Path<Stri
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) async fn versions(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn versions(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let name = parse_name(&name)?;
     let vs = gw.store.versions(&name)?;
     if vs.is_empty() {
         return Err(ApiError::NotFound(format!("function not found: {name}")));
     }
-    Ok(Json(json!({ "versions": vs.iter().map(|v| view(&gw, v)).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "versions": vs.iter().map(|v| view(&gw, v)).collect::<Vec<_>>() }),
+    ))
 }
 
 pub(crate) async fn logs(
@@ -146,7 +182,10 @@ pub(crate) async fn logs(
     gw.store.get(&name, None)?;
     let num = |k: &str, default: i64| -> Result<i64, ApiError> {
         q.get(k)
-            .map(|v| v.parse::<i64>().map_err(|_| ApiError::InvalidParameter(format!("{k} must be an integer"))))
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::InvalidParameter(format!("{k} must be an integer")))
+            })
             .unwrap_or(Ok(default))
     };
     let after = num("after", 0)?;

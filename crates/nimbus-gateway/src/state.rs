@@ -36,14 +36,30 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(store: Arc<dyn Store>, code: Arc<CodeStore>, pools: Arc<Pools>, cfg: GatewayConfig) -> Result<Arc<Self>, ApiError> {
-        let gw = Arc::new(Self { store, code, pools, cfg, cache: Default::default(), routes: Default::default() });
+    pub fn new(
+        store: Arc<dyn Store>,
+        code: Arc<CodeStore>,
+        pools: Arc<Pools>,
+        cfg: GatewayConfig,
+    ) -> Result<Arc<Self>, ApiError> {
+        let gw = Arc::new(Self {
+            store,
+            code,
+            pools,
+            cfg,
+            cache: Default::default(),
+            routes: Default::default(),
+        });
         gw.rebuild_routes()?;
         Ok(gw)
     }
 
     /// Resolves `name` at `qualifier` (cached until the function changes).
-    pub(crate) async fn resolve(&self, name: &FunctionName, qualifier: Option<&str>) -> Result<Arc<Resolved>, ApiError> {
+    pub(crate) async fn resolve(
+        &self,
+        name: &FunctionName,
+        qualifier: Option<&str>,
+    ) -> Result<Arc<Resolved>, ApiError> {
         let q = qualifier.unwrap_or(LATEST).to_string();
         let key = (name.to_string(), q.clone());
         if let Some(r) = self.cache.read().unwrap().get(&key) {
@@ -66,7 +82,10 @@ impl Gateway {
 
     /// Forgets cached versions of `name` after it changed.
     pub(crate) fn invalidate(&self, name: &FunctionName) {
-        self.cache.write().unwrap().retain(|(n, _), _| n != name.as_str());
+        self.cache
+            .write()
+            .unwrap()
+            .retain(|(n, _), _| n != name.as_str());
     }
 
     /// Rebuilds the user route table from the registry.
@@ -77,13 +96,21 @@ impl Gateway {
                 table.push((r.clone(), f.name.clone()));
             }
         }
-        table.sort_by(|a, b| b.0.specificity().cmp(&a.0.specificity()));
+        table.sort_by_key(|(r, _)| std::cmp::Reverse(r.specificity()));
         *self.routes.write().unwrap() = table;
         Ok(())
     }
 
     /// The function and route serving `method path`, with its path parameters.
-    pub(crate) fn match_route(&self, method: &str, path: &str) -> Option<(RouteSpec, FunctionName, std::collections::BTreeMap<String, String>)> {
+    pub(crate) fn match_route(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> Option<(
+        RouteSpec,
+        FunctionName,
+        std::collections::BTreeMap<String, String>,
+    )> {
         self.routes
             .read()
             .unwrap()
@@ -92,7 +119,11 @@ impl Gateway {
     }
 
     /// Another function that already serves one of `routes`, if any.
-    pub(crate) fn route_conflict(&self, name: &FunctionName, routes: &[RouteSpec]) -> Option<(String, FunctionName)> {
+    pub(crate) fn route_conflict(
+        &self,
+        name: &FunctionName,
+        routes: &[RouteSpec],
+    ) -> Option<(String, FunctionName)> {
         self.routes
             .read()
             .unwrap()

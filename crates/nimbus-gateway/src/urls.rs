@@ -15,7 +15,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub(crate) async fn function_url_root(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, req: Request) -> Result<Response, ApiError> {
+pub(crate) async fn function_url_root(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
     serve_url(gw, name, "/".to_string(), req).await
 }
 
@@ -27,11 +31,25 @@ pub(crate) async fn function_url(
     // Keep the raw (still percent-encoded) path as the function sees it.
     let raw = req.uri().path();
     let prefix = format!("/fn/{name}");
-    let raw_path = raw.strip_prefix(&prefix).filter(|p| p.starts_with('/')).map(str::to_string);
-    serve_url(gw, name, raw_path.unwrap_or_else(|| format!("/{path}")), req).await
+    let raw_path = raw
+        .strip_prefix(&prefix)
+        .filter(|p| p.starts_with('/'))
+        .map(str::to_string);
+    serve_url(
+        gw,
+        name,
+        raw_path.unwrap_or_else(|| format!("/{path}")),
+        req,
+    )
+    .await
 }
 
-async fn serve_url(gw: Arc<Gateway>, name: String, raw_path: String, req: Request) -> Result<Response, ApiError> {
+async fn serve_url(
+    gw: Arc<Gateway>,
+    name: String,
+    raw_path: String,
+    req: Request,
+) -> Result<Response, ApiError> {
     let name = FunctionName::parse(&name)?;
     let resolved = gw.resolve(&name, None).await?;
     if !resolved.version.config.url {
@@ -43,11 +61,27 @@ async fn serve_url(gw: Arc<Gateway>, name: String, raw_path: String, req: Reques
 }
 
 /// Serves requests that match no Nimbus path: user routes declared in manifests.
-pub(crate) async fn user_route(State(gw): State<Arc<Gateway>>, req: Request) -> Result<Response, ApiError> {
+pub(crate) async fn user_route(
+    State(gw): State<Arc<Gateway>>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let path = req.uri().path().to_string();
     match gw.match_route(req.method().as_str(), &path) {
-        Some((route, function, params)) => serve_http(gw, function, path, route.key().to_string(), Some(params), req).await,
-        None => Err(ApiError::NotFound(format!("no route for {} {path}", req.method()))),
+        Some((route, function, params)) => {
+            serve_http(
+                gw,
+                function,
+                path,
+                route.key().to_string(),
+                Some(params),
+                req,
+            )
+            .await
+        }
+        None => Err(ApiError::NotFound(format!(
+            "no route for {} {path}",
+            req.method()
+        ))),
     }
 }
 
@@ -68,8 +102,17 @@ async fn serve_http(
     let (parts, body) = req.into_parts();
     let body = invoke::read_payload(body).await?;
     let request_id = uuid::Uuid::new_v4().to_string();
-    let host = parts.headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
-    let api_id = if route_key == "$default" { name.to_string() } else { "nimbus".to_string() };
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let api_id = if route_key == "$default" {
+        name.to_string()
+    } else {
+        "nimbus".to_string()
+    };
     let event = http_event::to_v2_event(&HttpRequestParts {
         method: &parts.method,
         raw_path: &raw_path,
@@ -86,14 +129,19 @@ async fn serve_http(
     });
     let payload = serde_json::to_vec(&event).map_err(ApiError::internal)?;
     if payload.len() > nimbus_core::Limits::PAYLOAD_MAX {
-        return Err(ApiError::TooLarge("request too large for a function invocation (6 MB after encoding)".into()));
+        return Err(ApiError::TooLarge(
+            "request too large for a function invocation (6 MB after encoding)".into(),
+        ));
     }
     let invoked_arn = arn::function_arn(name.as_str(), None);
     let (_rid, res) = invoke::run(&gw, &resolved, payload.into(), invoked_arn, None, None).await?;
     match res.result.outcome {
         Outcome::Success(out) => {
-            let mapped = http_event::from_v2_response(&out)
-                .map_err(|e| ApiError::FunctionFailed(format!("function {name} returned an invalid response: {e}")))?;
+            let mapped = http_event::from_v2_response(&out).map_err(|e| {
+                ApiError::FunctionFailed(format!(
+                    "function {name} returned an invalid response: {e}"
+                ))
+            })?;
             let mut resp = Response::new(Body::from(mapped.body));
             *resp.status_mut() = mapped.status;
             *resp.headers_mut() = mapped.headers;
@@ -121,7 +169,8 @@ fn check_url_request(body: &[u8]) -> Result<(), ApiError> {
     if body.is_empty() {
         return Ok(());
     }
-    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::InvalidParameter(format!("invalid request body: {e}")))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidParameter(format!("invalid request body: {e}")))?;
     match v.get("AuthType").and_then(Value::as_str) {
         None | Some("NONE") => {}
         Some("AWS_IAM") => {
@@ -133,11 +182,17 @@ fn check_url_request(body: &[u8]) -> Result<(), ApiError> {
     }
     match v.get("InvokeMode").and_then(Value::as_str) {
         None | Some("BUFFERED") => Ok(()),
-        Some(other) => Err(ApiError::InvalidParameter(format!("InvokeMode {other:?} is not supported: use BUFFERED"))),
+        Some(other) => Err(ApiError::InvalidParameter(format!(
+            "InvokeMode {other:?} is not supported: use BUFFERED"
+        ))),
     }
 }
 
-async fn set_url(gw: &Arc<Gateway>, name: &FunctionName, enabled: bool) -> Result<String, ApiError> {
+async fn set_url(
+    gw: &Arc<Gateway>,
+    name: &FunctionName,
+    enabled: bool,
+) -> Result<String, ApiError> {
     let cur = gw.store.get(name, None)?;
     if cur.config.url == enabled {
         return Ok(cur.last_modified);
@@ -152,44 +207,68 @@ async fn set_url(gw: &Arc<Gateway>, name: &FunctionName, enabled: bool) -> Resul
 fn reject_qualifier(function: &str) -> Result<FunctionName, ApiError> {
     let (name, q) = arn::parse_function_ref(function)?;
     if q.is_some_and(|q| q != nimbus_core::LATEST) {
-        return Err(ApiError::InvalidParameter("function URLs on versions or aliases are not supported yet".into()));
+        return Err(ApiError::InvalidParameter(
+            "function URLs on versions or aliases are not supported yet".into(),
+        ));
     }
     Ok(name)
 }
 
-pub(crate) async fn create_url_config(State(gw): State<Arc<Gateway>>, Path(function): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn create_url_config(
+    State(gw): State<Arc<Gateway>>,
+    Path(function): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let name = reject_qualifier(&function)?;
     check_url_request(&body)?;
     if gw.store.get(&name, None)?.config.url {
-        return Err(ApiError::Conflict(format!("function {name} already has a function URL")));
+        return Err(ApiError::Conflict(format!(
+            "function {name} already has a function URL"
+        )));
     }
     let at = set_url(&gw, &name, true).await?;
     Ok((StatusCode::CREATED, Json(url_config(&gw, &name, &at))).into_response())
 }
 
-pub(crate) async fn update_url_config(State(gw): State<Arc<Gateway>>, Path(function): Path<String>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn update_url_config(
+    State(gw): State<Arc<Gateway>>,
+    Path(function): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let name = reject_qualifier(&function)?;
     check_url_request(&body)?;
     let cur = gw.store.get(&name, None)?;
     if !cur.config.url {
-        return Err(ApiError::NotFound(format!("function {name} has no function URL")));
+        return Err(ApiError::NotFound(format!(
+            "function {name} has no function URL"
+        )));
     }
     Ok(Json(url_config(&gw, &name, &cur.last_modified)))
 }
 
-pub(crate) async fn get_url_config(State(gw): State<Arc<Gateway>>, Path(function): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn get_url_config(
+    State(gw): State<Arc<Gateway>>,
+    Path(function): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let name = reject_qualifier(&function)?;
     let cur = gw.store.get(&name, None)?;
     if !cur.config.url {
-        return Err(ApiError::NotFound(format!("function {name} has no function URL")));
+        return Err(ApiError::NotFound(format!(
+            "function {name} has no function URL"
+        )));
     }
     Ok(Json(url_config(&gw, &name, &cur.last_modified)))
 }
 
-pub(crate) async fn delete_url_config(State(gw): State<Arc<Gateway>>, Path(function): Path<String>) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete_url_config(
+    State(gw): State<Arc<Gateway>>,
+    Path(function): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let name = reject_qualifier(&function)?;
     if !gw.store.get(&name, None)?.config.url {
-        return Err(ApiError::NotFound(format!("function {name} has no function URL")));
+        return Err(ApiError::NotFound(format!(
+            "function {name} has no function URL"
+        )));
     }
     set_url(&gw, &name, false).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -6,7 +6,9 @@
 //! Generic over [`nimbus_runtime::Executor`] so the policy is tested with a fake executor
 //! and a paused clock. Used by the gateway; built by the server.
 
-use nimbus_runtime::{Executor, Instance, InstanceSpec, Invocation, InvokeResult, Outcome, RuntimeError};
+use nimbus_runtime::{
+    Executor, Instance, InstanceSpec, Invocation, InvokeResult, Outcome, RuntimeError,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,7 +31,11 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { idle_timeout: Duration::from_secs(300), queue_timeout: Duration::from_secs(10), queue_depth: 100 }
+        Self {
+            idle_timeout: Duration::from_secs(300),
+            queue_timeout: Duration::from_secs(10),
+            queue_depth: 100,
+        }
     }
 }
 
@@ -83,7 +89,12 @@ pub struct PoolManager<E: Executor> {
 
 impl<E: Executor> PoolManager<E> {
     pub fn new(exec: Arc<E>, cfg: PoolConfig) -> Arc<Self> {
-        Arc::new(Self { exec, cfg, functions: Mutex::new(HashMap::new()), closed: AtomicBool::new(false) })
+        Arc::new(Self {
+            exec,
+            cfg,
+            functions: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        })
     }
 
     pub fn executor(&self) -> &E {
@@ -121,7 +132,12 @@ impl<E: Executor> PoolManager<E> {
         fp
     }
 
-    fn version_pool(&self, fp: &FunctionPool<E::Instance>, version: &str, revision: &str) -> Arc<VersionPool<E::Instance>> {
+    fn version_pool(
+        &self,
+        fp: &FunctionPool<E::Instance>,
+        version: &str,
+        revision: &str,
+    ) -> Arc<VersionPool<E::Instance>> {
         let mut versions = fp.versions.lock().unwrap();
         if let Some(vp) = versions.get(version) {
             if vp.revision == revision {
@@ -151,14 +167,22 @@ impl<E: Executor> PoolManager<E> {
     /// Runs `inv` on an instance of `spec` (whose code and config are identified by
     /// `revision`): a warm idle instance if there is one, else a new one while under the
     /// concurrency limit, else after waiting in the bounded queue, else throttled.
-    pub async fn invoke(&self, spec: Arc<InstanceSpec>, revision: &str, inv: Invocation) -> Result<PoolInvokeResult, PoolError> {
+    pub async fn invoke(
+        &self,
+        spec: Arc<InstanceSpec>,
+        revision: &str,
+        inv: Invocation,
+    ) -> Result<PoolInvokeResult, PoolError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(PoolError::ShuttingDown);
         }
         let name = spec.function.to_string();
         let limit = spec.config.concurrency;
         let fp = self.function_pool(&name, limit);
-        let throttled = || PoolError::Throttled { function: name.clone(), limit };
+        let throttled = || PoolError::Throttled {
+            function: name.clone(),
+            limit,
+        };
         let permit = match fp.sem.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -166,7 +190,9 @@ impl<E: Executor> PoolManager<E> {
                     fp.waiting.fetch_sub(1, Ordering::SeqCst);
                     return Err(throttled());
                 }
-                let r = tokio::time::timeout(self.cfg.queue_timeout, fp.sem.clone().acquire_owned()).await;
+                let r =
+                    tokio::time::timeout(self.cfg.queue_timeout, fp.sem.clone().acquire_owned())
+                        .await;
                 fp.waiting.fetch_sub(1, Ordering::SeqCst);
                 match r {
                     Ok(Ok(p)) => p,
@@ -187,7 +213,10 @@ impl<E: Executor> PoolManager<E> {
         let pid = instance.pid();
         let result = instance.invoke(inv).await;
         vp.busy.fetch_sub(1, Ordering::SeqCst);
-        if instance.is_healthy() && !vp.retired.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst) {
+        if instance.is_healthy()
+            && !vp.retired.load(Ordering::SeqCst)
+            && !self.closed.load(Ordering::SeqCst)
+        {
             vp.idle.lock().unwrap().push((instance, Instant::now()));
         } else {
             tokio::spawn(instance.stop());
@@ -227,8 +256,9 @@ impl<E: Executor> PoolManager<E> {
             for vp in vps {
                 let expired: Vec<_> = {
                     let mut idle = vp.idle.lock().unwrap();
-                    let (old, keep): (Vec<_>, Vec<_>) =
-                        idle.drain(..).partition(|(_, t)| now.duration_since(*t) >= self.cfg.idle_timeout);
+                    let (old, keep): (Vec<_>, Vec<_>) = idle
+                        .drain(..)
+                        .partition(|(_, t)| now.duration_since(*t) >= self.cfg.idle_timeout);
                     *idle = keep;
                     old
                 };
@@ -245,7 +275,8 @@ impl<E: Executor> PoolManager<E> {
     /// Runs [`reap_idle`](Self::reap_idle) periodically until shutdown.
     pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
-        let tick = (self.cfg.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let tick =
+            (self.cfg.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         tokio::spawn(async move {
             let mut iv = tokio::time::interval(tick);
             while !me.closed.load(Ordering::SeqCst) {
@@ -261,7 +292,13 @@ impl<E: Executor> PoolManager<E> {
     /// Refuses new work and stops every idle instance; busy ones stop when they finish.
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let fps: Vec<_> = self.functions.lock().unwrap().drain().map(|(_, f)| f).collect();
+        let fps: Vec<_> = self
+            .functions
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, f)| f)
+            .collect();
         let mut stops = Vec::new();
         for fp in fps {
             for vp in fp.versions.lock().unwrap().values() {
@@ -280,9 +317,17 @@ fn start_failure(inv: &Invocation, e: RuntimeError) -> PoolInvokeResult {
         RuntimeError::InvalidEntrypoint(_) => "Runtime.InvalidEntrypoint",
         RuntimeError::Spawn(_) => "Runtime.Unknown",
     };
-    let outcome = Outcome::platform_error(error_type, format!("RequestId: {} Error: {e}", inv.request_id));
+    let outcome = Outcome::platform_error(
+        error_type,
+        format!("RequestId: {} Error: {e}", inv.request_id),
+    );
     PoolInvokeResult {
-        result: InvokeResult { outcome, duration: Duration::ZERO, init_duration: None, log_tail: String::new() },
+        result: InvokeResult {
+            outcome,
+            duration: Duration::ZERO,
+            init_duration: None,
+            log_tail: String::new(),
+        },
         cold: true,
         pid: None,
     }

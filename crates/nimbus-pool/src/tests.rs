@@ -22,7 +22,13 @@ impl Executor for Fake {
     type Instance = FakeInstance;
     async fn start(&self, _spec: Arc<InstanceSpec>) -> Result<FakeInstance, RuntimeError> {
         let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(FakeInstance { id: n.to_string(), pid: n, delay: self.delay, healthy: true, stopped: self.stopped.clone() })
+        Ok(FakeInstance {
+            id: n.to_string(),
+            pid: n,
+            delay: self.delay,
+            healthy: true,
+            stopped: self.stopped.clone(),
+        })
     }
 }
 
@@ -54,14 +60,23 @@ impl Instance for FakeInstance {
 }
 
 fn setup(delay_ms: u64, cfg: PoolConfig) -> (Arc<PoolManager<Fake>>, Arc<Fake>) {
-    let fake = Arc::new(Fake { started: AtomicU32::new(0), stopped: Arc::new(AtomicU32::new(0)), delay: Duration::from_millis(delay_ms) });
+    let fake = Arc::new(Fake {
+        started: AtomicU32::new(0),
+        stopped: Arc::new(AtomicU32::new(0)),
+        delay: Duration::from_millis(delay_ms),
+    });
     (PoolManager::new(fake.clone(), cfg), fake)
 }
 
 fn spec(concurrency: u32) -> Arc<InstanceSpec> {
     let mut config = FunctionConfig::new(Runtime::parse("provided").unwrap(), "x");
     config.concurrency = concurrency;
-    Arc::new(InstanceSpec { function: FunctionName::parse("f").unwrap(), version: "$LATEST".into(), config, code_dir: "/nonexistent".into() })
+    Arc::new(InstanceSpec {
+        function: FunctionName::parse("f").unwrap(),
+        version: "$LATEST".into(),
+        config,
+        code_dir: "/nonexistent".into(),
+    })
 }
 
 fn inv(payload: &'static str) -> Invocation {
@@ -99,25 +114,46 @@ async fn concurrent_requests_scale_out() {
         results.push(h.await.unwrap());
     }
     assert_eq!(fake.started.load(Ordering::SeqCst), 8);
-    assert!(t0.elapsed() < Duration::from_millis(1500), "{:?}", t0.elapsed());
-    let pids: std::collections::HashSet<_> = results.iter().map(|r| r.as_ref().unwrap().pid).collect();
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    let pids: std::collections::HashSet<_> =
+        results.iter().map(|r| r.as_ref().unwrap().pid).collect();
     assert_eq!(pids.len(), 8);
     assert_eq!(pm.stats("f"), PoolStats { idle: 8, busy: 0 });
 }
 
 #[tokio::test(start_paused = true)]
 async fn over_the_limit_waits_then_throttles() {
-    let cfg = PoolConfig { queue_timeout: Duration::from_millis(200), queue_depth: 1, ..Default::default() };
+    let cfg = PoolConfig {
+        queue_timeout: Duration::from_millis(200),
+        queue_depth: 1,
+        ..Default::default()
+    };
     let (pm, _fake) = setup(1000, cfg);
     let pm2 = pm.clone();
     let busy = tokio::spawn(async move { pm2.invoke(spec(1), "r1", inv("x")).await });
     tokio::time::sleep(Duration::from_millis(10)).await;
     // Waits 200 ms in the queue, then is throttled.
     let err = pm.invoke(spec(1), "r1", inv("y")).await.unwrap_err();
-    assert_eq!(err, PoolError::Throttled { function: "f".into(), limit: 1 });
+    assert_eq!(
+        err,
+        PoolError::Throttled {
+            function: "f".into(),
+            limit: 1
+        }
+    );
     assert!(busy.await.unwrap().is_ok());
     // A queued request that gets a slot in time runs.
-    let (pm, _fake) = setup(100, PoolConfig { queue_timeout: Duration::from_millis(500), ..Default::default() });
+    let (pm, _fake) = setup(
+        100,
+        PoolConfig {
+            queue_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
     let pm2 = pm.clone();
     let first = tokio::spawn(async move { pm2.invoke(spec(1), "r1", inv("x")).await });
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -127,20 +163,34 @@ async fn over_the_limit_waits_then_throttles() {
 
 #[tokio::test(start_paused = true)]
 async fn queue_depth_is_bounded() {
-    let cfg = PoolConfig { queue_timeout: Duration::from_secs(10), queue_depth: 0, ..Default::default() };
+    let cfg = PoolConfig {
+        queue_timeout: Duration::from_secs(10),
+        queue_depth: 0,
+        ..Default::default()
+    };
     let (pm, _fake) = setup(1000, cfg);
     let pm2 = pm.clone();
     let busy = tokio::spawn(async move { pm2.invoke(spec(1), "r1", inv("x")).await });
     tokio::time::sleep(Duration::from_millis(10)).await;
     let t0 = Instant::now();
     assert!(pm.invoke(spec(1), "r1", inv("y")).await.is_err());
-    assert_eq!(t0.elapsed(), Duration::ZERO, "throttled at once when the queue is full");
+    assert_eq!(
+        t0.elapsed(),
+        Duration::ZERO,
+        "throttled at once when the queue is full"
+    );
     busy.await.unwrap().unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn idle_instances_are_reaped() {
-    let (pm, fake) = setup(1, PoolConfig { idle_timeout: Duration::from_secs(5), ..Default::default() });
+    let (pm, fake) = setup(
+        1,
+        PoolConfig {
+            idle_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+    );
     pm.invoke(spec(10), "r1", inv("x")).await.unwrap();
     assert_eq!(pm.reap_idle(), 0);
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -156,7 +206,10 @@ async fn idle_instances_are_reaped() {
 async fn unhealthy_and_outdated_instances_are_replaced() {
     let (pm, fake) = setup(1, PoolConfig::default());
     pm.invoke(spec(10), "r1", inv("crash")).await.unwrap();
-    assert!(pm.invoke(spec(10), "r1", inv("x")).await.unwrap().cold, "crashed instance is not reused");
+    assert!(
+        pm.invoke(spec(10), "r1", inv("x")).await.unwrap().cold,
+        "crashed instance is not reused"
+    );
     // A new revision of the same version starts fresh instances and stops the old ones.
     assert!(pm.invoke(spec(10), "r2", inv("x")).await.unwrap().cold);
     tokio::task::yield_now().await;
@@ -170,5 +223,8 @@ async fn shutdown_stops_everything_and_refuses_work() {
     pm.invoke(spec(10), "r1", inv("x")).await.unwrap();
     pm.shutdown().await;
     assert_eq!(fake.stopped.load(Ordering::SeqCst), 1);
-    assert_eq!(pm.invoke(spec(10), "r1", inv("x")).await.unwrap_err(), PoolError::ShuttingDown);
+    assert_eq!(
+        pm.invoke(spec(10), "r1", inv("x")).await.unwrap_err(),
+        PoolError::ShuttingDown
+    );
 }

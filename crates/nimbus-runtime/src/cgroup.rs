@@ -33,7 +33,9 @@ impl MemoryLimits {
             Ok(root) => return MemoryLimits::V1 { root },
             Err(e) => reasons.push(format!("cgroup v1: {e}")),
         }
-        MemoryLimits::Unavailable { reason: reasons.join("; ") }
+        MemoryLimits::Unavailable {
+            reason: reasons.join("; "),
+        }
     }
 
     /// Short name for logs and the health endpoint.
@@ -42,6 +44,13 @@ impl MemoryLimits {
             MemoryLimits::V1 { .. } => "cgroup-v1",
             MemoryLimits::V2 { .. } => "cgroup-v2",
             MemoryLimits::Unavailable { .. } => "none",
+        }
+    }
+
+    /// Removes this server's cgroup subtree (at shutdown, once every instance has stopped).
+    pub fn remove_root(&self) {
+        if let MemoryLimits::V1 { root } | MemoryLimits::V2 { root } = self {
+            remove_tree(root);
         }
     }
 
@@ -54,7 +63,11 @@ impl MemoryLimits {
         };
         let dir = root.join(id);
         fs::create_dir(&dir)?;
-        let cg = Cgroup { procs: CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())?, dir, v2 };
+        let cg = Cgroup {
+            procs: CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())?,
+            dir,
+            v2,
+        };
         let limit = limit_bytes.to_string();
         let res = if v2 {
             fs::write(cg.dir.join("memory.max"), &limit)
@@ -81,12 +94,15 @@ fn try_v2(base: &Path) -> io::Result<PathBuf> {
     if !controllers.split_whitespace().any(|c| c == "memory") {
         return Err(io::Error::other("memory controller not available"));
     }
-    let root = base.join("nimbus");
-    ensure_dir(&root)?;
+    let top = base.join("nimbus");
+    ensure_dir(&top)?;
     // Enable memory for our subtree (requires the parent to delegate it).
     fs::write(base.join("cgroup.subtree_control"), "+memory")?;
+    fs::write(top.join("cgroup.subtree_control"), "+memory")?;
+    cleanup_stale(&top);
+    let root = server_root(&top);
+    ensure_dir(&root)?;
     fs::write(root.join("cgroup.subtree_control"), "+memory")?;
-    cleanup_stale(&root);
     Ok(root)
 }
 
@@ -95,7 +111,10 @@ fn try_v1(base: &Path) -> io::Result<PathBuf> {
     if !mem.join("memory.limit_in_bytes").exists() {
         return Err(io::Error::other("memory hierarchy not mounted"));
     }
-    let root = mem.join("nimbus");
+    let top = mem.join("nimbus");
+    ensure_dir(&top)?;
+    cleanup_stale(&top);
+    let root = server_root(&top);
     ensure_dir(&root)?;
     // Prove we can create and configure a child.
     let probe = root.join(format!("probe-{}", std::process::id()));
@@ -103,7 +122,6 @@ fn try_v1(base: &Path) -> io::Result<PathBuf> {
     let ok = fs::write(probe.join("memory.limit_in_bytes"), "134217728");
     let _ = fs::remove_dir(&probe);
     ok?;
-    cleanup_stale(&root);
     Ok(root)
 }
 
@@ -114,15 +132,40 @@ fn ensure_dir(p: &Path) -> io::Result<()> {
     }
 }
 
-/// Removes empty instance cgroups left by a previous run (busy ones fail and stay).
-fn cleanup_stale(root: &Path) {
-    if let Ok(entries) = fs::read_dir(root) {
+/// Each server process gets its own subtree, so servers sharing a host never touch each
+/// other's instance cgroups.
+fn server_root(top: &Path) -> PathBuf {
+    top.join(format!("srv-{}", std::process::id()))
+}
+
+/// Removes the subtrees of servers that are no longer running (left by a `kill -9`).
+/// Their instances died with them (`PR_SET_PDEATHSIG`), so the cgroups are empty.
+fn cleanup_stale(top: &Path) {
+    let Ok(entries) = fs::read_dir(top) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("srv-")) else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        remove_tree(&e.path());
+    }
+}
+
+/// Removes a cgroup directory and its child cgroups (only directories can be removed).
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
-            if e.path().is_dir() {
-                let _ = fs::remove_dir(e.path());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
             }
         }
     }
+    let _ = fs::remove_dir(dir);
 }
 
 /// The cgroup of one instance.
@@ -142,17 +185,30 @@ impl Cgroup {
 
     /// Peak memory use of the instance in bytes.
     pub(crate) fn peak_bytes(&self) -> Option<u64> {
-        let file = if self.v2 { "memory.peak" } else { "memory.max_usage_in_bytes" };
-        fs::read_to_string(self.dir.join(file)).ok()?.trim().parse().ok()
+        let file = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        fs::read_to_string(self.dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Whether the kernel OOM-killed a process of this cgroup.
     pub(crate) fn oom_killed(&self) -> bool {
-        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
         let text = fs::read_to_string(self.dir.join(file)).unwrap_or_default();
         text.lines().any(|l| {
             let mut it = l.split_whitespace();
-            it.next() == Some("oom_kill") && it.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0
+            it.next() == Some("oom_kill")
+                && it.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0
         })
     }
 
@@ -189,11 +245,29 @@ mod tests {
         fs::write(mem.join("memory.limit_in_bytes"), "9223372036854771712").unwrap();
         let m = MemoryLimits::detect_at(dir.path());
         assert_eq!(m.describe(), "cgroup-v1");
+        let root = mem.join(format!("nimbus/srv-{}", std::process::id()));
         let cg = m.create("inst1", 128 << 20).unwrap().unwrap();
-        assert_eq!(fs::read_to_string(mem.join("nimbus/inst1/memory.limit_in_bytes")).unwrap(), "134217728");
-        // A plain directory tree has no cgroup.procs semantics; just check removal of files first.
-        let _ = fs::remove_file(mem.join("nimbus/inst1/memory.limit_in_bytes"));
+        let limit = fs::read_to_string(root.join("inst1/memory.limit_in_bytes")).unwrap();
+        assert_eq!(limit, "134217728");
+        // A plain directory tree has no cgroup semantics: empty the directory first.
+        let _ = fs::remove_file(root.join("inst1/memory.limit_in_bytes"));
         cg.remove();
-        assert!(!mem.join("nimbus/inst1").exists());
+        assert!(!root.join("inst1").exists());
+    }
+
+    #[test]
+    fn stale_server_subtrees_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("nimbus");
+        // pid 0 is never a live process id: its subtree is stale.
+        fs::create_dir_all(top.join("srv-0/inst")).unwrap();
+        let live = top.join(format!("srv-{}", std::process::id()));
+        fs::create_dir_all(live.join("inst")).unwrap();
+        cleanup_stale(&top);
+        assert!(!top.join("srv-0").exists());
+        assert!(
+            live.join("inst").exists(),
+            "a running server's subtree is left alone"
+        );
     }
 }

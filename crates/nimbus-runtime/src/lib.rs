@@ -61,7 +61,10 @@ impl Outcome {
     /// A platform-generated error (`{"errorType","errorMessage"}`).
     pub fn platform_error(error_type: &str, message: impl Into<String>) -> Self {
         let body = serde_json::json!({ "errorType": error_type, "errorMessage": message.into() });
-        Outcome::Error { error_type: error_type.to_string(), body: Bytes::from(body.to_string()) }
+        Outcome::Error {
+            error_type: error_type.to_string(),
+            body: Bytes::from(body.to_string()),
+        }
     }
 }
 
@@ -80,7 +83,10 @@ pub struct InvokeResult {
 /// Starts instances. The pool is generic over this so its policy can be tested with a fake.
 pub trait Executor: Send + Sync + 'static {
     type Instance: Instance;
-    fn start(&self, spec: Arc<InstanceSpec>) -> impl Future<Output = Result<Self::Instance, RuntimeError>> + Send;
+    fn start(
+        &self,
+        spec: Arc<InstanceSpec>,
+    ) -> impl Future<Output = Result<Self::Instance, RuntimeError>> + Send;
 }
 
 /// A running instance: one invocation at a time.

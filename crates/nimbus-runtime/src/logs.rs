@@ -30,12 +30,19 @@ pub struct LogSink {
 impl LogSink {
     pub fn new(capacity: usize) -> (Self, mpsc::Receiver<LogRecord>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx, dropped: Default::default() }, rx)
+        (
+            Self {
+                tx,
+                dropped: Default::default(),
+            },
+            rx,
+        )
     }
 
     pub fn send(&self, rec: LogRecord) {
         if self.tx.try_send(rec).is_err() {
-            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

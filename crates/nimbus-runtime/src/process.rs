@@ -3,7 +3,7 @@
 use crate::cgroup::{Cgroup, MemoryLimits};
 use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind};
 use crate::rapi::{self, Pending, RapiState};
-use crate::{Executor, Instance, InstanceSpec, InvokeResult, Invocation, Outcome, RuntimeError};
+use crate::{Executor, Instance, InstanceSpec, Invocation, InvokeResult, Outcome, RuntimeError};
 use nimbus_core::{arn, RuntimeFamily};
 use std::collections::VecDeque;
 use std::os::unix::fs::PermissionsExt;
@@ -51,15 +51,23 @@ impl ProcessExecutor {
     /// Writes the bootstraps to `runtimes_dir` and resolves the interpreters.
     pub fn new(mut cfg: ProcessExecutorConfig, logs: LogSink) -> std::io::Result<Self> {
         write_if_changed(&cfg.runtimes_dir.join("node/bootstrap.js"), NODE_BOOTSTRAP)?;
-        write_if_changed(&cfg.runtimes_dir.join("python/bootstrap.py"), PYTHON_BOOTSTRAP)?;
-        let path_env = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        write_if_changed(
+            &cfg.runtimes_dir.join("python/bootstrap.py"),
+            PYTHON_BOOTSTRAP,
+        )?;
+        let path_env =
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         cfg.node = resolve(&cfg.node, &path_env);
         cfg.python = resolve_python(&cfg.python, &path_env);
         info!(node = %cfg.node.display(), python = %cfg.python.display(), memory_limits = cfg.memory.describe(), "process executor ready");
         if let MemoryLimits::Unavailable { reason } = &cfg.memory {
             warn!("memory limits are NOT enforced on this host ({reason}); run as root on a host with cgroups to enforce them");
         }
-        Ok(Self { cfg, logs, path_env })
+        Ok(Self {
+            cfg,
+            logs,
+            path_env,
+        })
     }
 
     pub fn memory_limits(&self) -> &MemoryLimits {
@@ -68,8 +76,14 @@ impl ProcessExecutor {
 
     fn command(&self, spec: &InstanceSpec) -> Result<Command, RuntimeError> {
         let (program, args): (PathBuf, Vec<PathBuf>) = match spec.config.runtime.family() {
-            RuntimeFamily::Node => (self.cfg.node.clone(), vec![self.cfg.runtimes_dir.join("node/bootstrap.js")]),
-            RuntimeFamily::Python => (self.cfg.python.clone(), vec![self.cfg.runtimes_dir.join("python/bootstrap.py")]),
+            RuntimeFamily::Node => (
+                self.cfg.node.clone(),
+                vec![self.cfg.runtimes_dir.join("node/bootstrap.js")],
+            ),
+            RuntimeFamily::Python => (
+                self.cfg.python.clone(),
+                vec![self.cfg.runtimes_dir.join("python/bootstrap.py")],
+            ),
             RuntimeFamily::Provided => {
                 let bootstrap = spec.code_dir.join("bootstrap");
                 let meta = std::fs::metadata(&bootstrap).map_err(|_| {
@@ -79,7 +93,8 @@ impl ProcessExecutor {
                 })?;
                 if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
                     return Err(RuntimeError::InvalidEntrypoint(
-                        "bootstrap is not an executable file: chmod +x bootstrap before packaging".into(),
+                        "bootstrap is not an executable file: chmod +x bootstrap before packaging"
+                            .into(),
                     ));
                 }
                 (bootstrap, vec![])
@@ -94,7 +109,12 @@ impl ProcessExecutor {
         let name = spec.function.as_str();
         let runtime = spec.config.runtime.as_str();
         let task_root = spec.code_dir.display().to_string();
-        let mut env: Vec<(String, String)> = spec.config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = spec
+            .config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let platform = [
             ("PATH", self.path_env.clone()),
             ("LANG", "C.UTF-8".into()),
@@ -103,16 +123,28 @@ impl ProcessExecutor {
             ("_HANDLER", spec.config.handler.clone()),
             ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{runtime}")),
             ("AWS_LAMBDA_FUNCTION_NAME", name.into()),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.config.memory_mb.to_string()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                spec.config.memory_mb.to_string(),
+            ),
             ("AWS_LAMBDA_FUNCTION_VERSION", spec.version.clone()),
-            ("AWS_LAMBDA_FUNCTION_TIMEOUT", spec.config.timeout_s.to_string()),
+            (
+                "AWS_LAMBDA_FUNCTION_TIMEOUT",
+                spec.config.timeout_s.to_string(),
+            ),
             ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
-            ("AWS_LAMBDA_LOG_STREAM_NAME", format!("{}/[{}]nimbus", today(), spec.version)),
+            (
+                "AWS_LAMBDA_LOG_STREAM_NAME",
+                format!("{}/[{}]nimbus", today(), spec.version),
+            ),
             ("AWS_LAMBDA_RUNTIME_API", api.into()),
             ("AWS_REGION", arn::REGION.into()),
             ("AWS_DEFAULT_REGION", arn::REGION.into()),
             ("LAMBDA_TASK_ROOT", task_root),
-            ("LAMBDA_RUNTIME_DIR", self.cfg.runtimes_dir.display().to_string()),
+            (
+                "LAMBDA_RUNTIME_DIR",
+                self.cfg.runtimes_dir.display().to_string(),
+            ),
         ];
         env.retain(|(k, _)| !platform.iter().any(|(p, _)| p == k));
         env.extend(platform.into_iter().map(|(k, v)| (k.to_string(), v)));
@@ -133,19 +165,26 @@ impl Executor for ProcessExecutor {
         let (next_tx, next_rx) = mpsc::channel::<Pending>(1);
         let state = Arc::new(RapiState::new(next_rx));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let server = axum::serve(listener, rapi::router(state.clone())).with_graceful_shutdown(async {
-            let _ = stop_rx.await;
-        });
+        let server =
+            axum::serve(listener, rapi::router(state.clone())).with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            });
         tokio::spawn(async move {
             if let Err(e) = server.await {
                 debug!("runtime api server ended: {e}");
             }
         });
 
-        let cgroup = match self.cfg.memory.create(&id, u64::from(spec.config.memory_mb) << 20) {
+        let cgroup = match self
+            .cfg
+            .memory
+            .create(&id, u64::from(spec.config.memory_mb) << 20)
+        {
             Ok(cg) => cg,
             Err(e) => {
-                warn!("cannot create cgroup for instance {id}: {e}; running without a memory limit");
+                warn!(
+                    "cannot create cgroup for instance {id}: {e}; running without a memory limit"
+                );
                 None
             }
         };
@@ -162,7 +201,14 @@ impl Executor for ProcessExecutor {
         // on memory prepared before fork.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 if let Some(p) = &procs {
@@ -187,11 +233,18 @@ impl Executor for ProcessExecutor {
                 if let Some(cg) = &cgroup {
                     cg.remove();
                 }
-                return Err(if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::PermissionDenied {
-                    RuntimeError::InvalidEntrypoint(format!("cannot run the {} runtime: {e}", spec.config.runtime))
-                } else {
-                    RuntimeError::Spawn(e)
-                });
+                return Err(
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        || e.kind() == std::io::ErrorKind::PermissionDenied
+                    {
+                        RuntimeError::InvalidEntrypoint(format!(
+                            "cannot run the {} runtime: {e}",
+                            spec.config.runtime
+                        ))
+                    } else {
+                        RuntimeError::Spawn(e)
+                    },
+                );
             }
         };
         let pid = child.id();
@@ -217,7 +270,10 @@ impl Executor for ProcessExecutor {
                 let _ = err_task.await;
             })
             .await;
-            let _ = exit_tx.send(Some(status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0))));
+            let _ =
+                exit_tx.send(Some(status.unwrap_or_else(|_| {
+                    std::os::unix::process::ExitStatusExt::from_raw(0)
+                })));
         });
 
         Ok(ProcessInstance {
@@ -256,7 +312,13 @@ impl LogCtx {
                 total -= tail.pop_front().map(|l| l.len() + 1).unwrap_or(0);
             }
         }
-        self.sink.send(LogRecord { function: self.function.clone(), request_id, stream, ts_ms: now_ms(), line });
+        self.sink.send(LogRecord {
+            function: self.function.clone(),
+            request_id,
+            stream,
+            ts_ms: now_ms(),
+            line,
+        });
     }
 }
 
@@ -265,7 +327,11 @@ async fn pump<R: AsyncRead + Unpin>(r: R, stream: LogStreamKind, ctx: Arc<LogCtx
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut buf).await {
+        let n = match (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
@@ -302,7 +368,10 @@ impl ProcessInstance {
     fn kill(&mut self) {
         self.healthy = false;
         if let Some(pid) = self.pid {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 
@@ -333,15 +402,26 @@ impl ProcessInstance {
                 ),
             );
         }
-        Outcome::platform_error("Runtime.ExitError", format!("RequestId: {request_id} Error: Runtime exited with error: {how}"))
+        Outcome::platform_error(
+            "Runtime.ExitError",
+            format!("RequestId: {request_id} Error: Runtime exited with error: {how}"),
+        )
     }
 
     fn max_memory_mb(&self) -> u64 {
-        let bytes = self.cgroup.as_ref().and_then(|c| c.peak_bytes()).or_else(|| {
-            let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
-        });
+        let bytes = self
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.peak_bytes())
+            .or_else(|| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
+                let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+                line.split_whitespace()
+                    .nth(1)?
+                    .parse::<u64>()
+                    .ok()
+                    .map(|kb| kb * 1024)
+            });
         bytes.map(|b| b.div_ceil(1 << 20)).unwrap_or(0)
     }
 
@@ -349,17 +429,35 @@ impl ProcessInstance {
         let timeout = Duration::from_secs(u64::from(self.spec.config.timeout_s));
         let (picked_tx, picked_rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
-        let pending = Pending { inv: inv.clone(), timeout, picked: picked_tx, reply: reply_tx };
+        let pending = Pending {
+            inv: inv.clone(),
+            timeout,
+            picked: picked_tx,
+            reply: reply_tx,
+        };
         let Some(tx) = self.next_tx.as_ref() else {
-            return (Phase::Exited(std::os::unix::process::ExitStatusExt::from_raw(0)), None);
+            return (
+                Phase::Exited(std::os::unix::process::ExitStatusExt::from_raw(0)),
+                None,
+            );
         };
         if tx.try_send(pending).is_err() {
             self.healthy = false;
-            return (Phase::Done(Outcome::platform_error("Runtime.Unknown", "instance is not accepting work")), None);
+            return (
+                Phase::Done(Outcome::platform_error(
+                    "Runtime.Unknown",
+                    "instance is not accepting work",
+                )),
+                None,
+            );
         }
         let mut exit_rx = self.exit_rx.clone();
         // Phase 1: the runtime takes the event (bounded by the init timeout on a cold start).
-        let pickup_bound = if self.initialized { timeout } else { INIT_TIMEOUT + timeout };
+        let pickup_bound = if self.initialized {
+            timeout
+        } else {
+            INIT_TIMEOUT + timeout
+        };
         let picked_at = tokio::select! {
             p = picked_rx => match p {
                 Ok(at) => at,
@@ -398,8 +496,10 @@ impl Instance for ProcessInstance {
         let rid = inv.request_id.clone();
         *self.logctx.request_id.lock().unwrap() = Some(rid.clone());
         self.logctx.tail.lock().unwrap().clear();
-        self.logctx
-            .emit(LogStreamKind::Platform, format!("START RequestId: {rid} Version: {}", self.spec.version));
+        self.logctx.emit(
+            LogStreamKind::Platform,
+            format!("START RequestId: {rid} Version: {}", self.spec.version),
+        );
         let t0 = Instant::now();
         let (phase, picked_at) = self.run(&inv, t0).await;
         let init_duration = if self.initialized {
@@ -407,7 +507,11 @@ impl Instance for ProcessInstance {
         } else {
             self.initialized = true;
             let first = *self.state.first_next.lock().unwrap();
-            Some(first.unwrap_or_else(Instant::now).saturating_duration_since(self.started))
+            Some(
+                first
+                    .unwrap_or_else(Instant::now)
+                    .saturating_duration_since(self.started),
+            )
         };
         let end = Instant::now();
         let outcome = match phase {
@@ -421,12 +525,18 @@ impl Instance for ProcessInstance {
                 if picked_at.is_none() && !self.state.first_next.lock().unwrap().is_some() {
                     Outcome::platform_error(
                         "Runtime.InitTimeout",
-                        format!("RequestId: {rid} Error: Runtime failed to start within {} seconds", INIT_TIMEOUT.as_secs()),
+                        format!(
+                            "RequestId: {rid} Error: Runtime failed to start within {} seconds",
+                            INIT_TIMEOUT.as_secs()
+                        ),
                     )
                 } else {
                     Outcome::platform_error(
                         "Sandbox.Timedout",
-                        format!("RequestId: {rid} Error: Task timed out after {}.00 seconds", self.spec.config.timeout_s),
+                        format!(
+                            "RequestId: {rid} Error: Task timed out after {}.00 seconds",
+                            self.spec.config.timeout_s
+                        ),
                     )
                 }
             }
@@ -437,7 +547,8 @@ impl Instance for ProcessInstance {
         }
         let duration = end.saturating_duration_since(picked_at.unwrap_or(t0));
         let ms = duration.as_secs_f64() * 1000.0;
-        self.logctx.emit(LogStreamKind::Platform, format!("END RequestId: {rid}"));
+        self.logctx
+            .emit(LogStreamKind::Platform, format!("END RequestId: {rid}"));
         let mut report = format!(
             "REPORT RequestId: {rid}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
             ms.ceil().max(1.0) as u64,
@@ -445,7 +556,10 @@ impl Instance for ProcessInstance {
             self.max_memory_mb()
         );
         if let Some(init) = init_duration {
-            report.push_str(&format!("\tInit Duration: {:.2} ms", init.as_secs_f64() * 1000.0));
+            report.push_str(&format!(
+                "\tInit Duration: {:.2} ms",
+                init.as_secs_f64() * 1000.0
+            ));
         }
         if let Outcome::Error { error_type, .. } = &outcome {
             if !self.is_healthy() {
@@ -453,8 +567,20 @@ impl Instance for ProcessInstance {
             }
         }
         self.logctx.emit(LogStreamKind::Platform, report);
-        let log_tail = self.logctx.tail.lock().unwrap().iter().map(|l| format!("{l}\n")).collect();
-        InvokeResult { outcome, duration, init_duration, log_tail }
+        let log_tail = self
+            .logctx
+            .tail
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect();
+        InvokeResult {
+            outcome,
+            duration,
+            init_duration,
+            log_tail,
+        }
     }
 
     async fn stop(mut self) {

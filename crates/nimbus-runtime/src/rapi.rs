@@ -64,15 +64,28 @@ pub(crate) fn router(state: Arc<RapiState>) -> Router {
 
 fn rapi_error(status: StatusCode, error_type: &str, message: &str) -> Response {
     let body = serde_json::json!({ "errorType": error_type, "errorMessage": message });
-    (status, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn accepted() -> Response {
-    (StatusCode::ACCEPTED, [("content-type", "application/json")], r#"{"status":"OK"}"#).into_response()
+    (
+        StatusCode::ACCEPTED,
+        [("content-type", "application/json")],
+        r#"{"status":"OK"}"#,
+    )
+        .into_response()
 }
 
 async fn next(State(st): State<Arc<RapiState>>) -> Response {
-    st.first_next.lock().unwrap().get_or_insert_with(Instant::now);
+    st.first_next
+        .lock()
+        .unwrap()
+        .get_or_insert_with(Instant::now);
     let pending = {
         let mut rx = st.next_rx.lock().await;
         match rx.recv().await {
@@ -81,10 +94,18 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
             None => return std::future::pending::<Response>().await,
         }
     };
-    let Pending { inv, timeout, picked, reply } = pending;
+    let Pending {
+        inv,
+        timeout,
+        picked,
+        reply,
+    } = pending;
     let now = Instant::now();
     let deadline_ms = crate::logs::now_ms() + timeout.as_millis() as i64;
-    *st.current.lock().unwrap() = Some(Current { request_id: inv.request_id.clone(), reply });
+    *st.current.lock().unwrap() = Some(Current {
+        request_id: inv.request_id.clone(),
+        reply,
+    });
     let _ = picked.send(now);
 
     let mut headers = HeaderMap::new();
@@ -106,29 +127,59 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
     (StatusCode::OK, headers, Body::from(inv.payload)).into_response()
 }
 
-/// Takes the current invocation if `id` names it.
-fn take_current(st: &RapiState, id: &str) -> Result<oneshot::Sender<Outcome>, Response> {
-    let mut cur = st.current.lock().unwrap();
-    match cur.as_ref() {
-        Some(c) if c.request_id == id => Ok(cur.take().unwrap().reply),
-        Some(_) => Err(rapi_error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")),
-        None => Err(rapi_error(
-            StatusCode::FORBIDDEN,
-            "InvalidStateTransition",
-            "State transition is not allowed: no invocation in progress",
-        )),
+/// Why a post about an invocation was refused.
+enum Refusal {
+    /// The id is not the invocation in progress.
+    InvalidRequestId,
+    /// No invocation is in progress.
+    NoInvocation,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::InvalidRequestId => rapi_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestID",
+                "Invalid request ID",
+            ),
+            Refusal::NoInvocation => rapi_error(
+                StatusCode::FORBIDDEN,
+                "InvalidStateTransition",
+                "State transition is not allowed: no invocation in progress",
+            ),
+        }
     }
 }
 
-async fn response(State(st): State<Arc<RapiState>>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+/// Takes the current invocation if `id` names it.
+fn take_current(st: &RapiState, id: &str) -> Result<oneshot::Sender<Outcome>, Refusal> {
+    let mut cur = st.current.lock().unwrap();
+    match cur.as_ref() {
+        Some(c) if c.request_id == id => Ok(cur.take().unwrap().reply),
+        Some(_) => Err(Refusal::InvalidRequestId),
+        None => Err(Refusal::NoInvocation),
+    }
+}
+
+async fn response(
+    State(st): State<Arc<RapiState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if let Some(mode) = headers.get("lambda-runtime-function-response-mode") {
         if mode.as_bytes() != b"streaming" {
-            return rapi_error(StatusCode::BAD_REQUEST, "InvalidFunctionResponseMode", "Invalid function response mode");
+            return rapi_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidFunctionResponseMode",
+                "Invalid function response mode",
+            );
         }
     }
     let reply = match take_current(&st, &id) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     // Read at most the limit: a hostile runtime cannot make us buffer more.
     let Ok(body) = axum::body::to_bytes(body, MAX_RESPONSE).await else {
@@ -148,21 +199,33 @@ async fn response(State(st): State<Arc<RapiState>>, Path(id): Path<String>, head
 
 /// Error type from the header when it has Lambda's shape, else from the body.
 fn error_type(headers: &HeaderMap, body: &[u8], fallback: &str) -> String {
-    if let Some(t) = headers.get("lambda-runtime-function-error-type").and_then(|v| v.to_str().ok()) {
+    if let Some(t) = headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+    {
         if t.starts_with("Runtime.") || t.starts_with("Function.") {
             return t.to_string();
         }
     }
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("errorType").and_then(|t| t.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("errorType")
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| fallback.to_string())
 }
 
-async fn error(State(st): State<Arc<RapiState>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn error(
+    State(st): State<Arc<RapiState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let reply = match take_current(&st, &id) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     let error_type = error_type(&headers, &body, "Function.Unknown");
     let _ = reply.send(Outcome::Error { error_type, body });

@@ -7,7 +7,9 @@
 use anyhow::Context;
 use nimbus_gateway::{Gateway, GatewayConfig, Pools};
 use nimbus_pool::{PoolConfig, PoolManager};
-use nimbus_runtime::{LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor, ProcessExecutorConfig};
+use nimbus_runtime::{
+    LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor, ProcessExecutorConfig,
+};
 use nimbus_store::{CodeStore, LogEntry, LogStream, SqliteStore, Store};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,6 +51,7 @@ pub struct Server {
     addr: SocketAddr,
     gateway: Arc<Gateway>,
     pools: Arc<Pools>,
+    memory: MemoryLimits,
     log_task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,11 +60,16 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-        let data_dir = config.data_dir.canonicalize().context("cannot resolve data dir")?;
+        let data_dir = config
+            .data_dir
+            .canonicalize()
+            .context("cannot resolve data dir")?;
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&data_dir).with_context(|| format!("cannot open registry in {}", data_dir.display()))?,
+            SqliteStore::open(&data_dir)
+                .with_context(|| format!("cannot open registry in {}", data_dir.display()))?,
         );
-        let code = Arc::new(CodeStore::open(&data_dir.join("code")).context("cannot open code store")?);
+        let code =
+            Arc::new(CodeStore::open(&data_dir.join("code")).context("cannot open code store")?);
 
         let (sink, rx) = LogSink::new(65_536);
         let memory = MemoryLimits::detect();
@@ -72,8 +80,12 @@ impl Server {
         let exec = ProcessExecutor::new(
             ProcessExecutorConfig {
                 runtimes_dir: data_dir.join("runtimes"),
-                node: std::env::var_os("NIMBUS_NODE").map(PathBuf::from).unwrap_or_else(|| "node".into()),
-                python: std::env::var_os("NIMBUS_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into()),
+                node: std::env::var_os("NIMBUS_NODE")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| "node".into()),
+                python: std::env::var_os("NIMBUS_PYTHON")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| "python3".into()),
                 memory: memory.clone(),
             },
             sink,
@@ -81,11 +93,18 @@ impl Server {
         .context("cannot prepare the process executor")?;
         let pools = PoolManager::new(
             Arc::new(exec),
-            PoolConfig { idle_timeout: config.idle_timeout, queue_timeout: config.queue_timeout, ..Default::default() },
+            PoolConfig {
+                idle_timeout: config.idle_timeout,
+                queue_timeout: config.queue_timeout,
+                ..Default::default()
+            },
         );
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (is another server running? use --listen)", config.listen))?;
+        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} (is another server running? use --listen)",
+                config.listen
+            )
+        })?;
         let addr = listener.local_addr()?;
         if !addr.ip().is_loopback() {
             warn!("listening on {addr}, which is reachable from other hosts; there is no authentication yet");
@@ -94,11 +113,22 @@ impl Server {
             store.clone(),
             code,
             pools.clone(),
-            GatewayConfig { public_url: format!("http://{addr}"), memory_limits: memory.describe().to_string() },
+            GatewayConfig {
+                public_url: format!("http://{addr}"),
+                memory_limits: memory.describe().to_string(),
+            },
         )
         .map_err(|e| anyhow::anyhow!("cannot load routes: {e}"))?;
         let log_task = tokio::spawn(store_logs(rx, store));
-        Ok(Server { config, listener, addr, gateway, pools, log_task })
+        Ok(Server {
+            config,
+            listener,
+            addr,
+            gateway,
+            pools,
+            memory,
+            log_task,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -107,7 +137,10 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
     /// finish (bounded by the shutdown grace), stops every instance and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let reaper = self.pools.spawn_reaper();
         let app = nimbus_gateway::router(self.gateway.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -134,6 +167,7 @@ impl Server {
         }
         reaper.abort();
         self.pools.shutdown().await;
+        self.memory.remove_root();
         // Let the last log lines reach the store.
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.log_task.abort();

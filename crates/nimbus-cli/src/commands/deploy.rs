@@ -84,17 +84,34 @@ pub fn load_manifest(dir: &Path) -> Result<Vec<ManifestFunction>> {
     let mut seen = std::collections::HashSet::new();
     for f in &out {
         if !seen.insert(f.name.clone()) {
-            bail!("function {} is declared twice in {} and its includes", f.name, dir.display());
+            bail!(
+                "function {} is declared twice in {} and its includes",
+                f.name,
+                dir.display()
+            );
         }
     }
     Ok(out)
 }
 
-fn load_manifest_into(root: &Path, rel: &Path, depth: usize, out: &mut Vec<ManifestFunction>) -> Result<()> {
+fn load_manifest_into(
+    root: &Path,
+    rel: &Path,
+    depth: usize,
+    out: &mut Vec<ManifestFunction>,
+) -> Result<()> {
     if depth > 8 {
-        bail!("includes nest deeper than 8 levels at {}: is there a cycle?", root.join(rel).display());
+        bail!(
+            "includes nest deeper than 8 levels at {}: is there a cycle?",
+            root.join(rel).display()
+        );
     }
-    let project = read_manifest(&root.join(rel))?;
+    let dir = if rel.as_os_str().is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
+    let project = read_manifest(&dir)?;
     for mut f in project.functions {
         f.code = rel.join(&f.code).to_string_lossy().into_owned();
         out.push(f);

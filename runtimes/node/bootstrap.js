@@ -1,0 +1,603 @@
+'use strict';
+// Nimbus Node.js bootstrap: speaks the Lambda Runtime API (2018-06-01) to the
+// server at $AWS_LAMBDA_RUNTIME_API and runs the handler named by $_HANDLER
+// from $LAMBDA_TASK_ROOT. CommonJS, Node 18+, no dependencies.
+//
+// Started as: cwd = code dir, `node /abs/runtimes/node/bootstrap.js`.
+// Exit codes: 129 after an init error or an uncaught exception (reported
+// first), 128 after an unhandled promise rejection (reported first), 1 when
+// the Runtime API is unusable (bad env, connection failure, non-200 from next).
+//
+// Behaviour follows aws-lambda-nodejs-runtime-interface-client: handler
+// resolution (.js/.mjs/.cjs, package.json "type":"module"), the context object,
+// callback / context.done semantics (including callbackWaitsForEmptyEventLoop
+// via 'beforeExit'), error bodies {errorType,errorMessage,trace} and the
+// console format `ISO-TIME\tREQUEST-ID\tLEVEL\tmessage` (newlines -> \r).
+
+const http = require('http');
+const path = require('path');
+const fs = require('fs');
+const { format } = require('util');
+
+const API_PREFIX = '/2018-06-01/runtime';
+const env = process.env;
+
+// ---------------------------------------------------------------- logging --
+
+let currentRequestId; // printed as "undefined" before the first invoke, like Lambda
+
+function patchConsole() {
+  const levels = { TRACE: 1, DEBUG: 2, INFO: 3, WARN: 4, ERROR: 5, FATAL: 6 };
+  const min = levels[(env.AWS_LAMBDA_LOG_LEVEL || '').toUpperCase()] || 1;
+  const out = process.stdout;
+  const nop = () => {};
+  const mk = (name) => {
+    if (levels[name] < min) return nop;
+    return function () {
+      let msg = format.apply(null, arguments);
+      if (msg.indexOf('\n') !== -1) msg = msg.replace(/\n/g, '\r');
+      out.write(`${new Date().toISOString()}\t${currentRequestId}\t${name}\t${msg}\n`);
+    };
+  };
+  console.trace = mk('TRACE');
+  console.debug = mk('DEBUG');
+  console.info = mk('INFO');
+  console.log = console.info;
+  console.warn = mk('WARN');
+  console.error = mk('ERROR');
+  console.fatal = mk('FATAL');
+}
+
+// ----------------------------------------------------------------- errors --
+
+class RuntimeError extends Error {}
+function runtimeError(type, message) {
+  const e = new RuntimeError(message);
+  e.name = `Runtime.${type}`;
+  return e;
+}
+
+function isErrorLike(e) {
+  return (
+    e instanceof Error ||
+    (e && typeof e.name === 'string' && typeof e.message === 'string' && typeof e.stack === 'string')
+  );
+}
+
+// Lambda's Errors.toRapidResponse.
+function toRapidResponse(e) {
+  try {
+    if (isErrorLike(e)) {
+      return {
+        errorType: e.name || 'Error',
+        errorMessage: String(e.message),
+        trace: typeof e.stack === 'string' ? e.stack.split('\n') : [],
+      };
+    }
+    return { errorType: typeof e, errorMessage: String(e), trace: [] };
+  } catch (_) {
+    return {
+      errorType: 'handled',
+      errorMessage:
+        'callback called with Error argument, but there was a problem while retrieving one or more of its message, name, and stack',
+      trace: [],
+    };
+  }
+}
+
+// Lambda's Errors.toFormatted: tab + JSON with the non-enumerable fields.
+function toFormatted(e) {
+  try {
+    return (
+      '\t' +
+      JSON.stringify(e, (_k, v) => {
+        if (v instanceof Error) {
+          const r = Object.assign({ errorType: v.name, errorMessage: v.message, code: v.code }, v);
+          if (typeof v.stack === 'string') r.stack = v.stack.split('\n');
+          return r;
+        }
+        return v;
+      })
+    );
+  } catch (_) {
+    return '\t' + JSON.stringify(toRapidResponse(e));
+  }
+}
+
+function intoError(e) {
+  return e instanceof Error ? e : new Error(e);
+}
+
+function logError(label, e) {
+  console.error(label, toFormatted(intoError(e)));
+}
+
+// ---------------------------------------------------- Runtime API client --
+
+function parseApiAddress(v) {
+  if (!v) return null;
+  const i = v.lastIndexOf(':');
+  if (i <= 0) return null;
+  let host = v.slice(0, i);
+  if (host[0] === '[' && host[host.length - 1] === ']') host = host.slice(1, -1);
+  const port = Number(v.slice(i + 1));
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) return null;
+  return { host, port };
+}
+
+const API = parseApiAddress(env.AWS_LAMBDA_RUNTIME_API);
+if (!API) {
+  process.stderr.write(
+    `nimbus node bootstrap: AWS_LAMBDA_RUNTIME_API must be host:port (got ${JSON.stringify(env.AWS_LAMBDA_RUNTIME_API)})\n`,
+  );
+  process.exit(1);
+}
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+
+function request(method, urlPath, headers, body, opts) {
+  return new Promise((resolve, reject) => {
+    let retried = false;
+    const send = () => {
+      const req = http.request(
+        { host: API.host, port: API.port, method, path: urlPath, headers, agent: opts && opts.agent !== undefined ? opts.agent : agent },
+        (res) => {
+          const chunks = [];
+          res.on('data', (c) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
+          res.on('error', reject);
+        },
+      );
+      req.on('error', (err) => {
+        // A kept-alive socket the server closed while idle: retry once on a fresh one.
+        if (!retried && req.reusedSocket && err.code === 'ECONNRESET') {
+          retried = true;
+          send();
+        } else reject(err);
+      });
+      if (opts && opts.timeoutMs) req.setTimeout(opts.timeoutMs, () => req.destroy(new Error('timeout')));
+      req.end(body);
+    };
+    send();
+  });
+}
+
+function apiFailure(what, err) {
+  process.stderr.write(`nimbus node bootstrap: ${what}: ${err && err.stack ? err.stack : err}\n`);
+  process.exit(1);
+}
+
+async function post(urlPath, contentType, body, extraHeaders, opts) {
+  const headers = Object.assign({ 'Content-Type': contentType, 'Content-Length': body.length }, extraHeaders);
+  const res = await request('POST', urlPath, headers, body, opts);
+  if (res.status < 200 || res.status > 299) {
+    process.stderr.write(
+      `nimbus node bootstrap: POST ${urlPath} returned ${res.status}: ${res.body.toString('utf8').slice(0, 500)}\n`,
+    );
+  }
+  return res;
+}
+
+function errorBody(e) {
+  return Buffer.from(JSON.stringify(toRapidResponse(e)));
+}
+
+function postInvocationError(id, e, opts) {
+  return post(`${API_PREFIX}/invocation/${encodeURIComponent(id)}/error`, 'application/json', errorBody(e), null, opts);
+}
+
+function postInitError(e, opts) {
+  const body = toRapidResponse(e);
+  return post(
+    `${API_PREFIX}/init/error`,
+    'application/json',
+    Buffer.from(JSON.stringify(body)),
+    { 'Lambda-Runtime-Function-Error-Type': body.errorType },
+    opts,
+  );
+}
+
+// --------------------------------------------------------- handler loading --
+
+function hasTypeModule(dir) {
+  // Nearest package.json decides; a node_modules boundary stops the search.
+  for (;;) {
+    if (dir.endsWith(path.sep + 'node_modules')) return false;
+    const pj = path.join(dir, 'package.json');
+    let text;
+    try {
+      text = fs.readFileSync(pj, 'utf8');
+    } catch (_) {
+      text = undefined;
+    }
+    if (text !== undefined) {
+      try {
+        const pkg = JSON.parse(text);
+        return !!pkg && pkg.type === 'module';
+      } catch (e) {
+        console.warn(`${pj} cannot be read, it will be ignored for ES module detection purposes.`, e);
+        return false;
+      }
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) return false;
+    dir = parent;
+  }
+}
+
+function isFile(p) {
+  try {
+    return fs.statSync(p).isFile();
+  } catch (_) {
+    return false;
+  }
+}
+
+function importFile(file) {
+  const { pathToFileURL } = require('url');
+  return import(pathToFileURL(file).href);
+}
+
+async function requireOrImport(file) {
+  try {
+    return require(file);
+  } catch (e) {
+    if (e && e.code === 'ERR_REQUIRE_ESM') return importFile(file);
+    throw e;
+  }
+}
+
+async function loadModule(root, modulePath) {
+  const base = path.resolve(root, modulePath);
+  // Extensionless path first, as Lambda does: a file, or a directory require() resolves.
+  if (fs.existsSync(base)) return requireOrImport(base);
+  if (isFile(base + '.js')) {
+    return hasTypeModule(path.dirname(base)) ? importFile(base + '.js') : requireOrImport(base + '.js');
+  }
+  if (isFile(base + '.mjs')) return importFile(base + '.mjs');
+  if (isFile(base + '.cjs')) return require(base + '.cjs');
+  // Node-style resolution (directory with index.js, package in node_modules).
+  let resolved;
+  try {
+    resolved = require.resolve(modulePath, { paths: [root] });
+  } catch (e) {
+    if (e && e.code === 'MODULE_NOT_FOUND') {
+      const err = new Error(`Cannot find module '${modulePath}'`);
+      err.code = 'MODULE_NOT_FOUND';
+      throw err;
+    }
+    throw e;
+  }
+  return requireOrImport(resolved);
+}
+
+const STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+
+async function loadHandler() {
+  const root = env.LAMBDA_TASK_ROOT || process.cwd();
+  const full = env._HANDLER || '';
+  if (full.includes('..')) {
+    throw runtimeError(
+      'MalformedHandlerName',
+      `'${full}' is not a valid handler name. Use absolute paths when specifying root directories in handler names.`,
+    );
+  }
+  const dot = full.lastIndexOf('.');
+  if (dot <= 0 || dot === full.length - 1 || full.endsWith('/', dot)) {
+    throw runtimeError('MalformedHandlerName', `Bad handler '${full}': use MODULE.FUNCTION, for example index.handler`);
+  }
+  const modulePath = full.slice(0, dot);
+  const fnName = full.slice(dot + 1);
+
+  installAwsLambdaGlobal();
+  let mod;
+  try {
+    mod = await loadModule(root, modulePath);
+  } catch (e) {
+    if (e instanceof SyntaxError) throw runtimeError('UserCodeSyntaxError', String(e));
+    if (e && (e.code === 'MODULE_NOT_FOUND' || e.code === 'ERR_MODULE_NOT_FOUND')) {
+      throw runtimeError('ImportModuleError', String(e));
+    }
+    throw e;
+  }
+  const fn = mod == null ? undefined : mod[fnName];
+  if (!fn) throw runtimeError('HandlerNotFound', `${full} is undefined or not exported`);
+  if (typeof fn !== 'function') throw runtimeError('HandlerNotFound', `${full} is not a function`);
+  const streaming = fn[STREAMING] === 'response';
+  if (fn[STREAMING] && !streaming) {
+    throw runtimeError('MalformedStreamingHandler', 'Only response streaming is supported.');
+  }
+  return {
+    fn,
+    streaming,
+    isAsync: !!(fn.constructor && fn.constructor.name === 'AsyncFunction'),
+  };
+}
+
+// awslambda.streamifyResponse / HttpResponseStream, as Lambda provides them.
+// Nimbus buffers streamed responses (see runStreaming).
+const PRELUDE = Symbol('nimbus.httpPrelude');
+function installAwsLambdaGlobal() {
+  if (env.AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA === '1' || env.AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA === 'true') return;
+  globalThis.awslambda = {
+    streamifyResponse(handler) {
+      handler[STREAMING] = 'response';
+      return handler;
+    },
+    HttpResponseStream: class HttpResponseStream {
+      static from(stream, prelude) {
+        if (stream.setContentType) stream.setContentType('application/vnd.awslambda.http-integration-response');
+        stream[PRELUDE] = prelude || {};
+        return stream;
+      }
+    },
+  };
+}
+
+// ------------------------------------------------------------ invocations --
+
+let beforeExitHook = null;
+process.on('beforeExit', () => {
+  const h = beforeExitHook;
+  beforeExitHook = null;
+  if (h) h();
+});
+
+async function nextInvocation() {
+  let res;
+  try {
+    res = await request('GET', `${API_PREFIX}/invocation/next`, undefined, undefined);
+  } catch (e) {
+    apiFailure('GET next failed', e);
+  }
+  if (res.status !== 200) {
+    apiFailure(`GET next returned ${res.status}`, res.body.toString('utf8').slice(0, 500));
+  }
+  const id = res.headers['lambda-runtime-aws-request-id'];
+  if (!id) apiFailure('GET next', 'response lacks Lambda-Runtime-Aws-Request-Id');
+  return { id, headers: res.headers, body: res.body };
+}
+
+function parseJsonHeader(value, name) {
+  if (value === undefined) return undefined;
+  try {
+    return JSON.parse(value);
+  } catch (err) {
+    throw new Error(`Cannot parse ${name} as json: ${err.toString()}`);
+  }
+}
+
+function buildContext(headers, id, callbackContext) {
+  const deadline = Number(headers['lambda-runtime-deadline-ms']);
+  return Object.assign(callbackContext, {
+    functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
+    functionName: env.AWS_LAMBDA_FUNCTION_NAME,
+    memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
+    clientContext: parseJsonHeader(headers['lambda-runtime-client-context'], 'ClientContext'),
+    identity: parseJsonHeader(headers['lambda-runtime-cognito-identity'], 'CognitoIdentity'),
+    invokedFunctionArn: headers['lambda-runtime-invoked-function-arn'],
+    awsRequestId: id,
+    tenantId: headers['lambda-runtime-aws-tenant-id'],
+    getRemainingTimeInMillis() {
+      return deadline - Date.now();
+    },
+  });
+}
+
+function isPromise(v) {
+  return v && typeof v.then === 'function';
+}
+
+// Runs one invocation; the returned promise settles once its result or error
+// has been posted.
+function runInvocation(h, inv) {
+  return new Promise((settle) => {
+    const id = inv.id;
+    let reported = false;
+    const report = (isErr, value) => {
+      if (reported) {
+        console.error('Invocation has already been reported as done. Cannot call complete more than once per invocation.');
+        return;
+      }
+      reported = true;
+      beforeExitHook = null;
+      let p;
+      if (!isErr) {
+        let body;
+        try {
+          body = JSON.stringify(value === undefined ? null : value);
+          if (body === undefined) body = 'null';
+        } catch (e) {
+          isErr = true;
+          value = e;
+        }
+        if (!isErr) p = post(`${API_PREFIX}/invocation/${encodeURIComponent(id)}/response`, 'application/json', Buffer.from(body));
+      }
+      if (isErr) {
+        logError('Invoke Error', value);
+        p = postInvocationError(id, value);
+      }
+      p.then(() => settle(), (e) => apiFailure('posting the invocation result failed', e));
+    };
+
+    // Callback / legacy context.done: only the first call of any of them counts.
+    let finished = false;
+    let waitForEmptyEventLoop = true;
+    const once = (fn) =>
+      function () {
+        if (finished) return;
+        finished = true;
+        fn.apply(null, arguments);
+      };
+    const callback = once((err, result) => {
+      beforeExitHook = null;
+      if (err !== undefined && err !== null) report(true, err);
+      else if (!waitForEmptyEventLoop) report(false, result);
+      else beforeExitHook = () => setImmediate(() => report(false, result));
+    });
+    const done = (err, result) => {
+      if (err !== undefined && err !== null) report(true, err);
+      else report(false, result);
+    };
+    const callbackContext = {
+      get callbackWaitsForEmptyEventLoop() {
+        return waitForEmptyEventLoop;
+      },
+      set callbackWaitsForEmptyEventLoop(v) {
+        waitForEmptyEventLoop = v;
+      },
+      succeed: once((result) => done(null, result)),
+      fail: once((err) => (err === undefined || err === null ? done('handled') : done(err, null))),
+      done: once(done),
+    };
+
+    let event;
+    try {
+      event = JSON.parse(inv.body.toString('utf8'));
+    } catch (e) {
+      const err = runtimeError('UnmarshalError', `Unable to parse the event as JSON: ${e.message}`);
+      err.stack = `${err.name}: ${err.message}`;
+      finished = true;
+      report(true, err);
+      return;
+    }
+
+    let returnedPromise = false;
+    // The event loop emptied without a result: like Lambda, an async handler
+    // (or a returned promise that never settled) fails, anything else succeeds with null.
+    beforeExitHook = () => {
+      finished = true;
+      if (h.isAsync || returnedPromise) {
+        const e = runtimeError('NodeJsExit', 'Error: Runtime exited without providing a reason');
+        report(true, e);
+      } else report(false, null);
+    };
+
+    try {
+      const context = buildContext(inv.headers, id, callbackContext);
+      if (h.streaming) {
+        returnedPromise = true;
+        runStreaming(h.fn, event, context, report);
+        return;
+      }
+      const result = h.fn(event, context, callback);
+      if (isPromise(result)) {
+        returnedPromise = true;
+        result.then(callbackContext.succeed, callbackContext.fail);
+      } else if (result !== undefined && h.fn.length < 3) {
+        // Sync handler returning a value (Lambda would ignore it; Nimbus posts it).
+        callbackContext.succeed(result);
+      }
+    } catch (e) {
+      callback(e);
+    }
+  });
+}
+
+// Buffered emulation of response streaming: collect what the handler writes,
+// then post it as one response. With HttpResponseStream.from(...) the body
+// becomes a function-URL response object (body base64-encoded).
+function runStreaming(fn, event, context, report) {
+  const { Writable } = require('stream');
+  const chunks = [];
+  let contentType = 'application/octet-stream';
+  const stream = new Writable({
+    write(chunk, enc, cb) {
+      chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk, enc));
+      cb();
+    },
+  });
+  stream.setContentType = (t) => {
+    contentType = t;
+  };
+  const finish = () => {
+    const buf = Buffer.concat(chunks);
+    const prelude = stream[PRELUDE];
+    if (prelude) {
+      report(false, {
+        statusCode: prelude.statusCode || 200,
+        headers: prelude.headers || {},
+        cookies: prelude.cookies || [],
+        body: buf.toString('base64'),
+        isBase64Encoded: true,
+      });
+    } else if (/json/i.test(contentType)) {
+      let value;
+      try {
+        value = JSON.parse(buf.toString('utf8'));
+      } catch (_) {
+        value = buf.toString('utf8');
+      }
+      report(false, value);
+    } else {
+      report(false, buf.toString('utf8'));
+    }
+  };
+  Promise.resolve()
+    .then(() => fn(event, stream, context))
+    .then(
+      () => {
+        if (stream.writableFinished) finish();
+        else {
+          stream.once('finish', finish);
+          if (!stream.writableEnded) stream.end();
+        }
+      },
+      (e) => report(true, e),
+    );
+}
+
+// ------------------------------------------------------- fatal error paths --
+
+let started = false; // true once the invocation loop runs
+let fatal = false;
+function onFatal(label, e, code) {
+  if (fatal) return;
+  fatal = true;
+  beforeExitHook = null;
+  logError(label, e);
+  // A separate, non-pooled connection: the pooled socket may be parked on next.
+  const opts = { agent: false, timeoutMs: 2000 };
+  const p = started && currentRequestId !== undefined ? postInvocationError(currentRequestId, e, opts) : postInitError(e, opts);
+  p.then(
+    () => process.exit(code),
+    () => process.exit(code),
+  );
+}
+process.on('uncaughtException', (e) => onFatal('Uncaught Exception', e, 129));
+process.on('unhandledRejection', (reason) => {
+  const e = runtimeError('UnhandledPromiseRejection', reason && reason.toString ? reason.toString() : String(reason));
+  e.reason = reason;
+  onFatal('Unhandled Promise Rejection', e, 128);
+});
+
+// ------------------------------------------------------------------- main --
+
+async function main() {
+  patchConsole();
+  let h;
+  try {
+    h = await loadHandler();
+  } catch (e) {
+    fatal = true;
+    logError('Init Error', e);
+    try {
+      await postInitError(e, { agent: false, timeoutMs: 2000 });
+    } catch (pe) {
+      process.stderr.write(`nimbus node bootstrap: posting the init error failed: ${pe}\n`);
+    }
+    process.exit(129);
+  }
+  started = true;
+  for (;;) {
+    const inv = await nextInvocation();
+    currentRequestId = inv.id;
+    const trace = inv.headers['lambda-runtime-trace-id'];
+    if (trace) env._X_AMZN_TRACE_ID = trace;
+    else delete env._X_AMZN_TRACE_ID;
+    await runInvocation(h, inv);
+  }
+}
+
+main().catch((e) => onFatal('Uncaught Exception', e, 129));

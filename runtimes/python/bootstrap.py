@@ -1,0 +1,460 @@
+"""Nimbus Python bootstrap: speaks the Lambda Runtime API (2018-06-01).
+
+Started by the server as ``python3 /abs/runtimes/python/bootstrap.py`` with
+cwd = the function's code directory and the standard Lambda environment
+(AWS_LAMBDA_RUNTIME_API=host:port, _HANDLER=module.function, LAMBDA_TASK_ROOT, ...).
+Python 3.9+, standard library only.
+
+Exit codes: 1 after posting an init error (as Lambda's Python runtime does),
+1 when the Runtime API is unusable (bad env, connection failure, non-200 from
+next). A handler that calls sys.exit() ends the process with its own code.
+
+Behaviour follows aws-lambda-python-runtime-interface-client: handler
+resolution, error bodies {errorMessage, errorType, requestId, stackTrace},
+the LambdaContext object, event unmarshalling only for application/json,
+bytes results posted as application/unknown, and the logging format
+``[LEVEL]\\tTIME\\tREQUEST-ID\\tmessage``.
+"""
+
+import http.client
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+
+API_PREFIX = "/2018-06-01/runtime"
+_THIS_FILE = os.path.abspath(__file__)
+_REQUEST_ID = None
+
+
+# --------------------------------------------------------------- utilities --
+
+
+def _die(msg):
+    sys.stderr.write("nimbus python bootstrap: %s\n" % msg)
+    sys.stderr.flush()
+    sys.exit(1)
+
+
+class FaultException(Exception):
+    MARSHAL_ERROR = "Runtime.MarshalError"
+    UNMARSHAL_ERROR = "Runtime.UnmarshalError"
+    USER_CODE_SYNTAX_ERROR = "Runtime.UserCodeSyntaxError"
+    HANDLER_NOT_FOUND = "Runtime.HandlerNotFound"
+    IMPORT_MODULE_ERROR = "Runtime.ImportModuleError"
+    BUILT_IN_MODULE_CONFLICT = "Runtime.BuiltInModuleConflict"
+    MALFORMED_HANDLER_NAME = "Runtime.MalformedHandlerName"
+    LAMBDA_CONTEXT_UNMARSHAL_ERROR = "Runtime.LambdaContextUnmarshalError"
+
+    def __init__(self, exception_type, msg, trace=None):
+        Exception.__init__(self, msg)
+        self.msg = msg
+        self.exception_type = exception_type
+        self.trace = trace
+
+
+class _Encoder(json.JSONEncoder):
+    """json with Lambda's Decimal support (Decimal is written as a number)."""
+
+    def default(self, o):
+        # decimal is imported lazily: if nobody imported it, o is no Decimal.
+        decimal = sys.modules.get("decimal")
+        if decimal is not None and isinstance(o, decimal.Decimal):
+            if o.is_nan():
+                return float("nan")
+            if o == o.to_integral_value() and o.is_finite():
+                return int(o)
+            return float(o)
+        return json.JSONEncoder.default(self, o)
+
+
+_ENCODER = _Encoder()
+
+
+def to_json(obj):
+    return _ENCODER.encode(obj)
+
+
+def make_error(error_message, error_type, stack_trace, invoke_id=None):
+    return {
+        "errorMessage": error_message if error_message else "",
+        "errorType": error_type if error_type else "",
+        "requestId": invoke_id if invoke_id is not None else "",
+        "stackTrace": stack_trace if stack_trace else [],
+    }
+
+
+def _user_frames(tb):
+    """Traceback frames with the leading frames of this bootstrap dropped."""
+    frames = traceback.extract_tb(tb)
+    for i, f in enumerate(frames):
+        if os.path.abspath(f.filename) != _THIS_FILE:
+            return frames[i:]
+    return frames
+
+
+def build_fault_result(exc_info, invoke_id=None):
+    etype, value, tb = exc_info
+    return make_error(str(value), etype.__name__, traceback.format_list(_user_frames(tb)), invoke_id)
+
+
+# ----------------------------------------------------------------- logging --
+
+
+def _replace_indent(line):
+    n = len(line) - len(line.lstrip(" "))
+    return "\u00a0" * n + line[n:]
+
+
+def log_error(error_result):
+    """Lambda's text-format error log: one line, parts joined with \\r."""
+    desc = "[ERROR]"
+    etype = error_result.get("errorType")
+    if etype:
+        desc += " " + etype
+    emsg = error_result.get("errorMessage")
+    if emsg:
+        if etype:
+            desc += ":"
+        desc += " " + emsg
+    lines = [desc]
+    stack = error_result.get("stackTrace")
+    if stack is not None:
+        lines.append("Traceback (most recent call last):")
+        for element in stack:
+            if element == "":
+                lines.append("")
+            else:
+                lines.extend(_replace_indent(l) for l in element.splitlines())
+    sys.stdout.write("\r".join(lines).replace("\n", "\r") + "\n")
+    sys.stdout.flush()
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record):
+        record.aws_request_id = _REQUEST_ID or ""
+        return True
+
+
+class _LambdaLogHandler(logging.Handler):
+    """Writes each record as one stdout line (embedded newlines become \\r)."""
+
+    def emit(self, record):
+        try:
+            msg = self.format(record)
+            if "\n" in msg:
+                msg = msg.replace("\n", "\r")
+            stream = sys.stdout
+            stream.write(msg + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def setup_io_and_logging():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except Exception:
+            pass
+    logging.Formatter.converter = time.gmtime
+    handler = _LambdaLogHandler()
+    handler.setFormatter(
+        logging.Formatter(
+            "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
+            "%Y-%m-%dT%H:%M:%S",
+        )
+    )
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = (os.environ.get("AWS_LAMBDA_LOG_LEVEL") or "").upper()
+    if level in ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL"):
+        root.setLevel({"TRACE": "DEBUG", "WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level))
+
+
+# ---------------------------------------------------------------- context --
+
+
+class CognitoIdentity(object):
+    __slots__ = ["cognito_identity_id", "cognito_identity_pool_id"]
+
+    def __repr__(self):
+        return "CognitoIdentity([cognito_identity_id=%s,cognito_identity_pool_id=%s])" % (
+            self.cognito_identity_id,
+            self.cognito_identity_pool_id,
+        )
+
+
+class Client(object):
+    __slots__ = ["installation_id", "app_title", "app_version_name", "app_version_code", "app_package_name"]
+
+    def __repr__(self):
+        return "Client([%s])" % ",".join("%s=%s" % (f, getattr(self, f)) for f in self.__slots__)
+
+
+class ClientContext(object):
+    __slots__ = ["custom", "env", "client"]
+
+    def __repr__(self):
+        return "ClientContext([custom=%s,env=%s,client=%s])" % (self.custom, self.env, self.client)
+
+
+def _obj_from_dict(cls, d):
+    if d is None:
+        return None
+    obj = cls()
+    get = d.get if isinstance(d, dict) else (lambda _k, _d=None: None)
+    for field in cls.__slots__:
+        setattr(obj, field, get(field, None))
+    return obj
+
+
+def _memory_mb():
+    raw = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return raw
+
+
+class LambdaContext(object):
+    def __init__(self, invoke_id, client_context, cognito_identity, epoch_deadline_time_in_ms,
+                 invoked_function_arn=None, tenant_id=None):
+        self.aws_request_id = invoke_id
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        self.memory_limit_in_mb = _memory_mb()
+        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.invoked_function_arn = invoked_function_arn
+        self.tenant_id = tenant_id
+        self.client_context = _obj_from_dict(ClientContext, client_context)
+        if self.client_context is not None:
+            self.client_context.client = _obj_from_dict(Client, self.client_context.client)
+        self.identity = _obj_from_dict(CognitoIdentity, {})
+        if isinstance(cognito_identity, dict):
+            self.identity.cognito_identity_id = cognito_identity.get("cognitoIdentityId")
+            self.identity.cognito_identity_pool_id = cognito_identity.get("cognitoIdentityPoolId")
+        self._epoch_deadline_time_in_ms = epoch_deadline_time_in_ms
+
+    def get_remaining_time_in_millis(self):
+        delta = self._epoch_deadline_time_in_ms - int(time.time() * 1000)
+        return delta if delta > 0 else 0
+
+    def log(self, msg):
+        sys.stdout.write(str(msg))
+
+    def __repr__(self):
+        return (
+            "LambdaContext([aws_request_id=%s,log_group_name=%s,log_stream_name=%s,function_name=%s,"
+            "memory_limit_in_mb=%s,function_version=%s,invoked_function_arn=%s,client_context=%s,"
+            "identity=%s,tenant_id=%s])"
+            % (self.aws_request_id, self.log_group_name, self.log_stream_name, self.function_name,
+               self.memory_limit_in_mb, self.function_version, self.invoked_function_arn,
+               self.client_context, self.identity, self.tenant_id)
+        )
+
+
+def _parse_json_header(value, name):
+    try:
+        return json.loads(value)
+    except Exception as e:
+        raise FaultException(
+            FaultException.LAMBDA_CONTEXT_UNMARSHAL_ERROR, "Unable to parse {} JSON: {}".format(name, e)
+        )
+
+
+# ---------------------------------------------------- Runtime API client --
+
+
+class RuntimeClient(object):
+    """One persistent HTTP/1.1 connection to the Runtime API."""
+
+    def __init__(self, address):
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            _die("AWS_LAMBDA_RUNTIME_API must be host:port (got %r)" % address)
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        self.host = host
+        self.port = int(port)
+        self.conn = http.client.HTTPConnection(self.host, self.port)
+
+    def _request(self, method, path, body=None, headers=None):
+        for attempt in (0, 1):
+            try:
+                self.conn.request(method, path, body=body, headers=headers or {})
+                resp = self.conn.getresponse()
+                data = resp.read()
+                return resp, data
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+                    http.client.CannotSendRequest, http.client.ResponseNotReady):
+                # The server closed the kept-alive connection: reconnect once.
+                self.conn.close()
+                if attempt:
+                    raise
+
+    def _post(self, path, body, content_type, extra_headers=None):
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+        if extra_headers:
+            headers.update(extra_headers)
+        try:
+            resp, data = self._request("POST", path, body, headers)
+        except Exception as e:
+            _die("POST %s failed: %r" % (path, e))
+        if not 200 <= resp.status < 300:
+            sys.stderr.write("nimbus python bootstrap: POST %s returned %d: %s\n"
+                             % (path, resp.status, data[:500].decode("utf-8", "replace")))
+            sys.stderr.flush()
+        return resp.status
+
+    def next(self):
+        try:
+            resp, data = self._request("GET", API_PREFIX + "/invocation/next")
+        except Exception as e:
+            _die("GET next failed: %r" % (e,))
+        if resp.status != 200:
+            _die("GET next returned %d: %s" % (resp.status, data[:500].decode("utf-8", "replace")))
+        return resp.headers, data
+
+    def post_result(self, invoke_id, body, content_type):
+        return self._post("%s/invocation/%s/response" % (API_PREFIX, invoke_id), body, content_type)
+
+    def post_error(self, invoke_id, error_result):
+        return self._post("%s/invocation/%s/error" % (API_PREFIX, invoke_id), to_json(error_result),
+                          "application/json")
+
+    def post_init_error(self, error_result):
+        return self._post(API_PREFIX + "/init/error", to_json(error_result), "application/json",
+                          {"Lambda-Runtime-Function-Error-Type": error_result["errorType"]})
+
+
+# --------------------------------------------------------- handler loading --
+
+
+def get_handler(handler):
+    try:
+        modname, fname = handler.rsplit(".", 1)
+    except ValueError as e:
+        raise FaultException(FaultException.MALFORMED_HANDLER_NAME, "Bad handler '{}': {}".format(handler, e))
+    if not modname or not fname or ".." in handler or modname.startswith("/") or modname.endswith("/"):
+        raise FaultException(FaultException.MALFORMED_HANDLER_NAME,
+                             "Bad handler '{}': use MODULE.FUNCTION, for example app.handler".format(handler))
+    try:
+        if modname.split(".")[0] in sys.builtin_module_names:
+            raise FaultException(FaultException.BUILT_IN_MODULE_CONFLICT,
+                                 "Cannot use built-in module {} as a handler module".format(modname))
+        m = importlib.import_module(modname.replace("/", "."))
+    except ImportError as e:
+        raise FaultException(FaultException.IMPORT_MODULE_ERROR,
+                             "Unable to import module '{}': {}".format(modname, e))
+    except SyntaxError as e:
+        trace = ['  File "%s" Line %s\n    %s' % (e.filename, e.lineno, e.text)]
+        raise FaultException(FaultException.USER_CODE_SYNTAX_ERROR,
+                             "Syntax error in module '{}': {}".format(modname, e), trace)
+    try:
+        return getattr(m, fname)
+    except AttributeError:
+        raise FaultException(FaultException.HANDLER_NOT_FOUND,
+                             "Handler '{}' missing on module '{}'".format(fname, modname))
+
+
+# ------------------------------------------------------------ invocations --
+
+
+def handle_event(client, request_handler, headers, body):
+    invoke_id = headers.get("Lambda-Runtime-Aws-Request-Id")
+    error_result = None
+    try:
+        cc = headers.get("Lambda-Runtime-Client-Context")
+        ci = headers.get("Lambda-Runtime-Cognito-Identity")
+        try:
+            deadline = int(headers.get("Lambda-Runtime-Deadline-Ms") or 0)
+        except ValueError:
+            deadline = 0
+        context = LambdaContext(
+            invoke_id,
+            _parse_json_header(cc, "Client Context") if cc else None,
+            _parse_json_header(ci, "Cognito Identity") if ci else None,
+            deadline,
+            headers.get("Lambda-Runtime-Invoked-Function-Arn"),
+            headers.get("Lambda-Runtime-Aws-Tenant-Id"),
+        )
+        if headers.get("Content-Type") == "application/json":
+            try:
+                event = json.loads(body)
+            except Exception as e:
+                raise FaultException(FaultException.UNMARSHAL_ERROR, "Unable to unmarshal input: {}".format(e))
+        else:
+            event = body
+        response = request_handler(event, context)
+        if isinstance(response, bytes):
+            result, content_type = response, "application/unknown"
+        else:
+            try:
+                result, content_type = _ENCODER.encode(response), "application/json"
+            except Exception as e:
+                raise FaultException(FaultException.MARSHAL_ERROR, "Unable to marshal response: {}".format(e))
+    except FaultException as e:
+        error_result = make_error(e.msg, e.exception_type, e.trace, invoke_id)
+    except Exception:
+        error_result = build_fault_result(sys.exc_info(), invoke_id)
+
+    if error_result is not None:
+        log_error(error_result)
+        client.post_error(invoke_id, error_result)
+    else:
+        client.post_result(invoke_id, result, content_type)
+
+
+def main():
+    global _REQUEST_ID
+    setup_io_and_logging()
+
+    address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
+    if not address:
+        _die("AWS_LAMBDA_RUNTIME_API is not set")
+    client = RuntimeClient(address)
+
+    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    # sys.path[0] is this script's directory: replace it with the task root.
+    if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(_THIS_FILE):
+        sys.path[0] = task_root
+    else:
+        sys.path.insert(0, task_root)
+
+    try:
+        request_handler = get_handler(os.environ.get("_HANDLER", ""))
+    except FaultException as e:
+        error_result = make_error(e.msg, e.exception_type, e.trace)
+        log_error(error_result)
+        client.post_init_error(error_result)
+        sys.exit(1)
+    except Exception:
+        error_result = build_fault_result(sys.exc_info())
+        log_error(error_result)
+        client.post_init_error(error_result)
+        sys.exit(1)
+
+    while True:
+        headers, body = client.next()
+        invoke_id = headers.get("Lambda-Runtime-Aws-Request-Id")
+        if not invoke_id:
+            _die("next response lacks Lambda-Runtime-Aws-Request-Id")
+        _REQUEST_ID = invoke_id
+        trace_id = headers.get("Lambda-Runtime-Trace-Id")
+        if trace_id is not None:
+            os.environ["_X_AMZN_TRACE_ID"] = trace_id
+        else:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        handle_event(client, request_handler, headers, body)
+
+
+if __name__ == "__main__":
+    main()
