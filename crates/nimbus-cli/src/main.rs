@@ -1,6 +1,7 @@
 //! `nimbus`: the command-line tool of Nimbus. Thin: parse the command line, run the command,
 //! turn errors into `error: …` (plus a hint) on stderr and exit status 1.
 
+mod build;
 mod cli;
 mod client;
 mod commands;

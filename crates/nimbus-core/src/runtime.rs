@@ -9,8 +9,10 @@ pub enum RuntimeFamily {
     Node,
     /// Runs the host `python3` with Nimbus's Python bootstrap.
     Python,
-    /// Runs the package's own `bootstrap` executable.
+    /// Runs the package's own `bootstrap` executable (also `go`: a Go binary named bootstrap).
     Provided,
+    /// Runs the host `java` with Nimbus's Java bootstrap.
+    Java,
 }
 
 /// A Lambda runtime identifier accepted by Nimbus (`nodejs20.x`, `python3.12`, `provided.al2023`, …).
@@ -43,6 +45,9 @@ pub const RUNTIMES: &[&str] = &[
     "provided",
     "provided.al2",
     "provided.al2023",
+    "go",
+    "java17",
+    "java21",
 ];
 
 impl Runtime {
@@ -61,6 +66,8 @@ impl Runtime {
             RuntimeFamily::Node
         } else if self.0.starts_with("python") {
             RuntimeFamily::Python
+        } else if self.0.starts_with("java") {
+            RuntimeFamily::Java
         } else {
             RuntimeFamily::Provided
         }
@@ -81,6 +88,27 @@ impl Runtime {
         }
         match self.family() {
             RuntimeFamily::Provided => Ok(()),
+            RuntimeFamily::Java => {
+                // `package.Class::method`, or `package.Class` (method handleRequest).
+                let (class, method) = handler
+                    .split_once("::")
+                    .unwrap_or((handler, "handleRequest"));
+                let ident = |s: &str| {
+                    !s.is_empty()
+                        && s.split('.').all(|p| {
+                            p.chars()
+                                .next()
+                                .is_some_and(|c| c.is_alphabetic() || c == '_' || c == '$')
+                                && p.chars()
+                                    .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+                        })
+                };
+                if ident(class) && ident(method) && !method.contains('.') {
+                    Ok(())
+                } else {
+                    bad("use package.Class::method, for example example.Hello::handleRequest")
+                }
+            }
             RuntimeFamily::Node | RuntimeFamily::Python => {
                 if handler.contains("..") {
                     return bad("'..' is not allowed");
@@ -131,5 +159,17 @@ mod tests {
         assert!(node.validate_handler("../x.handler").is_err());
         let provided = Runtime::parse("provided").unwrap();
         assert!(provided.validate_handler("anything").is_ok());
+        let java = Runtime::parse("java21").unwrap();
+        assert_eq!(java.family(), RuntimeFamily::Java);
+        assert!(java
+            .validate_handler("example.Hello::handleRequest")
+            .is_ok());
+        assert!(java.validate_handler("example.Hello").is_ok());
+        assert!(java.validate_handler("example.Hello::").is_err());
+        assert!(java.validate_handler("1bad.Class::m").is_err());
+        assert_eq!(
+            Runtime::parse("go").unwrap().family(),
+            RuntimeFamily::Provided
+        );
     }
 }

@@ -61,5 +61,25 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             ApiError::InvalidParameter("method not allowed on this path".into())
         })
         .layer(DefaultBodyLimit::max(DEPLOY_BODY_MAX))
+        .layer(axum::middleware::from_fn(trace_request))
         .with_state(gw)
+}
+
+/// One `tracing` span per request, with its outcome at debug level.
+async fn trace_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            micros = t0.elapsed().as_micros() as u64,
+            "request done"
+        )
+    });
+    resp
 }

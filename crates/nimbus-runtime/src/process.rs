@@ -84,6 +84,11 @@ impl ProcessExecutor {
                 self.cfg.python.clone(),
                 vec![self.cfg.runtimes_dir.join("python/bootstrap.py")],
             ),
+            RuntimeFamily::Java => {
+                return Err(RuntimeError::InvalidEntrypoint(
+                    "the Java runtime is not available in this build yet".into(),
+                ))
+            }
             RuntimeFamily::Provided => {
                 let bootstrap = spec.code_dir.join("bootstrap");
                 let meta = std::fs::metadata(&bootstrap).map_err(|_| {

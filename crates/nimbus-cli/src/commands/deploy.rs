@@ -216,13 +216,15 @@ pub fn code_source(path: &Path) -> Result<CodeSource> {
 }
 
 /// Builds the zip of a code source.
-pub async fn package(code: &CodeSource) -> Result<Vec<u8>> {
+pub async fn package(code: &CodeSource, config: &FunctionConfig) -> Result<Vec<u8>> {
     let zip = match code {
         CodeSource::Dir(dir) => {
             if !dir.is_dir() {
                 bail!("code directory {} does not exist", dir.display());
             }
-            let d = dir.clone();
+            // Source trees of compiled languages are built first (see `crate::build`).
+            let built = crate::build::prepare(dir, config).await?;
+            let d = built.dir().to_path_buf();
             tokio::task::spawn_blocking(move || nimbus_store::zip_dir(&d))
                 .await
                 .context("packaging task failed")?
@@ -258,7 +260,7 @@ pub fn request_body(config: &FunctionConfig, zip: &[u8]) -> Result<Vec<u8>> {
 
 /// Packages and uploads one function; returns the server's JSON reply.
 pub async fn deploy(client: &Client, t: &Target) -> Result<Value> {
-    let zip = package(&t.code).await?;
+    let zip = package(&t.code, &t.config).await?;
     let body = request_body(&t.config, &zip)?;
     drop(zip);
     let len = body.len();
@@ -308,6 +310,10 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser;
+
+    fn test_config() -> FunctionConfig {
+        FunctionConfig::new(Runtime::parse("nodejs20.x").unwrap(), "index.handler")
+    }
 
     fn deploy_args(args: &[&str]) -> DeployArgs {
         let cli = Cli::try_parse_from(
@@ -432,9 +438,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let zip = dir.path().join("code.zip");
         std::fs::write(&zip, b"not a zip").unwrap();
-        let e = package(&CodeSource::Zip(zip)).await.unwrap_err();
+        let e = package(&CodeSource::Zip(zip), &test_config())
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("not a valid zip"), "{e}");
-        let e = package(&CodeSource::Dir(dir.path().join("nope")))
+        let e = package(&CodeSource::Dir(dir.path().join("nope")), &test_config())
             .await
             .unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
