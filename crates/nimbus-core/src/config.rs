@@ -68,6 +68,9 @@ pub struct FunctionConfig {
     /// HTTP routes served by this function on the main listener.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// Lambda's execution role ARN (stored and reported; Nimbus does not assume it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub role: String,
 }
 
 fn default_memory() -> u32 {
@@ -93,6 +96,7 @@ impl FunctionConfig {
             concurrency: default_concurrency(),
             url: false,
             routes: Vec::new(),
+            role: String::new(),
         }
     }
 

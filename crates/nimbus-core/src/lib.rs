@@ -4,6 +4,7 @@
 
 pub mod arn;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod manifest;
 pub mod name;
@@ -11,6 +12,7 @@ pub mod route;
 pub mod runtime;
 
 pub use config::{FunctionConfig, FunctionVersion, Limits};
+pub use control::{Alias, FunctionMeta};
 pub use error::CoreError;
 pub use name::FunctionName;
 pub use route::RouteSpec;

@@ -14,7 +14,8 @@ pub use error::StoreError;
 pub use logs::{LogEntry, LogStream};
 pub use sqlite::{SqliteStore, LOG_RETENTION_LINES};
 
-use nimbus_core::{FunctionConfig, FunctionName, FunctionVersion};
+use nimbus_core::{Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion};
+use std::collections::BTreeMap;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -44,7 +45,8 @@ pub trait Store: Send + Sync + 'static {
         code: &CodeInfo,
     ) -> Result<Deployed>;
     /// `$LATEST` when `qualifier` is `None` or `"$LATEST"`, else the numbered version.
-    /// `StoreError::NotFound` when missing.
+    /// `StoreError::NotFound` when missing. Aliases are not resolved here: resolve them with
+    /// [`Store::get_alias`] first.
     fn get(&self, name: &FunctionName, qualifier: Option<&str>) -> Result<FunctionVersion>;
     /// `$LATEST` of every function, sorted by name.
     fn list(&self) -> Result<Vec<FunctionVersion>>;
@@ -57,4 +59,89 @@ pub trait Store: Send + Sync + 'static {
     fn append_logs(&self, entries: &[LogEntry]) -> Result<()>;
     /// Log lines of `function` with `seq > after`, oldest first, at most `limit`.
     fn logs(&self, function: &FunctionName, after: i64, limit: usize) -> Result<Vec<LogEntry>>;
+
+    // ---- Lambda control plane (CreateFunction, UpdateFunction*, PublishVersion, …) ----
+
+    /// Creates `$LATEST` (Lambda's CreateFunction): `StoreError::Conflict` when the function
+    /// exists. With `publish`, also publishes version 1 and returns it as the second value.
+    fn create(
+        &self,
+        name: &FunctionName,
+        config: &FunctionConfig,
+        code: &CodeInfo,
+        tags: &BTreeMap<String, String>,
+        publish: bool,
+    ) -> Result<(FunctionVersion, Option<FunctionVersion>)>;
+    /// Replaces the configuration and/or the code of `$LATEST` without publishing
+    /// (UpdateFunctionConfiguration / UpdateFunctionCode). A new revision id and
+    /// last-modified time every time; with neither `config` nor `code` nothing changes and
+    /// the current `$LATEST` is returned (the revision is still checked). `expected_revision`
+    /// that differs from `$LATEST`'s → `StoreError::PreconditionFailed`.
+    fn update_latest(
+        &self,
+        name: &FunctionName,
+        config: Option<&FunctionConfig>,
+        code: Option<&CodeInfo>,
+        expected_revision: Option<&str>,
+    ) -> Result<FunctionVersion>;
+    /// Publishes `$LATEST` as the next numbered version, unless the newest version already
+    /// has identical code and config (then returns that one, as Lambda does).
+    /// `description` overrides the version's description (it labels the version: a different
+    /// description alone does not publish). `$LATEST` is not modified. Version numbers are
+    /// never reused, even after [`Store::delete_version`]. `expected_code_sha256` (hex) or
+    /// `expected_revision` not matching `$LATEST` → `StoreError::PreconditionFailed`.
+    fn publish(
+        &self,
+        name: &FunctionName,
+        description: Option<&str>,
+        expected_code_sha256: Option<&str>,
+        expected_revision: Option<&str>,
+    ) -> Result<FunctionVersion>;
+    /// Deletes one numbered version. `StoreError::Conflict` when an alias points at it
+    /// (as its version or in its routing); `NotFound` when missing; `InvalidInput` for
+    /// `$LATEST` or a qualifier that is not a version number.
+    fn delete_version(&self, name: &FunctionName, version: &str) -> Result<()>;
+    /// Reserved concurrency, tags and policy of a function. `NotFound` when missing.
+    fn meta(&self, name: &FunctionName) -> Result<FunctionMeta>;
+    fn set_reserved_concurrency(&self, name: &FunctionName, value: Option<u32>) -> Result<()>;
+    /// Merges `tags` into the function's tags.
+    fn tag(&self, name: &FunctionName, tags: &BTreeMap<String, String>) -> Result<()>;
+    fn untag(&self, name: &FunctionName, keys: &[String]) -> Result<()>;
+    /// Adds a policy statement whose `Sid` is `statement_id` (`Conflict` if the id exists;
+    /// `PreconditionFailed` if `expected_revision` differs from the policy revision). Returns
+    /// the new meta.
+    fn add_permission(
+        &self,
+        name: &FunctionName,
+        statement_id: &str,
+        statement: serde_json::Value,
+        expected_revision: Option<&str>,
+    ) -> Result<FunctionMeta>;
+    /// Removes a policy statement (`NotFound` if missing).
+    fn remove_permission(
+        &self,
+        name: &FunctionName,
+        statement_id: &str,
+        expected_revision: Option<&str>,
+    ) -> Result<()>;
+    /// Creates an alias (`Conflict` if it exists; `NotFound` if the function or a version it
+    /// names is missing; `InvalidInput` for a bad name, target or routing). The store assigns
+    /// `revision_id` and stores version numbers in canonical form (`"01"` → `"1"`).
+    fn create_alias(&self, function: &FunctionName, alias: &Alias) -> Result<Alias>;
+    /// Updates the given fields of an alias (`PreconditionFailed` on revision mismatch); the
+    /// resulting target and routing are checked as in [`Store::create_alias`].
+    fn update_alias(
+        &self,
+        function: &FunctionName,
+        alias: &str,
+        function_version: Option<&str>,
+        description: Option<&str>,
+        routing: Option<&BTreeMap<String, f64>>,
+        expected_revision: Option<&str>,
+    ) -> Result<Alias>;
+    fn get_alias(&self, function: &FunctionName, alias: &str) -> Result<Alias>;
+    /// Aliases sorted by name; with `version`, only those pointing at it (as their version or
+    /// in their routing).
+    fn list_aliases(&self, function: &FunctionName, version: Option<&str>) -> Result<Vec<Alias>>;
+    fn delete_alias(&self, function: &FunctionName, alias: &str) -> Result<()>;
 }

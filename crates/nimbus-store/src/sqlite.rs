@@ -1,11 +1,14 @@
-//! The SQLite [`Store`]: `registry.db` (functions and versions, `synchronous=FULL`) and
-//! `logs.db` (log lines, `synchronous=NORMAL`: a crash may lose the last lines, never the
-//! registry) in the data directory, both in WAL mode.
+//! The SQLite [`Store`]: `registry.db` (functions, versions, aliases and per-function
+//! metadata, `synchronous=FULL`) and `logs.db` (log lines, `synchronous=NORMAL`: a crash may
+//! lose the last lines, never the registry) in the data directory, both in WAL mode.
 
 use crate::{CodeInfo, Deployed, LogEntry, Result, Store, StoreError};
-use nimbus_core::{FunctionConfig, FunctionName, FunctionVersion, LATEST};
+use nimbus_core::control::validate_alias_name;
+use nimbus_core::{
+    Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion, Limits, LATEST,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,7 +19,8 @@ pub const LOG_RETENTION_LINES: usize = 10_000;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations of `registry.db`; entry `i` takes `user_version` from `i` to `i + 1`.
-const REGISTRY_MIGRATIONS: &[&str] = &["
+const REGISTRY_MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE functions (
     name          TEXT PRIMARY KEY NOT NULL,
     config        TEXT NOT NULL,
@@ -41,7 +45,28 @@ CREATE TRIGGER versions_are_immutable BEFORE UPDATE ON versions
 BEGIN
     SELECT RAISE(ABORT, 'numbered versions are immutable');
 END;
-"];
+",
+    "
+-- Lambda control plane: per-function metadata and aliases.
+ALTER TABLE functions ADD COLUMN reserved_concurrency INTEGER;
+ALTER TABLE functions ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE functions ADD COLUMN policy TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE functions ADD COLUMN policy_revision_id TEXT NOT NULL DEFAULT '';
+-- Highest version number ever published, so a deleted version's number is never reused.
+ALTER TABLE functions ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0;
+UPDATE functions SET last_version =
+    COALESCE((SELECT MAX(version) FROM versions WHERE versions.name = functions.name), 0);
+CREATE TABLE aliases (
+    function         TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    name             TEXT NOT NULL,
+    function_version TEXT NOT NULL,
+    description      TEXT NOT NULL DEFAULT '',
+    routing          TEXT NOT NULL DEFAULT '{}',
+    revision_id      TEXT NOT NULL,
+    PRIMARY KEY (function, name)
+) STRICT;
+",
+];
 
 /// Schema migrations of `logs.db`.
 const LOGS_MIGRATIONS: &[&str] = &["
@@ -214,6 +239,325 @@ fn parse_version(q: &str) -> Option<i64> {
     q.parse().ok()
 }
 
+fn encode_config(name: &FunctionName, config: &FunctionConfig) -> Result<String> {
+    serde_json::to_string(config)
+        .map_err(|e| StoreError::Corrupt(format!("encoding the config of {name}: {e}")))
+}
+
+fn encode_json<T: serde::Serialize>(what: &str, name: &FunctionName, value: &T) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Corrupt(format!("encoding the {what} of {name}: {e}")))
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(what: &str, owner: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("stored {what} of {owner}: {e}")))
+}
+
+fn new_revision() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// `$LATEST` of `name`, or `NotFound`.
+fn require_latest(conn: &Connection, name: &FunctionName) -> Result<FunctionVersion> {
+    get_latest(conn, name.as_str())?.ok_or_else(|| function_not_found(name.as_str()))
+}
+
+/// `NotFound` unless the function exists.
+fn require_function(conn: &Connection, name: &FunctionName) -> Result<()> {
+    conn.query_row(
+        "SELECT 1 FROM functions WHERE name = ?1",
+        [name.as_str()],
+        |_| Ok(()),
+    )
+    .optional()?
+    .ok_or_else(|| function_not_found(name.as_str()))
+}
+
+/// `PreconditionFailed` when the caller expects another revision than `current`.
+fn check_revision(expected: Option<&str>, current: &str, what: &str) -> Result<()> {
+    match expected {
+        Some(e) if e != current => Err(StoreError::PreconditionFailed(format!(
+            "revision id {e:?} does not match the current revision {current:?} of {what}: \
+             read it again and retry with its current revision id"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_description(description: &str) -> Result<()> {
+    if description.chars().count() > Limits::DESCRIPTION_MAX {
+        return Err(StoreError::InvalidInput(format!(
+            "invalid description: use at most {} characters",
+            Limits::DESCRIPTION_MAX
+        )));
+    }
+    Ok(())
+}
+
+fn version_exists(conn: &Connection, name: &FunctionName, version: i64) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM versions WHERE name = ?1 AND version = ?2",
+            params![name.as_str(), version],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// A version about to be published by [`publish_version`].
+struct Candidate<'a> {
+    config: &'a FunctionConfig,
+    code_sha256: &'a str,
+    code_size: u64,
+    /// Whether a different description alone makes the newest version differ. False when
+    /// PublishVersion names the description: it labels the version, it is not a change.
+    compare_description: bool,
+}
+
+/// Inside the caller's (immediate) transaction: the newest numbered version of `name` when
+/// it has the same code and config as `c`, else a new version numbered one past the highest
+/// number ever used by this function. Returns the number and whether it was published now.
+///
+/// Decoded configs are compared, not JSON text, so a schema change that only adds
+/// defaulted fields does not publish a spurious version.
+fn publish_version(
+    tx: &Connection,
+    name: &FunctionName,
+    c: &Candidate<'_>,
+    now: time::OffsetDateTime,
+) -> Result<(i64, bool)> {
+    let newest: Option<(i64, String, String)> = tx
+        .query_row(
+            "SELECT version, config, code_sha256 FROM versions WHERE name = ?1 ORDER BY version DESC LIMIT 1",
+            [name.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    if let Some((v, stored_config, stored_sha)) = &newest {
+        let mut stored: FunctionConfig =
+            decode_json("config", &format!("{name} version {v}"), stored_config)?;
+        if !c.compare_description {
+            stored.description.clone_from(&c.config.description);
+        }
+        if stored == *c.config && stored_sha == c.code_sha256 {
+            return Ok((*v, false));
+        }
+    }
+    let last_used: i64 = tx
+        .query_row(
+            "SELECT last_version FROM functions WHERE name = ?1",
+            [name.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| function_not_found(name.as_str()))?;
+    let v = last_used.max(newest.map_or(0, |(v, _, _)| v)) + 1;
+    tx.execute(
+        "INSERT INTO versions (name, version, config, code_sha256, code_size, last_modified,
+             revision_id, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            name.as_str(),
+            v,
+            encode_config(name, c.config)?,
+            c.code_sha256,
+            c.code_size as i64,
+            lambda_timestamp(now),
+            new_revision(),
+            now_ms(now)
+        ],
+    )?;
+    tx.execute(
+        "UPDATE functions SET last_version = ?2 WHERE name = ?1",
+        params![name.as_str(), v],
+    )?;
+    Ok((v, true))
+}
+
+const META_COLUMNS: &str = "reserved_concurrency, tags, policy, policy_revision_id";
+
+fn get_meta(conn: &Connection, name: &FunctionName) -> Result<FunctionMeta> {
+    let row: Option<(Option<i64>, String, String, String)> = conn
+        .query_row(
+            &format!("SELECT {META_COLUMNS} FROM functions WHERE name = ?1"),
+            [name.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let (reserved, tags, policy, policy_revision_id) =
+        row.ok_or_else(|| function_not_found(name.as_str()))?;
+    let reserved_concurrency = reserved
+        .map(|v| {
+            u32::try_from(v).map_err(|_| {
+                StoreError::Corrupt(format!("stored reserved concurrency of {name}: {v}"))
+            })
+        })
+        .transpose()?;
+    Ok(FunctionMeta {
+        reserved_concurrency,
+        tags: decode_json("tags", name.as_str(), &tags)?,
+        policy: decode_json("policy", name.as_str(), &policy)?,
+        policy_revision_id,
+    })
+}
+
+fn set_tags(tx: &Connection, name: &FunctionName, tags: &BTreeMap<String, String>) -> Result<()> {
+    tx.execute(
+        "UPDATE functions SET tags = ?2 WHERE name = ?1",
+        params![name.as_str(), encode_json("tags", name, tags)?],
+    )?;
+    Ok(())
+}
+
+/// Stores `policy` with a new policy revision id.
+fn set_policy(tx: &Connection, name: &FunctionName, policy: &[serde_json::Value]) -> Result<()> {
+    tx.execute(
+        "UPDATE functions SET policy = ?2, policy_revision_id = ?3 WHERE name = ?1",
+        params![
+            name.as_str(),
+            encode_json("policy", name, &policy)?,
+            new_revision()
+        ],
+    )?;
+    Ok(())
+}
+
+fn statement_sid(statement: &serde_json::Value) -> Option<&str> {
+    statement.get("Sid").and_then(|s| s.as_str())
+}
+
+const ALIAS_COLUMNS: &str = "name, function_version, description, routing, revision_id";
+
+fn decode_alias(function: &FunctionName, row: &Row<'_>) -> rusqlite::Result<Result<Alias>> {
+    let name: String = row.get(0)?;
+    let function_version: String = row.get(1)?;
+    let description: String = row.get(2)?;
+    let routing: String = row.get(3)?;
+    let revision_id: String = row.get(4)?;
+    Ok(
+        decode_json("routing", &format!("alias {name} of {function}"), &routing).map(|routing| {
+            Alias {
+                name,
+                function_version,
+                description,
+                routing,
+                revision_id,
+            }
+        }),
+    )
+}
+
+fn find_alias(conn: &Connection, function: &FunctionName, alias: &str) -> Result<Option<Alias>> {
+    conn.query_row(
+        &format!("SELECT {ALIAS_COLUMNS} FROM aliases WHERE function = ?1 AND name = ?2"),
+        params![function.as_str(), alias],
+        |r| decode_alias(function, r),
+    )
+    .optional()?
+    .transpose()
+}
+
+fn require_alias(conn: &Connection, function: &FunctionName, alias: &str) -> Result<Alias> {
+    require_function(conn, function)?;
+    find_alias(conn, function, alias)?
+        .ok_or_else(|| StoreError::NotFound(format!("alias {alias} of {function} not found")))
+}
+
+fn all_aliases(conn: &Connection, function: &FunctionName) -> Result<Vec<Alias>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ALIAS_COLUMNS} FROM aliases WHERE function = ?1 ORDER BY name"
+    ))?;
+    let rows = stmt.query_map([function.as_str()], |r| decode_alias(function, r))?;
+    rows.map(|r| r?).collect()
+}
+
+/// Whether `alias` sends any traffic to `version` (canonical form).
+fn points_at(alias: &Alias, version: &str) -> bool {
+    alias.function_version == version || alias.routing.contains_key(version)
+}
+
+/// The canonical form of a numbered-version qualifier (`"007"` → `"7"`).
+fn canonical_version(q: &str) -> String {
+    parse_version(q).map_or_else(|| q.to_string(), |v| v.to_string())
+}
+
+/// Checks an alias target and returns it in canonical form: `function_version` is `$LATEST`
+/// or an existing numbered version; `routing` has at most one entry, naming another existing
+/// numbered version with a weight in 0.0–1.0, and only when `function_version` is numbered.
+fn check_alias_target(
+    conn: &Connection,
+    function: &FunctionName,
+    function_version: &str,
+    routing: &BTreeMap<String, f64>,
+) -> Result<(String, BTreeMap<String, f64>)> {
+    let target = if function_version == LATEST {
+        LATEST.to_string()
+    } else {
+        let v = parse_version(function_version).ok_or_else(|| {
+            StoreError::InvalidInput(format!(
+                "invalid alias target {function_version:?}: use $LATEST or a published version number"
+            ))
+        })?;
+        if !version_exists(conn, function, v)? {
+            return Err(StoreError::NotFound(format!(
+                "version {v} of {function} not found"
+            )));
+        }
+        v.to_string()
+    };
+    if routing.len() > 1 {
+        return Err(StoreError::InvalidInput(format!(
+            "invalid routing configuration: it names {} versions, an alias can route to at most one additional version",
+            routing.len()
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for (key, &weight) in routing {
+        if target == LATEST {
+            return Err(StoreError::InvalidInput(
+                "invalid routing configuration: an alias pointing at $LATEST cannot route to another version; point it at a published version".into(),
+            ));
+        }
+        let v = parse_version(key).ok_or_else(|| {
+            StoreError::InvalidInput(format!(
+                "invalid routing configuration: {key:?} is not a published version number; route to a numbered version"
+            ))
+        })?;
+        if v.to_string() == target {
+            return Err(StoreError::InvalidInput(format!(
+                "invalid routing configuration: version {v} is already the alias's primary version; route to a different version"
+            )));
+        }
+        if !(0.0..=1.0).contains(&weight) {
+            return Err(StoreError::InvalidInput(format!(
+                "invalid routing configuration: weight {weight} of version {v} is out of range; use 0.0 to 1.0"
+            )));
+        }
+        if !version_exists(conn, function, v)? {
+            return Err(StoreError::NotFound(format!(
+                "version {v} of {function} not found"
+            )));
+        }
+        out.insert(v.to_string(), weight);
+    }
+    Ok((target, out))
+}
+
+impl SqliteStore {
+    /// Lines appended after an earlier function of the same name was deleted must not show up
+    /// as a newly created function's.
+    fn clear_stale_logs(&self, name: &FunctionName) {
+        if let Err(e) = self
+            .logs_db()
+            .execute("DELETE FROM logs WHERE function = ?1", [name.as_str()])
+        {
+            tracing::warn!(function = %name, error = %e, "could not clear stale log lines");
+        }
+    }
+}
+
 impl Store for SqliteStore {
     fn deploy(
         &self,
@@ -221,12 +565,8 @@ impl Store for SqliteStore {
         config: &FunctionConfig,
         code: &CodeInfo,
     ) -> Result<Deployed> {
-        let config_json = serde_json::to_string(config)
-            .map_err(|e| StoreError::Corrupt(format!("encoding the config of {name}: {e}")))?;
+        let config_json = encode_config(name, config)?;
         let now = time::OffsetDateTime::now_utc();
-        let last_modified = lambda_timestamp(now);
-        let created_ms = now_ms(now);
-        let code_size = code.size as i64;
 
         let mut conn = self.registry();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -248,53 +588,23 @@ impl Store for SqliteStore {
                 name.as_str(),
                 config_json,
                 code.sha256,
-                code_size,
-                last_modified,
-                uuid::Uuid::new_v4().to_string(),
-                created_ms
+                code.size as i64,
+                lambda_timestamp(now),
+                new_revision(),
+                now_ms(now)
             ],
         )?;
-
-        let newest: Option<(i64, String, String)> = tx
-            .query_row(
-                "SELECT version, config, code_sha256 FROM versions WHERE name = ?1 ORDER BY version DESC LIMIT 1",
-                [name.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let unchanged = match &newest {
-            Some((v, stored_config, stored_sha)) => {
-                // Compare decoded configs, not JSON text, so a schema change that only adds
-                // defaulted fields does not publish a spurious version.
-                let stored: FunctionConfig = serde_json::from_str(stored_config).map_err(|e| {
-                    StoreError::Corrupt(format!("stored config of {name} version {v}: {e}"))
-                })?;
-                stored == *config && *stored_sha == code.sha256
-            }
-            None => false,
-        };
-        let version = match newest {
-            Some((v, _, _)) if unchanged => v,
-            newest => {
-                let v = newest.map_or(1, |(v, _, _)| v + 1);
-                tx.execute(
-                    "INSERT INTO versions (name, version, config, code_sha256, code_size, last_modified,
-                         revision_id, created_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        name.as_str(),
-                        v,
-                        config_json,
-                        code.sha256,
-                        code_size,
-                        last_modified,
-                        uuid::Uuid::new_v4().to_string(),
-                        created_ms
-                    ],
-                )?;
-                v
-            }
-        };
+        let (version, _) = publish_version(
+            &tx,
+            name,
+            &Candidate {
+                config,
+                code_sha256: &code.sha256,
+                code_size: code.size,
+                compare_description: true,
+            },
+            now,
+        )?;
         let latest = get_latest(&tx, name.as_str())?.ok_or_else(|| {
             StoreError::Corrupt(format!("{name} vanished inside its own transaction"))
         })?;
@@ -302,14 +612,7 @@ impl Store for SqliteStore {
         drop(conn);
 
         if created {
-            // Lines appended after an earlier function of the same name was deleted must not
-            // show up as this function's.
-            if let Err(e) = self
-                .logs_db()
-                .execute("DELETE FROM logs WHERE function = ?1", [name.as_str()])
-            {
-                tracing::warn!(function = %name, error = %e, "could not clear stale log lines");
-            }
+            self.clear_stale_logs(name);
         }
         tracing::debug!(function = %name, version, created, "deployed");
         Ok(Deployed {
@@ -458,6 +761,422 @@ impl Store for SqliteStore {
             out.push(entry);
         }
         Ok(out)
+    }
+
+    fn create(
+        &self,
+        name: &FunctionName,
+        config: &FunctionConfig,
+        code: &CodeInfo,
+        tags: &BTreeMap<String, String>,
+        publish: bool,
+    ) -> Result<(FunctionVersion, Option<FunctionVersion>)> {
+        let now = time::OffsetDateTime::now_utc();
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if get_latest(&tx, name.as_str())?.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "function {name} already exists: update its code or configuration, or delete it first"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO functions (name, config, code_sha256, code_size, last_modified, revision_id,
+                 created_ms, tags)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                name.as_str(),
+                encode_config(name, config)?,
+                code.sha256,
+                code.size as i64,
+                lambda_timestamp(now),
+                new_revision(),
+                now_ms(now),
+                encode_json("tags", name, tags)?
+            ],
+        )?;
+        let published = if publish {
+            let candidate = Candidate {
+                config,
+                code_sha256: &code.sha256,
+                code_size: code.size,
+                compare_description: true,
+            };
+            let (v, _) = publish_version(&tx, name, &candidate, now)?;
+            get_version(&tx, name.as_str(), v)?
+        } else {
+            None
+        };
+        let latest = require_latest(&tx, name)?;
+        tx.commit()?;
+        drop(conn);
+        self.clear_stale_logs(name);
+        tracing::debug!(function = %name, publish, "created");
+        Ok((latest, published))
+    }
+
+    fn update_latest(
+        &self,
+        name: &FunctionName,
+        config: Option<&FunctionConfig>,
+        code: Option<&CodeInfo>,
+        expected_revision: Option<&str>,
+    ) -> Result<FunctionVersion> {
+        let now = time::OffsetDateTime::now_utc();
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = require_latest(&tx, name)?;
+        check_revision(expected_revision, &current.revision_id, &format!("{name}"))?;
+        if config.is_none() && code.is_none() {
+            return Ok(current);
+        }
+        let config_json = match config {
+            Some(c) => encode_config(name, c)?,
+            None => encode_config(name, &current.config)?,
+        };
+        let (sha, size) = match code {
+            Some(c) => (c.sha256.as_str(), c.size),
+            None => (current.code_sha256.as_str(), current.code_size),
+        };
+        tx.execute(
+            "UPDATE functions SET config = ?2, code_sha256 = ?3, code_size = ?4, last_modified = ?5,
+                 revision_id = ?6
+             WHERE name = ?1",
+            params![
+                name.as_str(),
+                config_json,
+                sha,
+                size as i64,
+                lambda_timestamp(now),
+                new_revision()
+            ],
+        )?;
+        let latest = require_latest(&tx, name)?;
+        tx.commit()?;
+        tracing::debug!(function = %name, config = config.is_some(), code = code.is_some(), "updated $LATEST");
+        Ok(latest)
+    }
+
+    fn publish(
+        &self,
+        name: &FunctionName,
+        description: Option<&str>,
+        expected_code_sha256: Option<&str>,
+        expected_revision: Option<&str>,
+    ) -> Result<FunctionVersion> {
+        if let Some(d) = description {
+            check_description(d)?;
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let latest = require_latest(&tx, name)?;
+        check_revision(expected_revision, &latest.revision_id, &format!("{name}"))?;
+        if let Some(sha) = expected_code_sha256 {
+            if !sha.eq_ignore_ascii_case(&latest.code_sha256) {
+                return Err(StoreError::PreconditionFailed(format!(
+                    "code sha256 {sha} does not match the code of {name} ({}): read the function again and retry with its current code hash",
+                    latest.code_sha256
+                )));
+            }
+        }
+        let mut config = latest.config.clone();
+        if let Some(d) = description {
+            config.description = d.to_string();
+        }
+        let candidate = Candidate {
+            config: &config,
+            code_sha256: &latest.code_sha256,
+            code_size: latest.code_size,
+            compare_description: description.is_none(),
+        };
+        let (v, new) = publish_version(&tx, name, &candidate, now)?;
+        let version = get_version(&tx, name.as_str(), v)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "version {v} of {name} vanished inside its own transaction"
+            ))
+        })?;
+        tx.commit()?;
+        tracing::debug!(function = %name, version = v, new, "published");
+        Ok(version)
+    }
+
+    fn delete_version(&self, name: &FunctionName, version: &str) -> Result<()> {
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_function(&tx, name)?;
+        let v = match parse_version(version) {
+            Some(v) => v,
+            None if version == LATEST => {
+                return Err(StoreError::InvalidInput(format!(
+                    "$LATEST of {name} cannot be deleted on its own: delete the function instead"
+                )))
+            }
+            None => {
+                return Err(StoreError::InvalidInput(format!(
+                    "{version:?} is not a version number: name a published version to delete (aliases are deleted separately)"
+                )))
+            }
+        };
+        let users: Vec<String> = all_aliases(&tx, name)?
+            .into_iter()
+            .filter(|a| points_at(a, &v.to_string()))
+            .map(|a| a.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "version {v} of {name} is used by alias {}: point the alias at another version or delete it first",
+                users.join(", ")
+            )));
+        }
+        let n = tx.execute(
+            "DELETE FROM versions WHERE name = ?1 AND version = ?2",
+            params![name.as_str(), v],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "version {v} of {name} not found"
+            )));
+        }
+        tx.commit()?;
+        tracing::debug!(function = %name, version = v, "deleted version");
+        Ok(())
+    }
+
+    fn meta(&self, name: &FunctionName) -> Result<FunctionMeta> {
+        get_meta(&self.registry(), name)
+    }
+
+    fn set_reserved_concurrency(&self, name: &FunctionName, value: Option<u32>) -> Result<()> {
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE functions SET reserved_concurrency = ?2 WHERE name = ?1",
+            params![name.as_str(), value],
+        )?;
+        if n == 0 {
+            return Err(function_not_found(name.as_str()));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn tag(&self, name: &FunctionName, tags: &BTreeMap<String, String>) -> Result<()> {
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut current = get_meta(&tx, name)?.tags;
+        current.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        set_tags(&tx, name, &current)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn untag(&self, name: &FunctionName, keys: &[String]) -> Result<()> {
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut current = get_meta(&tx, name)?.tags;
+        for k in keys {
+            current.remove(k);
+        }
+        set_tags(&tx, name, &current)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn add_permission(
+        &self,
+        name: &FunctionName,
+        statement_id: &str,
+        statement: serde_json::Value,
+        expected_revision: Option<&str>,
+    ) -> Result<FunctionMeta> {
+        let serde_json::Value::Object(mut statement) = statement else {
+            return Err(StoreError::InvalidInput(
+                "invalid policy statement: send a JSON object".into(),
+            ));
+        };
+        if statement_id.is_empty() {
+            return Err(StoreError::InvalidInput(
+                "invalid statement id: use a non-empty id".into(),
+            ));
+        }
+        statement.insert("Sid".into(), statement_id.into());
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut meta = get_meta(&tx, name)?;
+        check_revision(
+            expected_revision,
+            &meta.policy_revision_id,
+            &format!("the policy of {name}"),
+        )?;
+        if meta
+            .policy
+            .iter()
+            .any(|s| statement_sid(s) == Some(statement_id))
+        {
+            return Err(StoreError::Conflict(format!(
+                "statement id {statement_id} already exists in the policy of {name}: use another id or remove that statement first"
+            )));
+        }
+        meta.policy.push(serde_json::Value::Object(statement));
+        set_policy(&tx, name, &meta.policy)?;
+        let meta = get_meta(&tx, name)?;
+        tx.commit()?;
+        Ok(meta)
+    }
+
+    fn remove_permission(
+        &self,
+        name: &FunctionName,
+        statement_id: &str,
+        expected_revision: Option<&str>,
+    ) -> Result<()> {
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut meta = get_meta(&tx, name)?;
+        check_revision(
+            expected_revision,
+            &meta.policy_revision_id,
+            &format!("the policy of {name}"),
+        )?;
+        let before = meta.policy.len();
+        meta.policy
+            .retain(|s| statement_sid(s) != Some(statement_id));
+        if meta.policy.len() == before {
+            return Err(StoreError::NotFound(format!(
+                "statement {statement_id} not found in the policy of {name}"
+            )));
+        }
+        set_policy(&tx, name, &meta.policy)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn create_alias(&self, function: &FunctionName, alias: &Alias) -> Result<Alias> {
+        if validate_alias_name(&alias.name).is_err() {
+            return Err(StoreError::InvalidInput(format!(
+                "invalid alias name {:?}: use 1-128 letters, digits, '-' or '_', not only digits",
+                alias.name
+            )));
+        }
+        check_description(&alias.description)?;
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_function(&tx, function)?;
+        if find_alias(&tx, function, &alias.name)?.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "alias {} of {function} already exists: update it or delete it first",
+                alias.name
+            )));
+        }
+        let (function_version, routing) =
+            check_alias_target(&tx, function, &alias.function_version, &alias.routing)?;
+        let stored = Alias {
+            name: alias.name.clone(),
+            function_version,
+            description: alias.description.clone(),
+            routing,
+            revision_id: new_revision(),
+        };
+        tx.execute(
+            "INSERT INTO aliases (function, name, function_version, description, routing, revision_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                function.as_str(),
+                stored.name,
+                stored.function_version,
+                stored.description,
+                encode_json("routing", function, &stored.routing)?,
+                stored.revision_id
+            ],
+        )?;
+        tx.commit()?;
+        tracing::debug!(function = %function, alias = %stored.name, "created alias");
+        Ok(stored)
+    }
+
+    fn update_alias(
+        &self,
+        function: &FunctionName,
+        alias: &str,
+        function_version: Option<&str>,
+        description: Option<&str>,
+        routing: Option<&BTreeMap<String, f64>>,
+        expected_revision: Option<&str>,
+    ) -> Result<Alias> {
+        if let Some(d) = description {
+            check_description(d)?;
+        }
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut current = require_alias(&tx, function, alias)?;
+        check_revision(
+            expected_revision,
+            &current.revision_id,
+            &format!("alias {alias} of {function}"),
+        )?;
+        let (target, routing) = check_alias_target(
+            &tx,
+            function,
+            function_version.unwrap_or(&current.function_version),
+            routing.unwrap_or(&current.routing),
+        )?;
+        current.function_version = target;
+        current.routing = routing;
+        if let Some(d) = description {
+            current.description = d.to_string();
+        }
+        current.revision_id = new_revision();
+        tx.execute(
+            "UPDATE aliases SET function_version = ?3, description = ?4, routing = ?5, revision_id = ?6
+             WHERE function = ?1 AND name = ?2",
+            params![
+                function.as_str(),
+                alias,
+                current.function_version,
+                current.description,
+                encode_json("routing", function, &current.routing)?,
+                current.revision_id
+            ],
+        )?;
+        tx.commit()?;
+        tracing::debug!(function = %function, alias, "updated alias");
+        Ok(current)
+    }
+
+    fn get_alias(&self, function: &FunctionName, alias: &str) -> Result<Alias> {
+        let mut conn = self.registry();
+        let tx = conn.transaction()?;
+        require_alias(&tx, function, alias)
+    }
+
+    fn list_aliases(&self, function: &FunctionName, version: Option<&str>) -> Result<Vec<Alias>> {
+        let mut conn = self.registry();
+        let tx = conn.transaction()?;
+        require_function(&tx, function)?;
+        let mut aliases = all_aliases(&tx, function)?;
+        if let Some(v) = version {
+            let v = canonical_version(v);
+            aliases.retain(|a| points_at(a, &v));
+        }
+        Ok(aliases)
+    }
+
+    fn delete_alias(&self, function: &FunctionName, alias: &str) -> Result<()> {
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_function(&tx, function)?;
+        let n = tx.execute(
+            "DELETE FROM aliases WHERE function = ?1 AND name = ?2",
+            params![function.as_str(), alias],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "alias {alias} of {function} not found"
+            )));
+        }
+        tx.commit()?;
+        tracing::debug!(function = %function, alias, "deleted alias");
+        Ok(())
     }
 }
 
@@ -772,5 +1491,800 @@ mod tests {
         // Other functions keep their own budget.
         assert_eq!(lines(&s, "g", 0, 100), ["g1"]);
         assert_eq!(LOG_RETENTION_LINES, 10_000);
+    }
+
+    // ---- Lambda control plane ----
+
+    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn alias(name: &str, version: &str, routing: &[(&str, f64)]) -> Alias {
+        Alias {
+            name: name.into(),
+            function_version: version.into(),
+            description: String::new(),
+            routing: routing.iter().map(|(k, w)| (k.to_string(), *w)).collect(),
+            revision_id: String::new(),
+        }
+    }
+
+    fn version_tags(s: &SqliteStore, f: &FunctionName) -> Vec<String> {
+        s.versions(f)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.version)
+            .collect()
+    }
+
+    fn count(s: &SqliteStore, sql: &str) -> i64 {
+        s.registry().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A function with versions 1, 2 and 3 (different code each).
+    fn three_versions(s: &SqliteStore, f: &FunctionName) {
+        for c in [b"1", b"2", b"3"] {
+            s.deploy(f, &cfg("i.h"), &code(c)).unwrap();
+        }
+        assert_eq!(version_tags(s, f), ["$LATEST", "1", "2", "3"]);
+    }
+
+    #[test]
+    fn create_without_and_with_publish() {
+        let (_d, s) = open();
+        let (a, b) = (name("a"), name("b"));
+        let (latest, published) = s
+            .create(&a, &cfg("i.h"), &code(b"a"), &tags(&[("team", "x")]), false)
+            .unwrap();
+        assert!(published.is_none());
+        assert_eq!(latest.version, "$LATEST");
+        assert_eq!(latest.code_sha256, code(b"a").sha256);
+        assert_eq!(s.get(&a, None).unwrap(), latest);
+        assert_eq!(version_tags(&s, &a), ["$LATEST"]);
+        let meta = s.meta(&a).unwrap();
+        assert_eq!(meta.tags, tags(&[("team", "x")]));
+        assert_eq!(meta.reserved_concurrency, None);
+        assert!(meta.policy.is_empty());
+
+        let mut c = cfg("i.h");
+        c.role = "arn:aws:iam::123456789012:role/r".into();
+        let (latest, published) = s
+            .create(&b, &c, &code(b"b"), &BTreeMap::new(), true)
+            .unwrap();
+        let v1 = published.unwrap();
+        assert_eq!(v1.version, "1");
+        assert_eq!(
+            (v1.config.clone(), v1.code_sha256.clone()),
+            (c.clone(), latest.code_sha256.clone())
+        );
+        assert_eq!(s.get(&b, Some("1")).unwrap(), v1);
+        assert_eq!(s.get(&b, None).unwrap().config.role, c.role);
+        assert!(s.meta(&b).unwrap().tags.is_empty());
+        // deploy continues the numbering of a created function.
+        assert_eq!(
+            s.deploy(&b, &cfg("i.h"), &code(b"b2")).unwrap().version,
+            "2"
+        );
+    }
+
+    #[test]
+    fn create_conflicts_with_an_existing_function_and_changes_nothing() {
+        let (_d, s) = open();
+        let f = name("f");
+        let before = s.deploy(&f, &cfg("i.h"), &code(b"x")).unwrap().latest;
+        let e = s
+            .create(&f, &cfg("i.other"), &code(b"y"), &tags(&[("k", "v")]), true)
+            .unwrap_err();
+        assert!(e.is_conflict(), "{e:?}");
+        assert!(!e.is_not_found() && !e.is_invalid_input());
+        assert!(e.to_string().contains("already exists"), "{e}");
+        assert_eq!(s.get(&f, None).unwrap(), before);
+        assert_eq!(version_tags(&s, &f), ["$LATEST", "1"]);
+        assert!(s.meta(&f).unwrap().tags.is_empty());
+    }
+
+    #[test]
+    fn create_after_delete_starts_clean() {
+        let (_d, s) = open();
+        let f = name("f");
+        s.create(&f, &cfg("i.h"), &code(b"1"), &tags(&[("k", "v")]), true)
+            .unwrap();
+        s.create_alias(&f, &alias("live", "1", &[])).unwrap();
+        s.set_reserved_concurrency(&f, Some(3)).unwrap();
+        s.delete(&f).unwrap();
+        s.append_logs(&[line("f", "late line")]).unwrap();
+
+        let (_, v) = s
+            .create(&f, &cfg("i.h"), &code(b"2"), &BTreeMap::new(), true)
+            .unwrap();
+        assert_eq!(v.unwrap().version, "1");
+        assert_eq!(s.meta(&f).unwrap(), FunctionMeta::default());
+        assert!(s.list_aliases(&f, None).unwrap().is_empty());
+        assert!(s.logs(&f, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn update_latest_config_code_and_revision() {
+        let (_d, s) = open();
+        let f = name("f");
+        let d = s.deploy(&f, &cfg("i.h"), &code(b"1")).unwrap().latest;
+
+        let mut c = cfg("i.other");
+        c.memory_mb = 512;
+        let u1 = s.update_latest(&f, Some(&c), None, None).unwrap();
+        assert_eq!(u1.config, c);
+        assert_eq!(u1.code_sha256, d.code_sha256);
+        assert_ne!(u1.revision_id, d.revision_id);
+        assert_eq!(u1.version, "$LATEST");
+
+        let u2 = s
+            .update_latest(&f, None, Some(&code(b"22")), Some(&u1.revision_id))
+            .unwrap();
+        assert_eq!(u2.config, c);
+        assert_eq!(
+            (u2.code_sha256.as_str(), u2.code_size),
+            (code(b"22").sha256.as_str(), 2)
+        );
+        assert_ne!(u2.revision_id, u1.revision_id);
+
+        let u3 = s
+            .update_latest(&f, Some(&cfg("i.h")), Some(&code(b"3")), None)
+            .unwrap();
+        assert_eq!(
+            (u3.config.handler.as_str(), u3.code_sha256.as_str()),
+            ("i.h", code(b"3").sha256.as_str())
+        );
+        assert_eq!(s.get(&f, None).unwrap(), u3);
+        // Nothing was published and version 1 kept its content.
+        assert_eq!(version_tags(&s, &f), ["$LATEST", "1"]);
+        assert_eq!(s.get(&f, Some("1")).unwrap().code_sha256, d.code_sha256);
+    }
+
+    #[test]
+    fn update_latest_errors_and_no_op() {
+        let (_d, s) = open();
+        let f = name("f");
+        let latest = s.deploy(&f, &cfg("i.h"), &code(b"1")).unwrap().latest;
+
+        let e = s
+            .update_latest(&f, Some(&cfg("i.x")), None, Some("stale"))
+            .unwrap_err();
+        assert!(e.is_precondition_failed(), "{e:?}");
+        assert!(e.to_string().contains("revision"), "{e}");
+        assert_eq!(s.get(&f, None).unwrap(), latest);
+
+        // Neither config nor code: nothing changes, not even the revision...
+        let same = s
+            .update_latest(&f, None, None, Some(&latest.revision_id))
+            .unwrap();
+        assert_eq!(same, latest);
+        assert_eq!(s.get(&f, None).unwrap(), latest);
+        // ...but the revision is still checked.
+        assert!(s
+            .update_latest(&f, None, None, Some("stale"))
+            .unwrap_err()
+            .is_precondition_failed());
+
+        let e = s
+            .update_latest(&name("ghost"), Some(&cfg("i.h")), None, None)
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e:?}");
+    }
+
+    #[test]
+    fn publish_next_version_or_the_unchanged_newest() {
+        let (_d, s) = open();
+        let f = name("f");
+        s.create(&f, &cfg("i.h"), &code(b"1"), &BTreeMap::new(), false)
+            .unwrap();
+        let v1 = s.publish(&f, None, None, None).unwrap();
+        assert_eq!(v1.version, "1");
+        assert_eq!(v1.code_sha256, code(b"1").sha256);
+        // Unchanged: the newest version comes back, nothing is published.
+        assert_eq!(s.publish(&f, None, None, None).unwrap(), v1);
+        assert_eq!(version_tags(&s, &f), ["$LATEST", "1"]);
+
+        let latest_before = s.update_latest(&f, None, Some(&code(b"2")), None).unwrap();
+        let v2 = s.publish(&f, Some("second"), None, None).unwrap();
+        assert_eq!(v2.version, "2");
+        assert_eq!(v2.config.description, "second");
+        assert_eq!(v2.code_sha256, code(b"2").sha256);
+        // $LATEST is not touched by publishing.
+        assert_eq!(s.get(&f, None).unwrap(), latest_before);
+        assert_eq!(s.get(&f, None).unwrap().config.description, "");
+
+        // A description alone is a label, not a change: the newest version comes back.
+        let again = s.publish(&f, Some("another label"), None, None).unwrap();
+        assert_eq!(again, v2);
+        // Config changes publish.
+        let mut c = cfg("i.h");
+        c.timeout_s = 30;
+        s.update_latest(&f, Some(&c), None, None).unwrap();
+        let v3 = s.publish(&f, None, None, None).unwrap();
+        assert_eq!((v3.version.as_str(), v3.config.timeout_s), ("3", 30));
+        // deploy and publish share the numbering and the comparison.
+        assert_eq!(s.deploy(&f, &c, &code(b"2")).unwrap().version, "3");
+        assert_eq!(version_tags(&s, &f), ["$LATEST", "1", "2", "3"]);
+        assert_eq!(s.get(&f, Some("1")).unwrap(), v1);
+    }
+
+    #[test]
+    fn publish_preconditions() {
+        let (_d, s) = open();
+        let f = name("f");
+        let (latest, _) = s
+            .create(&f, &cfg("i.h"), &code(b"1"), &BTreeMap::new(), false)
+            .unwrap();
+
+        let e = s.publish(&f, None, None, Some("stale")).unwrap_err();
+        assert!(e.is_precondition_failed(), "{e:?}");
+        let e = s
+            .publish(&f, None, Some(&code(b"other").sha256), None)
+            .unwrap_err();
+        assert!(e.is_precondition_failed(), "{e:?}");
+        assert!(e.to_string().contains("code sha256"), "{e}");
+        assert_eq!(version_tags(&s, &f), ["$LATEST"]);
+
+        let upper = latest.code_sha256.to_ascii_uppercase();
+        let v = s
+            .publish(&f, None, Some(&upper), Some(&latest.revision_id))
+            .unwrap();
+        assert_eq!(v.version, "1");
+
+        assert!(s
+            .publish(&f, Some(&"d".repeat(257)), None, None)
+            .unwrap_err()
+            .is_invalid_input());
+        assert!(s
+            .publish(&name("ghost"), None, None, None)
+            .unwrap_err()
+            .is_not_found());
+    }
+
+    #[test]
+    fn delete_version_and_numbers_are_never_reused() {
+        let (_d, s) = open();
+        let f = name("f");
+        three_versions(&s, &f);
+        let v2 = s.get(&f, Some("2")).unwrap();
+
+        s.delete_version(&f, "3").unwrap();
+        assert_eq!(version_tags(&s, &f), ["$LATEST", "1", "2"]);
+        assert!(s.get(&f, Some("3")).unwrap_err().is_not_found());
+        // $LATEST still has version 3's content; publishing it gives 4, not 3 again.
+        assert_eq!(s.publish(&f, None, None, None).unwrap().version, "4");
+        s.delete_version(&f, "4").unwrap();
+        assert_eq!(s.deploy(&f, &cfg("i.h"), &code(b"5")).unwrap().version, "5");
+        // Unchanged against the newest existing version (2 after deleting the rest).
+        s.delete_version(&f, "5").unwrap();
+        s.update_latest(&f, None, Some(&code(b"2")), None).unwrap();
+        assert_eq!(s.publish(&f, None, None, None).unwrap(), v2);
+
+        let e = s.delete_version(&f, "3").unwrap_err();
+        assert!(e.is_not_found(), "{e:?}");
+        assert_eq!(e.to_string(), "version 3 of f not found");
+        assert!(s
+            .delete_version(&f, "$LATEST")
+            .unwrap_err()
+            .is_invalid_input());
+        assert!(s.delete_version(&f, "live").unwrap_err().is_invalid_input());
+        assert!(s
+            .delete_version(&name("ghost"), "1")
+            .unwrap_err()
+            .is_not_found());
+    }
+
+    #[test]
+    fn delete_version_conflicts_while_an_alias_uses_it() {
+        let (_d, s) = open();
+        let f = name("f");
+        three_versions(&s, &f);
+        s.create_alias(&f, &alias("live", "1", &[("2", 0.1)]))
+            .unwrap();
+
+        for v in ["1", "2"] {
+            let e = s.delete_version(&f, v).unwrap_err();
+            assert!(e.is_conflict(), "{v}: {e:?}");
+            assert!(e.to_string().contains("alias live"), "{e}");
+        }
+        assert_eq!(version_tags(&s, &f), ["$LATEST", "1", "2", "3"]);
+        s.delete_version(&f, "3").unwrap();
+
+        s.update_alias(&f, "live", Some("2"), None, Some(&BTreeMap::new()), None)
+            .unwrap();
+        s.delete_version(&f, "1").unwrap();
+        s.delete_alias(&f, "live").unwrap();
+        s.delete_version(&f, "2").unwrap();
+        assert_eq!(version_tags(&s, &f), ["$LATEST"]);
+    }
+
+    #[test]
+    fn reserved_concurrency_and_tags() {
+        let (_d, s) = open();
+        let f = name("f");
+        s.deploy(&f, &cfg("i.h"), &code(b"1")).unwrap();
+        assert_eq!(s.meta(&f).unwrap(), FunctionMeta::default());
+
+        s.set_reserved_concurrency(&f, Some(0)).unwrap();
+        assert_eq!(s.meta(&f).unwrap().reserved_concurrency, Some(0));
+        s.set_reserved_concurrency(&f, Some(u32::MAX)).unwrap();
+        assert_eq!(s.meta(&f).unwrap().reserved_concurrency, Some(u32::MAX));
+        s.set_reserved_concurrency(&f, None).unwrap();
+        assert_eq!(s.meta(&f).unwrap().reserved_concurrency, None);
+
+        s.tag(&f, &tags(&[("a", "1"), ("b", "2")])).unwrap();
+        s.tag(&f, &tags(&[("b", "3"), ("c", "4")])).unwrap();
+        assert_eq!(
+            s.meta(&f).unwrap().tags,
+            tags(&[("a", "1"), ("b", "3"), ("c", "4")])
+        );
+        s.untag(&f, &["a".into(), "missing".into()]).unwrap();
+        assert_eq!(s.meta(&f).unwrap().tags, tags(&[("b", "3"), ("c", "4")]));
+
+        // Metadata is not part of a version: deploying keeps it and publishes nothing new.
+        let d = s.deploy(&f, &cfg("i.h"), &code(b"1")).unwrap();
+        assert_eq!(d.version, "1");
+        assert_eq!(s.meta(&f).unwrap().tags.len(), 2);
+
+        let ghost = name("ghost");
+        assert!(s.meta(&ghost).unwrap_err().is_not_found());
+        assert!(s
+            .set_reserved_concurrency(&ghost, Some(1))
+            .unwrap_err()
+            .is_not_found());
+        assert!(s
+            .tag(&ghost, &tags(&[("a", "1")]))
+            .unwrap_err()
+            .is_not_found());
+        assert!(s.untag(&ghost, &["a".into()]).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn permissions() {
+        let (_d, s) = open();
+        let f = name("f");
+        s.deploy(&f, &cfg("i.h"), &code(b"1")).unwrap();
+        let stmt = serde_json::json!({"Effect": "Allow", "Action": "lambda:InvokeFunction", "Sid": "ignored"});
+
+        let m1 = s.add_permission(&f, "one", stmt.clone(), None).unwrap();
+        assert_eq!(m1.policy.len(), 1);
+        assert_eq!(m1.policy[0]["Sid"], "one");
+        assert_eq!(m1.policy[0]["Action"], "lambda:InvokeFunction");
+        assert!(!m1.policy_revision_id.is_empty());
+        assert_eq!(s.meta(&f).unwrap(), m1);
+
+        let e = s
+            .add_permission(&f, "two", stmt.clone(), Some("stale"))
+            .unwrap_err();
+        assert!(e.is_precondition_failed(), "{e:?}");
+        let e = s.add_permission(&f, "one", stmt.clone(), None).unwrap_err();
+        assert!(e.is_conflict(), "{e:?}");
+        assert_eq!(s.meta(&f).unwrap(), m1);
+
+        let m2 = s
+            .add_permission(&f, "two", stmt.clone(), Some(&m1.policy_revision_id))
+            .unwrap();
+        assert_ne!(m2.policy_revision_id, m1.policy_revision_id);
+        let sids: Vec<&str> = m2.policy.iter().filter_map(statement_sid).collect();
+        assert_eq!(sids, ["one", "two"]);
+
+        assert!(s
+            .add_permission(&f, "three", serde_json::json!("not an object"), None)
+            .unwrap_err()
+            .is_invalid_input());
+        assert!(s
+            .add_permission(&name("ghost"), "x", stmt.clone(), None)
+            .unwrap_err()
+            .is_not_found());
+
+        let e = s
+            .remove_permission(&f, "one", Some(&m1.policy_revision_id))
+            .unwrap_err();
+        assert!(e.is_precondition_failed(), "{e:?}");
+        s.remove_permission(&f, "one", Some(&m2.policy_revision_id))
+            .unwrap();
+        let m3 = s.meta(&f).unwrap();
+        assert_eq!(
+            m3.policy
+                .iter()
+                .filter_map(statement_sid)
+                .collect::<Vec<_>>(),
+            ["two"]
+        );
+        assert_ne!(m3.policy_revision_id, m2.policy_revision_id);
+        let e = s.remove_permission(&f, "one", None).unwrap_err();
+        assert!(e.is_not_found(), "{e:?}");
+        assert!(s
+            .remove_permission(&name("ghost"), "two", None)
+            .unwrap_err()
+            .is_not_found());
+    }
+
+    #[test]
+    fn alias_create_get_list_delete() {
+        let (_d, s) = open();
+        let f = name("f");
+        three_versions(&s, &f);
+
+        let mut want = alias("live", "2", &[("3", 0.25)]);
+        want.description = "production".into();
+        let live = s.create_alias(&f, &want).unwrap();
+        assert!(uuid::Uuid::parse_str(&live.revision_id).is_ok());
+        assert_eq!(
+            live,
+            Alias {
+                revision_id: live.revision_id.clone(),
+                ..want
+            }
+        );
+        let dev = s.create_alias(&f, &alias("dev", "$LATEST", &[])).unwrap();
+        let old = s.create_alias(&f, &alias("old", "01", &[])).unwrap();
+        assert_eq!(old.function_version, "1");
+
+        assert_eq!(s.get_alias(&f, "live").unwrap(), live);
+        let names = |v: Vec<Alias>| v.into_iter().map(|a| a.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(s.list_aliases(&f, None).unwrap()),
+            ["dev", "live", "old"]
+        );
+        assert_eq!(names(s.list_aliases(&f, Some("2")).unwrap()), ["live"]);
+        assert_eq!(names(s.list_aliases(&f, Some("3")).unwrap()), ["live"]);
+        assert_eq!(names(s.list_aliases(&f, Some("$LATEST")).unwrap()), ["dev"]);
+        assert_eq!(names(s.list_aliases(&f, Some("1")).unwrap()), ["old"]);
+        assert!(s.list_aliases(&f, Some("9")).unwrap().is_empty());
+        assert_eq!(s.get_alias(&f, "dev").unwrap(), dev);
+
+        // Aliases of another function are separate.
+        let g = name("g");
+        s.deploy(&g, &cfg("i.h"), &code(b"g")).unwrap();
+        assert!(s.list_aliases(&g, None).unwrap().is_empty());
+        assert!(s.get_alias(&g, "live").unwrap_err().is_not_found());
+        s.create_alias(&g, &alias("live", "1", &[])).unwrap();
+        assert_eq!(s.get_alias(&f, "live").unwrap(), live);
+
+        s.delete_alias(&f, "dev").unwrap();
+        assert_eq!(names(s.list_aliases(&f, None).unwrap()), ["live", "old"]);
+        let e = s.delete_alias(&f, "dev").unwrap_err();
+        assert!(e.is_not_found(), "{e:?}");
+        assert_eq!(e.to_string(), "alias dev of f not found");
+        let e = s.get_alias(&f, "dev").unwrap_err();
+        assert_eq!(e.to_string(), "alias dev of f not found");
+
+        let ghost = name("ghost");
+        assert_eq!(
+            s.get_alias(&ghost, "live").unwrap_err().to_string(),
+            "function not found: ghost"
+        );
+        assert!(s.list_aliases(&ghost, None).unwrap_err().is_not_found());
+        assert!(s.delete_alias(&ghost, "live").unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn alias_create_errors() {
+        let (_d, s) = open();
+        let f = name("f");
+        three_versions(&s, &f);
+        s.create_alias(&f, &alias("live", "1", &[])).unwrap();
+
+        let e = s.create_alias(&f, &alias("live", "2", &[])).unwrap_err();
+        assert!(e.is_conflict(), "{e:?}");
+        assert_eq!(s.get_alias(&f, "live").unwrap().function_version, "1");
+
+        let e = s
+            .create_alias(&name("ghost"), &alias("live", "1", &[]))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "function not found: ghost");
+        let e = s.create_alias(&f, &alias("next", "9", &[])).unwrap_err();
+        assert!(e.is_not_found(), "{e:?}");
+        assert_eq!(e.to_string(), "version 9 of f not found");
+        let e = s
+            .create_alias(&f, &alias("next", "1", &[("9", 0.5)]))
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e:?}");
+
+        for bad in ["12", "", "a b", &"a".repeat(129)] {
+            let e = s.create_alias(&f, &alias(bad, "1", &[])).unwrap_err();
+            assert!(e.is_invalid_input(), "{bad:?}: {e:?}");
+        }
+        let e = s.create_alias(&f, &alias("next", "live", &[])).unwrap_err();
+        assert!(e.is_invalid_input(), "{e:?}");
+        let mut long = alias("next", "1", &[]);
+        long.description = "d".repeat(257);
+        assert!(s.create_alias(&f, &long).unwrap_err().is_invalid_input());
+        assert_eq!(s.list_aliases(&f, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn alias_invalid_routing() {
+        let (_d, s) = open();
+        let f = name("f");
+        three_versions(&s, &f);
+        let cases: &[(&str, &[(&str, f64)])] = &[
+            ("1", &[("2", 0.1), ("3", 0.1)]),
+            ("1", &[("2", 1.5)]),
+            ("1", &[("2", -0.1)]),
+            ("1", &[("2", f64::NAN)]),
+            ("1", &[("2", f64::INFINITY)]),
+            ("1", &[("1", 0.5)]),
+            ("1", &[("01", 0.5)]),
+            ("1", &[("$LATEST", 0.5)]),
+            ("1", &[("live", 0.5)]),
+            ("$LATEST", &[("2", 0.5)]),
+        ];
+        for (target, routing) in cases {
+            let e = s
+                .create_alias(&f, &alias("live", target, routing))
+                .unwrap_err();
+            assert!(e.is_invalid_input(), "{target} {routing:?}: {e:?}");
+            assert!(e.to_string().contains("routing"), "{e}");
+        }
+        assert!(s.list_aliases(&f, None).unwrap().is_empty());
+
+        // The edges are valid.
+        for w in [0.0, 1.0] {
+            let a = s
+                .create_alias(&f, &alias("edge", "1", &[("2", w)]))
+                .unwrap();
+            assert_eq!(a.routing, BTreeMap::from([("2".to_string(), w)]));
+            s.delete_alias(&f, "edge").unwrap();
+        }
+
+        // update_alias checks the merged result.
+        let live = s
+            .create_alias(&f, &alias("live", "1", &[("2", 0.5)]))
+            .unwrap();
+        let e = s
+            .update_alias(&f, "live", Some("2"), None, None, None)
+            .unwrap_err();
+        assert!(e.is_invalid_input(), "{e:?}");
+        let e = s
+            .update_alias(&f, "live", Some("$LATEST"), None, None, None)
+            .unwrap_err();
+        assert!(e.is_invalid_input(), "{e:?}");
+        let two = BTreeMap::from([("2".to_string(), 0.1), ("3".to_string(), 0.1)]);
+        let e = s
+            .update_alias(&f, "live", None, None, Some(&two), None)
+            .unwrap_err();
+        assert!(e.is_invalid_input(), "{e:?}");
+        assert_eq!(s.get_alias(&f, "live").unwrap(), live);
+    }
+
+    #[test]
+    fn alias_update() {
+        let (_d, s) = open();
+        let f = name("f");
+        three_versions(&s, &f);
+        let mut a = alias("live", "1", &[]);
+        a.description = "first".into();
+        let r0 = s.create_alias(&f, &a).unwrap();
+
+        // Only the given fields change; the revision always does.
+        let routing = BTreeMap::from([("3".to_string(), 0.2)]);
+        let r1 = s
+            .update_alias(
+                &f,
+                "live",
+                Some("2"),
+                None,
+                Some(&routing),
+                Some(&r0.revision_id),
+            )
+            .unwrap();
+        assert_eq!(
+            (r1.function_version.as_str(), r1.description.as_str()),
+            ("2", "first")
+        );
+        assert_eq!(r1.routing, routing);
+        assert_ne!(r1.revision_id, r0.revision_id);
+        assert_eq!(s.get_alias(&f, "live").unwrap(), r1);
+
+        let r2 = s
+            .update_alias(&f, "live", None, Some("second"), None, None)
+            .unwrap();
+        assert_eq!(
+            (r2.function_version.as_str(), r2.description.as_str()),
+            ("2", "second")
+        );
+        assert_eq!(r2.routing, routing);
+        assert_ne!(r2.revision_id, r1.revision_id);
+
+        let r3 = s
+            .update_alias(
+                &f,
+                "live",
+                Some("$LATEST"),
+                None,
+                Some(&BTreeMap::new()),
+                None,
+            )
+            .unwrap();
+        assert_eq!(r3.function_version, "$LATEST");
+        assert!(r3.routing.is_empty());
+        assert_eq!(s.get_alias(&f, "live").unwrap(), r3);
+
+        let e = s
+            .update_alias(&f, "live", Some("1"), None, None, Some(&r1.revision_id))
+            .unwrap_err();
+        assert!(e.is_precondition_failed(), "{e:?}");
+        assert_eq!(s.get_alias(&f, "live").unwrap(), r3);
+
+        let e = s
+            .update_alias(&f, "live", Some("9"), None, None, None)
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e:?}");
+        let e = s
+            .update_alias(&f, "nope", Some("1"), None, None, None)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "alias nope of f not found");
+        assert!(s
+            .update_alias(&name("ghost"), "live", None, None, None, None)
+            .unwrap_err()
+            .is_not_found());
+    }
+
+    #[test]
+    fn deleting_a_function_removes_its_aliases() {
+        let (_d, s) = open();
+        let (f, g) = (name("f"), name("g"));
+        three_versions(&s, &f);
+        s.deploy(&g, &cfg("i.h"), &code(b"g")).unwrap();
+        s.create_alias(&f, &alias("live", "1", &[("2", 0.5)]))
+            .unwrap();
+        s.create_alias(&f, &alias("dev", "$LATEST", &[])).unwrap();
+        s.create_alias(&g, &alias("live", "1", &[])).unwrap();
+        assert_eq!(count(&s, "SELECT COUNT(*) FROM aliases"), 3);
+
+        s.delete(&f).unwrap();
+        assert_eq!(
+            count(&s, "SELECT COUNT(*) FROM aliases WHERE function = 'f'"),
+            0
+        );
+        assert_eq!(s.list_aliases(&g, None).unwrap().len(), 1);
+        s.deploy(&f, &cfg("i.h"), &code(b"new")).unwrap();
+        assert!(s.list_aliases(&f, None).unwrap().is_empty());
+        assert!(s.get_alias(&f, "live").unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn control_plane_state_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = name("f");
+        let (meta, aliases, versions) = {
+            let s = SqliteStore::open(dir.path()).unwrap();
+            s.create(&f, &cfg("i.h"), &code(b"1"), &tags(&[("k", "v")]), true)
+                .unwrap();
+            s.update_latest(&f, None, Some(&code(b"2")), None).unwrap();
+            s.publish(&f, Some("two"), None, None).unwrap();
+            s.set_reserved_concurrency(&f, Some(7)).unwrap();
+            s.add_permission(&f, "p", serde_json::json!({"Effect": "Allow"}), None)
+                .unwrap();
+            s.create_alias(&f, &alias("live", "1", &[("2", 0.3)]))
+                .unwrap();
+            s.delete_version(&f, "2").unwrap_err();
+            (
+                s.meta(&f).unwrap(),
+                s.list_aliases(&f, None).unwrap(),
+                s.versions(&f).unwrap(),
+            )
+        };
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(s.meta(&f).unwrap(), meta);
+        assert_eq!(s.list_aliases(&f, None).unwrap(), aliases);
+        assert_eq!(s.versions(&f).unwrap(), versions);
+        assert_eq!(meta.reserved_concurrency, Some(7));
+        assert_eq!(aliases[0].routing["2"], 0.3);
+    }
+
+    #[test]
+    fn upgrade_from_schema_1_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = name("old");
+        // What the previous release wrote: schema 1 only, configs without the newer fields.
+        let old_config = r#"{"runtime":"nodejs20.x","handler":"index.handler","memory_mb":256,"timeout_s":3,"env":{},"description":"","concurrency":10,"url":false,"routes":[]}"#;
+        let sha1 = code(b"one").sha256;
+        let sha2 = code(b"two").sha256;
+        {
+            let conn = open_db(
+                &dir.path().join("registry.db"),
+                "FULL",
+                &REGISTRY_MIGRATIONS[..1],
+            )
+            .unwrap();
+            let v: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, 1);
+            conn.execute(
+                "INSERT INTO functions VALUES ('old', ?1, ?2, 3, '2024-01-01T00:00:00.000+0000', 'rev-latest', 1)",
+                params![old_config, sha2],
+            )
+            .unwrap();
+            for (v, sha) in [(1, &sha1), (2, &sha2)] {
+                conn.execute(
+                    "INSERT INTO versions VALUES ('old', ?1, ?2, ?3, 3, '2024-01-01T00:00:00.000+0000', ?4, 1)",
+                    params![v, old_config, sha, format!("rev-{v}")],
+                )
+                .unwrap();
+            }
+        }
+
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let v: i64 = count(&s, "PRAGMA user_version");
+        assert_eq!(v, REGISTRY_MIGRATIONS.len() as i64);
+        let latest = s.get(&f, None).unwrap();
+        assert_eq!(
+            (
+                latest.revision_id.as_str(),
+                latest.code_sha256.as_str(),
+                latest.config.memory_mb
+            ),
+            ("rev-latest", sha2.as_str(), 256)
+        );
+        assert_eq!(latest.config.role, "");
+        assert_eq!(version_tags(&s, &f), ["$LATEST", "1", "2"]);
+        assert_eq!(s.get(&f, Some("1")).unwrap().revision_id, "rev-1");
+        assert_eq!(s.meta(&f).unwrap(), FunctionMeta::default());
+        assert!(s.list_aliases(&f, None).unwrap().is_empty());
+
+        // Everything new works on the upgraded data; numbering continues after 2.
+        s.create_alias(&f, &alias("live", "2", &[("1", 0.5)]))
+            .unwrap();
+        s.tag(&f, &tags(&[("k", "v")])).unwrap();
+        assert!(s.delete_version(&f, "1").unwrap_err().is_conflict());
+        let mut c = latest.config.clone();
+        assert_eq!(s.deploy(&f, &c, &code(b"two")).unwrap().version, "2");
+        c.memory_mb = 512;
+        assert_eq!(s.deploy(&f, &c, &code(b"two")).unwrap().version, "3");
+        // The trigger still guards numbered versions.
+        assert!(s
+            .registry()
+            .execute("UPDATE versions SET code_sha256 = 'x'", [])
+            .is_err());
+        // And cascading deletes reach the new table.
+        s.delete(&f).unwrap();
+        assert_eq!(count(&s, "SELECT COUNT(*) FROM aliases"), 0);
+        drop(s);
+        // Reopening an upgraded database migrates nothing further.
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(
+            count(&s, "PRAGMA user_version"),
+            REGISTRY_MIGRATIONS.len() as i64
+        );
+    }
+
+    #[test]
+    fn upgrade_sets_last_version_from_existing_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = open_db(
+                &dir.path().join("registry.db"),
+                "FULL",
+                &REGISTRY_MIGRATIONS[..1],
+            )
+            .unwrap();
+            let c = serde_json::to_string(&cfg("i.h")).unwrap();
+            conn.execute(
+                "INSERT INTO functions VALUES ('f', ?1, 'aa', 1, 't', 'r', 1)",
+                [&c],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO versions VALUES ('f', 4, ?1, 'aa', 1, 't', 'r', 1)",
+                [&c],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(
+            count(&s, "SELECT last_version FROM functions WHERE name = 'f'"),
+            4
+        );
+        // Version 4 is the newest; deleting it must not let 4 be handed out again.
+        s.delete_version(&name("f"), "4").unwrap();
+        let v = s.publish(&name("f"), None, None, None).unwrap();
+        assert_eq!(v.version, "5");
     }
 }
