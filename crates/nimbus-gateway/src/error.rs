@@ -19,6 +19,8 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
     TooLarge(String),
     #[error("{message}")]
     Throttled {
@@ -44,6 +46,7 @@ impl ApiError {
             ApiError::InvalidRequestContent(_) => "InvalidRequestContentException",
             ApiError::NotFound(_) => "ResourceNotFoundException",
             ApiError::Conflict(_) => "ResourceConflictException",
+            ApiError::PreconditionFailed(_) => "PreconditionFailedException",
             ApiError::TooLarge(_) => "RequestTooLargeException",
             ApiError::Throttled { .. } => "TooManyRequestsException",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaTypeException",
@@ -60,6 +63,7 @@ impl ApiError {
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -119,6 +123,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         if e.is_not_found() {
             ApiError::NotFound(e.to_string())
+        } else if e.is_conflict() {
+            ApiError::Conflict(e.to_string())
+        } else if e.is_precondition_failed() {
+            ApiError::PreconditionFailed(e.to_string())
         } else if e.is_invalid_input() {
             ApiError::InvalidParameter(e.to_string())
         } else {

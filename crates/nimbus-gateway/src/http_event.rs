@@ -434,6 +434,114 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
+/// Turns a streamed function response into the HTTP response to send back.
+///
+/// `prelude` is the JSON that came before the 8 NUL bytes of the HTTP-integration format
+/// (`{"statusCode","headers","cookies"}`, as written by Node's
+/// `awslambda.HttpResponseStream.from` and Rust's `lambda_runtime`): a missing
+/// `statusCode` means 200, header values may be strings, numbers, booleans or arrays of
+/// them (one header line each), each cookie becomes a `Set-Cookie`. Without a prelude
+/// the body is sent as is with the content type the runtime declared. The content type
+/// defaults to `application/octet-stream`.
+pub fn from_streamed_response(
+    content_type: Option<&str>,
+    prelude: Option<&[u8]>,
+    body: Bytes,
+) -> Result<HttpResponseParts, MappingError> {
+    let mut status = StatusCode::OK;
+    let mut headers = HeaderMap::new();
+    if let Some(prelude) = prelude {
+        let obj = match serde_json::from_slice::<Value>(prelude) {
+            Ok(Value::Object(obj)) => obj,
+            Ok(other) => {
+                return Err(MappingError::InvalidHeaders(format!(
+                    "the streamed response prelude must be a JSON object, got {}",
+                    json_type(&other)
+                )))
+            }
+            Err(e) => {
+                return Err(MappingError::InvalidHeaders(format!(
+                    "the streamed response prelude is not JSON: {e}"
+                )))
+            }
+        };
+        if let Some(code) = obj.get("statusCode").filter(|v| !v.is_null()) {
+            status = parse_status(code)?;
+        }
+        if let Some(map) = obj.get("headers").filter(|v| !v.is_null()) {
+            let Value::Object(map) = map else {
+                return Err(MappingError::InvalidHeaders(format!(
+                    "expected an object, got {}",
+                    json_type(map)
+                )));
+            };
+            for (name, value) in map {
+                let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    MappingError::InvalidHeaders(format!("invalid header name {name:?}"))
+                })?;
+                let values = match value {
+                    Value::Array(items) => items.iter().collect(),
+                    one => vec![one],
+                };
+                for v in values {
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        Value::Null => continue,
+                        other => {
+                            return Err(MappingError::InvalidHeaders(format!(
+                                "value of header {name:?} must be a string, number or bool, got {}",
+                                json_type(other)
+                            )))
+                        }
+                    };
+                    let header_value = HeaderValue::from_str(&text).map_err(|_| {
+                        MappingError::InvalidHeaders(format!("invalid value for header {name:?}"))
+                    })?;
+                    headers.append(header_name.clone(), header_value);
+                }
+            }
+        }
+        match obj.get("cookies") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    let Value::String(cookie) = item else {
+                        return Err(MappingError::InvalidCookies(format!(
+                            "each cookie must be a string, got {}",
+                            json_type(item)
+                        )));
+                    };
+                    let value = HeaderValue::from_str(cookie).map_err(|_| {
+                        MappingError::InvalidCookies(format!("invalid cookie value {cookie:?}"))
+                    })?;
+                    headers.append(header::SET_COOKIE, value);
+                }
+            }
+            Some(other) => {
+                return Err(MappingError::InvalidCookies(format!(
+                    "expected an array of strings, got {}",
+                    json_type(other)
+                )))
+            }
+        }
+    } else if let Some(ct) = content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
+        headers.insert(header::CONTENT_TYPE, ct);
+    }
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    Ok(HttpResponseParts {
+        status,
+        headers,
+        body,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,5 +973,36 @@ mod tests {
                 String::from_utf8_lossy(out)
             );
         }
+    }
+
+    #[test]
+    fn streamed_response_with_prelude() {
+        let prelude = br#"{"statusCode":201,"headers":{"content-type":"text/plain","x-multi":["a","b"],"x-n":5},"cookies":["a=1; Path=/","b=2"]}"#;
+        let r = from_streamed_response(
+            Some("application/vnd.awslambda.http-integration-response"),
+            Some(prelude),
+            Bytes::from_static(b"\x00raw body"),
+        )
+        .unwrap();
+        assert_eq!(r.status, StatusCode::CREATED);
+        assert_eq!(r.headers["content-type"], "text/plain");
+        let multi: Vec<_> = r.headers.get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["a", "b"]);
+        assert_eq!(r.headers["x-n"], "5");
+        let cookies: Vec<_> = r.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; Path=/", "b=2"]);
+        assert_eq!(&r.body[..], b"\x00raw body");
+    }
+
+    #[test]
+    fn streamed_response_defaults() {
+        let r = from_streamed_response(None, Some(b"{}"), Bytes::from_static(b"x")).unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.headers["content-type"], "application/octet-stream");
+        let r = from_streamed_response(Some("text/html"), None, Bytes::from_static(b"<p>")).unwrap();
+        assert_eq!(r.headers["content-type"], "text/html");
+        assert_eq!(&r.body[..], b"<p>");
+        assert!(from_streamed_response(None, Some(b"not json"), Bytes::new()).is_err());
+        assert!(from_streamed_response(None, Some(br#"{"statusCode":"x"}"#), Bytes::new()).is_err());
     }
 }

@@ -27,6 +27,15 @@ pub(crate) async fn run(
     trace_id: Option<String>,
     client_context: Option<String>,
 ) -> Result<(String, PoolInvokeResult), ApiError> {
+    if resolved.throttled {
+        return Err(ApiError::Throttled {
+            message: format!(
+                "Rate Exceeded: function {} has reserved concurrency 0",
+                resolved.spec.function
+            ),
+            reason: "ReservedFunctionConcurrentInvocationLimitExceeded",
+        });
+    }
     let request_id = uuid::Uuid::new_v4().to_string();
     let inv = Invocation {
         request_id: request_id.clone(),
@@ -141,6 +150,8 @@ pub(crate) async fn lambda_invoke(
     }
     match res.result.outcome {
         Outcome::Success(body) => *resp.body_mut() = Body::from(body),
+        // A streamed response: the raw body (after the HTTP-integration prelude, if any).
+        Outcome::Streamed { body, .. } => *resp.body_mut() = Body::from(body),
         Outcome::Error { body, .. } => {
             resp.headers_mut().insert(
                 "x-amz-function-error",

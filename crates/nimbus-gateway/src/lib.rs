@@ -9,6 +9,7 @@
 mod error;
 pub mod http_event;
 mod invoke;
+mod lambda_api;
 mod native;
 mod state;
 mod urls;
@@ -26,10 +27,69 @@ const DEPLOY_BODY_MAX: usize = 70 * 1024 * 1024;
 
 /// Builds the router serving every surface.
 pub fn router(gw: Arc<Gateway>) -> Router {
+    use lambda_api as l;
     let lambda = Router::new()
         .route(
             "/2015-03-31/functions/{name}/invocations",
             post(invoke::lambda_invoke),
+        )
+        .route(
+            "/2015-03-31/functions",
+            get(l::list_functions).post(l::create_function),
+        )
+        .route(
+            "/2015-03-31/functions/",
+            get(l::list_functions).post(l::create_function),
+        )
+        .route(
+            "/2015-03-31/functions/{name}",
+            get(l::get_function).delete(l::delete_function),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/configuration",
+            get(l::get_configuration).put(l::update_configuration),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/code",
+            axum::routing::put(l::update_code),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/versions",
+            get(l::list_versions).post(l::publish_version),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases",
+            get(l::list_aliases).post(l::create_alias),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases/{alias}",
+            get(l::get_alias)
+                .put(l::update_alias)
+                .delete(l::delete_alias),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/policy",
+            get(l::get_policy).post(l::add_permission),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/policy/{sid}",
+            axum::routing::delete(l::remove_permission),
+        )
+        .route(
+            "/2017-10-31/functions/{name}/concurrency",
+            axum::routing::put(l::put_concurrency).delete(l::delete_concurrency),
+        )
+        .route(
+            "/2019-09-30/functions/{name}/concurrency",
+            get(l::get_concurrency),
+        )
+        .route("/2016-08-19/account-settings", get(l::account_settings))
+        .route("/2016-08-19/account-settings/", get(l::account_settings))
+        .route(
+            "/2017-03-31/tags/{arn}",
+            get(l::list_tags)
+                .post(l::tag_resource_handler)
+                .delete(l::untag_resource),
         )
         .route(
             "/2021-10-31/functions/{name}/url",
@@ -48,7 +108,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 .delete(native::delete),
         )
         .route("/v1/functions/{name}/versions", get(native::versions))
-        .route("/v1/functions/{name}/logs", get(native::logs));
+        .route("/v1/functions/{name}/logs", get(native::logs))
+        .route("/v1/functions/{name}/code", get(native::code));
     let urls = Router::new()
         .route("/fn/{name}", axum::routing::any(urls::function_url_root))
         .route("/fn/{name}/", axum::routing::any(urls::function_url_root))

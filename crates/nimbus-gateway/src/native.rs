@@ -138,8 +138,7 @@ pub(crate) async fn publish(
     let store = gw.store.clone();
     let n = name.clone();
     let deployed = tokio::task::spawn_blocking(move || store.deploy(&n, &config, &code)).await??;
-    gw.invalidate(name);
-    gw.rebuild_routes()?;
+    gw.changed(name)?;
     info!(function = %name, version = %deployed.version, created = deployed.created, "deployed");
     Ok((deployed.version, deployed.created))
 }
@@ -149,14 +148,36 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
+    delete_function(&gw, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a function with all its versions and stops its instances.
+pub(crate) async fn delete_function(
+    gw: &Arc<Gateway>,
+    name: &FunctionName,
+) -> Result<(), ApiError> {
     let store = gw.store.clone();
     let n = name.clone();
     tokio::task::spawn_blocking(move || store.delete(&n)).await??;
-    gw.invalidate(&name);
     gw.pools.retire_function(name.as_str());
-    gw.rebuild_routes()?;
+    gw.changed(name)?;
     info!(function = %name, "deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
+}
+
+/// `GET /v1/functions/{name}/code?qualifier=Q`: the code package (zip) of a version
+/// (what GetFunction's `Code.Location` points at).
+pub(crate) async fn code(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    Query(q): Query<QualifierQuery>,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&name)?;
+    let v = gw.store.get(&name, q.qualifier.as_deref())?;
+    let store = gw.code.clone();
+    let zip = tokio::task::spawn_blocking(move || store.zip_bytes(&v.code_sha256)).await??;
+    Ok(([("content-type", "application/zip")], zip).into_response())
 }
 
 pub(crate) async fn versions(

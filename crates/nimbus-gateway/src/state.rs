@@ -2,7 +2,7 @@
 //! versions and the user route table.
 
 use crate::ApiError;
-use nimbus_core::{FunctionName, FunctionVersion, RouteSpec, LATEST};
+use nimbus_core::{Alias, FunctionName, FunctionVersion, RouteSpec, LATEST};
 use nimbus_pool::PoolManager;
 use nimbus_runtime::{InstanceSpec, ProcessExecutor};
 use nimbus_store::{CodeStore, Store};
@@ -23,7 +23,10 @@ pub struct GatewayConfig {
 /// A function version resolved for invocation.
 pub(crate) struct Resolved {
     pub version: FunctionVersion,
+    /// The instance spec; its concurrency is the reserved concurrency when one is set.
     pub spec: Arc<InstanceSpec>,
+    /// Reserved concurrency 0: every invocation is throttled.
+    pub throttled: bool,
 }
 
 pub struct Gateway {
@@ -32,6 +35,7 @@ pub struct Gateway {
     pub(crate) pools: Arc<Pools>,
     pub(crate) cfg: GatewayConfig,
     cache: RwLock<HashMap<(String, String), Arc<Resolved>>>,
+    aliases: RwLock<HashMap<(String, String), Arc<Alias>>>,
     routes: RwLock<Vec<(RouteSpec, FunctionName)>>,
 }
 
@@ -48,44 +52,82 @@ impl Gateway {
             pools,
             cfg,
             cache: Default::default(),
+            aliases: Default::default(),
             routes: Default::default(),
         });
         gw.rebuild_routes()?;
         Ok(gw)
     }
 
-    /// Resolves `name` at `qualifier` (cached until the function changes).
+    /// Resolves `name` at `qualifier` — `$LATEST`, a version, or an alias (whose weighted
+    /// routing picks the version for this call) — to a runnable version. Versions and
+    /// aliases are cached until the function changes.
     pub(crate) async fn resolve(
         &self,
         name: &FunctionName,
         qualifier: Option<&str>,
     ) -> Result<Arc<Resolved>, ApiError> {
-        let q = qualifier.unwrap_or(LATEST).to_string();
-        let key = (name.to_string(), q.clone());
+        let version = match qualifier {
+            Some(q) if q != LATEST && !q.bytes().all(|b| b.is_ascii_digit()) => {
+                pick_version(self.alias(name, q)?.as_ref(), random_unit())
+            }
+            Some(q) => q.to_string(),
+            None => LATEST.to_string(),
+        };
+        let key = (name.to_string(), version.clone());
         if let Some(r) = self.cache.read().unwrap().get(&key) {
             return Ok(r.clone());
         }
-        let version = self.store.get(name, Some(&q))?;
+        let stored = self.store.get(name, Some(&version))?;
+        let reserved = self.store.meta(name)?.reserved_concurrency;
         let code = self.code.clone();
-        let sha = version.code_sha256.clone();
+        let sha = stored.code_sha256.clone();
         let code_dir = tokio::task::spawn_blocking(move || code.dir(&sha)).await??;
+        let mut config = stored.config.clone();
+        if let Some(r) = reserved.filter(|r| *r > 0) {
+            config.concurrency = r;
+        }
         let spec = Arc::new(InstanceSpec {
             function: name.clone(),
-            version: version.version.clone(),
-            config: version.config.clone(),
+            version: stored.version.clone(),
+            config,
             code_dir,
         });
-        let r = Arc::new(Resolved { version, spec });
+        let r = Arc::new(Resolved {
+            version: stored,
+            spec,
+            throttled: reserved == Some(0),
+        });
         self.cache.write().unwrap().insert(key, r.clone());
         Ok(r)
     }
 
-    /// Forgets cached versions of `name` after it changed.
+    fn alias(&self, name: &FunctionName, alias: &str) -> Result<Arc<Alias>, ApiError> {
+        let key = (name.to_string(), alias.to_string());
+        if let Some(a) = self.aliases.read().unwrap().get(&key) {
+            return Ok(a.clone());
+        }
+        let a = Arc::new(self.store.get_alias(name, alias)?);
+        self.aliases.write().unwrap().insert(key, a.clone());
+        Ok(a)
+    }
+
+    /// Forgets cached versions and aliases of `name` after it changed.
     pub(crate) fn invalidate(&self, name: &FunctionName) {
         self.cache
             .write()
             .unwrap()
             .retain(|(n, _), _| n != name.as_str());
+        self.aliases
+            .write()
+            .unwrap()
+            .retain(|(n, _), _| n != name.as_str());
+    }
+
+    /// After any write to `name`: drop caches and rebuild the route table.
+    pub(crate) fn changed(&self, name: &FunctionName) -> Result<(), ApiError> {
+        self.invalidate(name);
+        self.rebuild_routes()
     }
 
     /// Rebuilds the user route table from the registry.
@@ -134,5 +176,51 @@ impl Gateway {
 
     pub(crate) fn function_url(&self, name: &FunctionName) -> String {
         format!("{}/fn/{}/", self.cfg.public_url.trim_end_matches('/'), name)
+    }
+}
+
+/// The version an alias sends this call to: each additional version gets its weight's
+/// share of calls (`r` uniform in 0..1), the alias's own version the rest.
+pub(crate) fn pick_version(alias: &Alias, r: f64) -> String {
+    let mut acc = 0.0;
+    for (version, weight) in &alias.routing {
+        acc += weight;
+        if r < acc {
+            return version.clone();
+        }
+    }
+    alias.function_version.clone()
+}
+
+/// A uniform random number in 0..1 (from the OS generator behind uuid v4; its low 56
+/// bits are all random — the version and variant bits sit higher).
+fn random_unit() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() & ((1u128 << 53) - 1)) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_alias_routing() {
+        let mut alias = Alias {
+            name: "live".into(),
+            function_version: "1".into(),
+            description: String::new(),
+            routing: Default::default(),
+            revision_id: String::new(),
+        };
+        assert_eq!(pick_version(&alias, 0.0), "1");
+        alias.routing.insert("2".into(), 0.25);
+        assert_eq!(pick_version(&alias, 0.1), "2");
+        assert_eq!(pick_version(&alias, 0.3), "1");
+        let n = (0..10_000)
+            .filter(|_| pick_version(&alias, random_unit()) == "2")
+            .count();
+        assert!((2000..3000).contains(&n), "{n} of 10000 went to version 2");
+        assert!((0..1000)
+            .map(|_| random_unit())
+            .all(|r| (0.0..1.0).contains(&r)));
     }
 }

@@ -2,7 +2,7 @@
 //! configuration API (`/2021-10-31/functions/{name}/url`).
 
 use crate::http_event::{self, HttpRequestParts};
-use crate::{invoke, native, ApiError, Gateway};
+use crate::{invoke, ApiError, Gateway};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
@@ -147,6 +147,26 @@ async fn serve_http(
             *resp.headers_mut() = mapped.headers;
             Ok(resp)
         }
+        Outcome::Streamed {
+            content_type,
+            http_prelude,
+            body,
+        } => {
+            let mapped = http_event::from_streamed_response(
+                content_type.as_deref(),
+                http_prelude.as_deref(),
+                body,
+            )
+            .map_err(|e| {
+                ApiError::FunctionFailed(format!(
+                    "function {name} returned an invalid response: {e}"
+                ))
+            })?;
+            let mut resp = Response::new(Body::from(mapped.body));
+            *resp.status_mut() = mapped.status;
+            *resp.headers_mut() = mapped.headers;
+            Ok(resp)
+        }
         Outcome::Error { error_type, .. } => Err(ApiError::FunctionFailed(format!(
             "function {name} failed ({error_type}); see `nimbus logs {name}`"
         ))),
@@ -197,11 +217,15 @@ async fn set_url(
     if cur.config.url == enabled {
         return Ok(cur.last_modified);
     }
+    // A URL is not part of a version: update `$LATEST` in place, as Lambda does.
     let mut config = cur.config.clone();
     config.url = enabled;
-    let code = native::current_code(gw, name).await?;
-    native::publish(gw, name, config, code).await?;
-    Ok(gw.store.get(name, None)?.last_modified)
+    let (store, n) = (gw.store.clone(), name.clone());
+    let updated =
+        tokio::task::spawn_blocking(move || store.update_latest(&n, Some(&config), None, None))
+            .await??;
+    gw.changed(name)?;
+    Ok(updated.last_modified)
 }
 
 fn reject_qualifier(function: &str) -> Result<FunctionName, ApiError> {
