@@ -71,6 +71,23 @@ pub struct FunctionConfig {
     /// Lambda's execution role ARN (stored and reported; Nimbus does not assume it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub role: String,
+    /// Function URL settings from Lambda's `CreateFunctionUrlConfig` (used when `url` is
+    /// true; absent means auth type `NONE` and no CORS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_config: Option<UrlConfig>,
+}
+
+/// A function URL's auth type and CORS settings, as Lambda stores them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlConfig {
+    /// `NONE` or `AWS_IAM`.
+    pub auth_type: String,
+    /// Lambda's `Cors` object (`AllowOrigins`, `AllowMethods`, `AllowHeaders`,
+    /// `ExposeHeaders`, `AllowCredentials`, `MaxAge`).
+    #[serde(default)]
+    pub cors: serde_json::Value,
+    /// When the URL was created (ISO-8601).
+    pub created: String,
 }
 
 fn default_memory() -> u32 {
@@ -97,6 +114,7 @@ impl FunctionConfig {
             url: false,
             routes: Vec::new(),
             role: String::new(),
+            url_config: None,
         }
     }
 

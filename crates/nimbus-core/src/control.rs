@@ -34,7 +34,9 @@ pub struct FunctionMeta {
 pub fn validate_alias_name(name: &str) -> Result<(), crate::CoreError> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         && !name.bytes().all(|b| b.is_ascii_digit());
     if ok {
         Ok(())

@@ -11,7 +11,7 @@ pub mod name;
 pub mod route;
 pub mod runtime;
 
-pub use config::{FunctionConfig, FunctionVersion, Limits};
+pub use config::{FunctionConfig, FunctionVersion, Limits, UrlConfig};
 pub use control::{Alias, FunctionMeta};
 pub use error::CoreError;
 pub use name::FunctionName;

@@ -21,6 +21,8 @@ pub enum ApiError {
     #[error("{0}")]
     PreconditionFailed(String),
     #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
     TooLarge(String),
     #[error("{message}")]
     Throttled {
@@ -47,6 +49,7 @@ impl ApiError {
             ApiError::NotFound(_) => "ResourceNotFoundException",
             ApiError::Conflict(_) => "ResourceConflictException",
             ApiError::PreconditionFailed(_) => "PreconditionFailedException",
+            ApiError::AccessDenied(_) => "AccessDeniedException",
             ApiError::TooLarge(_) => "RequestTooLargeException",
             ApiError::Throttled { .. } => "TooManyRequestsException",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaTypeException",
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::AccessDenied(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

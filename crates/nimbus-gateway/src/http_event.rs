@@ -999,10 +999,13 @@ mod tests {
         let r = from_streamed_response(None, Some(b"{}"), Bytes::from_static(b"x")).unwrap();
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.headers["content-type"], "application/octet-stream");
-        let r = from_streamed_response(Some("text/html"), None, Bytes::from_static(b"<p>")).unwrap();
+        let r =
+            from_streamed_response(Some("text/html"), None, Bytes::from_static(b"<p>")).unwrap();
         assert_eq!(r.headers["content-type"], "text/html");
         assert_eq!(&r.body[..], b"<p>");
         assert!(from_streamed_response(None, Some(b"not json"), Bytes::new()).is_err());
-        assert!(from_streamed_response(None, Some(br#"{"statusCode":"x"}"#), Bytes::new()).is_err());
+        assert!(
+            from_streamed_response(None, Some(br#"{"statusCode":"x"}"#), Bytes::new()).is_err()
+        );
     }
 }

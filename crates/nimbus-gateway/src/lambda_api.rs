@@ -575,9 +575,11 @@ pub(crate) async fn delete_function(
     let q = parse_query(raw)?;
     let (name, qualifier) = function_ref(&function, &q)?;
     match qualifier.as_deref() {
-        None | Some(LATEST) => {
-            native::delete_function(&gw, &name).await?;
-        }
+        None => native::delete_function(&gw, &name).await?,
+        Some(LATEST) => return Err(ApiError::InvalidParameter(
+            "$LATEST version cannot be deleted without deleting the function: omit the Qualifier"
+                .into(),
+        )),
         Some(v) if v.bytes().all(|b| b.is_ascii_digit()) => {
             let (store, n, v) = (gw.store.clone(), name.clone(), v.to_string());
             blocking(move || store.delete_version(&n, &v)).await?;
@@ -631,6 +633,18 @@ pub(crate) async fn publish_version(
         )),
         None => None,
     };
+    // Lambda answers a stale CodeSha256 with InvalidParameterValueException (a stale
+    // RevisionId is the 412).
+    if let Some(sha) = &expected_sha {
+        let current = gw.store.get(&name, None)?.code_sha256;
+        if !sha.eq_ignore_ascii_case(&current) {
+            return Err(ApiError::InvalidParameter(format!(
+                "CodeSHA256 ({}) is different from current CodeSHA256 in $LATEST ({}). Please try again with the current CodeSHA256.",
+                input.code_sha256.as_deref().unwrap_or_default(),
+                hex_to_b64(&current)
+            )));
+        }
+    }
     let (store, n) = (gw.store.clone(), name.clone());
     let v = blocking(move || {
         store.publish(

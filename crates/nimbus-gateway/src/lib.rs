@@ -126,7 +126,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-/// One `tracing` span per request, with its outcome at debug level.
+/// One `tracing` span per request, with its outcome at debug level; every response carries
+/// an `x-amzn-RequestId` (AWS SDKs read it from successes and errors alike).
 async fn trace_request(
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -134,7 +135,12 @@ async fn trace_request(
     use tracing::Instrument;
     let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
     let t0 = std::time::Instant::now();
-    let resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    if !resp.headers().contains_key("x-amzn-requestid") {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+            resp.headers_mut().insert("x-amzn-requestid", v);
+        }
+    }
     span.in_scope(|| {
         tracing::debug!(
             status = resp.status().as_u16(),

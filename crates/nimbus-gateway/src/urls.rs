@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nimbus_core::{arn, FunctionName};
+use nimbus_core::{arn, FunctionConfig, FunctionName, UrlConfig};
 use nimbus_runtime::Outcome;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -57,7 +57,100 @@ async fn serve_url(
             "function {name} has no function URL: set url = true in nimbus.toml or call CreateFunctionUrlConfig"
         )));
     }
-    serve_http(gw, name, raw_path, "$default".into(), None, req).await
+    let settings = url_settings(&resolved.version.config);
+    if settings.auth_type == "AWS_IAM" {
+        // Fail closed: SigV4 verification is not implemented yet, so nobody may pass.
+        return Err(ApiError::AccessDenied(format!(
+            "function {name}'s URL uses AuthType AWS_IAM, which this server cannot verify yet: \
+             requests are refused (use AuthType NONE on a loopback listener)"
+        )));
+    }
+    let origin = req
+        .headers()
+        .get("origin")
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_string);
+    let cors = Cors::new(&settings.cors, origin.as_deref());
+    if req.method() == axum::http::Method::OPTIONS
+        && req.headers().contains_key("access-control-request-method")
+    {
+        if let Some(cors) = &cors {
+            return Ok(cors.preflight());
+        }
+    }
+    let mut resp = serve_http(gw, name, raw_path, "$default".into(), None, req).await?;
+    if let Some(cors) = cors {
+        cors.apply(resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+/// Lambda function URL CORS for one request whose `Origin` is allowed.
+struct Cors {
+    origin: String,
+    cfg: Value,
+}
+
+impl Cors {
+    fn new(cfg: &Value, origin: Option<&str>) -> Option<Self> {
+        let origin = origin?;
+        let allowed = cfg.get("AllowOrigins")?.as_array()?;
+        let ok = allowed
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|o| o == "*" || o == origin);
+        ok.then(|| Cors {
+            origin: origin.to_string(),
+            cfg: cfg.clone(),
+        })
+    }
+
+    fn list(&self, key: &str) -> Option<String> {
+        let items: Vec<&str> = self
+            .cfg
+            .get(key)?
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        (!items.is_empty()).then(|| items.join(","))
+    }
+
+    fn apply(&self, h: &mut axum::http::HeaderMap) {
+        let mut set = |k: &'static str, v: String| {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+                h.insert(k, v);
+            }
+        };
+        set("access-control-allow-origin", self.origin.clone());
+        if self.cfg.get("AllowCredentials").and_then(Value::as_bool) == Some(true) {
+            set("access-control-allow-credentials", "true".into());
+        }
+        if let Some(e) = self.list("ExposeHeaders") {
+            set("access-control-expose-headers", e);
+        }
+    }
+
+    fn preflight(&self) -> Response {
+        let mut resp = StatusCode::OK.into_response();
+        self.apply(resp.headers_mut());
+        let h = resp.headers_mut();
+        for (key, header) in [
+            ("AllowMethods", "access-control-allow-methods"),
+            ("AllowHeaders", "access-control-allow-headers"),
+        ] {
+            if let Some(v) = self
+                .list(key)
+                .and_then(|v| axum::http::HeaderValue::from_str(&v).ok())
+            {
+                h.insert(header, v);
+            }
+        }
+        if let Some(age) = self.cfg.get("MaxAge").and_then(Value::as_u64) {
+            h.insert("access-control-max-age", age.into());
+        }
+        resp
+    }
 }
 
 /// Serves requests that match no Nimbus path: user routes declared in manifests.
@@ -173,59 +266,87 @@ async fn serve_http(
     }
 }
 
-fn url_config(gw: &Gateway, name: &FunctionName, last_modified: &str) -> Value {
+fn url_config_json(gw: &Gateway, v: &nimbus_core::FunctionVersion) -> Value {
+    let settings = url_settings(&v.config);
     json!({
-        "FunctionUrl": gw.function_url(name),
-        "FunctionArn": arn::function_arn(name.as_str(), None),
-        "AuthType": "NONE",
-        "Cors": {},
-        "CreationTime": last_modified,
-        "LastModifiedTime": last_modified,
+        "FunctionUrl": gw.function_url(&v.name),
+        "FunctionArn": arn::function_arn(v.name.as_str(), None),
+        "AuthType": settings.auth_type,
+        "Cors": settings.cors,
+        "CreationTime": settings.created,
+        "LastModifiedTime": lambda_iso(&v.last_modified),
         "InvokeMode": "BUFFERED",
     })
 }
 
-fn check_url_request(body: &[u8]) -> Result<(), ApiError> {
-    if body.is_empty() {
-        return Ok(());
-    }
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::InvalidParameter(format!("invalid request body: {e}")))?;
-    match v.get("AuthType").and_then(Value::as_str) {
-        None | Some("NONE") => {}
-        Some("AWS_IAM") => {
-            return Err(ApiError::InvalidParameter(
-                "AuthType AWS_IAM is not supported by this server yet: use NONE (URLs listen on loopback by default)".into(),
-            ))
-        }
-        Some(other) => return Err(ApiError::InvalidParameter(format!("invalid AuthType {other:?}: use NONE or AWS_IAM"))),
-    }
-    match v.get("InvokeMode").and_then(Value::as_str) {
-        None | Some("BUFFERED") => Ok(()),
-        Some(other) => Err(ApiError::InvalidParameter(format!(
-            "InvokeMode {other:?} is not supported: use BUFFERED"
-        ))),
-    }
+/// The URL settings of a config (defaults for URLs declared in manifests).
+fn url_settings(config: &FunctionConfig) -> UrlConfig {
+    config.url_config.clone().unwrap_or_else(|| UrlConfig {
+        auth_type: "NONE".into(),
+        cors: json!({}),
+        created: String::new(),
+    })
 }
 
-async fn set_url(
+/// `2021-06-16T10:49:22.524+0000` → `2021-06-16T10:49:22.524Z` (the URL APIs' format).
+fn lambda_iso(last_modified: &str) -> String {
+    last_modified
+        .strip_suffix("+0000")
+        .map(|t| format!("{t}Z"))
+        .unwrap_or_else(|| last_modified.to_string())
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct UrlInput {
+    auth_type: Option<String>,
+    cors: Option<Value>,
+    invoke_mode: Option<String>,
+}
+
+fn parse_url_request(body: &[u8]) -> Result<UrlInput, ApiError> {
+    if body.is_empty() {
+        return Ok(UrlInput::default());
+    }
+    let input: UrlInput = serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidParameter(format!("invalid request body: {e}")))?;
+    if let Some(t) = &input.auth_type {
+        if t != "NONE" && t != "AWS_IAM" {
+            return Err(ApiError::InvalidParameter(format!(
+                "invalid AuthType {t:?}: use NONE or AWS_IAM"
+            )));
+        }
+    }
+    if let Some(m) = &input.invoke_mode {
+        if m != "BUFFERED" {
+            return Err(ApiError::InvalidParameter(format!(
+                "InvokeMode {m:?} is not supported: use BUFFERED"
+            )));
+        }
+    }
+    if let Some(c) = &input.cors {
+        if !c.is_object() {
+            return Err(ApiError::InvalidParameter("Cors must be an object".into()));
+        }
+    }
+    Ok(input)
+}
+
+/// Writes the URL settings into `$LATEST` in place (a URL is not part of a version).
+async fn store_url(
     gw: &Arc<Gateway>,
     name: &FunctionName,
-    enabled: bool,
-) -> Result<String, ApiError> {
-    let cur = gw.store.get(name, None)?;
-    if cur.config.url == enabled {
-        return Ok(cur.last_modified);
-    }
-    // A URL is not part of a version: update `$LATEST` in place, as Lambda does.
-    let mut config = cur.config.clone();
-    config.url = enabled;
+    url: Option<UrlConfig>,
+) -> Result<nimbus_core::FunctionVersion, ApiError> {
+    let mut config = gw.store.get(name, None)?.config;
+    config.url = url.is_some();
+    config.url_config = url;
     let (store, n) = (gw.store.clone(), name.clone());
     let updated =
         tokio::task::spawn_blocking(move || store.update_latest(&n, Some(&config), None, None))
             .await??;
     gw.changed(name)?;
-    Ok(updated.last_modified)
+    Ok(updated)
 }
 
 fn reject_qualifier(function: &str) -> Result<FunctionName, ApiError> {
@@ -238,20 +359,32 @@ fn reject_qualifier(function: &str) -> Result<FunctionName, ApiError> {
     Ok(name)
 }
 
+fn no_url(name: &FunctionName) -> ApiError {
+    ApiError::NotFound(format!("function {name} has no function URL"))
+}
+
 pub(crate) async fn create_url_config(
     State(gw): State<Arc<Gateway>>,
     Path(function): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let name = reject_qualifier(&function)?;
-    check_url_request(&body)?;
+    let input = parse_url_request(&body)?;
     if gw.store.get(&name, None)?.config.url {
         return Err(ApiError::Conflict(format!(
             "function {name} already has a function URL"
         )));
     }
-    let at = set_url(&gw, &name, true).await?;
-    Ok((StatusCode::CREATED, Json(url_config(&gw, &name, &at))).into_response())
+    let created = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(ApiError::internal)?;
+    let settings = UrlConfig {
+        auth_type: input.auth_type.unwrap_or_else(|| "NONE".into()),
+        cors: input.cors.unwrap_or_else(|| json!({})),
+        created,
+    };
+    let v = store_url(&gw, &name, Some(settings)).await?;
+    Ok((StatusCode::CREATED, Json(url_config_json(&gw, &v))).into_response())
 }
 
 pub(crate) async fn update_url_config(
@@ -260,14 +393,20 @@ pub(crate) async fn update_url_config(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let name = reject_qualifier(&function)?;
-    check_url_request(&body)?;
+    let input = parse_url_request(&body)?;
     let cur = gw.store.get(&name, None)?;
     if !cur.config.url {
-        return Err(ApiError::NotFound(format!(
-            "function {name} has no function URL"
-        )));
+        return Err(no_url(&name));
     }
-    Ok(Json(url_config(&gw, &name, &cur.last_modified)))
+    let mut settings = url_settings(&cur.config);
+    if let Some(a) = input.auth_type {
+        settings.auth_type = a;
+    }
+    if let Some(c) = input.cors {
+        settings.cors = c;
+    }
+    let v = store_url(&gw, &name, Some(settings)).await?;
+    Ok(Json(url_config_json(&gw, &v)))
 }
 
 pub(crate) async fn get_url_config(
@@ -277,11 +416,9 @@ pub(crate) async fn get_url_config(
     let name = reject_qualifier(&function)?;
     let cur = gw.store.get(&name, None)?;
     if !cur.config.url {
-        return Err(ApiError::NotFound(format!(
-            "function {name} has no function URL"
-        )));
+        return Err(no_url(&name));
     }
-    Ok(Json(url_config(&gw, &name, &cur.last_modified)))
+    Ok(Json(url_config_json(&gw, &cur)))
 }
 
 pub(crate) async fn delete_url_config(
@@ -290,10 +427,8 @@ pub(crate) async fn delete_url_config(
 ) -> Result<StatusCode, ApiError> {
     let name = reject_qualifier(&function)?;
     if !gw.store.get(&name, None)?.config.url {
-        return Err(ApiError::NotFound(format!(
-            "function {name} has no function URL"
-        )));
+        return Err(no_url(&name));
     }
-    set_url(&gw, &name, false).await?;
+    store_url(&gw, &name, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }

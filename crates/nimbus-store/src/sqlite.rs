@@ -887,7 +887,9 @@ impl Store for SqliteStore {
             config: &config,
             code_sha256: &latest.code_sha256,
             code_size: latest.code_size,
-            compare_description: description.is_none(),
+            // As Lambda: publishing an unchanged $LATEST returns the newest version, whether
+            // or not that version was given a description of its own.
+            compare_description: false,
         };
         let (v, new) = publish_version(&tx, name, &candidate, now)?;
         let version = get_version(&tx, name.as_str(), v)?.ok_or_else(|| {
