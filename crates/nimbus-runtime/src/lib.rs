@@ -52,6 +52,20 @@ pub struct Invocation {
 pub enum Outcome {
     /// The runtime posted a response.
     Success(Bytes),
+    /// The runtime streamed its response (`Lambda-Runtime-Function-Response-Mode:
+    /// streaming`), or posted one in the HTTP-integration format. Nimbus reads it whole
+    /// (the same 6 MB limit) before answering the caller.
+    Streamed {
+        /// The `Content-Type` the runtime declared (Node's default for streams is
+        /// `application/octet-stream`).
+        content_type: Option<String>,
+        /// With `Content-Type: application/vnd.awslambda.http-integration-response`: the
+        /// JSON prelude (`{"statusCode","headers","cookies"}`) that came before the 8 NUL
+        /// bytes. Function URLs and routes build their HTTP response from it; the Invoke
+        /// API returns only `body`.
+        http_prelude: Option<Bytes>,
+        body: Bytes,
+    },
     /// The function or the platform failed the invocation; `body` is the error JSON the
     /// caller receives (with `X-Amz-Function-Error`).
     Error { error_type: String, body: Bytes },

@@ -170,15 +170,7 @@ impl Executor for ProcessExecutor {
         let (next_tx, next_rx) = mpsc::channel::<Pending>(1);
         let state = Arc::new(RapiState::new(next_rx));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let server =
-            axum::serve(listener, rapi::router(state.clone())).with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            });
-        tokio::spawn(async move {
-            if let Err(e) = server.await {
-                debug!("runtime api server ended: {e}");
-            }
-        });
+        tokio::spawn(rapi::serve(listener, state.clone(), stop_rx));
 
         let cgroup = match self
             .cfg

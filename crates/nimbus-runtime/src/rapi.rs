@@ -1,18 +1,52 @@
 //! The Lambda Runtime API served to one instance (`AWS_LAMBDA_RUNTIME_API`).
+//!
+//! Follows the runtime interface emulator (`rapi/handler/*`, `rendering/*`) closely enough
+//! that the official clients (aws-lambda-cpp under the Python and Node RICs, the Rust
+//! `lambda_runtime` crate, aws-lambda-go) run unchanged:
+//!
+//! * `GET next` answers exactly 200 with `Content-Type: application/json` and the
+//!   `Lambda-Runtime-*` headers; every accepted POST answers exactly 202 `{"status":"OK"}`.
+//! * Request bodies may be chunked and may end in trailers (Go always declares them;
+//!   streaming runtimes report a mid-stream failure in `Lambda-Runtime-Function-Error-Type`
+//!   and `Lambda-Runtime-Function-Error-Body`, base64).
+//! * `Lambda-Runtime-Function-Response-Mode: streaming` responses are read to the end
+//!   (Nimbus buffers them, up to the same 6 MB limit) and come back as
+//!   [`Outcome::Streamed`]; a body in the HTTP-integration format
+//!   (`application/vnd.awslambda.http-integration-response`: JSON prelude, 8 NUL bytes,
+//!   body) is split into its prelude and body.
+//! * Refusals use Lambda's shapes: 400 `InvalidRequestID`, 400
+//!   `InvalidFunctionResponseMode`, 400 `TruncatedHTTPRequest`, 403
+//!   `InvalidStateTransition`, 413 `RequestEntityTooLarge`, all as
+//!   `{"errorMessage","errorType"}`.
 
 use crate::{Invocation, Outcome};
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use base64::Engine;
+use http_body_util::BodyExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
 
 /// Lambda's payload cap on the Runtime API (`MaxPayloadSize`, 6 MiB + 100 bytes).
 pub(crate) const MAX_RESPONSE: usize = 6 * 1024 * 1024 + 100;
+/// Room for request headers and trailers: the clients send an X-Ray error cause of up
+/// to 1 MiB in `Lambda-Runtime-Function-XRay-Error-Cause`, and a streamed error body
+/// (base64) arrives as a trailer.
+const MAX_HEADER_BYTES: usize = 2 * 1024 * 1024;
+
+const RESPONSE_MODE: &str = "lambda-runtime-function-response-mode";
+const ERROR_TYPE: &str = "lambda-runtime-function-error-type";
+const ERROR_BODY: &str = "lambda-runtime-function-error-body";
+/// The content type of a response in the HTTP-integration format.
+pub(crate) const HTTP_INTEGRATION: &str = "application/vnd.awslambda.http-integration-response";
+/// What separates the JSON prelude from the body in the HTTP-integration format.
+const PRELUDE_DELIMITER: [u8; 8] = [0; 8];
 
 /// An invocation waiting for the runtime to pick it up.
 pub(crate) struct Pending {
@@ -36,6 +70,8 @@ pub(crate) struct RapiState {
     pub init_error: Mutex<Option<Outcome>>,
     /// When the runtime first asked for work (end of init).
     pub first_next: Mutex<Option<Instant>>,
+    /// Set once the runtime has answered an invocation (init is over for good).
+    answered: Mutex<bool>,
 }
 
 impl RapiState {
@@ -45,6 +81,7 @@ impl RapiState {
             current: Mutex::new(None),
             init_error: Mutex::new(None),
             first_next: Mutex::new(None),
+            answered: Mutex::new(false),
         }
     }
 }
@@ -54,16 +91,55 @@ pub(crate) fn router(state: Arc<RapiState>) -> Router {
         .route("/2018-06-01/runtime/invocation/next", get(next))
         .route(
             "/2018-06-01/runtime/invocation/{id}/response",
-            post(response).layer(DefaultBodyLimit::disable()),
+            post(response),
         )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
-        .layer(DefaultBodyLimit::max(MAX_RESPONSE + 1024))
         .with_state(state)
 }
 
+/// Serves the Runtime API on `listener` until `stop` fires (or is dropped); open
+/// connections are closed then too.
+///
+/// Plain hyper rather than `axum::serve`, for the limits: headers (and trailers) up to
+/// [`MAX_HEADER_BYTES`], and `TCP_NODELAY` so small answers are not delayed.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<RapiState>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let service = hyper_util::service::TowerToHyperService::new(router(state));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .max_buf_size(MAX_HEADER_BYTES + 64 * 1024)
+        .max_header_size(MAX_HEADER_BYTES);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    debug!("runtime api accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while conns.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        conns.spawn(async move {
+            if let Err(e) = conn.await {
+                debug!("runtime api connection ended: {e}");
+            }
+        });
+    }
+    // Dropping the set aborts the connections still open.
+}
+
 fn rapi_error(status: StatusCode, error_type: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "errorType": error_type, "errorMessage": message });
+    let body = serde_json::json!({ "errorMessage": message, "errorType": error_type });
     (
         status,
         [("content-type", "application/json")],
@@ -81,11 +157,39 @@ fn accepted() -> Response {
         .into_response()
 }
 
+fn too_large() -> Response {
+    rapi_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestEntityTooLarge",
+        &format!("Exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."),
+    )
+}
+
+fn truncated() -> Response {
+    rapi_error(
+        StatusCode::BAD_REQUEST,
+        "TruncatedHTTPRequest",
+        "HTTP request detected as truncated",
+    )
+}
+
+fn state_transition(message: &str) -> Response {
+    rapi_error(
+        StatusCode::FORBIDDEN,
+        "InvalidStateTransition",
+        &format!("State transition is not allowed: {message}"),
+    )
+}
+
 async fn next(State(st): State<Arc<RapiState>>) -> Response {
     st.first_next
         .lock()
         .unwrap()
         .get_or_insert_with(Instant::now);
+    if st.current.lock().unwrap().is_some() {
+        // The runtime asks for more work without answering the invocation it holds.
+        return state_transition("the invocation in progress has not been answered");
+    }
     let pending = {
         let mut rx = st.next_rx.lock().await;
         match rx.recv().await {
@@ -108,8 +212,12 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
     });
     let _ = picked.send(now);
 
+    // As the emulator renders them (`renderInvokeHeaders`): empty values are left out.
     let mut headers = HeaderMap::new();
     let mut put = |name: &'static str, value: &str| {
+        if value.is_empty() {
+            return;
+        }
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
@@ -123,6 +231,7 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
     if let Some(c) = &inv.client_context {
         put("lambda-runtime-client-context", c);
     }
+    // Exactly this value: Python's RIC unmarshals the event only for `application/json`.
     put("content-type", "application/json");
     (StatusCode::OK, headers, Body::from(inv.payload)).into_response()
 }
@@ -143,11 +252,7 @@ impl IntoResponse for Refusal {
                 "InvalidRequestID",
                 "Invalid request ID",
             ),
-            Refusal::NoInvocation => rapi_error(
-                StatusCode::FORBIDDEN,
-                "InvalidStateTransition",
-                "State transition is not allowed: no invocation in progress",
-            ),
+            Refusal::NoInvocation => state_transition("no invocation in progress"),
         }
     }
 }
@@ -156,9 +261,254 @@ impl IntoResponse for Refusal {
 fn take_current(st: &RapiState, id: &str) -> Result<oneshot::Sender<Outcome>, Refusal> {
     let mut cur = st.current.lock().unwrap();
     match cur.as_ref() {
-        Some(c) if c.request_id == id => Ok(cur.take().unwrap().reply),
+        Some(c) if c.request_id == id => {
+            *st.answered.lock().unwrap() = true;
+            Ok(cur.take().unwrap().reply)
+        }
         Some(_) => Err(Refusal::InvalidRequestId),
         None => Err(Refusal::NoInvocation),
+    }
+}
+
+/// A request body read to its end.
+struct ReadBody {
+    data: Bytes,
+    trailers: Option<HeaderMap>,
+}
+
+enum ReadError {
+    /// More than the limit (declared by `Content-Length` or sent).
+    TooLarge,
+    /// The connection broke before the end of the body.
+    Truncated,
+}
+
+/// How much of an oversized body is still read (and dropped) before the 413, so that the
+/// runtime reads the answer instead of a connection reset.
+const DRAIN_MAX: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Reads a body (fixed-length or chunked) and its trailers, never buffering more than
+/// `limit` bytes.
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<ReadBody, ReadError> {
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > (limit + DRAIN_MAX) as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    let mut trailers: Option<HeaderMap> = None;
+    let mut drain_until = None;
+    loop {
+        let frame = match drain_until {
+            None => body.frame().await,
+            Some(until) => match tokio::time::timeout_at(until, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => return Err(ReadError::TooLarge),
+            },
+        };
+        let Some(frame) = frame else { break };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(_) if drain_until.is_some() => return Err(ReadError::TooLarge),
+            Err(_) => return Err(ReadError::Truncated),
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                len += data.len();
+                if len > limit + DRAIN_MAX {
+                    return Err(ReadError::TooLarge);
+                }
+                if len > limit {
+                    chunks.clear();
+                    drain_until.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_TIME);
+                } else {
+                    chunks.push(data);
+                }
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers.get_or_insert_with(HeaderMap::new).extend(t);
+                }
+            }
+        }
+    }
+    if len > limit || declared.is_some_and(|n| n > limit as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let data = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap(),
+        _ => {
+            let mut buf = Vec::with_capacity(len);
+            for c in &chunks {
+                buf.extend_from_slice(c);
+            }
+            Bytes::from(buf)
+        }
+    };
+    Ok(ReadBody { data, trailers })
+}
+
+/// The error type Lambda records for a `Lambda-Runtime-Function-Error-Type` value
+/// (`fatalerror.GetValidRuntimeOrFunctionErrorType`): kept when it contains
+/// `(Runtime|Function)\.[A-Z][a-zA-Z]+` (the emulator's unanchored match), otherwise
+/// `Function.Unknown` for `Function.…` values and `Runtime.Unknown` for the rest.
+pub(crate) fn valid_error_type(value: &str) -> String {
+    let matches_at = |i: usize| {
+        let rest = &value[i..];
+        let Some(after) = rest
+            .strip_prefix("Runtime.")
+            .or_else(|| rest.strip_prefix("Function."))
+        else {
+            return false;
+        };
+        let mut chars = after.chars();
+        chars.next().is_some_and(|c| c.is_ascii_uppercase())
+            && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+    };
+    if value.char_indices().any(|(i, _)| matches_at(i)) {
+        value.to_string()
+    } else if value.starts_with("Function.") {
+        "Function.Unknown".to_string()
+    } else {
+        "Runtime.Unknown".to_string()
+    }
+}
+
+/// The error type of a posted error: from the header when there is one, else the body's
+/// `errorType` (Go sends no header), else `fallback`.
+fn error_type(headers: &HeaderMap, body: &[u8], fallback: &str) -> String {
+    if let Some(t) = headers.get(ERROR_TYPE) {
+        return valid_error_type(t.to_str().unwrap_or_default().trim());
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("errorType")
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+        })
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+/// A function error reported after (or instead of) a response body: the trailers
+/// `Lambda-Runtime-Function-Error-Type` and `Lambda-Runtime-Function-Error-Body` (base64
+/// of the error JSON). The caller receives the decoded body; a body that is not JSON is
+/// wrapped as `{"errorType","errorMessage"}`.
+fn reported_error(error_type: &str, body_b64: Option<&[u8]>) -> Outcome {
+    let error_type = valid_error_type(error_type.trim());
+    let decoded = body_b64.and_then(|b| {
+        base64::engine::general_purpose::STANDARD
+            .decode(trim_ascii(b))
+            .ok()
+    });
+    match decoded {
+        Some(body) if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() => {
+            Outcome::Error {
+                error_type,
+                body: Bytes::from(body),
+            }
+        }
+        Some(body) => {
+            let message = String::from_utf8_lossy(&body).into_owned();
+            Outcome::platform_error(&error_type, message)
+        }
+        None => Outcome::platform_error(
+            &error_type,
+            "The function failed while streaming its response",
+        ),
+    }
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &b[start..end]
+}
+
+/// The error trailers, when the runtime sent a non-empty error type in them.
+fn trailer_error(trailers: Option<&HeaderMap>) -> Option<Outcome> {
+    let t = trailers?;
+    let error_type = t.get(ERROR_TYPE)?.to_str().ok()?.trim();
+    if error_type.is_empty() {
+        return None;
+    }
+    Some(reported_error(
+        error_type,
+        t.get(ERROR_BODY).map(HeaderValue::as_bytes),
+    ))
+}
+
+/// The Rust client (`lambda_runtime`, `ToStreamErrorTrailer`) writes a mid-stream error
+/// as two header lines at the end of the body instead of as trailers:
+/// `Lambda-Runtime-Function-Error-Type: T\r\nLambda-Runtime-Function-Error-Body: B\r\n`.
+fn error_lines_in_body(body: &[u8]) -> Option<Outcome> {
+    const TYPE: &[u8] = b"Lambda-Runtime-Function-Error-Type: ";
+    const BODY: &[u8] = b"\r\nLambda-Runtime-Function-Error-Body: ";
+    let tail = body.strip_suffix(b"\r\n")?;
+    let start = tail.windows(TYPE.len()).rposition(|w| w == TYPE)?;
+    let rest = &tail[start + TYPE.len()..];
+    let split = rest.windows(BODY.len()).position(|w| w == BODY)?;
+    let error_type = std::str::from_utf8(&rest[..split]).ok()?;
+    let b64 = &rest[split + BODY.len()..];
+    if error_type.contains(['\r', '\n']) || b64.contains(&b'\n') {
+        return None;
+    }
+    Some(reported_error(error_type, Some(b64)))
+}
+
+/// Splits a body in the HTTP-integration format into its JSON prelude and the body after
+/// the 8 NUL bytes (JSON text cannot contain a NUL byte, so the first run is the
+/// delimiter). `None` when there is no delimiter.
+pub(crate) fn split_prelude(body: &Bytes) -> Option<(Bytes, Bytes)> {
+    let at = body
+        .windows(PRELUDE_DELIMITER.len())
+        .position(|w| w == PRELUDE_DELIMITER)?;
+    Some((body.slice(..at), body.slice(at + PRELUDE_DELIMITER.len()..)))
+}
+
+/// What a `/response` post (read in full, without error trailers) means.
+fn response_outcome(headers: &HeaderMap, streaming: bool, body: Bytes) -> Outcome {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string());
+    let http_integration = content_type.as_deref().is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case(HTTP_INTEGRATION))
+    });
+    if !streaming && !http_integration {
+        return Outcome::Success(body);
+    }
+    if streaming {
+        if let Some(err) = error_lines_in_body(&body) {
+            return err;
+        }
+    }
+    let (http_prelude, body) = match http_integration.then(|| split_prelude(&body)).flatten() {
+        Some((prelude, rest)) => (Some(prelude), rest),
+        None => (None, body),
+    };
+    Outcome::Streamed {
+        content_type,
+        http_prelude,
+        body,
     }
 }
 
@@ -168,71 +518,97 @@ async fn response(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(mode) = headers.get("lambda-runtime-function-response-mode") {
-        if mode.as_bytes() != b"streaming" {
-            return rapi_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidFunctionResponseMode",
-                "Invalid function response mode",
-            );
+    // The emulator's order: state (403), response mode (400), request id (400).
+    let streaming = match headers.get(RESPONSE_MODE) {
+        None => false,
+        Some(mode) if mode.as_bytes() == b"streaming" => true,
+        Some(mode) => {
+            let mode = String::from_utf8_lossy(mode.as_bytes()).into_owned();
+            return match take_current(&st, &id) {
+                Err(Refusal::NoInvocation) => Refusal::NoInvocation.into_response(),
+                other => {
+                    // The invocation fails (`Runtime.InvalidResponseModeHeader`).
+                    if let Ok(reply) = other {
+                        let _ = reply.send(Outcome::platform_error(
+                            "Runtime.InvalidResponseModeHeader",
+                            format!("Invalid Lambda-Runtime-Function-Response-Mode {mode:?}: the only accepted value is streaming"),
+                        ));
+                    }
+                    rapi_error(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidFunctionResponseMode",
+                        "Invalid function response mode",
+                    )
+                }
+            };
         }
-    }
+    };
     let reply = match take_current(&st, &id) {
         Ok(r) => r,
         Err(refusal) => return refusal.into_response(),
     };
     // Read at most the limit: a hostile runtime cannot make us buffer more.
-    let Ok(body) = axum::body::to_bytes(body, MAX_RESPONSE).await else {
-        let _ = reply.send(Outcome::platform_error(
-            "Function.ResponseSizeTooLarge",
-            format!("Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."),
-        ));
-        return rapi_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            &format!("Exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."),
-        );
-    };
-    let _ = reply.send(Outcome::Success(body));
-    accepted()
-}
-
-/// Error type from the header when it has Lambda's shape, else from the body.
-fn error_type(headers: &HeaderMap, body: &[u8], fallback: &str) -> String {
-    if let Some(t) = headers
-        .get("lambda-runtime-function-error-type")
-        .and_then(|v| v.to_str().ok())
-    {
-        if t.starts_with("Runtime.") || t.starts_with("Function.") {
-            return t.to_string();
+    let read = match read_body(&headers, body, MAX_RESPONSE).await {
+        Ok(r) => r,
+        Err(ReadError::TooLarge) => {
+            let _ = reply.send(Outcome::platform_error(
+                "Function.ResponseSizeTooLarge",
+                format!("Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."),
+            ));
+            return too_large();
         }
-    }
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("errorType")
-                .and_then(|t| t.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| fallback.to_string())
+        Err(ReadError::Truncated) => {
+            let _ = reply.send(Outcome::platform_error(
+                "Runtime.TruncatedResponse",
+                "The runtime's response ended before its end (the connection broke)",
+            ));
+            return truncated();
+        }
+    };
+    let outcome = trailer_error(read.trailers.as_ref())
+        .unwrap_or_else(|| response_outcome(&headers, streaming, read.data));
+    let _ = reply.send(outcome);
+    accepted()
 }
 
 async fn error(
     State(st): State<Arc<RapiState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let reply = match take_current(&st, &id) {
         Ok(r) => r,
         Err(refusal) => return refusal.into_response(),
+    };
+    let body = match read_body(&headers, body, MAX_RESPONSE).await {
+        Ok(r) => r.data,
+        Err(e) => {
+            let _ = reply.send(Outcome::platform_error(
+                "Function.ResponseSizeTooLarge",
+                format!("Error payload size exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."),
+            ));
+            return match e {
+                ReadError::TooLarge => too_large(),
+                ReadError::Truncated => truncated(),
+            };
+        }
     };
     let error_type = error_type(&headers, &body, "Function.Unknown");
     let _ = reply.send(Outcome::Error { error_type, body });
     accepted()
 }
 
-async fn init_error(State(st): State<Arc<RapiState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn init_error(State(st): State<Arc<RapiState>>, headers: HeaderMap, body: Body) -> Response {
+    // Init is over once the runtime has answered an invocation, and it fails only once.
+    if *st.answered.lock().unwrap() || st.init_error.lock().unwrap().is_some() {
+        return state_transition("init is over");
+    }
+    let body = match read_body(&headers, body, MAX_RESPONSE).await {
+        Ok(r) => r.data,
+        Err(ReadError::TooLarge) => return too_large(),
+        Err(ReadError::Truncated) => return truncated(),
+    };
     let error_type = error_type(&headers, &body, "Runtime.Unknown");
     let outcome = Outcome::Error { error_type, body };
     // If an invocation is already in progress, it fails with the init error at once.
@@ -241,4 +617,228 @@ async fn init_error(State(st): State<Arc<RapiState>>, headers: HeaderMap, body: 
     }
     *st.init_error.lock().unwrap() = Some(outcome);
     accepted()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn error_types_are_validated_like_the_emulator() {
+        assert_eq!(
+            valid_error_type("Runtime.ImportModuleError"),
+            "Runtime.ImportModuleError"
+        );
+        assert_eq!(valid_error_type("Function.MyError"), "Function.MyError");
+        // Unanchored, as Go's regexp.MatchString.
+        assert_eq!(valid_error_type("X-Runtime.Exit"), "X-Runtime.Exit");
+        assert_eq!(valid_error_type("unhandled"), "Runtime.Unknown");
+        assert_eq!(valid_error_type("Runtime.E"), "Runtime.Unknown");
+        assert_eq!(valid_error_type("Runtime.lower"), "Runtime.Unknown");
+        assert_eq!(valid_error_type("Function.x"), "Function.Unknown");
+        assert_eq!(valid_error_type(""), "Runtime.Unknown");
+    }
+
+    #[test]
+    fn prelude_is_split_at_the_first_eight_nuls() {
+        let body = Bytes::from_static(b"{\"statusCode\":201}\0\0\0\0\0\0\0\0a\0\0\0\0\0\0\0\0b");
+        let (p, b) = split_prelude(&body).unwrap();
+        assert_eq!(&p[..], b"{\"statusCode\":201}");
+        assert_eq!(&b[..], b"a\0\0\0\0\0\0\0\0b");
+        assert!(split_prelude(&Bytes::from_static(b"{}\0\0\0")).is_none());
+    }
+
+    #[test]
+    fn rust_error_lines_at_the_end_of_a_stream_are_an_error() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode("stream broke");
+        let body = format!("chunk1chunk2Lambda-Runtime-Function-Error-Type: Runtime.StreamError\r\nLambda-Runtime-Function-Error-Body: {b64}\r\n");
+        match error_lines_in_body(body.as_bytes()) {
+            Some(Outcome::Error { error_type, body }) => {
+                assert_eq!(error_type, "Runtime.StreamError");
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(v["errorMessage"], "stream broke");
+                assert_eq!(v["errorType"], "Runtime.StreamError");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(error_lines_in_body(b"just data\r\n").is_none());
+    }
+
+    #[test]
+    fn missing_header_takes_the_body_error_type() {
+        let h = HeaderMap::new();
+        assert_eq!(
+            error_type(&h, br#"{"errorType":"ValueError"}"#, "Function.Unknown"),
+            "ValueError"
+        );
+        assert_eq!(
+            error_type(&h, b"nope", "Function.Unknown"),
+            "Function.Unknown"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(ERROR_TYPE, HeaderValue::from_static("unhandled"));
+        assert_eq!(
+            error_type(&h, br#"{"errorType":"ValueError"}"#, "Function.Unknown"),
+            "Runtime.Unknown"
+        );
+    }
+
+    /// A Runtime API on loopback with one invocation queued.
+    async fn start() -> (String, mpsc::Sender<Pending>, oneshot::Sender<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = mpsc::channel(1);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        tokio::spawn(serve(listener, Arc::new(RapiState::new(rx)), stop_rx));
+        (addr, tx, stop_tx)
+    }
+
+    fn invocation(tx: &mpsc::Sender<Pending>, id: &str) -> oneshot::Receiver<Outcome> {
+        let (picked, _) = oneshot::channel();
+        let (reply, reply_rx) = oneshot::channel();
+        tx.try_send(Pending {
+            inv: Invocation {
+                request_id: id.into(),
+                payload: Bytes::from_static(b"{\"x\":1}"),
+                invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+                trace_id: Some("Root=1-5e1b4151-5ac6c58f5b5dbd6a6b5e6a5c;Sampled=0".into()),
+                client_context: Some(r#"{"custom":{"k":"v"}}"#.into()),
+            },
+            timeout: Duration::from_secs(3),
+            picked,
+            reply,
+        })
+        .ok()
+        .unwrap();
+        reply_rx
+    }
+
+    /// Sends raw bytes on a new connection; returns the whole answer (connection closed).
+    async fn raw(addr: &str, request: &[u8]) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn status_of(answer: &str) -> u16 {
+        answer[9..12].parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn next_chunked_trailers_and_refusals() {
+        let (addr, tx, _stop) = start().await;
+        let reply = invocation(&tx, "rid-1");
+        let next = raw(
+            &addr,
+            b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status_of(&next), 200, "{next}");
+        let lower = next.to_ascii_lowercase();
+        for h in [
+            "content-type: application/json\r\n",
+            "lambda-runtime-aws-request-id: rid-1\r\n",
+            "lambda-runtime-deadline-ms: ",
+            "lambda-runtime-invoked-function-arn: arn:aws:lambda:",
+            "lambda-runtime-trace-id: root=1-",
+            "lambda-runtime-client-context: {\"custom\":{\"k\":\"v\"}}\r\n",
+        ] {
+            assert!(lower.contains(h), "missing {h:?} in {next}");
+        }
+        assert!(next.ends_with("{\"x\":1}"), "{next}");
+
+        // Another runtime's id: 400 InvalidRequestID; bad mode: 400 and the invocation fails.
+        let other = raw(&addr, b"POST /2018-06-01/runtime/invocation/nope/response HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}").await;
+        assert_eq!(status_of(&other), 400, "{other}");
+        assert!(
+            other.contains(r#""errorType":"InvalidRequestID""#),
+            "{other}"
+        );
+
+        // Go-style: chunked, trailers declared, a trailer error after the data.
+        let b64 = base64::engine::general_purpose::STANDARD
+            .encode(r#"{"errorType":"Oops","errorMessage":"mid-stream"}"#);
+        let req = format!("POST /2018-06-01/runtime/invocation/rid-1/response HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nLambda-Runtime-Function-Response-Mode: streaming\r\nTrailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n\r\n5\r\nhello\r\n0\r\nLambda-Runtime-Function-Error-Type: Function.Oops\r\nLambda-Runtime-Function-Error-Body: {b64}\r\n\r\n");
+        let ans = raw(&addr, req.as_bytes()).await;
+        assert_eq!(status_of(&ans), 202, "{ans}");
+        assert!(ans.ends_with(r#"{"status":"OK"}"#), "{ans}");
+        match reply.await.unwrap() {
+            Outcome::Error { error_type, body } => {
+                assert_eq!(error_type, "Function.Oops");
+                assert_eq!(
+                    &body[..],
+                    br#"{"errorType":"Oops","errorMessage":"mid-stream"}"#
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Nothing in progress now: 403.
+        let late = raw(&addr, b"POST /2018-06-01/runtime/invocation/rid-1/response HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}").await;
+        assert_eq!(status_of(&late), 403, "{late}");
+        assert!(
+            late.contains(r#""errorType":"InvalidStateTransition""#),
+            "{late}"
+        );
+
+        // Chunked with empty trailers and a prelude: a streamed HTTP response.
+        let reply = invocation(&tx, "rid-2");
+        raw(&addr, b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let prelude = b"{\"statusCode\":201}\0\0\0\0\0\0\0\0";
+        let mut req = format!("POST /2018-06-01/runtime/invocation/rid-2/response HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nContent-Type: {HTTP_INTEGRATION}\r\nLambda-Runtime-Function-Response-Mode: streaming\r\nTrailer: Lambda-Runtime-Function-Error-Type\r\n\r\n{:x}\r\n", prelude.len()).into_bytes();
+        req.extend_from_slice(prelude);
+        req.extend_from_slice(
+            b"\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\nLambda-Runtime-Function-Error-Type: \r\n\r\n",
+        );
+        let ans = raw(&addr, &req).await;
+        assert_eq!(status_of(&ans), 202, "{ans}");
+        match reply.await.unwrap() {
+            Outcome::Streamed {
+                content_type,
+                http_prelude,
+                body,
+            } => {
+                assert_eq!(content_type.as_deref(), Some(HTTP_INTEGRATION));
+                assert_eq!(&http_prelude.unwrap()[..], b"{\"statusCode\":201}");
+                assert_eq!(&body[..], b"abcdef");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Too large by Content-Length: 413 in Lambda's shape, and the invocation fails.
+        let reply = invocation(&tx, "rid-3");
+        raw(&addr, b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let ans = raw(&addr, format!("POST /2018-06-01/runtime/invocation/rid-3/response HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", MAX_RESPONSE + DRAIN_MAX + 1).as_bytes()).await;
+        assert_eq!(status_of(&ans), 413, "{ans}");
+        assert!(ans.contains(r#"{"errorMessage":"Exceeded maximum allowed payload size (6291556 bytes).","errorType":"RequestEntityTooLarge"}"#), "{ans}");
+        match reply.await.unwrap() {
+            Outcome::Error { error_type, .. } => {
+                assert_eq!(error_type, "Function.ResponseSizeTooLarge")
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // An invalid response mode fails the invocation with a 400.
+        let reply = invocation(&tx, "rid-4");
+        raw(&addr, b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let ans = raw(&addr, b"POST /2018-06-01/runtime/invocation/rid-4/response HTTP/1.1\r\nHost: x\r\nConnection: close\r\nLambda-Runtime-Function-Response-Mode: buffered\r\nContent-Length: 2\r\n\r\n{}").await;
+        assert_eq!(status_of(&ans), 400, "{ans}");
+        assert!(
+            ans.contains(r#""errorType":"InvalidFunctionResponseMode""#),
+            "{ans}"
+        );
+        match reply.await.unwrap() {
+            Outcome::Error { error_type, .. } => {
+                assert_eq!(error_type, "Runtime.InvalidResponseModeHeader")
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // init/error once an invocation was answered: 403.
+        let ans = raw(&addr, b"POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}").await;
+        assert_eq!(status_of(&ans), 403, "{ans}");
+    }
 }
