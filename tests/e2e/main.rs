@@ -7,5 +7,6 @@ mod cli;
 mod durability;
 mod http;
 mod limits;
+mod python;
 mod runtimes;
 mod up;

@@ -139,8 +139,12 @@ _SERVER = None
 def nimbus(tmp_path_factory):
     """The running server (session-wide)."""
     global _SERVER
-    srv = NimbusServer(nimbus_bin(), tmp_path_factory.mktemp("nimbus"))
-    srv.start()
+    try:
+        srv = NimbusServer(nimbus_bin(), tmp_path_factory.mktemp("nimbus"))
+        srv.start()
+    except RuntimeError as e:
+        # Every test needs the server: stop the session with one clear message.
+        pytest.exit(f"cannot start the nimbus server: {e}", returncode=3)
     _SERVER = srv
     try:
         yield srv

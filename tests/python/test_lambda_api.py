@@ -58,6 +58,7 @@ def test_create_function_returns_full_configuration(lambda_client, make_function
         Environment={"Variables": {"T_ONE": "1"}},
     )
     assert http_status(resp) == 201
+    assert resp["ResponseMetadata"].get("RequestId"), "x-amzn-RequestId missing"
     assert resp["FunctionName"] == name
     assert fn_arn_re(name).match(resp["FunctionArn"]), resp["FunctionArn"]
     assert resp["Runtime"] == "python3.11"
