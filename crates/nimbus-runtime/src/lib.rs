@@ -8,6 +8,7 @@
 
 mod cgroup;
 mod error;
+mod java;
 mod logs;
 mod process;
 mod rapi;

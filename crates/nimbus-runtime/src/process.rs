@@ -1,6 +1,7 @@
 //! The process executor: one child process per instance.
 
 use crate::cgroup::{Cgroup, MemoryLimits};
+use crate::java::JavaRuntime;
 use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind};
 use crate::rapi::{self, Pending, RapiState};
 use crate::{Executor, Instance, InstanceSpec, Invocation, InvokeResult, Outcome, RuntimeError};
@@ -36,6 +37,8 @@ pub struct ProcessExecutorConfig {
     pub node: PathBuf,
     /// The host `python3`.
     pub python: PathBuf,
+    /// The host `java` (a JDK: `javac` next to it or on `PATH` compiles the bootstrap).
+    pub java: PathBuf,
     pub memory: MemoryLimits,
 }
 
@@ -45,6 +48,7 @@ pub struct ProcessExecutor {
     logs: LogSink,
     /// `PATH` handed to functions.
     path_env: String,
+    java: JavaRuntime,
 }
 
 impl ProcessExecutor {
@@ -59,7 +63,10 @@ impl ProcessExecutor {
             std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         cfg.node = resolve(&cfg.node, &path_env);
         cfg.python = resolve_python(&cfg.python, &path_env);
-        info!(node = %cfg.node.display(), python = %cfg.python.display(), memory_limits = cfg.memory.describe(), "process executor ready");
+        cfg.java = resolve(&cfg.java, &path_env);
+        // Compiled lazily, at the first Java cold start.
+        let java = JavaRuntime::new(cfg.java.clone(), cfg.runtimes_dir.join("java"), &path_env);
+        info!(node = %cfg.node.display(), python = %cfg.python.display(), java = %java.java().display(), memory_limits = cfg.memory.describe(), "process executor ready");
         if let MemoryLimits::Unavailable { reason } = &cfg.memory {
             warn!("memory limits are NOT enforced on this host ({reason}); run as root on a host with cgroups to enforce them");
         }
@@ -67,6 +74,7 @@ impl ProcessExecutor {
             cfg,
             logs,
             path_env,
+            java,
         })
     }
 
@@ -85,9 +93,9 @@ impl ProcessExecutor {
                 vec![self.cfg.runtimes_dir.join("python/bootstrap.py")],
             ),
             RuntimeFamily::Java => {
-                return Err(RuntimeError::InvalidEntrypoint(
-                    "the Java runtime is not available in this build yet".into(),
-                ))
+                // Compiles the bootstrap on first use (blocking this worker for seconds, once).
+                let (java, args) = self.java.command(&spec.code_dir, spec.config.memory_mb)?;
+                (java, args.into_iter().map(PathBuf::from).collect())
             }
             RuntimeFamily::Provided => {
                 let bootstrap = spec.code_dir.join("bootstrap");

@@ -86,6 +86,9 @@ impl Server {
                 python: std::env::var_os("NIMBUS_PYTHON")
                     .map(PathBuf::from)
                     .unwrap_or_else(|| "python3".into()),
+                java: std::env::var_os("NIMBUS_JAVA")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| "java".into()),
                 memory: memory.clone(),
             },
             sink,
