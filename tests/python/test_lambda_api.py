@@ -592,6 +592,14 @@ def test_invoke_body_not_json_is_invalid_request_content(lambda_client, make_fun
     assert_client_error(e, "InvalidRequestContentException", 400)
 
 
+def test_invoke_payload_over_6mb_is_request_too_large(lambda_client, make_function):
+    name = make_function()["FunctionName"]
+    payload = json.dumps({"blob": "x" * (6 * 1024 * 1024 + 1024)}).encode()
+    with pytest.raises(lambda_client.exceptions.RequestTooLargeException) as e:
+        lambda_client.invoke(FunctionName=name, Payload=payload)
+    assert_client_error(e, "RequestTooLargeException", 413)
+
+
 # --------------------------------------------------------------------------------------------
 # Reserved concurrency
 # --------------------------------------------------------------------------------------------
@@ -619,6 +627,25 @@ def test_reserved_concurrency_zero_throttles(lambda_client, make_function):
     assert "ReservedConcurrentExecutions" not in got
     resp, out = invoke_json(lambda_client, FunctionName=name, Payload={})
     assert resp["StatusCode"] == 200 and out["tag"] == "v1"
+
+
+def test_reserved_concurrency_counts_against_unreserved(lambda_client, make_function):
+    name = make_function()["FunctionName"]
+    limits = lambda_client.get_account_settings()["AccountLimit"]
+    before = limits["UnreservedConcurrentExecutions"]
+    lambda_client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=5)
+    after = lambda_client.get_account_settings()["AccountLimit"]
+    assert after["UnreservedConcurrentExecutions"] == before - 5
+    # Reserving the whole account would leave nothing unreserved: Lambda refuses.
+    with pytest.raises(lambda_client.exceptions.InvalidParameterValueException) as e:
+        lambda_client.put_function_concurrency(
+            FunctionName=name, ReservedConcurrentExecutions=limits["ConcurrentExecutions"])
+    assert_client_error(e, "InvalidParameterValueException", 400)
+    assert lambda_client.get_function_concurrency(FunctionName=name)[
+        "ReservedConcurrentExecutions"] == 5
+    lambda_client.delete_function_concurrency(FunctionName=name)
+    assert lambda_client.get_account_settings()["AccountLimit"][
+        "UnreservedConcurrentExecutions"] == before
 
 
 def test_reserved_concurrency_positive_allows_invokes(lambda_client, make_function):
