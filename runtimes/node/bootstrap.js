@@ -313,9 +313,9 @@ async function loadHandler() {
   };
 }
 
-// awslambda.streamifyResponse / HttpResponseStream, as Lambda provides them.
-// Nimbus buffers streamed responses (see runStreaming).
-const PRELUDE = Symbol('nimbus.httpPrelude');
+// awslambda.streamifyResponse / HttpResponseStream, as Lambda provides them
+// (the Node RIC's UserFunction.js and HttpResponseStream.js). The stream itself
+// is built by runStreaming.
 function installAwsLambdaGlobal() {
   if (env.AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA === '1' || env.AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA === 'true') return;
   globalThis.awslambda = {
@@ -324,9 +324,14 @@ function installAwsLambdaGlobal() {
       return handler;
     },
     HttpResponseStream: class HttpResponseStream {
+      // The body becomes: JSON prelude, 8 NUL bytes, then what the handler writes.
       static from(stream, prelude) {
-        if (stream.setContentType) stream.setContentType('application/vnd.awslambda.http-integration-response');
-        stream[PRELUDE] = prelude || {};
+        stream.setContentType('application/vnd.awslambda.http-integration-response');
+        const json = JSON.stringify(prelude || {});
+        stream._onBeforeFirstWrite = (write) => {
+          write(json);
+          write(new Uint8Array(8));
+        };
         return stream;
       }
     },
@@ -477,8 +482,18 @@ function runInvocation(h, inv) {
     try {
       const context = buildContext(inv.headers, id, callbackContext);
       if (h.streaming) {
-        returnedPromise = true;
-        runStreaming(h.fn, event, context, report);
+        // The response goes out as it is written; callbacks do not apply.
+        finished = true;
+        reported = true;
+        const s = runStreaming(h.fn, event, context, id);
+        beforeExitHook = s.onEmptyLoop;
+        s.done.then(
+          () => {
+            beforeExitHook = null;
+            settle();
+          },
+          (e) => apiFailure('streaming the response failed', e),
+        );
         return;
       }
       const result = h.fn(event, context, callback);
@@ -495,57 +510,156 @@ function runInvocation(h, inv) {
   });
 }
 
-// Buffered emulation of response streaming: collect what the handler writes,
-// then post it as one response. With HttpResponseStream.from(...) the body
-// becomes a function-URL response object (body base64-encoded).
-function runStreaming(fn, event, context, report) {
+// Response streaming, as the Node RIC does it (ResponseStream.js, Runtime.js):
+// the handler writes to a stream that is the body of a chunked POST to
+// /response with `Lambda-Runtime-Function-Response-Mode: streaming`. The
+// request starts at the first write (until then the content type may change).
+// The invocation ends when the handler's promise has resolved and the stream
+// has been ended; a failure is reported in the trailers
+// Lambda-Runtime-Function-Error-Type and Lambda-Runtime-Function-Error-Body
+// (base64 of the error JSON).
+// Returns { done: settled once the Runtime API answered, onEmptyLoop() }.
+function runStreaming(fn, event, context, id) {
   const { Writable } = require('stream');
-  const chunks = [];
+  let req = null;
+  let answer = null;
   let contentType = 'application/octet-stream';
+  let first = true;
+  let closed = false; // the request was ended (normally or with error trailers)
+
+  const open = () => {
+    if (req) return req;
+    req = http.request({
+      host: API.host,
+      port: API.port,
+      method: 'POST',
+      path: `${API_PREFIX}/invocation/${encodeURIComponent(id)}/response`,
+      agent,
+      headers: {
+        'Content-Type': contentType,
+        'Lambda-Runtime-Function-Response-Mode': 'streaming',
+        'Transfer-Encoding': 'chunked',
+        Trailer: 'Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body',
+      },
+    });
+    answer = new Promise((resolve, reject) => {
+      req.on('response', (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+    });
+    return req;
+  };
+  const beforeFirstWrite = (r) => {
+    if (!first) return;
+    first = false;
+    if (typeof stream._onBeforeFirstWrite === 'function') stream._onBeforeFirstWrite((c) => r.write(c));
+  };
+
   const stream = new Writable({
-    write(chunk, enc, cb) {
-      chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk, enc));
-      cb();
+    write(chunk, _enc, cb) {
+      if (closed) return cb();
+      const r = open();
+      beforeFirstWrite(r);
+      r.write(chunk, () => cb());
+    },
+    final(cb) {
+      if (closed) return cb();
+      const r = open();
+      beforeFirstWrite(r);
+      closed = true;
+      r.end(() => cb());
     },
   });
+  // Like the RIC: anything but a string or bytes is written as JSON.
+  const write = stream.write.bind(stream);
+  stream.write = (chunk, encoding, cb) => {
+    if (typeof chunk !== 'string' && !Buffer.isBuffer(chunk) && !(chunk instanceof Uint8Array)) {
+      chunk = JSON.stringify(chunk);
+    }
+    return write(chunk, encoding, cb);
+  };
   stream.setContentType = (t) => {
+    if (req) throw new Error('Cannot set content-type, too late.');
     contentType = t;
   };
-  const finish = () => {
-    const buf = Buffer.concat(chunks);
-    const prelude = stream[PRELUDE];
-    if (prelude) {
-      report(false, {
-        statusCode: prelude.statusCode || 200,
-        headers: prelude.headers || {},
-        cookies: prelude.cookies || [],
-        body: buf.toString('base64'),
-        isBase64Encoded: true,
-      });
-    } else if (/json/i.test(contentType)) {
-      let value;
-      try {
-        value = JSON.parse(buf.toString('utf8'));
-      } catch (_) {
-        value = buf.toString('utf8');
+
+  let settle;
+  const done = new Promise((resolve, reject) => {
+    settle = { resolve, reject };
+  });
+  let settled = false;
+  const settleWith = () => {
+    if (settled) return;
+    settled = true;
+    answer.then((res) => {
+      if (res.status < 200 || res.status > 299) {
+        process.stderr.write(
+          `nimbus node bootstrap: streaming the response returned ${res.status}: ${res.body.toString('utf8').slice(0, 500)}\n`,
+        );
       }
-      report(false, value);
-    } else {
-      report(false, buf.toString('utf8'));
-    }
+      settle.resolve();
+    }, settle.reject);
   };
-  Promise.resolve()
-    .then(() => fn(event, stream, context))
-    .then(
-      () => {
-        if (stream.writableFinished) finish();
-        else {
-          stream.once('finish', finish);
-          if (!stream.writableEnded) stream.end();
-        }
-      },
-      (e) => report(true, e),
+
+  let failed = false;
+  const fail = (e) => {
+    if (failed) return;
+    failed = true;
+    logError('Invoke Error', e);
+    if (closed) {
+      console.error('The response stream had already ended: the error cannot be reported.');
+      stream.once('finish', settleWith);
+      if (stream.writableFinished) settleWith();
+      return;
+    }
+    closed = true;
+    stream.destroy();
+    const body = toRapidResponse(e);
+    const r = open();
+    r.addTrailers({
+      'Lambda-Runtime-Function-Error-Type': body.errorType,
+      'Lambda-Runtime-Function-Error-Body': Buffer.from(JSON.stringify(body)).toString('base64'),
+    });
+    r.end();
+    settleWith();
+  };
+  stream.on('error', (e) => fail(e));
+
+  let resolved = false;
+  let result;
+  try {
+    result = fn(event, stream, context);
+  } catch (e) {
+    fail(e);
+  }
+  if (!failed) {
+    if (!isPromise(result)) fail('Streaming does not support non-async handlers.');
+    else {
+      result.then(
+        (value) => {
+          resolved = true;
+          if (value !== undefined) console.warn('Streaming handlers ignore return values.');
+          if (failed) return;
+          // Done once the handler has also ended the stream (a pipeline may still run).
+          if (stream.writableFinished) settleWith();
+          else stream.once('finish', () => failed || settleWith());
+        },
+        (e) => fail(e),
+      );
+    }
+  }
+  // Nothing left to run and the invocation is not over: fail it rather than hang.
+  const onEmptyLoop = () =>
+    fail(
+      resolved
+        ? runtimeError('StreamNotFinished', 'Response stream is not finished: call responseStream.end()')
+        : runtimeError('NodeJsExit', 'Error: Runtime exited without providing a reason'),
     );
+  return { done, onEmptyLoop };
 }
 
 // ------------------------------------------------------- fatal error paths --
