@@ -1,0 +1,3 @@
+module nimbus.dev/lambda
+
+go 1.18
