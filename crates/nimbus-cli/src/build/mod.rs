@@ -6,9 +6,10 @@ use anyhow::Result;
 use nimbus_core::FunctionConfig;
 use std::path::{Path, PathBuf};
 
+mod go;
+
 /// The directory to package: the code directory itself, or a build output that lives as
 /// long as this value.
-#[allow(dead_code)] // `Built` is produced by the Go and Java builders (in progress)
 pub enum Prepared {
     AsIs(PathBuf),
     Built {
@@ -27,6 +28,9 @@ impl Prepared {
 }
 
 /// Builds `dir` for `config.runtime` when it holds sources that need a build.
-pub async fn prepare(dir: &Path, _config: &FunctionConfig) -> Result<Prepared> {
+pub async fn prepare(dir: &Path, config: &FunctionConfig) -> Result<Prepared> {
+    if go::wants_build(dir, config) {
+        return go::build(dir).await;
+    }
     Ok(Prepared::AsIs(dir.to_path_buf()))
 }
