@@ -5,6 +5,7 @@ mod aws_cli;
 mod bad_input;
 mod cli;
 mod durability;
+mod go;
 mod http;
 mod limits;
 mod python;
