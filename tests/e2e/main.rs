@@ -9,5 +9,6 @@ mod go;
 mod http;
 mod limits;
 mod python;
+mod ric;
 mod runtimes;
 mod up;
