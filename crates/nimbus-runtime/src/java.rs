@@ -35,6 +35,7 @@ pub(crate) const SOURCES: &[(&str, &str)] = sources![
     "dev/nimbus/runtime/HandlerLoader.java",
     "dev/nimbus/runtime/InvocationContext.java",
     "dev/nimbus/runtime/Json.java",
+    "dev/nimbus/runtime/Output.java",
     "dev/nimbus/runtime/RuntimeApi.java",
 ];
 

@@ -16,8 +16,10 @@ import java.util.Map;
  * dev.nimbus.runtime.Bootstrap} with the function's code directory as working directory.
  *
  * <p>Exit status 1 after an init error (reported on {@code /init/error} first), after a fatal
- * error in the handler ({@link VirtualMachineError}, {@link IOError}; reported first), and
- * when the Runtime API is unusable.
+ * error in the handler (reported first: {@link OutOfMemoryError} and the other
+ * {@link VirtualMachineError}s, {@link IOError}; unlike Lambda, a {@link StackOverflowError}
+ * is not fatal: the stack is unwound and the JVM is sound), and when the Runtime API is
+ * unusable.
  */
 public final class Bootstrap {
     private Bootstrap() {}
@@ -26,6 +28,7 @@ public final class Bootstrap {
     private static final String TRACE_PROPERTY = "com.amazonaws.xray.traceHeader";
 
     public static void main(String[] args) {
+        Output.install();
         String api = System.getenv("AWS_LAMBDA_RUNTIME_API");
         if (api == null || api.isEmpty()) {
             System.err.println("nimbus java runtime: AWS_LAMBDA_RUNTIME_API is not set");
@@ -60,8 +63,7 @@ public final class Bootstrap {
         } catch (IOException e) {
             System.err.println("nimbus java runtime: posting the init error failed: " + e);
         }
-        System.out.flush();
-        System.err.flush();
+        Output.endLines();
         System.exit(1);
     }
 
@@ -87,9 +89,10 @@ public final class Bootstrap {
             } catch (Throwable t) {
                 failure = t;
             }
-            System.out.flush();
-            System.err.flush();
-            boolean fatal = failure instanceof VirtualMachineError || failure instanceof IOError;
+            // Log lines end with the invocation that wrote them.
+            Output.endLines();
+            boolean fatal = (failure instanceof VirtualMachineError && !(failure instanceof StackOverflowError))
+                    || failure instanceof IOError;
             try {
                 if (failure == null) {
                     rapi.postResponse(inv.requestId, result);
@@ -102,7 +105,8 @@ public final class Bootstrap {
             }
             if (fatal) {
                 System.err.println("nimbus java runtime: exiting after " + failure.getClass().getName());
-                System.exit(1);
+                Output.endLines();
+                Runtime.getRuntime().halt(1);
             }
             Thread.interrupted(); // a handler may leave the flag set
         }
@@ -145,11 +149,18 @@ public final class Bootstrap {
         return m != null ? m : t.getClass().getName();
     }
 
+    /** Frames kept per throwable in an error body (a stack overflow has a thousand). */
+    private static final int MAX_FRAMES = 200;
+
     private static List<String> frames(Throwable t) {
         StackTraceElement[] st = t.getStackTrace();
-        List<String> out = new ArrayList<>(st.length);
-        for (StackTraceElement e : st) {
-            out.add(e.toString());
+        int n = Math.min(st.length, MAX_FRAMES);
+        List<String> out = new ArrayList<>(n + 1);
+        for (int i = 0; i < n; i++) {
+            out.add(st[i].toString());
+        }
+        if (st.length > n) {
+            out.add("... " + (st.length - n) + " more");
         }
         return out;
     }
