@@ -7,6 +7,7 @@ use nimbus_core::FunctionConfig;
 use std::path::{Path, PathBuf};
 
 mod go;
+mod java;
 
 /// The directory to package: the code directory itself, or a build output that lives as
 /// long as this value.
@@ -31,6 +32,9 @@ impl Prepared {
 pub async fn prepare(dir: &Path, config: &FunctionConfig) -> Result<Prepared> {
     if go::wants_build(dir, config) {
         return go::build(dir).await;
+    }
+    if java::wants_build(dir, config) {
+        return java::build(dir, config).await;
     }
     Ok(Prepared::AsIs(dir.to_path_buf()))
 }
