@@ -7,6 +7,7 @@ mod cli;
 mod durability;
 mod go;
 mod http;
+mod java;
 mod limits;
 mod python;
 mod ric;
