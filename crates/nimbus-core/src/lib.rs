@@ -3,6 +3,7 @@
 //! manifest. No I/O lives here; every other crate may depend on this one.
 
 pub mod arn;
+pub mod async_event;
 pub mod config;
 pub mod control;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod name;
 pub mod route;
 pub mod runtime;
 
+pub use async_event::{AsyncEvent, Destination, EventInvokeConfig, EventStatus};
 pub use config::{FunctionConfig, FunctionVersion, Limits, UrlConfig};
 pub use control::{Alias, FunctionMeta};
 pub use error::CoreError;

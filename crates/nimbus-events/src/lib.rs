@@ -5,3 +5,5 @@
 //! ([`pattern`]) and schedule expressions ([`schedule`]).
 //!
 //! May depend on `nimbus-core` and `nimbus-store`; used by the gateway and the server.
+
+pub mod engine;

@@ -201,26 +201,42 @@ impl<E: Executor> PoolManager<E> {
             }
         };
         let vp = self.version_pool(&fp, &spec.version, revision);
-        let warm = vp.idle.lock().unwrap().pop();
-        let (mut instance, cold) = match warm {
-            Some((i, _)) => (i, false),
-            None => match self.exec.start(spec.clone()).await {
-                Ok(i) => (i, true),
-                Err(e) => return Ok(start_failure(&inv, e)),
-            },
+        let (result, cold, pid) = loop {
+            // A warm instance that exited since its last call (e.g. a runtime that exits
+            // after answering) is skipped, never handed the event.
+            let warm = loop {
+                match vp.idle.lock().unwrap().pop() {
+                    Some((i, _)) if !i.is_healthy() => {
+                        tokio::spawn(i.stop());
+                    }
+                    other => break other,
+                }
+            };
+            let (mut instance, cold) = match warm {
+                Some((i, _)) => (i, false),
+                None => match self.exec.start(spec.clone()).await {
+                    Ok(i) => (i, true),
+                    Err(e) => return Ok(start_failure(&inv, e)),
+                },
+            };
+            vp.busy.fetch_add(1, Ordering::SeqCst);
+            let pid = instance.pid();
+            let result = instance.invoke(inv.clone()).await;
+            vp.busy.fetch_sub(1, Ordering::SeqCst);
+            let healthy = instance.is_healthy();
+            if healthy && !vp.retired.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst)
+            {
+                vp.idle.lock().unwrap().push((instance, Instant::now()));
+            } else {
+                tokio::spawn(instance.stop());
+            }
+            // A warm instance that died before taking the event: the function never saw it,
+            // so it runs on a fresh instance instead of failing the caller.
+            if !cold && !result.started && !healthy {
+                continue;
+            }
+            break (result, cold, pid);
         };
-        vp.busy.fetch_add(1, Ordering::SeqCst);
-        let pid = instance.pid();
-        let result = instance.invoke(inv).await;
-        vp.busy.fetch_sub(1, Ordering::SeqCst);
-        if instance.is_healthy()
-            && !vp.retired.load(Ordering::SeqCst)
-            && !self.closed.load(Ordering::SeqCst)
-        {
-            vp.idle.lock().unwrap().push((instance, Instant::now()));
-        } else {
-            tokio::spawn(instance.stop());
-        }
         drop(permit);
         Ok(PoolInvokeResult { result, cold, pid })
     }
@@ -327,6 +343,7 @@ fn start_failure(inv: &Invocation, e: RuntimeError) -> PoolInvokeResult {
             duration: Duration::ZERO,
             init_duration: None,
             log_tail: String::new(),
+            started: false,
         },
         cold: true,
         pid: None,

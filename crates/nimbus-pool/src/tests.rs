@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicU32;
 
 /// A fake executor: instances sleep `delay` per invocation; payload `crash` makes one unhealthy.
 struct Fake {
+    exited: Arc<AtomicBool>,
     started: AtomicU32,
     stopped: Arc<AtomicU32>,
     delay: Duration,
@@ -16,6 +17,8 @@ struct FakeInstance {
     delay: Duration,
     healthy: bool,
     stopped: Arc<AtomicU32>,
+    /// Set by a test: the process "exited" while idle.
+    exited: Arc<AtomicBool>,
 }
 
 impl Executor for Fake {
@@ -28,6 +31,7 @@ impl Executor for Fake {
             delay: self.delay,
             healthy: true,
             stopped: self.stopped.clone(),
+            exited: self.exited.clone(),
         })
     }
 }
@@ -49,10 +53,11 @@ impl Instance for FakeInstance {
             duration: self.delay,
             init_duration: None,
             log_tail: String::new(),
+            started: true,
         }
     }
     fn is_healthy(&self) -> bool {
-        self.healthy
+        self.healthy && !self.exited.load(Ordering::SeqCst)
     }
     async fn stop(self) {
         self.stopped.fetch_add(1, Ordering::SeqCst);
@@ -61,6 +66,7 @@ impl Instance for FakeInstance {
 
 fn setup(delay_ms: u64, cfg: PoolConfig) -> (Arc<PoolManager<Fake>>, Arc<Fake>) {
     let fake = Arc::new(Fake {
+        exited: Arc::new(AtomicBool::new(false)),
         started: AtomicU32::new(0),
         stopped: Arc::new(AtomicU32::new(0)),
         delay: Duration::from_millis(delay_ms),
@@ -226,5 +232,19 @@ async fn shutdown_stops_everything_and_refuses_work() {
     assert_eq!(
         pm.invoke(spec(10), "r1", inv("x")).await.unwrap_err(),
         PoolError::ShuttingDown
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_instance_that_exited_is_never_handed_work() {
+    let (pm, fake) = setup(1, PoolConfig::default());
+    let first = pm.invoke(spec(10), "r1", inv("x")).await.unwrap();
+    fake.exited.store(true, Ordering::SeqCst); // the runtime exits while idle
+    let second = pm.invoke(spec(10), "r1", inv("x")).await.unwrap();
+    assert!(second.cold, "a fresh instance serves the call");
+    assert_ne!(first.pid, second.pid);
+    assert_eq!(
+        second.result.outcome,
+        Outcome::Success(Bytes::from_static(b"x"))
     );
 }

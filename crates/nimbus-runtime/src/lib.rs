@@ -93,6 +93,9 @@ pub struct InvokeResult {
     pub init_duration: Option<Duration>,
     /// The invocation's log (`START` … `REPORT`), for `X-Amz-Log-Type: Tail`.
     pub log_tail: String,
+    /// Whether the runtime took the event. False when the instance died before asking for
+    /// work: the function never saw the event, so running it elsewhere is safe.
+    pub started: bool,
 }
 
 /// Starts instances. The pool is generic over this so its policy can be tested with a fake.

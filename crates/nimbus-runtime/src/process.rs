@@ -585,6 +585,7 @@ impl Instance for ProcessInstance {
             duration,
             init_duration,
             log_tail,
+            started: picked_at.is_some(),
         }
     }
 

@@ -6,11 +6,13 @@
 
 mod code;
 mod error;
+mod events;
 mod logs;
 mod sqlite;
 
 pub use code::{zip_dir, CodeInfo, CodeStore, MAX_ENTRIES};
 pub use error::StoreError;
+pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue};
 pub use logs::{LogEntry, LogStream};
 pub use sqlite::{SqliteStore, LOG_RETENTION_LINES};
 

@@ -131,7 +131,7 @@ impl SqliteStore {
     }
 }
 
-fn open_db(path: &Path, synchronous: &str, migrations: &[&str]) -> Result<Connection> {
+pub(crate) fn open_db(path: &Path, synchronous: &str, migrations: &[&str]) -> Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -176,7 +176,7 @@ fn lambda_timestamp(t: time::OffsetDateTime) -> String {
         .expect("formatting a UTC timestamp cannot fail")
 }
 
-fn now_ms(t: time::OffsetDateTime) -> i64 {
+pub(crate) fn now_ms(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 

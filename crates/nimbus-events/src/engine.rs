@@ -1,0 +1,788 @@
+//! The asynchronous invocation engine: events are stored durably before the caller gets
+//! its 202, then delivered through the same instance pools as synchronous calls, with
+//! retries (exponential backoff with jitter), a maximum event age, dead-lettering,
+//! destinations on success and failure, idempotency keys and a per-function circuit
+//! breaker.
+//!
+//! Delivery is at-least-once: an event whose attempt was cut short by a crash runs again
+//! after restart. An idempotency key (or the request id the function sees) is how a
+//! function makes processing effectively-once.
+
+use nimbus_core::{arn, AsyncEvent, EventInvokeConfig, EventStatus};
+use nimbus_store::{Enqueued, EventQueue, EventUpdate, StoreError};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tracing::{debug, info, warn};
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Success {
+        body: String,
+        version: String,
+    },
+    FunctionError {
+        body: String,
+        error_type: String,
+        version: String,
+    },
+    /// No capacity now: retried later without counting as an attempt.
+    Throttled(String),
+    /// The function (or qualifier) no longer exists: dead-lettered at once.
+    Missing(String),
+}
+
+/// Runs an invocation for the engine (implemented by the gateway over the instance pools).
+pub trait Invoker: Send + Sync + 'static {
+    fn invoke<'a>(
+        &'a self,
+        function: &'a str,
+        qualifier: &'a str,
+        request_id: &'a str,
+        payload: String,
+    ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Deliveries in flight at once, across functions (each still bounded by its
+    /// function's concurrency limit in the pool).
+    pub workers: usize,
+    /// First retry delay; each further retry doubles it (Lambda waits about 1 and 2 minutes).
+    pub retry_base: Duration,
+    /// Test-only: event ages, backoffs and circuit cool-downs run this many times faster.
+    pub time_scale: u32,
+    /// A repeated idempotency key within this window is a no-op.
+    pub idempotency_window: Duration,
+    /// Consecutive failed deliveries that open a function's circuit.
+    pub circuit_threshold: u32,
+    /// How long an open circuit pauses delivery before a probe.
+    pub circuit_cooldown: Duration,
+    /// Finished events kept per function (older ones are pruned).
+    pub keep_finished: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 64,
+            retry_base: Duration::from_secs(60),
+            time_scale: 1,
+            idempotency_window: Duration::from_secs(24 * 3600),
+            circuit_threshold: 10,
+            circuit_cooldown: Duration::from_secs(30),
+            keep_finished: 10_000,
+        }
+    }
+}
+
+/// A function's circuit breaker, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum CircuitView {
+    Closed { consecutive_failures: u32 },
+    Open { reopens_in_ms: i64 },
+    HalfOpen,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Circuit {
+    Closed(u32),
+    Open {
+        until_ms: i64,
+    },
+    /// A probe is in flight; everything else waits.
+    HalfOpen,
+}
+
+/// Result of [`AsyncEngine::submit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    pub request_id: String,
+    /// True when an idempotency key matched an earlier submission (nothing new was stored).
+    pub duplicate: bool,
+}
+
+pub struct AsyncEngine {
+    queue: Arc<dyn EventQueue>,
+    cfg: EngineConfig,
+    wake: Notify,
+    circuits: Mutex<HashMap<String, Circuit>>,
+    stopping: AtomicBool,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl AsyncEngine {
+    pub fn new(queue: Arc<dyn EventQueue>, cfg: EngineConfig) -> Arc<Self> {
+        Arc::new(Self {
+            queue,
+            cfg,
+            wake: Notify::new(),
+            circuits: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    pub fn queue(&self) -> &Arc<dyn EventQueue> {
+        &self.queue
+    }
+
+    fn scaled(&self, d: Duration) -> i64 {
+        (d.as_millis() as i64 / i64::from(self.cfg.time_scale.max(1))).max(1)
+    }
+
+    /// Stores an event durably (fsync) and returns its request id; the caller may answer
+    /// 202 once this returns.
+    pub async fn submit(
+        &self,
+        function: &str,
+        qualifier: &str,
+        payload: String,
+        idempotency_key: Option<String>,
+    ) -> Result<Submitted, StoreError> {
+        let now = now_ms();
+        let ev = AsyncEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            function: function.to_string(),
+            qualifier: qualifier.to_string(),
+            payload,
+            status: EventStatus::Pending,
+            attempts: 0,
+            created_ms: now,
+            next_attempt_ms: now,
+            last_error: None,
+            result: None,
+            idempotency_key,
+        };
+        let queue = self.queue.clone();
+        let window = self.cfg.idempotency_window.as_millis() as i64;
+        let stored = ev.clone();
+        let outcome = tokio::task::spawn_blocking(move || queue.enqueue(&stored, window))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        Ok(match outcome {
+            Enqueued::New => {
+                self.wake.notify_one();
+                Submitted {
+                    request_id: ev.id,
+                    duplicate: false,
+                }
+            }
+            Enqueued::Duplicate(id) => Submitted {
+                request_id: id,
+                duplicate: true,
+            },
+        })
+    }
+
+    /// The circuit breaker state of `function`.
+    pub fn circuit(&self, function: &str) -> CircuitView {
+        match self
+            .circuits
+            .lock()
+            .unwrap()
+            .get(function)
+            .copied()
+            .unwrap_or(Circuit::Closed(0))
+        {
+            Circuit::Closed(n) => CircuitView::Closed {
+                consecutive_failures: n,
+            },
+            Circuit::Open { until_ms } => CircuitView::Open {
+                reopens_in_ms: (until_ms - now_ms()).max(0),
+            },
+            Circuit::HalfOpen => CircuitView::HalfOpen,
+        }
+    }
+
+    /// Starts delivering: requeues events a previous server left running, then dispatches
+    /// until [`stop`](Self::stop).
+    pub fn spawn(self: &Arc<Self>, invoker: Arc<dyn Invoker>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let q = me.queue.clone();
+            match tokio::task::spawn_blocking(move || q.requeue_running(now_ms())).await {
+                Ok(Ok(n)) if n > 0 => {
+                    info!(events = n, "resuming async events interrupted by a restart")
+                }
+                Ok(Err(e)) => warn!("cannot requeue interrupted events: {e}"),
+                _ => {}
+            }
+            me.dispatch(invoker).await;
+        })
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    async fn dispatch(self: Arc<Self>, invoker: Arc<dyn Invoker>) {
+        let slots = Arc::new(Semaphore::new(self.cfg.workers));
+        // Longer than any function can run (900 s) plus margin: a live attempt never loses
+        // its lease; a dead server's attempts are requeued at the next start.
+        let lease_ms = 16 * 60 * 1000;
+        let mut last_prune = now_ms();
+        while !self.stopping.load(Ordering::SeqCst) {
+            let free = slots.available_permits();
+            let mut claimed = 0;
+            if free > 0 {
+                let q = self.queue.clone();
+                match tokio::task::spawn_blocking(move || q.claim_due(now_ms(), free, lease_ms))
+                    .await
+                {
+                    Ok(Ok(events)) => {
+                        claimed = events.len();
+                        for ev in events {
+                            let permit =
+                                slots.clone().acquire_owned().await.expect("semaphore open");
+                            let (me, inv) = (self.clone(), invoker.clone());
+                            tokio::spawn(async move {
+                                me.deliver(ev, inv.as_ref()).await;
+                                drop(permit);
+                                me.wake.notify_one();
+                            });
+                        }
+                    }
+                    Ok(Err(e)) => warn!("cannot claim async events: {e}"),
+                    Err(e) => warn!("claim task failed: {e}"),
+                }
+            }
+            if now_ms() - last_prune > 60_000 {
+                last_prune = now_ms();
+                let (q, keep) = (self.queue.clone(), self.cfg.keep_finished);
+                tokio::task::spawn_blocking(move || q.prune(keep));
+            }
+            if claimed > 0 && claimed == free {
+                continue; // maybe more are due
+            }
+            let wait = if slots.available_permits() == 0 {
+                Duration::from_secs(1)
+            } else {
+                let q = self.queue.clone();
+                let next = tokio::task::spawn_blocking(move || q.next_due_ms())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten();
+                match next {
+                    Some(t) => Duration::from_millis((t - now_ms()).clamp(1, 1000) as u64),
+                    None => Duration::from_secs(1),
+                }
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Whether delivery to `function` may proceed now; if not, when to try again.
+    fn circuit_admits(&self, function: &str, now: i64) -> Result<(), i64> {
+        let mut circuits = self.circuits.lock().unwrap();
+        let c = circuits
+            .entry(function.to_string())
+            .or_insert(Circuit::Closed(0));
+        match *c {
+            Circuit::Closed(_) => Ok(()),
+            Circuit::Open { until_ms } if now >= until_ms => {
+                info!(function, "circuit half-open: probing with one event");
+                *c = Circuit::HalfOpen;
+                Ok(())
+            }
+            Circuit::Open { until_ms } => Err(until_ms),
+            Circuit::HalfOpen => Err(now + self.scaled(self.cfg.circuit_cooldown) / 4),
+        }
+    }
+
+    fn record_outcome(&self, function: &str, ok: bool, now: i64) {
+        let mut circuits = self.circuits.lock().unwrap();
+        let c = circuits
+            .entry(function.to_string())
+            .or_insert(Circuit::Closed(0));
+        let next = match (*c, ok) {
+            (Circuit::Closed(_), true) => Circuit::Closed(0),
+            (_, true) => {
+                info!(function, "circuit closed: the function recovered");
+                Circuit::Closed(0)
+            }
+            (Circuit::Closed(n), false) if n + 1 < self.cfg.circuit_threshold => {
+                Circuit::Closed(n + 1)
+            }
+            (_, false) => {
+                let until_ms = now + self.scaled(self.cfg.circuit_cooldown);
+                warn!(function, cooldown_ms = until_ms - now, "circuit open: pausing async delivery after repeated failures; events keep queueing");
+                Circuit::Open { until_ms }
+            }
+        };
+        *c = next;
+    }
+
+    fn backoff_ms(&self, attempt: u32) -> i64 {
+        let base =
+            self.scaled(self.cfg.retry_base) as f64 * 2f64.powi(attempt.saturating_sub(1) as i32);
+        // ±20% jitter so retries of a burst spread out.
+        let jitter = 0.8 + 0.4 * (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
+        (base * jitter) as i64
+    }
+
+    async fn finish(&self, id: &str, update: EventUpdate) {
+        let (q, id2) = (self.queue.clone(), id.to_string());
+        let res = tokio::task::spawn_blocking(move || q.finish(&id2, &update, now_ms())).await;
+        if !matches!(res, Ok(Ok(()))) {
+            warn!(
+                event = id,
+                "cannot record the outcome of an async event: {res:?}"
+            );
+        }
+    }
+
+    async fn deliver(&self, ev: AsyncEvent, invoker: &dyn Invoker) {
+        let now = now_ms();
+        let cfg = {
+            let (me_q, f) = (self.queue.clone(), ev.function.clone());
+            tokio::task::spawn_blocking(move || me_q.config(&f).ok().flatten().unwrap_or_default())
+                .await
+                .unwrap_or_default()
+        };
+        let max_age_ms = self.scaled(Duration::from_secs(u64::from(cfg.maximum_event_age_s)));
+        if now - ev.created_ms > max_age_ms {
+            info!(event = %ev.id, function = %ev.function, "async event expired (maximum event age)");
+            self.finish(&ev.id, EventUpdate::Expired).await;
+            self.destination(&cfg, &ev, "EventAgeExceeded", None).await;
+            return;
+        }
+        if let Err(retry_at) = self.circuit_admits(&ev.function, now) {
+            let update = EventUpdate::Retry {
+                error: "circuit open: delivery paused".into(),
+                next_attempt_ms: retry_at,
+                counted: false,
+            };
+            self.finish(&ev.id, update).await;
+            return;
+        }
+        let attempt = invoker
+            .invoke(&ev.function, &ev.qualifier, &ev.id, ev.payload.clone())
+            .await;
+        let now = now_ms();
+        match attempt {
+            Attempt::Success { body, version } => {
+                self.record_outcome(&ev.function, true, now);
+                debug!(event = %ev.id, function = %ev.function, "async event delivered");
+                self.finish(
+                    &ev.id,
+                    EventUpdate::Succeeded {
+                        result: body.clone(),
+                    },
+                )
+                .await;
+                let response = Response {
+                    status: 200,
+                    version,
+                    error: None,
+                    body,
+                };
+                self.destination(&cfg, &ev, "Success", Some(response)).await;
+            }
+            Attempt::FunctionError {
+                body,
+                error_type,
+                version,
+            } => {
+                self.record_outcome(&ev.function, false, now);
+                let attempts = ev.attempts + 1;
+                let error = format!("{error_type}: {}", error_message(&body));
+                if attempts > cfg.maximum_retry_attempts {
+                    info!(event = %ev.id, function = %ev.function, attempts, "async event dead-lettered: retries exhausted");
+                    self.finish(&ev.id, EventUpdate::Dead { error }).await;
+                    let response = Response {
+                        status: 200,
+                        version,
+                        error: Some("Unhandled".into()),
+                        body,
+                    };
+                    let mut dead = ev.clone();
+                    dead.attempts = attempts;
+                    self.destination(&cfg, &dead, "RetriesExhausted", Some(response))
+                        .await;
+                } else {
+                    let next_attempt_ms = now + self.backoff_ms(attempts);
+                    debug!(event = %ev.id, attempts, next_attempt_ms, "async event will be retried");
+                    self.finish(
+                        &ev.id,
+                        EventUpdate::Retry {
+                            error,
+                            next_attempt_ms,
+                            counted: true,
+                        },
+                    )
+                    .await;
+                }
+            }
+            Attempt::Throttled(why) => {
+                let next_attempt_ms = now + self.scaled(Duration::from_secs(1)).max(10);
+                self.finish(
+                    &ev.id,
+                    EventUpdate::Retry {
+                        error: why,
+                        next_attempt_ms,
+                        counted: false,
+                    },
+                )
+                .await;
+            }
+            Attempt::Missing(why) => {
+                warn!(event = %ev.id, function = %ev.function, "async event dead-lettered: {why}");
+                self.finish(&ev.id, EventUpdate::Dead { error: why }).await;
+            }
+        }
+    }
+
+    /// Sends Lambda's destination record to the configured function, if any.
+    async fn destination(
+        &self,
+        cfg: &EventInvokeConfig,
+        ev: &AsyncEvent,
+        condition: &str,
+        response: Option<Response>,
+    ) {
+        let target = if condition == "Success" {
+            &cfg.on_success
+        } else {
+            &cfg.on_failure
+        };
+        let Some(target) = target else { return };
+        let Ok((name, qualifier)) = arn::parse_function_ref(&target.destination) else {
+            warn!(destination = %target.destination, "invalid destination");
+            return;
+        };
+        let record = destination_record(ev, condition, response.as_ref());
+        let q = qualifier.unwrap_or_else(|| nimbus_core::LATEST.to_string());
+        if let Err(e) = self
+            .submit(name.as_str(), &q, record.to_string(), None)
+            .await
+        {
+            warn!(destination = %name, "cannot queue the destination record: {e}");
+        }
+    }
+}
+
+/// What the function answered, for destination records.
+struct Response {
+    status: u16,
+    version: String,
+    error: Option<String>,
+    body: String,
+}
+
+fn error_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("errorMessage")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| body.chars().take(256).collect())
+}
+
+/// Lambda's destination record (`version` 1.0, `requestContext`, `requestPayload`,
+/// `responseContext`, `responsePayload`).
+fn destination_record(
+    ev: &AsyncEvent,
+    condition: &str,
+    response: Option<&Response>,
+) -> serde_json::Value {
+    let ts = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let payload =
+        |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|_| s.into());
+    let mut record = serde_json::json!({
+        "version": "1.0",
+        "timestamp": ts,
+        "requestContext": {
+            "requestId": ev.id,
+            "functionArn": arn::function_arn(&ev.function, Some(&ev.qualifier)),
+            "condition": condition,
+            "approximateInvokeCount": ev.attempts.max(1),
+        },
+        "requestPayload": payload(&ev.payload),
+    });
+    if let Some(r) = response {
+        let mut ctx = serde_json::json!({ "statusCode": r.status, "executedVersion": r.version });
+        if let Some(e) = &r.error {
+            ctx["functionError"] = e.clone().into();
+        }
+        record["responseContext"] = ctx;
+        record["responsePayload"] = payload(&r.body);
+    }
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nimbus_store::SqliteEventQueue;
+    use std::sync::atomic::AtomicU32;
+
+    /// Fails the first `fail` calls per function, then succeeds; records calls.
+    struct Flaky {
+        fail: u32,
+        calls: Mutex<HashMap<String, Vec<(i64, String)>>>,
+        count: AtomicU32,
+    }
+
+    impl Invoker for Flaky {
+        fn invoke<'a>(
+            &'a self,
+            function: &'a str,
+            _q: &'a str,
+            _id: &'a str,
+            payload: String,
+        ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>> {
+            Box::pin(async move {
+                let mut calls = self.calls.lock().unwrap();
+                let list = calls.entry(function.to_string()).or_default();
+                list.push((now_ms(), payload));
+                self.count.fetch_add(1, Ordering::SeqCst);
+                if function == "flaky" && (list.len() as u32) <= self.fail {
+                    Attempt::FunctionError {
+                        body: r#"{"errorMessage":"nope","errorType":"Error"}"#.into(),
+                        error_type: "Error".into(),
+                        version: "$LATEST".into(),
+                    }
+                } else {
+                    Attempt::Success {
+                        body: r#"{"ok":true}"#.into(),
+                        version: "$LATEST".into(),
+                    }
+                }
+            })
+        }
+    }
+
+    fn engine(dir: &std::path::Path, cfg: EngineConfig) -> Arc<AsyncEngine> {
+        AsyncEngine::new(Arc::new(SqliteEventQueue::open(dir).unwrap()), cfg)
+    }
+
+    async fn wait_final(e: &AsyncEngine, id: &str) -> AsyncEvent {
+        for _ in 0..500 {
+            let ev = e.queue().get(id).unwrap();
+            if ev.status.is_final() {
+                return ev;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("event {id} never finished");
+    }
+
+    #[tokio::test]
+    async fn retries_with_growing_delays_then_dead_letter_and_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(
+            dir.path(),
+            EngineConfig {
+                retry_base: Duration::from_millis(100),
+                ..Default::default()
+            },
+        );
+        let dlq = arn::function_arn("dlq", None);
+        e.queue()
+            .put_config(
+                "flaky",
+                Some(&EventInvokeConfig {
+                    on_failure: Some(nimbus_core::Destination { destination: dlq }),
+                    ..Default::default()
+                }),
+            )
+            .unwrap();
+        let inv = Arc::new(Flaky {
+            fail: 10,
+            calls: Default::default(),
+            count: AtomicU32::new(0),
+        });
+        e.spawn(inv.clone());
+        let s = e
+            .submit("flaky", "$LATEST", r#"{"n":1}"#.into(), None)
+            .await
+            .unwrap();
+        let ev = wait_final(&e, &s.request_id).await;
+        assert_eq!(ev.status, EventStatus::Dead);
+        assert_eq!(ev.attempts, 3, "first attempt + 2 retries");
+        assert!(ev.last_error.as_deref().unwrap().contains("nope"));
+        let calls = inv.calls.lock().unwrap()["flaky"].clone();
+        assert_eq!(calls.len(), 3);
+        let (d1, d2) = (calls[1].0 - calls[0].0, calls[2].0 - calls[1].0);
+        assert!(
+            d1 >= 80 && d2 >= 160 && d2 > d1,
+            "backoff grows: {d1} ms then {d2} ms"
+        );
+        // The failure destination got Lambda's record.
+        for _ in 0..200 {
+            if inv.calls.lock().unwrap().contains_key("dlq") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let record: serde_json::Value =
+            serde_json::from_str(&inv.calls.lock().unwrap()["dlq"][0].1).unwrap();
+        assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
+        assert_eq!(record["requestContext"]["approximateInvokeCount"], 3);
+        assert_eq!(record["requestPayload"], serde_json::json!({"n": 1}));
+        assert_eq!(record["responseContext"]["functionError"], "Unhandled");
+        e.stop();
+    }
+
+    #[tokio::test]
+    async fn idempotent_submissions_run_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), EngineConfig::default());
+        let inv = Arc::new(Flaky {
+            fail: 0,
+            calls: Default::default(),
+            count: AtomicU32::new(0),
+        });
+        e.spawn(inv.clone());
+        let a = e
+            .submit("f", "$LATEST", "{}".into(), Some("k1".into()))
+            .await
+            .unwrap();
+        let b = e
+            .submit("f", "$LATEST", "{}".into(), Some("k1".into()))
+            .await
+            .unwrap();
+        assert!(!a.duplicate && b.duplicate);
+        assert_eq!(a.request_id, b.request_id);
+        wait_final(&e, &a.request_id).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(inv.count.load(Ordering::SeqCst), 1);
+        e.stop();
+    }
+
+    #[tokio::test]
+    async fn circuit_opens_and_closes_without_losing_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = EngineConfig {
+            retry_base: Duration::from_millis(20),
+            circuit_threshold: 3,
+            circuit_cooldown: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let e = engine(dir.path(), cfg);
+        e.queue()
+            .put_config(
+                "flaky",
+                Some(&EventInvokeConfig {
+                    maximum_retry_attempts: 2,
+                    ..Default::default()
+                }),
+            )
+            .unwrap();
+        let inv = Arc::new(Flaky {
+            fail: 3,
+            calls: Default::default(),
+            count: AtomicU32::new(0),
+        });
+        e.spawn(inv.clone());
+        let first = e
+            .submit("flaky", "$LATEST", "{}".into(), None)
+            .await
+            .unwrap();
+        // Three failures open the circuit.
+        let mut opened = false;
+        for _ in 0..300 {
+            if matches!(e.circuit("flaky"), CircuitView::Open { .. }) {
+                opened = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(opened, "circuit opened");
+        let queued: Vec<_> = futures_submit(&e, 5).await;
+        // Nothing runs while open.
+        let calls_while_open = inv.count.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(inv.count.load(Ordering::SeqCst), calls_while_open);
+        // The first event failed all three attempts: dead-lettered, not lost.
+        assert_eq!(
+            wait_final(&e, &first.request_id).await.status,
+            EventStatus::Dead
+        );
+        // After the cool-down a probe succeeds and every queued event is delivered.
+        for id in &queued {
+            let ev = wait_final(&e, id).await;
+            assert_eq!(ev.status, EventStatus::Succeeded, "{id}");
+            assert_eq!(ev.attempts, 1, "paused events kept their attempts");
+        }
+        assert_eq!(
+            e.circuit("flaky"),
+            CircuitView::Closed {
+                consecutive_failures: 0
+            }
+        );
+        e.stop();
+    }
+
+    async fn futures_submit(e: &AsyncEngine, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            ids.push(
+                e.submit("flaky", "$LATEST", format!("{{\"i\":{i}}}"), None)
+                    .await
+                    .unwrap()
+                    .request_id,
+            );
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn old_events_expire_into_the_failure_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        // 60 s maximum age at 1000x speed: 60 ms.
+        let e = engine(
+            dir.path(),
+            EngineConfig {
+                time_scale: 1000,
+                ..Default::default()
+            },
+        );
+        e.queue()
+            .put_config(
+                "f",
+                Some(&EventInvokeConfig {
+                    maximum_event_age_s: 60,
+                    ..Default::default()
+                }),
+            )
+            .unwrap();
+        let s = e.submit("f", "$LATEST", "{}".into(), None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let inv = Arc::new(Flaky {
+            fail: 0,
+            calls: Default::default(),
+            count: AtomicU32::new(0),
+        });
+        e.spawn(inv.clone());
+        assert_eq!(
+            wait_final(&e, &s.request_id).await.status,
+            EventStatus::Expired
+        );
+        assert_eq!(
+            inv.count.load(Ordering::SeqCst),
+            0,
+            "an expired event is never delivered"
+        );
+        e.stop();
+    }
+}

@@ -1,0 +1,498 @@
+//! The durable queue of asynchronous invocations (`DATA_DIR/events.db`, WAL,
+//! `synchronous=FULL`: an event acknowledged with 202 survives `kill -9`), and the
+//! per-function async settings.
+//!
+//! Delivery is at-least-once: a claimed event holds a lease; if the server dies before it
+//! records the outcome, the lease runs out and the event is claimed again.
+
+use crate::sqlite::open_db;
+use crate::{Result, StoreError};
+use nimbus_core::{AsyncEvent, EventInvokeConfig, EventStatus};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE events (
+    id              TEXT PRIMARY KEY NOT NULL,
+    function        TEXT NOT NULL,
+    qualifier       TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error      TEXT,
+    result          TEXT,
+    idempotency_key TEXT,
+    finished_ms     INTEGER
+) STRICT;
+CREATE INDEX events_due ON events(next_attempt_ms) WHERE status IN ('pending', 'running');
+CREATE INDEX events_by_function ON events(function, created_ms);
+CREATE UNIQUE INDEX events_idempotency ON events(function, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE invoke_configs (
+    function TEXT PRIMARY KEY NOT NULL,
+    config   TEXT NOT NULL
+) STRICT;
+"];
+
+/// Result of [`EventQueue::enqueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Stored durably under its own id.
+    New,
+    /// The idempotency key was seen within the window: nothing stored; the original id.
+    Duplicate(String),
+}
+
+/// How an attempt ended, for [`EventQueue::finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventUpdate {
+    Succeeded {
+        result: String,
+    },
+    /// Try again at `next_attempt_ms`; `counted` is false for throttles and paused circuits.
+    Retry {
+        error: String,
+        next_attempt_ms: i64,
+        counted: bool,
+    },
+    Dead {
+        error: String,
+    },
+    Expired,
+}
+
+/// The async invocation queue.
+pub trait EventQueue: Send + Sync + 'static {
+    /// Stores a new pending event, unless `ev.idempotency_key` names an event of the same
+    /// function created within `idempotency_window_ms`.
+    fn enqueue(&self, ev: &AsyncEvent, idempotency_window_ms: i64) -> Result<Enqueued>;
+    /// Claims up to `limit` events due at `now_ms` (pending, or running with an expired
+    /// lease), marking them running until `now_ms + lease_ms`. Oldest due first.
+    fn claim_due(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<AsyncEvent>>;
+    /// Records the outcome of an attempt.
+    fn finish(&self, id: &str, update: &EventUpdate, now_ms: i64) -> Result<()>;
+    fn get(&self, id: &str) -> Result<AsyncEvent>;
+    /// Newest first; optionally only one status.
+    fn list(
+        &self,
+        function: &str,
+        status: Option<EventStatus>,
+        limit: usize,
+    ) -> Result<Vec<AsyncEvent>>;
+    /// Number of events per status for `function`.
+    fn counts(&self, function: &str) -> Result<BTreeMap<String, u64>>;
+    /// When the next event falls due (pending or leased), if any.
+    fn next_due_ms(&self) -> Result<Option<i64>>;
+    fn put_config(&self, function: &str, config: Option<&EventInvokeConfig>) -> Result<()>;
+    fn config(&self, function: &str) -> Result<Option<EventInvokeConfig>>;
+    /// Deletes finished events beyond the newest `keep` of each function; returns how many.
+    fn prune(&self, keep: usize) -> Result<usize>;
+    /// Forgets a deleted function's events and settings.
+    fn forget_function(&self, function: &str) -> Result<()>;
+    /// At start-up: events left running by a previous (dead) server become due now. One
+    /// server owns a data directory, so nothing else can be holding them.
+    fn requeue_running(&self, now_ms: i64) -> Result<usize>;
+}
+
+/// [`EventQueue`] on SQLite.
+pub struct SqliteEventQueue {
+    db: Mutex<Connection>,
+}
+
+impl SqliteEventQueue {
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            db: Mutex::new(open_db(&data_dir.join("events.db"), "FULL", MIGRATIONS)?),
+        })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+const COLUMNS: &str =
+    "id, function, qualifier, payload, status, attempts, created_ms, next_attempt_ms, \
+                       last_error, result, idempotency_key";
+
+fn decode(r: &Row<'_>) -> rusqlite::Result<AsyncEvent> {
+    let status: String = r.get(4)?;
+    Ok(AsyncEvent {
+        id: r.get(0)?,
+        function: r.get(1)?,
+        qualifier: r.get(2)?,
+        payload: r.get(3)?,
+        status: EventStatus::parse(&status).unwrap_or(EventStatus::Pending),
+        attempts: r.get::<_, i64>(5)? as u32,
+        created_ms: r.get(6)?,
+        next_attempt_ms: r.get(7)?,
+        last_error: r.get(8)?,
+        result: r.get(9)?,
+        idempotency_key: r.get(10)?,
+    })
+}
+
+impl EventQueue for SqliteEventQueue {
+    fn enqueue(&self, ev: &AsyncEvent, idempotency_window_ms: i64) -> Result<Enqueued> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(key) = &ev.idempotency_key {
+            let existing: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT id, created_ms FROM events WHERE function = ?1 AND idempotency_key = ?2",
+                    params![ev.function, key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((id, created)) = existing {
+                if created >= ev.created_ms - idempotency_window_ms {
+                    return Ok(Enqueued::Duplicate(id));
+                }
+                // Outside the window: the key may be used again.
+                tx.execute(
+                    "UPDATE events SET idempotency_key = NULL WHERE id = ?1",
+                    [&id],
+                )?;
+            }
+        }
+        tx.execute(
+            &format!("INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            params![
+                ev.id,
+                ev.function,
+                ev.qualifier,
+                ev.payload,
+                ev.status.as_str(),
+                ev.attempts,
+                ev.created_ms,
+                ev.next_attempt_ms,
+                ev.last_error,
+                ev.result,
+                ev.idempotency_key
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Enqueued::New)
+    }
+
+    fn claim_due(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<AsyncEvent>> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut claimed = Vec::new();
+        {
+            let mut select = tx.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE status IN ('pending', 'running') AND next_attempt_ms <= ?1
+                 ORDER BY next_attempt_ms LIMIT ?2"
+            ))?;
+            let rows = select.query_map(params![now_ms, limit as i64], decode)?;
+            for r in rows {
+                claimed.push(r?);
+            }
+            let mut update = tx.prepare_cached(
+                "UPDATE events SET status = 'running', next_attempt_ms = ?2 WHERE id = ?1",
+            )?;
+            for ev in &mut claimed {
+                update.execute(params![ev.id, now_ms + lease_ms])?;
+                ev.status = EventStatus::Running;
+            }
+        }
+        tx.commit()?;
+        Ok(claimed)
+    }
+
+    fn finish(&self, id: &str, update: &EventUpdate, now_ms: i64) -> Result<()> {
+        let db = self.db();
+        let n = match update {
+            EventUpdate::Succeeded { result } => db.execute(
+                "UPDATE events SET status = 'succeeded', attempts = attempts + 1, result = ?2, finished_ms = ?3
+                 WHERE id = ?1",
+                params![id, result, now_ms],
+            )?,
+            EventUpdate::Retry { error, next_attempt_ms, counted } => db.execute(
+                "UPDATE events SET status = 'pending', attempts = attempts + ?4, last_error = ?2,
+                     next_attempt_ms = ?3 WHERE id = ?1",
+                params![id, error, next_attempt_ms, i64::from(*counted)],
+            )?,
+            EventUpdate::Dead { error } => db.execute(
+                "UPDATE events SET status = 'dead', attempts = attempts + 1, last_error = ?2, finished_ms = ?3
+                 WHERE id = ?1",
+                params![id, error, now_ms],
+            )?,
+            EventUpdate::Expired => db.execute(
+                "UPDATE events SET status = 'expired', last_error = COALESCE(last_error, 'maximum event age exceeded'),
+                     finished_ms = ?2 WHERE id = ?1",
+                params![id, now_ms],
+            )?,
+        };
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("event {id} not found")));
+        }
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Result<AsyncEvent> {
+        self.db()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM events WHERE id = ?1"),
+                [id],
+                decode,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("event {id} not found")))
+    }
+
+    fn list(
+        &self,
+        function: &str,
+        status: Option<EventStatus>,
+        limit: usize,
+    ) -> Result<Vec<AsyncEvent>> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE function = ?1 AND (?2 IS NULL OR status = ?2)
+             ORDER BY created_ms DESC, id LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![function, status.map(|s| s.as_str()), limit as i64],
+            decode,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn counts(&self, function: &str) -> Result<BTreeMap<String, u64>> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(
+            "SELECT status, COUNT(*) FROM events WHERE function = ?1 GROUP BY status",
+        )?;
+        let rows = stmt.query_map([function], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn next_due_ms(&self) -> Result<Option<i64>> {
+        Ok(self.db().query_row(
+            "SELECT MIN(next_attempt_ms) FROM events WHERE status IN ('pending', 'running')",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn put_config(&self, function: &str, config: Option<&EventInvokeConfig>) -> Result<()> {
+        let db = self.db();
+        match config {
+            Some(c) => {
+                let json = serde_json::to_string(c).map_err(|e| {
+                    StoreError::Corrupt(format!("encoding the event invoke config: {e}"))
+                })?;
+                db.execute(
+                    "INSERT INTO invoke_configs (function, config) VALUES (?1, ?2)
+                     ON CONFLICT(function) DO UPDATE SET config = excluded.config",
+                    params![function, json],
+                )?;
+            }
+            None => {
+                db.execute("DELETE FROM invoke_configs WHERE function = ?1", [function])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn config(&self, function: &str) -> Result<Option<EventInvokeConfig>> {
+        let json: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT config FROM invoke_configs WHERE function = ?1",
+                [function],
+                |r| r.get(0),
+            )
+            .optional()?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| {
+                StoreError::Corrupt(format!("stored event invoke config of {function}: {e}"))
+            })
+        })
+        .transpose()
+    }
+
+    fn prune(&self, keep: usize) -> Result<usize> {
+        Ok(self.db().execute(
+            "DELETE FROM events WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id, ROW_NUMBER() OVER (PARTITION BY function ORDER BY finished_ms DESC) AS n
+                     FROM events WHERE status IN ('succeeded', 'dead', 'expired'))
+                 WHERE n > ?1)",
+            [keep as i64],
+        )?)
+    }
+
+    fn requeue_running(&self, now_ms: i64) -> Result<usize> {
+        Ok(self.db().execute(
+            "UPDATE events SET status = 'pending', next_attempt_ms = ?1 WHERE status = 'running'",
+            [now_ms],
+        )?)
+    }
+
+    fn forget_function(&self, function: &str) -> Result<()> {
+        let db = self.db();
+        db.execute("DELETE FROM events WHERE function = ?1", [function])?;
+        db.execute("DELETE FROM invoke_configs WHERE function = ?1", [function])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: &str, created: i64, key: Option<&str>) -> AsyncEvent {
+        AsyncEvent {
+            id: id.into(),
+            function: "f".into(),
+            qualifier: "$LATEST".into(),
+            payload: "{}".into(),
+            status: EventStatus::Pending,
+            attempts: 0,
+            created_ms: created,
+            next_attempt_ms: created,
+            last_error: None,
+            result: None,
+            idempotency_key: key.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn claim_retry_finish_and_lease_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SqliteEventQueue::open(dir.path()).unwrap();
+        q.enqueue(&ev("a", 100, None), 0).unwrap();
+        q.enqueue(&ev("b", 200, None), 0).unwrap();
+        assert_eq!(
+            q.claim_due(150, 10, 1000).unwrap().len(),
+            1,
+            "only a is due at 150"
+        );
+        let b = q.claim_due(250, 10, 1000).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].id, "b");
+        // a's lease (until 1150) has not run out: nothing to claim at 300.
+        assert!(q.claim_due(300, 10, 1000).unwrap().is_empty());
+        q.finish(
+            "b",
+            &EventUpdate::Retry {
+                error: "boom".into(),
+                next_attempt_ms: 500,
+                counted: true,
+            },
+            300,
+        )
+        .unwrap();
+        let b = q.get("b").unwrap();
+        assert_eq!(
+            (b.status, b.attempts, b.last_error.as_deref()),
+            (EventStatus::Pending, 1, Some("boom"))
+        );
+        q.finish(
+            "b",
+            &EventUpdate::Retry {
+                error: "throttled".into(),
+                next_attempt_ms: 600,
+                counted: false,
+            },
+            400,
+        )
+        .unwrap();
+        assert_eq!(
+            q.get("b").unwrap().attempts,
+            1,
+            "throttles are not attempts"
+        );
+        // The server "died" holding a: its lease ends and it is claimed again.
+        let again = q.claim_due(1200, 10, 1000).unwrap();
+        let ids: Vec<_> = again.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, vec!["b", "a"]);
+        q.finish("a", &EventUpdate::Succeeded { result: "1".into() }, 1300)
+            .unwrap();
+        q.finish(
+            "b",
+            &EventUpdate::Dead {
+                error: "still broken".into(),
+            },
+            1300,
+        )
+        .unwrap();
+        assert!(q.claim_due(10_000, 10, 1000).unwrap().is_empty());
+        assert_eq!(q.next_due_ms().unwrap(), None);
+        let counts = q.counts("f").unwrap();
+        assert_eq!((counts["succeeded"], counts["dead"]), (1, 1));
+        assert_eq!(
+            q.list("f", Some(EventStatus::Dead), 10).unwrap()[0].attempts,
+            2
+        );
+        assert!(q
+            .finish("zzz", &EventUpdate::Expired, 1)
+            .unwrap_err()
+            .is_not_found());
+    }
+
+    #[test]
+    fn idempotency_window_and_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = SqliteEventQueue::open(dir.path()).unwrap();
+            assert_eq!(
+                q.enqueue(&ev("a", 1000, Some("k")), 500).unwrap(),
+                Enqueued::New
+            );
+            assert_eq!(
+                q.enqueue(&ev("b", 1400, Some("k")), 500).unwrap(),
+                Enqueued::Duplicate("a".into())
+            );
+            assert_eq!(
+                q.enqueue(&ev("c", 1600, Some("k")), 500).unwrap(),
+                Enqueued::New,
+                "window passed"
+            );
+            q.put_config(
+                "f",
+                Some(&EventInvokeConfig {
+                    maximum_retry_attempts: 0,
+                    ..Default::default()
+                }),
+            )
+            .unwrap();
+        }
+        let q = SqliteEventQueue::open(dir.path()).unwrap();
+        assert!(q.get("a").is_ok() && q.get("c").is_ok());
+        assert!(q.get("b").unwrap_err().is_not_found());
+        assert_eq!(q.config("f").unwrap().unwrap().maximum_retry_attempts, 0);
+        q.put_config("f", None).unwrap();
+        assert_eq!(q.config("f").unwrap(), None);
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SqliteEventQueue::open(dir.path()).unwrap();
+        for i in 0..5 {
+            q.enqueue(&ev(&format!("e{i}"), i, None), 0).unwrap();
+            q.finish(
+                &format!("e{i}"),
+                &EventUpdate::Succeeded {
+                    result: String::new(),
+                },
+                i,
+            )
+            .unwrap();
+        }
+        q.enqueue(&ev("pending", 9, None), 0).unwrap();
+        assert_eq!(q.prune(2).unwrap(), 3);
+        assert!(q.get("e4").is_ok() && q.get("e0").is_err() && q.get("pending").is_ok());
+        q.forget_function("f").unwrap();
+        assert!(q.get("pending").is_err());
+    }
+}
