@@ -1,6 +1,7 @@
 //! The load generator, shared by every target so Nimbus and its floor are measured by the
 //! same code: a bare hyper HTTP/1.1 client with one keep-alive connection per client.
 
+use crate::cpu::{Snapshot, Usage};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -8,7 +9,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
@@ -109,14 +110,25 @@ pub struct Load {
     pub duration: Duration,
 }
 
+/// The outcome of a throughput measurement.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    pub rps: f64,
+    pub requests: u64,
+    /// CPU used while measuring, by the server `pid`, its children, this client and others.
+    pub cpu: Usage,
+}
+
 /// Requests per second completed by `load.clients` closed-loop clients (one connection
 /// each) during `load.duration`, after a warm-up that all clients finish before any
-/// measures.
-pub async fn throughput(addr: SocketAddr, path: &str, load: Load) -> Result<f64> {
+/// measures; with the CPU time the server process `pid` and its children used meanwhile.
+pub async fn throughput(addr: SocketAddr, path: &str, load: Load, pid: u32) -> Result<Throughput> {
     let barrier = Arc::new(Barrier::new(load.clients));
+    let start = Arc::new(Mutex::new(None));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..load.clients {
         let barrier = barrier.clone();
+        let start = start.clone();
         let path = path.to_string();
         tasks.spawn(async move {
             let mut conn = Conn::open(addr).await?;
@@ -126,9 +138,10 @@ pub async fn throughput(addr: SocketAddr, path: &str, load: Load) -> Result<f64>
                 conn.get(&path).await?;
                 warm += 1;
             }
-            barrier.wait().await;
-            let start = Instant::now();
-            let end = start + load.duration;
+            if barrier.wait().await.is_leader() {
+                *start.lock().unwrap() = Some(Snapshot::take(pid));
+            }
+            let end = Instant::now() + load.duration;
             let mut done = 0u64;
             loop {
                 conn.get(&path).await?;
@@ -140,9 +153,19 @@ pub async fn throughput(addr: SocketAddr, path: &str, load: Load) -> Result<f64>
             anyhow::Ok(done)
         });
     }
-    let mut total = 0;
+    let mut requests = 0;
     while let Some(r) = tasks.join_next().await {
-        total += r.context("client task panicked")??;
+        requests += r.context("client task panicked")??;
     }
-    Ok(total as f64 / load.duration.as_secs_f64())
+    let end = Snapshot::take(pid);
+    let start = start
+        .lock()
+        .unwrap()
+        .take()
+        .context("no client reached the measurement")?;
+    Ok(Throughput {
+        rps: requests as f64 / load.duration.as_secs_f64(),
+        requests,
+        cpu: start.until(&end),
+    })
 }

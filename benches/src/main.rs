@@ -5,6 +5,7 @@
 //! `docs/performance.md`.
 
 mod client;
+mod cpu;
 mod lang;
 mod stats;
 mod targets;
@@ -13,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use lang::Lang;
 use serde_json::{json, Value};
-use stats::{Figures, Latency, Pair};
+use stats::{CpuPerRequest, Figures, Latency, Pair};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use targets::{Floor, Nimbus};
@@ -39,18 +40,20 @@ struct Args {
     /// Sequential requests measured for warm latency (after 200 unmeasured).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     warm_requests: u32,
-    /// Concurrent clients (one keep-alive connection each) for throughput; also the
-    /// function's concurrency limit.
+    /// Concurrent clients (one keep-alive connection each) for throughput.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     clients: u32,
+    /// The function's concurrency limit (how far its pool may scale out; default: --clients).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    concurrency: Option<u32>,
     /// Seconds of measured load for throughput (after the warm-up).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = positive)]
     duration: f64,
     /// Seconds of unmeasured load before each throughput measurement.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
     warmup: f64,
     /// Give up (and stop everything) after this many minutes.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 20.0, value_parser = positive)]
     time_limit: f64,
 }
 
@@ -102,6 +105,7 @@ async fn main() -> Result<()> {
             "settings": {
                 "runs": args.runs, "cold_samples": args.cold_samples,
                 "warm_requests": args.warm_requests, "clients": args.clients,
+                "concurrency": args.concurrency.unwrap_or(args.clients),
                 "duration_s": args.duration, "warmup_s": args.warmup,
             },
             "languages": langs,
@@ -160,7 +164,14 @@ async fn bench(
         let zip = lang.code_zip()?;
         let floor = Floor::start(lang, &interpreter, &dir).await?;
         let warm_fn = format!("bench-{}", lang.name());
-        nimbus.deploy(&warm_fn, lang, &zip, args.clients).await?;
+        nimbus
+            .deploy(
+                &warm_fn,
+                lang,
+                &zip,
+                args.concurrency.unwrap_or(args.clients),
+            )
+            .await?;
         eprintln!("{}: {} ({version})", lang.name(), interpreter.display());
         results.push(LangResult {
             lang,
@@ -190,7 +201,7 @@ async fn bench(
                 .await
                 .with_context(|| format!("run {run} of {}", setup.lang.name()))?;
             eprintln!(
-                "run {run}/{} {:<6} cold {:.1}/{:.1} ms, warm {:.3}/{:.3} ms, {:.0}/{:.0} rps (nimbus/floor) [{:.0} s]",
+                "run {run}/{} {:<6} cold {:.1}/{:.1} ms, warm {:.3}/{:.3} ms, {:.0}/{:.0} rps (nimbus/floor; other load {:.1}/{:.1} cores) [{:.0} s]",
                 args.runs,
                 setup.lang.name(),
                 pair.nimbus.cold.p50,
@@ -199,6 +210,8 @@ async fn bench(
                 pair.floor.warm.p50,
                 pair.nimbus.rps,
                 pair.floor.rps,
+                pair.nimbus.cpu.other_cores,
+                pair.floor.cpu.other_cores,
                 t0.elapsed().as_secs_f64()
             );
             result.runs.push(pair);
@@ -234,19 +247,21 @@ async fn one_run(
     let warm = client::sequential(nimbus.addr, &url, WARMUP_REQUESTS, n).await?;
     let warm_floor = client::sequential(s.floor.addr, "/", WARMUP_REQUESTS, n).await?;
 
-    let rps = client::throughput(nimbus.addr, &url, load).await?;
-    let rps_floor = client::throughput(s.floor.addr, "/", load).await?;
+    let tput = client::throughput(nimbus.addr, &url, load, nimbus.pid()).await?;
+    let tput_floor = client::throughput(s.floor.addr, "/", load, s.floor.pid()).await?;
 
     Ok(Pair {
         nimbus: Figures {
             cold: Latency::of(&cold),
             warm: Latency::of(&warm),
-            rps,
+            rps: tput.rps,
+            cpu: CpuPerRequest::of(&tput, load.duration),
         },
         floor: Figures {
             cold: Latency::of(&cold_floor),
             warm: Latency::of(&warm_floor),
-            rps: rps_floor,
+            rps: tput_floor.rps,
+            cpu: CpuPerRequest::of(&tput_floor, load.duration),
         },
     })
 }
@@ -289,6 +304,14 @@ fn machine() -> Result<Value> {
         "cpu": cpu,
         "kernel": kernel.trim(),
     }))
+}
+
+/// A finite number of seconds (or minutes) above zero.
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x < 1e6 => Ok(x),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
 }
 
 fn tail(s: &str, lines: usize) -> String {

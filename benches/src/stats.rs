@@ -1,5 +1,6 @@
 //! Percentiles, medians and the figures one run produces.
 
+use crate::client::Throughput;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -52,12 +53,55 @@ impl Latency {
     }
 }
 
+/// CPU time per request during the throughput measurement, in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuPerRequest {
+    /// The server process (the `nimbus` gateway, or the floor server).
+    pub server_us: f64,
+    /// The server's children (Nimbus's function instances; none for the floor).
+    pub instances_us: f64,
+    /// The load generator.
+    pub client_us: f64,
+    /// Cores used on average by unrelated processes meanwhile (noise on a shared machine).
+    pub other_cores: f64,
+}
+
+impl CpuPerRequest {
+    pub fn of(t: &Throughput, duration: Duration) -> CpuPerRequest {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / t.requests.max(1) as f64;
+        CpuPerRequest {
+            server_us: per(t.cpu.target),
+            instances_us: per(t.cpu.children),
+            client_us: per(t.cpu.client),
+            other_cores: t.cpu.other.as_secs_f64() / duration.as_secs_f64(),
+        }
+    }
+
+    fn median_of(xs: &[CpuPerRequest]) -> CpuPerRequest {
+        let m = |f: fn(&CpuPerRequest) -> f64| median(&xs.iter().map(f).collect::<Vec<_>>());
+        CpuPerRequest {
+            server_us: m(|c| c.server_us),
+            instances_us: m(|c| c.instances_us),
+            client_us: m(|c| c.client_us),
+            other_cores: m(|c| c.other_cores),
+        }
+    }
+
+    fn to_json(self) -> Value {
+        json!({
+            "server_us": round(self.server_us, 1), "instances_us": round(self.instances_us, 1),
+            "client_us": round(self.client_us, 1), "other_cores": round(self.other_cores, 2),
+        })
+    }
+}
+
 /// What one run measures of one target (Nimbus or its floor).
 #[derive(Debug, Clone, Copy)]
 pub struct Figures {
     pub cold: Latency,
     pub warm: Latency,
     pub rps: f64,
+    pub cpu: CpuPerRequest,
 }
 
 impl Figures {
@@ -70,11 +114,13 @@ impl Figures {
             cold: pick(|f| f.cold),
             warm: pick(|f| f.warm),
             rps: median(&runs.iter().map(|f| f.rps).collect::<Vec<_>>()),
+            cpu: CpuPerRequest::median_of(&runs.iter().map(|f| f.cpu).collect::<Vec<_>>()),
         }
     }
 
     pub fn to_json(self) -> Value {
-        json!({ "cold_start": self.cold.to_json(), "warm": self.warm.to_json(), "throughput_rps": round(self.rps, 1) })
+        json!({ "cold_start": self.cold.to_json(), "warm": self.warm.to_json(), "throughput_rps": round(self.rps, 1),
+               "throughput_cpu_per_request": self.cpu.to_json() })
     }
 }
 
@@ -129,6 +175,17 @@ impl Pair {
             f.rps,
             "-",
             n.rps / f.rps
+        );
+        out += &format!(
+            "CPU per request at throughput (us): nimbus {:.0} gateway + {:.0} instances, floor {:.0}; \
+             client {:.0} / {:.0}; other load {:.1} / {:.1} cores\n",
+            n.cpu.server_us,
+            n.cpu.instances_us,
+            f.cpu.server_us,
+            n.cpu.client_us,
+            f.cpu.client_us,
+            n.cpu.other_cores,
+            f.cpu.other_cores
         );
         out
     }

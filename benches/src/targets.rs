@@ -69,6 +69,10 @@ impl Nimbus {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -140,7 +144,7 @@ impl Nimbus {
 
 /// A bare HTTP server in `lang` answering the hello handler (the warm and throughput floor).
 pub struct Floor {
-    _child: Child,
+    child: Child,
     pub addr: SocketAddr,
 }
 
@@ -162,10 +166,7 @@ impl Floor {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if crate::client::one_shot(addr, "/").await.is_ok() {
-                return Ok(Floor {
-                    _child: child,
-                    addr,
-                });
+                return Ok(Floor { child, addr });
             }
             if let Some(status) = child.try_wait()? {
                 let log = std::fs::read_to_string(dir.join("floor.log")).unwrap_or_default();
@@ -176,6 +177,12 @@ impl Floor {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+impl Floor {
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
     }
 }
 
