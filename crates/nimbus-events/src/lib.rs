@@ -7,3 +7,4 @@
 //! May depend on `nimbus-core` and `nimbus-store`; used by the gateway and the server.
 
 pub mod engine;
+pub mod schedule;
