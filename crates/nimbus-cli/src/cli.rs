@@ -37,6 +37,8 @@ pub enum Command {
     Rm(RmArgs),
     /// Show a function's logs.
     Logs(LogsArgs),
+    /// Show a function's asynchronous events: pending, retrying, succeeded, dead-lettered.
+    Events(EventsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -56,6 +58,29 @@ pub struct ServerArgs {
     /// How long shutdown waits for in-flight requests (seconds, or 30s, 1m).
     #[arg(long, env = "NIMBUS_SHUTDOWN_GRACE", default_value = "30", value_name = "SECS", value_parser = parse_secs)]
     pub shutdown_grace: Duration,
+    /// First retry delay of a failed async event; each retry doubles it (milliseconds).
+    #[arg(long, env = "NIMBUS_RETRY_BASE_MS", default_value = "60000", value_name = "MS", value_parser = parse_millis)]
+    pub retry_base_ms: Duration,
+    /// Consecutive async delivery failures that pause a function's delivery (circuit breaker).
+    #[arg(
+        long,
+        env = "NIMBUS_CIRCUIT_THRESHOLD",
+        default_value = "10",
+        value_name = "N"
+    )]
+    pub circuit_threshold: u32,
+    /// How long an open circuit pauses delivery before probing (milliseconds).
+    #[arg(long, env = "NIMBUS_CIRCUIT_COOLDOWN_MS", default_value = "30000", value_name = "MS", value_parser = parse_millis)]
+    pub circuit_cooldown_ms: Duration,
+    /// TEST ONLY: run event ages, backoffs and cool-downs this many times faster.
+    #[arg(
+        long,
+        env = "NIMBUS_TIME_SCALE",
+        default_value = "1",
+        value_name = "N",
+        hide = true
+    )]
+    pub time_scale: u32,
 }
 
 #[derive(Debug, Args)]
@@ -114,8 +139,25 @@ pub struct InvokeArgs {
     #[arg(long, value_name = "Q")]
     pub qualifier: Option<String>,
     /// Print the tail of the invocation's log to stderr.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "is_async")]
     pub log: bool,
+    /// Queue the event and return at once (InvocationType Event); see `nimbus events NAME`.
+    #[arg(long = "async")]
+    pub is_async: bool,
+    /// With --async: a repeated key within 24 h is not queued again.
+    #[arg(long, requires = "is_async", value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    pub name: String,
+    /// Only events in this state: pending, running, succeeded, dead, expired.
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// At most this many events (newest first).
+    #[arg(long, short = 'n', default_value = "20", value_name = "N")]
+    pub limit: usize,
 }
 
 #[derive(Debug, Args)]

@@ -241,6 +241,40 @@ impl Client {
         serde_json::from_value(v).context("the server sent a logs reply in an unexpected shape")
     }
 
+    /// Queues an asynchronous invocation; returns its request id and whether the
+    /// idempotency key made it a replay of an earlier one.
+    pub async fn invoke_async(
+        &self,
+        name: &str,
+        qualifier: Option<&str>,
+        payload: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(String, bool)> {
+        let mut req = self
+            .request(
+                Method::POST,
+                &["2015-03-31", "functions", name, "invocations"],
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-Amz-Invocation-Type", "Event")
+            .body(payload);
+        if let Some(q) = qualifier {
+            req = req.query(&[("Qualifier", q)]);
+        }
+        if let Some(k) = idempotency_key {
+            req = req.header("X-Nimbus-Idempotency-Key", k);
+        }
+        let resp = self.send(req).await?;
+        let header = |h: &str| {
+            resp.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let id = header("x-amzn-requestid").unwrap_or_default();
+        Ok((id, header("x-nimbus-idempotent-replay").is_some()))
+    }
+
     pub async fn invoke(
         &self,
         name: &str,

@@ -85,7 +85,7 @@ pub struct EventInvokeConfig {
     pub maximum_event_age_s: u32,
     pub on_success: Option<Destination>,
     pub on_failure: Option<Destination>,
-    /// When the config was last written (ISO-8601), for `LastModified`.
+    /// When the config was last written (Unix seconds), for `LastModified`.
     #[serde(default)]
     pub last_modified: String,
 }

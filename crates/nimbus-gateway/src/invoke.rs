@@ -27,6 +27,29 @@ pub(crate) async fn run(
     trace_id: Option<String>,
     client_context: Option<String>,
 ) -> Result<(String, PoolInvokeResult), ApiError> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    run_with_id(
+        gw,
+        resolved,
+        request_id,
+        payload,
+        invoked_arn,
+        trace_id,
+        client_context,
+    )
+    .await
+}
+
+/// [`run`] under a given request id (async events keep the id their caller got).
+pub(crate) async fn run_with_id(
+    gw: &Arc<Gateway>,
+    resolved: &Arc<Resolved>,
+    request_id: String,
+    payload: Bytes,
+    invoked_arn: String,
+    trace_id: Option<String>,
+    client_context: Option<String>,
+) -> Result<(String, PoolInvokeResult), ApiError> {
     if resolved.throttled {
         return Err(ApiError::Throttled {
             message: format!(
@@ -36,7 +59,6 @@ pub(crate) async fn run(
             reason: "ReservedFunctionConcurrentInvocationLimitExceeded",
         });
     }
-    let request_id = uuid::Uuid::new_v4().to_string();
     let inv = Invocation {
         request_id: request_id.clone(),
         payload,
@@ -114,6 +136,10 @@ pub(crate) async fn lambda_invoke(
         payload
     };
 
+    if invocation_type == "Event" {
+        return crate::async_invoke::submit(&gw, &name, qualifier.as_deref(), payload, &headers)
+            .await;
+    }
     let resolved = gw.resolve(&name, qualifier.as_deref()).await?;
     let executed_version = resolved.version.version.clone();
     if invocation_type == "DryRun" {
@@ -122,12 +148,6 @@ pub(crate) async fn lambda_invoke(
             [("x-amz-executed-version", executed_version)],
         )
             .into_response());
-    }
-    if invocation_type == "Event" {
-        return Err(ApiError::InvalidParameter(
-            "InvocationType Event is not supported yet by this server: invoke with RequestResponse"
-                .into(),
-        ));
     }
     let invoked_arn = arn::function_arn(name.as_str(), qualifier.as_deref());
     let trace = header("x-amzn-trace-id").map(str::to_string);

@@ -6,6 +6,7 @@
 //! Depends on the store (registry), the pool (instances) and the runtime types; built by
 //! `nimbus-server`.
 
+mod async_invoke;
 mod error;
 pub mod http_event;
 mod invoke;
@@ -14,6 +15,7 @@ mod native;
 mod state;
 mod urls;
 
+pub use async_invoke::GatewayInvoker;
 pub use error::ApiError;
 pub use state::{Gateway, GatewayConfig, Pools};
 
@@ -83,6 +85,17 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             "/2019-09-30/functions/{name}/concurrency",
             get(l::get_concurrency),
         )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config",
+            get(async_invoke::get_config)
+                .put(async_invoke::put_config)
+                .post(async_invoke::update_config)
+                .delete(async_invoke::delete_config),
+        )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config/list",
+            get(async_invoke::list_configs),
+        )
         .route("/2016-08-19/account-settings", get(l::account_settings))
         .route("/2016-08-19/account-settings/", get(l::account_settings))
         .route(
@@ -109,7 +122,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .route("/v1/functions/{name}/versions", get(native::versions))
         .route("/v1/functions/{name}/logs", get(native::logs))
-        .route("/v1/functions/{name}/code", get(native::code));
+        .route("/v1/functions/{name}/code", get(native::code))
+        .route(
+            "/v1/functions/{name}/events",
+            get(async_invoke::list_events),
+        );
     let urls = Router::new()
         .route("/fn/{name}", axum::routing::any(urls::function_url_root))
         .route("/fn/{name}/", axum::routing::any(urls::function_url_root))

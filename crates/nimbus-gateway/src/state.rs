@@ -3,6 +3,7 @@
 
 use crate::ApiError;
 use nimbus_core::{Alias, FunctionName, FunctionVersion, RouteSpec, LATEST};
+use nimbus_events::engine::AsyncEngine;
 use nimbus_pool::PoolManager;
 use nimbus_runtime::{InstanceSpec, ProcessExecutor};
 use nimbus_store::{CodeStore, Store};
@@ -34,6 +35,7 @@ pub struct Gateway {
     pub(crate) code: Arc<CodeStore>,
     pub(crate) pools: Arc<Pools>,
     pub(crate) cfg: GatewayConfig,
+    pub(crate) events: Arc<AsyncEngine>,
     cache: RwLock<HashMap<(String, String), Arc<Resolved>>>,
     aliases: RwLock<HashMap<(String, String), Arc<Alias>>>,
     routes: RwLock<Vec<(RouteSpec, FunctionName)>>,
@@ -44,6 +46,7 @@ impl Gateway {
         store: Arc<dyn Store>,
         code: Arc<CodeStore>,
         pools: Arc<Pools>,
+        events: Arc<AsyncEngine>,
         cfg: GatewayConfig,
     ) -> Result<Arc<Self>, ApiError> {
         let gw = Arc::new(Self {
@@ -51,6 +54,7 @@ impl Gateway {
             code,
             pools,
             cfg,
+            events,
             cache: Default::default(),
             aliases: Default::default(),
             routes: Default::default(),

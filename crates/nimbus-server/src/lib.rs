@@ -5,12 +5,13 @@
 //! Used by the `nimbus` binary (`serve` and `up`).
 
 use anyhow::Context;
-use nimbus_gateway::{Gateway, GatewayConfig, Pools};
+use nimbus_events::engine::{AsyncEngine, EngineConfig};
+use nimbus_gateway::{Gateway, GatewayConfig, GatewayInvoker, Pools};
 use nimbus_pool::{PoolConfig, PoolManager};
 use nimbus_runtime::{
     LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor, ProcessExecutorConfig,
 };
-use nimbus_store::{CodeStore, LogEntry, LogStream, SqliteStore, Store};
+use nimbus_store::{CodeStore, LogEntry, LogStream, SqliteEventQueue, SqliteStore, Store};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub struct Config {
     pub queue_timeout: Duration,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Asynchronous invocation: retries, circuit breaker, test-only time scale.
+    pub events: EngineConfig,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             queue_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            events: EngineConfig::default(),
         }
     }
 }
@@ -51,6 +55,7 @@ pub struct Server {
     addr: SocketAddr,
     gateway: Arc<Gateway>,
     pools: Arc<Pools>,
+    events: Arc<AsyncEngine>,
     memory: MemoryLimits,
     log_task: tokio::task::JoinHandle<()>,
 }
@@ -112,10 +117,14 @@ impl Server {
         if !addr.ip().is_loopback() {
             warn!("listening on {addr}, which is reachable from other hosts; there is no authentication yet");
         }
+        let queue =
+            SqliteEventQueue::open(&data_dir).context("cannot open the async event queue")?;
+        let events = AsyncEngine::new(Arc::new(queue), config.events.clone());
         let gateway = Gateway::new(
             store.clone(),
             code,
             pools.clone(),
+            events.clone(),
             GatewayConfig {
                 public_url: format!("http://{addr}"),
                 memory_limits: memory.describe().to_string(),
@@ -129,6 +138,7 @@ impl Server {
             addr,
             gateway,
             pools,
+            events,
             memory,
             log_task,
         })
@@ -145,6 +155,9 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let reaper = self.pools.spawn_reaper();
+        let delivery = self
+            .events
+            .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
         let app = nimbus_gateway::router(self.gateway.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -169,6 +182,9 @@ impl Server {
             }
         }
         reaper.abort();
+        // Events still pending stay in the queue for the next start.
+        self.events.stop();
+        delivery.abort();
         self.pools.shutdown().await;
         self.memory.remove_root();
         // Let the last log lines reach the store.

@@ -11,6 +11,24 @@ use std::path::Path;
 
 pub async fn run(client: &Client, args: InvokeArgs) -> Result<()> {
     let payload = read_data(args.data.as_deref())?;
+    if args.is_async {
+        let (id, replay) = client
+            .invoke_async(
+                &args.name,
+                args.qualifier.as_deref(),
+                payload,
+                args.idempotency_key.as_deref(),
+            )
+            .await?;
+        let note = if replay {
+            " (idempotency key seen before: not queued again)"
+        } else {
+            ""
+        };
+        super::print(format!("queued {id}{note}\n"))?;
+        eprintln!("follow it with `nimbus events {}`", args.name);
+        return Ok(());
+    }
     let reply = client
         .invoke(&args.name, args.qualifier.as_deref(), payload, args.log)
         .await?;

@@ -1,6 +1,7 @@
 //! One module per subcommand; [`run`] dispatches.
 
 mod deploy;
+mod events;
 mod invoke;
 mod logs;
 mod ls;
@@ -22,6 +23,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ls => ls::run(&client()?, cli.json).await,
         Command::Rm(args) => rm::run(&client()?, args, cli.json).await,
         Command::Logs(args) => logs::run(&client()?, args, cli.json).await,
+        Command::Events(args) => events::run(&client()?, args, cli.json).await,
     }
 }
 

@@ -29,6 +29,10 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
         c.idle_timeout = args.idle_timeout;
         c.queue_timeout = args.queue_timeout_ms;
         c.shutdown_grace = args.shutdown_grace;
+        c.events.retry_base = args.retry_base_ms;
+        c.events.circuit_threshold = args.circuit_threshold.max(1);
+        c.events.circuit_cooldown = args.circuit_cooldown_ms;
+        c.events.time_scale = args.time_scale.max(1);
         c
     }
 }
