@@ -43,21 +43,20 @@ fn up_serves_the_examples_and_redeploys_on_change() {
             let _ = tx2.send(line);
         }
     });
-    let mut printed = String::new();
-    while !printed.contains("watching") {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("nimbus up printed:\n{printed}"));
-        printed.push_str(&line);
-        printed.push('\n');
-    }
     let base = format!("http://127.0.0.1:{port}");
-    for url in [
+    let expected = [
         format!("{base}/fn/hello-node/"),
         format!("{base}/hello/{{name}}"),
         format!("{base}/fn/custom-bash/"),
-    ] {
-        assert!(printed.contains(&url), "missing {url} in:\n{printed}");
+    ];
+    // stdout (URLs) and stderr ("watching …") arrive on two threads: wait for everything.
+    let mut printed = String::new();
+    while !(printed.contains("watching") && expected.iter().all(|u| printed.contains(u.as_str()))) {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("nimbus up printed:\n{printed}"));
+        printed.push_str(&line);
+        printed.push('\n');
     }
     let http = reqwest::blocking::Client::new();
     let body = http
