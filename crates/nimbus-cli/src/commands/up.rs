@@ -44,9 +44,26 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let client = Client::new(&base)?;
     let work = async {
         let mut deployed = Vec::new();
+        let mut failed = 0;
         for t in &targets {
-            let reply = deploy::deploy(&client, t).await?;
-            deployed.push((t.clone(), deploy::parse_reply(&reply)?));
+            // One function that cannot be built (say, no Go toolchain here) must not keep
+            // the others from being served: report it and go on.
+            match deploy::deploy(&client, t).await {
+                Ok(reply) => deployed.push((t.clone(), deploy::parse_reply(&reply)?)),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: skipping {}: {e:#}", t.name);
+                    if let Some(h) = crate::errors::hint(&e) {
+                        eprintln!("hint: {h}");
+                    }
+                }
+            }
+        }
+        if deployed.is_empty() && failed > 0 {
+            return Err(anyhow!(
+                "no function of {} could be deployed",
+                dir.display()
+            ));
         }
         super::print(summary(&base, &deployed))?;
         watch_and_redeploy(&client, &dir, &data_dir, &mut targets).await
