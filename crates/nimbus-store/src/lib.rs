@@ -4,12 +4,14 @@
 //! Used by the gateway and the server. Everything acknowledged by a `Store` method is
 //! durable: SQLite runs in WAL mode with `synchronous=FULL` for the registry.
 
+mod bus;
 mod code;
 mod error;
 mod events;
 mod logs;
 mod sqlite;
 
+pub use bus::{Bus, BusStore, Rule, RuleTarget, SqliteBusStore, DEFAULT_BUS};
 pub use code::{zip_dir, CodeInfo, CodeStore, MAX_ENTRIES};
 pub use error::StoreError;
 pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue};
