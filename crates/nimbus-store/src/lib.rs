@@ -9,6 +9,7 @@ mod code;
 mod error;
 mod events;
 mod logs;
+mod queues;
 mod sqlite;
 
 pub use bus::{Bus, BusStore, Rule, RuleTarget, SqliteBusStore, DEFAULT_BUS};
@@ -16,6 +17,10 @@ pub use code::{zip_dir, CodeInfo, CodeStore, MAX_ENTRIES};
 pub use error::StoreError;
 pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue};
 pub use logs::{LogEntry, LogStream};
+pub use queues::{
+    md5, validate_queue_name, EventSourceMapping, Message, NewMessage, QueueInfo, QueueSettings,
+    QueueStats, QueueStore, RedrivePolicy, SqliteQueueStore,
+};
 pub use sqlite::{SqliteStore, LOG_RETENTION_LINES};
 
 use nimbus_core::{Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion};

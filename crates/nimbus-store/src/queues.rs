@@ -1,0 +1,949 @@
+//! Built-in queues and their event-source mappings (`DATA_DIR/queues.db`, WAL,
+//! `synchronous=FULL`: a message acknowledged to its sender survives `kill -9`).
+//!
+//! SQS semantics: a received message is hidden for the visibility timeout and gets a new
+//! receipt handle each time; deleting needs the current handle. A queue with a redrive
+//! policy moves a message to its dead-letter queue, atomically, instead of delivering it a
+//! `maxReceiveCount + 1`-th time.
+
+use crate::sqlite::open_db;
+use crate::{Result, StoreError};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE queues (
+    name                 TEXT PRIMARY KEY NOT NULL,
+    visibility_timeout_s INTEGER NOT NULL,
+    max_message_size     INTEGER NOT NULL,
+    retention_s          INTEGER NOT NULL,
+    dead_letter_queue    TEXT,
+    max_receive_count    INTEGER,
+    created_ms           INTEGER NOT NULL
+) STRICT;
+CREATE TABLE messages (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    queue            TEXT NOT NULL,
+    body             TEXT NOT NULL,
+    attributes       TEXT NOT NULL,
+    md5              TEXT NOT NULL,
+    sent_ms          INTEGER NOT NULL,
+    receive_count    INTEGER NOT NULL,
+    first_receive_ms INTEGER,
+    visible_at_ms    INTEGER NOT NULL,
+    receipt          TEXT
+) STRICT;
+CREATE INDEX messages_visible ON messages(queue, visible_at_ms);
+CREATE UNIQUE INDEX messages_receipt ON messages(receipt) WHERE receipt IS NOT NULL;
+CREATE TABLE mappings (
+    uuid              TEXT PRIMARY KEY NOT NULL,
+    queue             TEXT NOT NULL,
+    function          TEXT NOT NULL,
+    batch_size        INTEGER NOT NULL,
+    window_s          INTEGER NOT NULL,
+    enabled           INTEGER NOT NULL,
+    report_failures   INTEGER NOT NULL,
+    last_modified_s   INTEGER NOT NULL
+) STRICT;
+"];
+
+/// Largest batch of `send` and `receive`, as SQS.
+pub const MAX_BATCH: usize = 10;
+
+/// Where a queue sends messages received too often.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedrivePolicy {
+    pub dead_letter_queue: String,
+    pub max_receive_count: u32,
+}
+
+/// A queue's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueueSettings {
+    pub visibility_timeout_s: u32,
+    pub max_message_size: u32,
+    pub retention_s: u32,
+    pub redrive: Option<RedrivePolicy>,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            visibility_timeout_s: 30,
+            max_message_size: 256 * 1024,
+            retention_s: 4 * 24 * 3600,
+            redrive: None,
+        }
+    }
+}
+
+impl QueueSettings {
+    /// SQS's bounds.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(StoreError::InvalidInput(m));
+        if self.visibility_timeout_s > 12 * 3600 {
+            return bad("visibility_timeout must be 0-43200 seconds".into());
+        }
+        if !(1024..=256 * 1024).contains(&self.max_message_size) {
+            return bad("max_message_size must be 1024-262144 bytes".into());
+        }
+        if !(60..=14 * 24 * 3600).contains(&self.retention_s) {
+            return bad("retention must be 60-1209600 seconds".into());
+        }
+        if let Some(r) = &self.redrive {
+            validate_queue_name(&r.dead_letter_queue)?;
+            if !(1..=1000).contains(&r.max_receive_count) {
+                return bad("max_receive_count must be 1-1000".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Queue names: 1-80 characters, letters, digits, `-` and `_` (as SQS).
+pub fn validate_queue_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 80
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(StoreError::InvalidInput(format!(
+            "invalid queue name {name:?}: use 1-80 letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueInfo {
+    pub name: String,
+    pub settings: QueueSettings,
+    pub created_ms: i64,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    pub body: String,
+    /// SQS message attributes, already in the event shape (`{"k":{"stringValue":…}}`).
+    pub attributes: serde_json::Value,
+    pub delay_s: u32,
+}
+
+/// A stored message. `receipt` is set on received messages.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    pub id: String,
+    pub queue: String,
+    pub body: String,
+    pub attributes: serde_json::Value,
+    pub md5: String,
+    pub sent_ms: i64,
+    pub receive_count: u32,
+    pub first_receive_ms: Option<i64>,
+    pub visible_at_ms: i64,
+    pub receipt: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Ready to be received.
+    pub visible: u64,
+    /// Received and not yet deleted, still hidden.
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed.
+    pub delayed: u64,
+}
+
+/// A mapping from a queue to a function (Lambda's event-source mapping).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventSourceMapping {
+    pub uuid: String,
+    pub queue: String,
+    pub function: String,
+    pub batch_size: u32,
+    pub window_s: u32,
+    pub enabled: bool,
+    pub report_batch_item_failures: bool,
+    /// Epoch seconds.
+    pub last_modified_s: i64,
+}
+
+impl EventSourceMapping {
+    pub fn validate(&self) -> Result<()> {
+        validate_queue_name(&self.queue)?;
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(StoreError::InvalidInput("BatchSize must be 1-10000".into()));
+        }
+        if self.window_s > 300 {
+            return Err(StoreError::InvalidInput(
+                "MaximumBatchingWindowInSeconds must be 0-300".into(),
+            ));
+        }
+        if self.batch_size > 10 && self.window_s == 0 {
+            return Err(StoreError::InvalidInput(
+                "a BatchSize above 10 needs MaximumBatchingWindowInSeconds of at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `Enabled` or `Disabled`, as Lambda reports `State`.
+    pub fn state(&self) -> &'static str {
+        if self.enabled {
+            "Enabled"
+        } else {
+            "Disabled"
+        }
+    }
+}
+
+/// Durable queues and event-source mappings.
+pub trait QueueStore: Send + Sync + 'static {
+    /// Creates a queue, or updates the settings of an existing one.
+    fn put_queue(&self, name: &str, settings: &QueueSettings, now_ms: i64) -> Result<QueueInfo>;
+    fn get_queue(&self, name: &str) -> Result<QueueInfo>;
+    fn list_queues(&self) -> Result<Vec<QueueInfo>>;
+    /// Deletes the queue and its messages (`NotFound` when missing).
+    fn delete_queue(&self, name: &str) -> Result<()>;
+    /// Deletes every message; returns how many.
+    fn purge(&self, name: &str) -> Result<u64>;
+    /// Stores up to [`MAX_BATCH`] messages atomically; returns them with their ids.
+    fn send(&self, name: &str, messages: &[NewMessage], now_ms: i64) -> Result<Vec<Message>>;
+    /// Receives up to `max` (1-10, or up to 10000 for pollers) visible messages, oldest
+    /// first, hiding each for `visibility_timeout_s` (the queue's when `None`) under a new
+    /// receipt handle. Messages past the redrive limit move to the dead-letter queue instead.
+    fn receive(
+        &self,
+        name: &str,
+        max: usize,
+        visibility_timeout_s: Option<u32>,
+        now_ms: i64,
+    ) -> Result<Vec<Message>>;
+    /// Deletes by current receipt handle; a stale or unknown handle is `InvalidInput`.
+    fn delete_message(&self, name: &str, receipt: &str) -> Result<()>;
+    /// Makes a received message visible again after `timeout_s` (stale handle: `InvalidInput`).
+    fn change_visibility(
+        &self,
+        name: &str,
+        receipt: &str,
+        timeout_s: u32,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// Gives received messages back as if they had not been received (a throttled
+    /// delivery): visible at `visible_at_ms`, receive count decremented. Stale handles are
+    /// skipped.
+    fn release(&self, name: &str, receipts: &[String], visible_at_ms: i64) -> Result<()>;
+    fn stats(&self, name: &str, now_ms: i64) -> Result<QueueStats>;
+
+    fn create_mapping(&self, m: &EventSourceMapping) -> Result<()>;
+    fn get_mapping(&self, uuid: &str) -> Result<EventSourceMapping>;
+    /// Replaces a mapping (`NotFound` when missing).
+    fn update_mapping(&self, m: &EventSourceMapping) -> Result<()>;
+    fn delete_mapping(&self, uuid: &str) -> Result<EventSourceMapping>;
+    /// All mappings, oldest first.
+    fn list_mappings(&self) -> Result<Vec<EventSourceMapping>>;
+}
+
+/// [`QueueStore`] on SQLite.
+pub struct SqliteQueueStore {
+    db: Mutex<Connection>,
+}
+
+impl SqliteQueueStore {
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            db: Mutex::new(open_db(&data_dir.join("queues.db"), "FULL", MIGRATIONS)?),
+        })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn not_found(name: &str) -> StoreError {
+    StoreError::NotFound(format!("queue not found: {name}"))
+}
+
+fn stale(receipt: &str) -> StoreError {
+    StoreError::InvalidInput(format!(
+        "receipt handle {receipt:?} is invalid or stale: the message was deleted or received again since"
+    ))
+}
+
+const QUEUE_COLUMNS: &str =
+    "name, visibility_timeout_s, max_message_size, retention_s, dead_letter_queue, max_receive_count, created_ms";
+
+fn decode_queue(r: &Row<'_>) -> rusqlite::Result<QueueInfo> {
+    let dlq: Option<String> = r.get(4)?;
+    let max: Option<i64> = r.get(5)?;
+    Ok(QueueInfo {
+        name: r.get(0)?,
+        settings: QueueSettings {
+            visibility_timeout_s: r.get::<_, i64>(1)? as u32,
+            max_message_size: r.get::<_, i64>(2)? as u32,
+            retention_s: r.get::<_, i64>(3)? as u32,
+            redrive: dlq.zip(max).map(|(d, m)| RedrivePolicy {
+                dead_letter_queue: d,
+                max_receive_count: m as u32,
+            }),
+        },
+        created_ms: r.get(6)?,
+    })
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, queue, body, attributes, md5, sent_ms, receive_count, first_receive_ms, visible_at_ms, receipt";
+
+fn decode_message(r: &Row<'_>) -> rusqlite::Result<Message> {
+    let attrs: String = r.get(3)?;
+    Ok(Message {
+        id: r.get(0)?,
+        queue: r.get(1)?,
+        body: r.get(2)?,
+        attributes: serde_json::from_str(&attrs).unwrap_or(serde_json::Value::Null),
+        md5: r.get(4)?,
+        sent_ms: r.get(5)?,
+        receive_count: r.get::<_, i64>(6)? as u32,
+        first_receive_ms: r.get(7)?,
+        visible_at_ms: r.get(8)?,
+        receipt: r.get(9)?,
+    })
+}
+
+const MAPPING_COLUMNS: &str =
+    "uuid, queue, function, batch_size, window_s, enabled, report_failures, last_modified_s";
+
+fn decode_mapping(r: &Row<'_>) -> rusqlite::Result<EventSourceMapping> {
+    Ok(EventSourceMapping {
+        uuid: r.get(0)?,
+        queue: r.get(1)?,
+        function: r.get(2)?,
+        batch_size: r.get::<_, i64>(3)? as u32,
+        window_s: r.get::<_, i64>(4)? as u32,
+        enabled: r.get::<_, i64>(5)? != 0,
+        report_batch_item_failures: r.get::<_, i64>(6)? != 0,
+        last_modified_s: r.get(7)?,
+    })
+}
+
+fn queue_in(tx: &Connection, name: &str) -> Result<QueueInfo> {
+    tx.query_row(
+        &format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = ?1"),
+        [name],
+        decode_queue,
+    )
+    .optional()?
+    .ok_or_else(|| not_found(name))
+}
+
+impl QueueStore for SqliteQueueStore {
+    fn put_queue(&self, name: &str, settings: &QueueSettings, now_ms: i64) -> Result<QueueInfo> {
+        validate_queue_name(name)?;
+        settings.validate()?;
+        if settings
+            .redrive
+            .as_ref()
+            .is_some_and(|r| r.dead_letter_queue == name)
+        {
+            return Err(StoreError::InvalidInput(
+                "a queue cannot be its own dead-letter queue".into(),
+            ));
+        }
+        let (dlq, max) = match &settings.redrive {
+            Some(r) => (
+                Some(r.dead_letter_queue.clone()),
+                Some(i64::from(r.max_receive_count)),
+            ),
+            None => (None, None),
+        };
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO queues (name, visibility_timeout_s, max_message_size, retention_s, dead_letter_queue, max_receive_count, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(name) DO UPDATE SET visibility_timeout_s = ?2, max_message_size = ?3,
+                 retention_s = ?4, dead_letter_queue = ?5, max_receive_count = ?6",
+            params![
+                name,
+                settings.visibility_timeout_s,
+                settings.max_message_size,
+                settings.retention_s,
+                dlq,
+                max,
+                now_ms
+            ],
+        )?;
+        let q = queue_in(&tx, name)?;
+        tx.commit()?;
+        Ok(q)
+    }
+
+    fn get_queue(&self, name: &str) -> Result<QueueInfo> {
+        queue_in(&self.db(), name)
+    }
+
+    fn list_queues(&self) -> Result<Vec<QueueInfo>> {
+        let db = self.db();
+        let mut st = db.prepare(&format!("SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name"))?;
+        let rows = st.query_map([], decode_queue)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn delete_queue(&self, name: &str) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if tx.execute("DELETE FROM queues WHERE name = ?1", [name])? == 0 {
+            return Err(not_found(name));
+        }
+        tx.execute("DELETE FROM messages WHERE queue = ?1", [name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn purge(&self, name: &str) -> Result<u64> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        queue_in(&tx, name)?;
+        let n = tx.execute("DELETE FROM messages WHERE queue = ?1", [name])?;
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
+    fn send(&self, name: &str, messages: &[NewMessage], now_ms: i64) -> Result<Vec<Message>> {
+        if messages.is_empty() || messages.len() > MAX_BATCH {
+            return Err(StoreError::InvalidInput(format!(
+                "send 1-{MAX_BATCH} messages at a time"
+            )));
+        }
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let q = queue_in(&tx, name)?;
+        let total: usize = messages.iter().map(|m| m.body.len()).sum();
+        if total > q.settings.max_message_size as usize {
+            return Err(StoreError::InvalidInput(format!(
+                "messages of {total} bytes exceed the queue's maximum message size of {} bytes",
+                q.settings.max_message_size
+            )));
+        }
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            if m.body.is_empty() {
+                return Err(StoreError::InvalidInput(
+                    "a message body must not be empty".into(),
+                ));
+            }
+            if m.delay_s > 900 {
+                return Err(StoreError::InvalidInput(
+                    "delay must be 0-900 seconds".into(),
+                ));
+            }
+            let msg = Message {
+                id: uuid::Uuid::new_v4().to_string(),
+                queue: name.to_string(),
+                body: m.body.clone(),
+                attributes: if m.attributes.is_null() {
+                    serde_json::json!({})
+                } else {
+                    m.attributes.clone()
+                },
+                md5: hex::encode(md5(m.body.as_bytes())),
+                sent_ms: now_ms,
+                receive_count: 0,
+                first_receive_ms: None,
+                visible_at_ms: now_ms + i64::from(m.delay_s) * 1000,
+                receipt: None,
+            };
+            tx.execute(
+                &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, ?7, NULL)"),
+                params![
+                    msg.id,
+                    msg.queue,
+                    msg.body,
+                    msg.attributes.to_string(),
+                    msg.md5,
+                    msg.sent_ms,
+                    msg.visible_at_ms
+                ],
+            )?;
+            out.push(msg);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn receive(
+        &self,
+        name: &str,
+        max: usize,
+        visibility_timeout_s: Option<u32>,
+        now_ms: i64,
+    ) -> Result<Vec<Message>> {
+        let max = max.clamp(1, 10_000);
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let q = queue_in(&tx, name)?;
+        // Retention: messages older than the queue keeps them are gone.
+        tx.execute(
+            "DELETE FROM messages WHERE queue = ?1 AND sent_ms < ?2",
+            params![name, now_ms - i64::from(q.settings.retention_s) * 1000],
+        )?;
+        let redrive = match &q.settings.redrive {
+            Some(r) if queue_in(&tx, &r.dead_letter_queue).is_ok() => Some(r.clone()),
+            Some(r) => {
+                tracing::warn!(
+                    queue = name,
+                    dlq = %r.dead_letter_queue,
+                    "dead-letter queue does not exist: messages are not redriven"
+                );
+                None
+            }
+            None => None,
+        };
+        let visibility = i64::from(visibility_timeout_s.unwrap_or(q.settings.visibility_timeout_s));
+        let mut out = Vec::new();
+        loop {
+            let candidates: Vec<Message> = {
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE queue = ?1 AND visible_at_ms <= ?2
+                     ORDER BY seq LIMIT ?3"
+                ))?;
+                let rows = st.query_map(
+                    params![name, now_ms, (max - out.len()) as i64],
+                    decode_message,
+                )?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            if candidates.is_empty() {
+                break;
+            }
+            let mut moved = false;
+            for mut m in candidates {
+                if let Some(r) = redrive
+                    .as_ref()
+                    .filter(|r| m.receive_count >= r.max_receive_count)
+                {
+                    // Received maxReceiveCount times already: to the dead-letter queue.
+                    tx.execute(
+                        "UPDATE messages SET queue = ?2, receive_count = 0, first_receive_ms = NULL,
+                             visible_at_ms = ?3, receipt = NULL
+                         WHERE id = ?1",
+                        params![m.id, r.dead_letter_queue, now_ms],
+                    )?;
+                    tracing::info!(
+                        queue = name,
+                        dlq = %r.dead_letter_queue,
+                        message = %m.id,
+                        receives = m.receive_count,
+                        "message moved to the dead-letter queue"
+                    );
+                    moved = true;
+                    continue;
+                }
+                m.receive_count += 1;
+                m.first_receive_ms.get_or_insert(now_ms);
+                m.visible_at_ms = now_ms + visibility * 1000;
+                let receipt = format!("{}.{}", m.id, uuid::Uuid::new_v4().simple());
+                tx.execute(
+                    "UPDATE messages SET receive_count = ?2, first_receive_ms = ?3, visible_at_ms = ?4, receipt = ?5
+                     WHERE id = ?1",
+                    params![m.id, m.receive_count, m.first_receive_ms, m.visible_at_ms, receipt],
+                )?;
+                m.receipt = Some(receipt);
+                out.push(m);
+            }
+            if !moved || out.len() >= max {
+                break;
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn delete_message(&self, name: &str, receipt: &str) -> Result<()> {
+        let db = self.db();
+        if db.execute(
+            "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2",
+            params![name, receipt],
+        )? == 0
+        {
+            queue_in(&db, name)?;
+            return Err(stale(receipt));
+        }
+        Ok(())
+    }
+
+    fn change_visibility(
+        &self,
+        name: &str,
+        receipt: &str,
+        timeout_s: u32,
+        now_ms: i64,
+    ) -> Result<()> {
+        if timeout_s > 12 * 3600 {
+            return Err(StoreError::InvalidInput(
+                "visibility timeout must be 0-43200 seconds".into(),
+            ));
+        }
+        let db = self.db();
+        if db.execute(
+            "UPDATE messages SET visible_at_ms = ?3 WHERE queue = ?1 AND receipt = ?2",
+            params![name, receipt, now_ms + i64::from(timeout_s) * 1000],
+        )? == 0
+        {
+            queue_in(&db, name)?;
+            return Err(stale(receipt));
+        }
+        Ok(())
+    }
+
+    fn release(&self, name: &str, receipts: &[String], visible_at_ms: i64) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for r in receipts {
+            tx.execute(
+                "UPDATE messages SET visible_at_ms = ?3, receipt = NULL,
+                     receive_count = MAX(receive_count - 1, 0),
+                     first_receive_ms = CASE WHEN receive_count <= 1 THEN NULL ELSE first_receive_ms END
+                 WHERE queue = ?1 AND receipt = ?2",
+                params![name, r, visible_at_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn stats(&self, name: &str, now_ms: i64) -> Result<QueueStats> {
+        let db = self.db();
+        queue_in(&db, name)?;
+        let (visible, in_flight, delayed) = db.query_row(
+            "SELECT
+                 COALESCE(SUM(visible_at_ms <= ?2), 0),
+                 COALESCE(SUM(visible_at_ms > ?2 AND receipt IS NOT NULL), 0),
+                 COALESCE(SUM(visible_at_ms > ?2 AND receipt IS NULL), 0)
+             FROM messages WHERE queue = ?1",
+            params![name, now_ms],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        )?;
+        Ok(QueueStats {
+            visible: visible as u64,
+            in_flight: in_flight as u64,
+            delayed: delayed as u64,
+        })
+    }
+
+    fn create_mapping(&self, m: &EventSourceMapping) -> Result<()> {
+        m.validate()?;
+        let db = self.db();
+        db.execute(
+            &format!(
+                "INSERT INTO mappings ({MAPPING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
+            params![
+                m.uuid,
+                m.queue,
+                m.function,
+                m.batch_size,
+                m.window_s,
+                m.enabled as i64,
+                m.report_batch_item_failures as i64,
+                m.last_modified_s
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn get_mapping(&self, uuid: &str) -> Result<EventSourceMapping> {
+        self.db()
+            .query_row(
+                &format!("SELECT {MAPPING_COLUMNS} FROM mappings WHERE uuid = ?1"),
+                [uuid],
+                decode_mapping,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("event source mapping not found: {uuid}")))
+    }
+
+    fn update_mapping(&self, m: &EventSourceMapping) -> Result<()> {
+        m.validate()?;
+        let n = self.db().execute(
+            "UPDATE mappings SET queue = ?2, function = ?3, batch_size = ?4, window_s = ?5,
+                 enabled = ?6, report_failures = ?7, last_modified_s = ?8 WHERE uuid = ?1",
+            params![
+                m.uuid,
+                m.queue,
+                m.function,
+                m.batch_size,
+                m.window_s,
+                m.enabled as i64,
+                m.report_batch_item_failures as i64,
+                m.last_modified_s
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "event source mapping not found: {}",
+                m.uuid
+            )));
+        }
+        Ok(())
+    }
+
+    fn delete_mapping(&self, uuid: &str) -> Result<EventSourceMapping> {
+        let m = self.get_mapping(uuid)?;
+        self.db()
+            .execute("DELETE FROM mappings WHERE uuid = ?1", [uuid])?;
+        Ok(m)
+    }
+
+    fn list_mappings(&self) -> Result<Vec<EventSourceMapping>> {
+        let db = self.db();
+        let mut st = db.prepare(&format!(
+            "SELECT {MAPPING_COLUMNS} FROM mappings ORDER BY rowid"
+        ))?;
+        let rows = st.query_map([], decode_mapping)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// MD5 (RFC 1321), for SQS's `md5OfBody`. Not used for anything security-related.
+pub fn md5(input: &[u8]) -> [u8; 16] {
+    const S: [u32; 64] = [
+        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5,
+        9, 14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10,
+        15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+    ];
+    let k: Vec<u32> = (0..64)
+        .map(|i| ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32)
+        .collect();
+    let (mut a0, mut b0, mut c0, mut d0) = (
+        0x6745_2301u32,
+        0xefcd_ab89u32,
+        0x98ba_dcfeu32,
+        0x1032_5476u32,
+    );
+    let mut msg = input.to_vec();
+    let bit_len = (input.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bit_len.to_le_bytes());
+    for chunk in msg.chunks(64) {
+        let m: Vec<u32> = chunk
+            .chunks(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        let (mut a, mut b, mut c, mut d) = (a0, b0, c0, d0);
+        for i in 0..64 {
+            let (f, g) = match i / 16 {
+                0 => ((b & c) | (!b & d), i),
+                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
+                2 => (b ^ c ^ d, (3 * i + 5) % 16),
+                _ => (c ^ (b | !d), (7 * i) % 16),
+            };
+            let f = f.wrapping_add(a).wrapping_add(k[i]).wrapping_add(m[g]);
+            a = d;
+            d = c;
+            c = b;
+            b = b.wrapping_add(f.rotate_left(S[i]));
+        }
+        a0 = a0.wrapping_add(a);
+        b0 = b0.wrapping_add(b);
+        c0 = c0.wrapping_add(c);
+        d0 = d0.wrapping_add(d);
+    }
+    let mut out = [0u8; 16];
+    for (i, v) in [a0, b0, c0, d0].iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteQueueStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteQueueStore::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    fn msg(body: &str) -> NewMessage {
+        NewMessage {
+            body: body.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn md5_vectors() {
+        assert_eq!(hex::encode(md5(b"")), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(hex::encode(md5(b"abc")), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            hex::encode(md5(
+                b"12345678901234567890123456789012345678901234567890123456789012345678901234567890"
+            )),
+            "57edf4a22be3c955ac49da2e2107b67a"
+        );
+    }
+
+    #[test]
+    fn send_receive_delete_with_visibility() {
+        let (_d, s) = store();
+        let settings = QueueSettings {
+            visibility_timeout_s: 1,
+            ..Default::default()
+        };
+        s.put_queue("q", &settings, 0).unwrap();
+        let sent = s.send("q", &[msg("a"), msg("b")], 1000).unwrap();
+        assert_eq!(sent[0].md5, hex::encode(md5(b"a")));
+        assert_eq!(
+            s.stats("q", 1000).unwrap(),
+            QueueStats {
+                visible: 2,
+                in_flight: 0,
+                delayed: 0
+            }
+        );
+        let got = s.receive("q", 1, None, 1000).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "a");
+        assert_eq!(got[0].receive_count, 1);
+        assert_eq!(got[0].first_receive_ms, Some(1000));
+        assert_eq!(s.stats("q", 1000).unwrap().in_flight, 1);
+        // Hidden until the timeout passes, then received again with a new handle.
+        let next = s.receive("q", 10, None, 1500).unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].body, "b");
+        let again = s.receive("q", 10, None, 2100).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].id, got[0].id);
+        assert_eq!(again[0].receive_count, 2);
+        assert_eq!(again[0].first_receive_ms, Some(1000));
+        assert_ne!(again[0].receipt, got[0].receipt);
+        // The old handle is stale.
+        let e = s
+            .delete_message("q", got[0].receipt.as_deref().unwrap())
+            .unwrap_err();
+        assert!(e.is_invalid_input(), "{e}");
+        s.delete_message("q", again[0].receipt.as_deref().unwrap())
+            .unwrap();
+        s.delete_message("q", next[0].receipt.as_deref().unwrap())
+            .unwrap();
+        assert_eq!(
+            s.stats("q", 5000).unwrap(),
+            QueueStats {
+                visible: 0,
+                in_flight: 0,
+                delayed: 0
+            }
+        );
+        assert!(s.send("q", &vec![msg("x"); 11], 0).is_err());
+        assert!(s.send("nope", &[msg("x")], 0).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn redrive_after_max_receive_count() {
+        let (_d, s) = store();
+        s.put_queue("dlq", &QueueSettings::default(), 0).unwrap();
+        let settings = QueueSettings {
+            visibility_timeout_s: 0,
+            redrive: Some(RedrivePolicy {
+                dead_letter_queue: "dlq".into(),
+                max_receive_count: 2,
+            }),
+            ..Default::default()
+        };
+        s.put_queue("q", &settings, 0).unwrap();
+        s.send("q", &[msg("poison"), msg("fine")], 0).unwrap();
+        assert_eq!(s.receive("q", 1, None, 10).unwrap()[0].body, "poison");
+        assert_eq!(s.receive("q", 1, None, 20).unwrap()[0].body, "poison");
+        // Third receive: poison moves to the DLQ, and "fine" is delivered instead.
+        let got = s.receive("q", 1, None, 30).unwrap();
+        assert_eq!(got[0].body, "fine");
+        let dead = s.receive("dlq", 10, None, 40).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].body, "poison");
+        assert_eq!(dead[0].receive_count, 1);
+    }
+
+    #[test]
+    fn release_does_not_count_and_delay_and_purge() {
+        let (_d, s) = store();
+        s.put_queue("q", &QueueSettings::default(), 0).unwrap();
+        s.send(
+            "q",
+            &[
+                msg("a"),
+                NewMessage {
+                    body: "later".into(),
+                    delay_s: 5,
+                    ..Default::default()
+                },
+            ],
+            0,
+        )
+        .unwrap();
+        assert_eq!(s.stats("q", 0).unwrap().delayed, 1);
+        let got = s.receive("q", 10, None, 0).unwrap();
+        assert_eq!(got.len(), 1);
+        s.release("q", &[got[0].receipt.clone().unwrap()], 100)
+            .unwrap();
+        let again = s.receive("q", 10, None, 100).unwrap();
+        assert_eq!(again[0].receive_count, 1);
+        assert_eq!(s.purge("q").unwrap(), 2);
+        s.delete_queue("q").unwrap();
+        assert!(s.get_queue("q").unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn mappings_and_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = EventSourceMapping {
+            uuid: "u1".into(),
+            queue: "q".into(),
+            function: "f".into(),
+            batch_size: 10,
+            window_s: 0,
+            enabled: true,
+            report_batch_item_failures: true,
+            last_modified_s: 1,
+        };
+        {
+            let s = SqliteQueueStore::open(dir.path()).unwrap();
+            s.put_queue("q", &QueueSettings::default(), 0).unwrap();
+            s.send("q", &[msg("kept")], 0).unwrap();
+            s.create_mapping(&m).unwrap();
+            let bad = EventSourceMapping {
+                batch_size: 0,
+                ..m.clone()
+            };
+            assert!(s.create_mapping(&bad).is_err());
+        }
+        let s = SqliteQueueStore::open(dir.path()).unwrap();
+        assert_eq!(s.list_mappings().unwrap(), vec![m.clone()]);
+        assert_eq!(s.receive("q", 10, None, 1).unwrap()[0].body, "kept");
+        let upd = EventSourceMapping {
+            enabled: false,
+            ..m.clone()
+        };
+        s.update_mapping(&upd).unwrap();
+        assert!(!s.get_mapping("u1").unwrap().enabled);
+        s.delete_mapping("u1").unwrap();
+        assert!(s.get_mapping("u1").unwrap_err().is_not_found());
+    }
+}
