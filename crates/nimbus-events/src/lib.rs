@@ -7,4 +7,5 @@
 //! May depend on `nimbus-core` and `nimbus-store`; used by the gateway and the server.
 
 pub mod engine;
+pub mod mapping;
 pub mod schedule;

@@ -1,0 +1,443 @@
+//! Event-source mappings from built-in queues to functions: one poller task per enabled
+//! mapping receives batches (waiting up to the batching window to fill one), hands them to
+//! the function **synchronously** as an SQS event, and deletes what the function
+//! processed: everything on success, nothing on a function error, everything but the
+//! reported `batchItemFailures` with `ReportBatchItemFailures`. What is not deleted becomes
+//! visible again after the queue's visibility timeout, and the queue's redrive policy moves
+//! a message received too often to its dead-letter queue.
+
+use crate::engine::{Attempt, Invoker};
+use nimbus_core::arn::{ACCOUNT, REGION};
+use nimbus_store::{EventSourceMapping, Message, QueueStore};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// The SQS-style ARN of a built-in queue.
+pub fn queue_arn(queue: &str) -> String {
+    format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}")
+}
+
+/// The queue name of an SQS-style ARN (or a bare name).
+pub fn queue_from_arn(arn: &str) -> Option<&str> {
+    match arn.strip_prefix("arn:aws:sqs:") {
+        Some(rest) => rest.splitn(3, ':').nth(2).filter(|q| !q.is_empty()),
+        None => (!arn.is_empty() && !arn.contains(':')).then_some(arn),
+    }
+}
+
+/// Builds the SQS event Lambda's pollers send (`Records[]`, attribute values as strings).
+pub fn sqs_event(queue: &str, messages: &[Message]) -> Value {
+    let arn = queue_arn(queue);
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            json!({
+                "messageId": m.id,
+                "receiptHandle": m.receipt.clone().unwrap_or_default(),
+                "body": m.body,
+                "attributes": {
+                    "ApproximateReceiveCount": m.receive_count.to_string(),
+                    "SentTimestamp": m.sent_ms.to_string(),
+                    "SenderId": ACCOUNT,
+                    "ApproximateFirstReceiveTimestamp":
+                        m.first_receive_ms.unwrap_or(m.sent_ms).to_string(),
+                },
+                "messageAttributes": if m.attributes.is_object() { m.attributes.clone() } else { json!({}) },
+                "md5OfBody": m.md5,
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": REGION,
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// What to do with a batch after the function ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Delete every message.
+    DeleteAll,
+    /// Delete nothing: every message becomes visible again after the visibility timeout.
+    DeleteNone,
+    /// Delete every message except these ids.
+    DeleteAllBut(HashSet<String>),
+}
+
+/// Interprets a successful function response as a partial batch response (only for
+/// mappings with `ReportBatchItemFailures`), exactly as Lambda documents it: an empty or
+/// null response or `batchItemFailures` is complete success; invalid JSON, an empty, null
+/// or misspelled `itemIdentifier`, or an id not in the batch is complete failure;
+/// otherwise everything but the listed ids succeeded.
+pub fn partial_batch_outcome(body: &str, batch_ids: &HashSet<&str>) -> BatchOutcome {
+    let body = body.trim();
+    if body.is_empty() {
+        return BatchOutcome::DeleteAll;
+    }
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return BatchOutcome::DeleteNone;
+    };
+    let obj = match v {
+        Value::Null => return BatchOutcome::DeleteAll,
+        Value::Object(o) => o,
+        _ => return BatchOutcome::DeleteNone,
+    };
+    let items = match obj.get("batchItemFailures") {
+        None | Some(Value::Null) => return BatchOutcome::DeleteAll,
+        Some(Value::Array(a)) => a,
+        Some(_) => return BatchOutcome::DeleteNone,
+    };
+    if items.is_empty() {
+        return BatchOutcome::DeleteAll;
+    }
+    let mut failed = HashSet::new();
+    for item in items {
+        let Some(item) = item.as_object() else {
+            return BatchOutcome::DeleteNone;
+        };
+        if item.keys().any(|k| k != "itemIdentifier") {
+            return BatchOutcome::DeleteNone;
+        }
+        match item.get("itemIdentifier").and_then(Value::as_str) {
+            Some(id) if !id.is_empty() && batch_ids.contains(id) => {
+                failed.insert(id.to_string());
+            }
+            _ => return BatchOutcome::DeleteNone,
+        }
+    }
+    BatchOutcome::DeleteAllBut(failed)
+}
+
+/// Poller settings.
+#[derive(Debug, Clone)]
+pub struct MappingConfig {
+    /// Batches being processed at once, across all mappings.
+    pub max_concurrent_batches: usize,
+    /// How often an idle poller looks at its queue (sends wake pollers at once).
+    pub idle_poll: Duration,
+    /// How often the set of mappings is reread.
+    pub reconcile_every: Duration,
+}
+
+impl Default for MappingConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_batches: 16,
+            idle_poll: Duration::from_millis(500),
+            reconcile_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Runs one poller per enabled mapping and restarts pollers whose mapping changed.
+pub struct MappingRunner {
+    store: Arc<dyn QueueStore>,
+    cfg: MappingConfig,
+    /// Wakes the supervisor (mappings changed).
+    changed: Notify,
+    /// Wakes idle pollers (messages were sent).
+    sent: Notify,
+    stopping: AtomicBool,
+    slots: Arc<Semaphore>,
+}
+
+fn now_ms() -> i64 {
+    crate::engine::now_ms()
+}
+
+impl MappingRunner {
+    pub fn new(store: Arc<dyn QueueStore>, cfg: MappingConfig) -> Arc<Self> {
+        Arc::new(Self {
+            slots: Arc::new(Semaphore::new(cfg.max_concurrent_batches.max(1))),
+            store,
+            cfg,
+            changed: Notify::new(),
+            sent: Notify::new(),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn QueueStore> {
+        &self.store
+    }
+
+    /// Call after creating, updating or deleting a mapping.
+    pub fn mappings_changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Call after sending messages: idle pollers look at once.
+    pub fn messages_sent(&self) {
+        self.sent.notify_waiters();
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.changed.notify_one();
+        self.sent.notify_waiters();
+    }
+
+    /// Starts the supervisor; it runs until [`stop`](Self::stop), then aborts its pollers
+    /// (a batch cut short stays in flight and becomes visible again after its timeout).
+    pub fn spawn(self: &Arc<Self>, invoker: Arc<dyn Invoker>) -> JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move { me.supervise(invoker).await })
+    }
+
+    async fn supervise(self: Arc<Self>, invoker: Arc<dyn Invoker>) {
+        let mut running: HashMap<String, (EventSourceMapping, JoinHandle<()>)> = HashMap::new();
+        while !self.stopping.load(Ordering::SeqCst) {
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.list_mappings()).await {
+                Ok(Ok(mappings)) => {
+                    let wanted: HashMap<String, EventSourceMapping> = mappings
+                        .into_iter()
+                        .filter(|m| m.enabled)
+                        .map(|m| (m.uuid.clone(), m))
+                        .collect();
+                    running.retain(|uuid, (m, task)| {
+                        let keep = wanted.get(uuid) == Some(m) && !task.is_finished();
+                        if !keep {
+                            task.abort();
+                            debug!(mapping = %uuid, "poller stopped");
+                        }
+                        keep
+                    });
+                    for (uuid, m) in wanted {
+                        if running.contains_key(&uuid) {
+                            continue;
+                        }
+                        info!(mapping = %uuid, queue = %m.queue, function = %m.function, "polling queue");
+                        let task = tokio::spawn(self.clone().poll(m.clone(), invoker.clone()));
+                        running.insert(uuid, (m, task));
+                    }
+                }
+                Ok(Err(e)) => warn!("cannot read event source mappings: {e}"),
+                Err(e) => warn!("mapping task failed: {e}"),
+            }
+            tokio::select! {
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(self.cfg.reconcile_every) => {}
+            }
+        }
+        for (_, (_, task)) in running {
+            task.abort();
+        }
+    }
+
+    async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Message>, String> {
+        let (store, q) = (self.store.clone(), queue.to_string());
+        tokio::task::spawn_blocking(move || store.receive(&q, max, None, now_ms()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    async fn idle(&self, d: Duration) {
+        tokio::select! {
+            _ = self.sent.notified() => {}
+            _ = tokio::time::sleep(d) => {}
+        }
+    }
+
+    /// One mapping's loop: receive a batch, invoke, settle.
+    async fn poll(self: Arc<Self>, m: EventSourceMapping, invoker: Arc<dyn Invoker>) {
+        let batch_size = m.batch_size as usize;
+        let window = Duration::from_secs(u64::from(m.window_s));
+        let mut backoff = Duration::from_millis(100);
+        while !self.stopping.load(Ordering::SeqCst) {
+            let mut batch = match self.receive(&m.queue, batch_size).await {
+                Ok(b) => b,
+                Err(e) => {
+                    debug!(mapping = %m.uuid, queue = %m.queue, "cannot receive: {e}");
+                    self.idle(Duration::from_secs(2)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                self.idle(self.cfg.idle_poll).await;
+                continue;
+            }
+            // Fill the batch for up to the batching window.
+            let started = Instant::now();
+            while batch.len() < batch_size && started.elapsed() < window {
+                self.idle(Duration::from_millis(100).min(window - started.elapsed()))
+                    .await;
+                match self.receive(&m.queue, batch_size - batch.len()).await {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
+            let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                return;
+            };
+            let settled = self.deliver(&m, &batch, invoker.as_ref()).await;
+            drop(permit);
+            if settled {
+                backoff = Duration::from_millis(100);
+            } else {
+                // Throttled or missing function: the batch went back uncounted.
+                self.idle(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Invokes the function with one batch and deletes what it processed. False when the
+    /// invocation did not happen (throttled, function missing): the batch is released.
+    async fn deliver(
+        &self,
+        m: &EventSourceMapping,
+        batch: &[Message],
+        invoker: &dyn Invoker,
+    ) -> bool {
+        let payload = sqs_event(&m.queue, batch).to_string();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let attempt = invoker
+            .invoke(&m.function, nimbus_core::LATEST, &request_id, payload)
+            .await;
+        let outcome = match &attempt {
+            Attempt::Success { body, .. } if m.report_batch_item_failures => {
+                let ids: HashSet<&str> = batch.iter().map(|x| x.id.as_str()).collect();
+                partial_batch_outcome(body, &ids)
+            }
+            Attempt::Success { .. } => BatchOutcome::DeleteAll,
+            Attempt::FunctionError { error_type, .. } => {
+                info!(mapping = %m.uuid, function = %m.function, request_id, error_type, messages = batch.len(),
+                      "function failed: the batch will be retried after the visibility timeout");
+                BatchOutcome::DeleteNone
+            }
+            Attempt::Throttled(why) | Attempt::Missing(why) => {
+                debug!(mapping = %m.uuid, function = %m.function, "batch not delivered: {why}");
+                let receipts: Vec<String> =
+                    batch.iter().filter_map(|x| x.receipt.clone()).collect();
+                let (store, q) = (self.store.clone(), m.queue.clone());
+                let _ = tokio::task::spawn_blocking(move || store.release(&q, &receipts, now_ms()))
+                    .await;
+                return false;
+            }
+        };
+        let delete: Vec<String> = batch
+            .iter()
+            .filter(|x| match &outcome {
+                BatchOutcome::DeleteAll => true,
+                BatchOutcome::DeleteNone => false,
+                BatchOutcome::DeleteAllBut(failed) => !failed.contains(&x.id),
+            })
+            .filter_map(|x| x.receipt.clone())
+            .collect();
+        if let BatchOutcome::DeleteAllBut(failed) = &outcome {
+            debug!(mapping = %m.uuid, failed = failed.len(), "partial batch failure");
+        }
+        if matches!(outcome, BatchOutcome::DeleteNone) && m.report_batch_item_failures {
+            if let Attempt::Success { .. } = attempt {
+                warn!(mapping = %m.uuid, function = %m.function,
+                      "unusable partial batch response: the whole batch will be retried");
+            }
+        }
+        if !delete.is_empty() {
+            let (store, q) = (self.store.clone(), m.queue.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                for r in delete {
+                    if let Err(e) = store.delete_message(&q, &r) {
+                        // Processing outlived the visibility timeout: it was redelivered.
+                        warn!(queue = %q, "cannot delete a processed message: {e}");
+                    }
+                }
+            })
+            .await;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_batch_rules() {
+        let ids: HashSet<&str> = ["a", "b", "c"].into_iter().collect();
+        let all_but =
+            |v: &[&str]| BatchOutcome::DeleteAllBut(v.iter().map(|s| s.to_string()).collect());
+        use BatchOutcome::*;
+        for (body, want) in [
+            ("", DeleteAll),
+            ("null", DeleteAll),
+            ("{}", DeleteAll),
+            (r#"{"batchItemFailures":null}"#, DeleteAll),
+            (r#"{"batchItemFailures":[]}"#, DeleteAll),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":"b"}]}"#,
+                all_but(&["b"]),
+            ),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":"a"},{"itemIdentifier":"c"}]}"#,
+                all_but(&["a", "c"]),
+            ),
+            ("not json", DeleteNone),
+            (r#""ok""#, DeleteNone),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":""}]}"#,
+                DeleteNone,
+            ),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":null}]}"#,
+                DeleteNone,
+            ),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifer":"a"}]}"#,
+                DeleteNone,
+            ),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":"zzz"}]}"#,
+                DeleteNone,
+            ),
+            (r#"{"batchItemFailures":"a"}"#, DeleteNone),
+        ] {
+            assert_eq!(partial_batch_outcome(body, &ids), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn arns_and_event_shape() {
+        assert_eq!(
+            queue_arn("orders"),
+            "arn:aws:sqs:us-east-1:000000000000:orders"
+        );
+        assert_eq!(
+            queue_from_arn("arn:aws:sqs:us-east-1:000000000000:orders"),
+            Some("orders")
+        );
+        assert_eq!(queue_from_arn("orders"), Some("orders"));
+        assert_eq!(queue_from_arn("arn:aws:sqs:us-east-1:1:"), None);
+        let m = Message {
+            id: "id1".into(),
+            queue: "orders".into(),
+            body: "hi".into(),
+            attributes: json!({}),
+            md5: "49f68a5c8493ec2c0bf489821c21fc3b".into(),
+            sent_ms: 5,
+            receive_count: 2,
+            first_receive_ms: Some(7),
+            visible_at_ms: 0,
+            receipt: Some("r".into()),
+        };
+        let e = sqs_event("orders", &[m]);
+        let r = &e["Records"][0];
+        assert_eq!(r["messageId"], "id1");
+        assert_eq!(r["receiptHandle"], "r");
+        assert_eq!(r["attributes"]["ApproximateReceiveCount"], "2");
+        assert_eq!(r["attributes"]["SentTimestamp"], "5");
+        assert_eq!(r["attributes"]["ApproximateFirstReceiveTimestamp"], "7");
+        assert_eq!(r["eventSource"], "aws:sqs");
+        assert_eq!(r["eventSourceARN"], queue_arn("orders"));
+        assert_eq!(r["awsRegion"], "us-east-1");
+    }
+}
