@@ -11,6 +11,7 @@ mod http;
 mod java;
 mod limits;
 mod python;
+mod queues;
 mod ric;
 mod runtimes;
 mod up;

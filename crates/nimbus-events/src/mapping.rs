@@ -299,8 +299,12 @@ impl MappingRunner {
     ) -> bool {
         let payload = sqs_event(&m.queue, batch).to_string();
         let request_id = uuid::Uuid::new_v4().to_string();
+        let (function, qualifier) = m
+            .function
+            .split_once(':')
+            .unwrap_or((&m.function, nimbus_core::LATEST));
         let attempt = invoker
-            .invoke(&m.function, nimbus_core::LATEST, &request_id, payload)
+            .invoke(function, qualifier, &request_id, payload)
             .await;
         let outcome = match &attempt {
             Attempt::Success { body, .. } if m.report_batch_item_failures => {

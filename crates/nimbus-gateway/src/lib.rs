@@ -12,6 +12,7 @@ pub mod http_event;
 mod invoke;
 mod lambda_api;
 mod native;
+mod queues;
 mod state;
 mod urls;
 
@@ -96,6 +97,20 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             "/2019-09-25/functions/{name}/event-invoke-config/list",
             get(async_invoke::list_configs),
         )
+        .route(
+            "/2015-03-31/event-source-mappings",
+            get(queues::list_mappings).post(queues::create_mapping),
+        )
+        .route(
+            "/2015-03-31/event-source-mappings/",
+            get(queues::list_mappings).post(queues::create_mapping),
+        )
+        .route(
+            "/2015-03-31/event-source-mappings/{uuid}",
+            get(queues::get_mapping)
+                .put(queues::update_mapping)
+                .delete(queues::delete_mapping),
+        )
         .route("/2016-08-19/account-settings", get(l::account_settings))
         .route("/2016-08-19/account-settings/", get(l::account_settings))
         .route(
@@ -123,6 +138,24 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/functions/{name}/versions", get(native::versions))
         .route("/v1/functions/{name}/logs", get(native::logs))
         .route("/v1/functions/{name}/code", get(native::code))
+        .route("/v1/queues", get(queues::list_queues))
+        .route(
+            "/v1/queues/{q}",
+            get(queues::get_queue)
+                .put(queues::put_queue)
+                .delete(queues::delete_queue),
+        )
+        .route("/v1/queues/{q}/messages", post(queues::send))
+        .route(
+            "/v1/queues/{q}/messages/{receipt}",
+            axum::routing::delete(queues::delete_message),
+        )
+        .route(
+            "/v1/queues/{q}/messages/{receipt}/visibility",
+            post(queues::change_visibility),
+        )
+        .route("/v1/queues/{q}/receive", post(queues::receive))
+        .route("/v1/queues/{q}/purge", post(queues::purge))
         .route(
             "/v1/functions/{name}/events",
             get(async_invoke::list_events),

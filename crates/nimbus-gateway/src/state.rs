@@ -36,6 +36,8 @@ pub struct Gateway {
     pub(crate) pools: Arc<Pools>,
     pub(crate) cfg: GatewayConfig,
     pub(crate) events: Arc<AsyncEngine>,
+    /// Built-in queues and their pollers, when the server enabled them ([`Gateway::with_queues`]).
+    pub(crate) queues: std::sync::OnceLock<Arc<nimbus_events::mapping::MappingRunner>>,
     cache: RwLock<HashMap<(String, String), Arc<Resolved>>>,
     aliases: RwLock<HashMap<(String, String), Arc<Alias>>>,
     routes: RwLock<Vec<(RouteSpec, FunctionName)>>,
@@ -55,12 +57,23 @@ impl Gateway {
             pools,
             cfg,
             events,
+            queues: Default::default(),
             cache: Default::default(),
             aliases: Default::default(),
             routes: Default::default(),
         });
         gw.rebuild_routes()?;
         Ok(gw)
+    }
+
+    /// Enables the built-in queues and event-source mappings (`/v1/queues`,
+    /// `/2015-03-31/event-source-mappings`). Set once, before serving.
+    pub fn with_queues(
+        self: Arc<Self>,
+        runner: Arc<nimbus_events::mapping::MappingRunner>,
+    ) -> Arc<Self> {
+        let _ = self.queues.set(runner);
+        self
     }
 
     /// Resolves `name` at `qualifier` — `$LATEST`, a version, or an alias (whose weighted

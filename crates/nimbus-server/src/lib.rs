@@ -6,8 +6,10 @@
 
 use anyhow::Context;
 use nimbus_events::engine::{AsyncEngine, EngineConfig};
+use nimbus_events::mapping::{MappingConfig, MappingRunner};
 use nimbus_gateway::{Gateway, GatewayConfig, GatewayInvoker, Pools};
 use nimbus_pool::{PoolConfig, PoolManager};
+use nimbus_store::SqliteQueueStore;
 use nimbus_runtime::{
     LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor, ProcessExecutorConfig,
 };
@@ -56,6 +58,7 @@ pub struct Server {
     gateway: Arc<Gateway>,
     pools: Arc<Pools>,
     events: Arc<AsyncEngine>,
+    mappings: Arc<MappingRunner>,
     memory: MemoryLimits,
     log_task: tokio::task::JoinHandle<()>,
 }
@@ -131,6 +134,9 @@ impl Server {
             },
         )
         .map_err(|e| anyhow::anyhow!("cannot load routes: {e}"))?;
+        let queues = SqliteQueueStore::open(&data_dir).context("cannot open the queues")?;
+        let mappings = MappingRunner::new(Arc::new(queues), MappingConfig::default());
+        let gateway = gateway.with_queues(mappings.clone());
         let log_task = tokio::spawn(store_logs(rx, store));
         Ok(Server {
             config,
@@ -139,6 +145,7 @@ impl Server {
             gateway,
             pools,
             events,
+            mappings,
             memory,
             log_task,
         })
@@ -157,6 +164,9 @@ impl Server {
         let reaper = self.pools.spawn_reaper();
         let delivery = self
             .events
+            .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
+        let pollers = self
+            .mappings
             .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
         let app = nimbus_gateway::router(self.gateway.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -185,6 +195,8 @@ impl Server {
         // Events still pending stay in the queue for the next start.
         self.events.stop();
         delivery.abort();
+        self.mappings.stop();
+        pollers.abort();
         self.pools.shutdown().await;
         self.memory.remove_root();
         // Let the last log lines reach the store.

@@ -1,0 +1,345 @@
+//! Built-in queues and event-source mappings through the real binary: partial batch
+//! failures redeliver only the failed messages, a message that always fails lands in the
+//! dead-letter queue after maxReceiveCount receives, the SQS event shape field by field,
+//! a failed batch is redelivered whole, and messages and mappings survive `kill -9`.
+
+use nimbus_tests::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Appends `messageId body ApproximateReceiveCount` per record to $RECORD_FILE, logs the
+/// first event it sees, and reports as failed every record whose body starts with `poison`
+/// (always) or `flaky` (on its first receive only).
+const WORKER: &str = r#"
+const fs = require('fs');
+let logged = false;
+exports.handler = async (event) => {
+  if (!logged) { console.log('EVENT ' + JSON.stringify(event)); logged = true; }
+  const failures = [];
+  for (const r of event.Records) {
+    fs.appendFileSync(process.env.RECORD_FILE,
+      `${r.messageId} ${r.body} ${r.attributes.ApproximateReceiveCount}\n`);
+    if (r.body.startsWith('poison') ||
+        (r.body.startsWith('flaky') && r.attributes.ApproximateReceiveCount === '1')) {
+      failures.push({ itemIdentifier: r.messageId });
+    }
+  }
+  return { batchItemFailures: failures };
+};
+"#;
+
+/// Throws on a record's first receive (the whole batch fails), succeeds on the second.
+const THROWS_FIRST: &str = r#"
+const fs = require('fs');
+exports.handler = async (event) => {
+  for (const r of event.Records) {
+    fs.appendFileSync(process.env.RECORD_FILE, `${r.messageId} ${r.body} ${r.attributes.ApproximateReceiveCount}\n`);
+  }
+  if (event.Records.some((r) => r.attributes.ApproximateReceiveCount === '1')) {
+    throw new Error('first try fails');
+  }
+  return 'done';
+};
+"#;
+
+fn put_queue(s: &Server, name: &str, settings: Value) -> Value {
+    let r = s
+        .http
+        .put(s.url(&format!("/v1/queues/{name}")))
+        .json(&settings)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().unwrap()
+}
+
+fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
+    let r = s.http.post(s.url(path)).json(&body).send().unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
+fn stats(s: &Server, q: &str) -> Value {
+    s.get_json(&format!("/v1/queues/{q}")).1["stats"].clone()
+}
+
+fn create_mapping(s: &Server, body: Value) -> Value {
+    let (status, v) = post(s, "/2015-03-31/event-source-mappings", body);
+    assert_eq!(status, 202, "{v}");
+    v
+}
+
+fn queue_arn(q: &str) -> String {
+    format!("arn:aws:sqs:us-east-1:000000000000:{q}")
+}
+
+/// Deliveries per message id, with the receive counts seen.
+fn deliveries(path: &std::path::Path) -> HashMap<String, Vec<(String, u32)>> {
+    let mut out: HashMap<String, Vec<(String, u32)>> = HashMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        out.entry(parts[0].to_string())
+            .or_default()
+            .push((parts[1].to_string(), parts[2].parse().unwrap()));
+    }
+    out
+}
+
+fn worker_cfg(record: &std::path::Path) -> Value {
+    let mut c = node_cfg("index.handler");
+    c["env"] = json!({ "RECORD_FILE": record.to_str().unwrap() });
+    c
+}
+
+#[test]
+fn queues_partial_batch_failures_redeliver_only_failed_and_poison_is_dead_lettered() {
+    let s = Server::start(&[]);
+    let record = s.data_dir.path().join("deliveries.txt");
+    s.deploy("worker", worker_cfg(&record), &[("index.js", WORKER)]);
+    put_queue(&s, "orders-dlq", json!({}));
+    let q = put_queue(
+        &s,
+        "orders",
+        json!({"visibility_timeout": 1, "dead_letter": "orders-dlq", "max_receive_count": 3}),
+    );
+    assert_eq!(q["arn"], queue_arn("orders"));
+    let (status, sent) = post(
+        &s,
+        "/v1/queues/orders/messages",
+        json!({"entries": [
+            {"body": "hello", "attributes": {"kind": "greeting", "n": {"stringValue": "7", "dataType": "Number"}}},
+            {"body": "ok-2"},
+            {"body": "flaky-3"},
+            {"body": "poison-4"},
+            {"body": "ok-5"},
+        ]}),
+    );
+    assert_eq!(status, 200, "{sent}");
+    let ids: Vec<String> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    assert_eq!(
+        sent["messages"][0]["md5"],
+        "5d41402abc4b2a76b9719d911017c592"
+    );
+
+    let m = create_mapping(
+        &s,
+        json!({
+            "FunctionName": "worker",
+            "EventSourceArn": queue_arn("orders"),
+            "BatchSize": 10,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        }),
+    );
+    assert_eq!(
+        m["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    assert!(m["LastModified"].is_number(), "{m}");
+
+    // The poison message is dead-lettered; everything else is done.
+    let settled = eventually(Duration::from_secs(30), || {
+        let (o, d) = (stats(&s, "orders"), stats(&s, "orders-dlq"));
+        o["visible"] == 0 && o["in_flight"] == 0 && d["visible"] == 1
+    });
+    assert!(
+        settled,
+        "orders {} dlq {} deliveries {:?}\n{}",
+        stats(&s, "orders"),
+        stats(&s, "orders-dlq"),
+        deliveries(&record),
+        s.log()
+    );
+    let got = deliveries(&record);
+    let counts = |i: usize| got.get(&ids[i]).map(Vec::len).unwrap_or(0);
+    // Successes ran once; the flaky one twice; the poison maxReceiveCount (3) times.
+    assert_eq!(counts(0), 1, "{got:?}");
+    assert_eq!(counts(1), 1, "{got:?}");
+    assert_eq!(counts(4), 1, "{got:?}");
+    assert_eq!(counts(2), 2, "{got:?}");
+    assert_eq!(counts(3), 3, "{got:?}");
+    let poison_receives: Vec<u32> = got[&ids[3]].iter().map(|(_, n)| *n).collect();
+    assert_eq!(poison_receives, vec![1, 2, 3]);
+    // The dead-lettered message keeps its id and body.
+    let (_, dead) = post(&s, "/v1/queues/orders-dlq/receive", json!({"max": 10}));
+    assert_eq!(dead["messages"][0]["id"], ids[3].as_str(), "{dead}");
+    assert_eq!(dead["messages"][0]["body"], "poison-4");
+
+    // The SQS event, field by field.
+    let logs = s.get_json("/v1/functions/worker/logs?limit=10000").1["logs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let line = logs
+        .iter()
+        .filter_map(|l| l["line"].as_str())
+        .find(|l| l.contains("EVENT "))
+        .expect("event logged")
+        .to_string();
+    let event: Value = serde_json::from_str(&line[line.find("EVENT ").unwrap() + 6..]).unwrap();
+    let records = event["Records"].as_array().unwrap();
+    assert_eq!(records.len(), 5, "the first batch holds all five: {event}");
+    let r = &records[0];
+    let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys_sorted = keys.clone();
+    keys_sorted.sort();
+    assert_eq!(
+        keys_sorted,
+        vec![
+            "attributes",
+            "awsRegion",
+            "body",
+            "eventSource",
+            "eventSourceARN",
+            "md5OfBody",
+            "messageAttributes",
+            "messageId",
+            "receiptHandle"
+        ]
+    );
+    assert_eq!(r["messageId"], ids[0].as_str());
+    assert!(!r["receiptHandle"].as_str().unwrap().is_empty());
+    assert_eq!(r["body"], "hello");
+    assert_eq!(r["md5OfBody"], "5d41402abc4b2a76b9719d911017c592");
+    assert_eq!(r["eventSource"], "aws:sqs");
+    assert_eq!(r["eventSourceARN"], queue_arn("orders"));
+    assert_eq!(r["awsRegion"], "us-east-1");
+    let a = &r["attributes"];
+    assert_eq!(a["ApproximateReceiveCount"], "1");
+    assert_eq!(a["SenderId"], "000000000000");
+    for k in ["SentTimestamp", "ApproximateFirstReceiveTimestamp"] {
+        let v = a[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k} is a string: {a}"));
+        assert!(v.parse::<i64>().unwrap() > 1_600_000_000_000, "{k} {v}");
+    }
+    assert_eq!(
+        r["messageAttributes"]["kind"],
+        json!({"stringValue": "greeting", "stringListValues": [], "binaryListValues": [], "dataType": "String"})
+    );
+    assert_eq!(r["messageAttributes"]["n"]["dataType"], "Number");
+    assert_eq!(r["messageAttributes"]["n"]["stringValue"], "7");
+    assert_eq!(records[1]["messageAttributes"], json!({}));
+}
+
+#[test]
+fn queues_function_error_redelivers_the_whole_batch() {
+    let s = Server::start(&[]);
+    let record = s.data_dir.path().join("deliveries.txt");
+    s.deploy(
+        "thrower",
+        worker_cfg(&record),
+        &[("index.js", THROWS_FIRST)],
+    );
+    put_queue(&s, "jobs", json!({"visibility_timeout": 1}));
+    let (_, sent) = post(
+        &s,
+        "/v1/queues/jobs/messages",
+        json!({"entries": [{"body": "a"}, {"body": "b"}]}),
+    );
+    create_mapping(
+        &s,
+        json!({"FunctionName": "thrower", "EventSourceArn": queue_arn("jobs"), "BatchSize": 10}),
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let st = stats(&s, "jobs");
+            st["visible"] == 0 && st["in_flight"] == 0
+        }),
+        "{} {:?}",
+        stats(&s, "jobs"),
+        deliveries(&record)
+    );
+    let got = deliveries(&record);
+    for m in sent["messages"].as_array().unwrap() {
+        let seen: Vec<u32> = got[m["id"].as_str().unwrap()]
+            .iter()
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(seen, vec![1, 2], "{got:?}");
+    }
+}
+
+#[test]
+fn queues_messages_and_mappings_survive_kill9() {
+    let mut s = Server::start(&[]);
+    put_queue(&s, "durable", json!({"visibility_timeout": 1}));
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let entries: Vec<Value> = (0..10)
+            .map(|j| json!({"body": format!("m-{i}-{j}")}))
+            .collect();
+        let (status, v) = post(
+            &s,
+            "/v1/queues/durable/messages",
+            json!({"entries": entries}),
+        );
+        assert_eq!(status, 200, "{v}");
+        sent.extend(
+            v["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string()),
+        );
+    }
+    // One message is in flight when the server dies.
+    let (_, inflight) = post(&s, "/v1/queues/durable/receive", json!({"max": 1}));
+    assert_eq!(inflight["messages"].as_array().unwrap().len(), 1);
+    s.deploy(
+        "noop",
+        node_cfg("index.handler"),
+        &[("index.js", "exports.handler = async () => 'ok';")],
+    );
+    let m = create_mapping(
+        &s,
+        json!({"FunctionName": "noop", "EventSourceArn": queue_arn("durable"), "Enabled": false}),
+    );
+    let uuid = m["UUID"].as_str().unwrap().to_string();
+    s.restart(); // kill -9, start again on the same data dir
+    let (status, got) = s.get_json(&format!("/2015-03-31/event-source-mappings/{uuid}"));
+    assert_eq!(status, 200);
+    assert_eq!(got["State"], "Disabled");
+    assert_eq!(
+        stats(&s, "durable")["visible"].as_u64().unwrap()
+            + stats(&s, "durable")["in_flight"].as_u64().unwrap(),
+        30
+    );
+    let mut received = std::collections::HashSet::new();
+    assert!(eventually(Duration::from_secs(10), || {
+        let (_, v) = post(
+            &s,
+            "/v1/queues/durable/receive",
+            json!({"max": 10, "visibility_timeout": 2}),
+        );
+        for m in v["messages"].as_array().unwrap() {
+            received.insert(m["id"].as_str().unwrap().to_string());
+        }
+        received.len() == 30
+    }));
+    for id in &sent {
+        assert!(received.contains(id), "{id} lost");
+    }
+    // Enabling the mapping drains the queue through the function.
+    let r = s
+        .http
+        .put(s.url(&format!("/2015-03-31/event-source-mappings/{uuid}")))
+        .json(&json!({"Enabled": true}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            let st = stats(&s, "durable");
+            st["visible"] == 0 && st["in_flight"] == 0
+        }),
+        "{}\n{}",
+        stats(&s, "durable"),
+        s.log()
+    );
+}
