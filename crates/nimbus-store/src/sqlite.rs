@@ -8,7 +8,7 @@ use nimbus_core::{
     Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion, Limits, LATEST,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -86,6 +86,10 @@ pub struct SqliteStore {
     registry: Mutex<Connection>,
     logs: Mutex<Connection>,
     log_retention: usize,
+    /// Lines stored per function, learnt on first append (guarded by the `logs` lock's
+    /// order: always taken after it). Lets retention delete exactly the excess lines instead
+    /// of walking `retention` index entries on every append.
+    log_counts: Mutex<HashMap<String, usize>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -111,6 +115,7 @@ impl SqliteStore {
             registry: Mutex::new(registry),
             logs: Mutex::new(logs),
             log_retention: LOG_RETENTION_LINES,
+            log_counts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -549,12 +554,19 @@ impl SqliteStore {
     /// Lines appended after an earlier function of the same name was deleted must not show up
     /// as a newly created function's.
     fn clear_stale_logs(&self, name: &FunctionName) {
-        if let Err(e) = self
-            .logs_db()
-            .execute("DELETE FROM logs WHERE function = ?1", [name.as_str()])
-        {
-            tracing::warn!(function = %name, error = %e, "could not clear stale log lines");
+        self.delete_logs(name, "could not clear stale log lines");
+    }
+
+    /// Deletes every log line of `name` (logging, not failing, on error).
+    fn delete_logs(&self, name: &FunctionName, failure: &str) {
+        let db = self.logs_db();
+        if let Err(e) = db.execute("DELETE FROM logs WHERE function = ?1", [name.as_str()]) {
+            tracing::warn!(function = %name, error = %e, "{failure}");
         }
+        self.log_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name.as_str());
     }
 }
 
@@ -686,12 +698,7 @@ impl Store for SqliteStore {
             tx.commit()?;
         }
         // The function is gone either way; leftover lines are cleared when the name is reused.
-        if let Err(e) = self
-            .logs_db()
-            .execute("DELETE FROM logs WHERE function = ?1", [name.as_str()])
-        {
-            tracing::warn!(function = %name, error = %e, "could not delete log lines");
-        }
+        self.delete_logs(name, "could not delete log lines");
         tracing::debug!(function = %name, "deleted");
         Ok(())
     }
@@ -702,7 +709,7 @@ impl Store for SqliteStore {
         }
         let mut conn = self.logs_db();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut functions = BTreeSet::new();
+        let mut appended: BTreeMap<&str, usize> = BTreeMap::new();
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO logs (function, ts_ms, request_id, stream, line) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -715,16 +722,26 @@ impl Store for SqliteStore {
                     e.stream.as_str(),
                     e.line
                 ])?;
-                functions.insert(e.function.as_str());
+                *appended.entry(e.function.as_str()).or_default() += 1;
             }
-            // Delete everything at or below the (retention + 1)-th newest line.
+            // Keep the newest `retention` lines: delete exactly the excess, oldest first.
+            let mut counts = self.log_counts.lock().unwrap_or_else(|e| e.into_inner());
+            let mut count_stmt =
+                tx.prepare_cached("SELECT COUNT(*) FROM logs WHERE function = ?1")?;
             let mut prune = tx.prepare_cached(
-                "DELETE FROM logs WHERE function = ?1 AND seq <= (
-                     SELECT seq FROM logs WHERE function = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                "DELETE FROM logs WHERE seq IN (
+                     SELECT seq FROM logs WHERE function = ?1 ORDER BY seq LIMIT ?2)",
             )?;
-            let keep = i64::try_from(self.log_retention).unwrap_or(i64::MAX);
-            for f in functions {
-                prune.execute(params![f, keep])?;
+            for (f, n) in appended {
+                let count = match counts.get(f) {
+                    Some(c) => c + n,
+                    None => count_stmt.query_row([f], |r| r.get::<_, i64>(0))? as usize,
+                };
+                let excess = count.saturating_sub(self.log_retention);
+                if excess > 0 {
+                    prune.execute(params![f, excess as i64])?;
+                }
+                counts.insert(f.to_string(), count - excess);
             }
         }
         tx.commit()?;
@@ -1493,6 +1510,27 @@ mod tests {
         // Other functions keep their own budget.
         assert_eq!(lines(&s, "g", 0, 100), ["g1"]);
         assert_eq!(LOG_RETENTION_LINES, 10_000);
+        // Deleting a function's lines resets its count: a new function starts afresh.
+        s.clear_stale_logs(&name("f"));
+        s.append_logs(&[line("f", "a")]).unwrap();
+        assert_eq!(lines(&s, "f", 0, 100), ["a"]);
+    }
+
+    #[test]
+    fn logs_retention_counts_lines_stored_before_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).unwrap();
+            s.append_logs(
+                &(1..=5)
+                    .map(|i| line("f", &i.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).unwrap().with_log_retention(3);
+        s.append_logs(&[line("f", "6")]).unwrap();
+        assert_eq!(lines(&s, "f", 0, 100), ["4", "5", "6"]);
     }
 
     // ---- Lambda control plane ----
