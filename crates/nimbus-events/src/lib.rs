@@ -8,4 +8,5 @@
 
 pub mod engine;
 pub mod mapping;
+pub mod pattern;
 pub mod schedule;

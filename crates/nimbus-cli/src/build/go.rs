@@ -217,34 +217,16 @@ async fn run_go<S: AsRef<OsStr>>(
     args: &[S],
     name: &str,
 ) -> Result<()> {
-    let out = tokio::process::Command::new(go)
-        .args(args)
+    let mut cmd = tokio::process::Command::new(go);
+    cmd.args(args)
         .current_dir(dir)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await;
-    let out = match out {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Hinted::error(
-                format!(
-                    "cannot build {name}: the Go toolchain ({}) was not found",
-                    go.to_string_lossy()
-                ),
-                INSTALL_HINT,
-            ));
-        }
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot run {}", go.to_string_lossy()));
-        }
-    };
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let what = format!("the Go toolchain ({})", go.to_string_lossy());
+    let out = super::run_tool(cmd, name, &what, INSTALL_HINT).await?;
     if out.status.success() {
         return Ok(());
     }
-    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    let text = super::tool_output(&out);
     // `go build` / `go mod edit`: the rest are temporary paths
     let command = std::iter::once(go)
         .chain(

@@ -315,29 +315,11 @@ fn copy_resources(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// Runs javac; returns its output, or an error with the compiler's messages and a hint.
 async fn run(javac: &Path, args: &[OsString], dir: &Path, name: &str) -> Result<String> {
-    let out = tokio::process::Command::new(javac)
-        .args(args)
-        .current_dir(dir)
-        .env("LC_ALL", "C.UTF-8")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await;
-    let out = match out {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Hinted::error(
-                format!(
-                    "cannot build {name}: javac ({}) was not found",
-                    javac.display()
-                ),
-                INSTALL_HINT,
-            ));
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot run {}", javac.display())),
-    };
-    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    let mut cmd = tokio::process::Command::new(javac);
+    cmd.args(args).current_dir(dir).env("LC_ALL", "C.UTF-8");
+    let what = format!("javac ({})", javac.display());
+    let out = super::run_tool(cmd, name, &what, INSTALL_HINT).await?;
+    let text = super::tool_output(&out);
     if out.status.success() {
         return Ok(text);
     }

@@ -38,3 +38,32 @@ pub async fn prepare(dir: &Path, config: &FunctionConfig) -> Result<Prepared> {
     }
     Ok(Prepared::AsIs(dir.to_path_buf()))
 }
+
+/// Runs a build tool to completion with no stdin. A tool that is not installed becomes an
+/// error saying `cannot build NAME: WHAT was not found` with `install_hint`.
+pub(crate) async fn run_tool(
+    mut cmd: tokio::process::Command,
+    name: &str,
+    what: &str,
+    install_hint: &str,
+) -> Result<std::process::Output> {
+    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    match cmd.output().await {
+        Ok(o) => Ok(o),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(crate::errors::Hinted::error(
+            format!("cannot build {name}: {what} was not found"),
+            install_hint,
+        )),
+        Err(e) => {
+            let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+            Err(anyhow::Error::new(e).context(format!("cannot run {program}")))
+        }
+    }
+}
+
+/// A finished tool's stderr followed by its stdout.
+pub(crate) fn tool_output(out: &std::process::Output) -> String {
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    text
+}
