@@ -343,3 +343,82 @@ fn queues_messages_and_mappings_survive_kill9() {
         s.log()
     );
 }
+
+#[test]
+fn queues_cli_and_manifest() {
+    let s = Server::start(&[]);
+    let run = |args: &[&str]| cli_ok(&s.cli(args)).unwrap();
+    let out = run(&["queue", "create", "work", "--visibility-timeout", "1"]);
+    assert!(
+        out.contains("arn:aws:sqs:us-east-1:000000000000:work"),
+        "{out}"
+    );
+    let ids = run(&["queue", "send", "work", "one", "two", "--attr", "k=v"]);
+    assert_eq!(ids.lines().count(), 2, "{ids}");
+    let st = run(&["queue", "stats", "work"]);
+    assert!(st.contains("2 visible"), "{st}");
+    let got: Value =
+        serde_json::from_str(&run(&["--json", "queue", "receive", "work", "-n", "1"])).unwrap();
+    let m = &got["messages"][0];
+    assert_eq!(m["body"], "one");
+    assert_eq!(m["attributes"]["k"]["stringValue"], "v");
+    run(&["queue", "delete", "work", m["receipt"].as_str().unwrap()]);
+    // A stale receipt is refused.
+    assert!(!s
+        .cli(&["queue", "delete", "work", m["receipt"].as_str().unwrap()])
+        .status
+        .success());
+    let ls = run(&["queue", "ls"]);
+    assert!(ls.contains("work"), "{ls}");
+    assert!(run(&["queue", "purge", "work"]).contains("purged 1"));
+    run(&["queue", "delete", "work"]);
+    assert!(!run(&["queue", "ls"]).contains("work"));
+
+    // A manifest declares queues and a function consuming one.
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("deliveries.txt");
+    write_files(
+        dir.path(),
+        &[
+            (
+                "nimbus.toml",
+                r#"
+[queues.orders]
+visibility_timeout = 1
+dead_letter = "orders-dlq"
+max_receive_count = 2
+
+[queues.orders-dlq]
+
+[functions.consumer]
+runtime = "nodejs20.x"
+handler = "index.handler"
+env = { RECORD_FILE = "@PATH@" }
+queue = { name = "orders", batch_size = 5, report_batch_item_failures = true }
+"#,
+            ),
+            ("index.js", WORKER),
+        ],
+    );
+    let toml = std::fs::read_to_string(dir.path().join("nimbus.toml"))
+        .unwrap()
+        .replace("@PATH@", record.to_str().unwrap());
+    std::fs::write(dir.path().join("nimbus.toml"), toml).unwrap();
+    let out = run(&["deploy", dir.path().to_str().unwrap()]);
+    assert!(out.contains("queue orders → function consumer"), "{out}");
+    // Deploying again updates the mapping instead of failing on a duplicate.
+    run(&["deploy", dir.path().to_str().unwrap()]);
+    let mappings = run(&["queue", "mappings"]);
+    assert_eq!(mappings.lines().count(), 1, "{mappings}");
+    run(&["queue", "send", "orders", "fine", "poison-x"]);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            stats(&s, "orders-dlq")["visible"] == 1
+                && stats(&s, "orders")["visible"] == 0
+                && stats(&s, "orders")["in_flight"] == 0
+        }),
+        "{} {:?}",
+        stats(&s, "orders"),
+        deliveries(&record)
+    );
+}

@@ -39,6 +39,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Show a function's asynchronous events: pending, retrying, succeeded, dead-lettered.
     Events(EventsArgs),
+    /// Built-in queues: create, send, receive, delete, purge, stats; map a queue to a function.
+    Queue(QueueArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -158,6 +160,80 @@ pub struct EventsArgs {
     /// At most this many events (newest first).
     #[arg(long, short = 'n', default_value = "20", value_name = "N")]
     pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    #[command(subcommand)]
+    pub command: QueueCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List queues with their message counts.
+    Ls,
+    /// Create a queue, or update its settings.
+    Create {
+        name: String,
+        /// How long a received message stays hidden (seconds, default 30).
+        #[arg(long, value_name = "S")]
+        visibility_timeout: Option<u32>,
+        /// Queue that receives messages received more than --max-receive-count times.
+        #[arg(long, value_name = "QUEUE")]
+        dead_letter: Option<String>,
+        /// Receives before a message moves to the dead-letter queue (default 10).
+        #[arg(long, value_name = "N", requires = "dead_letter")]
+        max_receive_count: Option<u32>,
+        /// How long messages are kept (seconds, default 4 days).
+        #[arg(long, value_name = "S")]
+        retention: Option<u32>,
+    },
+    /// Send messages (one per BODY; batches of 10) and print their ids.
+    Send {
+        name: String,
+        #[arg(required = true)]
+        bodies: Vec<String>,
+        /// A String message attribute, repeatable.
+        #[arg(long = "attr", value_name = "K=V", value_parser = parse_env_pair)]
+        attributes: Vec<(String, String)>,
+        /// Deliver after this many seconds (0-900).
+        #[arg(long, value_name = "S", default_value = "0")]
+        delay: u32,
+    },
+    /// Receive up to N messages, hiding them for the visibility timeout.
+    Receive {
+        name: String,
+        #[arg(long, short = 'n', default_value = "1", value_name = "N")]
+        max: u32,
+        #[arg(long, value_name = "S")]
+        visibility_timeout: Option<u32>,
+    },
+    /// Delete a received message by its receipt handle, or (without RECEIPT) the queue.
+    Delete {
+        name: String,
+        receipt: Option<String>,
+    },
+    /// Delete every message of a queue.
+    Purge { name: String },
+    /// Visible, in-flight and delayed message counts.
+    Stats { name: String },
+    /// Feed a queue's messages to a function in batches (an event-source mapping).
+    Map {
+        queue: String,
+        function: String,
+        #[arg(long, default_value = "10", value_name = "N")]
+        batch_size: u32,
+        /// Wait up to this many seconds to fill a batch.
+        #[arg(long, default_value = "0", value_name = "S")]
+        window: u32,
+        /// The function reports failed messages ({"batchItemFailures": [...]}).
+        #[arg(long)]
+        report_batch_item_failures: bool,
+    },
+    /// List queue → function mappings.
+    Mappings,
+    /// Remove a mapping.
+    Unmap { uuid: String },
 }
 
 #[derive(Debug, Args)]

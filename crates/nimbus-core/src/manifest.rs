@@ -13,6 +13,11 @@
 //! env = { GREETING = "hi" }
 //! ```
 //!
+//! Built-in queues: `[queues.orders]` with `visibility_timeout = 30`, `dead_letter =
+//! "orders-dlq"`, `max_receive_count = 5` (and `retention`, `max_message_size`); a function
+//! consumes one with `queue = { name = "orders", batch_size = 10, window = 0,
+//! report_batch_item_failures = true }` (an event-source mapping).
+//!
 //! A manifest may also pull in other projects, each a directory with its own
 //! `nimbus.toml` (paths relative to this manifest): `include = ["api", "worker"]`.
 
@@ -27,6 +32,8 @@ struct RawManifest {
     functions: BTreeMap<String, RawFunction>,
     #[serde(default)]
     include: Vec<String>,
+    #[serde(default)]
+    queues: BTreeMap<String, RawQueue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +52,79 @@ struct RawFunction {
     routes: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    queue: Option<RawFunctionQueue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    visibility_timeout: Option<u32>,
+    dead_letter: Option<String>,
+    max_receive_count: Option<u32>,
+    retention: Option<u32>,
+    max_message_size: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunctionQueue {
+    name: String,
+    batch_size: Option<u32>,
+    window: Option<u32>,
+    #[serde(default)]
+    report_batch_item_failures: bool,
+}
+
+/// A built-in queue declared in a manifest (`[queues.NAME]`); unset settings keep the
+/// server's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestQueue {
+    pub name: String,
+    pub visibility_timeout: Option<u32>,
+    pub dead_letter: Option<String>,
+    pub max_receive_count: Option<u32>,
+    pub retention: Option<u32>,
+    pub max_message_size: Option<u32>,
+}
+
+impl ManifestQueue {
+    /// The body of `PUT /v1/queues/{name}`.
+    pub fn api_body(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({});
+        let mut set = |k: &str, x: Option<serde_json::Value>| {
+            if let Some(x) = x {
+                v[k] = x;
+            }
+        };
+        set(
+            "visibility_timeout",
+            self.visibility_timeout.map(Into::into),
+        );
+        set("dead_letter", self.dead_letter.clone().map(Into::into));
+        set("max_receive_count", self.max_receive_count.map(Into::into));
+        set("retention", self.retention.map(Into::into));
+        set("max_message_size", self.max_message_size.map(Into::into));
+        v
+    }
+}
+
+/// A function consuming a queue (`queue = { name = … }` on the function): an
+/// event-source mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestMapping {
+    pub queue: String,
+    pub function: String,
+    pub batch_size: u32,
+    pub window: u32,
+    pub report_batch_item_failures: bool,
+}
+
+fn valid_queue_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 80
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// One function declared in a manifest.
@@ -62,6 +142,10 @@ pub struct Project {
     pub functions: Vec<ManifestFunction>,
     /// Directories (relative to the manifest) holding further `nimbus.toml` files.
     pub include: Vec<String>,
+    /// Built-in queues to create or update.
+    pub queues: Vec<ManifestQueue>,
+    /// Queue → function mappings (from each function's `queue`).
+    pub mappings: Vec<ManifestMapping>,
 }
 
 /// Parses and validates a manifest that declares functions itself (no `include`).
@@ -94,7 +178,71 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         }
     }
     let mut out = Vec::new();
+    let mut queues = Vec::new();
+    for (name, q) in raw.queues {
+        let ctx = |m: String| CoreError::InvalidManifest(format!("queues.{name}: {m}"));
+        if !valid_queue_name(&name) {
+            return Err(ctx("use 1-80 letters, digits, '-' or '_'".into()));
+        }
+        if let Some(d) = q
+            .dead_letter
+            .as_deref()
+            .filter(|d| !valid_queue_name(d) || *d == name)
+        {
+            return Err(ctx(format!(
+                "dead_letter {d:?} is not another queue's name"
+            )));
+        }
+        if q.max_receive_count.is_some() && q.dead_letter.is_none() {
+            return Err(ctx("max_receive_count needs dead_letter".into()));
+        }
+        if q.max_receive_count
+            .is_some_and(|n| !(1..=1000).contains(&n))
+        {
+            return Err(ctx("max_receive_count must be 1-1000".into()));
+        }
+        if q.visibility_timeout.is_some_and(|n| n > 43_200) {
+            return Err(ctx("visibility_timeout must be 0-43200 seconds".into()));
+        }
+        queues.push(ManifestQueue {
+            name,
+            visibility_timeout: q.visibility_timeout,
+            dead_letter: q.dead_letter,
+            max_receive_count: q.max_receive_count,
+            retention: q.retention,
+            max_message_size: q.max_message_size,
+        });
+    }
+    let mut mappings = Vec::new();
     for (name, f) in raw.functions {
+        if let Some(q) = &f.queue {
+            let ctx = |m: &str| CoreError::InvalidManifest(format!("functions.{name}.queue: {m}"));
+            if !valid_queue_name(&q.name) {
+                return Err(ctx(
+                    "name must be a queue name (1-80 letters, digits, '-' or '_')",
+                ));
+            }
+            let batch_size = q.batch_size.unwrap_or(10);
+            let window = q.window.unwrap_or(0);
+            if !(1..=10_000).contains(&batch_size) {
+                return Err(ctx("batch_size must be 1-10000"));
+            }
+            if window > 300 {
+                return Err(ctx("window must be 0-300 seconds"));
+            }
+            if batch_size > 10 && window == 0 {
+                return Err(ctx(
+                    "a batch_size above 10 needs a window of at least 1 second",
+                ));
+            }
+            mappings.push(ManifestMapping {
+                queue: q.name.clone(),
+                function: name.clone(),
+                batch_size,
+                window,
+                report_batch_item_failures: q.report_batch_item_failures,
+            });
+        }
         let ctx = |e: CoreError| CoreError::InvalidManifest(format!("functions.{name}: {e}"));
         let fname = FunctionName::parse(&name).map_err(ctx)?;
         let runtime = Runtime::parse(&f.runtime).map_err(ctx)?;
@@ -125,6 +273,8 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
     Ok(Project {
         functions: out,
         include: raw.include,
+        queues,
+        mappings,
     })
 }
 
@@ -171,6 +321,50 @@ mod tests {
                 .is_err()
         );
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn queues_and_mappings() {
+        let p = parse_project(
+            r#"
+            [queues.orders]
+            visibility_timeout = 5
+            dead_letter = "orders-dlq"
+            max_receive_count = 3
+
+            [queues.orders-dlq]
+
+            [functions.worker]
+            runtime = "nodejs20.x"
+            handler = "index.handler"
+            queue = { name = "orders", batch_size = 5, report_batch_item_failures = true }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(p.queues.len(), 2);
+        let orders = p.queues.iter().find(|q| q.name == "orders").unwrap();
+        assert_eq!(
+            orders.api_body(),
+            serde_json::json!({"visibility_timeout": 5, "dead_letter": "orders-dlq", "max_receive_count": 3})
+        );
+        assert_eq!(
+            p.mappings,
+            vec![ManifestMapping {
+                queue: "orders".into(),
+                function: "worker".into(),
+                batch_size: 5,
+                window: 0,
+                report_batch_item_failures: true,
+            }]
+        );
+        let base = "[functions.w]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\n";
+        assert!(parse_project(&format!("{base}queue = {{ name = \"q\", bogus = 1 }}\n")).is_err());
+        assert!(parse_project(&format!(
+            "{base}queue = {{ name = \"q\", batch_size = 0 }}\n"
+        ))
+        .is_err());
+        assert!(parse_project(&format!("{base}[queues.q]\nmax_receive_count = 2\n")).is_err());
+        assert!(parse_project(&format!("{base}[queues.q]\nbogus = 2\n")).is_err());
     }
 
     #[test]

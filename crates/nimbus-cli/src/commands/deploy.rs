@@ -50,6 +50,11 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
     } else {
         manifest_targets(&args.path)?
     };
+    let queue_config = if args.name.is_none() {
+        Some(super::queue::manifest_queue_config(&args.path)?)
+    } else {
+        None
+    };
     let mut replies = Vec::new();
     for t in &targets {
         let reply = deploy(client, t).await?;
@@ -57,6 +62,13 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
             replies.push(reply);
         } else {
             super::print(format!("{}\n", deployed_line(&parse_reply(&reply)?)))?;
+        }
+    }
+    if let Some((queues, mappings)) = &queue_config {
+        for line in super::queue::apply_queue_config(client, queues, mappings).await? {
+            if !json {
+                super::print(format!("{line}\n"))?;
+            }
         }
     }
     if json {

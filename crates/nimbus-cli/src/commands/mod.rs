@@ -5,6 +5,7 @@ mod events;
 mod invoke;
 mod logs;
 mod ls;
+mod queue;
 mod rm;
 mod serve;
 mod up;
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rm(args) => rm::run(&client()?, args, cli.json).await,
         Command::Logs(args) => logs::run(&client()?, args, cli.json).await,
         Command::Events(args) => events::run(&client()?, args, cli.json).await,
+        Command::Queue(args) => queue::run(&client()?, args, cli.json).await,
     }
 }
 
