@@ -6,7 +6,9 @@
 //!
 //! May depend on `nimbus-core` and `nimbus-store`; used by the gateway and the server.
 
+pub mod bus;
 pub mod engine;
 pub mod mapping;
 pub mod pattern;
 pub mod schedule;
+pub mod scheduler;

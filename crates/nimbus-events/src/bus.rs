@@ -1,0 +1,643 @@
+//! The event bus: EventBridge `PutEvents` onto named buses, rules that match events with
+//! EventBridge event patterns (or fire on a schedule, see [`crate::scheduler`]), and
+//! delivery of every (rule, target) match through the [`AsyncEngine`] — so a routed event
+//! gets the same durability, retries, dead-lettering and destinations as an async invoke.
+//!
+//! `put_events` answers an entry with its `EventId` only after every matching target's
+//! event is durably queued; an entry that could not be queued gets an `ErrorCode` instead,
+//! as `PutEvents` reports per-entry failures.
+
+use crate::engine::AsyncEngine;
+use crate::pattern::EventPattern;
+use crate::schedule::{parse_time_zone, Schedule};
+use jiff::Timestamp;
+use nimbus_core::{arn, LATEST};
+use nimbus_store::{Bus, BusStore, Rule, RuleTarget, StoreError, DEFAULT_BUS};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tracing::warn;
+
+/// At most this many entries per `PutEvents` call (as EventBridge).
+pub const MAX_ENTRIES: usize = 10;
+/// At most this many bytes of entries per call (as EventBridge).
+pub const MAX_PUT_BYTES: usize = 256 * 1024;
+/// At most this many targets per rule (as EventBridge).
+pub const MAX_TARGETS: usize = 5;
+
+/// Why a bus or rule request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The caller sent something unusable (a bad pattern, schedule, name, target …).
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One `PutEvents` request entry (EventBridge's field names).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutEventsEntry {
+    pub source: Option<String>,
+    pub detail_type: Option<String>,
+    /// A JSON object, as a string.
+    pub detail: Option<String>,
+    pub event_bus_name: Option<String>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// RFC 3339 text or epoch seconds (what AWS SDKs send); default now.
+    pub time: Option<Value>,
+}
+
+/// One `PutEvents` result entry: `EventId`, or `ErrorCode` and `ErrorMessage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutEventsResultEntry {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+impl PutEventsResultEntry {
+    fn error(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            event_id: None,
+            error_code: Some(code.into()),
+            error_message: Some(message.into()),
+        }
+    }
+}
+
+/// The `PutEvents` reply: `FailedEntryCount` and one result per entry, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutEventsOutput {
+    pub failed_entry_count: usize,
+    pub entries: Vec<PutEventsResultEntry>,
+}
+
+/// A rule as the API writes it.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSpec {
+    pub pattern: Option<Value>,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    /// Function names or ARNs (optionally qualified), each with an optional `Input`.
+    pub targets: Vec<RuleTarget>,
+    pub enabled: bool,
+}
+
+/// `arn:aws:events:REGION:ACCOUNT:rule/NAME` (`rule/BUS/NAME` on a bus other than default).
+pub fn rule_arn(bus: &str, name: &str) -> String {
+    let (region, account) = (arn::REGION, arn::ACCOUNT);
+    if bus == DEFAULT_BUS {
+        format!("arn:aws:events:{region}:{account}:rule/{name}")
+    } else {
+        format!("arn:aws:events:{region}:{account}:rule/{bus}/{name}")
+    }
+}
+
+/// `arn:aws:events:REGION:ACCOUNT:event-bus/NAME`.
+pub fn bus_arn(bus: &str) -> String {
+    format!(
+        "arn:aws:events:{}:{}:event-bus/{bus}",
+        arn::REGION,
+        arn::ACCOUNT
+    )
+}
+
+/// EventBridge's `time` format: RFC 3339, whole seconds, UTC (`2015-10-08T16:53:06Z`).
+pub fn event_time(ms: i64) -> String {
+    Timestamp::from_millisecond(ms)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// The EventBridge event envelope.
+pub fn envelope(
+    id: &str,
+    source: &str,
+    detail_type: &str,
+    time_ms: i64,
+    resources: &[String],
+    detail: Value,
+) -> Value {
+    json!({
+        "version": "0",
+        "id": id,
+        "detail-type": detail_type,
+        "source": source,
+        "account": arn::ACCOUNT,
+        "time": event_time(time_ms),
+        "region": arn::REGION,
+        "resources": resources,
+        "detail": detail,
+    })
+}
+
+/// Bus and rule names: 1-64 letters, digits, `.`, `-`, `_` (EventBridge's rule name rule).
+pub fn validate_name(kind: &str, name: &str) -> Result<(), BusError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BusError::Invalid(format!(
+            "invalid {kind} name {name:?}: use 1-64 letters, digits, '.', '-' or '_'"
+        )))
+    }
+}
+
+/// The function (and qualifier) a target names.
+pub fn target_function(target: &str) -> Result<(String, String), BusError> {
+    let (name, q) = arn::parse_function_ref(target).map_err(|e| {
+        BusError::Invalid(format!(
+            "invalid target {target:?}: expected a function name or ARN ({e})"
+        ))
+    })?;
+    Ok((name.to_string(), q.unwrap_or_else(|| LATEST.to_string())))
+}
+
+/// Buses, rules and routing of put events.
+pub struct EventBus {
+    store: Arc<dyn BusStore>,
+    engine: Arc<AsyncEngine>,
+    /// Woken when a rule changes (the scheduler recomputes its next firing).
+    pub(crate) rules_changed: Notify,
+}
+
+fn now_ms() -> i64 {
+    crate::engine::now_ms()
+}
+
+impl EventBus {
+    pub fn new(store: Arc<dyn BusStore>, engine: Arc<AsyncEngine>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            engine,
+            rules_changed: Notify::new(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn BusStore> {
+        &self.store
+    }
+
+    pub fn engine(&self) -> &Arc<AsyncEngine> {
+        &self.engine
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn BusStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
+
+    pub async fn put_bus(&self, name: &str) -> Result<Bus, BusError> {
+        validate_name("event bus", name)?;
+        let name = name.to_string();
+        Ok(self.blocking(move |s| s.put_bus(&name, now_ms())).await?)
+    }
+
+    pub async fn delete_bus(&self, name: &str) -> Result<(), BusError> {
+        if name == DEFAULT_BUS {
+            return Err(BusError::Invalid(
+                "the default event bus cannot be deleted".into(),
+            ));
+        }
+        let name = name.to_string();
+        Ok(self.blocking(move |s| s.delete_bus(&name)).await?)
+    }
+
+    /// Validates and stores a rule (creating or replacing it); the scheduler picks up
+    /// schedule changes at once.
+    pub async fn put_rule(&self, bus: &str, name: &str, spec: RuleSpec) -> Result<Rule, BusError> {
+        validate_name("rule", name)?;
+        let pattern =
+            match (&spec.pattern, &spec.schedule) {
+                (Some(_), Some(_)) | (None, None) => return Err(BusError::Invalid(
+                    "a rule needs exactly one of \"pattern\" (an event pattern) and \"schedule\" \
+                     (rate(…), cron(…) or at(…))"
+                        .into(),
+                )),
+                (Some(p), None) => {
+                    EventPattern::from_value(p).map_err(|e| BusError::Invalid(e.to_string()))?;
+                    Some(p.to_string())
+                }
+                (None, Some(s)) => {
+                    Schedule::parse(s).map_err(|e| BusError::Invalid(e.to_string()))?;
+                    None
+                }
+            };
+        if let Some(tz) = &spec.timezone {
+            if spec.schedule.is_none() {
+                return Err(BusError::Invalid(
+                    "\"timezone\" only applies to a schedule".into(),
+                ));
+            }
+            parse_time_zone(tz).map_err(|e| BusError::Invalid(e.to_string()))?;
+        }
+        if spec.targets.len() > MAX_TARGETS {
+            return Err(BusError::Invalid(format!(
+                "a rule has at most {MAX_TARGETS} targets"
+            )));
+        }
+        let mut targets = spec.targets;
+        for t in &mut targets {
+            let (function, qualifier) = target_function(&t.arn)?;
+            t.arn = arn::function_arn(&function, Some(&qualifier));
+            if let Some(input) = &t.input {
+                serde_json::from_str::<Value>(input).map_err(|e| {
+                    BusError::Invalid(format!("the Input of target {} is not JSON: {e}", t.arn))
+                })?;
+            }
+        }
+        let rule = Rule {
+            bus: bus.to_string(),
+            name: name.to_string(),
+            pattern,
+            schedule: spec.schedule.map(|s| s.trim().to_string()),
+            timezone: spec.timezone,
+            enabled: spec.enabled,
+            targets,
+            created_ms: 0,
+            last_fired_ms: None,
+        };
+        let stored = self.blocking(move |s| s.put_rule(&rule, now_ms())).await?;
+        self.rules_changed.notify_one();
+        Ok(stored)
+    }
+
+    pub async fn delete_rule(&self, bus: &str, name: &str) -> Result<(), BusError> {
+        let (bus, name) = (bus.to_string(), name.to_string());
+        self.blocking(move |s| s.delete_rule(&bus, &name)).await?;
+        self.rules_changed.notify_one();
+        Ok(())
+    }
+
+    /// EventBridge `PutEvents`: validates each entry, routes it to every enabled pattern
+    /// rule of its bus that matches, and queues one async event per (rule, target).
+    /// `default_bus` is used for entries without `EventBusName`.
+    pub async fn put_events(
+        &self,
+        default_bus: &str,
+        entries: Vec<PutEventsEntry>,
+    ) -> Result<PutEventsOutput, BusError> {
+        if entries.is_empty() || entries.len() > MAX_ENTRIES {
+            return Err(BusError::Invalid(format!(
+                "Entries must hold 1 to {MAX_ENTRIES} entries"
+            )));
+        }
+        let size: usize = entries
+            .iter()
+            .map(|e| {
+                e.source.as_deref().map_or(0, str::len)
+                    + e.detail_type.as_deref().map_or(0, str::len)
+                    + e.detail.as_deref().map_or(0, str::len)
+                    + e.resources.iter().map(String::len).sum::<usize>()
+            })
+            .sum();
+        if size > MAX_PUT_BYTES {
+            return Err(BusError::Invalid(format!(
+                "the entries total {size} bytes; PutEvents takes at most {MAX_PUT_BYTES}"
+            )));
+        }
+        let all_rules = self.blocking(|s| s.list_rules(None)).await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let bus = entry
+                .event_bus_name
+                .clone()
+                .map(|b| bus_name_of(&b))
+                .unwrap_or_else(|| default_bus.to_string());
+            let rules: Vec<&Rule> = all_rules.iter().filter(|r| r.bus == bus).collect();
+            out.push(self.put_one(&bus, entry, &rules).await);
+        }
+        Ok(PutEventsOutput {
+            failed_entry_count: out.iter().filter(|e| e.error_code.is_some()).count(),
+            entries: out,
+        })
+    }
+
+    async fn put_one(
+        &self,
+        bus: &str,
+        entry: PutEventsEntry,
+        rules: &[&Rule],
+    ) -> PutEventsResultEntry {
+        let event = match validate_entry(&entry, now_ms()) {
+            Ok(ev) => ev,
+            Err((code, msg)) => return PutEventsResultEntry::error(code, msg),
+        };
+        if rules.is_empty() && bus != DEFAULT_BUS {
+            let b = bus.to_string();
+            if let Err(e) = self.blocking(move |s| s.get_bus(&b)).await {
+                return PutEventsResultEntry::error(
+                    if e.is_not_found() {
+                        "ResourceNotFoundException"
+                    } else {
+                        "InternalFailure"
+                    },
+                    e.to_string(),
+                );
+            }
+        }
+        let id = event["id"].as_str().unwrap_or_default().to_string();
+        for (rule, target) in route(&event, rules) {
+            if let Err(e) = self.submit_to(target, &event, None).await {
+                warn!(rule = %rule.name, target = %target.arn, "cannot queue a routed event: {e}");
+                return PutEventsResultEntry::error("InternalFailure", e.to_string());
+            }
+        }
+        PutEventsResultEntry {
+            event_id: Some(id),
+            error_code: None,
+            error_message: None,
+        }
+    }
+
+    /// Queues `event` (or the target's constant `Input`) for the target's function.
+    pub(crate) async fn submit_to(
+        &self,
+        target: &RuleTarget,
+        event: &Value,
+        idempotency_key: Option<String>,
+    ) -> Result<crate::engine::Submitted, BusError> {
+        let (function, qualifier) = target_function(&target.arn)?;
+        let payload = target.input.clone().unwrap_or_else(|| event.to_string());
+        Ok(self
+            .engine
+            .submit(&function, &qualifier, payload, idempotency_key)
+            .await?)
+    }
+}
+
+/// `EventBusName` may be a name or an ARN.
+fn bus_name_of(b: &str) -> String {
+    b.rsplit_once(":event-bus/")
+        .map(|(_, n)| n.to_string())
+        .unwrap_or_else(|| b.to_string())
+}
+
+/// The (rule, target) pairs an event goes to: every enabled pattern rule that matches it.
+/// Rules whose stored pattern no longer parses are skipped.
+pub fn route<'a>(event: &Value, rules: &[&'a Rule]) -> Vec<(&'a Rule, &'a RuleTarget)> {
+    let mut out = Vec::new();
+    for rule in rules {
+        let Some(p) = rule.pattern.as_deref().filter(|_| rule.enabled) else {
+            continue;
+        };
+        match EventPattern::parse(p) {
+            Ok(pattern) if pattern.matches(event) => {
+                out.extend(rule.targets.iter().map(|t| (*rule, t)))
+            }
+            Ok(_) => {}
+            Err(e) => warn!(rule = %rule.name, "stored event pattern does not parse: {e}"),
+        }
+    }
+    out
+}
+
+/// Checks an entry as `PutEvents` does and builds its envelope; a failure is
+/// `(ErrorCode, ErrorMessage)`.
+pub fn validate_entry(e: &PutEventsEntry, now_ms: i64) -> Result<Value, (&'static str, String)> {
+    let required = |v: &Option<String>, field: &str| -> Result<String, (&'static str, String)> {
+        match v.as_deref().map(str::trim) {
+            Some(s) if !s.is_empty() => Ok(s.to_string()),
+            _ => Err((
+                "InvalidArgument",
+                format!("Parameter {field} is not valid. Reason: {field} is a required argument."),
+            )),
+        }
+    };
+    let source = required(&e.source, "Source")?;
+    let detail_type = required(&e.detail_type, "DetailType")?;
+    let detail_text = required(&e.detail, "Detail")?;
+    let detail: Value = match serde_json::from_str(&detail_text) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return Err(("MalformedDetail", "Detail is malformed.".into())),
+    };
+    let time_ms = match &e.time {
+        None | Some(Value::Null) => now_ms,
+        Some(Value::Number(n)) => n.as_f64().map(|s| (s * 1000.0) as i64).ok_or((
+            "InvalidArgument",
+            "Parameter Time is not valid.".to_string(),
+        ))?,
+        Some(Value::String(s)) => {
+            s.parse::<Timestamp>()
+                .map(|t| t.as_millisecond())
+                .map_err(|err| {
+                    (
+                        "InvalidArgument",
+                        format!("Parameter Time is not valid: {err}"),
+                    )
+                })?
+        }
+        Some(_) => return Err(("InvalidArgument", "Parameter Time is not valid.".into())),
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    Ok(envelope(
+        &id,
+        &source,
+        &detail_type,
+        time_ms,
+        &e.resources,
+        detail,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use nimbus_store::{EventQueue, SqliteBusStore, SqliteEventQueue};
+
+    fn rule(name: &str, pattern: Value, targets: &[&str], enabled: bool) -> Rule {
+        Rule {
+            bus: "default".into(),
+            name: name.into(),
+            pattern: Some(pattern.to_string()),
+            schedule: None,
+            timezone: None,
+            enabled,
+            targets: targets
+                .iter()
+                .map(|t| RuleTarget {
+                    arn: t.to_string(),
+                    input: None,
+                })
+                .collect(),
+            created_ms: 0,
+            last_fired_ms: None,
+        }
+    }
+
+    fn entry(source: &str, detail: &str) -> PutEventsEntry {
+        PutEventsEntry {
+            source: Some(source.into()),
+            detail_type: Some("Order Placed".into()),
+            detail: Some(detail.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn entries_are_validated_like_put_events() {
+        let ok = validate_entry(&entry("shop", r#"{"n":1}"#), 1_444_323_186_000).unwrap();
+        assert_eq!(ok["version"], "0");
+        assert_eq!(ok["detail-type"], "Order Placed");
+        assert_eq!(ok["source"], "shop");
+        assert_eq!(ok["account"], "000000000000");
+        assert_eq!(ok["region"], "us-east-1");
+        assert_eq!(ok["time"], "2015-10-08T16:53:06Z");
+        assert_eq!(ok["resources"], json!([]));
+        assert_eq!(ok["detail"], json!({"n": 1}));
+        assert_eq!(ok["id"].as_str().unwrap().len(), 36);
+        let code = |e: PutEventsEntry| validate_entry(&e, 0).unwrap_err().0;
+        assert_eq!(code(entry("", "{}")), "InvalidArgument");
+        assert_eq!(code(entry("s", "[1]")), "MalformedDetail");
+        assert_eq!(code(entry("s", "{")), "MalformedDetail");
+        let mut e = entry("s", "{}");
+        e.detail_type = None;
+        assert_eq!(code(e), "InvalidArgument");
+        let mut e = entry("s", "{}");
+        e.time = Some(json!("2020-01-02T03:04:05Z"));
+        assert_eq!(
+            validate_entry(&e, 0).unwrap()["time"],
+            "2020-01-02T03:04:05Z"
+        );
+        e.time = Some(json!(1_577_934_245));
+        assert_eq!(
+            validate_entry(&e, 0).unwrap()["time"],
+            "2020-01-02T03:04:05Z"
+        );
+        e.time = Some(json!("yesterday"));
+        assert_eq!(code(e), "InvalidArgument");
+    }
+
+    #[test]
+    fn routing_picks_every_enabled_matching_rule() {
+        let rules = [
+            rule(
+                "big-orders",
+                json!({"source": ["shop"], "detail": {"total": [{"numeric": [">", 100]}]}}),
+                &["big", "audit"],
+                true,
+            ),
+            rule(
+                "eu",
+                json!({"detail": {"country": [{"prefix": "EU-"}]}}),
+                &["eu"],
+                true,
+            ),
+            rule("off", json!({"source": ["shop"]}), &["never"], false),
+            rule(
+                "not-shop",
+                json!({"source": [{"anything-but": "shop"}]}),
+                &["others"],
+                true,
+            ),
+        ];
+        let refs: Vec<&Rule> = rules.iter().collect();
+        let targets = |detail: Value, source: &str| -> Vec<String> {
+            let ev = validate_entry(&entry(source, &detail.to_string()), 0).unwrap();
+            route(&ev, &refs)
+                .iter()
+                .map(|(_, t)| t.arn.clone())
+                .collect()
+        };
+        assert_eq!(
+            targets(json!({"total": 150, "country": "EU-DE"}), "shop"),
+            ["big", "audit", "eu"]
+        );
+        assert_eq!(
+            targets(json!({"total": 50, "country": "US"}), "shop"),
+            Vec::<String>::new()
+        );
+        assert_eq!(targets(json!({"total": 500}), "crm"), ["others"]);
+    }
+
+    #[tokio::test]
+    async fn put_events_queues_one_event_per_rule_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(SqliteEventQueue::open(dir.path()).unwrap());
+        let engine = AsyncEngine::new(queue.clone(), EngineConfig::default());
+        let bus = EventBus::new(
+            Arc::new(SqliteBusStore::open(dir.path(), 0).unwrap()),
+            engine,
+        );
+        let spec = |pattern: Value, targets: &[&str]| RuleSpec {
+            pattern: Some(pattern),
+            targets: targets
+                .iter()
+                .map(|t| RuleTarget {
+                    arn: t.to_string(),
+                    input: None,
+                })
+                .collect(),
+            enabled: true,
+            ..Default::default()
+        };
+        let err = bus
+            .put_rule("default", "bad", spec(json!({"source": "shop"}), &["f"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BusError::Invalid(_)), "{err}");
+        bus.put_rule(
+            "default",
+            "shop",
+            spec(
+                json!({"source": ["shop"]}),
+                &["f", "arn:aws:lambda:us-east-1:000000000000:function:g:live"],
+            ),
+        )
+        .await
+        .unwrap();
+        let out = bus
+            .put_events(
+                "default",
+                vec![
+                    entry("shop", r#"{"a":1}"#),
+                    entry("crm", r#"{"a":2}"#),
+                    entry("shop", "nope"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.failed_entry_count, 1);
+        assert!(out.entries[0].event_id.is_some() && out.entries[1].event_id.is_some());
+        assert_eq!(
+            out.entries[2].error_code.as_deref(),
+            Some("MalformedDetail")
+        );
+        let f = queue.list("f", None, 10).unwrap();
+        assert_eq!(f.len(), 1);
+        let ev: Value = serde_json::from_str(&f[0].payload).unwrap();
+        assert_eq!(ev["id"], out.entries[0].event_id.clone().unwrap().as_str());
+        assert_eq!(ev["detail"], json!({"a": 1}));
+        let g = queue.list("g", None, 10).unwrap();
+        assert_eq!((g.len(), g[0].qualifier.as_str()), (1, "live"));
+        // An unknown bus is a per-entry error.
+        let mut e = entry("shop", "{}");
+        e.event_bus_name = Some("arn:aws:events:us-east-1:000000000000:event-bus/nope".into());
+        let out = bus.put_events("default", vec![e]).await.unwrap();
+        assert_eq!(
+            out.entries[0].error_code.as_deref(),
+            Some("ResourceNotFoundException")
+        );
+        assert!(bus.put_events("default", vec![]).await.is_err());
+    }
+}

@@ -1,0 +1,490 @@
+//! The scheduler: fires schedule rules (`rate(…)`, `cron(…)`, `at(…)`) as Lambda
+//! "Scheduled Event"s through the async engine.
+//!
+//! Each schedule rule has a durable watermark (`last_fired_ms`): every firing at or before
+//! it has been queued. A tick queues the firings in `(watermark, now]` — each under the
+//! idempotency key `rule:<name>:<firing epoch ms>` (`rule:<bus>/<name>:…` off the default
+//! bus) — and only then advances the watermark. A crash between the two re-queues the same
+//! firing after restart, which the key turns into a no-op, so a firing is never delivered
+//! twice; the engine then delivers it at least once.
+//!
+//! On start, firings missed while the server was down are handled per
+//! [`MissedSchedules`]: `run-once` (the default) queues only the latest missed firing of
+//! each rule, `skip` queues none. Either way the watermark then moves to now.
+//!
+//! Rates are anchored at the rule's creation time (first firing one period after it).
+//! **Test only:** with the engine's `time_scale` N > 1, rate periods are divided by N, so
+//! `rate(1 minute)` fires every second at `--time-scale 60`; cron and `at` keep wall-clock
+//! time.
+
+use crate::bus::{envelope, rule_arn, EventBus};
+use crate::schedule::{parse_time_zone, Schedule, Timestamp};
+use nimbus_store::{Rule, DEFAULT_BUS};
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// What to do, at start, with firings missed while the server was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissedSchedules {
+    /// Queue the latest missed firing of each rule (at most one per rule).
+    #[default]
+    RunOnce,
+    /// Queue none.
+    Skip,
+}
+
+impl std::str::FromStr for MissedSchedules {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "run-once" => Ok(Self::RunOnce),
+            "skip" => Ok(Self::Skip),
+            _ => Err(format!("expected run-once or skip, not {s:?}")),
+        }
+    }
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    pub missed: MissedSchedules,
+    /// Test-only: rate periods run this many times faster (see the module docs).
+    pub time_scale: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            missed: MissedSchedules::RunOnce,
+            time_scale: 1,
+        }
+    }
+}
+
+/// Where the scheduler reads the time (a fake one in tests).
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        crate::engine::now_ms()
+    }
+}
+
+/// Longest sleep between ticks (rules changing wake the scheduler at once anyway).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Most firings of one rule queued by one tick (the rest follow on the next tick).
+const MAX_PER_TICK: usize = 100;
+
+/// A rule's schedule ready to evaluate: the expression (rates scaled), zone and anchor.
+struct Parsed {
+    schedule: Schedule,
+    tz: crate::schedule::TimeZone,
+    anchor: Timestamp,
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn parse_rule(rule: &Rule, time_scale: u32) -> Option<Parsed> {
+    let expr = rule.schedule.as_deref()?;
+    let schedule = match Schedule::parse(expr) {
+        Ok(Schedule::Rate(p)) if time_scale > 1 => {
+            Schedule::Rate((p / time_scale).max(Duration::from_millis(1)))
+        }
+        Ok(s) => s,
+        Err(e) => {
+            warn!(rule = %rule.name, "stored schedule does not parse: {e}");
+            return None;
+        }
+    };
+    let tz = match rule.timezone.as_deref().map(parse_time_zone) {
+        None => crate::schedule::TimeZone::UTC,
+        Some(Ok(tz)) => tz,
+        Some(Err(e)) => {
+            warn!(rule = %rule.name, "stored time zone does not parse: {e}");
+            return None;
+        }
+    };
+    Some(Parsed {
+        schedule,
+        tz,
+        anchor: ts(rule.created_ms),
+    })
+}
+
+/// The firings of one rule to queue now, and the watermark to store afterwards.
+///
+/// `catch_up` is `Some(policy)` on the first tick after start (missed firings), `None`
+/// afterwards (every firing in the window, at most [`MAX_PER_TICK`]).
+pub fn plan(
+    schedule: &Schedule,
+    tz: &crate::schedule::TimeZone,
+    anchor_ms: i64,
+    watermark_ms: i64,
+    now_ms: i64,
+    catch_up: Option<MissedSchedules>,
+) -> (Vec<i64>, i64) {
+    let (anchor, now) = (ts(anchor_ms), ts(now_ms));
+    match catch_up {
+        Some(MissedSchedules::Skip) => (Vec::new(), now_ms.max(watermark_ms)),
+        Some(MissedSchedules::RunOnce) => {
+            // The latest firing in (watermark, now].
+            let mut cursor = ts(watermark_ms);
+            let mut last = None;
+            while let Some(next) = schedule.next_after(cursor, anchor, tz) {
+                if next > now {
+                    break;
+                }
+                last = Some(next.as_millisecond());
+                cursor = next;
+            }
+            (last.into_iter().collect(), now_ms.max(watermark_ms))
+        }
+        None => {
+            let firings: Vec<i64> = schedule
+                .firings_between(ts(watermark_ms), now, anchor, tz, MAX_PER_TICK)
+                .into_iter()
+                .map(|t| t.as_millisecond())
+                .collect();
+            let watermark = if firings.len() == MAX_PER_TICK {
+                *firings.last().expect("non-empty")
+            } else {
+                now_ms.max(watermark_ms)
+            };
+            (firings, watermark)
+        }
+    }
+}
+
+/// The idempotency key of one firing of a rule.
+pub fn firing_key(bus: &str, rule: &str, firing_ms: i64) -> String {
+    if bus == DEFAULT_BUS {
+        format!("rule:{rule}:{firing_ms}")
+    } else {
+        format!("rule:{bus}/{rule}:{firing_ms}")
+    }
+}
+
+pub struct Scheduler {
+    bus: Arc<EventBus>,
+    cfg: SchedulerConfig,
+    clock: Arc<dyn Clock>,
+    stopping: AtomicBool,
+}
+
+impl Scheduler {
+    pub fn new(bus: Arc<EventBus>, cfg: SchedulerConfig, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(Self {
+            bus,
+            cfg,
+            clock,
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// Queues the due firings of every schedule rule and advances their watermarks; returns
+    /// when the next firing of any enabled rule falls due. `catch_up` on the first tick.
+    pub async fn tick(&self, catch_up: bool) -> Option<i64> {
+        let store = self.bus.store().clone();
+        let rules = match tokio::task::spawn_blocking(move || store.list_rules(None)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                warn!("scheduler cannot read rules: {e}");
+                return Some(self.clock.now_ms() + 1000);
+            }
+            Err(_) => return Some(self.clock.now_ms() + 1000),
+        };
+        let mut next_due: Option<i64> = None;
+        for rule in rules.iter().filter(|r| r.schedule.is_some()) {
+            let Some(p) = parse_rule(rule, self.cfg.time_scale) else {
+                continue;
+            };
+            let now = self.clock.now_ms();
+            let watermark = rule.last_fired_ms.unwrap_or(rule.created_ms);
+            let (firings, new_watermark) = if rule.enabled {
+                plan(
+                    &p.schedule,
+                    &p.tz,
+                    rule.created_ms,
+                    watermark,
+                    now,
+                    catch_up.then_some(self.cfg.missed),
+                )
+            } else {
+                // Disabled: time passes without firings (enabling does not catch up).
+                (Vec::new(), now)
+            };
+            let mut watermark_to = new_watermark;
+            for f in &firings {
+                if let Err(e) = self.fire(rule, *f).await {
+                    warn!(rule = %rule.name, "cannot queue a scheduled event (retrying): {e}");
+                    watermark_to = f - 1;
+                    next_due = Some(now + 1000);
+                    break;
+                }
+            }
+            if watermark_to > watermark {
+                let (store, bus, name) = (
+                    self.bus.store().clone(),
+                    rule.bus.clone(),
+                    rule.name.clone(),
+                );
+                let res = tokio::task::spawn_blocking(move || {
+                    store.advance_watermark(&bus, &name, watermark_to)
+                })
+                .await;
+                if !matches!(res, Ok(Ok(()))) {
+                    warn!(rule = %rule.name, "cannot store the schedule watermark: {res:?}");
+                }
+            }
+            if rule.enabled {
+                let from = ts(watermark_to.max(now));
+                if let Some(n) = p.schedule.next_after(from, p.anchor, &p.tz) {
+                    let n = n.as_millisecond();
+                    next_due = Some(next_due.map_or(n, |d| d.min(n)));
+                }
+            }
+        }
+        next_due
+    }
+
+    async fn fire(&self, rule: &Rule, firing_ms: i64) -> Result<(), crate::bus::BusError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let event = envelope(
+            &id,
+            "aws.events",
+            "Scheduled Event",
+            firing_ms,
+            &[rule_arn(&rule.bus, &rule.name)],
+            json!({}),
+        );
+        let key = firing_key(&rule.bus, &rule.name, firing_ms);
+        for target in &rule.targets {
+            let s = self
+                .bus
+                .submit_to(target, &event, Some(key.clone()))
+                .await?;
+            if s.duplicate {
+                debug!(rule = %rule.name, firing_ms, "firing already queued before a restart");
+            } else {
+                debug!(rule = %rule.name, firing_ms, event = %s.request_id, "schedule fired");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until [`stop`](Self::stop): a catch-up tick, then one tick per firing.
+    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut catch_up = true;
+            if me.cfg.time_scale > 1 {
+                info!(
+                    time_scale = me.cfg.time_scale,
+                    "TEST ONLY: schedule rates run faster by the time scale"
+                );
+            }
+            while !me.stopping.load(Ordering::SeqCst) {
+                let next = me.tick(catch_up).await;
+                catch_up = false;
+                let now = me.clock.now_ms();
+                let wait = match next {
+                    Some(t) => Duration::from_millis((t - now).clamp(0, i64::MAX) as u64 + 1),
+                    None => MAX_SLEEP,
+                }
+                .min(MAX_SLEEP);
+                tokio::select! {
+                    _ = me.bus.rules_changed.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        })
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.bus.rules_changed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{AsyncEngine, EngineConfig};
+    use nimbus_store::{BusStore, EventQueue, RuleTarget, SqliteBusStore, SqliteEventQueue};
+    use serde_json::Value;
+    use std::sync::atomic::AtomicI64;
+
+    const MIN: i64 = 60_000;
+
+    struct FakeClock(AtomicI64);
+    impl Clock for FakeClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn plan_catches_up_once_skips_or_fires_each() {
+        let s = Schedule::parse("rate(1 minute)").unwrap();
+        let utc = crate::schedule::TimeZone::UTC;
+        // Steady state: every firing in (watermark, now].
+        assert_eq!(
+            plan(&s, &utc, 0, MIN, 3 * MIN + 5, None),
+            (vec![2 * MIN, 3 * MIN], 3 * MIN + 5)
+        );
+        assert_eq!(plan(&s, &utc, 0, MIN, MIN + 5, None), (vec![], MIN + 5));
+        // Start after downtime: only the latest missed firing, or none.
+        assert_eq!(
+            plan(
+                &s,
+                &utc,
+                0,
+                MIN,
+                10 * MIN + 5,
+                Some(MissedSchedules::RunOnce)
+            ),
+            (vec![10 * MIN], 10 * MIN + 5)
+        );
+        assert_eq!(
+            plan(&s, &utc, 0, MIN, MIN + 5, Some(MissedSchedules::RunOnce)),
+            (vec![], MIN + 5)
+        );
+        assert_eq!(
+            plan(&s, &utc, 0, MIN, 10 * MIN, Some(MissedSchedules::Skip)),
+            (vec![], 10 * MIN)
+        );
+        // A long stall is worked off in bounded steps.
+        let (f, w) = plan(&s, &utc, 0, 0, 1000 * MIN, None);
+        assert_eq!((f.len(), w), (MAX_PER_TICK, MAX_PER_TICK as i64 * MIN));
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        clock: Arc<FakeClock>,
+        queue: Arc<SqliteEventQueue>,
+        bus: Arc<EventBus>,
+    }
+
+    async fn setup(created_at: i64) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(SqliteEventQueue::open(dir.path()).unwrap());
+        let engine = AsyncEngine::new(queue.clone(), EngineConfig::default());
+        let store = Arc::new(SqliteBusStore::open(dir.path(), 0).unwrap());
+        let bus = EventBus::new(store.clone(), engine);
+        let rule = Rule {
+            bus: "default".into(),
+            name: "every-minute".into(),
+            pattern: None,
+            schedule: Some("rate(1 minute)".into()),
+            timezone: None,
+            enabled: true,
+            targets: vec![RuleTarget {
+                arn: "tick".into(),
+                input: None,
+            }],
+            created_ms: 0,
+            last_fired_ms: None,
+        };
+        // Created at `created_at`: the rate's anchor and the first watermark.
+        store.put_rule(&rule, created_at).unwrap();
+        Setup {
+            _dir: dir,
+            clock: Arc::new(FakeClock(AtomicI64::new(created_at))),
+            queue,
+            bus,
+        }
+    }
+
+    fn delivered_times(q: &SqliteEventQueue) -> Vec<String> {
+        let mut v: Vec<String> = q
+            .list("tick", None, 1000)
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let ev: Value = serde_json::from_str(&e.payload).unwrap();
+                assert_eq!(ev["detail-type"], "Scheduled Event");
+                assert_eq!(ev["source"], "aws.events");
+                assert_eq!(
+                    ev["resources"][0],
+                    "arn:aws:events:us-east-1:000000000000:rule/every-minute"
+                );
+                assert_eq!(ev["detail"], serde_json::json!({}));
+                ev["time"].as_str().unwrap().to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn fires_each_minute_and_catches_up_once_after_downtime() {
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % MIN; // a whole minute
+        let s = setup(t0).await;
+        let sched = Scheduler::new(s.bus.clone(), SchedulerConfig::default(), s.clock.clone());
+        assert_eq!(sched.tick(true).await, Some(t0 + MIN));
+        s.clock.0.store(t0 + MIN + 10, Ordering::SeqCst);
+        assert_eq!(sched.tick(false).await, Some(t0 + 2 * MIN));
+        s.clock.0.store(t0 + 2 * MIN, Ordering::SeqCst);
+        sched.tick(false).await;
+        sched.tick(false).await; // nothing new
+        assert_eq!(delivered_times(&s.queue).len(), 2);
+        // "Crash" before the watermark moved: the same firing is queued again, as a no-op.
+        let sched2 = Scheduler::new(s.bus.clone(), SchedulerConfig::default(), s.clock.clone());
+        sched2
+            .fire(
+                &s.bus.store().get_rule("default", "every-minute").unwrap(),
+                t0 + 2 * MIN,
+            )
+            .await
+            .unwrap();
+        assert_eq!(delivered_times(&s.queue).len(), 2, "no double firing");
+        // Down for five minutes: a restart queues only the latest missed firing.
+        s.clock.0.store(t0 + 7 * MIN + 30_000, Ordering::SeqCst);
+        sched2.tick(true).await;
+        let times = delivered_times(&s.queue);
+        assert_eq!(times.len(), 3, "{times:?}");
+        assert_eq!(times[2], crate::bus::event_time(t0 + 7 * MIN));
+        // With skip, nothing is queued for a downtime.
+        s.clock.0.store(t0 + 20 * MIN + 1, Ordering::SeqCst);
+        let skip = Scheduler::new(
+            s.bus.clone(),
+            SchedulerConfig {
+                missed: MissedSchedules::Skip,
+                time_scale: 1,
+            },
+            s.clock.clone(),
+        );
+        assert_eq!(skip.tick(true).await, Some(t0 + 21 * MIN));
+        assert_eq!(delivered_times(&s.queue).len(), 3);
+        s.clock.0.store(t0 + 21 * MIN, Ordering::SeqCst);
+        skip.tick(false).await;
+        assert_eq!(delivered_times(&s.queue).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn time_scale_speeds_up_rates_only() {
+        let s = setup(0).await;
+        let sched = Scheduler::new(
+            s.bus.clone(),
+            SchedulerConfig {
+                missed: MissedSchedules::RunOnce,
+                time_scale: 60,
+            },
+            s.clock.clone(),
+        );
+        assert_eq!(sched.tick(true).await, Some(1000), "rate(1 minute) → 1 s");
+        s.clock.0.store(3500, Ordering::SeqCst);
+        sched.tick(false).await;
+        assert_eq!(delivered_times(&s.queue).len(), 3);
+    }
+}
