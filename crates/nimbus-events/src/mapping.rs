@@ -11,7 +11,7 @@ use nimbus_core::arn::{ACCOUNT, REGION};
 use nimbus_store::{EventSourceMapping, Message, QueueStore};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
@@ -119,6 +119,8 @@ pub fn partial_batch_outcome(body: &str, batch_ids: &HashSet<&str>) -> BatchOutc
 pub struct MappingConfig {
     /// Batches being processed at once, across all mappings.
     pub max_concurrent_batches: usize,
+    /// Batches of one mapping processed at once (when its queue has a backlog).
+    pub batches_per_mapping: usize,
     /// How often an idle poller looks at its queue (sends wake pollers at once).
     pub idle_poll: Duration,
     /// How often the set of mappings is reread.
@@ -129,6 +131,7 @@ impl Default for MappingConfig {
     fn default() -> Self {
         Self {
             max_concurrent_batches: 16,
+            batches_per_mapping: 4,
             idle_poll: Duration::from_millis(500),
             reconcile_every: Duration::from_secs(2),
         }
@@ -248,19 +251,36 @@ impl MappingRunner {
 
     /// One mapping's loop: receive a batch, invoke, settle.
     async fn poll(self: Arc<Self>, m: EventSourceMapping, invoker: Arc<dyn Invoker>) {
+        let m = Arc::new(m);
         let batch_size = m.batch_size as usize;
         let window = Duration::from_secs(u64::from(m.window_s));
-        let mut backoff = Duration::from_millis(100);
+        // Batches of this mapping in flight at once (each also holds a global slot).
+        let local = Arc::new(Semaphore::new(self.cfg.batches_per_mapping.max(1)));
+        // Consecutive throttles (shared with the delivery tasks): grows the back-off.
+        let throttles = Arc::new(AtomicU32::new(0));
         while !self.stopping.load(Ordering::SeqCst) {
+            let n = throttles.load(Ordering::SeqCst);
+            if n > 0 {
+                // Throttled or missing function: back off, nothing counted against messages.
+                self.idle(Duration::from_millis(100 << n.min(6))).await;
+            }
+            let Ok(mine) = local.clone().acquire_owned().await else {
+                return;
+            };
+            let Ok(global) = self.slots.clone().acquire_owned().await else {
+                return;
+            };
             let mut batch = match self.receive(&m.queue, batch_size).await {
                 Ok(b) => b,
                 Err(e) => {
                     debug!(mapping = %m.uuid, queue = %m.queue, "cannot receive: {e}");
+                    drop((mine, global));
                     self.idle(Duration::from_secs(2)).await;
                     continue;
                 }
             };
             if batch.is_empty() {
+                drop((mine, global));
                 self.idle(self.cfg.idle_poll).await;
                 continue;
             }
@@ -274,18 +294,15 @@ impl MappingRunner {
                     Err(_) => break,
                 }
             }
-            let Ok(permit) = self.slots.clone().acquire_owned().await else {
-                return;
-            };
-            let settled = self.deliver(&m, &batch, invoker.as_ref()).await;
-            drop(permit);
-            if settled {
-                backoff = Duration::from_millis(100);
-            } else {
-                // Throttled or missing function: the batch went back uncounted.
-                self.idle(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+            let (me, m2, inv, thr) = (self.clone(), m.clone(), invoker.clone(), throttles.clone());
+            tokio::spawn(async move {
+                if me.deliver(&m2, &batch, inv.as_ref()).await {
+                    thr.store(0, Ordering::SeqCst);
+                } else {
+                    thr.fetch_add(1, Ordering::SeqCst);
+                }
+                drop((mine, global));
+            });
         }
     }
 
@@ -443,5 +460,96 @@ mod tests {
         assert_eq!(r["eventSource"], "aws:sqs");
         assert_eq!(r["eventSourceARN"], queue_arn("orders"));
         assert_eq!(r["awsRegion"], "us-east-1");
+    }
+
+    /// Throttled twice, then reports the first record as failed.
+    struct Fake {
+        calls: std::sync::Mutex<Vec<Value>>,
+    }
+
+    impl Invoker for Fake {
+        fn invoke<'a>(
+            &'a self,
+            _function: &'a str,
+            _qualifier: &'a str,
+            _request_id: &'a str,
+            payload: String,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Attempt> + Send + 'a>> {
+            Box::pin(async move {
+                let ev: Value = serde_json::from_str(&payload).unwrap();
+                let mut calls = self.calls.lock().unwrap();
+                calls.push(ev.clone());
+                if calls.len() <= 2 {
+                    return Attempt::Throttled("busy".into());
+                }
+                let first = ev["Records"][0]["messageId"].clone();
+                Attempt::Success {
+                    body: json!({"batchItemFailures": [{"itemIdentifier": first}]}).to_string(),
+                    version: "$LATEST".into(),
+                }
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn throttles_are_not_counted_and_partial_failures_stay() {
+        use nimbus_store::{NewMessage, QueueSettings, SqliteQueueStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteQueueStore::open(dir.path()).unwrap());
+        store
+            .put_queue(
+                "q",
+                &QueueSettings {
+                    visibility_timeout_s: 60,
+                    ..Default::default()
+                },
+                0,
+            )
+            .unwrap();
+        let msgs: Vec<NewMessage> = ["a", "b", "c"]
+            .iter()
+            .map(|b| NewMessage {
+                body: b.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        store.send("q", &msgs, now_ms()).unwrap();
+        store
+            .create_mapping(&EventSourceMapping {
+                uuid: "m".into(),
+                queue: "q".into(),
+                function: "f".into(),
+                batch_size: 10,
+                window_s: 0,
+                enabled: true,
+                report_batch_item_failures: true,
+                last_modified_s: 0,
+            })
+            .unwrap();
+        let runner = MappingRunner::new(store.clone(), MappingConfig::default());
+        let fake = Arc::new(Fake {
+            calls: Default::default(),
+        });
+        let task = runner.spawn(fake.clone());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fake.calls.lock().unwrap().len() < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        runner.stop();
+        task.abort();
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        // Every delivery saw receive count 1: throttled attempts were given back uncounted.
+        for c in &calls {
+            assert_eq!(c["Records"].as_array().unwrap().len(), 3);
+            assert_eq!(
+                c["Records"][0]["attributes"]["ApproximateReceiveCount"],
+                "1"
+            );
+        }
+        // Only the reported failure is left, in flight until its visibility timeout.
+        let st = store.stats("q", now_ms()).unwrap();
+        assert_eq!((st.visible, st.in_flight), (0, 1), "{st:?}");
     }
 }
