@@ -4,6 +4,7 @@
 mod async_events;
 mod aws_cli;
 mod bad_input;
+mod bus;
 mod cli;
 mod durability;
 mod go;

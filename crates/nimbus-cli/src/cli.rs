@@ -41,6 +41,8 @@ pub enum Command {
     Events(EventsArgs),
     /// Built-in queues: create, send, receive, delete, purge, stats; map a queue to a function.
     Queue(QueueArgs),
+    /// Event buses: send events (PutEvents), list and write rules (patterns and schedules).
+    Bus(BusArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -74,7 +76,7 @@ pub struct ServerArgs {
     /// How long an open circuit pauses delivery before probing (milliseconds).
     #[arg(long, env = "NIMBUS_CIRCUIT_COOLDOWN_MS", default_value = "30000", value_name = "MS", value_parser = parse_millis)]
     pub circuit_cooldown_ms: Duration,
-    /// TEST ONLY: run event ages, backoffs and cool-downs this many times faster.
+    /// TEST ONLY: run event ages, backoffs, cool-downs and schedule rates this many times faster.
     #[arg(
         long,
         env = "NIMBUS_TIME_SCALE",
@@ -83,6 +85,10 @@ pub struct ServerArgs {
         hide = true
     )]
     pub time_scale: u32,
+    /// At start, schedule firings missed while the server was down: run-once (the latest
+    /// missed firing of each rule) or skip.
+    #[arg(long, env = "NIMBUS_MISSED_SCHEDULES", default_value = "run-once", value_name = "POLICY", value_parser = ["run-once", "skip"])]
+    pub missed_schedules: String,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +166,68 @@ pub struct EventsArgs {
     /// At most this many events (newest first).
     #[arg(long, short = 'n', default_value = "20", value_name = "N")]
     pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BusArgs {
+    #[command(subcommand)]
+    pub command: BusCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BusCommand {
+    /// List event buses.
+    Ls,
+    /// Create an event bus (no-op if it exists).
+    Create { bus: String },
+    /// Delete an event bus without rules.
+    Rm { bus: String },
+    /// Send one event to a bus (EventBridge PutEvents) and print its event id.
+    PutEvents {
+        #[arg(long, default_value = "default")]
+        bus: String,
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        detail_type: String,
+        /// The event's detail, a JSON object.
+        #[arg(long, value_name = "JSON", default_value = "{}")]
+        detail: String,
+        #[arg(long = "resource", value_name = "ARN")]
+        resources: Vec<String>,
+    },
+    /// List the rules of a bus.
+    Rules {
+        #[arg(default_value = "default")]
+        bus: String,
+    },
+    /// Create or replace a rule: an event pattern or a schedule, routed to functions.
+    Rule {
+        bus: String,
+        name: String,
+        /// An EventBridge event pattern (JSON).
+        #[arg(
+            long,
+            value_name = "JSON",
+            conflicts_with = "schedule",
+            required_unless_present = "schedule"
+        )]
+        pattern: Option<String>,
+        /// rate(5 minutes), cron(0 12 * * ? *) or at(2030-01-01T00:00:00).
+        #[arg(long, value_name = "EXPR")]
+        schedule: Option<String>,
+        /// IANA time zone of a cron or at schedule (default UTC).
+        #[arg(long, value_name = "TZ", requires = "schedule")]
+        timezone: Option<String>,
+        /// A function name or ARN (repeatable).
+        #[arg(long = "target", value_name = "FUNCTION")]
+        targets: Vec<String>,
+        /// Store the rule disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Delete a rule.
+    RmRule { bus: String, name: String },
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,13 @@
 //! env = { GREETING = "hi" }
 //! ```
 //!
+//! Schedules and the event bus: `schedule = "rate(5 minutes)"` (EventBridge syntax; optional
+//! `schedule_timezone = "Europe/Berlin"`) on a function creates the rule `schedule-NAME` on
+//! the default bus targeting it; `[buses.NAME]` declares a bus and
+//! `[rules.NAME]` a rule: `bus = "orders"` (default `"default"`), `pattern = { source =
+//! ["shop"] }` or `schedule = "cron(0 12 * * ? *)"` (+ `timezone`), `targets = ["fn", …]`,
+//! `enabled = true`. The server validates patterns and schedules when they are deployed.
+//!
 //! Built-in queues: `[queues.orders]` with `visibility_timeout = 30`, `dead_letter =
 //! "orders-dlq"`, `max_receive_count = 5` (and `retention`, `max_message_size`); a function
 //! consumes one with `queue = { name = "orders", batch_size = 10, window = 0,
@@ -34,6 +41,55 @@ struct RawManifest {
     include: Vec<String>,
     #[serde(default)]
     queues: BTreeMap<String, RawQueue>,
+    #[serde(default)]
+    buses: BTreeMap<String, RawBus>,
+    #[serde(default)]
+    rules: BTreeMap<String, RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBus {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    bus: Option<String>,
+    pattern: Option<serde_json::Value>,
+    schedule: Option<String>,
+    timezone: Option<String>,
+    #[serde(default)]
+    targets: Vec<String>,
+    enabled: Option<bool>,
+}
+
+/// An event bus rule declared in a manifest (or implied by a function's `schedule`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestRule {
+    pub bus: String,
+    pub name: String,
+    pub pattern: Option<serde_json::Value>,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub targets: Vec<String>,
+    pub enabled: bool,
+}
+
+impl ManifestRule {
+    /// The body of `PUT /v1/buses/{bus}/rules/{name}`.
+    pub fn api_body(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "targets": self.targets, "enabled": self.enabled });
+        if let Some(p) = &self.pattern {
+            v["pattern"] = p.clone();
+        }
+        if let Some(s) = &self.schedule {
+            v["schedule"] = s.clone().into();
+        }
+        if let Some(tz) = &self.timezone {
+            v["timezone"] = tz.clone().into();
+        }
+        v
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +109,8 @@ struct RawFunction {
     #[serde(default)]
     env: BTreeMap<String, String>,
     queue: Option<RawFunctionQueue>,
+    schedule: Option<String>,
+    schedule_timezone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,7 +195,7 @@ pub struct ManifestFunction {
 }
 
 /// A parsed manifest: its own functions and the project directories it includes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Project {
     pub functions: Vec<ManifestFunction>,
     /// Directories (relative to the manifest) holding further `nimbus.toml` files.
@@ -146,6 +204,10 @@ pub struct Project {
     pub queues: Vec<ManifestQueue>,
     /// Queue → function mappings (from each function's `queue`).
     pub mappings: Vec<ManifestMapping>,
+    /// Event buses to create (the default bus always exists).
+    pub buses: Vec<String>,
+    /// Rules to create or replace, including `schedule-NAME` for each scheduled function.
+    pub rules: Vec<ManifestRule>,
 }
 
 /// Parses and validates a manifest that declares functions itself (no `include`).
@@ -214,6 +276,25 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         });
     }
     let mut mappings = Vec::new();
+    let mut rules = Vec::new();
+    for (name, r) in raw.rules {
+        let ctx = |m: &str| CoreError::InvalidManifest(format!("rules.{name}: {m}"));
+        if r.pattern.is_some() == r.schedule.is_some() {
+            return Err(ctx("set exactly one of pattern and schedule"));
+        }
+        if r.targets.is_empty() {
+            return Err(ctx("targets is empty: name the functions it feeds"));
+        }
+        rules.push(ManifestRule {
+            bus: r.bus.unwrap_or_else(|| "default".into()),
+            name,
+            pattern: r.pattern,
+            schedule: r.schedule,
+            timezone: r.timezone,
+            targets: r.targets,
+            enabled: r.enabled.unwrap_or(true),
+        });
+    }
     for (name, f) in raw.functions {
         if let Some(q) = &f.queue {
             let ctx = |m: &str| CoreError::InvalidManifest(format!("functions.{name}.queue: {m}"));
@@ -242,6 +323,21 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
                 window,
                 report_batch_item_failures: q.report_batch_item_failures,
             });
+        }
+        if let Some(schedule) = &f.schedule {
+            rules.push(ManifestRule {
+                bus: "default".into(),
+                name: format!("schedule-{name}"),
+                pattern: None,
+                schedule: Some(schedule.clone()),
+                timezone: f.schedule_timezone.clone(),
+                targets: vec![name.clone()],
+                enabled: true,
+            });
+        } else if f.schedule_timezone.is_some() {
+            return Err(CoreError::InvalidManifest(format!(
+                "functions.{name}: schedule_timezone needs a schedule"
+            )));
         }
         let ctx = |e: CoreError| CoreError::InvalidManifest(format!("functions.{name}: {e}"));
         let fname = FunctionName::parse(&name).map_err(ctx)?;
@@ -275,6 +371,8 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         include: raw.include,
         queues,
         mappings,
+        buses: raw.buses.into_keys().collect(),
+        rules,
     })
 }
 
@@ -321,6 +419,47 @@ mod tests {
                 .is_err()
         );
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn schedules_buses_and_rules() {
+        let p = parse_project(
+            r#"
+            [functions.tick]
+            runtime = "nodejs20.x"
+            handler = "i.h"
+            schedule = "rate(5 minutes)"
+            schedule_timezone = "Europe/Berlin"
+
+            [buses.orders]
+
+            [rules.big]
+            bus = "orders"
+            pattern = { source = ["shop"], detail = { total = [{ numeric = [">", 100] }] } }
+            targets = ["tick"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(p.buses, ["orders"]);
+        assert_eq!(p.rules.len(), 2);
+        let big = &p.rules[0];
+        assert_eq!((big.bus.as_str(), big.name.as_str()), ("orders", "big"));
+        assert_eq!(
+            big.api_body()["pattern"],
+            serde_json::json!({"source": ["shop"], "detail": {"total": [{"numeric": [">", 100]}]}})
+        );
+        let tick = &p.rules[1];
+        assert_eq!(tick.name, "schedule-tick");
+        assert_eq!(
+            tick.api_body(),
+            serde_json::json!({"schedule": "rate(5 minutes)", "timezone": "Europe/Berlin",
+                               "targets": ["tick"], "enabled": true})
+        );
+        let bad = "[functions.a]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\n[rules.r]\ntargets = [\"a\"]\n";
+        assert!(parse_project(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("rules.r"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `nimbus-server`.
 
 mod async_invoke;
+mod bus;
 mod error;
 pub mod http_event;
 mod invoke;
@@ -159,6 +160,19 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(
             "/v1/functions/{name}/events",
             get(async_invoke::list_events),
+        )
+        .route("/v1/buses", get(bus::list_buses))
+        .route(
+            "/v1/buses/{bus}",
+            get(bus::get_bus).put(bus::put_bus).delete(bus::delete_bus),
+        )
+        .route("/v1/buses/{bus}/events", post(bus::put_events))
+        .route("/v1/buses/{bus}/rules", get(bus::list_rules))
+        .route(
+            "/v1/buses/{bus}/rules/{rule}",
+            get(bus::get_rule)
+                .put(bus::put_rule)
+                .delete(bus::delete_rule),
         );
     let urls = Router::new()
         .route("/fn/{name}", axum::routing::any(urls::function_url_root))

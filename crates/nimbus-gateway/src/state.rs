@@ -36,6 +36,8 @@ pub struct Gateway {
     pub(crate) pools: Arc<Pools>,
     pub(crate) cfg: GatewayConfig,
     pub(crate) events: Arc<AsyncEngine>,
+    /// The event bus, when the server enabled it ([`Gateway::with_bus`]).
+    pub(crate) bus: std::sync::OnceLock<Arc<nimbus_events::bus::EventBus>>,
     /// Built-in queues and their pollers, when the server enabled them ([`Gateway::with_queues`]).
     pub(crate) queues: std::sync::OnceLock<Arc<nimbus_events::mapping::MappingRunner>>,
     cache: RwLock<HashMap<(String, String), Arc<Resolved>>>,
@@ -57,6 +59,7 @@ impl Gateway {
             pools,
             cfg,
             events,
+            bus: Default::default(),
             queues: Default::default(),
             cache: Default::default(),
             aliases: Default::default(),
@@ -64,6 +67,13 @@ impl Gateway {
         });
         gw.rebuild_routes()?;
         Ok(gw)
+    }
+
+    /// Serves the event bus API (`/v1/buses/…`) from `bus`; set once, right after
+    /// [`Gateway::new`].
+    pub fn with_bus(self: Arc<Self>, bus: Arc<nimbus_events::bus::EventBus>) -> Arc<Self> {
+        let _ = self.bus.set(bus);
+        self
     }
 
     /// Enables the built-in queues and event-source mappings (`/v1/queues`,

@@ -5,15 +5,19 @@
 //! Used by the `nimbus` binary (`serve` and `up`).
 
 use anyhow::Context;
+use nimbus_events::bus::EventBus;
 use nimbus_events::engine::{AsyncEngine, EngineConfig};
 use nimbus_events::mapping::{MappingConfig, MappingRunner};
+use nimbus_events::scheduler::{MissedSchedules, Scheduler, SchedulerConfig, SystemClock};
 use nimbus_gateway::{Gateway, GatewayConfig, GatewayInvoker, Pools};
 use nimbus_pool::{PoolConfig, PoolManager};
 use nimbus_store::SqliteQueueStore;
 use nimbus_runtime::{
     LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor, ProcessExecutorConfig,
 };
-use nimbus_store::{CodeStore, LogEntry, LogStream, SqliteEventQueue, SqliteStore, Store};
+use nimbus_store::{
+    CodeStore, LogEntry, LogStream, SqliteBusStore, SqliteEventQueue, SqliteStore, Store,
+};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +39,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Asynchronous invocation: retries, circuit breaker, test-only time scale.
     pub events: EngineConfig,
+    /// Schedule rules: firings missed while the server was down run once, or are skipped.
+    pub missed_schedules: MissedSchedules,
 }
 
 impl Default for Config {
@@ -46,6 +52,7 @@ impl Default for Config {
             queue_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             events: EngineConfig::default(),
+            missed_schedules: MissedSchedules::default(),
         }
     }
 }
@@ -59,6 +66,7 @@ pub struct Server {
     pools: Arc<Pools>,
     events: Arc<AsyncEngine>,
     mappings: Arc<MappingRunner>,
+    scheduler: Arc<Scheduler>,
     memory: MemoryLimits,
     log_task: tokio::task::JoinHandle<()>,
 }
@@ -137,6 +145,18 @@ impl Server {
         let queues = SqliteQueueStore::open(&data_dir).context("cannot open the queues")?;
         let mappings = MappingRunner::new(Arc::new(queues), MappingConfig::default());
         let gateway = gateway.with_queues(mappings.clone());
+        let bus_store = SqliteBusStore::open(&data_dir, unix_ms())
+            .context("cannot open the event bus store")?;
+        let bus = EventBus::new(Arc::new(bus_store), events.clone());
+        let gateway = gateway.with_bus(bus.clone());
+        let scheduler = Scheduler::new(
+            bus,
+            SchedulerConfig {
+                missed: config.missed_schedules,
+                time_scale: config.events.time_scale,
+            },
+            Arc::new(SystemClock),
+        );
         let log_task = tokio::spawn(store_logs(rx, store));
         Ok(Server {
             config,
@@ -146,6 +166,7 @@ impl Server {
             pools,
             events,
             mappings,
+            scheduler,
             memory,
             log_task,
         })
@@ -165,6 +186,7 @@ impl Server {
         let delivery = self
             .events
             .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
+        let schedules = self.scheduler.spawn();
         let pollers = self
             .mappings
             .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
@@ -193,6 +215,8 @@ impl Server {
         }
         reaper.abort();
         // Events still pending stay in the queue for the next start.
+        self.scheduler.stop();
+        schedules.abort();
         self.events.stop();
         delivery.abort();
         self.mappings.stop();
@@ -205,6 +229,13 @@ impl Server {
         info!("stopped");
         Ok(())
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Moves captured log lines into the store in batches.

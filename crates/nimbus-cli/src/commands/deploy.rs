@@ -55,6 +55,11 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
     } else {
         None
     };
+    let bus_config = if args.name.is_none() {
+        Some(manifest_bus_config(&args.path)?)
+    } else {
+        None
+    };
     let mut replies = Vec::new();
     for t in &targets {
         let reply = deploy(client, t).await?;
@@ -62,6 +67,13 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
             replies.push(reply);
         } else {
             super::print(format!("{}\n", deployed_line(&parse_reply(&reply)?)))?;
+        }
+    }
+    if let Some((buses, rules)) = &bus_config {
+        for line in apply_bus_config(client, buses, rules).await? {
+            if !json {
+                super::print(format!("{line}\n"))?;
+            }
         }
     }
     if let Some((queues, mappings)) = &queue_config {
@@ -147,6 +159,65 @@ fn read_manifest(dir: &Path) -> Result<manifest::Project> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     manifest::parse_project(&text).with_context(|| format!("{} is not valid", path.display()))
+}
+
+/// The buses and rules (function schedules included) of `dir/nimbus.toml` and its includes.
+pub fn manifest_bus_config(dir: &Path) -> Result<(Vec<String>, Vec<manifest::ManifestRule>)> {
+    fn walk(
+        dir: &Path,
+        depth: usize,
+        buses: &mut Vec<String>,
+        rules: &mut Vec<manifest::ManifestRule>,
+    ) -> Result<()> {
+        if depth > 8 {
+            bail!("includes nest deeper than 8 levels at {}", dir.display());
+        }
+        let p = read_manifest(dir)?;
+        buses.extend(p.buses);
+        rules.extend(p.rules);
+        for inc in p.include {
+            walk(&dir.join(inc), depth + 1, buses, rules)?;
+        }
+        Ok(())
+    }
+    let (mut buses, mut rules) = (Vec::new(), Vec::new());
+    walk(dir, 0, &mut buses, &mut rules)?;
+    Ok((buses, rules))
+}
+
+/// Creates the buses, then creates or replaces the rules (after the functions they feed
+/// are deployed); returns one line per rule.
+pub async fn apply_bus_config(
+    client: &Client,
+    buses: &[String],
+    rules: &[manifest::ManifestRule],
+) -> Result<Vec<String>> {
+    use reqwest::Method;
+    for b in buses {
+        client
+            .send(client.request(Method::PUT, &["v1", "buses", b]))
+            .await
+            .with_context(|| format!("cannot create event bus {b}"))?;
+    }
+    let mut lines = Vec::new();
+    for r in rules {
+        client
+            .send(
+                client
+                    .request(Method::PUT, &["v1", "buses", &r.bus, "rules", &r.name])
+                    .json(&r.api_body()),
+            )
+            .await
+            .with_context(|| format!("cannot save rule {} on bus {}", r.name, r.bus))?;
+        let what = r.schedule.clone().unwrap_or_else(|| "event pattern".into());
+        lines.push(format!(
+            "rule {} on bus {} ({what}) → {}",
+            r.name,
+            r.bus,
+            r.targets.join(", ")
+        ));
+    }
+    Ok(lines)
 }
 
 /// The deploy targets of a manifest, code directories resolved against `dir`.

@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
+mod bus;
 mod deploy;
 mod events;
 mod invoke;
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Logs(args) => logs::run(&client()?, args, cli.json).await,
         Command::Events(args) => events::run(&client()?, args, cli.json).await,
         Command::Queue(args) => queue::run(&client()?, args, cli.json).await,
+        Command::Bus(args) => bus::run(&client()?, args, cli.json).await,
     }
 }
 

@@ -368,3 +368,21 @@ pub async fn apply_queue_config(
     }
     Ok(lines)
 }
+
+/// For `nimbus up`: applies the manifest's queues and mappings, reporting failures
+/// without stopping.
+pub async fn apply_manifest_queues(client: &Client, dir: &Path) {
+    let applied = match manifest_queue_config(dir) {
+        Ok((queues, mappings)) if queues.is_empty() && mappings.is_empty() => Ok(Vec::new()),
+        Ok((queues, mappings)) => apply_queue_config(client, &queues, &mappings).await,
+        Err(e) => Err(e),
+    };
+    match applied {
+        Ok(lines) => {
+            for l in lines {
+                let _ = super::print(format!("{l}\n"));
+            }
+        }
+        Err(e) => eprintln!("error: {e:#}"),
+    }
+}

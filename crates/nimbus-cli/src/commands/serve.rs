@@ -33,6 +33,7 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
         c.events.circuit_threshold = args.circuit_threshold.max(1);
         c.events.circuit_cooldown = args.circuit_cooldown_ms;
         c.events.time_scale = args.time_scale.max(1);
+        c.missed_schedules = args.missed_schedules.parse().unwrap_or_default();
         c
     }
 }

@@ -66,6 +66,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             ));
         }
         super::print(summary(&base, &deployed))?;
+        super::queue::apply_manifest_queues(&client, &dir).await;
         watch_and_redeploy(&client, &dir, &data_dir, &mut targets).await
     };
     let outcome = tokio::select! {
@@ -189,6 +190,9 @@ async fn watch_and_redeploy(
                 Ok(r) => super::print(format!("redeployed {} (version {})\n", t.name, r.version))?,
                 Err(e) => eprintln!("error: cannot redeploy {}: {e:#}", t.name),
             }
+        }
+        if changed.contains(&root.join(MANIFEST)) {
+            super::queue::apply_manifest_queues(client, dir).await;
         }
     }
 }

@@ -1,0 +1,392 @@
+//! The event bus through the real binary: PutEvents routed by event patterns to exactly the
+//! matching functions with EventBridge's envelope, and schedule rules firing on time, never
+//! twice across `kill -9`, with a missed firing run once on start. Schedules run under the
+//! test-only `--time-scale` (rate periods divided by it).
+
+use nimbus_tests::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Appends each event it gets, as one JSON line, to the file in $OUT.
+const RECORDER: &str = "const fs = require('fs'); exports.handler = async (e) => { fs.appendFileSync(process.env.OUT, JSON.stringify(e) + '\\n'); return 'ok'; };";
+
+fn recorder(s: &Server, name: &str, out: &std::path::Path) {
+    let mut cfg = node_cfg("index.handler");
+    cfg["env"] = json!({"OUT": out.to_str().unwrap()});
+    s.deploy(name, cfg, &[("index.js", RECORDER)]);
+}
+
+fn received(out: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn put(s: &Server, path: &str, body: Value) -> (u16, Value) {
+    let r = s.http.put(s.url(path)).json(&body).send().unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
+fn put_events(s: &Server, bus: &str, entries: Value) -> Value {
+    let r = s
+        .http
+        .post(s.url(&format!("/v1/buses/{bus}/events")))
+        .json(&json!({ "Entries": entries }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().unwrap()
+}
+
+#[test]
+fn bus_routes_put_events_to_exactly_the_matching_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = |n: &str| dir.path().join(format!("{n}.jsonl"));
+    let s = Server::start(&[]);
+    for f in ["big", "eu", "mail", "never"] {
+        recorder(&s, f, &out(f));
+    }
+    let (status, _) = put(&s, "/v1/buses/shop", json!({}));
+    assert_eq!(status, 200);
+    // Several operators: exact, prefix, numeric range, exists, anything-but, arrays match
+    // any, suffix.
+    let rules = [
+        (
+            "big-orders",
+            json!({"source": ["shop"], "detail-type": [{"prefix": "Order"}],
+                   "detail": {"total": [{"numeric": [">", 100, "<=", 1000]}], "coupon": [{"exists": false}]}}),
+            "big",
+        ),
+        (
+            "eu-vip",
+            json!({"detail": {"country": [{"anything-but": ["US", "CA"]}], "tags": ["vip"]}}),
+            "eu",
+        ),
+        (
+            "example-mail",
+            json!({"detail": {"email": [{"suffix": "@example.com"}]}}),
+            "mail",
+        ),
+    ];
+    for (name, pattern, target) in &rules {
+        let (status, body) = put(
+            &s,
+            &format!("/v1/buses/shop/rules/{name}"),
+            json!({"pattern": pattern, "targets": [target]}),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["state"], "ENABLED");
+    }
+    let (status, body) = put(
+        &s,
+        "/v1/buses/shop/rules/off",
+        json!({"pattern": {"source": ["shop"]}, "targets": ["never"], "enabled": false}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // A bad pattern is a 400 with the parser's message.
+    let (status, body) = put(
+        &s,
+        "/v1/buses/shop/rules/bad",
+        json!({"pattern": {"detail": {"n": [{"numeric": [">"]}]}}, "targets": ["big"]}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid event pattern"),
+        "{body}"
+    );
+
+    let entry = |detail: Value, dt: &str| json!({"Source": "shop", "DetailType": dt, "Detail": detail.to_string(), "Resources": ["r1"]});
+    let reply = put_events(
+        &s,
+        "shop",
+        json!([
+            // big + eu
+            entry(json!({"total": 150, "country": "DE", "tags": ["new", "vip"], "email": "a@x.org"}), "Order Placed"),
+            // mail only (total too small, country excluded)
+            entry(json!({"total": 50, "country": "US", "tags": ["vip"], "email": "b@example.com"}), "Order Placed"),
+            // nothing: coupon exists, wrong detail-type prefix
+            entry(json!({"total": 150, "coupon": "X", "country": "US"}), "Refund"),
+            // malformed
+            {"Source": "shop", "DetailType": "Order Placed", "Detail": "not json"},
+        ]),
+    );
+    assert_eq!(reply["FailedEntryCount"], 1, "{reply}");
+    assert_eq!(reply["Entries"][3]["ErrorCode"], "MalformedDetail");
+    let id = |i: usize| reply["Entries"][i]["EventId"].as_str().unwrap().to_string();
+    let ids_of = |f: &str| -> Vec<String> {
+        received(&out(f))
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || ids_of("big").len() == 1
+            && ids_of("eu").len() == 1
+            && ids_of("mail").len() == 1),
+        "{}",
+        s.log()
+    );
+    // Nothing more arrives.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ids_of("big"), [id(0)]);
+    assert_eq!(ids_of("eu"), [id(0)]);
+    assert_eq!(ids_of("mail"), [id(1)]);
+    assert!(ids_of("never").is_empty());
+    // The EventBridge envelope.
+    let ev = &received(&out("big"))[0];
+    assert_eq!(ev["version"], "0");
+    assert_eq!(ev["source"], "shop");
+    assert_eq!(ev["detail-type"], "Order Placed");
+    assert_eq!(ev["account"], "000000000000");
+    assert_eq!(ev["region"], "us-east-1");
+    assert_eq!(ev["resources"], json!(["r1"]));
+    assert_eq!(ev["detail"]["total"], 150);
+    assert!(ev["time"].as_str().unwrap().ends_with('Z'), "{ev}");
+    // Listing rules; the CLI sends events too.
+    let (_, rules) = s.get_json("/v1/buses/shop/rules");
+    assert_eq!(rules["rules"].as_array().unwrap().len(), 4);
+    let cli = cli_ok(&s.cli(&[
+        "bus",
+        "put-events",
+        "--bus",
+        "shop",
+        "--source",
+        "shop",
+        "--detail-type",
+        "Order Placed",
+        "--detail",
+        r#"{"total": 999}"#,
+    ]))
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || ids_of("big").len() == 2),
+        "{cli}"
+    );
+    let listed = cli_ok(&s.cli(&["bus", "rules", "shop"])).unwrap();
+    assert!(
+        listed.contains("big-orders") && listed.contains("DISABLED"),
+        "{listed}"
+    );
+}
+
+/// Firing time → the event ids delivered for it.
+fn firings(out: &std::path::Path) -> BTreeMap<String, Vec<String>> {
+    let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in received(out) {
+        assert_eq!(e["detail-type"], "Scheduled Event");
+        assert_eq!(e["source"], "aws.events");
+        assert_eq!(e["detail"], json!({}));
+        m.entry(e["time"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e["id"].as_str().unwrap().to_string());
+    }
+    m
+}
+
+/// Every firing was delivered under one id (a redelivery after a crash repeats the same id;
+/// a double firing would carry a new one), and no two firings share an id.
+fn assert_fired_once(f: &BTreeMap<String, Vec<String>>) {
+    let mut all = HashSet::new();
+    for (time, ids) in f {
+        let distinct: HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), 1, "firing {time} fired twice: {ids:?}");
+        assert!(all.insert(ids[0].clone()), "two firings share an id: {f:?}");
+    }
+}
+
+#[test]
+fn bus_schedule_fires_on_time_and_never_twice_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tick.jsonl");
+    // rate(1 minute) fires every second at time scale 60.
+    let mut s = Server::start(&["--time-scale", "60"]);
+    recorder(&s, "tick", &out);
+    // Warm the function so cold start does not blur the timing.
+    s.invoke("tick", r#"{"warm":1}"#).ok();
+    std::fs::write(&out, "").unwrap();
+    let (status, body) = put(
+        &s,
+        "/v1/buses/default/rules/every-minute",
+        json!({"schedule": "rate(1 minute)", "targets": ["tick"]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(5500));
+    let n = firings(&out).len();
+    assert!(
+        (4..=6).contains(&n),
+        "{n} firings in 5.5 s at one per second: {:?}",
+        firings(&out)
+    );
+    assert_fired_once(&firings(&out));
+    // kill -9 and restart at once, twice; delivery goes on with no firing twice.
+    s.restart();
+    std::thread::sleep(Duration::from_millis(1500));
+    s.restart();
+    std::thread::sleep(Duration::from_millis(3000));
+    let f = firings(&out);
+    assert_fired_once(&f);
+    let elapsed = t0.elapsed().as_secs_f64();
+    assert!(
+        f.len() as f64 >= elapsed - 4.0 && f.len() as f64 <= elapsed + 1.0,
+        "{} firings in {elapsed:.1} s: {f:?}",
+        f.len()
+    );
+    let (_, rule) = s.get_json("/v1/buses/default/rules/every-minute");
+    assert!(rule["last_fired_ms"].as_i64().is_some(), "{rule}");
+}
+
+#[test]
+fn bus_schedule_missed_while_down_runs_once_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tick.jsonl");
+    // rate(5 minutes) fires every 5 s at time scale 60.
+    let mut s = Server::start(&["--time-scale", "60"]);
+    recorder(&s, "tick", &out);
+    let (status, body) = put(
+        &s,
+        "/v1/buses/default/rules/five",
+        json!({"schedule": "rate(5 minutes)", "targets": ["tick"]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        eventually(Duration::from_secs(15), || firings(&out).len() == 1),
+        "{}",
+        s.log()
+    );
+    s.kill9();
+    let killed_at = unix_secs();
+    // Down long enough to miss two or three firings.
+    std::thread::sleep(Duration::from_secs(13));
+    let down_before = firings(&out).len();
+    let restarted_at = unix_secs();
+    s.restart();
+    assert!(
+        eventually(Duration::from_secs(15), || firings(&out).len()
+            == down_before + 1),
+        "the catch-up firing: {:?}",
+        firings(&out)
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let f = firings(&out);
+    assert_fired_once(&f);
+    // Of the two or three firings missed while down, exactly one ran (the latest).
+    let missed: Vec<&String> = f
+        .keys()
+        .filter(|t| {
+            let t = parse_time(t);
+            t > killed_at && t <= restarted_at + 1
+        })
+        .collect();
+    assert_eq!(
+        missed.len(),
+        1,
+        "killed at {killed_at}, restarted at {restarted_at}: {f:?}"
+    );
+}
+
+fn unix_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// `2015-10-08T16:53:06Z` → Unix seconds.
+fn parse_time(t: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+#[test]
+fn bus_time_parser() {
+    assert_eq!(parse_time("2015-10-08T16:53:06Z"), 1_444_323_186);
+    assert_eq!(parse_time("1970-01-01T00:00:00Z"), 0);
+}
+
+#[test]
+fn bus_manifest_declares_schedules_buses_and_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("got.jsonl");
+    write_files(
+        dir.path(),
+        &[
+            ("index.js", RECORDER),
+            (
+                "nimbus.toml",
+                &format!(
+                    r#"
+[functions.tick]
+runtime = "nodejs20.x"
+handler = "index.handler"
+schedule = "rate(1 minute)"
+env = {{ OUT = "{out}" }}
+
+[functions.orders]
+runtime = "nodejs20.x"
+handler = "index.handler"
+schedule = "cron(0 12 * * ? *)"
+schedule_timezone = "Europe/Berlin"
+env = {{ OUT = "{out}" }}
+
+[buses.shop]
+
+[rules.big]
+bus = "shop"
+pattern = {{ source = ["shop"], detail = {{ total = [{{ numeric = [">", 100] }}] }} }}
+targets = ["orders"]
+"#,
+                    out = out.display()
+                ),
+            ),
+        ],
+    );
+    let s = Server::start(&["--time-scale", "60"]);
+    let text = cli_ok(&s.cli(&["deploy", dir.path().to_str().unwrap()])).unwrap();
+    assert!(text.contains("schedule-tick"), "{text}");
+    let (status, tick) = s.get_json("/v1/buses/default/rules/schedule-tick");
+    assert_eq!(status, 200, "{tick}");
+    assert_eq!(tick["schedule"], "rate(1 minute)");
+    assert!(tick["targets"][0]["arn"]
+        .as_str()
+        .unwrap()
+        .ends_with(":function:tick"));
+    let (_, orders) = s.get_json("/v1/buses/default/rules/schedule-orders");
+    assert_eq!(orders["timezone"], "Europe/Berlin");
+    let (status, big) = s.get_json("/v1/buses/shop/rules/big");
+    assert_eq!(status, 200, "{big}");
+    assert_eq!(big["pattern"]["detail"]["total"][0]["numeric"][1], 100);
+    // The scheduled function runs (every second at time scale 60), and the rule routes.
+    put_events(
+        &s,
+        "shop",
+        json!([{"Source": "shop", "DetailType": "x", "Detail": "{\"total\": 101}"}]),
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let got = received(&out);
+            got.iter().any(|e| e["source"] == "aws.events")
+                && got.iter().any(|e| e["source"] == "shop")
+        }),
+        "{:?}",
+        received(&out)
+    );
+    // Deploying again keeps the rules (replaced in place).
+    cli_ok(&s.cli(&["deploy", dir.path().to_str().unwrap()])).unwrap();
+    let (_, rules) = s.get_json("/v1/buses/default/rules");
+    assert_eq!(rules["rules"].as_array().unwrap().len(), 2, "{rules}");
+}
