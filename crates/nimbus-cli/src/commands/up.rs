@@ -67,6 +67,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         }
         super::print(summary(&base, &deployed))?;
         super::queue::apply_manifest_queues(&client, &dir).await;
+        apply_rules(&client, &dir).await;
         watch_and_redeploy(&client, &dir, &data_dir, &mut targets).await
     };
     let outcome = tokio::select! {
@@ -181,6 +182,7 @@ async fn watch_and_redeploy(
         } else {
             affected(&root, targets, &changed)
         };
+        let manifest_changed = changed.contains(&root.join(MANIFEST));
         for i in selected {
             let t = &targets[i];
             match deploy::deploy(client, t)
@@ -194,6 +196,25 @@ async fn watch_and_redeploy(
         if changed.contains(&root.join(MANIFEST)) {
             super::queue::apply_manifest_queues(client, dir).await;
         }
+        if manifest_changed {
+            apply_rules(client, dir).await;
+        }
+    }
+}
+
+/// Saves the manifest's buses and rules (schedules included); failures are reported, not fatal.
+async fn apply_rules(client: &Client, dir: &Path) {
+    let applied = match deploy::manifest_bus_config(dir) {
+        Ok((buses, rules)) => deploy::apply_bus_config(client, &buses, &rules).await,
+        Err(e) => Err(e),
+    };
+    match applied {
+        Ok(lines) => {
+            for l in lines {
+                let _ = super::print(format!("{l}\n"));
+            }
+        }
+        Err(e) => eprintln!("error: {e:#}"),
     }
 }
 
