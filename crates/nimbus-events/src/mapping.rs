@@ -101,9 +101,6 @@ pub fn partial_batch_outcome(body: &str, batch_ids: &HashSet<&str>) -> BatchOutc
         let Some(item) = item.as_object() else {
             return BatchOutcome::DeleteNone;
         };
-        if item.keys().any(|k| k != "itemIdentifier") {
-            return BatchOutcome::DeleteNone;
-        }
         match item.get("itemIdentifier").and_then(Value::as_str) {
             Some(id) if !id.is_empty() && batch_ids.contains(id) => {
                 failed.insert(id.to_string());
@@ -112,6 +109,22 @@ pub fn partial_batch_outcome(body: &str, batch_ids: &HashSet<&str>) -> BatchOutc
         }
     }
     BatchOutcome::DeleteAllBut(failed)
+}
+
+/// Largest synchronous invocation payload (Lambda's 6 MB).
+const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
+
+/// How many of `batch` fit in one event within [`MAX_PAYLOAD`] (at least one).
+fn fitting(batch: &[Message]) -> usize {
+    let mut size = 16;
+    for (i, m) in batch.iter().enumerate() {
+        // Body as a JSON string (escaping can double it) plus the record's other fields.
+        size += m.body.len() * 2 + m.attributes.to_string().len() + 600;
+        if size > MAX_PAYLOAD && i > 0 {
+            return i;
+        }
+    }
+    batch.len()
 }
 
 /// Poller settings.
@@ -294,6 +307,19 @@ impl MappingRunner {
                     Err(_) => break,
                 }
             }
+            // Lambda's synchronous payload limit bounds a batch, whatever its size setting:
+            // what does not fit goes back uncounted for the next batch.
+            let keep = fitting(&batch);
+            if keep < batch.len() {
+                let extra: Vec<String> = batch
+                    .split_off(keep)
+                    .into_iter()
+                    .filter_map(|x| x.receipt)
+                    .collect();
+                let (store, q) = (self.store.clone(), m.queue.clone());
+                let _ =
+                    tokio::task::spawn_blocking(move || store.release(&q, &extra, now_ms())).await;
+            }
             let (me, m2, inv, thr) = (self.clone(), m.clone(), invoker.clone(), throttles.clone());
             tokio::spawn(async move {
                 if me.deliver(&m2, &batch, inv.as_ref()).await {
@@ -420,10 +446,42 @@ mod tests {
                 r#"{"batchItemFailures":[{"itemIdentifier":"zzz"}]}"#,
                 DeleteNone,
             ),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":"a"},{"itemIdentifier":"zzz"}]}"#,
+                DeleteNone,
+            ),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":"a","extra":1}]}"#,
+                all_but(&["a"]),
+            ),
             (r#"{"batchItemFailures":"a"}"#, DeleteNone),
         ] {
             assert_eq!(partial_batch_outcome(body, &ids), want, "{body}");
         }
+    }
+
+    #[test]
+    fn batches_fit_the_payload_limit() {
+        let msg = |len: usize| Message {
+            id: "i".into(),
+            queue: "q".into(),
+            body: "x".repeat(len),
+            attributes: json!({}),
+            md5: String::new(),
+            sent_ms: 0,
+            receive_count: 1,
+            first_receive_ms: None,
+            visible_at_ms: 0,
+            receipt: None,
+        };
+        assert_eq!(fitting(&[msg(10), msg(10)]), 2);
+        let big: Vec<Message> = (0..20).map(|_| msg(256 * 1024)).collect();
+        let n = fitting(&big);
+        assert!(n > 5 && n < 20, "{n}");
+        let event = sqs_event("q", &big[..n]).to_string();
+        assert!(event.len() <= MAX_PAYLOAD, "{}", event.len());
+        // One message always goes, even alone over the limit.
+        assert_eq!(fitting(&[msg(MAX_PAYLOAD)]), 1);
     }
 
     #[test]
