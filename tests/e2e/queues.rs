@@ -422,3 +422,47 @@ queue = { name = "orders", batch_size = 5, report_batch_item_failures = true }
         deliveries(&record)
     );
 }
+
+#[test]
+fn queues_filter_criteria_drop_unmatched_messages() {
+    let s = Server::start(&[]);
+    let record = s.data_dir.path().join("deliveries.txt");
+    s.deploy("picky", worker_cfg(&record), &[("index.js", WORKER)]);
+    put_queue(&s, "mixed", json!({"visibility_timeout": 1}));
+    let out = cli_ok(&s.cli(&[
+        "queue",
+        "map",
+        "mixed",
+        "picky",
+        "--filter",
+        r#"{"body":{"type":["order"]}}"#,
+    ]))
+    .unwrap();
+    assert!(out.contains("created mapping"), "{out}");
+    let (_, sent) = post(
+        &s,
+        "/v1/queues/mixed/messages",
+        json!({"entries": [
+            {"body": "{\"type\":\"order\",\"n\":1}"},
+            {"body": "{\"type\":\"refund\"}"},
+            {"body": "plain text"},
+        ]}),
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let st = stats(&s, "mixed");
+            st["visible"] == 0 && st["in_flight"] == 0
+        }),
+        "{} {:?}",
+        stats(&s, "mixed"),
+        deliveries(&record)
+    );
+    let got = deliveries(&record);
+    assert_eq!(got.len(), 1, "only the order reaches the function: {got:?}");
+    assert!(got.contains_key(sent["messages"][0]["id"].as_str().unwrap()));
+    let (_, list) = s.get_json("/2015-03-31/event-source-mappings?FunctionName=picky");
+    assert_eq!(
+        list["EventSourceMappings"][0]["FilterCriteria"],
+        json!({"Filters": [{"Pattern": "{\"body\":{\"type\":[\"order\"]}}"}]})
+    );
+}

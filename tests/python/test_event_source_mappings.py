@@ -139,3 +139,23 @@ def test_mapping_delivers_queue_messages(lambda_client, make_function, queue, ni
         time.sleep(0.2)
     assert stats == {"visible": 0, "in_flight": 0, "delayed": 0}
     lambda_client.delete_event_source_mapping(UUID=m["UUID"])
+
+
+def test_filter_criteria(lambda_client, make_function, queue):
+    fn = unique_name("esmfilter")
+    make_function(name=fn)
+    pattern = json.dumps({"body": {"type": ["order"]}})
+    m = lambda_client.create_event_source_mapping(
+        FunctionName=fn, EventSourceArn=queue_arn(queue), Enabled=False,
+        FilterCriteria={"Filters": [{"Pattern": pattern}]})
+    assert m["FilterCriteria"] == {"Filters": [{"Pattern": pattern}]}
+    got = lambda_client.get_event_source_mapping(UUID=m["UUID"])
+    assert got["FilterCriteria"] == {"Filters": [{"Pattern": pattern}]}
+    cleared = lambda_client.update_event_source_mapping(UUID=m["UUID"],
+                                                        FilterCriteria={"Filters": []})
+    assert "FilterCriteria" not in cleared
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lambda_client.update_event_source_mapping(
+            UUID=m["UUID"], FilterCriteria={"Filters": [{"Pattern": '{"body": {"n": [{"bogus": 1}]}}'}]})
+    assert error_code(e.value) == "InvalidParameterValueException"
+    lambda_client.delete_event_source_mapping(UUID=m["UUID"])

@@ -219,7 +219,7 @@ pub enum BusCommand {
         /// IANA time zone of a cron or at schedule (default UTC).
         #[arg(long, value_name = "TZ", requires = "schedule")]
         timezone: Option<String>,
-        /// A function name or ARN (repeatable).
+        /// A function name or ARN, a queue ARN (arn:aws:sqs:…) or a bus ARN (repeatable).
         #[arg(long = "target", value_name = "FUNCTION")]
         targets: Vec<String>,
         /// Store the rule disabled.
@@ -297,6 +297,10 @@ pub enum QueueCommand {
         /// The function reports failed messages ({"batchItemFailures": [...]}).
         #[arg(long)]
         report_batch_item_failures: bool,
+        /// Only messages matching this event pattern reach the function (Lambda's
+        /// FilterCriteria, e.g. '{"body":{"type":["order"]}}'); others are deleted. Repeatable.
+        #[arg(long = "filter", value_name = "PATTERN")]
+        filters: Vec<String>,
     },
     /// List queue → function mappings.
     Mappings,

@@ -7,6 +7,7 @@
 //! a message received too often to its dead-letter queue.
 
 use crate::engine::{Attempt, Invoker};
+use crate::pattern::EventPattern;
 use nimbus_core::arn::{ACCOUNT, REGION};
 use nimbus_store::{EventSourceMapping, Message, QueueStore};
 use serde_json::{json, Value};
@@ -31,32 +32,45 @@ pub fn queue_from_arn(arn: &str) -> Option<&str> {
     }
 }
 
-/// Builds the SQS event Lambda's pollers send (`Records[]`, attribute values as strings).
+/// One SQS record as Lambda's pollers send it (attribute values as strings).
+pub fn sqs_record(queue: &str, m: &Message) -> Value {
+    json!({
+        "messageId": m.id,
+        "receiptHandle": m.receipt.clone().unwrap_or_default(),
+        "body": m.body,
+        "attributes": {
+            "ApproximateReceiveCount": m.receive_count.to_string(),
+            "SentTimestamp": m.sent_ms.to_string(),
+            "SenderId": ACCOUNT,
+            "ApproximateFirstReceiveTimestamp":
+                m.first_receive_ms.unwrap_or(m.sent_ms).to_string(),
+        },
+        "messageAttributes": if m.attributes.is_object() { m.attributes.clone() } else { json!({}) },
+        "md5OfBody": m.md5,
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn(queue),
+        "awsRegion": REGION,
+    })
+}
+
+/// Builds the SQS event Lambda's pollers send (`Records[]`).
 pub fn sqs_event(queue: &str, messages: &[Message]) -> Value {
-    let arn = queue_arn(queue);
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            json!({
-                "messageId": m.id,
-                "receiptHandle": m.receipt.clone().unwrap_or_default(),
-                "body": m.body,
-                "attributes": {
-                    "ApproximateReceiveCount": m.receive_count.to_string(),
-                    "SentTimestamp": m.sent_ms.to_string(),
-                    "SenderId": ACCOUNT,
-                    "ApproximateFirstReceiveTimestamp":
-                        m.first_receive_ms.unwrap_or(m.sent_ms).to_string(),
-                },
-                "messageAttributes": if m.attributes.is_object() { m.attributes.clone() } else { json!({}) },
-                "md5OfBody": m.md5,
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": REGION,
-            })
-        })
-        .collect();
+    let records: Vec<Value> = messages.iter().map(|m| sqs_record(queue, m)).collect();
     json!({ "Records": records })
+}
+
+/// Whether a message passes a mapping's `FilterCriteria`: the record (with a JSON body
+/// parsed, as Lambda filters on body fields) matches at least one pattern. No patterns:
+/// everything passes.
+pub fn passes_filters(queue: &str, m: &Message, filters: &[EventPattern]) -> bool {
+    if filters.is_empty() {
+        return true;
+    }
+    let mut record = sqs_record(queue, m);
+    if let Ok(body) = serde_json::from_str::<Value>(&m.body) {
+        record["body"] = body;
+    }
+    filters.iter().any(|f| f.matches(&record))
 }
 
 /// What to do with a batch after the function ran.
@@ -265,6 +279,17 @@ impl MappingRunner {
     /// One mapping's loop: receive a batch, invoke, settle.
     async fn poll(self: Arc<Self>, m: EventSourceMapping, invoker: Arc<dyn Invoker>) {
         let m = Arc::new(m);
+        let filters: Vec<EventPattern> = m
+            .filters
+            .iter()
+            .filter_map(|f| match EventPattern::parse(f) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn!(mapping = %m.uuid, "ignoring an invalid filter: {e}");
+                    None
+                }
+            })
+            .collect();
         let batch_size = m.batch_size as usize;
         let window = Duration::from_secs(u64::from(m.window_s));
         // Batches of this mapping in flight at once (each also holds a global slot).
@@ -305,6 +330,27 @@ impl MappingRunner {
                 match self.receive(&m.queue, batch_size - batch.len()).await {
                     Ok(more) => batch.extend(more),
                     Err(_) => break,
+                }
+            }
+            if !filters.is_empty() {
+                // Messages no filter matches are deleted without invoking, as Lambda does.
+                let (keep, dropped): (Vec<Message>, Vec<Message>) = batch
+                    .into_iter()
+                    .partition(|x| passes_filters(&m.queue, x, &filters));
+                batch = keep;
+                if !dropped.is_empty() {
+                    let receipts: Vec<String> =
+                        dropped.into_iter().filter_map(|x| x.receipt).collect();
+                    let (store, q) = (self.store.clone(), m.queue.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for r in receipts {
+                            let _ = store.delete_message(&q, &r);
+                        }
+                    })
+                    .await;
+                }
+                if batch.is_empty() {
+                    continue;
                 }
             }
             // Lambda's synchronous payload limit bounds a batch, whatever its size setting:
@@ -461,6 +507,35 @@ mod tests {
     }
 
     #[test]
+    fn filters_match_records_with_json_bodies_parsed() {
+        let msg = |body: &str| Message {
+            id: "i".into(),
+            queue: "q".into(),
+            body: body.into(),
+            attributes: json!({"kind": {"stringValue": "x", "dataType": "String"}}),
+            md5: String::new(),
+            sent_ms: 0,
+            receive_count: 1,
+            first_receive_ms: None,
+            visible_at_ms: 0,
+            receipt: None,
+        };
+        let f = vec![EventPattern::parse(r#"{"body":{"type":["order"]}}"#).unwrap()];
+        assert!(passes_filters("q", &msg(r#"{"type":"order"}"#), &f));
+        assert!(!passes_filters("q", &msg(r#"{"type":"refund"}"#), &f));
+        assert!(!passes_filters("q", &msg("plain text"), &f));
+        assert!(passes_filters("q", &msg("anything"), &[]));
+        let plain = vec![EventPattern::parse(r#"{"body":[{"prefix":"plain"}]}"#).unwrap()];
+        assert!(passes_filters("q", &msg("plain text"), &plain));
+        let attr =
+            vec![
+                EventPattern::parse(r#"{"messageAttributes":{"kind":{"stringValue":["x"]}}}"#)
+                    .unwrap(),
+            ];
+        assert!(passes_filters("q", &msg("b"), &attr));
+    }
+
+    #[test]
     fn batches_fit_the_payload_limit() {
         let msg = |len: usize| Message {
             id: "i".into(),
@@ -582,6 +657,7 @@ mod tests {
                 enabled: true,
                 report_batch_item_failures: true,
                 last_modified_s: 0,
+                filters: vec![],
             })
             .unwrap();
         let runner = MappingRunner::new(store.clone(), MappingConfig::default());

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nimbus_core::{arn, LATEST};
 use nimbus_events::mapping::{queue_arn, queue_from_arn, MappingRunner};
+use nimbus_events::pattern::EventPattern;
 use nimbus_store::{
     EventSourceMapping, Message, NewMessage, QueueInfo, QueueSettings, QueueStore, RedrivePolicy,
     StoreError,
@@ -339,7 +340,7 @@ struct MappingInput {
 
 fn mapping_json(m: &EventSourceMapping, state: Option<&str>) -> Value {
     let (name, q) = split_function(&m.function);
-    json!({
+    let mut v = json!({
         "UUID": m.uuid,
         "EventSourceArn": queue_arn(&m.queue),
         "FunctionArn": arn::function_arn(name, q),
@@ -350,7 +351,12 @@ fn mapping_json(m: &EventSourceMapping, state: Option<&str>) -> Value {
         "LastModified": m.last_modified_s,
         "LastProcessingResult": "No records processed",
         "FunctionResponseTypes": if m.report_batch_item_failures { vec![REPORT_FAILURES] } else { vec![] },
-    })
+    });
+    if !m.filters.is_empty() {
+        let filters: Vec<Value> = m.filters.iter().map(|p| json!({ "Pattern": p })).collect();
+        v["FilterCriteria"] = json!({ "Filters": filters });
+    }
+    v
 }
 
 /// `name` or `name:qualifier` as stored in a mapping.
@@ -371,6 +377,31 @@ async fn mapping_function(gw: &Arc<Gateway>, function: &str) -> Result<String, A
         Some(q) => format!("{name}:{q}"),
         None => name.to_string(),
     })
+}
+
+/// The patterns of `FilterCriteria` (`{"Filters":[{"Pattern":"<JSON text>"}]}`, at most 5),
+/// each checked as an EventBridge event pattern. `{}` or `{"Filters":[]}` clears them.
+fn filter_patterns(criteria: &Value) -> Result<Vec<String>, ApiError> {
+    let bad = |m: String| ApiError::InvalidParameter(format!("FilterCriteria: {m}"));
+    let filters = match criteria.get("Filters") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("Filters must be a list".into())),
+    };
+    if filters.len() > 5 {
+        return Err(bad("at most 5 filters".into()));
+    }
+    filters
+        .iter()
+        .map(|f| {
+            let p = f
+                .get("Pattern")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("each filter needs a Pattern (JSON text)".into()))?;
+            EventPattern::parse(p).map_err(|e| bad(e.to_string()))?;
+            Ok(p.to_string())
+        })
+        .collect()
 }
 
 fn response_types(types: &[String]) -> Result<bool, ApiError> {
@@ -420,11 +451,10 @@ pub(crate) async fn create_mapping(
             ))
         })?
         .to_string();
-    if input.filter_criteria.is_some() {
-        return Err(ApiError::InvalidParameter(
-            "FilterCriteria is not supported by Nimbus yet".into(),
-        ));
-    }
+    let filters = match &input.filter_criteria {
+        Some(f) => filter_patterns(f)?,
+        None => Vec::new(),
+    };
     let function = mapping_function(&gw, function).await?;
     let m = EventSourceMapping {
         uuid: uuid::Uuid::new_v4().to_string(),
@@ -443,6 +473,7 @@ pub(crate) async fn create_mapping(
             input.function_response_types.as_deref().unwrap_or_default(),
         )?,
         last_modified_s: now_ms() / 1000,
+        filters,
     };
     let stored = m.clone();
     blocking(&gw, move |s| {
@@ -492,11 +523,6 @@ pub(crate) async fn update_mapping(
             "EventSourceArn cannot be changed: create a new mapping".into(),
         ));
     }
-    if input.filter_criteria.is_some() {
-        return Err(ApiError::InvalidParameter(
-            "FilterCriteria is not supported by Nimbus yet".into(),
-        ));
-    }
     let id = uuid.clone();
     let mut m = blocking(&gw, move |s| s.get_mapping(&id)).await?;
     if let Some(f) = input.function_name.as_deref() {
@@ -515,6 +541,9 @@ pub(crate) async fn update_mapping(
     }
     if let Some(e) = input.enabled {
         m.enabled = e;
+    }
+    if let Some(f) = &input.filter_criteria {
+        m.filters = filter_patterns(f)?;
     }
     if let Some(t) = input.function_response_types.as_deref() {
         m.report_batch_item_failures = response_types(t)?;

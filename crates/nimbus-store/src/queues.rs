@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE queues (
     name                 TEXT PRIMARY KEY NOT NULL,
     visibility_timeout_s INTEGER NOT NULL,
@@ -48,7 +49,11 @@ CREATE TABLE mappings (
     report_failures   INTEGER NOT NULL,
     last_modified_s   INTEGER NOT NULL
 ) STRICT;
-"];
+",
+    "
+ALTER TABLE mappings ADD COLUMN filters TEXT NOT NULL DEFAULT '[]';
+",
+];
 
 /// Largest batch of `send` and `receive`, as SQS.
 pub const MAX_BATCH: usize = 10;
@@ -172,6 +177,9 @@ pub struct EventSourceMapping {
     pub report_batch_item_failures: bool,
     /// Epoch seconds.
     pub last_modified_s: i64,
+    /// Lambda `FilterCriteria` patterns (EventBridge pattern JSON texts); a message matching
+    /// none is deleted without invoking. Empty: every message goes to the function.
+    pub filters: Vec<String>,
 }
 
 impl EventSourceMapping {
@@ -318,7 +326,7 @@ fn decode_message(r: &Row<'_>) -> rusqlite::Result<Message> {
 }
 
 const MAPPING_COLUMNS: &str =
-    "uuid, queue, function, batch_size, window_s, enabled, report_failures, last_modified_s";
+    "uuid, queue, function, batch_size, window_s, enabled, report_failures, last_modified_s, filters";
 
 fn decode_mapping(r: &Row<'_>) -> rusqlite::Result<EventSourceMapping> {
     Ok(EventSourceMapping {
@@ -330,6 +338,7 @@ fn decode_mapping(r: &Row<'_>) -> rusqlite::Result<EventSourceMapping> {
         enabled: r.get::<_, i64>(5)? != 0,
         report_batch_item_failures: r.get::<_, i64>(6)? != 0,
         last_modified_s: r.get(7)?,
+        filters: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
     })
 }
 
@@ -649,7 +658,7 @@ impl QueueStore for SqliteQueueStore {
         let db = self.db();
         db.execute(
             &format!(
-                "INSERT INTO mappings ({MAPPING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                "INSERT INTO mappings ({MAPPING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
             ),
             params![
                 m.uuid,
@@ -659,7 +668,8 @@ impl QueueStore for SqliteQueueStore {
                 m.window_s,
                 m.enabled as i64,
                 m.report_batch_item_failures as i64,
-                m.last_modified_s
+                m.last_modified_s,
+                serde_json::to_string(&m.filters).unwrap_or_else(|_| "[]".into())
             ],
         )?;
         Ok(())
@@ -680,7 +690,7 @@ impl QueueStore for SqliteQueueStore {
         m.validate()?;
         let n = self.db().execute(
             "UPDATE mappings SET queue = ?2, function = ?3, batch_size = ?4, window_s = ?5,
-                 enabled = ?6, report_failures = ?7, last_modified_s = ?8 WHERE uuid = ?1",
+                 enabled = ?6, report_failures = ?7, last_modified_s = ?8, filters = ?9 WHERE uuid = ?1",
             params![
                 m.uuid,
                 m.queue,
@@ -689,7 +699,8 @@ impl QueueStore for SqliteQueueStore {
                 m.window_s,
                 m.enabled as i64,
                 m.report_batch_item_failures as i64,
-                m.last_modified_s
+                m.last_modified_s,
+                serde_json::to_string(&m.filters).unwrap_or_else(|_| "[]".into())
             ],
         )?;
         if n == 0 {
@@ -922,6 +933,7 @@ mod tests {
             enabled: true,
             report_batch_item_failures: true,
             last_modified_s: 1,
+            filters: vec![r#"{"body":{"k":["v"]}}"#.into()],
         };
         {
             let s = SqliteQueueStore::open(dir.path()).unwrap();

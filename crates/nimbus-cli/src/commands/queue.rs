@@ -192,6 +192,7 @@ pub async fn run(client: &Client, args: QueueArgs, json_out: bool) -> Result<()>
             batch_size,
             window,
             report_batch_item_failures,
+            filters,
         } => {
             let m = ManifestMapping {
                 queue,
@@ -200,7 +201,7 @@ pub async fn run(client: &Client, args: QueueArgs, json_out: bool) -> Result<()>
                 window,
                 report_batch_item_failures,
             };
-            let (v, created) = put_mapping(client, &m).await?;
+            let (v, created) = put_mapping(client, &m, &filters).await?;
             show(
                 &v,
                 json_out,
@@ -285,7 +286,11 @@ async fn put_queue(client: &Client, q: &ManifestQueue) -> Result<Value> {
 
 /// Creates the mapping, or updates the one from the same queue to the same function.
 /// Returns the reply and whether it was created.
-async fn put_mapping(client: &Client, m: &ManifestMapping) -> Result<(Value, bool)> {
+async fn put_mapping(
+    client: &Client,
+    m: &ManifestMapping,
+    filters: &[String],
+) -> Result<(Value, bool)> {
     let arn = queue_arn(&m.queue);
     let existing = client
         .json(client.request(Method::GET, &MAPPINGS).query(&[
@@ -300,6 +305,11 @@ async fn put_mapping(client: &Client, m: &ManifestMapping) -> Result<(Value, boo
         "FunctionResponseTypes": if m.report_batch_item_failures { vec!["ReportBatchItemFailures"] } else { vec![] },
         "Enabled": true,
     });
+    let mut body = body;
+    if !filters.is_empty() {
+        let f: Vec<Value> = filters.iter().map(|p| json!({ "Pattern": p })).collect();
+        body["FilterCriteria"] = json!({ "Filters": f });
+    }
     if let Some(uuid) = existing["EventSourceMappings"][0]["UUID"].as_str() {
         let mut path: Vec<&str> = MAPPINGS.to_vec();
         path.push(uuid);
@@ -308,7 +318,6 @@ async fn put_mapping(client: &Client, m: &ManifestMapping) -> Result<(Value, boo
             .await?;
         return Ok((v, false));
     }
-    let mut body = body;
     body["EventSourceArn"] = arn.into();
     let v = client
         .json(client.request(Method::POST, &MAPPINGS).json(&body))
@@ -358,7 +367,7 @@ pub async fn apply_queue_config(
         lines.push(format!("queue {}", q.name));
     }
     for m in mappings {
-        let (v, _) = put_mapping(client, m).await?;
+        let (v, _) = put_mapping(client, m, &[]).await?;
         lines.push(format!(
             "queue {} → function {} (mapping {})",
             m.queue,
