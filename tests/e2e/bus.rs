@@ -546,3 +546,59 @@ fn bus_api_errors_and_cli_rules() {
     cli_ok(&s.cli(&["bus", "rm", "ops"])).unwrap();
     assert!(!cli_ok(&s.cli(&["bus", "ls"])).unwrap().contains("ops"));
 }
+
+#[test]
+fn bus_rules_feed_queues_and_other_buses() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("audit.jsonl");
+    let s = Server::start(&[]);
+    recorder(&s, "auditor", &out);
+    let (code, body) = put(&s, "/v1/queues/inbox", json!({}));
+    assert!(code < 300, "{body}");
+    assert_eq!(put(&s, "/v1/buses/audit", json!({})).0, 200);
+    let (code, body) = put(
+        &s,
+        "/v1/buses/default/rules/orders",
+        json!({"pattern": {"source": ["shop"]}, "targets": [
+            "arn:aws:sqs:us-east-1:000000000000:inbox",
+            "arn:aws:events:us-east-1:000000000000:event-bus/audit",
+        ]}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = put(
+        &s,
+        "/v1/buses/audit/rules/all",
+        json!({"pattern": {"detail": {"n": [{"exists": true}]}}, "targets": ["auditor"]}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let reply = put_events(
+        &s,
+        "default",
+        json!([{"Source": "shop", "DetailType": "Order", "Detail": "{\"n\": 7}"}]),
+    );
+    let id = reply["Entries"][0]["EventId"].as_str().unwrap().to_string();
+    // The queue holds the event as a message body.
+    let r: Value = s
+        .http
+        .post(s.url("/v1/queues/inbox/receive"))
+        .json(&json!({"max": 10}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let msgs = r["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1, "{r}");
+    let ev: Value = serde_json::from_str(msgs[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (ev["id"].as_str(), ev["detail"]["n"].as_i64()),
+        (Some(id.as_str()), Some(7))
+    );
+    // The audit bus routed the same event to its function.
+    assert!(
+        eventually(Duration::from_secs(20), || received(&out)
+            .iter()
+            .any(|e| e["id"] == id.as_str())),
+        "{}",
+        s.log()
+    );
+}

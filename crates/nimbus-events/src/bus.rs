@@ -167,10 +167,57 @@ pub fn target_function(target: &str) -> Result<(String, String), BusError> {
     Ok((name.to_string(), q.unwrap_or_else(|| LATEST.to_string())))
 }
 
+/// What a rule target names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetKind {
+    /// A function (name or ARN, maybe qualified): an async event through the engine.
+    Function { name: String, qualifier: String },
+    /// A built-in queue (`arn:aws:sqs:REGION:ACCOUNT:NAME`): the event becomes a message.
+    Queue(String),
+    /// Another bus (`arn:aws:events:REGION:ACCOUNT:event-bus/NAME`): the event is routed
+    /// by that bus's rules too.
+    Bus(String),
+}
+
+impl TargetKind {
+    pub fn parse(target: &str) -> Result<TargetKind, BusError> {
+        if target.starts_with("arn:aws:sqs:") {
+            return crate::mapping::queue_from_arn(target)
+                .map(|q| TargetKind::Queue(q.to_string()))
+                .ok_or_else(|| {
+                    BusError::Invalid(format!("invalid target {target:?}: not a queue ARN"))
+                });
+        }
+        if let Some((_, bus)) = target
+            .strip_prefix("arn:aws:events:")
+            .and_then(|rest| rest.split_once(":event-bus/"))
+        {
+            validate_name("event bus", bus)?;
+            return Ok(TargetKind::Bus(bus.to_string()));
+        }
+        let (name, qualifier) = target_function(target)?;
+        Ok(TargetKind::Function { name, qualifier })
+    }
+
+    /// The canonical ARN.
+    pub fn arn(&self) -> String {
+        match self {
+            TargetKind::Function { name, qualifier } => arn::function_arn(name, Some(qualifier)),
+            TargetKind::Queue(q) => crate::mapping::queue_arn(q),
+            TargetKind::Bus(b) => bus_arn(b),
+        }
+    }
+}
+
+/// How many bus-to-bus hops an event may take (a loop of buses ends here).
+const MAX_BUS_HOPS: u8 = 4;
+
 /// Buses, rules and routing of put events.
 pub struct EventBus {
     store: Arc<dyn BusStore>,
     engine: Arc<AsyncEngine>,
+    /// Built-in queues, for queue targets (set by the server).
+    queues: std::sync::OnceLock<Arc<crate::mapping::MappingRunner>>,
     /// Woken when a rule changes (the scheduler recomputes its next firing).
     pub(crate) rules_changed: Notify,
 }
@@ -184,8 +231,14 @@ impl EventBus {
         Arc::new(Self {
             store,
             engine,
+            queues: Default::default(),
             rules_changed: Notify::new(),
         })
+    }
+
+    /// Enables queue targets (`arn:aws:sqs:…`): messages go to the built-in queues.
+    pub fn set_queues(&self, runner: Arc<crate::mapping::MappingRunner>) {
+        let _ = self.queues.set(runner);
     }
 
     pub fn store(&self) -> &Arc<dyn BusStore> {
@@ -257,8 +310,7 @@ impl EventBus {
         }
         let mut targets = spec.targets;
         for t in &mut targets {
-            let (function, qualifier) = target_function(&t.arn)?;
-            t.arn = arn::function_arn(&function, Some(&qualifier));
+            t.arn = TargetKind::parse(&t.arn)?.arn();
             if let Some(input) = &t.input {
                 serde_json::from_str::<Value>(input).map_err(|e| {
                     BusError::Invalid(format!("the Input of target {} is not JSON: {e}", t.arn))
@@ -369,19 +421,92 @@ impl EventBus {
         }
     }
 
-    /// Queues `event` (or the target's constant `Input`) for the target's function.
+    /// Hands `event` (or the target's constant `Input`) to the target: an async event for
+    /// a function (with `idempotency_key`), a message for a queue, or the rules of another
+    /// bus. The returned id is the request id, message id or event id.
     pub(crate) async fn submit_to(
         &self,
         target: &RuleTarget,
         event: &Value,
         idempotency_key: Option<String>,
     ) -> Result<crate::engine::Submitted, BusError> {
-        let (function, qualifier) = target_function(&target.arn)?;
-        let payload = target.input.clone().unwrap_or_else(|| event.to_string());
-        Ok(self
-            .engine
-            .submit(&function, &qualifier, payload, idempotency_key)
-            .await?)
+        self.submit_hop(target, event, idempotency_key, 0).await
+    }
+
+    fn submit_hop<'a>(
+        &'a self,
+        target: &'a RuleTarget,
+        event: &'a Value,
+        idempotency_key: Option<String>,
+        hops: u8,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<crate::engine::Submitted, BusError>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            let payload = target.input.clone().unwrap_or_else(|| event.to_string());
+            let submitted = |id: String| crate::engine::Submitted {
+                request_id: id,
+                duplicate: false,
+            };
+            match TargetKind::parse(&target.arn)? {
+                TargetKind::Function { name, qualifier } => Ok(self
+                    .engine
+                    .submit(&name, &qualifier, payload, idempotency_key)
+                    .await?),
+                TargetKind::Queue(queue) => {
+                    let runner = self.queues.get().cloned().ok_or_else(|| {
+                        BusError::Invalid("built-in queues are not enabled".into())
+                    })?;
+                    let store = runner.store().clone();
+                    let sent = tokio::task::spawn_blocking(move || {
+                        store.send(
+                            &queue,
+                            &[nimbus_store::NewMessage {
+                                body: payload,
+                                attributes: json!({}),
+                                delay_s: 0,
+                            }],
+                            now_ms(),
+                        )
+                    })
+                    .await
+                    .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+                    runner.messages_sent();
+                    Ok(submitted(
+                        sent.first().map(|m| m.id.clone()).unwrap_or_default(),
+                    ))
+                }
+                TargetKind::Bus(bus) => {
+                    if hops >= MAX_BUS_HOPS {
+                        warn!(
+                            bus,
+                            "event dropped: more than {MAX_BUS_HOPS} bus-to-bus hops"
+                        );
+                        return Ok(submitted(String::new()));
+                    }
+                    let b = bus.clone();
+                    let rules = self.blocking(move |s| s.list_rules(Some(&b))).await?;
+                    let refs: Vec<&Rule> = rules.iter().collect();
+                    let forwarded: Value = match &target.input {
+                        Some(input) => serde_json::from_str(input).unwrap_or(Value::Null),
+                        None => event.clone(),
+                    };
+                    for (rule, t) in route(&forwarded, &refs) {
+                        if let Err(e) = self.submit_hop(t, &forwarded, None, hops + 1).await {
+                            warn!(bus, rule = %rule.name, target = %t.arn, "cannot forward an event: {e}");
+                            return Err(e);
+                        }
+                    }
+                    Ok(submitted(
+                        forwarded["id"].as_str().unwrap_or_default().to_string(),
+                    ))
+                }
+            }
+        })
     }
 }
 
@@ -639,5 +764,88 @@ mod tests {
             Some("ResourceNotFoundException")
         );
         assert!(bus.put_events("default", vec![]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn queue_and_bus_targets() {
+        use nimbus_store::{QueueSettings, QueueStore, SqliteQueueStore};
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(SqliteEventQueue::open(dir.path()).unwrap());
+        let engine = AsyncEngine::new(queue.clone(), EngineConfig::default());
+        let bus = EventBus::new(
+            Arc::new(SqliteBusStore::open(dir.path(), 0).unwrap()),
+            engine,
+        );
+        let queues = Arc::new(SqliteQueueStore::open(dir.path()).unwrap());
+        queues
+            .put_queue("inbox", &QueueSettings::default(), 0)
+            .unwrap();
+        bus.set_queues(crate::mapping::MappingRunner::new(
+            queues.clone(),
+            Default::default(),
+        ));
+        bus.put_bus("audit").await.unwrap();
+        let spec = |pattern: Value, targets: &[&str]| RuleSpec {
+            pattern: Some(pattern),
+            targets: targets
+                .iter()
+                .map(|t| RuleTarget {
+                    arn: t.to_string(),
+                    input: None,
+                })
+                .collect(),
+            enabled: true,
+            ..Default::default()
+        };
+        let r = bus
+            .put_rule(
+                "default",
+                "fan-out",
+                spec(
+                    json!({"source": ["shop"]}),
+                    &[
+                        "arn:aws:sqs:us-east-1:000000000000:inbox",
+                        "arn:aws:events:us-east-1:000000000000:event-bus/audit",
+                    ],
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.targets[0].arn, "arn:aws:sqs:us-east-1:000000000000:inbox");
+        // A loop back to the default bus ends after a few hops.
+        bus.put_rule(
+            "audit",
+            "all",
+            spec(
+                json!({"source": ["shop"]}),
+                &[
+                    "auditor",
+                    "arn:aws:events:us-east-1:000000000000:event-bus/default",
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+        let out = bus
+            .put_events("default", vec![entry("shop", r#"{"n":1}"#)])
+            .await
+            .unwrap();
+        let id = out.entries[0].event_id.clone().unwrap();
+        let got = queues
+            .receive("inbox", 10, None, crate::engine::now_ms() + 1000)
+            .unwrap();
+        // default → audit → default → audit → default: the queue hears it three times, the
+        // loop stops at the fourth bus-to-bus hop.
+        assert_eq!(got.len(), 3);
+        let body: Value = serde_json::from_str(&got[0].body).unwrap();
+        assert_eq!(body["id"], id.as_str());
+        let audited = queue.list("auditor", None, 10).unwrap();
+        assert_eq!(audited.len(), 2, "one per pass through the audit bus");
+        let ev: Value = serde_json::from_str(&audited[0].payload).unwrap();
+        assert_eq!(ev["id"], id.as_str());
+        assert!(matches!(
+            TargetKind::parse("arn:aws:sqs:us-east-1:000000000000:").unwrap_err(),
+            BusError::Invalid(_)
+        ));
     }
 }

@@ -148,6 +148,7 @@ impl Server {
         let bus_store = SqliteBusStore::open(&data_dir, unix_ms())
             .context("cannot open the event bus store")?;
         let bus = EventBus::new(Arc::new(bus_store), events.clone());
+        bus.set_queues(mappings.clone());
         let gateway = gateway.with_bus(bus.clone());
         let scheduler = Scheduler::new(
             bus,
