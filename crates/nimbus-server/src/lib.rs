@@ -11,10 +11,10 @@ use nimbus_events::mapping::{MappingConfig, MappingRunner};
 use nimbus_events::scheduler::{MissedSchedules, Scheduler, SchedulerConfig, SystemClock};
 use nimbus_gateway::{Gateway, GatewayConfig, GatewayInvoker, Pools};
 use nimbus_pool::{PoolConfig, PoolManager};
-use nimbus_store::SqliteQueueStore;
 use nimbus_runtime::{
     LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor, ProcessExecutorConfig,
 };
+use nimbus_store::SqliteQueueStore;
 use nimbus_store::{
     CodeStore, LogEntry, LogStream, SqliteBusStore, SqliteEventQueue, SqliteStore, Store,
 };
