@@ -466,3 +466,37 @@ fn queues_filter_criteria_drop_unmatched_messages() {
         json!({"Filters": [{"Pattern": "{\"body\":{\"type\":[\"order\"]}}"}]})
     );
 }
+
+#[test]
+fn queues_long_polling_returns_as_soon_as_a_message_is_sent() {
+    let s = Server::start(&[]);
+    put_queue(&s, "lp", json!({}));
+    let t0 = std::time::Instant::now();
+    let (status, v) = post(&s, "/v1/queues/lp/receive", json!({"wait_seconds": 1}));
+    assert_eq!(status, 200);
+    assert_eq!(v["messages"], json!([]));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t0.elapsed()
+    );
+    let url = s.url("/v1/queues/lp/messages");
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        reqwest::blocking::Client::new()
+            .post(url)
+            .json(&json!({"body": "late"}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    let t0 = std::time::Instant::now();
+    let (_, v) = post(&s, "/v1/queues/lp/receive", json!({"wait_seconds": 15}));
+    let waited = t0.elapsed();
+    assert_eq!(sender.join().unwrap(), 200);
+    assert_eq!(v["messages"][0]["body"], "late", "{v}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let (status, _) = post(&s, "/v1/queues/lp/receive", json!({"wait_seconds": 21}));
+    assert_eq!(status, 400);
+}

@@ -275,6 +275,9 @@ pub enum QueueCommand {
         max: u32,
         #[arg(long, value_name = "S")]
         visibility_timeout: Option<u32>,
+        /// Long polling: wait up to S seconds (0-20) for a message.
+        #[arg(long, value_name = "S")]
+        wait: Option<u32>,
     },
     /// Delete a received message by its receipt handle, or (without RECEIPT) the queue.
     Delete {

@@ -207,6 +207,11 @@ impl MappingRunner {
         self.sent.notify_waiters();
     }
 
+    /// Waits until messages are sent (to any queue) or `d` passes: long polling.
+    pub async fn wait_for_sends(&self, d: Duration) {
+        self.idle(d).await
+    }
+
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.changed.notify_one();

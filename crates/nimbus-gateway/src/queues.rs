@@ -266,6 +266,8 @@ pub(crate) async fn send(
 struct ReceiveInput {
     max: Option<usize>,
     visibility_timeout: Option<u32>,
+    /// Long polling: wait up to this long (0-20 s) for a message when none is visible.
+    wait_seconds: Option<u32>,
 }
 
 /// `POST /v1/queues/{q}/receive` `{max, visibility_timeout}`
@@ -284,10 +286,25 @@ pub(crate) async fn receive(
             "visibility_timeout must be 0-43200 seconds".into(),
         ));
     }
-    let got = blocking(&gw, move |s| {
-        s.receive(&name, max, input.visibility_timeout, now_ms())
-    })
-    .await?;
+    let wait = input.wait_seconds.unwrap_or(0);
+    if wait > 20 {
+        return Err(ApiError::InvalidParameter(
+            "wait_seconds must be 0-20".into(),
+        ));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(u64::from(wait));
+    let got = loop {
+        let (n, vis) = (name.clone(), input.visibility_timeout);
+        let got = blocking(&gw, move |s| s.receive(&n, max, vis, now_ms())).await?;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if !got.is_empty() || left.is_zero() {
+            break got;
+        }
+        // Woken by any send; a delayed message becoming visible is caught within 1 s.
+        runner(&gw)?
+            .wait_for_sends(left.min(std::time::Duration::from_secs(1)))
+            .await;
+    };
     Ok(Json(
         json!({ "messages": got.iter().map(message_json).collect::<Vec<_>>() }),
     ))

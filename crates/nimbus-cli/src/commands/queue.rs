@@ -109,10 +109,14 @@ pub async fn run(client: &Client, args: QueueArgs, json_out: bool) -> Result<()>
             name,
             max,
             visibility_timeout,
+            wait,
         } => {
             let mut body = json!({ "max": max });
             if let Some(t) = visibility_timeout {
                 body["visibility_timeout"] = t.into();
+            }
+            if let Some(w) = wait {
+                body["wait_seconds"] = w.into();
             }
             let v = client
                 .json(
