@@ -602,3 +602,74 @@ fn bus_rules_feed_queues_and_other_buses() {
         s.log()
     );
 }
+
+#[test]
+fn bus_aws_cli_put_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("got.jsonl");
+    let s = Server::start(&[]);
+    recorder(&s, "sink", &out);
+    let (code, body) = put(
+        &s,
+        "/v1/buses/default/rules/from-cli",
+        json!({"pattern": {"source": ["cli.test"]}, "targets": ["sink"]}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let aws = |args: &[&str]| {
+        std::process::Command::new("aws")
+            .args(args)
+            .args(["--endpoint-url", &s.base()])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .expect("the AWS CLI (`aws`) must be installed: .ci/run installs it with pip")
+    };
+    let o = aws(&[
+        "events",
+        "put-events",
+        "--entries",
+        r#"[{"Source":"cli.test","DetailType":"Ping","Detail":"{\"n\":1}","Time":"2030-01-02T03:04:05Z"},{"Source":"cli.test","DetailType":"Ping","Detail":"nope"}]"#,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reply: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(reply["FailedEntryCount"], 1, "{reply}");
+    assert_eq!(reply["Entries"][1]["ErrorCode"], "MalformedDetail");
+    let id = reply["Entries"][0]["EventId"].as_str().unwrap().to_string();
+    assert!(
+        eventually(Duration::from_secs(20), || !received(&out).is_empty()),
+        "{}",
+        s.log()
+    );
+    let ev = &received(&out)[0];
+    assert_eq!(ev["id"], id.as_str());
+    assert_eq!(ev["time"], "2030-01-02T03:04:05Z");
+    assert_eq!(ev["detail"], json!({"n": 1}));
+    // An operation Nimbus does not serve is a clear error, and `/` still serves user routes.
+    let o = aws(&["events", "list-rules"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not supported"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        s.http.get(s.url("/")).send().unwrap().status().as_u16(),
+        404
+    );
+    let mut cfg = node_cfg("index.handler");
+    cfg["routes"] = json!(["POST /"]);
+    s.deploy(
+        "root",
+        cfg,
+        &[(
+            "index.js",
+            "exports.handler = async (e) => ({ statusCode: 200, body: 'root ' + e.routeKey });",
+        )],
+    );
+    let r = s.http.post(s.url("/")).body("x").send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.text().unwrap(), "root POST /");
+}

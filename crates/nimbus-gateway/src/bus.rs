@@ -195,3 +195,43 @@ pub(crate) async fn delete_rule(
     bus(&gw)?.delete_rule(&b, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// Largest EventBridge JSON request read (PutEvents takes at most 256 KB of entries).
+const AWS_JSON_MAX: usize = 1024 * 1024;
+
+/// `POST /` with `X-Amz-Target: AWSEvents.PutEvents` (EventBridge's JSON 1.1 protocol, what
+/// AWS SDKs and `aws events put-events --endpoint-url …` send). Anything else at `/` is a
+/// user route, as before.
+pub(crate) async fn aws_json(
+    State(gw): State<Arc<Gateway>>,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let op = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix("AWSEvents."))
+        .map(str::to_string);
+    let Some(op) = op.filter(|_| req.method() == axum::http::Method::POST) else {
+        return crate::urls::user_route(State(gw), req).await;
+    };
+    let body = axum::body::to_bytes(req.into_body(), AWS_JSON_MAX)
+        .await
+        .map_err(|e| ApiError::TooLarge(format!("request body: {e}")))?;
+    match op.as_str() {
+        "PutEvents" => {
+            let body: PutEventsBody = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::InvalidRequestContent(format!("invalid PutEvents request: {e}"))
+            })?;
+            let out = bus(&gw)?
+                .put_events(nimbus_store::DEFAULT_BUS, body.entries)
+                .await?;
+            let json = serde_json::to_string(&out).map_err(ApiError::internal)?;
+            Ok(([("content-type", "application/x-amz-json-1.1")], json).into_response())
+        }
+        other => Err(ApiError::InvalidParameter(format!(
+            "EventBridge operation {other} is not supported; use PutEvents, or the native \
+             /v1/buses API for buses and rules"
+        ))),
+    }
+}

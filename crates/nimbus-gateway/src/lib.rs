@@ -175,6 +175,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 .delete(bus::delete_rule),
         );
     let urls = Router::new()
+        .route("/", axum::routing::any(bus::aws_json))
         .route("/fn/{name}", axum::routing::any(urls::function_url_root))
         .route("/fn/{name}/", axum::routing::any(urls::function_url_root))
         .route("/fn/{name}/{*path}", axum::routing::any(urls::function_url));
