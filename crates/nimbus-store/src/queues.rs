@@ -53,6 +53,9 @@ CREATE TABLE mappings (
     "
 ALTER TABLE mappings ADD COLUMN filters TEXT NOT NULL DEFAULT '[]';
 ",
+    "
+CREATE INDEX messages_sent ON messages(queue, sent_ms);
+",
 ];
 
 /// Largest batch of `send` and `receive`, as SQS.
@@ -506,7 +509,8 @@ impl QueueStore for SqliteQueueStore {
         let redrive = match &q.settings.redrive {
             Some(r) if queue_in(&tx, &r.dead_letter_queue).is_ok() => Some(r.clone()),
             Some(r) => {
-                tracing::warn!(
+                // Not a warning: pollers receive every few hundred milliseconds.
+                tracing::debug!(
                     queue = name,
                     dlq = %r.dead_letter_queue,
                     "dead-letter queue does not exist: messages are not redriven"
