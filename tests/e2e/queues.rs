@@ -500,3 +500,52 @@ fn queues_long_polling_returns_as_soon_as_a_message_is_sent() {
     let (status, _) = post(&s, "/v1/queues/lp/receive", json!({"wait_seconds": 21}));
     assert_eq!(status, 400);
 }
+
+#[test]
+fn queues_mapping_delivers_every_message_across_kill9_mid_delivery() {
+    let mut s = Server::start(&[]);
+    let record = s.data_dir.path().join("deliveries.txt");
+    // The worker takes 200 ms per batch, so the kill lands mid-delivery.
+    let slow = WORKER.replace(
+        "exports.handler = async (event) => {",
+        "exports.handler = async (event) => {\n  await new Promise((r) => setTimeout(r, 200));",
+    );
+    assert_ne!(slow, WORKER);
+    s.deploy("bulk-worker", worker_cfg(&record), &[("index.js", &slow)]);
+    put_queue(&s, "bulk", json!({"visibility_timeout": 2}));
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..30 {
+        let entries: Vec<Value> = (0..10)
+            .map(|j| json!({"body": format!("m-{i}-{j}")}))
+            .collect();
+        let (status, v) = post(&s, "/v1/queues/bulk/messages", json!({"entries": entries}));
+        assert_eq!(status, 200, "{v}");
+        for m in v["messages"].as_array().unwrap() {
+            ids.insert(m["id"].as_str().unwrap().to_string());
+        }
+    }
+    create_mapping(
+        &s,
+        json!({"FunctionName": "bulk-worker", "EventSourceArn": queue_arn("bulk"), "BatchSize": 10}),
+    );
+    assert!(eventually(Duration::from_secs(30), || deliveries(&record)
+        .len()
+        >= 30));
+    let before = deliveries(&record).len();
+    s.restart(); // kill -9 mid-delivery, then start on the same data dir
+    assert!(before < ids.len(), "the kill came after every delivery");
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            let st = stats(&s, "bulk");
+            st["visible"] == 0 && st["in_flight"] == 0
+        }),
+        "{} delivered {} of {}\n{}",
+        stats(&s, "bulk"),
+        deliveries(&record).len(),
+        ids.len(),
+        s.log()
+    );
+    let got = deliveries(&record);
+    let missing: Vec<&String> = ids.iter().filter(|id| !got.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "never delivered: {missing:?}");
+}
