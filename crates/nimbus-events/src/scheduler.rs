@@ -224,6 +224,14 @@ impl Scheduler {
                 (Vec::new(), now)
             };
             let mut watermark_to = new_watermark;
+            if catch_up && !firings.is_empty() {
+                info!(
+                    rule = %rule.name,
+                    bus = %rule.bus,
+                    firing = %crate::bus::event_time(firings[firings.len() - 1]),
+                    "running a schedule firing missed while the server was down"
+                );
+            }
             for f in &firings {
                 if let Err(e) = self.fire(rule, *f).await {
                     warn!(rule = %rule.name, "cannot queue a scheduled event (retrying): {e}");
@@ -232,7 +240,10 @@ impl Scheduler {
                     break;
                 }
             }
-            if watermark_to > watermark {
+            // Without firings the watermark may stay behind (the next window still starts
+            // after the last firing handed over): one durable write per firing, not per tick.
+            let moved = !firings.is_empty() || catch_up || !rule.enabled;
+            if moved && watermark_to > watermark {
                 let (store, bus, name) = (
                     self.bus.store().clone(),
                     rule.bus.clone(),
