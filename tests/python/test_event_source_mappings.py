@@ -3,13 +3,14 @@ queues (whose ARNs are SQS-style: arn:aws:sqs:us-east-1:000000000000:NAME)."""
 
 import datetime
 import json
+import subprocess
 import time
 import urllib.request
 
 import botocore
 import pytest
 
-from conftest import error_code, http_status, unique_name
+from conftest import aws_cli, error_code, http_status, unique_name
 
 ACCOUNT = "000000000000"
 
@@ -159,3 +160,29 @@ def test_filter_criteria(lambda_client, make_function, queue):
             UUID=m["UUID"], FilterCriteria={"Filters": [{"Pattern": '{"body": {"n": [{"bogus": 1}]}}'}]})
     assert error_code(e.value) == "InvalidParameterValueException"
     lambda_client.delete_event_source_mapping(UUID=m["UUID"])
+
+
+def test_aws_cli_event_source_mappings(nimbus, make_function, queue):
+    """`aws lambda create/get/list/update/delete-event-source-mapping` unmodified."""
+    fn = unique_name("esmcli")
+    make_function(name=fn)
+
+    def aws(*args):
+        p = subprocess.run(
+            [aws_cli(), "lambda", *args, "--endpoint-url", nimbus.base_url, "--region",
+             "us-east-1", "--output", "json"],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, f"{' '.join(args)} failed:\n{p.stderr}\n{p.stdout}"
+        return json.loads(p.stdout) if p.stdout.strip() else None
+
+    created = aws("create-event-source-mapping", "--function-name", fn, "--event-source-arn",
+                  queue_arn(queue), "--batch-size", "3", "--function-response-types",
+                  "ReportBatchItemFailures", "--no-enabled")
+    uuid = created["UUID"]
+    assert created["BatchSize"] == 3
+    assert created["EventSourceArn"] == queue_arn(queue)
+    assert aws("get-event-source-mapping", "--uuid", uuid)["State"] == "Disabled"
+    listed = aws("list-event-source-mappings", "--function-name", fn)
+    assert [m["UUID"] for m in listed["EventSourceMappings"]] == [uuid]
+    assert aws("update-event-source-mapping", "--uuid", uuid, "--batch-size", "4")["BatchSize"] == 4
+    assert aws("delete-event-source-mapping", "--uuid", uuid)["UUID"] == uuid
