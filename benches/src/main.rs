@@ -2,8 +2,10 @@
 //! HTTP server in the same language calling the same handler — for cold start, warm
 //! latency and throughput, measured by one client implementation. Starts its own
 //! `nimbus serve` on a free loopback port and stops it at the end. See
-//! `docs/performance.md`.
+//! `docs/performance.md`. With `--async`, measures asynchronous invocation of a no-op
+//! function instead (see [`async_bench`]).
 
+mod async_bench;
 mod client;
 mod cpu;
 mod lang;
@@ -52,6 +54,22 @@ struct Args {
     /// Seconds of unmeasured load before each throughput measurement.
     #[arg(long, default_value_t = 1.0, value_parser = positive)]
     warmup: f64,
+    /// Measure asynchronous invocation (`InvocationType: Event`) of a no-op Node function
+    /// instead: submit throughput, end-to-end events/s, submit-to-START delay.
+    #[arg(long = "async")]
+    async_mode: bool,
+    /// With --async: events submitted per run.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=9000))]
+    events: u32,
+    /// With --async: concurrent submitting clients (one keep-alive connection each).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    submitters: u32,
+    /// With --async: the no-op function's concurrency limit.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    async_concurrency: u32,
+    /// With --async: lone events submitted into an idle queue per run (their delay to START).
+    #[arg(long, default_value_t = 20)]
+    idle_samples: u32,
     /// Give up (and stop everything) after this many minutes.
     #[arg(long, default_value_t = 20.0, value_parser = positive)]
     time_limit: f64,
@@ -73,6 +91,9 @@ async fn main() -> Result<()> {
     let dir = tempfile::Builder::new().prefix("nimbus-bench").tempdir()?;
     let nimbus = Nimbus::start(&bin, dir.path()).await?;
     let limit = Duration::from_secs_f64(args.time_limit * 60.0);
+    if args.async_mode {
+        return async_main(&args, nimbus, dir.path(), limit).await;
+    }
     let outcome = tokio::time::timeout(limit, bench(&args, &langs, &nimbus, dir.path())).await;
     let server_log = nimbus.log();
     nimbus.stop().await?;
@@ -124,6 +145,63 @@ async fn main() -> Result<()> {
             let title = format!("{} {}", r.lang.name(), r.version);
             print!("{}", Pair::median_of(&r.runs).table(&title));
         }
+    }
+    Ok(())
+}
+
+/// `--async`: the asynchronous-invocation benchmark.
+async fn async_main(args: &Args, nimbus: Nimbus, dir: &Path, limit: Duration) -> Result<()> {
+    let settings = async_bench::Settings {
+        events: args.events as usize,
+        submitters: args.submitters as usize,
+        concurrency: args.async_concurrency,
+        idle_samples: args.idle_samples as usize,
+    };
+    let node = Lang::Node.interpreter()?;
+    let version = Lang::Node.version(&node)?;
+    let outcome =
+        tokio::time::timeout(limit, async_bench::bench(&nimbus, dir, settings, args.runs)).await;
+    let server_log = nimbus.log();
+    nimbus.stop().await?;
+    let runs = match outcome {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            eprintln!("nimbus server log (tail):\n{}", tail(&server_log, 40));
+            return Err(e);
+        }
+        Err(_) => bail!(
+            "the benchmark took longer than --time-limit {} minutes",
+            args.time_limit
+        ),
+    };
+    let machine = machine()?;
+    let median = async_bench::AsyncRun::median_of(&runs);
+    if args.json {
+        let out = json!({
+            "machine": machine,
+            "settings": {
+                "runs": args.runs, "events": args.events, "submitters": args.submitters,
+                "concurrency": args.async_concurrency, "idle_samples": args.idle_samples,
+                "node": version,
+            },
+            "median": median.to_json(),
+            "runs": runs.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{} cores, {}, kernel {}; median of {} runs",
+            machine["nproc"],
+            machine["cpu"].as_str().unwrap_or("?"),
+            machine["kernel"].as_str().unwrap_or("?"),
+            args.runs
+        );
+        println!(
+            "{} events from {} clients to a no-op function (node {version}, concurrency {})",
+            args.events, args.submitters, args.async_concurrency
+        );
+        println!();
+        print!("{}", median.table("async no-op"));
     }
     Ok(())
 }

@@ -93,6 +93,11 @@ impl Nimbus {
             "runtime": lang.runtime(), "handler": lang.handler(), "memory_mb": 128,
             "timeout_s": 3, "env": { "GREETING": "Hello" }, "concurrency": concurrency, "url": true,
         });
+        self.deploy_config(name, config, code_zip).await
+    }
+
+    /// Deploys `code_zip` as `name` with the function configuration `config`.
+    pub async fn deploy_config(&self, name: &str, config: Value, code_zip: &[u8]) -> Result<()> {
         let body = json!({
             "config": config,
             "code_zip": base64::engine::general_purpose::STANDARD.encode(code_zip),
@@ -109,6 +114,19 @@ impl Nimbus {
             bail!("deploy {name} failed: {status} {body}");
         }
         Ok(())
+    }
+
+    /// `GET path` on the native API, as JSON; fails on a non-2xx status.
+    pub async fn get_json(&self, path: &str) -> Result<Value> {
+        let r = self.http.get(self.url(path)).send().await?;
+        let status = r.status();
+        if !status.is_success() {
+            bail!(
+                "GET {path} failed: {status} {}",
+                r.text().await.unwrap_or_default()
+            );
+        }
+        Ok(r.json().await?)
     }
 
     /// Deletes `name`, which stops its instances.
