@@ -216,6 +216,8 @@ const MAX_BUS_HOPS: u8 = 4;
 pub struct EventBus {
     store: Arc<dyn BusStore>,
     engine: Arc<AsyncEngine>,
+    /// Compiled event patterns by their JSON text (rules change rarely, events often).
+    patterns: std::sync::Mutex<std::collections::HashMap<String, Option<Arc<EventPattern>>>>,
     /// Built-in queues, for queue targets (set by the server).
     queues: std::sync::OnceLock<Arc<crate::mapping::MappingRunner>>,
     /// Woken when a rule changes (the scheduler recomputes its next firing).
@@ -231,8 +233,31 @@ impl EventBus {
         Arc::new(Self {
             store,
             engine,
+            patterns: Default::default(),
             queues: Default::default(),
             rules_changed: Notify::new(),
+        })
+    }
+
+    /// The (rule, target) pairs `event` goes to, with patterns compiled once.
+    fn route<'a>(&self, event: &Value, rules: &[&'a Rule]) -> Vec<(&'a Rule, &'a RuleTarget)> {
+        let mut cache = self.patterns.lock().unwrap_or_else(|e| e.into_inner());
+        route_with(event, rules, |rule, text| {
+            if let Some(p) = cache.get(text) {
+                return p.clone();
+            }
+            if cache.len() >= 4096 {
+                cache.clear();
+            }
+            let p = match EventPattern::parse(text) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(e) => {
+                    warn!(rule = %rule.name, "stored event pattern does not parse: {e}");
+                    None
+                }
+            };
+            cache.insert(text.to_string(), p.clone());
+            p
         })
     }
 
@@ -408,7 +433,7 @@ impl EventBus {
             }
         }
         let id = event["id"].as_str().unwrap_or_default().to_string();
-        for (rule, target) in route(&event, rules) {
+        for (rule, target) in self.route(&event, rules) {
             if let Err(e) = self.submit_to(target, &event, None).await {
                 warn!(rule = %rule.name, target = %target.arn, "cannot queue a routed event: {e}");
                 return PutEventsResultEntry::error("InternalFailure", e.to_string());
@@ -495,7 +520,7 @@ impl EventBus {
                         Some(input) => serde_json::from_str(input).unwrap_or(Value::Null),
                         None => event.clone(),
                     };
-                    for (rule, t) in route(&forwarded, &refs) {
+                    for (rule, t) in self.route(&forwarded, &refs) {
                         if let Err(e) = self.submit_hop(t, &forwarded, None, hops + 1).await {
                             warn!(bus, rule = %rule.name, target = %t.arn, "cannot forward an event: {e}");
                             return Err(e);
@@ -520,17 +545,28 @@ fn bus_name_of(b: &str) -> String {
 /// The (rule, target) pairs an event goes to: every enabled pattern rule that matches it.
 /// Rules whose stored pattern no longer parses are skipped.
 pub fn route<'a>(event: &Value, rules: &[&'a Rule]) -> Vec<(&'a Rule, &'a RuleTarget)> {
+    route_with(event, rules, |rule, text| match EventPattern::parse(text) {
+        Ok(p) => Some(Arc::new(p)),
+        Err(e) => {
+            warn!(rule = %rule.name, "stored event pattern does not parse: {e}");
+            None
+        }
+    })
+}
+
+/// [`route`] with the patterns compiled by `compile` (a cache).
+fn route_with<'a>(
+    event: &Value,
+    rules: &[&'a Rule],
+    mut compile: impl FnMut(&Rule, &str) -> Option<Arc<EventPattern>>,
+) -> Vec<(&'a Rule, &'a RuleTarget)> {
     let mut out = Vec::new();
     for rule in rules {
-        let Some(p) = rule.pattern.as_deref().filter(|_| rule.enabled) else {
+        let Some(text) = rule.pattern.as_deref().filter(|_| rule.enabled) else {
             continue;
         };
-        match EventPattern::parse(p) {
-            Ok(pattern) if pattern.matches(event) => {
-                out.extend(rule.targets.iter().map(|t| (*rule, t)))
-            }
-            Ok(_) => {}
-            Err(e) => warn!(rule = %rule.name, "stored event pattern does not parse: {e}"),
+        if compile(rule, text).is_some_and(|p| p.matches(event)) {
+            out.extend(rule.targets.iter().map(|t| (*rule, t)));
         }
     }
     out
