@@ -549,3 +549,68 @@ fn queues_mapping_delivers_every_message_across_kill9_mid_delivery() {
     let missing: Vec<&String> = ids.iter().filter(|id| !got.contains_key(*id)).collect();
     assert!(missing.is_empty(), "never delivered: {missing:?}");
 }
+
+#[test]
+fn queues_as_async_invocation_destinations() {
+    let s = Server::start(&[]);
+    s.deploy(
+        "dest-fails",
+        node_cfg("index.handler"),
+        &[(
+            "index.js",
+            "exports.handler = async () => { throw new Error('nope'); };",
+        )],
+    );
+    s.deploy(
+        "dest-ok",
+        node_cfg("index.handler"),
+        &[("index.js", "exports.handler = async (e) => ({ got: e });")],
+    );
+    put_queue(&s, "failures", json!({}));
+    put_queue(&s, "successes", json!({}));
+    for (f, cfg) in [
+        (
+            "dest-fails",
+            json!({"MaximumRetryAttempts": 0, "DestinationConfig": {"OnFailure": {"Destination": queue_arn("failures")}}}),
+        ),
+        (
+            "dest-ok",
+            json!({"DestinationConfig": {"OnSuccess": {"Destination": queue_arn("successes")}}}),
+        ),
+    ] {
+        let r = s
+            .http
+            .put(s.url(&format!("/2019-09-25/functions/{f}/event-invoke-config")))
+            .json(&cfg)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    }
+    for f in ["dest-fails", "dest-ok"] {
+        let r = s.invoke_with(
+            f,
+            br#"{"order":7}"#.to_vec(),
+            &[("X-Amz-Invocation-Type", "Event")],
+        );
+        assert_eq!(r.status, 202);
+    }
+    let take = |q: &str| -> Value {
+        let (_, v) = post(
+            &s,
+            &format!("/v1/queues/{q}/receive"),
+            json!({"wait_seconds": 20}),
+        );
+        let body = v["messages"][0]["body"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{q}: {v}"));
+        serde_json::from_str(body).unwrap()
+    };
+    let failed = take("failures");
+    assert_eq!(failed["version"], "1.0");
+    assert_eq!(failed["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(failed["requestPayload"], json!({"order": 7}));
+    assert_eq!(failed["responseContext"]["functionError"], "Unhandled");
+    let ok = take("successes");
+    assert_eq!(ok["requestContext"]["condition"], "Success");
+    assert_eq!(ok["responsePayload"], json!({"got": {"order": 7}}));
+}

@@ -118,15 +118,31 @@ impl EventInvokeConfig {
             ));
         }
         for d in [&self.on_success, &self.on_failure].into_iter().flatten() {
+            if is_queue_arn(&d.destination) {
+                continue;
+            }
             crate::arn::parse_function_ref(&d.destination).map_err(|_| {
                 crate::CoreError::InvalidManifest(format!(
-                    "destination {:?} must be a function ARN (queues and event buses come later)",
+                    "destination {:?} must be a function ARN or a built-in queue's \
+                     (arn:aws:sqs:us-east-1:000000000000:NAME); event buses come later",
                     d.destination
                 ))
             })?;
         }
         Ok(())
     }
+}
+
+/// `arn:aws:sqs:REGION:ACCOUNT:NAME` with a valid queue name.
+fn is_queue_arn(s: &str) -> bool {
+    s.strip_prefix("arn:aws:sqs:")
+        .and_then(|rest| rest.splitn(3, ':').nth(2))
+        .is_some_and(|q| {
+            !q.is_empty()
+                && q.len() <= 80
+                && q.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 #[cfg(test)]
@@ -156,6 +172,20 @@ mod tests {
         let c = EventInvokeConfig {
             on_failure: Some(Destination {
                 destination: "arn:aws:sqs:us-east-1:000000000000:q".into(),
+            }),
+            ..Default::default()
+        };
+        assert!(c.validate().is_ok());
+        let c = EventInvokeConfig {
+            on_failure: Some(Destination {
+                destination: "arn:aws:sqs:us-east-1:000000000000:".into(),
+            }),
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
+        let c = EventInvokeConfig {
+            on_success: Some(Destination {
+                destination: "arn:aws:events:us-east-1:000000000000:event-bus/default".into(),
             }),
             ..Default::default()
         };

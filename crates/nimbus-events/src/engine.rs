@@ -115,6 +115,8 @@ pub struct AsyncEngine {
     wake: Notify,
     circuits: Mutex<HashMap<String, Circuit>>,
     stopping: AtomicBool,
+    /// Built-in queues, for queue destinations (`arn:aws:sqs:…`; set by the server).
+    queues: std::sync::OnceLock<Arc<crate::mapping::MappingRunner>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -129,7 +131,13 @@ impl AsyncEngine {
             wake: Notify::new(),
             circuits: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            queues: Default::default(),
         })
+    }
+
+    /// Enables destinations on built-in queues: the destination record becomes a message.
+    pub fn set_queues(&self, runner: Arc<crate::mapping::MappingRunner>) {
+        let _ = self.queues.set(runner);
     }
 
     pub fn queue(&self) -> &Arc<dyn EventQueue> {
@@ -447,7 +455,7 @@ impl AsyncEngine {
         }
     }
 
-    /// Sends Lambda's destination record to the configured function, if any.
+    /// Sends Lambda's destination record to the configured function or queue, if any.
     async fn destination(
         &self,
         cfg: &EventInvokeConfig,
@@ -461,6 +469,31 @@ impl AsyncEngine {
             &cfg.on_failure
         };
         let Some(target) = target else { return };
+        if let Some(queue) = target
+            .destination
+            .starts_with("arn:aws:sqs:")
+            .then(|| crate::mapping::queue_from_arn(&target.destination))
+            .flatten()
+        {
+            let record = destination_record(ev, condition, response.as_ref());
+            let Some(runner) = self.queues.get().cloned() else {
+                warn!(destination = %target.destination, "queue destinations are not enabled");
+                return;
+            };
+            let (store, q) = (runner.store().clone(), queue.to_string());
+            let msg = nimbus_store::NewMessage {
+                body: record.to_string(),
+                ..Default::default()
+            };
+            match tokio::task::spawn_blocking(move || store.send(&q, &[msg], now_ms())).await {
+                Ok(Ok(_)) => runner.messages_sent(),
+                Ok(Err(e)) => {
+                    warn!(destination = %target.destination, "cannot send the destination record: {e}")
+                }
+                Err(e) => warn!("destination task failed: {e}"),
+            }
+            return;
+        }
         let Ok((name, qualifier)) = arn::parse_function_ref(&target.destination) else {
             warn!(destination = %target.destination, "invalid destination");
             return;

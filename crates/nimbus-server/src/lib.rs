@@ -145,6 +145,7 @@ impl Server {
         let queues = SqliteQueueStore::open(&data_dir).context("cannot open the queues")?;
         let mappings = MappingRunner::new(Arc::new(queues), MappingConfig::default());
         let gateway = gateway.with_queues(mappings.clone());
+        events.set_queues(mappings.clone());
         let bus_store = SqliteBusStore::open(&data_dir, unix_ms())
             .context("cannot open the event bus store")?;
         let bus = EventBus::new(Arc::new(bus_store), events.clone());
