@@ -499,6 +499,22 @@ fn queues_long_polling_returns_as_soon_as_a_message_is_sent() {
     assert!(waited < Duration::from_secs(5), "{waited:?}");
     let (status, _) = post(&s, "/v1/queues/lp/receive", json!({"wait_seconds": 21}));
     assert_eq!(status, 400);
+    // Malformed sends are refused with what is wrong.
+    let eleven: Vec<Value> = (0..11).map(|i| json!({"body": i.to_string()})).collect();
+    for bad in [
+        json!({"body": "x", "bogus": 1}),
+        json!({"entries": [{"body": "x"}], "body": "y"}),
+        json!({}),
+        json!({"body": ""}),
+        json!({"entries": eleven}),
+        json!("just a string"),
+    ] {
+        let (status, v) = post(&s, "/v1/queues/lp/messages", bad.clone());
+        assert_eq!(status, 400, "{bad} → {v}");
+        assert_eq!(v["type"], "InvalidParameterValueException", "{v}");
+    }
+    let (status, _) = post(&s, "/v1/queues/missing/messages", json!({"body": "x"}));
+    assert_eq!(status, 404);
 }
 
 #[test]

@@ -176,14 +176,6 @@ struct SendEntry {
     delay_seconds: u32,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct SendInput {
-    entries: Option<Vec<SendEntry>>,
-    #[serde(flatten)]
-    single: SendEntry,
-}
-
 /// Message attributes in the SQS event shape: `"v"` is a String attribute; objects get
 /// the list fields filled in.
 fn normalize_attributes(attrs: Option<HashMap<String, Value>>) -> Result<Value, ApiError> {
@@ -238,15 +230,25 @@ pub(crate) async fn send(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let input: SendInput = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::InvalidParameter(format!("invalid request body: {e}")))?;
-    let batch = input.entries.is_some();
-    let messages: Vec<NewMessage> = match input.entries {
-        Some(entries) => entries
+    let bad =
+        |e: serde_json::Error| ApiError::InvalidParameter(format!("invalid request body: {e}"));
+    let input: Value = serde_json::from_slice(&body).map_err(bad)?;
+    // `{"entries":[…]}` is a batch; anything else is one message (unknown fields refused).
+    let batch = input.get("entries").is_some();
+    let messages: Vec<NewMessage> = if batch {
+        if input.as_object().is_some_and(|o| o.len() > 1) {
+            return Err(ApiError::InvalidParameter(
+                "a batch is {\"entries\":[…]} alone: put each message's fields in its entry".into(),
+            ));
+        }
+        let entries: Vec<SendEntry> =
+            serde_json::from_value(input["entries"].clone()).map_err(bad)?;
+        entries
             .into_iter()
             .map(new_message)
-            .collect::<Result<_, _>>()?,
-        None => vec![new_message(input.single)?],
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![new_message(serde_json::from_value(input).map_err(bad)?)?]
     };
     let sent = blocking(&gw, move |s| s.send(&name, &messages, now_ms())).await?;
     runner(&gw)?.messages_sent();
