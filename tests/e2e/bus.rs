@@ -673,3 +673,95 @@ fn bus_aws_cli_put_events() {
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.text().unwrap(), "root POST /");
 }
+
+#[test]
+fn bus_receives_async_invocation_destinations() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results.jsonl");
+    let s = Server::start(&[]);
+    recorder(&s, "results", &out);
+    s.deploy(
+        "fails",
+        node_cfg("index.handler"),
+        &[(
+            "index.js",
+            "exports.handler = async () => { throw new Error('boom'); };",
+        )],
+    );
+    s.deploy(
+        "works",
+        node_cfg("index.handler"),
+        &[("index.js", "exports.handler = async (e) => ({ ok: e.n });")],
+    );
+    let bus = "arn:aws:events:us-east-1:000000000000:event-bus/default";
+    for (f, cfg) in [
+        (
+            "fails",
+            json!({"MaximumRetryAttempts": 0, "DestinationConfig": {"OnFailure": {"Destination": bus}}}),
+        ),
+        (
+            "works",
+            json!({"DestinationConfig": {"OnSuccess": {"Destination": bus}}}),
+        ),
+    ] {
+        let r = s
+            .http
+            .put(s.url(&format!("/2019-09-25/functions/{f}/event-invoke-config")))
+            .json(&cfg)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    }
+    let (code, body) = put(
+        &s,
+        "/v1/buses/default/rules/results",
+        json!({"pattern": {"source": ["lambda"], "detail-type": [{"prefix": "Lambda Function Invocation Result"}]},
+               "targets": ["results"]}),
+    );
+    assert_eq!(code, 200, "{body}");
+    for (f, payload) in [("fails", r#"{"n":1}"#), ("works", r#"{"n":2}"#)] {
+        let r = s.invoke_with(
+            f,
+            payload.as_bytes().to_vec(),
+            &[("X-Amz-Invocation-Type", "Event")],
+        );
+        assert_eq!(r.status, 202);
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || received(&out).len() == 2),
+        "{:?}\n{}",
+        received(&out),
+        s.log()
+    );
+    let got = received(&out);
+    let by_type = |t: &str| {
+        got.iter()
+            .find(|e| e["detail-type"] == t)
+            .unwrap_or_else(|| panic!("no {t}: {got:?}"))
+            .clone()
+    };
+    let failure = by_type("Lambda Function Invocation Result - Failure");
+    assert_eq!(failure["source"], "lambda");
+    assert_eq!(
+        failure["resources"],
+        json!([
+            bus,
+            "arn:aws:lambda:us-east-1:000000000000:function:fails:$LATEST"
+        ])
+    );
+    assert_eq!(
+        failure["detail"]["requestContext"]["condition"],
+        "RetriesExhausted"
+    );
+    assert_eq!(failure["detail"]["requestPayload"], json!({"n": 1}));
+    let success = by_type("Lambda Function Invocation Result - Success");
+    assert_eq!(success["detail"]["responsePayload"], json!({"ok": 2}));
+    // A bus destination with a bad ARN is refused.
+    let r = s
+        .http
+        .put(s.url("/2019-09-25/functions/works/event-invoke-config"))
+        .json(&json!({"DestinationConfig": {"OnSuccess": {"Destination": "arn:aws:events:us-east-1:000000000000:event-bus/"}}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}

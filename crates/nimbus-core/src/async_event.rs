@@ -118,19 +118,32 @@ impl EventInvokeConfig {
             ));
         }
         for d in [&self.on_success, &self.on_failure].into_iter().flatten() {
-            if is_queue_arn(&d.destination) {
+            if is_queue_arn(&d.destination) || is_bus_arn(&d.destination) {
                 continue;
             }
             crate::arn::parse_function_ref(&d.destination).map_err(|_| {
                 crate::CoreError::InvalidManifest(format!(
-                    "destination {:?} must be a function ARN or a built-in queue's \
-                     (arn:aws:sqs:us-east-1:000000000000:NAME); event buses come later",
+                    "destination {:?} must be a function ARN, a built-in queue's \
+                     (arn:aws:sqs:us-east-1:000000000000:NAME) or an event bus's \
+                     (arn:aws:events:us-east-1:000000000000:event-bus/NAME)",
                     d.destination
                 ))
             })?;
         }
         Ok(())
     }
+}
+
+/// `arn:aws:events:REGION:ACCOUNT:event-bus/NAME` with a valid bus name.
+fn is_bus_arn(s: &str) -> bool {
+    s.strip_prefix("arn:aws:events:")
+        .and_then(|rest| rest.split_once(":event-bus/"))
+        .is_some_and(|(_, b)| {
+            !b.is_empty()
+                && b.len() <= 64
+                && b.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+        })
 }
 
 /// `arn:aws:sqs:REGION:ACCOUNT:NAME` with a valid queue name.
@@ -186,6 +199,13 @@ mod tests {
         let c = EventInvokeConfig {
             on_success: Some(Destination {
                 destination: "arn:aws:events:us-east-1:000000000000:event-bus/default".into(),
+            }),
+            ..Default::default()
+        };
+        assert!(c.validate().is_ok());
+        let c = EventInvokeConfig {
+            on_success: Some(Destination {
+                destination: "arn:aws:events:us-east-1:000000000000:event-bus/".into(),
             }),
             ..Default::default()
         };

@@ -229,14 +229,17 @@ fn now_ms() -> i64 {
 }
 
 impl EventBus {
+    /// Also enables the engine's event bus destinations.
     pub fn new(store: Arc<dyn BusStore>, engine: Arc<AsyncEngine>) -> Arc<Self> {
-        Arc::new(Self {
+        let bus = Arc::new(Self {
             store,
             engine,
             patterns: Default::default(),
             queues: Default::default(),
             rules_changed: Notify::new(),
-        })
+        });
+        bus.engine.set_bus(Arc::downgrade(&bus));
+        bus
     }
 
     /// The (rule, target) pairs `event` goes to, with patterns compiled once.
@@ -407,6 +410,16 @@ impl EventBus {
             failed_entry_count: out.iter().filter(|e| e.error_code.is_some()).count(),
             entries: out,
         })
+    }
+
+    /// Routes an already built envelope (an AWS service's event, such as a Lambda
+    /// destination record) on `bus` by its rules, as if it had been put there.
+    pub async fn route_envelope(&self, bus: &str, event: &Value) -> Result<(), BusError> {
+        let target = RuleTarget {
+            arn: bus_arn(bus),
+            input: None,
+        };
+        self.submit_to(&target, event, None).await.map(|_| ())
     }
 
     async fn put_one(

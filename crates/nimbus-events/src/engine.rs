@@ -117,6 +117,9 @@ pub struct AsyncEngine {
     stopping: AtomicBool,
     /// Built-in queues, for queue destinations (`arn:aws:sqs:…`; set by the server).
     queues: std::sync::OnceLock<Arc<crate::mapping::MappingRunner>>,
+    /// The event bus, for bus destinations (`arn:aws:events:…:event-bus/NAME`; set by
+    /// [`crate::bus::EventBus::new`]; weak because the bus holds the engine).
+    bus: std::sync::OnceLock<std::sync::Weak<crate::bus::EventBus>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -132,7 +135,13 @@ impl AsyncEngine {
             circuits: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             queues: Default::default(),
+            bus: Default::default(),
         })
+    }
+
+    /// Enables destinations on event buses.
+    pub(crate) fn set_bus(&self, bus: std::sync::Weak<crate::bus::EventBus>) {
+        let _ = self.bus.set(bus);
     }
 
     /// Enables destinations on built-in queues: the destination record becomes a message.
@@ -469,6 +478,38 @@ impl AsyncEngine {
             &cfg.on_failure
         };
         let Some(target) = target else { return };
+        if let Some((_, bus)) = target
+            .destination
+            .strip_prefix("arn:aws:events:")
+            .and_then(|rest| rest.split_once(":event-bus/"))
+        {
+            // Lambda's event for an EventBridge destination: the record is the detail.
+            let record = destination_record(ev, condition, response.as_ref());
+            let result = if condition == "Success" {
+                "Success"
+            } else {
+                "Failure"
+            };
+            let event = crate::bus::envelope(
+                &uuid::Uuid::new_v4().to_string(),
+                "lambda",
+                &format!("Lambda Function Invocation Result - {result}"),
+                now_ms(),
+                &[
+                    crate::bus::bus_arn(bus),
+                    format!("{}:{}", arn::function_arn(&ev.function, None), ev.qualifier),
+                ],
+                record,
+            );
+            let Some(bus_handle) = self.bus.get().and_then(std::sync::Weak::upgrade) else {
+                warn!(destination = %target.destination, "event bus destinations are not enabled");
+                return;
+            };
+            if let Err(e) = bus_handle.route_envelope(bus, &event).await {
+                warn!(destination = %target.destination, "cannot route the destination event: {e}");
+            }
+            return;
+        }
         if let Some(queue) = target
             .destination
             .starts_with("arn:aws:sqs:")
