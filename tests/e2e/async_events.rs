@@ -313,3 +313,55 @@ fn kill_9_mid_delivery_loses_no_acknowledged_event() {
     assert!(missing.is_empty(), "events never delivered: {missing:?}");
     eprintln!("{acked} acknowledged; {delivered_before_restart} delivered before kill -9; all {} delivered after restart (at-least-once)", seen.len());
 }
+
+#[test]
+fn idempotent_sync_calls_return_the_stored_result() {
+    let s = Server::start(&[]);
+    const COUNTER: &str = "let n = 0; exports.handler = async (e) => { if (e.fail) throw new Error('no'); return { n: ++n }; };";
+    s.deploy(
+        "counter",
+        node_cfg("index.handler"),
+        &[("index.js", COUNTER)],
+    );
+    let key = [("X-Nimbus-Idempotency-Key", "charge-1")];
+    let a = s.invoke_with("counter", b"{}".to_vec(), &key);
+    let b = s.invoke_with("counter", b"{}".to_vec(), &key);
+    assert_eq!(a.ok(), json!({"n": 1}));
+    assert_eq!(
+        b.ok(),
+        json!({"n": 1}),
+        "the stored result, not a second run"
+    );
+    assert_eq!(b.header("x-nimbus-idempotent-replay"), Some("true"));
+    assert_eq!(a.header("x-amzn-requestid"), b.header("x-amzn-requestid"));
+    assert_eq!(
+        s.invoke("counter", "{}").ok(),
+        json!({"n": 2}),
+        "no key: runs"
+    );
+    // Failures are not remembered: the same key runs again.
+    let f = [("X-Nimbus-Idempotency-Key", "charge-2")];
+    assert!(s
+        .invoke_with("counter", br#"{"fail":true}"#.to_vec(), &f)
+        .function_error());
+    assert_eq!(
+        s.invoke_with("counter", b"{}".to_vec(), &f).ok(),
+        json!({"n": 3})
+    );
+
+    // The manifest's idempotency_key takes the key from the event (sync and async).
+    let mut cfg = node_cfg("index.handler");
+    cfg["idempotency_key_path"] = json!("$.order.id");
+    s.deploy("orders", cfg, &[("index.js", COUNTER)]);
+    let o1 = r#"{"order":{"id":"o-1"}}"#;
+    assert_eq!(s.invoke("orders", o1).ok(), json!({"n": 1}));
+    assert_eq!(s.invoke("orders", o1).ok(), json!({"n": 1}));
+    assert_eq!(
+        s.invoke("orders", r#"{"order":{"id":"o-2"}}"#).ok(),
+        json!({"n": 2})
+    );
+    let (_, a, _) = submit(&s, "orders", r#"{"order":{"id":"async-1"}}"#, None);
+    let (_, b, replay) = submit(&s, "orders", r#"{"order":{"id":"async-1"}}"#, None);
+    assert_eq!(a, b);
+    assert!(replay);
+}

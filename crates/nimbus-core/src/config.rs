@@ -75,6 +75,74 @@ pub struct FunctionConfig {
     /// true; absent means auth type `NONE` and no CORS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_config: Option<UrlConfig>,
+    /// Where to find an invocation's idempotency key in its event when the caller sends no
+    /// `X-Nimbus-Idempotency-Key` header: a JSON path such as `$.order.id` or `$.items[0].id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key_path: Option<String>,
+}
+
+/// Reads the value at a simple JSON path (`$`, `.field`, `[index]`) as an idempotency key:
+/// strings as they are, other scalars as their JSON text; objects, arrays, null or a
+/// missing path give `None`.
+pub fn idempotency_key_at(event: &serde_json::Value, path: &str) -> Option<String> {
+    let mut cur = event;
+    for step in parse_json_path(path).ok()? {
+        cur = match step {
+            PathStep::Field(f) => cur.get(f.as_str())?,
+            PathStep::Index(i) => cur.get(i)?,
+        };
+    }
+    match cur {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+enum PathStep {
+    Field(String),
+    Index(usize),
+}
+
+fn parse_json_path(path: &str) -> Result<Vec<PathStep>, String> {
+    let rest = path.strip_prefix('$').ok_or("a JSON path starts with $")?;
+    let mut steps = Vec::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                let mut field = String::new();
+                while let Some(&n) = chars.peek() {
+                    if n == '.' || n == '[' {
+                        break;
+                    }
+                    field.push(n);
+                    chars.next();
+                }
+                if field.is_empty() {
+                    return Err("empty field name".into());
+                }
+                steps.push(PathStep::Field(field));
+            }
+            '[' => {
+                let mut digits = String::new();
+                for n in chars.by_ref() {
+                    if n == ']' {
+                        break;
+                    }
+                    digits.push(n);
+                }
+                steps.push(PathStep::Index(
+                    digits
+                        .parse()
+                        .map_err(|_| format!("bad index [{digits}]"))?,
+                ));
+            }
+            other => return Err(format!("unexpected {other:?}")),
+        }
+    }
+    Ok(steps)
 }
 
 /// A function URL's auth type and CORS settings, as Lambda stores them.
@@ -115,6 +183,7 @@ impl FunctionConfig {
             routes: Vec::new(),
             role: String::new(),
             url_config: None,
+            idempotency_key_path: None,
         }
     }
 
@@ -135,6 +204,18 @@ impl FunctionConfig {
                 "at most {} characters",
                 Limits::DESCRIPTION_MAX
             )));
+        }
+        if let Some(p) = &self.idempotency_key_path {
+            if p.len() > 256 {
+                return Err(CoreError::InvalidManifest(
+                    "idempotency_key path is longer than 256 characters".into(),
+                ));
+            }
+            parse_json_path(p).map_err(|e| {
+                CoreError::InvalidManifest(format!(
+                    "idempotency_key {p:?} is not a JSON path like $.order.id: {e}"
+                ))
+            })?;
         }
         let mut total = 0;
         for (k, v) in &self.env {
@@ -216,6 +297,34 @@ mod tests {
         assert!(c.validate().is_err());
         c.timeout_s = 900;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn idempotency_key_paths() {
+        let ev = serde_json::json!({"order": {"id": "o-7", "n": 42}, "items": [{"id": "i1"}], "nothing": null});
+        assert_eq!(
+            idempotency_key_at(&ev, "$.order.id").as_deref(),
+            Some("o-7")
+        );
+        assert_eq!(idempotency_key_at(&ev, "$.order.n").as_deref(), Some("42"));
+        assert_eq!(
+            idempotency_key_at(&ev, "$.items[0].id").as_deref(),
+            Some("i1")
+        );
+        assert_eq!(
+            idempotency_key_at(&ev, "$.order"),
+            None,
+            "objects are not keys"
+        );
+        assert_eq!(idempotency_key_at(&ev, "$.nothing"), None);
+        assert_eq!(idempotency_key_at(&ev, "$.missing.x"), None);
+        let mut c = cfg();
+        c.idempotency_key_path = Some("$.order.id".into());
+        c.validate().unwrap();
+        c.idempotency_key_path = Some("order.id".into());
+        assert!(c.validate().is_err());
+        c.idempotency_key_path = Some("$.a[x]".into());
+        assert!(c.validate().is_err());
     }
 
     #[test]

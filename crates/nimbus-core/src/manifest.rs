@@ -111,6 +111,8 @@ struct RawFunction {
     queue: Option<RawFunctionQueue>,
     schedule: Option<String>,
     schedule_timezone: Option<String>,
+    /// JSON path of the event's idempotency key, e.g. `"$.order.id"`.
+    idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,6 +355,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         config.description = f.description.unwrap_or_default();
         config.url = f.url;
         config.env = f.env;
+        config.idempotency_key_path = f.idempotency_key;
         config.routes = f
             .routes
             .iter()

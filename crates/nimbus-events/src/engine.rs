@@ -153,6 +153,11 @@ impl AsyncEngine {
         &self.queue
     }
 
+    /// How long an idempotency key is remembered (async submissions and sync results).
+    pub fn idempotency_window(&self) -> Duration {
+        self.cfg.idempotency_window
+    }
+
     fn scaled(&self, d: Duration) -> i64 {
         (d.as_millis() as i64 / i64::from(self.cfg.time_scale.max(1))).max(1)
     }

@@ -20,6 +20,32 @@ use std::sync::Arc;
 /// Header carrying a caller-chosen idempotency key.
 pub(crate) const IDEMPOTENCY_HEADER: &str = "x-nimbus-idempotency-key";
 
+/// The invocation's idempotency key: the `X-Nimbus-Idempotency-Key` header, else the value
+/// at the function's `idempotency_key` JSON path in the event, else none.
+pub(crate) fn idempotency_key(
+    headers: &HeaderMap,
+    config: &nimbus_core::FunctionConfig,
+    payload: &[u8],
+) -> Result<Option<String>, ApiError> {
+    if let Some(v) = headers.get(IDEMPOTENCY_HEADER) {
+        return v
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 256)
+            .map(|k| Some(k.to_string()))
+            .ok_or_else(|| {
+                ApiError::InvalidParameter(format!(
+                    "{IDEMPOTENCY_HEADER} must be 1-256 visible characters"
+                ))
+            });
+    }
+    let Some(path) = &config.idempotency_key_path else {
+        return Ok(None);
+    };
+    let event: serde_json::Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+    Ok(nimbus_core::config::idempotency_key_at(&event, path).filter(|k| k.len() <= 256))
+}
+
 /// Queues an `Event` invocation and answers 202 with its request id.
 pub(crate) async fn submit(
     gw: &Arc<Gateway>,
@@ -29,26 +55,13 @@ pub(crate) async fn submit(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     // Lambda checks that the function (and qualifier) exist before accepting the event.
-    gw.resolve(name, qualifier).await?;
+    let resolved = gw.resolve(name, qualifier).await?;
     if payload.len() > 256 * 1024 {
         return Err(ApiError::TooLarge(
             "asynchronous payloads are limited to 256 KB, as on Lambda".into(),
         ));
     }
-    let key = headers
-        .get(IDEMPOTENCY_HEADER)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 256)
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    ApiError::InvalidParameter(format!(
-                        "{IDEMPOTENCY_HEADER} must be 1-256 visible characters"
-                    ))
-                })
-        })
-        .transpose()?;
+    let key = idempotency_key(headers, &resolved.version.config, &payload)?;
     let payload = String::from_utf8(payload.to_vec())
         .map_err(|_| ApiError::InvalidRequestContent("the payload must be UTF-8 JSON".into()))?;
     let submitted = gw

@@ -149,10 +149,45 @@ pub(crate) async fn lambda_invoke(
         )
             .into_response());
     }
+    // A repeated call with an idempotency key within the window gets the stored result.
+    let key = crate::async_invoke::idempotency_key(&headers, &resolved.version.config, &payload)?;
+    let queue = gw.events.queue().clone();
+    let window = gw.events.idempotency_window().as_millis() as i64;
+    if let Some(k) = &key {
+        let (q, f, k) = (queue.clone(), name.to_string(), k.clone());
+        let since = now_ms() - window;
+        if let Some(stored) =
+            tokio::task::spawn_blocking(move || q.sync_result(&f, &k, since)).await??
+        {
+            let mut resp = Response::new(Body::from(stored.body));
+            let h = resp.headers_mut();
+            h.insert("content-type", HeaderValue::from_static("application/json"));
+            insert(h, "x-amzn-requestid", &stored.request_id);
+            insert(h, "x-amz-executed-version", &stored.version);
+            h.insert(
+                "x-nimbus-idempotent-replay",
+                HeaderValue::from_static("true"),
+            );
+            return Ok(resp);
+        }
+    }
     let invoked_arn = arn::function_arn(name.as_str(), qualifier.as_deref());
     let trace = header("x-amzn-trace-id").map(str::to_string);
     let (request_id, res) =
         run(&gw, &resolved, payload, invoked_arn, trace, client_context).await?;
+    // Only successes are remembered: a failed call may be retried with the same key.
+    if let (Some(k), Outcome::Success(body)) = (&key, &res.result.outcome) {
+        let stored = nimbus_store::StoredResult {
+            request_id: request_id.clone(),
+            version: executed_version.clone(),
+            body: body.to_vec(),
+        };
+        let (f, k, now) = (name.to_string(), k.clone(), now_ms());
+        tokio::task::spawn_blocking(move || {
+            queue.put_sync_result(&f, &k, &stored, now, now - window)
+        })
+        .await??;
+    }
 
     let mut resp = Response::new(Body::empty());
     let h = resp.headers_mut();
@@ -181,6 +216,10 @@ pub(crate) async fn lambda_invoke(
         }
     }
     Ok(resp)
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE events (
     id              TEXT PRIMARY KEY NOT NULL,
     function        TEXT NOT NULL,
@@ -36,7 +37,29 @@ CREATE TABLE invoke_configs (
     function TEXT PRIMARY KEY NOT NULL,
     config   TEXT NOT NULL
 ) STRICT;
-"];
+",
+    "
+CREATE TABLE sync_results (
+    function   TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    body       BLOB NOT NULL,
+    PRIMARY KEY (function, key)
+) STRICT;
+CREATE INDEX sync_results_age ON sync_results(created_ms);
+",
+];
+
+/// The stored result of a successful synchronous invocation made with an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResult {
+    pub request_id: String,
+    /// The version that ran.
+    pub version: String,
+    pub body: Vec<u8>,
+}
 
 /// Result of [`EventQueue::enqueue`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +116,19 @@ pub trait EventQueue: Send + Sync + 'static {
     fn prune(&self, keep: usize) -> Result<usize>;
     /// Forgets a deleted function's events and settings.
     fn forget_function(&self, function: &str) -> Result<()>;
+    /// The stored result for (`function`, `key`) if it was stored at or after `since_ms`.
+    fn sync_result(&self, function: &str, key: &str, since_ms: i64)
+        -> Result<Option<StoredResult>>;
+    /// Stores a successful synchronous result (replacing an older one for the key) and
+    /// forgets results stored before `expire_before_ms`.
+    fn put_sync_result(
+        &self,
+        function: &str,
+        key: &str,
+        result: &StoredResult,
+        now_ms: i64,
+        expire_before_ms: i64,
+    ) -> Result<()>;
     /// At start-up: events left running by a previous (dead) server become due now. One
     /// server owns a data directory, so nothing else can be holding them.
     fn requeue_running(&self, now_ms: i64) -> Result<usize>;
@@ -330,6 +366,54 @@ impl EventQueue for SqliteEventQueue {
         )?)
     }
 
+    fn sync_result(
+        &self,
+        function: &str,
+        key: &str,
+        since_ms: i64,
+    ) -> Result<Option<StoredResult>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT request_id, version, body FROM sync_results
+                 WHERE function = ?1 AND key = ?2 AND created_ms >= ?3",
+                params![function, key, since_ms],
+                |r| {
+                    Ok(StoredResult {
+                        request_id: r.get(0)?,
+                        version: r.get(1)?,
+                        body: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn put_sync_result(
+        &self,
+        function: &str,
+        key: &str,
+        result: &StoredResult,
+        now_ms: i64,
+        expire_before_ms: i64,
+    ) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO sync_results (function, key, created_ms, request_id, version, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(function, key) DO UPDATE SET created_ms = excluded.created_ms,
+                 request_id = excluded.request_id, version = excluded.version, body = excluded.body",
+            params![function, key, now_ms, result.request_id, result.version, result.body],
+        )?;
+        tx.execute(
+            "DELETE FROM sync_results WHERE created_ms < ?1",
+            [expire_before_ms],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn requeue_running(&self, now_ms: i64) -> Result<usize> {
         Ok(self.db().execute(
             "UPDATE events SET status = 'pending', next_attempt_ms = ?1 WHERE status = 'running'",
@@ -341,6 +425,7 @@ impl EventQueue for SqliteEventQueue {
         let db = self.db();
         db.execute("DELETE FROM events WHERE function = ?1", [function])?;
         db.execute("DELETE FROM invoke_configs WHERE function = ?1", [function])?;
+        db.execute("DELETE FROM sync_results WHERE function = ?1", [function])?;
         Ok(())
     }
 }
@@ -472,6 +557,34 @@ mod tests {
         assert_eq!(q.config("f").unwrap().unwrap().maximum_retry_attempts, 0);
         q.put_config("f", None).unwrap();
         assert_eq!(q.config("f").unwrap(), None);
+    }
+
+    #[test]
+    fn sync_results_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SqliteEventQueue::open(dir.path()).unwrap();
+        let r = StoredResult {
+            request_id: "r1".into(),
+            version: "$LATEST".into(),
+            body: b"{\"ok\":1}".to_vec(),
+        };
+        q.put_sync_result("f", "k", &r, 1000, 0).unwrap();
+        assert_eq!(q.sync_result("f", "k", 500).unwrap(), Some(r.clone()));
+        assert_eq!(
+            q.sync_result("f", "k", 1001).unwrap(),
+            None,
+            "older than the window"
+        );
+        assert_eq!(
+            q.sync_result("g", "k", 0).unwrap(),
+            None,
+            "keys are per function"
+        );
+        // Storing another result expires old ones.
+        q.put_sync_result("f", "k2", &r, 5000, 2000).unwrap();
+        assert_eq!(q.sync_result("f", "k", 0).unwrap(), None);
+        q.forget_function("f").unwrap();
+        assert_eq!(q.sync_result("f", "k2", 0).unwrap(), None);
     }
 
     #[test]

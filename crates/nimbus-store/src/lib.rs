@@ -15,7 +15,7 @@ mod sqlite;
 pub use bus::{Bus, BusStore, Rule, RuleTarget, SqliteBusStore, DEFAULT_BUS};
 pub use code::{zip_dir, CodeInfo, CodeStore, MAX_ENTRIES};
 pub use error::StoreError;
-pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue};
+pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue, StoredResult};
 pub use logs::{LogEntry, LogStream};
 pub use queues::{
     md5, validate_queue_name, EventSourceMapping, Message, NewMessage, QueueInfo, QueueSettings,
