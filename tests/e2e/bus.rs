@@ -648,7 +648,7 @@ fn bus_aws_cli_put_events() {
     assert_eq!(ev["time"], "2030-01-02T03:04:05Z");
     assert_eq!(ev["detail"], json!({"n": 1}));
     // An operation Nimbus does not serve is a clear error, and `/` still serves user routes.
-    let o = aws(&["events", "list-rules"]);
+    let o = aws(&["events", "list-archives"]);
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("not supported"),
@@ -764,4 +764,122 @@ fn bus_receives_async_invocation_destinations() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
+}
+
+#[test]
+fn bus_aws_cli_manages_buses_rules_and_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("got.jsonl");
+    let s = Server::start(&[]);
+    recorder(&s, "sink", &out);
+    let aws = |args: &[&str]| -> Value {
+        let o = std::process::Command::new("aws")
+            .arg("events")
+            .args(args)
+            .args(["--endpoint-url", &s.base()])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .expect("the AWS CLI (`aws`) must be installed: .ci/run installs it with pip");
+        assert!(
+            o.status.success(),
+            "aws events {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+    };
+    let r = aws(&["create-event-bus", "--name", "orders"]);
+    assert_eq!(
+        r["EventBusArn"],
+        "arn:aws:events:us-east-1:000000000000:event-bus/orders"
+    );
+    let r = aws(&[
+        "put-rule",
+        "--name",
+        "big",
+        "--event-bus-name",
+        "orders",
+        "--event-pattern",
+        r#"{"source":["shop"],"detail":{"total":[{"numeric":[">=",100]}]}}"#,
+    ]);
+    assert_eq!(
+        r["RuleArn"],
+        "arn:aws:events:us-east-1:000000000000:rule/orders/big"
+    );
+    let r = aws(&[
+        "put-targets",
+        "--rule",
+        "big",
+        "--event-bus-name",
+        "orders",
+        "--targets",
+        "Id=t1,Arn=arn:aws:lambda:us-east-1:000000000000:function:sink",
+    ]);
+    assert_eq!(r["FailedEntryCount"], 0);
+    let r = aws(&[
+        "list-targets-by-rule",
+        "--rule",
+        "big",
+        "--event-bus-name",
+        "orders",
+    ]);
+    assert_eq!(r["Targets"][0]["Id"], "t1", "{r}");
+    let r = aws(&["list-rules", "--event-bus-name", "orders"]);
+    assert_eq!(r["Rules"][0]["Name"], "big", "{r}");
+    assert_eq!(r["Rules"][0]["State"], "ENABLED");
+    let r = aws(&[
+        "describe-rule",
+        "--name",
+        "big",
+        "--event-bus-name",
+        "orders",
+    ]);
+    let pattern: Value = serde_json::from_str(r["EventPattern"].as_str().unwrap()).unwrap();
+    assert_eq!(pattern["source"], json!(["shop"]));
+    // Rules made with the AWS API are the native API's rules.
+    let (code, rule) = s.get_json("/v1/buses/orders/rules/big");
+    assert_eq!(code, 200);
+    assert_eq!(rule["targets"][0]["id"], "t1", "{rule}");
+    // An event on the bus reaches the target.
+    let r = aws(&[
+        "put-events",
+        "--entries",
+        r#"[{"Source":"shop","DetailType":"Order","Detail":"{\"total\":150}","EventBusName":"orders"},{"Source":"shop","DetailType":"Order","Detail":"{\"total\":5}","EventBusName":"orders"}]"#,
+    ]);
+    assert_eq!(r["FailedEntryCount"], 0, "{r}");
+    let id = r["Entries"][0]["EventId"].as_str().unwrap().to_string();
+    assert!(
+        eventually(Duration::from_secs(20), || !received(&out).is_empty()),
+        "{}",
+        s.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let got = received(&out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["id"], id.as_str());
+    // Targets, rule and bus are removed the AWS way.
+    aws(&[
+        "remove-targets",
+        "--rule",
+        "big",
+        "--event-bus-name",
+        "orders",
+        "--ids",
+        "t1",
+    ]);
+    let r = aws(&[
+        "list-targets-by-rule",
+        "--rule",
+        "big",
+        "--event-bus-name",
+        "orders",
+    ]);
+    assert_eq!(r["Targets"], json!([]), "{r}");
+    aws(&["delete-rule", "--name", "big", "--event-bus-name", "orders"]);
+    aws(&["delete-event-bus", "--name", "orders"]);
+    let r = aws(&["list-event-buses"]);
+    assert_eq!(r["EventBuses"].as_array().unwrap().len(), 1, "{r}");
 }

@@ -416,6 +416,7 @@ impl EventBus {
     /// destination record) on `bus` by its rules, as if it had been put there.
     pub async fn route_envelope(&self, bus: &str, event: &Value) -> Result<(), BusError> {
         let target = RuleTarget {
+            id: None,
             arn: bus_arn(bus),
             input: None,
         };
@@ -650,6 +651,7 @@ mod tests {
             targets: targets
                 .iter()
                 .map(|t| RuleTarget {
+                    id: None,
                     arn: t.to_string(),
                     input: None,
                 })
@@ -758,6 +760,7 @@ mod tests {
             targets: targets
                 .iter()
                 .map(|t| RuleTarget {
+                    id: None,
                     arn: t.to_string(),
                     input: None,
                 })
@@ -839,6 +842,7 @@ mod tests {
             targets: targets
                 .iter()
                 .map(|t| RuleTarget {
+                    id: None,
                     arn: t.to_string(),
                     input: None,
                 })

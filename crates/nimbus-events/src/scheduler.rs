@@ -400,6 +400,7 @@ mod tests {
             timezone: None,
             enabled: true,
             targets: vec![RuleTarget {
+                id: None,
                 arn: "tick".into(),
                 input: None,
             }],

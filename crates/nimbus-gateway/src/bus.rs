@@ -166,8 +166,13 @@ pub(crate) async fn put_rule(
         .targets
         .into_iter()
         .map(|t| match t {
-            TargetBody::Name(arn) => RuleTarget { arn, input: None },
+            TargetBody::Name(arn) => RuleTarget {
+                id: None,
+                arn,
+                input: None,
+            },
             TargetBody::Full { arn, input } => RuleTarget {
+                id: None,
                 arn,
                 // `Input` is JSON text in EventBridge; a JSON value here is taken as is.
                 input: input.map(|v| match v {
@@ -218,7 +223,7 @@ pub(crate) async fn aws_json(
     let body = axum::body::to_bytes(req.into_body(), AWS_JSON_MAX)
         .await
         .map_err(|e| ApiError::TooLarge(format!("request body: {e}")))?;
-    match op.as_str() {
+    let reply = match op.as_str() {
         "PutEvents" => {
             let body: PutEventsBody = serde_json::from_slice(&body).map_err(|e| {
                 ApiError::InvalidRequestContent(format!("invalid PutEvents request: {e}"))
@@ -226,12 +231,205 @@ pub(crate) async fn aws_json(
             let out = bus(&gw)?
                 .put_events(nimbus_store::DEFAULT_BUS, body.entries)
                 .await?;
-            let json = serde_json::to_string(&out).map_err(ApiError::internal)?;
-            Ok(([("content-type", "application/x-amz-json-1.1")], json).into_response())
+            serde_json::to_value(out).map_err(ApiError::internal)?
+        }
+        other => {
+            let req: Value = if body.is_empty() {
+                json!({})
+            } else {
+                serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::InvalidRequestContent(format!("invalid {other} request: {e}"))
+                })?
+            };
+            aws_control(bus(&gw)?, other, &req).await?
+        }
+    };
+    Ok((
+        [("content-type", "application/x-amz-json-1.1")],
+        reply.to_string(),
+    )
+        .into_response())
+}
+
+/// EventBridge's rule and bus operations over the JSON protocol, on the same store as
+/// `/v1/buses` (rules made either way are the same rules).
+async fn aws_control(b: &Arc<EventBus>, op: &str, req: &Value) -> Result<Value, ApiError> {
+    let s = |k: &str| req[k].as_str().map(str::to_string);
+    let need = |k: &str| {
+        s(k).filter(|v| !v.is_empty())
+            .ok_or_else(|| ApiError::InvalidParameter(format!("{k} is required")))
+    };
+    let bus_name = s("EventBusName")
+        .map(|n| {
+            n.rsplit_once(":event-bus/")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or(n)
+        })
+        .unwrap_or_else(|| nimbus_store::DEFAULT_BUS.to_string());
+    let store = b.store().clone();
+    let blocking = |f: Box<dyn FnOnce() -> Result<Value, nimbus_store::StoreError> + Send>| async move {
+        Ok::<_, ApiError>(tokio::task::spawn_blocking(f).await??)
+    };
+    let describe = |r: &Rule| {
+        let mut v = json!({
+            "Name": r.name, "Arn": rule_arn(&r.bus, &r.name), "EventBusName": r.bus,
+            "State": if r.enabled { "ENABLED" } else { "DISABLED" },
+        });
+        if let Some(p) = &r.pattern {
+            v["EventPattern"] = p.clone().into();
+        }
+        if let Some(e) = &r.schedule {
+            v["ScheduleExpression"] = e.clone().into();
+        }
+        v
+    };
+    let spec_of = |r: &Rule, targets: Vec<RuleTarget>| RuleSpec {
+        pattern: r
+            .pattern
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok()),
+        schedule: r.schedule.clone(),
+        timezone: r.timezone.clone(),
+        targets,
+        enabled: r.enabled,
+    };
+    match op {
+        "CreateEventBus" => {
+            let name = need("Name")?;
+            b.put_bus(&name).await?;
+            Ok(json!({ "EventBusArn": bus_arn(&name) }))
+        }
+        "DescribeEventBus" => {
+            let name = s("Name").unwrap_or(bus_name);
+            let n = name.clone();
+            blocking(Box::new(move || store.get_bus(&n).map(|_| Value::Null))).await?;
+            Ok(json!({ "Name": name, "Arn": bus_arn(&name) }))
+        }
+        "DeleteEventBus" => {
+            b.delete_bus(&need("Name")?).await?;
+            Ok(json!({}))
+        }
+        "ListEventBuses" => {
+            let buses = blocking(Box::new(move || {
+                Ok(json!(store
+                    .list_buses()?
+                    .iter()
+                    .map(|b| json!({"Name": b.name, "Arn": bus_arn(&b.name)}))
+                    .collect::<Vec<_>>()))
+            }))
+            .await?;
+            Ok(json!({ "EventBuses": buses }))
+        }
+        "PutRule" => {
+            let name = need("Name")?;
+            let (bn, n) = (bus_name.clone(), name.clone());
+            let existing = tokio::task::spawn_blocking(move || store.get_rule(&bn, &n)).await?;
+            let targets = existing.map(|r| r.targets).unwrap_or_default();
+            let pattern = match s("EventPattern") {
+                Some(p) => Some(serde_json::from_str::<Value>(&p).map_err(|e| {
+                    ApiError::InvalidParameter(format!("EventPattern is not valid JSON: {e}"))
+                })?),
+                None => None,
+            };
+            let spec = RuleSpec {
+                pattern,
+                schedule: s("ScheduleExpression"),
+                timezone: None,
+                targets,
+                enabled: s("State").as_deref() != Some("DISABLED"),
+            };
+            let r = b.put_rule(&bus_name, &name, spec).await?;
+            Ok(json!({ "RuleArn": rule_arn(&r.bus, &r.name) }))
+        }
+        "DescribeRule" => {
+            let name = need("Name")?;
+            let r = blocking(Box::new(move || {
+                store.get_rule(&bus_name, &name).map(|r| describe(&r))
+            }))
+            .await?;
+            Ok(r)
+        }
+        "ListRules" => {
+            let prefix = s("NamePrefix").unwrap_or_default();
+            let rules = blocking(Box::new(move || {
+                store.get_bus(&bus_name)?;
+                Ok(json!(store
+                    .list_rules(Some(&bus_name))?
+                    .iter()
+                    .filter(|r| r.name.starts_with(&prefix))
+                    .map(describe)
+                    .collect::<Vec<_>>()))
+            }))
+            .await?;
+            Ok(json!({ "Rules": rules }))
+        }
+        "DeleteRule" => {
+            b.delete_rule(&bus_name, &need("Name")?).await?;
+            Ok(json!({}))
+        }
+        "PutTargets" | "RemoveTargets" | "ListTargetsByRule" => {
+            let name = need("Rule")?;
+            let (bn, n) = (bus_name.clone(), name.clone());
+            let rule = tokio::task::spawn_blocking(move || store.get_rule(&bn, &n)).await??;
+            let id_of =
+                |i: usize, t: &RuleTarget| t.id.clone().unwrap_or_else(|| (i + 1).to_string());
+            let mut targets: Vec<RuleTarget> = rule
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| RuleTarget {
+                    id: Some(id_of(i, t)),
+                    ..t.clone()
+                })
+                .collect();
+            match op {
+                "ListTargetsByRule" => {
+                    let list: Vec<Value> = targets
+                        .iter()
+                        .map(|t| {
+                            let mut v = json!({"Id": t.id, "Arn": t.arn});
+                            if let Some(i) = &t.input {
+                                v["Input"] = i.clone().into();
+                            }
+                            v
+                        })
+                        .collect();
+                    return Ok(json!({ "Targets": list }));
+                }
+                "PutTargets" => {
+                    for t in req["Targets"].as_array().into_iter().flatten() {
+                        let (Some(id), Some(arn)) = (t["Id"].as_str(), t["Arn"].as_str()) else {
+                            return Err(ApiError::InvalidParameter(
+                                "each target needs an Id and an Arn".into(),
+                            ));
+                        };
+                        let new = RuleTarget {
+                            id: Some(id.to_string()),
+                            arn: arn.to_string(),
+                            input: t["Input"].as_str().map(str::to_string),
+                        };
+                        match targets.iter_mut().find(|x| x.id.as_deref() == Some(id)) {
+                            Some(old) => *old = new,
+                            None => targets.push(new),
+                        }
+                    }
+                }
+                _ => {
+                    let ids: Vec<&str> = req["Ids"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    targets.retain(|t| !ids.contains(&t.id.as_deref().unwrap_or("")));
+                }
+            }
+            b.put_rule(&bus_name, &name, spec_of(&rule, targets))
+                .await?;
+            Ok(json!({ "FailedEntryCount": 0, "FailedEntries": [] }))
         }
         other => Err(ApiError::InvalidParameter(format!(
-            "EventBridge operation {other} is not supported; use PutEvents, or the native \
-             /v1/buses API for buses and rules"
+            "EventBridge operation {other} is not supported; use the native /v1/buses API"
         ))),
     }
 }

@@ -46,6 +46,10 @@ pub struct Bus {
 /// optional constant `Input` that replaces the event (as EventBridge's target `Input`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleTarget {
+    /// EventBridge's target `Id` (set through the AWS API; `None` from the native API,
+    /// where targets are listed by position).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub arn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
@@ -318,6 +322,7 @@ mod tests {
             timezone: None,
             enabled: true,
             targets: vec![RuleTarget {
+                id: None,
                 arn: "f".into(),
                 input: None,
             }],
