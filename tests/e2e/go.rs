@@ -91,27 +91,8 @@ fn hello_go_example_builds_and_answers() {
     let left = b["remainingMs"].as_i64().unwrap();
     assert!(left > 0 && left <= 3000, "remaining time {left}");
 
-    // The function URL.
-    let resp = s.http.get(s.url("/fn/hello-go/?name=ada")).send().unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(
-        resp.headers()["content-type"].to_str().unwrap(),
-        "application/json"
-    );
-    let b: Value = resp.json().unwrap();
-    assert_eq!(b["message"], "Hello, ada from Go!");
-    assert_eq!(b["method"], "GET");
-
-    // The route from nimbus.toml.
-    let b: Value = s
-        .http
-        .get(s.url("/go/hello/bob"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(b["message"], "Hello, bob from Go!");
-    assert_eq!(b["path"], "/go/hello/bob");
+    // The function URL and the route from nimbus.toml.
+    s.check_hello_example("hello-go", "/go/hello", "Go");
 
     // Builds are reproducible: deploying the same sources again changes nothing.
     let again: Value = serde_json::from_str(

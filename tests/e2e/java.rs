@@ -152,31 +152,8 @@ fn hello_java_example_builds_and_answers() {
     eprintln!("hello-java: JVM start to first next (Init Duration): {init:.1} ms");
     assert!(init < 10_000.0, "init took {init} ms");
 
-    // The function URL.
-    let resp = s
-        .http
-        .get(s.url("/fn/hello-java/?name=ada"))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(
-        resp.headers()["content-type"].to_str().unwrap(),
-        "application/json"
-    );
-    let b: Value = resp.json().unwrap();
-    assert_eq!(b["message"], "Hello, ada from Java!");
-    assert_eq!(b["method"], "GET");
-
-    // The route from nimbus.toml.
-    let b: Value = s
-        .http
-        .get(s.url("/java/hello/bob"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(b["message"], "Hello, bob from Java!");
-    assert_eq!(b["path"], "/java/hello/bob");
+    // The function URL and the route from nimbus.toml.
+    s.check_hello_example("hello-java", "/java/hello", "Java");
 
     // The handler's log line is captured.
     let logged = eventually(Duration::from_secs(5), || {

@@ -208,6 +208,34 @@ impl Server {
         }
     }
 
+    /// Checks an `examples/hello-*` function through its function URL (`?name=ada`) and its
+    /// route (`ROUTE_PREFIX/bob`): each greets in `language` ("Hello, ada from Go!").
+    pub fn check_hello_example(&self, function: &str, route_prefix: &str, language: &str) {
+        let resp = self
+            .http
+            .get(self.url(&format!("/fn/{function}/?name=ada")))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(
+            resp.headers()["content-type"].to_str().unwrap(),
+            "application/json"
+        );
+        let b: Value = resp.json().unwrap();
+        assert_eq!(b["message"], format!("Hello, ada from {language}!"));
+        assert_eq!(b["method"], "GET");
+        let path = format!("{route_prefix}/bob");
+        let b: Value = self
+            .http
+            .get(self.url(&path))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(b["message"], format!("Hello, bob from {language}!"));
+        assert_eq!(b["path"], path.as_str());
+    }
+
     pub fn healthy(&self) -> bool {
         self.http
             .get(self.url("/v1/health"))
