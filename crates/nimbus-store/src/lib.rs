@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod logs;
 mod queues;
+mod secrets;
 mod sqlite;
 
 pub use bus::{Bus, BusStore, Rule, RuleTarget, SqliteBusStore, DEFAULT_BUS};
@@ -20,6 +21,9 @@ pub use logs::{LogEntry, LogStream};
 pub use queues::{
     md5, validate_queue_name, EventSourceMapping, Message, NewMessage, QueueInfo, QueueSettings,
     QueueStats, QueueStore, RedrivePolicy, SqliteQueueStore,
+};
+pub use secrets::{
+    validate_secret_name, MasterKey, SecretInfo, SecretStore, MAX_SECRET_NAME, MAX_SECRET_VALUE,
 };
 pub use sqlite::{SqliteStore, LOG_RETENTION_LINES};
 

@@ -1,0 +1,507 @@
+//! Secrets, encrypted at rest (`DATA_DIR/secrets.db`, WAL, `synchronous=FULL`).
+//!
+//! Each value is sealed with XChaCha20-Poly1305 under a 256-bit master key, with a fresh
+//! random 24-byte nonce per write and the secret's name bound as associated data, so a
+//! ciphertext copied onto another name does not decrypt. The database holds only the nonce,
+//! the ciphertext and the id of the key that sealed it (a short hash of the key, not the
+//! key): neither the key nor any plaintext is ever written under the data directory by this
+//! module unless the operator lets the key file live there (the default, `master.key`, mode
+//! 0600).
+//!
+//! [`SecretStore::rotate`] re-encrypts every secret under a new key in one transaction and
+//! then uses the new key; a server started with the old key afterwards refuses to start.
+
+use crate::sqlite::{now_ms, open_db};
+use crate::{Result, StoreError};
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// Largest secret value accepted, in bytes.
+pub const MAX_SECRET_VALUE: usize = 4096;
+/// Longest secret name accepted.
+pub const MAX_SECRET_NAME: usize = 128;
+
+const NONCE_LEN: usize = 24;
+const AAD_PREFIX: &[u8] = b"nimbus-secret-v1:";
+
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE secrets (
+    name       TEXT PRIMARY KEY NOT NULL,
+    key_id     TEXT NOT NULL,
+    nonce      BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+) STRICT;
+"];
+
+/// A secret name: 1–128 characters of `A-Z a-z 0-9 _ . -`, starting with a letter or digit.
+pub fn validate_secret_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_SECRET_NAME
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidInput(format!(
+            "invalid secret name {name:?}: use 1-{MAX_SECRET_NAME} characters of A-Z, a-z, 0-9, \
+             '_', '.' and '-', starting with a letter or digit"
+        )))
+    }
+}
+
+/// The 256-bit master key. Its `Debug` output never shows the key.
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MasterKey(id {})", self.id())
+    }
+}
+
+impl MasterKey {
+    /// A new random key from the operating system's RNG.
+    pub fn generate() -> Self {
+        Self(XChaCha20Poly1305::generate_key(&mut OsRng).into())
+    }
+
+    /// Exactly 32 raw bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let key: [u8; 32] = bytes.try_into().map_err(|_| {
+            StoreError::InvalidInput(format!(
+                "a master key is 32 bytes (256 bits), got {}",
+                bytes.len()
+            ))
+        })?;
+        Ok(Self(key))
+    }
+
+    /// The standard base64 of 32 bytes (surrounding whitespace ignored), as in
+    /// `NIMBUS_MASTER_KEY` and key files.
+    pub fn from_base64(text: &str) -> Result<Self> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| {
+                StoreError::InvalidInput(format!(
+                    "a master key is the base64 of 32 random bytes (for example \
+                     `head -c32 /dev/urandom | base64`): {e}"
+                ))
+            })?;
+        Self::from_bytes(&bytes)
+    }
+
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+
+    /// A short public id of the key (the first 8 bytes of its SHA-256, hex), stored beside
+    /// each ciphertext to tell which key sealed it.
+    pub fn id(&self) -> String {
+        let digest = Sha256::digest(
+            b"nimbus-master-key-id:"
+                .iter()
+                .chain(&self.0)
+                .copied()
+                .collect::<Vec<u8>>(),
+        );
+        hex::encode(&digest[..8])
+    }
+
+    /// Reads a key file holding the base64 key. Refuses a file readable or writable by the
+    /// group or others (Unix).
+    pub fn read_file(path: &Path) -> Result<Self> {
+        check_private(path)?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            StoreError::Io(std::io::Error::new(
+                e.kind(),
+                format!("reading master key file {}: {e}", path.display()),
+            ))
+        })?;
+        Self::from_base64(&text).map_err(|e| {
+            StoreError::InvalidInput(format!("master key file {}: {e}", path.display()))
+        })
+    }
+
+    /// Reads `path`, or when it does not exist creates it (mode 0600) with a new random key.
+    /// The second value is true when the key was generated.
+    pub fn load_or_create(path: &Path) -> Result<(Self, bool)> {
+        if path.exists() {
+            return Ok((Self::read_file(path)?, false));
+        }
+        let key = Self::generate();
+        let io = |e: std::io::Error| {
+            StoreError::Io(std::io::Error::new(
+                e.kind(),
+                format!("creating master key file {}: {e}", path.display()),
+            ))
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).map_err(io)?;
+        use std::io::Write;
+        file.write_all(format!("{}\n", key.to_base64()).as_bytes())
+            .map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok((key, true))
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new((&self.0).into())
+    }
+
+    /// Seals `value` for the secret `name`: `(nonce, ciphertext)`.
+    pub fn seal(&self, name: &str, value: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = aad(name);
+        let ciphertext = self
+            .cipher()
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: value,
+                    aad: &aad,
+                },
+            )
+            .expect("XChaCha20-Poly1305 encryption of a bounded value cannot fail");
+        (nonce.to_vec(), ciphertext)
+    }
+
+    /// Opens what [`MasterKey::seal`] sealed for `name`. Fails with a wrong key, another
+    /// name, or altered bytes.
+    pub fn open(&self, name: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>> {
+        if nonce.len() != NONCE_LEN {
+            return Err(StoreError::Corrupt(format!(
+                "secret {name}: nonce of {} bytes",
+                nonce.len()
+            )));
+        }
+        let aad = aad(name);
+        self.cipher()
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "secret {name} does not decrypt with master key {}: wrong key or altered data",
+                    self.id()
+                ))
+            })
+    }
+}
+
+fn aad(name: &str) -> Vec<u8> {
+    let mut aad = AAD_PREFIX.to_vec();
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        StoreError::Io(std::io::Error::new(
+            e.kind(),
+            format!("reading master key file {}: {e}", path.display()),
+        ))
+    })?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(StoreError::InvalidInput(format!(
+            "master key file {} is accessible by group or others (mode {:o}): run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// A secret's name and times; never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInfo {
+    pub name: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// The encrypted secrets store.
+pub struct SecretStore {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    db: Connection,
+    key: MasterKey,
+}
+
+impl SecretStore {
+    /// Opens `DATA_DIR/secrets.db` with `key`. Refuses a key that did not seal the stored
+    /// secrets (for example the old key after a rotation), naming both key ids.
+    pub fn open(data_dir: &Path, key: MasterKey) -> Result<Self> {
+        let db = open_db(&data_dir.join("secrets.db"), "FULL", MIGRATIONS)?;
+        let other: Option<String> = db
+            .query_row(
+                "SELECT key_id FROM secrets WHERE key_id <> ?1 LIMIT 1",
+                [key.id()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(other) = other {
+            return Err(StoreError::InvalidInput(format!(
+                "the secrets in {} are encrypted with master key {other}, but this server's \
+                 master key is {}: start with the key the secrets were set or rotated with",
+                data_dir.join("secrets.db").display(),
+                key.id()
+            )));
+        }
+        Ok(Self {
+            inner: Mutex::new(Inner { db, key }),
+        })
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The id of the key in use.
+    pub fn key_id(&self) -> String {
+        self.inner().key.id()
+    }
+
+    /// Creates or replaces a secret. Returns true when it was created.
+    pub fn set(&self, name: &str, value: &[u8]) -> Result<bool> {
+        validate_secret_name(name)?;
+        if value.len() > MAX_SECRET_VALUE {
+            return Err(StoreError::InvalidInput(format!(
+                "secret {name} is {} bytes; the limit is {MAX_SECRET_VALUE}",
+                value.len()
+            )));
+        }
+        let inner = self.inner();
+        let (nonce, ciphertext) = inner.key.seal(name, value);
+        let now = now_ms(time::OffsetDateTime::now_utc());
+        let existed: bool = inner.db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM secrets WHERE name = ?1)",
+            [name],
+            |r| r.get(0),
+        )?;
+        inner.db.execute(
+            "INSERT INTO secrets (name, key_id, nonce, ciphertext, created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+             ON CONFLICT (name) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce,
+                 ciphertext = excluded.ciphertext, updated_ms = excluded.updated_ms",
+            params![name, inner.key.id(), nonce, ciphertext, now],
+        )?;
+        Ok(!existed)
+    }
+
+    /// The decrypted value, `None` when there is no such secret.
+    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let inner = self.inner();
+        let row: Option<(Vec<u8>, Vec<u8>)> = inner
+            .db
+            .query_row(
+                "SELECT nonce, ciphertext FROM secrets WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(nonce, ct)| inner.key.open(name, &nonce, &ct))
+            .transpose()
+    }
+
+    /// Names and times, sorted by name.
+    pub fn list(&self) -> Result<Vec<SecretInfo>> {
+        let inner = self.inner();
+        let mut stmt = inner
+            .db
+            .prepare("SELECT name, created_ms, updated_ms FROM secrets ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SecretInfo {
+                name: r.get(0)?,
+                created_ms: r.get(1)?,
+                updated_ms: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// `NotFound` when there is no such secret.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let inner = self.inner();
+        if inner
+            .db
+            .execute("DELETE FROM secrets WHERE name = ?1", [name])?
+            == 0
+        {
+            return Err(StoreError::NotFound(format!("secret not found: {name}")));
+        }
+        Ok(())
+    }
+
+    /// Re-encrypts every secret under `new_key` in one transaction (all or nothing), then
+    /// uses `new_key` from now on. Returns how many secrets were re-encrypted.
+    pub fn rotate(&self, new_key: MasterKey) -> Result<usize> {
+        let mut inner = self.inner();
+        let Inner { db, key } = &mut *inner;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows: Vec<(String, Vec<u8>, Vec<u8>)> = {
+            let mut stmt = tx.prepare("SELECT name, nonce, ciphertext FROM secrets")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let new_id = new_key.id();
+        for (name, nonce, ct) in &rows {
+            let value = key.open(name, nonce, ct)?;
+            let (nonce, ct) = new_key.seal(name, &value);
+            tx.execute(
+                "UPDATE secrets SET key_id = ?2, nonce = ?3, ciphertext = ?4 WHERE name = ?1",
+                params![name, new_id, nonce, ct],
+            )?;
+        }
+        tx.commit()?;
+        *key = new_key;
+        Ok(rows.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_wrong_key_fails() {
+        let key = MasterKey::generate();
+        let (nonce, ct) = key.seal("db-pass", b"hunter2");
+        assert_eq!(key.open("db-pass", &nonce, &ct).unwrap(), b"hunter2");
+        assert!(!ct.windows(7).any(|w| w == b"hunter2"));
+        let other = MasterKey::generate();
+        assert!(other.open("db-pass", &nonce, &ct).is_err());
+    }
+
+    #[test]
+    fn name_is_bound_as_aad() {
+        let key = MasterKey::generate();
+        let (nonce, ct) = key.seal("a", b"value-of-a");
+        assert!(key.open("b", &nonce, &ct).is_err());
+        let mut bad = ct.clone();
+        bad[0] ^= 1;
+        assert!(key.open("a", &nonce, &bad).is_err());
+    }
+
+    #[test]
+    fn swapped_ciphertexts_in_the_db_do_not_decrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SecretStore::open(dir.path(), MasterKey::generate()).unwrap();
+        store.set("a", b"AAAA").unwrap();
+        store.set("b", b"BBBB").unwrap();
+        {
+            let inner = store.inner();
+            inner
+                .db
+                .execute_batch(
+                    "UPDATE secrets SET ciphertext = (SELECT ciphertext FROM secrets WHERE name='b'),
+                                        nonce = (SELECT nonce FROM secrets WHERE name='b')
+                     WHERE name = 'a'",
+                )
+                .unwrap();
+        }
+        assert!(store.get("a").is_err());
+        assert_eq!(store.get("b").unwrap().unwrap(), b"BBBB");
+    }
+
+    #[test]
+    fn store_set_get_list_delete_and_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SecretStore::open(dir.path(), MasterKey::generate()).unwrap();
+        assert!(store.set("db-pass", b"s3cr3t-value").unwrap());
+        assert!(!store.set("db-pass", b"s3cr3t-value2").unwrap());
+        assert_eq!(store.get("db-pass").unwrap().unwrap(), b"s3cr3t-value2");
+        assert_eq!(store.get("nope").unwrap(), None);
+        let list = store.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].name, "db-pass");
+        assert!(store.set("bad/name", b"x").unwrap_err().is_invalid_input());
+        assert!(store.set("-x", b"x").unwrap_err().is_invalid_input());
+        assert!(store
+            .set("big", &vec![b'x'; MAX_SECRET_VALUE + 1])
+            .unwrap_err()
+            .is_invalid_input());
+        store.delete("db-pass").unwrap();
+        assert!(store.delete("db-pass").unwrap_err().is_not_found());
+        drop(store);
+        let bytes: Vec<u8> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flat_map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        assert!(!bytes.windows(12).any(|w| w == b"s3cr3t-value"));
+    }
+
+    #[test]
+    fn rotation_re_encrypts_and_the_old_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = MasterKey::generate();
+        let new = MasterKey::generate();
+        let store = SecretStore::open(dir.path(), old.clone()).unwrap();
+        store.set("one", b"1111").unwrap();
+        store.set("two", b"2222").unwrap();
+        assert_eq!(store.rotate(new.clone()).unwrap(), 2);
+        assert_eq!(store.key_id(), new.id());
+        assert_eq!(store.get("one").unwrap().unwrap(), b"1111");
+        drop(store);
+        let err = SecretStore::open(dir.path(), old.clone()).err().unwrap();
+        assert!(err.to_string().contains(&old.id()), "{err}");
+        let store = SecretStore::open(dir.path(), new).unwrap();
+        assert_eq!(store.get("two").unwrap().unwrap(), b"2222");
+    }
+
+    #[test]
+    fn key_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let (key, created) = MasterKey::load_or_create(&path).unwrap();
+        assert!(created);
+        let (again, created) = MasterKey::load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(key.id(), again.id());
+        assert!(!format!("{key:?}").contains(&key.to_base64()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = MasterKey::read_file(&path).unwrap_err();
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
+        assert!(MasterKey::from_base64("c2hvcnQ=").is_err());
+        assert_eq!(
+            MasterKey::from_base64(&key.to_base64()).unwrap().id(),
+            key.id()
+        );
+    }
+}
