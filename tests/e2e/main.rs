@@ -15,4 +15,5 @@ mod python;
 mod queues;
 mod ric;
 mod runtimes;
+mod secrets;
 mod up;

@@ -43,6 +43,32 @@ pub enum Command {
     Queue(QueueArgs),
     /// Event buses: send events (PutEvents), list and write rules (patterns and schedules).
     Bus(BusArgs),
+    /// Secrets, encrypted at rest: set (value from stdin), list, remove, rotate the master key.
+    Secret(SecretArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    #[command(subcommand)]
+    pub command: SecretCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create or replace a secret; the value is read from standard input (never from the
+    /// command line), one trailing newline removed. On a terminal the input is not echoed.
+    Set { name: String },
+    /// List secrets: names and times, never values.
+    Ls,
+    /// Remove a secret.
+    Rm { name: String },
+    /// Re-encrypt every secret under a new master key read from FILE (base64 of 32 bytes,
+    /// e.g. `head -c32 /dev/urandom | base64 > F; chmod 600 F`). The server then uses it and
+    /// replaces its key file; with NIMBUS_MASTER_KEY, set it to the new key before restarting.
+    Rotate {
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -123,6 +149,9 @@ pub struct DeployArgs {
     /// Environment variable, repeatable.
     #[arg(long = "env", requires = "name", value_name = "K=V", value_parser = parse_env_pair)]
     pub env: Vec<(String, String)>,
+    /// Environment variable taken from a secret (`DB_PASSWORD=db-pass`), repeatable.
+    #[arg(long = "secret-env", requires = "name", value_name = "VAR=SECRET", value_parser = parse_env_pair)]
+    pub secret_env: Vec<(String, String)>,
     /// Maximum concurrent instances (1-1000).
     #[arg(long, requires = "name", value_name = "N")]
     pub concurrency: Option<u32>,

@@ -57,6 +57,11 @@ pub struct FunctionConfig {
     pub timeout_s: u32,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values come from the secrets store: variable name →
+    /// secret name. Only the reference is stored and shown; the value is resolved when an
+    /// instance starts and handed to that instance only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     #[serde(default)]
     pub description: String,
     /// Maximum number of concurrently running instances.
@@ -177,6 +182,7 @@ impl FunctionConfig {
             memory_mb: default_memory(),
             timeout_s: default_timeout(),
             env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             description: String::new(),
             concurrency: default_concurrency(),
             url: false,
@@ -222,6 +228,17 @@ impl FunctionConfig {
             validate_env_key(k)?;
             total += k.len() + v.len();
         }
+        for (k, secret) in &self.secrets {
+            validate_env_key(k)?;
+            if self.env.contains_key(k) {
+                return Err(CoreError::InvalidEnv(
+                    k.into(),
+                    "set both as a plain variable and from a secret: keep one".into(),
+                ));
+            }
+            validate_secret_name(secret).map_err(|e| CoreError::InvalidEnv(k.into(), e))?;
+            total += k.len() + secret.len();
+        }
         if total > Limits::ENV_MAX_BYTES {
             return Err(CoreError::InvalidEnv(
                 "(all)".into(),
@@ -232,6 +249,27 @@ impl FunctionConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// Longest secret name.
+pub const SECRET_NAME_MAX: usize = 128;
+
+/// A secret name: 1–128 characters of `A-Z a-z 0-9 _ . -`, starting with a letter or digit.
+pub fn validate_secret_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= SECRET_NAME_MAX
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid secret name {name:?}: use 1-{SECRET_NAME_MAX} characters of A-Z, a-z, 0-9, \
+             '_', '.' and '-', starting with a letter or digit"
+        ))
     }
 }
 
@@ -325,6 +363,28 @@ mod tests {
         assert!(c.validate().is_err());
         c.idempotency_key_path = Some("$.a[x]".into());
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn secret_env_rules() {
+        let mut c = cfg();
+        c.secrets.insert("DB_PASSWORD".into(), "db-pass".into());
+        c.validate().unwrap();
+        c.env.insert("DB_PASSWORD".into(), "x".into());
+        assert!(c.validate().is_err(), "a clash with env is refused");
+        c.env.clear();
+        c.secrets.insert("AWS_REGION".into(), "x".into());
+        assert!(c.validate().is_err(), "reserved names are refused");
+        c.secrets.remove("AWS_REGION");
+        c.secrets.insert("OK".into(), "bad/name".into());
+        assert!(c.validate().is_err(), "secret names are checked");
+        c.secrets.remove("OK");
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["secrets"]["DB_PASSWORD"], "db-pass");
+        let back: FunctionConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, c);
+        let plain = serde_json::to_value(cfg()).unwrap();
+        assert!(plain.get("secrets").is_none(), "no secrets, no field");
     }
 
     #[test]

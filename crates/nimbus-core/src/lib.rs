@@ -13,7 +13,9 @@ pub mod route;
 pub mod runtime;
 
 pub use async_event::{AsyncEvent, Destination, EventInvokeConfig, EventStatus};
-pub use config::{FunctionConfig, FunctionVersion, Limits, UrlConfig};
+pub use config::{
+    validate_secret_name, FunctionConfig, FunctionVersion, Limits, UrlConfig, SECRET_NAME_MAX,
+};
 pub use control::{Alias, FunctionMeta};
 pub use error::CoreError;
 pub use name::FunctionName;

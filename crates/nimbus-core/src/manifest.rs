@@ -10,8 +10,11 @@
 //! concurrency = 10          # max concurrent instances
 //! url = true                # function URL at /fn/hello/
 //! routes = ["GET /hello/{name}"]
-//! env = { GREETING = "hi" }
+//! env = { GREETING = "hi", DB_PASSWORD = { secret = "db-pass" } }
 //! ```
+//!
+//! An `env` value written `{ secret = "NAME" }` is taken from the secrets store
+//! (`nimbus secret set NAME`) when an instance starts; only the reference is stored.
 //!
 //! Schedules and the event bus: `schedule = "rate(5 minutes)"` (EventBridge syntax; optional
 //! `schedule_timezone = "Europe/Berlin"`) on a function creates the rule `schedule-NAME` on
@@ -107,12 +110,26 @@ struct RawFunction {
     #[serde(default)]
     routes: Vec<String>,
     #[serde(default)]
-    env: BTreeMap<String, String>,
+    env: BTreeMap<String, RawEnvValue>,
     queue: Option<RawFunctionQueue>,
     schedule: Option<String>,
     schedule_timezone: Option<String>,
     /// JSON path of the event's idempotency key, e.g. `"$.order.id"`.
     idempotency_key: Option<String>,
+}
+
+/// An `env` value: a string, or `{ secret = "NAME" }` to take it from the secrets store.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawEnvValue {
+    Plain(String),
+    Secret(RawSecretRef),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecretRef {
+    secret: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,7 +371,16 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         config.concurrency = f.concurrency.unwrap_or(Limits::CONCURRENCY_DEFAULT);
         config.description = f.description.unwrap_or_default();
         config.url = f.url;
-        config.env = f.env;
+        for (k, v) in f.env {
+            match v {
+                RawEnvValue::Plain(v) => {
+                    config.env.insert(k, v);
+                }
+                RawEnvValue::Secret(r) => {
+                    config.secrets.insert(k, r.secret);
+                }
+            }
+        }
         config.idempotency_key_path = f.idempotency_key;
         config.routes = f
             .routes
@@ -394,7 +420,7 @@ mod tests {
             timeout = 10
             url = true
             routes = ["GET /hello/{name}"]
-            env = { GREETING = "hi" }
+            env = { GREETING = "hi", DB_PASSWORD = { secret = "db-pass" } }
 
             [functions.worker]
             runtime = "provided.al2023"
@@ -407,6 +433,8 @@ mod tests {
         assert_eq!(m[0].config.memory_mb, 256);
         assert_eq!(m[0].config.routes[0].key(), "GET /hello/{name}");
         assert_eq!(m[0].config.env["GREETING"], "hi");
+        assert_eq!(m[0].config.secrets["DB_PASSWORD"], "db-pass");
+        assert!(!m[0].config.env.contains_key("DB_PASSWORD"));
         assert_eq!(m[1].code, "worker");
         assert_eq!(m[1].config.handler, "bootstrap");
     }

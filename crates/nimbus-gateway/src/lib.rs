@@ -14,11 +14,13 @@ mod invoke;
 mod lambda_api;
 mod native;
 mod queues;
+mod secrets;
 mod state;
 mod urls;
 
 pub use async_invoke::GatewayInvoker;
 pub use error::ApiError;
+pub use secrets::Secrets;
 pub use state::{Gateway, GatewayConfig, Pools};
 
 use axum::extract::DefaultBodyLimit;
@@ -139,6 +141,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/functions/{name}/versions", get(native::versions))
         .route("/v1/functions/{name}/logs", get(native::logs))
         .route("/v1/functions/{name}/code", get(native::code))
+        .route("/v1/secrets", get(secrets::list_secrets))
+        .route("/v1/secrets/rotate", post(secrets::rotate))
+        .route(
+            "/v1/secrets/{name}",
+            axum::routing::put(secrets::put_secret).delete(secrets::delete_secret),
+        )
         .route("/v1/queues", get(queues::list_queues))
         .route(
             "/v1/queues/{q}",

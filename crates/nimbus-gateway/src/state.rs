@@ -40,6 +40,8 @@ pub struct Gateway {
     pub(crate) bus: std::sync::OnceLock<Arc<nimbus_events::bus::EventBus>>,
     /// Built-in queues and their pollers, when the server enabled them ([`Gateway::with_queues`]).
     pub(crate) queues: std::sync::OnceLock<Arc<nimbus_events::mapping::MappingRunner>>,
+    /// The secrets store, when the server enabled it ([`Gateway::with_secrets`]).
+    pub(crate) secrets: std::sync::OnceLock<crate::Secrets>,
     cache: RwLock<HashMap<(String, String), Arc<Resolved>>>,
     aliases: RwLock<HashMap<(String, String), Arc<Alias>>>,
     routes: RwLock<Vec<(RouteSpec, FunctionName)>>,
@@ -61,6 +63,7 @@ impl Gateway {
             events,
             bus: Default::default(),
             queues: Default::default(),
+            secrets: Default::default(),
             cache: Default::default(),
             aliases: Default::default(),
             routes: Default::default(),
@@ -73,6 +76,12 @@ impl Gateway {
     /// [`Gateway::new`].
     pub fn with_bus(self: Arc<Self>, bus: Arc<nimbus_events::bus::EventBus>) -> Arc<Self> {
         let _ = self.bus.set(bus);
+        self
+    }
+
+    /// Serves the secrets API (`/v1/secrets`) from `secrets`. Set once, before serving.
+    pub fn with_secrets(self: Arc<Self>, secrets: crate::Secrets) -> Arc<Self> {
+        let _ = self.secrets.set(secrets);
         self
     }
 

@@ -332,6 +332,7 @@ fn start_failure(inv: &Invocation, e: RuntimeError) -> PoolInvokeResult {
     let error_type = match e {
         RuntimeError::InvalidEntrypoint(_) => "Runtime.InvalidEntrypoint",
         RuntimeError::Spawn(_) => "Runtime.Unknown",
+        RuntimeError::Secret(_) => "Runtime.SecretNotFound",
     };
     let outcome = Outcome::platform_error(
         error_type,

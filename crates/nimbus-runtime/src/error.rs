@@ -9,4 +9,8 @@ pub enum RuntimeError {
     InvalidEntrypoint(String),
     #[error("cannot start instance: {0}")]
     Spawn(#[from] std::io::Error),
+    /// A secret the function's environment refers to does not exist or cannot be read.
+    /// Returned to the caller as `Runtime.SecretNotFound`.
+    #[error("{0}")]
+    Secret(String),
 }

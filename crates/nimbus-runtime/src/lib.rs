@@ -16,7 +16,9 @@ mod rapi;
 pub use cgroup::MemoryLimits;
 pub use error::RuntimeError;
 pub use logs::{LogRecord, LogSink, LogStreamKind};
-pub use process::{ProcessExecutor, ProcessExecutorConfig, ProcessInstance};
+pub use process::{
+    mask_secrets, ProcessExecutor, ProcessExecutorConfig, ProcessInstance, SecretSource,
+};
 
 use bytes::Bytes;
 use nimbus_core::{FunctionConfig, FunctionName};

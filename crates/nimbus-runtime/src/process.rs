@@ -42,9 +42,28 @@ pub struct ProcessExecutorConfig {
     pub memory: MemoryLimits,
 }
 
+/// Where the executor reads the values of a function's secret references
+/// ([`nimbus_core::FunctionConfig::secrets`]) when it starts an instance.
+pub trait SecretSource: Send + Sync + 'static {
+    /// The value of the secret `name`; `Ok(None)` when there is no such secret.
+    fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// Replaces every occurrence of each value in `secrets` (longest first) with `****`.
+pub fn mask_secrets(line: &str, secrets: &[String]) -> String {
+    let mut out = line.to_string();
+    for s in secrets {
+        if !s.is_empty() && out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "****");
+        }
+    }
+    out
+}
+
 /// Starts each instance as a child process with its own Runtime API listener.
 pub struct ProcessExecutor {
     cfg: ProcessExecutorConfig,
+    secrets: Option<Arc<dyn SecretSource>>,
     logs: LogSink,
     /// `PATH` handed to functions.
     path_env: String,
@@ -72,10 +91,49 @@ impl ProcessExecutor {
         }
         Ok(Self {
             cfg,
+            secrets: None,
             logs,
             path_env,
             java,
         })
+    }
+
+    /// Resolves functions' secret references from `secrets`. Without one, a function that
+    /// refers to a secret fails to start.
+    pub fn with_secrets(mut self, secrets: Arc<dyn SecretSource>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// The function's secret variables with their values, read now (at instance start).
+    fn resolve_secrets(&self, spec: &InstanceSpec) -> Result<Vec<(String, String)>, RuntimeError> {
+        let mut out = Vec::new();
+        for (var, name) in &spec.config.secrets {
+            let missing = || {
+                RuntimeError::Secret(format!(
+                    "secret {name:?} (environment variable {var}) does not exist: set it with `nimbus secret set {name}`"
+                ))
+            };
+            let source = self.secrets.as_ref().ok_or_else(missing)?;
+            let value = source
+                .secret(name)
+                .map_err(|e| {
+                    RuntimeError::Secret(format!(
+                        "secret {name:?} (environment variable {var}) cannot be read: {e}"
+                    ))
+                })?
+                .ok_or_else(missing)?;
+            let value = String::from_utf8(value)
+                .ok()
+                .filter(|v| !v.contains('\0'))
+                .ok_or_else(|| {
+                    RuntimeError::Secret(format!(
+                        "secret {name:?} (environment variable {var}) is not UTF-8 text without NUL bytes"
+                    ))
+                })?;
+            out.push((var.clone(), value));
+        }
+        Ok(out)
     }
 
     pub fn memory_limits(&self) -> &MemoryLimits {
@@ -118,7 +176,12 @@ impl ProcessExecutor {
         Ok(cmd)
     }
 
-    fn environment(&self, spec: &InstanceSpec, api: &str) -> Vec<(String, String)> {
+    fn environment(
+        &self,
+        spec: &InstanceSpec,
+        api: &str,
+        secret_env: &[(String, String)],
+    ) -> Vec<(String, String)> {
         let name = spec.function.as_str();
         let runtime = spec.config.runtime.as_str();
         let task_root = spec.code_dir.display().to_string();
@@ -127,6 +190,7 @@ impl ProcessExecutor {
             .env
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(secret_env.iter().cloned())
             .collect();
         let platform = [
             ("PATH", self.path_env.clone()),
@@ -171,6 +235,24 @@ impl Executor for ProcessExecutor {
     async fn start(&self, spec: Arc<InstanceSpec>) -> Result<ProcessInstance, RuntimeError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut cmd = self.command(&spec)?;
+        let secret_env = self.resolve_secrets(&spec)?;
+        // What to mask in the instance's output: each value, and each line of a multi-line
+        // value (output is captured line by line), longest first.
+        let mut mask: Vec<String> = Vec::new();
+        for (_, v) in &secret_env {
+            mask.push(v.clone());
+            if v.contains('\n') {
+                mask.extend(
+                    v.lines()
+                        .map(|l| l.trim_end_matches('\r'))
+                        .filter(|l| l.len() >= 4)
+                        .map(str::to_string),
+                );
+            }
+        }
+        mask.retain(|m| !m.is_empty());
+        mask.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        mask.dedup();
 
         // The Runtime API listens before the runtime starts (curl's connect timeout is 1 s).
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -195,7 +277,7 @@ impl Executor for ProcessExecutor {
         };
         cmd.current_dir(&spec.code_dir)
             .env_clear()
-            .envs(self.environment(&spec, &api))
+            .envs(self.environment(&spec, &api, &secret_env))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -260,6 +342,7 @@ impl Executor for ProcessExecutor {
             request_id: Mutex::new(None),
             tail: Mutex::new(VecDeque::new()),
             sink: self.logs.clone(),
+            mask,
         });
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
@@ -304,10 +387,18 @@ struct LogCtx {
     request_id: Mutex<Option<String>>,
     tail: Mutex<VecDeque<String>>,
     sink: LogSink,
+    /// Secret values this instance was given: replaced by `****` in every captured line
+    /// before it is kept in the tail or stored.
+    mask: Vec<String>,
 }
 
 impl LogCtx {
     fn emit(&self, stream: LogStreamKind, line: String) {
+        let line = if self.mask.is_empty() {
+            line
+        } else {
+            mask_secrets(&line, &self.mask)
+        };
         let request_id = self.request_id.lock().unwrap().clone();
         {
             let mut tail = self.tail.lock().unwrap();
@@ -657,4 +748,20 @@ fn resolve_python(program: &Path, path_env: &str) -> PathBuf {
         .map(|s| PathBuf::from(s.trim()))
         .filter(|p| p.is_file())
         .unwrap_or(p)
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::mask_secrets;
+
+    #[test]
+    fn masks_every_occurrence_longest_first() {
+        let secrets = vec!["hunter22".to_string(), "hunter2".to_string()];
+        assert_eq!(
+            mask_secrets("pw=hunter22 again hunter2!", &secrets),
+            "pw=**** again ****!"
+        );
+        assert_eq!(mask_secrets("nothing here", &secrets), "nothing here");
+        assert_eq!(mask_secrets("x", &[String::new()]), "x");
+    }
 }

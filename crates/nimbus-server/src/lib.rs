@@ -26,6 +26,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+mod secrets;
+
 /// Server configuration (flags and environment are parsed by the binary).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -86,6 +88,7 @@ impl Server {
         );
         let code =
             Arc::new(CodeStore::open(&data_dir.join("code")).context("cannot open code store")?);
+        let (secret_store, key_file) = secrets::open(&data_dir)?;
 
         let (sink, rx) = LogSink::new(65_536);
         let memory = MemoryLimits::detect();
@@ -109,7 +112,8 @@ impl Server {
             },
             sink,
         )
-        .context("cannot prepare the process executor")?;
+        .context("cannot prepare the process executor")?
+        .with_secrets(Arc::new(secrets::Source(secret_store.clone())));
         let pools = PoolManager::new(
             Arc::new(exec),
             PoolConfig {
@@ -151,6 +155,10 @@ impl Server {
         let bus = EventBus::new(Arc::new(bus_store), events.clone());
         bus.set_queues(mappings.clone());
         let gateway = gateway.with_bus(bus.clone());
+        let gateway = gateway.with_secrets(nimbus_gateway::Secrets {
+            store: secret_store,
+            key_file,
+        });
         let scheduler = Scheduler::new(
             bus,
             SchedulerConfig {

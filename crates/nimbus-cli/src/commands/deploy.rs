@@ -267,6 +267,7 @@ pub fn single_target(args: &DeployArgs) -> Result<Target> {
     }
     config.url = args.url;
     config.env = args.env.iter().cloned().collect();
+    config.secrets = args.secret_env.iter().cloned().collect();
     config.routes = args
         .routes
         .iter()

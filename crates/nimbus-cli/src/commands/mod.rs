@@ -8,6 +8,7 @@ mod logs;
 mod ls;
 mod queue;
 mod rm;
+mod secret;
 mod serve;
 mod up;
 
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Events(args) => events::run(&client()?, args, cli.json).await,
         Command::Queue(args) => queue::run(&client()?, args, cli.json).await,
         Command::Bus(args) => bus::run(&client()?, args, cli.json).await,
+        Command::Secret(args) => secret::run(&client()?, args, cli.json).await,
     }
 }
 

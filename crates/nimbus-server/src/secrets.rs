@@ -1,0 +1,54 @@
+//! The secrets store's master key and the executor's view of the store.
+//!
+//! The key is `NIMBUS_MASTER_KEY` (base64 of 32 bytes) when set, else the key file
+//! `NIMBUS_MASTER_KEY_FILE` (default `DATA_DIR/master.key`), generated with the OS RNG
+//! (mode 0600) on first start. A key file readable by group or others is refused.
+
+use anyhow::Context;
+use nimbus_runtime::SecretSource;
+use nimbus_store::{MasterKey, SecretStore};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// Opens `DATA_DIR/secrets.db` with the master key. The second value is the key file the
+/// key came from (`None` for `NIMBUS_MASTER_KEY`).
+pub(crate) fn open(data_dir: &Path) -> anyhow::Result<(Arc<SecretStore>, Option<PathBuf>)> {
+    let (key, file) = match std::env::var("NIMBUS_MASTER_KEY") {
+        Ok(text) if !text.trim().is_empty() => (
+            MasterKey::from_base64(&text).context("NIMBUS_MASTER_KEY")?,
+            None,
+        ),
+        _ => {
+            let path = std::env::var_os("NIMBUS_MASTER_KEY_FILE")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| data_dir.join("master.key"));
+            let (key, created) = MasterKey::load_or_create(&path)
+                .with_context(|| format!("cannot load the master key {}", path.display()))?;
+            if created {
+                info!(
+                    "generated a new master key for secrets in {} (mode 0600): back it up; without it the secrets cannot be read",
+                    path.display()
+                );
+                if path.starts_with(data_dir) {
+                    warn!("the master key lives in the data dir: keep backups of the data dir and the key apart, or set NIMBUS_MASTER_KEY_FILE / NIMBUS_MASTER_KEY");
+                }
+            }
+            (key, Some(path))
+        }
+    };
+    let id = key.id();
+    let store = SecretStore::open(data_dir, key).context("cannot open the secrets store")?;
+    info!(key_id = %id, "secrets store ready");
+    Ok((Arc::new(store), file))
+}
+
+/// The executor reads secret values through this.
+pub(crate) struct Source(pub Arc<SecretStore>);
+
+impl SecretSource for Source {
+    fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0.get(name).map_err(|e| e.to_string())
+    }
+}
