@@ -16,4 +16,6 @@ mod queues;
 mod ric;
 mod runtimes;
 mod secrets;
+#[cfg(feature = "tls")]
+mod tls;
 mod up;

@@ -14,6 +14,9 @@ pub struct Cli {
     /// URL of the nimbus server to talk to.
     #[arg(long, global = true, env = "NIMBUS_ENDPOINT", default_value = DEFAULT_ENDPOINT, value_name = "URL")]
     pub endpoint: String,
+    /// PEM file of a CA (or certificate) to trust for an https:// endpoint, besides the public roots.
+    #[arg(long, global = true, env = "NIMBUS_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -115,6 +118,22 @@ pub struct ServerArgs {
     /// missed firing of each rule) or skip.
     #[arg(long, env = "NIMBUS_MISSED_SCHEDULES", default_value = "run-once", value_name = "POLICY", value_parser = ["run-once", "skip"])]
     pub missed_schedules: String,
+    /// Serve HTTPS: PEM certificate chain (leaf first). Needs --tls-key.
+    #[arg(
+        long,
+        env = "NIMBUS_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Serve HTTPS: PEM private key of the certificate. Needs --tls-cert.
+    #[arg(
+        long,
+        env = "NIMBUS_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -566,7 +585,23 @@ mod tests {
             panic!()
         };
         assert_eq!(u.dir, PathBuf::from("proj"));
+        assert!(u.server.tls_cert.is_none());
         assert_eq!(u.server.shutdown_grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs() {
+        let Command::Serve(s) =
+            parse(&["serve", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).command
+        else {
+            panic!()
+        };
+        assert_eq!(s.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(s.tls_key, Some(PathBuf::from("k.pem")));
+        assert!(Cli::try_parse_from(["nimbus", "serve", "--tls-cert", "c.pem"]).is_err());
+        assert!(Cli::try_parse_from(["nimbus", "serve", "--tls-key", "k.pem"]).is_err());
+        let a = parse(&["ls", "--ca-cert", "ca.pem"]);
+        assert_eq!(a.ca_cert, Some(PathBuf::from("ca.pem")));
     }
 
     #[test]

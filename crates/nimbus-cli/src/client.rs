@@ -6,6 +6,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 /// An error reply from the server: `{"type": …, "message": …}`.
@@ -135,6 +136,63 @@ pub struct LogEntry {
     pub line: String,
 }
 
+#[cfg(feature = "tls")]
+fn tls_options(
+    builder: reqwest::ClientBuilder,
+    _scheme: &str,
+    ca_cert: Option<&Path>,
+    own_server: bool,
+) -> Result<reqwest::ClientBuilder> {
+    let mut builder = builder.use_rustls_tls();
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .with_context(|| {
+                format!(
+                    "{}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)",
+                    path.display()
+                )
+            })?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if own_server {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    Ok(builder)
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_options(
+    builder: reqwest::ClientBuilder,
+    scheme: &str,
+    ca_cert: Option<&Path>,
+    _own_server: bool,
+) -> Result<reqwest::ClientBuilder> {
+    if scheme == "https" || ca_cert.is_some() {
+        anyhow::bail!("https:// endpoints and --ca-cert need nimbus built with the `tls` feature");
+    }
+    Ok(builder)
+}
+
+/// Whether a connection failed in the TLS handshake (bad certificate, not TLS) rather
+/// than in reaching the host.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Talks to one nimbus server.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -144,18 +202,35 @@ pub struct Client {
 }
 
 impl Client {
+    #[cfg(test)]
     pub fn new(endpoint: &str) -> Result<Self> {
+        Self::with_ca(endpoint, None)
+    }
+
+    /// A client that also trusts the PEM certificates in `ca_cert` for `https://` endpoints.
+    pub fn with_ca(endpoint: &str, ca_cert: Option<&Path>) -> Result<Self> {
+        Self::build(endpoint, ca_cert, false)
+    }
+
+    /// A client for the server this process itself just bound on a loopback address
+    /// (`nimbus up`): with TLS, the certificate is not checked, as no one else can hold
+    /// that socket and its certificate need not name the loopback address.
+    pub fn for_own_server(endpoint: &str) -> Result<Self> {
+        Self::build(endpoint, None, true)
+    }
+
+    fn build(endpoint: &str, ca_cert: Option<&Path>, own_server: bool) -> Result<Self> {
         let base = Url::parse(endpoint)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
             .with_context(|| {
                 format!("invalid endpoint {endpoint:?}: use a URL such as http://127.0.0.1:8080")
             })?;
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("nimbus-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("cannot create the HTTP client")?;
+            .user_agent(concat!("nimbus-cli/", env!("CARGO_PKG_VERSION")));
+        let builder = tls_options(builder, base.scheme(), ca_cert, own_server)?;
+        let http = builder.build().context("cannot create the HTTP client")?;
         Ok(Self {
             http,
             base,
@@ -191,7 +266,12 @@ impl Client {
     }
 
     fn transport_error(&self, e: reqwest::Error) -> anyhow::Error {
-        if e.is_connect() {
+        if e.is_connect() && is_tls_failure(&e) {
+            anyhow::Error::new(e).context(format!(
+                "TLS with {} failed (for a private CA, pass its certificate with --ca-cert or NIMBUS_CA_CERT)",
+                self.endpoint
+            ))
+        } else if e.is_connect() {
             anyhow::Error::new(Unreachable {
                 endpoint: self.endpoint.clone(),
             })

@@ -28,6 +28,21 @@ use tracing::{info, warn};
 
 mod secrets;
 
+#[cfg(feature = "tls")]
+mod tls;
+
+/// PEM files for HTTPS on the public listener (`--tls-cert/--tls-key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Whether this build can serve HTTPS (the `tls` cargo feature).
+pub const TLS_SUPPORTED: bool = cfg!(feature = "tls");
+
 /// Server configuration (flags and environment are parsed by the binary).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -43,6 +58,8 @@ pub struct Config {
     pub events: EngineConfig,
     /// Schedule rules: firings missed while the server was down run once, or are skipped.
     pub missed_schedules: MissedSchedules,
+    /// Serve HTTPS with these files instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -55,6 +72,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             events: EngineConfig::default(),
             missed_schedules: MissedSchedules::default(),
+            tls: None,
         }
     }
 }
@@ -64,6 +82,8 @@ pub struct Server {
     config: Config,
     listener: TcpListener,
     addr: SocketAddr,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
     gateway: Arc<Gateway>,
     pools: Arc<Pools>,
     events: Arc<AsyncEngine>,
@@ -76,6 +96,16 @@ pub struct Server {
 impl Server {
     /// Opens the data dir and the registry, prepares the executor and binds the listener.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        // Certificates first: a bad file is reported before anything is opened or bound.
+        #[cfg(feature = "tls")]
+        let tls = match &config.tls {
+            Some(f) => Some(tls::server_config(&f.cert, &f.key)?),
+            None => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        if config.tls.is_some() {
+            anyhow::bail!("--tls-cert/--tls-key: this nimbus was built without the `tls` feature");
+        }
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
         let data_dir = config
@@ -141,7 +171,7 @@ impl Server {
             pools.clone(),
             events.clone(),
             GatewayConfig {
-                public_url: format!("http://{addr}"),
+                public_url: format!("{}://{addr}", scheme(&config)),
                 memory_limits: memory.describe().to_string(),
             },
         )
@@ -172,6 +202,8 @@ impl Server {
             config,
             listener,
             addr,
+            #[cfg(feature = "tls")]
+            tls,
             gateway,
             pools,
             events,
@@ -184,6 +216,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The public base URL: `https://ADDR` with TLS, else `http://ADDR`.
+    pub fn public_url(&self) -> String {
+        format!("{}://{}", scheme(&self.config), self.addr)
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
@@ -200,15 +237,21 @@ impl Server {
         let pollers = self
             .mappings
             .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
-        let app = nimbus_gateway::router(self.gateway.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let router = nimbus_gateway::router(self.gateway.clone());
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        let shutdown = async move {
             shutdown.await;
             info!("shutting down: no new connections, waiting for in-flight requests");
             let _ = stopping_tx.send(());
-        });
-        let serve = tokio::spawn(async move { serve.await });
+        };
+        let listener = self.listener;
+        #[cfg(feature = "tls")]
+        let serve = match self.tls.clone() {
+            Some(tls) => tokio::spawn(tls::serve(listener, tls, router, shutdown)),
+            None => tokio::spawn(serve_plain(listener, router, shutdown)),
+        };
+        #[cfg(not(feature = "tls"))]
+        let serve = tokio::spawn(serve_plain(listener, router, shutdown));
         // Once shutdown starts, in-flight requests get the grace period, no more.
         let grace = self.config.shutdown_grace;
         let bounded = async {
@@ -238,6 +281,26 @@ impl Server {
         self.log_task.abort();
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Plain HTTP with axum's graceful shutdown.
+async fn serve_plain(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn scheme(config: &Config) -> &'static str {
+    if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
     }
 }
 

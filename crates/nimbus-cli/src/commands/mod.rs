@@ -17,7 +17,7 @@ use crate::client::Client;
 use anyhow::Result;
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let client = || Client::new(&cli.endpoint);
+    let client = || Client::with_ca(&cli.endpoint, cli.ca_cert.as_deref());
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Up(args) => up::run(args).await,

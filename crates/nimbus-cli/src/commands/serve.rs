@@ -11,7 +11,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("./.nimbus"));
     let server = bind(&args, &data_dir).await?;
-    super::print(listening_line(server.local_addr(), &data_dir))?;
+    super::print(listening_line(&server.public_url(), &data_dir))?;
     server
         .run(shutdown_requested())
         .await
@@ -34,6 +34,13 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
         c.events.circuit_cooldown = args.circuit_cooldown_ms;
         c.events.time_scale = args.time_scale.max(1);
         c.missed_schedules = args.missed_schedules.parse().unwrap_or_default();
+        c.tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(nimbus_server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
         c
     }
 }
@@ -50,12 +57,9 @@ pub async fn bind(args: &ServerArgs, data_dir: &Path) -> Result<nimbus_server::S
         })
 }
 
-/// `nimbus listening on http://ADDR (data: DIR)`
-pub fn listening_line(addr: std::net::SocketAddr, data_dir: &Path) -> String {
-    format!(
-        "nimbus listening on http://{addr} (data: {})\n",
-        data_dir.display()
-    )
+/// `nimbus listening on http(s)://ADDR (data: DIR)`
+pub fn listening_line(url: &str, data_dir: &Path) -> String {
+    format!("nimbus listening on {url} (data: {})\n", data_dir.display())
 }
 
 /// Resolves on the first SIGINT or SIGTERM; a second Ctrl-C exits at once without draining.
@@ -101,12 +105,13 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(300));
         assert_eq!(c.queue_timeout, Duration::from_millis(250));
         assert_eq!(c.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(c.tls, None);
     }
 
     #[test]
     fn listening() {
         assert_eq!(
-            listening_line("127.0.0.1:8080".parse().unwrap(), Path::new("./.nimbus")),
+            listening_line("http://127.0.0.1:8080", Path::new("./.nimbus")),
             "nimbus listening on http://127.0.0.1:8080 (data: ./.nimbus)\n"
         );
     }

@@ -29,7 +29,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .unwrap_or_else(|| dir.join(".nimbus"));
     let server = super::serve::bind(&args.server, &data_dir).await?;
     let addr = server.local_addr();
-    super::print(super::serve::listening_line(addr, &data_dir))?;
+    super::print(super::serve::listening_line(
+        &server.public_url(),
+        &data_dir,
+    ))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -40,8 +43,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
         let _ = signal_tx.send(true);
     });
 
-    let base = format!("http://{}", connect_addr(addr));
-    let client = Client::new(&base)?;
+    let scheme = if args.server.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = format!("{scheme}://{}", connect_addr(addr));
+    let client = Client::for_own_server(&base)?;
     let work = async {
         let mut deployed = Vec::new();
         let mut failed = 0;
