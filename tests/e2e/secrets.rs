@@ -218,3 +218,42 @@ fn secrets_reach_only_their_function_and_never_leak() {
     let ls = cli_ok(&s.cli(&["secret", "ls"])).unwrap();
     assert!(!ls.contains("db-pass"), "{ls}");
 }
+
+#[test]
+fn master_key_file_flag_and_permissions() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("nimbus.key");
+    let key_arg = key.to_str().unwrap().to_string();
+    let s = Server::start(&["--master-key-file", &key_arg]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "generated key file mode {mode:o}");
+    }
+    assert!(!s.data_dir.path().join("data/master.key").exists());
+    assert!(
+        s.log().contains(&key_arg),
+        "the start says where the key is"
+    );
+    secret_set(&s, "k", "value-under-flag-key");
+    drop(s);
+
+    // A key file others can read is refused at start.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(nimbus_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--master-key-file", &key_arg])
+        .env_remove("NIMBUS_MASTER_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod 600"), "{err}");
+}

@@ -82,6 +82,10 @@ pub struct ServerArgs {
     /// Where functions, code and logs are stored [default: ./.nimbus, or DIR/.nimbus for `up`].
     #[arg(long, env = "NIMBUS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The secrets master key file (base64 of 32 bytes, mode 0600; created on first start)
+    /// [default: DATA_DIR/master.key]. NIMBUS_MASTER_KEY (the key itself) takes precedence.
+    #[arg(long, env = "NIMBUS_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
     /// Stop instances idle for this long (seconds, or 90s, 5m, 1h).
     #[arg(long, env = "NIMBUS_IDLE_TIMEOUT", default_value = "300", value_name = "SECS", value_parser = parse_secs)]
     pub idle_timeout: Duration,

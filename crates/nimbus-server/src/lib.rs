@@ -48,6 +48,9 @@ pub const TLS_SUPPORTED: bool = cfg!(feature = "tls");
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The secrets master key file (default `DATA_DIR/master.key`); `NIMBUS_MASTER_KEY`
+    /// takes precedence.
+    pub master_key_file: Option<PathBuf>,
     /// Idle instances stop after this long (scale to zero).
     pub idle_timeout: Duration,
     /// How long a request waits for a slot when its function is at its concurrency limit.
@@ -67,6 +70,7 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             data_dir: PathBuf::from(".nimbus"),
+            master_key_file: None,
             idle_timeout: Duration::from_secs(300),
             queue_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
@@ -118,7 +122,7 @@ impl Server {
         );
         let code =
             Arc::new(CodeStore::open(&data_dir.join("code")).context("cannot open code store")?);
-        let (secret_store, key_file) = secrets::open(&data_dir)?;
+        let (secret_store, key_file) = secrets::open(&data_dir, config.master_key_file.as_deref())?;
 
         let (sink, rx) = LogSink::new(65_536);
         let memory = MemoryLimits::detect();

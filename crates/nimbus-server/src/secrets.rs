@@ -1,7 +1,7 @@
 //! The secrets store's master key and the executor's view of the store.
 //!
 //! The key is `NIMBUS_MASTER_KEY` (base64 of 32 bytes) when set, else the key file
-//! `NIMBUS_MASTER_KEY_FILE` (default `DATA_DIR/master.key`), generated with the OS RNG
+//! (`--master-key-file` / `NIMBUS_MASTER_KEY_FILE`, default `DATA_DIR/master.key`), generated with the OS RNG
 //! (mode 0600) on first start. A key file readable by group or others is refused.
 
 use anyhow::Context;
@@ -13,16 +13,20 @@ use tracing::{info, warn};
 
 /// Opens `DATA_DIR/secrets.db` with the master key. The second value is the key file the
 /// key came from (`None` for `NIMBUS_MASTER_KEY`).
-pub(crate) fn open(data_dir: &Path) -> anyhow::Result<(Arc<SecretStore>, Option<PathBuf>)> {
+pub(crate) fn open(
+    data_dir: &Path,
+    key_file: Option<&Path>,
+) -> anyhow::Result<(Arc<SecretStore>, Option<PathBuf>)> {
     let (key, file) = match std::env::var("NIMBUS_MASTER_KEY") {
         Ok(text) if !text.trim().is_empty() => (
             MasterKey::from_base64(&text).context("NIMBUS_MASTER_KEY")?,
             None,
         ),
         _ => {
-            let path = std::env::var_os("NIMBUS_MASTER_KEY_FILE")
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from)
+            let path = key_file
+                .map(Path::to_path_buf)
+                .or_else(|| std::env::var_os("NIMBUS_MASTER_KEY_FILE").map(PathBuf::from))
+                .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or_else(|| data_dir.join("master.key"));
             let (key, created) = MasterKey::load_or_create(&path)
                 .with_context(|| format!("cannot load the master key {}", path.display()))?;
