@@ -670,6 +670,23 @@ mod tests {
         }
     }
 
+    /// An enabled rule with `pattern` whose targets are the given ARNs or function names.
+    fn spec(pattern: Value, targets: &[&str]) -> RuleSpec {
+        RuleSpec {
+            pattern: Some(pattern),
+            targets: targets
+                .iter()
+                .map(|t| RuleTarget {
+                    id: None,
+                    arn: t.to_string(),
+                    input: None,
+                })
+                .collect(),
+            enabled: true,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn entries_are_validated_like_put_events() {
         let ok = validate_entry(&entry("shop", r#"{"n":1}"#), 1_444_323_186_000).unwrap();
@@ -755,19 +772,6 @@ mod tests {
             Arc::new(SqliteBusStore::open(dir.path(), 0).unwrap()),
             engine,
         );
-        let spec = |pattern: Value, targets: &[&str]| RuleSpec {
-            pattern: Some(pattern),
-            targets: targets
-                .iter()
-                .map(|t| RuleTarget {
-                    id: None,
-                    arn: t.to_string(),
-                    input: None,
-                })
-                .collect(),
-            enabled: true,
-            ..Default::default()
-        };
         let err = bus
             .put_rule("default", "bad", spec(json!({"source": "shop"}), &["f"]))
             .await
@@ -837,19 +841,6 @@ mod tests {
             Default::default(),
         ));
         bus.put_bus("audit").await.unwrap();
-        let spec = |pattern: Value, targets: &[&str]| RuleSpec {
-            pattern: Some(pattern),
-            targets: targets
-                .iter()
-                .map(|t| RuleTarget {
-                    id: None,
-                    arn: t.to_string(),
-                    input: None,
-                })
-                .collect(),
-            enabled: true,
-            ..Default::default()
-        };
         let r = bus
             .put_rule(
                 "default",
