@@ -84,6 +84,50 @@ pub struct FunctionConfig {
     /// `X-Nimbus-Idempotency-Key` header: a JSON path such as `$.order.id` or `$.items[0].id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key_path: Option<String>,
+    /// What the function's instances may reach over the network (default `outbound`, as
+    /// Lambda functions reach the internet by default).
+    #[serde(default)]
+    pub network: NetworkPolicy,
+}
+
+/// A function's network policy. Either way each instance has its own network namespace:
+/// its loopback holds only its own Runtime API, and neither Nimbus's listeners nor other
+/// services on the host's loopback are reachable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkPolicy {
+    /// Loopback only: no egress at all.
+    None,
+    /// Egress to other hosts through a user-mode network stack (slirp4netns); the host's
+    /// loopback stays unreachable.
+    #[default]
+    Outbound,
+}
+
+impl NetworkPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkPolicy::None => "none",
+            NetworkPolicy::Outbound => "outbound",
+        }
+    }
+
+    /// Parses `none` or `outbound`.
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        match s {
+            "none" => Ok(NetworkPolicy::None),
+            "outbound" => Ok(NetworkPolicy::Outbound),
+            other => Err(CoreError::InvalidManifest(format!(
+                "network {other:?} is not a network policy: use \"none\" or \"outbound\""
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for NetworkPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Reads the value at a simple JSON path (`$`, `.field`, `[index]`) as an idempotency key:
@@ -190,6 +234,7 @@ impl FunctionConfig {
             role: String::new(),
             url_config: None,
             idempotency_key_path: None,
+            network: NetworkPolicy::default(),
         }
     }
 
