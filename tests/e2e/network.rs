@@ -10,7 +10,6 @@ use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Connects to each `[host, port]` of the event (2 s timeout) and reports what happened;
 /// `next_at` asks the Runtime API at that address for the next invocation.
@@ -185,7 +184,10 @@ fn outbound_reaches_other_hosts_and_none_does_not() {
     let target = json!({ "connect": [[ip.to_string(), port]] });
 
     let r = probe(&s, "egress", target.clone());
-    assert_eq!(r["connect"][0], "ok:hello", "outbound could not reach {ip}:{port}: {r}");
+    assert_eq!(
+        r["connect"][0], "ok:hello",
+        "outbound could not reach {ip}:{port}: {r}"
+    );
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 
     let r = probe(&s, "no-egress", target);
@@ -193,7 +195,11 @@ fn outbound_reaches_other_hosts_and_none_does_not() {
         r["connect"][0].as_str().unwrap().starts_with("error:"),
         "network = none reached {ip}:{port}: {r}"
     );
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "none reached the service");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "none reached the service"
+    );
 
     // A warm outbound instance keeps its egress; stopping instances ends their slirp4netns.
     let r = probe(&s, "egress", json!({ "connect": [[ip.to_string(), port]] }));

@@ -432,7 +432,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("functions.hello") && e.contains("\"none\" or \"outbound\""), "{e}");
+        assert!(
+            e.contains("functions.hello") && e.contains("\"none\" or \"outbound\""),
+            "{e}"
+        );
     }
 
     #[test]

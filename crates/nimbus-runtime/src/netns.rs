@@ -36,7 +36,12 @@ pub fn probe() -> Result<(), String> {
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
     PROBE
         .get_or_init(|| {
-            create_blocking().map(drop).map_err(|e| {
+            // On a thread of its own: the calling thread must stay in the host's namespace.
+            std::thread::spawn(create_blocking)
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the probe thread panicked")))
+                .map(drop)
+                .map_err(|e| {
                 format!("cannot create a network namespace ({e}); run nimbus as root (CAP_SYS_ADMIN) to isolate instances")
             })
         })

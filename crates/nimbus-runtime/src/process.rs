@@ -173,7 +173,9 @@ impl ProcessExecutor {
             })?),
         };
         let (ns, listener) = NetNs::create().await.map_err(|e| {
-            RuntimeError::Network(format!("cannot create the instance's network namespace: {e}"))
+            RuntimeError::Network(format!(
+                "cannot create the instance's network namespace: {e}"
+            ))
         })?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let slirp = match slirp {
