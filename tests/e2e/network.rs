@@ -10,6 +10,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Connects to each `[host, port]` of the event (2 s timeout) and reports what happened;
 /// `next_at` asks the Runtime API at that address for the next invocation.
@@ -91,6 +92,23 @@ fn host_address() -> Ipv4Addr {
         .expect("this host has no IPv4 address outside 127.0.0.0/8 to test egress with")
 }
 
+/// How many slirp4netns processes `pid` has as children.
+fn slirp_children(pid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid …
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            head.ends_with("(slirp4netns")
+                && rest.split_whitespace().nth(1) == Some(pid.to_string().as_str())
+        })
+        .count()
+}
+
 fn own_netns() -> String {
     std::fs::read_link("/proc/self/ns/net")
         .unwrap()
@@ -109,6 +127,12 @@ fn an_instance_reaches_only_its_own_runtime_api() {
     deploy_probe(&s, "fn-default", None);
     let (_, got) = s.get_json("/v1/functions/fn-default");
     assert_eq!(got["config"]["network"], "outbound", "{got}");
+    // An unknown policy is refused with a JSON error.
+    let mut bad = python_cfg("app.handler");
+    bad["network"] = json!("host");
+    let (status, body) = s.deploy_zip("fn-bad", bad, &zip_files(&[("app.py", PROBE)]));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("outbound"), "{body}");
 
     let a = probe(&s, "fn-a", json!({}));
     let b = probe(&s, "fn-b", json!({}));
@@ -201,9 +225,23 @@ fn outbound_reaches_other_hosts_and_none_does_not() {
         "none reached the service"
     );
 
-    // A warm outbound instance keeps its egress; stopping instances ends their slirp4netns.
+    // A warm outbound instance keeps its egress.
     let r = probe(&s, "egress", json!({ "connect": [[ip.to_string(), port]] }));
     assert_eq!(r["connect"][0], "ok:hello", "{r}");
+    // One slirp4netns per outbound instance, none for `none`; gone with the instance.
+    let server = s.child.as_ref().unwrap().id();
+    assert_eq!(slirp_children(server), 1);
+    let st = s
+        .http
+        .delete(s.url("/v1/functions/egress"))
+        .send()
+        .unwrap()
+        .status();
+    assert!(st.is_success(), "{st}");
+    assert!(
+        eventually(Duration::from_secs(10), || slirp_children(server) == 0),
+        "slirp4netns outlived its instance"
+    );
     assert!(s.healthy(), "{}", s.log());
 }
 

@@ -360,6 +360,25 @@ mod tests {
     }
 
     #[test]
+    fn network_policy_defaults_to_outbound_and_round_trips() {
+        // A config stored before the field existed reads as `outbound`.
+        let old: FunctionConfig =
+            serde_json::from_str(r#"{"runtime":"python3.11","handler":"app.handler"}"#).unwrap();
+        assert_eq!(old.network, NetworkPolicy::Outbound);
+        let mut c = cfg();
+        c.network = NetworkPolicy::None;
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["network"], "none");
+        assert_eq!(serde_json::from_value::<FunctionConfig>(v).unwrap(), c);
+        let bad = serde_json::from_str::<FunctionConfig>(
+            r#"{"runtime":"python3.11","handler":"app.handler","network":"host"}"#,
+        );
+        assert!(bad.is_err());
+        assert_eq!(NetworkPolicy::parse("none").unwrap(), NetworkPolicy::None);
+        assert!(NetworkPolicy::parse("bridge").is_err());
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let c = cfg();
         assert_eq!((c.memory_mb, c.timeout_s, c.concurrency), (128, 3, 10));

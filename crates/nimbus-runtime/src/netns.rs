@@ -224,6 +224,16 @@ impl Slirp {
                     elapsed_us = t0.elapsed().as_micros() as u64,
                     "slirp4netns ready"
                 );
+                // Keep reading what it says, so a full pipe never blocks it.
+                if let Some(err) = child.stderr.take() {
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncBufReadExt;
+                        let mut lines = tokio::io::BufReader::new(err).lines();
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            tracing::debug!(target: "nimbus_runtime::slirp4netns", "{line}");
+                        }
+                    });
+                }
                 Ok(Slirp {
                     child,
                     _exit: exit_w,
