@@ -127,6 +127,24 @@ fn an_instance_reaches_only_its_own_runtime_api() {
     deploy_probe(&s, "fn-default", None);
     let (_, got) = s.get_json("/v1/functions/fn-default");
     assert_eq!(got["config"]["network"], "outbound", "{got}");
+    // The CLI sets it too.
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &[("app.py", PROBE)]);
+    let out = s.cli(&[
+        "deploy",
+        dir.path().to_str().unwrap(),
+        "--name",
+        "fn-cli",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "app.handler",
+        "--network",
+        "none",
+    ]);
+    cli_ok(&out).unwrap();
+    let (_, got) = s.get_json("/v1/functions/fn-cli");
+    assert_eq!(got["config"]["network"], "none", "{got}");
     // An unknown policy is refused with a JSON error.
     let mut bad = python_cfg("app.handler");
     bad["network"] = json!("host");
