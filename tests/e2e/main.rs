@@ -11,6 +11,7 @@ mod go;
 mod http;
 mod java;
 mod limits;
+mod network;
 mod python;
 mod queues;
 mod ric;

@@ -40,6 +40,8 @@ pub struct Server {
     pub port: u16,
     pub data_dir: tempfile::TempDir,
     pub args: Vec<String>,
+    /// Extra environment variables for the server process.
+    pub env: Vec<(String, String)>,
     pub http: reqwest::blocking::Client,
     log_path: PathBuf,
 }
@@ -47,6 +49,11 @@ pub struct Server {
 impl Server {
     /// Starts a server with extra `serve` flags (e.g. `["--idle-timeout", "1"]`).
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Starts a server with extra `serve` flags and environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let data_dir = tempfile::tempdir().unwrap();
         let log_path = data_dir.path().join("server.log");
         let mut s = Server {
@@ -54,6 +61,10 @@ impl Server {
             port: free_port(),
             data_dir,
             args: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -77,6 +88,7 @@ impl Server {
             .arg(self.data_dir.path().join("data"))
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

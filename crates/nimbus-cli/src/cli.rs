@@ -187,6 +187,9 @@ pub struct DeployArgs {
     /// HTTP route served by the function, e.g. "GET /hello/{name}"; repeatable.
     #[arg(long = "route", requires = "name", value_name = "ROUTE")]
     pub routes: Vec<String>,
+    /// Network policy: outbound (default; egress to other hosts) or none (loopback only).
+    #[arg(long, requires = "name", value_name = "POLICY", value_parser = parse_network)]
+    pub network: Option<nimbus_core::NetworkPolicy>,
 }
 
 #[derive(Debug, Args)]
@@ -380,6 +383,11 @@ pub struct LogsArgs {
 }
 
 /// `K=V` → `(K, V)`; the value may contain `=`.
+pub fn parse_network(s: &str) -> Result<nimbus_core::NetworkPolicy, String> {
+    nimbus_core::NetworkPolicy::parse(s)
+        .map_err(|_| format!("expected none or outbound, got {s:?}"))
+}
+
 pub fn parse_env_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),

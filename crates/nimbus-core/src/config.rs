@@ -84,6 +84,50 @@ pub struct FunctionConfig {
     /// `X-Nimbus-Idempotency-Key` header: a JSON path such as `$.order.id` or `$.items[0].id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key_path: Option<String>,
+    /// What the function's instances may reach over the network (default `outbound`, as
+    /// Lambda functions reach the internet by default).
+    #[serde(default)]
+    pub network: NetworkPolicy,
+}
+
+/// A function's network policy. Either way each instance has its own network namespace:
+/// its loopback holds only its own Runtime API, and neither Nimbus's listeners nor other
+/// services on the host's loopback are reachable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkPolicy {
+    /// Loopback only: no egress at all.
+    None,
+    /// Egress to other hosts through a user-mode network stack (slirp4netns); the host's
+    /// loopback stays unreachable.
+    #[default]
+    Outbound,
+}
+
+impl NetworkPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkPolicy::None => "none",
+            NetworkPolicy::Outbound => "outbound",
+        }
+    }
+
+    /// Parses `none` or `outbound`.
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        match s {
+            "none" => Ok(NetworkPolicy::None),
+            "outbound" => Ok(NetworkPolicy::Outbound),
+            other => Err(CoreError::InvalidManifest(format!(
+                "network {other:?} is not a network policy: use \"none\" or \"outbound\""
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for NetworkPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Reads the value at a simple JSON path (`$`, `.field`, `[index]`) as an idempotency key:
@@ -190,6 +234,7 @@ impl FunctionConfig {
             role: String::new(),
             url_config: None,
             idempotency_key_path: None,
+            network: NetworkPolicy::default(),
         }
     }
 
@@ -312,6 +357,25 @@ mod tests {
 
     fn cfg() -> FunctionConfig {
         FunctionConfig::new(Runtime::parse("python3.11").unwrap(), "app.handler")
+    }
+
+    #[test]
+    fn network_policy_defaults_to_outbound_and_round_trips() {
+        // A config stored before the field existed reads as `outbound`.
+        let old: FunctionConfig =
+            serde_json::from_str(r#"{"runtime":"python3.11","handler":"app.handler"}"#).unwrap();
+        assert_eq!(old.network, NetworkPolicy::Outbound);
+        let mut c = cfg();
+        c.network = NetworkPolicy::None;
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["network"], "none");
+        assert_eq!(serde_json::from_value::<FunctionConfig>(v).unwrap(), c);
+        let bad = serde_json::from_str::<FunctionConfig>(
+            r#"{"runtime":"python3.11","handler":"app.handler","network":"host"}"#,
+        );
+        assert!(bad.is_err());
+        assert_eq!(NetworkPolicy::parse("none").unwrap(), NetworkPolicy::None);
+        assert!(NetworkPolicy::parse("bridge").is_err());
     }
 
     #[test]

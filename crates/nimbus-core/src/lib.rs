@@ -14,7 +14,8 @@ pub mod runtime;
 
 pub use async_event::{AsyncEvent, Destination, EventInvokeConfig, EventStatus};
 pub use config::{
-    validate_secret_name, FunctionConfig, FunctionVersion, Limits, UrlConfig, SECRET_NAME_MAX,
+    validate_secret_name, FunctionConfig, FunctionVersion, Limits, NetworkPolicy, UrlConfig,
+    SECRET_NAME_MAX,
 };
 pub use control::{Alias, FunctionMeta};
 pub use error::CoreError;

@@ -11,6 +11,7 @@
 //! url = true                # function URL at /fn/hello/
 //! routes = ["GET /hello/{name}"]
 //! env = { GREETING = "hi", DB_PASSWORD = { secret = "db-pass" } }
+//! network = "outbound"      # or "none": loopback only (default "outbound")
 //! ```
 //!
 //! An `env` value written `{ secret = "NAME" }` is taken from the secrets store
@@ -116,6 +117,8 @@ struct RawFunction {
     schedule_timezone: Option<String>,
     /// JSON path of the event's idempotency key, e.g. `"$.order.id"`.
     idempotency_key: Option<String>,
+    /// `"none"` or `"outbound"` (the default).
+    network: Option<String>,
 }
 
 /// An `env` value: a string, or `{ secret = "NAME" }` to take it from the secrets store.
@@ -382,6 +385,14 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             }
         }
         config.idempotency_key_path = f.idempotency_key;
+        if let Some(n) = &f.network {
+            config.network = crate::NetworkPolicy::parse(n).map_err(|e| match e {
+                CoreError::InvalidManifest(m) => {
+                    CoreError::InvalidManifest(format!("functions.{name}: {m}"))
+                }
+                e => e,
+            })?;
+        }
         config.routes = f
             .routes
             .iter()
@@ -410,6 +421,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rejects_unknown_network_policy() {
+        let e = parse(
+            r#"
+            [functions.hello]
+            runtime = "nodejs20.x"
+            handler = "index.handler"
+            network = "host"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("functions.hello") && e.contains("\"none\" or \"outbound\""),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn parses_full_manifest() {
         let m = parse(
             r#"
@@ -425,10 +454,13 @@ mod tests {
             [functions.worker]
             runtime = "provided.al2023"
             code = "worker"
+            network = "none"
             "#,
         )
         .unwrap();
         assert_eq!(m.len(), 2);
+        assert_eq!(m[0].config.network, crate::NetworkPolicy::Outbound);
+        assert_eq!(m[1].config.network, crate::NetworkPolicy::None);
         assert_eq!(m[0].name.as_str(), "hello");
         assert_eq!(m[0].config.memory_mb, 256);
         assert_eq!(m[0].config.routes[0].key(), "GET /hello/{name}");

@@ -10,6 +10,7 @@ mod cgroup;
 mod error;
 mod java;
 mod logs;
+pub mod netns;
 mod process;
 mod rapi;
 

@@ -3,9 +3,10 @@
 use crate::cgroup::{Cgroup, MemoryLimits};
 use crate::java::JavaRuntime;
 use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind};
+use crate::netns::{self, NetNs, Slirp};
 use crate::rapi::{self, Pending, RapiState};
 use crate::{Executor, Instance, InstanceSpec, Invocation, InvokeResult, Outcome, RuntimeError};
-use nimbus_core::{arn, RuntimeFamily};
+use nimbus_core::{arn, NetworkPolicy, RuntimeFamily};
 use std::collections::VecDeque;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,8 @@ pub struct ProcessExecutor {
     /// `PATH` handed to functions.
     path_env: String,
     java: JavaRuntime,
+    /// Whether instances get network namespaces of their own (see [`netns::probe`]).
+    netns: bool,
 }
 
 impl ProcessExecutor {
@@ -89,12 +92,26 @@ impl ProcessExecutor {
         if let MemoryLimits::Unavailable { reason } = &cfg.memory {
             warn!("memory limits are NOT enforced on this host ({reason}); run as root on a host with cgroups to enforce them");
         }
+        let netns = match netns::probe() {
+            Ok(()) => {
+                match netns::slirp_probe() {
+                    Ok(p) => info!(slirp4netns = %p.display(), "network isolation: a network namespace per instance; outbound egress through slirp4netns"),
+                    Err(e) => warn!("network isolation: a network namespace per instance, but {e}: functions with network = \"outbound\" fail to start (Runtime.NetworkUnavailable) until it is installed"),
+                }
+                true
+            }
+            Err(e) => {
+                warn!("network isolation is NOT enforced on this host: {e}; instances share the host network and reach its loopback (Nimbus's API, other instances' Runtime APIs)");
+                false
+            }
+        };
         Ok(Self {
             cfg,
             secrets: None,
             logs,
             path_env,
             java,
+            netns,
         })
     }
 
@@ -134,6 +151,42 @@ impl ProcessExecutor {
             out.push((var.clone(), value));
         }
         Ok(out)
+    }
+
+    /// The instance's Runtime API listener and, where the host allows, the network
+    /// namespace it lives in (with slirp4netns for `outbound`).
+    async fn network(
+        &self,
+        spec: &InstanceSpec,
+    ) -> Result<(tokio::net::TcpListener, Option<NetNs>, Option<Slirp>), RuntimeError> {
+        if !self.netns {
+            // Degraded (reported at start): the host network, a random loopback port.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            return Ok((listener, None, None));
+        }
+        let slirp = match spec.config.network {
+            NetworkPolicy::None => None,
+            NetworkPolicy::Outbound => Some(netns::slirp_probe().map_err(|e| {
+                RuntimeError::Network(format!(
+                    "network = \"outbound\" needs slirp4netns on the Nimbus host: {e}; or deploy the function with network = \"none\""
+                ))
+            })?),
+        };
+        let (ns, listener) = NetNs::create().await.map_err(|e| {
+            RuntimeError::Network(format!(
+                "cannot create the instance's network namespace: {e}"
+            ))
+        })?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let slirp = match slirp {
+            Some(program) => Some(
+                Slirp::start(&program, &ns)
+                    .await
+                    .map_err(|e| RuntimeError::Network(e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok((listener, Some(ns), slirp))
     }
 
     pub fn memory_limits(&self) -> &MemoryLimits {
@@ -254,9 +307,11 @@ impl Executor for ProcessExecutor {
         mask.sort_by_key(|m| std::cmp::Reverse(m.len()));
         mask.dedup();
 
-        // The Runtime API listens before the runtime starts (curl's connect timeout is 1 s).
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // The Runtime API listens before the runtime starts (curl's connect timeout is 1 s):
+        // 127.0.0.1:9001 in the instance's own network namespace.
+        let (listener, ns, slirp) = self.network(&spec).await?;
         let api = listener.local_addr()?.to_string();
+        let ns_fd = ns.as_ref().map(NetNs::raw_fd);
         let (next_tx, next_rx) = mpsc::channel::<Pending>(1);
         let state = Arc::new(RapiState::new(next_rx));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -284,10 +339,16 @@ impl Executor for ProcessExecutor {
             .process_group(0)
             .kill_on_drop(true);
         let procs = cgroup.as_ref().map(|c| c.procs_path().clone());
-        // SAFETY: the closure only makes async-signal-safe system calls (prctl, open, write, close)
-        // on memory prepared before fork.
+        // SAFETY: the closure only makes async-signal-safe system calls (prctl, setns, open,
+        // write, close) on memory prepared before fork.
         unsafe {
             cmd.pre_exec(move || {
+                // Join the instance's network namespace (before anything else runs).
+                if let Some(fd) = ns_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 if libc::prctl(
                     libc::PR_SET_PDEATHSIG,
                     libc::SIGKILL as libc::c_ulong,
@@ -377,6 +438,8 @@ impl Executor for ProcessExecutor {
             started,
             initialized: false,
             healthy: true,
+            _netns: ns,
+            slirp,
         })
     }
 }
@@ -452,6 +515,10 @@ pub struct ProcessInstance {
     started: Instant,
     initialized: bool,
     healthy: bool,
+    /// The instance's network namespace (kept open until the instance is gone).
+    _netns: Option<NetNs>,
+    /// Egress for `network = "outbound"`; killed with the instance.
+    slirp: Option<Slirp>,
 }
 
 enum Phase {
@@ -463,6 +530,9 @@ enum Phase {
 impl ProcessInstance {
     fn kill(&mut self) {
         self.healthy = false;
+        if let Some(s) = &mut self.slirp {
+            s.kill();
+        }
         if let Some(pid) = self.pid {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pid as i32),

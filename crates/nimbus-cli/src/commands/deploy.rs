@@ -266,6 +266,9 @@ pub fn single_target(args: &DeployArgs) -> Result<Target> {
         config.description = d.clone();
     }
     config.url = args.url;
+    if let Some(n) = args.network {
+        config.network = n;
+    }
     config.env = args.env.iter().cloned().collect();
     config.secrets = args.secret_env.iter().cloned().collect();
     config.routes = args

@@ -1,0 +1,283 @@
+//! Network isolation: each instance has a network namespace of its own with its Runtime
+//! API on 127.0.0.1:9001; no instance reaches another's Runtime API, Nimbus's own API or
+//! a service on the host's loopback, whatever its policy; `network = "outbound"` reaches
+//! other hosts (here: the host's non-loopback address), `network = "none"` does not.
+//! These tests fail (never skip) when the isolation is missing.
+
+use nimbus_tests::*;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Connects to each `[host, port]` of the event (2 s timeout) and reports what happened;
+/// `next_at` asks the Runtime API at that address for the next invocation.
+const PROBE: &str = r#"
+import os, socket, time, urllib.request, urllib.error
+
+def handler(event, context):
+    out = {
+        "api": os.environ["AWS_LAMBDA_RUNTIME_API"],
+        "netns": os.readlink("/proc/self/ns/net"),
+    }
+    res = []
+    for host, port in event.get("connect", []):
+        try:
+            s = socket.create_connection((host, port), timeout=2)
+            s.settimeout(2)
+            try:
+                data = s.recv(64).decode(errors="replace")
+            except Exception:
+                data = ""
+            s.close()
+            res.append("ok:" + data)
+        except Exception as e:
+            res.append("error:" + type(e).__name__)
+    out["connect"] = res
+    if event.get("next_at"):
+        url = "http://%s/2018-06-01/runtime/invocation/next" % event["next_at"]
+        t0 = time.time()
+        try:
+            r = urllib.request.urlopen(url, timeout=3)
+            out["next"] = {"status": r.status, "body": r.read().decode()[:200]}
+        except urllib.error.HTTPError as e:
+            out["next"] = {"status": e.code, "body": e.read().decode()[:200]}
+        except Exception as e:
+            out["next"] = {"status": 0, "body": type(e).__name__}
+        out["next"]["seconds"] = time.time() - t0
+    return out
+"#;
+
+fn deploy_probe(s: &Server, name: &str, network: Option<&str>) {
+    let mut cfg = python_cfg("app.handler");
+    cfg["timeout"] = json!(30);
+    if let Some(n) = network {
+        cfg["network"] = json!(n);
+    }
+    s.deploy(name, cfg, &[("app.py", PROBE)]);
+}
+
+fn probe(s: &Server, name: &str, event: Value) -> Value {
+    s.invoke(name, &event.to_string()).ok()
+}
+
+/// A TCP service on `ip` (port chosen by the system) that greets each client with
+/// "hello"; counts the connections it accepted.
+fn service(ip: Ipv4Addr) -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for mut conn in l.incoming().flatten() {
+            c.fetch_add(1, Ordering::SeqCst);
+            let _ = conn.write_all(b"hello");
+        }
+    });
+    (port, count)
+}
+
+/// The host's first IPv4 address outside 127.0.0.0/8 (from /proc/net/fib_trie: a local
+/// `/32 host LOCAL` entry follows its address line).
+fn host_address() -> Ipv4Addr {
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").unwrap();
+    let lines: Vec<&str> = trie.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[1].contains("/32 host LOCAL"))
+        .filter_map(|w| w[0].trim().trim_start_matches("|--").trim().parse().ok())
+        .find(|ip: &Ipv4Addr| !ip.is_loopback())
+        .expect("this host has no IPv4 address outside 127.0.0.0/8 to test egress with")
+}
+
+/// How many slirp4netns processes `pid` has as children.
+fn slirp_children(pid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid …
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            head.ends_with("(slirp4netns")
+                && rest.split_whitespace().nth(1) == Some(pid.to_string().as_str())
+        })
+        .count()
+}
+
+fn own_netns() -> String {
+    std::fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn an_instance_reaches_only_its_own_runtime_api() {
+    let s = Server::start(&[]);
+    deploy_probe(&s, "fn-a", Some("none"));
+    deploy_probe(&s, "fn-b", Some("outbound"));
+    // Get shows the policy; the default is outbound.
+    let (_, got) = s.get_json("/v1/functions/fn-a");
+    assert_eq!(got["config"]["network"], "none", "{got}");
+    deploy_probe(&s, "fn-default", None);
+    let (_, got) = s.get_json("/v1/functions/fn-default");
+    assert_eq!(got["config"]["network"], "outbound", "{got}");
+    // The CLI sets it too.
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &[("app.py", PROBE)]);
+    let out = s.cli(&[
+        "deploy",
+        dir.path().to_str().unwrap(),
+        "--name",
+        "fn-cli",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "app.handler",
+        "--network",
+        "none",
+    ]);
+    cli_ok(&out).unwrap();
+    let (_, got) = s.get_json("/v1/functions/fn-cli");
+    assert_eq!(got["config"]["network"], "none", "{got}");
+    // An unknown policy is refused with a JSON error.
+    let mut bad = python_cfg("app.handler");
+    bad["network"] = json!("host");
+    let (status, body) = s.deploy_zip("fn-bad", bad, &zip_files(&[("app.py", PROBE)]));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("outbound"), "{body}");
+
+    let a = probe(&s, "fn-a", json!({}));
+    let b = probe(&s, "fn-b", json!({}));
+    // As on Lambda; with a host loopback listener these would be random ports.
+    assert_eq!(a["api"], "127.0.0.1:9001", "{a}");
+    assert_eq!(b["api"], "127.0.0.1:9001", "{b}");
+    // Three different network namespaces: A's, B's and the host's.
+    let host = own_netns();
+    assert_ne!(a["netns"], b["netns"], "{a} {b}");
+    assert_ne!(a["netns"].as_str().unwrap(), host, "{a}");
+    assert_ne!(b["netns"].as_str().unwrap(), host, "{b}");
+
+    // A is warm and idle: its runtime waits in `next` on its Runtime API. B, in the middle
+    // of an invocation, asks "A's address" for the next invocation: its own Runtime API
+    // answers at once (B has not answered the invocation it holds). A's would have held
+    // the request (and handed it A's next event).
+    let b = probe(&s, "fn-b", json!({ "next_at": a["api"] }));
+    assert_eq!(b["next"]["status"], 403, "{b}");
+    assert!(
+        b["next"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("has not been answered"),
+        "{b}"
+    );
+    // A's next invocation still reaches A, with A's event.
+    let a2 = probe(&s, "fn-a", json!({ "connect": [] }));
+    assert_eq!(a2["netns"], a["netns"], "{a2}");
+    assert!(s.healthy(), "{}", s.log());
+}
+
+#[test]
+fn host_loopback_and_nimbus_are_unreachable_under_both_policies() {
+    let s = Server::start(&[]);
+    let (port, accepted) = service(Ipv4Addr::LOCALHOST);
+    deploy_probe(&s, "lo-none", Some("none"));
+    deploy_probe(&s, "lo-out", Some("outbound"));
+    let targets = json!([
+        ["127.0.0.1", port],
+        // slirp4netns's address for the host (refused: --disable-host-loopback)
+        ["10.0.2.2", port],
+        ["127.0.0.1", s.port],
+        ["10.0.2.2", s.port],
+        ["localhost", s.port],
+    ]);
+    for f in ["lo-none", "lo-out"] {
+        let r = probe(&s, f, json!({ "connect": targets }));
+        let results = r["connect"].as_array().unwrap();
+        assert_eq!(results.len(), 5, "{r}");
+        for (i, res) in results.iter().enumerate() {
+            assert!(
+                res.as_str().unwrap().starts_with("error:"),
+                "{f}: target {} was reachable: {r}",
+                targets[i]
+            );
+        }
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "the host loopback service was reached"
+    );
+    assert!(s.healthy(), "{}", s.log());
+}
+
+#[test]
+fn outbound_reaches_other_hosts_and_none_does_not() {
+    let s = Server::start(&[]);
+    let ip = host_address();
+    let (port, accepted) = service(ip);
+    deploy_probe(&s, "egress", Some("outbound"));
+    deploy_probe(&s, "no-egress", Some("none"));
+    let target = json!({ "connect": [[ip.to_string(), port]] });
+
+    let r = probe(&s, "egress", target.clone());
+    assert_eq!(
+        r["connect"][0], "ok:hello",
+        "outbound could not reach {ip}:{port}: {r}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    let r = probe(&s, "no-egress", target);
+    assert!(
+        r["connect"][0].as_str().unwrap().starts_with("error:"),
+        "network = none reached {ip}:{port}: {r}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "none reached the service"
+    );
+
+    // A warm outbound instance keeps its egress.
+    let r = probe(&s, "egress", json!({ "connect": [[ip.to_string(), port]] }));
+    assert_eq!(r["connect"][0], "ok:hello", "{r}");
+    // One slirp4netns per outbound instance, none for `none`; gone with the instance.
+    let server = s.child.as_ref().unwrap().id();
+    assert_eq!(slirp_children(server), 1);
+    let st = s
+        .http
+        .delete(s.url("/v1/functions/egress"))
+        .send()
+        .unwrap()
+        .status();
+    assert!(st.is_success(), "{st}");
+    assert!(
+        eventually(Duration::from_secs(10), || slirp_children(server) == 0),
+        "slirp4netns outlived its instance"
+    );
+    assert!(s.healthy(), "{}", s.log());
+}
+
+#[test]
+fn outbound_without_slirp4netns_fails_clearly_and_none_still_runs() {
+    let s = Server::start_with_env(&[], &[("NIMBUS_SLIRP4NETNS", "/nonexistent/slirp4netns")]);
+    deploy_probe(&s, "needs-egress", Some("outbound"));
+    deploy_probe(&s, "offline", Some("none"));
+    let r = s.invoke("needs-egress", "{}");
+    assert!(r.function_error(), "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["errorType"], "Runtime.NetworkUnavailable", "{body}");
+    let msg = body["errorMessage"].as_str().unwrap();
+    assert!(
+        msg.contains("slirp4netns") && msg.contains("network = \"none\""),
+        "{msg}"
+    );
+    let ok = probe(&s, "offline", json!({}));
+    assert_eq!(ok["api"], "127.0.0.1:9001", "{ok}");
+    assert!(s.healthy(), "{}", s.log());
+}
