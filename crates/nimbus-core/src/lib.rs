@@ -3,6 +3,7 @@
 //! manifest. No I/O lives here; every other crate may depend on this one.
 
 pub mod arn;
+pub mod authorizer;
 pub mod async_event;
 pub mod config;
 pub mod control;
@@ -12,6 +13,7 @@ pub mod name;
 pub mod route;
 pub mod runtime;
 
+pub use authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 pub use async_event::{AsyncEvent, Destination, EventInvokeConfig, EventStatus};
 pub use config::{
     validate_secret_name, FunctionConfig, FunctionVersion, Limits, UrlConfig, SECRET_NAME_MAX,
