@@ -11,20 +11,45 @@ pub struct LimitArgs {
     #[arg(long, env = "NIMBUS_RATE_LIMIT", default_value = "off", value_name = "RPS[:BURST]", value_parser = parse_rate)]
     pub rate_limit: Rate,
     /// Largest request head (request line and headers), bytes; beyond: 431.
-    #[arg(long, env = "NIMBUS_MAX_HEADER_BYTES", default_value = "65536", value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_HEADER_BYTES",
+        default_value = "65536",
+        value_name = "BYTES"
+    )]
     pub max_header_bytes: usize,
     /// Most request headers; beyond: 431.
-    #[arg(long, env = "NIMBUS_MAX_HEADERS", default_value = "100", value_name = "N")]
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_HEADERS",
+        default_value = "100",
+        value_name = "N"
+    )]
     pub max_headers: usize,
     /// Largest body of API requests other than deploys and invocations (6 MB, fixed as
     /// Lambda's), bytes; beyond: 413.
-    #[arg(long, env = "NIMBUS_MAX_BODY", default_value = "6291456", value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_BODY",
+        default_value = "6291456",
+        value_name = "BYTES"
+    )]
     pub max_body: usize,
     /// Largest deploy request body (a base64 zip plus configuration), bytes; beyond: 413.
-    #[arg(long, env = "NIMBUS_MAX_DEPLOY_BODY", default_value = "73400320", value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_DEPLOY_BODY",
+        default_value = "73400320",
+        value_name = "BYTES"
+    )]
     pub max_deploy_body: usize,
     /// Deploy/UpdateFunctionCode requests in flight at once; more wait up to 2 s, then 429.
-    #[arg(long, env = "NIMBUS_MAX_UPLOADS", default_value = "4", value_name = "N")]
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_UPLOADS",
+        default_value = "4",
+        value_name = "N"
+    )]
     pub max_uploads: usize,
     /// How long a client may take to send a whole request body (seconds, or 90s, 5m); then 408.
     #[arg(long, env = "NIMBUS_BODY_TIMEOUT", default_value = "300", value_name = "SECS", value_parser = parse_secs)]
@@ -34,7 +59,12 @@ pub struct LimitArgs {
     #[arg(long, env = "NIMBUS_HEADER_TIMEOUT", default_value = "10", value_name = "SECS", value_parser = parse_secs)]
     pub header_timeout: Duration,
     /// Open client connections at once; further clients wait to be accepted.
-    #[arg(long, env = "NIMBUS_MAX_CONNECTIONS", default_value = "1024", value_name = "N")]
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_CONNECTIONS",
+        default_value = "1024",
+        value_name = "N"
+    )]
     pub max_connections: usize,
 }
 

@@ -279,7 +279,9 @@ impl FunctionConfig {
         for (key, s) in &self.route_settings {
             let ctx = |m: String| CoreError::InvalidManifest(format!("route {key:?}: {m}"));
             if !self.routes.iter().any(|r| r.key() == key) {
-                return Err(ctx("settings for a route the function does not serve".into()));
+                return Err(ctx(
+                    "settings for a route the function does not serve".into()
+                ));
             }
             if let Some(a) = &s.authorizer {
                 if !self.authorizers.contains_key(a) {

@@ -3,8 +3,8 @@
 //! manifest. No I/O lives here; every other crate may depend on this one.
 
 pub mod arn;
-pub mod authorizer;
 pub mod async_event;
+pub mod authorizer;
 pub mod config;
 pub mod control;
 pub mod error;
@@ -13,8 +13,8 @@ pub mod name;
 pub mod route;
 pub mod runtime;
 
-pub use authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 pub use async_event::{AsyncEvent, Destination, EventInvokeConfig, EventStatus};
+pub use authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 pub use config::{
     validate_secret_name, FunctionConfig, FunctionVersion, Limits, UrlConfig, SECRET_NAME_MAX,
 };

@@ -526,7 +526,10 @@ mod tests {
         assert_eq!(s.authorizer.as_deref(), Some("main"));
         assert_eq!(s.scopes, ["orders:read"]);
         assert_eq!(s.rate_limit.unwrap().bucket(), 20);
-        assert_eq!(c.authorizers["main"].jwks_file.as_deref(), Some("jwks.json"));
+        assert_eq!(
+            c.authorizers["main"].jwks_file.as_deref(),
+            Some("jwks.json")
+        );
         assert!(!c.route_settings.contains_key("GET /health"));
         let unknown = parse(
             "[functions.a]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\nroutes = [{ route = \"GET /x\", authorizer = \"nope\" }]\n",

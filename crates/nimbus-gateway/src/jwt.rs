@@ -394,8 +394,7 @@ mod tests {
 
     #[test]
     fn scopes_from_scope_or_scp() {
-        let c: Map<String, Value> =
-            serde_json::from_value(json!({"scope": "a b  c"})).unwrap();
+        let c: Map<String, Value> = serde_json::from_value(json!({"scope": "a b  c"})).unwrap();
         assert_eq!(token_scopes(&c), ["a", "b", "c"]);
         let c: Map<String, Value> = serde_json::from_value(json!({"scp": ["x", "y"]})).unwrap();
         assert_eq!(token_scopes(&c), ["x", "y"]);

@@ -196,7 +196,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         })
         // Body sizes are limited per surface by `limits::guard` (deploys: 70 MB by default).
         .layer(DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn_with_state(gw.clone(), limits::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            limits::guard,
+        ))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(gw)
 }

@@ -403,7 +403,10 @@ mod tests {
             surface(&Method::POST, "/2015-03-31/functions/f/invocations"),
             Surface::Invoke
         );
-        assert_eq!(surface(&Method::POST, "/2015-03-31/functions"), Surface::Deploy);
+        assert_eq!(
+            surface(&Method::POST, "/2015-03-31/functions"),
+            Surface::Deploy
+        );
         assert_eq!(
             surface(&Method::PUT, "/2015-03-31/functions/f/code"),
             Surface::Deploy

@@ -154,11 +154,13 @@ fn read_jwks_files(dir: &Path, config: &mut FunctionConfig) -> Result<()> {
         if let Some(file) = a.jwks_file.take() {
             let path = dir.join(&file);
             let text = std::fs::read_to_string(&path).with_context(|| {
-                format!("authorizer {name}: cannot read jwks_file {}", path.display())
+                format!(
+                    "authorizer {name}: cannot read jwks_file {}",
+                    path.display()
+                )
             })?;
-            let doc: Value = serde_json::from_str(&text).with_context(|| {
-                format!("authorizer {name}: {} is not JSON", path.display())
-            })?;
+            let doc: Value = serde_json::from_str(&text)
+                .with_context(|| format!("authorizer {name}: {} is not JSON", path.display()))?;
             if !doc.get("keys").is_some_and(Value::is_array) {
                 bail!(
                     "authorizer {name}: {} is not a JWKS (an object with a \"keys\" array)",
