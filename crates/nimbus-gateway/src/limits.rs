@@ -162,12 +162,14 @@ fn too_many(surface: Surface, reason: &'static str, retry_after: u64) -> Respons
     resp
 }
 
-/// Per-route or per-URL rate limit (all callers of the route share its bucket).
-pub(crate) fn check_route(gw: &Gateway, key: &str, limit: &RateLimit) -> Result<(), Response> {
+/// Per-route or per-URL rate limit (all callers of the route share its bucket): the 429
+/// to answer when the bucket is empty.
+pub(crate) fn check_route(gw: &Gateway, key: &str, limit: &RateLimit) -> Option<Response> {
     gw.limiter()
         .buckets
         .take(key, limit, Instant::now())
-        .map_err(|secs| too_many(Surface::Http, "RouteRateLimitExceeded", secs))
+        .err()
+        .map(|secs| too_many(Surface::Http, "RouteRateLimitExceeded", secs))
 }
 
 /// The middleware enforcing [`AbuseLimits`] before any handler runs.

@@ -79,7 +79,7 @@ async fn serve_url(
         }
     }
     if let Some(limit) = &resolved.version.config.url_rate_limit {
-        if let Err(resp) = crate::limits::check_route(&gw, &format!("url:{name}"), limit) {
+        if let Some(resp) = crate::limits::check_route(&gw, &format!("url:{name}"), limit) {
             return Ok(resp);
         }
     }
@@ -172,7 +172,7 @@ pub(crate) async fn user_route(
             if let Some(settings) = config.route_settings.get(route.key()) {
                 if let Some(limit) = &settings.rate_limit {
                     let key = format!("route:{function}:{}", route.key());
-                    if let Err(resp) = crate::limits::check_route(&gw, &key, limit) {
+                    if let Some(resp) = crate::limits::check_route(&gw, &key, limit) {
                         return Ok(resp);
                     }
                 }
