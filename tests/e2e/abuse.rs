@@ -54,6 +54,7 @@ fn caller_rate_limit_gives_429_with_retry_after() {
     assert_eq!(body["Type"], "User");
     assert_eq!(body["type"], "TooManyRequestsException");
     assert_eq!(body["Reason"], "CallerRateLimitExceeded");
+    assert_eq!(body["retryAfterSeconds"], retry);
     // User routes and URLs answer as API Gateway does.
     let r = s.http.get(s.url("/some/route")).send().unwrap();
     assert_eq!(r.status(), 429);

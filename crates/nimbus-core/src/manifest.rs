@@ -44,7 +44,8 @@
 //! url = { rate_limit = { rps = 5 } }   # url = true, with a rate limit
 //! ```
 //!
-//! A function's configuration carries the authorizers its routes name.
+//! A function's configuration carries the authorizers its routes name; routes name only
+//! authorizers declared in the same manifest (not in including or included ones).
 //!
 //! A manifest may also pull in other projects, each a directory with its own
 //! `nimbus.toml` (paths relative to this manifest): `include = ["api", "worker"]`.

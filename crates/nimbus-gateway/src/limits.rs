@@ -151,11 +151,19 @@ fn too_many(surface: Surface, reason: &'static str, retry_after: u64) -> Respons
         )
             .into_response()
     } else {
-        ApiError::Throttled {
+        // Lambda's TooManyRequestsException also names the wait in its body.
+        let resp = ApiError::Throttled {
             message: "Rate exceeded".into(),
             reason,
         }
-        .into_response()
+        .into_response();
+        let (parts, _) = resp.into_parts();
+        let mut body = serde_json::json!({
+            "type": "TooManyRequestsException", "message": "Rate exceeded",
+            "Type": "User", "Message": "Rate exceeded", "Reason": reason,
+        });
+        body["retryAfterSeconds"] = retry_after.max(1).to_string().into();
+        Response::from_parts(parts, Body::from(body.to_string()))
     };
     resp.headers_mut()
         .insert("retry-after", HeaderValue::from(retry_after.max(1)));
