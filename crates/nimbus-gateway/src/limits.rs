@@ -223,14 +223,19 @@ pub(crate) async fn guard(State(gw): State<Arc<Gateway>>, req: Request, next: Ne
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max_body as u64) {
-        let e = ApiError::TooLarge(format!(
+    if let Some(n) = declared.filter(|n| *n > max_body as u64) {
+        // Clients write the whole body before reading the answer: read (and drop) a
+        // bounded amount so a modestly oversized request gets its 413 rather than a
+        // broken pipe; anything larger just has its connection closed after the answer.
+        let drained = n <= DRAIN_MAX && drain(req.into_body(), cfg.body_timeout).await;
+        let mut resp = ApiError::TooLarge(format!(
             "request body too large: at most {max_body} bytes here"
-        ));
-        let mut resp = e.into_response();
-        // The body is not read: do not keep the connection for it.
-        resp.headers_mut()
-            .insert("connection", HeaderValue::from_static("close"));
+        ))
+        .into_response();
+        if !drained {
+            resp.headers_mut()
+                .insert("connection", HeaderValue::from_static("close"));
+        }
         return resp;
     }
     let _upload = if surface == Surface::Deploy {
@@ -273,6 +278,24 @@ pub(crate) async fn guard(State(gw): State<Arc<Gateway>>, req: Request, next: Ne
         .into_response();
     }
     resp
+}
+
+/// Most bytes of an oversized body read (and dropped) before answering 413.
+const DRAIN_MAX: u64 = 16 * 1024 * 1024;
+
+/// Reads `body` to its end within `timeout`, keeping nothing; whether it ended.
+async fn drain(body: Body, timeout: Duration) -> bool {
+    use http_body_util::BodyExt;
+    let mut body = http_body_util::Limited::new(body, DRAIN_MAX as usize);
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or(false)
 }
 
 fn is_json(resp: &Response) -> bool {
