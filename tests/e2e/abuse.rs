@@ -34,7 +34,7 @@ fn caller_rate_limit_gives_429_with_retry_after() {
     std::thread::sleep(Duration::from_secs(3)); // the health checks' tokens come back
     let mut statuses = Vec::new();
     let mut throttled = None;
-    for _ in 0..6 {
+    for _ in 0..8 {
         let r = s
             .http
             .post(s.url("/2015-03-31/functions/nope/invocations"))
@@ -48,7 +48,15 @@ fn caller_rate_limit_gives_429_with_retry_after() {
         }
     }
     assert_eq!(&statuses[..3], &[404, 404, 404], "{statuses:?}");
-    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    // One token per second comes back, so a slow machine may see a 404 among the 429s.
+    assert!(
+        statuses[3..].iter().all(|s| *s == 429 || *s == 404),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[3..].iter().filter(|s| **s == 429).count() >= 3,
+        "{statuses:?}"
+    );
     let (retry, body) = throttled.unwrap();
     assert!(retry.parse::<u64>().unwrap() >= 1);
     assert_eq!(body["Type"], "User");
@@ -78,9 +86,14 @@ fn route_and_url_rate_limits() {
     cfg["url_rate_limit"] = json!({"rps": 1, "burst": 1});
     s.deploy("rl", cfg, &[("index.js", HELLO)]);
     let get = |p: &str| s.http.get(s.url(p)).send().unwrap();
+    assert_eq!(get("/free").status(), 200, "warm the instance");
     assert_eq!(get("/limited").status(), 200);
     assert_eq!(get("/limited").status(), 200);
-    let r = get("/limited");
+    // The bucket gains a token per second: on a slow machine one more call may pass.
+    let r = (0..4)
+        .map(|_| get("/limited"))
+        .find(|r| r.status() != 200)
+        .expect("the route's bucket never ran out");
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(
@@ -91,7 +104,10 @@ fn route_and_url_rate_limits() {
         assert_eq!(get("/free").status(), 200, "other routes are not limited");
     }
     assert_eq!(get("/fn/rl/").status(), 200);
-    assert_eq!(get("/fn/rl/").status(), 429);
+    assert!(
+        (0..4).any(|_| get("/fn/rl/").status() == 429),
+        "the URL's bucket never ran out"
+    );
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(get("/limited").status(), 200, "the bucket refills");
     // Validation: settings for a route the function does not serve.
@@ -243,7 +259,8 @@ fn slow_clients_are_cut_off_while_others_are_served() {
     let (elapsed, closed) = dribbler.join().unwrap();
     assert!(closed, "the slow client was not disconnected");
     assert!(
-        elapsed < Duration::from_secs(6),
+        // Dribbling the whole head would take 45 s; the timeout is 2 s.
+        elapsed < Duration::from_secs(10),
         "cut off after {elapsed:?}"
     );
 
