@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real `nimbus` binary on a free port with its own
 //! data dir and drives it over HTTP and through the CLI.
 
+mod abuse;
 mod async_events;
 mod aws_cli;
 mod bad_input;
@@ -10,6 +11,7 @@ mod durability;
 mod go;
 mod http;
 mod java;
+mod jwt;
 mod limits;
 mod network;
 mod python;

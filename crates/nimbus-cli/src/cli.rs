@@ -138,6 +138,8 @@ pub struct ServerArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: crate::limit_args::LimitArgs,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod commands;
 mod errors;
+mod limit_args;
 mod output;
 
 use clap::Parser;

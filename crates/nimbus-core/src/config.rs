@@ -1,3 +1,4 @@
+use crate::authorizer::{JwtAuthorizer, RateLimit, RouteSettings, AUTHORIZERS_MAX};
 use crate::{CoreError, FunctionName, RouteSpec, Runtime};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -88,6 +89,15 @@ pub struct FunctionConfig {
     /// Lambda functions reach the internet by default).
     #[serde(default)]
     pub network: NetworkPolicy,
+    /// JWT authorizers its routes may name (`[authorizers.NAME]` in the manifest).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub authorizers: BTreeMap<String, JwtAuthorizer>,
+    /// Authorizer, scopes and rate limit per route, keyed by route key (`GET /orders`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub route_settings: BTreeMap<String, RouteSettings>,
+    /// Token-bucket rate limit of the function URL (all callers together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_rate_limit: Option<RateLimit>,
 }
 
 /// A function's network policy. Either way each instance has its own network namespace:
@@ -235,6 +245,9 @@ impl FunctionConfig {
             url_config: None,
             idempotency_key_path: None,
             network: NetworkPolicy::default(),
+            authorizers: BTreeMap::new(),
+            route_settings: BTreeMap::new(),
+            url_rate_limit: None,
         }
     }
 
@@ -268,6 +281,7 @@ impl FunctionConfig {
                 ))
             })?;
         }
+        self.validate_route_settings()?;
         let mut total = 0;
         for (k, v) in &self.env {
             validate_env_key(k)?;
@@ -292,6 +306,44 @@ impl FunctionConfig {
                     Limits::ENV_MAX_BYTES
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl FunctionConfig {
+    fn validate_route_settings(&self) -> Result<(), CoreError> {
+        if self.authorizers.len() > AUTHORIZERS_MAX {
+            return Err(CoreError::InvalidManifest(format!(
+                "at most {AUTHORIZERS_MAX} authorizers per function"
+            )));
+        }
+        for (name, a) in &self.authorizers {
+            a.validate(name)?;
+        }
+        for (key, s) in &self.route_settings {
+            let ctx = |m: String| CoreError::InvalidManifest(format!("route {key:?}: {m}"));
+            if !self.routes.iter().any(|r| r.key() == key) {
+                return Err(ctx(
+                    "settings for a route the function does not serve".into()
+                ));
+            }
+            if let Some(a) = &s.authorizer {
+                if !self.authorizers.contains_key(a) {
+                    return Err(ctx(format!("authorizer {a:?} is not declared")));
+                }
+            } else if !s.scopes.is_empty() {
+                return Err(ctx("scopes need an authorizer".into()));
+            }
+            if s.scopes.len() > 50 || s.scopes.iter().any(|x| x.is_empty() || x.len() > 256) {
+                return Err(ctx("at most 50 scopes of 1-256 characters".into()));
+            }
+            if let Some(r) = &s.rate_limit {
+                r.validate(key)?;
+            }
+        }
+        if let Some(r) = &self.url_rate_limit {
+            r.validate("url")?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 pub mod arn;
 pub mod async_event;
+pub mod authorizer;
 pub mod config;
 pub mod control;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod route;
 pub mod runtime;
 
 pub use async_event::{AsyncEvent, Destination, EventInvokeConfig, EventStatus};
+pub use authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 pub use config::{
     validate_secret_name, FunctionConfig, FunctionVersion, Limits, NetworkPolicy, UrlConfig,
     SECRET_NAME_MAX,

@@ -29,9 +29,29 @@
 //! consumes one with `queue = { name = "orders", batch_size = 10, window = 0,
 //! report_batch_item_failures = true }` (an event-source mapping).
 //!
+//! JWT authorizers and rate limits for routes and function URLs: a `routes` entry is a
+//! route key or a table,
+//!
+//! ```toml
+//! [authorizers.main]
+//! issuer = "https://issuer.example.com/"
+//! audience = ["orders-api"]
+//! jwks_file = "jwks.json"   # read by the CLI; or jwks_url = "https://…/jwks.json"
+//!
+//! [functions.orders]
+//! routes = ["GET /health",
+//!           { route = "GET /orders", authorizer = "main", scopes = ["orders:read"],
+//!             rate_limit = { rps = 10, burst = 20 } }]
+//! url = { rate_limit = { rps = 5 } }   # url = true, with a rate limit
+//! ```
+//!
+//! A function's configuration carries the authorizers its routes name; routes name only
+//! authorizers declared in the same manifest (not in including or included ones).
+//!
 //! A manifest may also pull in other projects, each a directory with its own
 //! `nimbus.toml` (paths relative to this manifest): `include = ["api", "worker"]`.
 
+use crate::authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 use crate::{CoreError, FunctionConfig, FunctionName, Limits, RouteSpec, Runtime};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -49,6 +69,47 @@ struct RawManifest {
     buses: BTreeMap<String, RawBus>,
     #[serde(default)]
     rules: BTreeMap<String, RawRule>,
+    #[serde(default)]
+    authorizers: BTreeMap<String, JwtAuthorizer>,
+}
+
+/// A `routes` entry: `"GET /x"`, or a table with the route's authorizer, scopes and
+/// rate limit.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawRoute {
+    Key(String),
+    Table(RawRouteTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouteTable {
+    route: String,
+    authorizer: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    rate_limit: Option<RateLimit>,
+}
+
+/// `url = true`, or `url = { rate_limit = { rps = 10, burst = 20 } }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawUrl {
+    Flag(bool),
+    Table(RawUrlTable),
+}
+
+impl Default for RawUrl {
+    fn default() -> Self {
+        RawUrl::Flag(false)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUrlTable {
+    rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,9 +168,9 @@ struct RawFunction {
     concurrency: Option<u32>,
     description: Option<String>,
     #[serde(default)]
-    url: bool,
+    url: RawUrl,
     #[serde(default)]
-    routes: Vec<String>,
+    routes: Vec<RawRoute>,
     #[serde(default)]
     env: BTreeMap<String, RawEnvValue>,
     queue: Option<RawFunctionQueue>,
@@ -317,6 +378,9 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             enabled: r.enabled.unwrap_or(true),
         });
     }
+    for (name, a) in &raw.authorizers {
+        a.validate(name)?;
+    }
     for (name, f) in raw.functions {
         if let Some(q) = &f.queue {
             let ctx = |m: &str| CoreError::InvalidManifest(format!("functions.{name}.queue: {m}"));
@@ -373,7 +437,13 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         config.timeout_s = f.timeout.unwrap_or(Limits::TIMEOUT_DEFAULT_S);
         config.concurrency = f.concurrency.unwrap_or(Limits::CONCURRENCY_DEFAULT);
         config.description = f.description.unwrap_or_default();
-        config.url = f.url;
+        match f.url {
+            RawUrl::Flag(b) => config.url = b,
+            RawUrl::Table(t) => {
+                config.url = true;
+                config.url_rate_limit = t.rate_limit;
+            }
+        }
         for (k, v) in f.env {
             match v {
                 RawEnvValue::Plain(v) => {
@@ -393,12 +463,35 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
                 e => e,
             })?;
         }
-        config.routes = f
-            .routes
-            .iter()
-            .map(|r| RouteSpec::parse(r))
-            .collect::<Result<_, _>>()
-            .map_err(ctx)?;
+        for r in f.routes {
+            let (key, settings) = match r {
+                RawRoute::Key(k) => (k, RouteSettings::default()),
+                RawRoute::Table(t) => (
+                    t.route,
+                    RouteSettings {
+                        authorizer: t.authorizer,
+                        scopes: t.scopes,
+                        rate_limit: t.rate_limit,
+                    },
+                ),
+            };
+            let spec = RouteSpec::parse(&key).map_err(ctx)?;
+            if let Some(a) = &settings.authorizer {
+                let def = raw.authorizers.get(a).ok_or_else(|| {
+                    CoreError::InvalidManifest(format!(
+                        "functions.{name}: route {key:?} names authorizer {a:?}, \
+                         which no [authorizers.{a}] table declares"
+                    ))
+                })?;
+                config.authorizers.insert(a.clone(), def.clone());
+            }
+            if !settings.is_empty() {
+                config
+                    .route_settings
+                    .insert(spec.key().to_string(), settings);
+            }
+            config.routes.push(spec);
+        }
         config.validate().map_err(ctx)?;
         out.push(ManifestFunction {
             name: fname,
@@ -436,6 +529,46 @@ mod tests {
             e.contains("functions.hello") && e.contains("\"none\" or \"outbound\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn route_tables_authorizers_and_rate_limits() {
+        let m = parse(
+            r#"
+            [authorizers.main]
+            issuer = "https://issuer.test/"
+            audience = ["api"]
+            jwks_file = "jwks.json"
+
+            [functions.orders]
+            runtime = "nodejs20.x"
+            handler = "index.handler"
+            url = { rate_limit = { rps = 5 } }
+            routes = ["GET /health", { route = "get /orders", authorizer = "main", scopes = ["orders:read"], rate_limit = { rps = 10, burst = 20 } }]
+            "#,
+        )
+        .unwrap();
+        let c = &m[0].config;
+        assert_eq!(c.routes.len(), 2);
+        assert!(c.url);
+        assert_eq!(c.url_rate_limit.unwrap().bucket(), 5);
+        let s = &c.route_settings["GET /orders"];
+        assert_eq!(s.authorizer.as_deref(), Some("main"));
+        assert_eq!(s.scopes, ["orders:read"]);
+        assert_eq!(s.rate_limit.unwrap().bucket(), 20);
+        assert_eq!(
+            c.authorizers["main"].jwks_file.as_deref(),
+            Some("jwks.json")
+        );
+        assert!(!c.route_settings.contains_key("GET /health"));
+        let unknown = parse(
+            "[functions.a]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\nroutes = [{ route = \"GET /x\", authorizer = \"nope\" }]\n",
+        );
+        assert!(unknown.unwrap_err().to_string().contains("nope"));
+        let no_keys = parse(
+            "[authorizers.a]\nissuer = \"i\"\naudience = [\"x\"]\n[functions.a]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\n",
+        );
+        assert!(no_keys.is_err());
     }
 
     #[test]

@@ -11,7 +11,9 @@ mod bus;
 mod error;
 pub mod http_event;
 mod invoke;
+mod jwt;
 mod lambda_api;
+mod limits;
 mod native;
 mod queues;
 mod secrets;
@@ -20,6 +22,7 @@ mod urls;
 
 pub use async_invoke::GatewayInvoker;
 pub use error::ApiError;
+pub use limits::{AbuseLimits, BUCKETS_MAX};
 pub use secrets::Secrets;
 pub use state::{Gateway, GatewayConfig, Pools};
 
@@ -27,9 +30,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
-
-/// Largest native deploy request: a 50 MB zip, base64-encoded, plus configuration.
-const DEPLOY_BODY_MAX: usize = 70 * 1024 * 1024;
 
 /// Builds the router serving every surface.
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -194,7 +194,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::InvalidParameter("method not allowed on this path".into())
         })
-        .layer(DefaultBodyLimit::max(DEPLOY_BODY_MAX))
+        // Body sizes are limited per surface by `limits::guard` (deploys: 70 MB by default).
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            limits::guard,
+        ))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(gw)
 }

@@ -77,6 +77,7 @@ pub(crate) async fn deploy(
         .map_err(|e| ApiError::InvalidParameter(format!("invalid deploy request: {e}")))?;
     drop(body);
     req.config.validate()?;
+    crate::jwt::check_config(&req.config)?;
     let code = match req.code_zip {
         Some(b64) => {
             let zip = base64::engine::general_purpose::STANDARD

@@ -45,6 +45,10 @@ pub struct Gateway {
     cache: RwLock<HashMap<(String, String), Arc<Resolved>>>,
     aliases: RwLock<HashMap<(String, String), Arc<Alias>>>,
     routes: RwLock<Vec<(RouteSpec, FunctionName)>>,
+    /// Abuse limits and their buckets ([`Gateway::with_limits`]; defaults otherwise).
+    limiter: std::sync::OnceLock<crate::limits::Limiter>,
+    /// JWKS fetched from authorizers' `jwks_url`.
+    pub(crate) jwks: crate::jwt::JwksCache,
 }
 
 impl Gateway {
@@ -67,6 +71,8 @@ impl Gateway {
             cache: Default::default(),
             aliases: Default::default(),
             routes: Default::default(),
+            limiter: Default::default(),
+            jwks: Default::default(),
         });
         gw.rebuild_routes()?;
         Ok(gw)
@@ -77,6 +83,18 @@ impl Gateway {
     pub fn with_bus(self: Arc<Self>, bus: Arc<nimbus_events::bus::EventBus>) -> Arc<Self> {
         let _ = self.bus.set(bus);
         self
+    }
+
+    /// Enforces `limits` (header and body sizes, rate limits, uploads, body deadline).
+    /// Set once, before serving.
+    pub fn with_limits(self: Arc<Self>, limits: crate::AbuseLimits) -> Arc<Self> {
+        let _ = self.limiter.set(crate::limits::Limiter::new(limits));
+        self
+    }
+
+    pub(crate) fn limiter(&self) -> &crate::limits::Limiter {
+        self.limiter
+            .get_or_init(|| crate::limits::Limiter::new(Default::default()))
     }
 
     /// Serves the secrets API (`/v1/secrets`) from `secrets`. Set once, before serving.

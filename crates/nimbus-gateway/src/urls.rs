@@ -78,7 +78,12 @@ async fn serve_url(
             return Ok(cors.preflight());
         }
     }
-    let mut resp = serve_http(gw, name, raw_path, "$default".into(), None, req).await?;
+    if let Some(limit) = &resolved.version.config.url_rate_limit {
+        if let Some(resp) = crate::limits::check_route(&gw, &format!("url:{name}"), limit) {
+            return Ok(resp);
+        }
+    }
+    let mut resp = serve_http(gw, name, raw_path, "$default".into(), None, None, req).await?;
     if let Some(cors) = cors {
         cors.apply(resp.headers_mut());
     }
@@ -161,12 +166,39 @@ pub(crate) async fn user_route(
     let path = req.uri().path().to_string();
     match gw.match_route(req.method().as_str(), &path) {
         Some((route, function, params)) => {
+            let resolved = gw.resolve(&function, None).await?;
+            let config = &resolved.version.config;
+            let mut authorizer = None;
+            if let Some(settings) = config.route_settings.get(route.key()) {
+                if let Some(limit) = &settings.rate_limit {
+                    let key = format!("route:{function}:{}", route.key());
+                    if let Some(resp) = crate::limits::check_route(&gw, &key, limit) {
+                        return Ok(resp);
+                    }
+                }
+                if let Some(name) = &settings.authorizer {
+                    let Some(a) = config.authorizers.get(name) else {
+                        return Err(ApiError::Internal(format!(
+                            "route {} names the missing authorizer {name}",
+                            route.key()
+                        )));
+                    };
+                    match crate::jwt::authorize(&gw.jwks, a, settings, req.headers()).await {
+                        Ok(ctx) => authorizer = Some(ctx),
+                        Err(e) => {
+                            tracing::debug!(route = route.key(), "JWT authorizer refused: {e}");
+                            return Ok(e.response());
+                        }
+                    }
+                }
+            }
             serve_http(
                 gw,
                 function,
                 path,
                 route.key().to_string(),
                 Some(params),
+                authorizer,
                 req,
             )
             .await
@@ -184,6 +216,7 @@ async fn serve_http(
     raw_path: String,
     route_key: String,
     path_params: Option<BTreeMap<String, String>>,
+    authorizer: Option<Value>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let resolved = gw.resolve(&name, None).await?;
@@ -206,7 +239,7 @@ async fn serve_http(
     } else {
         "nimbus".to_string()
     };
-    let event = http_event::to_v2_event(&HttpRequestParts {
+    let mut event = http_event::to_v2_event(&HttpRequestParts {
         method: &parts.method,
         raw_path: &raw_path,
         raw_query: parts.uri.query(),
@@ -220,6 +253,10 @@ async fn serve_http(
         domain_name: &host,
         now: time::OffsetDateTime::now_utc(),
     });
+    if let Some(a) = authorizer {
+        // As API Gateway: `requestContext.authorizer.jwt.{claims,scopes}`.
+        event["requestContext"]["authorizer"] = a;
+    }
     let payload = serde_json::to_vec(&event).map_err(ApiError::internal)?;
     if payload.len() > nimbus_core::Limits::PAYLOAD_MAX {
         return Err(ApiError::TooLarge(

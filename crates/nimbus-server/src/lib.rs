@@ -26,7 +26,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+mod conn;
 mod secrets;
+
+pub use conn::ConnLimits;
+pub use nimbus_gateway::AbuseLimits;
 
 #[cfg(feature = "tls")]
 mod tls;
@@ -63,6 +67,10 @@ pub struct Config {
     pub missed_schedules: MissedSchedules,
     /// Serve HTTPS with these files instead of plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Connection limits: open connections, header read (and keep-alive idle) timeout.
+    pub conn: ConnLimits,
+    /// Request limits: header and body sizes, rate limits, uploads, body deadline.
+    pub abuse: AbuseLimits,
 }
 
 impl Default for Config {
@@ -77,6 +85,8 @@ impl Default for Config {
             events: EngineConfig::default(),
             missed_schedules: MissedSchedules::default(),
             tls: None,
+            conn: ConnLimits::default(),
+            abuse: AbuseLimits::default(),
         }
     }
 }
@@ -189,6 +199,7 @@ impl Server {
         let bus = EventBus::new(Arc::new(bus_store), events.clone());
         bus.set_queues(mappings.clone());
         let gateway = gateway.with_bus(bus.clone());
+        let gateway = gateway.with_limits(config.abuse.clone());
         let gateway = gateway.with_secrets(nimbus_gateway::Secrets {
             store: secret_store,
             key_file,
@@ -250,12 +261,13 @@ impl Server {
         };
         let listener = self.listener;
         #[cfg(feature = "tls")]
-        let serve = match self.tls.clone() {
-            Some(tls) => tokio::spawn(tls::serve(listener, tls, router, shutdown)),
-            None => tokio::spawn(serve_plain(listener, router, shutdown)),
-        };
+        let tls = self.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         #[cfg(not(feature = "tls"))]
-        let serve = tokio::spawn(serve_plain(listener, router, shutdown));
+        let tls = None;
+        let mut conn = self.config.conn.clone();
+        conn.max_header_bytes = self.config.abuse.max_header_bytes;
+        conn.max_headers = self.config.abuse.max_headers;
+        let serve = tokio::spawn(conn::serve(listener, tls, router, conn, shutdown));
         // Once shutdown starts, in-flight requests get the grace period, no more.
         let grace = self.config.shutdown_grace;
         let bounded = async {
@@ -286,18 +298,6 @@ impl Server {
         info!("stopped");
         Ok(())
     }
-}
-
-/// Plain HTTP with axum's graceful shutdown.
-async fn serve_plain(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 fn scheme(config: &Config) -> &'static str {

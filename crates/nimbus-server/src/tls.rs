@@ -1,27 +1,13 @@
 //! HTTPS on the public listener (feature `tls`): rustls with the ring provider, TLS 1.2
-//! and 1.3, ALPN `http/1.1`. Each accepted connection is handshaken in its own task, so
-//! a failed handshake (or a plain-HTTP client on the TLS port) only closes that
-//! connection. Shutdown stops accepting, then lets open connections finish their
-//! in-flight requests, as `axum::serve`'s graceful shutdown does.
+//! and 1.3, ALPN `http/1.1`. The accept loop (`conn.rs`) handshakes each accepted
+//! connection in its own task, with a timeout, so a failed handshake (or a plain-HTTP
+//! client on the TLS port) only closes that connection.
 
 use anyhow::{bail, Context};
-use axum::extract::ConnectInfo;
-use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
-
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads the PEM certificate chain and private key and builds the server configuration.
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
@@ -65,61 +51,4 @@ fn pem_error(e: rustls::pki_types::pem::Error, what: &str, path: &Path) -> anyho
             path.display()
         ),
     }
-}
-
-/// Serves `router` over TLS until `shutdown` resolves, then waits for open connections
-/// to finish their in-flight requests (the caller bounds that wait).
-pub async fn serve(
-    listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(config);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    debug!("TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    debug!("TLS handshake with {peer} timed out");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                let mut router = router.clone();
-                tower_service::Service::call(&mut router, req)
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn).await {
-                debug!("connection from {peer}: {e}");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
 }

@@ -138,10 +138,37 @@ fn load_manifest_into(
     let project = read_manifest(&dir)?;
     for mut f in project.functions {
         f.code = rel.join(&f.code).to_string_lossy().into_owned();
+        read_jwks_files(&dir, &mut f.config)?;
         out.push(f);
     }
     for inc in project.include {
         load_manifest_into(root, &rel.join(inc), depth + 1, out)?;
+    }
+    Ok(())
+}
+
+/// Replaces each authorizer's `jwks_file` (relative to the manifest) by the keys it holds:
+/// the server never reads client files.
+fn read_jwks_files(dir: &Path, config: &mut FunctionConfig) -> Result<()> {
+    for (name, a) in config.authorizers.iter_mut() {
+        if let Some(file) = a.jwks_file.take() {
+            let path = dir.join(&file);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "authorizer {name}: cannot read jwks_file {}",
+                    path.display()
+                )
+            })?;
+            let doc: Value = serde_json::from_str(&text)
+                .with_context(|| format!("authorizer {name}: {} is not JSON", path.display()))?;
+            if !doc.get("keys").is_some_and(Value::is_array) {
+                bail!(
+                    "authorizer {name}: {} is not a JWKS (an object with a \"keys\" array)",
+                    path.display()
+                );
+            }
+            a.jwks = Some(doc);
+        }
     }
     Ok(())
 }
