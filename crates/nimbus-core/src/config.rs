@@ -9,6 +9,10 @@ impl Limits {
     pub const MEMORY_MIN_MB: u32 = 128;
     pub const MEMORY_MAX_MB: u32 = 10240;
     pub const MEMORY_DEFAULT_MB: u32 = 128;
+    /// `/tmp` of an instance (Lambda's `EphemeralStorage`).
+    pub const EPHEMERAL_MIN_MB: u32 = 512;
+    pub const EPHEMERAL_MAX_MB: u32 = 10240;
+    pub const EPHEMERAL_DEFAULT_MB: u32 = 512;
     pub const TIMEOUT_MIN_S: u32 = 1;
     pub const TIMEOUT_MAX_S: u32 = 900;
     pub const TIMEOUT_DEFAULT_S: u32 = 3;
@@ -55,6 +59,9 @@ pub struct FunctionConfig {
     pub memory_mb: u32,
     #[serde(default = "default_timeout")]
     pub timeout_s: u32,
+    /// Size of the instance's private `/tmp` (Lambda's `EphemeralStorage.Size`).
+    #[serde(default = "default_ephemeral")]
+    pub ephemeral_storage_mb: u32,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Environment variables whose values come from the secrets store: variable name →
@@ -166,6 +173,9 @@ pub struct UrlConfig {
 fn default_memory() -> u32 {
     Limits::MEMORY_DEFAULT_MB
 }
+fn default_ephemeral() -> u32 {
+    Limits::EPHEMERAL_DEFAULT_MB
+}
 fn default_timeout() -> u32 {
     Limits::TIMEOUT_DEFAULT_S
 }
@@ -181,6 +191,7 @@ impl FunctionConfig {
             handler: handler.into(),
             memory_mb: default_memory(),
             timeout_s: default_timeout(),
+            ephemeral_storage_mb: default_ephemeral(),
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
             description: String::new(),
@@ -198,6 +209,13 @@ impl FunctionConfig {
         self.runtime.validate_handler(&self.handler)?;
         if !(Limits::MEMORY_MIN_MB..=Limits::MEMORY_MAX_MB).contains(&self.memory_mb) {
             return Err(CoreError::InvalidMemory(self.memory_mb));
+        }
+        if !(Limits::EPHEMERAL_MIN_MB..=Limits::EPHEMERAL_MAX_MB)
+            .contains(&self.ephemeral_storage_mb)
+        {
+            return Err(CoreError::InvalidEphemeralStorage(
+                self.ephemeral_storage_mb,
+            ));
         }
         if !(Limits::TIMEOUT_MIN_S..=Limits::TIMEOUT_MAX_S).contains(&self.timeout_s) {
             return Err(CoreError::InvalidTimeout(self.timeout_s));

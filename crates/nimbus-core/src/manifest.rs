@@ -7,6 +7,7 @@
 //! code = "."                # directory relative to the manifest (default ".")
 //! memory = 128              # MB, 128-10240
 //! timeout = 3               # seconds, 1-900
+//! ephemeral_storage_mb = 512 # MB of private /tmp, 512-10240
 //! concurrency = 10          # max concurrent instances
 //! url = true                # function URL at /fn/hello/
 //! routes = ["GET /hello/{name}"]
@@ -103,6 +104,7 @@ struct RawFunction {
     code: Option<String>,
     memory: Option<u32>,
     timeout: Option<u32>,
+    ephemeral_storage_mb: Option<u32>,
     concurrency: Option<u32>,
     description: Option<String>,
     #[serde(default)]
@@ -368,6 +370,9 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         let mut config = FunctionConfig::new(runtime, handler);
         config.memory_mb = f.memory.unwrap_or(Limits::MEMORY_DEFAULT_MB);
         config.timeout_s = f.timeout.unwrap_or(Limits::TIMEOUT_DEFAULT_S);
+        config.ephemeral_storage_mb = f
+            .ephemeral_storage_mb
+            .unwrap_or(Limits::EPHEMERAL_DEFAULT_MB);
         config.concurrency = f.concurrency.unwrap_or(Limits::CONCURRENCY_DEFAULT);
         config.description = f.description.unwrap_or_default();
         config.url = f.url;

@@ -333,6 +333,7 @@ fn start_failure(inv: &Invocation, e: RuntimeError) -> PoolInvokeResult {
         RuntimeError::InvalidEntrypoint(_) => "Runtime.InvalidEntrypoint",
         RuntimeError::Spawn(_) => "Runtime.Unknown",
         RuntimeError::Secret(_) => "Runtime.SecretNotFound",
+        RuntimeError::Isolation(_) => "Runtime.Unknown",
     };
     let outcome = Outcome::platform_error(
         error_type,

@@ -13,4 +13,7 @@ pub enum RuntimeError {
     /// Returned to the caller as `Runtime.SecretNotFound`.
     #[error("{0}")]
     Secret(String),
+    /// `--isolation strict` and a sandbox layer this host does not provide.
+    #[error("{0}")]
+    Isolation(String),
 }

@@ -12,6 +12,7 @@ mod java;
 mod logs;
 mod process;
 mod rapi;
+mod sandbox;
 
 pub use cgroup::MemoryLimits;
 pub use error::RuntimeError;
@@ -19,6 +20,7 @@ pub use logs::{LogRecord, LogSink, LogStreamKind};
 pub use process::{
     mask_secrets, ProcessExecutor, ProcessExecutorConfig, ProcessInstance, SecretSource,
 };
+pub use sandbox::{Isolation, IsolationReport, Layer};
 
 use bytes::Bytes;
 use nimbus_core::{FunctionConfig, FunctionName};

@@ -12,7 +12,8 @@ use nimbus_events::scheduler::{MissedSchedules, Scheduler, SchedulerConfig, Syst
 use nimbus_gateway::{Gateway, GatewayConfig, GatewayInvoker, Pools};
 use nimbus_pool::{PoolConfig, PoolManager};
 use nimbus_runtime::{
-    LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor, ProcessExecutorConfig,
+    Isolation, LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor,
+    ProcessExecutorConfig,
 };
 use nimbus_store::SqliteQueueStore;
 use nimbus_store::{
@@ -63,6 +64,8 @@ pub struct Config {
     pub missed_schedules: MissedSchedules,
     /// Serve HTTPS with these files instead of plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// How instances are sandboxed (`--isolation`).
+    pub isolation: Isolation,
 }
 
 impl Default for Config {
@@ -77,6 +80,7 @@ impl Default for Config {
             events: EngineConfig::default(),
             missed_schedules: MissedSchedules::default(),
             tls: None,
+            isolation: Isolation::default(),
         }
     }
 }
@@ -143,11 +147,13 @@ impl Server {
                     .map(PathBuf::from)
                     .unwrap_or_else(|| "java".into()),
                 memory: memory.clone(),
+                isolation: config.isolation,
             },
             sink,
         )
-        .context("cannot prepare the process executor")?
-        .with_secrets(Arc::new(secrets::Source(secret_store.clone())));
+        .context("cannot prepare the process executor")?;
+        let isolation = serde_json::to_value(exec.isolation()).unwrap_or_default();
+        let exec = exec.with_secrets(Arc::new(secrets::Source(secret_store.clone())));
         let pools = PoolManager::new(
             Arc::new(exec),
             PoolConfig {
@@ -177,6 +183,7 @@ impl Server {
             GatewayConfig {
                 public_url: format!("{}://{addr}", scheme(&config)),
                 memory_limits: memory.describe().to_string(),
+                isolation,
             },
         )
         .map_err(|e| anyhow::anyhow!("cannot load routes: {e}"))?;
