@@ -115,7 +115,9 @@ def handler(e, c):
             pass
     return {'found': found, 'tmp': os.listdir('/tmp')}
 "#;
-    py(&s, "attacker", attacker);
+    let mut cfg = python_cfg("app.handler");
+    cfg["timeout_s"] = json!(60);
+    s.deploy("attacker", cfg, &[("app.py", attacker)]);
     let v = s
         .invoke("attacker", &json!({ "data": data }).to_string())
         .ok();
@@ -253,6 +255,8 @@ fn tmp_is_private_and_limited() {
     let s = sandboxed();
     let mut cfg = python_cfg("app.handler");
     cfg["memory_mb"] = json!(1024);
+    // Writing 512 MB takes a while on a loaded machine.
+    cfg["timeout_s"] = json!(60);
     let code = r#"import os, errno
 def handler(e, c):
     chunk = b'x' * (1 << 20)

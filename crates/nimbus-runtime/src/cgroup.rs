@@ -85,7 +85,7 @@ impl MemoryLimits {
     /// The isolation layers these cgroups provide (`memory`, `pids`, `cpu`).
     pub fn layers(&self) -> Vec<crate::sandbox::Layer> {
         use crate::sandbox::Layer;
-        let fix = "run as root on a host with cgroups (v2 with the controller delegated, or v1 with its hierarchy mounted)";
+        let fix = "run as root on a host with cgroups";
         let (mem, pids, cpu) = match self {
             MemoryLimits::V1 { pids, cpu, .. } => (true, pids.is_some(), cpu.is_some()),
             MemoryLimits::V2 { pids, cpu, .. } => (true, *pids, *cpu),
@@ -95,7 +95,7 @@ impl MemoryLimits {
             if ok {
                 Layer::ok(name, format!("{} ({what})", self.describe()))
             } else {
-                Layer::missing(name, format!("no usable {name} cgroup controller: {fix}"))
+                Layer::missing(name, format!("no {name} cgroup: {fix}"))
             }
         };
         vec![
@@ -381,6 +381,16 @@ impl Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_share_follows_memory() {
+        assert_eq!(cpu_shares(1769), 1024);
+        assert_eq!(cpu_shares(128), 74);
+        assert_eq!(cpu_shares(1), 2);
+        assert_eq!(cpu_weight(1769), 100);
+        assert_eq!(cpu_weight(128), 7);
+        assert_eq!(cpu_weight(10240), 578);
+    }
 
     #[test]
     fn unavailable_on_empty_tree() {

@@ -536,7 +536,8 @@ pub fn probe(
     if mode == Isolation::None {
         return Ok((None, IsolationReport::new(mode, Vec::new())));
     }
-    let root = nix::unistd::geteuid().is_root();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
     let mut layers = Vec::new();
     let mut sandbox = None;
     match find_on_path("bwrap") {
@@ -770,6 +771,80 @@ mod tests {
         assert_eq!(r.level, "partial");
         assert!(r.summary().contains("MISSING: b (why)"), "{}", r.summary());
         assert_eq!(IsolationReport::new(Isolation::None, all).level, "none");
+    }
+
+    #[test]
+    fn the_command_line_hides_the_options_and_keeps_the_network() {
+        let sb = Sandbox {
+            bwrap: "/usr/bin/bwrap".into(),
+            setpriv: Some("/usr/bin/setpriv".into()),
+            filters: compile_filters().unwrap(),
+            host_dirs: vec!["/opt/py/3.11".into()],
+            etc: vec!["/etc/ssl".into()],
+            uids: Arc::new(UidPool::default()),
+        };
+        let m = Mounts {
+            code_dir: Path::new("/data/code/unpacked/abc"),
+            runtimes_dir: Path::new("/data/runtimes"),
+            tmp_bytes: 512 << 20,
+        };
+        let (argv, fds) = sb
+            .argv(
+                &m,
+                UID_BASE + 7,
+                "python3".as_ref(),
+                &["/var/runtime/b.py".into()],
+            )
+            .unwrap();
+        let argv: Vec<String> = argv.into_iter().map(|a| a.into_string().unwrap()).collect();
+        assert_eq!(argv[0], "--args");
+        assert_eq!(argv[2], "--");
+        assert!(!argv.iter().any(|a| a.contains("/data")), "{argv:?}");
+        assert_eq!(
+            &argv[3..],
+            [
+                "/usr/bin/setpriv",
+                "--reuid",
+                "200007",
+                "--regid",
+                "200007",
+                "--clear-groups",
+                "--no-new-privs",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--",
+                "python3",
+                "/var/runtime/b.py"
+            ]
+        );
+        // passwd, group, two seccomp programs, the options.
+        assert_eq!(fds.len(), 5);
+        let opts = std::fs::read(format!("/proc/self/fd/{}", argv[1])).unwrap();
+        let opts: Vec<&str> = opts
+            .split(|b| *b == 0)
+            .map(|a| std::str::from_utf8(a).unwrap())
+            .collect();
+        for want in [
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--die-with-parent",
+            "--new-session",
+        ] {
+            assert!(opts.contains(&want), "{want}: {opts:?}");
+        }
+        assert!(!opts.iter().any(|o| o.contains("net")), "{opts:?}");
+        let w = opts
+            .windows(3)
+            .any(|w| w == ["--ro-bind", "/data/code/unpacked/abc", TASK_ROOT]);
+        assert!(w, "{opts:?}");
+        let tmp = opts
+            .windows(4)
+            .any(|w| w == ["--size", "536870912", "--tmpfs", "/tmp"]);
+        assert!(tmp, "{opts:?}");
+        // Parents of mount points are created 0755 before the mounts.
+        let dir = opts.iter().position(|o| *o == "/opt/py").unwrap();
+        assert_eq!(opts[dir - 1], "--dir");
     }
 
     #[test]
