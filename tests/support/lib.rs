@@ -64,6 +64,15 @@ impl Server {
         s
     }
 
+    /// Starts a server whose instances are NOT sandboxed (`--isolation none`), for tests
+    /// whose functions report through host files the test reads (a sandboxed instance sees
+    /// neither the host's /tmp nor any other host path: tests/e2e/escape.rs checks that).
+    pub fn start_unsandboxed(extra: &[&str]) -> Server {
+        let mut args = vec!["--isolation", "none"];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
