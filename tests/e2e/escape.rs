@@ -402,3 +402,60 @@ fn strict_isolation_starts_here_and_none_warns() {
     assert!(s.log().contains("NOT isolated"), "{}", s.log());
     assert!(s.log().contains("WITHOUT isolation"), "{}", s.log());
 }
+
+#[test]
+fn strict_refuses_to_start_when_a_layer_is_missing() {
+    // As an unprivileged user the server cannot create cgroups: strict must refuse, naming
+    // them; auto starts and reports them missing.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let run = |mode: &str| {
+        let mut child = std::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(nimbus_bin())
+            .args(["serve", "--isolation", mode, "--listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--data-dir")
+            .arg(dir.path().join(mode))
+            .env("HOME", dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exited = eventually(Duration::from_secs(10), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            exited,
+            out.status,
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (exited, status, log) = run("strict");
+    assert!(exited && !status.success(), "strict must refuse: {log}");
+    assert!(log.contains("--isolation strict"), "{log}");
+    assert!(log.contains("memory") && log.contains("pids"), "{log}");
+    let (exited, _, log) = run("auto");
+    assert!(!exited, "auto starts anyway: {log}");
+    assert!(log.contains("isolation: partial"), "{log}");
+    assert!(log.contains("MISSING"), "{log}");
+}
