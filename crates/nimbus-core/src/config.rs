@@ -340,6 +340,22 @@ mod tests {
     }
 
     #[test]
+    fn ephemeral_storage_is_lambdas_range_and_defaults_to_512() {
+        let mut c = cfg();
+        assert_eq!(c.ephemeral_storage_mb, 512);
+        c.ephemeral_storage_mb = 511;
+        assert_eq!(c.validate(), Err(CoreError::InvalidEphemeralStorage(511)));
+        c.ephemeral_storage_mb = 10241;
+        assert!(c.validate().is_err());
+        c.ephemeral_storage_mb = 10240;
+        c.validate().unwrap();
+        // Stored configs from before the field read as the default.
+        let old: FunctionConfig =
+            serde_json::from_str(r#"{"runtime":"nodejs20.x","handler":"index.handler"}"#).unwrap();
+        assert_eq!(old.ephemeral_storage_mb, 512);
+    }
+
+    #[test]
     fn limits() {
         let mut c = cfg();
         c.memory_mb = 64;

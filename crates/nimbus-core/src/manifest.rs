@@ -423,6 +423,7 @@ mod tests {
             handler = "index.handler"
             memory = 256
             timeout = 10
+            ephemeral_storage_mb = 2048
             url = true
             routes = ["GET /hello/{name}"]
             env = { GREETING = "hi", DB_PASSWORD = { secret = "db-pass" } }
@@ -436,6 +437,8 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].name.as_str(), "hello");
         assert_eq!(m[0].config.memory_mb, 256);
+        assert_eq!(m[0].config.ephemeral_storage_mb, 2048);
+        assert_eq!(m[1].config.ephemeral_storage_mb, 512);
         assert_eq!(m[0].config.routes[0].key(), "GET /hello/{name}");
         assert_eq!(m[0].config.env["GREETING"], "hi");
         assert_eq!(m[0].config.secrets["DB_PASSWORD"], "db-pass");
