@@ -102,6 +102,16 @@ impl ProcessExecutor {
                 .filter_map(|p| p.parent()?.parent().map(Path::to_path_buf)),
         );
         host_dirs.retain(|d| d.is_absolute() && !d.starts_with("/usr") && d != Path::new("/"));
+        // Never a directory that holds the data dir (secrets, other functions' code).
+        if let Some(data) = cfg.runtimes_dir.parent() {
+            host_dirs.retain(|d| {
+                let holds = data.starts_with(d);
+                if holds {
+                    warn!(dir = %d.display(), "not binding an interpreter directory into sandboxes: it contains the data dir; move the data dir elsewhere");
+                }
+                !holds
+            });
+        }
         host_dirs.sort();
         host_dirs.dedup();
         let scratch = cfg.runtimes_dir.join("sandbox-probe");
