@@ -349,6 +349,7 @@ def handler(e, c):
         'unshare_mount': call(libc.unshare, 0x00020000),
         'setuid0': call(libc.setuid, 0),
         'chroot': call(libc.chroot, b'/tmp'),
+        'x32_getpid': call(libc.syscall, 0x40000000 | 39),
     }
 "#;
     py(&s, "escaper", code);
@@ -365,6 +366,8 @@ def handler(e, c):
     ] {
         assert_eq!(v[k], "EPERM", "{k}: {v}");
     }
+    // x86_64: the x32 system call numbers are refused as a whole.
+    assert_eq!(v["x32_getpid"], "ENOSYS", "{v}");
     still_serves(&s);
 }
 

@@ -460,7 +460,7 @@ fn compile_filters() -> Result<Vec<Vec<u8>>, String> {
         .map_err(|e| format!("seccomp/default.json: {e}"))?;
     let mut names: Vec<&String> = map.keys().collect();
     names.sort();
-    Ok(names
+    let mut out: Vec<Vec<u8>> = names
         .into_iter()
         .map(|n| {
             map[n]
@@ -475,7 +475,48 @@ fn compile_filters() -> Result<Vec<Vec<u8>>, String> {
                 })
                 .collect()
         })
-        .collect())
+        .collect();
+    if let Some(x32) = x32_filter() {
+        out.push(x32);
+    }
+    Ok(out)
+}
+
+/// On x86_64, system call numbers with the x32 bit (0x40000000) pass an architecture check
+/// for x86_64 but are not the numbers the policy names: refuse them all (ENOSYS). Not
+/// expressible in seccompiler's JSON, so built here: five instructions.
+fn x32_filter() -> Option<Vec<u8>> {
+    if std::env::consts::ARCH != "x86_64" {
+        return None;
+    }
+    const LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS (0x20)
+    const JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
+    const JSET_K: u16 = 0x05 | 0x40; // BPF_JMP | BPF_JSET | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const RET_ERRNO_ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    let prog: [(u16, u8, u8, u32); 6] = [
+        (LD_W_ABS, 0, 0, 4),              // arch
+        (JEQ_K, 0, 3, AUDIT_ARCH_X86_64), // other architectures: the policy decides
+        (LD_W_ABS, 0, 0, 0),              // nr
+        (JSET_K, 0, 1, X32_SYSCALL_BIT),  // an x32 number?
+        (RET_K, 0, 0, RET_ERRNO_ENOSYS),
+        (RET_K, 0, 0, RET_ALLOW),
+    ];
+    Some(
+        prog.iter()
+            .flat_map(|(code, jt, jf, k)| {
+                let mut b = Vec::with_capacity(8);
+                b.extend_from_slice(&code.to_ne_bytes());
+                b.push(*jt);
+                b.push(*jf);
+                b.extend_from_slice(&k.to_ne_bytes());
+                b
+            })
+            .collect(),
+    )
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -747,7 +788,8 @@ mod tests {
     #[test]
     fn the_policy_compiles_for_this_machine() {
         let f = compile_filters().unwrap();
-        assert_eq!(f.len(), 2);
+        let x32 = usize::from(std::env::consts::ARCH == "x86_64");
+        assert_eq!(f.len(), 2 + x32);
         assert!(f.iter().all(|p| !p.is_empty() && p.len() % 8 == 0));
     }
 
@@ -817,8 +859,8 @@ mod tests {
                 "/var/runtime/b.py"
             ]
         );
-        // passwd, group, two seccomp programs, the options.
-        assert_eq!(fds.len(), 5);
+        // passwd, group, the seccomp programs, the options.
+        assert_eq!(fds.len(), 3 + sb.filters.len());
         let opts = std::fs::read(format!("/proc/self/fd/{}", argv[1])).unwrap();
         let opts: Vec<&str> = opts
             .split(|b| *b == 0)
