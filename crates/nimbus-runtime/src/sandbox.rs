@@ -575,7 +575,8 @@ pub fn probe(
     scratch: &Path,
 ) -> Result<(Option<Sandbox>, IsolationReport), String> {
     if mode == Isolation::None {
-        return Ok((None, IsolationReport::new(mode, Vec::new())));
+        // Cgroup limits still apply to plain child processes.
+        return Ok((None, IsolationReport::new(mode, cgroups.layers())));
     }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
