@@ -215,7 +215,7 @@ fn idempotent_resubmission_runs_the_function_once() {
 #[test]
 fn circuit_opens_on_repeated_failures_and_closes_after_recovery_losing_nothing() {
     let flag = tempfile::NamedTempFile::new().unwrap();
-    let s = Server::start(&[
+    let s = Server::start_unsandboxed(&[
         "--retry-base-ms",
         "100",
         "--circuit-threshold",
@@ -276,7 +276,7 @@ fn circuit_opens_on_repeated_failures_and_closes_after_recovery_losing_nothing()
 #[test]
 fn kill_9_mid_delivery_loses_no_acknowledged_event() {
     let out = tempfile::NamedTempFile::new().unwrap();
-    let mut s = Server::start(&[]);
+    let mut s = Server::start_unsandboxed(&[]);
     let mut cfg = node_cfg("index.handler");
     cfg["env"] = json!({"OUT": out.path().to_str().unwrap()});
     cfg["concurrency"] = json!(4);

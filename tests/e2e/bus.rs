@@ -45,7 +45,7 @@ fn put_events(s: &Server, bus: &str, entries: Value) -> Value {
 fn bus_routes_put_events_to_exactly_the_matching_functions() {
     let dir = tempfile::tempdir().unwrap();
     let out = |n: &str| dir.path().join(format!("{n}.jsonl"));
-    let s = Server::start(&[]);
+    let s = Server::start_unsandboxed(&[]);
     for f in ["big", "eu", "mail", "never"] {
         recorder(&s, f, &out(f));
     }
@@ -228,7 +228,7 @@ fn bus_schedule_fires_on_time_and_never_twice_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tick.jsonl");
     // rate(1 minute) fires every second at time scale 60.
-    let mut s = Server::start(&["--time-scale", "60"]);
+    let mut s = Server::start_unsandboxed(&["--time-scale", "60"]);
     recorder(&s, "tick", &out);
     // Warm the function so cold start does not blur the timing.
     s.invoke("tick", r#"{"warm":1}"#).ok();
@@ -285,7 +285,7 @@ fn bus_schedule_missed_while_down_runs_once_on_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tick.jsonl");
     // rate(5 minutes) fires every 5 s at time scale 60.
-    let mut s = Server::start(&["--time-scale", "60"]);
+    let mut s = Server::start_unsandboxed(&["--time-scale", "60"]);
     recorder(&s, "tick", &out);
     let (status, body) = put(
         &s,
@@ -397,7 +397,7 @@ targets = ["orders"]
             ),
         ],
     );
-    let s = Server::start(&["--time-scale", "60"]);
+    let s = Server::start_unsandboxed(&["--time-scale", "60"]);
     let text = cli_ok(&s.cli(&["deploy", dir.path().to_str().unwrap()])).unwrap();
     assert!(text.contains("schedule-tick"), "{text}");
     let (status, tick) = s.get_json("/v1/buses/default/rules/schedule-tick");
@@ -551,7 +551,7 @@ fn bus_api_errors_and_cli_rules() {
 fn bus_rules_feed_queues_and_other_buses() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("audit.jsonl");
-    let s = Server::start(&[]);
+    let s = Server::start_unsandboxed(&[]);
     recorder(&s, "auditor", &out);
     let (code, body) = put(&s, "/v1/queues/inbox", json!({}));
     assert!(code < 300, "{body}");
@@ -607,7 +607,7 @@ fn bus_rules_feed_queues_and_other_buses() {
 fn bus_aws_cli_put_events() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("got.jsonl");
-    let s = Server::start(&[]);
+    let s = Server::start_unsandboxed(&[]);
     recorder(&s, "sink", &out);
     let (code, body) = put(
         &s,
@@ -678,7 +678,7 @@ fn bus_aws_cli_put_events() {
 fn bus_receives_async_invocation_destinations() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results.jsonl");
-    let s = Server::start(&[]);
+    let s = Server::start_unsandboxed(&[]);
     recorder(&s, "results", &out);
     s.deploy(
         "fails",
@@ -770,7 +770,7 @@ fn bus_receives_async_invocation_destinations() {
 fn bus_aws_cli_manages_buses_rules_and_targets() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("got.jsonl");
-    let s = Server::start(&[]);
+    let s = Server::start_unsandboxed(&[]);
     recorder(&s, "sink", &out);
     let aws = |args: &[&str]| -> Value {
         let o = std::process::Command::new("aws")

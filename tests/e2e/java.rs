@@ -214,7 +214,7 @@ public class Pojo {
             "arn", ctx.getInvokedFunctionArn(),
             "memory", ctx.getMemoryLimitInMB(),
             "remainingMs", ctx.getRemainingTimeInMillis(),
-            "pid", ProcessHandle.current().pid(),
+            "pid", Long.parseLong(System.getenv("AWS_LAMBDA_RUNTIME_API").split(":")[1]),
             "calls", calls);
         return g;
     }
@@ -263,7 +263,7 @@ public class Fail implements RequestHandler<Map<String, Object>, String> {
     @Override
     public String handleRequest(Map<String, Object> event, Context ctx) {
         if (Boolean.TRUE.equals(event.get("ok"))) {
-            return "pid " + ProcessHandle.current().pid();
+            return "pid " + Long.parseLong(System.getenv("AWS_LAMBDA_RUNTIME_API").split(":")[1]);
         }
         throw new IllegalStateException("boom: " + event.get("why"), new IOException("disk on fire"));
     }

@@ -5,7 +5,9 @@ use nimbus_tests::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-const SLOW_NODE: &str = "exports.handler = async (e) => { if (e.sleep) await new Promise(r => setTimeout(r, e.sleep)); if (e.exit) process.exit(e.exit); return { pid: process.pid }; };";
+/// `pid` is the instance's identity ([`INSTANCE_ID_NODE`]): every sandboxed instance has
+/// the same pid in its own PID namespace.
+const SLOW_NODE: &str = "exports.handler = async (e) => { if (e.sleep) await new Promise(r => setTimeout(r, e.sleep)); if (e.exit) process.exit(e.exit); return { pid: Number(process.env.AWS_LAMBDA_RUNTIME_API.split(':')[1]) }; };";
 
 #[test]
 fn warm_reuse_runs_on_the_same_process() {
@@ -23,7 +25,7 @@ fn warm_reuse_runs_on_the_same_process() {
 #[test]
 fn concurrent_calls_scale_out() {
     let s = Server::start(&[]);
-    s.deploy("slow", python_cfg("app.handler"), &[("app.py", "import os, time\ndef handler(e, c):\n    time.sleep(e.get('sleep', 0))\n    return {'pid': os.getpid()}\n")]);
+    s.deploy("slow", python_cfg("app.handler"), &[("app.py", "import os, time\ndef handler(e, c):\n    time.sleep(e.get('sleep', 0))\n    return {'pid': int(os.environ['AWS_LAMBDA_RUNTIME_API'].split(':')[1])}\n")]);
     let t0 = Instant::now();
     let pids: Vec<u64> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..8)
@@ -91,7 +93,7 @@ fn timeout_kills_the_instance_and_reports_lambdas_error() {
         r.elapsed
     );
     assert!(
-        eventually(Duration::from_secs(3), || !pid_alive(pid)),
+        eventually(Duration::from_secs(3), || !instance_alive(pid)),
         "timed-out instance must be killed"
     );
     let pid2 = s.invoke("hang", "{}").ok()["pid"].as_u64().unwrap();
@@ -144,7 +146,7 @@ fn memory_limit_is_enforced() {
     }
     let mut cfg = python_cfg("app.handler");
     cfg["memory_mb"] = json!(128);
-    s.deploy("hog", cfg, &[("app.py", "import os\ndef handler(e, c):\n    if e.get('mb'):\n        blob = bytearray(e['mb'] * 1024 * 1024)\n        for i in range(0, len(blob), 4096): blob[i] = 1\n    return {'pid': os.getpid()}\n")]);
+    s.deploy("hog", cfg, &[("app.py", "import os\ndef handler(e, c):\n    if e.get('mb'):\n        blob = bytearray(e['mb'] * 1024 * 1024)\n        for i in range(0, len(blob), 4096): blob[i] = 1\n    return {'pid': int(os.environ['AWS_LAMBDA_RUNTIME_API'].split(':')[1])}\n")]);
     let pid = s.invoke("hog", r#"{"mb":10}"#).ok()["pid"]
         .as_u64()
         .unwrap();
@@ -178,9 +180,9 @@ fn idle_instances_scale_to_zero() {
         &[("index.js", SLOW_NODE)],
     );
     let pid = s.invoke("idle", "{}").ok()["pid"].as_u64().unwrap();
-    assert!(pid_alive(pid));
+    assert!(instance_alive(pid));
     assert!(
-        eventually(Duration::from_secs(6), || !pid_alive(pid)),
+        eventually(Duration::from_secs(6), || !instance_alive(pid)),
         "idle instance must stop"
     );
     let r = s.invoke_with("idle", b"{}".to_vec(), &[("X-Amz-Log-Type", "Tail")]);
@@ -219,7 +221,7 @@ fn sigterm_lets_in_flight_invocations_finish() {
     let status = s.terminate();
     assert!(status.success(), "exit status {status}");
     assert!(
-        eventually(Duration::from_secs(3), || !pid_alive(pid)),
+        eventually(Duration::from_secs(3), || !instance_alive(pid)),
         "instances are stopped on shutdown"
     );
 }

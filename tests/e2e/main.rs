@@ -8,6 +8,7 @@ mod bad_input;
 mod bus;
 mod cli;
 mod durability;
+mod escape;
 mod go;
 mod http;
 mod java;

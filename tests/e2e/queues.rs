@@ -93,7 +93,7 @@ fn worker_cfg(record: &std::path::Path) -> Value {
 
 #[test]
 fn queues_partial_batch_failures_redeliver_only_failed_and_poison_is_dead_lettered() {
-    let s = Server::start(&[]);
+    let s = Server::start_unsandboxed(&[]);
     let record = s.data_dir.path().join("deliveries.txt");
     s.deploy("worker", worker_cfg(&record), &[("index.js", WORKER)]);
     put_queue(&s, "orders-dlq", json!({}));
@@ -232,7 +232,7 @@ fn queues_partial_batch_failures_redeliver_only_failed_and_poison_is_dead_letter
 
 #[test]
 fn queues_function_error_redelivers_the_whole_batch() {
-    let s = Server::start(&[]);
+    let s = Server::start_unsandboxed(&[]);
     let record = s.data_dir.path().join("deliveries.txt");
     s.deploy(
         "thrower",
@@ -350,7 +350,7 @@ fn queues_messages_and_mappings_survive_kill9() {
 
 #[test]
 fn queues_cli_and_manifest() {
-    let s = Server::start(&[]);
+    let s = Server::start_unsandboxed(&[]);
     let run = |args: &[&str]| cli_ok(&s.cli(args)).unwrap();
     let out = run(&["queue", "create", "work", "--visibility-timeout", "1"]);
     assert!(
@@ -429,7 +429,7 @@ queue = { name = "orders", batch_size = 5, report_batch_item_failures = true }
 
 #[test]
 fn queues_filter_criteria_drop_unmatched_messages() {
-    let s = Server::start(&[]);
+    let s = Server::start_unsandboxed(&[]);
     let record = s.data_dir.path().join("deliveries.txt");
     s.deploy("picky", worker_cfg(&record), &[("index.js", WORKER)]);
     put_queue(&s, "mixed", json!({"visibility_timeout": 1}));
@@ -523,7 +523,7 @@ fn queues_long_polling_returns_as_soon_as_a_message_is_sent() {
 
 #[test]
 fn queues_mapping_delivers_every_message_across_kill9_mid_delivery() {
-    let mut s = Server::start(&[]);
+    let mut s = Server::start_unsandboxed(&[]);
     let record = s.data_dir.path().join("deliveries.txt");
     // The worker takes 200 ms per batch, so the kill lands mid-delivery.
     let slow = WORKER.replace(

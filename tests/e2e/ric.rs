@@ -58,7 +58,7 @@ def handler(event, context):
     cc = context.client_context
     return {
         "echo": event,
-        "pid": os.getpid(),
+        "pid": int(os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")[1]),  # the instance (sandboxed pids all look alike)
         "request_id": context.aws_request_id,
         "arn": context.invoked_function_arn,
         "left": context.get_remaining_time_in_millis(),
@@ -303,7 +303,7 @@ exports.handler = awslambda.streamifyResponse(async (event, responseStream, cont
     throw new TypeError(event.fail || q.fail);
   }
   responseStream.write(Buffer.from([0, 1, 2, 255]));
-  responseStream.write(`pid=${process.pid}`);
+  responseStream.write(`pid=${process.env.AWS_LAMBDA_RUNTIME_API.split(':')[1]}`);
   responseStream.end();
 });
 "#;
@@ -485,7 +485,7 @@ while True:
     event = json.loads(nxt["body"])
     case = event.get("case")
     base = f"{API}/invocation/{rid}"
-    report = {"case": case, "next": nxt, "previous": previous, "pid": os.getpid()}
+    report = {"case": case, "next": nxt, "previous": previous, "pid": int(os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")[1])}
     if case == "refusals":
         report["wrong_id"] = call("POST", f"{API}/invocation/not-{rid}/response", body=b"{}")
         report["next_again"] = call("GET", API + "/invocation/next")

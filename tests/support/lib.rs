@@ -75,6 +75,15 @@ impl Server {
         s
     }
 
+    /// Starts a server whose instances are NOT sandboxed (`--isolation none`), for tests
+    /// whose functions report through host files the test reads (a sandboxed instance sees
+    /// neither the host's /tmp nor any other host path: tests/e2e/escape.rs checks that).
+    pub fn start_unsandboxed(extra: &[&str]) -> Server {
+        let mut args = vec!["--isolation", "none"];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -256,6 +265,13 @@ impl Server {
             .unwrap_or(false)
     }
 
+    /// PUT `body` as JSON; the status and the JSON answer.
+    pub fn put_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.http.put(self.url(path)).json(body).send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
     pub fn get_json(&self, path: &str) -> (u16, Value) {
         let r = self.http.get(self.url(path)).send().unwrap();
         (r.status().as_u16(), r.json().unwrap_or(Value::Null))
@@ -350,6 +366,37 @@ pub fn pid_alive(pid: u64) -> bool {
         Err(_) => false,
     }
 }
+
+/// Whether an instance is running: a host process whose environment holds the instance's
+/// Runtime API port (`AWS_LAMBDA_RUNTIME_API=127.0.0.1:PORT`). Sandboxed instances live in
+/// their own PID namespace, so their own pid says nothing about the host; functions report
+/// this port (see [`INSTANCE_ID_NODE`], [`INSTANCE_ID_PY`]) as their instance identity.
+pub fn instance_alive(port: u64) -> bool {
+    let needle = format!("AWS_LAMBDA_RUNTIME_API=127.0.0.1:{port}\0");
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    rd.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .any(|e| {
+            let pid: u64 = e.file_name().to_string_lossy().parse().unwrap_or(0);
+            pid_alive(pid)
+                && std::fs::read(e.path().join("environ"))
+                    .map(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                    .unwrap_or(false)
+        })
+}
+
+/// A Node expression: this instance's identity (its Runtime API port), unique among live
+/// instances on the host.
+pub const INSTANCE_ID_NODE: &str = "Number(process.env.AWS_LAMBDA_RUNTIME_API.split(':')[1])";
+/// The same in Python (needs `import os`).
+pub const INSTANCE_ID_PY: &str = "int(os.environ['AWS_LAMBDA_RUNTIME_API'].split(':')[1])";
 
 pub fn node_cfg(handler: &str) -> Value {
     json!({ "runtime": "nodejs20.x", "handler": handler })

@@ -122,6 +122,10 @@ pub struct ServerArgs {
     /// missed firing of each rule) or skip.
     #[arg(long, env = "NIMBUS_MISSED_SCHEDULES", default_value = "run-once", value_name = "POLICY", value_parser = ["run-once", "skip"])]
     pub missed_schedules: String,
+    /// Instance sandboxing: auto (every layer the host allows, missing ones reported),
+    /// strict (refuse to start unless all are available) or none (NOT isolated).
+    #[arg(long, env = "NIMBUS_ISOLATION", default_value = "auto", value_name = "MODE", value_parser = ["auto", "strict", "none"])]
+    pub isolation: String,
     /// Serve HTTPS: PEM certificate chain (leaf first). Needs --tls-key.
     #[arg(
         long,
@@ -171,6 +175,9 @@ pub struct DeployArgs {
     /// Timeout in seconds (1-900).
     #[arg(long, requires = "name", value_name = "S")]
     pub timeout: Option<u32>,
+    /// Size of the function's private /tmp in MB (512-10240).
+    #[arg(long, requires = "name", value_name = "MB")]
+    pub ephemeral_storage: Option<u32>,
     /// Environment variable, repeatable.
     #[arg(long = "env", requires = "name", value_name = "K=V", value_parser = parse_env_pair)]
     pub env: Vec<(String, String)>,

@@ -10,6 +10,10 @@ impl Limits {
     pub const MEMORY_MIN_MB: u32 = 128;
     pub const MEMORY_MAX_MB: u32 = 10240;
     pub const MEMORY_DEFAULT_MB: u32 = 128;
+    /// `/tmp` of an instance (Lambda's `EphemeralStorage`).
+    pub const EPHEMERAL_MIN_MB: u32 = 512;
+    pub const EPHEMERAL_MAX_MB: u32 = 10240;
+    pub const EPHEMERAL_DEFAULT_MB: u32 = 512;
     pub const TIMEOUT_MIN_S: u32 = 1;
     pub const TIMEOUT_MAX_S: u32 = 900;
     pub const TIMEOUT_DEFAULT_S: u32 = 3;
@@ -56,6 +60,9 @@ pub struct FunctionConfig {
     pub memory_mb: u32,
     #[serde(default = "default_timeout")]
     pub timeout_s: u32,
+    /// Size of the instance's private `/tmp` (Lambda's `EphemeralStorage.Size`).
+    #[serde(default = "default_ephemeral")]
+    pub ephemeral_storage_mb: u32,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Environment variables whose values come from the secrets store: variable name →
@@ -220,6 +227,9 @@ pub struct UrlConfig {
 fn default_memory() -> u32 {
     Limits::MEMORY_DEFAULT_MB
 }
+fn default_ephemeral() -> u32 {
+    Limits::EPHEMERAL_DEFAULT_MB
+}
 fn default_timeout() -> u32 {
     Limits::TIMEOUT_DEFAULT_S
 }
@@ -235,6 +245,7 @@ impl FunctionConfig {
             handler: handler.into(),
             memory_mb: default_memory(),
             timeout_s: default_timeout(),
+            ephemeral_storage_mb: default_ephemeral(),
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
             description: String::new(),
@@ -256,6 +267,13 @@ impl FunctionConfig {
         self.runtime.validate_handler(&self.handler)?;
         if !(Limits::MEMORY_MIN_MB..=Limits::MEMORY_MAX_MB).contains(&self.memory_mb) {
             return Err(CoreError::InvalidMemory(self.memory_mb));
+        }
+        if !(Limits::EPHEMERAL_MIN_MB..=Limits::EPHEMERAL_MAX_MB)
+            .contains(&self.ephemeral_storage_mb)
+        {
+            return Err(CoreError::InvalidEphemeralStorage(
+                self.ephemeral_storage_mb,
+            ));
         }
         if !(Limits::TIMEOUT_MIN_S..=Limits::TIMEOUT_MAX_S).contains(&self.timeout_s) {
             return Err(CoreError::InvalidTimeout(self.timeout_s));
@@ -435,6 +453,22 @@ mod tests {
         let c = cfg();
         assert_eq!((c.memory_mb, c.timeout_s, c.concurrency), (128, 3, 10));
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn ephemeral_storage_is_lambdas_range_and_defaults_to_512() {
+        let mut c = cfg();
+        assert_eq!(c.ephemeral_storage_mb, 512);
+        c.ephemeral_storage_mb = 511;
+        assert_eq!(c.validate(), Err(CoreError::InvalidEphemeralStorage(511)));
+        c.ephemeral_storage_mb = 10241;
+        assert!(c.validate().is_err());
+        c.ephemeral_storage_mb = 10240;
+        c.validate().unwrap();
+        // Stored configs from before the field read as the default.
+        let old: FunctionConfig =
+            serde_json::from_str(r#"{"runtime":"nodejs20.x","handler":"index.handler"}"#).unwrap();
+        assert_eq!(old.ephemeral_storage_mb, 512);
     }
 
     #[test]

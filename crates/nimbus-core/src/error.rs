@@ -11,6 +11,8 @@ pub enum CoreError {
     InvalidHandler(String, String),
     #[error("memory size {0} MB is out of range: use 128-10240")]
     InvalidMemory(u32),
+    #[error("ephemeral storage {0} MB is out of range: use 512-10240")]
+    InvalidEphemeralStorage(u32),
     #[error("timeout {0} s is out of range: use 1-900")]
     InvalidTimeout(u32),
     #[error("concurrency {0} is out of range: use 1-1000")]

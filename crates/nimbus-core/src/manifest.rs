@@ -7,6 +7,7 @@
 //! code = "."                # directory relative to the manifest (default ".")
 //! memory = 128              # MB, 128-10240
 //! timeout = 3               # seconds, 1-900
+//! ephemeral_storage_mb = 512 # MB of private /tmp, 512-10240
 //! concurrency = 10          # max concurrent instances
 //! url = true                # function URL at /fn/hello/
 //! routes = ["GET /hello/{name}"]
@@ -165,6 +166,7 @@ struct RawFunction {
     code: Option<String>,
     memory: Option<u32>,
     timeout: Option<u32>,
+    ephemeral_storage_mb: Option<u32>,
     concurrency: Option<u32>,
     description: Option<String>,
     #[serde(default)]
@@ -435,6 +437,9 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         let mut config = FunctionConfig::new(runtime, handler);
         config.memory_mb = f.memory.unwrap_or(Limits::MEMORY_DEFAULT_MB);
         config.timeout_s = f.timeout.unwrap_or(Limits::TIMEOUT_DEFAULT_S);
+        config.ephemeral_storage_mb = f
+            .ephemeral_storage_mb
+            .unwrap_or(Limits::EPHEMERAL_DEFAULT_MB);
         config.concurrency = f.concurrency.unwrap_or(Limits::CONCURRENCY_DEFAULT);
         config.description = f.description.unwrap_or_default();
         match f.url {
@@ -580,6 +585,7 @@ mod tests {
             handler = "index.handler"
             memory = 256
             timeout = 10
+            ephemeral_storage_mb = 2048
             url = true
             routes = ["GET /hello/{name}"]
             env = { GREETING = "hi", DB_PASSWORD = { secret = "db-pass" } }
@@ -596,6 +602,8 @@ mod tests {
         assert_eq!(m[1].config.network, crate::NetworkPolicy::None);
         assert_eq!(m[0].name.as_str(), "hello");
         assert_eq!(m[0].config.memory_mb, 256);
+        assert_eq!(m[0].config.ephemeral_storage_mb, 2048);
+        assert_eq!(m[1].config.ephemeral_storage_mb, 512);
         assert_eq!(m[0].config.routes[0].key(), "GET /hello/{name}");
         assert_eq!(m[0].config.env["GREETING"], "hi");
         assert_eq!(m[0].config.secrets["DB_PASSWORD"], "db-pass");

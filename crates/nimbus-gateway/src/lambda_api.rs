@@ -95,7 +95,7 @@ pub(crate) fn configuration(v: &FunctionVersion) -> Value {
         "LastUpdateStatus": "Successful",
         "PackageType": "Zip",
         "Architectures": ["x86_64"],
-        "EphemeralStorage": {"Size": 512},
+        "EphemeralStorage": {"Size": v.config.ephemeral_storage_mb},
         "LoggingConfig": {"LogFormat": "Text", "LogGroup": format!("/aws/lambda/{name}")},
         "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
     });
@@ -180,6 +180,12 @@ struct EnvironmentInput {
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
+struct EphemeralStorageInput {
+    size: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
 struct ConfigInput {
     function_name: Option<String>,
     runtime: Option<String>,
@@ -188,6 +194,7 @@ struct ConfigInput {
     description: Option<String>,
     timeout: Option<i64>,
     memory_size: Option<i64>,
+    ephemeral_storage: Option<EphemeralStorageInput>,
     environment: Option<EnvironmentInput>,
     publish: Option<bool>,
     code: Option<CodeInput>,
@@ -237,6 +244,14 @@ fn apply_config(cfg: &mut FunctionConfig, input: &ConfigInput) -> Result<(), Api
             m,
             Limits::MEMORY_MIN_MB,
             Limits::MEMORY_MAX_MB,
+        )?;
+    }
+    if let Some(size) = input.ephemeral_storage.as_ref().and_then(|e| e.size) {
+        cfg.ephemeral_storage_mb = range(
+            "ephemeralStorage.size",
+            size,
+            Limits::EPHEMERAL_MIN_MB,
+            Limits::EPHEMERAL_MAX_MB,
         )?;
     }
     if let Some(env) = &input.environment {

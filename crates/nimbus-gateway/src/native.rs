@@ -33,6 +33,7 @@ pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "memory_limits": gw.cfg.memory_limits,
+        "isolation": gw.cfg.isolation,
     }))
 }
 

@@ -19,6 +19,8 @@ pub struct GatewayConfig {
     pub public_url: String,
     /// Reported by `/v1/health`.
     pub memory_limits: String,
+    /// The sandbox (`{mode, level, layers: [{name, ok, detail}]}`), reported by `/v1/health`.
+    pub isolation: serde_json::Value,
 }
 
 /// A function version resolved for invocation.

@@ -334,6 +334,7 @@ fn start_failure(inv: &Invocation, e: RuntimeError) -> PoolInvokeResult {
         RuntimeError::Spawn(_) => "Runtime.Unknown",
         RuntimeError::Secret(_) => "Runtime.SecretNotFound",
         RuntimeError::Network(_) => "Runtime.NetworkUnavailable",
+        RuntimeError::Isolation(_) => "Runtime.Unknown",
     };
     let outcome = Outcome::platform_error(
         error_type,

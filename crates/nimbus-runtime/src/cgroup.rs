@@ -1,4 +1,7 @@
-//! Memory limits through cgroups (v1 or v2), detected once at start.
+//! Instance limits through cgroups (v1 or v2), detected once at start: memory (always,
+//! when cgroups are usable), and where available the number of processes (`pids.max`) and
+//! a CPU share proportional to memory (v1 `cpu.shares`, v2 `cpu.weight`; shares, not a
+//! hard quota).
 
 use std::ffi::CString;
 use std::fs;
@@ -9,10 +12,20 @@ use std::path::{Path, PathBuf};
 /// How instance memory is limited on this host.
 #[derive(Debug, Clone)]
 pub enum MemoryLimits {
-    /// cgroup v1 memory controller; instances live under `root/<id>`.
-    V1 { root: PathBuf },
-    /// cgroup v2 with the memory controller enabled for `root`'s children.
-    V2 { root: PathBuf },
+    /// cgroup v1 memory controller; instances live under `root/<id>` (and under
+    /// `pids/<id>`, `cpu/<id>` of those hierarchies when they are usable).
+    V1 {
+        root: PathBuf,
+        pids: Option<PathBuf>,
+        cpu: Option<PathBuf>,
+    },
+    /// cgroup v2 with the memory controller (and `pids`, `cpu` when enabled) for `root`'s
+    /// children.
+    V2 {
+        root: PathBuf,
+        pids: bool,
+        cpu: bool,
+    },
     /// No usable cgroup: limits are not enforced.
     Unavailable { reason: String },
 }
@@ -26,11 +39,17 @@ impl MemoryLimits {
     fn detect_at(base: &Path) -> Self {
         let mut reasons = Vec::new();
         match try_v2(base) {
-            Ok(root) => return MemoryLimits::V2 { root },
+            Ok((root, pids, cpu)) => return MemoryLimits::V2 { root, pids, cpu },
             Err(e) => reasons.push(format!("cgroup v2: {e}")),
         }
         match try_v1(base) {
-            Ok(root) => return MemoryLimits::V1 { root },
+            Ok(root) => {
+                return MemoryLimits::V1 {
+                    root,
+                    pids: try_v1_controller(base, "pids", "pids.max", "max").ok(),
+                    cpu: try_v1_controller(base, "cpu", "cpu.shares", "1024").ok(),
+                }
+            }
             Err(e) => reasons.push(format!("cgroup v1: {e}")),
         }
         MemoryLimits::Unavailable {
@@ -47,40 +66,103 @@ impl MemoryLimits {
         }
     }
 
-    /// Removes this server's cgroup subtree (at shutdown, once every instance has stopped).
+    /// Removes this server's cgroup subtrees (at shutdown, once every instance has stopped).
     pub fn remove_root(&self) {
-        if let MemoryLimits::V1 { root } | MemoryLimits::V2 { root } = self {
-            remove_tree(root);
+        match self {
+            MemoryLimits::V1 { root, pids, cpu } => {
+                for r in [Some(root), pids.as_ref(), cpu.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    remove_tree(r);
+                }
+            }
+            MemoryLimits::V2 { root, .. } => remove_tree(root),
+            MemoryLimits::Unavailable { .. } => {}
         }
     }
 
-    /// Creates the cgroup of one instance with a memory limit of `limit_bytes`.
+    /// The isolation layers these cgroups provide (`memory`, `pids`, `cpu`).
+    pub fn layers(&self) -> Vec<crate::sandbox::Layer> {
+        use crate::sandbox::Layer;
+        let fix = "run as root on a host with cgroups";
+        let (mem, pids, cpu) = match self {
+            MemoryLimits::V1 { pids, cpu, .. } => (true, pids.is_some(), cpu.is_some()),
+            MemoryLimits::V2 { pids, cpu, .. } => (true, *pids, *cpu),
+            MemoryLimits::Unavailable { .. } => (false, false, false),
+        };
+        let layer = |name, ok, what: &str| {
+            if ok {
+                Layer::ok(name, format!("{} ({what})", self.describe()))
+            } else {
+                Layer::missing(name, format!("no {name} cgroup: {fix}"))
+            }
+        };
+        vec![
+            layer("memory", mem, "the function's memory size"),
+            layer("pids", pids, &format!("pids.max {PIDS_MAX}")),
+            layer("cpu", cpu, "a CPU share proportional to memory"),
+        ]
+    }
+
+    /// Creates the cgroup of one instance with a memory limit of `limit_bytes`, and, where
+    /// available, `pids.max` and a CPU share proportional to the memory.
     pub(crate) fn create(&self, id: &str, limit_bytes: u64) -> io::Result<Option<Cgroup>> {
-        let (root, v2) = match self {
-            MemoryLimits::V1 { root } => (root, false),
-            MemoryLimits::V2 { root } => (root, true),
+        let mb = limit_bytes >> 20;
+        let (dir, v2) = match self {
+            MemoryLimits::V1 { root, .. } => (root.join(id), false),
+            MemoryLimits::V2 { root, .. } => (root.join(id), true),
             MemoryLimits::Unavailable { .. } => return Ok(None),
         };
-        let dir = root.join(id);
         fs::create_dir(&dir)?;
-        let cg = Cgroup {
-            procs: CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())?,
+        let mut cg = Cgroup {
+            procs: vec![CString::new(
+                dir.join("cgroup.procs").as_os_str().as_bytes(),
+            )?],
             dir,
+            extra: Vec::new(),
             v2,
         };
         let limit = limit_bytes.to_string();
-        let res = if v2 {
-            fs::write(cg.dir.join("memory.max"), &limit)
-                .and_then(|_| fs::write(cg.dir.join("memory.swap.max"), "0").or(Ok(())))
-        } else {
-            fs::write(cg.dir.join("memory.limit_in_bytes"), &limit).and_then(|_| {
-                let memsw = cg.dir.join("memory.memsw.limit_in_bytes");
-                if memsw.exists() {
-                    fs::write(memsw, &limit)?;
+        let res = (|| -> io::Result<()> {
+            match self {
+                MemoryLimits::V2 { pids, cpu, .. } => {
+                    fs::write(cg.dir.join("memory.max"), &limit)?;
+                    let _ = fs::write(cg.dir.join("memory.swap.max"), "0");
+                    if *pids {
+                        fs::write(cg.dir.join("pids.max"), PIDS_MAX.to_string())?;
+                    }
+                    if *cpu {
+                        fs::write(cg.dir.join("cpu.weight"), cpu_weight(mb).to_string())?;
+                    }
                 }
-                Ok(())
-            })
-        };
+                MemoryLimits::V1 { pids, cpu, .. } => {
+                    fs::write(cg.dir.join("memory.limit_in_bytes"), &limit)?;
+                    let memsw = cg.dir.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        fs::write(memsw, &limit)?;
+                    }
+                    if let Some(p) = pids {
+                        let d = p.join(id);
+                        fs::create_dir(&d)?;
+                        cg.extra.push(d.clone());
+                        cg.procs
+                            .push(CString::new(d.join("cgroup.procs").as_os_str().as_bytes())?);
+                        fs::write(d.join("pids.max"), PIDS_MAX.to_string())?;
+                    }
+                    if let Some(c) = cpu {
+                        let d = c.join(id);
+                        fs::create_dir(&d)?;
+                        cg.extra.push(d.clone());
+                        cg.procs
+                            .push(CString::new(d.join("cgroup.procs").as_os_str().as_bytes())?);
+                        fs::write(d.join("cpu.shares"), cpu_shares(mb).to_string())?;
+                    }
+                }
+                MemoryLimits::Unavailable { .. } => {}
+            }
+            Ok(())
+        })();
         if let Err(e) = res {
             cg.remove();
             return Err(e);
@@ -89,7 +171,40 @@ impl MemoryLimits {
     }
 }
 
-fn try_v2(base: &Path) -> io::Result<PathBuf> {
+/// Processes and threads of one instance.
+pub const PIDS_MAX: u32 = 1024;
+
+/// v1 `cpu.shares`: 1024 (the default of every other cgroup) per 1769 MB, Lambda's
+/// memory for one vCPU; at least 2 (the kernel's minimum).
+pub(crate) fn cpu_shares(memory_mb: u64) -> u64 {
+    (memory_mb * 1024 / 1769).max(2)
+}
+
+/// v2 `cpu.weight` (default 100, range 1–10000): 100 per 1769 MB.
+pub(crate) fn cpu_weight(memory_mb: u64) -> u64 {
+    (memory_mb * 100 / 1769).clamp(1, 10_000)
+}
+
+/// A v1 hierarchy (`pids`, `cpu`) where this server can create and configure children.
+fn try_v1_controller(base: &Path, name: &str, file: &str, value: &str) -> io::Result<PathBuf> {
+    let h = base.join(name);
+    if !h.join("cgroup.procs").exists() {
+        return Err(io::Error::other(format!("{name} hierarchy not mounted")));
+    }
+    let top = h.join("nimbus");
+    ensure_dir(&top)?;
+    cleanup_stale(&top);
+    let root = server_root(&top);
+    ensure_dir(&root)?;
+    let probe = root.join(format!("probe-{}", std::process::id()));
+    ensure_dir(&probe)?;
+    let ok = fs::write(probe.join(file), value);
+    let _ = fs::remove_dir(&probe);
+    ok?;
+    Ok(root)
+}
+
+fn try_v2(base: &Path) -> io::Result<(PathBuf, bool, bool)> {
     let controllers = fs::read_to_string(base.join("cgroup.controllers"))?;
     if !controllers.split_whitespace().any(|c| c == "memory") {
         return Err(io::Error::other("memory controller not available"));
@@ -103,7 +218,16 @@ fn try_v2(base: &Path) -> io::Result<PathBuf> {
     let root = server_root(&top);
     ensure_dir(&root)?;
     fs::write(root.join("cgroup.subtree_control"), "+memory")?;
-    Ok(root)
+    // pids and cpu where the parent delegates them.
+    let enable = |c: &str| {
+        controllers.split_whitespace().any(|x| x == c)
+            && [base, top.as_path(), root.as_path()]
+                .iter()
+                .all(|d| fs::write(d.join("cgroup.subtree_control"), format!("+{c}")).is_ok())
+    };
+    let pids = enable("pids");
+    let cpu = enable("cpu");
+    Ok((root, pids, cpu))
 }
 
 fn try_v1(base: &Path) -> io::Result<PathBuf> {
@@ -171,15 +295,18 @@ fn remove_tree(dir: &Path) {
 /// The cgroup of one instance.
 #[derive(Debug)]
 pub(crate) struct Cgroup {
+    /// The memory cgroup (v2: the only one).
     dir: PathBuf,
-    /// `cgroup.procs`, prepared before fork so the child can join without allocating.
-    procs: CString,
+    /// v1: the instance's cgroups in the other hierarchies (pids, cpu).
+    extra: Vec<PathBuf>,
+    /// Each `cgroup.procs`, prepared before fork so the child can join without allocating.
+    procs: Vec<CString>,
     v2: bool,
 }
 
 impl Cgroup {
-    /// Path of `cgroup.procs` as a C string, for the child to write `0` into before exec.
-    pub(crate) fn procs_path(&self) -> &CString {
+    /// Paths of `cgroup.procs` as C strings, for the child to write `0` into before exec.
+    pub(crate) fn procs_paths(&self) -> &[CString] {
         &self.procs
     }
 
@@ -212,22 +339,58 @@ impl Cgroup {
         })
     }
 
+    /// SIGKILLs every process left in the instance's cgroup (forks that left its
+    /// process group).
+    pub(crate) fn kill_all(&self) {
+        let procs = fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
     pub(crate) fn remove(&self) {
-        // The directory can be removed only once its processes are gone; retry briefly.
-        for _ in 0..50 {
-            match fs::remove_dir(&self.dir) {
-                Ok(()) => return,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        for dir in std::iter::once(&self.dir).chain(&self.extra) {
+            // The directory can be removed only once its processes are gone; retry briefly.
+            let mut gone = false;
+            for _ in 0..50 {
+                match fs::remove_dir(dir) {
+                    Ok(()) => {
+                        gone = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        gone = true;
+                        break;
+                    }
+                    Err(_) => {
+                        self.kill_all();
+                        std::thread::sleep(std::time::Duration::from_millis(10))
+                    }
+                }
+            }
+            if !gone {
+                tracing::warn!(dir = %dir.display(), "could not remove instance cgroup");
             }
         }
-        tracing::warn!(dir = %self.dir.display(), "could not remove instance cgroup");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_share_follows_memory() {
+        assert_eq!(cpu_shares(1769), 1024);
+        assert_eq!(cpu_shares(128), 74);
+        assert_eq!(cpu_shares(1), 2);
+        assert_eq!(cpu_weight(1769), 100);
+        assert_eq!(cpu_weight(128), 7);
+        assert_eq!(cpu_weight(10240), 578);
+    }
 
     #[test]
     fn unavailable_on_empty_tree() {

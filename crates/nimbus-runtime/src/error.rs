@@ -17,4 +17,7 @@ pub enum RuntimeError {
     /// cannot be set up. Returned to the caller as `Runtime.NetworkUnavailable`.
     #[error("{0}")]
     Network(String),
+    /// `--isolation strict` and a sandbox layer this host does not provide.
+    #[error("{0}")]
+    Isolation(String),
 }

@@ -74,16 +74,6 @@ impl JavaRuntime {
         &self.java
     }
 
-    /// The program and arguments of an instance of a function in `code_dir`.
-    pub(crate) fn command(
-        &self,
-        code_dir: &Path,
-        memory_mb: u32,
-    ) -> Result<(PathBuf, Vec<OsString>), RuntimeError> {
-        let classes = self.bootstrap_classes()?;
-        Ok((self.java.clone(), jvm_args(&classes, code_dir, memory_mb)?))
-    }
-
     /// The directory of the compiled bootstrap, compiling it on first use.
     pub(crate) fn bootstrap_classes(&self) -> Result<PathBuf, RuntimeError> {
         let mut ready = self.classes.lock().unwrap_or_else(|e| e.into_inner());

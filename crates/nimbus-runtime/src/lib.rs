@@ -13,6 +13,7 @@ mod logs;
 pub mod netns;
 mod process;
 mod rapi;
+mod sandbox;
 
 pub use cgroup::MemoryLimits;
 pub use error::RuntimeError;
@@ -20,6 +21,7 @@ pub use logs::{LogRecord, LogSink, LogStreamKind};
 pub use process::{
     mask_secrets, ProcessExecutor, ProcessExecutorConfig, ProcessInstance, SecretSource,
 };
+pub use sandbox::{Isolation, IsolationReport, Layer};
 
 use bytes::Bytes;
 use nimbus_core::{FunctionConfig, FunctionName};

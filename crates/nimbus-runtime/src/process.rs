@@ -5,9 +5,11 @@ use crate::java::JavaRuntime;
 use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind};
 use crate::netns::{self, NetNs, Slirp};
 use crate::rapi::{self, Pending, RapiState};
+use crate::sandbox::{self, Isolation, IsolationReport, Mounts, Sandbox, UidLease};
 use crate::{Executor, Instance, InstanceSpec, Invocation, InvokeResult, Outcome, RuntimeError};
 use nimbus_core::{arn, NetworkPolicy, RuntimeFamily};
 use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -41,6 +43,8 @@ pub struct ProcessExecutorConfig {
     /// The host `java` (a JDK: `javac` next to it or on `PATH` compiles the bootstrap).
     pub java: PathBuf,
     pub memory: MemoryLimits,
+    /// `--isolation`: how instances are sandboxed.
+    pub isolation: Isolation,
 }
 
 /// Where the executor reads the values of a function's secret references
@@ -71,11 +75,16 @@ pub struct ProcessExecutor {
     java: JavaRuntime,
     /// Whether instances get network namespaces of their own (see [`netns::probe`]).
     netns: bool,
+    /// Builds sandboxed command lines; `None` with `--isolation none` or when the host
+    /// allows no sandbox.
+    sandbox: Option<Sandbox>,
+    isolation: IsolationReport,
 }
 
 impl ProcessExecutor {
-    /// Writes the bootstraps to `runtimes_dir` and resolves the interpreters.
-    pub fn new(mut cfg: ProcessExecutorConfig, logs: LogSink) -> std::io::Result<Self> {
+    /// Writes the bootstraps to `runtimes_dir`, resolves the interpreters and probes the
+    /// sandbox (`--isolation strict` fails here when a layer is missing).
+    pub fn new(mut cfg: ProcessExecutorConfig, logs: LogSink) -> Result<Self, RuntimeError> {
         write_if_changed(&cfg.runtimes_dir.join("node/bootstrap.js"), NODE_BOOTSTRAP)?;
         write_if_changed(
             &cfg.runtimes_dir.join("python/bootstrap.py"),
@@ -84,8 +93,39 @@ impl ProcessExecutor {
         let path_env =
             std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         cfg.node = resolve(&cfg.node, &path_env);
-        cfg.python = resolve_python(&cfg.python, &path_env);
+        let (python, python_prefixes) = resolve_python(&cfg.python, &path_env);
+        cfg.python = python;
         cfg.java = resolve(&cfg.java, &path_env);
+        // Interpreters installed outside /usr are bound read-only into every sandbox.
+        let mut host_dirs: Vec<PathBuf> = python_prefixes;
+        host_dirs.extend(
+            [&cfg.node, &cfg.java]
+                .into_iter()
+                .filter_map(|p| std::fs::canonicalize(p).ok())
+                .filter_map(|p| p.parent()?.parent().map(Path::to_path_buf)),
+        );
+        host_dirs.retain(|d| d.is_absolute() && !d.starts_with("/usr") && d != Path::new("/"));
+        // Never a directory that holds the data dir (secrets, other functions' code).
+        if let Some(data) = cfg.runtimes_dir.parent() {
+            host_dirs.retain(|d| {
+                let holds = data.starts_with(d);
+                if holds {
+                    warn!(dir = %d.display(), "not binding an interpreter directory into sandboxes: it contains the data dir; move the data dir elsewhere");
+                }
+                !holds
+            });
+        }
+        host_dirs.sort();
+        host_dirs.dedup();
+        let scratch = cfg.runtimes_dir.join("sandbox-probe");
+        std::fs::create_dir_all(&scratch)?;
+        let (sandbox, isolation) = sandbox::probe(cfg.isolation, &cfg.memory, host_dirs, &scratch)
+            .map_err(RuntimeError::Isolation)?;
+        if isolation.mode == Isolation::None || isolation.missing().next().is_some() {
+            warn!("{}", isolation.summary());
+        } else {
+            info!("{}", isolation.summary());
+        }
         // Compiled lazily, at the first Java cold start.
         let java = JavaRuntime::new(cfg.java.clone(), cfg.runtimes_dir.join("java"), &path_env);
         info!(node = %cfg.node.display(), python = %cfg.python.display(), java = %java.java().display(), memory_limits = cfg.memory.describe(), "process executor ready");
@@ -93,6 +133,8 @@ impl ProcessExecutor {
             warn!("memory limits are NOT enforced on this host ({reason}); run as root on a host with cgroups to enforce them");
         }
         let netns = match netns::probe() {
+            // `--isolation none`: instances share the host network, as everything else.
+            Ok(()) if isolation.mode == Isolation::None => false,
             Ok(()) => {
                 match netns::slirp_probe() {
                     Ok(p) => info!(slirp4netns = %p.display(), "network isolation: a network namespace per instance; outbound egress through slirp4netns"),
@@ -112,6 +154,8 @@ impl ProcessExecutor {
             path_env,
             java,
             netns,
+            sandbox,
+            isolation,
         })
     }
 
@@ -193,20 +237,45 @@ impl ProcessExecutor {
         &self.cfg.memory
     }
 
-    fn command(&self, spec: &InstanceSpec) -> Result<Command, RuntimeError> {
-        let (program, args): (PathBuf, Vec<PathBuf>) = match spec.config.runtime.family() {
+    /// The isolation instances get (probed at start).
+    pub fn isolation(&self) -> &IsolationReport {
+        &self.isolation
+    }
+
+    /// Where the instance sees its code and Nimbus's bootstraps.
+    fn instance_dirs(&self, spec: &InstanceSpec) -> (PathBuf, PathBuf) {
+        if self.sandbox.is_some() {
+            (sandbox::TASK_ROOT.into(), sandbox::RUNTIME_DIR.into())
+        } else {
+            (spec.code_dir.clone(), self.cfg.runtimes_dir.clone())
+        }
+    }
+
+    /// The program and arguments (paths as the instance sees them), and, sandboxed, the
+    /// per-spawn pieces of the sandbox.
+    fn command(
+        &self,
+        spec: &InstanceSpec,
+    ) -> Result<(Command, Option<sandbox::Prepared>), RuntimeError> {
+        let (task_root, runtime_dir) = self.instance_dirs(spec);
+        let (program, args): (PathBuf, Vec<OsString>) = match spec.config.runtime.family() {
             RuntimeFamily::Node => (
                 self.cfg.node.clone(),
-                vec![self.cfg.runtimes_dir.join("node/bootstrap.js")],
+                vec![runtime_dir.join("node/bootstrap.js").into()],
             ),
             RuntimeFamily::Python => (
                 self.cfg.python.clone(),
-                vec![self.cfg.runtimes_dir.join("python/bootstrap.py")],
+                vec![runtime_dir.join("python/bootstrap.py").into()],
             ),
             RuntimeFamily::Java => {
                 // Compiles the bootstrap on first use (blocking this worker for seconds, once).
-                let (java, args) = self.java.command(&spec.code_dir, spec.config.memory_mb)?;
-                (java, args.into_iter().map(PathBuf::from).collect())
+                let classes = self.java.bootstrap_classes()?;
+                let classes = match classes.strip_prefix(&self.cfg.runtimes_dir) {
+                    Ok(rel) => runtime_dir.join(rel),
+                    Err(_) => classes,
+                };
+                let args = crate::java::jvm_args(&classes, &spec.code_dir, spec.config.memory_mb)?;
+                (self.java.java().to_path_buf(), args)
             }
             RuntimeFamily::Provided => {
                 let bootstrap = spec.code_dir.join("bootstrap");
@@ -221,12 +290,25 @@ impl ProcessExecutor {
                             .into(),
                     ));
                 }
-                (bootstrap, vec![])
+                (task_root.join("bootstrap"), vec![])
             }
         };
-        let mut cmd = Command::new(&program);
-        cmd.args(&args);
-        Ok(cmd)
+        match &self.sandbox {
+            None => {
+                let mut cmd = Command::new(&program);
+                cmd.args(&args);
+                Ok((cmd, None))
+            }
+            Some(sb) => {
+                let mounts = Mounts {
+                    code_dir: &spec.code_dir,
+                    runtimes_dir: &self.cfg.runtimes_dir,
+                    tmp_bytes: u64::from(spec.config.ephemeral_storage_mb) << 20,
+                };
+                let (cmd, prepared) = sb.command(&mounts, OsStr::new(&program), &args)?;
+                Ok((cmd, Some(prepared)))
+            }
+        }
     }
 
     fn environment(
@@ -237,7 +319,19 @@ impl ProcessExecutor {
     ) -> Vec<(String, String)> {
         let name = spec.function.as_str();
         let runtime = spec.config.runtime.as_str();
-        let task_root = spec.code_dir.display().to_string();
+        let (task_root, runtime_dir) = self.instance_dirs(spec);
+        let task_root = task_root.display().to_string();
+        let path = if self.sandbox.is_some() {
+            // The host's PATH names directories the sandbox does not have.
+            let mut p = String::new();
+            if let Some(bin) = self.cfg.python.parent() {
+                p.push_str(&format!("{}:", bin.display()));
+            }
+            p.push_str("/usr/local/bin:/usr/bin:/bin:/var/task");
+            p
+        } else {
+            self.path_env.clone()
+        };
         let mut env: Vec<(String, String)> = spec
             .config
             .env
@@ -246,7 +340,7 @@ impl ProcessExecutor {
             .chain(secret_env.iter().cloned())
             .collect();
         let platform = [
-            ("PATH", self.path_env.clone()),
+            ("PATH", path),
             ("LANG", "C.UTF-8".into()),
             ("TZ", ":UTC".into()),
             ("PYTHONDONTWRITEBYTECODE", "1".into()),
@@ -271,10 +365,7 @@ impl ProcessExecutor {
             ("AWS_REGION", arn::REGION.into()),
             ("AWS_DEFAULT_REGION", arn::REGION.into()),
             ("LAMBDA_TASK_ROOT", task_root),
-            (
-                "LAMBDA_RUNTIME_DIR",
-                self.cfg.runtimes_dir.display().to_string(),
-            ),
+            ("LAMBDA_RUNTIME_DIR", runtime_dir.display().to_string()),
         ];
         env.retain(|(k, _)| !platform.iter().any(|(p, _)| p == k));
         env.extend(platform.into_iter().map(|(k, v)| (k.to_string(), v)));
@@ -287,7 +378,10 @@ impl Executor for ProcessExecutor {
 
     async fn start(&self, spec: Arc<InstanceSpec>) -> Result<ProcessInstance, RuntimeError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut cmd = self.command(&spec)?;
+        let (mut cmd, prepared) = self.command(&spec)?;
+        if self.sandbox.is_none() {
+            warn!(function = %spec.function, "starting an instance WITHOUT isolation: it runs as the server's user and sees the host");
+        }
         let secret_env = self.resolve_secrets(&spec)?;
         // What to mask in the instance's output: each value, and each line of a multi-line
         // value (output is captured line by line), longest first.
@@ -330,17 +424,25 @@ impl Executor for ProcessExecutor {
                 None
             }
         };
-        cmd.current_dir(&spec.code_dir)
-            .env_clear()
+        if self.sandbox.is_none() {
+            cmd.current_dir(&spec.code_dir);
+        }
+        cmd.env_clear()
             .envs(self.environment(&spec, &api, &secret_env))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let procs = cgroup.as_ref().map(|c| c.procs_path().clone());
+        let procs: Vec<std::ffi::CString> = cgroup
+            .as_ref()
+            .map(|c| c.procs_paths().to_vec())
+            .unwrap_or_default();
+        let sandbox_fds = prepared.as_ref().map(|p| p.raw_fds()).unwrap_or_default();
+        let sandboxed = prepared.is_some();
+        let nproc = self.sandbox.as_ref().is_some_and(|s| s.privileged());
         // SAFETY: the closure only makes async-signal-safe system calls (prctl, setns, open,
-        // write, close) on memory prepared before fork.
+        // write, close, fcntl, setrlimit) on memory prepared before fork.
         unsafe {
             cmd.pre_exec(move || {
                 // Join the instance's network namespace (before anything else runs).
@@ -359,7 +461,7 @@ impl Executor for ProcessExecutor {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if let Some(p) = &procs {
+                for p in &procs {
                     let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                     if fd < 0 {
                         return Err(std::io::Error::last_os_error());
@@ -369,6 +471,10 @@ impl Executor for ProcessExecutor {
                     if !ok {
                         return Err(std::io::Error::last_os_error());
                     }
+                }
+                if sandboxed {
+                    sandbox::clear_cloexec(&sandbox_fds)?;
+                    sandbox::set_rlimits(nproc)?;
                 }
                 Ok(())
             });
@@ -395,6 +501,8 @@ impl Executor for ProcessExecutor {
                 );
             }
         };
+        // bwrap has its own copies of the descriptors it reads; the uid stays leased.
+        let uid = prepared.map(|p| p.uid);
         let pid = child.id();
         debug!(instance = %id, pid, function = %spec.function, version = %spec.version, "instance started");
 
@@ -434,6 +542,7 @@ impl Executor for ProcessExecutor {
             exit_rx,
             stop_tx: Some(stop_tx),
             cgroup,
+            uid,
             logctx,
             started,
             initialized: false,
@@ -511,6 +620,8 @@ pub struct ProcessInstance {
     exit_rx: watch::Receiver<Option<ExitStatus>>,
     stop_tx: Option<oneshot::Sender<()>>,
     cgroup: Option<Cgroup>,
+    /// The sandbox uid, returned to the pool when the instance is gone.
+    uid: Option<UidLease>,
     logctx: Arc<LogCtx>,
     started: Instant,
     initialized: bool,
@@ -539,6 +650,10 @@ impl ProcessInstance {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        // Processes that left the group (the sandbox starts a new session).
+        if let Some(cg) = &self.cgroup {
+            cg.kill_all();
+        }
     }
 
     async fn wait_exit(rx: &mut watch::Receiver<Option<ExitStatus>>) -> ExitStatus {
@@ -554,6 +669,14 @@ impl ProcessInstance {
         }
         use std::os::unix::process::ExitStatusExt;
         let how = match (status.code(), status.signal()) {
+            // bwrap exits with 128 + the signal that killed the runtime.
+            (Some(c), _) if self.uid.is_some() && (129..=192).contains(&c) => {
+                if c == 137 {
+                    "signal: killed".to_string()
+                } else {
+                    format!("signal: {}", c - 128)
+                }
+            }
             (Some(c), _) => format!("exit status {c}"),
             (None, Some(9)) => "signal: killed".to_string(),
             (None, Some(s)) => format!("signal: {s}"),
@@ -806,18 +929,24 @@ fn resolve(program: &Path, path_env: &str) -> PathBuf {
 }
 
 /// Resolves `python3` to the real interpreter (skipping shims such as pyenv's, which
-/// depend on the caller's environment and add start-up time).
-fn resolve_python(program: &Path, path_env: &str) -> PathBuf {
+/// depend on the caller's environment and add start-up time), with its installation
+/// prefixes (`sys.prefix`, `sys.base_prefix`: bound into sandboxes).
+fn resolve_python(program: &Path, path_env: &str) -> (PathBuf, Vec<PathBuf>) {
     let p = resolve(program, path_env);
-    std::process::Command::new(&p)
-        .args(["-c", "import sys; print(sys.executable)"])
+    let out = std::process::Command::new(&p)
+        .args([
+            "-c",
+            "import sys; print(sys.executable); print(sys.prefix); print(sys.base_prefix)",
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| PathBuf::from(s.trim()))
-        .filter(|p| p.is_file())
-        .unwrap_or(p)
+        .unwrap_or_default();
+    let mut lines = out.lines().map(|l| PathBuf::from(l.trim()));
+    let exe = lines.next().filter(|p| p.is_file()).unwrap_or(p);
+    let prefixes = lines.filter(|d| d.is_dir()).collect();
+    (exe, prefixes)
 }
 
 #[cfg(test)]

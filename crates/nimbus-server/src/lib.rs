@@ -12,7 +12,8 @@ use nimbus_events::scheduler::{MissedSchedules, Scheduler, SchedulerConfig, Syst
 use nimbus_gateway::{Gateway, GatewayConfig, GatewayInvoker, Pools};
 use nimbus_pool::{PoolConfig, PoolManager};
 use nimbus_runtime::{
-    LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor, ProcessExecutorConfig,
+    Isolation, LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor,
+    ProcessExecutorConfig,
 };
 use nimbus_store::SqliteQueueStore;
 use nimbus_store::{
@@ -71,6 +72,8 @@ pub struct Config {
     pub conn: ConnLimits,
     /// Request limits: header and body sizes, rate limits, uploads, body deadline.
     pub abuse: AbuseLimits,
+    /// How instances are sandboxed (`--isolation`).
+    pub isolation: Isolation,
 }
 
 impl Default for Config {
@@ -87,6 +90,7 @@ impl Default for Config {
             tls: None,
             conn: ConnLimits::default(),
             abuse: AbuseLimits::default(),
+            isolation: Isolation::default(),
         }
     }
 }
@@ -153,11 +157,13 @@ impl Server {
                     .map(PathBuf::from)
                     .unwrap_or_else(|| "java".into()),
                 memory: memory.clone(),
+                isolation: config.isolation,
             },
             sink,
         )
-        .context("cannot prepare the process executor")?
-        .with_secrets(Arc::new(secrets::Source(secret_store.clone())));
+        .context("cannot prepare the process executor")?;
+        let isolation = serde_json::to_value(exec.isolation()).unwrap_or_default();
+        let exec = exec.with_secrets(Arc::new(secrets::Source(secret_store.clone())));
         let pools = PoolManager::new(
             Arc::new(exec),
             PoolConfig {
@@ -187,6 +193,7 @@ impl Server {
             GatewayConfig {
                 public_url: format!("{}://{addr}", scheme(&config)),
                 memory_limits: memory.describe().to_string(),
+                isolation,
             },
         )
         .map_err(|e| anyhow::anyhow!("cannot load routes: {e}"))?;

@@ -286,6 +286,9 @@ pub fn single_target(args: &DeployArgs) -> Result<Target> {
     if let Some(t) = args.timeout {
         config.timeout_s = t;
     }
+    if let Some(e) = args.ephemeral_storage {
+        config.ephemeral_storage_mb = e;
+    }
     if let Some(c) = args.concurrency {
         config.concurrency = c;
     }

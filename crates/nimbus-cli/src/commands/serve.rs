@@ -35,6 +35,7 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
         c.events.circuit_cooldown = args.circuit_cooldown_ms;
         c.events.time_scale = args.time_scale.max(1);
         c.missed_schedules = args.missed_schedules.parse().unwrap_or_default();
+        c.isolation = args.isolation.parse().unwrap_or_default();
         c.tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(nimbus_server::TlsFiles {
                 cert: cert.clone(),

@@ -1,0 +1,921 @@
+//! Sandboxed instances: each instance runs inside bubblewrap (`bwrap`) with its own mount,
+//! PID, IPC and UTS namespaces, a minimal read-only view of the host, a private size-limited
+//! `/tmp`, a seccomp filter (`seccomp/default.json`), an unprivileged uid of its own with no
+//! capabilities and `no_new_privs` (`setpriv`, when the server runs as root; a user
+//! namespace otherwise) and rlimits. The network namespace is deliberately not unshared
+//! here: a `pre_exec` hook may `setns` into one before `bwrap` runs.
+//!
+//! What the host allows is probed once, at start ([`probe`]); the result is an
+//! [`IsolationReport`] (printed, served by `/v1/health`) and, unless isolation is off or
+//! impossible, a [`Sandbox`] that builds every instance's command line.
+
+use crate::cgroup::MemoryLimits;
+use crate::RuntimeError;
+use serde::Serialize;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+/// The seccomp policy: named filters in seccompiler's JSON format, each compiled and handed
+/// to bwrap with `--add-seccomp-fd`.
+const SECCOMP_JSON: &str = include_str!("../seccomp/default.json");
+
+/// Instances run as `UID_BASE + slot`; a slot is reused once its instance has stopped.
+pub const UID_BASE: u32 = 200_000;
+const UID_SLOTS: u32 = 60_000;
+/// Open files per process (Lambda's limit).
+pub const NOFILE_LIMIT: u64 = 1024;
+/// Processes/threads of an instance's uid.
+pub const NPROC_LIMIT: u64 = 1024;
+
+/// Where the code, the bootstraps and the scratch space appear inside a sandbox.
+pub const TASK_ROOT: &str = "/var/task";
+pub const RUNTIME_DIR: &str = "/var/runtime";
+
+/// `nimbus serve --isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Use every layer the host allows; report the missing ones.
+    #[default]
+    Auto,
+    /// Refuse to start unless every layer is available.
+    Strict,
+    /// No sandbox: instances are plain child processes (warned at every start).
+    None,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Auto => "auto",
+            Isolation::Strict => "strict",
+            Isolation::None => "none",
+        }
+    }
+}
+
+impl FromStr for Isolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Isolation::Auto),
+            "strict" => Ok(Isolation::Strict),
+            "none" => Ok(Isolation::None),
+            other => Err(format!(
+                "unknown isolation {other:?}: use auto, strict or none"
+            )),
+        }
+    }
+}
+
+/// One protection layer and whether this host provides it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Layer {
+    pub name: &'static str,
+    pub ok: bool,
+    /// What it does, or why it is missing and how to get it.
+    pub detail: String,
+}
+
+impl Layer {
+    pub fn ok(name: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            name,
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+    pub fn missing(name: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            name,
+            ok: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// What isolation instances get on this server.
+#[derive(Debug, Clone, Serialize)]
+pub struct IsolationReport {
+    pub mode: Isolation,
+    /// `full` (every layer), `partial` or `none`.
+    pub level: &'static str,
+    pub layers: Vec<Layer>,
+}
+
+impl IsolationReport {
+    fn new(mode: Isolation, layers: Vec<Layer>) -> Self {
+        let level = if mode == Isolation::None || layers.iter().all(|l| !l.ok) {
+            "none"
+        } else if layers.iter().all(|l| l.ok) {
+            "full"
+        } else {
+            "partial"
+        };
+        Self {
+            mode,
+            level,
+            layers,
+        }
+    }
+
+    pub fn missing(&self) -> impl Iterator<Item = &Layer> {
+        self.layers.iter().filter(|l| !l.ok)
+    }
+
+    /// The one line printed at start.
+    pub fn summary(&self) -> String {
+        if self.mode == Isolation::None {
+            return "isolation: none (--isolation none): functions are NOT isolated from the host or each other".into();
+        }
+        let have: Vec<&str> = self
+            .layers
+            .iter()
+            .filter(|l| l.ok)
+            .map(|l| l.name)
+            .collect();
+        let mut line = format!("isolation: {} [{}]", self.level, have.join(", "));
+        let missing: Vec<String> = self
+            .missing()
+            .map(|l| format!("{} ({})", l.name, l.detail))
+            .collect();
+        if !missing.is_empty() {
+            line.push_str(&format!("; MISSING: {}", missing.join("; ")));
+        }
+        line
+    }
+}
+
+/// Builds sandboxed command lines. Cheap to share: one per executor.
+#[derive(Debug)]
+pub struct Sandbox {
+    bwrap: PathBuf,
+    /// `Some` when the server is root: bwrap builds the sandbox, `setpriv` drops to the
+    /// instance's uid. `None`: bwrap maps the uid in a user namespace.
+    setpriv: Option<PathBuf>,
+    /// Compiled seccomp programs (raw `sock_filter` arrays); empty when seccomp is missing.
+    filters: Vec<Vec<u8>>,
+    /// Host directories bound read-only at the same path (interpreters outside `/usr`).
+    host_dirs: Vec<PathBuf>,
+    /// Files and directories of `/etc` an instance sees (read-only).
+    etc: Vec<PathBuf>,
+    uids: Arc<UidPool>,
+}
+
+/// The per-spawn pieces of a sandboxed command: file descriptors bwrap reads (their
+/// close-on-exec flag is cleared in the child) and the instance's uid.
+#[derive(Debug)]
+pub struct Prepared {
+    pub fds: Vec<OwnedFd>,
+    pub uid: UidLease,
+}
+
+impl Prepared {
+    /// The raw descriptors, for the `pre_exec` hook.
+    pub fn raw_fds(&self) -> Vec<i32> {
+        self.fds.iter().map(|f| f.as_raw_fd()).collect()
+    }
+}
+
+/// Where the instance's code and bootstraps are on the host.
+pub struct Mounts<'a> {
+    pub code_dir: &'a Path,
+    pub runtimes_dir: &'a Path,
+    pub tmp_bytes: u64,
+}
+
+impl Sandbox {
+    /// `bwrap [sandbox flags] -- [setpriv …] program args`.
+    pub fn command(
+        &self,
+        m: &Mounts<'_>,
+        program: &OsStr,
+        args: &[OsString],
+    ) -> Result<(tokio::process::Command, Prepared), RuntimeError> {
+        let uid = self
+            .uids
+            .lease()
+            .ok_or_else(|| RuntimeError::Spawn(std::io::Error::other("no free sandbox uid")))?;
+        let (argv, fds) = self.argv(m, uid.uid(), program, args)?;
+        let mut cmd = tokio::process::Command::new(&self.bwrap);
+        cmd.args(argv);
+        Ok((cmd, Prepared { fds, uid }))
+    }
+
+    fn argv(
+        &self,
+        m: &Mounts<'_>,
+        uid: u32,
+        program: &OsStr,
+        args: &[OsString],
+    ) -> Result<(Vec<OsString>, Vec<OwnedFd>), RuntimeError> {
+        let mut a: Vec<OsString> = Vec::with_capacity(128);
+        let mut fds = Vec::new();
+        // bwrap creates missing parents of a mount point with mode 0700, which the
+        // instance's uid could not enter: create them first, 0755.
+        let mut made: Vec<PathBuf> = Vec::new();
+        let mut parents = |v: &mut Vec<OsString>, dest: &Path| {
+            let mut anc: Vec<&Path> = dest.ancestors().skip(1).collect();
+            anc.reverse();
+            for p in anc {
+                if p == Path::new("/") || p == Path::new("/usr") || made.iter().any(|m| m == p) {
+                    continue;
+                }
+                v.push("--dir".into());
+                v.push(p.into());
+                made.push(p.to_path_buf());
+            }
+        };
+        let push = |v: &mut Vec<OsString>, items: &[&OsStr]| {
+            v.extend(items.iter().map(|s| s.to_os_string()));
+        };
+        push(
+            &mut a,
+            &[
+                "--unshare-pid".as_ref(),
+                "--unshare-ipc".as_ref(),
+                "--unshare-uts".as_ref(),
+                "--unshare-cgroup-try".as_ref(),
+                "--hostname".as_ref(),
+                "nimbus".as_ref(),
+                "--die-with-parent".as_ref(),
+                "--new-session".as_ref(),
+            ],
+        );
+        if self.setpriv.is_none() {
+            let u = uid.to_string();
+            push(
+                &mut a,
+                &[
+                    "--unshare-user".as_ref(),
+                    "--uid".as_ref(),
+                    u.as_ref(),
+                    "--gid".as_ref(),
+                    u.as_ref(),
+                    "--cap-drop".as_ref(),
+                    "ALL".as_ref(),
+                ],
+            );
+        }
+        push(
+            &mut a,
+            &["--ro-bind".as_ref(), "/usr".as_ref(), "/usr".as_ref()],
+        );
+        for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+            let host = Path::new("/").join(top);
+            match std::fs::symlink_metadata(&host) {
+                Ok(md) if md.file_type().is_symlink() => {
+                    if let Ok(target) = std::fs::read_link(&host) {
+                        push(
+                            &mut a,
+                            &["--symlink".as_ref(), target.as_os_str(), host.as_os_str()],
+                        );
+                    }
+                }
+                Ok(md) if md.is_dir() => push(
+                    &mut a,
+                    &["--ro-bind".as_ref(), host.as_os_str(), host.as_os_str()],
+                ),
+                _ => {}
+            }
+        }
+        for e in &self.etc {
+            parents(&mut a, e);
+            push(
+                &mut a,
+                &["--ro-bind-try".as_ref(), e.as_os_str(), e.as_os_str()],
+            );
+        }
+        for d in &self.host_dirs {
+            parents(&mut a, d);
+            push(
+                &mut a,
+                &["--ro-bind".as_ref(), d.as_os_str(), d.as_os_str()],
+            );
+        }
+        let passwd = format!(
+            "root:x:0:0:root:/root:/usr/sbin/nologin\nsbx_user{uid}:x:{uid}:{uid}::/tmp:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        );
+        let group = format!("root:x:0:\nsbx_user{uid}:x:{uid}:\nnogroup:x:65534:\n");
+        for (data, dest) in [(passwd, "/etc/passwd"), (group, "/etc/group")] {
+            let fd = data_fd(data.as_bytes())?;
+            let n = fd.as_raw_fd().to_string();
+            push(
+                &mut a,
+                &["--ro-bind-data".as_ref(), n.as_ref(), dest.as_ref()],
+            );
+            fds.push(fd);
+        }
+        parents(&mut a, Path::new(TASK_ROOT));
+        let size = m.tmp_bytes.to_string();
+        push(
+            &mut a,
+            &[
+                "--proc".as_ref(),
+                "/proc".as_ref(),
+                "--dev".as_ref(),
+                "/dev".as_ref(),
+                "--perms".as_ref(),
+                "1777".as_ref(),
+                "--size".as_ref(),
+                size.as_ref(),
+                "--tmpfs".as_ref(),
+                "/tmp".as_ref(),
+                "--ro-bind".as_ref(),
+                m.code_dir.as_os_str(),
+                TASK_ROOT.as_ref(),
+                "--ro-bind".as_ref(),
+                m.runtimes_dir.as_os_str(),
+                RUNTIME_DIR.as_ref(),
+                "--chdir".as_ref(),
+                TASK_ROOT.as_ref(),
+            ],
+        );
+        for f in &self.filters {
+            let fd = data_fd(f)?;
+            let n = fd.as_raw_fd().to_string();
+            push(&mut a, &["--add-seccomp-fd".as_ref(), n.as_ref()]);
+            fds.push(fd);
+        }
+        // The options reach bwrap through a file descriptor (`--args`), so the instance,
+        // which sees bwrap's command line as its pid 1, learns no host paths.
+        let mut blob = Vec::new();
+        for arg in &a {
+            blob.extend_from_slice(arg.as_encoded_bytes());
+            blob.push(0);
+        }
+        let fd = data_fd(&blob)?;
+        a = vec![
+            "--args".into(),
+            fd.as_raw_fd().to_string().into(),
+            "--".into(),
+        ];
+        fds.push(fd);
+        if let Some(setpriv) = &self.setpriv {
+            let u = uid.to_string();
+            push(
+                &mut a,
+                &[
+                    setpriv.as_os_str(),
+                    "--reuid".as_ref(),
+                    u.as_ref(),
+                    "--regid".as_ref(),
+                    u.as_ref(),
+                    "--clear-groups".as_ref(),
+                    "--no-new-privs".as_ref(),
+                    "--inh-caps=-all".as_ref(),
+                    "--bounding-set=-all".as_ref(),
+                    "--".as_ref(),
+                ],
+            );
+        }
+        a.push(program.to_os_string());
+        a.extend(args.iter().cloned());
+        Ok((a, fds))
+    }
+
+    /// Whether instances drop to their own uid (root) or use a user namespace.
+    pub fn privileged(&self) -> bool {
+        self.setpriv.is_some()
+    }
+}
+
+/// A memory file holding `data`, positioned at its start (close-on-exec
+/// in this process; the child clears the flag so bwrap can read it).
+fn data_fd(data: &[u8]) -> Result<OwnedFd, RuntimeError> {
+    let name = CString::new("nimbus-sandbox").expect("no NUL");
+    // SAFETY: plain system calls on a descriptor we own.
+    unsafe {
+        let fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC);
+        if fd < 0 {
+            return Err(RuntimeError::Spawn(std::io::Error::last_os_error()));
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let mut off = 0;
+        while off < data.len() {
+            let n = libc::write(fd, data[off..].as_ptr().cast(), data.len() - off);
+            if n <= 0 {
+                return Err(RuntimeError::Spawn(std::io::Error::last_os_error()));
+            }
+            off += n as usize;
+        }
+        if libc::lseek(fd, 0, libc::SEEK_SET) != 0 {
+            return Err(RuntimeError::Spawn(std::io::Error::last_os_error()));
+        }
+        Ok(owned)
+    }
+}
+
+/// Instance uids: `UID_BASE + slot`, the lowest free slot first.
+#[derive(Debug, Default)]
+pub struct UidPool {
+    used: Mutex<std::collections::BTreeSet<u32>>,
+}
+
+impl UidPool {
+    fn lease(self: &Arc<Self>) -> Option<UidLease> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = (0..UID_SLOTS).find(|s| !used.contains(s))?;
+        used.insert(slot);
+        Some(UidLease {
+            pool: self.clone(),
+            slot,
+        })
+    }
+}
+
+/// An instance's uid; returned to the pool when dropped (after the instance stopped).
+#[derive(Debug)]
+pub struct UidLease {
+    pool: Arc<UidPool>,
+    slot: u32,
+}
+
+impl UidLease {
+    pub fn uid(&self) -> u32 {
+        UID_BASE + self.slot
+    }
+}
+
+impl Drop for UidLease {
+    fn drop(&mut self) {
+        self.pool
+            .used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.slot);
+    }
+}
+
+/// Compiles the seccomp policy for this machine's architecture.
+fn compile_filters() -> Result<Vec<Vec<u8>>, String> {
+    let arch: seccompiler::TargetArch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|e| format!("unsupported architecture: {e:?}"))?;
+    let map = seccompiler::compile_from_json(SECCOMP_JSON.as_bytes(), arch)
+        .map_err(|e| format!("seccomp/default.json: {e}"))?;
+    let mut names: Vec<&String> = map.keys().collect();
+    names.sort();
+    let mut out: Vec<Vec<u8>> = names
+        .into_iter()
+        .map(|n| {
+            map[n]
+                .iter()
+                .flat_map(|f| {
+                    let mut b = Vec::with_capacity(8);
+                    b.extend_from_slice(&f.code.to_ne_bytes());
+                    b.push(f.jt);
+                    b.push(f.jf);
+                    b.extend_from_slice(&f.k.to_ne_bytes());
+                    b
+                })
+                .collect()
+        })
+        .collect();
+    if let Some(x32) = x32_filter() {
+        out.push(x32);
+    }
+    Ok(out)
+}
+
+/// On x86_64, system call numbers with the x32 bit (0x40000000) pass an architecture check
+/// for x86_64 but are not the numbers the policy names: refuse them all (ENOSYS). Not
+/// expressible in seccompiler's JSON, so built here: five instructions.
+fn x32_filter() -> Option<Vec<u8>> {
+    if std::env::consts::ARCH != "x86_64" {
+        return None;
+    }
+    const LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS (0x20)
+    const JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
+    const JSET_K: u16 = 0x05 | 0x40; // BPF_JMP | BPF_JSET | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const RET_ERRNO_ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    let prog: [(u16, u8, u8, u32); 6] = [
+        (LD_W_ABS, 0, 0, 4),              // arch
+        (JEQ_K, 0, 3, AUDIT_ARCH_X86_64), // other architectures: the policy decides
+        (LD_W_ABS, 0, 0, 0),              // nr
+        (JSET_K, 0, 1, X32_SYSCALL_BIT),  // an x32 number?
+        (RET_K, 0, 0, RET_ERRNO_ENOSYS),
+        (RET_K, 0, 0, RET_ALLOW),
+    ];
+    Some(
+        prog.iter()
+            .flat_map(|(code, jt, jf, k)| {
+                let mut b = Vec::with_capacity(8);
+                b.extend_from_slice(&code.to_ne_bytes());
+                b.push(*jt);
+                b.push(*jf);
+                b.extend_from_slice(&k.to_ne_bytes());
+                b
+            })
+            .collect(),
+    )
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The `/etc` entries an instance sees: TLS roots, name resolution, the dynamic linker's
+/// cache, time zones, `alternatives` (Debian's `java`, …) and the JDK's configuration.
+fn etc_entries() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = [
+        "ssl",
+        "ca-certificates",
+        "ca-certificates.conf",
+        "pki",
+        "crypto-policies",
+        "resolv.conf",
+        "hosts",
+        "host.conf",
+        "nsswitch.conf",
+        "gai.conf",
+        "services",
+        "protocols",
+        "localtime",
+        "ld.so.cache",
+        "ld.so.conf",
+        "ld.so.conf.d",
+        "alternatives",
+        "mime.types",
+    ]
+    .iter()
+    .map(|e| Path::new("/etc").join(e))
+    .collect();
+    if let Ok(rd) = std::fs::read_dir("/etc") {
+        let mut java: Vec<PathBuf> = rd
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("java-"))
+            .map(|e| e.path())
+            .collect();
+        java.sort();
+        v.extend(java);
+    }
+    v
+}
+
+/// Probes what this host allows and, unless `mode` is `none` or nothing works, returns the
+/// sandbox. `host_dirs`: interpreter installations outside `/usr` to bind read-only.
+/// `strict` fails (with what is missing and how to fix it) unless every layer works.
+pub fn probe(
+    mode: Isolation,
+    cgroups: &MemoryLimits,
+    host_dirs: Vec<PathBuf>,
+    scratch: &Path,
+) -> Result<(Option<Sandbox>, IsolationReport), String> {
+    if mode == Isolation::None {
+        // Cgroup limits still apply to plain child processes.
+        return Ok((None, IsolationReport::new(mode, cgroups.layers())));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut layers = Vec::new();
+    let mut sandbox = None;
+    match find_on_path("bwrap") {
+        None => {
+            layers.push(Layer::missing(
+                "namespaces",
+                "bwrap not found: install bubblewrap (apt-get install bubblewrap)",
+            ));
+            layers.push(Layer::missing("filesystem", "needs bwrap"));
+            layers.push(Layer::missing("user", "needs bwrap"));
+            layers.push(Layer::missing("seccomp", "needs bwrap"));
+        }
+        Some(bwrap) => {
+            let setpriv = if root { find_on_path("setpriv") } else { None };
+            let mut sb = Sandbox {
+                bwrap,
+                setpriv: None,
+                filters: Vec::new(),
+                host_dirs,
+                etc: etc_entries(),
+                uids: Arc::new(UidPool::default()),
+            };
+            // Stage 1: namespaces and mounts (in a user namespace when not root).
+            match sb.try_run(scratch) {
+                Err(e) => {
+                    let hint = if root {
+                        "bwrap cannot create namespaces here (a container without CAP_SYS_ADMIN?)"
+                    } else {
+                        "bwrap cannot create a user namespace: run as root, or allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)"
+                    };
+                    layers.push(Layer::missing("namespaces", format!("{hint}: {e}")));
+                    layers.push(Layer::missing("filesystem", "needs namespaces"));
+                    layers.push(Layer::missing("user", "needs namespaces"));
+                    layers.push(Layer::missing("seccomp", "needs namespaces"));
+                }
+                Ok(()) => {
+                    layers.push(Layer::ok("namespaces", "mount, pid, ipc, uts (bubblewrap)"));
+                    layers.push(Layer::ok(
+                        "filesystem",
+                        "read-only code and runtimes, private size-limited /tmp, no host data",
+                    ));
+                    // Stage 2: the unprivileged uid.
+                    if root {
+                        match setpriv {
+                            None => layers.push(Layer::missing(
+                                "user",
+                                "setpriv not found: install util-linux; instances would run as root",
+                            )),
+                            Some(sp) => {
+                                sb.setpriv = Some(sp);
+                                match sb.try_run(scratch) {
+                                    Ok(()) => layers.push(Layer::ok(
+                                        "user",
+                                        format!("uid {UID_BASE}+slot per instance, no capabilities, no_new_privs"),
+                                    )),
+                                    Err(e) => {
+                                        sb.setpriv = None;
+                                        layers.push(Layer::missing(
+                                            "user",
+                                            format!("setpriv fails: {e}"),
+                                        ));
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        layers.push(Layer::ok(
+                            "user",
+                            "user namespace: no capabilities, no_new_privs (host uid is the server's)",
+                        ));
+                    }
+                    // Stage 3: seccomp.
+                    match compile_filters() {
+                        Err(e) => layers.push(Layer::missing("seccomp", e)),
+                        Ok(f) => {
+                            sb.filters = f;
+                            match sb.try_run(scratch) {
+                                Ok(()) => layers.push(Layer::ok(
+                                    "seccomp",
+                                    "seccomp/default.json: ptrace, mount, bpf, kexec, modules, keyring, new namespaces … denied",
+                                )),
+                                Err(e) => {
+                                    sb.filters.clear();
+                                    layers.push(Layer::missing(
+                                        "seccomp",
+                                        format!("the kernel refused the filter: {e}"),
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    sandbox = Some(sb);
+                }
+            }
+        }
+    }
+    layers.push(if sandbox.is_some() {
+        Layer::ok(
+            "rlimits",
+            format!(
+                "nofile {NOFILE_LIMIT}{}",
+                if root {
+                    format!(", nproc {NPROC_LIMIT}")
+                } else {
+                    String::new()
+                }
+            ),
+        )
+    } else {
+        Layer::missing("rlimits", "applied inside the sandbox only")
+    });
+    layers.extend(cgroups.layers());
+    layers.push(match crate::netns::probe() {
+        Ok(()) => Layer::ok(
+            "network",
+            "a network namespace per instance: Runtime API at 127.0.0.1:9001, host loopback unreachable",
+        ),
+        Err(e) => Layer::missing(
+            "network",
+            format!("{e}: instances share the host network (run as root)"),
+        ),
+    });
+    layers.push(match crate::netns::slirp_probe() {
+        Ok(p) => Layer::ok(
+            "egress",
+            format!("slirp4netns ({}) for network = \"outbound\"", p.display()),
+        ),
+        Err(e) => Layer::missing(
+            "egress",
+            format!("{e}: functions with network = \"outbound\" fail to start"),
+        ),
+    });
+    let report = IsolationReport::new(mode, layers);
+    if mode == Isolation::Strict && report.missing().next().is_some() {
+        let missing: Vec<String> = report
+            .missing()
+            .map(|l| format!("  - {}: {}", l.name, l.detail))
+            .collect();
+        return Err(format!(
+            "--isolation strict: these sandbox layers are not available on this host:\n{}\nfix them (run as root on a host with bubblewrap, util-linux and cgroups), or use --isolation auto to run with what is available",
+            missing.join("\n")
+        ));
+    }
+    Ok((sandbox, report))
+}
+
+impl Sandbox {
+    /// Runs `true` in the sandbox as configured so far.
+    fn try_run(&self, scratch: &Path) -> Result<(), String> {
+        let m = Mounts {
+            code_dir: scratch,
+            runtimes_dir: scratch,
+            tmp_bytes: 1 << 20,
+        };
+        let uid = self.uids.lease().ok_or("no uid")?;
+        let (argv, fds) = self
+            .argv(&m, uid.uid(), "true".as_ref(), &[])
+            .map_err(|e| e.to_string())?;
+        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let mut cmd = Command::new(&self.bwrap);
+        cmd.args(argv)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(std::process::Stdio::null());
+        // SAFETY: only fcntl, which is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || clear_cloexec(&raw));
+        }
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        drop(fds);
+        if out.status.success() {
+            Ok(())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(format!(
+                "{}{}",
+                out.status,
+                err.lines()
+                    .next()
+                    .map(|l| format!(": {l}"))
+                    .unwrap_or_default()
+            ))
+        }
+    }
+}
+
+/// Clears close-on-exec on `fds` (in the child, between fork and exec), and sets the umask
+/// to 022: bwrap creates the mount points' parents (`/var`, …) with it, and they must be
+/// readable by the instance's uid whatever the server's umask is.
+pub(crate) fn clear_cloexec(fds: &[i32]) -> std::io::Result<()> {
+    // SAFETY: umask is async-signal-safe.
+    unsafe { libc::umask(0o022) };
+    for &fd in fds {
+        // SAFETY: fcntl on descriptors this process owns.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sets the sandbox rlimits (in the child, between fork and exec).
+pub(crate) fn set_rlimits(nproc: bool) -> std::io::Result<()> {
+    let set = |res, n: u64| {
+        let l = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        // SAFETY: setrlimit is async-signal-safe.
+        if unsafe { libc::setrlimit(res, &l) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    set(libc::RLIMIT_NOFILE, NOFILE_LIMIT)?;
+    if nproc {
+        set(libc::RLIMIT_NPROC, NPROC_LIMIT)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_compiles_for_this_machine() {
+        let f = compile_filters().unwrap();
+        let x32 = usize::from(std::env::consts::ARCH == "x86_64");
+        assert_eq!(f.len(), 2 + x32);
+        assert!(f.iter().all(|p| !p.is_empty() && p.len() % 8 == 0));
+    }
+
+    #[test]
+    fn isolation_parses() {
+        assert_eq!("auto".parse::<Isolation>().unwrap(), Isolation::Auto);
+        assert_eq!("strict".parse::<Isolation>().unwrap(), Isolation::Strict);
+        assert_eq!("none".parse::<Isolation>().unwrap(), Isolation::None);
+        assert!("off".parse::<Isolation>().is_err());
+    }
+
+    #[test]
+    fn levels() {
+        let all = vec![Layer::ok("a", "x"), Layer::ok("b", "y")];
+        assert_eq!(
+            IsolationReport::new(Isolation::Auto, all.clone()).level,
+            "full"
+        );
+        let some = vec![Layer::ok("a", "x"), Layer::missing("b", "why")];
+        let r = IsolationReport::new(Isolation::Auto, some);
+        assert_eq!(r.level, "partial");
+        assert!(r.summary().contains("MISSING: b (why)"), "{}", r.summary());
+        assert_eq!(IsolationReport::new(Isolation::None, all).level, "none");
+    }
+
+    #[test]
+    fn the_command_line_hides_the_options_and_keeps_the_network() {
+        let sb = Sandbox {
+            bwrap: "/usr/bin/bwrap".into(),
+            setpriv: Some("/usr/bin/setpriv".into()),
+            filters: compile_filters().unwrap(),
+            host_dirs: vec!["/opt/py/3.11".into()],
+            etc: vec!["/etc/ssl".into()],
+            uids: Arc::new(UidPool::default()),
+        };
+        let m = Mounts {
+            code_dir: Path::new("/data/code/unpacked/abc"),
+            runtimes_dir: Path::new("/data/runtimes"),
+            tmp_bytes: 512 << 20,
+        };
+        let (argv, fds) = sb
+            .argv(
+                &m,
+                UID_BASE + 7,
+                "python3".as_ref(),
+                &["/var/runtime/b.py".into()],
+            )
+            .unwrap();
+        let argv: Vec<String> = argv.into_iter().map(|a| a.into_string().unwrap()).collect();
+        assert_eq!(argv[0], "--args");
+        assert_eq!(argv[2], "--");
+        assert!(!argv.iter().any(|a| a.contains("/data")), "{argv:?}");
+        assert_eq!(
+            &argv[3..],
+            [
+                "/usr/bin/setpriv",
+                "--reuid",
+                "200007",
+                "--regid",
+                "200007",
+                "--clear-groups",
+                "--no-new-privs",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--",
+                "python3",
+                "/var/runtime/b.py"
+            ]
+        );
+        // passwd, group, the seccomp programs, the options.
+        assert_eq!(fds.len(), 3 + sb.filters.len());
+        let opts = std::fs::read(format!("/proc/self/fd/{}", argv[1])).unwrap();
+        let opts: Vec<&str> = opts
+            .split(|b| *b == 0)
+            .map(|a| std::str::from_utf8(a).unwrap())
+            .collect();
+        for want in [
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--die-with-parent",
+            "--new-session",
+        ] {
+            assert!(opts.contains(&want), "{want}: {opts:?}");
+        }
+        assert!(!opts.iter().any(|o| o.contains("net")), "{opts:?}");
+        let w = opts
+            .windows(3)
+            .any(|w| w == ["--ro-bind", "/data/code/unpacked/abc", TASK_ROOT]);
+        assert!(w, "{opts:?}");
+        let tmp = opts
+            .windows(4)
+            .any(|w| w == ["--size", "536870912", "--tmpfs", "/tmp"]);
+        assert!(tmp, "{opts:?}");
+        // Parents of mount points are created 0755 before the mounts.
+        let dir = opts.iter().position(|o| *o == "/opt/py").unwrap();
+        assert_eq!(opts[dir - 1], "--dir");
+    }
+
+    #[test]
+    fn uids_are_reused_after_release() {
+        let pool = Arc::new(UidPool::default());
+        let a = pool.lease().unwrap();
+        let b = pool.lease().unwrap();
+        assert_eq!((a.uid(), b.uid()), (UID_BASE, UID_BASE + 1));
+        drop(a);
+        assert_eq!(pool.lease().unwrap().uid(), UID_BASE);
+    }
+}
