@@ -2,6 +2,7 @@
 //! data dir and drives it over HTTP and through the CLI.
 
 mod async_events;
+mod auth;
 mod aws_cli;
 mod bad_input;
 mod bus;

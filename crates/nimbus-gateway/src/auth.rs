@@ -40,9 +40,8 @@ impl std::fmt::Debug for Key {
 
 impl Key {
     fn from_stored(k: AccessKey) -> Result<Self, StoreError> {
-        let policy = Policy::parse(&k.policy).map_err(|e| {
-            StoreError::Corrupt(format!("access key {}: stored policy: {e}", k.id))
-        })?;
+        let policy = Policy::parse(&k.policy)
+            .map_err(|e| StoreError::Corrupt(format!("access key {}: stored policy: {e}", k.id)))?;
         Ok(Self {
             user_arn: nimbus_auth::user_arn(&k.name),
             id: k.id,
@@ -103,6 +102,25 @@ impl Auth {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, Arc::new(key));
         Ok(stored)
+    }
+
+    /// A key held in memory only (never stored, gone at restart), for a client inside the
+    /// server's own process. Returns `(id, secret)`.
+    pub fn ephemeral_key(&self, name: &str, policy: &Policy) -> (String, String) {
+        let (id, secret) = nimbus_auth::keys::generate();
+        let key = Key {
+            id: id.clone(),
+            name: name.to_string(),
+            user_arn: nimbus_auth::user_arn(name),
+            policy: policy.clone(),
+            created_ms: time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+            secret: secret.clone(),
+        };
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), Arc::new(key));
+        (id, secret)
     }
 
     /// Every key, sorted by name.
@@ -305,12 +323,13 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         (_, ["2019-09-25", "functions", name, "event-invoke-config", "list"]) => {
             one(lambda("ListFunctionEventInvokeConfigs"), f(name))
         }
-        (_, ["2015-03-31", "event-source-mappings"] | ["2015-03-31", "event-source-mappings", ""]) => {
-            match m {
-                "GET" => one(lambda("ListEventSourceMappings"), "*".into()),
-                _ => one(lambda("CreateEventSourceMapping"), "*".into()),
-            }
-        }
+        (
+            _,
+            ["2015-03-31", "event-source-mappings"] | ["2015-03-31", "event-source-mappings", ""],
+        ) => match m {
+            "GET" => one(lambda("ListEventSourceMappings"), "*".into()),
+            _ => one(lambda("CreateEventSourceMapping"), "*".into()),
+        },
         (_, ["2015-03-31", "event-source-mappings", uuid]) => {
             let a = match m {
                 "GET" => "GetEventSourceMapping",
@@ -420,7 +439,12 @@ fn events_op(headers: &HeaderMap) -> Option<&str> {
 fn is_lambda_prefix(seg: &str) -> bool {
     matches!(
         seg,
-        "2015-03-31" | "2016-08-19" | "2017-03-31" | "2017-10-31" | "2019-09-25" | "2019-09-30"
+        "2015-03-31"
+            | "2016-08-19"
+            | "2017-03-31"
+            | "2017-10-31"
+            | "2019-09-25"
+            | "2019-09-30"
             | "2021-10-31"
     )
 }
@@ -446,11 +470,13 @@ fn identify(auth: &Auth, headers: &HeaderMap) -> Result<(Authorization, Arc<Key>
     let value = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or(AuthError::Missing)?;
-    let value = value.to_str().map_err(|_| {
-        AuthError::Incomplete("the Authorization header is not ASCII text".into())
-    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::Incomplete("the Authorization header is not ASCII text".into()))?;
     let parsed = sigv4::parse_authorization(value)?;
-    let key = auth.key(&parsed.access_key_id).ok_or(AuthError::UnknownKey)?;
+    let key = auth
+        .key(&parsed.access_key_id)
+        .ok_or(AuthError::UnknownKey)?;
     Ok((parsed, key))
 }
 
@@ -490,7 +516,10 @@ fn denied(key: &Key, c: &Check, explicit: bool) -> ApiError {
     let why = if explicit {
         "with an explicit deny in an identity-based policy".to_string()
     } else {
-        format!("because no identity-based policy allows the {} action", c.action)
+        format!(
+            "because no identity-based policy allows the {} action",
+            c.action
+        )
     };
     ApiError::AccessDenied(format!(
         "{} {why}",
@@ -572,7 +601,10 @@ async fn enforce_request(gw: &Gateway, req: Request) -> Result<Request, ApiError
                 .ok()
                 .and_then(|v| v.get("FunctionName")?.as_str().map(str::to_string))
                 .unwrap_or_default();
-            vec![check("lambda:CreateFunction", function_resource(&name, None))]
+            vec![check(
+                "lambda:CreateFunction",
+                function_resource(&name, None),
+            )]
         }
         Target::Deploy(name) => {
             let resource = function_resource(&name, None);
@@ -661,17 +693,31 @@ mod tests {
             api("lambda:InvokeFunction", &format!("{ORDERS}:prod"))
         );
         assert_eq!(
-            t("POST", "/2015-03-31/functions/orders-api%3A3/invocations", ""),
+            t(
+                "POST",
+                "/2015-03-31/functions/orders-api%3A3/invocations",
+                ""
+            ),
             api("lambda:InvokeFunction", &format!("{ORDERS}:3"))
         );
-        assert_eq!(t("POST", "/2015-03-31/functions", ""), Target::CreateFunction);
-        assert_eq!(t("GET", "/2015-03-31/functions/", ""), api("lambda:ListFunctions", "*"));
+        assert_eq!(
+            t("POST", "/2015-03-31/functions", ""),
+            Target::CreateFunction
+        );
+        assert_eq!(
+            t("GET", "/2015-03-31/functions/", ""),
+            api("lambda:ListFunctions", "*")
+        );
         assert_eq!(
             t("PUT", "/2015-03-31/functions/orders-api/code", ""),
             api("lambda:UpdateFunctionCode", ORDERS)
         );
         assert_eq!(
-            t("DELETE", "/2015-03-31/functions/orders-api/aliases/live", ""),
+            t(
+                "DELETE",
+                "/2015-03-31/functions/orders-api/aliases/live",
+                ""
+            ),
             api("lambda:DeleteAlias", &format!("{ORDERS}:live"))
         );
         assert_eq!(
@@ -690,7 +736,10 @@ mod tests {
             t("GET", "/2021-10-31/functions/orders-api/url", ""),
             api("lambda:GetFunctionUrlConfig", ORDERS)
         );
-        assert_eq!(t("GET", "/v1/functions", ""), api("lambda:ListFunctions", "*"));
+        assert_eq!(
+            t("GET", "/v1/functions", ""),
+            api("lambda:ListFunctions", "*")
+        );
         assert_eq!(
             t("PUT", "/v1/functions/orders-api", ""),
             Target::Deploy("orders-api".into())

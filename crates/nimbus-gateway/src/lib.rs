@@ -201,7 +201,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             ApiError::InvalidParameter("method not allowed on this path".into())
         })
         .layer(DefaultBodyLimit::max(DEPLOY_BODY_MAX))
-        .layer(axum::middleware::from_fn_with_state(gw.clone(), auth::enforce))
+        .layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            auth::enforce,
+        ))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(gw)
 }

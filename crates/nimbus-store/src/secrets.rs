@@ -29,7 +29,8 @@ pub const MAX_SECRET_NAME: usize = 128;
 const NONCE_LEN: usize = 24;
 const AAD_PREFIX: &[u8] = b"nimbus-secret-v1:";
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE secrets (
     name       TEXT PRIMARY KEY NOT NULL,
     key_id     TEXT NOT NULL,
@@ -38,7 +39,8 @@ CREATE TABLE secrets (
     created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL
 ) STRICT;
-", "
+",
+    "
 CREATE TABLE access_keys (
     id         TEXT PRIMARY KEY NOT NULL,
     name       TEXT NOT NULL UNIQUE,
@@ -48,7 +50,8 @@ CREATE TABLE access_keys (
     ciphertext BLOB NOT NULL,
     created_ms INTEGER NOT NULL
 ) STRICT;
-"];
+",
+];
 
 /// Access key secrets are sealed as if named `\0access-key:ID`: no secret name holds a NUL, so
 /// a secret's ciphertext never opens as a key's or the other way round.
