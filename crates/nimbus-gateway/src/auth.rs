@@ -151,7 +151,11 @@ impl Auth {
                 "{id} is the last key with nimbus:Admin: create another admin key first"
             )));
         }
-        self.store.delete_access_key(id)?;
+        match self.store.delete_access_key(id) {
+            // An ephemeral key lives in the cache only.
+            Err(e) if e.is_not_found() => {}
+            other => other?,
+        }
         self.keys
             .write()
             .unwrap_or_else(|e| e.into_inner())
