@@ -57,3 +57,30 @@ def test_boto3_with_a_wrong_secret_or_unknown_key_is_refused(auth_server):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         unknown.invoke(FunctionName="signed-fn", Payload=b"{}")
     assert e.value.response["Error"]["Code"] == "UnrecognizedClientException"
+
+
+def test_aws_cli_reads_the_credentials_file(auth_server, tmp_path):
+    """`AWS_SHARED_CREDENTIALS_FILE=DATA_DIR/credentials aws lambda …`, as the README says."""
+    import os
+    import subprocess
+
+    from conftest import aws_cli
+
+    def run(creds_file):
+        env = dict(os.environ, AWS_SHARED_CREDENTIALS_FILE=str(creds_file))
+        env.pop("AWS_ACCESS_KEY_ID", None)
+        env.pop("AWS_SECRET_ACCESS_KEY", None)
+        return subprocess.run(
+            [aws_cli(), "lambda", "list-functions", "--endpoint-url", auth_server.base_url,
+             "--region", "us-east-1", "--output", "json"],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env)
+
+    p = run(auth_server.workdir / "data" / "credentials")
+    assert p.returncode == 0, p.stderr
+    assert "Functions" in json.loads(p.stdout)
+    bad = tmp_path / "credentials"
+    bad.write_text("[default]\naws_access_key_id = AKIAAAAAAAAAAAAAAAAA\n"
+                   "aws_secret_access_key = nope\n")
+    p = run(bad)
+    assert p.returncode != 0
+    assert "UnrecognizedClientException" in p.stderr
