@@ -428,6 +428,14 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         }
         (_, ["v1", ..]) => Target::Api(vec![]),
         (_, [first, ..]) if is_lambda_prefix(first) => Target::Api(vec![]),
+        // Defence in depth: `//v1/…` and the like match no API route, but are not public.
+        _ if s
+            .iter()
+            .find(|seg| !seg.is_empty() && **seg != ".")
+            .is_some_and(|seg| *seg == "v1" || is_lambda_prefix(seg)) =>
+        {
+            Target::Api(vec![])
+        }
         _ => Target::Public,
     }
 }
@@ -758,6 +766,9 @@ mod tests {
         assert_eq!(t("POST", "/v1/keys", ""), api("nimbus:Admin", "*"));
         assert_eq!(t("GET", "/v1/nope", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "/2015-03-31/nope", ""), Target::Api(vec![]));
+        assert_eq!(t("GET", "//v1/keys", ""), Target::Api(vec![]));
+        assert_eq!(t("GET", "///2015-03-31/functions", ""), Target::Api(vec![]));
+        assert_eq!(t("GET", "/./v1/keys", ""), Target::Api(vec![]));
         let mut h = HeaderMap::new();
         h.insert("x-amz-target", "AWSEvents.PutEvents".parse().unwrap());
         assert_eq!(
