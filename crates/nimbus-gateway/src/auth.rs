@@ -584,7 +584,16 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 pub(crate) async fn enforce(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     match enforce_request(&gw, req).await {
         Ok(req) => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // The reason, never a secret or a signature: the key id is public.
+            match &e {
+                ApiError::MissingAuthenticationToken(_) => {
+                    tracing::debug!("refused: unsigned request")
+                }
+                other => tracing::info!(error = other.error_type(), "refused: {other}"),
+            }
+            e.into_response()
+        }
     }
 }
 
