@@ -211,7 +211,8 @@ fn decode(seg: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&seg[i + 1..i + 3], 16) {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
                 out.push(v);
                 i += 3;
                 continue;
@@ -776,6 +777,13 @@ mod tests {
         assert_eq!(t("GET", "/v1/nope", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "/2015-03-31/nope", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "//v1/keys", ""), Target::Api(vec![]));
+        // Never a panic on odd bytes after '%'.
+        assert_eq!(decode("a%é%4"), "a%é%4");
+        assert_eq!(decode("%41%zz"), "A%zz");
+        assert_eq!(
+            query_param("Qualifier=%E9&x", "Qualifier").as_deref(),
+            Some("\u{fffd}")
+        );
         assert_eq!(t("GET", "///2015-03-31/functions", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "/./v1/keys", ""), Target::Api(vec![]));
         let mut h = HeaderMap::new();
