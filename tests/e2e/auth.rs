@@ -161,9 +161,22 @@ fn unsigned_bad_expired_and_unknown_requests_get_lambda_shaped_403s() {
         "The provided 'x-amz-content-sha256' header does not match",
     );
 
-    // The right key works, and a restart keeps it (no second bootstrap key).
+    // The right key works; a master key rotation re-encrypts it and a restart (with the
+    // rewritten key file) keeps it, without a second bootstrap key.
     let r = s.signed("GET", "/2015-03-31/functions/", b"", &admin);
     assert_eq!(r.status().as_u16(), 200);
+    use base64::Engine as _;
+    let new_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let r = s.signed_at(
+        "POST",
+        "/v1/secrets/rotate",
+        json!({ "new_key": new_key }).to_string().as_bytes(),
+        &[("content-type", "application/json")],
+        &admin,
+        "lambda",
+        None,
+    );
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
     let mut s = s;
     s.restart();
     assert_eq!(
