@@ -35,6 +35,8 @@ impl Nimbus {
         let child = Command::new(bin)
             .arg("serve")
             .args(["--listen", &addr.to_string(), "--idle-timeout", "86400"])
+            // The benchmark measures the serving path, not request signing.
+            .args(["--auth", "off"])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env_remove("RUST_LOG")

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod async_events;
+mod auth;
 mod aws_cli;
 mod bad_input;
 mod bus;

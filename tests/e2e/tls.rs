@@ -65,6 +65,7 @@ impl TlsServer {
             .arg(data.path().join("data"))
             .args(["--tls-cert", &pki.arg("cert.pem")])
             .args(["--tls-key", &pki.arg("key.pem")])
+            .args(["--auth", "off"])
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -75,7 +75,8 @@ def free_port() -> int:
 class NimbusServer:
     """A `nimbus serve` child process with its own port, data dir and log file."""
 
-    def __init__(self, binary: Path, workdir: Path):
+    def __init__(self, binary: Path, workdir: Path, auth: bool = False):
+        self.auth = auth
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
@@ -88,7 +89,7 @@ class NimbusServer:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
         self.proc = subprocess.Popen(
             [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}",
-             "--data-dir", str(self.workdir / "data")],
+             "--data-dir", str(self.workdir / "data"), "--auth", "on" if self.auth else "off"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
         log.close()
@@ -177,10 +178,12 @@ def _mark_log_position(request):
 # Clients
 # --------------------------------------------------------------------------------------------
 
-def make_client(endpoint_url: str, validate: bool = True):
-    """A boto3 Lambda client for Nimbus: dummy credentials, us-east-1, no retries."""
+def make_client(endpoint_url: str, validate: bool = True, access_key: str = ACCESS_KEY,
+                secret_key: str = SECRET_KEY):
+    """A boto3 Lambda client for Nimbus: dummy credentials (or the given key), us-east-1,
+    no retries."""
     session = boto3.session.Session(
-        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
+        aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=REGION)
     return session.client(
         "lambda",
         endpoint_url=endpoint_url,

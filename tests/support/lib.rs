@@ -44,23 +44,40 @@ pub struct Server {
     pub env: Vec<(String, String)>,
     pub http: reqwest::blocking::Client,
     log_path: PathBuf,
+    /// The bootstrap admin key of a server started with [`Server::start_with_auth`].
+    pub credentials: Option<Credentials>,
+}
+
+/// An access key pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub id: String,
+    pub secret: String,
 }
 
 impl Server {
-    /// Starts a server with extra `serve` flags (e.g. `["--idle-timeout", "1"]`).
+    /// Starts a server with extra `serve` flags (e.g. `["--idle-timeout", "1"]`), with
+    /// `--auth off` unless the flags say otherwise (most tests exercise an open API).
     pub fn start(extra: &[&str]) -> Server {
         Self::start_with_env(extra, &[])
     }
 
     /// Starts a server with extra `serve` flags and environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !args
+            .iter()
+            .any(|a| a == "--auth" || a.starts_with("--auth="))
+        {
+            args.extend(["--auth".to_string(), "off".to_string()]);
+        }
         let data_dir = tempfile::tempdir().unwrap();
         let log_path = data_dir.path().join("server.log");
         let mut s = Server {
             child: None,
             port: free_port(),
             data_dir,
-            args: extra.iter().map(|s| s.to_string()).collect(),
+            args,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -70,6 +87,7 @@ impl Server {
                 .build()
                 .unwrap(),
             log_path,
+            credentials: None,
         };
         s.spawn();
         s
@@ -82,6 +100,122 @@ impl Server {
         let mut args = vec!["--isolation", "none"];
         args.extend_from_slice(extra);
         Server::start(&args)
+    }
+
+    /// Starts a server with `--auth on` and reads the bootstrap admin key it wrote to
+    /// `DATA_DIR/credentials`.
+    pub fn start_with_auth(extra: &[&str]) -> Server {
+        let mut args = vec!["--auth", "on"];
+        args.extend_from_slice(extra);
+        let mut s = Server::start(&args);
+        let text = std::fs::read_to_string(s.data_path().join("credentials"))
+            .unwrap_or_else(|e| panic!("no credentials file ({e}):\n{}", s.log()));
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|l| l.trim().strip_prefix('='))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("no {k} in credentials:\n{text}"))
+        };
+        s.credentials = Some(Credentials {
+            id: field("aws_access_key_id"),
+            secret: field("aws_secret_access_key"),
+        });
+        s
+    }
+
+    /// The server's data dir.
+    pub fn data_path(&self) -> PathBuf {
+        self.data_dir.path().join("data")
+    }
+
+    /// The bootstrap admin key (servers started with [`Server::start_with_auth`]).
+    pub fn admin(&self) -> Credentials {
+        self.credentials.clone().expect("started with auth")
+    }
+
+    /// Sends a request signed with SigV4 (`service`, region us-east-1) by `creds` at time
+    /// `at` (now when `None`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn signed_at(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+        creds: &Credentials,
+        service: &str,
+        at: Option<time::OffsetDateTime>,
+    ) -> reqwest::blocking::Response {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let host = format!("127.0.0.1:{}", self.port);
+        let mut all: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all.push(("host".into(), host));
+        let hash = nimbus_auth::sigv4::payload_hash(body);
+        let req = nimbus_auth::sigv4::Request {
+            method,
+            path,
+            query,
+            headers: &all,
+            payload_sha256: &hash,
+        };
+        let added = nimbus_auth::sigv4::sign(
+            &req,
+            &creds.id,
+            &creds.secret,
+            "us-east-1",
+            service,
+            at.unwrap_or_else(time::OffsetDateTime::now_utc),
+        );
+        let mut rb = self
+            .http
+            .request(method.parse().unwrap(), self.url(path_and_query))
+            .body(body.to_vec());
+        for (k, v) in all.iter().filter(|(k, _)| k != "host") {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        for (k, v) in added {
+            rb = rb.header(k, v);
+        }
+        rb.send().unwrap()
+    }
+
+    /// [`Server::signed_at`] now, service `lambda`.
+    pub fn signed(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+        creds: &Credentials,
+    ) -> reqwest::blocking::Response {
+        self.signed_at(method, path_and_query, body, &[], creds, "lambda", None)
+    }
+
+    /// Deploys through the native API with a signed request; returns status and reply.
+    pub fn deploy_signed(
+        &self,
+        name: &str,
+        config: Value,
+        files: &[(&str, &str)],
+        creds: &Credentials,
+    ) -> (u16, Value) {
+        let body = json!({ "config": config, "code_zip": base64::engine::general_purpose::STANDARD.encode(zip_files(files)) });
+        let r = self.signed_at(
+            "PUT",
+            &format!("/v1/functions/{name}"),
+            body.to_string().as_bytes(),
+            &[("content-type", "application/json")],
+            creds,
+            "lambda",
+            None,
+        );
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
     }
 
     fn spawn(&mut self) {
@@ -169,14 +303,18 @@ impl Server {
         }
     }
 
-    /// Runs the CLI against this server.
+    /// Runs the CLI against this server (with the bootstrap admin key when the server has
+    /// auth on).
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(nimbus_bin())
-            .args(args)
+        let mut cmd = Command::new(nimbus_bin());
+        cmd.args(args)
             .env("NIMBUS_ENDPOINT", self.base())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run nimbus cli")
+            .stdin(Stdio::null());
+        if let Some(c) = &self.credentials {
+            cmd.env("NIMBUS_ACCESS_KEY_ID", &c.id)
+                .env("NIMBUS_SECRET_ACCESS_KEY", &c.secret);
+        }
+        cmd.output().expect("run nimbus cli")
     }
 
     /// Deploys `files` as function `name` through the native API; returns the reply.

@@ -48,6 +48,31 @@ pub enum Command {
     Bus(BusArgs),
     /// Secrets, encrypted at rest: set (value from stdin), list, remove, rotate the master key.
     Secret(SecretArgs),
+    /// Access keys (SigV4) and their policies: create (secret shown once), list, remove.
+    Keys(KeysArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an access key; prints its id and secret once.
+    Create {
+        /// A name for the key (its user ARN is arn:aws:iam::000000000000:user/NAME).
+        #[arg(long)]
+        name: String,
+        /// The key's policy: `admin`, a JSON policy document, or a file holding one.
+        #[arg(long, value_name = "FILE|JSON|admin")]
+        policy: String,
+    },
+    /// List access keys: ids, names, policies; never secrets.
+    Ls,
+    /// Remove an access key.
+    Rm { id: String },
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +151,10 @@ pub struct ServerArgs {
     /// strict (refuse to start unless all are available) or none (NOT isolated).
     #[arg(long, env = "NIMBUS_ISOLATION", default_value = "auto", value_name = "MODE", value_parser = ["auto", "strict", "none"])]
     pub isolation: String,
+    /// Require SigV4-signed requests from access keys (`on`), or serve every API to anyone
+    /// who can connect (`off`: local development only, refused on a non-loopback --listen).
+    #[arg(long, env = "NIMBUS_AUTH", default_value = "on", value_name = "on|off", value_parser = ["on", "off"])]
+    pub auth: String,
     /// Serve HTTPS: PEM certificate chain (leaf first). Needs --tls-key.
     #[arg(
         long,

@@ -84,6 +84,23 @@ impl ApiError {
                 Some("invoke payloads are limited to 6 MB and code packages to 50 MB zipped")
             }
             "ServiceException" => Some("the server logs have the details"),
+            "MissingAuthenticationTokenException" | "IncompleteSignatureException" => Some(
+                "this server requires an access key: set NIMBUS_ACCESS_KEY_ID and NIMBUS_SECRET_ACCESS_KEY, \
+                 or NIMBUS_CREDENTIALS_FILE=DATA_DIR/credentials (the server wrote that file with its \
+                 bootstrap admin key at its first start; the CLI reads ./.nimbus/credentials by itself)",
+            ),
+            "UnrecognizedClientException" => Some(
+                "this server does not know that access key id: check NIMBUS_ACCESS_KEY_ID or the \
+                 credentials file, or ask an admin for a key (`nimbus keys create`)",
+            ),
+            "InvalidSignatureException" => Some(
+                "the secret key does not match the access key id, or this machine's clock is more \
+                 than 15 minutes off the server's",
+            ),
+            "AccessDeniedException" => Some(
+                "the key's policy does not allow this: ask an admin for a key that does \
+                 (`nimbus keys create --policy …`), or for AddPermission on the function",
+            ),
             _ => None,
         }
     }
@@ -199,6 +216,7 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     endpoint: String,
+    credentials: Option<crate::credentials::Credentials>,
 }
 
 impl Client {
@@ -235,7 +253,65 @@ impl Client {
             http,
             base,
             endpoint: endpoint.trim_end_matches('/').to_string(),
+            credentials: None,
         })
+    }
+
+    /// Signs every request with `credentials` (SigV4) from now on.
+    pub fn with_credentials(
+        mut self,
+        credentials: Option<crate::credentials::Credentials>,
+    ) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Adds `host`, `x-amz-date`, `x-amz-content-sha256` and `authorization`. The payload
+    /// hash is the body's, or for a streamed body the `x-amz-content-sha256` the caller set.
+    fn sign(&self, req: &mut reqwest::Request) -> Result<()> {
+        let Some(c) = &self.credentials else {
+            return Ok(());
+        };
+        let url = req.url().clone();
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => anyhow::bail!("cannot sign a request without a host: {url}"),
+        };
+        let payload = match req.body().and_then(|b| b.as_bytes()) {
+            Some(bytes) => nimbus_auth::sigv4::payload_hash(bytes),
+            None => match req.headers().get("x-amz-content-sha256") {
+                Some(v) => v.to_str().unwrap_or_default().to_string(),
+                None => nimbus_auth::sigv4::EMPTY_SHA256.to_string(),
+            },
+        };
+        let mut headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        headers.push(("host".into(), host.clone()));
+        let signing = nimbus_auth::sigv4::Request {
+            method: req.method().as_str(),
+            path: url.path(),
+            query: url.query().unwrap_or(""),
+            headers: &headers,
+            payload_sha256: &payload,
+        };
+        let added = nimbus_auth::sigv4::sign(
+            &signing,
+            &c.access_key_id,
+            &c.secret_access_key,
+            nimbus_core::arn::REGION,
+            "lambda",
+            time::OffsetDateTime::now_utc(),
+        );
+        let h = req.headers_mut();
+        h.insert(reqwest::header::HOST, host.parse()?);
+        for (k, v) in added {
+            h.insert(k, v.parse()?);
+        }
+        Ok(())
     }
 
     /// The endpoint URL with `segments` appended, each percent-encoded as one path segment.
@@ -255,7 +331,15 @@ impl Client {
 
     /// Sends a request; connection failures become [`Unreachable`] and non-success replies [`ApiError`].
     pub async fn send(&self, req: RequestBuilder) -> Result<Response> {
-        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let mut req = req
+            .build()
+            .with_context(|| format!("cannot build a request to {}", self.endpoint))?;
+        self.sign(&mut req)?;
+        let resp = self
+            .http
+            .execute(req)
+            .await
+            .map_err(|e| self.transport_error(e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -297,12 +381,20 @@ impl Client {
             .await
     }
 
-    /// `PUT /v1/functions/{name}` with an already serialised body of `len` bytes.
-    pub async fn put_function(&self, name: &str, body: reqwest::Body, len: u64) -> Result<Value> {
+    /// `PUT /v1/functions/{name}` with an already serialised body of `len` bytes whose
+    /// SHA-256 (hex) is `sha256` (the body may be a stream, so the signature needs it).
+    pub async fn put_function(
+        &self,
+        name: &str,
+        body: reqwest::Body,
+        len: u64,
+        sha256: &str,
+    ) -> Result<Value> {
         let req = self
             .request(Method::PUT, &["v1", "functions", name])
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::CONTENT_LENGTH, len)
+            .header("x-amz-content-sha256", sha256)
             .body(body);
         self.json(req).await
     }

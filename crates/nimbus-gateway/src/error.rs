@@ -22,6 +22,18 @@ pub enum ApiError {
     PreconditionFailed(String),
     #[error("{0}")]
     AccessDenied(String),
+    /// No `Authorization` header on a request that needs one.
+    #[error("{0}")]
+    MissingAuthenticationToken(String),
+    /// A malformed or incomplete SigV4 `Authorization` header.
+    #[error("{0}")]
+    IncompleteSignature(String),
+    /// A signature that does not match, or a date too far from the server's clock.
+    #[error("{0}")]
+    InvalidSignature(String),
+    /// An access key id the server does not know.
+    #[error("{0}")]
+    UnrecognizedClient(String),
     #[error("{0}")]
     TooLarge(String),
     #[error("{message}")]
@@ -50,6 +62,10 @@ impl ApiError {
             ApiError::Conflict(_) => "ResourceConflictException",
             ApiError::PreconditionFailed(_) => "PreconditionFailedException",
             ApiError::AccessDenied(_) => "AccessDeniedException",
+            ApiError::MissingAuthenticationToken(_) => "MissingAuthenticationTokenException",
+            ApiError::IncompleteSignature(_) => "IncompleteSignatureException",
+            ApiError::InvalidSignature(_) => "InvalidSignatureException",
+            ApiError::UnrecognizedClient(_) => "UnrecognizedClientException",
             ApiError::TooLarge(_) => "RequestTooLargeException",
             ApiError::Throttled { .. } => "TooManyRequestsException",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaTypeException",
@@ -67,7 +83,11 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
-            ApiError::AccessDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::AccessDenied(_)
+            | ApiError::MissingAuthenticationToken(_)
+            | ApiError::IncompleteSignature(_)
+            | ApiError::InvalidSignature(_)
+            | ApiError::UnrecognizedClient(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -1,17 +1,20 @@
 //! Every HTTP surface of Nimbus on one router: the Lambda Invoke API and function URL
 //! config (`/2015-03-31/…`, `/2021-10-31/…`), the native API (`/v1/…`), function URLs
-//! (`/fn/NAME/…`) and user routes declared in manifests. Errors map to HTTP in one place
-//! ([`ApiError`]).
+//! (`/fn/NAME/…`) and user routes declared in manifests. Every API request passes one
+//! authentication and authorization middleware (`auth.rs`: SigV4, the route → action table,
+//! policies). Errors map to HTTP in one place ([`ApiError`]).
 //!
 //! Depends on the store (registry), the pool (instances) and the runtime types; built by
 //! `nimbus-server`.
 
 mod async_invoke;
+mod auth;
 mod bus;
 mod error;
 pub mod http_event;
 mod invoke;
 mod jwt;
+mod keys;
 mod lambda_api;
 mod limits;
 mod native;
@@ -21,6 +24,7 @@ mod state;
 mod urls;
 
 pub use async_invoke::GatewayInvoker;
+pub use auth::{Auth, Caller, Key};
 pub use error::ApiError;
 pub use limits::{AbuseLimits, BUCKETS_MAX};
 pub use secrets::Secrets;
@@ -141,6 +145,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/functions/{name}/versions", get(native::versions))
         .route("/v1/functions/{name}/logs", get(native::logs))
         .route("/v1/functions/{name}/code", get(native::code))
+        .route("/v1/keys", get(keys::list_keys).post(keys::create_key))
+        .route("/v1/keys/{id}", axum::routing::delete(keys::delete_key))
         .route("/v1/secrets", get(secrets::list_secrets))
         .route("/v1/secrets/rotate", post(secrets::rotate))
         .route(
@@ -194,7 +200,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::InvalidParameter("method not allowed on this path".into())
         })
-        // Body sizes are limited per surface by `limits::guard` (deploys: 70 MB by default).
+        .layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            auth::enforce,
+        ))
+        // Body sizes are limited per surface by `limits::guard` (deploys: 70 MB by default),
+        // which wraps every body before authentication reads it.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             gw.clone(),

@@ -77,9 +77,14 @@ impl Limiter {
     }
 }
 
-/// Who is calling, for per-caller limits. Today the source IP; once requests carry an
-/// authenticated access key, its id goes here (one line).
-pub(crate) fn caller_key(req: &Request) -> String {
+/// Who is calling, for per-caller limits: the access key a request is signed with, when
+/// that key exists (each key has its own bucket, wherever it calls from), else the source
+/// IP. The signature is checked later (`auth::enforce`); a forged request naming a real key
+/// id spends that key's tokens, as with any rate limit keyed on a public identifier.
+pub(crate) fn caller_key(gw: &Gateway, req: &Request) -> String {
+    if let Some(id) = crate::auth::claimed_key_id(gw, req.headers()) {
+        return format!("key:{id}");
+    }
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -207,7 +212,7 @@ pub(crate) async fn guard(State(gw): State<Arc<Gateway>>, req: Request, next: Ne
     if let Some(limit) = &cfg.rate_limit {
         if let Err(secs) = limiter
             .buckets
-            .take(&caller_key(&req), limit, Instant::now())
+            .take(&caller_key(&gw, &req), limit, Instant::now())
         {
             tracing::debug!("caller rate limit exceeded");
             return too_many(surface, "CallerRateLimitExceeded", secs);

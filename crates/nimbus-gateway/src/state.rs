@@ -44,6 +44,8 @@ pub struct Gateway {
     pub(crate) queues: std::sync::OnceLock<Arc<nimbus_events::mapping::MappingRunner>>,
     /// The secrets store, when the server enabled it ([`Gateway::with_secrets`]).
     pub(crate) secrets: std::sync::OnceLock<crate::Secrets>,
+    /// Access keys and whether API requests must be signed ([`Gateway::with_auth`]).
+    pub(crate) auth: std::sync::OnceLock<Arc<crate::Auth>>,
     cache: RwLock<HashMap<(String, String), Arc<Resolved>>>,
     aliases: RwLock<HashMap<(String, String), Arc<Alias>>>,
     routes: RwLock<Vec<(RouteSpec, FunctionName)>>,
@@ -70,6 +72,7 @@ impl Gateway {
             bus: Default::default(),
             queues: Default::default(),
             secrets: Default::default(),
+            auth: Default::default(),
             cache: Default::default(),
             aliases: Default::default(),
             routes: Default::default(),
@@ -102,6 +105,13 @@ impl Gateway {
     /// Serves the secrets API (`/v1/secrets`) from `secrets`. Set once, before serving.
     pub fn with_secrets(self: Arc<Self>, secrets: crate::Secrets) -> Arc<Self> {
         let _ = self.secrets.set(secrets);
+        self
+    }
+
+    /// Checks API requests against `auth`'s access keys (when it is enabled) and serves the
+    /// keys API (`/v1/keys`). Set once, before serving.
+    pub fn with_auth(self: Arc<Self>, auth: Arc<crate::Auth>) -> Arc<Self> {
+        let _ = self.auth.set(auth);
         self
     }
 

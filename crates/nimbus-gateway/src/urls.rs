@@ -58,13 +58,6 @@ async fn serve_url(
         )));
     }
     let settings = url_settings(&resolved.version.config);
-    if settings.auth_type == "AWS_IAM" {
-        // Fail closed: SigV4 verification is not implemented yet, so nobody may pass.
-        return Err(ApiError::AccessDenied(format!(
-            "function {name}'s URL uses AuthType AWS_IAM, which this server cannot verify yet: \
-             requests are refused (use AuthType NONE on a loopback listener)"
-        )));
-    }
     let origin = req
         .headers()
         .get("origin")
@@ -83,6 +76,11 @@ async fn serve_url(
             return Ok(resp);
         }
     }
+    let req = if settings.auth_type == "AWS_IAM" {
+        crate::auth::check_function_url(&gw, &name, req).await?
+    } else {
+        req
+    };
     let mut resp = serve_http(gw, name, raw_path, "$default".into(), None, None, req).await?;
     if let Some(cors) = cors {
         cors.apply(resp.headers_mut());

@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 mod conn;
+mod keys;
 mod secrets;
 
 pub use conn::ConnLimits;
@@ -74,6 +75,9 @@ pub struct Config {
     pub abuse: AbuseLimits,
     /// How instances are sandboxed (`--isolation`).
     pub isolation: Isolation,
+    /// Require SigV4-signed requests from access keys on every API (`--auth on`, the
+    /// default). Off is for local development and refused on a non-loopback listener.
+    pub auth: bool,
 }
 
 impl Default for Config {
@@ -91,7 +95,28 @@ impl Default for Config {
             conn: ConnLimits::default(),
             abuse: AbuseLimits::default(),
             isolation: Isolation::default(),
+            auth: true,
         }
+    }
+}
+
+/// The admin key a first start with auth on created, shown once.
+#[derive(Clone)]
+pub struct BootstrapKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// `DATA_DIR/credentials` (mode 0600), which the local CLI reads.
+    pub file: PathBuf,
+}
+
+impl std::fmt::Debug for BootstrapKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "BootstrapKey({}, {})",
+            self.access_key_id,
+            self.file.display()
+        )
     }
 }
 
@@ -109,6 +134,8 @@ pub struct Server {
     scheduler: Arc<Scheduler>,
     memory: MemoryLimits,
     log_task: tokio::task::JoinHandle<()>,
+    auth: Arc<nimbus_gateway::Auth>,
+    bootstrap: Option<BootstrapKey>,
 }
 
 impl Server {
@@ -136,7 +163,15 @@ impl Server {
         );
         let code =
             Arc::new(CodeStore::open(&data_dir.join("code")).context("cannot open code store")?);
+        if !config.auth && !config.listen.ip().is_loopback() {
+            anyhow::bail!(
+                "--auth off is for local development only: refusing to serve {} (not a loopback address) \
+                 without authentication; use --auth on, or --listen 127.0.0.1:PORT",
+                config.listen
+            );
+        }
         let (secret_store, key_file) = secrets::open(&data_dir, config.master_key_file.as_deref())?;
+        let (auth, bootstrap) = keys::open(&data_dir, secret_store.clone(), config.auth)?;
 
         let (sink, rx) = LogSink::new(65_536);
         let memory = MemoryLimits::detect();
@@ -179,8 +214,8 @@ impl Server {
             )
         })?;
         let addr = listener.local_addr()?;
-        if !addr.ip().is_loopback() {
-            warn!("listening on {addr}, which is reachable from other hosts; there is no authentication yet");
+        if !config.auth {
+            warn!("authentication is OFF (--auth off): anyone who can reach {addr} can deploy, invoke and read everything; for local development only");
         }
         let queue =
             SqliteEventQueue::open(&data_dir).context("cannot open the async event queue")?;
@@ -207,6 +242,7 @@ impl Server {
         bus.set_queues(mappings.clone());
         let gateway = gateway.with_bus(bus.clone());
         let gateway = gateway.with_limits(config.abuse.clone());
+        let gateway = gateway.with_auth(auth.clone());
         let gateway = gateway.with_secrets(nimbus_gateway::Secrets {
             store: secret_store,
             key_file,
@@ -233,11 +269,33 @@ impl Server {
             scheduler,
             memory,
             log_task,
+            auth,
+            bootstrap,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin key this start created (first start with auth on and no keys), to be
+    /// shown to the operator once; it is also in `DATA_DIR/credentials`.
+    pub fn bootstrap_key(&self) -> Option<&BootstrapKey> {
+        self.bootstrap.as_ref()
+    }
+
+    /// Whether API requests must be signed.
+    pub fn auth_enabled(&self) -> bool {
+        self.config.auth
+    }
+
+    /// Credentials for a client inside this process (`nimbus up`): an admin key held in
+    /// memory only, gone when the server stops. `None` with auth off.
+    pub fn local_credentials(&self) -> Option<(String, String)> {
+        self.config.auth.then(|| {
+            self.auth
+                .ephemeral_key("nimbus-up", &nimbus_auth::Policy::admin())
+        })
     }
 
     /// The public base URL: `https://ADDR` with TLS, else `http://ADDR`.

@@ -29,7 +29,8 @@ pub const MAX_SECRET_NAME: usize = 128;
 const NONCE_LEN: usize = 24;
 const AAD_PREFIX: &[u8] = b"nimbus-secret-v1:";
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE secrets (
     name       TEXT PRIMARY KEY NOT NULL,
     key_id     TEXT NOT NULL,
@@ -38,7 +39,23 @@ CREATE TABLE secrets (
     created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL
 ) STRICT;
-"];
+",
+    "
+CREATE TABLE access_keys (
+    id         TEXT PRIMARY KEY NOT NULL,
+    name       TEXT NOT NULL UNIQUE,
+    policy     TEXT NOT NULL,
+    key_id     TEXT NOT NULL,
+    nonce      BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+) STRICT;
+",
+];
+
+/// Access key secrets are sealed as if named `\0access-key:ID`: no secret name holds a NUL, so
+/// a secret's ciphertext never opens as a key's or the other way round.
+const KEY_AAD_PREFIX: &str = "\u{0}access-key:";
 
 /// A secret name: 1–128 characters of `A-Z a-z 0-9 _ . -`, starting with a letter or digit.
 pub fn validate_secret_name(name: &str) -> Result<()> {
@@ -267,7 +284,8 @@ impl SecretStore {
         let db = open_db(&data_dir.join("secrets.db"), "FULL", MIGRATIONS)?;
         let other: Option<String> = db
             .query_row(
-                "SELECT key_id FROM secrets WHERE key_id <> ?1 LIMIT 1",
+                "SELECT key_id FROM secrets WHERE key_id <> ?1
+                 UNION ALL SELECT key_id FROM access_keys WHERE key_id <> ?1 LIMIT 1",
                 [key.id()],
                 |r| r.get(0),
             )
@@ -385,9 +403,140 @@ impl SecretStore {
                 params![name, new_id, nonce, ct],
             )?;
         }
+        let keys: Vec<(String, Vec<u8>, Vec<u8>)> = {
+            let mut stmt = tx.prepare("SELECT id, nonce, ciphertext FROM access_keys")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (id, nonce, ct) in &keys {
+            let aad_name = format!("{KEY_AAD_PREFIX}{id}");
+            let value = key.open(&aad_name, nonce, ct)?;
+            let (nonce, ct) = new_key.seal(&aad_name, &value);
+            tx.execute(
+                "UPDATE access_keys SET key_id = ?2, nonce = ?3, ciphertext = ?4 WHERE id = ?1",
+                params![id, new_id, nonce, ct],
+            )?;
+        }
         tx.commit()?;
         *key = new_key;
         Ok(rows.len())
+    }
+
+    /// Stores an access key: its id, a unique name, its policy (JSON text) and its secret,
+    /// sealed under the master key with the id bound as associated data. `Conflict` when
+    /// the name or the id is taken.
+    pub fn create_access_key(
+        &self,
+        id: &str,
+        name: &str,
+        policy: &str,
+        secret: &str,
+    ) -> Result<AccessKey> {
+        validate_secret_name(name).map_err(|_| {
+            StoreError::InvalidInput(format!(
+                "invalid key name {name:?}: use 1-{MAX_SECRET_NAME} characters of A-Z, a-z, 0-9, \
+                 '_', '.' and '-', starting with a letter or digit"
+            ))
+        })?;
+        let inner = self.inner();
+        let (nonce, ct) = inner
+            .key
+            .seal(&format!("{KEY_AAD_PREFIX}{id}"), secret.as_bytes());
+        let now = now_ms(time::OffsetDateTime::now_utc());
+        let taken: bool = inner.db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM access_keys WHERE name = ?1 OR id = ?2)",
+            params![name, id],
+            |r| r.get(0),
+        )?;
+        if taken {
+            return Err(StoreError::Conflict(format!(
+                "an access key named {name} already exists"
+            )));
+        }
+        inner.db.execute(
+            "INSERT INTO access_keys (id, name, policy, key_id, nonce, ciphertext, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![id, name, policy, inner.key.id(), nonce, ct, now],
+        )?;
+        Ok(AccessKey {
+            id: id.into(),
+            name: name.into(),
+            policy: policy.into(),
+            secret: secret.into(),
+            created_ms: now,
+        })
+    }
+
+    /// Every access key with its decrypted secret, sorted by name (for the server's
+    /// in-memory cache; never for an API response).
+    pub fn access_keys(&self) -> Result<Vec<AccessKey>> {
+        let inner = self.inner();
+        let mut stmt = inner.db.prepare(
+            "SELECT id, name, policy, nonce, ciphertext, created_ms FROM access_keys ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, policy, nonce, ct, created_ms) = row?;
+            let secret = inner
+                .key
+                .open(&format!("{KEY_AAD_PREFIX}{id}"), &nonce, &ct)?;
+            let secret = String::from_utf8(secret)
+                .map_err(|_| StoreError::Corrupt(format!("access key {id}: secret not UTF-8")))?;
+            out.push(AccessKey {
+                id,
+                name,
+                policy,
+                secret,
+                created_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes an access key by id; `NotFound` when there is none.
+    pub fn delete_access_key(&self, id: &str) -> Result<()> {
+        let inner = self.inner();
+        if inner
+            .db
+            .execute("DELETE FROM access_keys WHERE id = ?1", [id])?
+            == 0
+        {
+            return Err(StoreError::NotFound(format!("access key not found: {id}")));
+        }
+        Ok(())
+    }
+}
+
+/// An access key as stored: the secret is decrypted only in memory.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    pub id: String,
+    pub name: String,
+    /// The policy document, JSON text.
+    pub policy: String,
+    pub secret: String,
+    pub created_ms: i64,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("policy", &self.policy)
+            .field("secret", &"****")
+            .field("created_ms", &self.created_ms)
+            .finish()
     }
 }
 
@@ -479,6 +628,44 @@ mod tests {
         assert!(err.to_string().contains(&old.id()), "{err}");
         let store = SecretStore::open(dir.path(), new).unwrap();
         assert_eq!(store.get("two").unwrap().unwrap(), b"2222");
+    }
+
+    #[test]
+    fn access_keys_are_sealed_listed_rotated_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = MasterKey::generate();
+        let new = MasterKey::generate();
+        let store = SecretStore::open(dir.path(), old.clone()).unwrap();
+        let secret = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY12";
+        store
+            .create_access_key("AKIAAAAAAAAAAAAAAAAA", "ci", "{\"Statement\":[]}", secret)
+            .unwrap();
+        let dup = store.create_access_key("AKIABBBBBBBBBBBBBBBB", "ci", "{}", "x");
+        assert!(dup.unwrap_err().is_conflict());
+        assert!(store
+            .create_access_key("AKIACCCCCCCCCCCCCCCC", "bad name", "{}", "x")
+            .is_err());
+        let keys = store.access_keys().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].secret, secret);
+        assert!(!format!("{:?}", keys[0]).contains(secret));
+        // Rotation re-encrypts keys too; the old master key is refused afterwards.
+        store.rotate(new.clone()).unwrap();
+        drop(store);
+        assert!(SecretStore::open(dir.path(), old).is_err());
+        let store = SecretStore::open(dir.path(), new).unwrap();
+        assert_eq!(store.access_keys().unwrap()[0].secret, secret);
+        let bytes: Vec<u8> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flat_map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        store.delete_access_key("AKIAAAAAAAAAAAAAAAAA").unwrap();
+        assert!(store
+            .delete_access_key("AKIAAAAAAAAAAAAAAAAA")
+            .unwrap_err()
+            .is_not_found());
+        assert!(store.access_keys().unwrap().is_empty());
     }
 
     #[test]

@@ -381,6 +381,7 @@ pub async fn deploy(client: &Client, t: &Target) -> Result<Value> {
     let body = request_body(&t.config, &zip)?;
     drop(zip);
     let len = body.len();
+    let sha256 = nimbus_auth::sigv4::payload_hash(&body);
     let progress = (len > PROGRESS_THRESHOLD && std::io::stderr().is_terminal())
         .then(|| progress_bar(&t.name, len));
     let req_body = match &progress {
@@ -388,7 +389,7 @@ pub async fn deploy(client: &Client, t: &Target) -> Result<Value> {
         None => reqwest::Body::from(body),
     };
     let reply = client
-        .put_function(t.name.as_str(), req_body, len as u64)
+        .put_function(t.name.as_str(), req_body, len as u64, &sha256)
         .await;
     if let Some(bar) = progress {
         bar.finish_and_clear();

@@ -4,6 +4,7 @@ mod bus;
 mod deploy;
 mod events;
 mod invoke;
+mod keys;
 mod logs;
 mod ls;
 mod queue;
@@ -17,7 +18,10 @@ use crate::client::Client;
 use anyhow::Result;
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let client = || Client::with_ca(&cli.endpoint, cli.ca_cert.as_deref());
+    let client = || -> Result<Client> {
+        Ok(Client::with_ca(&cli.endpoint, cli.ca_cert.as_deref())?
+            .with_credentials(crate::credentials::load()?))
+    };
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Up(args) => up::run(args).await,
@@ -30,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Queue(args) => queue::run(&client()?, args, cli.json).await,
         Command::Bus(args) => bus::run(&client()?, args, cli.json).await,
         Command::Secret(args) => secret::run(&client()?, args, cli.json).await,
+        Command::Keys(args) => keys::run(&client()?, args, cli.json).await,
     }
 }
 

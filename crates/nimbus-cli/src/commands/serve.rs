@@ -12,6 +12,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("./.nimbus"));
     let server = bind(&args, &data_dir).await?;
     super::print(listening_line(&server.public_url(), &data_dir))?;
+    print_bootstrap(&server);
     server
         .run(shutdown_requested())
         .await
@@ -36,6 +37,7 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
         c.events.time_scale = args.time_scale.max(1);
         c.missed_schedules = args.missed_schedules.parse().unwrap_or_default();
         c.isolation = args.isolation.parse().unwrap_or_default();
+        c.auth = args.auth != "off";
         c.tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(nimbus_server::TlsFiles {
                 cert: cert.clone(),
@@ -58,6 +60,22 @@ pub async fn bind(args: &ServerArgs, data_dir: &Path) -> Result<nimbus_server::S
                 data_dir.display()
             )
         })
+}
+
+/// Shows the bootstrap admin key, once, on stderr.
+pub fn print_bootstrap(server: &nimbus_server::Server) {
+    if let Some(k) = server.bootstrap_key() {
+        eprintln!(
+            "created the bootstrap admin key (shown once; also saved to {file}, mode 0600):\n  \
+             NIMBUS_ACCESS_KEY_ID={id}\n  NIMBUS_SECRET_ACCESS_KEY={secret}\n\
+             the nimbus CLI run next to that data dir uses it by itself; elsewhere export those two \
+             variables or NIMBUS_CREDENTIALS_FILE={file} (boto3 and the AWS CLI: AWS_ACCESS_KEY_ID/\
+             AWS_SECRET_ACCESS_KEY). Create narrower keys with `nimbus keys create`.",
+            file = k.file.display(),
+            id = k.access_key_id,
+            secret = k.secret_access_key,
+        );
+    }
 }
 
 /// `nimbus listening on http(s)://ADDR (data: DIR)`

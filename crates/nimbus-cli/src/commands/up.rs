@@ -33,6 +33,14 @@ pub async fn run(args: UpArgs) -> Result<()> {
         &server.public_url(),
         &data_dir,
     ))?;
+    super::serve::print_bootstrap(&server);
+    // `up` deploys with a key of its own, held by the server in memory only.
+    let own_key = server
+        .local_credentials()
+        .map(|(id, secret)| crate::credentials::Credentials {
+            access_key_id: id,
+            secret_access_key: secret,
+        });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -49,7 +57,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         "http"
     };
     let base = format!("{scheme}://{}", connect_addr(addr));
-    let client = Client::for_own_server(&base)?;
+    let client = Client::for_own_server(&base)?.with_credentials(own_key);
     let work = async {
         let mut deployed = Vec::new();
         let mut failed = 0;

@@ -1,0 +1,816 @@
+//! Authentication and authorization of every API request: SigV4 ([`nimbus_auth::sigv4`])
+//! against the access keys (cached in memory, stored sealed in `secrets.db`), then the
+//! key's policy — or, for invocations, the function's resource policy (`AddPermission`) —
+//! for the action and resource the route means ([`classify`], the one table of them).
+//!
+//! Public: `/v1/health`, function URLs (their `AuthType AWS_IAM` is checked in `urls.rs`
+//! through [`check_function_url`]) and user routes. Everything else — the Lambda API, the
+//! native `/v1` API, queues, buses, keys and EventBridge's `POST /` — needs a signed request
+//! when auth is on.
+
+use crate::{ApiError, Gateway};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{request::Parts, HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use nimbus_auth::policy::resource_policy_allows;
+use nimbus_auth::sigv4::{self, Authorization};
+use nimbus_auth::{AuthError, Decision, Policy};
+use nimbus_core::arn::{self, ACCOUNT, REGION};
+use nimbus_store::{AccessKey, SecretStore, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// An access key as the server holds it in memory.
+pub struct Key {
+    pub id: String,
+    pub name: String,
+    pub user_arn: String,
+    pub policy: Policy,
+    pub created_ms: i64,
+    secret: String,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key({} {})", self.id, self.name)
+    }
+}
+
+impl Key {
+    fn from_stored(k: AccessKey) -> Result<Self, StoreError> {
+        let policy = Policy::parse(&k.policy)
+            .map_err(|e| StoreError::Corrupt(format!("access key {}: stored policy: {e}", k.id)))?;
+        Ok(Self {
+            user_arn: nimbus_auth::user_arn(&k.name),
+            id: k.id,
+            name: k.name,
+            policy,
+            created_ms: k.created_ms,
+            secret: k.secret,
+        })
+    }
+}
+
+/// The access keys and whether requests must be signed.
+pub struct Auth {
+    enabled: bool,
+    store: Arc<SecretStore>,
+    keys: RwLock<HashMap<String, Arc<Key>>>,
+}
+
+impl Auth {
+    /// Loads every key from `store` into memory. With `enabled` false, API requests are not
+    /// checked (function URLs with `AuthType AWS_IAM` still are).
+    pub fn open(store: Arc<SecretStore>, enabled: bool) -> Result<Arc<Self>, StoreError> {
+        let mut keys = HashMap::new();
+        for k in store.access_keys()? {
+            let key = Key::from_stored(k)?;
+            keys.insert(key.id.clone(), Arc::new(key));
+        }
+        Ok(Arc::new(Self {
+            enabled,
+            store,
+            keys: RwLock::new(keys),
+        }))
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// How many keys exist.
+    pub fn len(&self) -> usize {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Creates a key named `name` with `policy`; the returned record holds the secret, to be
+    /// shown once.
+    pub fn create_key(&self, name: &str, policy: &Policy) -> Result<AccessKey, StoreError> {
+        let (id, secret) = nimbus_auth::keys::generate();
+        let stored = self
+            .store
+            .create_access_key(&id, name, &policy.to_json(), &secret)?;
+        let key = Key::from_stored(stored.clone())?;
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::new(key));
+        Ok(stored)
+    }
+
+    /// A key held in memory only (never stored, gone at restart), for a client inside the
+    /// server's own process. Returns `(id, secret)`.
+    pub fn ephemeral_key(&self, name: &str, policy: &Policy) -> (String, String) {
+        let (id, secret) = nimbus_auth::keys::generate();
+        let key = Key {
+            id: id.clone(),
+            name: name.to_string(),
+            user_arn: nimbus_auth::user_arn(name),
+            policy: policy.clone(),
+            created_ms: time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+            secret: secret.clone(),
+        };
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), Arc::new(key));
+        (id, secret)
+    }
+
+    /// Every key, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Key>> {
+        let mut v: Vec<Arc<Key>> = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Deletes a key. Refuses to delete the last admin key while auth is on (nobody could
+    /// manage keys afterwards).
+    pub fn delete_key(&self, id: &str) -> Result<(), ApiError> {
+        let keys = self.list();
+        let Some(key) = keys.iter().find(|k| k.id == id) else {
+            return Err(ApiError::NotFound(format!("access key not found: {id}")));
+        };
+        if self.enabled
+            && key.policy.is_admin()
+            && keys.iter().filter(|k| k.policy.is_admin()).count() == 1
+        {
+            return Err(ApiError::Conflict(format!(
+                "{id} is the last key with nimbus:Admin: create another admin key first"
+            )));
+        }
+        match self.store.delete_access_key(id) {
+            // An ephemeral key lives in the cache only.
+            Err(e) if e.is_not_found() => {}
+            other => other?,
+        }
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        Ok(())
+    }
+
+    fn key(&self, id: &str) -> Option<Arc<Key>> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+}
+
+/// The key a request was signed with; in the request's extensions after [`enforce`].
+#[derive(Debug, Clone)]
+pub struct Caller(pub Arc<Key>);
+
+/// One permission a request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Check {
+    pub action: String,
+    pub resource: String,
+}
+
+fn check(action: &str, resource: impl Into<String>) -> Check {
+    Check {
+        action: action.to_string(),
+        resource: resource.into(),
+    }
+}
+
+/// What a request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// No signature: health, function URLs, user routes.
+    Public,
+    /// A signed request with these permissions (none: any valid key, for paths that will
+    /// answer 404 anyway).
+    Api(Vec<Check>),
+    /// `CreateFunction`: the resource is the body's `FunctionName`.
+    CreateFunction,
+    /// Native deploy: `lambda:CreateFunction` for a new function, else
+    /// `lambda:UpdateFunctionCode` and `lambda:UpdateFunctionConfiguration`.
+    Deploy(String),
+}
+
+fn decode(seg: &str) -> String {
+    let bytes = seg.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('=').or(Some((p, ""))))
+        .find(|(k, _)| decode(k) == name)
+        .map(|(_, v)| decode(&v.replace('+', " ")))
+        .filter(|v| !v.is_empty())
+}
+
+/// The ARN of the function named in a path segment (a name, `name:qualifier` or an ARN),
+/// qualified by the segment's qualifier or else `qualifier`.
+/// The id of the existing access key a request's `Authorization` header names (not yet
+/// verified): per-key rate limits use it.
+pub(crate) fn claimed_key_id(gw: &Gateway, headers: &HeaderMap) -> Option<String> {
+    let auth = gw.auth.get()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let rest = value.strip_prefix("AWS4-HMAC-SHA256")?;
+    let cred = rest.split_once("Credential=")?.1;
+    let id = cred.split('/').next()?.trim();
+    auth.key(id).map(|k| k.id.clone())
+}
+
+pub(crate) fn function_resource(seg: &str, qualifier: Option<&str>) -> String {
+    match arn::parse_function_ref(seg) {
+        Ok((name, q)) => arn::function_arn(name.as_str(), q.as_deref().or(qualifier)),
+        Err(_) => arn::function_arn(seg, qualifier),
+    }
+}
+
+fn queue_arn(q: &str) -> String {
+    format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{q}")
+}
+
+fn bus_arn(b: &str) -> String {
+    format!("arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{b}")
+}
+
+/// The table: which action on which resource each API route means.
+pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> Target {
+    let segs: Vec<String> = path.split('/').skip(1).map(decode).collect();
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let m = method.as_str();
+    let q = query_param(query, "Qualifier");
+    let f = |seg: &str| function_resource(seg, q.as_deref());
+    let lambda = |a: &str| format!("lambda:{a}");
+    let one = |a: String, r: String| Target::Api(vec![check(&a, r)]);
+    match (m, s.as_slice()) {
+        ("GET", ["v1", "health"]) => Target::Public,
+        (_, ["fn", ..]) => Target::Public,
+        ("POST", [""]) if events_op(headers).is_some() => one(
+            format!("nimbus:{}", events_op(headers).unwrap_or_default()),
+            bus_arn(nimbus_store::DEFAULT_BUS),
+        ),
+        // The Lambda API.
+        ("POST", ["2015-03-31", "functions", name, "invocations"]) => {
+            one(lambda("InvokeFunction"), f(name))
+        }
+        ("GET", ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
+            one(lambda("ListFunctions"), "*".into())
+        }
+        ("POST", ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
+            Target::CreateFunction
+        }
+        (_, ["2015-03-31", "functions", name]) => match m {
+            "GET" => one(lambda("GetFunction"), f(name)),
+            "DELETE" => one(lambda("DeleteFunction"), f(name)),
+            _ => Target::Api(vec![]),
+        },
+        (_, ["2015-03-31", "functions", name, "configuration"]) => match m {
+            "GET" => one(lambda("GetFunctionConfiguration"), f(name)),
+            _ => one(lambda("UpdateFunctionConfiguration"), f(name)),
+        },
+        (_, ["2015-03-31", "functions", name, "code"]) => {
+            one(lambda("UpdateFunctionCode"), f(name))
+        }
+        (_, ["2015-03-31", "functions", name, "versions"]) => match m {
+            "GET" => one(lambda("ListVersionsByFunction"), f(name)),
+            _ => one(lambda("PublishVersion"), f(name)),
+        },
+        (_, ["2015-03-31", "functions", name, "aliases"]) => match m {
+            "GET" => one(lambda("ListAliases"), f(name)),
+            _ => one(lambda("CreateAlias"), f(name)),
+        },
+        (_, ["2015-03-31", "functions", name, "aliases", alias]) => {
+            let a = match m {
+                "GET" => "GetAlias",
+                "DELETE" => "DeleteAlias",
+                _ => "UpdateAlias",
+            };
+            one(lambda(a), function_resource(name, Some(alias)))
+        }
+        (_, ["2015-03-31", "functions", name, "policy"]) => match m {
+            "GET" => one(lambda("GetPolicy"), f(name)),
+            _ => one(lambda("AddPermission"), f(name)),
+        },
+        (_, ["2015-03-31", "functions", name, "policy", _sid]) => {
+            one(lambda("RemovePermission"), f(name))
+        }
+        (_, [_, "functions", name, "concurrency"]) => match m {
+            "GET" => one(lambda("GetFunctionConcurrency"), f(name)),
+            "DELETE" => one(lambda("DeleteFunctionConcurrency"), f(name)),
+            _ => one(lambda("PutFunctionConcurrency"), f(name)),
+        },
+        (_, ["2019-09-25", "functions", name, "event-invoke-config"]) => {
+            let a = match m {
+                "GET" => "GetFunctionEventInvokeConfig",
+                "PUT" => "PutFunctionEventInvokeConfig",
+                "DELETE" => "DeleteFunctionEventInvokeConfig",
+                _ => "UpdateFunctionEventInvokeConfig",
+            };
+            one(lambda(a), f(name))
+        }
+        (_, ["2019-09-25", "functions", name, "event-invoke-config", "list"]) => {
+            one(lambda("ListFunctionEventInvokeConfigs"), f(name))
+        }
+        (
+            _,
+            ["2015-03-31", "event-source-mappings"] | ["2015-03-31", "event-source-mappings", ""],
+        ) => match m {
+            "GET" => one(lambda("ListEventSourceMappings"), "*".into()),
+            _ => one(lambda("CreateEventSourceMapping"), "*".into()),
+        },
+        (_, ["2015-03-31", "event-source-mappings", uuid]) => {
+            let a = match m {
+                "GET" => "GetEventSourceMapping",
+                "DELETE" => "DeleteEventSourceMapping",
+                _ => "UpdateEventSourceMapping",
+            };
+            one(
+                lambda(a),
+                format!("arn:aws:lambda:{REGION}:{ACCOUNT}:event-source-mapping:{uuid}"),
+            )
+        }
+        (_, ["2016-08-19", "account-settings", ..]) => {
+            one(lambda("GetAccountSettings"), "*".into())
+        }
+        (_, ["2017-03-31", "tags", resource]) => {
+            let a = match m {
+                "GET" => "ListTags",
+                "DELETE" => "UntagResource",
+                _ => "TagResource",
+            };
+            one(lambda(a), resource.to_string())
+        }
+        (_, ["2021-10-31", "functions", name, "url"]) => {
+            let a = match m {
+                "GET" => "GetFunctionUrlConfig",
+                "PUT" => "UpdateFunctionUrlConfig",
+                "DELETE" => "DeleteFunctionUrlConfig",
+                _ => "CreateFunctionUrlConfig",
+            };
+            one(lambda(a), f(name))
+        }
+        // The native API.
+        ("GET", ["v1", "functions"]) => one(lambda("ListFunctions"), "*".into()),
+        (_, ["v1", "functions", name]) => match m {
+            "GET" => one(lambda("GetFunction"), f(name)),
+            "PUT" => Target::Deploy(name.to_string()),
+            "DELETE" => one(lambda("DeleteFunction"), f(name)),
+            _ => Target::Api(vec![]),
+        },
+        (_, ["v1", "functions", name, "versions"]) => {
+            one(lambda("ListVersionsByFunction"), f(name))
+        }
+        (_, ["v1", "functions", name, "code"]) => one(lambda("GetFunction"), f(name)),
+        (_, ["v1", "functions", name, "logs"]) => one("nimbus:GetLogs".into(), f(name)),
+        (_, ["v1", "functions", name, "events"]) => one("nimbus:ListEvents".into(), f(name)),
+        (_, ["v1", "secrets"]) => one("nimbus:ListSecrets".into(), "*".into()),
+        (_, ["v1", "secrets", "rotate"]) => one("nimbus:RotateMasterKey".into(), "*".into()),
+        (_, ["v1", "secrets", name]) => one(
+            if m == "DELETE" {
+                "nimbus:DeleteSecret"
+            } else {
+                "nimbus:PutSecret"
+            }
+            .into(),
+            format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}"),
+        ),
+        (_, ["v1", "keys", ..]) => one(nimbus_auth::policy::ADMIN.into(), "*".into()),
+        (_, ["v1", "queues"]) => one("nimbus:ListQueues".into(), "*".into()),
+        (_, ["v1", "queues", qn, rest @ ..]) => {
+            let a = match (m, rest) {
+                ("GET", []) => "GetQueue",
+                ("PUT", []) => "PutQueue",
+                ("DELETE", []) => "DeleteQueue",
+                (_, ["messages"]) => "SendMessage",
+                (_, ["messages", _]) => "DeleteMessage",
+                (_, ["messages", _, "visibility"]) => "ChangeMessageVisibility",
+                (_, ["receive"]) => "ReceiveMessage",
+                (_, ["purge"]) => "PurgeQueue",
+                _ => return Target::Api(vec![]),
+            };
+            one(format!("nimbus:{a}"), queue_arn(qn))
+        }
+        (_, ["v1", "buses"]) => one("nimbus:ListBuses".into(), "*".into()),
+        (_, ["v1", "buses", bus, rest @ ..]) => {
+            let (a, r) = match (m, rest) {
+                ("GET", []) => ("GetBus", bus_arn(bus)),
+                ("PUT", []) => ("PutBus", bus_arn(bus)),
+                ("DELETE", []) => ("DeleteBus", bus_arn(bus)),
+                (_, ["events"]) => ("PutEvents", bus_arn(bus)),
+                (_, ["rules"]) => ("ListRules", bus_arn(bus)),
+                (_, ["rules", rule]) => (
+                    match m {
+                        "GET" => "GetRule",
+                        "DELETE" => "DeleteRule",
+                        _ => "PutRule",
+                    },
+                    format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/{bus}/{rule}"),
+                ),
+                _ => return Target::Api(vec![]),
+            };
+            one(format!("nimbus:{a}"), r)
+        }
+        (_, ["v1", ..]) => Target::Api(vec![]),
+        (_, [first, ..]) if is_lambda_prefix(first) => Target::Api(vec![]),
+        // Defence in depth: `//v1/…` and the like match no API route, but are not public.
+        _ if s
+            .iter()
+            .find(|seg| !seg.is_empty() && **seg != ".")
+            .is_some_and(|seg| *seg == "v1" || is_lambda_prefix(seg)) =>
+        {
+            Target::Api(vec![])
+        }
+        _ => Target::Public,
+    }
+}
+
+/// The EventBridge operation of `POST /` (`X-Amz-Target: AWSEvents.OP`).
+fn events_op(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix("AWSEvents."))
+}
+
+fn is_lambda_prefix(seg: &str) -> bool {
+    matches!(
+        seg,
+        "2015-03-31"
+            | "2016-08-19"
+            | "2017-03-31"
+            | "2017-10-31"
+            | "2019-09-25"
+            | "2019-09-30"
+            | "2021-10-31"
+    )
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let text = e.to_string();
+        match e {
+            AuthError::Missing => ApiError::MissingAuthenticationToken(text),
+            AuthError::Incomplete(_) => ApiError::IncompleteSignature(text),
+            AuthError::SignatureMismatch | AuthError::Expired(_) => {
+                ApiError::InvalidSignature(text)
+            }
+            AuthError::UnknownKey => ApiError::UnrecognizedClient(text),
+            AuthError::Denied { .. } => ApiError::AccessDenied(text),
+            AuthError::InvalidPolicy(_) => ApiError::InvalidParameter(text),
+        }
+    }
+}
+
+/// Parses the `Authorization` header and finds its key (before any body is read).
+fn identify(auth: &Auth, headers: &HeaderMap) -> Result<(Authorization, Arc<Key>), ApiError> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::Incomplete("the Authorization header is not ASCII text".into()))?;
+    let parsed = sigv4::parse_authorization(value)?;
+    let key = auth
+        .key(&parsed.access_key_id)
+        .ok_or(AuthError::UnknownKey)?;
+    Ok((parsed, key))
+}
+
+/// Checks the signature of a request whose body is `body`.
+fn verify(parts: &Parts, parsed: &Authorization, key: &Key, body: &[u8]) -> Result<(), ApiError> {
+    let hash = sigv4::payload_hash(body);
+    if let Some(claimed) = parts.headers.get("x-amz-content-sha256") {
+        if claimed.as_bytes() != hash.as_bytes() {
+            return Err(ApiError::InvalidSignature(
+                "The provided 'x-amz-content-sha256' header does not match what was computed."
+                    .into(),
+            ));
+        }
+    }
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let req = sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        payload_sha256: &hash,
+    };
+    sigv4::verify(&req, parsed, &key.secret, time::OffsetDateTime::now_utc())?;
+    Ok(())
+}
+
+fn denied(key: &Key, c: &Check, explicit: bool) -> ApiError {
+    let why = if explicit {
+        "with an explicit deny in an identity-based policy".to_string()
+    } else {
+        format!(
+            "because no identity-based policy allows the {} action",
+            c.action
+        )
+    };
+    ApiError::AccessDenied(format!(
+        "{} {why}",
+        AuthError::Denied {
+            user: key.user_arn.clone(),
+            action: c.action.clone(),
+            resource: c.resource.clone(),
+        }
+    ))
+}
+
+/// Whether `key` may do `c`: its policy, or for invocations the function's resource policy.
+fn authorize(gw: &Gateway, key: &Key, c: &Check, url_auth: Option<&str>) -> Result<(), ApiError> {
+    match key.policy.evaluate(&c.action, &c.resource) {
+        Decision::Allow => Ok(()),
+        Decision::ExplicitDeny => Err(denied(key, c, true)),
+        Decision::ImplicitDeny => {
+            let invoke = matches!(
+                c.action.as_str(),
+                "lambda:InvokeFunction" | "lambda:InvokeFunctionUrl"
+            );
+            if invoke {
+                if let Ok((name, _)) = arn::parse_function_ref(&c.resource) {
+                    if let Ok(meta) = gw.store.meta(&name) {
+                        if resource_policy_allows(
+                            &meta.policy,
+                            &key.user_arn,
+                            &c.action,
+                            &c.resource,
+                            url_auth,
+                        ) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            Err(denied(key, c, false))
+        }
+    }
+}
+
+/// Reads the whole body (to hash it). Its size and read deadline are already bounded:
+/// `limits::guard`, the outer middleware, wraps every body in the surface's limit.
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| ApiError::TooLarge(format!("request body: {e}")))
+}
+
+/// The middleware: with auth on, every non-public request must be signed by a known key
+/// whose policy allows what the route means.
+pub(crate) async fn enforce(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    match enforce_request(&gw, req).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => {
+            // The reason, never a secret or a signature: the key id is public.
+            match &e {
+                ApiError::MissingAuthenticationToken(_) => {
+                    tracing::debug!("refused: unsigned request")
+                }
+                other => tracing::info!(error = other.error_type(), "refused: {other}"),
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn enforce_request(gw: &Gateway, req: Request) -> Result<Request, ApiError> {
+    let Some(auth) = gw.auth.get().filter(|a| a.enabled) else {
+        return Ok(req);
+    };
+    let target = classify(
+        req.method(),
+        req.uri().path(),
+        req.uri().query().unwrap_or(""),
+        req.headers(),
+    );
+    if target == Target::Public {
+        return Ok(req);
+    }
+    let (parsed, key) = identify(auth, req.headers())?;
+    let (mut parts, body) = req.into_parts();
+    let body = read_body(body).await?;
+    verify(&parts, &parsed, &key, &body)?;
+    let checks = match target {
+        Target::Public => Vec::new(),
+        Target::Api(checks) => checks,
+        Target::CreateFunction => {
+            let name = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("FunctionName")?.as_str().map(str::to_string))
+                .unwrap_or_default();
+            vec![check(
+                "lambda:CreateFunction",
+                function_resource(&name, None),
+            )]
+        }
+        Target::Deploy(name) => {
+            let resource = function_resource(&name, None);
+            let exists = nimbus_core::FunctionName::parse(&name)
+                .ok()
+                .is_some_and(|n| gw.store.get(&n, None).is_ok());
+            if exists {
+                vec![
+                    check("lambda:UpdateFunctionCode", resource.clone()),
+                    check("lambda:UpdateFunctionConfiguration", resource),
+                ]
+            } else {
+                vec![check("lambda:CreateFunction", resource)]
+            }
+        }
+    };
+    for c in &checks {
+        authorize(gw, &key, c, None)?;
+    }
+    tracing::debug!(access_key = %key.id, user = %key.name, "authorized");
+    parts.extensions.insert(Caller(key));
+    Ok(Request::from_parts(parts, Body::from(body)))
+}
+
+/// For a function URL with `AuthType AWS_IAM`: the request must be signed (service
+/// `lambda`) by a known key allowed `lambda:InvokeFunctionUrl` on the function, by its policy
+/// or the function's resource policy. Checked whether or not auth is on for the API.
+pub(crate) async fn check_function_url(
+    gw: &Gateway,
+    name: &nimbus_core::FunctionName,
+    req: Request,
+) -> Result<Request, ApiError> {
+    let auth = gw.auth.get().ok_or_else(|| {
+        ApiError::AccessDenied(format!(
+            "function {name}'s URL uses AuthType AWS_IAM, but this server has no access keys"
+        ))
+    })?;
+    let (parsed, key) = identify(auth, req.headers())?;
+    if parsed.service != "lambda" {
+        return Err(ApiError::InvalidSignature(format!(
+            "Credential should be scoped to correct service: 'lambda', not '{}'.",
+            parsed.service
+        )));
+    }
+    let (mut parts, body) = req.into_parts();
+    let body = read_body(body).await?;
+    verify(&parts, &parsed, &key, &body)?;
+    let c = check(
+        "lambda:InvokeFunctionUrl",
+        arn::function_arn(name.as_str(), None),
+    );
+    authorize(gw, &key, &c, Some("AWS_IAM"))?;
+    parts.extensions.insert(Caller(key));
+    Ok(Request::from_parts(parts, Body::from(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(m: &str, path: &str, query: &str) -> Target {
+        classify(&m.parse().unwrap(), path, query, &HeaderMap::new())
+    }
+
+    fn api(action: &str, resource: &str) -> Target {
+        Target::Api(vec![check(action, resource)])
+    }
+
+    const ORDERS: &str = "arn:aws:lambda:us-east-1:000000000000:function:orders-api";
+
+    #[test]
+    fn the_route_table() {
+        assert_eq!(t("GET", "/v1/health", ""), Target::Public);
+        assert_eq!(t("POST", "/fn/orders-api/x", ""), Target::Public);
+        assert_eq!(t("GET", "/hello/world", ""), Target::Public);
+        assert_eq!(
+            t("POST", "/2015-03-31/functions/orders-api/invocations", ""),
+            api("lambda:InvokeFunction", ORDERS)
+        );
+        assert_eq!(
+            t(
+                "POST",
+                "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Aorders-api/invocations",
+                "Qualifier=prod"
+            ),
+            api("lambda:InvokeFunction", &format!("{ORDERS}:prod"))
+        );
+        assert_eq!(
+            t(
+                "POST",
+                "/2015-03-31/functions/orders-api%3A3/invocations",
+                ""
+            ),
+            api("lambda:InvokeFunction", &format!("{ORDERS}:3"))
+        );
+        assert_eq!(
+            t("POST", "/2015-03-31/functions", ""),
+            Target::CreateFunction
+        );
+        assert_eq!(
+            t("GET", "/2015-03-31/functions/", ""),
+            api("lambda:ListFunctions", "*")
+        );
+        assert_eq!(
+            t("PUT", "/2015-03-31/functions/orders-api/code", ""),
+            api("lambda:UpdateFunctionCode", ORDERS)
+        );
+        assert_eq!(
+            t(
+                "DELETE",
+                "/2015-03-31/functions/orders-api/aliases/live",
+                ""
+            ),
+            api("lambda:DeleteAlias", &format!("{ORDERS}:live"))
+        );
+        assert_eq!(
+            t("POST", "/2015-03-31/functions/orders-api/policy", ""),
+            api("lambda:AddPermission", ORDERS)
+        );
+        assert_eq!(
+            t("GET", "/2019-09-30/functions/orders-api/concurrency", ""),
+            api("lambda:GetFunctionConcurrency", ORDERS)
+        );
+        assert_eq!(
+            t("PUT", "/2017-10-31/functions/orders-api/concurrency", ""),
+            api("lambda:PutFunctionConcurrency", ORDERS)
+        );
+        assert_eq!(
+            t("GET", "/2021-10-31/functions/orders-api/url", ""),
+            api("lambda:GetFunctionUrlConfig", ORDERS)
+        );
+        assert_eq!(
+            t("GET", "/v1/functions", ""),
+            api("lambda:ListFunctions", "*")
+        );
+        assert_eq!(
+            t("PUT", "/v1/functions/orders-api", ""),
+            Target::Deploy("orders-api".into())
+        );
+        assert_eq!(
+            t("POST", "/v1/queues/jobs/receive", ""),
+            api(
+                "nimbus:ReceiveMessage",
+                "arn:aws:sqs:us-east-1:000000000000:jobs"
+            )
+        );
+        assert_eq!(t("POST", "/v1/keys", ""), api("nimbus:Admin", "*"));
+        assert_eq!(t("GET", "/v1/nope", ""), Target::Api(vec![]));
+        assert_eq!(t("GET", "/2015-03-31/nope", ""), Target::Api(vec![]));
+        assert_eq!(t("GET", "//v1/keys", ""), Target::Api(vec![]));
+        // Never a panic on odd bytes after '%'.
+        assert_eq!(decode("a%é%4"), "a%é%4");
+        assert_eq!(decode("%41%zz"), "A%zz");
+        assert_eq!(
+            query_param("Qualifier=%E9&x", "Qualifier").as_deref(),
+            Some("\u{fffd}")
+        );
+        assert_eq!(t("GET", "///2015-03-31/functions", ""), Target::Api(vec![]));
+        assert_eq!(t("GET", "/./v1/keys", ""), Target::Api(vec![]));
+        let mut h = HeaderMap::new();
+        h.insert("x-amz-target", "AWSEvents.PutEvents".parse().unwrap());
+        assert_eq!(
+            classify(&Method::POST, "/", "", &h),
+            api(
+                "nimbus:PutEvents",
+                "arn:aws:events:us-east-1:000000000000:event-bus/default"
+            )
+        );
+        assert_eq!(t("POST", "/", ""), Target::Public);
+    }
+}

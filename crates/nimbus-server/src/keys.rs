@@ -1,0 +1,66 @@
+//! Access keys at start: load them (sealed in `secrets.db`), and on the first start with
+//! auth on and no key, create the bootstrap admin key and write it to `DATA_DIR/credentials`
+//! (mode 0600, the AWS shared-credentials format) for the local CLI.
+
+use crate::BootstrapKey;
+use anyhow::Context;
+use nimbus_gateway::Auth;
+use nimbus_store::SecretStore;
+use std::path::Path;
+use std::sync::Arc;
+use tracing::info;
+
+/// Name of the bootstrap key.
+const BOOTSTRAP_NAME: &str = "admin";
+
+pub(crate) fn open(
+    data_dir: &Path,
+    store: Arc<SecretStore>,
+    enabled: bool,
+) -> anyhow::Result<(Arc<Auth>, Option<BootstrapKey>)> {
+    let auth = Auth::open(store, enabled).context("cannot load the access keys")?;
+    info!(keys = auth.len(), enabled, "access keys loaded");
+    if !enabled || !auth.is_empty() {
+        return Ok((auth, None));
+    }
+    let key = auth
+        .create_key(BOOTSTRAP_NAME, &nimbus_auth::Policy::admin())
+        .context("cannot create the bootstrap admin key")?;
+    let file = data_dir.join("credentials");
+    write_credentials(&file, &key.id, &key.secret)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    info!(access_key = %key.id, file = %file.display(), "bootstrap admin key written");
+    Ok((
+        auth,
+        Some(BootstrapKey {
+            access_key_id: key.id,
+            secret_access_key: key.secret,
+            file,
+        }),
+    ))
+}
+
+/// Writes an AWS shared-credentials file (`[default]`, `aws_access_key_id`,
+/// `aws_secret_access_key`) with mode 0600, replacing any file there atomically.
+pub(crate) fn write_credentials(path: &Path, id: &str, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp)?;
+    f.write_all(
+        format!(
+            "# The bootstrap admin key of this nimbus data dir. Keep it private (mode 0600).\n\
+             [default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"
+        )
+        .as_bytes(),
+    )?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
