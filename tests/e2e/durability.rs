@@ -77,7 +77,7 @@ fn redeploying_the_same_code_publishes_nothing_and_replaces_instances_on_change(
     let s = Server::start(&[]);
     let code = [(
         "index.js",
-        "exports.handler = async () => ({ v: 'a', pid: process.env.AWS_LAMBDA_RUNTIME_API });",
+        "exports.handler = async () => ({ v: 'a', pid: process.env.AWS_LAMBDA_LOG_STREAM_NAME });",
     )];
     assert_eq!(
         s.deploy("same", node_cfg("index.handler"), &code)["version"],
@@ -93,7 +93,7 @@ fn redeploying_the_same_code_publishes_nothing_and_replaces_instances_on_change(
         node_cfg("index.handler"),
         &[(
             "index.js",
-            "exports.handler = async () => ({ v: 'b', pid: process.env.AWS_LAMBDA_RUNTIME_API });",
+            "exports.handler = async () => ({ v: 'b', pid: process.env.AWS_LAMBDA_LOG_STREAM_NAME });",
         )],
     );
     let b = s.invoke("same", "{}").ok();

@@ -233,7 +233,10 @@ def handler(e, c):
 "#
     );
     s.deploy("bomb", cfg, &[("app.py", &code)]);
-    let id = s.invoke("bomb", "{}").ok()["id"].as_u64().unwrap();
+    let id = s.invoke("bomb", "{}").ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = s.invoke("bomb", r#"{"bomb":true}"#);
     if !r.function_error() {
         let v = r.json();
@@ -244,7 +247,7 @@ def handler(e, c):
     let r2 = s.invoke("bomb", "{}");
     let _ = r2;
     assert!(
-        eventually(Duration::from_secs(15), || !instance_alive(id)),
+        eventually(Duration::from_secs(15), || !instance_alive(&id)),
         "the bombing instance's processes must all be gone"
     );
     still_serves(&s);

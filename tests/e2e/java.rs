@@ -214,7 +214,7 @@ public class Pojo {
             "arn", ctx.getInvokedFunctionArn(),
             "memory", ctx.getMemoryLimitInMB(),
             "remainingMs", ctx.getRemainingTimeInMillis(),
-            "pid", Long.parseLong(System.getenv("AWS_LAMBDA_RUNTIME_API").split(":")[1]),
+            "pid", System.getenv("AWS_LAMBDA_LOG_STREAM_NAME"),
             "calls", calls);
         return g;
     }
@@ -263,7 +263,7 @@ public class Fail implements RequestHandler<Map<String, Object>, String> {
     @Override
     public String handleRequest(Map<String, Object> event, Context ctx) {
         if (Boolean.TRUE.equals(event.get("ok"))) {
-            return "pid " + Long.parseLong(System.getenv("AWS_LAMBDA_RUNTIME_API").split(":")[1]);
+            return "pid " + System.getenv("AWS_LAMBDA_LOG_STREAM_NAME");
         }
         throw new IllegalStateException("boom: " + event.get("why"), new IOException("disk on fire"));
     }

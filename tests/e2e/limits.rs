@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// `pid` is the instance's identity ([`INSTANCE_ID_NODE`]): every sandboxed instance has
 /// the same pid in its own PID namespace.
-const SLOW_NODE: &str = "exports.handler = async (e) => { if (e.sleep) await new Promise(r => setTimeout(r, e.sleep)); if (e.exit) process.exit(e.exit); return { pid: Number(process.env.AWS_LAMBDA_RUNTIME_API.split(':')[1]) }; };";
+const SLOW_NODE: &str = "exports.handler = async (e) => { if (e.sleep) await new Promise(r => setTimeout(r, e.sleep)); if (e.exit) process.exit(e.exit); return { pid: process.env.AWS_LAMBDA_LOG_STREAM_NAME }; };";
 
 #[test]
 fn warm_reuse_runs_on_the_same_process() {
@@ -17,23 +17,30 @@ fn warm_reuse_runs_on_the_same_process() {
         node_cfg("index.handler"),
         &[("index.js", SLOW_NODE)],
     );
-    let a = s.invoke("warm", "{}").ok()["pid"].as_u64().unwrap();
-    let b = s.invoke("warm", "{}").ok()["pid"].as_u64().unwrap();
+    let a = s.invoke("warm", "{}").ok()["pid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = s.invoke("warm", "{}").ok()["pid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(a, b, "second call must reuse the warm instance");
 }
 
 #[test]
 fn concurrent_calls_scale_out() {
     let s = Server::start(&[]);
-    s.deploy("slow", python_cfg("app.handler"), &[("app.py", "import os, time\ndef handler(e, c):\n    time.sleep(e.get('sleep', 0))\n    return {'pid': int(os.environ['AWS_LAMBDA_RUNTIME_API'].split(':')[1])}\n")]);
+    s.deploy("slow", python_cfg("app.handler"), &[("app.py", "import os, time\ndef handler(e, c):\n    time.sleep(e.get('sleep', 0))\n    return {'pid': os.environ['AWS_LAMBDA_LOG_STREAM_NAME']}\n")]);
     let t0 = Instant::now();
-    let pids: Vec<u64> = std::thread::scope(|sc| {
+    let pids: Vec<String> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..8)
             .map(|_| {
                 sc.spawn(|| {
                     s.invoke("slow", r#"{"sleep":2}"#).ok()["pid"]
-                        .as_u64()
+                        .as_str()
                         .unwrap()
+                        .to_string()
                 })
             })
             .collect();
@@ -79,7 +86,10 @@ fn timeout_kills_the_instance_and_reports_lambdas_error() {
     let mut cfg = node_cfg("index.handler");
     cfg["timeout_s"] = json!(1);
     s.deploy("hang", cfg, &[("index.js", SLOW_NODE)]);
-    let pid = s.invoke("hang", "{}").ok()["pid"].as_u64().unwrap();
+    let pid = s.invoke("hang", "{}").ok()["pid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = s.invoke("hang", r#"{"sleep":60000}"#);
     assert!(r.function_error());
     assert!(
@@ -93,10 +103,13 @@ fn timeout_kills_the_instance_and_reports_lambdas_error() {
         r.elapsed
     );
     assert!(
-        eventually(Duration::from_secs(3), || !instance_alive(pid)),
+        eventually(Duration::from_secs(3), || !instance_alive(&pid)),
         "timed-out instance must be killed"
     );
-    let pid2 = s.invoke("hang", "{}").ok()["pid"].as_u64().unwrap();
+    let pid2 = s.invoke("hang", "{}").ok()["pid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(pid, pid2, "the next call starts a fresh instance");
 }
 
@@ -108,7 +121,10 @@ fn crash_mid_invocation_returns_at_once_and_recovers() {
         node_cfg("index.handler"),
         &[("index.js", SLOW_NODE)],
     );
-    let pid = s.invoke("crash", "{}").ok()["pid"].as_u64().unwrap();
+    let pid = s.invoke("crash", "{}").ok()["pid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = s.invoke("crash", r#"{"exit":3}"#);
     assert!(r.function_error());
     let e = r.json();
@@ -121,7 +137,10 @@ fn crash_mid_invocation_returns_at_once_and_recovers() {
         "{e}"
     );
     assert!(r.elapsed < Duration::from_secs(2), "{:?}", r.elapsed);
-    let pid2 = s.invoke("crash", "{}").ok()["pid"].as_u64().unwrap();
+    let pid2 = s.invoke("crash", "{}").ok()["pid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(pid, pid2);
 }
 
@@ -146,10 +165,11 @@ fn memory_limit_is_enforced() {
     }
     let mut cfg = python_cfg("app.handler");
     cfg["memory_mb"] = json!(128);
-    s.deploy("hog", cfg, &[("app.py", "import os\ndef handler(e, c):\n    if e.get('mb'):\n        blob = bytearray(e['mb'] * 1024 * 1024)\n        for i in range(0, len(blob), 4096): blob[i] = 1\n    return {'pid': int(os.environ['AWS_LAMBDA_RUNTIME_API'].split(':')[1])}\n")]);
+    s.deploy("hog", cfg, &[("app.py", "import os\ndef handler(e, c):\n    if e.get('mb'):\n        blob = bytearray(e['mb'] * 1024 * 1024)\n        for i in range(0, len(blob), 4096): blob[i] = 1\n    return {'pid': os.environ['AWS_LAMBDA_LOG_STREAM_NAME']}\n")]);
     let pid = s.invoke("hog", r#"{"mb":10}"#).ok()["pid"]
-        .as_u64()
-        .unwrap();
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = s.invoke("hog", r#"{"mb":400}"#);
     assert!(
         r.function_error(),
@@ -166,8 +186,9 @@ fn memory_limit_is_enforced() {
         "{e}"
     );
     let pid2 = s.invoke("hog", r#"{"mb":10}"#).ok()["pid"]
-        .as_u64()
-        .unwrap();
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(pid, pid2);
 }
 
@@ -179,14 +200,17 @@ fn idle_instances_scale_to_zero() {
         node_cfg("index.handler"),
         &[("index.js", SLOW_NODE)],
     );
-    let pid = s.invoke("idle", "{}").ok()["pid"].as_u64().unwrap();
-    assert!(instance_alive(pid));
+    let pid = s.invoke("idle", "{}").ok()["pid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(instance_alive(&pid));
     assert!(
-        eventually(Duration::from_secs(6), || !instance_alive(pid)),
+        eventually(Duration::from_secs(6), || !instance_alive(&pid)),
         "idle instance must stop"
     );
     let r = s.invoke_with("idle", b"{}".to_vec(), &[("X-Amz-Log-Type", "Tail")]);
-    let pid2 = r.ok()["pid"].as_u64().unwrap();
+    let pid2 = r.ok()["pid"].as_str().unwrap().to_string();
     assert_ne!(pid, pid2);
 }
 
@@ -198,7 +222,10 @@ fn sigterm_lets_in_flight_invocations_finish() {
         node_cfg("index.handler"),
         &[("index.js", SLOW_NODE)],
     );
-    let pid = s.invoke("inflight", "{}").ok()["pid"].as_u64().unwrap();
+    let pid = s.invoke("inflight", "{}").ok()["pid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     std::thread::scope(|sc| {
         let call = sc.spawn(|| s.invoke("inflight", r#"{"sleep":1500}"#));
         std::thread::sleep(Duration::from_millis(500));
@@ -213,7 +240,7 @@ fn sigterm_lets_in_flight_invocations_finish() {
             call.join().unwrap()
         };
         assert_eq!(
-            status.ok()["pid"].as_u64().unwrap(),
+            status.ok()["pid"].as_str().unwrap().to_string(),
             pid,
             "the in-flight call completes"
         );
@@ -221,7 +248,7 @@ fn sigterm_lets_in_flight_invocations_finish() {
     let status = s.terminate();
     assert!(status.success(), "exit status {status}");
     assert!(
-        eventually(Duration::from_secs(3), || !instance_alive(pid)),
+        eventually(Duration::from_secs(3), || !instance_alive(&pid)),
         "instances are stopped on shutdown"
     );
 }

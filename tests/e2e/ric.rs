@@ -58,7 +58,7 @@ def handler(event, context):
     cc = context.client_context
     return {
         "echo": event,
-        "pid": int(os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")[1]),  # the instance (sandboxed pids all look alike)
+        "pid": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"],  # the instance (sandboxed pids all look alike)
         "request_id": context.aws_request_id,
         "arn": context.invoked_function_arn,
         "left": context.get_remaining_time_in_millis(),
@@ -111,8 +111,12 @@ fn ric_python_awslambdaric_runs_warm() {
         );
         let left = v["left"].as_i64().unwrap();
         assert!(left > 0 && left <= 3000, "remaining time {left}");
-        let p = v["pid"].as_u64().unwrap();
-        assert_eq!(*pid.get_or_insert(p), p, "a warm call ran in a new process");
+        let p = v["pid"].as_str().unwrap().to_string();
+        assert_eq!(
+            *pid.get_or_insert(p.clone()),
+            p,
+            "a warm call ran in a new process"
+        );
     }
 
     // A handler exception: Lambda's error shape, and the process stays warm.
@@ -141,7 +145,7 @@ fn ric_python_awslambdaric_runs_warm() {
     assert_eq!(v["env"], json!({"platform": "test"}));
     assert_eq!(v["trace"], trace);
     assert_eq!(
-        v["pid"].as_u64(),
+        v["pid"].as_str().map(str::to_string),
         pid,
         "the error or context call restarted the process"
     );
@@ -242,8 +246,12 @@ fn ric_rust_lambda_runtime_runs_warm() {
             deadline > now_ms && deadline <= now_ms + 3_500,
             "deadline {deadline}"
         );
-        let p = v["pid"].as_u64().unwrap();
-        assert_eq!(*pid.get_or_insert(p), p, "a warm call ran in a new process");
+        let p = v["pid"].as_str().unwrap().to_string();
+        assert_eq!(
+            *pid.get_or_insert(p.clone()),
+            p,
+            "a warm call ran in a new process"
+        );
     }
 
     // The error path: Rust posts `Lambda-Runtime-Function-Error-Type: unhandled` and its
@@ -285,7 +293,11 @@ fn ric_rust_lambda_runtime_runs_warm() {
     );
 
     let v = s.invoke("rustfn", r#"{"after":"all that"}"#).ok();
-    assert_eq!(v["pid"].as_u64(), pid, "the instance did not stay warm");
+    assert_eq!(
+        v["pid"].as_str().map(str::to_string),
+        pid,
+        "the instance did not stay warm"
+    );
 }
 
 // ------------------------------------------------------- Node response streaming --
@@ -303,7 +315,7 @@ exports.handler = awslambda.streamifyResponse(async (event, responseStream, cont
     throw new TypeError(event.fail || q.fail);
   }
   responseStream.write(Buffer.from([0, 1, 2, 255]));
-  responseStream.write(`pid=${process.env.AWS_LAMBDA_RUNTIME_API.split(':')[1]}`);
+  responseStream.write(`pid=${process.env.AWS_LAMBDA_LOG_STREAM_NAME}`);
   responseStream.end();
 });
 "#;
@@ -485,7 +497,7 @@ while True:
     event = json.loads(nxt["body"])
     case = event.get("case")
     base = f"{API}/invocation/{rid}"
-    report = {"case": case, "next": nxt, "previous": previous, "pid": int(os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")[1])}
+    report = {"case": case, "next": nxt, "previous": previous, "pid": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]}
     if case == "refusals":
         report["wrong_id"] = call("POST", f"{API}/invocation/not-{rid}/response", body=b"{}")
         report["next_again"] = call("GET", API + "/invocation/next")

@@ -506,11 +506,12 @@ pub fn pid_alive(pid: u64) -> bool {
 }
 
 /// Whether an instance is running: a host process whose environment holds the instance's
-/// Runtime API port (`AWS_LAMBDA_RUNTIME_API=127.0.0.1:PORT`). Sandboxed instances live in
-/// their own PID namespace, so their own pid says nothing about the host; functions report
-/// this port (see [`INSTANCE_ID_NODE`], [`INSTANCE_ID_PY`]) as their instance identity.
-pub fn instance_alive(port: u64) -> bool {
-    let needle = format!("AWS_LAMBDA_RUNTIME_API=127.0.0.1:{port}\0");
+/// log stream name (`AWS_LAMBDA_LOG_STREAM_NAME`, unique per instance as on Lambda).
+/// Sandboxed instances live in their own PID and network namespaces, so neither their pid
+/// nor their Runtime API address (127.0.0.1:9001 in every instance) tells them apart;
+/// functions report the stream name (see [`INSTANCE_ID_NODE`], [`INSTANCE_ID_PY`]).
+pub fn instance_alive(id: &str) -> bool {
+    let needle = format!("AWS_LAMBDA_LOG_STREAM_NAME={id}\0");
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return false;
     };
@@ -530,11 +531,11 @@ pub fn instance_alive(port: u64) -> bool {
         })
 }
 
-/// A Node expression: this instance's identity (its Runtime API port), unique among live
-/// instances on the host.
-pub const INSTANCE_ID_NODE: &str = "Number(process.env.AWS_LAMBDA_RUNTIME_API.split(':')[1])";
+/// A Node expression: this instance's identity (its log stream name), unique among
+/// instances.
+pub const INSTANCE_ID_NODE: &str = "process.env.AWS_LAMBDA_LOG_STREAM_NAME";
 /// The same in Python (needs `import os`).
-pub const INSTANCE_ID_PY: &str = "int(os.environ['AWS_LAMBDA_RUNTIME_API'].split(':')[1])";
+pub const INSTANCE_ID_PY: &str = "os.environ['AWS_LAMBDA_LOG_STREAM_NAME']";
 
 pub fn node_cfg(handler: &str) -> Value {
     json!({ "runtime": "nodejs20.x", "handler": handler })

@@ -316,6 +316,7 @@ impl ProcessExecutor {
         spec: &InstanceSpec,
         api: &str,
         secret_env: &[(String, String)],
+        instance_id: &str,
     ) -> Vec<(String, String)> {
         let name = spec.function.as_str();
         let runtime = spec.config.runtime.as_str();
@@ -359,7 +360,8 @@ impl ProcessExecutor {
             ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
             (
                 "AWS_LAMBDA_LOG_STREAM_NAME",
-                format!("{}/[{}]nimbus", today(), spec.version),
+                // As on Lambda: one stream per execution environment, named after it.
+                format!("{}/[{}]{instance_id}", today(), spec.version),
             ),
             ("AWS_LAMBDA_RUNTIME_API", api.into()),
             ("AWS_REGION", arn::REGION.into()),
@@ -428,7 +430,7 @@ impl Executor for ProcessExecutor {
             cmd.current_dir(&spec.code_dir);
         }
         cmd.env_clear()
-            .envs(self.environment(&spec, &api, &secret_env))
+            .envs(self.environment(&spec, &api, &secret_env, &id))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -73,11 +73,9 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Reply, Diagnostic> {
     }
     Ok(FunctionResponse::BufferedResponse(json!({
         "echo": payload,
-        // The instance's identity: its Runtime API port (in a sandbox every instance has
-        // the same pid in its own PID namespace).
-        "pid": std::env::var("AWS_LAMBDA_RUNTIME_API")
-            .ok()
-            .and_then(|a| a.rsplit(':').next()?.parse::<u64>().ok()),
+        // The instance's identity: its log stream name (in a sandbox every instance has
+        // the same pid and Runtime API address in its own namespaces).
+        "pid": std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").ok(),
         "request_id": ctx.request_id,
         "arn": ctx.invoked_function_arn,
         "deadline_ms": ctx.deadline,
