@@ -503,3 +503,35 @@ fn auth_off_is_refused_on_a_public_listener_and_warned_about() {
     // With auth off the API is open.
     assert_eq!(s.get_json("/v1/functions").0, 200);
 }
+
+#[test]
+fn each_access_key_has_its_own_rate_limit_bucket() {
+    let s = Server::start_with_auth(&["--rate-limit", "1:3"]);
+    let admin = s.admin();
+    let other = create_key(
+        &s,
+        "other",
+        json!({"Statement": [{"Effect": "Allow", "Action": "lambda:*", "Resource": "*"}]}),
+    );
+    // The admin key spends its bucket (3 tokens, one back per second)…
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let r = s.signed("GET", "/2015-03-31/functions", b"", &admin);
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let body: Value = r.json().unwrap();
+            assert_eq!(body["Reason"], "CallerRateLimitExceeded", "{body}");
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 2,
+        "{statuses:?}"
+    );
+    // …while another key, from the same address, still has all of its own.
+    for _ in 0..2 {
+        let r = s.signed("GET", "/2015-03-31/functions", b"", &other);
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    }
+}
