@@ -318,3 +318,10 @@ async fn maintain<E: Executor>(exec: Arc<E>, slot: Arc<Slot<E::Instance>>) {
         }
     }
 }
+
+impl<E: Executor> PoolManager<E> {
+    /// Stops provisioning `function`/`version` (its instances are stopped).
+    pub fn remove_provisioned(&self, function: &str, version: &str) {
+        self.prov.remove(|(f, v)| f == function && v == version);
+    }
+}
