@@ -45,6 +45,25 @@ fn instances_of(function: &str) -> BTreeSet<String> {
     out
 }
 
+/// SIGKILLs every process of the instance whose log stream name is `id`.
+fn kill_instance(id: &str) {
+    let needle = format!("AWS_LAMBDA_LOG_STREAM_NAME={id}\0");
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let hit = std::fs::read(e.path().join("environ"))
+            .map(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .unwrap_or(false);
+        if hit {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 fn request(s: &Server, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let mut req = s.http.request(method.parse().unwrap(), s.url(path));
     if let Some(b) = body {
@@ -150,6 +169,14 @@ fn provisioned_instances_are_ready_before_the_first_call_and_survive_a_restart()
         .as_str()
         .unwrap()
         .ends_with(":function:warm:live"));
+
+    // One that dies is replaced.
+    let victim = before.iter().next().unwrap().clone();
+    kill_instance(&victim);
+    let replaced = wait_instances("warm", |i| i.len() == 2 && !i.contains(&victim));
+    wait_ready(&s, "warm", "live");
+    let out = s.invoke("warm:live", "{}").ok();
+    assert!(replaced.contains(out["id"].as_str().unwrap()));
 
     // A restart (kill -9) provisions again: new instances, before any call.
     s.restart();

@@ -336,7 +336,7 @@ pub(crate) async fn create_function(
     Ok((StatusCode::CREATED, Json(configuration(&shown))).into_response())
 }
 
-fn paginate<T>(
+pub(crate) fn paginate<T>(
     items: Vec<T>,
     q: &Query,
     key: impl Fn(&T) -> String,

@@ -4,7 +4,7 @@
 //! ([`nimbus_pool::PoolManager::set_provisioned`]). Reconciled after every change of a
 //! config, an alias or a version, and at server start ([`Gateway::start_provisioning`]).
 
-use crate::lambda_api::{blocking, first, function_ref, parse_body, parse_query, Query};
+use crate::lambda_api::{blocking, first, function_ref, paginate, parse_body, parse_query, Query};
 use crate::{ApiError, Gateway};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -233,8 +233,13 @@ async fn list_configs(
     gw.store.get(&name, None)?;
     let (store, nm) = (gw.store.clone(), name.clone());
     let configs = blocking(move || store.list_provisioned(Some(&nm))).await?;
-    let list: Vec<Value> = configs.iter().map(|c| config_json(gw, c, true)).collect();
-    Ok(Json(json!({ "ProvisionedConcurrencyConfigs": list })))
+    let (page, next) = paginate(configs, q, |c| c.qualifier.clone())?;
+    let list: Vec<Value> = page.iter().map(|c| config_json(gw, c, true)).collect();
+    let mut out = json!({ "ProvisionedConcurrencyConfigs": list });
+    if let Some(n) = next {
+        out["NextMarker"] = n.into();
+    }
+    Ok(Json(out))
 }
 
 /// `DELETE …/provisioned-concurrency?Qualifier=Q` (DeleteProvisionedConcurrencyConfig): 204.
