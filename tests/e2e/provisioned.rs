@@ -298,3 +298,35 @@ fn provisioned_concurrency_errors() {
     );
     assert!(last["StatusReason"].as_str().unwrap().len() > 5, "{last}");
 }
+
+#[test]
+fn provisioned_concurrency_from_the_cli() {
+    let s = Server::start(&[]);
+    s.deploy(
+        "pccli",
+        node_cfg("index.handler"),
+        &[("index.js", "exports.handler = async () => 1;")],
+    );
+    let out = cli_ok(&s.cli(&["provisioned", "set", "pccli", "1", "1"])).unwrap();
+    assert!(out.starts_with("pccli:1"), "{out}");
+    assert!(eventually(Duration::from_secs(30), || {
+        cli_ok(&s.cli(&["provisioned", "get", "pccli", "1"]))
+            .unwrap()
+            .contains("READY")
+    }));
+    assert_eq!(instances_of("pccli").len(), 1);
+    let ls = cli_ok(&s.cli(&["provisioned", "ls", "pccli"])).unwrap();
+    assert!(
+        ls.starts_with("pccli:1 ") && ls.contains("1/1 initialised"),
+        "{ls}"
+    );
+    cli_ok(&s.cli(&["provisioned", "rm", "pccli", "1"])).unwrap();
+    wait_instances("pccli", |i| i.is_empty());
+    let bad = s.cli(&["provisioned", "set", "pccli", "$LATEST", "1"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("InvalidParameterValueException"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
