@@ -383,3 +383,6 @@ fn start_failure(inv: &Invocation, e: RuntimeError) -> PoolInvokeResult {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod provisioned_tests;
