@@ -16,6 +16,7 @@ mod java;
 mod jwt;
 mod limits;
 mod network;
+mod provisioned;
 mod python;
 mod queues;
 mod ric;

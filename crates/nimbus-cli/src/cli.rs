@@ -50,6 +50,31 @@ pub enum Command {
     Secret(SecretArgs),
     /// Access keys (SigV4) and their policies: create (secret shown once), list, remove.
     Keys(KeysArgs),
+    /// Provisioned concurrency: keep N initialised instances of a version or alias.
+    Provisioned(ProvisionedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionedArgs {
+    #[command(subcommand)]
+    pub command: ProvisionedCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvisionedCommand {
+    /// Keep COUNT instances of NAME at QUALIFIER (a published version or an alias) started
+    /// and initialised ahead of calls.
+    Set {
+        name: String,
+        qualifier: String,
+        count: u32,
+    },
+    /// Show the config and its state (IN_PROGRESS, READY, FAILED).
+    Get { name: String, qualifier: String },
+    /// List the configs of a function.
+    Ls { name: String },
+    /// Remove a config; its instances are stopped.
+    Rm { name: String, qualifier: String },
 }
 
 #[derive(Debug, Args)]

@@ -330,6 +330,17 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
             "DELETE" => one(lambda("DeleteFunctionConcurrency"), f(name)),
             _ => one(lambda("PutFunctionConcurrency"), f(name)),
         },
+        (_, ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
+            let a = match m {
+                "GET" if query_param(query, "List").is_some() => {
+                    "ListProvisionedConcurrencyConfigs"
+                }
+                "GET" => "GetProvisionedConcurrencyConfig",
+                "DELETE" => "DeleteProvisionedConcurrencyConfig",
+                _ => "PutProvisionedConcurrencyConfig",
+            };
+            one(lambda(a), f(name))
+        }
         (_, ["2019-09-25", "functions", name, "event-invoke-config"]) => {
             let a = match m {
                 "GET" => "GetFunctionEventInvokeConfig",
@@ -769,6 +780,36 @@ mod tests {
         assert_eq!(
             t("PUT", "/2017-10-31/functions/orders-api/concurrency", ""),
             api("lambda:PutFunctionConcurrency", ORDERS)
+        );
+        assert_eq!(
+            t(
+                "PUT",
+                "/2019-09-30/functions/orders-api/provisioned-concurrency",
+                "Qualifier=live"
+            ),
+            api(
+                "lambda:PutProvisionedConcurrencyConfig",
+                &format!("{ORDERS}:live")
+            )
+        );
+        assert_eq!(
+            t(
+                "GET",
+                "/2019-09-30/functions/orders-api/provisioned-concurrency",
+                "List=ALL"
+            ),
+            api("lambda:ListProvisionedConcurrencyConfigs", ORDERS)
+        );
+        assert_eq!(
+            t(
+                "DELETE",
+                "/2019-09-30/functions/orders-api/provisioned-concurrency",
+                "Qualifier=1"
+            ),
+            api(
+                "lambda:DeleteProvisionedConcurrencyConfig",
+                &format!("{ORDERS}:1")
+            )
         );
         assert_eq!(
             t("GET", "/2021-10-31/functions/orders-api/url", ""),

@@ -18,6 +18,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// `GetProvisionedConcurrencyConfig` of a qualifier that has none.
+    #[error("{0}")]
+    ProvisionedConfigNotFound(String),
     #[error("{0}")]
     PreconditionFailed(String),
     #[error("{0}")]
@@ -60,6 +63,9 @@ impl ApiError {
             ApiError::InvalidRequestContent(_) => "InvalidRequestContentException",
             ApiError::NotFound(_) => "ResourceNotFoundException",
             ApiError::Conflict(_) => "ResourceConflictException",
+            ApiError::ProvisionedConfigNotFound(_) => {
+                "ProvisionedConcurrencyConfigNotFoundException"
+            }
             ApiError::PreconditionFailed(_) => "PreconditionFailedException",
             ApiError::AccessDenied(_) => "AccessDeniedException",
             ApiError::MissingAuthenticationToken(_) => "MissingAuthenticationTokenException",
@@ -80,7 +86,7 @@ impl ApiError {
             ApiError::InvalidParameter(_) | ApiError::InvalidRequestContent(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::ProvisionedConfigNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::AccessDenied(_)

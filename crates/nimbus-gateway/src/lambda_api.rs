@@ -25,9 +25,9 @@ const UNRESERVED_FLOOR: u32 = 100;
 /// Lambda's page size cap for list operations.
 const PAGE_MAX: usize = 50;
 
-type Query = BTreeMap<String, Vec<String>>;
+pub(crate) type Query = BTreeMap<String, Vec<String>>;
 
-fn parse_query(raw: Option<String>) -> Result<Query, ApiError> {
+pub(crate) fn parse_query(raw: Option<String>) -> Result<Query, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::InvalidParameter(format!("invalid query string: {e}")))?;
     let mut q = Query::new();
@@ -37,11 +37,11 @@ fn parse_query(raw: Option<String>) -> Result<Query, ApiError> {
     Ok(q)
 }
 
-fn first<'a>(q: &'a Query, key: &str) -> Option<&'a str> {
+pub(crate) fn first<'a>(q: &'a Query, key: &str) -> Option<&'a str> {
     q.get(key).and_then(|v| v.first()).map(String::as_str)
 }
 
-fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     let body = if body.is_empty() {
         b"{}".as_slice()
     } else {
@@ -53,7 +53,10 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> 
 
 /// `{FunctionName}` path values: a name, `name:qualifier` or an ARN, plus an optional
 /// `Qualifier` query parameter that must agree.
-fn function_ref(path: &str, q: &Query) -> Result<(FunctionName, Option<String>), ApiError> {
+pub(crate) fn function_ref(
+    path: &str,
+    q: &Query,
+) -> Result<(FunctionName, Option<String>), ApiError> {
     let (name, embedded) = arn::parse_function_ref(path)?;
     let query = first(q, "Qualifier")
         .map(arn::validate_qualifier)
@@ -158,7 +161,7 @@ async fn store_zip(gw: &Arc<Gateway>, zip: Vec<u8>) -> Result<CodeInfo, ApiError
 }
 
 /// Runs a blocking store call off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> nimbus_store::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     Ok(tokio::task::spawn_blocking(f).await??)
@@ -333,7 +336,7 @@ pub(crate) async fn create_function(
     Ok((StatusCode::CREATED, Json(configuration(&shown))).into_response())
 }
 
-fn paginate<T>(
+pub(crate) fn paginate<T>(
     items: Vec<T>,
     q: &Query,
     key: impl Fn(&T) -> String,
@@ -599,6 +602,7 @@ pub(crate) async fn delete_function(
             let (store, n, v) = (gw.store.clone(), name.clone(), v.to_string());
             blocking(move || store.delete_version(&n, &v)).await?;
             gw.changed(&name)?;
+            crate::provisioned::reconcile(&gw, &name).await?;
         }
         Some(alias) => {
             return Err(ApiError::InvalidParameter(format!(
@@ -798,6 +802,7 @@ pub(crate) async fn update_alias(
     })
     .await?;
     gw.changed(&name)?;
+    crate::provisioned::reconcile(&gw, &name).await?;
     Ok(Json(alias_json(name.as_str(), &a)))
 }
 
@@ -810,6 +815,7 @@ pub(crate) async fn delete_alias(
     let (store, n) = (gw.store.clone(), name.clone());
     blocking(move || store.delete_alias(&n, &alias)).await?;
     gw.changed(&name)?;
+    crate::provisioned::reconcile(&gw, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

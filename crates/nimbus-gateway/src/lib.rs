@@ -18,6 +18,7 @@ mod keys;
 mod lambda_api;
 mod limits;
 mod native;
+mod provisioned;
 mod queues;
 mod secrets;
 mod state;
@@ -92,6 +93,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(
             "/2019-09-30/functions/{name}/concurrency",
             get(l::get_concurrency),
+        )
+        .route(
+            "/2019-09-30/functions/{name}/provisioned-concurrency",
+            get(provisioned::get_config)
+                .put(provisioned::put_config)
+                .delete(provisioned::delete_config),
         )
         .route(
             "/2019-09-25/functions/{name}/event-invoke-config",

@@ -6,6 +6,9 @@
 //! Generic over [`nimbus_runtime::Executor`] so the policy is tested with a fake executor
 //! and a paused clock. Used by the gateway; built by the server.
 
+mod provisioned;
+pub use provisioned::{ProvisionedState, ProvisionedStatus, HEALTH_TICK};
+
 use nimbus_runtime::{
     Executor, Instance, InstanceSpec, Invocation, InvokeResult, Outcome, RuntimeError,
 };
@@ -84,6 +87,8 @@ pub struct PoolManager<E: Executor> {
     exec: Arc<E>,
     cfg: PoolConfig,
     functions: Mutex<HashMap<String, Arc<FunctionPool<E::Instance>>>>,
+    /// Provisioned concurrency (`provisioned.rs`).
+    prov: provisioned::Provisioner<E::Instance>,
     closed: AtomicBool,
 }
 
@@ -93,6 +98,7 @@ impl<E: Executor> PoolManager<E> {
             exec,
             cfg,
             functions: Mutex::new(HashMap::new()),
+            prov: Default::default(),
             closed: AtomicBool::new(false),
         })
     }
@@ -212,10 +218,22 @@ impl<E: Executor> PoolManager<E> {
                     other => break other,
                 }
             };
-            let (mut instance, cold) = match warm {
-                Some((i, _)) => (i, false),
-                None => match self.exec.start(spec.clone()).await {
-                    Ok(i) => (i, true),
+            // Provisioned instances of this version first, then warm on-demand ones.
+            let prov = self.prov.take(&name, &spec.version, revision);
+            let warm = match prov {
+                Some(_) => {
+                    if let Some(w) = warm {
+                        vp.idle.lock().unwrap().push(w);
+                    }
+                    None
+                }
+                None => warm,
+            };
+            let (mut instance, cold, prov) = match (prov, warm) {
+                (Some((i, slot)), _) => (i, false, Some(slot)),
+                (None, Some((i, _))) => (i, false, None),
+                (None, None) => match self.exec.start(spec.clone()).await {
+                    Ok(i) => (i, true, None),
                     Err(e) => return Ok(start_failure(&inv, e)),
                 },
             };
@@ -224,7 +242,11 @@ impl<E: Executor> PoolManager<E> {
             let result = instance.invoke(inv.clone()).await;
             vp.busy.fetch_sub(1, Ordering::SeqCst);
             let healthy = instance.is_healthy();
-            if healthy && !vp.retired.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst)
+            if let Some(slot) = prov {
+                slot.give_back(instance, healthy && !self.closed.load(Ordering::SeqCst));
+            } else if healthy
+                && !vp.retired.load(Ordering::SeqCst)
+                && !self.closed.load(Ordering::SeqCst)
             {
                 vp.idle.lock().unwrap().push((instance, Instant::now()));
             } else {
@@ -243,6 +265,7 @@ impl<E: Executor> PoolManager<E> {
 
     /// Stops every instance of `function` (after a delete).
     pub fn retire_function(&self, function: &str) {
+        self.prov.remove_function(function);
         if let Some(fp) = self.functions.lock().unwrap().remove(function) {
             for vp in fp.versions.lock().unwrap().values() {
                 self.retire_pool(vp);
@@ -315,7 +338,12 @@ impl<E: Executor> PoolManager<E> {
             .drain()
             .map(|(_, f)| f)
             .collect();
-        let mut stops = Vec::new();
+        let mut stops: Vec<_> = self
+            .prov
+            .remove_all()
+            .into_iter()
+            .map(|i| i.stop())
+            .collect();
         for fp in fps {
             for vp in fp.versions.lock().unwrap().values() {
                 vp.retired.store(true, Ordering::SeqCst);
@@ -355,3 +383,6 @@ fn start_failure(inv: &Invocation, e: RuntimeError) -> PoolInvokeResult {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod provisioned_tests;

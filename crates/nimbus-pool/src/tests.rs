@@ -248,3 +248,49 @@ async fn an_idle_instance_that_exited_is_never_handed_work() {
         Outcome::Success(Bytes::from_static(b"x"))
     );
 }
+
+async fn until_ready(pm: &PoolManager<Fake>, version: &str) -> ProvisionedStatus {
+    for _ in 0..100 {
+        let s = pm.provisioned_status("f", version).unwrap();
+        if s.state == ProvisionedState::Ready {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never ready: {:?}", pm.provisioned_status("f", version));
+}
+
+#[tokio::test(start_paused = true)]
+async fn provisioned_instances_serve_first_survive_reaping_and_are_replaced() {
+    let cfg = PoolConfig {
+        idle_timeout: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let (pm, fake) = setup(10, cfg);
+    pm.set_provisioned(spec(10), "r1", 2);
+    let s = until_ready(&pm, "$LATEST").await;
+    assert_eq!((s.requested, s.allocated, s.available), (2, 2, 2));
+    assert_eq!(fake.started.load(Ordering::SeqCst), 2);
+    // Calls use them (warm), no new instance.
+    let a = pm.invoke(spec(10), "r1", inv("1")).await.unwrap();
+    assert!(!a.cold);
+    assert!(a.pid.unwrap() <= 2);
+    // Idle reaping leaves them alone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pm.reap_idle(), 0);
+    assert_eq!(pm.provisioned_status("f", "$LATEST").unwrap().available, 2);
+    // One that dies during a call is replaced.
+    let c = pm.invoke(spec(10), "r1", inv("crash")).await.unwrap();
+    assert!(!c.cold);
+    until_ready(&pm, "$LATEST").await;
+    assert_eq!(fake.started.load(Ordering::SeqCst), 3);
+    // Lowering the target stops the extra one; 0 removes the slot.
+    pm.set_provisioned(spec(10), "r1", 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(pm.provisioned_status("f", "$LATEST").unwrap().allocated, 1);
+    assert_eq!(fake.stopped.load(Ordering::SeqCst), 2);
+    pm.set_provisioned(spec(10), "r1", 0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(pm.provisioned_status("f", "$LATEST").is_none());
+    assert_eq!(fake.stopped.load(Ordering::SeqCst), 3);
+}

@@ -119,6 +119,13 @@ pub trait Instance: Send + 'static {
     /// Runs one invocation to completion. Never hangs past the function's timeout (plus
     /// the init bound on a cold start); crashes and timeouts come back as `Outcome::Error`.
     fn invoke(&mut self, inv: Invocation) -> impl Future<Output = InvokeResult> + Send;
+    /// Waits until the runtime has finished initialising (its first `next`), bounded by
+    /// the init timeout; afterwards the first invocation reports no `Init Duration` (the
+    /// init happened ahead of it, as for Lambda's provisioned concurrency). `Err` carries
+    /// why the instance could not start (it is unhealthy then). The default is ready at once.
+    fn ready(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        std::future::ready(Ok(()))
+    }
     /// False once the instance has crashed, timed out or been killed.
     fn is_healthy(&self) -> bool;
     /// Stops the instance and releases its resources.

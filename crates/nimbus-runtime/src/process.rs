@@ -783,6 +783,54 @@ impl Instance for ProcessInstance {
         self.healthy && self.exit_rx.borrow().is_none()
     }
 
+    async fn ready(&mut self) -> Result<(), String> {
+        if self.initialized {
+            return Ok(());
+        }
+        let mut ready_rx = self.state.ready.subscribe();
+        let mut exit_rx = self.exit_rx.clone();
+        let deadline = self.started + INIT_TIMEOUT;
+        tokio::select! {
+            r = ready_rx.wait_for(|r| *r) => {
+                if r.is_err() {
+                    self.healthy = false;
+                    return Err("the instance's Runtime API is gone".into());
+                }
+            }
+            status = Self::wait_exit(&mut exit_rx) => {
+                self.healthy = false;
+                let body = match self.exit_outcome("init", status) {
+                    Outcome::Error { body, .. } => String::from_utf8_lossy(&body).into_owned(),
+                    other => format!("{other:?}"),
+                };
+                return Err(format!("the runtime exited during init: {body}"));
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                self.kill();
+                return Err(format!(
+                    "Runtime failed to start within {} seconds",
+                    INIT_TIMEOUT.as_secs()
+                ));
+            }
+        }
+        let init = self
+            .state
+            .first_next
+            .lock()
+            .unwrap()
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(self.started);
+        self.initialized = true;
+        self.logctx.emit(
+            LogStreamKind::Platform,
+            format!(
+                "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: success",
+                init.as_secs_f64() * 1000.0
+            ),
+        );
+        Ok(())
+    }
+
     async fn invoke(&mut self, inv: Invocation) -> InvokeResult {
         let rid = inv.request_id.clone();
         *self.logctx.request_id.lock().unwrap() = Some(rid.clone());

@@ -72,6 +72,8 @@ pub(crate) struct RapiState {
     pub first_next: Mutex<Option<Instant>>,
     /// Set once the runtime has answered an invocation (init is over for good).
     answered: Mutex<bool>,
+    /// Becomes true at the first `next` ([`crate::Instance::ready`] waits for it).
+    pub ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl RapiState {
@@ -82,6 +84,7 @@ impl RapiState {
             init_error: Mutex::new(None),
             first_next: Mutex::new(None),
             answered: Mutex::new(false),
+            ready: tokio::sync::watch::Sender::new(false),
         }
     }
 }
@@ -186,6 +189,7 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
         .lock()
         .unwrap()
         .get_or_insert_with(Instant::now);
+    st.ready.send_if_modified(|r| !std::mem::replace(r, true));
     if st.current.lock().unwrap().is_some() {
         // The runtime asks for more work without answering the invocation it holds.
         return state_transition("the invocation in progress has not been answered");

@@ -255,6 +255,15 @@ impl Server {
             },
             Arc::new(SystemClock),
         );
+        // Provisioned concurrency comes back after a restart (started in the background).
+        {
+            let gw = gateway.clone();
+            tokio::spawn(async move {
+                if let Err(e) = gw.start_provisioning().await {
+                    tracing::error!(error = %e, "cannot restore provisioned concurrency");
+                }
+            });
+        }
         let log_task = tokio::spawn(store_logs(rx, store));
         Ok(Server {
             config,

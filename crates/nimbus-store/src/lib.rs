@@ -158,4 +158,29 @@ pub trait Store: Send + Sync + 'static {
     /// in their routing).
     fn list_aliases(&self, function: &FunctionName, version: Option<&str>) -> Result<Vec<Alias>>;
     fn delete_alias(&self, function: &FunctionName, alias: &str) -> Result<()>;
+
+    /// Sets the provisioned concurrency of `function` at `qualifier` (a version or an
+    /// alias; the caller checks it exists). `NotFound` without the function.
+    fn put_provisioned(
+        &self,
+        function: &FunctionName,
+        qualifier: &str,
+        requested: u32,
+    ) -> Result<ProvisionedConfig>;
+    /// Provisioned concurrency configs of `function` (all functions with `None`), sorted.
+    fn list_provisioned(&self, function: Option<&FunctionName>) -> Result<Vec<ProvisionedConfig>>;
+    /// Removes a config; false when there was none. Deleting the alias, version or function
+    /// removes its configs too.
+    fn delete_provisioned(&self, function: &FunctionName, qualifier: &str) -> Result<bool>;
+}
+
+/// A provisioned concurrency config (`PutProvisionedConcurrencyConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedConfig {
+    pub function: FunctionName,
+    /// A version number (canonical) or an alias name.
+    pub qualifier: String,
+    pub requested: u32,
+    /// Lambda's `LastModified` format.
+    pub last_modified: String,
 }

@@ -2,7 +2,7 @@
 //! metadata, `synchronous=FULL`) and `logs.db` (log lines, `synchronous=NORMAL`: a crash may
 //! lose the last lines, never the registry) in the data directory, both in WAL mode.
 
-use crate::{CodeInfo, Deployed, LogEntry, Result, Store, StoreError};
+use crate::{CodeInfo, Deployed, LogEntry, ProvisionedConfig, Result, Store, StoreError};
 use nimbus_core::control::validate_alias_name;
 use nimbus_core::{
     Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion, Limits, LATEST,
@@ -64,6 +64,16 @@ CREATE TABLE aliases (
     routing          TEXT NOT NULL DEFAULT '{}',
     revision_id      TEXT NOT NULL,
     PRIMARY KEY (function, name)
+) STRICT;
+",
+    "
+-- Provisioned concurrency: per function and qualifier (a version or an alias).
+CREATE TABLE provisioned_concurrency (
+    function      TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    qualifier     TEXT NOT NULL,
+    requested     INTEGER NOT NULL,
+    last_modified TEXT NOT NULL,
+    PRIMARY KEY (function, qualifier)
 ) STRICT;
 ",
 ];
@@ -951,6 +961,10 @@ impl Store for SqliteStore {
             "DELETE FROM versions WHERE name = ?1 AND version = ?2",
             params![name.as_str(), v],
         )?;
+        tx.execute(
+            "DELETE FROM provisioned_concurrency WHERE function = ?1 AND qualifier = ?2",
+            params![name.as_str(), v.to_string()],
+        )?;
         if n == 0 {
             return Err(StoreError::NotFound(format!(
                 "version {v} of {name} not found"
@@ -1188,6 +1202,10 @@ impl Store for SqliteStore {
             "DELETE FROM aliases WHERE function = ?1 AND name = ?2",
             params![function.as_str(), alias],
         )?;
+        tx.execute(
+            "DELETE FROM provisioned_concurrency WHERE function = ?1 AND qualifier = ?2",
+            params![function.as_str(), alias],
+        )?;
         if n == 0 {
             return Err(StoreError::NotFound(format!(
                 "alias {alias} of {function} not found"
@@ -1196,6 +1214,71 @@ impl Store for SqliteStore {
         tx.commit()?;
         tracing::debug!(function = %function, alias, "deleted alias");
         Ok(())
+    }
+
+    fn put_provisioned(
+        &self,
+        function: &FunctionName,
+        qualifier: &str,
+        requested: u32,
+    ) -> Result<ProvisionedConfig> {
+        let qualifier = canonical_version(qualifier);
+        let last_modified = lambda_timestamp(time::OffsetDateTime::now_utc());
+        let mut conn = self.registry();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_function(&tx, function)?;
+        tx.execute(
+            "INSERT INTO provisioned_concurrency (function, qualifier, requested, last_modified)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (function, qualifier) DO UPDATE SET
+                 requested = excluded.requested, last_modified = excluded.last_modified",
+            params![function.as_str(), qualifier, requested, last_modified],
+        )?;
+        tx.commit()?;
+        Ok(ProvisionedConfig {
+            function: function.clone(),
+            qualifier,
+            requested,
+            last_modified,
+        })
+    }
+
+    fn list_provisioned(&self, function: Option<&FunctionName>) -> Result<Vec<ProvisionedConfig>> {
+        let conn = self.registry();
+        let mut stmt = conn.prepare_cached(
+            "SELECT function, qualifier, requested, last_modified FROM provisioned_concurrency
+             WHERE ?1 IS NULL OR function = ?1 ORDER BY function, qualifier",
+        )?;
+        let rows = stmt.query_map(params![function.map(|f| f.as_str())], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (f, qualifier, requested, last_modified) = row?;
+            let function = FunctionName::parse(&f)
+                .map_err(|e| StoreError::Corrupt(format!("stored function name {f:?}: {e}")))?;
+            out.push(ProvisionedConfig {
+                function,
+                qualifier,
+                requested: requested.clamp(0, i64::from(u32::MAX)) as u32,
+                last_modified,
+            });
+        }
+        Ok(out)
+    }
+
+    fn delete_provisioned(&self, function: &FunctionName, qualifier: &str) -> Result<bool> {
+        let conn = self.registry();
+        let n = conn.execute(
+            "DELETE FROM provisioned_concurrency WHERE function = ?1 AND qualifier = ?2",
+            params![function.as_str(), canonical_version(qualifier)],
+        )?;
+        Ok(n > 0)
     }
 }
 
@@ -2326,5 +2409,50 @@ mod tests {
         s.delete_version(&name("f"), "4").unwrap();
         let v = s.publish(&name("f"), None, None, None).unwrap();
         assert_eq!(v.version, "5");
+    }
+}
+
+#[cfg(test)]
+mod provisioned_tests {
+    use super::*;
+
+    #[test]
+    fn provisioned_configs_round_trip_and_go_with_their_alias() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let f = FunctionName::parse("p").unwrap();
+        assert!(s.put_provisioned(&f, "1", 2).unwrap_err().is_not_found());
+        let config = nimbus_core::FunctionConfig::new(
+            nimbus_core::Runtime::parse("python3.12").unwrap(),
+            "app.handler",
+        );
+        s.deploy(&f, &config, &CodeInfo::of(b"zip")).unwrap();
+        let alias = Alias {
+            name: "live".into(),
+            function_version: "1".into(),
+            description: String::new(),
+            routing: BTreeMap::new(),
+            revision_id: String::new(),
+        };
+        s.create_alias(&f, &alias).unwrap();
+        s.put_provisioned(&f, "live", 2).unwrap();
+        s.put_provisioned(&f, "01", 3).unwrap();
+        s.put_provisioned(&f, "live", 4).unwrap();
+        let all = s.list_provisioned(None).unwrap();
+        let got: Vec<_> = all
+            .iter()
+            .map(|c| (c.qualifier.as_str(), c.requested))
+            .collect();
+        assert_eq!(got, [("1", 3), ("live", 4)]);
+        s.delete_alias(&f, "live").unwrap();
+        assert_eq!(s.list_provisioned(Some(&f)).unwrap().len(), 1);
+        assert!(s.delete_provisioned(&f, "1").unwrap());
+        assert!(!s.delete_provisioned(&f, "1").unwrap());
+        s.put_provisioned(&f, "1", 1).unwrap();
+        drop(s);
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(s.list_provisioned(Some(&f)).unwrap().len(), 1);
+        s.delete(&f).unwrap();
+        assert!(s.list_provisioned(None).unwrap().is_empty());
     }
 }

@@ -7,6 +7,7 @@ mod invoke;
 mod keys;
 mod logs;
 mod ls;
+mod provisioned;
 mod queue;
 mod rm;
 mod secret;
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bus(args) => bus::run(&client()?, args, cli.json).await,
         Command::Secret(args) => secret::run(&client()?, args, cli.json).await,
         Command::Keys(args) => keys::run(&client()?, args, cli.json).await,
+        Command::Provisioned(args) => provisioned::run(&client()?, args, cli.json).await,
     }
 }
 

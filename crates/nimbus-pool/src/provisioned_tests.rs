@@ -1,0 +1,148 @@
+//! Provisioned slots with a fake executor whose instances may fail their init.
+
+use crate::*;
+use nimbus_core::{FunctionConfig, FunctionName, Runtime};
+use std::sync::atomic::AtomicU32;
+
+#[derive(Default)]
+struct Fake {
+    fail_init: AtomicBool,
+    started: AtomicU32,
+    stopped: Arc<AtomicU32>,
+}
+
+struct FakeInstance {
+    id: String,
+    fail_init: bool,
+    stopped: Arc<AtomicU32>,
+}
+
+impl Executor for Fake {
+    type Instance = FakeInstance;
+    async fn start(&self, _spec: Arc<InstanceSpec>) -> Result<FakeInstance, RuntimeError> {
+        let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(FakeInstance {
+            id: n.to_string(),
+            fail_init: self.fail_init.load(Ordering::SeqCst),
+            stopped: self.stopped.clone(),
+        })
+    }
+}
+
+impl Instance for FakeInstance {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn pid(&self) -> Option<u32> {
+        self.id.parse().ok()
+    }
+    async fn ready(&mut self) -> Result<(), String> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if self.fail_init {
+            Err("Runtime.ExitError: broken at init".into())
+        } else {
+            Ok(())
+        }
+    }
+    async fn invoke(&mut self, inv: Invocation) -> InvokeResult {
+        InvokeResult {
+            outcome: Outcome::Success(inv.payload),
+            duration: Duration::ZERO,
+            init_duration: None,
+            log_tail: String::new(),
+            started: true,
+        }
+    }
+    fn is_healthy(&self) -> bool {
+        true
+    }
+    async fn stop(self) {
+        self.stopped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn spec(version: &str) -> Arc<InstanceSpec> {
+    Arc::new(InstanceSpec {
+        function: FunctionName::parse("f").unwrap(),
+        version: version.into(),
+        config: FunctionConfig::new(Runtime::parse("provided").unwrap(), "x"),
+        code_dir: "/nonexistent".into(),
+    })
+}
+
+fn inv() -> Invocation {
+    Invocation {
+        request_id: "r".into(),
+        payload: bytes::Bytes::from_static(b"x"),
+        invoked_arn: "arn".into(),
+        trace_id: None,
+        client_context: None,
+    }
+}
+
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_progress_until_initialised_then_ready() {
+    let fake = Arc::new(Fake::default());
+    let pm = PoolManager::new(fake.clone(), PoolConfig::default());
+    pm.set_provisioned(spec("1"), "r1", 2);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let s = pm.provisioned_status("f", "1").unwrap();
+    assert_eq!(s.state, ProvisionedState::InProgress);
+    assert_eq!((s.requested, s.allocated), (2, 0));
+    settle().await;
+    let s = pm.provisioned_status("f", "1").unwrap();
+    assert_eq!(s.state, ProvisionedState::Ready);
+    // Another version's calls do not take them.
+    let r = pm.invoke(spec("2"), "r2", inv()).await.unwrap();
+    assert!(r.cold);
+    // Nor calls of an outdated revision.
+    let r = pm.invoke(spec("1"), "r0", inv()).await.unwrap();
+    assert!(r.cold);
+    assert_eq!(fake.started.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_init_is_failed_with_its_reason_until_set_again() {
+    let fake = Arc::new(Fake::default());
+    fake.fail_init.store(true, Ordering::SeqCst);
+    let pm = PoolManager::new(fake.clone(), PoolConfig::default());
+    pm.set_provisioned(spec("1"), "r1", 1);
+    settle().await;
+    let s = pm.provisioned_status("f", "1").unwrap();
+    assert_eq!(s.state, ProvisionedState::Failed);
+    assert!(s.reason.unwrap().contains("broken at init"));
+    settle().await;
+    assert_eq!(fake.started.load(Ordering::SeqCst), 1, "no retry loop");
+    assert_eq!(fake.stopped.load(Ordering::SeqCst), 1);
+    // Fixed, and set again: it retries.
+    fake.fail_init.store(false, Ordering::SeqCst);
+    pm.set_provisioned(spec("1"), "r1", 1);
+    settle().await;
+    let s = pm.provisioned_status("f", "1").unwrap();
+    assert_eq!((s.state, s.reason), (ProvisionedState::Ready, None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retiring_the_function_and_shutdown_stop_provisioned_instances() {
+    let fake = Arc::new(Fake::default());
+    let pm = PoolManager::new(fake.clone(), PoolConfig::default());
+    pm.set_provisioned(spec("1"), "r1", 2);
+    settle().await;
+    pm.retire_function("f");
+    settle().await;
+    assert!(pm.provisioned_status("f", "1").is_none());
+    assert_eq!(fake.stopped.load(Ordering::SeqCst), 2);
+    pm.set_provisioned(spec("1"), "r1", 1);
+    settle().await;
+    pm.shutdown().await;
+    assert_eq!(fake.stopped.load(Ordering::SeqCst), 3);
+    assert!(pm.provisioned_versions().is_empty());
+    // A closed pool provisions nothing.
+    pm.set_provisioned(spec("1"), "r1", 1);
+    settle().await;
+    assert_eq!(fake.started.load(Ordering::SeqCst), 3);
+}
