@@ -46,6 +46,7 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
             _ => None,
         };
         args.limits.apply(&mut c);
+        args.concurrency.apply(&mut c);
         c
     }
 }
