@@ -183,3 +183,60 @@ fn a_burst_on_a_cold_function_stays_within_its_limit() {
         );
     }
 }
+
+#[test]
+fn async_events_go_through_the_same_limits_and_throttles_are_retried() {
+    // Unsandboxed so every instance can append to the same host file.
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let s = Server::start_unsandboxed(&["--time-scale", "100", "--queue-timeout-ms", "100"]);
+    let mut cfg = node_cfg("index.handler");
+    cfg["env"] = json!({ "OUT": out.path().to_str().unwrap() });
+    s.deploy("q", cfg, &[("index.js", "const fs = require('fs'); exports.handler = async (e) => { const start = Date.now(); await new Promise(r => setTimeout(r, 300)); fs.appendFileSync(process.env.OUT, `${process.env.AWS_LAMBDA_LOG_STREAM_NAME} ${start} ${Date.now()}\\n`); return e.n; };")]);
+    assert_eq!(reserve(&s, "q", 2).0, 200);
+    let n = 12;
+    for i in 0..n {
+        let r = s.invoke_with(
+            "q",
+            format!(r#"{{"n":{i}}}"#).into_bytes(),
+            &[("X-Amz-Invocation-Type", "Event")],
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    // Meanwhile synchronous calls compete for the same two slots.
+    let sync = storm(&s, &[("q", 6, 0)]);
+    let done = eventually(std::time::Duration::from_secs(120), || {
+        s.get_json("/v1/functions/q/events?limit=100").1["counts"]["succeeded"].as_u64() == Some(n)
+    });
+    assert!(done, "{}", s.get_json("/v1/functions/q/events?limit=100").1);
+    // Deliveries beyond the reservation were throttled by the pool and retried.
+    let events = s.get_json("/v1/functions/q/events?limit=100").1;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["last_error"]
+                .as_str()
+                .is_some_and(|m| m.contains("reserved concurrency"))),
+        "{events}"
+    );
+    let runs: Vec<(String, i64, i64)> = std::fs::read_to_string(out.path())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let p: Vec<&str> = l.split(' ').collect();
+            (
+                p[0].to_string(),
+                p[1].parse().unwrap(),
+                p[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert!(runs.len() >= n as usize, "{runs:?}");
+    assert!(peak(&runs) <= 2, "reservation exceeded: {runs:?}");
+    let instances: HashSet<_> = runs.iter().map(|r| &r.0).collect();
+    assert!(instances.len() <= 2, "{instances:?}");
+    for r in reasons(&sync["q"]) {
+        assert_eq!(r, "ReservedFunctionConcurrentInvocationLimitExceeded");
+    }
+}
