@@ -138,6 +138,11 @@ fn account_and_reserved_concurrency_are_enforced() {
         "{r:?}"
     );
 
+    // All done: nothing holds a slot or waits.
+    let (_, view) = s.get_json("/v1/functions/res");
+    assert_eq!(view["pool"]["running"], 0, "{view}");
+    assert_eq!(view["pool"]["waiting"], 0, "{view}");
+
     // Without the reservation, the account is shared again: 6 at once, no more.
     let r = s
         .http
