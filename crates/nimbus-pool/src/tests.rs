@@ -505,3 +505,24 @@ fn scale_rate_parses() {
     assert!(ScaleRate::parse("0").is_err());
     assert!(ScaleRate::parse("x").is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reservation_made_while_the_pool_is_busy_shrinks_it_as_slots_free() {
+    let cfg = PoolConfig {
+        account_concurrency: 4,
+        queue_depth: 0,
+        ..Default::default()
+    };
+    let (pm, fake) = setup(1000, cfg);
+    let pm2 = pm.clone();
+    let busy = tokio::spawn(async move { burst(&pm2, &[("f", 10)], 4).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(pm.account_stats().unreserved_running, 4);
+    // Reserving 2 for g while f holds all 4 unreserved slots.
+    pm.set_reservation("g", Some(2));
+    assert_eq!(busy.await.unwrap()["f"].0, 4);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let out = burst(&pm, &[("f", 10), ("g", 10)], 4).await;
+    assert_eq!((out["f"].0, out["g"].0), (2, 2), "{out:?}");
+    assert_eq!(fake.peak(""), 4);
+}
