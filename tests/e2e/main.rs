@@ -8,6 +8,7 @@ mod aws_cli;
 mod bad_input;
 mod bus;
 mod cli;
+mod concurrency;
 mod durability;
 mod escape;
 mod go;

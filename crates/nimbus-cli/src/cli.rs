@@ -198,6 +198,8 @@ pub struct ServerArgs {
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub limits: crate::limit_args::LimitArgs,
+    #[command(flatten)]
+    pub concurrency: crate::concurrency_args::ConcurrencyArgs,
 }
 
 #[derive(Debug, Args)]

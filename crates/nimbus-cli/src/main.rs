@@ -5,6 +5,7 @@ mod build;
 mod cli;
 mod client;
 mod commands;
+mod concurrency_args;
 mod credentials;
 mod errors;
 mod limit_args;

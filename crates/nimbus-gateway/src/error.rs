@@ -168,9 +168,9 @@ impl From<StoreError> for ApiError {
 impl From<PoolError> for ApiError {
     fn from(e: PoolError) -> Self {
         match e {
-            PoolError::Throttled { .. } => ApiError::Throttled {
+            PoolError::Throttled { reason, .. } => ApiError::Throttled {
                 message: format!("Rate Exceeded: {e}"),
-                reason: "ConcurrentInvocationLimitExceeded",
+                reason: reason.lambda_reason(),
             },
             PoolError::ShuttingDown => ApiError::ServiceUnavailable(e.to_string()),
         }

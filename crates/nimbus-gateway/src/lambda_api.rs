@@ -18,10 +18,11 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Lambda's account-wide concurrency (reported; reserved concurrency is carved out of it).
-pub(crate) const ACCOUNT_CONCURRENCY: u32 = 1000;
-/// Reservations may not push unreserved concurrency below this (as Lambda).
-const UNRESERVED_FLOOR: u32 = 100;
+/// Reservations may not push unreserved concurrency below this (Lambda's 100 of its
+/// default 1000; a tenth of a smaller `--account-concurrency`).
+fn unreserved_floor(account: u32) -> u32 {
+    (account / 10).min(100)
+}
 /// Lambda's page size cap for list operations.
 const PAGE_MAX: usize = 50;
 
@@ -866,12 +867,14 @@ pub(crate) async fn put_concurrency(
     let n = input.reserved_concurrent_executions.ok_or_else(|| {
         ApiError::InvalidParameter("ReservedConcurrentExecutions is required".into())
     })?;
-    let n = range("reservedConcurrentExecutions", n, 0, ACCOUNT_CONCURRENCY)?;
+    let account = gw.pools.config().account_concurrency;
+    let n = range("reservedConcurrentExecutions", n, 0, account)?;
     gw.store.get(&name, None)?;
     let others = reserved_elsewhere(&gw, Some(&name))?;
-    if others + n > ACCOUNT_CONCURRENCY - UNRESERVED_FLOOR {
+    let floor = unreserved_floor(account);
+    if others + n > account - floor {
         return Err(ApiError::InvalidParameter(format!(
-            "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [{UNRESERVED_FLOOR}]."
+            "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [{floor}]."
         )));
     }
     let (store, nm) = (gw.store.clone(), name.clone());
@@ -920,13 +923,14 @@ pub(crate) async fn account_settings(
             .sum::<u64>();
     }
     let reserved = reserved_elsewhere(&gw, None)?;
+    let account = gw.pools.config().account_concurrency;
     Ok(Json(json!({
         "AccountLimit": {
             "TotalCodeSize": 80u64 * 1024 * 1024 * 1024,
             "CodeSizeUnzipped": Limits::CODE_UNZIPPED_MAX,
             "CodeSizeZipped": Limits::CODE_ZIPPED_MAX,
-            "ConcurrentExecutions": ACCOUNT_CONCURRENCY,
-            "UnreservedConcurrentExecutions": ACCOUNT_CONCURRENCY - reserved,
+            "ConcurrentExecutions": account,
+            "UnreservedConcurrentExecutions": account.saturating_sub(reserved),
         },
         "AccountUsage": { "TotalCodeSize": total, "FunctionCount": functions.len() },
     })))

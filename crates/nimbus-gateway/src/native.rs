@@ -56,7 +56,12 @@ pub(crate) async fn get_function(
 ) -> Result<Json<Value>, ApiError> {
     let name = parse_name(&name)?;
     let v = gw.store.get(&name, q.qualifier.as_deref())?;
-    Ok(Json(view(&gw, &v)))
+    let mut out = view(&gw, &v);
+    let s = gw.pools.stats(name.as_str());
+    out["pool"] = json!({
+        "idle": s.idle, "busy": s.busy, "running": s.running, "waiting": s.waiting,
+    });
+    Ok(Json(out))
 }
 
 #[derive(Deserialize)]

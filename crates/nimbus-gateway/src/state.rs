@@ -80,7 +80,21 @@ impl Gateway {
             jwks: Default::default(),
         });
         gw.rebuild_routes()?;
+        for f in gw.store.list()? {
+            gw.sync_reservation(&f.name)?;
+        }
         Ok(gw)
+    }
+
+    /// Tells the pool the function's reserved concurrency (none once it is deleted).
+    fn sync_reservation(&self, name: &FunctionName) -> Result<(), ApiError> {
+        let reserved = match self.store.meta(name) {
+            Ok(meta) => meta.reserved_concurrency,
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        self.pools.set_reservation(name.as_str(), reserved);
+        Ok(())
     }
 
     /// Serves the event bus API (`/v1/buses/…`) from `bus`; set once, right after
@@ -193,6 +207,7 @@ impl Gateway {
     /// After any write to `name`: drop caches and rebuild the route table.
     pub(crate) fn changed(&self, name: &FunctionName) -> Result<(), ApiError> {
         self.invalidate(name);
+        self.sync_reservation(name)?;
         self.rebuild_routes()
     }
 

@@ -1,7 +1,8 @@
 //! Per-version instance pools: warm reuse (most recently used first), scale-out per
-//! concurrent request up to the function's concurrency limit, a bounded wait queue
-//! beyond it, idle reaping (scale to zero) and replacement of instances when `$LATEST`
-//! changes.
+//! concurrent request up to the function's concurrency limit (its reservation, or its
+//! `concurrency` setting within the account's unreserved pool), at most the scale-out
+//! rate of new instances, a bounded FIFO wait queue beyond it (per function and in total),
+//! idle reaping (scale to zero) and replacement of instances when `$LATEST` changes.
 //!
 //! Generic over [`nimbus_runtime::Executor`] so the policy is tested with a fake executor
 //! and a paused clock. Used by the gateway; built by the server.
@@ -17,9 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, info};
+
+mod concurrency;
+use concurrency::{Account, QueueSlot, TokenBucket};
+pub use concurrency::{ScaleRate, ThrottleReason};
 
 /// Pool policy.
 #[derive(Debug, Clone)]
@@ -30,6 +35,12 @@ pub struct PoolConfig {
     pub queue_timeout: Duration,
     /// How many requests may wait per function; beyond that they are throttled at once.
     pub queue_depth: usize,
+    /// How many requests may wait in all; beyond that they are throttled at once.
+    pub account_queue_depth: usize,
+    /// Invocations running at once across all functions (reservations included).
+    pub account_concurrency: u32,
+    /// How fast each function may start new instances.
+    pub scale_rate: ScaleRate,
 }
 
 impl Default for PoolConfig {
@@ -38,6 +49,9 @@ impl Default for PoolConfig {
             idle_timeout: Duration::from_secs(300),
             queue_timeout: Duration::from_secs(10),
             queue_depth: 100,
+            account_queue_depth: 1000,
+            account_concurrency: 1000,
+            scale_rate: ScaleRate::default(),
         }
     }
 }
@@ -45,10 +59,30 @@ impl Default for PoolConfig {
 /// Why an invocation was not run.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum PoolError {
-    #[error("rate exceeded: function {function} is at its concurrency limit of {limit}")]
-    Throttled { function: String, limit: u32 },
+    #[error("{}", throttle_message(function, *limit, *reason))]
+    Throttled {
+        function: String,
+        /// The limit that was hit (reservation, function maximum, unreserved pool or
+        /// instances started per second).
+        limit: u32,
+        reason: ThrottleReason,
+    },
     #[error("server is shutting down")]
     ShuttingDown,
+}
+
+fn throttle_message(function: &str, limit: u32, reason: ThrottleReason) -> String {
+    match reason {
+        ThrottleReason::Reserved => {
+            format!("function {function} is at its reserved concurrency of {limit}")
+        }
+        ThrottleReason::Concurrency => format!(
+            "function {function} is at its concurrency limit (function maximum or unreserved account concurrency) of {limit}"
+        ),
+        ThrottleReason::ScaleRate => format!(
+            "function {function} cannot scale out faster than {limit} new instances per second"
+        ),
+    }
 }
 
 /// An invocation's result with how it was served.
@@ -65,6 +99,19 @@ pub struct PoolInvokeResult {
 pub struct PoolStats {
     pub idle: usize,
     pub busy: usize,
+    /// Invocations holding a concurrency slot (running or getting an instance).
+    pub running: usize,
+    /// Requests waiting in the queue.
+    pub waiting: usize,
+}
+
+/// Account-wide figures (GetAccountSettings).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountStats {
+    pub limit: u32,
+    pub reserved: u32,
+    /// Unreserved invocations running now.
+    pub unreserved_running: u32,
 }
 
 struct VersionPool<I> {
@@ -73,12 +120,17 @@ struct VersionPool<I> {
     idle: Mutex<Vec<(I, Instant)>>,
     busy: AtomicUsize,
     retired: AtomicBool,
+    /// Signalled when an instance goes back to idle (wakes a request waiting for a
+    /// warm instance instead of a scale-out token).
+    returned: Notify,
 }
 
 struct FunctionPool<I> {
     sem: Arc<Semaphore>,
     limit: Mutex<u32>,
     waiting: AtomicUsize,
+    running: AtomicUsize,
+    bucket: TokenBucket,
     versions: Mutex<HashMap<String, Arc<VersionPool<I>>>>,
 }
 
@@ -89,6 +141,7 @@ pub struct PoolManager<E: Executor> {
     functions: Mutex<HashMap<String, Arc<FunctionPool<E::Instance>>>>,
     /// Provisioned concurrency (`provisioned.rs`).
     prov: provisioned::Provisioner<E::Instance>,
+    account: Account,
     closed: AtomicBool,
 }
 
@@ -96,6 +149,7 @@ impl<E: Executor> PoolManager<E> {
     pub fn new(exec: Arc<E>, cfg: PoolConfig) -> Arc<Self> {
         Arc::new(Self {
             exec,
+            account: Account::new(cfg.account_concurrency),
             cfg,
             functions: Mutex::new(HashMap::new()),
             prov: Default::default(),
@@ -111,6 +165,24 @@ impl<E: Executor> PoolManager<E> {
         &self.cfg
     }
 
+    /// Sets (`None`: removes) a function's reserved concurrency: it then runs at most
+    /// `value` invocations at once, outside the unreserved pool, which shrinks by as much.
+    /// The gateway calls this at start and on every Put/DeleteFunctionConcurrency.
+    pub fn set_reservation(&self, function: &str, value: Option<u32>) {
+        self.account.set_reservation(function, value);
+    }
+
+    pub fn account_stats(&self) -> AccountStats {
+        let reserved = self.account.reserved_total();
+        let capacity = self.account.limit.saturating_sub(reserved);
+        let free = self.account.unreserved.available_permits() as u32;
+        AccountStats {
+            limit: self.account.limit,
+            reserved,
+            unreserved_running: capacity.saturating_sub(free),
+        }
+    }
+
     fn function_pool(&self, name: &str, limit: u32) -> Arc<FunctionPool<E::Instance>> {
         let fp = self
             .functions
@@ -122,6 +194,8 @@ impl<E: Executor> PoolManager<E> {
                     sem: Arc::new(Semaphore::new(limit as usize)),
                     limit: Mutex::new(limit),
                     waiting: AtomicUsize::new(0),
+                    running: AtomicUsize::new(0),
+                    bucket: TokenBucket::new(self.cfg.scale_rate),
                     versions: Mutex::new(HashMap::new()),
                 })
             })
@@ -157,6 +231,7 @@ impl<E: Executor> PoolManager<E> {
             idle: Mutex::new(Vec::new()),
             busy: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
+            returned: Notify::new(),
         });
         versions.insert(version.to_string(), vp.clone());
         vp
@@ -172,7 +247,12 @@ impl<E: Executor> PoolManager<E> {
 
     /// Runs `inv` on an instance of `spec` (whose code and config are identified by
     /// `revision`): a warm idle instance if there is one, else a new one while under the
-    /// concurrency limit, else after waiting in the bounded queue, else throttled.
+    /// concurrency limits and the scale-out rate, else after waiting in the bounded FIFO
+    /// queue until the queue timeout, else throttled.
+    ///
+    /// Limits: a function with a reservation R runs at most R at once (R = 0: always
+    /// throttled); one without runs at most its `concurrency` setting and holds a slot of
+    /// the account's unreserved pool (account − Σreservations) per invocation.
     pub async fn invoke(
         &self,
         spec: Arc<InstanceSpec>,
@@ -182,60 +262,111 @@ impl<E: Executor> PoolManager<E> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(PoolError::ShuttingDown);
         }
+        let deadline = Instant::now() + self.cfg.queue_timeout;
         let name = spec.function.to_string();
-        let limit = spec.config.concurrency;
-        let fp = self.function_pool(&name, limit);
-        let throttled = || PoolError::Throttled {
+        let reserved = self.account.reservation(&name);
+        let limit = reserved.unwrap_or(spec.config.concurrency);
+        let throttled = |limit: u32, reason: ThrottleReason| PoolError::Throttled {
             function: name.clone(),
             limit,
+            reason,
         };
+        let fn_reason = if reserved.is_some() {
+            ThrottleReason::Reserved
+        } else {
+            ThrottleReason::Concurrency
+        };
+        if limit == 0 {
+            return Err(throttled(0, fn_reason));
+        }
+        let fp = self.function_pool(&name, limit);
+        let mut slot = None;
+        // 1. The function's own slot (its reservation or its maximum), FIFO.
         let permit = match fp.sem.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                if fp.waiting.fetch_add(1, Ordering::SeqCst) >= self.cfg.queue_depth {
-                    fp.waiting.fetch_sub(1, Ordering::SeqCst);
-                    return Err(throttled());
+                slot = self.enter_queue(&fp);
+                if slot.is_none() {
+                    return Err(throttled(limit, fn_reason));
                 }
-                let r =
-                    tokio::time::timeout(self.cfg.queue_timeout, fp.sem.clone().acquire_owned())
-                        .await;
-                fp.waiting.fetch_sub(1, Ordering::SeqCst);
-                match r {
+                match tokio::time::timeout_at(deadline, fp.sem.clone().acquire_owned()).await {
                     Ok(Ok(p)) => p,
-                    _ => return Err(throttled()),
+                    _ => return Err(throttled(limit, fn_reason)),
                 }
             }
         };
+        // 2. Without a reservation, a slot of the account's unreserved pool, FIFO across
+        //    functions (each function has at most `limit` requests in that queue).
+        let unreserved = if reserved.is_none() {
+            let sem = self.account.unreserved.clone();
+            let pool_limit = || {
+                self.account
+                    .limit
+                    .saturating_sub(self.account.reserved_total())
+            };
+            Some(match sem.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    if slot.is_none() {
+                        slot = self.enter_queue(&fp);
+                        if slot.is_none() {
+                            return Err(throttled(pool_limit(), ThrottleReason::Concurrency));
+                        }
+                    }
+                    match tokio::time::timeout_at(deadline, sem.acquire_owned()).await {
+                        Ok(Ok(p)) => p,
+                        _ => return Err(throttled(pool_limit(), ThrottleReason::Concurrency)),
+                    }
+                }
+            })
+        } else {
+            None
+        };
+        drop(slot);
+        fp.running.fetch_add(1, Ordering::SeqCst);
+        let _running = Running(&fp.running);
         let vp = self.version_pool(&fp, &spec.version, revision);
         let (result, cold, pid) = loop {
-            // A warm instance that exited since its last call (e.g. a runtime that exits
-            // after answering) is skipped, never handed the event.
-            let warm = loop {
-                match vp.idle.lock().unwrap().pop() {
-                    Some((i, _)) if !i.is_healthy() => {
-                        tokio::spawn(i.stop());
-                    }
-                    other => break other,
+            // 3. A warm instance, else a new one when the scale-out rate allows, else wait
+            //    for whichever comes first (until the deadline).
+            let (mut instance, cold, prov) = loop {
+                // Provisioned instances of this version first.
+                if let Some((i, slot)) = self.prov.take(&name, &spec.version, revision) {
+                    break (i, false, Some(slot));
                 }
-            };
-            // Provisioned instances of this version first, then warm on-demand ones.
-            let prov = self.prov.take(&name, &spec.version, revision);
-            let warm = match prov {
-                Some(_) => {
-                    if let Some(w) = warm {
-                        vp.idle.lock().unwrap().push(w);
+                // A warm instance that exited since its last call (e.g. a runtime that
+                // exits after answering) is skipped, never handed the event.
+                let warm = loop {
+                    match vp.idle.lock().unwrap().pop() {
+                        Some((i, _)) if !i.is_healthy() => {
+                            tokio::spawn(i.stop());
+                        }
+                        other => break other,
                     }
-                    None
+                };
+                if let Some((i, _)) = warm {
+                    break (i, false, None);
                 }
-                None => warm,
-            };
-            let (mut instance, cold, prov) = match (prov, warm) {
-                (Some((i, slot)), _) => (i, false, Some(slot)),
-                (None, Some((i, _))) => (i, false, None),
-                (None, None) => match self.exec.start(spec.clone()).await {
-                    Ok(i) => (i, true, None),
-                    Err(e) => return Ok(start_failure(&inv, e)),
-                },
+                match fp.bucket.take() {
+                    Ok(()) => match self.exec.start(spec.clone()).await {
+                        Ok(i) => break (i, true, None),
+                        Err(e) => return Ok(start_failure(&inv, e)),
+                    },
+                    Err(wait) => {
+                        let rate = self.cfg.scale_rate.per_sec.ceil() as u32;
+                        if Instant::now() >= deadline {
+                            return Err(throttled(rate, ThrottleReason::ScaleRate));
+                        }
+                        debug!(?wait, "scale-out rate reached; waiting for an instance");
+                        tokio::select! {
+                            _ = vp.returned.notified() => {}
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = tokio::time::sleep_until(deadline) => {
+                                return Err(throttled(rate, ThrottleReason::ScaleRate));
+                            }
+                        }
+                    }
+                }
             };
             vp.busy.fetch_add(1, Ordering::SeqCst);
             let pid = instance.pid();
@@ -249,6 +380,7 @@ impl<E: Executor> PoolManager<E> {
                 && !self.closed.load(Ordering::SeqCst)
             {
                 vp.idle.lock().unwrap().push((instance, Instant::now()));
+                vp.returned.notify_one();
             } else {
                 tokio::spawn(instance.stop());
             }
@@ -259,8 +391,18 @@ impl<E: Executor> PoolManager<E> {
             }
             break (result, cold, pid);
         };
+        drop(unreserved);
         drop(permit);
         Ok(PoolInvokeResult { result, cold, pid })
+    }
+
+    fn enter_queue<'a>(&'a self, fp: &'a FunctionPool<E::Instance>) -> Option<QueueSlot<'a>> {
+        QueueSlot::enter(
+            &fp.waiting,
+            self.cfg.queue_depth,
+            &self.account.waiting,
+            self.cfg.account_queue_depth,
+        )
     }
 
     /// Stops every instance of `function` (after a delete).
@@ -278,7 +420,12 @@ impl<E: Executor> PoolManager<E> {
             return PoolStats::default();
         };
         let versions = fp.versions.lock().unwrap();
-        versions.values().fold(PoolStats::default(), |mut s, vp| {
+        let base = PoolStats {
+            running: fp.running.load(Ordering::SeqCst),
+            waiting: fp.waiting.load(Ordering::SeqCst),
+            ..PoolStats::default()
+        };
+        versions.values().fold(base, |mut s, vp| {
             s.idle += vp.idle.lock().unwrap().len();
             s.busy += vp.busy.load(Ordering::SeqCst);
             s
@@ -353,6 +500,15 @@ impl<E: Executor> PoolManager<E> {
         for s in stops {
             s.await;
         }
+    }
+}
+
+/// Counts an invocation holding its function's slot; uncounted on drop.
+struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

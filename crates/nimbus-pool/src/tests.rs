@@ -9,6 +9,8 @@ struct Fake {
     started: AtomicU32,
     stopped: Arc<AtomicU32>,
     delay: Duration,
+    /// Invocations running now and the most ever at once, per function and in total ("").
+    active: Arc<Mutex<HashMap<String, (u32, u32)>>>,
 }
 
 struct FakeInstance {
@@ -19,11 +21,24 @@ struct FakeInstance {
     stopped: Arc<AtomicU32>,
     /// Set by a test: the process "exited" while idle.
     exited: Arc<AtomicBool>,
+    function: String,
+    active: Arc<Mutex<HashMap<String, (u32, u32)>>>,
+}
+
+impl FakeInstance {
+    fn count(&self, delta: i32) {
+        let mut a = self.active.lock().unwrap();
+        for k in [self.function.as_str(), ""] {
+            let e = a.entry(k.to_string()).or_default();
+            e.0 = (e.0 as i32 + delta) as u32;
+            e.1 = e.1.max(e.0);
+        }
+    }
 }
 
 impl Executor for Fake {
     type Instance = FakeInstance;
-    async fn start(&self, _spec: Arc<InstanceSpec>) -> Result<FakeInstance, RuntimeError> {
+    async fn start(&self, spec: Arc<InstanceSpec>) -> Result<FakeInstance, RuntimeError> {
         let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(FakeInstance {
             id: n.to_string(),
@@ -32,6 +47,8 @@ impl Executor for Fake {
             healthy: true,
             stopped: self.stopped.clone(),
             exited: self.exited.clone(),
+            function: spec.function.to_string(),
+            active: self.active.clone(),
         })
     }
 }
@@ -44,7 +61,9 @@ impl Instance for FakeInstance {
         Some(self.pid)
     }
     async fn invoke(&mut self, inv: Invocation) -> InvokeResult {
+        self.count(1);
         tokio::time::sleep(self.delay).await;
+        self.count(-1);
         if inv.payload == "crash" {
             self.healthy = false;
         }
@@ -70,15 +89,20 @@ fn setup(delay_ms: u64, cfg: PoolConfig) -> (Arc<PoolManager<Fake>>, Arc<Fake>) 
         started: AtomicU32::new(0),
         stopped: Arc::new(AtomicU32::new(0)),
         delay: Duration::from_millis(delay_ms),
+        active: Arc::default(),
     });
     (PoolManager::new(fake.clone(), cfg), fake)
 }
 
 fn spec(concurrency: u32) -> Arc<InstanceSpec> {
+    named_spec("f", concurrency)
+}
+
+fn named_spec(name: &str, concurrency: u32) -> Arc<InstanceSpec> {
     let mut config = FunctionConfig::new(Runtime::parse("provided").unwrap(), "x");
     config.concurrency = concurrency;
     Arc::new(InstanceSpec {
-        function: FunctionName::parse("f").unwrap(),
+        function: FunctionName::parse(name).unwrap(),
         version: "$LATEST".into(),
         config,
         code_dir: "/nonexistent".into(),
@@ -128,7 +152,15 @@ async fn concurrent_requests_scale_out() {
     let pids: std::collections::HashSet<_> =
         results.iter().map(|r| r.as_ref().unwrap().pid).collect();
     assert_eq!(pids.len(), 8);
-    assert_eq!(pm.stats("f"), PoolStats { idle: 8, busy: 0 });
+    assert_eq!(
+        pm.stats("f"),
+        PoolStats {
+            idle: 8,
+            busy: 0,
+            running: 0,
+            waiting: 0
+        }
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -148,7 +180,8 @@ async fn over_the_limit_waits_then_throttles() {
         err,
         PoolError::Throttled {
             function: "f".into(),
-            limit: 1
+            limit: 1,
+            reason: ThrottleReason::Concurrency,
         }
     );
     assert!(busy.await.unwrap().is_ok());
@@ -293,4 +326,249 @@ async fn provisioned_instances_serve_first_survive_reaping_and_are_replaced() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(pm.provisioned_status("f", "$LATEST").is_none());
     assert_eq!(fake.stopped.load(Ordering::SeqCst), 3);
+}
+
+impl Fake {
+    /// (running now, most at once) for `function` ("" = all).
+    fn peak(&self, function: &str) -> u32 {
+        self.active.lock().unwrap().get(function).map_or(0, |e| e.1)
+    }
+}
+
+/// Fires `n` concurrent calls of each `(function, concurrency)`; returns per function the
+/// successes and the throttle reasons.
+async fn burst(
+    pm: &Arc<PoolManager<Fake>>,
+    calls: &[(&'static str, u32)],
+    n: usize,
+) -> HashMap<&'static str, (usize, Vec<ThrottleReason>)> {
+    let mut hs = Vec::new();
+    for &(f, c) in calls {
+        for _ in 0..n {
+            let pm = pm.clone();
+            hs.push((
+                f,
+                tokio::spawn(async move { pm.invoke(named_spec(f, c), "r1", inv("x")).await }),
+            ));
+        }
+    }
+    let mut out: HashMap<&'static str, (usize, Vec<ThrottleReason>)> = HashMap::new();
+    for (f, h) in hs {
+        let e = out.entry(f).or_default();
+        match h.await.unwrap() {
+            Ok(_) => e.0 += 1,
+            Err(PoolError::Throttled { reason, .. }) => e.1.push(reason),
+            Err(other) => panic!("{other}"),
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_account_limit_is_shared_by_unreserved_functions() {
+    let cfg = PoolConfig {
+        account_concurrency: 4,
+        queue_depth: 0,
+        ..Default::default()
+    };
+    let (pm, fake) = setup(1000, cfg);
+    let out = burst(&pm, &[("f", 10), ("g", 10)], 6).await;
+    let ok = out["f"].0 + out["g"].0;
+    assert_eq!(ok, 4, "{out:?}");
+    assert_eq!(fake.peak(""), 4);
+    for (_, (_, reasons)) in out {
+        assert!(reasons.iter().all(|r| *r == ThrottleReason::Concurrency));
+    }
+    // Everything released: the whole account is free again.
+    assert_eq!(pm.account_stats().unreserved_running, 0);
+    let out = burst(&pm, &[("g", 10)], 4).await;
+    assert_eq!(out["g"].0, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reservation_is_carved_out_of_the_account() {
+    let cfg = PoolConfig {
+        account_concurrency: 5,
+        queue_depth: 0,
+        ..Default::default()
+    };
+    let (pm, fake) = setup(1000, cfg);
+    pm.set_reservation("g", Some(3));
+    assert_eq!(
+        pm.account_stats(),
+        AccountStats {
+            limit: 5,
+            reserved: 3,
+            unreserved_running: 0
+        }
+    );
+    let out = burst(&pm, &[("f", 10), ("g", 1), ("h", 10)], 6).await;
+    // g runs up to its reservation (not its concurrency setting of 1), f and h share 2.
+    assert_eq!(out["g"].0, 3, "{out:?}");
+    assert!(out["g"].1.iter().all(|r| *r == ThrottleReason::Reserved));
+    assert_eq!(out["f"].0 + out["h"].0, 2, "{out:?}");
+    assert!(out["f"]
+        .1
+        .iter()
+        .chain(&out["h"].1)
+        .all(|r| *r == ThrottleReason::Concurrency));
+    assert_eq!(fake.peak("g"), 3);
+    assert_eq!(fake.peak(""), 5);
+    // Removing the reservation gives the account back to everyone.
+    pm.set_reservation("g", None);
+    let out = burst(&pm, &[("f", 10)], 6).await;
+    assert_eq!(out["f"].0, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reserved_zero_always_throttles() {
+    let (pm, fake) = setup(1, PoolConfig::default());
+    pm.set_reservation("f", Some(0));
+    let err = pm.invoke(spec(10), "r1", inv("x")).await.unwrap_err();
+    assert!(matches!(
+        err,
+        PoolError::Throttled {
+            reason: ThrottleReason::Reserved,
+            limit: 0,
+            ..
+        }
+    ));
+    assert_eq!(fake.started.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_function_cannot_fill_the_account_queue() {
+    let cfg = PoolConfig {
+        queue_depth: 2,
+        account_queue_depth: 3,
+        queue_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let (pm, _fake) = setup(1000, cfg);
+    let call = |f: &'static str| {
+        let pm = pm.clone();
+        tokio::spawn(async move { pm.invoke(named_spec(f, 1), "r1", inv("x")).await })
+    };
+    let running = [call("f"), call("g")];
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let queued_f = [call("f"), call("f")];
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // f's queue is full: throttled at once, though the account queue has room.
+    let t0 = Instant::now();
+    assert!(pm.invoke(named_spec("f", 1), "r1", inv("x")).await.is_err());
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    // g still gets the last place of the account queue; then the account queue is full.
+    let queued_g = call("g");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(pm.stats("g").waiting, 1);
+    // g's own queue has room, the account's has not.
+    let t0 = Instant::now();
+    assert!(pm.invoke(named_spec("g", 1), "r1", inv("x")).await.is_err());
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    // A function with a free slot does not queue, so it still runs.
+    pm.invoke(named_spec("h", 1), "r1", inv("x")).await.unwrap();
+    for h in running.into_iter().chain(queued_f).chain([queued_g]) {
+        h.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_queue_is_fifo() {
+    let cfg = PoolConfig {
+        queue_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let (pm, _fake) = setup(100, cfg);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut hs = Vec::new();
+    for i in 0..5 {
+        let (pm, order) = (pm.clone(), order.clone());
+        hs.push(tokio::spawn(async move {
+            pm.invoke(spec(1), "r1", inv("x")).await.unwrap();
+            order.lock().unwrap().push(i);
+        }));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for h in hs {
+        h.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn scale_out_is_rate_limited_and_waiters_take_warm_instances() {
+    let cfg = PoolConfig {
+        scale_rate: ScaleRate {
+            per_sec: 1.0,
+            burst: 2,
+        },
+        queue_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let (pm, fake) = setup(100, cfg);
+    let out = burst(&pm, &[("f", 10)], 10).await;
+    assert_eq!(out["f"].0, 10, "{out:?}");
+    // 10 calls of 100 ms on 2 instances end well before a third token is due.
+    assert_eq!(fake.started.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_instance_and_no_token_before_the_deadline_throttles() {
+    let cfg = PoolConfig {
+        scale_rate: ScaleRate {
+            per_sec: 1.0,
+            burst: 1,
+        },
+        queue_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let (pm, fake) = setup(5000, cfg);
+    let pm2 = pm.clone();
+    let busy = tokio::spawn(async move { pm2.invoke(spec(10), "r1", inv("x")).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let err = pm.invoke(spec(10), "r1", inv("y")).await.unwrap_err();
+    assert!(matches!(
+        err,
+        PoolError::Throttled {
+            reason: ThrottleReason::ScaleRate,
+            ..
+        }
+    ));
+    busy.await.unwrap().unwrap();
+    assert_eq!(fake.started.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn scale_rate_parses() {
+    assert_eq!(
+        ScaleRate::parse("20:50").unwrap(),
+        ScaleRate {
+            per_sec: 20.0,
+            burst: 50
+        }
+    );
+    assert_eq!(ScaleRate::parse("2.5").unwrap().burst, 3);
+    assert!(ScaleRate::parse("0").is_err());
+    assert!(ScaleRate::parse("x").is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reservation_made_while_the_pool_is_busy_shrinks_it_as_slots_free() {
+    let cfg = PoolConfig {
+        account_concurrency: 4,
+        queue_depth: 0,
+        ..Default::default()
+    };
+    let (pm, fake) = setup(1000, cfg);
+    let pm2 = pm.clone();
+    let busy = tokio::spawn(async move { burst(&pm2, &[("f", 10)], 4).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(pm.account_stats().unreserved_running, 4);
+    // Reserving 2 for g while f holds all 4 unreserved slots.
+    pm.set_reservation("g", Some(2));
+    assert_eq!(busy.await.unwrap()["f"].0, 4);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let out = burst(&pm, &[("f", 10), ("g", 10)], 4).await;
+    assert_eq!((out["f"].0, out["g"].0), (2, 2), "{out:?}");
+    assert_eq!(fake.peak(""), 4);
 }

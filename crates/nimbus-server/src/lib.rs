@@ -33,6 +33,7 @@ mod secrets;
 
 pub use conn::ConnLimits;
 pub use nimbus_gateway::AbuseLimits;
+pub use nimbus_pool::ScaleRate;
 
 #[cfg(feature = "tls")]
 mod tls;
@@ -61,6 +62,13 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long a request waits for a slot when its function is at its concurrency limit.
     pub queue_timeout: Duration,
+    /// Invocations running at once across all functions; reservations are carved out of it.
+    pub account_concurrency: u32,
+    /// Requests that may wait per function, and in all, before throttling at once.
+    pub queue_depth: usize,
+    pub account_queue_depth: usize,
+    /// How fast each function may start new instances.
+    pub scale_rate: ScaleRate,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace: Duration,
     /// Asynchronous invocation: retries, circuit breaker, test-only time scale.
@@ -88,6 +96,10 @@ impl Default for Config {
             master_key_file: None,
             idle_timeout: Duration::from_secs(300),
             queue_timeout: Duration::from_secs(10),
+            account_concurrency: PoolConfig::default().account_concurrency,
+            queue_depth: PoolConfig::default().queue_depth,
+            account_queue_depth: PoolConfig::default().account_queue_depth,
+            scale_rate: ScaleRate::default(),
             shutdown_grace: Duration::from_secs(30),
             events: EngineConfig::default(),
             missed_schedules: MissedSchedules::default(),
@@ -204,7 +216,10 @@ impl Server {
             PoolConfig {
                 idle_timeout: config.idle_timeout,
                 queue_timeout: config.queue_timeout,
-                ..Default::default()
+                queue_depth: config.queue_depth,
+                account_queue_depth: config.account_queue_depth,
+                account_concurrency: config.account_concurrency,
+                scale_rate: config.scale_rate,
             },
         );
         let listener = TcpListener::bind(config.listen).await.with_context(|| {

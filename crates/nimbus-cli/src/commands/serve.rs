@@ -46,6 +46,7 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
             _ => None,
         };
         args.limits.apply(&mut c);
+        args.concurrency.apply(&mut c);
         c
     }
 }
@@ -115,6 +116,14 @@ mod tests {
             "250",
             "--shutdown-grace",
             "3",
+            "--account-concurrency",
+            "6",
+            "--max-scale-rate",
+            "2:4",
+            "--queue-depth",
+            "7",
+            "--account-queue-depth",
+            "9",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else {
@@ -127,6 +136,15 @@ mod tests {
         assert_eq!(c.queue_timeout, Duration::from_millis(250));
         assert_eq!(c.shutdown_grace, Duration::from_secs(3));
         assert_eq!(c.tls, None);
+        assert_eq!(c.account_concurrency, 6);
+        assert_eq!(
+            c.scale_rate,
+            nimbus_server::ScaleRate {
+                per_sec: 2.0,
+                burst: 4
+            }
+        );
+        assert_eq!((c.queue_depth, c.account_queue_depth), (7, 9));
     }
 
     #[test]
