@@ -145,7 +145,7 @@ pub(crate) async fn rotate(
     let mut key_file_updated = None;
     if let Some(path) = key_file {
         let p = path.clone();
-        tokio::task::spawn_blocking(move || replace_key_file(&p, &key_b64))
+        tokio::task::spawn_blocking(move || nimbus_store::write_private_file(&p, format!("{key_b64}\n").as_bytes()))
             .await?
             .map_err(|e| {
                 ApiError::Internal(format!(
@@ -161,27 +161,4 @@ pub(crate) async fn rotate(
         "key_id": new_id,
         "key_file": key_file_updated,
     })))
-}
-
-fn replace_key_file(path: &std::path::Path, key_b64: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("key.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(&tmp)?;
-    f.write_all(format!("{key_b64}\n").as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }

@@ -43,24 +43,12 @@ pub(crate) fn open(
 /// Writes an AWS shared-credentials file (`[default]`, `aws_access_key_id`,
 /// `aws_secret_access_key`) with mode 0600, replacing any file there atomically.
 pub(crate) fn write_credentials(path: &Path, id: &str, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(&tmp)?;
-    f.write_all(
+    nimbus_store::write_private_file(
+        path,
         format!(
             "# The bootstrap admin key of this nimbus data dir. Keep it private (mode 0600).\n\
              [default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"
         )
         .as_bytes(),
-    )?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    )
 }

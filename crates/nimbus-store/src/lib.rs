@@ -23,8 +23,8 @@ pub use queues::{
     QueueStats, QueueStore, RedrivePolicy, SqliteQueueStore,
 };
 pub use secrets::{
-    validate_secret_name, AccessKey, MasterKey, SecretInfo, SecretStore, MAX_SECRET_NAME,
-    MAX_SECRET_VALUE,
+    validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,
+    MAX_SECRET_NAME, MAX_SECRET_VALUE,
 };
 pub use sqlite::{SqliteStore, LOG_RETENTION_LINES};
 

@@ -57,6 +57,34 @@ CREATE TABLE access_keys (
 /// a secret's ciphertext never opens as a key's or the other way round.
 const KEY_AAD_PREFIX: &str = "\u{0}access-key:";
 
+/// Replaces `path` atomically with a file of mode 0600 holding `contents`: written to a
+/// temporary file beside it, flushed, renamed over it, and the directory flushed. For key
+/// material (the master key file, credentials files).
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
 /// A secret name: 1–128 characters of `A-Z a-z 0-9 _ . -`, starting with a letter or digit.
 pub fn validate_secret_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -543,6 +571,24 @@ impl std::fmt::Debug for AccessKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_files_are_0600_and_replaced_whole() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        std::fs::write(&path, "old and longer contents").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private_file(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["credentials"], "no temporary file is left behind");
+    }
 
     #[test]
     fn seal_open_round_trip_and_wrong_key_fails() {
