@@ -1,5 +1,5 @@
 //! Where the CPU goes during a throughput measurement, from `/proc`: the target process,
-//! its children (Nimbus's function instances), this client, and everything else running
+//! its descendants (Nimbus's function instances), this client, and everything else running
 //! on the machine (the benchmark shares its cores with other work).
 
 use std::time::Duration;
@@ -27,7 +27,7 @@ pub struct Usage {
 }
 
 impl Snapshot {
-    /// Reads the CPU time of `pid`, of its living children, of this process and of the
+    /// Reads the CPU time of `pid`, of its living descendants, of this process and of the
     /// whole machine. Missing `/proc` entries count as zero.
     pub fn take(pid: u32) -> Snapshot {
         let children = child_pids(pid).iter().map(|&c| process_ticks(c)).sum();
@@ -72,22 +72,34 @@ fn process_ticks(pid: u32) -> u64 {
     field(14) + field(15)
 }
 
+/// Every living descendant of `pid`: sandboxed instances are not its children but its
+/// grandchildren and further (bwrap → the sandbox's init → the runtime; slirp4netns).
 fn child_pids(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    entries
+    let parents: Vec<(u32, u32)> = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = s.rsplit_once(')')?.1.to_string();
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
+        .filter_map(|p| {
+            let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let rest = s.rsplit_once(')')?.1.to_string();
+            Some((p, rest.split_whitespace().nth(1)?.parse::<u32>().ok()?))
         })
-        .collect()
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// Busy ticks of all CPUs (everything but idle and iowait) from `/proc/stat`.
