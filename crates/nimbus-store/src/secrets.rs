@@ -24,7 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 /// Largest secret value accepted, in bytes.
 pub const MAX_SECRET_VALUE: usize = 4096;
 /// Longest secret name accepted.
-pub const MAX_SECRET_NAME: usize = 128;
+pub const MAX_SECRET_NAME: usize = nimbus_core::SECRET_NAME_MAX;
 
 const NONCE_LEN: usize = 24;
 const AAD_PREFIX: &[u8] = b"nimbus-secret-v1:";
@@ -85,22 +85,10 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A secret name: 1–128 characters of `A-Z a-z 0-9 _ . -`, starting with a letter or digit.
+/// A secret name: 1–128 characters of `A-Z a-z 0-9 _ . -`, starting with a letter or digit
+/// (the rule is [`nimbus_core::validate_secret_name`], which function configs use too).
 pub fn validate_secret_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_SECRET_NAME
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidInput(format!(
-            "invalid secret name {name:?}: use 1-{MAX_SECRET_NAME} characters of A-Z, a-z, 0-9, \
-             '_', '.' and '-', starting with a letter or digit"
-        )))
-    }
+    nimbus_core::validate_secret_name(name).map_err(StoreError::InvalidInput)
 }
 
 /// The 256-bit master key. Its `Debug` output never shows the key.
