@@ -57,9 +57,13 @@ fuzz_target!(|data: &[u8]| {
         now: time::OffsetDateTime::UNIX_EPOCH,
     };
     let event = to_v2_event(&req);
-    let round: serde_json::Value =
-        serde_json::from_slice(&serde_json::to_vec(&event).expect("serializable"))
-            .expect("the event is JSON");
-    assert_eq!(round["requestContext"]["http"]["method"], method.as_str());
-    assert_eq!(round["rawPath"], path);
+    // Checked as syntax only: parsing back into a `serde_json::Value` would not be a fair
+    // test, because with serde_json's `raw_value` feature (enabled by axum) an object key
+    // `$serde_json::private::RawValue` makes `Value` reparse that member's string as JSON —
+    // a query `?$serde_json::private::RawValue=` round-trips to an error although the bytes
+    // are valid JSON (fuzz/seeds/http_event/raw-value-key.txt).
+    let bytes = serde_json::to_vec(&event).expect("serializable");
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).expect("the event is JSON");
+    assert_eq!(event["requestContext"]["http"]["method"], method.as_str());
+    assert_eq!(event["rawPath"], path);
 });
