@@ -3,7 +3,9 @@
 // server at $AWS_LAMBDA_RUNTIME_API and runs the handler named by $_HANDLER
 // from $LAMBDA_TASK_ROOT. CommonJS, Node 18+, no dependencies.
 //
-// Started as: cwd = code dir, `node /abs/runtimes/node/bootstrap.js`.
+// Started as: cwd = code dir, `node /abs/runtimes/node/bootstrap.js`; or, as a
+// stem cell, with only _NIMBUS_STEM=1 and the Runtime API address: it then waits
+// (specialize) for the function's environment before loading the handler.
 // Exit codes: 129 after an init error or an uncaught exception (reported
 // first), 128 after an unhandled promise rejection (reported first), 1 when
 // the Runtime API is unusable (bad env, connection failure, non-200 from next).
@@ -688,7 +690,26 @@ process.on('unhandledRejection', (reason) => {
 
 // ------------------------------------------------------------------- main --
 
+// A stem cell (started with _NIMBUS_STEM=1 before any function was known) waits here
+// until the server makes it an instance of a function: the answer carries the
+// function's whole environment and its task root (already mounted).
+async function specialize() {
+  const stemPath = `${API_PREFIX}/nimbus/stem/specialize`;
+  let res;
+  try {
+    res = await request('GET', stemPath, undefined, undefined);
+  } catch (e) {
+    apiFailure(`GET ${stemPath} failed`, e);
+  }
+  if (res.status !== 200) apiFailure(`GET ${stemPath} returned ${res.status}`, res.body.toString('utf8').slice(0, 500));
+  const spec = JSON.parse(res.body.toString('utf8'));
+  for (const k of Object.keys(env)) delete env[k];
+  Object.assign(env, spec.env);
+  process.chdir(spec.taskRoot);
+}
+
 async function main() {
+  if (env._NIMBUS_STEM === '1') await specialize();
   patchConsole();
   let h;
   try {

@@ -2,7 +2,9 @@
 
 Started by the server as ``python3 /abs/runtimes/python/bootstrap.py`` with
 cwd = the function's code directory and the standard Lambda environment
-(AWS_LAMBDA_RUNTIME_API=host:port, _HANDLER=module.function, LAMBDA_TASK_ROOT, ...).
+(AWS_LAMBDA_RUNTIME_API=host:port, _HANDLER=module.function, LAMBDA_TASK_ROOT, ...),
+or, as a stem cell, with only _NIMBUS_STEM=1 and the Runtime API address: it then
+waits (``specialize``) for the function's environment before loading the handler.
 Python 3.9+, standard library only.
 
 Exit codes: 1 after posting an init error (as Lambda's Python runtime does),
@@ -413,14 +415,35 @@ def handle_event(client, request_handler, headers, body):
         client.post_result(invoke_id, result, content_type)
 
 
+STEM_PATH = API_PREFIX + "/nimbus/stem/specialize"
+
+
+def specialize(client):
+    """A stem cell (started with _NIMBUS_STEM=1 before any function was known) waits
+    here until the server makes it an instance of a function: the answer carries the
+    function's whole environment and its task root (already mounted)."""
+    try:
+        resp, data = client._request("GET", STEM_PATH)
+    except Exception as e:
+        _die("GET %s failed: %r" % (STEM_PATH, e))
+    if resp.status != 200:
+        _die("GET %s returned %d: %s" % (STEM_PATH, resp.status, data[:500].decode("utf-8", "replace")))
+    spec = json.loads(data)
+    os.environ.clear()
+    os.environ.update(spec["env"])
+    os.chdir(spec["taskRoot"])
+    importlib.invalidate_caches()
+
+
 def main():
     global _REQUEST_ID
-    setup_io_and_logging()
-
     address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
     if not address:
         _die("AWS_LAMBDA_RUNTIME_API is not set")
     client = RuntimeClient(address)
+    if os.environ.get("_NIMBUS_STEM") == "1":
+        specialize(client)
+    setup_io_and_logging()
 
     task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
     # sys.path[0] is this script's directory: replace it with the task root.

@@ -23,6 +23,7 @@ mod queues;
 mod ric;
 mod runtimes;
 mod secrets;
+mod stem;
 #[cfg(feature = "tls")]
 mod tls;
 mod up;

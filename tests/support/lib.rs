@@ -506,12 +506,17 @@ pub fn pid_alive(pid: u64) -> bool {
 }
 
 /// Whether an instance is running: a host process whose environment holds the instance's
-/// log stream name (`AWS_LAMBDA_LOG_STREAM_NAME`, unique per instance as on Lambda).
+/// id, the end of its log stream name (`AWS_LAMBDA_LOG_STREAM_NAME`, unique per instance
+/// as on Lambda).
 /// Sandboxed instances live in their own PID and network namespaces, so neither their pid
 /// nor their Runtime API address (127.0.0.1:9001 in every instance) tells them apart;
 /// functions report the stream name (see [`INSTANCE_ID_NODE`], [`INSTANCE_ID_PY`]).
 pub fn instance_alive(id: &str) -> bool {
-    let needle = format!("AWS_LAMBDA_LOG_STREAM_NAME={id}\0");
+    // The stream name ends in `]INSTANCE-ID`; every instance's process starts with
+    // `_NIMBUS_INSTANCE_ID` in its environment (a stem cell learns its function's
+    // environment, stream name included, only after it started: /proc does not show that).
+    let iid = id.rsplit(']').next().unwrap_or(id);
+    let needle = format!("_NIMBUS_INSTANCE_ID={iid}\0");
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return false;
     };

@@ -1,8 +1,10 @@
-//! `nimbus serve`/`up` flags for concurrency: the account limit, the wait queue bounds and
-//! the scale-out rate (see `docs/api.md`, "Concurrency and throttling").
+//! `nimbus serve`/`up` flags for concurrency: the account limit, the wait queue bounds,
+//! the scale-out rate (see `docs/api.md`, "Concurrency and throttling") and the stem cell
+//! pools that make cold starts cheap (docs/performance.md, "Stem cells").
 
 use clap::Args;
-use nimbus_server::ScaleRate;
+use nimbus_server::{ScaleRate, StemConfig};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Args)]
 pub struct ConcurrencyArgs {
@@ -31,6 +33,46 @@ pub struct ConcurrencyArgs {
         value_name = "N"
     )]
     pub account_queue_depth: usize,
+    /// Prewarmed sandboxed Node and Python runtimes that cold starts take instead of
+    /// spawning one: MIN:MAX idle per runtime (MIN kept for the default network and /tmp
+    /// size, MAX reached when cold starts keep coming), or `off`.
+    #[arg(long, env = "NIMBUS_STEM_CELLS", default_value = "1:4", value_name = "MIN:MAX|off", value_parser = parse_stem_cells)]
+    pub stem_cells: (u32, u32),
+    /// Seconds without cold starts after which a stem cell pool shrinks by one.
+    #[arg(
+        long,
+        env = "NIMBUS_STEM_CELL_TTL",
+        default_value = "120",
+        value_name = "SECONDS"
+    )]
+    pub stem_cell_ttl: u64,
+    /// The most memory idle stem cells may use together (MB).
+    #[arg(
+        long,
+        env = "NIMBUS_STEM_CELLS_MEMORY",
+        default_value = "256",
+        value_name = "MB"
+    )]
+    pub stem_cells_memory: u64,
+}
+
+/// `off`, or `MIN:MAX` with MIN ≤ MAX ≤ 64.
+fn parse_stem_cells(s: &str) -> Result<(u32, u32), String> {
+    if s == "off" {
+        return Ok((0, 0));
+    }
+    let bad = || format!("{s:?}: use MIN:MAX (for example 1:4) or off");
+    let (min, max) = s.split_once(':').ok_or_else(bad)?;
+    let (min, max): (u32, u32) = (
+        min.trim().parse().map_err(|_| bad())?,
+        max.trim().parse().map_err(|_| bad())?,
+    );
+    if min > max || max > 64 {
+        return Err(format!(
+            "{s:?}: MIN must not exceed MAX, and MAX must be at most 64"
+        ));
+    }
+    Ok((min, max))
 }
 
 impl ConcurrencyArgs {
@@ -40,5 +82,26 @@ impl ConcurrencyArgs {
         c.scale_rate = self.max_scale_rate;
         c.queue_depth = self.queue_depth;
         c.account_queue_depth = self.account_queue_depth;
+        c.stem_cells = StemConfig {
+            min: self.stem_cells.0,
+            max: self.stem_cells.1,
+            ttl: Duration::from_secs(self.stem_cell_ttl.max(1)),
+            memory_budget: self.stem_cells_memory << 20,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_stem_cells;
+
+    #[test]
+    fn stem_cells_flag() {
+        assert_eq!(parse_stem_cells("off"), Ok((0, 0)));
+        assert_eq!(parse_stem_cells("1:4"), Ok((1, 4)));
+        assert_eq!(parse_stem_cells("0:2"), Ok((0, 2)));
+        assert!(parse_stem_cells("4:1").is_err());
+        assert!(parse_stem_cells("3").is_err());
+        assert!(parse_stem_cells("1:100").is_err());
     }
 }

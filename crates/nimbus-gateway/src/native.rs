@@ -34,6 +34,7 @@ pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "memory_limits": gw.cfg.memory_limits,
         "isolation": gw.cfg.isolation,
+        "stem_cells": gw.pools.executor().stem_stats(),
     }))
 }
 

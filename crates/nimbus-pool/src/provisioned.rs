@@ -268,7 +268,7 @@ async fn maintain<E: Executor>(exec: Arc<E>, slot: Arc<Slot<E::Instance>>) {
                 tokio::spawn(async move {
                     let spec = slot.spec.lock().unwrap().clone();
                     let revision = slot.revision.lock().unwrap().clone();
-                    let started = match exec.start(spec).await {
+                    let started = match exec.start_ahead(spec).await {
                         Ok(mut i) => match i.ready().await {
                             Ok(()) => Ok(i),
                             Err(e) => {

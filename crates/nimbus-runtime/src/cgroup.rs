@@ -324,6 +324,59 @@ impl Cgroup {
             .ok()
     }
 
+    /// Current memory use of the instance in bytes.
+    pub(crate) fn current_bytes(&self) -> Option<u64> {
+        let file = if self.v2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        fs::read_to_string(self.dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Sets a new memory limit and the CPU share that goes with it (a stem cell taking
+    /// the memory size of the function it becomes).
+    pub(crate) fn resize(&self, limit_bytes: u64) -> io::Result<()> {
+        let mb = limit_bytes >> 20;
+        let limit = limit_bytes.to_string();
+        if self.v2 {
+            fs::write(self.dir.join("memory.max"), &limit)?;
+            let weight = self.dir.join("cpu.weight");
+            if weight.exists() {
+                fs::write(weight, cpu_weight(mb).to_string())?;
+            }
+            return Ok(());
+        }
+        // v1: memory+swap may never be below memory; order the writes accordingly.
+        let mem = self.dir.join("memory.limit_in_bytes");
+        let memsw = self.dir.join("memory.memsw.limit_in_bytes");
+        let growing = self
+            .current_limit(&mem)
+            .is_none_or(|cur| limit_bytes >= cur);
+        if growing && memsw.exists() {
+            fs::write(&memsw, &limit)?;
+        }
+        fs::write(&mem, &limit)?;
+        if !growing && memsw.exists() {
+            fs::write(&memsw, &limit)?;
+        }
+        for d in &self.extra {
+            let shares = d.join("cpu.shares");
+            if shares.exists() {
+                fs::write(shares, cpu_shares(mb).to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn current_limit(&self, file: &Path) -> Option<u64> {
+        fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
     /// Whether the kernel OOM-killed a process of this cgroup.
     pub(crate) fn oom_killed(&self) -> bool {
         let file = if self.v2 {

@@ -14,6 +14,7 @@ pub mod netns;
 mod process;
 mod rapi;
 mod sandbox;
+mod stem;
 
 pub use cgroup::MemoryLimits;
 pub use error::RuntimeError;
@@ -22,6 +23,7 @@ pub use process::{
     mask_secrets, ProcessExecutor, ProcessExecutorConfig, ProcessInstance, SecretSource,
 };
 pub use sandbox::{Isolation, IsolationReport, Layer};
+pub use stem::{StemConfig, StemPoolStats, StemStats};
 
 use bytes::Bytes;
 use nimbus_core::{FunctionConfig, FunctionName};
@@ -110,6 +112,15 @@ pub trait Executor: Send + Sync + 'static {
         &self,
         spec: Arc<InstanceSpec>,
     ) -> impl Future<Output = Result<Self::Instance, RuntimeError>> + Send;
+    /// Starts an instance ahead of any request (provisioned concurrency). Nobody waits for
+    /// it, so it should not use what makes request-path cold starts fast (the process
+    /// executor leaves its stem cells to those). The default is [`Executor::start`].
+    fn start_ahead(
+        &self,
+        spec: Arc<InstanceSpec>,
+    ) -> impl Future<Output = Result<Self::Instance, RuntimeError>> + Send {
+        self.start(spec)
+    }
 }
 
 /// A running instance: one invocation at a time.

@@ -6,8 +6,10 @@ use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind};
 use crate::netns::{self, NetNs, Slirp};
 use crate::rapi::{self, Pending, RapiState};
 use crate::sandbox::{self, Isolation, IsolationReport, Mounts, Sandbox, UidLease};
+use crate::stem::{Stem, StemConfig, StemKey, StemPool, StemStats};
 use crate::{Executor, Instance, InstanceSpec, Invocation, InvokeResult, Outcome, RuntimeError};
-use nimbus_core::{arn, NetworkPolicy, RuntimeFamily};
+use bytes::Bytes;
+use nimbus_core::{arn, FunctionConfig, FunctionName, NetworkPolicy, Runtime, RuntimeFamily};
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
@@ -45,6 +47,8 @@ pub struct ProcessExecutorConfig {
     pub memory: MemoryLimits,
     /// `--isolation`: how instances are sandboxed.
     pub isolation: Isolation,
+    /// `--stem-cells`: prewarmed sandboxed runtimes for cold starts.
+    pub stem_cells: StemConfig,
 }
 
 /// Where the executor reads the values of a function's secret references
@@ -79,7 +83,30 @@ pub struct ProcessExecutor {
     /// allows no sandbox.
     sandbox: Option<Sandbox>,
     isolation: IsolationReport,
+    stems: Arc<StemPool>,
 }
+
+/// Environment variables an interpreter reads when it starts: a function that sets one
+/// cannot become a stem cell (started before its environment was known), so its cold
+/// starts spawn a fresh interpreter.
+const STARTUP_VARS: [&str; 11] = [
+    "NODE_",
+    "PYTHON",
+    "LD_",
+    "UV_",
+    "MALLOC_",
+    "GLIBC_",
+    "OPENSSL_",
+    "SSL_CERT_",
+    "TZ",
+    "LANG",
+    "LC_",
+];
+
+/// How long a stem cell that failed to start keeps its key from trying again.
+const STEM_BACKOFF: Duration = Duration::from_secs(30);
+/// The memory limit of an idle stem cell (set to the function's when it is specialised).
+const STEM_MEMORY_MB: u32 = 512;
 
 impl ProcessExecutor {
     /// Writes the bootstraps to `runtimes_dir`, resolves the interpreters and probes the
@@ -147,6 +174,38 @@ impl ProcessExecutor {
                 false
             }
         };
+        let disabled = match &sandbox {
+            Some(sb) if !sb.privileged() => Some(
+                "stem cells need the root sandbox (bwrap + setpriv): this server sandboxes in a user namespace, so every cold start spawns a runtime".to_string(),
+            ),
+            _ => None,
+        };
+        let tmp_mb =
+            FunctionConfig::new(stem_runtime(RuntimeFamily::Node), "x").ephemeral_storage_mb;
+        let defaults: Vec<StemKey> = [
+            (RuntimeFamily::Node, &cfg.node),
+            (RuntimeFamily::Python, &cfg.python),
+        ]
+        .into_iter()
+        .filter(|(_, program)| program.is_file())
+        .map(|(family, _)| StemKey {
+            family,
+            network: NetworkPolicy::default(),
+            tmp_mb,
+        })
+        .collect();
+        let stems = Arc::new(StemPool::new(cfg.stem_cells.clone(), &defaults, disabled));
+        if let Some(reason) = &stems.stats().reason {
+            if cfg.stem_cells.enabled() {
+                warn!("stem cells are OFF: {reason}");
+            }
+        } else {
+            info!(
+                min = cfg.stem_cells.min,
+                max = cfg.stem_cells.max,
+                "stem cells: prewarmed sandboxed runtimes for node and python cold starts"
+            );
+        }
         Ok(Self {
             cfg,
             secrets: None,
@@ -156,7 +215,166 @@ impl ProcessExecutor {
             netns,
             sandbox,
             isolation,
+            stems,
         })
+    }
+
+    /// Keeps the stem cell pools filled (and trimmed) until the executor is dropped; call
+    /// once, from within the server's runtime.
+    pub fn spawn_stem_cells(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.stems.enabled() {
+            return None;
+        }
+        let weak = Arc::downgrade(self);
+        let stems = self.stems.clone();
+        Some(tokio::spawn(async move {
+            let mut warned: std::collections::HashSet<StemKey> = Default::default();
+            loop {
+                let wake = stems.wake.notified();
+                {
+                    let Some(exec) = weak.upgrade() else { break };
+                    let now = Instant::now();
+                    for s in stems.trim(now, |s| {
+                        s.inst.cgroup.as_ref().and_then(Cgroup::current_bytes)
+                    }) {
+                        s.inst.stop().await;
+                    }
+                    while let Some(key) = stems.wanted(Instant::now()) {
+                        match exec.launch_stem(key).await {
+                            Ok(stem) => {
+                                stems.put(key, stem);
+                            }
+                            Err(e) => {
+                                if warned.insert(key) {
+                                    warn!(runtime = crate::stem::family_name(key.family), network = key.network.as_str(), "cannot start a stem cell: {e}; cold starts of such functions spawn a runtime (retrying every {}s)", STEM_BACKOFF.as_secs());
+                                }
+                                stems.failed(key, Instant::now() + STEM_BACKOFF);
+                            }
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = wake => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }))
+    }
+
+    /// Stops every idle stem cell (server shutdown).
+    pub async fn stop_stem_cells(&self) {
+        for s in self.stems.drain() {
+            s.inst.stop().await;
+        }
+    }
+
+    /// Stem cell pools: sizes, hits and misses, memory (for `/v1/health`).
+    pub fn stem_stats(&self) -> StemStats {
+        self.stems.stats()
+    }
+
+    /// The stem cell pool a cold start of `spec` may take from, if any.
+    fn stem_key(&self, spec: &InstanceSpec) -> Option<StemKey> {
+        let family = spec.config.runtime.family();
+        if !self.stems.enabled() || !matches!(family, RuntimeFamily::Node | RuntimeFamily::Python) {
+            return None;
+        }
+        let startup = |k: &String| STARTUP_VARS.iter().any(|p| k.starts_with(p));
+        if spec
+            .config
+            .env
+            .keys()
+            .chain(spec.config.secrets.keys())
+            .any(startup)
+        {
+            return None;
+        }
+        Some(StemKey {
+            family,
+            // Without network namespaces (reported at start) the policy changes nothing.
+            network: if self.netns {
+                spec.config.network
+            } else {
+                NetworkPolicy::default()
+            },
+            tmp_mb: spec.config.ephemeral_storage_mb,
+        })
+    }
+
+    /// Starts a stem cell for `key` and waits until its bootstrap waits to be specialised.
+    async fn launch_stem(&self, key: StemKey) -> Result<Stem, RuntimeError> {
+        let mut config = FunctionConfig::new(stem_runtime(key.family), "stem.cell");
+        config.network = key.network;
+        config.ephemeral_storage_mb = key.tmp_mb;
+        config.memory_mb = STEM_MEMORY_MB;
+        let spec = Arc::new(InstanceSpec {
+            function: FunctionName::parse("nimbus-stem-cell").expect("valid name"),
+            version: "$LATEST".into(),
+            config,
+            code_dir: PathBuf::from("/"),
+        });
+        let (tx, rx) = oneshot::channel();
+        let inst = self.launch(spec, &[], Some(rx)).await?;
+        let mut waiting = inst.state.stem_waiting.subscribe();
+        let mut exit_rx = inst.exit_rx.clone();
+        tokio::select! {
+            _ = waiting.wait_for(|w| *w) => {}
+            status = ProcessInstance::wait_exit(&mut exit_rx) => {
+                return Err(RuntimeError::Spawn(std::io::Error::other(format!("the stem cell exited: {status}"))));
+            }
+            _ = tokio::time::sleep(INIT_TIMEOUT) => {
+                return Err(RuntimeError::Spawn(std::io::Error::other("the stem cell did not start within the init timeout")));
+            }
+        }
+        Ok(Stem {
+            inst,
+            specialize: tx,
+        })
+    }
+
+    /// Turns a stem cell into an instance of `spec`: its code on `/var/task`, its memory
+    /// size on the cgroup, its log attribution and secret masking, then its environment
+    /// to the waiting bootstrap.
+    async fn specialize(
+        &self,
+        stem: Stem,
+        spec: Arc<InstanceSpec>,
+        secret_env: &[(String, String)],
+    ) -> Result<ProcessInstance, RuntimeError> {
+        let Stem {
+            mut inst,
+            specialize,
+        } = stem;
+        if self.sandbox.is_some() {
+            let pid = inst.pid.ok_or_else(|| {
+                RuntimeError::Spawn(std::io::Error::other("the stem cell has no pid"))
+            })?;
+            let code = spec.code_dir.clone();
+            tokio::task::spawn_blocking(move || sandbox::bind_task_root(pid, &code))
+                .await
+                .map_err(|e| RuntimeError::Spawn(std::io::Error::other(e.to_string())))??;
+        }
+        if let Some(cg) = &inst.cgroup {
+            cg.resize(u64::from(spec.config.memory_mb) << 20)?;
+        }
+        inst.logctx
+            .specialize(spec.function.as_str(), secret_mask(secret_env));
+        let env: serde_json::Map<String, serde_json::Value> = self
+            .environment(&spec, &inst.api, secret_env, &inst.id)
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        let (task_root, _) = self.instance_dirs(&spec);
+        let body = serde_json::json!({ "env": env, "taskRoot": task_root });
+        specialize
+            .send(Bytes::from(body.to_string()))
+            .map_err(|_| {
+                RuntimeError::Spawn(std::io::Error::other("the stem cell stopped waiting"))
+            })?;
+        inst.spec = spec;
+        inst.started = Instant::now();
+        debug!(instance = %inst.id, function = %inst.spec.function, "stem cell specialised");
+        Ok(inst)
     }
 
     /// Resolves functions' secret references from `secrets`. Without one, a function that
@@ -256,6 +474,7 @@ impl ProcessExecutor {
     fn command(
         &self,
         spec: &InstanceSpec,
+        stem: bool,
     ) -> Result<(Command, Option<sandbox::Prepared>), RuntimeError> {
         let (task_root, runtime_dir) = self.instance_dirs(spec);
         let (program, args): (PathBuf, Vec<OsString>) = match spec.config.runtime.family() {
@@ -301,7 +520,7 @@ impl ProcessExecutor {
             }
             Some(sb) => {
                 let mounts = Mounts {
-                    code_dir: &spec.code_dir,
+                    code_dir: (!stem).then_some(spec.code_dir.as_path()),
                     runtimes_dir: &self.cfg.runtimes_dir,
                     tmp_bytes: u64::from(spec.config.ephemeral_storage_mb) << 20,
                 };
@@ -309,6 +528,44 @@ impl ProcessExecutor {
                 Ok((cmd, Some(prepared)))
             }
         }
+    }
+
+    /// `PATH` as instances get it.
+    fn path_var(&self) -> String {
+        if self.sandbox.is_some() {
+            // The host's PATH names directories the sandbox does not have.
+            let mut p = String::new();
+            if let Some(bin) = self.cfg.python.parent() {
+                p.push_str(&format!("{}:", bin.display()));
+            }
+            p.push_str("/usr/local/bin:/usr/bin:/bin:/var/task");
+            p
+        } else {
+            self.path_env.clone()
+        }
+    }
+
+    /// A stem cell's environment until it is specialised: only what every instance of
+    /// its runtime shares (the function's own arrives with the specialisation).
+    fn stem_environment(&self, api: &str, instance_id: &str) -> Vec<(String, String)> {
+        let runtime_dir = if self.sandbox.is_some() {
+            PathBuf::from(sandbox::RUNTIME_DIR)
+        } else {
+            self.cfg.runtimes_dir.clone()
+        };
+        [
+            ("PATH", self.path_var()),
+            ("LANG", "C.UTF-8".into()),
+            ("TZ", ":UTC".into()),
+            ("PYTHONDONTWRITEBYTECODE", "1".into()),
+            ("AWS_LAMBDA_RUNTIME_API", api.into()),
+            ("LAMBDA_RUNTIME_DIR", runtime_dir.display().to_string()),
+            ("_NIMBUS_STEM", "1".into()),
+            ("_NIMBUS_INSTANCE_ID", instance_id.into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 
     fn environment(
@@ -322,17 +579,7 @@ impl ProcessExecutor {
         let runtime = spec.config.runtime.as_str();
         let (task_root, runtime_dir) = self.instance_dirs(spec);
         let task_root = task_root.display().to_string();
-        let path = if self.sandbox.is_some() {
-            // The host's PATH names directories the sandbox does not have.
-            let mut p = String::new();
-            if let Some(bin) = self.cfg.python.parent() {
-                p.push_str(&format!("{}:", bin.display()));
-            }
-            p.push_str("/usr/local/bin:/usr/bin:/bin:/var/task");
-            p
-        } else {
-            self.path_env.clone()
-        };
+        let path = self.path_var();
         let mut env: Vec<(String, String)> = spec
             .config
             .env
@@ -368,6 +615,9 @@ impl ProcessExecutor {
             ("AWS_DEFAULT_REGION", arn::REGION.into()),
             ("LAMBDA_TASK_ROOT", task_root),
             ("LAMBDA_RUNTIME_DIR", runtime_dir.display().to_string()),
+            // In every instance's initial environment (stem cells included, whose
+            // function environment arrives later): how a host process is traced to it.
+            ("_NIMBUS_INSTANCE_ID", instance_id.into()),
         ];
         env.retain(|(k, _)| !platform.iter().any(|(p, _)| p == k));
         env.extend(platform.into_iter().map(|(k, v)| (k.to_string(), v)));
@@ -379,29 +629,77 @@ impl Executor for ProcessExecutor {
     type Instance = ProcessInstance;
 
     async fn start(&self, spec: Arc<InstanceSpec>) -> Result<ProcessInstance, RuntimeError> {
+        let secret_env = self.resolve_secrets(&spec)?;
+        if let Some(key) = self.stem_key(&spec) {
+            let (stem, dead) = self.stems.take(key, Instant::now());
+            for d in dead {
+                tokio::spawn(d.inst.stop());
+            }
+            if let Some(stem) = stem {
+                match self.specialize(stem, spec.clone(), &secret_env).await {
+                    Ok(inst) => return Ok(inst),
+                    Err(e) => {
+                        warn!(function = %spec.function, "a stem cell could not be specialised ({e}); starting a new runtime")
+                    }
+                }
+            }
+        }
+        self.launch(spec, &secret_env, None).await
+    }
+
+    async fn start_ahead(&self, spec: Arc<InstanceSpec>) -> Result<ProcessInstance, RuntimeError> {
+        let secret_env = self.resolve_secrets(&spec)?;
+        self.launch(spec, &secret_env, None).await
+    }
+}
+
+/// What to mask in an instance's output: each secret value, and each line of a multi-line
+/// value (output is captured line by line), longest first.
+fn secret_mask(secret_env: &[(String, String)]) -> Vec<String> {
+    let mut mask: Vec<String> = Vec::new();
+    for (_, v) in secret_env {
+        mask.push(v.clone());
+        if v.contains('\n') {
+            mask.extend(
+                v.lines()
+                    .map(|l| l.trim_end_matches('\r'))
+                    .filter(|l| l.len() >= 4)
+                    .map(str::to_string),
+            );
+        }
+    }
+    mask.retain(|m| !m.is_empty());
+    mask.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    mask.dedup();
+    mask
+}
+
+/// The runtime a stem cell of `family` is started as (every version of a family runs the
+/// same host interpreter).
+fn stem_runtime(family: RuntimeFamily) -> Runtime {
+    let id = match family {
+        RuntimeFamily::Node => "nodejs20.x",
+        _ => "python3.11",
+    };
+    Runtime::parse(id).expect("a known runtime")
+}
+
+impl ProcessExecutor {
+    /// Starts a process for `spec` — or, with `stem`, a stem cell of `spec`'s runtime
+    /// (no code, no function environment) whose bootstrap waits for `stem`'s answer.
+    async fn launch(
+        &self,
+        spec: Arc<InstanceSpec>,
+        secret_env: &[(String, String)],
+        stem: Option<oneshot::Receiver<Bytes>>,
+    ) -> Result<ProcessInstance, RuntimeError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let (mut cmd, prepared) = self.command(&spec)?;
+        let (mut cmd, prepared) = self.command(&spec, stem.is_some())?;
         if self.sandbox.is_none() {
             warn!(function = %spec.function, "starting an instance WITHOUT isolation: it runs as the server's user and sees the host");
         }
-        let secret_env = self.resolve_secrets(&spec)?;
-        // What to mask in the instance's output: each value, and each line of a multi-line
-        // value (output is captured line by line), longest first.
-        let mut mask: Vec<String> = Vec::new();
-        for (_, v) in &secret_env {
-            mask.push(v.clone());
-            if v.contains('\n') {
-                mask.extend(
-                    v.lines()
-                        .map(|l| l.trim_end_matches('\r'))
-                        .filter(|l| l.len() >= 4)
-                        .map(str::to_string),
-                );
-            }
-        }
-        mask.retain(|m| !m.is_empty());
-        mask.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        mask.dedup();
+        let mask = secret_mask(secret_env);
+        let is_stem = stem.is_some();
 
         // The Runtime API listens before the runtime starts (curl's connect timeout is 1 s):
         // 127.0.0.1:9001 in the instance's own network namespace.
@@ -409,7 +707,10 @@ impl Executor for ProcessExecutor {
         let api = listener.local_addr()?.to_string();
         let ns_fd = ns.as_ref().map(NetNs::raw_fd);
         let (next_tx, next_rx) = mpsc::channel::<Pending>(1);
-        let state = Arc::new(RapiState::new(next_rx));
+        let state = Arc::new(match stem {
+            Some(rx) => RapiState::stem(next_rx, rx),
+            None => RapiState::new(next_rx),
+        });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         tokio::spawn(rapi::serve(listener, state.clone(), stop_rx));
 
@@ -427,10 +728,20 @@ impl Executor for ProcessExecutor {
             }
         };
         if self.sandbox.is_none() {
-            cmd.current_dir(&spec.code_dir);
+            // A stem cell moves to its code directory when it is specialised.
+            cmd.current_dir(if is_stem {
+                Path::new("/")
+            } else {
+                &spec.code_dir
+            });
         }
+        let env = if is_stem {
+            self.stem_environment(&api, &id)
+        } else {
+            self.environment(&spec, &api, secret_env, &id)
+        };
         cmd.env_clear()
-            .envs(self.environment(&spec, &api, &secret_env, &id))
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -509,11 +820,15 @@ impl Executor for ProcessExecutor {
         debug!(instance = %id, pid, function = %spec.function, version = %spec.version, "instance started");
 
         let logctx = Arc::new(LogCtx {
-            function: spec.function.to_string(),
+            function: Mutex::new(if is_stem {
+                String::new()
+            } else {
+                spec.function.to_string()
+            }),
             request_id: Mutex::new(None),
             tail: Mutex::new(VecDeque::new()),
             sink: self.logs.clone(),
-            mask,
+            mask: Mutex::new(mask),
         });
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
@@ -538,6 +853,7 @@ impl Executor for ProcessExecutor {
         Ok(ProcessInstance {
             id,
             pid,
+            api,
             spec,
             next_tx: Some(next_tx),
             state,
@@ -557,21 +873,37 @@ impl Executor for ProcessExecutor {
 
 /// Per-instance log attribution and the tail of the current invocation.
 struct LogCtx {
-    function: String,
+    /// Empty while the instance is a stem cell (its output then goes to the server's log).
+    function: Mutex<String>,
     request_id: Mutex<Option<String>>,
     tail: Mutex<VecDeque<String>>,
     sink: LogSink,
     /// Secret values this instance was given: replaced by `****` in every captured line
     /// before it is kept in the tail or stored.
-    mask: Vec<String>,
+    mask: Mutex<Vec<String>>,
 }
 
 impl LogCtx {
+    /// A stem cell becomes an instance of `function`: set before its bootstrap learns
+    /// the function's environment, so nothing it prints is attributed or kept unmasked.
+    fn specialize(&self, function: &str, mask: Vec<String>) {
+        *self.mask.lock().unwrap() = mask;
+        *self.function.lock().unwrap() = function.to_string();
+    }
+
     fn emit(&self, stream: LogStreamKind, line: String) {
-        let line = if self.mask.is_empty() {
-            line
-        } else {
-            mask_secrets(&line, &self.mask)
+        let function = self.function.lock().unwrap().clone();
+        if function.is_empty() {
+            debug!(stream = ?stream, "stem cell output: {line}");
+            return;
+        }
+        let line = {
+            let mask = self.mask.lock().unwrap();
+            if mask.is_empty() {
+                line
+            } else {
+                mask_secrets(&line, &mask)
+            }
         };
         let request_id = self.request_id.lock().unwrap().clone();
         {
@@ -583,7 +915,7 @@ impl LogCtx {
             }
         }
         self.sink.send(LogRecord {
-            function: self.function.clone(),
+            function,
             request_id,
             stream,
             ts_ms: now_ms(),
@@ -616,6 +948,8 @@ use tokio::io::AsyncReadExt;
 pub struct ProcessInstance {
     id: String,
     pid: Option<u32>,
+    /// `AWS_LAMBDA_RUNTIME_API` as the instance sees it.
+    api: String,
     spec: Arc<InstanceSpec>,
     next_tx: Option<mpsc::Sender<Pending>>,
     state: Arc<RapiState>,

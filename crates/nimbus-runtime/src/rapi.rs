@@ -74,6 +74,11 @@ pub(crate) struct RapiState {
     answered: Mutex<bool>,
     /// Becomes true at the first `next` ([`crate::Instance::ready`] waits for it).
     pub ready: tokio::sync::watch::Sender<bool>,
+    /// A stem cell's specialisation: the bootstrap waits on [`STEM_PATH`] for the
+    /// function it becomes (taken by that request; `None` for ordinary instances).
+    stem: Mutex<Option<oneshot::Receiver<Bytes>>>,
+    /// Becomes true when a stem cell's bootstrap is waiting on [`STEM_PATH`].
+    pub stem_waiting: tokio::sync::watch::Sender<bool>,
 }
 
 impl RapiState {
@@ -85,9 +90,22 @@ impl RapiState {
             first_next: Mutex::new(None),
             answered: Mutex::new(false),
             ready: tokio::sync::watch::Sender::new(false),
+            stem: Mutex::new(None),
+            stem_waiting: tokio::sync::watch::Sender::new(false),
         }
     }
+
+    /// The state of a stem cell: its bootstrap receives what `specialize` is sent.
+    pub fn stem(next_rx: mpsc::Receiver<Pending>, specialize: oneshot::Receiver<Bytes>) -> Self {
+        let st = Self::new(next_rx);
+        *st.stem.lock().unwrap() = Some(specialize);
+        st
+    }
 }
+
+/// Where a stem cell's bootstrap waits for the function it becomes (Nimbus's own
+/// extension of the Runtime API; the answer is `{"env": {…}, "taskRoot": "…"}`).
+pub(crate) const STEM_PATH: &str = "/2018-06-01/runtime/nimbus/stem/specialize";
 
 pub(crate) fn router(state: Arc<RapiState>) -> Router {
     Router::new()
@@ -98,6 +116,7 @@ pub(crate) fn router(state: Arc<RapiState>) -> Router {
         )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
+        .route(STEM_PATH, get(specialize))
         .with_state(state)
 }
 
@@ -182,6 +201,24 @@ fn state_transition(message: &str) -> Response {
         "InvalidStateTransition",
         &format!("State transition is not allowed: {message}"),
     )
+}
+
+/// A stem cell's bootstrap parks here until the server specialises it; only once.
+async fn specialize(State(st): State<Arc<RapiState>>) -> Response {
+    let Some(rx) = st.stem.lock().unwrap().take() else {
+        return state_transition("this instance is not a stem cell waiting to be specialised");
+    };
+    st.stem_waiting.send_replace(true);
+    match rx.await {
+        Ok(body) => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            Body::from(body),
+        )
+            .into_response(),
+        // The stem cell is being stopped: park until the process is killed.
+        Err(_) => std::future::pending::<Response>().await,
+    }
 }
 
 async fn next(State(st): State<Arc<RapiState>>) -> Response {

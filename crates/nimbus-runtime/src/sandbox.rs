@@ -183,7 +183,9 @@ impl Prepared {
 
 /// Where the instance's code and bootstraps are on the host.
 pub struct Mounts<'a> {
-    pub code_dir: &'a Path,
+    /// `None` for a stem cell: `/var/task` is an empty directory until
+    /// [`bind_task_root`] mounts a function's code on it.
+    pub code_dir: Option<&'a Path>,
     pub runtimes_dir: &'a Path,
     pub tmp_bytes: u64,
 }
@@ -325,9 +327,18 @@ impl Sandbox {
                 size.as_ref(),
                 "--tmpfs".as_ref(),
                 "/tmp".as_ref(),
-                "--ro-bind".as_ref(),
-                m.code_dir.as_os_str(),
-                TASK_ROOT.as_ref(),
+            ],
+        );
+        match m.code_dir {
+            Some(code) => push(
+                &mut a,
+                &["--ro-bind".as_ref(), code.as_os_str(), TASK_ROOT.as_ref()],
+            ),
+            None => push(&mut a, &["--dir".as_ref(), TASK_ROOT.as_ref()]),
+        }
+        push(
+            &mut a,
+            &[
                 "--ro-bind".as_ref(),
                 m.runtimes_dir.as_os_str(),
                 RUNTIME_DIR.as_ref(),
@@ -382,6 +393,152 @@ impl Sandbox {
     pub fn privileged(&self) -> bool {
         self.setpriv.is_some()
     }
+}
+
+/// The process inside a running sandbox: the first child of the outer `bwrap` process,
+/// which stays in the host's namespaces.
+fn sandbox_child(bwrap_pid: u32) -> std::io::Result<u32> {
+    let list = std::fs::read_to_string(format!("/proc/{bwrap_pid}/task/{bwrap_pid}/children"))?;
+    list.split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| std::io::Error::other("the sandbox has no process (yet)"))
+}
+
+/// Mounts `code_dir` read-only (nosuid, nodev) at `/var/task` inside the running sandbox
+/// of `bwrap_pid` — how a stem cell, started with an empty `/var/task`, receives a
+/// function's code. The mount is built detached in the host's mount namespace
+/// (`open_tree` + `mount_setattr`), then a forked child joins the sandbox's mount
+/// namespace and attaches it there (`move_mount`): the sandbox never sees a host path.
+/// Needs root (`CAP_SYS_ADMIN`) and Linux ≥ 5.12.
+pub(crate) fn bind_task_root(bwrap_pid: u32, code_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // Not in libc for every target: the values of linux/mount.h.
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+
+    let inner = sandbox_child(bwrap_pid)?;
+    let ns = std::fs::File::open(format!("/proc/{inner}/ns/mnt"))?;
+    // Never attach into our own namespace: that would mount over the host's /var/task.
+    use std::os::unix::fs::MetadataExt;
+    let (theirs, ours) = (
+        ns.metadata()?.ino(),
+        std::fs::metadata("/proc/self/ns/mnt")?.ino(),
+    );
+    if theirs == ours {
+        return Err(std::io::Error::other(
+            "the sandbox shares the server's mount namespace",
+        ));
+    }
+    let code = CString::new(code_dir.as_os_str().as_bytes())?;
+    let target = CString::new(TASK_ROOT).expect("no NUL");
+    let empty = CString::new("").expect("no NUL");
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills the array with two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let ns_fd = ns.as_raw_fd();
+    // SAFETY: the child makes only async-signal-safe system calls on memory prepared
+    // before the fork (no allocation, no locks), reports errno through the pipe and
+    // leaves with _exit. setns(CLONE_NEWNS) needs a single-threaded caller: the child is.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        /// Reports the failed step and errno to the parent, then leaves.
+        unsafe fn fail_at(fd: i32, step: i32) -> ! {
+            let report = [step, *libc::__errno_location()];
+            libc::write(fd, report.as_ptr().cast(), 8);
+            libc::_exit(1)
+        }
+        let wfd = wr.as_raw_fd();
+        unsafe {
+            let fail = |step: i32| fail_at(wfd, step);
+            let tree = libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                code.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+            );
+            if tree < 0 {
+                fail(1);
+            }
+            let tree = tree as libc::c_int;
+            if libc::syscall(
+                libc::SYS_mount_setattr,
+                tree,
+                empty.as_ptr(),
+                libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            ) != 0
+            {
+                fail(2);
+            }
+            if libc::setns(ns_fd, libc::CLONE_NEWNS) != 0 {
+                fail(3);
+            }
+            if libc::syscall(
+                libc::SYS_move_mount,
+                tree,
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            ) != 0
+            {
+                fail(4);
+            }
+            libc::_exit(0)
+        }
+    }
+    drop(wr);
+    let mut report = [0i32; 2];
+    // SAFETY: reads at most 8 bytes into the array; EOF (0 bytes) means success.
+    let n = unsafe { libc::read(rd.as_raw_fd(), report.as_mut_ptr().cast(), 8) };
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if n == 8 {
+        let step = ["", "open_tree", "mount_setattr", "setns", "move_mount"]
+            .get(report[0] as usize)
+            .copied()
+            .unwrap_or("?");
+        return Err(std::io::Error::new(
+            std::io::Error::from_raw_os_error(report[1]).kind(),
+            format!(
+                "mounting the code into the sandbox failed at {step}: {}",
+                std::io::Error::from_raw_os_error(report[1])
+            ),
+        ));
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(std::io::Error::other(format!(
+            "mounting the code into the sandbox failed (status {status})"
+        )));
+    }
+    Ok(())
 }
 
 /// A memory file holding `data`, positioned at its start (close-on-exec
@@ -730,7 +887,7 @@ impl Sandbox {
     /// Runs `true` in the sandbox as configured so far.
     fn try_run(&self, scratch: &Path) -> Result<(), String> {
         let m = Mounts {
-            code_dir: scratch,
+            code_dir: Some(scratch),
             runtimes_dir: scratch,
             tmp_bytes: 1 << 20,
         };
@@ -846,7 +1003,7 @@ mod tests {
             uids: Arc::new(UidPool::default()),
         };
         let m = Mounts {
-            code_dir: Path::new("/data/code/unpacked/abc"),
+            code_dir: Some(Path::new("/data/code/unpacked/abc")),
             runtimes_dir: Path::new("/data/runtimes"),
             tmp_bytes: 512 << 20,
         };

@@ -11,6 +11,7 @@ use nimbus_events::mapping::{MappingConfig, MappingRunner};
 use nimbus_events::scheduler::{MissedSchedules, Scheduler, SchedulerConfig, SystemClock};
 use nimbus_gateway::{Gateway, GatewayConfig, GatewayInvoker, Pools};
 use nimbus_pool::{PoolConfig, PoolManager};
+pub use nimbus_runtime::StemConfig;
 use nimbus_runtime::{
     Isolation, LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor,
     ProcessExecutorConfig,
@@ -83,6 +84,8 @@ pub struct Config {
     pub abuse: AbuseLimits,
     /// How instances are sandboxed (`--isolation`).
     pub isolation: Isolation,
+    /// Prewarmed runtimes for cold starts (`--stem-cells`).
+    pub stem_cells: StemConfig,
     /// Require SigV4-signed requests from access keys on every API (`--auth on`, the
     /// default). Off is for local development and refused on a non-loopback listener.
     pub auth: bool,
@@ -107,6 +110,7 @@ impl Default for Config {
             conn: ConnLimits::default(),
             abuse: AbuseLimits::default(),
             isolation: Isolation::default(),
+            stem_cells: StemConfig::default(),
             auth: true,
         }
     }
@@ -205,14 +209,16 @@ impl Server {
                     .unwrap_or_else(|| "java".into()),
                 memory: memory.clone(),
                 isolation: config.isolation,
+                stem_cells: config.stem_cells.clone(),
             },
             sink,
         )
         .context("cannot prepare the process executor")?;
         let isolation = serde_json::to_value(exec.isolation()).unwrap_or_default();
-        let exec = exec.with_secrets(Arc::new(secrets::Source(secret_store.clone())));
+        let exec = Arc::new(exec.with_secrets(Arc::new(secrets::Source(secret_store.clone()))));
+        exec.spawn_stem_cells();
         let pools = PoolManager::new(
-            Arc::new(exec),
+            exec,
             PoolConfig {
                 idle_timeout: config.idle_timeout,
                 queue_timeout: config.queue_timeout,
@@ -380,6 +386,7 @@ impl Server {
         self.mappings.stop();
         pollers.abort();
         self.pools.shutdown().await;
+        self.pools.executor().stop_stem_cells().await;
         self.memory.remove_root();
         // Let the last log lines reach the store.
         tokio::time::sleep(Duration::from_millis(100)).await;
