@@ -88,14 +88,20 @@ fn failing_event_is_retried_with_growing_delays_then_dead_lettered() {
         ev["last_error"].as_str().unwrap().contains("always fails"),
         "{ev}"
     );
-    // Three STARTs, each gap longer than the one before (backoff 400 ms then 800 ms, ±20%).
-    let starts: Vec<i64> = log_lines(&s, "fails")
-        .iter()
-        .filter(|l| l["line"].as_str().unwrap().starts_with("START"))
-        .map(|l| l["ts_ms"].as_i64().unwrap())
-        .collect();
+    // Three attempts, each wait (from an attempt's REPORT to the next START) longer than
+    // the one before (backoff 400 ms then 800 ms, ±20%). Measured from the REPORT, not the
+    // START: the first attempt's cold start is not part of the backoff.
+    let at = |prefix: &str| -> Vec<i64> {
+        log_lines(&s, "fails")
+            .iter()
+            .filter(|l| l["line"].as_str().unwrap().starts_with(prefix))
+            .map(|l| l["ts_ms"].as_i64().unwrap())
+            .collect()
+    };
+    let (starts, reports) = (at("START"), at("REPORT"));
     assert_eq!(starts.len(), 3, "{starts:?}");
-    let (d1, d2) = (starts[1] - starts[0], starts[2] - starts[1]);
+    assert_eq!(reports.len(), 3, "{reports:?}");
+    let (d1, d2) = (starts[1] - reports[0], starts[2] - reports[1]);
     assert!(
         d1 >= 300 && d2 >= 600 && d2 > d1,
         "delays grow: {d1} ms then {d2} ms"
