@@ -41,30 +41,6 @@ const NODE_AGE: &str = r#"exports.handler = async (event, context) => ({
 });
 "#;
 
-fn stem_pool(s: &Server, runtime: &str) -> Value {
-    let (status, h) = s.get_json("/v1/health");
-    assert_eq!(status, 200);
-    h["stem_cells"]["pools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no stem cell pools in /v1/health: {h}"))
-        .iter()
-        .find(|p| p["runtime"] == runtime && p["network"] == "outbound")
-        .cloned()
-        .unwrap_or_else(|| panic!("no {runtime} pool: {h}"))
-}
-
-fn wait_idle_stem(s: &Server, runtime: &str) {
-    assert!(
-        eventually(Duration::from_secs(30), || stem_pool(s, runtime)["idle"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1),
-        "no idle {runtime} stem cell: {}\n{}",
-        stem_pool(s, runtime),
-        s.log()
-    );
-}
-
 /// Invokes `name` once; the result and the request's wall time.
 fn timed_invoke(s: &Server, name: &str) -> (Value, Duration, String) {
     let r = s.invoke_with(name, b"{}".to_vec(), &[("X-Amz-Log-Type", "Tail")]);
@@ -85,7 +61,7 @@ fn timed_invoke(s: &Server, name: &str) -> (Value, Duration, String) {
 
 fn check_cold_start_from_stem(runtime: &str, cfg: Value, file: (&str, &str)) {
     let s = Server::start(&[]);
-    wait_idle_stem(&s, runtime);
+    wait_for_stem_cells(&s, runtime);
     let hits_before = stem_pool(&s, runtime)["hits"].as_u64().unwrap();
     let mut cfg = cfg;
     cfg["env"] = json!({ "GREETING": "hi" });
@@ -119,7 +95,7 @@ fn check_cold_start_from_stem(runtime: &str, cfg: Value, file: (&str, &str)) {
     // A warm call reuses the same instance; the pool refills for the next cold start.
     let (again, _, _) = timed_invoke(&s, "aged");
     assert_eq!(again["id"], v["id"]);
-    wait_idle_stem(&s, runtime);
+    wait_for_stem_cells(&s, runtime);
 }
 
 #[test]
@@ -138,7 +114,7 @@ fn node_cold_start_takes_a_stem_cell() {
 #[test]
 fn startup_variables_and_off_spawn_a_fresh_runtime() {
     let s = Server::start(&[]);
-    wait_idle_stem(&s, "python");
+    wait_for_stem_cells(&s, "python");
     let mut cfg = python_cfg("app.handler");
     cfg["env"] = json!({ "PYTHONPATH": "/var/task/lib" });
     let code = format!("import helper\n{PY_AGE}\n_h = handler\ndef handler(e, c):\n    r = _h(e, c)\n    r['helper'] = helper.VALUE\n    return r\n");

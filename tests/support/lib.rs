@@ -497,6 +497,34 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// The server's stem cell pool of `runtime` (`node`, `python`) for the default network
+/// policy, from `/v1/health`.
+pub fn stem_pool(s: &Server, runtime: &str) -> Value {
+    let (status, h) = s.get_json("/v1/health");
+    assert_eq!(status, 200, "{h}");
+    h["stem_cells"]["pools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stem cell pools in /v1/health: {h}"))
+        .iter()
+        .find(|p| p["runtime"] == runtime && p["network"] == "outbound")
+        .cloned()
+        .unwrap_or_else(|| panic!("no {runtime} stem cell pool: {h}"))
+}
+
+/// Waits until the server holds an idle stem cell of `runtime`, so that the next cold
+/// start of such a function is specialised from one.
+pub fn wait_for_stem_cells(s: &Server, runtime: &str) {
+    assert!(
+        eventually(Duration::from_secs(30), || stem_pool(s, runtime)["idle"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1),
+        "no idle {runtime} stem cell: {}\n{}",
+        stem_pool(s, runtime),
+        s.log()
+    );
+}
+
 /// Whether a process with this pid is alive (and not a zombie).
 pub fn pid_alive(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
