@@ -234,14 +234,14 @@ fn outbound_and_none(s: &Server, slirp: bool) {
     deploy_probe(s, "no-egress", Some("none"));
     let target = json!({ "connect": [[ip.to_string(), port]] });
 
-    let r = probe(&s, "egress", target.clone());
+    let r = probe(s, "egress", target.clone());
     assert_eq!(
         r["connect"][0], "ok:hello",
         "outbound could not reach {ip}:{port}: {r}"
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 
-    let r = probe(&s, "no-egress", target);
+    let r = probe(s, "no-egress", target);
     assert!(
         r["connect"][0].as_str().unwrap().starts_with("error:"),
         "network = none reached {ip}:{port}: {r}"
@@ -253,7 +253,7 @@ fn outbound_and_none(s: &Server, slirp: bool) {
     );
 
     // A warm outbound instance keeps its egress.
-    let r = probe(&s, "egress", json!({ "connect": [[ip.to_string(), port]] }));
+    let r = probe(s, "egress", json!({ "connect": [[ip.to_string(), port]] }));
     assert_eq!(r["connect"][0], "ok:hello", "{r}");
     if !slirp {
         return;
