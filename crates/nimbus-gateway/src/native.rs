@@ -34,7 +34,22 @@ pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "memory_limits": gw.cfg.memory_limits,
         "isolation": gw.cfg.isolation,
+        "instances": memory_view(&gw.pools.memory_stats()),
     }))
+}
+
+/// `/v1/health`'s `instances`: counts and memory of every instance, and the budget.
+fn memory_view(m: &nimbus_pool::MemoryStats) -> Value {
+    json!({
+        "count": m.instances,
+        "busy": m.busy,
+        "memory_bytes": m.memory_bytes,
+        "committed_bytes": m.committed_bytes,
+        "memory_budget_bytes": m.budget_bytes,
+        "memory_floor_bytes": m.floor_bytes,
+        "host_available_bytes": m.host_available_bytes,
+        "reaped_for_memory": m.reaped_for_memory,
+    })
 }
 
 pub(crate) async fn list(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
@@ -58,8 +73,26 @@ pub(crate) async fn get_function(
     let v = gw.store.get(&name, q.qualifier.as_deref())?;
     let mut out = view(&gw, &v);
     let s = gw.pools.stats(name.as_str());
+    let instances: Vec<Value> = gw
+        .pools
+        .instances(name.as_str())
+        .into_iter()
+        .map(|i| {
+            json!({
+                "id": i.id,
+                "version": i.version,
+                "state": i.state,
+                "memory_bytes": i.memory_bytes,
+                "peak_memory_bytes": i.peak_memory_bytes,
+                "memory_source": i.memory_source,
+                "configured_memory_bytes": i.configured_bytes,
+                "idle_ms": i.idle_ms,
+            })
+        })
+        .collect();
     out["pool"] = json!({
         "idle": s.idle, "busy": s.busy, "running": s.running, "waiting": s.waiting,
+        "instances": instances,
     });
     Ok(Json(out))
 }
