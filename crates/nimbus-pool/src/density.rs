@@ -4,11 +4,13 @@
 //! floor, the pool stops idle instances of any function least recently used first (see
 //! [`PoolManager::make_room`](crate::PoolManager)); provisioned instances are never taken.
 //!
-//! Nothing here is touched on the warm path except two atomics of the instance's own
-//! [`Member`] (busy flag, last use); the registry's lock is taken on start and stop only.
+//! Nothing here is touched on the warm path except relaxed stores to two atomics of the
+//! instance's own [`Member`] (busy flag, last use); the registry's lock is taken on start
+//! and stop only.
 
 use nimbus_runtime::{Instance, Invocation, InvokeResult, MemoryProbe};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
@@ -179,7 +181,7 @@ impl Density {
         let mut out: Vec<_> = members
             .iter()
             .map(|m| {
-                let busy = m.busy.load(Ordering::SeqCst);
+                let busy = m.busy.load(Ordering::Relaxed);
                 InstanceStats {
                     id: m.id.clone(),
                     function: m.function.clone(),
@@ -194,7 +196,7 @@ impl Density {
                     memory_source: m.probe.as_ref().map(|p| p.source()),
                     configured_bytes: m.configured,
                     idle_ms: (!busy)
-                        .then(|| now.saturating_sub(m.last_used.load(Ordering::SeqCst))),
+                        .then(|| now.saturating_sub(m.last_used.load(Ordering::Relaxed))),
                 }
             })
             .collect();
@@ -207,7 +209,10 @@ impl Density {
         let all: Vec<_> = self.members.lock().unwrap().values().cloned().collect();
         MemoryStats {
             instances: all.len(),
-            busy: all.iter().filter(|m| m.busy.load(Ordering::SeqCst)).count(),
+            busy: all
+                .iter()
+                .filter(|m| m.busy.load(Ordering::Relaxed))
+                .count(),
             memory_bytes: all
                 .iter()
                 .filter_map(|m| m.probe.as_ref()?.current_bytes())
@@ -245,6 +250,23 @@ pub(crate) struct Tracked<I> {
     charge: Charge,
 }
 
+impl<I> Tracked<I> {
+    /// For the statistics: the instance runs a call now (two relaxed stores per call, and
+    /// the release time the pool reads anyway: no clock read of its own).
+    pub(crate) fn set_busy(&self) {
+        self.member.busy.store(true, Ordering::Relaxed);
+    }
+
+    /// For the statistics: the call ended at `at`.
+    pub(crate) fn set_idle(&self, at: Instant) {
+        let ms = at
+            .saturating_duration_since(self.charge.density.epoch)
+            .as_millis() as u64;
+        self.member.last_used.store(ms, Ordering::Relaxed);
+        self.member.busy.store(false, Ordering::Relaxed);
+    }
+}
+
 impl<I: Instance> Instance for Tracked<I> {
     fn id(&self) -> &str {
         self.inst.id()
@@ -254,13 +276,8 @@ impl<I: Instance> Instance for Tracked<I> {
         self.inst.pid()
     }
 
-    async fn invoke(&mut self, inv: Invocation) -> InvokeResult {
-        self.member.busy.store(true, Ordering::SeqCst);
-        let r = self.inst.invoke(inv).await;
-        let now = self.charge.density.now_ms();
-        self.member.last_used.store(now, Ordering::SeqCst);
-        self.member.busy.store(false, Ordering::SeqCst);
-        r
+    fn invoke(&mut self, inv: Invocation) -> impl Future<Output = InvokeResult> + Send {
+        self.inst.invoke(inv)
     }
 
     async fn ready(&mut self) -> Result<(), String> {

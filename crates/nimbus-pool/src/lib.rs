@@ -397,7 +397,10 @@ impl<E: Executor> PoolManager<E> {
             };
             vp.busy.fetch_add(1, Ordering::SeqCst);
             let pid = instance.pid();
+            instance.set_busy();
             let result = instance.invoke(inv.clone()).await;
+            let done = Instant::now();
+            instance.set_idle(done);
             vp.busy.fetch_sub(1, Ordering::SeqCst);
             let healthy = instance.is_healthy();
             if let Some(slot) = prov {
@@ -406,7 +409,7 @@ impl<E: Executor> PoolManager<E> {
                 && !vp.retired.load(Ordering::SeqCst)
                 && !self.closed.load(Ordering::SeqCst)
             {
-                vp.idle.lock().unwrap().push((instance, Instant::now()));
+                vp.idle.lock().unwrap().push((instance, done));
                 vp.returned.notify_one();
             } else {
                 tokio::spawn(instance.stop());
