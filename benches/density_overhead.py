@@ -116,6 +116,14 @@ def main():
                 if r != 1:
                     sys.exit(f"{n}: unexpected answer {r}")
             warm_s = time.monotonic() - t0
+            # One more call with the log tail: REPORT's Max Memory Used (the cgroup's peak).
+            req = urllib.request.Request(
+                f"{base}/2015-03-31/functions/{names[0]}/invocations", data=b"{}", method="POST")
+            req.add_header("X-Amz-Log-Type", "Tail")
+            with urllib.request.urlopen(req, timeout=60) as r:
+                tail = base64.b64decode(r.headers["X-Amz-Log-Result"]).decode()
+            report = next(l for l in tail.splitlines() if l.startswith("REPORT"))
+            max_used = int(report.split("Max Memory Used: ")[1].split(" MB")[0])
             after = settle(srv.pid)
             health = call(base, "GET", "/v1/health")
             k = len(names)
@@ -134,6 +142,8 @@ def main():
                 "server_fds_per_instance": round((after["fds"] - before["fds"]) / k, 2),
                 "instance_memory_mb_each": round(inst["memory_bytes"] / k / 2**20, 1),
                 "instances_per_gb_measured": round(2**30 / (inst["memory_bytes"] / k), 1),
+                "report_max_memory_used_mb": max_used,
+                "pool_instance_example": call(base, "GET", f"/v1/functions/{names[0]}")["pool"]["instances"][0],
                 "cold_starts_s": round(warm_s, 2),
             }, indent=2))
         finally:
