@@ -56,6 +56,10 @@ fn a_start_over_the_memory_budget_reaps_the_least_recently_used_idle_instance() 
     assert!(a.ends_with(pa[0]["id"].as_str().unwrap()), "{a} vs {pa:?}");
     assert_eq!(pa[0]["state"], "idle");
     assert!(pa[0]["idle_ms"].is_u64());
+    assert!(
+        pa[0]["idle_since"].as_str().unwrap().ends_with('Z'),
+        "{pa:?}"
+    );
     assert!(pa[0]["memory_bytes"].as_u64().unwrap() > 0, "{pa:?}");
     if cgroups {
         assert_eq!(pa[0]["memory_source"], "cgroup");

@@ -73,11 +73,15 @@ pub(crate) async fn get_function(
     let v = gw.store.get(&name, q.qualifier.as_deref())?;
     let mut out = view(&gw, &v);
     let s = gw.pools.stats(name.as_str());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let instances: Vec<Value> = gw
         .pools
         .instances(name.as_str())
         .into_iter()
         .map(|i| {
+            let since = i.idle_ms.map(|ms| crate::keys::rfc3339(now_ms - ms as i64));
             json!({
                 "id": i.id,
                 "version": i.version,
@@ -87,6 +91,7 @@ pub(crate) async fn get_function(
                 "memory_source": i.memory_source,
                 "configured_memory_bytes": i.configured_bytes,
                 "idle_ms": i.idle_ms,
+                "idle_since": since,
             })
         })
         .collect();
