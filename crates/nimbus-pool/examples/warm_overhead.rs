@@ -1,13 +1,14 @@
 //! The pool's own cost per warm invocation, with an executor whose instances answer at
 //! once (so only `PoolManager::invoke` is measured: concurrency slots, the idle stack,
-//! the memory registry's per-instance atomics). See docs/performance.md, "Memory and
-//! density".
+//! the memory registry's per-instance atomics), and the cost of a start that must first
+//! stop the least recently used idle instance among FUNCTIONS (a full memory budget). See
+//! docs/performance.md, "Memory and density".
 //!
 //!     cargo run --release -p nimbus-pool --example warm_overhead [-- CALLS [FUNCTIONS]]
 
 use bytes::Bytes;
 use nimbus_core::{FunctionConfig, FunctionName, Runtime};
-use nimbus_pool::{PoolConfig, PoolManager};
+use nimbus_pool::{MemoryPolicy, PoolConfig, PoolManager};
 use nimbus_runtime::{
     Executor, Instance, InstanceSpec, Invocation, InvokeResult, Outcome, RuntimeError,
 };
@@ -90,5 +91,40 @@ async fn main() {
     }
     println!(
         "warm PoolManager::invoke: {best:.0} ns per call (best of 5 × {calls} calls, round-robin over {functions} functions with one warm instance each)"
+    );
+
+    // A budget of exactly `functions` instances, all idle: every call of another function
+    // first stops the least recently used one (a scan of every version's idle stack).
+    let cfg = PoolConfig {
+        memory: MemoryPolicy {
+            budget: Some(functions as u64 * (128 << 20)),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let pm = PoolManager::new(Arc::new(Instant0::default()), cfg);
+    for s in &specs {
+        pm.invoke(s.clone(), "r1", inv.clone()).await.unwrap();
+    }
+    let evictions = 2000.min(functions * 2);
+    let t0 = Instant::now();
+    for i in 0..evictions {
+        // A new function each time: each call stops the oldest idle instance first.
+        let other = Arc::new(InstanceSpec {
+            function: FunctionName::parse(&format!("x{i}")).unwrap(),
+            ..(*specs[0]).clone()
+        });
+        let r = pm.invoke(other, "r1", inv.clone()).await.unwrap();
+        assert!(r.cold);
+    }
+    let per = t0.elapsed().as_nanos() as f64 / evictions as f64;
+    let m = pm.memory_stats();
+    assert_eq!(
+        (m.instances, m.reaped_for_memory),
+        (functions, evictions as u64)
+    );
+    println!(
+        "cold start with an LRU eviction among {functions} idle instances: {:.1} µs per call ({evictions} calls; the fake start itself is free)",
+        per / 1000.0
     );
 }
