@@ -54,6 +54,36 @@ pub struct ConcurrencyArgs {
         value_name = "MB"
     )]
     pub stem_cells_memory: u64,
+    /// Memory all instances may hold, in MB (each counted at its function's memory size);
+    /// beyond it, idle instances of any function are stopped least recently used first,
+    /// and a start that still does not fit is throttled (429). `auto`: 75% of the host's
+    /// memory or of the server's cgroup limit, whichever is lower; `off`: unlimited.
+    #[arg(long, env = "NIMBUS_INSTANCE_MEMORY_BUDGET", default_value = "auto", value_name = "MB|auto|off", value_parser = parse_mb)]
+    pub instance_memory_budget: MemorySetting,
+    /// When the host's MemAvailable falls below this many MB, idle instances are stopped
+    /// (least recently used first) before any start. `auto`: 5% of the host's memory, at
+    /// most 256 MB; `off` (or 0): never.
+    #[arg(long, env = "NIMBUS_MEMORY_FLOOR", default_value = "auto", value_name = "MB|auto|off", value_parser = parse_mb)]
+    pub memory_floor: MemorySetting,
+}
+
+/// A memory size flag: a number of MB, `auto` (derived from the host) or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemorySetting {
+    Auto,
+    Off,
+    Mb(u64),
+}
+
+fn parse_mb(s: &str) -> Result<MemorySetting, String> {
+    match s {
+        "auto" => Ok(MemorySetting::Auto),
+        "off" => Ok(MemorySetting::Off),
+        n => n
+            .parse::<u64>()
+            .map(MemorySetting::Mb)
+            .map_err(|_| format!("expected a number of MB, auto or off, not {n:?}")),
+    }
 }
 
 /// `off`, or `MIN:MAX` with MIN ≤ MAX ≤ 64.
@@ -88,6 +118,16 @@ impl ConcurrencyArgs {
             ttl: Duration::from_secs(self.stem_cell_ttl.max(1)),
             memory_budget: self.stem_cells_memory << 20,
         };
+        match self.instance_memory_budget {
+            MemorySetting::Auto => {}
+            MemorySetting::Off => c.instance_memory_budget = None,
+            MemorySetting::Mb(mb) => c.instance_memory_budget = Some(mb << 20),
+        }
+        match self.memory_floor {
+            MemorySetting::Auto => {}
+            MemorySetting::Off => c.memory_floor = 0,
+            MemorySetting::Mb(mb) => c.memory_floor = mb << 20,
+        }
     }
 }
 

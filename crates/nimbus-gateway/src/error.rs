@@ -172,6 +172,11 @@ impl From<PoolError> for ApiError {
                 message: format!("Rate Exceeded: {e}"),
                 reason: reason.lambda_reason(),
             },
+            // Retryable like any throttle: busy instances finish and free the budget.
+            PoolError::MemoryExhausted { .. } => ApiError::Throttled {
+                message: format!("Rate Exceeded: {e}"),
+                reason: "ConcurrentInvocationLimitExceeded",
+            },
             PoolError::ShuttingDown => ApiError::ServiceUnavailable(e.to_string()),
         }
     }

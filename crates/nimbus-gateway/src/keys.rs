@@ -18,7 +18,8 @@ fn auth(gw: &Gateway) -> Result<Arc<Auth>, ApiError> {
         .ok_or_else(|| ApiError::ServiceUnavailable("this server has no key store".into()))
 }
 
-fn rfc3339(ms: i64) -> String {
+/// Milliseconds since the epoch as RFC 3339 (UTC).
+pub(crate) fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {

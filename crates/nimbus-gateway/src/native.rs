@@ -35,7 +35,22 @@ pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         "memory_limits": gw.cfg.memory_limits,
         "isolation": gw.cfg.isolation,
         "stem_cells": gw.pools.executor().stem_stats(),
+        "instances": memory_view(&gw.pools.memory_stats()),
     }))
+}
+
+/// `/v1/health`'s `instances`: counts and memory of every instance, and the budget.
+fn memory_view(m: &nimbus_pool::MemoryStats) -> Value {
+    json!({
+        "count": m.instances,
+        "busy": m.busy,
+        "memory_bytes": m.memory_bytes,
+        "committed_bytes": m.committed_bytes,
+        "memory_budget_bytes": m.budget_bytes,
+        "memory_floor_bytes": m.floor_bytes,
+        "host_available_bytes": m.host_available_bytes,
+        "reaped_for_memory": m.reaped_for_memory,
+    })
 }
 
 pub(crate) async fn list(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
@@ -59,8 +74,31 @@ pub(crate) async fn get_function(
     let v = gw.store.get(&name, q.qualifier.as_deref())?;
     let mut out = view(&gw, &v);
     let s = gw.pools.stats(name.as_str());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let instances: Vec<Value> = gw
+        .pools
+        .instances(name.as_str())
+        .into_iter()
+        .map(|i| {
+            let since = i.idle_ms.map(|ms| crate::keys::rfc3339(now_ms - ms as i64));
+            json!({
+                "id": i.id,
+                "version": i.version,
+                "state": i.state,
+                "memory_bytes": i.memory_bytes,
+                "peak_memory_bytes": i.peak_memory_bytes,
+                "memory_source": i.memory_source,
+                "configured_memory_bytes": i.configured_bytes,
+                "idle_ms": i.idle_ms,
+                "idle_since": since,
+            })
+        })
+        .collect();
     out["pool"] = json!({
         "idle": s.idle, "busy": s.busy, "running": s.running, "waiting": s.waiting,
+        "instances": instances,
     });
     Ok(Json(out))
 }

@@ -7,7 +7,10 @@
 //! Generic over [`nimbus_runtime::Executor`] so the policy is tested with a fake executor
 //! and a paused clock. Used by the gateway; built by the server.
 
+mod density;
 mod provisioned;
+use density::{Density, Tracked};
+pub use density::{InstanceStats, MemoryPolicy, MemoryStats};
 pub use provisioned::{ProvisionedState, ProvisionedStatus, HEALTH_TICK};
 
 use nimbus_runtime::{
@@ -41,6 +44,8 @@ pub struct PoolConfig {
     pub account_concurrency: u32,
     /// How fast each function may start new instances.
     pub scale_rate: ScaleRate,
+    /// The instance memory budget and the host's `MemAvailable` floor (`density.rs`).
+    pub memory: MemoryPolicy,
 }
 
 impl Default for PoolConfig {
@@ -52,6 +57,7 @@ impl Default for PoolConfig {
             account_queue_depth: 1000,
             account_concurrency: 1000,
             scale_rate: ScaleRate::default(),
+            memory: MemoryPolicy::default(),
         }
     }
 }
@@ -67,8 +73,18 @@ pub enum PoolError {
         limit: u32,
         reason: ThrottleReason,
     },
+    /// No memory for a new instance: the budget is held by busy or provisioned instances
+    /// (or the host is below its `MemAvailable` floor) and no idle instance is left to stop.
+    #[error("cannot start an instance of {function}: {detail}")]
+    MemoryExhausted { function: String, detail: String },
     #[error("server is shutting down")]
     ShuttingDown,
+}
+
+/// Why [`PoolManager`] could not start an instance.
+pub(crate) enum StartError {
+    Runtime(RuntimeError),
+    Memory(String),
 }
 
 fn throttle_message(function: &str, limit: u32, reason: ThrottleReason) -> String {
@@ -138,18 +154,23 @@ struct FunctionPool<I> {
 pub struct PoolManager<E: Executor> {
     exec: Arc<E>,
     cfg: PoolConfig,
-    functions: Mutex<HashMap<String, Arc<FunctionPool<E::Instance>>>>,
+    functions: Mutex<HashMap<String, Arc<FunctionPool<Inst<E>>>>>,
     /// Provisioned concurrency (`provisioned.rs`).
-    prov: provisioned::Provisioner<E::Instance>,
+    prov: provisioned::Provisioner<Inst<E>>,
     account: Account,
+    /// Memory budget and per-instance registry (`density.rs`).
+    density: Arc<Density>,
     closed: AtomicBool,
 }
+
+type Inst<E> = Tracked<<E as Executor>::Instance>;
 
 impl<E: Executor> PoolManager<E> {
     pub fn new(exec: Arc<E>, cfg: PoolConfig) -> Arc<Self> {
         Arc::new(Self {
             exec,
             account: Account::new(cfg.account_concurrency),
+            density: Density::new(cfg.memory),
             cfg,
             functions: Mutex::new(HashMap::new()),
             prov: Default::default(),
@@ -183,7 +204,7 @@ impl<E: Executor> PoolManager<E> {
         }
     }
 
-    fn function_pool(&self, name: &str, limit: u32) -> Arc<FunctionPool<E::Instance>> {
+    fn function_pool(&self, name: &str, limit: u32) -> Arc<FunctionPool<Inst<E>>> {
         let fp = self
             .functions
             .lock()
@@ -214,10 +235,10 @@ impl<E: Executor> PoolManager<E> {
 
     fn version_pool(
         &self,
-        fp: &FunctionPool<E::Instance>,
+        fp: &FunctionPool<Inst<E>>,
         version: &str,
         revision: &str,
-    ) -> Arc<VersionPool<E::Instance>> {
+    ) -> Arc<VersionPool<Inst<E>>> {
         let mut versions = fp.versions.lock().unwrap();
         if let Some(vp) = versions.get(version) {
             if vp.revision == revision {
@@ -237,7 +258,7 @@ impl<E: Executor> PoolManager<E> {
         vp
     }
 
-    fn retire_pool(&self, vp: &VersionPool<E::Instance>) {
+    fn retire_pool(&self, vp: &VersionPool<Inst<E>>) {
         vp.retired.store(true, Ordering::SeqCst);
         let idle: Vec<_> = vp.idle.lock().unwrap().drain(..).collect();
         for (inst, _) in idle {
@@ -348,9 +369,15 @@ impl<E: Executor> PoolManager<E> {
                     break (i, false, None);
                 }
                 match fp.bucket.take() {
-                    Ok(()) => match self.exec.start(spec.clone()).await {
+                    Ok(()) => match self.start_instance(spec.clone(), false).await {
                         Ok(i) => break (i, true, None),
-                        Err(e) => return Ok(start_failure(&inv, e)),
+                        Err(StartError::Runtime(e)) => return Ok(start_failure(&inv, e)),
+                        Err(StartError::Memory(detail)) => {
+                            return Err(PoolError::MemoryExhausted {
+                                function: name.clone(),
+                                detail,
+                            })
+                        }
                     },
                     Err(wait) => {
                         let rate = self.cfg.scale_rate.per_sec.ceil() as u32;
@@ -370,7 +397,10 @@ impl<E: Executor> PoolManager<E> {
             };
             vp.busy.fetch_add(1, Ordering::SeqCst);
             let pid = instance.pid();
+            instance.set_busy();
             let result = instance.invoke(inv.clone()).await;
+            let done = Instant::now();
+            instance.set_idle(done);
             vp.busy.fetch_sub(1, Ordering::SeqCst);
             let healthy = instance.is_healthy();
             if let Some(slot) = prov {
@@ -379,7 +409,7 @@ impl<E: Executor> PoolManager<E> {
                 && !vp.retired.load(Ordering::SeqCst)
                 && !self.closed.load(Ordering::SeqCst)
             {
-                vp.idle.lock().unwrap().push((instance, Instant::now()));
+                vp.idle.lock().unwrap().push((instance, done));
                 vp.returned.notify_one();
             } else {
                 tokio::spawn(instance.stop());
@@ -396,7 +426,112 @@ impl<E: Executor> PoolManager<E> {
         Ok(PoolInvokeResult { result, cold, pid })
     }
 
-    fn enter_queue<'a>(&'a self, fp: &'a FunctionPool<E::Instance>) -> Option<QueueSlot<'a>> {
+    /// Starts an instance of `spec` within the memory budget, stopping idle instances
+    /// (least recently used first, any function) to make room when needed.
+    pub(crate) async fn start_instance(
+        &self,
+        spec: Arc<InstanceSpec>,
+        provisioned: bool,
+    ) -> Result<Inst<E>, StartError> {
+        let bytes = u64::from(spec.config.memory_mb) << 20;
+        let charge = self.make_room(bytes).await.map_err(StartError::Memory)?;
+        // Provisioned instances start ahead of any request: they leave the executor's
+        // request-path shortcuts (stem cells) to cold starts.
+        let inst = if provisioned {
+            self.exec.start_ahead(spec.clone()).await
+        } else {
+            self.exec.start(spec.clone()).await
+        };
+        let inst = inst.map_err(StartError::Runtime)?;
+        Ok(self.density.track(
+            inst,
+            charge,
+            spec.function.as_str(),
+            &spec.version,
+            provisioned,
+        ))
+    }
+
+    /// Reserves `bytes` of the budget, first stopping idle instances (least recently used
+    /// first) while the budget is full or the host is below its `MemAvailable` floor.
+    async fn make_room(&self, bytes: u64) -> Result<density::Charge, String> {
+        let mb = |b: u64| b >> 20;
+        let policy = &self.density.policy;
+        if let Some(budget) = policy.budget.filter(|&b| bytes > b) {
+            return Err(format!(
+                "its memory size of {} MB exceeds the whole instance memory budget of {} MB",
+                mb(bytes),
+                mb(budget)
+            ));
+        }
+        loop {
+            let charge = self.density.try_charge(bytes);
+            let pressure = charge.is_some() && self.density.under_pressure();
+            match charge {
+                Some(c) if !pressure => return Ok(c),
+                other => drop(other),
+            }
+            let Some(victim) = self.pop_lru_idle() else {
+                return Err(if pressure {
+                    format!(
+                        "the host's available memory is below the floor of {} MB and no idle instance is left to stop",
+                        mb(policy.floor)
+                    )
+                } else {
+                    format!(
+                        "the instance memory budget of {} MB is in use ({} MB committed, {} MB needed) and no idle instance is left to stop",
+                        mb(policy.budget.unwrap_or(0)),
+                        mb(self.density.committed()),
+                        mb(bytes)
+                    )
+                });
+            };
+            info!(
+                instance = victim.id(),
+                pressure, "stopping the least recently used idle instance to make room"
+            );
+            self.density.reaped.fetch_add(1, Ordering::SeqCst);
+            victim.stop().await;
+        }
+    }
+
+    /// Takes the least recently used idle instance of any function (provisioned ones are
+    /// not in these lists). Scans every version pool: this runs only when memory is short.
+    fn pop_lru_idle(&self) -> Option<Inst<E>> {
+        loop {
+            let fps: Vec<_> = self.functions.lock().unwrap().values().cloned().collect();
+            let mut best: Option<(Instant, Arc<VersionPool<Inst<E>>>)> = None;
+            for fp in &fps {
+                for vp in fp.versions.lock().unwrap().values() {
+                    // Each list is ordered by release time: its first entry is its oldest.
+                    let first = vp.idle.lock().unwrap().first().map(|(_, t)| *t);
+                    if let Some(t) = first {
+                        if best.as_ref().is_none_or(|(b, _)| t < *b) {
+                            best = Some((t, vp.clone()));
+                        }
+                    }
+                }
+            }
+            let (t, vp) = best?;
+            let mut idle = vp.idle.lock().unwrap();
+            if idle.first().is_some_and(|(_, t2)| *t2 == t) {
+                return Some(idle.remove(0).0);
+            }
+            // Taken or returned meanwhile: look again.
+        }
+    }
+
+    /// Every running instance of `function` with its state and memory.
+    pub fn instances(&self, function: &str) -> Vec<InstanceStats> {
+        self.density.instances(Some(function))
+    }
+
+    /// Instance and memory totals over every function.
+    pub fn memory_stats(&self) -> MemoryStats {
+        self.density.stats()
+    }
+
+    fn enter_queue<'a>(&'a self, fp: &'a FunctionPool<Inst<E>>) -> Option<QueueSlot<'a>> {
         QueueSlot::enter(
             &fp.waiting,
             self.cfg.queue_depth,
@@ -458,7 +593,27 @@ impl<E: Executor> PoolManager<E> {
         stopped
     }
 
-    /// Runs [`reap_idle`](Self::reap_idle) periodically until shutdown.
+    /// While the host is below its `MemAvailable` floor, stops idle instances least
+    /// recently used first; returns how many.
+    pub async fn relieve_pressure(&self) -> usize {
+        let mut n = 0;
+        while self.density.under_pressure() {
+            let Some(victim) = self.pop_lru_idle() else {
+                break;
+            };
+            info!(
+                instance = victim.id(),
+                "host memory below the floor: stopping the least recently used idle instance"
+            );
+            self.density.reaped.fetch_add(1, Ordering::SeqCst);
+            victim.stop().await;
+            n += 1;
+        }
+        n
+    }
+
+    /// Runs [`reap_idle`](Self::reap_idle) (and, under memory pressure,
+    /// [`relieve_pressure`](Self::relieve_pressure)) periodically until shutdown.
     pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         let tick =
@@ -471,6 +626,7 @@ impl<E: Executor> PoolManager<E> {
                 if n > 0 {
                     info!(stopped = n, "scaled down idle instances");
                 }
+                me.relieve_pressure().await;
             }
         })
     }

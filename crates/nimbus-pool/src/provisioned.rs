@@ -217,7 +217,7 @@ impl<E: Executor> PoolManager<E> {
         slots.insert(key.clone(), slot.clone());
         drop(slots);
         info!(function = %key.0, version = %key.1, count, "provisioning instances");
-        tokio::spawn(maintain(self.exec.clone(), slot));
+        tokio::spawn(maintain(self.clone(), slot));
     }
 
     /// The provisioned slots' `(function, version)` keys.
@@ -236,7 +236,7 @@ impl<E: Executor> PoolManager<E> {
     }
 }
 
-async fn maintain<E: Executor>(exec: Arc<E>, slot: Arc<Slot<E::Instance>>) {
+async fn maintain<E: Executor>(pm: Arc<PoolManager<E>>, slot: Arc<Slot<crate::Inst<E>>>) {
     loop {
         if slot.removed.load(Ordering::SeqCst) {
             let idle: Vec<_> = slot.idle.lock().unwrap().drain(..).collect();
@@ -264,11 +264,11 @@ async fn maintain<E: Executor>(exec: Arc<E>, slot: Arc<Slot<E::Instance>>) {
         if have < target && slot.failed.lock().unwrap().is_none() {
             for _ in have..target {
                 slot.starting.fetch_add(1, Ordering::SeqCst);
-                let (exec, slot) = (exec.clone(), slot.clone());
+                let (pm, slot) = (pm.clone(), slot.clone());
                 tokio::spawn(async move {
                     let spec = slot.spec.lock().unwrap().clone();
                     let revision = slot.revision.lock().unwrap().clone();
-                    let started = match exec.start_ahead(spec).await {
+                    let started = match pm.start_instance(spec, true).await {
                         Ok(mut i) => match i.ready().await {
                             Ok(()) => Ok(i),
                             Err(e) => {
@@ -276,7 +276,8 @@ async fn maintain<E: Executor>(exec: Arc<E>, slot: Arc<Slot<E::Instance>>) {
                                 Err(e)
                             }
                         },
-                        Err(e) => Err(e.to_string()),
+                        Err(crate::StartError::Runtime(e)) => Err(e.to_string()),
+                        Err(crate::StartError::Memory(e)) => Err(e),
                     };
                     match started {
                         Ok(i) => {

@@ -146,3 +146,31 @@ async fn retiring_the_function_and_shutdown_stop_provisioned_instances() {
     settle().await;
     assert_eq!(fake.started.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn provisioned_instances_count_against_the_memory_budget_but_are_never_reaped() {
+    let fake = Arc::new(Fake::default());
+    // Room for two 128 MB instances.
+    let cfg = PoolConfig {
+        memory: MemoryPolicy {
+            budget: Some(256 << 20),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let pm = PoolManager::new(fake.clone(), cfg);
+    pm.set_provisioned(spec("1"), "r1", 1);
+    settle().await;
+    assert_eq!(pm.memory_stats().committed_bytes, 128 << 20);
+    assert_eq!(pm.instances("f")[0].state, "provisioned");
+    // An on-demand instance of version 2 fills the budget; version 3 then stops it (the
+    // only idle on-demand instance), never the provisioned one.
+    assert!(pm.invoke(spec("2"), "r2", inv()).await.unwrap().cold);
+    assert!(pm.invoke(spec("3"), "r3", inv()).await.unwrap().cold);
+    assert_eq!(fake.stopped.load(Ordering::SeqCst), 1);
+    let s = pm.provisioned_status("f", "1").unwrap();
+    assert_eq!((s.state, s.allocated), (ProvisionedState::Ready, 1));
+    let versions: Vec<_> = pm.instances("f").into_iter().map(|i| i.version).collect();
+    assert_eq!(versions.len(), 2);
+    assert!(versions.contains(&"1".to_string()) && versions.contains(&"3".to_string()));
+}

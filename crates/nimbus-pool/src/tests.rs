@@ -78,6 +78,9 @@ impl Instance for FakeInstance {
     fn is_healthy(&self) -> bool {
         self.healthy && !self.exited.load(Ordering::SeqCst)
     }
+    fn memory_probe(&self) -> Option<nimbus_runtime::MemoryProbe> {
+        Some(nimbus_runtime::MemoryProbe::fixed(10 << 20))
+    }
     async fn stop(self) {
         self.stopped.fetch_add(1, Ordering::SeqCst);
     }
@@ -571,4 +574,166 @@ async fn a_reservation_made_while_the_pool_is_busy_shrinks_it_as_slots_free() {
     let out = burst(&pm, &[("f", 10), ("g", 10)], 4).await;
     assert_eq!((out["f"].0, out["g"].0), (2, 2), "{out:?}");
     assert_eq!(fake.peak(""), 4);
+}
+
+// ---- memory budget and LRU reaping (density.rs) ----
+
+const MB: u64 = 1 << 20;
+
+fn mem_spec(name: &str, memory_mb: u32) -> Arc<InstanceSpec> {
+    let mut config = FunctionConfig::new(Runtime::parse("provided").unwrap(), "x");
+    config.memory_mb = memory_mb;
+    Arc::new(InstanceSpec {
+        function: FunctionName::parse(name).unwrap(),
+        version: "$LATEST".into(),
+        config,
+        code_dir: "/nonexistent".into(),
+    })
+}
+
+fn budget_cfg(budget_mb: u64) -> PoolConfig {
+    PoolConfig {
+        memory: MemoryPolicy {
+            budget: Some(budget_mb * MB),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn ids(pm: &PoolManager<Fake>, f: &str) -> Vec<String> {
+    pm.instances(f).into_iter().map(|i| i.id).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn budget_counts_configured_memory_and_frees_it_on_stop() {
+    let cfg = PoolConfig {
+        idle_timeout: Duration::from_secs(1),
+        ..budget_cfg(1024)
+    };
+    let (pm, _fake) = setup(10, cfg);
+    pm.invoke(mem_spec("a", 128), "r", inv("x")).await.unwrap();
+    pm.invoke(mem_spec("b", 256), "r", inv("x")).await.unwrap();
+    let m = pm.memory_stats();
+    assert_eq!(m.instances, 2);
+    assert_eq!(m.committed_bytes, 384 * MB);
+    assert_eq!(m.budget_bytes, Some(1024 * MB));
+    assert_eq!(m.memory_bytes, 20 * MB, "the probes' measured figures");
+    let a = pm.instances("a");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].state, "idle");
+    assert_eq!(a[0].configured_bytes, 128 * MB);
+    assert_eq!(a[0].memory_bytes, Some(10 * MB));
+    assert_eq!(a[0].memory_source, Some("fixed"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pm.reap_idle(), 2);
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let m = pm.memory_stats();
+    assert_eq!((m.instances, m.committed_bytes), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_over_budget_stops_the_least_recently_used_idle_instance() {
+    // Room for three 128 MB instances.
+    let (pm, fake) = setup(10, budget_cfg(3 * 128));
+    for f in ["a", "b", "c"] {
+        pm.invoke(mem_spec(f, 128), "r", inv("x")).await.unwrap();
+    }
+    // `a` is used again: `b` is now the least recently used.
+    let again = pm.invoke(mem_spec("a", 128), "r", inv("x")).await.unwrap();
+    assert!(!again.cold);
+    let (a, c) = (ids(&pm, "a"), ids(&pm, "c"));
+    let d = pm.invoke(mem_spec("d", 128), "r", inv("x")).await.unwrap();
+    assert!(d.cold);
+    assert!(ids(&pm, "b").is_empty(), "b was reaped");
+    assert_eq!((ids(&pm, "a"), ids(&pm, "c")), (a, c), "the others kept");
+    assert_eq!(ids(&pm, "d").len(), 1);
+    assert_eq!(fake.stopped.load(Ordering::SeqCst), 1);
+    let m = pm.memory_stats();
+    assert_eq!((m.committed_bytes, m.reaped_for_memory), (3 * 128 * MB, 1));
+    // Then `c` (now the oldest), then `a`.
+    pm.invoke(mem_spec("e", 128), "r", inv("x")).await.unwrap();
+    assert!(ids(&pm, "c").is_empty());
+    assert_eq!(ids(&pm, "a").len(), 1);
+    // A 256 MB instance needs two 128 MB ones stopped: `a` and `d`.
+    pm.invoke(mem_spec("g", 256), "r", inv("x")).await.unwrap();
+    assert!(ids(&pm, "a").is_empty() && ids(&pm, "d").is_empty());
+    assert_eq!((ids(&pm, "e").len(), ids(&pm, "g").len()), (1, 1));
+    assert_eq!(pm.memory_stats().committed_bytes, 384 * MB);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_idle_to_stop_is_a_memory_throttle() {
+    let (pm, _fake) = setup(1000, budget_cfg(128));
+    let pm2 = pm.clone();
+    let busy = tokio::spawn(async move { pm2.invoke(mem_spec("a", 128), "r", inv("x")).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(pm.instances("a")[0].state, "busy");
+    let err = pm
+        .invoke(mem_spec("b", 128), "r", inv("y"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PoolError::MemoryExhausted { function, detail }
+            if function == "b" && detail.contains("budget of 128 MB")),
+        "{err:?}"
+    );
+    assert!(busy.await.unwrap().is_ok());
+    // Once `a` is idle it can be stopped for `b`.
+    assert!(pm.invoke(mem_spec("b", 128), "r", inv("y")).await.is_ok());
+    assert!(ids(&pm, "a").is_empty());
+    // An instance larger than the whole budget never fits.
+    assert!(matches!(
+        pm.invoke(mem_spec("c", 256), "r", inv("z")).await,
+        Err(PoolError::MemoryExhausted { .. })
+    ));
+}
+
+static AVAILABLE_MB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
+
+fn fake_available() -> Option<u64> {
+    Some(AVAILABLE_MB.load(Ordering::SeqCst) * MB)
+}
+
+#[tokio::test(start_paused = true)]
+async fn below_the_host_floor_idle_instances_are_reaped_lru_first() {
+    let cfg = PoolConfig {
+        memory: MemoryPolicy {
+            budget: None,
+            floor: 100 * MB,
+            available: fake_available,
+        },
+        ..Default::default()
+    };
+    let (pm, _fake) = setup(10, cfg);
+    AVAILABLE_MB.store(1000, Ordering::SeqCst);
+    for f in ["a", "b", "c"] {
+        pm.invoke(mem_spec(f, 128), "r", inv("x")).await.unwrap();
+    }
+    assert_eq!(pm.relieve_pressure().await, 0, "above the floor");
+    // Below the floor: a start first stops idle instances, oldest first, while the
+    // host stays below it; here it never recovers, so every idle one goes and the
+    // start is refused.
+    AVAILABLE_MB.store(50, Ordering::SeqCst);
+    let err = pm
+        .invoke(mem_spec("d", 128), "r", inv("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PoolError::MemoryExhausted { detail, .. } if detail.contains("floor of 100 MB")),
+        "{err:?}"
+    );
+    assert_eq!(pm.memory_stats().instances, 0);
+    assert_eq!(pm.memory_stats().reaped_for_memory, 3);
+    AVAILABLE_MB.store(1000, Ordering::SeqCst);
+    pm.invoke(mem_spec("a", 128), "r", inv("x")).await.unwrap();
+    pm.invoke(mem_spec("b", 128), "r", inv("x")).await.unwrap();
+    AVAILABLE_MB.store(50, Ordering::SeqCst);
+    assert_eq!(
+        pm.relieve_pressure().await,
+        2,
+        "the reaper empties the idle lists"
+    );
+    AVAILABLE_MB.store(1000, Ordering::SeqCst);
 }

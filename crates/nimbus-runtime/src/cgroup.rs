@@ -310,18 +310,9 @@ impl Cgroup {
         &self.procs
     }
 
-    /// Peak memory use of the instance in bytes.
-    pub(crate) fn peak_bytes(&self) -> Option<u64> {
-        let file = if self.v2 {
-            "memory.peak"
-        } else {
-            "memory.max_usage_in_bytes"
-        };
-        fs::read_to_string(self.dir.join(file))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+    /// A probe of the instance's memory counters (see [`crate::MemoryProbe`]).
+    pub(crate) fn probe_dir(&self) -> (PathBuf, bool) {
+        (self.dir.clone(), self.v2)
     }
 
     /// Current memory use of the instance in bytes.

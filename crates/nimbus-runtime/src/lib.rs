@@ -10,6 +10,7 @@ mod cgroup;
 mod error;
 mod java;
 mod logs;
+mod memory;
 pub mod netns;
 mod process;
 mod rapi;
@@ -19,6 +20,10 @@ mod stem;
 pub use cgroup::MemoryLimits;
 pub use error::RuntimeError;
 pub use logs::{LogRecord, LogSink, LogStreamKind};
+pub use memory::{
+    default_instance_budget, default_memory_floor, host_available_memory, own_cgroup_limit,
+    HostMemory, MemoryProbe,
+};
 pub use process::{
     mask_secrets, ProcessExecutor, ProcessExecutorConfig, ProcessInstance, SecretSource,
 };
@@ -139,6 +144,15 @@ pub trait Instance: Send + 'static {
     }
     /// False once the instance has crashed, timed out or been killed.
     fn is_healthy(&self) -> bool;
+    /// A handle reading the instance's memory use (its cgroup's counters where there is
+    /// one), usable while the instance is busy. `None`: the executor cannot measure.
+    fn memory_probe(&self) -> Option<MemoryProbe> {
+        None
+    }
+    /// Memory the instance uses now, in bytes (see [`MemoryProbe::current_bytes`]).
+    fn memory_bytes(&self) -> Option<u64> {
+        self.memory_probe()?.current_bytes()
+    }
     /// Stops the instance and releases its resources.
     fn stop(self) -> impl Future<Output = ()> + Send;
 }

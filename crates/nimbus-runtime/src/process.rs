@@ -1033,21 +1033,10 @@ impl ProcessInstance {
         )
     }
 
+    /// `Max Memory Used`: the cgroup's peak, else the main process's `VmHWM`.
     fn max_memory_mb(&self) -> u64 {
-        let bytes = self
-            .cgroup
-            .as_ref()
-            .and_then(|c| c.peak_bytes())
-            .or_else(|| {
-                let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
-                let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-                line.split_whitespace()
-                    .nth(1)?
-                    .parse::<u64>()
-                    .ok()
-                    .map(|kb| kb * 1024)
-            });
-        bytes.map(|b| b.div_ceil(1 << 20)).unwrap_or(0)
+        let peak = self.memory_probe().and_then(|p| p.peak_bytes());
+        peak.map(|b| b.div_ceil(1 << 20)).unwrap_or(0)
     }
 
     async fn run(&mut self, inv: &Invocation, t0: Instant) -> (Phase, Option<Instant>) {
@@ -1115,6 +1104,11 @@ impl Instance for ProcessInstance {
 
     fn is_healthy(&self) -> bool {
         self.healthy && self.exit_rx.borrow().is_none()
+    }
+
+    fn memory_probe(&self) -> Option<crate::MemoryProbe> {
+        let cgroup = self.cgroup.as_ref().map(|c| c.probe_dir());
+        Some(crate::MemoryProbe::new(cgroup, self.pid))
     }
 
     async fn ready(&mut self) -> Result<(), String> {

@@ -70,6 +70,14 @@ pub struct Config {
     pub account_queue_depth: usize,
     /// How fast each function may start new instances.
     pub scale_rate: ScaleRate,
+    /// Bytes of instance memory (each instance counted at its configured memory size) held
+    /// at once; idle instances are stopped least recently used first to stay within it.
+    /// `None`: unlimited. Default: 75% of the host's memory or of the server's cgroup
+    /// limit, whichever is lower.
+    pub instance_memory_budget: Option<u64>,
+    /// Below this `MemAvailable` (bytes), idle instances are stopped before a start and by
+    /// the reaper; 0: off. Default: 5% of the host's memory, at most 256 MiB.
+    pub memory_floor: u64,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace: Duration,
     /// Asynchronous invocation: retries, circuit breaker, test-only time scale.
@@ -103,6 +111,8 @@ impl Default for Config {
             queue_depth: PoolConfig::default().queue_depth,
             account_queue_depth: PoolConfig::default().account_queue_depth,
             scale_rate: ScaleRate::default(),
+            instance_memory_budget: nimbus_runtime::default_instance_budget(),
+            memory_floor: nimbus_runtime::default_memory_floor(),
             shutdown_grace: Duration::from_secs(30),
             events: EngineConfig::default(),
             missed_schedules: MissedSchedules::default(),
@@ -226,7 +236,17 @@ impl Server {
                 account_queue_depth: config.account_queue_depth,
                 account_concurrency: config.account_concurrency,
                 scale_rate: config.scale_rate,
+                memory: nimbus_pool::MemoryPolicy {
+                    budget: config.instance_memory_budget,
+                    floor: config.memory_floor,
+                    ..Default::default()
+                },
             },
+        );
+        info!(
+            budget_mb = config.instance_memory_budget.map(|b| b >> 20),
+            floor_mb = config.memory_floor >> 20,
+            "instance memory budget (none: unlimited) and MemAvailable floor"
         );
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(

@@ -124,6 +124,10 @@ mod tests {
             "7",
             "--account-queue-depth",
             "9",
+            "--instance-memory-budget",
+            "512",
+            "--memory-floor",
+            "off",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else {
@@ -145,6 +149,8 @@ mod tests {
             }
         );
         assert_eq!((c.queue_depth, c.account_queue_depth), (7, 9));
+        assert_eq!(c.instance_memory_budget, Some(512 << 20));
+        assert_eq!(c.memory_floor, 0);
     }
 
     #[test]
