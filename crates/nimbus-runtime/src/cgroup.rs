@@ -315,20 +315,6 @@ impl Cgroup {
         (self.dir.clone(), self.v2)
     }
 
-    /// Current memory use of the instance in bytes.
-    pub(crate) fn current_bytes(&self) -> Option<u64> {
-        let file = if self.v2 {
-            "memory.current"
-        } else {
-            "memory.usage_in_bytes"
-        };
-        fs::read_to_string(self.dir.join(file))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-
     /// Sets a new memory limit and the CPU share that goes with it (a stem cell taking
     /// the memory size of the function it becomes).
     pub(crate) fn resize(&self, limit_bytes: u64) -> io::Result<()> {

@@ -234,9 +234,14 @@ impl ProcessExecutor {
                 {
                     let Some(exec) = weak.upgrade() else { break };
                     let now = Instant::now();
-                    for s in stems.trim(now, |s| {
-                        s.inst.cgroup.as_ref().and_then(Cgroup::current_bytes)
-                    }) {
+                    // Measured only from a cgroup: without one the figure is bwrap's alone.
+                    let measure = |s: &Stem| {
+                        s.inst
+                            .memory_probe()
+                            .filter(|p| p.source() == "cgroup")
+                            .and_then(|p| p.current_bytes())
+                    };
+                    for s in stems.trim(now, measure) {
                         s.inst.stop().await;
                     }
                     while let Some(key) = stems.wanted(Instant::now()) {
