@@ -27,8 +27,9 @@ pub struct Nimbus {
 
 impl Nimbus {
     /// Starts `bin serve` on a free loopback port with its data dir under `dir`; instances
-    /// never idle out during the benchmark.
-    pub async fn start(bin: &Path, dir: &Path) -> Result<Nimbus> {
+    /// never idle out during the benchmark. `extra`: further `serve` flags.
+    pub async fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Nimbus> {
+        std::fs::create_dir_all(dir)?;
         let addr = free_addr()?;
         let log_path = dir.join("nimbus.log");
         let log = std::fs::File::create(&log_path)?;
@@ -37,6 +38,7 @@ impl Nimbus {
             .args(["--listen", &addr.to_string(), "--idle-timeout", "86400"])
             // The benchmark measures the serving path, not request signing.
             .args(["--auth", "off"])
+            .args(extra)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env_remove("RUST_LOG")
@@ -73,6 +75,47 @@ impl Nimbus {
 
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
+    }
+
+    /// Idle stem cells for `runtime` as `GET /v1/health` reports them under `stem_cells`
+    /// (`None` when the server reports no such key, or no `idle` count in it). The shape is not fixed yet, so this
+    /// sums every `idle` number below `stem_cells`, restricted to the part that names
+    /// `runtime` (or its language: `node`, `python`) when there is one.
+    pub async fn stem_idle(&self, runtime: &str) -> Result<Option<u64>> {
+        let health = self.get_json("/v1/health").await?;
+        let Some(stem) = health.get("stem_cells") else {
+            return Ok(None);
+        };
+        let lang = if runtime.starts_with("node") {
+            "node"
+        } else {
+            "python"
+        };
+        let part = find_runtime(stem, runtime, lang).unwrap_or(stem);
+        Ok(sum_idle(part))
+    }
+
+    /// Before a cold-start sample on a server with stem cells: waits until a stem cell of
+    /// `runtime` is idle (at most 5 s), or 1 s when the server does not report stem cells.
+    /// Returns whether an idle stem cell was seen.
+    pub async fn wait_for_stem(&self, runtime: &str) -> Result<bool> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.stem_idle(runtime).await? {
+                None => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    return Ok(false);
+                }
+                Some(n) if n > 0 => return Ok(true),
+                Some(_) if Instant::now() > deadline => return Ok(false),
+                Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Resident memory of the `nimbus` process itself.
+    pub fn own_mem(&self) -> crate::mem::Mem {
+        crate::mem::of_pid(self.pid())
     }
 
     fn url(&self, path: &str) -> String {
@@ -206,30 +249,181 @@ impl Floor {
     }
 }
 
+/// The part of a `stem_cells` report about `runtime`: an object key naming it (or its
+/// language), or an array element whose `runtime` field does.
+fn find_runtime<'a>(v: &'a Value, runtime: &str, lang: &str) -> Option<&'a Value> {
+    fn names(s: &str, runtime: &str, lang: &str) -> bool {
+        s == runtime || s.starts_with(lang)
+    }
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .find(|(k, _)| names(k.as_str(), runtime, lang))
+            .map(|(_, v)| v)
+            .or_else(|| m.values().find_map(|v| find_runtime(v, runtime, lang))),
+        Value::Array(a) => a
+            .iter()
+            .find(|e| {
+                e["runtime"]
+                    .as_str()
+                    .is_some_and(|r| names(r, runtime, lang))
+            })
+            .or_else(|| a.iter().find_map(|e| find_runtime(e, runtime, lang))),
+        _ => None,
+    }
+}
+
+/// Sum of every number under a key `idle` in `v`; `None` when there is no such key.
+fn sum_idle(v: &Value) -> Option<u64> {
+    let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    };
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match (k.as_str(), v.as_u64()) {
+                ("idle", Some(n)) => Some(n),
+                _ => sum_idle(v),
+            })
+            .fold(None, add),
+        Value::Array(a) => a.iter().map(sum_idle).fold(None, add),
+        _ => None,
+    }
+}
+
+/// Does `bin serve` take `--stem-cells` (prewarmed runtimes)? `Err` explains why not.
+pub fn stem_cell_support(bin: &Path) -> std::result::Result<(), String> {
+    match std::process::Command::new(bin)
+        .args(["serve", "--help"])
+        .output()
+    {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("--stem-cells") => Ok(()),
+        Ok(_) => Err("this nimbus has no --stem-cells flag".into()),
+        Err(e) => Err(format!("cannot run {} serve --help: {e}", bin.display())),
+    }
+}
+
 /// Wall time of spawning the interpreter that loads the handler, prints and exits (the
-/// cold-start floor). Runs with the same kind of minimal environment Nimbus gives functions.
+/// "interpreter loading the handler" floor).
 pub fn load_and_exit(lang: Lang, interpreter: &Path, dir: &Path) -> Result<Duration> {
+    spawn_and_exit(lang, interpreter, &lang.load_and_exit_args(), dir, true)
+}
+
+/// Wall time of a plain fork+exec of the interpreter doing nothing (`node -e 0`,
+/// `python3 -c pass`) until it exits: the cold-start floor.
+pub fn exec_noop(lang: Lang, interpreter: &Path, dir: &Path) -> Result<Duration> {
+    spawn_and_exit(lang, interpreter, &lang.noop_args(), dir, false)
+}
+
+/// The same minimal environment Nimbus gives functions.
+fn minimal_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
     let path = std::env::var("PATH").unwrap_or_default();
+    cmd.env_clear().envs([
+        ("PATH", path.as_str()),
+        ("LANG", "C.UTF-8"),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+    ])
+}
+
+/// Wall time from spawn to exit of `interpreter args` in `dir`, with the minimal
+/// environment Nimbus gives functions; checks it printed `ready` if `ready`.
+fn spawn_and_exit(
+    lang: Lang,
+    interpreter: &Path,
+    args: &[&str],
+    dir: &Path,
+    ready: bool,
+) -> Result<Duration> {
+    let mut cmd = std::process::Command::new(interpreter);
+    cmd.args(args).current_dir(dir).stdin(Stdio::null());
+    minimal_env(&mut cmd);
     let t0 = Instant::now();
-    let out = std::process::Command::new(interpreter)
-        .args(lang.load_and_exit_args())
-        .current_dir(dir)
-        .env_clear()
-        .envs([
-            ("PATH", path.as_str()),
-            ("LANG", "C.UTF-8"),
-            ("PYTHONDONTWRITEBYTECODE", "1"),
-        ])
-        .stdin(Stdio::null())
-        .output()?;
+    let out = cmd.output()?;
     let elapsed = t0.elapsed();
-    if !out.status.success() || out.stdout != b"ready\n" {
+    if !out.status.success() || (ready && out.stdout != b"ready\n") {
         bail!(
-            "{} load-and-exit failed ({}): {}",
+            "{} {args:?} failed ({}): {}",
             lang.name(),
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
     Ok(elapsed)
+}
+
+/// `n` interpreters started at once, each printing `ready` and then sleeping `sleep_ms`
+/// (`None`: until killed). With `Some`, returns the wall time until all have exited (the
+/// scale-out floor) and no processes; with `None`, returns once all are ready, with the
+/// running children (the density floor; killed when dropped).
+pub async fn spawn_many(
+    lang: Lang,
+    interpreter: &Path,
+    dir: &Path,
+    n: usize,
+    sleep_ms: Option<u64>,
+) -> Result<(Duration, Vec<Child>)> {
+    use tokio::io::AsyncBufReadExt;
+    let args = lang.sleep_args(sleep_ms);
+    let t0 = Instant::now();
+    let mut children = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut cmd = std::process::Command::new(interpreter);
+        cmd.args(&args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        minimal_env(&mut cmd);
+        let mut cmd = Command::from(cmd);
+        cmd.kill_on_drop(true);
+        children.push(cmd.spawn()?);
+    }
+    for c in &mut children {
+        let out = c.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        tokio::io::BufReader::new(out).read_line(&mut line).await?;
+        if line.trim() != "ready" {
+            bail!("{} {args:?} did not print ready", lang.name());
+        }
+    }
+    if sleep_ms.is_none() {
+        return Ok((t0.elapsed(), children));
+    }
+    for c in &mut children {
+        let status = c.wait().await?;
+        if !status.success() {
+            bail!("{} {args:?} failed: {status}", lang.name());
+        }
+    }
+    Ok((t0.elapsed(), Vec::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_stem_cells_of_a_runtime() {
+        let v = json!({ "nodejs20.x": { "idle": 2, "busy": 1 }, "python3.11": { "idle": 0 } });
+        let idle = |rt: &str, lang: &str| sum_idle(find_runtime(&v, rt, lang).unwrap_or(&v));
+        assert_eq!(idle("nodejs20.x", "node"), Some(2));
+        assert_eq!(idle("python3.11", "python"), Some(0));
+        let v = json!({ "pools": [
+            { "runtime": "nodejs20.x", "idle": 3 }, { "runtime": "python3.12", "idle": 1 }
+        ] });
+        assert_eq!(
+            sum_idle(find_runtime(&v, "nodejs20.x", "node").unwrap()),
+            Some(3)
+        );
+        assert_eq!(
+            sum_idle(find_runtime(&v, "python3.11", "python").unwrap()),
+            Some(1)
+        );
+        assert_eq!(
+            sum_idle(&json!({ "idle": 1, "memory": { "idle": 4 } })),
+            Some(5)
+        );
+        assert_eq!(sum_idle(&json!({ "min": 1, "max": 4 })), None);
+    }
 }
