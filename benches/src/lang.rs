@@ -219,7 +219,7 @@ exports.handler = async (event) => {
 };
 "#;
 
-const IDENT_PYTHON: &str = r#"""nimbus-bench: answers the instance's identity, after sleeping ?sleep=MS."""
+const IDENT_PYTHON: &str = r#"# nimbus-bench: answers the instance's identity, after sleeping ?sleep=MS.
 import json
 import os
 import time

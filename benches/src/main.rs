@@ -473,6 +473,37 @@ async fn bench(
         min_warmup_requests: 3,
         duration: Duration::from_secs_f64(s.duration),
     };
+    if s.has(Only::Density) {
+        for (setup, result) in setups.iter().zip(results.iter_mut()) {
+            let t0 = Instant::now();
+            let name = format!("density-{}", setup.lang.name());
+            // First, on a fresh server, so its own memory growth is not hidden in what
+            // earlier scenarios left allocated; on the one without stem cells (when there
+            // are two): its descendants are then the instances only, not also a stem pool
+            // that may grow meanwhile.
+            scenarios::density(
+                servers.without_stem(),
+                setup.lang,
+                &setup.interpreter,
+                &setup.dir,
+                &name,
+                s.density as usize,
+                &mut result.once,
+            )
+            .await
+            .with_context(|| format!("density of {}", setup.lang.name()))?;
+            let f = &result.once;
+            eprintln!(
+                "density {:<6} {} instances: {:.1} MB PSS each (floor {:.1} MB), nimbus +{:.2} MB each [{:.0} s]",
+                setup.lang.name(),
+                f.get("density.instances").unwrap_or(0.0),
+                f.get("density.pss_mb").unwrap_or(0.0),
+                f.get("density.floor_pss_mb").unwrap_or(0.0),
+                f.get("density.server_rss_mb").unwrap_or(0.0),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
     let per_run = [
         Only::Cold,
         Only::Warm,
@@ -496,35 +527,6 @@ async fn bench(
                 );
                 result.runs.push(figs);
             }
-        }
-    }
-    if s.has(Only::Density) {
-        for (setup, result) in setups.iter().zip(results.iter_mut()) {
-            let t0 = Instant::now();
-            let name = format!("density-{}", setup.lang.name());
-            // On the server without stem cells (when there are two): its descendants are
-            // then the instances only, not also a stem pool that may grow meanwhile.
-            scenarios::density(
-                servers.without_stem(),
-                setup.lang,
-                &setup.interpreter,
-                &setup.dir,
-                &name,
-                s.density as usize,
-                &mut result.once,
-            )
-            .await
-            .with_context(|| format!("density of {}", setup.lang.name()))?;
-            let f = &result.once;
-            eprintln!(
-                "density {:<6} {} instances: {:.1} MB PSS each (floor {:.1} MB), nimbus +{:.2} MB each [{:.0} s]",
-                setup.lang.name(),
-                f.get("density.instances").unwrap_or(0.0),
-                f.get("density.pss_mb").unwrap_or(0.0),
-                f.get("density.floor_pss_mb").unwrap_or(0.0),
-                f.get("density.server_rss_mb").unwrap_or(0.0),
-                t0.elapsed().as_secs_f64()
-            );
         }
     }
     let many = if s.has(Only::Many) {
@@ -572,8 +574,11 @@ async fn cold_samples(
 ) -> Result<()> {
     let mut samples = Vec::new();
     let mut with_idle_stem = 0;
-    for i in 0..n {
-        let name = format!("cold-{tag}-{}-{i}", lang.name());
+    for _ in 0..n {
+        // Unique across runs: a name is never reused.
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("cold-{}-{}-{seq}", tag.replace('.', "-"), lang.name());
         server.deploy(&name, lang, zip, 1).await?;
         tokio::time::sleep(scenarios::SETTLE).await;
         if stem && server.wait_for_stem(lang.runtime()).await? {

@@ -50,7 +50,7 @@ pub fn progress_line(f: &Figs) -> String {
     }
     if let Some((ok, t)) = pair("burst.ok", "burst.throttled") {
         out.push(format!(
-            "burst {ok:.0} ok {t:.0} throttled {:.0} errors, peak {:.0} in {:.0} ms",
+            "burst {ok:.0} ok, {t:.0} throttled, {:.0} errors, peak {:.0} instances, all answered in {:.0} ms",
             f.get("burst.errors").unwrap_or(0.0),
             f.get("burst.peak_pool").unwrap_or(0.0),
             f.get("burst.all_answered_ms").unwrap_or(0.0)

@@ -281,9 +281,10 @@ pub async fn density(
     );
     figs.put(&format!("{p}.pss_mb"), per(before.pss_kb, after.pss_kb));
     figs.put(&format!("{p}.rss_mb"), per(before.rss_kb, after.rss_kb));
+    // Signed: the server's RSS may also shrink meanwhile (memory freed and returned).
     figs.put(
         &format!("{p}.server_rss_mb"),
-        per(server_before.rss_kb, server_after.rss_kb),
+        (server_after.rss_kb as f64 - server_before.rss_kb as f64) / n / 1024.0,
     );
     let fk = floor.procs.max(1) as f64 * 1024.0;
     figs.put(&format!("{p}.floor_pss_mb"), floor.pss_kb as f64 / fk);
