@@ -262,8 +262,11 @@ async fn main() -> Result<()> {
     if s.langs.is_empty() || s.scenarios.is_empty() {
         bail!("--only selects nothing");
     }
-    let stem = targets::stem_cell_support(&bin);
+    let mut stem = targets::stem_cell_support(&bin);
     let main = Nimbus::start(&bin, &dir.path().join("server"), &[]).await?;
+    if stem.is_ok() {
+        stem = main.stem_enabled().await?;
+    }
     let no_stem = match &stem {
         Ok(()) => Some(
             Nimbus::start(
@@ -562,7 +565,8 @@ async fn bench(
 
 /// Cold-start samples: a new function per sample (so no instance of it exists), deleted
 /// after its one request so instances do not pile up. With `stem`, each sample first waits
-/// until the server has an idle stem cell for the runtime (or 1 s if it does not say).
+/// until the server has an idle stem cell for the runtime (or 1 s if it does not say), and
+/// counts whether the server's stem-cell `hits` grew during the request (a stem cell served it).
 async fn cold_samples(
     server: &Nimbus,
     lang: Lang,
@@ -574,6 +578,7 @@ async fn cold_samples(
 ) -> Result<()> {
     let mut samples = Vec::new();
     let mut with_idle_stem = 0;
+    let (mut stem_used, mut hits_reported) = (0, false);
     for _ in 0..n {
         // Unique across runs: a name is never reused.
         static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -581,15 +586,30 @@ async fn cold_samples(
         let name = format!("cold-{}-{}-{seq}", tag.replace('.', "-"), lang.name());
         server.deploy(&name, lang, zip, 1).await?;
         tokio::time::sleep(scenarios::SETTLE).await;
-        if stem && server.wait_for_stem(lang.runtime()).await? {
-            with_idle_stem += 1;
+        let mut hits = None;
+        if stem {
+            if server.wait_for_stem(lang.runtime()).await? {
+                with_idle_stem += 1;
+            }
+            hits = server.stem_count(lang.runtime(), "hits").await?;
         }
         samples.push(client::one_shot(server.addr, &format!("/fn/{name}/")).await?);
+        if let Some(before) = hits {
+            if let Some(after) = server.stem_count(lang.runtime(), "hits").await? {
+                hits_reported = true;
+                if after > before {
+                    stem_used += 1;
+                }
+            }
+        }
         server.delete(&name).await?;
     }
     figs.put_lat(&format!("cold.{tag}"), Latency::of(&samples));
     if stem {
         figs.put(&format!("cold.{tag}.idle_stem_seen"), with_idle_stem as f64);
+        if hits_reported {
+            figs.put(&format!("cold.{tag}.stem_hits"), stem_used as f64);
+        }
     }
     Ok(())
 }

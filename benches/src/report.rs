@@ -345,14 +345,17 @@ impl Report<'_> {
                     &ratio(n.p50, fl.p50),
                     floor,
                 );
-                if let Some(seen) = f.get(&format!("{key}.idle_stem_seen")) {
-                    if seen < self.settings.cold_samples as f64 {
-                        let _ = writeln!(
-                            out,
-                            "{:<40}(an idle stem cell was reported before {seen:.0} of {} samples)",
-                            "", self.settings.cold_samples
-                        );
-                    }
+                let n = self.settings.cold_samples;
+                let seen = f.get(&format!("{key}.idle_stem_seen"));
+                let hits = f.get(&format!("{key}.stem_hits"));
+                if seen.is_some_and(|x| x < n as f64) || hits.is_some_and(|x| x < n as f64) {
+                    let _ = writeln!(
+                        out,
+                        "{:<40}(of {n} samples: an idle stem cell reported before {}, a stem cell used in {}; medians of runs)",
+                        "",
+                        seen.map_or("?".into(), |x| format!("{x:.0}")),
+                        hits.map_or("? (no hits count)".into(), |x| format!("{x:.0}")),
+                    );
                 }
             }
             _ => {}

@@ -77,22 +77,35 @@ impl Nimbus {
         self.child.id().unwrap_or(0)
     }
 
-    /// Idle stem cells for `runtime` as `GET /v1/health` reports them under `stem_cells`
-    /// (`None` when the server reports no such key, or no `idle` count in it). The shape is not fixed yet, so this
-    /// sums every `idle` number below `stem_cells`, restricted to the part that names
-    /// `runtime` (or its language: `node`, `python`) when there is one.
-    pub async fn stem_idle(&self, runtime: &str) -> Result<Option<u64>> {
+    /// A count for `runtime`'s stem cells as `GET /v1/health` reports them under
+    /// `stem_cells` (`{enabled, reason, min, max, …, pools: [{runtime, idle, hits, …}]}`):
+    /// the sum of every number under `key` in the parts that name the runtime (or its
+    /// language: `node`, `python`), else in all of it. `None` when the server reports no
+    /// `stem_cells`, or no `key` in it.
+    pub async fn stem_count(&self, runtime: &str, key: &str) -> Result<Option<u64>> {
         let health = self.get_json("/v1/health").await?;
         let Some(stem) = health.get("stem_cells") else {
             return Ok(None);
         };
-        let lang = if runtime.starts_with("node") {
-            "node"
-        } else {
-            "python"
-        };
-        let part = find_runtime(stem, runtime, lang).unwrap_or(stem);
-        Ok(sum_idle(part))
+        Ok(stem_count(stem, runtime, key))
+    }
+
+    /// Idle stem cells for `runtime` (see [`Nimbus::stem_count`]).
+    pub async fn stem_idle(&self, runtime: &str) -> Result<Option<u64>> {
+        self.stem_count(runtime, "idle").await
+    }
+
+    /// `Err(reason)` when the server reports its stem cells disabled
+    /// (`stem_cells.enabled: false`, e.g. a host where it cannot sandbox).
+    pub async fn stem_enabled(&self) -> Result<std::result::Result<(), String>> {
+        let health = self.get_json("/v1/health").await?;
+        Ok(match health.get("stem_cells") {
+            Some(s) if s["enabled"] == Value::Bool(false) => Err(format!(
+                "the server reports stem cells disabled: {}",
+                s["reason"].as_str().unwrap_or("no reason given")
+            )),
+            _ => Ok(()),
+        })
     }
 
     /// Before a cold-start sample on a server with stem cells: waits until a stem cell of
@@ -249,45 +262,65 @@ impl Floor {
     }
 }
 
-/// The part of a `stem_cells` report about `runtime`: an object key naming it (or its
-/// language), or an array element whose `runtime` field does.
-fn find_runtime<'a>(v: &'a Value, runtime: &str, lang: &str) -> Option<&'a Value> {
-    fn names(s: &str, runtime: &str, lang: &str) -> bool {
-        s == runtime || s.starts_with(lang)
+/// See [`Nimbus::stem_count`].
+fn stem_count(stem: &Value, runtime: &str, key: &str) -> Option<u64> {
+    let lang = if runtime.starts_with("node") {
+        "node"
+    } else {
+        "python"
+    };
+    let mut parts = Vec::new();
+    runtime_parts(stem, runtime, lang, &mut parts);
+    if parts.is_empty() {
+        return sum_key(stem, key);
     }
+    parts
+        .into_iter()
+        .map(|p| sum_key(p, key))
+        .fold(None, add_opt)
+}
+
+/// The parts of a `stem_cells` report about `runtime`: values under an object key naming
+/// it (or its language), and objects whose `runtime` field does.
+fn runtime_parts<'a>(v: &'a Value, runtime: &str, lang: &str, out: &mut Vec<&'a Value>) {
+    let names = |s: &str| s == runtime || s.starts_with(lang);
     match v {
-        Value::Object(m) => m
-            .iter()
-            .find(|(k, _)| names(k.as_str(), runtime, lang))
-            .map(|(_, v)| v)
-            .or_else(|| m.values().find_map(|v| find_runtime(v, runtime, lang))),
-        Value::Array(a) => a
-            .iter()
-            .find(|e| {
-                e["runtime"]
-                    .as_str()
-                    .is_some_and(|r| names(r, runtime, lang))
-            })
-            .or_else(|| a.iter().find_map(|e| find_runtime(e, runtime, lang))),
-        _ => None,
+        Value::Object(m) => {
+            if m.get("runtime").and_then(Value::as_str).is_some_and(names) {
+                out.push(v);
+                return;
+            }
+            for (k, x) in m {
+                if names(k.as_str()) {
+                    out.push(x);
+                } else {
+                    runtime_parts(x, runtime, lang, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| runtime_parts(x, runtime, lang, out)),
+        _ => {}
     }
 }
 
-/// Sum of every number under a key `idle` in `v`; `None` when there is no such key.
-fn sum_idle(v: &Value) -> Option<u64> {
-    let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+fn add_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
         (None, None) => None,
         (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-    };
+    }
+}
+
+/// Sum of every number under `key` in `v`; `None` when there is no such key.
+fn sum_key(v: &Value, key: &str) -> Option<u64> {
     match v {
         Value::Object(m) => m
             .iter()
-            .map(|(k, v)| match (k.as_str(), v.as_u64()) {
-                ("idle", Some(n)) => Some(n),
-                _ => sum_idle(v),
+            .map(|(k, v)| match v.as_u64() {
+                Some(n) if k == key => Some(n),
+                _ => sum_key(v, key),
             })
-            .fold(None, add),
-        Value::Array(a) => a.iter().map(sum_idle).fold(None, add),
+            .fold(None, add_opt),
+        Value::Array(a) => a.iter().map(|x| sum_key(x, key)).fold(None, add_opt),
         _ => None,
     }
 }
@@ -405,25 +438,35 @@ mod tests {
 
     #[test]
     fn idle_stem_cells_of_a_runtime() {
-        let v = json!({ "nodejs20.x": { "idle": 2, "busy": 1 }, "python3.11": { "idle": 0 } });
-        let idle = |rt: &str, lang: &str| sum_idle(find_runtime(&v, rt, lang).unwrap_or(&v));
-        assert_eq!(idle("nodejs20.x", "node"), Some(2));
-        assert_eq!(idle("python3.11", "python"), Some(0));
-        let v = json!({ "pools": [
-            { "runtime": "nodejs20.x", "idle": 3 }, { "runtime": "python3.12", "idle": 1 }
-        ] });
+        // The shape the stem-cell branch reports.
+        let v = json!({
+            "enabled": true, "min": 1, "max": 8, "ttl_s": 600, "memory_bytes": 1, "memory_budget_bytes": 2,
+            "pools": [
+                { "runtime": "node", "network": "outbound", "ephemeral_storage_mb": 512, "idle": 2, "hits": 5, "misses": 1 },
+                { "runtime": "node", "network": "none", "ephemeral_storage_mb": 512, "idle": 1, "hits": 0, "misses": 0 },
+                { "runtime": "python", "network": "outbound", "ephemeral_storage_mb": 512, "idle": 0, "hits": 7, "misses": 2 },
+            ],
+        });
+        assert_eq!(stem_count(&v, "nodejs20.x", "idle"), Some(3));
+        assert_eq!(stem_count(&v, "nodejs20.x", "hits"), Some(5));
+        assert_eq!(stem_count(&v, "python3.11", "idle"), Some(0));
+        assert_eq!(stem_count(&v, "python3.11", "hits"), Some(7));
+        // Keyed by runtime instead.
+        let v = json!({ "nodejs20.x": { "idle": 2, "busy": 1 }, "python3.11": { "idle": 4 } });
+        assert_eq!(stem_count(&v, "nodejs20.x", "idle"), Some(2));
+        assert_eq!(stem_count(&v, "python3.11", "idle"), Some(4));
+        // No runtime named: everything; no such key: None.
         assert_eq!(
-            sum_idle(find_runtime(&v, "nodejs20.x", "node").unwrap()),
-            Some(3)
-        );
-        assert_eq!(
-            sum_idle(find_runtime(&v, "python3.11", "python").unwrap()),
-            Some(1)
-        );
-        assert_eq!(
-            sum_idle(&json!({ "idle": 1, "memory": { "idle": 4 } })),
+            stem_count(
+                &json!({ "idle": 1, "x": { "idle": 4 } }),
+                "python3.11",
+                "idle"
+            ),
             Some(5)
         );
-        assert_eq!(sum_idle(&json!({ "min": 1, "max": 4 })), None);
+        assert_eq!(
+            stem_count(&json!({ "min": 1, "max": 4 }), "nodejs20.x", "idle"),
+            None
+        );
     }
 }
