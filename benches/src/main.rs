@@ -72,7 +72,7 @@ struct Args {
     /// Burst: concurrent first requests to a cold function [default: 200; quick 50].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     burst_calls: Option<u32>,
-    /// Burst: the function's concurrency limit [default: 100; quick 10].
+    /// Burst: the function's concurrency limit [default: 50; quick 10].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     burst_concurrency: Option<u32>,
     /// Scale-out: instances to reach (and concurrent callers) [default: 16; quick 4].
@@ -186,7 +186,7 @@ impl Settings {
             duration: pickf(a.duration, 5.0, 1.0),
             warmup: pickf(a.warmup, 1.0, 0.3),
             burst_calls: pick(a.burst_calls, 200, 50),
-            burst_concurrency: pick(a.burst_concurrency, 100, 10),
+            burst_concurrency: pick(a.burst_concurrency, 50, 10),
             scaleout: pick(a.scaleout, 16, 4),
             density: pick(a.density, 20, 4),
             functions: pick(a.functions, 1000, 100),

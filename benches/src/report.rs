@@ -299,12 +299,13 @@ impl Report<'_> {
             let g = |k: &str| f.get(k).unwrap_or(0.0);
             let _ = writeln!(
                 out,
-                "burst: {} calls at once to a cold function (concurrency {:.0}): {ok:.0} x 200, {:.0} x 429, {:.0} other; \
+                "burst: {} calls at once to a cold function (concurrency {:.0}): {ok:.0} x 200, {:.0} x 429, {:.0} other, {:.0} no answer in 30 s; \
                  peak instances {:.0} (pool, polled), {:.0} distinct served; errors except documented throttles: {:.0}",
                 s.burst_calls,
                 g("burst.limit"),
                 g("burst.throttled"),
                 g("burst.other"),
+                g("burst.no_answer"),
                 g("burst.peak_pool"),
                 g("burst.distinct_instances"),
                 g("burst.errors"),

@@ -37,13 +37,13 @@ async fn pool_instances(nimbus: &Nimbus, name: &str) -> Result<u64> {
     Ok(p["idle"].as_u64().unwrap_or(0) + p["busy"].as_u64().unwrap_or(0))
 }
 
-/// `n` connections opened first, then one `GET path` on each at once; returns the answers
-/// and the time from the release of the requests until the last answer.
-async fn all_at_once(
-    addr: SocketAddr,
-    path: &str,
-    n: usize,
-) -> Result<(Vec<(StatusCode, bytes::Bytes)>, Duration)> {
+/// What one request of [`all_at_once`] got: an answer, or a failure (no answer within the
+/// client's 30 s, connection reset, …).
+type Outcome = std::result::Result<(StatusCode, bytes::Bytes), String>;
+
+/// `n` connections opened first, then one `GET path` on each at once; returns what each
+/// got and the time from the release of the requests until the last one ended.
+async fn all_at_once(addr: SocketAddr, path: &str, n: usize) -> Result<(Vec<Outcome>, Duration)> {
     let barrier = Arc::new(Barrier::new(n));
     let start = Arc::new(Mutex::new(None));
     let mut tasks = tokio::task::JoinSet::new();
@@ -54,16 +54,19 @@ async fn all_at_once(
             if barrier.wait().await.is_leader() {
                 *start.lock().unwrap() = Some(Instant::now());
             }
-            let r = conn?.request(&path).await;
-            anyhow::Ok((r?, Instant::now()))
+            let r = match conn {
+                Ok(mut c) => c.request(&path).await,
+                Err(e) => Err(e),
+            };
+            (r.map_err(|e| format!("{e:#}")), Instant::now())
         });
     }
     let mut out = Vec::with_capacity(n);
     let mut last = None;
     while let Some(r) = tasks.join_next().await {
-        let (answer, at) = r.context("client task panicked")??;
+        let (outcome, at) = r.context("client task panicked")?;
         last = Some(last.map_or(at, |l: Instant| l.max(at)));
-        out.push(answer);
+        out.push(outcome);
     }
     let t0 = start
         .lock()
@@ -71,6 +74,15 @@ async fn all_at_once(
         .take()
         .context("no request was sent")?;
     Ok((out, last.context("no answer")? - t0))
+}
+
+/// Waits (at most 30 s) until the server has no more descendants than `procs`: the
+/// instances of a deleted function have stopped, so they do not disturb what comes next.
+async fn wait_for_teardown(nimbus: &Nimbus, procs: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while crate::cpu::descendants(nimbus.pid()).len() > procs && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A burst of `calls` concurrent first requests (one new connection each) to a freshly
@@ -85,6 +97,7 @@ pub async fn burst(
     limit: u32,
     figs: &mut Figs,
 ) -> Result<()> {
+    let procs_before = crate::cpu::descendants(nimbus.pid()).len();
     nimbus.deploy(name, lang, &lang.ident_zip()?, limit).await?;
     tokio::time::sleep(SETTLE).await;
     let done = Rc::new(Cell::new(false));
@@ -109,9 +122,18 @@ pub async fn burst(
     polled?;
     peak.set(peak.get().max(pool_instances(nimbus, name).await?));
     let (mut ok, mut throttled, mut other, mut undocumented) = (0u64, 0u64, 0u64, 0u64);
+    let mut failed = 0u64;
     let mut instances = HashSet::new();
     let mut sample_error = None;
-    for (status, body) in &answers {
+    for outcome in &answers {
+        let (status, body) = match outcome {
+            Ok((status, body)) => (status, body),
+            Err(e) => {
+                failed += 1;
+                sample_error.get_or_insert_with(|| format!("no answer: {e}"));
+                continue;
+            }
+        };
         match *status {
             StatusCode::OK => {
                 ok += 1;
@@ -141,16 +163,21 @@ pub async fn burst(
         eprintln!("burst {name}: an unexpected answer: {e}");
     }
     nimbus.delete(name).await?;
+    wait_for_teardown(nimbus, procs_before).await;
     let (floor_answers, floor_elapsed) = all_at_once(floor, "/", calls).await?;
     let floor_ok = floor_answers
         .iter()
-        .filter(|(s, _)| *s == StatusCode::OK)
+        .filter(|o| matches!(o, Ok((s, _)) if *s == StatusCode::OK))
         .count();
     let p = "burst";
     figs.put(&format!("{p}.ok"), ok as f64);
     figs.put(&format!("{p}.throttled"), throttled as f64);
     figs.put(&format!("{p}.other"), other as f64);
-    figs.put(&format!("{p}.errors"), (other + undocumented) as f64);
+    figs.put(&format!("{p}.no_answer"), failed as f64);
+    figs.put(
+        &format!("{p}.errors"),
+        (other + undocumented + failed) as f64,
+    );
     figs.put(&format!("{p}.all_answered_ms"), ms(elapsed));
     figs.put(&format!("{p}.peak_pool"), peak.get() as f64);
     figs.put(&format!("{p}.distinct_instances"), instances.len() as f64);
@@ -175,6 +202,7 @@ pub async fn scaleout(
     figs: &mut Figs,
 ) -> Result<()> {
     const SLEEP_MS: u64 = 300;
+    let procs_before = crate::cpu::descendants(nimbus.pid()).len();
     nimbus
         .deploy(name, lang, &lang.ident_zip()?, n as u32)
         .await?;
@@ -217,6 +245,7 @@ pub async fn scaleout(
         bail!("{name}: only {distinct} of {n} instances served within {deadline:?}");
     };
     nimbus.delete(name).await?;
+    wait_for_teardown(nimbus, procs_before).await;
     let (floor, _) = targets::spawn_many(lang, interpreter, dir, n, Some(SLEEP_MS)).await?;
     figs.put("scaleout.ms", ms(at - t0));
     figs.put("scaleout.n", n as f64);
@@ -245,7 +274,10 @@ pub async fn density(
     let server_before = nimbus.own_mem();
     let (answers, _) = all_at_once(nimbus.addr, &format!("/fn/{name}/?sleep=1500"), k).await?;
     let mut instances = HashSet::new();
-    for (status, body) in &answers {
+    for outcome in &answers {
+        let (status, body) = outcome
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         if *status != StatusCode::OK {
             bail!(
                 "{name} answered {status}: {}",
@@ -260,6 +292,7 @@ pub async fn density(
     let server_after = nimbus.own_mem();
     let pool = pool_instances(nimbus, name).await?;
     nimbus.delete(name).await?;
+    wait_for_teardown(nimbus, before.procs as usize).await;
     let n = instances.len().max(1) as f64;
     let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / n / 1024.0;
     let (_, idle) = targets::spawn_many(lang, interpreter, dir, k, None).await?;
