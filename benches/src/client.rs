@@ -56,6 +56,31 @@ impl Conn {
         Ok(())
     }
 
+    /// `GET path` with the request timeout: the status and body, whatever they are.
+    pub async fn request(&mut self, path: &str) -> Result<(StatusCode, Bytes)> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send(path))
+            .await
+            .with_context(|| format!("GET {path} took more than {REQUEST_TIMEOUT:?}"))?
+    }
+
+    /// `GET path` to an identity function (`Lang::ident_file`): the instance that served
+    /// it; fails unless the answer is a 200 with the hello JSON.
+    pub async fn get_instance(&mut self, path: &str) -> Result<String> {
+        let (status, body) = self.request(path).await?;
+        if status != StatusCode::OK || !contains(&body, EXPECTED) {
+            bail!(
+                "GET {path} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        instance_of(&body).with_context(|| {
+            format!(
+                "GET {path}: no instance in {}",
+                String::from_utf8_lossy(&body)
+            )
+        })
+    }
+
     async fn send(&mut self, path: &str) -> Result<(StatusCode, Bytes)> {
         self.tx.ready().await?;
         let req = Request::get(path)
@@ -68,7 +93,13 @@ impl Conn {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+/// The `instance` field of an identity function's JSON answer.
+pub fn instance_of(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(v["instance"].as_str()?.to_string())
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 

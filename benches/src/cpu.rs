@@ -30,7 +30,7 @@ impl Snapshot {
     /// Reads the CPU time of `pid`, of its living descendants, of this process and of the
     /// whole machine. Missing `/proc` entries count as zero.
     pub fn take(pid: u32) -> Snapshot {
-        let children = child_pids(pid).iter().map(|&c| process_ticks(c)).sum();
+        let children = descendants(pid).iter().map(|&c| process_ticks(c)).sum();
         Snapshot {
             target: process_ticks(pid),
             children,
@@ -74,7 +74,7 @@ fn process_ticks(pid: u32) -> u64 {
 
 /// Every living descendant of `pid`: sandboxed instances are not its children but its
 /// grandchildren and further (bwrap → the sandbox's init → the runtime; slirp4netns).
-fn child_pids(pid: u32) -> Vec<u32> {
+pub fn descendants(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

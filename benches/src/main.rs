@@ -1,14 +1,19 @@
-//! `nimbus-bench`: Nimbus's Node.js and Python hello functions against the floor — a bare
-//! HTTP server in the same language calling the same handler — for cold start, warm
-//! latency and throughput, measured by one client implementation. Starts its own
-//! `nimbus serve` on a free loopback port and stops it at the end. See
-//! `docs/performance.md`. With `--async`, measures asynchronous invocation of a no-op
-//! function instead (see [`async_bench`]).
+//! `nimbus-bench`: the benchmark suite of issue 6. For Node.js and Python: cold start
+//! (hello function and a 1 MB-dependency function, with and without stem cells), warm
+//! latency, throughput, a burst of first requests, scale-out time and instances per GB,
+//! each beside its floor measured in the same run (a bare HTTP server in the same language,
+//! a plain fork+exec of the interpreter); then 1,000 deployed functions. Starts its own
+//! `nimbus serve` (two when the server has stem cells: one with `--stem-cells off`) on free
+//! loopback ports and stops them at the end. See `docs/performance.md`. With `--async`,
+//! measures asynchronous invocation of a no-op function instead (see [`async_bench`]).
 
 mod async_bench;
 mod client;
 mod cpu;
 mod lang;
+mod mem;
+mod report;
+mod scenarios;
 mod stats;
 mod targets;
 
@@ -16,44 +21,72 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use lang::Lang;
 use serde_json::{json, Value};
-use stats::{CpuPerRequest, Figures, Latency, Pair};
+use stats::{Figs, Latency};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use targets::{Floor, Nimbus};
 
 #[derive(Debug, Parser)]
-#[command(about = "Benchmark Nimbus's hello functions against bare HTTP servers")]
+#[command(about = "Benchmark Nimbus against the floor (bare servers, bare interpreters)")]
 struct Args {
-    /// Repeat the whole measurement this many times and report the median of each figure.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    runs: u32,
+    /// Repeat the per-run scenarios (cold, warm, throughput, burst, scaleout) this many
+    /// times and report the median of each figure [default: 5, 1 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: Option<u32>,
     /// The `nimbus` binary (default: target/release/nimbus, or the one next to this program).
     #[arg(long, value_name = "PATH")]
     nimbus: Option<PathBuf>,
-    /// Benchmark one language only.
-    #[arg(long, value_enum)]
-    only: Option<Lang>,
+    /// Run only these scenarios and/or languages (comma-separated; default: all).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "SCENARIO|LANG,..."
+    )]
+    only: Vec<Only>,
+    /// Small settings for development (1 run, few samples, short loads, 100 functions);
+    /// explicit flags still win.
+    #[arg(long)]
+    quick: bool,
     /// Print the results (every run and the medians) as JSON instead of tables.
     #[arg(long)]
     json: bool,
-    /// Cold starts sampled per language and run.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    cold_samples: u32,
-    /// Sequential requests measured for warm latency (after 200 unmeasured).
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
-    warm_requests: u32,
+    /// Cold starts sampled per variant, language and run [default: 20; quick 5].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    cold_samples: Option<u32>,
+    /// Sequential requests measured for warm latency, after 200 unmeasured [default: 2000; quick 300].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    warm_requests: Option<u32>,
     /// Concurrent clients (one keep-alive connection each) for throughput.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     clients: u32,
-    /// The function's concurrency limit (how far its pool may scale out; default: --clients).
+    /// The warm function's concurrency limit (how far its pool may scale out; default: --clients).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     concurrency: Option<u32>,
-    /// Seconds of measured load for throughput (after the warm-up).
-    #[arg(long, default_value_t = 5.0, value_parser = positive)]
-    duration: f64,
-    /// Seconds of unmeasured load before each throughput measurement.
-    #[arg(long, default_value_t = 1.0, value_parser = positive)]
-    warmup: f64,
+    /// Seconds of measured load for throughput [default: 5; quick 1].
+    #[arg(long, value_parser = positive)]
+    duration: Option<f64>,
+    /// Seconds of unmeasured load before each throughput measurement [default: 1; quick 0.3].
+    #[arg(long, value_parser = positive)]
+    warmup: Option<f64>,
+    /// Burst: concurrent first requests to a cold function [default: 200; quick 50].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    burst_calls: Option<u32>,
+    /// Burst: the function's concurrency limit [default: 50; quick 10].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    burst_concurrency: Option<u32>,
+    /// Scale-out: instances to reach (and concurrent callers) [default: 16; quick 4].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    scaleout: Option<u32>,
+    /// Density: idle instances started and measured [default: 20; quick 4].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    density: Option<u32>,
+    /// Many: functions deployed [default: 1000; quick 100].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    functions: Option<u32>,
+    /// Many: functions invoked for the first time, picked at random [default: 20; quick 5].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    first_invokes: Option<u32>,
     /// Measure asynchronous invocation (`InvocationType: Event`) of a no-op Node function
     /// instead: submit throughput, end-to-end events/s, submit-to-START delay.
     #[arg(long = "async")]
@@ -71,33 +104,194 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     idle_samples: u32,
     /// Give up (and stop everything) after this many minutes.
-    #[arg(long, default_value_t = 20.0, value_parser = positive)]
+    #[arg(long, default_value_t = 30.0, value_parser = positive)]
     time_limit: f64,
 }
 
-/// Pause after deploying a cold-start function (and deleting the previous one), so the
-/// previous instance's teardown does not overlap the measured start.
-const COLD_SETTLE: Duration = Duration::from_millis(250);
+/// What `--only` selects: scenarios, languages, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    Cold,
+    Warm,
+    Throughput,
+    Burst,
+    Scaleout,
+    Density,
+    Many,
+    Node,
+    Python,
+}
+
+const SCENARIOS: [Only; 7] = [
+    Only::Cold,
+    Only::Warm,
+    Only::Throughput,
+    Only::Burst,
+    Only::Scaleout,
+    Only::Density,
+    Only::Many,
+];
+
+/// The settings of a run, `--quick` and defaults resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    runs: u32,
+    cold_samples: u32,
+    warm_requests: u32,
+    clients: u32,
+    concurrency: u32,
+    duration: f64,
+    warmup: f64,
+    burst_calls: u32,
+    burst_concurrency: u32,
+    scaleout: u32,
+    density: u32,
+    functions: u32,
+    first_invokes: u32,
+    scenarios: Vec<Only>,
+    langs: Vec<Lang>,
+}
+
+impl Settings {
+    fn of(a: &Args) -> Settings {
+        let pick = |v: Option<u32>, normal: u32, quick: u32| {
+            v.unwrap_or(if a.quick { quick } else { normal })
+        };
+        let pickf = |v: Option<f64>, normal: f64, quick: f64| {
+            v.unwrap_or(if a.quick { quick } else { normal })
+        };
+        let scenarios: Vec<Only> = SCENARIOS
+            .into_iter()
+            .filter(|s| !a.only.iter().any(|o| SCENARIOS.contains(o)) || a.only.contains(s))
+            .collect();
+        let langs = Lang::ALL
+            .into_iter()
+            .filter(|l| {
+                let o = match l {
+                    Lang::Node => Only::Node,
+                    Lang::Python => Only::Python,
+                };
+                !a.only
+                    .iter()
+                    .any(|x| matches!(x, Only::Node | Only::Python))
+                    || a.only.contains(&o)
+            })
+            .collect();
+        Settings {
+            runs: pick(a.runs, 5, 1),
+            cold_samples: pick(a.cold_samples, 20, 5),
+            warm_requests: pick(a.warm_requests, 2000, 300),
+            clients: a.clients,
+            concurrency: a.concurrency.unwrap_or(a.clients),
+            duration: pickf(a.duration, 5.0, 1.0),
+            warmup: pickf(a.warmup, 1.0, 0.3),
+            burst_calls: pick(a.burst_calls, 200, 50),
+            burst_concurrency: pick(a.burst_concurrency, 50, 10),
+            scaleout: pick(a.scaleout, 16, 4),
+            density: pick(a.density, 20, 4),
+            functions: pick(a.functions, 1000, 100),
+            first_invokes: pick(a.first_invokes, 20, 5),
+            scenarios,
+            langs,
+        }
+    }
+
+    fn has(&self, s: Only) -> bool {
+        self.scenarios.contains(&s)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "runs": self.runs, "cold_samples": self.cold_samples,
+            "warm_requests": self.warm_requests, "clients": self.clients,
+            "concurrency": self.concurrency, "duration_s": self.duration, "warmup_s": self.warmup,
+            "burst_calls": self.burst_calls, "burst_concurrency": self.burst_concurrency,
+            "scaleout": self.scaleout, "density": self.density, "functions": self.functions,
+            "first_invokes": self.first_invokes,
+            "scenarios": self.scenarios.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
+        })
+    }
+}
+
 const WARMUP_REQUESTS: usize = 200;
+
+/// The servers under test: `main` has the server's default settings (stem cells on when
+/// it has them) and serves every scenario; `no_stem` runs with `--stem-cells off` for the
+/// cold-start "without stem cells" columns (when the server has no stem cells, `main` is
+/// that server and `no_stem` is `None`).
+struct Servers {
+    main: Nimbus,
+    no_stem: Option<Nimbus>,
+    /// `Err(why)` when the server has no stem cells.
+    stem: std::result::Result<(), String>,
+}
+
+impl Servers {
+    fn without_stem(&self) -> &Nimbus {
+        self.no_stem.as_ref().unwrap_or(&self.main)
+    }
+
+    async fn stop(self) -> Result<()> {
+        if let Some(n) = self.no_stem {
+            n.stop().await?;
+        }
+        self.main.stop().await
+    }
+
+    fn logs(&self) -> String {
+        let mut s = self.main.log();
+        if let Some(n) = &self.no_stem {
+            s += "\n--- the --stem-cells off server ---\n";
+            s += &n.log();
+        }
+        s
+    }
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
     let bin = nimbus_bin(args.nimbus.as_deref())?;
-    let langs: Vec<Lang> = match args.only {
-        Some(l) => vec![l],
-        None => Lang::ALL.to_vec(),
-    };
     let dir = tempfile::Builder::new().prefix("nimbus-bench").tempdir()?;
-    let nimbus = Nimbus::start(&bin, dir.path()).await?;
     let limit = Duration::from_secs_f64(args.time_limit * 60.0);
     if args.async_mode {
+        let nimbus = Nimbus::start(&bin, &dir.path().join("server"), &[]).await?;
         return async_main(&args, nimbus, dir.path(), limit).await;
     }
-    let outcome = tokio::time::timeout(limit, bench(&args, &langs, &nimbus, dir.path())).await;
-    let server_log = nimbus.log();
-    nimbus.stop().await?;
-    let results = match outcome {
+    let s = Settings::of(&args);
+    if s.langs.is_empty() || s.scenarios.is_empty() {
+        bail!("--only selects nothing");
+    }
+    let mut stem = targets::stem_cell_support(&bin);
+    let main = Nimbus::start(&bin, &dir.path().join("server"), &[]).await?;
+    if stem.is_ok() {
+        stem = main.stem_enabled().await?;
+    }
+    let no_stem = match &stem {
+        Ok(()) => Some(
+            Nimbus::start(
+                &bin,
+                &dir.path().join("server-no-stem"),
+                &["--stem-cells", "off"],
+            )
+            .await?,
+        ),
+        Err(_) => None,
+    };
+    let servers = Servers {
+        main,
+        no_stem,
+        stem,
+    };
+    if let Err(why) = &servers.stem {
+        eprintln!("stem cells: n/a ({why}); cold starts are measured without them only");
+    }
+    let t0 = Instant::now();
+    let outcome = tokio::time::timeout(limit, bench(&s, &servers, dir.path())).await;
+    let server_log = servers.logs();
+    let stem = servers.stem.clone();
+    servers.stop().await?;
+    let (results, many) = match outcome {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             eprintln!("nimbus server log (tail):\n{}", tail(&server_log, 40));
@@ -108,28 +302,33 @@ async fn main() -> Result<()> {
             args.time_limit
         ),
     };
+    eprintln!("done in {:.0} s", t0.elapsed().as_secs_f64());
     let machine = machine()?;
+    let rep = report::Report {
+        settings: &s,
+        stem: &stem,
+        langs: &results,
+        many: many.as_ref(),
+    };
     if args.json {
         let langs: serde_json::Map<String, Value> = results
             .iter()
             .map(|r| {
-                let runs: Vec<Value> = r.runs.iter().map(|p| p.to_json()).collect();
                 let v = json!({
                     "interpreter": r.interpreter, "version": r.version,
-                    "median": Pair::median_of(&r.runs).to_json(), "runs": runs,
+                    "median": r.median().to_json(),
+                    "runs": r.runs.iter().map(Figs::to_json).collect::<Vec<_>>(),
                 });
                 (r.lang.name().to_string(), v)
             })
             .collect();
         let out = json!({
             "machine": machine,
-            "settings": {
-                "runs": args.runs, "cold_samples": args.cold_samples,
-                "warm_requests": args.warm_requests, "clients": args.clients,
-                "concurrency": args.concurrency.unwrap_or(args.clients),
-                "duration_s": args.duration, "warmup_s": args.warmup,
-            },
+            "settings": s.to_json(),
+            "stem_cells": match &stem { Ok(()) => json!({ "supported": true }), Err(why) => json!({ "supported": false, "why": why }) },
             "languages": langs,
+            "many": many.as_ref().map(Figs::to_json),
+            "targets": rep.targets().iter().map(|t| t.to_json()).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -138,13 +337,9 @@ async fn main() -> Result<()> {
             machine["nproc"],
             machine["cpu"].as_str().unwrap_or("?"),
             machine["kernel"].as_str().unwrap_or("?"),
-            args.runs
+            s.runs
         );
-        for r in &results {
-            println!();
-            let title = format!("{} {}", r.lang.name(), r.version);
-            print!("{}", Pair::median_of(&r.runs).table(&title));
-        }
+        print!("{}", rep.text());
     }
     Ok(())
 }
@@ -157,13 +352,14 @@ async fn async_main(args: &Args, nimbus: Nimbus, dir: &Path, limit: Duration) ->
         concurrency: args.async_concurrency,
         idle_samples: args.idle_samples as usize,
     };
+    let runs = args.runs.unwrap_or(5);
     let node = Lang::Node.interpreter()?;
     let version = Lang::Node.version(&node)?;
     let outcome =
-        tokio::time::timeout(limit, async_bench::bench(&nimbus, dir, settings, args.runs)).await;
+        tokio::time::timeout(limit, async_bench::bench(&nimbus, dir, settings, runs)).await;
     let server_log = nimbus.log();
     nimbus.stop().await?;
-    let runs = match outcome {
+    let runs_out = match outcome {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             eprintln!("nimbus server log (tail):\n{}", tail(&server_log, 40));
@@ -175,17 +371,17 @@ async fn async_main(args: &Args, nimbus: Nimbus, dir: &Path, limit: Duration) ->
         ),
     };
     let machine = machine()?;
-    let median = async_bench::AsyncRun::median_of(&runs);
+    let median = async_bench::AsyncRun::median_of(&runs_out);
     if args.json {
         let out = json!({
             "machine": machine,
             "settings": {
-                "runs": args.runs, "events": args.events, "submitters": args.submitters,
+                "runs": runs, "events": args.events, "submitters": args.submitters,
                 "concurrency": args.async_concurrency, "idle_samples": args.idle_samples,
                 "node": version,
             },
             "median": median.to_json(),
-            "runs": runs.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+            "runs": runs_out.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -194,7 +390,7 @@ async fn async_main(args: &Args, nimbus: Nimbus, dir: &Path, limit: Duration) ->
             machine["nproc"],
             machine["cpu"].as_str().unwrap_or("?"),
             machine["kernel"].as_str().unwrap_or("?"),
-            args.runs
+            runs
         );
         println!(
             "{} events from {} clients to a no-op function (node {version}, concurrency {})",
@@ -206,12 +402,24 @@ async fn async_main(args: &Args, nimbus: Nimbus, dir: &Path, limit: Duration) ->
     Ok(())
 }
 
-/// The runs of one language.
-struct LangResult {
-    lang: Lang,
-    interpreter: String,
-    version: String,
-    runs: Vec<Pair>,
+/// The figures of one language.
+pub struct LangResult {
+    pub lang: Lang,
+    pub interpreter: String,
+    pub version: String,
+    /// One per run.
+    pub runs: Vec<Figs>,
+    /// Measured once (density).
+    pub once: Figs,
+}
+
+impl LangResult {
+    /// The median of each per-run figure, with the once-measured ones.
+    pub fn median(&self) -> Figs {
+        let mut m = Figs::median_of(&self.runs);
+        m.extend(&self.once);
+        m
+    }
 }
 
 /// One language's setup: its files, interpreter, floor server and deployed function.
@@ -220,128 +428,267 @@ struct Setup {
     dir: PathBuf,
     interpreter: PathBuf,
     zip: Vec<u8>,
+    dep_zip: Vec<u8>,
     floor: Floor,
     /// The function used for warm latency and throughput (stays deployed and warm).
     warm_fn: String,
 }
 
 async fn bench(
-    args: &Args,
-    langs: &[Lang],
-    nimbus: &Nimbus,
+    s: &Settings,
+    servers: &Servers,
     tmp: &Path,
-) -> Result<Vec<LangResult>> {
+) -> Result<(Vec<LangResult>, Option<Figs>)> {
+    let nimbus = &servers.main;
     let mut setups = Vec::new();
     let mut results = Vec::new();
-    for &lang in langs {
+    for &lang in &s.langs {
         let dir = tmp.join(lang.name());
         std::fs::create_dir_all(&dir)?;
         lang.write_files(&dir)?;
         let interpreter = lang.interpreter()?;
         let version = lang.version(&interpreter)?;
-        let zip = lang.code_zip()?;
         let floor = Floor::start(lang, &interpreter, &dir).await?;
         let warm_fn = format!("bench-{}", lang.name());
-        nimbus
-            .deploy(
-                &warm_fn,
-                lang,
-                &zip,
-                args.concurrency.unwrap_or(args.clients),
-            )
-            .await?;
+        let zip = lang.code_zip()?;
+        nimbus.deploy(&warm_fn, lang, &zip, s.concurrency).await?;
         eprintln!("{}: {} ({version})", lang.name(), interpreter.display());
         results.push(LangResult {
             lang,
             interpreter: interpreter.display().to_string(),
             version,
             runs: Vec::new(),
+            once: Figs::default(),
         });
         setups.push(Setup {
             lang,
             dir,
             interpreter,
             zip,
+            dep_zip: lang.dep_zip()?,
             floor,
             warm_fn,
         });
     }
     let load = client::Load {
-        clients: args.clients as usize,
-        warmup: Duration::from_secs_f64(args.warmup),
+        clients: s.clients as usize,
+        warmup: Duration::from_secs_f64(s.warmup),
         min_warmup_requests: 3,
-        duration: Duration::from_secs_f64(args.duration),
+        duration: Duration::from_secs_f64(s.duration),
     };
-    for run in 1..=args.runs {
+    if s.has(Only::Density) {
         for (setup, result) in setups.iter().zip(results.iter_mut()) {
             let t0 = Instant::now();
-            let pair = one_run(args, setup, nimbus, run, load)
-                .await
-                .with_context(|| format!("run {run} of {}", setup.lang.name()))?;
+            let name = format!("density-{}", setup.lang.name());
+            // First, on a fresh server, so its own memory growth is not hidden in what
+            // earlier scenarios left allocated; on the one without stem cells (when there
+            // are two): its descendants are then the instances only, not also a stem pool
+            // that may grow meanwhile.
+            scenarios::density(
+                servers.without_stem(),
+                setup.lang,
+                &setup.interpreter,
+                &setup.dir,
+                &name,
+                s.density as usize,
+                &mut result.once,
+            )
+            .await
+            .with_context(|| format!("density of {}", setup.lang.name()))?;
+            let f = &result.once;
             eprintln!(
-                "run {run}/{} {:<6} cold {:.1}/{:.1} ms, warm {:.3}/{:.3} ms, {:.0}/{:.0} rps (nimbus/floor; other load {:.1}/{:.1} cores) [{:.0} s]",
-                args.runs,
+                "density {:<6} {} instances: {:.1} MB PSS each (floor {:.1} MB), nimbus +{:.2} MB each [{:.0} s]",
                 setup.lang.name(),
-                pair.nimbus.cold.p50,
-                pair.floor.cold.p50,
-                pair.nimbus.warm.p50,
-                pair.floor.warm.p50,
-                pair.nimbus.rps,
-                pair.floor.rps,
-                pair.nimbus.cpu.other_cores,
-                pair.floor.cpu.other_cores,
+                f.get("density.instances").unwrap_or(0.0),
+                f.get("density.pss_mb").unwrap_or(0.0),
+                f.get("density.floor_pss_mb").unwrap_or(0.0),
+                f.get("density.server_rss_mb").unwrap_or(0.0),
                 t0.elapsed().as_secs_f64()
             );
-            result.runs.push(pair);
         }
     }
-    Ok(results)
+    let per_run = [
+        Only::Cold,
+        Only::Warm,
+        Only::Throughput,
+        Only::Burst,
+        Only::Scaleout,
+    ];
+    if per_run.iter().any(|o| s.has(*o)) {
+        for run in 1..=s.runs {
+            for (setup, result) in setups.iter().zip(results.iter_mut()) {
+                let t0 = Instant::now();
+                let figs = one_run(s, setup, servers, run, load)
+                    .await
+                    .with_context(|| format!("run {run} of {}", setup.lang.name()))?;
+                eprintln!(
+                    "run {run}/{} {:<6} {} [{:.0} s]",
+                    s.runs,
+                    setup.lang.name(),
+                    report::progress_line(&figs),
+                    t0.elapsed().as_secs_f64()
+                );
+                result.runs.push(figs);
+            }
+        }
+    }
+    let many = if s.has(Only::Many) {
+        let t0 = Instant::now();
+        eprintln!("many: deploying {} functions", s.functions);
+        let mut figs = Figs::default();
+        scenarios::many(
+            nimbus,
+            scenarios::Many {
+                count: s.functions as usize,
+                invoke: s.first_invokes as usize,
+                langs: &s.langs,
+                warm: setups.iter().map(|x| (x.lang, x.warm_fn.clone())).collect(),
+                warm_requests: s.warm_requests as usize,
+                stem: servers.stem.is_ok(),
+            },
+            &mut figs,
+        )
+        .await
+        .context("many functions")?;
+        eprintln!(
+            "many: list {:.1} ms ({} pages) [{:.0} s]",
+            figs.get("many.list.p50").unwrap_or(0.0),
+            figs.get("many.list_pages").unwrap_or(0.0),
+            t0.elapsed().as_secs_f64()
+        );
+        Some(figs)
+    } else {
+        None
+    };
+    Ok((results, many))
+}
+
+/// Cold-start samples: a new function per sample (so no instance of it exists), deleted
+/// after its one request so instances do not pile up. With `stem`, each sample first waits
+/// until the server has an idle stem cell for the runtime (or 1 s if it does not say), and
+/// counts whether the server's stem-cell `hits` grew during the request (a stem cell served it).
+async fn cold_samples(
+    server: &Nimbus,
+    lang: Lang,
+    zip: &[u8],
+    tag: &str,
+    n: u32,
+    stem: bool,
+    figs: &mut Figs,
+) -> Result<()> {
+    let mut samples = Vec::new();
+    let mut with_idle_stem = 0;
+    let (mut stem_used, mut hits_reported) = (0, false);
+    for _ in 0..n {
+        // Unique across runs: a name is never reused.
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("cold-{}-{}-{seq}", tag.replace('.', "-"), lang.name());
+        server.deploy(&name, lang, zip, 1).await?;
+        tokio::time::sleep(scenarios::SETTLE).await;
+        let mut hits = None;
+        if stem {
+            if server.wait_for_stem(lang.runtime()).await? {
+                with_idle_stem += 1;
+            }
+            hits = server.stem_count(lang.runtime(), "hits").await?;
+        }
+        samples.push(client::one_shot(server.addr, &format!("/fn/{name}/")).await?);
+        if let Some(before) = hits {
+            if let Some(after) = server.stem_count(lang.runtime(), "hits").await? {
+                hits_reported = true;
+                if after > before {
+                    stem_used += 1;
+                }
+            }
+        }
+        server.delete(&name).await?;
+    }
+    figs.put_lat(&format!("cold.{tag}"), Latency::of(&samples));
+    if stem {
+        figs.put(&format!("cold.{tag}.idle_stem_seen"), with_idle_stem as f64);
+        if hits_reported {
+            figs.put(&format!("cold.{tag}.stem_hits"), stem_used as f64);
+        }
+    }
+    Ok(())
 }
 
 async fn one_run(
-    args: &Args,
-    s: &Setup,
-    nimbus: &Nimbus,
+    s: &Settings,
+    x: &Setup,
+    servers: &Servers,
     run: u32,
     load: client::Load,
-) -> Result<Pair> {
-    // Cold start: a new function per sample, so no instance of it exists; deleted after
-    // its one request so instances do not pile up.
-    let mut cold = Vec::new();
-    for i in 0..args.cold_samples {
-        let name = format!("cold-{}-{run}-{i}", s.lang.name());
-        nimbus.deploy(&name, s.lang, &s.zip, 1).await?;
-        tokio::time::sleep(COLD_SETTLE).await;
-        cold.push(client::one_shot(nimbus.addr, &format!("/fn/{name}/")).await?);
-        nimbus.delete(&name).await?;
+) -> Result<Figs> {
+    let nimbus = &servers.main;
+    let mut f = Figs::default();
+    let lang = x.lang;
+    if s.has(Only::Cold) {
+        let off = servers.without_stem();
+        let n = s.cold_samples;
+        cold_samples(off, lang, &x.zip, "hello.off", n, false, &mut f).await?;
+        cold_samples(off, lang, &x.dep_zip, "dep.off", n, false, &mut f).await?;
+        if servers.stem.is_ok() {
+            cold_samples(nimbus, lang, &x.zip, "hello.stem", n, true, &mut f).await?;
+            cold_samples(nimbus, lang, &x.dep_zip, "dep.stem", n, true, &mut f).await?;
+        }
+        let dep_dir = lang.dep_dir(&x.dir);
+        let (mut exec, mut load_h, mut load_d) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..n {
+            exec.push(targets::exec_noop(lang, &x.interpreter, &x.dir)?);
+            load_h.push(targets::load_and_exit(lang, &x.interpreter, &x.dir)?);
+            load_d.push(targets::load_and_exit(lang, &x.interpreter, &dep_dir)?);
+        }
+        f.put_lat("floor.exec", Latency::of(&exec));
+        f.put_lat("floor.load", Latency::of(&load_h));
+        f.put_lat("floor.load_dep", Latency::of(&load_d));
     }
-    let mut cold_floor = Vec::new();
-    for _ in 0..args.cold_samples {
-        cold_floor.push(targets::load_and_exit(s.lang, &s.interpreter, &s.dir)?);
+    let url = format!("/fn/{}/", x.warm_fn);
+    if s.has(Only::Warm) {
+        let n = s.warm_requests as usize;
+        let warm = client::sequential(nimbus.addr, &url, WARMUP_REQUESTS, n).await?;
+        let floor = client::sequential(x.floor.addr, "/", WARMUP_REQUESTS, n).await?;
+        f.put_lat("warm", Latency::of(&warm));
+        f.put_lat("warm.floor", Latency::of(&floor));
     }
-
-    let url = format!("/fn/{}/", s.warm_fn);
-    let n = args.warm_requests as usize;
-    let warm = client::sequential(nimbus.addr, &url, WARMUP_REQUESTS, n).await?;
-    let warm_floor = client::sequential(s.floor.addr, "/", WARMUP_REQUESTS, n).await?;
-
-    let tput = client::throughput(nimbus.addr, &url, load, nimbus.pid()).await?;
-    let tput_floor = client::throughput(s.floor.addr, "/", load, s.floor.pid()).await?;
-
-    Ok(Pair {
-        nimbus: Figures {
-            cold: Latency::of(&cold),
-            warm: Latency::of(&warm),
-            rps: tput.rps,
-            cpu: CpuPerRequest::of(&tput, load.duration),
-        },
-        floor: Figures {
-            cold: Latency::of(&cold_floor),
-            warm: Latency::of(&warm_floor),
-            rps: tput_floor.rps,
-            cpu: CpuPerRequest::of(&tput_floor, load.duration),
-        },
-    })
+    if s.has(Only::Throughput) {
+        let t = client::throughput(nimbus.addr, &url, load, nimbus.pid()).await?;
+        let tf = client::throughput(x.floor.addr, "/", load, x.floor.pid()).await?;
+        f.put("tput.rps", t.rps);
+        f.put("tput.floor_rps", tf.rps);
+        stats::put_cpu(&mut f, "tput.cpu", &t, load.duration);
+        stats::put_cpu(&mut f, "tput.floor_cpu", &tf, load.duration);
+    }
+    if s.has(Only::Burst) {
+        let name = format!("burst-{}-{run}", lang.name());
+        scenarios::burst(
+            nimbus,
+            x.floor.addr,
+            lang,
+            &name,
+            s.burst_calls as usize,
+            s.burst_concurrency,
+            &mut f,
+        )
+        .await
+        .context("burst")?;
+    }
+    if s.has(Only::Scaleout) {
+        let name = format!("scaleout-{}-{run}", lang.name());
+        scenarios::scaleout(
+            nimbus,
+            lang,
+            &x.interpreter,
+            &x.dir,
+            &name,
+            s.scaleout as usize,
+            &mut f,
+        )
+        .await
+        .context("scale-out")?;
+    }
+    Ok(f)
 }
 
 /// `--nimbus`, else `target/release/nimbus` under the current directory, else the

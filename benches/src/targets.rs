@@ -27,8 +27,9 @@ pub struct Nimbus {
 
 impl Nimbus {
     /// Starts `bin serve` on a free loopback port with its data dir under `dir`; instances
-    /// never idle out during the benchmark.
-    pub async fn start(bin: &Path, dir: &Path) -> Result<Nimbus> {
+    /// never idle out during the benchmark. `extra`: further `serve` flags.
+    pub async fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Nimbus> {
+        std::fs::create_dir_all(dir)?;
         let addr = free_addr()?;
         let log_path = dir.join("nimbus.log");
         let log = std::fs::File::create(&log_path)?;
@@ -37,6 +38,7 @@ impl Nimbus {
             .args(["--listen", &addr.to_string(), "--idle-timeout", "86400"])
             // The benchmark measures the serving path, not request signing.
             .args(["--auth", "off"])
+            .args(extra)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env_remove("RUST_LOG")
@@ -73,6 +75,60 @@ impl Nimbus {
 
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
+    }
+
+    /// A count for `runtime`'s stem cells as `GET /v1/health` reports them under
+    /// `stem_cells` (`{enabled, reason, min, max, …, pools: [{runtime, idle, hits, …}]}`):
+    /// the sum of every number under `key` in the parts that name the runtime (or its
+    /// language: `node`, `python`), else in all of it. `None` when the server reports no
+    /// `stem_cells`, or no `key` in it.
+    pub async fn stem_count(&self, runtime: &str, key: &str) -> Result<Option<u64>> {
+        let health = self.get_json("/v1/health").await?;
+        let Some(stem) = health.get("stem_cells") else {
+            return Ok(None);
+        };
+        Ok(stem_count(stem, runtime, key))
+    }
+
+    /// Idle stem cells for `runtime` (see [`Nimbus::stem_count`]).
+    pub async fn stem_idle(&self, runtime: &str) -> Result<Option<u64>> {
+        self.stem_count(runtime, "idle").await
+    }
+
+    /// `Err(reason)` when the server reports its stem cells disabled
+    /// (`stem_cells.enabled: false`, e.g. a host where it cannot sandbox).
+    pub async fn stem_enabled(&self) -> Result<std::result::Result<(), String>> {
+        let health = self.get_json("/v1/health").await?;
+        Ok(match health.get("stem_cells") {
+            Some(s) if s["enabled"] == Value::Bool(false) => Err(format!(
+                "the server reports stem cells disabled: {}",
+                s["reason"].as_str().unwrap_or("no reason given")
+            )),
+            _ => Ok(()),
+        })
+    }
+
+    /// Before a cold-start sample on a server with stem cells: waits until a stem cell of
+    /// `runtime` is idle (at most 5 s), or 1 s when the server does not report stem cells.
+    /// Returns whether an idle stem cell was seen.
+    pub async fn wait_for_stem(&self, runtime: &str) -> Result<bool> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.stem_idle(runtime).await? {
+                None => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    return Ok(false);
+                }
+                Some(n) if n > 0 => return Ok(true),
+                Some(_) if Instant::now() > deadline => return Ok(false),
+                Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Resident memory of the `nimbus` process itself.
+    pub fn own_mem(&self) -> crate::mem::Mem {
+        crate::mem::of_pid(self.pid())
     }
 
     fn url(&self, path: &str) -> String {
@@ -206,30 +262,211 @@ impl Floor {
     }
 }
 
+/// See [`Nimbus::stem_count`].
+fn stem_count(stem: &Value, runtime: &str, key: &str) -> Option<u64> {
+    let lang = if runtime.starts_with("node") {
+        "node"
+    } else {
+        "python"
+    };
+    let mut parts = Vec::new();
+    runtime_parts(stem, runtime, lang, &mut parts);
+    if parts.is_empty() {
+        return sum_key(stem, key);
+    }
+    parts
+        .into_iter()
+        .map(|p| sum_key(p, key))
+        .fold(None, add_opt)
+}
+
+/// The parts of a `stem_cells` report about `runtime`: values under an object key naming
+/// it (or its language), and objects whose `runtime` field does.
+fn runtime_parts<'a>(v: &'a Value, runtime: &str, lang: &str, out: &mut Vec<&'a Value>) {
+    let names = |s: &str| s == runtime || s.starts_with(lang);
+    match v {
+        Value::Object(m) => {
+            if m.get("runtime").and_then(Value::as_str).is_some_and(names) {
+                out.push(v);
+                return;
+            }
+            for (k, x) in m {
+                if names(k.as_str()) {
+                    out.push(x);
+                } else {
+                    runtime_parts(x, runtime, lang, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| runtime_parts(x, runtime, lang, out)),
+        _ => {}
+    }
+}
+
+fn add_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    }
+}
+
+/// Sum of every number under `key` in `v`; `None` when there is no such key.
+fn sum_key(v: &Value, key: &str) -> Option<u64> {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match v.as_u64() {
+                Some(n) if k == key => Some(n),
+                _ => sum_key(v, key),
+            })
+            .fold(None, add_opt),
+        Value::Array(a) => a.iter().map(|x| sum_key(x, key)).fold(None, add_opt),
+        _ => None,
+    }
+}
+
+/// Does `bin serve` take `--stem-cells` (prewarmed runtimes)? `Err` explains why not.
+pub fn stem_cell_support(bin: &Path) -> std::result::Result<(), String> {
+    match std::process::Command::new(bin)
+        .args(["serve", "--help"])
+        .output()
+    {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("--stem-cells") => Ok(()),
+        Ok(_) => Err("this nimbus has no --stem-cells flag".into()),
+        Err(e) => Err(format!("cannot run {} serve --help: {e}", bin.display())),
+    }
+}
+
 /// Wall time of spawning the interpreter that loads the handler, prints and exits (the
-/// cold-start floor). Runs with the same kind of minimal environment Nimbus gives functions.
+/// "interpreter loading the handler" floor).
 pub fn load_and_exit(lang: Lang, interpreter: &Path, dir: &Path) -> Result<Duration> {
+    spawn_and_exit(lang, interpreter, &lang.load_and_exit_args(), dir, true)
+}
+
+/// Wall time of a plain fork+exec of the interpreter doing nothing (`node -e 0`,
+/// `python3 -c pass`) until it exits: the cold-start floor.
+pub fn exec_noop(lang: Lang, interpreter: &Path, dir: &Path) -> Result<Duration> {
+    spawn_and_exit(lang, interpreter, &lang.noop_args(), dir, false)
+}
+
+/// The same minimal environment Nimbus gives functions.
+fn minimal_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
     let path = std::env::var("PATH").unwrap_or_default();
+    cmd.env_clear().envs([
+        ("PATH", path.as_str()),
+        ("LANG", "C.UTF-8"),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+    ])
+}
+
+/// Wall time from spawn to exit of `interpreter args` in `dir`, with the minimal
+/// environment Nimbus gives functions; checks it printed `ready` if `ready`.
+fn spawn_and_exit(
+    lang: Lang,
+    interpreter: &Path,
+    args: &[&str],
+    dir: &Path,
+    ready: bool,
+) -> Result<Duration> {
+    let mut cmd = std::process::Command::new(interpreter);
+    cmd.args(args).current_dir(dir).stdin(Stdio::null());
+    minimal_env(&mut cmd);
     let t0 = Instant::now();
-    let out = std::process::Command::new(interpreter)
-        .args(lang.load_and_exit_args())
-        .current_dir(dir)
-        .env_clear()
-        .envs([
-            ("PATH", path.as_str()),
-            ("LANG", "C.UTF-8"),
-            ("PYTHONDONTWRITEBYTECODE", "1"),
-        ])
-        .stdin(Stdio::null())
-        .output()?;
+    let out = cmd.output()?;
     let elapsed = t0.elapsed();
-    if !out.status.success() || out.stdout != b"ready\n" {
+    if !out.status.success() || (ready && out.stdout != b"ready\n") {
         bail!(
-            "{} load-and-exit failed ({}): {}",
+            "{} {args:?} failed ({}): {}",
             lang.name(),
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
     Ok(elapsed)
+}
+
+/// `n` interpreters started at once, each printing `ready` and then sleeping `sleep_ms`
+/// (`None`: until killed). With `Some`, returns the wall time until all have exited (the
+/// scale-out floor) and no processes; with `None`, returns once all are ready, with the
+/// running children (the density floor; killed when dropped).
+pub async fn spawn_many(
+    lang: Lang,
+    interpreter: &Path,
+    dir: &Path,
+    n: usize,
+    sleep_ms: Option<u64>,
+) -> Result<(Duration, Vec<Child>)> {
+    use tokio::io::AsyncBufReadExt;
+    let args = lang.sleep_args(sleep_ms);
+    let t0 = Instant::now();
+    let mut children = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut cmd = std::process::Command::new(interpreter);
+        cmd.args(&args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        minimal_env(&mut cmd);
+        let mut cmd = Command::from(cmd);
+        cmd.kill_on_drop(true);
+        children.push(cmd.spawn()?);
+    }
+    for c in &mut children {
+        let out = c.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        tokio::io::BufReader::new(out).read_line(&mut line).await?;
+        if line.trim() != "ready" {
+            bail!("{} {args:?} did not print ready", lang.name());
+        }
+    }
+    if sleep_ms.is_none() {
+        return Ok((t0.elapsed(), children));
+    }
+    for c in &mut children {
+        let status = c.wait().await?;
+        if !status.success() {
+            bail!("{} {args:?} failed: {status}", lang.name());
+        }
+    }
+    Ok((t0.elapsed(), Vec::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_stem_cells_of_a_runtime() {
+        // The shape the stem-cell branch reports.
+        let v = json!({
+            "enabled": true, "min": 1, "max": 8, "ttl_s": 600, "memory_bytes": 1, "memory_budget_bytes": 2,
+            "pools": [
+                { "runtime": "node", "network": "outbound", "ephemeral_storage_mb": 512, "idle": 2, "hits": 5, "misses": 1 },
+                { "runtime": "node", "network": "none", "ephemeral_storage_mb": 512, "idle": 1, "hits": 0, "misses": 0 },
+                { "runtime": "python", "network": "outbound", "ephemeral_storage_mb": 512, "idle": 0, "hits": 7, "misses": 2 },
+            ],
+        });
+        assert_eq!(stem_count(&v, "nodejs20.x", "idle"), Some(3));
+        assert_eq!(stem_count(&v, "nodejs20.x", "hits"), Some(5));
+        assert_eq!(stem_count(&v, "python3.11", "idle"), Some(0));
+        assert_eq!(stem_count(&v, "python3.11", "hits"), Some(7));
+        // Keyed by runtime instead.
+        let v = json!({ "nodejs20.x": { "idle": 2, "busy": 1 }, "python3.11": { "idle": 4 } });
+        assert_eq!(stem_count(&v, "nodejs20.x", "idle"), Some(2));
+        assert_eq!(stem_count(&v, "python3.11", "idle"), Some(4));
+        // No runtime named: everything; no such key: None.
+        assert_eq!(
+            stem_count(
+                &json!({ "idle": 1, "x": { "idle": 4 } }),
+                "python3.11",
+                "idle"
+            ),
+            Some(5)
+        );
+        assert_eq!(
+            stem_count(&json!({ "min": 1, "max": 4 }), "nodejs20.x", "idle"),
+            None
+        );
+    }
 }
