@@ -350,6 +350,7 @@ impl ProcessExecutor {
             mut inst,
             specialize,
         } = stem;
+        let t0 = Instant::now();
         if self.sandbox.is_some() {
             let pid = inst.pid.ok_or_else(|| {
                 RuntimeError::Spawn(std::io::Error::other("the stem cell has no pid"))
@@ -359,6 +360,7 @@ impl ProcessExecutor {
                 .await
                 .map_err(|e| RuntimeError::Spawn(std::io::Error::other(e.to_string())))??;
         }
+        let mounted = t0.elapsed();
         if let Some(cg) = &inst.cgroup {
             cg.resize(u64::from(spec.config.memory_mb) << 20)?;
         }
@@ -378,7 +380,7 @@ impl ProcessExecutor {
             })?;
         inst.spec = spec;
         inst.started = Instant::now();
-        debug!(instance = %inst.id, function = %inst.spec.function, "stem cell specialised");
+        debug!(instance = %inst.id, function = %inst.spec.function, mount_us = mounted.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "stem cell specialised");
         Ok(inst)
     }
 
