@@ -122,6 +122,7 @@ impl MemoryLimits {
             dir,
             extra: Vec::new(),
             v2,
+            peak: Default::default(),
         };
         let limit = limit_bytes.to_string();
         let res = (|| -> io::Result<()> {
@@ -302,6 +303,9 @@ pub(crate) struct Cgroup {
     /// Each `cgroup.procs`, prepared before fork so the child can join without allocating.
     procs: Vec<CString>,
     v2: bool,
+    /// The peak-memory file, opened at the first read and re-read in place (`pread` at
+    /// offset 0 gives the current value) rather than opened for every `REPORT` line.
+    peak: std::sync::Mutex<Option<fs::File>>,
 }
 
 impl Cgroup {
@@ -312,16 +316,19 @@ impl Cgroup {
 
     /// Peak memory use of the instance in bytes.
     pub(crate) fn peak_bytes(&self) -> Option<u64> {
-        let file = if self.v2 {
-            "memory.peak"
-        } else {
-            "memory.max_usage_in_bytes"
-        };
-        fs::read_to_string(self.dir.join(file))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        use std::os::unix::fs::FileExt;
+        let mut peak = self.peak.lock().unwrap_or_else(|e| e.into_inner());
+        if peak.is_none() {
+            let file = if self.v2 {
+                "memory.peak"
+            } else {
+                "memory.max_usage_in_bytes"
+            };
+            *peak = Some(fs::File::open(self.dir.join(file)).ok()?);
+        }
+        let mut buf = [0u8; 32];
+        let n = peak.as_ref()?.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
     }
 
     /// Whether the kernel OOM-killed a process of this cgroup.
@@ -352,6 +359,7 @@ impl Cgroup {
     }
 
     pub(crate) fn remove(&self) {
+        self.peak.lock().unwrap_or_else(|e| e.into_inner()).take();
         for dir in std::iter::once(&self.dir).chain(&self.extra) {
             // The directory can be removed only once its processes are gone; retry briefly.
             let mut gone = false;
