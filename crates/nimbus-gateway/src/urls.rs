@@ -2,6 +2,7 @@
 //! configuration API (`/2021-10-31/functions/{name}/url`).
 
 use crate::http_event::{self, HttpRequestParts};
+use crate::state::Resolved;
 use crate::{invoke, ApiError, Gateway};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -57,13 +58,12 @@ async fn serve_url(
             "function {name} has no function URL: set url = true in nimbus.toml or call CreateFunctionUrlConfig"
         )));
     }
-    let settings = url_settings(&resolved.version.config);
-    let origin = req
-        .headers()
-        .get("origin")
-        .and_then(|o| o.to_str().ok())
-        .map(str::to_string);
-    let cors = Cors::new(&settings.cors, origin.as_deref());
+    // Borrowed, not cloned: most requests have no `Origin` and need no CORS settings.
+    let url_cfg = resolved.version.config.url_config.as_ref();
+    let cors = url_cfg.and_then(|u| {
+        let origin = req.headers().get("origin")?.to_str().ok()?;
+        Cors::new(&u.cors, Some(origin))
+    });
     if req.method() == axum::http::Method::OPTIONS
         && req.headers().contains_key("access-control-request-method")
     {
@@ -76,12 +76,22 @@ async fn serve_url(
             return Ok(resp);
         }
     }
-    let req = if settings.auth_type == "AWS_IAM" {
+    let req = if url_cfg.is_some_and(|u| u.auth_type == "AWS_IAM") {
         crate::auth::check_function_url(&gw, &name, req).await?
     } else {
         req
     };
-    let mut resp = serve_http(gw, name, raw_path, "$default".into(), None, None, req).await?;
+    let mut resp = serve_http(
+        gw,
+        name,
+        resolved,
+        raw_path,
+        "$default".into(),
+        None,
+        None,
+        req,
+    )
+    .await?;
     if let Some(cors) = cors {
         cors.apply(resp.headers_mut());
     }
@@ -193,6 +203,7 @@ pub(crate) async fn user_route(
             serve_http(
                 gw,
                 function,
+                resolved,
                 path,
                 route.key().to_string(),
                 Some(params),
@@ -208,16 +219,18 @@ pub(crate) async fn user_route(
     }
 }
 
+/// Invokes `resolved` (the version its caller already resolved) with `req` as an HTTP event.
+#[allow(clippy::too_many_arguments)]
 async fn serve_http(
     gw: Arc<Gateway>,
     name: FunctionName,
+    resolved: Arc<Resolved>,
     raw_path: String,
     route_key: String,
     path_params: Option<BTreeMap<String, String>>,
     authorizer: Option<Value>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let resolved = gw.resolve(&name, None).await?;
     let source_ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

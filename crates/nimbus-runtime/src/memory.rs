@@ -16,6 +16,9 @@ pub struct MemoryProbe {
     pid: Option<u32>,
     /// A known, constant figure (executors that cannot measure).
     fixed: Option<u64>,
+    /// The cgroup's peak-memory file, opened at the first read and re-read in place
+    /// (`pread` at offset 0): the REPORT line of every invocation reads it.
+    peak_file: std::sync::Arc<std::sync::Mutex<Option<fs::File>>>,
 }
 
 impl MemoryProbe {
@@ -32,6 +35,7 @@ impl MemoryProbe {
             cgroup,
             pid,
             fixed: None,
+            peak_file: Default::default(),
         }
     }
 
@@ -79,12 +83,24 @@ impl MemoryProbe {
             } else {
                 "memory.max_usage_in_bytes"
             };
-            if let Some(b) = read_u64(&dir.join(file)) {
+            if let Some(b) = read_cached(&self.peak_file, &dir.join(file)) {
                 return Some(b);
             }
         }
         proc_status_kb(self.pid?, "VmHWM:").map(|kb| kb * 1024)
     }
+}
+
+/// A number read from `path` through a file kept open in `cache` (opened at first use).
+fn read_cached(cache: &std::sync::Mutex<Option<fs::File>>, path: &Path) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut f = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if f.is_none() {
+        *f = Some(fs::File::open(path).ok()?);
+    }
+    let mut buf = [0u8; 32];
+    let n = f.as_ref()?.read_at(&mut buf, 0).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
