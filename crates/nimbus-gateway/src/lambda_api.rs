@@ -342,32 +342,12 @@ pub(crate) fn paginate<T>(
     q: &Query,
     key: impl Fn(&T) -> String,
 ) -> Result<(Vec<T>, Option<String>), ApiError> {
-    let max = match first(q, "MaxItems") {
-        Some(m) => m
-            .parse::<usize>()
-            .ok()
-            .filter(|m| (1..=10_000).contains(m))
-            .ok_or_else(|| {
-                ApiError::InvalidParameter(format!(
-                    "MaxItems {m:?} must be an integer from 1 to 10000"
-                ))
-            })?
-            .min(PAGE_MAX),
-        None => PAGE_MAX,
-    };
-    let start = match first(q, "Marker") {
-        Some(m) => {
-            let after = String::from_utf8(
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(m)
-                    .map_err(|_| ApiError::InvalidParameter("invalid Marker".into()))?,
-            )
-            .map_err(|_| ApiError::InvalidParameter("invalid Marker".into()))?;
-            items
-                .iter()
-                .position(|i| key(i) > after)
-                .unwrap_or(items.len())
-        }
+    let max = max_items(q)?;
+    let start = match marker(q)? {
+        Some(after) => items
+            .iter()
+            .position(|i| key(i) > after)
+            .unwrap_or(items.len()),
         None => 0,
     };
     let total = items.len();
@@ -379,6 +359,35 @@ pub(crate) fn paginate<T>(
         })
         .flatten();
     Ok((page, next))
+}
+
+/// `MaxItems` (1–10000, at most a page); a page when absent.
+fn max_items(q: &Query) -> Result<usize, ApiError> {
+    Ok(match first(q, "MaxItems") {
+        Some(m) => m
+            .parse::<usize>()
+            .ok()
+            .filter(|m| (1..=10_000).contains(m))
+            .ok_or_else(|| {
+                ApiError::InvalidParameter(format!(
+                    "MaxItems {m:?} must be an integer from 1 to 10000"
+                ))
+            })?
+            .min(PAGE_MAX),
+        None => PAGE_MAX,
+    })
+}
+
+/// The decoded `Marker`: the sort key of the last item of the previous page.
+fn marker(q: &Query) -> Result<Option<String>, ApiError> {
+    let Some(m) = first(q, "Marker") else {
+        return Ok(None);
+    };
+    let invalid = || ApiError::InvalidParameter("invalid Marker".into());
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(m)
+        .map_err(|_| invalid())?;
+    String::from_utf8(bytes).map(Some).map_err(|_| invalid())
 }
 
 /// Sort key making `$LATEST` first and numbered versions ascending.
@@ -406,11 +415,15 @@ pub(crate) async fn list_functions(
             ));
         }
     }
+    // `$LATEST` only (the usual case): one page straight from the registry (the names
+    // after the Marker's, one more than the page to know whether another follows).
+    let after = marker(&q)?.map(|m| m.split('\u{0}').next().unwrap_or_default().to_string());
+    let page_size = max_items(&q)?;
     let items = blocking(move || {
-        let latest = store.list()?;
         if !all {
-            return Ok(latest);
+            return store.list_after(after.as_deref(), page_size + 1);
         }
+        let latest = store.list()?;
         let mut out = Vec::new();
         for f in latest {
             out.extend(store.versions(&f.name)?);

@@ -64,6 +64,9 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, name: &FunctionName, qualifier: Option<&str>) -> Result<FunctionVersion>;
     /// `$LATEST` of every function, sorted by name.
     fn list(&self) -> Result<Vec<FunctionVersion>>;
+    /// One page of [`Store::list`]: at most `limit` functions whose names sort after
+    /// `after` (from the first when `None`).
+    fn list_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionVersion>>;
     /// `$LATEST` first, then the numbered versions ascending.
     fn versions(&self, name: &FunctionName) -> Result<Vec<FunctionVersion>>;
     /// Deletes the function, all its versions and its logs. `StoreError::NotFound` when missing.

@@ -678,6 +678,18 @@ impl Store for SqliteStore {
         rows.map(|r| r?).collect()
     }
 
+    fn list_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionVersion>> {
+        let conn = self.registry();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM functions WHERE name > ?1 ORDER BY name LIMIT ?2"
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(rusqlite::params![after.unwrap_or(""), limit], |r| {
+            decode(r, None)
+        })?;
+        rows.map(|r| r?).collect()
+    }
+
     fn versions(&self, name: &FunctionName) -> Result<Vec<FunctionVersion>> {
         let conn = self.registry();
         let latest =
@@ -1411,6 +1423,18 @@ mod tests {
             .collect();
         assert_eq!(names, ["Alpha", "beta", "zeta"]);
         assert!(s.list().unwrap().iter().all(|f| f.version == "$LATEST"));
+        // Pages: names strictly after the marker, at most `limit`.
+        let page = |after: Option<&str>, limit| -> Vec<String> {
+            s.list_after(after, limit)
+                .unwrap()
+                .into_iter()
+                .map(|f| f.name.to_string())
+                .collect()
+        };
+        assert_eq!(page(None, 2), ["Alpha", "beta"]);
+        assert_eq!(page(Some("beta"), 2), ["zeta"]);
+        assert_eq!(page(Some("Alpha"), 10), ["beta", "zeta"]);
+        assert!(page(Some("zeta"), 10).is_empty());
     }
 
     #[test]
