@@ -54,6 +54,10 @@ pub struct ConcurrencyArgs {
         value_name = "MB"
     )]
     pub stem_cells_memory: u64,
+    /// Instances that may initialise at once on this host (default: 4 per core). A burst
+    /// beyond it waits for a warm instance or a free slot, within --queue-timeout-ms.
+    #[arg(long, env = "NIMBUS_MAX_INITIALIZING", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_initializing: Option<u32>,
     /// Memory all instances may hold, in MB (each counted at its function's memory size);
     /// beyond it, idle instances of any function are stopped least recently used first,
     /// and a start that still does not fit is throttled (429). `auto`: 75% of the host's
@@ -112,6 +116,9 @@ impl ConcurrencyArgs {
         c.scale_rate = self.max_scale_rate;
         c.queue_depth = self.queue_depth;
         c.account_queue_depth = self.account_queue_depth;
+        if let Some(n) = self.max_initializing {
+            c.max_initializing = n as usize;
+        }
         c.stem_cells = StemConfig {
             min: self.stem_cells.0,
             max: self.stem_cells.1,

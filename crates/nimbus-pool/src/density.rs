@@ -284,6 +284,9 @@ impl<I: Instance> Instance for Tracked<I> {
         self.inst.ready().await
     }
 
+    fn initialised(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.inst.initialised()
+    }
     fn is_healthy(&self) -> bool {
         self.inst.is_healthy()
     }

@@ -46,11 +46,24 @@ pub struct PoolConfig {
     pub scale_rate: ScaleRate,
     /// The instance memory budget and the host's `MemAvailable` floor (`density.rs`).
     pub memory: MemoryPolicy,
+    /// Instances that may be initialising at once on this host (all functions): a burst
+    /// beyond it waits for a warm instance or a free slot instead of starving every
+    /// runtime of CPU until init timeouts fire.
+    pub max_initializing: usize,
+}
+
+/// The default of [`PoolConfig::max_initializing`]: 4 per core, at least 4.
+pub fn default_max_initializing() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() * 4)
+        .unwrap_or(4)
+        .max(4)
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
+            max_initializing: default_max_initializing(),
             idle_timeout: Duration::from_secs(300),
             queue_timeout: Duration::from_secs(10),
             queue_depth: 100,
@@ -160,6 +173,8 @@ pub struct PoolManager<E: Executor> {
     account: Account,
     /// Memory budget and per-instance registry (`density.rs`).
     density: Arc<Density>,
+    /// Slots for instances initialising at once ([`PoolConfig::max_initializing`]).
+    initializing: Arc<tokio::sync::Semaphore>,
     closed: AtomicBool,
 }
 
@@ -171,6 +186,7 @@ impl<E: Executor> PoolManager<E> {
             exec,
             account: Account::new(cfg.account_concurrency),
             density: Density::new(cfg.memory),
+            initializing: Arc::new(tokio::sync::Semaphore::new(cfg.max_initializing.max(1))),
             cfg,
             functions: Mutex::new(HashMap::new()),
             prov: Default::default(),
@@ -368,9 +384,33 @@ impl<E: Executor> PoolManager<E> {
                 if let Some((i, _)) = warm {
                     break (i, false, None);
                 }
+                // A slot among the instances initialising on this host; without one,
+                // wait for a warm instance or a slot (until the deadline).
+                let init_slot = match self.initializing.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        let rate = self.cfg.scale_rate.per_sec.ceil() as u32;
+                        debug!("every initialisation slot is taken; waiting for an instance");
+                        tokio::select! {
+                            _ = vp.returned.notified() => {}
+                            _ = self.initializing.acquire() => {}
+                            _ = tokio::time::sleep_until(deadline) => {
+                                return Err(throttled(rate, ThrottleReason::ScaleRate));
+                            }
+                        }
+                        continue;
+                    }
+                };
                 match fp.bucket.take() {
                     Ok(()) => match self.start_instance(spec.clone(), false).await {
-                        Ok(i) => break (i, true, None),
+                        Ok(i) => {
+                            let init = i.initialised();
+                            tokio::spawn(async move {
+                                init.await;
+                                drop(init_slot);
+                            });
+                            break (i, true, None);
+                        }
                         Err(StartError::Runtime(e)) => return Ok(start_failure(&inv, e)),
                         Err(StartError::Memory(detail)) => {
                             return Err(PoolError::MemoryExhausted {

@@ -142,6 +142,13 @@ pub trait Instance: Send + 'static {
     fn ready(&mut self) -> impl Future<Output = Result<(), String>> + Send {
         std::future::ready(Ok(()))
     }
+    /// Resolves once the instance's runtime has initialised (its first `next`), exited,
+    /// or had its init timeout: how long it occupies one of the host's initialisation
+    /// slots (the pool bounds how many instances initialise at once). Nothing to wait
+    /// for by default.
+    fn initialised(&self) -> impl Future<Output = ()> + Send + 'static {
+        std::future::ready(())
+    }
     /// False once the instance has crashed, timed out or been killed.
     fn is_healthy(&self) -> bool;
     /// A handle reading the instance's memory use (its cgroup's counters where there is

@@ -1113,6 +1113,19 @@ impl Instance for ProcessInstance {
         self.healthy && self.exit_rx.borrow().is_none()
     }
 
+    fn initialised(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut ready = self.state.ready.subscribe();
+        let mut exit = self.exit_rx.clone();
+        let deadline = self.started + INIT_TIMEOUT;
+        async move {
+            tokio::select! {
+                _ = ready.wait_for(|r| *r) => {}
+                _ = exit.wait_for(|s| s.is_some()) => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+        }
+    }
+
     fn memory_probe(&self) -> Option<crate::MemoryProbe> {
         let cgroup = self.cgroup.as_ref().map(|c| c.probe_dir());
         Some(crate::MemoryProbe::new(cgroup, self.pid))

@@ -94,6 +94,8 @@ pub struct Config {
     pub isolation: Isolation,
     /// Prewarmed runtimes for cold starts (`--stem-cells`).
     pub stem_cells: StemConfig,
+    /// Instances that may initialise at once (`--max-initializing`).
+    pub max_initializing: usize,
     /// Require SigV4-signed requests from access keys on every API (`--auth on`, the
     /// default). Off is for local development and refused on a non-loopback listener.
     pub auth: bool,
@@ -121,6 +123,7 @@ impl Default for Config {
             abuse: AbuseLimits::default(),
             isolation: Isolation::default(),
             stem_cells: StemConfig::default(),
+            max_initializing: nimbus_pool::default_max_initializing(),
             auth: true,
         }
     }
@@ -236,6 +239,7 @@ impl Server {
                 account_queue_depth: config.account_queue_depth,
                 account_concurrency: config.account_concurrency,
                 scale_rate: config.scale_rate,
+                max_initializing: config.max_initializing,
                 memory: nimbus_pool::MemoryPolicy {
                     budget: config.instance_memory_budget,
                     floor: config.memory_floor,
