@@ -168,10 +168,12 @@ function apiFailure(what, err) {
   process.exit(1);
 }
 
+let warming = false; // a stem cell's warm-up invocation (see warmUp): its refusal is expected
+
 async function post(urlPath, contentType, body, extraHeaders, opts) {
   const headers = Object.assign({ 'Content-Type': contentType, 'Content-Length': body.length }, extraHeaders);
   const res = await request('POST', urlPath, headers, body, opts);
-  if (res.status < 200 || res.status > 299) {
+  if ((res.status < 200 || res.status > 299) && !warming) {
     process.stderr.write(
       `nimbus node bootstrap: POST ${urlPath} returned ${res.status}: ${res.body.toString('utf8').slice(0, 500)}\n`,
     );
@@ -694,6 +696,7 @@ process.on('unhandledRejection', (reason) => {
 // until the server makes it an instance of a function: the answer carries the
 // function's whole environment and its task root (already mounted).
 async function specialize() {
+  await warmUp();
   const stemPath = `${API_PREFIX}/nimbus/stem/specialize`;
   let res;
   try {
@@ -706,6 +709,25 @@ async function specialize() {
   for (const k of Object.keys(env)) delete env[k];
   Object.assign(env, spec.env);
   process.chdir(spec.taskRoot);
+}
+
+// V8 compiles a function at its first call: a stem cell runs the invocation path once
+// (a no-op handler, its answer posted for a request id the Runtime API refuses) so the
+// first real invocation does not pay for compiling it.
+async function warmUp() {
+  warming = true;
+  // The handler lookup's file system path (its results are thrown away).
+  isFile(path.resolve(__dirname, 'bootstrap') + '.js');
+  hasTypeModule(__dirname);
+  const h = { fn: async () => ({ warm: true }), streaming: false, isAsync: true };
+  const inv = { id: 'nimbus-stem-warm-up', headers: {}, body: Buffer.from('{}') };
+  try {
+    await runInvocation(h, inv);
+  } catch (_) {
+    // Nothing to report: the real invocations report their own failures.
+  }
+  beforeExitHook = null;
+  warming = false;
 }
 
 async function main() {
