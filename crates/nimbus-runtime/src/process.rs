@@ -247,7 +247,9 @@ impl ProcessExecutor {
                     while let Some(key) = stems.wanted(Instant::now()) {
                         match exec.launch_stem(key).await {
                             Ok(stem) => {
-                                stems.put(key, stem);
+                                if let Some(late) = stems.put(key, stem) {
+                                    late.inst.stop().await;
+                                }
                             }
                             Err(e) => {
                                 if warned.insert(key) {

@@ -184,6 +184,8 @@ pub(crate) struct StemPool<S = Stem> {
     disabled: Option<String>,
     pools: Mutex<HashMap<StemKey, KeyPool<S>>>,
     pub wake: tokio::sync::Notify,
+    /// Set by [`Self::drain`] (shutdown): nothing more is started or kept.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl<S: Idle> StemPool<S> {
@@ -207,6 +209,7 @@ impl<S: Idle> StemPool<S> {
             disabled,
             pools: Mutex::new(pools),
             wake: tokio::sync::Notify::new(),
+            closed: Default::default(),
         }
     }
 
@@ -246,6 +249,9 @@ impl<S: Idle> StemPool<S> {
     /// starting until [`Self::put`] or [`Self::failed`].
     pub fn wanted(&self, now: Instant) -> Option<StemKey> {
         let mut pools = self.pools.lock().unwrap();
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
         let used: u64 = pools.iter().map(|(k, p)| held(k, p)).sum();
         let mut best: Option<(StemKey, u32)> = None;
         for (k, p) in pools.iter() {
@@ -267,13 +273,18 @@ impl<S: Idle> StemPool<S> {
         Some(key)
     }
 
-    /// A stem cell started for `key` is idle now.
-    pub fn put(&self, key: StemKey, stem: S) {
+    /// A stem cell started for `key` is idle now; after [`Self::drain`] it is handed back
+    /// for the caller to stop.
+    pub fn put(&self, key: StemKey, stem: S) -> Option<S> {
         let mut pools = self.pools.lock().unwrap();
         let kp = pools.entry(key).or_default();
         kp.starting = kp.starting.saturating_sub(1);
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Some(stem);
+        }
         kp.backoff_until = None;
         kp.idle.push_back(stem);
+        None
     }
 
     /// Starting a stem cell for `key` failed: retry no sooner than `retry_at`.
@@ -319,9 +330,10 @@ impl<S: Idle> StemPool<S> {
         out
     }
 
-    /// Every idle stem cell, for shutdown.
+    /// Every idle stem cell, for shutdown; none is started or kept afterwards.
     pub fn drain(&self) -> Vec<S> {
         let mut pools = self.pools.lock().unwrap();
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         pools
             .values_mut()
             .flat_map(|kp| kp.idle.drain(..))
@@ -419,7 +431,7 @@ mod tests {
     fn fill(p: &StemPool<Fake>, now: Instant) -> usize {
         let mut n = 0;
         while let Some(k) = p.wanted(now) {
-            p.put(k, fake().0);
+            assert!(p.put(k, fake().0).is_none());
             n += 1;
         }
         n
@@ -476,9 +488,9 @@ mod tests {
         let (a, a_alive) = fake();
         let (b, _) = fake();
         assert_eq!(p.wanted(t0), Some(NODE));
-        p.put(NODE, a);
+        assert!(p.put(NODE, a).is_none());
         assert_eq!(p.wanted(t0), Some(NODE));
-        p.put(NODE, b);
+        assert!(p.put(NODE, b).is_none());
         a_alive.store(false, Ordering::SeqCst);
         let (got, dead) = p.take(NODE, t0);
         assert!(got.is_some_and(|g| g.alive()));
@@ -506,7 +518,13 @@ mod tests {
         let k = p.wanted(t0).unwrap();
         p.failed(k, t0 + Duration::from_secs(30));
         assert_eq!(p.wanted(t0 + Duration::from_secs(1)), None);
-        assert_eq!(p.wanted(t0 + Duration::from_secs(31)), Some(NODE));
+        let k = p.wanted(t0 + Duration::from_secs(31)).unwrap();
+        assert_eq!(k, NODE);
+
+        // After drain (shutdown) nothing is wanted and late arrivals are handed back.
+        assert_eq!(p.drain().len(), 0);
+        assert_eq!(p.wanted(t0 + Duration::from_secs(60)), None);
+        assert!(p.put(k, fake().0).is_some());
 
         let off = StemPool::<Fake>::new(StemConfig::off(), &[NODE], None);
         assert!(!off.enabled());
