@@ -98,6 +98,13 @@ fn failing_event_is_retried_with_growing_delays_then_dead_lettered() {
             .map(|l| l["ts_ms"].as_i64().unwrap())
             .collect()
     };
+    // Log lines reach the store shortly after the event's status (they are committed in
+    // batches): wait for the last attempt's REPORT.
+    assert!(
+        eventually(Duration::from_secs(10), || at("REPORT").len() >= 3),
+        "{:?}",
+        at("REPORT")
+    );
     let (starts, reports) = (at("START"), at("REPORT"));
     assert_eq!(starts.len(), 3, "{starts:?}");
     assert_eq!(reports.len(), 3, "{reports:?}");

@@ -106,7 +106,10 @@ impl TokenBucket {
             Ok(())
         } else {
             *st = (tokens, now);
-            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate.per_sec))
+            // At least a millisecond: a wait that rounds to nothing would be taken again
+            // at once, with no time for the bucket to refill (a busy loop).
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate.per_sec)
+                .max(Duration::from_millis(1)))
         }
     }
 }

@@ -366,6 +366,7 @@ impl<E: Executor> PoolManager<E> {
         let (result, cold, pid) = loop {
             // 3. A warm instance, else a new one when the scale-out rate allows, else wait
             //    for whichever comes first (until the deadline).
+            let mut held_slot = None;
             let (mut instance, cold, prov) = loop {
                 // Provisioned instances of this version first.
                 if let Some((i, slot)) = self.prov.take(&name, &spec.version, revision) {
@@ -386,14 +387,20 @@ impl<E: Executor> PoolManager<E> {
                 }
                 // A slot among the instances initialising on this host; without one,
                 // wait for a warm instance or a slot (until the deadline).
-                let init_slot = match self.initializing.clone().try_acquire_owned() {
+                // A slot acquired while waiting is kept: a released slot goes straight to
+                // the next waiter, so dropping it to try again would pass it from waiter
+                // to waiter for ever (a busy loop).
+                let init_slot = match held_slot
+                    .take()
+                    .map_or_else(|| self.initializing.clone().try_acquire_owned(), Ok)
+                {
                     Ok(p) => p,
                     Err(_) => {
                         let rate = self.cfg.scale_rate.per_sec.ceil() as u32;
                         debug!("every initialisation slot is taken; waiting for an instance");
                         tokio::select! {
                             _ = vp.returned.notified() => {}
-                            _ = self.initializing.acquire() => {}
+                            slot = self.initializing.clone().acquire_owned() => held_slot = slot.ok(),
                             _ = tokio::time::sleep_until(deadline) => {
                                 return Err(throttled(rate, ThrottleReason::ScaleRate));
                             }
@@ -435,6 +442,7 @@ impl<E: Executor> PoolManager<E> {
                     }
                 }
             };
+            drop(held_slot);
             vp.busy.fetch_add(1, Ordering::SeqCst);
             let pid = instance.pid();
             instance.set_busy();

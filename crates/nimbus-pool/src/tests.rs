@@ -11,6 +11,8 @@ struct Fake {
     delay: Duration,
     /// Invocations running now and the most ever at once, per function and in total ("").
     active: Arc<Mutex<HashMap<String, (u32, u32)>>>,
+    /// How long a start takes.
+    start_delay: Duration,
 }
 
 struct FakeInstance {
@@ -39,6 +41,7 @@ impl FakeInstance {
 impl Executor for Fake {
     type Instance = FakeInstance;
     async fn start(&self, spec: Arc<InstanceSpec>) -> Result<FakeInstance, RuntimeError> {
+        tokio::time::sleep(self.start_delay).await;
         let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(FakeInstance {
             id: n.to_string(),
@@ -93,6 +96,7 @@ fn setup(delay_ms: u64, cfg: PoolConfig) -> (Arc<PoolManager<Fake>>, Arc<Fake>) 
         stopped: Arc::new(AtomicU32::new(0)),
         delay: Duration::from_millis(delay_ms),
         active: Arc::default(),
+        start_delay: Duration::ZERO,
     });
     (PoolManager::new(fake.clone(), cfg), fake)
 }
@@ -736,4 +740,34 @@ async fn below_the_host_floor_idle_instances_are_reaped_lru_first() {
         "the reaper empties the idle lists"
     );
     AVAILABLE_MB.store(1000, Ordering::SeqCst);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_beyond_the_initialisation_slots_is_served() {
+    // One slot, starts that take 50 ms, 8 callers at once: seven wait for the slot. Each
+    // released slot goes to the next waiter, which must keep it (dropping it to try again
+    // passed it from waiter to waiter without end, and the paused clock never advanced).
+    let fake = Arc::new(Fake {
+        exited: Arc::new(AtomicBool::new(false)),
+        started: AtomicU32::new(0),
+        stopped: Arc::new(AtomicU32::new(0)),
+        delay: Duration::from_millis(100),
+        active: Arc::default(),
+        start_delay: Duration::from_millis(50),
+    });
+    let cfg = PoolConfig {
+        max_initializing: 1,
+        ..PoolConfig::default()
+    };
+    let pm = PoolManager::new(fake.clone(), cfg);
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let pm = pm.clone();
+            tokio::spawn(async move { pm.invoke(spec(8), "r1", inv("x")).await })
+        })
+        .collect();
+    for c in calls {
+        assert!(c.await.unwrap().is_ok());
+    }
+    assert!(fake.started.load(Ordering::SeqCst) >= 1);
 }
