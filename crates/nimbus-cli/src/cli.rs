@@ -196,10 +196,41 @@ pub struct ServerArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// Threads that serve the APIs, the gateway and the instances' Runtime APIs [default:
+    /// half the cores, at least 1: the other cores run the functions]. On 2 cores one
+    /// thread serves a warm request with a third less CPU than two, which keep waking
+    /// each other (docs/performance.md, "Server threads").
+    #[arg(long, env = "NIMBUS_WORKER_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
     #[command(flatten)]
     pub limits: crate::limit_args::LimitArgs,
     #[command(flatten)]
     pub concurrency: crate::concurrency_args::ConcurrencyArgs,
+}
+
+impl ServerArgs {
+    /// `--worker-threads`, or half the host's cores (at least 1).
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.map_or_else(
+            || {
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get() / 2)
+                    .max(1)
+            },
+            usize::from,
+        )
+    }
+}
+
+impl Command {
+    /// The server settings of `serve` and `up`.
+    pub fn server(&self) -> Option<&ServerArgs> {
+        match self {
+            Command::Serve(s) => Some(s),
+            Command::Up(u) => Some(&u.server),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -664,6 +695,20 @@ mod tests {
         assert_eq!(u.dir, PathBuf::from("proj"));
         assert!(u.server.tls_cert.is_none());
         assert_eq!(u.server.shutdown_grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn server_threads_default_to_half_the_cores() {
+        let cli = parse(&["up", "proj", "--worker-threads", "3"]);
+        assert_eq!(cli.command.server().unwrap().worker_threads(), 3);
+        let cli = parse(&["serve"]);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(
+            cli.command.server().unwrap().worker_threads(),
+            (cores / 2).max(1)
+        );
+        assert!(parse(&["ls"]).command.server().is_none());
+        assert!(Cli::try_parse_from(["nimbus", "serve", "--worker-threads", "0"]).is_err());
     }
 
     #[test]

@@ -876,6 +876,7 @@ impl ProcessExecutor {
             healthy: true,
             _netns: ns,
             slirp,
+            probe: std::sync::OnceLock::new(),
         })
     }
 }
@@ -975,6 +976,9 @@ pub struct ProcessInstance {
     _netns: Option<NetNs>,
     /// Egress for `network = "outbound"`; killed with the instance.
     slirp: Option<Slirp>,
+    /// Made at first use and kept: it holds the peak-memory file open, read by the REPORT
+    /// line of every invocation.
+    probe: std::sync::OnceLock<crate::MemoryProbe>,
 }
 
 enum Phase {
@@ -1129,8 +1133,11 @@ impl Instance for ProcessInstance {
     }
 
     fn memory_probe(&self) -> Option<crate::MemoryProbe> {
-        let cgroup = self.cgroup.as_ref().map(|c| c.probe_dir());
-        Some(crate::MemoryProbe::new(cgroup, self.pid))
+        let probe = self.probe.get_or_init(|| {
+            let cgroup = self.cgroup.as_ref().map(|c| c.probe_dir());
+            crate::MemoryProbe::new(cgroup, self.pid)
+        });
+        Some(probe.clone())
     }
 
     async fn ready(&mut self) -> Result<(), String> {
