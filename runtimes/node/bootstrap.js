@@ -136,6 +136,85 @@ if (!API) {
 }
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 
+// The invocation loop's requests (GET next, POST response and error) go over one kept-alive
+// socket with a minimal HTTP/1.1 client: a request is one write, answers are matched in
+// order, so the loop can post a result and ask for the next invocation at once (pipelined)
+// instead of waiting for the 202 in between. The Runtime API answers with Content-Length.
+// While nothing is pending the socket does not keep the event loop alive (an empty loop is
+// how an async handler that never settles is detected).
+const rapid = {
+  sock: null,
+  buf: null,
+  pending: [], // { resolve, reject, retry, reused } in the order the requests were written
+  answered: 0, // answers read on the current socket
+
+  connect() {
+    const s = require('net').connect({ host: API.host, port: API.port });
+    s.setNoDelay(true);
+    s.on('data', (d) => this.onData(s, d));
+    const gone = (err) => this.onGone(s, err || new Error('the Runtime API closed the connection'));
+    s.on('error', gone);
+    s.on('close', () => gone(null));
+    this.sock = s;
+    this.buf = null;
+    this.answered = 0;
+  },
+
+  request(method, urlPath, headers, body) {
+    return new Promise((resolve, reject) => {
+      let head = `${method} ${urlPath} HTTP/1.1\r\nHost: ${API.host}\r\n`;
+      if (headers) for (const k of Object.keys(headers)) head += `${k}: ${headers[k]}\r\n`;
+      const msg = body && body.length ? Buffer.concat([Buffer.from(head + '\r\n'), body]) : Buffer.from(head + '\r\n');
+      const send = (retry) => {
+        if (!this.sock) this.connect();
+        this.sock.ref();
+        this.pending.push({ resolve, reject, retry, reused: this.answered > 0 });
+        this.sock.write(msg);
+      };
+      // A kept-alive socket the server closed while idle: sent again once on a fresh one.
+      send(() => send(null));
+    });
+  },
+
+  onGone(s, err) {
+    if (s !== this.sock) return;
+    this.sock = null;
+    const failed = this.pending.splice(0);
+    for (const p of failed) {
+      if (p.retry && p.reused && err.code !== 'ECONNREFUSED') p.retry();
+      else p.reject(err);
+    }
+  },
+
+  onData(s, d) {
+    this.buf = this.buf ? Buffer.concat([this.buf, d]) : d;
+    for (;;) {
+      const end = this.buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const lines = this.buf.toString('latin1', 0, end).split('\r\n');
+      const status = Number(lines[0].split(' ')[1]);
+      const headers = {};
+      for (let i = 1; i < lines.length; i++) {
+        const c = lines[i].indexOf(':');
+        if (c > 0) headers[lines[i].slice(0, c).trim().toLowerCase()] = lines[i].slice(c + 1).trim();
+      }
+      if (headers['transfer-encoding']) {
+        s.destroy(new Error(`unsupported Transfer-Encoding from the Runtime API: ${headers['transfer-encoding']}`));
+        return;
+      }
+      const len = Number(headers['content-length'] || 0);
+      if (this.buf.length < end + 4 + len) return;
+      const body = this.buf.subarray(end + 4, end + 4 + len);
+      this.buf = this.buf.length > end + 4 + len ? this.buf.subarray(end + 4 + len) : null;
+      this.answered++;
+      const p = this.pending.shift();
+      if (this.pending.length === 0) s.unref();
+      if (p) p.resolve({ status, headers, body });
+      if (!this.buf) return;
+    }
+  },
+};
+
 function request(method, urlPath, headers, body, opts) {
   return new Promise((resolve, reject) => {
     let retried = false;
@@ -172,8 +251,9 @@ let warming = false; // a stem cell's warm-up invocation (see warmUp): its refus
 
 async function post(urlPath, contentType, body, extraHeaders, opts) {
   const headers = Object.assign({ 'Content-Type': contentType, 'Content-Length': body.length }, extraHeaders);
-  const res = await request('POST', urlPath, headers, body, opts);
-  if ((res.status < 200 || res.status > 299) && !warming) {
+  const quiet = warming; // the answer may come after the warm-up is over
+  const res = opts ? await request('POST', urlPath, headers, body, opts) : await rapid.request('POST', urlPath, headers, body);
+  if ((res.status < 200 || res.status > 299) && !quiet) {
     process.stderr.write(
       `nimbus node bootstrap: POST ${urlPath} returned ${res.status}: ${res.body.toString('utf8').slice(0, 500)}\n`,
     );
@@ -354,7 +434,7 @@ process.on('beforeExit', () => {
 async function nextInvocation() {
   let res;
   try {
-    res = await request('GET', `${API_PREFIX}/invocation/next`, undefined, undefined);
+    res = await rapid.request('GET', `${API_PREFIX}/invocation/next`, undefined, undefined);
   } catch (e) {
     apiFailure('GET next failed', e);
   }
@@ -427,7 +507,10 @@ function runInvocation(h, inv) {
         logError('Invoke Error', value);
         p = postInvocationError(id, value);
       }
-      p.then(() => settle(), (e) => apiFailure('posting the invocation result failed', e));
+      // Settled at once: the loop asks for the next invocation on the same socket while
+      // the Runtime API answers this post (its answer is checked when it comes).
+      p.catch((e) => apiFailure('posting the invocation result failed', e));
+      settle();
     };
 
     // Callback / legacy context.done: only the first call of any of them counts.

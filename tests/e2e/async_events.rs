@@ -293,7 +293,9 @@ fn kill_9_mid_delivery_loses_no_acknowledged_event() {
     let mut cfg = node_cfg("index.handler");
     cfg["env"] = json!({"OUT": out.path().to_str().unwrap()});
     cfg["concurrency"] = json!(4);
-    s.deploy("sink", cfg, &[("index.js", "const fs = require('fs'); exports.handler = async (e) => { await new Promise(r => setTimeout(r, 2)); fs.appendFileSync(process.env.OUT, e.n + '\\n'); return e.n; };")]);
+    // 20 ms per event on 4 instances (at most ~200 events/s): delivery cannot keep up with
+    // the submissions, so the kill lands mid-delivery.
+    s.deploy("sink", cfg, &[("index.js", "const fs = require('fs'); exports.handler = async (e) => { await new Promise(r => setTimeout(r, 20)); fs.appendFileSync(process.env.OUT, e.n + '\\n'); return e.n; };")]);
     let n = 1000;
     let mut acked = 0;
     for i in 0..n {
