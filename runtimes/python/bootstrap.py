@@ -18,7 +18,6 @@ bytes results posted as application/unknown, and the logging format
 ``[LEVEL]\\tTIME\\tREQUEST-ID\\tmessage``.
 """
 
-import http.client
 import importlib
 import json
 import logging
@@ -273,8 +272,24 @@ def _parse_json_header(value, name):
 # ---------------------------------------------------- Runtime API client --
 
 
+class _Headers(dict):
+    """Response headers: names compared without case (stored lower-case)."""
+
+    def get(self, name, default=None):
+        return dict.get(self, name.lower(), default)
+
+    def __getitem__(self, name):
+        return dict.__getitem__(self, name.lower())
+
+    def __contains__(self, name):
+        return dict.__contains__(self, name.lower())
+
+
 class RuntimeClient(object):
-    """One persistent HTTP/1.1 connection to the Runtime API."""
+    """One persistent HTTP/1.1 connection to the Runtime API, with a minimal client: a
+    request is one write, and a posted result is not waited for — its answer is read (and
+    checked) when the loop asks for the next invocation, so the post and the next GET go
+    out back to back (pipelined). The Runtime API answers with Content-Length."""
 
     def __init__(self, address):
         host, sep, port = address.rpartition(":")
@@ -284,57 +299,122 @@ class RuntimeClient(object):
             host = host[1:-1]
         self.host = host
         self.port = int(port)
-        self.conn = http.client.HTTPConnection(self.host, self.port)
+        self.sock = None
+        self.rfile = None
+        self.answered = 0  # answers read on the current connection
+        self.unanswered = []  # paths of posts whose answers were not read yet
 
-    def _request(self, method, path, body=None, headers=None):
-        for attempt in (0, 1):
+    def _connect(self):
+        import socket
+
+        self.close()
+        self.sock = socket.create_connection((self.host, self.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb")
+        self.answered = 0
+
+    def close(self):
+        if self.sock is not None:
             try:
-                self.conn.request(method, path, body=body, headers=headers or {})
-                resp = self.conn.getresponse()
-                data = resp.read()
-                return resp, data
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
-                    http.client.CannotSendRequest, http.client.ResponseNotReady):
-                # The server closed the kept-alive connection: reconnect once.
-                self.conn.close()
-                if attempt:
+                self.rfile.close()
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+
+    def _send(self, method, path, body=b"", headers=None):
+        head = "%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, path, self.host)
+        if headers:
+            for k, v in headers.items():
+                head += "%s: %s\r\n" % (k, v)
+        if self.sock is None:
+            self._connect()
+        self.sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+
+    def _read(self):
+        line = self.rfile.readline(65537)
+        if not line:
+            raise ConnectionResetError("the Runtime API closed the connection")
+        status = int(line.split(None, 2)[1])
+        headers = _Headers()
+        while True:
+            h = self.rfile.readline(65537)
+            if h in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = h.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "transfer-encoding" in headers:
+            raise ValueError("unsupported Transfer-Encoding from the Runtime API: %s" % headers["transfer-encoding"])
+        n = int(headers.get("content-length") or 0)
+        data = self.rfile.read(n) if n else b""
+        if len(data) < n:
+            raise ConnectionResetError("the Runtime API closed the connection mid-answer")
+        self.answered += 1
+        return status, headers, data
+
+    def _drain(self):
+        """Reads the answers of the posts sent so far; warns about refusals."""
+        while self.unanswered:
+            path = self.unanswered.pop(0)
+            status, _, data = self._read()
+            if not 200 <= status < 300:
+                sys.stderr.write("nimbus python bootstrap: POST %s returned %d: %s\n"
+                                 % (path, status, data[:500].decode("utf-8", "replace")))
+                sys.stderr.flush()
+
+    def _request(self, method, path, body=b"", headers=None):
+        """Sends a request and reads its answer (after those of earlier posts)."""
+        for attempt in (0, 1):
+            # A kept-alive connection the server closed while idle: sent again once on a
+            # fresh one (never with posts in flight: they may have been taken).
+            retry = attempt == 0 and self.answered > 0 and not self.unanswered
+            try:
+                self._send(method, path, body, headers)
+                self._drain()
+                return self._read()
+            except (ConnectionError, BrokenPipeError, OSError):
+                self.close()
+                if not retry:
                     raise
 
-    def _post(self, path, body, content_type, extra_headers=None):
+    def _post(self, path, body, content_type, extra_headers=None, wait=False):
         if isinstance(body, str):
             body = body.encode("utf-8")
         headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
         if extra_headers:
             headers.update(extra_headers)
         try:
-            resp, data = self._request("POST", path, body, headers)
+            if wait:
+                status, _, data = self._request("POST", path, body, headers)
+                if not 200 <= status < 300:
+                    sys.stderr.write("nimbus python bootstrap: POST %s returned %d: %s\n"
+                                     % (path, status, data[:500].decode("utf-8", "replace")))
+                    sys.stderr.flush()
+            else:
+                self._send("POST", path, body, headers)
+                self.unanswered.append(path)
         except Exception as e:
             _die("POST %s failed: %r" % (path, e))
-        if not 200 <= resp.status < 300:
-            sys.stderr.write("nimbus python bootstrap: POST %s returned %d: %s\n"
-                             % (path, resp.status, data[:500].decode("utf-8", "replace")))
-            sys.stderr.flush()
-        return resp.status
 
     def next(self):
         try:
-            resp, data = self._request("GET", API_PREFIX + "/invocation/next")
+            status, headers, data = self._request("GET", API_PREFIX + "/invocation/next")
         except Exception as e:
             _die("GET next failed: %r" % (e,))
-        if resp.status != 200:
-            _die("GET next returned %d: %s" % (resp.status, data[:500].decode("utf-8", "replace")))
-        return resp.headers, data
+        if status != 200:
+            _die("GET next returned %d: %s" % (status, data[:500].decode("utf-8", "replace")))
+        return headers, data
 
     def post_result(self, invoke_id, body, content_type):
-        return self._post("%s/invocation/%s/response" % (API_PREFIX, invoke_id), body, content_type)
+        self._post("%s/invocation/%s/response" % (API_PREFIX, invoke_id), body, content_type)
 
     def post_error(self, invoke_id, error_result):
-        return self._post("%s/invocation/%s/error" % (API_PREFIX, invoke_id), to_json(error_result),
-                          "application/json")
+        self._post("%s/invocation/%s/error" % (API_PREFIX, invoke_id), to_json(error_result),
+                   "application/json")
 
     def post_init_error(self, error_result):
-        return self._post(API_PREFIX + "/init/error", to_json(error_result), "application/json",
-                          {"Lambda-Runtime-Function-Error-Type": error_result["errorType"]})
+        self._post(API_PREFIX + "/init/error", to_json(error_result), "application/json",
+                   {"Lambda-Runtime-Function-Error-Type": error_result["errorType"]}, wait=True)
 
 
 # --------------------------------------------------------- handler loading --
@@ -423,11 +503,11 @@ def specialize(client):
     here until the server makes it an instance of a function: the answer carries the
     function's whole environment and its task root (already mounted)."""
     try:
-        resp, data = client._request("GET", STEM_PATH)
+        status, _, data = client._request("GET", STEM_PATH)
     except Exception as e:
         _die("GET %s failed: %r" % (STEM_PATH, e))
-    if resp.status != 200:
-        _die("GET %s returned %d: %s" % (STEM_PATH, resp.status, data[:500].decode("utf-8", "replace")))
+    if status != 200:
+        _die("GET %s returned %d: %s" % (STEM_PATH, status, data[:500].decode("utf-8", "replace")))
     spec = json.loads(data)
     os.environ.clear()
     os.environ.update(spec["env"])
