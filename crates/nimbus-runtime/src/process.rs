@@ -802,7 +802,14 @@ impl ProcessExecutor {
             });
         }
         let started = Instant::now();
-        let mut child: Child = match cmd.spawn() {
+        // Off the async threads: the fork (with the pre-exec hook above) and the wait for
+        // the exec take milliseconds, during which a worker thread could serve nothing else
+        // (with one worker, every request in flight, e.g. a cold start from a stem cell
+        // while its replacement starts, waited for it).
+        let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let mut child: Child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 let _ = stop_tx.send(());
