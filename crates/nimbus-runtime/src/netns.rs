@@ -211,7 +211,7 @@ impl Slirp {
             });
         }
         let t0 = Instant::now();
-        let mut child = cmd.spawn()?;
+        let mut child = crate::process::spawn_off_workers(cmd).await?;
         drop(ready_w);
         drop(exit_r);
         let mut ready = tokio::net::unix::pipe::Receiver::from_owned_fd(ready_r)?;

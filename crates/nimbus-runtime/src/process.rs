@@ -802,14 +802,7 @@ impl ProcessExecutor {
             });
         }
         let started = Instant::now();
-        // Off the async threads: the fork (with the pre-exec hook above) and the wait for
-        // the exec take milliseconds, during which a worker thread could serve nothing else
-        // (with one worker, every request in flight, e.g. a cold start from a stem cell
-        // while its replacement starts, waited for it).
-        let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        let mut child: Child = match spawned {
+        let mut child: Child = match spawn_off_workers(cmd).await {
             Ok(c) => c,
             Err(e) => {
                 let _ = stop_tx.send(());
@@ -886,6 +879,16 @@ impl ProcessExecutor {
             probe: std::sync::OnceLock::new(),
         })
     }
+}
+
+/// Spawns `cmd` from a blocking thread: the fork (with any pre-exec hook) and the wait for
+/// the exec take milliseconds, during which an async worker could serve nothing else (with
+/// one worker, every request in flight — e.g. a cold start from a stem cell while its
+/// replacement starts — waited for it).
+pub(crate) async fn spawn_off_workers(mut cmd: Command) -> std::io::Result<Child> {
+    tokio::task::spawn_blocking(move || cmd.spawn())
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// Per-instance log attribution and the tail of the current invocation.
