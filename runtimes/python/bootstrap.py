@@ -285,6 +285,14 @@ class _Headers(dict):
         return dict.__contains__(self, name.lower())
 
 
+def _warn_if_refused(path, status, _headers, data):
+    """Says on stderr when the Runtime API refused a post."""
+    if not 200 <= status < 300:
+        sys.stderr.write("nimbus python bootstrap: POST %s returned %d: %s\n"
+                         % (path, status, data[:500].decode("utf-8", "replace")))
+        sys.stderr.flush()
+
+
 class RuntimeClient(object):
     """One persistent HTTP/1.1 connection to the Runtime API, with a minimal client: a
     request is one write, and a posted result is not waited for — its answer is read (and
@@ -356,11 +364,7 @@ class RuntimeClient(object):
         """Reads the answers of the posts sent so far; warns about refusals."""
         while self.unanswered:
             path = self.unanswered.pop(0)
-            status, _, data = self._read()
-            if not 200 <= status < 300:
-                sys.stderr.write("nimbus python bootstrap: POST %s returned %d: %s\n"
-                                 % (path, status, data[:500].decode("utf-8", "replace")))
-                sys.stderr.flush()
+            _warn_if_refused(path, *self._read())
 
     def _request(self, method, path, body=b"", headers=None):
         """Sends a request and reads its answer (after those of earlier posts)."""
@@ -372,7 +376,7 @@ class RuntimeClient(object):
                 self._send(method, path, body, headers)
                 self._drain()
                 return self._read()
-            except (ConnectionError, BrokenPipeError, OSError):
+            except OSError:  # ConnectionError and BrokenPipeError among them
                 self.close()
                 if not retry:
                     raise
@@ -385,11 +389,7 @@ class RuntimeClient(object):
             headers.update(extra_headers)
         try:
             if wait:
-                status, _, data = self._request("POST", path, body, headers)
-                if not 200 <= status < 300:
-                    sys.stderr.write("nimbus python bootstrap: POST %s returned %d: %s\n"
-                                     % (path, status, data[:500].decode("utf-8", "replace")))
-                    sys.stderr.flush()
+                _warn_if_refused(path, *self._request("POST", path, body, headers))
             else:
                 self._send("POST", path, body, headers)
                 self.unanswered.append(path)
