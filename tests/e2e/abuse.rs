@@ -308,3 +308,103 @@ fn open_connections_are_bounded() {
         t0.elapsed()
     );
 }
+
+fn assert_backlog_full(r: reqwest::blocking::Response, flag: &str) {
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["type"], "TooManyRequestsException", "{body}");
+    assert_eq!(body["Reason"], "BacklogLimitExceeded", "{body}");
+    assert!(body["message"].as_str().unwrap().contains(flag), "{body}");
+}
+
+#[test]
+fn async_events_and_queue_messages_are_bounded() {
+    let s = Server::start(&["--max-async-events", "3", "--max-queue-messages", "2"]);
+    for f in ["held", "other"] {
+        s.deploy(f, node_cfg("index.handler"), &[("index.js", HELLO)]);
+    }
+    // Reserved concurrency 0: events of `held` stay queued (throttled, retried each second).
+    let (status, body) = s.put_json(
+        "/2017-10-31/functions/held/concurrency",
+        &json!({"ReservedConcurrentExecutions": 0}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let event = |name: &str| {
+        s.http
+            .post(s.url(&format!("/2015-03-31/functions/{name}/invocations")))
+            .header("X-Amz-Invocation-Type", "Event")
+            .body("{}")
+            .send()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(event("held").status().as_u16(), 202);
+    }
+    assert_backlog_full(event("held"), "--max-async-events");
+    // The bound is per function.
+    assert_eq!(event("other").status().as_u16(), 202);
+    // A bus rule to the full function reports the entry as throttled.
+    let (status, body) = s.put_json(
+        "/v1/buses/default/rules/to-held",
+        &json!({"pattern": {"source": ["t"]}, "targets": ["held"]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let out: Value = s
+        .http
+        .post(s.url("/v1/buses/default/events"))
+        .json(&json!({"Entries": [{"Source": "t", "DetailType": "x", "Detail": "{}"}]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(out["FailedEntryCount"], 1, "{out}");
+    assert_eq!(
+        out["Entries"][0]["ErrorCode"], "ThrottlingException",
+        "{out}"
+    );
+    // Once the function may run again its events drain and new ones are accepted.
+    let r = s
+        .http
+        .delete(s.url("/2017-10-31/functions/held/concurrency"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert!(eventually(Duration::from_secs(30), || {
+        event("held").status().as_u16() == 202
+    }));
+
+    // Queues: two messages at most.
+    let (status, body) = s.put_json("/v1/queues/jobs", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    let send = |n: usize| {
+        let entries: Vec<Value> = (0..n).map(|i| json!({"body": format!("m{i}")})).collect();
+        s.http
+            .post(s.url("/v1/queues/jobs/messages"))
+            .json(&json!({ "entries": entries }))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(send(2).status().as_u16(), 200);
+    assert_backlog_full(send(1), "--max-queue-messages");
+    // Receiving and deleting makes room; nothing stored was lost.
+    let got: Value = s
+        .http
+        .post(s.url("/v1/queues/jobs/receive"))
+        .json(&json!({"max": 10}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let got = got["messages"].as_array().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let receipt = got[0]["receipt"].as_str().unwrap();
+    let r = s
+        .http
+        .delete(s.url(&format!("/v1/queues/jobs/messages/{receipt}")))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    assert_eq!(send(1).status().as_u16(), 200);
+    assert!(s.healthy());
+}

@@ -66,6 +66,38 @@ pub struct LimitArgs {
         value_name = "N"
     )]
     pub max_connections: usize,
+    /// Unfinished asynchronous events one function may hold; more: 429.
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_ASYNC_EVENTS",
+        default_value = "100000",
+        value_name = "N"
+    )]
+    pub max_async_events: u64,
+    /// Bytes of unfinished asynchronous event payloads, all functions together; more: 429.
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_ASYNC_BYTES",
+        default_value = "1073741824",
+        value_name = "BYTES"
+    )]
+    pub max_async_bytes: u64,
+    /// Messages one built-in queue may hold; more: 429.
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_QUEUE_MESSAGES",
+        default_value = "100000",
+        value_name = "N"
+    )]
+    pub max_queue_messages: u64,
+    /// Bytes of messages, all built-in queues together; more: 429.
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_QUEUE_BYTES",
+        default_value = "1073741824",
+        value_name = "BYTES"
+    )]
+    pub max_queue_bytes: u64,
 }
 
 /// A `--rate-limit` value.
@@ -104,6 +136,14 @@ impl LimitArgs {
         c.abuse.body_timeout = self.body_timeout.max(Duration::from_secs(1));
         c.conn.header_read_timeout = self.header_timeout.max(Duration::from_secs(1));
         c.conn.max_connections = self.max_connections.max(1);
+        c.async_backlog = nimbus_store::BacklogLimit {
+            per_owner: self.max_async_events.max(1),
+            total_bytes: self.max_async_bytes.max(1),
+        };
+        c.queue_backlog = nimbus_store::BacklogLimit {
+            per_owner: self.max_queue_messages.max(1),
+            total_bytes: self.max_queue_bytes.max(1),
+        };
     }
 }
 

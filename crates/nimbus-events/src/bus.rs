@@ -450,7 +450,11 @@ impl EventBus {
         for (rule, target) in self.route(&event, rules) {
             if let Err(e) = self.submit_to(target, &event, None).await {
                 warn!(rule = %rule.name, target = %target.arn, "cannot queue a routed event: {e}");
-                return PutEventsResultEntry::error("InternalFailure", e.to_string());
+                let code = match &e {
+                    BusError::Store(s) if s.is_full() => "ThrottlingException",
+                    _ => "InternalFailure",
+                };
+                return PutEventsResultEntry::error(code, e.to_string());
             }
         }
         PutEventsResultEntry {

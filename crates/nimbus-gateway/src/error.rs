@@ -159,6 +159,11 @@ impl From<StoreError> for ApiError {
             ApiError::PreconditionFailed(e.to_string())
         } else if e.is_invalid_input() {
             ApiError::InvalidParameter(e.to_string())
+        } else if e.is_full() {
+            ApiError::Throttled {
+                message: e.to_string(),
+                reason: "BacklogLimitExceeded",
+            }
         } else {
             ApiError::Internal(e.to_string())
         }

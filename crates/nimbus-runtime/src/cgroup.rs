@@ -42,7 +42,7 @@ impl MemoryLimits {
             Ok((root, pids, cpu)) => return MemoryLimits::V2 { root, pids, cpu },
             Err(e) => reasons.push(format!("cgroup v2: {e}")),
         }
-        match try_v1(base) {
+        match try_v1_controller(base, "memory", "memory.limit_in_bytes", "134217728") {
             Ok(root) => {
                 return MemoryLimits::V1 {
                     root,
@@ -185,7 +185,8 @@ pub(crate) fn cpu_weight(memory_mb: u64) -> u64 {
     (memory_mb * 100 / 1769).clamp(1, 10_000)
 }
 
-/// A v1 hierarchy (`pids`, `cpu`) where this server can create and configure children.
+/// A v1 hierarchy (`memory`, `pids`, `cpu`) where this server can create and configure
+/// children: it proves it by writing `value` to `file` of a probe child.
 fn try_v1_controller(base: &Path, name: &str, file: &str, value: &str) -> io::Result<PathBuf> {
     let h = base.join(name);
     if !h.join("cgroup.procs").exists() {
@@ -228,25 +229,6 @@ fn try_v2(base: &Path) -> io::Result<(PathBuf, bool, bool)> {
     let pids = enable("pids");
     let cpu = enable("cpu");
     Ok((root, pids, cpu))
-}
-
-fn try_v1(base: &Path) -> io::Result<PathBuf> {
-    let mem = base.join("memory");
-    if !mem.join("memory.limit_in_bytes").exists() {
-        return Err(io::Error::other("memory hierarchy not mounted"));
-    }
-    let top = mem.join("nimbus");
-    ensure_dir(&top)?;
-    cleanup_stale(&top);
-    let root = server_root(&top);
-    ensure_dir(&root)?;
-    // Prove we can create and configure a child.
-    let probe = root.join(format!("probe-{}", std::process::id()));
-    ensure_dir(&probe)?;
-    let ok = fs::write(probe.join("memory.limit_in_bytes"), "134217728");
-    let _ = fs::remove_dir(&probe);
-    ok?;
-    Ok(root)
 }
 
 fn ensure_dir(p: &Path) -> io::Result<()> {
@@ -436,6 +418,7 @@ mod tests {
         let mem = dir.path().join("memory");
         fs::create_dir(&mem).unwrap();
         fs::write(mem.join("memory.limit_in_bytes"), "9223372036854771712").unwrap();
+        fs::write(mem.join("cgroup.procs"), "").unwrap();
         let m = MemoryLimits::detect_at(dir.path());
         assert_eq!(m.describe(), "cgroup-v1");
         let root = mem.join(format!("nimbus/srv-{}", std::process::id()));

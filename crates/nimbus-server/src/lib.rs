@@ -16,7 +16,7 @@ use nimbus_runtime::{
     Isolation, LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor,
     ProcessExecutorConfig,
 };
-use nimbus_store::SqliteQueueStore;
+use nimbus_store::{BacklogLimit, SqliteQueueStore};
 use nimbus_store::{
     CodeStore, LogEntry, LogStream, SqliteBusStore, SqliteEventQueue, SqliteStore, Store,
 };
@@ -90,6 +90,10 @@ pub struct Config {
     pub conn: ConnLimits,
     /// Request limits: header and body sizes, rate limits, uploads, body deadline.
     pub abuse: AbuseLimits,
+    /// Bounds on stored asynchronous events (`--max-async-events`, `--max-async-bytes`).
+    pub async_backlog: BacklogLimit,
+    /// Bounds on queue messages (`--max-queue-messages`, `--max-queue-bytes`).
+    pub queue_backlog: BacklogLimit,
     /// How instances are sandboxed (`--isolation`).
     pub isolation: Isolation,
     /// Prewarmed runtimes for cold starts (`--stem-cells`).
@@ -100,6 +104,13 @@ pub struct Config {
     /// default). Off is for local development and refused on a non-loopback listener.
     pub auth: bool,
 }
+
+/// The default bound of each durable queue: 100,000 items per function or queue, 1 GiB
+/// of payloads in all.
+pub const DEFAULT_BACKLOG: BacklogLimit = BacklogLimit {
+    per_owner: 100_000,
+    total_bytes: 1 << 30,
+};
 
 impl Default for Config {
     fn default() -> Self {
@@ -121,6 +132,8 @@ impl Default for Config {
             tls: None,
             conn: ConnLimits::default(),
             abuse: AbuseLimits::default(),
+            async_backlog: DEFAULT_BACKLOG,
+            queue_backlog: DEFAULT_BACKLOG,
             isolation: Isolation::default(),
             stem_cells: StemConfig::default(),
             max_initializing: nimbus_pool::default_max_initializing(),
@@ -262,8 +275,9 @@ impl Server {
         if !config.auth {
             warn!("authentication is OFF (--auth off): anyone who can reach {addr} can deploy, invoke and read everything; for local development only");
         }
-        let queue =
-            SqliteEventQueue::open(&data_dir).context("cannot open the async event queue")?;
+        let queue = SqliteEventQueue::open(&data_dir)
+            .context("cannot open the async event queue")?
+            .with_limit(config.async_backlog);
         let events = AsyncEngine::new(Arc::new(queue), config.events.clone());
         let gateway = Gateway::new(
             store.clone(),
@@ -277,7 +291,9 @@ impl Server {
             },
         )
         .map_err(|e| anyhow::anyhow!("cannot load routes: {e}"))?;
-        let queues = SqliteQueueStore::open(&data_dir).context("cannot open the queues")?;
+        let queues = SqliteQueueStore::open(&data_dir)
+            .context("cannot open the queues")?
+            .with_limit(config.queue_backlog);
         let mappings = MappingRunner::new(Arc::new(queues), MappingConfig::default());
         let gateway = gateway.with_queues(mappings.clone());
         events.set_queues(mappings.clone());

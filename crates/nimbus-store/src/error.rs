@@ -27,6 +27,10 @@ pub enum StoreError {
     /// changed the resource since the caller read it.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// A durable queue is at its backlog limit (see [`crate::BacklogLimit`]); retrying
+    /// later succeeds once stored items are processed (maps to a 429).
+    #[error("{0}")]
+    Full(String),
     /// A file system failure. Errors made by this crate name the path and what was being
     /// done (`creating /data/code/tmp: permission denied`), so the message is shown as is.
     #[error(transparent)]
@@ -55,6 +59,11 @@ impl StoreError {
     /// The request conflicts with the current state (maps to a 409).
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::Conflict(_))
+    }
+
+    /// A durable queue is full: try again later (maps to a 429).
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::Full(_))
     }
 
     /// An expected revision or code hash is stale (maps to a 412).

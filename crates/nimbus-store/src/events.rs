@@ -5,6 +5,7 @@
 //! Delivery is at-least-once: a claimed event holds a lease; if the server dies before it
 //! records the outcome, the lease runs out and the event is claimed again.
 
+use crate::backlog::{Backlog, BacklogLimit};
 use crate::sqlite::open_db;
 use crate::{Result, StoreError};
 use nimbus_core::{AsyncEvent, EventInvokeConfig, EventStatus};
@@ -49,6 +50,33 @@ CREATE TABLE sync_results (
     PRIMARY KEY (function, key)
 ) STRICT;
 CREATE INDEX sync_results_age ON sync_results(created_ms);
+",
+    // Unfinished events per function, for the backlog limit (see crate::backlog).
+    "
+CREATE TABLE backlog (
+    owner TEXT PRIMARY KEY NOT NULL,
+    items INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+) STRICT;
+INSERT INTO backlog (owner, items, bytes)
+    SELECT function, COUNT(*), SUM(length(CAST(payload AS BLOB))) FROM events
+    WHERE status IN ('pending', 'running') GROUP BY function;
+CREATE TRIGGER backlog_add AFTER INSERT ON events WHEN NEW.status IN ('pending', 'running')
+BEGIN
+    INSERT INTO backlog (owner, items, bytes) VALUES (NEW.function, 1, length(CAST(NEW.payload AS BLOB)))
+        ON CONFLICT(owner) DO UPDATE SET items = items + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER backlog_finish AFTER UPDATE OF status ON events
+    WHEN OLD.status IN ('pending', 'running') AND NEW.status NOT IN ('pending', 'running')
+BEGIN
+    UPDATE backlog SET items = items - 1, bytes = bytes - length(CAST(OLD.payload AS BLOB))
+        WHERE owner = OLD.function;
+END;
+CREATE TRIGGER backlog_remove AFTER DELETE ON events WHEN OLD.status IN ('pending', 'running')
+BEGIN
+    UPDATE backlog SET items = items - 1, bytes = bytes - length(CAST(OLD.payload AS BLOB))
+        WHERE owner = OLD.function;
+END;
 ",
 ];
 
@@ -137,13 +165,23 @@ pub trait EventQueue: Send + Sync + 'static {
 /// [`EventQueue`] on SQLite.
 pub struct SqliteEventQueue {
     db: Mutex<Connection>,
+    limit: BacklogLimit,
 }
 
 impl SqliteEventQueue {
+    /// Opens (or creates) `DATA_DIR/events.db`, with no backlog limit.
     pub fn open(data_dir: &Path) -> Result<Self> {
         Ok(Self {
             db: Mutex::new(open_db(&data_dir.join("events.db"), "FULL", MIGRATIONS)?),
+            limit: BacklogLimit::UNLIMITED,
         })
+    }
+
+    /// Bounds the unfinished events per function and their bytes across functions:
+    /// [`EventQueue::enqueue`] beyond them is [`StoreError::Full`].
+    pub fn with_limit(mut self, limit: BacklogLimit) -> Self {
+        self.limit = limit;
+        self
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -195,6 +233,13 @@ impl EventQueue for SqliteEventQueue {
                 )?;
             }
         }
+        self.limit.admit(
+            &tx,
+            &ev.function,
+            1,
+            ev.payload.len() as u64,
+            Backlog::AsyncEvents,
+        )?;
         tx.execute(
             &format!("INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
             params![
@@ -426,6 +471,7 @@ impl EventQueue for SqliteEventQueue {
         db.execute("DELETE FROM events WHERE function = ?1", [function])?;
         db.execute("DELETE FROM invoke_configs WHERE function = ?1", [function])?;
         db.execute("DELETE FROM sync_results WHERE function = ?1", [function])?;
+        db.execute("DELETE FROM backlog WHERE owner = ?1", [function])?;
         Ok(())
     }
 }
@@ -557,6 +603,59 @@ mod tests {
         assert_eq!(q.config("f").unwrap().unwrap().maximum_retry_attempts, 0);
         q.put_config("f", None).unwrap();
         assert_eq!(q.config("f").unwrap(), None);
+    }
+
+    #[test]
+    fn enqueues_beyond_the_backlog_limit_are_refused_until_events_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = BacklogLimit {
+            per_owner: 2,
+            total_bytes: 7,
+        };
+        let q = SqliteEventQueue::open(dir.path())
+            .unwrap()
+            .with_limit(limit);
+        q.enqueue(&ev("a", 1, None), 0).unwrap();
+        q.enqueue(&ev("b", 2, Some("k")), 0).unwrap();
+        let e = q.enqueue(&ev("c", 3, None), 0).unwrap_err();
+        assert!(e.is_full(), "{e}");
+        assert!(e.to_string().contains("--max-async-events"), "{e}");
+        // A duplicate of a stored idempotency key is answered, not refused.
+        assert_eq!(
+            q.enqueue(&ev("b2", 3, Some("k")), 100).unwrap(),
+            Enqueued::Duplicate("b".into())
+        );
+        // Running events still count; finished ones do not.
+        q.claim_due(10, 10, 1000).unwrap();
+        assert!(q.enqueue(&ev("c", 3, None), 0).unwrap_err().is_full());
+        q.finish("a", &EventUpdate::Succeeded { result: "1".into() }, 20)
+            .unwrap();
+        q.enqueue(&ev("c", 3, None), 0).unwrap();
+        // Bytes count across functions: 2 events of "{}" held, 2 more bytes pass 7.
+        let mut g = ev("g", 4, None);
+        g.function = "g".into();
+        q.enqueue(&g, 0).unwrap();
+        g.id = "g2".into();
+        let e = q.enqueue(&g, 0).unwrap_err();
+        assert!(e.to_string().contains("--max-async-bytes"), "{e}");
+        // Retries keep their place; dead and expired events leave; counts survive a reopen.
+        let retry = EventUpdate::Retry {
+            error: "x".into(),
+            next_attempt_ms: 50,
+            counted: true,
+        };
+        q.finish("b", &retry, 30).unwrap();
+        drop(q);
+        let q = SqliteEventQueue::open(dir.path())
+            .unwrap()
+            .with_limit(limit);
+        assert!(q.enqueue(&ev("d", 5, None), 0).unwrap_err().is_full());
+        q.finish("b", &EventUpdate::Dead { error: "x".into() }, 60)
+            .unwrap();
+        q.finish("c", &EventUpdate::Expired, 60).unwrap();
+        q.enqueue(&ev("d", 5, None), 0).unwrap();
+        q.forget_function("g").unwrap();
+        q.enqueue(&g, 0).unwrap();
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Used by the gateway and the server. Everything acknowledged by a `Store` method is
 //! durable: SQLite runs in WAL mode with `synchronous=FULL` for the registry.
 
+mod backlog;
 mod bus;
 mod code;
 mod error;
@@ -13,6 +14,7 @@ mod queues;
 mod secrets;
 mod sqlite;
 
+pub use backlog::BacklogLimit;
 pub use bus::{Bus, BusStore, Rule, RuleTarget, SqliteBusStore, DEFAULT_BUS};
 pub use code::{zip_dir, CodeInfo, CodeStore, MAX_ENTRIES};
 pub use error::StoreError;

@@ -6,6 +6,7 @@
 //! policy moves a message to its dead-letter queue, atomically, instead of delivering it a
 //! `maxReceiveCount + 1`-th time.
 
+use crate::backlog::{Backlog, BacklogLimit};
 use crate::sqlite::open_db;
 use crate::{Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -55,6 +56,33 @@ ALTER TABLE mappings ADD COLUMN filters TEXT NOT NULL DEFAULT '[]';
 ",
     "
 CREATE INDEX messages_sent ON messages(queue, sent_ms);
+",
+    // Messages per queue, for the backlog limit (see crate::backlog).
+    "
+CREATE TABLE backlog (
+    owner TEXT PRIMARY KEY NOT NULL,
+    items INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+) STRICT;
+INSERT INTO backlog (owner, items, bytes)
+    SELECT queue, COUNT(*), SUM(length(CAST(body AS BLOB))) FROM messages GROUP BY queue;
+CREATE TRIGGER backlog_add AFTER INSERT ON messages
+BEGIN
+    INSERT INTO backlog (owner, items, bytes) VALUES (NEW.queue, 1, length(CAST(NEW.body AS BLOB)))
+        ON CONFLICT(owner) DO UPDATE SET items = items + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER backlog_move AFTER UPDATE OF queue ON messages WHEN OLD.queue <> NEW.queue
+BEGIN
+    UPDATE backlog SET items = items - 1, bytes = bytes - length(CAST(OLD.body AS BLOB))
+        WHERE owner = OLD.queue;
+    INSERT INTO backlog (owner, items, bytes) VALUES (NEW.queue, 1, length(CAST(NEW.body AS BLOB)))
+        ON CONFLICT(owner) DO UPDATE SET items = items + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER backlog_remove AFTER DELETE ON messages
+BEGIN
+    UPDATE backlog SET items = items - 1, bytes = bytes - length(CAST(OLD.body AS BLOB))
+        WHERE owner = OLD.queue;
+END;
 ",
 ];
 
@@ -264,13 +292,24 @@ pub trait QueueStore: Send + Sync + 'static {
 /// [`QueueStore`] on SQLite.
 pub struct SqliteQueueStore {
     db: Mutex<Connection>,
+    limit: BacklogLimit,
 }
 
 impl SqliteQueueStore {
+    /// Opens (or creates) `DATA_DIR/queues.db`, with no backlog limit.
     pub fn open(data_dir: &Path) -> Result<Self> {
         Ok(Self {
             db: Mutex::new(open_db(&data_dir.join("queues.db"), "FULL", MIGRATIONS)?),
+            limit: BacklogLimit::UNLIMITED,
         })
+    }
+
+    /// Bounds the messages per queue and their bytes across queues: [`QueueStore::send`]
+    /// beyond them is [`StoreError::Full`]. Moves to a dead-letter queue are never
+    /// refused (a message is not lost to make room).
+    pub fn with_limit(mut self, limit: BacklogLimit) -> Self {
+        self.limit = limit;
+        self
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -355,6 +394,15 @@ fn queue_in(tx: &Connection, name: &str) -> Result<QueueInfo> {
     .ok_or_else(|| not_found(name))
 }
 
+/// Retention: messages older than the queue keeps them are gone.
+fn expire(tx: &Connection, q: &QueueInfo, now_ms: i64) -> Result<()> {
+    tx.execute(
+        "DELETE FROM messages WHERE queue = ?1 AND sent_ms < ?2",
+        params![q.name, now_ms - i64::from(q.settings.retention_s) * 1000],
+    )?;
+    Ok(())
+}
+
 impl QueueStore for SqliteQueueStore {
     fn put_queue(&self, name: &str, settings: &QueueSettings, now_ms: i64) -> Result<QueueInfo> {
         validate_queue_name(name)?;
@@ -415,6 +463,7 @@ impl QueueStore for SqliteQueueStore {
             return Err(not_found(name));
         }
         tx.execute("DELETE FROM messages WHERE queue = ?1", [name])?;
+        tx.execute("DELETE FROM backlog WHERE owner = ?1", [name])?;
         tx.commit()?;
         Ok(())
     }
@@ -444,6 +493,14 @@ impl QueueStore for SqliteQueueStore {
                 q.settings.max_message_size
             )));
         }
+        expire(&tx, &q, now_ms)?;
+        self.limit.admit(
+            &tx,
+            name,
+            messages.len() as u64,
+            total as u64,
+            Backlog::QueueMessages,
+        )?;
         let mut out = Vec::with_capacity(messages.len());
         for m in messages {
             if m.body.is_empty() {
@@ -501,11 +558,7 @@ impl QueueStore for SqliteQueueStore {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let q = queue_in(&tx, name)?;
-        // Retention: messages older than the queue keeps them are gone.
-        tx.execute(
-            "DELETE FROM messages WHERE queue = ?1 AND sent_ms < ?2",
-            params![name, now_ms - i64::from(q.settings.retention_s) * 1000],
-        )?;
+        expire(&tx, &q, now_ms)?;
         let redrive = match &q.settings.redrive {
             Some(r) if queue_in(&tx, &r.dead_letter_queue).is_ok() => Some(r.clone()),
             Some(r) => {
@@ -894,6 +947,69 @@ mod tests {
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].body, "poison");
         assert_eq!(dead[0].receive_count, 1);
+    }
+
+    #[test]
+    fn sends_beyond_the_backlog_limit_are_refused_until_messages_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = BacklogLimit {
+            per_owner: 3,
+            total_bytes: 10,
+        };
+        let s = SqliteQueueStore::open(dir.path())
+            .unwrap()
+            .with_limit(limit);
+        let settings = QueueSettings {
+            visibility_timeout_s: 0,
+            retention_s: 60,
+            redrive: Some(RedrivePolicy {
+                dead_letter_queue: "dlq".into(),
+                max_receive_count: 1,
+            }),
+            ..Default::default()
+        };
+        s.put_queue("dlq", &QueueSettings::default(), 0).unwrap();
+        s.put_queue("q", &settings, 0).unwrap();
+        s.put_queue("other", &QueueSettings::default(), 0).unwrap();
+        s.send("q", &[msg("a"), msg("b")], 0).unwrap();
+        let e = s.send("q", &[msg("c"), msg("d")], 0).unwrap_err();
+        assert!(e.is_full(), "{e}");
+        assert!(e.to_string().contains("--max-queue-messages"), "{e}");
+        s.send("q", &[msg("c")], 0).unwrap();
+        assert!(s.send("q", &[msg("d")], 0).unwrap_err().is_full());
+        // The bound is per queue.
+        s.send("other", &[msg("x")], 0).unwrap();
+        // Deleting a message makes room.
+        let got = s.receive("q", 1, None, 10).unwrap();
+        s.delete_message("q", got[0].receipt.as_deref().unwrap())
+            .unwrap();
+        s.send("q", &[msg("d")], 10).unwrap();
+        // Moves to the dead-letter queue are never refused, even beyond its bound.
+        for m in s.receive("q", 10, None, 20).unwrap() {
+            assert_ne!(m.body, "a");
+        }
+        assert_eq!(s.receive("q", 10, None, 30).unwrap().len(), 0);
+        assert_eq!(s.stats("dlq", 30).unwrap().visible, 3);
+        assert!(s.send("dlq", &[msg("e")], 30).unwrap_err().is_full());
+        // Bytes count across queues: 3 in dlq + 1 in other (+ "yyyyyyy" = 11 > 10).
+        let e = s.send("other", &[msg("yyyyyyy")], 30).unwrap_err();
+        assert!(e.to_string().contains("--max-queue-bytes"), "{e}");
+        s.send("other", &[msg("yyyyyy")], 30).unwrap();
+        // Purging, deleting a queue and retention all make room; counts survive a reopen.
+        s.purge("dlq").unwrap();
+        s.send("dlq", &[msg("e")], 30).unwrap();
+        drop(s);
+        let s = SqliteQueueStore::open(dir.path())
+            .unwrap()
+            .with_limit(limit);
+        // 7 bytes in "other" + "e" in dlq: 3 more bytes pass 10.
+        assert!(s.send("other", &[msg("zzz")], 30).unwrap_err().is_full());
+        s.delete_queue("other").unwrap();
+        s.put_queue("other", &QueueSettings::default(), 40).unwrap();
+        s.send("other", &[msg("z")], 40).unwrap();
+        s.send("q", &[msg("1"), msg("2"), msg("3")], 50).unwrap();
+        assert!(s.send("q", &[msg("4")], 50).unwrap_err().is_full());
+        s.send("q", &[msg("4")], 61_000).unwrap();
     }
 
     #[test]

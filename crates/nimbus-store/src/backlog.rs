@@ -1,0 +1,106 @@
+//! Bounds on the durable queues (`events.db`'s asynchronous events, `queues.db`'s
+//! messages): without them a caller allowed to invoke asynchronously or to send messages
+//! could fill the disk.
+//!
+//! Each database keeps a `backlog` table — one row per owner (function or queue) with
+//! the number of items it holds and their bytes — maintained by triggers on the item
+//! table, in the same transactions as the items themselves, so the counts can never drift
+//! from the rows (a `kill -9` included) and a check costs two indexed reads, not a scan.
+
+use crate::{Result, StoreError};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// How much one durable queue may hold. New items beyond either bound are refused with
+/// [`StoreError::Full`]; items already stored are never dropped to make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogLimit {
+    /// Items one owner (a function's unfinished async events, a queue's messages) may hold.
+    pub per_owner: u64,
+    /// Bytes of payload all owners together may hold.
+    pub total_bytes: u64,
+}
+
+impl BacklogLimit {
+    pub const UNLIMITED: BacklogLimit = BacklogLimit {
+        per_owner: u64::MAX,
+        total_bytes: u64::MAX,
+    };
+
+    /// Refuses adding `items` items of `bytes` bytes to `owner` when that would pass a
+    /// bound. `what` names the items and the flag that sets the bound, for the message.
+    pub(crate) fn admit(
+        &self,
+        db: &Connection,
+        owner: &str,
+        items: u64,
+        bytes: u64,
+        what: Backlog,
+    ) -> Result<()> {
+        if *self == Self::UNLIMITED {
+            return Ok(());
+        }
+        let held: i64 = db
+            .query_row(
+                "SELECT items FROM backlog WHERE owner = ?1",
+                params![owner],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        if (held.max(0) as u64).saturating_add(items) > self.per_owner {
+            return Err(StoreError::Full(format!(
+                "{} {owner} already holds {held} {} (the limit is {}, {}); retry once some are processed",
+                what.owner(),
+                what.items(),
+                self.per_owner,
+                what.count_flag()
+            )));
+        }
+        let total: i64 = db.query_row("SELECT COALESCE(SUM(bytes), 0) FROM backlog", [], |r| {
+            r.get(0)
+        })?;
+        if (total.max(0) as u64).saturating_add(bytes) > self.total_bytes {
+            return Err(StoreError::Full(format!(
+                "stored {} total {total} bytes (the limit is {} bytes, {}); retry once some are processed",
+                what.items(),
+                self.total_bytes,
+                what.bytes_flag()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Which durable queue a [`BacklogLimit`] bounds (for messages).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backlog {
+    AsyncEvents,
+    QueueMessages,
+}
+
+impl Backlog {
+    fn owner(self) -> &'static str {
+        match self {
+            Backlog::AsyncEvents => "function",
+            Backlog::QueueMessages => "queue",
+        }
+    }
+    fn items(self) -> &'static str {
+        match self {
+            Backlog::AsyncEvents => "unfinished asynchronous events",
+            Backlog::QueueMessages => "messages",
+        }
+    }
+    fn count_flag(self) -> &'static str {
+        match self {
+            Backlog::AsyncEvents => "--max-async-events",
+            Backlog::QueueMessages => "--max-queue-messages",
+        }
+    }
+    fn bytes_flag(self) -> &'static str {
+        match self {
+            Backlog::AsyncEvents => "--max-async-bytes",
+            Backlog::QueueMessages => "--max-queue-bytes",
+        }
+    }
+}
