@@ -15,6 +15,12 @@ use clap::Parser;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// mimalloc instead of glibc's malloc: on the warm invoke path the server allocates and
+/// frees per request (headers, bodies, log records); glibc's malloc/free took ~15 % of the
+/// server's CPU at 32 clients (perf, docs/performance.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
