@@ -47,13 +47,11 @@ impl BacklogLimit {
             )
             .optional()?
             .unwrap_or(0);
+        let names = what.names();
         if (held.max(0) as u64).saturating_add(items) > self.per_owner {
             return Err(StoreError::Full(format!(
                 "{} {owner} already holds {held} {} (the limit is {}, {}); retry once some are processed",
-                what.owner(),
-                what.items(),
-                self.per_owner,
-                what.count_flag()
+                names.owner, names.items, self.per_owner, names.count_flag
             )));
         }
         let total: i64 = db.query_row("SELECT COALESCE(SUM(bytes), 0) FROM backlog", [], |r| {
@@ -62,9 +60,7 @@ impl BacklogLimit {
         if (total.max(0) as u64).saturating_add(bytes) > self.total_bytes {
             return Err(StoreError::Full(format!(
                 "stored {} total {total} bytes (the limit is {} bytes, {}); retry once some are processed",
-                what.items(),
-                self.total_bytes,
-                what.bytes_flag()
+                names.items, self.total_bytes, names.bytes_flag
             )));
         }
         Ok(())
@@ -78,29 +74,29 @@ pub(crate) enum Backlog {
     QueueMessages,
 }
 
+/// How messages name a backlog's owners and items, and the flags that bound it.
+struct Names {
+    owner: &'static str,
+    items: &'static str,
+    count_flag: &'static str,
+    bytes_flag: &'static str,
+}
+
 impl Backlog {
-    fn owner(self) -> &'static str {
+    fn names(self) -> Names {
         match self {
-            Backlog::AsyncEvents => "function",
-            Backlog::QueueMessages => "queue",
-        }
-    }
-    fn items(self) -> &'static str {
-        match self {
-            Backlog::AsyncEvents => "unfinished asynchronous events",
-            Backlog::QueueMessages => "messages",
-        }
-    }
-    fn count_flag(self) -> &'static str {
-        match self {
-            Backlog::AsyncEvents => "--max-async-events",
-            Backlog::QueueMessages => "--max-queue-messages",
-        }
-    }
-    fn bytes_flag(self) -> &'static str {
-        match self {
-            Backlog::AsyncEvents => "--max-async-bytes",
-            Backlog::QueueMessages => "--max-queue-bytes",
+            Backlog::AsyncEvents => Names {
+                owner: "function",
+                items: "unfinished asynchronous events",
+                count_flag: "--max-async-events",
+                bytes_flag: "--max-async-bytes",
+            },
+            Backlog::QueueMessages => Names {
+                owner: "queue",
+                items: "messages",
+                count_flag: "--max-queue-messages",
+                bytes_flag: "--max-queue-bytes",
+            },
         }
     }
 }
