@@ -258,8 +258,54 @@ fn cleanup_stale(top: &Path) {
         if Path::new("/proc").join(pid).exists() {
             continue;
         }
-        remove_tree(&e.path());
+        remove_stale(&e.path());
     }
+}
+
+/// Removes a dead server's subtree, killing the processes still in it first. Instances
+/// die with their server (parent-death signals), except a sandbox caught mid-start: when
+/// a server is killed while bubblewrap sets one up, bubblewrap's child waits for its
+/// parent's go-ahead before it asks for a parent-death signal, and would wait for ever.
+fn remove_stale(dir: &Path) {
+    for _ in 0..50 {
+        if kill_tree(dir) == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    remove_tree(dir);
+}
+
+/// Sends SIGKILL to every process in the cgroup `dir` and its descendants; returns how
+/// many were signalled.
+fn kill_tree(dir: &Path) -> usize {
+    let mut n = kill_procs(dir);
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                n += kill_tree(&e.path());
+            }
+        }
+    }
+    n
+}
+
+/// Sends SIGKILL to every process listed in `dir/cgroup.procs`; returns how many were
+/// signalled.
+fn kill_procs(dir: &Path) -> usize {
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    procs
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .filter(|&pid| pid > 0)
+        .filter(|&pid| {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+        })
+        .count()
 }
 
 /// Removes a cgroup directory and its child cgroups (only directories can be removed).
@@ -354,13 +400,7 @@ impl Cgroup {
     /// SIGKILLs every process left in the instance's cgroup (forks that left its
     /// process group).
     pub(crate) fn kill_all(&self) {
-        let procs = fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        kill_procs(&self.dir);
     }
 
     pub(crate) fn remove(&self) {
@@ -445,5 +485,32 @@ mod tests {
             live.join("inst").exists(),
             "a running server's subtree is left alone"
         );
+    }
+
+    #[test]
+    fn processes_left_in_a_dead_servers_subtree_are_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("nimbus");
+        let inst = top.join("srv-0/inst");
+        fs::create_dir_all(&inst).unwrap();
+        let mut orphan = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        fs::write(inst.join("cgroup.procs"), format!("{}\n", orphan.id())).unwrap();
+        let mut bystander = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        cleanup_stale(&top);
+        let status = orphan.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "{status}");
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "a process outside the subtree is left alone"
+        );
+        bystander.kill().unwrap();
+        bystander.wait().unwrap();
     }
 }
