@@ -291,7 +291,8 @@ fn kill_tree(dir: &Path) -> usize {
 }
 
 /// Sends SIGKILL to every process listed in `dir/cgroup.procs`; returns how many were
-/// signalled.
+/// signalled. Processes outside this server's PID namespace (and its descendants, where
+/// sandboxes live) read as pid 0 there and are never signalled.
 fn kill_procs(dir: &Path) -> usize {
     let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
     procs
