@@ -1,6 +1,7 @@
 //! Nimbus domain types and validation: function names, runtimes, limits,
 //! function configuration, ARNs, HTTP route specs and the `nimbus.toml`
-//! manifest. No I/O lives here; every other crate may depend on this one.
+//! manifest, and [`SnapshotMap`] (the lock-free-read map of the invoke path). No I/O
+//! lives here; every other crate may depend on this one.
 
 pub mod arn;
 pub mod async_event;
@@ -12,6 +13,7 @@ pub mod manifest;
 pub mod name;
 pub mod route;
 pub mod runtime;
+pub mod snapshot;
 
 pub use async_event::{AsyncEvent, Destination, EventInvokeConfig, EventStatus};
 pub use authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
@@ -24,6 +26,7 @@ pub use error::CoreError;
 pub use name::FunctionName;
 pub use route::RouteSpec;
 pub use runtime::{Runtime, RuntimeFamily};
+pub use snapshot::SnapshotMap;
 
 /// The qualifier naming the mutable head of a function.
 pub const LATEST: &str = "$LATEST";

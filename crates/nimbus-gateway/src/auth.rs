@@ -18,9 +18,9 @@ use nimbus_auth::policy::resource_policy_allows;
 use nimbus_auth::sigv4::{self, Authorization};
 use nimbus_auth::{AuthError, Decision, Policy};
 use nimbus_core::arn::{self, ACCOUNT, REGION};
+use nimbus_core::SnapshotMap;
 use nimbus_store::{AccessKey, SecretStore, StoreError};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// An access key as the server holds it in memory.
 pub struct Key {
@@ -57,14 +57,15 @@ impl Key {
 pub struct Auth {
     enabled: bool,
     store: Arc<SecretStore>,
-    keys: RwLock<HashMap<String, Arc<Key>>>,
+    /// Read by every signed request without a lock.
+    keys: SnapshotMap<String, Arc<Key>>,
 }
 
 impl Auth {
     /// Loads every key from `store` into memory. With `enabled` false, API requests are not
     /// checked (function URLs with `AuthType AWS_IAM` still are).
     pub fn open(store: Arc<SecretStore>, enabled: bool) -> Result<Arc<Self>, StoreError> {
-        let mut keys = HashMap::new();
+        let keys = SnapshotMap::new();
         for k in store.access_keys()? {
             let key = Key::from_stored(k)?;
             keys.insert(key.id.clone(), Arc::new(key));
@@ -72,7 +73,7 @@ impl Auth {
         Ok(Arc::new(Self {
             enabled,
             store,
-            keys: RwLock::new(keys),
+            keys,
         }))
     }
 
@@ -82,7 +83,7 @@ impl Auth {
 
     /// How many keys exist.
     pub fn len(&self) -> usize {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -97,10 +98,7 @@ impl Auth {
             .store
             .create_access_key(&id, name, &policy.to_json(), &secret)?;
         let key = Key::from_stored(stored.clone())?;
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Arc::new(key));
+        self.keys.insert(id, Arc::new(key));
         Ok(stored)
     }
 
@@ -116,22 +114,13 @@ impl Auth {
             created_ms: time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
             secret: secret.clone(),
         };
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), Arc::new(key));
+        self.keys.insert(id.clone(), Arc::new(key));
         (id, secret)
     }
 
     /// Every key, sorted by name.
     pub fn list(&self) -> Vec<Arc<Key>> {
-        let mut v: Vec<Arc<Key>> = self
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<Arc<Key>> = self.keys.snapshot().values().cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -156,19 +145,12 @@ impl Auth {
             Err(e) if e.is_not_found() => {}
             other => other?,
         }
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.keys.remove(id);
         Ok(())
     }
 
     fn key(&self, id: &str) -> Option<Arc<Key>> {
-        self.keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
+        self.keys.get(id)
     }
 }
 

@@ -2,13 +2,15 @@
 //! versions and the user route table.
 
 use crate::ApiError;
+use arc_swap::ArcSwap;
+use nimbus_core::SnapshotMap;
 use nimbus_core::{Alias, FunctionName, FunctionVersion, RouteSpec, LATEST};
 use nimbus_events::engine::AsyncEngine;
 use nimbus_pool::PoolManager;
 use nimbus_runtime::{InstanceSpec, ProcessExecutor};
 use nimbus_store::{CodeStore, Store};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub type Pools = PoolManager<ProcessExecutor>;
 
@@ -46,9 +48,14 @@ pub struct Gateway {
     pub(crate) secrets: std::sync::OnceLock<crate::Secrets>,
     /// Access keys and whether API requests must be signed ([`Gateway::with_auth`]).
     pub(crate) auth: std::sync::OnceLock<Arc<crate::Auth>>,
-    cache: RwLock<HashMap<(String, String), Arc<Resolved>>>,
-    aliases: RwLock<HashMap<(String, String), Arc<Alias>>>,
-    routes: RwLock<Vec<(RouteSpec, FunctionName)>>,
+    /// Resolved versions and aliases by (function, qualifier): read by every invocation
+    /// without a lock, dropped when the function changes.
+    cache: SnapshotMap<(String, String), Arc<Resolved>>,
+    aliases: SnapshotMap<(String, String), Arc<Alias>>,
+    /// Bumped by every invalidation: a resolution that read the registry before a change
+    /// is not cached after it.
+    generation: AtomicU64,
+    routes: ArcSwap<Vec<(RouteSpec, FunctionName)>>,
     /// Abuse limits and their buckets ([`Gateway::with_limits`]; defaults otherwise).
     limiter: std::sync::OnceLock<crate::limits::Limiter>,
     /// JWKS fetched from authorizers' `jwks_url`.
@@ -75,6 +82,7 @@ impl Gateway {
             auth: Default::default(),
             cache: Default::default(),
             aliases: Default::default(),
+            generation: AtomicU64::new(0),
             routes: Default::default(),
             limiter: Default::default(),
             jwks: Default::default(),
@@ -155,9 +163,10 @@ impl Gateway {
             None => LATEST.to_string(),
         };
         let key = (name.to_string(), version.clone());
-        if let Some(r) = self.cache.read().unwrap().get(&key) {
-            return Ok(r.clone());
+        if let Some(r) = self.cache.get(&key) {
+            return Ok(r);
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let stored = self.store.get(name, Some(&version))?;
         let reserved = self.store.meta(name)?.reserved_concurrency;
         let code = self.code.clone();
@@ -178,30 +187,34 @@ impl Gateway {
             spec,
             throttled: reserved == Some(0),
         });
-        self.cache.write().unwrap().insert(key, r.clone());
+        self.cache.update(|m| {
+            if self.generation.load(Ordering::SeqCst) == generation {
+                m.insert(key, r.clone());
+            }
+        });
         Ok(r)
     }
 
     fn alias(&self, name: &FunctionName, alias: &str) -> Result<Arc<Alias>, ApiError> {
         let key = (name.to_string(), alias.to_string());
-        if let Some(a) = self.aliases.read().unwrap().get(&key) {
-            return Ok(a.clone());
+        if let Some(a) = self.aliases.get(&key) {
+            return Ok(a);
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let a = Arc::new(self.store.get_alias(name, alias)?);
-        self.aliases.write().unwrap().insert(key, a.clone());
+        self.aliases.update(|m| {
+            if self.generation.load(Ordering::SeqCst) == generation {
+                m.insert(key, a.clone());
+            }
+        });
         Ok(a)
     }
 
     /// Forgets cached versions and aliases of `name` after it changed.
     pub(crate) fn invalidate(&self, name: &FunctionName) {
-        self.cache
-            .write()
-            .unwrap()
-            .retain(|(n, _), _| n != name.as_str());
-        self.aliases
-            .write()
-            .unwrap()
-            .retain(|(n, _), _| n != name.as_str());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.retain(|(n, _), _| n != name.as_str());
+        self.aliases.retain(|(n, _), _| n != name.as_str());
     }
 
     /// After any write to `name`: drop caches and rebuild the route table.
@@ -220,7 +233,7 @@ impl Gateway {
             }
         }
         table.sort_by_key(|(r, _)| std::cmp::Reverse(r.specificity()));
-        *self.routes.write().unwrap() = table;
+        self.routes.store(Arc::new(table));
         Ok(())
     }
 
@@ -235,8 +248,7 @@ impl Gateway {
         std::collections::BTreeMap<String, String>,
     )> {
         self.routes
-            .read()
-            .unwrap()
+            .load()
             .iter()
             .find_map(|(r, f)| r.matches(method, path).map(|p| (r.clone(), f.clone(), p)))
     }
@@ -248,8 +260,7 @@ impl Gateway {
         routes: &[RouteSpec],
     ) -> Option<(String, FunctionName)> {
         self.routes
-            .read()
-            .unwrap()
+            .load()
             .iter()
             .find(|(r, f)| f != name && routes.iter().any(|mine| mine.key() == r.key()))
             .map(|(r, f)| (r.key().to_string(), f.clone()))

@@ -3,10 +3,11 @@
 //! function and in total) and the per-function scale-out rate (token bucket).
 //!
 //! Every structure here is lock-free or holds its lock for a few instructions, never across
-//! an await: waiting happens on tokio semaphores (FIFO) and `Notify`s.
+//! an await: waiting happens on tokio semaphores (FIFO) and `Notify`s. What every invocation
+//! reads (the reservations) is a [`SnapshotMap`]: no lock shared by all functions.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use nimbus_core::SnapshotMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -120,15 +121,14 @@ pub(crate) struct Account {
     /// Permits of the unreserved pool (account − Σreserved); functions without a
     /// reservation hold one per running invocation.
     pub(crate) unreserved: Arc<Semaphore>,
-    state: Mutex<AccountState>,
+    /// Reservations by function: read by every invocation, so without a lock.
+    reserved: SnapshotMap<String, u32>,
+    /// Σ reservations.
+    reserved_total: AtomicU32,
+    /// Permits the unreserved semaphore is meant to have; held while a reservation changes.
+    capacity: Mutex<u32>,
     /// Requests waiting anywhere in the pool.
     pub(crate) waiting: AtomicUsize,
-}
-
-struct AccountState {
-    reserved: HashMap<String, u32>,
-    /// Permits the unreserved semaphore is meant to have.
-    capacity: u32,
 }
 
 impl Account {
@@ -136,38 +136,40 @@ impl Account {
         Self {
             limit,
             unreserved: Arc::new(Semaphore::new(limit as usize)),
-            state: Mutex::new(AccountState {
-                reserved: HashMap::new(),
-                capacity: limit,
-            }),
+            reserved: SnapshotMap::new(),
+            reserved_total: AtomicU32::new(0),
+            capacity: Mutex::new(limit),
             waiting: AtomicUsize::new(0),
         }
     }
 
     pub(crate) fn reservation(&self, function: &str) -> Option<u32> {
-        self.state.lock().unwrap().reserved.get(function).copied()
+        self.reserved.get(function)
     }
 
     /// Σ reservations.
     pub(crate) fn reserved_total(&self) -> u32 {
-        self.state.lock().unwrap().reserved.values().sum()
+        self.reserved_total.load(Ordering::SeqCst)
     }
 
     /// Sets (or with `None` removes) a function's reservation and resizes the unreserved
     /// pool to account − Σreserved. Permits in use when it shrinks are taken back as they
     /// are released.
     pub(crate) fn set_reservation(&self, function: &str, value: Option<u32>) {
-        let mut st = self.state.lock().unwrap();
-        match value {
-            Some(v) => st.reserved.insert(function.to_string(), v),
-            None => st.reserved.remove(function),
-        };
-        let sum: u32 = st.reserved.values().sum();
+        let mut capacity = self.capacity.lock().unwrap();
+        let sum: u32 = self.reserved.update(|m| {
+            match value {
+                Some(v) => m.insert(function.to_string(), v),
+                None => m.remove(function),
+            };
+            m.values().sum()
+        });
+        self.reserved_total.store(sum, Ordering::SeqCst);
         let target = self.limit.saturating_sub(sum);
-        if target > st.capacity {
-            self.unreserved.add_permits((target - st.capacity) as usize);
-        } else if target < st.capacity {
-            let want = (st.capacity - target) as usize;
+        if target > *capacity {
+            self.unreserved.add_permits((target - *capacity) as usize);
+        } else if target < *capacity {
+            let want = (*capacity - target) as usize;
             let got = self.unreserved.forget_permits(want);
             if got < want {
                 let sem = self.unreserved.clone();
@@ -179,7 +181,7 @@ impl Account {
                 });
             }
         }
-        st.capacity = target;
+        *capacity = target;
     }
 }
 

@@ -13,11 +13,12 @@ use density::{Density, Tracked};
 pub use density::{InstanceStats, MemoryPolicy, MemoryStats};
 pub use provisioned::{ProvisionedState, ProvisionedStatus, HEALTH_TICK};
 
+use nimbus_core::SnapshotMap;
 use nimbus_runtime::{
     Executor, Instance, InstanceSpec, Invocation, InvokeResult, Outcome, RuntimeError,
 };
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -156,7 +157,9 @@ struct VersionPool<I> {
 
 struct FunctionPool<I> {
     sem: Arc<Semaphore>,
-    limit: Mutex<u32>,
+    /// The permits `sem` is meant to have; changed under `resizing` (read without it).
+    limit: AtomicU32,
+    resizing: Mutex<()>,
     waiting: AtomicUsize,
     running: AtomicUsize,
     bucket: TokenBucket,
@@ -167,7 +170,9 @@ struct FunctionPool<I> {
 pub struct PoolManager<E: Executor> {
     exec: Arc<E>,
     cfg: PoolConfig,
-    functions: Mutex<HashMap<String, Arc<FunctionPool<Inst<E>>>>>,
+    /// Read by every invocation without a lock; written when a function is first invoked
+    /// or deleted.
+    functions: SnapshotMap<String, Arc<FunctionPool<Inst<E>>>>,
     /// Provisioned concurrency (`provisioned.rs`).
     prov: provisioned::Provisioner<Inst<E>>,
     account: Account,
@@ -188,7 +193,7 @@ impl<E: Executor> PoolManager<E> {
             density: Density::new(cfg.memory),
             initializing: Arc::new(tokio::sync::Semaphore::new(cfg.max_initializing.max(1))),
             cfg,
-            functions: Mutex::new(HashMap::new()),
+            functions: SnapshotMap::new(),
             prov: Default::default(),
             closed: AtomicBool::new(false),
         })
@@ -221,31 +226,30 @@ impl<E: Executor> PoolManager<E> {
     }
 
     fn function_pool(&self, name: &str, limit: u32) -> Arc<FunctionPool<Inst<E>>> {
-        let fp = self
-            .functions
-            .lock()
-            .unwrap()
-            .entry(name.to_string())
-            .or_insert_with(|| {
+        let fp = self.functions.get(name).unwrap_or_else(|| {
+            self.functions.get_or_insert_with(name.to_string(), || {
                 Arc::new(FunctionPool {
                     sem: Arc::new(Semaphore::new(limit as usize)),
-                    limit: Mutex::new(limit),
+                    limit: AtomicU32::new(limit),
+                    resizing: Mutex::new(()),
                     waiting: AtomicUsize::new(0),
                     running: AtomicUsize::new(0),
                     bucket: TokenBucket::new(self.cfg.scale_rate),
                     versions: Mutex::new(HashMap::new()),
                 })
             })
-            .clone();
-        let mut cur = fp.limit.lock().unwrap();
-        if *cur < limit {
-            fp.sem.add_permits((limit - *cur) as usize);
-            *cur = limit;
-        } else if *cur > limit {
-            let forgotten = fp.sem.forget_permits((*cur - limit) as usize);
-            *cur -= forgotten as u32;
+        });
+        if fp.limit.load(Ordering::SeqCst) != limit {
+            let _r = fp.resizing.lock().unwrap();
+            let cur = fp.limit.load(Ordering::SeqCst);
+            if cur < limit {
+                fp.sem.add_permits((limit - cur) as usize);
+                fp.limit.store(limit, Ordering::SeqCst);
+            } else if cur > limit {
+                let forgotten = fp.sem.forget_permits((cur - limit) as usize);
+                fp.limit.store(cur - forgotten as u32, Ordering::SeqCst);
+            }
         }
-        drop(cur);
         fp
     }
 
@@ -547,9 +551,9 @@ impl<E: Executor> PoolManager<E> {
     /// not in these lists). Scans every version pool: this runs only when memory is short.
     fn pop_lru_idle(&self) -> Option<Inst<E>> {
         loop {
-            let fps: Vec<_> = self.functions.lock().unwrap().values().cloned().collect();
+            let fps = self.functions.snapshot();
             let mut best: Option<(Instant, Arc<VersionPool<Inst<E>>>)> = None;
-            for fp in &fps {
+            for fp in fps.values() {
                 for vp in fp.versions.lock().unwrap().values() {
                     // Each list is ordered by release time: its first entry is its oldest.
                     let first = vp.idle.lock().unwrap().first().map(|(_, t)| *t);
@@ -591,7 +595,7 @@ impl<E: Executor> PoolManager<E> {
     /// Stops every instance of `function` (after a delete).
     pub fn retire_function(&self, function: &str) {
         self.prov.remove_function(function);
-        if let Some(fp) = self.functions.lock().unwrap().remove(function) {
+        if let Some(fp) = self.functions.remove(function) {
             for vp in fp.versions.lock().unwrap().values() {
                 self.retire_pool(vp);
             }
@@ -599,7 +603,7 @@ impl<E: Executor> PoolManager<E> {
     }
 
     pub fn stats(&self, function: &str) -> PoolStats {
-        let Some(fp) = self.functions.lock().unwrap().get(function).cloned() else {
+        let Some(fp) = self.functions.get(function) else {
             return PoolStats::default();
         };
         let versions = fp.versions.lock().unwrap();
@@ -619,8 +623,7 @@ impl<E: Executor> PoolManager<E> {
     pub fn reap_idle(&self) -> usize {
         let now = Instant::now();
         let mut stopped = 0;
-        let fps: Vec<_> = self.functions.lock().unwrap().values().cloned().collect();
-        for fp in fps {
+        for fp in self.functions.snapshot().values() {
             let vps: Vec<_> = fp.versions.lock().unwrap().values().cloned().collect();
             for vp in vps {
                 let expired: Vec<_> = {
@@ -682,13 +685,7 @@ impl<E: Executor> PoolManager<E> {
     /// Refuses new work and stops every idle instance; busy ones stop when they finish.
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let fps: Vec<_> = self
-            .functions
-            .lock()
-            .unwrap()
-            .drain()
-            .map(|(_, f)| f)
-            .collect();
+        let fps: Vec<_> = self.functions.drain().into_iter().map(|(_, f)| f).collect();
         let mut stops: Vec<_> = self
             .prov
             .remove_all()

@@ -10,8 +10,8 @@
 //! reason and stops retrying until the target is set again.
 
 use crate::PoolManager;
+use nimbus_core::SnapshotMap;
 use nimbus_runtime::{Executor, Instance, InstanceSpec};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,13 +111,16 @@ type Key = (String, String);
 
 /// Every provisioned slot of a [`PoolManager`].
 pub(crate) struct Provisioner<I> {
-    slots: Mutex<HashMap<Key, Arc<Slot<I>>>>,
+    slots: SnapshotMap<Key, Arc<Slot<I>>>,
+    /// Held while a slot is set or removed (the invoke path only reads `slots`).
+    setting: Mutex<()>,
 }
 
 impl<I: Instance> Default for Provisioner<I> {
     fn default() -> Self {
         Self {
-            slots: Mutex::new(HashMap::new()),
+            slots: SnapshotMap::new(),
+            setting: Mutex::new(()),
         }
     }
 }
@@ -130,12 +133,13 @@ impl<I: Instance> Provisioner<I> {
         version: &str,
         revision: &str,
     ) -> Option<(I, Arc<Slot<I>>)> {
+        // Most functions have no provisioned concurrency: no key to build then.
+        if self.slots.is_empty() {
+            return None;
+        }
         let slot = self
             .slots
-            .lock()
-            .unwrap()
-            .get(&(function.to_string(), version.to_string()))
-            .cloned()?;
+            .get(&(function.to_string(), version.to_string()))?;
         if *slot.revision.lock().unwrap() != revision {
             return None;
         }
@@ -151,16 +155,11 @@ impl<I: Instance> Provisioner<I> {
     }
 
     fn remove(&self, pred: impl Fn(&Key) -> bool) {
-        let mut slots = self.slots.lock().unwrap();
-        slots.retain(|k, s| {
-            if pred(k) {
-                s.removed.store(true, Ordering::SeqCst);
-                s.wake.notify_one();
-                false
-            } else {
-                true
-            }
-        });
+        let _w = self.setting.lock().unwrap();
+        for (_, s) in self.slots.retain(|k, _| !pred(k)) {
+            s.removed.store(true, Ordering::SeqCst);
+            s.wake.notify_one();
+        }
     }
 
     pub(crate) fn remove_function(&self, function: &str) {
@@ -169,8 +168,8 @@ impl<I: Instance> Provisioner<I> {
 
     pub(crate) fn remove_all(&self) -> Vec<I> {
         let mut out = Vec::new();
-        let mut slots = self.slots.lock().unwrap();
-        for (_, s) in slots.drain() {
+        let _w = self.setting.lock().unwrap();
+        for (_, s) in self.slots.drain() {
             s.removed.store(true, Ordering::SeqCst);
             out.extend(s.idle.lock().unwrap().drain(..));
             s.wake.notify_one();
@@ -189,8 +188,9 @@ impl<E: Executor> PoolManager<E> {
             self.prov.remove(|k| *k == key);
             return;
         }
-        let mut slots = self.prov.slots.lock().unwrap();
-        if let Some(slot) = slots.get(&key) {
+        // One writer at a time: a concurrent set of the same key must not create two slots.
+        let _w = self.prov.setting.lock().unwrap();
+        if let Some(slot) = self.prov.slots.get(&key) {
             let old_rev = std::mem::replace(&mut *slot.revision.lock().unwrap(), revision.into());
             *slot.spec.lock().unwrap() = spec;
             slot.target.store(count, Ordering::SeqCst);
@@ -214,23 +214,21 @@ impl<E: Executor> PoolManager<E> {
             wake: Notify::new(),
             removed: AtomicBool::new(false),
         });
-        slots.insert(key.clone(), slot.clone());
-        drop(slots);
+        self.prov.slots.insert(key.clone(), slot.clone());
+        drop(_w);
         info!(function = %key.0, version = %key.1, count, "provisioning instances");
         tokio::spawn(maintain(self.clone(), slot));
     }
 
     /// The provisioned slots' `(function, version)` keys.
     pub fn provisioned_versions(&self) -> Vec<(String, String)> {
-        self.prov.slots.lock().unwrap().keys().cloned().collect()
+        self.prov.slots.snapshot().keys().cloned().collect()
     }
 
     /// The state of a provisioned version, `None` when it has no slot.
     pub fn provisioned_status(&self, function: &str, version: &str) -> Option<ProvisionedStatus> {
         self.prov
             .slots
-            .lock()
-            .unwrap()
             .get(&(function.to_string(), version.to_string()))
             .map(|s| s.status())
     }
