@@ -80,21 +80,7 @@ impl<K: Eq + Hash + Clone, V: Clone> SnapshotMap<K, V> {
 
     /// Keeps the entries `keep` accepts; returns the removed ones.
     pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) -> Vec<(K, V)> {
-        self.update(|m| {
-            let (kept, gone): (HashMap<K, V>, Vec<(K, V)>) = std::mem::take(m).into_iter().fold(
-                (HashMap::new(), Vec::new()),
-                |(mut kept, mut gone), (k, v)| {
-                    if keep(&k, &v) {
-                        kept.insert(k, v);
-                    } else {
-                        gone.push((k, v));
-                    }
-                    (kept, gone)
-                },
-            );
-            *m = kept;
-            gone
-        })
+        self.update(|m| m.extract_if(|k, v| !keep(k, v)).collect())
     }
 
     /// Empties the map; returns what it held.

@@ -105,6 +105,9 @@ const STARTUP_VARS: [&str; 11] = [
 
 /// How long a stem cell that failed to start keeps its key from trying again.
 const STEM_BACKOFF: Duration = Duration::from_secs(30);
+/// At most this long after a stem cell was taken, its replacement starts (sooner when the
+/// specialised instance is initialised).
+const STEM_REFILL_AFTER: Duration = Duration::from_millis(250);
 /// The memory limit of an idle stem cell (set to the function's when it is specialised).
 const STEM_MEMORY_MB: u32 = 512;
 
@@ -646,8 +649,19 @@ impl Executor for ProcessExecutor {
             }
             if let Some(stem) = stem {
                 match self.specialize(stem, spec.clone(), &secret_env).await {
-                    Ok(inst) => return Ok(inst),
+                    Ok(inst) => {
+                        // The replacement starts once this instance has loaded its handler
+                        // (or after STEM_REFILL_AFTER): started at once, a new runtime
+                        // competed for the cores with the cold start that took the stem cell.
+                        let (init, stems) = (inst.initialised(), self.stems.clone());
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(STEM_REFILL_AFTER, init).await;
+                            stems.wake.notify_one();
+                        });
+                        return Ok(inst);
+                    }
                     Err(e) => {
+                        self.stems.wake.notify_one();
                         warn!(function = %spec.function, "a stem cell could not be specialised ({e}); starting a new runtime")
                     }
                 }

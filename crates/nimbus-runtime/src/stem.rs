@@ -218,8 +218,9 @@ impl<S: Idle> StemPool<S> {
     }
 
     /// An idle stem cell for `key`, if one is alive. Records a hit or a miss (a miss raises
-    /// the key's target) and wakes the refill loop either way. Dead stem cells met on the
-    /// way are returned too, for the caller to stop outside the lock.
+    /// the key's target and wakes the refill loop; after a hit the caller wakes it, see
+    /// `ProcessExecutor::start`). Dead stem cells met on the way are returned too, for the
+    /// caller to stop outside the lock.
     pub fn take(&self, key: StemKey, now: Instant) -> (Option<S>, Vec<S>) {
         let mut dead = Vec::new();
         let mut found = None;
@@ -241,7 +242,9 @@ impl<S: Idle> StemPool<S> {
                 kp.last_change = Some(now);
             }
         }
-        self.wake.notify_one();
+        if found.is_none() {
+            self.wake.notify_one();
+        }
         (found, dead)
     }
 
