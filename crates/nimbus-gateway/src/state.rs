@@ -187,11 +187,7 @@ impl Gateway {
             spec,
             throttled: reserved == Some(0),
         });
-        self.cache.update(|m| {
-            if self.generation.load(Ordering::SeqCst) == generation {
-                m.insert(key, r.clone());
-            }
-        });
+        self.remember(&self.cache, generation, key, r.clone());
         Ok(r)
     }
 
@@ -202,12 +198,25 @@ impl Gateway {
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let a = Arc::new(self.store.get_alias(name, alias)?);
-        self.aliases.update(|m| {
-            if self.generation.load(Ordering::SeqCst) == generation {
-                m.insert(key, a.clone());
+        self.remember(&self.aliases, generation, key, a.clone());
+        Ok(a)
+    }
+
+    /// Caches `value`, read from the registry when the generation was `read_at`, unless the
+    /// function changed since (checked under the map's writer lock, which `invalidate`'s
+    /// removal also takes).
+    fn remember<V: Clone>(
+        &self,
+        cache: &SnapshotMap<(String, String), V>,
+        read_at: u64,
+        key: (String, String),
+        value: V,
+    ) {
+        cache.update(|m| {
+            if self.generation.load(Ordering::SeqCst) == read_at {
+                m.insert(key, value);
             }
         });
-        Ok(a)
     }
 
     /// Forgets cached versions and aliases of `name` after it changed.

@@ -112,15 +112,12 @@ type Key = (String, String);
 /// Every provisioned slot of a [`PoolManager`].
 pub(crate) struct Provisioner<I> {
     slots: SnapshotMap<Key, Arc<Slot<I>>>,
-    /// Held while a slot is set or removed (the invoke path only reads `slots`).
-    setting: Mutex<()>,
 }
 
 impl<I: Instance> Default for Provisioner<I> {
     fn default() -> Self {
         Self {
             slots: SnapshotMap::new(),
-            setting: Mutex::new(()),
         }
     }
 }
@@ -155,7 +152,6 @@ impl<I: Instance> Provisioner<I> {
     }
 
     fn remove(&self, pred: impl Fn(&Key) -> bool) {
-        let _w = self.setting.lock().unwrap();
         for (_, s) in self.slots.retain(|k, _| !pred(k)) {
             s.removed.store(true, Ordering::SeqCst);
             s.wake.notify_one();
@@ -168,7 +164,6 @@ impl<I: Instance> Provisioner<I> {
 
     pub(crate) fn remove_all(&self) -> Vec<I> {
         let mut out = Vec::new();
-        let _w = self.setting.lock().unwrap();
         for (_, s) in self.slots.drain() {
             s.removed.store(true, Ordering::SeqCst);
             out.extend(s.idle.lock().unwrap().drain(..));
@@ -188,34 +183,38 @@ impl<E: Executor> PoolManager<E> {
             self.prov.remove(|k| *k == key);
             return;
         }
-        // One writer at a time: a concurrent set of the same key must not create two slots.
-        let _w = self.prov.setting.lock().unwrap();
-        if let Some(slot) = self.prov.slots.get(&key) {
-            let old_rev = std::mem::replace(&mut *slot.revision.lock().unwrap(), revision.into());
-            *slot.spec.lock().unwrap() = spec;
-            slot.target.store(count, Ordering::SeqCst);
-            *slot.failed.lock().unwrap() = None;
-            if old_rev != revision {
-                for i in slot.idle.lock().unwrap().drain(..) {
-                    tokio::spawn(i.stop());
+        // Under the map's writer lock: a concurrent set of the same key must not create a
+        // second slot.
+        let created = self.prov.slots.update(|slots| {
+            if let Some(slot) = slots.get(&key) {
+                let old_rev =
+                    std::mem::replace(&mut *slot.revision.lock().unwrap(), revision.into());
+                *slot.spec.lock().unwrap() = spec;
+                slot.target.store(count, Ordering::SeqCst);
+                *slot.failed.lock().unwrap() = None;
+                if old_rev != revision {
+                    for i in slot.idle.lock().unwrap().drain(..) {
+                        tokio::spawn(i.stop());
+                    }
                 }
+                slot.wake.notify_one();
+                return None;
             }
-            slot.wake.notify_one();
-            return;
-        }
-        let slot = Arc::new(Slot {
-            spec: Mutex::new(spec),
-            revision: Mutex::new(revision.to_string()),
-            target: AtomicU32::new(count),
-            idle: Mutex::new(Vec::new()),
-            busy: AtomicU32::new(0),
-            starting: AtomicU32::new(0),
-            failed: Mutex::new(None),
-            wake: Notify::new(),
-            removed: AtomicBool::new(false),
+            let slot = Arc::new(Slot {
+                spec: Mutex::new(spec),
+                revision: Mutex::new(revision.to_string()),
+                target: AtomicU32::new(count),
+                idle: Mutex::new(Vec::new()),
+                busy: AtomicU32::new(0),
+                starting: AtomicU32::new(0),
+                failed: Mutex::new(None),
+                wake: Notify::new(),
+                removed: AtomicBool::new(false),
+            });
+            slots.insert(key.clone(), slot.clone());
+            Some(slot)
         });
-        self.prov.slots.insert(key.clone(), slot.clone());
-        drop(_w);
+        let Some(slot) = created else { return };
         info!(function = %key.0, version = %key.1, count, "provisioning instances");
         tokio::spawn(maintain(self.clone(), slot));
     }
