@@ -330,3 +330,186 @@ fn provisioned_concurrency_from_the_cli() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// GETs a function URL or route; the JSON the function returned.
+fn http_get(s: &Server, path: &str) -> Value {
+    let r = s.http.get(s.url(path)).send().unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().unwrap();
+    assert_eq!(status, 200, "GET {path}: {body}\n{}", s.log());
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+const MANIFEST: &str = r#"
+[functions.pcman]
+runtime = "nodejs20.x"
+handler = "index.handler"
+url = true
+routes = ["GET /pcman"]
+schedule = "rate(1 day)"
+queue = { name = "pcjobs" }
+provisioned_concurrency = 2
+
+[queues.pcjobs]
+"#;
+
+/// The function ARNs (`name` or `name:qualifier`) the `pcjobs` mappings invoke, and the
+/// targets of the function's schedule rule.
+fn event_targets(s: &Server) -> (Vec<String>, String) {
+    let (status, list) = s.get_json("/2015-03-31/event-source-mappings");
+    assert_eq!(status, 200, "{list}");
+    let mappings = list["EventSourceMappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["EventSourceArn"].as_str().unwrap().ends_with(":pcjobs"))
+        .map(|m| {
+            let arn = m["FunctionArn"].as_str().unwrap();
+            arn.split_once(":function:").unwrap().1.to_string()
+        })
+        .collect();
+    let (status, rule) = s.get_json("/v1/buses/default/rules/schedule-pcman");
+    assert_eq!(status, 200, "{rule}");
+    (mappings, rule["targets"].to_string())
+}
+
+#[test]
+fn provisioned_concurrency_from_the_manifest() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = |manifest: &str, v: u32| {
+        write_files(
+            dir.path(),
+            &[
+                ("nimbus.toml", manifest),
+                ("index.js", &CODE.replace("v: 1", &format!("v: {v}"))),
+            ],
+        );
+        cli_ok(&s.cli(&["deploy", dir.path().to_str().unwrap()])).unwrap()
+    };
+
+    // The deploy publishes version 1, points `live` at it and provisions it.
+    let out = deploy(MANIFEST, 1);
+    assert!(
+        out.contains("version 1, ") && out.contains("alias live, 2 provisioned"),
+        "{out}"
+    );
+    let (status, alias) = s.get_json("/2015-03-31/functions/pcman/aliases/live");
+    assert_eq!((status, &alias["FunctionVersion"]), (200, &json!("1")));
+    wait_ready(&s, "pcman", "live");
+    let before = wait_instances("pcman", |i| i.len() == 2);
+    // Its queue and schedule invoke the alias too.
+    let (mappings, rule_targets) = event_targets(&s);
+    assert_eq!(mappings, ["pcman:live"]);
+    assert!(rule_targets.contains("pcman:live"), "{rule_targets}");
+
+    // The URL and the route invoke the alias: its provisioned instances serve them.
+    for path in ["/fn/pcman/", "/pcman"] {
+        let out = http_get(&s, path);
+        assert_eq!(out["v"], 1);
+        assert!(before.contains(out["id"].as_str().unwrap()), "{out}");
+    }
+    assert_eq!(instances_of("pcman"), before);
+
+    // A new deploy moves the alias; the provisioned instances follow it.
+    let out = deploy(MANIFEST, 2);
+    assert!(out.contains("version 2, "), "{out}");
+    wait_ready(&s, "pcman", "live");
+    let moved = wait_instances("pcman", |i| i.len() == 2 && i.is_disjoint(&before));
+    let out = http_get(&s, "/fn/pcman/");
+    assert_eq!(out["v"], 2);
+    assert!(moved.contains(out["id"].as_str().unwrap()), "{out}");
+    // Deploying the same again publishes nothing new and changes nothing.
+    let out = deploy(MANIFEST, 2);
+    assert!(out.contains("version 2, "), "{out}");
+    assert_eq!(
+        wait_ready(&s, "pcman", "live")["RequestedProvisionedConcurrentExecutions"],
+        2
+    );
+
+    // Dropping the key removes the config the manifest made; the URL invokes $LATEST.
+    let plain = MANIFEST.replace("provisioned_concurrency = 2\n", "");
+    let out = deploy(&plain, 3);
+    assert!(!out.contains("alias"), "{out}");
+    let (status, body) = get(&s, "pcman", "live");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(http_get(&s, "/fn/pcman/")["v"], 3);
+    assert_eq!(http_get(&s, "/pcman")["v"], 3);
+    // The queue's mapping moved to $LATEST rather than gaining a second consumer.
+    let (mappings, rule_targets) = event_targets(&s);
+    assert_eq!(mappings, ["pcman"]);
+    assert!(!rule_targets.contains("pcman:live"), "{rule_targets}");
+
+    // An impossible count is refused before anything is deployed.
+    let bad = MANIFEST.replace("= 2", "= 50");
+    write_files(dir.path(), &[("nimbus.toml", &bad)]);
+    let r = s.cli(&["deploy", dir.path().to_str().unwrap()]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("provisioned_concurrency"), "{err}");
+}
+
+/// Lambda's function URL on an alias (`Qualifier` on the URL config API).
+#[test]
+fn a_function_url_can_invoke_an_alias() {
+    let s = Server::start(&[]);
+    s.deploy("urlq", node_cfg("index.handler"), &[("index.js", CODE)]);
+    let (status, body) = request(
+        &s,
+        "POST",
+        "/2015-03-31/functions/urlq/aliases",
+        Some(&json!({"Name": "live", "FunctionVersion": "1"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let url_api = "/2021-10-31/functions/urlq/url";
+    for (q, want_status) in [("?Qualifier=1", 400), ("?Qualifier=nosuch", 404)] {
+        let (status, body) = request(&s, "POST", &format!("{url_api}{q}"), Some(&json!({})));
+        assert_eq!(status, want_status, "{q}: {body}");
+    }
+    let (status, body) = request(
+        &s,
+        "POST",
+        &format!("{url_api}?Qualifier=live"),
+        Some(&json!({"AuthType": "NONE"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        body["FunctionArn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":function:urlq:live"),
+        "{body}"
+    );
+    // Found under its qualifier only; one URL per function.
+    assert_eq!(s.get_json(url_api).0, 404);
+    assert_eq!(s.get_json(&format!("{url_api}?Qualifier=live")).0, 200);
+    assert_eq!(request(&s, "POST", url_api, Some(&json!({}))).0, 409);
+
+    // $LATEST changes (UpdateFunctionCode, publishing version 2); the URL keeps invoking
+    // what the alias points at.
+    let zip = zip_files(&[("index.js", &CODE.replace("v: 1", "v: 2"))]);
+    let (status, body) = request(
+        &s,
+        "PUT",
+        "/2015-03-31/functions/urlq/code",
+        Some(&json!({
+            "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip),
+            "Publish": true,
+        })),
+    );
+    assert_eq!((status, &body["Version"]), (200, &json!("2")), "{body}");
+    assert_eq!(http_get(&s, "/fn/urlq/")["v"], 1);
+    let (status, body) = request(
+        &s,
+        "PUT",
+        "/2015-03-31/functions/urlq/aliases/live",
+        Some(&json!({"FunctionVersion": "2"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(http_get(&s, "/fn/urlq/")["v"], 2);
+
+    let (status, _) = request(&s, "DELETE", &format!("{url_api}?Qualifier=live"), None);
+    assert_eq!(status, 204);
+    let r = s.http.get(s.url("/fn/urlq/")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}

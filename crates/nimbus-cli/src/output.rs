@@ -35,6 +35,11 @@ pub struct ConfigView {
 pub struct DeployReply {
     pub function: FunctionView,
     pub version: String,
+    /// The alias the deploy pointed at `version` (the manifest's `alias`).
+    #[serde(default)]
+    pub alias: Option<String>,
+    #[serde(default)]
+    pub provisioned_concurrency: Option<u32>,
 }
 
 /// `1023 B`, `1.2 KB`, `3.4 MB`.
@@ -52,15 +57,23 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
-/// `deployed hello (version 3, 1.2 KB) → http://…/fn/hello/`
+/// `deployed hello (version 3, 1.2 KB) → http://…/fn/hello/`, with
+/// `, alias live, 2 provisioned` after the size when the deploy moved an alias.
 pub fn deployed_line(reply: &DeployReply) -> String {
     let f = &reply.function;
     let mut line = format!(
-        "deployed {} (version {}, {})",
+        "deployed {} (version {}, {}",
         f.name,
         reply.version,
         human_size(f.code_size)
     );
+    if let Some(a) = &reply.alias {
+        line.push_str(&format!(", alias {a}"));
+    }
+    if let Some(n) = reply.provisioned_concurrency {
+        line.push_str(&format!(", {n} provisioned"));
+    }
+    line.push(')');
     if let Some(url) = &f.function_url {
         line.push_str(" → ");
         line.push_str(url);
@@ -241,6 +254,14 @@ mod tests {
         let r: DeployReply =
             serde_json::from_value(json!({"function": view(false), "version": "1"})).unwrap();
         assert_eq!(deployed_line(&r), "deployed hello (version 1, 1.2 KB)");
+        let r: DeployReply = serde_json::from_value(
+            json!({"function": view(false), "version": "4", "alias": "live", "provisioned_concurrency": 2}),
+        )
+        .unwrap();
+        assert_eq!(
+            deployed_line(&r),
+            "deployed hello (version 4, 1.2 KB, alias live, 2 provisioned)"
+        );
     }
 
     #[test]

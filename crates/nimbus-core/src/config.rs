@@ -105,6 +105,14 @@ pub struct FunctionConfig {
     /// Token-bucket rate limit of the function URL (all callers together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_rate_limit: Option<RateLimit>,
+    /// The alias each native deploy points at the version it publishes (SAM's
+    /// `AutoPublishAlias`); the function URL and routes invoke it instead of `$LATEST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Provisioned concurrency of `alias`, kept in line by each native deploy (the
+    /// manifest's `provisioned_concurrency`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned_concurrency: Option<u32>,
 }
 
 /// A function's network policy. Either way each instance has its own network namespace:
@@ -222,6 +230,25 @@ pub struct UrlConfig {
     pub cors: serde_json::Value,
     /// When the URL was created (ISO-8601).
     pub created: String,
+    /// What the URL invokes (Lambda's `Qualifier`): an alias or `$LATEST`. Absent (URLs
+    /// declared in manifests): the function's `alias`, else `$LATEST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qualifier: Option<String>,
+}
+
+impl FunctionConfig {
+    /// The alias the function URL invokes (`None`: `$LATEST`).
+    pub fn url_alias(&self) -> Option<&str> {
+        match self
+            .url_config
+            .as_ref()
+            .and_then(|u| u.qualifier.as_deref())
+        {
+            Some(crate::LATEST) => None,
+            Some(a) => Some(a),
+            None => self.alias.as_deref(),
+        }
+    }
 }
 
 fn default_memory() -> u32 {
@@ -259,6 +286,8 @@ impl FunctionConfig {
             authorizers: BTreeMap::new(),
             route_settings: BTreeMap::new(),
             url_rate_limit: None,
+            alias: None,
+            provisioned_concurrency: None,
         }
     }
 
@@ -300,6 +329,7 @@ impl FunctionConfig {
             })?;
         }
         self.validate_route_settings()?;
+        self.validate_alias()?;
         let mut total = 0;
         for (k, v) in &self.env {
             validate_env_key(k)?;
@@ -330,6 +360,29 @@ impl FunctionConfig {
 }
 
 impl FunctionConfig {
+    fn validate_alias(&self) -> Result<(), CoreError> {
+        if let Some(a) = &self.alias {
+            crate::control::validate_alias_name(a).map_err(|_| {
+                CoreError::InvalidManifest(format!(
+                    "alias {a:?}: use 1-128 letters, digits, '-' or '_', not only digits"
+                ))
+            })?;
+        }
+        match (self.provisioned_concurrency, &self.alias) {
+            (None, _) => Ok(()),
+            (Some(_), None) => Err(CoreError::InvalidManifest(
+                "provisioned_concurrency needs an alias: provisioned instances belong to a published version, never to $LATEST".into(),
+            )),
+            (Some(n), Some(_)) if n == 0 || n > self.concurrency => {
+                Err(CoreError::InvalidManifest(format!(
+                    "provisioned_concurrency must be 1 to the function's concurrency ({}), not {n}",
+                    self.concurrency
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn validate_route_settings(&self) -> Result<(), CoreError> {
         if self.authorizers.len() > AUTHORIZERS_MAX {
             return Err(CoreError::InvalidManifest(format!(

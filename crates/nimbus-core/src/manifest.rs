@@ -13,7 +13,13 @@
 //! routes = ["GET /hello/{name}"]
 //! env = { GREETING = "hi", DB_PASSWORD = { secret = "db-pass" } }
 //! network = "outbound"      # or "none": loopback only (default "outbound")
+//! provisioned_concurrency = 2 # instances kept initialised (see below)
 //! ```
+//!
+//! `alias = "live"` makes each deploy publish a version and point the alias at it (SAM's
+//! `AutoPublishAlias`); the function's URL, routes, `queue` and `schedule` then invoke the
+//! alias. `provisioned_concurrency = N` keeps N instances of the alias initialised (Lambda's
+//! provisioned concurrency) and implies `alias = "live"` when no alias is named.
 //!
 //! An `env` value written `{ secret = "NAME" }` is taken from the secrets store
 //! (`nimbus secret set NAME`) when an instance starts; only the reference is stored.
@@ -182,7 +188,14 @@ struct RawFunction {
     idempotency_key: Option<String>,
     /// `"none"` or `"outbound"` (the default).
     network: Option<String>,
+    /// Alias each deploy points at the version it publishes (SAM's `AutoPublishAlias`).
+    alias: Option<String>,
+    /// Instances of `alias` kept initialised (implies `alias = "live"` when unset).
+    provisioned_concurrency: Option<u32>,
 }
+
+/// The alias `provisioned_concurrency` implies when the manifest names none.
+pub const DEFAULT_ALIAS: &str = "live";
 
 /// An `env` value: a string, or `{ secret = "NAME" }` to take it from the secrets store.
 #[derive(Debug, Deserialize)]
@@ -384,6 +397,15 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         a.validate(name)?;
     }
     for (name, f) in raw.functions {
+        let alias = f
+            .alias
+            .clone()
+            .or_else(|| f.provisioned_concurrency.map(|_| DEFAULT_ALIAS.to_string()));
+        // The function's own event sources invoke its alias, as its URL and routes do.
+        let target = match &alias {
+            Some(a) => format!("{name}:{a}"),
+            None => name.clone(),
+        };
         if let Some(q) = &f.queue {
             let ctx = |m: &str| CoreError::InvalidManifest(format!("functions.{name}.queue: {m}"));
             if !valid_queue_name(&q.name) {
@@ -406,7 +428,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             }
             mappings.push(ManifestMapping {
                 queue: q.name.clone(),
-                function: name.clone(),
+                function: target.clone(),
                 batch_size,
                 window,
                 report_batch_item_failures: q.report_batch_item_failures,
@@ -419,7 +441,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
                 pattern: None,
                 schedule: Some(schedule.clone()),
                 timezone: f.schedule_timezone.clone(),
-                targets: vec![name.clone()],
+                targets: vec![target.clone()],
                 enabled: true,
             });
         } else if f.schedule_timezone.is_some() {
@@ -460,6 +482,8 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             }
         }
         config.idempotency_key_path = f.idempotency_key;
+        config.alias = alias;
+        config.provisioned_concurrency = f.provisioned_concurrency;
         if let Some(n) = &f.network {
             config.network = crate::NetworkPolicy::parse(n).map_err(|e| match e {
                 CoreError::InvalidManifest(m) => {
@@ -708,6 +732,65 @@ mod tests {
         .is_err());
         assert!(parse_project(&format!("{base}[queues.q]\nmax_receive_count = 2\n")).is_err());
         assert!(parse_project(&format!("{base}[queues.q]\nbogus = 2\n")).is_err());
+    }
+
+    #[test]
+    fn provisioned_concurrency_implies_an_alias_for_every_trigger() {
+        let p = parse_project(
+            r#"
+            [functions.api]
+            runtime = "nodejs20.x"
+            handler = "i.h"
+            url = true
+            provisioned_concurrency = 2
+            schedule = "rate(1 minute)"
+            queue = { name = "jobs" }
+
+            [functions.named]
+            runtime = "nodejs20.x"
+            handler = "i.h"
+            alias = "prod"
+
+            [functions.plain]
+            runtime = "nodejs20.x"
+            handler = "i.h"
+            queue = { name = "jobs" }
+            "#,
+        )
+        .unwrap();
+        let api = &p.functions[0].config;
+        assert_eq!(api.alias.as_deref(), Some(DEFAULT_ALIAS));
+        assert_eq!(api.provisioned_concurrency, Some(2));
+        let named = &p.functions[1].config;
+        assert_eq!(
+            (named.alias.as_deref(), named.provisioned_concurrency),
+            (Some("prod"), None)
+        );
+        assert_eq!(p.functions[2].config.alias, None);
+        let targets: Vec<&str> = p.mappings.iter().map(|m| m.function.as_str()).collect();
+        assert_eq!(targets, ["api:live", "plain"]);
+        assert_eq!(p.rules[0].targets, ["api:live"]);
+
+        let base = "[functions.f]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\n";
+        for (extra, want) in [
+            (
+                "provisioned_concurrency = 0\n",
+                "provisioned_concurrency must be 1",
+            ),
+            ("provisioned_concurrency = 11\n", "concurrency (10)"),
+            ("alias = \"12\"\n", "alias \"12\""),
+            ("alias = \"a:b\"\n", "alias \"a:b\""),
+        ] {
+            let e = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(
+                e.contains("functions.f") && e.contains(want),
+                "{extra}: {e}"
+            );
+        }
+        assert!(parse(&format!(
+            "{base}concurrency = 20\nprovisioned_concurrency = 11\n"
+        ))
+        .is_ok());
     }
 
     #[test]

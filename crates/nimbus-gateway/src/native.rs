@@ -123,6 +123,19 @@ pub(crate) async fn deploy(
     drop(body);
     req.config.validate()?;
     crate::jwt::check_config(&req.config)?;
+    let previous = gw.store.get(&name, None).ok().map(|v| v.config);
+    if let Some(n) = req.config.provisioned_concurrency {
+        let reserved = gw
+            .store
+            .meta(&name)
+            .ok()
+            .and_then(|m| m.reserved_concurrency);
+        if let Some(r) = reserved.filter(|r| n > *r) {
+            return Err(ApiError::InvalidParameter(format!(
+                "provisioned_concurrency ({n}) exceeds the function's reserved concurrency ({r})"
+            )));
+        }
+    }
     let code = match req.code_zip {
         Some(b64) => {
             let zip = base64::engine::general_purpose::STANDARD
@@ -135,18 +148,24 @@ pub(crate) async fn deploy(
         }
         None => current_code(&gw, &name).await?,
     };
-    let (version, created) = publish(&gw, &name, req.config, code).await?;
+    let config = req.config;
+    let (version, created) = publish(&gw, &name, config.clone(), code).await?;
+    crate::provisioned::apply_deploy_alias(&gw, &name, previous.as_ref(), &config, &version)
+        .await?;
     let latest = gw.store.get(&name, None)?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        Json(json!({ "function": view(&gw, &latest), "version": version })),
-    )
-        .into_response())
+    let mut reply = json!({ "function": view(&gw, &latest), "version": version });
+    if let Some(a) = &config.alias {
+        reply["alias"] = a.clone().into();
+    }
+    if let Some(n) = config.provisioned_concurrency {
+        reply["provisioned_concurrency"] = n.into();
+    }
+    Ok((status, Json(reply)).into_response())
 }
 
 /// The code of `$LATEST`, for configuration-only updates.

@@ -11,7 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nimbus_core::{arn, FunctionName, LATEST};
+use nimbus_core::{arn, Alias, FunctionConfig, FunctionName, LATEST};
 use nimbus_pool::ProvisionedState;
 use nimbus_store::ProvisionedConfig;
 use serde::Deserialize;
@@ -65,6 +65,72 @@ pub(crate) async fn reconcile(gw: &Arc<Gateway>, name: &FunctionName) -> Result<
         }
     }
     Ok(())
+}
+
+/// A native deploy's `alias` and `provisioned_concurrency` (the manifest's keys), applied
+/// once `version` is published: the alias is created or moved to it (weights cleared, as
+/// SAM's `AutoPublishAlias` does), its provisioned config set, or removed when the previous
+/// deploy had one the new configuration no longer names. A deploy without these keys leaves
+/// configs made through the API alone.
+pub(crate) async fn apply_deploy_alias(
+    gw: &Arc<Gateway>,
+    name: &FunctionName,
+    previous: Option<&FunctionConfig>,
+    config: &FunctionConfig,
+    version: &str,
+) -> Result<(), ApiError> {
+    let old = previous.and_then(|p| Some((p.alias.clone()?, p.provisioned_concurrency?)));
+    let new = config.alias.clone().zip(config.provisioned_concurrency);
+    if config.alias.is_none() && old.is_none() {
+        return Ok(());
+    }
+    let (store, n, alias, v) = (
+        gw.store.clone(),
+        name.clone(),
+        config.alias.clone(),
+        version.to_string(),
+    );
+    blocking(move || {
+        if let Some(a) = &alias {
+            match store.get_alias(&n, a) {
+                Ok(cur) if cur.function_version == v && cur.routing.is_empty() => {}
+                Ok(_) => {
+                    store.update_alias(&n, a, Some(&v), None, Some(&BTreeMap::new()), None)?;
+                }
+                Err(e) if e.is_not_found() => {
+                    store.create_alias(
+                        &n,
+                        &Alias {
+                            name: a.clone(),
+                            function_version: v.clone(),
+                            description: "moved to each deployed version".into(),
+                            routing: BTreeMap::new(),
+                            revision_id: String::new(),
+                        },
+                    )?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some((a, _)) = &old {
+            if new.as_ref().map(|(b, _)| b) != Some(a) {
+                store.delete_provisioned(&n, a)?;
+            }
+        }
+        if let Some((a, count)) = &new {
+            let unchanged = store
+                .list_provisioned(Some(&n))?
+                .iter()
+                .any(|c| &c.qualifier == a && c.requested == *count);
+            if !unchanged {
+                store.put_provisioned(&n, a, *count)?;
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    gw.changed(name)?;
+    reconcile(gw, name).await
 }
 
 impl Gateway {

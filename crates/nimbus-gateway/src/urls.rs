@@ -2,14 +2,15 @@
 //! configuration API (`/2021-10-31/functions/{name}/url`).
 
 use crate::http_event::{self, HttpRequestParts};
+use crate::lambda_api::{function_ref, parse_query};
 use crate::state::Resolved;
 use crate::{invoke, ApiError, Gateway};
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nimbus_core::{arn, FunctionConfig, FunctionName, UrlConfig};
+use nimbus_core::{arn, FunctionConfig, FunctionName, UrlConfig, LATEST};
 use nimbus_runtime::Outcome;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -81,10 +82,12 @@ async fn serve_url(
     } else {
         req
     };
+    let alias = resolved.version.config.url_alias().map(str::to_string);
     let mut resp = serve_http(
         gw,
         name,
         resolved,
+        alias,
         raw_path,
         "$default".into(),
         None,
@@ -200,10 +203,12 @@ pub(crate) async fn user_route(
                     }
                 }
             }
+            let alias = config.alias.clone();
             serve_http(
                 gw,
                 function,
                 resolved,
+                alias,
                 path,
                 route.key().to_string(),
                 Some(params),
@@ -219,12 +224,15 @@ pub(crate) async fn user_route(
     }
 }
 
-/// Invokes `resolved` (the version its caller already resolved) with `req` as an HTTP event.
+/// Invokes the function with `req` as an HTTP event: `resolved` is its `$LATEST` (whose
+/// URL and route settings the caller applied); the invocation goes to `alias` (the URL's
+/// qualifier or the manifest's `alias`), or to `$LATEST` itself.
 #[allow(clippy::too_many_arguments)]
 async fn serve_http(
     gw: Arc<Gateway>,
     name: FunctionName,
     resolved: Arc<Resolved>,
+    alias: Option<String>,
     raw_path: String,
     route_key: String,
     path_params: Option<BTreeMap<String, String>>,
@@ -274,8 +282,13 @@ async fn serve_http(
             "request too large for a function invocation (6 MB after encoding)".into(),
         ));
     }
-    let invoked_arn = arn::function_arn(name.as_str(), None);
-    let (_rid, res) = invoke::run(&gw, &resolved, payload.into(), invoked_arn, None, None).await?;
+    let alias = alias.as_deref();
+    let invoked_arn = arn::function_arn(name.as_str(), alias);
+    let target = match alias {
+        Some(a) => gw.resolve(&name, Some(a)).await?,
+        None => resolved,
+    };
+    let (_rid, res) = invoke::run(&gw, &target, payload.into(), invoked_arn, None, None).await?;
     match res.result.outcome {
         Outcome::Success(out) => {
             let mapped = http_event::from_v2_response(&out).map_err(|e| {
@@ -318,7 +331,7 @@ fn url_config_json(gw: &Gateway, v: &nimbus_core::FunctionVersion) -> Value {
     let settings = url_settings(&v.config);
     json!({
         "FunctionUrl": gw.function_url(&v.name),
-        "FunctionArn": arn::function_arn(v.name.as_str(), None),
+        "FunctionArn": arn::function_arn(v.name.as_str(), v.config.url_alias()),
         "AuthType": settings.auth_type,
         "Cors": settings.cors,
         "CreationTime": settings.created,
@@ -333,6 +346,7 @@ fn url_settings(config: &FunctionConfig) -> UrlConfig {
         auth_type: "NONE".into(),
         cors: json!({}),
         created: String::new(),
+        qualifier: None,
     })
 }
 
@@ -397,31 +411,54 @@ async fn store_url(
     Ok(updated)
 }
 
-fn reject_qualifier(function: &str) -> Result<FunctionName, ApiError> {
-    let (name, q) = arn::parse_function_ref(function)?;
-    if q.is_some_and(|q| q != nimbus_core::LATEST) {
-        return Err(ApiError::InvalidParameter(
-            "function URLs on versions or aliases are not supported yet".into(),
-        ));
+/// The function of a URL config call and the qualifier it names (in the ARN or as
+/// `?Qualifier=`): an alias or `$LATEST` (`None`), never a version number, as on Lambda.
+fn url_target(
+    function: &str,
+    raw: Option<String>,
+) -> Result<(FunctionName, Option<String>), ApiError> {
+    let (name, q) = function_ref(function, &parse_query(raw)?)?;
+    match q.filter(|q| q != LATEST) {
+        Some(q) if q.bytes().all(|b| b.is_ascii_digit()) => Err(ApiError::InvalidParameter(
+            "a function URL invokes $LATEST or an alias, not a version number: create an alias for the version".into(),
+        )),
+        q => Ok((name, q)),
     }
-    Ok(name)
 }
 
-fn no_url(name: &FunctionName) -> ApiError {
-    ApiError::NotFound(format!("function {name} has no function URL"))
+/// The function's URL config when it invokes `qualifier`, with its current `$LATEST`.
+fn existing_url(
+    gw: &Gateway,
+    name: &FunctionName,
+    qualifier: Option<&str>,
+) -> Result<nimbus_core::FunctionVersion, ApiError> {
+    let cur = gw.store.get(name, None)?;
+    if !cur.config.url || cur.config.url_alias() != qualifier {
+        let which = qualifier.map(|q| format!(" for {q}")).unwrap_or_default();
+        return Err(ApiError::NotFound(format!(
+            "function {name} has no function URL{which}"
+        )));
+    }
+    Ok(cur)
 }
 
 pub(crate) async fn create_url_config(
     State(gw): State<Arc<Gateway>>,
     Path(function): Path<String>,
+    RawQuery(raw): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let name = reject_qualifier(&function)?;
+    let (name, qualifier) = url_target(&function, raw)?;
     let input = parse_url_request(&body)?;
-    if gw.store.get(&name, None)?.config.url {
+    let cur = gw.store.get(&name, None)?;
+    if cur.config.url {
+        let at = cur.config.url_alias().unwrap_or(LATEST);
         return Err(ApiError::Conflict(format!(
-            "function {name} already has a function URL"
+            "function {name} already has a function URL (invoking {at}); Nimbus gives a function one URL"
         )));
+    }
+    if let Some(a) = &qualifier {
+        gw.store.get_alias(&name, a)?;
     }
     let created = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -430,6 +467,7 @@ pub(crate) async fn create_url_config(
         auth_type: input.auth_type.unwrap_or_else(|| "NONE".into()),
         cors: input.cors.unwrap_or_else(|| json!({})),
         created,
+        qualifier: Some(qualifier.unwrap_or_else(|| LATEST.to_string())),
     };
     let v = store_url(&gw, &name, Some(settings)).await?;
     Ok((StatusCode::CREATED, Json(url_config_json(&gw, &v))).into_response())
@@ -438,14 +476,12 @@ pub(crate) async fn create_url_config(
 pub(crate) async fn update_url_config(
     State(gw): State<Arc<Gateway>>,
     Path(function): Path<String>,
+    RawQuery(raw): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let name = reject_qualifier(&function)?;
+    let (name, qualifier) = url_target(&function, raw)?;
     let input = parse_url_request(&body)?;
-    let cur = gw.store.get(&name, None)?;
-    if !cur.config.url {
-        return Err(no_url(&name));
-    }
+    let cur = existing_url(&gw, &name, qualifier.as_deref())?;
     let mut settings = url_settings(&cur.config);
     if let Some(a) = input.auth_type {
         settings.auth_type = a;
@@ -460,23 +496,20 @@ pub(crate) async fn update_url_config(
 pub(crate) async fn get_url_config(
     State(gw): State<Arc<Gateway>>,
     Path(function): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let name = reject_qualifier(&function)?;
-    let cur = gw.store.get(&name, None)?;
-    if !cur.config.url {
-        return Err(no_url(&name));
-    }
+    let (name, qualifier) = url_target(&function, raw)?;
+    let cur = existing_url(&gw, &name, qualifier.as_deref())?;
     Ok(Json(url_config_json(&gw, &cur)))
 }
 
 pub(crate) async fn delete_url_config(
     State(gw): State<Arc<Gateway>>,
     Path(function): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<StatusCode, ApiError> {
-    let name = reject_qualifier(&function)?;
-    if !gw.store.get(&name, None)?.config.url {
-        return Err(no_url(&name));
-    }
+    let (name, qualifier) = url_target(&function, raw)?;
+    existing_url(&gw, &name, qualifier.as_deref())?;
     store_url(&gw, &name, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }

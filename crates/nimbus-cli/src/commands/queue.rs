@@ -297,10 +297,11 @@ async fn put_mapping(
 ) -> Result<(Value, bool)> {
     let arn = queue_arn(&m.queue);
     let existing = client
-        .json(client.request(Method::GET, &MAPPINGS).query(&[
-            ("FunctionName", m.function.as_str()),
-            ("EventSourceArn", &arn),
-        ]))
+        .json(
+            client
+                .request(Method::GET, &MAPPINGS)
+                .query(&[("EventSourceArn", &arn)]),
+        )
         .await?;
     let body = json!({
         "FunctionName": m.function,
@@ -314,7 +315,7 @@ async fn put_mapping(
         let f: Vec<Value> = filters.iter().map(|p| json!({ "Pattern": p })).collect();
         body["FilterCriteria"] = json!({ "Filters": f });
     }
-    if let Some(uuid) = existing["EventSourceMappings"][0]["UUID"].as_str() {
+    if let Some(uuid) = same_function_mapping(&existing, &m.function) {
         let mut path: Vec<&str> = MAPPINGS.to_vec();
         path.push(uuid);
         let v = client
@@ -328,6 +329,31 @@ async fn put_mapping(
         .await
         .with_context(|| format!("cannot map queue {} to {}", m.queue, m.function))?;
     Ok((v, true))
+}
+
+/// The UUID of the mapping (among `list`, ListEventSourceMappings of one queue) that
+/// invokes `function` (`name` or `name:qualifier`), or else one that invokes another
+/// qualifier of the same function: a manifest that gains or drops an `alias` moves its
+/// mapping rather than adding a second consumer.
+fn same_function_mapping<'a>(list: &'a Value, function: &str) -> Option<&'a str> {
+    let mappings = list["EventSourceMappings"].as_array()?;
+    let target = |m: &Value| {
+        m["FunctionArn"]
+            .as_str()
+            .and_then(|a| a.split_once(":function:"))
+            .map(|(_, f)| f.to_string())
+    };
+    let bare = |f: &str| f.split(':').next().unwrap_or_default().to_string();
+    let exact = mappings
+        .iter()
+        .find(|m| target(m).as_deref() == Some(function));
+    exact
+        .or_else(|| {
+            mappings
+                .iter()
+                .find(|m| target(m).is_some_and(|t| bare(&t) == bare(function)))
+        })
+        .and_then(|m| m["UUID"].as_str())
 }
 
 /// The queues and mappings of `dir/nimbus.toml` and its includes.
@@ -397,5 +423,25 @@ pub async fn apply_manifest_queues(client: &Client, dir: &Path) {
             }
         }
         Err(e) => eprintln!("error: {e:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapping_follows_its_function_across_qualifiers() {
+        let arn = |f: &str| format!("arn:aws:lambda:us-east-1:000000000000:function:{f}");
+        let list = json!({"EventSourceMappings": [
+            {"UUID": "other", "FunctionArn": arn("worker2")},
+            {"UUID": "bare", "FunctionArn": arn("worker")},
+            {"UUID": "live", "FunctionArn": arn("worker:live")},
+        ]});
+        assert_eq!(same_function_mapping(&list, "worker:live"), Some("live"));
+        assert_eq!(same_function_mapping(&list, "worker"), Some("bare"));
+        assert_eq!(same_function_mapping(&list, "worker:prod"), Some("bare"));
+        assert_eq!(same_function_mapping(&list, "work"), None);
+        assert_eq!(same_function_mapping(&json!({}), "worker"), None);
     }
 }
