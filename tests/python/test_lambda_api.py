@@ -709,6 +709,34 @@ def test_function_url_config_auth_type_aws_iam(lambda_client, make_function):
     assert lambda_client.get_function_url_config(FunctionName=name)["AuthType"] == "AWS_IAM"
 
 
+def test_function_url_config_on_an_alias(lambda_client, make_function):
+    """boto3's Qualifier: the URL invokes the alias's version, not $LATEST."""
+    name = make_function(zip_data=python_zip("one"), Publish=True)["FunctionName"]
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    url = lambda_client.create_function_url_config(
+        FunctionName=name, Qualifier="live", AuthType="NONE")
+    assert http_status(url) == 201
+    assert url["FunctionArn"].endswith(f":function:{name}:live")
+    got = lambda_client.get_function_url_config(FunctionName=name, Qualifier="live")
+    assert got["FunctionUrl"] == url["FunctionUrl"]
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.get_function_url_config(FunctionName=name)
+
+    lambda_client.update_function_code(FunctionName=name, ZipFile=python_zip("two"))
+    wait_updated(lambda_client, name)
+
+    def fetch():
+        with urllib.request.urlopen(url["FunctionUrl"], timeout=30) as r:
+            return json.loads(r.read())["tag"]
+
+    assert fetch() == "one"
+    v2 = lambda_client.publish_version(FunctionName=name)["Version"]
+    lambda_client.update_alias(FunctionName=name, Name="live", FunctionVersion=v2)
+    assert fetch() == "two"
+    assert http_status(lambda_client.delete_function_url_config(
+        FunctionName=name, Qualifier="live")) == 204
+
+
 def test_function_url_serves_http_requests(lambda_client, make_function):
     name = make_function()["FunctionName"]
     url = lambda_client.create_function_url_config(FunctionName=name, AuthType="NONE")[
