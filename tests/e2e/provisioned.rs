@@ -344,6 +344,7 @@ const MANIFEST: &str = r#"
 [functions.pcman]
 runtime = "nodejs20.x"
 handler = "index.handler"
+code = "src"
 url = true
 routes = ["GET /pcman"]
 schedule = "rate(1 day)"
@@ -382,7 +383,7 @@ fn provisioned_concurrency_from_the_manifest() {
             dir.path(),
             &[
                 ("nimbus.toml", manifest),
-                ("index.js", &CODE.replace("v: 1", &format!("v: {v}"))),
+                ("src/index.js", &CODE.replace("v: 1", &format!("v: {v}"))),
             ],
         );
         cli_ok(&s.cli(&["deploy", dir.path().to_str().unwrap()])).unwrap()
@@ -425,6 +426,23 @@ fn provisioned_concurrency_from_the_manifest() {
     assert_eq!(
         wait_ready(&s, "pcman", "live")["RequestedProvisionedConcurrentExecutions"],
         2
+    );
+    assert_eq!(instances_of("pcman"), moved);
+    // A new count is a setting of the alias, not a new version: one more instance starts
+    // beside the two.
+    let out = deploy(&MANIFEST.replace("= 2", "= 3"), 2);
+    assert!(out.contains("version 2, "), "{out}");
+    assert!(out.contains("alias live, 3 provisioned"), "{out}");
+    assert_eq!(
+        wait_ready(&s, "pcman", "live")["AllocatedProvisionedConcurrentExecutions"],
+        3
+    );
+    wait_instances("pcman", |i| i.len() == 3 && i.is_superset(&moved));
+    let (_, versions) = s.get_json("/2015-03-31/functions/pcman/versions");
+    assert_eq!(
+        versions["Versions"].as_array().unwrap().len(),
+        3,
+        "{versions}"
     );
 
     // Dropping the key removes the config the manifest made; the URL invokes $LATEST.

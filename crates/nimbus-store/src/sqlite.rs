@@ -356,6 +356,9 @@ fn publish_version(
         if !c.compare_description {
             stored.description.clone_from(&c.config.description);
         }
+        // Settings of the deploy's alias, not of a version: changing them publishes nothing.
+        stored.alias.clone_from(&c.config.alias);
+        stored.provisioned_concurrency = c.config.provisioned_concurrency;
         if stored == *c.config && stored_sha == c.code_sha256 {
             return Ok((*v, false));
         }
@@ -1363,6 +1366,18 @@ mod tests {
         assert_eq!(d2.version, "1");
         assert_ne!(d2.latest.revision_id, d1.latest.revision_id);
         assert_eq!(s.versions(&hello).unwrap().len(), 2);
+        // The deploy alias and its provisioned count are not part of a version.
+        let mut aliased = cfg("index.handler");
+        aliased.alias = Some("live".into());
+        aliased.provisioned_concurrency = Some(2);
+        assert_eq!(s.deploy(&hello, &aliased, &c1).unwrap().version, "1");
+        aliased.provisioned_concurrency = Some(3);
+        assert_eq!(s.deploy(&hello, &aliased, &c1).unwrap().version, "1");
+        assert_eq!(
+            s.get(&hello, None).unwrap().config.provisioned_concurrency,
+            Some(3)
+        );
+        s.deploy(&hello, &cfg("index.handler"), &c1).unwrap();
 
         // New code publishes 2, new config publishes 3; going back to the first publishes 4.
         let c2 = code(b"two");
