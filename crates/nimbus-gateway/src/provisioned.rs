@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tracing::{info, warn};
 
-fn is_version(q: &str) -> bool {
+/// A qualifier that is a version number (not an alias, not `$LATEST`).
+pub(crate) fn is_version(q: &str) -> bool {
     !q.is_empty() && q.bytes().all(|b| b.is_ascii_digit())
 }
 
