@@ -17,6 +17,7 @@ mod http;
 mod java;
 mod jwt;
 mod limits;
+mod logs;
 mod network;
 mod provisioned;
 mod python;

@@ -98,6 +98,28 @@ pub struct LimitArgs {
         value_name = "BYTES"
     )]
     pub max_queue_bytes: u64,
+    /// Bytes of the log store (`logs.db` and its WAL) at most; the oldest lines of the
+    /// functions holding the most go first. Default: 1 GiB, or a tenth of the data dir's
+    /// file system when that is smaller.
+    #[arg(long, env = "NIMBUS_MAX_LOG_BYTES", value_name = "BYTES")]
+    pub max_log_bytes: Option<u64>,
+    /// Bytes of log lines kept per function; older lines go first.
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_LOG_BYTES_PER_FUNCTION",
+        default_value = "67108864",
+        value_name = "BYTES"
+    )]
+    pub max_log_bytes_per_function: u64,
+    /// Output one invocation may log; the rest is dropped and replaced by one line saying
+    /// how much was dropped.
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_LOG_BYTES_PER_INVOCATION",
+        default_value = "4194304",
+        value_name = "BYTES"
+    )]
+    pub max_log_bytes_per_invocation: u64,
 }
 
 /// A `--rate-limit` value.
@@ -144,6 +166,9 @@ impl LimitArgs {
             per_owner: self.max_queue_messages.max(1),
             total_bytes: self.max_queue_bytes.max(1),
         };
+        c.logs.total_bytes = self.max_log_bytes;
+        c.logs.bytes_per_function = self.max_log_bytes_per_function.max(1);
+        c.logs.capture.per_invocation_bytes = self.max_log_bytes_per_invocation.max(1);
     }
 }
 
