@@ -392,6 +392,7 @@ fn strict_isolation_starts_here_and_none_warns() {
         "filesystem",
         "user",
         "seccomp",
+        "paths",
         "rlimits",
         "memory",
         "pids",

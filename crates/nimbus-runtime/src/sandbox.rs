@@ -1350,6 +1350,44 @@ mod tests {
         assert_eq!(opts[dir - 1], "--dir");
     }
 
+    /// As root (CI): an overlay of a directory is a read-only overlayfs superblock of its
+    /// own showing the directory's files, and the empty layer is emptied at start.
+    #[test]
+    fn an_overlay_shows_the_directory_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = dir.path().join("code");
+        std::fs::create_dir(&code).unwrap();
+        std::fs::write(code.join("app.py"), "x = 1\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        std::fs::write(empty.join("stray"), "merged into every /var/task").unwrap();
+        let layer = EmptyLayer::open(&empty).unwrap();
+        assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+        let tree = overlay(&code, &layer).unwrap();
+        // SAFETY: fstatfs and openat on a descriptor owned by the test.
+        unsafe {
+            let mut st: libc::statfs = std::mem::zeroed();
+            assert_eq!(libc::fstatfs(tree.as_raw_fd(), &mut st), 0);
+            const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+            assert_eq!(st.f_type as i64, OVERLAYFS_SUPER_MAGIC);
+            let fd = libc::openat(tree.as_raw_fd(), c"app.py".as_ptr(), libc::O_RDONLY);
+            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+            let f = std::fs::File::from(OwnedFd::from_raw_fd(fd));
+            assert_eq!(std::io::read_to_string(f).unwrap(), "x = 1\n");
+            let w = libc::openat(
+                tree.as_raw_fd(),
+                c"new".as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT,
+                0o644,
+            );
+            assert_eq!(w, -1);
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::EROFS)
+            );
+        }
+    }
+
     #[test]
     fn uids_are_reused_after_release() {
         let pool = Arc::new(UidPool::default());
