@@ -154,8 +154,11 @@ impl ProcessExecutor {
         host_dirs.dedup();
         let scratch = cfg.runtimes_dir.join("sandbox-probe");
         std::fs::create_dir_all(&scratch)?;
-        let (sandbox, isolation) = sandbox::probe(cfg.isolation, &cfg.memory, host_dirs, &scratch)
-            .map_err(RuntimeError::Isolation)?;
+        // Outside the runtimes dir: overlayfs refuses layers inside one another.
+        let empty = cfg.runtimes_dir.with_file_name("sandbox-empty");
+        let (sandbox, isolation) =
+            sandbox::probe(cfg.isolation, &cfg.memory, host_dirs, &scratch, &empty)
+                .map_err(RuntimeError::Isolation)?;
         if isolation.mode == Isolation::None || isolation.missing().next().is_some() {
             warn!("{}", isolation.summary());
         } else {
@@ -361,12 +364,12 @@ impl ProcessExecutor {
             specialize,
         } = stem;
         let t0 = Instant::now();
-        if self.sandbox.is_some() {
+        if let Some(sb) = &self.sandbox {
             let pid = inst.pid.ok_or_else(|| {
                 RuntimeError::Spawn(std::io::Error::other("the stem cell has no pid"))
             })?;
-            let code = spec.code_dir.clone();
-            tokio::task::spawn_blocking(move || sandbox::bind_task_root(pid, &code))
+            let root = sb.task_root(&spec.code_dir)?;
+            tokio::task::spawn_blocking(move || sandbox::bind_task_root(pid, &root))
                 .await
                 .map_err(|e| RuntimeError::Spawn(std::io::Error::other(e.to_string())))??;
         }
@@ -780,10 +783,15 @@ impl ProcessExecutor {
             .map(|c| c.procs_paths().to_vec())
             .unwrap_or_default();
         let sandbox_fds = prepared.as_ref().map(|p| p.raw_fds()).unwrap_or_default();
+        let plan = prepared
+            .as_ref()
+            .map(sandbox::Prepared::plan)
+            .unwrap_or_default();
         let sandboxed = prepared.is_some();
         let nproc = self.sandbox.as_ref().is_some_and(|s| s.privileged());
         // SAFETY: the closure only makes async-signal-safe system calls (prctl, setns, open,
-        // write, close, fcntl, setrlimit) on memory prepared before fork.
+        // write, close, fcntl, setrlimit, unshare, mount and the mount API) on memory
+        // prepared before fork.
         unsafe {
             cmd.pre_exec(move || {
                 // Join the instance's network namespace (before anything else runs).
@@ -814,6 +822,8 @@ impl ProcessExecutor {
                     }
                 }
                 if sandboxed {
+                    // The code and the bootstraps as overlays, for bwrap to bind.
+                    sandbox::mount_trees(&plan)?;
                     sandbox::clear_cloexec(&sandbox_fds)?;
                     sandbox::set_rlimits(nproc)?;
                 }
