@@ -31,6 +31,7 @@ use tracing::{info, warn};
 mod conn;
 mod keys;
 mod secrets;
+mod slots;
 
 pub use conn::ConnLimits;
 pub use nimbus_gateway::AbuseLimits;
