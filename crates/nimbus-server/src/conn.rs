@@ -10,7 +10,7 @@
 //! limits) and a bounded header count. Shutdown stops accepting, then lets open
 //! connections finish their in-flight requests.
 
-use crate::slots::{InFlight, Slot, Slots};
+use crate::slots::{InFlight, Room, Slot, Slots};
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tracing::{debug, warn};
 
 /// Connection-level limits.
@@ -63,6 +63,24 @@ pub(crate) type Tls = Option<std::convert::Infallible>;
 /// How long a client may take to complete the TLS handshake.
 #[cfg(feature = "tls")]
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The listener's accept queue (the kernel caps it at `net.core.somaxconn`). Tokio's
+/// default of 128 overflowed while 1,500 reconnecting slow clients met the connection cap:
+/// the kernel then drops a new client's handshake and it retries after a second.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds the public listener with a [`LISTEN_BACKLOG`]-deep accept queue.
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As tokio's `TcpListener::bind`: rebind at once after a restart.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// How often connections closed or refused by the limits are summed up in a warning.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -111,10 +129,14 @@ pub(crate) async fn serve(
         }
         // At the cap: close a slow or idle connection; if every one has a request in
         // flight, wait (this client and those behind it wait in the backlog).
-        while !slots.has_room() {
-            if slots.close_one() {
-                report.closed += 1;
-                break;
+        loop {
+            match slots.make_room() {
+                Room::Free => break,
+                Room::Made => {
+                    report.closed += 1;
+                    break;
+                }
+                Room::Wait => {}
             }
             tokio::select! {
                 _ = &mut shutdown => break 'accept,

@@ -266,7 +266,7 @@ impl Server {
             floor_mb = config.memory_floor >> 20,
             "instance memory budget (none: unlimited) and MemAvailable floor"
         );
-        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        let listener = conn::bind(config.listen).with_context(|| {
             format!(
                 "cannot listen on {} (is another server running? use --listen)",
                 config.listen
