@@ -169,7 +169,9 @@ impl SocketSampler {
             move || {
                 let (mut fewest, mut most) = (usize::MAX, 0);
                 loop {
-                    let n = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+                    let n = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                        .unwrap()
+                        .count();
                     fewest = fewest.min(n);
                     most = most.max(n);
                     if stop.load(Ordering::Acquire) {
@@ -192,7 +194,12 @@ impl SocketSampler {
 /// CPU time of a process so far (user + system), from /proc.
 fn cpu_time(pid: &str) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10)
 }
@@ -320,7 +327,10 @@ fn one_address_over_its_limit_is_refused_while_others_are_served() {
     );
     let (over, under) = (flood.stats[0].clone(), flood.stats[1].clone());
     assert!(
-        eventually(Duration::from_secs(10), || over.held.load(Ordering::Acquire) >= 50
+        eventually(Duration::from_secs(10), || over
+            .held
+            .load(Ordering::Acquire)
+            >= 50
             && under.held.load(Ordering::Acquire) >= 30),
         "held: {} and {}",
         over.held.load(Ordering::Acquire),
@@ -350,7 +360,8 @@ fn one_address_over_its_limit_is_refused_while_others_are_served() {
                 String::from_utf8_lossy(&buf)
             );
             assert!(
-                read.is_ok() || read.as_ref().unwrap_err().kind() == std::io::ErrorKind::ConnectionReset,
+                read.is_ok()
+                    || read.as_ref().unwrap_err().kind() == std::io::ErrorKind::ConnectionReset,
                 "{read:?}"
             );
             assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());

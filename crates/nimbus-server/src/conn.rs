@@ -261,8 +261,7 @@ impl ConnTask {
         });
         #[cfg(feature = "tls")]
         if let Some(acceptor) = tls {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     debug!("TLS handshake with {peer} failed: {e}");

@@ -369,7 +369,10 @@ mod tests {
     #[test]
     fn victim_is_fresh_before_idle_then_oldest_never_busy() {
         assert_eq!(choose_victim([].into_iter()), None);
-        assert_eq!(choose_victim([(1, BUSY, 0), (2, CLOSING, 0)].into_iter()), None);
+        assert_eq!(
+            choose_victim([(1, BUSY, 0), (2, CLOSING, 0)].into_iter()),
+            None
+        );
         // An old idle connection loses to a younger fresh one.
         assert_eq!(
             choose_victim([(1, IDLE, 0), (2, FRESH, 500), (3, BUSY, 0)].into_iter()),
