@@ -161,26 +161,28 @@ pub(crate) async fn serve(
         let _ = &tls;
         tokio::spawn(async move {
             let slot = conn.slot.clone();
-            #[cfg(feature = "tls")]
-            let serving = conn.run(tcp, tls);
-            #[cfg(not(feature = "tls"))]
-            let serving = conn.run(tcp);
-            tokio::pin!(serving);
-            loop {
-                tokio::select! {
-                    _ = &mut serving => break,
-                    _ = slot.close_requested() => {
-                        // Only this task polls the connection, so no request can begin
-                        // between this check and dropping it.
-                        if slot.closing() {
-                            debug!("closed the connection from {peer} to make room");
-                            break;
+            {
+                #[cfg(feature = "tls")]
+                let serving = conn.run(tcp, tls);
+                #[cfg(not(feature = "tls"))]
+                let serving = conn.run(tcp);
+                tokio::pin!(serving);
+                loop {
+                    tokio::select! {
+                        _ = &mut serving => break,
+                        _ = slot.close_requested() => {
+                            // Only this task polls the connection, so no request can
+                            // begin between this check and dropping it.
+                            if slot.closing() {
+                                debug!("closed the connection from {peer} to make room");
+                                break;
+                            }
                         }
                     }
                 }
+                // The connection (and its socket) is dropped here ...
             }
-            // The socket closes here, before `handle` unregisters the connection.
-            drop(serving);
+            // ... before the slot is given back.
             drop(handle);
         });
     }
