@@ -9,6 +9,7 @@ mod bad_input;
 mod bus;
 mod cli;
 mod concurrency;
+mod connections;
 mod density;
 mod durability;
 mod escape;

@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 mod conn;
 mod keys;
 mod secrets;
+mod slots;
 
 pub use conn::ConnLimits;
 pub use nimbus_gateway::AbuseLimits;
@@ -316,7 +317,7 @@ impl Server {
             floor_mb = config.memory_floor >> 20,
             "instance memory budget (none: unlimited) and MemAvailable floor"
         );
-        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        let listener = conn::bind(config.listen).with_context(|| {
             format!(
                 "cannot listen on {} (is another server running? use --listen)",
                 config.listen
