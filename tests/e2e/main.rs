@@ -18,6 +18,7 @@ mod java;
 mod jwt;
 mod limits;
 mod network;
+mod pids;
 mod provisioned;
 mod python;
 mod queues;

@@ -98,6 +98,11 @@ pub struct LimitArgs {
         value_name = "BYTES"
     )]
     pub max_queue_bytes: u64,
+    /// Processes and threads all instances together may have (the `pids.max` of the
+    /// server's cgroup subtree), so functions cannot use up the host's PIDs; each instance
+    /// also has its own limit of 1024 [default: half of kernel.pid_max].
+    #[arg(long, env = "NIMBUS_MAX_PIDS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pids: Option<u64>,
 }
 
 /// A `--rate-limit` value.
@@ -144,6 +149,9 @@ impl LimitArgs {
             per_owner: self.max_queue_messages.max(1),
             total_bytes: self.max_queue_bytes.max(1),
         };
+        if let Some(n) = self.max_pids {
+            c.max_pids = n;
+        }
     }
 }
 
