@@ -179,8 +179,12 @@ impl<E: Executor> PoolManager<E> {
     /// and stops its instances. Setting a slot again clears a `FAILED` state (retries).
     pub fn set_provisioned(self: &Arc<Self>, spec: Arc<InstanceSpec>, revision: &str, count: u32) {
         let key = (spec.function.to_string(), spec.version.clone());
-        if count == 0 || self.provisioning_stopped() {
+        if count == 0 {
             self.prov.remove(|k| *k == key);
+            return;
+        }
+        // Shutting down: nothing new is provisioned (the slots keep what they have).
+        if self.provisioning_stopped() {
             return;
         }
         // Under the map's writer lock: a concurrent set of the same key must not create a

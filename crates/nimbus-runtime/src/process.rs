@@ -1483,6 +1483,34 @@ fn resolve_python(program: &Path, path_env: &str) -> (PathBuf, Vec<PathBuf>) {
 }
 
 #[cfg(test)]
+mod launch_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn closing_waits_for_starts_in_progress_and_refuses_later_ones() {
+        let l = Arc::new(Launches::new());
+        let guard = l.enter().unwrap();
+        let closing = {
+            let l = l.clone();
+            tokio::spawn(async move { l.close().await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !closing.is_finished(),
+            "close waits for the start in progress"
+        );
+        assert!(l.is_closed());
+        assert!(matches!(l.enter(), Err(RuntimeError::ShuttingDown)));
+        drop(guard);
+        tokio::time::timeout(Duration::from_secs(5), closing)
+            .await
+            .expect("close returns once no start is in progress")
+            .unwrap();
+        assert!(matches!(l.enter(), Err(RuntimeError::ShuttingDown)));
+    }
+}
+
+#[cfg(test)]
 mod mask_tests {
     use super::mask_secrets;
 
