@@ -168,6 +168,18 @@ fn twenty_thread_bombs_stay_within_the_servers_process_budget() {
         (v["threads"].as_u64(), v["echo"].as_str()),
         (Some(50), Some("ok"))
     );
+    // Not on an instance a bomb left with half its own limit or more: those were recycled.
+    for b in bombs
+        .iter()
+        .filter(|b| b["threads"].as_u64().unwrap() >= 512)
+    {
+        assert_ne!(b["id"], v["id"], "an instance left with {b} was reused");
+        let id = b["id"].as_str().unwrap();
+        assert!(
+            eventually(Duration::from_secs(10), || !instance_alive(id)),
+            "the instance left with {b} still runs"
+        );
+    }
 }
 
 /// A fork bomb whose children exit at once and are never reaped: its instance is left
