@@ -20,6 +20,7 @@ mod jwt;
 mod limits;
 mod logs;
 mod network;
+mod pids;
 mod provisioned;
 mod python;
 mod queues;

@@ -132,6 +132,11 @@ pub struct LimitArgs {
         value_name = "BYTES"
     )]
     pub max_log_bytes_per_invocation: u64,
+    /// Processes and threads all instances together may have (the `pids.max` of the
+    /// server's cgroup subtree), so functions cannot use up the host's PIDs; each instance
+    /// also has its own limit of 1024 [default: half of kernel.pid_max].
+    #[arg(long, env = "NIMBUS_MAX_PIDS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pids: Option<u64>,
 }
 
 /// A `--rate-limit` value.
@@ -182,6 +187,9 @@ impl LimitArgs {
         c.logs.total_bytes = self.max_log_bytes;
         c.logs.bytes_per_function = self.max_log_bytes_per_function.max(1);
         c.logs.capture.per_invocation_bytes = self.max_log_bytes_per_invocation.max(1);
+        if let Some(n) = self.max_pids {
+            c.max_pids = n;
+        }
     }
 }
 

@@ -181,6 +181,8 @@ pub struct PoolManager<E: Executor> {
     /// Slots for instances initialising at once ([`PoolConfig::max_initializing`]).
     initializing: Arc<tokio::sync::Semaphore>,
     closed: AtomicBool,
+    /// Shutdown has begun ([`Self::stop_provisioning`]): provisioned slots start nothing.
+    provisioning_stopped: AtomicBool,
 }
 
 type Inst<E> = Tracked<<E as Executor>::Instance>;
@@ -196,6 +198,7 @@ impl<E: Executor> PoolManager<E> {
             functions: SnapshotMap::new(),
             prov: Default::default(),
             closed: AtomicBool::new(false),
+            provisioning_stopped: AtomicBool::new(false),
         })
     }
 
@@ -422,6 +425,9 @@ impl<E: Executor> PoolManager<E> {
                             });
                             break (i, true, None);
                         }
+                        Err(StartError::Runtime(RuntimeError::ShuttingDown)) => {
+                            return Err(PoolError::ShuttingDown)
+                        }
                         Err(StartError::Runtime(e)) => return Ok(start_failure(&inv, e)),
                         Err(StartError::Memory(detail)) => {
                             return Err(PoolError::MemoryExhausted {
@@ -485,6 +491,10 @@ impl<E: Executor> PoolManager<E> {
         spec: Arc<InstanceSpec>,
         provisioned: bool,
     ) -> Result<Inst<E>, StartError> {
+        // Once the pool is closed (shutdown), no instance starts.
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StartError::Runtime(RuntimeError::ShuttingDown));
+        }
         let bytes = u64::from(spec.config.memory_mb) << 20;
         let charge = self.make_room(bytes).await.map_err(StartError::Memory)?;
         // Provisioned instances start ahead of any request: they leave the executor's
@@ -682,8 +692,20 @@ impl<E: Executor> PoolManager<E> {
         })
     }
 
-    /// Refuses new work and stops every idle instance; busy ones stop when they finish.
+    /// Shutdown begins (SIGTERM): provisioned slots start no more instances (their
+    /// instances keep serving the requests in flight until [`Self::shutdown`]).
+    pub fn stop_provisioning(&self) {
+        self.provisioning_stopped.store(true, Ordering::SeqCst);
+    }
+
+    fn provisioning_stopped(&self) -> bool {
+        self.provisioning_stopped.load(Ordering::SeqCst) || self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Refuses new work (invocations and instance starts) and stops every idle instance;
+    /// busy ones stop when they finish.
     pub async fn shutdown(&self) {
+        self.provisioning_stopped.store(true, Ordering::SeqCst);
         self.closed.store(true, Ordering::SeqCst);
         let fps: Vec<_> = self.functions.drain().into_iter().map(|(_, f)| f).collect();
         let mut stops: Vec<_> = self
@@ -719,7 +741,7 @@ fn start_failure(inv: &Invocation, e: RuntimeError) -> PoolInvokeResult {
         RuntimeError::Spawn(_) => "Runtime.Unknown",
         RuntimeError::Secret(_) => "Runtime.SecretNotFound",
         RuntimeError::Network(_) => "Runtime.NetworkUnavailable",
-        RuntimeError::Isolation(_) => "Runtime.Unknown",
+        RuntimeError::Isolation(_) | RuntimeError::ShuttingDown => "Runtime.Unknown",
     };
     let outcome = Outcome::platform_error(
         error_type,

@@ -179,8 +179,12 @@ impl<E: Executor> PoolManager<E> {
     /// and stops its instances. Setting a slot again clears a `FAILED` state (retries).
     pub fn set_provisioned(self: &Arc<Self>, spec: Arc<InstanceSpec>, revision: &str, count: u32) {
         let key = (spec.function.to_string(), spec.version.clone());
-        if count == 0 || self.closed.load(Ordering::SeqCst) {
+        if count == 0 {
             self.prov.remove(|k| *k == key);
+            return;
+        }
+        // Shutting down: nothing new is provisioned (the slots keep what they have).
+        if self.provisioning_stopped() {
             return;
         }
         // Under the map's writer lock: a concurrent set of the same key must not create a
@@ -258,7 +262,8 @@ async fn maintain<E: Executor>(pm: Arc<PoolManager<E>>, slot: Arc<Slot<crate::In
         }
         let target = slot.target.load(Ordering::SeqCst);
         let have = slot.allocated() + slot.starting.load(Ordering::SeqCst);
-        if have < target && slot.failed.lock().unwrap().is_none() {
+        // Nothing starts once shutdown has begun.
+        if have < target && slot.failed.lock().unwrap().is_none() && !pm.provisioning_stopped() {
             for _ in have..target {
                 slot.starting.fetch_add(1, Ordering::SeqCst);
                 let (pm, slot) = (pm.clone(), slot.clone());
@@ -288,6 +293,8 @@ async fn maintain<E: Executor>(pm: Arc<PoolManager<E>>, slot: Arc<Slot<crate::In
                                 i.stop().await;
                             }
                         }
+                        // Refused because shutdown began: not the function's failure.
+                        Err(_) if pm.provisioning_stopped() => {}
                         Err(e) => {
                             warn!(error = %e, "a provisioned instance failed to start");
                             *slot.failed.lock().unwrap() = Some(e);

@@ -174,3 +174,27 @@ async fn provisioned_instances_count_against_the_memory_budget_but_are_never_rea
     assert_eq!(versions.len(), 2);
     assert!(versions.contains(&"1".to_string()) && versions.contains(&"3".to_string()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn once_shutdown_begins_provisioned_slots_start_nothing_but_keep_serving() {
+    let fake = Arc::new(Fake::default());
+    let pm = PoolManager::new(fake.clone(), PoolConfig::default());
+    pm.set_provisioned(spec("1"), "r1", 2);
+    settle().await;
+    assert_eq!(fake.started.load(Ordering::SeqCst), 2);
+    pm.stop_provisioning();
+    // A higher target and a new slot start nothing; a call still runs on a provisioned
+    // instance (no cold start).
+    pm.set_provisioned(spec("1"), "r1", 4);
+    pm.set_provisioned(spec("2"), "r2", 1);
+    settle().await;
+    assert_eq!(fake.started.load(Ordering::SeqCst), 2);
+    assert!(!pm.invoke(spec("1"), "r1", inv()).await.unwrap().cold);
+    // Once the pool is closed, no instance starts at all (a cold start is refused).
+    pm.shutdown().await;
+    assert!(matches!(
+        pm.start_instance(spec("3"), false).await,
+        Err(StartError::Runtime(RuntimeError::ShuttingDown))
+    ));
+    assert_eq!(fake.started.load(Ordering::SeqCst), 2);
+}

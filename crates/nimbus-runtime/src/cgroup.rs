@@ -2,6 +2,12 @@
 //! when cgroups are usable), and where available the number of processes (`pids.max`) and
 //! a CPU share proportional to memory (v1 `cpu.shares`, v2 `cpu.weight`; shares, not a
 //! hard quota).
+//!
+//! Processes are bounded twice: each instance has `pids.max` [`PIDS_MAX`], and the
+//! server's own subtree (every instance and stem cell together) has `pids.max` from
+//! `--max-pids` (default [`default_max_pids`]: half the host's), so no combination of
+//! functions can use up the host's PIDs. An instance left with many tasks after an
+//! invocation is recycled ([`recycle_reason`]).
 
 use std::ffi::CString;
 use std::fs;
@@ -18,6 +24,8 @@ pub enum MemoryLimits {
         root: PathBuf,
         pids: Option<PathBuf>,
         cpu: Option<PathBuf>,
+        /// The `pids.max` of this server's subtree (`--max-pids`), once it is set.
+        pids_budget: Option<u64>,
     },
     /// cgroup v2 with the memory controller (and `pids`, `cpu` when enabled) for `root`'s
     /// children.
@@ -25,35 +33,102 @@ pub enum MemoryLimits {
         root: PathBuf,
         pids: bool,
         cpu: bool,
+        /// The `pids.max` of `root` (`--max-pids`), once it is set.
+        pids_budget: Option<u64>,
     },
     /// No usable cgroup: limits are not enforced.
     Unavailable { reason: String },
 }
 
 impl MemoryLimits {
-    /// Detects a writable cgroup hierarchy with the memory controller (v2 first, then v1).
-    pub fn detect() -> Self {
-        Self::detect_at(Path::new("/sys/fs/cgroup"))
+    /// Detects a writable cgroup hierarchy with the memory controller (v2 first, then v1)
+    /// and, with the `pids` controller, sets `max_pids` as the `pids.max` of this server's
+    /// subtree.
+    pub fn detect(max_pids: Option<u64>) -> Self {
+        Self::detect_at(Path::new("/sys/fs/cgroup"), max_pids)
     }
 
-    fn detect_at(base: &Path) -> Self {
+    fn detect_at(base: &Path, max_pids: Option<u64>) -> Self {
         let mut reasons = Vec::new();
+        let budget = |dir: &Path| {
+            let max = max_pids?;
+            match fs::write(dir.join("pids.max"), max.to_string()) {
+                Ok(()) => Some(max),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "cannot set the server's process budget (--max-pids {max}): {e}; only each instance's own pids.max applies");
+                    None
+                }
+            }
+        };
         match try_v2(base) {
-            Ok((root, pids, cpu)) => return MemoryLimits::V2 { root, pids, cpu },
+            Ok((root, pids, cpu)) => {
+                let pids_budget = if pids { budget(&root) } else { None };
+                return MemoryLimits::V2 {
+                    root,
+                    pids,
+                    cpu,
+                    pids_budget,
+                };
+            }
             Err(e) => reasons.push(format!("cgroup v2: {e}")),
         }
         match try_v1_controller(base, "memory", "memory.limit_in_bytes", "134217728") {
             Ok(root) => {
+                let pids = try_v1_controller(base, "pids", "pids.max", "max").ok();
                 return MemoryLimits::V1 {
                     root,
-                    pids: try_v1_controller(base, "pids", "pids.max", "max").ok(),
+                    pids_budget: pids.as_deref().and_then(budget),
+                    pids,
                     cpu: try_v1_controller(base, "cpu", "cpu.shares", "1024").ok(),
-                }
+                };
             }
             Err(e) => reasons.push(format!("cgroup v1: {e}")),
         }
         MemoryLimits::Unavailable {
             reason: reasons.join("; "),
+        }
+    }
+
+    /// Whether instances get the `pids` controller (their own `pids.max`).
+    pub fn has_pids(&self) -> bool {
+        match self {
+            MemoryLimits::V1 { pids, .. } => pids.is_some(),
+            MemoryLimits::V2 { pids, .. } => *pids,
+            MemoryLimits::Unavailable { .. } => false,
+        }
+    }
+
+    /// The `pids.max` of this server's subtree (`--max-pids`), when it is enforced.
+    pub fn pids_budget(&self) -> Option<u64> {
+        match self {
+            MemoryLimits::V1 { pids_budget, .. } | MemoryLimits::V2 { pids_budget, .. } => {
+                *pids_budget
+            }
+            MemoryLimits::Unavailable { .. } => None,
+        }
+    }
+
+    /// Tasks in this server's subtree now, with its budget: `(pids.current, pids.max)`.
+    pub fn server_tasks(&self) -> Option<(u64, u64)> {
+        let used = fs::read_to_string(self.server_pids_current()?).ok()?;
+        Some((used.trim().parse().ok()?, self.pids_budget()?))
+    }
+
+    /// `pids.current` of this server's subtree: where the budget is counted.
+    fn server_pids_current(&self) -> Option<PathBuf> {
+        match self {
+            MemoryLimits::V1 {
+                pids: Some(p),
+                pids_budget: Some(_),
+                ..
+            } => Some(p.join("pids.current")),
+            MemoryLimits::V2 {
+                root,
+                pids: true,
+                pids_budget: Some(_),
+                ..
+            } => Some(root.join("pids.current")),
+            _ => None,
         }
     }
 
@@ -66,18 +141,22 @@ impl MemoryLimits {
         }
     }
 
-    /// Removes this server's cgroup subtrees (at shutdown, once every instance has stopped).
+    /// Removes this server's cgroup subtrees (at shutdown, once no instance can start any
+    /// more and every instance was stopped). A process still in them (an instance whose
+    /// invocation outlived the shutdown grace) is killed first.
     pub fn remove_root(&self) {
         match self {
-            MemoryLimits::V1 { root, pids, cpu } => {
+            MemoryLimits::V1 {
+                root, pids, cpu, ..
+            } => {
                 for r in [Some(root), pids.as_ref(), cpu.as_ref()]
                     .into_iter()
                     .flatten()
                 {
-                    remove_tree(r);
+                    kill_and_remove(r);
                 }
             }
-            MemoryLimits::V2 { root, .. } => remove_tree(root),
+            MemoryLimits::V2 { root, .. } => kill_and_remove(root),
             MemoryLimits::Unavailable { .. } => {}
         }
     }
@@ -91,6 +170,10 @@ impl MemoryLimits {
             MemoryLimits::V2 { pids, cpu, .. } => (true, *pids, *cpu),
             MemoryLimits::Unavailable { .. } => (false, false, false),
         };
+        let pids_what = match self.pids_budget() {
+            Some(b) => format!("pids.max {PIDS_MAX} per instance, {b} for the server"),
+            None => format!("pids.max {PIDS_MAX} per instance, no server budget"),
+        };
         let layer = |name, ok, what: &str| {
             if ok {
                 Layer::ok(name, format!("{} ({what})", self.describe()))
@@ -100,7 +183,7 @@ impl MemoryLimits {
         };
         vec![
             layer("memory", mem, "the function's memory size"),
-            layer("pids", pids, &format!("pids.max {PIDS_MAX}")),
+            layer("pids", pids, &pids_what),
             layer("cpu", cpu, "a CPU share proportional to memory"),
         ]
     }
@@ -122,6 +205,8 @@ impl MemoryLimits {
             dir,
             extra: Vec::new(),
             v2,
+            pids_current: None,
+            server_pids: self.server_pids_current().zip(self.pids_budget()),
         };
         let limit = limit_bytes.to_string();
         let res = (|| -> io::Result<()> {
@@ -131,6 +216,7 @@ impl MemoryLimits {
                     let _ = fs::write(cg.dir.join("memory.swap.max"), "0");
                     if *pids {
                         fs::write(cg.dir.join("pids.max"), PIDS_MAX.to_string())?;
+                        cg.pids_current = Some(fs::File::open(cg.dir.join("pids.current"))?);
                     }
                     if *cpu {
                         fs::write(cg.dir.join("cpu.weight"), cpu_weight(mb).to_string())?;
@@ -149,6 +235,7 @@ impl MemoryLimits {
                         cg.procs
                             .push(CString::new(d.join("cgroup.procs").as_os_str().as_bytes())?);
                         fs::write(d.join("pids.max"), PIDS_MAX.to_string())?;
+                        cg.pids_current = Some(fs::File::open(d.join("pids.current"))?);
                     }
                     if let Some(c) = cpu {
                         let d = c.join(id);
@@ -173,6 +260,67 @@ impl MemoryLimits {
 
 /// Processes and threads of one instance.
 pub const PIDS_MAX: u32 = 1024;
+
+/// An instance with at least this many tasks (processes, threads, zombies) after an
+/// invocation is recycled: half its `pids.max`. A runtime needs a handful to a few dozen
+/// (Python 1–3, Node about 11, a JVM 20–40), so this is far above any function that
+/// cleans up after itself, while it still leaves the next invocation at least half the
+/// limit to start threads and processes with. Measured once per invocation, so a
+/// function that keeps more than this between calls gets a fresh instance each time:
+/// slower, never broken.
+pub const RECYCLE_TASKS: u64 = PIDS_MAX as u64 / 2;
+
+/// When the server's subtree has used three quarters of `--max-pids`, an instance that
+/// keeps more than this many tasks after an invocation is recycled too: otherwise many
+/// instances each under [`RECYCLE_TASKS`] could hold the whole budget between calls and
+/// leave no room for any other function to start a process or an instance.
+pub const RECYCLE_TASKS_UNDER_PRESSURE: u64 = 128;
+
+/// Why an instance with `tasks` tasks after an invocation must not be reused, if it must
+/// not. `server` reads the server subtree's tasks and budget (`pids.current`,
+/// `pids.max`); it is called only when the instance is above
+/// [`RECYCLE_TASKS_UNDER_PRESSURE`].
+pub(crate) fn recycle_reason(
+    tasks: u64,
+    server: impl FnOnce() -> Option<(u64, u64)>,
+) -> Option<String> {
+    if tasks >= RECYCLE_TASKS {
+        return Some(format!(
+            "{tasks} tasks remain after the invocation (its limit is {PIDS_MAX})"
+        ));
+    }
+    if tasks > RECYCLE_TASKS_UNDER_PRESSURE {
+        if let Some((used, max)) = server() {
+            if used.saturating_mul(4) >= max.saturating_mul(3) {
+                return Some(format!(
+                    "{tasks} tasks remain after the invocation while the server uses {used} of its {max} (--max-pids)"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The default `--max-pids`: half the host's task limit (`kernel.pid_max`, or
+/// `kernel.threads-max` when that is lower).
+pub fn default_max_pids() -> u64 {
+    let read = |p: &str| -> Option<u64> { fs::read_to_string(p).ok()?.trim().parse().ok() };
+    max_pids_for(
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/threads-max"),
+    )
+}
+
+/// Half of the lower of `pid_max` and `threads_max` (the kernel's default `pid_max`,
+/// 32768, when neither can be read); at least 1.
+fn max_pids_for(pid_max: Option<u64>, threads_max: Option<u64>) -> u64 {
+    let host = match (pid_max, threads_max) {
+        (Some(p), Some(t)) => p.min(t),
+        (Some(n), None) | (None, Some(n)) => n,
+        (None, None) => 32_768,
+    };
+    (host / 2).max(1)
+}
 
 /// v1 `cpu.shares`: 1024 (the default of every other cgroup) per 1769 MB, Lambda's
 /// memory for one vCPU; at least 2 (the kernel's minimum).
@@ -267,6 +415,12 @@ fn cleanup_stale(top: &Path) {
 /// a server is killed while bubblewrap sets one up, bubblewrap's child waits for its
 /// parent's go-ahead before it asks for a parent-death signal, and would wait for ever.
 fn remove_stale(dir: &Path) {
+    kill_and_remove(dir);
+}
+
+/// Kills every process in the cgroup tree `dir` (until none is left, at most ~0.5 s) and
+/// removes the tree.
+fn kill_and_remove(dir: &Path) {
     for _ in 0..50 {
         if kill_tree(dir) == 0 {
             break;
@@ -331,6 +485,10 @@ pub(crate) struct Cgroup {
     /// Each `cgroup.procs`, prepared before fork so the child can join without allocating.
     procs: Vec<CString>,
     v2: bool,
+    /// The instance's `pids.current`, kept open: read after every invocation.
+    pids_current: Option<fs::File>,
+    /// The server subtree's `pids.current` and `pids.max` (`--max-pids`).
+    server_pids: Option<(PathBuf, u64)>,
 }
 
 impl Cgroup {
@@ -381,6 +539,24 @@ impl Cgroup {
 
     fn current_limit(&self, file: &Path) -> Option<u64> {
         fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    /// Tasks (processes, threads and zombies) in the instance now, with the pids
+    /// controller: one `pread` of its `pids.current`.
+    pub(crate) fn tasks(&self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 24];
+        let n = self.pids_current.as_ref()?.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+    }
+
+    /// Why this instance must not be reused after an invocation (see [`recycle_reason`]).
+    pub(crate) fn recycle_reason(&self) -> Option<String> {
+        recycle_reason(self.tasks()?, || {
+            let (path, max) = self.server_pids.as_ref()?;
+            let used = fs::read_to_string(path).ok()?.trim().parse().ok()?;
+            Some((used, *max))
+        })
     }
 
     /// Whether the kernel OOM-killed a process of this cgroup.
@@ -448,7 +624,7 @@ mod tests {
     #[test]
     fn unavailable_on_empty_tree() {
         let dir = tempfile::tempdir().unwrap();
-        let m = MemoryLimits::detect_at(dir.path());
+        let m = MemoryLimits::detect_at(dir.path(), None);
         assert_eq!(m.describe(), "none");
         assert!(m.create("x", 1 << 27).unwrap().is_none());
     }
@@ -460,7 +636,7 @@ mod tests {
         fs::create_dir(&mem).unwrap();
         fs::write(mem.join("memory.limit_in_bytes"), "9223372036854771712").unwrap();
         fs::write(mem.join("cgroup.procs"), "").unwrap();
-        let m = MemoryLimits::detect_at(dir.path());
+        let m = MemoryLimits::detect_at(dir.path(), None);
         assert_eq!(m.describe(), "cgroup-v1");
         let root = mem.join(format!("nimbus/srv-{}", std::process::id()));
         let cg = m.create("inst1", 128 << 20).unwrap().unwrap();
@@ -470,6 +646,79 @@ mod tests {
         let _ = fs::remove_file(root.join("inst1/memory.limit_in_bytes"));
         cg.remove();
         assert!(!root.join("inst1").exists());
+    }
+
+    #[test]
+    fn v1_server_gets_its_process_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        for (h, file, value) in [
+            ("memory", "memory.limit_in_bytes", "9223372036854771712"),
+            ("pids", "pids.max", "max"),
+        ] {
+            let d = dir.path().join(h);
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join(file), value).unwrap();
+            fs::write(d.join("cgroup.procs"), "").unwrap();
+        }
+        let m = MemoryLimits::detect_at(dir.path(), Some(700));
+        assert!(m.has_pids());
+        assert_eq!(m.pids_budget(), Some(700));
+        let srv = dir
+            .path()
+            .join(format!("pids/nimbus/srv-{}", std::process::id()));
+        assert_eq!(fs::read_to_string(srv.join("pids.max")).unwrap(), "700");
+        let pids = m.layers().into_iter().find(|l| l.name == "pids").unwrap();
+        assert!(pids.ok, "{pids:?}");
+        assert!(pids.detail.contains("700 for the server"), "{pids:?}");
+
+        // Without a budget the subtree keeps the kernel's `max`.
+        let m = MemoryLimits::detect_at(dir.path(), None);
+        assert_eq!(m.pids_budget(), None);
+    }
+
+    #[test]
+    fn without_the_pids_controller_there_is_no_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = dir.path().join("memory");
+        fs::create_dir(&mem).unwrap();
+        fs::write(mem.join("memory.limit_in_bytes"), "9223372036854771712").unwrap();
+        fs::write(mem.join("cgroup.procs"), "").unwrap();
+        let m = MemoryLimits::detect_at(dir.path(), Some(700));
+        assert!(!m.has_pids());
+        assert_eq!(m.pids_budget(), None);
+        let pids = m.layers().into_iter().find(|l| l.name == "pids").unwrap();
+        assert!(!pids.ok, "{pids:?}");
+    }
+
+    #[test]
+    fn the_default_budget_is_half_the_hosts_tasks() {
+        assert_eq!(max_pids_for(Some(32_768), Some(192_739)), 16_384);
+        assert_eq!(max_pids_for(Some(4_194_304), Some(100_000)), 50_000);
+        assert_eq!(max_pids_for(None, Some(1_000)), 500);
+        assert_eq!(max_pids_for(None, None), 16_384);
+        assert_eq!(max_pids_for(Some(1), None), 1);
+        assert!(default_max_pids() >= 1);
+    }
+
+    #[test]
+    fn instances_near_their_limit_or_holding_a_full_budget_are_recycled() {
+        let never =
+            || -> Option<(u64, u64)> { panic!("the server is read only for busy instances") };
+        // A runtime's usual handful of tasks: reused, without reading the server's count.
+        assert_eq!(recycle_reason(3, never), None);
+        assert_eq!(recycle_reason(RECYCLE_TASKS_UNDER_PRESSURE, never), None);
+        // Half its own limit or more (zombies, leftover children): recycled.
+        assert!(recycle_reason(RECYCLE_TASKS, never).is_some());
+        assert!(recycle_reason(1021, never).unwrap().contains("1021 tasks"));
+        // Between the two: recycled only while the server's budget is 3/4 used.
+        let busy = RECYCLE_TASKS_UNDER_PRESSURE + 1;
+        assert_eq!(recycle_reason(busy, || Some((1000, 2000))), None);
+        assert!(recycle_reason(busy, || Some((1500, 2000))).is_some());
+        assert!(recycle_reason(300, || Some((2000, 2000)))
+            .unwrap()
+            .contains("--max-pids"));
+        // No budget (or unreadable): only its own limit counts.
+        assert_eq!(recycle_reason(300, || None), None);
     }
 
     #[test]

@@ -20,4 +20,7 @@ pub enum RuntimeError {
     /// `--isolation strict` and a sandbox layer this host does not provide.
     #[error("{0}")]
     Isolation(String),
+    /// The server is shutting down: no instance starts any more.
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }

@@ -17,7 +17,7 @@ mod rapi;
 mod sandbox;
 mod stem;
 
-pub use cgroup::MemoryLimits;
+pub use cgroup::{default_max_pids, MemoryLimits, PIDS_MAX};
 pub use error::RuntimeError;
 pub use logs::{LogCapture, LogReceiver, LogRecord, LogSink, LogStreamKind};
 pub use memory::{

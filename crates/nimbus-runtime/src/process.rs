@@ -84,6 +84,54 @@ pub struct ProcessExecutor {
     sandbox: Option<Sandbox>,
     isolation: IsolationReport,
     stems: Arc<StemPool>,
+    /// The stem cell refill loop ([`Self::spawn_stem_cells`]), awaited at shutdown.
+    stem_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    launches: Launches,
+}
+
+/// Instance starts in progress, and whether one may begin: closed at shutdown, before
+/// the server's cgroups are removed, so no instance starts without its cgroup.
+struct Launches {
+    closed: Mutex<bool>,
+    running: watch::Sender<usize>,
+}
+
+impl Launches {
+    fn new() -> Self {
+        Self {
+            closed: Mutex::new(false),
+            running: watch::Sender::new(0),
+        }
+    }
+
+    /// Counts a start until the guard is dropped; refused once closed.
+    fn enter(&self) -> Result<LaunchGuard<'_>, RuntimeError> {
+        let closed = self.closed.lock().unwrap();
+        if *closed {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        self.running.send_modify(|n| *n += 1);
+        Ok(LaunchGuard(self))
+    }
+
+    fn is_closed(&self) -> bool {
+        *self.closed.lock().unwrap()
+    }
+
+    /// Refuses every later start and waits for those in progress.
+    async fn close(&self) {
+        *self.closed.lock().unwrap() = true;
+        let mut rx = self.running.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+struct LaunchGuard<'a>(&'a Launches);
+
+impl Drop for LaunchGuard<'_> {
+    fn drop(&mut self) {
+        self.0.running.send_modify(|n| *n -= 1);
+    }
 }
 
 /// Environment variables an interpreter reads when it starts: a function that sets one
@@ -227,20 +275,26 @@ impl ProcessExecutor {
             sandbox,
             isolation,
             stems,
+            stem_task: Mutex::new(None),
+            launches: Launches::new(),
         })
     }
 
-    /// Keeps the stem cell pools filled (and trimmed) until the executor is dropped; call
-    /// once, from within the server's runtime.
-    pub fn spawn_stem_cells(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+    /// Keeps the stem cell pools filled (and trimmed) until shutdown begins
+    /// ([`Self::stop_refills`]) or the executor is dropped; call once, from within the
+    /// server's runtime.
+    pub fn spawn_stem_cells(self: &Arc<Self>) {
         if !self.stems.enabled() {
-            return None;
+            return;
         }
         let weak = Arc::downgrade(self);
         let stems = self.stems.clone();
-        Some(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut warned: std::collections::HashSet<StemKey> = Default::default();
             loop {
+                if stems.is_closed() {
+                    break;
+                }
                 let wake = stems.wake.notified();
                 {
                     let Some(exec) = weak.upgrade() else { break };
@@ -262,6 +316,10 @@ impl ProcessExecutor {
                                     late.inst.stop().await;
                                 }
                             }
+                            Err(RuntimeError::ShuttingDown) => {
+                                stems.failed(key, Instant::now());
+                                return;
+                            }
                             Err(e) => {
                                 if warned.insert(key) {
                                     warn!(runtime = crate::stem::family_name(key.family), network = key.network.as_str(), "cannot start a stem cell: {e}; cold starts of such functions spawn a runtime (retrying every {}s)", STEM_BACKOFF.as_secs());
@@ -276,12 +334,31 @@ impl ProcessExecutor {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
-        }))
+        });
+        *self.stem_task.lock().unwrap() = Some(task);
     }
 
-    /// Stops every idle stem cell (server shutdown).
-    pub async fn stop_stem_cells(&self) {
-        for s in self.stems.drain() {
+    /// Shutdown begins (SIGTERM): no stem cell is started any more, and one starting is
+    /// stopped. Idle ones still serve the cold starts of requests in flight.
+    pub fn stop_refills(&self) {
+        self.stems.close();
+    }
+
+    /// Shutdown, before the server's cgroups are removed: refuses every later instance
+    /// start, waits for those in progress and for the stem cell refill loop to end, and
+    /// stops every idle stem cell. Instances already started are their owners' to stop.
+    pub async fn shutdown(&self) {
+        let idle = self.stems.drain();
+        self.launches.close().await;
+        let task = self.stem_task.lock().unwrap().take();
+        if let Some(mut task) = task {
+            // It ends at once, or stops the stem cell it was starting first.
+            if tokio::time::timeout(INIT_TIMEOUT, &mut task).await.is_err() {
+                warn!("the stem cell refill loop did not end; aborting it");
+                task.abort();
+            }
+        }
+        for s in idle {
             s.inst.stop().await;
         }
     }
@@ -335,14 +412,19 @@ impl ProcessExecutor {
         let inst = self.launch(spec, &[], Some(rx)).await?;
         let mut waiting = inst.state.stem_waiting.subscribe();
         let mut exit_rx = inst.exit_rx.clone();
-        tokio::select! {
-            _ = waiting.wait_for(|w| *w) => {}
+        let closed = tokio::select! {
+            _ = waiting.wait_for(|w| *w) => false,
+            _ = self.stems.closing() => true,
             status = ProcessInstance::wait_exit(&mut exit_rx) => {
                 return Err(RuntimeError::Spawn(std::io::Error::other(format!("the stem cell exited: {status}"))));
             }
             _ = tokio::time::sleep(INIT_TIMEOUT) => {
                 return Err(RuntimeError::Spawn(std::io::Error::other("the stem cell did not start within the init timeout")));
             }
+        };
+        if closed {
+            inst.stop().await;
+            return Err(RuntimeError::ShuttingDown);
         }
         Ok(Stem {
             inst,
@@ -649,6 +731,9 @@ impl Executor for ProcessExecutor {
     type Instance = ProcessInstance;
 
     async fn start(&self, spec: Arc<InstanceSpec>) -> Result<ProcessInstance, RuntimeError> {
+        if self.launches.is_closed() {
+            return Err(RuntimeError::ShuttingDown);
+        }
         let secret_env = self.resolve_secrets(&spec)?;
         if let Some(key) = self.stem_key(&spec) {
             let (stem, dead) = self.stems.take(key, Instant::now());
@@ -724,6 +809,15 @@ impl ProcessExecutor {
         secret_env: &[(String, String)],
         stem: Option<oneshot::Receiver<Bytes>>,
     ) -> Result<ProcessInstance, RuntimeError> {
+        // Held until the instance exists: shutdown waits for it before removing cgroups.
+        let _launching = self.launches.enter()?;
+        // The kernel lets a process join a cgroup over its `pids.max` (only forks are
+        // refused): with the server's budget used up, the runtime could not start anyway.
+        if let Some((used, max)) = self.cfg.memory.server_tasks().filter(|(u, m)| u >= m) {
+            return Err(RuntimeError::Spawn(std::io::Error::other(format!(
+                "the server's process budget is used up ({used} of --max-pids {max} processes and threads in all instances); retry when instances finish"
+            ))));
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let (mut cmd, prepared) = self.command(&spec, stem.is_some())?;
         if self.sandbox.is_none() {
@@ -1336,6 +1430,14 @@ impl Instance for ProcessInstance {
             }
         }
         self.logctx.emit(LogStreamKind::Platform, report);
+        // An instance left near its process limit (zombies, children left running) is not
+        // reused: the next invocation could not start a thread.
+        if self.healthy {
+            if let Some(why) = self.cgroup.as_ref().and_then(Cgroup::recycle_reason) {
+                info!(instance = %self.id, function = %self.spec.function, "recycling instance: {why}");
+                self.healthy = false;
+            }
+        }
         let log_tail = self
             .logctx
             .tail
@@ -1427,6 +1529,34 @@ fn resolve_python(program: &Path, path_env: &str) -> (PathBuf, Vec<PathBuf>) {
     let exe = lines.next().filter(|p| p.is_file()).unwrap_or(p);
     let prefixes = lines.filter(|d| d.is_dir()).collect();
     (exe, prefixes)
+}
+
+#[cfg(test)]
+mod launch_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn closing_waits_for_starts_in_progress_and_refuses_later_ones() {
+        let l = Arc::new(Launches::new());
+        let guard = l.enter().unwrap();
+        let closing = {
+            let l = l.clone();
+            tokio::spawn(async move { l.close().await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !closing.is_finished(),
+            "close waits for the start in progress"
+        );
+        assert!(l.is_closed());
+        assert!(matches!(l.enter(), Err(RuntimeError::ShuttingDown)));
+        drop(guard);
+        tokio::time::timeout(Duration::from_secs(5), closing)
+            .await
+            .expect("close returns once no start is in progress")
+            .unwrap();
+        assert!(matches!(l.enter(), Err(RuntimeError::ShuttingDown)));
+    }
 }
 
 #[cfg(test)]

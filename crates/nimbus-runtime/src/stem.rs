@@ -184,8 +184,9 @@ pub(crate) struct StemPool<S = Stem> {
     disabled: Option<String>,
     pools: Mutex<HashMap<StemKey, KeyPool<S>>>,
     pub wake: tokio::sync::Notify,
-    /// Set by [`Self::drain`] (shutdown): nothing more is started or kept.
-    closed: std::sync::atomic::AtomicBool,
+    /// Set by [`Self::close`] or [`Self::drain`] (shutdown): nothing more is started or
+    /// kept.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl<S: Idle> StemPool<S> {
@@ -209,7 +210,7 @@ impl<S: Idle> StemPool<S> {
             disabled,
             pools: Mutex::new(pools),
             wake: tokio::sync::Notify::new(),
-            closed: Default::default(),
+            closed: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -252,7 +253,7 @@ impl<S: Idle> StemPool<S> {
     /// starting until [`Self::put`] or [`Self::failed`].
     pub fn wanted(&self, now: Instant) -> Option<StemKey> {
         let mut pools = self.pools.lock().unwrap();
-        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.is_closed() {
             return None;
         }
         let used: u64 = pools.iter().map(|(k, p)| held(k, p)).sum();
@@ -282,7 +283,7 @@ impl<S: Idle> StemPool<S> {
         let mut pools = self.pools.lock().unwrap();
         let kp = pools.entry(key).or_default();
         kp.starting = kp.starting.saturating_sub(1);
-        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.is_closed() {
             return Some(stem);
         }
         kp.backoff_until = None;
@@ -333,14 +334,33 @@ impl<S: Idle> StemPool<S> {
         out
     }
 
+    /// Shutdown begins: no stem cell is started or kept any more (the refill loop ends);
+    /// the idle ones can still be taken until [`Self::drain`].
+    pub fn close(&self) {
+        let _pools = self.pools.lock().unwrap();
+        self.closed.send_replace(true);
+        self.wake.notify_one();
+    }
+
     /// Every idle stem cell, for shutdown; none is started or kept afterwards.
     pub fn drain(&self) -> Vec<S> {
         let mut pools = self.pools.lock().unwrap();
-        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.closed.send_replace(true);
+        self.wake.notify_one();
         pools
             .values_mut()
             .flat_map(|kp| kp.idle.drain(..))
             .collect()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Resolves once the pool is closed.
+    pub async fn closing(&self) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
     }
 
     pub fn stats(&self) -> StemStats {
@@ -524,7 +544,14 @@ mod tests {
         let k = p.wanted(t0 + Duration::from_secs(31)).unwrap();
         assert_eq!(k, NODE);
 
-        // After drain (shutdown) nothing is wanted and late arrivals are handed back.
+        // After close (shutdown begins) nothing is wanted and late arrivals are handed
+        // back; idle ones can still be taken until drain.
+        let (idle, _) = fake();
+        p.put(k, idle);
+        p.close();
+        assert!(p.is_closed());
+        assert_eq!(p.wanted(t0 + Duration::from_secs(60)), None);
+        assert!(p.take(k, t0).0.is_some());
         assert_eq!(p.drain().len(), 0);
         assert_eq!(p.wanted(t0 + Duration::from_secs(60)), None);
         assert!(p.put(k, fake().0).is_some());

@@ -103,6 +103,10 @@ pub struct Config {
     pub stem_cells: StemConfig,
     /// Instances that may initialise at once (`--max-initializing`).
     pub max_initializing: usize,
+    /// Processes and threads all instances together may have (`--max-pids`): the
+    /// `pids.max` of the server's cgroup subtree. Default: half the host's
+    /// ([`nimbus_runtime::default_max_pids`]).
+    pub max_pids: u64,
     /// Require SigV4-signed requests from access keys on every API (`--auth on`, the
     /// default). Off is for local development and refused on a non-loopback listener.
     pub auth: bool,
@@ -141,6 +145,7 @@ impl Default for Config {
             isolation: Isolation::default(),
             stem_cells: StemConfig::default(),
             max_initializing: nimbus_pool::default_max_initializing(),
+            max_pids: nimbus_runtime::default_max_pids(),
             auth: true,
         }
     }
@@ -268,10 +273,23 @@ impl Server {
         let (auth, bootstrap) = keys::open(&data_dir, secret_store.clone(), config.auth)?;
 
         let (sink, rx) = LogSink::new(config.logs.capture);
-        let memory = MemoryLimits::detect();
+        let memory = MemoryLimits::detect(Some(config.max_pids));
         match &memory {
             MemoryLimits::Unavailable { reason } => warn!("memory limits: none ({reason})"),
             m => info!("memory limits: {}", m.describe()),
+        }
+        match memory.pids_budget() {
+            Some(max) => info!(
+                max_pids = max,
+                per_instance = nimbus_runtime::PIDS_MAX,
+                "process budget: all instances together, and each instance"
+            ),
+            None if !memory.has_pids() => warn!(
+                "no pids cgroup controller: the process budget (--max-pids {}) and each instance's pids.max are NOT enforced; only RLIMIT_NPROC bounds an instance's processes, and functions together can use up the host's PIDs",
+                config.max_pids
+            ),
+            // The reason was logged where setting it failed.
+            None => {}
         }
         let exec = ProcessExecutor::new(
             ProcessExecutorConfig {
@@ -443,9 +461,13 @@ impl Server {
             .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
         let router = nimbus_gateway::router(self.gateway.clone());
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let pools = self.pools.clone();
         let shutdown = async move {
             shutdown.await;
             info!("shutting down: no new connections, waiting for in-flight requests");
+            // Background starts stop at once (requests in flight may still cold-start).
+            pools.stop_provisioning();
+            pools.executor().stop_refills();
             let _ = stopping_tx.send(());
         };
         let listener = self.listener;
@@ -479,9 +501,15 @@ impl Server {
         delivery.abort();
         self.mappings.stop();
         pollers.abort();
+        // No instance may start once the cgroups go: the pool refuses cold starts and
+        // stops its instances, then the executor refuses every start and waits for those
+        // in progress, and stops the stem cells.
+        self.pools.stop_provisioning();
+        self.pools.executor().stop_refills();
         self.pools.shutdown().await;
-        self.pools.executor().stop_stem_cells().await;
-        self.memory.remove_root();
+        self.pools.executor().shutdown().await;
+        let memory = self.memory.clone();
+        let _ = tokio::task::spawn_blocking(move || memory.remove_root()).await;
         // Let the last log lines reach the store.
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.log_task.abort();

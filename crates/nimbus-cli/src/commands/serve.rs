@@ -128,6 +128,8 @@ mod tests {
             "512",
             "--memory-floor",
             "off",
+            "--max-pids",
+            "2000",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else {
@@ -151,6 +153,15 @@ mod tests {
         assert_eq!((c.queue_depth, c.account_queue_depth), (7, 9));
         assert_eq!(c.instance_memory_budget, Some(512 << 20));
         assert_eq!(c.memory_floor, 0);
+        assert_eq!(c.max_pids, 2000);
+        // Without the flag: half the host's task limit.
+        let cli = Cli::try_parse_from(["nimbus", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        let c = config(&args, Path::new("/tmp/d"));
+        assert_eq!(c.max_pids, nimbus_server::Config::default().max_pids);
+        assert!(Cli::try_parse_from(["nimbus", "serve", "--max-pids", "0"]).is_err());
     }
 
     #[test]
