@@ -44,7 +44,13 @@ fn an_instance_is_unprivileged_and_filtered() {
     );
     let v = s.invoke("who", "{}").ok();
     let uid = v["uid"].as_u64().unwrap();
-    assert!((200_000..300_000).contains(&uid), "{v}");
+    // 200000 + the server's block of 65536 (by its pid) + a slot.
+    assert!((200_000..200_000 + 4096 * 65_536).contains(&uid), "{v}");
+    assert_eq!(
+        (uid - 200_000) / 65_536,
+        u64::from(s.child.as_ref().unwrap().id() % 4096),
+        "{v}"
+    );
     assert_eq!(v["gid"], v["uid"], "{v}");
     assert_eq!(v["groups"], json!([]), "{v}");
     assert_eq!(v["cap_eff"], "0000000000000000", "{v}");

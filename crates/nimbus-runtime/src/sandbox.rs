@@ -31,9 +31,15 @@ use std::sync::{Arc, Mutex};
 /// to bwrap with `--add-seccomp-fd`.
 const SECCOMP_JSON: &str = include_str!("../seccomp/default.json");
 
-/// Instances run as `UID_BASE + slot`; a slot is reused once its instance has stopped.
+/// Instances run as `UID_BASE + block × UID_BLOCK + slot`: the block is the server's
+/// ([`UidPool::for_server`], from its pid), so two servers on one host do not share
+/// instance uids — `RLIMIT_NPROC` counts a uid's processes host-wide, and a thread bomb in
+/// one server's instance would otherwise stop another server's instance of the same uid
+/// from starting a thread. A slot is reused once its instance has stopped.
 pub const UID_BASE: u32 = 200_000;
 const UID_SLOTS: u32 = 60_000;
+const UID_BLOCK: u32 = 65_536;
+const UID_BLOCKS: u32 = 4096;
 /// Open files per process (Lambda's limit).
 pub const NOFILE_LIMIT: u64 = 1024;
 /// Processes/threads of an instance's uid.
@@ -797,13 +803,33 @@ fn data_fd(data: &[u8]) -> Result<OwnedFd, RuntimeError> {
     }
 }
 
-/// Instance uids: `UID_BASE + slot`, the lowest free slot first.
-#[derive(Debug, Default)]
+/// Instance uids: `base + slot`, the lowest free slot first.
+#[derive(Debug)]
 pub struct UidPool {
+    base: u32,
     used: Mutex<std::collections::BTreeSet<u32>>,
 }
 
+impl Default for UidPool {
+    fn default() -> Self {
+        Self::new(UID_BASE)
+    }
+}
+
 impl UidPool {
+    fn new(base: u32) -> Self {
+        Self {
+            base,
+            used: Mutex::default(),
+        }
+    }
+
+    /// The uids of the server whose pid is `pid`: its own block of [`UID_BLOCK`] uids
+    /// from [`UID_BASE`] (servers whose pids differ by a multiple of 4096 share one).
+    pub fn for_server(pid: u32) -> Self {
+        Self::new(UID_BASE + (pid % UID_BLOCKS) * UID_BLOCK)
+    }
+
     fn lease(self: &Arc<Self>) -> Option<UidLease> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         let slot = (0..UID_SLOTS).find(|s| !used.contains(s))?;
@@ -824,7 +850,7 @@ pub struct UidLease {
 
 impl UidLease {
     pub fn uid(&self) -> u32 {
-        UID_BASE + self.slot
+        self.pool.base + self.slot
     }
 }
 
@@ -991,7 +1017,7 @@ pub fn probe(
                 filters: Vec::new(),
                 host_dirs,
                 etc: etc_entries(),
-                uids: Arc::new(UidPool::default()),
+                uids: Arc::new(UidPool::for_server(std::process::id())),
                 overlay: None,
             };
             // Stage 1: namespaces and mounts (in a user namespace when not root).
@@ -1026,7 +1052,7 @@ pub fn probe(
                                 match sb.try_run(scratch) {
                                     Ok(()) => layers.push(Layer::ok(
                                         "user",
-                                        format!("uid {UID_BASE}+slot per instance, no capabilities, no_new_privs"),
+                                        format!("uid {}+slot per instance, no capabilities, no_new_privs", sb.uids.base),
                                     )),
                                     Err(e) => {
                                         sb.setpriv = None;
@@ -1396,5 +1422,13 @@ mod tests {
         assert_eq!((a.uid(), b.uid()), (UID_BASE, UID_BASE + 1));
         drop(a);
         assert_eq!(pool.lease().unwrap().uid(), UID_BASE);
+        // Each server has its own block.
+        let (p, q) = (UidPool::for_server(12_345), UidPool::for_server(12_346));
+        assert_eq!(p.base, UID_BASE + (12_345 % 4096) * 65_536);
+        assert!(q.base >= p.base + UID_SLOTS);
+        assert!(UidPool::for_server(u32::MAX)
+            .base
+            .checked_add(UID_SLOTS)
+            .is_some());
     }
 }
