@@ -12,6 +12,7 @@ mod concurrency;
 mod density;
 mod durability;
 mod escape;
+mod gc;
 mod go;
 mod http;
 mod java;

@@ -598,3 +598,12 @@ pub fn repo_root() -> PathBuf {
         .expect("repo root")
         .to_path_buf()
 }
+
+/// Hex SHA-256 of `bytes`: the content address the code store files a package under.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
