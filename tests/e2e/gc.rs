@@ -184,16 +184,20 @@ fn two_hundred_create_invoke_delete_cycles_leave_code_at_its_size() {
 
     let t0 = Instant::now();
     let mut peak_entries = 0;
+    let mut rss_samples = vec![rss_before];
     for i in 0..200 {
         cycle(&s, i);
         peak_entries = peak_entries.max(code_usage(&data).0);
+        if i % 50 == 49 {
+            rss_samples.push(vm_rss_kb(pid));
+        }
     }
     let took = t0.elapsed();
     let within = |v: u64| v + v / 10;
     let end = settle(&data, within(start.0 as u64) as usize, within(start.1));
     let rss_after = vm_rss_kb(pid);
     eprintln!(
-        "gc e2e: 200 cycles in {:.1} s ({:.0} ms/cycle); code/ {} entries {} KiB before, {} entries {} KiB after (at most {} entries during the run); server VmRSS {} KiB before, {} KiB after",
+        "gc e2e: 200 cycles in {:.1} s ({:.0} ms/cycle); code/ {} entries {} KiB before, {} entries {} KiB after (at most {} entries during the run); server VmRSS {} KiB before, {} KiB after (every 50 cycles: {:?} KiB)",
         took.as_secs_f64(),
         took.as_secs_f64() * 1000.0 / 200.0,
         start.0,
@@ -203,6 +207,7 @@ fn two_hundred_create_invoke_delete_cycles_leave_code_at_its_size() {
         peak_entries,
         rss_before,
         rss_after,
+        rss_samples,
     );
     assert!(
         end.0 <= within(start.0 as u64) as usize && end.1 <= within(start.1),
