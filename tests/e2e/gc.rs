@@ -400,8 +400,7 @@ fn restart_collects_what_a_crash_left_and_keeps_referenced_code() {
     let summary = s
         .log()
         .lines()
-        .filter(|l| l.contains("code store: unreferenced packages collected"))
-        .last()
+        .rfind(|l| l.contains("code store: unreferenced packages collected"))
         .unwrap()
         .to_string();
     assert!(
