@@ -291,21 +291,88 @@ fn slow_clients_are_cut_off_while_others_are_served() {
 
 #[test]
 fn open_connections_are_bounded() {
-    let s = Server::start(&["--max-connections", "2", "--header-timeout", "3"]);
-    // Let the health-check connections go idle and close.
-    std::thread::sleep(Duration::from_secs(4));
-    let _a = connect(&s);
-    let _b = connect(&s);
-    std::thread::sleep(Duration::from_millis(300));
-    // A third client waits until an idle connection is cut off.
+    let s = Server::start(&[
+        "--max-connections",
+        "3",
+        "--header-timeout",
+        "3",
+        "--body-timeout",
+        "3",
+    ]);
+    // Let the start-up health checks' keep-alive connection go idle and close.
+    std::thread::sleep(Duration::from_millis(3500));
+    // An idle keep-alive connection and two clients that send nothing hold the cap.
+    let mut idle = connect(&s);
+    idle.write_all(b"GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut a = connect(&s);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut b = connect(&s);
+    std::thread::sleep(Duration::from_millis(200));
+    // A new client is served at once: the oldest silent client is closed to make room
+    // (one that has not completed a request goes before an idle one).
     let t0 = Instant::now();
-    let client = reqwest::blocking::Client::new();
+    let client = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let r = client.get(s.url("/v1/health")).send().unwrap();
     assert_eq!(r.status(), 200);
     assert!(
-        t0.elapsed() >= Duration::from_millis(1500),
+        t0.elapsed() < Duration::from_secs(2),
         "served after {:?}",
         t0.elapsed()
+    );
+    assert_eq!(read_to_close(&mut a), "", "the oldest silent client");
+    for c in [&mut b, &mut idle] {
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let open = c.read(&mut buf).map_err(|e| e.kind());
+        assert!(
+            matches!(
+                open,
+                Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+            ),
+            "closed too: {open:?}"
+        );
+    }
+
+    // Three clients with a request in flight (a body that never arrives) take the places
+    // of the silent and the idle one; they are never closed to make room: a fourth client
+    // waits until one of them ends (408 after --body-timeout).
+    let mut busy: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut c = connect(&s);
+            c.write_all(b"PUT /v1/queues/q HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            c
+        })
+        .collect();
+    for c in [&mut b, &mut idle] {
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(read_to_close(c), "");
+    }
+    let t0 = Instant::now();
+    let waiting = std::thread::spawn({
+        let url = s.url("/v1/health");
+        move || {
+            let r = client.get(url).send().unwrap();
+            (r.status().as_u16(), t0.elapsed())
+        }
+    });
+    for c in &mut busy {
+        let out = read_to_close(c);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    }
+    let (status, waited) = waiting.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "served after {waited:?} while every connection was busy"
     );
 }
 

@@ -392,6 +392,7 @@ fn strict_isolation_starts_here_and_none_warns() {
         "filesystem",
         "user",
         "seccomp",
+        "paths",
         "rlimits",
         "memory",
         "pids",
@@ -464,4 +465,192 @@ fn strict_refuses_to_start_when_a_layer_is_missing() {
     assert!(!exited, "auto starts anyway: {log}");
     assert!(log.contains("isolation: partial"), "{log}");
     assert!(log.contains("MISSING"), "{log}");
+}
+
+/// A bash `bootstrap` (`provided`: never a stem cell) answering every event with its
+/// `/proc/self/mountinfo` and `/proc/self/mounts`, base64-encoded.
+const MOUNTS_BOOTSTRAP: &str = r#"#!/bin/bash
+set -euo pipefail
+while true; do
+  HEADERS=$(mktemp)
+  curl -sS -o /dev/null -D "$HEADERS" "http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation/next"
+  ID=$(grep -i '^lambda-runtime-aws-request-id:' "$HEADERS" | tr -d '\r' | cut -d' ' -f2)
+  BODY="{\"mountinfo\":\"$(base64 -w0 /proc/self/mountinfo)\",\"mounts\":\"$(base64 -w0 /proc/self/mounts)\",\"b64\":true}"
+  curl -sS -X POST "http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation/$ID/response" -d "$BODY" >/dev/null
+  rm -f "$HEADERS"
+done
+"#;
+
+/// A static Java handler (default package) answering with the same two files.
+const MOUNTS_JAVA: &str = r#"package probe;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+public class Mounts {
+    public static String read(String in) throws Exception {
+        return Files.readString(Path.of("/proc/self/mountinfo")) + "\n---\n"
+            + Files.readString(Path.of("/proc/self/mounts"));
+    }
+}
+"#;
+
+/// Whether `s` holds a run of 64 hex digits (a SHA-256, as code packages are named).
+fn has_hex64(s: &str) -> bool {
+    let mut run = 0;
+    for c in s.chars() {
+        run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
+        if run >= 64 {
+            return true;
+        }
+    }
+    false
+}
+
+/// What the instance saw, as (mountinfo, mounts).
+fn mount_tables(v: &Value) -> (String, String) {
+    use base64::Engine;
+    if let Some(text) = v.as_str() {
+        let (a, b) = text.split_once("\n---\n").expect("two tables");
+        return (a.to_string(), b.to_string());
+    }
+    let field = |k: &str| {
+        let s = v[k].as_str().unwrap_or_else(|| panic!("no {k}: {v}"));
+        if v["b64"] == true {
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s).unwrap()).unwrap()
+        } else {
+            s.to_string()
+        }
+    };
+    (field("mountinfo"), field("mounts"))
+}
+
+/// Neither mount table names the data dir or a content hash, and `/var/task` and
+/// `/var/runtime` are there (mounts of their own, rooted at `/`).
+fn check_mount_tables(what: &str, v: &Value, data_dirs: &[String]) {
+    let (mountinfo, mounts) = mount_tables(v);
+    for (name, table) in [("mountinfo", &mountinfo), ("mounts", &mounts)] {
+        for d in data_dirs {
+            assert!(
+                !table.contains(d.as_str()),
+                "{what}: /proc/self/{name} shows the data dir {d}:\n{table}"
+            );
+        }
+        assert!(
+            !table.contains("code/unpacked") && !has_hex64(table),
+            "{what}: /proc/self/{name} shows a content hash:\n{table}"
+        );
+    }
+    for dir in ["/var/task", "/var/runtime"] {
+        let line = mountinfo
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(dir))
+            .unwrap_or_else(|| panic!("{what}: no {dir} mount:\n{mountinfo}"));
+        assert_eq!(
+            line.split(' ').nth(3),
+            Some("/"),
+            "{what}: {dir} is not a mount of its own: {line}"
+        );
+    }
+}
+
+/// `/proc/self/mountinfo` (a mount's root inside its filesystem: a bind mount of a host
+/// directory shows the directory's host path) and `/proc/self/mounts` reveal neither the
+/// data dir's location nor the code's content hash: for code mounted into a specialised
+/// stem cell (Python, Node) and into a fresh sandbox (a `provided` bash bootstrap, Python
+/// with `PYTHONPATH`, which keeps it off the stem cells, and Java, whose compiled bootstrap
+/// is under `/var/runtime`).
+#[test]
+fn mount_tables_reveal_no_host_paths() {
+    let s = sandboxed();
+    let (_, h) = s.get_json("/v1/health");
+    let paths = h["isolation"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "paths")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(paths["ok"], true, "the paths layer: {paths}");
+    let data = s.data_dir.path().join("data");
+    let mut data_dirs = vec![data.display().to_string()];
+    if let Ok(real) = data.canonicalize() {
+        data_dirs.push(real.display().to_string());
+    }
+
+    const PY: &str = "def handler(e, c):\n    return {'mountinfo': open('/proc/self/mountinfo').read(), 'mounts': open('/proc/self/mounts').read(), 'code': open('app.py').read()[:3]}\n";
+    const NODE: &str = "const fs = require('fs');\nexports.handler = async () => ({ mountinfo: fs.readFileSync('/proc/self/mountinfo', 'utf8'), mounts: fs.readFileSync('/proc/self/mounts', 'utf8') });\n";
+    // Specialised stem cells: the code arrives by move_mount into a running sandbox.
+    for (runtime, name, cfg, file) in [
+        ("python", "mpy", python_cfg("app.handler"), ("app.py", PY)),
+        (
+            "node",
+            "mnode",
+            node_cfg("index.handler"),
+            ("index.js", NODE),
+        ),
+    ] {
+        wait_for_stem_cells(&s, runtime);
+        let hits = stem_pool(&s, runtime)["hits"].as_u64().unwrap();
+        s.deploy(name, cfg, &[file]);
+        let v = s.invoke(name, "{}").ok();
+        assert_eq!(
+            stem_pool(&s, runtime)["hits"].as_u64().unwrap(),
+            hits + 1,
+            "{name} was not a stem cell"
+        );
+        if runtime == "python" {
+            assert_eq!(v["code"], "def", "the function's own code: {v}");
+        }
+        check_mount_tables(&format!("{runtime} stem cell"), &v, &data_dirs);
+    }
+
+    // Fresh sandboxes: the code is bound when bwrap starts.
+    let mut cfg = python_cfg("app.handler");
+    cfg["env"] = json!({ "PYTHONPATH": "/var/task" });
+    let hits = stem_pool(&s, "python")["hits"].clone();
+    s.deploy("mpyfresh", cfg, &[("app.py", PY)]);
+    let v = s.invoke("mpyfresh", "{}").ok();
+    assert_eq!(stem_pool(&s, "python")["hits"], hits, "not a stem cell");
+    check_mount_tables("python, fresh", &v, &data_dirs);
+
+    s.deploy(
+        "msh",
+        json!({"runtime": "provided.al2023", "handler": "bootstrap"}),
+        &[("bootstrap", MOUNTS_BOOTSTRAP)],
+    );
+    check_mount_tables("provided", &s.invoke("msh", "{}").ok(), &data_dirs);
+
+    // Java (javac must be there, as for tests/e2e/java.rs).
+    let src = tempfile::tempdir().unwrap();
+    write_files(src.path(), &[("probe/Mounts.java", MOUNTS_JAVA)]);
+    let out = std::process::Command::new("javac")
+        .args(["--release", "17", "-d"])
+        .arg(src.path().join("classes"))
+        .arg(src.path().join("probe/Mounts.java"))
+        .output()
+        .expect("javac (a JDK) is needed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let class = std::fs::read(src.path().join("classes/probe/Mounts.class")).unwrap();
+    let mut zip = std::io::Cursor::new(Vec::new());
+    {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(&mut zip);
+        let opts = zip::write::SimpleFileOptions::default().unix_permissions(0o644);
+        w.start_file("probe/Mounts.class", opts).unwrap();
+        w.write_all(&class).unwrap();
+        w.finish().unwrap();
+    }
+    let (status, body) = s.deploy_zip(
+        "mjava",
+        json!({"runtime": "java17", "handler": "probe.Mounts::read", "memory_mb": 256, "timeout_s": 20}),
+        &zip.into_inner(),
+    );
+    assert!(status < 300, "{status} {body}");
+    check_mount_tables("java", &s.invoke("mjava", r#""x""#).ok(), &data_dirs);
+    still_serves(&s);
 }

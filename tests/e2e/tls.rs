@@ -55,6 +55,11 @@ struct TlsServer {
 
 impl TlsServer {
     fn start(pki: &Pki) -> TlsServer {
+        Self::start_with(pki, &[])
+    }
+
+    /// With extra `serve` flags.
+    fn start_with(pki: &Pki, extra: &[&str]) -> TlsServer {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(data.path().join("server.log")).unwrap();
@@ -66,6 +71,7 @@ impl TlsServer {
             .args(["--tls-cert", &pki.arg("cert.pem")])
             .args(["--tls-key", &pki.arg("key.pem")])
             .args(["--auth", "off"])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -345,4 +351,45 @@ fn bad_tls_files_stop_the_start_with_a_clear_error() {
     // One without the other.
     let err = serve_fails(&["--tls-cert", &pki.arg("cert.pem")]);
     assert!(err.contains("--tls-key"), "{err}");
+}
+
+#[test]
+fn connections_still_in_their_handshake_make_room_at_the_cap() {
+    use std::io::Read;
+    let pki = Pki::new();
+    let s = TlsServer::start_with(&pki, &["--max-connections", "2"]);
+    // Clients that connect and never send a ClientHello fill the cap ...
+    let mut oldest = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let _younger = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // ... and a new HTTPS client is served at once (not after the 10 s handshake
+    // timeout): a connection in its handshake has not completed a request.
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.path("ca.pem")).unwrap()).unwrap();
+    let fresh = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let r = fresh.get(format!("{}/v1/health", s.base())).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "served after {:?}",
+        t0.elapsed()
+    );
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    assert!(matches!(oldest.read(&mut buf), Ok(0) | Err(_)));
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "the oldest was not closed"
+    );
 }

@@ -58,7 +58,9 @@ pub struct LimitArgs {
     /// keep-alive connection stays open (seconds, or 30s, 1m).
     #[arg(long, env = "NIMBUS_HEADER_TIMEOUT", default_value = "10", value_name = "SECS", value_parser = parse_secs)]
     pub header_timeout: Duration,
-    /// Open client connections at once; further clients wait to be accepted.
+    /// Open client connections at once. At the cap, a connection that has not completed a
+    /// request or is idle between requests is closed to make room (oldest first); only
+    /// when every connection has a request in flight do further clients wait.
     #[arg(
         long,
         env = "NIMBUS_MAX_CONNECTIONS",
@@ -66,6 +68,16 @@ pub struct LimitArgs {
         value_name = "N"
     )]
     pub max_connections: usize,
+    /// Open connections at once from one client address (IPv4 address or IPv6 /64); a
+    /// connection beyond it is closed at once. 0 turns it off (behind a reverse proxy,
+    /// whose one address every client shares).
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_CONNECTIONS_PER_IP",
+        default_value = "256",
+        value_name = "N"
+    )]
+    pub max_connections_per_ip: usize,
     /// Unfinished asynchronous events one function may hold; more: 429.
     #[arg(
         long,
@@ -98,6 +110,28 @@ pub struct LimitArgs {
         value_name = "BYTES"
     )]
     pub max_queue_bytes: u64,
+    /// Bytes of the log store (`logs.db` and its WAL) at most; the oldest lines of the
+    /// functions holding the most go first. Default: 1 GiB, or a tenth of the data dir's
+    /// file system when that is smaller.
+    #[arg(long, env = "NIMBUS_MAX_LOG_BYTES", value_name = "BYTES")]
+    pub max_log_bytes: Option<u64>,
+    /// Bytes of log lines kept per function; older lines go first.
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_LOG_BYTES_PER_FUNCTION",
+        default_value = "67108864",
+        value_name = "BYTES"
+    )]
+    pub max_log_bytes_per_function: u64,
+    /// Output one invocation may log; the rest is dropped and replaced by one line saying
+    /// how much was dropped.
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_LOG_BYTES_PER_INVOCATION",
+        default_value = "4194304",
+        value_name = "BYTES"
+    )]
+    pub max_log_bytes_per_invocation: u64,
 }
 
 /// A `--rate-limit` value.
@@ -136,6 +170,7 @@ impl LimitArgs {
         c.abuse.body_timeout = self.body_timeout.max(Duration::from_secs(1));
         c.conn.header_read_timeout = self.header_timeout.max(Duration::from_secs(1));
         c.conn.max_connections = self.max_connections.max(1);
+        c.conn.max_connections_per_ip = self.max_connections_per_ip;
         c.async_backlog = nimbus_store::BacklogLimit {
             per_owner: self.max_async_events.max(1),
             total_bytes: self.max_async_bytes.max(1),
@@ -144,6 +179,9 @@ impl LimitArgs {
             per_owner: self.max_queue_messages.max(1),
             total_bytes: self.max_queue_bytes.max(1),
         };
+        c.logs.total_bytes = self.max_log_bytes;
+        c.logs.bytes_per_function = self.max_log_bytes_per_function.max(1);
+        c.logs.capture.per_invocation_bytes = self.max_log_bytes_per_invocation.max(1);
     }
 }
 

@@ -36,7 +36,24 @@ pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         "isolation": gw.cfg.isolation,
         "stem_cells": gw.pools.executor().stem_stats(),
         "instances": memory_view(&gw.pools.memory_stats()),
+        "logs": log_view(&gw),
     }))
+}
+
+/// `/v1/health`'s `logs`: the log store's size and bound, and captured output dropped.
+fn log_view(gw: &Gateway) -> Value {
+    let u = gw.store.log_usage();
+    let sink = gw.pools.executor().log_sink();
+    json!({
+        "file_bytes": u.file_bytes,
+        "limit_bytes": u.limit_bytes,
+        "stored_bytes": u.stored_bytes,
+        "lines": u.lines,
+        "pruned_lines": u.pruned_lines,
+        "per_invocation_bytes": sink.per_invocation_bytes(),
+        "pending_bytes": sink.in_flight_bytes(),
+        "dropped_lines": sink.dropped(),
+    })
 }
 
 /// `/v1/health`'s `instances`: counts and memory of every instance, and the budget.

@@ -19,7 +19,7 @@ mod stem;
 
 pub use cgroup::MemoryLimits;
 pub use error::RuntimeError;
-pub use logs::{LogRecord, LogSink, LogStreamKind};
+pub use logs::{LogCapture, LogReceiver, LogRecord, LogSink, LogStreamKind};
 pub use memory::{
     default_instance_budget, default_memory_floor, host_available_memory, own_cgroup_limit,
     HostMemory, MemoryProbe,

@@ -2,7 +2,7 @@
 
 use crate::cgroup::{Cgroup, MemoryLimits};
 use crate::java::JavaRuntime;
-use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind};
+use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind, OutputBudget};
 use crate::netns::{self, NetNs, Slirp};
 use crate::rapi::{self, Pending, RapiState};
 use crate::sandbox::{self, Isolation, IsolationReport, Mounts, Sandbox, UidLease};
@@ -114,6 +114,11 @@ const STEM_MEMORY_MB: u32 = 512;
 impl ProcessExecutor {
     /// Writes the bootstraps to `runtimes_dir`, resolves the interpreters and probes the
     /// sandbox (`--isolation strict` fails here when a layer is missing).
+    /// Where instances' output goes (its counters are reported by `/v1/health`).
+    pub fn log_sink(&self) -> &LogSink {
+        &self.logs
+    }
+
     pub fn new(mut cfg: ProcessExecutorConfig, logs: LogSink) -> Result<Self, RuntimeError> {
         write_if_changed(&cfg.runtimes_dir.join("node/bootstrap.js"), NODE_BOOTSTRAP)?;
         write_if_changed(
@@ -149,8 +154,11 @@ impl ProcessExecutor {
         host_dirs.dedup();
         let scratch = cfg.runtimes_dir.join("sandbox-probe");
         std::fs::create_dir_all(&scratch)?;
-        let (sandbox, isolation) = sandbox::probe(cfg.isolation, &cfg.memory, host_dirs, &scratch)
-            .map_err(RuntimeError::Isolation)?;
+        // Outside the runtimes dir: overlayfs refuses layers inside one another.
+        let empty = cfg.runtimes_dir.with_file_name("sandbox-empty");
+        let (sandbox, isolation) =
+            sandbox::probe(cfg.isolation, &cfg.memory, host_dirs, &scratch, &empty)
+                .map_err(RuntimeError::Isolation)?;
         if isolation.mode == Isolation::None || isolation.missing().next().is_some() {
             warn!("{}", isolation.summary());
         } else {
@@ -356,12 +364,12 @@ impl ProcessExecutor {
             specialize,
         } = stem;
         let t0 = Instant::now();
-        if self.sandbox.is_some() {
+        if let Some(sb) = &self.sandbox {
             let pid = inst.pid.ok_or_else(|| {
                 RuntimeError::Spawn(std::io::Error::other("the stem cell has no pid"))
             })?;
-            let code = spec.code_dir.clone();
-            tokio::task::spawn_blocking(move || sandbox::bind_task_root(pid, &code))
+            let root = sb.task_root(&spec.code_dir)?;
+            tokio::task::spawn_blocking(move || sandbox::bind_task_root(pid, &root))
                 .await
                 .map_err(|e| RuntimeError::Spawn(std::io::Error::other(e.to_string())))??;
         }
@@ -775,10 +783,15 @@ impl ProcessExecutor {
             .map(|c| c.procs_paths().to_vec())
             .unwrap_or_default();
         let sandbox_fds = prepared.as_ref().map(|p| p.raw_fds()).unwrap_or_default();
+        let plan = prepared
+            .as_ref()
+            .map(sandbox::Prepared::plan)
+            .unwrap_or_default();
         let sandboxed = prepared.is_some();
         let nproc = self.sandbox.as_ref().is_some_and(|s| s.privileged());
         // SAFETY: the closure only makes async-signal-safe system calls (prctl, setns, open,
-        // write, close, fcntl, setrlimit) on memory prepared before fork.
+        // write, close, fcntl, setrlimit, unshare, mount and the mount API) on memory
+        // prepared before fork.
         unsafe {
             cmd.pre_exec(move || {
                 // Join the instance's network namespace (before anything else runs).
@@ -809,6 +822,8 @@ impl ProcessExecutor {
                     }
                 }
                 if sandboxed {
+                    // The code and the bootstraps as overlays, for bwrap to bind.
+                    sandbox::mount_trees(&plan)?;
                     sandbox::clear_cloexec(&sandbox_fds)?;
                     sandbox::set_rlimits(nproc)?;
                 }
@@ -850,6 +865,7 @@ impl ProcessExecutor {
             }),
             request_id: Mutex::new(None),
             tail: Mutex::new(VecDeque::new()),
+            budget: Mutex::new(OutputBudget::new(self.logs.per_invocation_bytes())),
             sink: self.logs.clone(),
             mask: Mutex::new(mask),
         });
@@ -911,6 +927,8 @@ struct LogCtx {
     function: Mutex<String>,
     request_id: Mutex<Option<String>>,
     tail: Mutex<VecDeque<String>>,
+    /// What the current invocation (or the initialisation) may still log.
+    budget: Mutex<OutputBudget>,
     sink: LogSink,
     /// Secret values this instance was given: replaced by `****` in every captured line
     /// before it is kept in the tail or stored.
@@ -925,11 +943,33 @@ impl LogCtx {
         *self.function.lock().unwrap() = function.to_string();
     }
 
-    fn emit(&self, stream: LogStreamKind, line: String) {
+    /// A line the function wrote (without its newline): kept while the invocation's budget
+    /// lasts, else only counted. Not even decoded when it is dropped, so a flood costs the
+    /// server a read and a count per line.
+    fn output(&self, stream: LogStreamKind, raw: &[u8]) {
+        if !self.budget.lock().unwrap().admit(raw.len()) {
+            return;
+        }
+        let line = String::from_utf8_lossy(raw).into_owned();
+        if !self.emit(stream, line) {
+            self.budget.lock().unwrap().dropped(raw.len());
+        }
+    }
+
+    /// Ends the current budget: the marker line saying what was dropped, if anything was.
+    fn close_budget(&self) {
+        let marker = self.budget.lock().unwrap().take_marker();
+        if let Some(marker) = marker {
+            self.emit(LogStreamKind::Platform, marker);
+        }
+    }
+
+    /// Sends a line to the store; false when the sink dropped it.
+    fn emit(&self, stream: LogStreamKind, line: String) -> bool {
         let function = self.function.lock().unwrap().clone();
         if function.is_empty() {
             debug!(stream = ?stream, "stem cell output: {line}");
-            return;
+            return true;
         }
         let line = {
             let mask = self.mask.lock().unwrap();
@@ -954,12 +994,15 @@ impl LogCtx {
             stream,
             ts_ms: now_ms(),
             line,
-        });
+        })
     }
 }
 
+/// Reads one output stream of an instance to its end, a line (at most [`MAX_LINE`] bytes:
+/// a longer one is split) at a time. The pipe is always drained, never left to fill: a
+/// function never blocks on its own output, and what is over its budget is dropped here.
 async fn pump<R: AsyncRead + Unpin>(r: R, stream: LogStreamKind, ctx: Arc<LogCtx>) {
-    let mut reader = BufReader::new(r);
+    let mut reader = BufReader::with_capacity(64 * 1024, r);
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -971,8 +1014,11 @@ async fn pump<R: AsyncRead + Unpin>(r: R, stream: LogStreamKind, ctx: Arc<LogCtx
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let text = String::from_utf8_lossy(&buf[..n]);
-        ctx.emit(stream, text.trim_end_matches(['\n', '\r']).to_string());
+        let mut line = &buf[..n];
+        while let [rest @ .., b'\n' | b'\r'] = line {
+            line = rest;
+        }
+        ctx.output(stream, line);
     }
 }
 
@@ -1214,6 +1260,8 @@ impl Instance for ProcessInstance {
 
     async fn invoke(&mut self, inv: Invocation) -> InvokeResult {
         let rid = inv.request_id.clone();
+        // What the initialisation (or the time since the last invocation) dropped.
+        self.logctx.close_budget();
         *self.logctx.request_id.lock().unwrap() = Some(rid.clone());
         self.logctx.tail.lock().unwrap().clear();
         self.logctx.emit(
@@ -1267,6 +1315,7 @@ impl Instance for ProcessInstance {
         }
         let duration = end.saturating_duration_since(picked_at.unwrap_or(t0));
         let ms = duration.as_secs_f64() * 1000.0;
+        self.logctx.close_budget();
         self.logctx
             .emit(LogStreamKind::Platform, format!("END RequestId: {rid}"));
         let mut report = format!(

@@ -5,6 +5,14 @@
 //! namespace otherwise) and rlimits. The network namespace is deliberately not unshared
 //! here: a `pre_exec` hook may `setns` into one before `bwrap` runs.
 //!
+//! The code (`/var/task`) and Nimbus's bootstraps (`/var/runtime`) are mounted as private
+//! read-only overlayfs mounts whose layers are named `/proc/self/fd/N` ([`mount_trees`],
+//! [`bind_task_root`]): a bind mount of a host directory shows the directory's host path in
+//! `/proc/self/mountinfo` (the mount's root inside its filesystem), an overlay has a
+//! superblock of its own, rooted at `/`, so the instance learns neither where the data dir
+//! is nor the code's content hash. Where the host refuses overlays (not root, no overlayfs)
+//! they are bind mounts, as the `paths` layer reports.
+//!
 //! What the host allows is probed once, at start ([`probe`]); the result is an
 //! [`IsolationReport`] (printed, served by `/v1/health`) and, unless isolation is off or
 //! impossible, a [`Sandbox`] that builds every instance's command line.
@@ -164,14 +172,71 @@ pub struct Sandbox {
     /// Files and directories of `/etc` an instance sees (read-only).
     etc: Vec<PathBuf>,
     uids: Arc<UidPool>,
+    /// `Some` when the code and the bootstraps are mounted as overlays (the host allows
+    /// them); `None`: bind mounts, which show their host paths in `/proc/self/mountinfo`.
+    overlay: Option<EmptyLayer>,
+}
+
+/// The empty directory every overlay of the sandboxes has as its second lower layer
+/// (overlayfs without an upper layer needs two), open as an `O_PATH` descriptor.
+#[derive(Debug)]
+struct EmptyLayer {
+    fd: OwnedFd,
+}
+
+impl EmptyLayer {
+    /// Opens `dir`, creating it, or emptying it should anything be in it (it is merged into
+    /// every instance's `/var/task`).
+    fn open(dir: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))?;
+        Ok(Self {
+            fd: open_path(dir)?,
+        })
+    }
+}
+
+/// An `O_PATH` descriptor of the directory `dir`.
+fn open_path(dir: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: open on a NUL-terminated path; the descriptor is owned from here on.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: just opened, owned here only.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The overlays a fresh instance's child mounts (see [`mount_trees`]), each over the host
+/// directory it shows: bwrap then binds them (`--ro-bind DIR /var/task`) as it binds the
+/// directories without overlays. Raw descriptors of [`Prepared::trees`], for `pre_exec`.
+#[derive(Debug, Clone, Default)]
+pub struct MountPlan {
+    /// (a detached overlay, the host directory it is mounted on).
+    trees: Vec<(i32, CString)>,
 }
 
 /// The per-spawn pieces of a sandboxed command: file descriptors bwrap reads (their
-/// close-on-exec flag is cleared in the child) and the instance's uid.
+/// close-on-exec flag is cleared in the child), the instance's uid, and the overlays the
+/// child mounts before bwrap runs.
 #[derive(Debug)]
 pub struct Prepared {
     pub fds: Vec<OwnedFd>,
     pub uid: UidLease,
+    /// Detached overlays of the code and the bootstraps and the host directories they go
+    /// on (close-on-exec: bwrap never has them); empty without overlays.
+    trees: Vec<(OwnedFd, CString)>,
 }
 
 impl Prepared {
@@ -179,6 +244,25 @@ impl Prepared {
     pub fn raw_fds(&self) -> Vec<i32> {
         self.fds.iter().map(|f| f.as_raw_fd()).collect()
     }
+
+    /// What the `pre_exec` hook mounts ([`mount_trees`]).
+    pub fn plan(&self) -> MountPlan {
+        MountPlan {
+            trees: self
+                .trees
+                .iter()
+                .map(|(fd, dir)| (fd.as_raw_fd(), dir.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// What [`bind_task_root`] mounts on a stem cell's `/var/task`, prepared before it forks.
+#[derive(Debug)]
+pub struct TaskRoot {
+    code: CString,
+    /// A detached overlay of the code, when the host allows overlays.
+    tree: Option<OwnedFd>,
 }
 
 /// Where the instance's code and bootstraps are on the host.
@@ -203,9 +287,39 @@ impl Sandbox {
             .lease()
             .ok_or_else(|| RuntimeError::Spawn(std::io::Error::other("no free sandbox uid")))?;
         let (argv, fds) = self.argv(m, uid.uid(), program, args)?;
+        let trees = self.trees(m).map_err(RuntimeError::Spawn)?;
         let mut cmd = tokio::process::Command::new(&self.bwrap);
         cmd.args(argv);
-        Ok((cmd, Prepared { fds, uid }))
+        Ok((cmd, Prepared { fds, uid, trees }))
+    }
+
+    /// Detached overlays of the code (unless a stem cell) and of the bootstraps, each with
+    /// the host directory it is to be mounted on, when the host allows overlays.
+    fn trees(&self, m: &Mounts<'_>) -> std::io::Result<Vec<(OwnedFd, CString)>> {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(empty) = &self.overlay else {
+            return Ok(Vec::new());
+        };
+        m.code_dir
+            .into_iter()
+            .chain([m.runtimes_dir])
+            .map(|dir| {
+                let tree = overlay(dir, empty)?;
+                Ok((tree, CString::new(dir.as_os_str().as_bytes())?))
+            })
+            .collect()
+    }
+
+    /// What a stem cell's specialisation mounts on its `/var/task` (see [`bind_task_root`]).
+    pub fn task_root(&self, code_dir: &Path) -> std::io::Result<TaskRoot> {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(TaskRoot {
+            code: CString::new(code_dir.as_os_str().as_bytes())?,
+            tree: match &self.overlay {
+                Some(empty) => Some(overlay(code_dir, empty)?),
+                None => None,
+            },
+        })
     }
 
     fn argv(
@@ -396,7 +510,8 @@ impl Sandbox {
 }
 
 /// The process inside a running sandbox: the first child of the outer `bwrap` process,
-/// which stays in the host's namespaces.
+/// which stays in the host's namespaces (but for the mount namespace [`mount_trees`]
+/// makes).
 fn sandbox_child(bwrap_pid: u32) -> std::io::Result<u32> {
     let list = std::fs::read_to_string(format!("/proc/{bwrap_pid}/task/{bwrap_pid}/children"))?;
     list.split_whitespace()
@@ -405,21 +520,133 @@ fn sandbox_child(bwrap_pid: u32) -> std::io::Result<u32> {
         .ok_or_else(|| std::io::Error::other("the sandbox has no process (yet)"))
 }
 
-/// Mounts `code_dir` read-only (nosuid, nodev) at `/var/task` inside the running sandbox
-/// of `bwrap_pid` — how a stem cell, started with an empty `/var/task`, receives a
-/// function's code. The mount is built detached in the host's mount namespace
-/// (`open_tree` + `mount_setattr`), then a forked child joins the sandbox's mount
-/// namespace and attaches it there (`move_mount`): the sandbox never sees a host path.
-/// Needs root (`CAP_SYS_ADMIN`) and Linux ≥ 5.12.
-pub(crate) fn bind_task_root(bwrap_pid: u32, code_dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    // Not in libc for every target: the values of linux/mount.h.
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    const AT_RECURSIVE: libc::c_uint = 0x8000;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    const MOUNT_ATTR_NOSUID: u64 = 0x2;
-    const MOUNT_ATTR_NODEV: u64 = 0x4;
+// Not in libc for every target: the values of linux/mount.h.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// The steps of [`bind_task_root`]'s child, as reported when one fails.
+const STEPS: [&str; 5] = ["", "open_tree", "mount_setattr", "setns", "move_mount"];
+
+/// A detached read-only (nosuid, nodev) overlayfs mount showing `dir`: a superblock of its
+/// own (its root in `/proc/self/mountinfo` is `/`) whose layers are `dir` and the empty
+/// layer, named by descriptor (`lowerdir=/proc/self/fd/N:/proc/self/fd/M`: the kernel
+/// resolves the paths when the overlay is created and shows the string as given). Created
+/// in the server's mount namespace (overlayfs takes layers of the caller's namespace
+/// only), attached elsewhere with `move_mount`.
+fn overlay(dir: &Path, empty: &EmptyLayer) -> std::io::Result<OwnedFd> {
+    let layer = open_path(dir)?;
+    let lowerdir = CString::new(format!(
+        "/proc/self/fd/{}:/proc/self/fd/{}",
+        layer.as_raw_fd(),
+        empty.fd.as_raw_fd()
+    ))
+    .expect("no NUL");
+    let err = |step: &str| {
+        let e = std::io::Error::last_os_error();
+        std::io::Error::new(e.kind(), format!("overlayfs {step}: {e}"))
+    };
+    // SAFETY: system calls on NUL-terminated strings and descriptors owned here; each
+    // descriptor returned is owned from then on.
+    unsafe {
+        let fs = libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC);
+        if fs < 0 {
+            return Err(err("fsopen"));
+        }
+        let fs = OwnedFd::from_raw_fd(fs as libc::c_int);
+        for (key, value) in [(c"source", c"overlay"), (c"lowerdir", lowerdir.as_c_str())] {
+            if libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            ) != 0
+            {
+                return Err(err("fsconfig"));
+            }
+        }
+        if libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        ) != 0
+        {
+            return Err(err("create"));
+        }
+        let tree = libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        );
+        if tree < 0 {
+            return Err(err("fsmount"));
+        }
+        Ok(OwnedFd::from_raw_fd(tree as libc::c_int))
+    }
+}
+
+/// Mounts the detached overlays of `plan`, each on the host directory it shows, in a new
+/// mount namespace of this process (a slave of the host's: nothing propagates back):
+/// called between fork and exec of bwrap, which then binds them into the sandbox as it
+/// would bind the directories. Only system calls on memory prepared before the fork
+/// (async-signal-safe). Needs `CAP_SYS_ADMIN`.
+pub(crate) fn mount_trees(plan: &MountPlan) -> std::io::Result<()> {
+    if plan.trees.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: system calls on NUL-terminated strings prepared before the fork and on
+    // descriptors the parent keeps open until the child has exec'd.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0
+            || libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        for (tree, target) in &plan.trees {
+            if libc::syscall(
+                libc::SYS_move_mount,
+                *tree,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Mounts a function's code read-only (nosuid, nodev) at `/var/task` inside the running
+/// sandbox of `bwrap_pid` — how a stem cell, started with an empty `/var/task`, receives a
+/// function's code. The mount is built detached in the host's mount namespace — an overlay
+/// ([`Sandbox::task_root`], made before this is called), or, when the host refuses
+/// overlays, a bind mount of the directory (`open_tree` + `mount_setattr`, which shows its
+/// host path in the sandbox's `/proc/self/mountinfo`) — then a forked child joins the
+/// sandbox's mount namespace and attaches it there (`move_mount`). Needs root
+/// (`CAP_SYS_ADMIN`) and Linux ≥ 5.12.
+pub(crate) fn bind_task_root(bwrap_pid: u32, root: &TaskRoot) -> std::io::Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -441,9 +668,9 @@ pub(crate) fn bind_task_root(bwrap_pid: u32, code_dir: &Path) -> std::io::Result
             "the sandbox shares the server's mount namespace",
         ));
     }
-    let code = CString::new(code_dir.as_os_str().as_bytes())?;
+    let code = root.code.as_c_str();
+    let overlay = root.tree.as_ref().map(|t| t.as_raw_fd());
     let target = CString::new(TASK_ROOT).expect("no NUL");
-    let empty = CString::new("").expect("no NUL");
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         attr_clr: 0,
@@ -475,34 +702,40 @@ pub(crate) fn bind_task_root(bwrap_pid: u32, code_dir: &Path) -> std::io::Result
         let wfd = wr.as_raw_fd();
         unsafe {
             let fail = |step: i32| fail_at(wfd, step);
-            let tree = libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                code.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
-            );
-            if tree < 0 {
-                fail(1);
-            }
-            let tree = tree as libc::c_int;
-            if libc::syscall(
-                libc::SYS_mount_setattr,
-                tree,
-                empty.as_ptr(),
-                libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            ) != 0
-            {
-                fail(2);
-            }
+            let tree = match overlay {
+                Some(tree) => tree,
+                None => {
+                    let tree = libc::syscall(
+                        libc::SYS_open_tree,
+                        libc::AT_FDCWD,
+                        code.as_ptr(),
+                        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+                    );
+                    if tree < 0 {
+                        fail(1);
+                    }
+                    let tree = tree as libc::c_int;
+                    if libc::syscall(
+                        libc::SYS_mount_setattr,
+                        tree,
+                        c"".as_ptr(),
+                        libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+                        &attr as *const MountAttr,
+                        std::mem::size_of::<MountAttr>(),
+                    ) != 0
+                    {
+                        fail(2);
+                    }
+                    tree
+                }
+            };
             if libc::setns(ns_fd, libc::CLONE_NEWNS) != 0 {
                 fail(3);
             }
             if libc::syscall(
                 libc::SYS_move_mount,
                 tree,
-                empty.as_ptr(),
+                c"".as_ptr(),
                 libc::AT_FDCWD,
                 target.as_ptr(),
                 MOVE_MOUNT_F_EMPTY_PATH,
@@ -521,10 +754,7 @@ pub(crate) fn bind_task_root(bwrap_pid: u32, code_dir: &Path) -> std::io::Result
     // SAFETY: waits for the child forked above.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     if n == 8 {
-        let step = ["", "open_tree", "mount_setattr", "setns", "move_mount"]
-            .get(report[0] as usize)
-            .copied()
-            .unwrap_or("?");
+        let step = STEPS.get(report[0] as usize).copied().unwrap_or("?");
         return Err(std::io::Error::new(
             std::io::Error::from_raw_os_error(report[1]).kind(),
             format!(
@@ -724,12 +954,15 @@ fn etc_entries() -> Vec<PathBuf> {
 
 /// Probes what this host allows and, unless `mode` is `none` or nothing works, returns the
 /// sandbox. `host_dirs`: interpreter installations outside `/usr` to bind read-only.
-/// `strict` fails (with what is missing and how to fix it) unless every layer works.
+/// `scratch`: an empty directory for trial runs; `empty`: the empty lower layer of the
+/// overlays (created, or emptied). `strict` fails (with what is missing and how to fix it)
+/// unless every layer works.
 pub fn probe(
     mode: Isolation,
     cgroups: &MemoryLimits,
     host_dirs: Vec<PathBuf>,
     scratch: &Path,
+    empty: &Path,
 ) -> Result<(Option<Sandbox>, IsolationReport), String> {
     if mode == Isolation::None {
         // Cgroup limits still apply to plain child processes.
@@ -748,6 +981,7 @@ pub fn probe(
             layers.push(Layer::missing("filesystem", "needs bwrap"));
             layers.push(Layer::missing("user", "needs bwrap"));
             layers.push(Layer::missing("seccomp", "needs bwrap"));
+            layers.push(Layer::missing("paths", "needs bwrap"));
         }
         Some(bwrap) => {
             let setpriv = if root { find_on_path("setpriv") } else { None };
@@ -758,6 +992,7 @@ pub fn probe(
                 host_dirs,
                 etc: etc_entries(),
                 uids: Arc::new(UidPool::default()),
+                overlay: None,
             };
             // Stage 1: namespaces and mounts (in a user namespace when not root).
             match sb.try_run(scratch) {
@@ -771,6 +1006,7 @@ pub fn probe(
                     layers.push(Layer::missing("filesystem", "needs namespaces"));
                     layers.push(Layer::missing("user", "needs namespaces"));
                     layers.push(Layer::missing("seccomp", "needs namespaces"));
+                    layers.push(Layer::missing("paths", "needs namespaces"));
                 }
                 Ok(()) => {
                     layers.push(Layer::ok("namespaces", "mount, pid, ipc, uts (bubblewrap)"));
@@ -828,6 +1064,8 @@ pub fn probe(
                             }
                         }
                     }
+                    // Stage 4: the code and the bootstraps as overlays.
+                    layers.push(sb.probe_overlays(root, scratch, empty));
                     sandbox = Some(sb);
                 }
             }
@@ -883,7 +1121,40 @@ pub fn probe(
     Ok((sandbox, report))
 }
 
+/// What `/proc/self/mountinfo` shows an instance without overlays.
+const BIND_LEAK: &str = "the code and the bootstraps are bind mounts: an instance's /proc/self/mountinfo shows the data dir's path and the code's content hash";
+
 impl Sandbox {
+    /// Whether the code and the bootstraps can be overlays here (root, overlayfs, Linux
+    /// ≥ 5.2 for `fsopen`): tried once with `scratch` as code; the `paths` layer.
+    fn probe_overlays(&mut self, root: bool, scratch: &Path, empty: &Path) -> Layer {
+        if !root {
+            return Layer::missing("paths", format!("needs root: {BIND_LEAK}"));
+        }
+        match EmptyLayer::open(empty) {
+            Err(e) => Layer::missing(
+                "paths",
+                format!("cannot create {}: {e}: {BIND_LEAK}", empty.display()),
+            ),
+            Ok(layer) => {
+                self.overlay = Some(layer);
+                match self.try_run(scratch) {
+                    Ok(()) => Layer::ok(
+                        "paths",
+                        "code and bootstraps on private read-only overlays: no host path or content hash in /proc/self/mountinfo",
+                    ),
+                    Err(e) => {
+                        self.overlay = None;
+                        Layer::missing(
+                            "paths",
+                            format!("the kernel refused an overlayfs mount ({e}): {BIND_LEAK}"),
+                        )
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs `true` in the sandbox as configured so far.
     fn try_run(&self, scratch: &Path) -> Result<(), String> {
         let m = Mounts {
@@ -895,18 +1166,30 @@ impl Sandbox {
         let (argv, fds) = self
             .argv(&m, uid.uid(), "true".as_ref(), &[])
             .map_err(|e| e.to_string())?;
+        let trees = self.trees(&m).map_err(|e| e.to_string())?;
+        let plan = MountPlan {
+            trees: trees
+                .iter()
+                .map(|(fd, dir)| (fd.as_raw_fd(), dir.clone()))
+                .collect(),
+        };
         let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
         let mut cmd = Command::new(&self.bwrap);
         cmd.args(argv)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .stdin(std::process::Stdio::null());
-        // SAFETY: only fcntl, which is async-signal-safe.
+        // SAFETY: only system calls on memory prepared before the fork (fcntl, umask,
+        // unshare, mount and the mount API), which are async-signal-safe.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || clear_cloexec(&raw));
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                mount_trees(&plan)?;
+                clear_cloexec(&raw)
+            });
         }
         let out = cmd.output().map_err(|e| e.to_string())?;
         drop(fds);
+        drop(trees);
         if out.status.success() {
             Ok(())
         } else {
@@ -1001,6 +1284,7 @@ mod tests {
             host_dirs: vec!["/opt/py/3.11".into()],
             etc: vec!["/etc/ssl".into()],
             uids: Arc::new(UidPool::default()),
+            overlay: None,
         };
         let m = Mounts {
             code_dir: Some(Path::new("/data/code/unpacked/abc")),
@@ -1064,6 +1348,44 @@ mod tests {
         // Parents of mount points are created 0755 before the mounts.
         let dir = opts.iter().position(|o| *o == "/opt/py").unwrap();
         assert_eq!(opts[dir - 1], "--dir");
+    }
+
+    /// As root (CI): an overlay of a directory is a read-only overlayfs superblock of its
+    /// own showing the directory's files, and the empty layer is emptied at start.
+    #[test]
+    fn an_overlay_shows_the_directory_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = dir.path().join("code");
+        std::fs::create_dir(&code).unwrap();
+        std::fs::write(code.join("app.py"), "x = 1\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        std::fs::write(empty.join("stray"), "merged into every /var/task").unwrap();
+        let layer = EmptyLayer::open(&empty).unwrap();
+        assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+        let tree = overlay(&code, &layer).unwrap();
+        // SAFETY: fstatfs and openat on a descriptor owned by the test.
+        unsafe {
+            let mut st: libc::statfs = std::mem::zeroed();
+            assert_eq!(libc::fstatfs(tree.as_raw_fd(), &mut st), 0);
+            const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+            assert_eq!(st.f_type as i64, OVERLAYFS_SUPER_MAGIC);
+            let fd = libc::openat(tree.as_raw_fd(), c"app.py".as_ptr(), libc::O_RDONLY);
+            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+            let f = std::fs::File::from(OwnedFd::from_raw_fd(fd));
+            assert_eq!(std::io::read_to_string(f).unwrap(), "x = 1\n");
+            let w = libc::openat(
+                tree.as_raw_fd(),
+                c"new".as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT,
+                0o644,
+            );
+            assert_eq!(w, -1);
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::EROFS)
+            );
+        }
     }
 
     #[test]

@@ -13,24 +13,25 @@ use nimbus_gateway::{Gateway, GatewayConfig, GatewayInvoker, Pools};
 use nimbus_pool::{PoolConfig, PoolManager};
 pub use nimbus_runtime::StemConfig;
 use nimbus_runtime::{
-    Isolation, LogRecord, LogSink, LogStreamKind, MemoryLimits, ProcessExecutor,
-    ProcessExecutorConfig,
+    Isolation, LogCapture, LogReceiver, LogRecord, LogSink, LogStreamKind, MemoryLimits,
+    ProcessExecutor, ProcessExecutorConfig,
 };
 use nimbus_store::{BacklogLimit, SqliteQueueStore};
 use nimbus_store::{
-    CodeStore, LogEntry, LogStream, SqliteBusStore, SqliteEventQueue, SqliteStore, Store,
+    CodeStore, LogEntry, LogLimits, LogStream, SqliteBusStore, SqliteEventQueue, SqliteStore, Store,
 };
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 mod conn;
 mod keys;
 mod secrets;
+mod slots;
 
 pub use conn::ConnLimits;
 pub use nimbus_gateway::AbuseLimits;
@@ -94,6 +95,8 @@ pub struct Config {
     pub async_backlog: BacklogLimit,
     /// Bounds on queue messages (`--max-queue-messages`, `--max-queue-bytes`).
     pub queue_backlog: BacklogLimit,
+    /// Bounds on captured output and the log store (`--max-log-bytes…`).
+    pub logs: LogConfig,
     /// How instances are sandboxed (`--isolation`).
     pub isolation: Isolation,
     /// Prewarmed runtimes for cold starts (`--stem-cells`).
@@ -134,12 +137,58 @@ impl Default for Config {
             abuse: AbuseLimits::default(),
             async_backlog: DEFAULT_BACKLOG,
             queue_backlog: DEFAULT_BACKLOG,
+            logs: LogConfig::default(),
             isolation: Isolation::default(),
             stem_cells: StemConfig::default(),
             max_initializing: nimbus_pool::default_max_initializing(),
             auth: true,
         }
     }
+}
+
+/// Bounds on function output: what one invocation may log, what the server holds in
+/// memory on its way to the store, and what the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    pub capture: LogCapture,
+    /// Per-function bounds, and the total; `total_bytes` of `None`: the default, 1 GiB or a
+    /// tenth of the data dir's file system, whichever is smaller.
+    pub lines_per_function: usize,
+    pub bytes_per_function: u64,
+    pub total_bytes: Option<u64>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        let store = LogLimits::default();
+        Self {
+            capture: LogCapture::default(),
+            lines_per_function: store.lines_per_function,
+            bytes_per_function: store.bytes_per_function,
+            total_bytes: None,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The store's limits for a data dir on a file system of `fs_bytes` (when known).
+    pub fn store_limits(&self, fs_bytes: Option<u64>) -> LogLimits {
+        let default_total = LogLimits::default().total_bytes;
+        let total = self.total_bytes.unwrap_or_else(|| {
+            fs_bytes.map_or(default_total, |fs| default_total.min(fs / 10).max(16 << 20))
+        });
+        LogLimits {
+            lines_per_function: self.lines_per_function.max(1),
+            bytes_per_function: self.bytes_per_function.max(1),
+            total_bytes: total.max(1 << 20),
+        }
+    }
+}
+
+/// The size of the file system holding `path`.
+fn file_system_bytes(path: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(st.blocks() as u64 * st.fragment_size() as u64)
 }
 
 /// The admin key a first start with auth on created, shown once.
@@ -176,6 +225,7 @@ pub struct Server {
     scheduler: Arc<Scheduler>,
     memory: MemoryLimits,
     log_task: tokio::task::JoinHandle<()>,
+    log_maintenance: tokio::task::JoinHandle<()>,
     auth: Arc<nimbus_gateway::Auth>,
     bootstrap: Option<BootstrapKey>,
 }
@@ -199,8 +249,10 @@ impl Server {
             .data_dir
             .canonicalize()
             .context("cannot resolve data dir")?;
+        let log_limits = config.logs.store_limits(file_system_bytes(&data_dir));
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&data_dir)
+                .and_then(|s| s.with_log_limits(log_limits))
                 .with_context(|| format!("cannot open registry in {}", data_dir.display()))?,
         );
         let code =
@@ -215,7 +267,7 @@ impl Server {
         let (secret_store, key_file) = secrets::open(&data_dir, config.master_key_file.as_deref())?;
         let (auth, bootstrap) = keys::open(&data_dir, secret_store.clone(), config.auth)?;
 
-        let (sink, rx) = LogSink::new(65_536);
+        let (sink, rx) = LogSink::new(config.logs.capture);
         let memory = MemoryLimits::detect();
         match &memory {
             MemoryLimits::Unavailable { reason } => warn!("memory limits: none ({reason})"),
@@ -265,7 +317,7 @@ impl Server {
             floor_mb = config.memory_floor >> 20,
             "instance memory budget (none: unlimited) and MemAvailable floor"
         );
-        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        let listener = conn::bind(config.listen).with_context(|| {
             format!(
                 "cannot listen on {} (is another server running? use --listen)",
                 config.listen
@@ -331,7 +383,8 @@ impl Server {
                 }
             });
         }
-        let log_task = tokio::spawn(store_logs(rx, store));
+        let log_task = tokio::spawn(store_logs(rx, store.clone()));
+        let log_maintenance = tokio::spawn(maintain_logs(store));
         Ok(Server {
             config,
             listener,
@@ -345,6 +398,7 @@ impl Server {
             scheduler,
             memory,
             log_task,
+            log_maintenance,
             auth,
             bootstrap,
         })
@@ -437,6 +491,7 @@ impl Server {
         // Let the last log lines reach the store.
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.log_task.abort();
+        self.log_maintenance.abort();
         info!("stopped");
         Ok(())
     }
@@ -464,9 +519,14 @@ fn unix_ms() -> i64 {
 const LOG_COMMIT_INTERVAL: Duration = Duration::from_millis(25);
 /// Most lines per commit.
 const LOG_BATCH_MAX: usize = 4096;
+/// Most bytes per commit (a larger batch is committed in parts): one transaction's WAL
+/// growth, which the log store's bound must leave room for.
+const LOG_COMMIT_BYTES: usize = 4 << 20;
+/// How often the log store is asked to give freed space back to the file system.
+const LOG_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Moves captured log lines into the store in batches.
-async fn store_logs(mut rx: tokio::sync::mpsc::Receiver<LogRecord>, store: Arc<dyn Store>) {
+async fn store_logs(mut rx: LogReceiver, store: Arc<dyn Store>) {
     let mut batch = Vec::with_capacity(512);
     let mut last_commit: Option<tokio::time::Instant> = None;
     while rx.recv_many(&mut batch, LOG_BATCH_MAX).await > 0 {
@@ -476,34 +536,65 @@ async fn store_logs(mut rx: tokio::sync::mpsc::Receiver<LogRecord>, store: Arc<d
                 tokio::time::sleep_until(due).await;
                 while batch.len() < LOG_BATCH_MAX {
                     match rx.try_recv() {
-                        Ok(r) => batch.push(r),
-                        Err(_) => break,
+                        Some(r) => batch.push(r),
+                        None => break,
                     }
                 }
             }
         }
-        let entries: Vec<LogEntry> = batch
-            .drain(..)
-            .map(|r| LogEntry {
-                seq: 0,
-                function: r.function,
-                ts_ms: r.ts_ms,
-                request_id: r.request_id,
-                stream: match r.stream {
-                    LogStreamKind::Stdout => LogStream::Stdout,
-                    LogStreamKind::Stderr => LogStream::Stderr,
-                    LogStreamKind::Platform => LogStream::Platform,
-                },
-                line: r.line,
-            })
-            .collect();
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.append_logs(&entries)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!("cannot store log lines: {e}"),
-            Err(e) => warn!("log writer failed: {e}"),
+        while !batch.is_empty() {
+            let mut bytes = 0;
+            let n = batch
+                .iter()
+                .take_while(|r| {
+                    bytes += r.cost();
+                    bytes <= LOG_COMMIT_BYTES
+                })
+                .count()
+                .max(1);
+            let cost: usize = batch[..n].iter().map(LogRecord::cost).sum();
+            let entries: Vec<LogEntry> = batch.drain(..n).map(entry).collect();
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.append_logs(&entries)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!("cannot store log lines: {e}"),
+                Err(e) => warn!("log writer failed: {e}"),
+            }
+            rx.release(cost);
         }
         last_commit = Some(tokio::time::Instant::now());
+    }
+}
+
+fn entry(r: LogRecord) -> LogEntry {
+    LogEntry {
+        seq: 0,
+        function: r.function,
+        ts_ms: r.ts_ms,
+        request_id: r.request_id,
+        stream: match r.stream {
+            LogStreamKind::Stdout => LogStream::Stdout,
+            LogStreamKind::Stderr => LogStream::Stderr,
+            LogStreamKind::Platform => LogStream::Platform,
+        },
+        line: r.line,
+    }
+}
+
+/// Gives the space of deleted and pruned log lines back to the file system, off the
+/// request path.
+async fn maintain_logs(store: Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(LOG_MAINTENANCE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.maintain_logs()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => debug!(bytes = n, "log store compacted"),
+            Ok(Err(e)) => warn!("cannot compact the log store: {e}"),
+            Err(e) => warn!("log store maintenance failed: {e}"),
+        }
     }
 }
 
@@ -564,7 +655,7 @@ mod tests {
     async fn log_writer_stores_every_line_of_a_burst_and_after_a_pause() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        let (sink, rx) = LogSink::new(65_536);
+        let (sink, rx) = LogSink::new(LogCapture::default());
         let writer = tokio::spawn(store_logs(rx, store.clone()));
         // More than one batch at once: several commits, nothing lost or reordered.
         let burst = LOG_BATCH_MAX + 10;

@@ -30,7 +30,7 @@ pub use secrets::{
     validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,
     MAX_SECRET_NAME, MAX_SECRET_VALUE,
 };
-pub use sqlite::{SqliteStore, LOG_RETENTION_LINES};
+pub use sqlite::{row_size, LogLimits, LogUsage, SqliteStore, LOG_RETENTION_LINES};
 
 use nimbus_core::{Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion};
 use std::collections::{BTreeMap, HashSet};
@@ -80,11 +80,17 @@ pub trait Store: Send + Sync + 'static {
     /// these; layers, once they exist, belong here too). What the code store's garbage
     /// collection keeps.
     fn code_references(&self) -> Result<HashSet<String>>;
-    /// Appends log lines (batched by the caller). Assigns `seq`; entries older than the
-    /// per-function retention bound are pruned.
+    /// Appends log lines (batched by the caller). Assigns `seq`; the oldest lines of a
+    /// function over its bounds (lines, bytes) are pruned, and while the store is over its
+    /// total bound, the oldest lines of the functions holding the most ([`LogLimits`]).
     fn append_logs(&self, entries: &[LogEntry]) -> Result<()>;
     /// Log lines of `function` with `seq > after`, oldest first, at most `limit`.
     fn logs(&self, function: &FunctionName, after: i64, limit: usize) -> Result<Vec<LogEntry>>;
+    /// How much the log store holds, and its bound.
+    fn log_usage(&self) -> LogUsage;
+    /// Gives the space of deleted and pruned lines back to the file system when enough of
+    /// it is free (blocking; call it off the request path). Returns the bytes given back.
+    fn maintain_logs(&self) -> Result<u64>;
 
     // ---- Lambda control plane (CreateFunction, UpdateFunction*, PublishVersion, …) ----
 

@@ -1,20 +1,23 @@
 //! The SQLite [`Store`]: `registry.db` (functions, versions, aliases and per-function
 //! metadata, `synchronous=FULL`) and `logs.db` (log lines, `synchronous=NORMAL`: a crash may
-//! lose the last lines, never the registry) in the data directory, both in WAL mode.
+//! lose the last lines, never the registry; see [`logs`]) in the data directory, both in WAL
+//! mode.
+
+mod logs;
+
+pub use logs::{row_size, LogLimits, LogUsage, LOG_RETENTION_LINES};
 
 use crate::{CodeInfo, Deployed, LogEntry, ProvisionedConfig, Result, Store, StoreError};
+use logs::LogDb;
 use nimbus_core::control::validate_alias_name;
 use nimbus_core::{
     Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion, Limits, LATEST,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
-
-/// Log lines kept per function; older lines are pruned on append.
-pub const LOG_RETENTION_LINES: usize = 10_000;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -78,34 +81,16 @@ CREATE TABLE provisioned_concurrency (
 ",
 ];
 
-/// Schema migrations of `logs.db`.
-const LOGS_MIGRATIONS: &[&str] = &["
-CREATE TABLE logs (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    function   TEXT NOT NULL,
-    ts_ms      INTEGER NOT NULL,
-    request_id TEXT,
-    stream     TEXT NOT NULL,
-    line       TEXT NOT NULL
-);
-CREATE INDEX logs_by_function ON logs(function, seq);
-"];
-
 /// The default [`Store`]: two SQLite databases in the data directory.
 pub struct SqliteStore {
     registry: Mutex<Connection>,
-    logs: Mutex<Connection>,
-    log_retention: usize,
-    /// Lines stored per function, learnt on first append (guarded by the `logs` lock's
-    /// order: always taken after it). Lets retention delete exactly the excess lines instead
-    /// of walking `retention` index entries on every append.
-    log_counts: Mutex<HashMap<String, usize>>,
+    logs: LogDb,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("log_retention", &self.log_retention)
+            .field("log_limits", &self.logs.limits())
             .finish_non_exhaustive()
     }
 }
@@ -120,29 +105,32 @@ impl SqliteStore {
             ))
         })?;
         let registry = open_db(&data_dir.join("registry.db"), "FULL", REGISTRY_MIGRATIONS)?;
-        let logs = open_db(&data_dir.join("logs.db"), "NORMAL", LOGS_MIGRATIONS)?;
+        let logs = LogDb::open(data_dir)?;
         Ok(Self {
             registry: Mutex::new(registry),
-            logs: Mutex::new(logs),
-            log_retention: LOG_RETENTION_LINES,
-            log_counts: Mutex::new(HashMap::new()),
+            logs,
         })
     }
 
     /// Keeps at most `lines` log lines per function (default [`LOG_RETENTION_LINES`]).
-    pub fn with_log_retention(mut self, lines: usize) -> Self {
-        self.log_retention = lines;
-        self
+    pub fn with_log_retention(self, lines: usize) -> Result<Self> {
+        let limits = LogLimits {
+            lines_per_function: lines,
+            ..self.logs.limits()
+        };
+        self.with_log_limits(limits)
+    }
+
+    /// Bounds the log store (default [`LogLimits::default`]).
+    pub fn with_log_limits(mut self, limits: LogLimits) -> Result<Self> {
+        self.logs.set_limits(limits)?;
+        Ok(self)
     }
 
     fn registry(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a half-done transaction behind (dropping
         // a rusqlite Transaction rolls it back), so the connection is still good.
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn logs_db(&self) -> MutexGuard<'_, Connection> {
-        self.logs.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -572,14 +560,9 @@ impl SqliteStore {
 
     /// Deletes every log line of `name` (logging, not failing, on error).
     fn delete_logs(&self, name: &FunctionName, failure: &str) {
-        let db = self.logs_db();
-        if let Err(e) = db.execute("DELETE FROM logs WHERE function = ?1", [name.as_str()]) {
+        if let Err(e) = self.logs.delete_function(name.as_str()) {
             tracing::warn!(function = %name, error = %e, "{failure}");
         }
-        self.log_counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name.as_str());
     }
 }
 
@@ -742,80 +725,19 @@ impl Store for SqliteStore {
     }
 
     fn append_logs(&self, entries: &[LogEntry]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.logs_db();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut appended: BTreeMap<&str, usize> = BTreeMap::new();
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO logs (function, ts_ms, request_id, stream, line) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for e in entries {
-                insert.execute(params![
-                    e.function,
-                    e.ts_ms,
-                    e.request_id,
-                    e.stream.as_str(),
-                    e.line
-                ])?;
-                *appended.entry(e.function.as_str()).or_default() += 1;
-            }
-            // Keep the newest `retention` lines: delete exactly the excess, oldest first.
-            let mut counts = self.log_counts.lock().unwrap_or_else(|e| e.into_inner());
-            let mut count_stmt =
-                tx.prepare_cached("SELECT COUNT(*) FROM logs WHERE function = ?1")?;
-            let mut prune = tx.prepare_cached(
-                "DELETE FROM logs WHERE seq IN (
-                     SELECT seq FROM logs WHERE function = ?1 ORDER BY seq LIMIT ?2)",
-            )?;
-            for (f, n) in appended {
-                let count = match counts.get(f) {
-                    Some(c) => c + n,
-                    None => count_stmt.query_row([f], |r| r.get::<_, i64>(0))? as usize,
-                };
-                let excess = count.saturating_sub(self.log_retention);
-                if excess > 0 {
-                    prune.execute(params![f, excess as i64])?;
-                }
-                counts.insert(f.to_string(), count - excess);
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.logs.append(entries)
     }
 
     fn logs(&self, function: &FunctionName, after: i64, limit: usize) -> Result<Vec<LogEntry>> {
-        let conn = self.logs_db();
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, function, ts_ms, request_id, stream, line FROM logs
-             WHERE function = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![function.as_str(), after, limit], |r| {
-            let stream: String = r.get(4)?;
-            Ok((
-                LogEntry {
-                    seq: r.get(0)?,
-                    function: r.get(1)?,
-                    ts_ms: r.get(2)?,
-                    request_id: r.get(3)?,
-                    stream: crate::LogStream::Stdout,
-                    line: r.get(5)?,
-                },
-                stream,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (mut entry, stream) = r?;
-            entry.stream = stream.parse().map_err(|e| {
-                StoreError::Corrupt(format!("log line {} of {function}: {e}", entry.seq))
-            })?;
-            out.push(entry);
-        }
-        Ok(out)
+        self.logs.read(function.as_str(), after, limit)
+    }
+
+    fn log_usage(&self) -> LogUsage {
+        self.logs.usage()
+    }
+
+    fn maintain_logs(&self) -> Result<u64> {
+        self.logs.maintain()
     }
 
     fn create(
@@ -1553,7 +1475,7 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!((mode.as_str(), sync, fk), ("wal", 2, 1));
-        let logs = s.logs_db();
+        let logs = s.logs.connection();
         let sync: i64 = logs
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
@@ -1667,7 +1589,7 @@ mod tests {
     #[test]
     fn logs_retention_prunes_oldest() {
         let (_d, s) = open();
-        let s = s.with_log_retention(3);
+        let s = s.with_log_retention(3).unwrap();
         s.append_logs(&[line("f", "1"), line("f", "2")]).unwrap();
         s.append_logs(&[line("f", "3"), line("f", "4"), line("g", "g1")])
             .unwrap();
@@ -1700,7 +1622,10 @@ mod tests {
             )
             .unwrap();
         }
-        let s = SqliteStore::open(dir.path()).unwrap().with_log_retention(3);
+        let s = SqliteStore::open(dir.path())
+            .unwrap()
+            .with_log_retention(3)
+            .unwrap();
         s.append_logs(&[line("f", "6")]).unwrap();
         assert_eq!(lines(&s, "f", 0, 100), ["4", "5", "6"]);
     }
