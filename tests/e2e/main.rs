@@ -13,6 +13,7 @@ mod connections;
 mod density;
 mod durability;
 mod escape;
+mod gc;
 mod go;
 mod http;
 mod java;

@@ -206,6 +206,12 @@ impl AsyncEngine {
         })
     }
 
+    /// Forgets the circuit breaker state of `function` (after it was deleted: a function
+    /// created again under the name starts closed, and nothing stays behind per name).
+    pub fn forget_function(&self, function: &str) {
+        self.circuits.lock().unwrap().remove(function);
+    }
+
     /// The circuit breaker state of `function`.
     pub fn circuit(&self, function: &str) -> CircuitView {
         match self
@@ -810,6 +816,26 @@ mod tests {
             }
         );
         e.stop();
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_deleted_function_drops_its_circuit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = EngineConfig {
+            circuit_threshold: 1,
+            ..Default::default()
+        };
+        let e = engine(dir.path(), cfg);
+        e.record_outcome("gone", false, now_ms());
+        assert!(matches!(e.circuit("gone"), CircuitView::Open { .. }));
+        e.forget_function("gone");
+        assert_eq!(
+            e.circuit("gone"),
+            CircuitView::Closed {
+                consecutive_failures: 0
+            }
+        );
+        assert!(e.circuits.lock().unwrap().is_empty());
     }
 
     async fn futures_submit(e: &AsyncEngine, n: usize) -> Vec<String> {

@@ -12,7 +12,7 @@ use base64::Engine;
 use nimbus_core::{
     arn, Alias, FunctionConfig, FunctionName, FunctionVersion, Limits, Runtime, LATEST,
 };
-use nimbus_store::CodeInfo;
+use nimbus_store::{CodeInfo, PinnedCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -156,9 +156,11 @@ fn decode_zip(b64: &str) -> Result<Vec<u8>, ApiError> {
         .map_err(|e| ApiError::InvalidParameter(format!("Code.ZipFile is not valid base64: {e}")))
 }
 
-async fn store_zip(gw: &Arc<Gateway>, zip: Vec<u8>) -> Result<CodeInfo, ApiError> {
+/// Stores a package, pinned until the registry row naming it is committed: move the pin
+/// into the blocking call that commits, so it is held even if the request goes away.
+async fn store_zip(gw: &Arc<Gateway>, zip: Vec<u8>) -> Result<PinnedCode, ApiError> {
     let code = gw.code.clone();
-    Ok(tokio::task::spawn_blocking(move || code.put_zip(&zip)).await??)
+    Ok(tokio::task::spawn_blocking(move || code.put(&zip)).await??)
 }
 
 /// Runs a blocking store call off the async workers.
@@ -330,8 +332,17 @@ pub(crate) async fn create_function(
     let code = store_zip(&gw, zip).await?;
     let publish = input.publish.unwrap_or(false);
     let (store, n) = (gw.store.clone(), name.clone());
-    let (latest, published) =
-        blocking(move || store.create(&n, &config, &code, &tags, publish)).await?;
+    let created = blocking(move || {
+        let created = store.create(&n, &config, &code.info, &tags, publish);
+        drop(code.pin);
+        created
+    })
+    .await;
+    if created.is_err() {
+        // The package just stored may be referenced by nothing.
+        gw.collect_code_soon();
+    }
+    let (latest, published) = created?;
     gw.changed(&name)?;
     let shown = published.unwrap_or(latest);
     Ok((StatusCode::CREATED, Json(configuration(&shown))).into_response())
@@ -586,14 +597,19 @@ pub(crate) async fn update_code(
     let (store, n, rev) = (gw.store.clone(), name.clone(), input.revision_id.clone());
     let publish = input.publish.unwrap_or(false);
     let shown = blocking(move || {
-        let latest = store.update_latest(&n, None, Some(&code), rev.as_deref())?;
+        let latest = store.update_latest(&n, None, Some(&code.info), rev.as_deref());
+        drop(code.pin);
+        let latest = latest?;
         if publish {
             store.publish(&n, None, None, None)
         } else {
             Ok(latest)
         }
     })
-    .await?;
+    .await;
+    // The replaced code (or, after a failure, the new package) may be referenced no more.
+    gw.collect_code_soon();
+    let shown = shown?;
     gw.changed(&name)?;
     Ok(Json(configuration(&shown)))
 }
@@ -616,6 +632,7 @@ pub(crate) async fn delete_function(
             let (store, n, v) = (gw.store.clone(), name.clone(), v.to_string());
             blocking(move || store.delete_version(&n, &v)).await?;
             gw.changed(&name)?;
+            gw.collect_code_soon();
             crate::provisioned::reconcile(&gw, &name).await?;
         }
         Some(alias) => {

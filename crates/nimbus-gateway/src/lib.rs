@@ -10,6 +10,7 @@
 mod async_invoke;
 mod auth;
 mod bus;
+mod code_gc;
 mod error;
 pub mod http_event;
 mod invoke;

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use nimbus_core::{FunctionConfig, FunctionName, FunctionVersion};
-use nimbus_store::CodeInfo;
+use nimbus_store::{CodeInfo, PinnedCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -161,12 +161,16 @@ pub(crate) async fn deploy(
                     ApiError::InvalidParameter(format!("code_zip is not valid base64: {e}"))
                 })?;
             let store = gw.code.clone();
-            tokio::task::spawn_blocking(move || store.put_zip(&zip)).await??
+            tokio::task::spawn_blocking(move || store.put(&zip)).await??
         }
         None => current_code(&gw, &name).await?,
     };
     let config = req.config;
-    let (version, created) = publish(&gw, &name, config.clone(), code).await?;
+    let published = publish(&gw, &name, config.clone(), code).await;
+    // The previous `$LATEST` code may be referenced no more (or, after a failure, the
+    // package just stored).
+    gw.collect_code_soon();
+    let (version, created) = published?;
     crate::provisioned::apply_deploy_alias(&gw, &name, previous.as_ref(), &config, &version)
         .await?;
     let latest = gw.store.get(&name, None)?;
@@ -185,11 +189,12 @@ pub(crate) async fn deploy(
     Ok((status, Json(reply)).into_response())
 }
 
-/// The code of `$LATEST`, for configuration-only updates.
+/// The code of `$LATEST`, for configuration-only updates, pinned against garbage
+/// collection until the deploy has committed.
 pub(crate) async fn current_code(
     gw: &Arc<Gateway>,
     name: &FunctionName,
-) -> Result<CodeInfo, ApiError> {
+) -> Result<PinnedCode, ApiError> {
     let cur = gw.store.get(name, None).map_err(|e| {
         if e.is_not_found() {
             ApiError::InvalidParameter(format!(
@@ -200,17 +205,26 @@ pub(crate) async fn current_code(
         }
     })?;
     let store = gw.code.clone();
-    let zip = tokio::task::spawn_blocking(move || store.zip_bytes(&cur.code_sha256)).await??;
-    Ok(CodeInfo::of(&zip))
+    Ok(tokio::task::spawn_blocking(move || {
+        // Pinned before reading: a concurrent delete's collection cannot take it from here on.
+        let pin = store.pin(&cur.code_sha256)?;
+        let zip = store.zip_bytes(&cur.code_sha256)?;
+        Ok::<_, nimbus_store::StoreError>(PinnedCode {
+            info: CodeInfo::of(&zip),
+            pin,
+        })
+    })
+    .await??)
 }
 
 /// Stores a new `$LATEST` (checking route conflicts), refreshes caches and routes.
-/// Returns the published version and whether the function was created.
+/// Returns the published version and whether the function was created. The code's pin is
+/// released once the registry has committed (or refused) it, even if the caller goes away.
 pub(crate) async fn publish(
     gw: &Arc<Gateway>,
     name: &FunctionName,
     config: FunctionConfig,
-    code: CodeInfo,
+    code: PinnedCode,
 ) -> Result<(String, bool), ApiError> {
     if let Some((route, other)) = gw.route_conflict(name, &config.routes) {
         return Err(ApiError::Conflict(format!(
@@ -219,7 +233,12 @@ pub(crate) async fn publish(
     }
     let store = gw.store.clone();
     let n = name.clone();
-    let deployed = tokio::task::spawn_blocking(move || store.deploy(&n, &config, &code)).await??;
+    let deployed = tokio::task::spawn_blocking(move || {
+        let deployed = store.deploy(&n, &config, &code.info);
+        drop(code.pin);
+        deployed
+    })
+    .await??;
     gw.changed(name)?;
     info!(function = %name, version = %deployed.version, created = deployed.created, "deployed");
     Ok((deployed.version, deployed.created))
@@ -243,9 +262,11 @@ pub(crate) async fn delete_function(
     let n = name.clone();
     tokio::task::spawn_blocking(move || store.delete(&n)).await??;
     gw.pools.retire_function(name.as_str());
+    gw.events.forget_function(name.as_str());
     let (queue, n) = (gw.events.queue().clone(), name.to_string());
     tokio::task::spawn_blocking(move || queue.forget_function(&n)).await??;
     gw.changed(name)?;
+    gw.collect_code_soon();
     info!(function = %name, "deleted");
     Ok(())
 }

@@ -60,6 +60,8 @@ pub struct Gateway {
     limiter: std::sync::OnceLock<crate::limits::Limiter>,
     /// JWKS fetched from authorizers' `jwks_url`.
     pub(crate) jwks: crate::jwt::JwksCache,
+    /// Requests to the code garbage collector (`code_gc.rs`), started on first use.
+    pub(crate) code_gc: std::sync::OnceLock<tokio::sync::mpsc::Sender<()>>,
 }
 
 impl Gateway {
@@ -86,6 +88,7 @@ impl Gateway {
             routes: Default::default(),
             limiter: Default::default(),
             jwks: Default::default(),
+            code_gc: Default::default(),
         });
         gw.rebuild_routes()?;
         for f in gw.store.list()? {

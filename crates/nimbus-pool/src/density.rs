@@ -9,8 +9,9 @@
 //! and stop only.
 
 use nimbus_runtime::{Instance, Invocation, InvokeResult, MemoryProbe};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
@@ -82,6 +83,8 @@ pub(crate) struct Density {
     next: AtomicU64,
     epoch: Instant,
     pub(crate) reaped: AtomicU64,
+    /// Code directories of instances starting or running, with how many use each.
+    code_dirs: Mutex<HashMap<PathBuf, usize>>,
 }
 
 pub(crate) struct Member {
@@ -106,7 +109,28 @@ impl Density {
             next: AtomicU64::new(0),
             epoch: Instant::now(),
             reaped: AtomicU64::new(0),
+            code_dirs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Counts `dir` as used by an instance until the returned guard is dropped (after the
+    /// instance has stopped).
+    pub(crate) fn use_code(self: &Arc<Self>, dir: &Path) -> CodeUse {
+        *self
+            .code_dirs
+            .lock()
+            .unwrap()
+            .entry(dir.to_path_buf())
+            .or_insert(0) += 1;
+        CodeUse {
+            density: self.clone(),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The code directories instances are starting or running from.
+    pub(crate) fn code_dirs(&self) -> HashSet<PathBuf> {
+        self.code_dirs.lock().unwrap().keys().cloned().collect()
     }
 
     fn now_ms(&self) -> u64 {
@@ -142,6 +166,7 @@ impl Density {
         &self,
         inst: I,
         charge: Charge,
+        code: CodeUse,
         function: &str,
         version: &str,
         provisioned: bool,
@@ -164,6 +189,7 @@ impl Density {
             inst,
             member,
             charge,
+            code,
         }
     }
 
@@ -242,12 +268,31 @@ impl Drop for Charge {
     }
 }
 
-/// An executor's instance with its budget charge and registry entry: the charge is given
-/// back once the instance has stopped.
+/// An instance's use of its code directory; released on drop.
+pub(crate) struct CodeUse {
+    density: Arc<Density>,
+    dir: PathBuf,
+}
+
+impl Drop for CodeUse {
+    fn drop(&mut self) {
+        let mut dirs = self.density.code_dirs.lock().unwrap();
+        if let Some(n) = dirs.get_mut(&self.dir) {
+            *n -= 1;
+            if *n == 0 {
+                dirs.remove(&self.dir);
+            }
+        }
+    }
+}
+
+/// An executor's instance with its budget charge, registry entry and use of its code
+/// directory: the charge and the code are given back once the instance has stopped.
 pub(crate) struct Tracked<I> {
     inst: I,
     member: Arc<Member>,
     charge: Charge,
+    code: CodeUse,
 }
 
 impl<I> Tracked<I> {
@@ -296,8 +341,11 @@ impl<I: Instance> Instance for Tracked<I> {
     }
 
     async fn stop(self) {
-        let Tracked { inst, charge, .. } = self;
+        let Tracked {
+            inst, charge, code, ..
+        } = self;
         inst.stop().await;
         drop(charge);
+        drop(code);
     }
 }

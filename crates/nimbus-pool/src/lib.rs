@@ -497,6 +497,8 @@ impl<E: Executor> PoolManager<E> {
         }
         let bytes = u64::from(spec.config.memory_mb) << 20;
         let charge = self.make_room(bytes).await.map_err(StartError::Memory)?;
+        // Counted from before the start: the code store keeps the directory meanwhile.
+        let code = self.density.use_code(&spec.code_dir);
         // Provisioned instances start ahead of any request: they leave the executor's
         // request-path shortcuts (stem cells) to cold starts.
         let inst = if provisioned {
@@ -508,6 +510,7 @@ impl<E: Executor> PoolManager<E> {
         Ok(self.density.track(
             inst,
             charge,
+            code,
             spec.function.as_str(),
             &spec.version,
             provisioned,
@@ -586,6 +589,13 @@ impl<E: Executor> PoolManager<E> {
     /// Every running instance of `function` with its state and memory.
     pub fn instances(&self, function: &str) -> Vec<InstanceStats> {
         self.density.instances(Some(function))
+    }
+
+    /// The code directories of every instance starting, running or stopping (until it has
+    /// stopped): what the code store's garbage collection must keep even after their
+    /// function is deleted.
+    pub fn code_dirs_in_use(&self) -> std::collections::HashSet<std::path::PathBuf> {
+        self.density.code_dirs()
     }
 
     /// Instance and memory totals over every function.

@@ -1,6 +1,7 @@
 use super::*;
 use bytes::Bytes;
 use nimbus_core::{FunctionConfig, FunctionName, Runtime};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
 
 /// A fake executor: instances sleep `delay` per invocation; payload `crash` makes one unhealthy.
@@ -770,4 +771,46 @@ async fn a_burst_beyond_the_initialisation_slots_is_served() {
         assert!(c.await.unwrap().is_ok());
     }
     assert!(fake.started.load(Ordering::SeqCst) >= 1);
+}
+
+/// The code directories the code store must keep: every instance's, from its start until it
+/// has stopped, also after its function was retired (a busy instance finishes first).
+#[tokio::test(start_paused = true)]
+async fn code_dirs_are_in_use_until_the_instances_stop() {
+    let (pm, fake) = setup(1000, PoolConfig::default());
+    let with_dir = |name: &str, dir: &str| {
+        let mut s = (*named_spec(name, 10)).clone();
+        s.code_dir = dir.into();
+        Arc::new(s)
+    };
+    let dirs = |pm: &PoolManager<Fake>| {
+        let mut v: Vec<_> = pm.code_dirs_in_use().into_iter().collect();
+        v.sort();
+        v
+    };
+    assert!(dirs(&pm).is_empty());
+    pm.invoke(with_dir("a", "/code/a"), "r1", inv("x"))
+        .await
+        .unwrap();
+    let pm2 = pm.clone();
+    let busy_b =
+        tokio::spawn(async move { pm2.invoke(with_dir("b", "/code/b"), "r1", inv("x")).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        dirs(&pm),
+        [PathBuf::from("/code/a"), PathBuf::from("/code/b")]
+    );
+
+    // `a` is idle: retired, it stops and its directory is released.
+    pm.retire_function("a");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(dirs(&pm), [PathBuf::from("/code/b")]);
+    // `b` is busy: its directory stays until the call ends and the instance stops.
+    pm.retire_function("b");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(dirs(&pm), [PathBuf::from("/code/b")]);
+    busy_b.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(dirs(&pm).is_empty());
+    assert_eq!(fake.stopped.load(Ordering::SeqCst), 2);
 }

@@ -386,6 +386,12 @@ impl Server {
             },
             Arc::new(SystemClock),
         );
+        // Code packages nothing refers to any more (deletes before a crash, a deploy killed
+        // before its commit) are removed in the background.
+        {
+            let gw = gateway.clone();
+            tokio::spawn(async move { gw.collect_code_at_start().await });
+        }
         // Provisioned concurrency comes back after a restart (started in the background).
         {
             let gw = gateway.clone();

@@ -11,17 +11,29 @@
 //! Both the blob and the unpacked directory appear atomically (written under `tmp/`, synced,
 //! then renamed). An unpacked directory exists only for a package that extracted cleanly; if it
 //! goes missing it is re-extracted from the blob.
+//!
+//! Garbage collection ([`CodeStore::collect`]) removes the blob and the unpacked directory of
+//! every package nothing needs any more. What is needed is read under the collector's lock:
+//! the packages the registry names and the ones running instances were started from (both
+//! given by the caller, [`LiveCode`]), and the packages pinned by a deploy in flight
+//! ([`CodePin`]). A deploy pins its package before it looks for or writes the blob and keeps
+//! the pin until the registry row naming the package is committed, so a collection never
+//! removes a package between the upload and the commit: either it runs before the pin (and
+//! the deploy then writes the files again) or it sees the pin or, once the pin is gone, the
+//! committed row. Removal renames the entries into `tmp/gc-*` under the lock (instant) and
+//! deletes them after it; `gc-*` leftovers of a crash are removed on open.
 
 use crate::{Result, StoreError};
 use base64::Engine as _;
 use nimbus_core::Limits;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Cursor, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use zip::HasZipMetadata as _;
 
@@ -76,11 +88,89 @@ impl Default for ExtractLimits {
     }
 }
 
-/// Code packages on disk, addressed by the SHA-256 of their zip. Safe to share between threads.
+/// Code packages on disk, addressed by the SHA-256 of their zip. Safe to share between threads
+/// (clones share the pins and the collector's lock).
 #[derive(Debug, Clone)]
 pub struct CodeStore {
     root: PathBuf,
     limits: ExtractLimits,
+    pins: Arc<Pins>,
+}
+
+/// Packages held by deploys in flight, with how many hold each (two requests may deploy the
+/// same bytes at once). Its mutex is also the collector's lock.
+#[derive(Debug, Default)]
+struct Pins(Mutex<HashMap<String, usize>>);
+
+impl Pins {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        // A panic while holding the lock leaves the counts consistent (each update is one
+        // map operation), so a poisoned lock is used as is.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Holds a package against garbage collection until dropped. A deploy takes it before it
+/// looks for or writes the package ([`CodeStore::put`], [`CodeStore::pin`]) and drops it
+/// after the registry row naming the package is committed (or the deploy failed).
+#[derive(Debug)]
+pub struct CodePin {
+    pins: Arc<Pins>,
+    sha256: String,
+}
+
+impl CodePin {
+    /// The pinned package's hex SHA-256.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+impl Drop for CodePin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock();
+        if let Some(n) = pins.get_mut(&self.sha256) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.sha256);
+            }
+        }
+    }
+}
+
+/// A package just stored, pinned until the caller has committed the registry row naming it.
+#[derive(Debug)]
+pub struct PinnedCode {
+    pub info: CodeInfo,
+    pub pin: CodePin,
+}
+
+/// What a collection must keep, read under the collector's lock.
+#[derive(Debug, Clone, Default)]
+pub struct LiveCode {
+    /// Packages the registry names (see [`crate::Store::code_references`]).
+    pub referenced: HashSet<String>,
+    /// Packages running (or starting) instances were started from: their directory must not
+    /// disappear under them even after their function was deleted.
+    pub running: HashSet<String>,
+}
+
+/// What one [`CodeStore::collect`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CollectReport {
+    /// Blobs (`blobs/<sha>.zip`) removed.
+    pub removed_blobs: usize,
+    /// Unpacked directories removed.
+    pub removed_trees: usize,
+    /// Bytes of the removed files.
+    pub removed_bytes: u64,
+    /// Packages left on disk.
+    pub kept: usize,
+    /// Of those, packages no registry row names that were kept for a running instance:
+    /// collect again once it has stopped.
+    pub held_by_instances: usize,
+    /// Of those, packages no registry row names that were kept for a deploy in flight.
+    pub pinned: usize,
 }
 
 impl CodeStore {
@@ -89,6 +179,7 @@ impl CodeStore {
         let store = Self {
             root: root.to_path_buf(),
             limits: ExtractLimits::default(),
+            pins: Arc::default(),
         };
         for dir in [store.blobs(), store.unpacked(), store.tmp()] {
             fs::create_dir_all(&dir).map_err(|e| io_ctx(e, "creating", &dir))?;
@@ -102,9 +193,11 @@ impl CodeStore {
         &self.root
     }
 
-    /// Validates, stores and extracts a zipped code package. Idempotent: storing the same
-    /// bytes again returns the same [`CodeInfo`] without touching the disk.
-    pub fn put_zip(&self, zip: &[u8]) -> Result<CodeInfo> {
+    /// Validates, stores and extracts a zipped code package, pinned against garbage
+    /// collection until the returned [`PinnedCode`]'s pin is dropped: keep it until the
+    /// registry row naming the package is committed. Idempotent: storing the same bytes again
+    /// returns the same [`CodeInfo`] without touching the disk.
+    pub fn put(&self, zip: &[u8]) -> Result<PinnedCode> {
         if zip.len() as u64 > Limits::CODE_ZIPPED_MAX {
             return Err(StoreError::InvalidPackage(format!(
                 "the zip is {} bytes, the limit is {} bytes ({}): leave out build caches, tests \
@@ -115,13 +208,129 @@ impl CodeStore {
             )));
         }
         let info = CodeInfo::of(zip);
+        // Pinned before looking: a collection either finished before (and the files are
+        // written again below) or sees the pin.
+        let pin = self.pin_hash(&info.sha256);
         if self.blob_path(&info.sha256).is_file() && is_real_dir(&self.unpacked_path(&info.sha256))
         {
-            return Ok(info);
+            return Ok(PinnedCode { info, pin });
         }
         self.materialize(&info.sha256, zip, true)?;
         tracing::debug!(sha256 = %info.sha256, size = info.size, "stored code package");
-        Ok(info)
+        Ok(PinnedCode { info, pin })
+    }
+
+    /// [`CodeStore::put`] without keeping the pin, for callers that commit no registry row
+    /// naming the package (a collection may remove it at any time).
+    pub fn put_zip(&self, zip: &[u8]) -> Result<CodeInfo> {
+        self.put(zip).map(|p| p.info)
+    }
+
+    /// Pins a package that is already stored (a deploy that keeps the current code) against
+    /// garbage collection; take it before reading the package. Whether the package exists is
+    /// not checked here.
+    pub fn pin(&self, sha256_hex: &str) -> Result<CodePin> {
+        let sha = validate_sha(sha256_hex)?;
+        Ok(self.pin_hash(&sha))
+    }
+
+    fn pin_hash(&self, sha: &str) -> CodePin {
+        *self.pins.lock().entry(sha.to_string()).or_insert(0) += 1;
+        CodePin {
+            pins: self.pins.clone(),
+            sha256: sha.to_string(),
+        }
+    }
+
+    /// The package whose unpacked directory is `dir` (as returned by [`CodeStore::dir`]),
+    /// `None` for any other path.
+    pub fn package_of(&self, dir: &Path) -> Option<String> {
+        if dir.parent()? != self.unpacked() {
+            return None;
+        }
+        validate_sha(dir.file_name()?.to_str()?).ok()
+    }
+
+    /// Removes the blob and unpacked directory of every package that `live` (called under
+    /// the collector's lock) does not list and no deploy has pinned. Entries whose names are
+    /// not content addresses are left alone. Blocking file system work: run it off async
+    /// workers. An error from `live` removes nothing.
+    pub fn collect(&self, live: impl FnOnce() -> Result<LiveCode>) -> Result<CollectReport> {
+        let mut report = CollectReport::default();
+        let mut doomed: Vec<(String, &'static str, PathBuf)> = Vec::new();
+        {
+            let pins = self.pins.lock();
+            let live = live()?;
+            let mut packages: HashSet<String> = HashSet::new();
+            let mut blobs: HashSet<String> = HashSet::new();
+            for name in list_names(&self.blobs())? {
+                if let Some(sha) = name.strip_suffix(".zip").filter(|s| is_address(s)) {
+                    blobs.insert(sha.to_string());
+                    packages.insert(sha.to_string());
+                }
+            }
+            let mut trees: HashSet<String> = HashSet::new();
+            for name in list_names(&self.unpacked())? {
+                if is_address(&name) {
+                    packages.insert(name.clone());
+                    trees.insert(name);
+                }
+            }
+            for sha in packages {
+                if live.referenced.contains(&sha) {
+                    report.kept += 1;
+                    continue;
+                }
+                if live.running.contains(&sha) {
+                    report.kept += 1;
+                    report.held_by_instances += 1;
+                    continue;
+                }
+                if pins.contains_key(&sha) {
+                    report.kept += 1;
+                    report.pinned += 1;
+                    continue;
+                }
+                let id = uuid::Uuid::new_v4();
+                if blobs.contains(&sha) {
+                    let to = self.tmp().join(format!("gc-{id}.zip"));
+                    if self.move_out(&self.blob_path(&sha), &to) {
+                        doomed.push((sha.clone(), "blob", to));
+                    }
+                }
+                if trees.contains(&sha) {
+                    let to = self.tmp().join(format!("gc-{id}.d"));
+                    if self.move_out(&self.unpacked_path(&sha), &to) {
+                        doomed.push((sha, "unpacked directory", to));
+                    }
+                }
+            }
+        }
+        for (sha, what, path) in doomed {
+            let bytes = tree_bytes(&path);
+            remove_any(&path);
+            tracing::debug!(sha256 = %sha, what, bytes, "removed unreferenced code");
+            if what == "blob" {
+                report.removed_blobs += 1;
+            } else {
+                report.removed_trees += 1;
+            }
+            report.removed_bytes += bytes;
+        }
+        Ok(report)
+    }
+
+    /// Renames `from` to `to` (in `tmp/`); false (with a warning unless it is gone) if it
+    /// cannot be.
+    fn move_out(&self, from: &Path, to: &Path) -> bool {
+        match fs::rename(from, to) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => {
+                tracing::warn!(path = %from.display(), error = %e, "cannot remove unreferenced code");
+                false
+            }
+        }
     }
 
     /// The unpacked directory of the package `sha256_hex`, re-extracted from its blob if missing.
@@ -199,11 +408,13 @@ impl CodeStore {
         };
         let now = SystemTime::now();
         for entry in entries.flatten() {
+            // `gc-*`: packages a collection had moved out when the server stopped.
+            let collected = entry.file_name().to_string_lossy().starts_with("gc-");
             let stale = entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_TMP);
-            if stale {
+            if collected || stale {
                 tracing::debug!(path = %entry.path().display(), "removing stale temp entry");
                 remove_any(&entry.path());
             }
@@ -241,6 +452,37 @@ fn validate_sha(s: &str) -> Result<String> {
             "code package not found: {s:?} is not a sha-256 hex digest"
         )))
     }
+}
+
+/// Whether `s` is a content address as the store writes it (64 lowercase hex digits).
+fn is_address(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The names in `dir` (those that are not UTF-8 cannot be content addresses and are skipped).
+fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = fs::read_dir(dir).map_err(|e| io_ctx(e, "listing", dir))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_ctx(e, "listing", dir))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes of the files under `p` (or of `p` itself), not following symlinks; for the logs.
+fn tree_bytes(p: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(p).map_or(0, |entries| {
+        entries.flatten().map(|e| tree_bytes(&e.path())).sum()
+    })
 }
 
 fn mib(bytes: u64) -> String {
@@ -881,6 +1123,194 @@ mod tests {
         assert_eq!(mode_of(&dest.join("app.py")), 0o644);
     }
 
+    fn live(referenced: &[&str], running: &[&str]) -> LiveCode {
+        LiveCode {
+            referenced: referenced.iter().map(|s| s.to_string()).collect(),
+            running: running.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn on_disk(store: &CodeStore, sha: &str) -> (bool, bool) {
+        (
+            store.blob_path(sha).is_file(),
+            store.unpacked_path(sha).is_dir(),
+        )
+    }
+
+    #[test]
+    fn collect_removes_only_unneeded_packages() {
+        let (_t, store) = store();
+        let zip = |n: u8| build_zip(&[("f", Some(0o644), &[n; 100])]);
+        let [a, b, c, d] = [1, 2, 3, 4].map(|n| store.put_zip(&zip(n)).unwrap().sha256);
+        let pinned = store.put(&zip(5)).unwrap();
+        let e = pinned.info.sha256.clone();
+        // Not content addresses: never touched.
+        fs::write(store.blobs().join("notes.txt"), b"x").unwrap();
+        fs::create_dir(store.unpacked().join("NOT-A-HASH")).unwrap();
+
+        let report = store.collect(|| Ok(live(&[&a], &[&b]))).unwrap();
+        assert_eq!(
+            report,
+            CollectReport {
+                removed_blobs: 2,
+                removed_trees: 2,
+                removed_bytes: (zip(3).len() + zip(4).len() + 200) as u64,
+                kept: 3,
+                held_by_instances: 1,
+                pinned: 1,
+            }
+        );
+        for kept in [&a, &b, &e] {
+            assert_eq!(on_disk(&store, kept), (true, true), "{kept}");
+        }
+        for gone in [&c, &d] {
+            assert_eq!(on_disk(&store, gone), (false, false), "{gone}");
+        }
+        assert!(store.blobs().join("notes.txt").is_file());
+        assert!(store.unpacked().join("NOT-A-HASH").is_dir());
+        let tmp: Vec<_> = fs::read_dir(store.tmp()).unwrap().collect();
+        assert!(tmp.is_empty(), "collected entries left in tmp/: {tmp:?}");
+
+        // The pin goes with the deploy; the instance stops: both are collected next time.
+        drop(pinned);
+        let report = store.collect(|| Ok(live(&[&a], &[]))).unwrap();
+        assert_eq!((report.removed_blobs, report.removed_trees), (2, 2));
+        assert_eq!(on_disk(&store, &b), (false, false));
+        assert_eq!(on_disk(&store, &e), (false, false));
+        assert_eq!(on_disk(&store, &a), (true, true));
+        // A tree without its blob (or the reverse) is collected as well.
+        fs::remove_file(store.blob_path(&a)).unwrap();
+        let report = store.collect(|| Ok(live(&[], &[]))).unwrap();
+        assert_eq!((report.removed_blobs, report.removed_trees), (0, 1));
+    }
+
+    #[test]
+    fn collect_removes_nothing_when_the_references_cannot_be_read() {
+        let (_t, store) = store();
+        let sha = store
+            .put_zip(&build_zip(&[("f", None, b"x")]))
+            .unwrap()
+            .sha256;
+        let e = store
+            .collect(|| Err(StoreError::Corrupt("registry unreadable".into())))
+            .unwrap_err();
+        assert!(e.to_string().contains("registry unreadable"), "{e}");
+        assert_eq!(on_disk(&store, &sha), (true, true));
+    }
+
+    #[test]
+    fn pins_count_every_holder() {
+        let (_t, store) = store();
+        let zip = build_zip(&[("f", None, b"x")]);
+        let first = store.put(&zip).unwrap();
+        let second = store.put(&zip).unwrap();
+        let third = store.pin(&first.info.sha256.to_ascii_uppercase()).unwrap();
+        assert_eq!(third.sha256(), first.info.sha256);
+        assert!(store.pin("../x").unwrap_err().is_not_found());
+        let sha = first.info.sha256.clone();
+        for pin in [first.pin, second.pin] {
+            drop(pin);
+            store.collect(|| Ok(LiveCode::default())).unwrap();
+            assert_eq!(on_disk(&store, &sha), (true, true));
+        }
+        drop(third);
+        store.collect(|| Ok(LiveCode::default())).unwrap();
+        assert_eq!(on_disk(&store, &sha), (false, false));
+        assert!(store.pins.lock().is_empty());
+    }
+
+    #[test]
+    fn a_put_after_a_collection_writes_the_package_again() {
+        let (_t, store) = store();
+        let zip = build_zip(&[("bootstrap", Some(0o755), b"#!/bin/sh\n")]);
+        let sha = store.put_zip(&zip).unwrap().sha256;
+        store.collect(|| Ok(LiveCode::default())).unwrap();
+        assert_eq!(on_disk(&store, &sha), (false, false));
+        let again = store.put(&zip).unwrap();
+        assert_eq!(again.info.sha256, sha);
+        assert_eq!(on_disk(&store, &sha), (true, true));
+        assert_eq!(mode_of(&store.dir(&sha).unwrap().join("bootstrap")), 0o755);
+    }
+
+    /// The race the pins exist for: deploys of the same few packages (put, then commit a
+    /// reference, then drop the pin, then delete the reference) against collections that
+    /// run back to back. Whenever a reference is committed, the blob and the unpacked
+    /// directory must be there.
+    #[test]
+    fn concurrent_deploys_never_lose_a_committed_package() {
+        let (_t, store) = store();
+        let zips: Vec<Vec<u8>> = (0..3u8)
+            .map(|n| build_zip(&[("bootstrap", Some(0o755), &[n; 64])]))
+            .collect();
+        let registry: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let collector = {
+            let (store, registry, stop) = (store.clone(), registry.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut removed = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let report = store
+                        .collect(|| {
+                            Ok(LiveCode {
+                                referenced: registry.lock().unwrap().iter().cloned().collect(),
+                                running: HashSet::new(),
+                            })
+                        })
+                        .unwrap();
+                    removed += report.removed_blobs;
+                }
+                removed
+            })
+        };
+        let deployers: Vec<_> = (0..2)
+            .map(|t| {
+                let (store, registry, zips) = (store.clone(), registry.clone(), zips.clone());
+                std::thread::spawn(move || {
+                    for i in 0..150 {
+                        let zip = &zips[(i + t) % zips.len()];
+                        let stored = store.put(zip).unwrap();
+                        let sha = stored.info.sha256.clone();
+                        registry.lock().unwrap().push(sha.clone()); // the commit
+                        drop(stored.pin);
+                        assert!(
+                            store.blob_path(&sha).is_file(),
+                            "blob of a committed package removed"
+                        );
+                        assert!(
+                            store.unpacked_path(&sha).join("bootstrap").is_file(),
+                            "tree of a committed package removed"
+                        );
+                        let mut reg = registry.lock().unwrap(); // the delete
+                        let at = reg.iter().position(|s| *s == sha).unwrap();
+                        reg.remove(at);
+                    }
+                })
+            })
+            .collect();
+        for d in deployers {
+            d.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let removed = collector.join().unwrap();
+        assert!(removed > 0, "the collector never ran against a deploy");
+        store.collect(|| Ok(LiveCode::default())).unwrap();
+        assert!(leftovers(&store).is_empty(), "{:?}", leftovers(&store));
+    }
+
+    #[test]
+    fn package_of_names_only_unpacked_directories() {
+        let (_t, store) = store();
+        let sha = store
+            .put_zip(&build_zip(&[("f", None, b"x")]))
+            .unwrap()
+            .sha256;
+        let dir = store.dir(&sha).unwrap();
+        assert_eq!(store.package_of(&dir).as_deref(), Some(sha.as_str()));
+        assert_eq!(store.package_of(Path::new("/")), None);
+        assert_eq!(store.package_of(&store.blobs().join(&sha)), None);
+        assert_eq!(store.package_of(&store.unpacked().join("x")), None);
+    }
+
     #[test]
     fn dir_re_extracts_from_blob_and_reports_missing() {
         let (_t, store) = store();
@@ -1171,8 +1601,13 @@ mod tests {
         File::open(&stale).unwrap().set_modified(old).unwrap();
         let fresh = store.tmp().join("fresh.zip");
         fs::write(&fresh, b"x").unwrap();
+        // Moved out by a collection that was interrupted: removed whatever its age.
+        let collected = store.tmp().join("gc-1234.d");
+        fs::create_dir(&collected).unwrap();
+        fs::write(collected.join("f"), b"x").unwrap();
         CodeStore::open(&t.path().join("code")).unwrap();
         assert!(!stale.exists());
+        assert!(!collected.exists());
         assert!(fresh.exists(), "an in-flight temp file must survive");
     }
 

@@ -16,7 +16,9 @@ mod sqlite;
 
 pub use backlog::BacklogLimit;
 pub use bus::{Bus, BusStore, Rule, RuleTarget, SqliteBusStore, DEFAULT_BUS};
-pub use code::{zip_dir, CodeInfo, CodeStore, MAX_ENTRIES};
+pub use code::{
+    zip_dir, CodeInfo, CodePin, CodeStore, CollectReport, LiveCode, PinnedCode, MAX_ENTRIES,
+};
 pub use error::StoreError;
 pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue, StoredResult};
 pub use logs::{LogEntry, LogStream};
@@ -31,7 +33,7 @@ pub use secrets::{
 pub use sqlite::{row_size, LogLimits, LogUsage, SqliteStore, LOG_RETENTION_LINES};
 
 use nimbus_core::{Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -73,6 +75,11 @@ pub trait Store: Send + Sync + 'static {
     fn versions(&self, name: &FunctionName) -> Result<Vec<FunctionVersion>>;
     /// Deletes the function, all its versions and its logs. `StoreError::NotFound` when missing.
     fn delete(&self, name: &FunctionName) -> Result<()>;
+    /// Every code package (hex SHA-256) the registry refers to: the `$LATEST` and every
+    /// numbered version of every function (aliases point at versions, so their code is among
+    /// these; layers, once they exist, belong here too). What the code store's garbage
+    /// collection keeps.
+    fn code_references(&self) -> Result<HashSet<String>>;
     /// Appends log lines (batched by the caller). Assigns `seq`; the oldest lines of a
     /// function over its bounds (lines, bytes) are pruned, and while the store is over its
     /// total bound, the oldest lines of the functions holding the most ([`LogLimits`]).

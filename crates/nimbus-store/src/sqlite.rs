@@ -14,7 +14,7 @@ use nimbus_core::{
     Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion, Limits, LATEST,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -709,6 +709,19 @@ impl Store for SqliteStore {
         self.delete_logs(name, "could not delete log lines");
         tracing::debug!(function = %name, "deleted");
         Ok(())
+    }
+
+    fn code_references(&self) -> Result<HashSet<String>> {
+        let conn = self.registry();
+        let mut stmt = conn.prepare_cached(
+            "SELECT code_sha256 FROM functions UNION SELECT code_sha256 FROM versions",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = HashSet::new();
+        for r in rows {
+            out.insert(r?.to_ascii_lowercase());
+        }
+        Ok(out)
     }
 
     fn append_logs(&self, entries: &[LogEntry]) -> Result<()> {
@@ -1501,6 +1514,43 @@ mod tests {
         assert!(d.created);
         assert_eq!(d.version, "1");
         assert!(s.logs(&a, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn code_references_are_latest_and_every_version() {
+        let (_d, s) = open();
+        let refs = |s: &SqliteStore| {
+            let mut v: Vec<String> = s.code_references().unwrap().into_iter().collect();
+            v.sort();
+            v
+        };
+        let shas = |cs: &[&[u8]]| {
+            let mut v: Vec<String> = cs.iter().map(|c| code(c).sha256).collect();
+            v.sort();
+            v
+        };
+        assert!(refs(&s).is_empty());
+        let (a, b) = (name("a"), name("b"));
+        three_versions(&s, &a); // versions 1..3 with code 1..3; $LATEST has code 3
+        s.create(&b, &cfg("i.h"), &code(b"b"), &BTreeMap::new(), false)
+            .unwrap();
+        assert_eq!(refs(&s), shas(&[b"1", b"2", b"3", b"b"]));
+
+        // $LATEST's new code is referenced; the old one stays while version 3 has it.
+        s.update_latest(&a, None, Some(&code(b"4")), None).unwrap();
+        assert_eq!(refs(&s), shas(&[b"1", b"2", b"3", b"4", b"b"]));
+        s.delete_version(&a, "3").unwrap();
+        assert_eq!(refs(&s), shas(&[b"1", b"2", b"4", b"b"]));
+        // An alias keeps its version (and so its code) from being deleted.
+        s.create_alias(&a, &alias("live", "1", &[])).unwrap();
+        assert!(s.delete_version(&a, "1").unwrap_err().is_conflict());
+        assert_eq!(refs(&s), shas(&[b"1", b"2", b"4", b"b"]));
+        // Code shared by two functions stays until neither refers to it.
+        s.update_latest(&b, None, Some(&code(b"2")), None).unwrap();
+        s.delete(&a).unwrap();
+        assert_eq!(refs(&s), shas(&[b"2"]));
+        s.delete(&b).unwrap();
+        assert!(refs(&s).is_empty());
     }
 
     #[test]
