@@ -252,8 +252,23 @@ fn deploy_hello(s: &Server) {
     assert_eq!(s.invoke("hello", r#"{"n": 0}"#).ok()["n"], 0);
 }
 
+/// The flood holds ~1,600 sockets in this process and ~1,100 in the server, which inherits
+/// this process's limits: the soft limit is raised to the hard one, which must allow it.
+fn raise_open_files(need: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
+    assert!(
+        hard >= need,
+        "the connection flood needs {need} open files, the hard limit is {hard}: raise it (ulimit -Hn)"
+    );
+}
+
 #[test]
 fn slow_clients_over_the_cap_make_room_for_others() {
+    raise_open_files(4096);
     // The defaults: 1024 connections, 256 per address, 10 s to send a head.
     let s = Server::start(&[]);
     deploy_hello(&s);
