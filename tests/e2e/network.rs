@@ -2,7 +2,8 @@
 //! API on 127.0.0.1:9001; no instance reaches another's Runtime API, Nimbus's own API or
 //! a service on the host's loopback, whatever its policy; `network = "outbound"` reaches
 //! other hosts (here: the host's non-loopback address), `network = "none"` does not.
-//! These tests fail (never skip) when the isolation is missing.
+//! These tests fail (never skip) when the isolation is missing. Without slirp4netns,
+//! `outbound` instances run on the host network (degraded, reported), never fail.
 
 use nimbus_tests::*;
 use serde_json::{json, Value};
@@ -275,21 +276,72 @@ fn outbound_and_none(s: &Server, slirp: bool) {
     assert!(s.healthy(), "{}", s.log());
 }
 
+/// Degrade, never break (`--isolation auto`): without slirp4netns an `outbound` function
+/// still runs, on the host network (its Runtime API on a host loopback port), warned at
+/// start and reported as the missing `egress` layer; `none` keeps its namespace; strict
+/// refuses to start, naming the package.
 #[test]
-fn outbound_without_slirp4netns_fails_clearly_and_none_still_runs() {
+fn outbound_without_slirp4netns_runs_on_the_host_network_and_strict_refuses() {
     let s = Server::start_with_env(&[], &[("NIMBUS_SLIRP4NETNS", "/nonexistent/slirp4netns")]);
     deploy_probe(&s, "needs-egress", Some("outbound"));
     deploy_probe(&s, "offline", Some("none"));
-    let r = s.invoke("needs-egress", "{}");
-    assert!(r.function_error(), "{}", r.body);
-    let body = r.json();
-    assert_eq!(body["errorType"], "Runtime.NetworkUnavailable", "{body}");
-    let msg = body["errorMessage"].as_str().unwrap();
+    let ip = host_address();
+    let (port, accepted) = service(ip);
+    let r = probe(&s, "needs-egress", json!({ "connect": [[ip.to_string(), port]] }));
+    assert_eq!(r["connect"][0], "ok:hello", "{r}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    let api = r["api"].as_str().unwrap();
     assert!(
-        msg.contains("slirp4netns") && msg.contains("network = \"none\""),
-        "{msg}"
+        api.starts_with("127.0.0.1:") && api != "127.0.0.1:9001",
+        "a host loopback port: {r}"
     );
     let ok = probe(&s, "offline", json!({}));
     assert_eq!(ok["api"], "127.0.0.1:9001", "{ok}");
+    assert_ne!(ok["netns"], r["netns"], "none keeps a namespace of its own");
+    let (_, h) = s.get_json("/v1/health");
+    let egress = h["isolation"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "egress")
+        .cloned()
+        .unwrap();
+    assert_eq!(egress["ok"], false, "{h}");
+    assert!(
+        egress["detail"].as_str().unwrap().contains("host network"),
+        "{egress}"
+    );
+    assert!(
+        s.log().contains("run WITHOUT one") && s.log().contains("apt-get install slirp4netns"),
+        "{}",
+        s.log()
+    );
     assert!(s.healthy(), "{}", s.log());
+
+    // --isolation strict refuses to start without it, and says what to install.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(nimbus_bin())
+        .args(["serve", "--isolation", "strict", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("NIMBUS_SLIRP4NETNS", "/nonexistent/slirp4netns")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = eventually(Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(exited && !out.status.success(), "strict must refuse: {log}");
+    assert!(
+        log.contains("egress") && log.contains("apt-get install slirp4netns"),
+        "{log}"
+    );
 }

@@ -70,12 +70,12 @@ pub fn slirp_probe() -> Result<PathBuf, String> {
             match std::process::Command::new(&path).arg("--version").output() {
                 Ok(o) if o.status.success() => Ok(path),
                 Ok(o) => Err(format!(
-                    "{} --version failed ({}): reinstall slirp4netns",
+                    "{} --version failed ({}): reinstall slirp4netns (apt-get install --reinstall slirp4netns)",
                     path.display(),
                     o.status
                 )),
                 Err(e) => Err(format!(
-                    "cannot run {} ({e}): install slirp4netns",
+                    "cannot run {} ({e}): install slirp4netns (apt-get install slirp4netns)",
                     path.display()
                 )),
             }

@@ -224,7 +224,7 @@ impl ProcessExecutor {
             Ok(()) => {
                 match netns::slirp_probe() {
                     Ok(p) => info!(slirp4netns = %p.display(), "network isolation: a network namespace per instance; outbound egress through slirp4netns"),
-                    Err(e) => warn!("network isolation: a network namespace per instance, but {e}: functions with network = \"outbound\" fail to start (Runtime.NetworkUnavailable) until it is installed"),
+                    Err(e) => warn!("network isolation: a network namespace per instance, but {e}: functions with network = \"outbound\" run WITHOUT one (on the host network: they reach its loopback, Nimbus's API and other such instances' Runtime APIs); install slirp4netns to isolate them, or deploy them with network = \"none\"; `--isolation strict` refuses to start without it"),
                 }
                 true
             }
@@ -530,11 +530,17 @@ impl ProcessExecutor {
         }
         let slirp = match spec.config.network {
             NetworkPolicy::None => None,
-            NetworkPolicy::Outbound => Some(netns::slirp_probe().map_err(|e| {
-                RuntimeError::Network(format!(
-                    "network = \"outbound\" needs slirp4netns on the Nimbus host: {e}; or deploy the function with network = \"none\""
-                ))
-            })?),
+            NetworkPolicy::Outbound => match netns::slirp_probe() {
+                Ok(program) => Some(program),
+                Err(_) => {
+                    // Degraded (warned at start, `egress` in the isolation report; strict
+                    // refuses to start): egress without a namespace of its own, as on a
+                    // host without network namespaces.
+                    debug!(function = %spec.function, "no slirp4netns: an outbound instance on the host network");
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                    return Ok((listener, None, None));
+                }
+            },
         };
         let (ns, listener) = NetNs::create().await.map_err(|e| {
             RuntimeError::Network(format!(

@@ -1130,7 +1130,7 @@ pub fn probe(
         ),
         Err(e) => Layer::missing(
             "egress",
-            format!("{e}: functions with network = \"outbound\" fail to start"),
+            format!("{e}: functions with network = \"outbound\" run on the host network, without network isolation"),
         ),
     });
     let report = IsolationReport::new(mode, layers);
