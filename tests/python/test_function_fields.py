@@ -3,17 +3,19 @@ accepted with the empty value Terraform and SAM send, or it is refused with
 InvalidParameterValueException naming the field (docs/lambda-compatibility.md, "Function
 configuration fields"). No field may be accepted and dropped silently."""
 
+import base64
 import json
 import platform
 import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from conftest import ROLE, python_zip, unique_name
 
-DOC = __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "lambda-compatibility.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "lambda-compatibility.md"
 HOST_ARCH = "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
 OTHER_ARCH = "x86_64" if HOST_ARCH == "arm64" else "arm64"
 
@@ -209,7 +211,7 @@ def raw_json(nimbus, method, path, body):
 def test_unknown_fields_and_fields_of_the_other_operation_are_refused(nimbus, existing):
     name = unique_name("unknown")
     body = create_kwargs(name, Timeut=3)
-    body["Code"] = {"ZipFile": __import__("base64").b64encode(python_zip()).decode()}
+    body["Code"] = {"ZipFile": base64.b64encode(python_zip()).decode()}
     status, headers, answer = raw_json(nimbus, "POST", "/2015-03-31/functions", body)
     assert status == 400, answer
     assert headers["x-amzn-errortype"].startswith("InvalidParameterValueException"), headers
