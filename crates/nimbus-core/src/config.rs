@@ -113,6 +113,40 @@ pub struct FunctionConfig {
     /// manifest's `provisioned_concurrency`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioned_concurrency: Option<u32>,
+    /// Lambda's `TracingConfig.Mode`: stored and reported as given (Nimbus records no
+    /// X-Ray segments yet, so `Active` changes nothing at run time).
+    #[serde(default, skip_serializing_if = "TracingMode::is_default")]
+    pub tracing_mode: TracingMode,
+}
+
+/// Lambda's `TracingConfig.Mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TracingMode {
+    #[default]
+    PassThrough,
+    Active,
+}
+
+impl TracingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TracingMode::PassThrough => "PassThrough",
+            TracingMode::Active => "Active",
+        }
+    }
+
+    /// Parses Lambda's `Active` or `PassThrough` (exact case, as Lambda requires).
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        match s {
+            "PassThrough" => Ok(TracingMode::PassThrough),
+            "Active" => Ok(TracingMode::Active),
+            other => Err(CoreError::InvalidTracingMode(other.to_string())),
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == TracingMode::PassThrough
+    }
 }
 
 /// A function's network policy. Either way each instance has its own network namespace:
@@ -288,6 +322,7 @@ impl FunctionConfig {
             url_rate_limit: None,
             alias: None,
             provisioned_concurrency: None,
+            tracing_mode: TracingMode::PassThrough,
         }
     }
 
@@ -522,6 +557,29 @@ mod tests {
         let old: FunctionConfig =
             serde_json::from_str(r#"{"runtime":"nodejs20.x","handler":"index.handler"}"#).unwrap();
         assert_eq!(old.ephemeral_storage_mb, 512);
+    }
+
+    #[test]
+    fn tracing_mode_parses_lambdas_values_and_defaults_to_pass_through() {
+        assert_eq!(TracingMode::parse("Active"), Ok(TracingMode::Active));
+        assert_eq!(
+            TracingMode::parse("PassThrough"),
+            Ok(TracingMode::PassThrough)
+        );
+        for bad in ["active", "", "Off"] {
+            assert_eq!(
+                TracingMode::parse(bad),
+                Err(CoreError::InvalidTracingMode(bad.into()))
+            );
+        }
+        let old: FunctionConfig =
+            serde_json::from_str(r#"{"runtime":"nodejs20.x","handler":"index.handler"}"#).unwrap();
+        assert_eq!(old.tracing_mode, TracingMode::PassThrough);
+        let mut c = cfg();
+        c.tracing_mode = TracingMode::Active;
+        let back: FunctionConfig =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back.tracing_mode, TracingMode::Active);
     }
 
     #[test]

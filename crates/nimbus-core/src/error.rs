@@ -19,6 +19,8 @@ pub enum CoreError {
     InvalidConcurrency(u32),
     #[error("invalid environment variable {0:?}: {1}")]
     InvalidEnv(String, String),
+    #[error("TracingConfig.Mode {0:?} is not a tracing mode: use Active or PassThrough")]
+    InvalidTracingMode(String),
     #[error("invalid description: {0}")]
     InvalidDescription(String),
     #[error("invalid route {0:?}: {1}")]

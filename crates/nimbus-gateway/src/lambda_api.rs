@@ -2,6 +2,7 @@
 //! functions, versions, aliases, reserved concurrency, account settings, tags and
 //! resource policies. Shapes follow `../shared/lambda-reference.md` section 3.
 
+use crate::lambda_fields::{self, Op, HOST_ARCHITECTURE};
 use crate::{native, ApiError, Gateway};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use nimbus_core::{
-    arn, Alias, FunctionConfig, FunctionName, FunctionVersion, Limits, Runtime, LATEST,
+    arn, Alias, FunctionConfig, FunctionName, FunctionVersion, Limits, Runtime, TracingMode, LATEST,
 };
 use nimbus_store::{CodeInfo, PinnedCode};
 use serde::Deserialize;
@@ -93,12 +94,12 @@ pub(crate) fn configuration(v: &FunctionVersion) -> Value {
         "LastModified": v.last_modified,
         "CodeSha256": hex_to_b64(&v.code_sha256),
         "Version": v.version,
-        "TracingConfig": {"Mode": "PassThrough"},
+        "TracingConfig": {"Mode": v.config.tracing_mode.as_str()},
         "RevisionId": v.revision_id,
         "State": "Active",
         "LastUpdateStatus": "Successful",
         "PackageType": "Zip",
-        "Architectures": ["x86_64"],
+        "Architectures": [HOST_ARCHITECTURE],
         "EphemeralStorage": {"Size": v.config.ephemeral_storage_mb},
         "LoggingConfig": {"LogFormat": "Text", "LogGroup": format!("/aws/lambda/{name}")},
         "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
@@ -192,6 +193,14 @@ struct EphemeralStorageInput {
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
+struct TracingConfigInput {
+    mode: Option<String>,
+}
+
+/// The fields of CreateFunction and UpdateFunctionConfiguration that Nimbus applies; the
+/// body is first checked against `lambda_fields::FIELDS`, which refuses the rest by name.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
 struct ConfigInput {
     function_name: Option<String>,
     runtime: Option<String>,
@@ -205,10 +214,23 @@ struct ConfigInput {
     publish: Option<bool>,
     code: Option<CodeInput>,
     tags: Option<BTreeMap<String, String>>,
-    package_type: Option<String>,
-    architectures: Option<Vec<String>>,
-    layers: Option<Vec<String>>,
+    tracing_config: Option<TracingConfigInput>,
     revision_id: Option<String>,
+}
+
+/// Parses a CreateFunction or UpdateFunctionConfiguration body: a JSON object whose every
+/// field `lambda_fields::check` accepts for `op` (`function` is the function's name, which
+/// the default log group contains).
+fn config_body(
+    op: Op,
+    body: &[u8],
+    function: impl FnOnce(&ConfigInput) -> Result<String, ApiError>,
+) -> Result<ConfigInput, ApiError> {
+    let map: Map<String, Value> = parse_body(body)?;
+    let input: ConfigInput = serde_json::from_value(Value::Object(map.clone()))
+        .map_err(|e| ApiError::InvalidParameter(format!("invalid request body: {e}")))?;
+    lambda_fields::check(op, &map, &function(&input)?)?;
+    Ok(input)
 }
 
 fn range(field: &str, v: i64, lo: u32, hi: u32) -> Result<u32, ApiError> {
@@ -263,24 +285,12 @@ fn apply_config(cfg: &mut FunctionConfig, input: &ConfigInput) -> Result<(), Api
     if let Some(env) = &input.environment {
         cfg.env = env.variables.clone().unwrap_or_default();
     }
-    if let Some(p) = &input.package_type {
-        if p != "Zip" {
-            return Err(ApiError::InvalidParameter(format!(
-                "PackageType {p} is not supported: use Zip"
-            )));
-        }
-    }
-    if let Some(a) = &input.architectures {
-        if a.iter().any(|x| x != "x86_64") || a.len() != 1 {
-            return Err(ApiError::InvalidParameter(
-                "Architectures must be [\"x86_64\"]".into(),
-            ));
-        }
-    }
-    if input.layers.as_ref().is_some_and(|l| !l.is_empty()) {
-        return Err(ApiError::InvalidParameter(
-            "Layers are not supported by Nimbus: include the code in the package".into(),
-        ));
+    if let Some(mode) = input
+        .tracing_config
+        .as_ref()
+        .and_then(|t| t.mode.as_deref())
+    {
+        cfg.tracing_mode = TracingMode::parse(mode)?;
     }
     cfg.validate()?;
     Ok(())
@@ -301,7 +311,15 @@ pub(crate) async fn create_function(
     State(gw): State<Arc<Gateway>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: ConfigInput = parse_body(&body)?;
+    let input = config_body(Op::CreateFunction, &body, |input| {
+        // The name for the default log group; a missing or bad name is reported below.
+        Ok(input
+            .function_name
+            .as_deref()
+            .and_then(|n| arn::parse_function_ref(n).ok())
+            .map(|(n, _)| n.as_str().to_string())
+            .unwrap_or_default())
+    })?;
     let raw_name = input
         .function_name
         .as_deref()
@@ -529,7 +547,9 @@ pub(crate) async fn update_configuration(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let name = unqualified(&function, &Query::new())?;
-    let input: ConfigInput = parse_body(&body)?;
+    let input = config_body(Op::UpdateFunctionConfiguration, &body, |_| {
+        Ok(name.as_str().to_string())
+    })?;
     let mut config = gw.store.get(&name, None)?.config;
     apply_config(&mut config, &input)?;
     if let Some((route, other)) = gw.route_conflict(&name, &config.routes) {
@@ -567,11 +587,11 @@ pub(crate) async fn update_code(
     if input
         .architectures
         .as_ref()
-        .is_some_and(|a| a.iter().any(|x| x != "x86_64"))
+        .is_some_and(|a| a.iter().any(|x| x != HOST_ARCHITECTURE))
     {
-        return Err(ApiError::InvalidParameter(
-            "Architectures must be [\"x86_64\"]".into(),
-        ));
+        return Err(ApiError::InvalidParameter(format!(
+            "Architectures must be [\"{HOST_ARCHITECTURE}\"], the host's architecture"
+        )));
     }
     let code_in = CodeInput {
         zip_file: input.zip_file,

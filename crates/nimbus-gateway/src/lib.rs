@@ -17,6 +17,7 @@ mod invoke;
 mod jwt;
 mod keys;
 mod lambda_api;
+mod lambda_fields;
 mod limits;
 mod native;
 mod provisioned;
