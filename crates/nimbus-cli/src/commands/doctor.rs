@@ -262,7 +262,7 @@ fn layer_fix(name: &str, detail: &str, bwrap_missing: bool) -> Option<&'static s
 fn runtime_checks(mode: Isolation) -> Vec<Check> {
     let host = HostInterpreters::resolve();
     let go = find_on_path("go").unwrap_or_else(|| PathBuf::from("go"));
-    let tools: [(&str, Option<PathBuf>, &[&str], &str, &str); 5] = [
+    let tools: [Tool; 5] = [
         (
             "node",
             Some(host.node),
@@ -345,6 +345,15 @@ fn runtime_checks(mode: Isolation) -> Vec<Check> {
         })
         .collect()
 }
+
+/// Name, resolved path, version arguments, runtime family, fix.
+type Tool = (
+    &'static str,
+    Option<PathBuf>,
+    &'static [&'static str],
+    &'static str,
+    &'static str,
+);
 
 fn runtime_use(tool: &str) -> &'static str {
     match tool {
@@ -490,6 +499,8 @@ fn fs_info(path: &Path) -> Option<(u64, String)> {
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
+    // The field types differ between targets.
+    #[allow(clippy::useless_conversion)]
     let free = u64::try_from(st.f_bavail)
         .unwrap_or(0)
         .saturating_mul(u64::try_from(st.f_bsize).unwrap_or(0));
