@@ -249,6 +249,14 @@ fn doctor_without_bwrap_and_slirp4netns() {
     );
     assert_eq!(find(&checks, "node")["status"], "ok");
 
+    // `serve` on the same host says isolation is degraded and points to doctor, once.
+    let s = Server::start_with_env(&[], &[("PATH", bin.to_str().unwrap())]);
+    let (_, health) = s.get_json("/v1/health");
+    assert_eq!(health["isolation"]["level"], "partial", "{health}");
+    let log = s.log();
+    assert_eq!(log.matches("run `nimbus doctor`").count(), 1, "{log}");
+    drop(s);
+
     // No interpreter at all: a warning per runtime, auto still passes.
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
