@@ -207,19 +207,24 @@ fn layer_checks(mode: Isolation, report: &IsolationReport) -> Vec<Check> {
         .iter()
         .map(|l| {
             let found = if l.ok { Found::Ok } else { Found::Missing };
+            let fix = layer_fix(l.name, &l.detail, bwrap_missing);
+            // The probe's own words for the consequence, when it has them.
+            let meaning = l
+                .detail
+                .rsplit_once(": ")
+                .map(|(_, m)| m)
+                .filter(|m| m.starts_with("functions"))
+                .unwrap_or_else(|| layer_meaning(l.name));
             let detail = if l.ok {
                 l.detail.clone()
+            } else if fix.is_some_and(|f| f.starts_with("apt-get")) {
+                // The probe's own install hint is on the fix line: keep its first clause.
+                let why = l.detail.split([':', '(']).next().unwrap_or_default().trim();
+                format!("{meaning} ({why})")
             } else {
-                format!("{}: {}", layer_meaning(l.name), l.detail)
+                format!("{meaning} ({})", l.detail)
             };
-            check(
-                mode,
-                Kind::Layer,
-                l.name,
-                found,
-                detail,
-                layer_fix(l.name, &l.detail, bwrap_missing),
-            )
+            check(mode, Kind::Layer, l.name, found, detail, fix)
         })
         .collect()
 }
@@ -237,7 +242,7 @@ fn layer_meaning(name: &str) -> &'static str {
         "pids" => "fork bombs are bounded by RLIMIT_NPROC only",
         "cpu" => "no CPU share per instance",
         "network" => "functions share the host network, loopback included",
-        "egress" => "no egress for network = \"outbound\"",
+        "egress" => "network = \"outbound\" functions get no egress",
         _ => "missing",
     }
 }
