@@ -28,6 +28,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the nimbus server.
     Serve(ServerArgs),
+    /// Check this host the way `serve` will use it: sandbox layers, cgroups, interpreters,
+    /// data dir, listen port; prints what is missing and the command that fixes it.
+    Doctor(DoctorArgs),
     /// Run a local server for the project in DIR, deploy its functions and redeploy on change.
     Up(UpArgs),
     /// Deploy the functions of DIR/nimbus.toml, or one function from a directory or .zip.
@@ -231,6 +234,19 @@ impl Command {
             _ => None,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The address `serve` would listen on (checked: can it be bound).
+    #[arg(long, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+    /// The data dir `serve` would use [default: ./.nimbus].
+    #[arg(long, env = "NIMBUS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The isolation mode to check for: auto, strict (every layer needed) or none.
+    #[arg(long, env = "NIMBUS_ISOLATION", default_value = "auto", value_name = "MODE", value_parser = ["auto", "strict", "none"])]
+    pub isolation: String,
 }
 
 #[derive(Debug, Args)]

@@ -113,7 +113,7 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-fn find_javac(java: &Path, path_env: &str) -> Option<PathBuf> {
+pub(crate) fn find_javac(java: &Path, path_env: &str) -> Option<PathBuf> {
     let real = std::fs::canonicalize(java).unwrap_or_else(|_| java.to_path_buf());
     for j in [real.as_path(), java] {
         if let Some(dir) = j.parent() {

@@ -25,9 +25,10 @@ pub use memory::{
     HostMemory, MemoryProbe,
 };
 pub use process::{
-    mask_secrets, ProcessExecutor, ProcessExecutorConfig, ProcessInstance, SecretSource,
+    mask_secrets, HostInterpreters, ProcessExecutor, ProcessExecutorConfig, ProcessInstance,
+    SecretSource,
 };
-pub use sandbox::{Isolation, IsolationReport, Layer};
+pub use sandbox::{probe as probe_sandbox, Isolation, IsolationReport, Layer};
 pub use stem::{StemConfig, StemPoolStats, StemStats};
 
 use bytes::Bytes;

@@ -209,6 +209,9 @@ impl ProcessExecutor {
                 .map_err(RuntimeError::Isolation)?;
         if isolation.mode == Isolation::None || isolation.missing().next().is_some() {
             warn!("{}", isolation.summary());
+            if isolation.missing().next().is_some() {
+                warn!("run `nimbus doctor` for what each missing layer means and the command that adds it");
+            }
         } else {
             info!("{}", isolation.summary());
         }
@@ -1504,6 +1507,36 @@ fn write_if_changed(path: &Path, contents: &str) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, contents)?;
     std::fs::rename(tmp, path)
+}
+
+/// The interpreters the server runs functions with, resolved as [`ProcessExecutor::new`]
+/// resolves them (for `nimbus doctor`).
+#[derive(Debug, Clone)]
+pub struct HostInterpreters {
+    pub node: PathBuf,
+    pub python: PathBuf,
+    pub java: PathBuf,
+    /// Compiles the Java bootstrap at the first Java cold start.
+    pub javac: Option<PathBuf>,
+}
+
+impl HostInterpreters {
+    /// `NIMBUS_NODE`, `NIMBUS_PYTHON`, `NIMBUS_JAVA`, else `node`, `python3`, `java`, looked
+    /// up on `PATH`. A program that is not found stays a bare name.
+    pub fn resolve() -> Self {
+        let path_env =
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let var = |name: &str, default: &str| {
+            std::env::var_os(name).map_or_else(|| PathBuf::from(default), PathBuf::from)
+        };
+        let java = resolve(&var("NIMBUS_JAVA", "java"), &path_env);
+        Self {
+            node: resolve(&var("NIMBUS_NODE", "node"), &path_env),
+            python: resolve_python(&var("NIMBUS_PYTHON", "python3"), &path_env).0,
+            javac: crate::java::find_javac(&java, &path_env),
+            java,
+        }
+    }
 }
 
 fn resolve(program: &Path, path_env: &str) -> PathBuf {

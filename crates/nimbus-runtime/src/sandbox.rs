@@ -932,12 +932,15 @@ fn x32_filter() -> Option<Vec<u8>> {
     )
 }
 
+/// `name` on `PATH` (a default one when unset), symlinks resolved: the sandbox sees the host
+/// under `/usr`, not a directory of links. `PATH` alone decides, so a tool hidden from it is
+/// missing for the server as for `nimbus doctor`.
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
 }
 
 /// The `/etc` entries an instance sees: TLS roots, name resolution, the dynamic linker's

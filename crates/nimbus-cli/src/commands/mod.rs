@@ -2,6 +2,7 @@
 
 mod bus;
 mod deploy;
+mod doctor;
 mod events;
 mod invoke;
 mod keys;
@@ -25,6 +26,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Doctor(args) => doctor::run(args, cli.json).await,
         Command::Up(args) => up::run(args).await,
         Command::Deploy(args) => deploy::run(&client()?, args, cli.json).await,
         Command::Invoke(args) => invoke::run(&client()?, args).await,
