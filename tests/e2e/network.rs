@@ -287,7 +287,11 @@ fn outbound_without_slirp4netns_runs_on_the_host_network_and_strict_refuses() {
     deploy_probe(&s, "offline", Some("none"));
     let ip = host_address();
     let (port, accepted) = service(ip);
-    let r = probe(&s, "needs-egress", json!({ "connect": [[ip.to_string(), port]] }));
+    let r = probe(
+        &s,
+        "needs-egress",
+        json!({ "connect": [[ip.to_string(), port]] }),
+    );
     assert_eq!(r["connect"][0], "ok:hello", "{r}");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     let api = r["api"].as_str().unwrap();
