@@ -427,41 +427,22 @@ fn strict_refuses_to_start_when_a_layer_is_missing() {
     )
     .unwrap();
     let run = |mode: &str| {
-        let mut child = std::process::Command::new("setpriv")
-            .args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                "--",
-            ])
-            .arg(nimbus_bin())
-            .args(["serve", "--isolation", mode, "--listen"])
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .arg("--data-dir")
-            .arg(dir.path().join(mode))
-            .env("HOME", dir.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let exited = eventually(Duration::from_secs(10), || {
-            child.try_wait().unwrap().is_some()
-        });
-        if !exited {
-            let _ = child.kill();
-        }
-        let out = child.wait_with_output().unwrap();
-        (
-            exited,
-            out.status,
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(nimbus_bin())
+        .args(["serve", "--isolation", mode, "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(dir.path().join(mode))
+        .env("HOME", dir.path());
+        run_bounded(&mut cmd, Duration::from_secs(10))
     };
     let (exited, status, log) = run("strict");
     assert!(exited && !status.success(), "strict must refuse: {log}");

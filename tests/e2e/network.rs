@@ -324,26 +324,16 @@ fn outbound_without_slirp4netns_runs_on_the_host_network_and_strict_refuses() {
 
     // --isolation strict refuses to start without it, and says what to install.
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(nimbus_bin())
-        .args(["serve", "--isolation", "strict", "--listen"])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("NIMBUS_SLIRP4NETNS", "/nonexistent/slirp4netns")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let exited = eventually(Duration::from_secs(20), || {
-        child.try_wait().unwrap().is_some()
-    });
-    if !exited {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(exited && !out.status.success(), "strict must refuse: {log}");
+    let (exited, status, log) = run_bounded(
+        std::process::Command::new(nimbus_bin())
+            .args(["serve", "--isolation", "strict", "--listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("NIMBUS_SLIRP4NETNS", "/nonexistent/slirp4netns"),
+        Duration::from_secs(20),
+    );
+    assert!(exited && !status.success(), "strict must refuse: {log}");
     assert!(
         log.contains("egress") && log.contains("apt-get install slirp4netns"),
         "{log}"

@@ -612,3 +612,28 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// Runs `cmd` (stdout and stderr captured) for at most `timeout`, killing it if it has not
+/// exited by then: whether it exited by itself, its status, and its stdout then stderr.
+pub fn run_bounded(
+    cmd: &mut Command,
+    timeout: Duration,
+) -> (bool, std::process::ExitStatus, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let exited = eventually(timeout, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (exited, out.status, text)
+}
