@@ -9,6 +9,7 @@
 //! functions can use up the host's PIDs. An instance left with many tasks after an
 //! invocation is recycled ([`recycle_reason`]).
 
+use crate::memory::{read_u64, read_u64_at};
 use std::ffi::CString;
 use std::fs;
 use std::io;
@@ -110,8 +111,7 @@ impl MemoryLimits {
 
     /// Tasks in this server's subtree now, with its budget: `(pids.current, pids.max)`.
     pub fn server_tasks(&self) -> Option<(u64, u64)> {
-        let used = fs::read_to_string(self.server_pids_current()?).ok()?;
-        Some((used.trim().parse().ok()?, self.pids_budget()?))
+        Some((read_u64(&self.server_pids_current()?)?, self.pids_budget()?))
     }
 
     /// `pids.current` of this server's subtree: where the budget is counted.
@@ -304,10 +304,9 @@ pub(crate) fn recycle_reason(
 /// The default `--max-pids`: half the host's task limit (`kernel.pid_max`, or
 /// `kernel.threads-max` when that is lower).
 pub fn default_max_pids() -> u64 {
-    let read = |p: &str| -> Option<u64> { fs::read_to_string(p).ok()?.trim().parse().ok() };
     max_pids_for(
-        read("/proc/sys/kernel/pid_max"),
-        read("/proc/sys/kernel/threads-max"),
+        read_u64(Path::new("/proc/sys/kernel/pid_max")),
+        read_u64(Path::new("/proc/sys/kernel/threads-max")),
     )
 }
 
@@ -518,9 +517,7 @@ impl Cgroup {
         // v1: memory+swap may never be below memory; order the writes accordingly.
         let mem = self.dir.join("memory.limit_in_bytes");
         let memsw = self.dir.join("memory.memsw.limit_in_bytes");
-        let growing = self
-            .current_limit(&mem)
-            .is_none_or(|cur| limit_bytes >= cur);
+        let growing = read_u64(&mem).is_none_or(|cur| limit_bytes >= cur);
         if growing && memsw.exists() {
             fs::write(&memsw, &limit)?;
         }
@@ -537,25 +534,17 @@ impl Cgroup {
         Ok(())
     }
 
-    fn current_limit(&self, file: &Path) -> Option<u64> {
-        fs::read_to_string(file).ok()?.trim().parse().ok()
-    }
-
     /// Tasks (processes, threads and zombies) in the instance now, with the pids
     /// controller: one `pread` of its `pids.current`.
     pub(crate) fn tasks(&self) -> Option<u64> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = [0u8; 24];
-        let n = self.pids_current.as_ref()?.read_at(&mut buf, 0).ok()?;
-        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+        read_u64_at(self.pids_current.as_ref()?)
     }
 
     /// Why this instance must not be reused after an invocation (see [`recycle_reason`]).
     pub(crate) fn recycle_reason(&self) -> Option<String> {
         recycle_reason(self.tasks()?, || {
             let (path, max) = self.server_pids.as_ref()?;
-            let used = fs::read_to_string(path).ok()?.trim().parse().ok()?;
-            Some((used, *max))
+            Some((read_u64(path)?, *max))
         })
     }
 

@@ -93,17 +93,23 @@ impl MemoryProbe {
 
 /// A number read from `path` through a file kept open in `cache` (opened at first use).
 fn read_cached(cache: &std::sync::Mutex<Option<fs::File>>, path: &Path) -> Option<u64> {
-    use std::os::unix::fs::FileExt;
     let mut f = cache.lock().unwrap_or_else(|e| e.into_inner());
     if f.is_none() {
         *f = Some(fs::File::open(path).ok()?);
     }
+    read_u64_at(f.as_ref()?)
+}
+
+/// The number an open cgroup or proc file holds now: one `pread` from its start.
+pub(crate) fn read_u64_at(f: &fs::File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
     let mut buf = [0u8; 32];
-    let n = f.as_ref()?.read_at(&mut buf, 0).ok()?;
+    let n = f.read_at(&mut buf, 0).ok()?;
     std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
 }
 
-fn read_u64(path: &Path) -> Option<u64> {
+/// The number the file at `path` holds.
+pub(crate) fn read_u64(path: &Path) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
