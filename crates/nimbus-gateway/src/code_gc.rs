@@ -63,7 +63,7 @@ impl Gateway {
                     kept = r.kept,
                     "code store: unreferenced packages collected"
                 );
-                if r.held_by_instances > 0 || r.pinned > 0 {
+                if r.kept_unreferenced() {
                     self.collect_code_soon();
                 }
             }
@@ -97,7 +97,7 @@ async fn run(gw: Weak<Gateway>, mut rx: mpsc::Receiver<()>) {
                     pinned = r.pinned,
                     "code store collected"
                 );
-                (r.held_by_instances > 0 || r.pinned > 0)
+                r.kept_unreferenced()
                     .then(|| retry.map_or(RETRY_MIN, |d| (d * 2).min(RETRY_MAX)))
             }
             Err(e) => {

@@ -173,6 +173,14 @@ pub struct CollectReport {
     pub pinned: usize,
 }
 
+impl CollectReport {
+    /// Whether unreferenced packages were kept (for a running instance or a deploy in
+    /// flight): a later collection may remove them.
+    pub fn kept_unreferenced(&self) -> bool {
+        self.held_by_instances > 0 || self.pinned > 0
+    }
+}
+
 impl CodeStore {
     /// Opens (creating if needed) the store under `root` and removes stale temp files.
     pub fn open(root: &Path) -> Result<Self> {

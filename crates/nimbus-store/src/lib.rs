@@ -30,7 +30,7 @@ pub use secrets::{
     validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,
     MAX_SECRET_NAME, MAX_SECRET_VALUE,
 };
-pub use sqlite::{row_size, LogLimits, LogUsage, SqliteStore, LOG_RETENTION_LINES};
+pub use sqlite::{LogLimits, LogUsage, SqliteStore, LOG_RETENTION_LINES};
 
 use nimbus_core::{Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion};
 use std::collections::{BTreeMap, HashSet};

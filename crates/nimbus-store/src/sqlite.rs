@@ -5,7 +5,7 @@
 
 mod logs;
 
-pub use logs::{row_size, LogLimits, LogUsage, LOG_RETENTION_LINES};
+pub use logs::{LogLimits, LogUsage, LOG_RETENTION_LINES};
 
 use crate::{CodeInfo, Deployed, LogEntry, ProvisionedConfig, Result, Store, StoreError};
 use logs::LogDb;

@@ -74,7 +74,7 @@ pub struct LogUsage {
 
 /// Bytes a stored line is accounted for: its text, its function name and request id, and
 /// 48 bytes for the row's other columns, its index entry and B-tree cell overhead.
-pub fn row_size(e: &LogEntry) -> u64 {
+fn row_size(e: &LogEntry) -> u64 {
     (e.line.len() + e.function.len() + e.request_id.as_ref().map_or(0, String::len) + 48) as u64
 }
 
