@@ -2,7 +2,6 @@
 
 use nimbus_tests::*;
 use serde_json::{json, Value};
-use std::process::Command;
 
 #[test]
 fn aws_cli_lambda_invoke_returns_the_result() {
@@ -19,25 +18,13 @@ fn aws_cli_lambda_invoke_returns_the_result() {
     let out_file = dir.path().join("out.json");
     let payload = dir.path().join("in.json");
     std::fs::write(&payload, r#"{"name":"aws"}"#).unwrap();
-    let out = Command::new("aws")
-        .args([
-            "lambda",
-            "invoke",
-            "--endpoint-url",
-            &s.base(),
-            "--function-name",
-            "hello",
-        ])
+    let out = python::aws_cli(&s.base())
+        .args(["lambda", "invoke", "--function-name", "hello"])
         .arg("--payload")
         .arg(format!("fileb://{}", payload.display()))
         .arg(&out_file)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .output()
-        .expect("the AWS CLI (`aws`) must be installed: .ci/run installs it with pip");
+        .expect("run the AWS CLI of target/test-python/venv");
     assert!(
         out.status.success(),
         "aws failed: {}\n{}",
@@ -51,21 +38,9 @@ fn aws_cli_lambda_invoke_returns_the_result() {
     assert_eq!(result, json!({"hello": "aws"}));
 
     // Errors parse as modeled Lambda exceptions.
-    let out = Command::new("aws")
-        .args([
-            "lambda",
-            "invoke",
-            "--endpoint-url",
-            &s.base(),
-            "--function-name",
-            "nope",
-        ])
+    let out = python::aws_cli(&s.base())
+        .args(["lambda", "invoke", "--function-name", "nope"])
         .arg(&out_file)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -616,16 +616,10 @@ fn bus_aws_cli_put_events() {
     );
     assert_eq!(code, 200, "{body}");
     let aws = |args: &[&str]| {
-        std::process::Command::new("aws")
+        python::aws_cli(&s.base())
             .args(args)
-            .args(["--endpoint-url", &s.base()])
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .output()
-            .expect("the AWS CLI (`aws`) must be installed: .ci/run installs it with pip")
+            .expect("run the AWS CLI")
     };
     let o = aws(&[
         "events",
@@ -773,15 +767,9 @@ fn bus_aws_cli_manages_buses_rules_and_targets() {
     let s = Server::start_unsandboxed(&[]);
     recorder(&s, "sink", &out);
     let aws = |args: &[&str]| -> Value {
-        let o = std::process::Command::new("aws")
+        let o = python::aws_cli(&s.base())
             .arg("events")
             .args(args)
-            .args(["--endpoint-url", &s.base()])
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .output()
             .expect("the AWS CLI (`aws`) must be installed: .ci/run installs it with pip");
         assert!(

@@ -4,7 +4,7 @@
 
 use nimbus_tests::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// The rows of the sandbox probe `serve` runs at start.
@@ -91,37 +91,6 @@ fn find(checks: &[Value], name: &str) -> Value {
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("no check {name} in {checks:?}"))
         .clone()
-}
-
-/// Where `tool` is on the normal `PATH`.
-fn which(tool: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").expect("PATH");
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{tool} is not on PATH"))
-}
-
-/// A directory of symlinks to the interpreters and `setpriv` only: no `bwrap`, no
-/// `slirp4netns`.
-fn path_without_sandbox_tools(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    // The real Python, not a shim that needs the rest of PATH.
-    let py = Command::new(which("python3"))
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .unwrap();
-    let python = PathBuf::from(String::from_utf8(py.stdout).unwrap().trim());
-    let mut tools = vec![("python3".to_string(), python)];
-    for t in ["node", "java", "javac", "go", "setpriv"] {
-        tools.push((t.to_string(), which(t)));
-    }
-    for (name, target) in tools {
-        std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
-    }
-    for hidden in ["bwrap", "slirp4netns"] {
-        assert!(!dir.join(hidden).exists());
-    }
 }
 
 #[test]

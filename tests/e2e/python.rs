@@ -4,24 +4,11 @@
 use nimbus_tests::*;
 use std::process::Command;
 
-const INSTALL: &str = "python3 -m pip install -r tests/python/requirements.txt";
-
 #[test]
 fn python_boto3_and_aws_cli_suite() {
     let root = repo_root();
-
-    let probe = Command::new("python3")
-        .args(["-c", "import pytest, boto3, botocore"])
-        .current_dir(&root)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3, then `{INSTALL}`"));
-    assert!(
-        probe.status.success(),
-        "the Python suite needs pytest and boto3, which are missing: run `{INSTALL}`\n{}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-
-    let out = Command::new("python3")
+    // pytest, boto3 and the AWS CLI, installed into target/test-python on first use.
+    let out = Command::new(python::python())
         .args([
             "-m",
             "pytest",
@@ -35,6 +22,8 @@ fn python_boto3_and_aws_cli_suite() {
         .current_dir(&root)
         .env("NIMBUS_BIN", nimbus_bin())
         .env("PYTHONDONTWRITEBYTECODE", "1")
+        // The suite runs `aws` as a subprocess: the venv's.
+        .env("PATH", python::path_with_venv())
         .output()
         .expect("run pytest");
     let stdout = String::from_utf8_lossy(&out.stdout);

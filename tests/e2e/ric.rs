@@ -69,34 +69,24 @@ def handler(event, context):
     }
 "#;
 
-/// Fails (never skips) when the host lacks PyPI's awslambdaric.
-fn require_awslambdaric() {
-    let out = Command::new("python3")
-        .args(["-c", "import awslambdaric, runtime_client"])
-        .output()
-        .expect("python3 must be installed");
-    assert!(
-        out.status.success(),
-        "PyPI awslambdaric is not installed for python3 ({}): run `python3 -m pip install awslambdaric` (.ci/run does)",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+/// Deploys `app` under a bootstrap that runs PyPI's awslambdaric, vendored into the
+/// package as a custom runtime does (`pip install --target`, tests/support/python.rs).
+fn deploy_ric(s: &Server, name: &str, handler: &str) {
+    let vendored = python::files_under(&python::awslambdaric());
+    let bootstrap = format!("#!/bin/sh\nexec python3 -m awslambdaric {handler}\n");
+    let mut files: Vec<(&str, &[u8])> = vec![
+        ("bootstrap", bootstrap.as_bytes()),
+        ("app.py", PY_APP.as_bytes()),
+    ];
+    files.extend(vendored.iter().map(|(p, c)| (p.as_str(), c.as_slice())));
+    let (status, body) = s.deploy_zip(name, provided_cfg(), &zip_entries(files));
+    assert!(status < 300, "deploy {name}: {status} {body}\n{}", s.log());
 }
 
 #[test]
 fn ric_python_awslambdaric_runs_warm() {
-    require_awslambdaric();
     let s = Server::start(&[]);
-    s.deploy(
-        "pyric",
-        provided_cfg(),
-        &[
-            (
-                "bootstrap",
-                "#!/bin/sh\nexec python3 -m awslambdaric app.handler\n",
-            ),
-            ("app.py", PY_APP),
-        ],
-    );
+    deploy_ric(&s, "pyric", "app.handler");
     let mut pid = None;
     for i in 0..4 {
         let r = s.invoke("pyric", &format!(r#"{{"n":{i},"s":"é"}}"#));
@@ -151,17 +141,7 @@ fn ric_python_awslambdaric_runs_warm() {
     );
 
     // An init failure goes through /init/error with its type.
-    s.deploy(
-        "pyric-nohandler",
-        provided_cfg(),
-        &[
-            (
-                "bootstrap",
-                "#!/bin/sh\nexec python3 -m awslambdaric app.missing\n",
-            ),
-            ("app.py", PY_APP),
-        ],
-    );
+    deploy_ric(&s, "pyric-nohandler", "app.missing");
     let r = s.invoke("pyric-nohandler", "{}");
     assert!(r.function_error(), "{}", r.body);
     assert_eq!(

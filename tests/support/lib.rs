@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod python;
+
 /// The `nimbus` binary built next to this test executable (`target/<profile>/nimbus`).
 pub fn nimbus_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("NIMBUS_BIN") {
@@ -454,6 +456,11 @@ impl Invoked {
 
 /// A zip of `(path, contents)` entries; paths ending in `bootstrap` are executable.
 pub fn zip_files(files: &[(&str, &str)]) -> Vec<u8> {
+    zip_entries(files.iter().map(|(p, c)| (*p, c.as_bytes())))
+}
+
+/// [`zip_files`] for any contents (compiled extensions, vendored packages).
+pub fn zip_entries<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         let mut w = zip::ZipWriter::new(&mut buf);
@@ -464,8 +471,8 @@ pub fn zip_files(files: &[(&str, &str)]) -> Vec<u8> {
                 0o644
             };
             let opts = zip::write::SimpleFileOptions::default().unix_permissions(mode);
-            w.start_file(*path, opts).unwrap();
-            w.write_all(contents.as_bytes()).unwrap();
+            w.start_file(path, opts).unwrap();
+            w.write_all(contents).unwrap();
         }
         w.finish().unwrap();
     }
@@ -636,4 +643,35 @@ pub fn run_bounded(
         String::from_utf8_lossy(&out.stderr)
     );
     (exited, out.status, text)
+}
+
+/// Where `tool` is on the normal `PATH`.
+pub fn which(tool: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").expect("PATH");
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{tool} is not on PATH"))
+}
+
+/// Fills `dir` with symlinks to the interpreters, the build tools and `setpriv` only: a
+/// `PATH` without the optional sandbox tools (`bwrap`, `slirp4netns`, `pasta`).
+pub fn path_without_sandbox_tools(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    // The real Python, not a shim that needs the rest of PATH.
+    let py = Command::new(which("python3"))
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    let python = PathBuf::from(String::from_utf8(py.stdout).unwrap().trim());
+    let mut tools = vec![("python3".to_string(), python)];
+    for t in ["node", "java", "javac", "go", "setpriv"] {
+        tools.push((t.to_string(), which(t)));
+    }
+    for (name, target) in tools {
+        std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+    }
+    for hidden in ["bwrap", "slirp4netns", "pasta"] {
+        assert!(!dir.join(hidden).exists());
+    }
 }
