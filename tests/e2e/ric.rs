@@ -154,38 +154,9 @@ fn ric_python_awslambdaric_runs_warm() {
 
 // --------------------------------------------------------- Rust lambda_runtime --
 
-/// Builds `tests/lambda-rust-fn` (the workspace's target dir and profile) and returns
-/// the executable.
-fn build_rust_fn() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let t0 = std::time::Instant::now();
-    let out = Command::new(cargo)
-        .current_dir(repo_root())
-        .args([
-            "build",
-            "-p",
-            "lambda-rust-fn",
-            "--message-format=json-render-diagnostics",
-        ])
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "cargo build -p lambda-rust-fn failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("built lambda-rust-fn in {:.1?}", t0.elapsed());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "lambda-rust-fn")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reported no lambda-rust-fn executable")
-}
-
 #[test]
 fn ric_rust_lambda_runtime_runs_warm() {
-    let exe = build_rust_fn();
+    let exe = cargo_build("lambda-rust-fn", "lambda-rust-fn");
     let binary = std::fs::read(&exe).unwrap();
     let s = Server::start(&[]);
     let mut cfg = provided_cfg();

@@ -675,3 +675,32 @@ pub fn path_without_sandbox_tools(dir: &Path) {
         assert!(!dir.join(hidden).exists());
     }
 }
+
+/// Builds `package` of the workspace (the target dir and profile of the tests) and returns
+/// the executable of its binary `target`. Cargo's own lock orders concurrent builds.
+pub fn cargo_build(package: &str, target: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let t0 = Instant::now();
+    let out = Command::new(cargo)
+        .current_dir(repo_root())
+        .args([
+            "build",
+            "-p",
+            package,
+            "--message-format=json-render-diagnostics",
+        ])
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo build -p {package} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("built {package} in {:.1?}", t0.elapsed());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == target)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo reported no {target} executable"))
+}
