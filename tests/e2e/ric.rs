@@ -9,8 +9,6 @@ use base64::Engine;
 use nimbus_tests::*;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::Command;
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
