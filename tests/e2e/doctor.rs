@@ -33,6 +33,7 @@ fn doctor(args: &[&str], path: Option<&Path>) -> Output {
         "NIMBUS_PYTHON",
         "NIMBUS_JAVA",
         "NIMBUS_SLIRP4NETNS",
+        "NIMBUS_PASTA",
     ] {
         cmd.env_remove(var);
     }

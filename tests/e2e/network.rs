@@ -3,7 +3,8 @@
 //! a service on the host's loopback, whatever its policy; `network = "outbound"` reaches
 //! other hosts (here: the host's non-loopback address), `network = "none"` does not.
 //! These tests fail (never skip) when the isolation is missing. Without slirp4netns,
-//! `outbound` instances run on the host network (degraded, reported), never fail.
+//! `outbound` instances get their egress from pasta; without either they run on the host
+//! network (degraded, reported), never fail.
 
 use nimbus_tests::*;
 use serde_json::{json, Value};
@@ -93,8 +94,12 @@ fn host_address() -> Ipv4Addr {
         .expect("this host has no IPv4 address outside 127.0.0.0/8 to test egress with")
 }
 
-/// How many slirp4netns processes `pid` has as children.
-fn slirp_children(pid: u32) -> usize {
+const SLIRP: &[&str] = &["slirp4netns"];
+const PASTA: &[&str] = &["pasta", "passt"];
+
+/// How many processes whose name starts with one of `comms` (slirp4netns; pasta, which
+/// Debian's package re-executes as `passt.avx2` where the CPU has it) `pid` has as children.
+fn children_named(pid: u32, comms: &[&str]) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -104,7 +109,8 @@ fn slirp_children(pid: u32) -> usize {
             let Some((head, rest)) = stat.rsplit_once(") ") else {
                 return false;
             };
-            head.ends_with("(slirp4netns")
+            head.rsplit_once('(')
+                .is_some_and(|(_, name)| comms.iter().any(|c| name.starts_with(c)))
                 && rest.split_whitespace().nth(1) == Some(pid.to_string().as_str())
         })
         .count()
@@ -261,7 +267,7 @@ fn outbound_and_none(s: &Server, slirp: bool) {
     }
     // One slirp4netns per outbound instance, none for `none`; gone with the instance.
     let server = s.child.as_ref().unwrap().id();
-    assert_eq!(slirp_children(server), 1);
+    assert_eq!(children_named(server, SLIRP), 1);
     let st = s
         .http
         .delete(s.url("/v1/functions/egress"))
@@ -270,19 +276,93 @@ fn outbound_and_none(s: &Server, slirp: bool) {
         .status();
     assert!(st.is_success(), "{st}");
     assert!(
-        eventually(Duration::from_secs(10), || slirp_children(server) == 0),
+        eventually(Duration::from_secs(10), || children_named(server, SLIRP)
+            == 0),
         "slirp4netns outlived its instance"
     );
     assert!(s.healthy(), "{}", s.log());
 }
 
-/// Degrade, never break (`--isolation auto`): without slirp4netns an `outbound` function
-/// still runs, on the host network (its Runtime API on a host loopback port), warned at
-/// start and reported as the missing `egress` layer; `none` keeps its namespace; strict
-/// refuses to start, naming the package.
+/// Without slirp4netns, pasta gives outbound instances their egress: the same
+/// isolation (the Runtime API at 127.0.0.1:9001 in a namespace of its own, the host's
+/// loopback unreachable), one pasta per instance, gone with it; reported in the health.
 #[test]
-fn outbound_without_slirp4netns_runs_on_the_host_network_and_strict_refuses() {
-    let s = Server::start_with_env(&[], &[("NIMBUS_SLIRP4NETNS", "/nonexistent/slirp4netns")]);
+fn outbound_through_pasta_when_slirp4netns_is_missing() {
+    let s = Server::start_with_env(
+        &["--stem-cells", "off"],
+        &[("NIMBUS_SLIRP4NETNS", "/nonexistent/slirp4netns")],
+    );
+    deploy_probe(&s, "via-pasta", Some("outbound"));
+    let ip = host_address();
+    let (port, accepted) = service(ip);
+    let (lo_port, lo_accepted) = service(Ipv4Addr::LOCALHOST);
+    let r = probe(
+        &s,
+        "via-pasta",
+        json!({ "connect": [
+            [ip.to_string(), port],
+            ["127.0.0.1", lo_port],
+            ["10.0.2.2", lo_port],
+            ["127.0.0.1", s.port],
+        ] }),
+    );
+    assert_eq!(r["connect"][0], "ok:hello", "{r}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    for i in 1..4 {
+        assert!(
+            !r["connect"][i].as_str().unwrap().contains("hello"),
+            "target {i} reached the host's loopback: {r}"
+        );
+    }
+    assert_eq!(
+        lo_accepted.load(Ordering::SeqCst),
+        0,
+        "the host loopback service was reached through pasta"
+    );
+    assert_eq!(r["api"], "127.0.0.1:9001", "{r}");
+    assert_ne!(r["netns"].as_str().unwrap(), own_netns(), "{r}");
+    let (_, h) = s.get_json("/v1/health");
+    let egress = h["isolation"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "egress")
+        .cloned()
+        .unwrap();
+    assert_eq!(egress["ok"], true, "{h}");
+    assert!(
+        egress["detail"].as_str().unwrap().contains("pasta"),
+        "{egress}"
+    );
+    let server = s.child.as_ref().unwrap().id();
+    assert_eq!(children_named(server, PASTA), 1);
+    assert_eq!(children_named(server, SLIRP), 0);
+    let st = s
+        .http
+        .delete(s.url("/v1/functions/via-pasta"))
+        .send()
+        .unwrap()
+        .status();
+    assert!(st.is_success(), "{st}");
+    assert!(
+        eventually(Duration::from_secs(10), || children_named(server, PASTA)
+            == 0),
+        "pasta outlived its instance"
+    );
+    assert!(s.healthy(), "{}", s.log());
+}
+
+/// Degrade, never break (`--isolation auto`): without slirp4netns or pasta an `outbound`
+/// function still runs, on the host network (its Runtime API on a host loopback port),
+/// warned at start and reported as the missing `egress` layer; `none` keeps its
+/// namespace; strict refuses to start, naming the package.
+#[test]
+fn outbound_without_slirp4netns_or_pasta_runs_on_the_host_network_and_strict_refuses() {
+    let hide = [
+        ("NIMBUS_SLIRP4NETNS", "/nonexistent/slirp4netns"),
+        ("NIMBUS_PASTA", "/nonexistent/pasta"),
+    ];
+    let s = Server::start_with_env(&[], &hide);
     deploy_probe(&s, "needs-egress", Some("outbound"));
     deploy_probe(&s, "offline", Some("none"));
     let ip = host_address();
@@ -330,7 +410,7 @@ fn outbound_without_slirp4netns_runs_on_the_host_network_and_strict_refuses() {
             .arg(format!("127.0.0.1:{}", free_port()))
             .arg("--data-dir")
             .arg(dir.path())
-            .env("NIMBUS_SLIRP4NETNS", "/nonexistent/slirp4netns"),
+            .envs(hide),
         Duration::from_secs(20),
     );
     assert!(exited && !status.success(), "strict must refuse: {log}");

@@ -35,6 +35,9 @@ WORKS = {
 WORKS_CREATE_ONLY = ["FunctionName", "Code", "Publish", "Tags"]
 # Update-only field that works (covered by test_lambda_api's RevisionId tests too).
 WORKS_UPDATE_ONLY = ["RevisionId"]
+# Works, with a target that must exist first: test_dead_letter_config_round_trips below
+# (delivery: tests/e2e/dlq.rs).
+WORKS_WITH_TARGET = ["DeadLetterConfig"]
 
 # Empty values as Terraform and SAM send them: accepted, and nothing changes.
 ACCEPTED_EMPTY = [
@@ -63,7 +66,8 @@ REFUSED = [
     ("FileSystemConfigs", [{"Arn": "arn:aws:elasticfilesystem:us-east-1:123456789012:"
                                    "access-point/fsap-0123456789abcdef0",
                             "LocalMountPath": "/mnt/efs"}]),
-    ("DeadLetterConfig", {"TargetArn": "arn:aws:sqs:us-east-1:000000000000:dlq"}),
+    ("DeadLetterConfig", {"TargetArn": "arn:aws:sns:us-east-1:000000000000:topic"}),
+    ("DeadLetterConfig", {"TargetArn": "arn:aws:sqs:us-east-1:000000000000:no-such-queue"}),
     ("ImageConfig", {"Command": ["app.handler"]}),
     ("SnapStart", {"ApplyOn": "PublishedVersions"}),
     ("Layers", ["arn:aws:lambda:us-east-1:123456789012:layer:deps:1"]),
@@ -101,11 +105,11 @@ def doc_fields():
 
 
 def test_the_tables_cover_every_documented_field():
-    covered = (set(WORKS) | set(WORKS_CREATE_ONLY) | set(WORKS_UPDATE_ONLY)
-               | {f for f, _ in ACCEPTED_EMPTY} | {f for f, _ in REFUSED})
+    works = set(WORKS) | set(WORKS_CREATE_ONLY) | set(WORKS_UPDATE_ONLY) | set(WORKS_WITH_TARGET)
+    covered = works | {f for f, _ in ACCEPTED_EMPTY} | {f for f, _ in REFUSED}
     assert doc_fields() == covered
     # Every refused field has an accepted empty value, and every one is refused when set.
-    refusable = doc_fields() - set(WORKS) - set(WORKS_CREATE_ONLY) - set(WORKS_UPDATE_ONLY)
+    refusable = doc_fields() - works
     assert refusable <= {f for f, _ in ACCEPTED_EMPTY}
     assert refusable <= {f for f, _ in REFUSED}
 
@@ -151,6 +155,31 @@ def test_tracing_config_is_stored_per_version(lambda_client):
         # Updating another field leaves the mode alone.
         again = lambda_client.update_function_configuration(FunctionName=name, Timeout=9)
         assert again["TracingConfig"] == {"Mode": "PassThrough"}
+    finally:
+        lambda_client.delete_function(FunctionName=name)
+
+
+def test_dead_letter_config_round_trips_per_version(lambda_client, nimbus):
+    queue = unique_name("dlq")
+    req = urllib.request.Request(f"{nimbus.base_url}/v1/queues/{queue}", data=b"{}",
+                                 method="PUT", headers={"content-type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).read()
+    target = f"arn:aws:sqs:us-east-1:000000000000:{queue}"
+    name = unique_name("dlqfn")
+    created = lambda_client.create_function(
+        **create_kwargs(name, DeadLetterConfig={"TargetArn": target}, Publish=True))
+    try:
+        assert created["DeadLetterConfig"] == {"TargetArn": target}
+        lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name)
+        # Clearing it ($LATEST) leaves version 1 with the queue it was published with.
+        cleared = lambda_client.update_function_configuration(
+            FunctionName=name, DeadLetterConfig={"TargetArn": ""})
+        assert "DeadLetterConfig" not in cleared
+        v1 = lambda_client.get_function_configuration(FunctionName=name, Qualifier="1")
+        assert v1["DeadLetterConfig"] == {"TargetArn": target}
+        again = lambda_client.update_function_configuration(
+            FunctionName=name, DeadLetterConfig={"TargetArn": target})
+        assert again["DeadLetterConfig"] == {"TargetArn": target}
     finally:
         lambda_client.delete_function(FunctionName=name)
 

@@ -134,6 +134,24 @@ impl EventInvokeConfig {
     }
 }
 
+/// Checks a `DeadLetterConfig.TargetArn`: a built-in queue's or an event bus's ARN (Lambda
+/// takes SQS queues and SNS topics; Nimbus has queues and buses, no SNS).
+pub fn validate_dead_letter_target(target: &str) -> Result<(), crate::CoreError> {
+    if is_queue_arn(target) || is_bus_arn(target) {
+        return Ok(());
+    }
+    let why = if target.starts_with("arn:aws:sns:") {
+        "is an SNS topic, which Nimbus does not have"
+    } else {
+        "is not a queue or event bus ARN"
+    };
+    Err(crate::CoreError::InvalidManifest(format!(
+        "DeadLetterConfig.TargetArn {target:?} {why}: use a built-in queue's \
+         (arn:aws:sqs:us-east-1:000000000000:NAME) or an event bus's \
+         (arn:aws:events:us-east-1:000000000000:event-bus/NAME)"
+    )))
+}
+
 /// `arn:aws:events:REGION:ACCOUNT:event-bus/NAME` with a valid bus name.
 fn is_bus_arn(s: &str) -> bool {
     s.strip_prefix("arn:aws:events:")

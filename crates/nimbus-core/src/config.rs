@@ -117,6 +117,10 @@ pub struct FunctionConfig {
     /// X-Ray segments yet, so `Active` changes nothing at run time).
     #[serde(default, skip_serializing_if = "TracingMode::is_default")]
     pub tracing_mode: TracingMode,
+    /// Lambda's `DeadLetterConfig.TargetArn`: a built-in queue or event bus that receives
+    /// an asynchronous event when it is discarded (retries exhausted or too old).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_target: Option<String>,
 }
 
 /// Lambda's `TracingConfig.Mode`.
@@ -323,6 +327,7 @@ impl FunctionConfig {
             alias: None,
             provisioned_concurrency: None,
             tracing_mode: TracingMode::PassThrough,
+            dead_letter_target: None,
         }
     }
 
@@ -362,6 +367,9 @@ impl FunctionConfig {
                     "idempotency_key {p:?} is not a JSON path like $.order.id: {e}"
                 ))
             })?;
+        }
+        if let Some(t) = &self.dead_letter_target {
+            crate::async_event::validate_dead_letter_target(t)?;
         }
         self.validate_route_settings()?;
         self.validate_alias()?;

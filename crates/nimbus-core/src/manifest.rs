@@ -192,6 +192,8 @@ struct RawFunction {
     alias: Option<String>,
     /// Instances of `alias` kept initialised (implies `alias = "live"` when unset).
     provisioned_concurrency: Option<u32>,
+    /// Lambda's `DeadLetterConfig.TargetArn`: a queue or event bus ARN.
+    dead_letter: Option<String>,
 }
 
 /// The alias `provisioned_concurrency` implies when the manifest names none.
@@ -484,6 +486,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         config.idempotency_key_path = f.idempotency_key;
         config.alias = alias;
         config.provisioned_concurrency = f.provisioned_concurrency;
+        config.dead_letter_target = f.dead_letter.filter(|t| !t.is_empty());
         if let Some(n) = &f.network {
             config.network = crate::NetworkPolicy::parse(n).map_err(|e| match e {
                 CoreError::InvalidManifest(m) => {
@@ -541,6 +544,31 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_letter_takes_a_queue_or_bus_arn() {
+        let f = |target: &str| {
+            parse(&format!(
+                "[functions.hello]\nruntime = \"nodejs20.x\"\nhandler = \"index.handler\"\n\
+                 dead_letter = \"{target}\"\n"
+            ))
+        };
+        let q = "arn:aws:sqs:us-east-1:000000000000:failed";
+        assert_eq!(
+            f(q).unwrap()[0].config.dead_letter_target.as_deref(),
+            Some(q)
+        );
+        let bus = "arn:aws:events:us-east-1:000000000000:event-bus/default";
+        assert_eq!(
+            f(bus).unwrap()[0].config.dead_letter_target.as_deref(),
+            Some(bus)
+        );
+        assert_eq!(f("").unwrap()[0].config.dead_letter_target, None);
+        let e = f("arn:aws:sns:us-east-1:000000000000:t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("functions.hello") && e.contains("SNS"), "{e}");
+    }
 
     #[test]
     fn rejects_unknown_network_policy() {

@@ -46,6 +46,16 @@ pub trait Invoker: Send + Sync + 'static {
         request_id: &'a str,
         payload: String,
     ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
+
+    /// The function version's `DeadLetterConfig.TargetArn` (a queue or event bus ARN), if
+    /// it has one: where an event goes when it is discarded.
+    fn dead_letter_target<'a>(
+        &'a self,
+        _function: &'a str,
+        _qualifier: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Engine settings.
@@ -386,6 +396,11 @@ impl AsyncEngine {
         if now - ev.created_ms > max_age_ms {
             info!(event = %ev.id, function = %ev.function, "async event expired (maximum event age)");
             self.finish(&ev.id, EventUpdate::Expired).await;
+            let why = ev
+                .last_error
+                .as_deref()
+                .unwrap_or("maximum event age exceeded");
+            self.dead_letter(invoker, &ev, 200, why).await;
             self.destination(&cfg, &ev, "EventAgeExceeded", None).await;
             return;
         }
@@ -431,6 +446,7 @@ impl AsyncEngine {
                 let error = format!("{error_type}: {}", error_message(&body));
                 if attempts > cfg.maximum_retry_attempts {
                     info!(event = %ev.id, function = %ev.function, attempts, "async event dead-lettered: retries exhausted");
+                    self.dead_letter(invoker, &ev, 200, &error).await;
                     self.finish(&ev.id, EventUpdate::Dead { error }).await;
                     let response = Response {
                         status: 200,
@@ -475,6 +491,104 @@ impl AsyncEngine {
         }
     }
 
+    /// Lambda's dead-letter queue: the unmodified event, with the attributes `RequestID`,
+    /// `ErrorCode` (the 3-digit HTTP status of the last attempt) and `ErrorMessage` (its
+    /// first KB), to the version's `DeadLetterConfig.TargetArn` — a built-in queue (a
+    /// message with those attributes) or an event bus (detail-type `Lambda Function Dead
+    /// Letter`, whose `detail` holds the three attributes and the event as
+    /// `requestPayload`). A failed delivery is logged (Lambda's `DeadLetterErrors`).
+    async fn dead_letter(&self, invoker: &dyn Invoker, ev: &AsyncEvent, code: u16, error: &str) {
+        let Some(target) = invoker
+            .dead_letter_target(&ev.function, &ev.qualifier)
+            .await
+        else {
+            return;
+        };
+        let mut message: String = error.chars().take(1024).collect();
+        while message.len() > 1024 {
+            message.pop();
+        }
+        if let Some((_, bus)) = bus_from_arn(&target) {
+            let payload = serde_json::from_str::<serde_json::Value>(&ev.payload)
+                .unwrap_or_else(|_| ev.payload.clone().into());
+            let event = crate::bus::envelope(
+                &uuid::Uuid::new_v4().to_string(),
+                "lambda",
+                "Lambda Function Dead Letter",
+                now_ms(),
+                &[format!(
+                    "{}:{}",
+                    arn::function_arn(&ev.function, None),
+                    ev.qualifier
+                )],
+                serde_json::json!({
+                    "RequestID": ev.id,
+                    "ErrorCode": code,
+                    "ErrorMessage": message,
+                    "requestPayload": payload,
+                }),
+            );
+            self.to_bus(&target, bus, &event).await;
+            return;
+        }
+        let attributes = serde_json::json!({
+            "RequestID": {"stringValue": ev.id, "dataType": "String"},
+            "ErrorCode": {"stringValue": code.to_string(), "dataType": "Number"},
+            "ErrorMessage": {"stringValue": message, "dataType": "String"},
+        });
+        if self.to_queue(&target, ev.payload.clone(), attributes).await {
+            info!(event = %ev.id, function = %ev.function, dead_letter = %target, "event sent to the dead-letter queue");
+        }
+    }
+
+    /// Routes `event` on the bus `bus` (named by `target`); false (logged) when it cannot.
+    async fn to_bus(&self, target: &str, bus: &str, event: &serde_json::Value) -> bool {
+        let Some(bus_handle) = self.bus.get().and_then(std::sync::Weak::upgrade) else {
+            warn!(destination = %target, "event bus destinations are not enabled");
+            return false;
+        };
+        match bus_handle.route_envelope(bus, event).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(destination = %target, "cannot route the event: {e}");
+                false
+            }
+        }
+    }
+
+    /// Sends one message to the built-in queue named by the ARN `target`; false (logged)
+    /// when it cannot.
+    async fn to_queue(&self, target: &str, body: String, attributes: serde_json::Value) -> bool {
+        let Some(queue) = crate::mapping::queue_from_arn(target) else {
+            warn!(destination = %target, "not a queue ARN");
+            return false;
+        };
+        let Some(runner) = self.queues.get().cloned() else {
+            warn!(destination = %target, "queue destinations are not enabled");
+            return false;
+        };
+        let (store, q) = (runner.store().clone(), queue.to_string());
+        let msg = nimbus_store::NewMessage {
+            body,
+            attributes,
+            ..Default::default()
+        };
+        match tokio::task::spawn_blocking(move || store.send(&q, &[msg], now_ms())).await {
+            Ok(Ok(_)) => {
+                runner.messages_sent();
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(destination = %target, "cannot send the message: {e}");
+                false
+            }
+            Err(e) => {
+                warn!("queue send task failed: {e}");
+                false
+            }
+        }
+    }
+
     /// Sends Lambda's destination record to the configured function or queue, if any.
     async fn destination(
         &self,
@@ -489,11 +603,7 @@ impl AsyncEngine {
             &cfg.on_failure
         };
         let Some(target) = target else { return };
-        if let Some((_, bus)) = target
-            .destination
-            .strip_prefix("arn:aws:events:")
-            .and_then(|rest| rest.split_once(":event-bus/"))
-        {
+        if let Some((_, bus)) = bus_from_arn(&target.destination) {
             // Lambda's event for an EventBridge destination: the record is the detail.
             let record = destination_record(ev, condition, response.as_ref());
             let result = if condition == "Success" {
@@ -512,38 +622,17 @@ impl AsyncEngine {
                 ],
                 record,
             );
-            let Some(bus_handle) = self.bus.get().and_then(std::sync::Weak::upgrade) else {
-                warn!(destination = %target.destination, "event bus destinations are not enabled");
-                return;
-            };
-            if let Err(e) = bus_handle.route_envelope(bus, &event).await {
-                warn!(destination = %target.destination, "cannot route the destination event: {e}");
-            }
+            self.to_bus(&target.destination, bus, &event).await;
             return;
         }
-        if let Some(queue) = target
-            .destination
-            .starts_with("arn:aws:sqs:")
-            .then(|| crate::mapping::queue_from_arn(&target.destination))
-            .flatten()
-        {
+        if target.destination.starts_with("arn:aws:sqs:") {
             let record = destination_record(ev, condition, response.as_ref());
-            let Some(runner) = self.queues.get().cloned() else {
-                warn!(destination = %target.destination, "queue destinations are not enabled");
-                return;
-            };
-            let (store, q) = (runner.store().clone(), queue.to_string());
-            let msg = nimbus_store::NewMessage {
-                body: record.to_string(),
-                ..Default::default()
-            };
-            match tokio::task::spawn_blocking(move || store.send(&q, &[msg], now_ms())).await {
-                Ok(Ok(_)) => runner.messages_sent(),
-                Ok(Err(e)) => {
-                    warn!(destination = %target.destination, "cannot send the destination record: {e}")
-                }
-                Err(e) => warn!("destination task failed: {e}"),
-            }
+            self.to_queue(
+                &target.destination,
+                record.to_string(),
+                serde_json::Value::Null,
+            )
+            .await;
             return;
         }
         let Ok((name, qualifier)) = arn::parse_function_ref(&target.destination) else {
@@ -559,6 +648,12 @@ impl AsyncEngine {
             warn!(destination = %name, "cannot queue the destination record: {e}");
         }
     }
+}
+
+/// `(region-and-account, bus name)` of an event bus ARN (`arn:aws:events:…:event-bus/NAME`).
+pub(crate) fn bus_from_arn(arn: &str) -> Option<(&str, &str)> {
+    arn.strip_prefix("arn:aws:events:")
+        .and_then(|rest| rest.split_once(":event-bus/"))
 }
 
 /// What the function answered, for destination records.

@@ -132,6 +132,14 @@ impl Invoker for GatewayInvoker {
             }
         })
     }
+
+    fn dead_letter_target<'a>(
+        &'a self,
+        function: &'a str,
+        qualifier: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(crate::dead_letter::target_of(&self.0, function, qualifier))
+    }
 }
 
 fn unqualified(function: &str) -> Result<FunctionName, ApiError> {

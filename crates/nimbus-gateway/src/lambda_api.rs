@@ -107,6 +107,9 @@ pub(crate) fn configuration(v: &FunctionVersion) -> Value {
     if !v.config.env.is_empty() {
         out["Environment"] = json!({ "Variables": v.config.env });
     }
+    if let Some(t) = &v.config.dead_letter_target {
+        out["DeadLetterConfig"] = json!({ "TargetArn": t });
+    }
     out
 }
 
@@ -197,6 +200,12 @@ struct TracingConfigInput {
     mode: Option<String>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct DeadLetterConfigInput {
+    target_arn: Option<String>,
+}
+
 /// The fields of CreateFunction and UpdateFunctionConfiguration that Nimbus applies; the
 /// body is first checked against `lambda_fields::FIELDS`, which refuses the rest by name.
 #[derive(Deserialize, Default)]
@@ -215,6 +224,7 @@ struct ConfigInput {
     code: Option<CodeInput>,
     tags: Option<BTreeMap<String, String>>,
     tracing_config: Option<TracingConfigInput>,
+    dead_letter_config: Option<DeadLetterConfigInput>,
     revision_id: Option<String>,
 }
 
@@ -292,6 +302,10 @@ fn apply_config(cfg: &mut FunctionConfig, input: &ConfigInput) -> Result<(), Api
     {
         cfg.tracing_mode = TracingMode::parse(mode)?;
     }
+    if let Some(d) = &input.dead_letter_config {
+        // An empty TargetArn (as Terraform and SAM send) removes it, as on Lambda.
+        cfg.dead_letter_target = d.target_arn.clone().filter(|t| !t.is_empty());
+    }
     cfg.validate()?;
     Ok(())
 }
@@ -343,6 +357,7 @@ pub(crate) async fn create_function(
     validate_role(role)?;
     let mut config = FunctionConfig::new(Runtime::parse(runtime)?, handler);
     apply_config(&mut config, &input)?;
+    crate::dead_letter::check_target(&gw, &config).await?;
     let tags = input.tags.clone().unwrap_or_default();
     validate_tags(&tags)?;
     let zip = code_zip(input.code.as_ref())?
@@ -552,6 +567,7 @@ pub(crate) async fn update_configuration(
     })?;
     let mut config = gw.store.get(&name, None)?.config;
     apply_config(&mut config, &input)?;
+    crate::dead_letter::check_target(&gw, &config).await?;
     if let Some((route, other)) = gw.route_conflict(&name, &config.routes) {
         return Err(ApiError::Conflict(format!(
             "route {route} is already served by function {other}"

@@ -142,6 +142,7 @@ pub(crate) const FIELDS: &[Field] = &[
     field("Tags", true, false, Status::Works),
     field("RevisionId", false, true, Status::Works),
     field("TracingConfig", true, true, Status::Stored),
+    field("DeadLetterConfig", true, true, Status::Works),
     refused(
         "PackageType",
         false,
@@ -160,13 +161,6 @@ pub(crate) const FIELDS: &[Field] = &[
         true,
         blank,
         "are not supported by Nimbus: include the code in the package",
-    ),
-    refused(
-        "DeadLetterConfig",
-        true,
-        blank,
-        "is not supported yet: use PutFunctionEventInvokeConfig with \
-         DestinationConfig.OnFailure to keep failed asynchronous events",
     ),
     refused(
         "VpcConfig",
@@ -300,10 +294,6 @@ mod tests {
                 "FileSystemConfigs",
                 json!([{"Arn": "a", "LocalMountPath": "/mnt/x"}]),
             ),
-            (
-                "DeadLetterConfig",
-                json!({"TargetArn": "arn:aws:sqs:us-east-1:000000000000:q"}),
-            ),
             ("ImageConfig", json!({"Command": ["app.handler"]})),
             ("SnapStart", json!({"ApplyOn": "PublishedVersions"})),
             (
@@ -330,9 +320,9 @@ mod tests {
         }
         let err = run(
             Op::CreateFunction,
-            json!({"DeadLetterConfig": {"TargetArn": "x"}}),
+            json!({"VpcConfig": {"SubnetIds": ["subnet-1"]}}),
         );
-        assert!(err.unwrap_err().contains("not supported yet"));
+        assert!(err.unwrap_err().contains("not attached to a VPC"));
     }
 
     #[test]

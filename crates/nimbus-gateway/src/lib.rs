@@ -11,6 +11,7 @@ mod async_invoke;
 mod auth;
 mod bus;
 mod code_gc;
+mod dead_letter;
 mod error;
 pub mod http_event;
 mod invoke;

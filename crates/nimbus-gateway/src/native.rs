@@ -140,6 +140,7 @@ pub(crate) async fn deploy(
     drop(body);
     req.config.validate()?;
     crate::jwt::check_config(&req.config)?;
+    crate::dead_letter::check_target(&gw, &req.config).await?;
     let previous = gw.store.get(&name, None).ok().map(|v| v.config);
     if let Some(n) = req.config.provisioned_concurrency {
         let reserved = gw

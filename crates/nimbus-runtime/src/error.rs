@@ -13,7 +13,7 @@ pub enum RuntimeError {
     /// Returned to the caller as `Runtime.SecretNotFound`.
     #[error("{0}")]
     Secret(String),
-    /// The instance's network (namespace, or slirp4netns for `network = "outbound"`)
+    /// The instance's network (namespace, or slirp4netns/pasta for `network = "outbound"`)
     /// cannot be set up. Returned to the caller as `Runtime.NetworkUnavailable`.
     #[error("{0}")]
     Network(String),

@@ -7,6 +7,7 @@
 //! by `nimbus-server`.
 
 mod cgroup;
+mod egress;
 mod error;
 mod java;
 mod logs;

@@ -9,9 +9,10 @@
 //! own threads: a socket belongs to the namespace it was created in, whichever thread
 //! accepts on it.
 //!
-//! With the `outbound` policy a `slirp4netns` process gives the namespace a user-mode
-//! network (`tap0`, 10.0.2.100/24, gateway 10.0.2.2) with `--disable-host-loopback`, so
-//! the instance reaches other hosts but not the host's 127.0.0.0/8.
+//! With the `outbound` policy a `slirp4netns` process ([`Slirp`]; or `pasta`, see
+//! `egress.rs`) gives the namespace a user-mode network (`tap0`, 10.0.2.100/24, gateway
+//! 10.0.2.2) with `--disable-host-loopback`, so the instance reaches other hosts but not
+//! the host's 127.0.0.0/8.
 //!
 //! Where namespaces cannot be created (not root, no `CAP_SYS_ADMIN`), the executor falls
 //! back to a Runtime API on a random host loopback port and the host network, and says so
@@ -48,41 +49,6 @@ pub fn probe() -> Result<(), String> {
         .clone()
 }
 
-/// Is `slirp4netns` (egress for functions with `network = "outbound"`) available? Gives
-/// its path, or what to install.
-pub fn slirp_probe() -> Result<PathBuf, String> {
-    static PROBE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            let path_env = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
-            let found = std::env::var_os("NIMBUS_SLIRP4NETNS")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::split_paths(&path_env)
-                        .map(|d| d.join("slirp4netns"))
-                        .find(|p| p.is_file())
-                });
-            let Some(path) = found else {
-                return Err(
-                    "slirp4netns is not installed (apt-get install slirp4netns)".to_string()
-                );
-            };
-            match std::process::Command::new(&path).arg("--version").output() {
-                Ok(o) if o.status.success() => Ok(path),
-                Ok(o) => Err(format!(
-                    "{} --version failed ({}): reinstall slirp4netns (apt-get install --reinstall slirp4netns)",
-                    path.display(),
-                    o.status
-                )),
-                Err(e) => Err(format!(
-                    "cannot run {} ({e}): install slirp4netns (apt-get install slirp4netns)",
-                    path.display()
-                )),
-            }
-        })
-        .clone()
-}
-
 /// A network namespace made for one instance, with its Runtime API listener.
 pub(crate) struct NetNs {
     /// Keeps the namespace alive; the child joins it with `setns`.
@@ -108,7 +74,7 @@ impl NetNs {
     }
 
     /// The namespace as a path other processes can open (`/proc/<server pid>/fd/<fd>`).
-    fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         PathBuf::from(format!(
             "/proc/{}/fd/{}",
             std::process::id(),
@@ -298,7 +264,7 @@ mod tests {
         }
         let per = t0.elapsed() / n;
         println!("create + destroy a network namespace with its listener: {per:?} each ({n} runs)");
-        if let Ok(slirp) = slirp_probe() {
+        if let Ok(crate::egress::EgressTool::Slirp4netns(slirp)) = crate::egress::probe() {
             let n = 20;
             let t0 = Instant::now();
             for _ in 0..n {

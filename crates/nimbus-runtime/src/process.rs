@@ -1,9 +1,10 @@
 //! The process executor: one child process per instance.
 
 use crate::cgroup::{Cgroup, MemoryLimits};
+use crate::egress::{self, Egress};
 use crate::java::JavaRuntime;
 use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind, OutputBudget};
-use crate::netns::{self, NetNs, Slirp};
+use crate::netns::{self, NetNs};
 use crate::rapi::{self, Pending, RapiState};
 use crate::sandbox::{self, Isolation, IsolationReport, Mounts, Sandbox, UidLease};
 use crate::stem::{Stem, StemConfig, StemKey, StemPool, StemStats};
@@ -225,9 +226,9 @@ impl ProcessExecutor {
             // `--isolation none`: instances share the host network, as everything else.
             Ok(()) if isolation.mode == Isolation::None => false,
             Ok(()) => {
-                match netns::slirp_probe() {
-                    Ok(p) => info!(slirp4netns = %p.display(), "network isolation: a network namespace per instance; outbound egress through slirp4netns"),
-                    Err(e) => warn!("network isolation: a network namespace per instance, but {e}: functions with network = \"outbound\" run WITHOUT one (on the host network: they reach its loopback, Nimbus's API and other such instances' Runtime APIs); install slirp4netns to isolate them, or deploy them with network = \"none\"; `--isolation strict` refuses to start without it"),
+                match egress::probe() {
+                    Ok(tool) => info!(egress = %tool, "network isolation: a network namespace per instance; outbound egress through {tool}"),
+                    Err(e) => warn!("network isolation: a network namespace per instance, but {e}: functions with network = \"outbound\" run WITHOUT one (on the host network: they reach its loopback, Nimbus's API and other such instances' Runtime APIs); {} (or passt) to isolate them, or deploy them with network = \"none\"; `--isolation strict` refuses to start without it", egress::INSTALL),
                 }
                 true
             }
@@ -521,25 +522,25 @@ impl ProcessExecutor {
     }
 
     /// The instance's Runtime API listener and, where the host allows, the network
-    /// namespace it lives in (with slirp4netns for `outbound`).
+    /// namespace it lives in (with slirp4netns or pasta for `outbound`).
     async fn network(
         &self,
         spec: &InstanceSpec,
-    ) -> Result<(tokio::net::TcpListener, Option<NetNs>, Option<Slirp>), RuntimeError> {
+    ) -> Result<(tokio::net::TcpListener, Option<NetNs>, Option<Egress>), RuntimeError> {
         if !self.netns {
             // Degraded (reported at start): the host network, a random loopback port.
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             return Ok((listener, None, None));
         }
-        let slirp = match spec.config.network {
+        let egress = match spec.config.network {
             NetworkPolicy::None => None,
-            NetworkPolicy::Outbound => match netns::slirp_probe() {
-                Ok(program) => Some(program),
+            NetworkPolicy::Outbound => match egress::probe() {
+                Ok(tool) => Some(tool),
                 Err(_) => {
                     // Degraded (warned at start, `egress` in the isolation report; strict
                     // refuses to start): egress without a namespace of its own, as on a
                     // host without network namespaces.
-                    debug!(function = %spec.function, "no slirp4netns: an outbound instance on the host network");
+                    debug!(function = %spec.function, "no slirp4netns or pasta: an outbound instance on the host network");
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                     return Ok((listener, None, None));
                 }
@@ -551,15 +552,15 @@ impl ProcessExecutor {
             ))
         })?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let slirp = match slirp {
-            Some(program) => Some(
-                Slirp::start(&program, &ns)
+        let egress = match egress {
+            Some(tool) => Some(
+                Egress::start(&tool, &ns)
                     .await
                     .map_err(|e| RuntimeError::Network(e.to_string()))?,
             ),
             None => None,
         };
-        Ok((listener, Some(ns), slirp))
+        Ok((listener, Some(ns), egress))
     }
 
     pub fn memory_limits(&self) -> &MemoryLimits {
@@ -837,7 +838,7 @@ impl ProcessExecutor {
 
         // The Runtime API listens before the runtime starts (curl's connect timeout is 1 s):
         // 127.0.0.1:9001 in the instance's own network namespace.
-        let (listener, ns, slirp) = self.network(&spec).await?;
+        let (listener, ns, egress) = self.network(&spec).await?;
         let api = listener.local_addr()?.to_string();
         let ns_fd = ns.as_ref().map(NetNs::raw_fd);
         let (next_tx, next_rx) = mpsc::channel::<Pending>(1);
@@ -1008,7 +1009,7 @@ impl ProcessExecutor {
             initialized: false,
             healthy: true,
             _netns: ns,
-            slirp,
+            egress,
             probe: std::sync::OnceLock::new(),
         })
     }
@@ -1148,7 +1149,7 @@ pub struct ProcessInstance {
     /// The instance's network namespace (kept open until the instance is gone).
     _netns: Option<NetNs>,
     /// Egress for `network = "outbound"`; killed with the instance.
-    slirp: Option<Slirp>,
+    egress: Option<Egress>,
     /// Made at first use and kept: it holds the peak-memory file open, read by the REPORT
     /// line of every invocation.
     probe: std::sync::OnceLock<crate::MemoryProbe>,
@@ -1163,8 +1164,8 @@ enum Phase {
 impl ProcessInstance {
     fn kill(&mut self) {
         self.healthy = false;
-        if let Some(s) = &mut self.slirp {
-            s.kill();
+        if let Some(e) = &mut self.egress {
+            e.kill();
         }
         if let Some(pid) = self.pid {
             let _ = nix::sys::signal::killpg(

@@ -1126,11 +1126,8 @@ pub fn probe(
             format!("{e}: instances share the host network (run as root)"),
         ),
     });
-    layers.push(match crate::netns::slirp_probe() {
-        Ok(p) => Layer::ok(
-            "egress",
-            format!("slirp4netns ({}) for network = \"outbound\"", p.display()),
-        ),
+    layers.push(match crate::egress::probe() {
+        Ok(tool) => Layer::ok("egress", format!("{tool} for network = \"outbound\"")),
         Err(e) => Layer::missing(
             "egress",
             format!("{e}: functions with network = \"outbound\" run on the host network, without network isolation"),

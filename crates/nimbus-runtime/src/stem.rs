@@ -2,7 +2,7 @@
 //! some function (OpenWhisk's "stem cell" containers).
 //!
 //! A stem cell is started exactly like an instance — its own sandbox, uid, cgroup,
-//! network namespace with the Runtime API at `127.0.0.1:9001`, slirp4netns for
+//! network namespace with the Runtime API at `127.0.0.1:9001`, slirp4netns (or pasta) for
 //! `outbound` — but with an empty `/var/task` and no function environment. Its bootstrap
 //! (Node or Python) waits on [`crate::rapi::STEM_PATH`]. A cold start takes one
 //! ([`StemPool::take`]), mounts the function's code on its `/var/task`, sets its cgroup
