@@ -221,7 +221,11 @@ fn a_missing_requirement_is_refused_with_pips_error_and_deploys_nothing() {
     );
     // Nothing was deployed: version 1 keeps serving.
     let (_, f) = s.get_json("/v1/functions/py-bad");
-    assert_eq!(f["version"], "1", "{f}");
+    assert_eq!(
+        f["code_sha256"], reply["function"]["code_sha256"],
+        "{f}\n{reply}"
+    );
+    assert_eq!(f["revision_id"], reply["function"]["revision_id"], "{f}");
     assert_eq!(s.invoke("py-bad", "{}").ok(), json!({"greeting": "hello"}));
     assert!(s.healthy());
 }
