@@ -259,41 +259,60 @@ async fn build_in_span(dir: &Path, plan: &Plan, name: &str) -> Result<Built> {
 }
 
 /// The interpreter an ecosystem's packages are built for.
+#[derive(Debug, Clone)]
 struct Tool {
-    /// `python3` as the server runs it, or `npm`.
+    /// The real `python3` the server runs (pip runs as `python3 -m pip`), or `npm`.
     program: PathBuf,
     /// Goes into the cache key: e.g. `3.11.7 cpython-311 linux-x86_64`, `v20.11.0`.
     version: String,
 }
 
+/// Tools probed by this process: `nimbus up` probes once, not on every redeploy (an
+/// interpreter behind a shim such as pyenv's takes a good part of a second to start).
+static PROBED: std::sync::Mutex<Vec<(Ecosystem, Tool)>> = std::sync::Mutex::new(Vec::new());
+
+/// Finds the interpreter as the server does (`NIMBUS_PYTHON` / `NIMBUS_NODE`, else
+/// `python3` / `node` on `PATH`; Python resolved to `sys.executable`, past shims, as
+/// [`nimbus_runtime::HostInterpreters`] does) and asks its version.
 async fn probe_tool(ecosystem: Ecosystem) -> Result<Tool> {
-    let host = tokio::task::spawn_blocking(nimbus_runtime::HostInterpreters::resolve)
-        .await
-        .context("resolving the interpreters failed")?;
-    let (interpreter, args, program): (PathBuf, &[&str], PathBuf) = match ecosystem {
+    let known = |probed: &Vec<(Ecosystem, Tool)>| {
+        probed
+            .iter()
+            .find(|(e, _)| *e == ecosystem)
+            .map(|(_, t)| t.clone())
+    };
+    if let Some(tool) = known(&PROBED.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(tool);
+    }
+    let var = |name: &str, default: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(default), PathBuf::from)
+    };
+    let (interpreter, args, hint): (PathBuf, &[&str], &str) = match ecosystem {
         Ecosystem::Python => (
-            host.python.clone(),
+            var("NIMBUS_PYTHON", "python3"),
             &[
                 "-c",
-                "import sys, sysconfig; print(sys.version.split()[0], sys.implementation.cache_tag, sysconfig.get_platform())",
+                "import sys, sysconfig; print(sys.executable); print(sys.version.split()[0], sys.implementation.cache_tag, sysconfig.get_platform())",
             ],
-            host.python,
-        ),
-        Ecosystem::Node => (host.node, &["--version"], PathBuf::from("npm")),
-    };
-    let mut cmd = tokio::process::Command::new(&interpreter);
-    cmd.args(args);
-    let (what, hint) = match ecosystem {
-        Ecosystem::Python => (
-            format!("the Python interpreter ({})", interpreter.display()),
             "install python3 (Debian: apt-get install python3) or point NIMBUS_PYTHON at one",
         ),
         Ecosystem::Node => (
-            format!("the Node interpreter ({})", interpreter.display()),
+            var("NIMBUS_NODE", "node"),
+            &["--version"],
             "install node (Debian: apt-get install nodejs) or point NIMBUS_NODE at one",
         ),
     };
+    let what = format!(
+        "the {} interpreter ({})",
+        ecosystem.label(),
+        interpreter.display()
+    );
+    let mut cmd = tokio::process::Command::new(&interpreter);
+    cmd.args(args);
     let out = super::run_tool(cmd, "dependencies", &what, hint).await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         anyhow::bail!(
             "{what} does not run ({}): {}",
@@ -301,10 +320,29 @@ async fn probe_tool(ecosystem: Ecosystem) -> Result<Tool> {
             super::tool_output(&out).trim()
         );
     }
-    Ok(Tool {
-        program,
-        version: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    })
+    let tool = match ecosystem {
+        Ecosystem::Python => {
+            let mut lines = stdout.lines();
+            let exe = lines
+                .next()
+                .map(PathBuf::from)
+                .filter(|p| p.is_file())
+                .unwrap_or(interpreter);
+            Tool {
+                program: exe,
+                version: lines.next().unwrap_or_default().trim().to_string(),
+            }
+        }
+        Ecosystem::Node => Tool {
+            program: PathBuf::from("npm"),
+            version: stdout.trim().to_string(),
+        },
+    };
+    PROBED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((ecosystem, tool.clone()));
+    Ok(tool)
 }
 
 /// The hex SHA-256 naming the cache entry of `plan` in `dir`.
