@@ -102,7 +102,9 @@ fn python_requirements_are_installed_and_cached() {
     let (reply, took, err) = deploy_json(&s, &p, &python_args("py-deps"));
     assert_eq!(reply["build"]["cache"], "miss", "{reply}");
     assert!(
-        err.contains("installing Python dependencies of python-orjson (requirements.txt: orjson>=3.10)"),
+        err.contains(
+            "installing Python dependencies of python-orjson (requirements.txt: orjson>=3.10)"
+        ),
         "{err}"
     );
     eprintln!("first deploy (pip install): {took:?}");
@@ -138,7 +140,9 @@ fn node_package_lock_is_installed_without_dev_dependencies_and_cached() {
     let (reply, took, err) = deploy_json(&s, &p, &node_args("node-deps"));
     assert_eq!(reply["build"]["cache"], "miss", "{reply}");
     assert!(
-        err.contains("installing Node dependencies of node-uuid (package.json: uuid) with npm ci --omit=dev"),
+        err.contains(
+            "installing Node dependencies of node-uuid (package.json: uuid) with npm ci --omit=dev"
+        ),
         "{err}"
     );
     eprintln!("first deploy (npm ci): {took:?}");
@@ -157,14 +161,22 @@ fn node_package_lock_is_installed_without_dev_dependencies_and_cached() {
         "the code directory is not written to"
     );
 
-    p.edit("index.js", "const GREETING = \"hello\"", "const GREETING = \"hi\"");
+    p.edit(
+        "index.js",
+        "const GREETING = \"hello\"",
+        "const GREETING = \"hi\"",
+    );
     let (reply, took, _) = deploy_json(&s, &p, &node_args("node-deps"));
     assert_eq!(reply["build"]["cache"], "hit", "{reply}");
     eprintln!("second deploy (cache hit): {took:?}");
     assert_eq!(s.invoke("node-deps", "{}").ok()["greeting"], "hi");
 
     // The human output says so, briefly.
-    p.edit("index.js", "const GREETING = \"hi\"", "const GREETING = \"hey\"");
+    p.edit(
+        "index.js",
+        "const GREETING = \"hi\"",
+        "const GREETING = \"hey\"",
+    );
     let mut args = vec!["deploy", p.path()];
     args.extend(node_args("node-deps"));
     let out = cli(&s, &p, &args);
@@ -305,7 +317,11 @@ fn up_redeploys_a_code_change_from_the_cached_build() {
     };
     assert!(get().contains("\"greeting\":\"hello\""), "{}", get());
 
-    p.edit("index.js", "const GREETING = \"hello\"", "const GREETING = \"hi\"");
+    p.edit(
+        "index.js",
+        "const GREETING = \"hello\"",
+        "const GREETING = \"hi\"",
+    );
     let out = wait_for("redeployed uuid-up");
     let line = out
         .lines()

@@ -160,11 +160,14 @@ fn layer_plan(dir: &Path, family: RuntimeFamily) -> Option<Plan> {
         ),
         RuntimeFamily::Provided | RuntimeFamily::Java => return None,
     };
-    dir.join(manifest_dir).join(manifest).is_file().then(|| Plan {
-        ecosystem,
-        manifest_dir: manifest_dir.into(),
-        install_dir: install_dir.into(),
-    })
+    dir.join(manifest_dir)
+        .join(manifest)
+        .is_file()
+        .then(|| Plan {
+            ecosystem,
+            manifest_dir: manifest_dir.into(),
+            install_dir: install_dir.into(),
+        })
 }
 
 /// Builds a function's code directory with its dependencies installed; `None` when it
@@ -224,11 +227,8 @@ async fn build_in_span(dir: &Path, plan: &Plan, name: &str) -> Result<Built> {
         .tempdir()
         .context("cannot create a temporary build directory")?;
     let out = tmp.path().join("package");
-    let (src, install_dir, entry_dir) = (
-        dir.to_path_buf(),
-        plan.install_dir.clone(),
-        entry.clone(),
-    );
+    let (src, install_dir, entry_dir) =
+        (dir.to_path_buf(), plan.install_dir.clone(), entry.clone());
     let skip_installed = plan.install_dir.clone();
     let out_dir = out.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
@@ -658,8 +658,7 @@ fn install_failed(name: &str, ecosystem: Ecosystem, command: &str, run: &Run) ->
 /// are left out.
 fn copy_tree(src: &Path, dst: &Path, rel: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<()> {
     std::fs::create_dir_all(dst).with_context(|| format!("cannot create {}", dst.display()))?;
-    for entry in std::fs::read_dir(src).with_context(|| format!("cannot read {}", src.display()))?
-    {
+    for entry in std::fs::read_dir(src).with_context(|| format!("cannot read {}", src.display()))? {
         let entry = entry?;
         let file_name = entry.file_name();
         let child_rel = rel.join(&file_name);
@@ -681,8 +680,7 @@ fn copy_tree(src: &Path, dst: &Path, rel: &Path, skip: &dyn Fn(&Path) -> bool) -
             std::os::unix::fs::symlink(&target, &to)
                 .with_context(|| format!("cannot create {}", to.display()))?;
         } else if kind.is_file() && std::fs::hard_link(&from, &to).is_err() {
-            std::fs::copy(&from, &to)
-                .with_context(|| format!("cannot copy {}", from.display()))?;
+            std::fs::copy(&from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
         }
     }
     Ok(())
@@ -711,7 +709,11 @@ mod tests {
             layer_plan(dir, RuntimeFamily::Python).unwrap().install_dir,
             Path::new("python")
         );
-        assert_eq!(layer_plan(dir, RuntimeFamily::Node), None, "root package.json");
+        assert_eq!(
+            layer_plan(dir, RuntimeFamily::Node),
+            None,
+            "root package.json"
+        );
         std::fs::create_dir(dir.join("nodejs")).unwrap();
         std::fs::write(dir.join("nodejs/package.json"), "{}").unwrap();
         let node = layer_plan(dir, RuntimeFamily::Node).unwrap();
@@ -723,7 +725,11 @@ mod tests {
     fn the_cache_key_follows_manifest_lock_and_interpreter_not_code() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path();
-        std::fs::write(dir.join("package.json"), r#"{"dependencies":{"uuid":"^9"}}"#).unwrap();
+        std::fs::write(
+            dir.join("package.json"),
+            r#"{"dependencies":{"uuid":"^9"}}"#,
+        )
+        .unwrap();
         std::fs::write(dir.join("index.js"), "exports.handler = 1").unwrap();
         let plan = function_plan(dir, RuntimeFamily::Node).unwrap();
         let key = |v: &str| cache_key(dir, &plan, v).unwrap();
@@ -768,7 +774,9 @@ mod tests {
             vec!["orjson>=3.10", "requests"]
         );
         assert_eq!(
-            dependency_names(r#"{"dependencies":{"uuid":"^9","b":"1"},"devDependencies":{"x":"1"}}"#),
+            dependency_names(
+                r#"{"dependencies":{"uuid":"^9","b":"1"},"devDependencies":{"x":"1"}}"#
+            ),
             vec!["b", "uuid"]
         );
         assert!(dependency_names("not json").is_empty());
@@ -812,7 +820,12 @@ mod tests {
                 "ERROR: No matching distribution found for nope==1".into(),
             ],
         };
-        let e = install_failed("f", Ecosystem::Python, "pip install -r requirements.txt", &run);
+        let e = install_failed(
+            "f",
+            Ecosystem::Python,
+            "pip install -r requirements.txt",
+            &run,
+        );
         let text = e.to_string();
         assert!(
             text.starts_with("installing the dependencies of f failed (pip install -r requirements.txt: exit status: 1):\nERROR: Could not find"),

@@ -1,8 +1,8 @@
 //! `nimbus deploy`: package code, validate config locally, `PUT /v1/functions/{name}`.
 //! Also the deploy path `nimbus up` uses.
 
-use crate::cli::DeployArgs;
 use crate::build::CacheUse;
+use crate::cli::DeployArgs;
 use crate::client::Client;
 use crate::errors::Hinted;
 use crate::output::{deployed_line, human_size, DeployReply};
@@ -606,10 +606,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let zip = dir.path().join("code.zip");
         std::fs::write(&zip, b"not a zip").unwrap();
-        let e = package(&CodeSource::Zip(zip), &test_config(), DeployOptions::default())
-            .await
-            .err()
-            .unwrap();
+        let e = package(
+            &CodeSource::Zip(zip),
+            &test_config(),
+            DeployOptions::default(),
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("not a valid zip"), "{e}");
         let e = package(
             &CodeSource::Dir(dir.path().join("nope")),
