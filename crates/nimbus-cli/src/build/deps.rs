@@ -174,7 +174,9 @@ fn layer_plan(dir: &Path, family: RuntimeFamily) -> Option<Plan> {
 /// has no dependency manifest for its runtime.
 pub async fn prepare_function(dir: &Path, family: RuntimeFamily) -> Result<Option<Built>> {
     match function_plan(dir, family) {
-        Some(plan) => build(dir, &plan).await.map(Some),
+        Some(plan) => build(dir, &plan, &cache_root(|k| std::env::var_os(k)))
+            .await
+            .map(Some),
         None => Ok(None),
     }
 }
@@ -190,25 +192,26 @@ pub async fn prepare_function(dir: &Path, family: RuntimeFamily) -> Result<Optio
 #[allow(dead_code)] // called by manifest-defined layers
 pub async fn prepare_layer(dir: &Path, family: RuntimeFamily) -> Result<Built> {
     match layer_plan(dir, family) {
-        Some(plan) => build(dir, &plan).await,
+        Some(plan) => build(dir, &plan, &cache_root(|k| std::env::var_os(k))).await,
         None => Ok(Built::as_is(dir)),
     }
 }
 
 /// Copies `dir` into a temporary build directory and adds the dependencies of `plan`,
 /// from the cache or freshly installed.
-async fn build(dir: &Path, plan: &Plan) -> Result<Built> {
+async fn build(dir: &Path, plan: &Plan, cache: &Path) -> Result<Built> {
     let name = super::go::display_name(dir);
     let span =
         tracing::info_span!("build_deps", function = %name, ecosystem = plan.ecosystem.label());
-    build_in_span(dir, plan, &name).instrument(span).await
+    build_in_span(dir, plan, cache, &name)
+        .instrument(span)
+        .await
 }
 
-async fn build_in_span(dir: &Path, plan: &Plan, name: &str) -> Result<Built> {
+async fn build_in_span(dir: &Path, plan: &Plan, cache: &Path, name: &str) -> Result<Built> {
     let started = Instant::now();
     let tool = probe_tool(plan.ecosystem).await?;
     let key = cache_key(dir, plan, &tool.version)?;
-    let cache = cache_root(|k| std::env::var_os(k));
     let entry = cache.join(format!(
         "{}-{}",
         plan.ecosystem.label().to_lowercase(),
@@ -218,7 +221,7 @@ async fn build_in_span(dir: &Path, plan: &Plan, name: &str) -> Result<Built> {
         tracing::debug!(entry = %entry.display(), "dependency cache hit");
         CacheUse::Hit
     } else {
-        install(dir, plan, &tool, &cache, &entry, name).await?;
+        install(dir, plan, &tool, cache, &entry, name).await?;
         CacheUse::Miss
     };
 
@@ -807,6 +810,48 @@ mod tests {
         );
         assert!(!dst.join("__pycache__").exists());
         assert!(!dst.join("node_modules").exists());
+    }
+
+    /// Layers in Lambda's layout, built offline (manifests without dependencies): pip and
+    /// npm run, the installed directory lands where Lambda looks, the second build is a hit.
+    #[tokio::test]
+    async fn layers_install_into_lambdas_layer_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join("cache");
+        let layer = d.path().join("layer");
+        std::fs::create_dir_all(layer.join("nodejs/node_modules/stale")).unwrap();
+        std::fs::create_dir_all(layer.join("bin")).unwrap();
+        std::fs::write(layer.join("bin/tool"), "#!/bin/sh\n").unwrap();
+        std::fs::write(
+            layer.join("nodejs/package.json"),
+            r#"{"name":"layer","version":"1.0.0","dependencies":{}}"#,
+        )
+        .unwrap();
+        std::fs::write(layer.join("requirements.txt"), "# nothing yet\n").unwrap();
+
+        let plan = layer_plan(&layer, RuntimeFamily::Node).unwrap();
+        let built = build(&layer, &plan, &cache).await.unwrap();
+        assert_eq!(built.cache, CacheUse::Miss);
+        let out = built.prepared.dir();
+        assert!(out.join("nodejs/node_modules").is_dir());
+        assert!(
+            !out.join("nodejs/node_modules/stale").exists(),
+            "installed, not copied"
+        );
+        assert!(out.join("nodejs/package.json").is_file());
+        assert!(out.join("bin/tool").is_file());
+        assert!(
+            !layer.join("nodejs/package-lock.json").exists(),
+            "the layer directory is not written to"
+        );
+        let again = build(&layer, &plan, &cache).await.unwrap();
+        assert_eq!(again.cache, CacheUse::Hit);
+
+        let plan = layer_plan(&layer, RuntimeFamily::Python).unwrap();
+        let built = build(&layer, &plan, &cache).await.unwrap();
+        assert_eq!(built.cache, CacheUse::Miss);
+        assert!(built.prepared.dir().join("python").is_dir());
+        assert!(built.prepared.dir().join("bin/tool").is_file());
     }
 
     #[test]
