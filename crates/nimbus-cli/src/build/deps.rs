@@ -8,7 +8,9 @@
 //!   match its ABI.
 //! - Node: a `package.json` is installed with `npm ci --omit=dev` when a `package-lock.json`
 //!   (or `npm-shrinkwrap.json`) is beside it, else `npm install --omit=dev`, into
-//!   `node_modules`.
+//!   `node_modules`. npm runs on a copy of the manifest, lock file and `.npmrc` (so the code
+//!   directory is never written to): `file:` dependencies and the package's own install
+//!   scripts are not supported; vendor those and deploy with `--no-build`.
 //!
 //! Installed dependencies are cached in [`cache_root`] (`NIMBUS_BUILD_CACHE`, else
 //! `$XDG_CACHE_HOME/nimbus/build-cache`, else `~/.cache/nimbus/build-cache`) under a hash of
@@ -210,7 +212,7 @@ async fn build(dir: &Path, plan: &Plan, cache: &Path) -> Result<Built> {
 
 async fn build_in_span(dir: &Path, plan: &Plan, cache: &Path, name: &str) -> Result<Built> {
     let started = Instant::now();
-    let tool = probe_tool(plan.ecosystem).await?;
+    let tool = probe_tool(plan.ecosystem, name).await?;
     let key = cache_key(dir, plan, &tool.version)?;
     let entry = cache.join(format!(
         "{}-{}",
@@ -230,15 +232,17 @@ async fn build_in_span(dir: &Path, plan: &Plan, cache: &Path, name: &str) -> Res
         .tempdir()
         .context("cannot create a temporary build directory")?;
     let out = tmp.path().join("package");
-    let (src, install_dir, entry_dir) =
-        (dir.to_path_buf(), plan.install_dir.clone(), entry.clone());
-    let skip_installed = plan.install_dir.clone();
-    let out_dir = out.clone();
+    let (src, install_dir, entry_dir, out_dir) = (
+        dir.to_path_buf(),
+        plan.install_dir.clone(),
+        entry.clone(),
+        out.clone(),
+    );
     tokio::task::spawn_blocking(move || -> Result<()> {
         // The code first (without a stale copy of what gets installed), then the
         // dependencies over it.
         copy_tree(&src, &out_dir, Path::new(""), &|rel: &Path| {
-            !skip_installed.as_os_str().is_empty() && rel == skip_installed
+            !install_dir.as_os_str().is_empty() && rel == install_dir
         })
         .with_context(|| format!("cannot copy {} into the build", src.display()))?;
         let target = out_dir.join(&install_dir);
@@ -277,7 +281,7 @@ static PROBED: std::sync::Mutex<Vec<(Ecosystem, Tool)>> = std::sync::Mutex::new(
 /// Finds the interpreter as the server does (`NIMBUS_PYTHON` / `NIMBUS_NODE`, else
 /// `python3` / `node` on `PATH`; Python resolved to `sys.executable`, past shims, as
 /// [`nimbus_runtime::HostInterpreters`] does) and asks its version.
-async fn probe_tool(ecosystem: Ecosystem) -> Result<Tool> {
+async fn probe_tool(ecosystem: Ecosystem, name: &str) -> Result<Tool> {
     let known = |probed: &Vec<(Ecosystem, Tool)>| {
         probed
             .iter()
@@ -314,7 +318,7 @@ async fn probe_tool(ecosystem: Ecosystem) -> Result<Tool> {
     );
     let mut cmd = tokio::process::Command::new(&interpreter);
     cmd.args(args);
-    let out = super::run_tool(cmd, "dependencies", &what, hint).await?;
+    let out = super::run_tool(cmd, name, &what, hint).await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         anyhow::bail!(
