@@ -11,6 +11,7 @@ mod cli;
 mod concurrency;
 mod connections;
 mod density;
+mod deps;
 mod dlq;
 mod docs;
 mod doctor;

@@ -254,6 +254,9 @@ pub struct UpArgs {
     /// Project directory containing nimbus.toml.
     #[arg(default_value = ".")]
     pub dir: PathBuf,
+    /// Package code directories as they are: no Go/Java build, no dependency install.
+    #[arg(long)]
+    pub no_build: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -302,6 +305,9 @@ pub struct DeployArgs {
     /// Network policy: outbound (default; egress to other hosts) or none (loopback only).
     #[arg(long, requires = "name", value_name = "POLICY", value_parser = parse_network)]
     pub network: Option<nimbus_core::NetworkPolicy>,
+    /// Package code directories as they are: no Go/Java build, no dependency install.
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 #[derive(Debug, Args)]

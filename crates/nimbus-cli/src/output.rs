@@ -40,6 +40,26 @@ pub struct DeployReply {
     pub alias: Option<String>,
     #[serde(default)]
     pub provisioned_concurrency: Option<u32>,
+    /// Added by the CLI (not the server): how the build used the dependency cache.
+    #[serde(default)]
+    pub build: Option<BuildView>,
+}
+
+/// `build` in `nimbus deploy --json`: `{"cache": "hit" | "miss" | "none"}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct BuildView {
+    pub cache: String,
+}
+
+/// `, deps cached` / `, deps installed` for a deploy whose dependencies came from the
+/// build cache or were installed; empty otherwise.
+pub fn build_note(reply: &DeployReply) -> &'static str {
+    match reply.build.as_ref().map(|b| b.cache.as_str()) {
+        Some("hit") => ", deps cached",
+        Some("miss") => ", deps installed",
+        _ => "",
+    }
 }
 
 /// `1023 B`, `1.2 KB`, `3.4 MB`.
@@ -67,6 +87,7 @@ pub fn deployed_line(reply: &DeployReply) -> String {
         reply.version,
         human_size(f.code_size)
     );
+    line.push_str(build_note(reply));
     if let Some(a) = &reply.alias {
         line.push_str(&format!(", alias {a}"));
     }
@@ -262,6 +283,17 @@ mod tests {
             deployed_line(&r),
             "deployed hello (version 4, 1.2 KB, alias live, 2 provisioned)"
         );
+        for (cache, line) in [
+            ("hit", "deployed hello (version 5, 1.2 KB, deps cached)"),
+            ("miss", "deployed hello (version 5, 1.2 KB, deps installed)"),
+            ("none", "deployed hello (version 5, 1.2 KB)"),
+        ] {
+            let r: DeployReply = serde_json::from_value(
+                json!({"function": view(false), "version": "5", "build": {"cache": cache}}),
+            )
+            .unwrap();
+            assert_eq!(deployed_line(&r), line);
+        }
     }
 
     #[test]

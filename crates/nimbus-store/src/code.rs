@@ -833,10 +833,11 @@ fn sync_tree_dirs(dir: &Path) -> Result<()> {
     sync_dir(dir)
 }
 
-/// Names skipped by [`zip_dir`]: version control, Nimbus's own state and build caches.
+/// Names skipped by [`zip_dir`]: version control, Nimbus's own state and build caches
+/// (Python's `__pycache__`: stale bytecode of the packager's interpreter).
 fn skipped(parent_rel: &str, file_name: &str) -> bool {
     match file_name {
-        ".git" | ".nimbus" => true,
+        ".git" | ".nimbus" | "__pycache__" => true,
         ".cache" => parent_rel == "node_modules" || parent_rel.ends_with("/node_modules"),
         _ => false,
     }
@@ -846,7 +847,7 @@ fn skipped(parent_rel: &str, file_name: &str) -> bool {
 ///
 /// The output is deterministic (entries sorted, fixed timestamps), so packaging an unchanged
 /// directory twice gives the same bytes and the same content address. Unix permission bits are
-/// kept. `.git`, `.nimbus` and `node_modules/.cache` are left out. Symlinks are followed when
+/// kept. `.git`, `.nimbus`, `__pycache__` and `node_modules/.cache` are left out. Symlinks are followed when
 /// they resolve inside `dir` (the zip holds what they point to) and rejected otherwise.
 pub fn zip_dir(dir: &Path) -> Result<Vec<u8>> {
     let root = dir.canonicalize().map_err(|e| io_ctx(e, "opening", dir))?;
@@ -1627,6 +1628,8 @@ mod tests {
         fs::create_dir_all(src.join(".git")).unwrap();
         fs::create_dir_all(src.join(".nimbus")).unwrap();
         fs::create_dir_all(src.join("node_modules/.cache")).unwrap();
+        fs::create_dir_all(src.join("lib/__pycache__")).unwrap();
+        fs::write(src.join("lib/__pycache__/m.cpython-311.pyc"), b"c").unwrap();
         fs::create_dir_all(src.join("empty")).unwrap();
         fs::write(src.join(".git/HEAD"), b"ref").unwrap();
         fs::write(src.join(".nimbus/state"), b"s").unwrap();
@@ -1662,7 +1665,13 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted, "entries in order");
-        for skipped in [".git/HEAD", ".nimbus/state", "node_modules/.cache/junk"] {
+        for skipped in [
+            ".git/HEAD",
+            ".nimbus/state",
+            "node_modules/.cache/junk",
+            "lib/__pycache__/",
+            "lib/__pycache__/m.cpython-311.pyc",
+        ] {
             assert!(
                 !names.iter().any(|n| n == skipped),
                 "{skipped} included: {names:?}"

@@ -309,7 +309,7 @@ fn write_runtime(root: &Path) -> Result<()> {
 }
 
 /// The code directory's name, for messages.
-fn display_name(dir: &Path) -> String {
+pub(super) fn display_name(dir: &Path) -> String {
     dir.canonicalize()
         .ok()
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))

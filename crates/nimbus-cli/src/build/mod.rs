@@ -1,13 +1,18 @@
-//! Builds from source before packaging, for compiled languages: a Go module without a
-//! `bootstrap` (`go build`), a Java source tree without a jar (`javac`). Other code
-//! directories are packaged as they are.
+//! Builds before packaging (`nimbus deploy` and `nimbus up`; `--no-build` skips them): a Go
+//! module without a `bootstrap` (`go build`), a Java source tree without a jar (`javac`), a
+//! Python function with a `requirements.txt` or a Node function with a `package.json`
+//! (dependencies installed, cached: [`deps`]). Other code directories are packaged as they
+//! are.
 
 use anyhow::Result;
 use nimbus_core::FunctionConfig;
 use std::path::{Path, PathBuf};
 
+pub mod deps;
 mod go;
 mod java;
+
+pub use deps::{Built, CacheUse};
 
 /// The directory to package: the code directory itself, or a build output that lives as
 /// long as this value.
@@ -28,15 +33,23 @@ impl Prepared {
     }
 }
 
-/// Builds `dir` for `config.runtime` when it holds sources that need a build.
-pub async fn prepare(dir: &Path, config: &FunctionConfig) -> Result<Prepared> {
+/// Builds `dir` for `config.runtime` when it holds sources that need a build or
+/// dependencies to install.
+pub async fn prepare(dir: &Path, config: &FunctionConfig) -> Result<Built> {
+    let uncached = |prepared| Built {
+        prepared,
+        cache: CacheUse::None,
+    };
     if go::wants_build(dir, config) {
-        return go::build(dir).await;
+        return go::build(dir).await.map(uncached);
     }
     if java::wants_build(dir, config) {
-        return java::build(dir, config).await;
+        return java::build(dir, config).await.map(uncached);
     }
-    Ok(Prepared::AsIs(dir.to_path_buf()))
+    if let Some(built) = deps::prepare_function(dir, config.runtime.family()).await? {
+        return Ok(built);
+    }
+    Ok(Built::as_is(dir))
 }
 
 /// Runs a build tool to completion with no stdin. A tool that is not installed becomes an

@@ -1,6 +1,7 @@
 //! `nimbus deploy`: package code, validate config locally, `PUT /v1/functions/{name}`.
 //! Also the deploy path `nimbus up` uses.
 
+use crate::build::CacheUse;
 use crate::cli::DeployArgs;
 use crate::client::Client;
 use crate::errors::Hinted;
@@ -60,9 +61,17 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
     } else {
         None
     };
-    let mut replies = Vec::new();
+    let options = DeployOptions {
+        no_build: args.no_build,
+    };
+    // Every function is built before any is uploaded: a failed build deploys nothing.
+    let mut packages = Vec::new();
     for t in &targets {
-        let reply = deploy(client, t).await?;
+        packages.push(build_package(t, options).await?);
+    }
+    let mut replies = Vec::new();
+    for (t, package) in targets.iter().zip(packages) {
+        let reply = upload(client, t, package).await?;
         if json {
             replies.push(reply);
         } else {
@@ -332,20 +341,43 @@ pub fn code_source(path: &Path) -> Result<CodeSource> {
     }
 }
 
-/// Builds the zip of a code source.
-pub async fn package(code: &CodeSource, config: &FunctionConfig) -> Result<Vec<u8>> {
-    let zip = match code {
+/// How `nimbus deploy` and `nimbus up` treat code directories.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeployOptions {
+    /// `--no-build`: package the directory as it is (no Go/Java build, no dependencies).
+    pub no_build: bool,
+}
+
+/// A function's code, packaged and ready to upload.
+pub struct Package {
+    pub zip: Vec<u8>,
+    /// How the build used the dependency cache (reported as `build.cache`).
+    pub cache: CacheUse,
+}
+
+/// Builds the zip of a code source: a directory is built first (see `crate::build`)
+/// unless `options.no_build`.
+pub async fn package(
+    code: &CodeSource,
+    config: &FunctionConfig,
+    options: DeployOptions,
+) -> Result<Package> {
+    let (zip, cache) = match code {
         CodeSource::Dir(dir) => {
             if !dir.is_dir() {
                 bail!("code directory {} does not exist", dir.display());
             }
-            // Source trees of compiled languages are built first (see `crate::build`).
-            let built = crate::build::prepare(dir, config).await?;
-            let d = built.dir().to_path_buf();
-            tokio::task::spawn_blocking(move || nimbus_store::zip_dir(&d))
+            let built = if options.no_build {
+                crate::build::Built::as_is(dir)
+            } else {
+                crate::build::prepare(dir, config).await?
+            };
+            let d = built.prepared.dir().to_path_buf();
+            let zip = tokio::task::spawn_blocking(move || nimbus_store::zip_dir(&d))
                 .await
                 .context("packaging task failed")?
-                .with_context(|| format!("cannot package {}", dir.display()))?
+                .with_context(|| format!("cannot package {}", dir.display()))?;
+            (zip, built.cache)
         }
         CodeSource::Zip(path) => {
             let bytes = tokio::fs::read(path)
@@ -353,7 +385,7 @@ pub async fn package(code: &CodeSource, config: &FunctionConfig) -> Result<Vec<u
                 .with_context(|| format!("cannot read {}", path.display()))?;
             zip::ZipArchive::new(std::io::Cursor::new(&bytes))
                 .with_context(|| format!("{} is not a valid zip file", path.display()))?;
-            bytes
+            (bytes, CacheUse::None)
         }
     };
     if zip.len() as u64 > Limits::CODE_ZIPPED_MAX {
@@ -363,7 +395,7 @@ pub async fn package(code: &CodeSource, config: &FunctionConfig) -> Result<Vec<u
             human_size(Limits::CODE_ZIPPED_MAX)
         );
     }
-    Ok(zip)
+    Ok(Package { zip, cache })
 }
 
 /// The `PUT /v1/functions/{name}` body: `{"config": …, "code_zip": "<base64>"}`.
@@ -375,9 +407,23 @@ pub fn request_body(config: &FunctionConfig, zip: &[u8]) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(&body)?)
 }
 
-/// Packages and uploads one function; returns the server's JSON reply.
-pub async fn deploy(client: &Client, t: &Target) -> Result<Value> {
-    let zip = package(&t.code, &t.config).await?;
+/// Builds, packages and uploads one function; returns the server's JSON reply with
+/// `build.cache` added.
+pub async fn deploy(client: &Client, t: &Target, options: DeployOptions) -> Result<Value> {
+    let package = build_package(t, options).await?;
+    upload(client, t, package).await
+}
+
+/// Builds and packages one function (nothing is sent).
+pub async fn build_package(t: &Target, options: DeployOptions) -> Result<Package> {
+    package(&t.code, &t.config, options)
+        .await
+        .with_context(|| format!("nothing was deployed for {}", t.name))
+}
+
+/// Uploads a packaged function; returns the server's JSON reply with `build.cache` added.
+pub async fn upload(client: &Client, t: &Target, package: Package) -> Result<Value> {
+    let Package { zip, cache } = package;
     let body = request_body(&t.config, &zip)?;
     drop(zip);
     let len = body.len();
@@ -394,7 +440,11 @@ pub async fn deploy(client: &Client, t: &Target) -> Result<Value> {
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    reply
+    let mut reply = reply?;
+    if let Value::Object(map) = &mut reply {
+        map.insert("build".into(), serde_json::json!({ "cache": cache }));
+    }
+    Ok(reply)
 }
 
 fn progress_bar(name: &FunctionName, len: usize) -> ProgressBar {
@@ -556,13 +606,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let zip = dir.path().join("code.zip");
         std::fs::write(&zip, b"not a zip").unwrap();
-        let e = package(&CodeSource::Zip(zip), &test_config())
-            .await
-            .unwrap_err();
+        let e = package(
+            &CodeSource::Zip(zip),
+            &test_config(),
+            DeployOptions::default(),
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("not a valid zip"), "{e}");
-        let e = package(&CodeSource::Dir(dir.path().join("nope")), &test_config())
-            .await
-            .unwrap_err();
+        let e = package(
+            &CodeSource::Dir(dir.path().join("nope")),
+            &test_config(),
+            DeployOptions::default(),
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("does not exist"), "{e}");
     }
 

@@ -58,13 +58,16 @@ pub async fn run(args: UpArgs) -> Result<()> {
     };
     let base = format!("{scheme}://{}", connect_addr(addr));
     let client = Client::for_own_server(&base)?.with_credentials(own_key);
+    let options = deploy::DeployOptions {
+        no_build: args.no_build,
+    };
     let work = async {
         let mut deployed = Vec::new();
         let mut failed = 0;
         for t in &targets {
             // One function that cannot be built (say, no Go toolchain here) must not keep
             // the others from being served: report it and go on.
-            match deploy::deploy(&client, t).await {
+            match deploy::deploy(&client, t, options).await {
                 Ok(reply) => deployed.push((t.clone(), deploy::parse_reply(&reply)?)),
                 Err(e) => {
                     failed += 1;
@@ -84,7 +87,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         super::print(summary(&base, &deployed))?;
         super::queue::apply_manifest_queues(&client, &dir).await;
         apply_rules(&client, &dir).await;
-        watch_and_redeploy(&client, &dir, &data_dir, &mut targets).await
+        watch_and_redeploy(&client, &dir, &data_dir, &mut targets, options).await
     };
     let outcome = tokio::select! {
         r = work => r,
@@ -151,6 +154,7 @@ async fn watch_and_redeploy(
     dir: &Path,
     data_dir: &Path,
     targets: &mut Vec<Target>,
+    options: deploy::DeployOptions,
 ) -> Result<()> {
     let root = dir
         .canonicalize()
@@ -201,12 +205,24 @@ async fn watch_and_redeploy(
         let manifest_changed = changed.contains(&root.join(MANIFEST));
         for i in selected {
             let t = &targets[i];
-            match deploy::deploy(client, t)
+            let started = std::time::Instant::now();
+            match deploy::deploy(client, t, options)
                 .await
                 .and_then(|r| deploy::parse_reply(&r))
             {
-                Ok(r) => super::print(format!("redeployed {} (version {})\n", t.name, r.version))?,
-                Err(e) => eprintln!("error: cannot redeploy {}: {e:#}", t.name),
+                Ok(r) => super::print(format!(
+                    "redeployed {} (version {}{}) in {:.2}s\n",
+                    t.name,
+                    r.version,
+                    crate::output::build_note(&r),
+                    started.elapsed().as_secs_f64()
+                ))?,
+                Err(e) => {
+                    eprintln!("error: cannot redeploy {}: {e:#}", t.name);
+                    if let Some(h) = crate::errors::hint(&e) {
+                        eprintln!("hint: {h}");
+                    }
+                }
             }
         }
         if changed.contains(&root.join(MANIFEST)) {
