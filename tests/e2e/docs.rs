@@ -25,6 +25,9 @@ const EXTERNAL_FLAGS: &[&str] = &[
     "--configure",
     "--exit-fd",
     "--ready-fd",
+    // pasta
+    "--no-map-gw",
+    "--runas",
     // cargo / nextest
     "--release",
     "--workspace",
