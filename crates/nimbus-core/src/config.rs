@@ -268,6 +268,20 @@ pub struct UrlConfig {
     /// declared in manifests): the function's `alias`, else `$LATEST`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qualifier: Option<String>,
+    /// Lambda's `InvokeMode`: `BUFFERED` (absent) or `RESPONSE_STREAM` (the body goes to
+    /// the client as the function writes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoke_mode: Option<String>,
+}
+
+impl UrlConfig {
+    /// `RESPONSE_STREAM`: the URL streams the function's response.
+    pub const RESPONSE_STREAM: &'static str = "RESPONSE_STREAM";
+
+    /// Lambda's `InvokeMode` of the URL (`BUFFERED` unless set).
+    pub fn invoke_mode(&self) -> &str {
+        self.invoke_mode.as_deref().unwrap_or("BUFFERED")
+    }
 }
 
 impl FunctionConfig {
