@@ -739,18 +739,24 @@ async fn stream_response(
         if let Some(h) = held.take() {
             out.chunk(h).await;
         }
-        if data.starts_with(b"Lambda-Runtime-Function-Error-Type: ") {
+        let room = STREAM_RESPONSE_MAX.saturating_sub(out.sent);
+        if data.len() <= room && data.starts_with(b"Lambda-Runtime-Function-Error-Type: ") {
             held = Some(data);
-        } else {
+        } else if data.len() <= room {
             out.chunk(data).await;
-        }
-        if out.sent > STREAM_RESPONSE_MAX {
-            // Cut, as Lambda does: the reader's stream ends in the error.
+        } else {
+            // Cut at the limit, as Lambda does: the reader's stream ends in the error.
+            out.chunk(data.slice(..room)).await;
             let outcome = Outcome::platform_error(
                 "Function.ResponseSizeTooLarge",
                 format!("Response payload size exceeded maximum allowed payload size ({STREAM_RESPONSE_MAX} bytes)."),
             );
-            return (outcome, too_large());
+            let answer = rapi_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!("Exceeded maximum allowed payload size ({STREAM_RESPONSE_MAX} bytes)."),
+            );
+            return (outcome, answer);
         }
     }
     if let Some(buf) = start.take() {
@@ -929,6 +935,126 @@ mod tests {
         .ok()
         .unwrap();
         reply_rx
+    }
+
+    /// A streamed `/response` reaches the sink part by part: the head (with the prelude
+    /// split off), the chunks while the body is still open, and the outcome at the end.
+    #[tokio::test]
+    async fn streamed_response_goes_to_the_sink_as_it_arrives() {
+        let (addr, tx, _stop) = start().await;
+        let (picked, _) = oneshot::channel();
+        let (reply, reply_rx) = oneshot::channel();
+        let (sink, mut parts) = mpsc::channel(4);
+        tx.try_send(Pending {
+            inv: Invocation {
+                request_id: "s-1".into(),
+                payload: Bytes::from_static(b"{}"),
+                invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+                trace_id: None,
+                client_context: None,
+                stream: Some(sink),
+            },
+            timeout: Duration::from_secs(3),
+            picked,
+            reply,
+        })
+        .ok()
+        .unwrap();
+        raw(&addr, b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!("POST /2018-06-01/runtime/invocation/s-1/response HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nContent-Type: {HTTP_INTEGRATION}\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        // The prelude and the first bytes of the body in one chunk.
+        s.write_all(b"1a\r\n{\"statusCode\":7}\0\0\0\0\0\0\0\0ab\r\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            parts.recv().await.unwrap(),
+            StreamPart::Head {
+                content_type: Some(HTTP_INTEGRATION.into()),
+                http_prelude: Some(Bytes::from_static(b"{\"statusCode\":7}")),
+            }
+        );
+        assert_eq!(
+            parts.recv().await.unwrap(),
+            StreamPart::Chunk(Bytes::from_static(b"ab"))
+        );
+        // The next chunk arrives before the body ends.
+        s.write_all(b"3\r\ncde\r\n").await.unwrap();
+        assert_eq!(
+            parts.recv().await.unwrap(),
+            StreamPart::Chunk(Bytes::from_static(b"cde"))
+        );
+        // A failure in the trailers ends the invocation in an error.
+        let b64 = base64::engine::general_purpose::STANDARD
+            .encode(r#"{"errorType":"Boom","errorMessage":"late"}"#);
+        s.write_all(format!("0\r\nLambda-Runtime-Function-Error-Type: Function.Boom\r\nLambda-Runtime-Function-Error-Body: {b64}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut ans = Vec::new();
+        s.read_to_end(&mut ans).await.unwrap();
+        assert_eq!(status_of(&String::from_utf8_lossy(&ans)), 202);
+        match reply_rx.await.unwrap() {
+            Outcome::Error { error_type, .. } => assert_eq!(error_type, "Function.Boom"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parts.recv().await.is_none());
+    }
+
+    /// Past the 20 MiB soft limit the stream is cut and the invocation fails.
+    #[tokio::test]
+    async fn streamed_response_past_the_limit_is_cut() {
+        let (addr, tx, _stop) = start().await;
+        let (picked, _) = oneshot::channel();
+        let (reply, reply_rx) = oneshot::channel();
+        let (sink, mut parts) = mpsc::channel(4);
+        tx.try_send(Pending {
+            inv: Invocation {
+                request_id: "big".into(),
+                payload: Bytes::from_static(b"{}"),
+                invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+                trace_id: None,
+                client_context: None,
+                stream: Some(sink),
+            },
+            timeout: Duration::from_secs(3),
+            picked,
+            reply,
+        })
+        .ok()
+        .unwrap();
+        raw(&addr, b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let reader = tokio::spawn(async move {
+            let mut n = 0usize;
+            while let Some(p) = parts.recv().await {
+                if let StreamPart::Chunk(c) = p {
+                    n += c.len();
+                }
+            }
+            n
+        });
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tokio::spawn(async move {
+            let _ = s.write_all(b"POST /2018-06-01/runtime/invocation/big/response HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n\r\n").await;
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..24 {
+                let mut c = b"100000\r\n".to_vec();
+                c.extend_from_slice(&chunk);
+                c.extend_from_slice(b"\r\n");
+                if s.write_all(&c).await.is_err() {
+                    return;
+                }
+            }
+            let _ = s.write_all(b"0\r\n\r\n").await;
+            let mut ans = Vec::new();
+            let _ = s.read_to_end(&mut ans).await;
+        });
+        match reply_rx.await.unwrap() {
+            Outcome::Error { error_type, .. } => {
+                assert_eq!(error_type, "Function.ResponseSizeTooLarge")
+            }
+            other => panic!("{other:?}"),
+        }
+        let passed_on = reader.await.unwrap();
+        assert_eq!(passed_on, STREAM_RESPONSE_MAX);
     }
 
     /// Sends raw bytes on a new connection; returns the whole answer (connection closed).
