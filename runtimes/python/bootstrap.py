@@ -456,7 +456,10 @@ class RuntimeClient(object):
             self.sock.sendall(b"0\r\n" + trailers + b"\r\n")
             self.unanswered.append(path)
         except OSError as e:
-            _die("POST %s failed: %r" % (path, e))
+            # The Runtime API ended the stream (e.g. past the 20 MiB limit: it answered 413
+            # and closed): the invocation is over; the next request reconnects.
+            sys.stderr.write("nimbus python bootstrap: streaming the response stopped: %r\n" % (e,))
+            self.close()
 
     def post_error(self, invoke_id, error_result):
         self._post("%s/invocation/%s/error" % (API_PREFIX, invoke_id), to_json(error_result),

@@ -150,3 +150,27 @@ def test_dry_run_qualifier_and_refusals(lambda_client, py_streamer):
         lambda_client.invoke_with_response_stream(FunctionName=py_streamer, Payload=b"not json")
     assert error_code(e.value) == "InvalidRequestContentException"
     assert http_status(e.value) == 400
+
+
+BIG_STREAMER = '''def handler(event, context):
+    if event.get("small"):
+        yield "still serving"
+        return
+    block = b"x" * (1024 * 1024)
+    for _ in range(24):
+        yield block
+'''
+
+
+def test_stream_past_20_mib_is_cut(lambda_client, make_function):
+    name = unique_name("stream-big")
+    make_function(name=name, zip_data=zip_bytes({"app.py": BIG_STREAMER}), Timeout=30)
+    chunks, complete = read_stream(
+        lambda_client.invoke_with_response_stream(FunctionName=name, Payload=b"{}"))
+    assert len(body(chunks)) == 20 * 1024 * 1024
+    assert complete["ErrorCode"] == "Function.ResponseSizeTooLarge", complete
+    # The function keeps serving afterwards.
+    chunks, complete = read_stream(
+        lambda_client.invoke_with_response_stream(FunctionName=name, Payload=b'{"small": true}'))
+    assert body(chunks) == b"still serving"
+    assert "ErrorCode" not in complete, complete

@@ -61,13 +61,16 @@ pub(crate) async fn run_with_id(
     spawn(gw, resolved, inv)?.await?
 }
 
+/// An invocation running in its own task: resolves to its request id and result.
+pub(crate) type Running = tokio::task::JoinHandle<Result<(String, PoolInvokeResult), ApiError>>;
+
 /// Starts `inv` in its own task (see [`run`]); the handle resolves to its result. A
 /// missing trace id gets a new one.
 pub(crate) fn spawn(
     gw: &Arc<Gateway>,
     resolved: &Arc<Resolved>,
     mut inv: Invocation,
-) -> Result<tokio::task::JoinHandle<Result<(String, PoolInvokeResult), ApiError>>, ApiError> {
+) -> Result<Running, ApiError> {
     if resolved.throttled {
         return Err(ApiError::Throttled {
             message: format!(

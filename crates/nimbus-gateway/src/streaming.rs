@@ -21,7 +21,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 /// How many parts may wait between the runtime and the client.
@@ -30,8 +29,6 @@ const PARTS_BUFFERED: usize = 16;
 const EVENT_PAYLOAD_MAX: usize = 1024 * 1024;
 /// The content type of an `InvokeWithResponseStream` answer.
 pub(crate) const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
-
-type Finished = JoinHandle<Result<(String, PoolInvokeResult), ApiError>>;
 
 /// An invocation whose caller reads a stream, once it has started.
 pub(crate) enum Started {
@@ -49,7 +46,7 @@ pub(crate) struct Streaming {
     /// The body's chunks; closed when the invocation is over.
     pub parts: mpsc::Receiver<StreamPart>,
     /// The invocation's result: `Outcome::Streamed` or an error (mid-stream).
-    pub finished: Finished,
+    pub finished: invoke::Running,
 }
 
 /// Runs `inv` with a stream sink and waits until the function starts streaming or

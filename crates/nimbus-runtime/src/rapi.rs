@@ -334,6 +334,19 @@ enum ReadError {
 const DRAIN_MAX: usize = 16 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
+/// Reads and drops what is left of a body (at most [`DRAIN_MAX`] bytes for
+/// [`DRAIN_TIME`]), so that the runtime reads the answer instead of a connection reset.
+async fn drain(mut body: Body) {
+    let until = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut len = 0usize;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(until, body.frame()).await {
+        len += frame.data_ref().map_or(0, |d| d.len());
+        if len > DRAIN_MAX {
+            break;
+        }
+    }
+}
+
 /// Reads a body (fixed-length or chunked) and its trailers, never buffering more than
 /// `limit` bytes.
 async fn read_body(
@@ -747,6 +760,7 @@ async fn stream_response(
         } else {
             // Cut at the limit, as Lambda does: the reader's stream ends in the error.
             out.chunk(data.slice(..room)).await;
+            drain(body).await;
             let outcome = Outcome::platform_error(
                 "Function.ResponseSizeTooLarge",
                 format!("Response payload size exceeded maximum allowed payload size ({STREAM_RESPONSE_MAX} bytes)."),
