@@ -81,6 +81,13 @@ def test_python_generator_streams_payload_chunks(lambda_client, py_streamer):
     assert last_at - first_at >= 0.5, chunks
 
 
+def test_plain_invoke_of_a_streaming_function_gets_the_whole_body(lambda_client, py_streamer):
+    resp = lambda_client.invoke(FunctionName=py_streamer, Payload=b"{}")
+    assert resp["StatusCode"] == 200
+    assert "FunctionError" not in resp, resp
+    assert resp["Payload"].read() == b'first;second;{"third": 3}'
+
+
 def test_error_mid_stream_ends_in_invoke_complete_with_error_code(lambda_client, py_streamer):
     resp = lambda_client.invoke_with_response_stream(
         FunctionName=py_streamer, Payload=b'{"fail": true}', LogType="Tail")

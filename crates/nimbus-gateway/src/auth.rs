@@ -736,6 +736,14 @@ mod tests {
             api("lambda:InvokeFunction", &format!("{ORDERS}:3"))
         );
         assert_eq!(
+            t(
+                "POST",
+                "/2021-11-15/functions/orders-api/response-streaming-invocations",
+                "Qualifier=prod"
+            ),
+            api("lambda:InvokeFunction", &format!("{ORDERS}:prod"))
+        );
+        assert_eq!(
             t("POST", "/2015-03-31/functions", ""),
             Target::CreateFunction
         );
