@@ -181,3 +181,14 @@ def test_stream_past_20_mib_is_cut(lambda_client, make_function):
         lambda_client.invoke_with_response_stream(FunctionName=name, Payload=b'{"small": true}'))
     assert body(chunks) == b"still serving"
     assert "ErrorCode" not in complete, complete
+
+
+def test_timeout_mid_stream_ends_in_sandbox_timedout(lambda_client, make_function):
+    name = unique_name("stream-slow")
+    make_function(name=name, zip_data=zip_bytes({"app.py": PY_STREAMER}), Timeout=1)
+    started = time.monotonic()
+    chunks, complete = read_stream(
+        lambda_client.invoke_with_response_stream(FunctionName=name, Payload=b'{"sleep": 30}'))
+    assert time.monotonic() - started < 15
+    assert body(chunks) == b"first;"
+    assert complete["ErrorCode"] == "Sandbox.Timedout", complete
