@@ -191,3 +191,29 @@ fn streaming_url_with_a_buffered_function_answers_whole() {
     assert_eq!(a.headers["x-plain"], "yes");
     assert_eq!(a.body(), "whole");
 }
+
+#[test]
+fn manifest_url_in_response_stream_mode_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(
+        dir.path(),
+        &[
+            ("app.py", PYTHON_STREAMER),
+            (
+                "nimbus.toml",
+                r#"
+[functions.manifest-streamer]
+runtime = "python3.11"
+handler = "app.handler"
+url = { invoke_mode = "RESPONSE_STREAM" }
+"#,
+            ),
+        ],
+    );
+    let s = Server::start(&[]);
+    cli_ok(&s.cli(&["deploy", dir.path().to_str().unwrap()])).unwrap();
+    let (status, cfg) = s.get_json("/2021-10-31/functions/manifest-streamer/url");
+    assert_eq!(status, 200, "{cfg}");
+    assert_eq!(cfg["InvokeMode"], "RESPONSE_STREAM");
+    check_streams(&s, "manifest-streamer", "python");
+}

@@ -465,6 +465,17 @@ impl FunctionConfig {
         if let Some(r) = &self.url_rate_limit {
             r.validate("url")?;
         }
+        if let Some(m) = self
+            .url_config
+            .as_ref()
+            .and_then(|u| u.invoke_mode.as_deref())
+        {
+            if m != "BUFFERED" && m != UrlConfig::RESPONSE_STREAM {
+                return Err(CoreError::InvalidManifest(format!(
+                    "url invoke_mode {m:?}: use BUFFERED or RESPONSE_STREAM"
+                )));
+            }
+        }
         Ok(())
     }
 }
