@@ -16,6 +16,11 @@ resolution, error bodies {errorMessage, errorType, requestId, stackTrace},
 the LambdaContext object, event unmarshalling only for application/json,
 bytes results posted as application/unknown, and the logging format
 ``[LEVEL]\\tTIME\\tREQUEST-ID\\tmessage``.
+
+Nimbus's own extension: a handler that returns a generator streams its response
+(``Lambda-Runtime-Function-Response-Mode: streaming``), one chunk per item yielded
+(bytes, str as UTF-8, anything else as JSON); a dict yielded first is the HTTP
+prelude (statusCode, headers, cookies) a function URL answers with.
 """
 
 import importlib
@@ -25,6 +30,7 @@ import os
 import sys
 import time
 import traceback
+import types
 
 API_PREFIX = "/2018-06-01/runtime"
 _THIS_FILE = os.path.abspath(__file__)
@@ -408,6 +414,53 @@ class RuntimeClient(object):
     def post_result(self, invoke_id, body, content_type):
         self._post("%s/invocation/%s/response" % (API_PREFIX, invoke_id), body, content_type)
 
+    def post_stream(self, invoke_id, first, rest):
+        """Streams a generator handler's response (Nimbus's own extension): a chunked POST
+        with `Lambda-Runtime-Function-Response-Mode: streaming`, one chunk per item as it is
+        yielded. `first` is the first item already taken from the generator `rest`; when it
+        is a dict it is the HTTP-integration prelude ({"statusCode", "headers", "cookies"})
+        and the body is what follows. An exception mid-stream goes out in the trailers
+        Lambda-Runtime-Function-Error-Type / -Body (base64 of the error JSON)."""
+        path = "%s/invocation/%s/response" % (API_PREFIX, invoke_id)
+        prelude = isinstance(first, dict)
+        content_type = HTTP_INTEGRATION if prelude else "application/octet-stream"
+        headers = {
+            "Content-Type": content_type,
+            "Lambda-Runtime-Function-Response-Mode": "streaming",
+            "Transfer-Encoding": "chunked",
+            "Trailer": "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body",
+        }
+
+        def chunk(data):
+            if data:
+                self.sock.sendall(b"%x\r\n" % len(data) + data + b"\r\n")
+
+        trailers = b""
+        try:
+            self._send("POST", path, b"", headers)
+            if prelude:
+                chunk(_ENCODER.encode(first).encode("utf-8") + b"\0" * 8)
+            else:
+                chunk(_stream_bytes(first))
+            try:
+                for item in rest:
+                    chunk(_stream_bytes(item))
+            except Exception:
+                error_result = build_fault_result(sys.exc_info(), invoke_id)
+                log_error(error_result)
+                import base64
+
+                body = base64.b64encode(to_json(error_result).encode("utf-8")).decode("ascii")
+                trailers = ("Lambda-Runtime-Function-Error-Type: %s\r\nLambda-Runtime-Function-Error-Body: %s\r\n"
+                            % (error_result["errorType"], body)).encode("latin-1")
+            self.sock.sendall(b"0\r\n" + trailers + b"\r\n")
+            self.unanswered.append(path)
+        except OSError as e:
+            # The Runtime API ended the stream (e.g. past the 20 MiB limit: it answered 413
+            # and closed): the invocation is over; the next request reconnects.
+            sys.stderr.write("nimbus python bootstrap: streaming the response stopped: %r\n" % (e,))
+            self.close()
+
     def post_error(self, invoke_id, error_result):
         self._post("%s/invocation/%s/error" % (API_PREFIX, invoke_id), to_json(error_result),
                    "application/json")
@@ -450,6 +503,19 @@ def get_handler(handler):
 # ------------------------------------------------------------ invocations --
 
 
+HTTP_INTEGRATION = "application/vnd.awslambda.http-integration-response"
+
+
+def _stream_bytes(item):
+    """What a generator handler yields, as bytes: bytes as they are, str as UTF-8, anything
+    else as JSON."""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return bytes(item)
+    if isinstance(item, str):
+        return item.encode("utf-8")
+    return _ENCODER.encode(item).encode("utf-8")
+
+
 def handle_event(client, request_handler, headers, body):
     invoke_id = headers.get("Lambda-Runtime-Aws-Request-Id")
     error_result = None
@@ -476,6 +542,15 @@ def handle_event(client, request_handler, headers, body):
         else:
             event = body
         response = request_handler(event, context)
+        if isinstance(response, types.GeneratorType):
+            # Nimbus's own extension: a generator handler streams its response. An
+            # exception before the first item is an ordinary error.
+            try:
+                first = next(response)
+            except StopIteration:
+                first = b""
+            client.post_stream(invoke_id, first, response)
+            return
         if isinstance(response, bytes):
             result, content_type = response, "application/unknown"
         else:

@@ -33,6 +33,7 @@ mod ric;
 mod runtimes;
 mod secrets;
 mod stem;
+mod streaming;
 #[cfg(feature = "tls")]
 mod tls;
 mod up;

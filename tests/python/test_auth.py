@@ -40,6 +40,12 @@ def test_boto3_with_the_right_key_creates_and_invokes(auth_server):
     assert out["StatusCode"] == 200
     body = json.loads(out["Payload"].read())
     assert body["tag"] == "signed" and body["event"] == {"k": "v"}
+    # InvokeWithResponseStream is signed the same way (authorised as lambda:InvokeFunction).
+    stream = client.invoke_with_response_stream(FunctionName="signed-fn", Payload=b'{"s": 1}')
+    events = list(stream["EventStream"])
+    payload = b"".join(e["PayloadChunk"]["Payload"] for e in events if "PayloadChunk" in e)
+    assert json.loads(payload)["event"] == {"s": 1}
+    assert "InvokeComplete" in events[-1], events
     names = [f["FunctionName"] for f in client.list_functions()["Functions"]]
     assert "signed-fn" in names
 

@@ -272,6 +272,20 @@ pub struct UrlConfig {
     /// declared in manifests): the function's `alias`, else `$LATEST`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qualifier: Option<String>,
+    /// Lambda's `InvokeMode`: `BUFFERED` (absent) or `RESPONSE_STREAM` (the body goes to
+    /// the client as the function writes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoke_mode: Option<String>,
+}
+
+impl UrlConfig {
+    /// `RESPONSE_STREAM`: the URL streams the function's response.
+    pub const RESPONSE_STREAM: &'static str = "RESPONSE_STREAM";
+
+    /// Lambda's `InvokeMode` of the URL (`BUFFERED` unless set).
+    pub fn invoke_mode(&self) -> &str {
+        self.invoke_mode.as_deref().unwrap_or("BUFFERED")
+    }
 }
 
 impl FunctionConfig {
@@ -458,6 +472,17 @@ impl FunctionConfig {
         }
         if let Some(r) = &self.url_rate_limit {
             r.validate("url")?;
+        }
+        if let Some(m) = self
+            .url_config
+            .as_ref()
+            .and_then(|u| u.invoke_mode.as_deref())
+        {
+            if m != "BUFFERED" && m != UrlConfig::RESPONSE_STREAM {
+                return Err(CoreError::InvalidManifest(format!(
+                    "url invoke_mode {m:?}: use BUFFERED or RESPONSE_STREAM"
+                )));
+            }
         }
         Ok(())
     }

@@ -50,6 +50,7 @@
 //!           { route = "GET /orders", authorizer = "main", scopes = ["orders:read"],
 //!             rate_limit = { rps = 10, burst = 20 } }]
 //! url = { rate_limit = { rps = 5 } }   # url = true, with a rate limit
+//! # url = { invoke_mode = "RESPONSE_STREAM" }   # the URL streams the response
 //! ```
 //!
 //! A function's configuration carries the authorizers its routes name; routes name only
@@ -99,7 +100,8 @@ struct RawRouteTable {
     rate_limit: Option<RateLimit>,
 }
 
-/// `url = true`, or `url = { rate_limit = { rps = 10, burst = 20 } }`.
+/// `url = true`, or `url = { rate_limit = { rps = 10, burst = 20 }, invoke_mode =
+/// "RESPONSE_STREAM" }`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum RawUrl {
@@ -117,6 +119,8 @@ impl Default for RawUrl {
 #[serde(deny_unknown_fields)]
 struct RawUrlTable {
     rate_limit: Option<RateLimit>,
+    /// Lambda's `InvokeMode`: `BUFFERED` (default) or `RESPONSE_STREAM`.
+    invoke_mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -471,6 +475,15 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             RawUrl::Table(t) => {
                 config.url = true;
                 config.url_rate_limit = t.rate_limit;
+                if let Some(mode) = t.invoke_mode.filter(|m| m != "BUFFERED") {
+                    config.url_config = Some(crate::UrlConfig {
+                        auth_type: "NONE".into(),
+                        cors: serde_json::json!({}),
+                        created: String::new(),
+                        qualifier: None,
+                        invoke_mode: Some(mode),
+                    });
+                }
             }
         }
         for (k, v) in f.env {
@@ -600,7 +613,7 @@ mod tests {
             [functions.orders]
             runtime = "nodejs20.x"
             handler = "index.handler"
-            url = { rate_limit = { rps = 5 } }
+            url = { rate_limit = { rps = 5 }, invoke_mode = "RESPONSE_STREAM" }
             routes = ["GET /health", { route = "get /orders", authorizer = "main", scopes = ["orders:read"], rate_limit = { rps = 10, burst = 20 } }]
             "#,
         )
@@ -609,6 +622,9 @@ mod tests {
         assert_eq!(c.routes.len(), 2);
         assert!(c.url);
         assert_eq!(c.url_rate_limit.unwrap().bucket(), 5);
+        let url = c.url_config.as_ref().unwrap();
+        assert_eq!(url.invoke_mode(), crate::UrlConfig::RESPONSE_STREAM);
+        assert_eq!(c.url_alias(), None);
         let s = &c.route_settings["GET /orders"];
         assert_eq!(s.authorizer.as_deref(), Some("main"));
         assert_eq!(s.scopes, ["orders:read"]);
@@ -675,6 +691,9 @@ mod tests {
                 .is_err()
         );
         assert!(parse("").is_err());
+        let e = parse("[functions.x]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\nurl = { invoke_mode = \"FAST\" }\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("invoke_mode"), "{e}");
     }
 
     #[test]

@@ -266,6 +266,10 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         ("POST", ["2015-03-31", "functions", name, "invocations"]) => {
             one(lambda("InvokeFunction"), f(name))
         }
+        // InvokeWithResponseStream is authorised as lambda:InvokeFunction, as on AWS.
+        ("POST", ["2021-11-15", "functions", name, "response-streaming-invocations"]) => {
+            one(lambda("InvokeFunction"), f(name))
+        }
         ("GET", ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
             one(lambda("ListFunctions"), "*".into())
         }
@@ -730,6 +734,14 @@ mod tests {
                 ""
             ),
             api("lambda:InvokeFunction", &format!("{ORDERS}:3"))
+        );
+        assert_eq!(
+            t(
+                "POST",
+                "/2021-11-15/functions/orders-api/response-streaming-invocations",
+                "Qualifier=prod"
+            ),
+            api("lambda:InvokeFunction", &format!("{ORDERS}:prod"))
         );
         assert_eq!(
             t("POST", "/2015-03-31/functions", ""),

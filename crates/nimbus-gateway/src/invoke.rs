@@ -50,6 +50,27 @@ pub(crate) async fn run_with_id(
     trace_id: Option<String>,
     client_context: Option<String>,
 ) -> Result<(String, PoolInvokeResult), ApiError> {
+    let inv = Invocation {
+        request_id,
+        payload,
+        invoked_arn,
+        trace_id,
+        client_context,
+        stream: None,
+    };
+    spawn(gw, resolved, inv)?.await?
+}
+
+/// An invocation running in its own task: resolves to its request id and result.
+pub(crate) type Running = tokio::task::JoinHandle<Result<(String, PoolInvokeResult), ApiError>>;
+
+/// Starts `inv` in its own task (see [`run`]); the handle resolves to its result. A
+/// missing trace id gets a new one.
+pub(crate) fn spawn(
+    gw: &Arc<Gateway>,
+    resolved: &Arc<Resolved>,
+    mut inv: Invocation,
+) -> Result<Running, ApiError> {
     if resolved.throttled {
         return Err(ApiError::Throttled {
             message: format!(
@@ -59,21 +80,21 @@ pub(crate) async fn run_with_id(
             reason: "ReservedFunctionConcurrentInvocationLimitExceeded",
         });
     }
-    let inv = Invocation {
-        request_id: request_id.clone(),
-        payload,
-        invoked_arn,
-        trace_id: Some(trace_id.unwrap_or_else(new_trace_id)),
-        client_context,
-    };
+    if inv.trace_id.is_none() {
+        inv.trace_id = Some(new_trace_id());
+    }
+    let request_id = inv.request_id.clone();
     let pools = gw.pools.clone();
     let spec = resolved.spec.clone();
     let revision = resolved.version.revision_id.clone();
-    let span = info_span!("invoke", function = %spec.function, version = %spec.version, request_id = %request_id);
-    let res =
-        tokio::spawn(async move { pools.invoke(spec, &revision, inv).await }.instrument(span))
-            .await??;
-    Ok((request_id, res))
+    let span = info_span!("invoke", function = %spec.function, version = %spec.version, request_id = %request_id, streamed = inv.stream.is_some());
+    Ok(tokio::spawn(
+        async move {
+            let res = pools.invoke(spec, &revision, inv).await?;
+            Ok((request_id, res))
+        }
+        .instrument(span),
+    ))
 }
 
 fn new_trace_id() -> String {
@@ -86,15 +107,28 @@ fn new_trace_id() -> String {
     )
 }
 
-/// `POST /2015-03-31/functions/{FunctionName}/invocations`
-pub(crate) async fn lambda_invoke(
-    State(gw): State<Arc<Gateway>>,
-    Path(function): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+/// What an Invoke request asks for (both `Invoke` and `InvokeWithResponseStream`).
+pub(crate) struct InvokeRequest {
+    pub name: nimbus_core::FunctionName,
+    pub qualifier: Option<String>,
+    pub invocation_type: String,
+    /// `X-Amz-Log-Type: Tail`.
+    pub tail: bool,
+    pub client_context: Option<String>,
+    /// The JSON payload (`{}` when the body was empty).
+    pub payload: Bytes,
+}
+
+/// Parses and checks an Invoke request; `types` are the invocation types the operation
+/// takes.
+pub(crate) async fn parse_invoke(
+    function: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    let (name, embedded_q) = arn::parse_function_ref(&function)?;
+    types: &[&str],
+) -> Result<InvokeRequest, ApiError> {
+    let (name, embedded_q) = arn::parse_function_ref(function)?;
     let qualifier = match (embedded_q, query.get("Qualifier")) {
         (Some(a), Some(b)) if &a != b => {
             return Err(ApiError::InvalidParameter(format!(
@@ -107,9 +141,10 @@ pub(crate) async fn lambda_invoke(
     };
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let invocation_type = header("x-amz-invocation-type").unwrap_or("RequestResponse");
-    if !matches!(invocation_type, "RequestResponse" | "Event" | "DryRun") {
+    if !types.contains(&invocation_type) {
         return Err(ApiError::InvalidParameter(format!(
-            "invalid InvocationType {invocation_type:?}: use RequestResponse, Event or DryRun"
+            "invalid InvocationType {invocation_type:?}: use {}",
+            types.join(", ")
         )));
     }
     let tail = match header("x-amz-log-type") {
@@ -135,6 +170,47 @@ pub(crate) async fn lambda_invoke(
     } else {
         payload
     };
+    Ok(InvokeRequest {
+        name,
+        qualifier,
+        invocation_type: invocation_type.to_string(),
+        tail,
+        client_context,
+        payload,
+    })
+}
+
+/// The last 4 KB of an invocation's log, base64 (`X-Amz-Log-Result`, `LogResult`).
+pub(crate) fn log_result(log_tail: &str) -> String {
+    let tail_bytes = log_tail.as_bytes();
+    let start = tail_bytes.len().saturating_sub(4096);
+    base64::engine::general_purpose::STANDARD.encode(&tail_bytes[start..])
+}
+
+/// `POST /2015-03-31/functions/{FunctionName}/invocations`
+pub(crate) async fn lambda_invoke(
+    State(gw): State<Arc<Gateway>>,
+    Path(function): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let InvokeRequest {
+        name,
+        qualifier,
+        invocation_type,
+        tail,
+        client_context,
+        payload,
+    } = parse_invoke(
+        &function,
+        &query,
+        &headers,
+        body,
+        &["RequestResponse", "Event", "DryRun"],
+    )
+    .await?;
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
 
     if invocation_type == "Event" {
         return crate::async_invoke::submit(&gw, &name, qualifier.as_deref(), payload, &headers)
@@ -195,13 +271,7 @@ pub(crate) async fn lambda_invoke(
     insert(h, "x-amzn-requestid", &request_id);
     insert(h, "x-amz-executed-version", &executed_version);
     if tail {
-        let tail_bytes = res.result.log_tail.as_bytes();
-        let start = tail_bytes.len().saturating_sub(4096);
-        insert(
-            h,
-            "x-amz-log-result",
-            &base64::engine::general_purpose::STANDARD.encode(&tail_bytes[start..]),
-        );
+        insert(h, "x-amz-log-result", &log_result(&res.result.log_tail));
     }
     match res.result.outcome {
         Outcome::Success(body) => *resp.body_mut() = Body::from(body),

@@ -25,6 +25,7 @@ mod provisioned;
 mod queues;
 mod secrets;
 mod state;
+mod streaming;
 mod urls;
 
 pub use async_invoke::GatewayInvoker;
@@ -46,6 +47,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(
             "/2015-03-31/functions/{name}/invocations",
             post(invoke::lambda_invoke),
+        )
+        .route(
+            "/2021-11-15/functions/{name}/response-streaming-invocations",
+            post(streaming::invoke_with_response_stream),
         )
         .route(
             "/2015-03-31/functions",

@@ -4,7 +4,7 @@
 use crate::http_event::{self, HttpRequestParts};
 use crate::lambda_api::{function_ref, parse_query};
 use crate::state::Resolved;
-use crate::{invoke, ApiError, Gateway};
+use crate::{invoke, streaming, ApiError, Gateway};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
@@ -83,6 +83,7 @@ async fn serve_url(
         req
     };
     let alias = resolved.version.config.url_alias().map(str::to_string);
+    let stream = url_cfg.is_some_and(|u| u.invoke_mode() == UrlConfig::RESPONSE_STREAM);
     let mut resp = serve_http(
         gw,
         name,
@@ -93,6 +94,7 @@ async fn serve_url(
         None,
         None,
         req,
+        stream,
     )
     .await?;
     if let Some(cors) = cors {
@@ -214,6 +216,7 @@ pub(crate) async fn user_route(
                 Some(params),
                 authorizer,
                 req,
+                false,
             )
             .await
         }
@@ -226,7 +229,8 @@ pub(crate) async fn user_route(
 
 /// Invokes the function with `req` as an HTTP event: `resolved` is its `$LATEST` (whose
 /// URL and route settings the caller applied); the invocation goes to `alias` (the URL's
-/// qualifier or the manifest's `alias`), or to `$LATEST` itself.
+/// qualifier or the manifest's `alias`), or to `$LATEST` itself. With `stream` (a URL in
+/// `RESPONSE_STREAM` mode) a streamed response goes to the client as the function writes.
 #[allow(clippy::too_many_arguments)]
 async fn serve_http(
     gw: Arc<Gateway>,
@@ -238,6 +242,7 @@ async fn serve_http(
     path_params: Option<BTreeMap<String, String>>,
     authorizer: Option<Value>,
     req: Request,
+    stream: bool,
 ) -> Result<Response, ApiError> {
     let source_ip = req
         .extensions()
@@ -288,7 +293,24 @@ async fn serve_http(
         Some(a) => gw.resolve(&name, Some(a)).await?,
         None => resolved,
     };
-    let (_rid, res) = invoke::run(&gw, &target, payload.into(), invoked_arn, None, None).await?;
+    let res = if stream {
+        let inv = nimbus_runtime::Invocation {
+            request_id,
+            payload: payload.into(),
+            invoked_arn,
+            trace_id: None,
+            client_context: None,
+            stream: None,
+        };
+        match streaming::start(&gw, &target, inv).await? {
+            streaming::Started::Streaming(s) => return streaming::url_response(name.as_str(), s),
+            streaming::Started::Done(_, res) => res,
+        }
+    } else {
+        invoke::run(&gw, &target, payload.into(), invoked_arn, None, None)
+            .await?
+            .1
+    };
     match res.result.outcome {
         Outcome::Success(out) => {
             let mapped = http_event::from_v2_response(&out).map_err(|e| {
@@ -336,7 +358,7 @@ fn url_config_json(gw: &Gateway, v: &nimbus_core::FunctionVersion) -> Value {
         "Cors": settings.cors,
         "CreationTime": settings.created,
         "LastModifiedTime": lambda_iso(&v.last_modified),
-        "InvokeMode": "BUFFERED",
+        "InvokeMode": settings.invoke_mode(),
     })
 }
 
@@ -347,6 +369,7 @@ fn url_settings(config: &FunctionConfig) -> UrlConfig {
         cors: json!({}),
         created: String::new(),
         qualifier: None,
+        invoke_mode: None,
     })
 }
 
@@ -380,9 +403,9 @@ fn parse_url_request(body: &[u8]) -> Result<UrlInput, ApiError> {
         }
     }
     if let Some(m) = &input.invoke_mode {
-        if m != "BUFFERED" {
+        if m != "BUFFERED" && m != UrlConfig::RESPONSE_STREAM {
             return Err(ApiError::InvalidParameter(format!(
-                "InvokeMode {m:?} is not supported: use BUFFERED"
+                "invalid InvokeMode {m:?}: use BUFFERED or RESPONSE_STREAM"
             )));
         }
     }
@@ -468,6 +491,7 @@ pub(crate) async fn create_url_config(
         cors: input.cors.unwrap_or_else(|| json!({})),
         created,
         qualifier: Some(qualifier.unwrap_or_else(|| LATEST.to_string())),
+        invoke_mode: input.invoke_mode.filter(|m| m != "BUFFERED"),
     };
     let v = store_url(&gw, &name, Some(settings)).await?;
     Ok((StatusCode::CREATED, Json(url_config_json(&gw, &v))).into_response())
@@ -488,6 +512,9 @@ pub(crate) async fn update_url_config(
     }
     if let Some(c) = input.cors {
         settings.cors = c;
+    }
+    if let Some(m) = input.invoke_mode {
+        settings.invoke_mode = (m != "BUFFERED").then_some(m);
     }
     let v = store_url(&gw, &name, Some(settings)).await?;
     Ok(Json(url_config_json(&gw, &v)))

@@ -74,6 +74,7 @@ async fn main() {
         invoked_arn: "arn".into(),
         trace_id: None,
         client_context: None,
+        stream: None,
     };
     // One warm instance per function first.
     for s in &specs {

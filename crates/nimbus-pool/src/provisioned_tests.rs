@@ -77,6 +77,7 @@ fn inv() -> Invocation {
         invoked_arn: "arn".into(),
         trace_id: None,
         client_context: None,
+        stream: None,
     }
 }
 

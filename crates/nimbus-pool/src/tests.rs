@@ -124,6 +124,7 @@ fn inv(payload: &'static str) -> Invocation {
         invoked_arn: "arn".into(),
         trace_id: None,
         client_context: None,
+        stream: None,
     }
 }
 

@@ -60,7 +60,35 @@ pub struct Invocation {
     pub trace_id: Option<String>,
     /// Plain JSON client context (already base64-decoded).
     pub client_context: Option<String>,
+    /// Set when the caller reads the answer as a stream (`InvokeWithResponseStream`, a
+    /// function URL in `RESPONSE_STREAM` mode): a runtime that streams its response
+    /// (`Lambda-Runtime-Function-Response-Mode: streaming`) has it passed on here as it
+    /// writes, a [`StreamPart::Head`] first, and the invocation ends in
+    /// [`Outcome::Streamed`] with an empty `body` (or an error, for a failure mid-stream).
+    /// A buffered answer still comes back whole in the [`InvokeResult`].
+    pub stream: Option<ResponseSink>,
 }
+
+/// Where a streamed response goes, part by part (see [`Invocation::stream`]). Bounded:
+/// a slow reader slows the runtime down. Dropping the receiver does not stop the function
+/// (it runs to its end, as on Lambda); what it writes then is dropped.
+pub type ResponseSink = tokio::sync::mpsc::Sender<StreamPart>;
+
+/// One part of a streamed response.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamPart {
+    /// Sent once, before any chunk: what the body is. As in [`Outcome::Streamed`].
+    Head {
+        content_type: Option<String>,
+        http_prelude: Option<Bytes>,
+    },
+    /// Body bytes, as the runtime sent them.
+    Chunk(Bytes),
+}
+
+/// Lambda's (soft) limit on a streamed response: past it the stream is cut and the
+/// invocation fails with `Function.ResponseSizeTooLarge`.
+pub const STREAM_RESPONSE_MAX: usize = 20 * 1024 * 1024;
 
 /// What the function produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,8 +96,10 @@ pub enum Outcome {
     /// The runtime posted a response.
     Success(Bytes),
     /// The runtime streamed its response (`Lambda-Runtime-Function-Response-Mode:
-    /// streaming`), or posted one in the HTTP-integration format. Nimbus reads it whole
-    /// (the same 6 MB limit) before answering the caller.
+    /// streaming`), or posted one in the HTTP-integration format. Unless the caller asked
+    /// for a stream ([`Invocation::stream`]), Nimbus reads it whole (the same 6 MB limit)
+    /// before answering the caller; when it did, `body` is empty here (the bytes went to
+    /// the sink).
     Streamed {
         /// The `Content-Type` the runtime declared (Node's default for streams is
         /// `application/octet-stream`).

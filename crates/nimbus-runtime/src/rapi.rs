@@ -9,9 +9,11 @@
 //! * Request bodies may be chunked and may end in trailers (Go always declares them;
 //!   streaming runtimes report a mid-stream failure in `Lambda-Runtime-Function-Error-Type`
 //!   and `Lambda-Runtime-Function-Error-Body`, base64).
-//! * `Lambda-Runtime-Function-Response-Mode: streaming` responses are read to the end
-//!   (Nimbus buffers them, up to the same 6 MB limit) and come back as
-//!   [`Outcome::Streamed`]; a body in the HTTP-integration format
+//! * `Lambda-Runtime-Function-Response-Mode: streaming` responses are passed on chunk by
+//!   chunk to the invocation's sink when the caller reads a stream
+//!   ([`Invocation::stream`], up to [`STREAM_RESPONSE_MAX`]); otherwise they are read to
+//!   the end (up to the same 6 MB limit). Either way they end in [`Outcome::Streamed`]; a
+//!   body in the HTTP-integration format
 //!   (`application/vnd.awslambda.http-integration-response`: JSON prelude, 8 NUL bytes,
 //!   body) is split into its prelude and body.
 //! * Refusals use Lambda's shapes: 400 `InvalidRequestID`, 400
@@ -19,7 +21,7 @@
 //!   `InvalidStateTransition`, 413 `RequestEntityTooLarge`, all as
 //!   `{"errorMessage","errorType"}`.
 
-use crate::{Invocation, Outcome};
+use crate::{Invocation, Outcome, ResponseSink, StreamPart, STREAM_RESPONSE_MAX};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -60,6 +62,8 @@ pub(crate) struct Pending {
 struct Current {
     request_id: String,
     reply: oneshot::Sender<Outcome>,
+    /// Where a streamed response goes as it arrives (the caller reads a stream).
+    sink: Option<ResponseSink>,
 }
 
 /// State shared between an instance and its Runtime API listener.
@@ -250,6 +254,7 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
     *st.current.lock().unwrap() = Some(Current {
         request_id: inv.request_id.clone(),
         reply,
+        sink: inv.stream,
     });
     let _ = picked.send(now);
 
@@ -299,12 +304,12 @@ impl IntoResponse for Refusal {
 }
 
 /// Takes the current invocation if `id` names it.
-fn take_current(st: &RapiState, id: &str) -> Result<oneshot::Sender<Outcome>, Refusal> {
+fn take_current(st: &RapiState, id: &str) -> Result<Current, Refusal> {
     let mut cur = st.current.lock().unwrap();
     match cur.as_ref() {
         Some(c) if c.request_id == id => {
             *st.answered.lock().unwrap() = true;
-            Ok(cur.take().unwrap().reply)
+            Ok(cur.take().unwrap())
         }
         Some(_) => Err(Refusal::InvalidRequestId),
         None => Err(Refusal::NoInvocation),
@@ -328,6 +333,19 @@ enum ReadError {
 /// runtime reads the answer instead of a connection reset.
 const DRAIN_MAX: usize = 16 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and drops what is left of a body (at most [`DRAIN_MAX`] bytes for
+/// [`DRAIN_TIME`]), so that the runtime reads the answer instead of a connection reset.
+async fn drain(mut body: Body) {
+    let until = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut len = 0usize;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(until, body.frame()).await {
+        len += frame.data_ref().map_or(0, |d| d.len());
+        if len > DRAIN_MAX {
+            break;
+        }
+    }
+}
 
 /// Reads a body (fixed-length or chunked) and its trailers, never buffering more than
 /// `limit` bytes.
@@ -569,8 +587,8 @@ async fn response(
                 Err(Refusal::NoInvocation) => Refusal::NoInvocation.into_response(),
                 other => {
                     // The invocation fails (`Runtime.InvalidResponseModeHeader`).
-                    if let Ok(reply) = other {
-                        let _ = reply.send(Outcome::platform_error(
+                    if let Ok(cur) = other {
+                        let _ = cur.reply.send(Outcome::platform_error(
                             "Runtime.InvalidResponseModeHeader",
                             format!("Invalid Lambda-Runtime-Function-Response-Mode {mode:?}: the only accepted value is streaming"),
                         ));
@@ -584,10 +602,15 @@ async fn response(
             };
         }
     };
-    let reply = match take_current(&st, &id) {
+    let Current { reply, sink, .. } = match take_current(&st, &id) {
         Ok(r) => r,
         Err(refusal) => return refusal.into_response(),
     };
+    if let (true, Some(sink)) = (streaming, sink) {
+        let (outcome, answer) = stream_response(&headers, body, &sink).await;
+        let _ = reply.send(outcome);
+        return answer;
+    }
     // Read at most the limit: a hostile runtime cannot make us buffer more.
     let read = match read_body(&headers, body, MAX_RESPONSE).await {
         Ok(r) => r,
@@ -612,6 +635,178 @@ async fn response(
     accepted()
 }
 
+/// Where a streamed body is in [`stream_response`].
+struct StreamState<'a> {
+    sink: &'a ResponseSink,
+    /// The reader went away: the rest is read and dropped.
+    gone: bool,
+    /// Bytes passed on so far.
+    sent: usize,
+}
+
+impl StreamState<'_> {
+    async fn send(&mut self, part: StreamPart) {
+        if !self.gone && self.sink.send(part).await.is_err() {
+            self.gone = true;
+        }
+    }
+
+    async fn chunk(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        self.sent += data.len();
+        self.send(StreamPart::Chunk(data)).await;
+    }
+}
+
+/// How much of an HTTP-integration body is searched for the prelude's end.
+const PRELUDE_MAX: usize = 64 * 1024;
+
+/// Passes a streamed `/response` body on to `sink` as it arrives: a [`StreamPart::Head`]
+/// (after the HTTP-integration prelude, when there is one), then the chunks. Returns the
+/// invocation's outcome and the answer to the runtime.
+async fn stream_response(
+    headers: &HeaderMap,
+    mut body: Body,
+    sink: &ResponseSink,
+) -> (Outcome, Response) {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string());
+    let http_integration = content_type.as_deref().is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case(HTTP_INTEGRATION))
+    });
+    let mut out = StreamState {
+        sink,
+        gone: false,
+        sent: 0,
+    };
+    // Until the head is sent: the start of an HTTP-integration body (its prelude).
+    let mut start: Option<Vec<u8>> = if http_integration {
+        Some(Vec::new())
+    } else {
+        out.send(StreamPart::Head {
+            content_type: content_type.clone(),
+            http_prelude: None,
+        })
+        .await;
+        None
+    };
+    // A chunk that may be the error lines Rust's client appends (held back until the next).
+    let mut held: Option<Bytes> = None;
+    let mut trailers: Option<HeaderMap> = None;
+    loop {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(_) => {
+                let outcome = Outcome::platform_error(
+                    "Runtime.TruncatedResponse",
+                    "The runtime's response ended before its end (the connection broke)",
+                );
+                return (outcome, truncated());
+            }
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers.get_or_insert_with(HeaderMap::new).extend(t);
+                }
+                continue;
+            }
+        };
+        if let Some(buf) = start.as_mut() {
+            buf.extend_from_slice(&data);
+            let whole = Bytes::from(std::mem::take(buf));
+            match split_prelude(&whole) {
+                Some((prelude, rest)) => {
+                    start = None;
+                    out.send(StreamPart::Head {
+                        content_type: content_type.clone(),
+                        http_prelude: Some(prelude),
+                    })
+                    .await;
+                    out.chunk(rest).await;
+                }
+                None if whole.len() > PRELUDE_MAX => {
+                    // No prelude after all: the body as it is.
+                    start = None;
+                    out.send(StreamPart::Head {
+                        content_type: content_type.clone(),
+                        http_prelude: None,
+                    })
+                    .await;
+                    out.chunk(whole).await;
+                }
+                None => *buf = whole.to_vec(),
+            }
+            continue;
+        }
+        if let Some(h) = held.take() {
+            out.chunk(h).await;
+        }
+        let room = STREAM_RESPONSE_MAX.saturating_sub(out.sent);
+        if data.len() <= room && data.starts_with(b"Lambda-Runtime-Function-Error-Type: ") {
+            held = Some(data);
+        } else if data.len() <= room {
+            out.chunk(data).await;
+        } else {
+            // Cut at the limit, as Lambda does: the reader's stream ends in the error.
+            out.chunk(data.slice(..room)).await;
+            drain(body).await;
+            let outcome = Outcome::platform_error(
+                "Function.ResponseSizeTooLarge",
+                format!("Response payload size exceeded maximum allowed payload size ({STREAM_RESPONSE_MAX} bytes)."),
+            );
+            let answer = rapi_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!("Exceeded maximum allowed payload size ({STREAM_RESPONSE_MAX} bytes)."),
+            );
+            return (outcome, answer);
+        }
+    }
+    if let Some(buf) = start.take() {
+        // The body ended inside what should have been the prelude.
+        let whole = Bytes::from(buf);
+        let (http_prelude, rest) = match split_prelude(&whole) {
+            Some((p, rest)) => (Some(p), rest),
+            None => (None, whole),
+        };
+        out.send(StreamPart::Head {
+            content_type: content_type.clone(),
+            http_prelude,
+        })
+        .await;
+        held = Some(rest);
+    }
+    if let Some(err) = trailer_error(trailers.as_ref()) {
+        if let Some(h) = held {
+            out.chunk(h).await;
+        }
+        return (err, accepted());
+    }
+    if let Some(h) = held {
+        if let Some(err) = error_lines_in_body(&h) {
+            return (err, accepted());
+        }
+        out.chunk(h).await;
+    }
+    let outcome = Outcome::Streamed {
+        content_type,
+        http_prelude: None,
+        body: Bytes::new(),
+    };
+    (outcome, accepted())
+}
+
 async fn error(
     State(st): State<Arc<RapiState>>,
     Path(id): Path<String>,
@@ -619,7 +814,7 @@ async fn error(
     body: Body,
 ) -> Response {
     let reply = match take_current(&st, &id) {
-        Ok(r) => r,
+        Ok(r) => r.reply,
         Err(refusal) => return refusal.into_response(),
     };
     let body = match read_body(&headers, body, MAX_RESPONSE).await {
@@ -745,6 +940,7 @@ mod tests {
                 invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
                 trace_id: Some("Root=1-5e1b4151-5ac6c58f5b5dbd6a6b5e6a5c;Sampled=0".into()),
                 client_context: Some(r#"{"custom":{"k":"v"}}"#.into()),
+                stream: None,
             },
             timeout: Duration::from_secs(3),
             picked,
@@ -753,6 +949,126 @@ mod tests {
         .ok()
         .unwrap();
         reply_rx
+    }
+
+    /// A streamed `/response` reaches the sink part by part: the head (with the prelude
+    /// split off), the chunks while the body is still open, and the outcome at the end.
+    #[tokio::test]
+    async fn streamed_response_goes_to_the_sink_as_it_arrives() {
+        let (addr, tx, _stop) = start().await;
+        let (picked, _) = oneshot::channel();
+        let (reply, reply_rx) = oneshot::channel();
+        let (sink, mut parts) = mpsc::channel(4);
+        tx.try_send(Pending {
+            inv: Invocation {
+                request_id: "s-1".into(),
+                payload: Bytes::from_static(b"{}"),
+                invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+                trace_id: None,
+                client_context: None,
+                stream: Some(sink),
+            },
+            timeout: Duration::from_secs(3),
+            picked,
+            reply,
+        })
+        .ok()
+        .unwrap();
+        raw(&addr, b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!("POST /2018-06-01/runtime/invocation/s-1/response HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nContent-Type: {HTTP_INTEGRATION}\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        // The prelude and the first bytes of the body in one chunk.
+        s.write_all(b"1a\r\n{\"statusCode\":7}\0\0\0\0\0\0\0\0ab\r\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            parts.recv().await.unwrap(),
+            StreamPart::Head {
+                content_type: Some(HTTP_INTEGRATION.into()),
+                http_prelude: Some(Bytes::from_static(b"{\"statusCode\":7}")),
+            }
+        );
+        assert_eq!(
+            parts.recv().await.unwrap(),
+            StreamPart::Chunk(Bytes::from_static(b"ab"))
+        );
+        // The next chunk arrives before the body ends.
+        s.write_all(b"3\r\ncde\r\n").await.unwrap();
+        assert_eq!(
+            parts.recv().await.unwrap(),
+            StreamPart::Chunk(Bytes::from_static(b"cde"))
+        );
+        // A failure in the trailers ends the invocation in an error.
+        let b64 = base64::engine::general_purpose::STANDARD
+            .encode(r#"{"errorType":"Boom","errorMessage":"late"}"#);
+        s.write_all(format!("0\r\nLambda-Runtime-Function-Error-Type: Function.Boom\r\nLambda-Runtime-Function-Error-Body: {b64}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut ans = Vec::new();
+        s.read_to_end(&mut ans).await.unwrap();
+        assert_eq!(status_of(&String::from_utf8_lossy(&ans)), 202);
+        match reply_rx.await.unwrap() {
+            Outcome::Error { error_type, .. } => assert_eq!(error_type, "Function.Boom"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parts.recv().await.is_none());
+    }
+
+    /// Past the 20 MiB soft limit the stream is cut and the invocation fails.
+    #[tokio::test]
+    async fn streamed_response_past_the_limit_is_cut() {
+        let (addr, tx, _stop) = start().await;
+        let (picked, _) = oneshot::channel();
+        let (reply, reply_rx) = oneshot::channel();
+        let (sink, mut parts) = mpsc::channel(4);
+        tx.try_send(Pending {
+            inv: Invocation {
+                request_id: "big".into(),
+                payload: Bytes::from_static(b"{}"),
+                invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+                trace_id: None,
+                client_context: None,
+                stream: Some(sink),
+            },
+            timeout: Duration::from_secs(3),
+            picked,
+            reply,
+        })
+        .ok()
+        .unwrap();
+        raw(&addr, b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let reader = tokio::spawn(async move {
+            let mut n = 0usize;
+            while let Some(p) = parts.recv().await {
+                if let StreamPart::Chunk(c) = p {
+                    n += c.len();
+                }
+            }
+            n
+        });
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tokio::spawn(async move {
+            let _ = s.write_all(b"POST /2018-06-01/runtime/invocation/big/response HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n\r\n").await;
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..24 {
+                let mut c = b"100000\r\n".to_vec();
+                c.extend_from_slice(&chunk);
+                c.extend_from_slice(b"\r\n");
+                if s.write_all(&c).await.is_err() {
+                    return;
+                }
+            }
+            let _ = s.write_all(b"0\r\n\r\n").await;
+            let mut ans = Vec::new();
+            let _ = s.read_to_end(&mut ans).await;
+        });
+        match reply_rx.await.unwrap() {
+            Outcome::Error { error_type, .. } => {
+                assert_eq!(error_type, "Function.ResponseSizeTooLarge")
+            }
+            other => panic!("{other:?}"),
+        }
+        let passed_on = reader.await.unwrap();
+        assert_eq!(passed_on, STREAM_RESPONSE_MAX);
     }
 
     /// Sends raw bytes on a new connection; returns the whole answer (connection closed).
