@@ -247,6 +247,14 @@ fn bus_arn(b: &str) -> String {
 }
 
 /// The table: which action on which resource each API route means.
+/// The ARN a layer API request acts on: the layer, or one of its versions.
+fn layer_arn(name: &str, version: Option<&str>) -> String {
+    match version {
+        Some(v) => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}:{v}"),
+        None => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}"),
+    }
+}
+
 pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> Target {
     let segs: Vec<String> = path.split('/').skip(1).map(decode).collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
@@ -353,6 +361,32 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
                 format!("arn:aws:lambda:{REGION}:{ACCOUNT}:event-source-mapping:{uuid}"),
             )
         }
+        // Layers (resource: the layer version's ARN, the layer's for its version list).
+        ("GET", ["2018-10-31", "layers"] | ["2018-10-31", "layers", ""]) => {
+            match query_param(query, "find").as_deref() {
+                Some("LayerVersion") => one(
+                    lambda("GetLayerVersion"),
+                    query_param(query, "Arn").unwrap_or_default(),
+                ),
+                _ => one(lambda("ListLayers"), "*".into()),
+            }
+        }
+        (_, ["2018-10-31", "layers", name, "versions"]) => match m {
+            "GET" => one(lambda("ListLayerVersions"), layer_arn(name, None)),
+            _ => one(lambda("PublishLayerVersion"), layer_arn(name, None)),
+        },
+        (_, ["2018-10-31", "layers", name, "versions", v]) => match m {
+            "DELETE" => one(lambda("DeleteLayerVersion"), layer_arn(name, Some(v))),
+            _ => one(lambda("GetLayerVersion"), layer_arn(name, Some(v))),
+        },
+        (_, ["2018-10-31", "layers", name, "versions", v, "policy"]) => match m {
+            "GET" => one(lambda("GetLayerVersionPolicy"), layer_arn(name, Some(v))),
+            _ => one(lambda("AddLayerVersionPermission"), layer_arn(name, Some(v))),
+        },
+        (_, ["2018-10-31", "layers", name, "versions", v, "policy", _sid]) => one(
+            lambda("RemoveLayerVersionPermission"),
+            layer_arn(name, Some(v)),
+        ),
         (_, ["2016-08-19", "account-settings", ..]) => {
             one(lambda("GetAccountSettings"), "*".into())
         }
@@ -385,6 +419,9 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
             one(lambda("ListVersionsByFunction"), f(name))
         }
         (_, ["v1", "functions", name, "code"]) => one(lambda("GetFunction"), f(name)),
+        (_, ["v1", "layers", name, "versions", v, "content"]) => {
+            one(lambda("GetLayerVersion"), layer_arn(name, Some(v)))
+        }
         (_, ["v1", "functions", name, "logs"]) => one("nimbus:GetLogs".into(), f(name)),
         (_, ["v1", "functions", name, "events"]) => one("nimbus:ListEvents".into(), f(name)),
         (_, ["v1", "secrets"]) => one("nimbus:ListSecrets".into(), "*".into()),
