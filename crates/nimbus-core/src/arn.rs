@@ -110,8 +110,14 @@ mod tests {
     #[test]
     fn layer_arns() {
         let arn = layer_arn("deps-1_a", Some(3));
-        assert_eq!(arn, "arn:aws:lambda:us-east-1:000000000000:layer:deps-1_a:3");
-        assert_eq!(parse_layer_version_arn(&arn).unwrap(), ("deps-1_a".into(), 3));
+        assert_eq!(
+            arn,
+            "arn:aws:lambda:us-east-1:000000000000:layer:deps-1_a:3"
+        );
+        assert_eq!(
+            parse_layer_version_arn(&arn).unwrap(),
+            ("deps-1_a".into(), 3)
+        );
         for bad in [
             "arn:aws:lambda:us-east-1:000000000000:layer:deps",
             "arn:aws:lambda:us-east-1:000000000000:layer:deps:0",

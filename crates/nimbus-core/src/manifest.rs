@@ -889,7 +889,10 @@ layers = ["deps", "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"]
         assert_eq!(p.layers[0].compatible_runtimes[0].as_str(), "python3.12");
         assert_eq!(
             p.functions[0].layers,
-            ["deps", "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"]
+            [
+                "deps",
+                "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"
+            ]
         );
         let unknown = text.replace("layers = [\"deps\"", "layers = [\"nope\"");
         let e = parse_project(&unknown).unwrap_err().to_string();
@@ -898,7 +901,10 @@ layers = ["deps", "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"]
             "layers = [\"deps\", ",
             "layers = [\"deps\", \"deps\", \"deps\", \"deps\", \"deps\", ",
         );
-        assert!(parse_project(&six).unwrap_err().to_string().contains("at most 5"));
+        assert!(parse_project(&six)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 5"));
         let bad = text.replace("path = \"layers/deps\"", "path = \"/abs\"");
         assert!(parse_project(&bad).is_err());
         let runtime = text.replace("[\"python3.12\"]\ndesc", "[\"cobol\"]\ndesc");

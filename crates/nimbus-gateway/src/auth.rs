@@ -381,7 +381,10 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         },
         (_, ["2018-10-31", "layers", name, "versions", v, "policy"]) => match m {
             "GET" => one(lambda("GetLayerVersionPolicy"), layer_arn(name, Some(v))),
-            _ => one(lambda("AddLayerVersionPermission"), layer_arn(name, Some(v))),
+            _ => one(
+                lambda("AddLayerVersionPermission"),
+                layer_arn(name, Some(v)),
+            ),
         },
         (_, ["2018-10-31", "layers", name, "versions", v, "policy", _sid]) => one(
             lambda("RemoveLayerVersionPermission"),

@@ -142,13 +142,19 @@ fn check_publish(input: &PublishInput) -> Result<(), ApiError> {
     for r in runtimes {
         Runtime::parse(r)?;
     }
-    let archs = input.compatible_architectures.as_deref().unwrap_or_default();
+    let archs = input
+        .compatible_architectures
+        .as_deref()
+        .unwrap_or_default();
     if archs.len() > ARCHITECTURES_MAX {
         return Err(ApiError::InvalidParameter(format!(
             "CompatibleArchitectures may name at most {ARCHITECTURES_MAX} architectures"
         )));
     }
-    if let Some(a) = archs.iter().find(|a| !matches!(a.as_str(), "x86_64" | "arm64")) {
+    if let Some(a) = archs
+        .iter()
+        .find(|a| !matches!(a.as_str(), "x86_64" | "arm64"))
+    {
         return Err(ApiError::InvalidParameter(format!(
             "CompatibleArchitectures: {a:?} is not an architecture: use x86_64 or arm64"
         )));
@@ -318,9 +324,8 @@ pub(crate) async fn list_versions(
         .filter(|v| matches_filters(v, &q))
         .collect();
     // Newest first: the sort key makes a larger version sort first.
-    let (page, next) = crate::lambda_api::paginate(versions, &q, |v| {
-        format!("{:020}", u64::MAX - v.version)
-    })?;
+    let (page, next) =
+        crate::lambda_api::paginate(versions, &q, |v| format!("{:020}", u64::MAX - v.version))?;
     let mut out = json!({ "LayerVersions": page.iter().map(list_item).collect::<Vec<_>>() });
     if let Some(n) = next {
         out["NextMarker"] = n.into();
@@ -355,10 +360,7 @@ struct PermissionInput {
 }
 
 /// The statement Lambda stores for AddLayerVersionPermission.
-fn layer_statement(
-    input: &PermissionInput,
-    resource: &str,
-) -> Result<(String, Value), ApiError> {
+fn layer_statement(input: &PermissionInput, resource: &str) -> Result<(String, Value), ApiError> {
     let sid = input
         .statement_id
         .clone()
@@ -549,7 +551,10 @@ pub(crate) async fn resolve(
             )));
         }
         if !v.compatible_architectures.is_empty()
-            && !v.compatible_architectures.iter().any(|a| a == HOST_ARCHITECTURE)
+            && !v
+                .compatible_architectures
+                .iter()
+                .any(|a| a == HOST_ARCHITECTURE)
         {
             return Err(ApiError::InvalidParameter(format!(
                 "Layer version {} is not compatible with architecture {HOST_ARCHITECTURE}",

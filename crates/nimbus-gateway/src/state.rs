@@ -174,7 +174,12 @@ impl Gateway {
         let reserved = self.store.meta(name)?.reserved_concurrency;
         let code = self.code.clone();
         let sha = stored.code_sha256.clone();
-        let layers: Vec<String> = stored.config.layers.iter().map(|l| l.sha256.clone()).collect();
+        let layers: Vec<String> = stored
+            .config
+            .layers
+            .iter()
+            .map(|l| l.sha256.clone())
+            .collect();
         // The layers merged into one tree (built once per ordered list of layers).
         let (code_dir, opt_dir) = tokio::task::spawn_blocking(move || {
             let opt = (!layers.is_empty())

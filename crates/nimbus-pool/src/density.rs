@@ -115,7 +115,10 @@ impl Density {
 
     /// Counts `dirs` (the code and, with layers, the merged `/opt`) as used by an
     /// instance until the returned guard is dropped (after the instance has stopped).
-    pub(crate) fn use_code<'a>(self: &Arc<Self>, dirs: impl IntoIterator<Item = &'a Path>) -> CodeUse {
+    pub(crate) fn use_code<'a>(
+        self: &Arc<Self>,
+        dirs: impl IntoIterator<Item = &'a Path>,
+    ) -> CodeUse {
         let dirs: Vec<PathBuf> = dirs.into_iter().map(Path::to_path_buf).collect();
         let mut used = self.code_dirs.lock().unwrap();
         for dir in &dirs {

@@ -455,7 +455,11 @@ impl ProcessExecutor {
                 RuntimeError::Spawn(std::io::Error::other("the stem cell has no pid"))
             })?;
             let root = sb.task_root(&spec.code_dir)?;
-            let opt = spec.opt_dir.as_deref().map(|d| sb.opt_root(d)).transpose()?;
+            let opt = spec
+                .opt_dir
+                .as_deref()
+                .map(|d| sb.opt_root(d))
+                .transpose()?;
             tokio::task::spawn_blocking(move || {
                 sandbox::bind_task_root(pid, &root)?;
                 match &opt {
@@ -680,7 +684,11 @@ impl ProcessExecutor {
     /// `PATH` gains `OPT/bin`; `LD_LIBRARY_PATH` `OPT/lib`; Python's `PYTHONPATH`
     /// `OPT/python` and `OPT/python/lib/pythonX.Y/site-packages`; Node's `NODE_PATH`
     /// `OPT/nodejs/nodeNN/node_modules` and `OPT/nodejs/node_modules`.
-    fn layer_environment(spec: &InstanceSpec, opt: &str, path: &str) -> Vec<(&'static str, String)> {
+    fn layer_environment(
+        spec: &InstanceSpec,
+        opt: &str,
+        path: &str,
+    ) -> Vec<(&'static str, String)> {
         let mut out = vec![
             ("PATH", format!("{path}:{opt}/bin")),
             ("LD_LIBRARY_PATH", format!("{opt}/lib")),
@@ -720,18 +728,19 @@ impl ProcessExecutor {
             .sandbox
             .as_ref()
             .map(|sb| ("LD_LIBRARY_PATH", format!("{}/lib", sb.opt_dir())));
-        lib.into_iter().chain([
-            ("PATH", self.path_var()),
-            ("LANG", "C.UTF-8".into()),
-            ("TZ", ":UTC".into()),
-            ("PYTHONDONTWRITEBYTECODE", "1".into()),
-            ("AWS_LAMBDA_RUNTIME_API", api.into()),
-            ("LAMBDA_RUNTIME_DIR", runtime_dir.display().to_string()),
-            ("_NIMBUS_STEM", "1".into()),
-            ("_NIMBUS_INSTANCE_ID", instance_id.into()),
-        ])
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        lib.into_iter()
+            .chain([
+                ("PATH", self.path_var()),
+                ("LANG", "C.UTF-8".into()),
+                ("TZ", ":UTC".into()),
+                ("PYTHONDONTWRITEBYTECODE", "1".into()),
+                ("AWS_LAMBDA_RUNTIME_API", api.into()),
+                ("LAMBDA_RUNTIME_DIR", runtime_dir.display().to_string()),
+                ("_NIMBUS_STEM", "1".into()),
+                ("_NIMBUS_INSTANCE_ID", instance_id.into()),
+            ])
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
     }
 
     fn environment(

@@ -1422,7 +1422,10 @@ mod tests {
         assert_eq!(opts[dir - 1], "--dir");
         // The interpreter lives under /opt: layers go elsewhere, so it stays visible.
         assert_eq!(sb.opt_dir(), OPT_DIR_ALT);
-        assert!(opts.windows(2).any(|w| w == ["--dir", OPT_DIR_ALT]), "{opts:?}");
+        assert!(
+            opts.windows(2).any(|w| w == ["--dir", OPT_DIR_ALT]),
+            "{opts:?}"
+        );
         let with_layers = Mounts {
             opt_dir: Some(Path::new("/data/code/opt/k")),
             ..m

@@ -609,8 +609,11 @@ fn merge_tree(src: &Path, dest: &Path) -> Result<()> {
                     remove_any(&to);
                 }
                 fs::create_dir(&to).map_err(|e| io_ctx(e, "creating", &to))?;
-                fs::set_permissions(&to, fs::Permissions::from_mode(meta.permissions().mode() & 0o7777 | 0o555))
-                    .map_err(|e| io_ctx(e, "setting the mode of", &to))?;
+                fs::set_permissions(
+                    &to,
+                    fs::Permissions::from_mode(meta.permissions().mode() & 0o7777 | 0o555),
+                )
+                .map_err(|e| io_ctx(e, "setting the mode of", &to))?;
             }
             merge_tree(&from, &to)?;
             continue;

@@ -21,9 +21,9 @@ pub use code::{
     opt_key, zip_dir, CodeInfo, CodePin, CodeStore, CollectReport, LiveCode, PinnedCode,
     MAX_ENTRIES,
 };
-pub use layers::{LayerPolicy, LayerStore, LayerVersion, NewLayerVersion};
 pub use error::StoreError;
 pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue, StoredResult};
+pub use layers::{LayerPolicy, LayerStore, LayerVersion, NewLayerVersion};
 pub use logs::{LogEntry, LogStream};
 pub use queues::{
     md5, validate_queue_name, EventSourceMapping, Message, NewMessage, QueueInfo, QueueSettings,

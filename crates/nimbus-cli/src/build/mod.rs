@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 mod go;
 mod java;
+pub mod layer;
 
 /// The directory to package: the code directory itself, or a build output that lives as
 /// long as this value.

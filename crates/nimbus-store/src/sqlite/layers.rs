@@ -69,7 +69,12 @@ fn policy_of(conn: &Connection, name: &str, version: u64) -> Result<LayerPolicy>
     })
 }
 
-fn set_policy(tx: &Connection, name: &str, version: u64, statements: &[serde_json::Value]) -> Result<String> {
+fn set_policy(
+    tx: &Connection,
+    name: &str,
+    version: u64,
+    statements: &[serde_json::Value],
+) -> Result<String> {
     let text = serde_json::to_string(statements)
         .map_err(|e| StoreError::Corrupt(format!("encoding the policy of layer {name}: {e}")))?;
     let revision = new_revision();
@@ -86,7 +91,10 @@ fn sid(statement: &serde_json::Value) -> Option<&str> {
 
 /// Adds to `out` the layer packages every function version names and the merged `/opt`
 /// tree ([`opt_key`]) of each one's ordered layer list.
-pub(super) fn function_layer_references(conn: &Connection, out: &mut HashSet<String>) -> Result<()> {
+pub(super) fn function_layer_references(
+    conn: &Connection,
+    out: &mut HashSet<String>,
+) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "SELECT name, config FROM functions WHERE config LIKE '%\"layers\"%' \
          UNION ALL SELECT name, config FROM versions WHERE config LIKE '%\"layers\"%'",
@@ -109,8 +117,9 @@ pub(super) fn function_layer_references(conn: &Connection, out: &mut HashSet<Str
 impl LayerStore for SqliteStore {
     fn publish_layer_version(&self, name: &str, new: &NewLayerVersion) -> Result<LayerVersion> {
         let encode = |what: &str, v: &Vec<String>| {
-            serde_json::to_string(v)
-                .map_err(|e| StoreError::Corrupt(format!("encoding the {what} of layer {name}: {e}")))
+            serde_json::to_string(v).map_err(|e| {
+                StoreError::Corrupt(format!("encoding the {what} of layer {name}: {e}"))
+            })
         };
         let runtimes = encode("compatible runtimes", &new.compatible_runtimes)?;
         let archs = encode("compatible architectures", &new.compatible_architectures)?;
@@ -143,7 +152,8 @@ impl LayerStore for SqliteStore {
                 created
             ],
         )?;
-        let out = find(&tx, name, version as u64)?.ok_or_else(|| not_found(name, version as u64))?;
+        let out =
+            find(&tx, name, version as u64)?.ok_or_else(|| not_found(name, version as u64))?;
         tx.commit()?;
         tracing::debug!(layer = name, version, "published layer version");
         Ok(out)
@@ -195,7 +205,11 @@ impl LayerStore for SqliteStore {
         let mut policy = policy_of(&tx, name, version)?;
         let what = format!("the policy of layer {name} version {version}");
         check_revision(expected_revision, &policy.revision_id, &what)?;
-        if policy.statements.iter().any(|s| sid(s) == Some(statement_id)) {
+        if policy
+            .statements
+            .iter()
+            .any(|s| sid(s) == Some(statement_id))
+        {
             return Err(StoreError::Conflict(format!(
                 "the statement id ({statement_id}) provided already exists in {what}: use another id or remove that statement first"
             )));
@@ -272,10 +286,16 @@ mod tests {
             .into_iter()
             .map(|v| (v.name, v.version))
             .collect();
-        assert_eq!(all, [("alpha".into(), 1), ("deps".into(), 3), ("deps".into(), 1)]);
+        assert_eq!(
+            all,
+            [("alpha".into(), 1), ("deps".into(), 3), ("deps".into(), 1)]
+        );
         drop(s);
         let s = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(s.publish_layer_version("deps", &new(b"d")).unwrap().version, 4);
+        assert_eq!(
+            s.publish_layer_version("deps", &new(b"d")).unwrap().version,
+            4
+        );
     }
 
     #[test]
@@ -320,8 +340,12 @@ mod tests {
             .unwrap_err()
             .is_precondition_failed());
         let p = s.layer_policy("deps", 1).unwrap();
-        assert_eq!((p.statements.len(), p.revision_id.as_str()), (1, rev.as_str()));
-        s.remove_layer_permission("deps", 1, "s1", Some(&rev)).unwrap();
+        assert_eq!(
+            (p.statements.len(), p.revision_id.as_str()),
+            (1, rev.as_str())
+        );
+        s.remove_layer_permission("deps", 1, "s1", Some(&rev))
+            .unwrap();
         assert!(s
             .remove_layer_permission("deps", 1, "s1", None)
             .unwrap_err()
