@@ -1309,6 +1309,61 @@ mod tests {
     }
 
     #[test]
+    fn opt_dir_merges_layers_in_order_and_is_collected_by_its_key() {
+        let (_t, store) = store();
+        let a = store
+            .put_zip(&build_zip(&[
+                ("python/shared.py", Some(0o644), b"a"),
+                ("python/only_a.py", Some(0o644), b"a"),
+                ("bin/tool", Some(0o755), b"#!/bin/sh\n"),
+                ("lib", Some(0o644), b"a file where b has a directory"),
+            ]))
+            .unwrap()
+            .sha256;
+        let b = store
+            .put_zip(&build_zip(&[
+                ("python/shared.py", Some(0o644), b"b"),
+                ("lib/libb.so", Some(0o644), b"b"),
+            ]))
+            .unwrap()
+            .sha256;
+        let layers = vec![a.clone(), b.clone()];
+        let dir = store.opt_dir(&layers).unwrap();
+        assert_eq!(dir, store.opt().join(opt_key([a.as_str(), b.as_str()])));
+        let read = |p: &str| fs::read_to_string(dir.join(p)).unwrap();
+        assert_eq!(read("python/shared.py"), "b", "the later layer wins");
+        assert_eq!(read("python/only_a.py"), "a");
+        assert_eq!(read("lib/libb.so"), "b");
+        assert_eq!(mode_of(&dir.join("bin/tool")) & 0o111, 0o111);
+        // Built once: the same list gives the same tree; another order is another tree.
+        assert_eq!(store.opt_dir(&layers).unwrap(), dir);
+        let reversed = store.opt_dir(&[b.clone(), a.clone()]).unwrap();
+        assert_ne!(reversed, dir);
+        assert_eq!(
+            fs::read_to_string(reversed.join("python/shared.py")).unwrap(),
+            "a"
+        );
+        assert_eq!(
+            store.package_of(&dir),
+            Some(opt_key([a.as_str(), b.as_str()]))
+        );
+
+        // Kept while referenced or in use by an instance, collected otherwise; its layers
+        // are packages like any other.
+        let key = opt_key([a.as_str(), b.as_str()]);
+        store.collect(|| Ok(live(&[&a, &b, &key], &[]))).unwrap();
+        assert!(dir.is_dir());
+        assert!(!reversed.exists());
+        store.collect(|| Ok(live(&[], &[&key]))).unwrap();
+        assert!(dir.is_dir());
+        assert_eq!(on_disk(&store, &a), (false, false));
+        store.collect(|| Ok(live(&[], &[]))).unwrap();
+        assert!(!dir.exists());
+        // A layer whose package is gone cannot be merged.
+        assert!(store.opt_dir(&[a]).unwrap_err().is_not_found());
+    }
+
+    #[test]
     fn collect_removes_nothing_when_the_references_cannot_be_read() {
         let (_t, store) = store();
         let sha = store
