@@ -461,11 +461,8 @@ impl ProcessExecutor {
                 .map(|d| sb.opt_root(d))
                 .transpose()?;
             tokio::task::spawn_blocking(move || {
-                sandbox::bind_task_root(pid, &root)?;
-                match &opt {
-                    Some(opt) => sandbox::bind_task_root(pid, opt),
-                    None => Ok(()),
-                }
+                let roots: Vec<&sandbox::TaskRoot> = std::iter::once(&root).chain(&opt).collect();
+                sandbox::bind_task_root(pid, &roots)
             })
             .await
             .map_err(|e| RuntimeError::Spawn(std::io::Error::other(e.to_string())))??;

@@ -685,15 +685,16 @@ pub(crate) fn mount_trees(plan: &MountPlan) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Mounts a function's code read-only (nosuid, nodev) at `/var/task` (or its layers at
-/// `/opt`: `root`'s target) inside the running sandbox of `bwrap_pid` — how a stem cell,
-/// started with an empty `/var/task` and `/opt`, receives a function's code and layers. The mount is built detached in the host's mount namespace — an overlay
-/// ([`Sandbox::task_root`], made before this is called), or, when the host refuses
-/// overlays, a bind mount of the directory (`open_tree` + `mount_setattr`, which shows its
-/// host path in the sandbox's `/proc/self/mountinfo`) — then a forked child joins the
-/// sandbox's mount namespace and attaches it there (`move_mount`). Needs root
+/// Mounts a function's code read-only (nosuid, nodev) at `/var/task` and its layers at
+/// `/opt` (each of `roots` at its target, in one forked child) inside the running sandbox
+/// of `bwrap_pid` — how a stem cell, started with an empty `/var/task` and `/opt`, receives
+/// a function's code and layers. Each mount is built detached in the host's mount
+/// namespace — an overlay ([`Sandbox::task_root`], made before this is called), or, when
+/// the host refuses overlays, a bind mount of the directory (`open_tree` +
+/// `mount_setattr`, which shows its host path in the sandbox's `/proc/self/mountinfo`) —
+/// then the child joins the sandbox's mount namespace and attaches them (`move_mount`). Needs root
 /// (`CAP_SYS_ADMIN`) and Linux ≥ 5.12.
-pub(crate) fn bind_task_root(bwrap_pid: u32, root: &TaskRoot) -> std::io::Result<()> {
+pub(crate) fn bind_task_root(bwrap_pid: u32, roots: &[&TaskRoot]) -> std::io::Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -715,9 +716,19 @@ pub(crate) fn bind_task_root(bwrap_pid: u32, root: &TaskRoot) -> std::io::Result
             "the sandbox shares the server's mount namespace",
         ));
     }
-    let code = root.code.as_c_str();
-    let overlay = root.tree.as_ref().map(|t| t.as_raw_fd());
-    let target = root.target.as_c_str();
+    // Everything the child uses, prepared before the fork: the trees it mounts are filled
+    // into `trees` (one slot per root) before it joins the sandbox's namespace.
+    let sources: Vec<(&std::ffi::CStr, Option<i32>, &std::ffi::CStr)> = roots
+        .iter()
+        .map(|r| {
+            (
+                r.code.as_c_str(),
+                r.tree.as_ref().map(|t| t.as_raw_fd()),
+                r.target.as_c_str(),
+            )
+        })
+        .collect();
+    let mut trees: Vec<i32> = vec![-1; roots.len()];
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         attr_clr: 0,
@@ -749,46 +760,50 @@ pub(crate) fn bind_task_root(bwrap_pid: u32, root: &TaskRoot) -> std::io::Result
         let wfd = wr.as_raw_fd();
         unsafe {
             let fail = |step: i32| fail_at(wfd, step);
-            let tree = match overlay {
-                Some(tree) => tree,
-                None => {
-                    let tree = libc::syscall(
-                        libc::SYS_open_tree,
-                        libc::AT_FDCWD,
-                        code.as_ptr(),
-                        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
-                    );
-                    if tree < 0 {
-                        fail(1);
+            for (slot, (code, overlay, _)) in trees.iter_mut().zip(&sources) {
+                *slot = match overlay {
+                    Some(tree) => *tree,
+                    None => {
+                        let tree = libc::syscall(
+                            libc::SYS_open_tree,
+                            libc::AT_FDCWD,
+                            code.as_ptr(),
+                            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+                        );
+                        if tree < 0 {
+                            fail(1);
+                        }
+                        let tree = tree as libc::c_int;
+                        if libc::syscall(
+                            libc::SYS_mount_setattr,
+                            tree,
+                            c"".as_ptr(),
+                            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+                            &attr as *const MountAttr,
+                            std::mem::size_of::<MountAttr>(),
+                        ) != 0
+                        {
+                            fail(2);
+                        }
+                        tree
                     }
-                    let tree = tree as libc::c_int;
-                    if libc::syscall(
-                        libc::SYS_mount_setattr,
-                        tree,
-                        c"".as_ptr(),
-                        libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
-                        &attr as *const MountAttr,
-                        std::mem::size_of::<MountAttr>(),
-                    ) != 0
-                    {
-                        fail(2);
-                    }
-                    tree
-                }
-            };
+                };
+            }
             if libc::setns(ns_fd, libc::CLONE_NEWNS) != 0 {
                 fail(3);
             }
-            if libc::syscall(
-                libc::SYS_move_mount,
-                tree,
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            ) != 0
-            {
-                fail(4);
+            for (tree, (_, _, target)) in trees.iter().zip(&sources) {
+                if libc::syscall(
+                    libc::SYS_move_mount,
+                    *tree,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                ) != 0
+                {
+                    fail(4);
+                }
             }
             libc::_exit(0)
         }
