@@ -16,12 +16,14 @@ compatible_runtimes = ["python3.11", "nodejs20.x"]
 runtime = "python3.11"
 handler = "app.handler"
 code = "py"
+url = true
 layers = ["shared"]
 
 [functions.node-user]
 runtime = "nodejs20.x"
 handler = "index.handler"
 code = "node"
+url = true
 layers = ["shared"]
 "#;
 
@@ -88,6 +90,84 @@ fn manifest_layer_used_by_two_functions() {
     let out = s.cli(&["deploy", project]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"nope\""));
+}
+
+/// `nimbus up` publishes the manifest's layer before serving, and a change to the layer's
+/// files publishes a new version and redeploys the functions that use it.
+#[test]
+fn up_publishes_the_layer_and_redeploys_when_it_changes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    write_project(dir.path(), "served by up");
+    let port = free_port();
+    let mut child = Command::new(nimbus_bin())
+        .arg("up")
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let _child = Kill(child);
+    let mut printed = String::new();
+    let mut wait_for = |wanted: &[&str]| {
+        while !wanted.iter().all(|w| printed.contains(w)) {
+            let line = rx
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("nimbus up printed:\n{printed}"));
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+    };
+    wait_for(&[
+        "published layer arn:aws:lambda:us-east-1:000000000000:layer:shared:1",
+        "watching",
+    ]);
+    let get = |f: &str| {
+        reqwest::blocking::get(format!("http://127.0.0.1:{port}/fn/{f}/"))
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    assert!(get("py-user").contains("served by up"));
+    assert!(get("node-user").contains("served by up"));
+    write_files(
+        dir.path(),
+        &[
+            (
+                "layers/shared/python/greeting.py",
+                "TEXT = 'edited layer'\n",
+            ),
+            ("layers/shared/greeting.txt", "edited layer"),
+        ],
+    );
+    wait_for(&[
+        "published layer arn:aws:lambda:us-east-1:000000000000:layer:shared:2",
+        "redeployed py-user",
+        "redeployed node-user",
+    ]);
+    assert!(get("py-user").contains("edited layer"));
+    assert!(get("node-user").contains("edited layer"));
 }
 
 #[test]
