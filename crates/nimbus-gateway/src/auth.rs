@@ -747,6 +747,54 @@ mod tests {
     const ORDERS: &str = "arn:aws:lambda:us-east-1:000000000000:function:orders-api";
 
     #[test]
+    fn the_layer_routes() {
+        let layer = "arn:aws:lambda:us-east-1:000000000000:layer:deps";
+        let v2 = format!("{layer}:2");
+        for (m, path, query, action, resource) in [
+            ("GET", "/2018-10-31/layers", "", "ListLayers", "*"),
+            (
+                "GET",
+                "/2018-10-31/layers",
+                "find=LayerVersion&Arn=arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Alayer%3Adeps%3A2",
+                "GetLayerVersion",
+                v2.as_str(),
+            ),
+            ("POST", "/2018-10-31/layers/deps/versions", "", "PublishLayerVersion", layer),
+            ("GET", "/2018-10-31/layers/deps/versions", "", "ListLayerVersions", layer),
+            ("GET", "/2018-10-31/layers/deps/versions/2", "", "GetLayerVersion", &v2),
+            ("DELETE", "/2018-10-31/layers/deps/versions/2", "", "DeleteLayerVersion", &v2),
+            (
+                "POST",
+                "/2018-10-31/layers/deps/versions/2/policy",
+                "",
+                "AddLayerVersionPermission",
+                &v2,
+            ),
+            (
+                "GET",
+                "/2018-10-31/layers/deps/versions/2/policy",
+                "",
+                "GetLayerVersionPolicy",
+                &v2,
+            ),
+            (
+                "DELETE",
+                "/2018-10-31/layers/deps/versions/2/policy/s1",
+                "",
+                "RemoveLayerVersionPermission",
+                &v2,
+            ),
+            ("GET", "/v1/layers/deps/versions/2/content", "", "GetLayerVersion", &v2),
+        ] {
+            assert_eq!(
+                t(m, path, query),
+                api(&format!("lambda:{action}"), resource),
+                "{m} {path}?{query}"
+            );
+        }
+    }
+
+    #[test]
     fn the_route_table() {
         assert_eq!(t("GET", "/v1/health", ""), Target::Public);
         assert_eq!(t("POST", "/fn/orders-api/x", ""), Target::Public);

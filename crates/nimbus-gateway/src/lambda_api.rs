@@ -613,8 +613,10 @@ pub(crate) async fn update_configuration(
         v
     })
     .await?;
-    // Layers the previous configuration named may be referenced no more.
-    gw.collect_code_soon();
+    if input.layers.is_some() {
+        // Layers the previous configuration named may be referenced no more.
+        gw.collect_code_soon();
+    }
     gw.changed(&name)?;
     Ok(Json(configuration(&v)))
 }
