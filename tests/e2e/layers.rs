@@ -216,6 +216,7 @@ def handler(event, context):
         'opt': sorted(os.listdir('/opt')),
         'pythonpath': os.environ.get('PYTHONPATH'),
         'ld': os.environ.get('LD_LIBRARY_PATH'),
+        'mounts': open('/proc/self/mountinfo').read(),
     }
 "#;
 
@@ -260,6 +261,31 @@ fn stem_cell_serves_a_function_with_layers() {
         "/opt/python:/opt/python/lib/python3.11/site-packages"
     );
     assert_eq!(v["ld"], "/opt/lib");
+    // /opt is a mount of its own that, like /var/task, shows no host path of the data dir.
+    let mounts = v["mounts"].as_str().unwrap();
+    assert!(
+        mounts.lines().any(|l| l.split(' ').nth(4) == Some("/opt")),
+        "{mounts}"
+    );
+    assert!(!mounts.contains("/code/"), "{mounts}");
+    // A fresh instance (the stem cell is taken) sees the same.
+    let fresh = Server::start(&["--stem-cells", "off"]);
+    let layer = publish(
+        &fresh,
+        "deps",
+        &[("python/from_layer.py", "VALUE = 'fresh'\n")],
+    );
+    let mut cfg = python_cfg("app.handler");
+    cfg["layers"] = json!([{ "arn": layer["LayerVersionArn"] }]);
+    fresh.deploy("layered", cfg, &[("app.py", PY_AGE)]);
+    let v = fresh.invoke("layered", "{}").ok();
+    assert_eq!(v["value"], "fresh");
+    let mounts = v["mounts"].as_str().unwrap();
+    assert!(
+        mounts.lines().any(|l| l.split(' ').nth(4) == Some("/opt")),
+        "{mounts}"
+    );
+    assert!(!mounts.contains("/code/"), "{mounts}");
 }
 
 #[test]
