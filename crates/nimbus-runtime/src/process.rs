@@ -1685,3 +1685,41 @@ mod mask_tests {
         assert_eq!(mask_secrets("x", &[String::new()]), "x");
     }
 }
+
+#[cfg(test)]
+mod layer_env_tests {
+    use super::*;
+
+    fn spec(runtime: &str) -> InstanceSpec {
+        InstanceSpec {
+            function: FunctionName::parse("f").unwrap(),
+            version: "$LATEST".into(),
+            config: FunctionConfig::new(Runtime::parse(runtime).unwrap(), "app.handler"),
+            code_dir: "/code".into(),
+            opt_dir: Some("/data/code/opt/k".into()),
+        }
+    }
+
+    fn env(runtime: &str) -> Vec<(&'static str, String)> {
+        ProcessExecutor::layer_environment(&spec(runtime), "/opt", "/usr/bin:/bin")
+    }
+
+    #[test]
+    fn lambdas_paths_per_runtime() {
+        let py = env("python3.12");
+        assert!(py.contains(&("PATH", "/usr/bin:/bin:/opt/bin".into())));
+        assert!(py.contains(&("LD_LIBRARY_PATH", "/opt/lib".into())));
+        assert!(py.contains(&(
+            "PYTHONPATH",
+            "/opt/python:/opt/python/lib/python3.12/site-packages".into()
+        )));
+        let node = env("nodejs22.x");
+        assert!(node.contains(&(
+            "NODE_PATH",
+            "/opt/nodejs/node22/node_modules:/opt/nodejs/node_modules".into()
+        )));
+        assert!(!node.iter().any(|(k, _)| *k == "PYTHONPATH"));
+        let custom = env("provided.al2023");
+        assert_eq!(custom.len(), 2, "{custom:?}");
+    }
+}
