@@ -11,6 +11,7 @@ mod async_bench;
 mod client;
 mod cpu;
 mod lang;
+mod layers;
 mod mem;
 mod report;
 mod scenarios;
@@ -118,6 +119,9 @@ enum Only {
     Scaleout,
     Density,
     Many,
+    /// Cold start with a 20 MB dependency layer against without (stem cells on); only
+    /// when asked for (`--only layers`), reported on its own.
+    Layers,
     Node,
     Python,
 }
@@ -259,6 +263,9 @@ async fn main() -> Result<()> {
         return async_main(&args, nimbus, dir.path(), limit).await;
     }
     let s = Settings::of(&args);
+    if args.only.contains(&Only::Layers) {
+        return layers_main(&args, &s, &bin, dir.path(), limit).await;
+    }
     if s.langs.is_empty() || s.scenarios.is_empty() {
         bail!("--only selects nothing");
     }
@@ -340,6 +347,60 @@ async fn main() -> Result<()> {
             s.runs
         );
         print!("{}", rep.text());
+    }
+    Ok(())
+}
+
+/// `--only layers`: cold starts with and without a 20 MB dependency layer (see `layers.rs`).
+async fn layers_main(
+    args: &Args,
+    s: &Settings,
+    bin: &Path,
+    dir: &Path,
+    limit: Duration,
+) -> Result<()> {
+    let nimbus = Nimbus::start(bin, &dir.join("server"), &[]).await?;
+    if let Err(why) = nimbus.stem_enabled().await? {
+        eprintln!("stem cells: n/a ({why}); both columns are cold starts without them");
+    }
+    let outcome = tokio::time::timeout(
+        limit,
+        layers::bench(&nimbus, &s.langs, s.runs, s.cold_samples),
+    )
+    .await;
+    let server_log = nimbus.log();
+    nimbus.stop().await?;
+    let figs = match outcome {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
+            eprintln!("nimbus server log (tail):\n{}", tail(&server_log, 40));
+            return Err(e);
+        }
+        Err(_) => bail!(
+            "the benchmark took longer than --time-limit {} minutes",
+            args.time_limit
+        ),
+    };
+    let machine = machine()?;
+    if args.json {
+        let out = json!({
+            "machine": machine,
+            "settings": { "runs": s.runs, "cold_samples": s.cold_samples, "layer_bytes": layers::LAYER_BYTES },
+            "layers": figs.iter().map(layers::LayerFigs::to_json).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{} cores, {}, kernel {}; median of {} runs of {} cold starts each",
+            machine["nproc"],
+            machine["cpu"].as_str().unwrap_or("?"),
+            machine["kernel"].as_str().unwrap_or("?"),
+            s.runs,
+            s.cold_samples
+        );
+        for f in &figs {
+            print!("{}", f.line());
+        }
     }
     Ok(())
 }

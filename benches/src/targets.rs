@@ -177,6 +177,28 @@ impl Nimbus {
         Ok(())
     }
 
+    /// Publishes `zip` as the next version of layer `name` (PublishLayerVersion).
+    pub async fn publish_layer(&self, name: &str, runtime: &str, zip: &[u8]) -> Result<Value> {
+        let body = json!({
+            "Content": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
+            "CompatibleRuntimes": [runtime],
+        });
+        let r = self
+            .http
+            .post(self.url(&format!("/2018-10-31/layers/{name}/versions")))
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        if !status.is_success() {
+            bail!(
+                "publishing layer {name} failed: {status} {}",
+                r.text().await.unwrap_or_default()
+            );
+        }
+        Ok(r.json().await?)
+    }
+
     /// `GET path` on the native API, as JSON; fails on a non-2xx status.
     pub async fn get_json(&self, path: &str) -> Result<Value> {
         let r = self.http.get(self.url(path)).send().await?;

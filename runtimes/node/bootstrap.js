@@ -792,6 +792,9 @@ async function specialize() {
   for (const k of Object.keys(env)) delete env[k];
   Object.assign(env, spec.env);
   process.chdir(spec.taskRoot);
+  // Node read NODE_PATH when the stem cell started, before the function (and its layers'
+  // /opt/nodejs paths) was known: read it again.
+  require('module').Module._initPaths();
 }
 
 // V8 compiles a function at its first call: a stem cell runs the invocation path once

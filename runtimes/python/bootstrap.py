@@ -587,6 +587,10 @@ def specialize(client):
     os.environ.clear()
     os.environ.update(spec["env"])
     os.chdir(spec["taskRoot"])
+    # The interpreter read PYTHONPATH when the stem cell started, before the function
+    # (and its layers' /opt/python paths) was known: add its entries now, in order.
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+    sys.path[1:1] = extra
     importlib.invalidate_caches()
 
 

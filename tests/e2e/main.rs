@@ -22,6 +22,7 @@ mod go;
 mod http;
 mod java;
 mod jwt;
+mod layers;
 mod limits;
 mod logs;
 mod network;

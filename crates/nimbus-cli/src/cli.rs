@@ -55,6 +55,31 @@ pub enum Command {
     Keys(KeysArgs),
     /// Provisioned concurrency: keep N initialised instances of a version or alias.
     Provisioned(ProvisionedArgs),
+    /// Lambda layers: publish a directory as a new layer version, list layers.
+    Layer(LayerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LayerArgs {
+    #[command(subcommand)]
+    pub command: LayerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LayerCommand {
+    /// Publish DIR (laid out as /opt: python/, nodejs/node_modules/, bin/, lib/) as the next
+    /// version of layer NAME; prints its version ARN.
+    Publish {
+        name: String,
+        dir: std::path::PathBuf,
+        /// A runtime the layer is compatible with (repeat for several; none: any runtime).
+        #[arg(long = "runtime", value_name = "RUNTIME")]
+        runtimes: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List layers with their newest version.
+    Ls,
 }
 
 #[derive(Debug, Args)]

@@ -50,9 +50,87 @@ pub fn validate_qualifier(q: &str) -> Result<String, CoreError> {
     }
 }
 
+/// Longest layer name (Lambda's 140).
+pub const LAYER_NAME_MAX: usize = 140;
+
+/// `arn:aws:lambda:REGION:ACCOUNT:layer:NAME` (without a version) or
+/// `…:layer:NAME:VERSION`.
+pub fn layer_arn(name: &str, version: Option<u64>) -> String {
+    match version {
+        Some(v) => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}:{v}"),
+        None => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}"),
+    }
+}
+
+/// Checks a layer name: 1-140 letters, digits, '-' or '_' (Lambda's pattern).
+pub fn validate_layer_name(name: &str) -> Result<(), CoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= LAYER_NAME_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(CoreError::InvalidLayer(format!(
+            "invalid layer name {name:?}: use 1-{LAYER_NAME_MAX} letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+/// Parses a layer version ARN (`arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION`) into
+/// the layer's name and version number.
+pub fn parse_layer_version_arn(s: &str) -> Result<(String, u64), CoreError> {
+    let bad = || {
+        CoreError::InvalidLayer(format!(
+            "{s:?} is not a layer version ARN: use arn:aws:lambda:{REGION}:{ACCOUNT}:layer:NAME:VERSION"
+        ))
+    };
+    let parts: Vec<&str> = s.split(':').collect();
+    let ["arn", partition, "lambda", _region, _account, "layer", name, version] = parts.as_slice()
+    else {
+        return Err(bad());
+    };
+    if !partition.starts_with("aws") {
+        return Err(bad());
+    }
+    validate_layer_name(name)?;
+    let version = version
+        .parse::<u64>()
+        .ok()
+        .filter(|v| *v >= 1 && version.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(bad)?;
+    Ok((name.to_string(), version))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layer_arns() {
+        let arn = layer_arn("deps-1_a", Some(3));
+        assert_eq!(
+            arn,
+            "arn:aws:lambda:us-east-1:000000000000:layer:deps-1_a:3"
+        );
+        assert_eq!(
+            parse_layer_version_arn(&arn).unwrap(),
+            ("deps-1_a".into(), 3)
+        );
+        for bad in [
+            "arn:aws:lambda:us-east-1:000000000000:layer:deps",
+            "arn:aws:lambda:us-east-1:000000000000:layer:deps:0",
+            "arn:aws:lambda:us-east-1:000000000000:layer:deps:+1",
+            "arn:aws:lambda:us-east-1:000000000000:function:deps:1",
+            "arn:aws:lambda:us-east-1:000000000000:layer:d/e:1",
+            "deps:1",
+        ] {
+            assert!(parse_layer_version_arn(bad).is_err(), "{bad}");
+        }
+        assert!(validate_layer_name(&"a".repeat(140)).is_ok());
+        assert!(validate_layer_name(&"a".repeat(141)).is_err());
+    }
 
     #[test]
     fn refs() {

@@ -28,6 +28,8 @@ impl Limits {
     /// Largest total size of environment variables (keys + values).
     pub const ENV_MAX_BYTES: usize = 4096;
     pub const DESCRIPTION_MAX: usize = 256;
+    /// Most layers a function may use (Lambda's 5).
+    pub const LAYERS_MAX: usize = 5;
 }
 
 /// Environment variable names a function may not set because the platform owns them.
@@ -121,6 +123,27 @@ pub struct FunctionConfig {
     /// an asynchronous event when it is discarded (retries exhausted or too old).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_target: Option<String>,
+    /// Lambda layers, in order (later layers win), each pinned to its content: a layer
+    /// version deleted later keeps working for the function versions that use it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerRef>,
+}
+
+/// One layer version a function uses, as stored with the function version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LayerRef {
+    /// `arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION`.
+    pub arn: String,
+    /// Hex SHA-256 of the layer's zip (its content address in the code store). Empty in a
+    /// deploy request: the server fills it in from the ARN.
+    #[serde(default)]
+    pub sha256: String,
+    /// Size of the zip (Lambda's `CodeSize`).
+    #[serde(default)]
+    pub code_size: u64,
+    /// Bytes of the extracted files (counted toward the 250 MB unzipped limit).
+    #[serde(default)]
+    pub unzipped_size: u64,
 }
 
 /// Lambda's `TracingConfig.Mode`.
@@ -342,6 +365,7 @@ impl FunctionConfig {
             provisioned_concurrency: None,
             tracing_mode: TracingMode::PassThrough,
             dead_letter_target: None,
+            layers: Vec::new(),
         }
     }
 

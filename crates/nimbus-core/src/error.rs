@@ -29,4 +29,7 @@ pub enum CoreError {
     InvalidQualifier(String),
     #[error("invalid manifest: {0}")]
     InvalidManifest(String),
+    /// A layer name, ARN or layer list that Lambda would refuse; the message says why.
+    #[error("{0}")]
+    InvalidLayer(String),
 }

@@ -18,8 +18,8 @@ pub mod snapshot;
 pub use async_event::{AsyncEvent, Destination, EventInvokeConfig, EventStatus};
 pub use authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 pub use config::{
-    validate_secret_name, FunctionConfig, FunctionVersion, Limits, NetworkPolicy, TracingMode,
-    UrlConfig, SECRET_NAME_MAX,
+    validate_secret_name, FunctionConfig, FunctionVersion, LayerRef, Limits, NetworkPolicy,
+    TracingMode, UrlConfig, SECRET_NAME_MAX,
 };
 pub use control::{Alias, FunctionMeta};
 pub use error::CoreError;

@@ -58,6 +58,14 @@
 //!
 //! A manifest may also pull in other projects, each a directory with its own
 //! `nimbus.toml` (paths relative to this manifest): `include = ["api", "worker"]`.
+//!
+//! Lambda layers: `[layers.NAME]` with `path = "layers/deps"` (a directory relative to the
+//! manifest, laid out as `/opt` will be: `python/`, `nodejs/node_modules/`, `bin/`, `lib/`),
+//! optional `compatible_runtimes = ["python3.12"]` and `description`. A function names
+//! its layers in order, by manifest name or layer version ARN: `layers = ["deps",
+//! "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"]` (at most 5; later layers win).
+//! `nimbus deploy` and `nimbus up` publish a manifest layer whose content changed before
+//! the functions that use it.
 
 use crate::authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 use crate::{CoreError, FunctionConfig, FunctionName, Limits, RouteSpec, Runtime};
@@ -79,6 +87,17 @@ struct RawManifest {
     rules: BTreeMap<String, RawRule>,
     #[serde(default)]
     authorizers: BTreeMap<String, JwtAuthorizer>,
+    #[serde(default)]
+    layers: BTreeMap<String, RawLayer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLayer {
+    path: String,
+    #[serde(default)]
+    compatible_runtimes: Vec<String>,
+    description: Option<String>,
 }
 
 /// A `routes` entry: `"GET /x"`, or a table with the route's authorizer, scopes and
@@ -198,6 +217,9 @@ struct RawFunction {
     provisioned_concurrency: Option<u32>,
     /// Lambda's `DeadLetterConfig.TargetArn`: a queue or event bus ARN.
     dead_letter: Option<String>,
+    /// Layers in order: `[layers.NAME]` names of the manifest or layer version ARNs.
+    #[serde(default)]
+    layers: Vec<String>,
 }
 
 /// The alias `provisioned_concurrency` implies when the manifest names none.
@@ -296,6 +318,19 @@ pub struct ManifestFunction {
     /// Code directory, relative to the manifest's directory.
     pub code: String,
     pub config: FunctionConfig,
+    /// Its layers in order, as written: manifest layer names or layer version ARNs (the
+    /// CLI resolves names to the versions it publishes).
+    pub layers: Vec<String>,
+}
+
+/// A layer declared with `[layers.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestLayer {
+    pub name: String,
+    /// Its directory, relative to the manifest's directory.
+    pub path: String,
+    pub compatible_runtimes: Vec<Runtime>,
+    pub description: String,
 }
 
 /// A parsed manifest: its own functions and the project directories it includes.
@@ -312,6 +347,8 @@ pub struct Project {
     pub buses: Vec<String>,
     /// Rules to create or replace, including `schedule-NAME` for each scheduled function.
     pub rules: Vec<ManifestRule>,
+    /// Layers to publish when their content changed.
+    pub layers: Vec<ManifestLayer>,
 }
 
 /// Parses and validates a manifest that declares functions itself (no `include`).
@@ -329,7 +366,7 @@ pub fn parse(text: &str) -> Result<Vec<ManifestFunction>, CoreError> {
 pub fn parse_project(text: &str) -> Result<Project, CoreError> {
     let raw: RawManifest =
         toml::from_str(text).map_err(|e| CoreError::InvalidManifest(e.to_string()))?;
-    if raw.functions.is_empty() && raw.include.is_empty() {
+    if raw.functions.is_empty() && raw.include.is_empty() && raw.layers.is_empty() {
         return Err(CoreError::InvalidManifest(
             "no functions declared: add a [functions.NAME] table (or include = [\"dir\", …])"
                 .into(),
@@ -401,6 +438,26 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
     }
     for (name, a) in &raw.authorizers {
         a.validate(name)?;
+    }
+    let mut layers = Vec::new();
+    for (name, l) in &raw.layers {
+        let ctx = |m: String| CoreError::InvalidManifest(format!("layers.{name}: {m}"));
+        crate::arn::validate_layer_name(name).map_err(|e| ctx(e.to_string()))?;
+        if l.path.is_empty() || std::path::Path::new(&l.path).is_absolute() {
+            return Err(ctx(format!("path {:?}: use a relative directory", l.path)));
+        }
+        let compatible_runtimes = l
+            .compatible_runtimes
+            .iter()
+            .map(|r| Runtime::parse(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ctx(e.to_string()))?;
+        layers.push(ManifestLayer {
+            name: name.clone(),
+            path: l.path.clone(),
+            compatible_runtimes,
+            description: l.description.clone().unwrap_or_default(),
+        });
     }
     for (name, f) in raw.functions {
         let alias = f
@@ -538,10 +595,28 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             config.routes.push(spec);
         }
         config.validate().map_err(ctx)?;
+        if f.layers.len() > Limits::LAYERS_MAX {
+            return Err(CoreError::InvalidManifest(format!(
+                "functions.{name}: layers names {} layers, at most {} are allowed",
+                f.layers.len(),
+                Limits::LAYERS_MAX
+            )));
+        }
+        for l in &f.layers {
+            let known = raw.layers.contains_key(l)
+                || (l.starts_with("arn:") && crate::arn::parse_layer_version_arn(l).is_ok());
+            if !known {
+                return Err(CoreError::InvalidManifest(format!(
+                    "functions.{name}: layer {l:?} is neither a [layers.{l}] table of this \
+                     manifest nor a layer version ARN (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION)"
+                )));
+            }
+        }
         out.push(ManifestFunction {
             name: fname,
             code: f.code.unwrap_or_else(|| ".".into()),
             config,
+            layers: f.layers,
         });
     }
     Ok(Project {
@@ -551,6 +626,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         mappings,
         buses: raw.buses.into_keys().collect(),
         rules,
+        layers,
     })
 }
 
@@ -838,6 +914,48 @@ mod tests {
             "{base}concurrency = 20\nprovisioned_concurrency = 11\n"
         ))
         .is_ok());
+    }
+
+    #[test]
+    fn layers() {
+        let text = r#"
+[layers.deps]
+path = "layers/deps"
+compatible_runtimes = ["python3.12"]
+description = "shared code"
+
+[functions.a]
+runtime = "python3.12"
+handler = "app.handler"
+layers = ["deps", "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"]
+"#;
+        let p = parse_project(text).unwrap();
+        assert_eq!(p.layers.len(), 1);
+        assert_eq!(p.layers[0].name, "deps");
+        assert_eq!(p.layers[0].path, "layers/deps");
+        assert_eq!(p.layers[0].compatible_runtimes[0].as_str(), "python3.12");
+        assert_eq!(
+            p.functions[0].layers,
+            [
+                "deps",
+                "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"
+            ]
+        );
+        let unknown = text.replace("layers = [\"deps\"", "layers = [\"nope\"");
+        let e = parse_project(&unknown).unwrap_err().to_string();
+        assert!(e.contains("\"nope\""), "{e}");
+        let six = text.replace(
+            "layers = [\"deps\", ",
+            "layers = [\"deps\", \"deps\", \"deps\", \"deps\", \"deps\", ",
+        );
+        assert!(parse_project(&six)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 5"));
+        let bad = text.replace("path = \"layers/deps\"", "path = \"/abs\"");
+        assert!(parse_project(&bad).is_err());
+        let runtime = text.replace("[\"python3.12\"]\ndesc", "[\"cobol\"]\ndesc");
+        assert!(parse_project(&runtime).is_err());
     }
 
     #[test]

@@ -247,6 +247,14 @@ fn bus_arn(b: &str) -> String {
 }
 
 /// The table: which action on which resource each API route means.
+/// The ARN a layer API request acts on: the layer, or one of its versions.
+fn layer_arn(name: &str, version: Option<&str>) -> String {
+    match version {
+        Some(v) => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}:{v}"),
+        None => format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}"),
+    }
+}
+
 pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> Target {
     let segs: Vec<String> = path.split('/').skip(1).map(decode).collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
@@ -357,6 +365,35 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
                 format!("arn:aws:lambda:{REGION}:{ACCOUNT}:event-source-mapping:{uuid}"),
             )
         }
+        // Layers (resource: the layer version's ARN, the layer's for its version list).
+        ("GET", ["2018-10-31", "layers"] | ["2018-10-31", "layers", ""]) => {
+            match query_param(query, "find").as_deref() {
+                Some("LayerVersion") => one(
+                    lambda("GetLayerVersion"),
+                    query_param(query, "Arn").unwrap_or_default(),
+                ),
+                _ => one(lambda("ListLayers"), "*".into()),
+            }
+        }
+        (_, ["2018-10-31", "layers", name, "versions"]) => match m {
+            "GET" => one(lambda("ListLayerVersions"), layer_arn(name, None)),
+            _ => one(lambda("PublishLayerVersion"), layer_arn(name, None)),
+        },
+        (_, ["2018-10-31", "layers", name, "versions", v]) => match m {
+            "DELETE" => one(lambda("DeleteLayerVersion"), layer_arn(name, Some(v))),
+            _ => one(lambda("GetLayerVersion"), layer_arn(name, Some(v))),
+        },
+        (_, ["2018-10-31", "layers", name, "versions", v, "policy"]) => match m {
+            "GET" => one(lambda("GetLayerVersionPolicy"), layer_arn(name, Some(v))),
+            _ => one(
+                lambda("AddLayerVersionPermission"),
+                layer_arn(name, Some(v)),
+            ),
+        },
+        (_, ["2018-10-31", "layers", name, "versions", v, "policy", _sid]) => one(
+            lambda("RemoveLayerVersionPermission"),
+            layer_arn(name, Some(v)),
+        ),
         (_, ["2016-08-19", "account-settings", ..]) => {
             one(lambda("GetAccountSettings"), "*".into())
         }
@@ -389,6 +426,9 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
             one(lambda("ListVersionsByFunction"), f(name))
         }
         (_, ["v1", "functions", name, "code"]) => one(lambda("GetFunction"), f(name)),
+        (_, ["v1", "layers", name, "versions", v, "content"]) => {
+            one(lambda("GetLayerVersion"), layer_arn(name, Some(v)))
+        }
         (_, ["v1", "functions", name, "logs"]) => one("nimbus:GetLogs".into(), f(name)),
         (_, ["v1", "functions", name, "events"]) => one("nimbus:ListEvents".into(), f(name)),
         (_, ["v1", "secrets"]) => one("nimbus:ListSecrets".into(), "*".into()),
@@ -709,6 +749,54 @@ mod tests {
     }
 
     const ORDERS: &str = "arn:aws:lambda:us-east-1:000000000000:function:orders-api";
+
+    #[test]
+    fn the_layer_routes() {
+        let layer = "arn:aws:lambda:us-east-1:000000000000:layer:deps";
+        let v2 = format!("{layer}:2");
+        for (m, path, query, action, resource) in [
+            ("GET", "/2018-10-31/layers", "", "ListLayers", "*"),
+            (
+                "GET",
+                "/2018-10-31/layers",
+                "find=LayerVersion&Arn=arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Alayer%3Adeps%3A2",
+                "GetLayerVersion",
+                v2.as_str(),
+            ),
+            ("POST", "/2018-10-31/layers/deps/versions", "", "PublishLayerVersion", layer),
+            ("GET", "/2018-10-31/layers/deps/versions", "", "ListLayerVersions", layer),
+            ("GET", "/2018-10-31/layers/deps/versions/2", "", "GetLayerVersion", &v2),
+            ("DELETE", "/2018-10-31/layers/deps/versions/2", "", "DeleteLayerVersion", &v2),
+            (
+                "POST",
+                "/2018-10-31/layers/deps/versions/2/policy",
+                "",
+                "AddLayerVersionPermission",
+                &v2,
+            ),
+            (
+                "GET",
+                "/2018-10-31/layers/deps/versions/2/policy",
+                "",
+                "GetLayerVersionPolicy",
+                &v2,
+            ),
+            (
+                "DELETE",
+                "/2018-10-31/layers/deps/versions/2/policy/s1",
+                "",
+                "RemoveLayerVersionPermission",
+                &v2,
+            ),
+            ("GET", "/v1/layers/deps/versions/2/content", "", "GetLayerVersion", &v2),
+        ] {
+            assert_eq!(
+                t(m, path, query),
+                api(&format!("lambda:{action}"), resource),
+                "{m} {path}?{query}"
+            );
+        }
+    }
 
     #[test]
     fn the_route_table() {

@@ -110,6 +110,9 @@ pub(crate) fn configuration(v: &FunctionVersion) -> Value {
     if let Some(t) = &v.config.dead_letter_target {
         out["DeadLetterConfig"] = json!({ "TargetArn": t });
     }
+    if !v.config.layers.is_empty() {
+        out["Layers"] = crate::layers::config_layers(&v.config);
+    }
     out
 }
 
@@ -225,7 +228,42 @@ struct ConfigInput {
     tags: Option<BTreeMap<String, String>>,
     tracing_config: Option<TracingConfigInput>,
     dead_letter_config: Option<DeadLetterConfigInput>,
+    layers: Option<Vec<String>>,
     revision_id: Option<String>,
+}
+
+/// Applies `Layers` (when the request names them) to `cfg`, else checks the layers it has
+/// against a changed runtime; then the combined size of code and layers. Returns the pins
+/// holding the layers' packages until the caller has committed the function.
+async fn apply_layers(
+    gw: &Arc<Gateway>,
+    cfg: &mut FunctionConfig,
+    input: &ConfigInput,
+    code_sha256: &str,
+) -> Result<Vec<nimbus_store::CodePin>, ApiError> {
+    let arns: Vec<String> = match &input.layers {
+        Some(arns) => arns.clone(),
+        None if input.runtime.is_some() && !cfg.layers.is_empty() => {
+            // A new runtime must suit the layers still published (a deleted one cannot be
+            // checked, and stays as it is).
+            let mut kept = Vec::new();
+            for l in &cfg.layers {
+                let (name, version) = arn::parse_layer_version_arn(&l.arn)?;
+                match gw.store.layers().get_layer_version(&name, version) {
+                    Ok(_) => kept.push(l.arn.clone()),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            crate::layers::resolve(gw, &kept, &cfg.runtime).await?;
+            return Ok(Vec::new());
+        }
+        None => return Ok(Vec::new()),
+    };
+    let (refs, pins) = crate::layers::resolve(gw, &arns, &cfg.runtime).await?;
+    cfg.layers = refs;
+    crate::layers::check_size(gw, cfg, code_sha256).await?;
+    Ok(pins)
 }
 
 /// Parses a CreateFunction or UpdateFunctionConfiguration body: a JSON object whose every
@@ -363,11 +401,20 @@ pub(crate) async fn create_function(
     let zip = code_zip(input.code.as_ref())?
         .ok_or_else(|| ApiError::InvalidParameter("Code.ZipFile is required".into()))?;
     let code = store_zip(&gw, zip).await?;
+    let layer_pins = match apply_layers(&gw, &mut config, &input, &code.info.sha256).await {
+        Ok(p) => p,
+        Err(e) => {
+            drop(code);
+            gw.collect_code_soon();
+            return Err(e);
+        }
+    };
     let publish = input.publish.unwrap_or(false);
     let (store, n) = (gw.store.clone(), name.clone());
     let created = blocking(move || {
         let created = store.create(&n, &config, &code.info, &tags, publish);
         drop(code.pin);
+        drop(layer_pins);
         created
     })
     .await;
@@ -565,16 +612,27 @@ pub(crate) async fn update_configuration(
     let input = config_body(Op::UpdateFunctionConfiguration, &body, |_| {
         Ok(name.as_str().to_string())
     })?;
-    let mut config = gw.store.get(&name, None)?.config;
+    let current = gw.store.get(&name, None)?;
+    let mut config = current.config;
     apply_config(&mut config, &input)?;
     crate::dead_letter::check_target(&gw, &config).await?;
+    let layer_pins = apply_layers(&gw, &mut config, &input, &current.code_sha256).await?;
     if let Some((route, other)) = gw.route_conflict(&name, &config.routes) {
         return Err(ApiError::Conflict(format!(
             "route {route} is already served by function {other}"
         )));
     }
     let (store, n, rev) = (gw.store.clone(), name.clone(), input.revision_id.clone());
-    let v = blocking(move || store.update_latest(&n, Some(&config), None, rev.as_deref())).await?;
+    let v = blocking(move || {
+        let v = store.update_latest(&n, Some(&config), None, rev.as_deref());
+        drop(layer_pins);
+        v
+    })
+    .await?;
+    if input.layers.is_some() {
+        // Layers the previous configuration named may be referenced no more.
+        gw.collect_code_soon();
+    }
     gw.changed(&name)?;
     Ok(Json(configuration(&v)))
 }
@@ -630,6 +688,11 @@ pub(crate) async fn update_code(
         return Ok(Json(configuration(&shown)));
     }
     let code = store_zip(&gw, zip).await?;
+    if let Err(e) = crate::layers::check_size(&gw, &current.config, &code.info.sha256).await {
+        drop(code);
+        gw.collect_code_soon();
+        return Err(e);
+    }
     let (store, n, rev) = (gw.store.clone(), name.clone(), input.revision_id.clone());
     let publish = input.publish.unwrap_or(false);
     let shown = blocking(move || {

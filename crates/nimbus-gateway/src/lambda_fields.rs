@@ -143,6 +143,7 @@ pub(crate) const FIELDS: &[Field] = &[
     field("RevisionId", false, true, Status::Works),
     field("TracingConfig", true, true, Status::Stored),
     field("DeadLetterConfig", true, true, Status::Works),
+    field("Layers", true, true, Status::Works),
     refused(
         "PackageType",
         false,
@@ -155,12 +156,6 @@ pub(crate) const FIELDS: &[Field] = &[
         host_architecture,
         "must name the host's architecture (x86_64 on an x86_64 host, arm64 on an arm64 \
          host): Nimbus runs functions natively, without emulation",
-    ),
-    refused(
-        "Layers",
-        true,
-        blank,
-        "are not supported by Nimbus: include the code in the package",
     ),
     refused(
         "VpcConfig",
@@ -304,7 +299,6 @@ mod tests {
             ("Architectures", json!(["sparc"])),
             ("Architectures", json!(["x86_64", "arm64"])),
             ("Architectures", json!([])),
-            ("Layers", json!(["arn:aws:lambda:us-east-1:1:layer:l:1"])),
             ("LoggingConfig", json!({"LogFormat": "JSON"})),
             ("LoggingConfig", json!({"LogGroup": "/custom/group"})),
             ("LoggingConfig", json!({"ApplicationLogLevel": "DEBUG"})),

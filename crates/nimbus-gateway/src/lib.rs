@@ -1,5 +1,5 @@
 //! Every HTTP surface of Nimbus on one router: the Lambda Invoke API and function URL
-//! config (`/2015-03-31/…`, `/2021-10-31/…`), the native API (`/v1/…`), function URLs
+//! config (`/2015-03-31/…`, `/2021-10-31/…`), layers (`/2018-10-31/layers/…`), the native API (`/v1/…`), function URLs
 //! (`/fn/NAME/…`) and user routes declared in manifests. Every API request passes one
 //! authentication and authorization middleware (`auth.rs`: SigV4, the route → action table,
 //! policies). Errors map to HTTP in one place ([`ApiError`]).
@@ -19,6 +19,7 @@ mod jwt;
 mod keys;
 mod lambda_api;
 mod lambda_fields;
+mod layers;
 mod limits;
 mod native;
 mod provisioned;
@@ -133,6 +134,24 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 .put(queues::update_mapping)
                 .delete(queues::delete_mapping),
         )
+        .route("/2018-10-31/layers", get(layers::list_or_find))
+        .route("/2018-10-31/layers/", get(layers::list_or_find))
+        .route(
+            "/2018-10-31/layers/{layer}/versions",
+            get(layers::list_versions).post(layers::publish),
+        )
+        .route(
+            "/2018-10-31/layers/{layer}/versions/{version}",
+            get(layers::get_version).delete(layers::delete_version),
+        )
+        .route(
+            "/2018-10-31/layers/{layer}/versions/{version}/policy",
+            get(layers::get_policy).post(layers::add_permission),
+        )
+        .route(
+            "/2018-10-31/layers/{layer}/versions/{version}/policy/{sid}",
+            axum::routing::delete(layers::remove_permission),
+        )
         .route("/2016-08-19/account-settings", get(l::account_settings))
         .route("/2016-08-19/account-settings/", get(l::account_settings))
         .route(
@@ -160,6 +179,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/functions/{name}/versions", get(native::versions))
         .route("/v1/functions/{name}/logs", get(native::logs))
         .route("/v1/functions/{name}/code", get(native::code))
+        .route(
+            "/v1/layers/{layer}/versions/{version}/content",
+            get(layers::content),
+        )
         .route("/v1/keys", get(keys::list_keys).post(keys::create_key))
         .route("/v1/keys/{id}", axum::routing::delete(keys::delete_key))
         .route("/v1/secrets", get(secrets::list_secrets))

@@ -35,7 +35,8 @@ pub struct AbuseLimits {
     pub max_headers: usize,
     /// Largest body of control API requests (everything but deploys and invocations).
     pub max_body: usize,
-    /// Largest deploy body (`PUT /v1/functions/NAME`, CreateFunction, UpdateFunctionCode).
+    /// Largest deploy body (`PUT /v1/functions/NAME`, CreateFunction, UpdateFunctionCode,
+    /// PublishLayerVersion).
     pub max_deploy_body: usize,
     /// Deploy requests in flight at once.
     pub max_uploads: usize,
@@ -99,7 +100,7 @@ enum Surface {
     Api,
     /// Lambda Invoke.
     Invoke,
-    /// Deploys: native PUT, CreateFunction, UpdateFunctionCode.
+    /// Deploys: native PUT, CreateFunction, UpdateFunctionCode, PublishLayerVersion.
     Deploy,
     /// Function URLs and user routes (API Gateway's error shapes).
     Http,
@@ -114,9 +115,9 @@ fn surface(method: &axum::http::Method, path: &str) -> Surface {
     if versioned {
         return match (method, parts.as_slice()) {
             (&Method::POST, [_, "functions", _, "invocations"]) => Surface::Invoke,
-            (&Method::POST, [_, "functions"]) | (&Method::PUT, [_, "functions", _, "code"]) => {
-                Surface::Deploy
-            }
+            (&Method::POST, [_, "functions"])
+            | (&Method::PUT, [_, "functions", _, "code"])
+            | (&Method::POST, [_, "layers", _, "versions"]) => Surface::Deploy,
             _ => Surface::Api,
         };
     }
@@ -450,6 +451,10 @@ mod tests {
             Surface::Deploy
         );
         assert_eq!(surface(&Method::PUT, "/v1/functions/f"), Surface::Deploy);
+        assert_eq!(
+            surface(&Method::POST, "/2018-10-31/layers/deps/versions"),
+            Surface::Deploy
+        );
         assert_eq!(surface(&Method::GET, "/v1/functions/f"), Surface::Api);
         assert_eq!(surface(&Method::GET, "/fn/f/x"), Surface::Http);
         assert_eq!(surface(&Method::GET, "/orders"), Surface::Http);

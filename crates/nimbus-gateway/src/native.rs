@@ -166,8 +166,27 @@ pub(crate) async fn deploy(
         }
         None => current_code(&gw, &name).await?,
     };
-    let config = req.config;
+    let mut config = req.config;
+    // The manifest names layers by version ARN: pin each to its content.
+    let arns: Vec<String> = config.layers.iter().map(|l| l.arn.clone()).collect();
+    let layer_pins = match crate::layers::resolve(&gw, &arns, &config.runtime).await {
+        Ok((refs, pins)) => {
+            config.layers = refs;
+            pins
+        }
+        Err(e) => {
+            drop(code);
+            gw.collect_code_soon();
+            return Err(e);
+        }
+    };
+    if let Err(e) = crate::layers::check_size(&gw, &config, &code.info.sha256).await {
+        drop(code);
+        gw.collect_code_soon();
+        return Err(e);
+    }
     let published = publish(&gw, &name, config.clone(), code).await;
+    drop(layer_pins);
     // The previous `$LATEST` code may be referenced no more (or, after a failure, the
     // package just stored).
     gw.collect_code_soon();

@@ -174,7 +174,20 @@ impl Gateway {
         let reserved = self.store.meta(name)?.reserved_concurrency;
         let code = self.code.clone();
         let sha = stored.code_sha256.clone();
-        let code_dir = tokio::task::spawn_blocking(move || code.dir(&sha)).await??;
+        let layers: Vec<String> = stored
+            .config
+            .layers
+            .iter()
+            .map(|l| l.sha256.clone())
+            .collect();
+        // The layers merged into one tree (built once per ordered list of layers).
+        let (code_dir, opt_dir) = tokio::task::spawn_blocking(move || {
+            let opt = (!layers.is_empty())
+                .then(|| code.opt_dir(&layers))
+                .transpose()?;
+            Ok::<_, nimbus_store::StoreError>((code.dir(&sha)?, opt))
+        })
+        .await??;
         let mut config = stored.config.clone();
         if let Some(r) = reserved.filter(|r| *r > 0) {
             config.concurrency = r;
@@ -184,6 +197,7 @@ impl Gateway {
             version: stored.version.clone(),
             config,
             code_dir,
+            opt_dir,
         });
         let r = Arc::new(Resolved {
             version: stored,

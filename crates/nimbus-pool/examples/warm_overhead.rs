@@ -65,6 +65,7 @@ async fn main() {
                 version: "$LATEST".into(),
                 config: FunctionConfig::new(Runtime::parse("provided").unwrap(), "x"),
                 code_dir: "/nonexistent".into(),
+                opt_dir: None,
             })
         })
         .collect();

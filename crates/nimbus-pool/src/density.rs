@@ -113,18 +113,20 @@ impl Density {
         })
     }
 
-    /// Counts `dir` as used by an instance until the returned guard is dropped (after the
-    /// instance has stopped).
-    pub(crate) fn use_code(self: &Arc<Self>, dir: &Path) -> CodeUse {
-        *self
-            .code_dirs
-            .lock()
-            .unwrap()
-            .entry(dir.to_path_buf())
-            .or_insert(0) += 1;
+    /// Counts `dirs` (the code and, with layers, the merged `/opt`) as used by an
+    /// instance until the returned guard is dropped (after the instance has stopped).
+    pub(crate) fn use_code<'a>(
+        self: &Arc<Self>,
+        dirs: impl IntoIterator<Item = &'a Path>,
+    ) -> CodeUse {
+        let dirs: Vec<PathBuf> = dirs.into_iter().map(Path::to_path_buf).collect();
+        let mut used = self.code_dirs.lock().unwrap();
+        for dir in &dirs {
+            *used.entry(dir.clone()).or_insert(0) += 1;
+        }
         CodeUse {
             density: self.clone(),
-            dir: dir.to_path_buf(),
+            dirs,
         }
     }
 
@@ -268,19 +270,21 @@ impl Drop for Charge {
     }
 }
 
-/// An instance's use of its code directory; released on drop.
+/// An instance's use of its code directories; released on drop.
 pub(crate) struct CodeUse {
     density: Arc<Density>,
-    dir: PathBuf,
+    dirs: Vec<PathBuf>,
 }
 
 impl Drop for CodeUse {
     fn drop(&mut self) {
-        let mut dirs = self.density.code_dirs.lock().unwrap();
-        if let Some(n) = dirs.get_mut(&self.dir) {
-            *n -= 1;
-            if *n == 0 {
-                dirs.remove(&self.dir);
+        let mut used = self.density.code_dirs.lock().unwrap();
+        for dir in &self.dirs {
+            if let Some(n) = used.get_mut(dir) {
+                *n -= 1;
+                if *n == 0 {
+                    used.remove(dir);
+                }
             }
         }
     }

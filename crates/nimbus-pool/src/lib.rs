@@ -498,7 +498,9 @@ impl<E: Executor> PoolManager<E> {
         let bytes = u64::from(spec.config.memory_mb) << 20;
         let charge = self.make_room(bytes).await.map_err(StartError::Memory)?;
         // Counted from before the start: the code store keeps the directory meanwhile.
-        let code = self.density.use_code(&spec.code_dir);
+        let code = self
+            .density
+            .use_code(std::iter::once(spec.code_dir.as_path()).chain(spec.opt_dir.as_deref()));
         // Provisioned instances start ahead of any request: they leave the executor's
         // request-path shortcuts (stem cells) to cold starts.
         let inst = if provisioned {
@@ -591,9 +593,9 @@ impl<E: Executor> PoolManager<E> {
         self.density.instances(Some(function))
     }
 
-    /// The code directories of every instance starting, running or stopping (until it has
-    /// stopped): what the code store's garbage collection must keep even after their
-    /// function is deleted.
+    /// The code directories (and merged layer directories) of every instance starting,
+    /// running or stopping (until it has stopped): what the code store's garbage collection
+    /// must keep even after their function is deleted.
     pub fn code_dirs_in_use(&self) -> std::collections::HashSet<std::path::PathBuf> {
         self.density.code_dirs()
     }

@@ -67,6 +67,7 @@ fn spec(version: &str) -> Arc<InstanceSpec> {
         version: version.into(),
         config: FunctionConfig::new(Runtime::parse("provided").unwrap(), "x"),
         code_dir: "/nonexistent".into(),
+        opt_dir: None,
     })
 }
 

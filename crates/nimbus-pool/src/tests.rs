@@ -114,6 +114,7 @@ fn named_spec(name: &str, concurrency: u32) -> Arc<InstanceSpec> {
         version: "$LATEST".into(),
         config,
         code_dir: "/nonexistent".into(),
+        opt_dir: None,
     })
 }
 
@@ -594,6 +595,7 @@ fn mem_spec(name: &str, memory_mb: u32) -> Arc<InstanceSpec> {
         version: "$LATEST".into(),
         config,
         code_dir: "/nonexistent".into(),
+        opt_dir: None,
     })
 }
 

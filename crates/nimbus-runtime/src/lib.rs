@@ -48,6 +48,8 @@ pub struct InstanceSpec {
     pub config: FunctionConfig,
     /// The unpacked code package (`LAMBDA_TASK_ROOT`).
     pub code_dir: PathBuf,
+    /// The function's layers merged in order (what it sees at `/opt`); `None` without layers.
+    pub opt_dir: Option<PathBuf>,
 }
 
 /// One invocation handed to an instance.

@@ -411,6 +411,7 @@ impl ProcessExecutor {
             version: "$LATEST".into(),
             config,
             code_dir: PathBuf::from("/"),
+            opt_dir: None,
         });
         let (tx, rx) = oneshot::channel();
         let inst = self.launch(spec, &[], Some(rx)).await?;
@@ -455,9 +456,17 @@ impl ProcessExecutor {
                 RuntimeError::Spawn(std::io::Error::other("the stem cell has no pid"))
             })?;
             let root = sb.task_root(&spec.code_dir)?;
-            tokio::task::spawn_blocking(move || sandbox::bind_task_root(pid, &root))
-                .await
-                .map_err(|e| RuntimeError::Spawn(std::io::Error::other(e.to_string())))??;
+            let opt = spec
+                .opt_dir
+                .as_deref()
+                .map(|d| sb.opt_root(d))
+                .transpose()?;
+            tokio::task::spawn_blocking(move || {
+                let roots: Vec<&sandbox::TaskRoot> = std::iter::once(&root).chain(&opt).collect();
+                sandbox::bind_task_root(pid, &roots)
+            })
+            .await
+            .map_err(|e| RuntimeError::Spawn(std::io::Error::other(e.to_string())))??;
         }
         let mounted = t0.elapsed();
         if let Some(cg) = &inst.cgroup {
@@ -633,6 +642,7 @@ impl ProcessExecutor {
             Some(sb) => {
                 let mounts = Mounts {
                     code_dir: (!stem).then_some(spec.code_dir.as_path()),
+                    opt_dir: spec.opt_dir.as_deref().filter(|_| !stem),
                     runtimes_dir: &self.cfg.runtimes_dir,
                     tmp_bytes: u64::from(spec.config.ephemeral_storage_mb) << 20,
                 };
@@ -657,27 +667,78 @@ impl ProcessExecutor {
         }
     }
 
+    /// Where an instance of `spec` sees its layers: the sandbox's `/opt` (or its
+    /// alternative), or, without a sandbox, the merged directory on the host. `None`
+    /// without layers.
+    fn opt_path(&self, spec: &InstanceSpec) -> Option<String> {
+        let host = spec.opt_dir.as_ref()?;
+        Some(match &self.sandbox {
+            Some(sb) => sb.opt_dir().to_string(),
+            None => host.display().to_string(),
+        })
+    }
+
+    /// Lambda's layer paths for an instance of `spec` whose layers are at `opt`:
+    /// `PATH` gains `OPT/bin`; `LD_LIBRARY_PATH` `OPT/lib`; Python's `PYTHONPATH`
+    /// `OPT/python` and `OPT/python/lib/pythonX.Y/site-packages`; Node's `NODE_PATH`
+    /// `OPT/nodejs/nodeNN/node_modules` and `OPT/nodejs/node_modules`.
+    fn layer_environment(
+        spec: &InstanceSpec,
+        opt: &str,
+        path: &str,
+    ) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            ("PATH", format!("{path}:{opt}/bin")),
+            ("LD_LIBRARY_PATH", format!("{opt}/lib")),
+        ];
+        let runtime = spec.config.runtime.as_str();
+        match spec.config.runtime.family() {
+            RuntimeFamily::Python => out.push((
+                "PYTHONPATH",
+                format!("{opt}/python:{opt}/python/lib/{runtime}/site-packages"),
+            )),
+            RuntimeFamily::Node => {
+                let major = runtime
+                    .strip_prefix("nodejs")
+                    .and_then(|v| v.split('.').next())
+                    .unwrap_or("20");
+                out.push((
+                    "NODE_PATH",
+                    format!("{opt}/nodejs/node{major}/node_modules:{opt}/nodejs/node_modules"),
+                ));
+            }
+            _ => {}
+        }
+        out
+    }
+
     /// A stem cell's environment until it is specialised: only what every instance of
-    /// its runtime shares (the function's own arrives with the specialisation).
+    /// its runtime shares (the function's own arrives with the specialisation). Its
+    /// `LD_LIBRARY_PATH` names the layers' `lib` already: the dynamic loader reads it only
+    /// at start, and a function's layers are mounted there when it is specialised.
     fn stem_environment(&self, api: &str, instance_id: &str) -> Vec<(String, String)> {
         let runtime_dir = if self.sandbox.is_some() {
             PathBuf::from(sandbox::RUNTIME_DIR)
         } else {
             self.cfg.runtimes_dir.clone()
         };
-        [
-            ("PATH", self.path_var()),
-            ("LANG", "C.UTF-8".into()),
-            ("TZ", ":UTC".into()),
-            ("PYTHONDONTWRITEBYTECODE", "1".into()),
-            ("AWS_LAMBDA_RUNTIME_API", api.into()),
-            ("LAMBDA_RUNTIME_DIR", runtime_dir.display().to_string()),
-            ("_NIMBUS_STEM", "1".into()),
-            ("_NIMBUS_INSTANCE_ID", instance_id.into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        let lib = self
+            .sandbox
+            .as_ref()
+            .map(|sb| ("LD_LIBRARY_PATH", format!("{}/lib", sb.opt_dir())));
+        lib.into_iter()
+            .chain([
+                ("PATH", self.path_var()),
+                ("LANG", "C.UTF-8".into()),
+                ("TZ", ":UTC".into()),
+                ("PYTHONDONTWRITEBYTECODE", "1".into()),
+                ("AWS_LAMBDA_RUNTIME_API", api.into()),
+                ("LAMBDA_RUNTIME_DIR", runtime_dir.display().to_string()),
+                ("_NIMBUS_STEM", "1".into()),
+                ("_NIMBUS_INSTANCE_ID", instance_id.into()),
+            ])
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
     }
 
     fn environment(
@@ -733,6 +794,17 @@ impl ProcessExecutor {
         ];
         env.retain(|(k, _)| !platform.iter().any(|(p, _)| p == k));
         env.extend(platform.into_iter().map(|(k, v)| (k.to_string(), v)));
+        if let Some(opt) = self.opt_path(spec) {
+            let path = self.path_var();
+            for (k, v) in Self::layer_environment(spec, &opt, &path) {
+                match env.iter_mut().find(|(e, _)| e == k) {
+                    // PATH is the platform's; a variable the function sets itself wins.
+                    Some(e) if k == "PATH" => e.1 = v,
+                    Some(_) => {}
+                    None => env.push((k.to_string(), v)),
+                }
+            }
+        }
         env
     }
 }
@@ -1612,5 +1684,43 @@ mod mask_tests {
         );
         assert_eq!(mask_secrets("nothing here", &secrets), "nothing here");
         assert_eq!(mask_secrets("x", &[String::new()]), "x");
+    }
+}
+
+#[cfg(test)]
+mod layer_env_tests {
+    use super::*;
+
+    fn spec(runtime: &str) -> InstanceSpec {
+        InstanceSpec {
+            function: FunctionName::parse("f").unwrap(),
+            version: "$LATEST".into(),
+            config: FunctionConfig::new(Runtime::parse(runtime).unwrap(), "app.handler"),
+            code_dir: "/code".into(),
+            opt_dir: Some("/data/code/opt/k".into()),
+        }
+    }
+
+    fn env(runtime: &str) -> Vec<(&'static str, String)> {
+        ProcessExecutor::layer_environment(&spec(runtime), "/opt", "/usr/bin:/bin")
+    }
+
+    #[test]
+    fn lambdas_paths_per_runtime() {
+        let py = env("python3.12");
+        assert!(py.contains(&("PATH", "/usr/bin:/bin:/opt/bin".into())));
+        assert!(py.contains(&("LD_LIBRARY_PATH", "/opt/lib".into())));
+        assert!(py.contains(&(
+            "PYTHONPATH",
+            "/opt/python:/opt/python/lib/python3.12/site-packages".into()
+        )));
+        let node = env("nodejs22.x");
+        assert!(node.contains(&(
+            "NODE_PATH",
+            "/opt/nodejs/node22/node_modules:/opt/nodejs/node_modules".into()
+        )));
+        assert!(!node.iter().any(|(k, _)| *k == "PYTHONPATH"));
+        let custom = env("provided.al2023");
+        assert_eq!(custom.len(), 2, "{custom:?}");
     }
 }

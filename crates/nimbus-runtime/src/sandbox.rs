@@ -48,6 +48,11 @@ pub const NPROC_LIMIT: u64 = 1024;
 /// Where the code, the bootstraps and the scratch space appear inside a sandbox.
 pub const TASK_ROOT: &str = "/var/task";
 pub const RUNTIME_DIR: &str = "/var/runtime";
+/// Where a function's layers appear (Lambda's `/opt`), read-only.
+pub const OPT_DIR: &str = "/opt";
+/// Where they appear instead when the host's interpreters live under `/opt` (bound at their
+/// host paths, which a mount on `/opt` would hide).
+pub const OPT_DIR_ALT: &str = "/var/opt";
 
 /// `nimbus serve --isolation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -263,12 +268,15 @@ impl Prepared {
     }
 }
 
-/// What [`bind_task_root`] mounts on a stem cell's `/var/task`, prepared before it forks.
+/// What [`bind_task_root`] mounts on a stem cell's `/var/task` (or its layers on `/opt`),
+/// prepared before it forks.
 #[derive(Debug)]
 pub struct TaskRoot {
     code: CString,
     /// A detached overlay of the code, when the host allows overlays.
     tree: Option<OwnedFd>,
+    /// Where in the sandbox it goes.
+    target: CString,
 }
 
 /// Where the instance's code and bootstraps are on the host.
@@ -276,6 +284,9 @@ pub struct Mounts<'a> {
     /// `None` for a stem cell: `/var/task` is an empty directory until
     /// [`bind_task_root`] mounts a function's code on it.
     pub code_dir: Option<&'a Path>,
+    /// The function's merged layers, mounted on [`Sandbox::opt_dir`]; `None`: an empty
+    /// directory there (where a stem cell's specialisation mounts them).
+    pub opt_dir: Option<&'a Path>,
     pub runtimes_dir: &'a Path,
     pub tmp_bytes: u64,
 }
@@ -308,6 +319,7 @@ impl Sandbox {
         };
         m.code_dir
             .into_iter()
+            .chain(m.opt_dir)
             .chain([m.runtimes_dir])
             .map(|dir| {
                 let tree = overlay(dir, empty)?;
@@ -318,14 +330,34 @@ impl Sandbox {
 
     /// What a stem cell's specialisation mounts on its `/var/task` (see [`bind_task_root`]).
     pub fn task_root(&self, code_dir: &Path) -> std::io::Result<TaskRoot> {
+        self.mount_at(code_dir, TASK_ROOT)
+    }
+
+    /// What a stem cell's specialisation mounts on its layer directory ([`Sandbox::opt_dir`]).
+    pub fn opt_root(&self, opt_dir: &Path) -> std::io::Result<TaskRoot> {
+        self.mount_at(opt_dir, self.opt_dir())
+    }
+
+    fn mount_at(&self, dir: &Path, target: &str) -> std::io::Result<TaskRoot> {
         use std::os::unix::ffi::OsStrExt;
         Ok(TaskRoot {
-            code: CString::new(code_dir.as_os_str().as_bytes())?,
+            code: CString::new(dir.as_os_str().as_bytes())?,
             tree: match &self.overlay {
-                Some(empty) => Some(overlay(code_dir, empty)?),
+                Some(empty) => Some(overlay(dir, empty)?),
                 None => None,
             },
+            target: CString::new(target)?,
         })
+    }
+
+    /// Where layers appear in this host's sandboxes: [`OPT_DIR`], or [`OPT_DIR_ALT`] when
+    /// an interpreter installation bound into the sandbox lives under `/opt`.
+    pub fn opt_dir(&self) -> &'static str {
+        if self.host_dirs.iter().any(|d| d.starts_with(OPT_DIR)) {
+            OPT_DIR_ALT
+        } else {
+            OPT_DIR
+        }
     }
 
     fn argv(
@@ -455,6 +487,15 @@ impl Sandbox {
                 &["--ro-bind".as_ref(), code.as_os_str(), TASK_ROOT.as_ref()],
             ),
             None => push(&mut a, &["--dir".as_ref(), TASK_ROOT.as_ref()]),
+        }
+        let opt = Path::new(self.opt_dir());
+        parents(&mut a, opt);
+        match m.opt_dir {
+            Some(dir) => push(
+                &mut a,
+                &["--ro-bind".as_ref(), dir.as_os_str(), opt.as_os_str()],
+            ),
+            None => push(&mut a, &["--dir".as_ref(), opt.as_os_str()]),
         }
         push(
             &mut a,
@@ -644,15 +685,16 @@ pub(crate) fn mount_trees(plan: &MountPlan) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Mounts a function's code read-only (nosuid, nodev) at `/var/task` inside the running
-/// sandbox of `bwrap_pid` — how a stem cell, started with an empty `/var/task`, receives a
-/// function's code. The mount is built detached in the host's mount namespace — an overlay
-/// ([`Sandbox::task_root`], made before this is called), or, when the host refuses
-/// overlays, a bind mount of the directory (`open_tree` + `mount_setattr`, which shows its
-/// host path in the sandbox's `/proc/self/mountinfo`) — then a forked child joins the
-/// sandbox's mount namespace and attaches it there (`move_mount`). Needs root
+/// Mounts a function's code read-only (nosuid, nodev) at `/var/task` and its layers at
+/// `/opt` (each of `roots` at its target, in one forked child) inside the running sandbox
+/// of `bwrap_pid` — how a stem cell, started with an empty `/var/task` and `/opt`, receives
+/// a function's code and layers. Each mount is built detached in the host's mount
+/// namespace — an overlay ([`Sandbox::task_root`], made before this is called), or, when
+/// the host refuses overlays, a bind mount of the directory (`open_tree` +
+/// `mount_setattr`, which shows its host path in the sandbox's `/proc/self/mountinfo`) —
+/// then the child joins the sandbox's mount namespace and attaches them (`move_mount`). Needs root
 /// (`CAP_SYS_ADMIN`) and Linux ≥ 5.12.
-pub(crate) fn bind_task_root(bwrap_pid: u32, root: &TaskRoot) -> std::io::Result<()> {
+pub(crate) fn bind_task_root(bwrap_pid: u32, roots: &[&TaskRoot]) -> std::io::Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -674,9 +716,19 @@ pub(crate) fn bind_task_root(bwrap_pid: u32, root: &TaskRoot) -> std::io::Result
             "the sandbox shares the server's mount namespace",
         ));
     }
-    let code = root.code.as_c_str();
-    let overlay = root.tree.as_ref().map(|t| t.as_raw_fd());
-    let target = CString::new(TASK_ROOT).expect("no NUL");
+    // Everything the child uses, prepared before the fork: the trees it mounts are filled
+    // into `trees` (one slot per root) before it joins the sandbox's namespace.
+    let sources: Vec<(&std::ffi::CStr, Option<i32>, &std::ffi::CStr)> = roots
+        .iter()
+        .map(|r| {
+            (
+                r.code.as_c_str(),
+                r.tree.as_ref().map(|t| t.as_raw_fd()),
+                r.target.as_c_str(),
+            )
+        })
+        .collect();
+    let mut trees: Vec<i32> = vec![-1; roots.len()];
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         attr_clr: 0,
@@ -708,46 +760,50 @@ pub(crate) fn bind_task_root(bwrap_pid: u32, root: &TaskRoot) -> std::io::Result
         let wfd = wr.as_raw_fd();
         unsafe {
             let fail = |step: i32| fail_at(wfd, step);
-            let tree = match overlay {
-                Some(tree) => tree,
-                None => {
-                    let tree = libc::syscall(
-                        libc::SYS_open_tree,
-                        libc::AT_FDCWD,
-                        code.as_ptr(),
-                        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
-                    );
-                    if tree < 0 {
-                        fail(1);
+            for (slot, (code, overlay, _)) in trees.iter_mut().zip(&sources) {
+                *slot = match overlay {
+                    Some(tree) => *tree,
+                    None => {
+                        let tree = libc::syscall(
+                            libc::SYS_open_tree,
+                            libc::AT_FDCWD,
+                            code.as_ptr(),
+                            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+                        );
+                        if tree < 0 {
+                            fail(1);
+                        }
+                        let tree = tree as libc::c_int;
+                        if libc::syscall(
+                            libc::SYS_mount_setattr,
+                            tree,
+                            c"".as_ptr(),
+                            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+                            &attr as *const MountAttr,
+                            std::mem::size_of::<MountAttr>(),
+                        ) != 0
+                        {
+                            fail(2);
+                        }
+                        tree
                     }
-                    let tree = tree as libc::c_int;
-                    if libc::syscall(
-                        libc::SYS_mount_setattr,
-                        tree,
-                        c"".as_ptr(),
-                        libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
-                        &attr as *const MountAttr,
-                        std::mem::size_of::<MountAttr>(),
-                    ) != 0
-                    {
-                        fail(2);
-                    }
-                    tree
-                }
-            };
+                };
+            }
             if libc::setns(ns_fd, libc::CLONE_NEWNS) != 0 {
                 fail(3);
             }
-            if libc::syscall(
-                libc::SYS_move_mount,
-                tree,
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            ) != 0
-            {
-                fail(4);
+            for (tree, (_, _, target)) in trees.iter().zip(&sources) {
+                if libc::syscall(
+                    libc::SYS_move_mount,
+                    *tree,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                ) != 0
+                {
+                    fail(4);
+                }
             }
             libc::_exit(0)
         }
@@ -1185,6 +1241,7 @@ impl Sandbox {
     fn try_run(&self, scratch: &Path) -> Result<(), String> {
         let m = Mounts {
             code_dir: Some(scratch),
+            opt_dir: None,
             runtimes_dir: scratch,
             tmp_bytes: 1 << 20,
         };
@@ -1314,6 +1371,7 @@ mod tests {
         };
         let m = Mounts {
             code_dir: Some(Path::new("/data/code/unpacked/abc")),
+            opt_dir: None,
             runtimes_dir: Path::new("/data/runtimes"),
             tmp_bytes: 512 << 20,
         };
@@ -1374,6 +1432,29 @@ mod tests {
         // Parents of mount points are created 0755 before the mounts.
         let dir = opts.iter().position(|o| *o == "/opt/py").unwrap();
         assert_eq!(opts[dir - 1], "--dir");
+        // The interpreter lives under /opt: layers go elsewhere, so it stays visible.
+        assert_eq!(sb.opt_dir(), OPT_DIR_ALT);
+        assert!(
+            opts.windows(2).any(|w| w == ["--dir", OPT_DIR_ALT]),
+            "{opts:?}"
+        );
+        let with_layers = Mounts {
+            opt_dir: Some(Path::new("/data/code/opt/k")),
+            ..m
+        };
+        let (argv, _fds) = sb
+            .argv(&with_layers, UID_BASE + 7, "python3".as_ref(), &[])
+            .unwrap();
+        let opts = std::fs::read(format!("/proc/self/fd/{}", argv[1].to_str().unwrap())).unwrap();
+        let opts: Vec<&str> = opts
+            .split(|b| *b == 0)
+            .map(|a| std::str::from_utf8(a).unwrap())
+            .collect();
+        assert!(
+            opts.windows(3)
+                .any(|w| w == ["--ro-bind", "/data/code/opt/k", OPT_DIR_ALT]),
+            "{opts:?}"
+        );
     }
 
     /// As root (CI): an overlay of a directory is a read-only overlayfs superblock of its

@@ -5,8 +5,14 @@
 //! ```text
 //! blobs/<sha256 hex>.zip     the package exactly as uploaded (the source of truth)
 //! unpacked/<sha256 hex>/     the package extracted, what instances run from
+//! opt/<opt key>/             the layers of a function merged in order (its `/opt`),
+//!                            named by [`opt_key`] of the ordered layer packages
 //! tmp/                       work area for atomic writes (same file system)
 //! ```
+//!
+//! Layers are packages like any other (`blobs/` and `unpacked/`); a merged `opt/` tree is
+//! derived from them (hard links where the file system allows, else copies), built once
+//! and collected like a package when no registry row or running instance names its key.
 //!
 //! Both the blob and the unpacked directory appear atomically (written under `tmp/`, synced,
 //! then renamed). An unpacked directory exists only for a package that extracted cleanly; if it
@@ -181,6 +187,18 @@ impl CollectReport {
     }
 }
 
+/// The name of the merged `/opt` tree of a function whose layers are the packages `layers`
+/// (hex SHA-256 of their zips), in order: a content address of the ordered list.
+pub fn opt_key<'a>(layers: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h = Sha256::new();
+    h.update(b"nimbus-opt-v1");
+    for sha in layers {
+        h.update(b"\n");
+        h.update(sha.to_ascii_lowercase().as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
 impl CodeStore {
     /// Opens (creating if needed) the store under `root` and removes stale temp files.
     pub fn open(root: &Path) -> Result<Self> {
@@ -189,7 +207,7 @@ impl CodeStore {
             limits: ExtractLimits::default(),
             pins: Arc::default(),
         };
-        for dir in [store.blobs(), store.unpacked(), store.tmp()] {
+        for dir in [store.blobs(), store.unpacked(), store.opt(), store.tmp()] {
             fs::create_dir_all(&dir).map_err(|e| io_ctx(e, "creating", &dir))?;
         }
         store.remove_stale_tmp();
@@ -252,11 +270,50 @@ impl CodeStore {
 
     /// The package whose unpacked directory is `dir` (as returned by [`CodeStore::dir`]),
     /// `None` for any other path.
+    /// Also the key of a merged `/opt` tree ([`CodeStore::opt_dir`]).
     pub fn package_of(&self, dir: &Path) -> Option<String> {
-        if dir.parent()? != self.unpacked() {
+        let parent = dir.parent()?;
+        if parent != self.unpacked() && parent != self.opt() {
             return None;
         }
         validate_sha(dir.file_name()?.to_str()?).ok()
+    }
+
+    /// Bytes of the extracted files of the package `sha256_hex` (re-extracted if missing).
+    pub fn unzipped_size(&self, sha256_hex: &str) -> Result<u64> {
+        Ok(tree_bytes(&self.dir(sha256_hex)?))
+    }
+
+    /// The merged `/opt` tree of the packages `layers` (hex SHA-256s), in order: every
+    /// layer's files, a later layer's replacing an earlier one's at the same path. Built
+    /// once (under `tmp/`, then renamed into `opt/<key>`), then reused; hold the layers'
+    /// pins or registry rows while calling. Blocking file system work.
+    pub fn opt_dir(&self, layers: &[String]) -> Result<PathBuf> {
+        let key = opt_key(layers.iter().map(String::as_str));
+        let dest = self.opt().join(&key);
+        if is_real_dir(&dest) {
+            return Ok(dest);
+        }
+        let tmp = TempPath::new(self.tmp().join(format!("{}.opt", uuid::Uuid::new_v4())));
+        fs::create_dir(tmp.path()).map_err(|e| io_ctx(e, "creating", tmp.path()))?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+            .map_err(|e| io_ctx(e, "setting the mode of", tmp.path()))?;
+        for sha in layers {
+            let src = self.dir(sha)?;
+            merge_tree(&src, tmp.path())?;
+        }
+        sync_dir(tmp.path())?;
+        match fs::rename(tmp.path(), &dest) {
+            Ok(()) => {
+                tmp.keep();
+                sync_dir(&self.opt())?;
+            }
+            // Built by another thread meanwhile; ours is removed on drop.
+            Err(_) if is_real_dir(&dest) => {}
+            Err(e) => return Err(io_ctx(e, "renaming into", &dest)),
+        }
+        tracing::debug!(key = %key, layers = layers.len(), "built merged /opt tree");
+        Ok(dest)
     }
 
     /// Removes the blob and unpacked directory of every package that `live` (called under
@@ -284,6 +341,13 @@ impl CodeStore {
                     trees.insert(name);
                 }
             }
+            let mut merged: HashSet<String> = HashSet::new();
+            for name in list_names(&self.opt())? {
+                if is_address(&name) {
+                    packages.insert(name.clone());
+                    merged.insert(name);
+                }
+            }
             for sha in packages {
                 if live.referenced.contains(&sha) {
                     report.kept += 1;
@@ -309,7 +373,13 @@ impl CodeStore {
                 if trees.contains(&sha) {
                     let to = self.tmp().join(format!("gc-{id}.d"));
                     if self.move_out(&self.unpacked_path(&sha), &to) {
-                        doomed.push((sha, "unpacked directory", to));
+                        doomed.push((sha.clone(), "unpacked directory", to));
+                    }
+                }
+                if merged.contains(&sha) {
+                    let to = self.tmp().join(format!("gc-{id}.opt"));
+                    if self.move_out(&self.opt().join(&sha), &to) {
+                        doomed.push((sha, "merged /opt tree", to));
                     }
                 }
             }
@@ -435,6 +505,9 @@ impl CodeStore {
     fn unpacked(&self) -> PathBuf {
         self.root.join("unpacked")
     }
+    fn opt(&self) -> PathBuf {
+        self.root.join("opt")
+    }
     fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }
@@ -517,6 +590,49 @@ fn remove_any(p: &Path) {
     if let Err(e) = res {
         tracing::warn!(path = %p.display(), error = %e, "could not remove temp entry");
     }
+}
+
+/// Merges the tree `src` into `dest`: directories are merged, anything else replaces what
+/// `dest` has at its path. Files are hard-linked (read-only for everyone, as packages are
+/// never written), copied when the file system refuses links; symlinks are recreated.
+fn merge_tree(src: &Path, dest: &Path) -> Result<()> {
+    let entries = fs::read_dir(src).map_err(|e| io_ctx(e, "listing", src))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_ctx(e, "listing", src))?;
+        let from = entry.path();
+        let to = dest.join(entry.file_name());
+        let meta = fs::symlink_metadata(&from).map_err(|e| io_ctx(e, "reading", &from))?;
+        let existing = fs::symlink_metadata(&to).ok();
+        if meta.is_dir() {
+            if !existing.as_ref().is_some_and(|m| m.is_dir()) {
+                if existing.is_some() {
+                    remove_any(&to);
+                }
+                fs::create_dir(&to).map_err(|e| io_ctx(e, "creating", &to))?;
+                fs::set_permissions(
+                    &to,
+                    fs::Permissions::from_mode(meta.permissions().mode() & 0o7777 | 0o555),
+                )
+                .map_err(|e| io_ctx(e, "setting the mode of", &to))?;
+            }
+            merge_tree(&from, &to)?;
+            continue;
+        }
+        if existing.is_some() {
+            if existing.as_ref().is_some_and(|m| m.is_dir()) {
+                fs::remove_dir_all(&to).map_err(|e| io_ctx(e, "replacing", &to))?;
+            } else {
+                fs::remove_file(&to).map_err(|e| io_ctx(e, "replacing", &to))?;
+            }
+        }
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&from).map_err(|e| io_ctx(e, "reading", &from))?;
+            std::os::unix::fs::symlink(&target, &to).map_err(|e| io_ctx(e, "creating", &to))?;
+        } else if fs::hard_link(&from, &to).is_err() {
+            fs::copy(&from, &to).map_err(|e| io_ctx(e, "copying into", &to))?;
+        }
+    }
+    Ok(())
 }
 
 /// A temp file or directory removed on drop unless [`TempPath::keep`] was called.
@@ -1191,6 +1307,61 @@ mod tests {
         fs::remove_file(store.blob_path(&a)).unwrap();
         let report = store.collect(|| Ok(live(&[], &[]))).unwrap();
         assert_eq!((report.removed_blobs, report.removed_trees), (0, 1));
+    }
+
+    #[test]
+    fn opt_dir_merges_layers_in_order_and_is_collected_by_its_key() {
+        let (_t, store) = store();
+        let a = store
+            .put_zip(&build_zip(&[
+                ("python/shared.py", Some(0o644), b"a"),
+                ("python/only_a.py", Some(0o644), b"a"),
+                ("bin/tool", Some(0o755), b"#!/bin/sh\n"),
+                ("lib", Some(0o644), b"a file where b has a directory"),
+            ]))
+            .unwrap()
+            .sha256;
+        let b = store
+            .put_zip(&build_zip(&[
+                ("python/shared.py", Some(0o644), b"b"),
+                ("lib/libb.so", Some(0o644), b"b"),
+            ]))
+            .unwrap()
+            .sha256;
+        let layers = vec![a.clone(), b.clone()];
+        let dir = store.opt_dir(&layers).unwrap();
+        assert_eq!(dir, store.opt().join(opt_key([a.as_str(), b.as_str()])));
+        let read = |p: &str| fs::read_to_string(dir.join(p)).unwrap();
+        assert_eq!(read("python/shared.py"), "b", "the later layer wins");
+        assert_eq!(read("python/only_a.py"), "a");
+        assert_eq!(read("lib/libb.so"), "b");
+        assert_eq!(mode_of(&dir.join("bin/tool")) & 0o111, 0o111);
+        // Built once: the same list gives the same tree; another order is another tree.
+        assert_eq!(store.opt_dir(&layers).unwrap(), dir);
+        let reversed = store.opt_dir(&[b.clone(), a.clone()]).unwrap();
+        assert_ne!(reversed, dir);
+        assert_eq!(
+            fs::read_to_string(reversed.join("python/shared.py")).unwrap(),
+            "a"
+        );
+        assert_eq!(
+            store.package_of(&dir),
+            Some(opt_key([a.as_str(), b.as_str()]))
+        );
+
+        // Kept while referenced or in use by an instance, collected otherwise; its layers
+        // are packages like any other.
+        let key = opt_key([a.as_str(), b.as_str()]);
+        store.collect(|| Ok(live(&[&a, &b, &key], &[]))).unwrap();
+        assert!(dir.is_dir());
+        assert!(!reversed.exists());
+        store.collect(|| Ok(live(&[], &[&key]))).unwrap();
+        assert!(dir.is_dir());
+        assert_eq!(on_disk(&store, &a), (false, false));
+        store.collect(|| Ok(live(&[], &[]))).unwrap();
+        assert!(!dir.exists());
+        // A layer whose package is gone cannot be merged.
+        assert!(store.opt_dir(&[a]).unwrap_err().is_not_found());
     }
 
     #[test]

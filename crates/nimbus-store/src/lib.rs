@@ -9,6 +9,7 @@ mod bus;
 mod code;
 mod error;
 mod events;
+mod layers;
 mod logs;
 mod queues;
 mod secrets;
@@ -17,10 +18,12 @@ mod sqlite;
 pub use backlog::BacklogLimit;
 pub use bus::{Bus, BusStore, Rule, RuleTarget, SqliteBusStore, DEFAULT_BUS};
 pub use code::{
-    zip_dir, CodeInfo, CodePin, CodeStore, CollectReport, LiveCode, PinnedCode, MAX_ENTRIES,
+    opt_key, zip_dir, CodeInfo, CodePin, CodeStore, CollectReport, LiveCode, PinnedCode,
+    MAX_ENTRIES,
 };
 pub use error::StoreError;
 pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue, StoredResult};
+pub use layers::{LayerPolicy, LayerStore, LayerVersion, NewLayerVersion};
 pub use logs::{LogEntry, LogStream};
 pub use queues::{
     md5, validate_queue_name, EventSourceMapping, Message, NewMessage, QueueInfo, QueueSettings,
@@ -53,6 +56,8 @@ pub struct Deployed {
 /// threads; methods are blocking and fast (callers on async runtimes may call them directly
 /// for small operations).
 pub trait Store: Send + Sync + 'static {
+    /// The layers of this registry (Lambda's `PublishLayerVersion` and friends).
+    fn layers(&self) -> &dyn LayerStore;
     /// Creates or updates `$LATEST` of `name` with `config` and the code `code`
     /// (already stored in the [`CodeStore`]), then publishes an immutable numbered version
     /// (1, 2, …) unless the newest numbered version already has the same code and config.
@@ -77,8 +82,9 @@ pub trait Store: Send + Sync + 'static {
     fn delete(&self, name: &FunctionName) -> Result<()>;
     /// Every code package (hex SHA-256) the registry refers to: the `$LATEST` and every
     /// numbered version of every function (aliases point at versions, so their code is among
-    /// these; layers, once they exist, belong here too). What the code store's garbage
-    /// collection keeps.
+    /// these), every layer version, the layers every function version uses (even deleted
+    /// layer versions) and the merged `/opt` tree of each ([`opt_key`]). What the code
+    /// store's garbage collection keeps.
     fn code_references(&self) -> Result<HashSet<String>>;
     /// Appends log lines (batched by the caller). Assigns `seq`; the oldest lines of a
     /// function over its bounds (lines, bytes) are pruned, and while the store is over its

@@ -3,6 +3,7 @@
 //! lose the last lines, never the registry; see [`logs`]) in the data directory, both in WAL
 //! mode.
 
+mod layers;
 mod logs;
 
 pub use logs::{LogLimits, LogUsage, LOG_RETENTION_LINES};
@@ -78,6 +79,36 @@ CREATE TABLE provisioned_concurrency (
     last_modified TEXT NOT NULL,
     PRIMARY KEY (function, qualifier)
 ) STRICT;
+",
+    "
+-- Lambda layers. A layer row outlives its versions: `last_version` keeps a deleted
+-- version's number from being reused.
+CREATE TABLE layers (
+    name         TEXT PRIMARY KEY NOT NULL,
+    last_version INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE TABLE layer_versions (
+    name                     TEXT NOT NULL REFERENCES layers(name),
+    version                  INTEGER NOT NULL,
+    description              TEXT NOT NULL DEFAULT '',
+    license_info             TEXT NOT NULL DEFAULT '',
+    compatible_runtimes      TEXT NOT NULL DEFAULT '[]',
+    compatible_architectures TEXT NOT NULL DEFAULT '[]',
+    code_sha256              TEXT NOT NULL,
+    code_size                INTEGER NOT NULL,
+    unzipped_size            INTEGER NOT NULL,
+    created_date             TEXT NOT NULL,
+    policy                   TEXT NOT NULL DEFAULT '[]',
+    policy_revision_id       TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (name, version)
+) STRICT;
+CREATE TRIGGER layer_versions_are_immutable
+BEFORE UPDATE OF name, version, description, license_info, compatible_runtimes,
+    compatible_architectures, code_sha256, code_size, unzipped_size, created_date
+ON layer_versions
+BEGIN
+    SELECT RAISE(ABORT, 'layer versions are immutable');
+END;
 ",
 ];
 
@@ -567,6 +598,10 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn layers(&self) -> &dyn crate::LayerStore {
+        self
+    }
+
     fn deploy(
         &self,
         name: &FunctionName,
@@ -714,13 +749,17 @@ impl Store for SqliteStore {
     fn code_references(&self) -> Result<HashSet<String>> {
         let conn = self.registry();
         let mut stmt = conn.prepare_cached(
-            "SELECT code_sha256 FROM functions UNION SELECT code_sha256 FROM versions",
+            "SELECT code_sha256 FROM functions UNION SELECT code_sha256 FROM versions \
+             UNION SELECT code_sha256 FROM layer_versions",
         )?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = HashSet::new();
         for r in rows {
             out.insert(r?.to_ascii_lowercase());
         }
+        // The layers every function version uses (kept even after the layer version is
+        // deleted) and the merged `/opt` tree each ordered list of them makes.
+        layers::function_layer_references(&conn, &mut out)?;
         Ok(out)
     }
 

@@ -191,7 +191,6 @@ pub async fn prepare_function(dir: &Path, family: RuntimeFamily) -> Result<Optio
 ///
 /// For manifest-defined layers (`[layers.NAME]`, issue 13 item 5): package the returned
 /// [`Built::prepared`] directory.
-#[allow(dead_code)] // called by manifest-defined layers
 pub async fn prepare_layer(dir: &Path, family: RuntimeFamily) -> Result<Built> {
     match layer_plan(dir, family) {
         Some(plan) => build(dir, &plan, &cache_root(|k| std::env::var_os(k))).await,

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 pub mod deps;
 mod go;
 mod java;
+pub mod layer;
 
 pub use deps::{Built, CacheUse};
 

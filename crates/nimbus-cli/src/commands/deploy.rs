@@ -51,6 +51,18 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
     } else {
         manifest_targets(&args.path)?
     };
+    let mut targets = targets;
+    if args.name.is_none() {
+        // Layers first: the functions' deploys name the versions published here.
+        let layers = manifest_layers(&args.path)?;
+        for line in
+            super::layer::publish_manifest_layers(client, &args.path, &layers, &mut targets).await?
+        {
+            if !json {
+                super::print(format!("{line}\n"))?;
+            }
+        }
+    }
     let queue_config = if args.name.is_none() {
         Some(super::queue::manifest_queue_config(&args.path)?)
     } else {
@@ -265,11 +277,50 @@ pub fn manifest_targets(dir: &Path) -> Result<Vec<Target>> {
 }
 
 pub fn manifest_target(dir: &Path, f: ManifestFunction) -> Target {
+    let mut config = f.config;
+    // Manifest layer names until `layer::publish_manifest_layers` makes them ARNs.
+    config.layers = super::layer::unresolved(&f.layers);
     Target {
         code: CodeSource::Dir(dir.join(&f.code)),
         name: f.name,
-        config: f.config,
+        config,
     }
+}
+
+/// The `[layers.NAME]` of `dir/nimbus.toml` and its includes, paths relative to `dir`.
+pub fn manifest_layers(dir: &Path) -> Result<Vec<manifest::ManifestLayer>> {
+    fn walk(
+        root: &Path,
+        rel: &Path,
+        depth: usize,
+        out: &mut Vec<manifest::ManifestLayer>,
+    ) -> Result<()> {
+        if depth > 8 {
+            bail!(
+                "includes nest deeper than 8 levels at {}",
+                root.join(rel).display()
+            );
+        }
+        let project = read_manifest(&root.join(rel))?;
+        for mut l in project.layers {
+            if out.iter().any(|o| o.name == l.name) {
+                bail!(
+                    "layer {} is declared twice in {} and its includes",
+                    l.name,
+                    root.display()
+                );
+            }
+            l.path = rel.join(&l.path).to_string_lossy().into_owned();
+            out.push(l);
+        }
+        for inc in project.include {
+            walk(root, &rel.join(inc), depth + 1, out)?;
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, Path::new(""), 0, &mut out)?;
+    Ok(out)
 }
 
 /// `nimbus deploy PATH --name … --runtime …`: builds and validates the config from flags.

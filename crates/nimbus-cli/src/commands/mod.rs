@@ -6,6 +6,7 @@ mod doctor;
 mod events;
 mod invoke;
 mod keys;
+mod layer;
 mod logs;
 mod ls;
 mod provisioned;
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Secret(args) => secret::run(&client()?, args, cli.json).await,
         Command::Keys(args) => keys::run(&client()?, args, cli.json).await,
         Command::Provisioned(args) => provisioned::run(&client()?, args, cli.json).await,
+        Command::Layer(args) => layer::run(&client()?, args, cli.json).await,
     }
 }
 

@@ -62,6 +62,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         no_build: args.no_build,
     };
     let work = async {
+        publish_layers(&client, &dir, &mut targets).await;
         let mut deployed = Vec::new();
         let mut failed = 0;
         for t in &targets {
@@ -203,6 +204,28 @@ async fn watch_and_redeploy(
             affected(&root, targets, &changed)
         };
         let manifest_changed = changed.contains(&root.join(MANIFEST));
+        // A changed layer directory redeploys every function: each one's layers are
+        // published again when their content changed (and are unchanged otherwise).
+        let layer_changed = deploy::manifest_layers(dir).is_ok_and(|layers| {
+            layers
+                .iter()
+                .any(|l| changed.iter().any(|p| p.starts_with(root.join(&l.path))))
+        });
+        let selected: Vec<usize> = if layer_changed {
+            (0..targets.len()).collect()
+        } else {
+            selected.into_iter().collect()
+        };
+        if manifest_changed || layer_changed {
+            *targets = match deploy::manifest_targets(dir) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    continue;
+                }
+            };
+            publish_layers(client, dir, targets).await;
+        }
         for i in selected {
             let t = &targets[i];
             let started = std::time::Instant::now();
@@ -231,6 +254,23 @@ async fn watch_and_redeploy(
         if manifest_changed {
             apply_rules(client, dir).await;
         }
+    }
+}
+
+/// Publishes the manifest's changed layers and gives `targets` their ARNs; failures are
+/// reported, not fatal (the functions that name a layer then fail to deploy, by name).
+async fn publish_layers(client: &Client, dir: &Path, targets: &mut [Target]) {
+    let published = match deploy::manifest_layers(dir) {
+        Ok(layers) => super::layer::publish_manifest_layers(client, dir, &layers, targets).await,
+        Err(e) => Err(e),
+    };
+    match published {
+        Ok(lines) => {
+            for l in lines {
+                let _ = super::print(format!("{l}\n"));
+            }
+        }
+        Err(e) => eprintln!("error: {e:#}"),
     }
 }
 
