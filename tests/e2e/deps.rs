@@ -347,3 +347,57 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A manifest layer (`[layers.NAME]`) is built like a function: its `requirements.txt`
+/// is installed into `python/` (on the function's path as `/opt/python`), cached, and an
+/// unchanged layer with cached dependencies zips to the same content (nothing republished).
+#[test]
+fn a_manifest_layer_installs_its_requirements_into_python() {
+    let s = Server::start(&[]);
+    let p = Project::fixture("python-orjson");
+    let root = p.dir.join("project");
+    write_files(
+        &root,
+        &[
+            (
+                "nimbus.toml",
+                "[layers.fast-json]\npath = \"layer\"\ncompatible_runtimes = [\"python3.11\"]\n\n\
+                 [functions.layer-user]\nruntime = \"python3.11\"\nhandler = \"app.handler\"\n\
+                 code = \"fn\"\nlayers = [\"fast-json\"]\n",
+            ),
+            (
+                "layer/requirements.txt",
+                &std::fs::read_to_string(p.dir.join("requirements.txt")).unwrap(),
+            ),
+            (
+                "fn/app.py",
+                "import orjson\n\ndef handler(event, context):\n    \
+                 return {\"from\": orjson.__file__, \"dumped\": orjson.dumps(event).decode()}\n",
+            ),
+        ],
+    );
+    let project = root.to_str().unwrap();
+    let out = cli(&s, &p, &["deploy", project]);
+    let text = cli_ok(&out).unwrap();
+    let arn = "arn:aws:lambda:us-east-1:000000000000:layer:fast-json:1";
+    assert!(text.contains(&format!("published layer {arn}")), "{text}");
+    assert!(
+        stderr(&out).contains("installing Python dependencies"),
+        "{}",
+        stderr(&out)
+    );
+    let v = s.invoke("layer-user", r#"{"a":1}"#).ok();
+    assert_eq!(v["dumped"], r#"{"a":1}"#, "{v}");
+    assert!(
+        v["from"]
+            .as_str()
+            .unwrap()
+            .starts_with("/opt/python/orjson/"),
+        "{v}"
+    );
+    // Again, unchanged: the dependencies come from the cache and the zip is the same.
+    let out = cli(&s, &p, &["deploy", project]);
+    let text = cli_ok(&out).unwrap();
+    assert!(text.contains("layer fast-json unchanged"), "{text}");
+    assert!(!stderr(&out).contains("installing"), "{}", stderr(&out));
+}
