@@ -266,19 +266,35 @@ fn outbound_and_none(s: &Server, slirp: bool) {
         return;
     }
     // One slirp4netns per outbound instance, none for `none`; gone with the instance.
+    one_helper_gone_with_its_instance(s, "egress", SLIRP);
+}
+
+/// The `egress` layer of the server's isolation report (`/v1/health`).
+fn egress_layer(s: &Server) -> Value {
+    let (_, h) = s.get_json("/v1/health");
+    h["isolation"]["layers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["name"] == "egress"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no egress layer: {h}"))
+}
+
+/// The server has exactly one `helper` child (slirp4netns or pasta) while `function`'s
+/// one instance lives, and none once the function is deleted.
+fn one_helper_gone_with_its_instance(s: &Server, function: &str, helper: &[&str]) {
     let server = s.child.as_ref().unwrap().id();
-    assert_eq!(children_named(server, SLIRP), 1);
+    assert_eq!(children_named(server, helper), 1, "{helper:?}");
     let st = s
         .http
-        .delete(s.url("/v1/functions/egress"))
+        .delete(s.url(&format!("/v1/functions/{function}")))
         .send()
         .unwrap()
         .status();
     assert!(st.is_success(), "{st}");
     assert!(
-        eventually(Duration::from_secs(10), || children_named(server, SLIRP)
+        eventually(Duration::from_secs(10), || children_named(server, helper)
             == 0),
-        "slirp4netns outlived its instance"
+        "{helper:?} outlived its instance"
     );
     assert!(s.healthy(), "{}", s.log());
 }
@@ -321,35 +337,14 @@ fn outbound_through_pasta_when_slirp4netns_is_missing() {
     );
     assert_eq!(r["api"], "127.0.0.1:9001", "{r}");
     assert_ne!(r["netns"].as_str().unwrap(), own_netns(), "{r}");
-    let (_, h) = s.get_json("/v1/health");
-    let egress = h["isolation"]["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == "egress")
-        .cloned()
-        .unwrap();
-    assert_eq!(egress["ok"], true, "{h}");
+    let egress = egress_layer(&s);
+    assert_eq!(egress["ok"], true, "{egress}");
     assert!(
         egress["detail"].as_str().unwrap().contains("pasta"),
         "{egress}"
     );
-    let server = s.child.as_ref().unwrap().id();
-    assert_eq!(children_named(server, PASTA), 1);
-    assert_eq!(children_named(server, SLIRP), 0);
-    let st = s
-        .http
-        .delete(s.url("/v1/functions/via-pasta"))
-        .send()
-        .unwrap()
-        .status();
-    assert!(st.is_success(), "{st}");
-    assert!(
-        eventually(Duration::from_secs(10), || children_named(server, PASTA)
-            == 0),
-        "pasta outlived its instance"
-    );
-    assert!(s.healthy(), "{}", s.log());
+    assert_eq!(children_named(s.child.as_ref().unwrap().id(), SLIRP), 0);
+    one_helper_gone_with_its_instance(&s, "via-pasta", PASTA);
 }
 
 /// Degrade, never break (`--isolation auto`): without slirp4netns or pasta an `outbound`
@@ -382,15 +377,8 @@ fn outbound_without_slirp4netns_or_pasta_runs_on_the_host_network_and_strict_ref
     let ok = probe(&s, "offline", json!({}));
     assert_eq!(ok["api"], "127.0.0.1:9001", "{ok}");
     assert_ne!(ok["netns"], r["netns"], "none keeps a namespace of its own");
-    let (_, h) = s.get_json("/v1/health");
-    let egress = h["isolation"]["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == "egress")
-        .cloned()
-        .unwrap();
-    assert_eq!(egress["ok"], false, "{h}");
+    let egress = egress_layer(&s);
+    assert_eq!(egress["ok"], false, "{egress}");
     assert!(
         egress["detail"].as_str().unwrap().contains("host network"),
         "{egress}"

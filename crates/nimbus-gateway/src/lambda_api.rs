@@ -1255,14 +1255,26 @@ pub(crate) async fn get_policy(
     let q = parse_query(raw)?;
     let (name, _qualifier) = function_ref(&function, &q)?;
     let meta = gw.store.meta(&name)?;
-    if meta.policy.is_empty() {
-        return Err(ApiError::NotFound(
-            "The resource you requested does not exist.".into(),
-        ));
+    policy_reply(
+        &meta.policy,
+        &meta.policy_revision_id,
+        "The resource you requested does not exist.",
+    )
+}
+
+/// GetPolicy's and GetLayerVersionPolicy's reply: the statements as a policy document
+/// (a string, as Lambda returns it) and its revision; `NotFound(missing)` without any.
+pub(crate) fn policy_reply(
+    statements: &[Value],
+    revision_id: &str,
+    missing: &str,
+) -> Result<Json<Value>, ApiError> {
+    if statements.is_empty() {
+        return Err(ApiError::NotFound(missing.into()));
     }
-    let policy = json!({ "Version": "2012-10-17", "Id": "default", "Statement": meta.policy });
+    let policy = json!({ "Version": "2012-10-17", "Id": "default", "Statement": statements });
     Ok(Json(
-        json!({ "Policy": policy.to_string(), "RevisionId": meta.policy_revision_id }),
+        json!({ "Policy": policy.to_string(), "RevisionId": revision_id }),
     ))
 }
 

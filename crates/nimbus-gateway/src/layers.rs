@@ -453,15 +453,11 @@ pub(crate) async fn get_policy(
 ) -> Result<Json<Value>, ApiError> {
     let (name, version) = (layer_name(&layer)?, version_number(&version)?);
     let p = gw.store.layers().layer_policy(&name, version)?;
-    if p.statements.is_empty() {
-        return Err(ApiError::NotFound(
-            "No policy is associated with the given resource.".into(),
-        ));
-    }
-    let policy = json!({ "Version": "2012-10-17", "Id": "default", "Statement": p.statements });
-    Ok(Json(
-        json!({ "Policy": policy.to_string(), "RevisionId": p.revision_id }),
-    ))
+    crate::lambda_api::policy_reply(
+        &p.statements,
+        &p.revision_id,
+        "No policy is associated with the given resource.",
+    )
 }
 
 /// `DELETE /2018-10-31/layers/{name}/versions/{version}/policy/{sid}`
