@@ -395,12 +395,14 @@ impl AsyncEngine {
         let max_age_ms = self.scaled(Duration::from_secs(u64::from(cfg.maximum_event_age_s)));
         if now - ev.created_ms > max_age_ms {
             info!(event = %ev.id, function = %ev.function, "async event expired (maximum event age)");
-            self.finish(&ev.id, EventUpdate::Expired).await;
+            // The dead-letter copy before the event is marked: a crash in between sends
+            // it again after the restart (at least once), never not at all.
             let why = ev
                 .last_error
                 .as_deref()
                 .unwrap_or("maximum event age exceeded");
             self.dead_letter(invoker, &ev, 200, why).await;
+            self.finish(&ev.id, EventUpdate::Expired).await;
             self.destination(&cfg, &ev, "EventAgeExceeded", None).await;
             return;
         }
