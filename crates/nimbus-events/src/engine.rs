@@ -8,6 +8,7 @@
 //! after restart. An idempotency key (or the request id the function sees) is how a
 //! function makes processing effectively-once.
 
+use crate::heartbeat::Heartbeat;
 use nimbus_core::{arn, AsyncEvent, EventInvokeConfig, EventStatus};
 use nimbus_store::{Enqueued, EventQueue, EventUpdate, StoreError};
 use std::collections::HashMap;
@@ -17,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
-use crate::heartbeat::Heartbeat;
 use tracing::{debug, info, warn};
 
 /// How one delivery attempt ended.

@@ -215,11 +215,17 @@ mod tests {
         let now = m.current(2000);
         assert_eq!(worst(&now), HealthStatus::Degraded);
         let own = now.last().unwrap();
-        assert_eq!((own.name, own.status, own.liveness), ("checks", HealthStatus::Ok, true));
+        assert_eq!(
+            (own.name, own.status, own.liveness),
+            ("checks", HealthStatus::Ok, true)
+        );
         // Nothing published for longer than 5 intervals (at least 15 s): stuck.
         let later = m.current(1000 + 16_000);
         assert_eq!(worst(&later), HealthStatus::Failing);
-        assert!(later.last().unwrap().detail.starts_with("stuck"), "{later:?}");
+        assert!(
+            later.last().unwrap().detail.starts_with("stuck"),
+            "{later:?}"
+        );
         assert_eq!(
             serde_json::to_value(check(HealthStatus::Degraded)).unwrap(),
             json!({"name": "disk", "status": "degraded", "detail": "", "value": null})

@@ -123,9 +123,17 @@ impl Checker {
             isolation(&self.isolation),
             executor(&self.pools),
             stem_cells(&self.pools),
-            heartbeat("dispatcher", "async event dispatcher", self.events.heartbeat()),
+            heartbeat(
+                "dispatcher",
+                "async event dispatcher",
+                self.events.heartbeat(),
+            ),
             heartbeat("scheduler", "schedule rules", self.scheduler.heartbeat()),
-            heartbeat("pollers", "queue pollers' supervisor", self.mappings.heartbeat()),
+            heartbeat(
+                "pollers",
+                "queue pollers' supervisor",
+                self.mappings.heartbeat(),
+            ),
             backlog(
                 "async_backlog",
                 "unfinished async events",

@@ -160,7 +160,10 @@ mod tests {
         assert_eq!(c.instance_memory_budget, Some(512 << 20));
         assert_eq!(c.memory_floor, 0);
         assert_eq!(c.max_pids, 2000);
-        assert_eq!((c.health.min_free_disk, c.health.low_free_disk), (16 << 20, 32 << 20));
+        assert_eq!(
+            (c.health.min_free_disk, c.health.low_free_disk),
+            (16 << 20, 32 << 20)
+        );
         // Without the flag: half the host's task limit.
         let cli = Cli::try_parse_from(["nimbus", "serve"]).unwrap();
         let Command::Serve(args) = cli.command else {
