@@ -16,6 +16,15 @@ fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no check {name}: {report}"))
 }
 
+/// The status of check `name`, if the report has it yet.
+fn status_of<'a>(report: &'a Value, name: &str) -> Option<&'a str> {
+    report["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)?["status"]
+        .as_str()
+}
+
 /// Polls `/v1/ready` until `pred` holds (the checks refresh every 2 s); the last answer.
 fn ready_until(s: &Server, timeout: Duration, pred: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
     let mut last = (0, Value::Null);
@@ -36,7 +45,9 @@ fn ready_until(s: &Server, timeout: Duration, pred: impl Fn(u16, &Value) -> bool
 #[test]
 fn a_normal_server_is_ok_on_both() {
     let s = Server::start(&["--low-free-disk-mb", "0"]);
-    let (code, ready) = ready_until(&s, Duration::from_secs(10), |c, _| c == 200);
+    let (code, ready) = ready_until(&s, Duration::from_secs(10), |c, r| {
+        c == 200 && status_of(r, "disk").is_some()
+    });
     assert_eq!(code, 200);
     // Isolation is full on this host (root, bwrap installed); everything else is ok.
     assert_eq!(ready["status"], "ok", "{ready}");
@@ -115,7 +126,7 @@ fn a_full_data_dir_disk_fails_readiness_until_space_returns() {
     let _tmpfs = Tmpfs::mount(&s.data_path());
     s.restart();
     let (_, ready) = ready_until(&s, Duration::from_secs(10), |c, r| {
-        c == 200 && check(r, "disk")["status"] == "ok"
+        c == 200 && status_of(r, "disk") == Some("ok")
     });
     let total = check(&ready, "disk")["value"]["total_bytes"]
         .as_u64()
@@ -137,7 +148,9 @@ fn a_full_data_dir_disk_fails_readiness_until_space_returns() {
         }
         f.sync_all().unwrap();
     }
-    let (code, ready) = ready_until(&s, Duration::from_secs(15), |c, _| c == 503);
+    let (code, ready) = ready_until(&s, Duration::from_secs(15), |_, r| {
+        status_of(r, "disk") == Some("failing")
+    });
     assert_eq!(code, 503);
     assert_eq!(ready["status"], "failing", "{ready}");
     let disk = check(&ready, "disk");
@@ -154,8 +167,14 @@ fn a_full_data_dir_disk_fails_readiness_until_space_returns() {
 
     // Space returns: ok again at the next refresh.
     std::fs::remove_file(&ballast).unwrap();
-    let (_, ready) = ready_until(&s, Duration::from_secs(15), |c, _| c == 200);
-    assert_eq!(check(&ready, "disk")["status"], "ok", "{ready}");
+    let (code, ready) = ready_until(&s, Duration::from_secs(15), |_, r| {
+        status_of(r, "disk") == Some("ok")
+    });
+    assert_eq!(
+        (code, ready["status"].as_str()),
+        (200, Some("ok")),
+        "{ready}"
+    );
     assert_eq!(check(&ready, "stores")["status"], "ok", "{ready}");
     assert!(s.log().contains("health: ok again"), "{}", s.log());
     drop(s);
@@ -168,7 +187,9 @@ fn a_stalled_dispatcher_is_reported_stuck() {
         &[("NIMBUS_TEST_STALL_DISPATCHER", "1")],
     );
     // Stuck after 10 s without a pass (5 periods of 1 s, at least 10 s).
-    let (code, ready) = ready_until(&s, Duration::from_secs(30), |c, _| c == 503);
+    let (code, ready) = ready_until(&s, Duration::from_secs(30), |_, r| {
+        status_of(r, "dispatcher") == Some("failing")
+    });
     assert_eq!(code, 503);
     let d = check(&ready, "dispatcher");
     assert_eq!(d["status"], "failing", "{d}");
