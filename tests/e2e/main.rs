@@ -19,6 +19,7 @@ mod durability;
 mod escape;
 mod gc;
 mod go;
+mod health;
 mod http;
 mod java;
 mod jwt;

@@ -230,6 +230,24 @@ pub struct ServerArgs {
     /// each other (docs/performance.md, "Server threads").
     #[arg(long, env = "NIMBUS_WORKER_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
+    /// Health: below this much free space on the data dir's disk (MiB), `/v1/ready` is
+    /// failing (503).
+    #[arg(
+        long,
+        env = "NIMBUS_MIN_FREE_DISK_MB",
+        default_value = "100",
+        value_name = "MIB"
+    )]
+    pub min_free_disk_mb: u64,
+    /// Health: below this much free space (MiB), or a tenth of the disk when that is
+    /// less, `/v1/ready` is degraded.
+    #[arg(
+        long,
+        env = "NIMBUS_LOW_FREE_DISK_MB",
+        default_value = "1024",
+        value_name = "MIB"
+    )]
+    pub low_free_disk_mb: u64,
     #[command(flatten)]
     pub limits: crate::limit_args::LimitArgs,
     #[command(flatten)]

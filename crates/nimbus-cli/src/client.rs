@@ -376,6 +376,30 @@ impl Client {
         })
     }
 
+    /// `GET /v1/ready` (public, unsigned): the HTTP status (200, or 503 when failing) and
+    /// the report. An error when no server answers within `timeout`.
+    pub async fn readiness(&self, timeout: Duration) -> Result<(u16, Value)> {
+        let resp = self
+            .request(Method::GET, &["v1", "ready"])
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        let v = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "the server at {} sent a readiness reply that is not JSON",
+                self.endpoint
+            )
+        })?;
+        Ok((status, v))
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     pub async fn list_functions(&self) -> Result<Value> {
         self.json(self.request(Method::GET, &["v1", "functions"]))
             .await

@@ -8,6 +8,7 @@
 //! after restart. An idempotency key (or the request id the function sees) is how a
 //! function makes processing effectively-once.
 
+use crate::heartbeat::Heartbeat;
 use nimbus_core::{arn, AsyncEvent, EventInvokeConfig, EventStatus};
 use nimbus_store::{Enqueued, EventQueue, EventUpdate, StoreError};
 use std::collections::HashMap;
@@ -130,6 +131,8 @@ pub struct AsyncEngine {
     /// The event bus, for bus destinations (`arn:aws:events:…:event-bus/NAME`; set by
     /// [`crate::bus::EventBus::new`]; weak because the bus holds the engine).
     bus: std::sync::OnceLock<std::sync::Weak<crate::bus::EventBus>>,
+    /// Beaten by every pass of the dispatch loop (which waits at most 1 s between passes).
+    heartbeat: Heartbeat,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -146,7 +149,13 @@ impl AsyncEngine {
             stopping: AtomicBool::new(false),
             queues: Default::default(),
             bus: Default::default(),
+            heartbeat: Heartbeat::new(Duration::from_secs(1)),
         })
+    }
+
+    /// The dispatch loop's heartbeat (for health checks).
+    pub fn heartbeat(&self) -> &Heartbeat {
+        &self.heartbeat
     }
 
     /// Enables destinations on event buses.
@@ -270,7 +279,18 @@ impl AsyncEngine {
         // its lease; a dead server's attempts are requeued at the next start.
         let lease_ms = 16 * 60 * 1000;
         let mut last_prune = now_ms();
+        let stall = crate::heartbeat::stall_dispatcher_requested();
+        if stall {
+            warn!(
+                "TEST ONLY: {} is set: the async dispatcher stops after its first pass",
+                crate::heartbeat::STALL_DISPATCHER_ENV
+            );
+        }
         while !self.stopping.load(Ordering::SeqCst) {
+            self.heartbeat.beat();
+            if stall {
+                std::future::pending::<()>().await;
+            }
             let free = slots.available_permits();
             let mut claimed = 0;
             if free > 0 {

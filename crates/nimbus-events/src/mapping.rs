@@ -7,6 +7,7 @@
 //! a message received too often to its dead-letter queue.
 
 use crate::engine::{Attempt, Invoker};
+use crate::heartbeat::Heartbeat;
 use crate::pattern::EventPattern;
 use nimbus_core::arn::{ACCOUNT, REGION};
 use nimbus_store::{EventSourceMapping, Message, QueueStore};
@@ -175,6 +176,8 @@ pub struct MappingRunner {
     sent: Notify,
     stopping: AtomicBool,
     slots: Arc<Semaphore>,
+    /// Beaten by every pass of the supervisor (every `reconcile_every` at most).
+    heartbeat: Heartbeat,
 }
 
 fn now_ms() -> i64 {
@@ -184,6 +187,7 @@ fn now_ms() -> i64 {
 impl MappingRunner {
     pub fn new(store: Arc<dyn QueueStore>, cfg: MappingConfig) -> Arc<Self> {
         Arc::new(Self {
+            heartbeat: Heartbeat::new(cfg.reconcile_every),
             slots: Arc::new(Semaphore::new(cfg.max_concurrent_batches.max(1))),
             store,
             cfg,
@@ -191,6 +195,11 @@ impl MappingRunner {
             sent: Notify::new(),
             stopping: AtomicBool::new(false),
         })
+    }
+
+    /// The supervisor loop's heartbeat (for health checks).
+    pub fn heartbeat(&self) -> &Heartbeat {
+        &self.heartbeat
     }
 
     pub fn store(&self) -> &Arc<dyn QueueStore> {
@@ -228,6 +237,7 @@ impl MappingRunner {
     async fn supervise(self: Arc<Self>, invoker: Arc<dyn Invoker>) {
         let mut running: HashMap<String, (EventSourceMapping, JoinHandle<()>)> = HashMap::new();
         while !self.stopping.load(Ordering::SeqCst) {
+            self.heartbeat.beat();
             let store = self.store.clone();
             match tokio::task::spawn_blocking(move || store.list_mappings()).await {
                 Ok(Ok(mappings)) => {

@@ -18,6 +18,7 @@
 //! time.
 
 use crate::bus::{envelope, rule_arn, EventBus};
+use crate::heartbeat::Heartbeat;
 use crate::schedule::{parse_time_zone, Schedule, Timestamp};
 use nimbus_store::{Rule, DEFAULT_BUS};
 use serde_json::json;
@@ -78,8 +79,9 @@ impl Clock for SystemClock {
     }
 }
 
-/// Longest sleep between ticks (rules changing wake the scheduler at once anyway).
-const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Longest sleep between ticks (rules changing wake the scheduler at once anyway); also
+/// the period of its heartbeat.
+const MAX_SLEEP: Duration = Duration::from_secs(10);
 /// Most firings of one rule queued by one tick (the rest follow on the next tick).
 const MAX_PER_TICK: usize = 100;
 
@@ -179,6 +181,8 @@ pub struct Scheduler {
     cfg: SchedulerConfig,
     clock: Arc<dyn Clock>,
     stopping: AtomicBool,
+    /// Beaten by every tick.
+    heartbeat: Heartbeat,
 }
 
 impl Scheduler {
@@ -188,7 +192,13 @@ impl Scheduler {
             cfg,
             clock,
             stopping: AtomicBool::new(false),
+            heartbeat: Heartbeat::new(MAX_SLEEP),
         })
+    }
+
+    /// The scheduler loop's heartbeat (for health checks).
+    pub fn heartbeat(&self) -> &Heartbeat {
+        &self.heartbeat
     }
 
     /// Queues the due firings of every schedule rule and advances their watermarks; returns
@@ -305,6 +315,7 @@ impl Scheduler {
                 );
             }
             while !me.stopping.load(Ordering::SeqCst) {
+                me.heartbeat.beat();
                 let next = me.tick(catch_up).await;
                 catch_up = false;
                 let now = me.clock.now_ms();

@@ -3,7 +3,7 @@
 //! key's policy — or, for invocations, the function's resource policy (`AddPermission`) —
 //! for the action and resource the route means ([`classify`], the one table of them).
 //!
-//! Public: `/v1/health`, function URLs (their `AuthType AWS_IAM` is checked in `urls.rs`
+//! Public: `/v1/health`, `/v1/ready`, function URLs (their `AuthType AWS_IAM` is checked in `urls.rs`
 //! through [`check_function_url`]) and user routes. Everything else — the Lambda API, the
 //! native `/v1` API, queues, buses, keys and EventBridge's `POST /` — needs a signed request
 //! when auth is on.
@@ -264,7 +264,7 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
     let lambda = |a: &str| format!("lambda:{a}");
     let one = |a: String, r: String| Target::Api(vec![check(&a, r)]);
     match (m, s.as_slice()) {
-        ("GET", ["v1", "health"]) => Target::Public,
+        ("GET", ["v1", "health"]) | ("GET", ["v1", "ready"]) => Target::Public,
         (_, ["fn", ..]) => Target::Public,
         ("POST", [""]) if events_op(headers).is_some() => one(
             format!("nimbus:{}", events_op(headers).unwrap_or_default()),
@@ -801,6 +801,7 @@ mod tests {
     #[test]
     fn the_route_table() {
         assert_eq!(t("GET", "/v1/health", ""), Target::Public);
+        assert_eq!(t("GET", "/v1/ready", ""), Target::Public);
         assert_eq!(t("POST", "/fn/orders-api/x", ""), Target::Public);
         assert_eq!(t("GET", "/hello/world", ""), Target::Public);
         assert_eq!(

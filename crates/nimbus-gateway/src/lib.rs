@@ -13,6 +13,7 @@ mod bus;
 mod code_gc;
 mod dead_letter;
 mod error;
+mod health;
 pub mod http_event;
 mod invoke;
 mod jwt;
@@ -32,6 +33,7 @@ mod urls;
 pub use async_invoke::GatewayInvoker;
 pub use auth::{Auth, Caller, Key};
 pub use error::ApiError;
+pub use health::{HealthCheck, HealthMonitor, HealthReport, HealthStatus};
 pub use limits::{AbuseLimits, BUCKETS_MAX};
 pub use secrets::Secrets;
 pub use state::{Gateway, GatewayConfig, Pools};
@@ -168,7 +170,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 .delete(urls::delete_url_config),
         );
     let native = Router::new()
-        .route("/v1/health", get(native::health))
+        .route("/v1/health", get(health::health))
+        .route("/v1/ready", get(health::ready))
         .route("/v1/functions", get(native::list))
         .route(
             "/v1/functions/{name}",

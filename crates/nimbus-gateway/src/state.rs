@@ -62,6 +62,8 @@ pub struct Gateway {
     pub(crate) jwks: crate::jwt::JwksCache,
     /// Requests to the code garbage collector (`code_gc.rs`), started on first use.
     pub(crate) code_gc: std::sync::OnceLock<tokio::sync::mpsc::Sender<()>>,
+    /// The last health report ([`Gateway::with_health`]), read by `/v1/health` and `/v1/ready`.
+    pub(crate) health: std::sync::OnceLock<Arc<crate::HealthMonitor>>,
 }
 
 impl Gateway {
@@ -89,6 +91,7 @@ impl Gateway {
             limiter: Default::default(),
             jwks: Default::default(),
             code_gc: Default::default(),
+            health: Default::default(),
         });
         gw.rebuild_routes()?;
         for f in gw.store.list()? {
@@ -137,6 +140,13 @@ impl Gateway {
     /// keys API (`/v1/keys`). Set once, before serving.
     pub fn with_auth(self: Arc<Self>, auth: Arc<crate::Auth>) -> Arc<Self> {
         let _ = self.auth.set(auth);
+        self
+    }
+
+    /// Answers `/v1/health` and `/v1/ready` from `monitor`'s last report. Set once,
+    /// before serving.
+    pub fn with_health(self: Arc<Self>, monitor: Arc<crate::HealthMonitor>) -> Arc<Self> {
+        let _ = self.health.set(monitor);
         self
     }
 

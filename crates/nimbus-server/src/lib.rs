@@ -29,11 +29,13 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 mod conn;
+mod health;
 mod keys;
 mod secrets;
 mod slots;
 
 pub use conn::ConnLimits;
+pub use health::HealthConfig;
 pub use nimbus_gateway::AbuseLimits;
 pub use nimbus_pool::ScaleRate;
 
@@ -110,6 +112,8 @@ pub struct Config {
     /// Require SigV4-signed requests from access keys on every API (`--auth on`, the
     /// default). Off is for local development and refused on a non-loopback listener.
     pub auth: bool,
+    /// Thresholds of the health checks (`--min-free-disk-mb`, `--low-free-disk-mb`).
+    pub health: HealthConfig,
 }
 
 /// The default bound of each durable queue: 100,000 items per function or queue, 1 GiB
@@ -147,6 +151,7 @@ impl Default for Config {
             max_initializing: nimbus_pool::default_max_initializing(),
             max_pids: nimbus_runtime::default_max_pids(),
             auth: true,
+            health: HealthConfig::default(),
         }
     }
 }
@@ -231,6 +236,8 @@ pub struct Server {
     memory: MemoryLimits,
     log_task: tokio::task::JoinHandle<()>,
     log_maintenance: tokio::task::JoinHandle<()>,
+    /// Runs the health checks once [`Server::run`] starts.
+    health: health::Checker,
     auth: Arc<nimbus_gateway::Auth>,
     bootstrap: Option<BootstrapKey>,
 }
@@ -357,7 +364,7 @@ impl Server {
             GatewayConfig {
                 public_url: format!("{}://{addr}", scheme(&config)),
                 memory_limits: memory.describe().to_string(),
-                isolation,
+                isolation: isolation.clone(),
             },
         )
         .map_err(|e| anyhow::anyhow!("cannot load routes: {e}"))?;
@@ -386,6 +393,18 @@ impl Server {
             },
             Arc::new(SystemClock),
         );
+        let monitor = nimbus_gateway::HealthMonitor::new(config.health.interval);
+        let gateway = gateway.with_health(monitor.clone());
+        let health = health::Checker {
+            cfg: config.health,
+            data_dir: data_dir.clone(),
+            isolation,
+            pools: pools.clone(),
+            events: events.clone(),
+            scheduler: scheduler.clone(),
+            mappings: mappings.clone(),
+            monitor,
+        };
         // Code packages nothing refers to any more (deletes before a crash, a deploy killed
         // before its commit) are removed in the background.
         {
@@ -417,6 +436,7 @@ impl Server {
             memory,
             log_task,
             log_maintenance,
+            health,
             auth,
             bootstrap,
         })
@@ -465,6 +485,7 @@ impl Server {
         let pollers = self
             .mappings
             .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
+        let health = tokio::spawn(self.health.run());
         let router = nimbus_gateway::router(self.gateway.clone());
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let pools = self.pools.clone();
@@ -500,6 +521,7 @@ impl Server {
             }
         }
         reaper.abort();
+        health.abort();
         // Events still pending stay in the queue for the next start.
         self.scheduler.stop();
         schedules.abort();

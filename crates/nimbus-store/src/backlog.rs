@@ -67,6 +67,51 @@ impl BacklogLimit {
     }
 }
 
+/// How full a durable queue is, against its [`BacklogLimit`] (for health checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BacklogUsage {
+    /// The owner (function or queue) holding the most items, and how many.
+    pub largest_owner: Option<(String, u64)>,
+    /// Bytes of payload all owners together hold.
+    pub total_bytes: u64,
+    pub limit: BacklogLimit,
+}
+
+impl BacklogUsage {
+    /// The fullest of the two bounds, as a fraction (0 when unlimited).
+    pub fn fill(&self) -> f64 {
+        let items = self.largest_owner.as_ref().map_or(0, |(_, n)| *n);
+        let frac = |used: u64, limit: u64| {
+            if limit == u64::MAX || limit == 0 {
+                0.0
+            } else {
+                used as f64 / limit as f64
+            }
+        };
+        frac(items, self.limit.per_owner).max(frac(self.total_bytes, self.limit.total_bytes))
+    }
+}
+
+/// Reads the fullest owner and the total bytes: two indexed reads of the `backlog` table.
+pub(crate) fn usage(db: &Connection, limit: BacklogLimit) -> Result<BacklogUsage> {
+    let largest_owner = db
+        .query_row(
+            "SELECT owner, items FROM backlog ORDER BY items DESC LIMIT 1",
+            [],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)),
+        )
+        .optional()?
+        .filter(|(_, n)| *n > 0);
+    let total: i64 = db.query_row("SELECT COALESCE(SUM(bytes), 0) FROM backlog", [], |r| {
+        r.get(0)
+    })?;
+    Ok(BacklogUsage {
+        largest_owner,
+        total_bytes: total.max(0) as u64,
+        limit,
+    })
+}
+
 /// Which durable queue a [`BacklogLimit`] bounds (for messages).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Backlog {

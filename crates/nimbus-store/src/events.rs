@@ -160,6 +160,9 @@ pub trait EventQueue: Send + Sync + 'static {
     /// At start-up: events left running by a previous (dead) server become due now. One
     /// server owns a data directory, so nothing else can be holding them.
     fn requeue_running(&self, now_ms: i64) -> Result<usize>;
+    /// How full the queue is against its backlog limit (the function holding the most
+    /// unfinished events, the bytes of all).
+    fn backlog(&self) -> Result<crate::BacklogUsage>;
 }
 
 /// [`EventQueue`] on SQLite.
@@ -211,6 +214,10 @@ fn decode(r: &Row<'_>) -> rusqlite::Result<AsyncEvent> {
 }
 
 impl EventQueue for SqliteEventQueue {
+    fn backlog(&self) -> Result<crate::BacklogUsage> {
+        crate::backlog::usage(&self.db(), self.limit)
+    }
+
     fn enqueue(&self, ev: &AsyncEvent, idempotency_window_ms: i64) -> Result<Enqueued> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -620,6 +627,11 @@ mod tests {
         let e = q.enqueue(&ev("c", 3, None), 0).unwrap_err();
         assert!(e.is_full(), "{e}");
         assert!(e.to_string().contains("--max-async-events"), "{e}");
+        // The health check's view: the fullest function is at its bound.
+        let u = q.backlog().unwrap();
+        assert_eq!(u.largest_owner.as_ref().map(|o| o.1), Some(2), "{u:?}");
+        assert_eq!(u.total_bytes, 4);
+        assert_eq!(u.fill(), 1.0);
         // A duplicate of a stored idempotency key is answered, not refused.
         assert_eq!(
             q.enqueue(&ev("b2", 3, Some("k")), 100).unwrap(),

@@ -15,7 +15,7 @@ mod queues;
 mod secrets;
 mod sqlite;
 
-pub use backlog::BacklogLimit;
+pub use backlog::{BacklogLimit, BacklogUsage};
 pub use bus::{Bus, BusStore, Rule, RuleTarget, SqliteBusStore, DEFAULT_BUS};
 pub use code::{
     opt_key, zip_dir, CodeInfo, CodePin, CodeStore, CollectReport, LiveCode, PinnedCode,

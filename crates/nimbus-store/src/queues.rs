@@ -287,6 +287,9 @@ pub trait QueueStore: Send + Sync + 'static {
     fn delete_mapping(&self, uuid: &str) -> Result<EventSourceMapping>;
     /// All mappings, oldest first.
     fn list_mappings(&self) -> Result<Vec<EventSourceMapping>>;
+    /// How full the queues are against their backlog limit (the queue holding the most
+    /// messages, the bytes of all).
+    fn backlog(&self) -> Result<crate::BacklogUsage>;
 }
 
 /// [`QueueStore`] on SQLite.
@@ -404,6 +407,10 @@ fn expire(tx: &Connection, q: &QueueInfo, now_ms: i64) -> Result<()> {
 }
 
 impl QueueStore for SqliteQueueStore {
+    fn backlog(&self) -> Result<crate::BacklogUsage> {
+        crate::backlog::usage(&self.db(), self.limit)
+    }
+
     fn put_queue(&self, name: &str, settings: &QueueSettings, now_ms: i64) -> Result<QueueInfo> {
         validate_queue_name(name)?;
         settings.validate()?;

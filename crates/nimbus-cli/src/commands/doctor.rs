@@ -3,6 +3,8 @@
 //! resolved as the executor resolves them), plus the data dir and the listen address. One
 //! row per check: ✓ / ✗ / degraded, what it means for functions, the command that fixes it.
 //! Fails (exit status 1) when something the chosen `--isolation` needs is missing.
+//! When a server answers at the endpoint (`--endpoint`/`NIMBUS_ENDPOINT`), its readiness
+//! (`GET /v1/ready`) is one more row, `server` (reported, never failing `doctor`).
 
 use crate::cli::DoctorArgs;
 use anyhow::{Context, Result};
@@ -99,7 +101,7 @@ fn check(
     }
 }
 
-pub async fn run(args: DoctorArgs, json: bool) -> Result<()> {
+pub async fn run(args: DoctorArgs, json: bool, server: &crate::client::Client) -> Result<()> {
     let mode: Isolation = args.isolation.parse().map_err(anyhow::Error::msg)?;
     let data_dir = args
         .data_dir
@@ -107,9 +109,12 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("./.nimbus"));
     let listen = args.listen;
     let dir = data_dir.clone();
-    let checks = tokio::task::spawn_blocking(move || collect(mode, &dir, listen))
+    let mut checks = tokio::task::spawn_blocking(move || collect(mode, &dir, listen))
         .await
         .context("the checks panicked")?;
+    if let Some(c) = server_check(mode, server).await {
+        checks.push(c);
+    }
     let failing = checks.iter().filter(|c| c.blocking).count();
     if json {
         super::print_json(&serde_json::json!({
@@ -549,6 +554,36 @@ fn listen_check(mode: Isolation, addr: std::net::SocketAddr) -> Check {
     }
 }
 
+/// The readiness of the server at the endpoint, when one answers (nothing otherwise: no
+/// server running is normal before `serve`).
+async fn server_check(mode: Isolation, server: &crate::client::Client) -> Option<Check> {
+    let (code, ready) = server
+        .readiness(std::time::Duration::from_secs(3))
+        .await
+        .ok()?;
+    Some(readiness_row(mode, server.endpoint(), code, &ready))
+}
+
+/// The `server` row from a `/v1/ready` answer: ok ✓, degraded, failing ✗ (reported only).
+fn readiness_row(mode: Isolation, endpoint: &str, code: u16, ready: &serde_json::Value) -> Check {
+    let status = ready["status"].as_str().unwrap_or("unknown");
+    let reasons: Vec<&str> = ready["reasons"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    let found = match status {
+        "ok" => Found::Ok,
+        "degraded" => Found::Partial,
+        _ => Found::Missing,
+    };
+    let mut detail = format!("{endpoint}/v1/ready: {status} ({code})");
+    if !reasons.is_empty() {
+        detail.push_str(&format!(": {}", reasons.join("; ")));
+    }
+    // Like an interpreter: shown, never what makes `doctor` fail.
+    check(mode, Kind::Runtime, "server", found, detail, None)
+}
+
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -694,6 +729,26 @@ mod tests {
             layer_fix("egress", "slirp4netns is not installed", false),
             Some("apt-get install slirp4netns")
         );
+    }
+
+    #[test]
+    fn readiness_rows() {
+        let ok = readiness_row(
+            Isolation::Auto,
+            "http://h:1",
+            200,
+            &serde_json::json!({"status": "ok", "reasons": []}),
+        );
+        assert_eq!((ok.status, ok.blocking), (Status::Ok, false));
+        assert_eq!(ok.detail, "http://h:1/v1/ready: ok (200)");
+        let failing = readiness_row(
+            Isolation::Strict,
+            "http://h:1",
+            503,
+            &serde_json::json!({"status": "failing", "reasons": ["disk: almost full"]}),
+        );
+        assert_eq!((failing.status, failing.blocking), (Status::Missing, false));
+        assert!(failing.detail.ends_with("failing (503): disk: almost full"));
     }
 
     #[test]

@@ -27,7 +27,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        Command::Doctor(args) => doctor::run(args, cli.json).await,
+        Command::Doctor(args) => {
+            let server = Client::with_ca(&cli.endpoint, cli.ca_cert.as_deref())?;
+            doctor::run(args, cli.json, &server).await
+        }
         Command::Up(args) => up::run(args).await,
         Command::Deploy(args) => deploy::run(&client()?, args, cli.json).await,
         Command::Invoke(args) => invoke::run(&client()?, args).await,

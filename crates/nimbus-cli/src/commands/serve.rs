@@ -45,6 +45,8 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
             }),
             _ => None,
         };
+        c.health.min_free_disk = args.min_free_disk_mb << 20;
+        c.health.low_free_disk = args.low_free_disk_mb << 20;
         args.limits.apply(&mut c);
         args.concurrency.apply(&mut c);
         c
@@ -130,6 +132,10 @@ mod tests {
             "off",
             "--max-pids",
             "2000",
+            "--min-free-disk-mb",
+            "16",
+            "--low-free-disk-mb",
+            "32",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else {
@@ -154,6 +160,10 @@ mod tests {
         assert_eq!(c.instance_memory_budget, Some(512 << 20));
         assert_eq!(c.memory_floor, 0);
         assert_eq!(c.max_pids, 2000);
+        assert_eq!(
+            (c.health.min_free_disk, c.health.low_free_disk),
+            (16 << 20, 32 << 20)
+        );
         // Without the flag: half the host's task limit.
         let cli = Cli::try_parse_from(["nimbus", "serve"]).unwrap();
         let Command::Serve(args) = cli.command else {

@@ -1,0 +1,480 @@
+//! The health checker: a background task that runs every check every
+//! [`HealthConfig::interval`] and publishes the report the gateway serves at `/v1/health`
+//! and `/v1/ready` (`nimbus_gateway::health`). Checks: free space of the data dir's file
+//! system, a write+fsync probe there (where every database lives), the sandbox, the
+//! executor's memory, stem cells, the heartbeats of the dispatcher, scheduler and queue
+//! pollers, and how full the durable backlogs are.
+
+use nimbus_events::engine::AsyncEngine;
+use nimbus_events::heartbeat::Heartbeat;
+use nimbus_events::mapping::MappingRunner;
+use nimbus_events::scheduler::Scheduler;
+use nimbus_gateway::{HealthCheck, HealthMonitor, HealthReport, HealthStatus, Pools};
+use nimbus_store::BacklogUsage;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Thresholds of the checks (`--min-free-disk-mb`, `--low-free-disk-mb`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Below this many free bytes the data dir's disk is `failing`.
+    pub min_free_disk: u64,
+    /// Below this many free bytes, or a tenth of the file system when that is less, the
+    /// disk is `degraded`.
+    pub low_free_disk: u64,
+    /// How often the checks run.
+    pub interval: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            min_free_disk: 100 << 20,
+            low_free_disk: 1 << 30,
+            interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A write+fsync slower than this makes `stores` degraded.
+const SLOW_FSYNC: Duration = Duration::from_secs(1);
+/// A backlog fuller than this (of its limit) is degraded.
+const BACKLOG_NEAR_FULL: f64 = 0.9;
+/// The databases in the data dir, which the probe stands for.
+const DATABASES: &str = "registry, events, queues, bus, logs, secrets";
+
+/// What the checker looks at.
+pub(crate) struct Checker {
+    pub cfg: HealthConfig,
+    pub data_dir: PathBuf,
+    pub isolation: Value,
+    pub pools: Arc<Pools>,
+    pub events: Arc<AsyncEngine>,
+    pub scheduler: Arc<Scheduler>,
+    pub mappings: Arc<MappingRunner>,
+    pub monitor: Arc<HealthMonitor>,
+}
+
+impl Checker {
+    /// Checks every interval until aborted; logs each change of the overall status.
+    pub async fn run(self) {
+        let mut last = HealthStatus::Ok;
+        loop {
+            let report = self.check().await;
+            let status = report
+                .checks
+                .iter()
+                .map(|c| c.status)
+                .max()
+                .unwrap_or(HealthStatus::Ok);
+            if status != last {
+                let reasons: Vec<String> = report
+                    .checks
+                    .iter()
+                    .filter(|c| c.status != HealthStatus::Ok)
+                    .map(|c| format!("{}: {}", c.name, c.detail))
+                    .collect();
+                match status {
+                    HealthStatus::Ok => info!("health: ok again"),
+                    s => warn!(status = ?s, reasons = %reasons.join("; "), "health changed"),
+                }
+                last = status;
+            }
+            self.monitor.publish(report);
+            tokio::time::sleep(self.cfg.interval).await;
+        }
+    }
+
+    #[tracing::instrument(name = "health_check", skip_all)]
+    async fn check(&self) -> HealthReport {
+        let dir = self.data_dir.clone();
+        let cfg = self.cfg;
+        let (disk, stores) = tokio::task::spawn_blocking(move || (disk(&dir, cfg), probe(&dir)))
+            .await
+            .unwrap_or_else(|e| {
+                let failed = |name| {
+                    HealthCheck::new(
+                        name,
+                        HealthStatus::Failing,
+                        format!("the check panicked: {e}"),
+                        Value::Null,
+                    )
+                };
+                (failed("disk"), failed("stores"))
+            });
+        let (q, m) = (self.events.queue().clone(), self.mappings.store().clone());
+        let (async_backlog, queue_backlog) =
+            tokio::task::spawn_blocking(move || (q.backlog(), m.backlog()))
+                .await
+                .map_or_else(
+                    |e| {
+                        let err = format!("the check panicked: {e}");
+                        (Err(err.clone()), Err(err))
+                    },
+                    |(a, b)| (a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string())),
+                );
+        let checks = vec![
+            disk,
+            stores,
+            isolation(&self.isolation),
+            executor(&self.pools),
+            stem_cells(&self.pools),
+            heartbeat(
+                "dispatcher",
+                "async event dispatcher",
+                self.events.heartbeat(),
+            ),
+            heartbeat("scheduler", "schedule rules", self.scheduler.heartbeat()),
+            heartbeat(
+                "pollers",
+                "queue pollers' supervisor",
+                self.mappings.heartbeat(),
+            ),
+            backlog(
+                "async_backlog",
+                "unfinished async events",
+                "--max-async-events/--max-async-bytes",
+                async_backlog,
+            ),
+            backlog(
+                "queue_backlog",
+                "queue messages",
+                "--max-queue-messages/--max-queue-bytes",
+                queue_backlog,
+            ),
+        ];
+        HealthReport {
+            checks,
+            checked_ms: crate::unix_ms(),
+        }
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// Free space of the data dir's file system.
+fn disk(dir: &Path, cfg: HealthConfig) -> HealthCheck {
+    let st = match nix::sys::statvfs::statvfs(dir) {
+        Ok(st) => st,
+        Err(e) => {
+            return HealthCheck::new(
+                "disk",
+                HealthStatus::Failing,
+                format!("cannot read the free space of {}: {e}", dir.display()),
+                Value::Null,
+            )
+        }
+    };
+    let frag = st.fragment_size() as u64;
+    let total = st.blocks() as u64 * frag;
+    let free = st.blocks_available() as u64 * frag;
+    let low = cfg.low_free_disk.min(total / 10);
+    let value = json!({
+        "free_bytes": free,
+        "total_bytes": total,
+        "failing_below_bytes": cfg.min_free_disk,
+        "degraded_below_bytes": low,
+    });
+    let (status, detail) = if free < cfg.min_free_disk {
+        (
+            HealthStatus::Failing,
+            format!(
+                "disk of the data dir {} almost full: {} free of {}, below --min-free-disk-mb {}",
+                dir.display(),
+                mib(free),
+                mib(total),
+                cfg.min_free_disk >> 20
+            ),
+        )
+    } else if free < low {
+        (
+            HealthStatus::Degraded,
+            format!(
+                "disk of the data dir {} low: {} free of {} (below {})",
+                dir.display(),
+                mib(free),
+                mib(total),
+                mib(low)
+            ),
+        )
+    } else {
+        (
+            HealthStatus::Ok,
+            format!("{} free of {}", mib(free), mib(total)),
+        )
+    };
+    HealthCheck::new("disk", status, detail, value)
+}
+
+/// A tiny write+fsync where the databases live: writable, and how long an fsync takes.
+fn probe(dir: &Path) -> HealthCheck {
+    let path = dir.join(".health-probe");
+    let t0 = Instant::now();
+    let written = std::fs::File::create(&path).and_then(|mut f| {
+        f.write_all(&[0u8; 512])?;
+        f.sync_all()
+    });
+    let took = t0.elapsed();
+    let _ = std::fs::remove_file(&path);
+    let value = json!({ "fsync_ms": took.as_secs_f64() * 1000.0 });
+    match written {
+        Err(e) => HealthCheck::new(
+            "stores",
+            HealthStatus::Failing,
+            format!(
+                "cannot write to the data dir {} ({DATABASES}): {e}",
+                dir.display()
+            ),
+            json!({ "fsync_ms": null }),
+        ),
+        Ok(()) if took > SLOW_FSYNC => HealthCheck::new(
+            "stores",
+            HealthStatus::Degraded,
+            format!(
+                "slow disk: a 512-byte write+fsync in the data dir took {} ms ({DATABASES})",
+                took.as_millis()
+            ),
+            value,
+        ),
+        Ok(()) => HealthCheck::new(
+            "stores",
+            HealthStatus::Ok,
+            format!(
+                "writable; write+fsync {:.1} ms ({DATABASES})",
+                took.as_secs_f64() * 1000.0
+            ),
+            value,
+        ),
+    }
+}
+
+/// The sandbox the executor probed at start.
+fn isolation(report: &Value) -> HealthCheck {
+    let level = report["level"].as_str().unwrap_or("unknown");
+    let missing: Vec<&str> = report["layers"]
+        .as_array()
+        .map(|ls| {
+            ls.iter()
+                .filter(|l| l["ok"] == false)
+                .filter_map(|l| l["name"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let value = json!({ "level": level, "missing": missing });
+    match level {
+        "full" => HealthCheck::new("isolation", HealthStatus::Ok, "full".into(), value),
+        "none" if report["mode"] == "none" => HealthCheck::new(
+            "isolation",
+            HealthStatus::Degraded,
+            "isolation off (--isolation none): functions are not isolated".into(),
+            value,
+        ),
+        _ => HealthCheck::new(
+            "isolation",
+            HealthStatus::Degraded,
+            format!(
+                "isolation {level}: missing {} (run `nimbus doctor`)",
+                missing.join(", ")
+            ),
+            value,
+        ),
+    }
+}
+
+/// The executor's instances and the host's memory against the floor.
+fn executor(pools: &Pools) -> HealthCheck {
+    let m = pools.memory_stats();
+    let value = json!({
+        "instances": m.instances,
+        "busy": m.busy,
+        "host_available_bytes": m.host_available_bytes,
+        "memory_floor_bytes": m.floor_bytes,
+    });
+    match m.host_available_bytes {
+        Some(avail) if m.floor_bytes > 0 && avail < m.floor_bytes => HealthCheck::new(
+            "executor",
+            HealthStatus::Degraded,
+            format!(
+                "host memory low: {} available, below the floor of {} (idle instances are being stopped)",
+                mib(avail),
+                mib(m.floor_bytes)
+            ),
+            value,
+        ),
+        _ => HealthCheck::new(
+            "executor",
+            HealthStatus::Ok,
+            format!("{} instances, {} busy", m.instances, m.busy),
+            value,
+        ),
+    }
+}
+
+/// Prewarmed runtimes: how many are idle against their targets.
+fn stem_cells(pools: &Pools) -> HealthCheck {
+    let s = pools.executor().stem_stats();
+    let idle: usize = s.pools.iter().map(|p| p.idle).sum();
+    let target: u32 = s.pools.iter().map(|p| p.target).sum();
+    let value = json!({ "enabled": s.enabled, "idle": idle, "target": target });
+    let detail = if s.enabled {
+        format!("{idle} idle of a target of {target}")
+    } else {
+        format!(
+            "off ({})",
+            s.reason.as_deref().unwrap_or("--stem-cells off")
+        )
+    };
+    HealthCheck::new("stem_cells", HealthStatus::Ok, detail, value)
+}
+
+/// A background loop: failing (stuck) when it has not iterated for a long while.
+fn heartbeat(name: &'static str, what: &str, h: &Heartbeat) -> HealthCheck {
+    let age = h.age();
+    let value = json!({
+        "last_tick_ms_ago": age.as_millis() as u64,
+        "period_ms": h.period().as_millis() as u64,
+        "stuck_after_ms": h.stuck_after().as_millis() as u64,
+    });
+    let check = if h.is_stuck() {
+        HealthCheck::new(
+            name,
+            HealthStatus::Failing,
+            format!(
+                "{what} stuck: no iteration for {:.1} s (expected every {:.1} s)",
+                age.as_secs_f64(),
+                h.period().as_secs_f64()
+            ),
+            value,
+        )
+    } else {
+        HealthCheck::new(
+            name,
+            HealthStatus::Ok,
+            format!("alive, last iteration {:.1} s ago", age.as_secs_f64()),
+            value,
+        )
+    };
+    check.liveness()
+}
+
+/// A durable backlog: degraded when it is near its limit.
+fn backlog(
+    name: &'static str,
+    what: &str,
+    flags: &str,
+    usage: Result<BacklogUsage, String>,
+) -> HealthCheck {
+    let u = match usage {
+        Ok(u) => u,
+        Err(e) => {
+            return HealthCheck::new(
+                name,
+                HealthStatus::Failing,
+                format!("cannot read the {what} backlog: {e}"),
+                Value::Null,
+            )
+        }
+    };
+    let fill = u.fill();
+    let (owner, items) = u.largest_owner.clone().unwrap_or_default();
+    let value = json!({
+        "fill": fill,
+        "largest_owner": (!owner.is_empty()).then_some(&owner),
+        "largest_owner_items": items,
+        "per_owner_limit": u.limit.per_owner,
+        "bytes": u.total_bytes,
+        "bytes_limit": u.limit.total_bytes,
+    });
+    if fill > BACKLOG_NEAR_FULL {
+        HealthCheck::new(
+            name,
+            HealthStatus::Degraded,
+            format!(
+                "{what} near the limit: {:.0} % full ({owner} holds {items}; {flags})",
+                fill * 100.0
+            ),
+            value,
+        )
+    } else {
+        HealthCheck::new(
+            name,
+            HealthStatus::Ok,
+            format!("{:.0} % of the limit", fill * 100.0),
+            value,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nimbus_store::BacklogLimit;
+
+    #[test]
+    fn disk_thresholds() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = disk(
+            dir.path(),
+            HealthConfig {
+                min_free_disk: 0,
+                low_free_disk: 0,
+                ..Default::default()
+            },
+        );
+        assert_eq!(ok.status, HealthStatus::Ok, "{ok:?}");
+        let failing = disk(
+            dir.path(),
+            HealthConfig {
+                min_free_disk: u64::MAX,
+                ..Default::default()
+            },
+        );
+        assert_eq!(failing.status, HealthStatus::Failing);
+        assert!(failing.detail.contains("--min-free-disk-mb"), "{failing:?}");
+        assert_eq!(probe(dir.path()).status, HealthStatus::Ok);
+        let gone = probe(&dir.path().join("missing"));
+        assert_eq!(gone.status, HealthStatus::Failing);
+    }
+
+    #[test]
+    fn backlog_near_full_is_degraded() {
+        let limit = BacklogLimit {
+            per_owner: 10,
+            total_bytes: 1000,
+        };
+        let at = |n| {
+            backlog(
+                "queue_backlog",
+                "queue messages",
+                "--max-queue-messages",
+                Ok(BacklogUsage {
+                    largest_owner: Some(("q".into(), n)),
+                    total_bytes: 10,
+                    limit,
+                }),
+            )
+        };
+        assert_eq!(at(9).status, HealthStatus::Ok);
+        let near = at(10);
+        assert_eq!(near.status, HealthStatus::Degraded);
+        assert!(near.detail.contains("q holds 10"), "{near:?}");
+    }
+
+    #[test]
+    fn partial_isolation_is_degraded() {
+        let c = isolation(&json!({
+            "mode": "auto", "level": "partial",
+            "layers": [{"name": "namespaces", "ok": false}, {"name": "rlimits", "ok": true}],
+        }));
+        assert_eq!(c.status, HealthStatus::Degraded);
+        assert!(c.detail.contains("namespaces"), "{c:?}");
+        let full = isolation(&json!({"mode": "auto", "level": "full", "layers": []}));
+        assert_eq!(full.status, HealthStatus::Ok);
+    }
+}
