@@ -279,7 +279,7 @@ fn isolation(report: &Value) -> HealthCheck {
             "isolation",
             HealthStatus::Degraded,
             format!(
-                "isolation {level}: missing {} (run `nimbus doctor`)",
+                "isolation {level}: missing {} (`nimbus doctor` says what each adds)",
                 missing.join(", ")
             ),
             value,
