@@ -157,6 +157,11 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
+    /// Serve Prometheus metrics (`GET /metrics`, unauthenticated) on this address: `PORT`
+    /// or `:PORT` is loopback; a non-loopback address must be written out (e.g.
+    /// `0.0.0.0:9464`) and is logged as a warning. Off unless set (docs/observability.md).
+    #[arg(long, env = "NIMBUS_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Where functions, code and logs are stored [default: ./.nimbus, or DIR/.nimbus for `up`].
     #[arg(long, env = "NIMBUS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,

@@ -9,6 +9,7 @@
 //! function makes processing effectively-once.
 
 use nimbus_core::{arn, AsyncEvent, EventInvokeConfig, EventStatus};
+use nimbus_metrics::{DropReason, Metrics};
 use nimbus_store::{Enqueued, EventQueue, EventUpdate, StoreError};
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,6 +47,19 @@ pub trait Invoker: Send + Sync + 'static {
         request_id: &'a str,
         payload: String,
     ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
+
+    /// [`Invoker::invoke`] for a given source (queue mappings say `Queue`), for the
+    /// metrics; the default ignores it.
+    fn invoke_as<'a>(
+        &'a self,
+        _trigger: nimbus_metrics::Trigger,
+        function: &'a str,
+        qualifier: &'a str,
+        request_id: &'a str,
+        payload: String,
+    ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>> {
+        self.invoke(function, qualifier, request_id, payload)
+    }
 
     /// The function version's `DeadLetterConfig.TargetArn` (a queue or event bus ARN), if
     /// it has one: where an event goes when it is discarded.
@@ -130,6 +144,8 @@ pub struct AsyncEngine {
     /// The event bus, for bus destinations (`arn:aws:events:…:event-bus/NAME`; set by
     /// [`crate::bus::EventBus::new`]; weak because the bus holds the engine).
     bus: std::sync::OnceLock<std::sync::Weak<crate::bus::EventBus>>,
+    /// Where received, retried and dropped events are counted (set by the server).
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -146,7 +162,20 @@ impl AsyncEngine {
             stopping: AtomicBool::new(false),
             queues: Default::default(),
             bus: Default::default(),
+            metrics: Default::default(),
         })
+    }
+
+    /// Counts the engine's facts (events received, retried, dropped; dead-letter
+    /// failures) in `metrics`.
+    pub fn set_metrics(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn count(&self, f: impl FnOnce(&Metrics)) {
+        if let Some(m) = self.metrics.get() {
+            f(m);
+        }
     }
 
     /// Enables destinations on event buses.
@@ -203,6 +232,7 @@ impl AsyncEngine {
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         Ok(match outcome {
             Enqueued::New => {
+                self.count(|m| m.async_received(function));
                 self.wake.notify_one();
                 Submitted {
                     request_id: ev.id,
@@ -396,6 +426,7 @@ impl AsyncEngine {
         if now - ev.created_ms > max_age_ms {
             info!(event = %ev.id, function = %ev.function, "async event expired (maximum event age)");
             self.finish(&ev.id, EventUpdate::Expired).await;
+            self.count(|m| m.async_dropped(&ev.function, DropReason::Expired));
             let why = ev
                 .last_error
                 .as_deref()
@@ -448,6 +479,7 @@ impl AsyncEngine {
                     info!(event = %ev.id, function = %ev.function, attempts, "async event dead-lettered: retries exhausted");
                     self.dead_letter(invoker, &ev, 200, &error).await;
                     self.finish(&ev.id, EventUpdate::Dead { error }).await;
+                    self.count(|m| m.async_dropped(&ev.function, DropReason::Dead));
                     let response = Response {
                         status: 200,
                         version,
@@ -461,6 +493,7 @@ impl AsyncEngine {
                 } else {
                     let next_attempt_ms = now + self.backoff_ms(attempts);
                     debug!(event = %ev.id, attempts, next_attempt_ms, "async event will be retried");
+                    self.count(|m| m.async_retry(&ev.function));
                     self.finish(
                         &ev.id,
                         EventUpdate::Retry {
@@ -487,6 +520,7 @@ impl AsyncEngine {
             Attempt::Missing(why) => {
                 warn!(event = %ev.id, function = %ev.function, "async event dead-lettered: {why}");
                 self.finish(&ev.id, EventUpdate::Dead { error: why }).await;
+                self.count(|m| m.async_dropped(&ev.function, DropReason::Dead));
             }
         }
     }
@@ -528,7 +562,9 @@ impl AsyncEngine {
                     "requestPayload": payload,
                 }),
             );
-            self.to_bus(&target, bus, &event).await;
+            if !self.to_bus(&target, bus, &event).await {
+                self.count(|m| m.dead_letter_error(&ev.function));
+            }
             return;
         }
         let attributes = serde_json::json!({
@@ -538,6 +574,8 @@ impl AsyncEngine {
         });
         if self.to_queue(&target, ev.payload.clone(), attributes).await {
             info!(event = %ev.id, function = %ev.function, dead_letter = %target, "event sent to the dead-letter queue");
+        } else {
+            self.count(|m| m.dead_letter_error(&ev.function));
         }
     }
 

@@ -265,6 +265,7 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
     let one = |a: String, r: String| Target::Api(vec![check(&a, r)]);
     match (m, s.as_slice()) {
         ("GET", ["v1", "health"]) => Target::Public,
+        ("GET", ["metrics"]) => one("nimbus:GetMetrics".into(), "*".into()),
         (_, ["fn", ..]) => Target::Public,
         ("POST", [""]) if events_op(headers).is_some() => one(
             format!("nimbus:{}", events_op(headers).unwrap_or_default()),

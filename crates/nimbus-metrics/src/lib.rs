@@ -619,30 +619,56 @@ mod tests {
     fn counts_invocations_and_removes_a_function() {
         let m = Metrics::new(MetricsConfig::default());
         let f = m.function("orders");
-        f.invocation(Trigger::Api, InvocationOutcome::Success, Some(Duration::from_millis(3)));
-        f.invocation(Trigger::Api, InvocationOutcome::Success, Some(Duration::from_millis(30)));
+        f.invocation(
+            Trigger::Api,
+            InvocationOutcome::Success,
+            Some(Duration::from_millis(3)),
+        );
+        f.invocation(
+            Trigger::Api,
+            InvocationOutcome::Success,
+            Some(Duration::from_millis(30)),
+        );
         f.throttle(ThrottleReason::Reserved);
         f.cold_start(true, Some(Duration::from_millis(80)));
         let g = f.in_flight();
         let text = m.encode().unwrap();
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert_eq!(
-            sample(&text, r#"nimbus_invocations_total{function="orders",trigger="api",outcome="success"}"#),
+            sample(
+                &text,
+                r#"nimbus_invocations_total{function="orders",trigger="api",outcome="success"}"#
+            ),
             Some("2")
         );
         assert_eq!(
-            sample(&text, r#"nimbus_invocation_duration_seconds_bucket{le="0.005",function="orders"}"#),
+            sample(
+                &text,
+                r#"nimbus_invocation_duration_seconds_bucket{le="0.005",function="orders"}"#
+            ),
             Some("1")
         );
         assert_eq!(
-            sample(&text, r#"nimbus_cold_starts_total{function="orders",stem="true"}"#),
+            sample(
+                &text,
+                r#"nimbus_cold_starts_total{function="orders",stem="true"}"#
+            ),
             Some("1")
         );
-        assert_eq!(sample(&text, r#"nimbus_concurrent_executions{function="orders"}"#), Some("1"));
-        assert_eq!(sample(&text, "nimbus_account_concurrent_executions "), Some("1"));
+        assert_eq!(
+            sample(&text, r#"nimbus_concurrent_executions{function="orders"}"#),
+            Some("1")
+        );
+        assert_eq!(
+            sample(&text, "nimbus_account_concurrent_executions "),
+            Some("1")
+        );
         drop(g);
         assert_eq!(
-            sample(&m.encode().unwrap(), "nimbus_account_concurrent_executions "),
+            sample(
+                &m.encode().unwrap(),
+                "nimbus_account_concurrent_executions "
+            ),
             Some("0")
         );
         m.remove_function("orders");
@@ -654,12 +680,22 @@ mod tests {
     #[test]
     fn functions_past_the_limit_share_one_label() {
         let m = Metrics::new(MetricsConfig { max_functions: 1 });
-        m.function("a").invocation(Trigger::Url, InvocationOutcome::Error, None);
-        m.function("b").invocation(Trigger::Url, InvocationOutcome::Error, None);
+        m.function("a")
+            .invocation(Trigger::Url, InvocationOutcome::Error, None);
+        m.function("b")
+            .invocation(Trigger::Url, InvocationOutcome::Error, None);
         m.async_received("c");
         let text = m.encode().unwrap();
         assert!(text.contains(r#"function="a""#));
-        assert!(text.contains(r#"nimbus_invocations_total{function="_other",trigger="url",outcome="error"} 1"#), "{text}");
-        assert!(text.contains(r#"nimbus_async_events_received_total{function="_other"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"nimbus_invocations_total{function="_other",trigger="url",outcome="error"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"nimbus_async_events_received_total{function="_other"} 1"#),
+            "{text}"
+        );
     }
 }

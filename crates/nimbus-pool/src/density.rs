@@ -339,6 +339,9 @@ impl<I: Instance> Instance for Tracked<I> {
     fn is_healthy(&self) -> bool {
         self.inst.is_healthy()
     }
+    fn from_stem(&self) -> bool {
+        self.inst.from_stem()
+    }
 
     fn memory_probe(&self) -> Option<MemoryProbe> {
         self.member.probe.clone()
