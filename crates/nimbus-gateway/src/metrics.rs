@@ -35,8 +35,9 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
         .with_state(metrics)
 }
 
-/// A bounded name of the operation a request reached: its method and route template
-/// (`GET /v1/functions/{name}`), `route` for user routes and unmatched paths.
+/// A bounded name of the operation a request reached: its method and route template with
+/// `:param` for a path parameter (`GET /v1/functions/:name`; braces in a label value trip
+/// some parsers), `route` for user routes and unmatched paths.
 fn operation(method: &Method, matched: Option<&MatchedPath>) -> String {
     let m = match *method {
         Method::GET => "GET",
@@ -49,7 +50,14 @@ fn operation(method: &Method, matched: Option<&MatchedPath>) -> String {
         _ => "OTHER",
     };
     match matched {
-        Some(p) => format!("{m} {}", p.as_str()),
+        Some(p) => {
+            let template = p
+                .as_str()
+                .replace("{*", ":")
+                .replace('{', ":")
+                .replace('}', "");
+            format!("{m} {template}")
+        }
         None => format!("{m} route"),
     }
 }
