@@ -339,8 +339,8 @@ impl<I: Instance> Instance for Tracked<I> {
     fn is_healthy(&self) -> bool {
         self.inst.is_healthy()
     }
-    fn from_stem(&self) -> bool {
-        self.inst.from_stem()
+    fn was_stem_cell(&self) -> bool {
+        self.inst.was_stem_cell()
     }
 
     fn memory_probe(&self) -> Option<MemoryProbe> {

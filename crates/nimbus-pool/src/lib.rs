@@ -457,7 +457,7 @@ impl<E: Executor> PoolManager<E> {
             drop(held_slot);
             vp.busy.fetch_add(1, Ordering::SeqCst);
             let pid = instance.pid();
-            let stem = cold && instance.from_stem();
+            let stem = cold && instance.was_stem_cell();
             instance.set_busy();
             let result = instance.invoke(inv.clone()).await;
             let done = Instant::now();

@@ -192,7 +192,7 @@ pub trait Instance: Send + 'static {
     /// False once the instance has crashed, timed out or been killed.
     fn is_healthy(&self) -> bool;
     /// True when the instance was a prewarmed stem cell specialised for its function.
-    fn from_stem(&self) -> bool {
+    fn was_stem_cell(&self) -> bool {
         false
     }
     /// A handle reading the instance's memory use (its cgroup's counters where there is

@@ -1227,7 +1227,7 @@ pub struct ProcessInstance {
     /// Made at first use and kept: it holds the peak-memory file open, read by the REPORT
     /// line of every invocation.
     probe: std::sync::OnceLock<crate::MemoryProbe>,
-    /// Specialised from a stem cell ([`Instance::from_stem`]).
+    /// Specialised from a stem cell ([`Instance::was_stem_cell`]).
     from_stem: bool,
 }
 
@@ -1369,7 +1369,7 @@ impl Instance for ProcessInstance {
         self.healthy && self.exit_rx.borrow().is_none()
     }
 
-    fn from_stem(&self) -> bool {
+    fn was_stem_cell(&self) -> bool {
         self.from_stem
     }
 
