@@ -829,6 +829,8 @@ mod tests {
             calls: Default::default(),
             count: AtomicU32::new(0),
         });
+        let metrics = nimbus_metrics::Metrics::new(Default::default());
+        e.set_metrics(metrics.clone());
         e.spawn(inv.clone());
         let s = e
             .submit("flaky", "$LATEST", r#"{"n":1}"#.into(), None)
@@ -837,6 +839,14 @@ mod tests {
         let ev = wait_final(&e, &s.request_id).await;
         assert_eq!(ev.status, EventStatus::Dead);
         assert_eq!(ev.attempts, 3, "first attempt + 2 retries");
+        let text = metrics.encode().unwrap();
+        for line in [
+            r#"nimbus_async_events_received_total{function="flaky"} 1"#,
+            r#"nimbus_async_retries_total{function="flaky"} 2"#,
+            r#"nimbus_async_events_dropped_total{function="flaky",reason="dead"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
         assert!(ev.last_error.as_deref().unwrap().contains("nope"));
         let calls = inv.calls.lock().unwrap()["flaky"].clone();
         assert_eq!(calls.len(), 3);
@@ -1004,6 +1014,8 @@ mod tests {
                 }),
             )
             .unwrap();
+        let metrics = nimbus_metrics::Metrics::new(Default::default());
+        e.set_metrics(metrics.clone());
         let s = e.submit("f", "$LATEST", "{}".into(), None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
         let inv = Arc::new(Flaky {
@@ -1021,6 +1033,9 @@ mod tests {
             0,
             "an expired event is never delivered"
         );
+        let text = metrics.encode().unwrap();
+        let line = r#"nimbus_async_events_dropped_total{function="f",reason="expired"} 1"#;
+        assert!(text.lines().any(|l| l == line), "{text}");
         e.stop();
     }
 }
