@@ -1,6 +1,6 @@
 //! Prometheus metrics (`GET /metrics`): a scripted mix of invocations (successes, a
 //! function error, a timeout, an init error, a throttle, a cold then a warm call, a URL
-//! call, async events that end dead, one of them failing to reach its dead-letter queue)
+//! call, a queue message through an event-source mapping, async events that end dead, one of them failing to reach its dead-letter queue)
 //! and the families' values checked exactly, parsed with a real Prometheus parser
 //! (`prometheus-parse`) and checked against the OpenMetrics grammar by Python's
 //! `prometheus_client` parser; both endpoints (the unauthenticated `--metrics-listen` and
@@ -151,6 +151,28 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
     s.invoke("ok", "{}").ok(); // warm
     let r = s.http.get(s.url("/fn/ok/")).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // A queue message for `ok` through an event-source mapping (its instance is warm).
+    assert_eq!(s.put_json("/v1/queues/work", &json!({})).0, 200);
+    let body = json!({"FunctionName": "ok", "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:work", "BatchSize": 10});
+    let r = s
+        .http
+        .post(s.url("/2015-03-31/event-source-mappings"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{}", r.text().unwrap());
+    let r = s
+        .http
+        .post(s.url("/v1/queues/work/messages"))
+        .json(&json!({"entries": [{"body": "x"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    let queued = eventually(Duration::from_secs(20), || {
+        let m = parse(&scrape(&s, &metrics_url));
+        total(&m, "nimbus_invocations_total", &[("trigger", "queue")]) == 1.0
+    });
+    assert!(queued, "{}", s.log());
     assert!(s.invoke("fails", "{}").function_error());
     let r = s.invoke("slow", "{}");
     assert!(r.body.contains("Sandbox.Timedout"), "{}", r.body);
@@ -189,6 +211,7 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
     };
     assert_eq!(inv("ok", "api", "success"), 2.0, "{text}");
     assert_eq!(inv("ok", "url", "success"), 1.0, "{text}");
+    assert_eq!(inv("ok", "queue", "success"), 1.0, "{text}");
     assert_eq!(inv("fails", "api", "error"), 1.0, "{text}");
     assert_eq!(inv("slow", "api", "timeout"), 1.0, "{text}");
     assert_eq!(inv("broken", "api", "init_error"), 1.0, "{text}");
@@ -196,11 +219,11 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
     assert_eq!(inv("async-dead", "async", "error"), 1.0, "{text}");
     assert_eq!(inv("async-dlq-error", "async", "error"), 1.0, "{text}");
     // Nothing else was counted.
-    assert_eq!(total(&m, "nimbus_invocations_total", &[]), 9.0, "{text}");
+    assert_eq!(total(&m, "nimbus_invocations_total", &[]), 10.0, "{text}");
 
     // Durations: one observation per invocation that ran.
     let count = |metric: &str, f: &str| value(&m, metric, &[("function", f)]);
-    assert_eq!(count("nimbus_invocation_duration_seconds_count", "ok"), 3.0);
+    assert_eq!(count("nimbus_invocation_duration_seconds_count", "ok"), 4.0);
     assert_eq!(
         count("nimbus_invocation_duration_seconds_count", "slow"),
         1.0
@@ -334,7 +357,7 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
 
     // The main listener serves the same registry (auth is off here).
     let main = parse(&scrape(&s, &s.url("/metrics")));
-    assert_eq!(total(&main, "nimbus_invocations_total", &[]), 9.0);
+    assert_eq!(total(&main, "nimbus_invocations_total", &[]), 10.0);
     // The metrics listener serves nothing else.
     let r = s
         .http
