@@ -403,16 +403,12 @@ fn the_main_listener_serves_metrics_to_keys_allowed_get_metrics() {
     let r = s.signed("GET", "/metrics", b"", &reader);
     assert_eq!(r.status().as_u16(), 403);
     let body: Value = r.json().unwrap();
-    assert_eq!(body["Type"], "User", "{body}");
+    assert_eq!(body["type"], "AccessDeniedException", "{body}");
     assert!(
         body["message"]
             .as_str()
-            .unwrap_or_default()
-            .contains("nimbus:GetMetrics")
-            || body["Message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("nimbus:GetMetrics"),
+            .unwrap()
+            .contains("nimbus:GetMetrics"),
         "{body}"
     );
     // The admin and the scraper may.

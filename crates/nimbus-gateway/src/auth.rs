@@ -804,6 +804,7 @@ mod tests {
         assert_eq!(t("GET", "/v1/health", ""), Target::Public);
         assert_eq!(t("POST", "/fn/orders-api/x", ""), Target::Public);
         assert_eq!(t("GET", "/hello/world", ""), Target::Public);
+        assert_eq!(t("GET", "/metrics", ""), api("nimbus:GetMetrics", "*"));
         assert_eq!(
             t("POST", "/2015-03-31/functions/orders-api/invocations", ""),
             api("lambda:InvokeFunction", ORDERS)
