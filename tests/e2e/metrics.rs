@@ -442,3 +442,36 @@ fn the_main_listener_serves_metrics_to_keys_allowed_get_metrics() {
         "{text}"
     );
 }
+
+#[test]
+fn a_cold_start_from_a_stem_cell_is_labelled_stem_true() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let s = Server::start(&["--metrics-listen", &listen]);
+    s.deploy("stemmed", python_cfg("app.handler"), &[("app.py", OK)]);
+    wait_for_stem_cells(&s, "python");
+    s.invoke("stemmed", "{}").ok();
+    s.invoke("stemmed", "{}").ok();
+    let text = scrape(&s, &format!("http://{listen}/metrics"));
+    let m = parse(&text);
+    let cold = |stem: &str| {
+        value(
+            &m,
+            "nimbus_cold_starts_total",
+            &[("function", "stemmed"), ("stem", stem)],
+        )
+    };
+    assert_eq!((cold("true"), cold("false")), (1.0, 0.0), "{text}");
+    assert_eq!(
+        value(
+            &m,
+            "nimbus_invocations_total",
+            &[
+                ("function", "stemmed"),
+                ("trigger", "api"),
+                ("outcome", "success")
+            ]
+        ),
+        2.0
+    );
+}
