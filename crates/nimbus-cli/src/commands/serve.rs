@@ -131,6 +131,8 @@ mod tests {
             "off",
             "--max-pids",
             "2000",
+            "--metrics-listen",
+            "9464",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else {
@@ -155,6 +157,8 @@ mod tests {
         assert_eq!(c.instance_memory_budget, Some(512 << 20));
         assert_eq!(c.memory_floor, 0);
         assert_eq!(c.max_pids, 2000);
+        // A bare port is loopback.
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
         // Without the flag: half the host's task limit.
         let cli = Cli::try_parse_from(["nimbus", "serve"]).unwrap();
         let Command::Serve(args) = cli.command else {
@@ -162,6 +166,7 @@ mod tests {
         };
         let c = config(&args, Path::new("/tmp/d"));
         assert_eq!(c.max_pids, nimbus_server::Config::default().max_pids);
+        assert_eq!(c.metrics_listen, None, "metrics are off unless asked for");
         assert!(Cli::try_parse_from(["nimbus", "serve", "--max-pids", "0"]).is_err());
     }
 
