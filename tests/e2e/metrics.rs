@@ -462,6 +462,17 @@ fn a_cold_start_from_a_stem_cell_is_labelled_stem_true() {
         )
     };
     assert_eq!((cold("true"), cold("false")), (1.0, 0.0), "{text}");
+    // Its one instance waits for work; stem cells are not function instances.
+    assert_eq!(
+        value(&m, "nimbus_instances", &[("state", "idle")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&m, "nimbus_instances", &[("state", "busy")]),
+        0.0,
+        "{text}"
+    );
     assert_eq!(
         value(
             &m,

@@ -241,6 +241,9 @@ struct OperationLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Reads `(instances, busy instances)` when scraped.
+pub(crate) type InstanceSource = Box<dyn Fn() -> (usize, usize) + Send + Sync>;
+
 fn faas_histogram() -> Histogram {
     Histogram::new(FAAS_BUCKETS)
 }
@@ -253,6 +256,8 @@ fn api_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Where `nimbus_instances` is read at each scrape ([`Metrics::set_instance_source`]).
+    instances: Arc<process::InstanceCell>,
     cfg: MetricsConfig,
     /// Functions with their own series (touched when a function is resolved, deleted, or
     /// an async event is recorded; never per synchronous invocation).
@@ -361,8 +366,11 @@ impl Metrics {
             api_duration.clone(),
         );
         registry.register_collector(Box::new(process::ProcessCollector));
+        let instances = Arc::new(process::InstanceCell::default());
+        registry.register_collector(Box::new(process::InstanceCollector(instances.clone())));
         Arc::new(Self {
             registry,
+            instances,
             cfg,
             functions: Mutex::new(HashSet::new()),
             invocations,
@@ -379,6 +387,11 @@ impl Metrics {
             api_requests,
             api_duration,
         })
+    }
+
+    /// Reads the instance counts (`(all, busy)`) at each scrape for `nimbus_instances`.
+    pub fn set_instance_source(&self, source: impl Fn() -> (usize, usize) + Send + Sync + 'static) {
+        let _ = self.instances.0.set(Box::new(source));
     }
 
     /// The text exposition (OpenMetrics, ending in `# EOF`).
@@ -675,6 +688,24 @@ mod tests {
         let text = m.encode().unwrap();
         assert!(!text.contains("orders"), "{text}");
         assert!(text.contains("process_open_fds"), "{text}");
+    }
+
+    #[test]
+    fn instances_are_read_when_scraped() {
+        let m = Metrics::new(MetricsConfig::default());
+        assert!(!m.encode().unwrap().contains("nimbus_instances"));
+        m.set_instance_source(|| (3, 1));
+        let text = m.encode().unwrap();
+        assert_eq!(
+            sample(&text, r#"nimbus_instances{state="idle"}"#),
+            Some("2"),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, r#"nimbus_instances{state="busy"}"#),
+            Some("1"),
+            "{text}"
+        );
     }
 
     #[test]

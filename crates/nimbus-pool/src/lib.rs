@@ -613,6 +613,11 @@ impl<E: Executor> PoolManager<E> {
         self.density.stats()
     }
 
+    /// Instances now (warm, provisioned and running): `(all, busy)`.
+    pub fn instance_counts(&self) -> (usize, usize) {
+        self.density.counts()
+    }
+
     fn enter_queue<'a>(&'a self, fp: &'a FunctionPool<Inst<E>>) -> Option<QueueSlot<'a>> {
         QueueSlot::enter(
             &fp.waiting,

@@ -362,6 +362,12 @@ impl Server {
             max_functions: config.metrics_max_functions,
         });
         events.set_metrics(metrics.clone());
+        {
+            let pools = Arc::downgrade(&pools);
+            metrics.set_instance_source(move || {
+                pools.upgrade().map_or((0, 0), |p| p.instance_counts())
+            });
+        }
         let metrics_listener = match config.metrics_listen {
             Some(a) => {
                 let l = tokio::net::TcpListener::bind(a)
