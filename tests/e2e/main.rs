@@ -26,6 +26,7 @@ mod jwt;
 mod layers;
 mod limits;
 mod logs;
+mod metrics;
 mod network;
 mod pids;
 mod provisioned;

@@ -157,6 +157,12 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
+    /// Serve Prometheus metrics (`GET /metrics`, unauthenticated) on this address: `PORT`
+    /// or `:PORT` is loopback; a non-loopback address must be written as an IP (e.g.
+    /// `0.0.0.0:9464`; a host name that resolves beyond loopback is refused) and is logged
+    /// as a warning. Off unless set (docs/observability.md).
+    #[arg(long, env = "NIMBUS_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Where functions, code and logs are stored [default: ./.nimbus, or DIR/.nimbus for `up`].
     #[arg(long, env = "NIMBUS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -571,6 +577,22 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("expected HOST:PORT such as 127.0.0.1:8080, got {s:?}"))
 }
 
+/// `--metrics-listen`: as [`parse_listen`], but an unauthenticated listener goes beyond
+/// loopback only when the address is written out as an IP, never through a host name.
+pub fn parse_metrics_listen(s: &str) -> Result<SocketAddr, String> {
+    let a = parse_listen(s)?;
+    let literal = s.parse::<SocketAddr>().is_ok();
+    if !a.ip().is_loopback() && !literal {
+        return Err(format!(
+            "{s:?} resolves to {}, beyond loopback: metrics are served without authentication, \
+             so write the IP address itself (e.g. {}) to mean it",
+            a.ip(),
+            a
+        ));
+    }
+    Ok(a)
+}
+
 /// A duration where a bare number is seconds; `500ms`, `30s`, `5m`, `1h` also work.
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     parse_duration(s, 1000)
@@ -725,6 +747,18 @@ mod tests {
             "127.0.0.1:9000".parse().unwrap()
         );
         assert!(parse_listen("nope").is_err());
+        assert_eq!(
+            parse_metrics_listen("9464").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 9464))
+        );
+        assert!(parse_metrics_listen("localhost:9464")
+            .unwrap()
+            .ip()
+            .is_loopback());
+        assert_eq!(
+            parse_metrics_listen("0.0.0.0:9464").unwrap(),
+            SocketAddr::from(([0, 0, 0, 0], 9464))
+        );
     }
 
     #[test]

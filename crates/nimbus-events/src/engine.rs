@@ -10,6 +10,7 @@
 
 use crate::heartbeat::Heartbeat;
 use nimbus_core::{arn, AsyncEvent, EventInvokeConfig, EventStatus};
+use nimbus_metrics::{DropReason, Metrics};
 use nimbus_store::{Enqueued, EventQueue, EventUpdate, StoreError};
 use std::collections::HashMap;
 use std::future::Future;
@@ -47,6 +48,19 @@ pub trait Invoker: Send + Sync + 'static {
         request_id: &'a str,
         payload: String,
     ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
+
+    /// [`Invoker::invoke`] for a given source (queue mappings say `Queue`), for the
+    /// metrics; the default ignores it.
+    fn invoke_as<'a>(
+        &'a self,
+        _trigger: nimbus_metrics::Trigger,
+        function: &'a str,
+        qualifier: &'a str,
+        request_id: &'a str,
+        payload: String,
+    ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>> {
+        self.invoke(function, qualifier, request_id, payload)
+    }
 
     /// The function version's `DeadLetterConfig.TargetArn` (a queue or event bus ARN), if
     /// it has one: where an event goes when it is discarded.
@@ -133,6 +147,8 @@ pub struct AsyncEngine {
     bus: std::sync::OnceLock<std::sync::Weak<crate::bus::EventBus>>,
     /// Beaten by every pass of the dispatch loop (which waits at most 1 s between passes).
     heartbeat: Heartbeat,
+    /// Where received, retried and dropped events are counted (set by the server).
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -150,7 +166,20 @@ impl AsyncEngine {
             queues: Default::default(),
             bus: Default::default(),
             heartbeat: Heartbeat::new(Duration::from_secs(1)),
+            metrics: Default::default(),
         })
+    }
+
+    /// Counts the engine's facts (events received, retried, dropped; dead-letter
+    /// failures) in `metrics`.
+    pub fn set_metrics(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn count(&self, f: impl FnOnce(&Metrics)) {
+        if let Some(m) = self.metrics.get() {
+            f(m);
+        }
     }
 
     /// The dispatch loop's heartbeat (for health checks).
@@ -212,6 +241,7 @@ impl AsyncEngine {
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         Ok(match outcome {
             Enqueued::New => {
+                self.count(|m| m.async_received(function));
                 self.wake.notify_one();
                 Submitted {
                     request_id: ev.id,
@@ -417,6 +447,7 @@ impl AsyncEngine {
             info!(event = %ev.id, function = %ev.function, "async event expired (maximum event age)");
             // The dead-letter copy before the event is marked: a crash in between sends
             // it again after the restart (at least once), never not at all.
+            self.count(|m| m.async_dropped(&ev.function, DropReason::Expired));
             let why = ev
                 .last_error
                 .as_deref()
@@ -470,6 +501,7 @@ impl AsyncEngine {
                     info!(event = %ev.id, function = %ev.function, attempts, "async event dead-lettered: retries exhausted");
                     self.dead_letter(invoker, &ev, 200, &error).await;
                     self.finish(&ev.id, EventUpdate::Dead { error }).await;
+                    self.count(|m| m.async_dropped(&ev.function, DropReason::Dead));
                     let response = Response {
                         status: 200,
                         version,
@@ -483,6 +515,7 @@ impl AsyncEngine {
                 } else {
                     let next_attempt_ms = now + self.backoff_ms(attempts);
                     debug!(event = %ev.id, attempts, next_attempt_ms, "async event will be retried");
+                    self.count(|m| m.async_retry(&ev.function));
                     self.finish(
                         &ev.id,
                         EventUpdate::Retry {
@@ -509,6 +542,7 @@ impl AsyncEngine {
             Attempt::Missing(why) => {
                 warn!(event = %ev.id, function = %ev.function, "async event dead-lettered: {why}");
                 self.finish(&ev.id, EventUpdate::Dead { error: why }).await;
+                self.count(|m| m.async_dropped(&ev.function, DropReason::Dead));
             }
         }
     }
@@ -550,7 +584,9 @@ impl AsyncEngine {
                     "requestPayload": payload,
                 }),
             );
-            self.to_bus(&target, bus, &event).await;
+            if !self.to_bus(&target, bus, &event).await {
+                self.count(|m| m.dead_letter_error(&ev.function));
+            }
             return;
         }
         let attributes = serde_json::json!({
@@ -560,6 +596,8 @@ impl AsyncEngine {
         });
         if self.to_queue(&target, ev.payload.clone(), attributes).await {
             info!(event = %ev.id, function = %ev.function, dead_letter = %target, "event sent to the dead-letter queue");
+        } else {
+            self.count(|m| m.dead_letter_error(&ev.function));
         }
     }
 
@@ -813,6 +851,8 @@ mod tests {
             calls: Default::default(),
             count: AtomicU32::new(0),
         });
+        let metrics = nimbus_metrics::Metrics::new(Default::default());
+        e.set_metrics(metrics.clone());
         e.spawn(inv.clone());
         let s = e
             .submit("flaky", "$LATEST", r#"{"n":1}"#.into(), None)
@@ -821,6 +861,14 @@ mod tests {
         let ev = wait_final(&e, &s.request_id).await;
         assert_eq!(ev.status, EventStatus::Dead);
         assert_eq!(ev.attempts, 3, "first attempt + 2 retries");
+        let text = metrics.encode().unwrap();
+        for line in [
+            r#"nimbus_async_events_received_total{function="flaky"} 1"#,
+            r#"nimbus_async_retries_total{function="flaky"} 2"#,
+            r#"nimbus_async_events_dropped_total{function="flaky",reason="dead"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
         assert!(ev.last_error.as_deref().unwrap().contains("nope"));
         let calls = inv.calls.lock().unwrap()["flaky"].clone();
         assert_eq!(calls.len(), 3);
@@ -988,6 +1036,8 @@ mod tests {
                 }),
             )
             .unwrap();
+        let metrics = nimbus_metrics::Metrics::new(Default::default());
+        e.set_metrics(metrics.clone());
         let s = e.submit("f", "$LATEST", "{}".into(), None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
         let inv = Arc::new(Flaky {
@@ -1005,6 +1055,9 @@ mod tests {
             0,
             "an expired event is never delivered"
         );
+        let text = metrics.encode().unwrap();
+        let line = r#"nimbus_async_events_dropped_total{function="f",reason="expired"} 1"#;
+        assert!(text.lines().any(|l| l == line), "{text}");
         e.stop();
     }
 }

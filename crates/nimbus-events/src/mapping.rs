@@ -408,7 +408,13 @@ impl MappingRunner {
             .split_once(':')
             .unwrap_or((&m.function, nimbus_core::LATEST));
         let attempt = invoker
-            .invoke(function, qualifier, &request_id, payload)
+            .invoke_as(
+                nimbus_metrics::Trigger::Queue,
+                function,
+                qualifier,
+                &request_id,
+                payload,
+            )
             .await;
         let outcome = match &attempt {
             Attempt::Success { body, .. } if m.report_batch_item_failures => {

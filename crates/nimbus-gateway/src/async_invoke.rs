@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nimbus_core::{arn, Destination, EventInvokeConfig, EventStatus, FunctionName, LATEST};
 use nimbus_events::engine::{Attempt, Invoker};
+use nimbus_metrics::Trigger;
 use nimbus_runtime::Outcome;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -92,6 +93,17 @@ impl Invoker for GatewayInvoker {
         request_id: &'a str,
         payload: String,
     ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>> {
+        self.invoke_as(Trigger::Async, function, qualifier, request_id, payload)
+    }
+
+    fn invoke_as<'a>(
+        &'a self,
+        trigger: Trigger,
+        function: &'a str,
+        qualifier: &'a str,
+        request_id: &'a str,
+        payload: String,
+    ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>> {
         Box::pin(async move {
             let gw = &self.0;
             let Ok(name) = FunctionName::parse(function) else {
@@ -104,17 +116,19 @@ impl Invoker for GatewayInvoker {
                 Err(e) => return Attempt::Throttled(e.to_string()),
             };
             let version = resolved.version.version.clone();
-            let invoked_arn = arn::function_arn(function, q);
-            let run = invoke::run_with_id(
-                gw,
-                &resolved,
-                request_id.to_string(),
-                payload.into(),
-                invoked_arn,
-                None,
-                None,
-            );
-            match run.await {
+            let inv = nimbus_runtime::Invocation {
+                request_id: request_id.to_string(),
+                payload: payload.into(),
+                invoked_arn: arn::function_arn(function, q),
+                trace_id: None,
+                client_context: None,
+                stream: None,
+            };
+            let run = match invoke::spawn(gw, &resolved, trigger, inv) {
+                Ok(running) => running.await.unwrap_or_else(|e| Err(e.into())),
+                Err(e) => Err(e),
+            };
+            match run {
                 Ok((_, res)) => match res.result.outcome {
                     Outcome::Success(body) | Outcome::Streamed { body, .. } => Attempt::Success {
                         body: String::from_utf8_lossy(&body).into_owned(),

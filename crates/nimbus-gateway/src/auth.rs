@@ -265,6 +265,7 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
     let one = |a: String, r: String| Target::Api(vec![check(&a, r)]);
     match (m, s.as_slice()) {
         ("GET", ["v1", "health"]) | ("GET", ["v1", "ready"]) => Target::Public,
+        ("GET", ["metrics"]) => one("nimbus:GetMetrics".into(), "*".into()),
         (_, ["fn", ..]) => Target::Public,
         ("POST", [""]) if events_op(headers).is_some() => one(
             format!("nimbus:{}", events_op(headers).unwrap_or_default()),
@@ -804,6 +805,7 @@ mod tests {
         assert_eq!(t("GET", "/v1/ready", ""), Target::Public);
         assert_eq!(t("POST", "/fn/orders-api/x", ""), Target::Public);
         assert_eq!(t("GET", "/hello/world", ""), Target::Public);
+        assert_eq!(t("GET", "/metrics", ""), api("nimbus:GetMetrics", "*"));
         assert_eq!(
             t("POST", "/2015-03-31/functions/orders-api/invocations", ""),
             api("lambda:InvokeFunction", ORDERS)

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use nimbus_core::{arn, Limits};
+use nimbus_metrics::{self as metrics, FunctionMetrics, InvocationOutcome, Trigger};
 use nimbus_pool::PoolInvokeResult;
 use nimbus_runtime::{Invocation, Outcome};
 use std::collections::HashMap;
@@ -22,34 +23,13 @@ const CLIENT_CONTEXT_MAX: usize = 3583;
 pub(crate) async fn run(
     gw: &Arc<Gateway>,
     resolved: &Arc<Resolved>,
+    trigger: Trigger,
     payload: Bytes,
     invoked_arn: String,
     trace_id: Option<String>,
     client_context: Option<String>,
 ) -> Result<(String, PoolInvokeResult), ApiError> {
     let request_id = uuid::Uuid::new_v4().to_string();
-    run_with_id(
-        gw,
-        resolved,
-        request_id,
-        payload,
-        invoked_arn,
-        trace_id,
-        client_context,
-    )
-    .await
-}
-
-/// [`run`] under a given request id (async events keep the id their caller got).
-pub(crate) async fn run_with_id(
-    gw: &Arc<Gateway>,
-    resolved: &Arc<Resolved>,
-    request_id: String,
-    payload: Bytes,
-    invoked_arn: String,
-    trace_id: Option<String>,
-    client_context: Option<String>,
-) -> Result<(String, PoolInvokeResult), ApiError> {
     let inv = Invocation {
         request_id,
         payload,
@@ -58,20 +38,25 @@ pub(crate) async fn run_with_id(
         client_context,
         stream: None,
     };
-    spawn(gw, resolved, inv)?.await?
+    spawn(gw, resolved, trigger, inv)?.await?
 }
 
 /// An invocation running in its own task: resolves to its request id and result.
 pub(crate) type Running = tokio::task::JoinHandle<Result<(String, PoolInvokeResult), ApiError>>;
 
 /// Starts `inv` in its own task (see [`run`]); the handle resolves to its result. A
-/// missing trace id gets a new one.
+/// missing trace id gets a new one. Every invocation, whatever its surface, passes here:
+/// its outcome is recorded in the metrics here and nowhere else.
 pub(crate) fn spawn(
     gw: &Arc<Gateway>,
     resolved: &Arc<Resolved>,
+    trigger: Trigger,
     mut inv: Invocation,
 ) -> Result<Running, ApiError> {
+    let metrics = resolved.metrics.clone();
     if resolved.throttled {
+        metrics.throttle(metrics::ThrottleReason::Reserved);
+        metrics.invocation(trigger, InvocationOutcome::Throttle, None);
         return Err(ApiError::Throttled {
             message: format!(
                 "Rate Exceeded: function {} has reserved concurrency 0",
@@ -87,14 +72,57 @@ pub(crate) fn spawn(
     let pools = gw.pools.clone();
     let spec = resolved.spec.clone();
     let revision = resolved.version.revision_id.clone();
-    let span = info_span!("invoke", function = %spec.function, version = %spec.version, request_id = %request_id, streamed = inv.stream.is_some());
+    let span = info_span!("invoke", function = %spec.function, version = %spec.version, request_id = %request_id, trigger = trigger.as_str(), streamed = inv.stream.is_some());
     Ok(tokio::spawn(
         async move {
-            let res = pools.invoke(spec, &revision, inv).await?;
-            Ok((request_id, res))
+            let in_flight = metrics.in_flight();
+            let res = pools.invoke(spec, &revision, inv).await;
+            drop(in_flight);
+            record(&metrics, trigger, &res);
+            Ok((request_id, res?))
         }
         .instrument(span),
     ))
+}
+
+/// Records one finished invocation in its function's metrics.
+fn record(
+    m: &FunctionMetrics,
+    trigger: Trigger,
+    res: &Result<PoolInvokeResult, nimbus_pool::PoolError>,
+) {
+    use nimbus_pool::{PoolError, ThrottleReason as Pool};
+    let r = match res {
+        Ok(r) => r,
+        Err(PoolError::Throttled { reason, .. }) => {
+            m.throttle(match reason {
+                Pool::Reserved => metrics::ThrottleReason::Reserved,
+                Pool::Concurrency => metrics::ThrottleReason::Concurrency,
+                Pool::ScaleRate => metrics::ThrottleReason::ScaleRate,
+            });
+            m.invocation(trigger, InvocationOutcome::Throttle, None);
+            return;
+        }
+        Err(PoolError::MemoryExhausted { .. }) => {
+            m.throttle(metrics::ThrottleReason::Memory);
+            m.invocation(trigger, InvocationOutcome::Throttle, None);
+            return;
+        }
+        // Shutting down: the invocation never ran and is not counted.
+        Err(PoolError::ShuttingDown) => return,
+    };
+    if r.cold {
+        m.cold_start(r.stem, r.result.init_duration);
+    }
+    let outcome = match &r.result.outcome {
+        Outcome::Success(_) | Outcome::Streamed { .. } => InvocationOutcome::Success,
+        Outcome::Error { .. } if r.result.init_failed => InvocationOutcome::InitError,
+        Outcome::Error { error_type, .. } if error_type == nimbus_runtime::TIMED_OUT => {
+            InvocationOutcome::Timeout
+        }
+        Outcome::Error { .. } => InvocationOutcome::Error,
+    };
+    m.invocation(trigger, outcome, Some(r.result.duration));
 }
 
 fn new_trace_id() -> String {
@@ -249,8 +277,16 @@ pub(crate) async fn lambda_invoke(
     }
     let invoked_arn = arn::function_arn(name.as_str(), qualifier.as_deref());
     let trace = header("x-amzn-trace-id").map(str::to_string);
-    let (request_id, res) =
-        run(&gw, &resolved, payload, invoked_arn, trace, client_context).await?;
+    let (request_id, res) = run(
+        &gw,
+        &resolved,
+        Trigger::Api,
+        payload,
+        invoked_arn,
+        trace,
+        client_context,
+    )
+    .await?;
     // Only successes are remembered: a failed call may be retried with the same key.
     if let (Some(k), Outcome::Success(body)) = (&key, &res.result.outcome) {
         let stored = nimbus_store::StoredResult {

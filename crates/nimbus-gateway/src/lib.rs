@@ -22,6 +22,7 @@ mod lambda_api;
 mod lambda_fields;
 mod layers;
 mod limits;
+mod metrics;
 mod native;
 mod provisioned;
 mod queues;
@@ -35,6 +36,7 @@ pub use auth::{Auth, Caller, Key};
 pub use error::ApiError;
 pub use health::{HealthCheck, HealthMonitor, HealthReport, HealthStatus};
 pub use limits::{AbuseLimits, BUCKETS_MAX};
+pub use metrics::metrics_router;
 pub use secrets::Secrets;
 pub use state::{Gateway, GatewayConfig, Pools};
 
@@ -172,6 +174,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let native = Router::new()
         .route("/v1/health", get(health::health))
         .route("/v1/ready", get(health::ready))
+        .route("/metrics", get(metrics::scrape))
         .route("/v1/functions", get(native::list))
         .route(
             "/v1/functions/{name}",
@@ -251,6 +254,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             gw.clone(),
             limits::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            metrics::record,
         ))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(gw)

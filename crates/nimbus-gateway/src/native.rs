@@ -284,6 +284,7 @@ pub(crate) async fn delete_function(
     tokio::task::spawn_blocking(move || store.delete(&n)).await??;
     gw.pools.retire_function(name.as_str());
     gw.events.forget_function(name.as_str());
+    gw.cfg.metrics.remove_function(name.as_str());
     let (queue, n) = (gw.events.queue().clone(), name.to_string());
     tokio::task::spawn_blocking(move || queue.forget_function(&n)).await??;
     gw.changed(name)?;

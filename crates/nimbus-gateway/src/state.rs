@@ -23,6 +23,8 @@ pub struct GatewayConfig {
     pub memory_limits: String,
     /// The sandbox (`{mode, level, layers: [{name, ok, detail}]}`), reported by `/v1/health`.
     pub isolation: serde_json::Value,
+    /// The metrics registry every surface records into (served at `GET /metrics`).
+    pub metrics: Arc<nimbus_metrics::Metrics>,
 }
 
 /// A function version resolved for invocation.
@@ -32,6 +34,8 @@ pub(crate) struct Resolved {
     pub spec: Arc<InstanceSpec>,
     /// Reserved concurrency 0: every invocation is throttled.
     pub throttled: bool,
+    /// The function's metric series, reached without a shared lock.
+    pub metrics: Arc<nimbus_metrics::FunctionMetrics>,
 }
 
 pub struct Gateway {
@@ -213,6 +217,7 @@ impl Gateway {
             version: stored,
             spec,
             throttled: reserved == Some(0),
+            metrics: self.cfg.metrics.function(name.as_str()),
         });
         self.remember(&self.cache, generation, key, r.clone());
         Ok(r)

@@ -54,12 +54,13 @@ pub(crate) struct Streaming {
 pub(crate) async fn start(
     gw: &Arc<Gateway>,
     resolved: &Arc<Resolved>,
+    trigger: nimbus_metrics::Trigger,
     mut inv: Invocation,
 ) -> Result<Started, ApiError> {
     let (tx, mut rx) = mpsc::channel(PARTS_BUFFERED);
     inv.stream = Some(tx);
     let request_id = inv.request_id.clone();
-    let mut finished = invoke::spawn(gw, resolved, inv)?;
+    let mut finished = invoke::spawn(gw, resolved, trigger, inv)?;
     // Biased: the parts are sent before the result, so a finished invocation that
     // streamed always shows its head first.
     let first = tokio::select! {
@@ -237,7 +238,7 @@ pub(crate) async fn invoke_with_response_stream(
         client_context,
         stream: None,
     };
-    let (request_id, body) = match start(&gw, &resolved, inv).await? {
+    let (request_id, body) = match start(&gw, &resolved, nimbus_metrics::Trigger::Api, inv).await? {
         Started::Done(request_id, res) => {
             let mut out = Vec::new();
             match &res.result.outcome {

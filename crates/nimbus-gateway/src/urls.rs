@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nimbus_core::{arn, FunctionConfig, FunctionName, UrlConfig, LATEST};
+use nimbus_metrics::Trigger;
 use nimbus_runtime::Outcome;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -287,6 +288,11 @@ async fn serve_http(
             "request too large for a function invocation (6 MB after encoding)".into(),
         ));
     }
+    let trigger = if route_key == "$default" {
+        Trigger::Url
+    } else {
+        Trigger::Route
+    };
     let alias = alias.as_deref();
     let invoked_arn = arn::function_arn(name.as_str(), alias);
     let target = match alias {
@@ -302,14 +308,22 @@ async fn serve_http(
             client_context: None,
             stream: None,
         };
-        match streaming::start(&gw, &target, inv).await? {
+        match streaming::start(&gw, &target, trigger, inv).await? {
             streaming::Started::Streaming(s) => return streaming::url_response(name.as_str(), s),
             streaming::Started::Done(_, res) => res,
         }
     } else {
-        invoke::run(&gw, &target, payload.into(), invoked_arn, None, None)
-            .await?
-            .1
+        invoke::run(
+            &gw,
+            &target,
+            trigger,
+            payload.into(),
+            invoked_arn,
+            None,
+            None,
+        )
+        .await?
+        .1
     };
     match res.result.outcome {
         Outcome::Success(out) => {

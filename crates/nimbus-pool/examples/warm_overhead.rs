@@ -44,6 +44,7 @@ impl Instance for Inst {
             init_duration: None,
             log_tail: String::new(),
             started: true,
+            init_failed: false,
         }
     }
     fn is_healthy(&self) -> bool {

@@ -233,6 +233,17 @@ impl Density {
     }
 
     /// Totals: one counter read per instance (no peaks).
+    /// Instances now and how many of them run an invocation (no memory probes: cheap
+    /// enough for every metrics scrape).
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let members = self.members.lock().unwrap();
+        let busy = members
+            .values()
+            .filter(|m| m.busy.load(Ordering::Relaxed))
+            .count();
+        (members.len(), busy)
+    }
+
     pub(crate) fn stats(&self) -> MemoryStats {
         let all: Vec<_> = self.members.lock().unwrap().values().cloned().collect();
         MemoryStats {
@@ -338,6 +349,9 @@ impl<I: Instance> Instance for Tracked<I> {
     }
     fn is_healthy(&self) -> bool {
         self.inst.is_healthy()
+    }
+    fn was_stem_cell(&self) -> bool {
+        self.inst.was_stem_cell()
     }
 
     fn memory_probe(&self) -> Option<MemoryProbe> {

@@ -121,6 +121,8 @@ pub struct PoolInvokeResult {
     pub result: InvokeResult,
     /// True when a new instance was started for this request.
     pub cold: bool,
+    /// With `cold`: the new instance was a prewarmed stem cell.
+    pub stem: bool,
     pub pid: Option<u32>,
 }
 
@@ -370,7 +372,7 @@ impl<E: Executor> PoolManager<E> {
         fp.running.fetch_add(1, Ordering::SeqCst);
         let _running = Running(&fp.running);
         let vp = self.version_pool(&fp, &spec.version, revision);
-        let (result, cold, pid) = loop {
+        let (result, cold, stem, pid) = loop {
             // 3. A warm instance, else a new one when the scale-out rate allows, else wait
             //    for whichever comes first (until the deadline).
             let mut held_slot = None;
@@ -455,6 +457,7 @@ impl<E: Executor> PoolManager<E> {
             drop(held_slot);
             vp.busy.fetch_add(1, Ordering::SeqCst);
             let pid = instance.pid();
+            let stem = cold && instance.was_stem_cell();
             instance.set_busy();
             let result = instance.invoke(inv.clone()).await;
             let done = Instant::now();
@@ -477,11 +480,16 @@ impl<E: Executor> PoolManager<E> {
             if !cold && !result.started && !healthy {
                 continue;
             }
-            break (result, cold, pid);
+            break (result, cold, stem, pid);
         };
         drop(unreserved);
         drop(permit);
-        Ok(PoolInvokeResult { result, cold, pid })
+        Ok(PoolInvokeResult {
+            result,
+            cold,
+            stem,
+            pid,
+        })
     }
 
     /// Starts an instance of `spec` within the memory budget, stopping idle instances
@@ -603,6 +611,11 @@ impl<E: Executor> PoolManager<E> {
     /// Instance and memory totals over every function.
     pub fn memory_stats(&self) -> MemoryStats {
         self.density.stats()
+    }
+
+    /// Instances now (warm, provisioned and running): `(all, busy)`.
+    pub fn instance_counts(&self) -> (usize, usize) {
+        self.density.counts()
     }
 
     fn enter_queue<'a>(&'a self, fp: &'a FunctionPool<Inst<E>>) -> Option<QueueSlot<'a>> {
@@ -766,8 +779,10 @@ fn start_failure(inv: &Invocation, e: RuntimeError) -> PoolInvokeResult {
             init_duration: None,
             log_tail: String::new(),
             started: false,
+            init_failed: true,
         },
         cold: true,
+        stem: false,
         pid: None,
     }
 }

@@ -51,6 +51,7 @@ impl Instance for FakeInstance {
             init_duration: None,
             log_tail: String::new(),
             started: true,
+            init_failed: false,
         }
     }
     fn is_healthy(&self) -> bool {

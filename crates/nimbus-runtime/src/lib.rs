@@ -129,6 +129,9 @@ impl Outcome {
     }
 }
 
+/// The `errorType` of an invocation that ran out of its timeout (as on Lambda).
+pub const TIMED_OUT: &str = "Sandbox.Timedout";
+
 /// The result of [`Instance::invoke`].
 #[derive(Debug, Clone)]
 pub struct InvokeResult {
@@ -142,6 +145,9 @@ pub struct InvokeResult {
     /// Whether the runtime took the event. False when the instance died before asking for
     /// work: the function never saw the event, so running it elsewhere is safe.
     pub started: bool,
+    /// The runtime failed to initialise (it posted `/init/error`, exited or timed out
+    /// before its first `next`, or could not be started): Lambda's `Runtime.Init*` phase.
+    pub init_failed: bool,
 }
 
 /// Starts instances. The pool is generic over this so its policy can be tested with a fake.
@@ -185,6 +191,10 @@ pub trait Instance: Send + 'static {
     }
     /// False once the instance has crashed, timed out or been killed.
     fn is_healthy(&self) -> bool;
+    /// True when the instance was a prewarmed stem cell specialised for its function.
+    fn was_stem_cell(&self) -> bool {
+        false
+    }
     /// A handle reading the instance's memory use (its cgroup's counters where there is
     /// one), usable while the instance is busy. `None`: the executor cannot measure.
     fn memory_probe(&self) -> Option<MemoryProbe> {

@@ -824,7 +824,8 @@ impl Executor for ProcessExecutor {
             }
             if let Some(stem) = stem {
                 match self.specialize(stem, spec.clone(), &secret_env).await {
-                    Ok(inst) => {
+                    Ok(mut inst) => {
+                        inst.from_stem = true;
                         // The replacement starts once this instance has loaded its handler
                         // (or after STEM_REFILL_AFTER): started at once, a new runtime
                         // competed for the cores with the cold start that took the stem cell.
@@ -1083,6 +1084,7 @@ impl ProcessExecutor {
             _netns: ns,
             egress,
             probe: std::sync::OnceLock::new(),
+            from_stem: false,
         })
     }
 }
@@ -1225,6 +1227,8 @@ pub struct ProcessInstance {
     /// Made at first use and kept: it holds the peak-memory file open, read by the REPORT
     /// line of every invocation.
     probe: std::sync::OnceLock<crate::MemoryProbe>,
+    /// Specialised from a stem cell ([`Instance::was_stem_cell`]).
+    from_stem: bool,
 }
 
 enum Phase {
@@ -1365,6 +1369,10 @@ impl Instance for ProcessInstance {
         self.healthy && self.exit_rx.borrow().is_none()
     }
 
+    fn was_stem_cell(&self) -> bool {
+        self.from_stem
+    }
+
     fn initialised(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut ready = self.state.ready.subscribe();
         let mut exit = self.exit_rx.clone();
@@ -1458,15 +1466,20 @@ impl Instance for ProcessInstance {
             )
         };
         let end = Instant::now();
+        let mut init_failed = false;
         let outcome = match phase {
             Phase::Done(o) => o,
             Phase::Exited(status) => {
                 self.healthy = false;
+                // It posted `/init/error`, or exited before asking for its first event.
+                init_failed = self.state.init_error.lock().unwrap().is_some()
+                    || self.state.first_next.lock().unwrap().is_none();
                 self.exit_outcome(&rid, status)
             }
             Phase::TimedOut => {
                 self.kill();
                 if picked_at.is_none() && !self.state.first_next.lock().unwrap().is_some() {
+                    init_failed = true;
                     Outcome::platform_error(
                         "Runtime.InitTimeout",
                         format!(
@@ -1476,7 +1489,7 @@ impl Instance for ProcessInstance {
                     )
                 } else {
                     Outcome::platform_error(
-                        "Sandbox.Timedout",
+                        crate::TIMED_OUT,
                         format!(
                             "RequestId: {rid} Error: Task timed out after {}.00 seconds",
                             self.spec.config.timeout_s
@@ -1534,6 +1547,7 @@ impl Instance for ProcessInstance {
             init_duration,
             log_tail,
             started: picked_at.is_some(),
+            init_failed,
         }
     }
 

@@ -58,6 +58,10 @@ pub const TLS_SUPPORTED: bool = cfg!(feature = "tls");
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Serve `GET /metrics` without authentication on this address too (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Functions with their own metric series; the rest share `function="_other"`.
+    pub metrics_max_functions: usize,
     pub data_dir: PathBuf,
     /// The secrets master key file (default `DATA_DIR/master.key`); `NIMBUS_MASTER_KEY`
     /// takes precedence.
@@ -127,6 +131,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
+            metrics_listen: None,
+            metrics_max_functions: nimbus_metrics::MetricsConfig::default().max_functions,
             data_dir: PathBuf::from(".nimbus"),
             master_key_file: None,
             idle_timeout: Duration::from_secs(300),
@@ -226,6 +232,9 @@ pub struct Server {
     config: Config,
     listener: TcpListener,
     addr: SocketAddr,
+    /// The metrics listener (`--metrics-listen`) and its address.
+    metrics_listener: Option<(tokio::net::TcpListener, SocketAddr)>,
+    metrics: Arc<nimbus_metrics::Metrics>,
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
     gateway: Arc<Gateway>,
@@ -356,6 +365,30 @@ impl Server {
             .context("cannot open the async event queue")?
             .with_limit(config.async_backlog);
         let events = AsyncEngine::new(Arc::new(queue), config.events.clone());
+        let metrics = nimbus_metrics::Metrics::new(nimbus_metrics::MetricsConfig {
+            max_functions: config.metrics_max_functions,
+        });
+        events.set_metrics(metrics.clone());
+        {
+            let pools = Arc::downgrade(&pools);
+            metrics.set_instance_source(move || {
+                pools.upgrade().map_or((0, 0), |p| p.instance_counts())
+            });
+        }
+        let metrics_listener = match config.metrics_listen {
+            Some(a) => {
+                let l = tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen on {a} (--metrics-listen)"))?;
+                let bound = l.local_addr()?;
+                if !bound.ip().is_loopback() {
+                    warn!("metrics are served WITHOUT authentication on {bound}, a non-loopback address (--metrics-listen)");
+                }
+                info!(%bound, "metrics listener: GET /metrics");
+                Some((l, bound))
+            }
+            None => None,
+        };
         let gateway = Gateway::new(
             store.clone(),
             code,
@@ -365,6 +398,7 @@ impl Server {
                 public_url: format!("{}://{addr}", scheme(&config)),
                 memory_limits: memory.describe().to_string(),
                 isolation: isolation.clone(),
+                metrics: metrics.clone(),
             },
         )
         .map_err(|e| anyhow::anyhow!("cannot load routes: {e}"))?;
@@ -426,6 +460,8 @@ impl Server {
             config,
             listener,
             addr,
+            metrics_listener,
+            metrics,
             #[cfg(feature = "tls")]
             tls,
             gateway,
@@ -444,6 +480,16 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The metrics listener's address (`--metrics-listen`), if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The metrics registry every surface records into.
+    pub fn metrics(&self) -> &Arc<nimbus_metrics::Metrics> {
+        &self.metrics
     }
 
     /// The admin key this start created (first start with auth on and no keys), to be
@@ -487,6 +533,15 @@ impl Server {
             .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
         let health = tokio::spawn(self.health.run());
         let router = nimbus_gateway::router(self.gateway.clone());
+        // Scrapes are tiny and stateless: the metrics listener just stops with the server.
+        let metrics_task = self.metrics_listener.map(|(l, _)| {
+            let router = nimbus_gateway::metrics_router(self.metrics.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, router).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            })
+        });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let pools = self.pools.clone();
         let shutdown = async move {
@@ -522,6 +577,9 @@ impl Server {
         }
         reaper.abort();
         health.abort();
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
         // Events still pending stay in the queue for the next start.
         self.scheduler.stop();
         schedules.abort();

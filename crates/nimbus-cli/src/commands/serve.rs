@@ -26,6 +26,7 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
     {
         let mut c = nimbus_server::Config::default();
         c.listen = args.listen;
+        c.metrics_listen = args.metrics_listen;
         c.data_dir = data_dir.to_path_buf();
         c.master_key_file = args.master_key_file.clone();
         c.idle_timeout = args.idle_timeout;
@@ -136,6 +137,8 @@ mod tests {
             "16",
             "--low-free-disk-mb",
             "32",
+            "--metrics-listen",
+            "9464",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else {
@@ -164,6 +167,8 @@ mod tests {
             (c.health.min_free_disk, c.health.low_free_disk),
             (16 << 20, 32 << 20)
         );
+        // A bare port is loopback.
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
         // Without the flag: half the host's task limit.
         let cli = Cli::try_parse_from(["nimbus", "serve"]).unwrap();
         let Command::Serve(args) = cli.command else {
@@ -171,6 +176,7 @@ mod tests {
         };
         let c = config(&args, Path::new("/tmp/d"));
         assert_eq!(c.max_pids, nimbus_server::Config::default().max_pids);
+        assert_eq!(c.metrics_listen, None, "metrics are off unless asked for");
         assert!(Cli::try_parse_from(["nimbus", "serve", "--max-pids", "0"]).is_err());
     }
 

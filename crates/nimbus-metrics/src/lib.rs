@@ -1,0 +1,732 @@
+//! Nimbus's Prometheus metrics: one [`Registry`] with every `nimbus_…` family and the
+//! process collector, encoded in the OpenMetrics text format by `prometheus-client`.
+//!
+//! Owns the families and their typed label sets, nothing else: the gateway records an
+//! invocation's outcome once, where it finishes, through a [`FunctionMetrics`] handle
+//! cached with the resolved function (its counters are atomics reached without a lock
+//! shared by all functions); the async engine records its own facts through [`Metrics`].
+//! Cardinality is bounded: labels are function names (at most [`MetricsConfig::max_functions`]
+//! of them, the rest counted under `function="_other"`), route templates, and small enums;
+//! never request ids or raw paths. Used by `nimbus-events`, `nimbus-gateway` and
+//! `nimbus-server`; depends on nothing of Nimbus.
+
+mod process;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// The OpenMetrics content type of [`Metrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The label value that stands for every function past [`MetricsConfig::max_functions`].
+pub const OTHER_FUNCTION: &str = "_other";
+
+/// OpenTelemetry's FaaS duration buckets (seconds), for invocation and init durations.
+pub const FAAS_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Buckets of the API's own request latency (seconds).
+const API_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("encoding the metrics failed")]
+    Encode(#[from] std::fmt::Error),
+}
+
+/// Settings of the registry.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Functions with their own series; the others share `function="_other"`.
+    pub max_functions: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_functions: 1000,
+        }
+    }
+}
+
+/// What started an invocation (OTel's `faas.trigger`, finer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// The Lambda Invoke API (RequestResponse), and InvokeWithResponseStream.
+    Api,
+    /// A function URL.
+    Url,
+    /// A user route of a manifest.
+    Route,
+    /// An asynchronous event (Invoke with `Event`, and what the engine delivers).
+    Async,
+    /// An event-source mapping of a queue.
+    Queue,
+    /// A schedule.
+    Schedule,
+    /// An event bus rule.
+    Bus,
+}
+
+impl Trigger {
+    const ALL: [Trigger; 7] = [
+        Trigger::Api,
+        Trigger::Url,
+        Trigger::Route,
+        Trigger::Async,
+        Trigger::Queue,
+        Trigger::Schedule,
+        Trigger::Bus,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Url => "url",
+            Trigger::Route => "route",
+            Trigger::Async => "async",
+            Trigger::Queue => "queue",
+            Trigger::Schedule => "schedule",
+            Trigger::Bus => "bus",
+        }
+    }
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvocationOutcome {
+    Success,
+    /// The function (or the platform for it) failed: a function error.
+    Error,
+    /// It ran out of its timeout.
+    Timeout,
+    /// It was refused for lack of concurrency (never ran).
+    Throttle,
+    /// Its runtime failed to initialise.
+    InitError,
+}
+
+impl InvocationOutcome {
+    const ALL: [InvocationOutcome; 5] = [
+        InvocationOutcome::Success,
+        InvocationOutcome::Error,
+        InvocationOutcome::Timeout,
+        InvocationOutcome::Throttle,
+        InvocationOutcome::InitError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvocationOutcome::Success => "success",
+            InvocationOutcome::Error => "error",
+            InvocationOutcome::Timeout => "timeout",
+            InvocationOutcome::Throttle => "throttle",
+            InvocationOutcome::InitError => "init_error",
+        }
+    }
+}
+
+/// Why an invocation was throttled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThrottleReason {
+    /// The function's reservation is full (or 0).
+    Reserved,
+    /// The account's unreserved pool or the function's own limit is full.
+    Concurrency,
+    /// The scale-out rate allowed no new instance in time.
+    ScaleRate,
+    /// The instance memory budget is full.
+    Memory,
+}
+
+impl ThrottleReason {
+    const ALL: [ThrottleReason; 4] = [
+        ThrottleReason::Reserved,
+        ThrottleReason::Concurrency,
+        ThrottleReason::ScaleRate,
+        ThrottleReason::Memory,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThrottleReason::Reserved => "reserved",
+            ThrottleReason::Concurrency => "concurrency",
+            ThrottleReason::ScaleRate => "scale_rate",
+            ThrottleReason::Memory => "memory",
+        }
+    }
+}
+
+/// Why the async engine discarded an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Older than its maximum event age.
+    Expired,
+    /// Out of retries (or its function is gone).
+    Dead,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Expired => "expired",
+            DropReason::Dead => "dead",
+        }
+    }
+}
+
+macro_rules! label_value {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+label_value!(Trigger, InvocationOutcome, ThrottleReason, DropReason);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FunctionLabels {
+    function: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct InvocationLabels {
+    function: String,
+    trigger: Trigger,
+    outcome: InvocationOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ColdLabels {
+    function: String,
+    stem: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ThrottleLabels {
+    function: String,
+    reason: ThrottleReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DropLabels {
+    function: String,
+    reason: DropReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ApiLabels {
+    operation: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Reads `(instances, busy instances)` when scraped.
+pub(crate) type InstanceSource = Box<dyn Fn() -> (usize, usize) + Send + Sync>;
+
+fn faas_histogram() -> Histogram {
+    Histogram::new(FAAS_BUCKETS)
+}
+
+fn api_histogram() -> Histogram {
+    Histogram::new(API_BUCKETS)
+}
+
+/// The registry and every family. Share it as an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Where `nimbus_instances` is read at each scrape ([`Metrics::set_instance_source`]).
+    instances: Arc<process::InstanceCell>,
+    cfg: MetricsConfig,
+    /// Functions with their own series (touched when a function is resolved, deleted, or
+    /// an async event is recorded; never per synchronous invocation).
+    functions: Mutex<HashSet<String>>,
+    invocations: Family<InvocationLabels, Counter>,
+    duration: HistogramFamily<FunctionLabels>,
+    init_duration: HistogramFamily<FunctionLabels>,
+    cold_starts: Family<ColdLabels, Counter>,
+    throttles: Family<ThrottleLabels, Counter>,
+    concurrent: Family<FunctionLabels, Gauge>,
+    account_concurrent: Gauge,
+    async_received: Family<FunctionLabels, Counter>,
+    async_retries: Family<FunctionLabels, Counter>,
+    async_dropped: Family<DropLabels, Counter>,
+    dead_letter_errors: Family<FunctionLabels, Counter>,
+    api_requests: Family<ApiLabels, Counter>,
+    api_duration: HistogramFamily<OperationLabels>,
+}
+
+impl Metrics {
+    pub fn new(cfg: MetricsConfig) -> Arc<Self> {
+        let mut registry = Registry::default();
+        let invocations = Family::<InvocationLabels, Counter>::default();
+        let duration: HistogramFamily<FunctionLabels> =
+            Family::new_with_constructor(faas_histogram);
+        let init_duration: HistogramFamily<FunctionLabels> =
+            Family::new_with_constructor(faas_histogram);
+        let cold_starts = Family::<ColdLabels, Counter>::default();
+        let throttles = Family::<ThrottleLabels, Counter>::default();
+        let concurrent = Family::<FunctionLabels, Gauge>::default();
+        let account_concurrent = Gauge::default();
+        let async_received = Family::<FunctionLabels, Counter>::default();
+        let async_retries = Family::<FunctionLabels, Counter>::default();
+        let async_dropped = Family::<DropLabels, Counter>::default();
+        let dead_letter_errors = Family::<FunctionLabels, Counter>::default();
+        let api_requests = Family::<ApiLabels, Counter>::default();
+        let api_duration: HistogramFamily<OperationLabels> =
+            Family::new_with_constructor(api_histogram);
+        let r = &mut registry;
+        r.register(
+            "nimbus_invocations",
+            "Invocations by function, trigger and outcome",
+            invocations.clone(),
+        );
+        r.register_with_unit(
+            "nimbus_invocation_duration",
+            "Time from hand-over to the runtime until its answer",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        r.register_with_unit(
+            "nimbus_init_duration",
+            "Runtime initialisation time of cold starts",
+            Unit::Seconds,
+            init_duration.clone(),
+        );
+        r.register(
+            "nimbus_cold_starts",
+            "Invocations that started a new instance, from a stem cell or not",
+            cold_starts.clone(),
+        );
+        r.register(
+            "nimbus_throttles",
+            "Invocations refused for lack of concurrency, by reason",
+            throttles.clone(),
+        );
+        r.register(
+            "nimbus_concurrent_executions",
+            "Invocations in flight (waiting for or holding an instance) per function",
+            concurrent.clone(),
+        );
+        r.register(
+            "nimbus_account_concurrent_executions",
+            "Invocations in flight across every function",
+            account_concurrent.clone(),
+        );
+        r.register(
+            "nimbus_async_events_received",
+            "Asynchronous events accepted into the durable queue",
+            async_received.clone(),
+        );
+        r.register(
+            "nimbus_async_retries",
+            "Asynchronous event deliveries scheduled again after a failure",
+            async_retries.clone(),
+        );
+        r.register(
+            "nimbus_async_events_dropped",
+            "Asynchronous events discarded, by reason",
+            async_dropped.clone(),
+        );
+        r.register(
+            "nimbus_dead_letter_errors",
+            "Discarded events that could not be sent to the dead-letter target",
+            dead_letter_errors.clone(),
+        );
+        r.register(
+            "nimbus_api_requests",
+            "HTTP requests by operation (the route template) and status",
+            api_requests.clone(),
+        );
+        r.register_with_unit(
+            "nimbus_api_request_duration",
+            "HTTP request latency by operation",
+            Unit::Seconds,
+            api_duration.clone(),
+        );
+        registry.register_collector(Box::new(process::ProcessCollector));
+        let instances = Arc::new(process::InstanceCell::default());
+        registry.register_collector(Box::new(process::InstanceCollector(instances.clone())));
+        Arc::new(Self {
+            registry,
+            instances,
+            cfg,
+            functions: Mutex::new(HashSet::new()),
+            invocations,
+            duration,
+            init_duration,
+            cold_starts,
+            throttles,
+            concurrent,
+            account_concurrent,
+            async_received,
+            async_retries,
+            async_dropped,
+            dead_letter_errors,
+            api_requests,
+            api_duration,
+        })
+    }
+
+    /// Reads the instance counts (`(all, busy)`) at each scrape for `nimbus_instances`.
+    pub fn set_instance_source(&self, source: impl Fn() -> (usize, usize) + Send + Sync + 'static) {
+        let _ = self.instances.0.set(Box::new(source));
+    }
+
+    /// The text exposition (OpenMetrics, ending in `# EOF`).
+    pub fn encode(&self) -> Result<String, MetricsError> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// The label a function's series use: its name, or [`OTHER_FUNCTION`] past the limit.
+    fn label(&self, function: &str) -> String {
+        let mut known = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        if known.contains(function) {
+            return function.to_string();
+        }
+        if known.len() >= self.cfg.max_functions {
+            return OTHER_FUNCTION.to_string();
+        }
+        known.insert(function.to_string());
+        function.to_string()
+    }
+
+    /// A handle recording one function's invocations (cache it with the function).
+    pub fn function(self: &Arc<Self>, function: &str) -> Arc<FunctionMetrics> {
+        let label = self.label(function);
+        Arc::new(FunctionMetrics {
+            metrics: self.clone(),
+            concurrent: self.concurrent.get_or_create_owned(&FunctionLabels {
+                function: label.clone(),
+            }),
+            function: label,
+            invocations: Default::default(),
+            duration: OnceLock::new(),
+            init_duration: OnceLock::new(),
+            cold_starts: Default::default(),
+            throttles: Default::default(),
+        })
+    }
+
+    /// Removes every series of a deleted function.
+    pub fn remove_function(&self, function: &str) {
+        {
+            let mut known = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+            if !known.remove(function) {
+                return;
+            }
+        }
+        let f = || function.to_string();
+        for trigger in Trigger::ALL {
+            for outcome in InvocationOutcome::ALL {
+                self.invocations.remove(&InvocationLabels {
+                    function: f(),
+                    trigger,
+                    outcome,
+                });
+            }
+        }
+        for reason in ThrottleReason::ALL {
+            self.throttles.remove(&ThrottleLabels {
+                function: f(),
+                reason,
+            });
+        }
+        for stem in ["true", "false"] {
+            self.cold_starts.remove(&ColdLabels {
+                function: f(),
+                stem: stem.into(),
+            });
+        }
+        for reason in [DropReason::Expired, DropReason::Dead] {
+            self.async_dropped.remove(&DropLabels {
+                function: f(),
+                reason,
+            });
+        }
+        let fl = FunctionLabels { function: f() };
+        self.duration.remove(&fl);
+        self.init_duration.remove(&fl);
+        self.concurrent.remove(&fl);
+        self.async_received.remove(&fl);
+        self.async_retries.remove(&fl);
+        self.dead_letter_errors.remove(&fl);
+    }
+
+    /// An asynchronous event was accepted for `function`.
+    pub fn async_received(&self, function: &str) {
+        let function = self.label(function);
+        self.async_received
+            .get_or_create(&FunctionLabels { function })
+            .inc();
+    }
+
+    /// A failed async delivery of `function` will be tried again.
+    pub fn async_retry(&self, function: &str) {
+        let function = self.label(function);
+        self.async_retries
+            .get_or_create(&FunctionLabels { function })
+            .inc();
+    }
+
+    /// An async event of `function` was discarded.
+    pub fn async_dropped(&self, function: &str, reason: DropReason) {
+        let function = self.label(function);
+        self.async_dropped
+            .get_or_create(&DropLabels { function, reason })
+            .inc();
+    }
+
+    /// A discarded event of `function` could not be sent to its dead-letter target.
+    pub fn dead_letter_error(&self, function: &str) {
+        let function = self.label(function);
+        self.dead_letter_errors
+            .get_or_create(&FunctionLabels { function })
+            .inc();
+    }
+
+    /// One HTTP request of the API, `operation` being a bounded name (a route template).
+    pub fn api_request(&self, operation: &str, status: u16, elapsed: Duration) {
+        self.api_requests
+            .get_or_create(&ApiLabels {
+                operation: operation.to_string(),
+                status,
+            })
+            .inc();
+        self.api_duration
+            .get_or_create(&OperationLabels {
+                operation: operation.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// One function's series, created on first use and then reached without a shared lock.
+#[derive(Debug)]
+pub struct FunctionMetrics {
+    metrics: Arc<Metrics>,
+    function: String,
+    invocations: [[OnceLock<Counter>; 5]; 7],
+    duration: OnceLock<Histogram>,
+    init_duration: OnceLock<Histogram>,
+    cold_starts: [OnceLock<Counter>; 2],
+    throttles: [OnceLock<Counter>; 4],
+    concurrent: Gauge,
+}
+
+impl FunctionMetrics {
+    fn labels(&self) -> FunctionLabels {
+        FunctionLabels {
+            function: self.function.clone(),
+        }
+    }
+
+    /// One finished invocation; `duration` when the runtime ran it.
+    pub fn invocation(
+        &self,
+        trigger: Trigger,
+        outcome: InvocationOutcome,
+        duration: Option<Duration>,
+    ) {
+        let m = &self.metrics;
+        self.invocations[trigger as usize][outcome as usize]
+            .get_or_init(|| {
+                m.invocations.get_or_create_owned(&InvocationLabels {
+                    function: self.function.clone(),
+                    trigger,
+                    outcome,
+                })
+            })
+            .inc();
+        if let Some(d) = duration {
+            self.duration
+                .get_or_init(|| m.duration.get_or_create_owned(&self.labels()))
+                .observe(d.as_secs_f64());
+        }
+    }
+
+    /// An invocation started a new instance; `init` is its runtime's init time.
+    pub fn cold_start(&self, stem: bool, init: Option<Duration>) {
+        let m = &self.metrics;
+        self.cold_starts[usize::from(stem)]
+            .get_or_init(|| {
+                m.cold_starts.get_or_create_owned(&ColdLabels {
+                    function: self.function.clone(),
+                    stem: stem.to_string(),
+                })
+            })
+            .inc();
+        if let Some(d) = init {
+            self.init_duration
+                .get_or_init(|| m.init_duration.get_or_create_owned(&self.labels()))
+                .observe(d.as_secs_f64());
+        }
+    }
+
+    /// An invocation was throttled (count its outcome with [`Self::invocation`] too).
+    pub fn throttle(&self, reason: ThrottleReason) {
+        let m = &self.metrics;
+        self.throttles[reason as usize]
+            .get_or_init(|| {
+                m.throttles.get_or_create_owned(&ThrottleLabels {
+                    function: self.function.clone(),
+                    reason,
+                })
+            })
+            .inc();
+    }
+
+    /// Counts an invocation in flight until the guard drops.
+    pub fn in_flight(self: &Arc<Self>) -> InFlight {
+        self.concurrent.inc();
+        self.metrics.account_concurrent.inc();
+        InFlight(self.clone())
+    }
+}
+
+/// See [`FunctionMetrics::in_flight`].
+#[derive(Debug)]
+pub struct InFlight(Arc<FunctionMetrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.concurrent.dec();
+        self.0.metrics.account_concurrent.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+    }
+
+    #[test]
+    fn counts_invocations_and_removes_a_function() {
+        let m = Metrics::new(MetricsConfig::default());
+        let f = m.function("orders");
+        f.invocation(
+            Trigger::Api,
+            InvocationOutcome::Success,
+            Some(Duration::from_millis(3)),
+        );
+        f.invocation(
+            Trigger::Api,
+            InvocationOutcome::Success,
+            Some(Duration::from_millis(30)),
+        );
+        f.throttle(ThrottleReason::Reserved);
+        f.cold_start(true, Some(Duration::from_millis(80)));
+        let g = f.in_flight();
+        let text = m.encode().unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                r#"nimbus_invocations_total{function="orders",trigger="api",outcome="success"}"#
+            ),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"nimbus_invocation_duration_seconds_bucket{le="0.005",function="orders"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"nimbus_cold_starts_total{function="orders",stem="true"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(&text, r#"nimbus_concurrent_executions{function="orders"}"#),
+            Some("1")
+        );
+        assert_eq!(
+            sample(&text, "nimbus_account_concurrent_executions "),
+            Some("1")
+        );
+        drop(g);
+        assert_eq!(
+            sample(
+                &m.encode().unwrap(),
+                "nimbus_account_concurrent_executions "
+            ),
+            Some("0")
+        );
+        m.remove_function("orders");
+        let text = m.encode().unwrap();
+        assert!(!text.contains("orders"), "{text}");
+        assert!(text.contains("process_open_fds"), "{text}");
+    }
+
+    #[test]
+    fn instances_are_read_when_scraped() {
+        let m = Metrics::new(MetricsConfig::default());
+        assert!(!m.encode().unwrap().contains("nimbus_instances"));
+        m.set_instance_source(|| (3, 1));
+        let text = m.encode().unwrap();
+        assert_eq!(
+            sample(&text, r#"nimbus_instances{state="idle"}"#),
+            Some("2"),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, r#"nimbus_instances{state="busy"}"#),
+            Some("1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn functions_past_the_limit_share_one_label() {
+        let m = Metrics::new(MetricsConfig { max_functions: 1 });
+        m.function("a")
+            .invocation(Trigger::Url, InvocationOutcome::Error, None);
+        m.function("b")
+            .invocation(Trigger::Url, InvocationOutcome::Error, None);
+        m.async_received("c");
+        let text = m.encode().unwrap();
+        assert!(text.contains(r#"function="a""#));
+        assert!(
+            text.contains(
+                r#"nimbus_invocations_total{function="_other",trigger="url",outcome="error"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"nimbus_async_events_received_total{function="_other"} 1"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,488 @@
+//! Prometheus metrics (`GET /metrics`): a scripted mix of invocations (successes, a
+//! function error, a timeout, an init error, a throttle, a cold then a warm call, a URL
+//! call, a queue message through an event-source mapping, async events that end dead, one of them failing to reach its dead-letter queue)
+//! and the families' values checked exactly, parsed with a real Prometheus parser
+//! (`prometheus-parse`) and checked against the OpenMetrics grammar by Python's
+//! `prometheus_client` parser; both endpoints (the unauthenticated `--metrics-listen` and
+//! the main listener, authorised as `nimbus:GetMetrics`).
+
+use base64::Engine;
+use nimbus_tests::*;
+use prometheus_parse::{Sample, Scrape, Value as PValue};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const OK: &str = "def handler(event, context):\n    return {'ok': True}\n";
+const FAILS: &str = "def handler(event, context):\n    raise ValueError('boom')\n";
+const SLOW: &str = "import time\ndef handler(event, context):\n    time.sleep(5)\n";
+const BROKEN: &str =
+    "raise RuntimeError('cannot import')\ndef handler(event, context):\n    pass\n";
+
+fn parse(text: &str) -> Vec<Sample> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    Scrape::parse(lines).expect("prometheus text").samples
+}
+
+/// The value of the sample `metric` whose labels include `labels` (0 when absent).
+fn value(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .collect();
+    assert!(found.len() <= 1, "{metric} {labels:?} matches {found:?}");
+    match found.first().map(|s| &s.value) {
+        None => 0.0,
+        Some(PValue::Counter(v) | PValue::Gauge(v) | PValue::Untyped(v)) => *v,
+        Some(other) => panic!("{metric}: unexpected {other:?}"),
+    }
+}
+
+/// The sum of every `metric` sample whose labels include `labels`.
+fn total(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match &s.value {
+            PValue::Counter(v) | PValue::Gauge(v) | PValue::Untyped(v) => *v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// Checks `text` against the OpenMetrics grammar with Python's `prometheus_client`.
+fn strict_parse(text: &str) {
+    let script = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nprint(len(list(p(sys.stdin.read()))))\n";
+    let mut child = std::process::Command::new(python::python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not OpenMetrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn scrape(s: &Server, url: &str) -> String {
+    let r = s.http.get(url).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    r.text().unwrap()
+}
+
+/// CreateFunction of a Python function with `extra` fields.
+fn create(s: &Server, name: &str, code: &str, extra: Value) {
+    let zip = zip_files(&[("app.py", code)]);
+    let mut body = json!({
+        "FunctionName": name,
+        "Runtime": "python3.11",
+        "Role": "arn:aws:iam::000000000000:role/r",
+        "Handler": "app.handler",
+        "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(zip)},
+    });
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let r = s
+        .http
+        .post(s.url("/2015-03-31/functions"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
+    let (code, v) = s.put_json(
+        &format!("/2019-09-25/functions/{name}/event-invoke-config"),
+        &json!({"MaximumRetryAttempts": 0}),
+    );
+    assert_eq!(code, 200, "{v}");
+}
+
+fn send_event(s: &Server, name: &str) {
+    let r = s.invoke_with(name, b"{}".to_vec(), &[("X-Amz-Invocation-Type", "Event")]);
+    assert_eq!(r.status, 202, "{}", r.body);
+}
+
+#[test]
+fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let s = Server::start(&["--metrics-listen", &listen, "--stem-cells", "off"]);
+    let metrics_url = format!("http://{listen}/metrics");
+
+    let mut ok = python_cfg("app.handler");
+    ok["url"] = json!(true);
+    s.deploy("ok", ok, &[("app.py", OK)]);
+    s.deploy("fails", python_cfg("app.handler"), &[("app.py", FAILS)]);
+    let mut slow = python_cfg("app.handler");
+    slow["timeout_s"] = json!(1);
+    s.deploy("slow", slow, &[("app.py", SLOW)]);
+    s.deploy("broken", python_cfg("app.handler"), &[("app.py", BROKEN)]);
+    s.deploy("zero", python_cfg("app.handler"), &[("app.py", OK)]);
+    s.deploy("gone", python_cfg("app.handler"), &[("app.py", OK)]);
+    let (code, v) = s.put_json(
+        "/2017-10-31/functions/zero/concurrency",
+        &json!({ "ReservedConcurrentExecutions": 0 }),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(s.put_json("/v1/queues/dead", &json!({})).0, 200);
+    assert_eq!(s.put_json("/v1/queues/soon-gone", &json!({})).0, 200);
+    let dlq = |q: &str| json!({"DeadLetterConfig": {"TargetArn": format!("arn:aws:sqs:us-east-1:000000000000:{q}")}});
+    create(&s, "async-dead", FAILS, dlq("dead"));
+    create(&s, "async-dlq-error", FAILS, dlq("soon-gone"));
+    let r = s.http.delete(s.url("/v1/queues/soon-gone")).send().unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+
+    // The mix.
+    s.invoke("ok", "{}").ok(); // cold
+    s.invoke("ok", "{}").ok(); // warm
+    let r = s.http.get(s.url("/fn/ok/")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // A queue message for `ok` through an event-source mapping (its instance is warm).
+    assert_eq!(s.put_json("/v1/queues/work", &json!({})).0, 200);
+    let body = json!({"FunctionName": "ok", "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:work", "BatchSize": 10});
+    let r = s
+        .http
+        .post(s.url("/2015-03-31/event-source-mappings"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{}", r.text().unwrap());
+    let r = s
+        .http
+        .post(s.url("/v1/queues/work/messages"))
+        .json(&json!({"entries": [{"body": "x"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    let queued = eventually(Duration::from_secs(20), || {
+        let m = parse(&scrape(&s, &metrics_url));
+        total(&m, "nimbus_invocations_total", &[("trigger", "queue")]) == 1.0
+    });
+    assert!(queued, "{}", s.log());
+    assert!(s.invoke("fails", "{}").function_error());
+    let r = s.invoke("slow", "{}");
+    assert!(r.body.contains("Sandbox.Timedout"), "{}", r.body);
+    let r = s.invoke("broken", "{}");
+    assert!(r.function_error(), "{}", r.body);
+    let r = s.invoke("zero", "{}");
+    assert_eq!(r.status, 429, "{}", r.body);
+    s.invoke("gone", "{}").ok();
+    send_event(&s, "async-dead");
+    send_event(&s, "async-dlq-error");
+    let r = s
+        .http
+        .delete(s.url("/2015-03-31/functions/gone"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+
+    // Both async events end dead (no retries); the second one's queue is gone.
+    let mut samples = Vec::new();
+    let done = eventually(Duration::from_secs(30), || {
+        samples = parse(&scrape(&s, &metrics_url));
+        total(&samples, "nimbus_async_events_dropped_total", &[]) == 2.0
+            && total(&samples, "nimbus_dead_letter_errors_total", &[]) == 1.0
+    });
+    assert!(done, "{samples:#?}\n{}", s.log());
+    let text = scrape(&s, &metrics_url);
+    strict_parse(&text);
+    let m = parse(&text);
+
+    let inv = |f: &str, trigger: &str, outcome: &str| {
+        value(
+            &m,
+            "nimbus_invocations_total",
+            &[("function", f), ("trigger", trigger), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(inv("ok", "api", "success"), 2.0, "{text}");
+    assert_eq!(inv("ok", "url", "success"), 1.0, "{text}");
+    assert_eq!(inv("ok", "queue", "success"), 1.0, "{text}");
+    assert_eq!(inv("fails", "api", "error"), 1.0, "{text}");
+    assert_eq!(inv("slow", "api", "timeout"), 1.0, "{text}");
+    assert_eq!(inv("broken", "api", "init_error"), 1.0, "{text}");
+    assert_eq!(inv("zero", "api", "throttle"), 1.0, "{text}");
+    assert_eq!(inv("async-dead", "async", "error"), 1.0, "{text}");
+    assert_eq!(inv("async-dlq-error", "async", "error"), 1.0, "{text}");
+    // Nothing else was counted.
+    assert_eq!(total(&m, "nimbus_invocations_total", &[]), 10.0, "{text}");
+
+    // Durations: one observation per invocation that ran.
+    let count = |metric: &str, f: &str| value(&m, metric, &[("function", f)]);
+    assert_eq!(count("nimbus_invocation_duration_seconds_count", "ok"), 4.0);
+    assert_eq!(
+        count("nimbus_invocation_duration_seconds_count", "slow"),
+        1.0
+    );
+    assert!(count("nimbus_invocation_duration_seconds_sum", "slow") >= 1.0);
+    assert_eq!(
+        count("nimbus_invocation_duration_seconds_count", "zero"),
+        0.0
+    );
+    let slow_hist = m
+        .iter()
+        .find(|s| {
+            s.metric == "nimbus_invocation_duration_seconds"
+                && s.labels.get("function") == Some("slow")
+        })
+        .expect("slow's histogram");
+    let PValue::Histogram(buckets) = &slow_hist.value else {
+        panic!("{slow_hist:?}")
+    };
+    let le = |b: f64| {
+        buckets
+            .iter()
+            .find(|h| h.less_than == b)
+            .map(|h| h.count)
+            .unwrap_or_else(|| panic!("no bucket {b}: {buckets:?}"))
+    };
+    // OTel's FaaS buckets; the 1 s timeout lands above 0.75 s.
+    assert_eq!(le(0.005), 0.0);
+    assert_eq!(le(0.75), 0.0);
+    assert_eq!(le(10.0), 1.0);
+    assert_eq!(le(f64::INFINITY), 1.0);
+
+    // Cold starts: one per new instance, none from a stem cell (off here); init times.
+    let cold = |f: &str| {
+        value(
+            &m,
+            "nimbus_cold_starts_total",
+            &[("function", f), ("stem", "false")],
+        )
+    };
+    for f in [
+        "ok",
+        "fails",
+        "slow",
+        "broken",
+        "async-dead",
+        "async-dlq-error",
+    ] {
+        assert_eq!(cold(f), 1.0, "{f}: {text}");
+    }
+    assert_eq!(cold("zero"), 0.0);
+    assert_eq!(
+        total(&m, "nimbus_cold_starts_total", &[("stem", "true")]),
+        0.0
+    );
+    assert_eq!(count("nimbus_init_duration_seconds_count", "ok"), 1.0);
+
+    assert_eq!(
+        value(
+            &m,
+            "nimbus_throttles_total",
+            &[("function", "zero"), ("reason", "reserved")]
+        ),
+        1.0
+    );
+    assert_eq!(total(&m, "nimbus_throttles_total", &[]), 1.0);
+
+    // Nothing in flight now.
+    assert_eq!(total(&m, "nimbus_concurrent_executions", &[]), 0.0);
+    assert_eq!(value(&m, "nimbus_account_concurrent_executions", &[]), 0.0);
+
+    // Async: received, no retries (MaximumRetryAttempts 0), dead, one DLQ failure.
+    for f in ["async-dead", "async-dlq-error"] {
+        assert_eq!(
+            value(&m, "nimbus_async_events_received_total", &[("function", f)]),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &m,
+                "nimbus_async_events_dropped_total",
+                &[("function", f), ("reason", "dead")]
+            ),
+            1.0
+        );
+    }
+    assert_eq!(total(&m, "nimbus_async_retries_total", &[]), 0.0);
+    assert_eq!(
+        value(
+            &m,
+            "nimbus_dead_letter_errors_total",
+            &[("function", "async-dlq-error")]
+        ),
+        1.0
+    );
+
+    // The API by route template, never a raw path.
+    let invoke_op = "POST /2015-03-31/functions/:name/invocations";
+    let api = |op: &str, status: &str| {
+        value(
+            &m,
+            "nimbus_api_requests_total",
+            &[("operation", op), ("status", status)],
+        )
+    };
+    // ok ×2, fails, slow, broken, gone: 200; zero: 429; two events: 202.
+    assert_eq!(api(invoke_op, "200"), 6.0, "{text}");
+    assert_eq!(api(invoke_op, "429"), 1.0, "{text}");
+    assert_eq!(api(invoke_op, "202"), 2.0, "{text}");
+    assert_eq!(api("GET /fn/:name/", "200"), 1.0, "{text}");
+    assert_eq!(
+        value(
+            &m,
+            "nimbus_api_request_duration_seconds_count",
+            &[("operation", invoke_op)]
+        ),
+        9.0
+    );
+    assert!(!text.contains("/fn/ok/\""), "a raw path as a label: {text}");
+
+    // A deleted function's series are gone.
+    assert!(!text.contains("function=\"gone\""), "{text}");
+
+    // The process.
+    assert!(value(&m, "process_cpu_seconds_total", &[]) > 0.0, "{text}");
+    assert!(
+        value(&m, "process_resident_memory_bytes", &[]) > 1e6,
+        "{text}"
+    );
+    assert!(value(&m, "process_open_fds", &[]) >= 3.0, "{text}");
+
+    // The main listener serves the same registry (auth is off here).
+    let main = parse(&scrape(&s, &s.url("/metrics")));
+    assert_eq!(total(&main, "nimbus_invocations_total", &[]), 10.0);
+    // The metrics listener serves nothing else.
+    let r = s
+        .http
+        .get(format!("http://{listen}/v1/health"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["Type"], "User", "{body}");
+    assert!(s.healthy(), "{}", s.log());
+}
+
+#[test]
+fn the_main_listener_serves_metrics_to_keys_allowed_get_metrics() {
+    let s = Server::start_with_auth(&[]);
+    let admin = s.admin();
+    let key = |name: &str, action: &str| {
+        let r = s.signed_at(
+            "POST",
+            "/v1/keys",
+            json!({ "name": name, "policy": {"Statement": [{"Effect": "Allow", "Action": [action], "Resource": ["*"]}]} })
+                .to_string()
+                .as_bytes(),
+            &[("content-type", "application/json")],
+            &admin,
+            "lambda",
+            None,
+        );
+        assert_eq!(r.status().as_u16(), 201);
+        let v: Value = r.json().unwrap();
+        Credentials {
+            id: v["AccessKeyId"].as_str().unwrap().to_string(),
+            secret: v["SecretAccessKey"].as_str().unwrap().to_string(),
+        }
+    };
+    let scraper = key("scraper", "nimbus:GetMetrics");
+    let reader = key("reader", "lambda:Get*");
+
+    // Unsigned: refused.
+    let r = s.http.get(s.url("/metrics")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    // Signed by a key without nimbus:GetMetrics: refused.
+    let r = s.signed("GET", "/metrics", b"", &reader);
+    assert_eq!(r.status().as_u16(), 403);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["type"], "AccessDeniedException", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("nimbus:GetMetrics"),
+        "{body}"
+    );
+    // The admin and the scraper may.
+    for creds in [&admin, &scraper] {
+        let r = s.signed("GET", "/metrics", b"", creds);
+        assert_eq!(r.status().as_u16(), 200);
+        let text = r.text().unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let m = parse(&text);
+        assert!(value(&m, "process_open_fds", &[]) >= 3.0, "{text}");
+    }
+    // The refusals were counted, by route template.
+    let text = s.signed("GET", "/metrics", b"", &scraper).text().unwrap();
+    let m = parse(&text);
+    assert_eq!(
+        value(
+            &m,
+            "nimbus_api_requests_total",
+            &[("operation", "GET /metrics"), ("status", "403")]
+        ),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "nimbus_api_requests_total",
+            &[("operation", "GET /metrics"), ("status", "200")]
+        ),
+        2.0,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_cold_start_from_a_stem_cell_is_labelled_stem_true() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let s = Server::start(&["--metrics-listen", &listen]);
+    s.deploy("stemmed", python_cfg("app.handler"), &[("app.py", OK)]);
+    wait_for_stem_cells(&s, "python");
+    s.invoke("stemmed", "{}").ok();
+    s.invoke("stemmed", "{}").ok();
+    let text = scrape(&s, &format!("http://{listen}/metrics"));
+    let m = parse(&text);
+    let cold = |stem: &str| {
+        value(
+            &m,
+            "nimbus_cold_starts_total",
+            &[("function", "stemmed"), ("stem", stem)],
+        )
+    };
+    assert_eq!((cold("true"), cold("false")), (1.0, 0.0), "{text}");
+    // Its one instance waits for work; stem cells are not function instances.
+    assert_eq!(
+        value(&m, "nimbus_instances", &[("state", "idle")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&m, "nimbus_instances", &[("state", "busy")]),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "nimbus_invocations_total",
+            &[
+                ("function", "stemmed"),
+                ("trigger", "api"),
+                ("outcome", "success")
+            ]
+        ),
+        2.0
+    );
+}
