@@ -486,3 +486,22 @@ fn a_cold_start_from_a_stem_cell_is_labelled_stem_true() {
         2.0
     );
 }
+
+/// `/metrics` (and the other prefixes Nimbus took after routes were first stored) cannot be
+/// a user route: the deploy is refused by name, and the server keeps serving.
+#[test]
+fn a_route_under_a_nimbus_path_is_refused_at_deploy() {
+    let s = Server::start(&[]);
+    for route in ["GET /metrics", "ANY /2018-10-31/layers/{x+}"] {
+        let mut cfg = node_cfg("index.handler");
+        cfg["routes"] = json!([route]);
+        let (code, v) = s.deploy_zip(
+            "shadowed",
+            cfg,
+            &zip_files(&[("index.js", "exports.handler = async () => 'mine';")]),
+        );
+        assert_eq!(code, 400, "{route}: {v}");
+        assert!(v.to_string().contains("reserved by Nimbus"), "{route}: {v}");
+    }
+    assert!(s.healthy(), "{}", s.log());
+}

@@ -409,6 +409,9 @@ impl FunctionConfig {
         if let Some(t) = &self.dead_letter_target {
             crate::async_event::validate_dead_letter_target(t)?;
         }
+        for r in &self.routes {
+            r.check_new()?;
+        }
         self.validate_route_settings()?;
         self.validate_alias()?;
         let mut total = 0;

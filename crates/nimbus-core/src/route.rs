@@ -19,6 +19,18 @@ pub const RESERVED_PREFIXES: &[&str] = &[
     "/2021-11-15",
 ];
 
+/// Prefixes Nimbus took after routes were first stored (layers, event-invoke configs, the
+/// metrics endpoint): a new configuration may not use them ([`RouteSpec::check_new`], from
+/// `FunctionConfig::validate` at deploy), but a stored route under one still loads (Nimbus's
+/// own route answers there), so an existing registry keeps working.
+pub const RESERVED_FOR_NEW_ROUTES: &[&str] = &["/2018-10-31", "/2019-09-25", "/metrics"];
+
+fn under(path: &str, prefixes: &[&str]) -> bool {
+    prefixes
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+}
+
 const METHODS: &[&str] = &[
     "ANY", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS",
 ];
@@ -55,10 +67,7 @@ impl RouteSpec {
         if !path.starts_with('/') {
             return Err(bad("the path must start with '/'"));
         }
-        if RESERVED_PREFIXES
-            .iter()
-            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
-        {
+        if under(path, RESERVED_PREFIXES) {
             return Err(bad("this path prefix is reserved by Nimbus"));
         }
         let mut segments = Vec::new();
@@ -89,6 +98,18 @@ impl RouteSpec {
     }
 
     /// The normalised route key, e.g. `GET /hello/{name}` (what `routeKey` carries).
+    /// Refuses a route under [`RESERVED_FOR_NEW_ROUTES`] (for configurations being deployed).
+    pub fn check_new(&self) -> Result<(), CoreError> {
+        let path = self.key.split_once(' ').map_or("", |(_, p)| p);
+        if under(path, RESERVED_FOR_NEW_ROUTES) {
+            return Err(CoreError::InvalidRoute(
+                self.key.clone(),
+                "this path prefix is reserved by Nimbus".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -202,6 +223,17 @@ mod tests {
             "GET /fn",
         ] {
             assert!(RouteSpec::parse(k).is_err(), "{k}");
+        }
+        for k in [
+            "GET /metrics",
+            "ANY /2018-10-31/layers",
+            "POST /2019-09-25/x",
+        ] {
+            let r = RouteSpec::parse(k).expect("stored routes under these still load");
+            assert!(r.check_new().is_err(), "{k}");
+        }
+        for k in ["GET /metricsx", "GET /api/metrics"] {
+            RouteSpec::parse(k).unwrap().check_new().unwrap();
         }
     }
 }
