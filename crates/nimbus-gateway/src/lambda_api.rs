@@ -71,7 +71,8 @@ pub(crate) fn function_ref(
     }
 }
 
-fn hex_to_b64(hex_sha: &str) -> String {
+/// A hex SHA-256 as Lambda's base64 `CodeSha256`.
+pub(crate) fn hex_to_b64(hex_sha: &str) -> String {
     hex::decode(hex_sha)
         .map(|raw| base64::engine::general_purpose::STANDARD.encode(raw))
         .unwrap_or_default()

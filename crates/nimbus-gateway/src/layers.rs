@@ -5,7 +5,7 @@
 //! `../shared/aws-reference-wave2.md` ("Layers"). The registry side is
 //! [`nimbus_store::LayerStore`]; the zips live in the code store like function code.
 
-use crate::lambda_api::{blocking, first, parse_body, parse_query, Query};
+use crate::lambda_api::{blocking, first, hex_to_b64, parse_body, parse_query, Query};
 use crate::lambda_fields::HOST_ARCHITECTURE;
 use crate::{ApiError, Gateway};
 use axum::body::Bytes;
@@ -49,12 +49,6 @@ fn version_number(raw: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| {
             ApiError::InvalidParameter(format!("VersionNumber {raw:?} must be a positive integer"))
         })
-}
-
-fn hex_to_b64(hex_sha: &str) -> String {
-    hex::decode(hex_sha)
-        .map(|raw| base64::engine::general_purpose::STANDARD.encode(raw))
-        .unwrap_or_default()
 }
 
 /// Where the zip of a layer version can be downloaded (Lambda's presigned S3 URL).
