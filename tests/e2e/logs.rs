@@ -222,3 +222,46 @@ fn a_log_flood_stays_within_the_bounds_and_rm_gives_the_space_back() {
     );
     assert!(s.healthy());
 }
+
+/// `serve --log-format json`: every line the server logs is one JSON object with its
+/// timestamp, level, target and message (for Vector, Loki, Fluent Bit); functions' own
+/// logs are unaffected.
+#[test]
+fn server_logs_as_json_lines() {
+    let s = Server::start(&["--log-format", "json"]);
+    s.deploy(
+        "json-logs",
+        node_cfg("index.handler"),
+        &[(
+            "index.js",
+            "exports.handler = async () => { console.log('from the function'); return 1; };",
+        )],
+    );
+    assert_eq!(s.invoke("json-logs", "{}").ok(), json!(1));
+    let log = s.log();
+    let mut objects = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        if line.starts_with('{') {
+            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            for key in ["timestamp", "level", "target"] {
+                assert!(v[key].is_string(), "no {key}: {line}");
+            }
+            assert!(v["fields"]["message"].is_string(), "{line}");
+            objects += 1;
+        } else {
+            // What the CLI prints for people (the listening line), never a log line.
+            assert!(
+                !(line.contains(" INFO ") || line.contains(" WARN ")),
+                "a text log line in JSON mode: {line}"
+            );
+        }
+    }
+    assert!(objects >= 5, "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"level\":\"WARN\"") && l.contains("authentication is OFF")),
+        "{log}"
+    );
+    // The function's own line went to its log store, not into the server's lines.
+    assert!(!log.contains("from the function"), "{log}");
+}

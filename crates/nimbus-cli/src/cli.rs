@@ -152,6 +152,22 @@ pub enum SecretCommand {
     },
 }
 
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for nimbus_server::LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => nimbus_server::LogFormat::Text,
+            LogFormatArg::Json => nimbus_server::LogFormat::Json,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// Address to listen on.
@@ -163,6 +179,10 @@ pub struct ServerArgs {
     /// as a warning. Off unless set (docs/observability.md).
     #[arg(long, env = "NIMBUS_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen)]
     pub metrics_listen: Option<SocketAddr>,
+    /// The server's own log lines on stderr: `text`, or `json` (one object per line, for
+    /// Vector, Loki, Fluent Bit). Functions' logs are unaffected (`nimbus logs`).
+    #[arg(long, env = "NIMBUS_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
     /// Where functions, code and logs are stored [default: ./.nimbus, or DIR/.nimbus for `up`].
     #[arg(long, env = "NIMBUS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 pub async fn run(args: ServerArgs) -> Result<()> {
-    nimbus_server::init_tracing();
+    nimbus_server::init_tracing(args.log_format.into());
     let data_dir = args
         .data_dir
         .clone()

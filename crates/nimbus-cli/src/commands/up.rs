@@ -21,7 +21,7 @@ const IGNORED_DIRS: &[&str] = &[".nimbus", ".git", "node_modules", "target"];
 pub async fn run(args: UpArgs) -> Result<()> {
     let dir = args.dir.clone();
     let mut targets = deploy::manifest_targets(&dir)?;
-    nimbus_server::init_tracing();
+    nimbus_server::init_tracing(args.server.log_format.into());
     let data_dir = args
         .server
         .data_dir
