@@ -3,7 +3,6 @@
 //! unmodified, with the attributes `RequestID`, `ErrorCode` and `ErrorMessage`, or an event
 //! bus as a `Lambda Function Dead Letter` event; bad targets are refused by name.
 
-use base64::Engine;
 use nimbus_tests::*;
 use serde_json::{json, Value};
 
@@ -26,18 +25,7 @@ fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
 
 /// CreateFunction of a Python function that always fails, with `extra` fields.
 fn create(s: &Server, name: &str, extra: Value) -> (u16, Value) {
-    let zip = zip_files(&[("app.py", FAILS)]);
-    let mut body = json!({
-        "FunctionName": name,
-        "Runtime": "python3.11",
-        "Role": "arn:aws:iam::000000000000:role/r",
-        "Handler": "app.handler",
-        "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(zip)},
-    });
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    post(s, "/2015-03-31/functions", body)
+    s.create_python_function(name, FAILS, extra)
 }
 
 /// No retries, so the first failure discards the event.

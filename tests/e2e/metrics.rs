@@ -6,7 +6,6 @@
 //! `prometheus_client` parser; both endpoints (the unauthenticated `--metrics-listen` and
 //! the main listener, authorised as `nimbus:GetMetrics`).
 
-use base64::Engine;
 use nimbus_tests::*;
 use prometheus_parse::{Sample, Scrape, Value as PValue};
 use serde_json::{json, Value};
@@ -86,24 +85,8 @@ fn scrape(s: &Server, url: &str) -> String {
 
 /// CreateFunction of a Python function with `extra` fields.
 fn create(s: &Server, name: &str, code: &str, extra: Value) {
-    let zip = zip_files(&[("app.py", code)]);
-    let mut body = json!({
-        "FunctionName": name,
-        "Runtime": "python3.11",
-        "Role": "arn:aws:iam::000000000000:role/r",
-        "Handler": "app.handler",
-        "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(zip)},
-    });
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    let r = s
-        .http
-        .post(s.url("/2015-03-31/functions"))
-        .json(&body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
+    let (code, v) = s.create_python_function(name, code, extra);
+    assert_eq!(code, 201, "{v}");
     let (code, v) = s.put_json(
         &format!("/2019-09-25/functions/{name}/event-invoke-config"),
         &json!({"MaximumRetryAttempts": 0}),

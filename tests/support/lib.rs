@@ -343,6 +343,29 @@ impl Server {
         (status, r.json().unwrap_or(Value::Null))
     }
 
+    /// Lambda's CreateFunction of a Python function (`app.py` holding `code`, handler
+    /// `app.handler`) with the fields of `extra` added; status and JSON reply.
+    pub fn create_python_function(&self, name: &str, code: &str, extra: Value) -> (u16, Value) {
+        let zip = zip_files(&[("app.py", code)]);
+        let mut body = json!({
+            "FunctionName": name,
+            "Runtime": "python3.11",
+            "Role": "arn:aws:iam::000000000000:role/r",
+            "Handler": "app.handler",
+            "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(zip)},
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        let r = self
+            .http
+            .post(self.url("/2015-03-31/functions"))
+            .json(&body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
     /// Invokes through the Lambda API; returns the response.
     pub fn invoke(&self, name: &str, payload: &str) -> Invoked {
         self.invoke_with(name, payload.as_bytes().to_vec(), &[])

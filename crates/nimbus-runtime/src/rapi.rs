@@ -930,18 +930,12 @@ mod tests {
         (addr, tx, stop_tx)
     }
 
-    fn invocation(tx: &mpsc::Sender<Pending>, id: &str) -> oneshot::Receiver<Outcome> {
+    /// Queues `inv` for the Runtime API (3 s timeout); the receiver gets its outcome.
+    fn enqueue(tx: &mpsc::Sender<Pending>, inv: Invocation) -> oneshot::Receiver<Outcome> {
         let (picked, _) = oneshot::channel();
         let (reply, reply_rx) = oneshot::channel();
         tx.try_send(Pending {
-            inv: Invocation {
-                request_id: id.into(),
-                payload: Bytes::from_static(b"{\"x\":1}"),
-                invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
-                trace_id: Some("Root=1-5e1b4151-5ac6c58f5b5dbd6a6b5e6a5c;Sampled=0".into()),
-                client_context: Some(r#"{"custom":{"k":"v"}}"#.into()),
-                stream: None,
-            },
+            inv,
             timeout: Duration::from_secs(3),
             picked,
             reply,
@@ -951,29 +945,46 @@ mod tests {
         reply_rx
     }
 
-    /// A streamed `/response` reaches the sink part by part: the head (with the prelude
-    /// split off), the chunks while the body is still open, and the outcome at the end.
-    #[tokio::test]
-    async fn streamed_response_goes_to_the_sink_as_it_arrives() {
-        let (addr, tx, _stop) = start().await;
-        let (picked, _) = oneshot::channel();
-        let (reply, reply_rx) = oneshot::channel();
-        let (sink, mut parts) = mpsc::channel(4);
-        tx.try_send(Pending {
-            inv: Invocation {
-                request_id: "s-1".into(),
+    fn invocation(tx: &mpsc::Sender<Pending>, id: &str) -> oneshot::Receiver<Outcome> {
+        enqueue(
+            tx,
+            Invocation {
+                request_id: id.into(),
+                payload: Bytes::from_static(b"{\"x\":1}"),
+                invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+                trace_id: Some("Root=1-5e1b4151-5ac6c58f5b5dbd6a6b5e6a5c;Sampled=0".into()),
+                client_context: Some(r#"{"custom":{"k":"v"}}"#.into()),
+                stream: None,
+            },
+        )
+    }
+
+    /// An invocation whose caller reads a stream: its outcome and the parts the sink gets.
+    fn streamed_invocation(
+        tx: &mpsc::Sender<Pending>,
+        id: &str,
+    ) -> (oneshot::Receiver<Outcome>, mpsc::Receiver<StreamPart>) {
+        let (sink, parts) = mpsc::channel(4);
+        let reply_rx = enqueue(
+            tx,
+            Invocation {
+                request_id: id.into(),
                 payload: Bytes::from_static(b"{}"),
                 invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
                 trace_id: None,
                 client_context: None,
                 stream: Some(sink),
             },
-            timeout: Duration::from_secs(3),
-            picked,
-            reply,
-        })
-        .ok()
-        .unwrap();
+        );
+        (reply_rx, parts)
+    }
+
+    /// A streamed `/response` reaches the sink part by part: the head (with the prelude
+    /// split off), the chunks while the body is still open, and the outcome at the end.
+    #[tokio::test]
+    async fn streamed_response_goes_to_the_sink_as_it_arrives() {
+        let (addr, tx, _stop) = start().await;
+        let (reply_rx, mut parts) = streamed_invocation(&tx, "s-1");
         raw(&addr, b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
         let head = format!("POST /2018-06-01/runtime/invocation/s-1/response HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nContent-Type: {HTTP_INTEGRATION}\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n\r\n");
@@ -1017,24 +1028,7 @@ mod tests {
     #[tokio::test]
     async fn streamed_response_past_the_limit_is_cut() {
         let (addr, tx, _stop) = start().await;
-        let (picked, _) = oneshot::channel();
-        let (reply, reply_rx) = oneshot::channel();
-        let (sink, mut parts) = mpsc::channel(4);
-        tx.try_send(Pending {
-            inv: Invocation {
-                request_id: "big".into(),
-                payload: Bytes::from_static(b"{}"),
-                invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
-                trace_id: None,
-                client_context: None,
-                stream: Some(sink),
-            },
-            timeout: Duration::from_secs(3),
-            picked,
-            reply,
-        })
-        .ok()
-        .unwrap();
+        let (reply_rx, mut parts) = streamed_invocation(&tx, "big");
         raw(&addr, b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         let reader = tokio::spawn(async move {
             let mut n = 0usize;
