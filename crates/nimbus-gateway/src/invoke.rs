@@ -208,6 +208,15 @@ pub(crate) async fn parse_invoke(
     })
 }
 
+/// A `DryRun` invocation's answer: 204 with the version that would run.
+pub(crate) fn dry_run(executed_version: String) -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [("x-amz-executed-version", executed_version)],
+    )
+        .into_response()
+}
+
 /// The last 4 KB of an invocation's log, base64 (`X-Amz-Log-Result`, `LogResult`).
 pub(crate) fn log_result(log_tail: &str) -> String {
     let tail_bytes = log_tail.as_bytes();
@@ -247,11 +256,7 @@ pub(crate) async fn lambda_invoke(
     let resolved = gw.resolve(&name, qualifier.as_deref()).await?;
     let executed_version = resolved.version.version.clone();
     if invocation_type == "DryRun" {
-        return Ok((
-            StatusCode::NO_CONTENT,
-            [("x-amz-executed-version", executed_version)],
-        )
-            .into_response());
+        return Ok(dry_run(executed_version));
     }
     // A repeated call with an idempotency key within the window gets the stored result.
     let key = crate::async_invoke::idempotency_key(&headers, &resolved.version.config, &payload)?;

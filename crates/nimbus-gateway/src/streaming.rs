@@ -10,8 +10,8 @@ use crate::state::Resolved;
 use crate::{ApiError, Gateway};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use http_body::Frame;
 use nimbus_core::arn;
 use nimbus_pool::PoolInvokeResult;
@@ -221,11 +221,7 @@ pub(crate) async fn invoke_with_response_stream(
     let resolved = gw.resolve(&name, qualifier.as_deref()).await?;
     let executed_version = resolved.version.version.clone();
     if invocation_type == "DryRun" {
-        return Ok((
-            StatusCode::NO_CONTENT,
-            [("x-amz-executed-version", executed_version)],
-        )
-            .into_response());
+        return Ok(invoke::dry_run(executed_version));
     }
     let inv = Invocation {
         request_id: uuid::Uuid::new_v4().to_string(),
