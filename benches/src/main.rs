@@ -298,17 +298,7 @@ async fn main() -> Result<()> {
     let server_log = servers.logs();
     let stem = servers.stem.clone();
     servers.stop().await?;
-    let (results, many) = match outcome {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            eprintln!("nimbus server log (tail):\n{}", tail(&server_log, 40));
-            return Err(e);
-        }
-        Err(_) => bail!(
-            "the benchmark took longer than --time-limit {} minutes",
-            args.time_limit
-        ),
-    };
+    let (results, many) = outcome_of(outcome, &server_log, args.time_limit)?;
     eprintln!("done in {:.0} s", t0.elapsed().as_secs_f64());
     let machine = machine()?;
     let rep = report::Report {
@@ -370,17 +360,7 @@ async fn layers_main(
     .await;
     let server_log = nimbus.log();
     nimbus.stop().await?;
-    let figs = match outcome {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => {
-            eprintln!("nimbus server log (tail):\n{}", tail(&server_log, 40));
-            return Err(e);
-        }
-        Err(_) => bail!(
-            "the benchmark took longer than --time-limit {} minutes",
-            args.time_limit
-        ),
-    };
+    let figs = outcome_of(outcome, &server_log, args.time_limit)?;
     let machine = machine()?;
     if args.json {
         let out = json!({
@@ -405,6 +385,23 @@ async fn layers_main(
     Ok(())
 }
 
+/// A benchmark's result once its servers are stopped: its figures, its error (after the
+/// tail of the server log), or the time limit it ran past.
+fn outcome_of<T>(
+    outcome: Result<Result<T>, tokio::time::error::Elapsed>,
+    server_log: &str,
+    time_limit_min: f64,
+) -> Result<T> {
+    match outcome {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => {
+            eprintln!("nimbus server log (tail):\n{}", tail(server_log, 40));
+            Err(e)
+        }
+        Err(_) => bail!("the benchmark took longer than --time-limit {time_limit_min} minutes"),
+    }
+}
+
 /// `--async`: the asynchronous-invocation benchmark.
 async fn async_main(args: &Args, nimbus: Nimbus, dir: &Path, limit: Duration) -> Result<()> {
     let settings = async_bench::Settings {
@@ -420,17 +417,7 @@ async fn async_main(args: &Args, nimbus: Nimbus, dir: &Path, limit: Duration) ->
         tokio::time::timeout(limit, async_bench::bench(&nimbus, dir, settings, runs)).await;
     let server_log = nimbus.log();
     nimbus.stop().await?;
-    let runs_out = match outcome {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            eprintln!("nimbus server log (tail):\n{}", tail(&server_log, 40));
-            return Err(e);
-        }
-        Err(_) => bail!(
-            "the benchmark took longer than --time-limit {} minutes",
-            args.time_limit
-        ),
-    };
+    let runs_out = outcome_of(outcome, &server_log, args.time_limit)?;
     let machine = machine()?;
     let median = async_bench::AsyncRun::median_of(&runs_out);
     if args.json {
