@@ -408,6 +408,10 @@ pub struct EventsArgs {
     /// At most this many events (newest first).
     #[arg(long, short = 'n', default_value = "20", value_name = "N")]
     pub limit: usize,
+    /// Send the dead or expired event with this request id again (attempted at once, with
+    /// no attempts made and a fresh age) instead of listing.
+    #[arg(long, value_name = "REQUEST_ID", conflicts_with = "status")]
+    pub redrive: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -432,6 +432,9 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         }
         (_, ["v1", "functions", name, "logs"]) => one("nimbus:GetLogs".into(), f(name)),
         (_, ["v1", "functions", name, "events"]) => one("nimbus:ListEvents".into(), f(name)),
+        (_, ["v1", "functions", name, "events", _, "redrive"]) => {
+            one("nimbus:RedriveEvent".into(), f(name))
+        }
         (_, ["v1", "secrets"]) => one("nimbus:ListSecrets".into(), "*".into()),
         (_, ["v1", "secrets", "rotate"]) => one("nimbus:RotateMasterKey".into(), "*".into()),
         (_, ["v1", "secrets", name]) => one(
@@ -916,6 +919,10 @@ mod tests {
             )
         );
         assert_eq!(t("POST", "/v1/keys", ""), api("nimbus:Admin", "*"));
+        assert_eq!(
+            t("POST", "/v1/functions/orders-api/events/e1/redrive", ""),
+            api("nimbus:RedriveEvent", ORDERS)
+        );
         assert_eq!(t("GET", "/v1/nope", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "/2015-03-31/nope", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "//v1/keys", ""), Target::Api(vec![]));

@@ -219,6 +219,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             "/v1/functions/{name}/events",
             get(async_invoke::list_events),
         )
+        .route(
+            "/v1/functions/{name}/events/{id}/redrive",
+            post(async_invoke::redrive_event),
+        )
         .route("/v1/buses", get(bus::list_buses))
         .route(
             "/v1/buses/{bus}",

@@ -11,6 +11,10 @@
 //! `nimbus-server`; depends on nothing of Nimbus.
 
 mod process;
+mod scrape;
+
+pub use prometheus_client::registry::Unit as MetricUnit;
+pub use scrape::GaugeFamily;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -241,9 +245,6 @@ struct OperationLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// Reads `(instances, busy instances)` when scraped.
-pub(crate) type InstanceSource = Box<dyn Fn() -> (usize, usize) + Send + Sync>;
-
 fn faas_histogram() -> Histogram {
     Histogram::new(FAAS_BUCKETS)
 }
@@ -256,8 +257,8 @@ fn api_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Where `nimbus_instances` is read at each scrape ([`Metrics::set_instance_source`]).
-    instances: Arc<process::InstanceCell>,
+    /// Gauges read at each scrape ([`Metrics::add_scrape_source`]).
+    scraped: scrape::ScrapeGauges,
     cfg: MetricsConfig,
     /// Functions with their own series (touched when a function is resolved, deleted, or
     /// an async event is recorded; never per synchronous invocation).
@@ -366,11 +367,11 @@ impl Metrics {
             api_duration.clone(),
         );
         registry.register_collector(Box::new(process::ProcessCollector));
-        let instances = Arc::new(process::InstanceCell::default());
-        registry.register_collector(Box::new(process::InstanceCollector(instances.clone())));
+        let scraped = scrape::ScrapeGauges::default();
+        registry.register_collector(Box::new(scraped.clone()));
         Arc::new(Self {
             registry,
-            instances,
+            scraped,
             cfg,
             functions: Mutex::new(HashSet::new()),
             invocations,
@@ -389,9 +390,21 @@ impl Metrics {
         })
     }
 
-    /// Reads the instance counts (`(all, busy)`) at each scrape for `nimbus_instances`.
-    pub fn set_instance_source(&self, source: impl Fn() -> (usize, usize) + Send + Sync + 'static) {
-        let _ = self.instances.0.set(Box::new(source));
+    /// Adds gauge families read at each scrape (from the pool, a store, the disk). The
+    /// source runs on the scraping thread: keep it to reads of state at hand or one quick
+    /// query (the scrape handlers run it off the async workers).
+    pub fn add_scrape_source(&self, source: impl Fn() -> Vec<GaugeFamily> + Send + Sync + 'static) {
+        self.scraped
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(source));
+    }
+
+    /// The label for `function` in a scraped gauge: its name, or [`OTHER_FUNCTION`] past
+    /// the limit (add samples with [`GaugeFamily::add`], which sums those).
+    pub fn function_label(&self, function: &str) -> String {
+        self.label(function)
     }
 
     /// The text exposition (OpenMetrics, ending in `# EOF`).
@@ -691,20 +704,50 @@ mod tests {
     }
 
     #[test]
-    fn instances_are_read_when_scraped() {
-        let m = Metrics::new(MetricsConfig::default());
-        assert!(!m.encode().unwrap().contains("nimbus_instances"));
-        m.set_instance_source(|| (3, 1));
+    fn scrape_sources_are_read_at_each_scrape_and_sum_equal_labels() {
+        let m = Metrics::new(MetricsConfig { max_functions: 1 });
+        assert!(!m.encode().unwrap().contains("nimbus_queue_messages"));
+        let depth = Arc::new(std::sync::atomic::AtomicU64::new(3));
+        let (d, mm) = (depth.clone(), m.clone());
+        m.add_scrape_source(move || {
+            let mut f = GaugeFamily::new("nimbus_queue_messages", "Messages by state");
+            f.add(
+                vec![("queue", "jobs".into()), ("state", "visible".into())],
+                d.load(std::sync::atomic::Ordering::SeqCst) as f64,
+            );
+            let mut b = GaugeFamily::new("nimbus_async_backlog", "Unfinished events");
+            for (function, n) in [("a", 1.0), ("b", 2.0), ("c", 4.0)] {
+                b.add(vec![("function", mm.function_label(function))], n);
+            }
+            let age =
+                GaugeFamily::new("nimbus_queue_oldest_message_age", "Age").with_unit(Unit::Seconds);
+            vec![f, b, age]
+        });
         let text = m.encode().unwrap();
         assert_eq!(
-            sample(&text, r#"nimbus_instances{state="idle"}"#),
-            Some("2"),
+            sample(
+                &text,
+                r#"nimbus_queue_messages{queue="jobs",state="visible"}"#
+            ),
+            Some("3.0"),
             "{text}"
         );
         assert_eq!(
-            sample(&text, r#"nimbus_instances{state="busy"}"#),
-            Some("1"),
+            sample(&text, r#"nimbus_async_backlog{function="_other"}"#),
+            Some("6.0"),
             "{text}"
+        );
+        assert!(
+            text.contains("# UNIT nimbus_queue_oldest_message_age_seconds seconds"),
+            "{text}"
+        );
+        depth.store(0, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            sample(
+                &m.encode().unwrap(),
+                r#"nimbus_queue_messages{queue="jobs",state="visible"}"#
+            ),
+            Some("0.0")
         );
     }
 

@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 mod conn;
+mod gauges;
 mod health;
 mod keys;
 mod secrets;
@@ -369,12 +370,6 @@ impl Server {
             max_functions: config.metrics_max_functions,
         });
         events.set_metrics(metrics.clone());
-        {
-            let pools = Arc::downgrade(&pools);
-            metrics.set_instance_source(move || {
-                pools.upgrade().map_or((0, 0), |p| p.instance_counts())
-            });
-        }
         let metrics_listener = match config.metrics_listen {
             Some(a) => {
                 let l = tokio::net::TcpListener::bind(a)
@@ -405,7 +400,9 @@ impl Server {
         let queues = SqliteQueueStore::open(&data_dir)
             .context("cannot open the queues")?
             .with_limit(config.queue_backlog);
-        let mappings = MappingRunner::new(Arc::new(queues), MappingConfig::default());
+        let queues: Arc<dyn nimbus_store::QueueStore> = Arc::new(queues);
+        gauges::register(&metrics, &pools, &events, queues.clone(), data_dir.clone());
+        let mappings = MappingRunner::new(queues, MappingConfig::default());
         let gateway = gateway.with_queues(mappings.clone());
         events.set_queues(mappings.clone());
         let bus_store = SqliteBusStore::open(&data_dir, unix_ms())

@@ -26,8 +26,8 @@ pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue, StoredResu
 pub use layers::{LayerPolicy, LayerStore, LayerVersion, NewLayerVersion};
 pub use logs::{LogEntry, LogStream};
 pub use queues::{
-    md5, validate_queue_name, EventSourceMapping, Message, NewMessage, QueueInfo, QueueSettings,
-    QueueStats, QueueStore, RedrivePolicy, SqliteQueueStore,
+    md5, validate_queue_name, EventSourceMapping, Message, NewMessage, QueueDepth, QueueInfo,
+    QueueSettings, QueueStats, QueueStore, RedrivePolicy, SqliteQueueStore,
 };
 pub use secrets::{
     validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,
