@@ -444,6 +444,8 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
             format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}"),
         ),
         (_, ["v1", "keys", ..]) => one(nimbus_auth::policy::ADMIN.into(), "*".into()),
+        // Any valid key may ask what it may do (`whoami.rs`).
+        ("GET", ["v1", "whoami"]) => Target::Api(vec![]),
         (_, ["v1", "queues"]) => one("nimbus:ListQueues".into(), "*".into()),
         (_, ["v1", "queues", qn, rest @ ..]) => {
             let a = match (m, rest) {
@@ -597,7 +599,12 @@ fn denied(key: &Key, c: &Check, explicit: bool) -> ApiError {
 }
 
 /// Whether `key` may do `c`: its policy, or for invocations the function's resource policy.
-fn authorize(gw: &Gateway, key: &Key, c: &Check, url_auth: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn authorize(
+    gw: &Gateway,
+    key: &Key,
+    c: &Check,
+    url_auth: Option<&str>,
+) -> Result<(), ApiError> {
     match key.policy.evaluate(&c.action, &c.resource) {
         Decision::Allow => Ok(()),
         Decision::ExplicitDeny => Err(denied(key, c, true)),
