@@ -184,12 +184,14 @@ const steps = {
     return {};
   },
   async pages({ page }) {
-    for (const [hash, name] of [["#/queues", "queues"], ["#/bus", "bus"], ["#/schedules", "schedules"], ["#/keys", "keys"], ["#/health", "health"], [`#/events/${FUNCTION}`, "events"]]) {
+    const pages = [
+      ["#/queues", "queues", "Queues"], ["#/bus", "bus", "Event bus"], ["#/schedules", "schedules", "Schedules"],
+      ["#/keys", "keys", "Access keys"], ["#/health", "health", "Health"],
+      [`#/events/${FUNCTION}`, "events", "Async events and dead letters"],
+    ];
+    for (const [hash, name, title] of pages) {
       await page.goto(`${BASE}/ui/${hash}`);
-      await page.waitForSelector("main h1");
-      await page.waitForSelector("main table, main .cards");
-      const h1 = await page.textContent("main h1");
-      check(h1 !== "Error", `${hash}: ${await page.textContent("main")}`);
+      await page.waitForFunction((t) => document.querySelector("main h1")?.textContent === t && document.querySelector("main table"), title);
       await shot(page, name);
     }
     return {};

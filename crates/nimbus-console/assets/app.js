@@ -124,9 +124,12 @@ async function overview(sig, win = "1h") {
   const cards = h("div", { class: "cards" },
     card("functions", fmt.num(fns.functions.length)),
     card("readiness", ready.status, `status-${ready.status}`));
+  const recent = fns.functions.slice().sort((a, b) => (a.last_modified < b.last_modified ? 1 : -1)).slice(0, 10)
+    .map((f) => [h("a", { href: `#/functions/${enc(f.name)}` }, f.name), f.config.runtime, f.last_modified]);
+  const deployed = section("Recently deployed", table(["function", "runtime", "last deploy"], recent, { empty: "No function yet." }));
   if (!sum) {
     replace(main, head, cards, h("p", { class: "muted", id: "no-history" },
-      "Metrics history is not available on this server (GET /v1/metrics/summary is missing)."));
+      "Metrics history is not available on this server (GET /v1/metrics/summary is missing)."), deployed);
     return;
   }
   const pts = sum.points;
@@ -152,7 +155,7 @@ async function overview(sig, win = "1h") {
   ]);
   replace(main, head, cards, section("Activity", charts),
     section("Top functions", table(["function", "invocations", "errors", "error rate", "throttles", "cold starts", "p50", "p99"], top,
-      { empty: "No invocation in this window." })));
+      { empty: "No invocation in this window." })), deployed);
   for (const c of await Promise.all([
     chart("Invocations, errors, throttles", pts, [{ key: "invocations", label: "invocations" }, { key: "errors", label: "errors" }, { key: "throttles", label: "throttles" }], opts),
     chart("Duration (ms)", pts, [{ key: "duration_p50_ms", label: "p50" }, { key: "duration_p99_ms", label: "p99" }], { ...opts, gapsAreZero: false }),
@@ -167,7 +170,7 @@ async function overview(sig, win = "1h") {
 
 const COLUMNS = [
   ["name", "Name"], ["runtime", "Runtime"], ["modified", "Last deploy"],
-  ["invocations", "Invocations (1 h)"], ["errorRate", "Error rate"], ["memory", "Memory"],
+  ["invocations", "Calls (1 h)"], ["errorRate", "Error rate"], ["memory", "Memory"],
 ];
 
 async function functionsList(sig) {

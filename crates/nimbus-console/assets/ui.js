@@ -147,8 +147,10 @@ export async function chart(title, points, series, { period = 60, since = 3600, 
   }
   const dark = matchMedia("(prefers-color-scheme: dark)").matches;
   const axis = { stroke: dark ? "#9aa4af" : "#5b6470", grid: { stroke: dark ? "#2a313a" : "#e5e8ec" } };
+  const room = document.getElementById("main").clientWidth - 32;
+  const width = Math.max(300, Math.floor(room >= 960 ? room / 2 - 36 : room - 24));
   new uPlot({
-    width: 420, height: 180,
+    width, height: 180,
     scales: { x: { time: true } },
     axes: [axis, axis],
     series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false }))],
