@@ -28,7 +28,10 @@ fn main() {
         println!("cargo:rerun-if-changed={}", f.display());
         let rel = f.strip_prefix(&root).expect("under assets/");
         let rel = rel.to_str().expect("UTF-8 asset names").replace('\\', "/");
-        table.push_str(&format!("    ({rel:?}, include_bytes!({:?})),\n", f.display().to_string()));
+        table.push_str(&format!(
+            "    ({rel:?}, include_bytes!({:?})),\n",
+            f.display().to_string()
+        ));
     }
     table.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("assets.rs");

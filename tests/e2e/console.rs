@@ -100,7 +100,10 @@ fn console_assets_are_embedded_with_a_strict_policy() {
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
     let html = r.text().unwrap();
     assert!(html.contains("<script type=\"module\" src=\"app.js\">"));
-    assert!(!html.contains("<style") && !html.contains("style="), "no inline style");
+    assert!(
+        !html.contains("<style") && !html.contains("style="),
+        "no inline style"
+    );
     let again = s
         .http
         .get(s.url("/ui/"))
@@ -249,7 +252,12 @@ fn console_redrives_a_dead_event() {
     );
     assert_eq!(r.status().as_u16(), 202);
     let dead = || {
-        let r = s.signed("GET", "/v1/functions/doomed/events?status=dead", b"", &admin);
+        let r = s.signed(
+            "GET",
+            "/v1/functions/doomed/events?status=dead",
+            b"",
+            &admin,
+        );
         r.json::<Value>().unwrap()["events"]
             .as_array()
             .map_or(0, Vec::len)

@@ -32,7 +32,13 @@ pub fn node_modules_root() -> PathBuf {
         "test-browser",
         "npm install (tests/browser/package.json, into target/test-browser)",
         Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--no-save",
+                "--prefix",
+            ])
             .arg(&dir),
         "the browser tests need Node.js and npm (Debian: apt-get install nodejs npm)",
         "the tests install playwright-core into target/test-browser from npm on first use",

@@ -8,6 +8,8 @@ import { h, replace, fmt, table, card, errorBox, virtualList, chart } from "./ui
 const main = document.getElementById("main");
 const enc = encodeURIComponent;
 let me = null;
+/** Resolves to `me` once GET /v1/whoami answered (pages load their data meanwhile). */
+let meReady = Promise.resolve(null);
 let page = null;
 
 const can = (a, who = me) => Boolean(who && who.actions && who.actions[a]);
@@ -35,7 +37,8 @@ function showSignIn(message) {
     ev.preventDefault();
     setCredentials(id.value.trim(), secret.value.trim());
     try {
-      me = await whoami();
+      meReady = whoami();
+      me = await meReady;
       if (!me) throw new Error("The server refused this access key (unknown key or wrong secret).");
       showChrome();
       route();
@@ -80,7 +83,7 @@ const pages = {
 };
 
 async function route() {
-  if (!me) return;
+  if (!me && !credentials()) return;
   if (page) page.abort();
   page = new AbortController();
   const sig = page.signal;
@@ -442,7 +445,7 @@ async function events(sig, name, status = "") {
           await api("POST", `/v1/functions/${enc(name)}/events/${enc(e.id)}/redrive`);
           route();
         } catch (err) {
-          ev.target.replaceWith(errorBox(err.status === 404 && /redrive|not found/i.test(err.message) ? err : err));
+          ev.target.replaceWith(errorBox(err));
         }
       }) : null,
   ]);
@@ -455,7 +458,7 @@ async function events(sig, name, status = "") {
 // ---- queues -------------------------------------------------------------------------------
 
 async function queues(sig) {
-  const list = (await get("/v1/queues")).queues;
+  const [list] = await Promise.all([get("/v1/queues").then((r) => r.queues), meReady]);
   if (sig.aborted) return;
   const peek = h("div", { id: "queue-peek" });
   const rows = list.map((q) => {
@@ -526,6 +529,7 @@ async function schedules(sig) {
 const READ_ONLY = { Statement: [{ Effect: "Allow", Action: ["lambda:Get*", "lambda:List*", "nimbus:Get*", "nimbus:List*"], Resource: "*" }] };
 
 async function keys(sig) {
+  await meReady;
   if (!can("nimbus:Admin")) {
     replace(main, h("h1", {}, "Access keys"), h("p", { class: "muted" }, "Only an admin key sees the access keys."));
     return;
@@ -583,18 +587,24 @@ document.getElementById("signout").addEventListener("click", () => {
 });
 window.addEventListener("hashchange", route);
 
+// With credentials in the session, the page loads its data while whoami answers (both
+// signed with the same key); without, whoami tells whether auth is off.
 (async () => {
+  meReady = whoami();
+  if (credentials()) route();
   try {
-    me = await whoami();
+    me = await meReady;
   } catch (e) {
+    if (page) page.abort();
     showSignIn(e);
     return;
   }
   if (!me) {
+    if (page) page.abort();
     signOut();
     showSignIn();
     return;
   }
   showChrome();
-  route();
+  if (!credentials()) route();
 })();

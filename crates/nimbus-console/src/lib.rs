@@ -74,18 +74,26 @@ pub fn files() -> impl Iterator<Item = &'static str> {
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(PREFIX, get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(|h: HeaderMap| async move { serve("index.html", &h) }))
+        .route(
+            "/ui/",
+            get(|h: HeaderMap| async move { serve("index.html", &h) }),
+        )
         .route(
             "/ui/{*path}",
-            get(|axum::extract::Path(p): axum::extract::Path<String>, h: HeaderMap| async move {
-                serve(&p, &h)
-            }),
+            get(
+                |axum::extract::Path(p): axum::extract::Path<String>, h: HeaderMap| async move {
+                    serve(&p, &h)
+                },
+            ),
         )
 }
 
 fn secure(resp: &mut Response) {
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

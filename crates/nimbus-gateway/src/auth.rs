@@ -812,6 +812,9 @@ mod tests {
         assert_eq!(t("GET", "/v1/ready", ""), Target::Public);
         assert_eq!(t("POST", "/fn/orders-api/x", ""), Target::Public);
         assert_eq!(t("GET", "/hello/world", ""), Target::Public);
+        // The console's static files are public; what its pages show is signed API.
+        assert_eq!(t("GET", "/ui/app.js", ""), Target::Public);
+        assert_eq!(t("GET", "/v1/whoami", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "/metrics", ""), api("nimbus:GetMetrics", "*"));
         assert_eq!(
             t("POST", "/2015-03-31/functions/orders-api/invocations", ""),
