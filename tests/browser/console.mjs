@@ -112,6 +112,9 @@ const steps = {
     await page.waitForSelector("dl.kv");
     const config = await page.textContent("dl.kv");
     check(config.includes("runtime"), "configuration shown");
+    if (process.env.RULE) {
+      await page.waitForFunction((r) => document.querySelector("main")?.textContent.includes(`default/${r}`), process.env.RULE);
+    }
     return { url: page.url() };
   },
   async functions({ page }) {
@@ -192,6 +195,9 @@ const steps = {
     for (const [hash, name, title] of pages) {
       await page.goto(`${BASE}/ui/${hash}`);
       await page.waitForFunction((t) => document.querySelector("main h1")?.textContent === t && document.querySelector("main table"), title);
+      const text = await page.textContent("main");
+      if (name === "queues" && process.env.QUEUE) check(text.includes(process.env.QUEUE), `queue listed: ${text}`);
+      if (name === "schedules" && process.env.RULE) check(text.includes(process.env.RULE), `schedule listed: ${text}`);
       await shot(page, name);
     }
     return {};

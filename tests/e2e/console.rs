@@ -183,11 +183,44 @@ fn whoami_tells_each_key_what_it_may_do() {
 #[test]
 fn console_in_chromium_signs_in_invokes_and_hides_writes_from_a_read_only_key() {
     let (s, ro) = setup();
+    let admin = s.admin();
+    // Something on every page: a queue with a message, a schedule and a rule targeting
+    // `echo` (its triggers), an async event.
+    let r = s.signed("PUT", "/v1/queues/orders", b"{}", &admin);
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s.signed(
+        "POST",
+        "/v1/queues/orders/messages",
+        br#"{"body":"order 1"}"#,
+        &admin,
+    );
+    assert_eq!(r.status().as_u16(), 200);
+    let rule = json!({"schedule": "rate(1 hour)", "targets": ["echo"]}).to_string();
+    let r = s.signed(
+        "PUT",
+        "/v1/buses/default/rules/nightly",
+        rule.as_bytes(),
+        &admin,
+    );
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s.signed_at(
+        "POST",
+        "/2015-03-31/functions/echo/invocations",
+        b"{\"async\":true}",
+        &[("x-amz-invocation-type", "Event")],
+        &admin,
+        "lambda",
+        None,
+    );
+    assert_eq!(r.status().as_u16(), 202);
     let steps = browse(
         &s,
         &ro,
         "signin,overview,functions,function,invoke,readonly,pages,signout",
-        &[],
+        &[
+            ("QUEUE", "orders".to_string()),
+            ("RULE", "nightly".to_string()),
+        ],
     );
     let invoke = steps.iter().find(|v| v["step"] == "invoke").unwrap();
     assert_eq!(invoke["response"], json!({"who": "console"}));

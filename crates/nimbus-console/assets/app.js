@@ -451,7 +451,8 @@ async function events(sig, name, status = "") {
   ]);
   const counts = Object.entries(list.counts || {}).map(([k, v]) => card(k, fmt.num(v), `status-${k}`));
   replace(main, head, h("div", { class: "cards" }, counts),
-    list.circuit ? h("p", { class: "warn" }, `Circuit: ${JSON.stringify(list.circuit)}`) : null,
+    list.circuit ? h("p", { class: list.circuit.state === "closed" ? "muted" : "warn" },
+      `Circuit breaker ${list.circuit.state}, ${list.circuit.consecutive_failures ?? 0} consecutive failure(s).`) : null,
     table(["id", "status", "attempts", "created", "next attempt", "last error", ""], rows, { empty: "No event." }), detail);
 }
 
