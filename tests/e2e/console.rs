@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 const ECHO: &str = "exports.handler = async (e) => { console.log('console test got ' + JSON.stringify(e)); return e; };";
-const FAILING: &str = "exports.handler = async (e) => { throw new Error('always fails'); };";
+/// Fails its first call only (the instance stays warm between the two).
+const FAILS_ONCE: &str = "let n = 0; exports.handler = async (e) => { if (n++ === 0) throw new Error('first call fails'); return 'ok'; };";
 
 /// The policy `nimbus keys create --read-only`-style keys get in these tests: reads only.
 fn read_only() -> Value {
@@ -262,7 +263,7 @@ fn console_redrives_a_dead_event() {
     let (status, body) = s.deploy_signed(
         "doomed",
         node_cfg("index.handler"),
-        &[("index.js", FAILING)],
+        &[("index.js", FAILS_ONCE)],
         &admin,
     );
     assert!(status < 300, "{body}");
@@ -302,6 +303,19 @@ fn console_redrives_a_dead_event() {
         "signin,redrive",
         &[("DEAD_FUNCTION", "doomed".to_string())],
     );
+    // Redriven: attempted again (on the warm instance, which now succeeds).
+    let succeeded = || {
+        let r = s.signed(
+            "GET",
+            "/v1/functions/doomed/events?status=succeeded",
+            b"",
+            &admin,
+        );
+        r.json::<Value>().unwrap()["events"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert!(eventually(Duration::from_secs(20), || succeeded() == 1));
     assert_eq!(dead(), 0);
 }
 

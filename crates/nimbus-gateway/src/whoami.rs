@@ -58,7 +58,7 @@ pub(crate) struct WhoamiQuery {
 /// `GET /v1/whoami[?function=NAME]` → `{"key_id","name","user_arn","admin","auth",
 /// "actions":{"lambda:InvokeFunction":true,…}}`. Each action is evaluated as the request
 /// check would (identity policy, and a function's resource policy for invocations) on the
-/// named function, or else on every resource of its kind (`function:*`, `QUEUE *`): an
+/// named function, or else on every resource of its kind (`function:*`, queue `*`, bus `*`): an
 /// action allowed on some resources only shows as `false` without `?function=`.
 pub(crate) async fn whoami(
     State(gw): State<Arc<Gateway>>,
