@@ -10,6 +10,7 @@ mod bus;
 mod cli;
 mod concurrency;
 mod connections;
+mod console;
 mod density;
 mod deps;
 mod dlq;

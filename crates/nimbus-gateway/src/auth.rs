@@ -447,6 +447,8 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
             format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}"),
         ),
         (_, ["v1", "keys", ..]) => one(nimbus_auth::policy::ADMIN.into(), "*".into()),
+        // Any valid key may ask what it may do (`whoami.rs`).
+        ("GET", ["v1", "whoami"]) => Target::Api(vec![]),
         (_, ["v1", "queues"]) => one("nimbus:ListQueues".into(), "*".into()),
         (_, ["v1", "queues", qn, rest @ ..]) => {
             let a = match (m, rest) {
@@ -600,7 +602,12 @@ fn denied(key: &Key, c: &Check, explicit: bool) -> ApiError {
 }
 
 /// Whether `key` may do `c`: its policy, or for invocations the function's resource policy.
-fn authorize(gw: &Gateway, key: &Key, c: &Check, url_auth: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn authorize(
+    gw: &Gateway,
+    key: &Key,
+    c: &Check,
+    url_auth: Option<&str>,
+) -> Result<(), ApiError> {
     match key.policy.evaluate(&c.action, &c.resource) {
         Decision::Allow => Ok(()),
         Decision::ExplicitDeny => Err(denied(key, c, true)),
@@ -808,6 +815,9 @@ mod tests {
         assert_eq!(t("GET", "/v1/ready", ""), Target::Public);
         assert_eq!(t("POST", "/fn/orders-api/x", ""), Target::Public);
         assert_eq!(t("GET", "/hello/world", ""), Target::Public);
+        // The console's static files are public; what its pages show is signed API.
+        assert_eq!(t("GET", "/ui/app.js", ""), Target::Public);
+        assert_eq!(t("GET", "/v1/whoami", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "/metrics", ""), api("nimbus:GetMetrics", "*"));
         assert_eq!(
             t("POST", "/2015-03-31/functions/orders-api/invocations", ""),

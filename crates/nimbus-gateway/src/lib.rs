@@ -30,6 +30,7 @@ mod secrets;
 mod state;
 mod streaming;
 mod urls;
+mod whoami;
 
 pub use async_invoke::GatewayInvoker;
 pub use auth::{Auth, Caller, Key};
@@ -189,6 +190,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             "/v1/layers/{layer}/versions/{version}/content",
             get(layers::content),
         )
+        .route("/v1/whoami", get(whoami::whoami))
         .route("/v1/keys", get(keys::list_keys).post(keys::create_key))
         .route("/v1/keys/{id}", axum::routing::delete(keys::delete_key))
         .route("/v1/secrets", get(secrets::list_secrets))
@@ -244,6 +246,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     lambda
         .merge(native)
         .merge(urls)
+        .merge(nimbus_console::router())
         .fallback(urls::user_route)
         .method_not_allowed_fallback(|| async {
             ApiError::InvalidParameter("method not allowed on this path".into())
