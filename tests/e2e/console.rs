@@ -256,7 +256,6 @@ fn console_live_tail_shows_a_call_within_a_second() {
 
 /// Needs `POST /v1/functions/{name}/events/{id}/redrive` (the lead).
 #[test]
-#[ignore = "needs the redrive endpoint (issue 14, lead): enable at merge"]
 fn console_redrives_a_dead_event() {
     let (s, ro) = setup();
     let admin = s.admin();
