@@ -111,6 +111,8 @@ fn an_alarm_fires_on_errors_notifies_through_the_bus_and_recovers() {
         events.len() >= 3
     });
     assert!(all, "{events:?}\n{}", s.log());
+    // Delivered asynchronously: put them in the order of their changes.
+    events.sort_by_key(|e| e["detail"]["state"]["timestamp"].as_str().unwrap().to_string());
     let changes: Vec<(String, String)> = events
         .iter()
         .map(|e| {

@@ -161,8 +161,8 @@ impl Gateway {
             let (rows, _) = self.minutes_since(Some(f), start).await?;
             minutes.insert(f, rows.into_iter().map(|r| (r.minute_ms, r.stats)).collect());
         }
-        for a in alarms {
-            let (p, current, start) = window(&a);
+        for a in &alarms {
+            let (p, current, start) = window(a);
             let n = a.spec.evaluation_periods as usize;
             let all: Vec<Option<f64>> = if a.spec.metric == "dead_letters" {
                 // A gauge read now: every datapoint of the window is this reading.
@@ -188,7 +188,7 @@ impl Gateway {
                 (state, reason, points) = (live_state, live_reason, live);
             }
             if state != a.state {
-                self.alarm_changed(&a, state, &reason, points, now).await?;
+                self.alarm_changed(a, state, &reason, points, now).await?;
             }
         }
         Ok(())

@@ -166,10 +166,11 @@ pub(crate) fn parse_since(since: &str, now_ms: i64) -> Result<i64, ApiError> {
         }
     };
     let n: i64 = since[..since.len() - 1].parse().map_err(|_| bad())?;
-    if !(0..=10 * 366).contains(&(n * scale / 86_400_000)) || n < 0 {
-        return Err(bad());
+    match n.checked_mul(scale) {
+        // At most ten years back.
+        Some(back) if n >= 0 && back <= 3_660 * 86_400_000 => Ok(now_ms - back),
+        _ => Err(bad()),
     }
-    Ok(now_ms - n * scale)
 }
 
 impl WindowQuery {
