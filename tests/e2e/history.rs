@@ -12,12 +12,7 @@ use std::time::Duration;
 
 pub(crate) const MINUTE_MS: &str = "2000";
 
-const MIX: &str = "import time\n\
-def handler(event, context):\n\
-    if event.get('fail'):\n\
-        raise ValueError('boom')\n\
-    time.sleep(event.get('sleep', 0))\n\
-    return {'ok': True}\n";
+const MIX: &str = "import time\ndef handler(event, context):\n    if event.get('fail'):\n        raise ValueError('boom')\n    time.sleep(event.get('sleep', 0))\n    return {'ok': True}\n";
 
 /// The function's points over the last hour (of test minutes).
 fn points(s: &Server, name: &str) -> Vec<Value> {
