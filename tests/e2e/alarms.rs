@@ -37,12 +37,30 @@ fn an_alarm_fires_on_errors_notifies_through_the_bus_and_recovers() {
 
     // Bad definitions are 400s naming the field.
     for (body, field) in [
-        (json!({"function": "flaky", "metric": "cpu", "comparison": ">", "threshold": 0}), "metric"),
-        (json!({"function": "flaky", "metric": "errors", "comparison": "!=", "threshold": 0}), "comparison"),
-        (json!({"function": "flaky", "metric": "errors", "comparison": ">", "threshold": 0, "period": 90}), "period"),
-        (json!({"function": "flaky", "metric": "errors", "comparison": ">", "threshold": 0, "evaluation_periods": 2, "datapoints_to_alarm": 3}), "datapoints_to_alarm"),
-        (json!({"function": "flaky", "metric": "errors", "comparison": ">", "threshold": 0, "treat_missing_data": "maybe"}), "treat_missing_data"),
-        (json!({"function": "flaky", "metric": "errors"}), "comparison"),
+        (
+            json!({"function": "flaky", "metric": "cpu", "comparison": ">", "threshold": 0}),
+            "metric",
+        ),
+        (
+            json!({"function": "flaky", "metric": "errors", "comparison": "!=", "threshold": 0}),
+            "comparison",
+        ),
+        (
+            json!({"function": "flaky", "metric": "errors", "comparison": ">", "threshold": 0, "period": 90}),
+            "period",
+        ),
+        (
+            json!({"function": "flaky", "metric": "errors", "comparison": ">", "threshold": 0, "evaluation_periods": 2, "datapoints_to_alarm": 3}),
+            "datapoints_to_alarm",
+        ),
+        (
+            json!({"function": "flaky", "metric": "errors", "comparison": ">", "threshold": 0, "treat_missing_data": "maybe"}),
+            "treat_missing_data",
+        ),
+        (
+            json!({"function": "flaky", "metric": "errors"}),
+            "comparison",
+        ),
     ] {
         let (status, v) = s.put_json("/v1/alarms/bad", &body);
         assert_eq!(status, 400, "{body}: {v}");
@@ -75,16 +93,21 @@ fn an_alarm_fires_on_errors_notifies_through_the_bus_and_recovers() {
         "flaky fails",
     ]))
     .unwrap();
-    assert!(out_cli.contains("alarm flaky-errors: errors > 0 on flaky"), "{out_cli}");
     assert!(
-        eventually(Duration::from_secs(20), || state(&s, "flaky-errors") == "OK"),
+        out_cli.contains("alarm flaky-errors: errors > 0 on flaky"),
+        "{out_cli}"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || state(&s, "flaky-errors")
+            == "OK"),
         "{}",
         s.log()
     );
     s.invoke("flaky", "{}").ok();
     assert!(s.invoke("flaky", r#"{"fail": true}"#).function_error());
     assert!(
-        eventually(Duration::from_secs(20), || state(&s, "flaky-errors") == "ALARM"),
+        eventually(Duration::from_secs(20), || state(&s, "flaky-errors")
+            == "ALARM"),
         "{}",
         s.log()
     );
@@ -96,11 +119,16 @@ fn an_alarm_fires_on_errors_notifies_through_the_bus_and_recovers() {
         .unwrap()
         .contains("Threshold Crossed"));
     let ls = cli_ok(&s.cli(&["alarm", "ls"])).unwrap();
-    assert!(ls.lines().any(|l| l.starts_with("flaky-errors") && l.contains("ALARM")), "{ls}");
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("flaky-errors") && l.contains("ALARM")),
+        "{ls}"
+    );
 
     // Back to OK once a minute passes without errors.
     assert!(
-        eventually(Duration::from_secs(20), || state(&s, "flaky-errors") == "OK"),
+        eventually(Duration::from_secs(20), || state(&s, "flaky-errors")
+            == "OK"),
         "{}",
         s.log()
     );
@@ -112,12 +140,20 @@ fn an_alarm_fires_on_errors_notifies_through_the_bus_and_recovers() {
     });
     assert!(all, "{events:?}\n{}", s.log());
     // Delivered asynchronously: put them in the order of their changes.
-    events.sort_by_key(|e| e["detail"]["state"]["timestamp"].as_str().unwrap().to_string());
+    events.sort_by_key(|e| {
+        e["detail"]["state"]["timestamp"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    });
     let changes: Vec<(String, String)> = events
         .iter()
         .map(|e| {
             (
-                e["detail"]["previousState"]["value"].as_str().unwrap().to_string(),
+                e["detail"]["previousState"]["value"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
                 e["detail"]["state"]["value"].as_str().unwrap().to_string(),
             )
         })
@@ -140,10 +176,18 @@ fn an_alarm_fires_on_errors_notifies_through_the_bus_and_recovers() {
     );
     let d = &e["detail"];
     assert_eq!(d["alarmName"], "flaky-errors");
-    assert!(d["state"]["reason"].as_str().unwrap().contains("Threshold Crossed"));
+    assert!(d["state"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("Threshold Crossed"));
     assert!(d["state"]["timestamp"].as_str().unwrap().ends_with("+0000"));
-    let reason_data: Value = serde_json::from_str(d["state"]["reasonData"].as_str().unwrap()).unwrap();
-    assert_eq!(reason_data["recentDatapoints"], json!([1.0]), "{reason_data}");
+    let reason_data: Value =
+        serde_json::from_str(d["state"]["reasonData"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        reason_data["recentDatapoints"],
+        json!([1.0]),
+        "{reason_data}"
+    );
     let c = &d["configuration"];
     assert_eq!(c["description"], "flaky fails");
     assert_eq!(c["metrics"][0]["metricStat"]["metric"]["name"], "errors");

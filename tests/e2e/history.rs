@@ -83,7 +83,11 @@ fn history_counts_a_mix_exactly_and_survives_restarts() {
     // Percentiles from the merged histograms: p50 is a ~50 ms success, p99 the 1 s timeout.
     let (_, v) = s.get_json("/v1/metrics/summary?since=1h");
     let f = &v["functions"][0];
-    assert_eq!((&f["function"], &f["invocations"]), (&json!("mix"), &json!(8)), "{v}");
+    assert_eq!(
+        (&f["function"], &f["invocations"]),
+        (&json!("mix"), &json!(8)),
+        "{v}"
+    );
     let p50 = f["duration_p50_ms"].as_f64().unwrap();
     assert!((40.0..400.0).contains(&p50), "p50 {p50}: {v}");
     let p99 = f["duration_p99_ms"].as_f64().unwrap();

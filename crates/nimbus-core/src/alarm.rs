@@ -86,7 +86,7 @@ impl AlarmSpec {
         if !self.threshold.is_finite() {
             return bad("threshold must be a finite number".into());
         }
-        if self.period == 0 || self.period % 60 != 0 {
+        if self.period == 0 || !self.period.is_multiple_of(60) {
             return bad(format!(
                 "period {} is not a positive multiple of 60 seconds",
                 self.period
@@ -149,7 +149,10 @@ impl AlarmSpec {
             "notBreaching" => {}
             _ if present.is_empty() => {
                 return if self.treat_missing_data == "ignore" {
-                    (current, format!("no datapoints in the last {n}: state kept"))
+                    (
+                        current,
+                        format!("no datapoints in the last {n}: state kept"),
+                    )
                 } else {
                     (
                         AlarmState::InsufficientData,
@@ -265,7 +268,11 @@ mod tests {
         let mut s = spec(2, 3, "missing");
         assert!(s.validate().unwrap_err().to_string().contains("datapoints"));
         s = spec(1, 1, "sometimes");
-        assert!(s.validate().unwrap_err().to_string().contains("treat_missing"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("treat_missing"));
         s = spec(1, 1, "missing");
         s.metric = "cpu".into();
         assert!(s.validate().unwrap_err().to_string().contains("metric"));

@@ -998,7 +998,10 @@ layers = ["deps", "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"]
         let e = parse_project(&text.replace("period = 300", "period = 90"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("alarms.hello-errors") && e.contains("period"), "{e}");
+        assert!(
+            e.contains("alarms.hello-errors") && e.contains("period"),
+            "{e}"
+        );
         assert!(parse_project(&text.replace("threshold = 5", "treshold = 5")).is_err());
     }
 }

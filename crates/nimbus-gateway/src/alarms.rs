@@ -149,7 +149,11 @@ impl Gateway {
         let window = |a: &Alarm| {
             let p = h.period_ms(a.spec.period);
             let current = now.div_euclid(p) * p;
-            (p, current, current - i64::from(a.spec.evaluation_periods) * p)
+            (
+                p,
+                current,
+                current - i64::from(a.spec.evaluation_periods) * p,
+            )
         };
         let mut from: HashMap<&str, i64> = HashMap::new();
         for a in &alarms {
@@ -159,7 +163,10 @@ impl Gateway {
         let mut minutes: HashMap<&str, Vec<(i64, MinuteStats)>> = HashMap::new();
         for (f, start) in from {
             let (rows, _) = self.minutes_since(Some(f), start).await?;
-            minutes.insert(f, rows.into_iter().map(|r| (r.minute_ms, r.stats)).collect());
+            minutes.insert(
+                f,
+                rows.into_iter().map(|r| (r.minute_ms, r.stats)).collect(),
+            );
         }
         for a in &alarms {
             let (p, current, start) = window(a);
@@ -263,7 +270,9 @@ impl Gateway {
         };
         match bus.put_events(DEFAULT_BUS, vec![entry]).await {
             Ok(out) if out.failed_entry_count == 0 => {}
-            Ok(out) => warn!(alarm = %a.name, "the state change event was refused: {:?}", out.entries),
+            Ok(out) => {
+                warn!(alarm = %a.name, "the state change event was refused: {:?}", out.entries)
+            }
             Err(e) => warn!(alarm = %a.name, "cannot put the state change event: {e}"),
         }
         Ok(())

@@ -157,11 +157,9 @@ pub(crate) fn parse_since(since: &str, now_ms: i64) -> Result<i64, ApiError> {
         'h' => 3_600_000,
         'd' => 86_400_000,
         _ => {
-            let t = time::OffsetDateTime::parse(
-                since,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .map_err(|_| bad())?;
+            let t =
+                time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| bad())?;
             return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
         }
     };
@@ -177,7 +175,7 @@ impl WindowQuery {
     /// `(from_ms aligned to the period, period_s, period_ms)`.
     fn window(&self, h: &History) -> Result<(i64, u32, i64), ApiError> {
         let period = self.period.unwrap_or(60);
-        if period == 0 || period % 60 != 0 || period > 86_400 {
+        if period == 0 || !period.is_multiple_of(60) || period > 86_400 {
             return Err(ApiError::InvalidParameter(format!(
                 "period {period} is not a multiple of 60 seconds up to 86400"
             )));

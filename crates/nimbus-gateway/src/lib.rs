@@ -33,10 +33,10 @@ mod state;
 mod streaming;
 mod urls;
 
+pub use alarms::{ALARM_DETAIL_TYPE, ALARM_SOURCE};
 pub use async_invoke::GatewayInvoker;
 pub use auth::{Auth, Caller, Key};
 pub use error::ApiError;
-pub use alarms::{ALARM_DETAIL_TYPE, ALARM_SOURCE};
 pub use health::{HealthCheck, HealthMonitor, HealthReport, HealthStatus};
 pub use history::History;
 pub use limits::{AbuseLimits, BUCKETS_MAX};

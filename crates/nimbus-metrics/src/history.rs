@@ -317,7 +317,13 @@ mod tests {
         assert_eq!(c.peek().invocations, 3);
         let m = c.take();
         assert_eq!(
-            (m.invocations, m.errors, m.timeouts, m.throttles, m.cold_starts),
+            (
+                m.invocations,
+                m.errors,
+                m.timeouts,
+                m.throttles,
+                m.cold_starts
+            ),
             (3, 2, 1, 1, 1)
         );
         assert_eq!(m.max_concurrency, 2);

@@ -107,8 +107,13 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// `NotFound` when missing.
     fn delete_alarm(&self, name: &str) -> Result<()>;
     /// Records a state change (a no-op for an alarm deleted meanwhile).
-    fn set_alarm_state(&self, name: &str, state: AlarmState, reason: &str, now_ms: i64)
-        -> Result<()>;
+    fn set_alarm_state(
+        &self,
+        name: &str,
+        state: AlarmState,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<()>;
 }
 
 /// [`HistoryStore`] on SQLite.
@@ -120,11 +125,7 @@ impl SqliteHistoryStore {
     /// Opens (or creates) `data_dir/history.db`.
     pub fn open(data_dir: &Path) -> Result<Self> {
         Ok(Self {
-            db: Mutex::new(open_db(
-                &data_dir.join("history.db"),
-                "NORMAL",
-                MIGRATIONS,
-            )?),
+            db: Mutex::new(open_db(&data_dir.join("history.db"), "NORMAL", MIGRATIONS)?),
         })
     }
 
@@ -246,8 +247,8 @@ impl HistoryStore for SqliteHistoryStore {
                 )
                 .optional()?;
             if let Some(cut) = cut {
-                deleted += db.execute("DELETE FROM minutes WHERE minute_ms <= ?1", params![cut])?
-                    as u64;
+                deleted +=
+                    db.execute("DELETE FROM minutes WHERE minute_ms <= ?1", params![cut])? as u64;
             }
         }
         Ok(deleted)
@@ -277,7 +278,9 @@ impl HistoryStore for SqliteHistoryStore {
             },
         };
         tx.execute(
-            &format!("INSERT OR REPLACE INTO alarms ({ALARM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            &format!(
+                "INSERT OR REPLACE INTO alarms ({ALARM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            ),
             params![
                 alarm.name,
                 text,
@@ -304,9 +307,8 @@ impl HistoryStore for SqliteHistoryStore {
 
     fn list_alarms(&self) -> Result<Vec<Alarm>> {
         let db = self.db();
-        let mut stmt = db.prepare_cached(&format!(
-            "SELECT {ALARM_COLUMNS} FROM alarms ORDER BY name"
-        ))?;
+        let mut stmt =
+            db.prepare_cached(&format!("SELECT {ALARM_COLUMNS} FROM alarms ORDER BY name"))?;
         let rows = stmt.query_map([], decode_alarm)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -359,17 +361,26 @@ mod tests {
         let m = 60_000;
         {
             let s = SqliteHistoryStore::open(dir.path()).unwrap();
-            s.add_minutes(10 * m, &[("a".into(), stats(2, 5.0)), ("b".into(), stats(1, 1.0))])
+            s.add_minutes(
+                10 * m,
+                &[("a".into(), stats(2, 5.0)), ("b".into(), stats(1, 1.0))],
+            )
+            .unwrap();
+            s.add_minutes(10 * m, &[("a".into(), stats(3, 500.0))])
                 .unwrap();
-            s.add_minutes(10 * m, &[("a".into(), stats(3, 500.0))]).unwrap();
-            s.add_minutes(11 * m, &[("a".into(), stats(1, 5.0))]).unwrap();
+            s.add_minutes(11 * m, &[("a".into(), stats(1, 5.0))])
+                .unwrap();
         }
         let s = SqliteHistoryStore::open(dir.path()).unwrap();
         let a = s.minutes(Some("a"), 0, 12 * m).unwrap();
         assert_eq!(a.len(), 2);
         assert_eq!(a[0].minute_ms, 10 * m);
         assert_eq!(
-            (a[0].stats.invocations, a[0].stats.errors, a[0].stats.max_concurrency),
+            (
+                a[0].stats.invocations,
+                a[0].stats.errors,
+                a[0].stats.max_concurrency
+            ),
             (5, 2, 3)
         );
         assert_eq!(a[0].stats.durations.count(), 5);
@@ -385,7 +396,8 @@ mod tests {
         assert_eq!(left[0].minute_ms, 11 * m);
         // The row bound: the oldest minutes go first.
         for k in 20..25 {
-            s.add_minutes(k * m, &[("a".into(), stats(1, 1.0))]).unwrap();
+            s.add_minutes(k * m, &[("a".into(), stats(1, 1.0))])
+                .unwrap();
         }
         let limits = HistoryLimits {
             retention_ms: HISTORY_RETENTION_MS,
@@ -413,8 +425,12 @@ mod tests {
         .unwrap();
         let a = s.put_alarm("errs", &spec, 1).unwrap();
         assert_eq!(a.state, AlarmState::InsufficientData);
-        s.set_alarm_state("errs", AlarmState::Alarm, "boom", 2).unwrap();
-        assert_eq!(s.put_alarm("errs", &spec, 3).unwrap().state, AlarmState::Alarm);
+        s.set_alarm_state("errs", AlarmState::Alarm, "boom", 2)
+            .unwrap();
+        assert_eq!(
+            s.put_alarm("errs", &spec, 3).unwrap().state,
+            AlarmState::Alarm
+        );
         let mut changed = spec.clone();
         changed.threshold = 5.0;
         let a = s.put_alarm("errs", &changed, 4).unwrap();

@@ -36,7 +36,11 @@ pub async fn run(client: &Client, args: AlarmArgs, json: bool) -> Result<()> {
                 body["description"] = json!(d);
             }
             let v = client
-                .json(client.request(Method::PUT, &["v1", "alarms", &name]).json(&body))
+                .json(
+                    client
+                        .request(Method::PUT, &["v1", "alarms", &name])
+                        .json(&body),
+                )
                 .await?;
             if json {
                 return super::print_json(&v);

@@ -15,7 +15,14 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 const HEADER: [&str; 8] = [
-    "FUNCTION", "INVOKES", "ERRORS", "THROTTLES", "P50 MS", "P99 MS", "MAX CONC", "IN FLIGHT",
+    "FUNCTION",
+    "INVOKES",
+    "ERRORS",
+    "THROTTLES",
+    "P50 MS",
+    "P99 MS",
+    "MAX CONC",
+    "IN FLIGHT",
 ];
 
 async fn summary(client: &Client, since: &str) -> Result<Value> {
