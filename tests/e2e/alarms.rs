@@ -2,7 +2,8 @@
 //! failed invocation, its state change lands on the default bus as a `Nimbus Alarm State
 //! Change` event (CloudWatch's shape) that a rule on `source: nimbus.alarms` delivers to a
 //! recording function, and the alarm returns to OK (with a second event) once a minute
-//! passes without errors. Plus the API's validation and `nimbus alarm put|ls|rm`. The
+//! passes without errors. Plus the API's validation, `nimbus alarm put|ls|rm`, and
+//! `[alarms.NAME]` in a manifest applied by `nimbus deploy` (a bad one deploys nothing). The
 //! server runs under the test hook `NIMBUS_TEST_MINUTE_MS` (a 2 s "minute").
 
 use crate::bus::{received, recorder};
@@ -203,4 +204,59 @@ fn an_alarm_fires_on_errors_notifies_through_the_bus_and_recovers() {
     assert_eq!(s.get_json("/v1/alarms/flaky-errors").0, 404);
     assert!(!s.cli(&["alarm", "rm", "flaky-errors"]).status.success());
     assert_eq!(cli_ok(&s.cli(&["alarm", "ls"])).unwrap(), "no alarms\n");
+}
+
+#[test]
+fn a_manifest_declares_alarms_and_a_bad_one_deploys_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = r#"
+[functions.watched]
+runtime = "python3.11"
+handler = "app.handler"
+
+[alarms.watched-slow]
+function = "watched"
+metric = "duration_p99"
+comparison = ">="
+threshold = 1000
+period = 300
+evaluation_periods = 3
+datapoints_to_alarm = 2
+treat_missing_data = "ignore"
+description = "p99 over a second"
+"#;
+    write_files(dir.path(), &[("app.py", FLAKY), ("nimbus.toml", manifest)]);
+    let s = Server::start(&[]);
+    let text = cli_ok(&s.cli(&["deploy", dir.path().to_str().unwrap()])).unwrap();
+    assert!(
+        text.contains("alarm watched-slow: duration_p99 >= 1000 on watched"),
+        "{text}"
+    );
+    let (status, a) = s.get_json("/v1/alarms/watched-slow");
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(
+        (
+            &a["period"],
+            &a["evaluation_periods"],
+            &a["datapoints_to_alarm"]
+        ),
+        (&json!(300), &json!(3), &json!(2)),
+        "{a}"
+    );
+    assert_eq!(a["treat_missing_data"], "ignore");
+    assert_eq!(a["description"], "p99 over a second");
+    // A bad alarm is refused before anything is deployed.
+    let bad = manifest.replace("period = 300", "period = 90");
+    write_files(
+        dir.path(),
+        &[("nimbus.toml", &bad.replace("watched", "other"))],
+    );
+    let out = s.cli(&["deploy", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("alarms.other-slow: invalid alarm: period 90"),
+        "{out:?}"
+    );
+    assert_eq!(s.get_json("/v1/functions/other").0, 404);
 }
