@@ -231,7 +231,6 @@ fn console_in_chromium_signs_in_invokes_and_hides_writes_from_a_read_only_key() 
 
 /// Needs `GET /v1/metrics/summary` and `/v1/functions/{name}/metrics` (helper "history").
 #[test]
-#[ignore = "needs the per-minute history endpoints (issue 14, history): enable at merge"]
 fn console_charts_show_the_last_hour() {
     let (s, ro) = setup();
     for i in 0..3 {

@@ -2,6 +2,7 @@
 //! data dir and drives it over HTTP and through the CLI.
 
 mod abuse;
+mod alarms;
 mod async_events;
 mod auth;
 mod aws_cli;
@@ -21,6 +22,7 @@ mod escape;
 mod gc;
 mod go;
 mod health;
+mod history;
 mod http;
 mod java;
 mod jwt;

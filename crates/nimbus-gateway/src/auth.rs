@@ -435,6 +435,20 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         (_, ["v1", "functions", name, "events", _, "redrive"]) => {
             one("nimbus:RedriveEvent".into(), f(name))
         }
+        (_, ["v1", "functions", name, "metrics"]) => {
+            one("nimbus:GetFunctionMetrics".into(), f(name))
+        }
+        (_, ["v1", "metrics", "summary"]) => one("nimbus:GetFunctionMetrics".into(), "*".into()),
+        (_, ["v1", "alarms"]) => one("nimbus:ListAlarms".into(), "*".into()),
+        (_, ["v1", "alarms", alarm]) => one(
+            match m {
+                "GET" => "nimbus:GetAlarm",
+                "DELETE" => "nimbus:DeleteAlarm",
+                _ => "nimbus:PutAlarm",
+            }
+            .into(),
+            crate::alarms::alarm_arn(alarm),
+        ),
         (_, ["v1", "secrets"]) => one("nimbus:ListSecrets".into(), "*".into()),
         (_, ["v1", "secrets", "rotate"]) => one("nimbus:RotateMasterKey".into(), "*".into()),
         (_, ["v1", "secrets", name]) => one(
@@ -932,6 +946,22 @@ mod tests {
         assert_eq!(
             t("POST", "/v1/functions/orders-api/events/e1/redrive", ""),
             api("nimbus:RedriveEvent", ORDERS)
+        );
+        assert_eq!(
+            t("GET", "/v1/functions/orders-api/metrics", "since=1h"),
+            api("nimbus:GetFunctionMetrics", ORDERS)
+        );
+        assert_eq!(
+            t("GET", "/v1/metrics/summary", ""),
+            api("nimbus:GetFunctionMetrics", "*")
+        );
+        assert_eq!(t("GET", "/v1/alarms", ""), api("nimbus:ListAlarms", "*"));
+        assert_eq!(
+            t("PUT", "/v1/alarms/errs", ""),
+            api(
+                "nimbus:PutAlarm",
+                "arn:aws:cloudwatch:us-east-1:000000000000:alarm:errs"
+            )
         );
         assert_eq!(t("GET", "/v1/nope", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "/2015-03-31/nope", ""), Target::Api(vec![]));

@@ -7,6 +7,7 @@
 //! Depends on the store (registry), the pool (instances) and the runtime types; built by
 //! `nimbus-server`.
 
+mod alarms;
 mod async_invoke;
 mod auth;
 mod bus;
@@ -14,6 +15,7 @@ mod code_gc;
 mod dead_letter;
 mod error;
 mod health;
+mod history;
 pub mod http_event;
 mod invoke;
 mod jwt;
@@ -32,10 +34,12 @@ mod streaming;
 mod urls;
 mod whoami;
 
+pub use alarms::{ALARM_DETAIL_TYPE, ALARM_SOURCE};
 pub use async_invoke::GatewayInvoker;
 pub use auth::{Auth, Caller, Key};
 pub use error::ApiError;
 pub use health::{HealthCheck, HealthMonitor, HealthReport, HealthStatus};
+pub use history::History;
 pub use limits::{AbuseLimits, BUCKETS_MAX};
 pub use metrics::metrics_router;
 pub use secrets::Secrets;
@@ -186,6 +190,16 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/functions/{name}/versions", get(native::versions))
         .route("/v1/functions/{name}/logs", get(native::logs))
         .route("/v1/functions/{name}/code", get(native::code))
+        .route(
+            "/v1/functions/{name}/metrics",
+            get(history::function_metrics),
+        )
+        .route("/v1/metrics/summary", get(history::summary))
+        .route("/v1/alarms", get(alarms::list))
+        .route(
+            "/v1/alarms/{name}",
+            get(alarms::get).put(alarms::put).delete(alarms::delete),
+        )
         .route(
             "/v1/layers/{layer}/versions/{version}/content",
             get(layers::content),

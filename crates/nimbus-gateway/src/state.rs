@@ -68,6 +68,8 @@ pub struct Gateway {
     pub(crate) code_gc: std::sync::OnceLock<tokio::sync::mpsc::Sender<()>>,
     /// The last health report ([`Gateway::with_health`]), read by `/v1/health` and `/v1/ready`.
     pub(crate) health: std::sync::OnceLock<Arc<crate::HealthMonitor>>,
+    /// The per-minute history and alarms ([`Gateway::with_history`]).
+    pub(crate) history: std::sync::OnceLock<Arc<crate::History>>,
 }
 
 impl Gateway {
@@ -96,6 +98,7 @@ impl Gateway {
             jwks: Default::default(),
             code_gc: Default::default(),
             health: Default::default(),
+            history: Default::default(),
         });
         gw.rebuild_routes()?;
         for f in gw.store.list()? {
@@ -119,6 +122,13 @@ impl Gateway {
     /// [`Gateway::new`].
     pub fn with_bus(self: Arc<Self>, bus: Arc<nimbus_events::bus::EventBus>) -> Arc<Self> {
         let _ = self.bus.set(bus);
+        self
+    }
+
+    /// Keeps the per-minute history and alarms in `history` (`/v1/…/metrics`,
+    /// `/v1/alarms`; run [`Gateway::run_history`] and [`Gateway::run_alarms`]). Set once.
+    pub fn with_history(self: Arc<Self>, history: Arc<crate::History>) -> Arc<Self> {
+        let _ = self.history.set(history);
         self
     }
 

@@ -10,11 +10,14 @@
 //! never request ids or raw paths. Used by `nimbus-events`, `nimbus-gateway` and
 //! `nimbus-server`; depends on nothing of Nimbus.
 
+pub mod history;
 mod process;
 mod scrape;
 
 pub use prometheus_client::registry::Unit as MetricUnit;
 pub use scrape::GaugeFamily;
+
+pub use history::{LatencyHistogram, MinuteCell, MinuteStats};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -22,7 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -263,6 +266,9 @@ pub struct Metrics {
     /// Functions with their own series (touched when a function is resolved, deleted, or
     /// an async event is recorded; never per synchronous invocation).
     functions: Mutex<HashSet<String>>,
+    /// The current minute of every function by name (never `_other`), taken by the
+    /// history flusher ([`Metrics::take_minutes`]).
+    minutes: Mutex<HashMap<String, Arc<MinuteCell>>>,
     invocations: Family<InvocationLabels, Counter>,
     duration: HistogramFamily<FunctionLabels>,
     init_duration: HistogramFamily<FunctionLabels>,
@@ -374,6 +380,7 @@ impl Metrics {
             scraped,
             cfg,
             functions: Mutex::new(HashSet::new()),
+            minutes: Mutex::new(HashMap::new()),
             invocations,
             duration,
             init_duration,
@@ -430,8 +437,16 @@ impl Metrics {
     /// A handle recording one function's invocations (cache it with the function).
     pub fn function(self: &Arc<Self>, function: &str) -> Arc<FunctionMetrics> {
         let label = self.label(function);
+        let minute = self
+            .minutes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(function.to_string())
+            .or_default()
+            .clone();
         Arc::new(FunctionMetrics {
             metrics: self.clone(),
+            minute,
             concurrent: self.concurrent.get_or_create_owned(&FunctionLabels {
                 function: label.clone(),
             }),
@@ -446,6 +461,10 @@ impl Metrics {
 
     /// Removes every series of a deleted function.
     pub fn remove_function(&self, function: &str) {
+        self.minutes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(function);
         {
             let mut known = self.functions.lock().unwrap_or_else(|e| e.into_inner());
             if !known.remove(function) {
@@ -487,6 +506,30 @@ impl Metrics {
         self.async_received.remove(&fl);
         self.async_retries.remove(&fl);
         self.dead_letter_errors.remove(&fl);
+    }
+
+    /// Every function's aggregates since the last take (functions with nothing to report
+    /// left out); the next minute starts. Called by the history flusher only.
+    pub fn take_minutes(&self) -> Vec<(String, MinuteStats)> {
+        self.cells()
+            .into_iter()
+            .map(|(name, c)| (name, c.take()))
+            .filter(|(_, s)| !s.is_empty())
+            .collect()
+    }
+
+    /// Every function's current (incomplete) minute and invocations in flight, without
+    /// resetting anything.
+    pub fn peek_minutes(&self) -> Vec<(String, MinuteStats, u64)> {
+        self.cells()
+            .into_iter()
+            .map(|(name, c)| (name, c.peek(), c.in_flight()))
+            .collect()
+    }
+
+    fn cells(&self) -> Vec<(String, Arc<MinuteCell>)> {
+        let cells = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+        cells.iter().map(|(n, c)| (n.clone(), c.clone())).collect()
     }
 
     /// An asynchronous event was accepted for `function`.
@@ -541,6 +584,8 @@ impl Metrics {
 #[derive(Debug)]
 pub struct FunctionMetrics {
     metrics: Arc<Metrics>,
+    /// The function's current minute for the history store.
+    minute: Arc<MinuteCell>,
     function: String,
     invocations: [[OnceLock<Counter>; 5]; 7],
     duration: OnceLock<Histogram>,
@@ -564,6 +609,7 @@ impl FunctionMetrics {
         outcome: InvocationOutcome,
         duration: Option<Duration>,
     ) {
+        self.minute.finished(outcome, duration);
         let m = &self.metrics;
         self.invocations[trigger as usize][outcome as usize]
             .get_or_init(|| {
@@ -583,6 +629,7 @@ impl FunctionMetrics {
 
     /// An invocation started a new instance; `init` is its runtime's init time.
     pub fn cold_start(&self, stem: bool, init: Option<Duration>) {
+        self.minute.cold_start();
         let m = &self.metrics;
         self.cold_starts[usize::from(stem)]
             .get_or_init(|| {
@@ -616,6 +663,7 @@ impl FunctionMetrics {
     pub fn in_flight(self: &Arc<Self>) -> InFlight {
         self.concurrent.inc();
         self.metrics.account_concurrent.inc();
+        self.minute.enter();
         InFlight(self.clone())
     }
 }
@@ -628,6 +676,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.concurrent.dec();
         self.0.metrics.account_concurrent.dec();
+        self.0.minute.leave();
     }
 }
 

@@ -9,6 +9,7 @@ mod bus;
 mod code;
 mod error;
 mod events;
+mod history;
 mod layers;
 mod logs;
 mod queues;
@@ -23,6 +24,9 @@ pub use code::{
 };
 pub use error::StoreError;
 pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue, StoredResult};
+pub use history::{
+    Alarm, HistoryLimits, HistoryStore, MinuteRow, SqliteHistoryStore, HISTORY_RETENTION_MS,
+};
 pub use layers::{LayerPolicy, LayerStore, LayerVersion, NewLayerVersion};
 pub use logs::{LogEntry, LogStream};
 pub use queues::{
