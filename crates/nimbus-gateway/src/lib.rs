@@ -29,6 +29,7 @@ mod queues;
 mod secrets;
 mod state;
 mod streaming;
+mod trace;
 mod urls;
 
 pub use async_invoke::GatewayInvoker;
@@ -254,6 +255,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             gw.clone(),
             limits::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            trace::entry,
         ))
         .layer(axum::middleware::from_fn_with_state(
             gw.clone(),
