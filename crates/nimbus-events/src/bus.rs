@@ -14,11 +14,11 @@ use jiff::Timestamp;
 use nimbus_core::{arn, LATEST};
 use nimbus_metrics::Trigger;
 use nimbus_store::{Bus, BusStore, Rule, RuleTarget, StoreError, DEFAULT_BUS};
+use nimbus_trace::{KeyValue, TraceContext};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::Notify;
-use nimbus_trace::{KeyValue, TraceContext};
 use tracing::warn;
 
 /// At most this many entries per `PutEvents` call (as EventBridge).

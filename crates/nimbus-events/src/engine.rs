@@ -11,8 +11,8 @@
 use crate::heartbeat::Heartbeat;
 use nimbus_core::{arn, AsyncEvent, EventInvokeConfig, EventStatus};
 use nimbus_metrics::{DropReason, Metrics, Trigger};
-use nimbus_trace::{TraceContext, Tracer};
 use nimbus_store::{Enqueued, EventQueue, EventUpdate, StoreError};
+use nimbus_trace::{TraceContext, Tracer};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -212,7 +212,9 @@ impl AsyncEngine {
 
     pub fn tracer(&self) -> &Tracer {
         static OFF: std::sync::OnceLock<Tracer> = std::sync::OnceLock::new();
-        self.tracer.get().unwrap_or_else(|| OFF.get_or_init(Tracer::off))
+        self.tracer
+            .get()
+            .unwrap_or_else(|| OFF.get_or_init(Tracer::off))
     }
 
     /// The context a work item passed on by a hop carries: with tracing on, a new span
@@ -231,7 +233,8 @@ impl AsyncEngine {
         }
         let cx = tracer.start_span(parent, false);
         let now = std::time::SystemTime::now();
-        let mut span = nimbus_trace::Span::new(name, nimbus_trace::Kind::Producer, &cx, parent, now);
+        let mut span =
+            nimbus_trace::Span::new(name, nimbus_trace::Kind::Producer, &cx, parent, now);
         span.attributes = attributes;
         span.links = links;
         tracer.record(span);
@@ -287,8 +290,14 @@ impl AsyncEngine {
         payload: String,
         idempotency_key: Option<String>,
     ) -> Result<Submitted, StoreError> {
-        self.submit_from(function, qualifier, payload, idempotency_key, Origin::default())
-            .await
+        self.submit_from(
+            function,
+            qualifier,
+            payload,
+            idempotency_key,
+            Origin::default(),
+        )
+        .await
     }
 
     /// [`AsyncEngine::submit`] for an event from `origin`, whose trigger and trace
@@ -801,7 +810,10 @@ impl AsyncEngine {
             trigger: Trigger::Async,
             trace: self.hop(
                 "destination",
-                ev.trace.as_deref().and_then(TraceContext::parse_traceparent).as_ref(),
+                ev.trace
+                    .as_deref()
+                    .and_then(TraceContext::parse_traceparent)
+                    .as_ref(),
                 vec![
                     nimbus_trace::KeyValue::new("nimbus.destination", target.destination.clone()),
                     nimbus_trace::KeyValue::new("nimbus.condition", condition.to_string()),

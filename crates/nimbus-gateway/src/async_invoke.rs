@@ -71,7 +71,13 @@ pub(crate) async fn submit(
     };
     let submitted = gw
         .events
-        .submit_from(name.as_str(), qualifier.unwrap_or(LATEST), payload, key, origin)
+        .submit_from(
+            name.as_str(),
+            qualifier.unwrap_or(LATEST),
+            payload,
+            key,
+            origin,
+        )
         .await?;
     let mut resp = StatusCode::ACCEPTED.into_response();
     if let Ok(v) = HeaderValue::from_str(&submitted.request_id) {

@@ -16,8 +16,8 @@ use axum::response::Response;
 use nimbus_core::TracingMode;
 use nimbus_metrics::Trigger;
 use nimbus_pool::PoolInvokeResult;
-use nimbus_runtime::{Invocation, InstanceSpec, Outcome};
-use nimbus_trace::{Kind, KeyValue, Span, TraceContext, Tracer, TRACEPARENT, XRAY};
+use nimbus_runtime::{InstanceSpec, Invocation, Outcome};
+use nimbus_trace::{KeyValue, Kind, Span, TraceContext, Tracer, TRACEPARENT, XRAY};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -27,7 +27,11 @@ pub(crate) fn incoming(headers: &HeaderMap) -> Option<TraceContext> {
 }
 
 /// One gateway (HTTP server) span per request, except scrapes and health checks.
-pub(crate) async fn entry(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn entry(
+    State(gw): State<Arc<Gateway>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let tracer = &gw.cfg.tracer;
     if !tracer.is_enabled() {
         return next.run(req).await;
@@ -155,7 +159,9 @@ impl InvokeTrace {
         let r = match res {
             Ok(r) => r,
             Err(e) => {
-                invoke.attributes.push(KeyValue::new("faas.coldstart", false));
+                invoke
+                    .attributes
+                    .push(KeyValue::new("faas.coldstart", false));
                 invoke.error = Some(e.to_string());
                 tracer.record(invoke);
                 return;
@@ -199,7 +205,13 @@ impl InvokeTrace {
 
 /// A phase of an invocation: a sampled child span of `parent` from `from` to `to`.
 fn phase(name: &'static str, parent: &TraceContext, from: SystemTime, to: SystemTime) -> Span {
-    let mut s = Span::new(name, Kind::Internal, &parent.child(true), Some(parent), from);
+    let mut s = Span::new(
+        name,
+        Kind::Internal,
+        &parent.child(true),
+        Some(parent),
+        from,
+    );
     s.end = to;
     s
 }

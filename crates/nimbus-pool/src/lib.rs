@@ -777,7 +777,9 @@ impl Drop for Running<'_> {
 }
 
 /// Runs `f`, timing it when it succeeds.
-async fn timed<T, E>(f: impl std::future::Future<Output = Result<T, E>>) -> Result<(T, Duration), E> {
+async fn timed<T, E>(
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<(T, Duration), E> {
     let t0 = Instant::now();
     f.await.map(|v| (v, t0.elapsed()))
 }

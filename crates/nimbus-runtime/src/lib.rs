@@ -29,8 +29,8 @@ pub use process::{
     mask_secrets, HostInterpreters, ProcessExecutor, ProcessExecutorConfig, ProcessInstance,
     SecretSource,
 };
-pub use sandbox::{probe as probe_sandbox, Isolation, IsolationReport, Layer};
 pub use rapi::TRACEPARENT_HEADER;
+pub use sandbox::{probe as probe_sandbox, Isolation, IsolationReport, Layer};
 pub use stem::{StemConfig, StemPoolStats, StemStats};
 
 use bytes::Bytes;

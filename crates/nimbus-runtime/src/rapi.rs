@@ -960,9 +960,7 @@ mod tests {
                 payload: Bytes::from_static(b"{\"x\":1}"),
                 invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
                 trace_id: Some("Root=1-5e1b4151-5ac6c58f5b5dbd6a6b5e6a5c;Sampled=0".into()),
-                traceparent: Some(
-                    "00-5e1b41515ac6c58f5b5dbd6a6b5e6a5c-53995c3f42cd8ad8-00".into(),
-                ),
+                traceparent: Some("00-5e1b41515ac6c58f5b5dbd6a6b5e6a5c-53995c3f42cd8ad8-00".into()),
                 client_context: Some(r#"{"custom":{"k":"v"}}"#.into()),
                 stream: None,
             },

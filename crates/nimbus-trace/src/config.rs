@@ -59,9 +59,10 @@ impl TraceConfig {
         let number = |name: &str, default: u64| -> Result<u64, TraceError> {
             match var(name) {
                 None => Ok(default),
-                Some(v) => v.trim().parse().map_err(|_| {
-                    TraceError::Config(format!("{name}={v:?} is not a whole number"))
-                }),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| TraceError::Config(format!("{name}={v:?} is not a whole number"))),
             }
         };
         let sampler = Sampler::parse(
@@ -188,13 +189,19 @@ mod tests {
         assert_eq!(c.traces_url, "http://127.0.0.1:4318/v1/traces");
         assert_eq!(c.service_name, "nimbus");
         assert_eq!(c.sampler, Sampler::ParentBased(Root::AlwaysOn));
-        let c = cfg(None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")])
-            .unwrap()
-            .unwrap();
+        let c = cfg(
+            None,
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")],
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(c.traces_url, "http://collector:4318/v1/traces");
         let vars = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://other:9/custom"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://other:9/custom",
+            ),
             ("OTEL_SERVICE_NAME", "edge"),
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0.25"),

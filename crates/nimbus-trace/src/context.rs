@@ -166,7 +166,11 @@ pub fn new_span_id() -> u64 {
 
 /// Exactly `len` lower-case hex digits.
 fn hex_u128(s: &str, len: usize) -> Option<u128> {
-    if s.len() != len || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() != len
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     u128::from_str_radix(s, 16).ok()

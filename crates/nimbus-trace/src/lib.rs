@@ -433,7 +433,11 @@ mod tests {
         .unwrap();
         let child = t.start_span(Some(&incoming), false);
         assert_eq!(child.trace_id, incoming.trace_id);
-        assert_eq!(child.sampled, Some(true), "the incoming decision is passed on");
+        assert_eq!(
+            child.sampled,
+            Some(true),
+            "the incoming decision is passed on"
+        );
         t.record(span(&t));
         assert_eq!(t.dropped(), 0);
     }
