@@ -382,7 +382,10 @@ fn traces_follow_http_bus_async_and_retry_in_one_trace() {
     let rule = one(&|x| x.name == "rule orders", "the rule's span");
     assert_eq!(rule.parent, put.id);
     let target = rule.attr("nimbus.target").and_then(Value::as_str);
-    assert!(target.is_some_and(|t| t.ends_with(":function:worker")), "{rule:#?}");
+    assert!(
+        target.is_some_and(|t| t.ends_with(":function:worker")),
+        "{rule:#?}"
+    );
 
     // → the worker, asynchronously: one invoke span per attempt, both children of the
     // rule's span, the first failed.

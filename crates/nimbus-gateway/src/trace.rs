@@ -131,10 +131,10 @@ impl InvokeTrace {
             return;
         }
         let end = SystemTime::now();
-        let kind = match faas_trigger(trigger) {
-            "pubsub" | "timer" => Kind::Consumer,
-            _ if trigger == Trigger::Async => Kind::Consumer,
-            _ => Kind::Server,
+        // Synchronous calls are served; queued work is consumed.
+        let kind = match trigger {
+            Trigger::Api | Trigger::Url | Trigger::Route => Kind::Server,
+            _ => Kind::Consumer,
         };
         let mut invoke = Span::new(
             spec.function.to_string(),
@@ -144,7 +144,6 @@ impl InvokeTrace {
             self.start,
         );
         invoke.end = end;
-        invoke.parent_remote = matches!(trigger, Trigger::Api | Trigger::Url | Trigger::Route);
         invoke.attributes = vec![
             KeyValue::new("faas.trigger", faas_trigger(trigger)),
             KeyValue::new("nimbus.trigger", trigger.as_str()),
