@@ -517,3 +517,83 @@ fn traces_keep_a_stored_context_across_a_restart() {
     assert_eq!(later.parent, submit.id, "{spans:#?}");
     assert_eq!(later.attr("nimbus.trigger"), Some(&json!("async")));
 }
+
+#[test]
+fn traces_follow_a_queue_message_into_its_batch() {
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("consumer.jsonl");
+    let s = Server::start_with_env(
+        &["--isolation", "none", "--otlp-endpoint", &rx.endpoint()],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "50")],
+    );
+    let mut consumer = python_cfg("app.handler");
+    consumer["env"] = json!({"OUT": out.to_str().unwrap()});
+    s.deploy(
+        "consumer",
+        consumer,
+        &[(
+            "app.py",
+            "import json, os\ndef handler(e, c):\n    with open(os.environ['OUT'], 'a') as f:\n        f.write(json.dumps({'record': e['Records'][0]['attributes'], 'tp': os.environ.get('TRACEPARENT')}) + '\\n')\n",
+        )],
+    );
+    let r = s
+        .http
+        .put(s.url("/v1/queues/jobs"))
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s
+        .http
+        .post(s.url("/2015-03-31/event-source-mappings"))
+        .json(&json!({"FunctionName": "consumer",
+                      "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:jobs",
+                      "BatchSize": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let trace = "5759e988bd862e3fe1be46a994272793";
+    let r = s
+        .http
+        .post(s.url("/v1/queues/jobs/messages"))
+        .header(
+            "x-amzn-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        )
+        .json(&json!({"body": "job"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        eventually(Duration::from_secs(30), || !lines(&out).is_empty()),
+        "{}",
+        s.log()
+    );
+    let spans = rx.wait("the batch's invocation", &s, |spans| {
+        spans.iter().any(|x| x.name == "consumer")
+    });
+    let spans: Vec<Span> = spans.into_iter().filter(|x| x.trace == trace).collect();
+    let send = spans
+        .iter()
+        .find(|x| x.parent == "53995c3f42cd8ad8")
+        .expect("the send request's span");
+    let batch = spans
+        .iter()
+        .find(|x| x.name == "batch jobs")
+        .expect("batch span");
+    assert_eq!(batch.parent, send.id, "{spans:#?}");
+    let invoke = spans.iter().find(|x| x.name == "consumer").unwrap();
+    assert_eq!(invoke.parent, batch.id);
+    assert_eq!(invoke.attr("faas.trigger"), Some(&json!("pubsub")));
+    assert_eq!(invoke.attr("nimbus.trigger"), Some(&json!("queue")));
+    // The record carries the message's context as SQS's AWSTraceHeader; the function
+    // runs in its invoke span.
+    let run = &lines(&out)[0];
+    let header = run["record"]["AWSTraceHeader"].as_str().unwrap();
+    assert_eq!(ids_of_xray(header), (trace.to_string(), send.id.clone()));
+    assert_eq!(
+        ids_of_traceparent(run["tp"].as_str().unwrap()),
+        (trace.to_string(), invoke.id.clone())
+    );
+}

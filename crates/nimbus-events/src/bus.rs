@@ -537,6 +537,7 @@ impl EventBus {
                                 body: payload,
                                 attributes: json!({}),
                                 delay_s: 0,
+                                trace: origin.trace.map(|t| t.xray()),
                             }],
                             now_ms(),
                         )

@@ -217,9 +217,7 @@ impl AsyncEngine {
             .unwrap_or_else(|| OFF.get_or_init(Tracer::off))
     }
 
-    /// The context a work item passed on by a hop carries: with tracing on, a new span
-    /// `name` (child of `parent`, a new trace without one) recorded now; with tracing
-    /// off, `parent` as it came (so the trace id still reaches the function).
+    /// See [`Tracer::hop`].
     pub fn hop(
         &self,
         name: impl Into<std::borrow::Cow<'static, str>>,
@@ -227,18 +225,7 @@ impl AsyncEngine {
         attributes: Vec<nimbus_trace::KeyValue>,
         links: Vec<TraceContext>,
     ) -> Option<TraceContext> {
-        let tracer = self.tracer();
-        if !tracer.is_enabled() {
-            return parent.cloned();
-        }
-        let cx = tracer.start_span(parent, false);
-        let now = std::time::SystemTime::now();
-        let mut span =
-            nimbus_trace::Span::new(name, nimbus_trace::Kind::Producer, &cx, parent, now);
-        span.attributes = attributes;
-        span.links = links;
-        tracer.record(span);
-        Some(cx)
+        self.tracer().hop(name, parent, attributes, links)
     }
 
     /// Counts the engine's facts (events received, retried, dropped; dead-letter

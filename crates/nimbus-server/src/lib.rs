@@ -420,6 +420,7 @@ impl Server {
             .context("cannot open the queues")?
             .with_limit(config.queue_backlog);
         let mappings = MappingRunner::new(Arc::new(queues), MappingConfig::default());
+        mappings.set_tracer(tracer.clone());
         let gateway = gateway.with_queues(mappings.clone());
         events.set_queues(mappings.clone());
         let bus_store = SqliteBusStore::open(&data_dir, unix_ms())

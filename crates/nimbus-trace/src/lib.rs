@@ -202,6 +202,28 @@ impl Tracer {
         }
     }
 
+    /// The context a work item passed on by a hop carries: with tracing on, a new
+    /// producer span `name` (child of `parent`, a new trace without one, linked to `links`)
+    /// recorded now; with tracing off, `parent` as it came (so the trace id still reaches
+    /// the function).
+    pub fn hop(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        parent: Option<&TraceContext>,
+        attributes: Vec<KeyValue>,
+        links: Vec<TraceContext>,
+    ) -> Option<TraceContext> {
+        if !self.is_enabled() {
+            return parent.cloned();
+        }
+        let cx = self.start_span(parent, false);
+        let mut span = Span::new(name, Kind::Producer, &cx, parent, SystemTime::now());
+        span.attributes = attributes;
+        span.links = links;
+        self.record(span);
+        Some(cx)
+    }
+
     /// Queues a finished span for export, unless it is not sampled or tracing is off.
     /// Never waits: with the queue full the span is dropped and counted.
     pub fn record(&self, span: Span) {
