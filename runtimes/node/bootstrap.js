@@ -844,6 +844,9 @@ async function main() {
     const trace = inv.headers['lambda-runtime-trace-id'];
     if (trace) env._X_AMZN_TRACE_ID = trace;
     else delete env._X_AMZN_TRACE_ID;
+    const traceparent = inv.headers['nimbus-runtime-traceparent'];
+    if (traceparent) env.TRACEPARENT = traceparent;
+    else delete env.TRACEPARENT;
     await runInvocation(h, inv);
   }
 }

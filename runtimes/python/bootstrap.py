@@ -635,6 +635,11 @@ def main():
             os.environ["_X_AMZN_TRACE_ID"] = trace_id
         else:
             os.environ.pop("_X_AMZN_TRACE_ID", None)
+        traceparent = headers.get("Nimbus-Runtime-Traceparent")
+        if traceparent is not None:
+            os.environ["TRACEPARENT"] = traceparent
+        else:
+            os.environ.pop("TRACEPARENT", None)
         handle_event(client, request_handler, headers, body)
 
 

@@ -42,4 +42,5 @@ mod stem;
 mod streaming;
 #[cfg(feature = "tls")]
 mod tls;
+mod traces;
 mod up;

@@ -131,7 +131,7 @@ fn ric_python_awslambdaric_runs_warm() {
     let v = r.ok();
     assert_eq!(v["custom"], json!({"k": "v"}));
     assert_eq!(v["env"], json!({"platform": "test"}));
-    assert_eq!(v["trace"], trace);
+    assert_child_trace(&v["trace"], trace);
     assert_eq!(
         v["pid"].as_str().map(str::to_string),
         pid,
@@ -183,7 +183,7 @@ fn ric_rust_lambda_runtime_runs_warm() {
         );
         assert_eq!(v["function_name"], "rustfn");
         assert_eq!(v["memory"], 128);
-        assert_eq!(v["trace_id"], trace);
+        assert_child_trace(&v["trace_id"], trace);
         assert_eq!(v["client_context"]["custom"], json!({"k": "v"}));
         assert_eq!(v["client_context"]["environment"], json!({"e": "1"}));
         let now_ms = std::time::SystemTime::now()
@@ -490,7 +490,7 @@ fn ric_runtime_api_contract_over_raw_http() {
         br#"{"case":"refusals"}"#.to_vec(),
         &[
             ("x-amz-client-context", &b64(ctx)),
-            ("x-amzn-trace-id", "Root=1-abc"),
+            ("x-amzn-trace-id", RAW_TRACE),
         ],
     );
     let v = r.ok();
@@ -516,7 +516,7 @@ fn ric_runtime_api_contract_over_raw_http() {
         .unwrap()
         .ends_with(":function:raw"));
     assert_eq!(h["lambda-runtime-client-context"], ctx);
-    assert_eq!(h["lambda-runtime-trace-id"], "Root=1-abc");
+    assert_child_trace(&h["lambda-runtime-trace-id"], RAW_TRACE);
     assert_eq!(v["wrong_id"]["status"], 400);
     assert_eq!(
         serde_json::from_str::<Value>(v["wrong_id"]["body"].as_str().unwrap()).unwrap(),
@@ -609,4 +609,26 @@ fn ric_runtime_api_contract_over_raw_http() {
 
 fn prev_pid(s: &Server) -> Value {
     s.invoke("raw", "{}").ok()["pid"].clone()
+}
+
+/// The trace header the raw-HTTP runtime is invoked with.
+const RAW_TRACE: &str =
+    "Root=1-6b12fcd5-9f5b207063ffb5ecca756dc3;Parent=53995c3f42cd8ad8;Sampled=0";
+
+/// A function's trace header (`_X_AMZN_TRACE_ID`, `Lambda-Runtime-Trace-Id`) is the
+/// caller's trace (root and sampling decision) with the invocation's own span as parent.
+fn assert_child_trace(seen: &Value, sent: &str) {
+    let seen = seen
+        .as_str()
+        .unwrap_or_else(|| panic!("no trace header: {seen}"));
+    let field = |h: &str, k: &str| {
+        h.split(';')
+            .find_map(|f| f.strip_prefix(k))
+            .map(str::to_string)
+    };
+    assert_eq!(field(seen, "Root="), field(sent, "Root="), "{seen}");
+    assert_eq!(field(seen, "Sampled="), field(sent, "Sampled="), "{seen}");
+    let parent = field(seen, "Parent=").unwrap_or_default();
+    assert_eq!(parent.len(), 16, "{seen}");
+    assert_ne!(Some(parent), field(sent, "Parent="), "{seen}");
 }

@@ -248,6 +248,12 @@ pub struct ServerArgs {
     /// as a warning. Off unless set (docs/observability.md).
     #[arg(long, env = "NIMBUS_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Export trace spans over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// `http://127.0.0.1:4318` (spans go to `/v1/traces`). Without it the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` decide; off
+    /// unless one is set (docs/observability.md).
+    #[arg(long, env = "NIMBUS_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// The server's own log lines on stderr: `text`, or `json` (one object per line, for
     /// Vector, Loki, Fluent Bit). Functions' logs are unaffected (`nimbus logs`).
     #[arg(long, env = "NIMBUS_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]

@@ -67,6 +67,14 @@ pub struct AsyncEvent {
     /// The result of the successful attempt.
     pub result: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The trace context the event carries (a W3C `traceparent`): every attempt's invoke
+    /// span is its child, so the event's whole life is one trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    /// Where the event came from (`async`, `bus`, `schedule`, …: the metrics' `trigger`
+    /// label); `None` for events stored before it was recorded (`async`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
 }
 
 /// Lambda's `DestinationConfig` target: today another function (`arn:…:function:NAME`).

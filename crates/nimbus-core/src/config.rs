@@ -115,8 +115,9 @@ pub struct FunctionConfig {
     /// manifest's `provisioned_concurrency`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioned_concurrency: Option<u32>,
-    /// Lambda's `TracingConfig.Mode`: stored and reported as given (Nimbus records no
-    /// X-Ray segments yet, so `Active` changes nothing at run time).
+    /// Lambda's `TracingConfig.Mode`: `Active` samples every invocation of the function
+    /// (when traces are exported, docs/observability.md); `PassThrough` follows the
+    /// incoming sampling decision.
     #[serde(default, skip_serializing_if = "TracingMode::is_default")]
     pub tracing_mode: TracingMode,
     /// Lambda's `DeadLetterConfig.TargetArn`: a built-in queue or event bus that receives

@@ -7,12 +7,14 @@
 //! event is durably queued; an entry that could not be queued gets an `ErrorCode` instead,
 //! as `PutEvents` reports per-entry failures.
 
-use crate::engine::AsyncEngine;
+use crate::engine::{AsyncEngine, Origin};
 use crate::pattern::EventPattern;
 use crate::schedule::{parse_time_zone, Schedule};
 use jiff::Timestamp;
 use nimbus_core::{arn, LATEST};
+use nimbus_metrics::Trigger;
 use nimbus_store::{Bus, BusStore, Rule, RuleTarget, StoreError, DEFAULT_BUS};
+use nimbus_trace::{KeyValue, TraceContext};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -370,11 +372,13 @@ impl EventBus {
 
     /// EventBridge `PutEvents`: validates each entry, routes it to every enabled pattern
     /// rule of its bus that matches, and queues one async event per (rule, target).
-    /// `default_bus` is used for entries without `EventBusName`.
+    /// `default_bus` is used for entries without `EventBusName`. `trace` is the request's
+    /// trace context: each (rule, target) is a span of it, which the queued event carries.
     pub async fn put_events(
         &self,
         default_bus: &str,
         entries: Vec<PutEventsEntry>,
+        trace: Option<&TraceContext>,
     ) -> Result<PutEventsOutput, BusError> {
         if entries.is_empty() || entries.len() > MAX_ENTRIES {
             return Err(BusError::Invalid(format!(
@@ -404,7 +408,7 @@ impl EventBus {
                 .map(|b| bus_name_of(&b))
                 .unwrap_or_else(|| default_bus.to_string());
             let rules: Vec<&Rule> = all_rules.iter().filter(|r| r.bus == bus).collect();
-            out.push(self.put_one(&bus, entry, &rules).await);
+            out.push(self.put_one(&bus, entry, &rules, trace).await);
         }
         Ok(PutEventsOutput {
             failed_entry_count: out.iter().filter(|e| e.error_code.is_some()).count(),
@@ -420,7 +424,9 @@ impl EventBus {
             arn: bus_arn(bus),
             input: None,
         };
-        self.submit_to(&target, event, None).await.map(|_| ())
+        self.submit_to(&target, event, None, Origin::default())
+            .await
+            .map(|_| ())
     }
 
     async fn put_one(
@@ -428,6 +434,7 @@ impl EventBus {
         bus: &str,
         entry: PutEventsEntry,
         rules: &[&Rule],
+        trace: Option<&TraceContext>,
     ) -> PutEventsResultEntry {
         let event = match validate_entry(&entry, now_ms()) {
             Ok(ev) => ev,
@@ -448,7 +455,21 @@ impl EventBus {
         }
         let id = event["id"].as_str().unwrap_or_default().to_string();
         for (rule, target) in self.route(&event, rules) {
-            if let Err(e) = self.submit_to(target, &event, None).await {
+            let origin = Origin {
+                trigger: Trigger::Bus,
+                trace: self.engine.hop(
+                    format!("rule {}", rule.name),
+                    trace,
+                    vec![
+                        KeyValue::new("nimbus.bus", bus.to_string()),
+                        KeyValue::new("nimbus.rule", rule.name.clone()),
+                        KeyValue::new("nimbus.target", target.arn.clone()),
+                        KeyValue::new("nimbus.event_id", id.clone()),
+                    ],
+                    Vec::new(),
+                ),
+            };
+            if let Err(e) = self.submit_to(target, &event, None, origin).await {
                 warn!(rule = %rule.name, target = %target.arn, "cannot queue a routed event: {e}");
                 let code = match &e {
                     BusError::Store(s) if s.is_full() => "ThrottlingException",
@@ -466,14 +487,17 @@ impl EventBus {
 
     /// Hands `event` (or the target's constant `Input`) to the target: an async event for
     /// a function (with `idempotency_key`), a message for a queue, or the rules of another
-    /// bus. The returned id is the request id, message id or event id.
+    /// bus, each carrying `origin` (its trigger and trace context). The returned id is the
+    /// request id, message id or event id.
     pub(crate) async fn submit_to(
         &self,
         target: &RuleTarget,
         event: &Value,
         idempotency_key: Option<String>,
+        origin: Origin,
     ) -> Result<crate::engine::Submitted, BusError> {
-        self.submit_hop(target, event, idempotency_key, 0).await
+        self.submit_hop(target, event, idempotency_key, origin, 0)
+            .await
     }
 
     fn submit_hop<'a>(
@@ -481,6 +505,7 @@ impl EventBus {
         target: &'a RuleTarget,
         event: &'a Value,
         idempotency_key: Option<String>,
+        origin: Origin,
         hops: u8,
     ) -> std::pin::Pin<
         Box<
@@ -498,7 +523,7 @@ impl EventBus {
             match TargetKind::parse(&target.arn)? {
                 TargetKind::Function { name, qualifier } => Ok(self
                     .engine
-                    .submit(&name, &qualifier, payload, idempotency_key)
+                    .submit_from(&name, &qualifier, payload, idempotency_key, origin)
                     .await?),
                 TargetKind::Queue(queue) => {
                     let runner = self.queues.get().cloned().ok_or_else(|| {
@@ -512,6 +537,7 @@ impl EventBus {
                                 body: payload,
                                 attributes: json!({}),
                                 delay_s: 0,
+                                trace: origin.trace.map(|t| t.xray()),
                             }],
                             now_ms(),
                         )
@@ -539,7 +565,10 @@ impl EventBus {
                         None => event.clone(),
                     };
                     for (rule, t) in self.route(&forwarded, &refs) {
-                        if let Err(e) = self.submit_hop(t, &forwarded, None, hops + 1).await {
+                        if let Err(e) = self
+                            .submit_hop(t, &forwarded, None, origin.clone(), hops + 1)
+                            .await
+                        {
                             warn!(bus, rule = %rule.name, target = %t.arn, "cannot forward an event: {e}");
                             return Err(e);
                         }
@@ -799,6 +828,7 @@ mod tests {
                     entry("crm", r#"{"a":2}"#),
                     entry("shop", "nope"),
                 ],
+                None,
             )
             .await
             .unwrap();
@@ -818,12 +848,12 @@ mod tests {
         // An unknown bus is a per-entry error.
         let mut e = entry("shop", "{}");
         e.event_bus_name = Some("arn:aws:events:us-east-1:000000000000:event-bus/nope".into());
-        let out = bus.put_events("default", vec![e]).await.unwrap();
+        let out = bus.put_events("default", vec![e], None).await.unwrap();
         assert_eq!(
             out.entries[0].error_code.as_deref(),
             Some("ResourceNotFoundException")
         );
-        assert!(bus.put_events("default", vec![]).await.is_err());
+        assert!(bus.put_events("default", vec![], None).await.is_err());
     }
 
     #[tokio::test]
@@ -875,7 +905,7 @@ mod tests {
         .await
         .unwrap();
         let out = bus
-            .put_events("default", vec![entry("shop", r#"{"n":1}"#)])
+            .put_events("default", vec![entry("shop", r#"{"n":1}"#)], None)
             .await
             .unwrap();
         let id = out.entries[0].event_id.clone().unwrap();

@@ -10,8 +10,9 @@
 
 use crate::heartbeat::Heartbeat;
 use nimbus_core::{arn, AsyncEvent, EventInvokeConfig, EventStatus};
-use nimbus_metrics::{DropReason, Metrics};
+use nimbus_metrics::{DropReason, Metrics, Trigger};
 use nimbus_store::{Enqueued, EventQueue, EventUpdate, StoreError};
+use nimbus_trace::{TraceContext, Tracer};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -60,6 +61,20 @@ pub trait Invoker: Send + Sync + 'static {
         payload: String,
     ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>> {
         self.invoke(function, qualifier, request_id, payload)
+    }
+
+    /// [`Invoker::invoke_as`] within a trace: `trace` (a W3C `traceparent`) is the
+    /// invocation's parent context. The default ignores it.
+    fn invoke_traced<'a>(
+        &'a self,
+        trigger: nimbus_metrics::Trigger,
+        function: &'a str,
+        qualifier: &'a str,
+        request_id: &'a str,
+        payload: String,
+        _trace: Option<&'a str>,
+    ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>> {
+        self.invoke_as(trigger, function, qualifier, request_id, payload)
     }
 
     /// The function version's `DeadLetterConfig.TargetArn` (a queue or event bus ARN), if
@@ -149,6 +164,24 @@ pub struct AsyncEngine {
     heartbeat: Heartbeat,
     /// Where received, retried and dropped events are counted (set by the server).
     metrics: std::sync::OnceLock<Arc<Metrics>>,
+    /// Where the spans of asynchronous hops go (set by the server; off otherwise).
+    tracer: std::sync::OnceLock<Tracer>,
+}
+
+/// Where a submitted event comes from: its trigger and the trace context it carries.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub trigger: Trigger,
+    pub trace: Option<TraceContext>,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin {
+            trigger: Trigger::Async,
+            trace: None,
+        }
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -167,7 +200,32 @@ impl AsyncEngine {
             bus: Default::default(),
             heartbeat: Heartbeat::new(Duration::from_secs(1)),
             metrics: Default::default(),
+            tracer: Default::default(),
         })
+    }
+
+    /// Records the spans of asynchronous hops (bus rules, queue batches, schedule
+    /// firings) with `tracer`.
+    pub fn set_tracer(&self, tracer: Tracer) {
+        let _ = self.tracer.set(tracer);
+    }
+
+    pub fn tracer(&self) -> &Tracer {
+        static OFF: std::sync::OnceLock<Tracer> = std::sync::OnceLock::new();
+        self.tracer
+            .get()
+            .unwrap_or_else(|| OFF.get_or_init(Tracer::off))
+    }
+
+    /// See [`Tracer::hop`].
+    pub fn hop(
+        &self,
+        name: impl Into<std::borrow::Cow<'static, str>>,
+        parent: Option<&TraceContext>,
+        attributes: Vec<nimbus_trace::KeyValue>,
+        links: Vec<TraceContext>,
+    ) -> Option<TraceContext> {
+        self.tracer().hop(name, parent, attributes, links)
     }
 
     /// Counts the engine's facts (events received, retried, dropped; dead-letter
@@ -219,6 +277,26 @@ impl AsyncEngine {
         payload: String,
         idempotency_key: Option<String>,
     ) -> Result<Submitted, StoreError> {
+        self.submit_from(
+            function,
+            qualifier,
+            payload,
+            idempotency_key,
+            Origin::default(),
+        )
+        .await
+    }
+
+    /// [`AsyncEngine::submit`] for an event from `origin`, whose trigger and trace
+    /// context are stored with it.
+    pub async fn submit_from(
+        &self,
+        function: &str,
+        qualifier: &str,
+        payload: String,
+        idempotency_key: Option<String>,
+        origin: Origin,
+    ) -> Result<Submitted, StoreError> {
         let now = now_ms();
         let ev = AsyncEvent {
             id: uuid::Uuid::new_v4().to_string(),
@@ -232,6 +310,8 @@ impl AsyncEngine {
             last_error: None,
             result: None,
             idempotency_key,
+            trace: origin.trace.map(|t| t.traceparent()),
+            trigger: Some(origin.trigger.as_str().to_string()),
         };
         let queue = self.queue.clone();
         let window = self.cfg.idempotency_window.as_millis() as i64;
@@ -479,8 +559,20 @@ impl AsyncEngine {
             self.finish(&ev.id, update).await;
             return;
         }
+        let trigger = ev
+            .trigger
+            .as_deref()
+            .and_then(Trigger::parse)
+            .unwrap_or(Trigger::Async);
         let attempt = invoker
-            .invoke(&ev.function, &ev.qualifier, &ev.id, ev.payload.clone())
+            .invoke_traced(
+                trigger,
+                &ev.function,
+                &ev.qualifier,
+                &ev.id,
+                ev.payload.clone(),
+                ev.trace.as_deref(),
+            )
             .await;
         let now = now_ms();
         match attempt {
@@ -714,8 +806,23 @@ impl AsyncEngine {
         };
         let record = destination_record(ev, condition, response.as_ref());
         let q = qualifier.unwrap_or_else(|| nimbus_core::LATEST.to_string());
+        let origin = Origin {
+            trigger: Trigger::Async,
+            trace: self.hop(
+                "destination",
+                ev.trace
+                    .as_deref()
+                    .and_then(TraceContext::parse_traceparent)
+                    .as_ref(),
+                vec![
+                    nimbus_trace::KeyValue::new("nimbus.destination", target.destination.clone()),
+                    nimbus_trace::KeyValue::new("nimbus.condition", condition.to_string()),
+                ],
+                Vec::new(),
+            ),
+        };
         if let Err(e) = self
-            .submit(name.as_str(), &q, record.to_string(), None)
+            .submit_from(name.as_str(), &q, record.to_string(), None, origin)
             .await
         {
             warn!(destination = %name, "cannot queue the destination record: {e}");

@@ -35,7 +35,7 @@ pub fn queue_from_arn(arn: &str) -> Option<&str> {
 
 /// One SQS record as Lambda's pollers send it (attribute values as strings).
 pub fn sqs_record(queue: &str, m: &Message) -> Value {
-    json!({
+    let mut record = json!({
         "messageId": m.id,
         "receiptHandle": m.receipt.clone().unwrap_or_default(),
         "body": m.body,
@@ -51,7 +51,11 @@ pub fn sqs_record(queue: &str, m: &Message) -> Value {
         "eventSource": "aws:sqs",
         "eventSourceARN": queue_arn(queue),
         "awsRegion": REGION,
-    })
+    });
+    if let Some(t) = &m.trace {
+        record["attributes"]["AWSTraceHeader"] = json!(t);
+    }
+    record
 }
 
 /// Builds the SQS event Lambda's pollers send (`Records[]`).
@@ -178,6 +182,8 @@ pub struct MappingRunner {
     slots: Arc<Semaphore>,
     /// Beaten by every pass of the supervisor (every `reconcile_every` at most).
     heartbeat: Heartbeat,
+    /// Where the spans of batches go (set by the server; off otherwise).
+    tracer: std::sync::OnceLock<nimbus_trace::Tracer>,
 }
 
 fn now_ms() -> i64 {
@@ -194,7 +200,14 @@ impl MappingRunner {
             changed: Notify::new(),
             sent: Notify::new(),
             stopping: AtomicBool::new(false),
+            tracer: Default::default(),
         })
+    }
+
+    /// Records a span per batch (child of its first message's context, linked to every
+    /// message's) with `tracer`.
+    pub fn set_tracer(&self, tracer: nimbus_trace::Tracer) {
+        let _ = self.tracer.set(tracer);
     }
 
     /// The supervisor loop's heartbeat (for health checks).
@@ -407,13 +420,37 @@ impl MappingRunner {
             .function
             .split_once(':')
             .unwrap_or((&m.function, nimbus_core::LATEST));
+        // The batch is a hop of its messages' traces: a child of the first one's context,
+        // linked to every message's.
+        let contexts: Vec<nimbus_trace::TraceContext> = batch
+            .iter()
+            .filter_map(|x| x.trace.as_deref())
+            .filter_map(nimbus_trace::TraceContext::parse_xray)
+            .collect();
+        let trace = match self.tracer.get() {
+            Some(t) => t.hop(
+                format!("batch {}", m.queue),
+                contexts.first(),
+                vec![
+                    nimbus_trace::KeyValue::new("nimbus.queue", m.queue.clone()),
+                    nimbus_trace::KeyValue::new(
+                        "messaging.batch.message_count",
+                        batch.len() as i64,
+                    ),
+                ],
+                contexts.clone(),
+            ),
+            None => contexts.first().cloned(),
+        }
+        .map(|t| t.traceparent());
         let attempt = invoker
-            .invoke_as(
+            .invoke_traced(
                 nimbus_metrics::Trigger::Queue,
                 function,
                 qualifier,
                 &request_id,
                 payload,
+                trace.as_deref(),
             )
             .await;
         let outcome = match &attempt {
@@ -540,6 +577,7 @@ mod tests {
             first_receive_ms: None,
             visible_at_ms: 0,
             receipt: None,
+            trace: None,
         };
         let f = vec![EventPattern::parse(r#"{"body":{"type":["order"]}}"#).unwrap()];
         assert!(passes_filters("q", &msg(r#"{"type":"order"}"#), &f));
@@ -569,6 +607,7 @@ mod tests {
             first_receive_ms: None,
             visible_at_ms: 0,
             receipt: None,
+            trace: None,
         };
         assert_eq!(fitting(&[msg(10), msg(10)]), 2);
         let big: Vec<Message> = (0..20).map(|_| msg(256 * 1024)).collect();
@@ -603,6 +642,7 @@ mod tests {
             first_receive_ms: Some(7),
             visible_at_ms: 0,
             receipt: Some("r".into()),
+            trace: None,
         };
         let e = sqs_event("orders", &[m]);
         let r = &e["Records"][0];

@@ -289,10 +289,25 @@ impl Scheduler {
             json!({}),
         );
         let key = firing_key(&rule.bus, &rule.name, firing_ms);
+        // A firing starts a new trace: its span is the root of every target's invocations.
+        let trace = self.bus.engine().hop(
+            format!("schedule {}", rule.name),
+            None,
+            vec![
+                nimbus_trace::KeyValue::new("nimbus.bus", rule.bus.clone()),
+                nimbus_trace::KeyValue::new("nimbus.rule", rule.name.clone()),
+                nimbus_trace::KeyValue::new("nimbus.firing_ms", firing_ms),
+            ],
+            Vec::new(),
+        );
         for target in &rule.targets {
+            let origin = crate::engine::Origin {
+                trigger: nimbus_metrics::Trigger::Schedule,
+                trace: trace.clone(),
+            };
             let s = self
                 .bus
-                .submit_to(target, &event, Some(key.clone()))
+                .submit_to(target, &event, Some(key.clone()), origin)
                 .await?;
             if s.duplicate {
                 debug!(rule = %rule.name, firing_ms, "firing already queued before a restart");

@@ -268,7 +268,7 @@ impl Gateway {
             resources: vec![alarm_arn(&a.name)],
             time: None,
         };
-        match bus.put_events(DEFAULT_BUS, vec![entry]).await {
+        match bus.put_events(DEFAULT_BUS, vec![entry], None).await {
             Ok(out) if out.failed_entry_count == 0 => {}
             Ok(out) => {
                 warn!(alarm = %a.name, "the state change event was refused: {:?}", out.entries)

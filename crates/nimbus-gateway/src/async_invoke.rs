@@ -65,9 +65,19 @@ pub(crate) async fn submit(
     let key = idempotency_key(headers, &resolved.version.config, &payload)?;
     let payload = String::from_utf8(payload.to_vec())
         .map_err(|_| ApiError::InvalidRequestContent("the payload must be UTF-8 JSON".into()))?;
+    let origin = nimbus_events::engine::Origin {
+        trigger: Trigger::Async,
+        trace: crate::trace::incoming(headers),
+    };
     let submitted = gw
         .events
-        .submit(name.as_str(), qualifier.unwrap_or(LATEST), payload, key)
+        .submit_from(
+            name.as_str(),
+            qualifier.unwrap_or(LATEST),
+            payload,
+            key,
+            origin,
+        )
         .await?;
     let mut resp = StatusCode::ACCEPTED.into_response();
     if let Ok(v) = HeaderValue::from_str(&submitted.request_id) {
@@ -104,6 +114,18 @@ impl Invoker for GatewayInvoker {
         request_id: &'a str,
         payload: String,
     ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>> {
+        self.invoke_traced(trigger, function, qualifier, request_id, payload, None)
+    }
+
+    fn invoke_traced<'a>(
+        &'a self,
+        trigger: Trigger,
+        function: &'a str,
+        qualifier: &'a str,
+        request_id: &'a str,
+        payload: String,
+        trace: Option<&'a str>,
+    ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>> {
         Box::pin(async move {
             let gw = &self.0;
             let Ok(name) = FunctionName::parse(function) else {
@@ -121,6 +143,7 @@ impl Invoker for GatewayInvoker {
                 payload: payload.into(),
                 invoked_arn: arn::function_arn(function, q),
                 trace_id: None,
+                traceparent: trace.map(str::to_string),
                 client_context: None,
                 stream: None,
             };

@@ -92,6 +92,7 @@ pub(crate) struct PutEventsBody {
 pub(crate) async fn put_events(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let body: PutEventsBody = serde_json::from_slice(&body).map_err(|e| {
@@ -99,7 +100,10 @@ pub(crate) async fn put_events(
             "expected {{\"Entries\": [{{\"Source\", \"DetailType\", \"Detail\", …}}]}}: {e}"
         ))
     })?;
-    let out = bus(&gw)?.put_events(&name, body.entries).await?;
+    let trace = crate::trace::incoming(&headers);
+    let out = bus(&gw)?
+        .put_events(&name, body.entries, trace.as_ref())
+        .await?;
     Ok(Json(serde_json::to_value(out).map_err(ApiError::internal)?))
 }
 
@@ -220,6 +224,7 @@ pub(crate) async fn aws_json(
     let Some(op) = op.filter(|_| req.method() == axum::http::Method::POST) else {
         return crate::urls::user_route(State(gw), req).await;
     };
+    let trace = crate::trace::incoming(req.headers());
     let body = axum::body::to_bytes(req.into_body(), AWS_JSON_MAX)
         .await
         .map_err(|e| ApiError::TooLarge(format!("request body: {e}")))?;
@@ -229,7 +234,7 @@ pub(crate) async fn aws_json(
                 ApiError::InvalidRequestContent(format!("invalid PutEvents request: {e}"))
             })?;
             let out = bus(&gw)?
-                .put_events(nimbus_store::DEFAULT_BUS, body.entries)
+                .put_events(nimbus_store::DEFAULT_BUS, body.entries, trace.as_ref())
                 .await?;
             serde_json::to_value(out).map_err(ApiError::internal)?
         }

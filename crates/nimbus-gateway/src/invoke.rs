@@ -26,7 +26,7 @@ pub(crate) async fn run(
     trigger: Trigger,
     payload: Bytes,
     invoked_arn: String,
-    trace_id: Option<String>,
+    trace: Option<nimbus_trace::TraceContext>,
     client_context: Option<String>,
 ) -> Result<(String, PoolInvokeResult), ApiError> {
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -34,7 +34,8 @@ pub(crate) async fn run(
         request_id,
         payload,
         invoked_arn,
-        trace_id,
+        trace_id: None,
+        traceparent: trace.map(|t| t.traceparent()),
         client_context,
         stream: None,
     };
@@ -44,9 +45,11 @@ pub(crate) async fn run(
 /// An invocation running in its own task: resolves to its request id and result.
 pub(crate) type Running = tokio::task::JoinHandle<Result<(String, PoolInvokeResult), ApiError>>;
 
-/// Starts `inv` in its own task (see [`run`]); the handle resolves to its result. A
-/// missing trace id gets a new one. Every invocation, whatever its surface, passes here:
-/// its outcome is recorded in the metrics here and nowhere else.
+/// Starts `inv` in its own task (see [`run`]); the handle resolves to its result. Every
+/// invocation, whatever its surface, passes here: its outcome is recorded in the metrics
+/// here and nowhere else, and its invoke span starts here (a child of the context in
+/// `inv.traceparent` or `inv.trace_id`; a new trace without one), whose ids the function
+/// is given in their place.
 pub(crate) fn spawn(
     gw: &Arc<Gateway>,
     resolved: &Arc<Resolved>,
@@ -65,9 +68,8 @@ pub(crate) fn spawn(
             reason: "ReservedFunctionConcurrentInvocationLimitExceeded",
         });
     }
-    if inv.trace_id.is_none() {
-        inv.trace_id = Some(new_trace_id());
-    }
+    let tracer = gw.cfg.tracer.clone();
+    let trace = crate::trace::begin(&tracer, resolved.version.config.tracing_mode, &mut inv);
     let request_id = inv.request_id.clone();
     let pools = gw.pools.clone();
     let spec = resolved.spec.clone();
@@ -76,9 +78,10 @@ pub(crate) fn spawn(
     Ok(tokio::spawn(
         async move {
             let in_flight = metrics.in_flight();
-            let res = pools.invoke(spec, &revision, inv).await;
+            let res = pools.invoke(spec.clone(), &revision, inv).await;
             drop(in_flight);
             record(&metrics, trigger, &res);
+            trace.end(&tracer, &spec, trigger, &request_id, &res);
             Ok((request_id, res?))
         }
         .instrument(span),
@@ -123,16 +126,6 @@ fn record(
         Outcome::Error { .. } => InvocationOutcome::Error,
     };
     m.invocation(trigger, outcome, Some(r.result.duration));
-}
-
-fn new_trace_id() -> String {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let r = uuid::Uuid::new_v4().simple().to_string();
-    format!(
-        "Root=1-{now:08x}-{};Parent={};Sampled=0",
-        &r[..24],
-        &r[16..32]
-    )
 }
 
 /// What an Invoke request asks for (both `Invoke` and `InvokeWithResponseStream`).
@@ -247,7 +240,6 @@ pub(crate) async fn lambda_invoke(
         &["RequestResponse", "Event", "DryRun"],
     )
     .await?;
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
 
     if invocation_type == "Event" {
         return crate::async_invoke::submit(&gw, &name, qualifier.as_deref(), payload, &headers)
@@ -281,7 +273,7 @@ pub(crate) async fn lambda_invoke(
         }
     }
     let invoked_arn = arn::function_arn(name.as_str(), qualifier.as_deref());
-    let trace = header("x-amzn-trace-id").map(str::to_string);
+    let trace = crate::trace::incoming(&headers);
     let (request_id, res) = run(
         &gw,
         &resolved,

@@ -28,6 +28,7 @@ pub(crate) enum Status {
     /// Implemented: checked, stored and applied (see `apply_config`).
     Works,
     /// Checked, stored per version and returned as given; no run-time effect yet.
+    #[allow(dead_code)] // no field is only stored today
     Stored,
     /// Accepted only when `Field::accepted` says so (the empty or default value);
     /// anything else is an `InvalidParameterValueException` with this reason.
@@ -141,7 +142,7 @@ pub(crate) const FIELDS: &[Field] = &[
     field("Publish", true, false, Status::Works),
     field("Tags", true, false, Status::Works),
     field("RevisionId", false, true, Status::Works),
-    field("TracingConfig", true, true, Status::Stored),
+    field("TracingConfig", true, true, Status::Works),
     field("DeadLetterConfig", true, true, Status::Works),
     field("Layers", true, true, Status::Works),
     refused(

@@ -31,6 +31,7 @@ mod queues;
 mod secrets;
 mod state;
 mod streaming;
+mod trace;
 mod urls;
 mod whoami;
 
@@ -275,6 +276,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             gw.clone(),
             limits::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            trace::entry,
         ))
         .layer(axum::middleware::from_fn_with_state(
             gw.clone(),

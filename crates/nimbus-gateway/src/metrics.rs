@@ -42,7 +42,7 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
 /// A bounded name of the operation a request reached: its method and route template with
 /// `:param` for a path parameter (`GET /v1/functions/:name`; braces in a label value trip
 /// some parsers), `route` for user routes and unmatched paths.
-fn operation(method: &Method, matched: Option<&MatchedPath>) -> String {
+pub(crate) fn operation(method: &Method, matched: Option<&MatchedPath>) -> String {
     let m = match *method {
         Method::GET => "GET",
         Method::POST => "POST",

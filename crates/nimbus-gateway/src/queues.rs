@@ -221,6 +221,7 @@ fn new_message(e: SendEntry) -> Result<NewMessage, ApiError> {
         body,
         attributes: normalize_attributes(e.attributes)?,
         delay_s: e.delay_seconds,
+        trace: None,
     })
 }
 
@@ -228,6 +229,7 @@ fn new_message(e: SendEntry) -> Result<NewMessage, ApiError> {
 pub(crate) async fn send(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let bad =
@@ -250,6 +252,14 @@ pub(crate) async fn send(
     } else {
         vec![new_message(serde_json::from_value(input).map_err(bad)?)?]
     };
+    // Each message carries the request's trace context (SQS's `AWSTraceHeader`).
+    let mut messages = messages;
+    if let Some(cx) = crate::trace::incoming(&headers) {
+        let xray = cx.xray();
+        messages
+            .iter_mut()
+            .for_each(|m| m.trace = Some(xray.clone()));
+    }
     let sent = blocking(&gw, move |s| s.send(&name, &messages, now_ms())).await?;
     runner(&gw)?.messages_sent();
     let out: Vec<Value> = sent

@@ -25,6 +25,8 @@ pub struct GatewayConfig {
     pub isolation: serde_json::Value,
     /// The metrics registry every surface records into (served at `GET /metrics`).
     pub metrics: Arc<nimbus_metrics::Metrics>,
+    /// Where trace spans go ([`nimbus_trace::Tracer::off`]: nowhere).
+    pub tracer: nimbus_trace::Tracer,
 }
 
 /// A function version resolved for invocation.

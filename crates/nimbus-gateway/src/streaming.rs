@@ -227,10 +227,8 @@ pub(crate) async fn invoke_with_response_stream(
         request_id: uuid::Uuid::new_v4().to_string(),
         payload,
         invoked_arn: arn::function_arn(name.as_str(), qualifier.as_deref()),
-        trace_id: headers
-            .get("x-amzn-trace-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        trace_id: None,
+        traceparent: crate::trace::incoming(&headers).map(|t| t.traceparent()),
         client_context,
         stream: None,
     };

@@ -251,6 +251,7 @@ async fn serve_http(
         .map(|c| c.0.ip().to_string())
         .unwrap_or_else(|| "127.0.0.1".into());
     let (parts, body) = req.into_parts();
+    let trace = crate::trace::incoming(&parts.headers);
     let body = invoke::read_payload(body).await?;
     let request_id = uuid::Uuid::new_v4().to_string();
     let host = parts
@@ -305,6 +306,7 @@ async fn serve_http(
             payload: payload.into(),
             invoked_arn,
             trace_id: None,
+            traceparent: trace.map(|t| t.traceparent()),
             client_context: None,
             stream: None,
         };
@@ -319,7 +321,7 @@ async fn serve_http(
             trigger,
             payload.into(),
             invoked_arn,
-            None,
+            trace,
             None,
         )
         .await?

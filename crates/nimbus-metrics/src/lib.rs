@@ -109,6 +109,11 @@ impl Trigger {
             Trigger::Bus => "bus",
         }
     }
+
+    /// The trigger named by [`Trigger::as_str`].
+    pub fn parse(s: &str) -> Option<Trigger> {
+        Trigger::ALL.into_iter().find(|t| t.as_str() == s)
+    }
 }
 
 /// How an invocation ended.
@@ -282,6 +287,7 @@ pub struct Metrics {
     dead_letter_errors: Family<FunctionLabels, Counter>,
     api_requests: Family<ApiLabels, Counter>,
     api_duration: HistogramFamily<OperationLabels>,
+    trace_spans_dropped: Counter,
 }
 
 impl Metrics {
@@ -303,7 +309,13 @@ impl Metrics {
         let api_requests = Family::<ApiLabels, Counter>::default();
         let api_duration: HistogramFamily<OperationLabels> =
             Family::new_with_constructor(api_histogram);
+        let trace_spans_dropped = Counter::default();
         let r = &mut registry;
+        r.register(
+            "nimbus_trace_spans_dropped",
+            "Trace spans not exported: the export queue was full or the OTLP endpoint failed",
+            trace_spans_dropped.clone(),
+        );
         r.register(
             "nimbus_invocations",
             "Invocations by function, trigger and outcome",
@@ -394,6 +406,7 @@ impl Metrics {
             dead_letter_errors,
             api_requests,
             api_duration,
+            trace_spans_dropped,
         })
     }
 
@@ -412,6 +425,11 @@ impl Metrics {
     /// the limit (add samples with [`GaugeFamily::add`], which sums those).
     pub fn function_label(&self, function: &str) -> String {
         self.label(function)
+    }
+
+    /// `n` trace spans were dropped instead of exported.
+    pub fn trace_spans_dropped(&self, n: u64) {
+        self.trace_spans_dropped.inc_by(n);
     }
 
     /// The text exposition (OpenMetrics, ending in `# EOF`).

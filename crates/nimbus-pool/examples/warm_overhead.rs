@@ -75,6 +75,7 @@ async fn main() {
         payload: Bytes::from_static(b"{}"),
         invoked_arn: "arn".into(),
         trace_id: None,
+        traceparent: None,
         client_context: None,
         stream: None,
     };

@@ -124,6 +124,12 @@ pub struct PoolInvokeResult {
     /// With `cold`: the new instance was a prewarmed stem cell.
     pub stem: bool,
     pub pid: Option<u32>,
+    /// Time spent waiting for a concurrency slot and an instance (queueing), before the
+    /// cold start if there was one.
+    pub waited: Duration,
+    /// With `cold`: time to start the new instance's process (its initialisation is
+    /// `result.init_duration`).
+    pub spawn: Duration,
 }
 
 /// Counts for one function, for the API and tests.
@@ -316,7 +322,8 @@ impl<E: Executor> PoolManager<E> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(PoolError::ShuttingDown);
         }
-        let deadline = Instant::now() + self.cfg.queue_timeout;
+        let started = Instant::now();
+        let deadline = started + self.cfg.queue_timeout;
         let name = spec.function.to_string();
         let reserved = self.account.reservation(&name);
         let limit = reserved.unwrap_or(spec.config.concurrency);
@@ -380,6 +387,8 @@ impl<E: Executor> PoolManager<E> {
         fp.running.fetch_add(1, Ordering::SeqCst);
         let _running = Running(&fp.running);
         let vp = self.version_pool(&fp, &spec.version, revision);
+        let mut spawn = Duration::ZERO;
+        let mut waited = Duration::ZERO;
         let (result, cold, stem, pid) = loop {
             // 3. A warm instance, else a new one when the scale-out rate allows, else wait
             //    for whichever comes first (until the deadline).
@@ -426,8 +435,10 @@ impl<E: Executor> PoolManager<E> {
                     }
                 };
                 match fp.bucket.take() {
-                    Ok(()) => match self.start_instance(spec.clone(), false).await {
-                        Ok(i) => {
+                    Ok(()) => match timed(self.start_instance(spec.clone(), false)).await {
+                        Ok((i, took)) => {
+                            spawn = took;
+                            waited = started.elapsed().saturating_sub(took);
                             let init = i.initialised();
                             tokio::spawn(async move {
                                 init.await;
@@ -463,6 +474,9 @@ impl<E: Executor> PoolManager<E> {
                 }
             };
             drop(held_slot);
+            if !cold {
+                waited = started.elapsed();
+            }
             vp.busy.fetch_add(1, Ordering::SeqCst);
             let pid = instance.pid();
             let stem = cold && instance.was_stem_cell();
@@ -497,6 +511,8 @@ impl<E: Executor> PoolManager<E> {
             cold,
             stem,
             pid,
+            waited,
+            spawn,
         })
     }
 
@@ -780,6 +796,14 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Runs `f`, timing it when it succeeds.
+async fn timed<T, E>(
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<(T, Duration), E> {
+    let t0 = Instant::now();
+    f.await.map(|v| (v, t0.elapsed()))
+}
+
 fn start_failure(inv: &Invocation, e: RuntimeError) -> PoolInvokeResult {
     let error_type = match e {
         RuntimeError::InvalidEntrypoint(_) => "Runtime.InvalidEntrypoint",
@@ -804,6 +828,8 @@ fn start_failure(inv: &Invocation, e: RuntimeError) -> PoolInvokeResult {
         cold: true,
         stem: false,
         pid: None,
+        waited: Duration::ZERO,
+        spawn: Duration::ZERO,
     }
 }
 

@@ -78,6 +78,7 @@ fn inv() -> Invocation {
         payload: bytes::Bytes::from_static(b"x"),
         invoked_arn: "arn".into(),
         trace_id: None,
+        traceparent: None,
         client_context: None,
         stream: None,
     }

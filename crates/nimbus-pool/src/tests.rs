@@ -125,6 +125,7 @@ fn inv(payload: &'static str) -> Invocation {
         payload: Bytes::from_static(payload.as_bytes()),
         invoked_arn: "arn".into(),
         trace_id: None,
+        traceparent: None,
         client_context: None,
         stream: None,
     }

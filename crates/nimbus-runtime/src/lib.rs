@@ -29,6 +29,7 @@ pub use process::{
     mask_secrets, HostInterpreters, ProcessExecutor, ProcessExecutorConfig, ProcessInstance,
     SecretSource,
 };
+pub use rapi::TRACEPARENT_HEADER;
 pub use sandbox::{probe as probe_sandbox, Isolation, IsolationReport, Layer};
 pub use stem::{StemConfig, StemPoolStats, StemStats};
 
@@ -59,7 +60,11 @@ pub struct Invocation {
     pub payload: Bytes,
     /// The ARN the caller used (`Lambda-Runtime-Invoked-Function-Arn`).
     pub invoked_arn: String,
+    /// The X-Ray trace header (`Lambda-Runtime-Trace-Id`, `_X_AMZN_TRACE_ID`).
     pub trace_id: Option<String>,
+    /// The same context as a W3C `traceparent` (`Nimbus-Runtime-Traceparent`, which the
+    /// bundled bootstraps put in `TRACEPARENT`).
+    pub traceparent: Option<String>,
     /// Plain JSON client context (already base64-decoded).
     pub client_context: Option<String>,
     /// Set when the caller reads the answer as a stream (`InvokeWithResponseStream`, a

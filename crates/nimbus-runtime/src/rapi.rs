@@ -274,6 +274,9 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
     if let Some(t) = &inv.trace_id {
         put("lambda-runtime-trace-id", t);
     }
+    if let Some(t) = &inv.traceparent {
+        put(TRACEPARENT_HEADER, t);
+    }
     if let Some(c) = &inv.client_context {
         put("lambda-runtime-client-context", c);
     }
@@ -281,6 +284,10 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
     put("content-type", "application/json");
     (StatusCode::OK, headers, Body::from(inv.payload)).into_response()
 }
+
+/// The `/invocation/next` response header carrying the invocation's W3C `traceparent`
+/// (a Nimbus extension; custom runtimes may set `TRACEPARENT` from it).
+pub const TRACEPARENT_HEADER: &str = "nimbus-runtime-traceparent";
 
 /// Why a post about an invocation was refused.
 enum Refusal {
@@ -953,6 +960,7 @@ mod tests {
                 payload: Bytes::from_static(b"{\"x\":1}"),
                 invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
                 trace_id: Some("Root=1-5e1b4151-5ac6c58f5b5dbd6a6b5e6a5c;Sampled=0".into()),
+                traceparent: Some("00-5e1b41515ac6c58f5b5dbd6a6b5e6a5c-53995c3f42cd8ad8-00".into()),
                 client_context: Some(r#"{"custom":{"k":"v"}}"#.into()),
                 stream: None,
             },
@@ -972,6 +980,7 @@ mod tests {
                 payload: Bytes::from_static(b"{}"),
                 invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
                 trace_id: None,
+                traceparent: None,
                 client_context: None,
                 stream: Some(sink),
             },
@@ -1095,6 +1104,7 @@ mod tests {
             "lambda-runtime-deadline-ms: ",
             "lambda-runtime-invoked-function-arn: arn:aws:lambda:",
             "lambda-runtime-trace-id: root=1-",
+            "nimbus-runtime-traceparent: 00-5e1b41515ac6c58f5b5dbd6a6b5e6a5c-53995c3f42cd8ad8-00\r\n",
             "lambda-runtime-client-context: {\"custom\":{\"k\":\"v\"}}\r\n",
         ] {
             assert!(lower.contains(h), "missing {h:?} in {next}");

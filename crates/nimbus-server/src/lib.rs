@@ -63,6 +63,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Functions with their own metric series; the rest share `function="_other"`.
     pub metrics_max_functions: usize,
+    /// Export trace spans over OTLP/HTTP to this base URL (`--otlp-endpoint`); without it,
+    /// the standard `OTEL_EXPORTER_OTLP_*` variables decide, and tracing is off unless
+    /// one names an endpoint.
+    pub otlp_endpoint: Option<String>,
     pub data_dir: PathBuf,
     /// The secrets master key file (default `DATA_DIR/master.key`); `NIMBUS_MASTER_KEY`
     /// takes precedence.
@@ -133,6 +137,7 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             metrics_listen: None,
+            otlp_endpoint: None,
             metrics_max_functions: nimbus_metrics::MetricsConfig::default().max_functions,
             data_dir: PathBuf::from(".nimbus"),
             master_key_file: None,
@@ -370,6 +375,14 @@ impl Server {
             max_functions: config.metrics_max_functions,
         });
         events.set_metrics(metrics.clone());
+        let tracer = match nimbus_trace::TraceConfig::from_env(config.otlp_endpoint.as_deref())? {
+            Some(cfg) => {
+                let m = metrics.clone();
+                nimbus_trace::Tracer::start(&cfg, Arc::new(move |n| m.trace_spans_dropped(n)))?
+            }
+            None => nimbus_trace::Tracer::off(),
+        };
+        events.set_tracer(tracer.clone());
         let metrics_listener = match config.metrics_listen {
             Some(a) => {
                 let l = tokio::net::TcpListener::bind(a)
@@ -394,6 +407,7 @@ impl Server {
                 memory_limits: memory.describe().to_string(),
                 isolation: isolation.clone(),
                 metrics: metrics.clone(),
+                tracer: tracer.clone(),
             },
         )
         .map_err(|e| anyhow::anyhow!("cannot load routes: {e}"))?;
@@ -403,6 +417,7 @@ impl Server {
         let queues: Arc<dyn nimbus_store::QueueStore> = Arc::new(queues);
         gauges::register(&metrics, &pools, &events, queues.clone(), data_dir.clone());
         let mappings = MappingRunner::new(queues, MappingConfig::default());
+        mappings.set_tracer(tracer.clone());
         let gateway = gateway.with_queues(mappings.clone());
         events.set_queues(mappings.clone());
         let bus_store = SqliteBusStore::open(&data_dir, unix_ms())
@@ -605,8 +620,9 @@ impl Server {
         // The minute in progress reaches the history store.
         history.abort();
         self.gateway.flush_history().await;
-        // Let the last log lines reach the store.
+        // Let the last log lines reach the store, and the last spans their collector.
         tokio::time::sleep(Duration::from_millis(100)).await;
+        self.events.tracer().flush(Duration::from_secs(2)).await;
         self.log_task.abort();
         self.log_maintenance.abort();
         info!("stopped");

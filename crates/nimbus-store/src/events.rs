@@ -78,6 +78,11 @@ BEGIN
         WHERE owner = OLD.function;
 END;
 ",
+    // Each event's trace context (a W3C traceparent) and the trigger it came from.
+    "
+ALTER TABLE events ADD COLUMN trace TEXT;
+ALTER TABLE events ADD COLUMN \"trigger\" TEXT;
+",
 ];
 
 /// The stored result of a successful synchronous invocation made with an idempotency key.
@@ -199,7 +204,7 @@ impl SqliteEventQueue {
 
 const COLUMNS: &str =
     "id, function, qualifier, payload, status, attempts, created_ms, next_attempt_ms, \
-                       last_error, result, idempotency_key";
+                       last_error, result, idempotency_key, trace, \"trigger\"";
 
 fn decode(r: &Row<'_>) -> rusqlite::Result<AsyncEvent> {
     let status: String = r.get(4)?;
@@ -215,6 +220,8 @@ fn decode(r: &Row<'_>) -> rusqlite::Result<AsyncEvent> {
         last_error: r.get(8)?,
         result: r.get(9)?,
         idempotency_key: r.get(10)?,
+        trace: r.get(11)?,
+        trigger: r.get(12)?,
     })
 }
 
@@ -253,7 +260,7 @@ impl EventQueue for SqliteEventQueue {
             Backlog::AsyncEvents,
         )?;
         tx.execute(
-            &format!("INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            &format!("INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
             params![
                 ev.id,
                 ev.function,
@@ -265,7 +272,9 @@ impl EventQueue for SqliteEventQueue {
                 ev.next_attempt_ms,
                 ev.last_error,
                 ev.result,
-                ev.idempotency_key
+                ev.idempotency_key,
+                ev.trace,
+                ev.trigger
             ],
         )?;
         tx.commit()?;
@@ -546,6 +555,8 @@ mod tests {
             last_error: None,
             result: None,
             idempotency_key: key.map(str::to_string),
+            trace: None,
+            trigger: None,
         }
     }
 
@@ -703,6 +714,27 @@ mod tests {
             EventStatus::Pending
         );
         assert_eq!(q.backlog().unwrap().largest_owner, Some(("f".into(), 1)));
+    }
+
+    #[test]
+    fn trace_and_trigger_are_stored_with_the_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let tp = "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01";
+        {
+            let q = SqliteEventQueue::open(dir.path()).unwrap();
+            let mut e = ev("t", 100, None);
+            e.trace = Some(tp.into());
+            e.trigger = Some("bus".into());
+            q.enqueue(&e, 0).unwrap();
+            q.enqueue(&ev("plain", 100, None), 0).unwrap();
+        }
+        let q = SqliteEventQueue::open(dir.path()).unwrap();
+        let claimed = q.claim_due(1000, 10, 100).unwrap();
+        let t = claimed.iter().find(|e| e.id == "t").unwrap();
+        assert_eq!(t.trace.as_deref(), Some(tp));
+        assert_eq!(t.trigger.as_deref(), Some("bus"));
+        let plain = q.get("plain").unwrap();
+        assert_eq!((plain.trace, plain.trigger), (None, None));
     }
 
     #[test]

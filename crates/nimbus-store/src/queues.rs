@@ -84,6 +84,8 @@ BEGIN
         WHERE owner = OLD.queue;
 END;
 ",
+    // Each message's trace context (SQS's `AWSTraceHeader` system attribute).
+    "ALTER TABLE messages ADD COLUMN trace TEXT;",
 ];
 
 /// Largest batch of `send` and `receive`, as SQS.
@@ -169,6 +171,8 @@ pub struct NewMessage {
     /// SQS message attributes, already in the event shape (`{"k":{"stringValue":…}}`).
     pub attributes: serde_json::Value,
     pub delay_s: u32,
+    /// The trace context sent with it, X-Ray form (SQS's `AWSTraceHeader`).
+    pub trace: Option<String>,
 }
 
 /// A stored message. `receipt` is set on received messages.
@@ -184,6 +188,9 @@ pub struct Message {
     pub first_receive_ms: Option<i64>,
     pub visible_at_ms: i64,
     pub receipt: Option<String>,
+    /// The trace context it was sent with, X-Ray form (`AWSTraceHeader`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -364,7 +371,7 @@ fn decode_queue(r: &Row<'_>) -> rusqlite::Result<QueueInfo> {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, queue, body, attributes, md5, sent_ms, receive_count, first_receive_ms, visible_at_ms, receipt";
+    "id, queue, body, attributes, md5, sent_ms, receive_count, first_receive_ms, visible_at_ms, receipt, trace";
 
 fn decode_message(r: &Row<'_>) -> rusqlite::Result<Message> {
     let attrs: String = r.get(3)?;
@@ -379,6 +386,7 @@ fn decode_message(r: &Row<'_>) -> rusqlite::Result<Message> {
         first_receive_ms: r.get(7)?,
         visible_at_ms: r.get(8)?,
         receipt: r.get(9)?,
+        trace: r.get(10)?,
     })
 }
 
@@ -547,9 +555,10 @@ impl QueueStore for SqliteQueueStore {
                 first_receive_ms: None,
                 visible_at_ms: now_ms + i64::from(m.delay_s) * 1000,
                 receipt: None,
+                trace: m.trace.clone(),
             };
             tx.execute(
-                &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, ?7, NULL)"),
+                &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, ?7, NULL, ?8)"),
                 params![
                     msg.id,
                     msg.queue,
@@ -557,7 +566,8 @@ impl QueueStore for SqliteQueueStore {
                     msg.attributes.to_string(),
                     msg.md5,
                     msg.sent_ms,
-                    msg.visible_at_ms
+                    msg.visible_at_ms,
+                    msg.trace
                 ],
             )?;
             out.push(msg);
@@ -892,6 +902,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteQueueStore::open(dir.path()).unwrap();
         (dir, s)
+    }
+
+    #[test]
+    fn a_message_keeps_its_trace_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteQueueStore::open(dir.path()).unwrap();
+        s.put_queue("q", &QueueSettings::default(), 0).unwrap();
+        let xray = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+        let traced = NewMessage {
+            trace: Some(xray.into()),
+            ..msg("t")
+        };
+        s.send("q", &[traced, msg("plain")], 0).unwrap();
+        let got = s.receive("q", 10, Some(30), 0).unwrap();
+        let trace_of = |b: &str| got.iter().find(|m| m.body == b).unwrap().trace.clone();
+        assert_eq!(trace_of("t").as_deref(), Some(xray));
+        assert_eq!(trace_of("plain"), None);
     }
 
     fn msg(body: &str) -> NewMessage {

@@ -27,6 +27,7 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
         let mut c = nimbus_server::Config::default();
         c.listen = args.listen;
         c.metrics_listen = args.metrics_listen;
+        c.otlp_endpoint = args.otlp_endpoint.clone();
         c.data_dir = data_dir.to_path_buf();
         c.master_key_file = args.master_key_file.clone();
         c.idle_timeout = args.idle_timeout;

@@ -1,0 +1,486 @@
+//! Nimbus distributed tracing: trace contexts (W3C `traceparent` and X-Ray
+//! `X-Amzn-Trace-Id`, [`TraceContext`]), sampling ([`Sampler`]), and the export of
+//! finished spans over OTLP/HTTP (protobuf) through a bounded queue ([`Tracer`]).
+//!
+//! Spans are recorded when they end, with their own ids and times chosen by the caller:
+//! the ids are known before the work starts (so a function is told its invoke span's id),
+//! the times are measured by whoever did the work. Recording never waits: a full queue
+//! drops the span and counts it, as does a failed export.
+//!
+//! Without an endpoint ([`TraceConfig::from_env`] gives `None`) the [`Tracer`] is off and
+//! recording costs one branch.
+
+mod config;
+mod context;
+
+pub use config::{Root, Sampler, TraceConfig};
+pub use context::{new_span_id, TraceContext, TRACEPARENT, TRACESTATE, XRAY};
+pub use opentelemetry::{KeyValue, Value};
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::InstrumentationScope;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("tracing configuration: {0}")]
+    Config(String),
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+}
+
+/// What a span is, in OpenTelemetry's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Server,
+    Consumer,
+    Producer,
+    Client,
+    Internal,
+}
+
+/// A finished span, ready to record.
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub name: Cow<'static, str>,
+    pub kind: Kind,
+    /// This span's trace, id and sampling decision.
+    pub context: TraceContext,
+    /// The parent span's id (0: a root span).
+    pub parent: u64,
+    /// The parent span was recorded in another process (came in with a request).
+    pub parent_remote: bool,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub attributes: Vec<KeyValue>,
+    /// Set when the work failed: the span's status is `Error` with this description.
+    pub error: Option<String>,
+    /// Other spans this one is linked to (a schedule firing's root, for instance).
+    pub links: Vec<TraceContext>,
+}
+
+impl Span {
+    /// A span of `context` whose parent is `parent` (`None`: a root span).
+    pub fn new(
+        name: impl Into<Cow<'static, str>>,
+        kind: Kind,
+        context: &TraceContext,
+        parent: Option<&TraceContext>,
+        start: SystemTime,
+    ) -> Self {
+        Span {
+            name: name.into(),
+            kind,
+            context: context.clone(),
+            parent: parent.map_or(0, |p| p.span_id),
+            parent_remote: false,
+            start,
+            end: start,
+            attributes: Vec::new(),
+            error: None,
+            links: Vec::new(),
+        }
+    }
+}
+
+enum Msg {
+    Span(Box<SpanData>),
+    Flush(oneshot::Sender<()>),
+}
+
+struct Inner {
+    tx: mpsc::Sender<Msg>,
+    sampler: Sampler,
+    dropped: Arc<AtomicU64>,
+    on_drop: Arc<dyn Fn(u64) + Send + Sync>,
+    scope: InstrumentationScope,
+}
+
+/// Records spans and sends them to the OTLP endpoint in the background. Cheap to clone;
+/// [`Tracer::off`] (the default) records nothing.
+#[derive(Clone, Default)]
+pub struct Tracer(Option<Arc<Inner>>);
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("enabled", &self.is_enabled())
+            .finish()
+    }
+}
+
+impl Tracer {
+    /// A tracer that records nothing.
+    pub fn off() -> Self {
+        Tracer(None)
+    }
+
+    /// Starts the export task (on the current Tokio runtime) for `cfg`. `on_drop` is
+    /// told how many spans were dropped (queue full, or an export that failed).
+    pub fn start(
+        cfg: &TraceConfig,
+        on_drop: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Self, TraceError> {
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(cfg.traces_url.clone())
+            .with_timeout(cfg.timeout)
+            .build()
+            .map_err(|e| TraceError::Exporter(e.to_string()))?;
+        let resource = opentelemetry_sdk::Resource::builder_empty()
+            .with_service_name(cfg.service_name.clone())
+            .with_attributes([KeyValue::new("service.namespace", "nimbus")])
+            .build();
+        exporter.set_resource(&resource);
+        let (tx, rx) = mpsc::channel(cfg.max_queue);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let inner = Arc::new(Inner {
+            tx,
+            sampler: cfg.sampler,
+            dropped: dropped.clone(),
+            on_drop: on_drop.clone(),
+            scope: InstrumentationScope::builder("nimbus")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        });
+        let batch = Batch {
+            max: cfg.max_batch,
+            delay: cfg.delay,
+            dropped,
+            on_drop,
+        };
+        tokio::spawn(batch.run(exporter, rx));
+        tracing::info!(endpoint = %cfg.traces_url, service = %cfg.service_name, "exporting traces over OTLP/HTTP");
+        Ok(Tracer(Some(inner)))
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Spans dropped so far (queue full or export failed).
+    pub fn dropped(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |i| i.dropped.load(Ordering::Relaxed))
+    }
+
+    /// The context of a new span whose parent is `parent` (`None`: a new trace). The
+    /// span is sampled when `force` is set (a function with `TracingConfig: Active`), else
+    /// as the sampler decides (by default, as the parent was). With tracing off, the
+    /// context is made all the same (functions still get a trace id) but never sampled.
+    pub fn start_span(&self, parent: Option<&TraceContext>, force: bool) -> TraceContext {
+        let Some(inner) = &self.0 else {
+            // Off: keep the incoming decision for the header passed on, record nothing.
+            return match parent {
+                Some(p) => TraceContext {
+                    sampled: p.sampled.or(Some(false)),
+                    ..p.child(false)
+                },
+                None => TraceContext::new_root(false),
+            };
+        };
+        match parent {
+            Some(p) if p.trace_id != 0 => {
+                let sampled = force || inner.sampler.decide(Some(p), p.trace_id);
+                p.child(sampled)
+            }
+            _ => {
+                let mut root = TraceContext::new_root(false);
+                root.sampled = Some(force || inner.sampler.decide(None, root.trace_id));
+                root
+            }
+        }
+    }
+
+    /// The context a work item passed on by a hop carries: with tracing on, a new
+    /// producer span `name` (child of `parent`, a new trace without one, linked to `links`)
+    /// recorded now; with tracing off, `parent` as it came (so the trace id still reaches
+    /// the function).
+    pub fn hop(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        parent: Option<&TraceContext>,
+        attributes: Vec<KeyValue>,
+        links: Vec<TraceContext>,
+    ) -> Option<TraceContext> {
+        if !self.is_enabled() {
+            return parent.cloned();
+        }
+        let cx = self.start_span(parent, false);
+        let mut span = Span::new(name, Kind::Producer, &cx, parent, SystemTime::now());
+        span.attributes = attributes;
+        span.links = links;
+        self.record(span);
+        Some(cx)
+    }
+
+    /// Queues a finished span for export, unless it is not sampled or tracing is off.
+    /// Never waits: with the queue full the span is dropped and counted.
+    pub fn record(&self, span: Span) {
+        let Some(inner) = &self.0 else { return };
+        if !span.context.is_sampled() {
+            return;
+        }
+        let data = inner.span_data(span);
+        if inner.tx.try_send(Msg::Span(Box::new(data))).is_err() {
+            inner.dropped.fetch_add(1, Ordering::Relaxed);
+            (inner.on_drop)(1);
+        }
+    }
+
+    /// Exports what is queued now and waits (at most `timeout`) until that is done.
+    pub async fn flush(&self, timeout: std::time::Duration) {
+        let Some(inner) = &self.0 else { return };
+        let (done, wait) = oneshot::channel();
+        let _ = tokio::time::timeout(timeout, async {
+            if inner.tx.send(Msg::Flush(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Inner {
+    fn span_data(&self, s: Span) -> SpanData {
+        let cx = |c: &TraceContext, remote: bool| {
+            let state = c
+                .tracestate
+                .as_deref()
+                .and_then(|t| t.parse::<TraceState>().ok())
+                .unwrap_or_default();
+            SpanContext::new(
+                TraceId::from_bytes(c.trace_id.to_be_bytes()),
+                SpanId::from_bytes(c.span_id.to_be_bytes()),
+                if c.is_sampled() {
+                    TraceFlags::SAMPLED
+                } else {
+                    TraceFlags::default()
+                },
+                remote,
+                state,
+            )
+        };
+        let mut links = SpanLinks::default();
+        links.links = s
+            .links
+            .iter()
+            .map(|l| opentelemetry::trace::Link::with_context(cx(l, false)))
+            .collect();
+        SpanData {
+            span_context: cx(&s.context, false),
+            parent_span_id: SpanId::from_bytes(s.parent.to_be_bytes()),
+            parent_span_is_remote: s.parent_remote,
+            span_kind: match s.kind {
+                Kind::Server => SpanKind::Server,
+                Kind::Consumer => SpanKind::Consumer,
+                Kind::Producer => SpanKind::Producer,
+                Kind::Client => SpanKind::Client,
+                Kind::Internal => SpanKind::Internal,
+            },
+            name: s.name,
+            start_time: s.start,
+            end_time: s.end.max(s.start),
+            attributes: s.attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links,
+            status: match s.error {
+                Some(e) => Status::error(e),
+                None => Status::Unset,
+            },
+            instrumentation_scope: self.scope.clone(),
+        }
+    }
+}
+
+/// The export task: batches of at most `max` spans, sent when full or `delay` after
+/// their first span; a failed export drops its batch (counted).
+struct Batch {
+    max: usize,
+    delay: std::time::Duration,
+    dropped: Arc<AtomicU64>,
+    on_drop: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl Batch {
+    async fn run(self, exporter: opentelemetry_otlp::SpanExporter, mut rx: mpsc::Receiver<Msg>) {
+        let mut batch: Vec<SpanData> = Vec::with_capacity(self.max);
+        let mut failing = false;
+        loop {
+            let msg = if batch.is_empty() {
+                rx.recv().await
+            } else {
+                match tokio::time::timeout(self.delay, rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        self.export(&exporter, &mut batch, &mut failing).await;
+                        continue;
+                    }
+                }
+            };
+            match msg {
+                None => {
+                    self.export(&exporter, &mut batch, &mut failing).await;
+                    return;
+                }
+                Some(Msg::Span(s)) => {
+                    batch.push(*s);
+                    if batch.len() >= self.max {
+                        self.export(&exporter, &mut batch, &mut failing).await;
+                    }
+                }
+                Some(Msg::Flush(done)) => {
+                    self.export(&exporter, &mut batch, &mut failing).await;
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    async fn export(
+        &self,
+        exporter: &opentelemetry_otlp::SpanExporter,
+        batch: &mut Vec<SpanData>,
+        failing: &mut bool,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let spans = std::mem::take(batch);
+        let n = spans.len() as u64;
+        match exporter.export(spans).await {
+            Ok(()) => {
+                if *failing {
+                    tracing::info!("trace export works again");
+                }
+                *failing = false;
+            }
+            Err(e) => {
+                // Logged once per failure streak, not per batch.
+                if !*failing {
+                    tracing::warn!("trace export failed, spans dropped: {e}");
+                }
+                *failing = true;
+                self.dropped.fetch_add(n, Ordering::Relaxed);
+                (self.on_drop)(n);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config(url: &str, max_queue: usize) -> TraceConfig {
+        TraceConfig {
+            traces_url: url.into(),
+            service_name: "test".into(),
+            sampler: Sampler::default(),
+            max_queue,
+            max_batch: 512,
+            delay: Duration::from_millis(10),
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn counted() -> (Arc<AtomicU64>, Arc<dyn Fn(u64) + Send + Sync>) {
+        let n = Arc::new(AtomicU64::new(0));
+        let m = n.clone();
+        (
+            n,
+            Arc::new(move |k| {
+                m.fetch_add(k, Ordering::Relaxed);
+            }),
+        )
+    }
+
+    fn span(t: &Tracer) -> Span {
+        let cx = t.start_span(None, false);
+        let mut s = Span::new("work", Kind::Internal, &cx, None, SystemTime::now());
+        s.end = SystemTime::now();
+        s
+    }
+
+    /// The queue never waits: on a single-threaded runtime the export task cannot run
+    /// between these calls, so all but the queue's capacity are dropped and counted.
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts() {
+        let (n, on_drop) = counted();
+        let t = Tracer::start(&config("http://127.0.0.1:9/v1/traces", 4), on_drop).unwrap();
+        for _ in 0..100 {
+            t.record(span(&t));
+        }
+        assert_eq!(t.dropped(), 96);
+        assert_eq!(n.load(Ordering::Relaxed), 96);
+    }
+
+    /// A dead collector (closed port): every span's export fails and is counted.
+    #[tokio::test]
+    async fn failed_exports_are_counted_as_drops() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (n, on_drop) = counted();
+        let url = format!("http://127.0.0.1:{port}/v1/traces");
+        let t = Tracer::start(&config(&url, 64), on_drop).unwrap();
+        for _ in 0..3 {
+            t.record(span(&t));
+        }
+        t.flush(Duration::from_secs(30)).await;
+        assert_eq!(n.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn off_records_nothing_but_still_makes_contexts() {
+        let t = Tracer::off();
+        let root = t.start_span(None, true);
+        assert!(!root.is_sampled());
+        let incoming = TraceContext::parse_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .unwrap();
+        let child = t.start_span(Some(&incoming), false);
+        assert_eq!(child.trace_id, incoming.trace_id);
+        assert_eq!(
+            child.sampled,
+            Some(true),
+            "the incoming decision is passed on"
+        );
+        t.record(span(&t));
+        assert_eq!(t.dropped(), 0);
+    }
+
+    #[test]
+    fn sampling_follows_the_parent_unless_forced() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let mut cfg = config("http://127.0.0.1:9/v1/traces", 4);
+        cfg.sampler = Sampler::ParentBased(Root::AlwaysOff);
+        let t = Tracer::start(&cfg, Arc::new(|_| {})).unwrap();
+        let unsampled = TraceContext::parse_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )
+        .unwrap();
+        assert!(!t.start_span(Some(&unsampled), false).is_sampled());
+        assert!(t.start_span(Some(&unsampled), true).is_sampled());
+        assert!(!t.start_span(None, false).is_sampled());
+        assert!(t.start_span(None, true).is_sampled());
+    }
+}
