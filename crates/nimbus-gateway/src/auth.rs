@@ -431,6 +431,9 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
             one(lambda("GetLayerVersion"), layer_arn(name, Some(v)))
         }
         (_, ["v1", "functions", name, "logs"]) => one("nimbus:GetLogs".into(), f(name)),
+        // Every function's logs: `nimbus:GetLogs` is checked per function by the handler
+        // (`logs::all_logs`), which reads only the functions the key may read.
+        ("GET", ["v1", "logs"]) => Target::Api(vec![]),
         (_, ["v1", "functions", name, "events"]) => one("nimbus:ListEvents".into(), f(name)),
         (_, ["v1", "secrets"]) => one("nimbus:ListSecrets".into(), "*".into()),
         (_, ["v1", "secrets", "rotate"]) => one("nimbus:RotateMasterKey".into(), "*".into()),
@@ -624,6 +627,16 @@ fn authorize(gw: &Gateway, key: &Key, c: &Check, url_auth: Option<&str>) -> Resu
             Err(denied(key, c, false))
         }
     }
+}
+
+/// Whether API authentication is on.
+pub(crate) fn enabled(gw: &Gateway) -> bool {
+    gw.auth.get().is_some_and(|a| a.enabled)
+}
+
+/// Whether `caller` may do `action` on `resource` (for handlers that check per item).
+pub(crate) fn allows(gw: &Gateway, caller: &Caller, action: &str, resource: &str) -> bool {
+    authorize(gw, &caller.0, &check(action, resource), None).is_ok()
 }
 
 /// Reads the whole body (to hash it). Its size and read deadline are already bounded:

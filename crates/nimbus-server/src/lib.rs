@@ -686,6 +686,8 @@ fn entry(r: LogRecord) -> LogEntry {
             LogStreamKind::Platform => LogStream::Platform,
         },
         line: r.line,
+        level: r.level,
+        trace_id: r.trace_id,
     }
 }
 
