@@ -446,11 +446,6 @@ impl Client {
         Ok(())
     }
 
-    pub async fn logs(&self, name: &str, after: i64, limit: usize) -> Result<LogsPage> {
-        self.logs_page(Some(name), after, limit, &LogFilter::default())
-            .await
-    }
-
     /// `GET /v1/functions/{name}/logs`, or `GET /v1/logs` (every function) for `None`.
     fn logs_request(&self, name: Option<&str>, after: i64, filter: &LogFilter) -> RequestBuilder {
         let req = match name {

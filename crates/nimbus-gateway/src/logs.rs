@@ -89,18 +89,16 @@ pub(crate) fn parse_time(field: &str, v: &str, now_ms: i64) -> Result<i64, ApiEr
              before now (30s, 15m, 2h, 7d)"
         ))
     };
-    if let Some(unit) = v.chars().last().filter(char::is_ascii_alphabetic) {
-        let n: i64 = v[..v.len() - 1].parse().map_err(|_| bad())?;
-        let secs = match unit {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
+    let (num, unit) = v.split_at(v.len().saturating_sub(1));
+    if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: i64 = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
             _ => return Err(bad()),
         };
-        if n < 0 {
-            return Err(bad());
-        }
+        let n: i64 = num.parse().map_err(|_| bad())?;
         return Ok(now_ms.saturating_sub(n.saturating_mul(secs * 1000)));
     }
     let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)

@@ -11,7 +11,6 @@ use nimbus_core::{FunctionConfig, FunctionName, FunctionVersion};
 use nimbus_store::{CodeInfo, PinnedCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::info;
 

@@ -756,6 +756,8 @@ mod tests {
             stream: LogStreamKind::Stdout,
             ts_ms: i as i64,
             line: format!("line {i}"),
+            level: None,
+            trace_id: None,
         }
     }
 
