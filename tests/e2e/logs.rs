@@ -685,12 +685,18 @@ fn sse(s: &Server, path: &str) -> std::sync::mpsc::Receiver<String> {
 /// follows every function.
 #[test]
 fn the_live_tail_delivers_new_lines_within_a_second() {
-    let s = Server::start(&[]);
+    let mut s = Server::start(&[]);
     s.deploy("tail-a", python_cfg("app.handler"), &[("app.py", TEXT_FN)]);
     s.deploy("tail-b", python_cfg("app.handler"), &[("app.py", TEXT_FN)]);
     // Warm both, so the lines below come from warm invocations.
     s.invoke("tail-a", r#"{"n": 0}"#).ok();
     s.invoke("tail-b", r#"{"n": 0}"#).ok();
+    // Their lines are stored before the tails begin (at the newest line).
+    for f in ["tail-a", "tail-b"] {
+        assert!(eventually(Duration::from_secs(5), || lines_of(&s, f)
+            .iter()
+            .any(|l| l["line"].as_str().unwrap().starts_with("REPORT"))));
+    }
     let one = sse(&s, "/v1/functions/tail-a/logs?follow=true&grep=marker-");
     let all = sse(&s, "/v1/logs?follow=true&level=error");
     for n in 1..=3 {
@@ -725,6 +731,14 @@ fn the_live_tail_delivers_new_lines_within_a_second() {
     // Nothing else matched the filters (the warm-up lines came before the tail began).
     assert!(one.recv_timeout(Duration::from_millis(500)).is_err());
     assert!(all.recv_timeout(Duration::from_millis(100)).is_err());
+    // A shutdown ends the tails (they do not hold the server for its grace period).
+    assert!(s.terminate().success());
+    for rx in [one, all] {
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        ));
+    }
 }
 
 /// With auth on, `/v1/logs` shows only the functions the key may read the logs of

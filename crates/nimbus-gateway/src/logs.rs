@@ -206,6 +206,7 @@ async fn follow(
         q.after = query(&gw, None, end).await?.next;
     }
     let (tx, body) = crate::streaming::channel_body();
+    let mut end = gw.tails_end.subscribe();
     tokio::spawn(async move {
         let mut quiet_since = tokio::time::Instant::now();
         loop {
@@ -241,6 +242,7 @@ async fn follow(
             tokio::select! {
                 _ = tokio::time::sleep(FOLLOW_POLL) => {}
                 _ = tx.closed() => return,
+                _ = end.wait_for(|e| *e) => return,
             }
         }
     });

@@ -544,9 +544,11 @@ impl Server {
         });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let pools = self.pools.clone();
+        let gateway = self.gateway.clone();
         let shutdown = async move {
             shutdown.await;
             info!("shutting down: no new connections, waiting for in-flight requests");
+            gateway.end_log_tails();
             // Background starts stop at once (requests in flight may still cold-start).
             pools.stop_provisioning();
             pools.executor().stop_refills();
