@@ -284,6 +284,54 @@ fn circuit_opens_on_repeated_failures_and_closes_after_recovery_losing_nothing()
         (counts["dead"].as_u64(), counts["succeeded"].as_u64()),
         (Some(3), Some(5))
     );
+
+    // Dead events are redriven — one through the CLI, the others through the API — and
+    // now succeed; a succeeded event cannot be redriven, an unknown one is not found.
+    let out = s.cli(&["events", "shaky", "--redrive", &failing[0]]);
+    assert!(cli_ok(&out).unwrap().contains("pending again"), "{out:?}");
+    for id in &failing[1..] {
+        let r = s
+            .http
+            .post(s.url(&format!("/v1/functions/shaky/events/{id}/redrive")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.json().unwrap();
+        assert_eq!(
+            (v["id"].as_str(), v["attempts"].as_u64()),
+            (Some(id.as_str()), Some(0))
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(15), || failing
+            .iter()
+            .all(|id| event(&s, "shaky", id)["status"] == "succeeded")),
+        "{}",
+        events(&s, "shaky")
+    );
+    let again = s
+        .http
+        .post(s.url(&format!("/v1/functions/shaky/events/{}/redrive", queued[0])))
+        .send()
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 409);
+    let err: Value = again.json().unwrap();
+    assert_eq!(err["type"], "ResourceConflictException", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("succeeded"),
+        "{err}"
+    );
+    let unknown = s
+        .http
+        .post(s.url("/v1/functions/shaky/events/no-such-event/redrive"))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    let counts = &events(&s, "shaky")["counts"];
+    assert_eq!(
+        (counts["dead"].as_u64(), counts["succeeded"].as_u64()),
+        (None, Some(8))
+    );
 }
 
 #[test]

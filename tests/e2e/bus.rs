@@ -9,15 +9,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// Appends each event it gets, as one JSON line, to the file in $OUT.
-const RECORDER: &str = "const fs = require('fs'); exports.handler = async (e) => { fs.appendFileSync(process.env.OUT, JSON.stringify(e) + '\\n'); return 'ok'; };";
+pub(crate) const RECORDER: &str = "const fs = require('fs'); exports.handler = async (e) => { fs.appendFileSync(process.env.OUT, JSON.stringify(e) + '\\n'); return 'ok'; };";
 
-fn recorder(s: &Server, name: &str, out: &std::path::Path) {
+pub(crate) fn recorder(s: &Server, name: &str, out: &std::path::Path) {
     let mut cfg = node_cfg("index.handler");
     cfg["env"] = json!({"OUT": out.to_str().unwrap()});
     s.deploy(name, cfg, &[("index.js", RECORDER)]);
 }
 
-fn received(out: &std::path::Path) -> Vec<Value> {
+pub(crate) fn received(out: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(out)
         .unwrap_or_default()
         .lines()

@@ -2,6 +2,7 @@
 //! data dir and drives it over HTTP and through the CLI.
 
 mod abuse;
+mod alarms;
 mod async_events;
 mod auth;
 mod aws_cli;
@@ -10,6 +11,7 @@ mod bus;
 mod cli;
 mod concurrency;
 mod connections;
+mod console;
 mod density;
 mod deps;
 mod dlq;
@@ -20,6 +22,7 @@ mod escape;
 mod gc;
 mod go;
 mod health;
+mod history;
 mod http;
 mod java;
 mod jwt;

@@ -445,6 +445,9 @@ fn a_cold_start_from_a_stem_cell_is_labelled_stem_true() {
         )
     };
     assert_eq!((cold("true"), cold("false")), (1.0, 0.0), "{text}");
+    // The pool refills after the take: a python stem cell idle or starting.
+    let cells = total(&m, "nimbus_stem_cells", &[("runtime", "python")]);
+    assert!(cells >= 1.0, "{text}");
     // Its one instance waits for work; stem cells are not function instances.
     assert_eq!(
         value(&m, "nimbus_instances", &[("state", "idle")]),
@@ -487,4 +490,122 @@ fn a_route_under_a_nimbus_path_is_refused_at_deploy() {
         assert!(v.to_string().contains("reserved by Nimbus"), "{route}: {v}");
     }
     assert!(s.healthy(), "{}", s.log());
+}
+
+/// The gauges read at each scrape: the async backlog per function (the dispatcher is
+/// stalled by the test hook, so events stay pending), a queue's visible, in-flight and
+/// delayed messages and its oldest message's age, the account's unreserved concurrency,
+/// instances by state and the databases' sizes. A deleted queue's series go with it.
+#[test]
+fn state_gauges_show_backlogs_queue_depths_and_database_sizes() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let s = Server::start_with_env(
+        &["--metrics-listen", &listen, "--stem-cells", "off"],
+        &[("NIMBUS_TEST_STALL_DISPATCHER", "1")],
+    );
+    let url = format!("http://{listen}/metrics");
+    s.deploy("later", python_cfg("app.handler"), &[("app.py", OK)]);
+    s.deploy("reserved", python_cfg("app.handler"), &[("app.py", OK)]);
+    let (code, v) = s.put_json(
+        "/2017-10-31/functions/reserved/concurrency",
+        &json!({ "ReservedConcurrentExecutions": 7 }),
+    );
+    assert_eq!(code, 200, "{v}");
+    // The dispatcher's first pass is over once health reports it stuck-free; events sent
+    // from now on wait.
+    std::thread::sleep(Duration::from_millis(500));
+    send_event(&s, "later");
+    send_event(&s, "later");
+    assert_eq!(s.put_json("/v1/queues/jobs", &json!({})).0, 200);
+    assert_eq!(s.put_json("/v1/queues/empty", &json!({})).0, 200);
+    let send = |body: Value| {
+        let r = s
+            .http
+            .post(s.url("/v1/queues/jobs/messages"))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    };
+    send(json!({"entries": [{"body": "a"}, {"body": "b"}, {"body": "c"}]}));
+    send(json!({"entries": [{"body": "d", "delay_seconds": 600}]}));
+    let r = s
+        .http
+        .post(s.url("/v1/queues/jobs/receive"))
+        .json(&json!({"max": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let text = scrape(&s, &url);
+    strict_parse(&text);
+    let m = parse(&text);
+    assert_eq!(
+        value(&m, "nimbus_async_backlog", &[("function", "later")]),
+        2.0,
+        "{text}"
+    );
+    let q = |queue: &str, state: &str| {
+        value(
+            &m,
+            "nimbus_queue_messages",
+            &[("queue", queue), ("state", state)],
+        )
+    };
+    assert_eq!(
+        (
+            q("jobs", "visible"),
+            q("jobs", "in_flight"),
+            q("jobs", "delayed")
+        ),
+        (2.0, 1.0, 1.0),
+        "{text}"
+    );
+    assert_eq!(q("empty", "visible"), 0.0, "{text}");
+    assert!(
+        text.contains(r#"nimbus_queue_messages{queue="empty",state="visible"} 0"#),
+        "{text}"
+    );
+    let age = value(
+        &m,
+        "nimbus_queue_oldest_message_age_seconds",
+        &[("queue", "jobs")],
+    );
+    assert!((1.0..60.0).contains(&age), "{age}: {text}");
+    assert_eq!(
+        value(
+            &m,
+            "nimbus_queue_oldest_message_age_seconds",
+            &[("queue", "empty")]
+        ),
+        0.0
+    );
+    // The account's limit less the reservation of 7, nothing running.
+    let (_, account) = s.get_json("/2016-08-19/account-settings");
+    let unreserved = account["AccountLimit"]["UnreservedConcurrentExecutions"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(
+        value(&m, "nimbus_unreserved_concurrency_remaining", &[]),
+        unreserved,
+        "{account} {text}"
+    );
+    assert_eq!(
+        value(&m, "nimbus_instances", &[("state", "initializing")]),
+        0.0,
+        "{text}"
+    );
+    for db in ["registry", "events", "queues", "bus", "logs", "secrets"] {
+        assert!(
+            value(&m, "nimbus_database_size_bytes", &[("database", db)]) > 0.0,
+            "{db}: {text}"
+        );
+    }
+    // A deleted queue leaves no series.
+    let r = s.http.delete(s.url("/v1/queues/empty")).send().unwrap();
+    assert!(r.status().is_success());
+    let text = scrape(&s, &url);
+    assert!(!text.contains(r#"queue="empty""#), "{text}");
 }

@@ -22,7 +22,7 @@ use std::process::Command;
 pub const AWSLAMBDARIC: &str = "awslambdaric==4.2.2";
 
 /// The target directory the tests were built into (`target/`).
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe path");
     // target/<profile>/deps/<test> → target
     exe.ancestors()
@@ -36,59 +36,70 @@ fn root() -> PathBuf {
 }
 
 /// Holds the install lock while alive.
-struct Lock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+pub(crate) struct Lock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
 
 fn lock() -> Lock {
-    let dir = root();
-    std::fs::create_dir_all(&dir).expect("create target/test-python");
+    lock_in(&root())
+}
+
+/// An exclusive `flock` on `DIR/lock` (created with `DIR`): one installer at a time.
+pub(crate) fn lock_in(dir: &Path) -> Lock {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    let path = dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(dir.join("lock"))
-        .expect("open target/test-python/lock");
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, e)| panic!("lock target/test-python/lock: {e}"));
+        .unwrap_or_else(|(_, e)| panic!("lock {}: {e}", path.display()));
     Lock(locked)
 }
 
 /// Runs an install step, echoing what it does to stderr (nextest shows it for a failing
 /// test) and panicking with the tool's output and the command to run by hand.
 fn run(what: &str, cmd: &mut Command) {
-    eprintln!("test-python: {what}");
+    run_step(
+        "test-python",
+        what,
+        cmd.env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .env("PIP_ROOT_USER_ACTION", "ignore"),
+        "the tests need Python 3 with venv and pip \
+         (Debian: apt-get install python3 python3-venv python3-pip)",
+        "the tests install their Python tools into target/test-python \
+         from PyPI on first use; a machine without PyPI access can pre-fill pip's cache \
+         or set PIP_FIND_LINKS to a wheelhouse",
+    );
+}
+
+/// Runs one install step of `tag` (`missing`: what to install when the tool cannot start;
+/// `how`: where the step installs from), panicking with the tool's output on failure.
+pub(crate) fn run_step(tag: &str, what: &str, cmd: &mut Command, missing: &str, how: &str) {
+    eprintln!("{tag}: {what}");
     let t0 = std::time::Instant::now();
     let out = cmd
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .env("PIP_ROOT_USER_ACTION", "ignore")
         .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {:?} ({e}): the tests need Python 3 with venv and pip \
-                 (Debian: apt-get install python3 python3-venv python3-pip)",
-                cmd.get_program()
-            )
-        });
+        .unwrap_or_else(|e| panic!("cannot run {:?} ({e}): {missing}", cmd.get_program()));
     assert!(
         out.status.success(),
-        "{what} failed ({}): {}\n{}\n(the tests install their Python tools into target/test-python \
-         from PyPI on first use; a machine without PyPI access can pre-fill pip's cache \
-         or set PIP_FIND_LINKS to a wheelhouse)",
+        "{what} failed ({}): {}\n{}\n({how})",
         out.status,
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
-    eprintln!("test-python: {what}: done in {:.1?}", t0.elapsed());
+    eprintln!("{tag}: {what}: done in {:.1?}", t0.elapsed());
+}
+
+/// The marker a finished install leaves: named after what it installed.
+pub(crate) fn marker(dir: &Path, what: &[u8]) -> PathBuf {
+    let hash = sha2::Sha256::digest(what);
+    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!(".installed-{hex}"))
 }
 
 fn requirements() -> PathBuf {
     crate::repo_root().join("tests/python/requirements.txt")
-}
-
-/// The marker a finished install leaves: named after what it installed.
-fn marker(dir: &Path, what: &[u8]) -> PathBuf {
-    let hash = sha2::Sha256::digest(what);
-    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
-    dir.join(format!(".installed-{hex}"))
 }
 
 /// The test virtual environment's directory, with `tests/python/requirements.txt`

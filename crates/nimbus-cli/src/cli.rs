@@ -57,6 +57,75 @@ pub enum Command {
     Provisioned(ProvisionedArgs),
     /// Lambda layers: publish a directory as a new layer version, list layers.
     Layer(LayerArgs),
+    /// A function's per-minute history: totals and a sparkline per series.
+    Stats(StatsArgs),
+    /// A live view of the functions sorted by load, refreshed each second (`q` quits); one
+    /// snapshot when stdout is not a terminal.
+    Top(TopArgs),
+    /// Alarms on a function's metrics: put (create or replace), list with states, remove.
+    Alarm(AlarmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    pub name: String,
+    /// The window: a duration (15m, 1h, 24h, 14d) or an RFC 3339 time.
+    #[arg(long, default_value = "1h")]
+    pub since: String,
+    /// Seconds per point, a multiple of 60 (default: 60, or larger to keep 60 points).
+    #[arg(long, value_name = "SECONDS")]
+    pub period: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The window the totals cover.
+    #[arg(long, default_value = "5m")]
+    pub since: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AlarmArgs {
+    #[command(subcommand)]
+    pub command: AlarmCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlarmCommand {
+    /// Create or replace alarm NAME on a metric of one function.
+    Put {
+        name: String,
+        /// The function watched.
+        #[arg(long = "function", value_name = "NAME")]
+        function: String,
+        /// invocations, errors, error_rate, throttles, timeouts, duration_p50, duration_p90,
+        /// duration_p99, cold_starts, max_concurrency or dead_letters.
+        #[arg(long)]
+        metric: String,
+        /// `>`, `>=`, `<` or `<=`.
+        #[arg(long)]
+        comparison: String,
+        #[arg(long, allow_negative_numbers = true)]
+        threshold: f64,
+        /// Seconds per datapoint, a multiple of 60.
+        #[arg(long, default_value_t = 60)]
+        period: u32,
+        /// Datapoints evaluated.
+        #[arg(long, default_value_t = 1)]
+        evaluation_periods: u32,
+        /// Breaching datapoints that put the alarm in ALARM (default: all evaluated).
+        #[arg(long)]
+        datapoints_to_alarm: Option<u32>,
+        /// missing, notBreaching, breaching or ignore.
+        #[arg(long, default_value = "missing")]
+        treat_missing_data: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List the alarms with their states.
+    Ls,
+    /// Remove alarm NAME.
+    Rm { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -408,6 +477,10 @@ pub struct EventsArgs {
     /// At most this many events (newest first).
     #[arg(long, short = 'n', default_value = "20", value_name = "N")]
     pub limit: usize,
+    /// Send the dead or expired event with this request id again (attempted at once, with
+    /// no attempts made and a fresh age) instead of listing.
+    #[arg(long, value_name = "REQUEST_ID", conflicts_with = "status")]
+    pub redrive: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -35,4 +35,7 @@ pub enum CoreError {
     /// A layer name, ARN or layer list that Lambda would refuse; the message says why.
     #[error("{0}")]
     InvalidLayer(String),
+    /// An alarm definition that cannot be evaluated; the message says why.
+    #[error("invalid alarm: {0}")]
+    InvalidAlarm(String),
 }

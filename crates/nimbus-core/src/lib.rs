@@ -3,6 +3,7 @@
 //! manifest, and [`SnapshotMap`] (the lock-free-read map of the invoke path). No I/O
 //! lives here; every other crate may depend on this one.
 
+pub mod alarm;
 pub mod arn;
 pub mod async_event;
 pub mod authorizer;
@@ -16,6 +17,7 @@ pub mod route;
 pub mod runtime;
 pub mod snapshot;
 
+pub use alarm::{AlarmSpec, AlarmState};
 pub use async_event::{AsyncEvent, Destination, EventInvokeConfig, EventStatus};
 pub use authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 pub use config::{

@@ -69,6 +69,11 @@
 //! "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"]` (at most 5; later layers win).
 //! `nimbus deploy` and `nimbus up` publish a manifest layer whose content changed before
 //! the functions that use it.
+//!
+//! Alarms: `[alarms.NAME]` with `function`, `metric`, `comparison`, `threshold` and
+//! optional `period`, `evaluation_periods`, `datapoints_to_alarm`, `treat_missing_data`,
+//! `description` (the body of `PUT /v1/alarms/NAME`, see [`crate::AlarmSpec`]);
+//! `nimbus deploy` creates or replaces them after the functions.
 
 use crate::authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 use crate::{CoreError, FunctionConfig, FunctionName, Limits, RouteSpec, Runtime};
@@ -92,6 +97,8 @@ struct RawManifest {
     authorizers: BTreeMap<String, JwtAuthorizer>,
     #[serde(default)]
     layers: BTreeMap<String, RawLayer>,
+    #[serde(default)]
+    alarms: BTreeMap<String, crate::AlarmSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -360,6 +367,8 @@ pub struct Project {
     pub rules: Vec<ManifestRule>,
     /// Layers to publish when their content changed.
     pub layers: Vec<ManifestLayer>,
+    /// Alarms to create or replace, by name.
+    pub alarms: Vec<(String, crate::AlarmSpec)>,
 }
 
 /// Parses and validates a manifest that declares functions itself (no `include`).
@@ -652,6 +661,13 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             layers: f.layers,
         });
     }
+    let mut alarms = Vec::new();
+    for (name, spec) in raw.alarms {
+        crate::alarm::validate_alarm_name(&name)
+            .and_then(|_| spec.validate())
+            .map_err(|e| CoreError::InvalidManifest(format!("alarms.{name}: {e}")))?;
+        alarms.push((name, spec));
+    }
     Ok(Project {
         functions: out,
         include: raw.include,
@@ -660,6 +676,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         buses: raw.buses.into_keys().collect(),
         rules,
         layers,
+        alarms,
     })
 }
 
@@ -1024,5 +1041,26 @@ layers = ["deps", "arn:aws:lambda:us-east-1:000000000000:layer:tools:3"]
         assert!(p.functions.is_empty());
         assert!(parse_project("include = [\"/abs\"]\n").is_err());
         assert!(parse("include = [\"a\"]\n").is_err());
+    }
+
+    #[test]
+    fn alarms() {
+        let text = "[functions.hello]\nruntime = \"python3.12\"\nhandler = \"app.handler\"\n\n\
+                    [alarms.hello-errors]\nfunction = \"hello\"\nmetric = \"error_rate\"\n\
+                    comparison = \">\"\nthreshold = 5\nperiod = 300\n";
+        let p = parse_project(text).unwrap();
+        assert_eq!(p.alarms.len(), 1);
+        let (name, spec) = &p.alarms[0];
+        assert_eq!(name, "hello-errors");
+        assert_eq!((spec.period, spec.evaluation_periods), (300, 1));
+        assert_eq!(spec.treat_missing_data, "missing");
+        let e = parse_project(&text.replace("period = 300", "period = 90"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("alarms.hello-errors") && e.contains("period"),
+            "{e}"
+        );
+        assert!(parse_project(&text.replace("threshold = 5", "treshold = 5")).is_err());
     }
 }

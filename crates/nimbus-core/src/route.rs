@@ -20,10 +20,10 @@ pub const RESERVED_PREFIXES: &[&str] = &[
 ];
 
 /// Prefixes Nimbus took after routes were first stored (layers, event-invoke configs, the
-/// metrics endpoint): a new configuration may not use them ([`RouteSpec::check_new`], from
-/// `FunctionConfig::validate` at deploy), but a stored route under one still loads (Nimbus's
+/// metrics endpoint, the web console `/ui`): a new configuration may not use them
+/// ([`RouteSpec::check_new`], from `FunctionConfig::validate` at deploy), but a stored route under one still loads (Nimbus's
 /// own route answers there), so an existing registry keeps working.
-pub const RESERVED_FOR_NEW_ROUTES: &[&str] = &["/2018-10-31", "/2019-09-25", "/metrics"];
+pub const RESERVED_FOR_NEW_ROUTES: &[&str] = &["/2018-10-31", "/2019-09-25", "/metrics", "/ui"];
 
 fn under(path: &str, prefixes: &[&str]) -> bool {
     prefixes

@@ -255,6 +255,19 @@ impl AsyncEngine {
         })
     }
 
+    /// Sends a dead or expired event of `function` again (see [`EventQueue::redrive`]) and
+    /// wakes the dispatcher: it is attempted at once, as a new event would be.
+    pub async fn redrive(&self, function: &str, id: &str) -> Result<AsyncEvent, StoreError> {
+        let queue = self.queue.clone();
+        let (f, i) = (function.to_string(), id.to_string());
+        let ev = tokio::task::spawn_blocking(move || queue.redrive(&f, &i, now_ms()))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        info!(function, event = id, "async event redriven");
+        self.wake.notify_one();
+        Ok(ev)
+    }
+
     /// Forgets the circuit breaker state of `function` (after it was deleted: a function
     /// created again under the name starts closed, and nothing stays behind per name).
     pub fn forget_function(&self, function: &str) {

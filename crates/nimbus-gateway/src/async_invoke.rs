@@ -361,3 +361,15 @@ pub(crate) async fn list_events(
         "circuit": gw.events.circuit(name.as_str()),
     })))
 }
+
+/// `POST /v1/functions/{name}/events/{id}/redrive`: a dead or expired event of the function
+/// goes back to pending with no attempts and is attempted at once.
+pub(crate) async fn redrive_event(
+    State(gw): State<Arc<Gateway>>,
+    Path((function, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let name = FunctionName::parse(&function)?;
+    gw.store.get(&name, None)?;
+    let ev = gw.events.redrive(name.as_str(), &id).await?;
+    Ok(Json(json!(ev)))
+}

@@ -435,6 +435,23 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         // (`logs::all_logs`), which reads only the functions the key may read.
         ("GET", ["v1", "logs"]) => Target::Api(vec![]),
         (_, ["v1", "functions", name, "events"]) => one("nimbus:ListEvents".into(), f(name)),
+        (_, ["v1", "functions", name, "events", _, "redrive"]) => {
+            one("nimbus:RedriveEvent".into(), f(name))
+        }
+        (_, ["v1", "functions", name, "metrics"]) => {
+            one("nimbus:GetFunctionMetrics".into(), f(name))
+        }
+        (_, ["v1", "metrics", "summary"]) => one("nimbus:GetFunctionMetrics".into(), "*".into()),
+        (_, ["v1", "alarms"]) => one("nimbus:ListAlarms".into(), "*".into()),
+        (_, ["v1", "alarms", alarm]) => one(
+            match m {
+                "GET" => "nimbus:GetAlarm",
+                "DELETE" => "nimbus:DeleteAlarm",
+                _ => "nimbus:PutAlarm",
+            }
+            .into(),
+            crate::alarms::alarm_arn(alarm),
+        ),
         (_, ["v1", "secrets"]) => one("nimbus:ListSecrets".into(), "*".into()),
         (_, ["v1", "secrets", "rotate"]) => one("nimbus:RotateMasterKey".into(), "*".into()),
         (_, ["v1", "secrets", name]) => one(
@@ -447,6 +464,8 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
             format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}"),
         ),
         (_, ["v1", "keys", ..]) => one(nimbus_auth::policy::ADMIN.into(), "*".into()),
+        // Any valid key may ask what it may do (`whoami.rs`).
+        ("GET", ["v1", "whoami"]) => Target::Api(vec![]),
         (_, ["v1", "queues"]) => one("nimbus:ListQueues".into(), "*".into()),
         (_, ["v1", "queues", qn, rest @ ..]) => {
             let a = match (m, rest) {
@@ -600,7 +619,12 @@ fn denied(key: &Key, c: &Check, explicit: bool) -> ApiError {
 }
 
 /// Whether `key` may do `c`: its policy, or for invocations the function's resource policy.
-fn authorize(gw: &Gateway, key: &Key, c: &Check, url_auth: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn authorize(
+    gw: &Gateway,
+    key: &Key,
+    c: &Check,
+    url_auth: Option<&str>,
+) -> Result<(), ApiError> {
     match key.policy.evaluate(&c.action, &c.resource) {
         Decision::Allow => Ok(()),
         Decision::ExplicitDeny => Err(denied(key, c, true)),
@@ -818,6 +842,9 @@ mod tests {
         assert_eq!(t("GET", "/v1/ready", ""), Target::Public);
         assert_eq!(t("POST", "/fn/orders-api/x", ""), Target::Public);
         assert_eq!(t("GET", "/hello/world", ""), Target::Public);
+        // The console's static files are public; what its pages show is signed API.
+        assert_eq!(t("GET", "/ui/app.js", ""), Target::Public);
+        assert_eq!(t("GET", "/v1/whoami", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "/metrics", ""), api("nimbus:GetMetrics", "*"));
         assert_eq!(
             t("POST", "/2015-03-31/functions/orders-api/invocations", ""),
@@ -929,6 +956,26 @@ mod tests {
             )
         );
         assert_eq!(t("POST", "/v1/keys", ""), api("nimbus:Admin", "*"));
+        assert_eq!(
+            t("POST", "/v1/functions/orders-api/events/e1/redrive", ""),
+            api("nimbus:RedriveEvent", ORDERS)
+        );
+        assert_eq!(
+            t("GET", "/v1/functions/orders-api/metrics", "since=1h"),
+            api("nimbus:GetFunctionMetrics", ORDERS)
+        );
+        assert_eq!(
+            t("GET", "/v1/metrics/summary", ""),
+            api("nimbus:GetFunctionMetrics", "*")
+        );
+        assert_eq!(t("GET", "/v1/alarms", ""), api("nimbus:ListAlarms", "*"));
+        assert_eq!(
+            t("PUT", "/v1/alarms/errs", ""),
+            api(
+                "nimbus:PutAlarm",
+                "arn:aws:cloudwatch:us-east-1:000000000000:alarm:errs"
+            )
+        );
         assert_eq!(t("GET", "/v1/nope", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "/2015-03-31/nope", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "//v1/keys", ""), Target::Api(vec![]));

@@ -7,6 +7,7 @@
 //! Depends on the store (registry), the pool (instances) and the runtime types; built by
 //! `nimbus-server`.
 
+mod alarms;
 mod async_invoke;
 mod auth;
 mod bus;
@@ -14,6 +15,7 @@ mod code_gc;
 mod dead_letter;
 mod error;
 mod health;
+mod history;
 pub mod http_event;
 mod invoke;
 mod jwt;
@@ -31,11 +33,14 @@ mod secrets;
 mod state;
 mod streaming;
 mod urls;
+mod whoami;
 
+pub use alarms::{ALARM_DETAIL_TYPE, ALARM_SOURCE};
 pub use async_invoke::GatewayInvoker;
 pub use auth::{Auth, Caller, Key};
 pub use error::ApiError;
 pub use health::{HealthCheck, HealthMonitor, HealthReport, HealthStatus};
+pub use history::History;
 pub use limits::{AbuseLimits, BUCKETS_MAX};
 pub use metrics::metrics_router;
 pub use secrets::Secrets;
@@ -188,9 +193,20 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/logs", get(logs::all_logs))
         .route("/v1/functions/{name}/code", get(native::code))
         .route(
+            "/v1/functions/{name}/metrics",
+            get(history::function_metrics),
+        )
+        .route("/v1/metrics/summary", get(history::summary))
+        .route("/v1/alarms", get(alarms::list))
+        .route(
+            "/v1/alarms/{name}",
+            get(alarms::get).put(alarms::put).delete(alarms::delete),
+        )
+        .route(
             "/v1/layers/{layer}/versions/{version}/content",
             get(layers::content),
         )
+        .route("/v1/whoami", get(whoami::whoami))
         .route("/v1/keys", get(keys::list_keys).post(keys::create_key))
         .route("/v1/keys/{id}", axum::routing::delete(keys::delete_key))
         .route("/v1/secrets", get(secrets::list_secrets))
@@ -221,6 +237,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             "/v1/functions/{name}/events",
             get(async_invoke::list_events),
         )
+        .route(
+            "/v1/functions/{name}/events/{id}/redrive",
+            post(async_invoke::redrive_event),
+        )
         .route("/v1/buses", get(bus::list_buses))
         .route(
             "/v1/buses/{bus}",
@@ -242,6 +262,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     lambda
         .merge(native)
         .merge(urls)
+        .merge(nimbus_console::router())
         .fallback(urls::user_route)
         .method_not_allowed_fallback(|| async {
             ApiError::InvalidParameter("method not allowed on this path".into())

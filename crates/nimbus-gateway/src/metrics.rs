@@ -13,14 +13,18 @@ use axum::Router;
 use nimbus_metrics::Metrics;
 use std::sync::Arc;
 
-fn exposition(metrics: &Metrics) -> Result<Response, ApiError> {
-    let text = metrics.encode().map_err(ApiError::internal)?;
+/// Encodes the registry off the async workers: scrape-time gauges read the stores.
+async fn exposition(metrics: Arc<Metrics>) -> Result<Response, ApiError> {
+    let text = tokio::task::spawn_blocking(move || metrics.encode())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, nimbus_metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// `GET /metrics` on the main listener.
 pub(crate) async fn scrape(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
-    exposition(&gw.cfg.metrics)
+    exposition(gw.cfg.metrics.clone()).await
 }
 
 /// The router of the metrics listener (`--metrics-listen`): `GET /metrics` only, no
@@ -29,7 +33,7 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State(m): State<Arc<Metrics>>| async move { exposition(&m) }),
+            get(|State(m): State<Arc<Metrics>>| exposition(m)),
         )
         .fallback(|| async { ApiError::NotFound("only GET /metrics is served here".into()) })
         .with_state(metrics)

@@ -284,6 +284,10 @@ pub(crate) async fn delete_function(
     gw.pools.retire_function(name.as_str());
     gw.events.forget_function(name.as_str());
     gw.cfg.metrics.remove_function(name.as_str());
+    if let Some(h) = gw.history.get() {
+        let (history, n) = (h.store.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || history.delete_function(&n)).await??;
+    }
     let (queue, n) = (gw.events.queue().clone(), name.to_string());
     tokio::task::spawn_blocking(move || queue.forget_function(&n)).await??;
     gw.changed(name)?;

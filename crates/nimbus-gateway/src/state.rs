@@ -70,6 +70,8 @@ pub struct Gateway {
     pub(crate) health: std::sync::OnceLock<Arc<crate::HealthMonitor>>,
     /// Set when the server shuts down: live log tails (`logs.rs`) end their streams.
     pub(crate) tails_end: tokio::sync::watch::Sender<bool>,
+    /// The per-minute history and alarms ([`Gateway::with_history`]).
+    pub(crate) history: std::sync::OnceLock<Arc<crate::History>>,
 }
 
 impl Gateway {
@@ -105,6 +107,7 @@ impl Gateway {
             code_gc: Default::default(),
             health: Default::default(),
             tails_end: tokio::sync::watch::Sender::new(false),
+            history: Default::default(),
         });
         gw.rebuild_routes()?;
         for f in gw.store.list()? {
@@ -128,6 +131,13 @@ impl Gateway {
     /// [`Gateway::new`].
     pub fn with_bus(self: Arc<Self>, bus: Arc<nimbus_events::bus::EventBus>) -> Arc<Self> {
         let _ = self.bus.set(bus);
+        self
+    }
+
+    /// Keeps the per-minute history and alarms in `history` (`/v1/…/metrics`,
+    /// `/v1/alarms`; run [`Gateway::run_history`] and [`Gateway::run_alarms`]). Set once.
+    pub fn with_history(self: Arc<Self>, history: Arc<crate::History>) -> Arc<Self> {
+        let _ = self.history.set(history);
         self
     }
 

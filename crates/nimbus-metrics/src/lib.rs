@@ -10,7 +10,14 @@
 //! never request ids or raw paths. Used by `nimbus-events`, `nimbus-gateway` and
 //! `nimbus-server`; depends on nothing of Nimbus.
 
+pub mod history;
 mod process;
+mod scrape;
+
+pub use prometheus_client::registry::Unit as MetricUnit;
+pub use scrape::GaugeFamily;
+
+pub use history::{LatencyHistogram, MinuteCell, MinuteStats};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -18,7 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -241,9 +248,6 @@ struct OperationLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// Reads `(instances, busy instances)` when scraped.
-pub(crate) type InstanceSource = Box<dyn Fn() -> (usize, usize) + Send + Sync>;
-
 fn faas_histogram() -> Histogram {
     Histogram::new(FAAS_BUCKETS)
 }
@@ -256,12 +260,15 @@ fn api_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Where `nimbus_instances` is read at each scrape ([`Metrics::set_instance_source`]).
-    instances: Arc<process::InstanceCell>,
+    /// Gauges read at each scrape ([`Metrics::add_scrape_source`]).
+    scraped: scrape::ScrapeGauges,
     cfg: MetricsConfig,
     /// Functions with their own series (touched when a function is resolved, deleted, or
     /// an async event is recorded; never per synchronous invocation).
     functions: Mutex<HashSet<String>>,
+    /// The current minute of every function by name (never `_other`), taken by the
+    /// history flusher ([`Metrics::take_minutes`]).
+    minutes: Mutex<HashMap<String, Arc<MinuteCell>>>,
     invocations: Family<InvocationLabels, Counter>,
     duration: HistogramFamily<FunctionLabels>,
     init_duration: HistogramFamily<FunctionLabels>,
@@ -366,13 +373,14 @@ impl Metrics {
             api_duration.clone(),
         );
         registry.register_collector(Box::new(process::ProcessCollector));
-        let instances = Arc::new(process::InstanceCell::default());
-        registry.register_collector(Box::new(process::InstanceCollector(instances.clone())));
+        let scraped = scrape::ScrapeGauges::default();
+        registry.register_collector(Box::new(scraped.clone()));
         Arc::new(Self {
             registry,
-            instances,
+            scraped,
             cfg,
             functions: Mutex::new(HashSet::new()),
+            minutes: Mutex::new(HashMap::new()),
             invocations,
             duration,
             init_duration,
@@ -389,9 +397,21 @@ impl Metrics {
         })
     }
 
-    /// Reads the instance counts (`(all, busy)`) at each scrape for `nimbus_instances`.
-    pub fn set_instance_source(&self, source: impl Fn() -> (usize, usize) + Send + Sync + 'static) {
-        let _ = self.instances.0.set(Box::new(source));
+    /// Adds gauge families read at each scrape (from the pool, a store, the disk). The
+    /// source runs on the scraping thread: keep it to reads of state at hand or one quick
+    /// query (the scrape handlers run it off the async workers).
+    pub fn add_scrape_source(&self, source: impl Fn() -> Vec<GaugeFamily> + Send + Sync + 'static) {
+        self.scraped
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(source));
+    }
+
+    /// The label for `function` in a scraped gauge: its name, or [`OTHER_FUNCTION`] past
+    /// the limit (add samples with [`GaugeFamily::add`], which sums those).
+    pub fn function_label(&self, function: &str) -> String {
+        self.label(function)
     }
 
     /// The text exposition (OpenMetrics, ending in `# EOF`).
@@ -417,8 +437,16 @@ impl Metrics {
     /// A handle recording one function's invocations (cache it with the function).
     pub fn function(self: &Arc<Self>, function: &str) -> Arc<FunctionMetrics> {
         let label = self.label(function);
+        let minute = self
+            .minutes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(function.to_string())
+            .or_default()
+            .clone();
         Arc::new(FunctionMetrics {
             metrics: self.clone(),
+            minute,
             concurrent: self.concurrent.get_or_create_owned(&FunctionLabels {
                 function: label.clone(),
             }),
@@ -433,6 +461,10 @@ impl Metrics {
 
     /// Removes every series of a deleted function.
     pub fn remove_function(&self, function: &str) {
+        self.minutes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(function);
         {
             let mut known = self.functions.lock().unwrap_or_else(|e| e.into_inner());
             if !known.remove(function) {
@@ -474,6 +506,30 @@ impl Metrics {
         self.async_received.remove(&fl);
         self.async_retries.remove(&fl);
         self.dead_letter_errors.remove(&fl);
+    }
+
+    /// Every function's aggregates since the last take (functions with nothing to report
+    /// left out); the next minute starts. Called by the history flusher only.
+    pub fn take_minutes(&self) -> Vec<(String, MinuteStats)> {
+        self.cells()
+            .into_iter()
+            .map(|(name, c)| (name, c.take()))
+            .filter(|(_, s)| !s.is_empty())
+            .collect()
+    }
+
+    /// Every function's current (incomplete) minute and invocations in flight, without
+    /// resetting anything.
+    pub fn peek_minutes(&self) -> Vec<(String, MinuteStats, u64)> {
+        self.cells()
+            .into_iter()
+            .map(|(name, c)| (name, c.peek(), c.in_flight()))
+            .collect()
+    }
+
+    fn cells(&self) -> Vec<(String, Arc<MinuteCell>)> {
+        let cells = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+        cells.iter().map(|(n, c)| (n.clone(), c.clone())).collect()
     }
 
     /// An asynchronous event was accepted for `function`.
@@ -528,6 +584,8 @@ impl Metrics {
 #[derive(Debug)]
 pub struct FunctionMetrics {
     metrics: Arc<Metrics>,
+    /// The function's current minute for the history store.
+    minute: Arc<MinuteCell>,
     function: String,
     invocations: [[OnceLock<Counter>; 5]; 7],
     duration: OnceLock<Histogram>,
@@ -551,6 +609,7 @@ impl FunctionMetrics {
         outcome: InvocationOutcome,
         duration: Option<Duration>,
     ) {
+        self.minute.finished(outcome, duration);
         let m = &self.metrics;
         self.invocations[trigger as usize][outcome as usize]
             .get_or_init(|| {
@@ -570,6 +629,7 @@ impl FunctionMetrics {
 
     /// An invocation started a new instance; `init` is its runtime's init time.
     pub fn cold_start(&self, stem: bool, init: Option<Duration>) {
+        self.minute.cold_start();
         let m = &self.metrics;
         self.cold_starts[usize::from(stem)]
             .get_or_init(|| {
@@ -603,6 +663,7 @@ impl FunctionMetrics {
     pub fn in_flight(self: &Arc<Self>) -> InFlight {
         self.concurrent.inc();
         self.metrics.account_concurrent.inc();
+        self.minute.enter();
         InFlight(self.clone())
     }
 }
@@ -615,6 +676,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.concurrent.dec();
         self.0.metrics.account_concurrent.dec();
+        self.0.minute.leave();
     }
 }
 
@@ -691,20 +753,50 @@ mod tests {
     }
 
     #[test]
-    fn instances_are_read_when_scraped() {
-        let m = Metrics::new(MetricsConfig::default());
-        assert!(!m.encode().unwrap().contains("nimbus_instances"));
-        m.set_instance_source(|| (3, 1));
+    fn scrape_sources_are_read_at_each_scrape_and_sum_equal_labels() {
+        let m = Metrics::new(MetricsConfig { max_functions: 1 });
+        assert!(!m.encode().unwrap().contains("nimbus_queue_messages"));
+        let depth = Arc::new(std::sync::atomic::AtomicU64::new(3));
+        let (d, mm) = (depth.clone(), m.clone());
+        m.add_scrape_source(move || {
+            let mut f = GaugeFamily::new("nimbus_queue_messages", "Messages by state");
+            f.add(
+                vec![("queue", "jobs".into()), ("state", "visible".into())],
+                d.load(std::sync::atomic::Ordering::SeqCst) as f64,
+            );
+            let mut b = GaugeFamily::new("nimbus_async_backlog", "Unfinished events");
+            for (function, n) in [("a", 1.0), ("b", 2.0), ("c", 4.0)] {
+                b.add(vec![("function", mm.function_label(function))], n);
+            }
+            let age =
+                GaugeFamily::new("nimbus_queue_oldest_message_age", "Age").with_unit(Unit::Seconds);
+            vec![f, b, age]
+        });
         let text = m.encode().unwrap();
         assert_eq!(
-            sample(&text, r#"nimbus_instances{state="idle"}"#),
-            Some("2"),
+            sample(
+                &text,
+                r#"nimbus_queue_messages{queue="jobs",state="visible"}"#
+            ),
+            Some("3.0"),
             "{text}"
         );
         assert_eq!(
-            sample(&text, r#"nimbus_instances{state="busy"}"#),
-            Some("1"),
+            sample(&text, r#"nimbus_async_backlog{function="_other"}"#),
+            Some("6.0"),
             "{text}"
+        );
+        assert!(
+            text.contains("# UNIT nimbus_queue_oldest_message_age_seconds seconds"),
+            "{text}"
+        );
+        depth.store(0, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            sample(
+                &m.encode().unwrap(),
+                r#"nimbus_queue_messages{queue="jobs",state="visible"}"#
+            ),
+            Some("0.0")
         );
     }
 

@@ -1,5 +1,4 @@
-//! Metrics read when scraped: `process_*` from `/proc/self`, `nimbus_instances` from the
-//! pool.
+//! Metrics read when scraped: `process_*` from `/proc/self`.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -65,41 +64,6 @@ impl Collector for ProcessCollector {
                 g.metric_type(),
             )?;
             g.encode(e)?;
-        }
-        Ok(())
-    }
-}
-
-/// `nimbus_instances{state}`: idle and busy instances, read from the pool when scraped.
-#[derive(Debug)]
-pub(crate) struct InstanceCollector(pub(crate) std::sync::Arc<InstanceCell>);
-
-/// The instance source, set once by the server.
-#[derive(Default)]
-pub(crate) struct InstanceCell(pub(crate) std::sync::OnceLock<crate::InstanceSource>);
-
-impl std::fmt::Debug for InstanceCell {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("InstanceCell")
-    }
-}
-
-impl Collector for InstanceCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(source) = self.0 .0.get() else {
-            return Ok(());
-        };
-        let (all, busy) = source();
-        let mut e = encoder.encode_descriptor(
-            "nimbus_instances",
-            "Function instances by state (idle: warm or provisioned, waiting for work)",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (state, n) in [("idle", all.saturating_sub(busy)), ("busy", busy)] {
-            let g = ConstGauge::new(n as i64);
-            let labels = [("state", state)];
-            g.encode(e.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -137,6 +137,14 @@ pub struct PoolStats {
     pub waiting: usize,
 }
 
+/// See [`PoolManager::instance_states`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstanceStates {
+    pub initializing: usize,
+    pub idle: usize,
+    pub busy: usize,
+}
+
 /// Account-wide figures (GetAccountSettings).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountStats {
@@ -616,6 +624,18 @@ impl<E: Executor> PoolManager<E> {
     /// Instances now (warm, provisioned and running): `(all, busy)`.
     pub fn instance_counts(&self) -> (usize, usize) {
         self.density.counts()
+    }
+
+    /// Instances by state now: starting (cold starts holding an initialisation slot),
+    /// idle and busy. Cheap (no memory probes): read at each metrics scrape.
+    pub fn instance_states(&self) -> InstanceStates {
+        let (all, busy) = self.density.counts();
+        let slots = self.cfg.max_initializing.max(1);
+        InstanceStates {
+            initializing: slots.saturating_sub(self.initializing.available_permits()),
+            idle: all.saturating_sub(busy),
+            busy,
+        }
     }
 
     fn enter_queue<'a>(&'a self, fp: &'a FunctionPool<Inst<E>>) -> Option<QueueSlot<'a>> {

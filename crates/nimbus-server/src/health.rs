@@ -455,6 +455,7 @@ mod tests {
                 "--max-queue-messages",
                 Ok(BacklogUsage {
                     largest_owner: Some(("q".into(), n)),
+                    owners: vec![("q".into(), n)],
                     total_bytes: 10,
                     limit,
                 }),

@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 mod conn;
+mod gauges;
 mod health;
 mod keys;
 mod secrets;
@@ -369,12 +370,6 @@ impl Server {
             max_functions: config.metrics_max_functions,
         });
         events.set_metrics(metrics.clone());
-        {
-            let pools = Arc::downgrade(&pools);
-            metrics.set_instance_source(move || {
-                pools.upgrade().map_or((0, 0), |p| p.instance_counts())
-            });
-        }
         let metrics_listener = match config.metrics_listen {
             Some(a) => {
                 let l = tokio::net::TcpListener::bind(a)
@@ -405,7 +400,9 @@ impl Server {
         let queues = SqliteQueueStore::open(&data_dir)
             .context("cannot open the queues")?
             .with_limit(config.queue_backlog);
-        let mappings = MappingRunner::new(Arc::new(queues), MappingConfig::default());
+        let queues: Arc<dyn nimbus_store::QueueStore> = Arc::new(queues);
+        gauges::register(&metrics, &pools, &events, queues.clone(), data_dir.clone());
+        let mappings = MappingRunner::new(queues, MappingConfig::default());
         let gateway = gateway.with_queues(mappings.clone());
         events.set_queues(mappings.clone());
         let bus_store = SqliteBusStore::open(&data_dir, unix_ms())
@@ -413,6 +410,12 @@ impl Server {
         let bus = EventBus::new(Arc::new(bus_store), events.clone());
         bus.set_queues(mappings.clone());
         let gateway = gateway.with_bus(bus.clone());
+        let history_store = nimbus_store::SqliteHistoryStore::open(&data_dir)
+            .context("cannot open the history store")?;
+        let gateway = gateway.with_history(nimbus_gateway::History::new(
+            Arc::new(history_store),
+            history_minute_ms(),
+        ));
         let gateway = gateway.with_limits(config.abuse.clone());
         let gateway = gateway.with_auth(auth.clone());
         let gateway = gateway.with_secrets(nimbus_gateway::Secrets {
@@ -532,6 +535,8 @@ impl Server {
             .mappings
             .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
         let health = tokio::spawn(self.health.run());
+        let history = tokio::spawn(self.gateway.clone().run_history());
+        let alarms = tokio::spawn(self.gateway.clone().run_alarms());
         let router = nimbus_gateway::router(self.gateway.clone());
         // Scrapes are tiny and stateless: the metrics listener just stops with the server.
         let metrics_task = self.metrics_listener.map(|(l, _)| {
@@ -579,6 +584,7 @@ impl Server {
         }
         reaper.abort();
         health.abort();
+        alarms.abort();
         if let Some(t) = metrics_task {
             t.abort();
         }
@@ -598,6 +604,9 @@ impl Server {
         self.pools.executor().shutdown().await;
         let memory = self.memory.clone();
         let _ = tokio::task::spawn_blocking(move || memory.remove_root()).await;
+        // The minute in progress reaches the history store.
+        history.abort();
+        self.gateway.flush_history().await;
         // Let the last log lines reach the store.
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.log_task.abort();
@@ -613,6 +622,18 @@ fn scheme(config: &Config) -> &'static str {
     } else {
         "http"
     }
+}
+
+/// Test hook: `NIMBUS_TEST_MINUTE_MS=N` in the server's environment makes the history's
+/// "minute" (and so alarm periods and the retention) N ms long. Never a user setting.
+pub const TEST_MINUTE_ENV: &str = "NIMBUS_TEST_MINUTE_MS";
+
+fn history_minute_ms() -> i64 {
+    std::env::var(TEST_MINUTE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|v| *v >= 100)
+        .unwrap_or(60_000)
 }
 
 fn unix_ms() -> i64 {

@@ -72,6 +72,9 @@ impl BacklogLimit {
 pub struct BacklogUsage {
     /// The owner (function or queue) holding the most items, and how many.
     pub largest_owner: Option<(String, u64)>,
+    /// Every owner holding items, with how many, fullest first (`nimbus_async_backlog`,
+    /// `nimbus_queue_…` gauges).
+    pub owners: Vec<(String, u64)>,
     /// Bytes of payload all owners together hold.
     pub total_bytes: u64,
     pub limit: BacklogLimit,
@@ -92,21 +95,23 @@ impl BacklogUsage {
     }
 }
 
-/// Reads the fullest owner and the total bytes: two indexed reads of the `backlog` table.
+/// Reads every owner holding items (fullest first) and the total bytes: two reads of the
+/// `backlog` table, one row per function or queue.
 pub(crate) fn usage(db: &Connection, limit: BacklogLimit) -> Result<BacklogUsage> {
-    let largest_owner = db
-        .query_row(
-            "SELECT owner, items FROM backlog ORDER BY items DESC LIMIT 1",
-            [],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)),
-        )
-        .optional()?
-        .filter(|(_, n)| *n > 0);
+    let mut stmt = db.prepare_cached(
+        "SELECT owner, items FROM backlog WHERE items > 0 ORDER BY items DESC, owner",
+    )?;
+    let owners = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     let total: i64 = db.query_row("SELECT COALESCE(SUM(bytes), 0) FROM backlog", [], |r| {
         r.get(0)
     })?;
     Ok(BacklogUsage {
-        largest_owner,
+        largest_owner: owners.first().cloned(),
+        owners,
         total_bytes: total.max(0) as u64,
         limit,
     })

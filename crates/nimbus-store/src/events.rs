@@ -160,6 +160,11 @@ pub trait EventQueue: Send + Sync + 'static {
     /// At start-up: events left running by a previous (dead) server become due now. One
     /// server owns a data directory, so nothing else can be holding them.
     fn requeue_running(&self, now_ms: i64) -> Result<usize>;
+    /// Sends a `dead` or `expired` event of `function` again: pending, due at `now_ms`, with
+    /// no attempts and a fresh age (its maximum event age counts from the redrive). Refused
+    /// with [`StoreError::Conflict`] for an event in any other state, and like a new event
+    /// when the function's backlog is full.
+    fn redrive(&self, function: &str, id: &str, now_ms: i64) -> Result<AsyncEvent>;
     /// How full the queue is against its backlog limit (the function holding the most
     /// unfinished events, the bytes of all).
     fn backlog(&self) -> Result<crate::BacklogUsage>;
@@ -466,6 +471,47 @@ impl EventQueue for SqliteEventQueue {
         Ok(())
     }
 
+    fn redrive(&self, function: &str, id: &str, now_ms: i64) -> Result<AsyncEvent> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ev = tx
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM events WHERE id = ?1 AND function = ?2"),
+                params![id, function],
+                decode,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("event {id} of {function} not found")))?;
+        if !matches!(ev.status, EventStatus::Dead | EventStatus::Expired) {
+            return Err(StoreError::Conflict(format!(
+                "event {id} is {}: only dead or expired events can be redriven",
+                ev.status.as_str()
+            )));
+        }
+        let bytes = ev.payload.len() as u64;
+        self.limit
+            .admit(&tx, function, 1, bytes, Backlog::AsyncEvents)?;
+        tx.execute(
+            "UPDATE events SET status = 'pending', attempts = 0, created_ms = ?2, next_attempt_ms = ?2,
+                 last_error = NULL, result = NULL, finished_ms = NULL WHERE id = ?1",
+            params![id, now_ms],
+        )?;
+        // The backlog triggers count inserts and finishes; a finished event becoming
+        // unfinished again is counted here, in the same transaction.
+        tx.execute(
+            "INSERT INTO backlog (owner, items, bytes) VALUES (?1, 1, ?2)
+                 ON CONFLICT(owner) DO UPDATE SET items = items + 1, bytes = bytes + excluded.bytes",
+            params![function, bytes as i64],
+        )?;
+        let ev = tx.query_row(
+            &format!("SELECT {COLUMNS} FROM events WHERE id = ?1"),
+            [id],
+            decode,
+        )?;
+        tx.commit()?;
+        Ok(ev)
+    }
+
     fn requeue_running(&self, now_ms: i64) -> Result<usize> {
         Ok(self.db().execute(
             "UPDATE events SET status = 'pending', next_attempt_ms = ?1 WHERE status = 'running'",
@@ -610,6 +656,53 @@ mod tests {
         assert_eq!(q.config("f").unwrap().unwrap().maximum_retry_attempts, 0);
         q.put_config("f", None).unwrap();
         assert_eq!(q.config("f").unwrap(), None);
+    }
+
+    #[test]
+    fn redrive_sends_dead_and_expired_events_again_and_counts_them_in_the_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = BacklogLimit {
+            per_owner: 1,
+            total_bytes: 1000,
+        };
+        let q = SqliteEventQueue::open(dir.path())
+            .unwrap()
+            .with_limit(limit);
+        q.enqueue(&ev("a", 1, None), 0).unwrap();
+        assert!(q.redrive("f", "a", 5).unwrap_err().is_conflict());
+        q.claim_due(10, 10, 1000).unwrap();
+        q.finish(
+            "a",
+            &EventUpdate::Dead {
+                error: "boom".into(),
+            },
+            20,
+        )
+        .unwrap();
+        assert!(q.redrive("g", "a", 30).unwrap_err().is_not_found());
+        assert!(q.redrive("f", "nope", 30).unwrap_err().is_not_found());
+        let r = q.redrive("f", "a", 30).unwrap();
+        assert_eq!(
+            (r.status, r.attempts, r.created_ms, r.next_attempt_ms),
+            (EventStatus::Pending, 0, 30, 30)
+        );
+        assert_eq!(r.last_error, None);
+        // It is due again and counts in the backlog: the function is at its bound of 1.
+        assert!(q.enqueue(&ev("b", 31, None), 0).unwrap_err().is_full());
+        assert_eq!(q.claim_due(40, 10, 1000).unwrap()[0].id, "a");
+        q.finish("a", &EventUpdate::Expired, 50).unwrap();
+        q.enqueue(&ev("b", 51, None), 0).unwrap();
+        // Expired events redrive too, within the backlog bound.
+        assert!(q.redrive("f", "a", 60).unwrap_err().is_full());
+        q.claim_due(70, 10, 1000).unwrap();
+        q.finish("b", &EventUpdate::Succeeded { result: "1".into() }, 80)
+            .unwrap();
+        assert!(q.redrive("f", "b", 90).unwrap_err().is_conflict());
+        assert_eq!(
+            q.redrive("f", "a", 90).unwrap().status,
+            EventStatus::Pending
+        );
+        assert_eq!(q.backlog().unwrap().largest_owner, Some(("f".into(), 1)));
     }
 
     #[test]

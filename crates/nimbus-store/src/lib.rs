@@ -9,6 +9,7 @@ mod bus;
 mod code;
 mod error;
 mod events;
+mod history;
 mod layers;
 mod logs;
 mod queues;
@@ -23,11 +24,14 @@ pub use code::{
 };
 pub use error::StoreError;
 pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue, StoredResult};
+pub use history::{
+    Alarm, HistoryLimits, HistoryStore, MinuteRow, SqliteHistoryStore, HISTORY_RETENTION_MS,
+};
 pub use layers::{LayerPolicy, LayerStore, LayerVersion, NewLayerVersion};
 pub use logs::{LogEntry, LogPage, LogQuery, LogStream};
 pub use queues::{
-    md5, validate_queue_name, EventSourceMapping, Message, NewMessage, QueueInfo, QueueSettings,
-    QueueStats, QueueStore, RedrivePolicy, SqliteQueueStore,
+    md5, validate_queue_name, EventSourceMapping, Message, NewMessage, QueueDepth, QueueInfo,
+    QueueSettings, QueueStats, QueueStore, RedrivePolicy, SqliteQueueStore,
 };
 pub use secrets::{
     validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,

@@ -186,7 +186,7 @@ pub struct Message {
     pub receipt: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
     /// Ready to be received.
     pub visible: u64,
@@ -194,6 +194,15 @@ pub struct QueueStats {
     pub in_flight: u64,
     /// Sent with a delay that has not passed.
     pub delayed: u64,
+}
+
+/// One queue's depth, as [`QueueStore::all_stats`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub queue: String,
+    pub stats: QueueStats,
+    /// When its oldest message was sent (SQS's `ApproximateAgeOfOldestMessage`).
+    pub oldest_sent_ms: Option<i64>,
 }
 
 /// A mapping from a queue to a function (Lambda's event-source mapping).
@@ -279,6 +288,9 @@ pub trait QueueStore: Send + Sync + 'static {
     /// skipped.
     fn release(&self, name: &str, receipts: &[String], visible_at_ms: i64) -> Result<()>;
     fn stats(&self, name: &str, now_ms: i64) -> Result<QueueStats>;
+    /// Every queue's [`QueueStats`] and the send time of its oldest message (for the
+    /// metrics: one pass over the messages).
+    fn all_stats(&self, now_ms: i64) -> Result<Vec<QueueDepth>>;
 
     fn create_mapping(&self, m: &EventSourceMapping) -> Result<()>;
     fn get_mapping(&self, uuid: &str) -> Result<EventSourceMapping>;
@@ -717,6 +729,31 @@ impl QueueStore for SqliteQueueStore {
         })
     }
 
+    fn all_stats(&self, now_ms: i64) -> Result<Vec<QueueDepth>> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(
+            "SELECT q.name,
+                 COALESCE(SUM(m.visible_at_ms <= ?1), 0),
+                 COALESCE(SUM(m.visible_at_ms > ?1 AND m.receipt IS NOT NULL), 0),
+                 COALESCE(SUM(m.visible_at_ms > ?1 AND m.receipt IS NULL), 0),
+                 MIN(m.sent_ms)
+             FROM queues q LEFT JOIN messages m ON m.queue = q.name
+             GROUP BY q.name ORDER BY q.name",
+        )?;
+        let rows = stmt.query_map([now_ms], |r| {
+            Ok(QueueDepth {
+                queue: r.get(0)?,
+                stats: QueueStats {
+                    visible: r.get::<_, i64>(1)?.max(0) as u64,
+                    in_flight: r.get::<_, i64>(2)?.max(0) as u64,
+                    delayed: r.get::<_, i64>(3)?.max(0) as u64,
+                },
+                oldest_sent_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     fn create_mapping(&self, m: &EventSourceMapping) -> Result<()> {
         m.validate()?;
         let db = self.db();
@@ -900,6 +937,26 @@ mod tests {
         assert_eq!(got[0].receive_count, 1);
         assert_eq!(got[0].first_receive_ms, Some(1000));
         assert_eq!(s.stats("q", 1000).unwrap().in_flight, 1);
+        s.put_queue("empty", &settings, 0).unwrap();
+        assert_eq!(
+            s.all_stats(1000).unwrap(),
+            vec![
+                QueueDepth {
+                    queue: "empty".into(),
+                    stats: QueueStats::default(),
+                    oldest_sent_ms: None,
+                },
+                QueueDepth {
+                    queue: "q".into(),
+                    stats: QueueStats {
+                        visible: 1,
+                        in_flight: 1,
+                        delayed: 0
+                    },
+                    oldest_sent_ms: Some(1000),
+                },
+            ]
+        );
         // Hidden until the timeout passes, then received again with a new handle.
         let next = s.receive("q", 10, None, 1500).unwrap();
         assert_eq!(next.len(), 1);

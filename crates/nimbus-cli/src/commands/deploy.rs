@@ -73,6 +73,11 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
     } else {
         None
     };
+    let alarms = if args.name.is_none() {
+        manifest_alarms(&args.path)?
+    } else {
+        Vec::new()
+    };
     let options = DeployOptions {
         no_build: args.no_build,
     };
@@ -102,6 +107,11 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
             if !json {
                 super::print(format!("{line}\n"))?;
             }
+        }
+    }
+    for line in apply_alarms(client, &alarms).await? {
+        if !json {
+            super::print(format!("{line}\n"))?;
         }
     }
     if json {
@@ -209,28 +219,65 @@ fn read_manifest(dir: &Path) -> Result<manifest::Project> {
     manifest::parse_project(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 
-/// The buses and rules (function schedules included) of `dir/nimbus.toml` and its includes.
-pub fn manifest_bus_config(dir: &Path) -> Result<(Vec<String>, Vec<manifest::ManifestRule>)> {
-    fn walk(
-        dir: &Path,
-        depth: usize,
-        buses: &mut Vec<String>,
-        rules: &mut Vec<manifest::ManifestRule>,
-    ) -> Result<()> {
+/// `dir/nimbus.toml` and every manifest it includes, depth first.
+fn manifest_projects(dir: &Path) -> Result<Vec<manifest::Project>> {
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<manifest::Project>) -> Result<()> {
         if depth > 8 {
             bail!("includes nest deeper than 8 levels at {}", dir.display());
         }
         let p = read_manifest(dir)?;
-        buses.extend(p.buses);
-        rules.extend(p.rules);
-        for inc in p.include {
-            walk(&dir.join(inc), depth + 1, buses, rules)?;
+        let include = p.include.clone();
+        out.push(p);
+        for inc in include {
+            walk(&dir.join(inc), depth + 1, out)?;
         }
         Ok(())
     }
+    let mut out = Vec::new();
+    walk(dir, 0, &mut out)?;
+    Ok(out)
+}
+
+/// The buses and rules (function schedules included) of `dir/nimbus.toml` and its includes.
+pub fn manifest_bus_config(dir: &Path) -> Result<(Vec<String>, Vec<manifest::ManifestRule>)> {
     let (mut buses, mut rules) = (Vec::new(), Vec::new());
-    walk(dir, 0, &mut buses, &mut rules)?;
+    for p in manifest_projects(dir)? {
+        buses.extend(p.buses);
+        rules.extend(p.rules);
+    }
     Ok((buses, rules))
+}
+
+/// The `[alarms.NAME]` of `dir/nimbus.toml` and its includes.
+pub fn manifest_alarms(dir: &Path) -> Result<Vec<(String, nimbus_core::AlarmSpec)>> {
+    Ok(manifest_projects(dir)?
+        .into_iter()
+        .flat_map(|p| p.alarms)
+        .collect())
+}
+
+/// Creates or replaces the alarms (after the functions they watch are deployed); returns
+/// one line per alarm.
+pub async fn apply_alarms(
+    client: &Client,
+    alarms: &[(String, nimbus_core::AlarmSpec)],
+) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for (name, spec) in alarms {
+        client
+            .send(
+                client
+                    .request(reqwest::Method::PUT, &["v1", "alarms", name])
+                    .json(spec),
+            )
+            .await
+            .with_context(|| format!("cannot save alarm {name}"))?;
+        lines.push(format!(
+            "alarm {name}: {} {} {} on {}",
+            spec.metric, spec.comparison, spec.threshold, spec.function
+        ));
+    }
+    Ok(lines)
 }
 
 /// Creates the buses, then creates or replaces the rules (after the functions they feed

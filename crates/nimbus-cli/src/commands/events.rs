@@ -1,4 +1,5 @@
-//! `nimbus events NAME`: a function's asynchronous events (`GET /v1/functions/{name}/events`).
+//! `nimbus events NAME`: a function's asynchronous events (`GET /v1/functions/{name}/events`);
+//! `--redrive ID` sends a dead one again (`POST /v1/functions/{name}/events/{id}/redrive`).
 
 use crate::cli::EventsArgs;
 use crate::client::Client;
@@ -7,6 +8,20 @@ use reqwest::Method;
 use serde_json::Value;
 
 pub async fn run(client: &Client, args: EventsArgs, json: bool) -> Result<()> {
+    if let Some(id) = &args.redrive {
+        let req = client.request(
+            Method::POST,
+            &["v1", "functions", &args.name, "events", id, "redrive"],
+        );
+        let v = client.json(req).await?;
+        if json {
+            return super::print_json(&v);
+        }
+        return super::print(format!(
+            "redriven: {id} is pending again (see `nimbus events {}`)\n",
+            args.name
+        ));
+    }
     let mut req = client
         .request(Method::GET, &["v1", "functions", &args.name, "events"])
         .query(&[("limit", args.limit.to_string())]);

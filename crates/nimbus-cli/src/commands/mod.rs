@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
+mod alarm;
 mod bus;
 mod deploy;
 mod doctor;
@@ -14,6 +15,8 @@ mod queue;
 mod rm;
 mod secret;
 mod serve;
+mod stats;
+mod top;
 mod up;
 
 use crate::cli::{Cli, Command};
@@ -44,6 +47,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Keys(args) => keys::run(&client()?, args, cli.json).await,
         Command::Provisioned(args) => provisioned::run(&client()?, args, cli.json).await,
         Command::Layer(args) => layer::run(&client()?, args, cli.json).await,
+        Command::Stats(args) => stats::run(&client()?, args, cli.json).await,
+        Command::Top(args) => top::run(&client()?, args, cli.json).await,
+        Command::Alarm(args) => alarm::run(&client()?, args, cli.json).await,
     }
 }
 
