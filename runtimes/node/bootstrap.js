@@ -28,13 +28,63 @@ const env = process.env;
 
 let currentRequestId; // printed as "undefined" before the first invoke, like Lambda
 
+// AWS_LAMBDA_LOG_FORMAT=JSON (LoggingConfig.LogFormat): each line is one JSON object
+// {timestamp, level, requestId, message} as Lambda's runtime writes it (one argument is
+// kept as it is, Errors as {errorType, errorMessage, stackTrace}; several are formatted
+// into the message, the first Error's fields added).
+const jsonFormat = () => (env.AWS_LAMBDA_LOG_FORMAT || '').toUpperCase() === 'JSON';
+
+function jsonErrorReplacer(_k, v) {
+  if (v instanceof Error) {
+    return Object.assign(
+      {
+        errorType: (v.constructor && v.constructor.name) || 'UnknownError',
+        errorMessage: v.message,
+        stackTrace: typeof v.stack === 'string' ? v.stack.split('\n') : v.stack,
+      },
+      v
+    );
+  }
+  return v;
+}
+
+function formatJsonLine(level, params) {
+  const result = { timestamp: new Date().toISOString(), level, requestId: currentRequestId };
+  if (params.length === 1) {
+    result.message = params[0];
+    try {
+      return JSON.stringify(result, jsonErrorReplacer);
+    } catch (_) {
+      result.message = format(result.message);
+      return JSON.stringify(result);
+    }
+  }
+  result.message = format.apply(null, params);
+  for (const p of params) {
+    if (p instanceof Error) {
+      result.errorType = (p.constructor && p.constructor.name) || 'UnknownError';
+      result.errorMessage = p.message;
+      result.stackTrace = typeof p.stack === 'string' ? p.stack.split('\n') : [];
+      break;
+    }
+  }
+  return JSON.stringify(result);
+}
+
 function patchConsole() {
   const levels = { TRACE: 1, DEBUG: 2, INFO: 3, WARN: 4, ERROR: 5, FATAL: 6 };
   const min = levels[(env.AWS_LAMBDA_LOG_LEVEL || '').toUpperCase()] || 1;
   const out = process.stdout;
   const nop = () => {};
+  const json = jsonFormat();
   const mk = (name) => {
     if (levels[name] < min) return nop;
+    if (json) {
+      return function () {
+        const line = formatJsonLine(name, Array.prototype.slice.call(arguments));
+        out.write((line === undefined ? '' : line.replace(/\n/g, '\r')) + '\n');
+      };
+    }
     return function () {
       let msg = format.apply(null, arguments);
       if (msg.indexOf('\n') !== -1) msg = msg.replace(/\n/g, '\r');
@@ -111,7 +161,9 @@ function intoError(e) {
 }
 
 function logError(label, e) {
-  console.error(label, toFormatted(intoError(e)));
+  // JSON: the error itself (Lambda's jsonErrorLogger); text: label + tab + JSON.
+  if (jsonFormat()) console.error(intoError(e));
+  else console.error(label, toFormatted(intoError(e)));
 }
 
 // ---------------------------------------------------- Runtime API client --

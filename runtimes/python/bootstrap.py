@@ -116,8 +116,24 @@ def _replace_indent(line):
     return "\u00a0" * n + line[n:]
 
 
+# AWS_LAMBDA_LOG_FORMAT=JSON (LoggingConfig.LogFormat): logging records become one JSON
+# object per line as Lambda's runtime writes them ({timestamp, level, message, logger,
+# requestId, ...extra fields}); print() output stays plain text. Read by
+# setup_io_and_logging (a stem cell learns its environment late).
+_JSON_LOGS = False
+
+
 def log_error(error_result):
-    """Lambda's text-format error log: one line, parts joined with \\r."""
+    """Lambda's error log: text, one line with parts joined by \\r; JSON, one object."""
+    if _JSON_LOGS:
+        line = dict(
+            timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            log_level="ERROR",
+            **error_result
+        )
+        sys.stdout.write(json.dumps(line, ensure_ascii=False).replace("\n", "\r") + "\n")
+        sys.stdout.flush()
+        return
     desc = "[ERROR]"
     etype = error_result.get("errorType")
     if etype:
@@ -142,8 +158,41 @@ def log_error(error_result):
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record):
-        record.aws_request_id = _REQUEST_ID or ""
+        record.aws_request_id = _REQUEST_ID if _JSON_LOGS else (_REQUEST_ID or "")
         return True
+
+
+# LogRecord attributes that are not extra fields of a JSON line.
+_RESERVED_FIELDS = frozenset(
+    "name msg args levelname levelno pathname filename module exc_info exc_text "
+    "stack_info lineno funcName created msecs relativeCreated thread threadName "
+    "processName process taskName aws_request_id".split()
+)
+
+
+class _JsonFormatter(logging.Formatter):
+    """Lambda's JSON log line for a logging record."""
+
+    def format(self, record):
+        levelno = min(50, max(0, record.levelno)) // 10 * 10
+        created = time.gmtime(record.created)
+        exc = record.exc_info
+        result = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", created) + ".%03dZ" % int(record.msecs),
+            "level": logging.getLevelName(levelno),
+            "message": record.getMessage(),
+            "logger": record.name,
+            "stackTrace": traceback.format_tb(exc[2]) if exc else None,
+            "errorType": exc[0].__name__ if exc else None,
+            "errorMessage": str(exc[1]) if exc else None,
+            "requestId": getattr(record, "aws_request_id", None),
+            "location": "%s:%s:%s" % (record.pathname, record.funcName, record.lineno) if exc else None,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED_FIELDS and key not in result:
+                result[key] = value
+        result = {k: v for k, v in result.items() if v is not None}
+        return json.dumps(result, ensure_ascii=False, default=str)
 
 
 class _LambdaLogHandler(logging.Handler):
@@ -162,6 +211,8 @@ class _LambdaLogHandler(logging.Handler):
 
 
 def setup_io_and_logging():
+    global _JSON_LOGS
+    _JSON_LOGS = (os.environ.get("AWS_LAMBDA_LOG_FORMAT") or "").upper() == "JSON"
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.reconfigure(line_buffering=True)
@@ -169,12 +220,15 @@ def setup_io_and_logging():
             pass
     logging.Formatter.converter = time.gmtime
     handler = _LambdaLogHandler()
-    handler.setFormatter(
-        logging.Formatter(
-            "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
-            "%Y-%m-%dT%H:%M:%S",
+    if _JSON_LOGS:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
+                "%Y-%m-%dT%H:%M:%S",
+            )
         )
-    )
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
     root.addHandler(handler)

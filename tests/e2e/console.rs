@@ -247,7 +247,6 @@ fn console_charts_show_the_last_hour() {
 
 /// Needs `GET /v1/functions/{name}/logs?follow=true` (helper "logs").
 #[test]
-#[ignore = "needs the live log stream (issue 14, logs): enable at merge"]
 fn console_live_tail_shows_a_call_within_a_second() {
     let (s, ro) = setup();
     browse(&s, &ro, "signin,livetail", &[]);

@@ -30,6 +30,10 @@ WORKS = {
     "Runtime": ("python3.12", lambda c: c["Runtime"] == "python3.12"),
     "Role": ("arn:aws:iam::123456789012:role/other", lambda c: c["Role"].endswith("role/other")),
     "TracingConfig": ({"Mode": "Active"}, lambda c: c["TracingConfig"] == {"Mode": "Active"}),
+    "LoggingConfig": ({"LogFormat": "JSON", "ApplicationLogLevel": "DEBUG"},
+                      lambda c: c["LoggingConfig"]["LogFormat"] == "JSON"
+                      and c["LoggingConfig"]["ApplicationLogLevel"] == "DEBUG"
+                      and c["LoggingConfig"]["SystemLogLevel"] == "INFO"),
 }
 # Create-only fields that work (checked by the create itself and GetFunction).
 WORKS_CREATE_ONLY = ["FunctionName", "Code", "Publish", "Tags"]
@@ -71,8 +75,6 @@ REFUSED = [
     ("DeadLetterConfig", {"TargetArn": "arn:aws:sqs:us-east-1:000000000000:no-such-queue"}),
     ("ImageConfig", {"Command": ["app.handler"]}),
     ("SnapStart", {"ApplyOn": "PublishedVersions"}),
-    ("LoggingConfig", {"LogFormat": "JSON"}),
-    ("LoggingConfig", {"LogFormat": "Text", "LogGroup": "/custom/group"}),
     ("PackageType", "Image"),
     ("Architectures", [OTHER_ARCH]),
     ("CodeSigningConfigArn", "arn:aws:lambda:us-east-1:123456789012:code-signing-config:csc-0"),

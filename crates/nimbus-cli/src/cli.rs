@@ -639,13 +639,34 @@ pub struct RmArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    pub name: String,
-    /// Keep printing new lines until Ctrl-C.
+    /// The function (omit with --all).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub name: Option<String>,
+    /// Every function whose logs the key may read, interleaved in time order.
+    #[arg(long)]
+    pub all: bool,
+    /// Keep printing new lines (a live tail over server-sent events) until Ctrl-C.
     #[arg(long, short)]
     pub follow: bool,
     /// Show only the last N lines.
     #[arg(long, short = 'n', value_name = "N")]
     pub limit: Option<usize>,
+    /// Lines from this time on: RFC 3339 (2026-12-04T10:00:00Z) or a duration ago (15m, 2h, 7d).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Lines before this time (RFC 3339 or a duration ago).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Lines at this level or above: trace, debug, info, warn, error, fatal (a line without
+    /// a level counts as info).
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<String>,
+    /// Lines of one invocation.
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+    /// Lines containing TEXT (case-sensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub grep: Option<String>,
 }
 
 /// `K=V` → `(K, V)`; the value may contain `=`.
@@ -953,6 +974,34 @@ mod tests {
         };
         assert!(l.follow);
         assert_eq!(l.limit, Some(5));
+        let Command::Logs(l) = parse(&[
+            "logs",
+            "--all",
+            "--since",
+            "15m",
+            "--level",
+            "warn",
+            "--request-id",
+            "r",
+            "--grep",
+            "x",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert!(l.all && l.name.is_none());
+        assert_eq!(
+            (
+                l.since.as_deref(),
+                l.level.as_deref(),
+                l.request_id.as_deref(),
+                l.grep.as_deref()
+            ),
+            (Some("15m"), Some("warn"), Some("r"), Some("x"))
+        );
+        assert!(Cli::try_parse_from(["nimbus", "logs"]).is_err());
+        assert!(Cli::try_parse_from(["nimbus", "logs", "f", "--all"]).is_err());
     }
 
     #[test]

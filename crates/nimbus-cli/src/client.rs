@@ -145,12 +145,29 @@ pub struct LogsPage {
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 pub struct LogEntry {
     pub seq: i64,
+    /// The function (set by the server; `nimbus logs --all` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
     pub ts_ms: i64,
     #[serde(default)]
     pub request_id: Option<String>,
     #[serde(default)]
     pub stream: String,
     pub line: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// The filters of a log read (each optional; see `GET /v1/functions/{name}/logs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub level: Option<String>,
+    pub request_id: Option<String>,
+    pub grep: Option<String>,
 }
 
 #[cfg(feature = "tls")]
@@ -429,12 +446,54 @@ impl Client {
         Ok(())
     }
 
-    pub async fn logs(&self, name: &str, after: i64, limit: usize) -> Result<LogsPage> {
+    /// `GET /v1/functions/{name}/logs`, or `GET /v1/logs` (every function) for `None`.
+    fn logs_request(&self, name: Option<&str>, after: i64, filter: &LogFilter) -> RequestBuilder {
+        let req = match name {
+            Some(n) => self.request(Method::GET, &["v1", "functions", n, "logs"]),
+            None => self.request(Method::GET, &["v1", "logs"]),
+        };
+        let mut query = vec![("after", after.to_string())];
+        for (k, v) in [
+            ("since", &filter.since),
+            ("until", &filter.until),
+            ("level", &filter.level),
+            ("request_id", &filter.request_id),
+            ("grep", &filter.grep),
+        ] {
+            if let Some(v) = v {
+                query.push((k, v.clone()));
+            }
+        }
+        req.query(&query)
+    }
+
+    /// One page of log lines of `name` (every function readable for `None`) matching `filter`.
+    pub async fn logs_page(
+        &self,
+        name: Option<&str>,
+        after: i64,
+        limit: usize,
+        filter: &LogFilter,
+    ) -> Result<LogsPage> {
         let req = self
-            .request(Method::GET, &["v1", "functions", name, "logs"])
-            .query(&[("after", after.to_string()), ("limit", limit.to_string())]);
+            .logs_request(name, after, filter)
+            .query(&[("limit", limit.to_string())]);
         let v = self.json(req).await?;
         serde_json::from_value(v).context("the server sent a logs reply in an unexpected shape")
+    }
+
+    /// The live tail (`follow=true`, server-sent events) from `after` on.
+    pub async fn follow_logs(
+        &self,
+        name: Option<&str>,
+        after: i64,
+        filter: &LogFilter,
+    ) -> Result<Response> {
+        let req = self
+            .logs_request(name, after, filter)
+            .query(&[("follow", "true")])
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        self.send(req).await
     }
 
     /// Queues an asynchronous invocation; returns its request id and whether the

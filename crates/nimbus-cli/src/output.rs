@@ -334,10 +334,13 @@ mod tests {
     fn log_lines() {
         let mut e = LogEntry {
             seq: 1,
+            function: None,
             ts_ms: 0,
             request_id: Some("8f3c2a1b-0000-4000-8000-000000000000".into()),
             stream: "stdout".into(),
             line: "hello world\n".into(),
+            level: None,
+            trace_id: None,
         };
         assert_eq!(
             log_line(&e),

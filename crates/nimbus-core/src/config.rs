@@ -128,6 +128,9 @@ pub struct FunctionConfig {
     /// version deleted later keeps working for the function versions that use it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerRef>,
+    /// Lambda's `LoggingConfig`: log format, levels and log group.
+    #[serde(default, skip_serializing_if = "crate::LoggingConfig::is_default")]
+    pub logging: crate::LoggingConfig,
 }
 
 /// One layer version a function uses, as stored with the function version.
@@ -367,12 +370,14 @@ impl FunctionConfig {
             tracing_mode: TracingMode::PassThrough,
             dead_letter_target: None,
             layers: Vec::new(),
+            logging: crate::LoggingConfig::default(),
         }
     }
 
     /// Checks every field against Lambda's rules and Nimbus's limits.
     pub fn validate(&self) -> Result<(), CoreError> {
         self.runtime.validate_handler(&self.handler)?;
+        self.logging.validate()?;
         if !(Limits::MEMORY_MIN_MB..=Limits::MEMORY_MAX_MB).contains(&self.memory_mb) {
             return Err(CoreError::InvalidMemory(self.memory_mb));
         }

@@ -21,6 +21,9 @@ pub enum CoreError {
     InvalidEnv(String, String),
     #[error("TracingConfig.Mode {0:?} is not a tracing mode: use Active or PassThrough")]
     InvalidTracingMode(String),
+    /// A `LoggingConfig` Lambda would refuse; the message is Lambda's.
+    #[error("{0}")]
+    InvalidLogging(String),
     #[error("invalid description: {0}")]
     InvalidDescription(String),
     #[error("invalid route {0:?}: {1}")]

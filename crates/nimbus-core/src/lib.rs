@@ -10,6 +10,7 @@ pub mod authorizer;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod logging;
 pub mod manifest;
 pub mod name;
 pub mod route;
@@ -25,6 +26,7 @@ pub use config::{
 };
 pub use control::{Alias, FunctionMeta};
 pub use error::CoreError;
+pub use logging::{LogFormat, LogLevel, LoggingConfig};
 pub use name::FunctionName;
 pub use route::RouteSpec;
 pub use runtime::{Runtime, RuntimeFamily};

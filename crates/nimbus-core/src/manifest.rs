@@ -14,6 +14,9 @@
 //! env = { GREETING = "hi", DB_PASSWORD = { secret = "db-pass" } }
 //! network = "outbound"      # or "none": loopback only (default "outbound")
 //! provisioned_concurrency = 2 # instances kept initialised (see below)
+//! log_format = "json"       # Lambda's LoggingConfig: "text" (default) or "json"
+//! log_level = "info"        # application level (json only): trace … fatal
+//! system_log_level = "info" # platform records (json only): debug, info, warn
 //! ```
 //!
 //! `alias = "live"` makes each deploy publish a version and point the alias at it (SAM's
@@ -227,6 +230,14 @@ struct RawFunction {
     /// Layers in order: `[layers.NAME]` names of the manifest or layer version ARNs.
     #[serde(default)]
     layers: Vec<String>,
+    /// Lambda's `LoggingConfig`: `"text"` (default) or `"json"`.
+    log_format: Option<String>,
+    /// `ApplicationLogLevel` (JSON only): trace, debug, info, warn, error, fatal.
+    log_level: Option<String>,
+    /// `SystemLogLevel` (JSON only): debug, info, warn.
+    system_log_level: Option<String>,
+    /// `LogGroup` (default `/aws/lambda/NAME`).
+    log_group: Option<String>,
 }
 
 /// The alias `provisioned_concurrency` implies when the manifest names none.
@@ -566,6 +577,28 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         config.alias = alias;
         config.provisioned_concurrency = f.provisioned_concurrency;
         config.dead_letter_target = f.dead_letter.filter(|t| !t.is_empty());
+        config.logging = crate::LoggingConfig {
+            format: f
+                .log_format
+                .as_deref()
+                .map(|s| crate::LogFormat::parse(s, true))
+                .transpose()
+                .map_err(ctx)?
+                .unwrap_or_default(),
+            application_level: f
+                .log_level
+                .as_deref()
+                .map(|s| crate::LogLevel::parse_application(s, true))
+                .transpose()
+                .map_err(ctx)?,
+            system_level: f
+                .system_log_level
+                .as_deref()
+                .map(|s| crate::LogLevel::parse_system(s, true))
+                .transpose()
+                .map_err(ctx)?,
+            log_group: f.log_group,
+        };
         if let Some(n) = &f.network {
             config.network = crate::NetworkPolicy::parse(n).map_err(|e| match e {
                 CoreError::InvalidManifest(m) => {
@@ -650,6 +683,32 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logging_config() {
+        let f = |extra: &str| {
+            parse(&format!(
+                "[functions.hello]\nruntime = \"nodejs20.x\"\nhandler = \"index.handler\"\n{extra}\n"
+            ))
+        };
+        let c = &f("log_format = \"json\"\nlog_level = \"debug\"\nsystem_log_level = \"warn\"")
+            .unwrap()[0]
+            .config
+            .logging;
+        assert_eq!(c.format, crate::LogFormat::Json);
+        assert_eq!(c.application_level, Some(crate::LogLevel::Debug));
+        assert_eq!(c.system_level, Some(crate::LogLevel::Warn));
+        assert!(f("").unwrap()[0].config.logging.is_default());
+        let e = f("log_level = \"info\"").unwrap_err().to_string();
+        assert!(
+            e.contains("functions.hello") && e.contains("LogFormat"),
+            "{e}"
+        );
+        let e = f("log_format = \"json\"\nsystem_log_level = \"error\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("systemLogLevel"), "{e}");
+    }
 
     #[test]
     fn dead_letter_takes_a_queue_or_bus_arn() {

@@ -431,6 +431,9 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
             one(lambda("GetLayerVersion"), layer_arn(name, Some(v)))
         }
         (_, ["v1", "functions", name, "logs"]) => one("nimbus:GetLogs".into(), f(name)),
+        // Every function's logs: `nimbus:GetLogs` is checked per function by the handler
+        // (`logs::all_logs`), which reads only the functions the key may read.
+        ("GET", ["v1", "logs"]) => Target::Api(vec![]),
         (_, ["v1", "functions", name, "events"]) => one("nimbus:ListEvents".into(), f(name)),
         (_, ["v1", "functions", name, "events", _, "redrive"]) => {
             one("nimbus:RedriveEvent".into(), f(name))
@@ -648,6 +651,16 @@ pub(crate) fn authorize(
             Err(denied(key, c, false))
         }
     }
+}
+
+/// Whether API authentication is on.
+pub(crate) fn enabled(gw: &Gateway) -> bool {
+    gw.auth.get().is_some_and(|a| a.enabled)
+}
+
+/// Whether `caller` may do `action` on `resource` (for handlers that check per item).
+pub(crate) fn allows(gw: &Gateway, caller: &Caller, action: &str, resource: &str) -> bool {
+    authorize(gw, &caller.0, &check(action, resource), None).is_ok()
 }
 
 /// Reads the whole body (to hash it). Its size and read deadline are already bounded:

@@ -102,7 +102,7 @@ pub(crate) fn configuration(v: &FunctionVersion) -> Value {
         "PackageType": "Zip",
         "Architectures": [HOST_ARCHITECTURE],
         "EphemeralStorage": {"Size": v.config.ephemeral_storage_mb},
-        "LoggingConfig": {"LogFormat": "Text", "LogGroup": format!("/aws/lambda/{name}")},
+        "LoggingConfig": v.config.logging.to_lambda(name),
         "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
     });
     if !v.config.env.is_empty() {
@@ -206,6 +206,45 @@ struct TracingConfigInput {
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
+struct LoggingConfigInput {
+    log_format: Option<String>,
+    application_log_level: Option<String>,
+    system_log_level: Option<String>,
+    log_group: Option<String>,
+}
+
+impl LoggingConfigInput {
+    /// Merges the request into the stored `LoggingConfig` (absent fields keep their
+    /// values; a switch to Text drops stored levels, which Text cannot have). Validated
+    /// with the rest of the configuration.
+    fn apply(&self, cfg: &mut nimbus_core::LoggingConfig) -> Result<(), ApiError> {
+        use nimbus_core::{LogFormat, LogLevel};
+        let blank = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+        if let Some(f) = blank(&self.log_format) {
+            cfg.format = LogFormat::parse(&f, false)?;
+            if cfg.format == LogFormat::Text
+                && blank(&self.application_log_level).is_none()
+                && blank(&self.system_log_level).is_none()
+            {
+                cfg.application_level = None;
+                cfg.system_level = None;
+            }
+        }
+        if let Some(l) = blank(&self.application_log_level) {
+            cfg.application_level = Some(LogLevel::parse_application(&l, false)?);
+        }
+        if let Some(l) = blank(&self.system_log_level) {
+            cfg.system_level = Some(LogLevel::parse_system(&l, false)?);
+        }
+        if let Some(g) = blank(&self.log_group) {
+            cfg.log_group = Some(g);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
 struct DeadLetterConfigInput {
     target_arn: Option<String>,
 }
@@ -229,6 +268,7 @@ struct ConfigInput {
     tags: Option<BTreeMap<String, String>>,
     tracing_config: Option<TracingConfigInput>,
     dead_letter_config: Option<DeadLetterConfigInput>,
+    logging_config: Option<LoggingConfigInput>,
     layers: Option<Vec<String>>,
     revision_id: Option<String>,
 }
@@ -344,6 +384,9 @@ fn apply_config(cfg: &mut FunctionConfig, input: &ConfigInput) -> Result<(), Api
     if let Some(d) = &input.dead_letter_config {
         // An empty TargetArn (as Terraform and SAM send) removes it, as on Lambda.
         cfg.dead_letter_target = d.target_arn.clone().filter(|t| !t.is_empty());
+    }
+    if let Some(l) = &input.logging_config {
+        l.apply(&mut cfg.logging)?;
     }
     cfg.validate()?;
     Ok(())

@@ -85,22 +85,6 @@ fn snap_start_off(v: &Value, _: &str) -> bool {
     }
 }
 
-/// What Nimbus does with logs: text lines in the log group `/aws/lambda/NAME`.
-fn text_logs(v: &Value, name: &str) -> bool {
-    let Value::Object(o) = v else {
-        return blank(v, "");
-    };
-    let default_group = format!("/aws/lambda/{name}");
-    o.iter().all(|(k, x)| {
-        blank(x, "")
-            || match k.as_str() {
-                "LogFormat" => x.as_str() == Some("Text"),
-                "LogGroup" => x.as_str() == Some(default_group.as_str()),
-                _ => false,
-            }
-    })
-}
-
 const fn field(name: &'static str, create: bool, update: bool, status: Status) -> Field {
     Field {
         name,
@@ -145,6 +129,7 @@ pub(crate) const FIELDS: &[Field] = &[
     field("TracingConfig", true, true, Status::Works),
     field("DeadLetterConfig", true, true, Status::Works),
     field("Layers", true, true, Status::Works),
+    field("LoggingConfig", true, true, Status::Works),
     refused(
         "PackageType",
         false,
@@ -196,13 +181,6 @@ pub(crate) const FIELDS: &[Field] = &[
         false,
         blank,
         "is not supported: Nimbus does not verify code signatures",
-    ),
-    refused(
-        "LoggingConfig",
-        true,
-        text_logs,
-        "is not supported beyond Nimbus's logs: LogFormat Text in the log group \
-         /aws/lambda/FUNCTION_NAME (JSON logs, log levels and other log groups are not)",
     ),
 ];
 
@@ -300,10 +278,6 @@ mod tests {
             ("Architectures", json!(["sparc"])),
             ("Architectures", json!(["x86_64", "arm64"])),
             ("Architectures", json!([])),
-            ("LoggingConfig", json!({"LogFormat": "JSON"})),
-            ("LoggingConfig", json!({"LogGroup": "/custom/group"})),
-            ("LoggingConfig", json!({"ApplicationLogLevel": "DEBUG"})),
-            ("LoggingConfig", json!({"LogGroup": "/aws/lambda/other"})),
         ];
         for (name, value) in cases {
             let err = run(Op::CreateFunction, json!({ name: value })).unwrap_err();

@@ -24,6 +24,7 @@ mod lambda_api;
 mod lambda_fields;
 mod layers;
 mod limits;
+mod logs;
 mod metrics;
 mod native;
 mod provisioned;
@@ -189,7 +190,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 .delete(native::delete),
         )
         .route("/v1/functions/{name}/versions", get(native::versions))
-        .route("/v1/functions/{name}/logs", get(native::logs))
+        .route("/v1/functions/{name}/logs", get(logs::function_logs))
+        .route("/v1/logs", get(logs::all_logs))
         .route("/v1/functions/{name}/code", get(native::code))
         .route(
             "/v1/functions/{name}/metrics",

@@ -11,7 +11,6 @@ use nimbus_core::{FunctionConfig, FunctionName, FunctionVersion};
 use nimbus_store::{CodeInfo, PinnedCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::info;
 
@@ -323,27 +322,4 @@ pub(crate) async fn versions(
     Ok(Json(
         json!({ "versions": vs.iter().map(|v| view(&gw, v)).collect::<Vec<_>>() }),
     ))
-}
-
-pub(crate) async fn logs(
-    State(gw): State<Arc<Gateway>>,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    let name = parse_name(&name)?;
-    gw.store.get(&name, None)?;
-    let num = |k: &str, default: i64| -> Result<i64, ApiError> {
-        q.get(k)
-            .map(|v| {
-                v.parse::<i64>()
-                    .map_err(|_| ApiError::InvalidParameter(format!("{k} must be an integer")))
-            })
-            .unwrap_or(Ok(default))
-    };
-    let after = num("after", 0)?;
-    let limit = num("limit", 1000)?.clamp(1, 10_000) as usize;
-    let store = gw.store.clone();
-    let entries = tokio::task::spawn_blocking(move || store.logs(&name, after, limit)).await??;
-    let next = entries.last().map(|e| e.seq).unwrap_or(after);
-    Ok(Json(json!({ "logs": entries, "next": next })))
 }

@@ -70,11 +70,19 @@ pub struct Gateway {
     pub(crate) code_gc: std::sync::OnceLock<tokio::sync::mpsc::Sender<()>>,
     /// The last health report ([`Gateway::with_health`]), read by `/v1/health` and `/v1/ready`.
     pub(crate) health: std::sync::OnceLock<Arc<crate::HealthMonitor>>,
+    /// Set when the server shuts down: live log tails (`logs.rs`) end their streams.
+    pub(crate) tails_end: tokio::sync::watch::Sender<bool>,
     /// The per-minute history and alarms ([`Gateway::with_history`]).
     pub(crate) history: std::sync::OnceLock<Arc<crate::History>>,
 }
 
 impl Gateway {
+    /// Ends the live log tails (`follow=true` streams never end by themselves): called
+    /// when the server starts shutting down, so they do not hold it for the whole grace.
+    pub fn end_log_tails(&self) {
+        self.tails_end.send_replace(true);
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         code: Arc<CodeStore>,
@@ -100,6 +108,7 @@ impl Gateway {
             jwks: Default::default(),
             code_gc: Default::default(),
             health: Default::default(),
+            tails_end: tokio::sync::watch::Sender::new(false),
             history: Default::default(),
         });
         gw.rebuild_routes()?;

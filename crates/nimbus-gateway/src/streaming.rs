@@ -108,7 +108,7 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-fn channel_body() -> (mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>, Body) {
+pub(crate) fn channel_body() -> (mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>, Body) {
     let (tx, rx) = mpsc::channel(PARTS_BUFFERED);
     (tx, Body::new(ChannelBody(rx)))
 }

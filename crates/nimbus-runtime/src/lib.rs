@@ -13,6 +13,7 @@ mod java;
 mod logs;
 mod memory;
 pub mod netns;
+mod platform_log;
 mod process;
 mod rapi;
 mod sandbox;

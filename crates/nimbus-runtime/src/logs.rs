@@ -19,12 +19,21 @@ pub struct LogRecord {
     pub stream: LogStreamKind,
     pub ts_ms: i64,
     pub line: String,
+    /// The line's level: a platform line's own, a function line's when it names one
+    /// (a JSON `level`, or the runtimes' text formats).
+    pub level: Option<nimbus_core::LogLevel>,
+    /// The trace id (X-Ray `Root`) of the invocation the line belongs to.
+    pub trace_id: Option<String>,
 }
 
 impl LogRecord {
     /// Bytes this record holds in memory, as the sink's budget counts them.
     pub fn cost(&self) -> usize {
-        self.line.len() + self.function.len() + self.request_id.as_ref().map_or(0, String::len) + 64
+        self.line.len()
+            + self.function.len()
+            + self.request_id.as_ref().map_or(0, String::len)
+            + self.trace_id.as_ref().map_or(0, String::len)
+            + 64
     }
 }
 
@@ -169,21 +178,33 @@ impl OutputBudget {
         self.dropped_lines += 1;
     }
 
-    /// The line that replaces what was dropped (none when nothing was), and a fresh budget.
-    pub(crate) fn take_marker(&mut self) -> Option<String> {
-        let marker = (self.dropped_lines > 0).then(|| {
-            format!(
+    /// What was dropped (none when nothing was), with the line that says so, and a fresh
+    /// budget.
+    pub(crate) fn take_marker(&mut self) -> Option<Dropped> {
+        let marker = (self.dropped_lines > 0).then(|| Dropped {
+            lines: self.dropped_lines,
+            bytes: self.dropped_bytes,
+            text: format!(
                 "[nimbus] log output truncated: {} ({} {}) dropped after {} of this invocation's {} log limit",
                 human_bytes(self.dropped_bytes),
                 self.dropped_lines,
                 if self.dropped_lines == 1 { "line" } else { "lines" },
                 human_bytes(self.used),
                 human_bytes(self.limit),
-            )
+            ),
         });
         *self = Self::new(self.limit);
         marker
     }
+}
+
+/// Output an invocation's budget dropped ([`OutputBudget::take_marker`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Dropped {
+    /// The marker line (text format).
+    pub text: String,
+    pub lines: u64,
+    pub bytes: u64,
 }
 
 /// `1536` → `1.5 KiB`; exact bytes below 1 KiB.
@@ -216,6 +237,8 @@ mod tests {
             stream: LogStreamKind::Stdout,
             ts_ms: 0,
             line: line.into(),
+            level: None,
+            trace_id: None,
         }
     }
 
@@ -229,8 +252,9 @@ mod tests {
         assert!(!b.admit(10));
         b.dropped(5);
         let m = b.take_marker().unwrap();
+        assert_eq!((m.lines, m.bytes), (3, 18));
         assert_eq!(
-            m,
+            m.text,
             "[nimbus] log output truncated: 18 bytes (3 lines) dropped after 100 bytes of this invocation's 100 bytes log limit"
         );
         // A fresh budget afterwards, with no marker.
@@ -248,7 +272,7 @@ mod tests {
         for _ in 0..4096 {
             b.dropped(256 * 1024);
         }
-        let m = b.take_marker().unwrap();
+        let m = b.take_marker().unwrap().text;
         assert!(m.contains("1.0 GiB (4097 lines) dropped"), "{m}");
         assert!(m.ends_with("of this invocation's 4.0 MiB log limit"), "{m}");
     }

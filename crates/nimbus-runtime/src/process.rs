@@ -5,6 +5,7 @@ use crate::egress::{self, Egress};
 use crate::java::JavaRuntime;
 use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind, OutputBudget};
 use crate::netns::{self, NetNs};
+use crate::platform_log::{line_level, trace_root, PlatformEvent};
 use crate::rapi::{self, Pending, RapiState};
 use crate::sandbox::{self, Isolation, IsolationReport, Mounts, Sandbox, UidLease};
 use crate::stem::{Stem, StemConfig, StemKey, StemPool, StemStats};
@@ -472,8 +473,11 @@ impl ProcessExecutor {
         if let Some(cg) = &inst.cgroup {
             cg.resize(u64::from(spec.config.memory_mb) << 20)?;
         }
-        inst.logctx
-            .specialize(spec.function.as_str(), secret_mask(secret_env));
+        inst.logctx.specialize(
+            spec.function.as_str(),
+            secret_mask(secret_env),
+            spec.config.logging.clone(),
+        );
         let env: serde_json::Map<String, serde_json::Value> = self
             .environment(&spec, &inst.api, secret_env, &inst.id)
             .into_iter()
@@ -777,7 +781,14 @@ impl ProcessExecutor {
                 "AWS_LAMBDA_FUNCTION_TIMEOUT",
                 spec.config.timeout_s.to_string(),
             ),
-            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                spec.config.logging.log_group(name),
+            ),
+            (
+                "AWS_LAMBDA_LOG_FORMAT",
+                spec.config.logging.format.as_lambda().into(),
+            ),
             (
                 "AWS_LAMBDA_LOG_STREAM_NAME",
                 // As on Lambda: one stream per execution environment, named after it.
@@ -794,6 +805,11 @@ impl ProcessExecutor {
         ];
         env.retain(|(k, _)| !platform.iter().any(|(p, _)| p == k));
         env.extend(platform.into_iter().map(|(k, v)| (k.to_string(), v)));
+        if let Some(level) = spec.config.logging.application_level() {
+            // Lambda's runtimes filter their own lines by it (JSON format only).
+            env.retain(|(k, _)| k != "AWS_LAMBDA_LOG_LEVEL");
+            env.push(("AWS_LAMBDA_LOG_LEVEL".into(), level.as_str().into()));
+        }
         if let Some(opt) = self.opt_path(spec) {
             let path = self.path_var();
             for (k, v) in Self::layer_environment(spec, &opt, &path) {
@@ -1041,6 +1057,8 @@ impl ProcessExecutor {
                 spec.function.to_string()
             }),
             request_id: Mutex::new(None),
+            trace_id: Mutex::new(None),
+            logging: Mutex::new(spec.config.logging.clone()),
             tail: Mutex::new(VecDeque::new()),
             budget: Mutex::new(OutputBudget::new(self.logs.per_invocation_bytes())),
             sink: self.logs.clone(),
@@ -1104,6 +1122,10 @@ struct LogCtx {
     /// Empty while the instance is a stem cell (its output then goes to the server's log).
     function: Mutex<String>,
     request_id: Mutex<Option<String>>,
+    /// The current invocation's trace id (X-Ray `Root`).
+    trace_id: Mutex<Option<String>>,
+    /// The function's log format and levels.
+    logging: Mutex<nimbus_core::LoggingConfig>,
     tail: Mutex<VecDeque<String>>,
     /// What the current invocation (or the initialisation) may still log.
     budget: Mutex<OutputBudget>,
@@ -1116,34 +1138,74 @@ struct LogCtx {
 impl LogCtx {
     /// A stem cell becomes an instance of `function`: set before its bootstrap learns
     /// the function's environment, so nothing it prints is attributed or kept unmasked.
-    fn specialize(&self, function: &str, mask: Vec<String>) {
+    fn specialize(&self, function: &str, mask: Vec<String>, logging: nimbus_core::LoggingConfig) {
         *self.mask.lock().unwrap() = mask;
+        *self.logging.lock().unwrap() = logging;
         *self.function.lock().unwrap() = function.to_string();
     }
 
     /// A line the function wrote (without its newline): kept while the invocation's budget
     /// lasts, else only counted. Not even decoded when it is dropped, so a flood costs the
-    /// server a read and a count per line.
+    /// server a read and a count per line. In the JSON format a line below the
+    /// application log level is dropped first (a line without a level counts as INFO, as
+    /// on Lambda).
     fn output(&self, stream: LogStreamKind, raw: &[u8]) {
+        let min = self.logging.lock().unwrap().application_level();
+        let level = line_level(raw);
+        if let Some(min) = min {
+            if level.unwrap_or(nimbus_core::LogLevel::Info) < min {
+                return;
+            }
+        }
         if !self.budget.lock().unwrap().admit(raw.len()) {
             return;
         }
         let line = String::from_utf8_lossy(raw).into_owned();
-        if !self.emit(stream, line) {
+        if !self.emit(stream, line, level) {
             self.budget.lock().unwrap().dropped(raw.len());
+        }
+    }
+
+    /// Writes a platform event in the function's format, unless the system log level
+    /// filters it out.
+    fn platform(&self, event: PlatformEvent<'_>) {
+        self.platform_at(event, now_ms());
+    }
+
+    /// [`LogCtx::platform`] for an event that happened at `at_ms`.
+    fn platform_at(&self, event: PlatformEvent<'_>, at_ms: i64) {
+        let (format, min) = {
+            let l = self.logging.lock().unwrap();
+            (l.format, l.system_level())
+        };
+        let level = event.level();
+        if min.is_some_and(|min| level < min) {
+            return;
+        }
+        if let Some(line) = event.render(format, at_ms) {
+            self.emit(LogStreamKind::Platform, line, Some(level));
         }
     }
 
     /// Ends the current budget: the marker line saying what was dropped, if anything was.
     fn close_budget(&self) {
         let marker = self.budget.lock().unwrap().take_marker();
-        if let Some(marker) = marker {
-            self.emit(LogStreamKind::Platform, marker);
+        if let Some(m) = marker {
+            self.platform(PlatformEvent::LogsDropped {
+                text: &m.text,
+                lines: m.lines,
+                bytes: m.bytes,
+            });
         }
     }
 
     /// Sends a line to the store; false when the sink dropped it.
-    fn emit(&self, stream: LogStreamKind, line: String) -> bool {
+    fn emit(
+        &self,
+        stream: LogStreamKind,
+        line: String,
+        level: Option<nimbus_core::LogLevel>,
+    ) -> bool {
         let function = self.function.lock().unwrap().clone();
         if function.is_empty() {
             debug!(stream = ?stream, "stem cell output: {line}");
@@ -1158,6 +1220,7 @@ impl LogCtx {
             }
         };
         let request_id = self.request_id.lock().unwrap().clone();
+        let trace_id = self.trace_id.lock().unwrap().clone();
         {
             let mut tail = self.tail.lock().unwrap();
             tail.push_back(line.clone());
@@ -1172,6 +1235,8 @@ impl LogCtx {
             stream,
             ts_ms: now_ms(),
             line,
+            level,
+            trace_id,
         })
     }
 }
@@ -1238,6 +1303,19 @@ enum Phase {
 }
 
 impl ProcessInstance {
+    /// `platform.initStart` (JSON format only), stamped with the instance's start.
+    fn init_start_event(&self, provisioned: bool) {
+        let at = now_ms() - self.started.elapsed().as_millis() as i64;
+        self.logctx.platform_at(
+            PlatformEvent::InitStart {
+                function: self.spec.function.as_str(),
+                version: &self.spec.version,
+                provisioned,
+            },
+            at,
+        );
+    }
+
     fn kill(&mut self) {
         self.healthy = false;
         if let Some(e) = &mut self.egress {
@@ -1432,13 +1510,10 @@ impl Instance for ProcessInstance {
             .unwrap_or_else(Instant::now)
             .saturating_duration_since(self.started);
         self.initialized = true;
-        self.logctx.emit(
-            LogStreamKind::Platform,
-            format!(
-                "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: success",
-                init.as_secs_f64() * 1000.0
-            ),
-        );
+        self.init_start_event(true);
+        self.logctx.platform(PlatformEvent::InitReport {
+            duration_ms: init.as_secs_f64() * 1000.0,
+        });
         Ok(())
     }
 
@@ -1447,11 +1522,16 @@ impl Instance for ProcessInstance {
         // What the initialisation (or the time since the last invocation) dropped.
         self.logctx.close_budget();
         *self.logctx.request_id.lock().unwrap() = Some(rid.clone());
+        *self.logctx.trace_id.lock().unwrap() = inv.trace_id.as_deref().and_then(trace_root);
         self.logctx.tail.lock().unwrap().clear();
-        self.logctx.emit(
-            LogStreamKind::Platform,
-            format!("START RequestId: {rid} Version: {}", self.spec.version),
-        );
+        if !self.initialized {
+            self.init_start_event(false);
+        }
+        self.logctx.platform(PlatformEvent::Start {
+            request_id: &rid,
+            version: &self.spec.version,
+            trace: inv.trace_id.as_deref(),
+        });
         let t0 = Instant::now();
         let (phase, picked_at) = self.run(&inv, t0).await;
         let init_duration = if self.initialized {
@@ -1467,6 +1547,7 @@ impl Instance for ProcessInstance {
         };
         let end = Instant::now();
         let mut init_failed = false;
+        let mut timed_out = false;
         let outcome = match phase {
             Phase::Done(o) => o,
             Phase::Exited(status) => {
@@ -1478,6 +1559,7 @@ impl Instance for ProcessInstance {
             }
             Phase::TimedOut => {
                 self.kill();
+                timed_out = true;
                 if picked_at.is_none() && !self.state.first_next.lock().unwrap().is_some() {
                     init_failed = true;
                     Outcome::platform_error(
@@ -1505,26 +1587,31 @@ impl Instance for ProcessInstance {
         let duration = end.saturating_duration_since(picked_at.unwrap_or(t0));
         let ms = duration.as_secs_f64() * 1000.0;
         self.logctx.close_budget();
-        self.logctx
-            .emit(LogStreamKind::Platform, format!("END RequestId: {rid}"));
-        let mut report = format!(
-            "REPORT RequestId: {rid}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
-            ms.ceil().max(1.0) as u64,
-            self.spec.config.memory_mb,
-            self.max_memory_mb()
-        );
-        if let Some(init) = init_duration {
-            report.push_str(&format!(
-                "\tInit Duration: {:.2} ms",
-                init.as_secs_f64() * 1000.0
-            ));
-        }
-        if let Outcome::Error { error_type, .. } = &outcome {
-            if !self.is_healthy() {
-                report.push_str(&format!("\tStatus: error\tError Type: {error_type}"));
-            }
-        }
-        self.logctx.emit(LogStreamKind::Platform, report);
+        let error_type = match &outcome {
+            Outcome::Error { error_type, .. } => Some(error_type.as_str()),
+            _ => None,
+        };
+        let status = match (timed_out, error_type) {
+            (true, _) => "timeout",
+            (false, Some(_)) => "error",
+            (false, None) => "success",
+        };
+        self.logctx.platform(PlatformEvent::RuntimeDone {
+            request_id: &rid,
+            status,
+            duration_ms: ms,
+        });
+        self.logctx.platform(PlatformEvent::Report {
+            request_id: &rid,
+            status,
+            error_type,
+            crashed: !self.is_healthy(),
+            duration_ms: ms,
+            memory_mb: self.spec.config.memory_mb,
+            max_memory_mb: self.max_memory_mb(),
+            init_ms: init_duration.map(|d| d.as_secs_f64() * 1000.0),
+            trace: inv.trace_id.as_deref(),
+        });
         // An instance left near its process limit (zombies, children left running) is not
         // reused: the next invocation could not start a thread.
         if self.healthy {

@@ -564,9 +564,11 @@ impl Server {
         });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let pools = self.pools.clone();
+        let gateway = self.gateway.clone();
         let shutdown = async move {
             shutdown.await;
             info!("shutting down: no new connections, waiting for in-flight requests");
+            gateway.end_log_tails();
             // Background starts stop at once (requests in flight may still cold-start).
             pools.stop_provisioning();
             pools.executor().stop_refills();
@@ -723,6 +725,8 @@ fn entry(r: LogRecord) -> LogEntry {
             LogStreamKind::Platform => LogStream::Platform,
         },
         line: r.line,
+        level: r.level,
+        trace_id: r.trace_id,
     }
 }
 
@@ -791,6 +795,8 @@ mod tests {
             stream: LogStreamKind::Stdout,
             ts_ms: i as i64,
             line: format!("line {i}"),
+            level: None,
+            trace_id: None,
         }
     }
 

@@ -28,7 +28,7 @@ pub use history::{
     Alarm, HistoryLimits, HistoryStore, MinuteRow, SqliteHistoryStore, HISTORY_RETENTION_MS,
 };
 pub use layers::{LayerPolicy, LayerStore, LayerVersion, NewLayerVersion};
-pub use logs::{LogEntry, LogStream};
+pub use logs::{LogEntry, LogPage, LogQuery, LogStream};
 pub use queues::{
     md5, validate_queue_name, EventSourceMapping, Message, NewMessage, QueueDepth, QueueInfo,
     QueueSettings, QueueStats, QueueStore, RedrivePolicy, SqliteQueueStore,
@@ -96,6 +96,9 @@ pub trait Store: Send + Sync + 'static {
     fn append_logs(&self, entries: &[LogEntry]) -> Result<()>;
     /// Log lines of `function` with `seq > after`, oldest first, at most `limit`.
     fn logs(&self, function: &FunctionName, after: i64, limit: usize) -> Result<Vec<LogEntry>>;
+    /// Log lines matching `q` of the functions named (every function for `None`), oldest
+    /// first, and the cursor past every line looked at.
+    fn query_logs(&self, functions: Option<&[String]>, q: &LogQuery) -> Result<LogPage>;
     /// How much the log store holds, and its bound.
     fn log_usage(&self) -> LogUsage;
     /// Gives the space of deleted and pruned lines back to the file system when enough of

@@ -1,4 +1,4 @@
-use nimbus_core::FunctionName;
+use nimbus_core::{FunctionName, LogLevel};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -56,6 +56,58 @@ pub struct LogEntry {
     pub request_id: Option<String>,
     pub stream: LogStream,
     pub line: String,
+    /// The line's level when known: platform lines, and function lines that name one (JSON
+    /// `level`, the runtimes' text formats). Serialized as `TRACE` … `FATAL`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "level_serde")]
+    pub level: Option<LogLevel>,
+    /// The trace id (X-Ray `Root`) of the invocation the line belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// `level` as Lambda writes it (`INFO`), read in any case.
+mod level_serde {
+    use nimbus_core::LogLevel;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(l: &Option<LogLevel>, s: S) -> Result<S::Ok, S::Error> {
+        match l {
+            Some(l) => s.serialize_str(l.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LogLevel>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        Ok(s.as_deref().and_then(LogLevel::parse_loose))
+    }
+}
+
+/// What a log read selects (every filter optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Lines with `seq > after`.
+    pub after: i64,
+    /// Lines at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Lines before this time (ms since the epoch).
+    pub until_ms: Option<i64>,
+    /// Lines at this level or above; a line without a level counts as INFO (as Lambda
+    /// counts lines without one when it filters).
+    pub min_level: Option<LogLevel>,
+    pub request_id: Option<String>,
+    /// Lines containing this text (case-sensitive).
+    pub grep: Option<String>,
+    /// At most this many lines.
+    pub limit: usize,
+}
+
+/// One page of a log read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogPage {
+    pub entries: Vec<LogEntry>,
+    /// The cursor for the next read (`after`): past every line looked at, matching or not.
+    pub next: i64,
 }
 
 impl LogEntry {
@@ -74,6 +126,8 @@ impl LogEntry {
             request_id: request_id.map(str::to_string),
             stream,
             line: line.into(),
+            level: None,
+            trace_id: None,
         }
     }
 }
@@ -105,7 +159,18 @@ mod tests {
         assert_eq!(v["stream"], "stderr");
         assert_eq!(v["request_id"], "req-1");
         assert_eq!(v["function"], "hello");
+        assert!(
+            v.get("level").is_none() && v.get("trace_id").is_none(),
+            "{v}"
+        );
         let back: LogEntry = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+        let mut e = e;
+        e.level = Some(LogLevel::Warn);
+        e.trace_id = Some("1-5759e988-bd862e3fe1be46a994272793".into());
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["trace_id"], "1-5759e988-bd862e3fe1be46a994272793");
+        assert_eq!(serde_json::from_value::<LogEntry>(v).unwrap(), e);
     }
 }

@@ -771,6 +771,14 @@ impl Store for SqliteStore {
         self.logs.read(function.as_str(), after, limit)
     }
 
+    fn query_logs(
+        &self,
+        functions: Option<&[String]>,
+        q: &crate::LogQuery,
+    ) -> Result<crate::LogPage> {
+        self.logs.query(functions, q)
+    }
+
     fn log_usage(&self) -> LogUsage {
         self.logs.usage()
     }
@@ -1303,6 +1311,8 @@ mod tests {
             request_id: Some("req".into()),
             stream: LogStream::Stdout,
             line: text.into(),
+            level: None,
+            trace_id: None,
         }
     }
 

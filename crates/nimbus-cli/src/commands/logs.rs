@@ -1,23 +1,40 @@
-//! `nimbus logs`: `GET /v1/functions/{name}/logs`, optionally following with `after=next`.
+//! `nimbus logs`: `GET /v1/functions/{name}/logs` (or `GET /v1/logs` with `--all`) page by
+//! page, filtered by time, level, request id and text; `--follow` then reads the live
+//! tail (`follow=true`, server-sent events) from where the pages ended.
 
 use crate::cli::LogsArgs;
-use crate::client::{Client, LogEntry};
+use crate::client::{Client, LogEntry, LogFilter};
 use crate::output::log_line;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use nimbus_core::FunctionName;
 use std::collections::VecDeque;
-use std::time::Duration;
 
 const PAGE: usize = 1000;
-const POLL: Duration = Duration::from_millis(500);
 
 pub async fn run(client: &Client, args: LogsArgs, json: bool) -> Result<()> {
-    let name = FunctionName::parse(&args.name)?;
+    let name = args
+        .name
+        .as_deref()
+        .map(FunctionName::parse)
+        .transpose()?
+        .map(|n| n.to_string());
+    let all = name.is_none();
+    let filter = LogFilter {
+        since: args.since.clone(),
+        until: args.until.clone(),
+        level: args.level.clone(),
+        request_id: args.request_id.clone(),
+        grep: args.grep.clone(),
+    };
     let show = |entries: &[LogEntry]| -> Result<()> {
         let mut text = String::new();
         for e in entries {
             if json {
                 text.push_str(&serde_json::to_string(e)?);
+            } else if all {
+                text.push_str(e.function.as_deref().unwrap_or("-"));
+                text.push_str("  ");
+                text.push_str(&log_line(e));
             } else {
                 text.push_str(&log_line(e));
             }
@@ -30,35 +47,72 @@ pub async fn run(client: &Client, args: LogsArgs, json: bool) -> Result<()> {
     let mut after = 0;
     let mut tail: VecDeque<LogEntry> = VecDeque::new();
     loop {
-        let page = client.logs(name.as_str(), after, PAGE).await?;
-        if page.logs.is_empty() {
-            break;
-        }
+        let page = client
+            .logs_page(name.as_deref(), after, PAGE, &filter)
+            .await?;
         let next = next_cursor(after, &page.logs, page.next);
+        let done = page.logs.len() < PAGE || next <= after;
         match args.limit {
             Some(n) => keep_last(&mut tail, page.logs, n),
             None => show(&page.logs)?,
         }
-        if next <= after {
+        after = next.max(after);
+        if done {
             break;
         }
-        after = next;
     }
     show(tail.make_contiguous())?;
 
     if !args.follow {
         return Ok(());
     }
+    let mut resp = client.follow_logs(name.as_deref(), after, &filter).await?;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut events = SseBuffer::default();
     loop {
-        tokio::select! {
+        let chunk = tokio::select! {
             _ = &mut ctrl_c => return Ok(()),
-            _ = tokio::time::sleep(POLL) => {}
+            c = resp.chunk() => c.context("the live log tail was cut")?,
+        };
+        let Some(chunk) = chunk else {
+            anyhow::bail!("the server ended the live log tail");
+        };
+        let entries = events
+            .push(&chunk)
+            .iter()
+            .map(|data| serde_json::from_str::<LogEntry>(data))
+            .collect::<Result<Vec<_>, _>>()
+            .context("the server sent a log line in an unexpected shape")?;
+        show(&entries)?;
+    }
+}
+
+/// Splits a `text/event-stream` into its events' `data`, ignoring comments
+/// (`: keep-alive`) and other fields.
+#[derive(Default)]
+struct SseBuffer {
+    pending: Vec<u8>,
+}
+
+impl SseBuffer {
+    /// Adds received bytes; returns the data of every event completed by them.
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = self.pending.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&event);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if !data.is_empty() {
+                out.push(data.join("\n"));
+            }
         }
-        let page = client.logs(name.as_str(), after, PAGE).await?;
-        show(&page.logs)?;
-        after = next_cursor(after, &page.logs, page.next);
+        out
     }
 }
 
@@ -82,11 +136,23 @@ mod tests {
     fn entry(seq: i64) -> LogEntry {
         LogEntry {
             seq,
+            function: None,
             ts_ms: 0,
             request_id: None,
             stream: "stdout".into(),
             line: seq.to_string(),
+            level: None,
+            trace_id: None,
         }
+    }
+
+    #[test]
+    fn sse_events_are_split_and_comments_skipped() {
+        let mut b = SseBuffer::default();
+        assert!(b.push(b": keep-alive\n\ndata: {\"a\"").is_empty());
+        assert_eq!(b.push(b":1}\n\ndata: x\n"), vec![r#"{"a":1}"#.to_string()]);
+        assert_eq!(b.push(b"\n"), vec!["x".to_string()]);
+        assert!(b.pending.is_empty());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! free — after a function's deletion at once — and truncates the WAL.
 
 use super::open_db;
-use crate::{LogEntry, Result, StoreError};
+use crate::{LogEntry, LogPage, LogQuery, Result, StoreError};
+use nimbus_core::LogLevel;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -72,10 +73,14 @@ pub struct LogUsage {
     pub pruned_lines: u64,
 }
 
-/// Bytes a stored line is accounted for: its text, its function name and request id, and
-/// 48 bytes for the row's other columns, its index entry and B-tree cell overhead.
+/// Bytes a stored line is accounted for: its text, its function name, request id and trace
+/// id, and 48 bytes for the row's other columns, its index entries and B-tree cell overhead.
 fn row_size(e: &LogEntry) -> u64 {
-    (e.line.len() + e.function.len() + e.request_id.as_ref().map_or(0, String::len) + 48) as u64
+    (e.line.len()
+        + e.function.len()
+        + e.request_id.as_ref().map_or(0, String::len)
+        + e.trace_id.as_ref().map_or(0, String::len)
+        + 48) as u64
 }
 
 /// Schema migrations of `logs.db`.
@@ -103,6 +108,14 @@ CREATE TABLE log_usage (
 ) STRICT;
 INSERT INTO log_usage (function, lines, bytes)
     SELECT function, COUNT(*), SUM(size) FROM logs GROUP BY function;
+",
+    "
+-- Structured logs: each line's level (1 TRACE … 6 FATAL; NULL when the line names none)
+-- and its invocation's trace id; reads by time across functions.
+ALTER TABLE logs ADD COLUMN level INTEGER;
+ALTER TABLE logs ADD COLUMN trace_id TEXT;
+UPDATE logs SET level = 3 WHERE stream = 'platform';
+CREATE INDEX logs_by_time ON logs(ts_ms);
 ",
 ];
 
@@ -258,8 +271,8 @@ impl LogDb {
         let mut appended: BTreeMap<&str, Usage> = BTreeMap::new();
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO logs (function, ts_ms, request_id, stream, line, size)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO logs (function, ts_ms, request_id, stream, line, size, level, trace_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for e in entries {
                 let size = row_size(e);
@@ -269,7 +282,9 @@ impl LogDb {
                     e.request_id,
                     e.stream.as_str(),
                     e.line,
-                    size as i64
+                    size as i64,
+                    e.level.map(LogLevel::rank),
+                    e.trace_id,
                 ])?;
                 let u = appended.entry(e.function.as_str()).or_default();
                 u.lines += 1;
@@ -335,14 +350,71 @@ impl LogDb {
 
     /// Log lines of `function` with `seq > after`, oldest first, at most `limit`.
     pub(crate) fn read(&self, function: &str, after: i64, limit: usize) -> Result<Vec<LogEntry>> {
+        let q = LogQuery {
+            after,
+            limit,
+            ..LogQuery::default()
+        };
+        Ok(self.query(Some(&[function.to_string()]), &q)?.entries)
+    }
+
+    /// Lines matching `q` of `functions` (all for `None`), oldest first. The page's `next`
+    /// is the last line's `seq` when the page is full, else the newest `seq` stored when the
+    /// read began: lines filtered out are not looked at again.
+    pub(crate) fn query(&self, functions: Option<&[String]>, q: &LogQuery) -> Result<LogPage> {
         let conn = self.db();
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, function, ts_ms, request_id, stream, line FROM logs
-             WHERE function = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![function, after, limit], |r| {
+        let hi: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM logs", [], |r| r.get(0))?;
+        let next_if_short = hi.max(q.after);
+        if functions.is_some_and(|f| f.is_empty()) || q.limit == 0 {
+            return Ok(LogPage {
+                entries: Vec::new(),
+                next: next_if_short,
+            });
+        }
+        let mut sql = String::from(
+            "SELECT seq, function, ts_ms, request_id, stream, line, level, trace_id FROM logs
+             WHERE seq > ? AND seq <= ?",
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![q.after.into(), hi.into()];
+        match functions {
+            Some([one]) => {
+                sql.push_str(" AND function = ?");
+                args.push(one.clone().into());
+            }
+            Some(many) => {
+                sql.push_str(" AND function IN (");
+                sql.push_str(&vec!["?"; many.len()].join(","));
+                sql.push(')');
+                args.extend(many.iter().map(|f| f.clone().into()));
+            }
+            None => {}
+        }
+        if let Some(t) = q.since_ms {
+            sql.push_str(" AND ts_ms >= ?");
+            args.push(t.into());
+        }
+        if let Some(t) = q.until_ms {
+            sql.push_str(" AND ts_ms < ?");
+            args.push(t.into());
+        }
+        if let Some(l) = q.min_level {
+            sql.push_str(" AND COALESCE(level, 3) >= ?");
+            args.push(l.rank().into());
+        }
+        if let Some(r) = &q.request_id {
+            sql.push_str(" AND request_id = ?");
+            args.push(r.clone().into());
+        }
+        if let Some(g) = &q.grep {
+            sql.push_str(" AND instr(line, ?) > 0");
+            args.push(g.clone().into());
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        args.push(i64::try_from(q.limit).unwrap_or(i64::MAX).into());
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
             let stream: String = r.get(4)?;
+            let level: Option<i64> = r.get(6)?;
             Ok((
                 LogEntry {
                     seq: r.get(0)?,
@@ -351,19 +423,26 @@ impl LogDb {
                     request_id: r.get(3)?,
                     stream: crate::LogStream::Stdout,
                     line: r.get(5)?,
+                    level: level.and_then(LogLevel::from_rank),
+                    trace_id: r.get(7)?,
                 },
                 stream,
             ))
         })?;
-        let mut out = Vec::new();
+        let mut entries = Vec::new();
         for r in rows {
             let (mut entry, stream) = r?;
             entry.stream = stream.parse().map_err(|e| {
-                StoreError::Corrupt(format!("log line {} of {function}: {e}", entry.seq))
+                StoreError::Corrupt(format!("log line {} of {}: {e}", entry.seq, entry.function))
             })?;
-            out.push(entry);
+            entries.push(entry);
         }
-        Ok(out)
+        let next = if entries.len() >= q.limit {
+            entries.last().map_or(next_if_short, |e| e.seq)
+        } else {
+            next_if_short
+        };
+        Ok(LogPage { entries, next })
     }
 
     /// Deletes every line of `function`; the space goes back to the file system at the
@@ -522,6 +601,8 @@ mod tests {
             request_id: Some("8f3c2a4e-0d5b-4a8e-9a51-6f0c2d9b7e11".into()),
             stream: LogStream::Stdout,
             line,
+            level: None,
+            trace_id: None,
         }
     }
 
@@ -648,6 +729,91 @@ mod tests {
         // Totals survive a reopen.
         let db = LogDb::open(dir.path()).unwrap();
         assert_eq!(db.usage().lines, 0);
+    }
+
+    #[test]
+    fn queries_filter_by_time_level_request_text_and_function() {
+        let (_d, db) = open(LogLimits::default());
+        let mk = |f: &str, ts: i64, rid: &str, level: Option<LogLevel>, line: &str| LogEntry {
+            ts_ms: ts,
+            request_id: Some(rid.into()),
+            level,
+            trace_id: Some(format!("1-trace-{rid}")),
+            ..entry(f, line.into())
+        };
+        db.append(&[
+            mk("a", 1000, "r1", Some(LogLevel::Debug), "debug one"),
+            mk("a", 2000, "r1", None, "plain two"),
+            mk("b", 3000, "r2", Some(LogLevel::Error), "error three"),
+            mk("a", 4000, "r3", Some(LogLevel::Warn), "warn four"),
+        ])
+        .unwrap();
+        let lines = |functions: Option<&[String]>, q: LogQuery| -> Vec<String> {
+            db.query(functions, &LogQuery { limit: 100, ..q })
+                .unwrap()
+                .entries
+                .into_iter()
+                .map(|e| e.line)
+                .collect()
+        };
+        let a = ["a".to_string()];
+        assert_eq!(lines(Some(&a), LogQuery::default()).len(), 3);
+        assert_eq!(lines(None, LogQuery::default()).len(), 4);
+        assert_eq!(lines(Some(&[]), LogQuery::default()).len(), 0);
+        let since = LogQuery {
+            since_ms: Some(2000),
+            until_ms: Some(4000),
+            ..Default::default()
+        };
+        assert_eq!(lines(None, since), ["plain two", "error three"]);
+        // A line without a level counts as INFO.
+        let info = LogQuery {
+            min_level: Some(LogLevel::Info),
+            ..Default::default()
+        };
+        assert_eq!(lines(Some(&a), info), ["plain two", "warn four"]);
+        let rid = LogQuery {
+            request_id: Some("r1".into()),
+            ..Default::default()
+        };
+        assert_eq!(lines(None, rid), ["debug one", "plain two"]);
+        let grep = LogQuery {
+            grep: Some("thr".into()),
+            ..Default::default()
+        };
+        assert_eq!(lines(None, grep), ["error three"]);
+        let both = ["a".to_string(), "b".to_string()];
+        let err = LogQuery {
+            min_level: Some(LogLevel::Error),
+            ..Default::default()
+        };
+        assert_eq!(lines(Some(&both), err), ["error three"]);
+        // Level and trace id come back; `next` passes filtered-out lines.
+        let page = db
+            .query(
+                None,
+                &LogQuery {
+                    min_level: Some(LogLevel::Error),
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(page.entries[0].level, Some(LogLevel::Error));
+        assert_eq!(page.entries[0].trace_id.as_deref(), Some("1-trace-r2"));
+        assert_eq!(page.next, 4);
+        // A full page ends at its last line.
+        let page = db
+            .query(
+                None,
+                &LogQuery {
+                    limit: 2,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(page.next, 2);
+        check_usage(&db);
     }
 
     #[test]
