@@ -367,7 +367,17 @@ fn json_logs_carry_request_and_trace_ids_and_drop_debug_at_info() {
             .unwrap_or_else(|| panic!("{f}: no platform.start in {lines:?}"));
         let rid = start["record"]["requestId"].as_str().unwrap().to_string();
         assert_eq!(start["record"]["version"], "$LATEST");
-        assert_eq!(start["record"]["tracing"]["value"], TRACE, "{start}");
+        // The caller's root and sampling decision, with the invocation span as the parent
+        // (the span the function is told: see docs/observability.md, "Traces").
+        let tracing = &start["record"]["tracing"];
+        let span = tracing["spanId"].as_str().unwrap();
+        assert_eq!(span.len(), 16, "{start}");
+        assert_eq!(
+            tracing["value"].as_str().unwrap(),
+            format!("Root={TRACE_ROOT};Parent={span};Sampled=1"),
+            "{start}"
+        );
+        assert!(!TRACE.contains(span), "a span of its own: {start}");
         let mine = invocation_lines(&lines, &rid);
         // Every line of the invocation carries its trace id and a level.
         for l in &mine {
