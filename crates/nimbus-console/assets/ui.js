@@ -153,7 +153,7 @@ export async function chart(title, points, series, { period = 60, since = 3600, 
     width, height: 180,
     scales: { x: { time: true } },
     axes: [axis, axis],
-    series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false }))],
+    series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false, points: { show: true, size: 4 } }))],
   }, [xs, ...ys], box);
   return box;
 }
