@@ -609,3 +609,148 @@ fn state_gauges_show_backlogs_queue_depths_and_database_sizes() {
     let text = scrape(&s, &url);
     assert!(!text.contains(r#"queue="empty""#), "{text}");
 }
+
+/// The event sources' counters after a scripted mix: PutEvents with a matching, a
+/// non-matching and an invalid entry; a rule whose queue target is gone; a one-time
+/// schedule firing; a queue batch of two records with one partial failure.
+#[test]
+fn event_source_counters_follow_the_bus_schedules_and_mappings() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let s = Server::start(&["--metrics-listen", &listen]);
+    let url = format!("http://{listen}/metrics");
+    s.deploy("rec", python_cfg("app.handler"), &[("app.py", OK)]);
+    let half = "def handler(event, context):\n    ids = [r['messageId'] for r in event['Records'] if r['body'] == 'bad']\n    return {'batchItemFailures': [{'itemIdentifier': i} for i in ids]}\n";
+    s.deploy("half", python_cfg("app.handler"), &[("app.py", half)]);
+    assert_eq!(s.put_json("/v1/queues/gone-q", &json!({})).0, 200);
+    let rule = |name: &str, body: Value| {
+        let (code, v) = s.put_json(&format!("/v1/buses/default/rules/{name}"), &body);
+        assert_eq!(code, 200, "{v}");
+    };
+    rule(
+        "orders",
+        json!({"pattern": {"source": ["shop"]}, "targets": ["rec"]}),
+    );
+    rule(
+        "to-gone",
+        json!({"pattern": {"source": ["audit"]}, "targets": ["arn:aws:sqs:us-east-1:000000000000:gone-q"]}),
+    );
+    let r = s.http.delete(s.url("/v1/queues/gone-q")).send().unwrap();
+    assert!(r.status().is_success());
+    // A one-time schedule two seconds from now (UTC): exactly one firing, on time.
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let at = format!(
+        "at({:04}-{:02}-{:02}T{:02}:{:02}:{:02})",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
+    rule("once", json!({"schedule": at, "targets": ["rec"]}));
+
+    let entries = json!({"Entries": [
+        {"Source": "shop", "DetailType": "order", "Detail": "{\"n\":1}"},
+        {"Source": "other", "DetailType": "x", "Detail": "{}"},
+        {"Source": "audit", "DetailType": "x", "Detail": "{}"},
+        {"Source": "shop", "DetailType": "bad", "Detail": "not json"},
+    ]});
+    let r = s
+        .http
+        .post(s.url("/v1/buses/default/events"))
+        .json(&entries)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    let out: Value = r.json().unwrap();
+    assert_eq!(out["FailedEntryCount"], 2, "{out}");
+
+    // Two records sent before the mapping exists arrive in one batch; one fails.
+    assert_eq!(s.put_json("/v1/queues/work", &json!({})).0, 200);
+    let r = s
+        .http
+        .post(s.url("/v1/queues/work/messages"))
+        .json(&json!({"entries": [{"body": "good"}, {"body": "bad"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    let body = json!({"FunctionName": "half", "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:work",
+                      "BatchSize": 10, "FunctionResponseTypes": ["ReportBatchItemFailures"]});
+    let r = s
+        .http
+        .post(s.url("/2015-03-31/event-source-mappings"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{}", r.text().unwrap());
+
+    let mut m = Vec::new();
+    let done = eventually(Duration::from_secs(30), || {
+        m = parse(&scrape(&s, &url));
+        total(&m, "nimbus_mapping_batches_total", &[]) >= 1.0
+            && total(&m, "nimbus_schedule_firings_total", &[]) >= 1.0
+    });
+    assert!(done, "{m:#?}\n{}", s.log());
+    let text = scrape(&s, &url);
+    strict_parse(&text);
+    let m = parse(&text);
+    let bus = &[("bus", "default")];
+    assert_eq!(value(&m, "nimbus_bus_events_put_total", bus), 3.0, "{text}");
+    let rule_of = |f: &str, r: &str| value(&m, f, &[("bus", "default"), ("rule", r)]);
+    assert_eq!(rule_of("nimbus_bus_matches_total", "orders"), 1.0, "{text}");
+    assert_eq!(
+        rule_of("nimbus_bus_matches_total", "to-gone"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        rule_of("nimbus_bus_failed_targets_total", "to-gone"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        rule_of("nimbus_schedule_firings_total", "once"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(rule_of("nimbus_schedule_late_firings_total", "once"), 0.0);
+    assert_eq!(total(&m, "nimbus_schedule_missed_firings_total", &[]), 0.0);
+    let mapping = &[("queue", "work"), ("function", "half")];
+    assert_eq!(
+        value(&m, "nimbus_mapping_batches_total", mapping),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&m, "nimbus_mapping_records_total", mapping),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&m, "nimbus_mapping_failed_records_total", mapping),
+        1.0,
+        "{text}"
+    );
+    let age = value(&m, "nimbus_mapping_iterator_age_seconds", mapping);
+    assert!((0.0..30.0).contains(&age), "{age}: {text}");
+    // The bus and schedule deliveries are labelled by their source.
+    let mut last = String::new();
+    let labelled = eventually(Duration::from_secs(10), || {
+        last = scrape(&s, &url);
+        let m = parse(&last);
+        let rec = |trigger: &str| {
+            value(
+                &m,
+                "nimbus_invocations_total",
+                &[
+                    ("function", "rec"),
+                    ("trigger", trigger),
+                    ("outcome", "success"),
+                ],
+            )
+        };
+        rec("bus") == 1.0 && rec("schedule") == 1.0
+    });
+    assert!(labelled, "{last}");
+}

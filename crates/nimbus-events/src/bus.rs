@@ -453,6 +453,7 @@ impl EventBus {
                 );
             }
         }
+        self.engine.count(|m| m.sources().bus_put(bus));
         let id = event["id"].as_str().unwrap_or_default().to_string();
         for (rule, target) in self.route(&event, rules) {
             let origin = Origin {
@@ -469,7 +470,10 @@ impl EventBus {
                     Vec::new(),
                 ),
             };
-            if let Err(e) = self.submit_to(target, &event, None, origin).await {
+            let handed = self.submit_to(target, &event, None, origin).await;
+            self.engine
+                .count(|m| m.sources().bus_target(bus, &rule.name, handed.is_ok()));
+            if let Err(e) = handed {
                 warn!(rule = %rule.name, target = %target.arn, "cannot queue a routed event: {e}");
                 let code = match &e {
                     BusError::Store(s) if s.is_full() => "ThrottlingException",

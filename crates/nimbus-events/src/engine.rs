@@ -234,7 +234,9 @@ impl AsyncEngine {
         let _ = self.metrics.set(metrics);
     }
 
-    fn count(&self, f: impl FnOnce(&Metrics)) {
+    /// Counts in the metrics set with [`Self::set_metrics`], if any (also for the bus and
+    /// the scheduler, which deliver through this engine).
+    pub(crate) fn count(&self, f: impl FnOnce(&Metrics)) {
         if let Some(m) = self.metrics.get() {
             f(m);
         }

@@ -184,6 +184,8 @@ pub struct MappingRunner {
     heartbeat: Heartbeat,
     /// Where the spans of batches go (set by the server; off otherwise).
     tracer: std::sync::OnceLock<nimbus_trace::Tracer>,
+    /// Where batches are counted (set by the server).
+    metrics: std::sync::OnceLock<Arc<nimbus_metrics::Metrics>>,
 }
 
 fn now_ms() -> i64 {
@@ -201,7 +203,13 @@ impl MappingRunner {
             sent: Notify::new(),
             stopping: AtomicBool::new(false),
             tracer: Default::default(),
+            metrics: Default::default(),
         })
+    }
+
+    /// Counts batches, records, failed records and the iterator age in `metrics`.
+    pub fn set_metrics(&self, metrics: Arc<nimbus_metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Records a span per batch (child of its first message's context, linked to every
@@ -443,6 +451,7 @@ impl MappingRunner {
             None => contexts.first().cloned(),
         }
         .map(|t| t.traceparent());
+        let invoked_ms = now_ms();
         let attempt = invoker
             .invoke_traced(
                 nimbus_metrics::Trigger::Queue,
@@ -474,6 +483,21 @@ impl MappingRunner {
                 return false;
             }
         };
+        if let Some(metrics) = self.metrics.get() {
+            let failed = match &outcome {
+                BatchOutcome::DeleteAll => 0,
+                BatchOutcome::DeleteNone => batch.len(),
+                BatchOutcome::DeleteAllBut(f) => f.len(),
+            };
+            let oldest = batch.iter().map(|x| x.sent_ms).min().unwrap_or(invoked_ms);
+            metrics.sources().mapping_batch(
+                &m.queue,
+                &m.function,
+                batch.len() as u64,
+                failed as u64,
+                std::time::Duration::from_millis((invoked_ms - oldest).max(0) as u64),
+            );
+        }
         let delete: Vec<String> = batch
             .iter()
             .filter(|x| match &outcome {

@@ -167,6 +167,10 @@ pub fn plan(
     }
 }
 
+/// A firing handed over later than this after its time counts as late
+/// (`nimbus_schedule_late_firings_total`).
+const LATE_AFTER_MS: i64 = 60_000;
+
 /// The idempotency key of one firing of a rule.
 pub fn firing_key(bus: &str, rule: &str, firing_ms: i64) -> String {
     if bus == DEFAULT_BUS {
@@ -233,6 +237,18 @@ impl Scheduler {
                 // Disabled: time passes without firings (enabling does not catch up).
                 (Vec::new(), now)
             };
+            if catch_up && rule.enabled {
+                // Firings in the downtime the policy did not run (all of them with `skip`,
+                // all but the last with `run-once`), counted up to one tick's worth.
+                let due = p
+                    .schedule
+                    .firings_between(ts(watermark), ts(now), p.anchor, &p.tz, MAX_PER_TICK)
+                    .len();
+                let missed = due.saturating_sub(firings.len()) as u64;
+                self.bus
+                    .engine()
+                    .count(|m| m.sources().schedule_missed(&rule.bus, &rule.name, missed));
+            }
             let mut watermark_to = new_watermark;
             if catch_up && !firings.is_empty() {
                 info!(
@@ -249,6 +265,10 @@ impl Scheduler {
                     next_due = Some(now + 1000);
                     break;
                 }
+                let late = now - f > LATE_AFTER_MS;
+                self.bus
+                    .engine()
+                    .count(|m| m.sources().schedule_fired(&rule.bus, &rule.name, late));
             }
             // Without firings the watermark may stay behind (the next window still starts
             // after the last firing handed over): one durable write per firing, not per tick.

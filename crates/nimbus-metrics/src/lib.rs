@@ -13,9 +13,11 @@
 pub mod history;
 mod process;
 mod scrape;
+mod sources;
 
 pub use prometheus_client::registry::Unit as MetricUnit;
 pub use scrape::GaugeFamily;
+pub use sources::SourceMetrics;
 
 pub use history::{LatencyHistogram, MinuteCell, MinuteStats};
 
@@ -288,6 +290,7 @@ pub struct Metrics {
     api_requests: Family<ApiLabels, Counter>,
     api_duration: HistogramFamily<OperationLabels>,
     trace_spans_dropped: Counter,
+    sources: SourceMetrics,
 }
 
 impl Metrics {
@@ -311,6 +314,7 @@ impl Metrics {
             Family::new_with_constructor(api_histogram);
         let trace_spans_dropped = Counter::default();
         let r = &mut registry;
+        let sources = SourceMetrics::register(r);
         r.register(
             "nimbus_trace_spans_dropped",
             "Trace spans not exported: the export queue was full or the OTLP endpoint failed",
@@ -407,7 +411,13 @@ impl Metrics {
             api_requests,
             api_duration,
             trace_spans_dropped,
+            sources,
         })
+    }
+
+    /// The event sources' counters (bus, schedules, event-source mappings).
+    pub fn sources(&self) -> &SourceMetrics {
+        &self.sources
     }
 
     /// Adds gauge families read at each scrape (from the pool, a store, the disk). The

@@ -418,6 +418,7 @@ impl Server {
         gauges::register(&metrics, &pools, &events, queues.clone(), data_dir.clone());
         let mappings = MappingRunner::new(queues, MappingConfig::default());
         mappings.set_tracer(tracer.clone());
+        mappings.set_metrics(metrics.clone());
         let gateway = gateway.with_queues(mappings.clone());
         events.set_queues(mappings.clone());
         let bus_store = SqliteBusStore::open(&data_dir, unix_ms())
