@@ -126,6 +126,12 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
     let dlq = |q: &str| json!({"DeadLetterConfig": {"TargetArn": format!("arn:aws:sqs:us-east-1:000000000000:{q}")}});
     create(&s, "async-dead", FAILS, dlq("dead"));
     create(&s, "async-dlq-error", FAILS, dlq("soon-gone"));
+    // Its on-failure destination is the same queue, gone too: a destination failure.
+    let (code, v) = s.put_json(
+        "/2019-09-25/functions/async-dlq-error/event-invoke-config",
+        &json!({"MaximumRetryAttempts": 0, "DestinationConfig": {"OnFailure": {"Destination": "arn:aws:sqs:us-east-1:000000000000:soon-gone"}}}),
+    );
+    assert_eq!(code, 200, "{v}");
     let r = s.http.delete(s.url("/v1/queues/soon-gone")).send().unwrap();
     assert!(r.status().is_success(), "{}", r.text().unwrap());
 
@@ -179,6 +185,7 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
         samples = parse(&scrape(&s, &metrics_url));
         total(&samples, "nimbus_async_events_dropped_total", &[]) == 2.0
             && total(&samples, "nimbus_dead_letter_errors_total", &[]) == 1.0
+            && total(&samples, "nimbus_async_destination_failures_total", &[]) == 1.0
     });
     assert!(done, "{samples:#?}\n{}", s.log());
     let text = scrape(&s, &metrics_url);
@@ -294,6 +301,28 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
         );
     }
     assert_eq!(total(&m, "nimbus_async_retries_total", &[]), 0.0);
+    // Each event's first attempt came soon after it was accepted.
+    for f in ["async-dead", "async-dlq-error"] {
+        assert_eq!(
+            value(
+                &m,
+                "nimbus_async_event_age_seconds_count",
+                &[("function", f)]
+            ),
+            1.0,
+            "{text}"
+        );
+        assert!(value(&m, "nimbus_async_event_age_seconds_sum", &[("function", f)]) < 30.0);
+    }
+    assert_eq!(
+        value(
+            &m,
+            "nimbus_async_destination_failures_total",
+            &[("function", "async-dlq-error")]
+        ),
+        1.0,
+        "{text}"
+    );
     assert_eq!(
         value(
             &m,

@@ -576,6 +576,10 @@ impl AsyncEngine {
                 ev.trace.as_deref(),
             )
             .await;
+        if ev.attempts == 0 && !matches!(attempt, Attempt::Throttled(_) | Attempt::Missing(_)) {
+            let age = Duration::from_millis((now - ev.created_ms).max(0) as u64);
+            self.count(|m| m.async_event_age(&ev.function, age));
+        }
         let now = now_ms();
         match attempt {
             Attempt::Success { body, version } => {
@@ -789,21 +793,28 @@ impl AsyncEngine {
                 ],
                 record,
             );
-            self.to_bus(&target.destination, bus, &event).await;
+            if !self.to_bus(&target.destination, bus, &event).await {
+                self.count(|m| m.destination_failure(&ev.function));
+            }
             return;
         }
         if target.destination.starts_with("arn:aws:sqs:") {
             let record = destination_record(ev, condition, response.as_ref());
-            self.to_queue(
-                &target.destination,
-                record.to_string(),
-                serde_json::Value::Null,
-            )
-            .await;
+            let sent = self
+                .to_queue(
+                    &target.destination,
+                    record.to_string(),
+                    serde_json::Value::Null,
+                )
+                .await;
+            if !sent {
+                self.count(|m| m.destination_failure(&ev.function));
+            }
             return;
         }
         let Ok((name, qualifier)) = arn::parse_function_ref(&target.destination) else {
             warn!(destination = %target.destination, "invalid destination");
+            self.count(|m| m.destination_failure(&ev.function));
             return;
         };
         let record = destination_record(ev, condition, response.as_ref());
@@ -828,6 +839,7 @@ impl AsyncEngine {
             .await
         {
             warn!(destination = %name, "cannot queue the destination record: {e}");
+            self.count(|m| m.destination_failure(&ev.function));
         }
     }
 }

@@ -259,6 +259,15 @@ fn faas_histogram() -> Histogram {
     Histogram::new(FAAS_BUCKETS)
 }
 
+/// Buckets of the async event age (seconds): immediate delivery to a long backlog.
+const EVENT_AGE_BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 21600.0,
+];
+
+fn event_age_histogram() -> Histogram {
+    Histogram::new(EVENT_AGE_BUCKETS)
+}
+
 fn api_histogram() -> Histogram {
     Histogram::new(API_BUCKETS)
 }
@@ -287,6 +296,8 @@ pub struct Metrics {
     async_retries: Family<FunctionLabels, Counter>,
     async_dropped: Family<DropLabels, Counter>,
     dead_letter_errors: Family<FunctionLabels, Counter>,
+    destination_failures: Family<FunctionLabels, Counter>,
+    event_age: HistogramFamily<FunctionLabels>,
     api_requests: Family<ApiLabels, Counter>,
     api_duration: HistogramFamily<OperationLabels>,
     trace_spans_dropped: Counter,
@@ -309,6 +320,9 @@ impl Metrics {
         let async_retries = Family::<FunctionLabels, Counter>::default();
         let async_dropped = Family::<DropLabels, Counter>::default();
         let dead_letter_errors = Family::<FunctionLabels, Counter>::default();
+        let destination_failures = Family::<FunctionLabels, Counter>::default();
+        let event_age: HistogramFamily<FunctionLabels> =
+            Family::new_with_constructor(event_age_histogram);
         let api_requests = Family::<ApiLabels, Counter>::default();
         let api_duration: HistogramFamily<OperationLabels> =
             Family::new_with_constructor(api_histogram);
@@ -378,6 +392,17 @@ impl Metrics {
             dead_letter_errors.clone(),
         );
         r.register(
+            "nimbus_async_destination_failures",
+            "Destination records (OnSuccess/OnFailure) that could not be delivered",
+            destination_failures.clone(),
+        );
+        r.register_with_unit(
+            "nimbus_async_event_age",
+            "Time from an asynchronous event's acceptance to its first attempt",
+            Unit::Seconds,
+            event_age.clone(),
+        );
+        r.register(
             "nimbus_api_requests",
             "HTTP requests by operation (the route template) and status",
             api_requests.clone(),
@@ -408,6 +433,8 @@ impl Metrics {
             async_retries,
             async_dropped,
             dead_letter_errors,
+            destination_failures,
+            event_age,
             api_requests,
             api_duration,
             trace_spans_dropped,
@@ -534,6 +561,8 @@ impl Metrics {
         self.async_received.remove(&fl);
         self.async_retries.remove(&fl);
         self.dead_letter_errors.remove(&fl);
+        self.destination_failures.remove(&fl);
+        self.event_age.remove(&fl);
     }
 
     /// Every function's aggregates since the last take (functions with nothing to report
@@ -590,6 +619,22 @@ impl Metrics {
         self.dead_letter_errors
             .get_or_create(&FunctionLabels { function })
             .inc();
+    }
+
+    /// A destination record of an event of `function` could not be delivered.
+    pub fn destination_failure(&self, function: &str) {
+        let function = self.label(function);
+        self.destination_failures
+            .get_or_create(&FunctionLabels { function })
+            .inc();
+    }
+
+    /// The first attempt of an async event of `function`, `age` after it was accepted.
+    pub fn async_event_age(&self, function: &str, age: Duration) {
+        let function = self.label(function);
+        self.event_age
+            .get_or_create(&FunctionLabels { function })
+            .observe(age.as_secs_f64());
     }
 
     /// One HTTP request of the API, `operation` being a bounded name (a route template).
