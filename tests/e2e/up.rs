@@ -152,6 +152,13 @@ fn up_serves_the_examples_and_redeploys_on_change() {
         !rest.contains("redeployed hello-python"),
         "only the changed function is redeployed: {rest}"
     );
+
+    // An alarm added to the manifest is saved, as `nimbus deploy` saves it.
+    let manifest = project.join("nimbus.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("\n[alarms.hello-errors]\nfunction = \"hello-node\"\nmetric = \"errors\"\ncomparison = \">=\"\nthreshold = 1\n");
+    std::fs::write(&manifest, text).unwrap();
+    up.wait_for(&["alarm hello-errors: errors >= 1 on hello-node".to_string()]);
 }
 
 /// A fresh host without the optional sandbox tools: `nimbus up examples` still serves

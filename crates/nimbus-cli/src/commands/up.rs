@@ -264,22 +264,26 @@ async fn publish_layers(client: &Client, dir: &Path, targets: &mut [Target]) {
         Ok(layers) => super::layer::publish_manifest_layers(client, dir, &layers, targets).await,
         Err(e) => Err(e),
     };
-    match published {
-        Ok(lines) => {
-            for l in lines {
-                let _ = super::print(format!("{l}\n"));
-            }
-        }
-        Err(e) => eprintln!("error: {e:#}"),
-    }
+    report(published);
 }
 
-/// Saves the manifest's buses and rules (schedules included); failures are reported, not fatal.
+/// Saves the manifest's buses and rules (schedules included), then its alarms (after the
+/// functions they watch); failures are reported, not fatal.
 async fn apply_rules(client: &Client, dir: &Path) {
-    let applied = match deploy::manifest_bus_config(dir) {
+    let rules = match deploy::manifest_bus_config(dir) {
         Ok((buses, rules)) => deploy::apply_bus_config(client, &buses, &rules).await,
         Err(e) => Err(e),
     };
+    report(rules);
+    let alarms = match deploy::manifest_alarms(dir) {
+        Ok(alarms) => deploy::apply_alarms(client, &alarms).await,
+        Err(e) => Err(e),
+    };
+    report(alarms);
+}
+
+/// Prints the lines of an applied manifest section, or its error.
+fn report(applied: Result<Vec<String>>) {
     match applied {
         Ok(lines) => {
             for l in lines {
