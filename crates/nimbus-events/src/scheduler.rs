@@ -488,6 +488,15 @@ mod tests {
     async fn fires_each_minute_and_catches_up_once_after_downtime() {
         let t0 = 1_700_000_000_000 - 1_700_000_000_000 % MIN; // a whole minute
         let s = setup(t0).await;
+        let metrics = nimbus_metrics::Metrics::new(Default::default());
+        s.bus.engine().set_metrics(metrics.clone());
+        let count = |family: &str| {
+            let series = format!(r#"{family}{{bus="default",rule="every-minute"}} "#);
+            let text = metrics.encode().unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .map_or(0, |v| v.parse::<u64>().unwrap())
+        };
         let sched = Scheduler::new(s.bus.clone(), SchedulerConfig::default(), s.clock.clone());
         assert_eq!(sched.tick(true).await, Some(t0 + MIN));
         s.clock.0.store(t0 + MIN + 10, Ordering::SeqCst);
@@ -527,6 +536,15 @@ mod tests {
         s.clock.0.store(t0 + 21 * MIN, Ordering::SeqCst);
         skip.tick(false).await;
         assert_eq!(delivered_times(&s.queue).len(), 4);
+        // A stall: the firing of minute 22 is handed over 65 s late, minute 23's on time.
+        s.clock.0.store(t0 + 23 * MIN + 5_000, Ordering::SeqCst);
+        skip.tick(false).await;
+        assert_eq!(delivered_times(&s.queue).len(), 6);
+        // Counted by tick (the direct `fire` above is not): minutes 1, 2, 7, 21, 22, 23;
+        // missed: minutes 3–6 (run-once ran only 7), then 8–20 (skip).
+        assert_eq!(count("nimbus_schedule_firings_total"), 6);
+        assert_eq!(count("nimbus_schedule_late_firings_total"), 1);
+        assert_eq!(count("nimbus_schedule_missed_firings_total"), 4 + 13);
     }
 
     #[tokio::test]
