@@ -42,26 +42,6 @@ fn assert_refused(r: reqwest::blocking::Response, kind: &str, message_starts: &s
     body
 }
 
-fn create_key(s: &Server, name: &str, policy: Value) -> Credentials {
-    let r = s.signed_at(
-        "POST",
-        "/v1/keys",
-        json!({ "name": name, "policy": policy })
-            .to_string()
-            .as_bytes(),
-        &[("content-type", "application/json")],
-        &s.admin(),
-        "lambda",
-        None,
-    );
-    assert_eq!(r.status().as_u16(), 201);
-    let v: Value = r.json().unwrap();
-    Credentials {
-        id: v["AccessKeyId"].as_str().unwrap().to_string(),
-        secret: v["SecretAccessKey"].as_str().unwrap().to_string(),
-    }
-}
-
 #[test]
 fn unsigned_bad_expired_and_unknown_requests_get_lambda_shaped_403s() {
     let s = Server::start_with_auth(&[]);
@@ -200,8 +180,7 @@ fn an_orders_key_invokes_orders_only_until_add_permission() {
     let admin = s.admin();
     deploy(&s, "orders-api", &admin);
     deploy(&s, "billing", &admin);
-    let orders = create_key(
-        &s,
+    let orders = s.create_key(
         "orders",
         json!({"Statement": [{"Effect": "Allow", "Action": ["lambda:InvokeFunction"],
                                "Resource": ["arn:aws:lambda:*:*:function:orders-*"]}]}),
@@ -340,9 +319,7 @@ fn function_urls_with_aws_iam_need_a_signature() {
         "InvalidSignatureException",
         "Credential should be scoped to correct service: 'lambda'",
     );
-    let invoker = create_key(
-        &s,
-        "invoker",
+    let invoker = s.create_key("invoker",
         json!({"Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"}]}),
     );
     assert_refused(
@@ -508,8 +485,7 @@ fn auth_off_is_refused_on_a_public_listener_and_warned_about() {
 fn each_access_key_has_its_own_rate_limit_bucket() {
     let s = Server::start_with_auth(&["--rate-limit", "1:3"]);
     let admin = s.admin();
-    let other = create_key(
-        &s,
+    let other = s.create_key(
         "other",
         json!({"Statement": [{"Effect": "Allow", "Action": "lambda:*", "Resource": "*"}]}),
     );

@@ -20,17 +20,6 @@ fn read_only() -> Value {
         "Action": ["lambda:Get*", "lambda:List*", "nimbus:Get*", "nimbus:List*"], "Resource": "*"}]})
 }
 
-fn create_key(s: &Server, name: &str, policy: Value) -> Credentials {
-    let body = json!({"name": name, "policy": policy}).to_string();
-    let r = s.signed("POST", "/v1/keys", body.as_bytes(), &s.admin());
-    assert_eq!(r.status().as_u16(), 201);
-    let v: Value = r.json().unwrap();
-    Credentials {
-        id: v["AccessKeyId"].as_str().unwrap().to_string(),
-        secret: v["SecretAccessKey"].as_str().unwrap().to_string(),
-    }
-}
-
 fn whoami(s: &Server, creds: &Credentials, query: &str) -> Value {
     let r = s.signed("GET", &format!("/v1/whoami{query}"), b"", creds);
     assert_eq!(r.status().as_u16(), 200);
@@ -47,7 +36,7 @@ fn setup() -> (Server, Credentials) {
         &s.admin(),
     );
     assert!(status < 300, "{body}");
-    let ro = create_key(&s, "viewer", read_only());
+    let ro = s.create_key("viewer", read_only());
     (s, ro)
 }
 
@@ -163,8 +152,7 @@ fn whoami_tells_each_key_what_it_may_do() {
     assert_eq!(me["actions"]["nimbus:PurgeQueue"], false);
     assert_eq!(me["actions"]["nimbus:Admin"], false);
     // A key allowed to invoke one function only: true for it, false for every function.
-    let one = create_key(
-        &s,
+    let one = s.create_key(
         "echo-invoker",
         json!({"Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction",
             "Resource": "arn:aws:lambda:us-east-1:000000000000:function:echo"}]}),

@@ -770,24 +770,11 @@ fn every_functions_logs_are_authorised_per_function() {
         assert_eq!(r.status().as_u16(), 200);
     }
     let key = |name: &str, resource: &str| -> Credentials {
-        let r = s.signed_at(
-            "POST",
-            "/v1/keys",
-            json!({"name": name, "policy": {"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Action": "nimbus:GetLogs", "Resource": resource}]}})
-            .to_string()
-            .as_bytes(),
-            &[("content-type", "application/json")],
-            &admin,
-            "lambda",
-            None,
-        );
-        assert_eq!(r.status().as_u16(), 201);
-        let v: Value = r.json().unwrap();
-        Credentials {
-            id: v["AccessKeyId"].as_str().unwrap().into(),
-            secret: v["SecretAccessKey"].as_str().unwrap().into(),
-        }
+        s.create_key(
+            name,
+            json!({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "nimbus:GetLogs", "Resource": resource}]}),
+        )
     };
     let only_a = key(
         "only-a",

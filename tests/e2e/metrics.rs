@@ -387,23 +387,10 @@ fn the_main_listener_serves_metrics_to_keys_allowed_get_metrics() {
     let s = Server::start_with_auth(&[]);
     let admin = s.admin();
     let key = |name: &str, action: &str| {
-        let r = s.signed_at(
-            "POST",
-            "/v1/keys",
-            json!({ "name": name, "policy": {"Statement": [{"Effect": "Allow", "Action": [action], "Resource": ["*"]}]} })
-                .to_string()
-                .as_bytes(),
-            &[("content-type", "application/json")],
-            &admin,
-            "lambda",
-            None,
-        );
-        assert_eq!(r.status().as_u16(), 201);
-        let v: Value = r.json().unwrap();
-        Credentials {
-            id: v["AccessKeyId"].as_str().unwrap().to_string(),
-            secret: v["SecretAccessKey"].as_str().unwrap().to_string(),
-        }
+        s.create_key(
+            name,
+            json!({"Statement": [{"Effect": "Allow", "Action": [action], "Resource": ["*"]}]}),
+        )
     };
     let scraper = key("scraper", "nimbus:GetMetrics");
     let reader = key("reader", "lambda:Get*");

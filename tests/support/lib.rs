@@ -199,6 +199,19 @@ impl Server {
         self.signed_at(method, path_and_query, body, &[], creds, "lambda", None)
     }
 
+    /// Creates an access key named `name` with `policy` (signed by the admin key); returns
+    /// its credentials.
+    pub fn create_key(&self, name: &str, policy: Value) -> Credentials {
+        let body = serde_json::json!({"name": name, "policy": policy}).to_string();
+        let r = self.signed("POST", "/v1/keys", body.as_bytes(), &self.admin());
+        assert_eq!(r.status().as_u16(), 201, "creating key {name}");
+        let v: Value = r.json().unwrap();
+        Credentials {
+            id: v["AccessKeyId"].as_str().unwrap().to_string(),
+            secret: v["SecretAccessKey"].as_str().unwrap().to_string(),
+        }
+    }
+
     /// Deploys through the native API with a signed request; returns status and reply.
     pub fn deploy_signed(
         &self,
