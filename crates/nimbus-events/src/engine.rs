@@ -611,8 +611,9 @@ impl AsyncEngine {
                 if attempts > cfg.maximum_retry_attempts {
                     info!(event = %ev.id, function = %ev.function, attempts, "async event dead-lettered: retries exhausted");
                     self.dead_letter(invoker, &ev, 200, &error).await;
-                    self.finish(&ev.id, EventUpdate::Dead { error }).await;
+                    // Counted before the event shows as dead (readers of both agree).
                     self.count(|m| m.async_dropped(&ev.function, DropReason::Dead));
+                    self.finish(&ev.id, EventUpdate::Dead { error }).await;
                     let response = Response {
                         status: 200,
                         version,
@@ -652,8 +653,8 @@ impl AsyncEngine {
             }
             Attempt::Missing(why) => {
                 warn!(event = %ev.id, function = %ev.function, "async event dead-lettered: {why}");
-                self.finish(&ev.id, EventUpdate::Dead { error: why }).await;
                 self.count(|m| m.async_dropped(&ev.function, DropReason::Dead));
+                self.finish(&ev.id, EventUpdate::Dead { error: why }).await;
             }
         }
     }
