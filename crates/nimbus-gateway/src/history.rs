@@ -145,30 +145,15 @@ pub(crate) struct WindowQuery {
 
 /// `since` (`15m`, `1h`, `24h`, `14d`, `90s`, or RFC 3339) as the epoch ms it names.
 pub(crate) fn parse_since(since: &str, now_ms: i64) -> Result<i64, ApiError> {
-    let bad = || {
-        ApiError::InvalidParameter(format!(
-            "since {since:?} is neither a duration such as 15m, 1h, 24h or 14d nor an RFC 3339 time"
-        ))
-    };
-    let unit = since.chars().last().ok_or_else(bad)?;
-    let scale = match unit {
-        's' => 1_000,
-        'm' => 60_000,
-        'h' => 3_600_000,
-        'd' => 86_400_000,
-        _ => {
-            let t =
-                time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339)
-                    .map_err(|_| bad())?;
-            return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
-        }
-    };
-    let n: i64 = since[..since.len() - 1].parse().map_err(|_| bad())?;
-    match n.checked_mul(scale) {
-        // At most ten years back.
-        Some(back) if n >= 0 && back <= 3_660 * 86_400_000 => Ok(now_ms - back),
-        _ => Err(bad()),
+    let t = crate::logs::parse_time("since", since, now_ms)?;
+    // A duration reaches at most ten years back (the store keeps 14 days).
+    let relative = since.ends_with(['s', 'm', 'h', 'd']);
+    if relative && now_ms.saturating_sub(t) > 3_660 * 86_400_000 {
+        return Err(ApiError::InvalidParameter(format!(
+            "since {since:?} reaches more than ten years back"
+        )));
     }
+    Ok(t)
 }
 
 impl WindowQuery {
