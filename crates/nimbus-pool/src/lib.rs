@@ -637,11 +637,6 @@ impl<E: Executor> PoolManager<E> {
         self.density.stats()
     }
 
-    /// Instances now (warm, provisioned and running): `(all, busy)`.
-    pub fn instance_counts(&self) -> (usize, usize) {
-        self.density.counts()
-    }
-
     /// Instances by state now: starting (cold starts holding an initialisation slot),
     /// idle and busy. Cheap (no memory probes): read at each metrics scrape.
     pub fn instance_states(&self) -> InstanceStates {
