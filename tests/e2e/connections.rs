@@ -234,8 +234,11 @@ fn serve_normal_client(s: &Server, duration: Duration) -> (Duration, Duration, u
         assert_eq!(r.status(), 200);
         let v: serde_json::Value = r.json().unwrap();
         assert_eq!(v["n"], rounds, "{v}");
+        // Served while the flood holds the cap: a slot for this client is made by closing a
+        // slow connection at once. Without that it would wait for a slow client's 10 s header
+        // timeout, so 5 s tells the two apart on a loaded machine (1.1-1.4 s seen at load 17).
         assert!(
-            health <= Duration::from_secs(1) && invoke <= Duration::from_secs(1),
+            health <= Duration::from_secs(5) && invoke <= Duration::from_secs(5),
             "round {rounds} at {:?}: health {health:?}, invoke {invoke:?}",
             t0.elapsed()
         );
@@ -306,7 +309,7 @@ fn slow_clients_over_the_cap_make_room_for_others() {
          {fewest}..={most} ({baseline} before the flood); slow connections closed {closed}, \
          of which {early} before the header timeout"
     );
-    assert!(rounds >= 10, "{rounds}");
+    assert!(rounds >= 3, "{rounds}");
     // The slow clients kept the cap full (the flood is real) and the cap held (beyond it
     // only connections chosen to close whose task has not run yet) ...
     assert!(
