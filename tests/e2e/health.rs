@@ -264,3 +264,60 @@ fn partial_isolation_is_degraded_and_doctor_shows_readiness() {
     assert_eq!(row["status"], "degraded", "{row}");
     assert_eq!(row["blocking"], false, "{row}");
 }
+
+/// A runtime that cannot start (its interpreter gone: `NIMBUS_NODE` names a missing file)
+/// fails every refill of the node stem cells: `/v1/ready` reports `stem_cells` degraded
+/// with the error (still ready: cold starts spawn a runtime), `/v1/health` has the pool's
+/// count and last error, and `nimbus_stem_cell_refill_failures_total` counts them by
+/// runtime (python's still start: none).
+#[test]
+fn failing_stem_cell_refills_are_degraded_and_counted() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let s = Server::start_with_env(
+        &["--low-free-disk-mb", "0", "--metrics-listen", &listen],
+        &[("NIMBUS_NODE", "/nonexistent/node")],
+    );
+    let (code, ready) = ready_until(&s, Duration::from_secs(30), |_, r| {
+        status_of(r, "stem_cells") == Some("degraded")
+    });
+    assert_eq!(code, 200, "degraded is still ready: {ready}");
+    let c = check(&ready, "stem_cells");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(detail.contains("node (outbound): "), "{c}");
+    assert!(!detail.contains("python"), "{c}");
+    assert!(c["value"]["refill_failures"].as_u64().unwrap() >= 1, "{c}");
+    assert!(
+        ready["reasons"].to_string().contains("stem_cells: "),
+        "{ready}"
+    );
+
+    let node = stem_pool(&s, "node");
+    assert!(node["refill_failures"].as_u64().unwrap() >= 1, "{node}");
+    assert!(node["last_error"].is_string(), "{node}");
+    assert!(
+        node["last_failure_ms_ago"].as_u64().unwrap() < 60_000,
+        "{node}"
+    );
+    assert!(stem_pool(&s, "python").get("last_error").is_none());
+
+    let text = s
+        .http
+        .get(format!("http://{listen}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let sample = |runtime: &str| {
+        let prefix = format!("nimbus_stem_cell_refill_failures_total{{runtime=\"{runtime}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {runtime} sample: {text}"))
+    };
+    assert!(sample("node") >= 1.0, "{text}");
+    assert_eq!(sample("python"), 0.0, "{text}");
+    assert!(
+        text.contains("# TYPE nimbus_stem_cell_refill_failures counter"),
+        "{text}"
+    );
+}

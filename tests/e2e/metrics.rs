@@ -1,6 +1,6 @@
 //! Prometheus metrics (`GET /metrics`): a scripted mix of invocations (successes, a
-//! function error, a timeout, an init error, a throttle, a cold then a warm call, a URL
-//! call, a queue message through an event-source mapping, async events that end dead, one of them failing to reach its dead-letter queue)
+//! function error, a timeout, an init error, a throttle, a cold then a warm call, calls by
+//! a version and by an alias, a URL call, a queue message through an event-source mapping, async events that end dead, one of them failing to reach its dead-letter queue)
 //! and the families' values checked exactly, parsed with a real Prometheus parser
 //! (`prometheus-parse`) and checked against the OpenMetrics grammar by Python's
 //! `prometheus_client` parser; both endpoints (the unauthenticated `--metrics-listen` and
@@ -138,6 +138,17 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
     // The mix.
     s.invoke("ok", "{}").ok(); // cold
     s.invoke("ok", "{}").ok(); // warm
+                               // `ok` by its version 1 (another instance: a cold start) and by an alias of it: each
+                               // counted under the qualifier as called.
+    let r = s
+        .http
+        .post(s.url("/2015-03-31/functions/ok/aliases"))
+        .json(&json!({"Name": "live", "FunctionVersion": "1"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
+    s.invoke("ok:1", "{}").ok();
+    s.invoke("ok:live", "{}").ok();
     let r = s.http.get(s.url("/fn/ok/")).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
     // A queue message for `ok` through an event-source mapping (its instance is warm).
@@ -192,14 +203,28 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
     strict_parse(&text);
     let m = parse(&text);
 
-    let inv = |f: &str, trigger: &str, outcome: &str| {
+    let inv_at = |f: &str, qualifier: &str, trigger: &str, outcome: &str| {
         value(
             &m,
             "nimbus_invocations_total",
-            &[("function", f), ("trigger", trigger), ("outcome", outcome)],
+            &[
+                ("function", f),
+                ("qualifier", qualifier),
+                ("trigger", trigger),
+                ("outcome", outcome),
+            ],
         )
     };
+    let inv = |f: &str, trigger: &str, outcome: &str| inv_at(f, "$LATEST", trigger, outcome);
     assert_eq!(inv("ok", "api", "success"), 2.0, "{text}");
+    // By version and by alias (not the version the alias picked).
+    assert_eq!(inv_at("ok", "1", "api", "success"), 1.0, "{text}");
+    assert_eq!(inv_at("ok", "live", "api", "success"), 1.0, "{text}");
+    assert_eq!(
+        total(&m, "nimbus_invocations_total", &[("function", "ok")]),
+        6.0,
+        "{text}"
+    );
     assert_eq!(inv("ok", "url", "success"), 1.0, "{text}");
     assert_eq!(inv("ok", "queue", "success"), 1.0, "{text}");
     assert_eq!(inv("fails", "api", "error"), 1.0, "{text}");
@@ -209,11 +234,11 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
     assert_eq!(inv("async-dead", "async", "error"), 1.0, "{text}");
     assert_eq!(inv("async-dlq-error", "async", "error"), 1.0, "{text}");
     // Nothing else was counted.
-    assert_eq!(total(&m, "nimbus_invocations_total", &[]), 10.0, "{text}");
+    assert_eq!(total(&m, "nimbus_invocations_total", &[]), 12.0, "{text}");
 
     // Durations: one observation per invocation that ran.
     let count = |metric: &str, f: &str| value(&m, metric, &[("function", f)]);
-    assert_eq!(count("nimbus_invocation_duration_seconds_count", "ok"), 4.0);
+    assert_eq!(count("nimbus_invocation_duration_seconds_count", "ok"), 6.0);
     assert_eq!(
         count("nimbus_invocation_duration_seconds_count", "slow"),
         1.0
@@ -246,7 +271,8 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
     assert_eq!(le(10.0), 1.0);
     assert_eq!(le(f64::INFINITY), 1.0);
 
-    // Cold starts: one per new instance, none from a stem cell (off here); init times.
+    // Cold starts: one per new instance (`ok` has two: $LATEST and version 1), none from
+    // a stem cell (off here); init times.
     let cold = |f: &str| {
         value(
             &m,
@@ -254,14 +280,8 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
             &[("function", f), ("stem", "false")],
         )
     };
-    for f in [
-        "ok",
-        "fails",
-        "slow",
-        "broken",
-        "async-dead",
-        "async-dlq-error",
-    ] {
+    assert_eq!(cold("ok"), 2.0, "{text}");
+    for f in ["fails", "slow", "broken", "async-dead", "async-dlq-error"] {
         assert_eq!(cold(f), 1.0, "{f}: {text}");
     }
     assert_eq!(cold("zero"), 0.0);
@@ -269,7 +289,7 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
         total(&m, "nimbus_cold_starts_total", &[("stem", "true")]),
         0.0
     );
-    assert_eq!(count("nimbus_init_duration_seconds_count", "ok"), 1.0);
+    assert_eq!(count("nimbus_init_duration_seconds_count", "ok"), 2.0);
 
     assert_eq!(
         value(
@@ -341,8 +361,8 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
             &[("operation", op), ("status", status)],
         )
     };
-    // ok ×2, fails, slow, broken, gone: 200; zero: 429; two events: 202.
-    assert_eq!(api(invoke_op, "200"), 6.0, "{text}");
+    // ok ×4, fails, slow, broken, gone: 200; zero: 429; two events: 202.
+    assert_eq!(api(invoke_op, "200"), 8.0, "{text}");
     assert_eq!(api(invoke_op, "429"), 1.0, "{text}");
     assert_eq!(api(invoke_op, "202"), 2.0, "{text}");
     assert_eq!(api("GET /fn/:name/", "200"), 1.0, "{text}");
@@ -352,7 +372,7 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
             "nimbus_api_request_duration_seconds_count",
             &[("operation", invoke_op)]
         ),
-        9.0
+        11.0
     );
     assert!(!text.contains("/fn/ok/\""), "a raw path as a label: {text}");
 
@@ -369,7 +389,7 @@ fn a_scripted_mix_is_counted_exactly_on_both_endpoints() {
 
     // The main listener serves the same registry (auth is off here).
     let main = parse(&scrape(&s, &s.url("/metrics")));
-    assert_eq!(total(&main, "nimbus_invocations_total", &[]), 10.0);
+    assert_eq!(total(&main, "nimbus_invocations_total", &[]), 12.0);
     // The metrics listener serves nothing else.
     let r = s
         .http
@@ -491,6 +511,59 @@ fn a_cold_start_from_a_stem_cell_is_labelled_stem_true() {
         ),
         2.0
     );
+}
+
+/// Every commit to an embedded database is timed under its name: a deploy commits to the
+/// registry, an async event to events.db; `/v1/ready` shows each database's commits of the
+/// last minute.
+#[test]
+fn store_commits_are_timed_per_database() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let s = Server::start(&["--metrics-listen", &listen, "--stem-cells", "off"]);
+    let url = format!("http://{listen}/metrics");
+    let commits =
+        |m: &[Sample], db: &str| value(m, "nimbus_store_write_seconds_count", &[("db", db)]);
+    let before = parse(&scrape(&s, &url));
+    s.deploy("timed", python_cfg("app.handler"), &[("app.py", OK)]);
+    send_event(&s, "timed");
+    let mut text = String::new();
+    let grew = eventually(Duration::from_secs(10), || {
+        text = scrape(&s, &url);
+        let m = parse(&text);
+        commits(&m, "registry") > commits(&before, "registry")
+            && commits(&m, "events") > commits(&before, "events")
+    });
+    assert!(grew, "{text}");
+    strict_parse(&text);
+    let m = parse(&text);
+    let hist = m
+        .iter()
+        .find(|x| {
+            x.metric == "nimbus_store_write_seconds" && x.labels.get("db") == Some("registry")
+        })
+        .expect("the registry's histogram");
+    let PValue::Histogram(buckets) = &hist.value else {
+        panic!("{hist:?}")
+    };
+    let inf = buckets
+        .iter()
+        .find(|b| b.less_than == f64::INFINITY)
+        .unwrap();
+    assert_eq!(inf.count, commits(&m, "registry"), "{text}");
+    assert!(value(&m, "nimbus_store_write_seconds_sum", &[("db", "registry")]) > 0.0);
+
+    let mut ready = Value::Null;
+    let shown = eventually(Duration::from_secs(10), || {
+        ready = s.get_json("/v1/ready").1;
+        let stores = ready["checks"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == "stores"))
+            .cloned()
+            .unwrap_or_default();
+        stores["value"]["commits"]["registry"]["count"].as_u64() >= Some(1)
+            && stores["value"]["commits"]["events"]["max_ms"].as_f64() > Some(0.0)
+    });
+    assert!(shown, "{ready}");
 }
 
 /// `/metrics` (and the other prefixes Nimbus took after routes were first stored) cannot be

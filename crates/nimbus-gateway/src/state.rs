@@ -36,9 +36,14 @@ pub(crate) struct Resolved {
     pub spec: Arc<InstanceSpec>,
     /// Reserved concurrency 0: every invocation is throttled.
     pub throttled: bool,
-    /// The function's metric series, reached without a shared lock.
+    /// The function's metric series under the qualifier it was called by, reached without
+    /// a shared lock.
     pub metrics: Arc<nimbus_metrics::FunctionMetrics>,
 }
+
+/// A cached resolution: function, version, and the alias it was called by (an alias has
+/// series of its own, so the same version has one entry per alias pointing at it).
+type ResolvedKey = (String, String, Option<String>);
 
 pub struct Gateway {
     pub(crate) store: Arc<dyn Store>,
@@ -54,9 +59,9 @@ pub struct Gateway {
     pub(crate) secrets: std::sync::OnceLock<crate::Secrets>,
     /// Access keys and whether API requests must be signed ([`Gateway::with_auth`]).
     pub(crate) auth: std::sync::OnceLock<Arc<crate::Auth>>,
-    /// Resolved versions and aliases by (function, qualifier): read by every invocation
-    /// without a lock, dropped when the function changes.
-    cache: SnapshotMap<(String, String), Arc<Resolved>>,
+    /// Resolved versions (by function, version and alias) and aliases (by function and
+    /// alias): read by every invocation without a lock, dropped when the function changes.
+    cache: SnapshotMap<ResolvedKey, Arc<Resolved>>,
     aliases: SnapshotMap<(String, String), Arc<Alias>>,
     /// Bumped by every invalidation: a resolution that read the registry before a change
     /// is not cached after it.
@@ -187,20 +192,22 @@ impl Gateway {
 
     /// Resolves `name` at `qualifier` — `$LATEST`, a version, or an alias (whose weighted
     /// routing picks the version for this call) — to a runnable version. Versions and
-    /// aliases are cached until the function changes.
+    /// aliases are cached until the function changes. Its invocations are counted under
+    /// the qualifier as called (the alias, not the version it picked).
     pub(crate) async fn resolve(
         &self,
         name: &FunctionName,
         qualifier: Option<&str>,
     ) -> Result<Arc<Resolved>, ApiError> {
-        let version = match qualifier {
-            Some(q) if q != LATEST && !q.bytes().all(|b| b.is_ascii_digit()) => {
-                pick_version(self.alias(name, q)?.as_ref(), random_unit())
-            }
-            Some(q) => q.to_string(),
-            None => LATEST.to_string(),
+        let (version, alias) = match qualifier {
+            Some(q) if q != LATEST && !q.bytes().all(|b| b.is_ascii_digit()) => (
+                pick_version(self.alias(name, q)?.as_ref(), random_unit()),
+                Some(q.to_string()),
+            ),
+            Some(q) => (q.to_string(), None),
+            None => (LATEST.to_string(), None),
         };
-        let key = (name.to_string(), version.clone());
+        let key = (name.to_string(), version.clone(), alias);
         if let Some(r) = self.cache.get(&key) {
             return Ok(r);
         }
@@ -238,7 +245,10 @@ impl Gateway {
             version: stored,
             spec,
             throttled: reserved == Some(0),
-            metrics: self.cfg.metrics.function(name.as_str()),
+            metrics: self
+                .cfg
+                .metrics
+                .function(name.as_str(), key.2.as_deref().unwrap_or(&version)),
         });
         self.remember(&self.cache, generation, key, r.clone());
         Ok(r)
@@ -258,11 +268,11 @@ impl Gateway {
     /// Caches `value`, read from the registry when the generation was `read_at`, unless the
     /// function changed since (checked under the map's writer lock, which `invalidate`'s
     /// removal also takes).
-    fn remember<V: Clone>(
+    fn remember<K: Eq + std::hash::Hash + Clone, V: Clone>(
         &self,
-        cache: &SnapshotMap<(String, String), V>,
+        cache: &SnapshotMap<K, V>,
         read_at: u64,
-        key: (String, String),
+        key: K,
         value: V,
     ) {
         cache.update(|m| {
@@ -275,7 +285,7 @@ impl Gateway {
     /// Forgets cached versions and aliases of `name` after it changed.
     pub(crate) fn invalidate(&self, name: &FunctionName) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.cache.retain(|(n, _), _| n != name.as_str());
+        self.cache.retain(|(n, _, _), _| n != name.as_str());
         self.aliases.retain(|(n, _), _| n != name.as_str());
     }
 

@@ -7,17 +7,20 @@
 //! shared by all functions); the async engine records its own facts through [`Metrics`].
 //! Cardinality is bounded: labels are function names (at most [`MetricsConfig::max_functions`]
 //! of them, the rest counted under `function="_other"`), route templates, and small enums;
-//! never request ids or raw paths. Used by `nimbus-events`, `nimbus-gateway` and
-//! `nimbus-server`; depends on nothing of Nimbus.
+//! never request ids or raw paths. Used by `nimbus-events`, `nimbus-gateway`,
+//! `nimbus-store` (its commits' latency, [`WriteTimer`]) and `nimbus-server`; depends on
+//! nothing of Nimbus.
 
 pub mod history;
 mod process;
 mod scrape;
 mod sources;
+mod store;
 
 pub use prometheus_client::registry::Unit as MetricUnit;
 pub use scrape::GaugeFamily;
 pub use sources::SourceMetrics;
+pub use store::{recent_store_writes, RecentWrites, WriteTimer};
 
 pub use history::{LatencyHistogram, MinuteCell, MinuteStats};
 
@@ -220,6 +223,7 @@ struct FunctionLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct InvocationLabels {
     function: String,
+    qualifier: String,
     trigger: Trigger,
     outcome: InvocationOutcome,
 }
@@ -279,9 +283,10 @@ pub struct Metrics {
     /// Gauges read at each scrape ([`Metrics::add_scrape_source`]).
     scraped: scrape::ScrapeGauges,
     cfg: MetricsConfig,
-    /// Functions with their own series (touched when a function is resolved, deleted, or
-    /// an async event is recorded; never per synchronous invocation).
-    functions: Mutex<HashSet<String>>,
+    /// Functions with their own series, each with the qualifiers its invocations were
+    /// counted under (touched when a function is resolved, deleted, or an async event is
+    /// recorded; never per synchronous invocation).
+    functions: Mutex<HashMap<String, HashSet<String>>>,
     /// The current minute of every function by name (never `_other`), taken by the
     /// history flusher ([`Metrics::take_minutes`]).
     minutes: Mutex<HashMap<String, Arc<MinuteCell>>>,
@@ -336,7 +341,7 @@ impl Metrics {
         );
         r.register(
             "nimbus_invocations",
-            "Invocations by function, trigger and outcome",
+            "Invocations by function, qualifier, trigger and outcome",
             invocations.clone(),
         );
         r.register_with_unit(
@@ -413,6 +418,12 @@ impl Metrics {
             Unit::Seconds,
             api_duration.clone(),
         );
+        r.register_with_unit(
+            "nimbus_store_write",
+            "Commit time of a write to an embedded database (WAL append and fsync), by database",
+            Unit::Seconds,
+            store::family(),
+        );
         registry.register_collector(Box::new(process::ProcessCollector));
         let scraped = scrape::ScrapeGauges::default();
         registry.register_collector(Box::new(scraped.clone()));
@@ -420,7 +431,7 @@ impl Metrics {
             registry,
             scraped,
             cfg,
-            functions: Mutex::new(HashSet::new()),
+            functions: Mutex::new(HashMap::new()),
             minutes: Mutex::new(HashMap::new()),
             invocations,
             duration,
@@ -478,20 +489,31 @@ impl Metrics {
 
     /// The label a function's series use: its name, or [`OTHER_FUNCTION`] past the limit.
     fn label(&self, function: &str) -> String {
-        let mut known = self.functions.lock().unwrap_or_else(|e| e.into_inner());
-        if known.contains(function) {
-            return function.to_string();
-        }
-        if known.len() >= self.cfg.max_functions {
-            return OTHER_FUNCTION.to_string();
-        }
-        known.insert(function.to_string());
-        function.to_string()
+        self.labels(function, None).0
     }
 
-    /// A handle recording one function's invocations (cache it with the function).
-    pub fn function(self: &Arc<Self>, function: &str) -> Arc<FunctionMetrics> {
-        let label = self.label(function);
+    /// The labels of `function` and, when given, of its `qualifier` (remembered so the
+    /// function's deletion removes its series): the names, or [`OTHER_FUNCTION`] for both
+    /// past the limit.
+    fn labels(&self, function: &str, qualifier: Option<&str>) -> (String, String) {
+        let mut known = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        let other = || (OTHER_FUNCTION.to_string(), OTHER_FUNCTION.to_string());
+        if !known.contains_key(function) && known.len() >= self.cfg.max_functions {
+            return other();
+        }
+        let qualifiers = known.entry(function.to_string()).or_default();
+        let qualifier = qualifier.map_or_else(String::new, |q| {
+            qualifiers.insert(q.to_string());
+            q.to_string()
+        });
+        (function.to_string(), qualifier)
+    }
+
+    /// A handle recording the invocations of `function` addressed as `qualifier`
+    /// (`$LATEST`, a version, or an alias as the caller named it): cache it with the
+    /// resolved function.
+    pub fn function(self: &Arc<Self>, function: &str, qualifier: &str) -> Arc<FunctionMetrics> {
+        let (label, qualifier) = self.labels(function, Some(qualifier));
         let minute = self
             .minutes
             .lock()
@@ -506,6 +528,7 @@ impl Metrics {
                 function: label.clone(),
             }),
             function: label,
+            qualifier,
             invocations: Default::default(),
             duration: OnceLock::new(),
             init_duration: OnceLock::new(),
@@ -520,20 +543,24 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(function);
-        {
+        let qualifiers = {
             let mut known = self.functions.lock().unwrap_or_else(|e| e.into_inner());
-            if !known.remove(function) {
-                return;
+            match known.remove(function) {
+                Some(q) => q,
+                None => return,
             }
-        }
+        };
         let f = || function.to_string();
-        for trigger in Trigger::ALL {
-            for outcome in InvocationOutcome::ALL {
-                self.invocations.remove(&InvocationLabels {
-                    function: f(),
-                    trigger,
-                    outcome,
-                });
+        for qualifier in qualifiers {
+            for trigger in Trigger::ALL {
+                for outcome in InvocationOutcome::ALL {
+                    self.invocations.remove(&InvocationLabels {
+                        function: f(),
+                        qualifier: qualifier.clone(),
+                        trigger,
+                        outcome,
+                    });
+                }
             }
         }
         for reason in ThrottleReason::ALL {
@@ -653,13 +680,15 @@ impl Metrics {
     }
 }
 
-/// One function's series, created on first use and then reached without a shared lock.
+/// One function's series (its invocations under one qualifier), created on first use and
+/// then reached without a shared lock.
 #[derive(Debug)]
 pub struct FunctionMetrics {
     metrics: Arc<Metrics>,
     /// The function's current minute for the history store.
     minute: Arc<MinuteCell>,
     function: String,
+    qualifier: String,
     invocations: [[OnceLock<Counter>; 5]; 7],
     duration: OnceLock<Histogram>,
     init_duration: OnceLock<Histogram>,
@@ -688,6 +717,7 @@ impl FunctionMetrics {
             .get_or_init(|| {
                 m.invocations.get_or_create_owned(&InvocationLabels {
                     function: self.function.clone(),
+                    qualifier: self.qualifier.clone(),
                     trigger,
                     outcome,
                 })
@@ -766,7 +796,7 @@ mod tests {
     #[test]
     fn counts_invocations_and_removes_a_function() {
         let m = Metrics::new(MetricsConfig::default());
-        let f = m.function("orders");
+        let f = m.function("orders", "$LATEST");
         f.invocation(
             Trigger::Api,
             InvocationOutcome::Success,
@@ -785,10 +815,22 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                r#"nimbus_invocations_total{function="orders",trigger="api",outcome="success"}"#
+                r#"nimbus_invocations_total{function="orders",qualifier="$LATEST",trigger="api",outcome="success"}"#
             ),
             Some("2")
         );
+        // The same function addressed through an alias and a version: series of their own.
+        m.function("orders", "live")
+            .invocation(Trigger::Api, InvocationOutcome::Error, None);
+        m.function("orders", "3")
+            .invocation(Trigger::Api, InvocationOutcome::Error, None);
+        let text = m.encode().unwrap();
+        for q in ["live", "3"] {
+            let key = format!(
+                r#"nimbus_invocations_total{{function="orders",qualifier="{q}",trigger="api",outcome="error"}}"#
+            );
+            assert_eq!(sample(&text, &key), Some("1"), "{text}");
+        }
         assert_eq!(
             sample(
                 &text,
@@ -843,7 +885,10 @@ mod tests {
             }
             let age =
                 GaugeFamily::new("nimbus_queue_oldest_message_age", "Age").with_unit(Unit::Seconds);
-            vec![f, b, age]
+            let mut failed =
+                GaugeFamily::new("nimbus_stem_cell_refill_failures", "Failed").counter();
+            failed.add(vec![("runtime", "node".into())], 2.0);
+            vec![f, b, age, failed]
         });
         let text = m.encode().unwrap();
         assert_eq!(
@@ -863,6 +908,18 @@ mod tests {
             text.contains("# UNIT nimbus_queue_oldest_message_age_seconds seconds"),
             "{text}"
         );
+        assert!(
+            text.contains("# TYPE nimbus_stem_cell_refill_failures counter"),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"nimbus_stem_cell_refill_failures_total{runtime="node"}"#
+            ),
+            Some("2.0"),
+            "{text}"
+        );
         depth.store(0, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(
             sample(
@@ -876,16 +933,16 @@ mod tests {
     #[test]
     fn functions_past_the_limit_share_one_label() {
         let m = Metrics::new(MetricsConfig { max_functions: 1 });
-        m.function("a")
+        m.function("a", "$LATEST")
             .invocation(Trigger::Url, InvocationOutcome::Error, None);
-        m.function("b")
+        m.function("b", "live")
             .invocation(Trigger::Url, InvocationOutcome::Error, None);
         m.async_received("c");
         let text = m.encode().unwrap();
         assert!(text.contains(r#"function="a""#));
         assert!(
             text.contains(
-                r#"nimbus_invocations_total{function="_other",trigger="url",outcome="error"} 1"#
+                r#"nimbus_invocations_total{function="_other",qualifier="_other",trigger="url",outcome="error"} 1"#
             ),
             "{text}"
         );

@@ -1,9 +1,11 @@
 //! Gauges read when scraped: what a store or the pool knows now (queue depths, backlogs,
 //! instances by state, database sizes…), never kept in the registry between scrapes, so a
-//! deleted queue or function leaves no stale series behind.
+//! deleted queue or function leaves no stale series behind. A count the pool keeps itself
+//! (stem cell refill failures) is served the same way, typed as a counter.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
@@ -12,10 +14,13 @@ use std::sync::{Arc, Mutex};
 /// One gauge family as read at a scrape: its samples, each with its label pairs.
 #[derive(Debug, Clone)]
 pub struct GaugeFamily {
-    /// The family name (`nimbus_…`, without the unit suffix when `unit` is set).
+    /// The family name (`nimbus_…`, without the unit suffix when `unit` is set, without
+    /// `_total` for a counter).
     pub name: &'static str,
     pub help: &'static str,
     pub unit: Option<Unit>,
+    /// A monotonic count kept by its source ([`GaugeFamily::counter`]), not a gauge.
+    pub counter: bool,
     pub samples: Vec<(Vec<(&'static str, String)>, f64)>,
 }
 
@@ -25,8 +30,16 @@ impl GaugeFamily {
             name,
             help,
             unit: None,
+            counter: false,
             samples: Vec::new(),
         }
+    }
+
+    /// The same family typed as a counter (its samples gain `_total`): for counts that
+    /// only grow, kept by the source.
+    pub fn counter(mut self) -> Self {
+        self.counter = true;
+        self
     }
 
     /// The same family measured in `unit` (its name gains the unit's suffix).
@@ -62,23 +75,31 @@ impl Collector for ScrapeGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let sources = self.0.lock().unwrap_or_else(|e| e.into_inner());
         for family in sources.iter().flat_map(|s| s()) {
-            let mut e = encoder.encode_descriptor(
-                family.name,
-                family.help,
-                family.unit.as_ref(),
-                MetricType::Gauge,
-            )?;
+            let kind = if family.counter {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
+            let mut e =
+                encoder.encode_descriptor(family.name, family.help, family.unit.as_ref(), kind)?;
+            let sample = |value: f64, e: MetricEncoder| {
+                if family.counter {
+                    ConstCounter::new(value).encode(e)
+                } else {
+                    ConstGauge::new(value).encode(e)
+                }
+            };
             if let [(labels, value)] = family.samples.as_slice() {
                 if labels.is_empty() {
                     // One series without labels: `name value`, not `name{} value`.
-                    ConstGauge::new(*value).encode(e)?;
+                    sample(*value, e)?;
                     continue;
                 }
             }
             for (labels, value) in &family.samples {
                 let labels: Vec<(&str, &str)> =
                     labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                ConstGauge::new(*value).encode(e.encode_family(&labels)?)?;
+                sample(*value, e.encode_family(&labels)?)?;
             }
         }
         Ok(())

@@ -329,7 +329,8 @@ impl ProcessExecutor {
                                 if warned.insert(key) {
                                     warn!(runtime = crate::stem::family_name(key.family), network = key.network.as_str(), "cannot start a stem cell: {e}; cold starts of such functions spawn a runtime (retrying every {}s)", STEM_BACKOFF.as_secs());
                                 }
-                                stems.failed(key, Instant::now() + STEM_BACKOFF);
+                                let now = Instant::now();
+                                stems.refill_failed(key, now, now + STEM_BACKOFF, e.to_string());
                             }
                         }
                     }

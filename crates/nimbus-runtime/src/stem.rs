@@ -120,6 +120,10 @@ struct KeyPool<S> {
     memory_each: Option<u64>,
     /// Starting failed: no new attempt before this instant.
     backoff_until: Option<Instant>,
+    /// Stem cells of this key that could not be started (shutdown aside).
+    refill_failures: u64,
+    /// The last of those failures: when, and why.
+    last_failure: Option<(Instant, String)>,
 }
 
 impl<S> Default for KeyPool<S> {
@@ -134,6 +138,8 @@ impl<S> Default for KeyPool<S> {
             last_change: None,
             memory_each: None,
             backoff_until: None,
+            refill_failures: 0,
+            last_failure: None,
         }
     }
 }
@@ -151,6 +157,14 @@ pub struct StemPoolStats {
     pub hits: u64,
     /// Cold starts that found none (each raises the target).
     pub misses: u64,
+    /// Stem cells that could not be started since the server started.
+    pub refill_failures: u64,
+    /// How long ago the last of those failed (none failed: absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure_ms_ago: Option<u64>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Every pool's figures, for `/v1/health`.
@@ -291,12 +305,23 @@ impl<S: Idle> StemPool<S> {
         None
     }
 
-    /// Starting a stem cell for `key` failed: retry no sooner than `retry_at`.
+    /// Starting a stem cell for `key` was given up (shutdown): retry no sooner than
+    /// `retry_at`.
     pub fn failed(&self, key: StemKey, retry_at: Instant) {
         let mut pools = self.pools.lock().unwrap();
         let kp = pools.entry(key).or_default();
         kp.starting = kp.starting.saturating_sub(1);
         kp.backoff_until = Some(retry_at);
+    }
+
+    /// Starting a stem cell for `key` failed with `error` at `now`: counted, and retried
+    /// no sooner than `retry_at`.
+    pub fn refill_failed(&self, key: StemKey, now: Instant, retry_at: Instant, error: String) {
+        self.failed(key, retry_at);
+        let mut pools = self.pools.lock().unwrap();
+        let kp = pools.entry(key).or_default();
+        kp.refill_failures += 1;
+        kp.last_failure = Some((now, error));
     }
 
     /// Shrinks targets of keys without misses for a TTL, measures idle stem cells, and
@@ -364,6 +389,7 @@ impl<S: Idle> StemPool<S> {
     }
 
     pub fn stats(&self) -> StemStats {
+        let now = Instant::now();
         let pools = self.pools.lock().unwrap();
         let mut list: Vec<StemPoolStats> = pools
             .iter()
@@ -376,6 +402,11 @@ impl<S: Idle> StemPool<S> {
                 target: p.target,
                 hits: p.hits,
                 misses: p.misses,
+                refill_failures: p.refill_failures,
+                last_failure_ms_ago: p.last_failure.as_ref().map(|(t, _)| {
+                    u64::try_from(now.saturating_duration_since(*t).as_millis()).unwrap_or(u64::MAX)
+                }),
+                last_error: p.last_failure.as_ref().map(|(_, e)| e.clone()),
             })
             .collect();
         list.sort_by(|a, b| {
@@ -458,6 +489,27 @@ mod tests {
             n += 1;
         }
         n
+    }
+
+    #[test]
+    fn refill_failures_are_counted_with_the_last_error_and_back_off() {
+        let t0 = Instant::now();
+        let p = StemPool::<Fake>::new(cfg(1, 3), &[NODE], None);
+        let k = p.wanted(t0).unwrap();
+        p.refill_failed(k, t0, t0 + Duration::from_secs(5), "no node".into());
+        // Backing off: nothing wanted until then.
+        assert!(p.wanted(t0 + Duration::from_secs(1)).is_none());
+        let k = p.wanted(t0 + Duration::from_secs(5)).unwrap();
+        let t1 = Instant::now();
+        p.refill_failed(k, t1, t1, "still no node".into());
+        let node = &p.stats().pools[0];
+        assert_eq!(node.refill_failures, 2);
+        assert_eq!(node.last_error.as_deref(), Some("still no node"));
+        assert!(node.last_failure_ms_ago.is_some_and(|ms| ms < 60_000));
+        // A stem cell started later clears the backoff; the count stays.
+        let k = p.wanted(t1).unwrap();
+        assert!(p.put(k, fake().0).is_none());
+        assert_eq!(p.stats().pools[0].refill_failures, 2);
     }
 
     #[test]

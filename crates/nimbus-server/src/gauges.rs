@@ -1,6 +1,7 @@
 //! The gauges `/metrics` reads at each scrape from what the server owns: instances by
-//! state, stem cells, the account's unreserved concurrency, provisioned utilisation, the
-//! async backlog per function, queue depths and ages, and the databases' sizes on disk.
+//! state, stem cells (and the count of their failed refills, which the pool keeps), the
+//! account's unreserved concurrency, provisioned utilisation, the async backlog per
+//! function, queue depths and ages, and the databases' sizes on disk.
 //! Counters and histograms are recorded where things happen; these are states, read when
 //! asked (a deleted function or queue leaves no series behind).
 
@@ -59,7 +60,13 @@ fn pool_gauges(pools: &Pools, metrics: &Metrics) -> Vec<GaugeFamily> {
         "nimbus_stem_cells",
         "Prewarmed runtimes (stem cells) by runtime and state (idle: ready to become an instance)",
     );
+    let mut refill_failures = GaugeFamily::new(
+        "nimbus_stem_cell_refill_failures",
+        "Stem cells that could not be started, by runtime",
+    )
+    .counter();
     for p in &stem.pools {
+        refill_failures.add(labels(&[("runtime", p.runtime)]), p.refill_failures as f64);
         cells.add(
             labels(&[("runtime", p.runtime), ("state", "idle")]),
             p.idle as f64,
@@ -109,7 +116,14 @@ fn pool_gauges(pools: &Pools, metrics: &Metrics) -> Vec<GaugeFamily> {
         utilisation.add(l.clone(), share);
         allocated.add(l, f64::from(st.allocated));
     }
-    vec![instances, cells, unreserved, utilisation, allocated]
+    vec![
+        instances,
+        cells,
+        refill_failures,
+        unreserved,
+        utilisation,
+        allocated,
+    ]
 }
 
 fn backlog_gauges(events: &AsyncEngine, metrics: &Metrics) -> Vec<GaugeFamily> {

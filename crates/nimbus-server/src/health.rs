@@ -1,15 +1,18 @@
 //! The health checker: a background task that runs every check every
 //! [`HealthConfig::interval`] and publishes the report the gateway serves at `/v1/health`
 //! and `/v1/ready` (`nimbus_gateway::health`). Checks: free space of the data dir's file
-//! system, a write+fsync probe there (where every database lives), the sandbox, the
-//! executor's memory, stem cells, the heartbeats of the dispatcher, scheduler and queue
-//! pollers, and how full the durable backlogs are.
+//! system, a write+fsync probe there (where every database lives) with each database's
+//! slowest commit of the last minute, the sandbox, the executor's memory, stem cells (and
+//! their refills failing), the heartbeats of the dispatcher, scheduler and queue pollers,
+//! and how full the durable backlogs are.
 
 use nimbus_events::engine::AsyncEngine;
 use nimbus_events::heartbeat::Heartbeat;
 use nimbus_events::mapping::MappingRunner;
 use nimbus_events::scheduler::Scheduler;
 use nimbus_gateway::{HealthCheck, HealthMonitor, HealthReport, HealthStatus, Pools};
+use nimbus_metrics::RecentWrites;
+use nimbus_runtime::StemStats;
 use nimbus_store::BacklogUsage;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -40,8 +43,11 @@ impl Default for HealthConfig {
     }
 }
 
-/// A write+fsync slower than this makes `stores` degraded.
+/// A write+fsync (the probe's, or a database's commit) slower than this makes `stores`
+/// degraded.
 const SLOW_FSYNC: Duration = Duration::from_secs(1);
+/// A stem cell refill that failed this recently makes `stem_cells` degraded.
+const RECENT_STEM_FAILURE: Duration = Duration::from_secs(60);
 /// A backlog fuller than this (of its limit) is degraded.
 const BACKLOG_NEAR_FULL: f64 = 0.9;
 /// The databases in the data dir, which the probe stands for.
@@ -93,19 +99,22 @@ impl Checker {
     async fn check(&self) -> HealthReport {
         let dir = self.data_dir.clone();
         let cfg = self.cfg;
-        let (disk, stores) = tokio::task::spawn_blocking(move || (disk(&dir, cfg), probe(&dir)))
-            .await
-            .unwrap_or_else(|e| {
-                let failed = |name| {
-                    HealthCheck::new(
-                        name,
-                        HealthStatus::Failing,
-                        format!("the check panicked: {e}"),
-                        Value::Null,
-                    )
-                };
-                (failed("disk"), failed("stores"))
-            });
+        let (disk, stores) = tokio::task::spawn_blocking(move || {
+            let stores = with_commits(probe(&dir), &nimbus_metrics::recent_store_writes());
+            (disk(&dir, cfg), stores)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let failed = |name| {
+                HealthCheck::new(
+                    name,
+                    HealthStatus::Failing,
+                    format!("the check panicked: {e}"),
+                    Value::Null,
+                )
+            };
+            (failed("disk"), failed("stores"))
+        });
         let (q, m) = (self.events.queue().clone(), self.mappings.store().clone());
         let (async_backlog, queue_backlog) =
             tokio::task::spawn_blocking(move || (q.backlog(), m.backlog()))
@@ -122,7 +131,7 @@ impl Checker {
             stores,
             isolation(&self.isolation),
             executor(&self.pools),
-            stem_cells(&self.pools),
+            stem_cells(&self.pools.executor().stem_stats()),
             heartbeat(
                 "dispatcher",
                 "async event dispatcher",
@@ -254,6 +263,37 @@ fn probe(dir: &Path) -> HealthCheck {
     }
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The probe's check with each database's commits of the last minute (`value.commits`):
+/// degraded when one took over [`SLOW_FSYNC`].
+fn with_commits(mut check: HealthCheck, recent: &[RecentWrites]) -> HealthCheck {
+    let commits: serde_json::Map<String, Value> = recent
+        .iter()
+        .map(|w| {
+            let figures = json!({ "count": w.count, "max_ms": ms(w.max) });
+            (w.db.clone(), figures)
+        })
+        .collect();
+    check.value["commits"] = Value::Object(commits);
+    let slow: Vec<String> = recent
+        .iter()
+        .filter(|w| w.max > SLOW_FSYNC)
+        .map(|w| format!("{} {} ms", w.db, w.max.as_millis()))
+        .collect();
+    if !slow.is_empty() && check.status == HealthStatus::Ok {
+        check.status = HealthStatus::Degraded;
+        check.detail = format!(
+            "slow commits in the last minute (over {} ms): {}",
+            SLOW_FSYNC.as_millis(),
+            slow.join(", ")
+        );
+    }
+    check
+}
+
 /// The sandbox the executor probed at start.
 fn isolation(report: &Value) -> HealthCheck {
     let level = report["level"].as_str().unwrap_or("unknown");
@@ -316,12 +356,41 @@ fn executor(pools: &Pools) -> HealthCheck {
     }
 }
 
-/// Prewarmed runtimes: how many are idle against their targets.
-fn stem_cells(pools: &Pools) -> HealthCheck {
-    let s = pools.executor().stem_stats();
+/// Prewarmed runtimes: how many are idle against their targets; degraded while a pool's
+/// refills fail (its last failure within [`RECENT_STEM_FAILURE`]).
+fn stem_cells(s: &StemStats) -> HealthCheck {
     let idle: usize = s.pools.iter().map(|p| p.idle).sum();
     let target: u32 = s.pools.iter().map(|p| p.target).sum();
-    let value = json!({ "enabled": s.enabled, "idle": idle, "target": target });
+    let failures: u64 = s.pools.iter().map(|p| p.refill_failures).sum();
+    let failing: Vec<String> = s
+        .pools
+        .iter()
+        .filter(|p| {
+            p.last_failure_ms_ago
+                .is_some_and(|ago| u128::from(ago) < RECENT_STEM_FAILURE.as_millis())
+        })
+        .map(|p| {
+            format!(
+                "{} ({}): {}",
+                p.runtime,
+                p.network,
+                p.last_error.as_deref().unwrap_or("unknown error")
+            )
+        })
+        .collect();
+    let value = json!({
+        "enabled": s.enabled,
+        "idle": idle,
+        "target": target,
+        "refill_failures": failures,
+    });
+    if !failing.is_empty() {
+        let detail = format!(
+            "stem cells cannot be started (cold starts spawn a runtime instead): {}",
+            failing.join("; ")
+        );
+        return HealthCheck::new("stem_cells", HealthStatus::Degraded, detail, value);
+    }
     let detail = if s.enabled {
         format!("{idle} idle of a target of {target}")
     } else {
@@ -440,6 +509,67 @@ mod tests {
         assert_eq!(probe(dir.path()).status, HealthStatus::Ok);
         let gone = probe(&dir.path().join("missing"));
         assert_eq!(gone.status, HealthStatus::Failing);
+    }
+
+    #[test]
+    fn a_slow_commit_makes_stores_degraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let writes = |db: &str, count, ms| RecentWrites {
+            db: db.into(),
+            count,
+            max: Duration::from_millis(ms),
+        };
+        let fast = writes("events", 3, 4);
+        let ok = with_commits(probe(dir.path()), std::slice::from_ref(&fast));
+        assert_eq!(ok.status, HealthStatus::Ok, "{ok:?}");
+        assert_eq!(ok.value["commits"]["events"]["count"], 3);
+        assert_eq!(ok.value["commits"]["events"]["max_ms"], 4.0);
+        let slow = writes("queues", 1, 1500);
+        let c = with_commits(probe(dir.path()), &[fast, slow.clone()]);
+        assert_eq!(c.status, HealthStatus::Degraded);
+        assert!(c.detail.contains("queues 1500 ms"), "{c:?}");
+        // A failing probe stays failing, with its own reason.
+        let gone = with_commits(probe(&dir.path().join("missing")), &[slow]);
+        assert_eq!(gone.status, HealthStatus::Failing);
+        assert!(gone.detail.contains("cannot write"), "{gone:?}");
+    }
+
+    #[test]
+    fn a_recent_refill_failure_makes_stem_cells_degraded() {
+        let stats = |ago: Option<u64>| StemStats {
+            enabled: true,
+            reason: None,
+            min: 1,
+            max: 4,
+            ttl_s: 120,
+            memory_bytes: 0,
+            memory_budget_bytes: 1 << 28,
+            pools: vec![nimbus_runtime::StemPoolStats {
+                runtime: "node",
+                network: "outbound",
+                ephemeral_storage_mb: 512,
+                idle: 0,
+                starting: 0,
+                target: 1,
+                hits: 0,
+                misses: 0,
+                refill_failures: u64::from(ago.is_some()) * 3,
+                last_failure_ms_ago: ago,
+                last_error: ago.map(|_| "node: not found".into()),
+            }],
+        };
+        let c = stem_cells(&stats(Some(1_000)));
+        assert_eq!(c.status, HealthStatus::Degraded);
+        assert!(
+            c.detail.contains("node (outbound): node: not found"),
+            "{c:?}"
+        );
+        assert_eq!(c.value["refill_failures"], 3);
+        // Failures a while ago are history: ok, still counted.
+        let c = stem_cells(&stats(Some(120_000)));
+        assert_eq!(c.status, HealthStatus::Ok, "{c:?}");
+        assert_eq!(c.value["refill_failures"], 3);
+        assert_eq!(stem_cells(&stats(None)).status, HealthStatus::Ok);
     }
 
     #[test]

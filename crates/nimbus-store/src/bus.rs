@@ -6,9 +6,10 @@
 //! Schedule rules carry a durable watermark, `last_fired_ms`: every firing at or before it
 //! has been handed to the async engine, so a restarted scheduler resumes after it.
 
+use crate::db::Db;
 use crate::sqlite::open_db;
 use crate::{Result, StoreError};
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -99,7 +100,7 @@ pub trait BusStore: Send + Sync + 'static {
 
 /// [`BusStore`] on SQLite.
 pub struct SqliteBusStore {
-    db: Mutex<Connection>,
+    db: Mutex<Db>,
 }
 
 impl SqliteBusStore {
@@ -112,7 +113,7 @@ impl SqliteBusStore {
         Ok(s)
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    fn db(&self) -> MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -191,7 +192,7 @@ impl BusStore for SqliteBusStore {
 
     fn delete_bus(&self, name: &str) -> Result<()> {
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         let rules: i64 =
             tx.query_row("SELECT COUNT(*) FROM rules WHERE bus = ?1", [name], |r| {
                 r.get(0)
@@ -217,7 +218,7 @@ impl BusStore for SqliteBusStore {
         let targets = serde_json::to_string(&rule.targets)
             .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         let bus: Option<String> = tx
             .query_row("SELECT name FROM buses WHERE name = ?1", [&rule.bus], |r| {
                 r.get(0)

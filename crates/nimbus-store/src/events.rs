@@ -6,10 +6,11 @@
 //! records the outcome, the lease runs out and the event is claimed again.
 
 use crate::backlog::{Backlog, BacklogLimit};
+use crate::db::Db;
 use crate::sqlite::open_db;
 use crate::{Result, StoreError};
 use nimbus_core::{AsyncEvent, EventInvokeConfig, EventStatus};
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Row};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -177,7 +178,7 @@ pub trait EventQueue: Send + Sync + 'static {
 
 /// [`EventQueue`] on SQLite.
 pub struct SqliteEventQueue {
-    db: Mutex<Connection>,
+    db: Mutex<Db>,
     limit: BacklogLimit,
 }
 
@@ -197,7 +198,7 @@ impl SqliteEventQueue {
         self
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    fn db(&self) -> MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -232,7 +233,7 @@ impl EventQueue for SqliteEventQueue {
 
     fn enqueue(&self, ev: &AsyncEvent, idempotency_window_ms: i64) -> Result<Enqueued> {
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         if let Some(key) = &ev.idempotency_key {
             let existing: Option<(String, i64)> = tx
                 .query_row(
@@ -283,7 +284,7 @@ impl EventQueue for SqliteEventQueue {
 
     fn claim_due(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<AsyncEvent>> {
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         let mut claimed = Vec::new();
         {
             let mut select = tx.prepare_cached(&format!(
@@ -464,7 +465,7 @@ impl EventQueue for SqliteEventQueue {
         expire_before_ms: i64,
     ) -> Result<()> {
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         tx.execute(
             "INSERT INTO sync_results (function, key, created_ms, request_id, version, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -482,7 +483,7 @@ impl EventQueue for SqliteEventQueue {
 
     fn redrive(&self, function: &str, id: &str, now_ms: i64) -> Result<AsyncEvent> {
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         let ev = tx
             .query_row(
                 &format!("SELECT {COLUMNS} FROM events WHERE id = ?1 AND function = ?2"),

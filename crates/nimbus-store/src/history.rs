@@ -10,11 +10,12 @@
 //! (2,000,000 rows ≈ 100 functions busy every minute of 14 days) keeps the file under
 //! about 200 MB in practice and 4 GB in the worst case.
 
+use crate::db::Db;
 use crate::sqlite::open_db;
 use crate::{Result, StoreError};
 use nimbus_core::{AlarmSpec, AlarmState};
 use nimbus_metrics::{LatencyHistogram, MinuteStats};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -118,7 +119,7 @@ pub trait HistoryStore: Send + Sync + 'static {
 
 /// [`HistoryStore`] on SQLite.
 pub struct SqliteHistoryStore {
-    db: Mutex<Connection>,
+    db: Mutex<Db>,
 }
 
 impl SqliteHistoryStore {
@@ -129,7 +130,7 @@ impl SqliteHistoryStore {
         })
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    fn db(&self) -> MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -177,7 +178,7 @@ fn alarm_missing(name: &str) -> StoreError {
 impl HistoryStore for SqliteHistoryStore {
     fn add_minutes(&self, minute_ms: i64, rows: &[(String, MinuteStats)]) -> Result<()> {
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         for (function, stats) in rows {
             let mut merged = stats.clone();
             let old = tx
@@ -258,7 +259,7 @@ impl HistoryStore for SqliteHistoryStore {
         let text = serde_json::to_string(spec)
             .map_err(|e| StoreError::InvalidInput(format!("alarm {name}: {e}")))?;
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         let old = tx
             .query_row(
                 &format!("SELECT {ALARM_COLUMNS} FROM alarms WHERE name = ?1"),

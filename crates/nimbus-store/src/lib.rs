@@ -7,6 +7,7 @@
 mod backlog;
 mod bus;
 mod code;
+mod db;
 mod error;
 mod events;
 mod history;

@@ -7,9 +7,10 @@
 //! `maxReceiveCount + 1`-th time.
 
 use crate::backlog::{Backlog, BacklogLimit};
+use crate::db::Db;
 use crate::sqlite::open_db;
 use crate::{Result, StoreError};
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -313,7 +314,7 @@ pub trait QueueStore: Send + Sync + 'static {
 
 /// [`QueueStore`] on SQLite.
 pub struct SqliteQueueStore {
-    db: Mutex<Connection>,
+    db: Mutex<Db>,
     limit: BacklogLimit,
 }
 
@@ -334,7 +335,7 @@ impl SqliteQueueStore {
         self
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    fn db(&self) -> MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -451,7 +452,7 @@ impl QueueStore for SqliteQueueStore {
             None => (None, None),
         };
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         tx.execute(
             "INSERT INTO queues (name, visibility_timeout_s, max_message_size, retention_s, dead_letter_queue, max_receive_count, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -485,7 +486,7 @@ impl QueueStore for SqliteQueueStore {
 
     fn delete_queue(&self, name: &str) -> Result<()> {
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         if tx.execute("DELETE FROM queues WHERE name = ?1", [name])? == 0 {
             return Err(not_found(name));
         }
@@ -497,7 +498,7 @@ impl QueueStore for SqliteQueueStore {
 
     fn purge(&self, name: &str) -> Result<u64> {
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         queue_in(&tx, name)?;
         let n = tx.execute("DELETE FROM messages WHERE queue = ?1", [name])?;
         tx.commit()?;
@@ -511,7 +512,7 @@ impl QueueStore for SqliteQueueStore {
             )));
         }
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         let q = queue_in(&tx, name)?;
         let total: usize = messages.iter().map(|m| m.body.len()).sum();
         if total > q.settings.max_message_size as usize {
@@ -585,7 +586,7 @@ impl QueueStore for SqliteQueueStore {
     ) -> Result<Vec<Message>> {
         let max = max.clamp(1, 10_000);
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         let q = queue_in(&tx, name)?;
         expire(&tx, &q, now_ms)?;
         let redrive = match &q.settings.redrive {
@@ -700,7 +701,7 @@ impl QueueStore for SqliteQueueStore {
 
     fn release(&self, name: &str, receipts: &[String], visible_at_ms: i64) -> Result<()> {
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         for r in receipts {
             tx.execute(
                 "UPDATE messages SET visible_at_ms = ?3, receipt = NULL,

@@ -11,12 +11,13 @@
 //! [`SecretStore::rotate`] re-encrypts every secret under a new key in one transaction and
 //! then uses the new key; a server started with the old key afterwards refuses to start.
 
+use crate::db::Db;
 use crate::sqlite::{now_ms, open_db};
 use crate::{Result, StoreError};
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -289,7 +290,7 @@ pub struct SecretStore {
 }
 
 struct Inner {
-    db: Connection,
+    db: Db,
     key: MasterKey,
 }
 
@@ -404,7 +405,7 @@ impl SecretStore {
     pub fn rotate(&self, new_key: MasterKey) -> Result<usize> {
         let mut inner = self.inner();
         let Inner { db, key } = &mut *inner;
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         let rows: Vec<(String, Vec<u8>, Vec<u8>)> = {
             let mut stmt = tx.prepare("SELECT name, nonce, ciphertext FROM secrets")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;

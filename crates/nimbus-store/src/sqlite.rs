@@ -8,6 +8,7 @@ mod logs;
 
 pub use logs::{LogLimits, LogUsage, LOG_RETENTION_LINES};
 
+use crate::db::Db;
 use crate::{CodeInfo, Deployed, LogEntry, ProvisionedConfig, Result, Store, StoreError};
 use logs::LogDb;
 use nimbus_core::control::validate_alias_name;
@@ -114,7 +115,7 @@ END;
 
 /// The default [`Store`]: two SQLite databases in the data directory.
 pub struct SqliteStore {
-    registry: Mutex<Connection>,
+    registry: Mutex<Db>,
     logs: LogDb,
 }
 
@@ -158,14 +159,14 @@ impl SqliteStore {
         Ok(self)
     }
 
-    fn registry(&self) -> MutexGuard<'_, Connection> {
+    fn registry(&self) -> MutexGuard<'_, Db> {
         // A panic while holding the lock cannot leave a half-done transaction behind (dropping
         // a rusqlite Transaction rolls it back), so the connection is still good.
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-pub(crate) fn open_db(path: &Path, synchronous: &str, migrations: &[&str]) -> Result<Connection> {
+pub(crate) fn open_db(path: &Path, synchronous: &str, migrations: &[&str]) -> Result<Db> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -178,7 +179,7 @@ pub(crate) fn open_db(path: &Path, synchronous: &str, migrations: &[&str]) -> Re
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     migrate(&mut conn, path, migrations)?;
-    Ok(conn)
+    Ok(Db::new(conn, path))
 }
 
 fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<()> {
@@ -612,7 +613,7 @@ impl Store for SqliteStore {
         let now = time::OffsetDateTime::now_utc();
 
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let created = tx
             .query_row(
                 "SELECT 1 FROM functions WHERE name = ?1",
@@ -732,7 +733,7 @@ impl Store for SqliteStore {
     fn delete(&self, name: &FunctionName) -> Result<()> {
         {
             let mut conn = self.registry();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = conn.write_tx()?;
             // Versions go with it (ON DELETE CASCADE).
             let n = tx.execute("DELETE FROM functions WHERE name = ?1", [name.as_str()])?;
             if n == 0 {
@@ -797,7 +798,7 @@ impl Store for SqliteStore {
     ) -> Result<(FunctionVersion, Option<FunctionVersion>)> {
         let now = time::OffsetDateTime::now_utc();
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         if get_latest(&tx, name.as_str())?.is_some() {
             return Err(StoreError::Conflict(format!(
                 "function {name} already exists: update its code or configuration, or delete it first"
@@ -847,7 +848,7 @@ impl Store for SqliteStore {
     ) -> Result<FunctionVersion> {
         let now = time::OffsetDateTime::now_utc();
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let current = require_latest(&tx, name)?;
         check_revision(expected_revision, &current.revision_id, &format!("{name}"))?;
         if config.is_none() && code.is_none() {
@@ -892,7 +893,7 @@ impl Store for SqliteStore {
         }
         let now = time::OffsetDateTime::now_utc();
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let latest = require_latest(&tx, name)?;
         check_revision(expected_revision, &latest.revision_id, &format!("{name}"))?;
         if let Some(sha) = expected_code_sha256 {
@@ -928,7 +929,7 @@ impl Store for SqliteStore {
 
     fn delete_version(&self, name: &FunctionName, version: &str) -> Result<()> {
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         require_function(&tx, name)?;
         let v = match parse_version(version) {
             Some(v) => v,
@@ -978,7 +979,7 @@ impl Store for SqliteStore {
 
     fn set_reserved_concurrency(&self, name: &FunctionName, value: Option<u32>) -> Result<()> {
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let n = tx.execute(
             "UPDATE functions SET reserved_concurrency = ?2 WHERE name = ?1",
             params![name.as_str(), value],
@@ -992,7 +993,7 @@ impl Store for SqliteStore {
 
     fn tag(&self, name: &FunctionName, tags: &BTreeMap<String, String>) -> Result<()> {
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let mut current = get_meta(&tx, name)?.tags;
         current.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         set_tags(&tx, name, &current)?;
@@ -1002,7 +1003,7 @@ impl Store for SqliteStore {
 
     fn untag(&self, name: &FunctionName, keys: &[String]) -> Result<()> {
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let mut current = get_meta(&tx, name)?.tags;
         for k in keys {
             current.remove(k);
@@ -1031,7 +1032,7 @@ impl Store for SqliteStore {
         }
         statement.insert("Sid".into(), statement_id.into());
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let mut meta = get_meta(&tx, name)?;
         check_revision(
             expected_revision,
@@ -1061,7 +1062,7 @@ impl Store for SqliteStore {
         expected_revision: Option<&str>,
     ) -> Result<()> {
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let mut meta = get_meta(&tx, name)?;
         check_revision(
             expected_revision,
@@ -1090,7 +1091,7 @@ impl Store for SqliteStore {
         }
         check_description(&alias.description)?;
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         require_function(&tx, function)?;
         if find_alias(&tx, function, &alias.name)?.is_some() {
             return Err(StoreError::Conflict(format!(
@@ -1137,7 +1138,7 @@ impl Store for SqliteStore {
             check_description(d)?;
         }
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let mut current = require_alias(&tx, function, alias)?;
         check_revision(
             expected_revision,
@@ -1193,7 +1194,7 @@ impl Store for SqliteStore {
 
     fn delete_alias(&self, function: &FunctionName, alias: &str) -> Result<()> {
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         require_function(&tx, function)?;
         let n = tx.execute(
             "DELETE FROM aliases WHERE function = ?1 AND name = ?2",
@@ -1222,7 +1223,7 @@ impl Store for SqliteStore {
         let qualifier = canonical_version(qualifier);
         let last_modified = lambda_timestamp(time::OffsetDateTime::now_utc());
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         require_function(&tx, function)?;
         tx.execute(
             "INSERT INTO provisioned_concurrency (function, qualifier, requested, last_modified)

@@ -4,7 +4,7 @@ use super::{check_revision, decode_json, lambda_timestamp, new_revision, SqliteS
 use crate::layers::{LayerPolicy, LayerStore, LayerVersion, NewLayerVersion};
 use crate::{opt_key, Result, StoreError};
 use nimbus_core::FunctionConfig;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashSet;
 
 const COLUMNS: &str = "name, version, description, license_info, compatible_runtimes, \
@@ -124,7 +124,7 @@ impl LayerStore for SqliteStore {
         let runtimes = encode("compatible runtimes", &new.compatible_runtimes)?;
         let archs = encode("compatible architectures", &new.compatible_architectures)?;
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         tx.execute(
             "INSERT INTO layers (name, last_version) VALUES (?1, 0) ON CONFLICT(name) DO NOTHING",
             [name],
@@ -201,7 +201,7 @@ impl LayerStore for SqliteStore {
         statement.insert("Sid".into(), statement_id.into());
         let statement = serde_json::Value::Object(statement);
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let mut policy = policy_of(&tx, name, version)?;
         let what = format!("the policy of layer {name} version {version}");
         check_revision(expected_revision, &policy.revision_id, &what)?;
@@ -232,7 +232,7 @@ impl LayerStore for SqliteStore {
         expected_revision: Option<&str>,
     ) -> Result<()> {
         let mut conn = self.registry();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let mut policy = policy_of(&tx, name, version)?;
         let what = format!("the policy of layer {name} version {version}");
         check_revision(expected_revision, &policy.revision_id, &what)?;

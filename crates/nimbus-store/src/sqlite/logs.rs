@@ -10,9 +10,10 @@
 //! free — after a function's deletion at once — and truncates the WAL.
 
 use super::open_db;
+use crate::db::Db;
 use crate::{LogEntry, LogPage, LogQuery, Result, StoreError};
 use nimbus_core::LogLevel;
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, Transaction};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,7 +180,7 @@ impl Totals {
 
 /// The log store (`logs.db`).
 pub(crate) struct LogDb {
-    conn: Mutex<Connection>,
+    conn: Mutex<Db>,
     path: PathBuf,
     limits: LogLimits,
     /// Guarded by the `conn` lock's order: always taken after it.
@@ -247,7 +248,7 @@ impl LogDb {
         Ok(())
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    fn db(&self) -> MutexGuard<'_, Db> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -256,7 +257,7 @@ impl LogDb {
     }
 
     #[cfg(test)]
-    pub(crate) fn connection(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn connection(&self) -> MutexGuard<'_, Db> {
         self.db()
     }
 
@@ -267,7 +268,7 @@ impl LogDb {
             return Ok(());
         }
         let mut conn = self.db();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let mut appended: BTreeMap<&str, Usage> = BTreeMap::new();
         {
             let mut insert = tx.prepare_cached(
@@ -449,7 +450,7 @@ impl LogDb {
     /// next [`LogDb::maintain`].
     pub(crate) fn delete_function(&self, function: &str) -> Result<()> {
         let mut conn = self.db();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_tx()?;
         let n = tx.execute("DELETE FROM logs WHERE function = ?1", [function])?;
         tx.execute("DELETE FROM log_usage WHERE function = ?1", [function])?;
         tx.commit()?;
@@ -492,12 +493,12 @@ impl LogDb {
     }
 
     /// Closes the connection held in `guard` and opens the database again in its place.
-    fn reopen(&self, mut guard: MutexGuard<'_, Connection>) -> Result<()> {
+    fn reopen(&self, mut guard: MutexGuard<'_, Db>) -> Result<()> {
         let placeholder = Connection::open_in_memory()?;
-        let old = std::mem::replace(&mut *guard, placeholder);
+        let old = std::mem::replace(&mut **guard, placeholder);
         if let Err((conn, e)) = old.close() {
             // Still open: keep using it.
-            *guard = conn;
+            **guard = conn;
             return Err(e.into());
         }
         let reopened = open_db(&self.path, "NORMAL", LOGS_MIGRATIONS).and_then(|conn| {
