@@ -899,6 +899,9 @@ async function main() {
     const traceparent = inv.headers['nimbus-runtime-traceparent'];
     if (traceparent) env.TRACEPARENT = traceparent;
     else delete env.TRACEPARENT;
+    const tracestate = inv.headers['nimbus-runtime-tracestate'];
+    if (tracestate) env.TRACESTATE = tracestate;
+    else delete env.TRACESTATE;
     await runInvocation(h, inv);
   }
 }

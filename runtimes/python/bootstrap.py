@@ -694,6 +694,11 @@ def main():
             os.environ["TRACEPARENT"] = traceparent
         else:
             os.environ.pop("TRACEPARENT", None)
+        tracestate = headers.get("Nimbus-Runtime-Tracestate")
+        if tracestate is not None:
+            os.environ["TRACESTATE"] = tracestate
+        else:
+            os.environ.pop("TRACESTATE", None)
         handle_event(client, request_handler, headers, body)
 
 

@@ -2,7 +2,9 @@
 //! the test (decoded with `opentelemetry-proto`): one trace covers an HTTP request whose
 //! function publishes to the bus, whose rule invokes a second function asynchronously,
 //! which fails once and is retried; the functions see their invoke span's ids; a dead
-//! collector changes no result and counts drops; a stored context survives a restart.
+//! collector changes no result and counts drops; a stored context survives a restart; a
+//! failure destination on a queue and a dead-letter copy on the bus stay in the caller's
+//! trace, with its `tracestate`, which reaches the functions.
 
 use nimbus_tests::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -596,4 +598,242 @@ fn traces_follow_a_queue_message_into_its_batch() {
         ids_of_traceparent(run["tp"].as_str().unwrap()),
         (trace.to_string(), invoke.id.clone())
     );
+}
+
+/// Appends what each invocation saw (its event, `TRACEPARENT`, `TRACESTATE`) to `OUT`.
+const RECORDER: &str = r#"
+import json, os
+
+def handler(event, context):
+    with open(os.environ["OUT"], "a") as f:
+        f.write(json.dumps({"event": event,
+                            "traceparent": os.environ.get("TRACEPARENT"),
+                            "tracestate": os.environ.get("TRACESTATE")}) + "\n")
+    return "ok"
+"#;
+
+const FAILS: &str = "def handler(event, context):\n    raise Exception('boom')\n";
+
+/// A W3C tracestate whose values hold `;` and spaces, as the spec allows.
+const TRACESTATE: &str = "congo=t61rcWkgMzE,rojo=00f0;67aa 0ba9";
+
+/// A server exporting to `rx`, functions without isolation (they write to a temp dir).
+fn traced_server(rx: &Receiver) -> Server {
+    Server::start_with_env(
+        &["--isolation", "none", "--otlp-endpoint", &rx.endpoint()],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "50")],
+    )
+}
+
+/// Deploys `RECORDER` as `name`, writing to `out`.
+fn deploy_recorder(s: &Server, name: &str, out: &std::path::Path) {
+    let mut cfg = python_cfg("app.handler");
+    cfg["env"] = json!({"OUT": out.to_str().unwrap()});
+    s.deploy(name, cfg, &[("app.py", RECORDER)]);
+}
+
+/// `PUT`s `body` to `path`, expecting 200.
+fn put_ok(s: &Server, path: &str, body: Value) {
+    let r = s.http.put(s.url(path)).json(&body).send().unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(status, 200, "{path}: {}", r.text().unwrap());
+}
+
+/// Invokes `function` asynchronously within the caller's context `(trace, caller span)`,
+/// with `TRACESTATE`; waits until `out` holds a line.
+fn invoke_async_traced(s: &Server, function: &str, ids: (&str, &str), out: &std::path::Path) {
+    let r = s
+        .http
+        .post(s.url(&format!("/2015-03-31/functions/{function}/invocations")))
+        .header("x-amz-invocation-type", "Event")
+        .header("traceparent", format!("00-{}-{}-01", ids.0, ids.1))
+        .header("tracestate", TRACESTATE)
+        .body("{\"n\": 1}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(
+        eventually(Duration::from_secs(30), || !lines(out).is_empty()),
+        "{}",
+        s.log()
+    );
+}
+
+/// The one span of `spans` for which `pred` holds.
+fn only<'a>(spans: &'a [Span], what: &str, pred: impl Fn(&Span) -> bool) -> &'a Span {
+    let found: Vec<&Span> = spans.iter().filter(|x| pred(x)).collect();
+    assert_eq!(found.len(), 1, "{what}: {spans:#?}");
+    found[0]
+}
+
+/// The spans of `trace` once one is named `last`; the request span of the caller
+/// `caller` and the failed invocation of `failed`, its child, checked.
+fn chain(
+    rx: &Receiver,
+    s: &Server,
+    trace: &str,
+    caller: &str,
+    failed: &str,
+    last: &str,
+) -> (Vec<Span>, Span) {
+    let spans = rx.wait(last, s, |spans| spans.iter().any(|x| x.name == last));
+    let spans: Vec<Span> = spans.into_iter().filter(|x| x.trace == trace).collect();
+    let request = only(&spans, "the Invoke request's span", |x| x.parent == caller).clone();
+    let f = only(&spans, failed, |x| x.name == failed);
+    assert_eq!(f.parent, request.id);
+    assert!(f.error, "{f:#?}");
+    (spans, request)
+}
+
+#[test]
+fn traces_follow_a_failure_destination_through_a_queue_and_its_mapping() {
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("consumer.jsonl");
+    let s = traced_server(&rx);
+    s.deploy("fails", python_cfg("app.handler"), &[("app.py", FAILS)]);
+    deploy_recorder(&s, "consumer", &out);
+    put_ok(&s, "/v1/queues/failures", json!({}));
+    let queue = "arn:aws:sqs:us-east-1:000000000000:failures";
+    let r = s
+        .http
+        .post(s.url("/2015-03-31/event-source-mappings"))
+        .json(&json!({"FunctionName": "consumer", "EventSourceArn": queue, "BatchSize": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    put_ok(
+        &s,
+        "/2019-09-25/functions/fails/event-invoke-config",
+        json!({"MaximumRetryAttempts": 0, "DestinationConfig": {"OnFailure": {"Destination": queue}}}),
+    );
+
+    let (trace, caller) = ("3c1a8a4f2b5e4d6c8e9f0a1b2c3d4e5f", "1111222233334444");
+    invoke_async_traced(&s, "fails", (trace, caller), &out);
+    let (spans, request) = chain(&rx, &s, trace, caller, "fails", "consumer");
+
+    // The request → the `destination` span (a child of the event's context) → the
+    // batch of the message it sent → the consumer's invocation: one trace.
+    let dest = only(&spans, "destination", |x| x.name == "destination");
+    assert_eq!(dest.parent, request.id);
+    assert_eq!(dest.attr("nimbus.destination"), Some(&json!(queue)));
+    assert_eq!(
+        dest.attr("nimbus.condition"),
+        Some(&json!("RetriesExhausted"))
+    );
+    let batch = only(&spans, "batch", |x| x.name == "batch failures");
+    assert_eq!(batch.parent, dest.id, "{spans:#?}");
+    let consumer = only(&spans, "consumer", |x| x.name == "consumer");
+    assert_eq!(consumer.parent, batch.id);
+    assert_eq!(consumer.attr("nimbus.trigger"), Some(&json!("queue")));
+
+    // The record's AWSTraceHeader is the destination span (X-Ray form, nothing more);
+    // the function runs in its invoke span, with the caller's tracestate.
+    let run = &lines(&out)[0];
+    let record = &run["event"]["Records"][0];
+    let body: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["requestContext"]["condition"], "RetriesExhausted");
+    let header = record["attributes"]["AWSTraceHeader"].as_str().unwrap();
+    assert_eq!(ids_of_xray(header), (trace.to_string(), dest.id.clone()));
+    assert!(!header.contains("tracestate"), "{header}");
+    assert_eq!(
+        ids_of_traceparent(run["traceparent"].as_str().unwrap()),
+        (trace.to_string(), consumer.id.clone())
+    );
+    assert_eq!(run["tracestate"], TRACESTATE, "{run}");
+}
+
+#[test]
+fn traces_follow_a_dead_letter_copy_onto_the_bus_and_its_rule() {
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mourner.jsonl");
+    let s = traced_server(&rx);
+    let bus = "arn:aws:events:us-east-1:000000000000:event-bus/default";
+    let mut doomed = python_cfg("app.handler");
+    doomed["dead_letter_target"] = json!(bus);
+    s.deploy("doomed", doomed, &[("app.py", FAILS)]);
+    put_ok(
+        &s,
+        "/2019-09-25/functions/doomed/event-invoke-config",
+        json!({"MaximumRetryAttempts": 0}),
+    );
+    deploy_recorder(&s, "mourner", &out);
+    put_ok(
+        &s,
+        "/v1/buses/default/rules/mourn",
+        json!({"pattern": {"source": ["lambda"], "detail-type": ["Lambda Function Dead Letter"]},
+               "targets": ["mourner"]}),
+    );
+
+    let (trace, caller) = ("7d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a", "5555666677778888");
+    invoke_async_traced(&s, "doomed", (trace, caller), &out);
+    let (spans, request) = chain(&rx, &s, trace, caller, "doomed", "mourner");
+
+    // The request → the `dead letter` span → the rule target's invocation: one trace.
+    let dead = only(&spans, "dead letter", |x| x.name == "dead letter");
+    assert_eq!(dead.parent, request.id);
+    assert_eq!(dead.attr("nimbus.dead_letter"), Some(&json!(bus)));
+    let mourner = only(&spans, "mourner", |x| x.name == "mourner");
+    assert_eq!(mourner.parent, dead.id, "{spans:#?}");
+
+    let run = &lines(&out)[0];
+    assert_eq!(run["event"]["detail-type"], "Lambda Function Dead Letter");
+    assert_eq!(
+        ids_of_traceparent(run["traceparent"].as_str().unwrap()),
+        (trace.to_string(), mourner.id.clone())
+    );
+    assert_eq!(run["tracestate"], TRACESTATE, "{run}");
+}
+
+/// Returns the tracestate it was given and the one of its HTTP event's headers.
+const ECHO_STATE_PY: &str = "import os\ndef handler(e, c):\n    h = e.get('headers') or {}\n    return {'statusCode': 200, 'body': str(os.environ.get('TRACESTATE')) + '|' + str(h.get('tracestate'))}\n";
+const ECHO_STATE_JS: &str = "exports.handler = async (e) => ({ statusCode: 200, body: String(process.env.TRACESTATE) + '|' + String((e.headers || {}).tracestate) });";
+
+#[test]
+fn traces_give_the_tracestate_to_the_function() {
+    // Tracing off: the context (and its tracestate) still reaches the function.
+    let s = Server::start(&[]);
+    let mut py = python_cfg("app.handler");
+    py["url"] = json!(true);
+    s.deploy("state-py", py, &[("app.py", ECHO_STATE_PY)]);
+    let mut js = node_cfg("index.handler");
+    js["url"] = json!(true);
+    s.deploy("state-js", js, &[("index.js", ECHO_STATE_JS)]);
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for f in ["state-py", "state-js"] {
+        // The Invoke API: in TRACESTATE; the next invocation without one has none.
+        let r = s.invoke_with(
+            f,
+            b"{}".to_vec(),
+            &[("traceparent", traceparent), ("tracestate", TRACESTATE)],
+        );
+        assert_eq!(r.ok()["body"], format!("{TRACESTATE}|{}", none(f)), "{f}");
+        let r = s.invoke_with(f, b"{}".to_vec(), &[("traceparent", traceparent)]);
+        assert_eq!(r.ok()["body"], format!("{0}|{0}", none(f)), "{f}");
+        // A function URL: in TRACESTATE and in the HTTP event's headers.
+        let r = s
+            .http
+            .post(s.url(&format!("/fn/{f}/x")))
+            .header("traceparent", traceparent)
+            .header("tracestate", TRACESTATE)
+            .body("{}")
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            r.text().unwrap(),
+            format!("{TRACESTATE}|{TRACESTATE}"),
+            "{f}"
+        );
+    }
+}
+
+/// How each runtime prints a missing value.
+fn none(function: &str) -> &'static str {
+    if function.ends_with("-py") {
+        "None"
+    } else {
+        "undefined"
+    }
 }

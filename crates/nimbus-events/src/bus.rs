@@ -419,12 +419,27 @@ impl EventBus {
     /// Routes an already built envelope (an AWS service's event, such as a Lambda
     /// destination record) on `bus` by its rules, as if it had been put there.
     pub async fn route_envelope(&self, bus: &str, event: &Value) -> Result<(), BusError> {
+        self.route_envelope_traced(bus, event, None).await
+    }
+
+    /// [`Self::route_envelope`] for an event sent within a trace: its targets' work
+    /// carries `trace`.
+    pub async fn route_envelope_traced(
+        &self,
+        bus: &str,
+        event: &Value,
+        trace: Option<TraceContext>,
+    ) -> Result<(), BusError> {
         let target = RuleTarget {
             id: None,
             arn: bus_arn(bus),
             input: None,
         };
-        self.submit_to(&target, event, None, Origin::default())
+        let origin = Origin {
+            trace,
+            ..Origin::default()
+        };
+        self.submit_to(&target, event, None, origin)
             .await
             .map(|_| ())
     }
@@ -541,7 +556,7 @@ impl EventBus {
                                 body: payload,
                                 attributes: json!({}),
                                 delay_s: 0,
-                                trace: origin.trace.map(|t| t.xray()),
+                                trace: origin.trace.map(|t| t.stored_xray()),
                             }],
                             now_ms(),
                         )

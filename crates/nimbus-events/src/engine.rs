@@ -63,8 +63,9 @@ pub trait Invoker: Send + Sync + 'static {
         self.invoke(function, qualifier, request_id, payload)
     }
 
-    /// [`Invoker::invoke_as`] within a trace: `trace` (a W3C `traceparent`) is the
-    /// invocation's parent context. The default ignores it.
+    /// [`Invoker::invoke_as`] within a trace: `trace` is the invocation's parent context
+    /// as work items store it (see [`TraceContext::parse_stored`]: a W3C `traceparent`
+    /// or an X-Ray header, with its `tracestate`). The default ignores it.
     fn invoke_traced<'a>(
         &'a self,
         trigger: nimbus_metrics::Trigger,
@@ -312,7 +313,7 @@ impl AsyncEngine {
             last_error: None,
             result: None,
             idempotency_key,
-            trace: origin.trace.map(|t| t.traceparent()),
+            trace: origin.trace.map(|t| t.stored_traceparent()),
             trigger: Some(origin.trigger.as_str().to_string()),
         };
         let queue = self.queue.clone();
@@ -676,6 +677,14 @@ impl AsyncEngine {
         while message.len() > 1024 {
             message.pop();
         }
+        let trace = self.hop_from(
+            ev,
+            "dead letter",
+            vec![
+                nimbus_trace::KeyValue::new("nimbus.dead_letter", target.clone()),
+                nimbus_trace::KeyValue::new("error.message", message.clone()),
+            ],
+        );
         if let Some((_, bus)) = bus_from_arn(&target) {
             let payload = serde_json::from_str::<serde_json::Value>(&ev.payload)
                 .unwrap_or_else(|_| ev.payload.clone().into());
@@ -696,7 +705,7 @@ impl AsyncEngine {
                     "requestPayload": payload,
                 }),
             );
-            if !self.to_bus(&target, bus, &event).await {
+            if !self.to_bus(&target, bus, &event, trace).await {
                 self.count(|m| m.dead_letter_error(&ev.function));
             }
             return;
@@ -706,20 +715,43 @@ impl AsyncEngine {
             "ErrorCode": {"stringValue": code.to_string(), "dataType": "Number"},
             "ErrorMessage": {"stringValue": message, "dataType": "String"},
         });
-        if self.to_queue(&target, ev.payload.clone(), attributes).await {
+        if self
+            .to_queue(&target, ev.payload.clone(), attributes, trace)
+            .await
+        {
             info!(event = %ev.id, function = %ev.function, dead_letter = %target, "event sent to the dead-letter queue");
         } else {
             self.count(|m| m.dead_letter_error(&ev.function));
         }
     }
 
-    /// Routes `event` on the bus `bus` (named by `target`); false (logged) when it cannot.
-    async fn to_bus(&self, target: &str, bus: &str, event: &serde_json::Value) -> bool {
+    /// The context a copy of `ev` sent on by the engine carries (a dead-letter copy, a
+    /// destination record): a producer span `name` with `attributes`, child of the
+    /// event's context.
+    fn hop_from(
+        &self,
+        ev: &AsyncEvent,
+        name: &'static str,
+        attributes: Vec<nimbus_trace::KeyValue>,
+    ) -> Option<TraceContext> {
+        let parent = ev.trace.as_deref().and_then(TraceContext::parse_stored);
+        self.hop(name, parent.as_ref(), attributes, Vec::new())
+    }
+
+    /// Routes `event` on the bus `bus` (named by `target`) within `trace`; false (logged)
+    /// when it cannot.
+    async fn to_bus(
+        &self,
+        target: &str,
+        bus: &str,
+        event: &serde_json::Value,
+        trace: Option<TraceContext>,
+    ) -> bool {
         let Some(bus_handle) = self.bus.get().and_then(std::sync::Weak::upgrade) else {
             warn!(destination = %target, "event bus destinations are not enabled");
             return false;
         };
-        match bus_handle.route_envelope(bus, event).await {
+        match bus_handle.route_envelope_traced(bus, event, trace).await {
             Ok(_) => true,
             Err(e) => {
                 warn!(destination = %target, "cannot route the event: {e}");
@@ -728,9 +760,15 @@ impl AsyncEngine {
         }
     }
 
-    /// Sends one message to the built-in queue named by the ARN `target`; false (logged)
-    /// when it cannot.
-    async fn to_queue(&self, target: &str, body: String, attributes: serde_json::Value) -> bool {
+    /// Sends one message to the built-in queue named by the ARN `target`, carrying `trace`
+    /// (its `AWSTraceHeader`); false (logged) when it cannot.
+    async fn to_queue(
+        &self,
+        target: &str,
+        body: String,
+        attributes: serde_json::Value,
+        trace: Option<TraceContext>,
+    ) -> bool {
         let Some(queue) = crate::mapping::queue_from_arn(target) else {
             warn!(destination = %target, "not a queue ARN");
             return false;
@@ -743,6 +781,7 @@ impl AsyncEngine {
         let msg = nimbus_store::NewMessage {
             body,
             attributes,
+            trace: trace.map(|t| t.stored_xray()),
             ..Default::default()
         };
         match tokio::task::spawn_blocking(move || store.send(&q, &[msg], now_ms())).await {
@@ -761,7 +800,8 @@ impl AsyncEngine {
         }
     }
 
-    /// Sends Lambda's destination record to the configured function or queue, if any.
+    /// Sends Lambda's destination record to the configured function, queue or bus, if
+    /// any, within a `destination` span of the event's trace.
     async fn destination(
         &self,
         cfg: &EventInvokeConfig,
@@ -775,6 +815,14 @@ impl AsyncEngine {
             &cfg.on_failure
         };
         let Some(target) = target else { return };
+        let trace = self.hop_from(
+            ev,
+            "destination",
+            vec![
+                nimbus_trace::KeyValue::new("nimbus.destination", target.destination.clone()),
+                nimbus_trace::KeyValue::new("nimbus.condition", condition.to_string()),
+            ],
+        );
         if let Some((_, bus)) = bus_from_arn(&target.destination) {
             // Lambda's event for an EventBridge destination: the record is the detail.
             let record = destination_record(ev, condition, response.as_ref());
@@ -794,7 +842,7 @@ impl AsyncEngine {
                 ],
                 record,
             );
-            if !self.to_bus(&target.destination, bus, &event).await {
+            if !self.to_bus(&target.destination, bus, &event, trace).await {
                 self.count(|m| m.destination_failure(&ev.function));
             }
             return;
@@ -806,6 +854,7 @@ impl AsyncEngine {
                     &target.destination,
                     record.to_string(),
                     serde_json::Value::Null,
+                    trace,
                 )
                 .await;
             if !sent {
@@ -822,18 +871,7 @@ impl AsyncEngine {
         let q = qualifier.unwrap_or_else(|| nimbus_core::LATEST.to_string());
         let origin = Origin {
             trigger: Trigger::Async,
-            trace: self.hop(
-                "destination",
-                ev.trace
-                    .as_deref()
-                    .and_then(TraceContext::parse_traceparent)
-                    .as_ref(),
-                vec![
-                    nimbus_trace::KeyValue::new("nimbus.destination", target.destination.clone()),
-                    nimbus_trace::KeyValue::new("nimbus.condition", condition.to_string()),
-                ],
-                Vec::new(),
-            ),
+            trace,
         };
         if let Err(e) = self
             .submit_from(name.as_str(), &q, record.to_string(), None, origin)

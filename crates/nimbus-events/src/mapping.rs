@@ -53,7 +53,7 @@ pub fn sqs_record(queue: &str, m: &Message) -> Value {
         "awsRegion": REGION,
     });
     if let Some(t) = &m.trace {
-        record["attributes"]["AWSTraceHeader"] = json!(t);
+        record["attributes"]["AWSTraceHeader"] = json!(nimbus_trace::stored_header(t));
     }
     record
 }
@@ -433,7 +433,7 @@ impl MappingRunner {
         let contexts: Vec<nimbus_trace::TraceContext> = batch
             .iter()
             .filter_map(|x| x.trace.as_deref())
-            .filter_map(nimbus_trace::TraceContext::parse_xray)
+            .filter_map(nimbus_trace::TraceContext::parse_stored)
             .collect();
         let trace = match self.tracer.get() {
             Some(t) => t.hop(
@@ -450,7 +450,7 @@ impl MappingRunner {
             ),
             None => contexts.first().cloned(),
         }
-        .map(|t| t.traceparent());
+        .map(|t| t.stored_traceparent());
         let invoked_ms = now_ms();
         let attempt = invoker
             .invoke_traced(

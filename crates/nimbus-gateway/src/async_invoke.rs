@@ -12,6 +12,7 @@ use nimbus_core::{arn, Destination, EventInvokeConfig, EventStatus, FunctionName
 use nimbus_events::engine::{Attempt, Invoker};
 use nimbus_metrics::Trigger;
 use nimbus_runtime::Outcome;
+use nimbus_trace::TraceContext;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::future::Future;
@@ -138,12 +139,14 @@ impl Invoker for GatewayInvoker {
                 Err(e) => return Attempt::Throttled(e.to_string()),
             };
             let version = resolved.version.version.clone();
+            let trace = trace.and_then(TraceContext::parse_stored);
             let inv = nimbus_runtime::Invocation {
                 request_id: request_id.to_string(),
                 payload: payload.into(),
                 invoked_arn: arn::function_arn(function, q),
                 trace_id: None,
-                traceparent: trace.map(str::to_string),
+                traceparent: trace.as_ref().map(TraceContext::traceparent),
+                tracestate: trace.and_then(|t| t.tracestate),
                 client_context: None,
                 stream: None,
             };

@@ -11,6 +11,7 @@ use nimbus_core::{arn, Limits};
 use nimbus_metrics::{self as metrics, FunctionMetrics, InvocationOutcome, Trigger};
 use nimbus_pool::PoolInvokeResult;
 use nimbus_runtime::{Invocation, Outcome};
+use nimbus_trace::TraceContext;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::{info_span, Instrument};
@@ -26,7 +27,7 @@ pub(crate) async fn run(
     trigger: Trigger,
     payload: Bytes,
     invoked_arn: String,
-    trace: Option<nimbus_trace::TraceContext>,
+    trace: Option<TraceContext>,
     client_context: Option<String>,
 ) -> Result<(String, PoolInvokeResult), ApiError> {
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -35,7 +36,8 @@ pub(crate) async fn run(
         payload,
         invoked_arn,
         trace_id: None,
-        traceparent: trace.map(|t| t.traceparent()),
+        traceparent: trace.as_ref().map(TraceContext::traceparent),
+        tracestate: trace.and_then(|t| t.tracestate),
         client_context,
         stream: None,
     };

@@ -252,13 +252,14 @@ pub(crate) async fn send(
     } else {
         vec![new_message(serde_json::from_value(input).map_err(bad)?)?]
     };
-    // Each message carries the request's trace context (SQS's `AWSTraceHeader`).
+    // Each message carries the request's trace context (SQS's `AWSTraceHeader`, with its
+    // `tracestate`).
     let mut messages = messages;
     if let Some(cx) = crate::trace::incoming(&headers) {
-        let xray = cx.xray();
+        let stored = cx.stored_xray();
         messages
             .iter_mut()
-            .for_each(|m| m.trace = Some(xray.clone()));
+            .for_each(|m| m.trace = Some(stored.clone()));
     }
     let sent = blocking(&gw, move |s| s.send(&name, &messages, now_ms())).await?;
     runner(&gw)?.messages_sent();

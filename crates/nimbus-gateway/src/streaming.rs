@@ -16,6 +16,7 @@ use http_body::Frame;
 use nimbus_core::arn;
 use nimbus_pool::PoolInvokeResult;
 use nimbus_runtime::{Invocation, Outcome, StreamPart};
+use nimbus_trace::TraceContext;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -223,12 +224,14 @@ pub(crate) async fn invoke_with_response_stream(
     if invocation_type == "DryRun" {
         return Ok(invoke::dry_run(executed_version));
     }
+    let trace = crate::trace::incoming(&headers);
     let inv = Invocation {
         request_id: uuid::Uuid::new_v4().to_string(),
         payload,
         invoked_arn: arn::function_arn(name.as_str(), qualifier.as_deref()),
         trace_id: None,
-        traceparent: crate::trace::incoming(&headers).map(|t| t.traceparent()),
+        traceparent: trace.as_ref().map(TraceContext::traceparent),
+        tracestate: trace.and_then(|t| t.tracestate),
         client_context,
         stream: None,
     };

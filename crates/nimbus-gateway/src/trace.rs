@@ -86,12 +86,20 @@ fn faas_trigger(t: Trigger) -> &'static str {
     }
 }
 
-/// The context an invocation arrived with: its `traceparent`, else its X-Ray header.
+/// The context an invocation arrived with: its `traceparent` (with its `tracestate`),
+/// else its X-Ray header.
 fn parent_of(inv: &Invocation) -> Option<TraceContext> {
-    inv.traceparent
+    match inv
+        .traceparent
         .as_deref()
         .and_then(TraceContext::parse_traceparent)
-        .or_else(|| inv.trace_id.as_deref().and_then(TraceContext::parse_xray))
+    {
+        Some(cx) => Some(TraceContext {
+            tracestate: inv.tracestate.clone(),
+            ..cx
+        }),
+        None => inv.trace_id.as_deref().and_then(TraceContext::parse_xray),
+    }
 }
 
 /// An invocation's trace: its parent and its own invoke span.
@@ -103,13 +111,14 @@ pub(crate) struct InvokeTrace {
 
 /// Starts the invoke span of `inv` (child of the context it arrived with; a new trace
 /// without one) and hands its ids to the function: `Lambda-Runtime-Trace-Id` and
-/// `Nimbus-Runtime-Traceparent` carry the invoke span. `TracingConfig: Active` samples it
-/// whatever the incoming decision.
+/// `Nimbus-Runtime-Traceparent` carry the invoke span, `Nimbus-Runtime-Tracestate` the
+/// incoming tracestate. `TracingConfig: Active` samples it whatever the incoming decision.
 pub(crate) fn begin(tracer: &Tracer, mode: TracingMode, inv: &mut Invocation) -> InvokeTrace {
     let parent = parent_of(inv);
     let cx = tracer.start_span(parent.as_ref(), mode == TracingMode::Active);
     inv.trace_id = Some(cx.xray());
     inv.traceparent = Some(cx.traceparent());
+    inv.tracestate = cx.tracestate.clone();
     InvokeTrace {
         parent,
         cx,

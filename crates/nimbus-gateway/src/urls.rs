@@ -13,6 +13,7 @@ use axum::Json;
 use nimbus_core::{arn, FunctionConfig, FunctionName, UrlConfig, LATEST};
 use nimbus_metrics::Trigger;
 use nimbus_runtime::Outcome;
+use nimbus_trace::TraceContext;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -306,7 +307,8 @@ async fn serve_http(
             payload: payload.into(),
             invoked_arn,
             trace_id: None,
-            traceparent: trace.map(|t| t.traceparent()),
+            traceparent: trace.as_ref().map(TraceContext::traceparent),
+            tracestate: trace.and_then(|t| t.tracestate),
             client_context: None,
             stream: None,
         };

@@ -76,6 +76,7 @@ async fn main() {
         invoked_arn: "arn".into(),
         trace_id: None,
         traceparent: None,
+        tracestate: None,
         client_context: None,
         stream: None,
     };

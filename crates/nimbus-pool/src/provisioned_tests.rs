@@ -79,6 +79,7 @@ fn inv() -> Invocation {
         invoked_arn: "arn".into(),
         trace_id: None,
         traceparent: None,
+        tracestate: None,
         client_context: None,
         stream: None,
     }

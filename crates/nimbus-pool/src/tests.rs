@@ -126,6 +126,7 @@ fn inv(payload: &'static str) -> Invocation {
         invoked_arn: "arn".into(),
         trace_id: None,
         traceparent: None,
+        tracestate: None,
         client_context: None,
         stream: None,
     }

@@ -30,7 +30,7 @@ pub use process::{
     mask_secrets, HostInterpreters, ProcessExecutor, ProcessExecutorConfig, ProcessInstance,
     SecretSource,
 };
-pub use rapi::TRACEPARENT_HEADER;
+pub use rapi::{TRACEPARENT_HEADER, TRACESTATE_HEADER};
 pub use sandbox::{probe as probe_sandbox, Isolation, IsolationReport, Layer};
 pub use stem::{StemConfig, StemPoolStats, StemStats};
 
@@ -66,6 +66,9 @@ pub struct Invocation {
     /// The same context as a W3C `traceparent` (`Nimbus-Runtime-Traceparent`, which the
     /// bundled bootstraps put in `TRACEPARENT`).
     pub traceparent: Option<String>,
+    /// The W3C `tracestate` that came with the context, passed on untouched
+    /// (`Nimbus-Runtime-Tracestate`, which the bundled bootstraps put in `TRACESTATE`).
+    pub tracestate: Option<String>,
     /// Plain JSON client context (already base64-decoded).
     pub client_context: Option<String>,
     /// Set when the caller reads the answer as a stream (`InvokeWithResponseStream`, a

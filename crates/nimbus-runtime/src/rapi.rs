@@ -277,6 +277,9 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
     if let Some(t) = &inv.traceparent {
         put(TRACEPARENT_HEADER, t);
     }
+    if let Some(t) = &inv.tracestate {
+        put(TRACESTATE_HEADER, t);
+    }
     if let Some(c) = &inv.client_context {
         put("lambda-runtime-client-context", c);
     }
@@ -288,6 +291,10 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
 /// The `/invocation/next` response header carrying the invocation's W3C `traceparent`
 /// (a Nimbus extension; custom runtimes may set `TRACEPARENT` from it).
 pub const TRACEPARENT_HEADER: &str = "nimbus-runtime-traceparent";
+
+/// The `/invocation/next` response header carrying the W3C `tracestate` that came with
+/// the invocation's context, when there is one (custom runtimes may set `TRACESTATE`).
+pub const TRACESTATE_HEADER: &str = "nimbus-runtime-tracestate";
 
 /// Why a post about an invocation was refused.
 enum Refusal {
@@ -961,6 +968,7 @@ mod tests {
                 invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
                 trace_id: Some("Root=1-5e1b4151-5ac6c58f5b5dbd6a6b5e6a5c;Sampled=0".into()),
                 traceparent: Some("00-5e1b41515ac6c58f5b5dbd6a6b5e6a5c-53995c3f42cd8ad8-00".into()),
+                tracestate: Some("congo=t61rcWkgMzE".into()),
                 client_context: Some(r#"{"custom":{"k":"v"}}"#.into()),
                 stream: None,
             },
@@ -981,6 +989,7 @@ mod tests {
                 invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
                 trace_id: None,
                 traceparent: None,
+                tracestate: None,
                 client_context: None,
                 stream: Some(sink),
             },
@@ -1105,6 +1114,7 @@ mod tests {
             "lambda-runtime-invoked-function-arn: arn:aws:lambda:",
             "lambda-runtime-trace-id: root=1-",
             "nimbus-runtime-traceparent: 00-5e1b41515ac6c58f5b5dbd6a6b5e6a5c-53995c3f42cd8ad8-00\r\n",
+            "nimbus-runtime-tracestate: congo=t61rcwkgmze\r\n",
             "lambda-runtime-client-context: {\"custom\":{\"k\":\"v\"}}\r\n",
         ] {
             assert!(lower.contains(h), "missing {h:?} in {next}");

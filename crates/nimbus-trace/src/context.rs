@@ -159,6 +159,50 @@ impl TraceContext {
     }
 }
 
+/// What a stored context puts between its header and its `tracestate`: a header (a
+/// `traceparent` or an X-Ray header Nimbus wrote) never holds it, and the tracestate
+/// follows it to the end of the string (a tracestate value may hold `;`).
+const STATE_FIELD: &str = ";tracestate=";
+
+impl TraceContext {
+    /// The context as a work item stores it (`events.db`'s `trace`): its `traceparent`,
+    /// then `;tracestate=` and the tracestate when it has one. See [`Self::parse_stored`].
+    pub fn stored_traceparent(&self) -> String {
+        self.with_state(self.traceparent())
+    }
+
+    /// [`Self::stored_traceparent`] with the X-Ray header first (`queues.db`'s `trace`,
+    /// whose header part is SQS's `AWSTraceHeader`: see [`stored_header`]).
+    pub fn stored_xray(&self) -> String {
+        self.with_state(self.xray())
+    }
+
+    fn with_state(&self, header: String) -> String {
+        match &self.tracestate {
+            Some(state) => format!("{header}{STATE_FIELD}{state}"),
+            None => header,
+        }
+    }
+
+    /// Reads a stored context: a `traceparent` or an X-Ray header, with or without a
+    /// `;tracestate=` part (so the bare headers stored before it was kept still parse).
+    pub fn parse_stored(s: &str) -> Option<Self> {
+        let (header, state) = match s.split_once(STATE_FIELD) {
+            Some((h, st)) => (h, Some(st.trim()).filter(|st| !st.is_empty())),
+            None => (s, None),
+        };
+        let mut cx = Self::parse_traceparent(header).or_else(|| Self::parse_xray(header))?;
+        cx.tracestate = state.map(str::to_string);
+        Some(cx)
+    }
+}
+
+/// The header part of a stored context (without its tracestate): what SQS's
+/// `AWSTraceHeader` shows.
+pub fn stored_header(stored: &str) -> &str {
+    stored.split_once(STATE_FIELD).map_or(stored, |(h, _)| h)
+}
+
 /// A random non-zero span id.
 pub fn new_span_id() -> u64 {
     rand::random::<u64>().max(1)
@@ -270,6 +314,43 @@ mod tests {
         let cx = TraceContext::from_headers(h2).unwrap();
         assert_eq!(cx.trace_id, 0x5759e988bd862e3fe1be46a994272793);
         assert_eq!(TraceContext::from_headers(|_| None), None);
+    }
+
+    #[test]
+    fn stored_contexts_keep_the_tracestate_and_old_rows_still_parse() {
+        let mut cx = TraceContext::parse_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .unwrap();
+        // Old rows: the bare headers.
+        assert_eq!(
+            TraceContext::parse_stored(&cx.traceparent()),
+            Some(cx.clone())
+        );
+        assert_eq!(TraceContext::parse_stored(&cx.xray()), Some(cx.clone()));
+        assert_eq!(cx.stored_traceparent(), cx.traceparent());
+        // A tracestate value may hold `;` and `=` inside members.
+        cx.tracestate = Some("congo=t61rcWkgMzE,rojo=00f0;67aa".into());
+        for stored in [cx.stored_traceparent(), cx.stored_xray()] {
+            assert_eq!(
+                TraceContext::parse_stored(&stored),
+                Some(cx.clone()),
+                "{stored}"
+            );
+        }
+        assert_eq!(
+            cx.stored_xray(),
+            "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1\
+             ;tracestate=congo=t61rcWkgMzE,rojo=00f0;67aa"
+        );
+        assert_eq!(stored_header(&cx.stored_xray()), cx.xray());
+        assert_eq!(stored_header(&cx.xray()), cx.xray());
+        // An empty tracestate part is none; a bad header is no context.
+        let empty = format!("{};tracestate=", cx.traceparent());
+        assert_eq!(TraceContext::parse_stored(&empty).unwrap().tracestate, None);
+        assert_eq!(TraceContext::parse_stored("bogus;tracestate=a=b"), None);
+        // A child keeps the tracestate (passed on untouched).
+        assert_eq!(cx.child(true).tracestate, cx.tracestate);
     }
 
     #[test]

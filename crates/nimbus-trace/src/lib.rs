@@ -14,7 +14,7 @@ mod config;
 mod context;
 
 pub use config::{Root, Sampler, TraceConfig};
-pub use context::{new_span_id, TraceContext, TRACEPARENT, TRACESTATE, XRAY};
+pub use context::{new_span_id, stored_header, TraceContext, TRACEPARENT, TRACESTATE, XRAY};
 pub use opentelemetry::{KeyValue, Value};
 
 use opentelemetry::trace::{
