@@ -265,17 +265,23 @@ fn partial_isolation_is_degraded_and_doctor_shows_readiness() {
     assert_eq!(row["blocking"], false, "{row}");
 }
 
-/// A runtime that cannot start (its interpreter gone: `NIMBUS_NODE` names a missing file)
+/// A runtime that cannot start (`NIMBUS_NODE` names an interpreter that exits at once, as
+/// a broken installation would; a missing one is left out of the stem cell pools at start)
 /// fails every refill of the node stem cells: `/v1/ready` reports `stem_cells` degraded
 /// with the error (still ready: cold starts spawn a runtime), `/v1/health` has the pool's
 /// count and last error, and `nimbus_stem_cell_refill_failures_total` counts them by
 /// runtime (python's still start: none).
 #[test]
 fn failing_stem_cell_refills_are_degraded_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = tmp.path().join("node");
+    std::fs::write(&node, "#!/bin/sh\necho 'node: broken' >&2\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o755)).unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let s = Server::start_with_env(
         &["--low-free-disk-mb", "0", "--metrics-listen", &listen],
-        &[("NIMBUS_NODE", "/nonexistent/node")],
+        &[("NIMBUS_NODE", node.to_str().unwrap())],
     );
     let (code, ready) = ready_until(&s, Duration::from_secs(30), |_, r| {
         status_of(r, "stem_cells") == Some("degraded")
