@@ -244,7 +244,8 @@ const steps = {
     ];
     for (const [hash, name, title] of pages) {
       await page.goto(`${BASE}/ui/${hash}`);
-      await page.waitForFunction((t) => document.querySelector("main h1")?.textContent === t && document.querySelector("main table"), title);
+      await page.waitForFunction((t) => document.querySelector("main h1")?.textContent === t && document.querySelector("main table"), title)
+        .catch(async (e) => { throw new Error(`${hash}: ${e.message}; the page shows: ${await page.textContent("main")}; ${problems.join("; ")}`); });
       const text = await page.textContent("main");
       if (name === "queues" && process.env.QUEUE) check(text.includes(process.env.QUEUE), `queue listed: ${text}`);
       if (name === "schedules" && process.env.RULE) check(text.includes(process.env.RULE), `schedule listed: ${text}`);
