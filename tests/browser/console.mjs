@@ -1,7 +1,8 @@
 // Drives the web console (/ui/) in real headless Chromium with playwright-core; run by
 // tests/e2e/console.rs, which starts the server and passes what to check in the environment:
 //   NIMBUS_URL, ADMIN_ID, ADMIN_SECRET, FUNCTION, STEPS (comma-separated, in order), and for
-//   some steps RO_ID/RO_SECRET (readonly), DEAD_FUNCTION (redrive), EXPECT_FUNCTIONS
+//   some steps RO_ID/RO_SECRET (readonly), DEAD_FUNCTION (redrive), DLQ and its SOURCE
+//   (queueredrive), MATCH_RULE and EVENT_ID (busmatches), ALARM (alarms), EXPECT_FUNCTIONS
 //   (firstpaint), SHOTS (a directory: screenshots of the pages visited).
 // Prints one JSON line per step; exits 1 with the reason at the first failure.
 
@@ -136,6 +137,43 @@ const steps = {
     await shot(page, "function");
     return { response: JSON.parse(response) };
   },
+  async queueredrive({ page }) {
+    const dlq = env("DLQ");
+    await page.goto(`${BASE}/ui/#/queues`);
+    const button = `button[data-action="nimbus:RedriveQueue"]`;
+    await page.waitForSelector(button);
+    const label = await page.textContent(button);
+    check(label === `Redrive to ${env("SOURCE")}`, `the DLQ's redrive button names its source: ${label}`);
+    await page.click(button);
+    await page.waitForSelector("#queue-redriven");
+    const said = await page.textContent("#queue-redriven");
+    check(said.includes(` message(s) moved from ${dlq} to ${env("SOURCE")}; 0 left`), `redriven: ${said}`);
+    await shot(page, "queues");
+    return { said };
+  },
+  async busmatches({ page }) {
+    const rule = env("MATCH_RULE");
+    await page.goto(`${BASE}/ui/#/bus`);
+    const details = `details[data-rule="default/${rule}"]`;
+    await page.waitForSelector(details);
+    await page.click(`${details} summary`);
+    const text = await page.textContent(details);
+    check(text.includes(env("EVENT_ID")) && text.includes("queued"), `the rule's recent match: ${text}`);
+    await shot(page, "bus");
+    return {};
+  },
+  async alarms({ page }) {
+    const name = env("ALARM");
+    await page.goto(`${BASE}/ui/#/alarms`);
+    await page.waitForFunction(() => document.querySelector("main h1")?.textContent === "Alarms" && document.querySelector("main table"));
+    const row = await page.textContent("main table tbody");
+    check(row.includes(name) && row.includes(FUNCTION), `the alarm and its function: ${row}`);
+    const link = await page.getAttribute(`main table tbody a[href="#/functions/${FUNCTION}"]`, "href");
+    check(link, "the alarm links to its function");
+    check(await page.isVisible('button[data-action="nimbus:DeleteAlarm"]'), "an admin may delete the alarm");
+    await shot(page, "alarms");
+    return {};
+  },
   async readonly({ browser }) {
     const page = await newPage(browser, "dark");
     await signIn(page, env("RO_ID"), env("RO_SECRET"));
@@ -149,6 +187,17 @@ const steps = {
     const inv = await pageApi(page, "POST", `/2015-03-31/functions/${FUNCTION}/invocations`, "{}");
     check(!inv.ok && inv.status === 403, `an invocation answers 403: ${JSON.stringify(inv)}`);
     await shot(page, "function-read-only-dark");
+    // The queues and alarms pages: no peek, redrive, purge or delete button.
+    for (const [hash, title] of [["#/queues", "Queues"], ["#/alarms", "Alarms"]]) {
+      await page.goto(`${BASE}/ui/${hash}`);
+      await page.waitForFunction((t) => document.querySelector("main h1")?.textContent === t && document.querySelector("main table tbody tr td"), title);
+      const shown = await page.$$eval("main [data-action]", (els) => els.map((e) => e.textContent));
+      check(shown.length === 0, `a read-only key sees no write button on ${hash}: ${shown}`);
+    }
+    if (process.env.DLQ) {
+      const redrive = await pageApi(page, "POST", `/v1/queues/${process.env.DLQ}/redrive`, {});
+      check(!redrive.ok && redrive.status === 403, `a redrive answers 403: ${JSON.stringify(redrive)}`);
+    }
     await page.context().close();
     return { write };
   },
@@ -189,12 +238,14 @@ const steps = {
   async pages({ page }) {
     const pages = [
       ["#/queues", "queues", "Queues"], ["#/bus", "bus", "Event bus"], ["#/schedules", "schedules", "Schedules"],
+      ["#/alarms", "alarms", "Alarms"],
       ["#/keys", "keys", "Access keys"], ["#/health", "health", "Health"],
       [`#/events/${FUNCTION}`, "events", "Async events and dead letters"],
     ];
     for (const [hash, name, title] of pages) {
       await page.goto(`${BASE}/ui/${hash}`);
-      await page.waitForFunction((t) => document.querySelector("main h1")?.textContent === t && document.querySelector("main table"), title);
+      await page.waitForFunction((t) => document.querySelector("main h1")?.textContent === t && document.querySelector("main table"), title)
+        .catch(async (e) => { throw new Error(`${hash}: ${e.message}; the page shows: ${await page.textContent("main")}; ${problems.join("; ")}`); });
       const text = await page.textContent("main");
       if (name === "queues" && process.env.QUEUE) check(text.includes(process.env.QUEUE), `queue listed: ${text}`);
       if (name === "schedules" && process.env.RULE) check(text.includes(process.env.RULE), `schedule listed: ${text}`);
@@ -215,9 +266,33 @@ const steps = {
       })));
     }
     await shot(page, "functions");
-    const med = (k) => runs.map((r) => r[k]).sort((a, b) => a - b)[Math.floor(runs.length / 2)];
+    const med = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     check(runs.every((r) => r.rows_in_dom < 200), `the list renders only rows in view: ${JSON.stringify(runs)}`);
-    return { functions: expected, median_list_painted_ms: med("list_painted_ms"), median_fcp_ms: med("fcp_ms"), runs };
+    // The list's request alone, signed from the page, with every field and with the
+    // console's: time to the parsed answer and its size (alternating, 5 of each).
+    const fetches = await page.evaluate(async () => {
+      const m = await import("/ui/api.js");
+      const out = { full: [], fields: [], full_bytes: 0, fields_bytes: 0 };
+      for (let i = 0; i < 5; i++) {
+        for (const [k, q] of [["full", {}], ["fields", { fields: "name,last_modified,config.runtime,config.memory_mb" }]]) {
+          const t0 = performance.now();
+          const r = await m.get("/v1/functions", q);
+          out[k].push(performance.now() - t0);
+          out[`${k}_bytes`] = JSON.stringify(r).length;
+        }
+      }
+      return out;
+    });
+    return {
+      functions: expected,
+      median_list_painted_ms: med(runs.map((r) => r.list_painted_ms)),
+      median_fcp_ms: med(runs.map((r) => r.fcp_ms)),
+      median_list_request_full_ms: med(fetches.full),
+      median_list_request_fields_ms: med(fetches.fields),
+      full_bytes: fetches.full_bytes,
+      fields_bytes: fetches.fields_bytes,
+      runs,
+    };
   },
   async signout({ page }) {
     await page.click("#signout");

@@ -871,3 +871,112 @@ fn bus_aws_cli_manages_buses_rules_and_targets() {
     let r = aws(&["list-event-buses"]);
     assert_eq!(r["EventBuses"].as_array().unwrap().len(), 1, "{r}");
 }
+
+/// Each rule remembers its last matches (event id, time, source, detail-type) with the
+/// hand-off to each target: queued (with the message id) or failed (with why), also for an
+/// event forwarded from another bus; in memory only, so a restart forgets them.
+#[test]
+fn bus_rules_show_their_recent_matches() {
+    let mut s = Server::start(&[]);
+    for q in ["inbox", "audited"] {
+        assert_eq!(put(&s, &format!("/v1/queues/{q}"), json!({})).0, 200);
+    }
+    assert_eq!(put(&s, "/v1/buses/audit", json!({})).0, 200);
+    let rules = [
+        (
+            "default/a-orders",
+            json!({"source": ["shop"]}),
+            json!([
+                "arn:aws:sqs:us-east-1:000000000000:inbox",
+                "arn:aws:events:us-east-1:000000000000:event-bus/audit"
+            ]),
+        ),
+        (
+            "default/z-broken",
+            json!({"source": ["shop"]}),
+            json!(["arn:aws:sqs:us-east-1:000000000000:gone"]),
+        ),
+        (
+            "audit/all",
+            json!({"detail-type": ["Order"]}),
+            json!(["arn:aws:sqs:us-east-1:000000000000:audited"]),
+        ),
+    ];
+    for (path, pattern, targets) in rules {
+        let (code, body) = put(
+            &s,
+            &format!("/v1/buses/{}", path.replace('/', "/rules/")),
+            json!({"pattern": pattern, "targets": targets}),
+        );
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["recent_matches"], json!([]), "{body}");
+    }
+    let reply = put_events(
+        &s,
+        "default",
+        json!([
+            {"Source": "crm", "DetailType": "Lead", "Detail": "{}"},
+            {"Source": "shop", "DetailType": "Order", "Detail": "{\"n\": 7}"},
+        ]),
+    );
+    // The second entry reached the inbox, then failed at the missing queue.
+    assert_eq!(
+        reply["Entries"][1]["ErrorCode"], "InternalFailure",
+        "{reply}"
+    );
+    let rule = |s: &Server, path: &str| {
+        s.get_json(&format!("/v1/buses/{}", path.replace('/', "/rules/")))
+            .1
+    };
+    let orders = rule(&s, "default/a-orders");
+    let m = &orders["recent_matches"][0];
+    assert_eq!(
+        orders["recent_matches"].as_array().unwrap().len(),
+        1,
+        "{orders}"
+    );
+    assert_eq!(
+        (m["source"].as_str(), m["detail_type"].as_str()),
+        (Some("shop"), Some("Order"))
+    );
+    assert!(m["time_ms"].as_i64().unwrap() > 1_700_000_000_000, "{m}");
+    let id = m["event_id"].as_str().unwrap().to_string();
+    let inbox: Value = s
+        .http
+        .post(s.url("/v1/queues/inbox/receive"))
+        .json(&json!({"max": 10}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let body: Value = serde_json::from_str(inbox["messages"][0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(
+        m["targets"],
+        json!([
+            {"arn": "arn:aws:sqs:us-east-1:000000000000:inbox", "result": "queued", "id": inbox["messages"][0]["id"]},
+            {"arn": "arn:aws:events:us-east-1:000000000000:event-bus/audit", "result": "queued", "id": id},
+        ])
+    );
+    let broken = &rule(&s, "default/z-broken")["recent_matches"][0];
+    assert_eq!(broken["event_id"], id.as_str());
+    assert_eq!(broken["targets"][0]["result"], "failed", "{broken}");
+    assert!(
+        broken["targets"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("gone"),
+        "{broken}"
+    );
+    let audited = &rule(&s, "audit/all")["recent_matches"][0];
+    assert_eq!(audited["event_id"], id.as_str(), "the forwarded event");
+    assert_eq!(audited["targets"][0]["result"], "queued");
+    // The list of rules shows them too; a restart forgets them.
+    let list = s.get_json("/v1/buses/default/rules").1;
+    assert_eq!(
+        list["rules"][0]["recent_matches"][0]["event_id"],
+        id.as_str()
+    );
+    s.restart();
+    assert_eq!(rule(&s, "default/a-orders")["recent_matches"], json!([]));
+}

@@ -634,3 +634,96 @@ fn queues_as_async_invocation_destinations() {
     assert_eq!(ok["requestContext"]["condition"], "Success");
     assert_eq!(ok["responsePayload"], json!({"got": {"order": 7}}));
 }
+
+/// A message received maxReceiveCount times lands in the dead-letter queue; a redrive moves
+/// it back to its source queue (same id, body and attributes, no receive yet), where it is
+/// received again. With two source queues the destination must be given (the CLI's
+/// `--to`); `max_per_second` paces the move.
+#[test]
+fn queues_redrive_moves_dead_letters_back_to_their_source() {
+    let s = Server::start(&[]);
+    let run = |args: &[&str]| cli_ok(&s.cli(args)).unwrap();
+    put_queue(&s, "jobs-dlq", json!({}));
+    put_queue(
+        &s,
+        "jobs",
+        json!({"visibility_timeout": 0, "dead_letter": "jobs-dlq", "max_receive_count": 2}),
+    );
+    let (_, sent) = post(
+        &s,
+        "/v1/queues/jobs/messages",
+        json!({"body": "poison", "attributes": {"kind": "bad"}}),
+    );
+    let id = sent["id"].as_str().unwrap().to_string();
+    for n in 1..=2 {
+        let (_, got) = post(&s, "/v1/queues/jobs/receive", json!({"max": 10}));
+        assert_eq!(got["messages"][0]["id"], id.as_str(), "{got}");
+        assert_eq!(got["messages"][0]["receive_count"], n);
+    }
+    // The third receive moves it to the dead-letter queue instead of delivering it.
+    let (_, got) = post(&s, "/v1/queues/jobs/receive", json!({"max": 10}));
+    assert_eq!(got["messages"], json!([]));
+    assert_eq!(stats(&s, "jobs-dlq")["visible"], 1);
+
+    let (status, r) = post(&s, "/v1/queues/jobs-dlq/redrive", json!({}));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        r,
+        json!({"source": "jobs-dlq", "destination": "jobs", "moved": 1, "left": 0})
+    );
+    assert_eq!(stats(&s, "jobs-dlq")["visible"], 0);
+    let (_, got) = post(&s, "/v1/queues/jobs/receive", json!({"max": 10}));
+    let m = &got["messages"][0];
+    assert_eq!(m["id"], id.as_str(), "{got}");
+    assert_eq!(m["body"], "poison");
+    assert_eq!(m["attributes"]["kind"]["stringValue"], "bad");
+    assert_eq!(m["receive_count"], 1, "the count starts over");
+
+    // Errors: a queue no queue uses as its DLQ, unknown queues, unknown fields.
+    let (status, e) = post(&s, "/v1/queues/jobs/redrive", json!({}));
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["type"], "InvalidParameterValueException", "{e}");
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("give a destination"));
+    assert_eq!(post(&s, "/v1/queues/nope/redrive", json!({})).0, 404);
+    let to_nowhere = json!({"destination": "nope"});
+    assert_eq!(post(&s, "/v1/queues/jobs-dlq/redrive", to_nowhere).0, 404);
+    assert_eq!(
+        post(&s, "/v1/queues/jobs-dlq/redrive", json!({"to": "jobs"})).0,
+        400
+    );
+
+    // Two queues use the DLQ: the destination must be named.
+    put_queue(&s, "jobs-2", json!({"dead_letter": "jobs-dlq"}));
+    run(&["queue", "send", "jobs-dlq", "one"]);
+    let (status, e) = post(&s, "/v1/queues/jobs-dlq/redrive", json!({}));
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("jobs, jobs-2"),
+        "{e}"
+    );
+    let out = run(&["queues", "redrive", "jobs-dlq", "--to", "jobs-2"]);
+    assert!(
+        out.contains("moved 1 messages from jobs-dlq to jobs-2"),
+        "{out}"
+    );
+    assert_eq!(stats(&s, "jobs-2")["visible"], 1);
+
+    // Paced: one now, the rest one a second in the background.
+    run(&["queue", "send", "jobs-dlq", "a", "b", "c"]);
+    let (status, r) = post(
+        &s,
+        "/v1/queues/jobs-dlq/redrive",
+        json!({"destination": "jobs-2", "max_per_second": 1}),
+    );
+    assert_eq!(status, 202, "{r}");
+    assert_eq!(
+        (r["moved"].as_u64(), r["left"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        stats(&s, "jobs-dlq")["visible"] == 0 && stats(&s, "jobs-2")["visible"] == 4
+    }));
+}

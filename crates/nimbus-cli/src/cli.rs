@@ -45,7 +45,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Show a function's asynchronous events: pending, retrying, succeeded, dead-lettered.
     Events(EventsArgs),
-    /// Built-in queues: create, send, receive, delete, purge, stats; map a queue to a function.
+    /// Built-in queues: create, send, receive, delete, purge, redrive, stats; map a queue to a
+    /// function.
+    #[command(visible_alias = "queues")]
     Queue(QueueArgs),
     /// Event buses: send events (PutEvents), list and write rules (patterns and schedules).
     Bus(BusArgs),
@@ -607,6 +609,18 @@ pub enum QueueCommand {
     },
     /// Delete every message of a queue.
     Purge { name: String },
+    /// Move a dead-letter queue's messages back to the queue whose redrive policy names it
+    /// (or to --to QUEUE); they start over with no receive.
+    Redrive {
+        /// The dead-letter queue.
+        name: String,
+        /// The destination queue (needed when several queues use this dead-letter queue).
+        #[arg(long, value_name = "QUEUE")]
+        to: Option<String>,
+        /// Move at most N messages a second (the rest follow in the background).
+        #[arg(long, value_name = "N")]
+        max_per_second: Option<u32>,
+    },
     /// Visible, in-flight and delayed message counts.
     Stats { name: String },
     /// Feed a queue's messages to a function in batches (an event-source mapping).

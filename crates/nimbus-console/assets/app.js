@@ -78,6 +78,7 @@ const pages = {
   queues: queues,
   bus: bus,
   schedules: schedules,
+  alarms: alarms,
   keys: keys,
   health: health,
 };
@@ -117,7 +118,7 @@ async function overview(sig, win = "1h") {
   const w = WINDOWS[win] || WINDOWS["1h"];
   const [sum, fns, ready] = await Promise.all([
     getOptional("/v1/metrics/summary", { since: win, period: w.period }),
-    get("/v1/functions"),
+    get("/v1/functions", { fields: "name,last_modified,config.runtime" }),
     api("GET", "/v1/ready", { anyStatus: true }),
   ]);
   if (sig.aborted) return;
@@ -176,19 +177,25 @@ const COLUMNS = [
   ["invocations", "Calls (1 h)"], ["errorRate", "Error rate"], ["memory", "Memory"],
 ];
 
+/** Only what the functions list shows (`?fields=`: a tenth of the full answer's bytes). */
+const LIST_FIELDS = "name,last_modified,config.runtime,config.memory_mb";
+
 async function functionsList(sig) {
-  const list = get("/v1/functions");
-  const summary = getOptional("/v1/metrics/summary", { since: "1h" }).catch(() => null);
-  const fns = (await list).functions;
+  // The page's shell paints at once; the list follows, then the last hour's load (asked
+  // only once the list is painted, so the two do not compete for the server).
+  const search = h("input", { type: "search", id: "fn-search", placeholder: "Search by name or runtime", "aria-label": "Search functions" });
+  const count = h("span", { class: "muted", role: "status" }, "Loading…");
+  const box = h("div", { class: "vlist" });
+  replace(main, h("h1", {}, "Functions"), h("div", { class: "toolbar" }, search, count), box);
+  search.focus();
+  const fns = (await get("/v1/functions", { fields: LIST_FIELDS })).functions;
   if (sig.aborted) return;
   const rows = fns.map((f) => ({
     name: f.name, runtime: f.config.runtime, modified: f.last_modified || "",
     memory: f.config.memory_mb, invocations: null, errorRate: null,
   }));
   let sort = { key: "name", dir: 1 };
-  let query = "";
-  const search = h("input", { type: "search", id: "fn-search", placeholder: "Search by name or runtime", "aria-label": "Search functions" });
-  const count = h("span", { class: "muted", role: "status" });
+  let query = search.value;
   const buttons = COLUMNS.map(([key, label]) => h("button", { type: "button", "data-sort": key, onclick: () => {
     sort = { key, dir: sort.key === key ? -sort.dir : key === "name" || key === "runtime" ? 1 : -1 };
     refresh();
@@ -220,11 +227,10 @@ async function functionsList(sig) {
     vl.set(s);
   }
   search.addEventListener("input", () => { query = search.value; refresh(); });
-  replace(main, h("h1", {}, "Functions"), h("div", { class: "toolbar" }, search, count), vl.el);
+  box.replaceWith(vl.el);
   refresh();
-  requestAnimationFrame(() => performance.mark("nimbus:functions-painted"));
-  search.focus();
-  const sum = await summary;
+  await new Promise((r) => requestAnimationFrame(() => { performance.mark("nimbus:functions-painted"); r(); }));
+  const sum = await getOptional("/v1/metrics/summary", { since: "1h" }).catch(() => null);
   if (!sum || sig.aborted) return;
   const load = new Map(sum.functions.map((f) => [f.function, f]));
   for (const r of rows) {
@@ -420,7 +426,7 @@ function liveTail(name, pageSig) {
 // ---- async events -------------------------------------------------------------------------
 
 async function events(sig, name, status = "") {
-  const fns = (await get("/v1/functions")).functions.map((f) => f.name);
+  const fns = (await get("/v1/functions", { fields: "name" })).functions.map((f) => f.name);
   if (sig.aborted) return;
   name = name || fns[0];
   const pickFn = h("select", { "aria-label": "Function", id: "events-function", onchange: () => { location.hash = `#/events/${enc(pickFn.value)}/${status}`; } },
@@ -458,33 +464,46 @@ async function events(sig, name, status = "") {
 
 // ---- queues -------------------------------------------------------------------------------
 
-async function queues(sig) {
+/** Redrive buttons of a dead-letter queue: one per queue whose redrive policy names it. */
+function redriveButtons(q, list, out) {
+  return list.filter((src) => src.dead_letter === q.name).map((src) =>
+    writeButton(me, "nimbus:RedriveQueue", `Redrive to ${src.name}`, async (ev) => {
+      ev.target.disabled = true;
+      try {
+        const r = await api("POST", `/v1/queues/${enc(q.name)}/redrive`, { body: { destination: src.name } });
+        replace(out, h("p", { id: "queue-redriven" }, `${r.moved} message(s) moved from ${r.source} to ${r.destination}; ${r.left} left.`));
+        await queues(page.signal, out);
+      } catch (e) { replace(out, errorBox(e)); ev.target.disabled = false; }
+    }));
+}
+
+async function queues(sig, keep) {
   const [list] = await Promise.all([get("/v1/queues").then((r) => r.queues), meReady]);
   if (sig.aborted) return;
-  const peek = h("div", { id: "queue-peek" });
+  const out = keep instanceof Node ? keep : h("div", { id: "queue-peek" });
   const rows = list.map((q) => {
     const s = q.stats || {};
     return [q.name, fmt.num((s.visible || 0) + (s.in_flight || 0) + (s.delayed || 0)), fmt.num(s.visible), fmt.num(s.in_flight), fmt.num(s.delayed),
-      q.dead_letter || "–",
-      h("span", {},
+      q.oldest_sent_ms ? fmt.ago(q.oldest_sent_ms) : "–",
+      q.dead_letter ? `${q.dead_letter} after ${q.max_receive_count} receives` : "–",
+      h("span", { class: "buttons" },
         writeButton(me, "nimbus:ReceiveMessage", "Peek", async () => {
           try {
             // A receive with a zero visibility timeout: the messages stay visible (their
             // receive count goes up by one, as with any receive).
             const r = await api("POST", `/v1/queues/${enc(q.name)}/receive`, { body: { max: 10, visibility_timeout: 0 } });
-            const oldest = Math.min(...r.messages.map((m) => m.sent_ms));
-            replace(peek, h("h2", {}, `${q.name}: ${r.messages.length} message(s)`),
-              r.messages.length ? h("p", {}, `Oldest of these: sent ${fmt.ago(oldest)}`) : null,
+            replace(out, h("h2", {}, `${q.name}: ${r.messages.length} message(s)`),
               table(["id", "sent", "receives", "body"], r.messages.map((m) => [h("code", {}, m.id), fmt.time(m.sent_ms), m.receive_count, h("pre", {}, m.body)])));
-          } catch (e) { replace(peek, errorBox(e)); }
-        }), " ",
+          } catch (e) { replace(out, errorBox(e)); }
+        }),
+        redriveButtons(q, list, out),
         writeButton(me, "nimbus:PurgeQueue", "Purge", async () => {
           if (!confirm(`Delete every message of ${q.name}?`)) return;
-          try { const r = await api("POST", `/v1/queues/${enc(q.name)}/purge`); replace(peek, h("p", {}, `${r.purged} message(s) purged.`)); route(); } catch (e) { replace(peek, errorBox(e)); }
+          try { const r = await api("POST", `/v1/queues/${enc(q.name)}/purge`); replace(out, h("p", {}, `${r.purged} message(s) purged.`)); await queues(page.signal, out); } catch (e) { replace(out, errorBox(e)); }
         }, "danger"))];
   });
   replace(main, h("h1", {}, "Queues"),
-    table(["queue", "depth", "visible", "in flight", "delayed", "dead-letter queue", ""], rows, { empty: "No queue." }), peek);
+    table(["queue", "depth", "visible", "in flight", "delayed", "oldest", "dead-letter queue", ""], rows, { empty: "No queue." }), out);
 }
 
 // ---- bus and schedules --------------------------------------------------------------------
@@ -497,12 +516,27 @@ async function allRules() {
 
 const targets = (r) => r.targets.map((t) => h("div", {}, h("code", {}, t.arn.replace(/^arn:aws:[a-z]+:us-east-1:000000000000:/, ""))));
 
+/** A rule's recent matches (newest first, kept in the server's memory): each event and
+ * its hand-off to every target. */
+function recentMatches(r) {
+  const ms = r.recent_matches || [];
+  if (!ms.length) return h("span", { class: "muted" }, r.schedule ? "–" : "none yet");
+  const short = (arn) => arn.replace(/^arn:aws:[a-z]+:us-east-1:000000000000:/, "");
+  return h("details", { "data-rule": `${r.bus}/${r.name}` }, h("summary", {}, `${ms.length} recent`),
+    table(["time", "event id", "detail-type", "source", "targets"], ms.map((m) => [
+      fmt.time(m.time_ms), h("code", {}, m.event_id), m.detail_type, m.source,
+      m.targets.map((t) => h("div", {}, h("span", { class: t.result === "queued" ? "ok" : "error" }, t.result), " ",
+        h("code", {}, short(t.arn)), t.error ? h("span", { class: "error" }, `: ${t.error}`) : null)),
+    ]), { class: "inner" }));
+}
+
 async function bus(sig) {
   const { buses, rules } = await allRules();
   if (sig.aborted) return;
   replace(main, h("h1", {}, "Event bus"),
-    buses.map((b) => section(`Bus ${b.name}`, table(["rule", "matches", "state", "targets", "last fired"],
-      rules.filter((r) => r.bus === b.name).map((r) => [r.name, h("code", {}, r.schedule || JSON.stringify(r.pattern)), r.state, targets(r), fmt.time(r.last_fired_ms)]),
+    buses.map((b) => section(`Bus ${b.name}`, table(["rule", "pattern or schedule", "state", "targets", "last fired", "recent matches"],
+      rules.filter((r) => r.bus === b.name).map((r) => [r.name, h("code", {}, r.schedule || JSON.stringify(r.pattern)), r.state, targets(r),
+        fmt.time(r.last_fired_ms), recentMatches(r)]),
       { empty: "No rule." }))));
 }
 
@@ -523,6 +557,35 @@ async function schedules(sig) {
   if (sig.aborted) return;
   const rows = rules.filter((r) => r.schedule).map((r) => [`${r.bus}/${r.name}`, h("code", {}, r.schedule), r.timezone || "UTC", r.state, targets(r), fmt.time(r.last_fired_ms), nextFiring(r)]);
   replace(main, h("h1", {}, "Schedules"), table(["rule", "schedule", "time zone", "state", "targets", "last fired", "next firing"], rows, { empty: "No schedule." }));
+}
+
+// ---- alarms -------------------------------------------------------------------------------
+
+const OPS = { ">": "above", ">=": "at or above", "<": "below", "<=": "at or below" };
+
+async function alarms(sig) {
+  const [list] = await Promise.all([getOptional("/v1/alarms").then((r) => r && r.alarms), meReady]);
+  if (sig.aborted) return;
+  if (!list) {
+    replace(main, h("h1", {}, "Alarms"), h("p", { class: "muted" }, "Alarms are not available on this server."));
+    return;
+  }
+  const out = h("div", { role: "status" });
+  const rows = list.map((a) => [
+    a.name, h("a", { href: `#/functions/${enc(a.function)}` }, a.function),
+    h("span", { class: `alarm-${a.state.toLowerCase()}` }, a.state), h("code", {}, a.metric),
+    `${OPS[a.comparison] || a.comparison} ${fmt.num(a.threshold)} for ${a.datapoints_to_alarm} of ${a.evaluation_periods} × ${a.period} s`,
+    h("span", {}, fmt.time(a.state_updated_ms), h("div", { class: "muted" }, a.state_reason || "")),
+    writeButton(me, "nimbus:DeleteAlarm", "Delete", async (ev) => {
+      if (!confirm(`Delete alarm ${a.name}?`)) return;
+      ev.target.disabled = true;
+      try { await api("DELETE", `/v1/alarms/${enc(a.name)}`); route(); } catch (e) { replace(out, errorBox(e)); }
+    }, "danger"),
+  ]);
+  const counts = ["ALARM", "OK", "INSUFFICIENT_DATA"].map((st) =>
+    card(st.toLowerCase().replace("_", " "), fmt.num(list.filter((a) => a.state === st).length), `alarm-${st.toLowerCase()}`));
+  replace(main, h("h1", {}, "Alarms"), h("div", { class: "cards" }, counts), out,
+    table(["alarm", "function", "state", "metric", "threshold", "last change", ""], rows, { empty: "No alarm." }));
 }
 
 // ---- access keys --------------------------------------------------------------------------

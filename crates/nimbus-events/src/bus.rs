@@ -211,6 +211,94 @@ impl TargetKind {
     }
 }
 
+/// How many matches each rule remembers ([`EventBus::recent_matches`]).
+pub const RECENT_MATCHES: usize = 20;
+
+/// An event a rule matched, and what became of it at each of the rule's targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleMatch {
+    pub time_ms: i64,
+    pub event_id: String,
+    pub detail_type: String,
+    pub source: String,
+    pub targets: Vec<TargetResult>,
+}
+
+/// The hand-off of a matched event to one target: `queued` (as an async event, a queue
+/// message or an event on another bus, whose `id` it has) or `failed` (with the `error`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetResult {
+    pub arn: String,
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TargetResult {
+    fn of(arn: &str, handed: &Result<crate::engine::Submitted, BusError>) -> Self {
+        let (result, id, error) = match handed {
+            Ok(s) => ("queued", Some(s.request_id.clone()), None),
+            Err(e) => ("failed", None, Some(e.to_string())),
+        };
+        Self {
+            arn: arn.to_string(),
+            result,
+            id: id.filter(|i| !i.is_empty()),
+            error,
+        }
+    }
+}
+
+/// Each rule's ring of matches, by (bus, rule).
+type Rings = std::collections::HashMap<(String, String), std::collections::VecDeque<RuleMatch>>;
+
+/// The last [`RECENT_MATCHES`] matches of each rule, in memory only (gone at restart).
+#[derive(Default)]
+struct RecentMatches(std::sync::Mutex<Rings>);
+
+impl RecentMatches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Rings> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `event`'s hand-offs, grouped by rule (`results` in routing order).
+    fn record(&self, bus: &str, event: &Value, results: Vec<(&Rule, TargetResult)>) {
+        if results.is_empty() {
+            return;
+        }
+        let text = |k: &str| event[k].as_str().unwrap_or_default().to_string();
+        let mut map = self.lock();
+        let mut last: Option<&str> = None;
+        for (rule, result) in results {
+            let ring = map.entry((bus.to_string(), rule.name.clone())).or_default();
+            if last != Some(rule.name.as_str()) {
+                if ring.len() >= RECENT_MATCHES {
+                    ring.pop_front();
+                }
+                ring.push_back(RuleMatch {
+                    time_ms: now_ms(),
+                    event_id: text("id"),
+                    detail_type: text("detail-type"),
+                    source: text("source"),
+                    targets: Vec::new(),
+                });
+                last = Some(rule.name.as_str());
+            }
+            if let Some(m) = ring.back_mut() {
+                m.targets.push(result);
+            }
+        }
+    }
+
+    /// Forgets the matches of `bus`'s rule `rule`, or of every rule of `bus`.
+    fn forget(&self, bus: &str, rule: Option<&str>) {
+        self.lock()
+            .retain(|(b, r), _| b != bus || rule.is_some_and(|name| name != r));
+    }
+}
+
 /// How many bus-to-bus hops an event may take (a loop of buses ends here).
 const MAX_BUS_HOPS: u8 = 4;
 
@@ -224,6 +312,7 @@ pub struct EventBus {
     queues: std::sync::OnceLock<Arc<crate::mapping::MappingRunner>>,
     /// Woken when a rule changes (the scheduler recomputes its next firing).
     pub(crate) rules_changed: Notify,
+    recent: RecentMatches,
 }
 
 fn now_ms() -> i64 {
@@ -239,6 +328,7 @@ impl EventBus {
             patterns: Default::default(),
             queues: Default::default(),
             rules_changed: Notify::new(),
+            recent: RecentMatches::default(),
         });
         bus.engine.set_bus(Arc::downgrade(&bus));
         bus
@@ -271,6 +361,17 @@ impl EventBus {
         let _ = self.queues.set(runner);
     }
 
+    /// The last [`RECENT_MATCHES`] events `bus`'s rule `rule` matched (put or forwarded
+    /// from another bus), newest first, with the hand-off to each target. Kept in memory
+    /// only: a restart forgets them.
+    pub fn recent_matches(&self, bus: &str, rule: &str) -> Vec<RuleMatch> {
+        self.recent
+            .lock()
+            .get(&(bus.to_string(), rule.to_string()))
+            .map(|ring| ring.iter().rev().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn store(&self) -> &Arc<dyn BusStore> {
         &self.store
     }
@@ -301,8 +402,10 @@ impl EventBus {
                 "the default event bus cannot be deleted".into(),
             ));
         }
-        let name = name.to_string();
-        Ok(self.blocking(move |s| s.delete_bus(&name)).await?)
+        let bus = name.to_string();
+        self.blocking(move |s| s.delete_bus(&bus)).await?;
+        self.recent.forget(name, None);
+        Ok(())
     }
 
     /// Validates and stores a rule (creating or replacing it); the scheduler picks up
@@ -364,8 +467,9 @@ impl EventBus {
     }
 
     pub async fn delete_rule(&self, bus: &str, name: &str) -> Result<(), BusError> {
-        let (bus, name) = (bus.to_string(), name.to_string());
-        self.blocking(move |s| s.delete_rule(&bus, &name)).await?;
+        let (b, r) = (bus.to_string(), name.to_string());
+        self.blocking(move |s| s.delete_rule(&b, &r)).await?;
+        self.recent.forget(bus, Some(name));
         self.rules_changed.notify_one();
         Ok(())
     }
@@ -470,6 +574,8 @@ impl EventBus {
         }
         self.engine.count(|m| m.sources().bus_put(bus));
         let id = event["id"].as_str().unwrap_or_default().to_string();
+        let mut results = Vec::new();
+        let mut failed = None;
         for (rule, target) in self.route(&event, rules) {
             let origin = Origin {
                 trigger: Trigger::Bus,
@@ -488,14 +594,20 @@ impl EventBus {
             let handed = self.submit_to(target, &event, None, origin).await;
             self.engine
                 .count(|m| m.sources().bus_target(bus, &rule.name, handed.is_ok()));
+            results.push((rule, TargetResult::of(&target.arn, &handed)));
             if let Err(e) = handed {
                 warn!(rule = %rule.name, target = %target.arn, "cannot queue a routed event: {e}");
                 let code = match &e {
                     BusError::Store(s) if s.is_full() => "ThrottlingException",
                     _ => "InternalFailure",
                 };
-                return PutEventsResultEntry::error(code, e.to_string());
+                failed = Some(PutEventsResultEntry::error(code, e.to_string()));
+                break;
             }
+        }
+        self.recent.record(bus, &event, results);
+        if let Some(failed) = failed {
+            return failed;
         }
         PutEventsResultEntry {
             event_id: Some(id),
@@ -583,14 +695,22 @@ impl EventBus {
                         Some(input) => serde_json::from_str(input).unwrap_or(Value::Null),
                         None => event.clone(),
                     };
+                    let mut results = Vec::new();
+                    let mut failed = None;
                     for (rule, t) in self.route(&forwarded, &refs) {
-                        if let Err(e) = self
+                        let handed = self
                             .submit_hop(t, &forwarded, None, origin.clone(), hops + 1)
-                            .await
-                        {
+                            .await;
+                        results.push((rule, TargetResult::of(&t.arn, &handed)));
+                        if let Err(e) = handed {
                             warn!(bus, rule = %rule.name, target = %t.arn, "cannot forward an event: {e}");
-                            return Err(e);
+                            failed = Some(e);
+                            break;
                         }
+                    }
+                    self.recent.record(&bus, &forwarded, results);
+                    if let Some(e) = failed {
+                        return Err(e);
                     }
                     Ok(submitted(
                         forwarded["id"].as_str().unwrap_or_default().to_string(),
@@ -864,6 +984,46 @@ mod tests {
         assert_eq!(ev["detail"], json!({"a": 1}));
         let g = queue.list("g", None, 10).unwrap();
         assert_eq!((g.len(), g[0].qualifier.as_str()), (1, "live"));
+        // The rule remembers the match and each target's hand-off.
+        let recent = bus.recent_matches("default", "shop");
+        assert_eq!(recent.len(), 1);
+        let m = &recent[0];
+        assert_eq!(m.event_id, out.entries[0].event_id.clone().unwrap());
+        assert_eq!(
+            (m.source.as_str(), m.detail_type.as_str()),
+            ("shop", "Order Placed")
+        );
+        let handed: Vec<(&str, &str)> = m
+            .targets
+            .iter()
+            .map(|t| (t.arn.as_str(), t.result))
+            .collect();
+        assert_eq!(
+            handed,
+            [
+                ("arn:aws:lambda:us-east-1:000000000000:function:f", "queued"),
+                (
+                    "arn:aws:lambda:us-east-1:000000000000:function:g:live",
+                    "queued"
+                ),
+            ]
+        );
+        assert_eq!(m.targets[0].id.as_deref(), Some(f[0].id.as_str()));
+        // A bounded ring, newest first; gone with the rule.
+        for _ in 0..RECENT_MATCHES {
+            bus.put_events("default", vec![entry("shop", "{}")], None)
+                .await
+                .unwrap();
+        }
+        let last = bus
+            .put_events("default", vec![entry("shop", "{}")], None)
+            .await
+            .unwrap();
+        let recent = bus.recent_matches("default", "shop");
+        assert_eq!(recent.len(), RECENT_MATCHES);
+        assert_eq!(Some(recent[0].event_id.clone()), last.entries[0].event_id);
+        bus.delete_rule("default", "shop").await.unwrap();
+        assert!(bus.recent_matches("default", "shop").is_empty());
         // An unknown bus is a per-entry error.
         let mut e = entry("shop", "{}");
         e.event_bus_name = Some("arn:aws:events:us-east-1:000000000000:event-bus/nope".into());

@@ -477,6 +477,7 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
                 (_, ["messages", _, "visibility"]) => "ChangeMessageVisibility",
                 (_, ["receive"]) => "ReceiveMessage",
                 (_, ["purge"]) => "PurgeQueue",
+                (_, ["redrive"]) => "RedriveQueue",
                 _ => return Target::Api(vec![]),
             };
             one(format!("nimbus:{a}"), queue_arn(qn))
@@ -953,6 +954,13 @@ mod tests {
             api(
                 "nimbus:ReceiveMessage",
                 "arn:aws:sqs:us-east-1:000000000000:jobs"
+            )
+        );
+        assert_eq!(
+            t("POST", "/v1/queues/jobs-dlq/redrive", ""),
+            api(
+                "nimbus:RedriveQueue",
+                "arn:aws:sqs:us-east-1:000000000000:jobs-dlq"
             )
         );
         assert_eq!(t("POST", "/v1/keys", ""), api("nimbus:Admin", "*"));

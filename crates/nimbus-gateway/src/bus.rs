@@ -31,8 +31,8 @@ fn bus_view(b: &Bus) -> Value {
     json!({ "name": b.name, "arn": bus_arn(&b.name), "created_ms": b.created_ms })
 }
 
-/// A rule as the API shows it.
-pub(crate) fn rule_view(r: &Rule) -> Value {
+/// A rule as the API shows it, with its `recent_matches` (newest first; in memory only).
+fn rule_view(b: &EventBus, r: &Rule) -> Value {
     json!({
         "bus": r.bus,
         "name": r.name,
@@ -45,6 +45,7 @@ pub(crate) fn rule_view(r: &Rule) -> Value {
         "targets": r.targets,
         "created_ms": r.created_ms,
         "last_fired_ms": r.last_fired_ms,
+        "recent_matches": b.recent_matches(&r.bus, &r.name),
     })
 }
 
@@ -111,14 +112,15 @@ pub(crate) async fn list_rules(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let store = bus(&gw)?.store().clone();
+    let b = bus(&gw)?;
+    let store = b.store().clone();
     let rules = tokio::task::spawn_blocking(move || {
         store.get_bus(&name)?;
         store.list_rules(Some(&name))
     })
     .await??;
     Ok(Json(
-        json!({ "rules": rules.iter().map(rule_view).collect::<Vec<_>>() }),
+        json!({ "rules": rules.iter().map(|r| rule_view(b, r)).collect::<Vec<_>>() }),
     ))
 }
 
@@ -126,9 +128,10 @@ pub(crate) async fn get_rule(
     State(gw): State<Arc<Gateway>>,
     Path((b, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let store = bus(&gw)?.store().clone();
+    let events = bus(&gw)?;
+    let store = events.store().clone();
     let r = tokio::task::spawn_blocking(move || store.get_rule(&b, &name)).await??;
-    Ok(Json(rule_view(&r)))
+    Ok(Json(rule_view(events, &r)))
 }
 
 /// A target: a function name or ARN, or `{"arn": …, "input": …}` (`Arn`/`Input` also work).
@@ -193,8 +196,9 @@ pub(crate) async fn put_rule(
         targets,
         enabled: body.enabled.unwrap_or(true),
     };
-    let r = bus(&gw)?.put_rule(&b, &name, spec).await?;
-    Ok(Json(rule_view(&r)))
+    let events = bus(&gw)?;
+    let r = events.put_rule(&b, &name, spec).await?;
+    Ok(Json(rule_view(events, &r)))
 }
 
 pub(crate) async fn delete_rule(

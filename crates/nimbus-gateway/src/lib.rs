@@ -234,6 +234,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .route("/v1/queues/{q}/receive", post(queues::receive))
         .route("/v1/queues/{q}/purge", post(queues::purge))
+        .route("/v1/queues/{q}/redrive", post(queues::redrive))
         .route(
             "/v1/functions/{name}/events",
             get(async_invoke::list_events),

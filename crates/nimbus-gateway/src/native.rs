@@ -70,11 +70,93 @@ fn memory_view(m: &nimbus_pool::MemoryStats) -> Value {
     })
 }
 
-pub(crate) async fn list(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    fields: Option<String>,
+}
+
+/// The `fields` of `GET /v1/functions?fields=name,config.runtime,…`: top-level keys of a
+/// function's view, or `config.KEY`.
+struct Fields(Vec<(String, Option<String>)>);
+
+impl Fields {
+    const MAX: usize = 32;
+
+    fn parse(text: &str) -> Result<Fields, ApiError> {
+        let key = |k: &str| {
+            !k.is_empty()
+                && k.len() <= 64
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        let fields = text
+            .split(',')
+            .map(|f| {
+                let (top, sub) = match f.trim().split_once('.') {
+                    Some(("config", sub)) => ("config", Some(sub)),
+                    Some(_) => ("", None),
+                    None => (f.trim(), None),
+                };
+                if key(top) && sub.is_none_or(key) {
+                    Ok((top.to_string(), sub.map(str::to_string)))
+                } else {
+                    Err(ApiError::InvalidParameter(format!(
+                        "invalid field {f:?}: fields are names of a function's keys or config.KEY, comma-separated"
+                    )))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if fields.len() > Self::MAX {
+            return Err(ApiError::InvalidParameter(format!(
+                "at most {} fields",
+                Self::MAX
+            )));
+        }
+        Ok(Fields(fields))
+    }
+
+    /// `view` with only these fields (those it lacks are left out).
+    fn project(&self, view: &Value) -> Value {
+        let mut out = serde_json::Map::new();
+        for (top, sub) in &self.0 {
+            let Some(v) = view.get(top) else { continue };
+            match sub {
+                None => {
+                    out.insert(top.clone(), v.clone());
+                }
+                Some(k) => {
+                    let Some(x) = v.get(k).cloned() else {
+                        continue;
+                    };
+                    if let Some(o) = out
+                        .entry(top.clone())
+                        .or_insert_with(|| json!({}))
+                        .as_object_mut()
+                    {
+                        o.insert(k.clone(), x);
+                    }
+                }
+            }
+        }
+        Value::Object(out)
+    }
+}
+
+/// `GET /v1/functions[?fields=…]`: every function's `$LATEST`, or only the fields asked.
+#[tracing::instrument(skip_all)]
+pub(crate) async fn list(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let fields = q.fields.as_deref().map(Fields::parse).transpose()?;
     let fns = gw.store.list()?;
-    Ok(Json(
-        json!({ "functions": fns.iter().map(|f| view(&gw, f)).collect::<Vec<_>>() }),
-    ))
+    let out: Vec<Value> = fns
+        .iter()
+        .map(|f| match &fields {
+            Some(fields) => fields.project(&view(&gw, f)),
+            None => view(&gw, f),
+        })
+        .collect();
+    Ok(Json(json!({ "functions": out })))
 }
 
 #[derive(Deserialize)]
@@ -322,4 +404,26 @@ pub(crate) async fn versions(
     Ok(Json(
         json!({ "versions": vs.iter().map(|v| view(&gw, v)).collect::<Vec<_>>() }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_project_a_function_view() {
+        let view = json!({"name": "f", "version": "$LATEST", "last_modified": "t",
+            "config": {"runtime": "nodejs20.x", "memory_mb": 128, "env": {"K": "v"}}});
+        let f = Fields::parse("name, config.runtime,config.memory_mb,nope").unwrap();
+        assert_eq!(
+            f.project(&view),
+            json!({"name": "f", "config": {"runtime": "nodejs20.x", "memory_mb": 128}})
+        );
+        let whole = Fields::parse("config.runtime,config").unwrap();
+        assert_eq!(whole.project(&view), json!({"config": view["config"]}));
+        for bad in ["", "name,", "a.b", "config.", "config.a.b", "na me"] {
+            assert!(Fields::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Fields::parse(&vec!["name"; 33].join(",")).is_err());
+    }
 }

@@ -12,8 +12,8 @@ use nimbus_core::{arn, LATEST};
 use nimbus_events::mapping::{queue_arn, queue_from_arn, MappingRunner};
 use nimbus_events::pattern::EventPattern;
 use nimbus_store::{
-    EventSourceMapping, Message, NewMessage, QueueInfo, QueueSettings, QueueStore, RedrivePolicy,
-    StoreError,
+    EventSourceMapping, Message, NewMessage, QueueDepth, QueueInfo, QueueSettings, QueueStore,
+    RedrivePolicy, StoreError,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -115,21 +115,20 @@ pub(crate) async fn put_queue(
     Ok(Json(queue_json(&q)))
 }
 
-/// `GET /v1/queues`
+/// `GET /v1/queues`: every queue with its stats and the send time of its oldest message
+/// (one pass over the messages).
 pub(crate) async fn list_queues(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
     let now = now_ms();
-    let queues = blocking(&gw, move |s| {
-        s.list_queues()?
-            .into_iter()
-            .map(|q| Ok((s.stats(&q.name, now)?, q)))
-            .collect::<Result<Vec<_>, StoreError>>()
-    })
-    .await?;
+    let (queues, depths) =
+        blocking(&gw, move |s| Ok((s.list_queues()?, s.all_stats(now)?))).await?;
+    let depths: HashMap<&str, &QueueDepth> = depths.iter().map(|d| (d.queue.as_str(), d)).collect();
     let out: Vec<Value> = queues
         .iter()
-        .map(|(stats, q)| {
+        .map(|q| {
             let mut v = queue_json(q);
-            v["stats"] = json!(stats);
+            let d = depths.get(q.name.as_str());
+            v["stats"] = json!(d.map(|d| d.stats).unwrap_or_default());
+            v["oldest_sent_ms"] = json!(d.and_then(|d| d.oldest_sent_ms));
             v
         })
         .collect();
@@ -166,6 +165,72 @@ pub(crate) async fn purge(
 ) -> Result<Json<Value>, ApiError> {
     let n = blocking(&gw, move |s| s.purge(&name)).await?;
     Ok(Json(json!({ "purged": n })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RedriveInput {
+    destination: Option<String>,
+    max_per_second: Option<u32>,
+}
+
+/// `POST /v1/queues/{dlq}/redrive` `{destination?, max_per_second?}`: moves a dead-letter
+/// queue's messages to `destination`, by default the queue whose redrive policy names it
+/// (SQS's `StartMessageMoveTask`). Without `max_per_second`, every message moves at once in
+/// one transaction (200); with it, `max_per_second` move now and the rest follow in
+/// batches of that size each second in the background (202 while messages are left).
+#[tracing::instrument(skip_all, fields(dlq = %dlq))]
+pub(crate) async fn redrive(
+    State(gw): State<Arc<Gateway>>,
+    Path(dlq): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: RedriveInput = parse_body(&body)?;
+    if input
+        .max_per_second
+        .is_some_and(|n| !(1..=500).contains(&n))
+    {
+        return Err(ApiError::InvalidParameter(
+            "max_per_second must be 1-500".into(),
+        ));
+    }
+    let rate = input.max_per_second.map(u64::from);
+    let (q, dest) = (dlq.clone(), input.destination);
+    let r = blocking(&gw, move |s| s.redrive(&q, dest.as_deref(), rate, now_ms())).await?;
+    runner(&gw)?.messages_sent();
+    let mut out =
+        json!({ "source": dlq, "destination": r.destination, "moved": r.moved, "left": r.left });
+    let Some(rate) = rate.filter(|&n| r.moved == n && r.left > 0) else {
+        return Ok(Json(out).into_response());
+    };
+    out["max_per_second"] = json!(rate);
+    tokio::spawn(redrive_paced(gw.clone(), dlq, r.destination, rate));
+    Ok(accepted(out))
+}
+
+/// The rest of a paced redrive: `rate` messages each second until the queue holds none
+/// that can move (or a store error, logged).
+async fn redrive_paced(gw: Arc<Gateway>, dlq: String, destination: String, rate: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let (q, d) = (dlq.clone(), destination.clone());
+        match blocking(&gw, move |s| s.redrive(&q, Some(&d), Some(rate), now_ms())).await {
+            Ok(r) => {
+                if let Ok(runner) = runner(&gw) {
+                    runner.messages_sent();
+                }
+                if r.moved < rate {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dlq = %dlq, destination = %destination, "paced redrive stopped: {e}");
+                return;
+            }
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -19,6 +19,7 @@ enum On {
     Function,
     Queue,
     Bus,
+    Alarm,
 }
 
 /// Every action the console's pages need.
@@ -41,6 +42,9 @@ const ACTIONS: &[(&str, On)] = &[
     ("nimbus:ReceiveMessage", On::Queue),
     ("nimbus:SendMessage", On::Queue),
     ("nimbus:PurgeQueue", On::Queue),
+    ("nimbus:RedriveQueue", On::Queue),
+    ("nimbus:ListAlarms", On::Nothing),
+    ("nimbus:DeleteAlarm", On::Alarm),
     ("nimbus:ListBuses", On::Nothing),
     ("nimbus:ListRules", On::Bus),
     ("nimbus:PutRule", On::Bus),
@@ -74,6 +78,7 @@ pub(crate) async fn whoami(
         On::Function => arn::function_arn(function, None),
         On::Queue => format!("arn:aws:sqs:{REGION}:{ACCOUNT}:*"),
         On::Bus => format!("arn:aws:events:{REGION}:{ACCOUNT}:event-bus/*"),
+        On::Alarm => crate::alarms::alarm_arn("*"),
     };
     let Some(Extension(Caller(key))) = caller else {
         // Auth is off: every request is allowed.

@@ -32,7 +32,7 @@ pub use layers::{LayerPolicy, LayerStore, LayerVersion, NewLayerVersion};
 pub use logs::{LogEntry, LogPage, LogQuery, LogStream};
 pub use queues::{
     md5, validate_queue_name, EventSourceMapping, Message, NewMessage, QueueDepth, QueueInfo,
-    QueueSettings, QueueStats, QueueStore, RedrivePolicy, SqliteQueueStore,
+    QueueSettings, QueueStats, QueueStore, RedrivePolicy, Redriven, SqliteQueueStore,
 };
 pub use secrets::{
     validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,

@@ -295,6 +295,19 @@ pub trait QueueStore: Send + Sync + 'static {
     /// delivery): visible at `visible_at_ms`, receive count decremented. Stale handles are
     /// skipped.
     fn release(&self, name: &str, receipts: &[String], visible_at_ms: i64) -> Result<()>;
+    /// Moves up to `max` (all when `None`) of dead-letter queue `dlq`'s messages, oldest
+    /// first, to `destination` — by default the one queue whose redrive policy names `dlq`
+    /// (several or none: `InvalidInput`) — in one transaction (SQS's
+    /// `StartMessageMoveTask`). A moved message keeps its id, body, attributes, send time and
+    /// trace context, is visible at once and starts over with no receive. Messages in flight
+    /// (received, still hidden) stay.
+    fn redrive(
+        &self,
+        dlq: &str,
+        destination: Option<&str>,
+        max: Option<u64>,
+        now_ms: i64,
+    ) -> Result<Redriven>;
     fn stats(&self, name: &str, now_ms: i64) -> Result<QueueStats>;
     /// Every queue's [`QueueStats`] and the send time of its oldest message (for the
     /// metrics: one pass over the messages).
@@ -310,6 +323,36 @@ pub trait QueueStore: Send + Sync + 'static {
     /// How full the queues are against their backlog limit (the queue holding the most
     /// messages, the bytes of all).
     fn backlog(&self) -> Result<crate::BacklogUsage>;
+}
+
+/// What [`QueueStore::redrive`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redriven {
+    /// The queue the messages moved to.
+    pub destination: String,
+    pub moved: u64,
+    /// Messages still in the dead-letter queue (beyond `max`, or in flight).
+    pub left: u64,
+}
+
+/// [`QueueStore::redrive`] without `destination`: the one queue whose redrive policy names
+/// `dlq`.
+fn redrive_source(tx: &Connection, dlq: &str) -> Result<String> {
+    let mut st =
+        tx.prepare_cached("SELECT name FROM queues WHERE dead_letter_queue = ?1 ORDER BY name")?;
+    let sources: Vec<String> = st
+        .query_map([dlq], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    match sources.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(StoreError::InvalidInput(format!(
+            "no queue names {dlq} as its dead-letter queue: give a destination"
+        ))),
+        many => Err(StoreError::InvalidInput(format!(
+            "queues {} name {dlq} as their dead-letter queue: give a destination",
+            many.join(", ")
+        ))),
+    }
 }
 
 /// [`QueueStore`] on SQLite.
@@ -715,6 +758,51 @@ impl QueueStore for SqliteQueueStore {
         Ok(())
     }
 
+    fn redrive(
+        &self,
+        dlq: &str,
+        destination: Option<&str>,
+        max: Option<u64>,
+        now_ms: i64,
+    ) -> Result<Redriven> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let q = queue_in(&tx, dlq)?;
+        let destination = match destination {
+            Some(d) => queue_in(&tx, d)?.name,
+            None => redrive_source(&tx, dlq)?,
+        };
+        if destination == dlq {
+            return Err(StoreError::InvalidInput(
+                "a dead-letter queue cannot be redriven to itself".into(),
+            ));
+        }
+        expire(&tx, &q, now_ms)?;
+        // Not in flight: never received, or its visibility timeout is over.
+        const MOVABLE: &str = "queue = ?1 AND (receipt IS NULL OR visible_at_ms <= ?2)";
+        let limit = max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX));
+        let moved = tx.execute(
+            &format!(
+                "UPDATE messages SET queue = ?3, receive_count = 0, first_receive_ms = NULL,
+                     visible_at_ms = ?2, receipt = NULL
+                 WHERE seq IN (SELECT seq FROM messages WHERE {MOVABLE} ORDER BY seq LIMIT ?4)"
+            ),
+            params![dlq, now_ms, destination, limit],
+        )?;
+        let left: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM messages WHERE queue = ?1",
+            [dlq],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        tracing::info!(dlq, destination = %destination, moved, left, "dead-letter queue redriven");
+        Ok(Redriven {
+            destination,
+            moved: moved as u64,
+            left: left.max(0) as u64,
+        })
+    }
+
     fn stats(&self, name: &str, now_ms: i64) -> Result<QueueStats> {
         let db = self.db();
         queue_in(&db, name)?;
@@ -1039,6 +1127,67 @@ mod tests {
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].body, "poison");
         assert_eq!(dead[0].receive_count, 1);
+    }
+
+    #[test]
+    fn redrive_moves_dead_letters_back_to_their_source() {
+        let (_d, s) = store();
+        s.put_queue("dlq", &QueueSettings::default(), 0).unwrap();
+        let settings = QueueSettings {
+            visibility_timeout_s: 0,
+            redrive: Some(RedrivePolicy {
+                dead_letter_queue: "dlq".into(),
+                max_receive_count: 1,
+            }),
+            ..Default::default()
+        };
+        s.put_queue("q", &settings, 0).unwrap();
+        let mut traced = msg("poison 1");
+        traced.trace = Some("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1".into());
+        s.send("q", &[traced, msg("poison 2"), msg("poison 3")], 0)
+            .unwrap();
+        assert_eq!(s.receive("q", 10, None, 10).unwrap().len(), 3);
+        // The second receive moves all three to the DLQ; one of them is then received there
+        // and stays hidden (in flight).
+        assert!(s.receive("q", 10, None, 20).unwrap().is_empty());
+        let held = s.receive("dlq", 1, Some(60), 30).unwrap();
+        assert_eq!(held[0].body, "poison 1");
+        let no_source = s.redrive("q", None, None, 40).unwrap_err();
+        assert!(
+            no_source.to_string().contains("give a destination"),
+            "{no_source}"
+        );
+        assert!(s.redrive("dlq", Some("dlq"), None, 40).is_err());
+        assert!(s
+            .redrive("dlq", Some("nope"), None, 40)
+            .unwrap_err()
+            .is_not_found());
+        let r = s.redrive("dlq", None, Some(1), 40).unwrap();
+        assert_eq!((r.destination.as_str(), r.moved, r.left), ("q", 1, 2));
+        let r = s.redrive("dlq", None, None, 50).unwrap();
+        assert_eq!((r.moved, r.left), (1, 1), "the message in flight stays");
+        let back = s.receive("q", 10, None, 60).unwrap();
+        let bodies: Vec<&str> = back.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["poison 2", "poison 3"]);
+        assert!(back.iter().all(|m| m.receive_count == 1 && m.sent_ms == 0));
+        for m in &back {
+            s.delete_message("q", m.receipt.as_deref().unwrap())
+                .unwrap();
+        }
+        // Once its visibility timeout is over, the held message moves too, trace and all.
+        let r = s.redrive("dlq", None, None, 30 + 61_000).unwrap();
+        assert_eq!((r.moved, r.left), (1, 0));
+        let m = &s.receive("q", 10, None, 30 + 62_000).unwrap()[0];
+        assert_eq!(m.id, held[0].id);
+        assert_eq!(
+            m.trace.as_deref(),
+            Some("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1")
+        );
+        // Several queues naming the DLQ: the destination must be given.
+        s.put_queue("q2", &settings, 0).unwrap();
+        let e = s.redrive("dlq", None, None, 70).unwrap_err().to_string();
+        assert!(e.contains("q, q2"), "{e}");
+        assert_eq!(s.redrive("dlq", Some("q2"), None, 70).unwrap().moved, 0);
     }
 
     #[test]

@@ -176,6 +176,34 @@ pub async fn run(client: &Client, args: QueueArgs, json_out: bool) -> Result<()>
                 format!("purged {} messages from {name}\n", v["purged"]),
             )
         }
+        QueueCommand::Redrive {
+            name,
+            to,
+            max_per_second,
+        } => {
+            let body = json!({ "destination": to, "max_per_second": max_per_second });
+            let v = client
+                .json(
+                    client
+                        .request(Method::POST, &["v1", "queues", &name, "redrive"])
+                        .json(&body),
+                )
+                .await?;
+            let pace = match v["max_per_second"].as_u64() {
+                Some(n) => format!(", the rest at {n} a second"),
+                None => String::new(),
+            };
+            show(
+                &v,
+                json_out,
+                format!(
+                    "moved {} messages from {name} to {}{pace}; {} left in {name}\n",
+                    v["moved"],
+                    v["destination"].as_str().unwrap_or("?"),
+                    v["left"]
+                ),
+            )
+        }
         QueueCommand::Stats { name } => {
             let v = client
                 .json(client.request(Method::GET, &["v1", "queues", &name]))
