@@ -37,7 +37,7 @@ pub use secrets::{
     validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,
     MAX_SECRET_NAME, MAX_SECRET_VALUE,
 };
-pub use sqlite::{LogLimits, LogUsage, SqliteStore, LOG_RETENTION_LINES};
+pub use sqlite::{open_db, LogLimits, LogUsage, SqliteStore, LOG_RETENTION_LINES};
 
 use nimbus_core::{Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion};
 use std::collections::{BTreeMap, HashSet};
