@@ -255,7 +255,7 @@ pub fn file_stream(
     file: std::fs::File,
     offset: u64,
     len: u64,
-) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static {
     let state = (tokio::fs::File::from_std(file), offset, len, false);
     futures_util::stream::unfold(state, |(mut file, offset, left, started)| async move {
         if left == 0 {

@@ -57,7 +57,7 @@ pub struct ObjectRead {
     pub meta: ObjectMeta,
     /// `(start, len)` when a range was asked for.
     pub range: Option<(u64, u64)>,
-    pub body: std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>,
+    pub body: std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + Sync>>,
 }
 
 /// The object store.
@@ -185,14 +185,8 @@ impl Objects {
         }
         let staged = self.blobs.stage(body, limit).await?;
         let received = staged.digests.size;
-        match declared {
-            Some(d) if d != received => {
-                return Err(ObjectError::IncompleteBody {
-                    declared: d,
-                    received,
-                })
-            }
-            _ => {}
+        if let Some(declared) = declared.filter(|&d| d != received) {
+            return Err(ObjectError::IncompleteBody { declared, received });
         }
         if md5.is_some_and(|m| m != staged.digests.md5) {
             return Err(ObjectError::BadDigest);

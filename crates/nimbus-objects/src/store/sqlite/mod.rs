@@ -62,23 +62,25 @@ pub(super) fn object_from_row(bucket: &str, r: &Row<'_>) -> rusqlite::Result<Res
     let tags: String = r.get(6)?;
     let size: i64 = r.get(2)?;
     let parts: Option<i64> = r.get(7)?;
-    let sha256: String = r.get(1)?;
-    let etag: String = r.get(3)?;
-    let last_modified_ms: i64 = r.get(4)?;
-    Ok((|| {
-        let mut attrs: ObjectAttrs = decode_json(&attrs)?;
-        attrs.tags = decode_json(&tags)?;
-        Ok(ObjectMeta {
-            bucket: bucket.to_string(),
-            key: key_string(key)?,
-            sha256,
-            size: size as u64,
-            etag,
-            last_modified_ms,
-            attrs,
-            parts: parts.map(|p| p as u32),
-        })
-    })())
+    let row = ObjectMeta {
+        bucket: bucket.to_string(),
+        key: String::new(),
+        sha256: r.get(1)?,
+        size: size as u64,
+        etag: r.get(3)?,
+        last_modified_ms: r.get(4)?,
+        attrs: ObjectAttrs::default(),
+        parts: parts.map(|p| p as u32),
+    };
+    Ok(decode_object(row, key, &attrs, &tags))
+}
+
+/// Fills in the parts of a row that can be corrupt: the key's UTF-8 and the JSON columns.
+fn decode_object(mut obj: ObjectMeta, key: Vec<u8>, attrs: &str, tags: &str) -> Result<ObjectMeta> {
+    obj.key = key_string(key)?;
+    obj.attrs = decode_json(attrs)?;
+    obj.attrs.tags = decode_json(tags)?;
+    Ok(obj)
 }
 
 pub(super) fn key_string(key: Vec<u8>) -> Result<String> {

@@ -14,15 +14,15 @@ fn upload_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Upload>> {
     let upload_id: String = r.get(0)?;
     let bucket: String = r.get(1)?;
     let created_ms: i64 = r.get(3)?;
-    Ok((|| {
+    Ok(key_string(key).and_then(|key| {
         Ok(Upload {
             upload_id,
             bucket,
-            key: key_string(key)?,
+            key,
             created_ms,
             attrs: decode_json(&attrs)?,
         })
-    })())
+    }))
 }
 
 fn collect_uploads(
