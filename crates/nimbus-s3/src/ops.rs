@@ -229,7 +229,7 @@ impl S3 for NimbusS3 {
         let mut out = GetObjectOutput::default();
         fill_object_headers!(out, &read.meta);
         out.tag_count =
-            (!read.meta.attrs.tags.is_empty()).then(|| read.meta.attrs.tags.len() as i32);
+            (!read.meta.attrs.tags.is_empty()).then_some(read.meta.attrs.tags.len() as i32);
         let len = match read.range {
             Some((start, len)) => {
                 out.content_range = Some(format!(
