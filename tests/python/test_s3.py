@@ -63,7 +63,9 @@ def s3_client(url, key_id, secret, style="path"):
                                     region_name=REGION)
     return session.client("s3", endpoint_url=url, config=Config(
         signature_version="s3v4", s3={"addressing_style": style},
-        retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=120))
+        # boto3's default retries: an error answered before the request body was read ends
+        # the keep-alive connection (known, see docs/s3.md), and SDKs retry that.
+        retries={"total_max_attempts": 3, "mode": "standard"}, read_timeout=120))
 
 
 @pytest.fixture(scope="module")
