@@ -37,6 +37,7 @@ mod python;
 mod queues;
 mod ric;
 mod runtimes;
+mod s3;
 mod secrets;
 mod stem;
 mod streaming;

@@ -75,8 +75,9 @@ def free_port() -> int:
 class NimbusServer:
     """A `nimbus serve` child process with its own port, data dir and log file."""
 
-    def __init__(self, binary: Path, workdir: Path, auth: bool = False):
+    def __init__(self, binary: Path, workdir: Path, auth: bool = False, extra_args=()):
         self.auth = auth
+        self.extra_args = list(extra_args)
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
@@ -89,7 +90,8 @@ class NimbusServer:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
         self.proc = subprocess.Popen(
             [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}",
-             "--data-dir", str(self.workdir / "data"), "--auth", "on" if self.auth else "off"],
+             "--data-dir", str(self.workdir / "data"), "--auth", "on" if self.auth else "off",
+             *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
         log.close()

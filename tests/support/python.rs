@@ -207,3 +207,28 @@ pub fn aws_cli(endpoint: &str) -> Command {
         .args(["--endpoint-url", endpoint]);
     cmd
 }
+
+/// Runs pytest from the test venv in the repository root with `args` (files, options),
+/// against the binary under test, and returns its output; panics with the output when a
+/// test fails.
+pub fn pytest(args: &[&str]) -> String {
+    let out = Command::new(python())
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .args(["-o", "console_output_style=classic"])
+        .args(args)
+        .current_dir(crate::repo_root())
+        .env("NIMBUS_BIN", crate::nimbus_bin())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        // The suites run `aws` as a subprocess: the venv's.
+        .env("PATH", path_with_venv())
+        .output()
+        .expect("run pytest");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pytest {args:?} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}

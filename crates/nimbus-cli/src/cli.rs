@@ -250,6 +250,12 @@ pub struct ServerArgs {
     /// as a warning. Off unless set (docs/observability.md).
     #[arg(long, env = "NIMBUS_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the S3-compatible object store on this address (`PORT` or `:PORT` is
+    /// loopback), path-style and virtual-hosted-style (`BUCKET.localhost:PORT`), signed
+    /// with the same access keys as the API. Objects live in `DATA_DIR/objects`. Off unless
+    /// set (docs/s3.md).
+    #[arg(long, env = "NIMBUS_S3_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
+    pub s3_listen: Option<SocketAddr>,
     /// Export trace spans over OTLP/HTTP (protobuf) to this collector, e.g.
     /// `http://127.0.0.1:4318` (spans go to `/v1/traces`). Without it the standard
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` decide; off

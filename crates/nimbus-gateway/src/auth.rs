@@ -152,6 +152,12 @@ impl Auth {
     fn key(&self, id: &str) -> Option<Arc<Key>> {
         self.keys.get(id)
     }
+
+    /// The secret and policy of key `id`, for a surface that verifies signatures itself
+    /// (the S3 listener: `s3s` checks SigV4 and presigned URLs).
+    pub fn signing_key(&self, id: &str) -> Option<(String, Policy)> {
+        self.key(id).map(|k| (k.secret.clone(), k.policy.clone()))
+    }
 }
 
 /// The key a request was signed with; in the request's extensions after [`enforce`].

@@ -32,6 +32,7 @@ mod conn;
 mod gauges;
 mod health;
 mod keys;
+mod s3;
 mod secrets;
 mod slots;
 
@@ -61,6 +62,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Serve `GET /metrics` without authentication on this address too (`--metrics-listen`).
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the S3-compatible object store on this address (`--s3-listen`).
+    pub s3_listen: Option<SocketAddr>,
     /// Functions with their own metric series; the rest share `function="_other"`.
     pub metrics_max_functions: usize,
     /// Export trace spans over OTLP/HTTP to this base URL (`--otlp-endpoint`); without it,
@@ -137,6 +140,7 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             metrics_listen: None,
+            s3_listen: None,
             otlp_endpoint: None,
             metrics_max_functions: nimbus_metrics::MetricsConfig::default().max_functions,
             data_dir: PathBuf::from(".nimbus"),
@@ -240,6 +244,8 @@ pub struct Server {
     addr: SocketAddr,
     /// The metrics listener (`--metrics-listen`) and its address.
     metrics_listener: Option<(tokio::net::TcpListener, SocketAddr)>,
+    /// The S3 listener (`--s3-listen`).
+    s3: Option<s3::S3Listener>,
     metrics: Arc<nimbus_metrics::Metrics>,
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -293,6 +299,10 @@ impl Server {
         }
         let (secret_store, key_file) = secrets::open(&data_dir, config.master_key_file.as_deref())?;
         let (auth, bootstrap) = keys::open(&data_dir, secret_store.clone(), config.auth)?;
+        let s3 = match config.s3_listen {
+            Some(a) => Some(s3::bind(a, &data_dir, config.auth.then(|| auth.clone()))?),
+            None => None,
+        };
 
         let (sink, rx) = LogSink::new(config.logs.capture);
         let memory = MemoryLimits::detect(Some(config.max_pids));
@@ -480,6 +490,7 @@ impl Server {
             listener,
             addr,
             metrics_listener,
+            s3,
             metrics,
             #[cfg(feature = "tls")]
             tls,
@@ -504,6 +515,11 @@ impl Server {
     /// The metrics listener's address (`--metrics-listen`), if there is one.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listener.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The S3 listener's address (`--s3-listen`), if there is one.
+    pub fn s3_addr(&self) -> Option<SocketAddr> {
+        self.s3.as_ref().map(|s| s.addr())
     }
 
     /// The metrics registry every surface records into.
@@ -564,6 +580,16 @@ impl Server {
             })
         });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        // The S3 listener stops accepting with the public one.
+        let (s3_stop_tx, mut s3_stop_rx) = tokio::sync::watch::channel(false);
+        let s3_tasks = self.s3.map(|s| {
+            let mut limits = self.config.conn.clone();
+            limits.max_header_bytes = self.config.abuse.max_header_bytes;
+            limits.max_headers = self.config.abuse.max_headers;
+            s.spawn(limits, async move {
+                let _ = s3_stop_rx.wait_for(|stop| *stop).await;
+            })
+        });
         let pools = self.pools.clone();
         let gateway = self.gateway.clone();
         let shutdown = async move {
@@ -573,6 +599,7 @@ impl Server {
             // Background starts stop at once (requests in flight may still cold-start).
             pools.stop_provisioning();
             pools.executor().stop_refills();
+            let _ = s3_stop_tx.send(true);
             let _ = stopping_tx.send(());
         };
         let listener = self.listener;
@@ -596,6 +623,13 @@ impl Server {
             _ = bounded => {
                 warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
                 serve.abort();
+            }
+        }
+        if let Some((serve_s3, expiry)) = s3_tasks {
+            expiry.abort();
+            // In-flight S3 requests had the same grace as the public listener's.
+            if tokio::time::timeout(grace, serve_s3).await.is_err() {
+                warn!("in-flight S3 requests did not finish within {grace:?}");
             }
         }
         reaper.abort();

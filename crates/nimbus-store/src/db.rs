@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Instant;
 
 /// A connection to one database with the timer of its writes.
-pub(crate) struct Db {
+pub struct Db {
     conn: Connection,
     timer: WriteTimer,
 }
@@ -63,7 +63,7 @@ impl DerefMut for Db {
 }
 
 /// A write transaction of a [`Db`]; rolled back when dropped without [`WriteTx::commit`].
-pub(crate) struct WriteTx<'a> {
+pub struct WriteTx<'a> {
     tx: Transaction<'a>,
     timer: &'a WriteTimer,
 }

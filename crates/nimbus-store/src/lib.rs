@@ -23,6 +23,7 @@ pub use code::{
     opt_key, zip_dir, CodeInfo, CodePin, CodeStore, CollectReport, LiveCode, PinnedCode,
     MAX_ENTRIES,
 };
+pub use db::{Db, WriteTx};
 pub use error::StoreError;
 pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue, StoredResult};
 pub use history::{
@@ -38,7 +39,7 @@ pub use secrets::{
     validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,
     MAX_SECRET_NAME, MAX_SECRET_VALUE,
 };
-pub use sqlite::{LogLimits, LogUsage, SqliteStore, LOG_RETENTION_LINES};
+pub use sqlite::{open_db, LogLimits, LogUsage, SqliteStore, LOG_RETENTION_LINES};
 
 use nimbus_core::{Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion};
 use std::collections::{BTreeMap, HashSet};

@@ -766,7 +766,7 @@ impl QueueStore for SqliteQueueStore {
         now_ms: i64,
     ) -> Result<Redriven> {
         let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = db.write_tx()?;
         let q = queue_in(&tx, dlq)?;
         let destination = match destination {
             Some(d) => queue_in(&tx, d)?.name,

@@ -166,7 +166,11 @@ impl SqliteStore {
     }
 }
 
-pub(crate) fn open_db(path: &Path, synchronous: &str, migrations: &[&str]) -> Result<Db> {
+/// Opens (creating as needed) the SQLite database at `path` in WAL mode with this
+/// `synchronous` level and foreign keys on, and applies `migrations` (entry `i` takes
+/// `user_version` from `i` to `i + 1`) in one transaction. Every store in the data
+/// directory opens its database this way; its writes are timed ([`Db`]).
+pub fn open_db(path: &Path, synchronous: &str, migrations: &[&str]) -> Result<Db> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;

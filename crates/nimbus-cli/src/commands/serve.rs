@@ -12,6 +12,12 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("./.nimbus"));
     let server = bind(&args, &data_dir).await?;
     super::print(listening_line(&server.public_url(), &data_dir))?;
+    if let Some(a) = server.s3_addr() {
+        super::print(format!(
+            "S3 API on http://{a} (path-style, or BUCKET.localhost:{})\n",
+            a.port()
+        ))?;
+    }
     print_bootstrap(&server);
     server
         .run(shutdown_requested())
@@ -27,6 +33,7 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
         let mut c = nimbus_server::Config::default();
         c.listen = args.listen;
         c.metrics_listen = args.metrics_listen;
+        c.s3_listen = args.s3_listen;
         c.otlp_endpoint = args.otlp_endpoint.clone();
         c.data_dir = data_dir.to_path_buf();
         c.master_key_file = args.master_key_file.clone();
@@ -140,6 +147,8 @@ mod tests {
             "32",
             "--metrics-listen",
             "9464",
+            "--s3-listen",
+            ":9000",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else {
@@ -170,6 +179,7 @@ mod tests {
         );
         // A bare port is loopback.
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.s3_listen, Some("127.0.0.1:9000".parse().unwrap()));
         // Without the flag: half the host's task limit.
         let cli = Cli::try_parse_from(["nimbus", "serve"]).unwrap();
         let Command::Serve(args) = cli.command else {
@@ -178,6 +188,7 @@ mod tests {
         let c = config(&args, Path::new("/tmp/d"));
         assert_eq!(c.max_pids, nimbus_server::Config::default().max_pids);
         assert_eq!(c.metrics_listen, None, "metrics are off unless asked for");
+        assert_eq!(c.s3_listen, None, "the S3 listener is off unless asked for");
         assert!(Cli::try_parse_from(["nimbus", "serve", "--max-pids", "0"]).is_err());
     }
 

@@ -1,0 +1,544 @@
+//! [`Objects`]: the object store's operations over a [`MetaStore`] and a [`BlobStore`].
+//! Bytes stream through (never a whole object in memory); metadata calls run on the
+//! blocking pool.
+
+use crate::blobs::{file_stream, BlobStore, Digests, Pin, Staged};
+use crate::conditions::{ByteRange, ReadConditions};
+use crate::model::{
+    Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload, WriteCondition,
+};
+use crate::names::{validate_bucket_name, validate_key};
+use crate::store::{MetaStore, Released};
+use crate::{ObjectError, Result};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use md5::{Digest, Md5};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits of the object store.
+#[derive(Debug, Clone)]
+pub struct ObjectsConfig {
+    /// Largest object a single PUT (or a part) may carry; S3's is 5 GiB.
+    pub max_object_bytes: u64,
+    /// Smallest part but the last in a multipart upload; S3's is 5 MiB.
+    pub min_part_bytes: u64,
+    /// Multipart uploads older than this are aborted by [`Objects::expire_uploads`].
+    pub upload_expiry: Duration,
+}
+
+impl Default for ObjectsConfig {
+    fn default() -> Self {
+        Self {
+            max_object_bytes: 5 << 30,
+            min_part_bytes: 5 << 20,
+            upload_expiry: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// The most parts a multipart upload may have.
+pub const MAX_PARTS: u32 = 10_000;
+
+/// What a writer sends besides the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub attrs: ObjectAttrs,
+    pub condition: WriteCondition,
+    /// `Content-MD5`, decoded: the bytes must hash to it (`BadDigest`).
+    pub content_md5: Option<[u8; 16]>,
+    /// `Content-Length` (or `x-amz-decoded-content-length`): more than the limit is refused
+    /// before reading; fewer bytes received is `IncompleteBody`.
+    pub declared_len: Option<u64>,
+}
+
+/// An object being read: its metadata, the byte span and the bytes.
+pub struct ObjectRead {
+    pub meta: ObjectMeta,
+    /// `(start, len)` when a range was asked for.
+    pub range: Option<(u64, u64)>,
+    pub body: std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + Sync>>,
+}
+
+/// The object store.
+#[derive(Clone)]
+pub struct Objects {
+    meta: Arc<dyn MetaStore>,
+    blobs: Arc<BlobStore>,
+    cfg: ObjectsConfig,
+}
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Objects")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Objects {
+    /// The store over `meta` and `blobs`; removes blobs nothing refers to (left by a crash).
+    pub fn new(meta: Arc<dyn MetaStore>, blobs: BlobStore, cfg: ObjectsConfig) -> Result<Self> {
+        let removed = blobs.sweep(&meta.referenced_blobs()?)?;
+        if removed > 0 {
+            tracing::info!(removed, "removed unreferenced object blobs");
+        }
+        Ok(Self {
+            meta,
+            blobs: Arc::new(blobs),
+            cfg,
+        })
+    }
+
+    /// The default store: `DATA_DIR/objects.db` and `DATA_DIR/objects/`.
+    pub fn open_sqlite(data_dir: &std::path::Path, cfg: ObjectsConfig) -> Result<Self> {
+        let meta = crate::store::sqlite::SqliteMetaStore::open(data_dir)?;
+        let blobs = BlobStore::open(&data_dir.join("objects"))?;
+        Self::new(Arc::new(meta), blobs, cfg)
+    }
+
+    pub fn config(&self) -> &ObjectsConfig {
+        &self.cfg
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Self) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| ObjectError::Database(format!("metadata task failed: {e}")))?
+    }
+
+    /// Removes released blobs that are still unreferenced.
+    fn release(&self, released: &Released) {
+        self.blobs
+            .release(released, |sha| self.meta.blob_referenced(sha));
+    }
+
+    /// Puts staged bytes in place, runs `commit` (the metadata write) while the blob is
+    /// pinned, then removes what the commit released.
+    async fn commit_blob<T: Send + 'static>(
+        &self,
+        staged: Staged,
+        commit: impl FnOnce(&dyn MetaStore, &Digests) -> Result<(T, Released)> + Send + 'static,
+    ) -> Result<T> {
+        self.blocking(move |this| {
+            let digests = staged.digests.clone();
+            let pin = this.blobs.place(staged)?;
+            let (out, released) = commit(this.meta.as_ref(), &digests)?;
+            drop(pin);
+            this.release(&released);
+            Ok(out)
+        })
+        .await
+    }
+
+    // ----- buckets -----
+
+    pub async fn create_bucket(&self, name: &str) -> Result<()> {
+        validate_bucket_name(name)?;
+        let name = name.to_string();
+        self.blocking(move |this| this.meta.create_bucket(&name, now_ms()))
+            .await
+    }
+
+    pub async fn delete_bucket(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.blocking(move |this| this.meta.delete_bucket(&name))
+            .await
+    }
+
+    pub async fn bucket(&self, name: &str) -> Result<Bucket> {
+        let name = name.to_string();
+        self.blocking(move |this| this.meta.bucket(&name)).await
+    }
+
+    pub async fn list_buckets(&self) -> Result<Vec<Bucket>> {
+        self.blocking(|this| this.meta.list_buckets()).await
+    }
+
+    // ----- objects -----
+
+    /// Streams `body` into a staged blob, checking the declared length and Content-MD5.
+    async fn stage<S, E>(
+        &self,
+        body: S,
+        declared: Option<u64>,
+        md5: Option<[u8; 16]>,
+    ) -> Result<Staged>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        let limit = self.cfg.max_object_bytes;
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ObjectError::EntityTooLarge { limit });
+        }
+        let staged = self.blobs.stage(body, limit).await?;
+        let received = staged.digests.size;
+        if let Some(declared) = declared.filter(|&d| d != received) {
+            return Err(ObjectError::IncompleteBody { declared, received });
+        }
+        if md5.is_some_and(|m| m != staged.digests.md5) {
+            return Err(ObjectError::BadDigest);
+        }
+        Ok(staged)
+    }
+
+    /// PutObject: the object is durable (bytes and row) when this returns.
+    pub async fn put_object<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: S,
+        opts: PutOptions,
+    ) -> Result<ObjectMeta>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        validate_key(key)?;
+        // Refuse before reading the body when the bucket is missing.
+        self.bucket(bucket).await?;
+        let staged = self
+            .stage(body, opts.declared_len, opts.content_md5)
+            .await?;
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        self.commit_blob(staged, move |meta, d| {
+            let obj = ObjectMeta {
+                bucket,
+                key,
+                sha256: d.sha256.clone(),
+                size: d.size,
+                etag: d.md5_hex(),
+                last_modified_ms: now_ms(),
+                attrs: opts.attrs,
+                parts: None,
+            };
+            let released = meta.put_object(&obj, &opts.condition)?;
+            Ok((obj, released))
+        })
+        .await
+    }
+
+    /// HeadObject (and the metadata half of GetObject), preconditions checked.
+    pub async fn head_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        conditions: &ReadConditions,
+    ) -> Result<ObjectMeta> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        let meta = self.blocking(move |this| this.meta.object(&b, &k)).await?;
+        conditions.check(&meta)?;
+        Ok(meta)
+    }
+
+    /// GetObject: the metadata and a stream of the (ranged) bytes.
+    pub async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+        conditions: ReadConditions,
+    ) -> Result<ObjectRead> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        let (meta, file) = self.blocking(move |this| this.open_object(&b, &k)).await?;
+        conditions.check(&meta)?;
+        let span = range.map(|r| r.resolve(meta.size)).transpose()?;
+        let (start, len) = span.unwrap_or((0, meta.size));
+        Ok(ObjectRead {
+            meta,
+            range: span,
+            body: Box::pin(file_stream(file, start, len)),
+        })
+    }
+
+    /// The object's row and its open blob. The blob is pinned between the lookup and the
+    /// open; if a concurrent overwrite removed it first, the lookup is repeated.
+    fn open_object(&self, bucket: &str, key: &str) -> Result<(ObjectMeta, std::fs::File)> {
+        for _ in 0..3 {
+            let meta = self.meta.object(bucket, key)?;
+            let _pin = self.blobs.pin(&meta.sha256);
+            match self.blobs.open_file(&meta.sha256) {
+                Ok(f) => return Ok((meta, f)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ObjectError::io(format!("opening blob {}", meta.sha256))(e)),
+            }
+        }
+        Err(ObjectError::Corrupt(format!(
+            "the blob of {bucket}/{key} is missing"
+        )))
+    }
+
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<()> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        self.blocking(move |this| {
+            let released = this.meta.delete_object(&b, &k)?;
+            this.release(&released);
+            Ok(())
+        })
+        .await
+    }
+
+    /// CopyObject: a new row pointing at the source's blob (no bytes copied). `attrs` is
+    /// `Some` for `x-amz-metadata-directive: REPLACE`, else the source's are kept.
+    pub async fn copy_object(
+        &self,
+        (src_bucket, src_key): (&str, &str),
+        (bucket, key): (&str, &str),
+        source_conditions: ReadConditions,
+        attrs: Option<ObjectAttrs>,
+        condition: WriteCondition,
+    ) -> Result<ObjectMeta> {
+        validate_key(key)?;
+        let (sb, sk) = (src_bucket.to_string(), src_key.to_string());
+        let (b, k) = (bucket.to_string(), key.to_string());
+        self.blocking(move |this| {
+            let src = this.meta.object(&sb, &sk)?;
+            source_conditions.check(&src)?;
+            let _pin: Pin = this.blobs.pin(&src.sha256);
+            let obj = ObjectMeta {
+                bucket: b,
+                key: k,
+                last_modified_ms: now_ms(),
+                attrs: attrs.unwrap_or(src.attrs),
+                ..src
+            };
+            let released = this.meta.put_object(&obj, &condition)?;
+            this.release(&released);
+            Ok(obj)
+        })
+        .await
+    }
+
+    pub async fn list_objects(&self, q: ListQuery) -> Result<ListPage> {
+        self.blocking(move |this| this.meta.list_objects(&q)).await
+    }
+
+    pub async fn set_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        self.blocking(move |this| this.meta.set_tags(&b, &k, &tags))
+            .await
+    }
+
+    // ----- multipart -----
+
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: ObjectAttrs,
+    ) -> Result<Upload> {
+        validate_key(key)?;
+        let upload = Upload {
+            upload_id: uuid::Uuid::new_v4().simple().to_string(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            created_ms: now_ms(),
+            attrs,
+        };
+        let u = upload.clone();
+        self.blocking(move |this| this.meta.create_upload(&u))
+            .await?;
+        Ok(upload)
+    }
+
+    async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Upload> {
+        let (b, k, u) = (bucket.to_string(), key.to_string(), upload_id.to_string());
+        self.blocking(move |this| this.meta.upload(&b, &k, &u))
+            .await
+    }
+
+    /// UploadPart: stores the part's bytes; its ETag is their MD5.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upload_part<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: S,
+        declared_len: Option<u64>,
+        content_md5: Option<[u8; 16]>,
+    ) -> Result<Part>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        if !(1..=MAX_PARTS).contains(&number) {
+            return Err(ObjectError::InvalidArgument(format!(
+                "part number must be an integer between 1 and {MAX_PARTS}, inclusive"
+            )));
+        }
+        self.upload(bucket, key, upload_id).await?;
+        let staged = self.stage(body, declared_len, content_md5).await?;
+        let upload_id = upload_id.to_string();
+        self.commit_blob(staged, move |meta, d| {
+            let part = Part {
+                number,
+                sha256: d.sha256.clone(),
+                size: d.size,
+                etag: d.md5_hex(),
+                last_modified_ms: now_ms(),
+            };
+            let released = meta.put_part(&upload_id, &part)?;
+            Ok((part, released))
+        })
+        .await
+    }
+
+    /// ListParts: parts numbered above `after`, at most `max`, and whether more follow.
+    pub async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        after: u32,
+        max: usize,
+    ) -> Result<(Upload, Vec<Part>, bool)> {
+        let upload = self.upload(bucket, key, upload_id).await?;
+        let id = upload_id.to_string();
+        let (parts, more) = self
+            .blocking(move |this| this.meta.list_parts(&id, after, max))
+            .await?;
+        Ok((upload, parts, more))
+    }
+
+    /// CompleteMultipartUpload: checks the requested `(number, etag)` list against the
+    /// stored parts, concatenates them into one blob and writes the object (ETag
+    /// `MD5(part MD5s)-N`).
+    pub async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        requested: Vec<(u32, String)>,
+        condition: WriteCondition,
+    ) -> Result<ObjectMeta> {
+        let (upload, stored, _) = self
+            .list_parts(bucket, key, upload_id, 0, MAX_PARTS as usize)
+            .await?;
+        let parts = self.chosen_parts(&requested, &stored)?;
+        let pins: Vec<Pin> = parts.iter().map(|p| self.blobs.pin(&p.sha256)).collect();
+        let mut etag_md5 = Md5::new();
+        let mut files = Vec::with_capacity(parts.len());
+        for p in &parts {
+            etag_md5.update(hex::decode(&p.etag).unwrap_or_default());
+            let file = self
+                .blobs
+                .open_file(&p.sha256)
+                .map_err(ObjectError::io(format!("opening part {}", p.number)))?;
+            files.push(file_stream(file, 0, p.size));
+        }
+        let etag = format!("{}-{}", hex::encode(etag_md5.finalize()), parts.len());
+        let body = futures_util::stream::iter(files).flatten();
+        let staged = self.blobs.stage(body, u64::MAX).await?;
+        drop(pins);
+        let count = parts.len() as u32;
+        let id = upload_id.to_string();
+        self.commit_blob(staged, move |meta, d| {
+            let obj = ObjectMeta {
+                bucket: upload.bucket,
+                key: upload.key,
+                sha256: d.sha256.clone(),
+                size: d.size,
+                etag,
+                last_modified_ms: now_ms(),
+                attrs: upload.attrs,
+                parts: Some(count),
+            };
+            let released = meta.complete_upload(&id, &obj, &condition)?;
+            Ok((obj, released))
+        })
+        .await
+    }
+
+    /// The stored parts `requested` names, in order, checked: ascending numbers, matching
+    /// ETags, every part but the last at least the minimum size.
+    fn chosen_parts(&self, requested: &[(u32, String)], stored: &[Part]) -> Result<Vec<Part>> {
+        if requested.is_empty() {
+            return Err(ObjectError::InvalidPart(
+                "you must specify at least one part".into(),
+            ));
+        }
+        if requested.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(ObjectError::InvalidPartOrder);
+        }
+        let mut parts = Vec::with_capacity(requested.len());
+        for (number, etag) in requested {
+            let part = stored
+                .iter()
+                .find(|p| p.number == *number && crate::etag_matches(etag, &p.etag))
+                .ok_or_else(|| {
+                    ObjectError::InvalidPart(format!(
+                        "part {number} was not uploaded or its ETag {etag} does not match"
+                    ))
+                })?;
+            parts.push(part.clone());
+        }
+        let min = self.cfg.min_part_bytes;
+        if let Some(small) = parts[..parts.len() - 1].iter().find(|p| p.size < min) {
+            return Err(ObjectError::EntityTooSmall {
+                part: small.number,
+                size: small.size,
+                min,
+            });
+        }
+        Ok(parts)
+    }
+
+    pub async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        let (b, k, u) = (bucket.to_string(), key.to_string(), upload_id.to_string());
+        self.blocking(move |this| {
+            let released = this.meta.abort_upload(&b, &k, &u)?;
+            this.release(&released);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        max: usize,
+    ) -> Result<(Vec<Upload>, bool)> {
+        let (b, p) = (bucket.to_string(), prefix.to_string());
+        self.blocking(move |this| this.meta.list_uploads(&b, &p, max))
+            .await
+    }
+
+    /// Aborts uploads started more than [`ObjectsConfig::upload_expiry`] before `now_ms`;
+    /// returns how many.
+    pub async fn expire_uploads(&self, now_ms: i64) -> Result<usize> {
+        let cutoff = now_ms - self.cfg.upload_expiry.as_millis() as i64;
+        self.blocking(move |this| {
+            let old = this.meta.uploads_started_before(cutoff)?;
+            for u in &old {
+                match this.meta.abort_upload(&u.bucket, &u.key, &u.upload_id) {
+                    Ok(released) => this.release(&released),
+                    // Completed or aborted meanwhile.
+                    Err(ObjectError::NoSuchUpload(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(old.len())
+        })
+        .await
+    }
+}

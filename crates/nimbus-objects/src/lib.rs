@@ -1,0 +1,29 @@
+//! Nimbus's object storage engine: buckets, objects and multipart uploads with S3's
+//! semantics (ETags, preconditions, ranges, listing with delimiters), independent of any
+//! wire protocol (`nimbus-s3` speaks S3 over it).
+//!
+//! Metadata lives behind the [`MetaStore`] trait (SQLite today: `DATA_DIR/objects.db`);
+//! object bytes live in `DATA_DIR/objects/`, content-addressed by SHA-256 ([`BlobStore`]),
+//! so a copy is a new row pointing at the same blob. Keys are never file names.
+
+mod blobs;
+mod conditions;
+mod engine;
+mod error;
+mod model;
+mod names;
+pub mod store;
+
+pub use blobs::{BlobStore, Digests};
+pub use conditions::{etag_matches, ByteRange, ReadConditions};
+pub use engine::{ObjectRead, Objects, ObjectsConfig, PutOptions, MAX_PARTS};
+pub use error::{ObjectError, Result};
+pub use model::{
+    Bucket, ContentHeaders, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload,
+    WriteCondition,
+};
+pub use names::{validate_bucket_name, validate_key, MAX_KEY_BYTES};
+pub use store::{sqlite::SqliteMetaStore, MetaStore};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,68 @@
+//! The metadata store: buckets, object rows, uploads and parts, and the reference counts of
+//! the blobs they point at. A trait in domain terms so a PostgreSQL backend can follow the
+//! SQLite one ([`sqlite::SqliteMetaStore`]); every method is one transaction.
+//!
+//! Methods that drop a reference to a blob return the hashes whose count reached zero: the
+//! engine then removes those files ([`crate::BlobStore::release`]), re-checking
+//! [`MetaStore::blob_referenced`] so a concurrent write of the same bytes keeps its file.
+
+pub mod sqlite;
+
+use crate::model::{Bucket, ListPage, ListQuery, ObjectMeta, Part, Upload, WriteCondition};
+use crate::Result;
+use std::collections::HashSet;
+
+/// Blob hashes no row refers to any more.
+pub type Released = Vec<String>;
+
+pub trait MetaStore: Send + Sync + 'static {
+    /// Creates a bucket; `BucketAlreadyOwnedByYou` if it exists.
+    fn create_bucket(&self, name: &str, now_ms: i64) -> Result<()>;
+    /// Deletes an empty bucket (no objects, no uploads in progress).
+    fn delete_bucket(&self, name: &str) -> Result<()>;
+    fn bucket(&self, name: &str) -> Result<Bucket>;
+    /// Every bucket, by name.
+    fn list_buckets(&self) -> Result<Vec<Bucket>>;
+
+    fn object(&self, bucket: &str, key: &str) -> Result<ObjectMeta>;
+    /// Inserts or replaces the object row (taking a reference to its blob) if `cond` holds.
+    fn put_object(&self, obj: &ObjectMeta, cond: &WriteCondition) -> Result<Released>;
+    /// Deletes the object if it exists; `Ok` either way (S3 semantics) unless the bucket
+    /// does not exist.
+    fn delete_object(&self, bucket: &str, key: &str) -> Result<Released>;
+    /// Replaces the object's tag set.
+    fn set_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()>;
+    /// One page of keys in key order (UTF-8 byte order), with common prefixes folded.
+    fn list_objects(&self, q: &ListQuery) -> Result<ListPage>;
+
+    fn create_upload(&self, upload: &Upload) -> Result<()>;
+    fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Upload>;
+    /// Stores (or replaces) a part of an upload.
+    fn put_part(&self, upload_id: &str, part: &Part) -> Result<Released>;
+    /// Parts with numbers above `after`, at most `max`, and whether more follow.
+    fn list_parts(&self, upload_id: &str, after: u32, max: usize) -> Result<(Vec<Part>, bool)>;
+    /// Ends the upload: writes `obj` (if `cond` holds) and drops the parts.
+    fn complete_upload(
+        &self,
+        upload_id: &str,
+        obj: &ObjectMeta,
+        cond: &WriteCondition,
+    ) -> Result<Released>;
+    /// Drops the upload and its parts.
+    fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Released>;
+    /// Uploads in progress in `bucket` whose key starts with `prefix`, by key then start
+    /// time, at most `max`, and whether more follow.
+    fn list_uploads(&self, bucket: &str, prefix: &str, max: usize) -> Result<(Vec<Upload>, bool)>;
+    /// Uploads started before `before_ms` (abandoned ones, to abort).
+    fn uploads_started_before(&self, before_ms: i64) -> Result<Vec<Upload>>;
+
+    /// Whether any object or part refers to the blob.
+    fn blob_referenced(&self, sha256: &str) -> Result<bool>;
+    /// Every referenced blob (for the sweep at start).
+    fn referenced_blobs(&self) -> Result<HashSet<String>>;
+}

@@ -1,0 +1,45 @@
+//! Schema migrations of `objects.db`; entry `i` takes `user_version` from `i` to `i + 1`.
+
+pub(super) const MIGRATIONS: &[&str] = &["
+CREATE TABLE buckets (
+    name       TEXT PRIMARY KEY NOT NULL,
+    created_ms INTEGER NOT NULL
+) STRICT;
+-- How many object and part rows refer to each blob (DATA_DIR/objects/xx/HASH).
+CREATE TABLE blobs (
+    sha256 TEXT PRIMARY KEY NOT NULL,
+    refs   INTEGER NOT NULL CHECK (refs > 0)
+) STRICT, WITHOUT ROWID;
+-- Keys are BLOBs so comparisons are plain byte order (S3 lists in UTF-8 byte order) and a
+-- successor bound like 'a/' + 1 needs no valid UTF-8.
+CREATE TABLE objects (
+    bucket           TEXT NOT NULL REFERENCES buckets(name),
+    key              BLOB NOT NULL,
+    sha256           TEXT NOT NULL,
+    size             INTEGER NOT NULL,
+    etag             TEXT NOT NULL,
+    last_modified_ms INTEGER NOT NULL,
+    attrs            TEXT NOT NULL,
+    tags             TEXT NOT NULL DEFAULT '{}',
+    parts            INTEGER,
+    PRIMARY KEY (bucket, key)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE uploads (
+    upload_id  TEXT PRIMARY KEY NOT NULL,
+    bucket     TEXT NOT NULL REFERENCES buckets(name),
+    key        BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    attrs      TEXT NOT NULL
+) STRICT;
+CREATE INDEX uploads_by_key ON uploads (bucket, key, created_ms);
+CREATE INDEX uploads_by_age ON uploads (created_ms);
+CREATE TABLE parts (
+    upload_id        TEXT NOT NULL REFERENCES uploads(upload_id) ON DELETE CASCADE,
+    number           INTEGER NOT NULL,
+    sha256           TEXT NOT NULL,
+    size             INTEGER NOT NULL,
+    etag             TEXT NOT NULL,
+    last_modified_ms INTEGER NOT NULL,
+    PRIMARY KEY (upload_id, number)
+) STRICT, WITHOUT ROWID;
+"];

@@ -1,0 +1,541 @@
+//! Engine tests over the SQLite backend in a temporary data dir.
+
+use crate::*;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+fn open(dir: &std::path::Path) -> Objects {
+    Objects::open_sqlite(
+        dir,
+        ObjectsConfig {
+            min_part_bytes: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn body(data: &[u8]) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
+    // Several chunks, as a network body arrives.
+    let chunks: Vec<_> = data
+        .chunks(7)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures_util::stream::iter(chunks)
+}
+
+async fn put(o: &Objects, bucket: &str, key: &str, data: &[u8]) -> ObjectMeta {
+    o.put_object(bucket, key, body(data), PutOptions::default())
+        .await
+        .unwrap()
+}
+
+async fn read(o: &Objects, bucket: &str, key: &str, range: Option<ByteRange>) -> Vec<u8> {
+    let r = o
+        .get_object(bucket, key, range, ReadConditions::default())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut s = r.body;
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c.unwrap());
+    }
+    out
+}
+
+fn blob_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("objects"))
+        .unwrap()
+        .flatten()
+        .filter(|d| d.file_name() != "tmp")
+        .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+        .sum()
+}
+
+fn query(bucket: &str, prefix: &str, delimiter: Option<&str>, max: usize) -> ListQuery {
+    ListQuery {
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+        delimiter: delimiter.map(str::to_string),
+        max_keys: max,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn put_get_head_delete_round_trip_with_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    o.create_bucket("photos").await.unwrap();
+    assert!(matches!(
+        o.create_bucket("photos").await,
+        Err(ObjectError::BucketAlreadyOwnedByYou(_))
+    ));
+    let mut attrs = ObjectAttrs::default();
+    attrs.headers.content_type = Some("image/png".into());
+    attrs.user_meta.insert("owner".into(), "ann".into());
+    let meta = o
+        .put_object(
+            "photos",
+            "../a b.png",
+            body(b"hello world"),
+            PutOptions {
+                attrs: attrs.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(meta.etag, "5eb63bbbe01eeed093cb22bb8f5acdc3", "hex MD5");
+    let head = o
+        .head_object("photos", "../a b.png", &ReadConditions::default())
+        .await
+        .unwrap();
+    assert_eq!(head.attrs, attrs);
+    assert_eq!(head.size, 11);
+    assert_eq!(read(&o, "photos", "../a b.png", None).await, b"hello world");
+    // The key never became a path: only hash-named files exist.
+    assert!(!dir.path().join("a b.png").exists());
+    assert_eq!(blob_files(dir.path()), 1);
+    assert!(matches!(
+        o.delete_bucket("photos").await,
+        Err(ObjectError::BucketNotEmpty(_))
+    ));
+    o.delete_object("photos", "../a b.png").await.unwrap();
+    o.delete_object("photos", "../a b.png").await.unwrap();
+    assert!(matches!(
+        o.head_object("photos", "../a b.png", &ReadConditions::default())
+            .await,
+        Err(ObjectError::NoSuchKey(_))
+    ));
+    assert_eq!(
+        blob_files(dir.path()),
+        0,
+        "the unreferenced blob is removed"
+    );
+    o.delete_bucket("photos").await.unwrap();
+    assert!(matches!(
+        o.put_object("photos", "k", body(b"x"), PutOptions::default())
+            .await,
+        Err(ObjectError::NoSuchBucket(_))
+    ));
+}
+
+#[tokio::test]
+async fn ranges_and_digest_and_length_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    o.create_bucket("b1b").await.unwrap();
+    put(&o, "b1b", "k", b"0123456789").await;
+    let r = |first, last| Some(ByteRange::From { first, last });
+    assert_eq!(read(&o, "b1b", "k", r(2, Some(4))).await, b"234");
+    assert_eq!(
+        read(&o, "b1b", "k", Some(ByteRange::Suffix(3))).await,
+        b"789"
+    );
+    assert!(matches!(
+        o.get_object("b1b", "k", r(10, None), ReadConditions::default())
+            .await
+            .err(),
+        Some(ObjectError::InvalidRange { size: 10 })
+    ));
+    let wrong_md5 = PutOptions {
+        content_md5: Some([0; 16]),
+        ..Default::default()
+    };
+    assert!(matches!(
+        o.put_object("b1b", "k", body(b"other"), wrong_md5).await,
+        Err(ObjectError::BadDigest)
+    ));
+    let short = PutOptions {
+        declared_len: Some(100),
+        ..Default::default()
+    };
+    assert!(matches!(
+        o.put_object("b1b", "k", body(b"other"), short).await,
+        Err(ObjectError::IncompleteBody {
+            declared: 100,
+            received: 5
+        })
+    ));
+    let huge = PutOptions {
+        declared_len: Some(6 << 30),
+        ..Default::default()
+    };
+    assert!(matches!(
+        o.put_object("b1b", "k", body(b"x"), huge).await,
+        Err(ObjectError::EntityTooLarge { .. })
+    ));
+    assert_eq!(
+        read(&o, "b1b", "k", None).await,
+        b"0123456789",
+        "failed writes change nothing"
+    );
+    assert_eq!(blob_files(dir.path()), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("objects/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn conditional_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    o.create_bucket("cond").await.unwrap();
+    let only_new = || PutOptions {
+        condition: WriteCondition::IfAbsent,
+        ..Default::default()
+    };
+    let first = o
+        .put_object("cond", "k", body(b"one"), only_new())
+        .await
+        .unwrap();
+    assert!(matches!(
+        o.put_object("cond", "k", body(b"two"), only_new()).await,
+        Err(ObjectError::PreconditionFailed)
+    ));
+    let if_match = |e: &str| PutOptions {
+        condition: WriteCondition::IfMatch(format!("\"{e}\"")),
+        ..Default::default()
+    };
+    assert!(matches!(
+        o.put_object("cond", "k", body(b"two"), if_match("nope"))
+            .await,
+        Err(ObjectError::PreconditionFailed)
+    ));
+    o.put_object("cond", "k", body(b"two"), if_match(&first.etag))
+        .await
+        .unwrap();
+    assert_eq!(read(&o, "cond", "k", None).await, b"two");
+}
+
+#[tokio::test]
+async fn copy_shares_the_blob_and_survives_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    o.create_bucket("src").await.unwrap();
+    o.create_bucket("dst").await.unwrap();
+    let src = put(&o, "src", "a", b"shared bytes").await;
+    let copy = o
+        .copy_object(
+            ("src", "a"),
+            ("dst", "b"),
+            ReadConditions::default(),
+            None,
+            WriteCondition::None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(copy.sha256, src.sha256);
+    assert_eq!(copy.etag, src.etag);
+    assert_eq!(blob_files(dir.path()), 1, "a copy writes no bytes");
+    o.delete_object("src", "a").await.unwrap();
+    assert_eq!(read(&o, "dst", "b", None).await, b"shared bytes");
+    o.delete_object("dst", "b").await.unwrap();
+    assert_eq!(blob_files(dir.path()), 0);
+}
+
+#[tokio::test]
+async fn listing_paginates_and_folds_common_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    o.create_bucket("list").await.unwrap();
+    let mut keys = Vec::new();
+    for d in 0..3 {
+        for f in 0..4 {
+            keys.push(format!("photos/{d}/img{f}.jpg"));
+        }
+    }
+    keys.extend([
+        "photos/top.jpg".to_string(),
+        "readme".into(),
+        "photos0".into(),
+    ]);
+    for k in &keys {
+        put(&o, "list", k, k.as_bytes()).await;
+    }
+    keys.sort();
+    // Pages of 4 without a delimiter return every key once, in order.
+    let mut seen = Vec::new();
+    let mut q = query("list", "", None, 4);
+    loop {
+        let page = o.list_objects(q.clone()).await.unwrap();
+        assert!(page.objects.len() <= 4);
+        seen.extend(page.objects.into_iter().map(|m| m.key));
+        match page.next_continuation {
+            Some(t) => q.continuation = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(seen, keys);
+    // Delimiter: common prefixes count against max-keys and are skipped in one step.
+    let page = o
+        .list_objects(query("list", "photos/", Some("/"), 1000))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.common_prefixes,
+        ["photos/0/", "photos/1/", "photos/2/"]
+    );
+    assert_eq!(
+        page.objects
+            .iter()
+            .map(|m| m.key.as_str())
+            .collect::<Vec<_>>(),
+        ["photos/top.jpg"]
+    );
+    assert!(page.next_continuation.is_none());
+    let p1 = o
+        .list_objects(query("list", "photos/", Some("/"), 2))
+        .await
+        .unwrap();
+    assert_eq!(p1.common_prefixes, ["photos/0/", "photos/1/"]);
+    let mut q2 = query("list", "photos/", Some("/"), 2);
+    q2.continuation = p1.next_continuation;
+    let p2 = o.list_objects(q2).await.unwrap();
+    assert_eq!(p2.common_prefixes, ["photos/2/"]);
+    assert_eq!(p2.objects[0].key, "photos/top.jpg");
+    assert!(p2.next_continuation.is_none());
+    // start-after, and a prefix that is not a directory.
+    let mut q3 = query("list", "photos", None, 1000);
+    q3.start_after = Some("photos/2/img3.jpg".into());
+    let p3 = o.list_objects(q3).await.unwrap();
+    assert_eq!(
+        p3.objects
+            .iter()
+            .map(|m| m.key.as_str())
+            .collect::<Vec<_>>(),
+        ["photos/top.jpg", "photos0"]
+    );
+    let root = o
+        .list_objects(query("list", "", Some("/"), 1000))
+        .await
+        .unwrap();
+    assert_eq!(root.common_prefixes, ["photos/"]);
+    assert_eq!(root.objects.len(), 2);
+}
+
+#[tokio::test]
+async fn multipart_upload_etag_parts_and_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    o.create_bucket("mpu").await.unwrap();
+    let mut attrs = ObjectAttrs::default();
+    attrs.headers.content_type = Some("text/plain".into());
+    let up = o.create_upload("mpu", "big", attrs.clone()).await.unwrap();
+    let p1 = o
+        .upload_part(
+            "mpu",
+            "big",
+            &up.upload_id,
+            1,
+            body(b"aaaaaaaaaa"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let p2 = o
+        .upload_part("mpu", "big", &up.upload_id, 2, body(b"bbb"), None, None)
+        .await
+        .unwrap();
+    let (_, listed, more) = o
+        .list_parts("mpu", "big", &up.upload_id, 0, 1)
+        .await
+        .unwrap();
+    assert_eq!((listed.len(), more), (1, true));
+    let (uploads, _) = o.list_uploads("mpu", "b", 100).await.unwrap();
+    assert_eq!(uploads.len(), 1);
+    assert!(matches!(
+        o.complete_upload(
+            "mpu",
+            "big",
+            &up.upload_id,
+            vec![(2, p2.etag.clone()), (1, p1.etag.clone())],
+            WriteCondition::None
+        )
+        .await,
+        Err(ObjectError::InvalidPartOrder)
+    ));
+    assert!(matches!(
+        o.complete_upload(
+            "mpu",
+            "big",
+            &up.upload_id,
+            vec![(1, "\"bad\"".into())],
+            WriteCondition::None
+        )
+        .await,
+        Err(ObjectError::InvalidPart(_))
+    ));
+    let small = o
+        .create_upload("mpu", "small", ObjectAttrs::default())
+        .await
+        .unwrap();
+    let s1 = o
+        .upload_part("mpu", "small", &small.upload_id, 1, body(b"x"), None, None)
+        .await
+        .unwrap();
+    let s2 = o
+        .upload_part("mpu", "small", &small.upload_id, 2, body(b"y"), None, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        o.complete_upload(
+            "mpu",
+            "small",
+            &small.upload_id,
+            vec![(1, s1.etag), (2, s2.etag)],
+            WriteCondition::None
+        )
+        .await,
+        Err(ObjectError::EntityTooSmall { part: 1, .. })
+    ));
+    o.abort_upload("mpu", "small", &small.upload_id)
+        .await
+        .unwrap();
+    let obj = o
+        .complete_upload(
+            "mpu",
+            "big",
+            &up.upload_id,
+            vec![(1, format!("\"{}\"", p1.etag)), (2, p2.etag.clone())],
+            WriteCondition::None,
+        )
+        .await
+        .unwrap();
+    let mut md5s = Vec::new();
+    md5s.extend(hex::decode(&p1.etag).unwrap());
+    md5s.extend(hex::decode(&p2.etag).unwrap());
+    use md5::Digest;
+    assert_eq!(
+        obj.etag,
+        format!("{}-2", hex::encode(md5::Md5::digest(&md5s)))
+    );
+    assert_eq!(obj.attrs, attrs);
+    assert_eq!(read(&o, "mpu", "big", None).await, b"aaaaaaaaaabbb");
+    assert!(matches!(
+        o.upload_part("mpu", "big", &up.upload_id, 3, body(b"z"), None, None)
+            .await,
+        Err(ObjectError::NoSuchUpload(_))
+    ));
+    assert_eq!(
+        blob_files(dir.path()),
+        1,
+        "parts are dropped once assembled"
+    );
+    o.delete_bucket("mpu").await.unwrap_err();
+}
+
+#[tokio::test]
+async fn abandoned_uploads_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    o.create_bucket("exp").await.unwrap();
+    let up = o
+        .create_upload("exp", "k", ObjectAttrs::default())
+        .await
+        .unwrap();
+    o.upload_part("exp", "k", &up.upload_id, 1, body(b"part"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(o.expire_uploads(up.created_ms + 1000).await.unwrap(), 0);
+    let later = up.created_ms + o.config().upload_expiry.as_millis() as i64 + 1;
+    assert_eq!(o.expire_uploads(later).await.unwrap(), 1);
+    assert!(o.list_uploads("exp", "", 10).await.unwrap().0.is_empty());
+    assert_eq!(blob_files(dir.path()), 0);
+    o.delete_bucket("exp").await.unwrap();
+}
+
+#[tokio::test]
+async fn tags_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    o.create_bucket("tags").await.unwrap();
+    put(&o, "tags", "k", b"x").await;
+    let tags = BTreeMap::from([("env".to_string(), "prod".to_string())]);
+    o.set_tags("tags", "k", tags.clone()).await.unwrap();
+    let head = o
+        .head_object("tags", "k", &ReadConditions::default())
+        .await
+        .unwrap();
+    assert_eq!(head.attrs.tags, tags);
+    assert!(matches!(
+        o.set_tags("tags", "missing", tags).await,
+        Err(ObjectError::NoSuchKey(_))
+    ));
+}
+
+/// A crash after a blob was written but before its row committed leaves a file no row
+/// refers to; a crash mid-write leaves a temp file. Reopening removes both and keeps every
+/// committed object.
+#[tokio::test]
+async fn reopening_sweeps_what_a_crash_left_and_keeps_acknowledged_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let sha = {
+        let o = open(dir.path());
+        o.create_bucket("crash").await.unwrap();
+        put(&o, "crash", "kept", b"acknowledged").await.sha256
+    };
+    let orphan = "ab".repeat(32);
+    std::fs::create_dir_all(dir.path().join("objects/ab")).unwrap();
+    std::fs::write(
+        dir.path().join("objects/ab").join(&orphan),
+        b"never committed",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("objects/tmp/partial"), b"half a wri").unwrap();
+    let o = open(dir.path());
+    assert!(!dir.path().join("objects/ab").join(&orphan).exists());
+    assert!(!dir.path().join("objects/tmp/partial").exists());
+    assert!(dir
+        .path()
+        .join("objects")
+        .join(&sha[..2])
+        .join(&sha)
+        .exists());
+    assert_eq!(read(&o, "crash", "kept", None).await, b"acknowledged");
+}
+
+/// 100,000 keys: pages deep into the bucket and delimiter folding stay correct (each page
+/// starts with a seek on the `(bucket, key)` primary key; the benchmark is in docs/s3.md).
+#[tokio::test]
+async fn listing_a_hundred_thousand_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = SqliteMetaStore::open(dir.path()).unwrap();
+    meta.create_bucket("many", 0).unwrap();
+    let sha = "0".repeat(64);
+    meta.write(|tx| {
+        for i in 0..100_000u32 {
+            let obj = ObjectMeta {
+                bucket: "many".into(),
+                key: format!("d{}/k{i:06}", i % 10),
+                sha256: sha.clone(),
+                size: 1,
+                etag: "e".into(),
+                last_modified_ms: 0,
+                attrs: ObjectAttrs::default(),
+                parts: None,
+            };
+            crate::store::sqlite::upsert_object(tx, &obj, &WriteCondition::None)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut q = query("many", "d7/", None, 1000);
+    q.start_after = Some("d7/k050007".into());
+    let page = meta.list_objects(&q).unwrap();
+    assert_eq!(page.objects.len(), 1000);
+    assert_eq!(page.objects[0].key, "d7/k050017");
+    assert!(page.next_continuation.is_some());
+    let root = meta
+        .list_objects(&query("many", "", Some("/"), 1000))
+        .unwrap();
+    assert_eq!(root.common_prefixes.len(), 10);
+    assert!(root.objects.is_empty());
+}

@@ -1,0 +1,103 @@
+//! The S3 listener (`--s3-listen`): the object store (`nimbus-objects`, in
+//! `DATA_DIR/objects.db` and `DATA_DIR/objects/`) served by `nimbus-s3` through the same
+//! accept loop and connection limits as the public listener, plus the hourly expiry of
+//! abandoned multipart uploads.
+
+use crate::conn::{self, ConnLimits};
+use anyhow::Context;
+use nimbus_gateway::Auth;
+use nimbus_objects::{Objects, ObjectsConfig};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// How often abandoned multipart uploads are looked for.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The S3 listener, bound, not yet serving.
+pub(crate) struct S3Listener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    objects: Objects,
+    router: axum::Router,
+}
+
+/// Access keys as `nimbus-s3` looks them up.
+struct Keys(Arc<Auth>);
+
+impl nimbus_s3::KeyLookup for Keys {
+    fn lookup(&self, access_key_id: &str) -> Option<(String, nimbus_auth::Policy)> {
+        self.0.signing_key(access_key_id)
+    }
+}
+
+/// Opens the object store and binds `addr`. `auth` is `None` with `--auth off` (then only
+/// a loopback address is accepted, as for `--listen`).
+pub(crate) fn bind(
+    addr: SocketAddr,
+    data_dir: &Path,
+    auth: Option<Arc<Auth>>,
+) -> anyhow::Result<S3Listener> {
+    if auth.is_none() && !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "--auth off is for local development only: refusing to serve S3 on {addr} \
+             (not a loopback address) without authentication"
+        );
+    }
+    let objects = Objects::open_sqlite(data_dir, ObjectsConfig::default())
+        .context("cannot open the object store")?;
+    let listener =
+        conn::bind(addr).with_context(|| format!("cannot listen on {addr} (--s3-listen)"))?;
+    let addr = listener.local_addr()?;
+    let keys = auth.map(|a| Arc::new(Keys(a)) as Arc<dyn nimbus_s3::KeyLookup>);
+    let router = nimbus_s3::router(objects.clone(), keys);
+    info!(%addr, "S3 listener: path-style and BUCKET.localhost virtual hosts");
+    Ok(S3Listener {
+        listener,
+        addr,
+        objects,
+        router,
+    })
+}
+
+impl S3Listener {
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub(crate) fn spawn(
+        self,
+        limits: ConnLimits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> (
+        tokio::task::JoinHandle<std::io::Result<()>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let expiry = tokio::spawn(expire_uploads(self.objects));
+        let serve = tokio::spawn(conn::serve(
+            self.listener,
+            None,
+            self.router,
+            limits,
+            shutdown,
+        ));
+        (serve, expiry)
+    }
+}
+
+async fn expire_uploads(objects: Objects) {
+    let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
+    loop {
+        tick.tick().await;
+        match objects.expire_uploads(crate::unix_ms()).await {
+            Ok(0) => {}
+            Ok(n) => info!(aborted = n, "aborted abandoned multipart uploads"),
+            Err(e) => warn!(error = %e, "cannot expire abandoned multipart uploads"),
+        }
+    }
+}
