@@ -13,6 +13,7 @@ mod cpu;
 mod lang;
 mod layers;
 mod mem;
+mod observability;
 mod report;
 mod scenarios;
 mod stats;
@@ -122,6 +123,10 @@ enum Only {
     /// Cold start with a 20 MB dependency layer against without (stem cells on); only
     /// when asked for (`--only layers`), reported on its own.
     Layers,
+    /// Warm latency and throughput with metrics off, on, and on with OTLP trace export
+    /// (three servers in one run); only when asked for (`--only observability`), reported
+    /// on its own.
+    Observability,
     Node,
     Python,
 }
@@ -200,6 +205,16 @@ impl Settings {
         }
     }
 
+    /// The throughput scenario's load.
+    fn load(&self) -> client::Load {
+        client::Load {
+            clients: self.clients as usize,
+            warmup: Duration::from_secs_f64(self.warmup),
+            min_warmup_requests: 3,
+            duration: Duration::from_secs_f64(self.duration),
+        }
+    }
+
     fn has(&self, s: Only) -> bool {
         self.scenarios.contains(&s)
     }
@@ -266,6 +281,9 @@ async fn main() -> Result<()> {
     if args.only.contains(&Only::Layers) {
         return layers_main(&args, &s, &bin, dir.path(), limit).await;
     }
+    if args.only.contains(&Only::Observability) {
+        return observability_main(&args, &s, &bin, dir.path(), limit).await;
+    }
     if s.langs.is_empty() || s.scenarios.is_empty() {
         bail!("--only selects nothing");
     }
@@ -329,13 +347,7 @@ async fn main() -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
-            "{} cores, {}, kernel {}; median of {} runs",
-            machine["nproc"],
-            machine["cpu"].as_str().unwrap_or("?"),
-            machine["kernel"].as_str().unwrap_or("?"),
-            s.runs
-        );
+        println!("{}; median of {} runs", machine_line(&machine), s.runs);
         print!("{}", rep.text());
     }
     Ok(())
@@ -371,16 +383,74 @@ async fn layers_main(
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "{} cores, {}, kernel {}; median of {} runs of {} cold starts each",
-            machine["nproc"],
-            machine["cpu"].as_str().unwrap_or("?"),
-            machine["kernel"].as_str().unwrap_or("?"),
+            "{}; median of {} runs of {} cold starts each",
+            machine_line(&machine),
             s.runs,
             s.cold_samples
         );
         for f in &figs {
             print!("{}", f.line());
         }
+    }
+    Ok(())
+}
+
+/// `--only observability`: metrics off / on / on with OTLP export (see `observability.rs`).
+async fn observability_main(
+    args: &Args,
+    s: &Settings,
+    bin: &Path,
+    dir: &Path,
+    limit: Duration,
+) -> Result<()> {
+    let settings = observability::Settings {
+        runs: s.runs,
+        warm_requests: s.warm_requests as usize,
+        load: s.load(),
+        // One instance per core: 32 per server would measure instances fighting over the
+        // cores, not the server's path.
+        concurrency: args.concurrency.unwrap_or(2),
+    };
+    let receiver = observability::Receiver::start()?;
+    let servers = observability::Servers::start(bin, dir, &receiver).await?;
+    let t0 = Instant::now();
+    let outcome = tokio::time::timeout(
+        limit,
+        observability::bench(&servers, &s.langs, settings, dir),
+    )
+    .await;
+    let dropped = observability::spans_dropped(&servers.otlp).await;
+    let server_log = servers.logs();
+    servers.stop().await?;
+    let figs = outcome_of(outcome, &server_log, args.time_limit)?;
+    let export = observability::export_report(&receiver, dropped?)?;
+    eprintln!("done in {:.0} s", t0.elapsed().as_secs_f64());
+    let machine = machine()?;
+    if args.json {
+        let out = json!({
+            "machine": machine,
+            "settings": {
+                "runs": s.runs, "warm_requests": s.warm_requests, "clients": s.clients,
+                "duration_s": s.duration, "warmup_s": s.warmup,
+                "concurrency": settings.concurrency,
+            },
+            "observability": figs.iter().map(observability::ObsFigs::to_json).collect::<Vec<_>>(),
+            "otlp": export,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{}; median of {} runs; {} clients × {} s, function concurrency {}",
+            machine_line(&machine),
+            s.runs,
+            s.clients,
+            s.duration,
+            settings.concurrency
+        );
+        for f in &figs {
+            print!("{}", f.text(settings.warm_requests));
+        }
+        print!("{}", observability::export_line(&export));
     }
     Ok(())
 }
@@ -433,13 +503,7 @@ async fn async_main(args: &Args, nimbus: Nimbus, dir: &Path, limit: Duration) ->
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
-            "{} cores, {}, kernel {}; median of {} runs",
-            machine["nproc"],
-            machine["cpu"].as_str().unwrap_or("?"),
-            machine["kernel"].as_str().unwrap_or("?"),
-            runs
-        );
+        println!("{}; median of {} runs", machine_line(&machine), runs);
         println!(
             "{} events from {} clients to a no-op function (node {version}, concurrency {})",
             args.events, args.submitters, args.async_concurrency
@@ -518,12 +582,7 @@ async fn bench(
             warm_fn,
         });
     }
-    let load = client::Load {
-        clients: s.clients as usize,
-        warmup: Duration::from_secs_f64(s.warmup),
-        min_warmup_requests: 3,
-        duration: Duration::from_secs_f64(s.duration),
-    };
+    let load = s.load();
     if s.has(Only::Density) {
         for (setup, result) in setups.iter().zip(results.iter_mut()) {
             let t0 = Instant::now();
@@ -777,6 +836,16 @@ fn machine() -> Result<Value> {
         "cpu": cpu,
         "kernel": kernel.trim(),
     }))
+}
+
+/// `N cores, CPU, kernel K`: the machine the numbers come from, in one line.
+fn machine_line(machine: &Value) -> String {
+    format!(
+        "{} cores, {}, kernel {}",
+        machine["nproc"],
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["kernel"].as_str().unwrap_or("?")
+    )
 }
 
 /// A finite number of seconds (or minutes) above zero.

@@ -201,15 +201,19 @@ impl Nimbus {
 
     /// `GET path` on the native API, as JSON; fails on a non-2xx status.
     pub async fn get_json(&self, path: &str) -> Result<Value> {
+        let text = self.get_text(path).await?;
+        serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON: {text}"))
+    }
+
+    /// `GET path`, its body as text; fails on a non-2xx status.
+    pub async fn get_text(&self, path: &str) -> Result<String> {
         let r = self.http.get(self.url(path)).send().await?;
         let status = r.status();
+        let text = r.text().await.unwrap_or_default();
         if !status.is_success() {
-            bail!(
-                "GET {path} failed: {status} {}",
-                r.text().await.unwrap_or_default()
-            );
+            bail!("GET {path} failed: {status} {text}");
         }
-        Ok(r.json().await?)
+        Ok(text)
     }
 
     /// Deletes `name`, which stops its instances.

@@ -847,3 +847,51 @@ fn event_source_counters_follow_the_bus_schedules_and_mappings() {
     });
     assert!(labelled, "{last}");
 }
+
+#[test]
+fn with_metrics_off_invocations_work_and_the_metrics_endpoints_say_off() {
+    let s = Server::start(&["--metrics", "off", "--stem-cells", "off"]);
+    let mut cfg = python_cfg("app.handler");
+    cfg["url"] = json!(true);
+    s.deploy("ok", cfg, &[("app.py", OK)]);
+    s.deploy("fails", python_cfg("app.handler"), &[("app.py", FAILS)]);
+    assert_eq!(s.invoke("ok", "{}").ok(), json!({"ok": true})); // cold
+    assert_eq!(s.invoke("ok", "{}").ok(), json!({"ok": true})); // warm
+    assert!(s.invoke("fails", "{}").function_error());
+    let r = s.http.get(s.url("/fn/ok/")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    for path in [
+        "/metrics",
+        "/v1/functions/ok/metrics?since=1h",
+        "/v1/metrics/summary",
+    ] {
+        let (status, v) = s.get_json(path);
+        assert_eq!(status, 404, "{path}: {v}");
+        assert_eq!(v["type"], "ResourceNotFoundException", "{path}: {v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("metrics are off on this server (nimbus serve --metrics off)"),
+            "{path}: {v}"
+        );
+    }
+    assert!(s.healthy(), "{}", s.log());
+}
+
+#[test]
+fn metrics_off_refuses_a_metrics_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(nimbus_bin())
+        .args(["serve", "--auth", "off", "--metrics", "off"])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics-listen", &free_port().to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--metrics-listen needs metrics on"), "{err}");
+}

@@ -256,6 +256,10 @@ pub struct ServerArgs {
     /// set (docs/s3.md).
     #[arg(long, env = "NIMBUS_S3_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub s3_listen: Option<SocketAddr>,
+    /// Record metrics and the per-minute history (`on`), or nothing at all (`off`: the
+    /// invocation path skips every counter; `/metrics` and the history API answer 404).
+    #[arg(long, env = "NIMBUS_METRICS", default_value = "on", value_name = "on|off", value_parser = ["on", "off"])]
+    pub metrics: String,
     /// Export trace spans over OTLP/HTTP (protobuf) to this collector, e.g.
     /// `http://127.0.0.1:4318` (spans go to `/v1/traces`). Without it the standard
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` decide; off

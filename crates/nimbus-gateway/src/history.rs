@@ -220,6 +220,7 @@ pub(crate) async fn function_metrics(
     Query(q): Query<WindowQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let name = FunctionName::parse(&name)?;
+    crate::metrics::require_on(&gw.cfg.metrics)?;
     let h = history(&gw)?.clone();
     let (from, period, p_ms) = q.window(&h)?;
     let (store, n) = (gw.store.clone(), name.clone());
@@ -237,6 +238,7 @@ pub(crate) async fn summary(
     State(gw): State<Arc<Gateway>>,
     Query(q): Query<WindowQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    crate::metrics::require_on(&gw.cfg.metrics)?;
     let h = history(&gw)?.clone();
     let (from, period, p_ms) = q.window(&h)?;
     let (rows, in_flight) = gw.minutes_since(None, from).await?;

@@ -261,7 +261,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/fn/{name}", axum::routing::any(urls::function_url_root))
         .route("/fn/{name}/", axum::routing::any(urls::function_url_root))
         .route("/fn/{name}/{*path}", axum::routing::any(urls::function_url));
-    lambda
+    let app = lambda
         .merge(native)
         .merge(urls)
         .merge(nimbus_console::router())
@@ -283,12 +283,17 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             gw.clone(),
             trace::entry,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
+        ));
+    // With metrics off (`serve --metrics off`) requests are not even timed.
+    let app = if gw.cfg.metrics.is_enabled() {
+        app.layer(axum::middleware::from_fn_with_state(
             gw.clone(),
             metrics::record,
         ))
-        .layer(axum::middleware::from_fn(trace_request))
+    } else {
+        app
+    };
+    app.layer(axum::middleware::from_fn(trace_request))
         .with_state(gw)
 }
 

@@ -22,8 +22,22 @@ async fn exposition(metrics: Arc<Metrics>) -> Result<Response, ApiError> {
     Ok(([(header::CONTENT_TYPE, nimbus_metrics::CONTENT_TYPE)], text).into_response())
 }
 
+/// `Ok` when this server records metrics; else the error every metrics endpoint answers
+/// (`serve --metrics off`).
+pub(crate) fn require_on(metrics: &Metrics) -> Result<(), ApiError> {
+    if metrics.is_enabled() {
+        return Ok(());
+    }
+    Err(ApiError::NotFound(
+        "metrics are off on this server (nimbus serve --metrics off): no metrics or \
+         per-minute history are recorded"
+            .into(),
+    ))
+}
+
 /// `GET /metrics` on the main listener.
 pub(crate) async fn scrape(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+    require_on(&gw.cfg.metrics)?;
     exposition(gw.cfg.metrics.clone()).await
 }
 

@@ -63,12 +63,17 @@ pub enum MetricsError {
 pub struct MetricsConfig {
     /// Functions with their own series; the others share `function="_other"`.
     pub max_functions: usize,
+    /// Whether anything is recorded (`serve --metrics off` clears it): when off, every
+    /// recording call returns at once, no series or per-minute history is kept, and the
+    /// API's request metrics are not collected.
+    pub enabled: bool,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             max_functions: 1000,
+            enabled: true,
         }
     }
 }
@@ -453,6 +458,11 @@ impl Metrics {
         })
     }
 
+    /// Whether metrics are recorded at all ([`MetricsConfig::enabled`]).
+    pub fn is_enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+
     /// The event sources' counters (bus, schedules, event-source mappings).
     pub fn sources(&self) -> &SourceMetrics {
         &self.sources
@@ -477,6 +487,9 @@ impl Metrics {
 
     /// `n` trace spans were dropped instead of exported.
     pub fn trace_spans_dropped(&self, n: u64) {
+        if !self.cfg.enabled {
+            return;
+        }
         self.trace_spans_dropped.inc_by(n);
     }
 
@@ -511,22 +524,34 @@ impl Metrics {
 
     /// A handle recording the invocations of `function` addressed as `qualifier`
     /// (`$LATEST`, a version, or an alias as the caller named it): cache it with the
-    /// resolved function.
+    /// resolved function. With metrics off it records nothing and registers nothing.
     pub fn function(self: &Arc<Self>, function: &str, qualifier: &str) -> Arc<FunctionMetrics> {
-        let (label, qualifier) = self.labels(function, Some(qualifier));
-        let minute = self
-            .minutes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(function.to_string())
-            .or_default()
-            .clone();
+        let (label, qualifier, minute, concurrent) = if self.cfg.enabled {
+            let (label, qualifier) = self.labels(function, Some(qualifier));
+            let minute = self
+                .minutes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(function.to_string())
+                .or_default()
+                .clone();
+            let concurrent = self.concurrent.get_or_create_owned(&FunctionLabels {
+                function: label.clone(),
+            });
+            (label, qualifier, minute, concurrent)
+        } else {
+            (
+                function.to_string(),
+                qualifier.to_string(),
+                Arc::default(),
+                Gauge::default(),
+            )
+        };
         Arc::new(FunctionMetrics {
             metrics: self.clone(),
+            enabled: self.cfg.enabled,
             minute,
-            concurrent: self.concurrent.get_or_create_owned(&FunctionLabels {
-                function: label.clone(),
-            }),
+            concurrent,
             function: label,
             qualifier,
             invocations: Default::default(),
@@ -618,6 +643,9 @@ impl Metrics {
 
     /// An asynchronous event was accepted for `function`.
     pub fn async_received(&self, function: &str) {
+        if !self.cfg.enabled {
+            return;
+        }
         let function = self.label(function);
         self.async_received
             .get_or_create(&FunctionLabels { function })
@@ -626,6 +654,9 @@ impl Metrics {
 
     /// A failed async delivery of `function` will be tried again.
     pub fn async_retry(&self, function: &str) {
+        if !self.cfg.enabled {
+            return;
+        }
         let function = self.label(function);
         self.async_retries
             .get_or_create(&FunctionLabels { function })
@@ -634,6 +665,9 @@ impl Metrics {
 
     /// An async event of `function` was discarded.
     pub fn async_dropped(&self, function: &str, reason: DropReason) {
+        if !self.cfg.enabled {
+            return;
+        }
         let function = self.label(function);
         self.async_dropped
             .get_or_create(&DropLabels { function, reason })
@@ -642,6 +676,9 @@ impl Metrics {
 
     /// A discarded event of `function` could not be sent to its dead-letter target.
     pub fn dead_letter_error(&self, function: &str) {
+        if !self.cfg.enabled {
+            return;
+        }
         let function = self.label(function);
         self.dead_letter_errors
             .get_or_create(&FunctionLabels { function })
@@ -650,6 +687,9 @@ impl Metrics {
 
     /// A destination record of an event of `function` could not be delivered.
     pub fn destination_failure(&self, function: &str) {
+        if !self.cfg.enabled {
+            return;
+        }
         let function = self.label(function);
         self.destination_failures
             .get_or_create(&FunctionLabels { function })
@@ -658,6 +698,9 @@ impl Metrics {
 
     /// The first attempt of an async event of `function`, `age` after it was accepted.
     pub fn async_event_age(&self, function: &str, age: Duration) {
+        if !self.cfg.enabled {
+            return;
+        }
         let function = self.label(function);
         self.event_age
             .get_or_create(&FunctionLabels { function })
@@ -666,6 +709,9 @@ impl Metrics {
 
     /// One HTTP request of the API, `operation` being a bounded name (a route template).
     pub fn api_request(&self, operation: &str, status: u16, elapsed: Duration) {
+        if !self.cfg.enabled {
+            return;
+        }
         self.api_requests
             .get_or_create(&ApiLabels {
                 operation: operation.to_string(),
@@ -685,6 +731,8 @@ impl Metrics {
 #[derive(Debug)]
 pub struct FunctionMetrics {
     metrics: Arc<Metrics>,
+    /// [`MetricsConfig::enabled`], read once per call without reaching the registry.
+    enabled: bool,
     /// The function's current minute for the history store.
     minute: Arc<MinuteCell>,
     function: String,
@@ -711,6 +759,9 @@ impl FunctionMetrics {
         outcome: InvocationOutcome,
         duration: Option<Duration>,
     ) {
+        if !self.enabled {
+            return;
+        }
         self.minute.finished(outcome, duration);
         let m = &self.metrics;
         self.invocations[trigger as usize][outcome as usize]
@@ -732,6 +783,9 @@ impl FunctionMetrics {
 
     /// An invocation started a new instance; `init` is its runtime's init time.
     pub fn cold_start(&self, stem: bool, init: Option<Duration>) {
+        if !self.enabled {
+            return;
+        }
         self.minute.cold_start();
         let m = &self.metrics;
         self.cold_starts[usize::from(stem)]
@@ -751,6 +805,9 @@ impl FunctionMetrics {
 
     /// An invocation was throttled (count its outcome with [`Self::invocation`] too).
     pub fn throttle(&self, reason: ThrottleReason) {
+        if !self.enabled {
+            return;
+        }
         let m = &self.metrics;
         self.throttles[reason as usize]
             .get_or_init(|| {
@@ -762,24 +819,29 @@ impl FunctionMetrics {
             .inc();
     }
 
-    /// Counts an invocation in flight until the guard drops.
+    /// Counts an invocation in flight until the guard drops (nothing with metrics off).
     pub fn in_flight(self: &Arc<Self>) -> InFlight {
+        if !self.enabled {
+            return InFlight(None);
+        }
         self.concurrent.inc();
         self.metrics.account_concurrent.inc();
         self.minute.enter();
-        InFlight(self.clone())
+        InFlight(Some(self.clone()))
     }
 }
 
 /// See [`FunctionMetrics::in_flight`].
 #[derive(Debug)]
-pub struct InFlight(Arc<FunctionMetrics>);
+pub struct InFlight(Option<Arc<FunctionMetrics>>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.concurrent.dec();
-        self.0.metrics.account_concurrent.dec();
-        self.0.minute.leave();
+        if let Some(f) = &self.0 {
+            f.concurrent.dec();
+            f.metrics.account_concurrent.dec();
+            f.minute.leave();
+        }
     }
 }
 
@@ -869,7 +931,10 @@ mod tests {
 
     #[test]
     fn scrape_sources_are_read_at_each_scrape_and_sum_equal_labels() {
-        let m = Metrics::new(MetricsConfig { max_functions: 1 });
+        let m = Metrics::new(MetricsConfig {
+            max_functions: 1,
+            ..Default::default()
+        });
         assert!(!m.encode().unwrap().contains("nimbus_queue_messages"));
         let depth = Arc::new(std::sync::atomic::AtomicU64::new(3));
         let (d, mm) = (depth.clone(), m.clone());
@@ -931,8 +996,41 @@ mod tests {
     }
 
     #[test]
+    fn off_records_nothing() {
+        let m = Metrics::new(MetricsConfig {
+            enabled: false,
+            ..Default::default()
+        });
+        assert!(!m.is_enabled());
+        let f = m.function("orders", "$LATEST");
+        let g = f.in_flight();
+        assert!(m.peek_minutes().is_empty());
+        f.throttle(ThrottleReason::Reserved);
+        f.cold_start(false, Some(Duration::from_millis(80)));
+        f.invocation(
+            Trigger::Api,
+            InvocationOutcome::Success,
+            Some(Duration::from_millis(3)),
+        );
+        drop(g);
+        m.async_received("orders");
+        m.api_request("GET /v1/functions", 200, Duration::from_millis(1));
+        let text = m.encode().unwrap();
+        assert!(!text.contains("orders"), "{text}");
+        assert!(!text.contains("nimbus_api_requests_total{"), "{text}");
+        assert!(
+            text.contains("nimbus_account_concurrent_executions 0"),
+            "{text}"
+        );
+        assert!(m.take_minutes().is_empty());
+    }
+
+    #[test]
     fn functions_past_the_limit_share_one_label() {
-        let m = Metrics::new(MetricsConfig { max_functions: 1 });
+        let m = Metrics::new(MetricsConfig {
+            max_functions: 1,
+            ..Default::default()
+        });
         m.function("a", "$LATEST")
             .invocation(Trigger::Url, InvocationOutcome::Error, None);
         m.function("b", "live")

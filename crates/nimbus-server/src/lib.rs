@@ -66,6 +66,9 @@ pub struct Config {
     pub s3_listen: Option<SocketAddr>,
     /// Functions with their own metric series; the rest share `function="_other"`.
     pub metrics_max_functions: usize,
+    /// Record metrics and the per-minute history (`--metrics on`, the default). Off, the
+    /// invocation path records nothing and `/metrics` and the history API say so.
+    pub metrics: bool,
     /// Export trace spans over OTLP/HTTP to this base URL (`--otlp-endpoint`); without it,
     /// the standard `OTEL_EXPORTER_OTLP_*` variables decide, and tracing is off unless
     /// one names an endpoint.
@@ -143,6 +146,7 @@ impl Default for Config {
             s3_listen: None,
             otlp_endpoint: None,
             metrics_max_functions: nimbus_metrics::MetricsConfig::default().max_functions,
+            metrics: true,
             data_dir: PathBuf::from(".nimbus"),
             master_key_file: None,
             idle_timeout: Duration::from_secs(300),
@@ -381,9 +385,16 @@ impl Server {
             .context("cannot open the async event queue")?
             .with_limit(config.async_backlog);
         let events = AsyncEngine::new(Arc::new(queue), config.events.clone());
+        if !config.metrics && config.metrics_listen.is_some() {
+            anyhow::bail!("--metrics-listen needs metrics on (it is set with --metrics off)");
+        }
         let metrics = nimbus_metrics::Metrics::new(nimbus_metrics::MetricsConfig {
             max_functions: config.metrics_max_functions,
+            enabled: config.metrics,
         });
+        if !config.metrics {
+            info!("metrics are off (--metrics off): nothing is recorded, /metrics answers 404");
+        }
         events.set_metrics(metrics.clone());
         let tracer = match nimbus_trace::TraceConfig::from_env(config.otlp_endpoint.as_deref())? {
             Some(cfg) => {
@@ -425,7 +436,9 @@ impl Server {
             .context("cannot open the queues")?
             .with_limit(config.queue_backlog);
         let queues: Arc<dyn nimbus_store::QueueStore> = Arc::new(queues);
-        gauges::register(&metrics, &pools, &events, queues.clone(), data_dir.clone());
+        if config.metrics {
+            gauges::register(&metrics, &pools, &events, queues.clone(), data_dir.clone());
+        }
         let mappings = MappingRunner::new(queues, MappingConfig::default());
         mappings.set_tracer(tracer.clone());
         mappings.set_metrics(metrics.clone());

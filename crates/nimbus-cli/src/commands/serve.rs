@@ -34,6 +34,7 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
         c.listen = args.listen;
         c.metrics_listen = args.metrics_listen;
         c.s3_listen = args.s3_listen;
+        c.metrics = args.metrics != "off";
         c.otlp_endpoint = args.otlp_endpoint.clone();
         c.data_dir = data_dir.to_path_buf();
         c.master_key_file = args.master_key_file.clone();
@@ -189,6 +190,13 @@ mod tests {
         assert_eq!(c.max_pids, nimbus_server::Config::default().max_pids);
         assert_eq!(c.metrics_listen, None, "metrics are off unless asked for");
         assert_eq!(c.s3_listen, None, "the S3 listener is off unless asked for");
+        assert!(c.metrics, "metrics are recorded unless turned off");
+        let cli = Cli::try_parse_from(["nimbus", "serve", "--metrics", "off"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        assert!(!config(&args, Path::new("/tmp/d")).metrics);
+        assert!(Cli::try_parse_from(["nimbus", "serve", "--metrics", "no"]).is_err());
         assert!(Cli::try_parse_from(["nimbus", "serve", "--max-pids", "0"]).is_err());
     }
 
