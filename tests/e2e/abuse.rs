@@ -28,6 +28,29 @@ fn read_to_close(c: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads one whole response (its head, then a `content-length` body) from a kept-alive
+/// connection; returns it as text.
+fn read_response(c: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+        let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if out.len() >= end + 4 + len {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+    }
+}
+
 #[test]
 fn caller_rate_limit_gives_429_with_retry_after() {
     let s = Server::start(&["--rate-limit", "1:3"]);
@@ -268,9 +291,7 @@ fn slow_clients_are_cut_off_while_others_are_served() {
     let mut c = connect(&s);
     c.write_all(b"GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\n")
         .unwrap();
-    let mut buf = [0u8; 4096];
-    let n = c.read(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(read_response(&mut c).starts_with("HTTP/1.1 200"));
     let t0 = Instant::now();
     let rest = read_to_close(&mut c);
     assert!(rest.is_empty(), "{rest}");
@@ -305,9 +326,7 @@ fn open_connections_are_bounded() {
     let mut idle = connect(&s);
     idle.write_all(b"GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\n")
         .unwrap();
-    let mut buf = [0u8; 4096];
-    let n = idle.read(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(read_response(&mut idle).starts_with("HTTP/1.1 200"));
     let mut a = connect(&s);
     std::thread::sleep(Duration::from_millis(100));
     let mut b = connect(&s);
@@ -327,6 +346,7 @@ fn open_connections_are_bounded() {
         t0.elapsed()
     );
     assert_eq!(read_to_close(&mut a), "", "the oldest silent client");
+    let mut buf = [0u8; 64];
     for c in [&mut b, &mut idle] {
         c.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
