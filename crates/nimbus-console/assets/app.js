@@ -133,7 +133,7 @@ async function overview(sig, win = "1h") {
   const deployed = section("Recently deployed", table(["function", "runtime", "last deploy"], recent, { empty: "No function yet." }));
   if (!sum) {
     replace(main, head, cards, h("p", { class: "muted", id: "no-history" },
-      "Metrics history is not available on this server (GET /v1/metrics/summary is missing)."), deployed);
+      "No metrics history on this server: it runs with metrics off (nimbus serve --metrics off) or predates the history API."), deployed);
     return;
   }
   const pts = sum.points;
@@ -342,7 +342,7 @@ async function functionDetail(sig, name) {
   const m = await getOptional(`/v1/functions/${enc(name)}/metrics`, { since: "1h", period: 60 }).catch(() => null);
   if (sig.aborted) return;
   if (!m) {
-    replace(charts, h("p", { class: "muted" }, "Metrics history is not available on this server."));
+    replace(charts, h("p", { class: "muted" }, "No metrics history on this server: it runs with metrics off (nimbus serve --metrics off) or predates the history API."));
     return;
   }
   const opts = { period: m.period, since: 3600 };

@@ -773,7 +773,9 @@ pub(crate) async fn delete_function(
         )),
         Some(v) if v.bytes().all(|b| b.is_ascii_digit()) => {
             let (store, n, v) = (gw.store.clone(), name.clone(), v.to_string());
+            let version = v.clone();
             blocking(move || store.delete_version(&n, &v)).await?;
+            gw.cfg.metrics.remove_qualifier(name.as_str(), &version);
             gw.changed(&name)?;
             gw.collect_code_soon();
             crate::provisioned::reconcile(&gw, &name).await?;
@@ -986,8 +988,9 @@ pub(crate) async fn delete_alias(
     Path((function, alias)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let name = unqualified(&function, &Query::new())?;
-    let (store, n) = (gw.store.clone(), name.clone());
-    blocking(move || store.delete_alias(&n, &alias)).await?;
+    let (store, n, a) = (gw.store.clone(), name.clone(), alias.clone());
+    blocking(move || store.delete_alias(&n, &a)).await?;
+    gw.cfg.metrics.remove_qualifier(name.as_str(), &alias);
     gw.changed(&name)?;
     crate::provisioned::reconcile(&gw, &name).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -562,6 +562,30 @@ impl Metrics {
         })
     }
 
+    /// Removes the invocation series of a deleted version or alias of `function` (the
+    /// function's other series stay: they are not per qualifier).
+    pub fn remove_qualifier(&self, function: &str, qualifier: &str) {
+        let known = self
+            .functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(function)
+            .is_some_and(|q| q.remove(qualifier));
+        if !known {
+            return;
+        }
+        for trigger in Trigger::ALL {
+            for outcome in InvocationOutcome::ALL {
+                self.invocations.remove(&InvocationLabels {
+                    function: function.to_string(),
+                    qualifier: qualifier.to_string(),
+                    trigger,
+                    outcome,
+                });
+            }
+        }
+    }
+
     /// Removes every series of a deleted function.
     pub fn remove_function(&self, function: &str) {
         self.minutes
@@ -923,6 +947,12 @@ mod tests {
             ),
             Some("0")
         );
+        // A deleted alias loses its series; the version and the function keep theirs.
+        m.remove_qualifier("orders", "live");
+        let text = m.encode().unwrap();
+        assert!(!text.contains(r#"qualifier="live""#), "{text}");
+        assert!(text.contains(r#"qualifier="3""#), "{text}");
+        assert!(text.contains(r#"qualifier="$LATEST""#), "{text}");
         m.remove_function("orders");
         let text = m.encode().unwrap();
         assert!(!text.contains("orders"), "{text}");

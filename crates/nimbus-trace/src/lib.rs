@@ -24,10 +24,10 @@ use opentelemetry::InstrumentationScope;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -91,17 +91,37 @@ impl Span {
     }
 }
 
-enum Msg {
-    Span(Box<SpanData>),
-    Flush(oneshot::Sender<()>),
+/// The queue between the recording callers and the export task. Recording takes the
+/// lock for one push and wakes the task only when a batch is full, so a span costs no
+/// task wake-up (and no thread unpark) on the request path; the task wakes itself every
+/// `delay` for what is queued.
+struct Queue {
+    spans: Mutex<Vec<Span>>,
+    /// Callers of [`Tracer::flush`] waiting for what was queued before they asked.
+    flushes: Mutex<Vec<oneshot::Sender<()>>>,
+    wake: Notify,
+    /// Every [`Tracer`] is gone: export what is left and stop.
+    closed: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Inner {
-    tx: mpsc::Sender<Msg>,
+    queue: Arc<Queue>,
+    max_queue: usize,
+    max_batch: usize,
     sampler: Sampler,
     dropped: Arc<AtomicU64>,
     on_drop: Arc<dyn Fn(u64) + Send + Sync>,
-    scope: InstrumentationScope,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::Release);
+        self.queue.wake.notify_one();
+    }
 }
 
 /// Records spans and sends them to the OTLP endpoint in the background. Cheap to clone;
@@ -141,24 +161,32 @@ impl Tracer {
             .with_attributes([KeyValue::new("service.namespace", "nimbus")])
             .build();
         exporter.set_resource(&resource);
-        let (tx, rx) = mpsc::channel(cfg.max_queue);
+        let queue = Arc::new(Queue {
+            spans: Mutex::new(Vec::new()),
+            flushes: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
         let dropped = Arc::new(AtomicU64::new(0));
         let inner = Arc::new(Inner {
-            tx,
+            queue: queue.clone(),
+            max_queue: cfg.max_queue.max(1),
+            max_batch: cfg.max_batch.max(1),
             sampler: cfg.sampler,
             dropped: dropped.clone(),
             on_drop: on_drop.clone(),
-            scope: InstrumentationScope::builder("nimbus")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
         });
         let batch = Batch {
-            max: cfg.max_batch,
+            queue,
+            max: cfg.max_batch.max(1),
             delay: cfg.delay,
             dropped,
             on_drop,
+            scope: InstrumentationScope::builder("nimbus")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
         };
-        tokio::spawn(batch.run(exporter, rx));
+        tokio::spawn(batch.run(exporter));
         tracing::info!(endpoint = %cfg.traces_url, service = %cfg.service_name, "exporting traces over OTLP/HTTP");
         Ok(Tracer(Some(inner)))
     }
@@ -231,10 +259,22 @@ impl Tracer {
         if !span.context.is_sampled() {
             return;
         }
-        let data = inner.span_data(span);
-        if inner.tx.try_send(Msg::Span(Box::new(data))).is_err() {
-            inner.dropped.fetch_add(1, Ordering::Relaxed);
-            (inner.on_drop)(1);
+        let queued = {
+            let mut spans = lock(&inner.queue.spans);
+            if spans.len() >= inner.max_queue {
+                None
+            } else {
+                spans.push(span);
+                Some(spans.len())
+            }
+        };
+        match queued {
+            None => {
+                inner.dropped.fetch_add(1, Ordering::Relaxed);
+                (inner.on_drop)(1);
+            }
+            Some(n) if n == inner.max_batch => inner.queue.wake.notify_one(),
+            Some(_) => {}
         }
     }
 
@@ -242,16 +282,95 @@ impl Tracer {
     pub async fn flush(&self, timeout: std::time::Duration) {
         let Some(inner) = &self.0 else { return };
         let (done, wait) = oneshot::channel();
-        let _ = tokio::time::timeout(timeout, async {
-            if inner.tx.send(Msg::Flush(done)).await.is_ok() {
-                let _ = wait.await;
-            }
-        })
-        .await;
+        lock(&inner.queue.flushes).push(done);
+        inner.queue.wake.notify_one();
+        let _ = tokio::time::timeout(timeout, wait).await;
     }
 }
 
-impl Inner {
+/// The export task: every `delay`, or as soon as a batch of `max` spans is queued, or
+/// when asked to flush, it takes what is queued and exports it in batches of at most
+/// `max`; a failed export drops its batch (counted).
+struct Batch {
+    queue: Arc<Queue>,
+    max: usize,
+    delay: std::time::Duration,
+    dropped: Arc<AtomicU64>,
+    on_drop: Arc<dyn Fn(u64) + Send + Sync>,
+    scope: InstrumentationScope,
+}
+
+impl Batch {
+    async fn run(self, exporter: opentelemetry_otlp::SpanExporter) {
+        let mut failing = false;
+        loop {
+            let timed_out = tokio::time::timeout(self.delay, self.queue.wake.notified())
+                .await
+                .is_err();
+            let closed = self.queue.closed.load(Ordering::Acquire);
+            // The waiters first: a flush asked now was asked after its spans were queued,
+            // so they are among the spans taken next.
+            let flushes = std::mem::take(&mut *lock(&self.queue.flushes));
+            // Woken by a full batch: whole batches only, the rest waits for more. At the
+            // interval, for a flush or at the end: everything.
+            // Only what is queued now: spans arriving during the exports wait their turn.
+            let all = timed_out || closed || !flushes.is_empty();
+            let mut left = {
+                let n = lock(&self.queue.spans).len();
+                if all {
+                    n
+                } else {
+                    n - n % self.max
+                }
+            };
+            while left > 0 {
+                let spans = {
+                    let mut q = lock(&self.queue.spans);
+                    let n = left.min(self.max).min(q.len());
+                    q.drain(..n).collect::<Vec<_>>()
+                };
+                if spans.is_empty() {
+                    break;
+                }
+                left -= spans.len();
+                self.export(&exporter, spans, &mut failing).await;
+            }
+            for done in flushes {
+                let _ = done.send(());
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+
+    async fn export(
+        &self,
+        exporter: &opentelemetry_otlp::SpanExporter,
+        spans: Vec<Span>,
+        failing: &mut bool,
+    ) {
+        let n = spans.len() as u64;
+        let data = spans.into_iter().map(|s| self.span_data(s)).collect();
+        match exporter.export(data).await {
+            Ok(()) => {
+                if *failing {
+                    tracing::info!("trace export works again");
+                }
+                *failing = false;
+            }
+            Err(e) => {
+                // Logged once per failure streak, not per batch.
+                if !*failing {
+                    tracing::warn!("trace export failed, spans dropped: {e}");
+                }
+                *failing = true;
+                self.dropped.fetch_add(n, Ordering::Relaxed);
+                (self.on_drop)(n);
+            }
+        }
+    }
+
     fn span_data(&self, s: Span) -> SpanData {
         let cx = |c: &TraceContext, remote: bool| {
             let state = c
@@ -300,81 +419,6 @@ impl Inner {
                 None => Status::Unset,
             },
             instrumentation_scope: self.scope.clone(),
-        }
-    }
-}
-
-/// The export task: batches of at most `max` spans, sent when full or `delay` after
-/// their first span; a failed export drops its batch (counted).
-struct Batch {
-    max: usize,
-    delay: std::time::Duration,
-    dropped: Arc<AtomicU64>,
-    on_drop: Arc<dyn Fn(u64) + Send + Sync>,
-}
-
-impl Batch {
-    async fn run(self, exporter: opentelemetry_otlp::SpanExporter, mut rx: mpsc::Receiver<Msg>) {
-        let mut batch: Vec<SpanData> = Vec::with_capacity(self.max);
-        let mut failing = false;
-        loop {
-            let msg = if batch.is_empty() {
-                rx.recv().await
-            } else {
-                match tokio::time::timeout(self.delay, rx.recv()).await {
-                    Ok(m) => m,
-                    Err(_) => {
-                        self.export(&exporter, &mut batch, &mut failing).await;
-                        continue;
-                    }
-                }
-            };
-            match msg {
-                None => {
-                    self.export(&exporter, &mut batch, &mut failing).await;
-                    return;
-                }
-                Some(Msg::Span(s)) => {
-                    batch.push(*s);
-                    if batch.len() >= self.max {
-                        self.export(&exporter, &mut batch, &mut failing).await;
-                    }
-                }
-                Some(Msg::Flush(done)) => {
-                    self.export(&exporter, &mut batch, &mut failing).await;
-                    let _ = done.send(());
-                }
-            }
-        }
-    }
-
-    async fn export(
-        &self,
-        exporter: &opentelemetry_otlp::SpanExporter,
-        batch: &mut Vec<SpanData>,
-        failing: &mut bool,
-    ) {
-        if batch.is_empty() {
-            return;
-        }
-        let spans = std::mem::take(batch);
-        let n = spans.len() as u64;
-        match exporter.export(spans).await {
-            Ok(()) => {
-                if *failing {
-                    tracing::info!("trace export works again");
-                }
-                *failing = false;
-            }
-            Err(e) => {
-                // Logged once per failure streak, not per batch.
-                if !*failing {
-                    tracing::warn!("trace export failed, spans dropped: {e}");
-                }
-                *failing = true;
-                self.dropped.fetch_add(n, Ordering::Relaxed);
-                (self.on_drop)(n);
-            }
         }
     }
 }
