@@ -548,6 +548,26 @@ impl EventBus {
             .map(|_| ())
     }
 
+    /// Hands an event of another service (an object store notification, say) to the
+    /// target `arn`: a function (an async event, deduplicated by `idempotency_key` within
+    /// the engine's window), a built-in queue (`event` as the message body) or a bus
+    /// (`event`, an EventBridge envelope, routed by the bus's rules).
+    pub async fn deliver(
+        &self,
+        arn: &str,
+        event: &Value,
+        idempotency_key: Option<String>,
+        origin: Origin,
+    ) -> Result<crate::engine::Submitted, BusError> {
+        let target = RuleTarget {
+            id: None,
+            arn: arn.to_string(),
+            input: None,
+        };
+        self.submit_to(&target, event, idempotency_key, origin)
+            .await
+    }
+
     async fn put_one(
         &self,
         bus: &str,

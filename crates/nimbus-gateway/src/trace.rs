@@ -81,6 +81,7 @@ fn faas_trigger(t: Trigger) -> &'static str {
     match t {
         Trigger::Url | Trigger::Route => "http",
         Trigger::Queue | Trigger::Bus => "pubsub",
+        Trigger::S3 => "datasource",
         Trigger::Schedule => "timer",
         Trigger::Api | Trigger::Async => "other",
     }

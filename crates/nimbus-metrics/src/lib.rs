@@ -95,10 +95,12 @@ pub enum Trigger {
     Schedule,
     /// An event bus rule.
     Bus,
+    /// A notification of the object store (an S3 bucket's notification configuration).
+    S3,
 }
 
 impl Trigger {
-    const ALL: [Trigger; 7] = [
+    const ALL: [Trigger; 8] = [
         Trigger::Api,
         Trigger::Url,
         Trigger::Route,
@@ -106,6 +108,7 @@ impl Trigger {
         Trigger::Queue,
         Trigger::Schedule,
         Trigger::Bus,
+        Trigger::S3,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,6 +120,7 @@ impl Trigger {
             Trigger::Queue => "queue",
             Trigger::Schedule => "schedule",
             Trigger::Bus => "bus",
+            Trigger::S3 => "s3",
         }
     }
 
