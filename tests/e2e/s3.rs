@@ -11,3 +11,11 @@ fn boto3_and_aws_cli_suite() {
     let stdout = python::pytest(&["tests/python/test_s3.py"]);
     println!("{stdout}");
 }
+
+/// Bucket notifications (`tests/python/test_s3_notifications.py`): the configuration API,
+/// S3's records to a function and a queue, EventBridge's events to a bus rule.
+#[test]
+fn bucket_notifications_suite() {
+    let stdout = python::pytest(&["tests/python/test_s3_notifications.py"]);
+    println!("{stdout}");
+}

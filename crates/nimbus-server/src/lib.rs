@@ -32,6 +32,7 @@ mod conn;
 mod gauges;
 mod health;
 mod keys;
+mod notifications;
 mod s3;
 mod secrets;
 mod slots;
@@ -258,6 +259,8 @@ pub struct Server {
     events: Arc<AsyncEngine>,
     mappings: Arc<MappingRunner>,
     scheduler: Arc<Scheduler>,
+    /// The event bus (bucket notifications are delivered through it).
+    bus: Arc<EventBus>,
     memory: MemoryLimits,
     log_task: tokio::task::JoinHandle<()>,
     log_maintenance: tokio::task::JoinHandle<()>,
@@ -462,7 +465,7 @@ impl Server {
             key_file,
         });
         let scheduler = Scheduler::new(
-            bus,
+            bus.clone(),
             SchedulerConfig {
                 missed: config.missed_schedules,
                 time_scale: config.events.time_scale,
@@ -512,6 +515,7 @@ impl Server {
             events,
             mappings,
             scheduler,
+            bus,
             memory,
             log_task,
             log_maintenance,
@@ -599,7 +603,7 @@ impl Server {
             let mut limits = self.config.conn.clone();
             limits.max_header_bytes = self.config.abuse.max_header_bytes;
             limits.max_headers = self.config.abuse.max_headers;
-            s.spawn(limits, async move {
+            s.spawn(limits, self.bus.clone(), async move {
                 let _ = s3_stop_rx.wait_for(|stop| *stop).await;
             })
         });
@@ -638,8 +642,8 @@ impl Server {
                 serve.abort();
             }
         }
-        if let Some((serve_s3, expiry)) = s3_tasks {
-            expiry.abort();
+        if let Some((serve_s3, background)) = s3_tasks {
+            background.abort();
             // In-flight S3 requests had the same grace as the public listener's.
             if tokio::time::timeout(grace, serve_s3).await.is_err() {
                 warn!("in-flight S3 requests did not finish within {grace:?}");

@@ -1,10 +1,12 @@
 //! The S3 listener (`--s3-listen`): the object store (`nimbus-objects`, in
 //! `DATA_DIR/objects.db` and `DATA_DIR/objects/`) served by `nimbus-s3` through the same
 //! accept loop and connection limits as the public listener, plus the hourly expiry of
-//! abandoned multipart uploads.
+//! abandoned multipart uploads and the delivery of bucket notifications
+//! ([`crate::notifications`]).
 
 use crate::conn::{self, ConnLimits};
 use anyhow::Context;
+use nimbus_events::bus::EventBus;
 use nimbus_gateway::Auth;
 use nimbus_objects::{Objects, ObjectsConfig};
 use std::future::Future;
@@ -69,16 +71,25 @@ impl S3Listener {
         self.addr
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish. The second
+    /// task (abort it at shutdown) expires abandoned uploads and delivers the buckets'
+    /// notifications through `bus`.
     pub(crate) fn spawn(
         self,
         limits: ConnLimits,
+        bus: Arc<EventBus>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> (
         tokio::task::JoinHandle<std::io::Result<()>>,
         tokio::task::JoinHandle<()>,
     ) {
-        let expiry = tokio::spawn(expire_uploads(self.objects));
+        let objects = self.objects;
+        let background = tokio::spawn(async move {
+            tokio::join!(
+                expire_uploads(objects.clone()),
+                crate::notifications::deliver(objects, bus)
+            );
+        });
         let serve = tokio::spawn(conn::serve(
             self.listener,
             None,
@@ -86,7 +97,7 @@ impl S3Listener {
             limits,
             shutdown,
         ));
-        (serve, expiry)
+        (serve, background)
     }
 }
 
