@@ -35,4 +35,6 @@ pub use notify::{
 pub use store::{sqlite::SqliteMetaStore, MetaStore};
 
 #[cfg(test)]
+mod notify_tests;
+#[cfg(test)]
 mod tests;

@@ -269,3 +269,254 @@ impl NotificationConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FN: &str = "arn:aws:lambda:us-east-1:000000000000:function:thumbs";
+    const Q: &str = "arn:aws:sqs:us-east-1:000000000000:uploads";
+
+    fn target(
+        arn: &str,
+        events: &[&str],
+        prefix: Option<&str>,
+        suffix: Option<&str>,
+    ) -> TargetConfig {
+        TargetConfig {
+            id: String::new(),
+            arn: arn.into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            filter: KeyFilter {
+                prefix: prefix.map(str::to_string),
+                suffix: suffix.map(str::to_string),
+            },
+        }
+    }
+
+    fn err(r: Result<NotificationConfig>) -> String {
+        match r {
+            Err(ObjectError::InvalidArgument(m)) => m,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn event_names_match_exactly_or_by_family() {
+        assert!(event_matches("s3:ObjectCreated:*", "ObjectCreated:Put"));
+        assert!(event_matches(
+            "s3:ObjectCreated:*",
+            "ObjectCreated:CompleteMultipartUpload"
+        ));
+        assert!(event_matches("s3:ObjectCreated:Copy", "ObjectCreated:Copy"));
+        assert!(!event_matches("s3:ObjectCreated:Copy", "ObjectCreated:Put"));
+        assert!(!event_matches("s3:ObjectCreated:*", "ObjectRemoved:Delete"));
+        assert!(event_matches("s3:ObjectRemoved:*", "ObjectRemoved:Delete"));
+        assert!(event_matches("s3:ObjectTagging:*", "ObjectTagging:Delete"));
+        assert!(
+            !event_matches("ObjectCreated:Put", "ObjectCreated:Put"),
+            "needs s3:"
+        );
+    }
+
+    #[test]
+    fn key_filters_need_both_prefix_and_suffix() {
+        let f = KeyFilter::from_rules([("prefix", "img/"), ("Suffix", ".jpg")]).unwrap();
+        assert!(f.matches("img/cat.jpg"));
+        assert!(!f.matches("img/cat.png"));
+        assert!(!f.matches("doc/cat.jpg"));
+        assert!(!f.matches("IMG/cat.jpg"), "case-sensitive, as S3");
+        assert!(KeyFilter::default().matches("anything"));
+        assert_eq!(f.rules(), vec![("Prefix", "img/"), ("Suffix", ".jpg")]);
+        let c = target(FN, &["s3:ObjectCreated:*"], Some("img/"), None);
+        assert!(c.matches(EventKind::Put, "img/a"));
+        assert!(c.matches(EventKind::Copy, "img/a"));
+        assert!(!c.matches(EventKind::Delete, "img/a"));
+        assert!(!c.matches(EventKind::Put, "doc/a"));
+    }
+
+    #[test]
+    fn filter_rules_are_validated_as_s3_does() {
+        let e = KeyFilter::from_rules([("prefix", "a"), ("prefix", "b")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Cannot specify more than one prefix rule in a filter."
+        );
+        let e = KeyFilter::from_rules([("suffix", "a"), ("SUFFIX", "b")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Cannot specify more than one suffix rule in a filter."
+        );
+        let e = KeyFilter::from_rules([("contains", "a")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "filter rule name must be either prefix or suffix"
+        );
+        let long = "x".repeat(1025);
+        assert!(KeyFilter::from_rules([("prefix", long.as_str())]).is_err());
+    }
+
+    #[test]
+    fn configurations_are_validated() {
+        let cfg = |functions: Vec<TargetConfig>, queues: Vec<TargetConfig>| NotificationConfig {
+            functions,
+            queues,
+            event_bridge: false,
+        };
+        let ok = cfg(
+            vec![target(FN, &["s3:ObjectCreated:*"], Some("img/"), None)],
+            vec![target(Q, &["s3:ObjectRemoved:Delete"], None, None)],
+        )
+        .validate()
+        .unwrap();
+        assert!(!ok.functions[0].id.is_empty(), "an id is generated");
+        assert_ne!(ok.functions[0].id, ok.queues[0].id);
+
+        let m = err(cfg(
+            vec![target(FN, &["s3:ObjectCreated:Bogus"], None, None)],
+            vec![],
+        )
+        .validate());
+        assert!(
+            m.starts_with("The event is not supported for notifications"),
+            "{m}"
+        );
+        let m = err(cfg(
+            vec![target(FN, &["s3:ObjectRestore:*"], None, None)],
+            vec![],
+        )
+        .validate());
+        assert!(
+            m.contains("Nimbus does not produce s3:ObjectRestore:*"),
+            "{m}"
+        );
+        let m = err(cfg(vec![target(FN, &[], None, None)], vec![]).validate());
+        assert!(m.contains("names no event"), "{m}");
+
+        for bad in [
+            "thumbs",
+            "arn:aws:lambda:us-east-1:000000000000:thumbs",
+            "arn:aws:lambda:us-east-1:0000:function:thumbs",
+            "arn:aws:lambda::000000000000:function:thumbs",
+            "arn:aws:lambda:us-east-1:000000000000:function:bad name",
+            "arn:aws:lambda:us-east-1:000000000000:function:f:bad/q",
+            "arn:aws:sqs:us-east-1:000000000000:q",
+        ] {
+            let m = err(cfg(
+                vec![target(bad, &["s3:ObjectCreated:*"], None, None)],
+                vec![],
+            )
+            .validate());
+            assert!(m.starts_with("The ARN is not well formed"), "{bad}: {m}");
+        }
+        for bad in [
+            "arn:aws:sqs:us-east-1:000000000000:",
+            "arn:aws:sqs:us-east-1:000000000000:a:b",
+            "arn:aws:lambda:us-east-1:000000000000:function:f",
+        ] {
+            let m = err(cfg(
+                vec![],
+                vec![target(bad, &["s3:ObjectCreated:*"], None, None)],
+            )
+            .validate());
+            assert!(m.starts_with("The ARN is not well formed"), "{bad}: {m}");
+        }
+        let m = err(cfg(
+            vec![],
+            vec![target(
+                "arn:aws:sqs:us-east-1:000000000000:q.fifo",
+                &["s3:ObjectCreated:*"],
+                None,
+                None,
+            )],
+        )
+        .validate());
+        assert!(m.contains("FIFO"), "{m}");
+    }
+
+    #[test]
+    fn overlapping_configurations_are_refused() {
+        let overlap = |a: TargetConfig, b: TargetConfig| {
+            NotificationConfig {
+                functions: vec![a],
+                queues: vec![b],
+                event_bridge: false,
+            }
+            .validate()
+            .is_err()
+        };
+        // Same event, filters a key could satisfy both of.
+        assert!(overlap(
+            target(FN, &["s3:ObjectCreated:*"], Some("img/"), None),
+            target(Q, &["s3:ObjectCreated:Put"], Some("img/raw/"), None),
+        ));
+        assert!(overlap(
+            target(FN, &["s3:ObjectCreated:Put"], None, Some(".jpg")),
+            target(Q, &["s3:ObjectCreated:Put"], None, None),
+        ));
+        // Disjoint prefixes, disjoint suffixes or disjoint events do not overlap.
+        assert!(!overlap(
+            target(FN, &["s3:ObjectCreated:*"], Some("img/"), None),
+            target(Q, &["s3:ObjectCreated:*"], Some("doc/"), None),
+        ));
+        assert!(!overlap(
+            target(FN, &["s3:ObjectCreated:*"], None, Some(".jpg")),
+            target(Q, &["s3:ObjectCreated:*"], None, Some(".png")),
+        ));
+        assert!(!overlap(
+            target(FN, &["s3:ObjectCreated:*"], None, None),
+            target(Q, &["s3:ObjectRemoved:*"], None, None),
+        ));
+    }
+
+    #[test]
+    fn targets_for_an_event() {
+        let c = NotificationConfig {
+            functions: vec![TargetConfig {
+                id: "f1".into(),
+                ..target(
+                    "arn:aws:lambda:us-east-1:000000000000:function:thumbs:live",
+                    &["s3:ObjectCreated:*"],
+                    None,
+                    Some(".jpg"),
+                )
+            }],
+            queues: vec![TargetConfig {
+                id: "q1".into(),
+                ..target(Q, &["s3:ObjectRemoved:*"], None, None)
+            }],
+            event_bridge: true,
+        };
+        let t = c.targets_for(EventKind::Put, "a.jpg");
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t[0],
+            (
+                Target::Function {
+                    arn: "arn:aws:lambda:us-east-1:000000000000:function:thumbs:live".into(),
+                    name: "thumbs".into(),
+                    qualifier: Some("live".into()),
+                },
+                Some("f1".into())
+            )
+        );
+        assert_eq!(t[1], (Target::EventBridge, None));
+        let t = c.targets_for(EventKind::Put, "a.png");
+        assert_eq!(
+            t,
+            vec![(Target::EventBridge, None)],
+            "EventBridge gets every event"
+        );
+        let t = c.targets_for(EventKind::Delete, "a.png");
+        assert_eq!(
+            t[0],
+            (
+                Target::Queue {
+                    arn: Q.into(),
+                    name: "uploads".into()
+                },
+                Some("q1".into())
+            )
+        );
+    }
+}

@@ -26,6 +26,8 @@ mod event;
 mod target;
 
 pub use config::{KeyFilter, NotificationConfig, TargetConfig};
+#[cfg(test)]
+pub(crate) use event::event_time;
 pub use event::{record_key, sequencer, EventKind, Requester, ANONYMOUS};
 pub(crate) use event::{test_event, Event};
 pub use target::Target;

@@ -3,7 +3,7 @@
 
 mod list;
 mod notify;
-mod schema;
+pub(crate) mod schema;
 mod uploads;
 
 use super::{MetaStore, Released};

@@ -1,6 +1,6 @@
 //! Schema migrations of `objects.db`; entry `i` takes `user_version` from `i` to `i + 1`.
 
-pub(super) const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     "
 CREATE TABLE buckets (
     name       TEXT PRIMARY KEY NOT NULL,
