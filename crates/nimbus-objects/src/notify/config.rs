@@ -111,6 +111,9 @@ impl KeyFilter {
                     "Cannot specify more than one {which} rule in a filter."
                 )));
             }
+            if value.is_empty() {
+                return Err(invalid("filter value cannot be empty"));
+            }
             if value.len() > MAX_FILTER_VALUE {
                 return Err(invalid(format!(
                     "The {which} of a filter rule must be at most {MAX_FILTER_VALUE} bytes."
@@ -352,6 +355,8 @@ mod tests {
             e.to_string(),
             "filter rule name must be either prefix or suffix"
         );
+        let e = KeyFilter::from_rules([("prefix", "")]).unwrap_err();
+        assert_eq!(e.to_string(), "filter value cannot be empty");
         let long = "x".repeat(1025);
         assert!(KeyFilter::from_rules([("prefix", long.as_str())]).is_err());
     }
@@ -407,7 +412,7 @@ mod tests {
                 vec![],
             )
             .validate());
-            assert!(m.starts_with("The ARN is not well formed"), "{bad}: {m}");
+            assert!(m.starts_with("The ARN could not be parsed"), "{bad}: {m}");
         }
         for bad in [
             "arn:aws:sqs:us-east-1:000000000000:",
@@ -419,7 +424,7 @@ mod tests {
                 vec![target(bad, &["s3:ObjectCreated:*"], None, None)],
             )
             .validate());
-            assert!(m.starts_with("The ARN is not well formed"), "{bad}: {m}");
+            assert!(m.starts_with("The ARN could not be parsed"), "{bad}: {m}");
         }
         let m = err(cfg(
             vec![],

@@ -28,7 +28,7 @@ pub enum Target {
 
 fn malformed(arn: &str, expected: &str) -> ObjectError {
     ObjectError::InvalidArgument(format!(
-        "The ARN is not well formed: {arn:?} (expected {expected})"
+        "The ARN could not be parsed: {arn:?} (expected {expected})"
     ))
 }
 
