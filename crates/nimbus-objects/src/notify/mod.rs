@@ -17,9 +17,9 @@
 //!   `Object Created` …, `Detail` as JSON text, `Resources` the bucket's ARN, `Time`,
 //!   `EventBusName` `default`).
 //!
-//! A write with notifications off costs nothing extra: configurations are cached per bucket
-//! (one indexed lookup the first time a bucket is written), and no row, sequencer or lock
-//! is taken when nothing matches.
+//! A write with notifications off costs one in-memory lookup: configurations are cached per
+//! bucket (one indexed lookup the first time a bucket is written), and no row is written and
+//! no sequencer taken when nothing matches.
 
 mod config;
 mod event;
