@@ -7,7 +7,33 @@
 //! [`crate::Objects::notifications_pending`], hands each on (a function's asynchronous
 //! invocation, a queue message, a `PutEvents` entry), and only then removes it with
 //! [`crate::Objects::notifications_done`]. A crash in between delivers it again. The
-//! consumer waits for new rows with [`crate::Objects::notifications_wait`].
+//! consumer waits for new rows with [`crate::Objects::notifications_wait`]:
+//!
+//! ```no_run
+//! # use nimbus_objects::{Objects, Outgoing};
+//! # async fn deliver(n: &Outgoing) -> Result<(), String> { Ok(()) }
+//! # async fn consume(objects: Objects) -> nimbus_objects::Result<()> {
+//! let mut after = 0;
+//! loop {
+//!     let batch = objects.notifications_pending(after, 100).await?;
+//!     let Some(last) = batch.last() else {
+//!         // Caught up: wait for new rows (or a while, to retry failed ones from the start).
+//!         let wait = objects.notifications_wait();
+//!         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
+//!         after = 0;
+//!         continue;
+//!     };
+//!     after = last.seq;
+//!     let mut done = Vec::new();
+//!     for n in &batch {
+//!         if deliver(n).await.is_ok() {
+//!             done.push(n.seq);
+//!         }
+//!     }
+//!     objects.notifications_done(&done).await?;
+//! }
+//! # }
+//! ```
 //!
 //! Each [`Outgoing`] row carries its whole message, built when the event happened:
 //! - [`Target::Function`] and [`Target::Queue`]: S3's event record, `{"Records":[…]}`
