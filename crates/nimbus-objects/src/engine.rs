@@ -9,7 +9,8 @@ use crate::model::{
 };
 use crate::names::{validate_bucket_name, validate_key};
 use crate::notify::{
-    test_event, EventKind, Notification, NotificationConfig, Notifier, Outgoing, Requester, Target,
+    test_event, Destinations, EventKind, Notification, NotificationConfig, Notifier, Outgoing,
+    Requester, Target,
 };
 use crate::store::{MetaStore, Released};
 use crate::{ObjectError, Result};
@@ -72,6 +73,7 @@ pub struct Objects {
     blobs: Arc<BlobStore>,
     cfg: ObjectsConfig,
     notifier: Arc<Notifier>,
+    destinations: Option<Arc<dyn Destinations>>,
 }
 
 impl std::fmt::Debug for Objects {
@@ -101,7 +103,14 @@ impl Objects {
             blobs: Arc::new(blobs),
             cfg,
             notifier: Arc::new(Notifier::default()),
+            destinations: None,
         })
+    }
+
+    /// Checks notification targets with `destinations` when a configuration is set.
+    pub fn with_destinations(mut self, destinations: Arc<dyn Destinations>) -> Self {
+        self.destinations = Some(destinations);
+        self
     }
 
     /// The default store: `DATA_DIR/objects.db` and `DATA_DIR/objects/`.
@@ -618,19 +627,25 @@ impl Objects {
         Ok(config.unwrap_or_default())
     }
 
-    /// PutBucketNotificationConfiguration: validates `config` as S3 does, stores it (an
-    /// empty one turns notifications off) and records an `s3:TestEvent` message for each
-    /// queue it names, as S3 does (functions and EventBridge get none). Returns the
-    /// configuration as stored (with generated ids).
+    /// PutBucketNotificationConfiguration: validates `config` as S3 does, checks its
+    /// targets with the [`Destinations`] (unless `skip_destination_validation`, S3's
+    /// `x-amz-skip-destination-validation`), stores it (an empty one turns notifications
+    /// off) and records an `s3:TestEvent` message for each queue it names, as S3 does
+    /// (functions and EventBridge get none). Returns the configuration as stored (with
+    /// generated ids).
     pub async fn set_notification_config(
         &self,
         bucket: &str,
         config: NotificationConfig,
         requester: &Requester,
+        skip_destination_validation: bool,
     ) -> Result<NotificationConfig> {
         let config = config.validate()?;
         let (b, r) = (bucket.to_string(), requester.clone());
         self.blocking(move |this| {
+            if !skip_destination_validation {
+                this.check_destinations(&config)?;
+            }
             let now = now_ms();
             let mut tests: Vec<Notification> = Vec::new();
             for q in &config.queues {
@@ -648,6 +663,25 @@ impl Objects {
             Ok(config)
         })
         .await
+    }
+
+    /// Asks the [`Destinations`] (if any) about every function and queue target.
+    fn check_destinations(&self, config: &NotificationConfig) -> Result<()> {
+        let Some(destinations) = &self.destinations else {
+            return Ok(());
+        };
+        let functions = config.functions.iter().map(|c| Target::function(&c.arn));
+        let queues = config.queues.iter().map(|c| Target::queue(&c.arn));
+        for target in functions.chain(queues) {
+            let target = target?;
+            destinations.check(&target).map_err(|why| {
+                ObjectError::InvalidArgument(format!(
+                    "Unable to validate the following destination configurations: {}: {why}",
+                    target.arn()
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     /// Recorded notifications with sequence numbers above `after` (0: from the oldest), in

@@ -29,8 +29,8 @@ pub use model::{
 };
 pub use names::{validate_bucket_name, validate_key, MAX_KEY_BYTES};
 pub use notify::{
-    EventKind, KeyFilter, Notes, Notification, NotificationConfig, Outgoing, Requester, Target,
-    TargetConfig,
+    Destinations, EventKind, KeyFilter, Notes, Notification, NotificationConfig, Outgoing,
+    Requester, Target, TargetConfig,
 };
 pub use store::{sqlite::SqliteMetaStore, MetaStore};
 

@@ -86,7 +86,7 @@ fn bus_entry(row: &Outgoing) -> (Value, Value) {
 
 async fn bucket_with_config(o: &Objects, name: &str) {
     o.create_bucket(name).await.unwrap();
-    o.set_notification_config(name, config(), &me())
+    o.set_notification_config(name, config(), &me(), false)
         .await
         .unwrap();
     drain(o).await; // the queue's test event
@@ -115,6 +115,7 @@ async fn notifications_off_record_nothing() {
             ..Default::default()
         },
         &me(),
+        false,
     )
     .await
     .unwrap();
@@ -332,7 +333,7 @@ async fn tagging_events_reach_configured_targets() {
         )],
         ..Default::default()
     };
-    o.set_notification_config("tagged", cfg, &me())
+    o.set_notification_config("tagged", cfg, &me(), false)
         .await
         .unwrap();
     let meta = put(&o, "tagged", "k", b"x").await;
@@ -485,7 +486,10 @@ async fn setting_a_configuration_sends_queues_a_test_event() {
         &["s3:ObjectCreated:Copy"],
         prefix("copies/"),
     ));
-    let stored = o.set_notification_config("cfg", cfg, &me()).await.unwrap();
+    let stored = o
+        .set_notification_config("cfg", cfg, &me(), false)
+        .await
+        .unwrap();
     assert!(
         !stored.queues[1].id.is_empty(),
         "the missing id was generated"
@@ -518,14 +522,14 @@ async fn setting_a_configuration_sends_queues_a_test_event() {
     let mut bad = config();
     bad.functions[0].events = vec!["s3:ObjectCreated:Nope".into()];
     assert!(matches!(
-        o.set_notification_config("cfg", bad, &me()).await,
+        o.set_notification_config("cfg", bad, &me(), false).await,
         Err(ObjectError::InvalidArgument(_))
     ));
     assert_eq!(o.notification_config("cfg").await.unwrap(), stored);
     assert!(pending(&o).await.is_empty());
 
     // An empty configuration turns notifications off.
-    o.set_notification_config("cfg", NotificationConfig::default(), &me())
+    o.set_notification_config("cfg", NotificationConfig::default(), &me(), false)
         .await
         .unwrap();
     assert_eq!(
@@ -539,7 +543,8 @@ async fn setting_a_configuration_sends_queues_a_test_event() {
         Err(ObjectError::NoSuchBucket(_))
     ));
     assert!(matches!(
-        o.set_notification_config("nope", config(), &me()).await,
+        o.set_notification_config("nope", config(), &me(), false)
+            .await,
         Err(ObjectError::NoSuchBucket(_))
     ));
 }
@@ -597,10 +602,55 @@ async fn a_data_dir_from_before_notifications_is_migrated() {
     }
     let o = open(dir.path());
     assert_eq!(o.list_buckets().await.unwrap()[0].name, "old");
-    o.set_notification_config("old", config(), &me())
+    o.set_notification_config("old", config(), &me(), false)
         .await
         .unwrap();
     drain(&o).await;
     put(&o, "old", "in/a", b"x").await;
     assert_eq!(pending(&o).await.len(), 2);
+}
+
+/// The platform's functions and queues, as a server would answer.
+struct Known;
+
+impl Destinations for Known {
+    fn check(&self, target: &Target) -> Result<(), String> {
+        match target {
+            Target::Function { name, .. } if name == "thumbs" => Ok(()),
+            Target::Queue { name, .. } if name == "removed" => Ok(()),
+            Target::EventBridge => Ok(()),
+            _ => Err("it does not exist".into()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn destinations_are_checked_unless_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path()).with_destinations(std::sync::Arc::new(Known));
+    o.create_bucket("dest").await.unwrap();
+    o.set_notification_config("dest", config(), &me(), false)
+        .await
+        .unwrap();
+    let mut missing = config();
+    missing.queues[0].arn = "arn:aws:sqs:us-east-1:000000000000:nowhere".into();
+    let e = o
+        .set_notification_config("dest", missing.clone(), &me(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Unable to validate the following destination configurations: \
+         arn:aws:sqs:us-east-1:000000000000:nowhere: it does not exist"
+    );
+    assert!(matches!(e, ObjectError::InvalidArgument(_)));
+    assert_eq!(
+        o.notification_config("dest").await.unwrap().queues[0].arn,
+        QUEUE_ARN,
+        "the refused configuration was not stored"
+    );
+    // x-amz-skip-destination-validation: stored as given.
+    o.set_notification_config("dest", missing, &me(), true)
+        .await
+        .unwrap();
 }

@@ -150,8 +150,9 @@ impl S3 for NimbusS3 {
         let requester = requester_of(&req);
         let i = req.input;
         let config = crate::notify::config_of(i.notification_configuration)?;
+        let skip_check = i.skip_destination_validation.unwrap_or(false);
         self.objects
-            .set_notification_config(&i.bucket, config, &requester)
+            .set_notification_config(&i.bucket, config, &requester, skip_check)
             .await
             .or_s3()?;
         ok(PutBucketNotificationConfigurationOutput::default())

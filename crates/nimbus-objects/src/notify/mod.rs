@@ -85,6 +85,16 @@ pub struct Outgoing {
     pub created_ms: i64,
 }
 
+/// The platform's answer to "can this target receive notifications?", asked for every
+/// function and queue target when a configuration is set, as S3 checks its destinations
+/// (unless the request sets `x-amz-skip-destination-validation`). Without one
+/// ([`crate::Objects::with_destinations`]), targets are not checked.
+pub trait Destinations: Send + Sync + 'static {
+    /// `Err(reason)` when `target` does not exist or cannot receive notifications. Called
+    /// on the blocking pool.
+    fn check(&self, target: &Target) -> std::result::Result<(), String>;
+}
+
 /// What a write records in its own transaction if it commits: an event and the targets that
 /// want it. Empty when notifications are off or nothing matches.
 #[derive(Debug, Clone, Default)]
