@@ -305,6 +305,60 @@ def test_multipart_upload_of_20_mib(s3, bucket):
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+def test_bucket_notification_configuration(s3, bucket):
+    config = {
+        "LambdaFunctionConfigurations": [{
+            "Id": "thumbs",
+            "LambdaFunctionArn": "arn:aws:lambda:us-east-1:000000000000:function:thumbs",
+            "Events": ["s3:ObjectCreated:*"],
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "in/"},
+                                               {"Name": "suffix", "Value": ".jpg"}]}},
+        }],
+        "QueueConfigurations": [{
+            "QueueArn": "arn:aws:sqs:us-east-1:000000000000:removed",
+            "Events": ["s3:ObjectRemoved:*"],
+        }],
+        "EventBridgeConfiguration": {},
+    }
+    out = s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+    headers = out["ResponseMetadata"]["HTTPHeaders"]
+    assert len(headers["x-amz-request-id"]) == 16 and headers["x-amz-id-2"]
+    got = s3.get_bucket_notification_configuration(Bucket=bucket)
+    f = got["LambdaFunctionConfigurations"][0]
+    assert f["Id"] == "thumbs" and f["Events"] == ["s3:ObjectCreated:*"]
+    assert f["LambdaFunctionArn"] == config["LambdaFunctionConfigurations"][0]["LambdaFunctionArn"]
+    # S3 answers the rule names capitalised.
+    assert f["Filter"]["Key"]["FilterRules"] == [{"Name": "Prefix", "Value": "in/"},
+                                                 {"Name": "Suffix", "Value": ".jpg"}]
+    q = got["QueueConfigurations"][0]
+    assert q["QueueArn"] == "arn:aws:sqs:us-east-1:000000000000:removed" and q["Id"]
+    assert got["EventBridgeConfiguration"] == {}
+
+    def refused(cfg):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=cfg)
+        assert code(e) == "InvalidArgument" and status(e) == 400
+        return e.value.response["Error"]["Message"]
+
+    assert "SNS" in refused({"TopicConfigurations": [{
+        "TopicArn": "arn:aws:sns:us-east-1:000000000000:t", "Events": ["s3:ObjectCreated:*"]}]})
+    assert "not supported" in refused({"QueueConfigurations": [{
+        "QueueArn": "arn:aws:sqs:us-east-1:000000000000:q", "Events": ["s3:ObjectCreated:Nope"]}]})
+    assert refused({"QueueConfigurations": [{
+        "QueueArn": "arn:aws:sqs:us-east-1:000000000000:q", "Events": ["s3:ObjectCreated:*"],
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "a"},
+                                           {"Name": "prefix", "Value": "b"}]}}}]}) \
+        == "Cannot specify more than one prefix rule in a filter."
+    assert "ARN" in refused({"LambdaFunctionConfigurations": [{
+        "LambdaFunctionArn": "thumbs", "Events": ["s3:ObjectCreated:*"]}]})
+    # A refused configuration left the stored one alone; an empty one turns notifications off.
+    assert s3.get_bucket_notification_configuration(Bucket=bucket)["LambdaFunctionConfigurations"]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={})
+    got = s3.get_bucket_notification_configuration(Bucket=bucket)
+    assert not any(k in got for k in ("LambdaFunctionConfigurations", "QueueConfigurations",
+                                      "EventBridgeConfiguration"))
+
+
 def test_presigned_put_and_get(s3, bucket):
     put_url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "pre.txt"},
                                         ExpiresIn=300)

@@ -8,6 +8,10 @@ use crate::model::{
     Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload, WriteCondition,
 };
 use crate::names::{validate_bucket_name, validate_key};
+use crate::notify::{
+    test_event, Destinations, EventKind, Notification, NotificationConfig, Notifier, Outgoing,
+    Requester, Target,
+};
 use crate::store::{MetaStore, Released};
 use crate::{ObjectError, Result};
 use bytes::Bytes;
@@ -50,6 +54,8 @@ pub struct PutOptions {
     /// `Content-Length` (or `x-amz-decoded-content-length`): more than the limit is refused
     /// before reading; fewer bytes received is `IncompleteBody`.
     pub declared_len: Option<u64>,
+    /// Who is writing (for event notifications).
+    pub requester: Requester,
 }
 
 /// An object being read: its metadata, the byte span and the bytes.
@@ -66,6 +72,8 @@ pub struct Objects {
     meta: Arc<dyn MetaStore>,
     blobs: Arc<BlobStore>,
     cfg: ObjectsConfig,
+    notifier: Arc<Notifier>,
+    destinations: Option<Arc<dyn Destinations>>,
 }
 
 impl std::fmt::Debug for Objects {
@@ -94,7 +102,15 @@ impl Objects {
             meta,
             blobs: Arc::new(blobs),
             cfg,
+            notifier: Arc::new(Notifier::default()),
+            destinations: None,
         })
+    }
+
+    /// Checks notification targets with `destinations` when a configuration is set.
+    pub fn with_destinations(mut self, destinations: Arc<dyn Destinations>) -> Self {
+        self.destinations = Some(destinations);
+        self
     }
 
     /// The default store: `DATA_DIR/objects.db` and `DATA_DIR/objects/`.
@@ -147,14 +163,23 @@ impl Objects {
     pub async fn create_bucket(&self, name: &str) -> Result<()> {
         validate_bucket_name(name)?;
         let name = name.to_string();
-        self.blocking(move |this| this.meta.create_bucket(&name, now_ms()))
-            .await
+        self.blocking(move |this| {
+            this.meta.create_bucket(&name, now_ms())?;
+            this.notifier.forget(&name);
+            Ok(())
+        })
+        .await
     }
 
+    /// Deletes an empty bucket, and its notification configuration with it.
     pub async fn delete_bucket(&self, name: &str) -> Result<()> {
         let name = name.to_string();
-        self.blocking(move |this| this.meta.delete_bucket(&name))
-            .await
+        self.blocking(move |this| {
+            this.meta.delete_bucket(&name)?;
+            this.notifier.forget(&name);
+            Ok(())
+        })
+        .await
     }
 
     pub async fn bucket(&self, name: &str) -> Result<Bucket> {
@@ -213,18 +238,23 @@ impl Objects {
             .stage(body, opts.declared_len, opts.content_md5)
             .await?;
         let (bucket, key) = (bucket.to_string(), key.to_string());
+        let notifier = self.notifier.clone();
         self.commit_blob(staged, move |meta, d| {
+            let now = now_ms();
+            let notes =
+                notifier.notes(meta, (&bucket, &key), EventKind::Put, now, &opts.requester)?;
             let obj = ObjectMeta {
                 bucket,
                 key,
                 sha256: d.sha256.clone(),
                 size: d.size,
                 etag: d.md5_hex(),
-                last_modified_ms: now_ms(),
+                last_modified_ms: now,
                 attrs: opts.attrs,
                 parts: None,
             };
-            let released = meta.put_object(&obj, &opts.condition)?;
+            let released = meta.put_object(&obj, &opts.condition, &notes)?;
+            notifier.woken_by(&notes);
             Ok((obj, released))
         })
         .await
@@ -280,14 +310,35 @@ impl Objects {
         )))
     }
 
-    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<()> {
-        let (b, k) = (bucket.to_string(), key.to_string());
+    /// DeleteObject: removes the object if it exists (`Ok` either way, as S3); an
+    /// `ObjectRemoved:Delete` event only when one was removed.
+    pub async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        requester: &Requester,
+    ) -> Result<()> {
+        let (b, k, r) = (bucket.to_string(), key.to_string(), requester.clone());
         self.blocking(move |this| {
-            let released = this.meta.delete_object(&b, &k)?;
+            let notes = this.notes((&b, &k), EventKind::Delete, now_ms(), &r)?;
+            let released = this.meta.delete_object(&b, &k, &notes)?;
+            this.notifier.woken_by(&notes);
             this.release(&released);
             Ok(())
         })
         .await
+    }
+
+    /// What a write of `kind` on `bucket/key` records in the outbox.
+    fn notes(
+        &self,
+        at: (&str, &str),
+        kind: EventKind,
+        time_ms: i64,
+        requester: &Requester,
+    ) -> Result<crate::notify::Notes> {
+        self.notifier
+            .notes(self.meta.as_ref(), at, kind, time_ms, requester)
     }
 
     /// CopyObject: a new row pointing at the source's blob (no bytes copied). `attrs` is
@@ -299,22 +350,26 @@ impl Objects {
         source_conditions: ReadConditions,
         attrs: Option<ObjectAttrs>,
         condition: WriteCondition,
+        requester: &Requester,
     ) -> Result<ObjectMeta> {
         validate_key(key)?;
         let (sb, sk) = (src_bucket.to_string(), src_key.to_string());
-        let (b, k) = (bucket.to_string(), key.to_string());
+        let (b, k, r) = (bucket.to_string(), key.to_string(), requester.clone());
         self.blocking(move |this| {
             let src = this.meta.object(&sb, &sk)?;
             source_conditions.check(&src)?;
             let _pin: Pin = this.blobs.pin(&src.sha256);
+            let now = now_ms();
+            let notes = this.notes((&b, &k), EventKind::Copy, now, &r)?;
             let obj = ObjectMeta {
                 bucket: b,
                 key: k,
-                last_modified_ms: now_ms(),
+                last_modified_ms: now,
                 attrs: attrs.unwrap_or(src.attrs),
                 ..src
             };
-            let released = this.meta.put_object(&obj, &condition)?;
+            let released = this.meta.put_object(&obj, &condition, &notes)?;
+            this.notifier.woken_by(&notes);
             this.release(&released);
             Ok(obj)
         })
@@ -325,15 +380,41 @@ impl Objects {
         self.blocking(move |this| this.meta.list_objects(&q)).await
     }
 
+    /// PutObjectTagging: replaces the object's tag set (`ObjectTagging:Put`).
     pub async fn set_tags(
         &self,
         bucket: &str,
         key: &str,
         tags: std::collections::BTreeMap<String, String>,
+        requester: &Requester,
     ) -> Result<()> {
-        let (b, k) = (bucket.to_string(), key.to_string());
-        self.blocking(move |this| this.meta.set_tags(&b, &k, &tags))
+        self.write_tags(bucket, key, tags, EventKind::TaggingPut, requester)
             .await
+    }
+
+    /// DeleteObjectTagging: removes the object's tags (`ObjectTagging:Delete`).
+    pub async fn delete_tags(&self, bucket: &str, key: &str, requester: &Requester) -> Result<()> {
+        let none = std::collections::BTreeMap::new();
+        self.write_tags(bucket, key, none, EventKind::TaggingDelete, requester)
+            .await
+    }
+
+    async fn write_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        tags: std::collections::BTreeMap<String, String>,
+        kind: EventKind,
+        requester: &Requester,
+    ) -> Result<()> {
+        let (b, k, r) = (bucket.to_string(), key.to_string(), requester.clone());
+        self.blocking(move |this| {
+            let notes = this.notes((&b, &k), kind, now_ms(), &r)?;
+            this.meta.set_tags(&b, &k, &tags, &notes)?;
+            this.notifier.woken_by(&notes);
+            Ok(())
+        })
+        .await
     }
 
     // ----- multipart -----
@@ -429,6 +510,7 @@ impl Objects {
         upload_id: &str,
         requested: Vec<(u32, String)>,
         condition: WriteCondition,
+        requester: &Requester,
     ) -> Result<ObjectMeta> {
         let (upload, stored, _) = self
             .list_parts(bucket, key, upload_id, 0, MAX_PARTS as usize)
@@ -451,18 +533,29 @@ impl Objects {
         drop(pins);
         let count = parts.len() as u32;
         let id = upload_id.to_string();
+        let (notifier, requester) = (self.notifier.clone(), requester.clone());
         self.commit_blob(staged, move |meta, d| {
+            let now = now_ms();
+            let at = (upload.bucket.as_str(), upload.key.as_str());
+            let notes = notifier.notes(
+                meta,
+                at,
+                EventKind::CompleteMultipartUpload,
+                now,
+                &requester,
+            )?;
             let obj = ObjectMeta {
                 bucket: upload.bucket,
                 key: upload.key,
                 sha256: d.sha256.clone(),
                 size: d.size,
                 etag,
-                last_modified_ms: now_ms(),
+                last_modified_ms: now,
                 attrs: upload.attrs,
                 parts: Some(count),
             };
-            let released = meta.complete_upload(&id, &obj, &condition)?;
+            let released = meta.complete_upload(&id, &obj, &condition, &notes)?;
+            notifier.woken_by(&notes);
             Ok((obj, released))
         })
         .await
@@ -521,6 +614,96 @@ impl Objects {
         let (b, p) = (bucket.to_string(), prefix.to_string());
         self.blocking(move |this| this.meta.list_uploads(&b, &p, max))
             .await
+    }
+
+    // ----- notifications -----
+
+    /// GetBucketNotificationConfiguration: the bucket's configuration (empty when none).
+    pub async fn notification_config(&self, bucket: &str) -> Result<NotificationConfig> {
+        let b = bucket.to_string();
+        let config = self
+            .blocking(move |this| this.meta.notification_config(&b))
+            .await?;
+        Ok(config.unwrap_or_default())
+    }
+
+    /// PutBucketNotificationConfiguration: validates `config` as S3 does, checks its
+    /// targets with the [`Destinations`] (unless `skip_destination_validation`, S3's
+    /// `x-amz-skip-destination-validation`), stores it (an empty one turns notifications
+    /// off) and records an `s3:TestEvent` message for each queue it names, as S3 does
+    /// (functions and EventBridge get none). Returns the configuration as stored (with
+    /// generated ids).
+    pub async fn set_notification_config(
+        &self,
+        bucket: &str,
+        config: NotificationConfig,
+        requester: &Requester,
+        skip_destination_validation: bool,
+    ) -> Result<NotificationConfig> {
+        let config = config.validate()?;
+        let (b, r) = (bucket.to_string(), requester.clone());
+        self.blocking(move |this| {
+            if !skip_destination_validation {
+                this.check_destinations(&config)?;
+            }
+            let now = now_ms();
+            let mut tests: Vec<Notification> = Vec::new();
+            for q in &config.queues {
+                let target = Target::queue(&q.arn)?;
+                if !tests.iter().any(|t| t.target == target) {
+                    let payload = test_event(&b, &r, now);
+                    tests.push(Notification { target, payload });
+                }
+            }
+            this.notifier
+                .set(this.meta.as_ref(), &b, &config, &tests, now)?;
+            if !tests.is_empty() {
+                this.notifier.wake();
+            }
+            Ok(config)
+        })
+        .await
+    }
+
+    /// Asks the [`Destinations`] (if any) about every function and queue target.
+    fn check_destinations(&self, config: &NotificationConfig) -> Result<()> {
+        let Some(destinations) = &self.destinations else {
+            return Ok(());
+        };
+        let functions = config.functions.iter().map(|c| Target::function(&c.arn));
+        let queues = config.queues.iter().map(|c| Target::queue(&c.arn));
+        for target in functions.chain(queues) {
+            let target = target?;
+            destinations.check(&target).map_err(|why| {
+                ObjectError::InvalidArgument(format!(
+                    "Unable to validate the following destination configurations: {}: {why}",
+                    target.arn()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Recorded notifications with sequence numbers above `after` (0: from the oldest), in
+    /// recording order, at most `limit`. A row stays until [`Objects::notifications_done`]
+    /// removes it, so delivery is at least once: hand each on, then mark it done.
+    pub async fn notifications_pending(&self, after: u64, limit: usize) -> Result<Vec<Outgoing>> {
+        self.blocking(move |this| this.meta.pending_notifications(after, limit))
+            .await
+    }
+
+    /// Removes notifications that were handed on.
+    pub async fn notifications_done(&self, seqs: &[u64]) -> Result<()> {
+        let seqs = seqs.to_vec();
+        self.blocking(move |this| this.meta.remove_notifications(&seqs))
+            .await
+    }
+
+    /// Resolves when notifications were recorded since the last call returned (one stored
+    /// wake-up, for one consumer): read [`Objects::notifications_pending`] first, then wait,
+    /// and nothing recorded in between is missed.
+    pub async fn notifications_wait(&self) {
+        self.notifier.wait().await;
     }
 
     /// Aborts uploads started more than [`ObjectsConfig::upload_expiry`] before `now_ms`;

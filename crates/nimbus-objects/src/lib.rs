@@ -5,6 +5,10 @@
 //! Metadata lives behind the [`MetaStore`] trait (SQLite today: `DATA_DIR/objects.db`);
 //! object bytes live in `DATA_DIR/objects/`, content-addressed by SHA-256 ([`BlobStore`]),
 //! so a copy is a new row pointing at the same blob. Keys are never file names.
+//!
+//! S3 event notifications ([`notify`]) are recorded in an outbox in the same transaction as
+//! the write that caused them and delivered at least once by a consumer of
+//! [`Objects::notifications_pending`].
 
 mod blobs;
 mod conditions;
@@ -12,6 +16,7 @@ mod engine;
 mod error;
 mod model;
 mod names;
+pub mod notify;
 pub mod store;
 
 pub use blobs::{BlobStore, Digests};
@@ -23,7 +28,13 @@ pub use model::{
     WriteCondition,
 };
 pub use names::{validate_bucket_name, validate_key, MAX_KEY_BYTES};
+pub use notify::{
+    Destinations, EventKind, KeyFilter, Notes, Notification, NotificationConfig, Outgoing,
+    Requester, Target, TargetConfig,
+};
 pub use store::{sqlite::SqliteMetaStore, MetaStore};
 
+#[cfg(test)]
+mod notify_tests;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-fn open(dir: &std::path::Path) -> Objects {
+pub(crate) fn open(dir: &std::path::Path) -> Objects {
     Objects::open_sqlite(
         dir,
         ObjectsConfig {
@@ -17,7 +17,17 @@ fn open(dir: &std::path::Path) -> Objects {
     .unwrap()
 }
 
-fn body(data: &[u8]) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
+/// The requester of the tests' writes.
+pub(crate) fn me() -> Requester {
+    Requester {
+        request_id: "0123456789ABCDEF".into(),
+        host_id: "aG9zdA==".into(),
+        principal: "AKIDTEST".into(),
+        source_ip: "192.0.2.7".into(),
+    }
+}
+
+pub(crate) fn body(data: &[u8]) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     // Several chunks, as a network body arrives.
     let chunks: Vec<_> = data
         .chunks(7)
@@ -103,8 +113,12 @@ async fn put_get_head_delete_round_trip_with_attributes() {
         o.delete_bucket("photos").await,
         Err(ObjectError::BucketNotEmpty(_))
     ));
-    o.delete_object("photos", "../a b.png").await.unwrap();
-    o.delete_object("photos", "../a b.png").await.unwrap();
+    o.delete_object("photos", "../a b.png", &me())
+        .await
+        .unwrap();
+    o.delete_object("photos", "../a b.png", &me())
+        .await
+        .unwrap();
     assert!(matches!(
         o.head_object("photos", "../a b.png", &ReadConditions::default())
             .await,
@@ -228,15 +242,16 @@ async fn copy_shares_the_blob_and_survives_the_source() {
             ReadConditions::default(),
             None,
             WriteCondition::None,
+            &me(),
         )
         .await
         .unwrap();
     assert_eq!(copy.sha256, src.sha256);
     assert_eq!(copy.etag, src.etag);
     assert_eq!(blob_files(dir.path()), 1, "a copy writes no bytes");
-    o.delete_object("src", "a").await.unwrap();
+    o.delete_object("src", "a", &me()).await.unwrap();
     assert_eq!(read(&o, "dst", "b", None).await, b"shared bytes");
-    o.delete_object("dst", "b").await.unwrap();
+    o.delete_object("dst", "b", &me()).await.unwrap();
     assert_eq!(blob_files(dir.path()), 0);
 }
 
@@ -357,7 +372,8 @@ async fn multipart_upload_etag_parts_and_abort() {
             "big",
             &up.upload_id,
             vec![(2, p2.etag.clone()), (1, p1.etag.clone())],
-            WriteCondition::None
+            WriteCondition::None,
+            &me(),
         )
         .await,
         Err(ObjectError::InvalidPartOrder)
@@ -368,7 +384,8 @@ async fn multipart_upload_etag_parts_and_abort() {
             "big",
             &up.upload_id,
             vec![(1, "\"bad\"".into())],
-            WriteCondition::None
+            WriteCondition::None,
+            &me(),
         )
         .await,
         Err(ObjectError::InvalidPart(_))
@@ -391,7 +408,8 @@ async fn multipart_upload_etag_parts_and_abort() {
             "small",
             &small.upload_id,
             vec![(1, s1.etag), (2, s2.etag)],
-            WriteCondition::None
+            WriteCondition::None,
+            &me(),
         )
         .await,
         Err(ObjectError::EntityTooSmall { part: 1, .. })
@@ -406,6 +424,7 @@ async fn multipart_upload_etag_parts_and_abort() {
             &up.upload_id,
             vec![(1, format!("\"{}\"", p1.etag)), (2, p2.etag.clone())],
             WriteCondition::None,
+            &me(),
         )
         .await
         .unwrap();
@@ -459,14 +478,14 @@ async fn tags_replace() {
     o.create_bucket("tags").await.unwrap();
     put(&o, "tags", "k", b"x").await;
     let tags = BTreeMap::from([("env".to_string(), "prod".to_string())]);
-    o.set_tags("tags", "k", tags.clone()).await.unwrap();
+    o.set_tags("tags", "k", tags.clone(), &me()).await.unwrap();
     let head = o
         .head_object("tags", "k", &ReadConditions::default())
         .await
         .unwrap();
     assert_eq!(head.attrs.tags, tags);
     assert!(matches!(
-        o.set_tags("tags", "missing", tags).await,
+        o.set_tags("tags", "missing", tags, &me()).await,
         Err(ObjectError::NoSuchKey(_))
     ));
 }
@@ -522,7 +541,7 @@ async fn listing_a_hundred_thousand_keys() {
                 attrs: ObjectAttrs::default(),
                 parts: None,
             };
-            crate::store::sqlite::upsert_object(tx, &obj, &WriteCondition::None)?;
+            crate::store::sqlite::upsert_object(tx, &obj, &WriteCondition::None, &Notes::none())?;
         }
         Ok(())
     })

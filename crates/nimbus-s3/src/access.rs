@@ -29,6 +29,8 @@ pub fn action_of(op: &str) -> String {
         "DeleteObjects" => "DeleteObject",
         "ListParts" => "ListMultipartUploadParts",
         "ListMultipartUploads" => "ListBucketMultipartUploads",
+        "PutBucketNotificationConfiguration" => "PutBucketNotification",
+        "GetBucketNotificationConfiguration" => "GetBucketNotification",
         other => other,
     };
     format!("s3:{action}")
@@ -158,6 +160,15 @@ mod tests {
         assert_eq!(action_of("ListObjectsV2"), "s3:ListBucket");
         assert_eq!(action_of("ListBuckets"), "s3:ListAllMyBuckets");
         assert_eq!(action_of("DeleteBucket"), "s3:DeleteBucket");
+        assert_eq!(
+            action_of("PutBucketNotificationConfiguration"),
+            "s3:PutBucketNotification"
+        );
+        assert_eq!(
+            action_of("GetBucketNotificationConfiguration"),
+            "s3:GetBucketNotification"
+        );
+        assert_eq!(action_of("DeleteObjectTagging"), "s3:DeleteObjectTagging");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! answered by the `s3s` crate) with every operation translated to a `nimbus-objects` call
 //! ([`ops`]). Authentication is SigV4 (headers, presigned URLs, aws-chunked bodies) against
 //! Nimbus's access keys ([`KeyLookup`]); authorisation evaluates the key's policy with
-//! `s3:*` actions on `arn:aws:s3:::BUCKET[/KEY]` resources ([`access`]).
+//! `s3:*` actions on `arn:aws:s3:::BUCKET[/KEY]` resources ([`access`]). Every response
+//! carries `x-amz-request-id` and `x-amz-id-2`; writes hand them, the signing key and the
+//! client's address to the engine for its event notifications.
 //!
 //! Used by `nimbus-server` for `--s3-listen`; depends on no other Nimbus surface.
 
@@ -10,7 +12,9 @@ mod access;
 mod convert;
 mod errors;
 mod host;
+mod notify;
 mod ops;
+mod requester;
 
 pub use access::{action_of, KeyLookup};
 
@@ -34,7 +38,9 @@ pub fn router(objects: Objects, keys: Option<Arc<dyn KeyLookup>>) -> axum::Route
             tracing::error!(error = ?e, "S3 request failed");
             errors::internal_error_response()
         });
-    let router = axum::Router::new().fallback_service(service);
+    let router = axum::Router::new()
+        .fallback_service(service)
+        .layer(axum::middleware::from_fn(requester::with_request_ids));
     if auth_on {
         router
     } else {

@@ -5,6 +5,7 @@ use crate::convert::{
     timestamp, write_condition,
 };
 use crate::errors::OrS3;
+use crate::requester::requester_of;
 use nimbus_objects::{ListQuery, Objects, PutOptions};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
@@ -141,6 +142,34 @@ impl S3 for NimbusS3 {
         ok(DeleteBucketOutput::default())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket))]
+    async fn put_bucket_notification_configuration(
+        &self,
+        req: S3Request<PutBucketNotificationConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketNotificationConfigurationOutput>> {
+        let requester = requester_of(&req);
+        let i = req.input;
+        let config = crate::notify::config_of(i.notification_configuration)?;
+        let skip_check = i.skip_destination_validation.unwrap_or(false);
+        self.objects
+            .set_notification_config(&i.bucket, config, &requester, skip_check)
+            .await
+            .or_s3()?;
+        ok(PutBucketNotificationConfigurationOutput::default())
+    }
+
+    async fn get_bucket_notification_configuration(
+        &self,
+        req: S3Request<GetBucketNotificationConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketNotificationConfigurationOutput>> {
+        let config = self
+            .objects
+            .notification_config(&req.input.bucket)
+            .await
+            .or_s3()?;
+        ok(crate::notify::output_of(config))
+    }
+
     async fn head_bucket(
         &self,
         req: S3Request<HeadBucketInput>,
@@ -185,12 +214,14 @@ impl S3 for NimbusS3 {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        let requester = requester_of(&req);
         let input = req.input;
         let opts = PutOptions {
             attrs: attrs_of!(input),
             condition: write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?,
             content_md5: content_md5(input.content_md5.as_ref())?,
             declared_len: declared_len(input.content_length)?,
+            requester,
         };
         let meta = self
             .objects
@@ -274,7 +305,7 @@ impl S3 for NimbusS3 {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         self.objects
-            .delete_object(&req.input.bucket, &req.input.key)
+            .delete_object(&req.input.bucket, &req.input.key, &requester_of(&req))
             .await
             .or_s3()?;
         ok(DeleteObjectOutput::default())
@@ -288,9 +319,14 @@ impl S3 for NimbusS3 {
         let bucket = &req.input.bucket;
         self.objects.bucket(bucket).await.or_s3()?;
         let quiet = req.input.delete.quiet.unwrap_or(false);
+        let requester = requester_of(&req);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for obj in &req.input.delete.objects {
-            match self.objects.delete_object(bucket, &obj.key).await {
+            match self
+                .objects
+                .delete_object(bucket, &obj.key, &requester)
+                .await
+            {
                 Ok(()) if quiet => {}
                 Ok(()) => deleted.push(DeletedObject {
                     key: Some(obj.key.clone()),
@@ -357,6 +393,7 @@ impl S3 for NimbusS3 {
                 source_conditions,
                 attrs,
                 nimbus_objects::WriteCondition::None,
+                &requester_of(&req),
             )
             .await
             .map_err(|e| match e {
@@ -465,6 +502,7 @@ impl S3 for NimbusS3 {
         &self,
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        let requester = requester_of(&req);
         let mut tags = BTreeMap::new();
         for t in req.input.tagging.tag_set {
             let (Some(k), Some(v)) = (t.key, t.value) else {
@@ -473,7 +511,7 @@ impl S3 for NimbusS3 {
             tags.insert(k, v);
         }
         self.objects
-            .set_tags(&req.input.bucket, &req.input.key, tags)
+            .set_tags(&req.input.bucket, &req.input.key, tags, &requester)
             .await
             .or_s3()?;
         ok(PutObjectTaggingOutput::default())
@@ -484,7 +522,7 @@ impl S3 for NimbusS3 {
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         self.objects
-            .set_tags(&req.input.bucket, &req.input.key, BTreeMap::new())
+            .delete_tags(&req.input.bucket, &req.input.key, &requester_of(&req))
             .await
             .or_s3()?;
         ok(DeleteObjectTaggingOutput::default())
@@ -580,6 +618,7 @@ impl S3 for NimbusS3 {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let requester = requester_of(&req);
         let i = req.input;
         let condition = write_condition(i.if_match.as_ref(), i.if_none_match.as_ref())?;
         let mut requested = Vec::new();
@@ -596,7 +635,14 @@ impl S3 for NimbusS3 {
         }
         let meta = self
             .objects
-            .complete_upload(&i.bucket, &i.key, &i.upload_id, requested, condition)
+            .complete_upload(
+                &i.bucket,
+                &i.key,
+                &i.upload_id,
+                requested,
+                condition,
+                &requester,
+            )
             .await
             .or_s3()?;
         ok(CompleteMultipartUploadOutput {

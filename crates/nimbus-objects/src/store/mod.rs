@@ -5,10 +5,16 @@
 //! Methods that drop a reference to a blob return the hashes whose count reached zero: the
 //! engine then removes those files ([`crate::BlobStore::release`]), re-checking
 //! [`MetaStore::blob_referenced`] so a concurrent write of the same bytes keeps its file.
+//!
+//! Writes that can cause S3 events take [`Notes`]: when the write happens and the notes are
+//! not empty, the store takes the next event sequencer and records
+//! [`Notes::notifications`] in its outbox **in the write's transaction** (nothing when the
+//! write fails, e.g. on a precondition).
 
 pub mod sqlite;
 
 use crate::model::{Bucket, ListPage, ListQuery, ObjectMeta, Part, Upload, WriteCondition};
+use crate::notify::{Notes, Notification, NotificationConfig, Outgoing};
 use crate::Result;
 use std::collections::HashSet;
 
@@ -25,17 +31,25 @@ pub trait MetaStore: Send + Sync + 'static {
     fn list_buckets(&self) -> Result<Vec<Bucket>>;
 
     fn object(&self, bucket: &str, key: &str) -> Result<ObjectMeta>;
-    /// Inserts or replaces the object row (taking a reference to its blob) if `cond` holds.
-    fn put_object(&self, obj: &ObjectMeta, cond: &WriteCondition) -> Result<Released>;
+    /// Inserts or replaces the object row (taking a reference to its blob) if `cond` holds,
+    /// recording `notes` about `obj`.
+    fn put_object(
+        &self,
+        obj: &ObjectMeta,
+        cond: &WriteCondition,
+        notes: &Notes,
+    ) -> Result<Released>;
     /// Deletes the object if it exists; `Ok` either way (S3 semantics) unless the bucket
-    /// does not exist.
-    fn delete_object(&self, bucket: &str, key: &str) -> Result<Released>;
-    /// Replaces the object's tag set.
+    /// does not exist. `notes` (about the removed object) are recorded only if one was
+    /// removed.
+    fn delete_object(&self, bucket: &str, key: &str, notes: &Notes) -> Result<Released>;
+    /// Replaces the object's tag set, recording `notes` about the object.
     fn set_tags(
         &self,
         bucket: &str,
         key: &str,
         tags: &std::collections::BTreeMap<String, String>,
+        notes: &Notes,
     ) -> Result<()>;
     /// One page of keys in key order (UTF-8 byte order), with common prefixes folded.
     fn list_objects(&self, q: &ListQuery) -> Result<ListPage>;
@@ -46,12 +60,13 @@ pub trait MetaStore: Send + Sync + 'static {
     fn put_part(&self, upload_id: &str, part: &Part) -> Result<Released>;
     /// Parts with numbers above `after`, at most `max`, and whether more follow.
     fn list_parts(&self, upload_id: &str, after: u32, max: usize) -> Result<(Vec<Part>, bool)>;
-    /// Ends the upload: writes `obj` (if `cond` holds) and drops the parts.
+    /// Ends the upload: writes `obj` (if `cond` holds), drops the parts and records `notes`.
     fn complete_upload(
         &self,
         upload_id: &str,
         obj: &ObjectMeta,
         cond: &WriteCondition,
+        notes: &Notes,
     ) -> Result<Released>;
     /// Drops the upload and its parts.
     fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Released>;
@@ -60,6 +75,24 @@ pub trait MetaStore: Send + Sync + 'static {
     fn list_uploads(&self, bucket: &str, prefix: &str, max: usize) -> Result<(Vec<Upload>, bool)>;
     /// Uploads started before `before_ms` (abandoned ones, to abort).
     fn uploads_started_before(&self, before_ms: i64) -> Result<Vec<Upload>>;
+
+    /// The bucket's notification configuration, if it has one (`NoSuchBucket` if the bucket
+    /// does not exist).
+    fn notification_config(&self, bucket: &str) -> Result<Option<NotificationConfig>>;
+    /// Replaces the bucket's notification configuration (an empty one removes it) and
+    /// records `tests` (the `s3:TestEvent` messages) in the same transaction.
+    fn set_notification_config(
+        &self,
+        bucket: &str,
+        config: &NotificationConfig,
+        tests: &[Notification],
+        now_ms: i64,
+    ) -> Result<()>;
+    /// Recorded notifications with sequence numbers above `after`, oldest first, at most
+    /// `limit`.
+    fn pending_notifications(&self, after: u64, limit: usize) -> Result<Vec<Outgoing>>;
+    /// Removes delivered notifications (unknown numbers are ignored).
+    fn remove_notifications(&self, seqs: &[u64]) -> Result<()>;
 
     /// Whether any object or part refers to the blob.
     fn blob_referenced(&self, sha256: &str) -> Result<bool>;

@@ -2,13 +2,15 @@
 //! is on disk when its request is acknowledged), one connection behind a mutex.
 
 mod list;
-mod schema;
+mod notify;
+pub(crate) mod schema;
 mod uploads;
 
 use super::{MetaStore, Released};
 use crate::model::{
     Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload, WriteCondition,
 };
+use crate::notify::{Notes, Notification, NotificationConfig, Outgoing};
 use crate::{ObjectError, Result};
 use nimbus_store::Db;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
@@ -179,11 +181,12 @@ fn check_condition(current: Option<&ObjectMeta>, cond: &WriteCondition) -> Resul
     }
 }
 
-/// Writes `obj` over whatever has its key, if `cond` holds.
+/// Writes `obj` over whatever has its key, if `cond` holds, and records `notes` about it.
 pub(crate) fn upsert_object(
     tx: &Transaction<'_>,
     obj: &ObjectMeta,
     cond: &WriteCondition,
+    notes: &Notes,
 ) -> Result<Released> {
     require_bucket(tx, &obj.bucket)?;
     let current = find_object(tx, &obj.bucket, &obj.key)?;
@@ -209,6 +212,7 @@ pub(crate) fn upsert_object(
             obj.parts.map(i64::from),
         ],
     )?;
+    notify::record(tx, notes, obj)?;
     Ok(released)
 }
 
@@ -277,11 +281,16 @@ impl MetaStore for SqliteMetaStore {
         find_object(&conn, bucket, key)?.ok_or_else(|| ObjectError::NoSuchKey(key.to_string()))
     }
 
-    fn put_object(&self, obj: &ObjectMeta, cond: &WriteCondition) -> Result<Released> {
-        self.write(|tx| upsert_object(tx, obj, cond))
+    fn put_object(
+        &self,
+        obj: &ObjectMeta,
+        cond: &WriteCondition,
+        notes: &Notes,
+    ) -> Result<Released> {
+        self.write(|tx| upsert_object(tx, obj, cond, notes))
     }
 
-    fn delete_object(&self, bucket: &str, key: &str) -> Result<Released> {
+    fn delete_object(&self, bucket: &str, key: &str, notes: &Notes) -> Result<Released> {
         self.write(|tx| {
             require_bucket(tx, bucket)?;
             let mut released = Vec::new();
@@ -291,12 +300,19 @@ impl MetaStore for SqliteMetaStore {
                     params![bucket, key.as_bytes()],
                 )?;
                 decref(tx, &old.sha256, &mut released)?;
+                notify::record(tx, notes, &old)?;
             }
             Ok(released)
         })
     }
 
-    fn set_tags(&self, bucket: &str, key: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    fn set_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        tags: &BTreeMap<String, String>,
+        notes: &Notes,
+    ) -> Result<()> {
         self.write(|tx| {
             require_bucket(tx, bucket)?;
             let n = tx.execute(
@@ -305,6 +321,11 @@ impl MetaStore for SqliteMetaStore {
             )?;
             if n == 0 {
                 return Err(ObjectError::NoSuchKey(key.to_string()));
+            }
+            if !notes.is_empty() {
+                if let Some(obj) = find_object(tx, bucket, key)? {
+                    notify::record(tx, notes, &obj)?;
+                }
             }
             Ok(())
         })
@@ -337,10 +358,11 @@ impl MetaStore for SqliteMetaStore {
         upload_id: &str,
         obj: &ObjectMeta,
         cond: &WriteCondition,
+        notes: &Notes,
     ) -> Result<Released> {
         self.write(|tx| {
             let mut released = uploads::drop_upload(tx, &obj.bucket, &obj.key, upload_id)?;
-            released.extend(upsert_object(tx, obj, cond)?);
+            released.extend(upsert_object(tx, obj, cond, notes)?);
             // A part whose blob became the object's (a one-part upload) is referenced again.
             released.retain(|sha| sha != &obj.sha256);
             Ok(released)
@@ -359,6 +381,31 @@ impl MetaStore for SqliteMetaStore {
 
     fn uploads_started_before(&self, before_ms: i64) -> Result<Vec<Upload>> {
         uploads::started_before(&self.conn(), before_ms)
+    }
+
+    fn notification_config(&self, bucket: &str) -> Result<Option<NotificationConfig>> {
+        notify::config(&self.conn(), bucket)
+    }
+
+    fn set_notification_config(
+        &self,
+        bucket: &str,
+        config: &NotificationConfig,
+        tests: &[Notification],
+        now_ms: i64,
+    ) -> Result<()> {
+        self.write(|tx| notify::set_config(tx, bucket, config, tests, now_ms))
+    }
+
+    fn pending_notifications(&self, after: u64, limit: usize) -> Result<Vec<Outgoing>> {
+        notify::pending(&self.conn(), after, limit)
+    }
+
+    fn remove_notifications(&self, seqs: &[u64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| notify::remove(tx, seqs))
     }
 
     fn blob_referenced(&self, sha256: &str) -> Result<bool> {

@@ -1,6 +1,7 @@
 //! Schema migrations of `objects.db`; entry `i` takes `user_version` from `i` to `i + 1`.
 
-pub(super) const MIGRATIONS: &[&str] = &["
+pub(crate) const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE buckets (
     name       TEXT PRIMARY KEY NOT NULL,
     created_ms INTEGER NOT NULL
@@ -42,4 +43,27 @@ CREATE TABLE parts (
     last_modified_ms INTEGER NOT NULL,
     PRIMARY KEY (upload_id, number)
 ) STRICT, WITHOUT ROWID;
-"];
+",
+    "
+-- A bucket's notification configuration (JSON), removed with the bucket.
+CREATE TABLE notification_configs (
+    bucket TEXT PRIMARY KEY NOT NULL REFERENCES buckets(name) ON DELETE CASCADE,
+    config TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+-- The outbox: notifications recorded with the writes that caused them, until delivered.
+-- AUTOINCREMENT: a sequence number is never reused, even after the newest rows are removed.
+CREATE TABLE notification_outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    bucket     TEXT NOT NULL,
+    target     TEXT NOT NULL CHECK (target IN ('function', 'queue', 'eventbridge')),
+    arn        TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+) STRICT;
+-- The last S3 event sequencer handed out (one row, id 0).
+CREATE TABLE notification_sequencer (
+    id   INTEGER PRIMARY KEY CHECK (id = 0),
+    last INTEGER NOT NULL
+) STRICT;
+",
+];
