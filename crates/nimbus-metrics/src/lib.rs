@@ -765,7 +765,7 @@ pub struct FunctionMetrics {
     minute: Arc<MinuteCell>,
     function: String,
     qualifier: String,
-    invocations: [[OnceLock<Counter>; 5]; 7],
+    invocations: [[OnceLock<Counter>; InvocationOutcome::ALL.len()]; Trigger::ALL.len()],
     duration: OnceLock<Histogram>,
     init_duration: OnceLock<Histogram>,
     cold_starts: [OnceLock<Counter>; 2],

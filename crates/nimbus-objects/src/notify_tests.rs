@@ -174,7 +174,10 @@ async fn put_records_s3s_event_record_field_by_field() {
     assert_eq!(s3["bucket"]["ownerIdentity"]["principalId"], "000000000000");
     assert_eq!(s3["bucket"]["arn"], "arn:aws:s3:::photos");
     let obj = &s3["object"];
-    assert_eq!(obj["key"], "in%2Fred+flower%2B1.jpg", "form-URL-encoded");
+    assert_eq!(
+        obj["key"], "in/red+flower%2B1.jpg",
+        "form-URL-encoded but for /"
+    );
     assert_eq!(obj["size"], 11);
     assert_eq!(obj["eTag"], "5eb63bbbe01eeed093cb22bb8f5acdc3", "no quotes");
     let seq = obj["sequencer"].as_str().unwrap();

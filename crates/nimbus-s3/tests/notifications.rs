@@ -102,7 +102,7 @@ async fn configuration_xml_round_trip_and_records_quote_the_request() {
     );
     assert_eq!(r["userIdentity"]["principalId"], "anonymous");
     assert_eq!(r["requestParameters"]["sourceIPAddress"], "192.0.2.9");
-    assert_eq!(r["s3"]["object"]["key"], "in%2Fa+b.jpg");
+    assert_eq!(r["s3"]["object"]["key"], "in/a+b.jpg");
     assert_eq!(r["s3"]["object"]["size"], 5);
     assert_eq!(rows[1].target, Target::EventBridge);
 }

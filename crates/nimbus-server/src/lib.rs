@@ -306,10 +306,6 @@ impl Server {
         }
         let (secret_store, key_file) = secrets::open(&data_dir, config.master_key_file.as_deref())?;
         let (auth, bootstrap) = keys::open(&data_dir, secret_store.clone(), config.auth)?;
-        let s3 = match config.s3_listen {
-            Some(a) => Some(s3::bind(a, &data_dir, config.auth.then(|| auth.clone()))?),
-            None => None,
-        };
 
         let (sink, rx) = LogSink::new(config.logs.capture);
         let memory = MemoryLimits::detect(Some(config.max_pids));
@@ -439,6 +435,18 @@ impl Server {
             .context("cannot open the queues")?
             .with_limit(config.queue_backlog);
         let queues: Arc<dyn nimbus_store::QueueStore> = Arc::new(queues);
+        let s3 = match config.s3_listen {
+            Some(a) => Some(s3::bind(
+                a,
+                &data_dir,
+                config.auth.then(|| auth.clone()),
+                notifications::Targets {
+                    registry: store.clone(),
+                    queues: queues.clone(),
+                },
+            )?),
+            None => None,
+        };
         if config.metrics {
             gauges::register(&metrics, &pools, &events, queues.clone(), data_dir.clone());
         }

@@ -8,11 +8,12 @@
 //! function's invocation is deduplicated by the notification's sequence number within the
 //! async engine's idempotency window.
 
+use nimbus_core::FunctionName;
 use nimbus_events::bus::{BusError, EventBus, PutEventsEntry};
 use nimbus_events::engine::Origin;
 use nimbus_metrics::Trigger;
-use nimbus_objects::{Objects, Outgoing, Target};
-use nimbus_store::StoreError;
+use nimbus_objects::{Destinations, Objects, Outgoing, Target};
+use nimbus_store::{QueueStore, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
@@ -101,7 +102,10 @@ async fn hand_on(bus: &EventBus, n: &Outgoing) -> Result<(), Failure> {
         Target::EventBridge => {
             let entry: PutEventsEntry = serde_json::from_str(&n.payload)
                 .map_err(|e| Failure::Permanent(format!("unreadable PutEvents entry: {e}")))?;
-            let bus_name = entry.event_bus_name.clone().unwrap_or_else(|| "default".into());
+            let bus_name = entry
+                .event_bus_name
+                .clone()
+                .unwrap_or_else(|| "default".into());
             let out = bus
                 .put_events(&bus_name, vec![entry], origin.trace.as_ref())
                 .await
@@ -135,5 +139,38 @@ fn classify(e: BusError) -> Failure {
         BusError::Store(s) if s.is_full() => Failure::Transient(s.to_string()),
         BusError::Store(s @ StoreError::InvalidInput(_)) => Failure::Permanent(s.to_string()),
         BusError::Store(s) => Failure::Transient(s.to_string()),
+    }
+}
+
+/// The targets a notification configuration may name, checked when it is set (as S3
+/// checks its destinations): the function (and its version or alias) and the queue must
+/// exist.
+pub(crate) struct Targets {
+    pub(crate) registry: Arc<dyn Store>,
+    pub(crate) queues: Arc<dyn QueueStore>,
+}
+
+impl Destinations for Targets {
+    fn check(&self, target: &Target) -> Result<(), String> {
+        match target {
+            Target::Function {
+                name, qualifier, ..
+            } => {
+                let f = FunctionName::parse(name).map_err(|e| e.to_string())?;
+                match qualifier.as_deref() {
+                    Some(q) if !q.bytes().all(|b| b.is_ascii_digit()) && q != "$LATEST" => {
+                        self.registry.get_alias(&f, q).map(|_| ())
+                    }
+                    q => self.registry.get(&f, q).map(|_| ()),
+                }
+                .map_err(|e| e.to_string())
+            }
+            Target::Queue { name, .. } => self
+                .queues
+                .get_queue(name)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Target::EventBridge => Ok(()),
+        }
     }
 }

@@ -38,11 +38,13 @@ impl nimbus_s3::KeyLookup for Keys {
 }
 
 /// Opens the object store and binds `addr`. `auth` is `None` with `--auth off` (then only
-/// a loopback address is accepted, as for `--listen`).
+/// a loopback address is accepted, as for `--listen`); `targets` checks the functions and
+/// queues a notification configuration names.
 pub(crate) fn bind(
     addr: SocketAddr,
     data_dir: &Path,
     auth: Option<Arc<Auth>>,
+    targets: crate::notifications::Targets,
 ) -> anyhow::Result<S3Listener> {
     if auth.is_none() && !addr.ip().is_loopback() {
         anyhow::bail!(
@@ -51,7 +53,8 @@ pub(crate) fn bind(
         );
     }
     let objects = Objects::open_sqlite(data_dir, ObjectsConfig::default())
-        .context("cannot open the object store")?;
+        .context("cannot open the object store")?
+        .with_destinations(Arc::new(targets));
     let listener =
         conn::bind(addr).with_context(|| format!("cannot listen on {addr} (--s3-listen)"))?;
     let addr = listener.local_addr()?;

@@ -112,9 +112,13 @@ pub fn sequencer(n: u64) -> String {
 }
 
 /// The key as S3 puts it in records: `application/x-www-form-urlencoded` (`red flower.jpg`
-/// is `red+flower.jpg`).
+/// is `red+flower.jpg`) except `/`, which stays (`images/red+flower.jpg`: S3's own examples
+/// filter on a prefix `images/`, matched against this form).
 pub fn record_key(key: &str) -> String {
-    form_urlencoded::byte_serialize(key.as_bytes()).collect()
+    key.split('/')
+        .map(|part| form_urlencoded::byte_serialize(part.as_bytes()).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn bucket_arn(bucket: &str) -> String {
