@@ -96,14 +96,26 @@ fn up_serves_the_examples_and_redeploys_on_change() {
     let up = Up::examples(&[], None);
     let base = up.base.clone();
     let project = up.project.clone();
-    up.wait_for(&[
+    let printed = up.wait_for(&[
         "watching".to_string(),
         format!("{base}/fn/hello-node/"),
         format!("{base}/hello/{{name}}"),
         format!("{base}/fn/custom-bash/"),
+        "S3 API on http://127.0.0.1:".to_string(),
     ]);
     let rx = &up.rx;
     let http = reqwest::blocking::Client::new();
+    // `up` serves the object store on a free port and says where.
+    let s3 = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("S3 API on "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no S3 line in:\n{printed}"));
+    let listing = http.get(s3).send().unwrap().text().unwrap();
+    assert!(
+        listing.contains("<Code>AccessDenied</Code>") || listing.contains("ListAllMyBucketsResult"),
+        "an S3 answer from {s3}: {listing}"
+    );
     let body = http
         .get(format!("{base}/hello/ada"))
         .send()

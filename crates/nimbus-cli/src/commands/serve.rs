@@ -13,10 +13,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let server = bind(&args, &data_dir).await?;
     super::print(listening_line(&server.public_url(), &data_dir))?;
     if let Some(a) = server.s3_addr() {
-        super::print(format!(
-            "S3 API on http://{a} (path-style, or BUCKET.localhost:{})\n",
-            a.port()
-        ))?;
+        super::print(s3_line(a))?;
     }
     print_bootstrap(&server);
     server
@@ -94,6 +91,14 @@ pub fn print_bootstrap(server: &nimbus_server::Server) {
 /// `nimbus listening on http(s)://ADDR (data: DIR)`
 pub fn listening_line(url: &str, data_dir: &Path) -> String {
     format!("nimbus listening on {url} (data: {})\n", data_dir.display())
+}
+
+/// Where the S3 listener is.
+pub fn s3_line(a: std::net::SocketAddr) -> String {
+    format!(
+        "S3 API on http://{a} (path-style, or BUCKET.localhost:{})\n",
+        a.port()
+    )
 }
 
 /// Resolves on the first SIGINT or SIGTERM; a second Ctrl-C exits at once without draining.

@@ -27,12 +27,20 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| dir.join(".nimbus"));
-    let server = super::serve::bind(&args.server, &data_dir).await?;
+    // `up` serves the object store too: on the configured address, else a free loopback port.
+    let mut server_args = args.server.clone();
+    server_args
+        .s3_listen
+        .get_or_insert_with(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let server = super::serve::bind(&server_args, &data_dir).await?;
     let addr = server.local_addr();
     super::print(super::serve::listening_line(
         &server.public_url(),
         &data_dir,
     ))?;
+    if let Some(a) = server.s3_addr() {
+        super::print(super::serve::s3_line(a))?;
+    }
     super::serve::print_bootstrap(&server);
     // `up` deploys with a key of its own, held by the server in memory only.
     let own_key = server
