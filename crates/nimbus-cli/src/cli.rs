@@ -31,7 +31,8 @@ pub enum Command {
     /// Check this host the way `serve` will use it: sandbox layers, cgroups, interpreters,
     /// data dir, listen port; prints what is missing and the command that fixes it.
     Doctor(DoctorArgs),
-    /// Run a local server for the project in DIR, deploy its functions and redeploy on change.
+    /// Run a local server for the project in DIR, deploy its functions and redeploy on change;
+    /// the S3 API is served too (on `--s3-listen`, else a free loopback port).
     Up(UpArgs),
     /// Deploy the functions of DIR/nimbus.toml, or one function from a directory or .zip.
     Deploy(DeployArgs),
