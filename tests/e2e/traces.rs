@@ -770,12 +770,17 @@ fn traces_follow_a_dead_letter_copy_onto_the_bus_and_its_rule() {
     invoke_async_traced(&s, "doomed", (trace, caller), &out);
     let (spans, request) = chain(&rx, &s, trace, caller, "doomed", "mourner");
 
-    // The request → the `dead letter` span → the rule target's invocation: one trace.
+    // The request → the `dead letter` span → the rule's span → the rule target's
+    // invocation (a `bus` trigger): one trace.
     let dead = only(&spans, "dead letter", |x| x.name == "dead letter");
     assert_eq!(dead.parent, request.id);
     assert_eq!(dead.attr("nimbus.dead_letter"), Some(&json!(bus)));
+    let rule = only(&spans, "rule mourn", |x| x.name == "rule mourn");
+    assert_eq!(rule.parent, dead.id, "{spans:#?}");
+    assert_eq!(rule.attr("nimbus.rule"), Some(&json!("mourn")));
     let mourner = only(&spans, "mourner", |x| x.name == "mourner");
-    assert_eq!(mourner.parent, dead.id, "{spans:#?}");
+    assert_eq!(mourner.parent, rule.id, "{spans:#?}");
+    assert_eq!(mourner.attr("nimbus.trigger"), Some(&json!("bus")));
 
     let run = &lines(&out)[0];
     assert_eq!(run["event"]["detail-type"], "Lambda Function Dead Letter");

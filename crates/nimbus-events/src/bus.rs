@@ -717,10 +717,29 @@ impl EventBus {
                     };
                     let mut results = Vec::new();
                     let mut failed = None;
+                    let id = forwarded["id"].as_str().unwrap_or_default().to_string();
                     for (rule, t) in self.route(&forwarded, &refs) {
+                        // Each rule's work is a bus trigger with a span of its own, as for
+                        // PutEvents.
+                        let rule_origin = Origin {
+                            trigger: Trigger::Bus,
+                            trace: self.engine.hop(
+                                format!("rule {}", rule.name),
+                                origin.trace.as_ref(),
+                                vec![
+                                    KeyValue::new("nimbus.bus", bus.clone()),
+                                    KeyValue::new("nimbus.rule", rule.name.clone()),
+                                    KeyValue::new("nimbus.target", t.arn.clone()),
+                                    KeyValue::new("nimbus.event_id", id.clone()),
+                                ],
+                                Vec::new(),
+                            ),
+                        };
                         let handed = self
-                            .submit_hop(t, &forwarded, None, origin.clone(), hops + 1)
+                            .submit_hop(t, &forwarded, None, rule_origin, hops + 1)
                             .await;
+                        self.engine
+                            .count(|m| m.sources().bus_target(&bus, &rule.name, handed.is_ok()));
                         results.push((rule, TargetResult::of(&t.arn, &handed)));
                         if let Err(e) = handed {
                             warn!(bus, rule = %rule.name, target = %t.arn, "cannot forward an event: {e}");
