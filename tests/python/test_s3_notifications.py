@@ -221,6 +221,10 @@ def test_object_created_and_removed_reach_a_function_in_s3s_format(srv, s3, lam)
     # the delete, whose records have arrived).
     time.sleep(0.5)
     assert len(records_of(delivered_events(srv, fn, 3))) == 3
+    with urllib.request.urlopen(srv.base_url + "/metrics", timeout=30) as r:
+        metrics = r.read().decode()
+    line = f'nimbus_s3_notifications_total{{bucket="{b}",outcome="delivered"}} 3'
+    assert line in metrics, [x for x in metrics.splitlines() if "s3_notif" in x]
 
 
 def test_multipart_completion_reaches_a_queue_as_the_message_body(srv, s3):

@@ -1,8 +1,8 @@
 //! Counters of the event sources: the event bus (events put, rule matches, targets that
 //! could not be handed their event), schedules (firings, late firings, missed firings) and
 //! event-source mappings (batches, records, partial failures, the age of a batch's oldest
-//! record). Labels are bus, rule, queue and function names — things an operator created,
-//! never event contents.
+//! record) and bucket notifications (delivered, dropped, retried). Labels are bus, rule,
+//! queue, function and bucket names — things an operator created, never event contents.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -21,6 +21,12 @@ struct BusLabels {
 struct RuleLabels {
     bus: String,
     rule: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct NotificationLabels {
+    bucket: String,
+    outcome: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -43,6 +49,7 @@ pub struct SourceMetrics {
     records: Family<MappingLabels, Counter>,
     failed_records: Family<MappingLabels, Counter>,
     record_age: Family<MappingLabels, Gauge<f64, AtomicU64>>,
+    notifications: Family<NotificationLabels, Counter>,
 }
 
 impl SourceMetrics {
@@ -99,7 +106,23 @@ impl SourceMetrics {
             Unit::Seconds,
             s.record_age.clone(),
         );
+        r.register(
+            "nimbus_s3_notifications",
+            "Bucket notifications by bucket and outcome: delivered (handed to their function, queue or bus), dropped (the target is gone), retried (the target could not take it yet)",
+            s.notifications.clone(),
+        );
         s
+    }
+
+    /// A notification of `bucket` was handed on (`delivered`), dropped (`dropped`) or held
+    /// back for a retry (`retried`).
+    pub fn s3_notification(&self, bucket: &str, outcome: &'static str) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                bucket: bucket.into(),
+                outcome,
+            })
+            .inc();
     }
 
     /// A valid entry was put on `bus`.

@@ -611,7 +611,7 @@ impl Server {
             let mut limits = self.config.conn.clone();
             limits.max_header_bytes = self.config.abuse.max_header_bytes;
             limits.max_headers = self.config.abuse.max_headers;
-            s.spawn(limits, self.bus.clone(), async move {
+            s.spawn(limits, self.bus.clone(), self.metrics.clone(), async move {
                 let _ = s3_stop_rx.wait_for(|stop| *stop).await;
             })
         });

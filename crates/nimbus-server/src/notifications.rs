@@ -11,7 +11,7 @@
 use nimbus_core::FunctionName;
 use nimbus_events::bus::{BusError, EventBus, PutEventsEntry};
 use nimbus_events::engine::Origin;
-use nimbus_metrics::Trigger;
+use nimbus_metrics::{Metrics, Trigger};
 use nimbus_objects::{Destinations, Objects, Outgoing, Target};
 use nimbus_store::{QueueStore, Store, StoreError};
 use std::sync::Arc;
@@ -32,7 +32,12 @@ enum Failure {
 }
 
 /// Runs until aborted: delivers what is recorded, then waits for more.
-pub(crate) async fn deliver(objects: Objects, bus: Arc<EventBus>) {
+pub(crate) async fn deliver(objects: Objects, bus: Arc<EventBus>, metrics: Arc<Metrics>) {
+    let count = |bucket: &str, outcome: &'static str| {
+        if metrics.is_enabled() {
+            metrics.sources().s3_notification(bucket, outcome);
+        }
+    };
     loop {
         let batch = match objects.notifications_pending(0, BATCH).await {
             Ok(b) => b,
@@ -50,12 +55,17 @@ pub(crate) async fn deliver(objects: Objects, bus: Arc<EventBus>) {
         let mut stalled = false;
         for n in &batch {
             match hand_on(&bus, n).await {
-                Ok(()) => done.push(n.seq),
+                Ok(()) => {
+                    count(&n.bucket, "delivered");
+                    done.push(n.seq);
+                }
                 Err(Failure::Permanent(why)) => {
+                    count(&n.bucket, "dropped");
                     warn!(bucket = %n.bucket, destination = %describe(&n.target), "bucket notification dropped: {why}");
                     done.push(n.seq);
                 }
                 Err(Failure::Transient(why)) => {
+                    count(&n.bucket, "retried");
                     debug!(bucket = %n.bucket, destination = %describe(&n.target), "bucket notification delayed: {why}");
                     stalled = true;
                     break;

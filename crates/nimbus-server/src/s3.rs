@@ -81,6 +81,7 @@ impl S3Listener {
         self,
         limits: ConnLimits,
         bus: Arc<EventBus>,
+        metrics: Arc<nimbus_metrics::Metrics>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> (
         tokio::task::JoinHandle<std::io::Result<()>>,
@@ -90,7 +91,7 @@ impl S3Listener {
         let background = tokio::spawn(async move {
             tokio::join!(
                 expire_uploads(objects.clone()),
-                crate::notifications::deliver(objects, bus)
+                crate::notifications::deliver(objects, bus, metrics)
             );
         });
         let serve = tokio::spawn(conn::serve(
