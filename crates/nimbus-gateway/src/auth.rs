@@ -191,6 +191,8 @@ pub(crate) enum Target {
     /// Native deploy: `lambda:CreateFunction` for a new function, else
     /// `lambda:UpdateFunctionCode` and `lambda:UpdateFunctionConfiguration`.
     Deploy(String),
+    /// The SQS API: `sqs:<Op>` on the queue's ARN, read from the body (`sqs::checks`).
+    Sqs,
 }
 
 fn decode(seg: &str) -> String {
@@ -273,6 +275,7 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         ("GET", ["v1", "health"]) | ("GET", ["v1", "ready"]) => Target::Public,
         ("GET", ["metrics"]) => one("nimbus:GetMetrics".into(), "*".into()),
         (_, ["fn", ..]) => Target::Public,
+        _ if crate::sqs::protocol_of(method, path, headers).is_some() => Target::Sqs,
         ("POST", [""]) if events_op(headers).is_some() => one(
             format!("nimbus:{}", events_op(headers).unwrap_or_default()),
             bus_arn(nimbus_store::DEFAULT_BUS),
@@ -716,6 +719,7 @@ async fn enforce_request(gw: &Gateway, req: Request) -> Result<Request, ApiError
     let checks = match target {
         Target::Public => Vec::new(),
         Target::Api(checks) => checks,
+        Target::Sqs => crate::sqs::checks(&parts, &body),
         Target::CreateFunction => {
             let name = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
