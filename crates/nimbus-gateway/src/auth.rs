@@ -684,6 +684,7 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 /// The middleware: with auth on, every non-public request must be signed by a known key
 /// whose policy allows what the route means.
 pub(crate) async fn enforce(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let sqs = crate::sqs::protocol_of(req.method(), req.uri().path(), req.headers());
     match enforce_request(&gw, req).await {
         Ok(req) => next.run(req).await,
         Err(e) => {
@@ -694,7 +695,15 @@ pub(crate) async fn enforce(State(gw): State<Arc<Gateway>>, req: Request, next: 
                 }
                 other => tracing::info!(error = other.error_type(), "refused: {other}"),
             }
-            e.into_response()
+            match sqs {
+                // SQS clients get SQS's error shape.
+                Some(protocol) => ApiError::Sqs {
+                    error: crate::sqs::auth_error(e),
+                    protocol,
+                }
+                .into_response(),
+                None => e.into_response(),
+            }
         }
     }
 }

@@ -123,6 +123,25 @@ pub(crate) async fn or_user_route(
     crate::urls::user_route(State(gw), req).await
 }
 
+/// An authentication or authorisation refusal as SQS words it.
+pub(crate) fn auth_error(e: ApiError) -> SqsError {
+    let message = e.to_string();
+    let code = match e {
+        ApiError::AccessDenied(_) => return SqsError::AccessDenied(message),
+        ApiError::MissingAuthenticationToken(_) => "MissingAuthenticationToken",
+        ApiError::IncompleteSignature(_) => "IncompleteSignature",
+        ApiError::InvalidSignature(_) => "SignatureDoesNotMatch",
+        ApiError::UnrecognizedClient(_) => "InvalidClientTokenId",
+        ApiError::Sqs { error, .. } => return error,
+        ApiError::Internal(detail) => {
+            tracing::error!("sqs: internal error: {detail}");
+            return SqsError::Internal;
+        }
+        _ => return SqsError::InvalidParameterValue(message),
+    };
+    SqsError::NotAuthenticated { code, message }
+}
+
 /// Per request: where its queue URLs point, and what it carries.
 struct Ctx {
     /// `http(s)://HOST/ACCOUNT`, from the request's `Host` (so clients with an endpoint

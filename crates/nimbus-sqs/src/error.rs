@@ -51,6 +51,11 @@ pub enum SqsError {
     OverLimit(String),
     #[error("{0}")]
     AccessDenied(String),
+    /// A request that is not signed, or not signed right: `code` is SQS's
+    /// (`MissingAuthenticationToken`, `IncompleteSignature`, `SignatureDoesNotMatch`,
+    /// `InvalidClientTokenId`).
+    #[error("{message}")]
+    NotAuthenticated { code: &'static str, message: String },
     /// Details are logged by the caller, never sent.
     #[error("We encountered an internal error. Please try again.")]
     Internal,
@@ -80,6 +85,7 @@ impl SqsError {
             SqsError::Malformed(_) => "MalformedInput",
             SqsError::OverLimit(_) => "OverLimit",
             SqsError::AccessDenied(_) => "AccessDenied",
+            SqsError::NotAuthenticated { code, .. } => code,
             SqsError::Internal => "InternalError",
         }
     }
@@ -107,7 +113,9 @@ impl SqsError {
 
     pub fn status(&self) -> u16 {
         match self {
-            SqsError::OverLimit(_) | SqsError::AccessDenied(_) => 403,
+            SqsError::OverLimit(_)
+            | SqsError::AccessDenied(_)
+            | SqsError::NotAuthenticated { .. } => 403,
             SqsError::ResourceNotFound(_) => 404,
             SqsError::Internal => 500,
             _ => 400,
