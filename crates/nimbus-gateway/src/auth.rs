@@ -1026,4 +1026,74 @@ mod tests {
         );
         assert_eq!(t("POST", "/", ""), Target::Public);
     }
+
+    #[test]
+    fn sqs_requests_are_authorised_by_operation_and_queue() {
+        let mut h = HeaderMap::new();
+        h.insert("x-amz-target", "AmazonSQS.SendMessage".parse().unwrap());
+        assert_eq!(classify(&Method::POST, "/", "", &h), Target::Sqs);
+        let (parts, _) = axum::http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("x-amz-target", "AmazonSQS.SendMessage")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let body = br#"{"QueueUrl":"http://h/000000000000/jobs","MessageBody":"x"}"#;
+        assert_eq!(
+            crate::sqs::checks(&parts, body),
+            vec![check(
+                "sqs:SendMessage",
+                "arn:aws:sqs:us-east-1:000000000000:jobs"
+            )]
+        );
+        // Undecodable: any valid key; the handler refuses the body.
+        assert_eq!(crate::sqs::checks(&parts, b"{"), vec![]);
+        // The query protocol: a form signed for sqs, at / or a queue URL's path.
+        let auth = "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=00";
+        let (parts, _) = axum::http::Request::builder()
+            .method("POST")
+            .uri("/000000000000/jobs")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", auth)
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(
+            classify(&parts.method, parts.uri.path(), "", &parts.headers),
+            Target::Sqs
+        );
+        assert_eq!(
+            crate::sqs::checks(&parts, b"Action=ReceiveMessage&Version=2012-11-05"),
+            vec![check(
+                "sqs:ReceiveMessage",
+                "arn:aws:sqs:us-east-1:000000000000:jobs"
+            )]
+        );
+        let (parts, _) = axum::http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", auth)
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(
+            crate::sqs::checks(&parts, b"Action=ListQueues"),
+            vec![check("sqs:ListQueues", "*")]
+        );
+        // A form signed for another service, or a deeper path, is a user route.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "content-type",
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        h.insert(
+            "authorization",
+            auth.replace("/sqs/", "/lambda/").parse().unwrap(),
+        );
+        assert_eq!(classify(&Method::POST, "/a/b", "", &h), Target::Public);
+        h.insert("authorization", auth.parse().unwrap());
+        assert_eq!(classify(&Method::POST, "/a/b/c", "", &h), Target::Public);
+    }
 }

@@ -943,10 +943,11 @@ fn failed(id: &str, e: &SqsError) -> Value {
     json!({ "Id": id, "SenderFault": e.sender_fault(), "Code": e.code(), "Message": e.to_string() })
 }
 
+/// One batch entry's outcome: its reply fields, or why it failed.
+type EntryResult = Result<Map<String, Value>, SqsError>;
+
 /// `{"Successful":[{Id,…}],"Failed":[…]}` from each entry's outcome.
-fn batch_result(
-    items: impl Iterator<Item = (String, Result<Map<String, Value>, SqsError>)>,
-) -> Value {
+fn batch_result(items: impl Iterator<Item = (String, EntryResult)>) -> Value {
     let (mut ok, mut bad) = (Vec::new(), Vec::new());
     for (id, r) in items {
         match r {
@@ -989,7 +990,7 @@ async fn send_batch(
         )));
     }
     let q = queue(gw, &name).await?;
-    let mut results: Vec<(String, Result<Map<String, Value>, SqsError>)> = Vec::new();
+    let mut results: Vec<(String, EntryResult)> = Vec::new();
     let mut to_send = Vec::new();
     for e in r.entries {
         let id = e.id.clone().unwrap_or_default();
