@@ -33,7 +33,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from conftest import NimbusServer, REGION, aws_cli, nimbus_bin
+from conftest import ROLE, NimbusServer, REGION, aws_cli, make_client, nimbus_bin, python_zip
 
 ACCOUNT = "000000000000"
 NS = "{http://queue.amazonaws.com/doc/2012-11-05/}"
@@ -695,3 +695,63 @@ def test_aws_cli(server):
     assert attrs["ApproximateNumberOfMessages"] == "0"
     assert any(u == url for u in run("list-queues", "--queue-name-prefix", name)["QueueUrls"])
     run("delete-queue", "--queue-url", url)
+
+
+MAPPED_HANDLER = """import base64, hashlib
+
+TRACE = %r
+
+
+def handler(event, context):
+    for r in event["Records"]:
+        a = r["messageAttributes"]
+        assert a["k"] == {"stringValue": "v", "stringListValues": [], "binaryListValues": [],
+                          "dataType": "String"}, a
+        assert a["b"]["dataType"] == "Binary", a
+        assert base64.b64decode(a["b"]["binaryValue"]) == bytes([1, 2]), a
+        assert r["md5OfBody"] == hashlib.md5(r["body"].encode()).hexdigest(), r
+        assert r["attributes"]["AWSTraceHeader"] == TRACE, r
+        assert r["eventSourceARN"].startswith("arn:aws:sqs:us-east-1:000000000000:sqsmap-"), r
+    return {}
+"""
+
+
+def test_messages_sent_through_sqs_reach_a_mapped_function_with_their_attributes(server, sqs):
+    """A message sent with the SQS API is delivered by an event-source mapping in Lambda's
+    SQS event shape. The function raises on any difference; what it fails on lands in the
+    dead-letter queue (maxReceiveCount 1), so an empty dead-letter queue is the proof."""
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    dlq = sqs.create_queue(QueueName=qname("sqsmap-dlq"))["QueueUrl"]
+    src_name = qname("sqsmap")
+    src = sqs.create_queue(QueueName=src_name, Attributes={
+        "VisibilityTimeout": "1",
+        "RedrivePolicy": json.dumps({
+            "deadLetterTargetArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{dlq.rsplit('/', 1)[1]}",
+            "maxReceiveCount": 1})})["QueueUrl"]
+    attrs = {"k": {"DataType": "String", "StringValue": "v"},
+             "b": {"DataType": "Binary", "BinaryValue": b"\x01\x02"}}
+    sqs.send_message_batch(QueueUrl=src, Entries=[
+        {"Id": f"m{i}", "MessageBody": f"message {i}", "MessageAttributes": attrs,
+         "MessageSystemAttributes": {"AWSTraceHeader": {"DataType": "String", "StringValue": trace}}}
+        for i in range(3)])
+    lam = make_client(server.base_url, access_key=server.admin_key()[0],
+                      secret_key=server.admin_key()[1])
+    fn = qname("sqsmap-fn")
+    lam.create_function(FunctionName=fn, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": python_zip(source=MAPPED_HANDLER % trace)})
+    try:
+        m = lam.create_event_source_mapping(
+            FunctionName=fn, EventSourceArn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{src_name}")
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            left = sqs.get_queue_attributes(QueueUrl=src, AttributeNames=names)["Attributes"]
+            if left == {n: "0" for n in names}:
+                break
+            time.sleep(0.3)
+        assert left == {n: "0" for n in names}, left
+        dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10)
+        assert "Messages" not in dead, server.log()[-4000:]
+        lam.delete_event_source_mapping(UUID=m["UUID"])
+    finally:
+        lam.delete_function(FunctionName=fn)

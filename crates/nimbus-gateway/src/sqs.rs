@@ -1116,7 +1116,10 @@ async fn receive(
                     "SentTimestamp" => Some(m.sent_ms.to_string()),
                     "ApproximateReceiveCount" => Some(m.receive_count.to_string()),
                     "ApproximateFirstReceiveTimestamp" => m.first_receive_ms.map(|t| t.to_string()),
-                    "AWSTraceHeader" => m.trace.clone(),
+                    "AWSTraceHeader" => m
+                        .trace
+                        .as_deref()
+                        .map(|t| nimbus_trace::stored_header(t).to_string()),
                     _ => None,
                 };
                 if let Some(v) = v {
