@@ -178,6 +178,7 @@ def test_queue_lifecycle_attributes_tags_and_listing(server, sqs):
     assert sqs.create_queue(QueueName=names[0], Attributes={
         "VisibilityTimeout": "45", "MessageRetentionPeriod": "3600",
         "MaximumMessageSize": "2048"})["QueueUrl"] == url
+    assert sqs.create_queue(QueueName=names[0])["QueueUrl"] == url
     with pytest.raises(botocore.exceptions.ClientError) as e:
         sqs.create_queue(QueueName=names[0], Attributes={"VisibilityTimeout": "46"})
     assert code_of(e) == "QueueAlreadyExists"
@@ -462,6 +463,26 @@ def test_dead_letter_queue_and_message_move_task(sqs):
     assert back["Body"] == "poison"
     assert back["MessageAttributes"] == {"k": {"DataType": "String", "StringValue": "v"}}
     assert back["Attributes"]["ApproximateReceiveCount"] == "1"
+    sqs.delete_message(QueueUrl=src, ReceiptHandle=back["ReceiptHandle"])
+    # Paced: one message a second.
+    for i in range(2):
+        sqs.send_message(QueueUrl=src, MessageBody=f"poison {i}")
+    for _ in range(3):
+        sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10)
+    in_dlq = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])
+    assert in_dlq["Attributes"]["ApproximateNumberOfMessages"] == "2"
+    sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=src_arn,
+                                MaxNumberOfMessagesPerSecond=1)
+    counts = []
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        n = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])[
+            "Attributes"]["ApproximateNumberOfMessages"]
+        counts.append(n)
+        if n == "0":
+            break
+        time.sleep(0.2)
+    assert counts[0] == "1" and counts[-1] == "0", counts
     with pytest.raises(botocore.exceptions.ClientError) as e:
         sqs.start_message_move_task(SourceArn=src_arn)
     assert code_of(e) == "InvalidParameterValue"
@@ -527,7 +548,8 @@ def test_sizes_receipts_and_malformed_bodies(server, sqs):
     before = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
     status, headers, text = json_request(server, "SendMessage", b'{"QueueUrl": "' + url.encode() + b'", "MessageBody": ')
     assert status == 400, text
-    assert json.loads(text)["__type"].startswith("com.amazonaws.sqs#")
+    assert json.loads(text)["__type"] == "com.amazonaws.sqs#SerializationException"
+    assert headers.get("x-amzn-query-error") == "SerializationException;Sender", headers
     assert "not valid JSON" in json.loads(text)["message"]
     status, headers, text = json_request(server, "SendMessage", b'{"MessageBody": "no queue"}')
     assert status == 400
@@ -560,6 +582,9 @@ def test_query_protocol(server, sqs):
     assert root.find("ResponseMetadata/RequestId").text
     # The same queue is visible to the JSON protocol.
     assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"via": "query"}
+    status, root, _ = query(server, {"Action": "ListQueueTags", "QueueUrl": url})
+    assert [(t.find("Key").text, t.find("Value").text)
+            for t in root.findall("ListQueueTagsResult/Tag")] == [("via", "query")]
 
     status, root, _ = query(server, {"Action": "GetQueueUrl", "QueueName": name})
     assert root.find("GetQueueUrlResult/QueueUrl").text == url
@@ -618,6 +643,26 @@ def test_query_protocol(server, sqs):
         "SendMessageBatchResult/SendMessageBatchResultEntry")] == ["one"]
     failed = root.findall("SendMessageBatchResult/BatchResultErrorEntry")
     assert [(f.find("Id").text, f.find("SenderFault").text) for f in failed] == [("two", "true")]
+    assert failed[0].find("Code").text == "MissingParameter"
+    status, root, _ = query(server, {"Action": "ReceiveMessage", "QueueUrl": url})
+    handle = root.find("ReceiveMessageResult/Message/ReceiptHandle").text
+    status, root, text = query(server, {
+        "Action": "ChangeMessageVisibilityBatch", "QueueUrl": url,
+        "ChangeMessageVisibilityBatchRequestEntry.1.Id": "c1",
+        "ChangeMessageVisibilityBatchRequestEntry.1.ReceiptHandle": handle,
+        "ChangeMessageVisibilityBatchRequestEntry.1.VisibilityTimeout": "60"})
+    assert [e.find("Id").text for e in root.findall(
+        "ChangeMessageVisibilityBatchResult/ChangeMessageVisibilityBatchResultEntry")] == ["c1"], text
+    status, root, text = query(server, {
+        "Action": "DeleteMessageBatch", "QueueUrl": url,
+        "DeleteMessageBatchRequestEntry.1.Id": "d1",
+        "DeleteMessageBatchRequestEntry.1.ReceiptHandle": handle,
+        "DeleteMessageBatchRequestEntry.2.Id": "d2",
+        "DeleteMessageBatchRequestEntry.2.ReceiptHandle": "garbage"})
+    assert [e.find("Id").text for e in root.findall(
+        "DeleteMessageBatchResult/DeleteMessageBatchResultEntry")] == ["d1"], text
+    assert [e.find("Code").text for e in root.findall(
+        "DeleteMessageBatchResult/BatchResultErrorEntry")] == ["ReceiptHandleIsInvalid"]
 
     # The query protocol's error shape.
     status, root, text = query(server, {"Action": "GetQueueUrl", "QueueName": "nope-" + name})

@@ -573,10 +573,10 @@ async fn create_queue(
         apply_attributes(s, &name, &mut settings, &r.attributes, true)?;
         match s.get_queue(&name) {
             Ok(existing) => {
-                // The same name again: the same queue if its attributes match; tags are
-                // not compared (SQS ignores them here).
-                let mut mine = settings.clone();
-                mine.tags = existing.settings.tags.clone();
+                // The same name again: the same queue if the attributes given have the
+                // values it has (the others are not compared, nor are tags).
+                let mut mine = existing.settings.clone();
+                apply_attributes(s, &name, &mut mine, &r.attributes, true)?;
                 if mine != existing.settings {
                     return Err(SqsError::QueueNameExists(
                         "A queue already exists with the same name and a different value for attributes.".into(),

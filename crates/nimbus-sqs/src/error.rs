@@ -82,11 +82,20 @@ impl SqsError {
             SqsError::UnsupportedOperation(_) => "UnsupportedOperation",
             SqsError::ResourceNotFound(_) => "ResourceNotFoundException",
             SqsError::InvalidAction(_) => "InvalidAction",
-            SqsError::Malformed(_) => "MalformedInput",
+            SqsError::Malformed(_) => "SerializationException",
             SqsError::OverLimit(_) => "OverLimit",
             SqsError::AccessDenied(_) => "AccessDenied",
             SqsError::NotAuthenticated { code, .. } => code,
             SqsError::Internal => "InternalError",
+        }
+    }
+
+    /// The code botocore reports for this error in `protocol`: the JSON protocol's
+    /// `x-amzn-query-error` code is the query protocol's, except for a body that is not JSON.
+    pub fn code_in(&self, protocol: Protocol) -> &'static str {
+        match (self, protocol) {
+            (SqsError::Malformed(_), Protocol::Json) => self.shape(),
+            _ => self.code(),
         }
     }
 
@@ -150,7 +159,7 @@ impl SqsError {
                     content_type: crate::JSON_CONTENT_TYPE,
                     headers: vec![(
                         "x-amzn-query-error",
-                        format!("{};{}", self.code(), self.fault()),
+                        format!("{};{}", self.code_in(protocol), self.fault()),
                     )],
                     body: body.to_string().into_bytes(),
                 }
