@@ -3,7 +3,8 @@
 //! listener — queue lifecycle, attributes, tags and listing; messages with attributes and
 //! their MD5s; batches; long polling; visibility timeouts and delays; dead-letter queues and
 //! StartMessageMoveTask; sizes, receipt handles and malformed bodies; both error shapes;
-//! `sqs:*` authorisation per queue.
+//! `sqs:*` authorisation per queue; a mapped function receiving SQS-sent attributes; sends
+//! acknowledged before a SIGKILL received after the restart.
 
 use nimbus_tests::*;
 

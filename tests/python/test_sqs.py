@@ -3,7 +3,8 @@ raw SigV4-signed query-protocol requests (what older SDKs send) against `nimbus 
 main listener, over the built-in queues.
 
 One server with `--auth on` for the module (the bootstrap admin key signs; a second key
-whose policy allows one action on one queue shows AccessDenied). botocore does not check
+whose policy allows one action on one queue shows AccessDenied); the durability test runs
+its own server with `--auth off` and kills it with SIGKILL. botocore does not check
 SQS's MD5 digests itself, so this suite recomputes them with its own implementation of
 SQS's algorithm (checked against the published vectors) and compares. Run through
 tests/e2e/sqs.rs, or by hand:
@@ -15,6 +16,7 @@ import configparser
 import hashlib
 import json
 import os
+import signal
 import struct
 import subprocess
 import threading
@@ -800,3 +802,39 @@ def test_messages_sent_through_sqs_reach_a_mapped_function_with_their_attributes
         lam.delete_event_source_mapping(UUID=m["UUID"])
     finally:
         lam.delete_function(FunctionName=fn)
+
+
+def test_acknowledged_sends_survive_kill_9(tmp_path):
+    """`--auth off`: any signature is accepted; messages acknowledged before SIGKILL, with
+    their attributes and the queue's SQS attributes and tags, are all there after a restart."""
+    srv = SqsNimbus(nimbus_bin(), tmp_path, auth=False)
+    srv.start()
+    try:
+        sqs = sqs_client(srv.base_url, "anything", "anything")
+        url = sqs.create_queue(QueueName="durable", Attributes={
+            "DelaySeconds": "0", "ReceiveMessageWaitTimeSeconds": "2"},
+            tags={"keep": "me"})["QueueUrl"]
+        attrs = {"n": {"DataType": "Number", "StringValue": "7"}}
+        bodies = {f"m{i}" for i in range(30)}
+        for b in sorted(bodies):
+            sqs.send_message(QueueUrl=url, MessageBody=b, MessageAttributes=attrs)
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        srv.start()
+        sqs = sqs_client(srv.base_url, "anything", "anything")
+        got = set()
+        while True:
+            r = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                    MessageAttributeNames=["All"])
+            if "Messages" not in r:
+                break
+            for m in r["Messages"]:
+                assert m["MessageAttributes"] == attrs
+                got.add(m["Body"])
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        assert got == bodies
+        assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"keep": "me"}
+        assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+            "ReceiveMessageWaitTimeSeconds"])["Attributes"] == {"ReceiveMessageWaitTimeSeconds": "2"}
+    finally:
+        srv.stop()
