@@ -299,7 +299,8 @@ def test_send_receive_delete_with_attributes_and_md5s(sqs):
     assert a["ApproximateReceiveCount"] == "1"
     assert t0 - 1000 <= int(a["SentTimestamp"]) <= int(a["ApproximateFirstReceiveTimestamp"])
     assert a["AWSTraceHeader"] == trace
-    assert a["SenderId"]
+    # SenderId: the access key that sent it.
+    assert a["SenderId"] == sqs._request_signer._credentials.access_key
     sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     # Deleting again with the same (now stale) handle is fine, as on SQS.
     sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])

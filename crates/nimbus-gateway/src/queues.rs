@@ -298,6 +298,7 @@ fn new_message(e: SendEntry) -> Result<NewMessage, ApiError> {
         attributes: normalize_attributes(e.attributes)?,
         delay_s: e.delay_seconds,
         trace: None,
+        sender: None,
     })
 }
 

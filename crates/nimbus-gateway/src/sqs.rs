@@ -150,7 +150,7 @@ struct Ctx {
     /// The request's trace context (X-Ray form), for messages sent without
     /// `AWSTraceHeader`.
     trace: Option<String>,
-    /// The signing key's id (`SenderId`), else the account.
+    /// The signing key's id (the `SenderId` of what it sends), else the account.
     sender: String,
 }
 
@@ -335,7 +335,7 @@ async fn execute(gw: &Arc<Gateway>, ctx: &Ctx, req: SqsRequest) -> Result<Value,
             Ok(Value::Object(out))
         }
         SqsRequest::SendMessageBatch(r) => send_batch(gw, ctx, r).await,
-        SqsRequest::ReceiveMessage(r) => receive(gw, ctx, r).await,
+        SqsRequest::ReceiveMessage(r) => receive(gw, r).await,
         SqsRequest::DeleteMessage(r) => {
             let name = name_of(&r.queue_url)?;
             run(gw, move |s| delete_one(s, &name, &r.receipt_handle)).await?;
@@ -901,6 +901,7 @@ fn check_send(
             attributes: attributes::to_event_shape(&attrs),
             delay_s: delay,
             trace,
+            sender: Some(ctx.sender.clone()),
         },
         out,
     ))
@@ -1058,11 +1059,7 @@ const SYSTEM_ATTRIBUTES: &[&str] = &[
     "AWSTraceHeader",
 ];
 
-async fn receive(
-    gw: &Gateway,
-    ctx: &Ctx,
-    r: nimbus_sqs::ReceiveMessage,
-) -> Result<Value, SqsError> {
+async fn receive(gw: &Gateway, r: nimbus_sqs::ReceiveMessage) -> Result<Value, SqsError> {
     let name = name_of(&r.queue_url)?;
     let max = range(
         "MaxNumberOfMessages",
@@ -1112,7 +1109,7 @@ async fn receive(
                     continue;
                 }
                 let v = match a {
-                    "SenderId" => Some(ctx.sender.clone()),
+                    "SenderId" => Some(m.sender.clone().unwrap_or_else(|| ACCOUNT.to_string())),
                     "SentTimestamp" => Some(m.sent_ms.to_string()),
                     "ApproximateReceiveCount" => Some(m.receive_count.to_string()),
                     "ApproximateFirstReceiveTimestamp" => m.first_receive_ms.map(|t| t.to_string()),

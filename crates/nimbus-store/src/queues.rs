@@ -95,6 +95,7 @@ ALTER TABLE queues ADD COLUMN redrive_allow TEXT;
 ALTER TABLE queues ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE queues ADD COLUMN modified_ms INTEGER NOT NULL DEFAULT 0;
 UPDATE queues SET modified_ms = created_ms;
+ALTER TABLE messages ADD COLUMN sender TEXT;
 ",
 ];
 
@@ -223,6 +224,8 @@ pub struct NewMessage {
     pub delay_s: u32,
     /// The trace context sent with it, X-Ray form (SQS's `AWSTraceHeader`).
     pub trace: Option<String>,
+    /// Who sent it (SQS's `SenderId`: the access key id); `None`: the account.
+    pub sender: Option<String>,
 }
 
 /// A stored message. `receipt` is set on received messages.
@@ -241,6 +244,9 @@ pub struct Message {
     /// The trace context it was sent with, X-Ray form (`AWSTraceHeader`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// Who sent it (SQS's `SenderId`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -470,7 +476,7 @@ fn decode_queue(r: &Row<'_>) -> rusqlite::Result<QueueInfo> {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, queue, body, attributes, md5, sent_ms, receive_count, first_receive_ms, visible_at_ms, receipt, trace";
+    "id, queue, body, attributes, md5, sent_ms, receive_count, first_receive_ms, visible_at_ms, receipt, trace, sender";
 
 fn decode_message(r: &Row<'_>) -> rusqlite::Result<Message> {
     let attrs: String = r.get(3)?;
@@ -486,6 +492,7 @@ fn decode_message(r: &Row<'_>) -> rusqlite::Result<Message> {
         visible_at_ms: r.get(8)?,
         receipt: r.get(9)?,
         trace: r.get(10)?,
+        sender: r.get(11)?,
     })
 }
 
@@ -671,9 +678,10 @@ impl QueueStore for SqliteQueueStore {
                 visible_at_ms: now_ms + i64::from(m.delay_s) * 1000,
                 receipt: None,
                 trace: m.trace.clone(),
+                sender: m.sender.clone(),
             };
             tx.execute(
-                &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, ?7, NULL, ?8)"),
+                &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, ?7, NULL, ?8, ?9)"),
                 params![
                     msg.id,
                     msg.queue,
@@ -682,7 +690,8 @@ impl QueueStore for SqliteQueueStore {
                     msg.md5,
                     msg.sent_ms,
                     msg.visible_at_ms,
-                    msg.trace
+                    msg.trace,
+                    msg.sender
                 ],
             )?;
             out.push(msg);
