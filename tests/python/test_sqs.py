@@ -438,7 +438,7 @@ def test_visibility_timeout_expiry_and_delay(sqs):
     assert delayed == {"ApproximateNumberOfMessagesDelayed": "1"}
 
 
-def test_dead_letter_queue_and_message_move_task(sqs):
+def test_dead_letter_queue_and_message_move_task(server, sqs):
     dlq = sqs.create_queue(QueueName=qname("dlq"))["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]
@@ -467,25 +467,46 @@ def test_dead_letter_queue_and_message_move_task(sqs):
     assert back["MessageAttributes"] == {"k": {"DataType": "String", "StringValue": "v"}}
     assert back["Attributes"]["ApproximateReceiveCount"] == "1"
     sqs.delete_message(QueueUrl=src, ReceiptHandle=back["ReceiptHandle"])
-    # Paced: one message a second.
-    for i in range(2):
+    # Paced: one message a second, listed while it runs, cancelled, then finished at once.
+    for i in range(3):
         sqs.send_message(QueueUrl=src, MessageBody=f"poison {i}")
     for _ in range(3):
         sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10)
     in_dlq = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])
+    assert in_dlq["Attributes"]["ApproximateNumberOfMessages"] == "3"
+    paced = sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=src_arn,
+                                        MaxNumberOfMessagesPerSecond=1)
+    [running] = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+    assert running["Status"] == "RUNNING", running
+    assert running["TaskHandle"] == paced["TaskHandle"]
+    assert running["DestinationArn"] == src_arn
+    assert running["MaxNumberOfMessagesPerSecond"] == 1
+    assert running["ApproximateNumberOfMessagesMoved"] == 1
+    assert running["ApproximateNumberOfMessagesToMove"] == 3
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.start_message_move_task(SourceArn=dlq_arn)
+    assert code_of(e) == "InvalidParameterValue"
+    assert sqs.cancel_message_move_task(TaskHandle=paced["TaskHandle"])[
+        "ApproximateNumberOfMessagesMoved"] == 1
+    time.sleep(1.5)
+    [cancelled] = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+    assert cancelled["Status"] == "CANCELLED", cancelled
+    assert "TaskHandle" not in cancelled
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.cancel_message_move_task(TaskHandle=paced["TaskHandle"])
+    assert code_of(e) == "InvalidParameterValue"
+    in_dlq = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])
     assert in_dlq["Attributes"]["ApproximateNumberOfMessages"] == "2"
-    sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=src_arn,
-                                MaxNumberOfMessagesPerSecond=1)
-    counts = []
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        n = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])[
-            "Attributes"]["ApproximateNumberOfMessages"]
-        counts.append(n)
-        if n == "0":
-            break
-        time.sleep(0.2)
-    assert counts[0] == "1" and counts[-1] == "0", counts
+    sqs.start_message_move_task(SourceArn=dlq_arn)
+    tasks = sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10)["Results"]
+    assert [t["Status"] for t in tasks] == ["COMPLETED", "CANCELLED", "COMPLETED"], tasks
+    assert tasks[0]["ApproximateNumberOfMessagesMoved"] == 2
+    in_dlq = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])
+    assert in_dlq["Attributes"]["ApproximateNumberOfMessages"] == "0"
+    status, root, text = query(server, {"Action": "ListMessageMoveTasks", "SourceArn": dlq_arn,
+                                        "MaxResults": "1"})
+    assert [e.find("Status").text for e in root.findall(
+        "ListMessageMoveTasksResult/ListMessageMoveTasksResultEntry")] == ["COMPLETED"], text
     with pytest.raises(botocore.exceptions.ClientError) as e:
         sqs.start_message_move_task(SourceArn=src_arn)
     assert code_of(e) == "InvalidParameterValue"

@@ -5,7 +5,7 @@
 //! event-source mappings; authorised as `sqs:<Op>` on the queue's ARN (`auth.rs`).
 
 use crate::auth::Check;
-use crate::queues::{now_ms, redrive_paced, runner};
+use crate::queues::{now_ms, runner};
 use crate::{ApiError, Gateway};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -21,8 +21,9 @@ use nimbus_store::{
     QueueStore, RedrivePolicy, StoreError, MAX_BATCH, MAX_MESSAGE_BYTES,
 };
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -444,6 +445,8 @@ async fn execute(gw: &Arc<Gateway>, ctx: &Ctx, req: SqsRequest) -> Result<Value,
             })
         }
         SqsRequest::StartMessageMoveTask(r) => move_messages(gw, r).await,
+        SqsRequest::ListMessageMoveTasks(r) => list_move_tasks(gw, r).await,
+        SqsRequest::CancelMessageMoveTask(r) => cancel_move_task(gw, r),
         SqsRequest::ListDeadLetterSourceQueues(r) => {
             let name = name_of(&r.queue_url)?;
             let queues = run(gw, move |s| {
@@ -1176,6 +1179,11 @@ async fn move_messages(
         Some(n) => Some(u64::from(range("MaxNumberOfMessagesPerSecond", n, 1, 500)?)),
         None => None,
     };
+    if gw.move_tasks.running(&r.source_arn) {
+        return Err(SqsError::InvalidParameterValue(
+            "A message move task is already running on this source queue: cancel it or wait for it to finish.".into(),
+        ));
+    }
     let (src, d) = (source.clone(), dest.clone());
     let moved = run(gw, move |s| {
         s.get_queue(&src).map_err(|e| {
@@ -1211,16 +1219,221 @@ async fn move_messages(
     .await?;
     sent(gw);
     tracing::info!(destination = %moved.destination, moved = moved.moved, left = moved.left, "message move task started");
+    let task = Arc::new(MoveTask {
+        id: uuid::Uuid::new_v4().to_string(),
+        source_arn: r.source_arn.clone(),
+        destination_arn: r.destination_arn.clone(),
+        rate,
+        started_ms: now_ms(),
+        to_move: moved.moved + moved.left,
+        moved: AtomicU64::new(moved.moved),
+        state: Mutex::new((TaskStatus::Completed, None)),
+        cancel: AtomicBool::new(false),
+    });
     if let Some(rate) = rate.filter(|&n| moved.moved == n && moved.left > 0) {
-        tokio::spawn(redrive_paced(
+        task.set(TaskStatus::Running, None);
+        tokio::spawn(move_paced(
             gw.clone(),
+            task.clone(),
             source.clone(),
             moved.destination.clone(),
             rate,
         ));
     }
-    let handle = json!({ "taskId": uuid::Uuid::new_v4().to_string(), "sourceArn": r.source_arn });
-    Ok(json!({
-        "TaskHandle": base64::engine::general_purpose::STANDARD.encode(handle.to_string()),
-    }))
+    gw.move_tasks.add(task.clone());
+    Ok(json!({ "TaskHandle": nimbus_sqs::task_handle(&task.id, &r.source_arn) }))
+}
+
+/// The rest of a paced move: `rate` messages each second until none that can move is left,
+/// the task is cancelled, or the store fails.
+async fn move_paced(
+    gw: Arc<Gateway>,
+    task: Arc<MoveTask>,
+    source: String,
+    destination: String,
+    rate: u64,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if task.cancel.load(Ordering::SeqCst) {
+            task.set(TaskStatus::Cancelled, None);
+            return;
+        }
+        let (q, d) = (source.clone(), destination.clone());
+        match run(&gw, move |s| {
+            s.redrive(&q, Some(&d), Some(rate), now_ms())
+                .map_err(store_err)
+        })
+        .await
+        {
+            Ok(r) => {
+                sent(&gw);
+                task.moved.fetch_add(r.moved, Ordering::SeqCst);
+                if r.moved < rate {
+                    task.set(TaskStatus::Completed, None);
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(source = %source, destination = %destination, "message move task failed: {e}");
+                task.set(TaskStatus::Failed, Some(e.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskStatus {
+    Running,
+    Cancelling,
+    Cancelled,
+    Completed,
+    Failed,
+}
+
+impl TaskStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Cancelling => "CANCELLING",
+            TaskStatus::Cancelled => "CANCELLED",
+            TaskStatus::Completed => "COMPLETED",
+            TaskStatus::Failed => "FAILED",
+        }
+    }
+}
+
+/// One StartMessageMoveTask.
+struct MoveTask {
+    id: String,
+    source_arn: String,
+    destination_arn: Option<String>,
+    rate: Option<u64>,
+    started_ms: i64,
+    /// Messages in the source when it started (moved at once plus left).
+    to_move: u64,
+    moved: AtomicU64,
+    state: Mutex<(TaskStatus, Option<String>)>,
+    cancel: AtomicBool,
+}
+
+impl MoveTask {
+    fn set(&self, status: TaskStatus, failure: Option<String>) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (status, failure);
+    }
+
+    fn state(&self) -> (TaskStatus, Option<String>) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn view(&self) -> Value {
+        let (status, failure) = self.state();
+        let mut v = json!({
+            "Status": status.as_str(),
+            "SourceArn": self.source_arn,
+            "ApproximateNumberOfMessagesMoved": self.moved.load(Ordering::SeqCst),
+            "ApproximateNumberOfMessagesToMove": self.to_move,
+            "StartedTimestamp": self.started_ms,
+        });
+        if status == TaskStatus::Running {
+            v["TaskHandle"] = json!(nimbus_sqs::task_handle(&self.id, &self.source_arn));
+        }
+        if let Some(d) = &self.destination_arn {
+            v["DestinationArn"] = json!(d);
+        }
+        if let Some(r) = self.rate {
+            v["MaxNumberOfMessagesPerSecond"] = json!(r);
+        }
+        if let Some(f) = failure {
+            v["FailureReason"] = json!(f);
+        }
+        v
+    }
+}
+
+/// The message move tasks started since the server started (the last
+/// [`MoveTasks::KEEP`] per source queue), for ListMessageMoveTasks and
+/// CancelMessageMoveTask.
+#[derive(Default)]
+pub(crate) struct MoveTasks {
+    tasks: Mutex<HashMap<String, Vec<Arc<MoveTask>>>>,
+}
+
+impl MoveTasks {
+    /// Tasks kept per source queue (ListMessageMoveTasks returns at most 10).
+    const KEEP: usize = 10;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<MoveTask>>>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, task: Arc<MoveTask>) {
+        let mut tasks = self.lock();
+        let list = tasks.entry(task.source_arn.clone()).or_default();
+        list.push(task);
+        if list.len() > Self::KEEP {
+            list.remove(0);
+        }
+    }
+
+    fn running(&self, source_arn: &str) -> bool {
+        self.lock().get(source_arn).is_some_and(|l| {
+            l.iter()
+                .any(|t| matches!(t.state().0, TaskStatus::Running | TaskStatus::Cancelling))
+        })
+    }
+
+    /// The most recent first.
+    fn list(&self, source_arn: &str, max: usize) -> Vec<Value> {
+        self.lock()
+            .get(source_arn)
+            .map(|l| l.iter().rev().take(max).map(|t| t.view()).collect())
+            .unwrap_or_default()
+    }
+
+    fn find(&self, source_arn: &str, id: &str) -> Option<Arc<MoveTask>> {
+        self.lock()
+            .get(source_arn)?
+            .iter()
+            .find(|t| t.id == id)
+            .cloned()
+    }
+}
+
+/// ListMessageMoveTasks: the source's most recent tasks (`MaxResults` 1-10, default 1).
+async fn list_move_tasks(
+    gw: &Gateway,
+    r: nimbus_sqs::ListMessageMoveTasks,
+) -> Result<Value, SqsError> {
+    let max = range("MaxResults", r.max_results.unwrap_or(1), 1, 10)? as usize;
+    let source = nimbus_sqs::queue_of_arn(&r.source_arn)
+        .ok_or_else(|| invalid("SourceArn", &r.source_arn, "it must be an SQS queue ARN."))?;
+    queue(gw, source).await.map_err(|e| match e {
+        SqsError::QueueDoesNotExist => SqsError::ResourceNotFound(
+            "The resource that you specified for the SourceArn parameter doesn't exist.".into(),
+        ),
+        other => other,
+    })?;
+    Ok(json!({ "Results": gw.move_tasks.list(&r.source_arn, max) }))
+}
+
+/// CancelMessageMoveTask: stops a running paced task before its next batch.
+fn cancel_move_task(gw: &Gateway, r: nimbus_sqs::CancelMessageMoveTask) -> Result<Value, SqsError> {
+    let not_found =
+        || SqsError::ResourceNotFound("The specified message move task does not exist.".into());
+    let (id, source_arn) = nimbus_sqs::parse_task_handle(&r.task_handle).ok_or_else(not_found)?;
+    let task = gw.move_tasks.find(&source_arn, &id).ok_or_else(not_found)?;
+    let mut state = task.state.lock().unwrap_or_else(|e| e.into_inner());
+    if state.0 != TaskStatus::Running {
+        return Err(SqsError::InvalidParameterValue(format!(
+            "Only a running message move task can be cancelled; this one is {}.",
+            state.0.as_str()
+        )));
+    }
+    state.0 = TaskStatus::Cancelling;
+    task.cancel.store(true, Ordering::SeqCst);
+    Ok(json!({ "ApproximateNumberOfMessagesMoved": task.moved.load(Ordering::SeqCst) }))
 }

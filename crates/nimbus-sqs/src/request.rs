@@ -166,6 +166,20 @@ pub struct StartMessageMoveTask {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
+pub struct ListMessageMoveTasks {
+    pub source_arn: String,
+    #[serde(default)]
+    pub max_results: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CancelMessageMoveTask {
+    pub task_handle: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ListDeadLetterSourceQueues {
     pub queue_url: String,
     #[serde(default)]
@@ -195,18 +209,15 @@ pub enum Request {
     UntagQueue(UntagQueue),
     ListQueueTags(QueueOnly),
     StartMessageMoveTask(StartMessageMoveTask),
+    ListMessageMoveTasks(ListMessageMoveTasks),
+    CancelMessageMoveTask(CancelMessageMoveTask),
     ListDeadLetterSourceQueues(ListDeadLetterSourceQueues),
     /// An SQS operation Nimbus does not implement (answered `UnsupportedOperation`).
     Unsupported(String),
 }
 
 /// SQS operations Nimbus does not implement (yet): refused with `UnsupportedOperation`.
-pub const UNSUPPORTED: &[&str] = &[
-    "AddPermission",
-    "RemovePermission",
-    "ListMessageMoveTasks",
-    "CancelMessageMoveTask",
-];
+pub const UNSUPPORTED: &[&str] = &["AddPermission", "RemovePermission"];
 
 fn parse<T: DeserializeOwned>(v: Value) -> Result<T, SqsError> {
     serde_json::from_value(v).map_err(|e| {
@@ -250,6 +261,8 @@ impl Request {
             "UntagQueue" => Request::UntagQueue(parse(v)?),
             "ListQueueTags" => Request::ListQueueTags(parse(v)?),
             "StartMessageMoveTask" => Request::StartMessageMoveTask(parse(v)?),
+            "ListMessageMoveTasks" => Request::ListMessageMoveTasks(parse(v)?),
+            "CancelMessageMoveTask" => Request::CancelMessageMoveTask(parse(v)?),
             "ListDeadLetterSourceQueues" => Request::ListDeadLetterSourceQueues(parse(v)?),
             other if UNSUPPORTED.contains(&other) => Request::Unsupported(other.to_string()),
             other => {
@@ -281,6 +294,8 @@ impl Request {
             Request::UntagQueue(_) => "UntagQueue",
             Request::ListQueueTags(_) => "ListQueueTags",
             Request::StartMessageMoveTask(_) => "StartMessageMoveTask",
+            Request::ListMessageMoveTasks(_) => "ListMessageMoveTasks",
+            Request::CancelMessageMoveTask(_) => "CancelMessageMoveTask",
             Request::ListDeadLetterSourceQueues(_) => "ListDeadLetterSourceQueues",
             Request::Unsupported(op) => op,
         }
@@ -310,6 +325,11 @@ impl Request {
             Request::TagQueue(r) => url(&r.queue_url),
             Request::UntagQueue(r) => url(&r.queue_url),
             Request::StartMessageMoveTask(r) => queue_of_arn(&r.source_arn).map(str::to_string),
+            Request::ListMessageMoveTasks(r) => queue_of_arn(&r.source_arn).map(str::to_string),
+            Request::CancelMessageMoveTask(r) => {
+                let (_, source) = parse_task_handle(&r.task_handle)?;
+                queue_of_arn(&source).map(str::to_string)
+            }
             Request::ListDeadLetterSourceQueues(r) => url(&r.queue_url),
         }
     }
@@ -323,6 +343,26 @@ pub fn queue_name_of(url: &str) -> &str {
         .rsplit('/')
         .next()
         .unwrap_or_default()
+}
+
+/// A message move task's handle: base64 of `{"taskId","sourceArn"}`.
+pub fn task_handle(task_id: &str, source_arn: &str) -> String {
+    use base64::Engine;
+    let v = serde_json::json!({ "taskId": task_id, "sourceArn": source_arn });
+    base64::engine::general_purpose::STANDARD.encode(v.to_string())
+}
+
+/// The task id and source ARN of a [`task_handle`].
+pub fn parse_task_handle(handle: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(handle.as_bytes())
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    Some((
+        v["taskId"].as_str()?.to_string(),
+        v["sourceArn"].as_str()?.to_string(),
+    ))
 }
 
 /// The queue name of a queue ARN `arn:aws:sqs:REGION:ACCOUNT:NAME`.
@@ -357,6 +397,12 @@ mod tests {
             Some("jobs")
         );
         assert_eq!(queue_of_arn("arn:aws:lambda:us-east-1:0:function:f"), None);
+        let h = task_handle("t1", "arn:aws:sqs:us-east-1:000000000000:dlq");
+        assert_eq!(
+            parse_task_handle(&h),
+            Some(("t1".into(), "arn:aws:sqs:us-east-1:000000000000:dlq".into()))
+        );
+        assert_eq!(parse_task_handle("garbage"), None);
         let e = Request::from_input("SendMessage", json!({"MessageBody": "x"})).unwrap_err();
         assert_eq!(
             e,

@@ -256,7 +256,7 @@ fn fields(xml: &mut String, op: &str, o: &Map<String, Value>) {
                 let el = match k.as_str() {
                     "QueueUrls" | "queueUrls" => "QueueUrl".to_string(),
                     "Messages" => "Message".to_string(),
-                    "Successful" => format!("{op}ResultEntry"),
+                    "Successful" | "Results" => format!("{op}ResultEntry"),
                     "Failed" => "BatchResultErrorEntry".to_string(),
                     other => other.to_string(),
                 };
