@@ -402,11 +402,11 @@ def test_long_polling_gets_a_message_sent_meanwhile(sqs):
 
 
 def test_visibility_timeout_expiry_and_delay(sqs):
-    url = sqs.create_queue(QueueName=qname("vis"), Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    url = sqs.create_queue(QueueName=qname("vis"), Attributes={"VisibilityTimeout": "2"})["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody="again")
     first = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"][0]
     assert "Messages" not in sqs.receive_message(QueueUrl=url)
-    time.sleep(1.3)
+    time.sleep(2.3)
     second = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"][0]
     assert second["MessageId"] == first["MessageId"]
     assert second["ReceiptHandle"] != first["ReceiptHandle"]
@@ -428,10 +428,10 @@ def test_visibility_timeout_expiry_and_delay(sqs):
                                       VisibilityTimeout=5)
     assert code_of(e) == "AWS.SimpleQueueService.MessageNotInflight"
     # A message delay, and the queue's default delay.
-    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=1)
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=2)
     assert "Messages" not in sqs.receive_message(QueueUrl=url)
-    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=3)["Messages"][0]["Body"] == "later"
-    sqs.set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": "1"})
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"][0]["Body"] == "later"
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": "5"})
     sqs.send_message(QueueUrl=url, MessageBody="queue delay")
     delayed = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
         "ApproximateNumberOfMessagesDelayed"])["Attributes"]
@@ -481,26 +481,33 @@ def test_dead_letter_queue_and_message_move_task(server, sqs):
     assert running["TaskHandle"] == paced["TaskHandle"]
     assert running["DestinationArn"] == src_arn
     assert running["MaxNumberOfMessagesPerSecond"] == 1
-    assert running["ApproximateNumberOfMessagesMoved"] == 1
+    # One moved at once, the next a second later (two on a very slow machine).
+    assert running["ApproximateNumberOfMessagesMoved"] in (1, 2), running
     assert running["ApproximateNumberOfMessagesToMove"] == 3
     with pytest.raises(botocore.exceptions.ClientError) as e:
         sqs.start_message_move_task(SourceArn=dlq_arn)
     assert code_of(e) == "InvalidParameterValue"
     assert sqs.cancel_message_move_task(TaskHandle=paced["TaskHandle"])[
-        "ApproximateNumberOfMessagesMoved"] == 1
-    time.sleep(1.5)
-    [cancelled] = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+        "ApproximateNumberOfMessagesMoved"] in (1, 2)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        [cancelled] = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+        if cancelled["Status"] != "CANCELLING":
+            break
+        time.sleep(0.2)
     assert cancelled["Status"] == "CANCELLED", cancelled
+    moved = cancelled["ApproximateNumberOfMessagesMoved"]
+    assert moved in (1, 2), cancelled
     assert "TaskHandle" not in cancelled
     with pytest.raises(botocore.exceptions.ClientError) as e:
         sqs.cancel_message_move_task(TaskHandle=paced["TaskHandle"])
     assert code_of(e) == "InvalidParameterValue"
     in_dlq = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])
-    assert in_dlq["Attributes"]["ApproximateNumberOfMessages"] == "2"
+    assert in_dlq["Attributes"]["ApproximateNumberOfMessages"] == str(3 - moved)
     sqs.start_message_move_task(SourceArn=dlq_arn)
     tasks = sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10)["Results"]
     assert [t["Status"] for t in tasks] == ["COMPLETED", "CANCELLED", "COMPLETED"], tasks
-    assert tasks[0]["ApproximateNumberOfMessagesMoved"] == 2
+    assert tasks[0]["ApproximateNumberOfMessagesMoved"] == 3 - moved
     in_dlq = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])
     assert in_dlq["Attributes"]["ApproximateNumberOfMessages"] == "0"
     status, root, text = query(server, {"Action": "ListMessageMoveTasks", "SourceArn": dlq_arn,
