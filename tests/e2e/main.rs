@@ -39,6 +39,7 @@ mod ric;
 mod runtimes;
 mod s3;
 mod secrets;
+mod sqs;
 mod stem;
 mod streaming;
 #[cfg(feature = "tls")]

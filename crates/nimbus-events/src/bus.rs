@@ -689,6 +689,7 @@ impl EventBus {
                                 attributes: json!({}),
                                 delay_s: 0,
                                 trace: origin.trace.map(|t| t.stored_xray()),
+                                sender: None,
                             }],
                             now_ms(),
                         )

@@ -42,7 +42,7 @@ pub fn sqs_record(queue: &str, m: &Message) -> Value {
         "attributes": {
             "ApproximateReceiveCount": m.receive_count.to_string(),
             "SentTimestamp": m.sent_ms.to_string(),
-            "SenderId": ACCOUNT,
+            "SenderId": m.sender.as_deref().unwrap_or(ACCOUNT),
             "ApproximateFirstReceiveTimestamp":
                 m.first_receive_ms.unwrap_or(m.sent_ms).to_string(),
         },
@@ -602,6 +602,7 @@ mod tests {
             visible_at_ms: 0,
             receipt: None,
             trace: None,
+            sender: None,
         };
         let f = vec![EventPattern::parse(r#"{"body":{"type":["order"]}}"#).unwrap()];
         assert!(passes_filters("q", &msg(r#"{"type":"order"}"#), &f));
@@ -632,6 +633,7 @@ mod tests {
             visible_at_ms: 0,
             receipt: None,
             trace: None,
+            sender: None,
         };
         assert_eq!(fitting(&[msg(10), msg(10)]), 2);
         let big: Vec<Message> = (0..20).map(|_| msg(256 * 1024)).collect();
@@ -667,6 +669,7 @@ mod tests {
             visible_at_ms: 0,
             receipt: Some("r".into()),
             trace: None,
+            sender: None,
         };
         let e = sqs_event("orders", &[m]);
         let r = &e["Records"][0];

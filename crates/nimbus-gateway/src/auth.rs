@@ -191,6 +191,8 @@ pub(crate) enum Target {
     /// Native deploy: `lambda:CreateFunction` for a new function, else
     /// `lambda:UpdateFunctionCode` and `lambda:UpdateFunctionConfiguration`.
     Deploy(String),
+    /// The SQS API: `sqs:<Op>` on the queue's ARN, read from the body (`sqs::checks`).
+    Sqs,
 }
 
 fn decode(seg: &str) -> String {
@@ -273,6 +275,7 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         ("GET", ["v1", "health"]) | ("GET", ["v1", "ready"]) => Target::Public,
         ("GET", ["metrics"]) => one("nimbus:GetMetrics".into(), "*".into()),
         (_, ["fn", ..]) => Target::Public,
+        _ if crate::sqs::protocol_of(method, path, headers).is_some() => Target::Sqs,
         ("POST", [""]) if events_op(headers).is_some() => one(
             format!("nimbus:{}", events_op(headers).unwrap_or_default()),
             bus_arn(nimbus_store::DEFAULT_BUS),
@@ -681,6 +684,7 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 /// The middleware: with auth on, every non-public request must be signed by a known key
 /// whose policy allows what the route means.
 pub(crate) async fn enforce(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let sqs = crate::sqs::protocol_of(req.method(), req.uri().path(), req.headers());
     match enforce_request(&gw, req).await {
         Ok(req) => next.run(req).await,
         Err(e) => {
@@ -691,7 +695,15 @@ pub(crate) async fn enforce(State(gw): State<Arc<Gateway>>, req: Request, next: 
                 }
                 other => tracing::info!(error = other.error_type(), "refused: {other}"),
             }
-            e.into_response()
+            match sqs {
+                // SQS clients get SQS's error shape.
+                Some(protocol) => ApiError::Sqs {
+                    error: crate::sqs::auth_error(e),
+                    protocol,
+                }
+                .into_response(),
+                None => e.into_response(),
+            }
         }
     }
 }
@@ -716,6 +728,7 @@ async fn enforce_request(gw: &Gateway, req: Request) -> Result<Request, ApiError
     let checks = match target {
         Target::Public => Vec::new(),
         Target::Api(checks) => checks,
+        Target::Sqs => crate::sqs::checks(&parts, &body),
         Target::CreateFunction => {
             let name = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -1012,5 +1025,75 @@ mod tests {
             )
         );
         assert_eq!(t("POST", "/", ""), Target::Public);
+    }
+
+    #[test]
+    fn sqs_requests_are_authorised_by_operation_and_queue() {
+        let mut h = HeaderMap::new();
+        h.insert("x-amz-target", "AmazonSQS.SendMessage".parse().unwrap());
+        assert_eq!(classify(&Method::POST, "/", "", &h), Target::Sqs);
+        let (parts, _) = axum::http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("x-amz-target", "AmazonSQS.SendMessage")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let body = br#"{"QueueUrl":"http://h/000000000000/jobs","MessageBody":"x"}"#;
+        assert_eq!(
+            crate::sqs::checks(&parts, body),
+            vec![check(
+                "sqs:SendMessage",
+                "arn:aws:sqs:us-east-1:000000000000:jobs"
+            )]
+        );
+        // Undecodable: any valid key; the handler refuses the body.
+        assert_eq!(crate::sqs::checks(&parts, b"{"), vec![]);
+        // The query protocol: a form signed for sqs, at / or a queue URL's path.
+        let auth = "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=00";
+        let (parts, _) = axum::http::Request::builder()
+            .method("POST")
+            .uri("/000000000000/jobs")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", auth)
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(
+            classify(&parts.method, parts.uri.path(), "", &parts.headers),
+            Target::Sqs
+        );
+        assert_eq!(
+            crate::sqs::checks(&parts, b"Action=ReceiveMessage&Version=2012-11-05"),
+            vec![check(
+                "sqs:ReceiveMessage",
+                "arn:aws:sqs:us-east-1:000000000000:jobs"
+            )]
+        );
+        let (parts, _) = axum::http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", auth)
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(
+            crate::sqs::checks(&parts, b"Action=ListQueues"),
+            vec![check("sqs:ListQueues", "*")]
+        );
+        // A form signed for another service, or a deeper path, is a user route.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "content-type",
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        h.insert(
+            "authorization",
+            auth.replace("/sqs/", "/lambda/").parse().unwrap(),
+        );
+        assert_eq!(classify(&Method::POST, "/a/b", "", &h), Target::Public);
+        h.insert("authorization", auth.parse().unwrap());
+        assert_eq!(classify(&Method::POST, "/a/b/c", "", &h), Target::Public);
     }
 }

@@ -219,6 +219,11 @@ pub(crate) async fn aws_json(
     State(gw): State<Arc<Gateway>>,
     req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    // The JSON protocols at `POST /`, by `X-Amz-Target`: SQS's (`AmazonSQS.`, or its query
+    // protocol's signed form), then EventBridge's (`AWSEvents.`).
+    if crate::sqs::protocol_of(req.method(), req.uri().path(), req.headers()).is_some() {
+        return crate::sqs::handle(gw, req).await;
+    }
     let op = req
         .headers()
         .get("x-amz-target")

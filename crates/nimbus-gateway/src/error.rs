@@ -54,6 +54,12 @@ pub enum ApiError {
     /// An internal failure: logged in full, reported to the client without details.
     #[error("internal error")]
     Internal(String),
+    /// An error of the SQS API, answered in SQS's shape for the request's protocol.
+    #[error("{error}")]
+    Sqs {
+        error: nimbus_sqs::SqsError,
+        protocol: nimbus_sqs::Protocol,
+    },
 }
 
 impl ApiError {
@@ -78,6 +84,7 @@ impl ApiError {
             ApiError::ServiceUnavailable(_) => "ServiceUnavailableException",
             ApiError::FunctionFailed(_) => "FunctionError",
             ApiError::Internal(_) => "ServiceException",
+            ApiError::Sqs { error, .. } => error.shape(),
         }
     }
 
@@ -100,6 +107,9 @@ impl ApiError {
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::FunctionFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Sqs { error, .. } => {
+                StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         }
     }
 
@@ -111,6 +121,24 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = uuid::Uuid::new_v4().to_string();
+        if let ApiError::Sqs { error, protocol } = &self {
+            let r = error.render(*protocol, &request_id);
+            let mut resp = (
+                self.status(),
+                [("content-type", r.content_type)],
+                axum::body::Body::from(r.body),
+            )
+                .into_response();
+            for (k, v) in r.headers {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    resp.headers_mut().insert(k, v);
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut().insert("x-amzn-requestid", v);
+            }
+            return resp;
+        }
         let message = match &self {
             ApiError::Internal(detail) => {
                 tracing::error!(request_id, "internal error: {detail}");

@@ -1,5 +1,6 @@
 //! Every HTTP surface of Nimbus on one router: the Lambda Invoke API and function URL
-//! config (`/2015-03-31/…`, `/2021-10-31/…`), layers (`/2018-10-31/layers/…`), the native API (`/v1/…`), function URLs
+//! config (`/2015-03-31/…`, `/2021-10-31/…`), layers (`/2018-10-31/layers/…`), the SQS and
+//! EventBridge JSON APIs at `POST /` (by `X-Amz-Target`), the native API (`/v1/…`), function URLs
 //! (`/fn/NAME/…`) and user routes declared in manifests. Every API request passes one
 //! authentication and authorization middleware (`auth.rs`: SigV4, the route → action table,
 //! policies). Errors map to HTTP in one place ([`ApiError`]).
@@ -30,6 +31,7 @@ mod native;
 mod provisioned;
 mod queues;
 mod secrets;
+mod sqs;
 mod state;
 mod streaming;
 mod trace;
@@ -265,7 +267,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .merge(native)
         .merge(urls)
         .merge(nimbus_console::router())
-        .fallback(urls::user_route)
+        .fallback(sqs::or_user_route)
         .method_not_allowed_fallback(|| async {
             ApiError::InvalidParameter("method not allowed on this path".into())
         })

@@ -20,14 +20,14 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-fn runner(gw: &Gateway) -> Result<&Arc<MappingRunner>, ApiError> {
+pub(crate) fn runner(gw: &Gateway) -> Result<&Arc<MappingRunner>, ApiError> {
     gw.queues
         .get()
         .ok_or_else(|| ApiError::ServiceUnavailable("queues are not enabled on this server".into()))
 }
 
 /// Runs a (possibly fsync-ing) store call off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     gw: &Gateway,
     f: impl FnOnce(&dyn QueueStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -35,7 +35,7 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
@@ -105,13 +105,24 @@ pub(crate) async fn put_queue(
         }
         (None, None) => None,
     };
-    let settings = QueueSettings {
-        visibility_timeout_s: input.visibility_timeout.unwrap_or(d.visibility_timeout_s),
-        max_message_size: input.max_message_size.unwrap_or(d.max_message_size),
-        retention_s: input.retention.unwrap_or(d.retention_s),
-        redrive,
-    };
-    let q = blocking(&gw, move |s| s.put_queue(&name, &settings, now_ms())).await?;
+    let q = blocking(&gw, move |s| {
+        // What only the SQS API sets (delay, long-polling wait, redrive-allow policy, tags)
+        // is kept; the rest is as given or SQS's default.
+        let kept = match s.get_queue(&name) {
+            Ok(q) => q.settings,
+            Err(e) if e.is_not_found() => d.clone(),
+            Err(e) => return Err(e),
+        };
+        let settings = QueueSettings {
+            visibility_timeout_s: input.visibility_timeout.unwrap_or(d.visibility_timeout_s),
+            max_message_size: input.max_message_size.unwrap_or(d.max_message_size),
+            retention_s: input.retention.unwrap_or(d.retention_s),
+            redrive,
+            ..kept
+        };
+        s.put_queue(&name, &settings, now_ms())
+    })
+    .await?;
     Ok(Json(queue_json(&q)))
 }
 
@@ -210,7 +221,7 @@ pub(crate) async fn redrive(
 
 /// The rest of a paced redrive: `rate` messages each second until the queue holds none
 /// that can move (or a store error, logged).
-async fn redrive_paced(gw: Arc<Gateway>, dlq: String, destination: String, rate: u64) {
+pub(crate) async fn redrive_paced(gw: Arc<Gateway>, dlq: String, destination: String, rate: u64) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.tick().await;
     loop {
@@ -287,6 +298,7 @@ fn new_message(e: SendEntry) -> Result<NewMessage, ApiError> {
         attributes: normalize_attributes(e.attributes)?,
         delay_s: e.delay_seconds,
         trace: None,
+        sender: None,
     })
 }
 

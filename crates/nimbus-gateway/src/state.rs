@@ -79,6 +79,8 @@ pub struct Gateway {
     pub(crate) tails_end: tokio::sync::watch::Sender<bool>,
     /// The per-minute history and alarms ([`Gateway::with_history`]).
     pub(crate) history: std::sync::OnceLock<Arc<crate::History>>,
+    /// SQS message move tasks (StartMessageMoveTask), in memory.
+    pub(crate) move_tasks: crate::sqs::MoveTasks,
 }
 
 impl Gateway {
@@ -115,6 +117,7 @@ impl Gateway {
             health: Default::default(),
             tails_end: tokio::sync::watch::Sender::new(false),
             history: Default::default(),
+            move_tasks: Default::default(),
         });
         gw.rebuild_routes()?;
         for f in gw.store.list()? {

@@ -32,8 +32,9 @@ pub use history::{
 pub use layers::{LayerPolicy, LayerStore, LayerVersion, NewLayerVersion};
 pub use logs::{LogEntry, LogPage, LogQuery, LogStream};
 pub use queues::{
-    md5, validate_queue_name, EventSourceMapping, Message, NewMessage, QueueDepth, QueueInfo,
-    QueueSettings, QueueStats, QueueStore, RedrivePolicy, Redriven, SqliteQueueStore,
+    is_receipt_handle, md5, validate_queue_name, EventSourceMapping, Message, NewMessage,
+    QueueDepth, QueueInfo, QueueSettings, QueueStats, QueueStore, RedrivePolicy, Redriven,
+    SqliteQueueStore, MAX_BATCH, MAX_MESSAGE_BYTES,
 };
 pub use secrets::{
     validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,

@@ -87,10 +87,34 @@ END;
 ",
     // Each message's trace context (SQS's `AWSTraceHeader` system attribute).
     "ALTER TABLE messages ADD COLUMN trace TEXT;",
+    // The rest of SQS's queue attributes (the SQS API), and when settings last changed.
+    "
+ALTER TABLE queues ADD COLUMN delay_s INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queues ADD COLUMN receive_wait_s INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queues ADD COLUMN redrive_allow TEXT;
+ALTER TABLE queues ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE queues ADD COLUMN modified_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE queues SET modified_ms = created_ms;
+ALTER TABLE messages ADD COLUMN sender TEXT;
+",
 ];
 
 /// Largest batch of `send` and `receive`, as SQS.
 pub const MAX_BATCH: usize = 10;
+
+/// Largest message, and largest batch of messages, in bytes: SQS's 1 MiB (since 2025).
+pub const MAX_MESSAGE_BYTES: u32 = 1024 * 1024;
+
+/// Whether `receipt` has the form of the receipt handles [`QueueStore::receive`] gives
+/// (`MESSAGE-UUID.32-HEX`), stale or not.
+pub fn is_receipt_handle(receipt: &str) -> bool {
+    let Some((id, tail)) = receipt.split_once('.') else {
+        return false;
+    };
+    uuid::Uuid::parse_str(id).is_ok()
+        && tail.len() == 32
+        && tail.bytes().all(|b| b.is_ascii_hexdigit())
+}
 
 /// Where a queue sends messages received too often.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,15 +131,28 @@ pub struct QueueSettings {
     pub max_message_size: u32,
     pub retention_s: u32,
     pub redrive: Option<RedrivePolicy>,
+    /// Delay of messages sent without one (SQS's `DelaySeconds`, 0-900).
+    pub delay_s: u32,
+    /// Long-polling wait of receives that give none (`ReceiveMessageWaitTimeSeconds`, 0-20).
+    pub receive_wait_s: u32,
+    /// SQS's `RedriveAllowPolicy` JSON text: which queues may use this one as their
+    /// dead-letter queue (`None`: all).
+    pub redrive_allow: Option<String>,
+    /// SQS queue tags.
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for QueueSettings {
     fn default() -> Self {
         Self {
             visibility_timeout_s: 30,
-            max_message_size: 256 * 1024,
+            max_message_size: MAX_MESSAGE_BYTES,
             retention_s: 4 * 24 * 3600,
             redrive: None,
+            delay_s: 0,
+            receive_wait_s: 0,
+            redrive_allow: None,
+            tags: Default::default(),
         }
     }
 }
@@ -127,8 +164,19 @@ impl QueueSettings {
         if self.visibility_timeout_s > 12 * 3600 {
             return bad("visibility_timeout must be 0-43200 seconds".into());
         }
-        if !(1024..=256 * 1024).contains(&self.max_message_size) {
-            return bad("max_message_size must be 1024-262144 bytes".into());
+        if !(1024..=MAX_MESSAGE_BYTES).contains(&self.max_message_size) {
+            return bad(format!(
+                "max_message_size must be 1024-{MAX_MESSAGE_BYTES} bytes"
+            ));
+        }
+        if self.delay_s > 900 {
+            return bad("delay must be 0-900 seconds".into());
+        }
+        if self.receive_wait_s > 20 {
+            return bad("receive wait must be 0-20 seconds".into());
+        }
+        if self.tags.len() > 50 {
+            return bad("a queue has at most 50 tags".into());
         }
         if !(60..=14 * 24 * 3600).contains(&self.retention_s) {
             return bad("retention must be 60-1209600 seconds".into());
@@ -163,6 +211,8 @@ pub struct QueueInfo {
     pub name: String,
     pub settings: QueueSettings,
     pub created_ms: i64,
+    /// When its settings last changed (its creation at first).
+    pub modified_ms: i64,
 }
 
 /// A message to send.
@@ -174,6 +224,8 @@ pub struct NewMessage {
     pub delay_s: u32,
     /// The trace context sent with it, X-Ray form (SQS's `AWSTraceHeader`).
     pub trace: Option<String>,
+    /// Who sent it (SQS's `SenderId`: the access key id); `None`: the account.
+    pub sender: Option<String>,
 }
 
 /// A stored message. `receipt` is set on received messages.
@@ -192,6 +244,9 @@ pub struct Message {
     /// The trace context it was sent with, X-Ray form (`AWSTraceHeader`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// Who sent it (SQS's `SenderId`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -394,7 +449,8 @@ fn stale(receipt: &str) -> StoreError {
 }
 
 const QUEUE_COLUMNS: &str =
-    "name, visibility_timeout_s, max_message_size, retention_s, dead_letter_queue, max_receive_count, created_ms";
+    "name, visibility_timeout_s, max_message_size, retention_s, dead_letter_queue, max_receive_count, created_ms,
+     delay_s, receive_wait_s, redrive_allow, tags, modified_ms";
 
 fn decode_queue(r: &Row<'_>) -> rusqlite::Result<QueueInfo> {
     let dlq: Option<String> = r.get(4)?;
@@ -409,13 +465,18 @@ fn decode_queue(r: &Row<'_>) -> rusqlite::Result<QueueInfo> {
                 dead_letter_queue: d,
                 max_receive_count: m as u32,
             }),
+            delay_s: r.get::<_, i64>(7)? as u32,
+            receive_wait_s: r.get::<_, i64>(8)? as u32,
+            redrive_allow: r.get(9)?,
+            tags: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
         },
         created_ms: r.get(6)?,
+        modified_ms: r.get(11)?,
     })
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, queue, body, attributes, md5, sent_ms, receive_count, first_receive_ms, visible_at_ms, receipt, trace";
+    "id, queue, body, attributes, md5, sent_ms, receive_count, first_receive_ms, visible_at_ms, receipt, trace, sender";
 
 fn decode_message(r: &Row<'_>) -> rusqlite::Result<Message> {
     let attrs: String = r.get(3)?;
@@ -431,6 +492,7 @@ fn decode_message(r: &Row<'_>) -> rusqlite::Result<Message> {
         visible_at_ms: r.get(8)?,
         receipt: r.get(9)?,
         trace: r.get(10)?,
+        sender: r.get(11)?,
     })
 }
 
@@ -496,11 +558,14 @@ impl QueueStore for SqliteQueueStore {
         };
         let mut db = self.db();
         let tx = db.write_tx()?;
+        let tags = serde_json::to_string(&settings.tags).unwrap_or_else(|_| "{}".into());
         tx.execute(
-            "INSERT INTO queues (name, visibility_timeout_s, max_message_size, retention_s, dead_letter_queue, max_receive_count, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO queues (name, visibility_timeout_s, max_message_size, retention_s, dead_letter_queue, max_receive_count, created_ms,
+                 delay_s, receive_wait_s, redrive_allow, tags, modified_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?7)
              ON CONFLICT(name) DO UPDATE SET visibility_timeout_s = ?2, max_message_size = ?3,
-                 retention_s = ?4, dead_letter_queue = ?5, max_receive_count = ?6",
+                 retention_s = ?4, dead_letter_queue = ?5, max_receive_count = ?6, delay_s = ?8,
+                 receive_wait_s = ?9, redrive_allow = ?10, tags = ?11, modified_ms = ?7",
             params![
                 name,
                 settings.visibility_timeout_s,
@@ -508,7 +573,11 @@ impl QueueStore for SqliteQueueStore {
                 settings.retention_s,
                 dlq,
                 max,
-                now_ms
+                now_ms,
+                settings.delay_s,
+                settings.receive_wait_s,
+                settings.redrive_allow,
+                tags
             ],
         )?;
         let q = queue_in(&tx, name)?;
@@ -558,10 +627,19 @@ impl QueueStore for SqliteQueueStore {
         let tx = db.write_tx()?;
         let q = queue_in(&tx, name)?;
         let total: usize = messages.iter().map(|m| m.body.len()).sum();
-        if total > q.settings.max_message_size as usize {
+        if let Some(big) = messages
+            .iter()
+            .find(|m| m.body.len() > q.settings.max_message_size as usize)
+        {
             return Err(StoreError::InvalidInput(format!(
-                "messages of {total} bytes exceed the queue's maximum message size of {} bytes",
+                "a message of {} bytes exceeds the queue's maximum message size of {} bytes",
+                big.body.len(),
                 q.settings.max_message_size
+            )));
+        }
+        if total > MAX_MESSAGE_BYTES as usize {
+            return Err(StoreError::InvalidInput(format!(
+                "messages of {total} bytes exceed the batch limit of {MAX_MESSAGE_BYTES} bytes"
             )));
         }
         expire(&tx, &q, now_ms)?;
@@ -600,9 +678,10 @@ impl QueueStore for SqliteQueueStore {
                 visible_at_ms: now_ms + i64::from(m.delay_s) * 1000,
                 receipt: None,
                 trace: m.trace.clone(),
+                sender: m.sender.clone(),
             };
             tx.execute(
-                &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, ?7, NULL, ?8)"),
+                &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, ?7, NULL, ?8, ?9)"),
                 params![
                     msg.id,
                     msg.queue,
@@ -611,7 +690,8 @@ impl QueueStore for SqliteQueueStore {
                     msg.md5,
                     msg.sent_ms,
                     msg.visible_at_ms,
-                    msg.trace
+                    msg.trace,
+                    msg.sender
                 ],
             )?;
             out.push(msg);
@@ -1015,6 +1095,51 @@ mod tests {
             body: body.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn sqs_settings_round_trip_and_old_data_dirs_gain_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A data dir from before the SQS attributes (migrations 1-5).
+            let db = open_db(&dir.path().join("queues.db"), "FULL", &MIGRATIONS[..5]).unwrap();
+            db.execute(
+                "INSERT INTO queues (name, visibility_timeout_s, max_message_size, retention_s, created_ms)
+                 VALUES ('old', 30, 262144, 345600, 7)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = SqliteQueueStore::open(dir.path()).unwrap();
+        let old = s.get_queue("old").unwrap();
+        assert_eq!((old.created_ms, old.modified_ms), (7, 7));
+        assert_eq!(old.settings.max_message_size, 262_144);
+        assert_eq!(old.settings.delay_s, 0);
+        assert!(old.settings.tags.is_empty());
+        let settings = QueueSettings {
+            delay_s: 5,
+            receive_wait_s: 20,
+            redrive_allow: Some(r#"{"redrivePermission":"denyAll"}"#.into()),
+            tags: [("team".to_string(), "a".to_string())].into(),
+            ..Default::default()
+        };
+        s.put_queue("old", &settings, 100).unwrap();
+        let q = s.get_queue("old").unwrap();
+        assert_eq!(q.settings, settings);
+        assert_eq!((q.created_ms, q.modified_ms), (7, 100));
+        assert_eq!(q.settings.max_message_size, MAX_MESSAGE_BYTES);
+        let bad = QueueSettings {
+            receive_wait_s: 21,
+            ..Default::default()
+        };
+        assert!(s.put_queue("q", &bad, 0).is_err());
+        assert!(is_receipt_handle(&format!(
+            "{}.{}",
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4().simple()
+        )));
+        assert!(!is_receipt_handle("garbage"));
+        assert!(!is_receipt_handle("x.y"));
     }
 
     #[test]
