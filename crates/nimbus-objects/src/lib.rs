@@ -42,6 +42,8 @@ pub use notify::{
 pub use store::{sqlite::SqliteMetaStore, MetaStore};
 
 #[cfg(test)]
+mod lifecycle_tests;
+#[cfg(test)]
 mod notify_tests;
 #[cfg(test)]
 mod tests;
