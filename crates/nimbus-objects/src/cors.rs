@@ -98,17 +98,29 @@ impl CorsConfig {
                     "each CORSRule needs at least one AllowedOrigin and one AllowedMethod".into(),
                 ));
             }
-            if let Some(m) = r.allowed_methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
+            if let Some(m) = r
+                .allowed_methods
+                .iter()
+                .find(|m| !METHODS.contains(&m.as_str()))
+            {
                 return Err(ObjectError::InvalidRequest(format!(
                     "Found unsupported HTTP method in CORS config. Unsupported method is {m}"
                 )));
             }
-            if let Some(o) = r.allowed_origins.iter().find(|o| o.matches('*').count() > 1) {
+            if let Some(o) = r
+                .allowed_origins
+                .iter()
+                .find(|o| o.matches('*').count() > 1)
+            {
                 return Err(ObjectError::InvalidRequest(format!(
                     "AllowedOrigin \"{o}\" can not have more than one wildcard."
                 )));
             }
-            if let Some(h) = r.allowed_headers.iter().find(|h| h.matches('*').count() > 1) {
+            if let Some(h) = r
+                .allowed_headers
+                .iter()
+                .find(|h| h.matches('*').count() > 1)
+            {
                 return Err(ObjectError::InvalidRequest(format!(
                     "AllowedHeader \"{h}\" can not have more than one wildcard."
                 )));
@@ -163,11 +175,27 @@ mod tests {
     #[test]
     fn wildcards_match_one_run() {
         assert!(wildcard_match("*", "https://a.example", false));
-        assert!(wildcard_match("https://*.example.com", "https://app.example.com", false));
-        assert!(!wildcard_match("https://*.example.com", "http://app.example.com", false));
-        assert!(!wildcard_match("https://*.example.com", "https://example.com", false));
+        assert!(wildcard_match(
+            "https://*.example.com",
+            "https://app.example.com",
+            false
+        ));
+        assert!(!wildcard_match(
+            "https://*.example.com",
+            "http://app.example.com",
+            false
+        ));
+        assert!(!wildcard_match(
+            "https://*.example.com",
+            "https://example.com",
+            false
+        ));
         assert!(wildcard_match("x-amz-*", "X-Amz-Date", true));
-        assert!(!wildcard_match("http://a.example", "http://A.example", false));
+        assert!(!wildcard_match(
+            "http://a.example",
+            "http://A.example",
+            false
+        ));
     }
 
     #[test]
@@ -175,7 +203,11 @@ mod tests {
         let c = CorsConfig {
             rules: vec![
                 rule(&["https://app.example.com"], &["GET"], &[]),
-                rule(&["https://*.example.com"], &["PUT", "GET"], &["content-type", "x-amz-*"]),
+                rule(
+                    &["https://*.example.com"],
+                    &["PUT", "GET"],
+                    &["content-type", "x-amz-*"],
+                ),
                 rule(&["*"], &["GET"], &["*"]),
             ],
         };
@@ -184,35 +216,59 @@ mod tests {
         let r = c.preflight("https://app.example.com", "GET", &[]).unwrap();
         assert_eq!(r.allowed_methods, ["GET"]);
         let r = c
-            .preflight("https://app.example.com", "PUT", &h(&["Content-Type", "x-amz-date"]))
+            .preflight(
+                "https://app.example.com",
+                "PUT",
+                &h(&["Content-Type", "x-amz-date"]),
+            )
             .unwrap();
         assert_eq!(r.allowed_methods, ["PUT", "GET"]);
-        assert!(c.preflight("https://app.example.com", "PUT", &h(&["x-other"])).is_none());
+        assert!(c
+            .preflight("https://app.example.com", "PUT", &h(&["x-other"]))
+            .is_none());
         assert!(c.preflight("https://evil.test", "PUT", &[]).is_none());
-        assert!(c.preflight("https://evil.test", "GET", &h(&["x-other"])).unwrap().any_origin());
+        assert!(c
+            .preflight("https://evil.test", "GET", &h(&["x-other"]))
+            .unwrap()
+            .any_origin());
         assert!(c.matching("https://evil.test", "DELETE").is_none());
     }
 
     #[test]
     fn validation_follows_s3() {
         let bad = |c: CorsConfig| c.validate().unwrap_err();
-        assert!(matches!(bad(CorsConfig::default()), ObjectError::MalformedXml(_)));
         assert!(matches!(
-            bad(CorsConfig { rules: vec![rule(&["*"], &["PATCH"], &[])] }),
+            bad(CorsConfig::default()),
+            ObjectError::MalformedXml(_)
+        ));
+        assert!(matches!(
+            bad(CorsConfig {
+                rules: vec![rule(&["*"], &["PATCH"], &[])]
+            }),
             ObjectError::InvalidRequest(_)
         ));
         assert!(matches!(
-            bad(CorsConfig { rules: vec![rule(&["https://*.*.x"], &["GET"], &[])] }),
+            bad(CorsConfig {
+                rules: vec![rule(&["https://*.*.x"], &["GET"], &[])]
+            }),
             ObjectError::InvalidRequest(_)
         ));
         assert!(matches!(
-            bad(CorsConfig { rules: vec![rule(&["*"], &["GET"], &["*-*"])] }),
+            bad(CorsConfig {
+                rules: vec![rule(&["*"], &["GET"], &["*-*"])]
+            }),
             ObjectError::InvalidRequest(_)
         ));
         assert!(matches!(
-            bad(CorsConfig { rules: vec![rule(&["*"], &["GET"], &[]); 101] }),
+            bad(CorsConfig {
+                rules: vec![rule(&["*"], &["GET"], &[]); 101]
+            }),
             ObjectError::InvalidRequest(_)
         ));
-        CorsConfig { rules: vec![rule(&["*"], &["GET"], &[]); 100] }.validate().unwrap();
+        CorsConfig {
+            rules: vec![rule(&["*"], &["GET"], &[]); 100],
+        }
+        .validate()
+        .unwrap();
     }
 }

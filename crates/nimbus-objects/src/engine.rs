@@ -4,11 +4,11 @@
 
 use crate::blobs::{file_stream, BlobStore, Digests, Pin, Staged};
 use crate::conditions::{ByteRange, ReadConditions};
+use crate::cors::CorsConfig;
+use crate::lifecycle::{LifecycleConfig, LifecycleCounts, LifecycleRule};
 use crate::model::{
     Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload, WriteCondition,
 };
-use crate::cors::CorsConfig;
-use crate::lifecycle::{LifecycleConfig, LifecycleCounts, LifecycleRule};
 use crate::names::{validate_bucket_name, validate_key};
 use crate::notify::{
     test_event, Destinations, EventKind, Notification, NotificationConfig, Notifier, Outgoing,
@@ -742,9 +742,7 @@ impl Objects {
     pub async fn cors_rules(&self, bucket: &str) -> Result<Option<CorsConfig>> {
         match self.cors_config(bucket).await {
             Ok(c) => Ok(Some(c)),
-            Err(ObjectError::NoSuchCorsConfiguration(_) | ObjectError::NoSuchBucket(_)) => {
-                Ok(None)
-            }
+            Err(ObjectError::NoSuchCorsConfiguration(_) | ObjectError::NoSuchBucket(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }

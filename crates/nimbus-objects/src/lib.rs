@@ -26,8 +26,8 @@ pub mod store;
 
 pub use blobs::{BlobStore, Digests};
 pub use conditions::{etag_matches, ByteRange, ReadConditions};
-pub use engine::{ObjectRead, Objects, ObjectsConfig, PutOptions, MAX_PARTS};
 pub use cors::{CorsConfig, CorsRule};
+pub use engine::{ObjectRead, Objects, ObjectsConfig, PutOptions, MAX_PARTS};
 pub use error::{ObjectError, Result};
 pub use lifecycle::{Expiration, LifecycleConfig, LifecycleCounts, LifecycleFilter, LifecycleRule};
 pub use model::{

@@ -226,7 +226,10 @@ mod tests {
             etag: String::new(),
             last_modified_ms: modified,
             attrs: ObjectAttrs {
-                tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                tags: tags
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 ..Default::default()
             },
             parts: None,
@@ -251,7 +254,10 @@ mod tests {
         let o = obj("k", created, &[], 1);
         assert!(!r.expires(&o, T0 + 2 * DAY_MS - 1));
         assert!(r.expires(&o, T0 + 2 * DAY_MS));
-        let off = LifecycleRule { enabled: false, ..r.clone() };
+        let off = LifecycleRule {
+            enabled: false,
+            ..r.clone()
+        };
         assert!(!off.expires(&o, T0 + 100 * DAY_MS));
         let dated = LifecycleRule {
             expiration: Some(Expiration::Date(T0 + 5 * DAY_MS)),
@@ -315,7 +321,10 @@ mod tests {
         ));
         let mut tagged = rule("a", None, Some(1));
         tagged.filter.tags = vec![("k".into(), "v".into())];
-        assert!(matches!(check(vec![tagged]), Err(ObjectError::InvalidRequest(_))));
+        assert!(matches!(
+            check(vec![tagged]),
+            Err(ObjectError::InvalidRequest(_))
+        ));
         let mut c = LifecycleConfig {
             rules: vec![rule("", Some(Expiration::Date(T0)), Some(7))],
         };

@@ -19,7 +19,12 @@ fn cors() -> CorsConfig {
     }
 }
 
-fn rule(id: &str, filter: LifecycleFilter, exp: Option<Expiration>, abort: Option<u32>) -> LifecycleRule {
+fn rule(
+    id: &str,
+    filter: LifecycleFilter,
+    exp: Option<Expiration>,
+    abort: Option<u32>,
+) -> LifecycleRule {
     LifecycleRule {
         id: id.into(),
         enabled: true,
@@ -140,21 +145,40 @@ async fn a_data_dir_from_before_bucket_configurations_is_migrated() {
 async fn the_sweep_expires_exactly_the_matching_objects_and_aborts_old_uploads() {
     let dir = tempfile::tempdir().unwrap();
     let o = open(dir.path());
-    o.create_bucket("lc").await.unwrap();
+    o.create_bucket("lcb").await.unwrap();
     o.create_bucket("other").await.unwrap();
-    let a = put(&o, "lc", "tmp/a", b"a").await;
-    put(&o, "lc", "tmp/b", b"b").await;
-    put(&o, "lc", "keep/c", b"c").await;
-    put(&o, "lc", "keep/d", b"d").await;
+    let a = put(&o, "lcb", "tmp/a", b"a").await;
+    put(&o, "lcb", "tmp/b", b"b").await;
+    put(&o, "lcb", "keep/c", b"c").await;
+    put(&o, "lcb", "keep/d", b"d").await;
     put(&o, "other", "tmp/a", b"other").await;
-    o.set_tags("lc", "keep/d", [("expire".to_string(), "yes".to_string())].into(), &me())
+    o.set_tags(
+        "lcb",
+        "keep/d",
+        [("expire".to_string(), "yes".to_string())].into(),
+        &me(),
+    )
+    .await
+    .unwrap();
+    let up_tmp = o
+        .create_upload("lcb", "tmp/u", ObjectAttrs::default())
         .await
         .unwrap();
-    let up_tmp = o.create_upload("lc", "tmp/u", ObjectAttrs::default()).await.unwrap();
-    o.upload_part("lc", "tmp/u", &up_tmp.upload_id, 1, body(b"part"), None, None)
+    o.upload_part(
+        "lcb",
+        "tmp/u",
+        &up_tmp.upload_id,
+        1,
+        body(b"part"),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let up_keep = o
+        .create_upload("lcb", "keep/u", ObjectAttrs::default())
         .await
         .unwrap();
-    let up_keep = o.create_upload("lc", "keep/u", ObjectAttrs::default()).await.unwrap();
     let tagged = LifecycleFilter {
         tags: vec![("expire".into(), "yes".into())],
         ..Default::default()
@@ -162,7 +186,7 @@ async fn the_sweep_expires_exactly_the_matching_objects_and_aborts_old_uploads()
     let mut disabled = rule("off", prefix(""), Some(Expiration::Days(1)), None);
     disabled.enabled = false;
     o.set_lifecycle_config(
-        "lc",
+        "lcb",
         LifecycleConfig {
             rules: vec![
                 rule("tmp", prefix("tmp/"), Some(Expiration::Days(1)), Some(3)),
@@ -184,24 +208,37 @@ async fn the_sweep_expires_exactly_the_matching_objects_and_aborts_old_uploads()
     let c = o.apply_lifecycle(day1 + 1000).await.unwrap();
     assert_eq!(c.expired, 2);
     assert_eq!(c.aborted, 0);
-    assert_eq!(keys(&o, "lc").await, ["keep/c", "keep/d"]);
-    assert_eq!(keys(&o, "other").await, ["tmp/a"], "other buckets are untouched");
+    assert_eq!(keys(&o, "lcb").await, ["keep/c", "keep/d"]);
+    assert_eq!(
+        keys(&o, "other").await,
+        ["tmp/a"],
+        "other buckets are untouched"
+    );
     assert_eq!(blob_files(dir.path()), files - 2, "blobs are released");
-    let c = o.apply_lifecycle(due_after_days(t, 2) + 1000).await.unwrap();
+    let c = o
+        .apply_lifecycle(due_after_days(t, 2) + 1000)
+        .await
+        .unwrap();
     assert_eq!(c.expired, 1);
-    assert_eq!(keys(&o, "lc").await, ["keep/c"]);
+    assert_eq!(keys(&o, "lcb").await, ["keep/c"]);
     let c = o
         .apply_lifecycle(due_after_days(up_tmp.created_ms, 3) + 1000)
         .await
         .unwrap();
-    assert_eq!(c, LifecycleCounts { expired: 0, aborted: 1 });
-    let (left, _) = o.list_uploads("lc", "", 10).await.unwrap();
+    assert_eq!(
+        c,
+        LifecycleCounts {
+            expired: 0,
+            aborted: 1
+        }
+    );
+    let (left, _) = o.list_uploads("lcb", "", 10).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].upload_id, up_keep.upload_id);
     // A Date rule expires everything it matches from that date on.
     let date = due_after_days(t, 10);
     o.set_lifecycle_config(
-        "lc",
+        "lcb",
         LifecycleConfig {
             rules: vec![rule("date", prefix(""), Some(Expiration::Date(date)), None)],
         },
@@ -210,17 +247,17 @@ async fn the_sweep_expires_exactly_the_matching_objects_and_aborts_old_uploads()
     .unwrap();
     assert_eq!(o.apply_lifecycle(date - 1).await.unwrap().expired, 0);
     assert_eq!(o.apply_lifecycle(date).await.unwrap().expired, 1);
-    assert!(keys(&o, "lc").await.is_empty());
+    assert!(keys(&o, "lcb").await.is_empty());
 }
 
 #[tokio::test]
 async fn a_rewritten_object_is_judged_by_its_new_time() {
     let dir = tempfile::tempdir().unwrap();
     let o = open(dir.path());
-    o.create_bucket("lc").await.unwrap();
-    let first = put(&o, "lc", "k", b"1").await;
+    o.create_bucket("lcb").await.unwrap();
+    let first = put(&o, "lcb", "k", b"1").await;
     o.set_lifecycle_config(
-        "lc",
+        "lcb",
         LifecycleConfig {
             rules: vec![rule("all", prefix(""), Some(Expiration::Days(5)), None)],
         },
@@ -235,14 +272,14 @@ async fn a_rewritten_object_is_judged_by_its_new_time() {
     crate::store::MetaStore::put_object(&store, &newer, &WriteCondition::None, &Notes::none())
         .unwrap();
     assert_eq!(o.apply_lifecycle(due).await.unwrap().expired, 0);
-    assert_eq!(keys(&o, "lc").await, ["k"]);
+    assert_eq!(keys(&o, "lcb").await, ["k"]);
 }
 
 #[tokio::test]
 async fn expirations_record_lifecycle_notifications() {
     let dir = tempfile::tempdir().unwrap();
     let o = open(dir.path());
-    o.create_bucket("lc").await.unwrap();
+    o.create_bucket("lcb").await.unwrap();
     let queue = "arn:aws:sqs:us-east-1:000000000000:expired";
     let removed = "arn:aws:sqs:us-east-1:000000000000:removed";
     let target = |id: &str, arn: &str, event: &str| TargetConfig {
@@ -252,7 +289,7 @@ async fn expirations_record_lifecycle_notifications() {
         filter: KeyFilter::default(),
     };
     o.set_notification_config(
-        "lc",
+        "lcb",
         NotificationConfig {
             functions: vec![],
             queues: vec![
@@ -266,12 +303,12 @@ async fn expirations_record_lifecycle_notifications() {
     )
     .await
     .unwrap();
-    let obj = put(&o, "lc", "old report.txt", b"x").await;
+    let obj = put(&o, "lcb", "old report.txt", b"x").await;
     let rows = o.notifications_pending(0, 100).await.unwrap();
     let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
     o.notifications_done(&seqs).await.unwrap();
     o.set_lifecycle_config(
-        "lc",
+        "lcb",
         LifecycleConfig {
             rules: vec![rule("all", prefix(""), Some(Expiration::Days(1)), None)],
         },
@@ -281,7 +318,11 @@ async fn expirations_record_lifecycle_notifications() {
     let now = due_after_days(obj.last_modified_ms, 1);
     assert_eq!(o.apply_lifecycle(now).await.unwrap().expired, 1);
     let rows = o.notifications_pending(0, 100).await.unwrap();
-    assert_eq!(rows.len(), 2, "the lifecycle queue and the bus, not ObjectRemoved");
+    assert_eq!(
+        rows.len(),
+        2,
+        "the lifecycle queue and the bus, not ObjectRemoved"
+    );
     let q = rows
         .iter()
         .find(|r| matches!(&r.target, Target::Queue { .. }))
@@ -294,7 +335,10 @@ async fn expirations_record_lifecycle_notifications() {
     assert_eq!(rec["s3"]["object"]["key"], "old+report.txt");
     assert!(rec["s3"]["object"].get("eTag").is_none());
     assert_eq!(rec["userIdentity"]["principalId"], "AmazonS3");
-    let bus = rows.iter().find(|r| r.target == Target::EventBridge).unwrap();
+    let bus = rows
+        .iter()
+        .find(|r| r.target == Target::EventBridge)
+        .unwrap();
     let entry: Value = serde_json::from_str(&bus.payload).unwrap();
     assert_eq!(entry["DetailType"], "Object Deleted");
     let detail: Value = serde_json::from_str(entry["Detail"].as_str().unwrap()).unwrap();

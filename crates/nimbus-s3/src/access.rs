@@ -34,9 +34,7 @@ pub fn action_of(op: &str) -> String {
         // S3 has no DeleteBucketCORS / DeleteLifecycleConfiguration actions.
         "PutBucketCors" | "DeleteBucketCors" => "PutBucketCORS",
         "GetBucketCors" => "GetBucketCORS",
-        "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => {
-            "PutLifecycleConfiguration"
-        }
+        "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => "PutLifecycleConfiguration",
         "GetBucketLifecycleConfiguration" => "GetLifecycleConfiguration",
         other => other,
     };

@@ -86,7 +86,9 @@ fn text(headers: &HeaderMap, name: &str) -> Option<String> {
 /// The layer: answers preflights, decorates cross-origin responses.
 pub(crate) async fn layer(State(objects): State<Objects>, req: Request, next: Next) -> Response {
     if req.method() == Method::OPTIONS {
-        return preflight(&objects, &req).await;
+        let bucket = bucket_of(&req);
+        let (parts, _) = req.into_parts();
+        return preflight(&objects, bucket, &parts.headers).await;
     }
     let origin = text(req.headers(), "origin");
     let bucket = bucket_of(&req);
@@ -122,8 +124,7 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-async fn preflight(objects: &Objects, req: &Request) -> Response {
-    let headers = req.headers();
+async fn preflight(objects: &Objects, bucket: Option<String>, headers: &HeaderMap) -> Response {
     let Some(origin) = text(headers, "origin") else {
         return error_response(
             StatusCode::BAD_REQUEST,
@@ -146,7 +147,7 @@ async fn preflight(objects: &Objects, req: &Request) -> Response {
                 .collect()
         })
         .unwrap_or_default();
-    let Some(bucket) = bucket_of(req) else {
+    let Some(bucket) = bucket else {
         return forbidden("CORSResponse: Bucket not found");
     };
     let config = match objects.cors_rules(&bucket).await {
@@ -185,12 +186,18 @@ fn add_headers(h: &mut HeaderMap, rule: &CorsRule, origin: &str, requested: Opti
         set("access-control-allow-origin", origin.into());
         set("access-control-allow-credentials", "true".into());
     }
-    set("access-control-allow-methods", rule.allowed_methods.join(", "));
+    set(
+        "access-control-allow-methods",
+        rule.allowed_methods.join(", "),
+    );
     if let Some(requested) = requested.filter(|r| !r.is_empty()) {
         set("access-control-allow-headers", requested.join(", "));
     }
     if !rule.expose_headers.is_empty() {
-        set("access-control-expose-headers", rule.expose_headers.join(", "));
+        set(
+            "access-control-expose-headers",
+            rule.expose_headers.join(", "),
+        );
     }
     if let Some(age) = rule.max_age_seconds {
         set("access-control-max-age", age.to_string());

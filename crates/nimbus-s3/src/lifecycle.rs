@@ -7,8 +7,8 @@
 use nimbus_objects::{Expiration, LifecycleConfig, LifecycleFilter, LifecycleRule};
 use s3s::dto::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
-    GetBucketLifecycleConfigurationOutput, LifecycleExpiration,
-    LifecycleRule as RuleDto, LifecycleRuleAndOperator, LifecycleRuleFilter, Tag, Timestamp,
+    GetBucketLifecycleConfigurationOutput, LifecycleExpiration, LifecycleRule as RuleDto,
+    LifecycleRuleAndOperator, LifecycleRuleFilter, Tag, Timestamp,
 };
 use s3s::{s3_error, S3Result};
 
@@ -119,10 +119,7 @@ fn expiration_of(e: LifecycleExpiration) -> S3Result<Option<Expiration>> {
             let ms = t.unix_timestamp_nanos() / 1_000_000;
             Ok(Some(Expiration::Date(ms as i64)))
         }
-        (None, None) => Err(s3_error!(
-            MalformedXML,
-            "Expiration needs Days or Date"
-        )),
+        (None, None) => Err(s3_error!(MalformedXML, "Expiration needs Days or Date")),
     }
 }
 

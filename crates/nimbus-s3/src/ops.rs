@@ -188,11 +188,7 @@ impl S3 for NimbusS3 {
         &self,
         req: S3Request<GetBucketCorsInput>,
     ) -> S3Result<S3Response<GetBucketCorsOutput>> {
-        let config = self
-            .objects
-            .cors_config(&req.input.bucket)
-            .await
-            .or_s3()?;
+        let config = self.objects.cors_config(&req.input.bucket).await.or_s3()?;
         ok(crate::cors::output_of(config))
     }
 

@@ -13,9 +13,9 @@
 
 pub mod sqlite;
 
-use crate::model::{Bucket, ListPage, ListQuery, ObjectMeta, Part, Upload, WriteCondition};
 use crate::cors::CorsConfig;
 use crate::lifecycle::LifecycleConfig;
+use crate::model::{Bucket, ListPage, ListQuery, ObjectMeta, Part, Upload, WriteCondition};
 use crate::notify::{Notes, Notification, NotificationConfig, Outgoing};
 use crate::Result;
 use std::collections::HashSet;

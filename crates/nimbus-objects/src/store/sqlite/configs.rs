@@ -51,9 +51,12 @@ pub(super) fn set<T: Serialize>(
 }
 
 pub(super) fn all<T: DeserializeOwned>(conn: &Connection, kind: &str) -> Result<Vec<(String, T)>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT bucket, config FROM bucket_configs WHERE kind = ?1 ORDER BY bucket")?;
-    let rows = stmt.query_map([kind], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT bucket, config FROM bucket_configs WHERE kind = ?1 ORDER BY bucket",
+    )?;
+    let rows = stmt.query_map([kind], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
     let mut out = Vec::new();
     for row in rows {
         let (bucket, text) = row?;

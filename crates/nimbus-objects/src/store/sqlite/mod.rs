@@ -8,11 +8,11 @@ pub(crate) mod schema;
 mod uploads;
 
 use super::{MetaStore, Released};
+use crate::cors::CorsConfig;
+use crate::lifecycle::LifecycleConfig;
 use crate::model::{
     Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload, WriteCondition,
 };
-use crate::cors::CorsConfig;
-use crate::lifecycle::LifecycleConfig;
 use crate::notify::{Notes, Notification, NotificationConfig, Outgoing};
 use crate::{ObjectError, Result};
 use nimbus_store::Db;
