@@ -630,3 +630,28 @@ def test_bucket_lifecycle_configuration_round_trip_and_refusals(s3, bucket):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s3.get_bucket_lifecycle_configuration(Bucket=bucket)
     assert code(e) == "NoSuchLifecycleConfiguration"
+
+
+def test_cors_and_lifecycle_permissions(server, s3, bucket):
+    """Reading needs s3:GetBucketCORS / s3:GetLifecycleConfiguration; writing and deleting
+    need s3:PutBucketCORS / s3:PutLifecycleConfiguration (IAM has no delete actions)."""
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": CORS_RULES})
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
+        {"ID": "r", "Status": "Enabled", "Filter": {"Prefix": "tmp/"},
+         "Expiration": {"Days": 1}}]})
+    reader = s3_client(server.s3_url, *server.create_key("s3-cfg-" + uuid.uuid4().hex[:6], {
+        "Statement": [{"Effect": "Allow",
+                       "Action": ["s3:GetBucketCORS", "s3:GetLifecycleConfiguration"],
+                       "Resource": f"arn:aws:s3:::{bucket}"}]}))
+    assert reader.get_bucket_cors(Bucket=bucket)["CORSRules"][0]["ID"] == "web"
+    assert reader.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"][0]["ID"] == "r"
+    for call in [lambda: reader.put_bucket_cors(Bucket=bucket, CORSConfiguration={
+                     "CORSRules": CORS_RULES[1:]}),
+                 lambda: reader.delete_bucket_cors(Bucket=bucket),
+                 lambda: reader.delete_bucket_lifecycle(Bucket=bucket),
+                 lambda: reader.put_bucket_lifecycle_configuration(
+                     Bucket=bucket, LifecycleConfiguration={"Rules": []})]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            call()
+        assert code(e) == "AccessDenied" and status(e) == 403
+    assert len(s3.get_bucket_cors(Bucket=bucket)["CORSRules"]) == 2
