@@ -479,3 +479,179 @@ def test_acknowledged_puts_survive_kill_9(tmp_path):
         assert s3.list_objects_v2(Bucket="durable")["KeyCount"] == len(bodies)
     finally:
         srv.stop()
+
+
+CORS_RULES = [
+    {"ID": "web", "AllowedOrigins": ["https://app.example.com", "https://*.example.org"],
+     "AllowedMethods": ["GET", "PUT"], "AllowedHeaders": ["content-type", "x-amz-*"],
+     "ExposeHeaders": ["ETag", "x-amz-request-id"], "MaxAgeSeconds": 600},
+    {"AllowedOrigins": ["*"], "AllowedMethods": ["GET", "HEAD"]},
+]
+
+
+def preflight(server, bucket, key, origin, method, headers=None):
+    """An `OPTIONS` preflight as a browser sends it (unsigned): (status, headers, body)."""
+    h = {"Origin": origin, "Access-Control-Request-Method": method}
+    if headers:
+        h["Access-Control-Request-Headers"] = headers
+    conn = http.client.HTTPConnection("127.0.0.1", server.s3_port, timeout=30)
+    conn.request("OPTIONS", f"/{bucket}/{key}", headers=h)
+    resp = conn.getresponse()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+
+
+def test_bucket_cors_configuration_round_trip_and_errors(s3, bucket):
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_bucket_cors(Bucket=bucket)
+    assert code(e) == "NoSuchCORSConfiguration" and status(e) == 404
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": CORS_RULES})
+    got = s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
+    assert got[0] == CORS_RULES[0]
+    assert got[1] == CORS_RULES[1]
+    for bad in ({"AllowedOrigins": ["*"], "AllowedMethods": ["PATCH"]},
+                {"AllowedOrigins": ["https://*.*.example"], "AllowedMethods": ["GET"]}):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [bad]})
+        assert code(e) == "InvalidRequest" and status(e) == 400
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={
+            "CORSRules": [{"AllowedOrigins": ["*"], "AllowedMethods": ["GET"]}] * 101})
+    assert code(e) == "InvalidRequest"
+    assert s3.get_bucket_cors(Bucket=bucket)["CORSRules"][0]["ID"] == "web", "unchanged"
+    s3.delete_bucket_cors(Bucket=bucket)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_bucket_cors(Bucket=bucket)
+    assert code(e) == "NoSuchCORSConfiguration"
+
+
+def test_cors_preflight_then_presigned_put_from_a_browser_origin(server, s3, bucket):
+    origin = "https://app.example.com"
+    # No configuration: every preflight is refused.
+    st, _, body = preflight(server, bucket, "up.txt", origin, "PUT", "content-type")
+    assert st == 403 and b"<Code>AccessForbidden</Code>" in body
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": CORS_RULES})
+    st, h, _ = preflight(server, bucket, "up.txt", origin, "PUT", "content-type")
+    assert st == 200
+    assert h["access-control-allow-origin"] == origin
+    assert h["access-control-allow-credentials"] == "true"
+    assert "PUT" in h["access-control-allow-methods"]
+    assert h["access-control-allow-headers"] == "content-type"
+    assert h["access-control-max-age"] == "600"
+    assert h["vary"] == "Origin, Access-Control-Request-Headers, Access-Control-Request-Method"
+    # A wildcard origin pattern.
+    st, h, _ = preflight(server, bucket, "up.txt", "https://cdn.example.org", "PUT")
+    assert st == 200 and h["access-control-allow-origin"] == "https://cdn.example.org"
+    # Disallowed origin, method or header: 403 AccessForbidden.
+    for args in (("https://evil.test", "PUT", "content-type"),
+                 (origin, "DELETE", None),
+                 (origin, "PUT", "x-custom")):
+        st, h, body = preflight(server, bucket, "up.txt", *args)
+        assert st == 403, args
+        assert b"<Code>AccessForbidden</Code>" in body
+        assert b"CORSResponse: This CORS request is not allowed" in body
+        assert "access-control-allow-origin" not in h
+    # The `*` rule answers any origin for GET, with `*` and no credentials.
+    st, h, _ = preflight(server, bucket, "up.txt", "https://evil.test", "GET")
+    assert st == 200 and h["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in h
+
+    # The presigned PUT, as the browser sends it after the preflight.
+    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "up.txt"},
+                                        ExpiresIn=300)
+    req = urllib.request.Request(put_url, data=b"from the browser", method="PUT",
+                                 headers={"Origin": origin, "Content-Type": "text/plain"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
+        assert r.headers["Access-Control-Allow-Origin"] == origin
+        assert r.headers["Access-Control-Allow-Credentials"] == "true"
+        assert r.headers["Access-Control-Expose-Headers"] == "ETag, x-amz-request-id"
+        assert "Origin" in r.headers["Vary"]
+    get_url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "up.txt"},
+                                        ExpiresIn=300)
+    req = urllib.request.Request(get_url, headers={"Origin": "https://elsewhere.test"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.read() == b"from the browser"
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+    # An origin no rule allows gets the object but no CORS headers.
+    req = urllib.request.Request(put_url, data=b"again", method="PUT",
+                                 headers={"Origin": "https://evil.test"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
+        assert r.headers["Access-Control-Allow-Origin"] is None
+
+
+def test_bucket_lifecycle_configuration_round_trip_and_refusals(s3, bucket):
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+    assert code(e) == "NoSuchLifecycleConfiguration" and status(e) == 404
+    rules = [
+        {"ID": "tmp", "Status": "Enabled", "Filter": {"Prefix": "tmp/"},
+         "Expiration": {"Days": 7}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 2}},
+        {"ID": "tagged", "Status": "Disabled",
+         "Filter": {"And": {"Prefix": "logs/", "Tags": [{"Key": "class", "Value": "debug"}]}},
+         "Expiration": {"Date": datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)}},
+        {"ID": "one-tag", "Status": "Enabled", "Filter": {"Tag": {"Key": "expire", "Value": "yes"}},
+         "Expiration": {"Days": 1}},
+    ]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket,
+                                          LifecycleConfiguration={"Rules": rules})
+    got = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert [r["ID"] for r in got] == ["tmp", "tagged", "one-tag"]
+    assert got[0]["Filter"] == {"Prefix": "tmp/"}
+    assert got[0]["Expiration"] == {"Days": 7}
+    assert got[0]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 2}
+    assert got[1]["Status"] == "Disabled"
+    assert got[1]["Filter"]["And"]["Tags"] == [{"Key": "class", "Value": "debug"}]
+    assert got[1]["Expiration"]["Date"] == rules[1]["Expiration"]["Date"]
+    assert got[2]["Filter"] == {"Tag": {"Key": "expire", "Value": "yes"}}
+
+    def refused(rule):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.put_bucket_lifecycle_configuration(Bucket=bucket,
+                                                  LifecycleConfiguration={"Rules": [rule]})
+        return code(e)
+
+    base = {"ID": "r", "Status": "Enabled", "Filter": {"Prefix": ""}}
+    assert refused({**base, "Transitions": [{"Days": 30, "StorageClass": "GLACIER"}]}) \
+        == "NotImplemented"
+    assert refused({**base, "NoncurrentVersionExpiration": {"NoncurrentDays": 3}}) \
+        == "NotImplemented"
+    assert refused({**base, "Expiration": {"Days": 0}}) == "InvalidArgument"
+    assert refused({**base, "Expiration": {"Date": datetime.datetime(
+        2030, 1, 1, 12, tzinfo=datetime.timezone.utc)}}) == "InvalidArgument"
+    assert refused(base) == "InvalidRequest"
+    assert refused({"ID": "t", "Status": "Enabled",
+                    "Filter": {"Tag": {"Key": "k", "Value": "v"}},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}) \
+        == "InvalidRequest"
+    # The stored configuration is unchanged by refused ones.
+    assert len(s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]) == 3
+    s3.delete_bucket_lifecycle(Bucket=bucket)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+    assert code(e) == "NoSuchLifecycleConfiguration"
+
+
+def test_cors_and_lifecycle_permissions(server, s3, bucket):
+    """Reading needs s3:GetBucketCORS / s3:GetLifecycleConfiguration; writing and deleting
+    need s3:PutBucketCORS / s3:PutLifecycleConfiguration (IAM has no delete actions)."""
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": CORS_RULES})
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
+        {"ID": "r", "Status": "Enabled", "Filter": {"Prefix": "tmp/"},
+         "Expiration": {"Days": 1}}]})
+    reader = s3_client(server.s3_url, *server.create_key("s3-cfg-" + uuid.uuid4().hex[:6], {
+        "Statement": [{"Effect": "Allow",
+                       "Action": ["s3:GetBucketCORS", "s3:GetLifecycleConfiguration"],
+                       "Resource": f"arn:aws:s3:::{bucket}"}]}))
+    assert reader.get_bucket_cors(Bucket=bucket)["CORSRules"][0]["ID"] == "web"
+    assert reader.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"][0]["ID"] == "r"
+    for call in [lambda: reader.put_bucket_cors(Bucket=bucket, CORSConfiguration={
+                     "CORSRules": CORS_RULES[1:]}),
+                 lambda: reader.delete_bucket_cors(Bucket=bucket),
+                 lambda: reader.delete_bucket_lifecycle(Bucket=bucket),
+                 lambda: reader.put_bucket_lifecycle_configuration(
+                     Bucket=bucket, LifecycleConfiguration={"Rules": []})]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            call()
+        assert code(e) == "AccessDenied" and status(e) == 403
+    assert len(s3.get_bucket_cors(Bucket=bucket)["CORSRules"]) == 2

@@ -4,6 +4,8 @@
 
 use crate::blobs::{file_stream, BlobStore, Digests, Pin, Staged};
 use crate::conditions::{ByteRange, ReadConditions};
+use crate::cors::CorsConfig;
+use crate::lifecycle::{LifecycleConfig, LifecycleCounts, LifecycleRule};
 use crate::model::{
     Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload, WriteCondition,
 };
@@ -723,5 +725,172 @@ impl Objects {
             Ok(old.len())
         })
         .await
+    }
+
+    // ----- CORS -----
+
+    /// GetBucketCors: the bucket's configuration (`NoSuchCORSConfiguration` when none).
+    pub async fn cors_config(&self, bucket: &str) -> Result<CorsConfig> {
+        let b = bucket.to_string();
+        self.blocking(move |this| this.meta.cors_config(&b))
+            .await?
+            .ok_or_else(|| ObjectError::NoSuchCorsConfiguration(bucket.to_string()))
+    }
+
+    /// The bucket's CORS configuration for answering cross-origin requests: `None` when the
+    /// bucket has none or does not exist.
+    pub async fn cors_rules(&self, bucket: &str) -> Result<Option<CorsConfig>> {
+        match self.cors_config(bucket).await {
+            Ok(c) => Ok(Some(c)),
+            Err(ObjectError::NoSuchCorsConfiguration(_) | ObjectError::NoSuchBucket(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PutBucketCors: validates and stores (replaces) the configuration.
+    pub async fn set_cors_config(&self, bucket: &str, config: CorsConfig) -> Result<()> {
+        config.validate()?;
+        let b = bucket.to_string();
+        self.blocking(move |this| this.meta.set_cors_config(&b, Some(&config)))
+            .await
+    }
+
+    /// DeleteBucketCors (no error when there is none, as S3).
+    pub async fn delete_cors_config(&self, bucket: &str) -> Result<()> {
+        let b = bucket.to_string();
+        self.blocking(move |this| this.meta.set_cors_config(&b, None))
+            .await
+    }
+
+    // ----- lifecycle -----
+
+    /// GetBucketLifecycleConfiguration (`NoSuchLifecycleConfiguration` when none).
+    pub async fn lifecycle_config(&self, bucket: &str) -> Result<LifecycleConfig> {
+        let b = bucket.to_string();
+        self.blocking(move |this| this.meta.lifecycle_config(&b))
+            .await?
+            .ok_or_else(|| ObjectError::NoSuchLifecycleConfiguration(bucket.to_string()))
+    }
+
+    /// PutBucketLifecycleConfiguration: validates (generating missing rule IDs) and stores
+    /// the configuration; returns it as stored.
+    pub async fn set_lifecycle_config(
+        &self,
+        bucket: &str,
+        mut config: LifecycleConfig,
+    ) -> Result<LifecycleConfig> {
+        config.validate()?;
+        let b = bucket.to_string();
+        self.blocking(move |this| {
+            this.meta.set_lifecycle_config(&b, Some(&config))?;
+            Ok(config)
+        })
+        .await
+    }
+
+    /// DeleteBucketLifecycle (no error when there is none, as S3).
+    pub async fn delete_lifecycle_config(&self, bucket: &str) -> Result<()> {
+        let b = bucket.to_string();
+        self.blocking(move |this| this.meta.set_lifecycle_config(&b, None))
+            .await
+    }
+
+    /// Applies every bucket's enabled lifecycle rules as of `now_ms`: deletes the objects
+    /// they expire (releasing blobs as DeleteObject does, recording
+    /// `s3:LifecycleExpiration:Delete` notifications) and aborts the uploads they abort.
+    /// See [`crate::lifecycle`] for when things are due.
+    pub async fn apply_lifecycle(&self, now_ms: i64) -> Result<LifecycleCounts> {
+        self.blocking(move |this| this.apply_lifecycle_blocking(now_ms))
+            .await
+    }
+
+    fn apply_lifecycle_blocking(&self, now_ms: i64) -> Result<LifecycleCounts> {
+        let mut counts = LifecycleCounts::default();
+        let configs = self.meta.lifecycle_configs()?;
+        if configs.is_empty() {
+            return Ok(counts);
+        }
+        let lifecycle = Requester {
+            principal: "AmazonS3".to_string(),
+            source_ip: "s3.amazonaws.com".to_string(),
+            ..Requester::default()
+        };
+        for (bucket, config) in &configs {
+            for rule in &config.rules {
+                if !rule.enabled || rule.expiration.is_none() {
+                    continue;
+                }
+                counts.expired += self.expire_by_rule(bucket, rule, now_ms, &lifecycle)?;
+            }
+        }
+        let uploads = self.meta.uploads_started_before(now_ms)?;
+        for u in &uploads {
+            let Some((_, config)) = configs.iter().find(|(b, _)| b == &u.bucket) else {
+                continue;
+            };
+            if !config
+                .rules
+                .iter()
+                .any(|r| r.aborts(&u.key, u.created_ms, now_ms))
+            {
+                continue;
+            }
+            match self.meta.abort_upload(&u.bucket, &u.key, &u.upload_id) {
+                Ok(released) => {
+                    self.release(&released);
+                    counts.aborted += 1;
+                }
+                Err(ObjectError::NoSuchUpload(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Deletes the objects of `bucket` that `rule` expires; returns how many.
+    fn expire_by_rule(
+        &self,
+        bucket: &str,
+        rule: &LifecycleRule,
+        now_ms: i64,
+        requester: &Requester,
+    ) -> Result<usize> {
+        let mut expired = 0;
+        let mut continuation = None;
+        loop {
+            let page = match self.meta.list_objects(&ListQuery {
+                bucket: bucket.to_string(),
+                prefix: rule.filter.prefix().to_string(),
+                delimiter: None,
+                start_after: None,
+                continuation: continuation.take(),
+                max_keys: 1000,
+            }) {
+                Ok(p) => p,
+                // Deleted meanwhile.
+                Err(ObjectError::NoSuchBucket(_)) => return Ok(expired),
+                Err(e) => return Err(e),
+            };
+            for obj in page.objects.iter().filter(|o| rule.expires(o, now_ms)) {
+                let notes = self.notes(
+                    (bucket, &obj.key),
+                    EventKind::LifecycleExpiration,
+                    now_ms,
+                    requester,
+                )?;
+                let removed =
+                    self.meta
+                        .expire_object(bucket, &obj.key, obj.last_modified_ms, &notes)?;
+                if let Some(released) = removed {
+                    self.notifier.woken_by(&notes);
+                    self.release(&released);
+                    expired += 1;
+                }
+            }
+            match page.next_continuation {
+                Some(next) => continuation = Some(next),
+                None => return Ok(expired),
+            }
+        }
     }
 }

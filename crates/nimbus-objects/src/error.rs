@@ -21,6 +21,17 @@ pub enum ObjectError {
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    MalformedXml(String),
+    /// An S3 feature Nimbus refuses (a lifecycle transition, versioning actions).
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("the CORS configuration does not exist: {0}")]
+    NoSuchCorsConfiguration(String),
+    #[error("the lifecycle configuration does not exist: {0}")]
+    NoSuchLifecycleConfiguration(String),
+    #[error("{0}")]
     InvalidPart(String),
     #[error("the list of parts was not in ascending order")]
     InvalidPartOrder,

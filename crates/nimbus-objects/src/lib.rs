@@ -6,14 +6,19 @@
 //! object bytes live in `DATA_DIR/objects/`, content-addressed by SHA-256 ([`BlobStore`]),
 //! so a copy is a new row pointing at the same blob. Keys are never file names.
 //!
+//! Buckets may carry a CORS configuration ([`cors`]) and a lifecycle configuration
+//! ([`lifecycle`], applied by [`Objects::apply_lifecycle`]).
+//!
 //! S3 event notifications ([`notify`]) are recorded in an outbox in the same transaction as
 //! the write that caused them and delivered at least once by a consumer of
 //! [`Objects::notifications_pending`].
 
 mod blobs;
 mod conditions;
+pub mod cors;
 mod engine;
 mod error;
+pub mod lifecycle;
 mod model;
 mod names;
 pub mod notify;
@@ -21,8 +26,10 @@ pub mod store;
 
 pub use blobs::{BlobStore, Digests};
 pub use conditions::{etag_matches, ByteRange, ReadConditions};
+pub use cors::{CorsConfig, CorsRule};
 pub use engine::{ObjectRead, Objects, ObjectsConfig, PutOptions, MAX_PARTS};
 pub use error::{ObjectError, Result};
+pub use lifecycle::{Expiration, LifecycleConfig, LifecycleCounts, LifecycleFilter, LifecycleRule};
 pub use model::{
     Bucket, ContentHeaders, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload,
     WriteCondition,
@@ -34,6 +41,8 @@ pub use notify::{
 };
 pub use store::{sqlite::SqliteMetaStore, MetaStore};
 
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod notify_tests;
 #[cfg(test)]

@@ -31,6 +31,11 @@ pub fn action_of(op: &str) -> String {
         "ListMultipartUploads" => "ListBucketMultipartUploads",
         "PutBucketNotificationConfiguration" => "PutBucketNotification",
         "GetBucketNotificationConfiguration" => "GetBucketNotification",
+        // S3 has no DeleteBucketCORS / DeleteLifecycleConfiguration actions.
+        "PutBucketCors" | "DeleteBucketCors" => "PutBucketCORS",
+        "GetBucketCors" => "GetBucketCORS",
+        "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => "PutLifecycleConfiguration",
+        "GetBucketLifecycleConfiguration" => "GetLifecycleConfiguration",
         other => other,
     };
     format!("s3:{action}")
@@ -169,6 +174,17 @@ mod tests {
             "s3:GetBucketNotification"
         );
         assert_eq!(action_of("DeleteObjectTagging"), "s3:DeleteObjectTagging");
+        assert_eq!(action_of("PutBucketCors"), "s3:PutBucketCORS");
+        assert_eq!(action_of("DeleteBucketCors"), "s3:PutBucketCORS");
+        assert_eq!(action_of("GetBucketCors"), "s3:GetBucketCORS");
+        assert_eq!(
+            action_of("DeleteBucketLifecycle"),
+            "s3:PutLifecycleConfiguration"
+        );
+        assert_eq!(
+            action_of("GetBucketLifecycleConfiguration"),
+            "s3:GetLifecycleConfiguration"
+        );
     }
 
     #[test]

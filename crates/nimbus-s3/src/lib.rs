@@ -4,14 +4,17 @@
 //! Nimbus's access keys ([`KeyLookup`]); authorisation evaluates the key's policy with
 //! `s3:*` actions on `arn:aws:s3:::BUCKET[/KEY]` resources ([`access`]). Every response
 //! carries `x-amz-request-id` and `x-amz-id-2`; writes hand them, the signing key and the
-//! client's address to the engine for its event notifications.
+//! client's address to the engine for its event notifications. Bucket CORS is applied by a
+//! layer around `s3s` ([`cors`]): preflights are answered there, unsigned.
 //!
 //! Used by `nimbus-server` for `--s3-listen`; depends on no other Nimbus surface.
 
 mod access;
 mod convert;
+mod cors;
 mod errors;
 mod host;
+mod lifecycle;
 mod notify;
 mod ops;
 mod requester;
@@ -26,7 +29,7 @@ use std::sync::Arc;
 /// and is checked against its policy; without (`--auth off`), requests are anonymous and
 /// any signature on them is ignored.
 pub fn router(objects: Objects, keys: Option<Arc<dyn KeyLookup>>) -> axum::Router {
-    let mut builder = s3s::service::S3ServiceBuilder::new(ops::NimbusS3::new(objects));
+    let mut builder = s3s::service::S3ServiceBuilder::new(ops::NimbusS3::new(objects.clone()));
     builder.set_host(host::Localhost);
     let auth_on = keys.is_some();
     if let Some(keys) = keys {
@@ -40,6 +43,7 @@ pub fn router(objects: Objects, keys: Option<Arc<dyn KeyLookup>>) -> axum::Route
         });
     let router = axum::Router::new()
         .fallback_service(service)
+        .layer(axum::middleware::from_fn_with_state(objects, cors::layer))
         .layer(axum::middleware::from_fn(requester::with_request_ids));
     if auth_on {
         router

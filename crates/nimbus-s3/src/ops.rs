@@ -170,6 +170,78 @@ impl S3 for NimbusS3 {
         ok(crate::notify::output_of(config))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket))]
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        let i = req.input;
+        let config = crate::cors::config_of(i.cors_configuration);
+        self.objects
+            .set_cors_config(&i.bucket, config)
+            .await
+            .or_s3()?;
+        ok(PutBucketCorsOutput::default())
+    }
+
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        let config = self.objects.cors_config(&req.input.bucket).await.or_s3()?;
+        ok(crate::cors::output_of(config))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket))]
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        self.objects
+            .delete_cors_config(&req.input.bucket)
+            .await
+            .or_s3()?;
+        ok(DeleteBucketCorsOutput::default())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket))]
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        let i = req.input;
+        let config = crate::lifecycle::config_of(i.lifecycle_configuration)?;
+        self.objects
+            .set_lifecycle_config(&i.bucket, config)
+            .await
+            .or_s3()?;
+        ok(PutBucketLifecycleConfigurationOutput::default())
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        let config = self
+            .objects
+            .lifecycle_config(&req.input.bucket)
+            .await
+            .or_s3()?;
+        ok(crate::lifecycle::output_of(config))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket))]
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        self.objects
+            .delete_lifecycle_config(&req.input.bucket)
+            .await
+            .or_s3()?;
+        ok(DeleteBucketLifecycleOutput::default())
+    }
+
     async fn head_bucket(
         &self,
         req: S3Request<HeadBucketInput>,

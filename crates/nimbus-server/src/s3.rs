@@ -1,7 +1,8 @@
 //! The S3 listener (`--s3-listen`): the object store (`nimbus-objects`, in
 //! `DATA_DIR/objects.db` and `DATA_DIR/objects/`) served by `nimbus-s3` through the same
 //! accept loop and connection limits as the public listener, plus the hourly expiry of
-//! abandoned multipart uploads and the delivery of bucket notifications
+//! abandoned multipart uploads and sweep of the buckets' lifecycle rules, and the delivery
+//! of bucket notifications
 //! ([`crate::notifications`]).
 
 use crate::conn::{self, ConnLimits};
@@ -17,7 +18,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-/// How often abandoned multipart uploads are looked for.
+/// How often abandoned multipart uploads and lifecycle rules are looked at (S3 evaluates
+/// lifecycle rules about once a day; expiry dates are midnights UTC).
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The S3 listener, bound, not yet serving.
@@ -105,6 +107,8 @@ impl S3Listener {
     }
 }
 
+/// Hourly (the first time at start): aborts abandoned multipart uploads and applies the
+/// buckets' lifecycle rules.
 async fn expire_uploads(objects: Objects) {
     let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
     loop {
@@ -113,6 +117,15 @@ async fn expire_uploads(objects: Objects) {
             Ok(0) => {}
             Ok(n) => info!(aborted = n, "aborted abandoned multipart uploads"),
             Err(e) => warn!(error = %e, "cannot expire abandoned multipart uploads"),
+        }
+        match objects.apply_lifecycle(crate::unix_ms()).await {
+            Ok(c) if c.expired == 0 && c.aborted == 0 => {}
+            Ok(c) => info!(
+                expired = c.expired,
+                aborted = c.aborted,
+                "applied bucket lifecycle rules"
+            ),
+            Err(e) => warn!(error = %e, "cannot apply bucket lifecycle rules"),
         }
     }
 }

@@ -22,15 +22,17 @@ const SUPPORTED: &[&str] = &[
     "s3:ObjectTagging:*",
     "s3:ObjectTagging:Put",
     "s3:ObjectTagging:Delete",
+    "s3:LifecycleExpiration:*",
+    "s3:LifecycleExpiration:Delete",
+    "s3:LifecycleExpiration:DeleteMarkerCreated",
 ];
 
-/// S3 event families Nimbus never produces (no restores, replication, lifecycle, storage
+/// S3 event families Nimbus never produces (no restores, replication, lifecycle transitions, storage
 /// classes, ACLs or annotations): refused rather than accepted and never delivered.
 const NOT_PRODUCED: &[&str] = &[
     "s3:ObjectRestore:",
     "s3:ReducedRedundancyLostObject",
     "s3:Replication:",
-    "s3:LifecycleExpiration:",
     "s3:LifecycleTransition",
     "s3:IntelligentTiering",
     "s3:ObjectAcl:",
@@ -47,6 +49,8 @@ const CONCRETE: &[&str] = &[
     "ObjectRemoved:DeleteMarkerCreated",
     "ObjectTagging:Put",
     "ObjectTagging:Delete",
+    "LifecycleExpiration:Delete",
+    "LifecycleExpiration:DeleteMarkerCreated",
 ];
 
 /// Longest prefix or suffix in a key filter (S3's 1,024, the longest key).
@@ -174,7 +178,7 @@ fn validate_event(name: &str) -> Result<()> {
     if NOT_PRODUCED.iter().any(|f| name.starts_with(f)) {
         return Err(invalid(format!(
             "The event is not supported for notifications: Nimbus does not produce {name} events \
-             (supported: s3:ObjectCreated:*, s3:ObjectRemoved:*, s3:ObjectTagging:* and their members)"
+             (supported: s3:ObjectCreated:*, s3:ObjectRemoved:*, s3:ObjectTagging:*, s3:LifecycleExpiration:* and their members)"
         )));
     }
     Err(invalid(format!(

@@ -31,6 +31,8 @@ pub enum EventKind {
     CompleteMultipartUpload,
     /// DeleteObject (and each key of DeleteObjects) removing an object.
     Delete,
+    /// A lifecycle rule expiring an object ([`crate::Objects::apply_lifecycle`]).
+    LifecycleExpiration,
     /// PutObjectTagging.
     TaggingPut,
     /// DeleteObjectTagging.
@@ -45,6 +47,7 @@ impl EventKind {
             EventKind::Copy => "ObjectCreated:Copy",
             EventKind::CompleteMultipartUpload => "ObjectCreated:CompleteMultipartUpload",
             EventKind::Delete => "ObjectRemoved:Delete",
+            EventKind::LifecycleExpiration => "LifecycleExpiration:Delete",
             EventKind::TaggingPut => "ObjectTagging:Put",
             EventKind::TaggingDelete => "ObjectTagging:Delete",
         }
@@ -55,6 +58,10 @@ impl EventKind {
             self,
             EventKind::Put | EventKind::Copy | EventKind::CompleteMultipartUpload
         )
+    }
+
+    fn removed(self) -> bool {
+        matches!(self, EventKind::Delete | EventKind::LifecycleExpiration)
     }
 
     fn tagging(self) -> bool {
@@ -76,7 +83,7 @@ impl EventKind {
             EventKind::Put | EventKind::Copy | EventKind::CompleteMultipartUpload => {
                 "Object Created"
             }
-            EventKind::Delete => "Object Deleted",
+            EventKind::Delete | EventKind::LifecycleExpiration => "Object Deleted",
             EventKind::TaggingPut => "Object Tags Added",
             EventKind::TaggingDelete => "Object Tags Deleted",
         }
@@ -89,6 +96,7 @@ impl EventKind {
             EventKind::Copy => Some("CopyObject"),
             EventKind::CompleteMultipartUpload => Some("CompleteMultipartUpload"),
             EventKind::Delete => Some("DeleteObject"),
+            EventKind::LifecycleExpiration => Some("Lifecycle Expiration"),
             EventKind::TaggingPut | EventKind::TaggingDelete => None,
         }
     }
@@ -215,7 +223,7 @@ impl Event<'_> {
         let object = ObjectEntity {
             key: record_key(&self.object.key),
             size: k.created().then_some(self.object.size),
-            e_tag: (k != EventKind::Delete).then(|| self.object.etag.clone()),
+            e_tag: (!k.removed()).then(|| self.object.etag.clone()),
             sequencer: (!k.tagging()).then(|| self.sequencer.clone()),
         };
         let r = Records {
@@ -268,14 +276,14 @@ impl Event<'_> {
             object: DetailObject {
                 key: &self.object.key,
                 size: k.created().then_some(self.object.size),
-                etag: (k != EventKind::Delete).then_some(self.object.etag.as_str()),
+                etag: (!k.removed()).then_some(self.object.etag.as_str()),
                 sequencer: (!k.tagging()).then_some(self.sequencer.as_str()),
             },
             request_id: &self.requester.request_id,
             requester,
             source_ip_address: &self.requester.source_ip,
             reason: k.reason(),
-            deletion_type: (k == EventKind::Delete).then_some("Permanently Deleted"),
+            deletion_type: k.removed().then_some("Permanently Deleted"),
         };
         to_json(&BusEntry {
             source: "aws.s3",

@@ -13,6 +13,8 @@
 
 pub mod sqlite;
 
+use crate::cors::CorsConfig;
+use crate::lifecycle::LifecycleConfig;
 use crate::model::{Bucket, ListPage, ListQuery, ObjectMeta, Part, Upload, WriteCondition};
 use crate::notify::{Notes, Notification, NotificationConfig, Outgoing};
 use crate::Result;
@@ -43,6 +45,16 @@ pub trait MetaStore: Send + Sync + 'static {
     /// does not exist. `notes` (about the removed object) are recorded only if one was
     /// removed.
     fn delete_object(&self, bucket: &str, key: &str, notes: &Notes) -> Result<Released>;
+    /// Deletes the object only if it is still the version last modified at `modified_ms`
+    /// (a lifecycle expiry racing an overwrite keeps the new object); `None` when it was
+    /// not removed.
+    fn expire_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        modified_ms: i64,
+        notes: &Notes,
+    ) -> Result<Option<Released>>;
     /// Replaces the object's tag set, recording `notes` about the object.
     fn set_tags(
         &self,
@@ -88,6 +100,18 @@ pub trait MetaStore: Send + Sync + 'static {
         tests: &[Notification],
         now_ms: i64,
     ) -> Result<()>;
+    /// The bucket's CORS configuration, if it has one (`NoSuchBucket` if the bucket does
+    /// not exist).
+    fn cors_config(&self, bucket: &str) -> Result<Option<CorsConfig>>;
+    /// Replaces (`Some`) or removes (`None`) the bucket's CORS configuration.
+    fn set_cors_config(&self, bucket: &str, config: Option<&CorsConfig>) -> Result<()>;
+    /// The bucket's lifecycle configuration, if it has one.
+    fn lifecycle_config(&self, bucket: &str) -> Result<Option<LifecycleConfig>>;
+    /// Replaces (`Some`) or removes (`None`) the bucket's lifecycle configuration.
+    fn set_lifecycle_config(&self, bucket: &str, config: Option<&LifecycleConfig>) -> Result<()>;
+    /// Every bucket with a lifecycle configuration, by name.
+    fn lifecycle_configs(&self) -> Result<Vec<(String, LifecycleConfig)>>;
+
     /// Recorded notifications with sequence numbers above `after`, oldest first, at most
     /// `limit`.
     fn pending_notifications(&self, after: u64, limit: usize) -> Result<Vec<Outgoing>>;

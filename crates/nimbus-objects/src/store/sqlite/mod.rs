@@ -1,12 +1,15 @@
 //! The SQLite [`MetaStore`]: `DATA_DIR/objects.db`, WAL mode, `synchronous=FULL` (a write
 //! is on disk when its request is acknowledged), one connection behind a mutex.
 
+mod configs;
 mod list;
 mod notify;
 pub(crate) mod schema;
 mod uploads;
 
 use super::{MetaStore, Released};
+use crate::cors::CorsConfig;
+use crate::lifecycle::LifecycleConfig;
 use crate::model::{
     Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload, WriteCondition,
 };
@@ -216,6 +219,32 @@ pub(crate) fn upsert_object(
     Ok(released)
 }
 
+/// Removes the object (if its last-modified time is `modified_ms`, when given) and records
+/// `notes` about it; `None` when nothing was removed.
+fn remove_object(
+    tx: &Transaction<'_>,
+    bucket: &str,
+    key: &str,
+    modified_ms: Option<i64>,
+    notes: &Notes,
+) -> Result<Option<Released>> {
+    require_bucket(tx, bucket)?;
+    let Some(old) = find_object(tx, bucket, key)? else {
+        return Ok(None);
+    };
+    if modified_ms.is_some_and(|m| m != old.last_modified_ms) {
+        return Ok(None);
+    }
+    tx.execute(
+        "DELETE FROM objects WHERE bucket = ?1 AND key = ?2",
+        params![bucket, key.as_bytes()],
+    )?;
+    let mut released = Vec::new();
+    decref(tx, &old.sha256, &mut released)?;
+    notify::record(tx, notes, &old)?;
+    Ok(Some(released))
+}
+
 impl MetaStore for SqliteMetaStore {
     fn create_bucket(&self, name: &str, now_ms: i64) -> Result<()> {
         self.write(|tx| {
@@ -291,19 +320,17 @@ impl MetaStore for SqliteMetaStore {
     }
 
     fn delete_object(&self, bucket: &str, key: &str, notes: &Notes) -> Result<Released> {
-        self.write(|tx| {
-            require_bucket(tx, bucket)?;
-            let mut released = Vec::new();
-            if let Some(old) = find_object(tx, bucket, key)? {
-                tx.execute(
-                    "DELETE FROM objects WHERE bucket = ?1 AND key = ?2",
-                    params![bucket, key.as_bytes()],
-                )?;
-                decref(tx, &old.sha256, &mut released)?;
-                notify::record(tx, notes, &old)?;
-            }
-            Ok(released)
-        })
+        self.write(|tx| Ok(remove_object(tx, bucket, key, None, notes)?.unwrap_or_default()))
+    }
+
+    fn expire_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        modified_ms: i64,
+        notes: &Notes,
+    ) -> Result<Option<Released>> {
+        self.write(|tx| remove_object(tx, bucket, key, Some(modified_ms), notes))
     }
 
     fn set_tags(
@@ -395,6 +422,26 @@ impl MetaStore for SqliteMetaStore {
         now_ms: i64,
     ) -> Result<()> {
         self.write(|tx| notify::set_config(tx, bucket, config, tests, now_ms))
+    }
+
+    fn cors_config(&self, bucket: &str) -> Result<Option<CorsConfig>> {
+        configs::get(&self.conn(), bucket, configs::CORS)
+    }
+
+    fn set_cors_config(&self, bucket: &str, config: Option<&CorsConfig>) -> Result<()> {
+        self.write(|tx| configs::set(tx, bucket, configs::CORS, config))
+    }
+
+    fn lifecycle_config(&self, bucket: &str) -> Result<Option<LifecycleConfig>> {
+        configs::get(&self.conn(), bucket, configs::LIFECYCLE)
+    }
+
+    fn set_lifecycle_config(&self, bucket: &str, config: Option<&LifecycleConfig>) -> Result<()> {
+        self.write(|tx| configs::set(tx, bucket, configs::LIFECYCLE, config))
+    }
+
+    fn lifecycle_configs(&self) -> Result<Vec<(String, LifecycleConfig)>> {
+        configs::all(&self.conn(), configs::LIFECYCLE)
     }
 
     fn pending_notifications(&self, after: u64, limit: usize) -> Result<Vec<Outgoing>> {

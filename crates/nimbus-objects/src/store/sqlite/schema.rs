@@ -66,4 +66,13 @@ CREATE TABLE notification_sequencer (
     last INTEGER NOT NULL
 ) STRICT;
 ",
+    "
+-- A bucket's CORS and lifecycle configurations (JSON), removed with the bucket.
+CREATE TABLE bucket_configs (
+    bucket TEXT NOT NULL REFERENCES buckets(name) ON DELETE CASCADE,
+    kind   TEXT NOT NULL CHECK (kind IN ('cors', 'lifecycle')),
+    config TEXT NOT NULL,
+    PRIMARY KEY (bucket, kind)
+) STRICT, WITHOUT ROWID;
+",
 ];
