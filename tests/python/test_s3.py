@@ -257,33 +257,6 @@ def test_range_and_conditional_requests(s3, bucket):
     assert s3.get_object(Bucket=bucket, Key="once")["Body"].read() == b"first"
 
 
-def test_transfer_manager_uploads_and_downloads_100_mib(s3, bucket, tmp_path):
-    """boto3's transfer manager (what `upload_file` and the AWS CLI use): a 100 MiB file in
-    16 MiB parts, four at a time, and back with ranged GETs in parallel."""
-    from boto3.s3.transfer import TransferConfig
-    src, dst = tmp_path / "big.in", tmp_path / "big.out"
-    digest = hashlib.sha256()
-    with open(src, "wb") as f:
-        block = os.urandom(MIB)
-        for i in range(100):
-            chunk = block[:-4] + i.to_bytes(4, "big")  # no two MiB alike
-            digest.update(chunk)
-            f.write(chunk)
-    cfg = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=16 * MIB,
-                         max_concurrency=4)
-    s3.upload_file(str(src), bucket, "big/100.bin", Config=cfg)
-    head = s3.head_object(Bucket=bucket, Key="big/100.bin")
-    assert head["ContentLength"] == 100 * MIB
-    assert head["ETag"].endswith('-7"'), head["ETag"]  # ceil(100 / 16) parts
-    s3.download_file(bucket, "big/100.bin", str(dst), Config=cfg)
-    got = hashlib.sha256()
-    with open(dst, "rb") as f:
-        for chunk in iter(lambda: f.read(MIB), b""):
-            got.update(chunk)
-    assert got.digest() == digest.digest()
-    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-
-
 def test_multipart_upload_of_20_mib(s3, bucket):
     parts_data = [os.urandom(5 * MIB) for _ in range(4)] + [os.urandom(MIB // 2)]
     up = s3.create_multipart_upload(Bucket=bucket, Key="big.bin", ContentType="app/bin",
