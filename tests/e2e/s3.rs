@@ -1,6 +1,6 @@
 //! The S3 suite (`tests/python/test_s3.py`): unmodified boto3 and the AWS CLI against
 //! `nimbus serve --s3-listen` — buckets, objects with metadata, DeleteObjects, CopyObject,
-//! listing thousands of keys, ranges and preconditions, a 20 MiB multipart upload, 100 MiB through the transfer manager,
+//! listing thousands of keys, ranges and preconditions, a 20 MiB multipart upload,
 //! presigned URLs, virtual hosts, signatures and scoped keys, `aws s3 sync`, bucket CORS
 //! (configuration, browser preflights, a presigned PUT with `Origin`) and lifecycle
 //! configurations, and objects acknowledged before a SIGKILL read back after the restart.
