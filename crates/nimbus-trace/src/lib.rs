@@ -179,6 +179,7 @@ impl Tracer {
         let batch = Batch {
             queue,
             max: cfg.max_batch.max(1),
+            max_queue: cfg.max_queue.max(1),
             delay: cfg.delay,
             dropped,
             on_drop,
@@ -273,7 +274,8 @@ impl Tracer {
                 inner.dropped.fetch_add(1, Ordering::Relaxed);
                 (inner.on_drop)(1);
             }
-            Some(n) if n == inner.max_batch => inner.queue.wake.notify_one(),
+            // A full batch (or a full queue, when it is the smaller) is sent at once.
+            Some(n) if n == inner.max_batch.min(inner.max_queue) => inner.queue.wake.notify_one(),
             Some(_) => {}
         }
     }
@@ -294,6 +296,7 @@ impl Tracer {
 struct Batch {
     queue: Arc<Queue>,
     max: usize,
+    max_queue: usize,
     delay: std::time::Duration,
     dropped: Arc<AtomicU64>,
     on_drop: Arc<dyn Fn(u64) + Send + Sync>,
@@ -314,10 +317,10 @@ impl Batch {
             // Woken by a full batch: whole batches only, the rest waits for more. At the
             // interval, for a flush or at the end: everything.
             // Only what is queued now: spans arriving during the exports wait their turn.
-            let all = timed_out || closed || !flushes.is_empty();
             let mut left = {
                 let n = lock(&self.queue.spans).len();
-                if all {
+                // A full queue (smaller than a batch) goes whole too.
+                if timed_out || closed || !flushes.is_empty() || n >= self.max_queue {
                     n
                 } else {
                     n - n % self.max
@@ -486,6 +489,32 @@ mod tests {
         }
         t.flush(Duration::from_secs(30)).await;
         assert_eq!(n.load(Ordering::Relaxed), 3);
+    }
+
+    /// A full queue smaller than a batch is sent at once, not at the next interval: here
+    /// to a dead collector, so the export's failure counts the spans.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_smaller_than_a_batch_is_sent_without_waiting() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (n, on_drop) = counted();
+        let mut cfg = config(&format!("http://127.0.0.1:{port}/v1/traces"), 4);
+        cfg.delay = Duration::from_secs(600);
+        let t = Tracer::start(&cfg, on_drop).unwrap();
+        for _ in 0..4 {
+            t.record(span(&t));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while n.load(Ordering::Relaxed) < 4 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            n.load(Ordering::Relaxed),
+            4,
+            "exported before the 600 s interval"
+        );
     }
 
     #[test]
