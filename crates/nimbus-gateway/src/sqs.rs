@@ -349,12 +349,11 @@ async fn execute(gw: &Arc<Gateway>, ctx: &Ctx, req: SqsRequest) -> Result<Value,
                 s.get_queue(&name).map_err(store_err)?;
                 Ok(batch_result(r.entries.iter().map(|e| {
                     let id = e.id.clone().unwrap_or_default();
-                    let res = match &e.receipt_handle {
-                        Some(h) => delete_one(s, &name, h),
-                        None => Err(SqsError::MissingParameter(
-                            "The request must contain the parameter ReceiptHandle.".into(),
-                        )),
-                    };
+                    let res = e
+                        .receipt_handle
+                        .as_deref()
+                        .ok_or_else(|| SqsError::missing("ReceiptHandle"))
+                        .and_then(|h| delete_one(s, &name, h));
                     (id, res.map(|()| Map::new()))
                 })))
             })
@@ -377,16 +376,13 @@ async fn execute(gw: &Arc<Gateway>, ctx: &Ctx, req: SqsRequest) -> Result<Value,
                 Ok(batch_result(r.entries.iter().map(|e| {
                     let id = e.id.clone().unwrap_or_default();
                     let res = (|| {
-                        let h = e.receipt_handle.as_deref().ok_or_else(|| {
-                            SqsError::MissingParameter(
-                                "The request must contain the parameter ReceiptHandle.".into(),
-                            )
-                        })?;
-                        let t = e.visibility_timeout.ok_or_else(|| {
-                            SqsError::MissingParameter(
-                                "The request must contain the parameter VisibilityTimeout.".into(),
-                            )
-                        })?;
+                        let h = e
+                            .receipt_handle
+                            .as_deref()
+                            .ok_or_else(|| SqsError::missing("ReceiptHandle"))?;
+                        let t = e
+                            .visibility_timeout
+                            .ok_or_else(|| SqsError::missing("VisibilityTimeout"))?;
                         change_one(s, &name, h, range("VisibilityTimeout", t, 0, 43_200)?)
                     })();
                     (id, res.map(|()| Map::new()))
@@ -855,9 +851,10 @@ fn check_send(
     q: &QueueInfo,
     e: nimbus_sqs::SendEntry,
 ) -> Result<(NewMessage, Map<String, Value>), SqsError> {
-    let body = e.message_body.filter(|b| !b.is_empty()).ok_or_else(|| {
-        SqsError::MissingParameter("The request must contain the parameter MessageBody.".into())
-    })?;
+    let body = e
+        .message_body
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| SqsError::missing("MessageBody"))?;
     attributes::check_body(&body)?;
     if let Some(g) = e.message_group_id {
         return Err(invalid(
@@ -923,9 +920,7 @@ fn check_batch_ids<'a>(
     }
     let mut seen = HashSet::new();
     for id in ids {
-        let id = id.ok_or_else(|| {
-            SqsError::MissingParameter("The request must contain the parameter Id.".into())
-        })?;
+        let id = id.ok_or_else(|| SqsError::missing("Id"))?;
         if id.is_empty()
             || id.len() > 80
             || !id

@@ -62,6 +62,11 @@ pub enum SqsError {
 }
 
 impl SqsError {
+    /// `MissingParameter` for the request field `field`, in SQS's words.
+    pub fn missing(field: &str) -> Self {
+        SqsError::MissingParameter(format!("The request must contain the parameter {field}."))
+    }
+
     /// The JSON protocol's `__type` shape name (after `com.amazonaws.sqs#`).
     pub fn shape(&self) -> &'static str {
         match self {

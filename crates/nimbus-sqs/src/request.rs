@@ -226,9 +226,7 @@ fn parse<T: DeserializeOwned>(v: Value) -> Result<T, SqsError> {
             .strip_prefix("missing field `")
             .and_then(|r| r.split('`').next())
         {
-            Some(field) => SqsError::MissingParameter(format!(
-                "The request must contain the parameter {field}."
-            )),
+            Some(field) => SqsError::missing(field),
             None => SqsError::InvalidParameterValue(format!("invalid request: {text}")),
         }
     })
@@ -404,10 +402,7 @@ mod tests {
         );
         assert_eq!(parse_task_handle("garbage"), None);
         let e = Request::from_input("SendMessage", json!({"MessageBody": "x"})).unwrap_err();
-        assert_eq!(
-            e,
-            SqsError::MissingParameter("The request must contain the parameter QueueUrl.".into())
-        );
+        assert_eq!(e, SqsError::missing("QueueUrl"));
         let e = Request::from_input("Frobnicate", json!({})).unwrap_err();
         assert_eq!(e.code(), "InvalidAction");
         let r = Request::from_input(
