@@ -568,6 +568,32 @@ impl EventBus {
             .await
     }
 
+    /// The origin of the work `rule` of `bus` hands `target` for the event `event_id`: a
+    /// bus trigger, in a `rule NAME` producer span that is a child of `parent`.
+    fn rule_origin(
+        &self,
+        bus: &str,
+        rule: &Rule,
+        target: &RuleTarget,
+        event_id: &str,
+        parent: Option<&TraceContext>,
+    ) -> Origin {
+        Origin {
+            trigger: Trigger::Bus,
+            trace: self.engine.hop(
+                format!("rule {}", rule.name),
+                parent,
+                vec![
+                    KeyValue::new("nimbus.bus", bus.to_string()),
+                    KeyValue::new("nimbus.rule", rule.name.clone()),
+                    KeyValue::new("nimbus.target", target.arn.clone()),
+                    KeyValue::new("nimbus.event_id", event_id.to_string()),
+                ],
+                Vec::new(),
+            ),
+        }
+    }
+
     async fn put_one(
         &self,
         bus: &str,
@@ -597,20 +623,7 @@ impl EventBus {
         let mut results = Vec::new();
         let mut failed = None;
         for (rule, target) in self.route(&event, rules) {
-            let origin = Origin {
-                trigger: Trigger::Bus,
-                trace: self.engine.hop(
-                    format!("rule {}", rule.name),
-                    trace,
-                    vec![
-                        KeyValue::new("nimbus.bus", bus.to_string()),
-                        KeyValue::new("nimbus.rule", rule.name.clone()),
-                        KeyValue::new("nimbus.target", target.arn.clone()),
-                        KeyValue::new("nimbus.event_id", id.clone()),
-                    ],
-                    Vec::new(),
-                ),
-            };
+            let origin = self.rule_origin(bus, rule, target, &id, trace);
             let handed = self.submit_to(target, &event, None, origin).await;
             self.engine
                 .count(|m| m.sources().bus_target(bus, &rule.name, handed.is_ok()));
@@ -722,20 +735,8 @@ impl EventBus {
                     for (rule, t) in self.route(&forwarded, &refs) {
                         // Each rule's work is a bus trigger with a span of its own, as for
                         // PutEvents.
-                        let rule_origin = Origin {
-                            trigger: Trigger::Bus,
-                            trace: self.engine.hop(
-                                format!("rule {}", rule.name),
-                                origin.trace.as_ref(),
-                                vec![
-                                    KeyValue::new("nimbus.bus", bus.clone()),
-                                    KeyValue::new("nimbus.rule", rule.name.clone()),
-                                    KeyValue::new("nimbus.target", t.arn.clone()),
-                                    KeyValue::new("nimbus.event_id", id.clone()),
-                                ],
-                                Vec::new(),
-                            ),
-                        };
+                        let rule_origin =
+                            self.rule_origin(&bus, rule, t, &id, origin.trace.as_ref());
                         let handed = self
                             .submit_hop(t, &forwarded, None, rule_origin, hops + 1)
                             .await;
