@@ -34,3 +34,8 @@ pub use snapshot::SnapshotMap;
 
 /// The qualifier naming the mutable head of a function.
 pub const LATEST: &str = "$LATEST";
+
+/// A qualifier that is a version number (not an alias, not `$LATEST`).
+pub fn is_version(q: &str) -> bool {
+    !q.is_empty() && q.bytes().all(|b| b.is_ascii_digit())
+}

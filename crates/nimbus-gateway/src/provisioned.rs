@@ -20,10 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tracing::{info, warn};
 
-/// A qualifier that is a version number (not an alias, not `$LATEST`).
-pub(crate) fn is_version(q: &str) -> bool {
-    !q.is_empty() && q.bytes().all(|b| b.is_ascii_digit())
-}
+use nimbus_core::is_version;
 
 /// The version a config's qualifier stands for now (`None`: the alias or version is gone).
 fn target_version(gw: &Gateway, c: &ProvisionedConfig) -> Option<String> {

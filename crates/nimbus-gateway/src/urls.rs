@@ -460,7 +460,7 @@ fn url_target(
 ) -> Result<(FunctionName, Option<String>), ApiError> {
     let (name, q) = function_ref(function, &parse_query(raw)?)?;
     match q.filter(|q| q != LATEST) {
-        Some(q) if crate::provisioned::is_version(&q) => Err(ApiError::InvalidParameter(
+        Some(q) if nimbus_core::is_version(&q) => Err(ApiError::InvalidParameter(
             "a function URL invokes $LATEST or an alias, not a version number: create an alias for the version".into(),
         )),
         q => Ok((name, q)),

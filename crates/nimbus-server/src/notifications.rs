@@ -8,7 +8,7 @@
 //! function's invocation is deduplicated by the notification's sequence number within the
 //! async engine's idempotency window.
 
-use nimbus_core::FunctionName;
+use nimbus_core::{is_version, FunctionName, LATEST};
 use nimbus_events::bus::{BusError, EventBus, PutEventsEntry};
 use nimbus_events::engine::Origin;
 use nimbus_metrics::{Metrics, Trigger};
@@ -168,7 +168,7 @@ impl Destinations for Targets {
             } => {
                 let f = FunctionName::parse(name).map_err(|e| e.to_string())?;
                 match qualifier.as_deref() {
-                    Some(q) if !q.bytes().all(|b| b.is_ascii_digit()) && q != "$LATEST" => {
+                    Some(q) if q != LATEST && !is_version(q) => {
                         self.registry.get_alias(&f, q).map(|_| ())
                     }
                     q => self.registry.get(&f, q).map(|_| ()),
