@@ -8,6 +8,7 @@ Run: python3 -m pip install -r tests/python/requirements.txt && python3 -m pytes
 """
 
 import base64
+import configparser
 import hashlib
 import io
 import json
@@ -35,6 +36,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
+ACCOUNT = "000000000000"
 ROLE = "arn:aws:iam::123456789012:role/nimbus-test"
 ACCESS_KEY = "AKIDNIMBUSTEST000000"
 SECRET_KEY = "nimbus-test-secret-key"
@@ -119,6 +121,26 @@ class NimbusServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def admin_key(self):
+        """The bootstrap admin key of an `--auth on` server: (id, secret)."""
+        creds = configparser.ConfigParser()
+        creds.read(self.workdir / "data" / "credentials")
+        return creds["default"]["aws_access_key_id"], creds["default"]["aws_secret_access_key"]
+
+    def create_key(self, name, policy):
+        """`nimbus keys create` with the admin key; returns (id, secret)."""
+        env = dict(os.environ, NIMBUS_CREDENTIALS_FILE=str(self.workdir / "data" / "credentials"))
+        # The suite's dummy AWS_* keys would win over the credentials file.
+        env.pop("AWS_ACCESS_KEY_ID", None)
+        env.pop("AWS_SECRET_ACCESS_KEY", None)
+        out = subprocess.run(
+            [str(self.binary), "--endpoint", self.base_url, "--json", "keys", "create",
+             "--name", name, "--policy", json.dumps(policy)],
+            capture_output=True, text=True, env=env, timeout=30)
+        assert out.returncode == 0, out.stderr
+        key = json.loads(out.stdout)
+        return key["AccessKeyId"], key["SecretAccessKey"]
 
     def log(self, offset: int = 0) -> str:
         try:
@@ -267,6 +289,21 @@ def node_zip(tag: str = "node-v1") -> bytes:
 def code_sha256(zip_data: bytes) -> str:
     """Lambda's CodeSha256: base64 of the SHA-256 of the zip."""
     return base64.b64encode(hashlib.sha256(zip_data).digest()).decode()
+
+
+def native(server, method: str, path: str, body=None):
+    """A request to Nimbus's native `/v1` API of an `--auth off` server; the JSON answer."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(server.base_url + path, data=data, method=method,
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        text = r.read()
+        return json.loads(text) if text else None
+
+
+def queue_arn(name: str) -> str:
+    """The SQS-style ARN of a built-in queue."""
+    return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
 
 
 def unique_name(prefix: str = "t") -> str:

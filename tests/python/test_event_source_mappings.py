@@ -5,27 +5,11 @@ import datetime
 import json
 import subprocess
 import time
-import urllib.request
 
 import botocore
 import pytest
 
-from conftest import aws_cli, error_code, http_status, unique_name
-
-ACCOUNT = "000000000000"
-
-
-def queue_arn(name: str) -> str:
-    return f"arn:aws:sqs:us-east-1:{ACCOUNT}:{name}"
-
-
-def native(nimbus, method: str, path: str, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(nimbus.base_url + path, data=data, method=method,
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        text = r.read()
-        return json.loads(text) if text else None
+from conftest import ACCOUNT, aws_cli, error_code, http_status, native, queue_arn, unique_name
 
 
 @pytest.fixture

@@ -4,21 +4,11 @@
 import datetime
 import json
 import time
-import urllib.request
 
 import boto3
 from botocore.config import Config
 
-from conftest import ACCESS_KEY, REGION, SECRET_KEY, unique_name
-
-
-def native(nimbus, method: str, path: str, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(nimbus.base_url + path, data=data, method=method,
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        text = r.read()
-        return json.loads(text) if text else None
+from conftest import ACCESS_KEY, REGION, SECRET_KEY, native, unique_name
 
 
 def events_client(nimbus):

@@ -7,7 +7,6 @@ with `--auth off` and kills it with SIGKILL. Run through tests/e2e/s3.rs, or by 
 """
 
 import concurrent.futures
-import configparser
 import datetime
 import hashlib
 import http.client
@@ -37,25 +36,6 @@ class S3Nimbus(NimbusServer):
         super().__init__(nimbus_bin(), workdir, auth=auth,
                          extra_args=["--s3-listen", f"127.0.0.1:{self.s3_port}"])
         self.s3_url = f"http://127.0.0.1:{self.s3_port}"
-
-    def admin_key(self):
-        creds = configparser.ConfigParser()
-        creds.read(self.workdir / "data" / "credentials")
-        return creds["default"]["aws_access_key_id"], creds["default"]["aws_secret_access_key"]
-
-    def create_key(self, name, policy):
-        """`nimbus keys create` with the admin key; returns (id, secret)."""
-        env = dict(os.environ, NIMBUS_CREDENTIALS_FILE=str(self.workdir / "data" / "credentials"))
-        # The suite's dummy AWS_* keys would win over the credentials file.
-        env.pop("AWS_ACCESS_KEY_ID", None)
-        env.pop("AWS_SECRET_ACCESS_KEY", None)
-        out = subprocess.run(
-            [str(self.binary), "--endpoint", self.base_url, "--json", "keys", "create",
-             "--name", name, "--policy", json.dumps(policy)],
-            capture_output=True, text=True, env=env, timeout=30)
-        assert out.returncode == 0, out.stderr
-        key = json.loads(out.stdout)
-        return key["AccessKeyId"], key["SecretAccessKey"]
 
 
 def s3_client(url, key_id, secret, style="path"):

@@ -18,11 +18,9 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from conftest import ACCESS_KEY, REGION, ROLE, SECRET_KEY, make_client, python_zip
+from conftest import (ACCESS_KEY, ACCOUNT, REGION, ROLE, SECRET_KEY, make_client, native,
+                      python_zip, queue_arn)
 from test_s3 import S3Nimbus
-
-ACCOUNT = "000000000000"
-
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
@@ -55,15 +53,6 @@ def events(srv):
     return session.client("events", endpoint_url=srv.base_url)
 
 
-def native(srv, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(srv.base_url + path, data=data, method=method,
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        text = r.read()
-        return json.loads(text) if text else None
-
-
 def new_bucket(s3):
     name = "n-" + uuid.uuid4().hex[:12]
     s3.create_bucket(Bucket=name)
@@ -85,10 +74,6 @@ def new_queue(srv):
 
 def function_arn(name):
     return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
-
-
-def queue_arn(name):
-    return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
 
 
 def delivered_events(srv, fn, count, timeout=30):

@@ -12,7 +12,6 @@ tests/e2e/sqs.rs, or by hand:
 """
 
 import base64
-import configparser
 import hashlib
 import json
 import os
@@ -35,30 +34,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from conftest import ROLE, NimbusServer, REGION, aws_cli, make_client, nimbus_bin, python_zip
+from conftest import (ACCOUNT, ROLE, NimbusServer, REGION, aws_cli, make_client, nimbus_bin,
+                      python_zip)
 
-ACCOUNT = "000000000000"
 NS = "{http://queue.amazonaws.com/doc/2012-11-05/}"
-
-
-class SqsNimbus(NimbusServer):
-    def admin_key(self):
-        creds = configparser.ConfigParser()
-        creds.read(self.workdir / "data" / "credentials")
-        return creds["default"]["aws_access_key_id"], creds["default"]["aws_secret_access_key"]
-
-    def create_key(self, name, policy):
-        """`nimbus keys create` with the admin key; returns (id, secret)."""
-        env = dict(os.environ, NIMBUS_CREDENTIALS_FILE=str(self.workdir / "data" / "credentials"))
-        env.pop("AWS_ACCESS_KEY_ID", None)
-        env.pop("AWS_SECRET_ACCESS_KEY", None)
-        out = subprocess.run(
-            [str(self.binary), "--endpoint", self.base_url, "--json", "keys", "create",
-             "--name", name, "--policy", json.dumps(policy)],
-            capture_output=True, text=True, env=env, timeout=30)
-        assert out.returncode == 0, out.stderr
-        key = json.loads(out.stdout)
-        return key["AccessKeyId"], key["SecretAccessKey"]
 
 
 def sqs_client(url, key_id, secret):
@@ -70,7 +49,7 @@ def sqs_client(url, key_id, secret):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = SqsNimbus(nimbus_bin(), tmp_path_factory.mktemp("nimbus-sqs"), auth=True)
+    srv = NimbusServer(nimbus_bin(), tmp_path_factory.mktemp("nimbus-sqs"), auth=True)
     srv.start()
     try:
         yield srv
@@ -836,7 +815,7 @@ def test_messages_sent_through_sqs_reach_a_mapped_function_with_their_attributes
 def test_acknowledged_sends_survive_kill_9(tmp_path):
     """`--auth off`: any signature is accepted; messages acknowledged before SIGKILL, with
     their attributes and the queue's SQS attributes and tags, are all there after a restart."""
-    srv = SqsNimbus(nimbus_bin(), tmp_path, auth=False)
+    srv = NimbusServer(nimbus_bin(), tmp_path, auth=False)
     srv.start()
     try:
         sqs = sqs_client(srv.base_url, "anything", "anything")
