@@ -453,4 +453,38 @@ fn console_lists_a_thousand_functions() {
     );
     let bad = s.signed("GET", "/v1/functions?fields=name,a.b", b"", &ro);
     assert_eq!(bad.status().as_u16(), 400);
+
+    // A client that accepts gzip (the browser) gets the list compressed; others as it is.
+    let plain = s.signed("GET", "/v1/functions", b"", &ro);
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().unwrap();
+    let gz = s.signed_at(
+        "GET",
+        "/v1/functions",
+        b"",
+        &[("accept-encoding", "gzip")],
+        &ro,
+        "lambda",
+        None,
+    );
+    assert_eq!(gz.status().as_u16(), 200);
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    let packed = gz.bytes().unwrap();
+    let mut unpacked = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&packed[..]),
+        &mut unpacked,
+    )
+    .unwrap();
+    let (a, b): (Value, Value) = (
+        serde_json::from_slice(&plain).unwrap(),
+        serde_json::from_slice(&unpacked).unwrap(),
+    );
+    assert_eq!(a, b);
+    eprintln!(
+        "GET /v1/functions: {} bytes, {} gzip-compressed",
+        plain.len(),
+        packed.len()
+    );
+    assert!(packed.len() * 4 < plain.len());
 }

@@ -8,6 +8,9 @@
 //! from this origin only, no inline script or style, no framing), `nosniff`, no referrer,
 //! and a strong `ETag` (the SHA-256 of the file) with `Cache-Control: no-cache`, so a
 //! browser revalidates with `If-None-Match` and gets `304` until the binary changes.
+//! Files of 1 KiB or more are also embedded gzip-compressed (by `build.rs`, once) and
+//! served so to a browser that accepts gzip (`Vary: Accept-Encoding`; that form has its own
+//! `ETag`, the file's with `-gzip`).
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -28,29 +31,53 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 
-/// One embedded file with its validator.
+/// One embedded file with its validators.
 struct Asset {
     path: &'static str,
     body: &'static [u8],
     etag: HeaderValue,
+    /// The file gzip-compressed and that form's validator, when worth serving.
+    gzip: Option<(&'static [u8], HeaderValue)>,
     content_type: &'static str,
 }
 
 static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
     embedded::FILES
         .iter()
-        .map(|&(path, body)| Asset {
-            path,
-            body,
-            etag: HeaderValue::from_str(&format!(
-                "\"{}\"",
-                &hex::encode(Sha256::digest(body))[..32]
-            ))
-            .expect("hex is a valid header value"),
-            content_type: content_type(path),
+        .map(|&(path, body, gz)| {
+            let hash = &hex::encode(Sha256::digest(body))[..32];
+            let etag = |suffix: &str| {
+                HeaderValue::from_str(&format!("\"{hash}{suffix}\""))
+                    .expect("hex is a valid header value")
+            };
+            Asset {
+                path,
+                body,
+                etag: etag(""),
+                gzip: gz.map(|gz| (gz, etag("-gzip"))),
+                content_type: content_type(path),
+            }
         })
         .collect()
 });
+
+/// Whether `Accept-Encoding` allows gzip (listed, or `*`, without `q=0`).
+fn accepts_gzip(req: &HeaderMap) -> bool {
+    req.get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+}
 
 fn content_type(path: &str) -> &'static str {
     match path.rsplit_once('.').map(|(_, ext)| ext) {
@@ -110,18 +137,28 @@ fn serve(path: &str, req: &HeaderMap) -> Response {
     let mut resp = match ASSETS.iter().find(|a| a.path == path) {
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
         Some(a) => {
+            let (body, etag, gzip) = match &a.gzip {
+                Some((gz, etag)) if accepts_gzip(req) => (*gz, etag, true),
+                _ => (a.body, &a.etag, false),
+            };
             let fresh = req
                 .get(header::IF_NONE_MATCH)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.split(',').any(|t| t.trim() == a.etag));
+                .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
             let mut r = if fresh {
                 StatusCode::NOT_MODIFIED.into_response()
             } else {
-                ([(header::CONTENT_TYPE, a.content_type)], a.body).into_response()
+                ([(header::CONTENT_TYPE, a.content_type)], body).into_response()
             };
             let h = r.headers_mut();
-            h.insert(header::ETAG, a.etag.clone());
+            h.insert(header::ETAG, etag.clone());
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            if a.gzip.is_some() {
+                h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            }
+            if gzip && !fresh {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
             r
         }
     };
@@ -137,9 +174,16 @@ mod tests {
     use tower::ServiceExt;
 
     async fn get(path: &str, etag: Option<&str>) -> Response {
+        get_with(path, etag, None).await
+    }
+
+    async fn get_with(path: &str, etag: Option<&str>, encoding: Option<&str>) -> Response {
         let mut req = Request::get(path);
         if let Some(e) = etag {
             req = req.header(header::IF_NONE_MATCH, e);
+        }
+        if let Some(e) = encoding {
+            req = req.header(header::ACCEPT_ENCODING, e);
         }
         router::<()>()
             .oneshot(req.body(Body::empty()).unwrap())
@@ -195,5 +239,50 @@ mod tests {
         let bare = get("/ui", None).await;
         assert_eq!(bare.status(), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(bare.headers()[header::LOCATION], "/ui/");
+    }
+
+    async fn body(r: Response) -> Vec<u8> {
+        axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_browser_that_accepts_gzip_gets_the_compressed_file() {
+        let plain = get("/ui/app.js", None).await;
+        assert_eq!(plain.status(), StatusCode::OK);
+        assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(plain.headers()[header::VARY], "accept-encoding");
+        let plain_etag = plain.headers()[header::ETAG].clone();
+        let plain = body(plain).await;
+
+        let gz = get_with("/ui/app.js", None, Some("gzip, deflate, br, zstd")).await;
+        assert_eq!(gz.status(), StatusCode::OK);
+        assert_eq!(gz.headers()[header::CONTENT_ENCODING], "gzip");
+        let gz_etag = gz.headers()[header::ETAG].to_str().unwrap().to_string();
+        assert_ne!(gz_etag, plain_etag.to_str().unwrap());
+        let gz = body(gz).await;
+        assert!(
+            gz.len() * 2 < plain.len(),
+            "{} vs {}",
+            gz.len(),
+            plain.len()
+        );
+        let mut unpacked = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut unpacked)
+            .unwrap();
+        assert_eq!(unpacked, plain);
+
+        // Each form revalidates against its own validator.
+        let again = get_with("/ui/app.js", Some(&gz_etag), Some("gzip")).await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert!(again.headers().get(header::CONTENT_ENCODING).is_none());
+        let other = get_with("/ui/app.js", Some(&gz_etag), None).await;
+        assert_eq!(other.status(), StatusCode::OK);
+
+        // Refused with q=0: the file as it is.
+        let refused = get_with("/ui/app.js", None, Some("gzip;q=0, identity")).await;
+        assert!(refused.headers().get(header::CONTENT_ENCODING).is_none());
     }
 }

@@ -53,8 +53,22 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
+use tower_http::compression::predicate::{
+    DefaultPredicate, NotForContentType, Predicate, SizeAbove,
+};
 
 /// Builds the router serving every surface.
+/// gzip for the native API's answers (the console's lists, logs, `/metrics`) when the client
+/// accepts it and the answer is 1 KiB or more; never for code packages (already deflated) or
+/// live tails (`text/event-stream`, which must reach the client as written).
+fn compression() -> tower_http::compression::CompressionLayer<impl Predicate> {
+    tower_http::compression::CompressionLayer::new().compress_when(
+        DefaultPredicate::new()
+            .and(SizeAbove::new(1024))
+            .and(NotForContentType::const_new("application/zip")),
+    )
+}
+
 pub fn router(gw: Arc<Gateway>) -> Router {
     use lambda_api as l;
     let lambda = Router::new()
@@ -257,7 +271,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(bus::get_rule)
                 .put(bus::put_rule)
                 .delete(bus::delete_rule),
-        );
+        )
+        .layer(compression());
     let urls = Router::new()
         .route("/", axum::routing::any(bus::aws_json))
         .route("/fn/{name}", axum::routing::any(urls::function_url_root))
