@@ -1009,6 +1009,12 @@ impl QueueStore for SqliteQueueStore {
         let mut out = Vec::with_capacity(messages.len());
         for m in messages {
             let fifo = crate::fifo::check_new(&q, m)?;
+            if fifo.is_some() && m.delay_s != 0 && m.delay_s != q.settings.delay_s {
+                return Err(StoreError::InvalidInput(
+                    "a FIFO queue's messages have no delay of their own: set the queue's delay"
+                        .into(),
+                ));
+            }
             if let Some(key) = &fifo {
                 if let Some(original) = crate::fifo::duplicate_of(&tx, name, key, now_ms)? {
                     // Sent again within the deduplication interval: accepted, not stored.
