@@ -494,6 +494,15 @@ def test_fifo_dead_letter_queue_and_move_back(sqs):
     assert [m["Body"] for m in back] == ["poison", "last"]
     assert back[0]["Attributes"]["MessageGroupId"] == "g"
     assert back[0]["Attributes"]["SequenceNumber"] == d["Attributes"]["SequenceNumber"]
+    # Dead letters of a FIFO queue move to FIFO queues only.
+    sqs.send_message(QueueUrl=src, MessageBody="again", MessageGroupId="h",
+                     MessageDeduplicationId="again")
+    sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    std = sqs.create_queue(QueueName=qname())["QueueUrl"]
+    std_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{std.rsplit('/', 1)[1]}"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=std_arn)
+    assert code_of(e) == "InvalidParameterValue"
 
 
 def test_fifo_over_the_query_protocol(server, sqs):
