@@ -727,3 +727,162 @@ fn queues_redrive_moves_dead_letters_back_to_their_source() {
         stats(&s, "jobs-dlq")["visible"] == 0 && stats(&s, "jobs-2")["visible"] == 4
     }));
 }
+
+/// A FIFO consumer: records `group body receiveCount sequenceNumber dedupId` per record,
+/// marks each group of its batch busy (an exclusive file) while it runs — a group already
+/// busy is an overlap — and reports `flaky…` records as failed on their first receive.
+const FIFO_WORKER: &str = r#"
+const fs = require('fs');
+const path = require('path');
+exports.handler = async (event) => {
+  const dir = process.env.RECORD_DIR;
+  const groups = [...new Set(event.Records.map((r) => r.attributes.MessageGroupId))];
+  const held = [];
+  for (const g of groups) {
+    try { fs.closeSync(fs.openSync(path.join(dir, 'busy-' + g), 'wx')); held.push(g); }
+    catch (e) { fs.appendFileSync(path.join(dir, 'overlap.txt'), g + '\n'); }
+  }
+  const failures = [];
+  for (const r of event.Records) {
+    const a = r.attributes;
+    fs.appendFileSync(path.join(dir, 'deliveries.txt'),
+      `${a.MessageGroupId} ${r.body} ${a.ApproximateReceiveCount} ${a.SequenceNumber} ${a.MessageDeduplicationId}\n`);
+    if (r.body.startsWith('flaky') && a.ApproximateReceiveCount === '1') {
+      failures.push({ itemIdentifier: r.messageId });
+    }
+  }
+  await new Promise((res) => setTimeout(res, 150));
+  for (const g of held) fs.unlinkSync(path.join(dir, 'busy-' + g));
+  return { batchItemFailures: failures };
+};
+"#;
+
+#[test]
+fn queues_fifo_mapping_keeps_group_order_through_partial_batch_failures() {
+    let s = Server::start_unsandboxed(&[]);
+    let run = |args: &[&str]| cli_ok(&s.cli(args)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let records = dir.path().join("records");
+    std::fs::create_dir_all(&records).unwrap();
+    // A manifest declares the FIFO queue and its consumer.
+    write_files(
+        dir.path(),
+        &[
+            (
+                "nimbus.toml",
+                r#"
+[queues."orders.fifo"]
+fifo = true
+content_based_deduplication = true
+visibility_timeout = 3
+
+[functions.fifo-consumer]
+runtime = "nodejs20.x"
+handler = "index.handler"
+env = { RECORD_DIR = "@PATH@" }
+"#,
+            ),
+            ("index.js", FIFO_WORKER),
+        ],
+    );
+    let toml = std::fs::read_to_string(dir.path().join("nimbus.toml"))
+        .unwrap()
+        .replace("@PATH@", records.to_str().unwrap());
+    std::fs::write(dir.path().join("nimbus.toml"), toml).unwrap();
+    run(&["deploy", dir.path().to_str().unwrap()]);
+    let q = s.get_json("/v1/queues/orders.fifo").1;
+    assert_eq!(q["fifo"], true, "{q}");
+    assert_eq!(q["content_based_deduplication"], true, "{q}");
+
+    // Sent through the CLI, a group at a time; the same body again is a duplicate.
+    let sent: Vec<(&str, Vec<&str>)> = vec![
+        ("g1", vec!["g1-1", "flaky-g1-2", "g1-3", "g1-4"]),
+        ("g2", vec!["g2-1", "g2-2", "g2-3"]),
+        ("g3", vec!["g3-1", "flaky-g3-2", "g3-3"]),
+        ("g4", vec!["g4-1", "g4-2", "g4-3", "g4-4", "g4-5"]),
+    ];
+    let mut first_ids = Vec::new();
+    for (group, bodies) in &sent {
+        let mut args = vec!["queue", "send", "orders.fifo", "--group-id", group];
+        args.extend(bodies.iter().copied());
+        let ids = run(&args);
+        assert_eq!(ids.lines().count(), bodies.len(), "{ids}");
+        first_ids.push(ids.lines().next().unwrap().to_string());
+    }
+    let again = run(&["queue", "send", "orders.fifo", "--group-id", "g1", "g1-1"]);
+    assert_eq!(
+        again.trim(),
+        first_ids[0],
+        "a duplicate answers the original id"
+    );
+    let total: usize = sent.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(
+        stats(&s, "orders.fifo")["visible"],
+        total,
+        "the duplicate is not stored"
+    );
+
+    s.invoke("fifo-consumer", r#"{"Records":[]}"#).ok();
+    create_mapping(
+        &s,
+        json!({
+            "FunctionName": "fifo-consumer",
+            "EventSourceArn": queue_arn("orders.fifo"),
+            "BatchSize": 3,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        }),
+    );
+    let lines = || {
+        std::fs::read_to_string(records.join("deliveries.txt"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(' ').map(str::to_string).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            let st = stats(&s, "orders.fifo");
+            st["visible"] == 0 && st["in_flight"] == 0
+        }),
+        "{} {:?}\n{}",
+        stats(&s, "orders.fifo"),
+        lines(),
+        s.log()
+    );
+    let overlap = std::fs::read_to_string(records.join("overlap.txt")).unwrap_or_default();
+    assert!(
+        overlap.is_empty(),
+        "groups in two batches at once: {overlap}"
+    );
+    let got = lines();
+    for (group, bodies) in &sent {
+        let mine: Vec<&Vec<String>> = got.iter().filter(|l| l[0] == *group).collect();
+        // Every delivery carries FIFO attributes; sequence numbers grow within a batch.
+        for l in &mine {
+            assert!(l[3].parse::<u128>().is_ok(), "SequenceNumber {l:?}");
+            assert_eq!(l[4].len(), 64, "content-based MessageDeduplicationId {l:?}");
+        }
+        // The last delivery of each message comes in send order: nothing after a failed
+        // message was taken as done before it was.
+        let mut last: Vec<&str> = Vec::new();
+        for l in &mine {
+            last.retain(|b| *b != l[1]);
+            last.push(&l[1]);
+        }
+        assert_eq!(&last, bodies, "group {group}: {mine:?}");
+        // A failed message and its group mates after it in the batch came again; the
+        // ones before it did not.
+        let times = |b: &str| mine.iter().filter(|l| l[1] == b).count();
+        if let Some(flaky) = bodies.iter().position(|b| b.starts_with("flaky")) {
+            assert_eq!(times(bodies[flaky - 1]), 1, "{mine:?}");
+            assert_eq!(times(bodies[flaky]), 2, "{mine:?}");
+            assert_eq!(
+                times(bodies[flaky + 1]),
+                2,
+                "kept after the failure: {mine:?}"
+            );
+        } else {
+            assert!(bodies.iter().all(|b| times(b) == 1), "{mine:?}");
+        }
+    }
+}

@@ -223,17 +223,7 @@ def test_queue_lifecycle_attributes_tags_and_listing(server, sqs):
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
-def test_fifo_and_unsupported_are_refused_clearly(sqs):
-    with pytest.raises(botocore.exceptions.ClientError) as e:
-        sqs.create_queue(QueueName=qname("fifo"), Attributes={"FifoQueue": "true"})
-    assert code_of(e) == "InvalidAttributeValue"
-    assert "FIFO queues are not supported yet" in str(e.value)
-    with pytest.raises(botocore.exceptions.ClientError) as e:
-        sqs.create_queue(QueueName=qname("fifo") + ".fifo")
-    assert "FIFO queues are not supported yet" in str(e.value)
-    with pytest.raises(botocore.exceptions.ClientError) as e:
-        sqs.create_queue(QueueName=qname(), Attributes={"ContentBasedDeduplication": "true"})
-    assert code_of(e) == "InvalidAttributeName"
+def test_unsupported_and_bad_names_are_refused_clearly(sqs):
     url = sqs.create_queue(QueueName=qname())["QueueUrl"]
     with pytest.raises(botocore.exceptions.ClientError) as e:
         sqs.add_permission(QueueUrl=url, Label="l", AWSAccountIds=["123456789012"],
@@ -242,6 +232,318 @@ def test_fifo_and_unsupported_are_refused_clearly(sqs):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         sqs.create_queue(QueueName="bad name!")
     assert code_of(e) == "InvalidParameterValue"
+
+
+# ------------------------------------------------------------------------ FIFO queues
+
+
+def fifo_queue(sqs, tag="fifo", **attrs):
+    return sqs.create_queue(QueueName=qname(tag) + ".fifo", Attributes={
+        "FifoQueue": "true", **{k: str(v) for k, v in attrs.items()}})["QueueUrl"]
+
+
+def test_fifo_queue_attributes_and_their_rules(sqs):
+    url = fifo_queue(sqs, ContentBasedDeduplication="true")
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attrs["FifoQueue"] == "true"
+    assert attrs["ContentBasedDeduplication"] == "true"
+    assert attrs["DeduplicationScope"] == "queue"
+    assert attrs["FifoThroughputLimit"] == "perQueue"
+    assert attrs["QueueArn"].endswith(".fifo")
+    # The same again is the same queue; FifoQueue cannot be set afterwards.
+    assert sqs.create_queue(
+        QueueName=url.rsplit("/", 1)[1], Attributes={"FifoQueue": "true"})["QueueUrl"] == url
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"FifoQueue": "false"})
+    assert code_of(e) == "InvalidAttributeName"
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={
+        "ContentBasedDeduplication": "false", "DeduplicationScope": "messageGroup",
+        "FifoThroughputLimit": "perMessageGroupId"})
+    got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit"])["Attributes"]
+    assert got == {"ContentBasedDeduplication": "false", "DeduplicationScope": "messageGroup",
+                   "FifoThroughputLimit": "perMessageGroupId"}
+    # perMessageGroupId needs the messageGroup scope.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        fifo_queue(sqs, FifoThroughputLimit="perMessageGroupId")
+    assert code_of(e) == "InvalidAttributeValue"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        fifo_queue(sqs, DeduplicationScope="everywhere")
+    assert code_of(e) == "InvalidAttributeValue"
+    # The name and FifoQueue go together.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.create_queue(QueueName=qname("nofifo"), Attributes={"FifoQueue": "true"})
+    assert code_of(e) == "InvalidParameterValue"
+    assert "must end with .fifo" in str(e.value)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.create_queue(QueueName=qname("fifo") + ".fifo")
+    assert code_of(e) == "InvalidParameterValue"
+    # A standard queue has no FIFO attributes, neither to set nor to report.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.create_queue(QueueName=qname(), Attributes={"ContentBasedDeduplication": "true"})
+    assert code_of(e) == "InvalidAttributeName"
+    std = sqs.create_queue(QueueName=qname())["QueueUrl"]
+    assert "FifoQueue" not in sqs.get_queue_attributes(
+        QueueUrl=std, AttributeNames=["All"])["Attributes"]
+    # A FIFO queue's dead-letter queue is a FIFO queue.
+    std_arn = sqs.get_queue_attributes(QueueUrl=std, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        fifo_queue(sqs, RedrivePolicy=json.dumps({"deadLetterTargetArn": std_arn,
+                                                  "maxReceiveCount": 1}))
+    assert code_of(e) == "InvalidParameterValue"
+
+
+def test_fifo_send_rules_sequence_numbers_and_deduplication(sqs):
+    url = fifo_queue(sqs)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="x", MessageDeduplicationId="d")
+    assert code_of(e) == "MissingParameter"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="x", MessageGroupId="g")
+    assert code_of(e) == "InvalidParameterValue"
+    assert "ContentBasedDeduplication" in str(e.value)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="x", MessageGroupId="g",
+                         MessageDeduplicationId="d", DelaySeconds=5)
+    assert code_of(e) == "InvalidParameterValue"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="x", MessageGroupId="g" * 129,
+                         MessageDeduplicationId="d")
+    assert code_of(e) == "InvalidParameterValue"
+    # Standard queues refuse the FIFO parameters.
+    std = sqs.create_queue(QueueName=qname())["QueueUrl"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.send_message(QueueUrl=std, MessageBody="x", MessageDeduplicationId="d")
+    assert code_of(e) == "InvalidParameterValue"
+
+    first = sqs.send_message(QueueUrl=url, MessageBody="one", MessageGroupId="g",
+                             MessageDeduplicationId="d1")
+    seq = first["SequenceNumber"]
+    assert seq.isdigit() and len(seq) >= 20 and int(seq) < 2 ** 128
+    # The same deduplication id: 200 with the original message id and number, not stored.
+    dup = sqs.send_message(QueueUrl=url, MessageBody="other body", MessageGroupId="g2",
+                           MessageDeduplicationId="d1")
+    assert (dup["MessageId"], dup["SequenceNumber"]) == (first["MessageId"], seq)
+    batch = sqs.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": f"e{i}", "MessageBody": f"b{i}", "MessageGroupId": "g",
+         "MessageDeduplicationId": f"b{i}"} for i in range(5)] + [
+        {"Id": "again", "MessageBody": "b0 again", "MessageGroupId": "g",
+         "MessageDeduplicationId": "b0"}])
+    assert not batch.get("Failed"), batch
+    by_id = {e["Id"]: e for e in batch["Successful"]}
+    numbers = [int(by_id[f"e{i}"]["SequenceNumber"]) for i in range(5)]
+    assert numbers == sorted(numbers) and numbers[0] > int(seq)
+    assert by_id["again"]["MessageId"] == by_id["e0"]["MessageId"]
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"])
+    msgs = got["Messages"]
+    assert [m["Body"] for m in msgs] == ["one", "b0", "b1", "b2", "b3", "b4"]
+    assert msgs[0]["Attributes"]["MessageGroupId"] == "g"
+    assert msgs[0]["Attributes"]["MessageDeduplicationId"] == "d1"
+    assert msgs[0]["Attributes"]["SequenceNumber"] == seq
+    for m in msgs:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    # Deleted, the id is still remembered (for 5 minutes: see the store's unit tests).
+    again = sqs.send_message(QueueUrl=url, MessageBody="one", MessageGroupId="g",
+                             MessageDeduplicationId="d1")
+    assert again["MessageId"] == first["MessageId"]
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+
+    # Content-based: the body's SHA-256; an explicit id wins over it.
+    content = fifo_queue(sqs, "content", ContentBasedDeduplication="true")
+    a = sqs.send_message(QueueUrl=content, MessageBody="same", MessageGroupId="g")
+    b = sqs.send_message(QueueUrl=content, MessageBody="same", MessageGroupId="h")
+    c = sqs.send_message(QueueUrl=content, MessageBody="same", MessageGroupId="g",
+                         MessageDeduplicationId="explicit")
+    assert a["MessageId"] == b["MessageId"] != c["MessageId"]
+    got = sqs.receive_message(QueueUrl=content, MaxNumberOfMessages=10,
+                              MessageSystemAttributeNames=["MessageDeduplicationId"])["Messages"]
+    assert [m["Attributes"]["MessageDeduplicationId"] for m in got] == [
+        hashlib.sha256(b"same").hexdigest(), "explicit"]
+
+    # Scope messageGroup: the same id in two groups is two messages.
+    scoped = fifo_queue(sqs, "scoped", DeduplicationScope="messageGroup")
+    x = sqs.send_message(QueueUrl=scoped, MessageBody="x", MessageGroupId="a",
+                         MessageDeduplicationId="same")
+    y = sqs.send_message(QueueUrl=scoped, MessageBody="y", MessageGroupId="b",
+                         MessageDeduplicationId="same")
+    z = sqs.send_message(QueueUrl=scoped, MessageBody="z", MessageGroupId="a",
+                         MessageDeduplicationId="same")
+    assert x["MessageId"] != y["MessageId"] and z["MessageId"] == x["MessageId"]
+
+
+def test_fifo_order_per_group_with_many_groups_and_concurrent_receivers(server):
+    """20 groups of 10 messages, 6 receivers at once, some messages failed (not deleted,
+    so redelivered after the 2 s visibility timeout): no group ever has two receivers, and
+    each group's messages are processed exactly once, in order."""
+    key = server.admin_key()
+    sqs = sqs_client(server.base_url, *key)
+    url = fifo_queue(sqs, "order", VisibilityTimeout=2)
+    groups, per_group = 20, 10
+    entries = [(f"g{g}", i) for i in range(per_group) for g in range(groups)]
+    for n in range(0, len(entries), 10):
+        chunk = entries[n:n + 10]
+        r = sqs.send_message_batch(QueueUrl=url, Entries=[
+            {"Id": f"m{j}", "MessageBody": f"{g}:{i}", "MessageGroupId": g,
+             "MessageDeduplicationId": f"{g}-{i}"} for j, (g, i) in enumerate(chunk)])
+        assert not r.get("Failed"), r
+    lock = threading.Lock()
+    in_flight = {}       # group -> receiver holding it
+    processed = {f"g{g}": [] for g in range(groups)}
+    failed_once = set()  # (group, index) failed on purpose once
+    errors = []
+
+    def receiver(n):
+        client = sqs_client(server.base_url, *key)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            with lock:
+                if sum(len(v) for v in processed.values()) == groups * per_group:
+                    return
+            got = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                         AttributeNames=["All"]).get("Messages", [])
+            by_group = {}
+            for m in got:
+                by_group.setdefault(m["Attributes"]["MessageGroupId"], []).append(m)
+            with lock:
+                for g, ms in by_group.items():
+                    if g in in_flight:
+                        errors.append(f"group {g} given to {n} while {in_flight[g]} holds it")
+                    in_flight[g] = n
+                    seqs = [int(m["Attributes"]["SequenceNumber"]) for m in ms]
+                    if seqs != sorted(seqs):
+                        errors.append(f"group {g} out of order in one receive: {seqs}")
+            for g, ms in by_group.items():
+                done = []
+                for m in ms:
+                    index = int(m["Body"].split(":")[1])
+                    if index % 4 == 3 and (g, index) not in failed_once:
+                        with lock:
+                            failed_once.add((g, index))
+                        break  # failed: it and the rest of its group come back later
+                    done.append(m)
+                with lock:
+                    processed[g].extend(int(m["Body"].split(":")[1]) for m in done)
+                    del in_flight[g]
+                for m in done:
+                    client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+                if len(done) < len(ms):
+                    pass  # the rest stays in flight until its visibility timeout
+
+    threads = [threading.Thread(target=receiver, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:5]
+    for g, seen in processed.items():
+        assert seen == list(range(per_group)), (g, seen)
+    assert len(failed_once) == groups * 2
+
+
+def test_fifo_receive_request_attempt_id(sqs):
+    url = fifo_queue(sqs, "attempt", VisibilityTimeout=30)
+    for body, group in [("a1", "a"), ("b1", "b"), ("b2", "b")]:
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId=group,
+                         MessageDeduplicationId=body)
+    first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2,
+                                ReceiveRequestAttemptId="attempt-1")["Messages"]
+    assert [m["Body"] for m in first] == ["a1", "b1"]
+    # A retry with the same id (the answer was lost): the same messages and handles.
+    retry = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2,
+                                ReceiveRequestAttemptId="attempt-1")["Messages"]
+    assert [(m["MessageId"], m["ReceiptHandle"]) for m in retry] == \
+        [(m["MessageId"], m["ReceiptHandle"]) for m in first]
+    # Another id gets nothing: both groups are in flight.
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                                 ReceiveRequestAttemptId="attempt-2")
+    # Once one of them is deleted, the same id receives anew.
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=first[0]["ReceiptHandle"])
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=first[1]["ReceiptHandle"],
+                                  VisibilityTimeout=0)
+    fresh = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                ReceiveRequestAttemptId="attempt-1")["Messages"]
+    assert [m["Body"] for m in fresh] == ["b1", "b2"]
+    assert fresh[0]["ReceiptHandle"] != first[1]["ReceiptHandle"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.receive_message(QueueUrl=url, ReceiveRequestAttemptId="x" * 129)
+    assert code_of(e) == "InvalidParameterValue"
+
+
+def test_fifo_dead_letter_queue_and_move_back(sqs):
+    dlq = fifo_queue(sqs, "fdlq")
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    src = fifo_queue(sqs, "fsrc", VisibilityTimeout=0, RedrivePolicy=json.dumps(
+        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1}))
+    for body in ["poison", "next", "last"]:
+        sqs.send_message(QueueUrl=src, MessageBody=body, MessageGroupId="g",
+                         MessageDeduplicationId=body)
+    assert [m["Body"] for m in sqs.receive_message(QueueUrl=src)["Messages"]] == ["poison"]
+    # Received once already: the head is dead-lettered and its group goes on, in order.
+    got = sqs.receive_message(QueueUrl=src, VisibilityTimeout=30)["Messages"]
+    assert [m["Body"] for m in got] == ["next"]
+    sqs.delete_message(QueueUrl=src, ReceiptHandle=got[0]["ReceiptHandle"])
+    dead = sqs.receive_message(QueueUrl=dlq, AttributeNames=["All"], VisibilityTimeout=0)
+    [d] = dead["Messages"]
+    assert d["Body"] == "poison" and d["Attributes"]["MessageGroupId"] == "g"
+    # StartMessageMoveTask moves it back to the FIFO source, group and number kept.
+    sqs.start_message_move_task(SourceArn=dlq_arn)
+    back = sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10, AttributeNames=["All"],
+                               VisibilityTimeout=30)["Messages"]
+    assert [m["Body"] for m in back] == ["poison", "last"]
+    assert back[0]["Attributes"]["MessageGroupId"] == "g"
+    assert back[0]["Attributes"]["SequenceNumber"] == d["Attributes"]["SequenceNumber"]
+    # Dead letters of a FIFO queue move to FIFO queues only.
+    sqs.send_message(QueueUrl=src, MessageBody="again", MessageGroupId="h",
+                     MessageDeduplicationId="again")
+    sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    std = sqs.create_queue(QueueName=qname())["QueueUrl"]
+    std_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{std.rsplit('/', 1)[1]}"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=std_arn)
+    assert code_of(e) == "InvalidParameterValue"
+
+
+def test_fifo_over_the_query_protocol(server, sqs):
+    name = qname("qfifo") + ".fifo"
+    status, root, text = query(server, {
+        "Action": "CreateQueue", "QueueName": name,
+        "Attribute.1.Name": "FifoQueue", "Attribute.1.Value": "true",
+        "Attribute.2.Name": "ContentBasedDeduplication", "Attribute.2.Value": "true"})
+    assert status == 200, text
+    url = root.find("CreateQueueResult/QueueUrl").text
+    status, root, text = query(server, {"Action": "SendMessage", "QueueUrl": url,
+                                        "MessageBody": "first", "MessageGroupId": "g1"})
+    assert status == 200, text
+    seq = root.find("SendMessageResult/SequenceNumber").text
+    assert seq.isdigit(), text
+    status, root, text = query(server, {
+        "Action": "SendMessageBatch", "QueueUrl": url,
+        "SendMessageBatchRequestEntry.1.Id": "a", "SendMessageBatchRequestEntry.1.MessageBody": "second",
+        "SendMessageBatchRequestEntry.1.MessageGroupId": "g1",
+        "SendMessageBatchRequestEntry.1.MessageDeduplicationId": "dd"})
+    assert status == 200, text
+    assert root.find("SendMessageBatchResult/SendMessageBatchResultEntry/SequenceNumber").text
+    status, root, text = query(server, {"Action": "SendMessage", "QueueUrl": url,
+                                        "MessageBody": "no group"})
+    assert status == 400 and root.find("Error/Code").text == "MissingParameter", text
+    status, root, text = query(server, {
+        "Action": "ReceiveMessage", "QueueUrl": url, "MaxNumberOfMessages": "10",
+        "AttributeName.1": "All", "ReceiveRequestAttemptId": "q-attempt"})
+    assert status == 200, text
+    msgs = root.findall("ReceiveMessageResult/Message")
+    assert [m.find("Body").text for m in msgs] == ["first", "second"], text
+    sys_attrs = {a.find("Name").text: a.find("Value").text for a in msgs[0].findall("Attribute")}
+    assert sys_attrs["MessageGroupId"] == "g1"
+    assert sys_attrs["SequenceNumber"] == seq
+    assert sys_attrs["MessageDeduplicationId"] == hashlib.sha256(b"first").hexdigest()
+    status, root, text = query(server, {"Action": "GetQueueAttributes", "QueueUrl": url,
+                                        "AttributeName.1": "FifoQueue"})
+    assert {a.find("Name").text: a.find("Value").text for a in root.findall(
+        "GetQueueAttributesResult/Attribute")} == {"FifoQueue": "true"}, text
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ContentBasedDeduplication"])[
+        "Attributes"] == {"ContentBasedDeduplication": "true"}
 
 
 # ------------------------------------------------------------------------ messages

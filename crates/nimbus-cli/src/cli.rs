@@ -589,6 +589,12 @@ pub enum QueueCommand {
         /// How long messages are kept (seconds, default 4 days).
         #[arg(long, value_name = "S")]
         retention: Option<u32>,
+        /// A FIFO queue (its name ends in .fifo): order and exactly-once per message group.
+        #[arg(long)]
+        fifo: bool,
+        /// FIFO: deduplicate messages sent without an id by their body (SHA-256).
+        #[arg(long, requires = "fifo")]
+        content_based_deduplication: bool,
     },
     /// Send messages (one per BODY; batches of 10) and print their ids.
     Send {
@@ -601,6 +607,12 @@ pub enum QueueCommand {
         /// Deliver after this many seconds (0-900).
         #[arg(long, value_name = "S", default_value = "0")]
         delay: u32,
+        /// FIFO queues: the message group of every message sent.
+        #[arg(long, value_name = "GROUP")]
+        group_id: Option<String>,
+        /// FIFO queues: the deduplication id (else the queue's content-based deduplication).
+        #[arg(long, value_name = "ID")]
+        deduplication_id: Option<String>,
     },
     /// Receive up to N messages, hiding them for the visibility timeout.
     Receive {

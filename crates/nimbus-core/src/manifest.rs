@@ -35,7 +35,9 @@
 //! `enabled = true`. The server validates patterns and schedules when they are deployed.
 //!
 //! Built-in queues: `[queues.orders]` with `visibility_timeout = 30`, `dead_letter =
-//! "orders-dlq"`, `max_receive_count = 5` (and `retention`, `max_message_size`); a function
+//! "orders-dlq"`, `max_receive_count = 5` (and `retention`, `max_message_size`); a FIFO
+//! queue is `[queues."orders.fifo"]` with `fifo = true` (and `content_based_deduplication =
+//! true`); a function
 //! consumes one with `queue = { name = "orders", batch_size = 10, window = 0,
 //! report_batch_item_failures = true }` (an event-source mapping).
 //!
@@ -265,6 +267,10 @@ struct RawQueue {
     max_receive_count: Option<u32>,
     retention: Option<u32>,
     max_message_size: Option<u32>,
+    #[serde(default)]
+    fifo: bool,
+    #[serde(default)]
+    content_based_deduplication: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +293,10 @@ pub struct ManifestQueue {
     pub max_receive_count: Option<u32>,
     pub retention: Option<u32>,
     pub max_message_size: Option<u32>,
+    /// A FIFO queue (its name ends in `.fifo`).
+    pub fifo: bool,
+    /// FIFO: messages sent without a deduplication id are deduplicated by their body.
+    pub content_based_deduplication: bool,
 }
 
 impl ManifestQueue {
@@ -306,6 +316,13 @@ impl ManifestQueue {
         set("max_receive_count", self.max_receive_count.map(Into::into));
         set("retention", self.retention.map(Into::into));
         set("max_message_size", self.max_message_size.map(Into::into));
+        if self.fifo {
+            set("fifo", Some(true.into()));
+            set(
+                "content_based_deduplication",
+                Some(self.content_based_deduplication.into()),
+            );
+        }
         v
     }
 }
@@ -321,10 +338,12 @@ pub struct ManifestMapping {
     pub report_batch_item_failures: bool,
 }
 
+/// SQS's queue names: 1-80 letters, digits, `-` or `_`, a FIFO queue's ending in `.fifo`.
 fn valid_queue_name(name: &str) -> bool {
-    !name.is_empty()
+    let base = name.strip_suffix(".fifo").unwrap_or(name);
+    !base.is_empty()
         && name.len() <= 80
-        && name
+        && base
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
@@ -405,7 +424,9 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
     for (name, q) in raw.queues {
         let ctx = |m: String| CoreError::InvalidManifest(format!("queues.{name}: {m}"));
         if !valid_queue_name(&name) {
-            return Err(ctx("use 1-80 letters, digits, '-' or '_'".into()));
+            return Err(ctx(
+                "use 1-80 letters, digits, '-' or '_' (a FIFO queue's ending in .fifo)".into(),
+            ));
         }
         if let Some(d) = q
             .dead_letter
@@ -427,6 +448,14 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         if q.visibility_timeout.is_some_and(|n| n > 43_200) {
             return Err(ctx("visibility_timeout must be 0-43200 seconds".into()));
         }
+        if q.fifo != name.ends_with(".fifo") {
+            return Err(ctx(
+                "a FIFO queue (fifo = true) has a name ending in .fifo, and only it".into(),
+            ));
+        }
+        if q.content_based_deduplication && !q.fifo {
+            return Err(ctx("content_based_deduplication is for FIFO queues".into()));
+        }
         queues.push(ManifestQueue {
             name,
             visibility_timeout: q.visibility_timeout,
@@ -434,6 +463,8 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             max_receive_count: q.max_receive_count,
             retention: q.retention,
             max_message_size: q.max_message_size,
+            fifo: q.fifo,
+            content_based_deduplication: q.content_based_deduplication,
         });
     }
     let mut mappings = Vec::new();
@@ -931,6 +962,21 @@ mod tests {
         .is_err());
         assert!(parse_project(&format!("{base}[queues.q]\nmax_receive_count = 2\n")).is_err());
         assert!(parse_project(&format!("{base}[queues.q]\nbogus = 2\n")).is_err());
+        // FIFO queues: the name and the flag go together.
+        let p = parse_project(&format!(
+            "{base}[queues.\"orders.fifo\"]\nfifo = true\ncontent_based_deduplication = true\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            p.queues[0].api_body(),
+            serde_json::json!({"fifo": true, "content_based_deduplication": true})
+        );
+        assert!(parse_project(&format!("{base}[queues.\"orders.fifo\"]\n")).is_err());
+        assert!(parse_project(&format!("{base}[queues.orders]\nfifo = true\n")).is_err());
+        assert!(parse_project(&format!(
+            "{base}[queues.orders]\ncontent_based_deduplication = true\n"
+        ))
+        .is_err());
     }
 
     #[test]

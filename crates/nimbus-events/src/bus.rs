@@ -702,7 +702,7 @@ impl EventBus {
                                 attributes: json!({}),
                                 delay_s: 0,
                                 trace: origin.trace.map(|t| t.stored_xray()),
-                                sender: None,
+                                ..Default::default()
                             }],
                             now_ms(),
                         )

@@ -5,6 +5,12 @@
 //! reported `batchItemFailures` with `ReportBatchItemFailures`. What is not deleted becomes
 //! visible again after the queue's visibility timeout, and the queue's redrive policy moves
 //! a message received too often to its dead-letter queue.
+//!
+//! FIFO queues: the store hands out a message group only while none of its messages is in
+//! flight, so concurrent batches never share a group and each batch holds a group's
+//! messages in order; a function error leaves the batch in flight (its groups wait for the
+//! retry), and a partial batch failure keeps the failed message's later group mates too
+//! ([`fifo_failures`]).
 
 use crate::engine::{Attempt, Invoker};
 use crate::heartbeat::Heartbeat;
@@ -55,7 +61,34 @@ pub fn sqs_record(queue: &str, m: &Message) -> Value {
     if let Some(t) = &m.trace {
         record["attributes"]["AWSTraceHeader"] = json!(nimbus_trace::stored_header(t));
     }
+    // FIFO queues: as Lambda's records from them.
+    for (k, v) in [
+        ("SequenceNumber", &m.sequence_number),
+        ("MessageGroupId", &m.group_id),
+        ("MessageDeduplicationId", &m.dedup_id),
+    ] {
+        if let Some(v) = v {
+            record["attributes"][k] = json!(v);
+        }
+    }
     record
+}
+
+/// Lambda's rule for FIFO queues: once a message of a group failed, the group's later
+/// messages in the batch count as failed too (they are not deleted, so the group is
+/// retried from the failed one, in order). Messages without a group are left as they are.
+pub fn fifo_failures(batch: &[Message], failed: &mut HashSet<String>) {
+    let mut broken: HashSet<&str> = HashSet::new();
+    for m in batch {
+        let Some(g) = m.group_id.as_deref() else {
+            continue;
+        };
+        if broken.contains(g) {
+            failed.insert(m.id.clone());
+        } else if failed.contains(&m.id) {
+            broken.insert(g);
+        }
+    }
 }
 
 /// Builds the SQS event Lambda's pollers send (`Records[]`).
@@ -465,7 +498,13 @@ impl MappingRunner {
         let outcome = match &attempt {
             Attempt::Success { body, .. } if m.report_batch_item_failures => {
                 let ids: HashSet<&str> = batch.iter().map(|x| x.id.as_str()).collect();
-                partial_batch_outcome(body, &ids)
+                match partial_batch_outcome(body, &ids) {
+                    BatchOutcome::DeleteAllBut(mut failed) => {
+                        fifo_failures(batch, &mut failed);
+                        BatchOutcome::DeleteAllBut(failed)
+                    }
+                    other => other,
+                }
             }
             Attempt::Success { .. } => BatchOutcome::DeleteAll,
             Attempt::FunctionError { error_type, .. } => {
@@ -603,6 +642,9 @@ mod tests {
             receipt: None,
             trace: None,
             sender: None,
+            group_id: None,
+            dedup_id: None,
+            sequence_number: None,
         };
         let f = vec![EventPattern::parse(r#"{"body":{"type":["order"]}}"#).unwrap()];
         assert!(passes_filters("q", &msg(r#"{"type":"order"}"#), &f));
@@ -634,6 +676,9 @@ mod tests {
             receipt: None,
             trace: None,
             sender: None,
+            group_id: None,
+            dedup_id: None,
+            sequence_number: None,
         };
         assert_eq!(fitting(&[msg(10), msg(10)]), 2);
         let big: Vec<Message> = (0..20).map(|_| msg(256 * 1024)).collect();
@@ -670,6 +715,9 @@ mod tests {
             receipt: Some("r".into()),
             trace: None,
             sender: None,
+            group_id: None,
+            dedup_id: None,
+            sequence_number: None,
         };
         let e = sqs_event("orders", &[m]);
         let r = &e["Records"][0];
@@ -681,6 +729,51 @@ mod tests {
         assert_eq!(r["eventSource"], "aws:sqs");
         assert_eq!(r["eventSourceARN"], queue_arn("orders"));
         assert_eq!(r["awsRegion"], "us-east-1");
+    }
+
+    #[test]
+    fn fifo_records_and_failures_keep_group_order() {
+        let msg = |id: &str, group: &str| Message {
+            id: id.into(),
+            queue: "q.fifo".into(),
+            body: "b".into(),
+            attributes: json!({}),
+            md5: String::new(),
+            sent_ms: 0,
+            receive_count: 1,
+            first_receive_ms: None,
+            visible_at_ms: 0,
+            receipt: None,
+            trace: None,
+            sender: None,
+            group_id: Some(group.into()),
+            dedup_id: Some(format!("d-{id}")),
+            sequence_number: Some("18446744073709551617".into()),
+        };
+        let batch = [
+            msg("a1", "a"),
+            msg("b1", "b"),
+            msg("a2", "a"),
+            msg("a3", "a"),
+            msg("b2", "b"),
+        ];
+        let r = sqs_record("q.fifo", &batch[0]);
+        assert_eq!(r["attributes"]["MessageGroupId"], "a");
+        assert_eq!(r["attributes"]["MessageDeduplicationId"], "d-a1");
+        assert_eq!(r["attributes"]["SequenceNumber"], "18446744073709551617");
+        // a2 failed: a3 (later in its group) is kept too; b's messages are not touched.
+        let mut failed: HashSet<String> = ["a2".to_string()].into();
+        fifo_failures(&batch, &mut failed);
+        let want: HashSet<String> = ["a2".to_string(), "a3".to_string()].into();
+        assert_eq!(failed, want);
+        // A standard queue's record has none of these.
+        let mut plain = batch[0].clone();
+        plain.group_id = None;
+        plain.dedup_id = None;
+        plain.sequence_number = None;
+        assert!(sqs_record("q", &plain)["attributes"]
+            .get("MessageGroupId")
+            .is_none());
     }
 
     /// Throttled twice, then reports the first record as failed.

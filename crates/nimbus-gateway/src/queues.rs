@@ -12,8 +12,8 @@ use nimbus_core::{arn, LATEST};
 use nimbus_events::mapping::{queue_arn, queue_from_arn, MappingRunner};
 use nimbus_events::pattern::EventPattern;
 use nimbus_store::{
-    EventSourceMapping, Message, NewMessage, QueueDepth, QueueInfo, QueueSettings, QueueStore,
-    RedrivePolicy, StoreError,
+    DedupScope, EventSourceMapping, Message, NewMessage, QueueDepth, QueueInfo, QueueSettings,
+    QueueStore, RedrivePolicy, StoreError, ThroughputLimit,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -57,10 +57,15 @@ struct QueueInput {
     retention: Option<u32>,
     dead_letter: Option<String>,
     max_receive_count: Option<u32>,
+    /// A FIFO queue (its name ends in `.fifo`); only at creation.
+    fifo: Option<bool>,
+    content_based_deduplication: Option<bool>,
+    deduplication_scope: Option<DedupScope>,
+    throughput_limit: Option<ThroughputLimit>,
 }
 
 fn queue_json(q: &QueueInfo) -> Value {
-    json!({
+    let mut v = json!({
         "name": q.name,
         "arn": queue_arn(&q.name),
         "visibility_timeout": q.settings.visibility_timeout_s,
@@ -69,11 +74,18 @@ fn queue_json(q: &QueueInfo) -> Value {
         "dead_letter": q.settings.redrive.as_ref().map(|r| r.dead_letter_queue.clone()),
         "max_receive_count": q.settings.redrive.as_ref().map(|r| r.max_receive_count),
         "created_ms": q.created_ms,
-    })
+        "fifo": q.settings.fifo,
+    });
+    if q.settings.fifo {
+        v["content_based_deduplication"] = json!(q.settings.content_based_dedup);
+        v["deduplication_scope"] = json!(q.settings.dedup_scope);
+        v["throughput_limit"] = json!(q.settings.throughput_limit);
+    }
+    v
 }
 
 fn message_json(m: &Message) -> Value {
-    json!({
+    let mut v = json!({
         "id": m.id,
         "body": m.body,
         "attributes": m.attributes,
@@ -82,7 +94,13 @@ fn message_json(m: &Message) -> Value {
         "receive_count": m.receive_count,
         "sent_ms": m.sent_ms,
         "first_receive_ms": m.first_receive_ms,
-    })
+    });
+    if m.group_id.is_some() {
+        v["group_id"] = json!(m.group_id);
+        v["deduplication_id"] = json!(m.dedup_id);
+        v["sequence_number"] = json!(m.sequence_number);
+    }
+    v
 }
 
 /// `PUT /v1/queues/{q}`: creates the queue or updates its settings.
@@ -113,11 +131,19 @@ pub(crate) async fn put_queue(
             Err(e) if e.is_not_found() => d.clone(),
             Err(e) => return Err(e),
         };
+        // A queue's type is given at creation (the store refuses a change).
+        let fifo = input.fifo.unwrap_or(kept.fifo);
         let settings = QueueSettings {
             visibility_timeout_s: input.visibility_timeout.unwrap_or(d.visibility_timeout_s),
             max_message_size: input.max_message_size.unwrap_or(d.max_message_size),
             retention_s: input.retention.unwrap_or(d.retention_s),
             redrive,
+            fifo,
+            content_based_dedup: input
+                .content_based_deduplication
+                .unwrap_or(kept.content_based_dedup),
+            dedup_scope: input.deduplication_scope.unwrap_or(kept.dedup_scope),
+            throughput_limit: input.throughput_limit.unwrap_or(kept.throughput_limit),
             ..kept
         };
         s.put_queue(&name, &settings, now_ms())
@@ -250,6 +276,10 @@ struct SendEntry {
     body: Option<Value>,
     attributes: Option<HashMap<String, Value>>,
     delay_seconds: u32,
+    /// FIFO queues: the message group (required there).
+    group_id: Option<String>,
+    /// FIFO queues: the deduplication id (else the queue's content-based deduplication).
+    deduplication_id: Option<String>,
 }
 
 /// Message attributes in the SQS event shape: `"v"` is a String attribute; objects get
@@ -299,6 +329,8 @@ fn new_message(e: SendEntry) -> Result<NewMessage, ApiError> {
         delay_s: e.delay_seconds,
         trace: None,
         sender: None,
+        group_id: e.group_id,
+        dedup_id: e.deduplication_id,
     })
 }
 
@@ -342,7 +374,13 @@ pub(crate) async fn send(
     runner(&gw)?.messages_sent();
     let out: Vec<Value> = sent
         .iter()
-        .map(|m| json!({ "id": m.id, "md5": m.md5 }))
+        .map(|m| {
+            let mut v = json!({ "id": m.id, "md5": m.md5 });
+            if let Some(n) = &m.sequence_number {
+                v["sequence_number"] = json!(n);
+            }
+            v
+        })
         .collect();
     Ok(Json(if batch {
         json!({ "messages": out })

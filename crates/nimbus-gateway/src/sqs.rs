@@ -17,8 +17,9 @@ use nimbus_sqs::attributes::{self, MessageAttribute};
 use nimbus_sqs::digest;
 use nimbus_sqs::{invalid, Protocol, Request as SqsRequest, SqsError};
 use nimbus_store::{
-    is_receipt_handle, validate_queue_name, Message, NewMessage, QueueInfo, QueueSettings,
-    QueueStore, RedrivePolicy, StoreError, MAX_BATCH, MAX_MESSAGE_BYTES,
+    is_fifo_name, is_receipt_handle, valid_fifo_token, validate_queue_name, DedupScope, Message,
+    NewMessage, QueueInfo, QueueSettings, QueueStore, RedrivePolicy, StoreError, ThroughputLimit,
+    MAX_BATCH, MAX_MESSAGE_BYTES,
 };
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -332,6 +333,9 @@ async fn execute(gw: &Arc<Gateway>, ctx: &Ctx, req: SqsRequest) -> Result<Value,
             sent(gw);
             if let Some(m) = got.first() {
                 out.insert("MessageId".into(), json!(m.id));
+                if let Some(n) = &m.sequence_number {
+                    out.insert("SequenceNumber".into(), json!(n));
+                }
             }
             Ok(Value::Object(out))
         }
@@ -553,19 +557,22 @@ async fn create_queue(
     r: nimbus_sqs::CreateQueue,
 ) -> Result<Value, SqsError> {
     let name = r.queue_name.clone();
-    if name.ends_with(".fifo") {
+    let fifo = r
+        .attributes
+        .get("FifoQueue")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if fifo && (!is_fifo_name(&name) || validate_queue_name(&name).is_err()) {
         return Err(SqsError::InvalidParameterValue(
-            "FIFO queues are not supported yet: create a standard queue (a name without .fifo)"
-                .into(),
+            "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in length.".into(),
         ));
     }
-    validate_queue_name(&name).map_err(|_| {
-        invalid(
+    if !fifo && (is_fifo_name(&name) || validate_queue_name(&name).is_err()) {
+        return Err(invalid(
             "QueueName",
             &name,
             "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length",
-        )
-    })?;
+        ));
+    }
     check_tags(&r.tags)?;
     run(gw, move |s| {
         let mut settings = QueueSettings::default();
@@ -622,6 +629,17 @@ fn apply_attributes(
             .filter(|n| (lo..=hi).contains(n))
             .ok_or_else(|| bad_value(k))
     };
+    let boolean = |k: &str, v: &str| -> Result<bool, SqsError> {
+        match v.to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(bad_value(k)),
+        }
+    };
+    // FifoQueue first: what the other attributes may be depends on it.
+    if let Some(v) = attrs.get("FifoQueue").filter(|_| creating) {
+        settings.fifo = boolean("FifoQueue", v)?;
+    }
     for (k, v) in attrs {
         match k.as_str() {
             "VisibilityTimeout" => settings.visibility_timeout_s = int(k, v, 0, 43_200)?,
@@ -629,17 +647,17 @@ fn apply_attributes(
             "MessageRetentionPeriod" => settings.retention_s = int(k, v, 60, 1_209_600)?,
             "DelaySeconds" => settings.delay_s = int(k, v, 0, 900)?,
             "ReceiveMessageWaitTimeSeconds" => settings.receive_wait_s = int(k, v, 0, 20)?,
-            "RedrivePolicy" => settings.redrive = redrive_policy(s, name, v)?,
+            "RedrivePolicy" => settings.redrive = redrive_policy(s, name, settings.fifo, v)?,
             "RedriveAllowPolicy" => settings.redrive_allow = redrive_allow(v)?,
-            "FifoQueue" if creating => {
-                if v.eq_ignore_ascii_case("true") {
-                    return Err(SqsError::InvalidAttributeValue(
-                        "FIFO queues are not supported yet: Nimbus serves standard queues (FifoQueue false or absent)".into(),
-                    ));
-                }
-                if !v.eq_ignore_ascii_case("false") {
-                    return Err(bad_value(k));
-                }
+            "FifoQueue" if creating => {}
+            "ContentBasedDeduplication" if settings.fifo => {
+                settings.content_based_dedup = boolean(k, v)?
+            }
+            "DeduplicationScope" if settings.fifo => {
+                settings.dedup_scope = DedupScope::parse(v).ok_or_else(|| bad_value(k))?
+            }
+            "FifoThroughputLimit" if settings.fifo => {
+                settings.throughput_limit = ThroughputLimit::parse(v).ok_or_else(|| bad_value(k))?
             }
             "SqsManagedSseEnabled" => {
                 if !v.eq_ignore_ascii_case("false") {
@@ -649,9 +667,10 @@ fn apply_attributes(
                 }
             }
             other if FIFO_ONLY.contains(&other) => {
+                // As SQS: a standard queue does not have them.
                 return Err(SqsError::InvalidAttributeName(format!(
-                    "{other} is a FIFO queue attribute, and FIFO queues are not supported yet."
-                )))
+                    "Unknown Attribute {other}."
+                )));
             }
             other if NOT_SUPPORTED.contains(&other) => {
                 return Err(SqsError::InvalidAttributeName(format!(
@@ -665,6 +684,13 @@ fn apply_attributes(
             }
         }
     }
+    if settings.throughput_limit == ThroughputLimit::PerMessageGroupId
+        && settings.dedup_scope != DedupScope::MessageGroup
+    {
+        return Err(SqsError::InvalidAttributeValue(
+            "Invalid value for the parameter FifoThroughputLimit: perMessageGroupId needs DeduplicationScope messageGroup.".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -673,6 +699,7 @@ fn apply_attributes(
 fn redrive_policy(
     s: &dyn QueueStore,
     name: &str,
+    fifo: bool,
     v: &str,
 ) -> Result<Option<RedrivePolicy>, SqsError> {
     if v.trim().is_empty() {
@@ -703,6 +730,11 @@ fn redrive_policy(
             store_err(e)
         }
     })?;
+    if target.settings.fifo != fifo {
+        return Err(bad(
+            "Dead-letter target must be of the same type (FIFO or standard) as the source.",
+        ));
+    }
     if let Some(allow) = target.settings.redrive_allow.as_deref() {
         let allow: Value = serde_json::from_str(allow).unwrap_or(Value::Null);
         let me = queue_arn(name);
@@ -776,17 +808,13 @@ const QUEUE_ATTRIBUTES: &[&str] = &[
     "RedrivePolicy",
     "RedriveAllowPolicy",
     "SqsManagedSseEnabled",
-];
-/// SQS attributes a queue here never has (asked for, they are left out as unset).
-const NEVER_SET: &[&str] = &[
-    "Policy",
-    "KmsMasterKeyId",
-    "KmsDataKeyReusePeriodSeconds",
     "FifoQueue",
     "ContentBasedDeduplication",
     "DeduplicationScope",
     "FifoThroughputLimit",
 ];
+/// SQS attributes a queue here never has (asked for, they are left out as unset).
+const NEVER_SET: &[&str] = &["Policy", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds"];
 
 async fn get_attributes(gw: &Gateway, name: String, names: Vec<String>) -> Result<Value, SqsError> {
     if let Some(bad) = names.iter().find(|n| {
@@ -834,6 +862,12 @@ async fn get_attributes(gw: &Gateway, name: String, names: Vec<String>) -> Resul
                 None => continue,
             },
             "SqsManagedSseEnabled" => "false".into(),
+            // A standard queue has none of these (as SQS, they are left out).
+            _ if !st.fifo => continue,
+            "FifoQueue" => "true".into(),
+            "ContentBasedDeduplication" => st.content_based_dedup.to_string(),
+            "DeduplicationScope" => st.dedup_scope.as_str().into(),
+            "FifoThroughputLimit" => st.throughput_limit.as_str().into(),
             _ => continue,
         };
         out.insert(a.to_string(), v);
@@ -856,20 +890,44 @@ fn check_send(
         .filter(|b| !b.is_empty())
         .ok_or_else(|| SqsError::missing("MessageBody"))?;
     attributes::check_body(&body)?;
-    if let Some(g) = e.message_group_id {
-        return Err(invalid(
-            "MessageGroupId",
-            g,
-            "The request include parameter that is not valid for this queue type (FIFO queues are not supported yet).",
-        ));
-    }
-    if let Some(d) = e.message_deduplication_id {
-        return Err(invalid(
-            "MessageDeduplicationId",
-            d,
-            "The request include parameter that is not valid for this queue type (FIFO queues are not supported yet).",
-        ));
-    }
+    let not_for_this_type = "The request include parameter that is not valid for this queue type.";
+    let (group_id, dedup_id) = if q.settings.fifo {
+        let group = e
+            .message_group_id
+            .ok_or_else(|| SqsError::missing("MessageGroupId"))?;
+        if !valid_fifo_token(&group) {
+            return Err(invalid(
+                "MessageGroupId",
+                &group,
+                "MessageGroupId can only include alphanumeric and punctuation characters. 1 to 128 in length.",
+            ));
+        }
+        if let Some(d) = e.message_deduplication_id.as_deref() {
+            if !valid_fifo_token(d) {
+                return Err(invalid(
+                    "MessageDeduplicationId",
+                    d,
+                    "MessageDeduplicationId can only include alphanumeric and punctuation characters. 1 to 128 in length.",
+                ));
+            }
+        } else if !q.settings.content_based_dedup {
+            return Err(SqsError::InvalidParameterValue(
+                "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly".into(),
+            ));
+        }
+        if let Some(d) = e.delay_seconds {
+            return Err(invalid("DelaySeconds", d, not_for_this_type));
+        }
+        (Some(group), e.message_deduplication_id)
+    } else {
+        if let Some(g) = e.message_group_id {
+            return Err(invalid("MessageGroupId", g, not_for_this_type));
+        }
+        if let Some(d) = e.message_deduplication_id {
+            return Err(invalid("MessageDeduplicationId", d, not_for_this_type));
+        }
+        (None, None)
+    };
     let delay = match e.delay_seconds {
         Some(d) => range("DelaySeconds", d, 0, 900)?,
         None => q.settings.delay_s,
@@ -902,6 +960,8 @@ fn check_send(
             delay_s: delay,
             trace,
             sender: Some(ctx.sender.clone()),
+            group_id,
+            dedup_id,
         },
         out,
     ))
@@ -1007,11 +1067,14 @@ async fn send_batch(
         })
         .await?;
         sent(gw);
-        let mut ids = stored.into_iter().map(|m| m.id);
+        let mut ids = stored.into_iter();
         for (_, r) in results.iter_mut() {
             if let Ok(out) = r {
-                if let Some(id) = ids.next() {
-                    out.insert("MessageId".into(), json!(id));
+                if let Some(m) = ids.next() {
+                    out.insert("MessageId".into(), json!(m.id));
+                    if let Some(n) = m.sequence_number {
+                        out.insert("SequenceNumber".into(), json!(n));
+                    }
                 }
             }
         }
@@ -1055,6 +1118,9 @@ const SYSTEM_ATTRIBUTES: &[&str] = &[
     "ApproximateReceiveCount",
     "ApproximateFirstReceiveTimestamp",
     "AWSTraceHeader",
+    "SequenceNumber",
+    "MessageDeduplicationId",
+    "MessageGroupId",
 ];
 
 async fn receive(gw: &Gateway, r: nimbus_sqs::ReceiveMessage) -> Result<Value, SqsError> {
@@ -1073,11 +1139,21 @@ async fn receive(gw: &Gateway, r: nimbus_sqs::ReceiveMessage) -> Result<Value, S
         Some(w) => range("WaitTimeSeconds", w, 0, 20)?,
         None => queue(gw, &name).await?.settings.receive_wait_s,
     };
+    if let Some(a) = r.receive_request_attempt_id.as_deref() {
+        if !valid_fifo_token(a) {
+            return Err(invalid(
+                "ReceiveRequestAttemptId",
+                a,
+                "ReceiveRequestAttemptId can only include alphanumeric and punctuation characters. 1 to 128 in length.",
+            ));
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(u64::from(wait));
     let got: Vec<Message> = loop {
-        let n = name.clone();
+        let (n, attempt) = (name.clone(), r.receive_request_attempt_id.clone());
         let got = run(gw, move |s| {
-            s.receive(&n, max, vis, now_ms()).map_err(store_err)
+            s.receive_attempt(&n, max, vis, attempt.as_deref(), now_ms())
+                .map_err(store_err)
         })
         .await?;
         let left = deadline.saturating_duration_since(Instant::now());
@@ -1115,6 +1191,9 @@ async fn receive(gw: &Gateway, r: nimbus_sqs::ReceiveMessage) -> Result<Value, S
                         .trace
                         .as_deref()
                         .map(|t| nimbus_trace::stored_header(t).to_string()),
+                    "SequenceNumber" => m.sequence_number.clone(),
+                    "MessageDeduplicationId" => m.dedup_id.clone(),
+                    "MessageGroupId" => m.group_id.clone(),
                     _ => None,
                 };
                 if let Some(v) = v {

@@ -10,6 +10,7 @@ mod code;
 mod db;
 mod error;
 mod events;
+mod fifo;
 mod history;
 mod layers;
 mod logs;
@@ -26,15 +27,16 @@ pub use code::{
 pub use db::{Db, WriteTx};
 pub use error::StoreError;
 pub use events::{Enqueued, EventQueue, EventUpdate, SqliteEventQueue, StoredResult};
+pub use fifo::{sequence_number, valid_fifo_token, DEDUP_INTERVAL_MS};
 pub use history::{
     Alarm, HistoryLimits, HistoryStore, MinuteRow, SqliteHistoryStore, HISTORY_RETENTION_MS,
 };
 pub use layers::{LayerPolicy, LayerStore, LayerVersion, NewLayerVersion};
 pub use logs::{LogEntry, LogPage, LogQuery, LogStream};
 pub use queues::{
-    is_receipt_handle, md5, validate_queue_name, EventSourceMapping, Message, NewMessage,
-    QueueDepth, QueueInfo, QueueSettings, QueueStats, QueueStore, RedrivePolicy, Redriven,
-    SqliteQueueStore, MAX_BATCH, MAX_MESSAGE_BYTES,
+    is_fifo_name, is_receipt_handle, md5, validate_queue_name, DedupScope, EventSourceMapping,
+    Message, NewMessage, QueueDepth, QueueInfo, QueueSettings, QueueStats, QueueStore,
+    RedrivePolicy, Redriven, SqliteQueueStore, ThroughputLimit, MAX_BATCH, MAX_MESSAGE_BYTES,
 };
 pub use secrets::{
     validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,

@@ -97,6 +97,69 @@ ALTER TABLE queues ADD COLUMN modified_ms INTEGER NOT NULL DEFAULT 0;
 UPDATE queues SET modified_ms = created_ms;
 ALTER TABLE messages ADD COLUMN sender TEXT;
 ",
+    // FIFO queues (see crate::fifo): their settings, each message's group and
+    // deduplication id, the head of each message group (kept by triggers, so a receive
+    // looks at groups, not at every message), the deduplication ids of the last 5 minutes
+    // and the ReceiveRequestAttemptIds of the last 5 minutes.
+    "
+ALTER TABLE queues ADD COLUMN fifo INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queues ADD COLUMN content_dedup INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queues ADD COLUMN dedup_scope TEXT NOT NULL DEFAULT 'queue';
+ALTER TABLE queues ADD COLUMN throughput_limit TEXT NOT NULL DEFAULT 'perQueue';
+ALTER TABLE messages ADD COLUMN group_id TEXT;
+ALTER TABLE messages ADD COLUMN dedup_id TEXT;
+CREATE INDEX messages_group ON messages(queue, group_id, seq) WHERE group_id IS NOT NULL;
+CREATE INDEX messages_group_busy ON messages(queue, group_id, visible_at_ms)
+    WHERE group_id IS NOT NULL AND receipt IS NOT NULL;
+CREATE TABLE fifo_groups (
+    queue    TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    head_seq INTEGER NOT NULL,
+    PRIMARY KEY (queue, group_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX fifo_groups_order ON fifo_groups(queue, head_seq);
+CREATE TRIGGER fifo_group_add AFTER INSERT ON messages WHEN NEW.group_id IS NOT NULL
+BEGIN
+    INSERT INTO fifo_groups (queue, group_id, head_seq) VALUES (NEW.queue, NEW.group_id, NEW.seq)
+        ON CONFLICT(queue, group_id) DO UPDATE SET head_seq = MIN(head_seq, excluded.head_seq);
+END;
+CREATE TRIGGER fifo_group_remove AFTER DELETE ON messages WHEN OLD.group_id IS NOT NULL
+BEGIN
+    DELETE FROM fifo_groups WHERE queue = OLD.queue AND group_id = OLD.group_id
+        AND NOT EXISTS (SELECT 1 FROM messages WHERE queue = OLD.queue AND group_id = OLD.group_id);
+    UPDATE fifo_groups SET head_seq =
+            (SELECT MIN(seq) FROM messages WHERE queue = OLD.queue AND group_id = OLD.group_id)
+        WHERE queue = OLD.queue AND group_id = OLD.group_id AND head_seq = OLD.seq;
+END;
+CREATE TRIGGER fifo_group_move AFTER UPDATE OF queue ON messages
+    WHEN OLD.group_id IS NOT NULL AND OLD.queue <> NEW.queue
+BEGIN
+    DELETE FROM fifo_groups WHERE queue = OLD.queue AND group_id = OLD.group_id
+        AND NOT EXISTS (SELECT 1 FROM messages WHERE queue = OLD.queue AND group_id = OLD.group_id);
+    UPDATE fifo_groups SET head_seq =
+            (SELECT MIN(seq) FROM messages WHERE queue = OLD.queue AND group_id = OLD.group_id)
+        WHERE queue = OLD.queue AND group_id = OLD.group_id AND head_seq = OLD.seq;
+    INSERT INTO fifo_groups (queue, group_id, head_seq) VALUES (NEW.queue, NEW.group_id, NEW.seq)
+        ON CONFLICT(queue, group_id) DO UPDATE SET head_seq = MIN(head_seq, excluded.head_seq);
+END;
+CREATE TABLE fifo_dedup (
+    queue      TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    dedup_id   TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (queue, scope, dedup_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX fifo_dedup_expiry ON fifo_dedup(queue, expires_ms);
+CREATE TABLE receive_attempts (
+    queue      TEXT NOT NULL,
+    attempt_id TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    messages   TEXT NOT NULL,
+    PRIMARY KEY (queue, attempt_id)
+) STRICT, WITHOUT ROWID;
+",
 ];
 
 /// Largest batch of `send` and `receive`, as SQS.
@@ -140,6 +203,15 @@ pub struct QueueSettings {
     pub redrive_allow: Option<String>,
     /// SQS queue tags.
     pub tags: std::collections::BTreeMap<String, String>,
+    /// A FIFO queue (SQS's `FifoQueue`; its name ends in `.fifo`); fixed at creation.
+    pub fifo: bool,
+    /// FIFO: a message sent without a deduplication id gets the SHA-256 of its body
+    /// (`ContentBasedDeduplication`).
+    pub content_based_dedup: bool,
+    /// FIFO: `DeduplicationScope`.
+    pub dedup_scope: DedupScope,
+    /// FIFO: `FifoThroughputLimit` (kept and reported; Nimbus does not throttle).
+    pub throughput_limit: ThroughputLimit,
 }
 
 impl Default for QueueSettings {
@@ -153,6 +225,10 @@ impl Default for QueueSettings {
             receive_wait_s: 0,
             redrive_allow: None,
             tags: Default::default(),
+            fifo: false,
+            content_based_dedup: false,
+            dedup_scope: DedupScope::Queue,
+            throughput_limit: ThroughputLimit::PerQueue,
         }
     }
 }
@@ -187,23 +263,103 @@ impl QueueSettings {
                 return bad("max_receive_count must be 1-1000".into());
             }
         }
+        if !self.fifo
+            && (self.content_based_dedup
+                || self.dedup_scope != DedupScope::Queue
+                || self.throughput_limit != ThroughputLimit::PerQueue)
+        {
+            return bad(
+                "content-based deduplication, deduplication scope and throughput limit are for FIFO queues"
+                    .into(),
+            );
+        }
+        if self.throughput_limit == ThroughputLimit::PerMessageGroupId
+            && self.dedup_scope != DedupScope::MessageGroup
+        {
+            return bad(
+                "a throughput limit per message group needs deduplication scope messageGroup"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
 
-/// Queue names: 1-80 characters, letters, digits, `-` and `_` (as SQS).
+/// A FIFO queue's `DeduplicationScope`: whether a deduplication id is unique in the queue
+/// or in its message group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DedupScope {
+    #[default]
+    Queue,
+    MessageGroup,
+}
+
+impl DedupScope {
+    /// SQS's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DedupScope::Queue => "queue",
+            DedupScope::MessageGroup => "messageGroup",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "queue" => Some(DedupScope::Queue),
+            "messageGroup" => Some(DedupScope::MessageGroup),
+            _ => None,
+        }
+    }
+}
+
+/// A FIFO queue's `FifoThroughputLimit`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ThroughputLimit {
+    #[default]
+    PerQueue,
+    PerMessageGroupId,
+}
+
+impl ThroughputLimit {
+    /// SQS's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThroughputLimit::PerQueue => "perQueue",
+            ThroughputLimit::PerMessageGroupId => "perMessageGroupId",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "perQueue" => Some(ThroughputLimit::PerQueue),
+            "perMessageGroupId" => Some(ThroughputLimit::PerMessageGroupId),
+            _ => None,
+        }
+    }
+}
+
+/// Queue names: 1-80 characters, letters, digits, `-` and `_`, a FIFO queue's with the
+/// suffix `.fifo` (as SQS).
 pub fn validate_queue_name(name: &str) -> Result<()> {
-    if name.is_empty()
+    let base = name.strip_suffix(".fifo").unwrap_or(name);
+    if base.is_empty()
         || name.len() > 80
-        || !name
+        || !base
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return Err(StoreError::InvalidInput(format!(
-            "invalid queue name {name:?}: use 1-80 letters, digits, '-' or '_'"
+            "invalid queue name {name:?}: use 1-80 letters, digits, '-' or '_' (and '.fifo' at the end of a FIFO queue's)"
         )));
     }
     Ok(())
+}
+
+/// Whether `name` is a FIFO queue's (ends in `.fifo`).
+pub fn is_fifo_name(name: &str) -> bool {
+    name.ends_with(".fifo")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -226,6 +382,11 @@ pub struct NewMessage {
     pub trace: Option<String>,
     /// Who sent it (SQS's `SenderId`: the access key id); `None`: the account.
     pub sender: Option<String>,
+    /// FIFO: its message group (required on a FIFO queue, refused on others).
+    pub group_id: Option<String>,
+    /// FIFO: its deduplication id (else the SHA-256 of the body with content-based
+    /// deduplication).
+    pub dedup_id: Option<String>,
 }
 
 /// A stored message. `receipt` is set on received messages.
@@ -247,6 +408,15 @@ pub struct Message {
     /// Who sent it (SQS's `SenderId`), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sender: Option<String>,
+    /// FIFO: its message group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// FIFO: its deduplication id (given, or the body's SHA-256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedup_id: Option<String>,
+    /// FIFO: SQS's `SequenceNumber` (a 128-bit decimal, increasing in the queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -329,11 +499,30 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Receives up to `max` (1-10, or up to 10000 for pollers) visible messages, oldest
     /// first, hiding each for `visibility_timeout_s` (the queue's when `None`) under a new
     /// receipt handle. Messages past the redrive limit move to the dead-letter queue instead.
+    ///
+    /// On a FIFO queue, messages come in order per message group; a group with a message
+    /// in flight gives none, and one receive returns as many of a group's messages (in
+    /// order) as it can before going on to the next group.
     fn receive(
         &self,
         name: &str,
         max: usize,
         visibility_timeout_s: Option<u32>,
+        now_ms: i64,
+    ) -> Result<Vec<Message>> {
+        self.receive_attempt(name, max, visibility_timeout_s, None, now_ms)
+    }
+    /// [`receive`](Self::receive) with SQS's `ReceiveRequestAttemptId` (FIFO queues only;
+    /// ignored on others): the same id within 5 minutes of the first receive returns the
+    /// same messages under the same receipt handles, their visibility timeout started
+    /// again, as long as none of them was deleted or had its visibility changed since;
+    /// otherwise it receives anew.
+    fn receive_attempt(
+        &self,
+        name: &str,
+        max: usize,
+        visibility_timeout_s: Option<u32>,
+        attempt: Option<&str>,
         now_ms: i64,
     ) -> Result<Vec<Message>>;
     /// Deletes by current receipt handle; a stale or unknown handle is `InvalidInput`.
@@ -450,7 +639,7 @@ fn stale(receipt: &str) -> StoreError {
 
 const QUEUE_COLUMNS: &str =
     "name, visibility_timeout_s, max_message_size, retention_s, dead_letter_queue, max_receive_count, created_ms,
-     delay_s, receive_wait_s, redrive_allow, tags, modified_ms";
+     delay_s, receive_wait_s, redrive_allow, tags, modified_ms, fifo, content_dedup, dedup_scope, throughput_limit";
 
 fn decode_queue(r: &Row<'_>) -> rusqlite::Result<QueueInfo> {
     let dlq: Option<String> = r.get(4)?;
@@ -469,6 +658,10 @@ fn decode_queue(r: &Row<'_>) -> rusqlite::Result<QueueInfo> {
             receive_wait_s: r.get::<_, i64>(8)? as u32,
             redrive_allow: r.get(9)?,
             tags: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
+            fifo: r.get::<_, i64>(12)? != 0,
+            content_based_dedup: r.get::<_, i64>(13)? != 0,
+            dedup_scope: DedupScope::parse(&r.get::<_, String>(14)?).unwrap_or_default(),
+            throughput_limit: ThroughputLimit::parse(&r.get::<_, String>(15)?).unwrap_or_default(),
         },
         created_ms: r.get(6)?,
         modified_ms: r.get(11)?,
@@ -476,10 +669,18 @@ fn decode_queue(r: &Row<'_>) -> rusqlite::Result<QueueInfo> {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, queue, body, attributes, md5, sent_ms, receive_count, first_receive_ms, visible_at_ms, receipt, trace, sender";
+    "id, queue, body, attributes, md5, sent_ms, receive_count, first_receive_ms, visible_at_ms, receipt, trace, sender,
+     group_id, dedup_id";
 
-fn decode_message(r: &Row<'_>) -> rusqlite::Result<Message> {
+/// [`MESSAGE_COLUMNS`] and the row's `seq` (a FIFO message's sequence number), as
+/// [`decode_message`] reads them.
+pub(crate) const MESSAGE_SELECT: &str =
+    "id, queue, body, attributes, md5, sent_ms, receive_count, first_receive_ms, visible_at_ms, receipt, trace, sender,
+     group_id, dedup_id, seq";
+
+pub(crate) fn decode_message(r: &Row<'_>) -> rusqlite::Result<Message> {
     let attrs: String = r.get(3)?;
+    let group_id: Option<String> = r.get(12)?;
     Ok(Message {
         id: r.get(0)?,
         queue: r.get(1)?,
@@ -493,6 +694,12 @@ fn decode_message(r: &Row<'_>) -> rusqlite::Result<Message> {
         receipt: r.get(9)?,
         trace: r.get(10)?,
         sender: r.get(11)?,
+        sequence_number: match &group_id {
+            Some(_) => Some(crate::fifo::sequence_number(r.get(14)?)),
+            None => None,
+        },
+        group_id,
+        dedup_id: r.get(13)?,
     })
 }
 
@@ -513,7 +720,7 @@ fn decode_mapping(r: &Row<'_>) -> rusqlite::Result<EventSourceMapping> {
     })
 }
 
-fn queue_in(tx: &Connection, name: &str) -> Result<QueueInfo> {
+pub(crate) fn queue_in(tx: &Connection, name: &str) -> Result<QueueInfo> {
     tx.query_row(
         &format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = ?1"),
         [name],
@@ -523,6 +730,31 @@ fn queue_in(tx: &Connection, name: &str) -> Result<QueueInfo> {
     .ok_or_else(|| not_found(name))
 }
 
+/// The message `m` becomes when stored in queue `name` (a new id; FIFO fields from `key`).
+fn message_of(name: &str, m: &NewMessage, now_ms: i64, key: &crate::fifo::DedupKey) -> Message {
+    Message {
+        id: uuid::Uuid::new_v4().to_string(),
+        queue: name.to_string(),
+        body: m.body.clone(),
+        attributes: if m.attributes.is_null() {
+            serde_json::json!({})
+        } else {
+            m.attributes.clone()
+        },
+        md5: hex::encode(md5(m.body.as_bytes())),
+        sent_ms: now_ms,
+        receive_count: 0,
+        first_receive_ms: None,
+        visible_at_ms: now_ms + i64::from(m.delay_s) * 1000,
+        receipt: None,
+        trace: m.trace.clone(),
+        sender: m.sender.clone(),
+        group_id: key.group_id.clone(),
+        dedup_id: key.dedup_id.clone(),
+        sequence_number: None,
+    }
+}
+
 /// Retention: messages older than the queue keeps them are gone.
 fn expire(tx: &Connection, q: &QueueInfo, now_ms: i64) -> Result<()> {
     tx.execute(
@@ -530,6 +762,91 @@ fn expire(tx: &Connection, q: &QueueInfo, now_ms: i64) -> Result<()> {
         params![q.name, now_ms - i64::from(q.settings.retention_s) * 1000],
     )?;
     Ok(())
+}
+
+/// A standard queue's receive: the oldest visible messages first.
+fn receive_standard(
+    tx: &Connection,
+    name: &str,
+    max: usize,
+    visibility: i64,
+    redrive: Option<&RedrivePolicy>,
+    now_ms: i64,
+) -> Result<Vec<Message>> {
+    let mut out = Vec::new();
+    loop {
+        let candidates: Vec<Message> = {
+            let mut st = tx.prepare_cached(&format!(
+                "SELECT {MESSAGE_SELECT} FROM messages WHERE queue = ?1 AND visible_at_ms <= ?2
+                 ORDER BY seq LIMIT ?3"
+            ))?;
+            let rows = st.query_map(
+                params![name, now_ms, (max - out.len()) as i64],
+                decode_message,
+            )?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        if candidates.is_empty() {
+            break;
+        }
+        let mut moved = false;
+        for m in candidates {
+            if let Some(r) = redrive.filter(|r| m.receive_count >= r.max_receive_count) {
+                dead_letter(tx, name, r, &m, now_ms)?;
+                moved = true;
+                continue;
+            }
+            out.push(deliver(tx, m, visibility, now_ms)?);
+        }
+        if !moved || out.len() >= max {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Received `maxReceiveCount` times already: `m` moves to the dead-letter queue.
+pub(crate) fn dead_letter(
+    tx: &Connection,
+    name: &str,
+    r: &RedrivePolicy,
+    m: &Message,
+    now_ms: i64,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE messages SET queue = ?2, receive_count = 0, first_receive_ms = NULL,
+             visible_at_ms = ?3, receipt = NULL
+         WHERE id = ?1",
+        params![m.id, r.dead_letter_queue, now_ms],
+    )?;
+    tracing::info!(
+        queue = name,
+        dlq = %r.dead_letter_queue,
+        message = %m.id,
+        receives = m.receive_count,
+        "message moved to the dead-letter queue"
+    );
+    Ok(())
+}
+
+/// Hands `m` out: hidden for `visibility` seconds under a new receipt handle.
+pub(crate) fn deliver(
+    tx: &Connection,
+    mut m: Message,
+    visibility: i64,
+    now_ms: i64,
+) -> Result<Message> {
+    m.receive_count += 1;
+    m.first_receive_ms.get_or_insert(now_ms);
+    m.visible_at_ms = now_ms + visibility * 1000;
+    let receipt = format!("{}.{}", m.id, uuid::Uuid::new_v4().simple());
+    tx.execute(
+        "UPDATE messages SET receive_count = ?2, first_receive_ms = ?3, visible_at_ms = ?4, receipt = ?5
+         WHERE id = ?1",
+        params![m.id, m.receive_count, m.first_receive_ms, m.visible_at_ms, receipt],
+    )?;
+    m.receipt = Some(receipt);
+    Ok(m)
 }
 
 impl QueueStore for SqliteQueueStore {
@@ -556,16 +873,46 @@ impl QueueStore for SqliteQueueStore {
             ),
             None => (None, None),
         };
+        if is_fifo_name(name) != settings.fifo {
+            return Err(StoreError::InvalidInput(if settings.fifo {
+                format!("a FIFO queue's name ends in .fifo: {name} does not")
+            } else {
+                format!("{name} ends in .fifo: only a FIFO queue's name does")
+            }));
+        }
         let mut db = self.db();
         let tx = db.write_tx()?;
+        match queue_in(&tx, name) {
+            Ok(q) if q.settings.fifo != settings.fifo => {
+                return Err(StoreError::InvalidInput(
+                    "a queue's type (FIFO or standard) cannot change after it is created".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(r) = &settings.redrive {
+            match queue_in(&tx, &r.dead_letter_queue) {
+                Ok(d) if d.settings.fifo != settings.fifo => {
+                    return Err(StoreError::InvalidInput(if settings.fifo {
+                        "the dead-letter queue of a FIFO queue must be a FIFO queue".into()
+                    } else {
+                        "the dead-letter queue of a standard queue must be a standard queue".into()
+                    }))
+                }
+                _ => {}
+            }
+        }
         let tags = serde_json::to_string(&settings.tags).unwrap_or_else(|_| "{}".into());
         tx.execute(
             "INSERT INTO queues (name, visibility_timeout_s, max_message_size, retention_s, dead_letter_queue, max_receive_count, created_ms,
-                 delay_s, receive_wait_s, redrive_allow, tags, modified_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?7)
+                 delay_s, receive_wait_s, redrive_allow, tags, modified_ms, fifo, content_dedup, dedup_scope, throughput_limit)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?7, ?12, ?13, ?14, ?15)
              ON CONFLICT(name) DO UPDATE SET visibility_timeout_s = ?2, max_message_size = ?3,
                  retention_s = ?4, dead_letter_queue = ?5, max_receive_count = ?6, delay_s = ?8,
-                 receive_wait_s = ?9, redrive_allow = ?10, tags = ?11, modified_ms = ?7",
+                 receive_wait_s = ?9, redrive_allow = ?10, tags = ?11, modified_ms = ?7,
+                 content_dedup = ?13, dedup_scope = ?14, throughput_limit = ?15",
             params![
                 name,
                 settings.visibility_timeout_s,
@@ -577,7 +924,11 @@ impl QueueStore for SqliteQueueStore {
                 settings.delay_s,
                 settings.receive_wait_s,
                 settings.redrive_allow,
-                tags
+                tags,
+                settings.fifo as i64,
+                settings.content_based_dedup as i64,
+                settings.dedup_scope.as_str(),
+                settings.throughput_limit.as_str()
             ],
         )?;
         let q = queue_in(&tx, name)?;
@@ -604,6 +955,8 @@ impl QueueStore for SqliteQueueStore {
         }
         tx.execute("DELETE FROM messages WHERE queue = ?1", [name])?;
         tx.execute("DELETE FROM backlog WHERE owner = ?1", [name])?;
+        tx.execute("DELETE FROM fifo_dedup WHERE queue = ?1", [name])?;
+        tx.execute("DELETE FROM receive_attempts WHERE queue = ?1", [name])?;
         tx.commit()?;
         Ok(())
     }
@@ -650,8 +1003,29 @@ impl QueueStore for SqliteQueueStore {
             total as u64,
             Backlog::QueueMessages,
         )?;
+        if q.settings.fifo {
+            crate::fifo::forget_expired(&tx, name, now_ms)?;
+        }
         let mut out = Vec::with_capacity(messages.len());
         for m in messages {
+            let fifo = crate::fifo::check_new(&q, m)?;
+            if fifo.is_some() && m.delay_s != 0 && m.delay_s != q.settings.delay_s {
+                return Err(StoreError::InvalidInput(
+                    "a FIFO queue's messages have no delay of their own: set the queue's delay"
+                        .into(),
+                ));
+            }
+            if let Some(key) = &fifo {
+                if let Some(original) = crate::fifo::duplicate_of(&tx, name, key, now_ms)? {
+                    // Sent again within the deduplication interval: accepted, not stored.
+                    out.push(Message {
+                        id: original.0,
+                        sequence_number: Some(crate::fifo::sequence_number(original.1)),
+                        ..message_of(name, m, now_ms, key)
+                    });
+                    continue;
+                }
+            }
             if m.body.is_empty() {
                 return Err(StoreError::InvalidInput(
                     "a message body must not be empty".into(),
@@ -662,26 +1036,17 @@ impl QueueStore for SqliteQueueStore {
                     "delay must be 0-900 seconds".into(),
                 ));
             }
-            let msg = Message {
-                id: uuid::Uuid::new_v4().to_string(),
-                queue: name.to_string(),
-                body: m.body.clone(),
-                attributes: if m.attributes.is_null() {
-                    serde_json::json!({})
-                } else {
-                    m.attributes.clone()
-                },
-                md5: hex::encode(md5(m.body.as_bytes())),
-                sent_ms: now_ms,
-                receive_count: 0,
-                first_receive_ms: None,
-                visible_at_ms: now_ms + i64::from(m.delay_s) * 1000,
-                receipt: None,
-                trace: m.trace.clone(),
-                sender: m.sender.clone(),
+            let mut msg = match &fifo {
+                Some(key) => message_of(name, m, now_ms, key),
+                None if m.group_id.is_some() || m.dedup_id.is_some() => {
+                    return Err(StoreError::InvalidInput(
+                        "message group and deduplication ids are for FIFO queues".into(),
+                    ))
+                }
+                None => message_of(name, m, now_ms, &Default::default()),
             };
             tx.execute(
-                &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, ?7, NULL, ?8, ?9)"),
+                &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, ?7, NULL, ?8, ?9, ?10, ?11)"),
                 params![
                     msg.id,
                     msg.queue,
@@ -691,20 +1056,28 @@ impl QueueStore for SqliteQueueStore {
                     msg.sent_ms,
                     msg.visible_at_ms,
                     msg.trace,
-                    msg.sender
+                    msg.sender,
+                    msg.group_id,
+                    msg.dedup_id
                 ],
             )?;
+            if let Some(key) = &fifo {
+                let seq = tx.last_insert_rowid();
+                crate::fifo::remember_dedup(&tx, name, key, &msg.id, seq, now_ms)?;
+                msg.sequence_number = Some(crate::fifo::sequence_number(seq));
+            }
             out.push(msg);
         }
         tx.commit()?;
         Ok(out)
     }
 
-    fn receive(
+    fn receive_attempt(
         &self,
         name: &str,
         max: usize,
         visibility_timeout_s: Option<u32>,
+        attempt: Option<&str>,
         now_ms: i64,
     ) -> Result<Vec<Message>> {
         let max = max.clamp(1, 10_000);
@@ -726,60 +1099,20 @@ impl QueueStore for SqliteQueueStore {
             None => None,
         };
         let visibility = i64::from(visibility_timeout_s.unwrap_or(q.settings.visibility_timeout_s));
-        let mut out = Vec::new();
-        loop {
-            let candidates: Vec<Message> = {
-                let mut st = tx.prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE queue = ?1 AND visible_at_ms <= ?2
-                     ORDER BY seq LIMIT ?3"
-                ))?;
-                let rows = st.query_map(
-                    params![name, now_ms, (max - out.len()) as i64],
-                    decode_message,
-                )?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            if candidates.is_empty() {
-                break;
+        let attempt = attempt.filter(|_| q.settings.fifo);
+        if let Some(a) = attempt {
+            if let Some(again) = crate::fifo::replay(&tx, name, a, visibility, now_ms)? {
+                tx.commit()?;
+                return Ok(again);
             }
-            let mut moved = false;
-            for mut m in candidates {
-                if let Some(r) = redrive
-                    .as_ref()
-                    .filter(|r| m.receive_count >= r.max_receive_count)
-                {
-                    // Received maxReceiveCount times already: to the dead-letter queue.
-                    tx.execute(
-                        "UPDATE messages SET queue = ?2, receive_count = 0, first_receive_ms = NULL,
-                             visible_at_ms = ?3, receipt = NULL
-                         WHERE id = ?1",
-                        params![m.id, r.dead_letter_queue, now_ms],
-                    )?;
-                    tracing::info!(
-                        queue = name,
-                        dlq = %r.dead_letter_queue,
-                        message = %m.id,
-                        receives = m.receive_count,
-                        "message moved to the dead-letter queue"
-                    );
-                    moved = true;
-                    continue;
-                }
-                m.receive_count += 1;
-                m.first_receive_ms.get_or_insert(now_ms);
-                m.visible_at_ms = now_ms + visibility * 1000;
-                let receipt = format!("{}.{}", m.id, uuid::Uuid::new_v4().simple());
-                tx.execute(
-                    "UPDATE messages SET receive_count = ?2, first_receive_ms = ?3, visible_at_ms = ?4, receipt = ?5
-                     WHERE id = ?1",
-                    params![m.id, m.receive_count, m.first_receive_ms, m.visible_at_ms, receipt],
-                )?;
-                m.receipt = Some(receipt);
-                out.push(m);
-            }
-            if !moved || out.len() >= max {
-                break;
-            }
+        }
+        let out = if q.settings.fifo {
+            crate::fifo::receive(&tx, name, max, visibility, redrive.as_ref(), now_ms)?
+        } else {
+            receive_standard(&tx, name, max, visibility, redrive.as_ref(), now_ms)?
+        };
+        if let Some(a) = attempt {
+            crate::fifo::remember_attempt(&tx, name, a, &out, now_ms)?;
         }
         tx.commit()?;
         Ok(out)
@@ -855,6 +1188,12 @@ impl QueueStore for SqliteQueueStore {
         if destination == dlq {
             return Err(StoreError::InvalidInput(
                 "a dead-letter queue cannot be redriven to itself".into(),
+            ));
+        }
+        if queue_in(&tx, &destination)?.settings.fifo != q.settings.fifo {
+            return Err(StoreError::InvalidInput(
+                "messages move between queues of one type: FIFO to FIFO, standard to standard"
+                    .into(),
             ));
         }
         expire(&tx, &q, now_ms)?;

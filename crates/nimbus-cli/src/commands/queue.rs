@@ -54,6 +54,8 @@ pub async fn run(client: &Client, args: QueueArgs, json_out: bool) -> Result<()>
             dead_letter,
             max_receive_count,
             retention,
+            fifo,
+            content_based_deduplication,
         } => {
             let q = ManifestQueue {
                 name: name.clone(),
@@ -62,6 +64,8 @@ pub async fn run(client: &Client, args: QueueArgs, json_out: bool) -> Result<()>
                 max_receive_count,
                 retention,
                 max_message_size: None,
+                fifo,
+                content_based_deduplication,
             };
             let v = put_queue(client, &q).await?;
             show(
@@ -75,6 +79,8 @@ pub async fn run(client: &Client, args: QueueArgs, json_out: bool) -> Result<()>
             bodies,
             attributes,
             delay,
+            group_id,
+            deduplication_id,
         } => {
             let attrs: serde_json::Map<String, Value> = attributes
                 .into_iter()
@@ -82,7 +88,19 @@ pub async fn run(client: &Client, args: QueueArgs, json_out: bool) -> Result<()>
                 .collect();
             let entries: Vec<Value> = bodies
                 .iter()
-                .map(|b| json!({"body": b, "attributes": attrs, "delay_seconds": delay}))
+                .map(|b| {
+                    let mut e = json!({"body": b, "attributes": attrs});
+                    if delay > 0 {
+                        e["delay_seconds"] = delay.into();
+                    }
+                    if let Some(g) = &group_id {
+                        e["group_id"] = g.as_str().into();
+                    }
+                    if let Some(d) = &deduplication_id {
+                        e["deduplication_id"] = d.as_str().into();
+                    }
+                    e
+                })
                 .collect();
             let mut ids = Vec::new();
             let mut replies = Vec::new();
