@@ -157,3 +157,13 @@ fn bad_invocations_get_lambda_errors() {
     assert_eq!(s.invoke("echo", r#"{"ok":true}"#).ok(), json!({"ok": true}));
     assert!(s.healthy());
 }
+
+/// Bad input to the S3 listener (`tests/python/test_s3_bad_input.py`): malformed XML bodies,
+/// a wrong Content-MD5, truncated uploads, 5 GiB declared with a short body, NUL and
+/// too-long keys — S3's error each time, and the objects already stored, the blob store's
+/// `tmp/` and the server untouched.
+#[test]
+fn s3_bad_input_suite() {
+    let stdout = python::pytest(&["tests/python/test_s3_bad_input.py"]);
+    println!("{stdout}");
+}
