@@ -359,6 +359,64 @@ def test_multipart_upload_of_20_mib(s3, bucket):
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+def test_upload_part_copy_with_ranges_then_reading_parts(s3, bucket):
+    """UploadPartCopy (whole sources and `x-amz-copy-source-range`), then GetObject and
+    HeadObject with `partNumber`."""
+    src = os.urandom(6 * MIB + 11)
+    s3.put_object(Bucket=bucket, Key="src", Body=src)
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="assembled")["UploadId"]
+    first = s3.upload_part_copy(Bucket=bucket, Key="assembled", UploadId=uid, PartNumber=1,
+                                CopySource={"Bucket": bucket, "Key": "src"},
+                                CopySourceRange=f"bytes=0-{5 * MIB}")["CopyPartResult"]
+    assert first["ETag"] == '"%s"' % hashlib.md5(src[:5 * MIB + 1]).hexdigest()
+    second = s3.upload_part_copy(Bucket=bucket, Key="assembled", UploadId=uid, PartNumber=2,
+                                 CopySource=f"{bucket}/src")["CopyPartResult"]
+    third = s3.upload_part(Bucket=bucket, Key="assembled", UploadId=uid, PartNumber=3,
+                           Body=b"tail")
+    for bad in [f"bytes=0-{len(src)}", "bytes=5-", "bytes=9-3", "rows=0-1"]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.upload_part_copy(Bucket=bucket, Key="assembled", UploadId=uid, PartNumber=4,
+                                CopySource={"Bucket": bucket, "Key": "src"},
+                                CopySourceRange=bad)
+        assert code(e) == "InvalidArgument" and status(e) == 400, bad
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.upload_part_copy(Bucket=bucket, Key="assembled", UploadId=uid, PartNumber=4,
+                            CopySource={"Bucket": bucket, "Key": "src"},
+                            CopySourceIfMatch='"0000"')
+    assert code(e) == "PreconditionFailed" and status(e) == 412
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.upload_part_copy(Bucket=bucket, Key="assembled", UploadId=uid, PartNumber=4,
+                            CopySource={"Bucket": bucket, "Key": "missing"})
+    assert code(e) == "NoSuchKey"
+    s3.complete_multipart_upload(Bucket=bucket, Key="assembled", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": first["ETag"]},
+                  {"PartNumber": 2, "ETag": second["ETag"]},
+                  {"PartNumber": 3, "ETag": third["ETag"]}]})
+    whole = src[:5 * MIB + 1] + src + b"tail"
+    assert s3.get_object(Bucket=bucket, Key="assembled")["Body"].read() == whole
+    starts = [0, 5 * MIB + 1, 5 * MIB + 1 + len(src), len(whole)]
+    for n in (1, 2, 3):
+        got = s3.get_object(Bucket=bucket, Key="assembled", PartNumber=n)
+        assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
+        assert got["PartsCount"] == 3
+        assert got["ContentRange"] == f"bytes {starts[n - 1]}-{starts[n] - 1}/{len(whole)}"
+        assert got["Body"].read() == whole[starts[n - 1]:starts[n]]
+        head = s3.head_object(Bucket=bucket, Key="assembled", PartNumber=n)
+        assert head["ContentLength"] == starts[n] - starts[n - 1] and head["PartsCount"] == 3
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket=bucket, Key="assembled", PartNumber=4)
+    assert code(e) == "InvalidPartNumber" and status(e) == 416
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket=bucket, Key="assembled", PartNumber=1, Range="bytes=0-1")
+    assert code(e) == "InvalidRequest"
+    # A single-part object is its own part 1.
+    one = s3.get_object(Bucket=bucket, Key="src", PartNumber=1)
+    assert one["Body"].read() == src and "PartsCount" not in one
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.head_object(Bucket=bucket, Key="src", PartNumber=2)
+    assert status(e) == 416
+
+
 def test_bucket_notification_configuration(s3, bucket):
     config = {
         "LambdaFunctionConfigurations": [{

@@ -46,6 +46,16 @@ impl Default for ObjectsConfig {
 /// The most parts a multipart upload may have.
 pub const MAX_PARTS: u32 = 10_000;
 
+fn check_part_number(number: u32) -> Result<()> {
+    if (1..=MAX_PARTS).contains(&number) {
+        Ok(())
+    } else {
+        Err(ObjectError::InvalidArgument(format!(
+            "part number must be an integer between 1 and {MAX_PARTS}, inclusive"
+        )))
+    }
+}
+
 /// What a writer sends besides the bytes.
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
@@ -254,6 +264,7 @@ impl Objects {
                 last_modified_ms: now,
                 attrs: opts.attrs,
                 parts: None,
+                part_sizes: Vec::new(),
             };
             let released = meta.put_object(&obj, &opts.condition, &notes)?;
             notifier.woken_by(&notes);
@@ -291,6 +302,28 @@ impl Objects {
         Ok(ObjectRead {
             meta,
             range: span,
+            body: Box::pin(file_stream(file, start, len)),
+        })
+    }
+
+    /// GetObject `?partNumber=N`: the metadata and a stream of that part's bytes
+    /// ([`ObjectMeta::part_span`]); `range` is the part's span (`None` for a single-part
+    /// object, whose part 1 is all of it).
+    pub async fn get_object_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        part: u32,
+        conditions: ReadConditions,
+    ) -> Result<ObjectRead> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        let (meta, file) = self.blocking(move |this| this.open_object(&b, &k)).await?;
+        conditions.check(&meta)?;
+        let (start, len) = meta.part_span(part)?;
+        Ok(ObjectRead {
+            // A single-part object's part 1 is the whole object: a plain 200, as S3.
+            range: meta.parts.is_some().then_some((start, len)),
+            meta,
             body: Box::pin(file_stream(file, start, len)),
         })
     }
@@ -463,11 +496,7 @@ impl Objects {
         S: Stream<Item = std::result::Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        if !(1..=MAX_PARTS).contains(&number) {
-            return Err(ObjectError::InvalidArgument(format!(
-                "part number must be an integer between 1 and {MAX_PARTS}, inclusive"
-            )));
-        }
+        check_part_number(number)?;
         self.upload(bucket, key, upload_id).await?;
         let staged = self.stage(body, declared_len, content_md5).await?;
         let upload_id = upload_id.to_string();
@@ -482,6 +511,47 @@ impl Objects {
             let released = meta.put_part(&upload_id, &part)?;
             Ok((part, released))
         })
+        .await
+    }
+
+    /// UploadPartCopy: part `number` of the upload is the source object's bytes, or the
+    /// inclusive span `range` of them (`x-amz-copy-source-range`), read from its blob and
+    /// stored as an uploaded part would be (its ETag is their MD5). `conditions` are the
+    /// `x-amz-copy-source-if-*` headers.
+    pub async fn upload_part_copy(
+        &self,
+        (src_bucket, src_key): (&str, &str),
+        conditions: ReadConditions,
+        range: Option<(u64, u64)>,
+        (bucket, key, upload_id): (&str, &str, &str),
+        number: u32,
+    ) -> Result<Part> {
+        check_part_number(number)?;
+        self.upload(bucket, key, upload_id).await?;
+        let (sb, sk) = (src_bucket.to_string(), src_key.to_string());
+        let (meta, file) = self
+            .blocking(move |this| this.open_object(&sb, &sk))
+            .await?;
+        conditions.check(&meta)?;
+        let (start, len) = match range {
+            None => (0, meta.size),
+            Some((first, last)) if first <= last && last < meta.size => (first, last - first + 1),
+            Some(_) => {
+                return Err(ObjectError::InvalidArgument(format!(
+                    "Range specified is not valid for source object of size: {}",
+                    meta.size
+                )))
+            }
+        };
+        self.upload_part(
+            bucket,
+            key,
+            upload_id,
+            number,
+            file_stream(file, start, len),
+            Some(len),
+            None,
+        )
         .await
     }
 
@@ -534,6 +604,7 @@ impl Objects {
         let staged = self.blobs.stage(body, u64::MAX).await?;
         drop(pins);
         let count = parts.len() as u32;
+        let part_sizes: Vec<u64> = parts.iter().map(|p| p.size).collect();
         let id = upload_id.to_string();
         let (notifier, requester) = (self.notifier.clone(), requester.clone());
         self.commit_blob(staged, move |meta, d| {
@@ -555,6 +626,7 @@ impl Objects {
                 last_modified_ms: now,
                 attrs: upload.attrs,
                 parts: Some(count),
+                part_sizes,
             };
             let released = meta.complete_upload(&id, &obj, &condition, &notes)?;
             notifier.woken_by(&notes);

@@ -49,6 +49,9 @@ pub enum ObjectError {
     /// current: HTTP 304, no body.
     #[error("not modified")]
     NotModified,
+    /// GetObject/HeadObject `?partNumber=N` beyond the object's parts (HTTP 416).
+    #[error("The requested partnumber is not satisfiable (the object has {count} parts)")]
+    InvalidPartNumber { part: u32, count: u32 },
     #[error("the requested range is not satisfiable (object size {size})")]
     InvalidRange { size: u64 },
     /// Reading the request body failed (the client went away, a framing error).

@@ -233,6 +233,7 @@ mod tests {
                 ..Default::default()
             },
             parts: None,
+            part_sizes: Vec::new(),
         }
     }
 

@@ -53,6 +53,34 @@ pub struct ObjectMeta {
     pub attrs: ObjectAttrs,
     /// How many parts a multipart object was assembled from.
     pub parts: Option<u32>,
+    /// The sizes of those parts, in order (empty for a single-part object, and for one
+    /// completed before Nimbus recorded them).
+    pub part_sizes: Vec<u64>,
+}
+
+impl ObjectMeta {
+    /// `(start, len)` of part `number` (GetObject/HeadObject `?partNumber=N`): a part of a
+    /// multipart object, or, as S3, the whole of a single-part object as part 1.
+    pub fn part_span(&self, number: u32) -> crate::Result<(u64, u64)> {
+        let invalid = || crate::ObjectError::InvalidPartNumber {
+            part: number,
+            count: self.parts.unwrap_or(1),
+        };
+        if number == 0 {
+            return Err(invalid());
+        }
+        if self.parts.is_none() {
+            return if number == 1 {
+                Ok((0, self.size))
+            } else {
+                Err(invalid())
+            };
+        }
+        let index = (number - 1) as usize;
+        let len = *self.part_sizes.get(index).ok_or_else(invalid)?;
+        let start = self.part_sizes[..index].iter().sum();
+        Ok((start, len))
+    }
 }
 
 /// A write's precondition, checked atomically with the write.

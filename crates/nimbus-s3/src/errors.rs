@@ -32,6 +32,15 @@ pub(crate) fn s3_error(e: ObjectError) -> S3Error {
         E::PreconditionFailed => S3ErrorCode::PreconditionFailed,
         E::NotModified => S3ErrorCode::NotModified,
         E::InvalidRange { .. } => S3ErrorCode::InvalidRange,
+        E::InvalidPartNumber { .. } => {
+            // Not among s3s's codes: S3's code and status.
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom("InvalidPartNumber".into()),
+                e.to_string(),
+            );
+            err.set_status_code(axum::http::StatusCode::RANGE_NOT_SATISFIABLE);
+            return err;
+        }
         E::Body(_) => S3ErrorCode::IncompleteBody,
         E::Io { .. } | E::Database(_) | E::Corrupt(_) => {
             tracing::error!(error = %e, "object store failure");

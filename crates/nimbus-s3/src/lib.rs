@@ -47,7 +47,9 @@ pub fn router(objects: Objects, keys: Option<Arc<dyn KeyLookup>>) -> axum::Route
         .fallback_service(service)
         .layer(axum::middleware::from_fn_with_state(objects, cors::layer))
         .layer(axum::middleware::from_fn(requester::with_request_ids))
-        .layer(axum::middleware::from_fn(expect::close_after_bodiless_expect));
+        .layer(axum::middleware::from_fn(
+            expect::close_after_bodiless_expect,
+        ));
     if auth_on {
         router
     } else {

@@ -1,8 +1,8 @@
 //! The S3 operations, each a translation to one `nimbus-objects` call.
 
 use crate::convert::{
-    attrs_of, byte_range, content_md5, etag, fill_object_headers, list_text, read_conditions,
-    timestamp, write_condition,
+    attrs_of, byte_range, content_md5, copy_source_range, etag, fill_object_headers, list_text,
+    read_conditions, timestamp, write_condition,
 };
 use crate::errors::OrS3;
 use crate::requester::requester_of;
@@ -99,6 +99,24 @@ fn list_limit(max: Option<i32>) -> S3Result<usize> {
 }
 
 /// A `Content-Length` that is not a valid size.
+/// GetObject/HeadObject `partNumber` (1–10000); not together with `Range`, as S3.
+fn part_number(part: Option<i32>, with_range: bool) -> S3Result<Option<u32>> {
+    let Some(n) = part else { return Ok(None) };
+    if with_range {
+        return Err(s3_error!(
+            InvalidRequest,
+            "Cannot specify both Range header and partNumber query parameter"
+        ));
+    }
+    match u32::try_from(n) {
+        Ok(n) if (1..=nimbus_objects::MAX_PARTS).contains(&n) => Ok(Some(n)),
+        _ => Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive"
+        )),
+    }
+}
+
 fn declared_len(len: Option<i64>) -> S3Result<Option<u64>> {
     len.map(|n| u64::try_from(n).map_err(|_| s3_error!(InvalidArgument, "invalid Content-Length")))
         .transpose()
@@ -319,25 +337,35 @@ impl S3 for NimbusS3 {
             i.if_modified_since.as_ref(),
             i.if_unmodified_since.as_ref(),
         );
-        let read = self
-            .objects
-            .get_object(
-                &i.bucket,
-                &i.key,
-                i.range.as_ref().map(byte_range),
-                conditions,
-            )
-            .await
-            .or_s3()?;
+        let read = match part_number(i.part_number, i.range.is_some())? {
+            Some(n) => self
+                .objects
+                .get_object_part(&i.bucket, &i.key, n, conditions)
+                .await
+                .or_s3()?,
+            None => self
+                .objects
+                .get_object(
+                    &i.bucket,
+                    &i.key,
+                    i.range.as_ref().map(byte_range),
+                    conditions,
+                )
+                .await
+                .or_s3()?,
+        };
         let mut out = GetObjectOutput::default();
         fill_object_headers!(out, &read.meta);
+        if i.part_number.is_some() {
+            out.parts_count = read.meta.parts.map(|n| n as i32);
+        }
         out.tag_count =
             (!read.meta.attrs.tags.is_empty()).then_some(read.meta.attrs.tags.len() as i32);
         let len = match read.range {
             Some((start, len)) => {
                 out.content_range = Some(format!(
                     "bytes {start}-{}/{}",
-                    start + len - 1,
+                    (start + len).saturating_sub(1),
                     read.meta.size
                 ));
                 len
@@ -360,6 +388,7 @@ impl S3 for NimbusS3 {
             i.if_modified_since.as_ref(),
             i.if_unmodified_since.as_ref(),
         );
+        let part = part_number(i.part_number, i.range.is_some())?;
         let meta = self
             .objects
             .head_object(&i.bucket, &i.key, &conditions)
@@ -368,6 +397,18 @@ impl S3 for NimbusS3 {
         let mut out = HeadObjectOutput::default();
         fill_object_headers!(out, &meta);
         out.content_length = Some(meta.size as i64);
+        if let Some(n) = part {
+            let (start, len) = meta.part_span(n).or_s3()?;
+            out.content_length = Some(len as i64);
+            out.parts_count = meta.parts.map(|n| n as i32);
+            if meta.parts.is_some() {
+                out.content_range = Some(format!(
+                    "bytes {start}-{}/{}",
+                    (start + len).saturating_sub(1),
+                    meta.size
+                ));
+            }
+        }
         ok(out)
     }
 
@@ -643,6 +684,70 @@ impl S3 for NimbusS3 {
             .or_s3()?;
         ok(UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag)),
+            ..Default::default()
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(upload = %req.input.upload_id, part = req.input.part_number))]
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let i = req.input;
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            ..
+        } = &i.copy_source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "copying from an access point is not supported"
+            ));
+        };
+        let number = u32::try_from(i.part_number)
+            .map_err(|_| s3_error!(InvalidArgument, "part number must be between 1 and 10000"))?;
+        let range = i
+            .copy_source_range
+            .as_deref()
+            .map(|r| {
+                copy_source_range(r).ok_or_else(|| {
+                    s3_error!(
+                        InvalidArgument,
+                        "The x-amz-copy-source-range value must be of the form bytes=first-last \
+                         where first and last are the zero-based offsets of the first and last \
+                         bytes to copy"
+                    )
+                })
+            })
+            .transpose()?;
+        let source_conditions = read_conditions(
+            i.copy_source_if_match.as_ref(),
+            i.copy_source_if_none_match.as_ref(),
+            i.copy_source_if_modified_since.as_ref(),
+            i.copy_source_if_unmodified_since.as_ref(),
+        );
+        let part = self
+            .objects
+            .upload_part_copy(
+                (src_bucket, src_key),
+                source_conditions,
+                range,
+                (&i.bucket, &i.key, &i.upload_id),
+                number,
+            )
+            .await
+            .map_err(|e| match e {
+                // A source precondition that does not hold is a 412 on copy, never a 304.
+                nimbus_objects::ObjectError::NotModified => s3_error!(PreconditionFailed),
+                other => crate::errors::s3_error(other),
+            })?;
+        ok(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(part.etag)),
+                last_modified: Some(timestamp(part.last_modified_ms)),
+                ..Default::default()
+            }),
             ..Default::default()
         })
     }

@@ -60,7 +60,7 @@ impl SqliteMetaStore {
 }
 
 pub(super) const OBJECT_COLUMNS: &str =
-    "key, sha256, size, etag, last_modified_ms, attrs, tags, parts";
+    "key, sha256, size, etag, last_modified_ms, attrs, tags, parts, part_sizes";
 
 pub(super) fn object_from_row(bucket: &str, r: &Row<'_>) -> rusqlite::Result<Result<ObjectMeta>> {
     let key: Vec<u8> = r.get(0)?;
@@ -68,6 +68,7 @@ pub(super) fn object_from_row(bucket: &str, r: &Row<'_>) -> rusqlite::Result<Res
     let tags: String = r.get(6)?;
     let size: i64 = r.get(2)?;
     let parts: Option<i64> = r.get(7)?;
+    let part_sizes: Option<String> = r.get(8)?;
     let row = ObjectMeta {
         bucket: bucket.to_string(),
         key: String::new(),
@@ -77,8 +78,14 @@ pub(super) fn object_from_row(bucket: &str, r: &Row<'_>) -> rusqlite::Result<Res
         last_modified_ms: r.get(4)?,
         attrs: ObjectAttrs::default(),
         parts: parts.map(|p| p as u32),
+        part_sizes: Vec::new(),
     };
-    Ok(decode_object(row, key, &attrs, &tags))
+    Ok(decode_object(row, key, &attrs, &tags).and_then(|mut obj| {
+        if let Some(sizes) = part_sizes {
+            obj.part_sizes = decode_json(&sizes)?;
+        }
+        Ok(obj)
+    }))
 }
 
 /// Fills in the parts of a row that can be corrupt: the key's UTF-8 and the JSON columns.
@@ -201,8 +208,8 @@ pub(crate) fn upsert_object(
     }
     tx.execute(
         "INSERT OR REPLACE INTO objects
-            (bucket, key, sha256, size, etag, last_modified_ms, attrs, tags, parts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            (bucket, key, sha256, size, etag, last_modified_ms, attrs, tags, parts, part_sizes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             obj.bucket,
             obj.key.as_bytes(),
@@ -213,6 +220,8 @@ pub(crate) fn upsert_object(
             attrs_json(&obj.attrs),
             tags_json(&obj.attrs.tags),
             obj.parts.map(i64::from),
+            (!obj.part_sizes.is_empty())
+                .then(|| serde_json::to_string(&obj.part_sizes).unwrap_or_default()),
         ],
     )?;
     notify::record(tx, notes, obj)?;

@@ -75,4 +75,9 @@ CREATE TABLE bucket_configs (
     PRIMARY KEY (bucket, kind)
 ) STRICT, WITHOUT ROWID;
 ",
+    "
+-- The sizes of a multipart object's parts, in order (JSON array; GET/HEAD ?partNumber=N).
+-- NULL for single-part objects and for multipart objects completed before this column.
+ALTER TABLE objects ADD COLUMN part_sizes TEXT;
+",
 ];
