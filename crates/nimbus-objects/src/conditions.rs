@@ -88,6 +88,7 @@ mod tests {
             attrs: ObjectAttrs::default(),
             parts: None,
             part_sizes: Vec::new(),
+            checksum: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! blocking pool.
 
 use crate::blobs::{file_stream, BlobStore, Digests, Pin, Staged};
+use crate::checksum::{Checksum, ChecksumRequest};
 use crate::conditions::{ByteRange, ReadConditions};
 use crate::cors::CorsConfig;
 use crate::lifecycle::{LifecycleConfig, LifecycleCounts, LifecycleRule};
@@ -68,6 +69,16 @@ pub struct PutOptions {
     pub declared_len: Option<u64>,
     /// Who is writing (for event notifications).
     pub requester: Requester,
+    /// `x-amz-checksum-*` / `x-amz-sdk-checksum-algorithm`: computed, checked, stored.
+    pub checksum: Option<ChecksumRequest>,
+}
+
+/// The checks of an uploaded body (see [`PutOptions`]).
+#[derive(Debug, Clone, Default)]
+pub struct BodyChecks {
+    pub declared_len: Option<u64>,
+    pub content_md5: Option<[u8; 16]>,
+    pub checksum: Option<ChecksumRequest>,
 }
 
 /// An object being read: its metadata, the byte span and the bytes.
@@ -205,30 +216,34 @@ impl Objects {
 
     // ----- objects -----
 
-    /// Streams `body` into a staged blob, checking the declared length and Content-MD5.
-    async fn stage<S, E>(
-        &self,
-        body: S,
-        declared: Option<u64>,
-        md5: Option<[u8; 16]>,
-    ) -> Result<Staged>
+    /// Streams `body` into a staged blob, checking the declared length, Content-MD5 and the
+    /// additional checksum (returned for storing).
+    async fn stage<S, E>(&self, body: S, checks: &BodyChecks) -> Result<(Staged, Option<Checksum>)>
     where
         S: Stream<Item = std::result::Result<Bytes, E>>,
         E: std::fmt::Display,
     {
         let limit = self.cfg.max_object_bytes;
-        if declared.is_some_and(|n| n > limit) {
+        if checks.declared_len.is_some_and(|n| n > limit) {
             return Err(ObjectError::EntityTooLarge { limit });
         }
-        let staged = self.blobs.stage(body, limit).await?;
+        if let Some(c) = &checks.checksum {
+            c.validate()?;
+        }
+        let hasher = checks.checksum.as_ref().map(|c| c.algorithm.hasher());
+        let staged = self.blobs.stage_with(body, limit, hasher).await?;
         let received = staged.digests.size;
-        if let Some(declared) = declared.filter(|&d| d != received) {
+        if let Some(declared) = checks.declared_len.filter(|&d| d != received) {
             return Err(ObjectError::IncompleteBody { declared, received });
         }
-        if md5.is_some_and(|m| m != staged.digests.md5) {
+        if checks.content_md5.is_some_and(|m| m != staged.digests.md5) {
             return Err(ObjectError::BadDigest);
         }
-        Ok(staged)
+        let checksum = match (&checks.checksum, &staged.digests.checksum) {
+            (Some(c), Some(digest)) => Some(c.verify(digest)?),
+            _ => None,
+        };
+        Ok((staged, checksum))
     }
 
     /// PutObject: the object is durable (bytes and row) when this returns.
@@ -246,9 +261,12 @@ impl Objects {
         validate_key(key)?;
         // Refuse before reading the body when the bucket is missing.
         self.bucket(bucket).await?;
-        let staged = self
-            .stage(body, opts.declared_len, opts.content_md5)
-            .await?;
+        let checks = BodyChecks {
+            declared_len: opts.declared_len,
+            content_md5: opts.content_md5,
+            checksum: opts.checksum.clone(),
+        };
+        let (staged, checksum) = self.stage(body, &checks).await?;
         let (bucket, key) = (bucket.to_string(), key.to_string());
         let notifier = self.notifier.clone();
         self.commit_blob(staged, move |meta, d| {
@@ -265,6 +283,7 @@ impl Objects {
                 attrs: opts.attrs,
                 parts: None,
                 part_sizes: Vec::new(),
+                checksum,
             };
             let released = meta.put_object(&obj, &opts.condition, &notes)?;
             notifier.woken_by(&notes);
@@ -496,9 +515,31 @@ impl Objects {
         S: Stream<Item = std::result::Result<Bytes, E>>,
         E: std::fmt::Display,
     {
+        let checks = BodyChecks {
+            declared_len,
+            content_md5,
+            checksum: None,
+        };
+        self.upload_part_checked((bucket, key, upload_id), number, body, checks)
+            .await
+    }
+
+    /// UploadPart with every check of the body, the additional checksum included (stored
+    /// with the part, for the object's composite checksum).
+    pub async fn upload_part_checked<S, E>(
+        &self,
+        (bucket, key, upload_id): (&str, &str, &str),
+        number: u32,
+        body: S,
+        checks: BodyChecks,
+    ) -> Result<Part>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
         check_part_number(number)?;
         self.upload(bucket, key, upload_id).await?;
-        let staged = self.stage(body, declared_len, content_md5).await?;
+        let (staged, checksum) = self.stage(body, &checks).await?;
         let upload_id = upload_id.to_string();
         self.commit_blob(staged, move |meta, d| {
             let part = Part {
@@ -507,6 +548,7 @@ impl Objects {
                 size: d.size,
                 etag: d.md5_hex(),
                 last_modified_ms: now_ms(),
+                checksum,
             };
             let released = meta.put_part(&upload_id, &part)?;
             Ok((part, released))
@@ -605,6 +647,8 @@ impl Objects {
         drop(pins);
         let count = parts.len() as u32;
         let part_sizes: Vec<u64> = parts.iter().map(|p| p.size).collect();
+        let checksums: Vec<Option<&Checksum>> = parts.iter().map(|p| p.checksum.as_ref()).collect();
+        let checksum = Checksum::composite(&checksums);
         let id = upload_id.to_string();
         let (notifier, requester) = (self.notifier.clone(), requester.clone());
         self.commit_blob(staged, move |meta, d| {
@@ -627,6 +671,7 @@ impl Objects {
                 attrs: upload.attrs,
                 parts: Some(count),
                 part_sizes,
+                checksum,
             };
             let released = meta.complete_upload(&id, &obj, &condition, &notes)?;
             notifier.woken_by(&notes);

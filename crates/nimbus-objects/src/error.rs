@@ -43,6 +43,9 @@ pub enum ObjectError {
     IncompleteBody { declared: u64, received: u64 },
     #[error("the Content-MD5 you specified did not match what we received")]
     BadDigest,
+    /// An `x-amz-checksum-*` that does not match the bytes (S3's `BadDigest`).
+    #[error("The {0} you specified did not match the calculated checksum.")]
+    BadChecksum(&'static str),
     #[error("at least one of the preconditions you specified did not hold")]
     PreconditionFailed,
     /// A read precondition (`If-None-Match`, `If-Modified-Since`) says the client's copy is

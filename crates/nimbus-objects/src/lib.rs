@@ -14,6 +14,7 @@
 //! [`Objects::notifications_pending`].
 
 mod blobs;
+mod checksum;
 mod conditions;
 pub mod cors;
 mod engine;
@@ -25,9 +26,10 @@ pub mod notify;
 pub mod store;
 
 pub use blobs::{BlobStore, Digests};
+pub use checksum::{Checksum, ChecksumAlgorithm, ChecksumRequest};
 pub use conditions::{etag_matches, ByteRange, ReadConditions};
 pub use cors::{CorsConfig, CorsRule};
-pub use engine::{ObjectRead, Objects, ObjectsConfig, PutOptions, MAX_PARTS};
+pub use engine::{BodyChecks, ObjectRead, Objects, ObjectsConfig, PutOptions, MAX_PARTS};
 pub use error::{ObjectError, Result};
 pub use lifecycle::{Expiration, LifecycleConfig, LifecycleCounts, LifecycleFilter, LifecycleRule};
 pub use model::{

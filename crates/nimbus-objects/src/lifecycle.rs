@@ -234,6 +234,7 @@ mod tests {
             },
             parts: None,
             part_sizes: Vec::new(),
+            checksum: None,
         }
     }
 

@@ -56,6 +56,8 @@ pub struct ObjectMeta {
     /// The sizes of those parts, in order (empty for a single-part object, and for one
     /// completed before Nimbus recorded them).
     pub part_sizes: Vec<u64>,
+    /// Its `x-amz-checksum-*`, when the writer asked for one.
+    pub checksum: Option<crate::Checksum>,
 }
 
 impl ObjectMeta {
@@ -138,4 +140,6 @@ pub struct Part {
     /// Hex MD5 of the part, without quotes.
     pub etag: String,
     pub last_modified_ms: i64,
+    /// Its `x-amz-checksum-*`, when the writer asked for one.
+    pub checksum: Option<crate::Checksum>,
 }

@@ -541,6 +541,7 @@ async fn listing_a_hundred_thousand_keys() {
                 attrs: ObjectAttrs::default(),
                 parts: None,
                 part_sizes: Vec::new(),
+                checksum: None,
             };
             crate::store::sqlite::upsert_object(tx, &obj, &WriteCondition::None, &Notes::none())?;
         }
@@ -668,4 +669,60 @@ async fn upload_part_copy_ranges_and_reading_parts_back() {
         .await
         .unwrap();
     assert_eq!(meta.part_span(2).unwrap(), (20, 100));
+}
+
+#[tokio::test]
+async fn checksums_are_verified_before_the_write_and_stored() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    o.create_bucket("sums").await.unwrap();
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let sha = |d: &[u8]| b64(&<sha2::Sha256 as sha2::Digest>::digest(d));
+    let opts = |expected: String| PutOptions {
+        checksum: Some(ChecksumRequest {
+            algorithm: ChecksumAlgorithm::Sha256,
+            expected: Some(expected),
+        }),
+        ..Default::default()
+    };
+    assert!(matches!(
+        o.put_object("sums", "k", body(b"data"), opts(sha(b"other")))
+            .await,
+        Err(ObjectError::BadChecksum("SHA256"))
+    ));
+    assert!(matches!(
+        o.head_object("sums", "k", &ReadConditions::default()).await,
+        Err(ObjectError::NoSuchKey(_))
+    ));
+    let meta = o
+        .put_object("sums", "k", body(b"data"), opts(sha(b"data")))
+        .await
+        .unwrap();
+    let stored = Checksum {
+        algorithm: ChecksumAlgorithm::Sha256,
+        value: sha(b"data"),
+        composite: false,
+    };
+    assert_eq!(meta.checksum.as_ref(), Some(&stored));
+    drop(o);
+    let o = open(dir.path());
+    let meta = o
+        .head_object("sums", "k", &ReadConditions::default())
+        .await
+        .unwrap();
+    assert_eq!(meta.checksum, Some(stored.clone()));
+    // A copy keeps it.
+    let copy = o
+        .copy_object(
+            ("sums", "k"),
+            ("sums", "k2"),
+            ReadConditions::default(),
+            None,
+            WriteCondition::None,
+            &me(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(copy.checksum, Some(stored));
 }

@@ -28,7 +28,7 @@ pub(crate) fn s3_error(e: ObjectError) -> S3Error {
         E::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
         E::EntityTooLarge { .. } => S3ErrorCode::EntityTooLarge,
         E::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
-        E::BadDigest => S3ErrorCode::BadDigest,
+        E::BadDigest | E::BadChecksum(_) => S3ErrorCode::BadDigest,
         E::PreconditionFailed => S3ErrorCode::PreconditionFailed,
         E::NotModified => S3ErrorCode::NotModified,
         E::InvalidRange { .. } => S3ErrorCode::InvalidRange,

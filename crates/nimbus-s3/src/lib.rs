@@ -11,6 +11,7 @@
 //! Used by `nimbus-server` for `--s3-listen`; depends on no other Nimbus surface.
 
 mod access;
+mod checksums;
 mod convert;
 mod cors;
 mod errors;

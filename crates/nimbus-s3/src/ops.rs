@@ -1,12 +1,13 @@
 //! The S3 operations, each a translation to one `nimbus-objects` call.
 
+use crate::checksums;
 use crate::convert::{
     attrs_of, byte_range, content_md5, copy_source_range, etag, fill_object_headers, list_text,
     read_conditions, timestamp, write_condition,
 };
 use crate::errors::OrS3;
 use crate::requester::requester_of;
-use nimbus_objects::{ListQuery, Objects, PutOptions};
+use nimbus_objects::{BodyChecks, ListQuery, Objects, PutOptions};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use std::collections::BTreeMap;
@@ -312,17 +313,21 @@ impl S3 for NimbusS3 {
             content_md5: content_md5(input.content_md5.as_ref())?,
             declared_len: declared_len(input.content_length)?,
             requester,
+            checksum: checksums::request_of!(input)?,
         };
         let meta = self
             .objects
             .put_object(&input.bucket, &input.key, body_of(input.body), opts)
             .await
             .or_s3()?;
-        ok(PutObjectOutput {
+        let mut out = PutObjectOutput {
             e_tag: Some(etag(&meta)),
             size: Some(meta.size as i64),
+            checksum_type: meta.checksum.as_ref().map(checksums::kind),
             ..Default::default()
-        })
+        };
+        checksums::fill!(out, &meta.checksum);
+        ok(out)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
@@ -356,6 +361,11 @@ impl S3 for NimbusS3 {
         };
         let mut out = GetObjectOutput::default();
         fill_object_headers!(out, &read.meta);
+        // The whole object's checksum, only when the whole object is read (as S3).
+        if checksums::enabled(i.checksum_mode.as_ref()) && read.range.is_none() {
+            out.checksum_type = read.meta.checksum.as_ref().map(checksums::kind);
+            checksums::fill!(out, &read.meta.checksum);
+        }
         if i.part_number.is_some() {
             out.parts_count = read.meta.parts.map(|n| n as i32);
         }
@@ -397,6 +407,10 @@ impl S3 for NimbusS3 {
         let mut out = HeadObjectOutput::default();
         fill_object_headers!(out, &meta);
         out.content_length = Some(meta.size as i64);
+        if checksums::enabled(i.checksum_mode.as_ref()) && part.is_none() {
+            out.checksum_type = meta.checksum.as_ref().map(checksums::kind);
+            checksums::fill!(out, &meta.checksum);
+        }
         if let Some(n) = part {
             let (start, len) = meta.part_span(n).or_s3()?;
             out.content_length = Some(len as i64);
@@ -669,23 +683,27 @@ impl S3 for NimbusS3 {
         let i = req.input;
         let number = u32::try_from(i.part_number)
             .map_err(|_| s3_error!(InvalidArgument, "part number must be between 1 and 10000"))?;
+        let checks = BodyChecks {
+            declared_len: declared_len(i.content_length)?,
+            content_md5: content_md5(i.content_md5.as_ref())?,
+            checksum: checksums::request_of!(i)?,
+        };
         let part = self
             .objects
-            .upload_part(
-                &i.bucket,
-                &i.key,
-                &i.upload_id,
+            .upload_part_checked(
+                (&i.bucket, &i.key, &i.upload_id),
                 number,
                 body_of(i.body),
-                declared_len(i.content_length)?,
-                content_md5(i.content_md5.as_ref())?,
+                checks,
             )
             .await
             .or_s3()?;
-        ok(UploadPartOutput {
+        let mut out = UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag)),
             ..Default::default()
-        })
+        };
+        checksums::fill!(out, &part.checksum);
+        ok(out)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(upload = %req.input.upload_id, part = req.input.part_number))]
@@ -776,12 +794,16 @@ impl S3 for NimbusS3 {
             parts: Some(
                 parts
                     .into_iter()
-                    .map(|p| Part {
-                        part_number: Some(p.number as i32),
-                        e_tag: Some(ETag::Strong(p.etag)),
-                        size: Some(p.size as i64),
-                        last_modified: Some(timestamp(p.last_modified_ms)),
-                        ..Default::default()
+                    .map(|p| {
+                        let mut part = Part {
+                            part_number: Some(p.number as i32),
+                            e_tag: Some(ETag::Strong(p.etag)),
+                            size: Some(p.size as i64),
+                            last_modified: Some(timestamp(p.last_modified_ms)),
+                            ..Default::default()
+                        };
+                        checksums::fill!(part, &p.checksum);
+                        part
                     })
                     .collect(),
             ),
@@ -822,13 +844,16 @@ impl S3 for NimbusS3 {
             )
             .await
             .or_s3()?;
-        ok(CompleteMultipartUploadOutput {
+        let mut out = CompleteMultipartUploadOutput {
             bucket: Some(meta.bucket.clone()),
             key: Some(meta.key.clone()),
             e_tag: Some(etag(&meta)),
             location: Some(format!("/{}/{}", meta.bucket, meta.key)),
+            checksum_type: meta.checksum.as_ref().map(checksums::kind),
             ..Default::default()
-        })
+        };
+        checksums::fill!(out, &meta.checksum);
+        ok(out)
     }
 
     async fn abort_multipart_upload(

@@ -60,7 +60,7 @@ impl SqliteMetaStore {
 }
 
 pub(super) const OBJECT_COLUMNS: &str =
-    "key, sha256, size, etag, last_modified_ms, attrs, tags, parts, part_sizes";
+    "key, sha256, size, etag, last_modified_ms, attrs, tags, parts, part_sizes, checksum";
 
 pub(super) fn object_from_row(bucket: &str, r: &Row<'_>) -> rusqlite::Result<Result<ObjectMeta>> {
     let key: Vec<u8> = r.get(0)?;
@@ -69,6 +69,7 @@ pub(super) fn object_from_row(bucket: &str, r: &Row<'_>) -> rusqlite::Result<Res
     let size: i64 = r.get(2)?;
     let parts: Option<i64> = r.get(7)?;
     let part_sizes: Option<String> = r.get(8)?;
+    let checksum: Option<String> = r.get(9)?;
     let row = ObjectMeta {
         bucket: bucket.to_string(),
         key: String::new(),
@@ -79,10 +80,14 @@ pub(super) fn object_from_row(bucket: &str, r: &Row<'_>) -> rusqlite::Result<Res
         attrs: ObjectAttrs::default(),
         parts: parts.map(|p| p as u32),
         part_sizes: Vec::new(),
+        checksum: None,
     };
     Ok(decode_object(row, key, &attrs, &tags).and_then(|mut obj| {
         if let Some(sizes) = part_sizes {
             obj.part_sizes = decode_json(&sizes)?;
+        }
+        if let Some(c) = checksum {
+            obj.checksum = Some(decode_json(&c)?);
         }
         Ok(obj)
     }))
@@ -111,6 +116,10 @@ fn attrs_json(attrs: &ObjectAttrs) -> String {
         ..attrs.clone()
     };
     serde_json::to_string(&without_tags).unwrap_or_else(|_| "{}".into())
+}
+
+pub(super) fn checksum_json(c: Option<&crate::Checksum>) -> Option<String> {
+    c.and_then(|c| serde_json::to_string(c).ok())
 }
 
 fn tags_json(tags: &BTreeMap<String, String>) -> String {
@@ -208,8 +217,9 @@ pub(crate) fn upsert_object(
     }
     tx.execute(
         "INSERT OR REPLACE INTO objects
-            (bucket, key, sha256, size, etag, last_modified_ms, attrs, tags, parts, part_sizes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            (bucket, key, sha256, size, etag, last_modified_ms, attrs, tags, parts, part_sizes,
+             checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             obj.bucket,
             obj.key.as_bytes(),
@@ -222,6 +232,7 @@ pub(crate) fn upsert_object(
             obj.parts.map(i64::from),
             (!obj.part_sizes.is_empty())
                 .then(|| serde_json::to_string(&obj.part_sizes).unwrap_or_default()),
+            checksum_json(obj.checksum.as_ref()),
         ],
     )?;
     notify::record(tx, notes, obj)?;

@@ -80,4 +80,9 @@ CREATE TABLE bucket_configs (
 -- NULL for single-part objects and for multipart objects completed before this column.
 ALTER TABLE objects ADD COLUMN part_sizes TEXT;
 ",
+    "
+-- S3's additional checksum of an object or a part (JSON: algorithm, base64 value, composite).
+ALTER TABLE objects ADD COLUMN checksum TEXT;
+ALTER TABLE parts ADD COLUMN checksum TEXT;
+",
 ];
