@@ -517,6 +517,36 @@ def test_multipart_checksums_are_composite(s3, bucket):
     assert s3.get_object(Bucket=bucket, Key="mc-crc32")["Body"].read() == data
 
 
+def test_bucket_quota_from_tags(s3, bucket):
+    """A bucket's `nimbus:quota-objects` / `nimbus:quota-bytes` tags cap what it holds
+    (403 QuotaExceeded); its other tags are ordinary bucket tags."""
+    tags = [{"Key": "nimbus:quota-objects", "Value": "2"},
+            {"Key": "nimbus:quota-bytes", "Value": str(MIB)}, {"Key": "team", "Value": "core"}]
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags})
+    got = s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
+    assert sorted(got, key=lambda t: t["Key"]) == sorted(tags, key=lambda t: t["Key"])
+    s3.put_object(Bucket=bucket, Key="q1", Body=b"a")
+    s3.put_object(Bucket=bucket, Key="q2", Body=b"b")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="q3", Body=b"c")
+    assert code(e) == "QuotaExceeded" and status(e) == 403
+    assert "2" in e.value.response["Error"]["Message"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="q1", Body=os.urandom(MIB))
+    assert code(e) == "QuotaExceeded"
+    s3.delete_object(Bucket=bucket, Key="q2")
+    s3.put_object(Bucket=bucket, Key="q3", Body=b"c")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [
+            {"Key": "nimbus:quota-bytes", "Value": "lots"}]})
+    assert code(e) == "InvalidTag" and status(e) == 400
+    s3.delete_bucket_tagging(Bucket=bucket)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_bucket_tagging(Bucket=bucket)
+    assert code(e) == "NoSuchTagSet" and status(e) == 404
+    s3.put_object(Bucket=bucket, Key="q4", Body=b"d")
+
+
 def test_bucket_notification_configuration(s3, bucket):
     config = {
         "LambdaFunctionConfigurations": [{

@@ -8,7 +8,7 @@ use crate::conditions::{ByteRange, ReadConditions};
 use crate::cors::CorsConfig;
 use crate::lifecycle::{LifecycleConfig, LifecycleCounts, LifecycleRule};
 use crate::model::{
-    Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload, WriteCondition,
+    Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Quota, Upload, WriteCondition,
 };
 use crate::names::{validate_bucket_name, validate_key};
 use crate::notify::{
@@ -20,6 +20,7 @@ use crate::{ObjectError, Result};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ pub struct ObjectsConfig {
     pub min_part_bytes: u64,
     /// Multipart uploads older than this are aborted by [`Objects::expire_uploads`].
     pub upload_expiry: Duration,
+    /// What all buckets together may hold (`--s3-max-bytes`, `--s3-max-objects`); each
+    /// bucket may have its own quota too (its `nimbus:quota-*` tags).
+    pub quota: Quota,
 }
 
 impl Default for ObjectsConfig {
@@ -40,6 +44,7 @@ impl Default for ObjectsConfig {
             max_object_bytes: 5 << 30,
             min_part_bytes: 5 << 20,
             upload_expiry: Duration::from_secs(7 * 24 * 3600),
+            quota: Quota::default(),
         }
     }
 }
@@ -138,7 +143,7 @@ impl Objects {
 
     /// The default store: `DATA_DIR/objects.db` and `DATA_DIR/objects/`.
     pub fn open_sqlite(data_dir: &std::path::Path, cfg: ObjectsConfig) -> Result<Self> {
-        let meta = crate::store::sqlite::SqliteMetaStore::open(data_dir)?;
+        let meta = crate::store::sqlite::SqliteMetaStore::open(data_dir)?.with_quota(cfg.quota);
         let blobs = BlobStore::open(&data_dir.join("objects"))?;
         Self::new(Arc::new(meta), blobs, cfg)
     }
@@ -428,6 +433,30 @@ impl Objects {
             Ok(obj)
         })
         .await
+    }
+
+    /// GetBucketTagging: `NoSuchTagSet` when the bucket has none.
+    pub async fn bucket_tags(&self, bucket: &str) -> Result<BTreeMap<String, String>> {
+        let b = bucket.to_string();
+        self.blocking(move |this| this.meta.bucket_tags(&b))
+            .await?
+            .ok_or_else(|| ObjectError::NoSuchTagSet(bucket.to_string()))
+    }
+
+    /// PutBucketTagging (`None`: DeleteBucketTagging). The `nimbus:quota-bytes` and
+    /// `nimbus:quota-objects` tags set the bucket's quota (non-negative integers, else
+    /// `InvalidTag`); a quota lower than what the bucket holds refuses only further growth.
+    pub async fn set_bucket_tags(
+        &self,
+        bucket: &str,
+        tags: Option<BTreeMap<String, String>>,
+    ) -> Result<()> {
+        if let Some(t) = &tags {
+            crate::store::sqlite::quota::validate_tags(t)?;
+        }
+        let b = bucket.to_string();
+        self.blocking(move |this| this.meta.set_bucket_tags(&b, tags.as_ref()))
+            .await
     }
 
     pub async fn list_objects(&self, q: ListQuery) -> Result<ListPage> {

@@ -33,6 +33,15 @@ pub enum ObjectError {
     NoSuchLifecycleConfiguration(String),
     #[error("{0}")]
     InvalidPart(String),
+    /// A bucket tag Nimbus gives a meaning to (`nimbus:quota-*`) with a bad value.
+    #[error("{0}")]
+    InvalidTag(String),
+    /// The bucket has no tags (GetBucketTagging).
+    #[error("the TagSet does not exist: {0}")]
+    NoSuchTagSet(String),
+    /// A write would take a bucket or the store past its quota (HTTP 403).
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     #[error("the list of parts was not in ascending order")]
     InvalidPartOrder,
     #[error("part {part} is {size} bytes: every part but the last must be at least {min} bytes")]

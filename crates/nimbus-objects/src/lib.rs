@@ -33,7 +33,7 @@ pub use engine::{BodyChecks, ObjectRead, Objects, ObjectsConfig, PutOptions, MAX
 pub use error::{ObjectError, Result};
 pub use lifecycle::{Expiration, LifecycleConfig, LifecycleCounts, LifecycleFilter, LifecycleRule};
 pub use model::{
-    Bucket, ContentHeaders, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload,
+    Bucket, ContentHeaders, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Quota, Upload,
     WriteCondition,
 };
 pub use names::{validate_bucket_name, validate_key, MAX_KEY_BYTES};
@@ -41,6 +41,7 @@ pub use notify::{
     Destinations, EventKind, KeyFilter, Notes, Notification, NotificationConfig, Outgoing,
     Requester, Target, TargetConfig,
 };
+pub use store::sqlite::quota::{QUOTA_BYTES_TAG, QUOTA_OBJECTS_TAG};
 pub use store::{sqlite::SqliteMetaStore, MetaStore};
 
 #[cfg(test)]

@@ -85,6 +85,19 @@ impl ObjectMeta {
     }
 }
 
+/// Limits on what a bucket, or the whole store, may hold; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub max_bytes: Option<u64>,
+    pub max_objects: Option<u64>,
+}
+
+impl Quota {
+    pub fn is_unlimited(&self) -> bool {
+        self.max_bytes.is_none() && self.max_objects.is_none()
+    }
+}
+
 /// A write's precondition, checked atomically with the write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum WriteCondition {

@@ -38,6 +38,8 @@ pub fn action_of(op: &str) -> String {
         "GetBucketCors" => "GetBucketCORS",
         "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => "PutLifecycleConfiguration",
         "GetBucketLifecycleConfiguration" => "GetLifecycleConfiguration",
+        // As IAM: DeleteBucketTagging needs s3:PutBucketTagging.
+        "DeleteBucketTagging" => "PutBucketTagging",
         other => other,
     };
     format!("s3:{action}")
@@ -173,6 +175,8 @@ mod tests {
         assert_eq!(action_of("HeadObject"), "s3:GetObject");
         assert_eq!(action_of("UploadPart"), "s3:PutObject");
         assert_eq!(action_of("UploadPartCopy"), "s3:PutObject");
+        assert_eq!(action_of("PutBucketTagging"), "s3:PutBucketTagging");
+        assert_eq!(action_of("DeleteBucketTagging"), "s3:PutBucketTagging");
         assert_eq!(action_of("ListObjectsV2"), "s3:ListBucket");
         assert_eq!(action_of("ListBuckets"), "s3:ListAllMyBuckets");
         assert_eq!(action_of("DeleteBucket"), "s3:DeleteBucket");

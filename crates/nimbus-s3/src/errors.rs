@@ -24,6 +24,15 @@ pub(crate) fn s3_error(e: ObjectError) -> S3Error {
         E::NoSuchCorsConfiguration(_) => S3ErrorCode::NoSuchCORSConfiguration,
         E::NoSuchLifecycleConfiguration(_) => S3ErrorCode::NoSuchLifecycleConfiguration,
         E::InvalidPart(_) => S3ErrorCode::InvalidPart,
+        E::InvalidTag(_) => S3ErrorCode::InvalidTag,
+        E::NoSuchTagSet(_) => S3ErrorCode::NoSuchTagSet,
+        E::QuotaExceeded(_) => {
+            // Nimbus's own (S3 has no quotas): 403, as MinIO's bucket quota error.
+            let mut err =
+                S3Error::with_message(S3ErrorCode::Custom("QuotaExceeded".into()), e.to_string());
+            err.set_status_code(axum::http::StatusCode::FORBIDDEN);
+            return err;
+        }
         E::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
         E::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
         E::EntityTooLarge { .. } => S3ErrorCode::EntityTooLarge,

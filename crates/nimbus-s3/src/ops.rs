@@ -100,6 +100,27 @@ fn list_limit(max: Option<i32>) -> S3Result<usize> {
 }
 
 /// A `Content-Length` that is not a valid size.
+/// A tag set as a map; every tag needs a key and a value.
+fn tag_map(set: TagSet) -> S3Result<BTreeMap<String, String>> {
+    let mut tags = BTreeMap::new();
+    for t in set {
+        let (Some(k), Some(v)) = (t.key, t.value) else {
+            return Err(s3_error!(InvalidTag, "every tag needs a Key and a Value"));
+        };
+        tags.insert(k, v);
+    }
+    Ok(tags)
+}
+
+fn tag_set(tags: BTreeMap<String, String>) -> TagSet {
+    tags.into_iter()
+        .map(|(k, v)| Tag {
+            key: Some(k),
+            value: Some(v),
+        })
+        .collect()
+}
+
 /// GetObject/HeadObject `partNumber` (1–10000); not together with `Range`, as S3.
 fn part_number(part: Option<i32>, with_range: bool) -> S3Result<Option<u32>> {
     let Some(n) = part else { return Ok(None) };
@@ -612,17 +633,43 @@ impl S3 for NimbusS3 {
             .await
             .or_s3()?;
         ok(GetObjectTaggingOutput {
-            tag_set: meta
-                .attrs
-                .tags
-                .into_iter()
-                .map(|(k, v)| Tag {
-                    key: Some(k),
-                    value: Some(v),
-                })
-                .collect(),
+            tag_set: tag_set(meta.attrs.tags),
             version_id: None,
         })
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        let i = req.input;
+        let tags = tag_map(i.tagging.tag_set)?;
+        self.objects
+            .set_bucket_tags(&i.bucket, Some(tags))
+            .await
+            .or_s3()?;
+        ok(PutBucketTaggingOutput::default())
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        let tags = self.objects.bucket_tags(&req.input.bucket).await.or_s3()?;
+        ok(GetBucketTaggingOutput {
+            tag_set: tag_set(tags),
+        })
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        self.objects
+            .set_bucket_tags(&req.input.bucket, None)
+            .await
+            .or_s3()?;
+        ok(DeleteBucketTaggingOutput::default())
     }
 
     async fn put_object_tagging(
@@ -630,13 +677,7 @@ impl S3 for NimbusS3 {
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         let requester = requester_of(&req);
-        let mut tags = BTreeMap::new();
-        for t in req.input.tagging.tag_set {
-            let (Some(k), Some(v)) = (t.key, t.value) else {
-                return Err(s3_error!(InvalidTag, "every tag needs a Key and a Value"));
-            };
-            tags.insert(k, v);
-        }
+        let tags = tag_map(req.input.tagging.tag_set)?;
         self.objects
             .set_tags(&req.input.bucket, &req.input.key, tags, &requester)
             .await

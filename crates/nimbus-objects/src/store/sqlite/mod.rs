@@ -4,6 +4,7 @@
 mod configs;
 mod list;
 mod notify;
+pub(crate) mod quota;
 pub(crate) mod schema;
 mod uploads;
 
@@ -11,7 +12,7 @@ use super::{MetaStore, Released};
 use crate::cors::CorsConfig;
 use crate::lifecycle::LifecycleConfig;
 use crate::model::{
-    Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload, WriteCondition,
+    Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Quota, Upload, WriteCondition,
 };
 use crate::notify::{Notes, Notification, NotificationConfig, Outgoing};
 use crate::{ObjectError, Result};
@@ -24,6 +25,8 @@ use std::sync::{Mutex, MutexGuard};
 /// The metadata of the object store in one SQLite database.
 pub struct SqliteMetaStore {
     conn: Mutex<Db>,
+    /// The store's quota (`--s3-max-bytes`, `--s3-max-objects`).
+    quota: Quota,
 }
 
 impl std::fmt::Debug for SqliteMetaStore {
@@ -41,7 +44,14 @@ impl SqliteMetaStore {
             .map_err(|e| ObjectError::Database(e.to_string()))?;
         Ok(Self {
             conn: Mutex::new(conn),
+            quota: Quota::default(),
         })
+    }
+
+    /// Limits what all buckets together may hold.
+    pub fn with_quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
     }
 
     fn conn(&self) -> MutexGuard<'_, Db> {
@@ -206,17 +216,24 @@ pub(crate) fn upsert_object(
     obj: &ObjectMeta,
     cond: &WriteCondition,
     notes: &Notes,
+    store_quota: &Quota,
 ) -> Result<Released> {
     require_bucket(tx, &obj.bucket)?;
     let current = find_object(tx, &obj.bucket, &obj.key)?;
     check_condition(current.as_ref(), cond)?;
+    quota::check(tx, obj, current.as_ref(), store_quota)?;
     incref(tx, &obj.sha256)?;
     let mut released = Vec::new();
     if let Some(old) = current {
         decref(tx, &old.sha256, &mut released)?;
+        // Deleted, not replaced, so that the usage triggers see the old row go.
+        tx.execute(
+            "DELETE FROM objects WHERE bucket = ?1 AND key = ?2",
+            params![obj.bucket, obj.key.as_bytes()],
+        )?;
     }
     tx.execute(
-        "INSERT OR REPLACE INTO objects
+        "INSERT INTO objects
             (bucket, key, sha256, size, etag, last_modified_ms, attrs, tags, parts, part_sizes,
              checksum)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -336,7 +353,7 @@ impl MetaStore for SqliteMetaStore {
         cond: &WriteCondition,
         notes: &Notes,
     ) -> Result<Released> {
-        self.write(|tx| upsert_object(tx, obj, cond, notes))
+        self.write(|tx| upsert_object(tx, obj, cond, notes, &self.quota))
     }
 
     fn delete_object(&self, bucket: &str, key: &str, notes: &Notes) -> Result<Released> {
@@ -378,6 +395,35 @@ impl MetaStore for SqliteMetaStore {
         })
     }
 
+    fn bucket_tags(&self, bucket: &str) -> Result<Option<BTreeMap<String, String>>> {
+        let conn = self.conn();
+        require_bucket(&conn, bucket)?;
+        let text: Option<String> = conn
+            .prepare_cached("SELECT tags FROM bucket_tags WHERE bucket = ?1")?
+            .query_row([bucket], |r| r.get(0))
+            .optional()?;
+        text.map(|t| decode_json(&t)).transpose()
+    }
+
+    fn set_bucket_tags(&self, bucket: &str, tags: Option<&BTreeMap<String, String>>) -> Result<()> {
+        self.write(|tx| {
+            require_bucket(tx, bucket)?;
+            match tags {
+                None => {
+                    tx.execute("DELETE FROM bucket_tags WHERE bucket = ?1", [bucket])?;
+                }
+                Some(t) => {
+                    tx.execute(
+                        "INSERT INTO bucket_tags (bucket, tags) VALUES (?1, ?2)
+                         ON CONFLICT (bucket) DO UPDATE SET tags = excluded.tags",
+                        params![bucket, tags_json(t)],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn list_objects(&self, q: &ListQuery) -> Result<ListPage> {
         let conn = self.conn();
         require_bucket(&conn, &q.bucket)?;
@@ -409,7 +455,7 @@ impl MetaStore for SqliteMetaStore {
     ) -> Result<Released> {
         self.write(|tx| {
             let mut released = uploads::drop_upload(tx, &obj.bucket, &obj.key, upload_id)?;
-            released.extend(upsert_object(tx, obj, cond, notes)?);
+            released.extend(upsert_object(tx, obj, cond, notes, &self.quota)?);
             // A part whose blob became the object's (a one-part upload) is referenced again.
             released.retain(|sha| sha != &obj.sha256);
             Ok(released)
