@@ -99,7 +99,6 @@ fn list_limit(max: Option<i32>) -> S3Result<usize> {
     }
 }
 
-/// A `Content-Length` that is not a valid size.
 /// A tag set as a map; every tag needs a key and a value.
 fn tag_map(set: TagSet) -> S3Result<BTreeMap<String, String>> {
     let mut tags = BTreeMap::new();
@@ -139,6 +138,7 @@ fn part_number(part: Option<i32>, with_range: bool) -> S3Result<Option<u32>> {
     }
 }
 
+/// A `Content-Length` that is not a valid size.
 fn declared_len(len: Option<i64>) -> S3Result<Option<u64>> {
     len.map(|n| u64::try_from(n).map_err(|_| s3_error!(InvalidArgument, "invalid Content-Length")))
         .transpose()
