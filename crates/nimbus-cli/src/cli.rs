@@ -257,6 +257,15 @@ pub struct ServerArgs {
     /// set (docs/s3.md).
     #[arg(long, env = "NIMBUS_S3_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub s3_listen: Option<SocketAddr>,
+    /// The most bytes all S3 buckets together may hold; a write past it is refused with
+    /// 403 `QuotaExceeded`. Unlimited unless set. Per bucket: the bucket's
+    /// `nimbus:quota-bytes` tag (docs/s3.md, "Quotas").
+    #[arg(long, env = "NIMBUS_S3_MAX_BYTES", value_name = "BYTES")]
+    pub s3_max_bytes: Option<u64>,
+    /// The most objects all S3 buckets together may hold (as `--s3-max-bytes`; per bucket:
+    /// the `nimbus:quota-objects` tag).
+    #[arg(long, env = "NIMBUS_S3_MAX_OBJECTS", value_name = "COUNT")]
+    pub s3_max_objects: Option<u64>,
     /// Record metrics and the per-minute history (`on`), or nothing at all (`off`: the
     /// invocation path skips every counter; `/metrics` and the history API answer 404).
     #[arg(long, env = "NIMBUS_METRICS", default_value = "on", value_name = "on|off", value_parser = ["on", "off"])]

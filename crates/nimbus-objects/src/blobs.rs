@@ -30,6 +30,8 @@ pub struct Digests {
     pub sha256: String,
     pub md5: [u8; 16],
     pub size: u64,
+    /// The digest of the additional checksum asked for ([`BlobStore::stage_with`]).
+    pub checksum: Option<Vec<u8>>,
 }
 
 impl Digests {
@@ -112,6 +114,20 @@ impl BlobStore {
         S: Stream<Item = std::result::Result<Bytes, E>>,
         E: std::fmt::Display,
     {
+        self.stage_with(body, max_bytes, None).await
+    }
+
+    /// [`BlobStore::stage`], also computing `checksum` ([`Digests::checksum`]).
+    pub(crate) async fn stage_with<S, E>(
+        &self,
+        body: S,
+        max_bytes: u64,
+        mut checksum: Option<crate::checksum::Hasher>,
+    ) -> Result<Staged>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
         let path = self
             .root
             .join("tmp")
@@ -126,6 +142,7 @@ impl BlobStore {
                 sha256: String::new(),
                 md5: [0; 16],
                 size: 0,
+                checksum: None,
             },
         };
         let (mut sha, mut md5) = (Sha256::new(), Md5::new());
@@ -139,6 +156,9 @@ impl BlobStore {
             }
             sha.update(&chunk);
             md5.update(&chunk);
+            if let Some(c) = checksum.as_mut() {
+                c.update(&chunk);
+            }
             file.write_all(&chunk)
                 .await
                 .map_err(ObjectError::io(format!(
@@ -154,6 +174,7 @@ impl BlobStore {
             sha256: hex::encode(sha.finalize()),
             md5: md5.finalize().into(),
             size,
+            checksum: checksum.map(|c| c.finalize()),
         };
         Ok(staged)
     }

@@ -87,6 +87,8 @@ mod tests {
             last_modified_ms: modified_s * 1000 + 500,
             attrs: ObjectAttrs::default(),
             parts: None,
+            part_sizes: Vec::new(),
+            checksum: None,
         }
     }
 

@@ -3,11 +3,12 @@
 //! blocking pool.
 
 use crate::blobs::{file_stream, BlobStore, Digests, Pin, Staged};
+use crate::checksum::{Checksum, ChecksumRequest};
 use crate::conditions::{ByteRange, ReadConditions};
 use crate::cors::CorsConfig;
 use crate::lifecycle::{LifecycleConfig, LifecycleCounts, LifecycleRule};
 use crate::model::{
-    Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload, WriteCondition,
+    Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Quota, Upload, WriteCondition,
 };
 use crate::names::{validate_bucket_name, validate_key};
 use crate::notify::{
@@ -19,6 +20,7 @@ use crate::{ObjectError, Result};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +33,9 @@ pub struct ObjectsConfig {
     pub min_part_bytes: u64,
     /// Multipart uploads older than this are aborted by [`Objects::expire_uploads`].
     pub upload_expiry: Duration,
+    /// What all buckets together may hold (`--s3-max-bytes`, `--s3-max-objects`); each
+    /// bucket may have its own quota too (its `nimbus:quota-*` tags).
+    pub quota: Quota,
 }
 
 impl Default for ObjectsConfig {
@@ -39,12 +44,23 @@ impl Default for ObjectsConfig {
             max_object_bytes: 5 << 30,
             min_part_bytes: 5 << 20,
             upload_expiry: Duration::from_secs(7 * 24 * 3600),
+            quota: Quota::default(),
         }
     }
 }
 
 /// The most parts a multipart upload may have.
 pub const MAX_PARTS: u32 = 10_000;
+
+fn check_part_number(number: u32) -> Result<()> {
+    if (1..=MAX_PARTS).contains(&number) {
+        Ok(())
+    } else {
+        Err(ObjectError::InvalidArgument(format!(
+            "part number must be an integer between 1 and {MAX_PARTS}, inclusive"
+        )))
+    }
+}
 
 /// What a writer sends besides the bytes.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +74,16 @@ pub struct PutOptions {
     pub declared_len: Option<u64>,
     /// Who is writing (for event notifications).
     pub requester: Requester,
+    /// `x-amz-checksum-*` / `x-amz-sdk-checksum-algorithm`: computed, checked, stored.
+    pub checksum: Option<ChecksumRequest>,
+}
+
+/// The checks of an uploaded body (see [`PutOptions`]).
+#[derive(Debug, Clone, Default)]
+pub struct BodyChecks {
+    pub declared_len: Option<u64>,
+    pub content_md5: Option<[u8; 16]>,
+    pub checksum: Option<ChecksumRequest>,
 }
 
 /// An object being read: its metadata, the byte span and the bytes.
@@ -117,7 +143,7 @@ impl Objects {
 
     /// The default store: `DATA_DIR/objects.db` and `DATA_DIR/objects/`.
     pub fn open_sqlite(data_dir: &std::path::Path, cfg: ObjectsConfig) -> Result<Self> {
-        let meta = crate::store::sqlite::SqliteMetaStore::open(data_dir)?;
+        let meta = crate::store::sqlite::SqliteMetaStore::open(data_dir)?.with_quota(cfg.quota);
         let blobs = BlobStore::open(&data_dir.join("objects"))?;
         Self::new(Arc::new(meta), blobs, cfg)
     }
@@ -195,30 +221,34 @@ impl Objects {
 
     // ----- objects -----
 
-    /// Streams `body` into a staged blob, checking the declared length and Content-MD5.
-    async fn stage<S, E>(
-        &self,
-        body: S,
-        declared: Option<u64>,
-        md5: Option<[u8; 16]>,
-    ) -> Result<Staged>
+    /// Streams `body` into a staged blob, checking the declared length, Content-MD5 and the
+    /// additional checksum (returned for storing).
+    async fn stage<S, E>(&self, body: S, checks: &BodyChecks) -> Result<(Staged, Option<Checksum>)>
     where
         S: Stream<Item = std::result::Result<Bytes, E>>,
         E: std::fmt::Display,
     {
         let limit = self.cfg.max_object_bytes;
-        if declared.is_some_and(|n| n > limit) {
+        if checks.declared_len.is_some_and(|n| n > limit) {
             return Err(ObjectError::EntityTooLarge { limit });
         }
-        let staged = self.blobs.stage(body, limit).await?;
+        if let Some(c) = &checks.checksum {
+            c.validate()?;
+        }
+        let hasher = checks.checksum.as_ref().map(|c| c.algorithm.hasher());
+        let staged = self.blobs.stage_with(body, limit, hasher).await?;
         let received = staged.digests.size;
-        if let Some(declared) = declared.filter(|&d| d != received) {
+        if let Some(declared) = checks.declared_len.filter(|&d| d != received) {
             return Err(ObjectError::IncompleteBody { declared, received });
         }
-        if md5.is_some_and(|m| m != staged.digests.md5) {
+        if checks.content_md5.is_some_and(|m| m != staged.digests.md5) {
             return Err(ObjectError::BadDigest);
         }
-        Ok(staged)
+        let checksum = match (&checks.checksum, &staged.digests.checksum) {
+            (Some(c), Some(digest)) => Some(c.verify(digest)?),
+            _ => None,
+        };
+        Ok((staged, checksum))
     }
 
     /// PutObject: the object is durable (bytes and row) when this returns.
@@ -236,9 +266,12 @@ impl Objects {
         validate_key(key)?;
         // Refuse before reading the body when the bucket is missing.
         self.bucket(bucket).await?;
-        let staged = self
-            .stage(body, opts.declared_len, opts.content_md5)
-            .await?;
+        let checks = BodyChecks {
+            declared_len: opts.declared_len,
+            content_md5: opts.content_md5,
+            checksum: opts.checksum.clone(),
+        };
+        let (staged, checksum) = self.stage(body, &checks).await?;
         let (bucket, key) = (bucket.to_string(), key.to_string());
         let notifier = self.notifier.clone();
         self.commit_blob(staged, move |meta, d| {
@@ -254,6 +287,8 @@ impl Objects {
                 last_modified_ms: now,
                 attrs: opts.attrs,
                 parts: None,
+                part_sizes: Vec::new(),
+                checksum,
             };
             let released = meta.put_object(&obj, &opts.condition, &notes)?;
             notifier.woken_by(&notes);
@@ -291,6 +326,28 @@ impl Objects {
         Ok(ObjectRead {
             meta,
             range: span,
+            body: Box::pin(file_stream(file, start, len)),
+        })
+    }
+
+    /// GetObject `?partNumber=N`: the metadata and a stream of that part's bytes
+    /// ([`ObjectMeta::part_span`]); `range` is the part's span (`None` for a single-part
+    /// object, whose part 1 is all of it).
+    pub async fn get_object_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        part: u32,
+        conditions: ReadConditions,
+    ) -> Result<ObjectRead> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        let (meta, file) = self.blocking(move |this| this.open_object(&b, &k)).await?;
+        conditions.check(&meta)?;
+        let (start, len) = meta.part_span(part)?;
+        Ok(ObjectRead {
+            // A single-part object's part 1 is the whole object: a plain 200, as S3.
+            range: meta.parts.is_some().then_some((start, len)),
+            meta,
             body: Box::pin(file_stream(file, start, len)),
         })
     }
@@ -378,6 +435,30 @@ impl Objects {
         .await
     }
 
+    /// GetBucketTagging: `NoSuchTagSet` when the bucket has none.
+    pub async fn bucket_tags(&self, bucket: &str) -> Result<BTreeMap<String, String>> {
+        let b = bucket.to_string();
+        self.blocking(move |this| this.meta.bucket_tags(&b))
+            .await?
+            .ok_or_else(|| ObjectError::NoSuchTagSet(bucket.to_string()))
+    }
+
+    /// PutBucketTagging (`None`: DeleteBucketTagging). The `nimbus:quota-bytes` and
+    /// `nimbus:quota-objects` tags set the bucket's quota (non-negative integers, else
+    /// `InvalidTag`); a quota lower than what the bucket holds refuses only further growth.
+    pub async fn set_bucket_tags(
+        &self,
+        bucket: &str,
+        tags: Option<BTreeMap<String, String>>,
+    ) -> Result<()> {
+        if let Some(t) = &tags {
+            crate::store::sqlite::quota::validate_tags(t)?;
+        }
+        let b = bucket.to_string();
+        self.blocking(move |this| this.meta.set_bucket_tags(&b, tags.as_ref()))
+            .await
+    }
+
     pub async fn list_objects(&self, q: ListQuery) -> Result<ListPage> {
         self.blocking(move |this| this.meta.list_objects(&q)).await
     }
@@ -463,13 +544,31 @@ impl Objects {
         S: Stream<Item = std::result::Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        if !(1..=MAX_PARTS).contains(&number) {
-            return Err(ObjectError::InvalidArgument(format!(
-                "part number must be an integer between 1 and {MAX_PARTS}, inclusive"
-            )));
-        }
+        let checks = BodyChecks {
+            declared_len,
+            content_md5,
+            checksum: None,
+        };
+        self.upload_part_checked((bucket, key, upload_id), number, body, checks)
+            .await
+    }
+
+    /// UploadPart with every check of the body, the additional checksum included (stored
+    /// with the part, for the object's composite checksum).
+    pub async fn upload_part_checked<S, E>(
+        &self,
+        (bucket, key, upload_id): (&str, &str, &str),
+        number: u32,
+        body: S,
+        checks: BodyChecks,
+    ) -> Result<Part>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        check_part_number(number)?;
         self.upload(bucket, key, upload_id).await?;
-        let staged = self.stage(body, declared_len, content_md5).await?;
+        let (staged, checksum) = self.stage(body, &checks).await?;
         let upload_id = upload_id.to_string();
         self.commit_blob(staged, move |meta, d| {
             let part = Part {
@@ -478,10 +577,52 @@ impl Objects {
                 size: d.size,
                 etag: d.md5_hex(),
                 last_modified_ms: now_ms(),
+                checksum,
             };
             let released = meta.put_part(&upload_id, &part)?;
             Ok((part, released))
         })
+        .await
+    }
+
+    /// UploadPartCopy: part `number` of the upload is the source object's bytes, or the
+    /// inclusive span `range` of them (`x-amz-copy-source-range`), read from its blob and
+    /// stored as an uploaded part would be (its ETag is their MD5). `conditions` are the
+    /// `x-amz-copy-source-if-*` headers.
+    pub async fn upload_part_copy(
+        &self,
+        (src_bucket, src_key): (&str, &str),
+        conditions: ReadConditions,
+        range: Option<(u64, u64)>,
+        (bucket, key, upload_id): (&str, &str, &str),
+        number: u32,
+    ) -> Result<Part> {
+        check_part_number(number)?;
+        self.upload(bucket, key, upload_id).await?;
+        let (sb, sk) = (src_bucket.to_string(), src_key.to_string());
+        let (meta, file) = self
+            .blocking(move |this| this.open_object(&sb, &sk))
+            .await?;
+        conditions.check(&meta)?;
+        let (start, len) = match range {
+            None => (0, meta.size),
+            Some((first, last)) if first <= last && last < meta.size => (first, last - first + 1),
+            Some(_) => {
+                return Err(ObjectError::InvalidArgument(format!(
+                    "Range specified is not valid for source object of size: {}",
+                    meta.size
+                )))
+            }
+        };
+        self.upload_part(
+            bucket,
+            key,
+            upload_id,
+            number,
+            file_stream(file, start, len),
+            Some(len),
+            None,
+        )
         .await
     }
 
@@ -534,6 +675,9 @@ impl Objects {
         let staged = self.blobs.stage(body, u64::MAX).await?;
         drop(pins);
         let count = parts.len() as u32;
+        let part_sizes: Vec<u64> = parts.iter().map(|p| p.size).collect();
+        let checksums: Vec<Option<&Checksum>> = parts.iter().map(|p| p.checksum.as_ref()).collect();
+        let checksum = Checksum::composite(&checksums);
         let id = upload_id.to_string();
         let (notifier, requester) = (self.notifier.clone(), requester.clone());
         self.commit_blob(staged, move |meta, d| {
@@ -555,6 +699,8 @@ impl Objects {
                 last_modified_ms: now,
                 attrs: upload.attrs,
                 parts: Some(count),
+                part_sizes,
+                checksum,
             };
             let released = meta.complete_upload(&id, &obj, &condition, &notes)?;
             notifier.woken_by(&notes);

@@ -33,6 +33,15 @@ pub enum ObjectError {
     NoSuchLifecycleConfiguration(String),
     #[error("{0}")]
     InvalidPart(String),
+    /// A bucket tag Nimbus gives a meaning to (`nimbus:quota-*`) with a bad value.
+    #[error("{0}")]
+    InvalidTag(String),
+    /// The bucket has no tags (GetBucketTagging).
+    #[error("the TagSet does not exist: {0}")]
+    NoSuchTagSet(String),
+    /// A write would take a bucket or the store past its quota (HTTP 403).
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     #[error("the list of parts was not in ascending order")]
     InvalidPartOrder,
     #[error("part {part} is {size} bytes: every part but the last must be at least {min} bytes")]
@@ -43,12 +52,18 @@ pub enum ObjectError {
     IncompleteBody { declared: u64, received: u64 },
     #[error("the Content-MD5 you specified did not match what we received")]
     BadDigest,
+    /// An `x-amz-checksum-*` that does not match the bytes (S3's `BadDigest`).
+    #[error("The {0} you specified did not match the calculated checksum.")]
+    BadChecksum(&'static str),
     #[error("at least one of the preconditions you specified did not hold")]
     PreconditionFailed,
     /// A read precondition (`If-None-Match`, `If-Modified-Since`) says the client's copy is
     /// current: HTTP 304, no body.
     #[error("not modified")]
     NotModified,
+    /// GetObject/HeadObject `?partNumber=N` beyond the object's parts (HTTP 416).
+    #[error("The requested partnumber is not satisfiable (the object has {count} parts)")]
+    InvalidPartNumber { part: u32, count: u32 },
     #[error("the requested range is not satisfiable (object size {size})")]
     InvalidRange { size: u64 },
     /// Reading the request body failed (the client went away, a framing error).

@@ -14,6 +14,7 @@
 //! [`Objects::notifications_pending`].
 
 mod blobs;
+mod checksum;
 mod conditions;
 pub mod cors;
 mod engine;
@@ -25,13 +26,14 @@ pub mod notify;
 pub mod store;
 
 pub use blobs::{BlobStore, Digests};
+pub use checksum::{Checksum, ChecksumAlgorithm, ChecksumRequest};
 pub use conditions::{etag_matches, ByteRange, ReadConditions};
 pub use cors::{CorsConfig, CorsRule};
-pub use engine::{ObjectRead, Objects, ObjectsConfig, PutOptions, MAX_PARTS};
+pub use engine::{BodyChecks, ObjectRead, Objects, ObjectsConfig, PutOptions, MAX_PARTS};
 pub use error::{ObjectError, Result};
 pub use lifecycle::{Expiration, LifecycleConfig, LifecycleCounts, LifecycleFilter, LifecycleRule};
 pub use model::{
-    Bucket, ContentHeaders, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload,
+    Bucket, ContentHeaders, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Quota, Upload,
     WriteCondition,
 };
 pub use names::{validate_bucket_name, validate_key, MAX_KEY_BYTES};
@@ -39,6 +41,7 @@ pub use notify::{
     Destinations, EventKind, KeyFilter, Notes, Notification, NotificationConfig, Outgoing,
     Requester, Target, TargetConfig,
 };
+pub use store::sqlite::quota::{QUOTA_BYTES_TAG, QUOTA_OBJECTS_TAG};
 pub use store::{sqlite::SqliteMetaStore, MetaStore};
 
 #[cfg(test)]

@@ -233,6 +233,8 @@ mod tests {
                 ..Default::default()
             },
             parts: None,
+            part_sizes: Vec::new(),
+            checksum: None,
         }
     }
 

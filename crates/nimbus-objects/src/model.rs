@@ -53,6 +53,49 @@ pub struct ObjectMeta {
     pub attrs: ObjectAttrs,
     /// How many parts a multipart object was assembled from.
     pub parts: Option<u32>,
+    /// The sizes of those parts, in order (empty for a single-part object, and for one
+    /// completed before Nimbus recorded them).
+    pub part_sizes: Vec<u64>,
+    /// Its `x-amz-checksum-*`, when the writer asked for one.
+    pub checksum: Option<crate::Checksum>,
+}
+
+impl ObjectMeta {
+    /// `(start, len)` of part `number` (GetObject/HeadObject `?partNumber=N`): a part of a
+    /// multipart object, or, as S3, the whole of a single-part object as part 1.
+    pub fn part_span(&self, number: u32) -> crate::Result<(u64, u64)> {
+        let invalid = || crate::ObjectError::InvalidPartNumber {
+            part: number,
+            count: self.parts.unwrap_or(1),
+        };
+        if number == 0 {
+            return Err(invalid());
+        }
+        if self.parts.is_none() {
+            return if number == 1 {
+                Ok((0, self.size))
+            } else {
+                Err(invalid())
+            };
+        }
+        let index = (number - 1) as usize;
+        let len = *self.part_sizes.get(index).ok_or_else(invalid)?;
+        let start = self.part_sizes[..index].iter().sum();
+        Ok((start, len))
+    }
+}
+
+/// Limits on what a bucket, or the whole store, may hold; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub max_bytes: Option<u64>,
+    pub max_objects: Option<u64>,
+}
+
+impl Quota {
+    pub fn is_unlimited(&self) -> bool {
+        self.max_bytes.is_none() && self.max_objects.is_none()
+    }
 }
 
 /// A write's precondition, checked atomically with the write.
@@ -110,4 +153,6 @@ pub struct Part {
     /// Hex MD5 of the part, without quotes.
     pub etag: String,
     pub last_modified_ms: i64,
+    /// Its `x-amz-checksum-*`, when the writer asked for one.
+    pub checksum: Option<crate::Checksum>,
 }

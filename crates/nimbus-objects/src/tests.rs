@@ -540,8 +540,16 @@ async fn listing_a_hundred_thousand_keys() {
                 last_modified_ms: 0,
                 attrs: ObjectAttrs::default(),
                 parts: None,
+                part_sizes: Vec::new(),
+                checksum: None,
             };
-            crate::store::sqlite::upsert_object(tx, &obj, &WriteCondition::None, &Notes::none())?;
+            crate::store::sqlite::upsert_object(
+                tx,
+                &obj,
+                &WriteCondition::None,
+                &Notes::none(),
+                &Quota::default(),
+            )?;
         }
         Ok(())
     })
@@ -557,4 +565,348 @@ async fn listing_a_hundred_thousand_keys() {
         .unwrap();
     assert_eq!(root.common_prefixes.len(), 10);
     assert!(root.objects.is_empty());
+}
+
+async fn bytes_of(r: ObjectRead) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut s = r.body;
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn upload_part_copy_ranges_and_reading_parts_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    o.create_bucket("pcopy").await.unwrap();
+    let src: Vec<u8> = (0..100u8).collect();
+    put(&o, "pcopy", "src", &src).await;
+    let up = o
+        .create_upload("pcopy", "dst", ObjectAttrs::default())
+        .await
+        .unwrap();
+    let dst = ("pcopy", "dst", up.upload_id.as_str());
+    let none = ReadConditions::default;
+    let p1 = o
+        .upload_part_copy(("pcopy", "src"), none(), Some((10, 29)), dst, 1)
+        .await
+        .unwrap();
+    assert_eq!(p1.size, 20);
+    assert_eq!(
+        p1.etag,
+        hex::encode(<md5::Md5 as md5::Digest>::digest(&src[10..30]))
+    );
+    let p2 = o
+        .upload_part_copy(("pcopy", "src"), none(), None, dst, 2)
+        .await
+        .unwrap();
+    assert_eq!(p2.size, 100);
+    for bad in [(0, 100), (50, 200)] {
+        assert!(matches!(
+            o.upload_part_copy(("pcopy", "src"), none(), Some(bad), dst, 3).await,
+            Err(ObjectError::InvalidArgument(m)) if m.contains("size: 100")
+        ));
+    }
+    let stale = ReadConditions {
+        if_match: Some("\"nope\"".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        o.upload_part_copy(("pcopy", "src"), stale, None, dst, 3)
+            .await,
+        Err(ObjectError::PreconditionFailed)
+    ));
+    assert!(matches!(
+        o.upload_part_copy(("pcopy", "missing"), none(), None, dst, 3)
+            .await,
+        Err(ObjectError::NoSuchKey(_))
+    ));
+    assert!(matches!(
+        o.upload_part_copy(("pcopy", "src"), none(), None, ("pcopy", "dst", "nope"), 3)
+            .await,
+        Err(ObjectError::NoSuchUpload(_))
+    ));
+    assert!(matches!(
+        o.upload_part_copy(("pcopy", "src"), none(), None, dst, 0)
+            .await,
+        Err(ObjectError::InvalidArgument(_))
+    ));
+    let obj = o
+        .complete_upload(
+            "pcopy",
+            "dst",
+            &up.upload_id,
+            vec![(1, p1.etag), (2, p2.etag)],
+            WriteCondition::None,
+            &me(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (obj.parts, obj.part_sizes.clone()),
+        (Some(2), vec![20, 100])
+    );
+    // Read back part by part (from the store, not the value returned above).
+    let part = o.get_object_part("pcopy", "dst", 2, none()).await.unwrap();
+    assert_eq!(part.range, Some((20, 100)));
+    assert_eq!(part.meta.part_sizes, vec![20, 100]);
+    assert_eq!(bytes_of(part).await, src);
+    let part = o.get_object_part("pcopy", "dst", 1, none()).await.unwrap();
+    assert_eq!(bytes_of(part).await, &src[10..30]);
+    assert!(matches!(
+        o.get_object_part("pcopy", "dst", 3, none()).await,
+        Err(ObjectError::InvalidPartNumber { part: 3, count: 2 })
+    ));
+    // A single-part object is its own part 1, whole.
+    let whole = o.get_object_part("pcopy", "src", 1, none()).await.unwrap();
+    assert_eq!(whole.range, None);
+    assert_eq!(bytes_of(whole).await, src);
+    assert!(matches!(
+        o.get_object_part("pcopy", "src", 2, none()).await,
+        Err(ObjectError::InvalidPartNumber { part: 2, count: 1 })
+    ));
+    // The part sizes survive a reopen.
+    drop(o);
+    let o = open(dir.path());
+    let meta = o
+        .head_object("pcopy", "dst", &ReadConditions::default())
+        .await
+        .unwrap();
+    assert_eq!(meta.part_span(2).unwrap(), (20, 100));
+}
+
+#[tokio::test]
+async fn checksums_are_verified_before_the_write_and_stored() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    o.create_bucket("sums").await.unwrap();
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let sha = |d: &[u8]| b64(&<sha2::Sha256 as sha2::Digest>::digest(d));
+    let opts = |expected: String| PutOptions {
+        checksum: Some(ChecksumRequest {
+            algorithm: ChecksumAlgorithm::Sha256,
+            expected: Some(expected),
+        }),
+        ..Default::default()
+    };
+    assert!(matches!(
+        o.put_object("sums", "k", body(b"data"), opts(sha(b"other")))
+            .await,
+        Err(ObjectError::BadChecksum("SHA256"))
+    ));
+    assert!(matches!(
+        o.head_object("sums", "k", &ReadConditions::default()).await,
+        Err(ObjectError::NoSuchKey(_))
+    ));
+    let meta = o
+        .put_object("sums", "k", body(b"data"), opts(sha(b"data")))
+        .await
+        .unwrap();
+    let stored = Checksum {
+        algorithm: ChecksumAlgorithm::Sha256,
+        value: sha(b"data"),
+        composite: false,
+    };
+    assert_eq!(meta.checksum.as_ref(), Some(&stored));
+    drop(o);
+    let o = open(dir.path());
+    let meta = o
+        .head_object("sums", "k", &ReadConditions::default())
+        .await
+        .unwrap();
+    assert_eq!(meta.checksum, Some(stored.clone()));
+    // A copy keeps it.
+    let copy = o
+        .copy_object(
+            ("sums", "k"),
+            ("sums", "k2"),
+            ReadConditions::default(),
+            None,
+            WriteCondition::None,
+            &me(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(copy.checksum, Some(stored));
+}
+
+fn open_with_quota(dir: &std::path::Path, quota: Quota) -> Objects {
+    Objects::open_sqlite(
+        dir,
+        ObjectsConfig {
+            min_part_bytes: 8,
+            quota,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn quota_tags(bytes: Option<&str>, objects: Option<&str>) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::from([("team".to_string(), "core".to_string())]);
+    if let Some(b) = bytes {
+        tags.insert(QUOTA_BYTES_TAG.into(), b.into());
+    }
+    if let Some(o) = objects {
+        tags.insert(QUOTA_OBJECTS_TAG.into(), o.into());
+    }
+    tags
+}
+
+#[tokio::test]
+async fn bucket_quotas_from_tags_count_overwrites_deletes_and_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    o.create_bucket("quota").await.unwrap();
+    assert!(matches!(
+        o.bucket_tags("quota").await,
+        Err(ObjectError::NoSuchTagSet(_))
+    ));
+    assert!(matches!(
+        o.set_bucket_tags("quota", Some(quota_tags(Some("-1"), None)))
+            .await,
+        Err(ObjectError::InvalidTag(_))
+    ));
+    o.set_bucket_tags("quota", Some(quota_tags(Some("10"), Some("2"))))
+        .await
+        .unwrap();
+    assert_eq!(o.bucket_tags("quota").await.unwrap()["team"], "core");
+    put(&o, "quota", "a", b"12345").await;
+    // Over the byte quota: refused, nothing written.
+    let exceeded = |r: Result<ObjectMeta>| matches!(r, Err(ObjectError::QuotaExceeded(_)));
+    let p = |k: &'static str, d: &'static [u8]| {
+        o.put_object("quota", k, body(d), PutOptions::default())
+    };
+    assert!(exceeded(p("b", b"123456").await));
+    assert!(matches!(
+        o.head_object("quota", "b", &ReadConditions::default())
+            .await,
+        Err(ObjectError::NoSuchKey(_))
+    ));
+    // An overwrite counts only its growth; a smaller one always passes.
+    put(&o, "quota", "a", b"1234567890").await;
+    assert!(exceeded(p("a", b"12345678901").await));
+    put(&o, "quota", "a", b"1").await;
+    put(&o, "quota", "b", b"1").await;
+    // Two objects: the third is refused, also as a copy and a multipart completion.
+    assert!(exceeded(p("c", b"").await));
+    assert!(exceeded(
+        o.copy_object(
+            ("quota", "a"),
+            ("quota", "c"),
+            ReadConditions::default(),
+            None,
+            WriteCondition::None,
+            &me(),
+        )
+        .await
+    ));
+    let up = o
+        .create_upload("quota", "c", ObjectAttrs::default())
+        .await
+        .unwrap();
+    let part = o
+        .upload_part("quota", "c", &up.upload_id, 1, body(b"x"), None, None)
+        .await
+        .unwrap();
+    let complete = |o: &Objects| {
+        let (id, etag) = (up.upload_id.clone(), part.etag.clone());
+        let o = o.clone();
+        async move {
+            o.complete_upload(
+                "quota",
+                "c",
+                &id,
+                vec![(1, etag)],
+                WriteCondition::None,
+                &me(),
+            )
+            .await
+        }
+    };
+    assert!(exceeded(complete(&o).await));
+    // A delete makes room; the upload is still there to complete.
+    o.delete_object("quota", "b", &me()).await.unwrap();
+    complete(&o).await.unwrap();
+    // Without the tags, no quota.
+    o.set_bucket_tags("quota", None).await.unwrap();
+    put(&o, "quota", "d", b"0123456789abcdef").await;
+}
+
+#[tokio::test]
+async fn the_store_quota_holds_under_concurrent_puts() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open_with_quota(
+        dir.path(),
+        Quota {
+            max_bytes: None,
+            max_objects: Some(10),
+        },
+    );
+    o.create_bucket("one-bucket").await.unwrap();
+    o.create_bucket("two-bucket").await.unwrap();
+    put(&o, "one-bucket", "first", b"x").await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let o = o.clone();
+        tasks.push(tokio::spawn(async move {
+            let bucket = if i % 2 == 0 {
+                "one-bucket"
+            } else {
+                "two-bucket"
+            };
+            o.put_object(
+                bucket,
+                &format!("k{i}"),
+                body(b"data"),
+                PutOptions::default(),
+            )
+            .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(ObjectError::QuotaExceeded(m)) => assert!(m.contains("object store"), "{m}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok, 9, "exactly the room left");
+    let listed = |b: &'static str| {
+        let o = o.clone();
+        async move {
+            o.list_objects(ListQuery {
+                bucket: b.into(),
+                max_keys: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .objects
+            .len()
+        }
+    };
+    assert_eq!(listed("one-bucket").await + listed("two-bucket").await, 10);
+    // The counts survive a restart (they are rows, not memory).
+    drop(o);
+    let o = open_with_quota(
+        dir.path(),
+        Quota {
+            max_bytes: Some(1 << 20),
+            max_objects: Some(10),
+        },
+    );
+    assert!(matches!(
+        o.put_object("two-bucket", "more", body(b"x"), PutOptions::default())
+            .await,
+        Err(ObjectError::QuotaExceeded(_))
+    ));
+    o.delete_object("one-bucket", "first", &me()).await.unwrap();
+    o.put_object("two-bucket", "more", body(b"x"), PutOptions::default())
+        .await
+        .unwrap();
 }

@@ -5,7 +5,7 @@
 use nimbus_auth::{Decision, Policy};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
-use s3s::dto::{CopyObjectInput, CopySource, DeleteObjectsInput};
+use s3s::dto::{CopyObjectInput, CopySource, DeleteObjectsInput, UploadPartCopyInput};
 use s3s::path::S3Path;
 use s3s::{s3_error, S3Request, S3Result};
 use std::sync::Arc;
@@ -23,9 +23,11 @@ pub fn action_of(op: &str) -> String {
         "ListBuckets" => "ListAllMyBuckets",
         "HeadBucket" | "ListObjects" | "ListObjectsV2" => "ListBucket",
         "HeadObject" => "GetObject",
-        "CopyObject" | "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" => {
-            "PutObject"
-        }
+        "CopyObject"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "UploadPartCopy"
+        | "CompleteMultipartUpload" => "PutObject",
         "DeleteObjects" => "DeleteObject",
         "ListParts" => "ListMultipartUploadParts",
         "ListMultipartUploads" => "ListBucketMultipartUploads",
@@ -36,6 +38,8 @@ pub fn action_of(op: &str) -> String {
         "GetBucketCors" => "GetBucketCORS",
         "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => "PutLifecycleConfiguration",
         "GetBucketLifecycleConfiguration" => "GetLifecycleConfiguration",
+        // As IAM: DeleteBucketTagging needs s3:PutBucketTagging.
+        "DeleteBucketTagging" => "PutBucketTagging",
         other => other,
     };
     format!("s3:{action}")
@@ -140,6 +144,14 @@ impl S3Access for Access {
         Ok(())
     }
 
+    async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
+        // As CopyObject: s3:PutObject on the destination, s3:GetObject on the source.
+        if let CopySource::Bucket { bucket, key, .. } = &req.input.copy_source {
+            self.allow(key_of(req), "s3:GetObject", &object_arn(bucket, key))?;
+        }
+        Ok(())
+    }
+
     async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
         let bucket = &req.input.bucket;
         for obj in &req.input.delete.objects {
@@ -162,6 +174,9 @@ mod tests {
         assert_eq!(action_of("GetObject"), "s3:GetObject");
         assert_eq!(action_of("HeadObject"), "s3:GetObject");
         assert_eq!(action_of("UploadPart"), "s3:PutObject");
+        assert_eq!(action_of("UploadPartCopy"), "s3:PutObject");
+        assert_eq!(action_of("PutBucketTagging"), "s3:PutBucketTagging");
+        assert_eq!(action_of("DeleteBucketTagging"), "s3:PutBucketTagging");
         assert_eq!(action_of("ListObjectsV2"), "s3:ListBucket");
         assert_eq!(action_of("ListBuckets"), "s3:ListAllMyBuckets");
         assert_eq!(action_of("DeleteBucket"), "s3:DeleteBucket");

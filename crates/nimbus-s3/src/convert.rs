@@ -70,6 +70,18 @@ pub(crate) fn byte_range(r: &Range) -> ByteRange {
     }
 }
 
+/// `x-amz-copy-source-range: bytes=first-last` (both offsets, inclusive, as S3 requires
+/// for UploadPartCopy); `None` when it is not of that form.
+pub(crate) fn copy_source_range(value: &str) -> Option<(u64, u64)> {
+    let (first, last) = value.trim().strip_prefix("bytes=")?.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(first) || !digits(last) {
+        return None;
+    }
+    let (first, last) = (first.parse().ok()?, last.parse().ok()?);
+    (first <= last).then_some((first, last))
+}
+
 /// `Content-MD5` (base64 of the 16 digest bytes).
 pub(crate) fn content_md5(value: Option<&String>) -> S3Result<Option<[u8; 16]>> {
     let Some(v) = value else { return Ok(None) };
@@ -182,5 +194,22 @@ mod tests {
             WriteCondition::IfMatch("\"abc\"".into())
         );
         assert!(write_condition(None, Some(&e)).is_err());
+    }
+
+    #[test]
+    fn copy_source_ranges_need_both_offsets() {
+        assert_eq!(copy_source_range("bytes=0-9"), Some((0, 9)));
+        assert_eq!(copy_source_range("bytes=5-5"), Some((5, 5)));
+        for bad in [
+            "bytes=5-",
+            "bytes=-5",
+            "bytes=9-0",
+            "0-9",
+            "bytes=a-b",
+            "bytes=+1-2",
+            "",
+        ] {
+            assert_eq!(copy_source_range(bad), None, "{bad}");
+        }
     }
 }

@@ -24,14 +24,32 @@ pub(crate) fn s3_error(e: ObjectError) -> S3Error {
         E::NoSuchCorsConfiguration(_) => S3ErrorCode::NoSuchCORSConfiguration,
         E::NoSuchLifecycleConfiguration(_) => S3ErrorCode::NoSuchLifecycleConfiguration,
         E::InvalidPart(_) => S3ErrorCode::InvalidPart,
+        E::InvalidTag(_) => S3ErrorCode::InvalidTag,
+        E::NoSuchTagSet(_) => S3ErrorCode::NoSuchTagSet,
+        E::QuotaExceeded(_) => {
+            // Nimbus's own (S3 has no quotas): 403, as MinIO's bucket quota error.
+            let mut err =
+                S3Error::with_message(S3ErrorCode::Custom("QuotaExceeded".into()), e.to_string());
+            err.set_status_code(axum::http::StatusCode::FORBIDDEN);
+            return err;
+        }
         E::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
         E::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
         E::EntityTooLarge { .. } => S3ErrorCode::EntityTooLarge,
         E::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
-        E::BadDigest => S3ErrorCode::BadDigest,
+        E::BadDigest | E::BadChecksum(_) => S3ErrorCode::BadDigest,
         E::PreconditionFailed => S3ErrorCode::PreconditionFailed,
         E::NotModified => S3ErrorCode::NotModified,
         E::InvalidRange { .. } => S3ErrorCode::InvalidRange,
+        E::InvalidPartNumber { .. } => {
+            // Not among s3s's codes: S3's code and status.
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom("InvalidPartNumber".into()),
+                e.to_string(),
+            );
+            err.set_status_code(axum::http::StatusCode::RANGE_NOT_SATISFIABLE);
+            return err;
+        }
         E::Body(_) => S3ErrorCode::IncompleteBody,
         E::Io { .. } | E::Database(_) | E::Corrupt(_) => {
             tracing::error!(error = %e, "object store failure");

@@ -5,14 +5,17 @@
 //! `s3:*` actions on `arn:aws:s3:::BUCKET[/KEY]` resources ([`access`]). Every response
 //! carries `x-amz-request-id` and `x-amz-id-2`; writes hand them, the signing key and the
 //! client's address to the engine for its event notifications. Bucket CORS is applied by a
-//! layer around `s3s` ([`cors`]): preflights are answered there, unsigned.
+//! layer around `s3s` ([`cors`]): preflights are answered there, unsigned. A bodiless request
+//! that expects `100 Continue` is answered with `Connection: close` ([`expect`]).
 //!
 //! Used by `nimbus-server` for `--s3-listen`; depends on no other Nimbus surface.
 
 mod access;
+mod checksums;
 mod convert;
 mod cors;
 mod errors;
+mod expect;
 mod host;
 mod lifecycle;
 mod notify;
@@ -44,7 +47,10 @@ pub fn router(objects: Objects, keys: Option<Arc<dyn KeyLookup>>) -> axum::Route
     let router = axum::Router::new()
         .fallback_service(service)
         .layer(axum::middleware::from_fn_with_state(objects, cors::layer))
-        .layer(axum::middleware::from_fn(requester::with_request_ids));
+        .layer(axum::middleware::from_fn(requester::with_request_ids))
+        .layer(axum::middleware::from_fn(
+            expect::close_after_bodiless_expect,
+        ));
     if auth_on {
         router
     } else {

@@ -1,12 +1,13 @@
 //! The S3 operations, each a translation to one `nimbus-objects` call.
 
+use crate::checksums;
 use crate::convert::{
-    attrs_of, byte_range, content_md5, etag, fill_object_headers, list_text, read_conditions,
-    timestamp, write_condition,
+    attrs_of, byte_range, content_md5, copy_source_range, etag, fill_object_headers, list_text,
+    read_conditions, timestamp, write_condition,
 };
 use crate::errors::OrS3;
 use crate::requester::requester_of;
-use nimbus_objects::{ListQuery, Objects, PutOptions};
+use nimbus_objects::{BodyChecks, ListQuery, Objects, PutOptions};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use std::collections::BTreeMap;
@@ -95,6 +96,45 @@ fn list_limit(max: Option<i32>) -> S3Result<usize> {
             "the max-keys value must not be negative"
         )),
         Some(n) => Ok((n as usize).min(MAX_LIST)),
+    }
+}
+
+/// A tag set as a map; every tag needs a key and a value.
+fn tag_map(set: TagSet) -> S3Result<BTreeMap<String, String>> {
+    let mut tags = BTreeMap::new();
+    for t in set {
+        let (Some(k), Some(v)) = (t.key, t.value) else {
+            return Err(s3_error!(InvalidTag, "every tag needs a Key and a Value"));
+        };
+        tags.insert(k, v);
+    }
+    Ok(tags)
+}
+
+fn tag_set(tags: BTreeMap<String, String>) -> TagSet {
+    tags.into_iter()
+        .map(|(k, v)| Tag {
+            key: Some(k),
+            value: Some(v),
+        })
+        .collect()
+}
+
+/// GetObject/HeadObject `partNumber` (1–10000); not together with `Range`, as S3.
+fn part_number(part: Option<i32>, with_range: bool) -> S3Result<Option<u32>> {
+    let Some(n) = part else { return Ok(None) };
+    if with_range {
+        return Err(s3_error!(
+            InvalidRequest,
+            "Cannot specify both Range header and partNumber query parameter"
+        ));
+    }
+    match u32::try_from(n) {
+        Ok(n) if (1..=nimbus_objects::MAX_PARTS).contains(&n) => Ok(Some(n)),
+        _ => Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive"
+        )),
     }
 }
 
@@ -294,17 +334,21 @@ impl S3 for NimbusS3 {
             content_md5: content_md5(input.content_md5.as_ref())?,
             declared_len: declared_len(input.content_length)?,
             requester,
+            checksum: checksums::request_of!(input)?,
         };
         let meta = self
             .objects
             .put_object(&input.bucket, &input.key, body_of(input.body), opts)
             .await
             .or_s3()?;
-        ok(PutObjectOutput {
+        let mut out = PutObjectOutput {
             e_tag: Some(etag(&meta)),
             size: Some(meta.size as i64),
+            checksum_type: meta.checksum.as_ref().map(checksums::kind),
             ..Default::default()
-        })
+        };
+        checksums::fill!(out, &meta.checksum);
+        ok(out)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
@@ -319,25 +363,40 @@ impl S3 for NimbusS3 {
             i.if_modified_since.as_ref(),
             i.if_unmodified_since.as_ref(),
         );
-        let read = self
-            .objects
-            .get_object(
-                &i.bucket,
-                &i.key,
-                i.range.as_ref().map(byte_range),
-                conditions,
-            )
-            .await
-            .or_s3()?;
+        let read = match part_number(i.part_number, i.range.is_some())? {
+            Some(n) => self
+                .objects
+                .get_object_part(&i.bucket, &i.key, n, conditions)
+                .await
+                .or_s3()?,
+            None => self
+                .objects
+                .get_object(
+                    &i.bucket,
+                    &i.key,
+                    i.range.as_ref().map(byte_range),
+                    conditions,
+                )
+                .await
+                .or_s3()?,
+        };
         let mut out = GetObjectOutput::default();
         fill_object_headers!(out, &read.meta);
+        // The whole object's checksum, only when the whole object is read (as S3).
+        if checksums::enabled(i.checksum_mode.as_ref()) && read.range.is_none() {
+            out.checksum_type = read.meta.checksum.as_ref().map(checksums::kind);
+            checksums::fill!(out, &read.meta.checksum);
+        }
+        if i.part_number.is_some() {
+            out.parts_count = read.meta.parts.map(|n| n as i32);
+        }
         out.tag_count =
             (!read.meta.attrs.tags.is_empty()).then_some(read.meta.attrs.tags.len() as i32);
         let len = match read.range {
             Some((start, len)) => {
                 out.content_range = Some(format!(
                     "bytes {start}-{}/{}",
-                    start + len - 1,
+                    (start + len).saturating_sub(1),
                     read.meta.size
                 ));
                 len
@@ -360,6 +419,7 @@ impl S3 for NimbusS3 {
             i.if_modified_since.as_ref(),
             i.if_unmodified_since.as_ref(),
         );
+        let part = part_number(i.part_number, i.range.is_some())?;
         let meta = self
             .objects
             .head_object(&i.bucket, &i.key, &conditions)
@@ -368,6 +428,22 @@ impl S3 for NimbusS3 {
         let mut out = HeadObjectOutput::default();
         fill_object_headers!(out, &meta);
         out.content_length = Some(meta.size as i64);
+        if checksums::enabled(i.checksum_mode.as_ref()) && part.is_none() {
+            out.checksum_type = meta.checksum.as_ref().map(checksums::kind);
+            checksums::fill!(out, &meta.checksum);
+        }
+        if let Some(n) = part {
+            let (start, len) = meta.part_span(n).or_s3()?;
+            out.content_length = Some(len as i64);
+            out.parts_count = meta.parts.map(|n| n as i32);
+            if meta.parts.is_some() {
+                out.content_range = Some(format!(
+                    "bytes {start}-{}/{}",
+                    (start + len).saturating_sub(1),
+                    meta.size
+                ));
+            }
+        }
         ok(out)
     }
 
@@ -557,17 +633,43 @@ impl S3 for NimbusS3 {
             .await
             .or_s3()?;
         ok(GetObjectTaggingOutput {
-            tag_set: meta
-                .attrs
-                .tags
-                .into_iter()
-                .map(|(k, v)| Tag {
-                    key: Some(k),
-                    value: Some(v),
-                })
-                .collect(),
+            tag_set: tag_set(meta.attrs.tags),
             version_id: None,
         })
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        let i = req.input;
+        let tags = tag_map(i.tagging.tag_set)?;
+        self.objects
+            .set_bucket_tags(&i.bucket, Some(tags))
+            .await
+            .or_s3()?;
+        ok(PutBucketTaggingOutput::default())
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        let tags = self.objects.bucket_tags(&req.input.bucket).await.or_s3()?;
+        ok(GetBucketTaggingOutput {
+            tag_set: tag_set(tags),
+        })
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        self.objects
+            .set_bucket_tags(&req.input.bucket, None)
+            .await
+            .or_s3()?;
+        ok(DeleteBucketTaggingOutput::default())
     }
 
     async fn put_object_tagging(
@@ -575,13 +677,7 @@ impl S3 for NimbusS3 {
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         let requester = requester_of(&req);
-        let mut tags = BTreeMap::new();
-        for t in req.input.tagging.tag_set {
-            let (Some(k), Some(v)) = (t.key, t.value) else {
-                return Err(s3_error!(InvalidTag, "every tag needs a Key and a Value"));
-            };
-            tags.insert(k, v);
-        }
+        let tags = tag_map(req.input.tagging.tag_set)?;
         self.objects
             .set_tags(&req.input.bucket, &req.input.key, tags, &requester)
             .await
@@ -628,21 +724,89 @@ impl S3 for NimbusS3 {
         let i = req.input;
         let number = u32::try_from(i.part_number)
             .map_err(|_| s3_error!(InvalidArgument, "part number must be between 1 and 10000"))?;
+        let checks = BodyChecks {
+            declared_len: declared_len(i.content_length)?,
+            content_md5: content_md5(i.content_md5.as_ref())?,
+            checksum: checksums::request_of!(i)?,
+        };
         let part = self
             .objects
-            .upload_part(
-                &i.bucket,
-                &i.key,
-                &i.upload_id,
+            .upload_part_checked(
+                (&i.bucket, &i.key, &i.upload_id),
                 number,
                 body_of(i.body),
-                declared_len(i.content_length)?,
-                content_md5(i.content_md5.as_ref())?,
+                checks,
             )
             .await
             .or_s3()?;
-        ok(UploadPartOutput {
+        let mut out = UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag)),
+            ..Default::default()
+        };
+        checksums::fill!(out, &part.checksum);
+        ok(out)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(upload = %req.input.upload_id, part = req.input.part_number))]
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let i = req.input;
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            ..
+        } = &i.copy_source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "copying from an access point is not supported"
+            ));
+        };
+        let number = u32::try_from(i.part_number)
+            .map_err(|_| s3_error!(InvalidArgument, "part number must be between 1 and 10000"))?;
+        let range = i
+            .copy_source_range
+            .as_deref()
+            .map(|r| {
+                copy_source_range(r).ok_or_else(|| {
+                    s3_error!(
+                        InvalidArgument,
+                        "The x-amz-copy-source-range value must be of the form bytes=first-last \
+                         where first and last are the zero-based offsets of the first and last \
+                         bytes to copy"
+                    )
+                })
+            })
+            .transpose()?;
+        let source_conditions = read_conditions(
+            i.copy_source_if_match.as_ref(),
+            i.copy_source_if_none_match.as_ref(),
+            i.copy_source_if_modified_since.as_ref(),
+            i.copy_source_if_unmodified_since.as_ref(),
+        );
+        let part = self
+            .objects
+            .upload_part_copy(
+                (src_bucket, src_key),
+                source_conditions,
+                range,
+                (&i.bucket, &i.key, &i.upload_id),
+                number,
+            )
+            .await
+            .map_err(|e| match e {
+                // A source precondition that does not hold is a 412 on copy, never a 304.
+                nimbus_objects::ObjectError::NotModified => s3_error!(PreconditionFailed),
+                other => crate::errors::s3_error(other),
+            })?;
+        ok(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(part.etag)),
+                last_modified: Some(timestamp(part.last_modified_ms)),
+                ..Default::default()
+            }),
             ..Default::default()
         })
     }
@@ -671,12 +835,16 @@ impl S3 for NimbusS3 {
             parts: Some(
                 parts
                     .into_iter()
-                    .map(|p| Part {
-                        part_number: Some(p.number as i32),
-                        e_tag: Some(ETag::Strong(p.etag)),
-                        size: Some(p.size as i64),
-                        last_modified: Some(timestamp(p.last_modified_ms)),
-                        ..Default::default()
+                    .map(|p| {
+                        let mut part = Part {
+                            part_number: Some(p.number as i32),
+                            e_tag: Some(ETag::Strong(p.etag)),
+                            size: Some(p.size as i64),
+                            last_modified: Some(timestamp(p.last_modified_ms)),
+                            ..Default::default()
+                        };
+                        checksums::fill!(part, &p.checksum);
+                        part
                     })
                     .collect(),
             ),
@@ -717,13 +885,16 @@ impl S3 for NimbusS3 {
             )
             .await
             .or_s3()?;
-        ok(CompleteMultipartUploadOutput {
+        let mut out = CompleteMultipartUploadOutput {
             bucket: Some(meta.bucket.clone()),
             key: Some(meta.key.clone()),
             e_tag: Some(etag(&meta)),
             location: Some(format!("/{}/{}", meta.bucket, meta.key)),
+            checksum_type: meta.checksum.as_ref().map(checksums::kind),
             ..Default::default()
-        })
+        };
+        checksums::fill!(out, &meta.checksum);
+        ok(out)
     }
 
     async fn abort_multipart_upload(

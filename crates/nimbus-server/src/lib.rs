@@ -57,6 +57,9 @@ pub struct TlsFiles {
 /// Whether this build can serve HTTPS (the `tls` cargo feature).
 pub const TLS_SUPPORTED: bool = cfg!(feature = "tls");
 
+/// What the S3 buckets may hold in all ([`Config::s3_quota`]).
+pub use nimbus_objects::Quota as S3Quota;
+
 /// Server configuration (flags and environment are parsed by the binary).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -65,6 +68,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Serve the S3-compatible object store on this address (`--s3-listen`).
     pub s3_listen: Option<SocketAddr>,
+    /// What all buckets together may hold (`--s3-max-bytes`, `--s3-max-objects`).
+    pub s3_quota: nimbus_objects::Quota,
     /// Functions with their own metric series; the rest share `function="_other"`.
     pub metrics_max_functions: usize,
     /// Record metrics and the per-minute history (`--metrics on`, the default). Off, the
@@ -145,6 +150,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             metrics_listen: None,
             s3_listen: None,
+            s3_quota: nimbus_objects::Quota::default(),
             otlp_endpoint: None,
             metrics_max_functions: nimbus_metrics::MetricsConfig::default().max_functions,
             metrics: true,
@@ -439,6 +445,7 @@ impl Server {
             Some(a) => Some(s3::bind(
                 a,
                 &data_dir,
+                config.s3_quota,
                 config.auth.then(|| auth.clone()),
                 notifications::Targets {
                     registry: store.clone(),

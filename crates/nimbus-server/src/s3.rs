@@ -45,6 +45,7 @@ impl nimbus_s3::KeyLookup for Keys {
 pub(crate) fn bind(
     addr: SocketAddr,
     data_dir: &Path,
+    quota: nimbus_objects::Quota,
     auth: Option<Arc<Auth>>,
     targets: crate::notifications::Targets,
 ) -> anyhow::Result<S3Listener> {
@@ -54,7 +55,11 @@ pub(crate) fn bind(
              (not a loopback address) without authentication"
         );
     }
-    let objects = Objects::open_sqlite(data_dir, ObjectsConfig::default())
+    let config = ObjectsConfig {
+        quota,
+        ..ObjectsConfig::default()
+    };
+    let objects = Objects::open_sqlite(data_dir, config)
         .context("cannot open the object store")?
         .with_destinations(Arc::new(targets));
     let listener =

@@ -31,6 +31,10 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
         c.listen = args.listen;
         c.metrics_listen = args.metrics_listen;
         c.s3_listen = args.s3_listen;
+        c.s3_quota = nimbus_server::S3Quota {
+            max_bytes: args.s3_max_bytes,
+            max_objects: args.s3_max_objects,
+        };
         c.metrics = args.metrics != "off";
         c.otlp_endpoint = args.otlp_endpoint.clone();
         c.data_dir = data_dir.to_path_buf();
@@ -155,6 +159,10 @@ mod tests {
             "9464",
             "--s3-listen",
             ":9000",
+            "--s3-max-bytes",
+            "1048576",
+            "--s3-max-objects",
+            "100",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else {
@@ -186,6 +194,13 @@ mod tests {
         // A bare port is loopback.
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(c.s3_listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(
+            c.s3_quota,
+            nimbus_server::S3Quota {
+                max_bytes: Some(1 << 20),
+                max_objects: Some(100)
+            }
+        );
         // Without the flag: half the host's task limit.
         let cli = Cli::try_parse_from(["nimbus", "serve"]).unwrap();
         let Command::Serve(args) = cli.command else {
@@ -195,6 +210,7 @@ mod tests {
         assert_eq!(c.max_pids, nimbus_server::Config::default().max_pids);
         assert_eq!(c.metrics_listen, None, "metrics are off unless asked for");
         assert_eq!(c.s3_listen, None, "the S3 listener is off unless asked for");
+        assert!(c.s3_quota.is_unlimited(), "no S3 quota unless asked for");
         assert!(c.metrics, "metrics are recorded unless turned off");
         let cli = Cli::try_parse_from(["nimbus", "serve", "--metrics", "off"]).unwrap();
         let Command::Serve(args) = cli.command else {

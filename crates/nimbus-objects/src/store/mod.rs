@@ -63,6 +63,17 @@ pub trait MetaStore: Send + Sync + 'static {
         tags: &std::collections::BTreeMap<String, String>,
         notes: &Notes,
     ) -> Result<()>;
+    /// The bucket's tags (PutBucketTagging), if it has any.
+    fn bucket_tags(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>>;
+    /// Replaces (or with `None` removes) the bucket's tags.
+    fn set_bucket_tags(
+        &self,
+        bucket: &str,
+        tags: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<()>;
     /// One page of keys in key order (UTF-8 byte order), with common prefixes folded.
     fn list_objects(&self, q: &ListQuery) -> Result<ListPage>;
 

@@ -4,6 +4,7 @@
 mod configs;
 mod list;
 mod notify;
+pub(crate) mod quota;
 pub(crate) mod schema;
 mod uploads;
 
@@ -11,7 +12,7 @@ use super::{MetaStore, Released};
 use crate::cors::CorsConfig;
 use crate::lifecycle::LifecycleConfig;
 use crate::model::{
-    Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Upload, WriteCondition,
+    Bucket, ListPage, ListQuery, ObjectAttrs, ObjectMeta, Part, Quota, Upload, WriteCondition,
 };
 use crate::notify::{Notes, Notification, NotificationConfig, Outgoing};
 use crate::{ObjectError, Result};
@@ -24,6 +25,8 @@ use std::sync::{Mutex, MutexGuard};
 /// The metadata of the object store in one SQLite database.
 pub struct SqliteMetaStore {
     conn: Mutex<Db>,
+    /// The store's quota (`--s3-max-bytes`, `--s3-max-objects`).
+    quota: Quota,
 }
 
 impl std::fmt::Debug for SqliteMetaStore {
@@ -41,7 +44,14 @@ impl SqliteMetaStore {
             .map_err(|e| ObjectError::Database(e.to_string()))?;
         Ok(Self {
             conn: Mutex::new(conn),
+            quota: Quota::default(),
         })
+    }
+
+    /// Limits what all buckets together may hold.
+    pub fn with_quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
     }
 
     fn conn(&self) -> MutexGuard<'_, Db> {
@@ -60,7 +70,7 @@ impl SqliteMetaStore {
 }
 
 pub(super) const OBJECT_COLUMNS: &str =
-    "key, sha256, size, etag, last_modified_ms, attrs, tags, parts";
+    "key, sha256, size, etag, last_modified_ms, attrs, tags, parts, part_sizes, checksum";
 
 pub(super) fn object_from_row(bucket: &str, r: &Row<'_>) -> rusqlite::Result<Result<ObjectMeta>> {
     let key: Vec<u8> = r.get(0)?;
@@ -68,6 +78,8 @@ pub(super) fn object_from_row(bucket: &str, r: &Row<'_>) -> rusqlite::Result<Res
     let tags: String = r.get(6)?;
     let size: i64 = r.get(2)?;
     let parts: Option<i64> = r.get(7)?;
+    let part_sizes: Option<String> = r.get(8)?;
+    let checksum: Option<String> = r.get(9)?;
     let row = ObjectMeta {
         bucket: bucket.to_string(),
         key: String::new(),
@@ -77,8 +89,18 @@ pub(super) fn object_from_row(bucket: &str, r: &Row<'_>) -> rusqlite::Result<Res
         last_modified_ms: r.get(4)?,
         attrs: ObjectAttrs::default(),
         parts: parts.map(|p| p as u32),
+        part_sizes: Vec::new(),
+        checksum: None,
     };
-    Ok(decode_object(row, key, &attrs, &tags))
+    Ok(decode_object(row, key, &attrs, &tags).and_then(|mut obj| {
+        if let Some(sizes) = part_sizes {
+            obj.part_sizes = decode_json(&sizes)?;
+        }
+        if let Some(c) = checksum {
+            obj.checksum = Some(decode_json(&c)?);
+        }
+        Ok(obj)
+    }))
 }
 
 /// Fills in the parts of a row that can be corrupt: the key's UTF-8 and the JSON columns.
@@ -104,6 +126,10 @@ fn attrs_json(attrs: &ObjectAttrs) -> String {
         ..attrs.clone()
     };
     serde_json::to_string(&without_tags).unwrap_or_else(|_| "{}".into())
+}
+
+pub(super) fn checksum_json(c: Option<&crate::Checksum>) -> Option<String> {
+    c.and_then(|c| serde_json::to_string(c).ok())
 }
 
 fn tags_json(tags: &BTreeMap<String, String>) -> String {
@@ -190,19 +216,27 @@ pub(crate) fn upsert_object(
     obj: &ObjectMeta,
     cond: &WriteCondition,
     notes: &Notes,
+    store_quota: &Quota,
 ) -> Result<Released> {
     require_bucket(tx, &obj.bucket)?;
     let current = find_object(tx, &obj.bucket, &obj.key)?;
     check_condition(current.as_ref(), cond)?;
+    quota::check(tx, obj, current.as_ref(), store_quota)?;
     incref(tx, &obj.sha256)?;
     let mut released = Vec::new();
     if let Some(old) = current {
         decref(tx, &old.sha256, &mut released)?;
+        // Deleted, not replaced, so that the usage triggers see the old row go.
+        tx.execute(
+            "DELETE FROM objects WHERE bucket = ?1 AND key = ?2",
+            params![obj.bucket, obj.key.as_bytes()],
+        )?;
     }
     tx.execute(
-        "INSERT OR REPLACE INTO objects
-            (bucket, key, sha256, size, etag, last_modified_ms, attrs, tags, parts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO objects
+            (bucket, key, sha256, size, etag, last_modified_ms, attrs, tags, parts, part_sizes,
+             checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             obj.bucket,
             obj.key.as_bytes(),
@@ -213,6 +247,9 @@ pub(crate) fn upsert_object(
             attrs_json(&obj.attrs),
             tags_json(&obj.attrs.tags),
             obj.parts.map(i64::from),
+            (!obj.part_sizes.is_empty())
+                .then(|| serde_json::to_string(&obj.part_sizes).unwrap_or_default()),
+            checksum_json(obj.checksum.as_ref()),
         ],
     )?;
     notify::record(tx, notes, obj)?;
@@ -316,7 +353,7 @@ impl MetaStore for SqliteMetaStore {
         cond: &WriteCondition,
         notes: &Notes,
     ) -> Result<Released> {
-        self.write(|tx| upsert_object(tx, obj, cond, notes))
+        self.write(|tx| upsert_object(tx, obj, cond, notes, &self.quota))
     }
 
     fn delete_object(&self, bucket: &str, key: &str, notes: &Notes) -> Result<Released> {
@@ -358,6 +395,35 @@ impl MetaStore for SqliteMetaStore {
         })
     }
 
+    fn bucket_tags(&self, bucket: &str) -> Result<Option<BTreeMap<String, String>>> {
+        let conn = self.conn();
+        require_bucket(&conn, bucket)?;
+        let text: Option<String> = conn
+            .prepare_cached("SELECT tags FROM bucket_tags WHERE bucket = ?1")?
+            .query_row([bucket], |r| r.get(0))
+            .optional()?;
+        text.map(|t| decode_json(&t)).transpose()
+    }
+
+    fn set_bucket_tags(&self, bucket: &str, tags: Option<&BTreeMap<String, String>>) -> Result<()> {
+        self.write(|tx| {
+            require_bucket(tx, bucket)?;
+            match tags {
+                None => {
+                    tx.execute("DELETE FROM bucket_tags WHERE bucket = ?1", [bucket])?;
+                }
+                Some(t) => {
+                    tx.execute(
+                        "INSERT INTO bucket_tags (bucket, tags) VALUES (?1, ?2)
+                         ON CONFLICT (bucket) DO UPDATE SET tags = excluded.tags",
+                        params![bucket, tags_json(t)],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn list_objects(&self, q: &ListQuery) -> Result<ListPage> {
         let conn = self.conn();
         require_bucket(&conn, &q.bucket)?;
@@ -389,7 +455,7 @@ impl MetaStore for SqliteMetaStore {
     ) -> Result<Released> {
         self.write(|tx| {
             let mut released = uploads::drop_upload(tx, &obj.bucket, &obj.key, upload_id)?;
-            released.extend(upsert_object(tx, obj, cond, notes)?);
+            released.extend(upsert_object(tx, obj, cond, notes, &self.quota)?);
             // A part whose blob became the object's (a one-part upload) is referenced again.
             released.retain(|sha| sha != &obj.sha256);
             Ok(released)

@@ -75,4 +75,41 @@ CREATE TABLE bucket_configs (
     PRIMARY KEY (bucket, kind)
 ) STRICT, WITHOUT ROWID;
 ",
+    "
+-- The sizes of a multipart object's parts, in order (JSON array; GET/HEAD ?partNumber=N).
+-- NULL for single-part objects and for multipart objects completed before this column.
+ALTER TABLE objects ADD COLUMN part_sizes TEXT;
+",
+    "
+-- S3's additional checksum of an object or a part (JSON: algorithm, base64 value, composite).
+ALTER TABLE objects ADD COLUMN checksum TEXT;
+ALTER TABLE parts ADD COLUMN checksum TEXT;
+",
+    "
+-- Objects and bytes per bucket (quotas), kept by the triggers below in the transaction of
+-- every write. An overwrite deletes the old row first, so the delete trigger sees it.
+CREATE TABLE bucket_usage (
+    bucket  TEXT PRIMARY KEY NOT NULL,
+    objects INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO bucket_usage (bucket, objects, bytes)
+    SELECT bucket, COUNT(*), SUM(size) FROM objects GROUP BY bucket;
+CREATE TRIGGER objects_usage_insert AFTER INSERT ON objects BEGIN
+    INSERT INTO bucket_usage (bucket, objects, bytes) VALUES (NEW.bucket, 1, NEW.size)
+        ON CONFLICT (bucket) DO UPDATE SET objects = objects + 1, bytes = bytes + NEW.size;
+END;
+CREATE TRIGGER objects_usage_delete AFTER DELETE ON objects BEGIN
+    UPDATE bucket_usage SET objects = objects - 1, bytes = bytes - OLD.size
+        WHERE bucket = OLD.bucket;
+END;
+CREATE TRIGGER objects_usage_update AFTER UPDATE OF size ON objects BEGIN
+    UPDATE bucket_usage SET bytes = bytes - OLD.size + NEW.size WHERE bucket = NEW.bucket;
+END;
+-- A bucket's tags (PutBucketTagging; JSON object), removed with the bucket.
+CREATE TABLE bucket_tags (
+    bucket TEXT PRIMARY KEY NOT NULL REFERENCES buckets(name) ON DELETE CASCADE,
+    tags   TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+",
 ];

@@ -78,15 +78,17 @@ pub(super) fn put_part(tx: &Transaction<'_>, upload_id: &str, p: &Part) -> Resul
         decref(tx, &old, &mut released)?;
     }
     tx.execute(
-        "INSERT OR REPLACE INTO parts (upload_id, number, sha256, size, etag, last_modified_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR REPLACE INTO parts
+            (upload_id, number, sha256, size, etag, last_modified_ms, checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             upload_id,
             p.number,
             p.sha256,
             p.size as i64,
             p.etag,
-            p.last_modified_ms
+            p.last_modified_ms,
+            super::checksum_json(p.checksum.as_ref()),
         ],
     )?;
     Ok(released)
@@ -99,19 +101,31 @@ pub(super) fn parts(
     max: usize,
 ) -> Result<(Vec<Part>, bool)> {
     let mut stmt = conn.prepare_cached(
-        "SELECT number, sha256, size, etag, last_modified_ms FROM parts
+        "SELECT number, sha256, size, etag, last_modified_ms, checksum FROM parts
          WHERE upload_id = ?1 AND number > ?2 ORDER BY number LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![upload_id, after, max as i64 + 1], |r| {
-        Ok(Part {
-            number: r.get(0)?,
-            sha256: r.get(1)?,
-            size: r.get::<_, i64>(2)? as u64,
-            etag: r.get(3)?,
-            last_modified_ms: r.get(4)?,
-        })
+        let checksum: Option<String> = r.get(5)?;
+        Ok((
+            Part {
+                number: r.get(0)?,
+                sha256: r.get(1)?,
+                size: r.get::<_, i64>(2)? as u64,
+                etag: r.get(3)?,
+                last_modified_ms: r.get(4)?,
+                checksum: None,
+            },
+            checksum,
+        ))
     })?;
-    let mut parts = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut parts = Vec::new();
+    for row in rows {
+        let (mut part, checksum) = row?;
+        if let Some(c) = checksum {
+            part.checksum = Some(super::decode_json(&c)?);
+        }
+        parts.push(part);
+    }
     let more = parts.len() > max;
     parts.truncate(max);
     Ok((parts, more))
