@@ -224,6 +224,9 @@ pub(crate) async fn aws_json(
     if crate::sqs::protocol_of(req.method(), req.uri().path(), req.headers()).is_some() {
         return crate::sqs::handle(gw, req).await;
     }
+    if crate::iam::is_iam(req.method(), req.uri().path(), req.headers()) {
+        return crate::iam::handle(gw, req).await;
+    }
     let op = req
         .headers()
         .get("x-amz-target")

@@ -14,6 +14,7 @@ mod history;
 mod layers;
 mod logs;
 mod queues;
+mod roles;
 mod secrets;
 mod sqlite;
 
@@ -36,6 +37,7 @@ pub use queues::{
     QueueDepth, QueueInfo, QueueSettings, QueueStats, QueueStore, RedrivePolicy, Redriven,
     SqliteQueueStore, MAX_BATCH, MAX_MESSAGE_BYTES,
 };
+pub use roles::{Role, RoleStore, RoleUpdate};
 pub use secrets::{
     validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,
     MAX_SECRET_NAME, MAX_SECRET_VALUE,
