@@ -36,6 +36,22 @@ pub(crate) fn is_iam(method: &Method, path: &str, headers: &HeaderMap) -> bool {
         .is_some_and(|cred| cred.split('/').nth(3) == Some("iam"))
 }
 
+/// A form posted to `/` without a signature (only looked at with authentication off).
+pub(crate) fn may_be_unsigned_iam(method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    method == Method::POST
+        && path == "/"
+        && !headers.contains_key(axum::http::header::AUTHORIZATION)
+        && headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// Whether a form body is an IAM request (`Version=2010-05-08`).
+pub(crate) fn is_iam_form(body: &[u8]) -> bool {
+    form_urlencoded::parse(body).any(|(k, v)| k == "Version" && v == wire::VERSION)
+}
+
 /// The ARN a request acts on: the role's (with its stored path when it exists), `*` for
 /// ListRoles.
 fn resource(gw: &Gateway, req: &Op) -> String {
