@@ -35,6 +35,7 @@ mod pids;
 mod provisioned;
 mod python;
 mod queues;
+mod roles;
 mod ric;
 mod runtimes;
 mod s3;
