@@ -661,9 +661,11 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             }
         }
         match (f.role, f.policy) {
-            (Some(_), Some(_)) => return Err(CoreError::InvalidManifest(format!(
+            (Some(_), Some(_)) => {
+                return Err(CoreError::InvalidManifest(format!(
                 "functions.{name}: set role or policy, not both (policy makes the role fn-{name})"
-            ))),
+            )))
+            }
             (Some(r), None) if r.starts_with("arn:") => config.role = r,
             (Some(r), None) => {
                 if !valid_role_name(&r) {
