@@ -9,6 +9,7 @@ pinned boto3. Run through tests/e2e/roles.rs, or by hand:
 `cargo build -p nimbus-cli && python3 -m pytest tests/python/test_iam.py -q`.
 """
 
+import base64
 import io
 import json
 import os
@@ -240,6 +241,10 @@ def _error(e):
 def handler(event, context):
     op = event["op"]
     if op == "env":
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            # Lines that show credentials are masked before they are stored.
+            print("secret=" + os.environ["AWS_SECRET_ACCESS_KEY"])
+            print("token=" + os.environ["AWS_SESSION_TOKEN"])
         names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION")
         return {k: os.environ.get(k) for k in names}
@@ -439,6 +444,10 @@ def test_session_tokens_are_required(server, fn, lam, world):
     env = call(lam, fn, op="env")
     key, secret, token = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env["AWS_SESSION_TOKEN"]
     assert len(token) >= 100
+    r = lam.invoke(FunctionName=fn, Payload=json.dumps({"op": "env"}), LogType="Tail")
+    log = base64.b64decode(r["LogResult"]).decode()
+    assert "token=****" in log and "secret=****" in log, log
+    assert token not in log and secret not in log
     # From the host, against the public listeners: the right token works …
     client("sqs", server.base_url, key, secret, token).list_queues()
     got = client("s3", server.s3_url, key, secret, token).get_object(

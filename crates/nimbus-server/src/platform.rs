@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 /// gateway and the S3 listener exist (before anything is served).
 pub(crate) struct Link {
     auth: Arc<Auth>,
+    /// `(function, role)` pairs already warned about (a role that does not exist).
+    warned: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     limits: ConnLimits,
     main: OnceLock<axum::Router>,
     objects: OnceLock<Objects>,
@@ -25,6 +27,7 @@ impl Link {
     pub(crate) fn new(auth: Arc<Auth>, limits: ConnLimits) -> Arc<Self> {
         Arc::new(Self {
             auth,
+            warned: Default::default(),
             limits,
             main: OnceLock::new(),
             objects: OnceLock::new(),
@@ -68,6 +71,26 @@ impl PlatformAccess for Link {
             .auth
             .assume_role(role_arn, function)
             .map_err(|e| e.to_string())?;
+        if creds.is_none() {
+            let first = self
+                .warned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((function.to_string(), role_arn.to_string()));
+            if first && nimbus_gateway::role_name_of(role_arn).is_some() {
+                tracing::warn!(
+                    function,
+                    role = role_arn,
+                    "the function's Role names a role that does not exist: its instances get no AWS credentials (create it with the IAM API or a [roles.NAME] manifest table)"
+                );
+            } else if first {
+                tracing::info!(
+                    function,
+                    role = role_arn,
+                    "the function's Role is not a role of this server (account 000000000000): its instances get no AWS credentials"
+                );
+            }
+        }
         Ok(creds.map(|c| InstanceCredentials {
             access_key_id: c.access_key_id,
             secret_access_key: c.secret_access_key,
