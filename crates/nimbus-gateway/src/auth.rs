@@ -5,8 +5,10 @@
 //!
 //! Public: `/v1/health`, `/v1/ready`, function URLs (their `AuthType AWS_IAM` is checked in `urls.rs`
 //! through [`check_function_url`]) and user routes. Everything else — the Lambda API, the
-//! native `/v1` API, queues, buses, keys and EventBridge's `POST /` — needs a signed request
-//! when auth is on.
+//! native `/v1` API, queues, buses, keys and EventBridge's, SQS's and IAM's `POST /` — needs
+//! a signed request when auth is on. Instances' temporary credentials (`sessions.rs`) also
+//! need their session token. On an instance's private endpoint ([`PrivateEndpoint`])
+//! everything needs a signature by that instance's credentials, whatever `--auth` says.
 
 use crate::{ApiError, Gateway};
 use axum::body::{Body, Bytes};

@@ -57,6 +57,13 @@ use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
 
+/// Decodes an IAM query-protocol body and renders its answer's XML without a store: the
+/// entry point of the fuzz target `fuzz/fuzz_targets/iam_decode.rs`.
+#[doc(hidden)]
+pub fn iam_render_for_fuzzing(body: &[u8]) -> String {
+    iam::render_without_store(body)
+}
+
 /// Builds the router serving every surface.
 pub fn router(gw: Arc<Gateway>) -> Router {
     use lambda_api as l;

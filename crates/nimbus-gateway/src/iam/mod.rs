@@ -135,6 +135,48 @@ fn check_trust_policy(doc: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Decodes an IAM body and renders what it would answer without a store: the request's
+/// role (a CreateRole's, or one named as requested) or its error (the fuzz target's entry).
+pub(crate) fn render_without_store(body: &[u8]) -> String {
+    match wire::decode(body) {
+        Ok(Op::CreateRole {
+            name,
+            path,
+            trust_policy,
+            description,
+            max_session_s,
+            tags,
+        }) => {
+            let r = Role {
+                name,
+                path,
+                id: wire::new_role_id(),
+                trust_policy,
+                description,
+                max_session_s,
+                tags,
+                created_ms: 0,
+            };
+            wire::response("CreateRole", Some(&wire::role_xml("Role", &r, true)), "rid")
+        }
+        Ok(other) => {
+            let _ = check_policy(match &other {
+                Op::PutRolePolicy { document, .. } => document,
+                _ => "{}",
+            });
+            wire::response(
+                other.op(),
+                Some(&wire::members_xml(
+                    "Names",
+                    &[other.role_name().unwrap_or("").to_string()],
+                )),
+                "rid",
+            )
+        }
+        Err(e) => e.to_xml("rid"),
+    }
+}
+
 /// `POST /` for IAM: decode, run, answer.
 pub(crate) async fn handle(gw: Arc<Gateway>, req: Request) -> Result<Response, ApiError> {
     let body = axum::body::to_bytes(req.into_body(), BODY_MAX)
@@ -149,13 +191,15 @@ pub(crate) async fn handle(gw: Arc<Gateway>, req: Request) -> Result<Response, A
     let request = wire::decode(&body).map_err(ApiError::Iam)?;
     let op = request.op();
     let span = tracing::info_span!("iam", op, role = request.role_name().unwrap_or(""));
-    let _e = span.enter();
     let auth = gw
         .auth
         .get()
         .cloned()
         .ok_or_else(|| ApiError::internal("no identity store"))?;
-    let result = run(&auth, request)?;
+    // The store's writes are durable (fsync): off the async workers.
+    let result = tokio::task::spawn_blocking(move || span.in_scope(|| run(&auth, request)))
+        .await
+        .map_err(ApiError::internal)??;
     let request_id = uuid::Uuid::new_v4().to_string();
     let xml = wire::response(op, result.as_deref(), &request_id);
     Ok((
