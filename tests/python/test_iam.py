@@ -16,6 +16,8 @@ import os
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 import zipfile
 from pathlib import Path
@@ -462,6 +464,17 @@ def test_session_tokens_are_required(server, fn, lam, world):
             client("s3", server.s3_url, key, secret, bad).get_object(
                 Bucket=world["bucket"], Key="in/photo.txt")
         assert code(e) == ("InvalidAccessKeyId" if bad is None else "InvalidToken")
+    # A presigned URL carries the token in its query.
+    s3 = client("s3", server.s3_url, key, secret, token)
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": world["bucket"],
+                                                           "Key": "in/photo.txt"})
+    assert "X-Amz-Security-Token=" in url
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.read() == b"pixels"
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url.replace("X-Amz-Security-Token=", "X-Amz-Security-Token=x"),
+                               timeout=10)
+    assert e.value.code in (400, 403)
     # The role's credentials are no access key of the server's.
     with pytest.raises(botocore.exceptions.ClientError) as e:
         client("lambda", server.base_url, key, secret, token).list_functions()
