@@ -493,6 +493,9 @@ impl Server {
         );
         let monitor = nimbus_gateway::HealthMonitor::new(config.health.interval);
         let gateway = gateway.with_health(monitor.clone());
+        // Instances' private AWS endpoints serve the same router as the public listener (set
+        // before anything below can start an instance: provisioned concurrency).
+        link.set_main(nimbus_gateway::router(gateway.clone()));
         let health = health::Checker {
             cfg: config.health,
             data_dir: data_dir.clone(),
@@ -518,8 +521,6 @@ impl Server {
                 }
             });
         }
-        // Instances' private AWS endpoints serve the same router as the public listener.
-        link.set_main(nimbus_gateway::router(gateway.clone()));
         let log_task = tokio::spawn(store_logs(rx, store.clone()));
         let log_maintenance = tokio::spawn(maintain_logs(store));
         Ok(Server {

@@ -115,22 +115,27 @@ impl PlatformAccess for Link {
         stop: oneshot::Receiver<()>,
     ) {
         let router = match endpoint {
-            AwsEndpoint::Main => match self.main.get() {
-                Some(r) => r.clone().layer(axum::Extension(PrivateEndpoint {
+            AwsEndpoint::Main => self.main.get().map(|r| {
+                r.clone().layer(axum::Extension(PrivateEndpoint {
                     access_key_id: access_key_id.to_string(),
-                })),
-                None => return,
-            },
-            AwsEndpoint::S3 => match self.objects.get() {
-                Some(o) => nimbus_s3::router(
+                }))
+            }),
+            AwsEndpoint::S3 => self.objects.get().map(|o| {
+                nimbus_s3::router(
                     o.clone(),
                     Some(Arc::new(InstanceKey {
                         auth: self.auth.clone(),
                         id: access_key_id.to_string(),
                     })),
-                ),
-                None => return,
-            },
+                )
+            }),
+        };
+        let Some(router) = router else {
+            tracing::warn!(
+                ?endpoint,
+                "an instance's private AWS endpoint has no router yet: not served"
+            );
+            return;
         };
         let limits = self.limits.clone();
         tokio::spawn(async move {
