@@ -578,3 +578,21 @@ policy = '''{json.dumps(policy)}'''
     assert iam.get_role_policy(RoleName=f"fn-{fn_b}", PolicyName="nimbus-manifest")["PolicyDocument"] == policy
     assert lam.get_function_configuration(FunctionName=fn_a)["Role"] == role_arn(role)
     assert lam.get_function_configuration(FunctionName=fn_b)["Role"] == role_arn(f"fn-{fn_b}")
+
+
+def test_provisioned_instances_get_credentials(lam, package, world):
+    name = deploy(lam, package, role_arn(world["role"]))
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion=version)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live",
+                                           ProvisionedConcurrentExecutions=1)
+    deadline = time.monotonic() + 60
+    while lam.get_provisioned_concurrency_config(
+            FunctionName=name, Qualifier="live")["Status"] != "READY":
+        assert time.monotonic() < deadline, "provisioned concurrency never became READY"
+        time.sleep(0.2)
+    env = call(lam, f"{name}:live", op="env")
+    assert env["AWS_ACCESS_KEY_ID"].startswith("ASIA")
+    got = call(lam, f"{name}:live", op="s3_get", bucket=world["bucket"], key="in/photo.txt")
+    assert got == {"body": "pixels"}
+    lam.delete_function(FunctionName=name)
