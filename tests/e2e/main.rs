@@ -36,6 +36,7 @@ mod provisioned;
 mod python;
 mod queues;
 mod ric;
+mod roles;
 mod runtimes;
 mod s3;
 mod secrets;

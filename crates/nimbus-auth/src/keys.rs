@@ -19,6 +19,27 @@ pub fn generate() -> (String, String) {
     (id, secret)
 }
 
+/// Temporary credentials: `(access key id, secret access key, session token)`; the id is
+/// `ASIA` + 16 of `A-Z2-7` (AWS's prefix for temporary keys), the token 192 characters of
+/// the base64 alphabet (opaque, as AWS's are).
+pub fn generate_session() -> (String, String, String) {
+    let (id, secret) = generate();
+    let mut rng = rand::rng();
+    let token: String = (0..192)
+        .map(|_| SECRET_ALPHABET[rng.random_range(0..SECRET_ALPHABET.len())] as char)
+        .collect();
+    (format!("ASIA{}", &id[4..]), secret, token)
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// Whether `id` has the form of an id [`generate`] makes.
 pub fn is_access_key_id(id: &str) -> bool {
     id.len() == 20 && id.starts_with("AKIA") && id.bytes().all(|b| ID_ALPHABET.contains(&b))
@@ -38,5 +59,11 @@ mod tests {
         assert_ne!(id, id2);
         assert_ne!(secret, secret2);
         assert!(!is_access_key_id("AKIDEXAMPLE"));
+        let (sid, ssecret, token) = generate_session();
+        assert!(sid.starts_with("ASIA") && sid.len() == 20, "{sid}");
+        assert_eq!(ssecret.len(), 40);
+        assert_eq!(token.len(), 192);
+        assert!(secrets_equal(&token, &token.clone()));
+        assert!(!secrets_equal(&token, &token[1..]));
     }
 }

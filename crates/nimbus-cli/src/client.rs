@@ -283,9 +283,43 @@ impl Client {
         self
     }
 
-    /// Adds `host`, `x-amz-date`, `x-amz-content-sha256` and `authorization`. The payload
-    /// hash is the body's, or for a streamed body the `x-amz-content-sha256` the caller set.
+    /// An IAM query-protocol call (`Action=…&Version=2010-05-08`, signed for service
+    /// `iam`): the HTTP status and the XML body, errors included.
+    pub async fn iam(&self, params: &[(&str, &str)]) -> Result<(u16, String)> {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("Version", "2010-05-08");
+        for (k, v) in params {
+            form.append_pair(k, v);
+        }
+        let mut req = self
+            .http
+            .post(self.url(&[]))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )
+            .body(form.finish())
+            .build()
+            .with_context(|| format!("cannot build a request to {}", self.endpoint))?;
+        self.sign_for(&mut req, "iam")?;
+        let resp = self
+            .http
+            .execute(req)
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| self.transport_error(e))?;
+        Ok((status, body))
+    }
+
     fn sign(&self, req: &mut reqwest::Request) -> Result<()> {
+        self.sign_for(req, "lambda")
+    }
+
+    /// Adds `host`, `x-amz-date`, `x-amz-content-sha256` and `authorization` (SigV4 for
+    /// `service`). The payload hash is the body's, or for a streamed body the
+    /// `x-amz-content-sha256` the caller set.
+    fn sign_for(&self, req: &mut reqwest::Request, service: &str) -> Result<()> {
         let Some(c) = &self.credentials else {
             return Ok(());
         };
@@ -320,7 +354,7 @@ impl Client {
             &c.access_key_id,
             &c.secret_access_key,
             nimbus_core::arn::REGION,
-            "lambda",
+            service,
             time::OffsetDateTime::now_utc(),
         );
         let h = req.headers_mut();

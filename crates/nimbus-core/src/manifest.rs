@@ -61,6 +61,12 @@
 //! A function's configuration carries the authorizers its routes name; routes name only
 //! authorizers declared in the same manifest (not in including or included ones).
 //!
+//! Execution roles: `[roles.NAME]` with `policy = '''{ IAM JSON }'''` (optional
+//! `description`, `max_session_duration`); a function names one with `role = "NAME"` (a
+//! bare name becomes `arn:aws:iam::000000000000:role/NAME`; an ARN is kept as written), or
+//! writes its own `policy = '''...'''`, which makes the role `fn-FUNCTION`. Instances of a
+//! function whose role exists get temporary credentials for it (docs/security.md).
+//!
 //! A manifest may also pull in other projects, each a directory with its own
 //! `nimbus.toml` (paths relative to this manifest): `include = ["api", "worker"]`.
 //!
@@ -101,6 +107,18 @@ struct RawManifest {
     layers: BTreeMap<String, RawLayer>,
     #[serde(default)]
     alarms: BTreeMap<String, crate::AlarmSpec>,
+    #[serde(default)]
+    roles: BTreeMap<String, RawRole>,
+}
+
+/// `[roles.NAME]`: an execution role and its identity policy (IAM JSON).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    policy: String,
+    description: Option<String>,
+    /// `MaxSessionDuration`, 3600-43200 seconds.
+    max_session_duration: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +258,10 @@ struct RawFunction {
     system_log_level: Option<String>,
     /// `LogGroup` (default `/aws/lambda/NAME`).
     log_group: Option<String>,
+    /// The execution role: a `[roles.NAME]` name (or any role's name) or a role ARN.
+    role: Option<String>,
+    /// An inline identity policy (IAM JSON): the role `fn-NAME` is made with it.
+    policy: Option<String>,
 }
 
 /// The alias `provisioned_concurrency` implies when the manifest names none.
@@ -370,6 +392,46 @@ pub struct ManifestLayer {
     pub description: String,
 }
 
+/// An execution role to create, or whose manifest policy to replace (`[roles.NAME]`, or
+/// the `fn-NAME` role of a function's inline `policy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRole {
+    pub name: String,
+    /// The identity policy (IAM JSON), put as the role's inline policy [`ROLE_POLICY_NAME`].
+    pub policy: String,
+    pub description: Option<String>,
+    pub max_session_s: Option<u32>,
+}
+
+/// The name of the inline policy a manifest role's `policy` is put as.
+pub const ROLE_POLICY_NAME: &str = "nimbus-manifest";
+
+/// The ARN of the role named `name` (a bare name in the manifest).
+pub fn role_arn(name: &str) -> String {
+    format!("arn:aws:iam::{}:role/{name}", crate::arn::ACCOUNT)
+}
+
+fn valid_role_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+}
+
+/// A policy document must at least be a JSON object (the server checks the rest).
+fn check_policy_json(ctx: &str, doc: &str) -> Result<(), CoreError> {
+    match serde_json::from_str::<serde_json::Value>(doc) {
+        Ok(v) if v.is_object() => Ok(()),
+        Ok(_) => Err(CoreError::InvalidManifest(format!(
+            "{ctx}: policy is not a JSON object"
+        ))),
+        Err(e) => Err(CoreError::InvalidManifest(format!(
+            "{ctx}: policy is not valid JSON: {e}"
+        ))),
+    }
+}
+
 /// A parsed manifest: its own functions and the project directories it includes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Project {
@@ -388,6 +450,8 @@ pub struct Project {
     pub layers: Vec<ManifestLayer>,
     /// Alarms to create or replace, by name.
     pub alarms: Vec<(String, crate::AlarmSpec)>,
+    /// Execution roles to create or update, before the functions.
+    pub roles: Vec<ManifestRole>,
 }
 
 /// Parses and validates a manifest that declares functions itself (no `include`).
@@ -465,6 +529,29 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             max_message_size: q.max_message_size,
             fifo: q.fifo,
             content_based_deduplication: q.content_based_deduplication,
+        });
+    }
+    let mut roles = Vec::new();
+    for (name, r) in &raw.roles {
+        let ctx = format!("roles.{name}");
+        if !valid_role_name(name) {
+            return Err(CoreError::InvalidManifest(format!(
+                "{ctx}: a role name is 1-64 letters, digits or _+=,.@-"
+            )));
+        }
+        check_policy_json(&ctx, &r.policy)?;
+        if r.max_session_duration
+            .is_some_and(|d| !(3600..=43200).contains(&d))
+        {
+            return Err(CoreError::InvalidManifest(format!(
+                "{ctx}: max_session_duration must be 3600-43200 seconds"
+            )));
+        }
+        roles.push(ManifestRole {
+            name: name.clone(),
+            policy: r.policy.clone(),
+            description: r.description.clone(),
+            max_session_s: r.max_session_duration,
         });
     }
     let mut mappings = Vec::new();
@@ -604,6 +691,39 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
                 }
             }
         }
+        match (f.role, f.policy) {
+            (Some(_), Some(_)) => {
+                return Err(CoreError::InvalidManifest(format!(
+                "functions.{name}: set role or policy, not both (policy makes the role fn-{name})"
+            )))
+            }
+            (Some(r), None) if r.starts_with("arn:") => config.role = r,
+            (Some(r), None) => {
+                if !valid_role_name(&r) {
+                    return Err(CoreError::InvalidManifest(format!(
+                        "functions.{name}: role {r:?} is neither a role name nor a role ARN"
+                    )));
+                }
+                config.role = role_arn(&r);
+            }
+            (None, Some(policy)) => {
+                let role = format!("fn-{name}");
+                check_policy_json(&format!("functions.{name}"), &policy)?;
+                if raw.roles.contains_key(&role) {
+                    return Err(CoreError::InvalidManifest(format!(
+                        "functions.{name}: policy makes the role {role}, which [roles.{role}] declares too"
+                    )));
+                }
+                config.role = role_arn(&role);
+                roles.push(ManifestRole {
+                    name: role,
+                    policy,
+                    description: Some(format!("the inline policy of function {name}")),
+                    max_session_s: None,
+                });
+            }
+            (None, None) => {}
+        }
         config.idempotency_key_path = f.idempotency_key;
         config.alias = alias;
         config.provisioned_concurrency = f.provisioned_concurrency;
@@ -708,12 +828,64 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         rules,
         layers,
         alarms,
+        roles,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_and_inline_policies() {
+        let p = parse_project(
+            r#"
+[roles.thumbs]
+policy = '{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/in/*"}]}'
+max_session_duration = 7200
+
+[functions.a]
+runtime = "python3.11"
+handler = "app.handler"
+role = "thumbs"
+
+[functions.b]
+runtime = "python3.11"
+handler = "app.handler"
+policy = '{"Statement":[{"Effect":"Allow","Action":"sqs:*","Resource":"*"}]}'
+
+[functions.c]
+runtime = "python3.11"
+handler = "app.handler"
+role = "arn:aws:iam::123456789012:role/elsewhere"
+"#,
+        )
+        .unwrap();
+        let role = |f: &str| {
+            p.functions
+                .iter()
+                .find(|x| x.name.as_str() == f)
+                .unwrap()
+                .config
+                .role
+                .clone()
+        };
+        assert_eq!(role("a"), "arn:aws:iam::000000000000:role/thumbs");
+        assert_eq!(role("b"), "arn:aws:iam::000000000000:role/fn-b");
+        assert_eq!(role("c"), "arn:aws:iam::123456789012:role/elsewhere");
+        let names: Vec<&str> = p.roles.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, vec!["thumbs", "fn-b"]);
+        assert_eq!(p.roles[0].max_session_s, Some(7200));
+        let f = "[functions.a]\nruntime = \"python3.11\"\nhandler = \"a.b\"\n";
+        for bad in [
+            format!("[roles.x]\npolicy = 'nope'\n{f}"),
+            format!("{f}role = \"r\"\npolicy = '{{}}'\n"),
+            format!("{f}role = \"a b\"\n"),
+            format!("[roles.x]\npolicy = '{{}}'\nmax_session_duration = 60\n{f}"),
+        ] {
+            assert!(parse_project(&bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn logging_config() {

@@ -5,8 +5,10 @@
 //!
 //! Public: `/v1/health`, `/v1/ready`, function URLs (their `AuthType AWS_IAM` is checked in `urls.rs`
 //! through [`check_function_url`]) and user routes. Everything else — the Lambda API, the
-//! native `/v1` API, queues, buses, keys and EventBridge's `POST /` — needs a signed request
-//! when auth is on.
+//! native `/v1` API, queues, buses, keys and EventBridge's, SQS's and IAM's `POST /` — needs
+//! a signed request when auth is on. Instances' temporary credentials (`sessions.rs`) also
+//! need their session token. On an instance's private endpoint ([`PrivateEndpoint`])
+//! everything needs a signature by that instance's credentials, whatever `--auth` says.
 
 use crate::{ApiError, Gateway};
 use axum::body::{Body, Bytes};
@@ -23,13 +25,16 @@ use nimbus_store::{AccessKey, SecretStore, StoreError};
 use std::sync::Arc;
 
 /// An access key as the server holds it in memory.
+#[derive(Clone)]
 pub struct Key {
     pub id: String,
     pub name: String,
     pub user_arn: String,
     pub policy: Policy,
     pub created_ms: i64,
-    secret: String,
+    pub(crate) secret: String,
+    /// Set for an instance's temporary role credentials (`sessions.rs`).
+    pub(crate) session: Option<crate::sessions::Session>,
 }
 
 impl std::fmt::Debug for Key {
@@ -49,6 +54,7 @@ impl Key {
             policy,
             created_ms: k.created_ms,
             secret: k.secret,
+            session: None,
         })
     }
 }
@@ -56,9 +62,12 @@ impl Key {
 /// The access keys and whether requests must be signed.
 pub struct Auth {
     enabled: bool,
-    store: Arc<SecretStore>,
+    pub(crate) store: Arc<SecretStore>,
     /// Read by every signed request without a lock.
-    keys: SnapshotMap<String, Arc<Key>>,
+    pub(crate) keys: SnapshotMap<String, Arc<Key>>,
+    /// Held while a role's policies change and while credentials for a role are minted,
+    /// so live credentials always carry the role's current policies (`sessions.rs`).
+    pub(crate) roles_lock: std::sync::Mutex<()>,
 }
 
 impl Auth {
@@ -74,6 +83,7 @@ impl Auth {
             enabled,
             store,
             keys,
+            roles_lock: std::sync::Mutex::new(()),
         }))
     }
 
@@ -113,14 +123,21 @@ impl Auth {
             policy: policy.clone(),
             created_ms: time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
             secret: secret.clone(),
+            session: None,
         };
         self.keys.insert(id.clone(), Arc::new(key));
         (id, secret)
     }
 
-    /// Every key, sorted by name.
+    /// Every key, sorted by name (not instances' temporary credentials).
     pub fn list(&self) -> Vec<Arc<Key>> {
-        let mut v: Vec<Arc<Key>> = self.keys.snapshot().values().cloned().collect();
+        let mut v: Vec<Arc<Key>> = self
+            .keys
+            .snapshot()
+            .values()
+            .filter(|k| k.session.is_none())
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -149,7 +166,7 @@ impl Auth {
         Ok(())
     }
 
-    fn key(&self, id: &str) -> Option<Arc<Key>> {
+    pub(crate) fn key(&self, id: &str) -> Option<Arc<Key>> {
         self.keys.get(id)
     }
 
@@ -193,6 +210,17 @@ pub(crate) enum Target {
     Deploy(String),
     /// The SQS API: `sqs:<Op>` on the queue's ARN, read from the body (`sqs::checks`).
     Sqs,
+    /// The IAM API: `iam:<Op>` on the role's ARN, read from the body (`iam::checks`).
+    Iam,
+}
+
+/// Set (by the server) on every request that arrived at an instance's private AWS
+/// endpoint: authentication is enforced whatever `--auth` says, and only the instance's
+/// own temporary credentials are accepted.
+#[derive(Debug, Clone)]
+pub struct PrivateEndpoint {
+    /// The access key id of the instance's credentials.
+    pub access_key_id: String,
 }
 
 fn decode(seg: &str) -> String {
@@ -276,6 +304,7 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         ("GET", ["metrics"]) => one("nimbus:GetMetrics".into(), "*".into()),
         (_, ["fn", ..]) => Target::Public,
         _ if crate::sqs::protocol_of(method, path, headers).is_some() => Target::Sqs,
+        _ if crate::iam::is_iam(method, path, headers) => Target::Iam,
         ("POST", [""]) if events_op(headers).is_some() => one(
             format!("nimbus:{}", events_op(headers).unwrap_or_default()),
             bus_arn(nimbus_store::DEFAULT_BUS),
@@ -577,6 +606,27 @@ fn identify(auth: &Auth, headers: &HeaderMap) -> Result<(Authorization, Arc<Key>
     Ok((parsed, key))
 }
 
+/// Temporary credentials need their session token (`X-Amz-Security-Token`).
+fn check_session(auth: &Auth, key: &Key, headers: &HeaderMap) -> Result<(), ApiError> {
+    if key.session.is_none() {
+        return Ok(());
+    }
+    let token = headers
+        .get("x-amz-security-token")
+        .and_then(|v| v.to_str().ok());
+    auth.check_token(&key.id, token).map_err(|e| {
+        ApiError::UnrecognizedClient(
+            match e {
+                crate::TokenError::Expired => {
+                    "The security token included in the request is expired"
+                }
+                _ => "The security token included in the request is invalid.",
+            }
+            .into(),
+        )
+    })
+}
+
 /// Checks the signature of a request whose body is `body`.
 fn verify(parts: &Parts, parsed: &Authorization, key: &Key, body: &[u8]) -> Result<(), ApiError> {
     let hash = sigv4::payload_hash(body);
@@ -685,6 +735,7 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 /// whose policy allows what the route means.
 pub(crate) async fn enforce(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     let sqs = crate::sqs::protocol_of(req.method(), req.uri().path(), req.headers());
+    let iam = crate::iam::is_iam(req.method(), req.uri().path(), req.headers());
     match enforce_request(&gw, req).await {
         Ok(req) => next.run(req).await,
         Err(e) => {
@@ -702,6 +753,8 @@ pub(crate) async fn enforce(State(gw): State<Arc<Gateway>>, req: Request, next: 
                     protocol,
                 }
                 .into_response(),
+                // IAM clients get IAM's.
+                None if iam => ApiError::Iam(crate::iam::auth_error(e)).into_response(),
                 None => e.into_response(),
             }
         }
@@ -709,19 +762,32 @@ pub(crate) async fn enforce(State(gw): State<Arc<Gateway>>, req: Request, next: 
 }
 
 async fn enforce_request(gw: &Gateway, req: Request) -> Result<Request, ApiError> {
-    let Some(auth) = gw.auth.get().filter(|a| a.enabled) else {
+    let private = req.extensions().get::<PrivateEndpoint>().cloned();
+    let Some(auth) = gw.auth.get().filter(|a| a.enabled || private.is_some()) else {
         return Ok(req);
     };
-    let target = classify(
+    let mut target = classify(
         req.method(),
         req.uri().path(),
         req.uri().query().unwrap_or(""),
         req.headers(),
     );
     if target == Target::Public {
-        return Ok(req);
+        if private.is_none() {
+            return Ok(req);
+        }
+        // Nothing is public on an instance's private endpoint.
+        target = Target::Api(vec![]);
     }
     let (parsed, key) = identify(auth, req.headers())?;
+    if let Some(p) = &private {
+        if key.id != p.access_key_id {
+            return Err(ApiError::UnrecognizedClient(
+                "The security token included in the request is invalid: this endpoint accepts only the instance's own credentials.".into(),
+            ));
+        }
+    }
+    check_session(auth, &key, req.headers())?;
     let (mut parts, body) = req.into_parts();
     let body = read_body(body).await?;
     verify(&parts, &parsed, &key, &body)?;
@@ -729,6 +795,7 @@ async fn enforce_request(gw: &Gateway, req: Request) -> Result<Request, ApiError
         Target::Public => Vec::new(),
         Target::Api(checks) => checks,
         Target::Sqs => crate::sqs::checks(&parts, &body),
+        Target::Iam => crate::iam::checks(gw, &body),
         Target::CreateFunction => {
             let name = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -776,6 +843,7 @@ pub(crate) async fn check_function_url(
         ))
     })?;
     let (parsed, key) = identify(auth, req.headers())?;
+    check_session(auth, &key, req.headers())?;
     if parsed.service != "lambda" {
         return Err(ApiError::InvalidSignature(format!(
             "Credential should be scoped to correct service: 'lambda', not '{}'.",

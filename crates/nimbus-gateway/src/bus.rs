@@ -224,6 +224,24 @@ pub(crate) async fn aws_json(
     if crate::sqs::protocol_of(req.method(), req.uri().path(), req.headers()).is_some() {
         return crate::sqs::handle(gw, req).await;
     }
+    if crate::iam::is_iam(req.method(), req.uri().path(), req.headers()) {
+        return crate::iam::handle(gw, req).await;
+    }
+    // With authentication off, an unsigned IAM form (`Version=2010-05-08`) too; never
+    // where requests are authenticated (there only a signature scoped to `iam` is IAM).
+    let enforced =
+        crate::auth::enabled(&gw) || req.extensions().get::<crate::PrivateEndpoint>().is_some();
+    if !enforced && crate::iam::may_be_unsigned_iam(req.method(), req.uri().path(), req.headers()) {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, AWS_JSON_MAX)
+            .await
+            .map_err(|e| ApiError::TooLarge(format!("request body: {e}")))?;
+        let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(body.clone()));
+        if crate::iam::is_iam_form(&body) {
+            return crate::iam::handle(gw, req).await;
+        }
+        return crate::urls::user_route(State(gw), req).await;
+    }
     let op = req
         .headers()
         .get("x-amz-target")

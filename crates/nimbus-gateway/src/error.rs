@@ -60,6 +60,9 @@ pub enum ApiError {
         error: nimbus_sqs::SqsError,
         protocol: nimbus_sqs::Protocol,
     },
+    /// An error of the IAM API, answered in IAM's XML shape.
+    #[error("{0}")]
+    Iam(crate::iam::IamError),
 }
 
 impl ApiError {
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::FunctionFailed(_) => "FunctionError",
             ApiError::Internal(_) => "ServiceException",
             ApiError::Sqs { error, .. } => error.shape(),
+            ApiError::Iam(e) => e.code,
         }
     }
 
@@ -110,6 +114,7 @@ impl ApiError {
             ApiError::Sqs { error, .. } => {
                 StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
+            ApiError::Iam(e) => StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -134,6 +139,18 @@ impl IntoResponse for ApiError {
                     resp.headers_mut().insert(k, v);
                 }
             }
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut().insert("x-amzn-requestid", v);
+            }
+            return resp;
+        }
+        if let ApiError::Iam(e) = &self {
+            let mut resp = (
+                self.status(),
+                [("content-type", "text/xml")],
+                e.to_xml(&request_id),
+            )
+                .into_response();
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 resp.headers_mut().insert("x-amzn-requestid", v);
             }

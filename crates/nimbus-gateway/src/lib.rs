@@ -1,6 +1,6 @@
 //! Every HTTP surface of Nimbus on one router: the Lambda Invoke API and function URL
 //! config (`/2015-03-31/…`, `/2021-10-31/…`), layers (`/2018-10-31/layers/…`), the SQS and
-//! EventBridge JSON APIs at `POST /` (by `X-Amz-Target`), the native API (`/v1/…`), function URLs
+//! EventBridge JSON APIs and IAM's query API at `POST /` (by `X-Amz-Target`, or the signing service), the native API (`/v1/…`), function URLs
 //! (`/fn/NAME/…`) and user routes declared in manifests. Every API request passes one
 //! authentication and authorization middleware (`auth.rs`: SigV4, the route → action table,
 //! policies). Errors map to HTTP in one place ([`ApiError`]).
@@ -18,6 +18,7 @@ mod error;
 mod health;
 mod history;
 pub mod http_event;
+mod iam;
 mod invoke;
 mod jwt;
 mod keys;
@@ -31,6 +32,7 @@ mod native;
 mod provisioned;
 mod queues;
 mod secrets;
+mod sessions;
 mod sqs;
 mod state;
 mod streaming;
@@ -40,13 +42,14 @@ mod whoami;
 
 pub use alarms::{ALARM_DETAIL_TYPE, ALARM_SOURCE};
 pub use async_invoke::GatewayInvoker;
-pub use auth::{Auth, Caller, Key};
+pub use auth::{Auth, Caller, Key, PrivateEndpoint};
 pub use error::ApiError;
 pub use health::{HealthCheck, HealthMonitor, HealthReport, HealthStatus};
 pub use history::History;
 pub use limits::{AbuseLimits, BUCKETS_MAX};
 pub use metrics::metrics_router;
 pub use secrets::Secrets;
+pub use sessions::{assumed_role_arn, role_name_of, SessionCredentials, TokenError};
 pub use state::{Gateway, GatewayConfig, Pools};
 
 use axum::extract::DefaultBodyLimit;
@@ -56,6 +59,13 @@ use std::sync::Arc;
 use tower_http::compression::predicate::{
     DefaultPredicate, NotForContentType, Predicate, SizeAbove,
 };
+
+/// Decodes an IAM query-protocol body and renders its answer's XML without a store: the
+/// entry point of the fuzz target `fuzz/fuzz_targets/iam_decode.rs`.
+#[doc(hidden)]
+pub fn iam_render_for_fuzzing(body: &[u8]) -> String {
+    iam::render_without_store(body)
+}
 
 /// Builds the router serving every surface.
 /// gzip for the native API's answers (the console's lists, logs, `/metrics`) when the client

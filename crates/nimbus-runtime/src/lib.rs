@@ -13,6 +13,7 @@ mod java;
 mod logs;
 mod memory;
 pub mod netns;
+mod platform;
 mod platform_log;
 mod process;
 mod rapi;
@@ -26,6 +27,7 @@ pub use memory::{
     default_instance_budget, default_memory_floor, host_available_memory, own_cgroup_limit,
     HostMemory, MemoryProbe,
 };
+pub use platform::{AwsEndpoint, InstanceCredentials, PlatformAccess, AWS_API_ADDR, S3_API_ADDR};
 pub use process::{
     mask_secrets, HostInterpreters, ProcessExecutor, ProcessExecutorConfig, ProcessInstance,
     SecretSource,

@@ -69,6 +69,29 @@ impl NetNs {
             .map_err(|_| io::Error::other("the namespace thread panicked"))?
     }
 
+    /// Binds a listener on `addr` inside the namespace (on a short-lived thread that joins
+    /// it): the private AWS endpoints beside the Runtime API.
+    pub(crate) async fn bind(&self, addr: &'static str) -> io::Result<std::net::TcpListener> {
+        let fd = self.fd.try_clone()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("nimbus-netns".into())
+            .spawn(move || {
+                let bound = (|| {
+                    // SAFETY: this thread joins the namespace and ends right after.
+                    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    let l = std::net::TcpListener::bind(addr)?;
+                    l.set_nonblocking(true)?;
+                    Ok(l)
+                })();
+                let _ = tx.send(bound);
+            })?;
+        rx.await
+            .map_err(|_| io::Error::other("the namespace thread panicked"))?
+    }
+
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

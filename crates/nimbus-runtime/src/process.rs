@@ -5,6 +5,7 @@ use crate::egress::{self, Egress};
 use crate::java::JavaRuntime;
 use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind, OutputBudget};
 use crate::netns::{self, NetNs};
+use crate::platform::{self, PlatformAccess, PlatformLease};
 use crate::platform_log::{line_level, trace_root, PlatformEvent};
 use crate::rapi::{self, Pending, RapiState};
 use crate::sandbox::{self, Isolation, IsolationReport, Mounts, Sandbox, UidLease};
@@ -30,6 +31,9 @@ const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.
 
 /// How long a runtime may take to initialise before its first `next` (Lambda: 10 s).
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// An instance is not reused when its role credentials would expire within the function's
+/// timeout plus this.
+const CREDENTIALS_MARGIN: Duration = Duration::from_secs(60);
 /// Bytes of log kept for `X-Amz-Log-Result` (Lambda returns the last 4 KB).
 const TAIL_BYTES: usize = 4096;
 /// Longest log line kept; longer lines are split.
@@ -75,6 +79,8 @@ pub fn mask_secrets(line: &str, secrets: &[String]) -> String {
 pub struct ProcessExecutor {
     cfg: ProcessExecutorConfig,
     secrets: Option<Arc<dyn SecretSource>>,
+    /// Role credentials and private AWS endpoints for instances (`platform.rs`).
+    platform: Option<Arc<dyn PlatformAccess>>,
     logs: LogSink,
     /// `PATH` handed to functions.
     path_env: String,
@@ -273,6 +279,7 @@ impl ProcessExecutor {
         Ok(Self {
             cfg,
             secrets: None,
+            platform: None,
             logs,
             path_env,
             java,
@@ -474,13 +481,16 @@ impl ProcessExecutor {
         if let Some(cg) = &inst.cgroup {
             cg.resize(u64::from(spec.config.memory_mb) << 20)?;
         }
+        let lease = self.platform_lease(&spec, inst._netns.as_ref()).await?;
         inst.logctx.specialize(
             spec.function.as_str(),
-            secret_mask(secret_env),
+            instance_mask(secret_env, lease.as_ref()),
             spec.config.logging.clone(),
         );
-        let env: serde_json::Map<String, serde_json::Value> = self
-            .environment(&spec, &inst.api, secret_env, &inst.id)
+        let mut env = self.environment(&spec, &inst.api, secret_env, &inst.id);
+        with_lease(&mut env, lease.as_ref());
+        inst.platform = lease;
+        let env: serde_json::Map<String, serde_json::Value> = env
             .into_iter()
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect();
@@ -495,6 +505,28 @@ impl ProcessExecutor {
         inst.started = Instant::now();
         debug!(instance = %inst.id, function = %inst.spec.function, mount_us = mounted.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "stem cell specialised");
         Ok(inst)
+    }
+
+    /// Gives instances of functions with an execution role temporary credentials and
+    /// private AWS endpoints from `platform`. Without one, no instance gets credentials.
+    pub fn with_platform(mut self, platform: Arc<dyn PlatformAccess>) -> Self {
+        self.platform = Some(platform);
+        self
+    }
+
+    /// The credentials and private endpoints of an instance of `spec` in namespace `ns`,
+    /// when its function has a role that exists.
+    async fn platform_lease(
+        &self,
+        spec: &InstanceSpec,
+        ns: Option<&NetNs>,
+    ) -> Result<Option<PlatformLease>, RuntimeError> {
+        match &self.platform {
+            Some(p) if !spec.config.role.is_empty() => {
+                platform::lease(p, spec.function.as_str(), &spec.config.role, ns).await
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Resolves functions' secret references from `secrets`. Without one, a function that
@@ -869,6 +901,24 @@ impl Executor for ProcessExecutor {
     }
 }
 
+/// The instance's mask: its secrets' values and its credentials' secret and token.
+fn instance_mask(secret_env: &[(String, String)], lease: Option<&PlatformLease>) -> Vec<String> {
+    let mut mask = secret_mask(secret_env);
+    if let Some(l) = lease {
+        mask.extend(l.mask.iter().cloned());
+        mask.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    }
+    mask
+}
+
+/// Sets the lease's variables (credentials, endpoints), over any the function set.
+fn with_lease(env: &mut Vec<(String, String)>, lease: Option<&PlatformLease>) {
+    if let Some(l) = lease {
+        env.retain(|(k, _)| !l.env.iter().any(|(lk, _)| lk == k));
+        env.extend(l.env.iter().cloned());
+    }
+}
+
 /// What to mask in an instance's output: each secret value, and each line of a multi-line
 /// value (output is captured line by line), longest first.
 fn secret_mask(secret_env: &[(String, String)]) -> Vec<String> {
@@ -923,12 +973,18 @@ impl ProcessExecutor {
         if self.sandbox.is_none() {
             warn!(function = %spec.function, "starting an instance WITHOUT isolation: it runs as the server's user and sees the host");
         }
-        let mask = secret_mask(secret_env);
         let is_stem = stem.is_some();
 
         // The Runtime API listens before the runtime starts (curl's connect timeout is 1 s):
         // 127.0.0.1:9001 in the instance's own network namespace.
         let (listener, ns, egress) = self.network(&spec).await?;
+        // A stem cell gets its function's credentials when it is specialised.
+        let lease = if is_stem {
+            None
+        } else {
+            self.platform_lease(&spec, ns.as_ref()).await?
+        };
+        let mask = instance_mask(secret_env, lease.as_ref());
         let api = listener.local_addr()?.to_string();
         let ns_fd = ns.as_ref().map(NetNs::raw_fd);
         let (next_tx, next_rx) = mpsc::channel::<Pending>(1);
@@ -963,7 +1019,9 @@ impl ProcessExecutor {
         let env = if is_stem {
             self.stem_environment(&api, &id)
         } else {
-            self.environment(&spec, &api, secret_env, &id)
+            let mut env = self.environment(&spec, &api, secret_env, &id);
+            with_lease(&mut env, lease.as_ref());
+            env
         };
         cmd.env_clear()
             .envs(env)
@@ -1104,6 +1162,7 @@ impl ProcessExecutor {
             egress,
             probe: std::sync::OnceLock::new(),
             from_stem: false,
+            platform: lease,
         })
     }
 }
@@ -1295,6 +1354,10 @@ pub struct ProcessInstance {
     probe: std::sync::OnceLock<crate::MemoryProbe>,
     /// Specialised from a stem cell ([`Instance::was_stem_cell`]).
     from_stem: bool,
+    /// The role credentials and private endpoints: revoked and closed when the instance
+    /// is dropped, whatever stopped it. Declared after the process fields so they outlive
+    /// nothing of it.
+    platform: Option<PlatformLease>,
 }
 
 enum Phase {
@@ -1304,6 +1367,18 @@ enum Phase {
 }
 
 impl ProcessInstance {
+    /// Whether the instance's role credentials (if any) outlive another invocation: valid
+    /// for the function's timeout plus [`CREDENTIALS_MARGIN`]. Otherwise the pool stops
+    /// the instance instead of reusing it, and the next one gets fresh credentials (as
+    /// Lambda recycles execution environments before their credentials expire).
+    fn credentials_fresh(&self) -> bool {
+        self.platform.as_ref().is_none_or(|l| {
+            l.valid_for(
+                Duration::from_secs(u64::from(self.spec.config.timeout_s)) + CREDENTIALS_MARGIN,
+            )
+        })
+    }
+
     /// `platform.initStart` (JSON format only), stamped with the instance's start.
     fn init_start_event(&self, provisioned: bool) {
         let at = now_ms() - self.started.elapsed().as_millis() as i64;
@@ -1445,7 +1520,7 @@ impl Instance for ProcessInstance {
     }
 
     fn is_healthy(&self) -> bool {
-        self.healthy && self.exit_rx.borrow().is_none()
+        self.healthy && self.exit_rx.borrow().is_none() && self.credentials_fresh()
     }
 
     fn was_stem_cell(&self) -> bool {

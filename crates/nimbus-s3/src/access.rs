@@ -14,6 +14,26 @@ use std::sync::Arc;
 pub trait KeyLookup: Send + Sync + 'static {
     /// The secret and the policy of an access key, if it exists.
     fn lookup(&self, access_key_id: &str) -> Option<(String, Policy)>;
+    /// For temporary (session) credentials: whether `token` (the request's
+    /// `X-Amz-Security-Token`) is the key's session token. Keys that are not session
+    /// credentials need none.
+    fn check_token(&self, access_key_id: &str, token: Option<&str>) -> TokenCheck {
+        let _ = (access_key_id, token);
+        TokenCheck::Valid
+    }
+}
+
+/// The outcome of [`KeyLookup::check_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// Not session credentials, or the right token.
+    Valid,
+    /// Session credentials without a token.
+    Missing,
+    /// Another token.
+    Invalid,
+    /// The credentials have expired.
+    Expired,
 }
 
 /// The IAM action an S3 operation needs (IAM's names: `HeadObject` needs `s3:GetObject`,

@@ -21,8 +21,9 @@ mod lifecycle;
 mod notify;
 mod ops;
 mod requester;
+mod session;
 
-pub use access::{action_of, KeyLookup};
+pub use access::{action_of, KeyLookup, TokenCheck};
 
 use axum::extract::Request;
 use nimbus_objects::Objects;
@@ -34,10 +35,9 @@ use std::sync::Arc;
 pub fn router(objects: Objects, keys: Option<Arc<dyn KeyLookup>>) -> axum::Router {
     let mut builder = s3s::service::S3ServiceBuilder::new(ops::NimbusS3::new(objects.clone()));
     builder.set_host(host::Localhost);
-    let auth_on = keys.is_some();
-    if let Some(keys) = keys {
+    if let Some(keys) = &keys {
         builder.set_auth(access::Auth(keys.clone()));
-        builder.set_access(access::Access(keys));
+        builder.set_access(access::Access(keys.clone()));
     }
     let service =
         axum::error_handling::HandleError::new(builder.build(), |e: s3s::HttpError| async move {
@@ -51,8 +51,8 @@ pub fn router(objects: Objects, keys: Option<Arc<dyn KeyLookup>>) -> axum::Route
         .layer(axum::middleware::from_fn(
             expect::close_after_bodiless_expect,
         ));
-    if auth_on {
-        router
+    if let Some(keys) = keys {
+        router.layer(axum::middleware::from_fn_with_state(keys, session::check))
     } else {
         router.layer(axum::middleware::map_request(unsigned))
     }

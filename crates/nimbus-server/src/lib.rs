@@ -33,6 +33,7 @@ mod gauges;
 mod health;
 mod keys;
 mod notifications;
+mod platform;
 mod s3;
 mod secrets;
 mod slots;
@@ -352,7 +353,14 @@ impl Server {
         )
         .context("cannot prepare the process executor")?;
         let isolation = serde_json::to_value(exec.isolation()).unwrap_or_default();
-        let exec = Arc::new(exec.with_secrets(Arc::new(secrets::Source(secret_store.clone()))));
+        let mut private_limits = config.conn.clone();
+        private_limits.max_header_bytes = config.abuse.max_header_bytes;
+        private_limits.max_headers = config.abuse.max_headers;
+        let link = platform::Link::new(auth.clone(), private_limits);
+        let exec = Arc::new(
+            exec.with_secrets(Arc::new(secrets::Source(secret_store.clone())))
+                .with_platform(link.clone()),
+        );
         exec.spawn_stem_cells();
         let pools = PoolManager::new(
             exec,
@@ -454,6 +462,9 @@ impl Server {
             )?),
             None => None,
         };
+        if let Some(s) = &s3 {
+            link.set_objects(s.objects().clone());
+        }
         if config.metrics {
             gauges::register(&metrics, &pools, &events, queues.clone(), data_dir.clone());
         }
@@ -489,6 +500,9 @@ impl Server {
         );
         let monitor = nimbus_gateway::HealthMonitor::new(config.health.interval);
         let gateway = gateway.with_health(monitor.clone());
+        // Instances' private AWS endpoints serve the same router as the public listener (set
+        // before anything below can start an instance: provisioned concurrency).
+        link.set_main(nimbus_gateway::router(gateway.clone()));
         let health = health::Checker {
             cfg: config.health,
             data_dir: data_dir.clone(),

@@ -37,6 +37,25 @@ impl nimbus_s3::KeyLookup for Keys {
     fn lookup(&self, access_key_id: &str) -> Option<(String, nimbus_auth::Policy)> {
         self.0.signing_key(access_key_id)
     }
+
+    fn check_token(&self, access_key_id: &str, token: Option<&str>) -> nimbus_s3::TokenCheck {
+        token_check(&self.0, access_key_id, token)
+    }
+}
+
+/// Session credentials' token check, in `nimbus-s3`'s terms.
+pub(crate) fn token_check(
+    auth: &Auth,
+    access_key_id: &str,
+    token: Option<&str>,
+) -> nimbus_s3::TokenCheck {
+    use nimbus_gateway::TokenError;
+    match auth.check_token(access_key_id, token) {
+        Ok(()) => nimbus_s3::TokenCheck::Valid,
+        Err(TokenError::Missing) => nimbus_s3::TokenCheck::Missing,
+        Err(TokenError::Invalid) => nimbus_s3::TokenCheck::Invalid,
+        Err(TokenError::Expired) => nimbus_s3::TokenCheck::Expired,
+    }
 }
 
 /// Opens the object store and binds `addr`. `auth` is `None` with `--auth off` (then only
@@ -79,6 +98,11 @@ pub(crate) fn bind(
 impl S3Listener {
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The object store (instances' private S3 endpoints serve it too).
+    pub(crate) fn objects(&self) -> &Objects {
+        &self.objects
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish. The second

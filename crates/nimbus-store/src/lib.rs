@@ -15,6 +15,7 @@ mod history;
 mod layers;
 mod logs;
 mod queues;
+mod roles;
 mod secrets;
 mod sqlite;
 
@@ -38,6 +39,7 @@ pub use queues::{
     Message, NewMessage, QueueDepth, QueueInfo, QueueSettings, QueueStats, QueueStore,
     RedrivePolicy, Redriven, SqliteQueueStore, ThroughputLimit, MAX_BATCH, MAX_MESSAGE_BYTES,
 };
+pub use roles::{Role, RoleStore, RoleUpdate};
 pub use secrets::{
     validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,
     MAX_SECRET_NAME, MAX_SECRET_VALUE,

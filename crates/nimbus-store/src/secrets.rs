@@ -52,6 +52,26 @@ CREATE TABLE access_keys (
     created_ms INTEGER NOT NULL
 ) STRICT;
 ",
+    // Execution roles (`roles.rs`): not secret, but the identities access keys and
+    // session credentials act as live beside them.
+    "
+CREATE TABLE roles (
+    name           TEXT PRIMARY KEY NOT NULL COLLATE NOCASE,
+    path           TEXT NOT NULL,
+    id             TEXT NOT NULL UNIQUE,
+    trust_policy   TEXT NOT NULL,
+    description    TEXT,
+    max_session_s  INTEGER NOT NULL,
+    tags           TEXT NOT NULL,
+    created_ms     INTEGER NOT NULL
+) STRICT;
+CREATE TABLE role_policies (
+    role     TEXT NOT NULL COLLATE NOCASE,
+    name     TEXT NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (role, name)
+) STRICT;
+",
 ];
 
 /// Access key secrets are sealed as if named `\0access-key:ID`: no secret name holds a NUL, so
@@ -289,8 +309,8 @@ pub struct SecretStore {
     inner: Mutex<Inner>,
 }
 
-struct Inner {
-    db: Db,
+pub(crate) struct Inner {
+    pub(crate) db: Db,
     key: MasterKey,
 }
 
@@ -320,7 +340,7 @@ impl SecretStore {
         })
     }
 
-    fn inner(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn inner(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 

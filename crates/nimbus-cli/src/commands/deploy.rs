@@ -53,6 +53,15 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
     };
     let mut targets = targets;
     if args.name.is_none() {
+        // Roles before the functions whose instances assume them.
+        let roles = super::role::manifest_roles(&args.path)?;
+        for line in super::role::apply_roles(client, &roles).await? {
+            if !json {
+                super::print(format!("{line}\n"))?;
+            }
+        }
+    }
+    if args.name.is_none() {
         // Layers first: the functions' deploys name the versions published here.
         let layers = manifest_layers(&args.path)?;
         for line in
@@ -220,7 +229,7 @@ fn read_manifest(dir: &Path) -> Result<manifest::Project> {
 }
 
 /// `dir/nimbus.toml` and every manifest it includes, depth first.
-fn manifest_projects(dir: &Path) -> Result<Vec<manifest::Project>> {
+pub(crate) fn manifest_projects(dir: &Path) -> Result<Vec<manifest::Project>> {
     fn walk(dir: &Path, depth: usize, out: &mut Vec<manifest::Project>) -> Result<()> {
         if depth > 8 {
             bail!("includes nest deeper than 8 levels at {}", dir.display());

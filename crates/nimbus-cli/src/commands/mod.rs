@@ -13,6 +13,7 @@ mod ls;
 mod provisioned;
 mod queue;
 mod rm;
+mod role;
 mod secret;
 mod serve;
 mod stats;

@@ -268,6 +268,12 @@ async fn watch_and_redeploy(
 /// Publishes the manifest's changed layers and gives `targets` their ARNs; failures are
 /// reported, not fatal (the functions that name a layer then fail to deploy, by name).
 async fn publish_layers(client: &Client, dir: &Path, targets: &mut [Target]) {
+    // Roles first: the functions' instances assume them.
+    let roles = match super::role::manifest_roles(dir) {
+        Ok(roles) => super::role::apply_roles(client, &roles).await,
+        Err(e) => Err(e),
+    };
+    report(roles);
     let published = match deploy::manifest_layers(dir) {
         Ok(layers) => super::layer::publish_manifest_layers(client, dir, &layers, targets).await,
         Err(e) => Err(e),
