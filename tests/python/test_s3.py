@@ -604,12 +604,15 @@ def test_bucket_notification_configuration(s3, bucket):
                                       "EventBridgeConfiguration"))
 
 
-def test_presigned_put_and_get(s3, bucket):
+def test_presigned_put_and_get(s3, bucket, tmp_path):
     put_url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "pre.txt"},
                                         ExpiresIn=300)
-    req = urllib.request.Request(put_url, data=b"presigned bytes", method="PUT")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        assert r.status == 200
+    # The upload as a user would script it: curl, no SDK.
+    (tmp_path / "pre.txt").write_bytes(b"presigned bytes")
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T",
+                          str(tmp_path / "pre.txt"), put_url],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == "200", (out.stdout, out.stderr)
     get_url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "pre.txt"},
                                         ExpiresIn=300)
     with urllib.request.urlopen(get_url, timeout=30) as r:
