@@ -10,8 +10,9 @@
 //!   throughput in messages/s, plus `SendMessage` to a FIFO queue (16 message groups);
 //! - upload → function start: a bucket notification to a Node function that logs
 //!   `Date.now()` as its handler's first statement; the latency is that timestamp minus
-//!   the wall-clock time at which this program received the `PutObject` response (both
-//!   read from the same host's clock). Uploads are one at a time into a warm function.
+//!   the wall-clock time at which this program received the `PutObject` response, both in
+//!   whole milliseconds of the same host's clock (so each sample is ±1 ms). Uploads are one
+//!   at a time into a warm function.
 //!
 //! The server runs with `--auth off`, so requests are unsigned (the benchmark measures
 //! the serving path, not SigV4). Every object body is distinct (the store is content
@@ -34,7 +35,9 @@ pub const LARGE: usize = 16 * 1024 * 1024;
 const BUCKET: &str = "bench";
 const EVENTS_BUCKET: &str = "bench-events";
 const FUNCTION: &str = "s3-start";
-/// Logs `Date.now()` before anything else, with the object's key.
+/// Logs `Date.now()` (wall clock, whole milliseconds) before anything else, with the
+/// object's key. (`performance.timeOrigin + performance.now()` would have microseconds but
+/// is not the wall clock in an instance started from a stem cell: it drifted by seconds.)
 const START_JS: &str = "exports.handler = async (event) => {\n  const t = Date.now();\n  \
     console.log(`BENCH_START ${t} ${event.Records[0].s3.object.key}`);\n  return null;\n};\n";
 
@@ -178,7 +181,7 @@ impl StorageRun {
             };
             let mut row = |what: &str, o: &Op, floor: Option<&Op>| {
                 out += &format!(
-                    "{:<26}{:>10.1}{:>10.1}{:>10.2}{:>10.2}{:>10}\n",
+                    "{:<26}{:>10.1}{:>10.1}{:>10.3}{:>10.3}{:>10}\n",
                     format!("{what} {label}"),
                     o.per_s,
                     o.per_s * *size as f64 / (1024.0 * 1024.0),
@@ -208,7 +211,7 @@ impl StorageRun {
             );
         }
         out += &format!(
-            "\nupload -> function start: p50 {:.1} ms, p99 {:.1} ms\n",
+            "\nupload -> function start: p50 {:.0} ms, p99 {:.0} ms (whole ms)\n",
             self.upload_to_start.p50, self.upload_to_start.p99
         );
         out

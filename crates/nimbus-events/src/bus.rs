@@ -1183,4 +1183,26 @@ mod tests {
             BusError::Invalid(_)
         ));
     }
+
+    #[test]
+    fn fifo_queue_targets_need_a_message_group_and_only_they_take_one() {
+        let fifo = TargetKind::parse("arn:aws:sqs:us-east-1:000000000000:q.fifo").unwrap();
+        let plain = TargetKind::parse("arn:aws:sqs:us-east-1:000000000000:q").unwrap();
+        let function = TargetKind::parse("f").unwrap();
+        assert!(check_message_group(&fifo, Some("g")).is_ok());
+        assert!(check_message_group(&plain, None).is_ok());
+        assert!(check_message_group(&function, None).is_ok());
+        for (kind, group) in [
+            (&fifo, None),
+            (&fifo, Some("")),
+            (&fifo, Some(&*"g".repeat(129))),
+            (&plain, Some("g")),
+            (&function, Some("g")),
+        ] {
+            assert!(
+                matches!(check_message_group(kind, group), Err(BusError::Invalid(_))),
+                "{kind:?} {group:?}"
+            );
+        }
+    }
 }
