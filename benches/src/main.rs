@@ -17,6 +17,7 @@ mod observability;
 mod report;
 mod scenarios;
 mod stats;
+mod storage_bench;
 mod targets;
 
 use anyhow::{bail, Context, Result};
@@ -105,6 +106,26 @@ struct Args {
     /// With --async: lone events submitted into an idle queue per run (their delay to START).
     #[arg(long, default_value_t = 20)]
     idle_samples: u32,
+    /// Measure the object store and the queues instead (issue 15): S3 PUT/GET of 4 KiB and
+    /// 16 MiB objects beside a bare write+fsync / read floor, SQS send/receive/delete,
+    /// upload → function start (see `storage_bench.rs`).
+    #[arg(long)]
+    storage: bool,
+    /// With --storage: concurrent clients (and floor threads).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    storage_clients: u32,
+    /// With --storage: 4 KiB objects put and got per run.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    small_objects: u32,
+    /// With --storage: 16 MiB objects put and got per run.
+    #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u32).range(1..))]
+    large_objects: u32,
+    /// With --storage: messages sent, received and deleted per run (and sent to a FIFO queue).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    messages: u32,
+    /// With --storage: uploads timed to their function's start per run.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    uploads: u32,
     /// Give up (and stop everything) after this many minutes.
     #[arg(long, default_value_t = 30.0, value_parser = positive)]
     time_limit: f64,
@@ -273,6 +294,12 @@ async fn main() -> Result<()> {
     let bin = nimbus_bin(args.nimbus.as_deref())?;
     let dir = tempfile::Builder::new().prefix("nimbus-bench").tempdir()?;
     let limit = Duration::from_secs_f64(args.time_limit * 60.0);
+    if args.storage {
+        let (s3_addr, flags) = storage_bench::serve_flags()?;
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let nimbus = Nimbus::start(&bin, &dir.path().join("server"), &flags).await?;
+        return storage_main(&args, nimbus, &s3_addr, dir.path(), limit).await;
+    }
     if args.async_mode {
         let nimbus = Nimbus::start(&bin, &dir.path().join("server"), &[]).await?;
         return async_main(&args, nimbus, dir.path(), limit).await;
@@ -510,6 +537,58 @@ async fn async_main(args: &Args, nimbus: Nimbus, dir: &Path, limit: Duration) ->
         );
         println!();
         print!("{}", median.table("async no-op"));
+    }
+    Ok(())
+}
+
+/// `--storage`: S3 objects, SQS messages and upload → function start (see `storage_bench.rs`).
+async fn storage_main(
+    args: &Args,
+    nimbus: Nimbus,
+    s3_addr: &str,
+    dir: &Path,
+    limit: Duration,
+) -> Result<()> {
+    let settings = storage_bench::Settings {
+        clients: args.storage_clients as usize,
+        small_objects: args.small_objects as usize,
+        large_objects: args.large_objects as usize,
+        messages: args.messages as usize,
+        uploads: args.uploads as usize,
+    };
+    let runs = args.runs.unwrap_or(if args.quick { 1 } else { 5 });
+    let node = Lang::Node.interpreter()?;
+    let version = Lang::Node.version(&node)?;
+    let outcome = tokio::time::timeout(
+        limit,
+        storage_bench::bench(&nimbus, s3_addr, dir, settings, runs),
+    )
+    .await;
+    let server_log = nimbus.log();
+    nimbus.stop().await?;
+    let runs_out = outcome_of(outcome, &server_log, args.time_limit)?;
+    let machine = machine()?;
+    let median = storage_bench::StorageRun::median_of(&runs_out);
+    if args.json {
+        let out = json!({
+            "machine": machine,
+            "settings": {
+                "runs": runs, "clients": settings.clients, "small_objects": settings.small_objects,
+                "large_objects": settings.large_objects, "messages": settings.messages,
+                "uploads": settings.uploads, "node": version,
+            },
+            "median": median.to_json(),
+            "runs": runs_out.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}; median of {} runs", machine_line(&machine), runs);
+        println!(
+            "{} clients; {} x 4 KiB and {} x 16 MiB objects, {} messages, {} uploads per run (node {version})",
+            settings.clients, settings.small_objects, settings.large_objects, settings.messages, settings.uploads
+        );
+        println!();
+        print!("{}", median.table());
     }
     Ok(())
 }

@@ -73,6 +73,8 @@ REFUSED = [
                             "LocalMountPath": "/mnt/efs"}]),
     ("DeadLetterConfig", {"TargetArn": "arn:aws:sns:us-east-1:000000000000:topic"}),
     ("DeadLetterConfig", {"TargetArn": "arn:aws:sqs:us-east-1:000000000000:no-such-queue"}),
+    # Lambda takes standard queues only.
+    ("DeadLetterConfig", {"TargetArn": "arn:aws:sqs:us-east-1:000000000000:dlq.fifo"}),
     ("ImageConfig", {"Command": ["app.handler"]}),
     ("SnapStart", {"ApplyOn": "PublishedVersions"}),
     ("PackageType", "Image"),

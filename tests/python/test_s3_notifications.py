@@ -335,3 +335,22 @@ def test_no_notification_is_lost_to_kill_9(tmp_path):
         assert keys <= acked, f"notifications for objects never written: {keys - acked}"
     finally:
         s.stop()
+
+
+def test_a_fifo_queue_is_refused_as_a_destination(srv, s3):
+    """S3 does not send event notifications to FIFO queues: a configuration naming one is
+    refused with InvalidArgument (even though the queue exists), and nothing is stored."""
+    b = new_bucket(s3)
+    session = boto3.session.Session(aws_access_key_id=ACCESS_KEY,
+                                    aws_secret_access_key=SECRET_KEY, region_name=REGION)
+    sqs = session.client("sqs", endpoint_url=srv.base_url)
+    q = "s3fifo-" + uuid.uuid4().hex[:8] + ".fifo"
+    sqs.create_queue(QueueName=q, Attributes={"FifoQueue": "true"})
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_bucket_notification_configuration(Bucket=b, NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": queue_arn(q), "Events": ["s3:ObjectCreated:*"]}]})
+    err = e.value.response
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 400, err
+    assert err["Error"]["Code"] == "InvalidArgument", err
+    assert "FIFO" in err["Error"]["Message"], err
+    assert s3.get_bucket_notification_configuration(Bucket=b).get("QueueConfigurations", []) == []

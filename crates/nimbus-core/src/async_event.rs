@@ -126,6 +126,13 @@ impl EventInvokeConfig {
             ));
         }
         for d in [&self.on_success, &self.on_failure].into_iter().flatten() {
+            if is_fifo_queue_arn(&d.destination) {
+                return bad(format!(
+                    "destination {:?} is a FIFO queue: Lambda sends invocation records to \
+                     standard queues only",
+                    d.destination
+                ));
+            }
             if is_queue_arn(&d.destination) || is_bus_arn(&d.destination) {
                 continue;
             }
@@ -148,7 +155,9 @@ pub fn validate_dead_letter_target(target: &str) -> Result<(), crate::CoreError>
     if is_queue_arn(target) || is_bus_arn(target) {
         return Ok(());
     }
-    let why = if target.starts_with("arn:aws:sns:") {
+    let why = if is_fifo_queue_arn(target) {
+        "is a FIFO queue, which Lambda does not take as a dead-letter queue (standard queues only)"
+    } else if target.starts_with("arn:aws:sns:") {
         "is an SNS topic, which Nimbus does not have"
     } else {
         "is not a queue or event bus ARN"
@@ -170,6 +179,12 @@ fn is_bus_arn(s: &str) -> bool {
                 && b.bytes()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
         })
+}
+
+/// `arn:aws:sqs:REGION:ACCOUNT:NAME.fifo` with a valid queue name before `.fifo`: a FIFO
+/// queue, which Lambda refuses as a destination and as a dead-letter queue.
+fn is_fifo_queue_arn(s: &str) -> bool {
+    s.strip_suffix(".fifo").is_some_and(is_queue_arn)
 }
 
 /// `arn:aws:sqs:REGION:ACCOUNT:NAME` with a valid queue name.
@@ -222,6 +237,18 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().is_err());
+        let fifo = "arn:aws:sqs:us-east-1:000000000000:q.fifo";
+        let c = EventInvokeConfig {
+            on_success: Some(Destination {
+                destination: fifo.into(),
+            }),
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("FIFO queue"), "{e}");
+        let e = validate_dead_letter_target(fifo).unwrap_err().to_string();
+        assert!(e.contains("FIFO queue"), "{e}");
+        assert!(validate_dead_letter_target("arn:aws:sqs:us-east-1:000000000000:q").is_ok());
         let c = EventInvokeConfig {
             on_success: Some(Destination {
                 destination: "arn:aws:events:us-east-1:000000000000:event-bus/default".into(),

@@ -211,6 +211,28 @@ impl TargetKind {
     }
 }
 
+/// EventBridge's rule for `SqsParameters.MessageGroupId`: a FIFO queue target needs one
+/// (1-128 characters); no other target takes one (Nimbus's standard queues have no
+/// message groups).
+fn check_message_group(kind: &TargetKind, group: Option<&str>) -> Result<(), BusError> {
+    let fifo = matches!(kind, TargetKind::Queue(q) if nimbus_store::is_fifo_name(q));
+    match group {
+        None if fifo => Err(BusError::Invalid(format!(
+            "target {} is a FIFO queue: it needs SqsParameters.MessageGroupId",
+            kind.arn()
+        ))),
+        Some(_) if !fifo => Err(BusError::Invalid(format!(
+            "target {}: SqsParameters.MessageGroupId applies only to FIFO queue targets",
+            kind.arn()
+        ))),
+        Some(g) if g.is_empty() || g.chars().count() > 128 => Err(BusError::Invalid(format!(
+            "target {}: SqsParameters.MessageGroupId must be 1-128 characters",
+            kind.arn()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// How many matches each rule remembers ([`EventBus::recent_matches`]).
 pub const RECENT_MATCHES: usize = 20;
 
@@ -443,7 +465,9 @@ impl EventBus {
         }
         let mut targets = spec.targets;
         for t in &mut targets {
-            t.arn = TargetKind::parse(&t.arn)?.arn();
+            let kind = TargetKind::parse(&t.arn)?;
+            check_message_group(&kind, t.message_group_id.as_deref())?;
+            t.arn = kind.arn();
             if let Some(input) = &t.input {
                 serde_json::from_str::<Value>(input).map_err(|e| {
                     BusError::Invalid(format!("the Input of target {} is not JSON: {e}", t.arn))
@@ -538,6 +562,7 @@ impl EventBus {
             id: None,
             arn: bus_arn(bus),
             input: None,
+            message_group_id: None,
         };
         let origin = Origin {
             trace,
@@ -563,6 +588,7 @@ impl EventBus {
             id: None,
             arn: arn.to_string(),
             input: None,
+            message_group_id: None,
         };
         self.submit_to(&target, event, idempotency_key, origin)
             .await
@@ -694,6 +720,13 @@ impl EventBus {
                         BusError::Invalid("built-in queues are not enabled".into())
                     })?;
                     let store = runner.store().clone();
+                    // A FIFO queue target's messages go to the target's group, deduplicated
+                    // by the event's id (a redelivered event is not queued twice).
+                    let group_id = target.message_group_id.clone();
+                    let dedup_id = group_id
+                        .as_ref()
+                        .and(event["id"].as_str())
+                        .map(str::to_string);
                     let sent = tokio::task::spawn_blocking(move || {
                         store.send(
                             &queue,
@@ -702,6 +735,8 @@ impl EventBus {
                                 attributes: json!({}),
                                 delay_s: 0,
                                 trace: origin.trace.map(|t| t.stored_xray()),
+                                group_id,
+                                dedup_id,
                                 ..Default::default()
                             }],
                             now_ms(),
@@ -867,6 +902,7 @@ mod tests {
                     id: None,
                     arn: t.to_string(),
                     input: None,
+                    message_group_id: None,
                 })
                 .collect(),
             created_ms: 0,
@@ -893,6 +929,7 @@ mod tests {
                     id: None,
                     arn: t.to_string(),
                     input: None,
+                    message_group_id: None,
                 })
                 .collect(),
             enabled: true,
@@ -1145,5 +1182,27 @@ mod tests {
             TargetKind::parse("arn:aws:sqs:us-east-1:000000000000:").unwrap_err(),
             BusError::Invalid(_)
         ));
+    }
+
+    #[test]
+    fn fifo_queue_targets_need_a_message_group_and_only_they_take_one() {
+        let fifo = TargetKind::parse("arn:aws:sqs:us-east-1:000000000000:q.fifo").unwrap();
+        let plain = TargetKind::parse("arn:aws:sqs:us-east-1:000000000000:q").unwrap();
+        let function = TargetKind::parse("f").unwrap();
+        assert!(check_message_group(&fifo, Some("g")).is_ok());
+        assert!(check_message_group(&plain, None).is_ok());
+        assert!(check_message_group(&function, None).is_ok());
+        for (kind, group) in [
+            (&fifo, None),
+            (&fifo, Some("")),
+            (&fifo, Some(&*"g".repeat(129))),
+            (&plain, Some("g")),
+            (&function, Some("g")),
+        ] {
+            assert!(
+                matches!(check_message_group(kind, group), Err(BusError::Invalid(_))),
+                "{kind:?} {group:?}"
+            );
+        }
     }
 }

@@ -449,6 +449,7 @@ mod tests {
                 id: None,
                 arn: "tick".into(),
                 input: None,
+                message_group_id: None,
             }],
             created_ms: 0,
             last_fired_ms: None,

@@ -144,6 +144,9 @@ enum TargetBody {
         arn: String,
         #[serde(default, alias = "Input")]
         input: Option<Value>,
+        /// A FIFO queue target's message group (EventBridge's `SqsParameters.MessageGroupId`).
+        #[serde(default, alias = "MessageGroupId")]
+        message_group_id: Option<String>,
     },
 }
 
@@ -177,8 +180,13 @@ pub(crate) async fn put_rule(
                 id: None,
                 arn,
                 input: None,
+                message_group_id: None,
             },
-            TargetBody::Full { arn, input } => RuleTarget {
+            TargetBody::Full {
+                arn,
+                input,
+                message_group_id,
+            } => RuleTarget {
                 id: None,
                 arn,
                 // `Input` is JSON text in EventBridge; a JSON value here is taken as is.
@@ -186,6 +194,7 @@ pub(crate) async fn put_rule(
                     Value::String(s) => s,
                     other => other.to_string(),
                 }),
+                message_group_id,
             },
         })
         .collect();
@@ -423,6 +432,9 @@ async fn aws_control(b: &Arc<EventBus>, op: &str, req: &Value) -> Result<Value, 
                             if let Some(i) = &t.input {
                                 v["Input"] = i.clone().into();
                             }
+                            if let Some(g) = &t.message_group_id {
+                                v["SqsParameters"] = json!({ "MessageGroupId": g });
+                            }
                             v
                         })
                         .collect();
@@ -439,6 +451,9 @@ async fn aws_control(b: &Arc<EventBus>, op: &str, req: &Value) -> Result<Value, 
                             id: Some(id.to_string()),
                             arn: arn.to_string(),
                             input: t["Input"].as_str().map(str::to_string),
+                            message_group_id: t["SqsParameters"]["MessageGroupId"]
+                                .as_str()
+                                .map(str::to_string),
                         };
                         match targets.iter_mut().find(|x| x.id.as_deref() == Some(id)) {
                             Some(old) => *old = new,

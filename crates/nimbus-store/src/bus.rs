@@ -54,6 +54,10 @@ pub struct RuleTarget {
     pub arn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
+    /// EventBridge's `SqsParameters.MessageGroupId`: the message group of what a FIFO queue
+    /// target receives (required for one, refused for other targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_group_id: Option<String>,
 }
 
 /// A rule of a bus: exactly one of `pattern` (JSON text) and `schedule` is set.
@@ -326,6 +330,7 @@ mod tests {
                 id: None,
                 arn: "f".into(),
                 input: None,
+                message_group_id: None,
             }],
             created_ms: 0,
             last_fired_ms: None,
