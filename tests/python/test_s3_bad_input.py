@@ -64,16 +64,20 @@ def signed(server, method, path, body=b"", headers=None, unsigned=False):
     return out
 
 
-def raw(server, method, path, headers, body, declared=None, timeout=30):
-    """Writes one request with `Content-Length: declared` (default: the body's length), then
-    half-closes; returns (status or None when the server closed without an answer, text)."""
+def raw(server, method, path, headers, body, declared=None, timeout=30, cut=None):
+    """Writes one request with `Content-Length: declared` (default: the body's length) and
+    reads the answer; returns (status or None when the server closed without one, text).
+    A body shorter than declared is ended by half-closing the connection (unless `cut` is
+    False); a whole one is not: the server may drop a half-closed connection before it
+    answers."""
     head = [f"{method} {path} HTTP/1.1"]
     head += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "content-length"]
     head.append(f"Content-Length: {len(body) if declared is None else declared}")
     head.append("Connection: close")
     with socket.create_connection(("127.0.0.1", server.s3_port), timeout=timeout) as s:
         s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        s.shutdown(socket.SHUT_WR)
+        if cut if cut is not None else (declared is not None and declared > len(body)):
+            s.shutdown(socket.SHUT_WR)
         data = b""
         try:
             while chunk := s.recv(65536):
@@ -155,7 +159,7 @@ def test_five_gib_declared_with_a_short_body_stores_nothing(server, s3, bucket):
         assert got == 400 and "<Code>IncompleteBody</Code>" in text, text
     # One byte over S3's 5 GiB limit for a single PUT is refused before any byte is read.
     got, text = raw(server, "PUT", f"/{bucket}/huge.bin", headers, b"",
-                    declared=5 * 1024 ** 3 + 1)
+                    declared=5 * 1024 ** 3 + 1, cut=False)
     assert got == 400 and "<Code>EntityTooLarge</Code>" in text, text
     unchanged(s3, bucket)
     assert leftovers(server) == []
