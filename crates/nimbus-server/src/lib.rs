@@ -454,6 +454,10 @@ impl Server {
             )?),
             None => None,
         };
+        let gateway = match &s3 {
+            Some(l) => gateway.with_objects(l.objects()),
+            None => gateway,
+        };
         if config.metrics {
             gauges::register(&metrics, &pools, &events, queues.clone(), data_dir.clone());
         }

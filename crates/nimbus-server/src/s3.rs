@@ -81,6 +81,11 @@ impl S3Listener {
         self.addr
     }
 
+    /// The object store it serves (the native `/v1/buckets` API serves it too).
+    pub(crate) fn objects(&self) -> Objects {
+        self.objects.clone()
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight requests finish. The second
     /// task (abort it at shutdown) expires abandoned uploads and delivers the buckets'
     /// notifications through `bus`.

@@ -13,6 +13,7 @@ mod ls;
 mod provisioned;
 mod queue;
 mod rm;
+mod s3_triggers;
 mod secret;
 mod serve;
 mod stats;
