@@ -844,6 +844,8 @@ impl Objects {
         }
         let (b, prefix) = (bucket.to_string(), id_prefix.to_string());
         self.blocking(move |this| {
+            // A missing bucket is NoSuchBucket before anything about the targets.
+            this.meta.bucket(&b)?;
             this.check_destinations(&NotificationConfig {
                 functions: functions.clone(),
                 ..NotificationConfig::default()
