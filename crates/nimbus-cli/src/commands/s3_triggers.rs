@@ -46,8 +46,7 @@ pub async fn apply(
         })
         .unwrap_or_default();
     let mut lines = Vec::new();
-    // (bucket, function) → (qualifier, entries)
-    let mut wanted: BTreeMap<(&str, &str), (Option<&str>, Vec<Value>)> = BTreeMap::new();
+    let mut wanted: BTreeMap<(&str, &str), Wanted> = BTreeMap::new();
     for t in triggers {
         wanted
             .entry((t.bucket.as_str(), t.function.as_str()))
@@ -97,6 +96,10 @@ pub async fn apply(
     }
     Ok(lines)
 }
+
+/// What one function wants in one bucket: the qualifier its notifications invoke and the
+/// entries of `PUT /v1/buckets/{bucket}/notifications/functions/{function}`.
+type Wanted<'a> = (Option<&'a str>, Vec<Value>);
 
 /// Sets `function`'s configurations in `bucket` (none: removes them).
 async fn put_configs(
