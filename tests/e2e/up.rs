@@ -165,12 +165,18 @@ fn up_serves_the_examples_and_redeploys_on_change() {
         "only the changed function is redeployed: {rest}"
     );
 
-    // An alarm added to the manifest is saved, as `nimbus deploy` saves it.
+    // An alarm and a function with an S3 trigger added to the manifest are saved, as
+    // `nimbus deploy` saves them (the bucket is created on `up`'s own object store).
     let manifest = project.join("nimbus.toml");
     let mut text = std::fs::read_to_string(&manifest).unwrap();
     text.push_str("\n[alarms.hello-errors]\nfunction = \"hello-node\"\nmetric = \"errors\"\ncomparison = \">=\"\nthreshold = 1\n");
+    text.push_str("\n[functions.upload-sink]\nruntime = \"python3.11\"\nhandler = \"app.handler\"\ncode = \"hello-python\"\n\n[[functions.upload-sink.s3]]\nbucket = \"uploads\"\nprefix = \"in/\"\n");
     std::fs::write(&manifest, text).unwrap();
-    up.wait_for(&["alarm hello-errors: errors >= 1 on hello-node".to_string()]);
+    up.wait_for(&[
+        "alarm hello-errors: errors >= 1 on hello-node".to_string(),
+        "bucket uploads created".to_string(),
+        "s3 trigger: bucket uploads (s3:ObjectCreated:* on in/*) → upload-sink".to_string(),
+    ]);
 }
 
 /// A fresh host without the optional sandbox tools: `nimbus up examples` still serves

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod name;
 pub mod route;
 pub mod runtime;
+pub mod s3;
 pub mod snapshot;
 
 pub use alarm::{AlarmSpec, AlarmState};

@@ -82,11 +82,17 @@
 //! optional `period`, `evaluation_periods`, `datapoints_to_alarm`, `treat_missing_data`,
 //! `description` (the body of `PUT /v1/alarms/NAME`, see [`crate::AlarmSpec`]);
 //! `nimbus deploy` creates or replaces them after the functions.
+//!
+//! S3 triggers: `[[functions.NAME.s3]]` entries with `bucket`, `events` (default
+//! `["s3:ObjectCreated:*"]`), optional `prefix`, `suffix` and `id` (see [`s3`]).
 
 use crate::authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 use crate::{CoreError, FunctionConfig, FunctionName, Limits, RouteSpec, Runtime};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+
+pub mod s3;
+pub use s3::{managed_id_prefix, ManifestS3Trigger};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,6 +268,9 @@ struct RawFunction {
     role: Option<String>,
     /// An inline identity policy (IAM JSON): the role `fn-NAME` is made with it.
     policy: Option<String>,
+    /// `[[functions.NAME.s3]]`: bucket notifications that invoke it.
+    #[serde(default)]
+    s3: Vec<s3::RawS3Trigger>,
 }
 
 /// The alias `provisioned_concurrency` implies when the manifest names none.
@@ -452,6 +461,8 @@ pub struct Project {
     pub alarms: Vec<(String, crate::AlarmSpec)>,
     /// Execution roles to create or update, before the functions.
     pub roles: Vec<ManifestRole>,
+    /// The functions' S3 triggers (`[[functions.NAME.s3]]`), in function order.
+    pub s3_triggers: Vec<ManifestS3Trigger>,
 }
 
 /// Parses and validates a manifest that declares functions itself (no `include`).
@@ -555,6 +566,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         });
     }
     let mut mappings = Vec::new();
+    let mut s3_triggers = Vec::new();
     let mut rules = Vec::new();
     for (name, r) in raw.rules {
         let ctx = |m: &str| CoreError::InvalidManifest(format!("rules.{name}: {m}"));
@@ -650,6 +662,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
                 "functions.{name}: schedule_timezone needs a schedule"
             )));
         }
+        s3_triggers.extend(s3::parse_triggers(&name, alias.as_deref(), f.s3)?);
         let ctx = |e: CoreError| CoreError::InvalidManifest(format!("functions.{name}: {e}"));
         let fname = FunctionName::parse(&name).map_err(ctx)?;
         let runtime = Runtime::parse(&f.runtime).map_err(ctx)?;
@@ -829,6 +842,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         layers,
         alarms,
         roles,
+        s3_triggers,
     })
 }
 

@@ -520,6 +520,17 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
             };
             one(format!("nimbus:{a}"), queue_arn(qn))
         }
+        // Buckets (`buckets.rs`): S3's actions on the bucket's ARN.
+        (_, ["v1", "buckets"]) => one("s3:ListAllMyBuckets".into(), "*".into()),
+        (_, ["v1", "buckets", b, rest @ ..]) => {
+            let a = match (m, rest) {
+                ("PUT", []) => "CreateBucket",
+                ("GET", ["notifications"]) => "GetBucketNotification",
+                ("PUT", ["notifications", "functions", _]) => "PutBucketNotification",
+                _ => return Target::Api(vec![]),
+            };
+            one(format!("s3:{a}"), format!("arn:aws:s3:::{b}"))
+        }
         (_, ["v1", "buses"]) => one("nimbus:ListBuses".into(), "*".into()),
         (_, ["v1", "buses", bus, rest @ ..]) => {
             let (a, r) = match (m, rest) {
@@ -934,6 +945,23 @@ mod tests {
         assert_eq!(t("GET", "/ui/app.js", ""), Target::Public);
         assert_eq!(t("GET", "/v1/whoami", ""), Target::Api(vec![]));
         assert_eq!(t("GET", "/metrics", ""), api("nimbus:GetMetrics", "*"));
+        assert_eq!(t("GET", "/v1/buckets", ""), api("s3:ListAllMyBuckets", "*"));
+        assert_eq!(
+            t("PUT", "/v1/buckets/uploads", ""),
+            api("s3:CreateBucket", "arn:aws:s3:::uploads")
+        );
+        assert_eq!(
+            t("GET", "/v1/buckets/uploads/notifications", ""),
+            api("s3:GetBucketNotification", "arn:aws:s3:::uploads")
+        );
+        assert_eq!(
+            t(
+                "PUT",
+                "/v1/buckets/uploads/notifications/functions/thumbs",
+                ""
+            ),
+            api("s3:PutBucketNotification", "arn:aws:s3:::uploads")
+        );
         assert_eq!(
             t("POST", "/2015-03-31/functions/orders-api/invocations", ""),
             api("lambda:InvokeFunction", ORDERS)

@@ -11,6 +11,7 @@
 mod alarms;
 mod async_invoke;
 mod auth;
+mod buckets;
 mod bus;
 mod code_gc;
 mod dead_letter;
@@ -268,6 +269,19 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(
             "/v1/functions/{name}/events/{id}/redrive",
             post(async_invoke::redrive_event),
+        )
+        .route("/v1/buckets", get(buckets::list_buckets))
+        .route(
+            "/v1/buckets/{bucket}",
+            axum::routing::put(buckets::put_bucket),
+        )
+        .route(
+            "/v1/buckets/{bucket}/notifications",
+            get(buckets::get_notifications),
+        )
+        .route(
+            "/v1/buckets/{bucket}/notifications/functions/{function}",
+            axum::routing::put(buckets::put_function_notifications),
         )
         .route("/v1/buses", get(bus::list_buses))
         .route(

@@ -81,6 +81,8 @@ pub struct Gateway {
     pub(crate) history: std::sync::OnceLock<Arc<crate::History>>,
     /// SQS message move tasks (StartMessageMoveTask), in memory.
     pub(crate) move_tasks: crate::sqs::MoveTasks,
+    /// The object store, when the S3 listener is on ([`Gateway::with_objects`]).
+    pub(crate) objects: std::sync::OnceLock<nimbus_objects::Objects>,
 }
 
 impl Gateway {
@@ -118,6 +120,7 @@ impl Gateway {
             tails_end: tokio::sync::watch::Sender::new(false),
             history: Default::default(),
             move_tasks: Default::default(),
+            objects: Default::default(),
         });
         gw.rebuild_routes()?;
         for f in gw.store.list()? {
@@ -141,6 +144,13 @@ impl Gateway {
     /// [`Gateway::new`].
     pub fn with_bus(self: Arc<Self>, bus: Arc<nimbus_events::bus::EventBus>) -> Arc<Self> {
         let _ = self.bus.set(bus);
+        self
+    }
+
+    /// Serves the native bucket API (`/v1/buckets/…`) from `objects` (the store the S3
+    /// listener serves); set once, when `--s3-listen` is on.
+    pub fn with_objects(self: Arc<Self>, objects: nimbus_objects::Objects) -> Arc<Self> {
+        let _ = self.objects.set(objects);
         self
     }
 

@@ -13,7 +13,7 @@ use crate::model::{
 use crate::names::{validate_bucket_name, validate_key};
 use crate::notify::{
     test_event, Destinations, EventKind, Notification, NotificationConfig, Notifier, Outgoing,
-    Requester, Target,
+    Requester, Target, TargetConfig,
 };
 use crate::store::{MetaStore, Released};
 use crate::{ObjectError, Result};
@@ -102,6 +102,9 @@ pub struct Objects {
     cfg: ObjectsConfig,
     notifier: Arc<Notifier>,
     destinations: Option<Arc<dyn Destinations>>,
+    /// Held while a notification configuration is read, changed and written back, so a
+    /// partial update ([`Objects::replace_function_configs`]) loses no concurrent change.
+    config_writes: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Objects {
@@ -132,6 +135,7 @@ impl Objects {
             cfg,
             notifier: Arc::new(Notifier::default()),
             destinations: None,
+            config_writes: Arc::default(),
         })
     }
 
@@ -794,6 +798,7 @@ impl Objects {
             if !skip_destination_validation {
                 this.check_destinations(&config)?;
             }
+            let _writing = this.lock_config_writes();
             let now = now_ms();
             let mut tests: Vec<Notification> = Vec::new();
             for q in &config.queues {
@@ -811,6 +816,57 @@ impl Objects {
             Ok(config)
         })
         .await
+    }
+
+    /// Replaces the function configurations of `bucket` whose ids start with `id_prefix`
+    /// by `functions` (each id must start with it), keeping every other configuration
+    /// (other functions', queues, EventBridge): how a manifest's `[[functions.NAME.s3]]`
+    /// entries are applied. The result is validated as a whole (an overlap with a kept
+    /// configuration is refused) and only the new targets are checked with the
+    /// [`Destinations`]; no test event is recorded (functions get none). Returns the
+    /// bucket's configuration as stored.
+    pub async fn replace_function_configs(
+        &self,
+        bucket: &str,
+        id_prefix: &str,
+        functions: Vec<TargetConfig>,
+    ) -> Result<NotificationConfig> {
+        if id_prefix.is_empty() {
+            return Err(ObjectError::InvalidArgument(
+                "the id prefix of managed configurations cannot be empty".into(),
+            ));
+        }
+        if let Some(c) = functions.iter().find(|c| !c.id.starts_with(id_prefix)) {
+            return Err(ObjectError::InvalidArgument(format!(
+                "configuration id {:?} does not start with {id_prefix:?}",
+                c.id
+            )));
+        }
+        let (b, prefix) = (bucket.to_string(), id_prefix.to_string());
+        self.blocking(move |this| {
+            // A missing bucket is NoSuchBucket before anything about the targets.
+            this.meta.bucket(&b)?;
+            this.check_destinations(&NotificationConfig {
+                functions: functions.clone(),
+                ..NotificationConfig::default()
+            })?;
+            let _writing = this.lock_config_writes();
+            let mut config = this.meta.notification_config(&b)?.unwrap_or_default();
+            config.functions.retain(|c| !c.id.starts_with(&prefix));
+            config.functions.extend(functions);
+            let config = config.validate()?;
+            this.notifier
+                .set(this.meta.as_ref(), &b, &config, &[], now_ms())?;
+            Ok(config)
+        })
+        .await
+    }
+
+    fn lock_config_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere leaves nothing inconsistent.
+        self.config_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Asks the [`Destinations`] (if any) about every function and queue target.

@@ -6,45 +6,12 @@ use crate::{ObjectError, Result};
 /// The longest key S3 accepts, in bytes of UTF-8.
 pub const MAX_KEY_BYTES: usize = 1024;
 
-const RESERVED_PREFIXES: &[&str] = &["xn--", "sthree-", "amzn-s3-demo-"];
-const RESERVED_SUFFIXES: &[&str] = &["-s3alias", "--ol-s3", ".mrap", "--x-s3"];
-
-/// Checks S3's bucket naming rules: 3–63 characters of `a-z0-9.-`, a letter or digit at
-/// both ends, no `..`, not shaped like an IP address, no reserved prefix or suffix.
+/// Checks S3's bucket naming rules ([`nimbus_core::s3::check_bucket_name`]).
 pub fn validate_bucket_name(name: &str) -> Result<()> {
-    let fail = |reason: &str| {
-        Err(ObjectError::InvalidBucketName {
-            name: name.to_string(),
-            reason: reason.to_string(),
-        })
-    };
-    if !(3..=63).contains(&name.len()) {
-        return fail("must be 3 to 63 characters long");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-    {
-        return fail("may contain only lowercase letters, digits, '.' and '-'");
-    }
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let bytes = name.as_bytes();
-    if !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
-        return fail("must begin and end with a letter or digit");
-    }
-    if name.contains("..") {
-        return fail("must not contain two adjacent periods");
-    }
-    if name.parse::<std::net::Ipv4Addr>().is_ok() {
-        return fail("must not be formatted as an IP address");
-    }
-    if RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
-        return fail("uses a reserved prefix");
-    }
-    if RESERVED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
-        return fail("uses a reserved suffix");
-    }
-    Ok(())
+    nimbus_core::s3::check_bucket_name(name).map_err(|reason| ObjectError::InvalidBucketName {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    })
 }
 
 /// Checks a key: 1–1024 bytes, no NUL (UTF-8 is guaranteed by `&str`).

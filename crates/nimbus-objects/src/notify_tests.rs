@@ -657,3 +657,93 @@ async fn destinations_are_checked_unless_skipped() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn replacing_managed_function_configs_keeps_every_other_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path());
+    bucket_with_config(&o, "mixed").await; // `created` (function) and `removed` (queue)
+    let other = "arn:aws:lambda:us-east-1:000000000000:function:resize";
+    let managed =
+        |id: &str, arn: &str, p: &str| target(id, arn, &["s3:ObjectCreated:Put"], prefix(p));
+    let set = |prefix: &'static str, configs: Vec<TargetConfig>| {
+        let o = o.clone();
+        async move { o.replace_function_configs("mixed", prefix, configs).await }
+    };
+    set(
+        "nimbus:resize:",
+        vec![managed("nimbus:resize:1", other, "raw/")],
+    )
+    .await
+    .unwrap();
+    let c = set(
+        "nimbus:thumbs:",
+        vec![
+            managed("nimbus:thumbs:1", FN_ARN, "a/"),
+            managed("nimbus:thumbs:2", FN_ARN, "b/"),
+        ],
+    )
+    .await
+    .unwrap();
+    let ids = |c: &NotificationConfig| c.functions.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&c),
+        [
+            "created",
+            "nimbus:resize:1",
+            "nimbus:thumbs:1",
+            "nimbus:thumbs:2"
+        ]
+    );
+    assert_eq!(c.queues, config().queues);
+    assert!(c.event_bridge);
+    // A redeploy replaces exactly its own; the stored configuration is what was returned.
+    let c = set(
+        "nimbus:thumbs:",
+        vec![managed("nimbus:thumbs:1", FN_ARN, "c/")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&c), ["created", "nimbus:resize:1", "nimbus:thumbs:1"]);
+    assert_eq!(c.functions[2].filter, prefix("c/"));
+    assert_eq!(o.notification_config("mixed").await.unwrap(), c);
+    // The stored configuration is the one events are matched against.
+    put(&o, "mixed", "c/x", b"1").await;
+    let rows = drain(&o).await;
+    let ids_of: Vec<_> = rows
+        .iter()
+        .filter(|r| r.target != Target::EventBridge)
+        .map(|r| record(r)["s3"]["configurationId"].clone())
+        .collect();
+    assert_eq!(ids_of, ["nimbus:thumbs:1"]);
+    // Nothing: its configurations are gone, the others stay; no queue test event either.
+    let c = set("nimbus:thumbs:", vec![]).await.unwrap();
+    assert_eq!(ids(&c), ["created", "nimbus:resize:1"]);
+    assert!(pending(&o).await.is_empty(), "no test event");
+
+    // Refused: an overlap with a kept configuration, an id outside the prefix, a bucket
+    // that does not exist. Nothing changes.
+    let e = set(
+        "nimbus:thumbs:",
+        vec![managed("nimbus:thumbs:1", FN_ARN, "in/x")],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, ObjectError::InvalidArgument(ref m) if m.contains("overlapping")),
+        "{e}"
+    );
+    let e = set("nimbus:thumbs:", vec![managed("other", FN_ARN, "d/")])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ObjectError::InvalidArgument(_)), "{e}");
+    let e = o
+        .replace_function_configs("missing", "nimbus:thumbs:", vec![])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ObjectError::NoSuchBucket(_)), "{e}");
+    assert_eq!(
+        ids(&o.notification_config("mixed").await.unwrap()),
+        ["created", "nimbus:resize:1"]
+    );
+}

@@ -465,6 +465,10 @@ impl Server {
         if let Some(s) = &s3 {
             link.set_objects(s.objects().clone());
         }
+        let gateway = match &s3 {
+            Some(l) => gateway.with_objects(l.objects().clone()),
+            None => gateway,
+        };
         if config.metrics {
             gauges::register(&metrics, &pools, &events, queues.clone(), data_dir.clone());
         }

@@ -100,7 +100,8 @@ impl S3Listener {
         self.addr
     }
 
-    /// The object store (instances' private S3 endpoints serve it too).
+    /// The object store (instances' private S3 endpoints and the native `/v1/buckets` API
+    /// serve it too).
     pub(crate) fn objects(&self) -> &Objects {
         &self.objects
     }

@@ -87,6 +87,11 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
     } else {
         Vec::new()
     };
+    let s3_triggers = if args.name.is_none() {
+        Some(manifest_s3_triggers(&args.path)?)
+    } else {
+        None
+    };
     let options = DeployOptions {
         no_build: args.no_build,
     };
@@ -113,6 +118,13 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
     }
     if let Some((queues, mappings)) = &queue_config {
         for line in super::queue::apply_queue_config(client, queues, mappings).await? {
+            if !json {
+                super::print(format!("{line}\n"))?;
+            }
+        }
+    }
+    if let Some((functions, triggers)) = &s3_triggers {
+        for line in super::s3_triggers::apply(client, functions, triggers).await? {
             if !json {
                 super::print(format!("{line}\n"))?;
             }
@@ -255,6 +267,17 @@ pub fn manifest_bus_config(dir: &Path) -> Result<(Vec<String>, Vec<manifest::Man
         rules.extend(p.rules);
     }
     Ok((buses, rules))
+}
+
+/// The functions of `dir/nimbus.toml` and its includes, and their `[[functions.NAME.s3]]`
+/// triggers.
+pub fn manifest_s3_triggers(dir: &Path) -> Result<(Vec<String>, Vec<manifest::ManifestS3Trigger>)> {
+    let (mut functions, mut triggers) = (Vec::new(), Vec::new());
+    for p in manifest_projects(dir)? {
+        functions.extend(p.functions.iter().map(|f| f.name.to_string()));
+        triggers.extend(p.s3_triggers);
+    }
+    Ok((functions, triggers))
 }
 
 /// The `[alarms.NAME]` of `dir/nimbus.toml` and its includes.

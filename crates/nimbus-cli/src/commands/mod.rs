@@ -14,6 +14,7 @@ mod provisioned;
 mod queue;
 mod rm;
 mod role;
+mod s3_triggers;
 mod secret;
 mod serve;
 mod stats;

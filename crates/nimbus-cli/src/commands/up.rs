@@ -282,7 +282,7 @@ async fn publish_layers(client: &Client, dir: &Path, targets: &mut [Target]) {
 }
 
 /// Saves the manifest's buses and rules (schedules included), then its alarms (after the
-/// functions they watch); failures are reported, not fatal.
+/// functions they watch) and its S3 triggers; failures are reported, not fatal.
 async fn apply_rules(client: &Client, dir: &Path) {
     let rules = match deploy::manifest_bus_config(dir) {
         Ok((buses, rules)) => deploy::apply_bus_config(client, &buses, &rules).await,
@@ -294,6 +294,11 @@ async fn apply_rules(client: &Client, dir: &Path) {
         Err(e) => Err(e),
     };
     report(alarms);
+    let triggers = match deploy::manifest_s3_triggers(dir) {
+        Ok((functions, triggers)) => super::s3_triggers::apply(client, &functions, &triggers).await,
+        Err(e) => Err(e),
+    };
+    report(triggers);
 }
 
 /// Prints the lines of an applied manifest section, or its error.

@@ -8,24 +8,8 @@ use crate::{ObjectError, Result};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-/// Event names a configuration may name: Nimbus produces every event these match (`Post`
-/// and `DeleteMarkerCreated` once POST uploads and versioning exist).
-const SUPPORTED: &[&str] = &[
-    "s3:ObjectCreated:*",
-    "s3:ObjectCreated:Put",
-    "s3:ObjectCreated:Post",
-    "s3:ObjectCreated:Copy",
-    "s3:ObjectCreated:CompleteMultipartUpload",
-    "s3:ObjectRemoved:*",
-    "s3:ObjectRemoved:Delete",
-    "s3:ObjectRemoved:DeleteMarkerCreated",
-    "s3:ObjectTagging:*",
-    "s3:ObjectTagging:Put",
-    "s3:ObjectTagging:Delete",
-    "s3:LifecycleExpiration:*",
-    "s3:LifecycleExpiration:Delete",
-    "s3:LifecycleExpiration:DeleteMarkerCreated",
-];
+/// Event names a configuration may name (shared with the manifest's triggers).
+const SUPPORTED: &[&str] = nimbus_core::s3::NOTIFICATION_EVENTS;
 
 /// S3 event families Nimbus never produces (no restores, replication, lifecycle transitions, storage
 /// classes, ACLs or annotations): refused rather than accepted and never delivered.
