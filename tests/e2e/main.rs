@@ -19,6 +19,7 @@ mod docs;
 mod doctor;
 mod durability;
 mod escape;
+mod examples;
 mod gc;
 mod go;
 mod health;

@@ -262,3 +262,37 @@ fn logs_are_captured_with_request_ids_and_tail() {
         "{out}"
     );
 }
+
+/// The instance's user has a readable passwd entry with home `/tmp`, as Lambda's
+/// `sbx_user` does: Node's `os.homedir()` (which the AWS SDK for JavaScript v3 calls to look
+/// for `~/.aws/config`) and Python's `pwd`/`expanduser` work without `HOME` set.
+#[test]
+fn the_instance_user_has_a_home_directory() {
+    let s = Server::start(&[]);
+    s.deploy(
+        "home-node",
+        node_cfg("index.handler"),
+        &[(
+            "index.js",
+            "const os = require('os');\nexports.handler = async () => ({ home: process.env.HOME ?? null, homedir: os.homedir(), user: os.userInfo().username, uid: process.getuid() });",
+        )],
+    );
+    let v = s.invoke("home-node", "{}").ok();
+    assert_eq!(v["home"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["homedir"], "/tmp", "{v}");
+    let uid = v["uid"].as_u64().unwrap();
+    assert_eq!(v["user"], format!("sbx_user{uid}"), "{v}");
+    s.deploy(
+        "home-py",
+        python_cfg("app.handler"),
+        &[(
+            "app.py",
+            "import os, pwd, grp\ndef handler(event, context):\n    p = pwd.getpwuid(os.getuid())\n    return {'dir': p.pw_dir, 'name': p.pw_name, 'group': grp.getgrgid(os.getgid()).gr_name, 'expanded': os.path.expanduser('~/.aws')}\n",
+        )],
+    );
+    let v = s.invoke("home-py", "{}").ok();
+    assert_eq!(v["dir"], "/tmp", "{v}");
+    assert!(v["name"].as_str().unwrap().starts_with("sbx_user"), "{v}");
+    assert_eq!(v["name"], v["group"], "{v}");
+    assert_eq!(v["expanded"], "/tmp/.aws", "{v}");
+}

@@ -458,9 +458,17 @@ impl Sandbox {
         for (data, dest) in [(passwd, "/etc/passwd"), (group, "/etc/group")] {
             let fd = data_fd(data.as_bytes())?;
             let n = fd.as_raw_fd().to_string();
+            // Readable by the instance's user (bwrap creates them 0600 by default): libc's
+            // getpwuid (Node's os.homedir(), Python's pwd, the AWS SDKs' config lookup).
             push(
                 &mut a,
-                &["--ro-bind-data".as_ref(), n.as_ref(), dest.as_ref()],
+                &[
+                    "--perms".as_ref(),
+                    "0644".as_ref(),
+                    "--ro-bind-data".as_ref(),
+                    n.as_ref(),
+                    dest.as_ref(),
+                ],
             );
             fds.push(fd);
         }

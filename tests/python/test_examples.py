@@ -1,0 +1,237 @@
+"""The examples of issue 15, run as their READMEs say: `nimbus up examples/NAME` (a copy of
+it), then driven the way a user would drive it.
+
+- webhook-to-queue: signed webhook POSTs (the signature computed as the README's openssl
+  command does) go to the FIFO queue through the unmodified AWS SDK for JavaScript v3
+  (installed from package.json at deploy) with the role's temporary credentials; bad or
+  missing signatures get 401 and queue nothing; a delivery id deduplicates; the worker's
+  partial batch failures follow the FIFO rule and a bad order ends in the dead-letter
+  queue; the webhook's role allows nothing beyond its queue.
+
+Dependency installs are cached in target/test-python/build-cache (NIMBUS_BUILD_CACHE), so
+only the first run fetches from npm/PyPI. Run through tests/e2e/examples.rs, or by hand:
+`cargo build -p nimbus-cli && python3 -m pytest tests/python/test_examples.py -q`.
+"""
+
+import hashlib
+import hmac
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import REPO_ROOT, free_port, nimbus_bin
+
+BUILD_CACHE = REPO_ROOT / "target" / "test-python" / "build-cache"
+
+
+class Up:
+    """`nimbus up` on a copy of `examples/NAME`, its data dir and output its own."""
+
+    def __init__(self, name, tmp_path):
+        self.project = tmp_path / name
+        shutil.copytree(REPO_ROOT / "examples" / name, self.project,
+                        ignore=shutil.ignore_patterns(".nimbus", "node_modules"))
+        self.data = tmp_path / "data"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = dict(os.environ, NIMBUS_BUILD_CACHE=str(BUILD_CACHE),
+                        NIMBUS_ENDPOINT=self.base,
+                        NIMBUS_CREDENTIALS_FILE=str(self.data / "credentials"))
+        # The suite's dummy AWS keys would win over the credentials file.
+        self.env.pop("AWS_ACCESS_KEY_ID", None)
+        self.env.pop("AWS_SECRET_ACCESS_KEY", None)
+        self.proc = subprocess.Popen(
+            [str(nimbus_bin()), "up", str(self.project), "--listen", f"127.0.0.1:{self.port}",
+             "--data-dir", str(self.data)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=self.env, text=True)
+        self.lines = queue.Queue()
+        self.printed = ""
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, *wanted, timeout=240):
+        """Reads `nimbus up`'s output until each of `wanted` was printed (since the last call)."""
+        seen = ""
+        deadline = time.monotonic() + timeout
+        while not all(w in seen for w in wanted):
+            left = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(left, 0.01))
+            except queue.Empty:
+                raise AssertionError(f"nimbus up did not print {wanted}; printed:\n{self.printed}")
+            seen += line
+            self.printed += line
+        return seen
+
+    def cli(self, *args, stdin=None):
+        out = subprocess.run([str(nimbus_bin()), *args], input=stdin, capture_output=True,
+                             text=True, env=self.env, timeout=60)
+        assert out.returncode == 0, f"nimbus {args}: {out.stderr}"
+        return out.stdout
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def eventually(check, timeout=45, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+# --------------------------------------------------------------------------------------------
+# examples/webhook-to-queue
+# --------------------------------------------------------------------------------------------
+
+SECRET = "it's a secret to everybody"
+
+
+def sign(body: bytes, secret=SECRET) -> str:
+    # The README's `openssl dgst -sha256 -hmac "$SECRET"` over the raw body.
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def post(url, order, signature=..., delivery_id=None):
+    """POSTs `order` (a dict, or raw bytes) to the webhook: (status, JSON reply)."""
+    body = order if isinstance(order, bytes) else json.dumps(order).encode()
+    headers = {"content-type": "application/json"}
+    if signature is ...:
+        signature = sign(body)
+    if signature is not None:
+        headers["X-Signature"] = signature
+    if delivery_id:
+        headers["X-Delivery-Id"] = delivery_id
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def worker_lines(up):
+    """The worker's own log lines about orders, in time order."""
+    out = up.cli("logs", "worker", "--grep", "order")
+    return [ln for ln in out.splitlines() if re.search(r"\t(INFO|ERROR)\t", ln)]
+
+
+@pytest.fixture(scope="module")
+def webhook_up(tmp_path_factory):
+    up = Up("webhook-to-queue", tmp_path_factory.mktemp("webhook-to-queue"))
+    try:
+        printed = up.wait_for(f"{up.base}/webhook", "watching")
+        assert "queue orders.fifo → function worker" in printed, printed
+        assert "role webhook-sender: created" in printed, printed
+        # As the README: the secret is set once the server runs, before the first POST.
+        assert "created secret webhook-secret" in up.cli("secret", "set", "webhook-secret",
+                                                         stdin=SECRET)
+        yield up
+    finally:
+        up.stop()
+
+
+def test_webhook_signature_is_checked_and_orders_reach_the_worker(webhook_up):
+    up = webhook_up
+    url = f"{up.base}/webhook"
+    forged = {"id": "o-forged", "customer": "c-1", "total": 1}
+    body = json.dumps(forged).encode()
+    assert post(url, forged, signature=None) == (401, {"message": "invalid signature"})
+    assert post(url, forged, signature=sign(body, "another secret"))[0] == 401
+    assert post(url, forged, signature=sign(body)[:-2] + "00")[0] == 401
+    assert post(url, forged, signature=sign(body).replace("sha256=", "sha1="))[0] == 401
+    # Signed, but the body changed on the way.
+    assert post(url, body + b" ", signature=sign(body))[0] == 401
+    # Signed but not an order.
+    assert post(url, b"[1, 2]")[0] == 400
+
+    status, sent = post(url, {"id": "o-1", "customer": "c-1", "total": 42}, delivery_id="d-1")
+    assert status == 202, sent
+    assert re.fullmatch(r"[0-9a-f-]{36}", sent["messageId"]), sent
+    assert re.fullmatch(r"\d{20}", sent["sequenceNumber"]), sent
+    # The sender retries the delivery: the queue answers with the first message.
+    assert post(url, {"id": "o-1", "customer": "c-1", "total": 42, "retry": 1},
+                delivery_id="d-1") == (202, sent)
+
+    eventually(lambda: any("processed order o-1 of c-1 (receive 1)" in ln
+                           for ln in worker_lines(up)), what="the worker to process o-1")
+    # A later order of the same group: once it is processed, anything queued before it in
+    # the group would have been too.
+    assert post(url, {"id": "o-2", "customer": "c-1", "total": 7})[0] == 202
+    eventually(lambda: any("processed order o-2 of c-1" in ln for ln in worker_lines(up)),
+               what="the worker to process o-2")
+    lines = worker_lines(up)
+    assert not [ln for ln in lines if "o-forged" in ln], lines
+    assert len([ln for ln in lines if "processed order o-1 " in ln]) == 1, lines
+    webhook_logs = up.cli("logs", "webhook")
+    assert "queued order o-1 of c-1" in webhook_logs
+    assert "rejected: bad or missing X-Signature" in webhook_logs
+    # The role's temporary credentials were used and never shown.
+    assert SECRET not in webhook_logs
+
+
+def test_a_bad_order_fails_alone_in_its_group_and_ends_in_the_dead_letter_queue(webhook_up):
+    up = webhook_up
+    url = f"{up.base}/webhook"
+    bad = {"id": "o-bad", "customer": "c-2", "bad": True}
+    for order in (bad, {"id": "o-after", "customer": "c-2"}, {"id": "o-other", "customer": "c-3"}):
+        status, reply = post(url, order)
+        assert status == 202, reply
+
+    def done(lines):
+        return any("processed order o-after of c-2" in ln for ln in lines)
+
+    lines = eventually(lambda: (lambda ls: ls if done(ls) else None)(worker_lines(up)),
+                       timeout=60, what="o-after to be processed")
+    # Another group is not held up by the failure.
+    assert any("processed order o-other of c-3 (receive 1)" in ln for ln in lines), lines
+    failed = [i for i, ln in enumerate(lines) if "of c-2: order flagged as bad" in ln]
+    # Received twice (max_receive_count = 2), failed twice, then dead-lettered.
+    assert len(failed) == 2, lines
+    after = [i for i, ln in enumerate(lines) if "processed order o-after of c-2" in ln]
+    # FIFO: the group's later order is processed once, only after the bad one left the queue.
+    assert len(after) == 1 and after[0] > failed[-1], lines
+
+    dead = up.cli("--json", "queue", "receive", "orders-dlq.fifo", "-n", "10", "--wait", "2")
+    bodies = [json.loads(m["body"]) for m in json.loads(dead)["messages"]]
+    assert bodies == [bad], dead
+
+
+def test_the_webhooks_role_allows_only_its_queue(webhook_up):
+    """Pointing the webhook at another queue (the manifest's QUEUE_NAME, redeployed by
+    `nimbus up`) fails with SQS's AccessDenied: the role names orders.fifo alone."""
+    up = webhook_up
+    manifest = up.project / "nimbus.toml"
+    text = manifest.read_text()
+    assert 'QUEUE_NAME = "orders.fifo"' in text
+    manifest.write_text(text.replace('QUEUE_NAME = "orders.fifo"',
+                                     'QUEUE_NAME = "orders-dlq.fifo"'))
+    up.wait_for("deployed webhook")
+    status, reply = post(f"{up.base}/webhook", {"id": "o-x", "customer": "c-9"})
+    assert status == 502, reply
+    logs = up.cli("logs", "webhook", "--grep", "AccessDenied")
+    assert "orders-dlq.fifo" in logs, logs
+    dead = up.cli("--json", "queue", "receive", "orders-dlq.fifo", "-n", "10", "--wait", "1")
+    assert json.loads(dead)["messages"] == [] or all(
+        "o-x" not in m["body"] for m in json.loads(dead)["messages"]), dead
