@@ -7,15 +7,22 @@ it), then driven the way a user would drive it.
   missing signatures get 401 and queue nothing; a delivery id deduplicates; the worker's
   partial batch failures follow the FIFO rule and a bad order ends in the dead-letter
   queue; the webhook's role allows nothing beyond its queue.
+- thumbnailer: an image uploaded with boto3 under s3://uploads/in/ (a bucket the manifest's
+  S3 trigger created) becomes a thumbnail of at most 128 px in s3://thumbnails/thumbs/,
+  made by Pillow (from requirements.txt) through unmodified boto3 with the role's
+  credentials; uploads elsewhere invoke nothing; the role refuses reads outside in/.
 
 Dependency installs are cached in target/test-python/build-cache (NIMBUS_BUILD_CACHE), so
 only the first run fetches from npm/PyPI. Run through tests/e2e/examples.rs, or by hand:
 `cargo build -p nimbus-cli && python3 -m pytest tests/python/test_examples.py -q`.
 """
 
+import configparser
 import hashlib
 import hmac
 import json
+import struct
+import zlib
 import os
 import queue
 import re
@@ -26,7 +33,10 @@ import time
 import urllib.error
 import urllib.request
 
+import boto3
+import botocore.exceptions
 import pytest
+from botocore.config import Config
 
 from conftest import REPO_ROOT, free_port, nimbus_bin
 
@@ -235,3 +245,83 @@ def test_the_webhooks_role_allows_only_its_queue(webhook_up):
     dead = up.cli("--json", "queue", "receive", "orders-dlq.fifo", "-n", "10", "--wait", "1")
     assert json.loads(dead)["messages"] == [] or all(
         "o-x" not in m["body"] for m in json.loads(dead)["messages"]), dead
+
+
+# --------------------------------------------------------------------------------------------
+# examples/thumbnailer
+# --------------------------------------------------------------------------------------------
+
+def png(width, height) -> bytes:
+    """An RGB PNG of a gradient, written with zlib (no imaging library in the test venv)."""
+    rows = b"".join(
+        b"\x00" + b"".join(bytes((x % 256, y % 256, (x + y) % 256)) for x in range(width))
+        for y in range(height))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def png_size(data: bytes):
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:16]
+    return struct.unpack(">II", data[16:24])
+
+
+def test_uploads_become_thumbnails_within_the_role(tmp_path):
+    up = Up("thumbnailer", tmp_path)
+    try:
+        # The first deploy installs Pillow and boto3 from PyPI (cached afterwards).
+        printed = up.wait_for("S3 API on http://", "watching", timeout=600)
+        assert "role thumbnailer: created" in printed, printed
+        assert "bucket uploads created" in printed, printed
+        assert "s3 trigger: bucket uploads (s3:ObjectCreated:* on in/*) → thumbnailer" in printed
+        s3_url = "http://" + re.search(r"S3 API on http://([0-9.:]+)", printed).group(1)
+        creds = configparser.ConfigParser()
+        creds.read(up.data / "credentials")
+        s3 = boto3.client(
+            "s3", endpoint_url=s3_url, region_name="us-east-1",
+            aws_access_key_id=creds["default"]["aws_access_key_id"],
+            aws_secret_access_key=creds["default"]["aws_secret_access_key"],
+            config=Config(s3={"addressing_style": "path"}))
+        # As the README: the thumbnails' bucket is made once.
+        s3.create_bucket(Bucket="thumbnails")
+
+        s3.put_object(Bucket="uploads", Key="in/cat photo.png", Body=png(600, 400),
+                      ContentType="image/png")
+        s3.put_object(Bucket="uploads", Key="elsewhere/dog.png", Body=png(300, 300))
+        s3.put_object(Bucket="uploads", Key="in/notes.txt", Body=b"not an image")
+
+        def thumb():
+            try:
+                return s3.get_object(Bucket="thumbnails", Key="thumbs/cat photo.png")
+            except botocore.exceptions.ClientError:
+                return None
+
+        got = eventually(thumb, timeout=120, what="the thumbnail of in/cat photo.png")
+        assert got["ContentType"] == "image/png"
+        assert got["Metadata"] == {"source": "s3://uploads/in/cat photo.png"}
+        assert png_size(got["Body"].read()) == (128, 85)
+
+        logs = eventually(lambda: (lambda t: "notes.txt: not an image" in t and t)(
+            up.cli("logs", "thumbnailer")), timeout=60, what="the skipped text file")
+        assert "-> s3://thumbnails/thumbs/cat photo.png (128x85)" in logs, logs
+        # Only in/ triggers the function.
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="thumbnails").get("Contents", [])]
+        assert keys == ["thumbs/cat photo.png"], keys
+        assert "elsewhere/dog.png" not in logs
+
+        # The role reads in/ only: an event naming another key gets S3's AccessDenied.
+        s3.put_object(Bucket="uploads", Key="private/secret.png", Body=png(10, 10))
+        event = {"Records": [{"s3": {"bucket": {"name": "uploads"},
+                                     "object": {"key": "private/secret.png"}}}]}
+        out = subprocess.run([str(nimbus_bin()), "invoke", "thumbnailer", "--data",
+                              json.dumps(event)], capture_output=True, text=True, env=up.env,
+                             timeout=60)
+        assert out.returncode != 0 and "AccessDenied" in out.stdout + out.stderr, out
+    finally:
+        up.stop()
+
