@@ -83,7 +83,8 @@ pub struct FunctionConfig {
     /// HTTP routes served by this function on the main listener.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
-    /// Lambda's execution role ARN (stored and reported; Nimbus does not assume it).
+    /// Lambda's execution role ARN: when it names a role of this server, each instance gets
+    /// temporary credentials for it (docs/security.md, "Execution roles and instance credentials").
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub role: String,
     /// Function URL settings from Lambda's `CreateFunctionUrlConfig` (used when `url` is
