@@ -53,6 +53,16 @@ pub fn validate_qualifier(q: &str) -> Result<String, CoreError> {
 /// Longest layer name (Lambda's 140).
 pub const LAYER_NAME_MAX: usize = 140;
 
+/// IAM's rule for role and policy names: 1 to `max` of `[\w+=,.@-]` (64 for a role, 128
+/// for a policy).
+pub fn is_iam_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+}
+
 /// `arn:aws:lambda:REGION:ACCOUNT:layer:NAME` (without a version) or
 /// `…:layer:NAME:VERSION`.
 pub fn layer_arn(name: &str, version: Option<u64>) -> String {

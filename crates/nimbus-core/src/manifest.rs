@@ -420,14 +420,6 @@ pub fn role_arn(name: &str) -> String {
     format!("arn:aws:iam::{}:role/{name}", crate::arn::ACCOUNT)
 }
 
-fn valid_role_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
-}
-
 /// A policy document must at least be a JSON object (the server checks the rest).
 fn check_policy_json(ctx: &str, doc: &str) -> Result<(), CoreError> {
     match serde_json::from_str::<serde_json::Value>(doc) {
@@ -545,7 +537,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
     let mut roles = Vec::new();
     for (name, r) in &raw.roles {
         let ctx = format!("roles.{name}");
-        if !valid_role_name(name) {
+        if !crate::arn::is_iam_name(name, 64) {
             return Err(CoreError::InvalidManifest(format!(
                 "{ctx}: a role name is 1-64 letters, digits or _+=,.@-"
             )));
@@ -712,7 +704,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             }
             (Some(r), None) if r.starts_with("arn:") => config.role = r,
             (Some(r), None) => {
-                if !valid_role_name(&r) {
+                if !crate::arn::is_iam_name(&r, 64) {
                     return Err(CoreError::InvalidManifest(format!(
                         "functions.{name}: role {r:?} is neither a role name nor a role ARN"
                     )));

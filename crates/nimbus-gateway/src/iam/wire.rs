@@ -248,12 +248,7 @@ fn lower_first(s: &str) -> String {
 
 /// `RoleName`: 1–64 of `[\w+=,.@-]`.
 pub(crate) fn validate_role_name(name: &str) -> Result<(), IamError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
-    if ok {
+    if nimbus_core::arn::is_iam_name(name, 64) {
         Ok(())
     } else {
         Err(IamError::validation(format!(
@@ -264,12 +259,7 @@ pub(crate) fn validate_role_name(name: &str) -> Result<(), IamError> {
 
 /// `PolicyName`: 1–128 of `[\w+=,.@-]`.
 fn validate_policy_name(name: &str) -> Result<(), IamError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
-    if ok {
+    if nimbus_core::arn::is_iam_name(name, 128) {
         Ok(())
     } else {
         Err(IamError::validation(format!(
