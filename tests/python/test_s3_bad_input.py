@@ -20,22 +20,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from conftest import REGION
-from test_s3 import S3Nimbus, code, s3_client, status
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = S3Nimbus(tmp_path_factory.mktemp("nimbus-s3-bad"), auth=True)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def s3(server):
-    return s3_client(server.s3_url, *server.admin_key())
+# test_s3's module fixtures: this module gets its own server (auth on, S3 listener) and
+# admin client.
+from test_s3 import code, s3, server, status  # noqa: F401
 
 
 @pytest.fixture
