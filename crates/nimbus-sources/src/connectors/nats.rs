@@ -1,0 +1,53 @@
+//! The nats connector (being written: refuses to connect until it lands).
+
+use crate::error::{Result, SourceError};
+use crate::source::{Context, Record, Source};
+use async_trait::async_trait;
+use std::time::Duration;
+
+pub struct JetStreamSource {
+    _ctx: Context,
+}
+
+impl JetStreamSource {
+    pub fn new(ctx: Context) -> Result<Self> {
+        Ok(Self { _ctx: ctx })
+    }
+}
+
+#[async_trait]
+impl Source for JetStreamSource {
+    async fn connect(&self) -> Result<()> {
+        Err(SourceError::Config("the nats connector is not built yet".into()))
+    }
+    async fn poll(&self, _max: usize, _wait: Duration) -> Result<Vec<Record>> {
+        Ok(Vec::new())
+    }
+    async fn ack(&self, _records: &[Record]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Core NATS (being written).
+pub struct CoreNatsSource {
+    _ctx: Context,
+}
+
+impl CoreNatsSource {
+    pub fn new(ctx: Context) -> Result<Self> {
+        Ok(Self { _ctx: ctx })
+    }
+}
+
+#[async_trait]
+impl Source for CoreNatsSource {
+    async fn connect(&self) -> Result<()> {
+        Err(SourceError::Config("the core NATS connector is not built yet".into()))
+    }
+    async fn poll(&self, _max: usize, _wait: Duration) -> Result<Vec<Record>> {
+        Ok(Vec::new())
+    }
+    async fn ack(&self, _records: &[Record]) -> Result<()> {
+        Ok(())
+    }
+}

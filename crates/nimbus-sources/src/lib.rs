@@ -1,0 +1,22 @@
+//! External event sources: PostgreSQL change data capture, NATS (JetStream and core),
+//! RabbitMQ, Redis Streams and MQTT feed functions with Lambda's event-source-mapping
+//! semantics.
+//!
+//! - [`model`]: what a mapping is ([`SourceMapping`], [`SourceSpec`]), validated.
+//! - [`source`]: the connector model: the [`Source`] trait and the [`Record`]s it yields.
+//! - [`connectors`]: one module per broker.
+//! - [`runner`]: one task per enabled mapping drives its connector: batching, filters,
+//!   partial batch failures, retries, bisection, the on-failure destination,
+//!   `MaximumConcurrency`, back-pressure, reconnecting with back-off, state.
+//! - [`store`]: mappings and checkpoints (SQLite, `sources.db`).
+
+pub mod connectors;
+pub mod error;
+pub mod model;
+pub mod source;
+pub mod store;
+
+pub use error::{Result, SourceError};
+pub use model::{Credentials, Kind, OnFailure, SourceMapping, SourceSpec, StartingPosition};
+pub use source::{Checkpoints, Context, Record, Source};
+pub use store::{MemoryCheckpoints, SourceStore, SqliteSourceStore};
