@@ -80,8 +80,13 @@ pub(crate) async fn entry(
 fn faas_trigger(t: Trigger) -> &'static str {
     match t {
         Trigger::Url | Trigger::Route => "http",
-        Trigger::Queue | Trigger::Bus => "pubsub",
-        Trigger::S3 => "datasource",
+        Trigger::Queue
+        | Trigger::Bus
+        | Trigger::Nats
+        | Trigger::Rabbitmq
+        | Trigger::Redis
+        | Trigger::Mqtt => "pubsub",
+        Trigger::S3 | Trigger::Postgres => "datasource",
         Trigger::Schedule => "timer",
         Trigger::Api | Trigger::Async => "other",
     }

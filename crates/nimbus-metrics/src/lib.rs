@@ -97,10 +97,20 @@ pub enum Trigger {
     Bus,
     /// A notification of the object store (an S3 bucket's notification configuration).
     S3,
+    /// A PostgreSQL change-data-capture mapping.
+    Postgres,
+    /// A NATS (JetStream or core) mapping.
+    Nats,
+    /// A RabbitMQ mapping.
+    Rabbitmq,
+    /// A Redis Streams mapping.
+    Redis,
+    /// An MQTT mapping.
+    Mqtt,
 }
 
 impl Trigger {
-    const ALL: [Trigger; 8] = [
+    const ALL: [Trigger; 13] = [
         Trigger::Api,
         Trigger::Url,
         Trigger::Route,
@@ -109,6 +119,11 @@ impl Trigger {
         Trigger::Schedule,
         Trigger::Bus,
         Trigger::S3,
+        Trigger::Postgres,
+        Trigger::Nats,
+        Trigger::Rabbitmq,
+        Trigger::Redis,
+        Trigger::Mqtt,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +136,11 @@ impl Trigger {
             Trigger::Schedule => "schedule",
             Trigger::Bus => "bus",
             Trigger::S3 => "s3",
+            Trigger::Postgres => "postgres",
+            Trigger::Nats => "nats",
+            Trigger::Rabbitmq => "rabbitmq",
+            Trigger::Redis => "redis",
+            Trigger::Mqtt => "mqtt",
         }
     }
 

@@ -13,10 +13,12 @@
 pub mod connectors;
 pub mod error;
 pub mod model;
+pub mod runner;
 pub mod source;
 pub mod store;
 
 pub use error::{Result, SourceError};
 pub use model::{Credentials, Kind, OnFailure, SourceMapping, SourceSpec, StartingPosition};
+pub use runner::{FailureSink, MappingStatus, RunnerConfig, SecretReader, SourceRunner};
 pub use source::{Checkpoints, Context, Record, Source};
 pub use store::{MemoryCheckpoints, SourceStore, SqliteSourceStore};

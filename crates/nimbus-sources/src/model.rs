@@ -261,7 +261,10 @@ pub fn validate_endpoint(kind: Kind, url: &str) -> Result<()> {
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
     if !kind.schemes().contains(&scheme) {
-        return Err(bad(&format!("the scheme must be one of {:?}", kind.schemes())));
+        return Err(bad(&format!(
+            "the scheme must be one of {:?}",
+            kind.schemes()
+        )));
     }
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     if let Some((userinfo, _)) = authority.rsplit_once('@') {
@@ -415,8 +418,7 @@ impl SourceMapping {
         if !(-1..=10_000).contains(&self.maximum_retry_attempts) {
             return bad("MaximumRetryAttempts must be -1 (until the record expires) or 0-10000");
         }
-        if self.maximum_record_age_s != -1 && !(60..=604_800).contains(&self.maximum_record_age_s)
-        {
+        if self.maximum_record_age_s != -1 && !(60..=604_800).contains(&self.maximum_record_age_s) {
             return bad("MaximumRecordAgeInSeconds must be -1 (never) or 60-604800");
         }
         if !(1..=1000).contains(&self.maximum_concurrency) {
@@ -475,9 +477,14 @@ mod tests {
             .validate()
             .unwrap_err()
             .to_string();
-        assert!(e.contains("holds a password") && !e.contains(":guest@"), "{e}");
+        assert!(
+            e.contains("holds a password") && !e.contains(":guest@"),
+            "{e}"
+        );
         assert!(e.contains("guest:***@"), "{e}");
-        let e = spec(Kind::Redis, "nats://127.0.0.1").validate().unwrap_err();
+        let e = spec(Kind::Redis, "nats://127.0.0.1")
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("scheme"), "{e}");
         assert!(spec(Kind::Mqtt, "mqtt://").validate().is_err());
         assert!(spec(Kind::Postgres, "127.0.0.1:5432").validate().is_err());

@@ -18,7 +18,9 @@ impl MqttSource {
 #[async_trait]
 impl Source for MqttSource {
     async fn connect(&self) -> Result<()> {
-        Err(SourceError::Config("the mqtt connector is not built yet".into()))
+        Err(SourceError::Config(
+            "the mqtt connector is not built yet".into(),
+        ))
     }
     async fn poll(&self, _max: usize, _wait: Duration) -> Result<Vec<Record>> {
         Ok(Vec::new())

@@ -18,7 +18,9 @@ impl JetStreamSource {
 #[async_trait]
 impl Source for JetStreamSource {
     async fn connect(&self) -> Result<()> {
-        Err(SourceError::Config("the nats connector is not built yet".into()))
+        Err(SourceError::Config(
+            "the nats connector is not built yet".into(),
+        ))
     }
     async fn poll(&self, _max: usize, _wait: Duration) -> Result<Vec<Record>> {
         Ok(Vec::new())
@@ -42,7 +44,9 @@ impl CoreNatsSource {
 #[async_trait]
 impl Source for CoreNatsSource {
     async fn connect(&self) -> Result<()> {
-        Err(SourceError::Config("the core NATS connector is not built yet".into()))
+        Err(SourceError::Config(
+            "the core NATS connector is not built yet".into(),
+        ))
     }
     async fn poll(&self, _max: usize, _wait: Duration) -> Result<Vec<Record>> {
         Ok(Vec::new())
