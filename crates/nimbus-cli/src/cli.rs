@@ -50,6 +50,10 @@ pub enum Command {
     /// function.
     #[command(visible_alias = "queues")]
     Queue(QueueArgs),
+    /// External event sources: PostgreSQL changes, NATS, RabbitMQ, Redis Streams and MQTT
+    /// mapped to functions; their state (connected, lagging, failing and why).
+    #[command(visible_alias = "source")]
+    Sources(SourcesArgs),
     /// Event buses: send events (PutEvents), list and write rules (patterns and schedules).
     Bus(BusArgs),
     /// Secrets, encrypted at rest: set (value from stdin), list, remove, rotate the master key.
@@ -571,6 +575,78 @@ pub enum BusCommand {
     },
     /// Delete a rule.
     RmRule { bus: String, name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct SourcesArgs {
+    #[command(subcommand)]
+    pub command: Option<SourcesCommand>,
+}
+
+// Parsed once per run: the size of the create variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum SourcesCommand {
+    /// List source mappings with their state (the default).
+    Ls,
+    /// One mapping's settings and state.
+    Show { uuid: String },
+    /// Map an external source to a function.
+    Create {
+        /// The function (NAME or NAME:ALIAS).
+        #[arg(long)]
+        function: String,
+        /// postgres, nats, nats-core, rabbitmq, redis or mqtt.
+        #[arg(long = "type")]
+        kind: String,
+        /// Broker URL without a password (repeatable), e.g. nats://127.0.0.1:4222.
+        #[arg(long = "endpoint", required = true)]
+        endpoints: Vec<String>,
+        /// What to consume (repeatable): subjects, the queue, streams, topic filters, tables.
+        #[arg(long = "topic", required = true)]
+        topics: Vec<String>,
+        /// A secret holding {"username": …, "password": …} (nimbus secrets set NAME).
+        #[arg(long)]
+        secret: Option<String>,
+        /// The durable name on the broker (consumer, group, client id, slot).
+        #[arg(long)]
+        group: Option<String>,
+        /// A kind-specific setting KEY=VALUE (repeatable), see docs/sources.md.
+        #[arg(long = "option")]
+        options: Vec<String>,
+        #[arg(long)]
+        batch_size: Option<u32>,
+        /// Seconds to wait to fill a batch (MaximumBatchingWindowInSeconds).
+        #[arg(long)]
+        batching_window: Option<u32>,
+        /// LATEST (default) or TRIM_HORIZON.
+        #[arg(long)]
+        starting_position: Option<String>,
+        /// An EventBridge pattern a record must match (repeatable).
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// The function reports batchItemFailures.
+        #[arg(long)]
+        report_batch_item_failures: bool,
+        /// -1 (until the record expires, the default) or 0-10000.
+        #[arg(long, allow_hyphen_values = true)]
+        maximum_retry_attempts: Option<i32>,
+        /// Where records go when retries are exhausted: a function, queue or bus ARN.
+        #[arg(long)]
+        on_failure: Option<String>,
+        /// Split a failing batch in halves.
+        #[arg(long)]
+        bisect: bool,
+        /// Batches in flight at once (1-1000).
+        #[arg(long)]
+        maximum_concurrency: Option<u32>,
+    },
+    /// Delete a mapping (a PostgreSQL mapping's replication slot is dropped).
+    Rm { uuid: String },
+    /// Start consuming again.
+    Enable { uuid: String },
+    /// Stop consuming (the broker keeps what arrives).
+    Disable { uuid: String },
 }
 
 #[derive(Debug, Args)]

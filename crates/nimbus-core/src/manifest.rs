@@ -85,6 +85,9 @@
 //!
 //! S3 triggers: `[[functions.NAME.s3]]` entries with `bucket`, `events` (default
 //! `["s3:ObjectCreated:*"]`), optional `prefix`, `suffix` and `id` (see [`s3`]).
+//!
+//! External event sources: `[[functions.NAME.sources]]` entries with `type`,
+//! `endpoint(s)`, `topic(s)` and Lambda's mapping settings (see [`sources`]).
 
 use crate::authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 use crate::{CoreError, FunctionConfig, FunctionName, Limits, RouteSpec, Runtime};
@@ -92,7 +95,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 pub mod s3;
+pub mod sources;
 pub use s3::{managed_id_prefix, ManifestS3Trigger};
+pub use sources::{managed_tag, ManifestSource};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -271,6 +276,9 @@ struct RawFunction {
     /// `[[functions.NAME.s3]]`: bucket notifications that invoke it.
     #[serde(default)]
     s3: Vec<s3::RawS3Trigger>,
+    /// `[[functions.NAME.sources]]`: external event sources that invoke it.
+    #[serde(default)]
+    sources: Vec<sources::RawSource>,
 }
 
 /// The alias `provisioned_concurrency` implies when the manifest names none.
@@ -455,6 +463,8 @@ pub struct Project {
     pub roles: Vec<ManifestRole>,
     /// The functions' S3 triggers (`[[functions.NAME.s3]]`), in function order.
     pub s3_triggers: Vec<ManifestS3Trigger>,
+    /// The functions' external event sources (`[[functions.NAME.sources]]`).
+    pub sources: Vec<ManifestSource>,
 }
 
 /// Parses and validates a manifest that declares functions itself (no `include`).
@@ -559,6 +569,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
     }
     let mut mappings = Vec::new();
     let mut s3_triggers = Vec::new();
+    let mut sources = Vec::new();
     let mut rules = Vec::new();
     for (name, r) in raw.rules {
         let ctx = |m: &str| CoreError::InvalidManifest(format!("rules.{name}: {m}"));
@@ -655,6 +666,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             )));
         }
         s3_triggers.extend(s3::parse_triggers(&name, alias.as_deref(), f.s3)?);
+        sources.extend(sources::parse_sources(&name, alias.as_deref(), f.sources)?);
         let ctx = |e: CoreError| CoreError::InvalidManifest(format!("functions.{name}: {e}"));
         let fname = FunctionName::parse(&name).map_err(ctx)?;
         let runtime = Runtime::parse(&f.runtime).map_err(ctx)?;
@@ -835,6 +847,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         alarms,
         roles,
         s3_triggers,
+        sources,
     })
 }
 

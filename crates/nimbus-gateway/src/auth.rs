@@ -504,6 +504,22 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         (_, ["v1", "keys", ..]) => one(nimbus_auth::policy::ADMIN.into(), "*".into()),
         // Any valid key may ask what it may do (`whoami.rs`).
         ("GET", ["v1", "whoami"]) => Target::Api(vec![]),
+        // External event sources: Lambda's event-source mapping actions.
+        (_, ["v1", "sources"]) => match m {
+            "GET" => one(lambda("ListEventSourceMappings"), "*".into()),
+            _ => one(lambda("CreateEventSourceMapping"), "*".into()),
+        },
+        (_, ["v1", "sources", uuid]) => {
+            let a = match m {
+                "GET" => "GetEventSourceMapping",
+                "DELETE" => "DeleteEventSourceMapping",
+                _ => "UpdateEventSourceMapping",
+            };
+            one(
+                lambda(a),
+                format!("arn:aws:lambda:{REGION}:{ACCOUNT}:event-source-mapping:{uuid}"),
+            )
+        }
         (_, ["v1", "queues"]) => one("nimbus:ListQueues".into(), "*".into()),
         (_, ["v1", "queues", qn, rest @ ..]) => {
             let a = match (m, rest) {

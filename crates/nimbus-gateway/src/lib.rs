@@ -34,6 +34,7 @@ mod provisioned;
 mod queues;
 mod secrets;
 mod sessions;
+mod sources;
 mod sqs;
 mod state;
 mod streaming;
@@ -242,6 +243,17 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(
             "/v1/secrets/{name}",
             axum::routing::put(secrets::put_secret).delete(secrets::delete_secret),
+        )
+        .route(
+            "/v1/sources",
+            get(sources::native_list).post(sources::native_create),
+        )
+        .route(
+            "/v1/sources/{uuid}",
+            get(sources::native_get)
+                .put(sources::native_put)
+                .patch(sources::native_patch)
+                .delete(sources::native_delete),
         )
         .route("/v1/queues", get(queues::list_queues))
         .route(

@@ -39,7 +39,9 @@ pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de> + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -526,7 +528,7 @@ async fn mapping_function(gw: &Arc<Gateway>, function: &str) -> Result<String, A
 
 /// The patterns of `FilterCriteria` (`{"Filters":[{"Pattern":"<JSON text>"}]}`, at most 5),
 /// each checked as an EventBridge event pattern. `{}` or `{"Filters":[]}` clears them.
-fn filter_patterns(criteria: &Value) -> Result<Vec<String>, ApiError> {
+pub(crate) fn filter_patterns(criteria: &Value) -> Result<Vec<String>, ApiError> {
     let bad = |m: String| ApiError::InvalidParameter(format!("FilterCriteria: {m}"));
     let filters = match criteria.get("Filters") {
         None | Some(Value::Null) => return Ok(Vec::new()),
@@ -549,7 +551,7 @@ fn filter_patterns(criteria: &Value) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
-fn response_types(types: &[String]) -> Result<bool, ApiError> {
+pub(crate) fn response_types(types: &[String]) -> Result<bool, ApiError> {
     for t in types {
         if t != REPORT_FAILURES {
             return Err(ApiError::InvalidParameter(format!(
@@ -579,6 +581,9 @@ pub(crate) async fn create_mapping(
     State(gw): State<Arc<Gateway>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    if crate::sources::is_self_managed(&body) {
+        return crate::sources::lambda_create(&gw, &body).await;
+    }
     let input: MappingInput = parse_body(&body)?;
     let function = input
         .function_name
@@ -652,6 +657,9 @@ pub(crate) async fn get_mapping(
     State(gw): State<Arc<Gateway>>,
     Path(uuid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(m) = crate::sources::find(&gw, &uuid).await? {
+        return Ok(Json(crate::sources::lambda_json(&gw, &m, None)));
+    }
     let m = blocking(&gw, move |s| s.get_mapping(&uuid)).await?;
     Ok(Json(mapping_json(&m, None)))
 }
@@ -662,6 +670,9 @@ pub(crate) async fn update_mapping(
     Path(uuid): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    if let Some(m) = crate::sources::find(&gw, &uuid).await? {
+        return crate::sources::lambda_update(&gw, m, &body).await;
+    }
     let input: MappingInput = parse_body(&body)?;
     if input.event_source_arn.is_some() {
         return Err(ApiError::InvalidParameter(
@@ -705,6 +716,9 @@ pub(crate) async fn delete_mapping(
     State(gw): State<Arc<Gateway>>,
     Path(uuid): Path<String>,
 ) -> Result<Response, ApiError> {
+    if crate::sources::find(&gw, &uuid).await?.is_some() {
+        return crate::sources::lambda_delete(&gw, &uuid).await;
+    }
     let m = blocking(&gw, move |s| s.delete_mapping(&uuid)).await?;
     runner(&gw)?.mappings_changed();
     Ok(accepted(mapping_json(&m, Some("Deleting"))))
@@ -749,18 +763,24 @@ pub(crate) async fn list_mappings(
             .ok_or_else(|| ApiError::InvalidParameter("MaxItems must be 1-10000".into()))?,
         None => 100,
     };
-    let all: Vec<EventSourceMapping> = blocking(&gw, |s| s.list_mappings())
+    let mut all: Vec<Value> = blocking(&gw, |s| s.list_mappings())
         .await?
         .into_iter()
         .filter(|m| function.as_ref().is_none_or(|f| &m.function == f))
         .filter(|m| queue.as_ref().is_none_or(|qn| &m.queue == qn))
+        .map(|m| mapping_json(&m, None))
         .collect();
-    let page: Vec<Value> = all
-        .iter()
-        .skip(start)
-        .take(max)
-        .map(|m| mapping_json(m, None))
-        .collect();
+    if queue.is_none() {
+        // External sources have no EventSourceArn: listed unless one is asked for.
+        all.extend(
+            crate::sources::list(&gw)
+                .await?
+                .into_iter()
+                .filter(|m| function.as_ref().is_none_or(|f| &m.function == f))
+                .map(|m| crate::sources::lambda_json(&gw, &m, None)),
+        );
+    }
+    let page: Vec<Value> = all.iter().skip(start).take(max).cloned().collect();
     let mut out = json!({ "EventSourceMappings": page });
     if start + max < all.len() {
         out["NextMarker"] = (start + max).to_string().into();

@@ -55,6 +55,9 @@ pub struct Gateway {
     pub(crate) bus: std::sync::OnceLock<Arc<nimbus_events::bus::EventBus>>,
     /// Built-in queues and their pollers, when the server enabled them ([`Gateway::with_queues`]).
     pub(crate) queues: std::sync::OnceLock<Arc<nimbus_events::mapping::MappingRunner>>,
+    /// External event sources and their runner, when the server enabled them
+    /// ([`Gateway::with_sources`]).
+    pub(crate) sources: std::sync::OnceLock<Arc<nimbus_sources::SourceRunner>>,
     /// The secrets store, when the server enabled it ([`Gateway::with_secrets`]).
     pub(crate) secrets: std::sync::OnceLock<crate::Secrets>,
     /// Access keys and whether API requests must be signed ([`Gateway::with_auth`]).
@@ -107,6 +110,7 @@ impl Gateway {
             events,
             bus: Default::default(),
             queues: Default::default(),
+            sources: Default::default(),
             secrets: Default::default(),
             auth: Default::default(),
             cache: Default::default(),
@@ -200,6 +204,13 @@ impl Gateway {
         runner: Arc<nimbus_events::mapping::MappingRunner>,
     ) -> Arc<Self> {
         let _ = self.queues.set(runner);
+        self
+    }
+
+    /// Enables the external event sources (`/v1/sources`, and self-managed sources in
+    /// `/2015-03-31/event-source-mappings`). Set once, before serving.
+    pub fn with_sources(self: Arc<Self>, runner: Arc<nimbus_sources::SourceRunner>) -> Arc<Self> {
+        let _ = self.sources.set(runner);
         self
     }
 

@@ -265,6 +265,8 @@ pub struct Server {
     pools: Arc<Pools>,
     events: Arc<AsyncEngine>,
     mappings: Arc<MappingRunner>,
+    /// External event sources (PostgreSQL, NATS, RabbitMQ, Redis, MQTT).
+    sources: Arc<nimbus_sources::SourceRunner>,
     scheduler: Arc<Scheduler>,
     /// The event bus (bucket notifications are delivered through it).
     bus: Arc<EventBus>,
@@ -490,6 +492,20 @@ impl Server {
         ));
         let gateway = gateway.with_limits(config.abuse.clone());
         let gateway = gateway.with_auth(auth.clone());
+        // External event sources: their credentials come from the secrets store; a batch
+        // whose retries are exhausted goes to its on-failure destination through the bus.
+        let source_store = nimbus_sources::SqliteSourceStore::open(&data_dir)
+            .context("cannot open the event source store")?;
+        let source_secrets = secret_store.clone();
+        let sources = nimbus_sources::SourceRunner::new(
+            Arc::new(source_store),
+            Arc::new(move |name: &str| source_secrets.get(name).map_err(|e| e.to_string())),
+            nimbus_sources::RunnerConfig::default(),
+        );
+        sources.set_tracer(tracer.clone());
+        sources.set_metrics(metrics.clone());
+        sources.set_failure_sink(bus.clone());
+        let gateway = gateway.with_sources(sources.clone());
         let gateway = gateway.with_secrets(nimbus_gateway::Secrets {
             store: secret_store,
             key_file,
@@ -547,6 +563,7 @@ impl Server {
             pools,
             events,
             mappings,
+            sources,
             scheduler,
             bus,
             memory,
@@ -615,6 +632,9 @@ impl Server {
         let schedules = self.scheduler.spawn();
         let pollers = self
             .mappings
+            .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
+        let source_runner = self
+            .sources
             .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
         let health = tokio::spawn(self.health.run());
         let history = tokio::spawn(self.gateway.clone().run_history());
@@ -695,6 +715,8 @@ impl Server {
         delivery.abort();
         self.mappings.stop();
         pollers.abort();
+        self.sources.stop();
+        source_runner.abort();
         // No instance may start once the cgroups go: the pool refuses cold starts and
         // stops its instances, then the executor refuses every start and waits for those
         // in progress, and stops the stem cells.

@@ -377,6 +377,10 @@ pub struct SourceMapping {
     pub maximum_concurrency: u32,
     /// Epoch seconds.
     pub last_modified_s: i64,
+    /// Who manages it: `manifest:FUNCTION:ID` for a manifest's mapping (a later deploy
+    /// updates or deletes exactly those); none for one made through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 /// [`SourceMapping::maximum_concurrency`] when the user did not set one.
@@ -400,6 +404,7 @@ impl SourceMapping {
             on_failure: None,
             maximum_concurrency: DEFAULT_MAXIMUM_CONCURRENCY,
             last_modified_s: 0,
+            tag: None,
         }
     }
 
@@ -423,6 +428,11 @@ impl SourceMapping {
         }
         if !(1..=1000).contains(&self.maximum_concurrency) {
             return bad("ScalingConfig.MaximumConcurrency must be 1-1000");
+        }
+        if let Some(t) = &self.tag {
+            if t.is_empty() || t.len() > 256 {
+                return bad("a tag is 1-256 characters");
+            }
         }
         if let Some(d) = &self.on_failure {
             if d.destination.is_empty() {

@@ -92,6 +92,11 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
     } else {
         None
     };
+    let sources = if args.name.is_none() {
+        Some(manifest_sources(&args.path)?)
+    } else {
+        None
+    };
     let options = DeployOptions {
         no_build: args.no_build,
     };
@@ -125,6 +130,13 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
     }
     if let Some((functions, triggers)) = &s3_triggers {
         for line in super::s3_triggers::apply(client, functions, triggers).await? {
+            if !json {
+                super::print(format!("{line}\n"))?;
+            }
+        }
+    }
+    if let Some((functions, sources)) = &sources {
+        for line in super::sources::apply(client, functions, sources).await? {
             if !json {
                 super::print(format!("{line}\n"))?;
             }
@@ -278,6 +290,17 @@ pub fn manifest_s3_triggers(dir: &Path) -> Result<(Vec<String>, Vec<manifest::Ma
         triggers.extend(p.s3_triggers);
     }
     Ok((functions, triggers))
+}
+
+/// The functions of `dir/nimbus.toml` and its includes, and their
+/// `[[functions.NAME.sources]]`.
+pub fn manifest_sources(dir: &Path) -> Result<(Vec<String>, Vec<manifest::ManifestSource>)> {
+    let (mut functions, mut sources) = (Vec::new(), Vec::new());
+    for p in manifest_projects(dir)? {
+        functions.extend(p.functions.iter().map(|f| f.name.to_string()));
+        sources.extend(p.sources);
+    }
+    Ok((functions, sources))
 }
 
 /// The `[alarms.NAME]` of `dir/nimbus.toml` and its includes.

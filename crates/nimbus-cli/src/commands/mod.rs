@@ -17,6 +17,7 @@ mod role;
 mod s3_triggers;
 mod secret;
 mod serve;
+mod sources;
 mod stats;
 mod top;
 mod up;
@@ -44,6 +45,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Logs(args) => logs::run(&client()?, args, cli.json).await,
         Command::Events(args) => events::run(&client()?, args, cli.json).await,
         Command::Queue(args) => queue::run(&client()?, args, cli.json).await,
+        Command::Sources(args) => sources::run(&client()?, args, cli.json).await,
         Command::Bus(args) => bus::run(&client()?, args, cli.json).await,
         Command::Secret(args) => secret::run(&client()?, args, cli.json).await,
         Command::Keys(args) => keys::run(&client()?, args, cli.json).await,

@@ -299,6 +299,11 @@ async fn apply_rules(client: &Client, dir: &Path) {
         Err(e) => Err(e),
     };
     report(triggers);
+    let sources = match deploy::manifest_sources(dir) {
+        Ok((functions, sources)) => super::sources::apply(client, &functions, &sources).await,
+        Err(e) => Err(e),
+    };
+    report(sources);
 }
 
 /// Prints the lines of an applied manifest section, or its error.
