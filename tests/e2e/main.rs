@@ -41,6 +41,7 @@ mod roles;
 mod runtimes;
 mod s3;
 mod secrets;
+mod sources;
 mod sqs;
 mod stem;
 mod streaming;

@@ -513,6 +513,26 @@ struct Shared {
     throttles: AtomicU32,
 }
 
+/// What filters see of a record: as Lambda does for Amazon MQ and Kafka, a base64 `data`
+/// (or MQTT `payload`) holding JSON is decoded first, so patterns can match its fields.
+fn filter_view(data: &Value) -> std::borrow::Cow<'_, Value> {
+    use base64::Engine;
+    let mut view = std::borrow::Cow::Borrowed(data);
+    for key in ["data", "payload"] {
+        let Some(Value::String(b64)) = data.get(key) else {
+            continue;
+        };
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+        if let Some(json) = decoded {
+            view.to_mut()[key] = json;
+        }
+    }
+    view
+}
+
 /// How many of `batch` fit in one event within [`MAX_PAYLOAD`] (at least one).
 fn fitting(batch: &[Record]) -> usize {
     let mut size = 64;
@@ -603,7 +623,11 @@ impl Settle {
     }
 
     fn passes(&self, r: &Record) -> bool {
-        self.filters.is_empty() || self.filters.iter().any(|f| f.matches(&r.data))
+        if self.filters.is_empty() {
+            return true;
+        }
+        let view = filter_view(&r.data);
+        self.filters.iter().any(|f| f.matches(&view))
     }
 
     async fn ack(&self, records: &[Record]) -> bool {

@@ -487,6 +487,16 @@ async fn a_cut_connection_reconnects_and_reports_the_error() {
 }
 
 #[test]
+fn filters_see_base64_json_decoded() {
+    let data = json!({"eventID": "1", "data": "eyJraW5kIjoia2VlcCJ9"});
+    assert_eq!(filter_view(&data)["data"]["kind"], "keep");
+    let plain = json!({"data": "bm90IGpzb24="});
+    assert_eq!(filter_view(&plain)["data"], "bm90IGpzb24=");
+    let mqtt = json!({"payload": {"kind": "keep"}});
+    assert_eq!(filter_view(&mqtt)["payload"]["kind"], "keep");
+}
+
+#[test]
 fn oversized_batches_are_split() {
     let rec = |size: usize| {
         let mut r = Record::new("i".into(), json!({}), 0, Arc::new(()));
