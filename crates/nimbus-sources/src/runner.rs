@@ -588,6 +588,8 @@ fn jitter(d: Duration) -> Duration {
 enum Condition {
     RetryAttemptsExhausted,
     RecordAgeExceeded,
+    /// A record alone is larger than the 6 MB invoke payload: it can never be delivered.
+    PayloadTooLarge,
 }
 
 impl Condition {
@@ -595,6 +597,7 @@ impl Condition {
         match self {
             Condition::RetryAttemptsExhausted => "RetryAttemptsExhausted",
             Condition::RecordAgeExceeded => "RecordAgeExceeded",
+            Condition::PayloadTooLarge => "PayloadTooLarge",
         }
     }
 }
@@ -690,6 +693,49 @@ impl Settle {
                 }
                 if chunk.is_empty() {
                     return true;
+                }
+            }
+            // A record that alone exceeds the invoke payload limit can never be delivered:
+            // it leaves at once (for an ordered source only a leading one, in order).
+            let too_big = |r: &Record| r.size + 64 > MAX_PAYLOAD;
+            if chunk.iter().any(too_big) {
+                let (big, rest): (Vec<Record>, Vec<Record>) = if self.ordered() {
+                    let n = chunk.iter().take_while(|r| too_big(r)).count();
+                    let rest = chunk.split_off(n);
+                    (chunk, rest)
+                } else {
+                    chunk.into_iter().partition(too_big)
+                };
+                chunk = rest;
+                if !big.is_empty() {
+                    let msg = format!(
+                        "{} record(s) larger than the 6 MB invoke payload limit (first: {}, {} bytes) were dead-lettered",
+                        big.len(),
+                        big[0].id,
+                        big[0].size
+                    );
+                    warn!(mapping = %m.uuid, "{msg}");
+                    self.runner.update(&m.uuid, |st| {
+                        st.last_error = Some(msg);
+                        st.last_error_ms = Some(now_ms());
+                    });
+                    if !self
+                        .give_up(big, Condition::PayloadTooLarge, &last, failures)
+                        .await
+                    {
+                        return false;
+                    }
+                }
+                if chunk.is_empty() {
+                    return true;
+                }
+                // An ordered chunk may hold a big record after the leading run: settle the
+                // part before it first, the rest comes back as its own chunk.
+                if self.ordered() {
+                    if let Some(p) = chunk.iter().position(too_big) {
+                        let rest = chunk.split_off(p);
+                        chunks.push_front((rest, failures));
+                    }
                 }
             }
             // Records no filter matches are acknowledged without invoking.

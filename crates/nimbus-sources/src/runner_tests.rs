@@ -486,6 +486,30 @@ async fn a_cut_connection_reconnects_and_reports_the_error() {
     assert_eq!(h.runner.status(&h.mapping).state, "connected");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_the_payload_limit_is_dead_lettered_not_stuck() {
+    let f = Function::new(Duration::ZERO, Box::new(|_, _| ok()));
+    let h = start(Kind::Postgres, 0, |_| {}, f.clone());
+    {
+        let mut st = h.mem.inner.lock().unwrap();
+        st.records = records(3);
+        st.records[1].1["blob"] = json!("x".repeat(MAX_PAYLOAD));
+    }
+    until("settled", || {
+        let st = h.mem.inner.lock().unwrap();
+        st.acked.len() == 2 && st.rejected.len() == 1
+    })
+    .await;
+    let st = h.mem.inner.lock().unwrap();
+    assert_eq!(st.rejected, vec!["r001".to_string()]);
+    assert_eq!(st.acked, vec!["r000".to_string(), "r002".to_string()]);
+    let status = h.runner.status(&h.mapping);
+    assert!(
+        status.last_error.clone().unwrap().contains("larger than the 6 MB"),
+        "{status:?}"
+    );
+}
+
 #[test]
 fn filters_see_base64_json_decoded() {
     let data = json!({"eventID": "1", "data": "eyJraW5kIjoia2VlcCJ9"});
