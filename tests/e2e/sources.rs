@@ -619,3 +619,351 @@ fn sources_mqtt_survives_kill9() {
 fn sources_postgres_survives_kill9() {
     survives_kill9(postgres_case());
 }
+
+/// `case` with its endpoint replaced by a cuttable proxy in front of the broker.
+fn through_proxy(mut case: Case, broker: &str) -> (Case, nimbus_tests::proxy::Proxy) {
+    let proxy = nimbus_tests::proxy::Proxy::start(broker);
+    case.endpoint = case.endpoint.replacen(broker, &proxy.addr, 1);
+    (case, proxy)
+}
+
+/// A network cut between Nimbus and the broker (every connection shut down, new ones
+/// refused for 3 s) while records flow: the mapping reports it, reconnects, and every
+/// record published before, during and after the cut is delivered.
+fn survives_a_network_cut(case: Case, broker: &str) {
+    let (case, proxy) = through_proxy(case, broker);
+    let s = server_with_secret();
+    let record = s.data_dir.path().join("records.jsonl");
+    worker(&s, &record, 0);
+    let uuid = create_mapping(
+        &s,
+        &case,
+        json!({"BatchSize": 20, "MaximumBatchingWindowInSeconds": 1}),
+    );
+    wait_connected(&s, &uuid);
+    let bodies: Vec<String> = (0..600)
+        .map(|i| json!({"n": i, "kind": "keep"}).to_string())
+        .collect();
+    (case.publish)(&bodies[..300]);
+    assert!(
+        eventually(Duration::from_secs(60), || json_lines(&record).len() >= 50),
+        "nothing flowed: {}",
+        source(&s, &uuid)
+    );
+    proxy.cut();
+    (case.publish)(&bodies[300..]);
+    let failing = eventually(Duration::from_secs(20), || {
+        source(&s, &uuid)["status"]["state"] == "failing"
+    });
+    assert!(failing, "the cut was not noticed: {}", source(&s, &uuid));
+    assert!(s.healthy(), "the server is unhealthy during a broker cut");
+    std::thread::sleep(Duration::from_secs(3));
+    proxy.restore();
+    let want: HashSet<String> = bodies.iter().map(|b| normalize(b)).collect();
+    let ok = eventually(Duration::from_secs(120), || {
+        let got: HashSet<String> = json_lines(&record)
+            .iter()
+            .filter_map(|l| l["body"].as_str().map(normalize))
+            .collect();
+        want.is_subset(&got)
+    });
+    assert!(ok, "records lost across the cut: {}", source(&s, &uuid));
+    wait_connected(&s, &uuid);
+}
+
+#[test]
+fn sources_nats_survives_a_network_cut() {
+    survives_a_network_cut(nats_case(), brokers::NATS);
+}
+
+#[test]
+fn sources_redis_survives_a_network_cut() {
+    survives_a_network_cut(redis_case(), brokers::REDIS);
+}
+
+#[test]
+fn sources_rabbitmq_survives_a_network_cut() {
+    survives_a_network_cut(rabbit_case(), brokers::RABBITMQ);
+}
+
+#[test]
+fn sources_mqtt_survives_a_network_cut() {
+    survives_a_network_cut(mqtt_case(), brokers::MQTT);
+}
+
+#[test]
+fn sources_postgres_survives_a_network_cut() {
+    survives_a_network_cut(postgres_case(), brokers::POSTGRES);
+}
+
+/// A restart of PostgreSQL itself (a private server: the shared one is never restarted)
+/// in the middle of 2,000 changes loses none.
+#[test]
+fn sources_postgres_survives_a_server_restart() {
+    let pg = nimbus_tests::pg_instance::PgInstance::start("logical");
+    let db = Pg::connect_to(&pg.url());
+    db.exec("CREATE TABLE items (id serial PRIMARY KEY, body text NOT NULL)");
+    let s = Server::start_unsandboxed(&[]);
+    let record = s.data_dir.path().join("records.jsonl");
+    worker(&s, &record, 0);
+    let case_endpoint = pg.url();
+    let r = s
+        .http
+        .post(s.url("/v1/sources"))
+        .json(&json!({
+            "function": "worker", "type": "postgres", "endpoints": [case_endpoint],
+            "topics": ["items"], "batch_size": 100, "batching_window_s": 1,
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let uuid = r.json::<Value>().unwrap()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_connected(&s, &uuid);
+    for chunk in 0..4 {
+        let values: Vec<String> = (0..500)
+            .map(|i| format!("('{{\"n\":{}}}')", chunk * 500 + i))
+            .collect();
+        db.exec(&format!(
+            "INSERT INTO items (body) VALUES {}",
+            values.join(",")
+        ));
+    }
+    drop(db);
+    assert!(
+        eventually(Duration::from_secs(60), || json_lines(&record).len() >= 100),
+        "nothing flowed: {}",
+        source(&s, &uuid)
+    );
+    pg.restart();
+    let ok = eventually(Duration::from_secs(120), || {
+        let got: HashSet<i64> = json_lines(&record)
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l["body"].as_str()?).ok()?["n"].as_i64())
+            .collect();
+        got.len() == 2000
+    });
+    assert!(
+        ok,
+        "changes lost across a PostgreSQL restart: {}",
+        source(&s, &uuid)
+    );
+    // The slot is dropped with the mapping.
+    let r = s
+        .http
+        .delete(s.url(&format!("/v1/sources/{uuid}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let db = Pg::connect_to(&pg.url());
+    assert!(db
+        .column("SELECT slot_name FROM pg_replication_slots")
+        .is_empty());
+}
+
+/// Bad settings and broken brokers: each mapping says what is wrong in its state, the
+/// server stays healthy and a good mapping beside them keeps delivering.
+#[test]
+fn sources_bad_input_is_reported_and_isolated() {
+    let replica = nimbus_tests::pg_instance::PgInstance::start("replica");
+    let good = redis_case();
+    let s = server_with_secret();
+    let record = s.data_dir.path().join("records.jsonl");
+    worker(&s, &record, 0);
+    s.put_json(
+        "/v1/secrets/wrong-guest",
+        &json!({"value": "{\"username\":\"guest\",\"password\":\"not-it\"}"}),
+    );
+    let create = |body: Value| -> (u16, Value) {
+        let r = s
+            .http
+            .post(s.url("/v1/sources"))
+            .json(&body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+    let base = |kind: &str, endpoint: &str, topic: &str| json!({"function": "worker", "type": kind, "endpoints": [endpoint], "topics": [topic]});
+    // Refused at once: a password in a URL, an unknown kind, a missing secret or function.
+    let (st, v) = create(base(
+        "rabbitmq",
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        "q",
+    ));
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("secret"), "{v}");
+    assert!(!v.to_string().contains("guest:guest"), "{v}");
+    let (st, v) = create(base("kafka", "kafka://h:9092", "t"));
+    assert_eq!(st, 400, "{v}");
+    let mut with_secret = base("nats", "nats://127.0.0.1:4222", "x.y");
+    with_secret["secret"] = json!("no-such-secret");
+    let (st, v) = create(with_secret);
+    assert_eq!(st, 400, "{v}");
+    let mut no_fn = base("nats", "nats://127.0.0.1:4222", "x.y");
+    no_fn["function"] = json!("missing");
+    assert_eq!(create(no_fn).0, 404);
+    // Accepted, then failing with a clear reason.
+    let unreachable_port = free_port();
+    let failing = [
+        (
+            base(
+                "redis",
+                &format!("redis://127.0.0.1:{unreachable_port}/0"),
+                "s",
+            ),
+            "cannot reach",
+        ),
+        (
+            {
+                let mut b = base("rabbitmq", "amqp://127.0.0.1:5672/%2f", "q");
+                b["secret"] = json!("wrong-guest");
+                b
+            },
+            "refused",
+        ),
+        (
+            base("redis", "redis://127.0.0.1:6379/0", &unique("missing-")),
+            "does not exist",
+        ),
+        (
+            base(
+                "postgres",
+                "postgres://postgres@127.0.0.1:5432/test",
+                &unique("no_table_"),
+            ),
+            "does not exist",
+        ),
+        (base("postgres", &replica.url(), "items"), "wal_level"),
+        (
+            base(
+                "nats",
+                "nats://127.0.0.1:4222",
+                &format!("{}.none", unique("nostream")),
+            ),
+            "stream",
+        ),
+        (
+            base(
+                "rabbitmq",
+                "amqp://127.0.0.1:5672/%2f",
+                &unique("missing-q-"),
+            ),
+            "does not exist",
+        ),
+    ];
+    let mut uuids = Vec::new();
+    for (mut body, _) in failing.clone() {
+        if body["type"] == "rabbitmq" && body.get("secret").is_none() {
+            body["secret"] = json!("rabbit-guest");
+        }
+        let (st, v) = create(body);
+        assert_eq!(st, 201, "{v}");
+        uuids.push(v["uuid"].as_str().unwrap().to_string());
+    }
+    let good_uuid = create_mapping(&s, &good, json!({"BatchSize": 5}));
+    for (uuid, (_, want)) in uuids.iter().zip(failing.iter()) {
+        let ok = eventually(Duration::from_secs(30), || {
+            let st = &source(&s, uuid)["status"];
+            st["state"] == "failing"
+                && st["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.to_lowercase().contains(want))
+        });
+        assert!(
+            ok,
+            "expected a failing state with {want:?}: {}",
+            source(&s, uuid)
+        );
+    }
+    // The good mapping delivers meanwhile; the server is healthy.
+    wait_connected(&s, &good_uuid);
+    let bodies: Vec<String> = (0..10)
+        .map(|i| json!({"n": i, "kind": "keep"}).to_string())
+        .collect();
+    (good.publish)(&bodies);
+    assert!(
+        eventually(Duration::from_secs(30), || json_lines(&record).len() >= 10),
+        "the good mapping stalled: {}",
+        source(&s, &good_uuid)
+    );
+    assert!(s.healthy());
+    // The CLI shows the states and the reasons.
+    let out = s.cli(&["sources"]);
+    let text = cli_ok(&out).unwrap();
+    assert!(
+        text.contains("failing") && text.contains("connected"),
+        "{text}"
+    );
+    assert!(text.contains("wal_level"), "{text}");
+}
+
+/// Non-UTF-8 payloads arrive base64-encoded; a record over the 6 MB invoke limit goes to
+/// the on-failure destination with the reason, and the mapping goes on.
+#[test]
+fn sources_binary_and_huge_payloads() {
+    let rabbit = Rabbit::connect();
+    let queue = unique("nimbus-t-big-");
+    rabbit.declare_queue(&queue, &[]);
+    let s = server_with_secret();
+    let record = s.data_dir.path().join("records.jsonl");
+    worker(&s, &record, 0);
+    s.put_json("/v1/queues/big-dlq", &json!({}));
+    let r = s
+        .http
+        .post(s.url("/v1/sources"))
+        .json(&json!({
+            "function": "worker", "type": "rabbitmq", "endpoints": ["amqp://127.0.0.1:5672/%2f"],
+            "topics": [queue], "secret": "rabbit-guest", "batch_size": 10,
+            "on_failure": "arn:aws:sqs:us-east-1:000000000000:big-dlq",
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let uuid = r.json::<Value>().unwrap()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_connected(&s, &uuid);
+    let huge = vec![b'x'; 7 * 1024 * 1024];
+    rabbit.publish(
+        &queue,
+        &[vec![0xff, 0xfe, 0x00, 0x80], huge, b"after".to_vec()],
+    );
+    let ok = eventually(Duration::from_secs(60), || {
+        let lines = json_lines(&record);
+        lines.iter().any(|l| l["body"] == "after")
+            && s.get_json("/v1/queues/big-dlq").1["stats"]["visible"] == 1
+    });
+    assert!(ok, "{}", source(&s, &uuid));
+    let lines = json_lines(&record);
+    let bin = lines
+        .iter()
+        .find(|l| l["record"]["data"] == "//4AgA==")
+        .expect("the binary record arrived base64-encoded");
+    assert_eq!(bin["size"], 1);
+    let r = s
+        .http
+        .post(s.url("/v1/queues/big-dlq/receive"))
+        .json(&json!({"max": 1}))
+        .send()
+        .unwrap();
+    let got: Value = r.json().unwrap();
+    let body: Value = serde_json::from_str(got["messages"][0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body["requestContext"]["condition"], "PayloadTooLarge",
+        "{body}"
+    );
+    assert_eq!(body["SourceBatchInfo"]["payloadOmitted"], true, "{body}");
+    let st = source(&s, &uuid);
+    assert!(
+        st["status"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("6 MB"),
+        "{st}"
+    );
+    assert_eq!(rabbit.queue_len(&queue), 0);
+    rabbit.delete_queue(&queue);
+}

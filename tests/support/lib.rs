@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 pub mod brokers;
 pub mod browser;
+pub mod pg_instance;
+pub mod proxy;
 pub mod python;
 
 /// The `nimbus` binary built next to this test executable (`target/<profile>/nimbus`).
