@@ -17,6 +17,30 @@ pub fn function_arn(name: &str, qualifier: Option<&str>) -> String {
     }
 }
 
+/// The ARN of an external target (a NATS subject, a RabbitMQ exchange, a Redis stream or
+/// an MQTT topic declared with `/v1/targets/NAME`):
+/// `arn:nimbus:targets:REGION:ACCOUNT:target/NAME`.
+pub fn target_arn(name: &str) -> String {
+    format!("arn:nimbus:targets:{REGION}:{ACCOUNT}:target/{name}")
+}
+
+/// The name in an external target's ARN, if `arn` is one with a valid name.
+pub fn target_from_arn(arn: &str) -> Option<&str> {
+    arn.strip_prefix("arn:nimbus:targets:")
+        .and_then(|rest| rest.split_once(":target/"))
+        .map(|(_, name)| name)
+        .filter(|n| is_target_name(n))
+}
+
+/// 1-64 letters, digits, `-` or `_`.
+pub fn is_target_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Parses what Lambda accepts as `FunctionName`: a name, `name:qualifier`, a partial ARN
 /// (`ACCOUNT:function:name[:q]`) or a full ARN (`arn:aws:lambda:REGION:ACCOUNT:function:name[:q]`).
 /// Returns the name and the qualifier embedded in it, if any.

@@ -133,14 +133,18 @@ impl EventInvokeConfig {
                     d.destination
                 ));
             }
-            if is_queue_arn(&d.destination) || is_bus_arn(&d.destination) {
+            if is_queue_arn(&d.destination)
+                || is_bus_arn(&d.destination)
+                || crate::arn::target_from_arn(&d.destination).is_some()
+            {
                 continue;
             }
             crate::arn::parse_function_ref(&d.destination).map_err(|_| {
                 crate::CoreError::InvalidManifest(format!(
                     "destination {:?} must be a function ARN, a built-in queue's \
-                     (arn:aws:sqs:us-east-1:000000000000:NAME) or an event bus's \
-                     (arn:aws:events:us-east-1:000000000000:event-bus/NAME)",
+                     (arn:aws:sqs:us-east-1:000000000000:NAME), an event bus's \
+                     (arn:aws:events:us-east-1:000000000000:event-bus/NAME) or an external \
+                     target's (arn:nimbus:targets:us-east-1:000000000000:target/NAME)",
                     d.destination
                 ))
             })?;

@@ -179,10 +179,22 @@ pub enum TargetKind {
     /// Another bus (`arn:aws:events:REGION:ACCOUNT:event-bus/NAME`): the event is routed
     /// by that bus's rules too.
     Bus(String),
+    /// An external target (`arn:nimbus:targets:REGION:ACCOUNT:target/NAME`): the event is
+    /// published to its broker through the outbox.
+    External(String),
 }
 
 impl TargetKind {
     pub fn parse(target: &str) -> Result<TargetKind, BusError> {
+        if target.starts_with("arn:nimbus:targets:") {
+            return arn::target_from_arn(target)
+                .map(|n| TargetKind::External(n.to_string()))
+                .ok_or_else(|| {
+                    BusError::Invalid(format!(
+                        "invalid target {target:?}: arn:nimbus:targets:us-east-1:000000000000:target/NAME"
+                    ))
+                });
+        }
         if target.starts_with("arn:aws:sqs:") {
             return crate::mapping::queue_from_arn(target)
                 .map(|q| TargetKind::Queue(q.to_string()))
@@ -207,6 +219,7 @@ impl TargetKind {
             TargetKind::Function { name, qualifier } => arn::function_arn(name, Some(qualifier)),
             TargetKind::Queue(q) => crate::mapping::queue_arn(q),
             TargetKind::Bus(b) => bus_arn(b),
+            TargetKind::External(n) => arn::target_arn(n),
         }
     }
 }
@@ -748,6 +761,13 @@ impl EventBus {
                     Ok(submitted(
                         sent.first().map(|m| m.id.clone()).unwrap_or_default(),
                     ))
+                }
+                TargetKind::External(name) => {
+                    self.engine
+                        .to_external(&name, payload, origin.trace)
+                        .await
+                        .map_err(BusError::Invalid)?;
+                    Ok(submitted(String::new()))
                 }
                 TargetKind::Bus(bus) => {
                     if hops >= MAX_BUS_HOPS {

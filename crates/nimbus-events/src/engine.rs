@@ -161,6 +161,8 @@ pub struct AsyncEngine {
     /// The event bus, for bus destinations (`arn:aws:events:…:event-bus/NAME`; set by
     /// [`crate::bus::EventBus::new`]; weak because the bus holds the engine).
     bus: std::sync::OnceLock<std::sync::Weak<crate::bus::EventBus>>,
+    /// External targets, for destinations `arn:nimbus:targets:…` (set by the server).
+    external: std::sync::OnceLock<Arc<dyn crate::external::ExternalTargets>>,
     /// Beaten by every pass of the dispatch loop (which waits at most 1 s between passes).
     heartbeat: Heartbeat,
     /// Where received, retried and dropped events are counted (set by the server).
@@ -199,6 +201,7 @@ impl AsyncEngine {
             stopping: AtomicBool::new(false),
             queues: Default::default(),
             bus: Default::default(),
+            external: Default::default(),
             heartbeat: Heartbeat::new(Duration::from_secs(1)),
             metrics: Default::default(),
             tracer: Default::default(),
@@ -251,6 +254,32 @@ impl AsyncEngine {
     /// Enables destinations on event buses.
     pub(crate) fn set_bus(&self, bus: std::sync::Weak<crate::bus::EventBus>) {
         let _ = self.bus.set(bus);
+    }
+
+    /// Enables destinations and bus targets outside Nimbus (`arn:nimbus:targets:…`).
+    pub fn set_external(&self, targets: Arc<dyn crate::external::ExternalTargets>) {
+        let _ = self.external.set(targets);
+    }
+
+    /// Hands `body` to the external target `name` (stored durably before it returns).
+    pub(crate) async fn to_external(
+        &self,
+        name: &str,
+        body: String,
+        trace: Option<TraceContext>,
+    ) -> Result<(), String> {
+        let targets = self
+            .external
+            .get()
+            .cloned()
+            .ok_or_else(|| "external targets are not enabled".to_string())?;
+        let n = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let trace = trace.map(|t| t.stored_traceparent());
+            targets.enqueue(&n, &body, trace.as_deref())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// Enables destinations on built-in queues: the destination record becomes a message.
@@ -843,6 +872,14 @@ impl AsyncEngine {
                 record,
             );
             if !self.to_bus(&target.destination, bus, &event, trace).await {
+                self.count(|m| m.destination_failure(&ev.function));
+            }
+            return;
+        }
+        if let Some(name) = arn::target_from_arn(&target.destination) {
+            let record = destination_record(ev, condition, response.as_ref());
+            if let Err(e) = self.to_external(name, record.to_string(), trace).await {
+                warn!(destination = %target.destination, "cannot hand the destination record over: {e}");
                 self.count(|m| m.destination_failure(&ev.function));
             }
             return;

@@ -8,6 +8,7 @@
 
 pub mod bus;
 pub mod engine;
+pub mod external;
 pub mod heartbeat;
 pub mod mapping;
 pub mod pattern;

@@ -520,6 +520,16 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
                 format!("arn:aws:lambda:{REGION}:{ACCOUNT}:event-source-mapping:{uuid}"),
             )
         }
+        (_, ["v1", "targets"]) => one("nimbus:ListTargets".into(), "*".into()),
+        (_, ["v1", "targets", name]) => one(
+            match m {
+                "GET" => "nimbus:GetTarget",
+                "DELETE" => "nimbus:DeleteTarget",
+                _ => "nimbus:PutTarget",
+            }
+            .into(),
+            nimbus_core::arn::target_arn(name),
+        ),
         (_, ["v1", "queues"]) => one("nimbus:ListQueues".into(), "*".into()),
         (_, ["v1", "queues", qn, rest @ ..]) => {
             let a = match (m, rest) {

@@ -38,6 +38,7 @@ mod sources;
 mod sqs;
 mod state;
 mod streaming;
+mod targets;
 mod trace;
 mod urls;
 mod whoami;
@@ -254,6 +255,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 .put(sources::native_put)
                 .patch(sources::native_patch)
                 .delete(sources::native_delete),
+        )
+        .route("/v1/targets", get(targets::list))
+        .route(
+            "/v1/targets/{name}",
+            get(targets::get).put(targets::put).delete(targets::delete),
         )
         .route("/v1/queues", get(queues::list_queues))
         .route(

@@ -87,17 +87,23 @@ async fn check(gw: &Arc<Gateway>, m: &SourceMapping) -> Result<(), ApiError> {
             .map_err(|e| ApiError::InvalidParameter(format!("FilterCriteria: {e}")))?;
     }
     if let Some(name) = &m.source.secret {
-        let secrets = gw
-            .secrets
-            .get()
-            .ok_or_else(|| ApiError::ServiceUnavailable("secrets are not enabled".into()))?;
-        let (store, n) = (secrets.store.clone(), name.clone());
-        let exists = tokio::task::spawn_blocking(move || store.get(&n)).await??;
-        if exists.is_none() {
-            return Err(ApiError::InvalidParameter(format!(
-                "the secret {name:?} does not exist: create it with `nimbus secrets set {name}` (JSON {{\"username\": …, \"password\": …}})"
-            )));
-        }
+        check_secret(gw, name).await?;
+    }
+    Ok(())
+}
+
+/// Checks that the secret `name` exists (its value is never read here).
+pub(crate) async fn check_secret(gw: &Gateway, name: &str) -> Result<(), ApiError> {
+    let secrets = gw
+        .secrets
+        .get()
+        .ok_or_else(|| ApiError::ServiceUnavailable("secrets are not enabled".into()))?;
+    let (store, n) = (secrets.store.clone(), name.to_string());
+    let exists = tokio::task::spawn_blocking(move || store.get(&n)).await??;
+    if exists.is_none() {
+        return Err(ApiError::InvalidParameter(format!(
+            "the secret {name:?} does not exist: create it with `nimbus secrets set {name}` (JSON {{\"username\": …, \"password\": …}})"
+        )));
     }
     Ok(())
 }

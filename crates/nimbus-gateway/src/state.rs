@@ -58,6 +58,8 @@ pub struct Gateway {
     /// External event sources and their runner, when the server enabled them
     /// ([`Gateway::with_sources`]).
     pub(crate) sources: std::sync::OnceLock<Arc<nimbus_sources::SourceRunner>>,
+    /// External targets and their outbox delivery ([`Gateway::with_targets`]).
+    pub(crate) targets: std::sync::OnceLock<Arc<nimbus_sources::targets::TargetRunner>>,
     /// The secrets store, when the server enabled it ([`Gateway::with_secrets`]).
     pub(crate) secrets: std::sync::OnceLock<crate::Secrets>,
     /// Access keys and whether API requests must be signed ([`Gateway::with_auth`]).
@@ -111,6 +113,7 @@ impl Gateway {
             bus: Default::default(),
             queues: Default::default(),
             sources: Default::default(),
+            targets: Default::default(),
             secrets: Default::default(),
             auth: Default::default(),
             cache: Default::default(),
@@ -211,6 +214,15 @@ impl Gateway {
     /// `/2015-03-31/event-source-mappings`). Set once, before serving.
     pub fn with_sources(self: Arc<Self>, runner: Arc<nimbus_sources::SourceRunner>) -> Arc<Self> {
         let _ = self.sources.set(runner);
+        self
+    }
+
+    /// Enables external targets (`/v1/targets`). Set once, before serving.
+    pub fn with_targets(
+        self: Arc<Self>,
+        runner: Arc<nimbus_sources::targets::TargetRunner>,
+    ) -> Arc<Self> {
+        let _ = self.targets.set(runner);
         self
     }
 

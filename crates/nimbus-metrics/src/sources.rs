@@ -30,6 +30,12 @@ struct NotificationLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct MappingLabels {
     queue: String,
     function: String,
@@ -50,6 +56,7 @@ pub struct SourceMetrics {
     failed_records: Family<MappingLabels, Counter>,
     record_age: Family<MappingLabels, Gauge<f64, AtomicU64>>,
     notifications: Family<NotificationLabels, Counter>,
+    target_deliveries: Family<TargetLabels, Counter>,
 }
 
 impl SourceMetrics {
@@ -111,7 +118,23 @@ impl SourceMetrics {
             "Bucket notifications by bucket and outcome: delivered (handed to their function, queue or bus), dropped (the target is gone), retried (the target could not take it yet)",
             s.notifications.clone(),
         );
+        r.register(
+            "nimbus_target_deliveries",
+            "Messages for external targets (NATS, RabbitMQ, Redis, MQTT) by target and outcome: delivered (the broker confirmed), failed (a publish failed; retried), dropped (undelivered after 24 h)",
+            s.target_deliveries.clone(),
+        );
         s
+    }
+
+    /// A message for the external target `target` was delivered, failed (and will be
+    /// retried) or dropped.
+    pub fn target_delivery(&self, target: &str, outcome: &'static str) {
+        self.target_deliveries
+            .get_or_create(&TargetLabels {
+                target: target.into(),
+                outcome,
+            })
+            .inc();
     }
 
     /// A notification of `bucket` was handed on (`delivered`), dropped (`dropped`) or held

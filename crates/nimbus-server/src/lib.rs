@@ -267,6 +267,8 @@ pub struct Server {
     mappings: Arc<MappingRunner>,
     /// External event sources (PostgreSQL, NATS, RabbitMQ, Redis, MQTT).
     sources: Arc<nimbus_sources::SourceRunner>,
+    /// Delivers the outbox of external targets.
+    targets: Arc<nimbus_sources::targets::TargetRunner>,
     scheduler: Arc<Scheduler>,
     /// The event bus (bucket notifications are delivered through it).
     bus: Arc<EventBus>,
@@ -494,11 +496,13 @@ impl Server {
         let gateway = gateway.with_auth(auth.clone());
         // External event sources: their credentials come from the secrets store; a batch
         // whose retries are exhausted goes to its on-failure destination through the bus.
-        let source_store = nimbus_sources::SqliteSourceStore::open(&data_dir)
-            .context("cannot open the event source store")?;
+        let source_store = Arc::new(
+            nimbus_sources::SqliteSourceStore::open(&data_dir)
+                .context("cannot open the event source store")?,
+        );
         let source_secrets = secret_store.clone();
         let sources = nimbus_sources::SourceRunner::new(
-            Arc::new(source_store),
+            source_store.clone(),
             Arc::new(move |name: &str| source_secrets.get(name).map_err(|e| e.to_string())),
             nimbus_sources::RunnerConfig::default(),
         );
@@ -506,6 +510,15 @@ impl Server {
         sources.set_metrics(metrics.clone());
         sources.set_failure_sink(bus.clone());
         let gateway = gateway.with_sources(sources.clone());
+        // Publishing back: destinations and bus targets on the brokers, through an outbox.
+        let target_secrets = secret_store.clone();
+        let targets = nimbus_sources::targets::TargetRunner::new(
+            source_store,
+            Arc::new(move |name: &str| target_secrets.get(name).map_err(|e| e.to_string())),
+        );
+        targets.set_metrics(metrics.clone());
+        events.set_external(targets.clone());
+        let gateway = gateway.with_targets(targets.clone());
         let gateway = gateway.with_secrets(nimbus_gateway::Secrets {
             store: secret_store,
             key_file,
@@ -564,6 +577,7 @@ impl Server {
             events,
             mappings,
             sources,
+            targets,
             scheduler,
             bus,
             memory,
@@ -636,6 +650,7 @@ impl Server {
         let source_runner = self
             .sources
             .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
+        let target_runner = self.targets.spawn();
         let health = tokio::spawn(self.health.run());
         let history = tokio::spawn(self.gateway.clone().run_history());
         let alarms = tokio::spawn(self.gateway.clone().run_alarms());
@@ -717,6 +732,8 @@ impl Server {
         pollers.abort();
         self.sources.stop();
         source_runner.abort();
+        self.targets.stop();
+        target_runner.abort();
         // No instance may start once the cgroups go: the pool refuses cold starts and
         // stops its instances, then the executor refuses every start and waits for those
         // in progress, and stops the stem cells.

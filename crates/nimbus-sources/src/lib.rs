@@ -9,6 +9,8 @@
 //!   partial batch failures, retries, bisection, the on-failure destination,
 //!   `MaximumConcurrency`, back-pressure, reconnecting with back-off, state.
 //! - [`store`]: mappings and checkpoints (SQLite, `sources.db`).
+//! - [`targets`]: publishing back: named targets on the brokers, an outbox, a publisher
+//!   per broker.
 
 pub mod connectors;
 pub mod error;
@@ -16,6 +18,7 @@ pub mod model;
 pub mod runner;
 pub mod source;
 pub mod store;
+pub mod targets;
 
 pub use error::{Result, SourceError};
 pub use model::{Credentials, Kind, OnFailure, SourceMapping, SourceSpec, StartingPosition};

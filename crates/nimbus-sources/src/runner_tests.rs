@@ -505,7 +505,11 @@ async fn a_record_over_the_payload_limit_is_dead_lettered_not_stuck() {
     assert_eq!(st.acked, vec!["r000".to_string(), "r002".to_string()]);
     let status = h.runner.status(&h.mapping);
     assert!(
-        status.last_error.clone().unwrap().contains("larger than the 6 MB"),
+        status
+            .last_error
+            .clone()
+            .unwrap()
+            .contains("larger than the 6 MB"),
         "{status:?}"
     );
 }

@@ -3,6 +3,7 @@
 use crate::error::Result;
 use crate::model::Kind;
 use crate::source::{Context, Source};
+use crate::targets::{PublishContext, Publisher};
 use std::sync::Arc;
 
 pub mod mqtt;
@@ -10,6 +11,14 @@ pub mod nats;
 pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;
+
+/// The publisher for a target of `ctx.target.kind` (not connected yet).
+pub fn open_publisher(ctx: PublishContext) -> Result<Arc<dyn Publisher>> {
+    Err(crate::SourceError::Config(format!(
+        "publishing to {} is not built yet",
+        ctx.target.kind
+    )))
+}
 
 /// The connector for `ctx.spec.kind` (not connected yet: the runner calls
 /// [`Source::connect`]).
