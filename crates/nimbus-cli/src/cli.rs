@@ -54,6 +54,10 @@ pub enum Command {
     /// mapped to functions; their state (connected, lagging, failing and why).
     #[command(visible_alias = "source")]
     Sources(SourcesArgs),
+    /// External targets: NATS subjects, RabbitMQ exchanges, Redis streams and MQTT topics
+    /// that destinations and bus rules publish to.
+    #[command(visible_alias = "target")]
+    Targets(TargetsArgs),
     /// Event buses: send events (PutEvents), list and write rules (patterns and schedules).
     Bus(BusArgs),
     /// Secrets, encrypted at rest: set (value from stdin), list, remove, rotate the master key.
@@ -575,6 +579,37 @@ pub enum BusCommand {
     },
     /// Delete a rule.
     RmRule { bus: String, name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct TargetsArgs {
+    #[command(subcommand)]
+    pub command: Option<TargetsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetsCommand {
+    /// List targets with their delivery state (the default).
+    Ls,
+    /// Create or replace a target.
+    Put {
+        name: String,
+        /// nats, nats-core, rabbitmq, redis or mqtt.
+        #[arg(long = "type")]
+        kind: String,
+        /// Broker URL without a password (repeatable).
+        #[arg(long = "endpoint", required = true)]
+        endpoints: Vec<String>,
+        /// A secret holding {"username": …, "password": …}.
+        #[arg(long)]
+        secret: Option<String>,
+        /// Where to publish, KEY=VALUE (repeatable): subject=…, exchange=… routing_key=…,
+        /// stream=…, topic=… qos=….
+        #[arg(long = "option")]
+        options: Vec<String>,
+    },
+    /// Delete a target and its undelivered messages.
+    Rm { name: String },
 }
 
 #[derive(Debug, Args)]

@@ -97,7 +97,7 @@ use std::collections::BTreeMap;
 pub mod s3;
 pub mod sources;
 pub use s3::{managed_id_prefix, ManifestS3Trigger};
-pub use sources::{managed_tag, ManifestSource};
+pub use sources::{managed_tag, ManifestSource, ManifestTarget};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,6 +120,8 @@ struct RawManifest {
     alarms: BTreeMap<String, crate::AlarmSpec>,
     #[serde(default)]
     roles: BTreeMap<String, RawRole>,
+    #[serde(default)]
+    targets: BTreeMap<String, sources::RawTarget>,
 }
 
 /// `[roles.NAME]`: an execution role and its identity policy (IAM JSON).
@@ -465,6 +467,8 @@ pub struct Project {
     pub s3_triggers: Vec<ManifestS3Trigger>,
     /// The functions' external event sources (`[[functions.NAME.sources]]`).
     pub sources: Vec<ManifestSource>,
+    /// External targets to create or replace (`[targets.NAME]`).
+    pub targets: Vec<ManifestTarget>,
 }
 
 /// Parses and validates a manifest that declares functions itself (no `include`).
@@ -836,6 +840,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             .map_err(|e| CoreError::InvalidManifest(format!("alarms.{name}: {e}")))?;
         alarms.push((name, spec));
     }
+    let targets = sources::parse_targets(raw.targets)?;
     Ok(Project {
         functions: out,
         include: raw.include,
@@ -848,6 +853,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         roles,
         s3_triggers,
         sources,
+        targets,
     })
 }
 

@@ -135,7 +135,12 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
             }
         }
     }
-    if let Some((functions, sources)) = &sources {
+    if let Some((functions, sources, targets)) = &sources {
+        for line in super::sources::apply_targets(client, targets).await? {
+            if !json {
+                super::print(format!("{line}\n"))?;
+            }
+        }
         for line in super::sources::apply(client, functions, sources).await? {
             if !json {
                 super::print(format!("{line}\n"))?;
@@ -292,16 +297,24 @@ pub fn manifest_s3_triggers(dir: &Path) -> Result<(Vec<String>, Vec<manifest::Ma
     Ok((functions, triggers))
 }
 
-/// The functions of `dir/nimbus.toml` and its includes, and their
-/// `[[functions.NAME.sources]]`.
-pub fn manifest_sources(dir: &Path) -> Result<(Vec<String>, Vec<manifest::ManifestSource>)> {
-    let (mut functions, mut sources) = (Vec::new(), Vec::new());
+/// The functions of `dir/nimbus.toml` and its includes, their
+/// `[[functions.NAME.sources]]` and the `[targets.NAME]`.
+pub fn manifest_sources(dir: &Path) -> Result<ManifestSources> {
+    let (mut functions, mut sources, mut targets) = (Vec::new(), Vec::new(), Vec::new());
     for p in manifest_projects(dir)? {
         functions.extend(p.functions.iter().map(|f| f.name.to_string()));
         sources.extend(p.sources);
+        targets.extend(p.targets);
     }
-    Ok((functions, sources))
+    Ok((functions, sources, targets))
 }
+
+/// A manifest's functions, their `[[functions.NAME.sources]]` and its `[targets.NAME]`.
+pub type ManifestSources = (
+    Vec<String>,
+    Vec<manifest::ManifestSource>,
+    Vec<manifest::ManifestTarget>,
+);
 
 /// The `[alarms.NAME]` of `dir/nimbus.toml` and its includes.
 pub fn manifest_alarms(dir: &Path) -> Result<Vec<(String, nimbus_core::AlarmSpec)>> {

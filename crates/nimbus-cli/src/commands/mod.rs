@@ -46,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Events(args) => events::run(&client()?, args, cli.json).await,
         Command::Queue(args) => queue::run(&client()?, args, cli.json).await,
         Command::Sources(args) => sources::run(&client()?, args, cli.json).await,
+        Command::Targets(args) => sources::run_targets(&client()?, args, cli.json).await,
         Command::Bus(args) => bus::run(&client()?, args, cli.json).await,
         Command::Secret(args) => secret::run(&client()?, args, cli.json).await,
         Command::Keys(args) => keys::run(&client()?, args, cli.json).await,

@@ -1,10 +1,10 @@
 //! `nimbus sources …`: external event sources mapped to functions (`/v1/sources`), and
 //! how a manifest's `[[functions.NAME.sources]]` are applied on deploy.
 
-use crate::cli::{SourcesArgs, SourcesCommand};
+use crate::cli::{SourcesArgs, SourcesCommand, TargetsArgs, TargetsCommand};
 use crate::client::Client;
 use anyhow::{bail, Context, Result};
-use nimbus_core::manifest::{managed_tag, ManifestSource};
+use nimbus_core::manifest::{managed_tag, ManifestSource, ManifestTarget};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -46,13 +46,7 @@ pub async fn run(client: &Client, args: SourcesArgs, json_out: bool) -> Result<(
             bisect,
             maximum_concurrency,
         } => {
-            let mut opts = BTreeMap::new();
-            for o in &options {
-                let Some((k, v)) = o.split_once('=') else {
-                    bail!("--option {o:?}: write KEY=VALUE");
-                };
-                opts.insert(k.to_string(), v.to_string());
-            }
+            let opts = key_values(&options)?;
             let mut body = json!({
                 "function": function,
                 "type": kind,
@@ -102,6 +96,108 @@ pub async fn run(client: &Client, args: SourcesArgs, json_out: bool) -> Result<(
         SourcesCommand::Enable { uuid } => set_enabled(client, &uuid, true).await,
         SourcesCommand::Disable { uuid } => set_enabled(client, &uuid, false).await,
     }
+}
+
+/// `KEY=VALUE` options.
+fn key_values(options: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut opts = BTreeMap::new();
+    for o in options {
+        let Some((k, v)) = o.split_once('=') else {
+            bail!("--option {o:?}: write KEY=VALUE");
+        };
+        opts.insert(k.to_string(), v.to_string());
+    }
+    Ok(opts)
+}
+
+/// `nimbus targets …`
+pub async fn run_targets(client: &Client, args: TargetsArgs, json_out: bool) -> Result<()> {
+    match args.command.unwrap_or(TargetsCommand::Ls) {
+        TargetsCommand::Ls => {
+            let v = client
+                .json(client.request(Method::GET, &["v1", "targets"]))
+                .await?;
+            if json_out {
+                return super::print_json(&v);
+            }
+            let targets = v["targets"].as_array().cloned().unwrap_or_default();
+            if targets.is_empty() {
+                return super::print("no targets (declare one with `nimbus targets put` or [targets.NAME] in nimbus.toml)\n");
+            }
+            let mut out = format!(
+                "{:<24}  {:<9}  {:<10}  {:>9}  {:>8}  LAST ERROR\n",
+                "TARGET", "TYPE", "STATE", "DELIVERED", "WAITING"
+            );
+            for t in &targets {
+                out.push_str(&format!(
+                    "{:<24}  {:<9}  {:<10}  {:>9}  {:>8}  {}\n",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["type"].as_str().unwrap_or("?"),
+                    t["status"]["state"].as_str().unwrap_or("?"),
+                    t["status"]["delivered"].as_u64().unwrap_or(0),
+                    t["waiting"].as_u64().unwrap_or(0),
+                    t["status"]["last_error"].as_str().unwrap_or("-"),
+                ));
+            }
+            super::print(out)
+        }
+        TargetsCommand::Put {
+            name,
+            kind,
+            endpoints,
+            secret,
+            options,
+        } => {
+            let mut body = json!({
+                "type": kind,
+                "endpoints": endpoints,
+                "options": key_values(&options)?,
+            });
+            if let Some(s) = secret {
+                body["secret"] = s.into();
+            }
+            let v = client
+                .json(
+                    client
+                        .request(Method::PUT, &["v1", "targets", &name])
+                        .json(&body),
+                )
+                .await?;
+            if json_out {
+                return super::print_json(&v);
+            }
+            super::print(format!(
+                "target {name} ready: destinations and rules address it as {}\n",
+                v["arn"].as_str().unwrap_or("?")
+            ))
+        }
+        TargetsCommand::Rm { name } => {
+            let v = client
+                .json(client.request(Method::DELETE, &["v1", "targets", &name]))
+                .await?;
+            super::print(format!(
+                "target {name} deleted ({} undelivered messages dropped)\n",
+                v["undelivered_dropped"].as_u64().unwrap_or(0)
+            ))
+        }
+    }
+}
+
+/// Creates or replaces the manifest's `[targets.NAME]`.
+pub async fn apply_targets(client: &Client, targets: &[ManifestTarget]) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for t in targets {
+        client
+            .json(
+                client
+                    .request(Method::PUT, &["v1", "targets", &t.name])
+                    .json(&t.body),
+            )
+            .await
+            .with_context(|| format!("cannot apply target {}", t.name))?;
+        lines.push(format!("target {} ready", t.name));
+    }
+    Ok(lines)
 }
 
 async fn set_enabled(client: &Client, uuid: &str, enabled: bool) -> Result<()> {

@@ -300,7 +300,10 @@ async fn apply_rules(client: &Client, dir: &Path) {
     };
     report(triggers);
     let sources = match deploy::manifest_sources(dir) {
-        Ok((functions, sources)) => super::sources::apply(client, &functions, &sources).await,
+        Ok((functions, sources, targets)) => {
+            report(super::sources::apply_targets(client, &targets).await);
+            super::sources::apply(client, &functions, &sources).await
+        }
         Err(e) => Err(e),
     };
     report(sources);

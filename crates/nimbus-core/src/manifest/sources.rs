@@ -166,3 +166,61 @@ pub(super) fn parse_sources(
     }
     Ok(out)
 }
+
+/// `[targets.NAME]`: a place on a broker that destinations and bus rules publish to.
+///
+/// ```toml
+/// [targets.orders-validated]
+/// type = "nats"                       # nats, nats-core, rabbitmq, redis, mqtt
+/// endpoint = "nats://127.0.0.1:4222"
+/// secret = "nats-creds"               # optional
+/// options = { subject = "orders.validated" }
+/// ```
+///
+/// Destinations and rule targets name it by its ARN,
+/// `arn:nimbus:targets:us-east-1:000000000000:target/orders-validated`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    #[serde(rename = "type")]
+    kind: String,
+    endpoint: Option<String>,
+    #[serde(default)]
+    endpoints: Vec<String>,
+    secret: Option<String>,
+    #[serde(default)]
+    options: BTreeMap<String, String>,
+}
+
+/// A target of the manifest: its name and the body of `PUT /v1/targets/NAME`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestTarget {
+    pub name: String,
+    pub body: Value,
+}
+
+pub(super) fn parse_targets(
+    raw: BTreeMap<String, RawTarget>,
+) -> Result<Vec<ManifestTarget>, CoreError> {
+    raw.into_iter()
+        .map(|(name, t)| {
+            if !crate::arn::is_target_name(&name) {
+                return Err(CoreError::InvalidManifest(format!(
+                    "targets.{name}: a target name is 1-64 letters, digits, '-' or '_'"
+                )));
+            }
+            let mut endpoints = t.endpoints;
+            endpoints.extend(t.endpoint);
+            if endpoints.is_empty() {
+                return Err(CoreError::InvalidManifest(format!(
+                    "targets.{name}: needs endpoint = \"URL\""
+                )));
+            }
+            let mut body = json!({"type": t.kind, "endpoints": endpoints, "options": t.options});
+            if let Some(s) = t.secret {
+                body["secret"] = s.into();
+            }
+            Ok(ManifestTarget { name, body })
+        })
+        .collect()
+}
