@@ -1,0 +1,620 @@
+//! The PostgreSQL change data capture connector against the real server at
+//! 127.0.0.1:5432 (user postgres, database test, `wal_level = logical`: see
+//! `.ci/postgres-logical`). Every test uses its own tables, slot and publication (random
+//! suffix) and drops them at the end, even when it fails.
+
+use nimbus_sources::connectors::postgres::PostgresSource;
+use nimbus_sources::{
+    Checkpoints, Context, Kind, MemoryCheckpoints, Record, Source, SourceError, SourceSpec,
+    StartingPosition,
+};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+const ADDR: &str = "127.0.0.1:5432";
+const URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// An admin connection; fails loudly when the server is not there or not logical.
+async fn admin() -> Client {
+    let (client, conn) =
+        match tokio_postgres::connect("host=127.0.0.1 port=5432 user=postgres dbname=test", NoTls)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "PostgreSQL is not reachable at {ADDR} (user postgres, database test): {e}. \
+             Start it (pg_ctlcluster 15 main start) and make it logical with .ci/postgres-logical"
+            ),
+        };
+    tokio::spawn(conn);
+    let level: String = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .expect("SHOW wal_level")
+        .get(0);
+    assert_eq!(
+        level, "logical",
+        "PostgreSQL at {ADDR} has wal_level = {level}: run .ci/postgres-logical"
+    );
+    client
+}
+
+fn suffix() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// Drops the slot, the publication and the tables of a test when it ends, passed or not.
+struct Cleanup {
+    slot: String,
+    tables: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let slot = self.slot.clone();
+        let tables = self.tables.clone();
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async move {
+                let Ok((c, conn)) = tokio_postgres::connect(
+                    "host=127.0.0.1 port=5432 user=postgres dbname=test",
+                    NoTls,
+                )
+                .await
+                else {
+                    eprintln!("cleanup: cannot reach PostgreSQL: slot {slot} may be left");
+                    return;
+                };
+                tokio::spawn(conn);
+                for _ in 0..40 {
+                    let _ = c
+                        .query(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                            &[&format!("nimbus-source:{slot}")],
+                        )
+                        .await;
+                    let r = c
+                        .query(
+                            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                            &[&slot],
+                        )
+                        .await;
+                    if r.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                let _ = c
+                    .batch_execute(&format!("DROP PUBLICATION IF EXISTS \"{slot}\""))
+                    .await;
+                for t in tables {
+                    let _ = c.batch_execute(&format!("DROP TABLE IF EXISTS {t}")).await;
+                }
+            });
+        });
+        let _ = done.join();
+    }
+}
+
+struct Setup {
+    db: Client,
+    slot: String,
+    table: String,
+    _cleanup: Cleanup,
+}
+
+/// A table `cdc_<suffix>` made by `ddl` (with `{t}` for its name) and a slot name.
+async fn setup(ddl: &str) -> Setup {
+    let db = admin().await;
+    let s = suffix();
+    let table = format!("cdc_{s}");
+    let slot = format!("nimbus_t_{s}");
+    let cleanup = Cleanup {
+        slot: slot.clone(),
+        tables: vec![table.clone()],
+    };
+    db.batch_execute(&ddl.replace("{t}", &table))
+        .await
+        .expect("create the test table");
+    Setup {
+        db,
+        slot,
+        table,
+        _cleanup: cleanup,
+    }
+}
+
+fn context(
+    slot: &str,
+    tables: &[&str],
+    checkpoints: Arc<dyn Checkpoints>,
+    batch_size: usize,
+) -> Context {
+    Context {
+        mapping: format!("mapping-{slot}"),
+        spec: SourceSpec {
+            kind: Kind::Postgres,
+            endpoints: vec![URL.into()],
+            topics: tables.iter().map(|t| t.to_string()).collect(),
+            group: Some(slot.into()),
+            secret: None,
+            options: BTreeMap::new(),
+            starting_position: StartingPosition::Latest,
+        },
+        credentials: None,
+        checkpoints,
+        batch_size,
+        concurrency: 1,
+    }
+}
+
+async fn source(s: &Setup, checkpoints: Arc<dyn Checkpoints>, batch: usize) -> PostgresSource {
+    let src = PostgresSource::new(context(&s.slot, &[&s.table], checkpoints, batch)).unwrap();
+    src.connect().await.expect("connect");
+    src
+}
+
+/// Polls until `n` records came (or 20 s passed), `max` at a time, acking nothing.
+async fn collect(src: &PostgresSource, n: usize, max: usize) -> Vec<Record> {
+    poll_until(src, n, max, false).await
+}
+
+/// Polls until `n` records came (or 20 s passed), acking each batch as the runner does.
+async fn consume(src: &PostgresSource, n: usize, max: usize) -> Vec<Record> {
+    poll_until(src, n, max, true).await
+}
+
+async fn poll_until(src: &PostgresSource, n: usize, max: usize, ack: bool) -> Vec<Record> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        let batch = src
+            .poll(max, Duration::from_millis(500))
+            .await
+            .expect("poll");
+        if ack {
+            src.ack(&batch).await.expect("ack");
+        }
+        out.extend(batch);
+    }
+    out
+}
+
+/// The 1-based index in its transaction of a record id `LSN-INDEX`.
+fn index(r: &Record) -> u32 {
+    r.id.rsplit_once('-').unwrap().1.parse().unwrap()
+}
+
+fn lsn_prefix(r: &Record) -> &str {
+    r.id.split_once('-').unwrap().0
+}
+
+#[tokio::test]
+async fn insert_update_delete_have_the_dynamodb_shape() {
+    let s = setup(
+        "CREATE TABLE {t} (id int PRIMARY KEY, amount numeric, note text, paid bool, blob bytea, \
+         doc jsonb, missing text, at timestamp, big bigint, ratio float8)",
+    )
+    .await;
+    let src = source(&s, Arc::new(MemoryCheckpoints::default()), 100).await;
+    let t = &s.table;
+    let before = nimbus_sources::source::now_ms();
+    s.db.batch_execute(&format!(
+        "INSERT INTO {t} VALUES (1, 12.50, 'héllo', true, '\\x0001ff', '{{\"a\": [1, 2]}}', NULL, \
+           '2024-01-02 03:04:05.5', 9000000000, 0.25);
+         UPDATE {t} SET note = 'changed' WHERE id = 1;
+         UPDATE {t} SET id = 2 WHERE id = 1;
+         DELETE FROM {t} WHERE id = 2;"
+    ))
+    .await
+    .unwrap();
+    let recs = collect(&src, 4, 10).await;
+    assert_eq!(recs.len(), 4, "{recs:?}");
+    let table = format!("public.{t}");
+
+    let ins = &recs[0].data;
+    assert_eq!(ins["eventID"], json!(recs[0].id));
+    assert_eq!(ins["eventName"], "INSERT");
+    assert_eq!(ins["eventVersion"], "1.1");
+    assert_eq!(ins["eventSource"], "nimbus:postgres");
+    assert_eq!(ins["awsRegion"], "us-east-1");
+    assert_eq!(
+        ins["eventSourceARN"],
+        json!(format!(
+            "arn:nimbus:postgres:us-east-1:000000000000:table/{table}"
+        ))
+    );
+    assert_eq!(ins["table"], json!(table));
+    let d = &ins["dynamodb"];
+    assert_eq!(d["SequenceNumber"], json!(recs[0].id));
+    assert_eq!(d["StreamViewType"], "NEW_IMAGE");
+    assert_eq!(d["Keys"], json!({"id": {"N": "1"}}));
+    assert_eq!(
+        d["NewImage"],
+        json!({
+            "id": {"N": "1"},
+            "amount": {"N": "12.50"},
+            "note": {"S": "héllo"},
+            "paid": {"BOOL": true},
+            "blob": {"B": "AAH/"},
+            "doc": {"S": "{\"a\": [1, 2]}"},
+            "missing": {"NULL": true},
+            "at": {"S": "2024-01-02 03:04:05.5"},
+            "big": {"N": "9000000000"},
+            "ratio": {"N": "0.25"}
+        })
+    );
+    assert!(d.get("OldImage").is_none());
+    assert!(d["SizeBytes"].as_u64().unwrap() > 0);
+    let created = d["ApproximateCreationDateTime"].as_i64().unwrap();
+    assert!(
+        (created - before / 1000).abs() <= 60,
+        "{created} vs {before}"
+    );
+    assert!((recs[0].produced_ms - before).abs() < 60_000);
+    assert!(ins["transaction"]["xid"].as_u64().unwrap() > 0);
+    let commit = ins["transaction"]["commitLsn"].as_str().unwrap();
+    assert!(
+        commit.split_once('/').is_some_and(|(a, b)| {
+            u32::from_str_radix(a, 16).is_ok() && u32::from_str_radix(b, 16).is_ok()
+        }),
+        "{commit}"
+    );
+    assert_eq!(recs[0].size, ins.to_string().len());
+
+    let upd = &recs[1].data;
+    assert_eq!(upd["eventName"], "MODIFY");
+    assert_eq!(upd["dynamodb"]["NewImage"]["note"], json!({"S": "changed"}));
+    assert!(upd["dynamodb"].get("OldImage").is_none(), "{upd}");
+
+    // A changed key: with REPLICA IDENTITY DEFAULT the old image is the old key.
+    let rekey = &recs[2].data["dynamodb"];
+    assert_eq!(rekey["Keys"], json!({"id": {"N": "2"}}));
+    assert_eq!(rekey["OldImage"], json!({"id": {"N": "1"}}));
+
+    let del = &recs[3].data;
+    assert_eq!(del["eventName"], "REMOVE");
+    assert_eq!(del["dynamodb"]["Keys"], json!({"id": {"N": "2"}}));
+    assert_eq!(del["dynamodb"]["OldImage"], json!({"id": {"N": "2"}}));
+    assert!(del["dynamodb"].get("NewImage").is_none());
+
+    let ids: Vec<&str> = recs.iter().map(|r| r.id.as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "ids sort in commit order and are unique");
+    src.ack(&recs).await.unwrap();
+    src.remove().await.unwrap();
+}
+
+#[tokio::test]
+async fn replica_identity_full_gives_old_images() {
+    let s = setup(
+        "CREATE TABLE {t} (id int PRIMARY KEY, note text, n int); ALTER TABLE {t} REPLICA IDENTITY FULL",
+    )
+    .await;
+    let src = source(&s, Arc::new(MemoryCheckpoints::default()), 100).await;
+    let t = &s.table;
+    s.db.batch_execute(&format!(
+        "INSERT INTO {t} VALUES (1, 'a', NULL); UPDATE {t} SET note = 'b', n = 5; DELETE FROM {t}"
+    ))
+    .await
+    .unwrap();
+    let recs = collect(&src, 3, 10).await;
+    assert_eq!(recs.len(), 3);
+    for r in &recs {
+        assert_eq!(r.data["dynamodb"]["StreamViewType"], "NEW_AND_OLD_IMAGES");
+        assert_eq!(
+            r.data["dynamodb"]["Keys"],
+            json!({"id": {"N": "1"}}),
+            "{}",
+            r.data
+        );
+    }
+    let upd = &recs[1].data["dynamodb"];
+    assert_eq!(
+        upd["OldImage"],
+        json!({"id": {"N": "1"}, "note": {"S": "a"}, "n": {"NULL": true}})
+    );
+    assert_eq!(
+        upd["NewImage"],
+        json!({"id": {"N": "1"}, "note": {"S": "b"}, "n": {"N": "5"}})
+    );
+    let del = &recs[2].data["dynamodb"];
+    assert_eq!(
+        del["OldImage"],
+        json!({"id": {"N": "1"}, "note": {"S": "b"}, "n": {"N": "5"}})
+    );
+    src.ack(&recs).await.unwrap();
+}
+
+#[tokio::test]
+async fn changes_come_in_commit_order_across_transactions() {
+    let s = setup("CREATE TABLE {t} (id serial PRIMARY KEY, label text)").await;
+    let src = source(&s, Arc::new(MemoryCheckpoints::default()), 100).await;
+    let t = &s.table;
+    let other = admin().await;
+    let ins = |l: &str| format!("INSERT INTO {t} (label) VALUES ('{l}')");
+    // a begins first but commits after b: b's change comes first.
+    s.db.batch_execute(&format!("BEGIN; {}", ins("a1")))
+        .await
+        .unwrap();
+    other
+        .batch_execute(&format!("BEGIN; {}; COMMIT", ins("b1")))
+        .await
+        .unwrap();
+    s.db.batch_execute(&format!("{}; COMMIT", ins("a2")))
+        .await
+        .unwrap();
+    for l in ["c1", "c2", "c3"] {
+        s.db.batch_execute(&ins(l)).await.unwrap();
+    }
+    let recs = collect(&src, 6, 2).await;
+    let labels: Vec<&str> = recs
+        .iter()
+        .map(|r| {
+            r.data["dynamodb"]["NewImage"]["label"]["S"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(labels, ["b1", "a1", "a2", "c1", "c2", "c3"]);
+    assert_eq!(
+        lsn_prefix(&recs[1]),
+        lsn_prefix(&recs[2]),
+        "a1 and a2: one commit"
+    );
+    assert_eq!((index(&recs[1]), index(&recs[2])), (1, 2));
+    assert!(recs.windows(2).all(|w| w[0].id < w[1].id));
+    src.ack(&recs).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_large_transaction_resumes_after_the_acked_index() {
+    let s = setup("CREATE TABLE {t} (id int PRIMARY KEY, v text)").await;
+    let checkpoints: Arc<dyn Checkpoints> = Arc::new(MemoryCheckpoints::default());
+    let src = source(&s, checkpoints.clone(), 100).await;
+    let t = &s.table;
+    s.db.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, 'row ' || g FROM generate_series(1, 2500) g; \
+         INSERT INTO {t} VALUES (100000, 'after')"
+    ))
+    .await
+    .unwrap();
+
+    // Twelve batches of 100, each acked before the next poll, as the runner does.
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    for b in 0..12 {
+        let batch = src.poll(100, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(batch.len(), 100, "batch {b}");
+        src.ack(&batch).await.unwrap();
+        seen.extend(batch);
+    }
+    let first_12 = started.elapsed();
+    // A thirteenth batch, acked half way: the checkpoint holds the position inside the
+    // transaction.
+    let batch = src.poll(100, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(batch.len(), 100);
+    src.ack(&batch[..50]).await.unwrap();
+    seen.extend(batch);
+    let idx: Vec<u32> = seen.iter().map(index).collect();
+    assert_eq!(
+        idx,
+        (1..=1300).collect::<Vec<_>>(),
+        "one transaction, in order"
+    );
+    assert!(seen
+        .windows(2)
+        .all(|w| lsn_prefix(&w[0]) == lsn_prefix(&w[1])));
+    let txn_lsn = lsn_prefix(&seen[0]).to_string();
+    let cp = checkpoints
+        .get("position")
+        .unwrap()
+        .expect("a position checkpoint");
+    assert!(cp.ends_with(":1250"), "{cp}");
+    drop(src);
+
+    // A new source on the same slot and checkpoints: delivery resumes at 1251.
+    let src = source(&s, checkpoints.clone(), 100).await;
+    let rest = consume(&src, 1251, 100).await;
+    assert_eq!(
+        rest.len(),
+        1251,
+        "nothing lost, nothing before 1251 repeated"
+    );
+    assert!(rest[..1250].iter().all(|r| lsn_prefix(r) == txn_lsn));
+    let idx: Vec<u32> = rest[..1250].iter().map(index).collect();
+    assert_eq!(idx, (1251..=2500).collect::<Vec<_>>());
+    assert_eq!(
+        rest[1250].data["dynamodb"]["NewImage"]["v"],
+        json!({"S": "after"})
+    );
+    assert!(rest[1250].id > rest[1249].id);
+    assert_eq!(checkpoints.get("position").unwrap(), None);
+    drop(src);
+
+    // Everything acked: a third source gets nothing.
+    let src = source(&s, checkpoints.clone(), 100).await;
+    let again = src.poll(100, Duration::from_millis(700)).await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    eprintln!(
+        "large transaction: 12 batches of 100 (peek of 2,501 changes included) in {first_12:?}"
+    );
+}
+
+#[tokio::test]
+async fn unacknowledged_changes_come_again_after_a_reconnect() {
+    let s = setup("CREATE TABLE {t} (id int PRIMARY KEY)").await;
+    let src = source(&s, Arc::new(MemoryCheckpoints::default()), 100).await;
+    let t = &s.table;
+    for i in 1..=3 {
+        s.db.batch_execute(&format!("INSERT INTO {t} VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+    let first = collect(&src, 3, 10).await;
+    let ids = |rs: &[Record]| rs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    assert_eq!(first.len(), 3);
+    src.connect().await.unwrap();
+    let second = collect(&src, 3, 10).await;
+    assert_eq!(ids(&second), ids(&first), "at least once");
+    // Records of the older connection are ignored by ack.
+    src.ack(&first).await.unwrap();
+    src.connect().await.unwrap();
+    let third = collect(&src, 3, 10).await;
+    assert_eq!(ids(&third), ids(&first));
+    src.ack(&third[..2]).await.unwrap();
+    src.connect().await.unwrap();
+    let fourth = collect(&src, 1, 10).await;
+    assert_eq!(ids(&fourth), ids(&first[2..]));
+    src.ack(&fourth).await.unwrap();
+    src.connect().await.unwrap();
+    assert!(src
+        .poll(10, Duration::from_millis(500))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn unacknowledged_records_stop_the_flow() {
+    let s = setup("CREATE TABLE {t} (id int PRIMARY KEY)").await;
+    let src = source(&s, Arc::new(MemoryCheckpoints::default()), 10).await;
+    let t = &s.table;
+    for i in 1..=60 {
+        s.db.batch_execute(&format!("INSERT INTO {t} VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.extend(src.poll(10, Duration::from_millis(100)).await.unwrap());
+    }
+    // batch_size 10 × concurrency 1 + a small constant.
+    assert!(
+        (10..=26).contains(&held.len()),
+        "{} records handed out unacknowledged",
+        held.len()
+    );
+    src.ack(&held).await.unwrap();
+    let more = consume(&src, 60 - held.len(), 10).await;
+    assert_eq!(held.len() + more.len(), 60);
+    assert!(src.lag().await.is_some());
+}
+
+#[tokio::test]
+async fn configuration_errors_say_what_to_fix() {
+    let s = setup("CREATE TABLE {t} (id int PRIMARY KEY); CREATE TABLE {t}_nopk (v text)").await;
+    let cps = || -> Arc<dyn Checkpoints> { Arc::new(MemoryCheckpoints::default()) };
+    let _more = Cleanup {
+        slot: format!("{}_x", s.slot),
+        tables: vec![format!("{}_nopk", s.table)],
+    };
+
+    let missing = format!("nope_{}", suffix());
+    let src = PostgresSource::new(context(&s.slot, &[&s.table, &missing], cps(), 10)).unwrap();
+    match src.connect().await {
+        Err(SourceError::Missing(m)) => {
+            assert!(
+                m.contains(&format!("public.{missing}")) && m.contains("test"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A table without a primary key would make PostgreSQL refuse its updates once
+    // published: refused unless only inserts are captured.
+    let nopk = format!("{}_nopk", s.table);
+    let src = PostgresSource::new(context(&s.slot, &[&nopk], cps(), 10)).unwrap();
+    match src.connect().await {
+        Err(SourceError::Missing(m)) => assert!(m.contains("REPLICA IDENTITY FULL"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let mut ctx = context(&s.slot, &[&nopk], cps(), 10);
+    ctx.spec
+        .options
+        .insert("operations".into(), "insert".into());
+    let src = PostgresSource::new(ctx).unwrap();
+    src.connect()
+        .await
+        .expect("insert-only capture of a table without a key");
+    s.db.batch_execute(&format!(
+        "INSERT INTO {nopk} VALUES ('x'); UPDATE {nopk} SET v = 'y'"
+    ))
+    .await
+    .expect("updates still work");
+    let recs = collect(&src, 1, 10).await;
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].data["eventName"], "INSERT");
+    assert!(src
+        .poll(10, Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
+    src.remove().await.unwrap();
+
+    let mut ctx = context(&s.slot, &[&s.table], cps(), 10);
+    ctx.spec.endpoints = vec!["postgres://postgres@127.0.0.1:5432/no_such_db_nimbus".into()];
+    match PostgresSource::new(ctx).unwrap().connect().await {
+        Err(SourceError::Missing(m)) => assert!(m.contains("no_such_db_nimbus"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let mut ctx = context(&s.slot, &[&s.table], cps(), 10);
+    ctx.spec.endpoints = vec!["postgres://postgres@127.0.0.1:1/test".into()];
+    match PostgresSource::new(ctx).unwrap().connect().await {
+        Err(e @ SourceError::Unreachable { .. }) => {
+            assert!(e.to_string().contains("127.0.0.1:1"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut ctx = context(&s.slot, &[&s.table], cps(), 10);
+    ctx.credentials = Some(nimbus_sources::Credentials {
+        username: Some("nimbus_no_such_role".into()),
+        password: Some("hunter2".into()),
+    });
+    match PostgresSource::new(ctx).unwrap().connect().await {
+        Err(SourceError::Auth(m)) => {
+            assert!(
+                m.contains("nimbus_no_such_role") && !m.contains("hunter2"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut ctx = context("Bad-Slot", &[&s.table], cps(), 10);
+    ctx.spec.group = Some("Bad-Slot".into());
+    assert!(matches!(
+        PostgresSource::new(ctx),
+        Err(SourceError::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn remove_drops_the_slot_and_the_publication() {
+    let s = setup("CREATE TABLE {t} (id int PRIMARY KEY)").await;
+    let checkpoints: Arc<dyn Checkpoints> = Arc::new(MemoryCheckpoints::default());
+    let src = source(&s, checkpoints.clone(), 10).await;
+    // connect is idempotent: the slot and the publication are reused.
+    src.connect().await.unwrap();
+    let count = |sql: &'static str| {
+        let db = &s.db;
+        let slot = s.slot.clone();
+        async move { db.query_one(sql, &[&slot]).await.unwrap().get::<_, i64>(0) }
+    };
+    const SLOTS: &str = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1";
+    const PUBS: &str = "SELECT count(*) FROM pg_publication WHERE pubname = $1";
+    assert_eq!((count(SLOTS).await, count(PUBS).await), (1, 1));
+    checkpoints.put("position", "0/1:1").unwrap();
+    src.remove().await.unwrap();
+    assert_eq!((count(SLOTS).await, count(PUBS).await), (0, 0));
+    assert_eq!(checkpoints.get("position").unwrap(), None);
+    let _: Value = json!(null);
+}
