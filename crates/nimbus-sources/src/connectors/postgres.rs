@@ -42,9 +42,9 @@ use tracing::{debug, warn};
 const POSITION: &str = "position";
 /// How long a poll sleeps between two empty peeks.
 const IDLE_NAP: Duration = Duration::from_millis(150);
-/// How often an idle slot is moved to the end of the WAL (so it does not hold back the
-/// WAL of other tables' traffic).
-const IDLE_ADVANCE_EVERY: Duration = Duration::from_secs(10);
+/// How often an idle slot is moved to the end of the WAL, so it does not hold back the
+/// WAL of other tables' traffic (and later peeks do not decode it again and again).
+const IDLE_ADVANCE_EVERY: Duration = Duration::from_secs(1);
 /// Records beyond `batch_size × concurrency` that may be handed out unacknowledged.
 const PREFETCH_SLACK: usize = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -444,18 +444,22 @@ impl PostgresSource {
             .map(|t| format!("{}.{}", ident(&t.schema), ident(&t.name)))
             .collect::<Vec<_>>()
             .join(", ");
-        let publish = self.operations.join(", ");
+        // Changes of a partitioned table come as the table the mapping names, not as
+        // its partitions.
+        let with = format!(
+            "publish = '{}', publish_via_partition_root = true",
+            self.operations.join(", ")
+        );
         let existing = conn
             .client
             .query_opt(
-                "SELECT pubinsert, pubupdate, pubdelete FROM pg_publication WHERE pubname = $1",
+                "SELECT pubinsert, pubupdate, pubdelete, pubviaroot FROM pg_publication WHERE pubname = $1",
                 &[&self.slot],
             )
             .await
             .map_err(|e| conn.err(e, "looking up the publication"))?;
         let Some(row) = existing else {
-            let sql =
-                format!("CREATE PUBLICATION {name} FOR TABLE {list} WITH (publish = '{publish}')");
+            let sql = format!("CREATE PUBLICATION {name} FOR TABLE {list} WITH ({with})");
             return match conn.client.batch_execute(&sql).await {
                 Ok(()) => Ok(()),
                 // Created meanwhile by another connect of this mapping.
@@ -469,8 +473,8 @@ impl PostgresSource {
             .filter(|(_, on)| *on)
             .map(|(o, _)| *o)
             .collect();
-        if flags != self.operations {
-            let sql = format!("ALTER PUBLICATION {name} SET (publish = '{publish}')");
+        if flags != self.operations || !row.get::<_, bool>(3) {
+            let sql = format!("ALTER PUBLICATION {name} SET ({with})");
             conn.client
                 .batch_execute(&sql)
                 .await
@@ -572,7 +576,9 @@ impl PostgresSource {
     /// new): whether records were buffered.
     async fn peek(&self, conn: &Arc<Conn>, gen: u64, max: usize) -> Result<bool> {
         let pending = self.state().pending_rows();
-        let mut margin = self.limit.max(max) + 64;
+        // A row per change plus Begin, Relation and Commit rows: room for a full batch
+        // even when every change is its own transaction.
+        let mut margin = 4 * self.limit.max(max) + 64;
         loop {
             let flush: String = conn
                 .client
