@@ -789,3 +789,78 @@ async fn the_idle_slot_moves_and_no_change_is_lost_meanwhile() {
         .unwrap()
         .is_empty());
 }
+
+/// Restarts the whole cluster (`pg_ctlcluster`, as root), so it is not run by default:
+/// it would break the other tests running beside it. Run it alone:
+/// `cargo test -p nimbus-sources --test postgres -- --ignored --test-threads 1`.
+#[tokio::test]
+#[ignore = "restarts PostgreSQL: run alone with --ignored"]
+async fn a_server_restart_replays_only_unacknowledged_changes() {
+    let s = setup("CREATE TABLE {t} (id int PRIMARY KEY)").await;
+    let src = source(&s, Arc::new(MemoryCheckpoints::default()), 10).await;
+    let t = &s.table;
+    s.db.batch_execute(&format!(
+        "BEGIN; INSERT INTO {t} SELECT generate_series(1, 6); COMMIT; INSERT INTO {t} VALUES (7)"
+    ))
+    .await
+    .unwrap();
+    let first = collect(&src, 7, 10).await;
+    assert_eq!(first.len(), 7);
+    src.ack(&first[..4]).await.unwrap();
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("/etc/postgresql")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .max()
+        .expect("a cluster version");
+    let status = std::process::Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+        .status()
+        .expect("pg_ctlcluster");
+    assert!(status.success());
+    assert!(src.poll(10, Duration::from_millis(200)).await.is_err());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = src.connect().await {
+        assert!(
+            Instant::now() < deadline,
+            "no reconnect after the restart: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let again = consume(&src, 3, 10).await;
+    let ids = |rs: &[Record]| rs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&again), ids(&first[4..]));
+    // The admin connection died with the server: clean up with a fresh one.
+    drop(s);
+}
+
+/// Delivery rate with batches of 100 acked as the runner does (prints the numbers).
+#[tokio::test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn throughput() {
+    let s = setup("CREATE TABLE {t} (id int PRIMARY KEY, v text)").await;
+    let src = source(&s, Arc::new(MemoryCheckpoints::default()), 100).await;
+    let t = &s.table;
+    s.db.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, md5(g::text) FROM generate_series(1, 20000) g"
+    ))
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let got = consume(&src, 20_000, 100).await;
+    let one = started.elapsed();
+    assert_eq!(got.len(), 20_000);
+    let mut sql = String::new();
+    for i in 20_001..=22_000 {
+        sql.push_str(&format!("INSERT INTO {t} VALUES ({i}, 'x');"));
+    }
+    s.db.batch_execute(&sql).await.unwrap();
+    let started = Instant::now();
+    let got = consume(&src, 2_000, 100).await;
+    let many = started.elapsed();
+    assert_eq!(got.len(), 2_000);
+    eprintln!(
+        "one 20,000-row transaction: {one:?} ({:.0} changes/s); 2,000 one-row transactions: {many:?} ({:.0} changes/s)",
+        20_000.0 / one.as_secs_f64(),
+        2_000.0 / many.as_secs_f64()
+    );
+}

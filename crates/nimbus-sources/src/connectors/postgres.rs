@@ -277,12 +277,14 @@ impl PostgresSource {
         let slot = ctx.group();
         check_slot_name(&slot)?;
         let operations = parse_operations(ctx.spec.option("operations"))?;
-        let tables = ctx
-            .spec
-            .topics
-            .iter()
-            .map(|t| parse_table(t))
-            .collect::<Result<Vec<_>>>()?;
+        let mut tables = Vec::new();
+        for t in &ctx.spec.topics {
+            let t = parse_table(t)?;
+            // A publication refuses a table listed twice.
+            if !tables.contains(&t) {
+                tables.push(t);
+            }
+        }
         let limit = ctx.batch_size.max(1) * ctx.concurrency.max(1) + PREFETCH_SLACK;
         Ok(Self {
             ctx,
