@@ -15,13 +15,30 @@
 //!   replayed transaction's changes up to that index are skipped. So a crash of Nimbus or
 //!   a restart of PostgreSQL replays at most the unacknowledged changes.
 //!
-//! Record ids (`eventID`, `SequenceNumber`): the commit's end LSN as 16 hex digits, `-`,
-//! the change's 1-based index in its transaction as 8 digits: they sort in commit order.
+//! Records are shaped like DynamoDB Streams records (`eventName` `INSERT`, `MODIFY`,
+//! `REMOVE`; `dynamodb.Keys`, `NewImage`, `OldImage` as AttributeValues), plus `table`
+//! and `transaction` (`xid`, `commitLsn`). Record ids (`eventID`, `SequenceNumber`): the
+//! commit's end LSN as 16 hex digits, `-`, the change's 1-based index in its transaction
+//! as 8 digits: they sort in commit order.
+//!
+//! Images: `Keys` are the primary key (the replica identity's columns when there is
+//! none). With REPLICA IDENTITY FULL, `OldImage` is the whole old row and
+//! `StreamViewType` is `NEW_AND_OLD_IMAGES`; with DEFAULT (or USING INDEX) PostgreSQL only
+//! logs the old key, so `OldImage` holds the key columns on `REMOVE` and on a `MODIFY`
+//! that changed the key, and is absent otherwise (`NEW_IMAGE`). Unchanged TOASTed values
+//! are not logged and are left out of `NewImage`. TRUNCATE is not delivered.
+//!
+//! Options: `operations`, a comma list of `insert`, `update`, `delete` (default all
+//! three): what the publication publishes. A table without a primary key or replica
+//! identity is refused unless only inserts are captured (publishing its updates would
+//! make PostgreSQL refuse them).
 //!
 //! Limits: the SQL interface returns whole transactions, so one transaction larger than
 //! the prefetch bound is held in memory at once. A slot only exists from the first
 //! `connect` on: changes committed before it are not delivered (`StartingPosition`
-//! `LATEST` and `TRIM_HORIZON` are the same here).
+//! `LATEST` and `TRIM_HORIZON` are the same here). If the publication is dropped by
+//! hand while the slot lives, PostgreSQL 15 cannot decode the changes made before it was
+//! recreated ("publication does not exist"): drop the slot too (delete the mapping).
 
 mod pgoutput;
 mod record;
