@@ -6,8 +6,8 @@
 //!   publication named after the slot (`FOR TABLE` the mapping's tables, `publish` from the
 //!   option `operations`) and the logical replication slot ([`Context::group`]).
 //! - `poll` *peeks* (`pg_logical_slot_peek_binary_changes`): reading never consumes. The
-//!   peeked transactions are decoded ([`pgoutput`]) into DynamoDB Streams-shaped records
-//!   ([`record`]) and kept in a buffer handed out `max` at a time, so a large transaction is
+//!   peeked transactions are decoded (`pgoutput`) into DynamoDB Streams-shaped records
+//!   (`record`) and kept in a buffer handed out `max` at a time, so a large transaction is
 //!   peeked once, not once per batch.
 //! - `ack` moves the slot (`pg_replication_slot_advance`) past a transaction only once
 //!   all its changes are acknowledged; inside a transaction it stores the position
