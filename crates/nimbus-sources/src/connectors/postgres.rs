@@ -147,7 +147,8 @@ struct State {
     gen: u64,
     conn: Option<Arc<Conn>>,
     assembler: Assembler,
-    primary_keys: HashMap<String, Vec<String>>,
+    /// The primary key of each table (`schema.table`).
+    primary_keys: Arc<HashMap<String, Vec<String>>>,
     buffer: VecDeque<Item>,
     inflight: VecDeque<Flight>,
     /// Peeked transactions the slot has not moved past: (end LSN, peek rows), to size the
@@ -612,13 +613,38 @@ impl PostgresSource {
                 .await
                 .map_err(|e| conn.err(e, "reading changes"))?;
             let limited = rows.len() >= upto;
-            let data: Vec<Vec<u8>> = rows.iter().map(|r| r.get(0)).collect();
+            let data = rows
+                .iter()
+                .map(|r| r.try_get::<_, Vec<u8>>(0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| conn.err(e, "reading changes"))?;
+            // Decoding and shaping happen outside the state lock (acks go on meanwhile):
+            // the assembler is taken out and put back; poll is its only user.
+            let (view, mut assembler) = {
+                let mut st = self.state();
+                if st.gen != gen {
+                    return Ok(false);
+                }
+                let view = View {
+                    gen,
+                    peeked_upto: st.peeked_upto,
+                    skip_upto: st.skip_upto,
+                    primary_keys: st.primary_keys.clone(),
+                };
+                (view, std::mem::take(&mut st.assembler))
+            };
+            let peeked = absorb(&view, &mut assembler, data);
             let (txns, records) = {
                 let mut st = self.state();
                 if st.gen != gen {
                     return Ok(false);
                 }
-                self.absorb(&mut st, data)?
+                st.assembler = assembler;
+                let p = peeked?;
+                st.buffer.extend(p.items);
+                st.pending.extend(p.pending);
+                st.peeked_upto = p.peeked_upto;
+                (p.txns, p.records)
             };
             if txns > 0 {
                 if records == 0 {
@@ -637,64 +663,6 @@ impl PostgresSource {
             }
             return Ok(false);
         }
-    }
-
-    /// Decodes peeked rows into the buffer, skipping transactions taken before and
-    /// changes acknowledged before a restart: (new transactions, new records).
-    fn absorb(&self, st: &mut State, rows: Vec<Vec<u8>>) -> Result<(usize, usize)> {
-        let (mut txns, mut records, mut rows_in_txn) = (0, 0, 0);
-        for data in rows {
-            rows_in_txn += 1;
-            let msg = pgoutput::decode(&data).map_err(decode_error)?;
-            let Some(txn) = st.assembler.push(msg).map_err(decode_error)? else {
-                continue;
-            };
-            let rows = std::mem::take(&mut rows_in_txn);
-            if txn.end_lsn <= st.peeked_upto {
-                continue;
-            }
-            st.peeked_upto = txn.end_lsn;
-            st.pending.push_back((txn.end_lsn, rows));
-            txns += 1;
-            let n = txn.changes.len() as u32;
-            let mut delivered = false;
-            for (i, change) in txn.changes.iter().enumerate() {
-                let pos = Pos {
-                    end_lsn: txn.end_lsn,
-                    index: i as u32 + 1,
-                };
-                if st.skip_upto.is_some_and(|s| pos <= s) {
-                    continue;
-                }
-                let table = change.rel.qualified_name();
-                let data = record::change_record(
-                    &txn,
-                    pos.index,
-                    change,
-                    st.primary_keys.get(&table).map(Vec::as_slice),
-                    Kind::Postgres.event_source(),
-                );
-                let id = record::change_id(pos.end_lsn, pos.index);
-                debug!(%id, %table, op = change.op.event_name(), "postgres source: change");
-                let handle = Handle {
-                    gen: st.gen,
-                    pos,
-                    last: pos.index == n,
-                };
-                st.buffer.push_back(Item::Record(Record::new(
-                    id,
-                    data,
-                    txn.commit_ms(),
-                    Arc::new(handle),
-                )));
-                delivered = true;
-                records += 1;
-            }
-            if !delivered {
-                st.buffer.push_back(Item::Marker(txn.end_lsn));
-            }
-        }
-        Ok((txns, records))
     }
 
     /// Nothing is peeked or in flight and the last peek read to the end of the WAL: moves
@@ -753,6 +721,87 @@ impl PostgresSource {
     }
 }
 
+/// What decoding a peek needs to know of the state.
+struct View {
+    gen: u64,
+    peeked_upto: u64,
+    skip_upto: Option<Pos>,
+    primary_keys: Arc<HashMap<String, Vec<String>>>,
+}
+
+/// What a peek added.
+#[derive(Default)]
+struct Peeked {
+    items: Vec<Item>,
+    /// (end LSN, peek rows) of each new transaction.
+    pending: Vec<(u64, usize)>,
+    peeked_upto: u64,
+    txns: usize,
+    records: usize,
+}
+
+/// Decodes peeked rows into records, skipping transactions taken before and changes
+/// acknowledged before a restart.
+fn absorb(view: &View, assembler: &mut Assembler, rows: Vec<Vec<u8>>) -> Result<Peeked> {
+    let mut p = Peeked {
+        peeked_upto: view.peeked_upto,
+        ..Peeked::default()
+    };
+    let mut rows_in_txn = 0;
+    for data in rows {
+        rows_in_txn += 1;
+        let msg = pgoutput::decode(&data).map_err(decode_error)?;
+        let Some(txn) = assembler.push(msg).map_err(decode_error)? else {
+            continue;
+        };
+        let rows = std::mem::take(&mut rows_in_txn);
+        if txn.end_lsn <= p.peeked_upto {
+            continue;
+        }
+        p.peeked_upto = txn.end_lsn;
+        p.pending.push((txn.end_lsn, rows));
+        p.txns += 1;
+        let n = txn.changes.len() as u32;
+        let mut delivered = false;
+        for (i, change) in txn.changes.iter().enumerate() {
+            let pos = Pos {
+                end_lsn: txn.end_lsn,
+                index: i as u32 + 1,
+            };
+            if view.skip_upto.is_some_and(|s| pos <= s) {
+                continue;
+            }
+            let table = change.rel.qualified_name();
+            let data = record::change_record(
+                &txn,
+                pos.index,
+                change,
+                view.primary_keys.get(&table).map(Vec::as_slice),
+                Kind::Postgres.event_source(),
+            );
+            let id = record::change_id(pos.end_lsn, pos.index);
+            debug!(%id, %table, op = change.op.event_name(), "postgres source: change");
+            let handle = Handle {
+                gen: view.gen,
+                pos,
+                last: pos.index == n,
+            };
+            p.items.push(Item::Record(Record::new(
+                id,
+                data,
+                txn.commit_ms(),
+                Arc::new(handle),
+            )));
+            delivered = true;
+            p.records += 1;
+        }
+        if !delivered {
+            p.items.push(Item::Marker(txn.end_lsn));
+        }
+    }
+    Ok(p)
+}
+
 #[async_trait]
 impl Source for PostgresSource {
     async fn connect(&self) -> Result<()> {
@@ -763,10 +812,12 @@ impl Source for PostgresSource {
         let mut st = self.state();
         st.conn = Some(Arc::new(conn));
         st.skip_upto = skip;
-        st.primary_keys = tables
-            .into_iter()
-            .map(|t| (format!("{}.{}", t.schema, t.name), t.primary_key))
-            .collect();
+        st.primary_keys = Arc::new(
+            tables
+                .into_iter()
+                .map(|t| (format!("{}.{}", t.schema, t.name), t.primary_key))
+                .collect(),
+        );
         debug!(slot = %self.slot, gen = st.gen, "postgres source: connected");
         Ok(())
     }
@@ -1074,6 +1125,56 @@ mod tests {
         assert_eq!(p.checkpoint(), "1/FF:12");
         assert_eq!(Pos::parse("1/FF:12"), Some(p));
         assert_eq!(Pos::parse("junk"), None);
+    }
+
+    #[test]
+    fn absorbing_skips_what_was_taken_or_acknowledged_before() {
+        use pgoutput::fixtures::{begin, commit, insert, relation};
+        let rel = relation(5, "public", "t", b'd', &[(true, "id", 23)]);
+        let mut truncate = vec![b'T'];
+        truncate.extend(1u32.to_be_bytes());
+        truncate.push(0);
+        truncate.extend(5u32.to_be_bytes());
+        let rows = vec![
+            begin(9, 0, 1),
+            rel.clone(),
+            insert(5, &[Some("1")]),
+            insert(5, &[Some("2")]),
+            commit(9, 10, 0),
+            begin(19, 0, 2),
+            rel,
+            truncate,
+            commit(19, 20, 0),
+            begin(29, 0, 3),
+            insert(5, &[Some("3")]),
+            insert(5, &[Some("4")]),
+            insert(5, &[Some("5")]),
+            commit(29, 30, 0),
+        ];
+        let view = View {
+            gen: 7,
+            peeked_upto: 10,
+            skip_upto: Some(Pos {
+                end_lsn: 30,
+                index: 2,
+            }),
+            primary_keys: Arc::default(),
+        };
+        let p = absorb(&view, &mut Assembler::default(), rows).unwrap();
+        assert_eq!((p.txns, p.records, p.peeked_upto), (2, 1, 30));
+        assert_eq!(p.pending, vec![(20, 4), (30, 5)]);
+        assert!(matches!(p.items[0], Item::Marker(20)));
+        let Item::Record(r) = &p.items[1] else {
+            panic!("a record")
+        };
+        assert_eq!(r.id, "000000000000001E-00000003");
+        let h = r.handle::<Handle>().unwrap();
+        assert_eq!((h.gen, h.last), (7, true));
+        assert_eq!(
+            r.data["dynamodb"]["Keys"],
+            serde_json::json!({"id": {"N": "5"}})
+        );
+        assert!(absorb(&view, &mut Assembler::default(), vec![b"I\0".to_vec()]).is_err());
     }
 
     fn record(gen: u64, end_lsn: u64, index: u32, last: bool) -> Record {
