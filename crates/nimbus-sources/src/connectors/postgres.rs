@@ -64,6 +64,8 @@ const IDLE_NAP: Duration = Duration::from_millis(150);
 const IDLE_ADVANCE_EVERY: Duration = Duration::from_secs(1);
 /// Records beyond `batch_size × concurrency` that may be handed out unacknowledged.
 const PREFETCH_SLACK: usize = 16;
+/// The longest pause between two peeks while records are in flight and nothing new came.
+const MAX_PEEK_BACKOFF: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const OPERATIONS: [&str; 3] = ["insert", "update", "delete"];
 
@@ -159,6 +161,11 @@ struct State {
     /// Changes up to here were acknowledged before the last (re)connect.
     skip_upto: Option<Pos>,
     last_idle_advance: Option<Instant>,
+    /// Empty peeks in a row while records are in flight, and when the next peek may run:
+    /// each peek decodes again from the oldest unacknowledged transaction, so while a
+    /// batch is retried for long the peeks slow down (up to [`MAX_PEEK_BACKOFF`]).
+    empty_peeks: u32,
+    next_peek: Option<Instant>,
 }
 
 /// What settling an acknowledged prefix does on the server and in the checkpoints.
@@ -182,6 +189,21 @@ impl State {
             gen: self.gen + 1,
             ..State::default()
         };
+    }
+
+    /// After a peek that found nothing new: slows the next ones while records are in
+    /// flight (each re-decodes them), resets otherwise.
+    fn peeked_nothing(&mut self) {
+        if self.inflight.is_empty() {
+            self.empty_peeks = 0;
+            self.next_peek = None;
+        } else {
+            self.empty_peeks = self.empty_peeks.saturating_add(1);
+            let pause = IDLE_NAP
+                .saturating_mul(1 << self.empty_peeks.min(6))
+                .min(MAX_PEEK_BACKOFF);
+            self.next_peek = Some(Instant::now() + pause);
+        }
     }
 
     fn pending_rows(&self) -> usize {
@@ -240,6 +262,11 @@ impl State {
                 self.inflight[i].acked = true;
                 any = true;
             }
+        }
+        if any {
+            // The slot moves: the next peek is cheaper and may find more.
+            self.empty_peeks = 0;
+            self.next_peek = None;
         }
         any
     }
@@ -826,7 +853,7 @@ impl Source for PostgresSource {
         let deadline = Instant::now() + wait;
         let max = max.max(1);
         loop {
-            let (conn, gen, room) = {
+            let (conn, gen, room, next_peek) = {
                 let mut st = self.state();
                 let conn = st.conn.clone().ok_or_else(not_connected)?;
                 let room = self.limit.saturating_sub(st.inflight.len());
@@ -838,22 +865,29 @@ impl Source for PostgresSource {
                     }
                     continue;
                 }
-                (conn, st.gen, room)
+                (conn, st.gen, room, st.next_peek)
             };
-            if room > 0 && self.peek(&conn, gen, max).await? {
-                continue;
+            let may_peek = next_peek.is_none_or(|t| Instant::now() >= t);
+            if room > 0 && may_peek {
+                if self.peek(&conn, gen, max).await? {
+                    continue;
+                }
+                let mut st = self.state();
+                if st.gen == gen {
+                    st.peeked_nothing();
+                }
             }
             let now = Instant::now();
             if now >= deadline {
                 return Ok(Vec::new());
             }
-            let nap = (deadline - now).min(if room == 0 { wait } else { IDLE_NAP });
-            if room == 0 {
-                // Back-pressure: wait for acknowledgements instead of reading on.
-                let _ = tokio::time::timeout(nap, self.acked.notified()).await;
-            } else {
-                tokio::time::sleep(nap).await;
-            }
+            // Back-pressure (no room): wait for acknowledgements instead of reading on.
+            let pause = match self.state().next_peek {
+                _ if room == 0 => wait,
+                Some(t) => t.saturating_duration_since(now).max(IDLE_NAP),
+                None => IDLE_NAP,
+            };
+            let _ = tokio::time::timeout((deadline - now).min(pause), self.acked.notified()).await;
         }
     }
 
@@ -1208,8 +1242,16 @@ mod tests {
         let got = st.take(10);
         assert_eq!(got.len(), 4);
         assert_eq!(st.inflight.len(), 5);
+        // Empty peeks while records are in flight slow down; an ack resets them.
+        st.peeked_nothing();
+        st.peeked_nothing();
+        assert_eq!(st.empty_peeks, 2);
+        assert!(st
+            .next_peek
+            .is_some_and(|t| t > Instant::now() + IDLE_NAP * 3));
         // Out of order: nothing settles until the prefix is acknowledged.
         assert!(st.mark_acked(&recs[1..2]));
+        assert_eq!((st.empty_peeks, st.next_peek), (0, None));
         assert_eq!(st.settle_prefix(), Plan::default());
         // The whole first transaction, the marker and half the second.
         assert!(st.mark_acked(&recs[0..1]));
