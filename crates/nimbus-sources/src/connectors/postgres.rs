@@ -387,6 +387,17 @@ impl PostgresSource {
         config
             .application_name(self.application_name())
             .connect_timeout(CONNECT_TIMEOUT);
+        // A silent network cut must fail a query rather than hang the poll for hours
+        // (the defaults: keepalives after 2 hours idle, no send timeout). A URL that
+        // sets its own keepalives keeps them.
+        if !endpoint.contains("keepalives") && !endpoint.contains("tcp_user_timeout") {
+            config
+                .keepalives(true)
+                .keepalives_idle(Duration::from_secs(30))
+                .keepalives_interval(Duration::from_secs(10))
+                .keepalives_retries(3)
+                .tcp_user_timeout(Duration::from_secs(60));
+        }
         let (client, connection) = config
             .connect(NoTls)
             .await
