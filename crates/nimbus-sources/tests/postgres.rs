@@ -864,3 +864,159 @@ async fn throughput() {
         2_000.0 / many.as_secs_f64()
     );
 }
+
+/// A function for the runner test: records each batch's row ids and reports row 7 as
+/// failed the first time it sees it.
+struct Worker {
+    calls: std::sync::Mutex<Vec<Vec<i64>>>,
+}
+
+impl nimbus_events::engine::Invoker for Worker {
+    fn invoke<'a>(
+        &'a self,
+        _function: &'a str,
+        _qualifier: &'a str,
+        _request_id: &'a str,
+        payload: String,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = nimbus_events::engine::Attempt> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let event: serde_json::Value = serde_json::from_str(&payload).unwrap();
+            let records = event["Records"].as_array().unwrap();
+            let rows: Vec<(i64, String)> = records
+                .iter()
+                .map(|r| {
+                    let id = r["dynamodb"]["Keys"]["id"]["N"].as_str().unwrap();
+                    (id.parse().unwrap(), r["eventID"].as_str().unwrap().into())
+                })
+                .collect();
+            let first_seven = {
+                let mut calls = self.calls.lock().unwrap();
+                let seen = calls.iter().flatten().any(|&id| id == 7);
+                calls.push(rows.iter().map(|(id, _)| *id).collect());
+                !seen
+            };
+            let failed: Vec<serde_json::Value> = rows
+                .iter()
+                .filter(|(id, _)| *id == 7 && first_seven)
+                .map(|(_, event_id)| json!({ "itemIdentifier": event_id }))
+                .collect();
+            nimbus_events::engine::Attempt::Success {
+                body: json!({ "batchItemFailures": failed }).to_string(),
+                version: "$LATEST".into(),
+            }
+        })
+    }
+}
+
+/// The connector under the real mapping runner: batches of 10 across transactions of
+/// 10 and 15 rows, a partial batch failure, the slot settled and dropped with the mapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_delivers_in_order_and_retries_from_the_failed_record() {
+    use nimbus_sources::{RunnerConfig, SourceMapping, SourceRunner, SourceStore};
+    let s = setup("CREATE TABLE {t} (id int PRIMARY KEY)").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn SourceStore> =
+        Arc::new(nimbus_sources::SqliteSourceStore::open(dir.path()).unwrap());
+    let mut m = SourceMapping::new(
+        format!("{}-0000", suffix()),
+        "worker".into(),
+        context(
+            &s.slot,
+            &[&s.table],
+            Arc::new(MemoryCheckpoints::default()),
+            10,
+        )
+        .spec,
+    );
+    m.batch_size = 10;
+    m.report_batch_item_failures = true;
+    m.validate().unwrap();
+    store.create(&m).unwrap();
+    let cfg = RunnerConfig {
+        poll_wait: Duration::from_millis(200),
+        reconcile_every: Duration::from_millis(200),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
+        retry_min: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        lagging_after: Duration::from_secs(60),
+    };
+    let runner = SourceRunner::new(store, Arc::new(|_| Ok(None)), cfg);
+    let worker = Arc::new(Worker {
+        calls: Default::default(),
+    });
+    let task = runner.spawn(worker.clone());
+    let slot_exists = || async {
+        s.db.query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&s.slot],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !slot_exists().await {
+        assert!(Instant::now() < deadline, "the runner never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = &s.table;
+    s.db.batch_execute(&format!(
+        "INSERT INTO {t} SELECT generate_series(1, 10); INSERT INTO {t} SELECT generate_series(11, 25)"
+    ))
+    .await
+    .unwrap();
+    let delivered = || {
+        let calls = worker.calls.lock().unwrap();
+        calls.iter().flatten().copied().collect::<Vec<i64>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !delivered().contains(&25) {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered: {:?}",
+            delivered()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Row 7 failed once: rows 1-6 were acknowledged, the batch's rest came again from 7
+    // (as Lambda retries a stream), then everything after it, in order.
+    let got = delivered();
+    let mut want: Vec<i64> = (1..=10).collect();
+    want.extend(7..=25);
+    assert_eq!(got, want, "batches: {:?}", worker.calls.lock().unwrap());
+    // Everything acknowledged: the slot moved past the changes.
+    let settled = || async {
+        s.db.query_one(
+            "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+            &[&s.slot, &written_lsn(&s.db).await],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !settled().await {
+        assert!(Instant::now() < deadline, "the slot did not move");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    runner.delete(&m.uuid).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while slot_exists().await {
+        assert!(Instant::now() < deadline, "the slot outlived its mapping");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    runner.stop();
+    task.abort();
+}
+
+/// The server's WAL flush position, as text.
+async fn written_lsn(db: &Client) -> String {
+    db.query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
