@@ -610,8 +610,9 @@ impl PostgresSource {
                 // A previous connection of this mapping still holds the slot (a peek that
                 // outlived its client): end it, or every peek fails with "slot is active".
                 warn!(slot = %self.slot, pid, "postgres source: ending a previous connection holding the slot");
+                // Waits (up to 5 s) for the backend to exit and release the slot.
                 conn.client
-                    .query("SELECT pg_terminate_backend($1)", &[&pid])
+                    .query("SELECT pg_terminate_backend($1, 5000)", &[&pid])
                     .await
                     .map_err(|e| conn.err(e, "ending a previous connection"))?;
             }
@@ -922,7 +923,7 @@ impl Source for PostgresSource {
             let r = conn
                 .client
                 .query(
-                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots s \
+                    "SELECT pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots s \
                      JOIN pg_stat_activity a ON a.pid = s.active_pid \
                      WHERE s.slot_name = $1 AND a.application_name = $2",
                     &[&self.slot, &self.application_name()],
