@@ -49,6 +49,7 @@ fn suffix() -> String {
 /// Drops the slot, the publication and the tables of a test when it ends, passed or not.
 struct Cleanup {
     slot: String,
+    /// Tables, or `schema:NAME` for a schema and all in it.
     tables: Vec<String>,
 }
 
@@ -94,7 +95,11 @@ impl Drop for Cleanup {
                     .batch_execute(&format!("DROP PUBLICATION IF EXISTS \"{slot}\""))
                     .await;
                 for t in tables {
-                    let _ = c.batch_execute(&format!("DROP TABLE IF EXISTS {t}")).await;
+                    let sql = match t.strip_prefix("schema:") {
+                        Some(schema) => format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                        None => format!("DROP TABLE IF EXISTS {t}"),
+                    };
+                    let _ = c.batch_execute(&sql).await;
                 }
             });
         });
@@ -1019,4 +1024,46 @@ async fn written_lsn(db: &Client) -> String {
         .await
         .unwrap()
         .get(0)
+}
+
+#[tokio::test]
+async fn several_tables_and_a_changed_table_definition() {
+    let s = setup(
+        "CREATE TABLE {t} (id int PRIMARY KEY); CREATE SCHEMA {t}_s; \
+         CREATE TABLE {t}_s.other (code text PRIMARY KEY)",
+    )
+    .await;
+    let t = &s.table;
+    let _more = Cleanup {
+        slot: format!("{}_x", s.slot),
+        tables: vec![format!("schema:{t}_s")],
+    };
+    let other = format!("{t}_s.other");
+    let src = PostgresSource::new(context(
+        &s.slot,
+        &[t.as_str(), &other, t.as_str()],
+        Arc::new(MemoryCheckpoints::default()),
+        10,
+    ))
+    .unwrap();
+    src.connect().await.unwrap();
+    s.db.batch_execute(&format!(
+        "BEGIN; INSERT INTO {t} VALUES (1); INSERT INTO {other} VALUES ('a'); COMMIT; \
+         ALTER TABLE {t} ADD COLUMN note text DEFAULT 'n'; \
+         INSERT INTO {t} VALUES (2, 'two')"
+    ))
+    .await
+    .unwrap();
+    let recs = consume(&src, 3, 10).await;
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[0].data["table"], json!(format!("public.{t}")));
+    assert_eq!(recs[1].data["table"], json!(other));
+    assert_eq!(
+        recs[1].data["dynamodb"]["Keys"],
+        json!({"code": {"S": "a"}})
+    );
+    assert_eq!(
+        recs[2].data["dynamodb"]["NewImage"],
+        json!({"id": {"N": "2"}, "note": {"S": "two"}})
+    );
 }
