@@ -160,7 +160,20 @@ fn context(
 }
 
 async fn source(s: &Setup, checkpoints: Arc<dyn Checkpoints>, batch: usize) -> PostgresSource {
-    let src = PostgresSource::new(context(&s.slot, &[&s.table], checkpoints, batch)).unwrap();
+    source_with(s, checkpoints, batch, &[]).await
+}
+
+async fn source_with(
+    s: &Setup,
+    checkpoints: Arc<dyn Checkpoints>,
+    batch: usize,
+    options: &[(&str, &str)],
+) -> PostgresSource {
+    let mut ctx = context(&s.slot, &[&s.table], checkpoints, batch);
+    for (k, v) in options {
+        ctx.spec.options.insert(k.to_string(), v.to_string());
+    }
+    let src = PostgresSource::new(ctx).unwrap();
     src.connect().await.expect("connect");
     src
 }
@@ -382,9 +395,21 @@ async fn changes_come_in_commit_order_across_transactions() {
 
 #[tokio::test]
 async fn a_large_transaction_resumes_after_the_acked_index() {
+    large_transaction(&[]).await;
+}
+
+/// The same with at most 300 changes in memory: the transaction is read in parts.
+#[tokio::test]
+async fn a_large_transaction_is_read_in_parts_within_the_buffer_bound() {
+    large_transaction(&[("max_buffered_changes", "300")]).await;
+}
+
+/// 2,500 changes in one transaction, then one more transaction: batches of 100 in
+/// order, an ack in the middle, a new source resuming after it.
+async fn large_transaction(options: &[(&str, &str)]) {
     let s = setup("CREATE TABLE {t} (id int PRIMARY KEY, v text)").await;
     let checkpoints: Arc<dyn Checkpoints> = Arc::new(MemoryCheckpoints::default());
-    let src = source(&s, checkpoints.clone(), 100).await;
+    let src = source_with(&s, checkpoints.clone(), 100, options).await;
     let t = &s.table;
     s.db.batch_execute(&format!(
         "INSERT INTO {t} SELECT g, 'row ' || g FROM generate_series(1, 2500) g; \
@@ -427,7 +452,7 @@ async fn a_large_transaction_resumes_after_the_acked_index() {
     drop(src);
 
     // A new source on the same slot and checkpoints: delivery resumes at 1251.
-    let src = source(&s, checkpoints.clone(), 100).await;
+    let src = source_with(&s, checkpoints.clone(), 100, options).await;
     let rest = consume(&src, 1251, 100).await;
     assert_eq!(
         rest.len(),
@@ -867,6 +892,30 @@ async fn throughput() {
         "one 20,000-row transaction: {one:?} ({:.0} changes/s); 2,000 one-row transactions: {many:?} ({:.0} changes/s)",
         20_000.0 / one.as_secs_f64(),
         2_000.0 / many.as_secs_f64()
+    );
+    drop(src);
+    // The same transaction read in parts of 2,000 (ten reads of it).
+    let s = setup("CREATE TABLE {t} (id int PRIMARY KEY, v text)").await;
+    let src = source_with(
+        &s,
+        Arc::new(MemoryCheckpoints::default()),
+        100,
+        &[("max_buffered_changes", "2000")],
+    )
+    .await;
+    let t = &s.table;
+    s.db.batch_execute(&format!(
+        "INSERT INTO {t} SELECT g, md5(g::text) FROM generate_series(1, 20000) g"
+    ))
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let got = consume(&src, 20_000, 100).await;
+    let parts = started.elapsed();
+    assert_eq!(got.len(), 20_000);
+    eprintln!(
+        "one 20,000-row transaction in parts of 2,000: {parts:?} ({:.0} changes/s)",
+        20_000.0 / parts.as_secs_f64()
     );
 }
 

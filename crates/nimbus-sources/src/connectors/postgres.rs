@@ -6,14 +6,18 @@
 //!   publication named after the slot (`FOR TABLE` the mapping's tables, `publish` from the
 //!   option `operations`) and the logical replication slot ([`Context::group`]).
 //! - `poll` *peeks* (`pg_logical_slot_peek_binary_changes`): reading never consumes. The
-//!   peeked transactions are decoded (`pgoutput`) into DynamoDB Streams-shaped records
-//!   (`record`) and kept in a buffer handed out `max` at a time, so a large transaction is
-//!   peeked once, not once per batch.
+//!   peek's rows are streamed and decoded (`pgoutput`) into DynamoDB Streams-shaped
+//!   records (`record`), kept in a buffer handed out `max` at a time, so a transaction is
+//!   peeked once, not once per batch. One peek keeps at most `max_buffered_changes`
+//!   changes: a larger transaction is handed out in parts, each read by peeking again and
+//!   skipping the changes taken before (memory stays bounded; each part re-reads the
+//!   transaction).
 //! - `ack` moves the slot (`pg_replication_slot_advance`) past a transaction only once
 //!   all its changes are acknowledged; inside a transaction it stores the position
-//!   `<end_lsn>:<index>` as the durable checkpoint `position`, and after a restart the
-//!   replayed transaction's changes up to that index are skipped. So a crash of Nimbus or
-//!   a restart of PostgreSQL replays at most the unacknowledged changes.
+//!   `<commit_lsn>:<index>` as the durable checkpoint `position` (the commit LSN is
+//!   known from the transaction's Begin, its end LSN only at its end), and after a
+//!   restart the replayed transaction's changes up to that index are skipped. So a crash
+//!   of Nimbus or a restart of PostgreSQL replays at most the unacknowledged changes.
 //!
 //! Records are shaped like DynamoDB Streams records (`eventName` `INSERT`, `MODIFY`,
 //! `REMOVE`; `dynamodb.Keys`, `NewImage`, `OldImage` as AttributeValues), plus `table`
@@ -31,10 +35,11 @@
 //! Options: `operations`, a comma list of `insert`, `update`, `delete` (default all
 //! three): what the publication publishes. A table without a primary key or replica
 //! identity is refused unless only inserts are captured (publishing its updates would
-//! make PostgreSQL refuse them).
+//! make PostgreSQL refuse them). `max_buffered_changes` (default 20,000, at least the
+//! mapping's `BatchSize × concurrency`): changes held in memory at once.
 //!
-//! Limits: the SQL interface returns whole transactions, so one transaction larger than
-//! the prefetch bound is held in memory at once. A slot only exists from the first
+//! Limits: a transaction larger than `max_buffered_changes` is read once per part (a
+//! 1,000,000-change transaction: 50 reads of it by default). A slot only exists from the first
 //! `connect` on: changes committed before it are not delivered (`StartingPosition`
 //! `LATEST` and `TRIM_HORIZON` are the same here). If the publication is dropped by
 //! hand while the slot lives, PostgreSQL 15 cannot decode the changes made before it was
@@ -47,11 +52,13 @@ use crate::error::{Result, SourceError};
 use crate::model::{redact, Kind};
 use crate::source::{Context, Record, Source};
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use record::Assembler;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 use tracing::{debug, warn};
 
@@ -67,6 +74,9 @@ const PREFETCH_SLACK: usize = 16;
 /// The longest pause between two peeks while records are in flight and nothing new came.
 const MAX_PEEK_BACKOFF: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Changes one peek keeps in memory at most by default: a larger transaction is handed
+/// out in parts, each part read by decoding the transaction again from its start.
+const DEFAULT_BUFFERED_CHANGES: usize = 20_000;
 const OPERATIONS: [&str; 3] = ["insert", "update", "delete"];
 
 const PEEK: &str = "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, \
@@ -76,25 +86,31 @@ const PEEK: &str = "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NUL
 const ADVANCE: &str = "SELECT pg_replication_slot_advance(slot_name, $2::text::pg_lsn) \
      FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn < $2::text::pg_lsn";
 
-/// A change's place in the stream: its transaction's commit end LSN and its 1-based index
-/// in the transaction (0 for a transaction without deliverable changes).
+/// A change's place in the stream: its transaction's commit LSN (known from the
+/// transaction's Begin, so a large transaction can be resumed part way while it is read)
+/// and its 1-based index in the transaction (0 for a transaction without deliverable
+/// changes). Commit LSNs order transactions as their end LSNs do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Pos {
-    end_lsn: u64,
+    commit_lsn: u64,
     index: u32,
 }
 
 impl Pos {
     fn checkpoint(self) -> String {
-        format!("{}:{}", pgoutput::format_lsn(self.end_lsn), self.index)
+        format!("{}:{}", pgoutput::format_lsn(self.commit_lsn), self.index)
     }
 
     fn parse(s: &str) -> Option<Pos> {
         let (lsn, index) = s.rsplit_once(':')?;
         Some(Pos {
-            end_lsn: pgoutput::parse_lsn(lsn)?,
+            commit_lsn: pgoutput::parse_lsn(lsn)?,
             index: index.parse().ok()?,
         })
+    }
+
+    fn budget(self) -> (u64, u32) {
+        (self.commit_lsn, self.index)
     }
 }
 
@@ -104,6 +120,8 @@ impl Pos {
 struct Handle {
     gen: u64,
     pos: Pos,
+    /// Where the slot advances once the transaction is done.
+    end_lsn: u64,
     /// The last change of its transaction: acknowledging it completes the transaction.
     last: bool,
 }
@@ -113,12 +131,31 @@ enum Item {
     Record(Record),
     /// A transaction without deliverable changes (only a TRUNCATE, or all of it acked
     /// before a restart): settled as soon as everything before it is.
-    Marker(u64),
+    Marker {
+        commit_lsn: u64,
+        end_lsn: u64,
+    },
+}
+
+impl Item {
+    /// A marker's place in the flight: settled, the last of its transaction.
+    fn marker_flight(commit_lsn: u64, end_lsn: u64) -> Flight {
+        Flight {
+            pos: Pos {
+                commit_lsn,
+                index: 0,
+            },
+            end_lsn,
+            last: true,
+            acked: true,
+        }
+    }
 }
 
 /// Handed out, in stream order.
 struct Flight {
     pos: Pos,
+    end_lsn: u64,
     last: bool,
     acked: bool,
 }
@@ -156,10 +193,9 @@ struct State {
     /// Peeked transactions the slot has not moved past: (end LSN, peek rows), to size the
     /// next peek (it returns these again before anything new).
     pending: VecDeque<(u64, usize)>,
-    /// The end LSN of the last transaction taken from a peek.
-    peeked_upto: u64,
-    /// Changes up to here were acknowledged before the last (re)connect.
-    skip_upto: Option<Pos>,
+    /// Changes up to here were taken from a peek, or acknowledged before the last
+    /// (re)connect: `index` is `u32::MAX` when the whole transaction was taken.
+    upto: Option<Pos>,
     last_idle_advance: Option<Instant>,
     /// Empty peeks in a row while records are in flight, and when the next peek may run:
     /// each peek decodes again from the oldest unacknowledged transaction, so while a
@@ -219,30 +255,32 @@ impl State {
                     if let Some(h) = r.handle::<Handle>() {
                         self.inflight.push_back(Flight {
                             pos: h.pos,
+                            end_lsn: h.end_lsn,
                             last: h.last,
                             acked: false,
                         });
                     }
                     out.push(r);
                 }
-                Some(Item::Marker(end_lsn)) => self.inflight.push_back(Flight {
-                    pos: Pos { end_lsn, index: 0 },
-                    last: true,
-                    acked: true,
-                }),
+                Some(Item::Marker {
+                    commit_lsn,
+                    end_lsn,
+                }) => self
+                    .inflight
+                    .push_back(Item::marker_flight(commit_lsn, end_lsn)),
                 None => break,
             }
         }
         // Markers right after the taken records join the flight too, so they settle with
         // the records' acknowledgement instead of waiting for the next peek.
-        while let Some(Item::Marker(end_lsn)) = self.buffer.front() {
-            let end_lsn = *end_lsn;
+        while let Some(&Item::Marker {
+            commit_lsn,
+            end_lsn,
+        }) = self.buffer.front()
+        {
             self.buffer.pop_front();
-            self.inflight.push_back(Flight {
-                pos: Pos { end_lsn, index: 0 },
-                last: true,
-                acked: true,
-            });
+            self.inflight
+                .push_back(Item::marker_flight(commit_lsn, end_lsn));
         }
         out
     }
@@ -280,7 +318,7 @@ impl State {
                 break;
             };
             if f.last {
-                plan.advance = Some(f.pos.end_lsn);
+                plan.advance = Some(f.end_lsn);
             }
             last_popped = Some(f);
         }
@@ -310,6 +348,8 @@ pub struct PostgresSource {
     tables: Vec<(String, String)>,
     /// Records handed out and not acknowledged at most.
     limit: usize,
+    /// Changes one peek keeps at most (a larger transaction is read in parts).
+    cap: usize,
     state: Mutex<State>,
     /// Serialises settling (slot advances and checkpoint writes happen in stream order).
     settle: tokio::sync::Mutex<()>,
@@ -331,12 +371,14 @@ impl PostgresSource {
             }
         }
         let limit = ctx.batch_size.max(1) * ctx.concurrency.max(1) + PREFETCH_SLACK;
+        let cap = parse_buffer(ctx.spec.option("max_buffered_changes"))?.max(limit);
         Ok(Self {
             ctx,
             slot,
             operations,
             tables,
             limit,
+            cap,
             state: Mutex::new(State::default()),
             settle: tokio::sync::Mutex::new(()),
             acked: Notify::new(),
@@ -645,63 +687,97 @@ impl PostgresSource {
                 .await
                 .map_err(|e| conn.err(e, "reading the WAL position"))?
                 .get(0);
-            let upto = (pending + margin).min(i32::MAX as usize);
-            let rows = conn
-                .client
-                .query(PEEK, &[&self.slot, &(upto as i32), &self.slot])
-                .await
-                .map_err(|e| conn.err(e, "reading changes"))?;
-            let limited = rows.len() >= upto;
-            let data = rows
-                .iter()
-                .map(|r| r.try_get::<_, Vec<u8>>(0))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| conn.err(e, "reading changes"))?;
+            let upto_rows = (pending + margin).min(i32::MAX as usize);
             // Decoding and shaping happen outside the state lock (acks go on meanwhile):
             // the assembler is taken out and put back; poll is its only user.
-            let (view, mut assembler) = {
+            let mut absorber = {
                 let mut st = self.state();
                 if st.gen != gen {
                     return Ok(false);
                 }
-                let view = View {
-                    gen,
-                    peeked_upto: st.peeked_upto,
-                    skip_upto: st.skip_upto,
-                    primary_keys: st.primary_keys.clone(),
-                };
-                (view, std::mem::take(&mut st.assembler))
+                Absorber::new(
+                    View {
+                        gen,
+                        primary_keys: st.primary_keys.clone(),
+                    },
+                    std::mem::take(&mut st.assembler),
+                    record::Budget {
+                        upto: st.upto.map(Pos::budget),
+                        room: self.cap,
+                    },
+                )
             };
-            let peeked = absorb(&view, &mut assembler, data);
-            let (txns, records) = {
+            let read = self.read_peek(conn, upto_rows, &mut absorber).await;
+            let (p, rows) = {
                 let mut st = self.state();
                 if st.gen != gen {
                     return Ok(false);
                 }
+                let (assembler, p, upto) = absorber.finish();
                 st.assembler = assembler;
-                let p = peeked?;
+                let rows = read?;
                 st.buffer.extend(p.items);
                 st.pending.extend(p.pending);
-                st.peeked_upto = p.peeked_upto;
-                (p.txns, p.records)
+                st.upto = upto.map(|(commit_lsn, index)| Pos { commit_lsn, index });
+                (
+                    Peeked {
+                        items: Vec::new(),
+                        pending: Vec::new(),
+                        ..p
+                    },
+                    rows,
+                )
             };
-            if txns > 0 {
-                if records == 0 {
+            if p.txns > 0 {
+                if p.records == 0 {
                     // Only markers: they settle once nothing is in flight before them.
                     let _ = self.state().take(0);
                     self.settle_acked().await?;
                 }
-                return Ok(records > 0);
+                return Ok(p.records > 0);
             }
+            let limited = rows >= upto_rows;
             if limited && margin < (1 << 24) {
                 margin *= 4;
                 continue;
             }
-            if !limited {
+            if !limited && !p.stopped {
                 self.idle_advance(conn, gen, &flush).await?;
             }
             return Ok(false);
         }
+    }
+
+    /// Streams one peek's rows into `absorber` (never holding them all): the rows read.
+    async fn read_peek(
+        &self,
+        conn: &Conn,
+        upto_rows: usize,
+        absorber: &mut Absorber,
+    ) -> Result<usize> {
+        let limit = upto_rows as i32;
+        let params: [&(dyn ToSql + Sync); 3] = [&self.slot, &limit, &self.slot];
+        let stream = conn
+            .client
+            .query_raw(PEEK, params.iter().map(|p| *p as &dyn ToSql))
+            .await
+            .map_err(|e| conn.err(e, "reading changes"))?;
+        let mut stream = std::pin::pin!(stream);
+        let mut rows = 0;
+        while let Some(row) = stream
+            .try_next()
+            .await
+            .map_err(|e| conn.err(e, "reading changes"))?
+        {
+            rows += 1;
+            let data: &[u8] = row.try_get(0).map_err(|e| conn.err(e, "reading changes"))?;
+            if !absorber.row(data)? {
+                // The budget ran out inside a transaction: the rest is read next time
+                // (dropping the stream discards the rows still coming).
+                break;
+            }
+        }
+        Ok(rows)
     }
 
     /// Nothing is peeked or in flight and the last peek read to the end of the WAL: moves
@@ -763,8 +839,6 @@ impl PostgresSource {
 /// What decoding a peek needs to know of the state.
 struct View {
     gen: u64,
-    peeked_upto: u64,
-    skip_upto: Option<Pos>,
     primary_keys: Arc<HashMap<String, Vec<String>>>,
 }
 
@@ -774,71 +848,117 @@ struct Peeked {
     items: Vec<Item>,
     /// (end LSN, peek rows) of each new transaction.
     pending: Vec<(u64, usize)>,
-    peeked_upto: u64,
     txns: usize,
     records: usize,
+    /// The budget ran out inside a transaction: the peek stopped there.
+    stopped: bool,
 }
 
-/// Decodes peeked rows into records, skipping transactions taken before and changes
-/// acknowledged before a restart.
-fn absorb(view: &View, assembler: &mut Assembler, rows: Vec<Vec<u8>>) -> Result<Peeked> {
-    let mut p = Peeked {
-        peeked_upto: view.peeked_upto,
-        ..Peeked::default()
-    };
-    let mut rows_in_txn = 0;
-    for data in rows {
-        rows_in_txn += 1;
-        let msg = pgoutput::decode(&data).map_err(decode_error)?;
-        let Some(txn) = assembler.push(msg).map_err(decode_error)? else {
-            continue;
-        };
-        let rows = std::mem::take(&mut rows_in_txn);
-        if txn.end_lsn <= p.peeked_upto {
-            continue;
+/// Turns a peek's rows into records as they arrive, skipping what was taken or
+/// acknowledged before and keeping at most the budget's room.
+struct Absorber {
+    view: View,
+    assembler: Assembler,
+    budget: record::Budget,
+    p: Peeked,
+    rows_in_txn: usize,
+}
+
+impl Absorber {
+    fn new(view: View, assembler: Assembler, budget: record::Budget) -> Self {
+        Self {
+            view,
+            assembler,
+            budget,
+            p: Peeked::default(),
+            rows_in_txn: 0,
         }
-        p.peeked_upto = txn.end_lsn;
-        p.pending.push((txn.end_lsn, rows));
-        p.txns += 1;
-        let n = txn.changes.len() as u32;
-        let mut delivered = false;
-        for (i, change) in txn.changes.iter().enumerate() {
+    }
+
+    /// Feeds one row; false when the peek should stop here.
+    fn row(&mut self, data: &[u8]) -> Result<bool> {
+        self.rows_in_txn += 1;
+        if matches!(data.first(), Some(b'I' | b'U' | b'D'))
+            && self.assembler.skip_change(&self.budget)
+        {
+            return Ok(true);
+        }
+        let msg = pgoutput::decode(data).map_err(decode_error)?;
+        let Some(txn) = self
+            .assembler
+            .push(msg, &mut self.budget)
+            .map_err(decode_error)?
+        else {
+            return Ok(true);
+        };
+        let rows = std::mem::take(&mut self.rows_in_txn);
+        Ok(self.take(txn, rows))
+    }
+
+    /// Adds a committed transaction's kept changes; false when it was not complete.
+    fn take(&mut self, txn: record::Txn, rows: usize) -> bool {
+        if txn.taken {
+            return true;
+        }
+        let continuing = self.budget.upto.is_some_and(|(c, _)| c == txn.commit_lsn);
+        let last_kept = txn.changes.last().map(|(i, _)| *i);
+        for (index, change) in &txn.changes {
             let pos = Pos {
-                end_lsn: txn.end_lsn,
-                index: i as u32 + 1,
+                commit_lsn: txn.commit_lsn,
+                index: *index,
             };
-            if view.skip_upto.is_some_and(|s| pos <= s) {
-                continue;
-            }
             let table = change.rel.qualified_name();
             let data = record::change_record(
                 &txn,
-                pos.index,
+                *index,
                 change,
-                view.primary_keys.get(&table).map(Vec::as_slice),
+                self.view.primary_keys.get(&table).map(Vec::as_slice),
                 Kind::Postgres.event_source(),
             );
-            let id = record::change_id(pos.end_lsn, pos.index);
+            let id = record::change_id(txn.end_lsn, *index);
             debug!(%id, %table, op = change.op.event_name(), "postgres source: change");
             let handle = Handle {
-                gen: view.gen,
+                gen: self.view.gen,
                 pos,
-                last: pos.index == n,
+                end_lsn: txn.end_lsn,
+                last: txn.complete && *index == txn.total,
             };
-            p.items.push(Item::Record(Record::new(
+            self.p.items.push(Item::Record(Record::new(
                 id,
                 data,
                 txn.commit_ms(),
                 Arc::new(handle),
             )));
-            delivered = true;
-            p.records += 1;
+            self.p.records += 1;
         }
-        if !delivered {
-            p.items.push(Item::Marker(txn.end_lsn));
+        let marker = txn.changes.is_empty() && txn.complete;
+        if marker {
+            self.p.items.push(Item::Marker {
+                commit_lsn: txn.commit_lsn,
+                end_lsn: txn.end_lsn,
+            });
         }
+        if last_kept.is_some() || marker {
+            if !continuing {
+                self.p.pending.push((txn.end_lsn, rows));
+            }
+            self.p.txns += 1;
+            let index = match (txn.complete, last_kept) {
+                (false, Some(i)) => i,
+                _ => u32::MAX,
+            };
+            self.budget.upto = Some((txn.commit_lsn, index));
+        }
+        if !txn.complete {
+            self.p.stopped = true;
+        }
+        txn.complete
     }
-    Ok(p)
+
+    /// The assembler to keep, what was added, and how far the stream was taken.
+    fn finish(self) -> (Assembler, Peeked, Option<(u64, u32)>) {
+        (self.assembler, self.p, self.budget.upto)
+    }
 }
 
 #[async_trait]
@@ -847,10 +967,10 @@ impl Source for PostgresSource {
         self.state().reset();
         let conn = self.dial().await?;
         let tables = self.prepare(&conn).await?;
-        let skip = self.read_checkpoint()?;
+        let acked = self.read_checkpoint()?;
         let mut st = self.state();
         st.conn = Some(Arc::new(conn));
-        st.skip_upto = skip;
+        st.upto = acked;
         st.primary_keys = Arc::new(
             tables
                 .into_iter()
@@ -1102,6 +1222,22 @@ fn parse_operations(option: Option<&str>) -> Result<Vec<&'static str>> {
     Ok(ops)
 }
 
+/// The option `max_buffered_changes` (default [`DEFAULT_BUFFERED_CHANGES`]).
+fn parse_buffer(option: Option<&str>) -> Result<usize> {
+    let Some(s) = option else {
+        return Ok(DEFAULT_BUFFERED_CHANGES);
+    };
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            SourceError::Config(format!(
+                "invalid postgres option max_buffered_changes: {s:?} (a number of changes, at least 1)"
+            ))
+        })
+}
+
 /// Replication slot names allow lower-case letters, digits and `_` only.
 fn check_slot_name(slot: &str) -> Result<()> {
     let ok = !slot.is_empty()
@@ -1165,7 +1301,7 @@ mod tests {
         assert!(check_slot_name("Has-Dash").is_err());
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
         let p = Pos {
-            end_lsn: 0x1_0000_00FF,
+            commit_lsn: 0x1_0000_00FF,
             index: 12,
         };
         assert_eq!(p.checkpoint(), "1/FF:12");
@@ -1174,7 +1310,7 @@ mod tests {
     }
 
     #[test]
-    fn absorbing_skips_what_was_taken_or_acknowledged_before() {
+    fn absorbing_skips_what_was_taken_and_stops_when_the_budget_runs_out() {
         use pgoutput::fixtures::{begin, commit, insert, relation};
         let rel = relation(5, "public", "t", b'd', &[(true, "id", 23)]);
         let mut truncate = vec![b'T'];
@@ -1197,40 +1333,88 @@ mod tests {
             insert(5, &[Some("5")]),
             commit(29, 30, 0),
         ];
-        let view = View {
-            gen: 7,
-            peeked_upto: 10,
-            skip_upto: Some(Pos {
-                end_lsn: 30,
-                index: 2,
-            }),
-            primary_keys: Arc::default(),
+        let feed = |upto, room| {
+            let view = View {
+                gen: 7,
+                primary_keys: Arc::default(),
+            };
+            let budget = record::Budget { upto, room };
+            let mut a = Absorber::new(view, Assembler::default(), budget);
+            let mut read = 0;
+            for r in &rows {
+                read += 1;
+                if !a.row(r).unwrap() {
+                    break;
+                }
+            }
+            let (_, p, upto) = a.finish();
+            (p, upto, read)
         };
-        let p = absorb(&view, &mut Assembler::default(), rows).unwrap();
-        assert_eq!((p.txns, p.records, p.peeked_upto), (2, 1, 30));
+        // Transaction 9 was taken: 19 (only a TRUNCATE) is a marker, 29 comes whole.
+        let (p, upto, read) = feed(Some((9, u32::MAX)), 100);
+        assert_eq!(
+            (p.txns, p.records, p.stopped, read),
+            (2, 3, false, rows.len())
+        );
+        assert_eq!(upto, Some((29, u32::MAX)));
         assert_eq!(p.pending, vec![(20, 4), (30, 5)]);
-        assert!(matches!(p.items[0], Item::Marker(20)));
-        let Item::Record(r) = &p.items[1] else {
+        assert!(matches!(
+            p.items[0],
+            Item::Marker {
+                commit_lsn: 19,
+                end_lsn: 20
+            }
+        ));
+        let Item::Record(r) = &p.items[3] else {
             panic!("a record")
         };
         assert_eq!(r.id, "000000000000001E-00000003");
         let h = r.handle::<Handle>().unwrap();
-        assert_eq!((h.gen, h.last), (7, true));
+        assert_eq!((h.gen, h.last, h.end_lsn), (7, true, 30));
         assert_eq!(
             r.data["dynamodb"]["Keys"],
             serde_json::json!({"id": {"N": "5"}})
         );
-        assert!(absorb(&view, &mut Assembler::default(), vec![b"I\0".to_vec()]).is_err());
+        // Resumed after change 1 of 29 with room for one: change 2 only, not the last.
+        let (p, upto, read) = feed(Some((29, 1)), 1);
+        assert_eq!(
+            (p.txns, p.records, p.stopped, read),
+            (1, 1, true, rows.len())
+        );
+        assert_eq!(upto, Some((29, 2)));
+        assert!(p.pending.is_empty(), "29 was pending already");
+        let Item::Record(r) = &p.items[0] else {
+            panic!("a record")
+        };
+        assert_eq!(r.id, "000000000000001E-00000002");
+        assert!(!r.handle::<Handle>().unwrap().last);
+        // Room for one from the start: the peek stops after the first transaction.
+        let (p, upto, read) = feed(None, 1);
+        assert_eq!((p.records, p.stopped, read), (1, true, 5));
+        assert_eq!(upto, Some((9, 1)));
+        let mut a = Absorber::new(
+            View {
+                gen: 1,
+                primary_keys: Arc::default(),
+            },
+            Assembler::default(),
+            record::Budget {
+                upto: None,
+                room: 1,
+            },
+        );
+        assert!(a.row(b"I\0").is_err());
     }
 
-    fn record(gen: u64, end_lsn: u64, index: u32, last: bool) -> Record {
+    fn record(gen: u64, commit_lsn: u64, index: u32, last: bool) -> Record {
         Record::new(
-            record::change_id(end_lsn, index),
+            record::change_id(commit_lsn + 1, index),
             serde_json::json!({}),
             0,
             Arc::new(Handle {
                 gen,
-                pos: Pos { end_lsn, index },
+                pos: Pos { commit_lsn, index },
+                end_lsn: commit_lsn + 1,
                 last,
             }),
         )
@@ -1249,8 +1433,14 @@ mod tests {
             record(1, 20, 2, true),
         ];
         st.buffer.extend(recs.iter().cloned().map(Item::Record));
-        st.buffer.insert(2, Item::Marker(15));
-        st.pending.extend([(10, 4), (15, 2), (20, 4)]);
+        st.buffer.insert(
+            2,
+            Item::Marker {
+                commit_lsn: 15,
+                end_lsn: 16,
+            },
+        );
+        st.pending.extend([(11, 4), (16, 2), (21, 4)]);
         let got = st.take(10);
         assert_eq!(got.len(), 4);
         assert_eq!(st.inflight.len(), 5);
@@ -1271,9 +1461,9 @@ mod tests {
         assert_eq!(
             st.settle_prefix(),
             Plan {
-                advance: Some(15),
+                advance: Some(16),
                 checkpoint: Some(CheckpointOp::Put(Pos {
-                    end_lsn: 20,
+                    commit_lsn: 20,
                     index: 1
                 }))
             }
@@ -1285,7 +1475,7 @@ mod tests {
         assert_eq!(
             st.settle_prefix(),
             Plan {
-                advance: Some(20),
+                advance: Some(21),
                 checkpoint: Some(CheckpointOp::Delete)
             }
         );

@@ -39,17 +39,44 @@ pub struct Change {
     pub new: Option<Tuple>,
 }
 
-/// A committed transaction and its changes, in the order they were made.
+/// A committed transaction and the changes of it that were kept, in the order they were
+/// made.
 #[derive(Debug, Clone)]
 pub struct Txn {
     pub xid: u32,
-    /// The LSN of the commit record.
+    /// The LSN of the commit record: the transaction's identity and place in the stream
+    /// (known from its Begin on).
     pub commit_lsn: u64,
     /// The end of the commit record: the slot advances here when the transaction is done.
     pub end_lsn: u64,
     /// Microseconds since 2000-01-01 UTC.
     pub commit_time: i64,
-    pub changes: Vec<Change>,
+    /// The kept changes, each with its 1-based index in the transaction.
+    pub changes: Vec<(u32, Change)>,
+    /// How many changes the transaction has, kept or not.
+    pub total: u32,
+    /// Every change after the skipped ones was kept (false: the budget ran out in it).
+    pub complete: bool,
+    /// Taken whole before ([`Budget::upto`]): nothing of it is kept.
+    pub taken: bool,
+}
+
+/// Which changes of a peek to keep: a large transaction is handed out in parts, so one
+/// peek holds at most `room` changes in memory whatever the transaction's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Changes up to here were taken before: (commit LSN, index; `u32::MAX` for the whole
+    /// transaction). Transactions committed before it are skipped whole.
+    pub upto: Option<(u64, u32)>,
+    /// Changes this peek may still keep.
+    pub room: usize,
+}
+
+/// The transaction being assembled and how many of its first changes to skip.
+#[derive(Debug)]
+struct Open {
+    txn: Txn,
+    skip: u32,
 }
 
 impl Txn {
@@ -65,24 +92,40 @@ impl Txn {
 #[derive(Default)]
 pub struct Assembler {
     relations: HashMap<u32, Arc<Relation>>,
-    open: Option<Txn>,
+    open: Option<Open>,
 }
 
 impl Assembler {
-    /// Feeds one message; a transaction when it was its commit.
-    pub fn push(&mut self, msg: Message) -> Result<Option<Txn>, pgoutput::DecodeError> {
+    /// Feeds one message; a transaction when it was its commit. Changes up to
+    /// `budget.upto` are skipped, and at most `budget.room` kept.
+    pub fn push(
+        &mut self,
+        msg: Message,
+        budget: &mut Budget,
+    ) -> Result<Option<Txn>, pgoutput::DecodeError> {
         match msg {
             Message::Begin {
                 final_lsn,
                 commit_time,
                 xid,
             } => {
-                self.open = Some(Txn {
-                    xid,
-                    commit_lsn: final_lsn,
-                    end_lsn: 0,
-                    commit_time,
-                    changes: Vec::new(),
+                let skip = match budget.upto {
+                    Some((c, _)) if final_lsn < c => u32::MAX,
+                    Some((c, i)) if final_lsn == c => i,
+                    _ => 0,
+                };
+                self.open = Some(Open {
+                    txn: Txn {
+                        xid,
+                        commit_lsn: final_lsn,
+                        end_lsn: 0,
+                        commit_time,
+                        changes: Vec::new(),
+                        total: 0,
+                        complete: true,
+                        taken: skip == u32::MAX,
+                    },
+                    skip,
                 });
             }
             Message::Commit {
@@ -90,7 +133,7 @@ impl Assembler {
                 end_lsn,
                 commit_time,
             } => {
-                let mut txn = self
+                let Open { mut txn, .. } = self
                     .open
                     .take()
                     .ok_or_else(|| err("a Commit without a Begin"))?;
@@ -102,9 +145,15 @@ impl Assembler {
             Message::Relation(r) => {
                 self.relations.insert(r.oid, Arc::new(r));
             }
-            Message::Insert { rel, new } => self.change(rel, Op::Insert, None, Some(new))?,
-            Message::Update { rel, old, new } => self.change(rel, Op::Update, old, Some(new))?,
-            Message::Delete { rel, old } => self.change(rel, Op::Delete, Some(old), None)?,
+            Message::Insert { rel, new } => {
+                self.change(budget, rel, Op::Insert, None, Some(new))?
+            }
+            Message::Update { rel, old, new } => {
+                self.change(budget, rel, Op::Update, old, Some(new))?
+            }
+            Message::Delete { rel, old } => {
+                self.change(budget, rel, Op::Delete, Some(old), None)?
+            }
             Message::Truncate { rels, .. } => {
                 debug!(relations = ?rels, "postgres source: TRUNCATE is not delivered");
             }
@@ -117,22 +166,51 @@ impl Assembler {
         Ok(None)
     }
 
+    /// Counts the open transaction's next change without decoding it when it would not
+    /// be kept anyway (taken before, or no room left): true when it was counted so. Reading
+    /// a large transaction again for its next part then costs little beyond the transfer.
+    pub fn skip_change(&mut self, budget: &Budget) -> bool {
+        let Some(open) = self.open.as_mut() else {
+            return false;
+        };
+        let next = open.txn.total + 1;
+        if next <= open.skip {
+            open.txn.total = next;
+            return true;
+        }
+        if budget.room == 0 {
+            open.txn.total = next;
+            open.txn.complete = false;
+            return true;
+        }
+        false
+    }
+
     fn change(
         &mut self,
+        budget: &mut Budget,
         rel: u32,
         op: Op,
         old: Option<(OldKind, Tuple)>,
         new: Option<Tuple>,
     ) -> Result<(), pgoutput::DecodeError> {
+        let open = self
+            .open
+            .as_mut()
+            .ok_or_else(|| err("a change outside a transaction"))?;
+        open.txn.total += 1;
+        if open.txn.total <= open.skip {
+            return Ok(());
+        }
+        if budget.room == 0 {
+            open.txn.complete = false;
+            return Ok(());
+        }
         let rel = self.relations.get(&rel).cloned().ok_or_else(|| {
             err(&format!(
                 "a change of relation {rel} before its Relation message"
             ))
         })?;
-        let txn = self
-            .open
-            .as_mut()
-            .ok_or_else(|| err("a change outside a transaction"))?;
         for t in old.iter().map(|(_, t)| t).chain(new.iter()) {
             if t.len() != rel.columns.len() {
                 return Err(err(&format!(
@@ -143,7 +221,9 @@ impl Assembler {
                 )));
             }
         }
-        txn.changes.push(Change { rel, op, old, new });
+        budget.room -= 1;
+        let index = open.txn.total;
+        open.txn.changes.push((index, Change { rel, op, old, new }));
         Ok(())
     }
 }
@@ -323,9 +403,18 @@ mod tests {
 
     const SRC: &str = "nimbus:postgres";
 
+    const ALL: Budget = Budget {
+        upto: None,
+        room: usize::MAX,
+    };
+
     fn feed(a: &mut Assembler, msgs: &[Vec<u8>]) -> Vec<Txn> {
+        feed_with(a, msgs, &mut ALL.clone())
+    }
+
+    fn feed_with(a: &mut Assembler, msgs: &[Vec<u8>], budget: &mut Budget) -> Vec<Txn> {
         msgs.iter()
-            .filter_map(|m| a.push(decode(m).unwrap()).unwrap())
+            .filter_map(|m| a.push(decode(m).unwrap(), budget).unwrap())
             .collect()
     }
 
@@ -372,7 +461,7 @@ mod tests {
         assert_eq!(txns.len(), 1);
         let t = &txns[0];
         assert_eq!(t.commit_ms(), 946_684_801_000);
-        let r = change_record(t, 1, &t.changes[0], None, SRC);
+        let r = change_record(t, 1, &t.changes[0].1, None, SRC);
         assert_eq!(
             r,
             json!({
@@ -429,7 +518,7 @@ mod tests {
             ],
         );
         let t = &txns[0];
-        let m = change_record(t, 1, &t.changes[0], Some(&["id".into()]), SRC);
+        let m = change_record(t, 1, &t.changes[0].1, Some(&["id".into()]), SRC);
         assert_eq!(m["eventName"], "MODIFY");
         assert_eq!(m["dynamodb"]["Keys"], json!({"id": {"N": "8"}}));
         assert_eq!(m["dynamodb"]["OldImage"], json!({"id": {"N": "7"}}));
@@ -437,13 +526,13 @@ mod tests {
         assert!(m["dynamodb"]["NewImage"].get("doc").is_none());
         assert_eq!(m["dynamodb"]["NewImage"]["paid"], json!({"BOOL": false}));
         assert_eq!(m["dynamodb"]["NewImage"]["amount"], json!({"N": "1.5"}));
-        let d = change_record(t, 2, &t.changes[1], None, SRC);
+        let d = change_record(t, 2, &t.changes[1].1, None, SRC);
         assert_eq!(d["eventName"], "REMOVE");
         assert_eq!(d["eventID"], "0000000000000002-00000002");
         assert_eq!(d["dynamodb"]["Keys"], json!({"id": {"N": "8"}}));
         assert_eq!(d["dynamodb"]["OldImage"], json!({"id": {"N": "8"}}));
         assert!(d["dynamodb"].get("NewImage").is_none());
-        let u = change_record(t, 3, &t.changes[2], None, SRC);
+        let u = change_record(t, 3, &t.changes[2].1, None, SRC);
         assert!(u["dynamodb"].get("OldImage").is_none());
     }
 
@@ -466,14 +555,14 @@ mod tests {
         );
         let t = &txns[0];
         let pk = ["id".to_string()];
-        let r = change_record(t, 1, &t.changes[0], Some(&pk), SRC);
+        let r = change_record(t, 1, &t.changes[0].1, Some(&pk), SRC);
         assert_eq!(r["dynamodb"]["StreamViewType"], "NEW_AND_OLD_IMAGES");
         assert_eq!(r["dynamodb"]["Keys"], json!({"id": {"N": "7"}}));
         assert_eq!(r["dynamodb"]["OldImage"]["note"], json!({"S": "a"}));
         assert_eq!(r["dynamodb"]["OldImage"]["amount"], json!({"S": "NaN"}));
         assert_eq!(r["dynamodb"]["NewImage"]["note"], json!({"S": "b"}));
         // Without the primary key, FULL flags every column as the identity.
-        let r = change_record(t, 1, &t.changes[0], None, SRC);
+        let r = change_record(t, 1, &t.changes[0].1, None, SRC);
         assert_eq!(r["dynamodb"]["Keys"].as_object().unwrap().len(), 6);
     }
 
@@ -495,16 +584,93 @@ mod tests {
         assert_eq!(txns.len(), 2);
         assert_eq!((txns[0].changes.len(), txns[1].changes.len()), (0, 2));
         let mut b = Assembler::default();
-        b.push(decode(&begin(1, 0, 1)).unwrap()).unwrap();
-        assert!(b.push(decode(&insert(100, &[Some("1")])).unwrap()).is_err());
-        assert!(Assembler::default()
-            .push(decode(&commit(1, 2, 0)).unwrap())
+        let mut all = ALL;
+        b.push(decode(&begin(1, 0, 1)).unwrap(), &mut all).unwrap();
+        assert!(b
+            .push(decode(&insert(100, &[Some("1")])).unwrap(), &mut all)
             .is_err());
-        b.push(decode(&orders(b'd')).unwrap()).unwrap();
+        assert!(Assembler::default()
+            .push(decode(&commit(1, 2, 0)).unwrap(), &mut all)
+            .is_err());
+        b.push(decode(&orders(b'd')).unwrap(), &mut all).unwrap();
         assert!(
-            b.push(decode(&insert(100, &[Some("1")])).unwrap()).is_err(),
+            b.push(decode(&insert(100, &[Some("1")])).unwrap(), &mut all)
+                .is_err(),
             "wrong arity"
         );
+    }
+
+    #[test]
+    fn a_budget_skips_what_was_taken_and_keeps_at_most_room_changes() {
+        let row = |i: &'static str| insert(100, &[Some(i), None, None, None, None, None]);
+        let msgs = [
+            begin(10, 0, 1),
+            orders(b'd'),
+            row("1"),
+            commit(10, 11, 0),
+            begin(20, 0, 2),
+            row("2"),
+            row("3"),
+            row("4"),
+            row("5"),
+            commit(20, 21, 0),
+            begin(30, 0, 3),
+            row("6"),
+            commit(30, 31, 0),
+        ];
+        // Transaction 10 taken, 20 up to its first change: keep 2 more, then no room.
+        let mut budget = Budget {
+            upto: Some((20, 1)),
+            room: 2,
+        };
+        let txns = feed_with(&mut Assembler::default(), &msgs, &mut budget);
+        assert_eq!(txns.len(), 3);
+        assert!(txns[0].taken && txns[0].changes.is_empty());
+        let t = &txns[1];
+        assert!(!t.taken && !t.complete);
+        assert_eq!((t.total, t.end_lsn), (4, 21));
+        let kept: Vec<u32> = t.changes.iter().map(|(i, _)| *i).collect();
+        assert_eq!(kept, [2, 3]);
+        assert!(!txns[2].complete && txns[2].changes.is_empty());
+        assert_eq!(budget.room, 0);
+        // Counting without decoding gives the same result.
+        let mut budget = Budget {
+            upto: Some((20, 1)),
+            room: 2,
+        };
+        let mut a = Assembler::default();
+        let mut fast = Vec::new();
+        for m in &msgs {
+            if matches!(m[0], b'I' | b'U' | b'D') && a.skip_change(&budget) {
+                continue;
+            }
+            fast.extend(a.push(decode(m).unwrap(), &mut budget).unwrap());
+        }
+        assert_eq!(fast.len(), 3);
+        assert_eq!((fast[1].total, fast[1].complete), (4, false));
+        let kept: Vec<u32> = fast[1].changes.iter().map(|(i, _)| *i).collect();
+        assert_eq!(kept, [2, 3]);
+        assert!(fast[0].changes.is_empty() && fast[2].changes.is_empty());
+        // The rest of 20 in a later peek.
+        let mut budget = Budget {
+            upto: Some((20, 3)),
+            room: 10,
+        };
+        let txns = feed_with(&mut Assembler::default(), &msgs, &mut budget);
+        assert!(txns[1].complete);
+        assert_eq!(
+            txns[1].changes.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [4]
+        );
+        assert_eq!(txns[2].changes.len(), 1);
+        // A whole transaction taken before is skipped whole.
+        let mut budget = Budget {
+            upto: Some((20, u32::MAX)),
+            room: 10,
+        };
+        let txns = feed_with(&mut Assembler::default(), &msgs, &mut budget);
+        assert!(txns[1].taken && txns[1].changes.is_empty());
+        assert_eq!(txns[2].changes.len(), 1);
     }
 
     #[test]
