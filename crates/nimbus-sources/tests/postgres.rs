@@ -1116,3 +1116,42 @@ async fn several_tables_and_a_changed_table_definition() {
         json!({"id": {"N": "2"}, "note": {"S": "two"}})
     );
 }
+
+#[tokio::test]
+async fn the_operations_option_changes_what_is_published() {
+    let s = setup("CREATE TABLE {t} (id int PRIMARY KEY, v int)").await;
+    let cps: Arc<dyn Checkpoints> = Arc::new(MemoryCheckpoints::default());
+    let src = source(&s, cps.clone(), 10).await;
+    drop(src);
+    // The same mapping reconnecting with another setting: the publication follows.
+    let src = source_with(&s, cps, 10, &[("operations", "insert, delete")]).await;
+    let flags: (bool, bool, bool, bool) = {
+        let r = s
+            .db
+            .query_one(
+                "SELECT pubinsert, pubupdate, pubdelete, pubviaroot FROM pg_publication WHERE pubname = $1",
+                &[&s.slot],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    };
+    assert_eq!(flags, (true, false, true, true));
+    let t = &s.table;
+    s.db.batch_execute(&format!(
+        "INSERT INTO {t} VALUES (1, 1); UPDATE {t} SET v = 2; DELETE FROM {t}"
+    ))
+    .await
+    .unwrap();
+    let recs = consume(&src, 2, 10).await;
+    let names: Vec<&str> = recs
+        .iter()
+        .map(|r| r.data["eventName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["INSERT", "REMOVE"]);
+    assert!(src
+        .poll(10, Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
+}
