@@ -24,10 +24,13 @@ async fn admin() -> Client {
             .await
         {
             Ok(c) => c,
-            Err(e) => panic!(
-                "PostgreSQL is not reachable at {ADDR} (user postgres, database test): {e}. \
-             Start it (pg_ctlcluster 15 main start) and make it logical with .ci/postgres-logical"
-            ),
+            Err(e) => {
+                panic!(
+                "PostgreSQL is not reachable at {ADDR} (user postgres, database test): {e}: {}. \
+             Start it (pg_ctlcluster 15 main start) and make it logical with .ci/postgres-logical",
+                std::error::Error::source(&e).map(|c| c.to_string()).unwrap_or_default()
+            )
+            }
         };
     tokio::spawn(conn);
     let level: String = client
@@ -601,7 +604,8 @@ async fn configuration_errors_say_what_to_fix() {
     ctx.spec.endpoints = vec!["postgres://postgres@127.0.0.1:1/test".into()];
     match PostgresSource::new(ctx).unwrap().connect().await {
         Err(e @ SourceError::Unreachable { .. }) => {
-            assert!(e.to_string().contains("127.0.0.1:1"), "{e}")
+            let m = e.to_string();
+            assert!(m.contains("127.0.0.1:1") && m.contains("refused"), "{m}")
         }
         other => panic!("{other:?}"),
     }

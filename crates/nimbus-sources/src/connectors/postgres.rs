@@ -1146,7 +1146,7 @@ fn pg_error(e: tokio_postgres::Error, endpoint: &str, what: &str) -> SourceError
             _ => SourceError::Broker(format!("PostgreSQL at {endpoint}: {msg} while {what}")),
         };
     }
-    let text = e.to_string();
+    let text = with_causes(&e);
     if text.contains("password missing") {
         return SourceError::Auth(format!(
             "PostgreSQL at {endpoint} asks for a password: set it in the mapping's secret"
@@ -1162,6 +1162,19 @@ fn pg_error(e: tokio_postgres::Error, endpoint: &str, what: &str) -> SourceError
         endpoint: endpoint.to_string(),
         reason: format!("{text} (while {what})"),
     }
+}
+
+/// The error and its causes (tokio-postgres shows only its own kind, e.g. "error
+/// connecting to server", and keeps "Connection refused" in the source).
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Why the server cannot do change data capture, and how to fix it.
