@@ -610,6 +610,12 @@ async fn configuration_errors_say_what_to_fix() {
         other => panic!("{other:?}"),
     }
     let mut ctx = context(&s.slot, &[&s.table], cps(), 10);
+    ctx.spec.endpoints = vec!["postgres://postgres@127.0.0.1:5432/test?sslmode=require".into()];
+    match PostgresSource::new(ctx).unwrap().connect().await {
+        Err(SourceError::Config(m)) => assert!(m.contains("TLS"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let mut ctx = context(&s.slot, &[&s.table], cps(), 10);
     ctx.credentials = Some(nimbus_sources::Credentials {
         username: Some("nimbus_no_such_role".into()),
         password: Some("hunter2".into()),

@@ -412,9 +412,13 @@ impl PostgresSource {
 
     async fn dial_one(&self, endpoint: &str) -> Result<Conn> {
         let label = redact(endpoint);
-        let mut config: tokio_postgres::Config = endpoint
-            .parse()
-            .map_err(|e| SourceError::Config(format!("invalid postgres endpoint {label}: {e}")))?;
+        let mut config: tokio_postgres::Config =
+            endpoint.parse().map_err(|e: tokio_postgres::Error| {
+                SourceError::Config(format!(
+                    "invalid postgres endpoint {label}: {}",
+                    with_causes(&e)
+                ))
+            })?;
         if let Some(c) = &self.ctx.credentials {
             if let Some(u) = &c.username {
                 config.user(u);
@@ -1150,6 +1154,12 @@ fn pg_error(e: tokio_postgres::Error, endpoint: &str, what: &str) -> SourceError
     if text.contains("password missing") {
         return SourceError::Auth(format!(
             "PostgreSQL at {endpoint} asks for a password: set it in the mapping's secret"
+        ));
+    }
+    if text.contains("TLS") {
+        return SourceError::Config(format!(
+            "PostgreSQL at {endpoint}: {text} (the postgres source connects without TLS: \
+             use sslmode=disable or prefer, on a trusted network)"
         ));
     }
     if text.starts_with("authentication error") {
