@@ -59,6 +59,8 @@ struct Case {
     topics: Vec<String>,
     /// Extra `SourceAccessConfigurations`.
     access: Vec<Value>,
+    /// The durable name (`ConsumerGroupId`) when the case must clean it up itself.
+    group: Option<String>,
     /// A filter pattern that passes bodies `{"kind": "keep", …}` only.
     filter: Value,
     /// Publishes these bodies (JSON texts), in order.
@@ -90,6 +92,7 @@ fn nats_case() -> Case {
         endpoint: format!("nats://{}", brokers::NATS),
         topics: vec![subject],
         access: vec![json!({"Type": "OPTION", "URI": format!("stream={stream}")})],
+        group: None,
         filter: json!({"data": {"kind": ["keep"]}}),
         publish: Box::new(move |bodies| {
             let p: Vec<Vec<u8>> = bodies.iter().map(|b| b.as_bytes().to_vec()).collect();
@@ -123,6 +126,7 @@ fn redis_case() -> Case {
         endpoint: format!("redis://{}/0", brokers::REDIS),
         topics: vec![stream.clone()],
         access: vec![],
+        group: None,
         filter: json!({"fields": {"kind": ["keep"]}}),
         publish: Box::new(move |bodies| {
             let mut r = r1.borrow_mut();
@@ -160,6 +164,7 @@ fn rabbit_case() -> Case {
         endpoint: format!("amqp://{}/%2f", brokers::RABBITMQ),
         topics: vec![queue.clone()],
         access: vec![json!({"Type": "BASIC_AUTH", "URI": "rabbit-guest"})],
+        group: None,
         filter: json!({"data": {"kind": ["keep"]}}),
         publish: Box::new(move |bodies| {
             let p: Vec<Vec<u8>> = bodies.iter().map(|b| b.as_bytes().to_vec()).collect();
@@ -191,6 +196,7 @@ fn mqtt_case() -> Case {
         endpoint: format!("mqtt://{}", brokers::MQTT),
         topics: vec![format!("{root}/sensors/+")],
         access: vec![],
+        group: None,
         filter: json!({"payload": {"kind": ["keep"]}}),
         publish: Box::new(move |bodies| {
             let p: Vec<Vec<u8>> = bodies.iter().map(|b| b.as_bytes().to_vec()).collect();
@@ -222,8 +228,11 @@ fn postgres_case() -> Case {
     Case {
         endpoints_key: "POSTGRES_SERVERS",
         endpoint: format!("postgres://postgres@{}/test", brokers::POSTGRES),
-        topics: vec![table],
+        topics: vec![table.clone()],
         access: vec![],
+        // The slot and publication are named after the table, so the case drops them even
+        // when a test ends without deleting its mapping (a left slot holds WAL forever).
+        group: Some(table),
         filter: json!({"dynamodb": {"NewImage": {"kind": {"S": ["keep"]}}}}),
         publish: Box::new(move |bodies| {
             let mut sql = String::from("BEGIN;");
@@ -260,7 +269,25 @@ fn postgres_case() -> Case {
             .map(|v| v == "t")
             .unwrap_or(true)
         }),
-        cleanup: Box::new(move || p3.exec(&format!("DROP TABLE IF EXISTS {t3}"))),
+        cleanup: Box::new(move || {
+            // The server is gone by now; its backend may take a moment to release the slot.
+            for _ in 0..50 {
+                let active = p3.column(&format!(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = '{t3}'"
+                ));
+                match active.first().map(String::as_str) {
+                    None => break,
+                    Some("f") => {
+                        p3.exec(&format!("SELECT pg_drop_replication_slot('{t3}')"));
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+            p3.exec(&format!(
+                "DROP PUBLICATION IF EXISTS {t3}; DROP TABLE IF EXISTS {t3}"
+            ));
+        }),
     }
 }
 
@@ -282,6 +309,9 @@ fn create_mapping(s: &Server, case: &Case, settings: Value) -> String {
         "SourceAccessConfigurations": case.access,
         "StartingPosition": "TRIM_HORIZON",
     });
+    if let Some(g) = &case.group {
+        body["SelfManagedKafkaEventSourceConfig"] = json!({ "ConsumerGroupId": g });
+    }
     if case.endpoints_key == "RABBITMQ_BROKERS" {
         body["Queues"] = json!(case.topics);
     } else {

@@ -156,6 +156,9 @@ pub struct SourceRunner {
     opener: Opener,
     cfg: RunnerConfig,
     status: Mutex<HashMap<String, MappingStatus>>,
+    /// The running mapping tasks, by mapping id (the supervisor's; `delete` takes one out
+    /// to stop it before removing the broker state it could otherwise recreate).
+    running: Mutex<HashMap<String, (SourceMapping, JoinHandle<()>)>>,
     changed: Notify,
     stopping: AtomicBool,
     heartbeat: Heartbeat,
@@ -173,6 +176,7 @@ impl SourceRunner {
             opener: Arc::new(connectors::open),
             cfg,
             status: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             stopping: AtomicBool::new(false),
             sink: Default::default(),
@@ -249,6 +253,12 @@ impl SourceRunner {
             .await
             .map_err(|e| SourceError::Store(e.to_string()))??;
         self.mappings_changed();
+        // Stop its task first: a task still connecting would recreate what `remove` drops.
+        let task = self.running.lock().unwrap().remove(uuid);
+        if let Some((_, task)) = task {
+            task.abort();
+            let _ = task.await;
+        }
         if let Some(m) = &deleted {
             self.status.lock().unwrap().remove(&m.uuid);
             match self.open(m) {
@@ -278,7 +288,6 @@ impl SourceRunner {
     }
 
     async fn supervise(self: Arc<Self>, invoker: Arc<dyn Invoker>) {
-        let mut running: HashMap<String, (SourceMapping, JoinHandle<()>)> = HashMap::new();
         while !self.stopping.load(Ordering::SeqCst) {
             self.heartbeat.beat();
             let store = self.store.clone();
@@ -289,6 +298,7 @@ impl SourceRunner {
                         .filter(|m| m.enabled)
                         .map(|m| (m.uuid.clone(), m))
                         .collect();
+                    let mut running = self.running.lock().unwrap();
                     running.retain(|uuid, (m, task)| {
                         let keep = wanted.get(uuid) == Some(m) && !task.is_finished();
                         if !keep {
@@ -323,7 +333,7 @@ impl SourceRunner {
                 _ = tokio::time::sleep(self.cfg.reconcile_every) => {}
             }
         }
-        for (_, (_, task)) in running {
+        for (_, (_, task)) in self.running.lock().unwrap().drain() {
             task.abort();
         }
     }

@@ -72,7 +72,8 @@ impl Record {
 
 /// A connection to one broker for one mapping. Methods take `&self`: the runner polls
 /// from one task while batches are settled from others (at most
-/// `MaximumConcurrency` at once; one at a time for [`ordered`](Source::ordered) sources).
+/// `MaximumConcurrency` at once; one at a time for ordered sources, see
+/// [`Kind::ordered`](crate::Kind::ordered)).
 #[async_trait]
 pub trait Source: Send + Sync + 'static {
     /// Connects, or reconnects after an error (dropping the previous connection), checks
