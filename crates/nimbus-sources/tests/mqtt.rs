@@ -381,3 +381,65 @@ async fn v3_throughput_of_small_messages() {
 async fn v5_throughput_of_small_messages() {
     assert_eq!(throughput("5").await, 5_000, "every message arrived");
 }
+
+#[tokio::test]
+async fn v5_traceparent_user_property_becomes_the_trace() {
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    require_broker().await;
+    let topic = unique("trace");
+    let s = source("5", &unique("g"), std::slice::from_ref(&topic)).await;
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(
+        rumqttc::v5::MqttOptions::new(unique("pub5"), "127.0.0.1", 1883),
+        10,
+    );
+    let task = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let props = PublishProperties {
+        user_properties: vec![("traceparent".into(), trace.into())],
+        ..Default::default()
+    };
+    client
+        .publish_with_properties(
+            topic.as_str(),
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            b"{}".to_vec(),
+            props,
+        )
+        .await
+        .expect("publish");
+    let got = poll_n(&s, 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].trace.as_deref(), Some(trace));
+    s.ack(&got).await.expect("ack");
+    s.remove().await.expect("remove");
+    task.abort();
+}
+
+#[tokio::test]
+async fn qos0_subscriptions_need_no_acks() {
+    let p = Publisher::new().await;
+    let topic = unique("qos0");
+    let mut ctx = context("5", &unique("g"), std::slice::from_ref(&topic), 2, 1);
+    ctx.spec.options.insert("qos".into(), "0".into());
+    let s = MqttSource::new(ctx).expect("new");
+    s.connect().await.expect("connect");
+    for i in 0..30 {
+        p.publish(&topic, format!("{i}").as_bytes()).await;
+    }
+    p.settled(30).await;
+    // Credit is batch × concurrency + 16: the rest waits in the socket and the broker.
+    let got = poll_n(&s, 30).await;
+    assert_eq!(got.len(), 30, "taking records gives the credit back");
+    assert!(got.iter().all(|r| r.data["qos"] == 0));
+    s.ack(&got).await.expect("ack is a no-op");
+    s.connect().await.expect("reconnect");
+    assert!(
+        s.poll(10, Duration::from_millis(300))
+            .await
+            .expect("poll")
+            .is_empty(),
+        "QoS 0 messages are not delivered again"
+    );
+    s.remove().await.expect("remove");
+}
