@@ -448,3 +448,23 @@ async fn connect_errors_say_what_to_fix() {
     assert!(matches!(e, SourceError::Missing(_)), "{e:?}");
     assert!(e.to_string().contains("nimbus-no-such-vhost"), "{e}");
 }
+
+#[tokio::test]
+async fn a_dropped_poll_loses_no_record() {
+    let (_conn, ch) = broker().await;
+    let queue = unique("cancel");
+    declare(&ch, &queue, FieldTable::default()).await;
+    publish(&ch, "", &queue, b"kept", BasicProperties::default()).await;
+    let s = source(&queue).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // the delivery is prefetched
+                                                          // The poll takes the record, then waits for more: the runner drops it meanwhile.
+    let dropped =
+        tokio::time::timeout(Duration::from_millis(5), s.poll(10, Duration::from_secs(2)));
+    assert!(dropped.await.is_err(), "the poll was still lingering");
+    let got = s.poll(10, Duration::from_millis(500)).await.expect("poll");
+    assert_eq!(got.len(), 1, "the next poll returns the record");
+    assert_eq!(got[0].data["data"], "a2VwdA==");
+    s.ack(&got).await.expect("ack");
+    s.remove().await.expect("remove");
+    delete(&ch, &queue).await;
+}
