@@ -468,3 +468,19 @@ async fn a_dropped_poll_loses_no_record() {
     s.remove().await.expect("remove");
     delete(&ch, &queue).await;
 }
+
+#[tokio::test]
+async fn a_deleted_queue_is_an_error_then_missing() {
+    let (_conn, ch) = broker().await;
+    let queue = unique("deleted");
+    declare(&ch, &queue, FieldTable::default()).await;
+    let s = source(&queue).await;
+    delete(&ch, &queue).await;
+    let e = s
+        .poll(10, Duration::from_secs(2))
+        .await
+        .expect_err("the broker cancelled the consumer");
+    assert!(e.is_transient(), "{e:?}");
+    let e = s.connect().await.expect_err("the queue is gone");
+    assert!(matches!(e, SourceError::Missing(_)), "{e:?}");
+}
