@@ -1,0 +1,533 @@
+//! The NATS connectors against the real nats-server (JetStream on) at 127.0.0.1:4222.
+//! Every test uses its own stream, subjects and consumer (random suffix) and deletes them.
+
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use nimbus_sources::connectors::nats::{CoreNatsSource, JetStreamSource};
+use nimbus_sources::store::MemoryCheckpoints;
+use nimbus_sources::{
+    Context, Credentials, Kind, Record, Source, SourceError, SourceSpec, StartingPosition,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const NATS: &str = "nats://127.0.0.1:4222";
+
+/// Fails loudly when the server is not there (tests never skip silently).
+async fn client() -> async_nats::Client {
+    match async_nats::connect(NATS).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "NATS is not reachable at {NATS} ({e}): start it with `nats-server -js` \
+             (JetStream on) before running these tests"
+        ),
+    }
+}
+
+fn suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+fn ctx(kind: Kind, topics: &[&str], group: &str, options: &[(&str, &str)]) -> Context {
+    Context {
+        mapping: format!("map-{group}"),
+        spec: SourceSpec {
+            kind,
+            endpoints: vec![NATS.into()],
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            group: Some(group.into()),
+            secret: None,
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            starting_position: StartingPosition::TrimHorizon,
+        },
+        credentials: None,
+        checkpoints: Arc::new(MemoryCheckpoints::default()),
+        batch_size: 10,
+        concurrency: 2,
+    }
+}
+
+/// A stream `NR_<suffix>` on subjects `nr<suffix>.>`, deleted on drop (even when the test
+/// panics).
+struct TestStream {
+    name: String,
+    prefix: String,
+    js: jetstream::Context,
+}
+
+impl TestStream {
+    async fn new() -> Self {
+        let s = suffix();
+        let name = format!("NR_{s}");
+        let prefix = format!("nr{s}");
+        let js = jetstream::new(client().await);
+        js.create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{prefix}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot create a JetStream stream (is JetStream on? nats-server -js): {e}")
+        });
+        Self { name, prefix, js }
+    }
+
+    fn subject(&self, s: &str) -> String {
+        format!("{}.{s}", self.prefix)
+    }
+
+    async fn publish(&self, subject: &str, body: &str) {
+        self.js
+            .publish(self.subject(subject), body.as_bytes().to_vec().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for TestStream {
+    fn drop(&mut self) {
+        // A fresh client on a runtime of its own: the test's runtime is blocked here.
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(c) = async_nats::connect(NATS).await {
+                    if let Err(e) = jetstream::new(c).delete_stream(&name).await {
+                        eprintln!("cannot delete the test stream {name}: {e}");
+                    }
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+fn ids(records: &[Record]) -> Vec<String> {
+    records.iter().map(|r| r.id.clone()).collect()
+}
+
+#[tokio::test]
+async fn jetstream_records_batches_ack_and_empty_wait() {
+    let s = TestStream::new().await;
+    let mut h = HeaderMap::new();
+    h.insert(
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    );
+    h.append("X-Tag", "a");
+    h.append("X-Tag", "b");
+    s.js.publish_with_headers(s.subject("a"), h, b"\x00\xffhi".to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    for i in 0..4 {
+        s.publish("b", &format!("m{i}")).await;
+    }
+    let group = format!("g{}", suffix());
+    let src = JetStreamSource::new(ctx(Kind::Nats, &[&s.subject(">")], &group, &[])).unwrap();
+    src.connect().await.unwrap();
+    assert_eq!(src.lag().await, Some(5));
+
+    let first = src.poll(3, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(ids(&first), ["1", "2", "3"], "a batch holds at most max");
+    let r = &first[0];
+    let d = &r.data;
+    assert_eq!(d["eventID"], "1");
+    assert_eq!(d["eventSource"], "nimbus:nats");
+    assert_eq!(
+        d["eventSourceARN"],
+        format!("arn:nimbus:nats:us-east-1:000000000000:stream/{}", s.name)
+    );
+    assert_eq!(d["subject"], s.subject("a"));
+    assert_eq!(d["data"], "AP9oaQ==");
+    assert_eq!(d["headers"]["X-Tag"], serde_json::json!(["a", "b"]));
+    assert_eq!(d["stream"], s.name);
+    assert_eq!(d["consumer"], group);
+    assert_eq!(d["sequence"], 1);
+    assert_eq!(d["deliveredCount"], 1);
+    assert!(d["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        r.trace.as_deref(),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
+    let age = nimbus_sources::source::now_ms() - r.produced_ms;
+    assert!(
+        (0..60_000).contains(&age),
+        "produced_ms from the server: {age}"
+    );
+
+    let started = Instant::now();
+    let rest = src.poll(10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(ids(&rest), ["4", "5"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "returns once records came, not after wait: {:?}",
+        started.elapsed()
+    );
+    src.ack(&first).await.unwrap();
+    src.ack(&rest).await.unwrap();
+
+    let started = Instant::now();
+    let none = src.poll(10, Duration::from_millis(500)).await.unwrap();
+    let took = started.elapsed();
+    assert!(none.is_empty());
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "an empty poll waits about `wait`: {took:?}"
+    );
+    assert_eq!(src.lag().await, Some(0));
+    src.remove().await.unwrap(); // a named group: kept
+}
+
+#[tokio::test]
+async fn jetstream_redelivers_unacked_after_reconnect_and_terms_rejects() {
+    let s = TestStream::new().await;
+    s.publish("x", "one").await;
+    s.publish("x", "two").await;
+    let group = format!("g{}", suffix());
+    let c = ctx(
+        Kind::Nats,
+        &[&s.subject("x")],
+        &group,
+        &[("ack_wait_s", "1")],
+    );
+    let src = JetStreamSource::new(c).unwrap();
+    src.connect().await.unwrap();
+    let got = src.poll(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(ids(&got), ["1", "2"]);
+
+    src.connect().await.unwrap();
+    // Records of the old connection are not settled on the new one.
+    src.ack(&got).await.unwrap();
+    let again = src.poll(10, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(ids(&again), ["1", "2"], "not acked: delivered again");
+    assert_eq!(again[0].data["deliveredCount"], 2);
+    src.touch(&again).await.unwrap();
+    src.ack(&again).await.unwrap();
+
+    s.publish("x", "three").await;
+    let third = src.poll(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(ids(&third), ["3"]);
+    src.reject(&third).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = src.poll(10, Duration::from_secs(1)).await.unwrap();
+    assert!(after.is_empty(), "terminated: not redelivered: {after:?}");
+}
+
+#[tokio::test]
+async fn jetstream_touch_holds_the_ack_deadline() {
+    let s = TestStream::new().await;
+    s.publish("x", "slow").await;
+    let group = format!("g{}", suffix());
+    let c = ctx(
+        Kind::Nats,
+        &[&s.subject("x")],
+        &group,
+        &[("ack_wait_s", "1")],
+    );
+    let src = JetStreamSource::new(c).unwrap();
+    src.connect().await.unwrap();
+    let got = src.poll(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        src.touch(&got).await.unwrap();
+    }
+    let none = src.poll(10, Duration::from_millis(300)).await.unwrap();
+    assert!(none.is_empty(), "touched within ack_wait: not redelivered");
+    src.ack(&got).await.unwrap();
+}
+
+#[tokio::test]
+async fn jetstream_a_second_source_gets_what_a_killed_one_held() {
+    let s = TestStream::new().await;
+    for i in 0..3 {
+        s.publish("k", &format!("m{i}")).await;
+    }
+    let group = format!("g{}", suffix());
+    let c = ctx(
+        Kind::Nats,
+        &[&s.subject("k")],
+        &group,
+        &[("ack_wait_s", "1")],
+    );
+    let a = JetStreamSource::new(c.clone()).unwrap();
+    a.connect().await.unwrap();
+    assert_eq!(a.poll(10, Duration::from_secs(2)).await.unwrap().len(), 3);
+    drop(a); // kill -9: nothing acked
+
+    let b = JetStreamSource::new(c).unwrap();
+    b.connect().await.unwrap();
+    let got = b.poll(10, Duration::from_secs(4)).await.unwrap();
+    assert_eq!(ids(&got), ["1", "2", "3"]);
+    b.ack(&got).await.unwrap();
+}
+
+#[tokio::test]
+async fn jetstream_max_ack_pending_stops_the_flow() {
+    let s = TestStream::new().await;
+    for i in 0..40 {
+        s.publish("f", &format!("m{i}")).await;
+    }
+    let group = format!("g{}", suffix());
+    let mut c = ctx(Kind::Nats, &[&s.subject("f")], &group, &[]);
+    c.batch_size = 2;
+    c.concurrency = 1;
+    let src = JetStreamSource::new(c).unwrap();
+    src.connect().await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.extend(src.poll(100, Duration::from_millis(300)).await.unwrap());
+    }
+    assert!(
+        held.len() >= 2 && held.len() <= 2 + 16,
+        "unacknowledged records are bounded by batch x concurrency + margin: {}",
+        held.len()
+    );
+    src.ack(&held).await.unwrap();
+    let more = src.poll(100, Duration::from_secs(1)).await.unwrap();
+    assert!(!more.is_empty(), "acking lets the flow go on");
+}
+
+#[tokio::test]
+async fn jetstream_consumer_filter_is_updated() {
+    let s = TestStream::new().await;
+    let group = format!("g{}", suffix());
+    let a = JetStreamSource::new(ctx(Kind::Nats, &[&s.subject("a")], &group, &[])).unwrap();
+    a.connect().await.unwrap();
+    drop(a);
+    s.publish("a", "not for b").await;
+    s.publish("b", "for b").await;
+    let b = JetStreamSource::new(ctx(Kind::Nats, &[&s.subject("b")], &group, &[])).unwrap();
+    b.connect().await.unwrap();
+    let got = b.poll(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].data["subject"], s.subject("b"));
+    b.ack(&got).await.unwrap();
+}
+
+#[tokio::test]
+async fn jetstream_remove_deletes_a_derived_consumer() {
+    let s = TestStream::new().await;
+    let mut c = ctx(Kind::Nats, &[&s.subject("r")], "unused", &[]);
+    c.spec.group = None;
+    c.mapping = format!("{}-0000-0000", suffix());
+    let name = c.group();
+    let src = JetStreamSource::new(c).unwrap();
+    src.connect().await.unwrap();
+    let st = s.js.get_stream(&s.name).await.unwrap();
+    assert!(st.consumer_info(&name).await.is_ok());
+    src.remove().await.unwrap();
+    assert!(st.consumer_info(&name).await.is_err(), "consumer deleted");
+}
+
+#[tokio::test]
+async fn jetstream_missing_stream_and_unreachable_server() {
+    let _ = client().await;
+    let sfx = suffix();
+    let nomatch = format!("nomatch{sfx}.a");
+    let src = JetStreamSource::new(ctx(Kind::Nats, &[&nomatch], "g", &[])).unwrap();
+    match src.connect().await {
+        Err(SourceError::Missing(m)) => {
+            assert!(m.contains(&nomatch) && m.contains("nats stream add"), "{m}")
+        }
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    let named = format!("NOPE_{sfx}");
+    let src =
+        JetStreamSource::new(ctx(Kind::Nats, &[&nomatch], "g", &[("stream", &named)])).unwrap();
+    match src.connect().await {
+        Err(SourceError::Missing(m)) => assert!(m.contains(&named), "{m}"),
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    let mut c = ctx(Kind::Nats, &["a"], "g", &[]);
+    c.spec.endpoints = vec!["nats://127.0.0.1:1".into()];
+    let src = JetStreamSource::new(c.clone()).unwrap();
+    assert!(
+        matches!(src.connect().await, Err(SourceError::Unreachable { .. })),
+        "a closed port is Unreachable"
+    );
+    c.spec.kind = Kind::NatsCore;
+    let core = CoreNatsSource::new(c).unwrap();
+    assert!(matches!(
+        core.connect().await,
+        Err(SourceError::Unreachable { .. })
+    ));
+}
+
+/// A second nats-server with user/password auth and JetStream on a free port, killed on
+/// drop.
+struct AuthServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthServer {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("/usr/sbin/nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["--user", "nimbus", "--pass", "right-pass", "-js", "-sd"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start /usr/sbin/nats-server for the auth test: {e}")
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start on {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn nats_wrong_password_is_auth() {
+    let server = AuthServer::start().await;
+    let mut c = ctx(Kind::Nats, &["auth.a"], "g", &[]);
+    c.spec.endpoints = vec![format!("nats://127.0.0.1:{}", server.port)];
+    c.credentials = Some(Credentials {
+        username: Some("nimbus".into()),
+        password: Some("wrong-pass".into()),
+    });
+    let src = JetStreamSource::new(c.clone()).unwrap();
+    match src.connect().await {
+        Err(SourceError::Auth(m)) => {
+            assert!(!m.contains("wrong-pass") && m.contains("nimbus"), "{m}")
+        }
+        other => panic!("expected Auth, got {other:?}"),
+    }
+    c.credentials = None;
+    let src = JetStreamSource::new(c.clone()).unwrap();
+    assert!(matches!(src.connect().await, Err(SourceError::Auth(_))));
+
+    // The right password gets through (then the stream is missing on this server).
+    c.credentials = Some(Credentials {
+        username: Some("nimbus".into()),
+        password: Some("right-pass".into()),
+    });
+    let src = JetStreamSource::new(c).unwrap();
+    assert!(matches!(src.connect().await, Err(SourceError::Missing(_))));
+}
+
+#[tokio::test]
+async fn core_nats_delivers_published_messages_and_bounds_its_buffer() {
+    let nc = client().await;
+    let subject = format!("core{}", suffix());
+    let mut c = ctx(Kind::NatsCore, &[&format!("{subject}.>")], "g", &[]);
+    c.batch_size = 2;
+    c.concurrency = 1;
+    let src = CoreNatsSource::new(c).unwrap();
+    src.connect().await.unwrap();
+
+    let started = Instant::now();
+    assert!(src
+        .poll(10, Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+
+    let mut h = HeaderMap::new();
+    h.insert("traceparent", "00-aa-bb-01");
+    nc.publish_with_headers(format!("{subject}.a"), h, "hello".into())
+        .await
+        .unwrap();
+    nc.publish(format!("{subject}.b"), "world".into())
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    let mut got = src.poll(10, Duration::from_secs(2)).await.unwrap();
+    if got.len() < 2 {
+        got.extend(src.poll(10, Duration::from_secs(2)).await.unwrap());
+    }
+    assert_eq!(got.len(), 2);
+    let d = &got[0].data;
+    assert_eq!(d["eventSource"], "nimbus:nats");
+    assert_eq!(d["eventID"], got[0].id);
+    assert_eq!(d["subject"], format!("{subject}.a"));
+    assert_eq!(d["data"], "aGVsbG8=");
+    assert!(d.get("stream").is_none());
+    assert_eq!(got[0].trace.as_deref(), Some("00-aa-bb-01"));
+    assert_ne!(got[0].id, got[1].id);
+    src.ack(&got).await.unwrap();
+
+    // The runner does not poll: the buffer keeps the newest batch x concurrency + 16.
+    for i in 0..100 {
+        nc.publish(format!("{subject}.c"), format!("{i}").into())
+            .await
+            .unwrap();
+    }
+    nc.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let kept = src.poll(1000, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(kept.len(), 18, "bounded buffer");
+    assert_eq!(
+        kept.last().unwrap().data["data"],
+        "OTk=",
+        "the newest is kept"
+    );
+}
+
+/// Lists (and with NR_CLEAN=1 deletes) streams left by earlier runs: a maintenance aid.
+#[tokio::test]
+#[ignore]
+async fn leftover_test_streams() {
+    use futures_util::StreamExt;
+    let js = jetstream::new(client().await);
+    let mut names = js.stream_names();
+    let mut left = Vec::new();
+    while let Some(Ok(n)) = names.next().await {
+        if n.starts_with("NR_") {
+            left.push(n);
+        }
+    }
+    eprintln!("leftover test streams: {left:?}");
+    if std::env::var("NR_CLEAN").is_ok() {
+        for n in &left {
+            js.delete_stream(n).await.unwrap();
+        }
+    }
+}
