@@ -453,7 +453,7 @@ impl JetStreamSource {
             match r.handle::<JsHandle>() {
                 Some(h) if h.generation == conn.generation => {
                     conn.client
-                        .publish(h.reply.clone(), kind.clone().into())
+                        .publish(h.reply.clone(), kind.into())
                         .await
                         .map_err(|e| broker("acknowledging", e))?;
                     sent += 1;
