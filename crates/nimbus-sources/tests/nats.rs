@@ -188,6 +188,36 @@ async fn jetstream_records_batches_ack_and_empty_wait() {
         "an empty poll waits about `wait`: {took:?}"
     );
     assert_eq!(src.lag().await, Some(0));
+
+    // A message published while a poll waits ends the poll at once.
+    let js = s.js.clone();
+    let subject = s.subject("late");
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        js.publish(subject, "late".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    let started = Instant::now();
+    let got = src.poll(10, Duration::from_secs(5)).await.unwrap();
+    late.await.unwrap();
+    assert_eq!(ids(&got), ["6"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "woken by the message: {:?}",
+        started.elapsed()
+    );
+    src.ack(&got).await.unwrap();
+
+    // wait = 0 and a tiny wait do not fail.
+    assert!(src.poll(10, Duration::ZERO).await.unwrap().is_empty());
+    assert!(src
+        .poll(10, Duration::from_millis(2))
+        .await
+        .unwrap()
+        .is_empty());
     src.remove().await.unwrap(); // a named group: kept
 }
 
@@ -296,6 +326,15 @@ async fn jetstream_max_ack_pending_stops_the_flow() {
         "unacknowledged records are bounded by batch x concurrency + margin: {}",
         held.len()
     );
+    // At the limit a poll is empty (not an error) after about `wait`.
+    let started = Instant::now();
+    let blocked = src.poll(100, Duration::from_millis(500)).await.unwrap();
+    assert!(
+        blocked.is_empty(),
+        "{} more beyond the limit",
+        blocked.len()
+    );
+    assert!(started.elapsed() < Duration::from_millis(1500));
     src.ack(&held).await.unwrap();
     let more = src.poll(100, Duration::from_secs(1)).await.unwrap();
     assert!(!more.is_empty(), "acking lets the flow go on");

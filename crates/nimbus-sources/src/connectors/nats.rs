@@ -113,6 +113,15 @@ async fn connect_client(ctx: &Context) -> Result<Client> {
     })
 }
 
+/// Waits until the server has what was published, for at most [`CONNECT_TIMEOUT`] (the
+/// client buffers while it reconnects on its own; the runner should reconnect instead).
+async fn flush(client: &Client, what: &str) -> Result<()> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, client.flush()).await {
+        Ok(r) => r.map_err(|e| broker(what, e)),
+        Err(_) => Err(broker(what, "no answer from the server (connection lost?)")),
+    }
+}
+
 fn broker(what: &str, e: impl std::fmt::Display) -> SourceError {
     SourceError::Broker(format!("NATS {what}: {e}"))
 }
@@ -462,10 +471,7 @@ impl JetStreamSource {
             }
         }
         if sent > 0 {
-            conn.client
-                .flush()
-                .await
-                .map_err(|e| broker("acknowledging", e))?;
+            flush(&conn.client, "acknowledging").await?;
         }
         Ok(())
     }
@@ -571,7 +577,15 @@ impl Source for JetStreamSource {
             return Ok(());
         }
         if self.current().is_none() {
-            self.connect().await?;
+            match self.connect().await {
+                Ok(()) => {}
+                // No stream: no consumer left to delete.
+                Err(SourceError::Missing(m)) => {
+                    info!(consumer = %name, reason = %m, "mapping removed: nothing to delete");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
         let conn = self.current_or_err()?;
         let js = jetstream::new(conn.client.clone());
@@ -770,7 +784,7 @@ impl Source for CoreNatsSource {
             ));
         }
         // The server has the subscriptions once the flush returns.
-        client.flush().await.map_err(|e| broker("subscribing", e))?;
+        flush(&client, "subscribing").await?;
         let generation = self.generations.next();
         info!(generation, subjects = %self.ctx.spec.topics.join(","), "subscribed to core NATS");
         if let Ok(mut g) = self.conn.lock() {

@@ -72,6 +72,9 @@ struct ReadState {
     /// Per stream: the `XAUTOCLAIM` cursor (`0-0`: a pass is complete).
     claim_cursor: Vec<String>,
     next_claim: Instant,
+    /// The server lacks `XAUTOCLAIM` (Redis before 6.2): only own pending entries are
+    /// re-read.
+    no_autoclaim: bool,
 }
 
 /// What settling a Redis record needs.
@@ -537,7 +540,7 @@ impl RedisSource {
         out: &mut Vec<Record>,
     ) -> Result<()> {
         let busy = st.claim_cursor.iter().any(|c| c != "0-0");
-        if !busy && Instant::now() < st.next_claim {
+        if st.no_autoclaim || (!busy && Instant::now() < st.next_claim) {
             return Ok(());
         }
         let idle_ms = self.claim_after.as_millis() as u64;
@@ -547,7 +550,7 @@ impl RedisSource {
                 break;
             }
             let stream = self.streams()[i].clone();
-            let reply: Value = redis::cmd("XAUTOCLAIM")
+            let reply: Value = match redis::cmd("XAUTOCLAIM")
                 .arg(&stream)
                 .arg(self.ctx.group())
                 .arg(&self.consumer)
@@ -557,7 +560,19 @@ impl RedisSource {
                 .arg(room)
                 .query_async(&mut conn.cmd.clone())
                 .await
-                .map_err(|e| self.error("XAUTOCLAIM", e))?;
+            {
+                Ok(v) => v,
+                Err(e)
+                    if e.to_string()
+                        .to_ascii_lowercase()
+                        .contains("unknown command") =>
+                {
+                    warn!("the Redis server lacks XAUTOCLAIM (Redis 6.2+): entries of dead consumers with other names are not taken over");
+                    st.no_autoclaim = true;
+                    return Ok(());
+                }
+                Err(e) => return Err(self.error("XAUTOCLAIM", e)),
+            };
             let Some((next, entries)) = parse_autoclaim_reply(&reply) else {
                 continue;
             };
@@ -672,6 +687,7 @@ impl Source for RedisSource {
                 pending: vec![Some("0".to_string()); n],
                 claim_cursor: vec!["0-0".to_string(); n],
                 next_claim: Instant::now(),
+                no_autoclaim: false,
             }),
             in_flight: Mutex::new(HashSet::new()),
         };
