@@ -429,3 +429,30 @@ async fn unreachable_wrong_password_and_db_number() {
         "db 0 does not hold the stream"
     );
 }
+
+#[tokio::test]
+async fn a_dropped_poll_loses_nothing() {
+    let s = format!("nr_s_{}", suffix());
+    let _clean = Cleanup::new(&[&s]);
+    let mut c = redis_conn(REDIS);
+    let group = format!("g{}", suffix());
+    let mut cx = ctx(&[&s], &group, &[]);
+    cx.spec.starting_position = StartingPosition::Latest;
+    let src = RedisSource::new(cx).unwrap();
+    let _: () = c.del(&s).unwrap();
+    xadd(&mut c, &s, &[("before", b"1")]);
+    src.connect().await.unwrap();
+    // The runner drops a poll while its XREADGROUP blocks; an entry then arrives and the
+    // server hands it to that abandoned read.
+    let cut = tokio::time::timeout(
+        Duration::from_millis(200),
+        src.poll(10, Duration::from_secs(2)),
+    );
+    assert!(cut.await.is_err());
+    let id = xadd(&mut c, &s, &[("during", b"1")]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = src.poll(10, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(ids(&got), [id], "re-read from the pending list");
+    src.ack(&got).await.unwrap();
+    assert_eq!(pending_count(&mut c, &s, &group), 0);
+}

@@ -16,7 +16,9 @@
 //!
 //! Record id: the entry id, or `STREAM/ID` when the mapping reads several streams.
 //! Credentials: the secret's username/password (`AUTH`); the URL's db number is honoured.
-//! The blocking read uses its own connection, so settling never waits behind it.
+//! The blocking read uses its own connection, so settling never waits behind it. A poll
+//! dropped during its blocking read (cancellation) makes the next poll re-read the pending
+//! list, where the entries that read took are.
 
 use crate::error::{Result, SourceError};
 use crate::model::{redact, Kind, StartingPosition};
@@ -27,7 +29,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Value};
 use serde_json::{json, Map, Value as Json};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -64,6 +66,29 @@ struct RedisConn {
     /// `(stream, id)` handed to the runner and not settled yet: `XAUTOCLAIM` must not hand
     /// them out a second time while a function still works on them.
     in_flight: Mutex<HashSet<(String, String)>>,
+    /// A blocking read was abandoned (its poll was dropped): entries the server handed it
+    /// sit in our pending list unseen, so the next poll re-reads the pending list.
+    read_cut: AtomicBool,
+}
+
+/// Sets [`RedisConn::read_cut`] when dropped before [`CutGuard::done`].
+struct CutGuard<'a> {
+    flag: &'a AtomicBool,
+    armed: bool,
+}
+
+impl CutGuard<'_> {
+    fn done(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CutGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.flag.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 struct ReadState {
@@ -526,7 +551,7 @@ impl RedisSource {
             if !entries.is_empty() {
                 info!(stream = %stream, count = entries.len(), "re-reading pending entries");
             }
-            self.records(conn, &stream, entries, false, out).await?;
+            self.records(conn, &stream, entries, true, out).await?;
         }
         Ok(())
     }
@@ -610,18 +635,22 @@ impl RedisSource {
         for _ in self.streams() {
             c.arg(">");
         }
-        let reply: Value =
-            match tokio::time::timeout(wait + READ_GRACE, c.query_async(&mut conn.read.clone()))
-                .await
-            {
-                Ok(r) => r.map_err(|e| self.error("XREADGROUP", e))?,
-                Err(_) => {
-                    return Err(SourceError::Unreachable {
-                        endpoint: self.endpoint(),
-                        reason: "no answer to a blocking read".into(),
-                    })
-                }
-            };
+        let guard = CutGuard {
+            flag: &conn.read_cut,
+            armed: true,
+        };
+        let answer =
+            tokio::time::timeout(wait + READ_GRACE, c.query_async(&mut conn.read.clone())).await;
+        guard.done();
+        let reply: Value = match answer {
+            Ok(r) => r.map_err(|e| self.error("XREADGROUP", e))?,
+            Err(_) => {
+                return Err(SourceError::Unreachable {
+                    endpoint: self.endpoint(),
+                    reason: "no answer to a blocking read".into(),
+                })
+            }
+        };
         for (stream, entries) in parse_read_reply(&reply) {
             self.records(conn, &stream, entries, false, out).await?;
         }
@@ -690,6 +719,7 @@ impl Source for RedisSource {
                 no_autoclaim: false,
             }),
             in_flight: Mutex::new(HashSet::new()),
+            read_cut: AtomicBool::new(false),
         };
         info!(streams = %self.streams().join(","), group = %self.ctx.group(), consumer = %self.consumer, "connected to Redis");
         if let Ok(mut g) = self.conn.lock() {
@@ -705,6 +735,10 @@ impl Source for RedisSource {
             return Ok(out);
         }
         let mut st = conn.state.lock().await;
+        if conn.read_cut.swap(false, Ordering::Relaxed) {
+            debug!("a blocking read was abandoned: re-reading the pending list");
+            st.pending = vec![Some("0".to_string()); self.streams().len()];
+        }
         self.read_pending(&conn, &mut st, max, &mut out).await?;
         if !out.is_empty() {
             return Ok(out);
