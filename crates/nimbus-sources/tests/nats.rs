@@ -550,6 +550,37 @@ async fn core_nats_delivers_published_messages_and_bounds_its_buffer() {
     );
 }
 
+#[tokio::test]
+async fn jetstream_a_dropped_poll_loses_nothing() {
+    let s = TestStream::new().await;
+    let group = format!("g{}", suffix());
+    let src = JetStreamSource::new(ctx(Kind::Nats, &[&s.subject("d")], &group, &[])).unwrap();
+    src.connect().await.unwrap();
+    // The runner drops a poll while its pull request waits; a message then arrives and
+    // the server sends it to that request (ack_wait is 30 s: it must not wait for that).
+    let cut = tokio::time::timeout(
+        Duration::from_millis(200),
+        src.poll(10, Duration::from_secs(2)),
+    );
+    assert!(cut.await.is_err());
+    s.publish("d", "during").await;
+    let started = Instant::now();
+    let got = src.poll(10, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(ids(&got), ["1"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    src.ack(&got).await.unwrap();
+    // The old request's end (408 at its expiry) does not end a later poll.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.publish("d", "after").await;
+    let got = src.poll(10, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(ids(&got), ["2"]);
+    src.ack(&got).await.unwrap();
+}
+
 /// Lists (and with NR_CLEAN=1 deletes) streams left by earlier runs: a maintenance aid.
 #[tokio::test]
 #[ignore]

@@ -25,7 +25,10 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::Stream as JsStream;
 use async_nats::jetstream::{self, consumer::Consumer, ErrorCode};
-use async_nats::{Client, ConnectErrorKind, ConnectOptions, HeaderMap, ServerAddr, Subject};
+use async_nats::{
+    Client, ConnectErrorKind, ConnectOptions, HeaderMap, ServerAddr, StatusCode, Subject,
+    Subscriber,
+};
 use async_trait::async_trait;
 use base64::Engine;
 use futures_util::StreamExt;
@@ -43,6 +46,8 @@ use tracing::{debug, info, warn};
 const PREFETCH_MARGIN: usize = 16;
 /// How long connecting may take before the endpoint counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a poll that has records waits for the next one.
+const LINGER: Duration = Duration::from_millis(50);
 /// Added to a poll's `wait` before a fetch that got no answer counts as a broker error.
 const FETCH_GRACE: Duration = Duration::from_secs(5);
 
@@ -188,9 +193,16 @@ pub struct JetStreamSource {
 struct JsConn {
     generation: u64,
     client: Client,
+    js: jetstream::Context,
     consumer: Consumer<pull::Config>,
     stream: String,
     consumer_name: String,
+    /// The one inbox subscription (`PREFIX.*`) every pull request of this connection is
+    /// answered on: messages a dropped poll had asked for wait here for the next poll
+    /// instead of being lost until `ack_wait` (cancellation safety).
+    inbox: tokio::sync::Mutex<Subscriber>,
+    inbox_prefix: String,
+    requests: AtomicU64,
 }
 
 /// What a JetStream record needs to be settled: its ack subject, valid on the connection
@@ -417,7 +429,11 @@ impl JetStreamSource {
         ))
     }
 
-    fn record(&self, conn: &JsConn, msg: &jetstream::Message) -> Option<Record> {
+    fn record(&self, conn: &JsConn, msg: async_nats::Message) -> Option<Record> {
+        let msg = jetstream::Message {
+            message: msg,
+            context: conn.js.clone(),
+        };
         let info = match msg.info() {
             Ok(i) => i,
             Err(e) => {
@@ -477,6 +493,17 @@ impl JetStreamSource {
     }
 }
 
+/// A JetStream pull request: up to `max` messages; `no_wait` with `expires` makes the
+/// server answer as soon as it has some (what is there, up to `max`) or, with none, after
+/// `expires`; without `expires` it answers at once.
+fn pull_request(max: usize, wait: Duration) -> Vec<u8> {
+    let mut req = json!({ "batch": max, "no_wait": true });
+    if wait >= Duration::from_millis(1) {
+        req["expires"] = json!(wait.as_nanos() as u64);
+    }
+    req.to_string().into_bytes()
+}
+
 fn sorted_filters(one: &str, many: &[String]) -> Vec<String> {
     let mut v: Vec<String> = many.to_vec();
     if !one.is_empty() {
@@ -497,12 +524,21 @@ impl Source for JetStreamSource {
         let js = jetstream::new(client.clone());
         let stream = self.find_stream(&js).await?;
         let consumer = self.ensure_consumer(&stream).await?;
+        let inbox_prefix = client.new_inbox();
+        let inbox = client
+            .subscribe(format!("{inbox_prefix}.*"))
+            .await
+            .map_err(|e| broker("subscribing to the inbox", e))?;
         let conn = JsConn {
             generation: self.generations.next(),
+            js,
             client,
             stream: stream.cached_info().config.name.clone(),
             consumer_name: self.ctx.group(),
             consumer,
+            inbox: tokio::sync::Mutex::new(inbox),
+            inbox_prefix,
+            requests: AtomicU64::new(0),
         };
         info!(stream = %conn.stream, consumer = %conn.consumer_name, "connected to JetStream");
         if let Ok(mut g) = self.conn.lock() {
@@ -516,37 +552,67 @@ impl Source for JetStreamSource {
         if max == 0 {
             return Ok(Vec::new());
         }
-        // `no_wait` with `expires`: the server answers as soon as it has messages (up to
-        // `max` of those available), or after `expires` with none.
-        let mut fetch = conn.consumer.fetch().max_messages(max);
-        if wait >= Duration::from_millis(1) {
-            fetch = fetch.expires(wait);
-        }
-        let mut batch = fetch.messages().await.map_err(|e| broker("fetching", e))?;
+        let mut inbox = conn.inbox.lock().await;
+        let reply = format!(
+            "{}.{}",
+            conn.inbox_prefix,
+            conn.requests.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        conn.client
+            .publish_with_reply(
+                format!(
+                    "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+                    conn.stream, conn.consumer_name
+                ),
+                reply.clone(),
+                pull_request(max, wait).into(),
+            )
+            .await
+            .map_err(|e| broker("fetching", e))?;
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + wait + FETCH_GRACE;
-        loop {
-            match tokio::time::timeout_at(deadline, batch.next()).await {
-                Ok(Some(Ok(msg))) => {
-                    if let Some(r) = self.record(&conn, &msg) {
+        while out.len() < max {
+            // Once records came, only as long as more keep coming (the server ends the
+            // request right after what it has; messages of a dropped poll's request come
+            // without an end of this one).
+            let until = if out.is_empty() {
+                deadline
+            } else {
+                deadline.min(tokio::time::Instant::now() + LINGER)
+            };
+            let msg = match tokio::time::timeout_at(until, inbox.next()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(broker("fetching", "the inbox subscription ended")),
+                Err(_) if out.is_empty() => {
+                    return Err(broker(
+                        "fetching",
+                        "no answer from the server (connection lost?)",
+                    ))
+                }
+                Err(_) => break,
+            };
+            match msg.status {
+                None | Some(StatusCode::OK) => {
+                    if let Some(r) = self.record(&conn, msg) {
                         out.push(r);
                     }
                 }
-                Ok(Some(Err(e))) => {
-                    if out.is_empty() {
-                        return Err(broker("fetching", e));
-                    }
-                    warn!(error = %e, "a JetStream fetch ended with an error after some records");
-                    break;
+                // The end of an earlier request (a dropped poll's): not ours.
+                Some(_) if msg.subject.as_str() != reply => {
+                    debug!(subject = %msg.subject, "status of an earlier pull request")
                 }
-                Ok(None) => break,
-                Err(_) => {
+                Some(StatusCode::IDLE_HEARTBEAT) => {}
+                // No messages (now, or before `expires`): the request is over.
+                Some(StatusCode::NOT_FOUND) | Some(StatusCode::TIMEOUT) => break,
+                Some(status) => {
+                    let what = format!(
+                        "pull request ended with {status} {}",
+                        msg.description.as_deref().unwrap_or("")
+                    );
                     if out.is_empty() {
-                        return Err(broker(
-                            "fetching",
-                            "no answer from the server (connection lost?)",
-                        ));
+                        return Err(broker("fetching", what));
                     }
+                    warn!(reason = %what, "a JetStream fetch ended early");
                     break;
                 }
             }
