@@ -406,61 +406,135 @@ async fn jetstream_missing_stream_and_unreachable_server() {
     ));
 }
 
-/// A second nats-server with user/password auth and JetStream on a free port, killed on
-/// drop.
-struct AuthServer {
-    child: std::process::Child,
+/// A private nats-server (JetStream on, optionally with user/password) on a free port,
+/// killed on drop: for the auth and the restart tests.
+struct PrivateServer {
+    child: Option<std::process::Child>,
     port: u16,
-    _dir: tempfile::TempDir,
+    auth: bool,
+    dir: tempfile::TempDir,
 }
 
-impl AuthServer {
-    async fn start() -> Self {
+impl PrivateServer {
+    async fn start(auth: bool) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = std::process::Command::new("/usr/sbin/nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .args(["--user", "nimbus", "--pass", "right-pass", "-js", "-sd"])
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start /usr/sbin/nats-server for the auth test: {e}")
-            });
+        let mut s = Self {
+            child: None,
+            port,
+            auth,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        s.run().await;
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn run(&mut self) {
+        let mut cmd = std::process::Command::new("/usr/sbin/nats-server");
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-js",
+            "-sd",
+        ])
+        .arg(self.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        if self.auth {
+            cmd.args(["--user", "nimbus", "--pass", "right-pass"]);
+        }
+        self.child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("cannot start /usr/sbin/nats-server: {e}")),
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .is_err()
         {
             assert!(
                 Instant::now() < deadline,
-                "nats-server did not start on {port}"
+                "nats-server did not start on {}",
+                self.port
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Self {
-            child,
-            port,
-            _dir: dir,
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
 
-impl Drop for AuthServer {
+impl Drop for PrivateServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
 #[tokio::test]
+async fn jetstream_survives_a_server_restart() {
+    let mut server = PrivateServer::start(false).await;
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    js.create_stream(stream::Config {
+        name: "RESTART".into(),
+        subjects: vec!["restart.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    js.publish("restart.a", "one".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut c = ctx(Kind::Nats, &["restart.>"], "g", &[("ack_wait_s", "1")]);
+    c.spec.endpoints = vec![server.url()];
+    let src = JetStreamSource::new(c).unwrap();
+    src.connect().await.unwrap();
+    let got = src.poll(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(ids(&got), ["1"]);
+
+    server.stop();
+    let started = Instant::now();
+    let err = src
+        .poll(10, Duration::from_millis(500))
+        .await
+        .expect_err("a poll without a server fails");
+    assert!(err.is_transient(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    match src.connect().await {
+        Err(SourceError::Unreachable { .. }) => {}
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+
+    server.run().await;
+    src.connect().await.unwrap();
+    // Not acked before the restart: delivered again (the stream and consumer are on disk).
+    let again = src.poll(10, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(ids(&again), ["1"]);
+    src.ack(&again).await.unwrap();
+}
+
+#[tokio::test]
 async fn nats_wrong_password_is_auth() {
-    let server = AuthServer::start().await;
+    let server = PrivateServer::start(true).await;
     let mut c = ctx(Kind::Nats, &["auth.a"], "g", &[]);
     c.spec.endpoints = vec![format!("nats://127.0.0.1:{}", server.port)];
     c.credentials = Some(Credentials {
