@@ -675,3 +675,48 @@ async fn leftover_test_streams() {
         }
     }
 }
+
+/// Throughput of poll + ack (run by hand: `--ignored --nocapture jetstream_throughput`).
+#[tokio::test]
+#[ignore]
+async fn jetstream_throughput() {
+    let s = TestStream::new().await;
+    let n = 20_000;
+    let started = Instant::now();
+    let mut acks = Vec::new();
+    for i in 0..n {
+        acks.push(
+            s.js.publish(s.subject("t"), format!("{{\"n\":{i}}}").into_bytes().into())
+                .await
+                .unwrap(),
+        );
+        // async-nats bounds the acks in flight: collect them before it blocks.
+        if acks.len() == 500 {
+            for a in acks.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let published = started.elapsed();
+    let mut c = ctx(Kind::Nats, &[&s.subject("t")], "bench", &[]);
+    c.batch_size = 100;
+    c.concurrency = 4;
+    let src = JetStreamSource::new(c).unwrap();
+    src.connect().await.unwrap();
+    let started = Instant::now();
+    let mut got = 0;
+    while got < n {
+        let batch = src.poll(100, Duration::from_secs(2)).await.unwrap();
+        assert!(!batch.is_empty());
+        got += batch.len();
+        src.ack(&batch).await.unwrap();
+    }
+    let consumed = started.elapsed();
+    eprintln!(
+        "JetStream: published {n} in {published:?}; polled+acked in {consumed:?} = {:.0} records/s",
+        n as f64 / consumed.as_secs_f64()
+    );
+}

@@ -456,3 +456,34 @@ async fn a_dropped_poll_loses_nothing() {
     src.ack(&got).await.unwrap();
     assert_eq!(pending_count(&mut c, &s, &group), 0);
 }
+
+/// Throughput of poll + ack (run by hand: `--ignored --nocapture redis_throughput`).
+#[tokio::test]
+#[ignore]
+async fn redis_throughput() {
+    let s = format!("nr_s_{}", suffix());
+    let _clean = Cleanup::new(&[&s]);
+    let mut c = redis_conn(REDIS);
+    let n = 20_000;
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("XADD").arg(&s).arg("*").arg("n").arg(i).ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    let group = format!("g{}", suffix());
+    let src = RedisSource::new(ctx(&[&s], &group, &[])).unwrap();
+    src.connect().await.unwrap();
+    let started = Instant::now();
+    let mut got = 0;
+    while got < n {
+        let batch = src.poll(100, Duration::from_secs(2)).await.unwrap();
+        assert!(!batch.is_empty());
+        got += batch.len();
+        src.ack(&batch).await.unwrap();
+    }
+    let took = started.elapsed();
+    eprintln!(
+        "Redis: polled+acked {n} in {took:?} = {:.0} records/s",
+        n as f64 / took.as_secs_f64()
+    );
+}

@@ -14,6 +14,12 @@
 //!   is a no-op. When the runner does not keep up, the oldest buffered messages are
 //!   dropped (counted and logged). Record id: a counter of the source.
 //!
+//! JetStream polls are pull requests with `no_wait` + `expires = wait`: the server answers
+//! at once with what it has (up to `max`), or waits up to `wait` for a first message. All
+//! requests of a connection are answered on one inbox subscription, so a poll the runner
+//! drops loses nothing: what the server sent for it is handed out by the next poll (the
+//! server holds at most `max_ack_pending` unacknowledged messages, which bounds it).
+//!
 //! Records of an older connection (before a reconnect) are never settled on the new one:
 //! every handle carries the connection generation. For JetStream such a record is simply
 //! redelivered after `ack_wait`.
