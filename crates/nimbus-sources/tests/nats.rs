@@ -655,6 +655,32 @@ async fn jetstream_a_dropped_poll_loses_nothing() {
     src.ack(&got).await.unwrap();
 }
 
+#[tokio::test]
+async fn jetstream_several_subjects_filter_or_are_refused() {
+    let s = TestStream::new().await;
+    let group = format!("g{}", suffix());
+    let c = ctx(
+        Kind::Nats,
+        &[&s.subject("a"), &s.subject("b")],
+        &group,
+        &[("stream", &s.name)],
+    );
+    let src = JetStreamSource::new(c).unwrap();
+    match src.connect().await {
+        Ok(()) => {
+            // nats-server 2.10+: only the two subjects.
+            s.publish("c", "no").await;
+            s.publish("b", "yes").await;
+            let got = src.poll(10, Duration::from_secs(2)).await.unwrap();
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert_eq!(got[0].data["subject"], s.subject("b"));
+        }
+        // Older servers cannot filter on several subjects: refused, not unfiltered.
+        Err(SourceError::Config(m)) => assert!(m.contains("2.10"), "{m}"),
+        Err(e) => panic!("unexpected {e:?}"),
+    }
+}
+
 /// Lists (and with NR_CLEAN=1 deletes) streams left by earlier runs: a maintenance aid.
 #[tokio::test]
 #[ignore]

@@ -421,6 +421,32 @@ impl JetStreamSource {
         }
     }
 
+    /// The server applied the filter: nats-server before 2.10 ignores `filter_subjects`
+    /// and would deliver the whole stream, so several subjects are refused there.
+    async fn check_filter(
+        &self,
+        stream: &JsStream,
+        consumer: &Consumer<pull::Config>,
+    ) -> Result<()> {
+        let want = self.desired_config();
+        let have = &consumer.cached_info().config;
+        if sorted_filters(&have.filter_subject, &have.filter_subjects)
+            == sorted_filters(&want.filter_subject, &want.filter_subjects)
+        {
+            return Ok(());
+        }
+        let name = self.ctx.group();
+        if let Err(e) = stream.delete_consumer(&name).await {
+            warn!(consumer = %name, error = %e, "cannot delete the unfiltered JetStream consumer");
+        }
+        Err(SourceError::Config(format!(
+            "the NATS server did not apply the filter subjects {} to the JetStream consumer \
+             {name}: several subjects need nats-server 2.10 or later; use one subject with a \
+             wildcard, or upgrade the server",
+            self.ctx.spec.topics.join(",")
+        )))
+    }
+
     fn consumer_error(&self, name: &str, e: impl std::fmt::Display) -> SourceError {
         let text = e.to_string();
         if self.ctx.spec.topics.len() > 1 && text.contains("filter") {
@@ -530,6 +556,7 @@ impl Source for JetStreamSource {
         let js = jetstream::new(client.clone());
         let stream = self.find_stream(&js).await?;
         let consumer = self.ensure_consumer(&stream).await?;
+        self.check_filter(&stream, &consumer).await?;
         let inbox_prefix = client.new_inbox();
         let inbox = client
             .subscribe(format!("{inbox_prefix}.*"))
