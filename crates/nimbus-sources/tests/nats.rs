@@ -746,3 +746,32 @@ async fn jetstream_throughput() {
         n as f64 / consumed.as_secs_f64()
     );
 }
+
+/// TCP connections of this process's network namespace to `port` (run alone).
+fn connections_to(port: u16) -> usize {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let needle = format!(":{port:04X} 01");
+    tcp.lines().filter(|l| l.contains(&needle)).count()
+}
+
+/// Reconnecting does not leak connections (run alone: `--ignored reconnects_do_not_leak`).
+#[tokio::test]
+#[ignore]
+async fn reconnects_do_not_leak() {
+    let s = TestStream::new().await;
+    let js = JetStreamSource::new(ctx(Kind::Nats, &[&s.subject("l")], "leak", &[])).unwrap();
+    let core = CoreNatsSource::new(ctx(Kind::NatsCore, &[&s.subject("l")], "leak", &[])).unwrap();
+    let mut counts = Vec::new();
+    for round in 0..51 {
+        js.connect().await.unwrap();
+        core.connect().await.unwrap();
+        let _ = js.poll(1, Duration::from_millis(1)).await.unwrap();
+        let _ = core.poll(1, Duration::from_millis(1)).await.unwrap();
+        if round == 0 || round == 50 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            counts.push(connections_to(4222));
+        }
+    }
+    eprintln!("connections to 4222 after 1 and after 51 reconnects: {counts:?}");
+    assert!(counts[1] <= counts[0], "{counts:?}");
+}

@@ -487,3 +487,27 @@ async fn redis_throughput() {
         n as f64 / took.as_secs_f64()
     );
 }
+
+/// Reconnecting does not leak connections (run alone: `--ignored reconnects_do_not_leak`).
+#[tokio::test]
+#[ignore]
+async fn reconnects_do_not_leak() {
+    let s = format!("nr_s_{}", suffix());
+    let _clean = Cleanup::new(&[&s]);
+    let count = || {
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        tcp.lines().filter(|l| l.contains(":18EB 01")).count()
+    };
+    let src = RedisSource::new(ctx(&[&s], "leak", &[("create", "true")])).unwrap();
+    let mut counts = Vec::new();
+    for round in 0..51 {
+        src.connect().await.unwrap();
+        let _ = src.poll(1, Duration::from_millis(1)).await.unwrap();
+        if round == 0 || round == 50 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            counts.push(count());
+        }
+    }
+    eprintln!("connections to 6379 after 1 and after 51 reconnects: {counts:?}");
+    assert!(counts[1] <= counts[0], "{counts:?}");
+}
