@@ -511,3 +511,102 @@ async fn reconnects_do_not_leak() {
     eprintln!("connections to 6379 after 1 and after 51 reconnects: {counts:?}");
     assert!(counts[1] <= counts[0], "{counts:?}");
 }
+
+/// A private redis-server with a password and an append-only file on a free port, killed
+/// on drop: for the bare-password and the restart tests.
+struct PrivateRedis {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut s = Self {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        s.run().await;
+        s
+    }
+
+    async fn run(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--requirepass", "bare-secret", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn bare_password_and_a_server_restart() {
+    let mut server = PrivateRedis::start().await;
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    let mut cx = ctx(&["s"], "g", &[("create", "true")]);
+    cx.spec.endpoints = vec![url.clone()];
+    let src = RedisSource::new(cx.clone()).unwrap();
+    match src.connect().await {
+        Err(SourceError::Auth(_)) => {}
+        other => panic!("no password where one is required: expected Auth, got {other:?}"),
+    }
+    cx.credentials = Some(Credentials::from_secret(b"bare-secret"));
+    let src = RedisSource::new(cx).unwrap();
+    src.connect().await.unwrap();
+    let mut c = redis_conn(&format!("redis://:bare-secret@127.0.0.1:{}", server.port));
+    let id = xadd(&mut c, "s", &[("k", b"v")]);
+    let got = src.poll(10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(ids(&got), [id.clone()]);
+
+    server.stop();
+    let err = src
+        .poll(10, Duration::from_millis(300))
+        .await
+        .expect_err("a poll without a server fails");
+    assert!(err.is_transient(), "{err}");
+    match src.connect().await {
+        Err(SourceError::Unreachable { .. }) => {}
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    server.run().await;
+    src.connect().await.unwrap();
+    let again = src.poll(10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(
+        ids(&again),
+        [id],
+        "not acked before the restart: read again"
+    );
+    src.ack(&again).await.unwrap();
+}
