@@ -588,7 +588,7 @@ async fn bare_password_and_a_server_restart() {
     let mut c = redis_conn(&format!("redis://:bare-secret@127.0.0.1:{}", server.port));
     let id = xadd(&mut c, "s", &[("k", b"v")]);
     let got = src.poll(10, Duration::from_secs(1)).await.unwrap();
-    assert_eq!(ids(&got), [id.clone()]);
+    assert_eq!(ids(&got), std::slice::from_ref(&id));
 
     server.stop();
     let err = src

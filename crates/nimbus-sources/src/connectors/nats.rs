@@ -603,20 +603,28 @@ impl Source for JetStreamSource {
             .await
             .map_err(|e| broker("fetching", e))?;
         let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + wait + FETCH_GRACE;
+        let wait_end = tokio::time::Instant::now() + wait;
+        let deadline = wait_end + FETCH_GRACE;
+        // The server answered this request without records (nothing now, or "Requests
+        // Pending" while an earlier request still waits, e.g. at `max_ack_pending`).
+        let mut answered = false;
         while out.len() < max {
             // Once records came, only as long as more keep coming (the server ends the
             // request right after what it has; messages of a dropped poll's request come
-            // without an end of this one).
-            let until = if out.is_empty() {
-                deadline
-            } else {
+            // without an end of this one). Answered early without any: until `wait` is
+            // spent, for what earlier requests still bring (and so a throttled mapping
+            // does not poll in a tight loop).
+            let until = if !out.is_empty() {
                 deadline.min(tokio::time::Instant::now() + LINGER)
+            } else if answered {
+                wait_end
+            } else {
+                deadline
             };
             let msg = match tokio::time::timeout_at(until, inbox.next()).await {
                 Ok(Some(m)) => m,
                 Ok(None) => return Err(broker("fetching", "the inbox subscription ended")),
-                Err(_) if out.is_empty() => {
+                Err(_) if out.is_empty() && !answered => {
                     return Err(broker(
                         "fetching",
                         "no answer from the server (connection lost?)",
@@ -635,8 +643,15 @@ impl Source for JetStreamSource {
                     debug!(subject = %msg.subject, "status of an earlier pull request")
                 }
                 Some(StatusCode::IDLE_HEARTBEAT) => {}
-                // No messages (now, or before `expires`): the request is over.
-                Some(StatusCode::NOT_FOUND) | Some(StatusCode::TIMEOUT) => break,
+                // No messages (now, or before `expires`), or requests pending: this
+                // request is over.
+                Some(StatusCode::NOT_FOUND) | Some(StatusCode::TIMEOUT) => {
+                    if !out.is_empty() {
+                        break;
+                    }
+                    debug!(description = ?msg.description, "pull request answered without messages");
+                    answered = true;
+                }
                 Some(status) => {
                     let what = format!(
                         "pull request ended with {status} {}",
