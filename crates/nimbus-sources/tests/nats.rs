@@ -691,6 +691,36 @@ async fn jetstream_several_subjects_filter_or_are_refused() {
     }
 }
 
+#[tokio::test]
+async fn core_nats_queue_group_shares_the_messages() {
+    let nc = client().await;
+    let subject = format!("coreq{}", suffix());
+    let c = ctx(
+        Kind::NatsCore,
+        &[&subject],
+        "g",
+        &[("queue_group", "workers")],
+    );
+    let a = CoreNatsSource::new(c.clone()).unwrap();
+    let b = CoreNatsSource::new(c).unwrap();
+    a.connect().await.unwrap();
+    b.connect().await.unwrap();
+    for i in 0..20 {
+        nc.publish(subject.clone(), format!("{i}").into())
+            .await
+            .unwrap();
+    }
+    nc.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got_a = a.poll(100, Duration::from_millis(100)).await.unwrap().len();
+    let got_b = b.poll(100, Duration::from_millis(100)).await.unwrap().len();
+    assert_eq!(
+        got_a + got_b,
+        20,
+        "each message to one member: {got_a} + {got_b}"
+    );
+}
+
 /// Lists (and with NR_CLEAN=1 deletes) streams left by earlier runs: a maintenance aid.
 #[tokio::test]
 #[ignore]

@@ -1009,6 +1009,18 @@ mod tests {
     }
 
     #[test]
+    fn pull_requests_wait_only_with_a_wait() {
+        let r: Value =
+            serde_json::from_slice(&pull_request(5, Duration::from_millis(250))).unwrap();
+        assert_eq!(
+            r,
+            json!({"batch": 5, "no_wait": true, "expires": 250_000_000u64})
+        );
+        let r: Value = serde_json::from_slice(&pull_request(5, Duration::ZERO)).unwrap();
+        assert_eq!(r, json!({"batch": 5, "no_wait": true}));
+    }
+
+    #[test]
     fn filters_compare_as_sets() {
         assert_eq!(
             sorted_filters("", &["b".into(), "a".into()]),
