@@ -102,6 +102,12 @@ pub struct Nats {
 }
 
 impl Nats {
+    /// A JetStream context (made inside the runtime, which it needs).
+    fn js(&self) -> async_nats::jetstream::Context {
+        let _in = self.rt.enter();
+        async_nats::jetstream::new(self.client.clone())
+    }
+
     pub fn connect() -> Nats {
         require(
             "NATS with JetStream",
@@ -117,7 +123,7 @@ impl Nats {
 
     /// Creates a stream holding `subjects` (file storage).
     pub fn create_stream(&self, name: &str, subjects: &[&str]) {
-        let js = async_nats::jetstream::new(self.client.clone());
+        let js = self.js();
         self.rt
             .block_on(js.create_stream(async_nats::jetstream::stream::Config {
                 name: name.to_string(),
@@ -128,13 +134,13 @@ impl Nats {
     }
 
     pub fn delete_stream(&self, name: &str) {
-        let js = async_nats::jetstream::new(self.client.clone());
+        let js = self.js();
         let _ = self.rt.block_on(js.delete_stream(name));
     }
 
     /// Publishes to JetStream and waits for every acknowledgement.
     pub fn publish(&self, subject: &str, payloads: &[Vec<u8>]) {
-        let js = async_nats::jetstream::new(self.client.clone());
+        let js = self.js();
         self.rt.block_on(async {
             let mut acks = Vec::new();
             for p in payloads {
@@ -153,7 +159,7 @@ impl Nats {
 
     /// Publishes one message with headers to JetStream.
     pub fn publish_with_headers(&self, subject: &str, headers: &[(&str, &str)], payload: &[u8]) {
-        let js = async_nats::jetstream::new(self.client.clone());
+        let js = self.js();
         let mut h = async_nats::HeaderMap::new();
         for (k, v) in headers {
             h.insert(*k, *v);
@@ -169,7 +175,7 @@ impl Nats {
 
     /// `(num_pending, num_ack_pending)` of a durable consumer.
     pub fn consumer_pending(&self, stream: &str, consumer: &str) -> (u64, u64) {
-        let js = async_nats::jetstream::new(self.client.clone());
+        let js = self.js();
         self.rt.block_on(async {
             let s = js.get_stream(stream).await.unwrap();
             let mut c: async_nats::jetstream::consumer::PullConsumer =

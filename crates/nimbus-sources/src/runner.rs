@@ -852,6 +852,24 @@ impl Settle {
             }
             failures += 1;
             if m.maximum_retry_attempts >= 0 && failures > m.maximum_retry_attempts as u32 {
+                if let (true, BatchOutcome::DeleteAllBut(failed)) = (self.ordered(), &outcome) {
+                    // The last attempt processed everything but the reported records: only
+                    // they are given up; the whole chunk is then acknowledged in order.
+                    let dead: Vec<Record> = chunk
+                        .iter()
+                        .filter(|r| failed.contains(&r.id))
+                        .cloned()
+                        .collect();
+                    return self
+                        .give_up_within(
+                            dead,
+                            &chunk,
+                            Condition::RetryAttemptsExhausted,
+                            &last,
+                            failures,
+                        )
+                        .await;
+                }
                 return self
                     .give_up(chunk, Condition::RetryAttemptsExhausted, &last, failures)
                     .await;
@@ -947,13 +965,28 @@ impl Settle {
         last: &LastFailure,
         failures: u32,
     ) -> bool {
+        let all = records.clone();
+        self.give_up_within(records, &all, condition, last, failures)
+            .await
+    }
+
+    /// [`give_up`](Self::give_up) for `records`, which are part of `all`: the settling
+    /// acknowledges or rejects `all` (in order) once `records` are with the destination.
+    async fn give_up_within(
+        &self,
+        records: Vec<Record>,
+        all: &[Record],
+        condition: Condition,
+        last: &LastFailure,
+        failures: u32,
+    ) -> bool {
         let m = &self.m;
         warn!(mapping = %m.uuid, function = %m.function, records = records.len(),
               condition = condition.as_str(), "giving up on records");
         let n = records.len() as u64;
         self.runner.update(&m.uuid, |st| st.dead_lettered += n);
         let Some(dest) = &m.on_failure else {
-            return match self.source.reject(&records).await {
+            return match self.source.reject(all).await {
                 Ok(()) => true,
                 Err(e) => {
                     warn!(mapping = %m.uuid, "cannot dead-letter records: {e}");
@@ -977,7 +1010,7 @@ impl Settle {
         let mut pause = Duration::from_millis(200);
         for attempt in 1..=3 {
             match sink.send(&dest.destination, &record, key.clone()).await {
-                Ok(()) => return self.ack(&records).await,
+                Ok(()) => return self.ack(all).await,
                 Err(e) => {
                     warn!(mapping = %m.uuid, destination = %dest.destination, attempt,
                           "cannot send records to the on-failure destination: {e}");

@@ -332,6 +332,29 @@ async fn an_ordered_source_checkpoints_before_the_first_failed_record() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_source_gives_up_only_the_reported_records() {
+    let f = Function::new(Duration::ZERO, Box::new(|_, _| failures(&["r003"])));
+    let h = start(
+        Kind::Postgres,
+        6,
+        |m| {
+            m.report_batch_item_failures = true;
+            m.maximum_retry_attempts = 1;
+            m.on_failure = Some(OnFailure {
+                destination: "arn:aws:sqs:us-east-1:000000000000:dlq".into(),
+            });
+        },
+        f.clone(),
+    );
+    until("all acked", || h.mem.inner.lock().unwrap().acked.len() == 6).await;
+    assert_eq!(h.mem.inner.lock().unwrap().acked, ids(0..6));
+    let sent = h.sink.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1["SourceBatchInfo"]["batchSize"], 1);
+    assert_eq!(sent[0].1["SourceBatchInfo"]["firstRecordId"], "r003");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_retries_go_to_the_on_failure_destination() {
     let f = Function::new(Duration::ZERO, Box::new(|_, _| error()));
     let h = start(
