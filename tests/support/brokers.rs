@@ -352,9 +352,14 @@ pub fn mqtt_publish(topic: &str, payloads: &[Vec<u8>]) {
         MQTT,
         "mosquitto -d -c /etc/mosquitto/mosquitto.conf",
     );
+    mqtt_publish_to(1883, topic, payloads)
+}
+
+/// [`mqtt_publish`] to the broker on `port`.
+pub fn mqtt_publish_to(port: u16, topic: &str, payloads: &[Vec<u8>]) {
     let rt = rt();
     rt.block_on(async {
-        let mut opts = rumqttc::MqttOptions::new(unique("pub"), "127.0.0.1", 1883);
+        let mut opts = rumqttc::MqttOptions::new(unique("pub"), "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_inflight(100);
         let (client, mut events) = rumqttc::AsyncClient::new(opts, 100);
@@ -395,4 +400,52 @@ pub fn json_lines(path: &std::path::Path) -> Vec<Value> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+/// A private Mosquitto on a free port, for tests that need broker settings the shared one
+/// does not have (an unbounded per-session queue); stopped when dropped.
+pub struct Mosquitto {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto` with `extra` configuration lines.
+    pub fn start(extra: &str) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start mosquitto (apt-get install mosquitto): {e}"));
+        let addr = format!("127.0.0.1:{port}");
+        let up = crate::eventually(Duration::from_secs(10), || {
+            TcpStream::connect(&addr).is_ok()
+        });
+        assert!(up, "the private mosquitto did not start on {addr}");
+        Mosquitto {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
