@@ -946,6 +946,146 @@ impl Source for CoreNatsSource {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Publishers (targets)
+// ---------------------------------------------------------------------------------------
+
+/// How long a JetStream publish may wait for its PubAck.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The target's `options.subject` (validated by [`crate::targets::Target::validate`]).
+fn publish_subject(ctx: &Context) -> Result<String> {
+    match ctx.spec.option("subject").map(str::trim) {
+        Some(s) if !s.is_empty() => Ok(s.to_string()),
+        _ => Err(SourceError::Config(
+            "a NATS target needs options.subject (the subject to publish to)".into(),
+        )),
+    }
+}
+
+/// The message's headers as NATS headers.
+fn header_map(headers: &[(String, String)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(k.as_str(), v.as_str());
+    }
+    map
+}
+
+/// Publishes to a JetStream subject (kind `nats`) and returns after the stream's PubAck:
+/// a subject no stream holds is an error, not a message lost.
+pub struct JetStreamPublisher {
+    ctx: Context,
+    subject: String,
+    conn: tokio::sync::Mutex<Option<(Client, jetstream::Context)>>,
+}
+
+impl JetStreamPublisher {
+    pub fn new(ctx: Context) -> Result<Self> {
+        Ok(Self {
+            subject: publish_subject(&ctx)?,
+            ctx,
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// What a failed publish means: no stream holds the subject is `Missing`.
+    fn publish_error(&self, e: jetstream::context::PublishError) -> SourceError {
+        use jetstream::context::PublishErrorKind as K;
+        match e.kind() {
+            K::StreamNotFound => SourceError::Missing(format!(
+                "no JetStream stream holds the subject {}: create one (nats stream add NAME \
+                 --subjects '{}') or change the target's subject",
+                self.subject, self.subject
+            )),
+            K::TimedOut => broker("publish", "no PubAck in time (is JetStream enabled?)"),
+            K::BrokenPipe => SourceError::Unreachable {
+                endpoint: endpoints_label(&self.ctx),
+                reason: e.to_string(),
+            },
+            _ => broker(&format!("publish to {}", self.subject), e),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::targets::Publisher for JetStreamPublisher {
+    async fn connect(&self) -> Result<()> {
+        let mut g = self.conn.lock().await;
+        *g = None;
+        let client = connect_client(&self.ctx).await?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(PUBLISH_TIMEOUT);
+        info!(subject = %self.subject, "JetStream publisher connected");
+        *g = Some((client, js));
+        Ok(())
+    }
+
+    async fn publish(&self, payload: &[u8], headers: &[(String, String)]) -> Result<()> {
+        let js = match &*self.conn.lock().await {
+            Some((_, js)) => js.clone(),
+            None => return Err(broker("publish", "the publisher is not connected")),
+        };
+        let ack = js
+            .publish_with_headers(
+                self.subject.clone(),
+                header_map(headers),
+                payload.to_vec().into(),
+            )
+            .await
+            .map_err(|e| self.publish_error(e))?;
+        let ack = ack.await.map_err(|e| self.publish_error(e))?;
+        debug!(stream = %ack.stream, seq = ack.sequence, "published to JetStream");
+        Ok(())
+    }
+}
+
+/// Publishes to a core NATS subject (kind `nats-core`), returning after a flush: the
+/// server has the message, whether or not anyone subscribes.
+pub struct CoreNatsPublisher {
+    ctx: Context,
+    subject: String,
+    conn: tokio::sync::Mutex<Option<Client>>,
+}
+
+impl CoreNatsPublisher {
+    pub fn new(ctx: Context) -> Result<Self> {
+        Ok(Self {
+            subject: publish_subject(&ctx)?,
+            ctx,
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+}
+
+#[async_trait]
+impl crate::targets::Publisher for CoreNatsPublisher {
+    async fn connect(&self) -> Result<()> {
+        let mut g = self.conn.lock().await;
+        *g = None;
+        let client = connect_client(&self.ctx).await?;
+        info!(subject = %self.subject, "NATS publisher connected");
+        *g = Some(client);
+        Ok(())
+    }
+
+    async fn publish(&self, payload: &[u8], headers: &[(String, String)]) -> Result<()> {
+        let client = match &*self.conn.lock().await {
+            Some(c) => c.clone(),
+            None => return Err(broker("publish", "the publisher is not connected")),
+        };
+        client
+            .publish_with_headers(
+                self.subject.clone(),
+                header_map(headers),
+                payload.to_vec().into(),
+            )
+            .await
+            .map_err(|e| broker(&format!("publish to {}", self.subject), e))?;
+        flush(&client, "flush after publish").await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
