@@ -116,6 +116,8 @@ impl TestStream {
     }
 }
 
+/// Deletes the stream (the test runtime must be multi-threaded: the client's connection
+/// task runs there while this thread blocks).
 impl Drop for TestStream {
     fn drop(&mut self) {
         let (js, name) = (self.js.clone(), self.name.clone());
@@ -129,7 +131,7 @@ impl Drop for TestStream {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_publishes_are_on_the_stream_with_headers() {
     let s = TestStream::new().await;
     let subject = format!("{}.out", s.prefix);
@@ -147,6 +149,10 @@ async fn jetstream_publishes_are_on_the_stream_with_headers() {
     assert!(got
         .iter()
         .all(|m| m.0 == subject && m.2.as_deref() == Some(TRACE)));
+    // The clean-up works (other tests rely on it).
+    let (js, name) = (s.js.clone(), s.name.clone());
+    drop(s);
+    assert!(js.get_stream(&name).await.is_err(), "stream {name} deleted");
 }
 
 #[tokio::test]
@@ -303,6 +309,25 @@ async fn rabbitmq_publishes_are_confirmed_and_routed_with_headers() {
     ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
         .await
         .expect("delete exchange");
+}
+
+#[tokio::test]
+async fn rabbitmq_missing_exchange_is_missing_and_the_publisher_recovers() {
+    let (_conn, _ch) = rabbit().await;
+    let exchange = format!("nimbus-test-pub-none-{}", suffix());
+    let opts = [("exchange", exchange.as_str()), ("routing_key", "k")];
+    let p = publisher(
+        target(Kind::Rabbitmq, AMQP, &opts),
+        Some(("guest", "guest")),
+    )
+    .await;
+    let e = p.publish(b"x", &[]).await.unwrap_err();
+    assert!(matches!(e, SourceError::Missing(_)), "{e:?}");
+    assert!(e.to_string().contains(&exchange), "{e}");
+    // The runner reconnects after any error: the fresh channel works again.
+    p.connect().await.expect("reconnect");
+    let e = p.publish(b"x", &[]).await.unwrap_err();
+    assert!(matches!(e, SourceError::Missing(_)), "{e:?}");
 }
 
 #[tokio::test]

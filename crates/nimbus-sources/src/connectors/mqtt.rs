@@ -1152,4 +1152,47 @@ mod tests {
         ));
         assert!(matches!(refused("e", "ServerBusy"), SourceError::Broker(_)));
     }
+
+    /// A target's options as the context its publisher is built from.
+    fn target_ctx(kind: crate::model::Kind, opts: &[(&str, &str)]) -> Context {
+        Context {
+            mapping: "target-t".into(),
+            spec: crate::model::SourceSpec {
+                kind,
+                endpoints: vec!["x://127.0.0.1".into()],
+                topics: Vec::new(),
+                group: Some("nimbus-target-t".into()),
+                secret: None,
+                options: opts
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                starting_position: Default::default(),
+            },
+            credentials: None,
+            checkpoints: Arc::new(crate::store::MemoryCheckpoints::default()),
+            batch_size: 1,
+            concurrency: 1,
+        }
+    }
+
+    #[test]
+    fn mqtt_targets_check_topic_version_and_qos() {
+        use crate::model::Kind;
+        let new = |o: &[(&str, &str)]| MqttPublisher::new(target_ctx(Kind::Mqtt, o));
+        assert!(new(&[]).is_err());
+        assert!(new(&[("topic", "a/#")])
+            .err()
+            .is_some_and(|e| e.to_string().contains("wildcards")));
+        assert!(new(&[("topic", "a"), ("qos", "2")]).is_err());
+        assert!(new(&[("topic", "a"), ("version", "4.5")]).is_err());
+        let p = new(&[("topic", "a/b")]).unwrap();
+        assert_eq!(
+            (p.version, p.qos),
+            (Version::V5, 1),
+            "v5 and QoS 1 by default"
+        );
+        let p = new(&[("topic", "a/b"), ("version", "3"), ("qos", "0")]).unwrap();
+        assert_eq!((p.version, p.qos), (Version::V3, 0));
+    }
 }

@@ -1167,4 +1167,10 @@ mod tests {
             sorted_filters("a", &["b".into()])
         );
     }
+
+    #[test]
+    fn headers_become_nats_headers() {
+        let h = header_map(&[("traceparent".into(), "00-a-b-01".into())]);
+        assert_eq!(h.get("traceparent").map(|v| v.as_str()), Some("00-a-b-01"));
+    }
 }

@@ -930,4 +930,13 @@ mod tests {
             Some("Jan 1, 1970, 1:00:05 PM")
         );
     }
+
+    #[test]
+    fn headers_become_long_strings() {
+        let t = amqp_headers(&[("traceparent".into(), "00-a-b-01".into())]);
+        match t.inner().get("traceparent") {
+            Some(AMQPValue::LongString(v)) => assert_eq!(v.to_string(), "00-a-b-01"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

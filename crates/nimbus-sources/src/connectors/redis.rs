@@ -1088,4 +1088,72 @@ mod tests {
         assert_eq!(group_lag(&reply, "g"), Some(3));
         assert_eq!(group_lag(&reply, "none"), None);
     }
+
+    /// A target's options as the context its publisher is built from.
+    fn target_ctx(kind: crate::model::Kind, opts: &[(&str, &str)]) -> Context {
+        Context {
+            mapping: "target-t".into(),
+            spec: crate::model::SourceSpec {
+                kind,
+                endpoints: vec!["x://127.0.0.1".into()],
+                topics: Vec::new(),
+                group: Some("nimbus-target-t".into()),
+                secret: None,
+                options: opts
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                starting_position: Default::default(),
+            },
+            credentials: None,
+            checkpoints: Arc::new(crate::store::MemoryCheckpoints::default()),
+            batch_size: 1,
+            concurrency: 1,
+        }
+    }
+
+    #[test]
+    fn xadd_commands_carry_maxlen_body_and_headers() {
+        let h = vec![
+            ("traceparent".to_string(), "00-a-b-01".to_string()),
+            ("body".to_string(), "clash".to_string()),
+        ];
+        let packed =
+            String::from_utf8_lossy(&xadd_command("s", Some(10), b"hi", &h).get_packed_command())
+                .into_owned();
+        let args: Vec<&str> = packed
+            .split("\r\n")
+            .filter(|l| !l.is_empty() && !l.starts_with('$') && (*l == "*" || !l.starts_with('*')))
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "XADD",
+                "s",
+                "MAXLEN",
+                "~",
+                "10",
+                "*",
+                "body",
+                "hi",
+                "traceparent",
+                "00-a-b-01"
+            ]
+        );
+        let packed =
+            String::from_utf8_lossy(&xadd_command("s", None, b"hi", &[]).get_packed_command())
+                .into_owned();
+        assert!(!packed.contains("MAXLEN"));
+    }
+
+    #[test]
+    fn redis_targets_need_a_stream_and_a_sane_maxlen() {
+        use crate::model::Kind;
+        assert!(RedisPublisher::new(target_ctx(Kind::Redis, &[])).is_err());
+        let e = RedisPublisher::new(target_ctx(Kind::Redis, &[("stream", "s"), ("maxlen", "0")]));
+        assert!(e.err().is_some_and(|e| e.to_string().contains("maxlen")));
+        let p = RedisPublisher::new(target_ctx(Kind::Redis, &[("stream", "s"), ("maxlen", "5")]))
+            .unwrap();
+        assert_eq!((p.stream.as_str(), p.maxlen), ("s", Some(5)));
+    }
 }
