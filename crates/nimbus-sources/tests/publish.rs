@@ -155,11 +155,25 @@ async fn jetstream_publishes_are_on_the_stream_with_headers() {
     assert!(js.get_stream(&name).await.is_err(), "stream {name} deleted");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subject_no_stream_holds_is_missing() {
     let _client = nats_client().await;
     let subject = format!("nostream{}.out", suffix());
+    let p = open_publisher(PublishContext {
+        target: target(Kind::Nats, NATS, &[("subject", &subject)]),
+        credentials: None,
+    })
+    .expect("open");
+    // Said at connect ...
+    let e = p.connect().await.unwrap_err();
+    assert!(matches!(e, SourceError::Missing(_)), "{e:?}");
+    assert!(e.to_string().contains(&subject), "{e}");
+    // ... and by the publish itself when the stream goes away while connected.
+    let s = TestStream::new().await;
+    let subject = format!("{}.gone", s.prefix);
     let p = publisher(target(Kind::Nats, NATS, &[("subject", &subject)]), None).await;
+    p.publish(b"there", &[]).await.expect("publish");
+    drop(s);
     let e = p.publish(b"x", &[]).await.unwrap_err();
     assert!(matches!(e, SourceError::Missing(_)), "{e:?}");
     assert!(e.to_string().contains(&subject), "{e}");
@@ -312,22 +326,39 @@ async fn rabbitmq_publishes_are_confirmed_and_routed_with_headers() {
 }
 
 #[tokio::test]
-async fn rabbitmq_missing_exchange_is_missing_and_the_publisher_recovers() {
-    let (_conn, _ch) = rabbit().await;
+async fn rabbitmq_missing_exchange_is_missing_at_connect_and_publish() {
+    use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions};
+    let (_conn, ch) = rabbit().await;
     let exchange = format!("nimbus-test-pub-none-{}", suffix());
     let opts = [("exchange", exchange.as_str()), ("routing_key", "k")];
-    let p = publisher(
-        target(Kind::Rabbitmq, AMQP, &opts),
-        Some(("guest", "guest")),
+    let p = open_publisher(PublishContext {
+        target: target(Kind::Rabbitmq, AMQP, &opts),
+        credentials: Some(nimbus_sources::Credentials {
+            username: Some("guest".into()),
+            password: Some("guest".into()),
+        }),
+    })
+    .expect("open");
+    // Said at connect (a passive declare) ...
+    let e = p.connect().await.unwrap_err();
+    assert!(matches!(e, SourceError::Missing(_)), "{e:?}");
+    assert!(e.to_string().contains(&exchange), "{e}");
+    // ... and by a publish when the exchange goes away while connected.
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        lapin::ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        Default::default(),
     )
-    .await;
+    .await
+    .expect("declare");
+    p.connect().await.expect("connect");
+    ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .expect("delete");
     let e = p.publish(b"x", &[]).await.unwrap_err();
     assert!(matches!(e, SourceError::Missing(_)), "{e:?}");
     assert!(e.to_string().contains(&exchange), "{e}");
-    // The runner reconnects after any error: the fresh channel works again.
-    p.connect().await.expect("reconnect");
-    let e = p.publish(b"x", &[]).await.unwrap_err();
-    assert!(matches!(e, SourceError::Missing(_)), "{e:?}");
 }
 
 #[tokio::test]

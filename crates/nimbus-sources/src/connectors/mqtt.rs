@@ -790,6 +790,9 @@ struct PubLive {
     events: mpsc::UnboundedReceiver<PubEv>,
     task: tokio::task::JoinHandle<()>,
     label: String,
+    /// A publish is waiting for its PUBACK; still set at the next publish means that one
+    /// was cancelled, and its late events could pass for the next message's.
+    busy: bool,
 }
 
 impl Drop for PubLive {
@@ -894,6 +897,7 @@ impl MqttPublisher {
             events,
             task,
             label,
+            busy: false,
         })
     }
 
@@ -1023,6 +1027,12 @@ impl crate::targets::Publisher for MqttPublisher {
         let live = g
             .as_mut()
             .ok_or_else(|| SourceError::Broker("the MQTT publisher is not connected".into()))?;
+        if live.busy {
+            *g = None;
+            return Err(SourceError::Broker(
+                "an interrupted MQTT publish left its PUBACK in doubt: reconnecting".into(),
+            ));
+        }
         // Events of an earlier publish that gave up (its connection is dropped below on
         // any error, so these are at most late PUBACKs).
         while let Ok(ev) = live.events.try_recv() {
@@ -1031,6 +1041,7 @@ impl crate::targets::Publisher for MqttPublisher {
                 return Err(e);
             }
         }
+        live.busy = true;
         let result = tokio::time::timeout(PUBLISH_TIMEOUT, async {
             self.send(&live.client, payload, headers).await?;
             let mut sent = None;
@@ -1063,6 +1074,7 @@ impl crate::targets::Publisher for MqttPublisher {
                 live.label
             )))
         });
+        live.busy = false;
         if result.is_err() {
             // A later PUBACK must not be taken for the next message's.
             *g = None;

@@ -989,15 +989,39 @@ impl JetStreamPublisher {
         })
     }
 
+    /// The stream that holds the subject (checked at connect, so a wrong target says so
+    /// before any message waits on it).
+    async fn check_stream(&self, js: &jetstream::Context) -> Result<String> {
+        use async_nats::jetstream::context::GetStreamByNameErrorKind as K;
+        js.stream_by_subject(self.subject.clone())
+            .await
+            .map_err(|e| match e.kind() {
+                K::NotFound => self.no_stream(),
+                K::InvalidSubject => {
+                    SourceError::Config(format!("invalid NATS subject {:?}", self.subject))
+                }
+                _ if e.to_string().contains("no responders") => SourceError::Missing(format!(
+                    "JetStream is not enabled on the NATS server at {} (start nats-server \
+                     with -js), or use kind nats-core",
+                    endpoints_label(&self.ctx)
+                )),
+                _ => broker("JetStream request", e),
+            })
+    }
+
+    fn no_stream(&self) -> SourceError {
+        SourceError::Missing(format!(
+            "no JetStream stream holds the subject {}: create one (nats stream add NAME \
+             --subjects '{}') or change the target's subject",
+            self.subject, self.subject
+        ))
+    }
+
     /// What a failed publish means: no stream holds the subject is `Missing`.
     fn publish_error(&self, e: jetstream::context::PublishError) -> SourceError {
         use jetstream::context::PublishErrorKind as K;
         match e.kind() {
-            K::StreamNotFound => SourceError::Missing(format!(
-                "no JetStream stream holds the subject {}: create one (nats stream add NAME \
-                 --subjects '{}') or change the target's subject",
-                self.subject, self.subject
-            )),
+            K::StreamNotFound => self.no_stream(),
             K::TimedOut => broker("publish", "no PubAck in time (is JetStream enabled?)"),
             K::BrokenPipe => SourceError::Unreachable {
                 endpoint: endpoints_label(&self.ctx),
@@ -1016,7 +1040,8 @@ impl crate::targets::Publisher for JetStreamPublisher {
         let client = connect_client(&self.ctx).await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(PUBLISH_TIMEOUT);
-        info!(subject = %self.subject, "JetStream publisher connected");
+        let stream = self.check_stream(&js).await?;
+        info!(subject = %self.subject, %stream, "JetStream publisher connected");
         *g = Some((client, js));
         Ok(())
     }

@@ -745,6 +745,33 @@ impl RabbitPublisher {
         }
     }
 
+    /// Checks the exchange exists (a passive declare, on a channel of its own: a 404
+    /// closes the channel it happens on).
+    async fn check_exchange(&self, connection: &Connection, label: &str) -> Result<()> {
+        if self.exchange.is_empty() {
+            return Ok(());
+        }
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| amqp_error(&e, label, "opening a channel"))?;
+        let options = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                lapin::ExchangeKind::Direct,
+                options,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| self.publish_error(&e, label))?;
+        let _ = channel.close(200, "checked".into()).await;
+        Ok(())
+    }
+
     /// A closed channel: the exchange is missing (404) or not ours to write (403).
     fn publish_error(&self, e: &lapin::Error, label: &str) -> SourceError {
         match reply_code(e) {
@@ -794,6 +821,7 @@ impl crate::targets::Publisher for RabbitPublisher {
                 .create_channel()
                 .await
                 .map_err(|e| amqp_error(&e, &label, "opening a channel"))?;
+            self.check_exchange(&connection, &label).await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await
