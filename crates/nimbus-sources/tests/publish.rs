@@ -564,3 +564,73 @@ async fn the_target_runner_delivers_to_jetstream() {
     runner.stop();
     task.abort();
 }
+
+/// Publishes per second, one confirmed message at a time as the target runner sends them
+/// (run by hand: `--ignored --nocapture publish_throughput`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn publish_throughput() {
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    let n = 2_000;
+    let s = TestStream::new().await;
+    let subject = format!("{}.bench", s.prefix);
+    let (_conn, ch) = rabbit().await;
+    let queue = format!("nimbus-test-pub-bench-{}", suffix());
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions::default(),
+        Default::default(),
+    )
+    .await
+    .expect("queue");
+    let stream = format!("nimbus-test-pub-bench-{}", suffix());
+    let topic = format!("nimbus-test/bench/{}", suffix());
+    let cases: Vec<(&str, Target, Option<(&str, &str)>)> = vec![
+        (
+            "nats",
+            target(Kind::Nats, NATS, &[("subject", &subject)]),
+            None,
+        ),
+        (
+            "nats-core",
+            target(Kind::NatsCore, NATS, &[("subject", &subject)]),
+            None,
+        ),
+        (
+            "rabbitmq",
+            target(Kind::Rabbitmq, AMQP, &[("routing_key", &queue)]),
+            Some(("guest", "guest")),
+        ),
+        (
+            "redis",
+            target(Kind::Redis, REDIS, &[("stream", &stream)]),
+            None,
+        ),
+        (
+            "mqtt v5 qos1",
+            target(Kind::Mqtt, MQTT, &[("topic", &topic)]),
+            None,
+        ),
+    ];
+    for (label, t, login) in cases {
+        let p = publisher(t, login).await;
+        let started = Instant::now();
+        for i in 0..n {
+            p.publish(format!("{{\"n\":{i}}}").as_bytes(), &trace())
+                .await
+                .expect("publish");
+        }
+        let took = started.elapsed();
+        eprintln!(
+            "{label}: {n} in {took:?} = {:.0} msg/s",
+            n as f64 / took.as_secs_f64()
+        );
+    }
+    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete queue");
+    let mut c = redis::Client::open(REDIS)
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let _: redis::RedisResult<()> = redis::Commands::del(&mut c, &stream);
+}
