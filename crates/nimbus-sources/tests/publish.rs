@@ -34,8 +34,11 @@ fn target(kind: Kind, endpoint: &str, options: &[(&str, &str)]) -> Target {
     }
 }
 
-/// A connected publisher (credentials from `user`/`password` when given).
-async fn publisher(t: Target, login: Option<(&str, &str)>) -> Arc<dyn Publisher> {
+/// A user name and password.
+type Login = (&'static str, &'static str);
+
+/// A connected publisher (credentials from `login` when given).
+async fn publisher(t: Target, login: Option<Login>) -> Arc<dyn Publisher> {
     let credentials = login.map(|(u, p)| nimbus_sources::Credentials {
         username: Some(u.into()),
         password: Some(p.into()),
@@ -585,7 +588,7 @@ async fn publish_throughput() {
     .expect("queue");
     let stream = format!("nimbus-test-pub-bench-{}", suffix());
     let topic = format!("nimbus-test/bench/{}", suffix());
-    let cases: Vec<(&str, Target, Option<(&str, &str)>)> = vec![
+    let cases: Vec<(&str, Target, Option<Login>)> = vec![
         (
             "nats",
             target(Kind::Nats, NATS, &[("subject", &subject)]),
