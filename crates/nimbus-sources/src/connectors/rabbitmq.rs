@@ -127,26 +127,10 @@ impl RabbitSource {
     /// Opens a connection to one endpoint and sets up the consumer.
     async fn open(&self, endpoint: &str, generation: u64) -> Result<Live> {
         let uri = self.uri(endpoint)?;
+        let (user, vhost) = (uri.authority.userinfo.username, uri.vhost);
         let label = redact(endpoint);
-        let user = uri.authority.userinfo.username.clone();
-        let vhost = uri.vhost.clone();
-        let props = ConnectionProperties::default()
-            .with_connection_name(format!("nimbus mapping {}", self.ctx.mapping).into());
-        let connection = match tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Connection::connect_uri(uri, props),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(SourceError::Unreachable {
-                    endpoint: label,
-                    reason: format!("no AMQP handshake within {CONNECT_TIMEOUT:?}"),
-                })
-            }
-            Ok(Err(e)) => return Err(connect_error(&e, &label, &user, &vhost)),
-            Ok(Ok(c)) => c,
-        };
+        let name = format!("nimbus mapping {}", self.ctx.mapping);
+        let connection = open_connection(&self.ctx, endpoint, name).await?;
         let channel = connection
             .create_channel()
             .await
