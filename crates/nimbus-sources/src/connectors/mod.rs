@@ -12,12 +12,43 @@ pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;
 
-/// The publisher for a target of `ctx.target.kind` (not connected yet).
+/// The publisher for a target of `ctx.target.kind` (not connected yet: the target runner
+/// calls [`Publisher::connect`]).
+///
+/// The publishers reuse their broker's connect and error-mapping helpers, which take a
+/// source [`Context`]: the target is given as one (mapping `target-NAME`, the target's
+/// endpoints, credentials and options; no topics, no checkpoints in use).
 pub fn open_publisher(ctx: PublishContext) -> Result<Arc<dyn Publisher>> {
-    Err(crate::SourceError::Config(format!(
-        "publishing to {} is not built yet",
-        ctx.target.kind
-    )))
+    ctx.target.validate()?;
+    let t = ctx.target;
+    let source = Context {
+        mapping: format!("target-{}", t.name),
+        spec: crate::model::SourceSpec {
+            kind: t.kind,
+            endpoints: t.endpoints,
+            topics: Vec::new(),
+            group: Some(format!("nimbus-target-{}", t.name)),
+            secret: t.secret,
+            options: t.options,
+            starting_position: Default::default(),
+        },
+        credentials: ctx.credentials,
+        checkpoints: Arc::new(crate::store::MemoryCheckpoints::default()),
+        batch_size: 1,
+        concurrency: 1,
+    };
+    Ok(match t.kind {
+        Kind::Nats => Arc::new(nats::JetStreamPublisher::new(source)?),
+        Kind::NatsCore => Arc::new(nats::CoreNatsPublisher::new(source)?),
+        Kind::Rabbitmq => Arc::new(rabbitmq::RabbitPublisher::new(source)?),
+        Kind::Redis => Arc::new(redis::RedisPublisher::new(source)?),
+        Kind::Mqtt => Arc::new(mqtt::MqttPublisher::new(source)?),
+        Kind::Postgres => {
+            return Err(crate::SourceError::Config(
+                "postgres is a source only: publish to a database from a function".into(),
+            ))
+        }
+    })
 }
 
 /// The connector for `ctx.spec.kind` (not connected yet: the runner calls

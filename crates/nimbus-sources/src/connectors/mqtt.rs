@@ -251,24 +251,8 @@ impl EventLoop {
 
 impl MqttSource {
     pub fn new(ctx: Context) -> Result<Self> {
-        let version = match ctx.spec.option("version").unwrap_or("5") {
-            "5" => Version::V5,
-            "3" | "3.1.1" | "4" => Version::V3,
-            other => {
-                return Err(SourceError::Config(format!(
-                    "invalid mqtt option version {other:?}: 3 or 5"
-                )))
-            }
-        };
-        let qos = match ctx.spec.option("qos").unwrap_or("1") {
-            "0" => 0,
-            "1" => 1,
-            other => {
-                return Err(SourceError::Config(format!(
-                    "invalid mqtt option qos {other:?}: 0 or 1"
-                )))
-            }
-        };
+        let version = version_option(&ctx)?;
+        let qos = qos_option(&ctx)?;
         Ok(Self {
             ctx,
             version,
@@ -761,6 +745,344 @@ fn v5_error(e: v5::ConnectionError, endpoint: &str) -> SourceError {
     }
 }
 
+/// Option `version`: `3` | `5` (default 5).
+fn version_option(ctx: &Context) -> Result<Version> {
+    match ctx.spec.option("version").unwrap_or("5") {
+        "5" => Ok(Version::V5),
+        "3" | "3.1.1" | "4" => Ok(Version::V3),
+        other => Err(SourceError::Config(format!(
+            "invalid mqtt option version {other:?}: 3 or 5"
+        ))),
+    }
+}
+
+/// Option `qos`: `0` | `1` (default 1).
+fn qos_option(ctx: &Context) -> Result<u8> {
+    match ctx.spec.option("qos").unwrap_or("1") {
+        "0" => Ok(0),
+        "1" => Ok(1),
+        other => Err(SourceError::Config(format!(
+            "invalid mqtt option qos {other:?}: 0 or 1"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Publisher (targets)
+// ---------------------------------------------------------------------------------------
+
+/// How long a PUBACK (QoS 1) or the write of a QoS 0 message may take.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the publisher's event loop reports: a PUBLISH went out with this packet id (0 for
+/// QoS 0), the broker acknowledged one (`Err`: a v5 PUBACK with a failure reason), or the
+/// connection died.
+#[derive(Debug)]
+enum PubEv {
+    Sent(u16),
+    Acked(u16, std::result::Result<(), String>),
+    Lost(SourceError),
+}
+
+/// One publishing connection: the client and the task that drives its event loop.
+struct PubLive {
+    client: Client,
+    events: mpsc::UnboundedReceiver<PubEv>,
+    task: tokio::task::JoinHandle<()>,
+    label: String,
+    /// A publish is waiting for its PUBACK; still set at the next publish means that one
+    /// was cancelled, and its late events could pass for the next message's.
+    busy: bool,
+}
+
+impl Drop for PubLive {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Publishes to `options.topic` with QoS `options.qos` (default 1) over MQTT
+/// `options.version` (default 5; v5 carries the headers as user properties). QoS 1
+/// returns after the PUBACK of that very packet, QoS 0 once the packet is written. The
+/// event loop runs in its own task and only forwards small events on an unbounded
+/// channel, so it never waits for `publish` (acks flow through the same loop). One
+/// message at a time: the runner publishes a target's messages in order.
+pub struct MqttPublisher {
+    ctx: Context,
+    topic: String,
+    version: Version,
+    qos: u8,
+    live: tokio::sync::Mutex<Option<PubLive>>,
+}
+
+impl MqttPublisher {
+    pub fn new(ctx: Context) -> Result<Self> {
+        let topic = match ctx.spec.option("topic").map(str::trim) {
+            Some(t) if !t.is_empty() && !t.contains(['+', '#']) => t.to_string(),
+            Some(t) if !t.is_empty() => {
+                return Err(SourceError::Config(format!(
+                    "options.topic {t:?}: a topic to publish to has no wildcards (+, #)"
+                )))
+            }
+            _ => {
+                return Err(SourceError::Config(
+                    "an mqtt target needs options.topic (the topic to publish to)".into(),
+                ))
+            }
+        };
+        Ok(Self {
+            version: version_option(&ctx)?,
+            qos: qos_option(&ctx)?,
+            topic,
+            ctx,
+            live: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// A client with a clean session (a publisher has nothing to resume) and a client id
+    /// unique to this connection (two Nimbus instances must not kick each other off).
+    fn client(&self, endpoint: &str) -> Result<(Client, EventLoop)> {
+        let (host, port) = host_port(endpoint)?;
+        let id = format!("{}-{:08x}", self.ctx.group(), rand::random::<u32>());
+        let (user, password) = credentials(&self.ctx, endpoint);
+        Ok(match self.version {
+            Version::V3 => {
+                let mut o = rumqttc::MqttOptions::new(id, host, port);
+                o.set_clean_session(true)
+                    .set_keep_alive(KEEP_ALIVE)
+                    .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+                if let Some(u) = user {
+                    o.set_credentials(u, password.unwrap_or_default());
+                }
+                let (c, l) = rumqttc::AsyncClient::new(o, 16);
+                (Client::V3(c), EventLoop::V3(Box::new(l)))
+            }
+            Version::V5 => {
+                let mut o = v5::MqttOptions::new(id, host, port);
+                o.set_clean_start(true)
+                    .set_max_packet_size(Some(MAX_PACKET as u32))
+                    .set_keep_alive(KEEP_ALIVE);
+                if let Some(u) = user {
+                    o.set_credentials(u, password.unwrap_or_default());
+                }
+                let (c, l) = v5::AsyncClient::new(o, 16);
+                (Client::V5(c), EventLoop::V5(Box::new(l)))
+            }
+        })
+    }
+
+    /// Connects to one endpoint (CONNACK within [`CONNECT_TIMEOUT`]) and starts its
+    /// event-loop task.
+    async fn open(&self, endpoint: &str) -> Result<PubLive> {
+        let label = redact(endpoint);
+        let (client, mut eventloop) = self.client(endpoint)?;
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, pub_event(&mut eventloop, &label)).await {
+                Err(_) => {
+                    return Err(unreachable(
+                        &label,
+                        format!("no CONNACK within {CONNECT_TIMEOUT:?}"),
+                    ))
+                }
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(_))) => {}
+            }
+        }
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(pub_pump(eventloop, tx, label.clone()));
+        Ok(PubLive {
+            client,
+            events,
+            task,
+            label,
+            busy: false,
+        })
+    }
+
+    /// Hands the PUBLISH to the client (v5: headers as user properties).
+    async fn send(
+        &self,
+        client: &Client,
+        payload: &[u8],
+        headers: &[(String, String)],
+    ) -> Result<()> {
+        let r = match client {
+            Client::V3(c) => {
+                let qos = rumqttc::qos(self.qos).unwrap_or(rumqttc::QoS::AtLeastOnce);
+                c.publish(self.topic.clone(), qos, false, payload.to_vec())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Client::V5(c) => {
+                let qos = v5::mqttbytes::qos(self.qos).unwrap_or(v5::mqttbytes::QoS::AtLeastOnce);
+                let props = p5::PublishProperties {
+                    user_properties: headers.to_vec(),
+                    ..Default::default()
+                };
+                c.publish_with_properties(self.topic.clone(), qos, false, payload.to_vec(), props)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        r.map_err(|e| SourceError::Broker(format!("MQTT publish to {}: {e}", self.topic)))
+    }
+}
+
+/// One event of the publisher's event loop: `None` is the CONNACK.
+async fn pub_event(l: &mut EventLoop, label: &str) -> Result<Option<Option<PubEv>>> {
+    match l {
+        EventLoop::V3(l) => {
+            use rumqttc::{Event, Outgoing, Packet};
+            match l.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(None),
+                Ok(Event::Incoming(Packet::PubAck(a))) => {
+                    Ok(Some(Some(PubEv::Acked(a.pkid, Ok(())))))
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Some(Some(PubEv::Sent(pkid)))),
+                Ok(_) => Ok(Some(None)),
+                Err(e) => Err(v3_error(e, label)),
+            }
+        }
+        EventLoop::V5(l) => {
+            use p5::{Packet, PubAckReason as R};
+            use v5::Event;
+            match l.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(None),
+                Ok(Event::Incoming(Packet::PubAck(a))) => {
+                    let outcome = match a.reason {
+                        R::Success | R::NoMatchingSubscribers => Ok(()),
+                        other => Err(format!(
+                            "{other:?}{}",
+                            a.properties
+                                .and_then(|p| p.reason_string)
+                                .map(|s| format!(": {s}"))
+                                .unwrap_or_default()
+                        )),
+                    };
+                    Ok(Some(Some(PubEv::Acked(a.pkid, outcome))))
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                    Ok(Some(Some(PubEv::Sent(pkid))))
+                }
+                Ok(_) => Ok(Some(None)),
+                Err(e) => Err(v5_error(e, label)),
+            }
+        }
+    }
+}
+
+/// Drives a publisher's event loop until the connection dies, forwarding what `publish`
+/// waits for; never waits for anyone (the channel is unbounded, and holds at most a few
+/// events per message since messages go one at a time).
+async fn pub_pump(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<PubEv>, label: String) {
+    loop {
+        match pub_event(&mut eventloop, &label).await {
+            Ok(Some(Some(ev))) => {
+                if tx.send(ev).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "mqtt publisher connection lost");
+                let _ = tx.send(PubEv::Lost(e));
+                return;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl crate::targets::Publisher for MqttPublisher {
+    async fn connect(&self) -> Result<()> {
+        let mut g = self.live.lock().await;
+        if let Some(old) = g.take() {
+            let _ = match &old.client {
+                Client::V3(c) => c.try_disconnect().map_err(|e| e.to_string()),
+                Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            };
+        }
+        let mut last = None;
+        for endpoint in &self.ctx.spec.endpoints {
+            match self.open(endpoint).await {
+                Ok(live) => {
+                    debug!(topic = %self.topic, version = ?self.version, "mqtt publisher connected");
+                    *g = Some(live);
+                    return Ok(());
+                }
+                Err(e @ SourceError::Unreachable { .. }) => {
+                    warn!(error = %e, "mqtt endpoint unreachable");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| SourceError::Config("an mqtt target needs an endpoint".into())))
+    }
+
+    async fn publish(&self, payload: &[u8], headers: &[(String, String)]) -> Result<()> {
+        let mut g = self.live.lock().await;
+        let live = g
+            .as_mut()
+            .ok_or_else(|| SourceError::Broker("the MQTT publisher is not connected".into()))?;
+        if live.busy {
+            *g = None;
+            return Err(SourceError::Broker(
+                "an interrupted MQTT publish left its PUBACK in doubt: reconnecting".into(),
+            ));
+        }
+        // Events of an earlier publish that gave up (its connection is dropped below on
+        // any error, so these are at most late PUBACKs).
+        while let Ok(ev) = live.events.try_recv() {
+            if let PubEv::Lost(e) = ev {
+                *g = None;
+                return Err(e);
+            }
+        }
+        live.busy = true;
+        let result = tokio::time::timeout(PUBLISH_TIMEOUT, async {
+            self.send(&live.client, payload, headers).await?;
+            let mut sent = None;
+            loop {
+                match live.events.recv().await {
+                    None => return Err(unreachable(&live.label, "the event loop stopped")),
+                    Some(PubEv::Lost(e)) => return Err(e),
+                    Some(PubEv::Sent(pkid)) if sent.is_none() => {
+                        if self.qos == 0 {
+                            return Ok(());
+                        }
+                        sent = Some(pkid);
+                    }
+                    Some(PubEv::Acked(pkid, outcome)) if sent == Some(pkid) => {
+                        return outcome.map_err(|reason| {
+                            SourceError::Broker(format!(
+                                "MQTT at {} refused the message for {}: {reason}",
+                                live.label, self.topic
+                            ))
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+        })
+        .await;
+        let result = result.unwrap_or_else(|_| {
+            Err(SourceError::Broker(format!(
+                "MQTT at {}: no PUBACK within {PUBLISH_TIMEOUT:?}",
+                live.label
+            )))
+        });
+        live.busy = false;
+        if result.is_err() {
+            // A later PUBACK must not be taken for the next message's.
+            *g = None;
+        }
+        result
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -841,5 +1163,48 @@ mod tests {
             SourceError::Config(_)
         ));
         assert!(matches!(refused("e", "ServerBusy"), SourceError::Broker(_)));
+    }
+
+    /// A target's options as the context its publisher is built from.
+    fn target_ctx(kind: crate::model::Kind, opts: &[(&str, &str)]) -> Context {
+        Context {
+            mapping: "target-t".into(),
+            spec: crate::model::SourceSpec {
+                kind,
+                endpoints: vec!["x://127.0.0.1".into()],
+                topics: Vec::new(),
+                group: Some("nimbus-target-t".into()),
+                secret: None,
+                options: opts
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                starting_position: Default::default(),
+            },
+            credentials: None,
+            checkpoints: Arc::new(crate::store::MemoryCheckpoints::default()),
+            batch_size: 1,
+            concurrency: 1,
+        }
+    }
+
+    #[test]
+    fn mqtt_targets_check_topic_version_and_qos() {
+        use crate::model::Kind;
+        let new = |o: &[(&str, &str)]| MqttPublisher::new(target_ctx(Kind::Mqtt, o));
+        assert!(new(&[]).is_err());
+        assert!(new(&[("topic", "a/#")])
+            .err()
+            .is_some_and(|e| e.to_string().contains("wildcards")));
+        assert!(new(&[("topic", "a"), ("qos", "2")]).is_err());
+        assert!(new(&[("topic", "a"), ("version", "4.5")]).is_err());
+        let p = new(&[("topic", "a/b")]).unwrap();
+        assert_eq!(
+            (p.version, p.qos),
+            (Version::V5, 1),
+            "v5 and QoS 1 by default"
+        );
+        let p = new(&[("topic", "a/b"), ("version", "3"), ("qos", "0")]).unwrap();
+        assert_eq!((p.version, p.qos), (Version::V3, 0));
     }
 }

@@ -946,6 +946,171 @@ impl Source for CoreNatsSource {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Publishers (targets)
+// ---------------------------------------------------------------------------------------
+
+/// How long a JetStream publish may wait for its PubAck.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The target's `options.subject` (validated by [`crate::targets::Target::validate`]).
+fn publish_subject(ctx: &Context) -> Result<String> {
+    match ctx.spec.option("subject").map(str::trim) {
+        Some(s) if !s.is_empty() => Ok(s.to_string()),
+        _ => Err(SourceError::Config(
+            "a NATS target needs options.subject (the subject to publish to)".into(),
+        )),
+    }
+}
+
+/// The message's headers as NATS headers.
+fn header_map(headers: &[(String, String)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(k.as_str(), v.as_str());
+    }
+    map
+}
+
+/// Publishes to a JetStream subject (kind `nats`) and returns after the stream's PubAck:
+/// a subject no stream holds is an error, not a message lost.
+pub struct JetStreamPublisher {
+    ctx: Context,
+    subject: String,
+    conn: tokio::sync::Mutex<Option<(Client, jetstream::Context)>>,
+}
+
+impl JetStreamPublisher {
+    pub fn new(ctx: Context) -> Result<Self> {
+        Ok(Self {
+            subject: publish_subject(&ctx)?,
+            ctx,
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The stream that holds the subject (checked at connect, so a wrong target says so
+    /// before any message waits on it).
+    async fn check_stream(&self, js: &jetstream::Context) -> Result<String> {
+        use async_nats::jetstream::context::GetStreamByNameErrorKind as K;
+        js.stream_by_subject(self.subject.clone())
+            .await
+            .map_err(|e| match e.kind() {
+                K::NotFound => self.no_stream(),
+                K::InvalidSubject => {
+                    SourceError::Config(format!("invalid NATS subject {:?}", self.subject))
+                }
+                _ if e.to_string().contains("no responders") => SourceError::Missing(format!(
+                    "JetStream is not enabled on the NATS server at {} (start nats-server \
+                     with -js), or use kind nats-core",
+                    endpoints_label(&self.ctx)
+                )),
+                _ => broker("JetStream request", e),
+            })
+    }
+
+    fn no_stream(&self) -> SourceError {
+        SourceError::Missing(format!(
+            "no JetStream stream holds the subject {}: create one (nats stream add NAME \
+             --subjects '{}') or change the target's subject",
+            self.subject, self.subject
+        ))
+    }
+
+    /// What a failed publish means: no stream holds the subject is `Missing`.
+    fn publish_error(&self, e: jetstream::context::PublishError) -> SourceError {
+        use jetstream::context::PublishErrorKind as K;
+        match e.kind() {
+            K::StreamNotFound => self.no_stream(),
+            K::TimedOut => broker("publish", "no PubAck in time (is JetStream enabled?)"),
+            K::BrokenPipe => SourceError::Unreachable {
+                endpoint: endpoints_label(&self.ctx),
+                reason: e.to_string(),
+            },
+            _ => broker(&format!("publish to {}", self.subject), e),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::targets::Publisher for JetStreamPublisher {
+    async fn connect(&self) -> Result<()> {
+        let mut g = self.conn.lock().await;
+        *g = None;
+        let client = connect_client(&self.ctx).await?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(PUBLISH_TIMEOUT);
+        let stream = self.check_stream(&js).await?;
+        info!(subject = %self.subject, %stream, "JetStream publisher connected");
+        *g = Some((client, js));
+        Ok(())
+    }
+
+    async fn publish(&self, payload: &[u8], headers: &[(String, String)]) -> Result<()> {
+        let js = match &*self.conn.lock().await {
+            Some((_, js)) => js.clone(),
+            None => return Err(broker("publish", "the publisher is not connected")),
+        };
+        let ack = js
+            .publish_with_headers(
+                self.subject.clone(),
+                header_map(headers),
+                payload.to_vec().into(),
+            )
+            .await
+            .map_err(|e| self.publish_error(e))?;
+        let ack = ack.await.map_err(|e| self.publish_error(e))?;
+        debug!(stream = %ack.stream, seq = ack.sequence, "published to JetStream");
+        Ok(())
+    }
+}
+
+/// Publishes to a core NATS subject (kind `nats-core`), returning after a flush: the
+/// server has the message, whether or not anyone subscribes.
+pub struct CoreNatsPublisher {
+    ctx: Context,
+    subject: String,
+    conn: tokio::sync::Mutex<Option<Client>>,
+}
+
+impl CoreNatsPublisher {
+    pub fn new(ctx: Context) -> Result<Self> {
+        Ok(Self {
+            subject: publish_subject(&ctx)?,
+            ctx,
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+}
+
+#[async_trait]
+impl crate::targets::Publisher for CoreNatsPublisher {
+    async fn connect(&self) -> Result<()> {
+        let mut g = self.conn.lock().await;
+        *g = None;
+        let client = connect_client(&self.ctx).await?;
+        info!(subject = %self.subject, "NATS publisher connected");
+        *g = Some(client);
+        Ok(())
+    }
+
+    async fn publish(&self, payload: &[u8], headers: &[(String, String)]) -> Result<()> {
+        let client = match &*self.conn.lock().await {
+            Some(c) => c.clone(),
+            None => return Err(broker("publish", "the publisher is not connected")),
+        };
+        client
+            .publish_with_headers(
+                self.subject.clone(),
+                header_map(headers),
+                payload.to_vec().into(),
+            )
+            .await
+            .map_err(|e| broker(&format!("publish to {}", self.subject), e))?;
+        flush(&client, "flush after publish").await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1026,5 +1191,11 @@ mod tests {
             sorted_filters("", &["b".into(), "a".into()]),
             sorted_filters("a", &["b".into()])
         );
+    }
+
+    #[test]
+    fn headers_become_nats_headers() {
+        let h = header_map(&[("traceparent".into(), "00-a-b-01".into())]);
+        assert_eq!(h.get("traceparent").map(|v| v.as_str()), Some("00-a-b-01"));
     }
 }

@@ -20,11 +20,13 @@ use async_trait::async_trait;
 use base64::Engine;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::{AMQPScheme, AMQPUri};
+use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ErrorKind};
 use serde_json::{json, Map, Value};
 use std::collections::{HashSet, VecDeque};
@@ -119,62 +121,16 @@ impl RabbitSource {
 
     /// The AMQP URI of `endpoint` with the mapping's credentials and vhost.
     fn uri(&self, endpoint: &str) -> Result<AMQPUri> {
-        let mut uri: AMQPUri = endpoint.parse().map_err(|e| {
-            SourceError::Config(format!(
-                "invalid rabbitmq endpoint {}: {e} (e.g. amqp://127.0.0.1:5672/%2f)",
-                redact(endpoint)
-            ))
-        })?;
-        if uri.scheme == AMQPScheme::AMQPS {
-            return Err(SourceError::Config(format!(
-                "the rabbitmq endpoint {} uses amqps, but this build has no TLS for RabbitMQ: use amqp:// on a trusted network",
-                redact(endpoint)
-            )));
-        }
-        // amq-protocol-uri keeps only DNS names (an IP address becomes `localhost`).
-        if let Some(host) = url_host(endpoint) {
-            uri.authority.host = host;
-        }
-        if let Some(vhost) = self.ctx.spec.option("vhost") {
-            uri.vhost = vhost.to_string();
-        }
-        if let Some(c) = &self.ctx.credentials {
-            if let Some(u) = &c.username {
-                uri.authority.userinfo.username = u.clone();
-            }
-            if let Some(p) = &c.password {
-                uri.authority.userinfo.password = p.clone();
-            }
-        }
-        if uri.query.connection_timeout.is_none() {
-            uri.query.connection_timeout = Some(CONNECT_TIMEOUT.as_millis() as u64);
-        }
-        Ok(uri)
+        amqp_uri(&self.ctx, endpoint)
     }
 
     /// Opens a connection to one endpoint and sets up the consumer.
     async fn open(&self, endpoint: &str, generation: u64) -> Result<Live> {
         let uri = self.uri(endpoint)?;
+        let (user, vhost) = (uri.authority.userinfo.username, uri.vhost);
         let label = redact(endpoint);
-        let user = uri.authority.userinfo.username.clone();
-        let vhost = uri.vhost.clone();
-        let props = ConnectionProperties::default()
-            .with_connection_name(format!("nimbus mapping {}", self.ctx.mapping).into());
-        let connection = match tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Connection::connect_uri(uri, props),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(SourceError::Unreachable {
-                    endpoint: label,
-                    reason: format!("no AMQP handshake within {CONNECT_TIMEOUT:?}"),
-                })
-            }
-            Ok(Err(e)) => return Err(connect_error(&e, &label, &user, &vhost)),
-            Ok(Ok(c)) => c,
-        };
+        let name = format!("nimbus mapping {}", self.ctx.mapping);
+        let connection = open_connection(&self.ctx, endpoint, name).await?;
         let channel = connection
             .create_channel()
             .await
@@ -672,6 +628,253 @@ fn amqp_error(e: &lapin::Error, label: &str, what: &str) -> SourceError {
     }
 }
 
+/// The AMQP URI of `endpoint` with the mapping's (or target's) credentials and vhost.
+fn amqp_uri(ctx: &Context, endpoint: &str) -> Result<AMQPUri> {
+    let mut uri: AMQPUri = endpoint.parse().map_err(|e| {
+        SourceError::Config(format!(
+            "invalid rabbitmq endpoint {}: {e} (e.g. amqp://127.0.0.1:5672/%2f)",
+            redact(endpoint)
+        ))
+    })?;
+    if uri.scheme == AMQPScheme::AMQPS {
+        return Err(SourceError::Config(format!(
+            "the rabbitmq endpoint {} uses amqps, but this build has no TLS for RabbitMQ: use amqp:// on a trusted network",
+            redact(endpoint)
+        )));
+    }
+    // amq-protocol-uri keeps only DNS names (an IP address becomes `localhost`).
+    if let Some(host) = url_host(endpoint) {
+        uri.authority.host = host;
+    }
+    if let Some(vhost) = ctx.spec.option("vhost") {
+        uri.vhost = vhost.to_string();
+    }
+    if let Some(c) = &ctx.credentials {
+        if let Some(u) = &c.username {
+            uri.authority.userinfo.username = u.clone();
+        }
+        if let Some(p) = &c.password {
+            uri.authority.userinfo.password = p.clone();
+        }
+    }
+    if uri.query.connection_timeout.is_none() {
+        uri.query.connection_timeout = Some(CONNECT_TIMEOUT.as_millis() as u64);
+    }
+    Ok(uri)
+}
+
+/// Opens a connection to one endpoint (a refused login is `Auth`, a closed vhost
+/// `Missing`, the network `Unreachable`).
+async fn open_connection(ctx: &Context, endpoint: &str, name: String) -> Result<Connection> {
+    let uri = amqp_uri(ctx, endpoint)?;
+    let label = redact(endpoint);
+    let user = uri.authority.userinfo.username.clone();
+    let vhost = uri.vhost.clone();
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, props)).await {
+        Err(_) => Err(SourceError::Unreachable {
+            endpoint: label,
+            reason: format!("no AMQP handshake within {CONNECT_TIMEOUT:?}"),
+        }),
+        Ok(Err(e)) => Err(connect_error(&e, &label, &user, &vhost)),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Publisher (targets)
+// ---------------------------------------------------------------------------------------
+
+/// How long the broker may take to confirm one message.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Publishes to `options.exchange` (default `""`, which routes by queue name) with
+/// `options.routing_key` on a channel in confirm mode: persistent, `mandatory` (an
+/// unroutable message comes back and is an error), returning after the broker's ack.
+pub struct RabbitPublisher {
+    ctx: Context,
+    exchange: String,
+    routing_key: String,
+    live: tokio::sync::Mutex<Option<(Connection, Channel, String)>>,
+}
+
+impl RabbitPublisher {
+    pub fn new(ctx: Context) -> Result<Self> {
+        let routing_key = ctx.spec.option("routing_key").unwrap_or("").to_string();
+        if routing_key.is_empty() {
+            return Err(SourceError::Config(
+                "a rabbitmq target needs options.routing_key (the routing key, or the queue name with the default exchange)".into(),
+            ));
+        }
+        Ok(Self {
+            exchange: ctx.spec.option("exchange").unwrap_or("").to_string(),
+            routing_key,
+            ctx,
+            live: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Where messages go, for error messages.
+    fn destination(&self) -> String {
+        if self.exchange.is_empty() {
+            format!(
+                "the default exchange with routing key {:?}",
+                self.routing_key
+            )
+        } else {
+            format!(
+                "exchange {:?} with routing key {:?}",
+                self.exchange, self.routing_key
+            )
+        }
+    }
+
+    /// Checks the exchange exists (a passive declare, on a channel of its own: a 404
+    /// closes the channel it happens on).
+    async fn check_exchange(&self, connection: &Connection, label: &str) -> Result<()> {
+        if self.exchange.is_empty() {
+            return Ok(());
+        }
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| amqp_error(&e, label, "opening a channel"))?;
+        let options = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                lapin::ExchangeKind::Direct,
+                options,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| self.publish_error(&e, label))?;
+        let _ = channel.close(200, "checked".into()).await;
+        Ok(())
+    }
+
+    /// A closed channel: the exchange is missing (404) or not ours to write (403).
+    fn publish_error(&self, e: &lapin::Error, label: &str) -> SourceError {
+        match reply_code(e) {
+            Some(NOT_FOUND) => SourceError::Missing(format!(
+                "RabbitMQ at {label}: the exchange {:?} does not exist: declare it or change the target's options.exchange",
+                self.exchange
+            )),
+            Some(ACCESS_REFUSED) => SourceError::Auth(format!(
+                "RabbitMQ at {label} refused publishing to {} (ACCESS_REFUSED): grant the user write access",
+                self.destination()
+            )),
+            _ => amqp_error(e, label, "publishing"),
+        }
+    }
+}
+
+/// AMQP headers (long strings) for the message's headers.
+fn amqp_headers(headers: &[(String, String)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (k, v) in headers {
+        table.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
+    }
+    table
+}
+
+#[async_trait]
+impl crate::targets::Publisher for RabbitPublisher {
+    async fn connect(&self) -> Result<()> {
+        let mut g = self.live.lock().await;
+        if let Some((connection, _, _)) = g.take() {
+            let _ = connection.close(200, "reconnecting".into()).await;
+        }
+        let mut last = None;
+        for endpoint in &self.ctx.spec.endpoints {
+            let label = redact(endpoint);
+            let name = format!("nimbus {}", self.ctx.mapping);
+            let connection = match open_connection(&self.ctx, endpoint, name).await {
+                Ok(c) => c,
+                Err(e) if e.is_transient() => {
+                    warn!(endpoint = %label, error = %e, "RabbitMQ endpoint unreachable");
+                    last = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let channel = connection
+                .create_channel()
+                .await
+                .map_err(|e| amqp_error(&e, &label, "opening a channel"))?;
+            self.check_exchange(&connection, &label).await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| amqp_error(&e, &label, "confirm.select"))?;
+            debug!(endpoint = %label, "RabbitMQ publisher connected");
+            *g = Some((connection, channel, label));
+            return Ok(());
+        }
+        Err(last.unwrap_or_else(|| SourceError::Config("no RabbitMQ endpoint".into())))
+    }
+
+    async fn publish(&self, payload: &[u8], headers: &[(String, String)]) -> Result<()> {
+        let (channel, label) = match &*self.live.lock().await {
+            Some((_, ch, label)) => (ch.clone(), label.clone()),
+            None => {
+                return Err(SourceError::Broker(
+                    "the RabbitMQ publisher is not connected".into(),
+                ))
+            }
+        };
+        let mut props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_timestamp(now_ms().max(0) as u64 / 1000);
+        if !headers.is_empty() {
+            props = props.with_headers(amqp_headers(headers));
+        }
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let confirm = channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                self.routing_key.as_str().into(),
+                options,
+                payload,
+                props,
+            )
+            .await
+            .map_err(|e| self.publish_error(&e, &label))?;
+        let confirmation = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            Err(_) => {
+                return Err(SourceError::Broker(format!(
+                    "RabbitMQ at {label} did not confirm a message within {CONFIRM_TIMEOUT:?}"
+                )))
+            }
+            Ok(r) => r.map_err(|e| self.publish_error(&e, &label))?,
+        };
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(r)) | Confirmation::Nack(Some(r)) => {
+                Err(SourceError::Missing(format!(
+                    "RabbitMQ at {label} returned the message: {} {} ({} is bound to no queue: bind a queue or change the target)",
+                    r.reply_code,
+                    r.reply_text,
+                    self.destination()
+                )))
+            }
+            Confirmation::Nack(None) => Err(SourceError::Broker(format!(
+                "RabbitMQ at {label} refused (nacked) a message for {}",
+                self.destination()
+            ))),
+            Confirmation::NotRequested => Err(SourceError::Broker(
+                "RabbitMQ channel is not in confirm mode".into(),
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,5 +941,14 @@ mod tests {
             lambda_timestamp(13 * 3600 + 5).as_deref(),
             Some("Jan 1, 1970, 1:00:05 PM")
         );
+    }
+
+    #[test]
+    fn headers_become_long_strings() {
+        let t = amqp_headers(&[("traceparent".into(), "00-a-b-01".into())]);
+        match t.inner().get("traceparent") {
+            Some(AMQPValue::LongString(v)) => assert_eq!(v.to_string(), "00-a-b-01"),
+            other => panic!("{other:?}"),
+        }
     }
 }

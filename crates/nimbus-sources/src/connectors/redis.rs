@@ -296,13 +296,7 @@ impl RedisSource {
     }
 
     fn endpoint(&self) -> String {
-        self.ctx
-            .spec
-            .endpoints
-            .iter()
-            .map(|e| redact(e))
-            .collect::<Vec<_>>()
-            .join(",")
+        endpoints_label(&self.ctx)
     }
 
     fn streams(&self) -> &[String] {
@@ -311,55 +305,14 @@ impl RedisSource {
 
     /// What a Redis error means for the runner (never quoting credentials).
     fn error(&self, what: &str, e: RedisError) -> SourceError {
-        let code = e.code().unwrap_or("");
-        if e.kind() == ErrorKind::AuthenticationFailed || matches!(code, "WRONGPASS" | "NOAUTH") {
-            let user = self
-                .ctx
-                .credentials
-                .as_ref()
-                .and_then(|c| c.username.as_deref())
-                .map(|u| format!(" of user {u}"))
-                .unwrap_or_default();
-            return SourceError::Auth(format!(
-                "Redis at {} refused the credentials{user} ({code}): check the mapping's secret",
-                self.endpoint()
-            ));
-        }
-        if code == "NOPERM" {
-            return SourceError::Auth(format!("the Redis user lacks a permission for {what}: {e}"));
-        }
-        if e.is_io_error()
-            || e.is_connection_refusal()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-        {
-            return SourceError::Unreachable {
-                endpoint: self.endpoint(),
-                reason: e.to_string(),
-            };
-        }
-        SourceError::Broker(format!("Redis {what}: {e}"))
+        redis_error(&self.ctx, what, e)
     }
 
     /// The first endpoint that answers, as a client with the mapping's credentials.
     async fn open(&self) -> Result<(MultiplexedConnection, MultiplexedConnection)> {
         let mut last = None;
         for url in &self.ctx.spec.endpoints {
-            let info =
-                redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| {
-                    SourceError::Config(format!("invalid Redis endpoint {}: {e}", redact(url)))
-                })?;
-            let mut settings = info.redis_settings().clone();
-            if let Some(c) = &self.ctx.credentials {
-                if let Some(u) = &c.username {
-                    settings = settings.set_username(u);
-                }
-                if let Some(p) = &c.password {
-                    settings = settings.set_password(p);
-                }
-            }
-            let info = info.set_redis_settings(settings);
-            let client = redis::Client::open(info).map_err(|e| self.error("connecting", e))?;
+            let client = client_for(&self.ctx, url)?;
             let cmd_cfg = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -882,6 +835,177 @@ fn group_lag(reply: &Value, group: &str) -> Option<u64> {
     None
 }
 
+/// The endpoints for messages (no passwords: see [`redact`]).
+fn endpoints_label(ctx: &Context) -> String {
+    ctx.spec
+        .endpoints
+        .iter()
+        .map(|e| redact(e))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What a Redis error means for the runner (never quoting credentials).
+fn redis_error(ctx: &Context, what: &str, e: RedisError) -> SourceError {
+    let code = e.code().unwrap_or("");
+    if e.kind() == ErrorKind::AuthenticationFailed || matches!(code, "WRONGPASS" | "NOAUTH") {
+        let user = ctx
+            .credentials
+            .as_ref()
+            .and_then(|c| c.username.as_deref())
+            .map(|u| format!(" of user {u}"))
+            .unwrap_or_default();
+        return SourceError::Auth(format!(
+            "Redis at {} refused the credentials{user} ({code}): check the mapping's secret",
+            endpoints_label(ctx)
+        ));
+    }
+    if code == "NOPERM" {
+        return SourceError::Auth(format!("the Redis user lacks a permission for {what}: {e}"));
+    }
+    if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() {
+        return SourceError::Unreachable {
+            endpoint: endpoints_label(ctx),
+            reason: e.to_string(),
+        };
+    }
+    SourceError::Broker(format!("Redis {what}: {e}"))
+}
+
+/// A client for `url` with the mapping's (or target's) credentials; the URL's db number
+/// is honoured.
+fn client_for(ctx: &Context, url: &str) -> Result<redis::Client> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(|e| SourceError::Config(format!("invalid Redis endpoint {}: {e}", redact(url))))?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(c) = &ctx.credentials {
+        if let Some(u) = &c.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = &c.password {
+            settings = settings.set_password(p);
+        }
+    }
+    let info = info.set_redis_settings(settings);
+    redis::Client::open(info).map_err(|e| redis_error(ctx, "connecting", e))
+}
+
+// ---------------------------------------------------------------------------------------
+// Publisher (targets)
+// ---------------------------------------------------------------------------------------
+
+/// `XADD options.stream [MAXLEN ~ options.maxlen] * body <payload> [header value …]`:
+/// the reply (the entry id) means Redis has it.
+pub struct RedisPublisher {
+    ctx: Context,
+    stream: String,
+    maxlen: Option<u64>,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl RedisPublisher {
+    pub fn new(ctx: Context) -> Result<Self> {
+        let stream = match ctx.spec.option("stream").map(str::trim) {
+            Some(s) if !s.is_empty() => s.to_string(),
+            _ => {
+                return Err(SourceError::Config(
+                    "a redis target needs options.stream (the stream to XADD to)".into(),
+                ))
+            }
+        };
+        let maxlen = match ctx.spec.option("maxlen") {
+            None => None,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(SourceError::Config(format!(
+                        "options.maxlen must be a positive number of entries, not {v:?}"
+                    )))
+                }
+            },
+        };
+        Ok(Self {
+            ctx,
+            stream,
+            maxlen,
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+}
+
+/// The `XADD` command for one message; headers named `body` are left out (the payload's
+/// field).
+fn xadd_command(
+    stream: &str,
+    maxlen: Option<u64>,
+    payload: &[u8],
+    headers: &[(String, String)],
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream);
+    if let Some(n) = maxlen {
+        cmd.arg("MAXLEN").arg("~").arg(n);
+    }
+    cmd.arg("*").arg("body").arg(payload);
+    for (k, v) in headers {
+        if k != "body" {
+            cmd.arg(k).arg(v);
+        }
+    }
+    cmd
+}
+
+#[async_trait]
+impl crate::targets::Publisher for RedisPublisher {
+    async fn connect(&self) -> Result<()> {
+        let mut g = self.conn.lock().await;
+        *g = None;
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let mut last = None;
+        for url in &self.ctx.spec.endpoints {
+            let client = client_for(&self.ctx, url)?;
+            match client
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await
+            {
+                Ok(c) => {
+                    debug!(stream = %self.stream, "Redis publisher connected");
+                    *g = Some(c);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let err = redis_error(&self.ctx, "connecting", e);
+                    if !err.is_transient() {
+                        return Err(err);
+                    }
+                    warn!(endpoint = %redact(url), error = %err, "Redis endpoint unreachable");
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| SourceError::Config("no Redis endpoint".into())))
+    }
+
+    async fn publish(&self, payload: &[u8], headers: &[(String, String)]) -> Result<()> {
+        let mut conn = match &*self.conn.lock().await {
+            Some(c) => c.clone(),
+            None => {
+                return Err(SourceError::Broker(
+                    "the Redis publisher is not connected".into(),
+                ))
+            }
+        };
+        let id: String = xadd_command(&self.stream, self.maxlen, payload, headers)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_error(&self.ctx, &format!("XADD to {}", self.stream), e))?;
+        debug!(stream = %self.stream, %id, "published to Redis");
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -963,5 +1087,73 @@ mod tests {
         ]);
         assert_eq!(group_lag(&reply, "g"), Some(3));
         assert_eq!(group_lag(&reply, "none"), None);
+    }
+
+    /// A target's options as the context its publisher is built from.
+    fn target_ctx(kind: crate::model::Kind, opts: &[(&str, &str)]) -> Context {
+        Context {
+            mapping: "target-t".into(),
+            spec: crate::model::SourceSpec {
+                kind,
+                endpoints: vec!["x://127.0.0.1".into()],
+                topics: Vec::new(),
+                group: Some("nimbus-target-t".into()),
+                secret: None,
+                options: opts
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                starting_position: Default::default(),
+            },
+            credentials: None,
+            checkpoints: Arc::new(crate::store::MemoryCheckpoints::default()),
+            batch_size: 1,
+            concurrency: 1,
+        }
+    }
+
+    #[test]
+    fn xadd_commands_carry_maxlen_body_and_headers() {
+        let h = vec![
+            ("traceparent".to_string(), "00-a-b-01".to_string()),
+            ("body".to_string(), "clash".to_string()),
+        ];
+        let packed =
+            String::from_utf8_lossy(&xadd_command("s", Some(10), b"hi", &h).get_packed_command())
+                .into_owned();
+        let args: Vec<&str> = packed
+            .split("\r\n")
+            .filter(|l| !l.is_empty() && !l.starts_with('$') && (*l == "*" || !l.starts_with('*')))
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "XADD",
+                "s",
+                "MAXLEN",
+                "~",
+                "10",
+                "*",
+                "body",
+                "hi",
+                "traceparent",
+                "00-a-b-01"
+            ]
+        );
+        let packed =
+            String::from_utf8_lossy(&xadd_command("s", None, b"hi", &[]).get_packed_command())
+                .into_owned();
+        assert!(!packed.contains("MAXLEN"));
+    }
+
+    #[test]
+    fn redis_targets_need_a_stream_and_a_sane_maxlen() {
+        use crate::model::Kind;
+        assert!(RedisPublisher::new(target_ctx(Kind::Redis, &[])).is_err());
+        let e = RedisPublisher::new(target_ctx(Kind::Redis, &[("stream", "s"), ("maxlen", "0")]));
+        assert!(e.err().is_some_and(|e| e.to_string().contains("maxlen")));
+        let p = RedisPublisher::new(target_ctx(Kind::Redis, &[("stream", "s"), ("maxlen", "5")]))
+            .unwrap();
+        assert_eq!((p.stream.as_str(), p.maxlen), ("s", Some(5)));
     }
 }
