@@ -1020,3 +1020,109 @@ fn sources_binary_and_huge_payloads() {
     assert_eq!(rabbit.queue_len(&queue), 0);
     rabbit.delete_queue(&queue);
 }
+
+/// Publishing back: an async invocation's success destination is a JetStream subject and a
+/// bus rule's target a Redis stream; both get their message (at least once, through the
+/// outbox), and a target's broker being unreachable only delays delivery.
+#[test]
+fn targets_receive_destinations_and_rule_targets() {
+    let nats = Nats::connect();
+    let stream = unique("NIMBUS_OUT");
+    let subject = format!("{}.results", stream.to_lowercase());
+    nats.create_stream(&stream, &[&subject]);
+    let mut redis = Redis::connect();
+    let out_stream = unique("nimbus-out-");
+    let proxy = nimbus_tests::proxy::Proxy::start(brokers::REDIS);
+    proxy.cut();
+    let s = Server::start_unsandboxed(&[]);
+    s.deploy(
+        "echo",
+        node_cfg("index.handler"),
+        &[(
+            "index.js",
+            "exports.handler = async (e) => ({ echoed: e });",
+        )],
+    );
+    let (st, v) = s.put_json(
+        "/v1/targets/results",
+        &json!({"type": "nats", "endpoints": [format!("nats://{}", brokers::NATS)], "options": {"subject": subject}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["arn"],
+        "arn:nimbus:targets:us-east-1:000000000000:target/results"
+    );
+    let (st, v) = s.put_json(
+        "/v1/targets/audit",
+        &json!({"type": "redis", "endpoints": [format!("redis://{}/0", proxy.addr)], "options": {"stream": out_stream}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    // A bad target is refused with the reason.
+    let (st, v) = s.put_json(
+        "/v1/targets/bad",
+        &json!({"type": "rabbitmq", "endpoints": ["amqp://127.0.0.1:5672/%2f"]}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("routing_key"), "{v}");
+    // The async destination.
+    let r = s
+        .http
+        .put(s.url("/2019-09-25/functions/echo/event-invoke-config"))
+        .json(&json!({"DestinationConfig": {"OnSuccess": {"Destination": "arn:nimbus:targets:us-east-1:000000000000:target/results"}}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    let r = s
+        .http
+        .post(s.url("/2015-03-31/functions/echo/invocations"))
+        .header("X-Amz-Invocation-Type", "Event")
+        .body(r#"{"order": 7}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    // The bus rule, while the Redis target is cut off.
+    let (st, v) = s.put_json(
+        "/v1/buses/default/rules/audit",
+        &json!({"pattern": {"source": ["shop"]}, "targets": ["arn:nimbus:targets:us-east-1:000000000000:target/audit"]}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let r = s
+        .http
+        .post(s.url("/v1/buses/default/events"))
+        .json(&json!({"Entries": [{"Source": "shop", "DetailType": "sold", "Detail": "{\"sku\":\"a1\"}"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        eventually(Duration::from_secs(30), || nats.stream_messages(&stream)
+            == 1),
+        "the destination record never reached the subject: {}",
+        s.get_json("/v1/targets/results").1
+    );
+    let msg: Value = serde_json::from_slice(&nats.stream_message(&stream, 1)).unwrap();
+    assert_eq!(msg["requestContext"]["condition"], "Success", "{msg}");
+    assert_eq!(msg["responsePayload"]["echoed"]["order"], 7, "{msg}");
+    // The Redis target fails meanwhile, keeps the message, and delivers it once reachable.
+    assert!(eventually(Duration::from_secs(20), || {
+        s.get_json("/v1/targets/audit").1["status"]["state"] == "failing"
+    }));
+    assert_eq!(s.get_json("/v1/targets/audit").1["waiting"], 1);
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("nimbus_target_deliveries_total{target=\"audit\",outcome=\"failed\"}"),
+        "{metrics}"
+    );
+    proxy.restore();
+    let delivered = eventually(Duration::from_secs(90), || redis.xlen(&out_stream) == 1);
+    assert!(delivered, "{}", s.get_json("/v1/targets/audit").1);
+    let cli = cli_ok(&s.cli(&["targets"])).unwrap();
+    assert!(cli.contains("audit") && cli.contains("results"), "{cli}");
+    redis.cmd(&["DEL", &out_stream]);
+    nats.delete_stream(&stream);
+}

@@ -173,6 +173,24 @@ impl Nats {
         });
     }
 
+    /// Messages a stream holds.
+    pub fn stream_messages(&self, stream: &str) -> u64 {
+        let js = self.js();
+        self.rt.block_on(async {
+            let mut s = js.get_stream(stream).await.unwrap();
+            s.info().await.unwrap().state.messages
+        })
+    }
+
+    /// The payload of a stream's message `seq`.
+    pub fn stream_message(&self, stream: &str, seq: u64) -> Vec<u8> {
+        let js = self.js();
+        self.rt.block_on(async {
+            let s = js.get_stream(stream).await.unwrap();
+            s.get_raw_message(seq).await.unwrap().payload.to_vec()
+        })
+    }
+
     /// `(num_pending, num_ack_pending)` of a durable consumer.
     pub fn consumer_pending(&self, stream: &str, consumer: &str) -> (u64, u64) {
         let js = self.js();
@@ -226,6 +244,14 @@ impl Redis {
         }
         cmd.query(&mut self.conn)
             .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// Entries of a stream (0 when it does not exist).
+    pub fn xlen(&mut self, stream: &str) -> i64 {
+        match self.cmd(&["XLEN", stream]) {
+            redis::Value::Int(n) => n,
+            _ => 0,
+        }
     }
 
     /// Entries pending (delivered, not acknowledged) in `group`.
