@@ -598,7 +598,7 @@ pub enum TargetsCommand {
         #[arg(long = "type")]
         kind: String,
         /// Broker URL without a password (repeatable).
-        #[arg(long = "endpoint", required = true)]
+        #[arg(long = "broker", required = true)]
         endpoints: Vec<String>,
         /// A secret holding {"username": …, "password": …}.
         #[arg(long)]
@@ -635,7 +635,7 @@ pub enum SourcesCommand {
         #[arg(long = "type")]
         kind: String,
         /// Broker URL without a password (repeatable), e.g. nats://127.0.0.1:4222.
-        #[arg(long = "endpoint", required = true)]
+        #[arg(long = "broker", required = true)]
         endpoints: Vec<String>,
         /// What to consume (repeatable): subjects, the queue, streams, topic filters, tables.
         #[arg(long = "topic", required = true)]
