@@ -464,8 +464,8 @@ fn delivers_as_lambda_does(case: Case, ordered: bool) {
     // Everything is acknowledged on the broker.
     let group = source(&s, &uuid)["source"]["group"]
         .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| default_group(&uuid));
+        .expect("the durable name in effect")
+        .to_string();
     assert!(
         eventually(Duration::from_secs(20), || (case.settled)(&group)),
         "the broker still holds unacknowledged records"
@@ -499,16 +499,6 @@ fn normalize(text: &str) -> String {
     serde_json::from_str::<Value>(text)
         .map(|v| v.to_string())
         .unwrap_or_else(|_| text.to_string())
-}
-
-fn default_group(uuid: &str) -> String {
-    let hex: String = uuid
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .take(12)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    format!("nimbus_{hex}")
 }
 
 /// At most `MaximumConcurrency` batches run at once, and that many do.

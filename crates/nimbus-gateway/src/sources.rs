@@ -267,6 +267,8 @@ impl NativeInput {
 
 fn native_json(gw: &Gateway, m: &SourceMapping) -> Value {
     let mut v = serde_json::to_value(m).unwrap_or_default();
+    // The durable name in effect (derived from the id when none was given).
+    v["source"]["group"] = json!(m.source.group_or_default(&m.uuid));
     if let Ok(r) = runner(gw) {
         let st = r.status(m);
         v["status"] = json!(st);

@@ -63,3 +63,53 @@ pub fn open(ctx: Context) -> Result<Arc<dyn Source>> {
         Kind::Mqtt => Arc::new(mqtt::MqttSource::new(ctx)?),
     })
 }
+
+/// Tries `endpoints` in order and returns what `open` made of the first reachable one: an
+/// unreachable endpoint is logged and the next one tried; any other error (credentials, a
+/// missing object) ends the search, as the next endpoint would say the same.
+pub(crate) async fn first_reachable<'a, T, F, Fut>(
+    kind: &str,
+    endpoints: &'a [String],
+    mut open: F,
+) -> Result<T>
+where
+    F: FnMut(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut last = None;
+    for endpoint in endpoints {
+        match open(endpoint).await {
+            Ok(t) => return Ok(t),
+            Err(e @ crate::SourceError::Unreachable { .. }) => {
+                tracing::warn!(endpoint = %crate::model::redact(endpoint), error = %e, "{kind} endpoint unreachable");
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| crate::SourceError::Config(format!("no {kind} endpoint"))))
+}
+
+/// A target's options as the source context its publisher is built from (unit tests).
+#[cfg(test)]
+pub(crate) fn target_ctx(kind: crate::model::Kind, opts: &[(&str, &str)]) -> Context {
+    Context {
+        mapping: "target-t".into(),
+        spec: crate::model::SourceSpec {
+            kind,
+            endpoints: vec!["x://127.0.0.1".into()],
+            topics: Vec::new(),
+            group: Some("nimbus-target-t".into()),
+            secret: None,
+            options: opts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            starting_position: Default::default(),
+        },
+        credentials: None,
+        checkpoints: Arc::new(crate::store::MemoryCheckpoints::default()),
+        batch_size: 1,
+        concurrency: 1,
+    }
+}

@@ -498,21 +498,12 @@ impl Source for MqttSource {
             old.shutdown().await;
         }
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut last = None;
-        for endpoint in &self.ctx.spec.endpoints {
-            match self.open(endpoint, generation).await {
-                Ok(live) => {
-                    self.replace(Some(Arc::new(live)));
-                    return Ok(());
-                }
-                Err(e @ SourceError::Unreachable { .. }) => {
-                    warn!(error = %e, "mqtt endpoint unreachable");
-                    last = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| SourceError::Config("an mqtt source needs an endpoint".into())))
+        let live = super::first_reachable("mqtt", &self.ctx.spec.endpoints, |e| {
+            self.open(e, generation)
+        })
+        .await?;
+        self.replace(Some(Arc::new(live)));
+        Ok(())
     }
 
     async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Record>> {
@@ -1004,22 +995,11 @@ impl crate::targets::Publisher for MqttPublisher {
                 Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
             };
         }
-        let mut last = None;
-        for endpoint in &self.ctx.spec.endpoints {
-            match self.open(endpoint).await {
-                Ok(live) => {
-                    debug!(topic = %self.topic, version = ?self.version, "mqtt publisher connected");
-                    *g = Some(live);
-                    return Ok(());
-                }
-                Err(e @ SourceError::Unreachable { .. }) => {
-                    warn!(error = %e, "mqtt endpoint unreachable");
-                    last = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| SourceError::Config("an mqtt target needs an endpoint".into())))
+        let live =
+            super::first_reachable("mqtt", &self.ctx.spec.endpoints, |e| self.open(e)).await?;
+        debug!(topic = %self.topic, version = ?self.version, "mqtt publisher connected");
+        *g = Some(live);
+        Ok(())
     }
 
     async fn publish(&self, payload: &[u8], headers: &[(String, String)]) -> Result<()> {
@@ -1165,28 +1145,7 @@ mod tests {
         assert!(matches!(refused("e", "ServerBusy"), SourceError::Broker(_)));
     }
 
-    /// A target's options as the context its publisher is built from.
-    fn target_ctx(kind: crate::model::Kind, opts: &[(&str, &str)]) -> Context {
-        Context {
-            mapping: "target-t".into(),
-            spec: crate::model::SourceSpec {
-                kind,
-                endpoints: vec!["x://127.0.0.1".into()],
-                topics: Vec::new(),
-                group: Some("nimbus-target-t".into()),
-                secret: None,
-                options: opts
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                starting_position: Default::default(),
-            },
-            credentials: None,
-            checkpoints: Arc::new(crate::store::MemoryCheckpoints::default()),
-            batch_size: 1,
-            concurrency: 1,
-        }
-    }
+    use super::super::target_ctx;
 
     #[test]
     fn mqtt_targets_check_topic_version_and_qos() {

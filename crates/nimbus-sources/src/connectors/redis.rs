@@ -1089,28 +1089,7 @@ mod tests {
         assert_eq!(group_lag(&reply, "none"), None);
     }
 
-    /// A target's options as the context its publisher is built from.
-    fn target_ctx(kind: crate::model::Kind, opts: &[(&str, &str)]) -> Context {
-        Context {
-            mapping: "target-t".into(),
-            spec: crate::model::SourceSpec {
-                kind,
-                endpoints: vec!["x://127.0.0.1".into()],
-                topics: Vec::new(),
-                group: Some("nimbus-target-t".into()),
-                secret: None,
-                options: opts
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                starting_position: Default::default(),
-            },
-            credentials: None,
-            checkpoints: Arc::new(crate::store::MemoryCheckpoints::default()),
-            batch_size: 1,
-            concurrency: 1,
-        }
-    }
+    use super::super::target_ctx;
 
     #[test]
     fn xadd_commands_carry_maxlen_body_and_headers() {
