@@ -640,7 +640,7 @@ pub enum SourcesCommand {
         /// What to consume (repeatable): subjects, the queue, streams, topic filters, tables.
         #[arg(long = "topic", required = true)]
         topics: Vec<String>,
-        /// A secret holding {"username": …, "password": …} (nimbus secrets set NAME).
+        /// A secret holding {"username": …, "password": …} (nimbus secret set NAME).
         #[arg(long)]
         secret: Option<String>,
         /// The durable name on the broker (consumer, group, client id, slot).

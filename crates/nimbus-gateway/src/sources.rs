@@ -102,7 +102,7 @@ pub(crate) async fn check_secret(gw: &Gateway, name: &str) -> Result<(), ApiErro
     let exists = tokio::task::spawn_blocking(move || store.get(&n)).await??;
     if exists.is_none() {
         return Err(ApiError::InvalidParameter(format!(
-            "the secret {name:?} does not exist: create it with `nimbus secrets set {name}` (JSON {{\"username\": …, \"password\": …}})"
+            "the secret {name:?} does not exist: create it with `nimbus secret set {name}` (JSON {{\"username\": …, \"password\": …}})"
         )));
     }
     Ok(())

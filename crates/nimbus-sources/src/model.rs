@@ -270,7 +270,7 @@ pub fn validate_endpoint(kind: Kind, url: &str) -> Result<()> {
     if let Some((userinfo, _)) = authority.rsplit_once('@') {
         if userinfo.contains(':') {
             return Err(SourceError::Config(format!(
-                "the {kind} endpoint {} holds a password: store it in a secret (nimbus secrets set NAME) and name the secret instead",
+                "the {kind} endpoint {} holds a password: store it in a secret (nimbus secret set NAME) and name the secret instead",
                 redact(url)
             )));
         }

@@ -345,7 +345,7 @@ impl SourceRunner {
                 Ok(Some(value)) => Some(Credentials::from_secret(&value)),
                 Ok(None) => {
                     return Err(SourceError::Config(format!(
-                        "the secret {name:?} does not exist: create it with `nimbus secrets set {name}`"
+                        "the secret {name:?} does not exist: create it with `nimbus secret set {name}`"
                     )))
                 }
                 Err(e) => return Err(SourceError::Store(e)),
