@@ -46,6 +46,13 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
+/// The error of a mapping naming a secret that does not exist.
+fn missing_secret(name: &str) -> SourceError {
+    SourceError::Config(format!(
+        "the secret {name:?} does not exist: create it with `nimbus secret set {name}`"
+    ))
+}
+
 /// Largest synchronous invocation payload (Lambda's 6 MB).
 const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
 
@@ -343,11 +350,7 @@ impl SourceRunner {
         let credentials = match &m.source.secret {
             Some(name) => match (self.secrets)(name) {
                 Ok(Some(value)) => Some(Credentials::from_secret(&value)),
-                Ok(None) => {
-                    return Err(SourceError::Config(format!(
-                        "the secret {name:?} does not exist: create it with `nimbus secret set {name}`"
-                    )))
-                }
+                Ok(None) => return Err(missing_secret(name)),
                 Err(e) => return Err(SourceError::Store(e)),
             },
             None => None,
