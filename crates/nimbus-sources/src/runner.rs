@@ -47,7 +47,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 /// The error of a mapping naming a secret that does not exist.
-fn missing_secret(name: &str) -> SourceError {
+pub(crate) fn missing_secret(name: &str) -> SourceError {
     SourceError::Config(format!(
         "the secret {name:?} does not exist: create it with `nimbus secret set {name}`"
     ))

@@ -177,11 +177,7 @@ impl TargetRunner {
         let credentials = match &t.secret {
             Some(name) => match (self.secrets)(name) {
                 Ok(Some(v)) => Some(Credentials::from_secret(&v)),
-                Ok(None) => {
-                    return Err(SourceError::Config(format!(
-                        "the secret {name:?} does not exist"
-                    )))
-                }
+                Ok(None) => return Err(crate::runner::missing_secret(name)),
                 Err(e) => return Err(SourceError::Store(e)),
             },
             None => None,
