@@ -387,15 +387,9 @@ fn delivers_as_lambda_does(case: Case, ordered: bool) {
         .filter(|b| b.contains("\"keep\"") && !b.contains("poison"))
         .cloned()
         .collect();
-    let delivered = |lines: &[Value]| -> HashSet<String> {
-        lines
-            .iter()
-            .filter_map(|l| l["body"].as_str().map(normalize))
-            .collect()
-    };
     let dlq_has_one = || s.get_json("/v1/queues/source-dlq").1["stats"]["visible"] == 1;
     let ok = eventually(Duration::from_secs(60), || {
-        let got = delivered(&json_lines(&record));
+        let got = delivered(&record);
         keep.iter().all(|k| got.contains(&normalize(k))) && dlq_has_one()
     });
     let lines = json_lines(&record);
@@ -494,6 +488,24 @@ fn delivers_as_lambda_does(case: Case, ordered: bool) {
     assert_eq!(s.get_json(&format!("/v1/sources/{uuid}")).0, 404);
 }
 
+/// The bodies the worker wrote to `record`, normalised.
+fn delivered(record: &Path) -> HashSet<String> {
+    json_lines(record)
+        .iter()
+        .filter_map(|l| l["body"].as_str().map(normalize))
+        .collect()
+}
+
+/// Waits up to 2 minutes until every one of `bodies` was delivered: whether they all
+/// were, what was wanted and what came.
+fn all_delivered(bodies: &[String], record: &Path) -> (bool, HashSet<String>, HashSet<String>) {
+    let want: HashSet<String> = bodies.iter().map(|b| normalize(b)).collect();
+    let ok = eventually(Duration::from_secs(120), || {
+        want.is_subset(&delivered(record))
+    });
+    (ok, want, delivered(record))
+}
+
 /// The same JSON text whatever its key order or spacing.
 fn normalize(text: &str) -> String {
     serde_json::from_str::<Value>(text)
@@ -556,18 +568,7 @@ fn survives_kill9(case: Case) {
         "everything was delivered before the kill: nothing tested"
     );
     s.restart();
-    let want: HashSet<String> = bodies.iter().map(|b| normalize(b)).collect();
-    let ok = eventually(Duration::from_secs(120), || {
-        let got: HashSet<String> = json_lines(&record)
-            .iter()
-            .filter_map(|l| l["body"].as_str().map(normalize))
-            .collect();
-        want.is_subset(&got)
-    });
-    let got: HashSet<String> = json_lines(&record)
-        .iter()
-        .filter_map(|l| l["body"].as_str().map(normalize))
-        .collect();
+    let (ok, want, got) = all_delivered(&bodies, &record);
     assert!(
         ok,
         "{} of 2000 records lost after kill -9 ({before} lines before it); mapping {}",
@@ -698,14 +699,7 @@ fn survives_a_network_cut(case: Case, broker: &str) {
     assert!(s.healthy(), "the server is unhealthy during a broker cut");
     std::thread::sleep(Duration::from_secs(3));
     proxy.restore();
-    let want: HashSet<String> = bodies.iter().map(|b| normalize(b)).collect();
-    let ok = eventually(Duration::from_secs(120), || {
-        let got: HashSet<String> = json_lines(&record)
-            .iter()
-            .filter_map(|l| l["body"].as_str().map(normalize))
-            .collect();
-        want.is_subset(&got)
-    });
+    let (ok, _, _) = all_delivered(&bodies, &record);
     assert!(ok, "records lost across the cut: {}", source(&s, &uuid));
     wait_connected(&s, &uuid);
 }
