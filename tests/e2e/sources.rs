@@ -218,6 +218,7 @@ fn mqtt_case() -> Case {
 }
 
 fn postgres_case() -> Case {
+    brokers::ensure_logical_postgres();
     let pg = std::rc::Rc::new(Pg::connect());
     let table = unique("nimbus_t_");
     pg.exec(&format!(
@@ -804,6 +805,8 @@ fn sources_postgres_survives_a_server_restart() {
 /// server stays healthy and a good mapping beside them keeps delivering.
 #[test]
 fn sources_bad_input_is_reported_and_isolated() {
+    // The missing-table mapping must fail on the table, not on the server's settings.
+    brokers::ensure_logical_postgres();
     let replica = nimbus_tests::pg_instance::PgInstance::start("replica");
     let good = redis_case();
     let s = server_with_secret();

@@ -45,6 +45,38 @@ pub fn unique(prefix: &str) -> String {
 
 // ------------------------------------------------------------------ PostgreSQL
 
+/// Makes the machine's PostgreSQL able to do logical decoding (`wal_level = logical`) with
+/// the same idempotent script CI runs (`.ci/postgres-logical`), so the README's test command
+/// needs no setup step of its own. The script restarts the server only when the level is
+/// not yet logical; it runs under an exclusive file lock, and every test that needs logical
+/// decoding on the shared server calls this before using it, so no test is using the
+/// server when it restarts. (Logical is a superset of the default `replica` level: nothing
+/// else on the server changes.)
+pub fn ensure_logical_postgres() {
+    require(
+        "PostgreSQL",
+        POSTGRES,
+        "pg_ctlcluster --skip-systemctl-redirect 15 main start",
+    );
+    let lock = std::fs::File::create(std::env::temp_dir().join("nimbus-postgres-logical.lock"))
+        .expect("create the PostgreSQL setup lock file");
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the PostgreSQL setup");
+    let script = crate::repo_root().join(".ci/postgres-logical");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("run .ci/postgres-logical");
+    assert!(
+        out.status.success(),
+        "{} could not make PostgreSQL logical: {}{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A connection to the local PostgreSQL's `test` database as `postgres`.
 pub struct Pg {
     rt: tokio::runtime::Runtime,

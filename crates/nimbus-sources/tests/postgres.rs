@@ -17,8 +17,10 @@ use tokio_postgres::{Client, NoTls};
 const ADDR: &str = "127.0.0.1:5432";
 const URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// An admin connection; fails loudly when the server is not there or not logical.
+/// An admin connection; the server made logical first (as CI does), failing loudly when it
+/// is not there.
 async fn admin() -> Client {
+    nimbus_tests::brokers::ensure_logical_postgres();
     let (client, conn) =
         match tokio_postgres::connect("host=127.0.0.1 port=5432 user=postgres dbname=test", NoTls)
             .await
@@ -27,7 +29,7 @@ async fn admin() -> Client {
             Err(e) => {
                 panic!(
                 "PostgreSQL is not reachable at {ADDR} (user postgres, database test): {e}: {}. \
-             Start it (pg_ctlcluster 15 main start) and make it logical with .ci/postgres-logical",
+             Start it (pg_ctlcluster 15 main start)",
                 std::error::Error::source(&e).map(|c| c.to_string()).unwrap_or_default()
             )
             }
@@ -40,7 +42,7 @@ async fn admin() -> Client {
         .get(0);
     assert_eq!(
         level, "logical",
-        "PostgreSQL at {ADDR} has wal_level = {level}: run .ci/postgres-logical"
+        "PostgreSQL at {ADDR} has wal_level = {level} after .ci/postgres-logical"
     );
     client
 }
