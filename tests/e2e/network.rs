@@ -223,6 +223,72 @@ fn host_loopback_and_nimbus_are_unreachable_under_both_policies() {
     assert!(s.healthy(), "{}", s.log());
 }
 
+/// `host_services` opens exactly the listed host loopback services to a function, at the
+/// same address inside its namespace, under both policies, for instances specialised from
+/// stem cells and for instances started fresh; everything else stays unreachable, and
+/// other functions do not get it.
+#[test]
+fn host_services_open_only_the_listed_ports() {
+    let (open, opened) = service(Ipv4Addr::LOCALHOST);
+    let (closed, closed_count) = service(Ipv4Addr::LOCALHOST);
+    let targets = json!([
+        ["127.0.0.1", open],
+        ["127.0.0.1", closed],
+        ["10.0.2.2", open]
+    ]);
+    for args in [&[][..], &["--stem-cells", "off"][..]] {
+        let s = Server::start(args);
+        for network in ["none", "outbound"] {
+            let name = format!("hs-{network}");
+            let mut cfg = python_cfg("app.handler");
+            cfg["timeout"] = json!(30);
+            cfg["network"] = json!(network);
+            cfg["host_services"] = json!([format!("127.0.0.1:{open}")]);
+            s.deploy(&name, cfg, &[("app.py", PROBE)]);
+            let before = opened.load(Ordering::SeqCst);
+            let r = probe(&s, &name, json!({ "connect": targets }));
+            assert_eq!(
+                r["connect"],
+                json!(["ok:hello", "error:ConnectionRefusedError", r["connect"][2]]),
+                "{args:?} {name}: {r}"
+            );
+            assert!(
+                r["connect"][2].as_str().unwrap().starts_with("error:"),
+                "{r}"
+            );
+            assert_eq!(opened.load(Ordering::SeqCst), before + 1, "{r}");
+            let (_, shown) = s.get_json(&format!("/v1/functions/{name}"));
+            assert_eq!(
+                shown["config"]["host_services"],
+                json!([format!("127.0.0.1:{open}")]),
+                "{shown}"
+            );
+        }
+        // A function without the setting is not given it by the others.
+        deploy_probe(&s, "hs-without", Some("none"));
+        let r = probe(
+            &s,
+            "hs-without",
+            json!({ "connect": [["127.0.0.1", open]] }),
+        );
+        assert!(
+            r["connect"][0].as_str().unwrap().starts_with("error:"),
+            "{r}"
+        );
+        assert!(s.healthy(), "{}", s.log());
+    }
+    assert_eq!(closed_count.load(Ordering::SeqCst), 0);
+    // Only loopback addresses, never the instance's own ports.
+    let s = Server::start(&[]);
+    for bad in ["10.0.0.1:5432", "127.0.0.1:9001"] {
+        let mut cfg = python_cfg("app.handler");
+        cfg["host_services"] = json!([bad]);
+        let (status, body) = s.deploy_zip("hs-bad", cfg, &zip_files(&[("app.py", PROBE)]));
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.to_string().contains("host service"), "{body}");
+    }
+}
+
 #[test]
 fn outbound_reaches_other_hosts_and_none_does_not() {
     // Instances specialised from stem cells (the default) and instances started fresh.

@@ -479,6 +479,10 @@ pub struct DeployArgs {
     /// Network policy: outbound (default; egress to other hosts) or none (loopback only).
     #[arg(long, requires = "name", value_name = "POLICY", value_parser = parse_network)]
     pub network: Option<nimbus_core::NetworkPolicy>,
+    /// A service on the host's loopback the function may reach at the same address, e.g.
+    /// 127.0.0.1:5432; repeatable.
+    #[arg(long = "host-service", requires = "name", value_name = "ADDR", value_parser = parse_host_service)]
+    pub host_services: Vec<std::net::SocketAddrV4>,
     /// Package code directories as they are: no Go/Java build, no dependency install.
     #[arg(long)]
     pub no_build: bool,
@@ -826,12 +830,19 @@ pub struct LogsArgs {
     pub grep: Option<String>,
 }
 
-/// `K=V` → `(K, V)`; the value may contain `=`.
 pub fn parse_network(s: &str) -> Result<nimbus_core::NetworkPolicy, String> {
     nimbus_core::NetworkPolicy::parse(s)
         .map_err(|_| format!("expected none or outbound, got {s:?}"))
 }
 
+pub fn parse_host_service(s: &str) -> Result<std::net::SocketAddrV4, String> {
+    nimbus_core::config::parse_host_service(s).map_err(|e| match e {
+        nimbus_core::CoreError::InvalidManifest(m) => m,
+        e => e.to_string(),
+    })
+}
+
+/// `K=V` → `(K, V)`; the value may contain `=`.
 pub fn parse_env_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),

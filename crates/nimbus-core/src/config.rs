@@ -99,6 +99,12 @@ pub struct FunctionConfig {
     /// Lambda functions reach the internet by default).
     #[serde(default)]
     pub network: NetworkPolicy,
+    /// Services on the host's loopback its instances may reach, each at the same address
+    /// inside the instance's own namespace (`host_services = ["127.0.0.1:5432"]`): the
+    /// database or broker next to Nimbus, as a Lambda function in a VPC reaches its RDS
+    /// instance. The rest of the host's loopback stays unreachable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_services: Vec<std::net::SocketAddrV4>,
     /// JWT authorizers its routes may name (`[authorizers.NAME]` in the manifest).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub authorizers: BTreeMap<String, JwtAuthorizer>,
@@ -219,6 +225,58 @@ impl std::fmt::Display for NetworkPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Most host services a function may reach.
+pub const HOST_SERVICES_MAX: usize = 16;
+
+/// Parses a host service as the manifest and the CLI write it: `127.0.0.1:5432`,
+/// `localhost:5432` (any `127.x.y.z` address).
+pub fn parse_host_service(s: &str) -> Result<std::net::SocketAddrV4, CoreError> {
+    let bad = |why: &str| {
+        CoreError::InvalidManifest(format!(
+            "host service {s:?} {why}: write the address of a service on the host's loopback, like \"127.0.0.1:5432\""
+        ))
+    };
+    let s = s.trim();
+    let addr = match s.strip_prefix("localhost:") {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => s.to_string(),
+    };
+    let addr: std::net::SocketAddrV4 = addr.parse().map_err(|_| bad("is not IPv4-address:port"))?;
+    validate_host_services(&[addr])?;
+    Ok(addr)
+}
+
+/// Host services must be on the host's loopback (other addresses are reached through the
+/// network policy), on a port the instance's own endpoints do not use, and few.
+fn validate_host_services(services: &[std::net::SocketAddrV4]) -> Result<(), CoreError> {
+    if services.len() > HOST_SERVICES_MAX {
+        return Err(CoreError::InvalidManifest(format!(
+            "host_services lists {} services, at most {HOST_SERVICES_MAX} are allowed",
+            services.len()
+        )));
+    }
+    for (i, a) in services.iter().enumerate() {
+        if !a.ip().is_loopback() {
+            return Err(CoreError::InvalidManifest(format!(
+                "host service {a} is not on the host's loopback (127.0.0.0/8): other hosts are reached through network = \"outbound\""
+            )));
+        }
+        if a.port() == 0 || (9001..=9003).contains(&a.port()) {
+            return Err(CoreError::InvalidManifest(format!(
+                "host service {a}: port {} is not allowed (0 is no port; 9001-9003 are the instance's Runtime API and AWS endpoints)",
+                a.port()
+            )));
+        }
+        if services[..i].iter().any(|b| b.port() == a.port()) {
+            return Err(CoreError::InvalidManifest(format!(
+                "host service port {} is listed twice: an instance has one loopback",
+                a.port()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the value at a simple JSON path (`$`, `.field`, `[index]`) as an idempotency key:
@@ -363,6 +421,7 @@ impl FunctionConfig {
             url_config: None,
             idempotency_key_path: None,
             network: NetworkPolicy::default(),
+            host_services: Vec::new(),
             authorizers: BTreeMap::new(),
             route_settings: BTreeMap::new(),
             url_rate_limit: None,
@@ -419,6 +478,7 @@ impl FunctionConfig {
         for r in &self.routes {
             r.check_new()?;
         }
+        validate_host_services(&self.host_services)?;
         self.validate_route_settings()?;
         self.validate_alias()?;
         let mut total = 0;
@@ -582,6 +642,39 @@ mod tests {
 
     fn cfg() -> FunctionConfig {
         FunctionConfig::new(Runtime::parse("python3.11").unwrap(), "app.handler")
+    }
+
+    #[test]
+    fn host_services_are_loopback_addresses() {
+        assert_eq!(
+            parse_host_service("localhost:5432").unwrap().to_string(),
+            "127.0.0.1:5432"
+        );
+        assert_eq!(
+            parse_host_service("127.0.0.2:6379").unwrap().to_string(),
+            "127.0.0.2:6379"
+        );
+        for bad in [
+            "10.0.0.1:5432",
+            "127.0.0.1:9001",
+            "127.0.0.1",
+            "db:5432",
+            "127.0.0.1:0",
+        ] {
+            assert!(parse_host_service(bad).is_err(), "{bad}");
+        }
+        let mut c = cfg();
+        c.host_services = vec![
+            "127.0.0.1:5432".parse().unwrap(),
+            "127.0.0.2:5432".parse().unwrap(),
+        ];
+        assert!(c.validate().is_err(), "one port twice");
+        c.host_services.pop();
+        c.validate().unwrap();
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["host_services"], serde_json::json!(["127.0.0.1:5432"]));
+        let back: FunctionConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

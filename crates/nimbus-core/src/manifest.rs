@@ -13,6 +13,7 @@
 //! routes = ["GET /hello/{name}"]
 //! env = { GREETING = "hi", DB_PASSWORD = { secret = "db-pass" } }
 //! network = "outbound"      # or "none": loopback only (default "outbound")
+//! host_services = ["127.0.0.1:5432"] # host loopback services it may reach (default none)
 //! provisioned_concurrency = 2 # instances kept initialised (see below)
 //! log_format = "json"       # Lambda's LoggingConfig: "text" (default) or "json"
 //! log_level = "info"        # application level (json only): trace … fatal
@@ -254,6 +255,9 @@ struct RawFunction {
     idempotency_key: Option<String>,
     /// `"none"` or `"outbound"` (the default).
     network: Option<String>,
+    /// Services on the host's loopback it may reach: `["127.0.0.1:5432"]`.
+    #[serde(default)]
+    host_services: Vec<String>,
     /// Alias each deploy points at the version it publishes (SAM's `AutoPublishAlias`).
     alias: Option<String>,
     /// Instances of `alias` kept initialised (implies `alias = "live"` when unset).
@@ -771,14 +775,21 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
                 .map_err(ctx)?,
             log_group: f.log_group,
         };
+        let in_function = |e: CoreError| match e {
+            CoreError::InvalidManifest(m) => {
+                CoreError::InvalidManifest(format!("functions.{name}: {m}"))
+            }
+            e => e,
+        };
         if let Some(n) = &f.network {
-            config.network = crate::NetworkPolicy::parse(n).map_err(|e| match e {
-                CoreError::InvalidManifest(m) => {
-                    CoreError::InvalidManifest(format!("functions.{name}: {m}"))
-                }
-                e => e,
-            })?;
+            config.network = crate::NetworkPolicy::parse(n).map_err(in_function)?;
         }
+        config.host_services = f
+            .host_services
+            .iter()
+            .map(|s| crate::config::parse_host_service(s))
+            .collect::<Result<_, _>>()
+            .map_err(in_function)?;
         for r in f.routes {
             let (key, settings) = match r {
                 RawRoute::Key(k) => (k, RouteSettings::default()),
@@ -1042,10 +1053,19 @@ role = "arn:aws:iam::123456789012:role/elsewhere"
             runtime = "provided.al2023"
             code = "worker"
             network = "none"
+            host_services = ["localhost:5432", "127.0.0.1:6379"]
             "#,
         )
         .unwrap();
         assert_eq!(m.len(), 2);
+        assert!(m[0].config.host_services.is_empty());
+        assert_eq!(
+            m[1].config.host_services,
+            [
+                "127.0.0.1:5432".parse().unwrap(),
+                "127.0.0.1:6379".parse().unwrap()
+            ]
+        );
         assert_eq!(m[0].config.network, crate::NetworkPolicy::Outbound);
         assert_eq!(m[1].config.network, crate::NetworkPolicy::None);
         assert_eq!(m[0].name.as_str(), "hello");
@@ -1074,6 +1094,10 @@ role = "arn:aws:iam::123456789012:role/elsewhere"
         let e = parse("[functions.x]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\nurl = { invoke_mode = \"FAST\" }\n")
             .unwrap_err();
         assert!(e.to_string().contains("invoke_mode"), "{e}");
+        let e = parse("[functions.x]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\nhost_services = [\"10.0.0.5:5432\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("invalid manifest: functions.x: host service 10.0.0.5:5432 is not on the host's loopback"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod cgroup;
 mod egress;
 mod error;
+mod host_services;
 mod java;
 mod logs;
 mod memory;

@@ -70,8 +70,11 @@ impl NetNs {
     }
 
     /// Binds a listener on `addr` inside the namespace (on a short-lived thread that joins
-    /// it): the private AWS endpoints beside the Runtime API.
-    pub(crate) async fn bind(&self, addr: &'static str) -> io::Result<std::net::TcpListener> {
+    /// it): the private AWS endpoints and host services beside the Runtime API.
+    pub(crate) async fn bind(
+        &self,
+        addr: impl std::net::ToSocketAddrs + Send + 'static,
+    ) -> io::Result<std::net::TcpListener> {
         let fd = self.fd.try_clone()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()

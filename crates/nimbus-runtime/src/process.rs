@@ -2,6 +2,7 @@
 
 use crate::cgroup::{Cgroup, MemoryLimits};
 use crate::egress::{self, Egress};
+use crate::host_services::{self, HostForwards};
 use crate::java::JavaRuntime;
 use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind, OutputBudget};
 use crate::netns::{self, NetNs};
@@ -482,6 +483,12 @@ impl ProcessExecutor {
             cg.resize(u64::from(spec.config.memory_mb) << 20)?;
         }
         let lease = self.platform_lease(&spec, inst._netns.as_ref()).await?;
+        inst.host_services = host_services::forward(
+            spec.function.as_str(),
+            &spec.config.host_services,
+            inst._netns.as_ref(),
+        )
+        .await?;
         inst.logctx.specialize(
             spec.function.as_str(),
             instance_mask(secret_env, lease.as_ref()),
@@ -979,10 +986,18 @@ impl ProcessExecutor {
         // 127.0.0.1:9001 in the instance's own network namespace.
         let (listener, ns, egress) = self.network(&spec).await?;
         // A stem cell gets its function's credentials when it is specialised.
-        let lease = if is_stem {
-            None
+        let (lease, host_services) = if is_stem {
+            (None, None)
         } else {
-            self.platform_lease(&spec, ns.as_ref()).await?
+            (
+                self.platform_lease(&spec, ns.as_ref()).await?,
+                host_services::forward(
+                    spec.function.as_str(),
+                    &spec.config.host_services,
+                    ns.as_ref(),
+                )
+                .await?,
+            )
         };
         let mask = instance_mask(secret_env, lease.as_ref());
         let api = listener.local_addr()?.to_string();
@@ -1163,6 +1178,7 @@ impl ProcessExecutor {
             probe: std::sync::OnceLock::new(),
             from_stem: false,
             platform: lease,
+            host_services,
         })
     }
 }
@@ -1358,6 +1374,8 @@ pub struct ProcessInstance {
     /// is dropped, whatever stopped it. Declared after the process fields so they outlive
     /// nothing of it.
     platform: Option<PlatformLease>,
+    /// The host services forwarded into the instance's namespace (`host_services`).
+    host_services: Option<HostForwards>,
 }
 
 enum Phase {

@@ -416,6 +416,47 @@ async fn jetstream_missing_stream_and_unreachable_server() {
     ));
 }
 
+/// Option `create_stream`: a missing stream is created with the mapping's subjects, an
+/// existing one is used as it is; the option is checked when the mapping is read.
+#[tokio::test]
+async fn jetstream_create_stream_makes_a_missing_stream() {
+    let c = client().await;
+    let sfx = suffix();
+    let (name, subject) = (format!("NC_{sfx}"), format!("nc{sfx}.>"));
+    let opts = [("stream", name.as_str()), ("create_stream", "true")];
+    let src = JetStreamSource::new(ctx(Kind::Nats, &[&subject], "g", &opts)).unwrap();
+    src.connect().await.unwrap();
+    let js = jetstream::new(c);
+    let created = js.get_stream(&name).await.unwrap().cached_info().clone();
+    let cleanup = async {
+        js.delete_stream(&name).await.unwrap();
+    };
+    assert_eq!(created.config.subjects, vec![subject.clone()]);
+    js.publish(format!("nc{sfx}.a"), "hi".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let got = src.poll(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(ids(&got), ["1"]);
+    src.ack(&got).await.unwrap();
+    // A second mapping finds the stream (and its message) where it is.
+    let again = JetStreamSource::new(ctx(Kind::Nats, &[&subject], "h", &opts)).unwrap();
+    again.connect().await.unwrap();
+    assert_eq!(again.lag().await, Some(1));
+    cleanup.await;
+    for bad in [
+        &[("create_stream", "true")][..],
+        &[("stream", "X"), ("create_stream", "yes")][..],
+    ] {
+        match JetStreamSource::new(ctx(Kind::Nats, &[&subject], "g", bad)) {
+            Err(SourceError::Config(m)) => assert!(m.contains("create_stream"), "{m}"),
+            Err(e) => panic!("expected Config, got {e:?}"),
+            Ok(_) => panic!("{bad:?} was accepted"),
+        }
+    }
+}
+
 /// A private nats-server (JetStream on, optionally with user/password) on a free port,
 /// killed on drop: for the auth and the restart tests.
 struct PrivateServer {

@@ -471,6 +471,7 @@ pub fn single_target(args: &DeployArgs) -> Result<Target> {
         config.description = d.clone();
     }
     config.url = args.url;
+    config.host_services = args.host_services.clone();
     if let Some(n) = args.network {
         config.network = n;
     }

@@ -3,7 +3,8 @@
 //! - [`JetStreamSource`] (kind `nats`): a durable pull consumer named [`Context::group`]
 //!   on a JetStream stream, with explicit acks: at least once. The stream is the option
 //!   `stream`, or else the stream that holds the first subject; the consumer's filter is
-//!   the mapping's subjects. `ack_wait` is 30 s (option `ack_wait_s`) and
+//!   the mapping's subjects; with option `create_stream = true` a missing `stream` is
+//!   created holding those subjects. `ack_wait` is 30 s (option `ack_wait_s`) and
 //!   `max_ack_pending` is `batch_size × concurrency` (+ a small margin), so a throttled
 //!   function stops the flow on the server. Record id: the stream sequence. `reject` is
 //!   JetStream's `term` (never redelivered), `touch` is `in progress` (restarts
@@ -191,6 +192,8 @@ impl Generations {
 pub struct JetStreamSource {
     ctx: Context,
     ack_wait: Duration,
+    /// Option `create_stream`: create the stream when it does not exist.
+    create_stream: bool,
     conn: Mutex<Option<Arc<JsConn>>>,
     generations: Generations,
 }
@@ -250,7 +253,8 @@ fn js_record_data(p: &JsParts<'_>) -> (Value, Option<String>) {
 }
 
 impl JetStreamSource {
-    /// Reads the options (`stream`, `ack_wait_s`); connects only in [`Source::connect`].
+    /// Reads the options (`stream`, `create_stream`, `ack_wait_s`); connects only in
+    /// [`Source::connect`].
     pub fn new(ctx: Context) -> Result<Self> {
         let ack_wait = match ctx.spec.option("ack_wait_s") {
             None => Duration::from_secs(30),
@@ -263,9 +267,24 @@ impl JetStreamSource {
                 }
             },
         };
+        let create_stream =
+            match ctx.spec.option("create_stream") {
+                None | Some("false") => false,
+                Some("true") if ctx.spec.option("stream").is_some() => true,
+                Some("true") => return Err(SourceError::Config(
+                    "option create_stream needs option stream (the name of the stream to create)"
+                        .into(),
+                )),
+                Some(v) => {
+                    return Err(SourceError::Config(format!(
+                        "option create_stream must be true or false, not {v:?}"
+                    )))
+                }
+            };
         Ok(Self {
             ctx,
             ack_wait,
+            create_stream,
             conn: Mutex::new(None),
             generations: Generations::default(),
         })
@@ -305,6 +324,9 @@ impl JetStreamSource {
                 }
             })?,
         };
+        if self.create_stream {
+            return self.create_stream(js, &name).await;
+        }
         js.get_stream(&name).await.map_err(|e| {
             use async_nats::jetstream::context::GetStreamErrorKind as K;
             match e.kind() {
@@ -317,6 +339,30 @@ impl JetStreamSource {
                 K::InvalidStreamName | K::EmptyName => {
                     SourceError::Config(format!("invalid JetStream stream name {name:?}"))
                 }
+                _ => self.request_error(e),
+            }
+        })
+    }
+
+    /// Option `create_stream`: the stream `name` as it is, or else created holding the
+    /// mapping's subjects (file storage, the server's default limits).
+    async fn create_stream(&self, js: &jetstream::Context, name: &str) -> Result<JsStream> {
+        let config = jetstream::stream::Config {
+            name: name.to_string(),
+            subjects: self.ctx.spec.topics.clone(),
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        js.get_or_create_stream(config).await.map_err(|e| {
+            use async_nats::jetstream::context::CreateStreamErrorKind as K;
+            match e.kind() {
+                K::InvalidStreamName | K::EmptyStreamName => {
+                    SourceError::Config(format!("invalid JetStream stream name {name:?}"))
+                }
+                K::JetStream(_) => SourceError::Config(format!(
+                    "cannot create the JetStream stream {name} for {}: {e}",
+                    self.ctx.spec.topics.join(", ")
+                )),
                 _ => self.request_error(e),
             }
         })
