@@ -224,6 +224,40 @@ def test_iam_calls_are_authorised_per_role(server):
     assert (code(e), status(e)) == ("InvalidClientTokenId", 403)
 
 
+def test_eventbridge_calls_are_authorised_as_on_aws(server):
+    """EventBridge's API needs `events:OP` on the bus each entry goes to, or on the rule or
+    bus the call names; an entry naming another bus is refused, not put on it."""
+    admin = client("events", server.base_url, *server.admin_key())
+    other = uniq("bus")
+    admin.create_event_bus(Name=other)
+    key = server.create_key(uniq("k"), {"Statement": [
+        {"Effect": "Allow", "Action": "events:PutEvents",
+         "Resource": f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"},
+        {"Effect": "Allow", "Action": ["events:PutRule", "events:DescribeRule"],
+         "Resource": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{other}/team-*"}]})
+    events = client("events", server.base_url, *key)
+    entry = {"Source": "shop", "DetailType": "t", "Detail": "{}"}
+    assert events.put_events(Entries=[entry])["FailedEntryCount"] == 0
+    for entries in ([dict(entry, EventBusName=other)], [entry, dict(entry, EventBusName=other)]):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            events.put_events(Entries=entries)
+        assert status(e) == 403, e.value.response
+        assert f"event-bus/{other}" in e.value.response["Error"]["Message"]
+    pattern = json.dumps({"source": ["shop"]})
+    events.put_rule(Name="team-x", EventBusName=other, EventPattern=pattern)
+    assert events.describe_rule(Name="team-x", EventBusName=other)["Name"] == "team-x"
+    for name, bus in (("other-x", other), ("team-x", "default")):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            events.put_rule(Name=name, EventBusName=bus, EventPattern=pattern)
+        assert "events:PutRule" in e.value.response["Error"]["Message"], e.value.response
+    # The native API's names do not open EventBridge's API.
+    native = server.create_key(uniq("k"), {"Statement": [
+        {"Effect": "Allow", "Action": "nimbus:PutEvents", "Resource": "*"}]})
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        client("events", server.base_url, *native).put_events(Entries=[entry])
+    assert "events:PutEvents" in e.value.response["Error"]["Message"]
+
+
 # --------------------------------------------------------------------------------------------
 # Functions with roles
 # --------------------------------------------------------------------------------------------

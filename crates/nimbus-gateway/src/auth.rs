@@ -188,7 +188,7 @@ pub(crate) struct Check {
     pub resource: String,
 }
 
-fn check(action: &str, resource: impl Into<String>) -> Check {
+pub(crate) fn check(action: &str, resource: impl Into<String>) -> Check {
     Check {
         action: action.to_string(),
         resource: resource.into(),
@@ -212,6 +212,9 @@ pub(crate) enum Target {
     Sqs,
     /// The IAM API: `iam:<Op>` on the role's ARN, read from the body (`iam::checks`).
     Iam,
+    /// EventBridge's JSON API: `events:<Op>` on the buses or the rule the body names
+    /// (`bus::checks`).
+    Events,
 }
 
 /// Set (by the server) on every request that arrived at an instance's private AWS
@@ -305,10 +308,7 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         (_, ["fn", ..]) => Target::Public,
         _ if crate::sqs::protocol_of(method, path, headers).is_some() => Target::Sqs,
         _ if crate::iam::is_iam(method, path, headers) => Target::Iam,
-        ("POST", [""]) if events_op(headers).is_some() => one(
-            format!("nimbus:{}", events_op(headers).unwrap_or_default()),
-            bus_arn(nimbus_store::DEFAULT_BUS),
-        ),
+        ("POST", [""]) if events_op(headers).is_some() => Target::Events,
         // The Lambda API.
         ("POST", ["2015-03-31", "functions", name, "invocations"]) => {
             one(lambda("InvokeFunction"), f(name))
@@ -833,6 +833,7 @@ async fn enforce_request(gw: &Gateway, req: Request) -> Result<Request, ApiError
         Target::Api(checks) => checks,
         Target::Sqs => crate::sqs::checks(&parts, &body),
         Target::Iam => crate::iam::checks(gw, &body),
+        Target::Events => crate::bus::checks(events_op(&parts.headers).unwrap_or_default(), &body),
         Target::CreateFunction => {
             let name = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -1139,13 +1140,7 @@ mod tests {
         assert_eq!(t("GET", "/./v1/keys", ""), Target::Api(vec![]));
         let mut h = HeaderMap::new();
         h.insert("x-amz-target", "AWSEvents.PutEvents".parse().unwrap());
-        assert_eq!(
-            classify(&Method::POST, "/", "", &h),
-            api(
-                "nimbus:PutEvents",
-                "arn:aws:events:us-east-1:000000000000:event-bus/default"
-            )
-        );
+        assert_eq!(classify(&Method::POST, "/", "", &h), Target::Events);
         assert_eq!(t("POST", "/", ""), Target::Public);
     }
 

@@ -218,6 +218,57 @@ pub(crate) async fn delete_rule(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// What an EventBridge JSON request needs authorised, as on AWS: `events:<Op>` on each bus
+/// its entries go to (PutEvents; the default bus for entries naming none), on the rule it
+/// names (rule and target operations), on the bus it names (bus operations and
+/// ListRules), `*` for ListEventBuses. A body that is not JSON needs any valid key; the
+/// handler refuses it.
+pub(crate) fn checks(op: &str, body: &[u8]) -> Vec<crate::auth::Check> {
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let bus_of = |v: &Value| {
+        v.as_str()
+            .filter(|b| !b.is_empty())
+            .map(|b| b.rsplit_once(":event-bus/").map_or(b, |(_, n)| n))
+            .unwrap_or(nimbus_store::DEFAULT_BUS)
+            .to_string()
+    };
+    let name = |k: &str| req[k].as_str().unwrap_or_default();
+    let mut resources: Vec<String> = match op {
+        "PutEvents" => req["Entries"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| bus_arn(&bus_of(&e["EventBusName"])))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        "PutRule" | "DescribeRule" | "DeleteRule" | "EnableRule" | "DisableRule" => {
+            vec![rule_arn(&bus_of(&req["EventBusName"]), name("Name"))]
+        }
+        "PutTargets" | "RemoveTargets" | "ListTargetsByRule" => {
+            vec![rule_arn(&bus_of(&req["EventBusName"]), name("Rule"))]
+        }
+        "CreateEventBus" | "DescribeEventBus" | "DeleteEventBus" => {
+            vec![bus_arn(&bus_of(&req["Name"]))]
+        }
+        "ListRules" => vec![bus_arn(&bus_of(&req["EventBusName"]))],
+        _ => vec!["*".to_string()],
+    };
+    if resources.is_empty() {
+        resources.push(bus_arn(nimbus_store::DEFAULT_BUS));
+    }
+    resources.sort();
+    resources.dedup();
+    let action = format!("events:{op}");
+    resources
+        .into_iter()
+        .map(|r| crate::auth::check(&action, r))
+        .collect()
+}
+
 /// Largest EventBridge JSON request read (PutEvents takes at most 256 KB of entries).
 const AWS_JSON_MAX: usize = 1024 * 1024;
 
