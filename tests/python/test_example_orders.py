@@ -230,7 +230,7 @@ def run(up, names):
     # Every mapping connected: the RabbitMQ queue is declared and bound, the JetStream
     # stream created, the replication slot made.
     def connected():
-        sources = json.loads(up.cli("--json", "sources"))
+        sources = json.loads(up.cli("--json", "sources"))["sources"]
         states = {s["function"]: s["status"]["state"] for s in sources}
         return states if set(states.values()) == {"connected"} and len(states) == 3 else None
     eventually(connected, timeout=60, what="the three source mappings to connect")
@@ -299,7 +299,7 @@ def run(up, names):
         assert record["responseContext"]["statusCode"] == 200, record
 
     # The target published each validated order (duplicates may be published again).
-    targets = json.loads(up.cli("--json", "targets"))
+    targets = json.loads(up.cli("--json", "targets"))["targets"]
     target = next(t for t in targets if t["name"] == "valid-orders")
     assert target["status"]["delivered"] >= len(valid), target
     print(f"\norders stored after {stored_at:.1f} s, summary after {summarised_at:.1f} s; "
