@@ -38,7 +38,6 @@ from decimal import Decimal
 import boto3
 import pika
 import psycopg
-import pytest
 
 from conftest import REPO_ROOT, free_port, nimbus_bin
 from test_examples import BUILD_CACHE, Up, eventually
