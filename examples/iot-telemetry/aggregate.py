@@ -148,7 +148,8 @@ def handler(event, context):
     if readings:
         new, minutes, alerts = fold(readings)
     for alert in alerts:
-        print(f"alert: {alert['device']} at {alert['temp']} in the minute {alert['minute']}")
+        print(f"alert: {alert['device']} at {float(alert['temp'])} in the minute "
+              f"{alert['minute']}")
     duplicates = len(records) - malformed - new
     print(f"batch of {len(records)}: {new} new readings, {duplicates} duplicates, "
           f"{malformed} malformed, {minutes} minute rows updated, {len(alerts)} alerts")
