@@ -347,7 +347,7 @@ def iot_up(database, tmp_path):
         assert "mqtt" in printed and "postgres" in printed, printed
         eventually(lambda: all(m["status"]["state"] == "connected"
                                for m in up.sources().values()) and len(up.sources()) == 2,
-                   timeout=60, what=f"both mappings to be connected: {up.sources()}")
+                   timeout=60, what=lambda: f"both mappings to be connected: {up.diagnosis()}")
         up.prefix, up.database = prefix, database
         yield up
         # As the README's last step: deleting the mappings drops the replication slot.
