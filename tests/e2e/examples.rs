@@ -13,3 +13,23 @@ fn examples_suite() {
     let stdout = python::pytest(&["tests/python/test_examples.py"]);
     println!("{stdout}");
 }
+
+/// `examples/iot-telemetry` (issue 16) against the machine's Mosquitto and PostgreSQL:
+/// 3,000 MQTT readings folded per device and minute in few invocations, duplicates
+/// counted once, alerts from PostgreSQL's change stream notified once over MQTT.
+#[test]
+fn iot_telemetry() {
+    nimbus_tests::brokers::ensure_logical_postgres();
+    let stdout = python::pytest(&["tests/python/test_example_iot.py"]);
+    println!("{stdout}");
+}
+
+/// `examples/orders-pipeline` (issue 16) against the machine's RabbitMQ, NATS and
+/// PostgreSQL: orders validated, put on the bus, published to JetStream through a target,
+/// stored once, summarised from the change stream; invalid ones in the rejected queue.
+#[test]
+fn orders_pipeline() {
+    nimbus_tests::brokers::ensure_logical_postgres();
+    let stdout = python::pytest(&["tests/python/test_example_orders.py"]);
+    println!("{stdout}");
+}
