@@ -126,7 +126,8 @@ pub struct MappingStatus {
     pub last_error_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connected_since_ms: Option<i64>,
-    /// Invocations made (retries included) and records acknowledged after them.
+    /// Invocations made and the records sent in them (retries included: a record tried
+    /// twice counts twice).
     pub batches: u64,
     pub records: u64,
     /// Records a function reported as failed or whose batch failed (each attempt).
