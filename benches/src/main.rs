@@ -141,10 +141,10 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     source_batches: Vec<u32>,
     /// With --sources: records published at once per throughput measurement.
-    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     source_records: u32,
     /// With --sources: records published one at a time per latency measurement.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     source_paced: u32,
     /// With --sources: the latency measurement's publishing rate (records/s).
     #[arg(long, default_value_t = 100.0, value_parser = positive)]

@@ -8,7 +8,7 @@
 //! consumed.
 
 use anyhow::{bail, Context, Result};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
@@ -117,10 +117,11 @@ pub struct Seen {
 
 impl Seen {
     pub fn note(&mut self, payload: String, t: f64) {
-        if self.at.contains_key(&payload) {
-            self.duplicates += 1;
-        } else {
-            self.at.insert(payload, t);
+        match self.at.entry(payload) {
+            std::collections::hash_map::Entry::Occupied(_) => self.duplicates += 1,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(t);
+            }
         }
     }
 }
@@ -730,12 +731,19 @@ async fn rabbit_publish(
 }
 
 /// The floor: a consumer reading the place directly, noting when each payload arrived.
+/// It runs on a thread of its own with its own Tokio runtime (the bench's runtime has one
+/// thread, which the publisher uses), as a consumer process of its own would.
 pub struct FloorConsumer {
-    stop: Arc<AtomicBool>,
-    task: JoinHandle<Result<()>>,
-    /// Stopped by aborting its task (rumqttc's `poll` is not cancel safe, so it is not
-    /// raced against a timeout to look at the stop flag).
-    abort: bool,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+/// What the floor's thread needs to know of the place.
+#[derive(Clone)]
+struct Target {
+    kind: Kind,
+    name: String,
+    mqtt_port: Option<u16>,
 }
 
 impl FloorConsumer {
@@ -747,225 +755,253 @@ impl FloorConsumer {
     ///   empty read); the time is when the read returned.
     /// - NATS: a durable pull consumer with explicit acks (`messages()`: async-nats keeps
     ///   pull requests outstanding), each message acked.
-    /// - RabbitMQ: `basic.consume` with manual acks and a prefetch of 400, each acked.
+    /// - RabbitMQ: `basic.consume` with manual acks and a prefetch of 400; the deliveries the
+    ///   client holds are acknowledged at once (`multiple`).
     /// - Redis: a consumer group, `XREADGROUP COUNT 100 BLOCK 100` in a loop, then `XACK`.
     /// - MQTT: an MQTT 5 subscription with QoS 1 (the client acknowledges each message).
     pub async fn start(place: &Place, env: &Env, seen: SharedSeen) -> Result<FloorConsumer> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        let task = match place.kind {
-            Kind::Pg => {
-                let c = pg_connect().await?;
-                let (slot, publication) =
-                    (format!("{}_f", place.name), format!("{}_f", place.name));
-                c.batch_execute(&format!(
-                    "CREATE PUBLICATION {publication} FOR TABLE {}",
-                    place.name
-                ))
-                .await
-                .context("create the floor's publication")?;
-                c.execute(
-                    "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                    &[&slot],
-                )
-                .await
-                .context("create the floor's slot")?;
-                tokio::spawn(async move {
-                    let sql =
-                        "SELECT data FROM pg_logical_slot_get_binary_changes($1, NULL, NULL, \
-                               'proto_version', '1', 'publication_names', $2)";
-                    while !st.load(Ordering::SeqCst) {
-                        let rows = c.query(sql, &[&slot, &publication]).await?;
-                        let t = wall_ms();
-                        let any = {
-                            let mut s = seen.lock().unwrap();
-                            let mut any = false;
-                            for r in &rows {
-                                let data: &[u8] = r.get(0);
-                                if let Some(m) = pgoutput_insert_column(data, 1) {
-                                    s.note(m, t);
-                                    any = true;
-                                }
-                            }
-                            any
-                        };
-                        if !any {
-                            tokio::time::sleep(PG_FLOOR_NAP).await;
-                        }
-                    }
-                    Ok(())
-                })
-            }
-            Kind::Nats => {
-                let js = nats_js().await?;
-                let stream = js
-                    .get_stream(&place.name)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let consumer = stream
-                    .create_consumer(async_nats::jetstream::consumer::pull::Config {
-                        durable_name: Some("floor".into()),
-                        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("create the floor's consumer: {e}"))?;
-                let mut msgs = consumer
-                    .messages()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                tokio::spawn(async move {
-                    while !st.load(Ordering::SeqCst) {
-                        let next = tokio::time::timeout(Duration::from_millis(100), msgs.next());
-                        let Ok(Some(m)) = next.await else { continue };
-                        let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
-                        let t = wall_ms();
-                        seen.lock()
-                            .unwrap()
-                            .note(String::from_utf8_lossy(&m.payload).into_owned(), t);
-                        m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-                    }
-                    Ok(())
-                })
-            }
-            Kind::Rabbitmq => {
-                let (conn, ch) = rabbit_channel().await?;
-                ch.basic_qos(RABBIT_PREFETCH, Default::default()).await?;
-                let mut consumer = ch
-                    .basic_consume(
-                        place.name.as_str().into(),
-                        "floor".into(),
-                        Default::default(),
-                        Default::default(),
-                    )
-                    .await?;
-                tokio::spawn(async move {
-                    while !st.load(Ordering::SeqCst) {
-                        let next =
-                            tokio::time::timeout(Duration::from_millis(100), consumer.next());
-                        let Ok(Some(d)) = next.await else { continue };
-                        let d = d?;
-                        let t = wall_ms();
-                        seen.lock()
-                            .unwrap()
-                            .note(String::from_utf8_lossy(&d.data).into_owned(), t);
-                        d.ack(Default::default()).await?;
-                    }
-                    let _ = conn.close(200, "done".into()).await;
-                    Ok(())
-                })
-            }
-            Kind::Redis => {
-                let mut c = redis_conn().await?;
-                let stream = place.name.clone();
-                let _: String = redis::cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(&stream)
-                    .arg("floor")
-                    .arg("0")
-                    .arg("MKSTREAM")
-                    .query_async(&mut c)
-                    .await
-                    .context("create the floor's group")?;
-                tokio::spawn(async move {
-                    while !st.load(Ordering::SeqCst) {
-                        let reply: redis::Value = redis::cmd("XREADGROUP")
-                            .arg("GROUP")
-                            .arg("floor")
-                            .arg("c")
-                            .arg("COUNT")
-                            .arg(100)
-                            .arg("BLOCK")
-                            .arg(100)
-                            .arg("STREAMS")
-                            .arg(&stream)
-                            .arg(">")
-                            .query_async(&mut c)
-                            .await?;
-                        let t = wall_ms();
-                        let entries = redis_entries(&reply);
-                        if entries.is_empty() {
-                            continue;
-                        }
-                        let mut ack = redis::cmd("XACK");
-                        ack.arg(&stream).arg("floor");
-                        {
-                            let mut s = seen.lock().unwrap();
-                            for (id, m) in entries {
-                                s.note(m, t);
-                                ack.arg(id);
-                            }
-                        }
-                        let _: i64 = ack.query_async(&mut c).await?;
-                    }
-                    Ok(())
-                })
-            }
-            Kind::Mqtt => {
-                let mut o =
-                    v5::MqttOptions::new(unique("bench-floor-"), "127.0.0.1", env.mqtt_port()?);
-                o.set_keep_alive(Duration::from_secs(30));
-                let (client, mut events) = v5::AsyncClient::new(o, 1000);
-                client
-                    .subscribe(place.name.clone(), QoS::AtLeastOnce)
-                    .await?;
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let task = tokio::spawn(async move {
-                    // The client lives as long as its event loop.
-                    let _client = client;
-                    let mut tx = Some(tx);
-                    loop {
-                        match events.poll().await? {
-                            v5::Event::Incoming(Packet::SubAck(_)) => {
-                                if let Some(tx) = tx.take() {
-                                    let _ = tx.send(());
-                                }
-                            }
-                            v5::Event::Incoming(Packet::Publish(p)) => {
-                                let t = wall_ms();
-                                seen.lock()
-                                    .unwrap()
-                                    .note(String::from_utf8_lossy(&p.payload).into_owned(), t);
-                            }
-                            _ => {}
-                        }
-                    }
-                });
-                tokio::time::timeout(Duration::from_secs(10), rx)
-                    .await
-                    .context("no SUBACK from mosquitto within 10 s")?
-                    .context("the MQTT floor consumer's connection failed")?;
-                task
-            }
+        let target = Target {
+            kind: place.kind,
+            name: place.name.clone(),
+            mqtt_port: env.mqtt_port,
         };
-        Ok(FloorConsumer {
-            stop,
-            task,
-            abort: place.kind == Kind::Mqtt,
-        })
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("floor".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(consume(target, seen, stop_rx, ready_tx))
+            })?;
+        let c = FloorConsumer { stop, thread };
+        match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
+            Ok(Ok(())) => Ok(c),
+            Ok(Err(_)) => match c.stop().await {
+                Err(e) => Err(e.context("starting the floor consumer")),
+                Ok(()) => bail!("the floor consumer ended while starting"),
+            },
+            Err(_) => bail!("the floor consumer did not start within 30 s"),
+        }
     }
 
     /// Stops consuming; fails with the consumer's error if it had one.
     pub async fn stop(self) -> Result<()> {
-        self.stop.store(true, Ordering::SeqCst);
-        if self.abort {
-            self.task.abort();
-            return match self.task.await {
-                Ok(r) => r,
-                Err(e) if e.is_cancelled() => Ok(()),
-                Err(e) => Err(anyhow::anyhow!("the floor consumer panicked: {e}")),
-            };
+        let _ = self.stop.send(true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.thread.is_finished() {
+            if Instant::now() > deadline {
+                bail!("the floor consumer did not stop within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        match tokio::time::timeout(Duration::from_secs(10), self.task).await {
-            Ok(r) => r.context("the floor consumer panicked")?,
-            Err(_) => bail!("the floor consumer did not stop within 10 s"),
+        match self.thread.join() {
+            Ok(r) => r,
+            Err(_) => bail!("the floor consumer panicked"),
         }
     }
 
-    /// Whether the consumer task ended (on an error) before being stopped.
+    /// Whether the consumer ended (on an error) before being stopped.
     pub fn finished(&self) -> bool {
-        self.task.is_finished()
+        self.thread.is_finished()
     }
+}
+
+/// The floor consumer's thread: sets up, says it is ready, consumes until stopped.
+async fn consume(
+    target: Target,
+    seen: SharedSeen,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> Result<()> {
+    let stream = target.name.clone();
+    match target.kind {
+        Kind::Pg => {
+            let c = pg_connect().await?;
+            let (slot, publication) = (format!("{stream}_f"), format!("{stream}_f"));
+            c.batch_execute(&format!(
+                "CREATE PUBLICATION {publication} FOR TABLE {stream}"
+            ))
+            .await
+            .context("create the floor's publication")?;
+            c.execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&slot],
+            )
+            .await
+            .context("create the floor's slot")?;
+            let _ = ready.send(());
+            let sql = "SELECT data FROM pg_logical_slot_get_binary_changes($1, NULL, NULL, \
+                       'proto_version', '1', 'publication_names', $2)";
+            while !*stop.borrow() {
+                let rows = c.query(sql, &[&slot, &publication]).await?;
+                let t = wall_ms();
+                let any = {
+                    let mut s = seen.lock().unwrap();
+                    let mut any = false;
+                    for r in &rows {
+                        let data: &[u8] = r.get(0);
+                        if let Some(m) = pgoutput_insert_column(data, 1) {
+                            s.note(m, t);
+                            any = true;
+                        }
+                    }
+                    any
+                };
+                if !any {
+                    tokio::time::sleep(PG_FLOOR_NAP).await;
+                }
+            }
+        }
+        Kind::Nats => {
+            let js = nats_js().await?;
+            let s = js
+                .get_stream(&stream)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let consumer = s
+                .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some("floor".into()),
+                    ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("create the floor's consumer: {e}"))?;
+            let mut msgs = consumer
+                .messages()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let _ = ready.send(());
+            loop {
+                let m = tokio::select! {
+                    _ = stop.changed() => break,
+                    m = msgs.next() => m,
+                };
+                let Some(m) = m else {
+                    bail!("the JetStream message stream ended")
+                };
+                let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let t = wall_ms();
+                seen.lock()
+                    .unwrap()
+                    .note(String::from_utf8_lossy(&m.payload).into_owned(), t);
+                m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+        Kind::Rabbitmq => {
+            let (conn, ch) = rabbit_channel().await?;
+            ch.basic_qos(RABBIT_PREFETCH, Default::default()).await?;
+            let mut consumer = ch
+                .basic_consume(
+                    stream.as_str().into(),
+                    "floor".into(),
+                    Default::default(),
+                    Default::default(),
+                )
+                .await?;
+            let _ = ready.send(());
+            loop {
+                let d = tokio::select! {
+                    _ = stop.changed() => break,
+                    d = consumer.next() => d,
+                };
+                let Some(d) = d else {
+                    bail!("RabbitMQ cancelled the floor's consumer")
+                };
+                let mut last = d?;
+                let t = wall_ms();
+                let mut got = vec![String::from_utf8_lossy(&last.data).into_owned()];
+                // What the client already holds, then one ack for all of it.
+                while let Some(Some(d)) = consumer.next().now_or_never() {
+                    last = d?;
+                    got.push(String::from_utf8_lossy(&last.data).into_owned());
+                }
+                {
+                    let mut s = seen.lock().unwrap();
+                    got.into_iter().for_each(|m| s.note(m, t));
+                }
+                last.ack(lapin::options::BasicAckOptions { multiple: true })
+                    .await?;
+            }
+            let _ = conn.close(200, "done".into()).await;
+        }
+        Kind::Redis => {
+            let mut c = redis_conn().await?;
+            let _: String = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&stream)
+                .arg("floor")
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut c)
+                .await
+                .context("create the floor's group")?;
+            let _ = ready.send(());
+            while !*stop.borrow() {
+                let reply: redis::Value = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg("floor")
+                    .arg("c")
+                    .arg("COUNT")
+                    .arg(100)
+                    .arg("BLOCK")
+                    .arg(100)
+                    .arg("STREAMS")
+                    .arg(&stream)
+                    .arg(">")
+                    .query_async(&mut c)
+                    .await?;
+                let t = wall_ms();
+                let entries = redis_entries(&reply);
+                if entries.is_empty() {
+                    continue;
+                }
+                let mut ack = redis::cmd("XACK");
+                ack.arg(&stream).arg("floor");
+                {
+                    let mut s = seen.lock().unwrap();
+                    for (id, m) in entries {
+                        s.note(m, t);
+                        ack.arg(id);
+                    }
+                }
+                let _: i64 = ack.query_async(&mut c).await?;
+            }
+        }
+        Kind::Mqtt => {
+            let port = target
+                .mqtt_port
+                .context("the private Mosquitto is not running")?;
+            let mut o = v5::MqttOptions::new(unique("bench-floor-"), "127.0.0.1", port);
+            o.set_keep_alive(Duration::from_secs(30));
+            let (client, mut events) = v5::AsyncClient::new(o, 1000);
+            client.subscribe(stream.clone(), QoS::AtLeastOnce).await?;
+            let mut ready = Some(ready);
+            loop {
+                let ev = tokio::select! {
+                    _ = stop.changed() => break,
+                    ev = events.poll() => ev,
+                };
+                match ev? {
+                    v5::Event::Incoming(Packet::SubAck(_)) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    v5::Event::Incoming(Packet::Publish(p)) => {
+                        let t = wall_ms();
+                        seen.lock()
+                            .unwrap()
+                            .note(String::from_utf8_lossy(&p.payload).into_owned(), t);
+                    }
+                    _ => {}
+                }
+            }
+            let _ = client.try_disconnect();
+        }
+    }
+    Ok(())
 }
 
 /// Column `col` (0-based) of a `pgoutput` Insert message as text (`None` for any other
