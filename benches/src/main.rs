@@ -5,7 +5,9 @@
 //! a plain fork+exec of the interpreter); then 1,000 deployed functions. Starts its own
 //! `nimbus serve` (two when the server has stem cells: one with `--stem-cells off`) on free
 //! loopback ports and stops them at the end. See `docs/performance.md`. With `--async`,
-//! measures asynchronous invocation of a no-op function instead (see [`async_bench`]).
+//! measures asynchronous invocation of a no-op function instead (see [`async_bench`]);
+//! with `--sources`, the external event sources against their brokers (see
+//! [`sources_bench`]).
 
 mod async_bench;
 mod client;
