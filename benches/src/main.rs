@@ -5,7 +5,9 @@
 //! a plain fork+exec of the interpreter); then 1,000 deployed functions. Starts its own
 //! `nimbus serve` (two when the server has stem cells: one with `--stem-cells off`) on free
 //! loopback ports and stops them at the end. See `docs/performance.md`. With `--async`,
-//! measures asynchronous invocation of a no-op function instead (see [`async_bench`]).
+//! measures asynchronous invocation of a no-op function instead (see [`async_bench`]);
+//! with `--sources`, the external event sources against their brokers (see
+//! [`sources_bench`]).
 
 mod async_bench;
 mod client;
@@ -16,6 +18,8 @@ mod mem;
 mod observability;
 mod report;
 mod scenarios;
+mod sources_bench;
+mod sources_brokers;
 mod stats;
 mod storage_bench;
 mod targets;
@@ -126,6 +130,27 @@ struct Args {
     /// With --storage: uploads timed to their function's start per run.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     uploads: u32,
+    /// Measure the external event sources instead (issue 16): per broker and batch size,
+    /// records/s end to end and publish -> handler entry of a no-op function, beside the
+    /// broker's own publish -> consume floor (see `sources_bench.rs`).
+    #[arg(long)]
+    sources: bool,
+    /// With --sources (implies it): only these brokers.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "SOURCE,...")]
+    sources_only: Vec<sources_brokers::Kind>,
+    /// With --sources: the mappings' batch sizes.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 10, 100],
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    source_batches: Vec<u32>,
+    /// With --sources: records published at once per throughput measurement.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    source_records: u32,
+    /// With --sources: records published one at a time per latency measurement.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    source_paced: u32,
+    /// With --sources: the latency measurement's publishing rate (records/s).
+    #[arg(long, default_value_t = 100.0, value_parser = positive)]
+    source_rate: f64,
     /// Give up (and stop everything) after this many minutes.
     #[arg(long, default_value_t = 30.0, value_parser = positive)]
     time_limit: f64,
@@ -299,6 +324,9 @@ async fn main() -> Result<()> {
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let nimbus = Nimbus::start(&bin, &dir.path().join("server"), &flags).await?;
         return storage_main(&args, nimbus, &s3_addr, dir.path(), limit).await;
+    }
+    if args.sources || !args.sources_only.is_empty() {
+        return sources_main(&args, &bin, dir.path(), limit).await;
     }
     if args.async_mode {
         let nimbus = Nimbus::start(&bin, &dir.path().join("server"), &[]).await?;
@@ -539,6 +567,79 @@ async fn async_main(args: &Args, nimbus: Nimbus, dir: &Path, limit: Duration) ->
         print!("{}", median.table("async no-op"));
     }
     Ok(())
+}
+
+/// `--sources`: external event sources against their brokers' floors (see `sources_bench.rs`).
+async fn sources_main(args: &Args, bin: &Path, dir: &Path, limit: Duration) -> Result<()> {
+    let kinds: Vec<sources_brokers::Kind> = if args.sources_only.is_empty() {
+        sources_brokers::Kind::ALL.to_vec()
+    } else {
+        sources_brokers::Kind::ALL
+            .into_iter()
+            .filter(|k| args.sources_only.contains(k))
+            .collect()
+    };
+    let settings = sources_bench::Settings {
+        kinds,
+        batches: args.source_batches.clone(),
+        records: args.source_records as usize,
+        paced: args.source_paced as usize,
+        rate: args.source_rate,
+        concurrency: 16,
+    };
+    let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 });
+    let load_before = loadavg();
+    let env = sources_brokers::Env::prepare(&settings.kinds, dir)?;
+    let nimbus = Nimbus::start(bin, &dir.join("server"), &[]).await?;
+    let node = Lang::Node.interpreter()?;
+    let version = Lang::Node.version(&node)?;
+    let t0 = Instant::now();
+    let outcome =
+        tokio::time::timeout(limit, sources_bench::bench(&nimbus, &env, &settings, runs)).await;
+    let server_log = nimbus.log();
+    nimbus.stop().await?;
+    drop(env);
+    let runs_out = outcome_of(outcome, &server_log, args.time_limit)?;
+    let load_after = loadavg();
+    let machine = machine()?;
+    let median = sources_bench::KindRun::median_of(&runs_out);
+    if args.json {
+        let out = json!({
+            "machine": machine,
+            "load_average": {"before": load_before, "after": load_after},
+            "settings": {
+                "runs": runs, "batch_sizes": settings.batches, "records": settings.records,
+                "paced": settings.paced, "rate": settings.rate, "node": version,
+            },
+            "median": median.iter().map(|k| k.to_json()).collect::<Vec<_>>(),
+            "runs": runs_out.iter().map(|r| r.iter().map(|k| k.to_json()).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{}; median of {} runs; {:.0} s; load average {load_before} before, {load_after} after",
+            machine_line(&machine),
+            runs,
+            t0.elapsed().as_secs_f64()
+        );
+        println!(
+            "{} records per burst, {} paced at {}/s; no-op function: node {version}",
+            settings.records, settings.paced, settings.rate
+        );
+        println!();
+        print!("{}", sources_bench::table(&median));
+    }
+    Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `--storage`: S3 objects, SQS messages and upload → function start (see `storage_bench.rs`).

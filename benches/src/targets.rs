@@ -205,6 +205,24 @@ impl Nimbus {
         serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON: {text}"))
     }
 
+    /// `method path` with an optional JSON body: the status and the answer as JSON (`Null`
+    /// when it is empty or not JSON), whatever the status.
+    pub async fn request_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
     /// `GET path`, its body as text; fails on a non-2xx status.
     pub async fn get_text(&self, path: &str) -> Result<String> {
         let r = self.http.get(self.url(path)).send().await?;
