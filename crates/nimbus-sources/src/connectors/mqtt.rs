@@ -33,8 +33,6 @@ use tracing::{debug, warn};
 
 /// How long the TCP connect, CONNECT/CONNACK and SUBSCRIBE/SUBACK may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// After the first message of a poll, how long to wait for the next one.
-const LINGER: Duration = Duration::from_millis(10);
 /// Keep-alive: the broker drops a silent client after 1.5 × this.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// v5 session expiry: how long the broker keeps the session (and queues QoS 1
@@ -514,7 +512,9 @@ impl Source for MqttSource {
             let until = if inbox.ready.is_empty() {
                 deadline
             } else {
-                deadline.min(Instant::now() + LINGER)
+                // What already arrived, without waiting for more: the runner's batching
+                // window decides how long a batch may gather (0: invoke at once).
+                Instant::now()
             };
             let msg = match tokio::time::timeout_at(until, inbox.rx.recv()).await {
                 Err(_) => break,

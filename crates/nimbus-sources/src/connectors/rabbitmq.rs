@@ -38,9 +38,6 @@ use tracing::{debug, warn};
 
 /// How long opening the connection (TCP + AMQP handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// After the first delivery of a poll, how long to wait for the next one before returning
-/// what arrived (a burst fills the batch, a trickle does not hold it back).
-const LINGER: Duration = Duration::from_millis(10);
 /// `basic.qos` takes a 16-bit prefetch count.
 const MAX_PREFETCH: usize = u16::MAX as usize;
 /// AMQP reply codes (the AMQP 0-9-1 constants).
@@ -307,7 +304,9 @@ impl Source for RabbitSource {
             let until = if inbox.ready.is_empty() {
                 deadline
             } else {
-                deadline.min(Instant::now() + LINGER)
+                // What already arrived, without waiting for more: the runner's batching
+                // window decides how long a batch may gather (0: invoke at once).
+                Instant::now()
             };
             // `timeout_at` polls the stream before the clock: buffered deliveries are
             // taken even when the deadline has passed.
