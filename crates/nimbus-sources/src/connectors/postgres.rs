@@ -11,7 +11,9 @@
 //!   peeked once, not once per batch. One peek keeps at most `max_buffered_changes`
 //!   changes: a larger transaction is handed out in parts, each read by peeking again and
 //!   skipping the changes taken before (memory stays bounded; each part re-reads the
-//!   transaction).
+//!   transaction). Idle, it peeks again once the WAL's flush position moved past the last
+//!   peek's (checked every [`WAL_CHECK`], slowing to [`IDLE_NAP`] while the moves are other
+//!   tables' traffic).
 //! - `ack` moves the slot (`pg_replication_slot_advance`) past a transaction only once
 //!   all its changes are acknowledged; inside a transaction it stores the position
 //!   `<commit_lsn>:<index>` as the durable checkpoint `position` (the commit LSN is
@@ -64,8 +66,13 @@ use tracing::{debug, warn};
 
 /// The durable checkpoint key: the last acknowledged change inside a transaction.
 const POSITION: &str = "position";
-/// How long a poll sleeps between two empty peeks.
+/// How long a poll sleeps between two empty peeks when it cannot tell whether the WAL
+/// moved (and at most, whatever it can tell).
 const IDLE_NAP: Duration = Duration::from_millis(150);
+/// While idle, how often a poll reads the WAL's flush position (a cheap query, no
+/// decoding): a peek runs as soon as it moved past the position of the last peek, so a
+/// change waits about this long instead of up to [`IDLE_NAP`].
+const WAL_CHECK: Duration = Duration::from_millis(10);
 /// How often an idle slot is moved to the end of the WAL, so it does not hold back the
 /// WAL of other tables' traffic (and later peeks do not decode it again and again).
 const IDLE_ADVANCE_EVERY: Duration = Duration::from_secs(1);
@@ -202,6 +209,13 @@ struct State {
     /// batch is retried for long the peeks slow down (up to [`MAX_PEEK_BACKOFF`]).
     empty_peeks: u32,
     next_peek: Option<Instant>,
+    /// The WAL flush position read before the last peek: every commit up to it was
+    /// decoded by that peek.
+    peeked_flush: Option<u64>,
+    /// Empty peeks in a row: the WAL moved for other tables (or databases). Each doubles
+    /// the interval of the idle WAL checks (up to [`IDLE_NAP`]), so a busy cluster does
+    /// not make an idle mapping decode its traffic every [`WAL_CHECK`].
+    empty_in_a_row: u32,
 }
 
 /// What settling an acknowledged prefix does on the server and in the checkpoints.
@@ -230,6 +244,7 @@ impl State {
     /// After a peek that found nothing new: slows the next ones while records are in
     /// flight (each re-decodes them), resets otherwise.
     fn peeked_nothing(&mut self) {
+        self.empty_in_a_row = self.empty_in_a_row.saturating_add(1);
         if self.inflight.is_empty() {
             self.empty_peeks = 0;
             self.next_peek = None;
@@ -685,12 +700,14 @@ impl PostgresSource {
         // even when every change is its own transaction.
         let mut margin = 4 * self.limit.max(max) + 64;
         loop {
-            let flush: String = conn
-                .client
-                .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
-                .await
-                .map_err(|e| conn.err(e, "reading the WAL position"))?
-                .get(0);
+            let flush = Self::flush_lsn(conn).await?;
+            {
+                let mut st = self.state();
+                if st.gen != gen {
+                    return Ok(false);
+                }
+                st.peeked_flush = pgoutput::parse_lsn(&flush);
+            }
             let upto_rows = (pending + margin).min(i32::MAX as usize);
             // Decoding and shaping happen outside the state lock (acks go on meanwhile):
             // the assembler is taken out and put back; poll is its only user.
@@ -749,6 +766,48 @@ impl PostgresSource {
                 self.idle_advance(conn, gen, &flush).await?;
             }
             return Ok(false);
+        }
+    }
+
+    /// The WAL's flush position (`pg_current_wal_flush_lsn`), as text.
+    async fn flush_lsn(conn: &Conn) -> Result<String> {
+        Ok(conn
+            .client
+            .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+            .await
+            .map_err(|e| conn.err(e, "reading the WAL position"))?
+            .get(0))
+    }
+
+    /// Idle (nothing buffered, nothing to retry): waits until `until`, an
+    /// acknowledgement, or the WAL's flush position moving past the last peek's, checked
+    /// every [`WAL_CHECK`].
+    async fn idle_wait(&self, conn: &Conn, gen: u64, until: Instant) -> Result<()> {
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            let (seen, every) = {
+                let st = self.state();
+                if st.gen != gen {
+                    return Ok(());
+                }
+                let every = WAL_CHECK
+                    .saturating_mul(1 << st.empty_in_a_row.min(4))
+                    .min(IDLE_NAP);
+                (st.peeked_flush, every)
+            };
+            if tokio::time::timeout((until - now).min(every), self.acked.notified())
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            let flush = pgoutput::parse_lsn(&Self::flush_lsn(conn).await?);
+            if seen.is_none() || flush > seen {
+                return Ok(());
+            }
         }
     }
 
@@ -1006,6 +1065,7 @@ impl Source for PostgresSource {
             let may_peek = next_peek.is_none_or(|t| Instant::now() >= t);
             if room > 0 && may_peek {
                 if self.peek(&conn, gen, max).await? {
+                    self.state().empty_in_a_row = 0;
                     continue;
                 }
                 let mut st = self.state();
@@ -1018,10 +1078,16 @@ impl Source for PostgresSource {
                 return Ok(Vec::new());
             }
             // Back-pressure (no room): wait for acknowledgements instead of reading on.
-            let pause = match self.state().next_peek {
+            let next_peek = self.state().next_peek;
+            let pause = match next_peek {
                 _ if room == 0 => wait,
                 Some(t) => t.saturating_duration_since(now).max(IDLE_NAP),
-                None => IDLE_NAP,
+                None => {
+                    // Idle: peek again once the WAL moved (or after IDLE_NAP at most).
+                    self.idle_wait(&conn, gen, now + (deadline - now).min(IDLE_NAP))
+                        .await?;
+                    continue;
+                }
             };
             let _ = tokio::time::timeout((deadline - now).min(pause), self.acked.notified()).await;
         }
