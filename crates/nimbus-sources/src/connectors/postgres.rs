@@ -12,7 +12,7 @@
 //!   changes: a larger transaction is handed out in parts, each read by peeking again and
 //!   skipping the changes taken before (memory stays bounded; each part re-reads the
 //!   transaction). Idle, it peeks again once the WAL's flush position moved past the last
-//!   peek's (checked every [`WAL_CHECK`], slowing to [`IDLE_NAP`] while the moves are other
+//!   peek's (checked every `WAL_CHECK`, slowing to `IDLE_NAP` while the moves are other
 //!   tables' traffic).
 //! - `ack` moves the slot (`pg_replication_slot_advance`) past a transaction only once
 //!   all its changes are acknowledged; inside a transaction it stores the position
