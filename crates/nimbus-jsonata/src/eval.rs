@@ -1,0 +1,935 @@
+//! The evaluator: JSONata's sequence semantics over [`Val`], environments in an arena,
+//! closures, and the depth, step and time budgets.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use indexmap::IndexMap;
+
+use crate::ast::{BinOp, Group, Kind, Node, SortTerm};
+use crate::error::{Error, Result};
+use crate::functions;
+use crate::value::{deep_equal, stringify, truthy, Flags, Func, Obj, Val};
+use crate::{Bindings, Limits};
+
+struct Frame {
+    vars: HashMap<String, Val>,
+    parent: Option<usize>,
+}
+
+/// One evaluation's state.
+pub(crate) struct Evaluator<'b> {
+    frames: Vec<Frame>,
+    pub bindings: &'b Bindings,
+    limits: Limits,
+    depth: usize,
+    steps: u64,
+    started: Instant,
+    /// Milliseconds since the epoch at the start of the evaluation (`$now`, `$millis`).
+    pub now_millis: i64,
+    /// The context of the built-in being called (`$eval`'s default input).
+    pub ctx_input: Val,
+}
+
+impl<'b> Evaluator<'b> {
+    pub fn new(bindings: &'b Bindings, root: Val) -> Self {
+        let mut vars = HashMap::new();
+        vars.insert("$".to_string(), root);
+        let now_millis = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        Evaluator {
+            frames: vec![Frame { vars, parent: None }],
+            bindings,
+            limits: bindings.limits.clone(),
+            depth: 0,
+            steps: 0,
+            started: Instant::now(),
+            now_millis,
+            ctx_input: Val::Undefined,
+        }
+    }
+
+    /// Counts a step against the budget and checks the clock now and then.
+    pub fn tick(&mut self, cost: u64, pos: usize) -> Result<()> {
+        let before = self.steps;
+        self.steps = self.steps.saturating_add(cost);
+        if self.steps > self.limits.max_steps {
+            return Err(Error::at("U1002", pos, "Expression evaluation exceeded its step budget"));
+        }
+        if let Some(t) = self.limits.timeout {
+            if before >> 10 != self.steps >> 10 && self.started.elapsed() > t {
+                return Err(Error::at("U1002", pos, "Expression evaluation timeout: check for an infinite loop"));
+            }
+        }
+        Ok(())
+    }
+
+    fn new_frame(&mut self, parent: usize) -> usize {
+        self.frames.push(Frame {
+            vars: HashMap::new(),
+            parent: Some(parent),
+        });
+        self.frames.len() - 1
+    }
+
+    pub fn bind(&mut self, env: usize, name: &str, v: Val) {
+        self.frames[env].vars.insert(name.to_string(), v);
+    }
+
+    fn lookup_var(&mut self, env: usize, name: &str) -> Val {
+        let mut f = Some(env);
+        while let Some(i) = f {
+            if let Some(v) = self.frames[i].vars.get(name) {
+                return v.clone();
+            }
+            f = self.frames[i].parent;
+        }
+        if let Some(v) = self.bindings.vars.get(name) {
+            let v = Val::from_json(v);
+            self.frames[0].vars.insert(name.to_string(), v.clone());
+            return v;
+        }
+        if let Some(nf) = self.bindings.functions.get(name) {
+            return Val::Func(Rc::new(Func::Native(name.to_string(), nf.clone())));
+        }
+        if let Some(b) = functions::lookup(name) {
+            return Val::Func(Rc::new(Func::Builtin(b)));
+        }
+        Val::Undefined
+    }
+
+    /// Evaluates a node against an input in an environment.
+    pub fn eval(&mut self, node: &Node, input: &Val, env: usize) -> Result<Val> {
+        self.tick(1, node.pos)?;
+        self.depth += 1;
+        if self.depth > self.limits.max_depth {
+            self.depth -= 1;
+            return Err(Error::at(
+                "U1001",
+                node.pos,
+                "Stack overflow error: Check for non-terminating recursive function. Consider rewriting as tail-recursive.",
+            ));
+        }
+        let r = self.eval_inner(node, input, env);
+        self.depth -= 1;
+        let mut r = r?;
+        for p in &node.predicates {
+            r = self.filter(p, r, env)?;
+        }
+        if !matches!(node.kind, Kind::Path(_)) {
+            if let Some(g) = &node.group {
+                r = self.group(g, r, env)?;
+            }
+        }
+        Ok(collapse(r, node.keep_array))
+    }
+
+    fn eval_inner(&mut self, node: &Node, input: &Val, env: usize) -> Result<Val> {
+        Ok(match &node.kind {
+            Kind::String(s) => Val::str(s.as_str()),
+            Kind::Number(n) => Val::Num(*n),
+            Kind::Bool(b) => Val::Bool(*b),
+            Kind::Null => Val::Null,
+            Kind::Regex(re, _) => Val::Func(Rc::new(Func::Regex(re.clone()))),
+            Kind::Name(n) => lookup(input, n),
+            Kind::Variable(v) => {
+                if v.is_empty() {
+                    match input {
+                        Val::Arr(a, f) if f.outer_wrapper && !a.is_empty() => a[0].clone(),
+                        _ => input.clone(),
+                    }
+                } else {
+                    self.lookup_var(env, v)
+                }
+            }
+            Kind::Wildcard => wildcard(input),
+            Kind::Descendant => {
+                let mut out = Vec::new();
+                if !input.is_undef() {
+                    descendants(input, &mut out);
+                }
+                if out.len() == 1 {
+                    out.pop().unwrap_or(Val::Undefined)
+                } else {
+                    Val::seq(out)
+                }
+            }
+            Kind::Parent => {
+                return Err(Error::at("S0217", node.pos, "The parent operator % is not supported"));
+            }
+            Kind::Path(steps) => self.path(node, steps, input, env)?,
+            Kind::Binary(op, l, r) => self.binary(*op, l, r, input, env, node.pos)?,
+            Kind::Neg(e) => match self.eval(e, input, env)? {
+                Val::Undefined => Val::Undefined,
+                Val::Num(n) => Val::Num(-n),
+                _ => return Err(Error::at("D1002", node.pos, "Cannot negate a non-numeric value")),
+            },
+            Kind::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    let v = self.eval(item, input, env)?;
+                    match v {
+                        Val::Undefined => {}
+                        Val::Arr(a, _) if !matches!(item.kind, Kind::Array(_)) => out.extend(a.iter().cloned()),
+                        v => out.push(v),
+                    }
+                }
+                Val::Arr(
+                    Rc::new(out),
+                    Flags {
+                        cons: node.cons_array,
+                        ..Flags::default()
+                    },
+                )
+            }
+            Kind::Object(g) => self.group(g, input.clone(), env)?,
+            Kind::Block(items) => {
+                let frame = self.new_frame(env);
+                let mut r = Val::Undefined;
+                for item in items {
+                    r = self.eval(item, input, frame)?;
+                }
+                r
+            }
+            Kind::Condition(c, t, e) => {
+                let c = self.eval(c, input, env)?;
+                if truthy(&c) {
+                    self.eval(t, input, env)?
+                } else if let Some(e) = e {
+                    self.eval(e, input, env)?
+                } else {
+                    Val::Undefined
+                }
+            }
+            Kind::Bind(name, value) => {
+                let v = self.eval(value, input, env)?;
+                self.bind(env, name, v.clone());
+                v
+            }
+            Kind::Lambda { params, body } => Val::Func(Rc::new(Func::Lambda {
+                params: params.clone(),
+                body: body.clone(),
+                env,
+                input: input.clone(),
+            })),
+            Kind::Placeholder => return Err(Error::at("S0201", node.pos, "Syntax error: ?")),
+            Kind::Call { procedure, args, partial } => self.call(procedure, args, *partial, None, input, env, node.pos)?,
+            Kind::Apply(l, r) => {
+                let lhs = self.eval(l, input, env)?;
+                if let Kind::Call { procedure, args, partial } = &r.kind {
+                    self.call(procedure, args, *partial, Some(lhs), input, env, r.pos)?
+                } else {
+                    let f = self.eval(r, input, env)?;
+                    match (f, lhs) {
+                        (Val::Func(g), Val::Func(f)) => Val::Func(Rc::new(Func::Chain(f, g))),
+                        (Val::Func(g), lhs) => self.apply(&g, vec![lhs], input, node.pos)?,
+                        _ => {
+                            return Err(Error::at(
+                                "T2006",
+                                node.pos,
+                                "The right side of the function application operator ~> must be a function",
+                            ))
+                        }
+                    }
+                }
+            }
+            Kind::Sort(terms) => self.sort_by(terms, input.clone(), env, node.pos)?,
+            Kind::Transform { .. } => Val::Func(Rc::new(Func::Transform(node.clone().into(), env))),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &mut self,
+        procedure: &Node,
+        args: &[Node],
+        partial: bool,
+        first: Option<Val>,
+        input: &Val,
+        env: usize,
+        pos: usize,
+    ) -> Result<Val> {
+        let f = self.eval(procedure, input, env)?;
+        let Val::Func(f) = f else {
+            let name = match &procedure.kind {
+                Kind::Variable(v) => Some(v.clone()),
+                Kind::Path(s) if s.len() == 1 => match &s[0].kind {
+                    Kind::Name(n) => Some(n.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let (code, what) = if partial { ("T1008", "partially apply") } else { ("T1006", "invoke") };
+            let mut msg = format!("Attempted to {what} a non-function");
+            if let Some(n) = name {
+                msg.push_str(&format!(". Did you mean ${n}?"));
+            }
+            return Err(Error::at(code, pos, msg));
+        };
+        let mut vals: Vec<Option<Val>> = Vec::with_capacity(args.len() + 1);
+        if let Some(v) = first {
+            vals.push(Some(v));
+        }
+        for a in args {
+            if matches!(a.kind, Kind::Placeholder) {
+                vals.push(None);
+            } else {
+                vals.push(Some(self.eval(a, input, env)?));
+            }
+        }
+        if partial {
+            return Ok(Val::Func(Rc::new(Func::Partial(f, vals))));
+        }
+        let vals = vals.into_iter().map(|v| v.unwrap_or(Val::Undefined)).collect();
+        self.apply_ctx(&f, vals, input, pos)
+    }
+
+    /// Applies a function to arguments (no context).
+    pub fn apply(&mut self, f: &Rc<Func>, args: Vec<Val>, input: &Val, pos: usize) -> Result<Val> {
+        self.apply_ctx(f, args, input, pos)
+    }
+
+    fn apply_ctx(&mut self, f: &Rc<Func>, mut args: Vec<Val>, input: &Val, pos: usize) -> Result<Val> {
+        self.tick(1, pos)?;
+        match f.as_ref() {
+            Func::Lambda {
+                params,
+                body,
+                env,
+                input: captured,
+            } => {
+                let frame = self.new_frame(*env);
+                for (i, p) in params.iter().enumerate() {
+                    let v = args.get(i).cloned().unwrap_or(Val::Undefined);
+                    self.bind(frame, p, v);
+                }
+                let body = body.clone();
+                let captured = captured.clone();
+                self.eval(&body, &captured, frame)
+            }
+            Func::Builtin(b) => {
+                if let Some(t) = b.ctx {
+                    let use_ctx = args.len() < b.min_args
+                        || (args.len() < b.max_args && !args.is_empty() && !functions::type_matches(t, &args[0]));
+                    if use_ctx {
+                        let ctx = match input {
+                            Val::Arr(a, fl) if fl.outer_wrapper && !a.is_empty() => a[0].clone(),
+                            v => v.clone(),
+                        };
+                        args.insert(0, ctx);
+                    }
+                }
+                if args.len() > b.max_args {
+                    return Err(Error::at(
+                        "T0410",
+                        pos,
+                        format!("Argument {} of function {} does not match function signature", b.max_args + 1, b.name),
+                    ));
+                }
+                self.ctx_input = input.clone();
+                (b.f)(self, args, pos)
+            }
+            Func::Native(name, nf) => {
+                let mut json = Vec::with_capacity(args.len());
+                for a in &args {
+                    json.push(a.to_json()?);
+                }
+                let out = (nf.f)(&json).map_err(|mut e| {
+                    if e.position.is_none() {
+                        e.position = Some(pos);
+                    }
+                    e
+                });
+                let out = out.map_err(|e| {
+                    if e.message.is_empty() {
+                        Error::at(e.code, pos, format!("${name} failed"))
+                    } else {
+                        e
+                    }
+                })?;
+                Ok(out.as_ref().map(Val::from_json).unwrap_or(Val::Undefined))
+            }
+            Func::Partial(g, bound) => {
+                let mut it = args.into_iter();
+                let full: Vec<Val> = bound
+                    .iter()
+                    .map(|b| match b {
+                        Some(v) => v.clone(),
+                        None => it.next().unwrap_or(Val::Undefined),
+                    })
+                    .collect();
+                let g = g.clone();
+                self.apply_ctx(&g, full, input, pos)
+            }
+            Func::Chain(a, b) => {
+                let (a, b) = (a.clone(), b.clone());
+                let mid = self.apply_ctx(&a, args, input, pos)?;
+                self.apply_ctx(&b, vec![mid], input, pos)
+            }
+            Func::Regex(re) => {
+                let s = match args.first() {
+                    Some(Val::Str(s)) => s.clone(),
+                    _ => return Ok(Val::Undefined),
+                };
+                let re = re.clone();
+                Ok(functions::regex_first_match(&re, &s))
+            }
+            Func::Transform(node, env) => {
+                let (node, env) = (node.clone(), *env);
+                self.transform(&node, args.into_iter().next().unwrap_or(Val::Undefined), env)
+            }
+        }
+    }
+
+    fn path(&mut self, node: &Node, steps: &[Node], input: &Val, env: usize) -> Result<Val> {
+        let first_is_var = matches!(steps.first().map(|s| &s.kind), Some(Kind::Variable(_)));
+        let mut seq = match input {
+            Val::Arr(..) if !first_is_var => input.clone(),
+            v => Val::seq(vec![v.clone()]),
+        };
+        let mut result = Val::seq(Vec::new());
+        let last = steps.len().saturating_sub(1);
+        for (i, step) in steps.iter().enumerate() {
+            result = if i == 0 && step.cons_array {
+                self.eval(step, &seq, env)?
+            } else {
+                self.step(step, &seq, env, i == last)?
+            };
+            let empty = match &result {
+                Val::Undefined => true,
+                Val::Arr(a, _) => a.is_empty(),
+                _ => false,
+            };
+            if empty {
+                break;
+            }
+            seq = result.clone();
+        }
+        if node.keep_array || steps.iter().any(|s| s.keep_array) {
+            result = match result {
+                Val::Arr(a, mut f) => {
+                    if f.cons && !f.sequence {
+                        f.sequence = true;
+                    }
+                    f.keep_singleton = true;
+                    Val::Arr(a, f)
+                }
+                other => other,
+            };
+        }
+        if let Some(g) = &node.group {
+            result = self.group(g, result, env)?;
+        }
+        Ok(result)
+    }
+
+    fn step(&mut self, step: &Node, seq: &Val, env: usize, last: bool) -> Result<Val> {
+        if let Kind::Sort(terms) = &step.kind {
+            let mut r = self.sort_by(terms, seq.clone(), env, step.pos)?;
+            for s in &step.stages {
+                r = self.filter(s, r, env)?;
+            }
+            return Ok(r);
+        }
+        let items = match seq {
+            Val::Arr(a, _) => a.clone(),
+            v => Rc::new(vec![v.clone()]),
+        };
+        let mut results = Vec::new();
+        for item in items.iter() {
+            let mut res = self.eval(step, item, env)?;
+            for s in &step.stages {
+                res = self.filter(s, res, env)?;
+            }
+            if !res.is_undef() {
+                results.push(res);
+            }
+        }
+        if last && results.len() == 1 && matches!(&results[0], Val::Arr(_, f) if !f.sequence) {
+            return Ok(results.pop().unwrap_or(Val::Undefined));
+        }
+        let mut flat = Vec::new();
+        for r in results {
+            match r {
+                Val::Arr(a, f) if !f.cons => flat.extend(a.iter().cloned()),
+                v => flat.push(v),
+            }
+        }
+        Ok(Val::seq(flat))
+    }
+
+    fn filter(&mut self, pred: &Node, input: Val, env: usize) -> Result<Val> {
+        let items = match &input {
+            Val::Undefined => return Ok(Val::seq(Vec::new())),
+            Val::Arr(a, _) => a.clone(),
+            v => Rc::new(vec![v.clone()]),
+        };
+        let mut out = Vec::new();
+        if let (Kind::Number(n), true) = (&pred.kind, pred.predicates.is_empty()) {
+            let mut idx = n.floor();
+            if idx < 0.0 {
+                idx += items.len() as f64;
+            }
+            if idx >= 0.0 {
+                if let Some(item) = items.get(idx as usize) {
+                    if let Val::Arr(..) = item {
+                        return Ok(item.clone());
+                    }
+                    out.push(item.clone());
+                }
+            }
+            return Ok(Val::seq(out));
+        }
+        let len = items.len() as f64;
+        for (index, item) in items.iter().enumerate() {
+            let res = self.eval(pred, item, env)?;
+            let nums: Option<Vec<f64>> = match &res {
+                Val::Num(n) => Some(vec![*n]),
+                Val::Arr(a, _) if !a.is_empty() && a.iter().all(|v| matches!(v, Val::Num(_))) => {
+                    Some(a.iter().map(|v| if let Val::Num(n) = v { *n } else { 0.0 }).collect())
+                }
+                _ => None,
+            };
+            if let Some(nums) = nums {
+                for n in nums {
+                    let mut ii = n.floor();
+                    if ii < 0.0 {
+                        ii += len;
+                    }
+                    if ii == index as f64 {
+                        out.push(item.clone());
+                    }
+                }
+            } else if truthy(&res) {
+                out.push(item.clone());
+            }
+        }
+        Ok(Val::seq(out))
+    }
+
+    fn group(&mut self, g: &Group, input: Val, env: usize) -> Result<Val> {
+        let mut items = match input {
+            Val::Arr(a, _) => a.as_ref().clone(),
+            v => vec![v],
+        };
+        if items.is_empty() {
+            items.push(Val::Undefined);
+        }
+        let mut groups: IndexMap<String, (Val, usize)> = IndexMap::new();
+        for item in items {
+            for (idx, (k, _)) in g.pairs.iter().enumerate() {
+                let key = self.eval(k, &item, env)?;
+                match key {
+                    Val::Undefined => {}
+                    Val::Str(s) => {
+                        if let Some(entry) = groups.get_mut(s.as_ref()) {
+                            if entry.1 != idx {
+                                return Err(Error::at(
+                                    "D1009",
+                                    g.pos,
+                                    format!("Multiple key definitions evaluate to same key: {s}"),
+                                ));
+                            }
+                            entry.0 = append(std::mem::replace(&mut entry.0, Val::Undefined), item.clone());
+                        } else {
+                            groups.insert(s.to_string(), (item.clone(), idx));
+                        }
+                    }
+                    other => {
+                        return Err(Error::at(
+                            "T1003",
+                            g.pos,
+                            format!("Key in object structure must evaluate to a string; got: {}", other.type_name()),
+                        ))
+                    }
+                }
+            }
+        }
+        let mut out: Obj = IndexMap::new();
+        for (key, (data, idx)) in groups {
+            let v = self.eval(&g.pairs[idx].1, &data, env)?;
+            if !v.is_undef() {
+                out.insert(key, v);
+            }
+        }
+        Ok(Val::Obj(Rc::new(out)))
+    }
+
+    fn sort_by(&mut self, terms: &[SortTerm], input: Val, env: usize, pos: usize) -> Result<Val> {
+        let items = match input {
+            Val::Undefined => return Ok(Val::Undefined),
+            Val::Arr(a, _) => a.as_ref().clone(),
+            v => vec![v],
+        };
+        // evaluate the keys once
+        let mut keyed = Vec::with_capacity(items.len());
+        for item in items {
+            let mut keys = Vec::with_capacity(terms.len());
+            for t in terms {
+                let k = self.eval(&t.expr, &item, env)?;
+                match &k {
+                    Val::Undefined | Val::Num(_) | Val::Str(_) => {}
+                    _ => {
+                        return Err(Error::at(
+                            "T2008",
+                            pos,
+                            "The expressions within an order-by clause must evaluate to numeric or string values",
+                        ))
+                    }
+                }
+                keys.push(k);
+            }
+            keyed.push((keys, item));
+        }
+        let mut err = None;
+        keyed.sort_by(|(a, _), (b, _)| {
+            for (i, t) in terms.iter().enumerate() {
+                let ord = match (&a[i], &b[i]) {
+                    (Val::Undefined, Val::Undefined) => std::cmp::Ordering::Equal,
+                    (Val::Undefined, _) => return std::cmp::Ordering::Greater,
+                    (_, Val::Undefined) => return std::cmp::Ordering::Less,
+                    (Val::Num(x), Val::Num(y)) => x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal),
+                    (Val::Str(x), Val::Str(y)) => x.cmp(y),
+                    _ => {
+                        err.get_or_insert_with(|| {
+                            Error::at("T2007", pos, "Type mismatch when comparing values in order-by clause")
+                        });
+                        std::cmp::Ordering::Equal
+                    }
+                };
+                let ord = if t.descending { ord.reverse() } else { ord };
+                if ord != std::cmp::Ordering::Equal {
+                    return ord;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        Ok(Val::seq(keyed.into_iter().map(|(_, v)| v).collect()))
+    }
+
+    fn binary(&mut self, op: BinOp, l: &Node, r: &Node, input: &Val, env: usize, pos: usize) -> Result<Val> {
+        match op {
+            BinOp::And => {
+                let a = self.eval(l, input, env)?;
+                if !truthy(&a) {
+                    return Ok(Val::Bool(false));
+                }
+                let b = self.eval(r, input, env)?;
+                return Ok(Val::Bool(truthy(&b)));
+            }
+            BinOp::Or => {
+                let a = self.eval(l, input, env)?;
+                if truthy(&a) {
+                    return Ok(Val::Bool(true));
+                }
+                let b = self.eval(r, input, env)?;
+                return Ok(Val::Bool(truthy(&b)));
+            }
+            BinOp::Elvis => {
+                let a = self.eval(l, input, env)?;
+                return if truthy(&a) { Ok(a) } else { self.eval(r, input, env) };
+            }
+            BinOp::Coalesce => {
+                let a = self.eval(l, input, env)?;
+                return if a.is_undef() { self.eval(r, input, env) } else { Ok(a) };
+            }
+            _ => {}
+        }
+        let a = self.eval(l, input, env)?;
+        let b = self.eval(r, input, env)?;
+        match op {
+            BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => {
+                let x = match a {
+                    Val::Undefined => None,
+                    Val::Num(n) => Some(n),
+                    _ => {
+                        return Err(Error::at(
+                            "T2001",
+                            pos,
+                            format!("The left side of the {} operator must evaluate to a number", op_str(op)),
+                        ))
+                    }
+                };
+                let y = match b {
+                    Val::Undefined => None,
+                    Val::Num(n) => Some(n),
+                    _ => {
+                        return Err(Error::at(
+                            "T2002",
+                            pos,
+                            format!("The right side of the {} operator must evaluate to a number", op_str(op)),
+                        ))
+                    }
+                };
+                let (Some(x), Some(y)) = (x, y) else { return Ok(Val::Undefined) };
+                let n = match op {
+                    BinOp::Add => x + y,
+                    BinOp::Sub => x - y,
+                    BinOp::Mul => x * y,
+                    BinOp::Div => x / y,
+                    _ => x % y,
+                };
+                if !n.is_finite() {
+                    return Err(Error::at("D1001", pos, "Number out of range"));
+                }
+                Ok(Val::Num(n))
+            }
+            BinOp::Eq | BinOp::Ne => {
+                if a.is_undef() || b.is_undef() {
+                    return Ok(Val::Bool(false));
+                }
+                let eq = deep_equal(&a, &b);
+                Ok(Val::Bool(if op == BinOp::Eq { eq } else { !eq }))
+            }
+            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                let comparable = |v: &Val| matches!(v, Val::Undefined | Val::Num(_) | Val::Str(_));
+                if !comparable(&a) || !comparable(&b) {
+                    return Err(Error::at(
+                        "T2010",
+                        pos,
+                        format!("The expressions either side of operator {} must evaluate to numeric or string values", op_str(op)),
+                    ));
+                }
+                let ord = match (&a, &b) {
+                    (Val::Undefined, _) | (_, Val::Undefined) => return Ok(Val::Bool(false)),
+                    (Val::Num(x), Val::Num(y)) => x.partial_cmp(y),
+                    (Val::Str(x), Val::Str(y)) => Some(x.cmp(y)),
+                    _ => {
+                        return Err(Error::at(
+                            "T2009",
+                            pos,
+                            format!("The values either side of operator {} must be of the same data type", op_str(op)),
+                        ))
+                    }
+                };
+                let Some(ord) = ord else { return Ok(Val::Bool(false)) };
+                use std::cmp::Ordering::*;
+                Ok(Val::Bool(match op {
+                    BinOp::Lt => ord == Less,
+                    BinOp::Le => ord != Greater,
+                    BinOp::Gt => ord == Greater,
+                    _ => ord != Less,
+                }))
+            }
+            BinOp::Concat => {
+                let mut s = String::new();
+                for v in [&a, &b] {
+                    if !v.is_undef() {
+                        s.push_str(&functions::to_string(v)?);
+                    }
+                }
+                self.tick(s.len() as u64 / 64, pos)?;
+                Ok(Val::str(s))
+            }
+            BinOp::In => {
+                if a.is_undef() || b.is_undef() {
+                    return Ok(Val::Bool(false));
+                }
+                let hay = b.items();
+                Ok(Val::Bool(hay.iter().any(|v| deep_equal(v, &a))))
+            }
+            BinOp::Range => {
+                let x = match a {
+                    Val::Undefined => None,
+                    Val::Num(n) if n.fract() == 0.0 => Some(n),
+                    _ => return Err(Error::at("T2003", pos, "The left side of the range operator (..) must evaluate to an integer")),
+                };
+                let y = match b {
+                    Val::Undefined => None,
+                    Val::Num(n) if n.fract() == 0.0 => Some(n),
+                    _ => return Err(Error::at("T2004", pos, "The right side of the range operator (..) must evaluate to an integer")),
+                };
+                let (Some(x), Some(y)) = (x, y) else { return Ok(Val::Undefined) };
+                if x > y {
+                    return Ok(Val::Undefined);
+                }
+                let size = y - x + 1.0;
+                if size > 1e7 {
+                    return Err(Error::at(
+                        "D2014",
+                        pos,
+                        format!("The size of the sequence allocated by the range operator (..) must not exceed 1e7.  Attempted to allocate {size}"),
+                    ));
+                }
+                self.tick(size as u64, pos)?;
+                let (x, y) = (x as i64, y as i64);
+                Ok(Val::arr((x..=y).map(|i| Val::Num(i as f64)).collect()))
+            }
+            _ => Ok(Val::Undefined),
+        }
+    }
+
+    fn transform(&mut self, node: &Node, obj: Val, env: usize) -> Result<Val> {
+        let Kind::Transform { pattern, update, delete } = &node.kind else {
+            return Ok(Val::Undefined);
+        };
+        if obj.is_undef() {
+            return Ok(Val::Undefined);
+        }
+        if !matches!(obj, Val::Obj(_) | Val::Arr(..)) {
+            return Err(Error::at("T2013", node.pos, "The transform expression clones the input, which must be an object or an array"));
+        }
+        // deep copy so every object has its own identity
+        let result = deep_clone(&obj);
+        let matches = self.eval(pattern, &result, env)?;
+        let mut edits: HashMap<*const Obj, Obj> = HashMap::new();
+        for m in matches.items() {
+            let Val::Obj(o) = &m else { continue };
+            let mut new = edits.get(&Rc::as_ptr(o)).cloned().unwrap_or_else(|| o.as_ref().clone());
+            let upd = self.eval(update, &m, env)?;
+            match upd {
+                Val::Undefined => {}
+                Val::Obj(u) => {
+                    for (k, v) in u.iter() {
+                        new.insert(k.clone(), v.clone());
+                    }
+                }
+                _ => return Err(Error::at("T2011", node.pos, "The insert/update clause of the transform expression must evaluate to an object")),
+            }
+            if let Some(d) = delete {
+                let del = self.eval(d, &m, env)?;
+                if !del.is_undef() {
+                    for k in del.items() {
+                        let Val::Str(k) = k else {
+                            return Err(Error::at("T2012", node.pos, "The delete clause of the transform expression must evaluate to a string or array of strings"));
+                        };
+                        new.shift_remove(k.as_ref());
+                    }
+                }
+            }
+            edits.insert(Rc::as_ptr(o), new);
+        }
+        Ok(rebuild(&result, &edits))
+    }
+}
+
+fn deep_clone(v: &Val) -> Val {
+    match v {
+        Val::Arr(a, f) => Val::Arr(Rc::new(a.iter().map(deep_clone).collect()), *f),
+        Val::Obj(o) => Val::Obj(Rc::new(o.iter().map(|(k, v)| (k.clone(), deep_clone(v))).collect())),
+        v => v.clone(),
+    }
+}
+
+fn rebuild(v: &Val, edits: &HashMap<*const Obj, Obj>) -> Val {
+    match v {
+        Val::Arr(a, f) => Val::Arr(Rc::new(a.iter().map(|x| rebuild(x, edits)).collect()), *f),
+        Val::Obj(o) => {
+            let base = edits.get(&Rc::as_ptr(o)).unwrap_or(o.as_ref());
+            Val::Obj(Rc::new(base.iter().map(|(k, v)| (k.clone(), rebuild(v, edits))).collect()))
+        }
+        v => v.clone(),
+    }
+}
+
+fn op_str(op: BinOp) -> &'static str {
+    match op {
+        BinOp::Add => "+",
+        BinOp::Sub => "-",
+        BinOp::Mul => "*",
+        BinOp::Div => "/",
+        BinOp::Mod => "%",
+        BinOp::Lt => "<",
+        BinOp::Le => "<=",
+        BinOp::Gt => ">",
+        BinOp::Ge => ">=",
+        _ => "?",
+    }
+}
+
+/// Collapses a sequence: empty → undefined, one item → the item (unless kept).
+pub(crate) fn collapse(v: Val, keep: bool) -> Val {
+    match v {
+        Val::Arr(a, mut f) if f.sequence => {
+            if keep {
+                f.keep_singleton = true;
+            }
+            if a.is_empty() {
+                Val::Undefined
+            } else if a.len() == 1 && !f.keep_singleton {
+                a[0].clone()
+            } else {
+                Val::Arr(a, f)
+            }
+        }
+        v => v,
+    }
+}
+
+/// JSONata's `fn.append`.
+pub(crate) fn append(a: Val, b: Val) -> Val {
+    match (a, b) {
+        (Val::Undefined, b) => b,
+        (a, Val::Undefined) => a,
+        (a, b) => {
+            let mut items = a.items();
+            items.extend(b.items());
+            Val::seq(items)
+        }
+    }
+}
+
+fn lookup(input: &Val, key: &str) -> Val {
+    match input {
+        Val::Arr(a, _) => {
+            let mut out = Vec::new();
+            for item in a.iter() {
+                match lookup(item, key) {
+                    Val::Undefined => {}
+                    Val::Arr(x, _) => out.extend(x.iter().cloned()),
+                    v => out.push(v),
+                }
+            }
+            Val::seq(out)
+        }
+        Val::Obj(o) => o.get(key).cloned().unwrap_or(Val::Undefined),
+        _ => Val::Undefined,
+    }
+}
+
+fn flatten_into(v: &Val, out: &mut Vec<Val>) {
+    match v {
+        Val::Arr(a, _) => a.iter().for_each(|x| flatten_into(x, out)),
+        v => out.push(v.clone()),
+    }
+}
+
+fn wildcard(input: &Val) -> Val {
+    let input = match input {
+        Val::Arr(a, f) if f.outer_wrapper && !a.is_empty() => &a[0],
+        v => v,
+    };
+    let mut out = Vec::new();
+    if let Val::Obj(o) = input {
+        for v in o.values() {
+            match v {
+                Val::Arr(..) => flatten_into(v, &mut out),
+                v => out.push(v.clone()),
+            }
+        }
+    }
+    Val::seq(out)
+}
+
+fn descendants(v: &Val, out: &mut Vec<Val>) {
+    match v {
+        Val::Arr(a, _) => a.iter().for_each(|x| descendants(x, out)),
+        Val::Obj(o) => {
+            out.push(v.clone());
+            o.values().for_each(|x| descendants(x, out));
+        }
+        v => out.push(v.clone()),
+    }
+}
+
+/// Stringifies per `$string` (shared with `&`).
+pub(crate) fn string_of(v: &Val) -> Result<String> {
+    match v {
+        Val::Str(s) => Ok(s.to_string()),
+        Val::Func(_) => Ok(String::new()),
+        v => stringify(v, false),
+    }
+}
