@@ -13,6 +13,11 @@ use crate::functions;
 use crate::value::{deep_equal, stringify, truthy, Flags, Func, Obj, Val};
 use crate::{Bindings, Limits};
 
+/// Stack left before growing onto a new segment.
+const RED_ZONE: usize = 256 * 1024;
+/// Size of each new stack segment.
+const STACK_SEGMENT: usize = 4 * 1024 * 1024;
+
 struct Frame {
     vars: HashMap<String, Val>,
     parent: Option<usize>,
@@ -36,7 +41,8 @@ impl<'b> Evaluator<'b> {
     pub fn new(bindings: &'b Bindings, root: Val) -> Self {
         let mut vars = HashMap::new();
         vars.insert("$".to_string(), root);
-        let now_millis = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now_millis =
+            (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
         Evaluator {
             frames: vec![Frame { vars, parent: None }],
             bindings,
@@ -54,11 +60,19 @@ impl<'b> Evaluator<'b> {
         let before = self.steps;
         self.steps = self.steps.saturating_add(cost);
         if self.steps > self.limits.max_steps {
-            return Err(Error::at("U1002", pos, "Expression evaluation exceeded its step budget"));
+            return Err(Error::at(
+                "U1002",
+                pos,
+                "Expression evaluation exceeded its step budget",
+            ));
         }
         if let Some(t) = self.limits.timeout {
             if before >> 10 != self.steps >> 10 && self.started.elapsed() > t {
-                return Err(Error::at("U1002", pos, "Expression evaluation timeout: check for an infinite loop"));
+                return Err(Error::at(
+                    "U1002",
+                    pos,
+                    "Expression evaluation timeout: check for an infinite loop",
+                ));
             }
         }
         Ok(())
@@ -110,7 +124,11 @@ impl<'b> Evaluator<'b> {
                 "Stack overflow error: Check for non-terminating recursive function. Consider rewriting as tail-recursive.",
             ));
         }
-        let r = self.eval_inner(node, input, env);
+        // deep (but bounded) recursion runs on heap-allocated stack segments rather
+        // than overflowing a small thread stack
+        let r = stacker::maybe_grow(RED_ZONE, STACK_SEGMENT, || {
+            self.eval_inner(node, input, env)
+        });
         self.depth -= 1;
         let mut r = r?;
         for p in &node.predicates {
@@ -155,14 +173,24 @@ impl<'b> Evaluator<'b> {
                 }
             }
             Kind::Parent => {
-                return Err(Error::at("S0217", node.pos, "The parent operator % is not supported"));
+                return Err(Error::at(
+                    "S0217",
+                    node.pos,
+                    "The parent operator % is not supported",
+                ));
             }
             Kind::Path(steps) => self.path(node, steps, input, env)?,
             Kind::Binary(op, l, r) => self.binary(*op, l, r, input, env, node.pos)?,
             Kind::Neg(e) => match self.eval(e, input, env)? {
                 Val::Undefined => Val::Undefined,
                 Val::Num(n) => Val::Num(-n),
-                _ => return Err(Error::at("D1002", node.pos, "Cannot negate a non-numeric value")),
+                _ => {
+                    return Err(Error::at(
+                        "D1002",
+                        node.pos,
+                        "Cannot negate a non-numeric value",
+                    ))
+                }
             },
             Kind::Array(items) => {
                 let mut out = Vec::new();
@@ -170,7 +198,9 @@ impl<'b> Evaluator<'b> {
                     let v = self.eval(item, input, env)?;
                     match v {
                         Val::Undefined => {}
-                        Val::Arr(a, _) if !matches!(item.kind, Kind::Array(_)) => out.extend(a.iter().cloned()),
+                        Val::Arr(a, _) if !matches!(item.kind, Kind::Array(_)) => {
+                            out.extend(a.iter().cloned())
+                        }
                         v => out.push(v),
                     }
                 }
@@ -213,10 +243,19 @@ impl<'b> Evaluator<'b> {
                 input: input.clone(),
             })),
             Kind::Placeholder => return Err(Error::at("S0201", node.pos, "Syntax error: ?")),
-            Kind::Call { procedure, args, partial } => self.call(procedure, args, *partial, None, input, env, node.pos)?,
+            Kind::Call {
+                procedure,
+                args,
+                partial,
+            } => self.call(procedure, args, *partial, None, input, env, node.pos)?,
             Kind::Apply(l, r) => {
                 let lhs = self.eval(l, input, env)?;
-                if let Kind::Call { procedure, args, partial } = &r.kind {
+                if let Kind::Call {
+                    procedure,
+                    args,
+                    partial,
+                } = &r.kind
+                {
                     self.call(procedure, args, *partial, Some(lhs), input, env, r.pos)?
                 } else {
                     let f = self.eval(r, input, env)?;
@@ -259,7 +298,11 @@ impl<'b> Evaluator<'b> {
                 },
                 _ => None,
             };
-            let (code, what) = if partial { ("T1008", "partially apply") } else { ("T1006", "invoke") };
+            let (code, what) = if partial {
+                ("T1008", "partially apply")
+            } else {
+                ("T1006", "invoke")
+            };
             let mut msg = format!("Attempted to {what} a non-function");
             if let Some(n) = name {
                 msg.push_str(&format!(". Did you mean ${n}?"));
@@ -280,7 +323,10 @@ impl<'b> Evaluator<'b> {
         if partial {
             return Ok(Val::Func(Rc::new(Func::Partial(f, vals))));
         }
-        let vals = vals.into_iter().map(|v| v.unwrap_or(Val::Undefined)).collect();
+        let vals = vals
+            .into_iter()
+            .map(|v| v.unwrap_or(Val::Undefined))
+            .collect();
         self.apply_ctx(&f, vals, input, pos)
     }
 
@@ -289,7 +335,13 @@ impl<'b> Evaluator<'b> {
         self.apply_ctx(f, args, input, pos)
     }
 
-    fn apply_ctx(&mut self, f: &Rc<Func>, mut args: Vec<Val>, input: &Val, pos: usize) -> Result<Val> {
+    fn apply_ctx(
+        &mut self,
+        f: &Rc<Func>,
+        mut args: Vec<Val>,
+        input: &Val,
+        pos: usize,
+    ) -> Result<Val> {
         self.tick(1, pos)?;
         match f.as_ref() {
             Func::Lambda {
@@ -309,21 +361,40 @@ impl<'b> Evaluator<'b> {
             }
             Func::Builtin(b) => {
                 if let Some(t) = b.ctx {
+                    let ctx = match input {
+                        Val::Arr(a, fl) if fl.outer_wrapper && !a.is_empty() => a[0].clone(),
+                        v => v.clone(),
+                    };
                     let use_ctx = args.len() < b.min_args
-                        || (args.len() < b.max_args && !args.is_empty() && !functions::type_matches(t, &args[0]));
+                        || (args.len() < b.max_args
+                            && !args.is_empty()
+                            && !args[0].is_undef()
+                            && !functions::type_matches(t, &args[0])
+                            && functions::type_matches(t, &ctx));
                     if use_ctx {
-                        let ctx = match input {
-                            Val::Arr(a, fl) if fl.outer_wrapper && !a.is_empty() => a[0].clone(),
-                            v => v.clone(),
-                        };
                         args.insert(0, ctx);
                     }
+                }
+                if args.len() < b.min_args {
+                    return Err(Error::at(
+                        "T0410",
+                        pos,
+                        format!(
+                            "Argument {} of function {} does not match function signature",
+                            args.len() + 1,
+                            b.name
+                        ),
+                    ));
                 }
                 if args.len() > b.max_args {
                     return Err(Error::at(
                         "T0410",
                         pos,
-                        format!("Argument {} of function {} does not match function signature", b.max_args + 1, b.name),
+                        format!(
+                            "Argument {} of function {} does not match function signature",
+                            b.max_args + 1,
+                            b.name
+                        ),
                     ));
                 }
                 self.ctx_input = input.clone();
@@ -376,7 +447,11 @@ impl<'b> Evaluator<'b> {
             }
             Func::Transform(node, env) => {
                 let (node, env) = (node.clone(), *env);
-                self.transform(&node, args.into_iter().next().unwrap_or(Val::Undefined), env)
+                self.transform(
+                    &node,
+                    args.into_iter().next().unwrap_or(Val::Undefined),
+                    env,
+                )
             }
         }
     }
@@ -407,10 +482,14 @@ impl<'b> Evaluator<'b> {
         }
         if node.keep_array || steps.iter().any(|s| s.keep_array) {
             result = match result {
+                Val::Arr(a, f) if f.cons && !f.sequence => Val::Arr(
+                    Rc::new(vec![Val::Arr(a, f)]),
+                    Flags {
+                        keep_singleton: true,
+                        ..Flags::SEQ
+                    },
+                ),
                 Val::Arr(a, mut f) => {
-                    if f.cons && !f.sequence {
-                        f.sequence = true;
-                    }
                     f.keep_singleton = true;
                     Val::Arr(a, f)
                 }
@@ -486,7 +565,11 @@ impl<'b> Evaluator<'b> {
             let nums: Option<Vec<f64>> = match &res {
                 Val::Num(n) => Some(vec![*n]),
                 Val::Arr(a, _) if !a.is_empty() && a.iter().all(|v| matches!(v, Val::Num(_))) => {
-                    Some(a.iter().map(|v| if let Val::Num(n) = v { *n } else { 0.0 }).collect())
+                    Some(
+                        a.iter()
+                            .map(|v| if let Val::Num(n) = v { *n } else { 0.0 })
+                            .collect(),
+                    )
                 }
                 _ => None,
             };
@@ -530,7 +613,10 @@ impl<'b> Evaluator<'b> {
                                     format!("Multiple key definitions evaluate to same key: {s}"),
                                 ));
                             }
-                            entry.0 = append(std::mem::replace(&mut entry.0, Val::Undefined), item.clone());
+                            entry.0 = append(
+                                std::mem::replace(&mut entry.0, Val::Undefined),
+                                item.clone(),
+                            );
                         } else {
                             groups.insert(s.to_string(), (item.clone(), idx));
                         }
@@ -539,7 +625,10 @@ impl<'b> Evaluator<'b> {
                         return Err(Error::at(
                             "T1003",
                             g.pos,
-                            format!("Key in object structure must evaluate to a string; got: {}", other.type_name()),
+                            format!(
+                                "Key in object structure must evaluate to a string; got: {}",
+                                other.type_name()
+                            ),
                         ))
                     }
                 }
@@ -588,11 +677,17 @@ impl<'b> Evaluator<'b> {
                     (Val::Undefined, Val::Undefined) => std::cmp::Ordering::Equal,
                     (Val::Undefined, _) => return std::cmp::Ordering::Greater,
                     (_, Val::Undefined) => return std::cmp::Ordering::Less,
-                    (Val::Num(x), Val::Num(y)) => x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal),
+                    (Val::Num(x), Val::Num(y)) => {
+                        x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal)
+                    }
                     (Val::Str(x), Val::Str(y)) => x.cmp(y),
                     _ => {
                         err.get_or_insert_with(|| {
-                            Error::at("T2007", pos, "Type mismatch when comparing values in order-by clause")
+                            Error::at(
+                                "T2007",
+                                pos,
+                                "Type mismatch when comparing values in order-by clause",
+                            )
                         });
                         std::cmp::Ordering::Equal
                     }
@@ -610,7 +705,15 @@ impl<'b> Evaluator<'b> {
         Ok(Val::seq(keyed.into_iter().map(|(_, v)| v).collect()))
     }
 
-    fn binary(&mut self, op: BinOp, l: &Node, r: &Node, input: &Val, env: usize, pos: usize) -> Result<Val> {
+    fn binary(
+        &mut self,
+        op: BinOp,
+        l: &Node,
+        r: &Node,
+        input: &Val,
+        env: usize,
+        pos: usize,
+    ) -> Result<Val> {
         match op {
             BinOp::And => {
                 let a = self.eval(l, input, env)?;
@@ -630,11 +733,19 @@ impl<'b> Evaluator<'b> {
             }
             BinOp::Elvis => {
                 let a = self.eval(l, input, env)?;
-                return if truthy(&a) { Ok(a) } else { self.eval(r, input, env) };
+                return if truthy(&a) {
+                    Ok(a)
+                } else {
+                    self.eval(r, input, env)
+                };
             }
             BinOp::Coalesce => {
                 let a = self.eval(l, input, env)?;
-                return if a.is_undef() { self.eval(r, input, env) } else { Ok(a) };
+                return if a.is_undef() {
+                    self.eval(r, input, env)
+                } else {
+                    Ok(a)
+                };
             }
             _ => {}
         }
@@ -642,6 +753,13 @@ impl<'b> Evaluator<'b> {
         let b = self.eval(r, input, env)?;
         match op {
             BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => {
+                for v in [&a, &b] {
+                    if let Val::Num(n) = v {
+                        if !n.is_finite() {
+                            return Err(Error::at("D1001", pos, "Number out of range"));
+                        }
+                    }
+                }
                 let x = match a {
                     Val::Undefined => None,
                     Val::Num(n) => Some(n),
@@ -649,7 +767,10 @@ impl<'b> Evaluator<'b> {
                         return Err(Error::at(
                             "T2001",
                             pos,
-                            format!("The left side of the {} operator must evaluate to a number", op_str(op)),
+                            format!(
+                                "The left side of the {} operator must evaluate to a number",
+                                op_str(op)
+                            ),
                         ))
                     }
                 };
@@ -660,11 +781,16 @@ impl<'b> Evaluator<'b> {
                         return Err(Error::at(
                             "T2002",
                             pos,
-                            format!("The right side of the {} operator must evaluate to a number", op_str(op)),
+                            format!(
+                                "The right side of the {} operator must evaluate to a number",
+                                op_str(op)
+                            ),
                         ))
                     }
                 };
-                let (Some(x), Some(y)) = (x, y) else { return Ok(Val::Undefined) };
+                let (Some(x), Some(y)) = (x, y) else {
+                    return Ok(Val::Undefined);
+                };
                 let n = match op {
                     BinOp::Add => x + y,
                     BinOp::Sub => x - y,
@@ -672,9 +798,6 @@ impl<'b> Evaluator<'b> {
                     BinOp::Div => x / y,
                     _ => x % y,
                 };
-                if !n.is_finite() {
-                    return Err(Error::at("D1001", pos, "Number out of range"));
-                }
                 Ok(Val::Num(n))
             }
             BinOp::Eq | BinOp::Ne => {
@@ -694,18 +817,21 @@ impl<'b> Evaluator<'b> {
                     ));
                 }
                 let ord = match (&a, &b) {
-                    (Val::Undefined, _) | (_, Val::Undefined) => return Ok(Val::Bool(false)),
+                    (Val::Undefined, _) | (_, Val::Undefined) => return Ok(Val::Undefined),
                     (Val::Num(x), Val::Num(y)) => x.partial_cmp(y),
                     (Val::Str(x), Val::Str(y)) => Some(x.cmp(y)),
-                    _ => {
-                        return Err(Error::at(
-                            "T2009",
-                            pos,
-                            format!("The values either side of operator {} must be of the same data type", op_str(op)),
-                        ))
-                    }
+                    _ => return Err(Error::at(
+                        "T2009",
+                        pos,
+                        format!(
+                            "The values either side of operator {} must be of the same data type",
+                            op_str(op)
+                        ),
+                    )),
                 };
-                let Some(ord) = ord else { return Ok(Val::Bool(false)) };
+                let Some(ord) = ord else {
+                    return Ok(Val::Bool(false));
+                };
                 use std::cmp::Ordering::*;
                 Ok(Val::Bool(match op {
                     BinOp::Lt => ord == Less,
@@ -732,17 +858,29 @@ impl<'b> Evaluator<'b> {
                 Ok(Val::Bool(hay.iter().any(|v| deep_equal(v, &a))))
             }
             BinOp::Range => {
-                let x = match a {
-                    Val::Undefined => None,
-                    Val::Num(n) if n.fract() == 0.0 => Some(n),
-                    _ => return Err(Error::at("T2003", pos, "The left side of the range operator (..) must evaluate to an integer")),
+                let x =
+                    match a {
+                        Val::Undefined => None,
+                        Val::Num(n) if n.fract() == 0.0 => Some(n),
+                        _ => return Err(Error::at(
+                            "T2003",
+                            pos,
+                            "The left side of the range operator (..) must evaluate to an integer",
+                        )),
+                    };
+                let y =
+                    match b {
+                        Val::Undefined => None,
+                        Val::Num(n) if n.fract() == 0.0 => Some(n),
+                        _ => return Err(Error::at(
+                            "T2004",
+                            pos,
+                            "The right side of the range operator (..) must evaluate to an integer",
+                        )),
+                    };
+                let (Some(x), Some(y)) = (x, y) else {
+                    return Ok(Val::Undefined);
                 };
-                let y = match b {
-                    Val::Undefined => None,
-                    Val::Num(n) if n.fract() == 0.0 => Some(n),
-                    _ => return Err(Error::at("T2004", pos, "The right side of the range operator (..) must evaluate to an integer")),
-                };
-                let (Some(x), Some(y)) = (x, y) else { return Ok(Val::Undefined) };
                 if x > y {
                     return Ok(Val::Undefined);
                 }
@@ -763,14 +901,23 @@ impl<'b> Evaluator<'b> {
     }
 
     fn transform(&mut self, node: &Node, obj: Val, env: usize) -> Result<Val> {
-        let Kind::Transform { pattern, update, delete } = &node.kind else {
+        let Kind::Transform {
+            pattern,
+            update,
+            delete,
+        } = &node.kind
+        else {
             return Ok(Val::Undefined);
         };
         if obj.is_undef() {
             return Ok(Val::Undefined);
         }
         if !matches!(obj, Val::Obj(_) | Val::Arr(..)) {
-            return Err(Error::at("T2013", node.pos, "The transform expression clones the input, which must be an object or an array"));
+            return Err(Error::at(
+                "T2013",
+                node.pos,
+                "The transform expression clones the input, which must be an object or an array",
+            ));
         }
         // deep copy so every object has its own identity
         let result = deep_clone(&obj);
@@ -778,7 +925,10 @@ impl<'b> Evaluator<'b> {
         let mut edits: HashMap<*const Obj, Obj> = HashMap::new();
         for m in matches.items() {
             let Val::Obj(o) = &m else { continue };
-            let mut new = edits.get(&Rc::as_ptr(o)).cloned().unwrap_or_else(|| o.as_ref().clone());
+            let mut new = edits
+                .get(&Rc::as_ptr(o))
+                .cloned()
+                .unwrap_or_else(|| o.as_ref().clone());
             let upd = self.eval(update, &m, env)?;
             match upd {
                 Val::Undefined => {}
@@ -809,7 +959,9 @@ impl<'b> Evaluator<'b> {
 fn deep_clone(v: &Val) -> Val {
     match v {
         Val::Arr(a, f) => Val::Arr(Rc::new(a.iter().map(deep_clone).collect()), *f),
-        Val::Obj(o) => Val::Obj(Rc::new(o.iter().map(|(k, v)| (k.clone(), deep_clone(v))).collect())),
+        Val::Obj(o) => Val::Obj(Rc::new(
+            o.iter().map(|(k, v)| (k.clone(), deep_clone(v))).collect(),
+        )),
         v => v.clone(),
     }
 }
@@ -819,7 +971,11 @@ fn rebuild(v: &Val, edits: &HashMap<*const Obj, Obj>) -> Val {
         Val::Arr(a, f) => Val::Arr(Rc::new(a.iter().map(|x| rebuild(x, edits)).collect()), *f),
         Val::Obj(o) => {
             let base = edits.get(&Rc::as_ptr(o)).unwrap_or(o.as_ref());
-            Val::Obj(Rc::new(base.iter().map(|(k, v)| (k.clone(), rebuild(v, edits))).collect()))
+            Val::Obj(Rc::new(
+                base.iter()
+                    .map(|(k, v)| (k.clone(), rebuild(v, edits)))
+                    .collect(),
+            ))
         }
         v => v.clone(),
     }

@@ -17,9 +17,9 @@ pub(crate) enum Tok {
 }
 
 const OPS: [&str; 38] = [
-    "..", ":=", "!=", "<=", ">=", "~>", "?:", "??", "**", ".", "[", "]", "{", "}", "(", ")",
-    ",", "@", "#", ";", ":", "?", "+", "-", "*", "/", "%", "|", "=", "<", ">", "^", "&", "!",
-    "~", "and", "or", "in",
+    "..", ":=", "!=", "<=", ">=", "~>", "?:", "??", "**", ".", "[", "]", "{", "}", "(", ")", ",",
+    "@", "#", ";", ":", "?", "+", "-", "*", "/", "%", "|", "=", "<", ">", "^", "&", "!", "~",
+    "and", "or", "in",
 ];
 
 fn is_name_end(c: char) -> bool {
@@ -60,7 +60,11 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>> {
             let mut pattern = String::new();
             loop {
                 let Some(&d) = chars.get(j) else {
-                    return Err(Error::at("S0302", start, "No terminating / in regular expression"));
+                    return Err(Error::at(
+                        "S0302",
+                        start,
+                        "No terminating / in regular expression",
+                    ));
                 };
                 if d == '\\' {
                     pattern.push(d);
@@ -82,7 +86,11 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>> {
                 j += 1;
             }
             if pattern.is_empty() {
-                return Err(Error::at("S0301", start, "Empty regular expressions are not allowed"));
+                return Err(Error::at(
+                    "S0301",
+                    start,
+                    "Empty regular expressions are not allowed",
+                ));
             }
             j += 1;
             let mut flags = String::new();
@@ -149,7 +157,11 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>> {
                 j += 1;
             }
             if j >= chars.len() {
-                return Err(Error::at("S0105", start, "Quoted property name must be terminated with a backquote (`)"));
+                return Err(Error::at(
+                    "S0105",
+                    start,
+                    "Quoted property name must be terminated with a backquote (`)",
+                ));
             }
             out.push((Tok::Name(chars[i + 1..j].iter().collect()), start));
             i = j + 1;
@@ -185,7 +197,8 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>> {
             j += 1;
         }
         if j == i {
-            return Err(Error::at("S0204", start, format!("Unknown operator: {c}")).with_token(c.to_string()));
+            return Err(Error::at("S0204", start, format!("Unknown operator: {c}"))
+                .with_token(c.to_string()));
         }
         let name: String = chars[i..j].iter().collect();
         let tok = match name.as_str() {
@@ -217,14 +230,22 @@ fn lex_string(chars: &[char], start: usize, quote: char) -> Result<(String, usiz
     let mut j = start + 1;
     loop {
         let Some(&d) = chars.get(j) else {
-            return Err(Error::at("S0101", start, "String literal must be terminated by a matching quote"));
+            return Err(Error::at(
+                "S0101",
+                start,
+                "String literal must be terminated by a matching quote",
+            ));
         };
         if d == quote {
             return Ok((s, j + 1));
         }
         if d == '\\' {
             let Some(&e) = chars.get(j + 1) else {
-                return Err(Error::at("S0101", start, "String literal must be terminated by a matching quote"));
+                return Err(Error::at(
+                    "S0101",
+                    start,
+                    "String literal must be terminated by a matching quote",
+                ));
             };
             j += 2;
             match e {
@@ -238,15 +259,30 @@ fn lex_string(chars: &[char], start: usize, quote: char) -> Result<(String, usiz
                 'r' => s.push('\r'),
                 't' => s.push('\t'),
                 'u' => {
-                    let hex: String = chars.get(j..j + 4).map(|h| h.iter().collect()).unwrap_or_default();
+                    let hex: String = chars
+                        .get(j..j + 4)
+                        .map(|h| h.iter().collect())
+                        .unwrap_or_default();
                     let code = u32::from_str_radix(&hex, 16)
                         .ok()
                         .filter(|_| hex.len() == 4)
-                        .ok_or_else(|| Error::at("S0104", j, "The escape sequence \\u must be followed by 4 hex digits"))?;
+                        .ok_or_else(|| {
+                            Error::at(
+                                "S0104",
+                                j,
+                                "The escape sequence \\u must be followed by 4 hex digits",
+                            )
+                        })?;
                     j += 4;
                     // surrogate pairs
-                    if (0xD800..0xDC00).contains(&code) && chars.get(j) == Some(&'\\') && chars.get(j + 1) == Some(&'u') {
-                        let hex2: String = chars.get(j + 2..j + 6).map(|h| h.iter().collect()).unwrap_or_default();
+                    if (0xD800..0xDC00).contains(&code)
+                        && chars.get(j) == Some(&'\\')
+                        && chars.get(j + 1) == Some(&'u')
+                    {
+                        let hex2: String = chars
+                            .get(j + 2..j + 6)
+                            .map(|h| h.iter().collect())
+                            .unwrap_or_default();
                         if let Ok(low) = u32::from_str_radix(&hex2, 16) {
                             if (0xDC00..0xE000).contains(&low) {
                                 let cp = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
@@ -259,8 +295,12 @@ fn lex_string(chars: &[char], start: usize, quote: char) -> Result<(String, usiz
                     s.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
                 }
                 other => {
-                    return Err(Error::at("S0103", j - 1, format!("Unsupported escape sequence: \\{other}"))
-                        .with_token(other.to_string()))
+                    return Err(Error::at(
+                        "S0103",
+                        j - 1,
+                        format!("Unsupported escape sequence: \\{other}"),
+                    )
+                    .with_token(other.to_string()))
                 }
             }
             continue;

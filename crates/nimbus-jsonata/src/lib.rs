@@ -50,7 +50,9 @@ pub struct Expression {
 
 impl fmt::Debug for Expression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Expression").field("source", &self.source).finish()
+        f.debug_struct("Expression")
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -79,8 +81,14 @@ impl Expression {
     }
 
     /// Evaluates with an optional (undefined) input.
-    pub fn evaluate_opt(&self, input: Option<&Value>, bindings: &Bindings) -> Result<Option<Value>> {
-        let root = input.map(value::Val::from_json).unwrap_or(value::Val::Undefined);
+    pub fn evaluate_opt(
+        &self,
+        input: Option<&Value>,
+        bindings: &Bindings,
+    ) -> Result<Option<Value>> {
+        let root = input
+            .map(value::Val::from_json)
+            .unwrap_or(value::Val::Undefined);
         let mut ev = eval::Evaluator::new(bindings, root.clone());
         let input = match root {
             value::Val::Arr(..) => value::Val::Arr(
@@ -111,7 +119,9 @@ pub struct NativeFn {
 
 impl fmt::Debug for NativeFn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NativeFn").field("arity", &self.arity).finish()
+        f.debug_struct("NativeFn")
+            .field("arity", &self.arity)
+            .finish()
     }
 }
 
@@ -129,7 +139,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_depth: 300,
+            max_depth: 1000,
             max_steps: 2_000_000,
             timeout: Some(Duration::from_secs(2)),
         }
@@ -167,7 +177,13 @@ impl Bindings {
     where
         F: Fn(&[Option<Value>]) -> Result<Option<Value>> + Send + Sync + 'static,
     {
-        self.functions.insert(name.into(), NativeFn { arity, f: Arc::new(f) });
+        self.functions.insert(
+            name.into(),
+            NativeFn {
+                arity,
+                f: Arc::new(f),
+            },
+        );
         self
     }
 

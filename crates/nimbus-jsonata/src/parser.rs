@@ -14,11 +14,18 @@ const MAX_PARSE_DEPTH: usize = 200;
 /// Parses a JSONata expression.
 pub(crate) fn parse(src: &str) -> Result<Node> {
     let toks = tokenize(src)?;
-    let mut p = Parser { toks, i: 0, depth: 0 };
+    let mut p = Parser {
+        toks,
+        i: 0,
+        depth: 0,
+    };
     let node = p.expression(0)?;
     if p.peek() != &Tok::End {
         let (t, pos) = p.toks[p.i].clone();
-        return Err(Error::at("S0201", pos, format!("Syntax error: {}", describe(&t))).with_token(describe(&t)));
+        return Err(
+            Error::at("S0201", pos, format!("Syntax error: {}", describe(&t)))
+                .with_token(describe(&t)),
+        );
     }
     Ok(node)
 }
@@ -90,17 +97,29 @@ impl Parser {
         }
         let (t, pos) = self.toks[self.i].clone();
         if t == Tok::End {
-            return Err(Error::at("S0203", pos, format!("Expected {op} before end of expression")).with_token(op));
+            return Err(Error::at(
+                "S0203",
+                pos,
+                format!("Expected {op} before end of expression"),
+            )
+            .with_token(op));
         }
-        Err(Error::at("S0202", pos, format!("Expected {op}, got {}", describe(&t))).with_token(describe(&t)))
+        Err(
+            Error::at("S0202", pos, format!("Expected {op}, got {}", describe(&t)))
+                .with_token(describe(&t)),
+        )
     }
 
     fn expression(&mut self, rbp: u32) -> Result<Node> {
         self.depth += 1;
         if self.depth > MAX_PARSE_DEPTH {
-            return Err(Error::at("U1001", self.pos(), "Expression is nested too deeply"));
+            return Err(Error::at(
+                "U1001",
+                self.pos(),
+                "Expression is nested too deeply",
+            ));
         }
-        let r = self.expression_inner(rbp);
+        let r = stacker::maybe_grow(64 * 1024, 1024 * 1024, || self.expression_inner(rbp));
         self.depth -= 1;
         r
     }
@@ -128,12 +147,14 @@ impl Parser {
                     .multi_line(flags.contains('m'))
                     .dot_matches_new_line(flags.contains('s'))
                     .size_limit(1 << 20);
-                let re = b
-                    .build()
-                    .map_err(|e| Error::at("S0303", pos, format!("Unsupported regular expression: {e}")))?;
+                let re = b.build().map_err(|e| {
+                    Error::at("S0303", pos, format!("Unsupported regular expression: {e}"))
+                })?;
                 Node::new(Kind::Regex(Arc::new(re), p), pos)
             }
-            Tok::Name(n) if (n == "function" || n == "λ") && self.is_op("(") => self.lambda(pos)?,
+            Tok::Name(n) if (n == "function" || n == "λ") && self.is_op("(") => {
+                self.lambda(pos)?
+            }
             Tok::Name(n) => path_of(Node::new(Kind::Name(n), pos)),
             Tok::Op("and") | Tok::Op("or") | Tok::Op("in") => {
                 let Tok::Op(o) = t else { unreachable!() };
@@ -201,7 +222,12 @@ impl Parser {
             Tok::End => return Err(Error::at("S0207", pos, "Unexpected end of expression")),
             other => {
                 let d = describe(&other);
-                return Err(Error::at("S0211", pos, format!("The symbol {d} cannot be used as a unary operator")).with_token(d));
+                return Err(Error::at(
+                    "S0211",
+                    pos,
+                    format!("The symbol {d} cannot be used as a unary operator"),
+                )
+                .with_token(d));
             }
         })
     }
@@ -256,7 +282,13 @@ impl Parser {
                             break;
                         }
                     }
-                    Tok::End => return Err(Error::at("S0401", p, "Function signature is not terminated")),
+                    Tok::End => {
+                        return Err(Error::at(
+                            "S0401",
+                            p,
+                            "Function signature is not terminated",
+                        ))
+                    }
                     _ => {}
                 }
             }
@@ -275,9 +307,14 @@ impl Parser {
 
     fn led(&mut self, t: Tok, pos: usize, left: Node) -> Result<Node> {
         let Tok::Op(op) = t else {
-            return Err(Error::at("S0201", pos, format!("Syntax error: {}", describe(&t))));
+            return Err(Error::at(
+                "S0201",
+                pos,
+                format!("Syntax error: {}", describe(&t)),
+            ));
         };
-        let bin = |o: BinOp, l: Node, r: Node| Node::new(Kind::Binary(o, Box::new(l), Box::new(r)), pos);
+        let bin =
+            |o: BinOp, l: Node, r: Node| Node::new(Kind::Binary(o, Box::new(l), Box::new(r)), pos);
         Ok(match op {
             "." => {
                 let rhs = self.expression(75)?;
@@ -394,7 +431,9 @@ impl Parser {
             ":=" => {
                 let rhs = self.expression(9)?;
                 match left.kind {
-                    Kind::Variable(name) => Node::new(Kind::Bind(name, Box::new(rhs)), pos),
+                    Kind::Variable(name) if left.predicates.is_empty() && left.group.is_none() => {
+                        Node::new(Kind::Bind(name, Box::new(rhs)), pos)
+                    }
                     _ => return Err(Error::at("S0212", pos, "The left side of := must be a variable name (start with $)")),
                 }
             }
@@ -444,13 +483,17 @@ fn path_of(step: Node) -> Node {
 }
 
 fn join_path(left: Node, rhs: Node) -> Result<Node> {
-    let mut path = if matches!(left.kind, Kind::Path(_)) && left.group.is_none() && left.predicates.is_empty() {
-        left
-    } else {
-        let pos = left.pos;
-        Node::new(Kind::Path(vec![left]), pos)
+    let mut path =
+        if matches!(left.kind, Kind::Path(_)) && left.group.is_none() && left.predicates.is_empty()
+        {
+            left
+        } else {
+            let pos = left.pos;
+            Node::new(Kind::Path(vec![left]), pos)
+        };
+    let Kind::Path(steps) = &mut path.kind else {
+        unreachable!()
     };
-    let Kind::Path(steps) = &mut path.kind else { unreachable!() };
     let mut rest_steps = match rhs.kind {
         Kind::Path(s) if rhs.group.is_none() && rhs.predicates.is_empty() => {
             path.keep_array |= rhs.keep_array;
@@ -466,7 +509,11 @@ fn join_path(left: Node, rhs: Node) -> Result<Node> {
     for step in rest_steps.iter_mut() {
         match &step.kind {
             Kind::Number(_) | Kind::Bool(_) | Kind::Null => {
-                return Err(Error::at("S0213", step.pos, "The literal value cannot be used as a step within a path expression"))
+                return Err(Error::at(
+                    "S0213",
+                    step.pos,
+                    "The literal value cannot be used as a step within a path expression",
+                ))
             }
             Kind::String(s) => step.kind = Kind::Name(s.clone()),
             _ => {}

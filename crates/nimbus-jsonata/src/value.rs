@@ -65,7 +65,7 @@ impl Func {
     pub fn arity(&self) -> usize {
         match self {
             Func::Lambda { params, .. } => params.len(),
-            Func::Builtin(b) => b.max_args,
+            Func::Builtin(b) => b.min_args.max(1),
             Func::Native(_, f) => f.arity,
             Func::Partial(_, args) => args.iter().filter(|a| a.is_none()).count(),
             Func::Chain(..) | Func::Regex(_) | Func::Transform(..) => 1,
@@ -119,7 +119,11 @@ impl Val {
             Value::Number(n) => Val::Num(n.as_f64().unwrap_or(f64::NAN)),
             Value::String(s) => Val::Str(s.as_str().into()),
             Value::Array(a) => Val::arr(a.iter().map(Val::from_json).collect()),
-            Value::Object(o) => Val::Obj(Rc::new(o.iter().map(|(k, v)| (k.clone(), Val::from_json(v))).collect())),
+            Value::Object(o) => Val::Obj(Rc::new(
+                o.iter()
+                    .map(|(k, v)| (k.clone(), Val::from_json(v)))
+                    .collect(),
+            )),
         }
     }
 
@@ -159,7 +163,9 @@ pub(crate) fn num_to_json(n: f64) -> Result<Value> {
     if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
         return Ok(Value::from(n as i64));
     }
-    Ok(serde_json::Number::from_f64(n).map(Value::Number).unwrap_or(Value::Null))
+    Ok(serde_json::Number::from_f64(n)
+        .map(Value::Number)
+        .unwrap_or(Value::Null))
 }
 
 /// JSONata's effective Boolean value (`$boolean`).
@@ -186,9 +192,13 @@ pub(crate) fn deep_equal(a: &Val, b: &Val) -> bool {
         (Val::Bool(x), Val::Bool(y)) => x == y,
         (Val::Num(x), Val::Num(y)) => x == y,
         (Val::Str(x), Val::Str(y)) => x == y,
-        (Val::Arr(x, _), Val::Arr(y, _)) => x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| deep_equal(p, q)),
+        (Val::Arr(x, _), Val::Arr(y, _)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| deep_equal(p, q))
+        }
         (Val::Obj(x), Val::Obj(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| deep_equal(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| deep_equal(v, w)))
         }
         (Val::Func(x), Val::Func(y)) => Rc::ptr_eq(x, y),
         _ => false,
@@ -211,7 +221,11 @@ pub(crate) fn js_number(n: f64) -> String {
         return "NaN".into();
     }
     if n.is_infinite() {
-        return if n > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if n > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     if n == 0.0 {
         return "0".into();
@@ -232,7 +246,11 @@ pub(crate) fn js_number(n: f64) -> String {
         format!("0.{}{digits}", "0".repeat((-nexp) as usize))
     } else {
         let e = nexp - 1;
-        let es = if e >= 0 { format!("+{e}") } else { e.to_string() };
+        let es = if e >= 0 {
+            format!("+{e}")
+        } else {
+            e.to_string()
+        };
         if k == 1 {
             format!("{digits}e{es}")
         } else {
@@ -256,7 +274,7 @@ fn write_json(v: &Val, pretty: bool, indent: usize, out: &mut String) -> Result<
         Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Val::Num(n) => {
             if !n.is_finite() {
-                return Err(Error::new("D3001", "Attempting to invoke string function on Infinity or NaN", None));
+                return Err(Error::new("D1001", "Number out of range", None));
             }
             out.push_str(&format_number(*n))
         }

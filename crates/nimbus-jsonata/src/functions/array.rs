@@ -24,7 +24,11 @@ pub(super) fn append(_: &mut Evaluator<'_>, args: Vec<Val>, _: usize) -> Result<
     })
 }
 
-fn merge_sort(ev: &mut Evaluator<'_>, items: Vec<Val>, swap: &mut dyn FnMut(&mut Evaluator<'_>, &Val, &Val) -> Result<bool>) -> Result<Vec<Val>> {
+fn merge_sort(
+    ev: &mut Evaluator<'_>,
+    items: Vec<Val>,
+    swap: &mut dyn FnMut(&mut Evaluator<'_>, &Val, &Val) -> Result<bool>,
+) -> Result<Vec<Val>> {
     if items.len() <= 1 {
         return Ok(items);
     }
@@ -122,5 +126,9 @@ pub(super) fn distinct(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Re
 pub(super) fn zip(_: &mut Evaluator<'_>, args: Vec<Val>, _: usize) -> Result<Val> {
     let lists: Vec<Vec<Val>> = args.iter().map(|a| a.items()).collect();
     let n = lists.iter().map(Vec::len).min().unwrap_or(0);
-    Ok(Val::arr((0..n).map(|i| Val::arr(lists.iter().map(|l| l[i].clone()).collect())).collect()))
+    Ok(Val::arr(
+        (0..n)
+            .map(|i| Val::arr(lists.iter().map(|l| l[i].clone()).collect()))
+            .collect(),
+    ))
 }

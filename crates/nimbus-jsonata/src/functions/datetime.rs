@@ -11,9 +11,28 @@ use crate::value::Val;
 
 const DEFAULT_PICTURE: &str = "[Y0001]-[M01]-[D01]T[H01]:[m01]:[s01].[f001][Z01:01t]";
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
-const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 
 pub(super) fn millis(ev: &mut Evaluator<'_>, _: Vec<Val>, _: usize) -> Result<Val> {
     Ok(Val::Num(ev.now_millis as f64))
@@ -42,7 +61,9 @@ fn parse_tz(tz: &str, pos: usize) -> Result<UtcOffset> {
 }
 
 pub(super) fn from_millis(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(ms) = opt_num(&args, 0, "fromMillis", pos)? else { return Ok(Val::Undefined) };
+    let Some(ms) = opt_num(&args, 0, "fromMillis", pos)? else {
+        return Ok(Val::Undefined);
+    };
     let picture = opt_str(&args, 1, "fromMillis", pos)?;
     let tz = opt_str(&args, 2, "fromMillis", pos)?;
     let offset = match &tz {
@@ -59,7 +80,11 @@ pub(super) fn from_millis(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> 
 
 fn pad_num(n: i64, width: usize) -> String {
     let s = n.abs().to_string();
-    let s = if s.len() < width { format!("{}{s}", "0".repeat(width - s.len())) } else { s };
+    let s = if s.len() < width {
+        format!("{}{s}", "0".repeat(width - s.len()))
+    } else {
+        s
+    };
     if n < 0 {
         format!("-{s}")
     } else {
@@ -106,8 +131,17 @@ fn format_picture(dt: &OffsetDateTime, picture: &str, pos: usize) -> Result<Stri
             .iter()
             .position(|&c| c == ']')
             .map(|p| p + i)
-            .ok_or_else(|| Error::at("D3135", pos, "No matching closing bracket ']' in date/time picture string"))?;
-        let marker: String = chars[i + 1..end].iter().filter(|c| !c.is_whitespace()).collect();
+            .ok_or_else(|| {
+                Error::at(
+                    "D3135",
+                    pos,
+                    "No matching closing bracket ']' in date/time picture string",
+                )
+            })?;
+        let marker: String = chars[i + 1..end]
+            .iter()
+            .filter(|c| !c.is_whitespace())
+            .collect();
         i = end + 1;
         let mut mc = marker.chars();
         let Some(component) = mc.next() else { continue };
@@ -116,12 +150,26 @@ fn format_picture(dt: &OffsetDateTime, picture: &str, pos: usize) -> Result<Stri
             Some((m, w)) => (m.to_string(), Some(w.to_string())),
             None => (rest, None),
         };
-        let max_width = width
+        let max_width = width.as_deref().and_then(|w| {
+            w.split('-')
+                .nth(1)
+                .or(Some(w))
+                .and_then(|m| m.parse::<usize>().ok())
+        });
+        let min_width = width
             .as_deref()
-            .and_then(|w| w.split('-').nth(1).or(Some(w)).and_then(|m| m.parse::<usize>().ok()));
-        let digits = modifier.chars().filter(|c| c.is_ascii_digit() || *c == '#').count();
+            .and_then(|w| w.split('-').next())
+            .and_then(|m| m.parse::<usize>().ok())
+            .unwrap_or(0);
+        let digits = modifier
+            .chars()
+            .filter(|c| c.is_ascii_digit())
+            .count()
+            .max(min_width);
         let named = modifier.starts_with('N') || modifier.starts_with('n');
-        let num = |n: i64, default_width: usize| pad_num(n, if digits > 0 { digits } else { default_width });
+        let num = |n: i64, default_width: usize| {
+            pad_num(n, if digits > 0 { digits } else { default_width })
+        };
         let s = match component {
             'Y' => {
                 let y = dt.year() as i64;
@@ -134,9 +182,11 @@ fn format_picture(dt: &OffsetDateTime, picture: &str, pos: usize) -> Result<Stri
             'M' => num(dt.month() as i64, 1),
             'D' => num(dt.day() as i64, 1),
             'd' => num(dt.ordinal() as i64, 1),
-            'F' if named || modifier.is_empty() => {
-                name_case(DAYS[dt.weekday().number_days_from_monday() as usize], if modifier.is_empty() { "n" } else { &modifier }, max_width)
-            }
+            'F' if named || modifier.is_empty() => name_case(
+                DAYS[dt.weekday().number_days_from_monday() as usize],
+                if modifier.is_empty() { "n" } else { &modifier },
+                max_width,
+            ),
             'F' => num(dt.weekday().number_from_monday() as i64, 1),
             'H' => num(dt.hour() as i64, 1),
             'h' => {
@@ -183,7 +233,11 @@ fn format_picture(dt: &OffsetDateTime, picture: &str, pos: usize) -> Result<Stri
                 }
             }
             other => {
-                return Err(Error::at("D3132", pos, format!("Unknown component specifier {other} in date/time picture string")))
+                return Err(Error::at(
+                    "D3132",
+                    pos,
+                    format!("Unknown component specifier {other} in date/time picture string"),
+                ))
             }
         };
         out.push_str(&s);
@@ -205,14 +259,24 @@ pub(crate) fn parse_iso(s: &str) -> Option<i64> {
 }
 
 pub(super) fn to_millis(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "toMillis", pos)? else { return Ok(Val::Undefined) };
+    let Some(s) = opt_str(&args, 0, "toMillis", pos)? else {
+        return Ok(Val::Undefined);
+    };
     if args.len() > 1 && !args[1].is_undef() {
         if !matches!(args[1], Val::Str(_)) {
             return Err(bad_arg("toMillis", 1, pos));
         }
-        return Err(Error::at("D3136", pos, "Picture strings are not supported by $toMillis; use ISO 8601 timestamps"));
+        return Err(Error::at(
+            "D3136",
+            pos,
+            "Picture strings are not supported by $toMillis; use ISO 8601 timestamps",
+        ));
     }
-    parse_iso(&s)
-        .map(|ms| Val::Num(ms as f64))
-        .ok_or_else(|| Error::at("D3110", pos, format!("The timestamp {s} cannot be parsed as ISO 8601")))
+    parse_iso(&s).map(|ms| Val::Num(ms as f64)).ok_or_else(|| {
+        Error::at(
+            "D3110",
+            pos,
+            format!("The timestamp {s} cannot be parsed as ISO 8601"),
+        )
+    })
 }

@@ -38,7 +38,12 @@ pub(super) fn filter(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Resu
     let whole = Val::arr(items.clone());
     let mut out = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
-        let r = hof_call(ev, &f, [item.clone(), Val::Num(i as f64), whole.clone()], pos)?;
+        let r = hof_call(
+            ev,
+            &f,
+            [item.clone(), Val::Num(i as f64), whole.clone()],
+            pos,
+        )?;
         if truthy(&r) {
             out.push(item);
         }
@@ -60,7 +65,12 @@ pub(super) fn single(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Resu
     let mut found = None;
     for (i, item) in items.into_iter().enumerate() {
         let ok = match &f {
-            Some(f) => truthy(&hof_call(ev, f, [item.clone(), Val::Num(i as f64), whole.clone()], pos)?),
+            Some(f) => truthy(&hof_call(
+                ev,
+                f,
+                [item.clone(), Val::Num(i as f64), whole.clone()],
+                pos,
+            )?),
             None => true,
         };
         if ok {
@@ -70,7 +80,13 @@ pub(super) fn single(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Resu
             found = Some(item);
         }
     }
-    found.ok_or_else(|| Error::at("D3139", pos, "The $single() function expected exactly 1 matching result.  Instead it matched 0."))
+    found.ok_or_else(|| {
+        Error::at(
+            "D3139",
+            pos,
+            "The $single() function expected exactly 1 matching result.  Instead it matched 0.",
+        )
+    })
 }
 
 pub(super) fn reduce(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
@@ -80,7 +96,11 @@ pub(super) fn reduce(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Resu
     }
     let f = req_func(&args, 1, "reduce", pos)?;
     if f.arity() < 2 {
-        return Err(Error::at("D3050", pos, "The second argument of reduce function must be a function with at least two arguments"));
+        return Err(Error::at(
+            "D3050",
+            pos,
+            "The second argument of reduce function must be a function with at least two arguments",
+        ));
     }
     let items = v.items();
     let whole = Val::arr(items.clone());
@@ -101,12 +121,19 @@ pub(super) fn reduce(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Resu
 }
 
 pub(super) fn each(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Val::Obj(o) = arg(&args, 0) else { return Ok(Val::Undefined) };
+    let Val::Obj(o) = arg(&args, 0) else {
+        return Ok(Val::Undefined);
+    };
     let f = req_func(&args, 1, "each", pos)?;
     let whole = Val::Obj(o.clone());
     let mut out = Vec::new();
     for (k, v) in o.iter() {
-        let r = hof_call(ev, &f, [v.clone(), Val::str(k.as_str()), whole.clone()], pos)?;
+        let r = hof_call(
+            ev,
+            &f,
+            [v.clone(), Val::str(k.as_str()), whole.clone()],
+            pos,
+        )?;
         if !r.is_undef() {
             out.push(r);
         }
@@ -115,14 +142,25 @@ pub(super) fn each(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result
 }
 
 pub(super) fn sift(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Val::Obj(o) = arg(&args, 0) else { return Ok(Val::Undefined) };
+    let Val::Obj(o) = arg(&args, 0) else {
+        return Ok(Val::Undefined);
+    };
     let f = req_func(&args, 1, "sift", pos)?;
     let whole = Val::Obj(o.clone());
     let mut out = IndexMap::new();
     for (k, v) in o.iter() {
-        if truthy(&hof_call(ev, &f, [v.clone(), Val::str(k.as_str()), whole.clone()], pos)?) {
+        if truthy(&hof_call(
+            ev,
+            &f,
+            [v.clone(), Val::str(k.as_str()), whole.clone()],
+            pos,
+        )?) {
             out.insert(k.clone(), v.clone());
         }
     }
-    Ok(if out.is_empty() { Val::Undefined } else { Val::Obj(Rc::new(out)) })
+    Ok(if out.is_empty() {
+        Val::Undefined
+    } else {
+        Val::Obj(Rc::new(out))
+    })
 }

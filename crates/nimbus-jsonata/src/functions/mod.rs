@@ -32,7 +32,13 @@ pub(crate) struct Builtin {
     pub f: BuiltinFn,
 }
 
-const fn b(name: &'static str, min_args: usize, max_args: usize, ctx: Option<char>, f: BuiltinFn) -> Builtin {
+const fn b(
+    name: &'static str,
+    min_args: usize,
+    max_args: usize,
+    ctx: Option<char>,
+    f: BuiltinFn,
+) -> Builtin {
     Builtin {
         name,
         min_args,
@@ -140,7 +146,14 @@ pub(crate) fn type_matches(t: char, v: &Val) -> bool {
 }
 
 pub(crate) fn bad_arg(name: &str, i: usize, pos: usize) -> Error {
-    Error::at("T0410", pos, format!("Argument {} of function ${name} does not match function signature", i + 1))
+    Error::at(
+        "T0410",
+        pos,
+        format!(
+            "Argument {} of function ${name} does not match function signature",
+            i + 1
+        ),
+    )
 }
 
 pub(crate) fn arg(args: &[Val], i: usize) -> Val {

@@ -16,7 +16,7 @@ pub(super) fn number(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Resul
         Val::Num(_) => v,
         Val::Bool(b) => Val::Num(if b { 1.0 } else { 0.0 }),
         Val::Str(s) => Val::Num(parse_number(&s).ok_or_else(bad)?),
-        _ => return Err(bad()),
+        _ => return Err(bad_arg("number", 0, pos)),
     })
 }
 
@@ -43,7 +43,7 @@ fn parse_number(s: &str) -> Option<f64> {
         while i < b.len() && b[i].is_ascii_digit() {
             i += 1;
         }
-        let int_ok = i > int_start && !(b[int_start] == b'0' && i - int_start > 1);
+        let int_ok = i > int_start;
         if i < b.len() && b[i] == b'.' {
             i += 1;
             let f = i;
@@ -107,12 +107,20 @@ fn shift(n: f64, by: i32) -> f64 {
 
 /// JSONata's `$round`: half to even.
 pub(crate) fn round_half_even(n: f64, precision: i32) -> f64 {
-    let x = if precision != 0 { shift(n, precision) } else { n };
+    let x = if precision != 0 {
+        shift(n, precision)
+    } else {
+        n
+    };
     let mut r = (x + 0.5).floor();
     if (r - x).abs() == 0.5 && (r % 2.0).abs() == 1.0 {
         r -= 1.0;
     }
-    let r = if precision != 0 { shift(r, -precision) } else { r };
+    let r = if precision != 0 {
+        shift(r, -precision)
+    } else {
+        r
+    };
     if r == 0.0 {
         0.0
     } else {
@@ -121,13 +129,17 @@ pub(crate) fn round_half_even(n: f64, precision: i32) -> f64 {
 }
 
 pub(super) fn round(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(n) = opt_num(&args, 0, "round", pos)? else { return Ok(Val::Undefined) };
+    let Some(n) = opt_num(&args, 0, "round", pos)? else {
+        return Ok(Val::Undefined);
+    };
     let p = opt_num(&args, 1, "round", pos)?.unwrap_or(0.0);
     Ok(Val::Num(round_half_even(n, p.trunc() as i32)))
 }
 
 pub(super) fn power(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(b) = opt_num(&args, 0, "power", pos)? else { return Ok(Val::Undefined) };
+    let Some(b) = opt_num(&args, 0, "power", pos)? else {
+        return Ok(Val::Undefined);
+    };
     let e = opt_num(&args, 1, "power", pos)?.ok_or_else(|| bad_arg("power", 1, pos))?;
     let r = b.powf(e);
     if !r.is_finite() {
@@ -137,9 +149,15 @@ pub(super) fn power(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result
 }
 
 pub(super) fn sqrt(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(n) = opt_num(&args, 0, "sqrt", pos)? else { return Ok(Val::Undefined) };
+    let Some(n) = opt_num(&args, 0, "sqrt", pos)? else {
+        return Ok(Val::Undefined);
+    };
     if n < 0.0 {
-        return Err(Error::at("D3060", pos, format!("The sqrt function cannot be applied to a negative number: {n}")));
+        return Err(Error::at(
+            "D3060",
+            pos,
+            format!("The sqrt function cannot be applied to a negative number: {n}"),
+        ));
     }
     Ok(Val::Num(n.sqrt()))
 }
@@ -157,7 +175,11 @@ fn numbers(v: &Val, name: &str, pos: usize) -> Result<Option<Vec<f64>>> {
         match item {
             Val::Num(n) => out.push(n),
             _ => {
-                return Err(Error::at("T0412", pos, format!("Argument 1 of function ${name} must be an array of numbers")))
+                return Err(Error::at(
+                    "T0412",
+                    pos,
+                    format!("Argument 1 of function ${name} must be an array of numbers"),
+                ))
             }
         }
     }
@@ -173,7 +195,9 @@ pub(super) fn sum(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<V
 
 pub(super) fn max(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
     Ok(match numbers(&arg(&args, 0), "max", pos)? {
-        Some(ns) if !ns.is_empty() => Val::Num(ns.iter().cloned().fold(f64::NEG_INFINITY, f64::max)),
+        Some(ns) if !ns.is_empty() => {
+            Val::Num(ns.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
+        }
         _ => Val::Undefined,
     })
 }
@@ -195,22 +219,40 @@ pub(super) fn average(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Resu
 /// `$formatNumber` with the common subset of XPath pictures: `#`, `0`, `,` grouping,
 /// `.`, a prefix and a suffix, `%` and `‰`, and a negative sub-picture after `;`.
 pub(super) fn format_number(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(n) = opt_num(&args, 0, "formatNumber", pos)? else { return Ok(Val::Undefined) };
-    let picture = opt_str(&args, 1, "formatNumber", pos)?.ok_or_else(|| bad_arg("formatNumber", 1, pos))?;
+    let Some(n) = opt_num(&args, 0, "formatNumber", pos)? else {
+        return Ok(Val::Undefined);
+    };
+    let picture =
+        opt_str(&args, 1, "formatNumber", pos)?.ok_or_else(|| bad_arg("formatNumber", 1, pos))?;
     let (pos_pic, neg_pic) = match picture.split_once(';') {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (picture.to_string(), None),
     };
-    let pic = if n < 0.0 { neg_pic.clone().unwrap_or_else(|| pos_pic.clone()) } else { pos_pic.clone() };
+    let pic = if n < 0.0 {
+        neg_pic.clone().unwrap_or_else(|| pos_pic.clone())
+    } else {
+        pos_pic.clone()
+    };
     let is_active = |c: char| c.is_ascii_digit() || c == '#' || c == '.' || c == ',';
     let chars: Vec<char> = pic.chars().collect();
-    let first = chars.iter().position(|&c| is_active(c)).unwrap_or(chars.len());
-    let last = chars.iter().rposition(|&c| is_active(c)).map(|i| i + 1).unwrap_or(first);
+    let first = chars
+        .iter()
+        .position(|&c| is_active(c))
+        .unwrap_or(chars.len());
+    let last = chars
+        .iter()
+        .rposition(|&c| is_active(c))
+        .map(|i| i + 1)
+        .unwrap_or(first);
     let prefix: String = chars[..first].iter().collect();
     let suffix: String = chars[last..].iter().collect();
     let body: String = chars[first..last].iter().collect();
     if body.contains('e') {
-        return Err(Error::at("D3080", pos, "Exponent pictures are not supported by $formatNumber"));
+        return Err(Error::at(
+            "D3080",
+            pos,
+            "Exponent pictures are not supported by $formatNumber",
+        ));
     }
     let (int_pic, frac_pic) = match body.split_once('.') {
         Some((i, f)) => (i.to_string(), f.to_string()),
@@ -224,7 +266,10 @@ pub(super) fn format_number(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -
     }
     let min_int = int_pic.chars().filter(|c| c.is_ascii_digit()).count();
     let min_frac = frac_pic.chars().filter(|c| c.is_ascii_digit()).count();
-    let max_frac = frac_pic.chars().filter(|c| c.is_ascii_digit() || *c == '#').count();
+    let max_frac = frac_pic
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '#')
+        .count();
     let rounded = round_half_even(value, max_frac as i32);
     let s = format!("{rounded:.max_frac$}");
     let (mut ip, fp) = match s.split_once('.') {
@@ -256,7 +301,10 @@ pub(super) fn format_number(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -
         let mut out = String::new();
         for (i, c) in digits.iter().enumerate() {
             let from_right = digits.len() - i;
-            if i > 0 && ((regular && from_right % g == 0) || (!regular && grouping.contains(&from_right))) {
+            if i > 0
+                && ((regular && from_right % g == 0)
+                    || (!regular && grouping.contains(&from_right)))
+            {
                 out.push(',');
             }
             out.push(*c);
@@ -268,12 +316,18 @@ pub(super) fn format_number(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -
         out.push('.');
         out.push_str(&fp);
     }
-    let sign = if n < 0.0 && neg_pic.is_none() { "-" } else { "" };
+    let sign = if n < 0.0 && neg_pic.is_none() {
+        "-"
+    } else {
+        ""
+    };
     Ok(Val::str(format!("{sign}{prefix}{out}{suffix}")))
 }
 
 pub(super) fn format_base(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(n) = opt_num(&args, 0, "formatBase", pos)? else { return Ok(Val::Undefined) };
+    let Some(n) = opt_num(&args, 0, "formatBase", pos)? else {
+        return Ok(Val::Undefined);
+    };
     let radix = opt_num(&args, 1, "formatBase", pos)?.unwrap_or(10.0);
     if !(2.0..=36.0).contains(&radix) {
         return Err(Error::at("D3100", pos, format!("The radix of the formatBase function must be between 2 and 36.  It was given {radix}")));
@@ -297,20 +351,44 @@ pub(super) fn format_base(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> 
 
 /// `$formatInteger` for decimal digit pictures (`0`, `000`, `#,##0`) only.
 pub(super) fn format_integer(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(n) = opt_num(&args, 0, "formatInteger", pos)? else { return Ok(Val::Undefined) };
-    let picture = opt_str(&args, 1, "formatInteger", pos)?.ok_or_else(|| bad_arg("formatInteger", 1, pos))?;
-    if !picture.chars().all(|c| c.is_ascii_digit() || c == '#' || c == ',') {
-        return Err(Error::at("D3130", pos, format!("Unsupported $formatInteger picture: {picture}")));
+    let Some(n) = opt_num(&args, 0, "formatInteger", pos)? else {
+        return Ok(Val::Undefined);
+    };
+    let picture =
+        opt_str(&args, 1, "formatInteger", pos)?.ok_or_else(|| bad_arg("formatInteger", 1, pos))?;
+    if !picture
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '#' || c == ',')
+    {
+        return Err(Error::at(
+            "D3130",
+            pos,
+            format!("Unsupported $formatInteger picture: {picture}"),
+        ));
     }
-    format_number(ev, vec![Val::Num(n.trunc()), Val::str(picture.as_ref())], pos)
+    format_number(
+        ev,
+        vec![Val::Num(n.trunc()), Val::str(picture.as_ref())],
+        pos,
+    )
 }
 
 /// `$parseInteger` for decimal digit pictures only.
 pub(super) fn parse_integer(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "parseInteger", pos)? else { return Ok(Val::Undefined) };
-    let picture = opt_str(&args, 1, "parseInteger", pos)?.ok_or_else(|| bad_arg("parseInteger", 1, pos))?;
-    if !picture.chars().all(|c| c.is_ascii_digit() || c == '#' || c == ',') {
-        return Err(Error::at("D3130", pos, format!("Unsupported $parseInteger picture: {picture}")));
+    let Some(s) = opt_str(&args, 0, "parseInteger", pos)? else {
+        return Ok(Val::Undefined);
+    };
+    let picture =
+        opt_str(&args, 1, "parseInteger", pos)?.ok_or_else(|| bad_arg("parseInteger", 1, pos))?;
+    if !picture
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '#' || c == ',')
+    {
+        return Err(Error::at(
+            "D3130",
+            pos,
+            format!("Unsupported $parseInteger picture: {picture}"),
+        ));
     }
     let digits: String = s.chars().filter(|c| *c != ',').collect();
     digits

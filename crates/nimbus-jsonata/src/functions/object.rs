@@ -12,12 +12,20 @@ use crate::value::{truthy, Val};
 
 pub(super) fn boolean(_: &mut Evaluator<'_>, args: Vec<Val>, _: usize) -> Result<Val> {
     let v = arg(&args, 0);
-    Ok(if v.is_undef() { Val::Undefined } else { Val::Bool(truthy(&v)) })
+    Ok(if v.is_undef() {
+        Val::Undefined
+    } else {
+        Val::Bool(truthy(&v))
+    })
 }
 
 pub(super) fn not(_: &mut Evaluator<'_>, args: Vec<Val>, _: usize) -> Result<Val> {
     let v = arg(&args, 0);
-    Ok(if v.is_undef() { Val::Undefined } else { Val::Bool(!truthy(&v)) })
+    Ok(if v.is_undef() {
+        Val::Undefined
+    } else {
+        Val::Bool(!truthy(&v))
+    })
 }
 
 pub(super) fn exists(_: &mut Evaluator<'_>, args: Vec<Val>, _: usize) -> Result<Val> {
@@ -100,7 +108,13 @@ pub(super) fn merge(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result
                     out.insert(k.clone(), x.clone());
                 }
             }
-            _ => return Err(Error::at("T0412", pos, "Argument 1 of function $merge must be an array of objects")),
+            _ => {
+                return Err(Error::at(
+                    "T0412",
+                    pos,
+                    "Argument 1 of function $merge must be an array of objects",
+                ))
+            }
         }
     }
     Ok(Val::Obj(Rc::new(out)))
@@ -108,7 +122,11 @@ pub(super) fn merge(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result
 
 pub(super) fn type_(_: &mut Evaluator<'_>, args: Vec<Val>, _: usize) -> Result<Val> {
     let v = arg(&args, 0);
-    Ok(if v.is_undef() { Val::Undefined } else { Val::str(v.type_name()) })
+    Ok(if v.is_undef() {
+        Val::Undefined
+    } else {
+        Val::str(v.type_name())
+    })
 }
 
 pub(super) fn error(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
@@ -116,7 +134,8 @@ pub(super) fn error(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result
     Err(Error::at(
         "D3137",
         pos,
-        msg.map(|m| m.to_string()).unwrap_or_else(|| "$error() function evaluated".into()),
+        msg.map(|m| m.to_string())
+            .unwrap_or_else(|| "$error() function evaluated".into()),
     ))
 }
 
@@ -127,8 +146,13 @@ pub(super) fn assert(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Resul
         Val::Bool(false) => Err(Error::at(
             "D3141",
             pos,
-            msg.map(|m| m.to_string()).unwrap_or_else(|| "$assert() statement failed".into()),
+            msg.map(|m| m.to_string())
+                .unwrap_or_else(|| "$assert() statement failed".into()),
         )),
-        _ => Err(Error::at("T0410", pos, "Argument 1 of function $assert does not match function signature")),
+        _ => Err(Error::at(
+            "T0410",
+            pos,
+            "Argument 1 of function $assert does not match function signature",
+        )),
     }
 }

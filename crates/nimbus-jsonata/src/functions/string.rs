@@ -18,12 +18,20 @@ pub(crate) fn to_string(v: &Val) -> Result<String> {
 
 pub(super) fn string(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
     let v = arg(&args, 0);
-    let pretty = crate::value::truthy(&arg(&args, 1));
+    let pretty = match arg(&args, 1) {
+        Val::Undefined => false,
+        Val::Bool(b) => b,
+        _ => return Err(bad_arg("string", 1, pos)),
+    };
     Ok(match v {
         Val::Undefined => Val::Undefined,
         Val::Str(_) => v,
         Val::Num(n) if !n.is_finite() => {
-            return Err(Error::at("D3001", pos, "Attempting to invoke string function on Infinity or NaN"))
+            return Err(Error::at(
+                "D3001",
+                pos,
+                "Attempting to invoke string function on Infinity or NaN",
+            ))
         }
         v => Val::str(if matches!(v, Val::Func(_)) {
             String::new()
@@ -45,14 +53,16 @@ fn with_str(args: &[Val], name: &str, pos: usize, f: impl FnOnce(&str) -> Val) -
 
 pub(super) fn length(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
     match arg(&args, 0) {
-        Val::Str(s) => Ok(Val::Num(s.encode_utf16().count() as f64)),
+        Val::Str(s) => Ok(Val::Num(s.chars().count() as f64)),
         Val::Undefined => Ok(Val::Undefined),
         _ => Err(bad_arg("length", 0, pos)),
     }
 }
 
 pub(super) fn substring(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "substring", pos)? else { return Ok(Val::Undefined) };
+    let Some(s) = opt_str(&args, 0, "substring", pos)? else {
+        return Ok(Val::Undefined);
+    };
     let start = opt_num(&args, 1, "substring", pos)?.ok_or_else(|| bad_arg("substring", 1, pos))?;
     let len = opt_num(&args, 2, "substring", pos)?;
     let chars: Vec<char> = s.chars().collect();
@@ -67,12 +77,17 @@ pub(super) fn substring(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Re
         Some(l) if l <= 0.0 => return Ok(Val::str("")),
         Some(l) => (start as f64 + l.trunc()).min(n) as usize,
     };
-    Ok(Val::str(chars[start..end.max(start)].iter().collect::<String>()))
+    Ok(Val::str(
+        chars[start..end.max(start)].iter().collect::<String>(),
+    ))
 }
 
 pub(super) fn substring_before(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "substringBefore", pos)? else { return Ok(Val::Undefined) };
-    let c = opt_str(&args, 1, "substringBefore", pos)?.ok_or_else(|| bad_arg("substringBefore", 1, pos))?;
+    let Some(s) = opt_str(&args, 0, "substringBefore", pos)? else {
+        return Ok(Val::Undefined);
+    };
+    let c = opt_str(&args, 1, "substringBefore", pos)?
+        .ok_or_else(|| bad_arg("substringBefore", 1, pos))?;
     Ok(Val::str(match s.find(c.as_ref()) {
         Some(i) => &s[..i],
         None => &s[..],
@@ -80,8 +95,11 @@ pub(super) fn substring_before(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize
 }
 
 pub(super) fn substring_after(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "substringAfter", pos)? else { return Ok(Val::Undefined) };
-    let c = opt_str(&args, 1, "substringAfter", pos)?.ok_or_else(|| bad_arg("substringAfter", 1, pos))?;
+    let Some(s) = opt_str(&args, 0, "substringAfter", pos)? else {
+        return Ok(Val::Undefined);
+    };
+    let c = opt_str(&args, 1, "substringAfter", pos)?
+        .ok_or_else(|| bad_arg("substringAfter", 1, pos))?;
     Ok(Val::str(match s.find(c.as_ref()) {
         Some(i) => &s[i + c.len()..],
         None => &s[..],
@@ -98,15 +116,24 @@ pub(super) fn lowercase(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Re
 
 pub(super) fn trim(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
     with_str(&args, "trim", pos, |s| {
-        let words: Vec<&str> = s.split([' ', '\t', '\n', '\r']).filter(|w| !w.is_empty()).collect();
+        let words: Vec<&str> = s
+            .split([' ', '\t', '\n', '\r'])
+            .filter(|w| !w.is_empty())
+            .collect();
         Val::str(words.join(" "))
     })
 }
 
 pub(super) fn pad(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "pad", pos)? else { return Ok(Val::Undefined) };
-    let width = opt_num(&args, 1, "pad", pos)?.ok_or_else(|| bad_arg("pad", 1, pos))?.trunc();
-    let ch = opt_str(&args, 2, "pad", pos)?.filter(|c| !c.is_empty()).unwrap_or_else(|| " ".into());
+    let Some(s) = opt_str(&args, 0, "pad", pos)? else {
+        return Ok(Val::Undefined);
+    };
+    let width = opt_num(&args, 1, "pad", pos)?
+        .ok_or_else(|| bad_arg("pad", 1, pos))?
+        .trunc();
+    let ch = opt_str(&args, 2, "pad", pos)?
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| " ".into());
     let len = s.chars().count() as f64;
     let pad_len = width.abs() - len;
     if pad_len <= 0.0 {
@@ -114,7 +141,11 @@ pub(super) fn pad(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<
     }
     ev.tick(pad_len as u64, pos)?;
     let padding: String = ch.chars().cycle().take(pad_len as usize).collect();
-    Ok(Val::str(if width > 0.0 { format!("{s}{padding}") } else { format!("{padding}{s}") }))
+    Ok(Val::str(if width > 0.0 {
+        format!("{s}{padding}")
+    } else {
+        format!("{padding}{s}")
+    }))
 }
 
 /// A pattern argument: a string or a regex.
@@ -135,7 +166,9 @@ fn pattern(args: &[Val], i: usize, name: &str, pos: usize) -> Result<Pattern> {
 }
 
 pub(super) fn contains(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "contains", pos)? else { return Ok(Val::Undefined) };
+    let Some(s) = opt_str(&args, 0, "contains", pos)? else {
+        return Ok(Val::Undefined);
+    };
     Ok(Val::Bool(match pattern(&args, 1, "contains", pos)? {
         Pattern::Str(p) => s.contains(p.as_ref()),
         Pattern::Re(re) => re.is_match(&s),
@@ -143,11 +176,17 @@ pub(super) fn contains(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Res
 }
 
 pub(super) fn split(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "split", pos)? else { return Ok(Val::Undefined) };
+    let Some(s) = opt_str(&args, 0, "split", pos)? else {
+        return Ok(Val::Undefined);
+    };
     let p = pattern(&args, 1, "split", pos)?;
     let limit = opt_num(&args, 2, "split", pos)?;
     if limit.is_some_and(|l| l < 0.0) {
-        return Err(Error::at("D3020", pos, "Third argument of split function must evaluate to a positive number"));
+        return Err(Error::at(
+            "D3020",
+            pos,
+            "Third argument of split function must evaluate to a positive number",
+        ));
     }
     let parts: Vec<String> = match p {
         Pattern::Str(p) if p.is_empty() => s.chars().map(|c| c.to_string()).collect(),
@@ -155,7 +194,9 @@ pub(super) fn split(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result
         Pattern::Re(re) => re.split(&s).map(str::to_string).collect(),
     };
     let take = limit.map(|l| l.floor() as usize).unwrap_or(usize::MAX);
-    Ok(Val::arr(parts.into_iter().take(take).map(Val::str).collect()))
+    Ok(Val::arr(
+        parts.into_iter().take(take).map(Val::str).collect(),
+    ))
 }
 
 pub(super) fn join(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
@@ -168,7 +209,13 @@ pub(super) fn join(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<
     for item in v.items() {
         match item {
             Val::Str(s) => parts.push(s.to_string()),
-            _ => return Err(Error::at("T0412", pos, "Argument 1 of function $join must be an array of strings")),
+            _ => {
+                return Err(Error::at(
+                    "T0412",
+                    pos,
+                    "Argument 1 of function $join must be an array of strings",
+                ))
+            }
         }
     }
     Ok(Val::str(parts.join(&sep)))
@@ -178,7 +225,10 @@ fn match_object(re: &Regex, caps: &regex::Captures<'_>, s: &str) -> Val {
     let m = caps.get(0).expect("group 0");
     let mut o = IndexMap::new();
     o.insert("match".to_string(), Val::str(m.as_str()));
-    o.insert("index".to_string(), Val::Num(s[..m.start()].chars().count() as f64));
+    o.insert(
+        "index".to_string(),
+        Val::Num(s[..m.start()].chars().count() as f64),
+    );
     let groups: Vec<Val> = (1..re.captures_len())
         .map(|i| Val::str(caps.get(i).map(|g| g.as_str()).unwrap_or("")))
         .collect();
@@ -195,11 +245,19 @@ pub(crate) fn regex_first_match(re: &Regex, s: &str) -> Val {
 }
 
 pub(super) fn match_(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "match", pos)? else { return Ok(Val::Undefined) };
-    let Pattern::Re(re) = pattern(&args, 1, "match", pos)? else { return Err(bad_arg("match", 1, pos)) };
+    let Some(s) = opt_str(&args, 0, "match", pos)? else {
+        return Ok(Val::Undefined);
+    };
+    let Pattern::Re(re) = pattern(&args, 1, "match", pos)? else {
+        return Err(bad_arg("match", 1, pos));
+    };
     let limit = opt_num(&args, 2, "match", pos)?;
     if limit.is_some_and(|l| l < 0.0) {
-        return Err(Error::at("D3040", pos, "Third argument of match function must evaluate to a positive number"));
+        return Err(Error::at(
+            "D3040",
+            pos,
+            "Third argument of match function must evaluate to a positive number",
+        ));
     }
     let take = limit.map(|l| l.floor() as usize).unwrap_or(usize::MAX);
     let mut out = Vec::new();
@@ -231,8 +289,16 @@ fn substitute(replacement: &str, caps: &regex::Captures<'_>, ngroups: usize) -> 
                 i += 1;
             }
             Some(c) if c.is_ascii_digit() => {
-                let max_digits = if ngroups == 0 { 1 } else { (ngroups as f64).log10().floor() as usize + 1 };
-                let mut digits: String = r[i..].iter().take(max_digits).take_while(|c| c.is_ascii_digit()).collect();
+                let max_digits = if ngroups == 0 {
+                    1
+                } else {
+                    (ngroups as f64).log10().floor() as usize + 1
+                };
+                let mut digits: String = r[i..]
+                    .iter()
+                    .take(max_digits)
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect();
                 let mut idx: usize = digits.parse().unwrap_or(0);
                 if digits.len() > 1 && idx > ngroups {
                     digits.pop();
@@ -252,19 +318,31 @@ fn substitute(replacement: &str, caps: &regex::Captures<'_>, ngroups: usize) -> 
 }
 
 pub(super) fn replace(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "replace", pos)? else { return Ok(Val::Undefined) };
+    let Some(s) = opt_str(&args, 0, "replace", pos)? else {
+        return Ok(Val::Undefined);
+    };
     let p = pattern(&args, 1, "replace", pos)?;
     let limit = opt_num(&args, 3, "replace", pos)?;
     if limit.is_some_and(|l| l < 0.0) {
-        return Err(Error::at("D3011", pos, "Fourth argument of replace function must evaluate to a positive number"));
+        return Err(Error::at(
+            "D3011",
+            pos,
+            "Fourth argument of replace function must evaluate to a positive number",
+        ));
     }
     let limit = limit.map(|l| l.floor() as usize).unwrap_or(usize::MAX);
     let replacement = arg(&args, 2);
     let re = match p {
         Pattern::Str(p) if p.is_empty() => {
-            return Err(Error::at("D3010", pos, "Second argument of replace function cannot be an empty string"))
+            return Err(Error::at(
+                "D3010",
+                pos,
+                "Second argument of replace function cannot be an empty string",
+            ))
         }
-        Pattern::Str(p) => std::sync::Arc::new(Regex::new(&regex::escape(&p)).map_err(|e| Error::at("S0303", pos, e.to_string()))?),
+        Pattern::Str(p) => std::sync::Arc::new(
+            Regex::new(&regex::escape(&p)).map_err(|e| Error::at("S0303", pos, e.to_string()))?,
+        ),
         Pattern::Re(re) => re,
     };
     let mut out = String::new();
@@ -276,7 +354,11 @@ pub(super) fn replace(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Res
         ev.tick(1, pos)?;
         let m = caps.get(0).expect("group 0");
         if m.as_str().is_empty() {
-            return Err(Error::at("D1004", pos, "Regular expression matches zero length string"));
+            return Err(Error::at(
+                "D1004",
+                pos,
+                "Regular expression matches zero length string",
+            ));
         }
         out.push_str(&s[last..m.start()]);
         match &replacement {
@@ -309,7 +391,9 @@ pub(super) fn base64encode(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) ->
 }
 
 pub(super) fn base64decode(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "base64decode", pos)? else { return Ok(Val::Undefined) };
+    let Some(s) = opt_str(&args, 0, "base64decode", pos)? else {
+        return Ok(Val::Undefined);
+    };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(s.trim().as_bytes())
         .map_err(|e| Error::at("D3137", pos, format!("Invalid base64: {e}")))?;
@@ -338,7 +422,13 @@ fn decode(s: &str, keep: &str, name: &str, pos: usize) -> Result<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    let bad = || Error::at("D3140", pos, format!("Malformed URL passed to ${name}(): \"{s}\""));
+    let bad = || {
+        Error::at(
+            "D3140",
+            pos,
+            format!("Malformed URL passed to ${name}(): \"{s}\""),
+        )
+    };
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = s.get(i + 1..i + 3).ok_or_else(bad)?;
@@ -357,27 +447,52 @@ fn decode(s: &str, keep: &str, name: &str, pos: usize) -> Result<String> {
     String::from_utf8(out).map_err(|_| bad())
 }
 
-pub(super) fn encode_url_component(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    with_str(&args, "encodeUrlComponent", pos, |s| Val::str(encode(s, COMPONENT_SAFE)))
+pub(super) fn encode_url_component(
+    _: &mut Evaluator<'_>,
+    args: Vec<Val>,
+    pos: usize,
+) -> Result<Val> {
+    with_str(&args, "encodeUrlComponent", pos, |s| {
+        Val::str(encode(s, COMPONENT_SAFE))
+    })
 }
 
 pub(super) fn encode_url(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
     with_str(&args, "encodeUrl", pos, |s| Val::str(encode(s, URI_SAFE)))
 }
 
-pub(super) fn decode_url_component(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "decodeUrlComponent", pos)? else { return Ok(Val::Undefined) };
+pub(super) fn decode_url_component(
+    _: &mut Evaluator<'_>,
+    args: Vec<Val>,
+    pos: usize,
+) -> Result<Val> {
+    let Some(s) = opt_str(&args, 0, "decodeUrlComponent", pos)? else {
+        return Ok(Val::Undefined);
+    };
     Ok(Val::str(decode(&s, "", "decodeUrlComponent", pos)?))
 }
 
 pub(super) fn decode_url(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(s) = opt_str(&args, 0, "decodeUrl", pos)? else { return Ok(Val::Undefined) };
+    let Some(s) = opt_str(&args, 0, "decodeUrl", pos)? else {
+        return Ok(Val::Undefined);
+    };
     Ok(Val::str(decode(&s, ";/?:@&=+$,#", "decodeUrl", pos)?))
 }
 
 pub(super) fn eval(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(src) = opt_str(&args, 0, "eval", pos)? else { return Ok(Val::Undefined) };
-    let node = crate::parser::parse(&src).map_err(|e| Error::at("D3120", pos, format!("Syntax error in expression passed to function eval: {}", e.message)))?;
+    let Some(src) = opt_str(&args, 0, "eval", pos)? else {
+        return Ok(Val::Undefined);
+    };
+    let node = crate::parser::parse(&src).map_err(|e| {
+        Error::at(
+            "D3120",
+            pos,
+            format!(
+                "Syntax error in expression passed to function eval: {}",
+                e.message
+            ),
+        )
+    })?;
     let input = match args.get(1) {
         Some(v) => v.clone(),
         None => ev.ctx_input.clone(),
