@@ -253,10 +253,10 @@ impl<'b> Evaluator<'b> {
                 if let Kind::Call {
                     procedure,
                     args,
-                    partial,
+                    partial: false,
                 } = &r.kind
                 {
-                    self.call(procedure, args, *partial, Some(lhs), input, env, r.pos)?
+                    self.call(procedure, args, false, Some(lhs), input, env, r.pos)?
                 } else {
                     let f = self.eval(r, input, env)?;
                     match (f, lhs) {
@@ -298,16 +298,20 @@ impl<'b> Evaluator<'b> {
                 },
                 _ => None,
             };
-            let (code, what) = if partial {
-                ("T1008", "partially apply")
-            } else {
-                ("T1006", "invoke")
+            let known = name.as_deref().filter(|n| {
+                matches!(&procedure.kind, Kind::Path(_))
+                    && (functions::lookup(n).is_some() || self.bindings.functions.contains_key(*n))
+            });
+            let what = if partial { "partially apply" } else { "invoke" };
+            let err = match known {
+                Some(n) => Error::at(
+                    if partial { "T1007" } else { "T1005" },
+                    pos,
+                    format!("Attempted to {what} a non-function. Did you mean ${n}?"),
+                ),
+                None => Error::at(if partial { "T1008" } else { "T1006" }, pos, format!("Attempted to {what} a non-function")),
             };
-            let mut msg = format!("Attempted to {what} a non-function");
-            if let Some(n) = name {
-                msg.push_str(&format!(". Did you mean ${n}?"));
-            }
-            return Err(Error::at(code, pos, msg));
+            return Err(err);
         };
         let mut vals: Vec<Option<Val>> = Vec::with_capacity(args.len() + 1);
         if let Some(v) = first {
@@ -372,6 +376,13 @@ impl<'b> Evaluator<'b> {
                             && !functions::type_matches(t, &args[0])
                             && functions::type_matches(t, &ctx));
                     if use_ctx {
+                        if args.len() < b.min_args && !ctx.is_undef() && !functions::type_matches(t, &ctx) {
+                            return Err(Error::at(
+                                "T0411",
+                                pos,
+                                format!("Context value is not a compatible type with argument 1 of function ${}", b.name),
+                            ));
+                        }
                         args.insert(0, ctx);
                     }
                 }
