@@ -309,7 +309,11 @@ impl<'b> Evaluator<'b> {
                     pos,
                     format!("Attempted to {what} a non-function. Did you mean ${n}?"),
                 ),
-                None => Error::at(if partial { "T1008" } else { "T1006" }, pos, format!("Attempted to {what} a non-function")),
+                None => Error::at(
+                    if partial { "T1008" } else { "T1006" },
+                    pos,
+                    format!("Attempted to {what} a non-function"),
+                ),
             };
             return Err(err);
         };
@@ -369,14 +373,19 @@ impl<'b> Evaluator<'b> {
                         Val::Arr(a, fl) if fl.outer_wrapper && !a.is_empty() => a[0].clone(),
                         v => v.clone(),
                     };
-                    let use_ctx = args.len() < b.min_args
-                        || (args.len() < b.max_args
-                            && !args.is_empty()
-                            && !args[0].is_undef()
-                            && !functions::type_matches(t, &args[0])
-                            && functions::type_matches(t, &ctx));
+                    let first_fits = args
+                        .first()
+                        .is_some_and(|a| a.is_undef() || functions::type_matches(t, a));
+                    let use_ctx = !first_fits
+                        && (args.len() < b.min_args
+                            || (args.len() < b.max_args
+                                && !args.is_empty()
+                                && functions::type_matches(t, &ctx)));
                     if use_ctx {
-                        if args.len() < b.min_args && !ctx.is_undef() && !functions::type_matches(t, &ctx) {
+                        if args.len() < b.min_args
+                            && !ctx.is_undef()
+                            && !functions::type_matches(t, &ctx)
+                        {
                             return Err(Error::at(
                                 "T0411",
                                 pos,
@@ -831,14 +840,16 @@ impl<'b> Evaluator<'b> {
                     (Val::Undefined, _) | (_, Val::Undefined) => return Ok(Val::Undefined),
                     (Val::Num(x), Val::Num(y)) => x.partial_cmp(y),
                     (Val::Str(x), Val::Str(y)) => Some(x.cmp(y)),
-                    _ => return Err(Error::at(
-                        "T2009",
-                        pos,
-                        format!(
+                    _ => {
+                        return Err(Error::at(
+                            "T2009",
+                            pos,
+                            format!(
                             "The values either side of operator {} must be of the same data type",
                             op_str(op)
                         ),
-                    )),
+                        ))
+                    }
                 };
                 let Some(ord) = ord else {
                     return Ok(Val::Bool(false));

@@ -338,7 +338,7 @@ impl Parser {
                 match &mut left.kind {
                     Kind::Path(steps) => {
                         let last = steps.last_mut().expect("paths have steps");
-                        if last.group.is_some() {
+                        if last.group.is_some() || left.group.is_some() {
                             return Err(Error::at("S0209", pos, "A predicate cannot follow a grouping expression in a step"));
                         }
                         last.stages.push(pred);

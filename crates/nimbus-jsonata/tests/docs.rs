@@ -18,23 +18,59 @@ fn simple_queries() {
             ("Other.Nothing", "undefined"),
             ("Other.`Over 18 ?`", "true"),
             ("Phone[0]", r#"{"type": "home", "number": "0203 544 1234"}"#),
-            ("Phone[1]", r#"{"type": "office", "number": "01962 001234"}"#),
-            ("Phone[-1]", r#"{"type": "mobile", "number": "077 7700 1234"}"#),
-            ("Phone[-2]", r#"{"type": "office", "number": "01962 001235"}"#),
+            (
+                "Phone[1]",
+                r#"{"type": "office", "number": "01962 001234"}"#,
+            ),
+            (
+                "Phone[-1]",
+                r#"{"type": "mobile", "number": "077 7700 1234"}"#,
+            ),
+            (
+                "Phone[-2]",
+                r#"{"type": "office", "number": "01962 001235"}"#,
+            ),
             ("Phone[8]", "undefined"),
             ("Phone[0].number", r#""0203 544 1234""#),
-            ("Phone.number", r#"["0203 544 1234", "01962 001234", "01962 001235", "077 7700 1234"]"#),
-            ("Phone.number[0]", r#"["0203 544 1234", "01962 001234", "01962 001235", "077 7700 1234"]"#),
+            (
+                "Phone.number",
+                r#"["0203 544 1234", "01962 001234", "01962 001235", "077 7700 1234"]"#,
+            ),
+            (
+                "Phone.number[0]",
+                r#"["0203 544 1234", "01962 001234", "01962 001235", "077 7700 1234"]"#,
+            ),
             ("(Phone.number)[0]", r#""0203 544 1234""#),
-            ("Phone[[0..1]].number", r#"["0203 544 1234", "01962 001234"]"#),
-            ("Phone[type='mobile']", r#"{"type": "mobile", "number": "077 7700 1234"}"#),
+            (
+                "Phone[[0..1]].number",
+                r#"["0203 544 1234", "01962 001234"]"#,
+            ),
+            (
+                "Phone[type='mobile']",
+                r#"{"type": "mobile", "number": "077 7700 1234"}"#,
+            ),
             ("Phone[type='mobile'].number", r#""077 7700 1234""#),
-            ("Phone[type='office'].number", r#"["01962 001234", "01962 001235"]"#),
-            ("Email.address", r#"["fred.smith@my-work.com", "fsmith@my-work.com", "freddy@my-social.com", "frederic.smith@very-serious.com"]"#),
-            ("Email[0].address", r#"["fred.smith@my-work.com", "fsmith@my-work.com"]"#),
-            ("Email[type='home'].address[1]", r#""frederic.smith@very-serious.com""#),
+            (
+                "Phone[type='office'].number",
+                r#"["01962 001234", "01962 001235"]"#,
+            ),
+            (
+                "Email.address",
+                r#"["fred.smith@my-work.com", "fsmith@my-work.com", "freddy@my-social.com", "frederic.smith@very-serious.com"]"#,
+            ),
+            (
+                "Email[0].address",
+                r#"["fred.smith@my-work.com", "fsmith@my-work.com"]"#,
+            ),
+            (
+                "Email[type='home'].address[1]",
+                r#""frederic.smith@very-serious.com""#,
+            ),
             ("Other.`Alternative.Address`.City", r#""London""#),
-            ("[Address, Other.`Alternative.Address`].City", r#"["Winchester", "London"]"#),
+            (
+                "[Address, Other.`Alternative.Address`].City",
+                r#"["Winchester", "London"]"#,
+            ),
             ("*.Postcode", r#""SO21 2JN""#),
             ("**.Postcode", r#"["SO21 2JN", "E1 6RF"]"#),
             ("$count(Address.*)", "3"),
@@ -55,7 +91,10 @@ fn simple_queries() {
     );
     table(
         &json!({"nest0": [{"nest1": [[1, 2], [3, 4]]}]}),
-        &[("nest0.nest1", "[[1, 2], [3, 4]]"), ("nest0.nest1[0]", "[1, 2]")],
+        &[
+            ("nest0.nest1", "[[1, 2], [3, 4]]"),
+            ("nest0.nest1[0]", "[1, 2]"),
+        ],
     );
 }
 
@@ -66,15 +105,39 @@ fn predicates_and_singletons() {
         &invoice(),
         &[
             ("Account.Order[0].OrderID", r#""order103""#),
-            ("Account.Order.Product[Price > 30].SKU", r#"["0406654608", "040657863", "0406654603"]"#),
+            (
+                "Account.Order.Product[Price > 30].SKU",
+                r#"["0406654608", "040657863", "0406654603"]"#,
+            ),
             ("Account.Order[0].Product[0].SKU", r#""0406654608""#),
-            ("Account.Order.Product[0].SKU", r#"["0406654608", "040657863"]"#),
-            ("Account.Order.Product[ProductID=345664].SKU", r#""0406654603""#),
-            ("Account.Order.Product[ProductID=345664].SKU[]", r#"["0406654603"]"#),
-            ("Account.Order.Product[`Product Name` = 'Cloak'].Price", "107.99"),
-            ("Account.Order.Product[Price > 100 or Quantity > 3].`Product Name`", r#"["Bowler Hat", "Cloak"]"#),
-            ("Account.Order.Product[Price > 30 and Quantity < 2].`Product Name`", r#""Cloak""#),
-            ("Account.Order.Product.Price[0]", "[34.45, 21.67, 34.45, 107.99]"),
+            (
+                "Account.Order.Product[0].SKU",
+                r#"["0406654608", "040657863"]"#,
+            ),
+            (
+                "Account.Order.Product[ProductID=345664].SKU",
+                r#""0406654603""#,
+            ),
+            (
+                "Account.Order.Product[ProductID=345664].SKU[]",
+                r#"["0406654603"]"#,
+            ),
+            (
+                "Account.Order.Product[`Product Name` = 'Cloak'].Price",
+                "107.99",
+            ),
+            (
+                "Account.Order.Product[Price > 100 or Quantity > 3].`Product Name`",
+                r#"["Bowler Hat", "Cloak"]"#,
+            ),
+            (
+                "Account.Order.Product[Price > 30 and Quantity < 2].`Product Name`",
+                r#""Cloak""#,
+            ),
+            (
+                "Account.Order.Product.Price[0]",
+                "[34.45, 21.67, 34.45, 107.99]",
+            ),
             ("Account.Order[OrderID='nope'].Product", "undefined"),
         ],
     );
@@ -86,13 +149,34 @@ fn path_operators() {
     table(
         &invoice(),
         &[
-            ("Account.Order.Product.(Price * Quantity)", "[68.9, 21.67, 137.8, 107.99]"),
-            ("Account.Order.OrderID.$uppercase()", r#"["ORDER103", "ORDER104"]"#),
-            ("Account.Order.Product^(Price).Price", "[21.67, 34.45, 34.45, 107.99]"),
-            ("Account.Order.Product^(>Price).Price", "[107.99, 34.45, 34.45, 21.67]"),
-            ("Account.Order.Product^(>Price, <Quantity).Quantity", "[1, 2, 4, 1]"),
-            ("Account.Order.Product^(`Product Name`).SKU[0]", r#"["0406654608", "040657863", "0406654603", "0406634348"]"#),
-            ("(Account.Order.Product^(`Product Name`).SKU)[0]", r#""0406654608""#),
+            (
+                "Account.Order.Product.(Price * Quantity)",
+                "[68.9, 21.67, 137.8, 107.99]",
+            ),
+            (
+                "Account.Order.OrderID.$uppercase()",
+                r#"["ORDER103", "ORDER104"]"#,
+            ),
+            (
+                "Account.Order.Product^(Price).Price",
+                "[21.67, 34.45, 34.45, 107.99]",
+            ),
+            (
+                "Account.Order.Product^(>Price).Price",
+                "[107.99, 34.45, 34.45, 21.67]",
+            ),
+            (
+                "Account.Order.Product^(>Price, <Quantity).Quantity",
+                "[1, 2, 4, 1]",
+            ),
+            (
+                "Account.Order.Product^(`Product Name`).SKU[0]",
+                r#"["0406654608", "040657863", "0406654603", "0406634348"]"#,
+            ),
+            (
+                "(Account.Order.Product^(`Product Name`).SKU)[0]",
+                r#""0406654608""#,
+            ),
             (
                 "Account.Order.Product{`Product Name`: Price}",
                 r#"{"Bowler Hat": [34.45, 34.45], "Trilby hat": 21.67, "Cloak": 107.99}"#,
@@ -101,13 +185,19 @@ fn path_operators() {
                 "Account.Order.Product{`Product Name`: $sum(Quantity)}",
                 r#"{"Bowler Hat": 6, "Trilby hat": 1, "Cloak": 1}"#,
             ),
-            ("Account.Order{OrderID: $sum(Product.(Price * Quantity))}", r#"{"order103": 90.57, "order104": 245.79}"#),
+            (
+                "Account.Order{OrderID: $sum(Product.(Price * Quantity))}",
+                r#"{"order103": 90.57, "order104": 245.79}"#,
+            ),
             (
                 "Account.Order.{'id': OrderID, 'n': $count(Product)}",
                 r#"[{"id": "order103", "n": 2}, {"id": "order104", "n": 2}]"#,
             ),
             ("$sum(Account.Order.Product.(Price * Quantity))", "336.36"),
-            ("Account.Order.Product.Description.Colour ~> $distinct()", r#"["Purple", "Orange", "Black"]"#),
+            (
+                "Account.Order.Product.Description.Colour ~> $distinct()",
+                r#"["Purple", "Orange", "Black"]"#,
+            ),
         ],
     );
 }
@@ -118,13 +208,34 @@ fn construction() {
     table(
         &address(),
         &[
-            ("Email.address", r#"["fred.smith@my-work.com", "fsmith@my-work.com", "freddy@my-social.com", "frederic.smith@very-serious.com"]"#),
-            ("Email.[address]", r#"[["fred.smith@my-work.com", "fsmith@my-work.com"], ["freddy@my-social.com", "frederic.smith@very-serious.com"]]"#),
-            ("[Address, Other.`Alternative.Address`].City", r#"["Winchester", "London"]"#),
-            ("Phone.{type: number}", r#"[{"home": "0203 544 1234"}, {"office": "01962 001234"}, {"office": "01962 001235"}, {"mobile": "077 7700 1234"}]"#),
-            ("Phone{type: number}", r#"{"home": "0203 544 1234", "office": ["01962 001234", "01962 001235"], "mobile": "077 7700 1234"}"#),
-            ("Phone{type: number[]}", r#"{"home": ["0203 544 1234"], "office": ["01962 001234", "01962 001235"], "mobile": ["077 7700 1234"]}"#),
-            ("{'name': FirstName & ' ' & Surname, 'age': Age}", r#"{"name": "Fred Smith", "age": 28}"#),
+            (
+                "Email.address",
+                r#"["fred.smith@my-work.com", "fsmith@my-work.com", "freddy@my-social.com", "frederic.smith@very-serious.com"]"#,
+            ),
+            (
+                "Email.[address]",
+                r#"[["fred.smith@my-work.com", "fsmith@my-work.com"], ["freddy@my-social.com", "frederic.smith@very-serious.com"]]"#,
+            ),
+            (
+                "[Address, Other.`Alternative.Address`].City",
+                r#"["Winchester", "London"]"#,
+            ),
+            (
+                "Phone.{type: number}",
+                r#"[{"home": "0203 544 1234"}, {"office": "01962 001234"}, {"office": "01962 001235"}, {"mobile": "077 7700 1234"}]"#,
+            ),
+            (
+                "Phone{type: number}",
+                r#"{"home": "0203 544 1234", "office": ["01962 001234", "01962 001235"], "mobile": "077 7700 1234"}"#,
+            ),
+            (
+                "Phone{type: number[]}",
+                r#"{"home": ["0203 544 1234"], "office": ["01962 001234", "01962 001235"], "mobile": ["077 7700 1234"]}"#,
+            ),
+            (
+                "{'name': FirstName & ' ' & Surname, 'age': Age}",
+                r#"{"name": "Fred Smith", "age": 28}"#,
+            ),
             ("{'missing': Nothing}", "{}"),
             ("[]", "[]"),
             ("[1, [2, 3], []]", "[1, [2, 3], []]"),
@@ -140,7 +251,10 @@ fn expressions_and_numeric_operators() {
         &address(),
         &[
             ("FirstName & ' ' & Surname", r#""Fred Smith""#),
-            ("Address.(Street & ', ' & City)", r#""Hursley Park, Winchester""#),
+            (
+                "Address.(Street & ', ' & City)",
+                r#""Hursley Park, Winchester""#,
+            ),
             ("5&0&true", r#""50true""#),
             ("'a' & Nothing & 'b'", r#""ab""#),
             ("5 + 2", "7"),
@@ -187,7 +301,10 @@ fn comparison_and_boolean_operators() {
             ("3 in [1, 2]", "false"),
             ("'world' in ['hello', 'world']", "true"),
             ("'hello' in 'hello'", "true"),
-            ("Phone[type in ['home', 'mobile']].number", r#"["0203 544 1234", "077 7700 1234"]"#),
+            (
+                "Phone[type in ['home', 'mobile']].number",
+                r#"["0203 544 1234", "077 7700 1234"]"#,
+            ),
             ("true and false", "false"),
             ("true or false", "true"),
             ("Age > 18 and Surname = 'Smith'", "true"),
@@ -205,8 +322,14 @@ fn other_operators() {
     table(
         &invoice(),
         &[
-            ("Account.Order.Product.(Price < 50 ? 'Cheap' : 'Expensive')", r#"["Cheap", "Cheap", "Cheap", "Expensive"]"#),
-            ("Account.Order[0].Product[0].Price > 100 ? 'Expensive'", "undefined"),
+            (
+                "Account.Order.Product.(Price < 50 ? 'Cheap' : 'Expensive')",
+                r#"["Cheap", "Cheap", "Cheap", "Expensive"]"#,
+            ),
+            (
+                "Account.Order[0].Product[0].Price > 100 ? 'Expensive'",
+                "undefined",
+            ),
             ("Account.Nothing ?: 'default'", r#""default""#),
             ("Account.`Account Name` ?: 'default'", r#""Firefly""#),
             ("0 ?: 'zero'", r#""zero""#),
@@ -215,8 +338,14 @@ fn other_operators() {
             ("0 ?? 'zero'", "0"),
             ("null ?? 'x'", "null"),
             ("false ?? true", "false"),
-            ("Account.Order.Product.(Price * Quantity) ~> $sum()", "336.36"),
-            ("Account.`Account Name` ~> $uppercase() ~> $substring(0, 4)", r#""FIRE""#),
+            (
+                "Account.Order.Product.(Price * Quantity) ~> $sum()",
+                "336.36",
+            ),
+            (
+                "Account.`Account Name` ~> $uppercase() ~> $substring(0, 4)",
+                r#""FIRE""#,
+            ),
             ("'  hi  ' ~> $trim ~> $uppercase", r#""HI""#),
         ],
     );
@@ -290,7 +419,10 @@ fn string_functions() {
             ("$string('x')", r#""x""#),
             ("$string(true)", r#""true""#),
             ("$string(null)", r#""null""#),
-            ("$string([1, 'a', {'b': 1.5}])", r#""[1,\"a\",{\"b\":1.5}]""#),
+            (
+                "$string([1, 'a', {'b': 1.5}])",
+                r#""[1,\"a\",{\"b\":1.5}]""#,
+            ),
             ("$string({'a': 1}, true)", r#""{\n  \"a\": 1\n}""#),
             ("$string(1e21)", r#""1e+21""#),
             ("$string(1/3)", r#""0.333333333333333""#),
@@ -321,15 +453,36 @@ fn string_functions() {
             ("$split('abc', '')", r#"["a", "b", "c"]"#),
             ("$join(['a', 'b', 'c'])", r#""abc""#),
             ("$join(['a', 'b', 'c'], ', ')", r#""a, b, c""#),
-            ("$split('too much, punctuation. hard; to read', /[ ,.;]+/, 3) ~> $join(', ')", r#""too, much, punctuation""#),
-            ("$replace('John Smith and John Jones', 'John', 'Mr')", r#""Mr Smith and Mr Jones""#),
-            ("$replace('John Smith and John Jones', 'John', 'Mr', 1)", r#""Mr Smith and John Jones""#),
-            ("$base64encode('myuser:mypass')", r#""bXl1c2VyOm15cGFzcw==""#),
-            ("$base64decode('bXl1c2VyOm15cGFzcw==')", r#""myuser:mypass""#),
+            (
+                "$split('too much, punctuation. hard; to read', /[ ,.;]+/, 3) ~> $join(', ')",
+                r#""too, much, punctuation""#,
+            ),
+            (
+                "$replace('John Smith and John Jones', 'John', 'Mr')",
+                r#""Mr Smith and Mr Jones""#,
+            ),
+            (
+                "$replace('John Smith and John Jones', 'John', 'Mr', 1)",
+                r#""Mr Smith and John Jones""#,
+            ),
+            (
+                "$base64encode('myuser:mypass')",
+                r#""bXl1c2VyOm15cGFzcw==""#,
+            ),
+            (
+                "$base64decode('bXl1c2VyOm15cGFzcw==')",
+                r#""myuser:mypass""#,
+            ),
             ("$encodeUrlComponent('?x=test')", r#""%3Fx%3Dtest""#),
-            ("$encodeUrl('https://mozilla.org/?x=шеллы')", r#""https://mozilla.org/?x=%D1%88%D0%B5%D0%BB%D0%BB%D1%8B""#),
+            (
+                "$encodeUrl('https://mozilla.org/?x=шеллы')",
+                r#""https://mozilla.org/?x=%D1%88%D0%B5%D0%BB%D0%BB%D1%8B""#,
+            ),
             ("$decodeUrlComponent('%3Fx%3Dtest')", r#""?x=test""#),
-            ("$decodeUrl('https://mozilla.org/?x=%D1%88%D0%B5%D0%BB%D0%BB%D1%8B')", r#""https://mozilla.org/?x=шеллы""#),
+            (
+                "$decodeUrl('https://mozilla.org/?x=%D1%88%D0%B5%D0%BB%D0%BB%D1%8B')",
+                r#""https://mozilla.org/?x=шеллы""#,
+            ),
             ("$eval('[1,2,3]')", "[1, 2, 3]"),
             ("$eval('$sum($)', [1, 2, 3])", "6"),
             ("$eval('Age + 1')", "29"),
@@ -483,13 +636,28 @@ fn object_functions() {
             ("$keys({'a': 1})", r#""a""#),
             ("$count($keys(Phone))", "2"),
             ("$lookup(Address, 'City')", r#""Winchester""#),
-            ("$lookup(Phone, 'type')", r#"["home", "office", "office", "mobile"]"#),
+            (
+                "$lookup(Phone, 'type')",
+                r#"["home", "office", "office", "mobile"]"#,
+            ),
             ("$spread({'a': 1, 'b': 2})", r#"[{"a": 1}, {"b": 2}]"#),
-            ("$merge([{'a': 1}, {'b': 2}, {'a': 3}])", r#"{"a": 3, "b": 2}"#),
-            ("$each({'a': 1, 'b': 2}, function($v, $k){ $k & '=' & $v })", r#"["a=1", "b=2"]"#),
-            ("$sift({'a': 1, 'b': 2, 'c': 3}, function($v){ $v > 1 })", r#"{"b": 2, "c": 3}"#),
+            (
+                "$merge([{'a': 1}, {'b': 2}, {'a': 3}])",
+                r#"{"a": 3, "b": 2}"#,
+            ),
+            (
+                "$each({'a': 1, 'b': 2}, function($v, $k){ $k & '=' & $v })",
+                r#"["a=1", "b=2"]"#,
+            ),
+            (
+                "$sift({'a': 1, 'b': 2, 'c': 3}, function($v){ $v > 1 })",
+                r#"{"b": 2, "c": 3}"#,
+            ),
             ("$sift({'a': 1}, function($v){ $v > 1 })", "undefined"),
-            ("$sift(Address, function($v, $k){ $k ~> /^S/ })", r#"{"Street": "Hursley Park"}"#),
+            (
+                "$sift(Address, function($v, $k){ $k ~> /^S/ })",
+                r#"{"Street": "Hursley Park"}"#,
+            ),
             ("$type('a')", r#""string""#),
             ("$type(1)", r#""number""#),
             ("$type(true)", r#""boolean""#),
@@ -503,7 +671,12 @@ fn object_functions() {
     );
     error_table(
         &address(),
-        &[("$error('boom')", "D3137"), ("$error()", "D3137"), ("$assert(Age < 18, 'minor')", "D3141"), ("$assert(1)", "T0410")],
+        &[
+            ("$error('boom')", "D3137"),
+            ("$error()", "D3137"),
+            ("$assert(Age < 18, 'minor')", "D3141"),
+            ("$assert(1)", "T0410"),
+        ],
     );
 }
 
@@ -550,12 +723,30 @@ fn date_time_functions() {
     table(
         &json!(null),
         &[
-            ("$fromMillis(1510067557121)", r#""2017-11-07T15:12:37.121Z""#),
-            ("$fromMillis(1510067557121, '[M01]/[D01]/[Y0001] [h#1]:[m01][P]')", r#""11/07/2017 3:12pm""#),
-            ("$fromMillis(1510067557121, '[H01]:[m01]:[s01] [z]', '-0500')", r#""10:12:37 GMT-05:00""#),
-            ("$fromMillis(1510067557121, '[Y0001]-[M01]-[D01]T[H01]:[m01]:[s01][Z]', '+0100')", r#""2017-11-07T16:12:37+01:00""#),
-            ("$fromMillis(1521801216617, '[FNn], [D] [MNn] [Y]')", r#""Friday, 23 March 2018""#),
-            ("$fromMillis(1521801216617, '[MNn,3-3] [Y,2]')", r#""Mar 18""#),
+            (
+                "$fromMillis(1510067557121)",
+                r#""2017-11-07T15:12:37.121Z""#,
+            ),
+            (
+                "$fromMillis(1510067557121, '[M01]/[D01]/[Y0001] [h#1]:[m01][P]')",
+                r#""11/07/2017 3:12pm""#,
+            ),
+            (
+                "$fromMillis(1510067557121, '[H01]:[m01]:[s01] [z]', '-0500')",
+                r#""10:12:37 GMT-05:00""#,
+            ),
+            (
+                "$fromMillis(1510067557121, '[Y0001]-[M01]-[D01]T[H01]:[m01]:[s01][Z]', '+0100')",
+                r#""2017-11-07T16:12:37+01:00""#,
+            ),
+            (
+                "$fromMillis(1521801216617, '[FNn], [D] [MNn] [Y]')",
+                r#""Friday, 23 March 2018""#,
+            ),
+            (
+                "$fromMillis(1521801216617, '[MNn,3-3] [Y,2]')",
+                r#""Mar 18""#,
+            ),
             ("$toMillis('2017-11-07T15:07:54.972Z')", "1510067274972"),
             ("$toMillis('2017-11-07T15:07:54+01:00')", "1510063674000"),
             ("$toMillis('2017-11-07')", "1510012800000"),
@@ -565,7 +756,13 @@ fn date_time_functions() {
             ("$now() = $now()", "true"),
         ],
     );
-    error_table(&json!(null), &[("$toMillis('not a date')", "D3110"), ("$fromMillis(0, '[Q]')", "D3132")]);
+    error_table(
+        &json!(null),
+        &[
+            ("$toMillis('not a date')", "D3110"),
+            ("$fromMillis(0, '[Q]')", "D3132"),
+        ],
+    );
 }
 
 /// <https://docs.jsonata.org/other-operators#-transform> style transforms.
@@ -574,12 +771,24 @@ fn transforms() {
     table(
         &json!({"a": {"b": 1, "c": 2}, "list": [{"x": 1}, {"x": 2}]}),
         &[
-            ("$ ~> |a|{'b': 10}|", r#"{"a": {"b": 10, "c": 2}, "list": [{"x": 1}, {"x": 2}]}"#),
-            ("$ ~> |a|{}, ['c']|", r#"{"a": {"b": 1}, "list": [{"x": 1}, {"x": 2}]}"#),
-            ("$ ~> |list|{'y': x * 10}|", r#"{"a": {"b": 1, "c": 2}, "list": [{"x": 1, "y": 10}, {"x": 2, "y": 20}]}"#),
+            (
+                "$ ~> |a|{'b': 10}|",
+                r#"{"a": {"b": 10, "c": 2}, "list": [{"x": 1}, {"x": 2}]}"#,
+            ),
+            (
+                "$ ~> |a|{}, ['c']|",
+                r#"{"a": {"b": 1}, "list": [{"x": 1}, {"x": 2}]}"#,
+            ),
+            (
+                "$ ~> |list|{'y': x * 10}|",
+                r#"{"a": {"b": 1, "c": 2}, "list": [{"x": 1, "y": 10}, {"x": 2, "y": 20}]}"#,
+            ),
             ("($t := |a|{'b': 0}|; $t($).a.b)", "0"),
             ("a", r#"{"b": 1, "c": 2}"#),
         ],
     );
-    error_table(&json!({"a": {"b": 1}}), &[("$ ~> |a|5|", "T2011"), ("$ ~> |a|{}, 5|", "T2012")]);
+    error_table(
+        &json!({"a": {"b": 1}}),
+        &[("$ ~> |a|5|", "T2011"), ("$ ~> |a|{}, 5|", "T2012")],
+    );
 }

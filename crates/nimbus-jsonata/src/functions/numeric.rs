@@ -296,13 +296,13 @@ pub(super) fn format_number(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -
             .collect()
     };
     if let Some(&g) = grouping.iter().min().filter(|&&g| g > 0) {
-        let regular = grouping.iter().all(|p| p % g == 0);
+        let regular = grouping.iter().all(|p| p.is_multiple_of(g));
         let digits: Vec<char> = ip.chars().collect();
         let mut out = String::new();
         for (i, c) in digits.iter().enumerate() {
             let from_right = digits.len() - i;
             if i > 0
-                && ((regular && from_right % g == 0)
+                && ((regular && from_right.is_multiple_of(g))
                     || (!regular && grouping.contains(&from_right)))
             {
                 out.push(',');

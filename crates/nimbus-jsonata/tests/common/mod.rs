@@ -68,7 +68,9 @@ pub fn invoice() -> Value {
 /// with a relative tolerance of 1e-12.
 pub fn check(expr: &str, input: &Value, bindings: &Bindings, expected: Option<Value>) {
     let e = Expression::parse(expr).unwrap_or_else(|e| panic!("parse {expr:?}: {e}"));
-    let got = e.evaluate(input, bindings).unwrap_or_else(|e| panic!("evaluate {expr:?}: {e}"));
+    let got = e
+        .evaluate(input, bindings)
+        .unwrap_or_else(|e| panic!("evaluate {expr:?}: {e}"));
     let ok = match (&got, &expected) {
         (Some(g), Some(x)) => close(g, x),
         (None, None) => true,
@@ -89,11 +91,18 @@ pub fn check_err(expr: &str, input: &Value, bindings: &Bindings, code: &str) {
 pub fn close(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs())
         }
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| close(p, q)),
-        (Value::Object(x), Value::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w))),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| close(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+        }
         _ => a == b,
     }
 }
@@ -105,7 +114,10 @@ pub fn table(input: &Value, rows: &[(&str, &str)]) {
         let expected = if *expected == "undefined" {
             None
         } else {
-            Some(serde_json::from_str(expected).unwrap_or_else(|e| panic!("bad expected JSON for {expr}: {e}")))
+            Some(
+                serde_json::from_str(expected)
+                    .unwrap_or_else(|e| panic!("bad expected JSON for {expr}: {e}")),
+            )
         };
         check(expr, input, &b, expected);
     }
