@@ -11,8 +11,15 @@ pub struct Node {
     pub pos: usize,
     /// Predicates applied to the node's whole result (`(expr)[p]`, `[1,2][0]`).
     pub predicates: Vec<Node>,
-    /// Per-step filters (`a.b[p]` applies `p` to each `b` result of each input item).
-    pub stages: Vec<Node>,
+    /// Per-step filters (`a.b[p]` applies `p` to each `b` result of each input item) and
+    /// positional bindings (`a.b[p]#$i`).
+    pub stages: Vec<Stage>,
+    /// `step@$v`: binds each result to `$v`, keeping the context (joins).
+    pub focus: Option<String>,
+    /// `step#$i`: binds each result's position to `$i`.
+    pub index: Option<String>,
+    /// The step binds variables: its path is evaluated as a tuple stream.
+    pub tuple: bool,
     /// A grouping object constructor following the node (`expr{k: v}`).
     pub group: Option<Box<Group>>,
     /// `expr[]`: keep singleton arrays.
@@ -28,6 +35,15 @@ pub struct Group {
     pub pairs: Vec<(Node, Node)>,
     /// Position of the `{`.
     pub pos: usize,
+}
+
+/// A per-step stage.
+#[derive(Debug, Clone)]
+pub enum Stage {
+    /// A predicate `[…]`.
+    Filter(Node),
+    /// A positional binding `#$name` after predicates.
+    Index(String),
 }
 
 /// One order-by term of `^(…)`.
@@ -160,6 +176,9 @@ impl Node {
             pos,
             predicates: Vec::new(),
             stages: Vec::new(),
+            focus: None,
+            index: None,
+            tuple: false,
             group: None,
             keep_array: false,
             cons_array: false,

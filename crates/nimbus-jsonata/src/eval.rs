@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use indexmap::IndexMap;
 
-use crate::ast::{BinOp, Group, Kind, Node, SortTerm};
+use crate::ast::{BinOp, Group, Kind, Node, SortTerm, Stage};
 use crate::error::{Error, Result};
 use crate::functions;
 use crate::value::{deep_equal, stringify, truthy, Flags, Func, Obj, Val};
@@ -17,6 +17,13 @@ use crate::{Bindings, Limits};
 const RED_ZONE: usize = 256 * 1024;
 /// Size of each new stack segment.
 const STACK_SEGMENT: usize = 4 * 1024 * 1024;
+
+/// One item of a tuple stream: the context (`@`) and the variables bound by `@$v`/`#$i`.
+#[derive(Clone)]
+struct Tuple {
+    at: Val,
+    vars: Vec<(String, Val)>,
+}
 
 struct Frame {
     vars: HashMap<String, Val>,
@@ -484,7 +491,23 @@ impl<'b> Evaluator<'b> {
         };
         let mut result = Val::seq(Vec::new());
         let last = steps.len().saturating_sub(1);
+        let mut tuples: Option<Vec<Tuple>> = None;
         for (i, step) in steps.iter().enumerate() {
+            if step.tuple && tuples.is_none() {
+                tuples = Some(
+                    seq.items()
+                        .into_iter()
+                        .map(|at| Tuple {
+                            at,
+                            vars: Vec::new(),
+                        })
+                        .collect(),
+                );
+            }
+            if let Some(tb) = tuples.take() {
+                tuples = Some(self.tuple_step(step, tb, env)?);
+                continue;
+            }
             result = if i == 0 && step.cons_array {
                 self.eval(step, &seq, env)?
             } else {
@@ -499,6 +522,12 @@ impl<'b> Evaluator<'b> {
                 break;
             }
             seq = result.clone();
+        }
+        if let Some(tb) = tuples {
+            if let Some(g) = &node.group {
+                return self.group_tuples(g, tb, env);
+            }
+            result = Val::seq(tb.into_iter().map(|t| t.at).collect());
         }
         if node.keep_array || steps.iter().any(|s| s.keep_array) {
             result = match result {
@@ -526,7 +555,9 @@ impl<'b> Evaluator<'b> {
         if let Kind::Sort(terms) = &step.kind {
             let mut r = self.sort_by(terms, seq.clone(), env, step.pos)?;
             for s in &step.stages {
-                r = self.filter(s, r, env)?;
+                if let Stage::Filter(p) = s {
+                    r = self.filter(p, r, env)?;
+                }
             }
             return Ok(r);
         }
@@ -538,7 +569,9 @@ impl<'b> Evaluator<'b> {
         for item in items.iter() {
             let mut res = self.eval(step, item, env)?;
             for s in &step.stages {
-                res = self.filter(s, res, env)?;
+                if let Stage::Filter(p) = s {
+                    res = self.filter(p, res, env)?;
+                }
             }
             if !res.is_undef() {
                 results.push(res);
@@ -555,6 +588,168 @@ impl<'b> Evaluator<'b> {
             }
         }
         Ok(Val::seq(flat))
+    }
+
+    fn tuple_frame(&mut self, env: usize, t: &Tuple) -> usize {
+        let frame = self.new_frame(env);
+        for (k, v) in &t.vars {
+            self.bind(frame, k, v.clone());
+        }
+        frame
+    }
+
+    /// One step of a path evaluated as a tuple stream (`@`/`#` bindings).
+    fn tuple_step(&mut self, step: &Node, input: Vec<Tuple>, env: usize) -> Result<Vec<Tuple>> {
+        let mut out = Vec::new();
+        if let Kind::Sort(terms) = &step.kind {
+            let mut keyed = Vec::with_capacity(input.len());
+            for t in input {
+                let frame = self.tuple_frame(env, &t);
+                keyed.push((t.at.clone(), frame, t));
+            }
+            out = self.sort_generic(terms, keyed, step.pos)?;
+            if let Some(ix) = &step.index {
+                for (i, t) in out.iter_mut().enumerate() {
+                    t.vars.push((ix.clone(), Val::Num(i as f64)));
+                }
+            }
+        } else {
+            for t in input {
+                let frame = self.tuple_frame(env, &t);
+                let res = self.eval(step, &t.at, frame)?;
+                let items = match res {
+                    Val::Undefined => continue,
+                    Val::Arr(a, _) => a.as_ref().clone(),
+                    v => vec![v],
+                };
+                for (bb, r) in items.into_iter().enumerate() {
+                    let mut nt = t.clone();
+                    match &step.focus {
+                        Some(f) => nt.vars.push((f.clone(), r)),
+                        None => nt.at = r,
+                    }
+                    if let Some(ix) = &step.index {
+                        nt.vars.push((ix.clone(), Val::Num(bb as f64)));
+                    }
+                    out.push(nt);
+                }
+            }
+        }
+        for s in &step.stages {
+            match s {
+                Stage::Filter(p) => out = self.filter_tuples(p, out, env)?,
+                Stage::Index(ix) => {
+                    for (i, t) in out.iter_mut().enumerate() {
+                        t.vars.push((ix.clone(), Val::Num(i as f64)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn filter_tuples(&mut self, pred: &Node, input: Vec<Tuple>, env: usize) -> Result<Vec<Tuple>> {
+        if let (Kind::Number(n), true) = (&pred.kind, pred.predicates.is_empty()) {
+            let mut idx = n.floor();
+            if idx < 0.0 {
+                idx += input.len() as f64;
+            }
+            return Ok(if idx >= 0.0 {
+                input.into_iter().nth(idx as usize).into_iter().collect()
+            } else {
+                Vec::new()
+            });
+        }
+        let len = input.len() as f64;
+        let mut out = Vec::new();
+        for (index, t) in input.into_iter().enumerate() {
+            let frame = self.tuple_frame(env, &t);
+            let res = self.eval(pred, &t.at, frame)?;
+            let keep = match &res {
+                Val::Num(n) => {
+                    let i = if n.floor() < 0.0 {
+                        n.floor() + len
+                    } else {
+                        n.floor()
+                    };
+                    i == index as f64
+                }
+                Val::Arr(a, _) if !a.is_empty() && a.iter().all(|v| matches!(v, Val::Num(_))) => {
+                    a.iter().any(|v| {
+                        let Val::Num(n) = v else { return false };
+                        let i = if n.floor() < 0.0 {
+                            n.floor() + len
+                        } else {
+                            n.floor()
+                        };
+                        i == index as f64
+                    })
+                }
+                r => truthy(r),
+            };
+            if keep {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Grouping over a tuple stream: keys see the tuple's variables; values see each
+    /// variable's values appended across the group.
+    fn group_tuples(&mut self, g: &Group, input: Vec<Tuple>, env: usize) -> Result<Val> {
+        let mut groups: IndexMap<String, (Vec<Tuple>, usize)> = IndexMap::new();
+        for t in input {
+            let frame = self.tuple_frame(env, &t);
+            for (idx, (k, _)) in g.pairs.iter().enumerate() {
+                match self.eval(k, &t.at, frame)? {
+                    Val::Undefined => {}
+                    Val::Str(s) => match groups.get_mut(s.as_ref()) {
+                        Some(entry) if entry.1 != idx => {
+                            return Err(Error::at(
+                                "D1009",
+                                g.pos,
+                                format!("Multiple key definitions evaluate to same key: {s}"),
+                            ))
+                        }
+                        Some(entry) => entry.0.push(t.clone()),
+                        None => {
+                            groups.insert(s.to_string(), (vec![t.clone()], idx));
+                        }
+                    },
+                    other => {
+                        return Err(Error::at(
+                            "T1003",
+                            g.pos,
+                            format!(
+                                "Key in object structure must evaluate to a string; got: {}",
+                                other.type_name()
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        let mut out: Obj = IndexMap::new();
+        for (key, (data, idx)) in groups {
+            let mut at = Val::Undefined;
+            let mut vars: IndexMap<String, Val> = IndexMap::new();
+            for t in data {
+                at = append(at, t.at);
+                for (k, v) in t.vars {
+                    let prev = vars.shift_remove(&k).unwrap_or(Val::Undefined);
+                    vars.insert(k, append(prev, v));
+                }
+            }
+            let frame = self.new_frame(env);
+            for (k, v) in vars {
+                self.bind(frame, &k, v);
+            }
+            let v = self.eval(&g.pairs[idx].1, &at, frame)?;
+            if !v.is_undef() {
+                out.insert(key, v);
+            }
+        }
+        Ok(Val::Obj(Rc::new(out)))
     }
 
     fn filter(&mut self, pred: &Node, input: Val, env: usize) -> Result<Val> {
@@ -670,12 +865,23 @@ impl<'b> Evaluator<'b> {
             Val::Arr(a, _) => a.as_ref().clone(),
             v => vec![v],
         };
+        let keyed = items.into_iter().map(|v| (v.clone(), env, v)).collect();
+        Ok(Val::seq(self.sort_generic(terms, keyed, pos)?))
+    }
+
+    /// Stable sort of `(context, environment, item)` by the order-by terms.
+    fn sort_generic<T>(
+        &mut self,
+        terms: &[SortTerm],
+        items: Vec<(Val, usize, T)>,
+        pos: usize,
+    ) -> Result<Vec<T>> {
         // evaluate the keys once
         let mut keyed = Vec::with_capacity(items.len());
-        for item in items {
+        for (ctx, env, item) in items {
             let mut keys = Vec::with_capacity(terms.len());
             for t in terms {
-                let k = self.eval(&t.expr, &item, env)?;
+                let k = self.eval(&t.expr, &ctx, env)?;
                 match &k {
                     Val::Undefined | Val::Num(_) | Val::Str(_) => {}
                     _ => {
@@ -722,7 +928,7 @@ impl<'b> Evaluator<'b> {
         if let Some(e) = err {
             return Err(e);
         }
-        Ok(Val::seq(keyed.into_iter().map(|(_, v)| v).collect()))
+        Ok(keyed.into_iter().map(|(_, v)| v).collect())
     }
 
     fn binary(

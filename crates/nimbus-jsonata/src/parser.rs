@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::ast::{BinOp, Group, Kind, Node, SortTerm};
+use crate::ast::{BinOp, Group, Kind, Node, SortTerm, Stage};
 use crate::error::{Error, Result};
 use crate::lexer::{tokenize, Tok};
 
@@ -339,13 +339,21 @@ impl Parser {
                     Kind::Path(steps) => {
                         let last = steps.last_mut().expect("paths have steps");
                         if last.group.is_some() || left.group.is_some() {
-                            return Err(Error::at("S0209", pos, "A predicate cannot follow a grouping expression in a step"));
+                            return Err(Error::at(
+                                "S0209",
+                                pos,
+                                "A predicate cannot follow a grouping expression in a step",
+                            ));
                         }
-                        last.stages.push(pred);
+                        last.stages.push(Stage::Filter(pred));
                     }
                     _ => {
                         if left.group.is_some() {
-                            return Err(Error::at("S0209", pos, "A predicate cannot follow a grouping expression in a step"));
+                            return Err(Error::at(
+                                "S0209",
+                                pos,
+                                "A predicate cannot follow a grouping expression in a step",
+                            ));
                         }
                         left.predicates.push(pred)
                     }
@@ -356,7 +364,11 @@ impl Parser {
                 let g = self.object(pos)?;
                 let mut left = left;
                 if left.group.is_some() {
-                    return Err(Error::at("S0210", pos, "Each step can only have one grouping expression"));
+                    return Err(Error::at(
+                        "S0210",
+                        pos,
+                        "Each step can only have one grouping expression",
+                    ));
                 }
                 left.group = Some(Box::new(g));
                 left
@@ -366,7 +378,12 @@ impl Parser {
                 let mut partial = false;
                 if !self.is_op(")") {
                     loop {
-                        if self.is_op("?") && matches!(self.toks.get(self.i + 1).map(|t| &t.0), Some(Tok::Op(",")) | Some(Tok::Op(")"))) {
+                        if self.is_op("?")
+                            && matches!(
+                                self.toks.get(self.i + 1).map(|t| &t.0),
+                                Some(Tok::Op(",")) | Some(Tok::Op(")"))
+                            )
+                        {
                             let (_, p) = self.next();
                             args.push(Node::new(Kind::Placeholder, p));
                             partial = true;
@@ -426,7 +443,10 @@ impl Parser {
                 } else {
                     None
                 };
-                Node::new(Kind::Condition(Box::new(left), Box::new(then), otherwise), pos)
+                Node::new(
+                    Kind::Condition(Box::new(left), Box::new(then), otherwise),
+                    pos,
+                )
             }
             ":=" => {
                 let rhs = self.expression(9)?;
@@ -434,7 +454,13 @@ impl Parser {
                     Kind::Variable(name) if left.predicates.is_empty() && left.group.is_none() => {
                         Node::new(Kind::Bind(name, Box::new(rhs)), pos)
                     }
-                    _ => return Err(Error::at("S0212", pos, "The left side of := must be a variable name (start with $)")),
+                    _ => {
+                        return Err(Error::at(
+                            "S0212",
+                            pos,
+                            "The left side of := must be a variable name (start with $)",
+                        ))
+                    }
                 }
             }
             "~>" => {
@@ -442,11 +468,15 @@ impl Parser {
                 Node::new(Kind::Apply(Box::new(left), Box::new(rhs)), pos)
             }
             "@" | "#" => {
-                return Err(Error::at(
-                    "S0201",
-                    pos,
-                    format!("Syntax error: {op} (context and positional variable binding are not supported)"),
-                ))
+                let rhs = self.expression(80)?;
+                let Kind::Variable(var) = rhs.kind else {
+                    return Err(Error::at(
+                        "S0214",
+                        rhs.pos,
+                        format!("The right side of {op} must be a variable name (start with $)"),
+                    ));
+                };
+                bind_step(left, op, var, pos)?
             }
             _ => {
                 let (o, bp) = match op {
@@ -468,13 +498,62 @@ impl Parser {
                     ".." => (BinOp::Range, 20),
                     "?:" => (BinOp::Elvis, 40),
                     "??" => (BinOp::Coalesce, 40),
-                    other => return Err(Error::at("S0201", pos, format!("Syntax error: {other}")).with_token(other)),
+                    other => {
+                        return Err(Error::at("S0201", pos, format!("Syntax error: {other}"))
+                            .with_token(other))
+                    }
                 };
                 let rhs = self.expression(bp)?;
                 bin(o, left, rhs)
             }
         })
     }
+}
+
+/// Processes `step@$var` and `step#$var`.
+fn bind_step(left: Node, op: &str, var: String, pos: usize) -> Result<Node> {
+    let mut result = left;
+    if op == "@" {
+        let step = match &mut result.kind {
+            Kind::Path(steps) => steps.last_mut().expect("paths have steps"),
+            _ => &mut result,
+        };
+        if !step.stages.is_empty() || !step.predicates.is_empty() {
+            return Err(Error::at(
+                "S0215",
+                pos,
+                "A context variable binding must precede any predicates on a step",
+            ));
+        }
+        if matches!(step.kind, Kind::Sort(_)) {
+            return Err(Error::at(
+                "S0216",
+                pos,
+                "A context variable binding must precede the 'order-by' clause on a step",
+            ));
+        }
+        step.focus = Some(var);
+        step.tuple = true;
+        return Ok(result);
+    }
+    if !matches!(result.kind, Kind::Path(_)) {
+        let mut step = result;
+        let preds = std::mem::take(&mut step.predicates);
+        step.stages.extend(preds.into_iter().map(Stage::Filter));
+        let p = step.pos;
+        result = Node::new(Kind::Path(vec![step]), p);
+    }
+    let Kind::Path(steps) = &mut result.kind else {
+        unreachable!()
+    };
+    let step = steps.last_mut().expect("paths have steps");
+    if step.stages.is_empty() {
+        step.index = Some(var);
+    } else {
+        step.stages.push(Stage::Index(var));
+    }
+    step.tuple = true;
+    Ok(result)
 }
 
 fn path_of(step: Node) -> Node {
@@ -502,7 +581,7 @@ fn join_path(left: Node, rhs: Node) -> Result<Node> {
         _ => {
             let mut r = rhs;
             let preds = std::mem::take(&mut r.predicates);
-            r.stages.extend(preds);
+            r.stages.extend(preds.into_iter().map(Stage::Filter));
             vec![r]
         }
     };

@@ -38,7 +38,8 @@ fn syntax_errors() {
             ("$match('a', /(?<=a)b/)", "S0303"),
             ("1 ! 2", "S0201"),
             ("#", "S0211"),
-            ("a#$i", "S0201"),
+            ("a#1", "S0214"),
+            ("a@$x[0]@$y", "S0215"),
         ],
     );
     let e = Expression::parse("Account.Order[0.OrderID").unwrap_err();
