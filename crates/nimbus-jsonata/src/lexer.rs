@@ -184,8 +184,11 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>> {
         }
         // symbolic operators (longest first)
         if let Some(op) = OPS.iter().take(35).find(|op| {
-            let oc: Vec<char> = op.chars().collect();
-            chars.len() >= i + oc.len() && chars[i..i + oc.len()] == oc[..]
+            // symbolic operators are ASCII
+            let ob = op.as_bytes();
+            ob.iter()
+                .enumerate()
+                .all(|(k, b)| chars.get(i + k) == Some(&(*b as char)))
         }) {
             out.push((Tok::Op(op), start));
             i += op.chars().count();

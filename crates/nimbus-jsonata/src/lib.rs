@@ -18,10 +18,14 @@
 //!   ([`Bindings::register`]) and sets [`Limits`] (depth, steps, time) so that hostile
 //!   expressions fail with `U1001`/`U1002` instead of hanging or overflowing the stack.
 //!
-//! Not implemented: the parent operator `%`, context/positional binding `@`/`#`,
-//! function signature checking (signatures are parsed and ignored), tail-call
-//! optimisation, `$formatInteger`/`$parseInteger` beyond decimal digit pictures,
-//! exponent pictures in `$formatNumber`, picture strings in `$toMillis`, `$clone`.
+//! Not implemented: the parent operator `%` (error `S0217`), function signature
+//! checking (signatures are parsed and ignored; built-ins check their own arguments),
+//! tail-call optimisation (recursion is bounded by [`Limits::max_depth`]),
+//! `$formatInteger`/`$parseInteger` beyond decimal digit pictures, exponent pictures in
+//! `$formatNumber`, week/era/ordinal/word components in date/time pictures, picture
+//! strings in `$toMillis`, `$clone`. Object keys of the input keep serde_json's order
+//! (sorted unless its `preserve_order` feature is on); objects built by expressions keep
+//! insertion order until converted back to JSON.
 
 pub mod ast;
 mod error;

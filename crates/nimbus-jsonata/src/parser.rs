@@ -599,9 +599,9 @@ fn join_path(left: Node, rhs: Node) -> Result<Node> {
         }
     }
     steps.extend(rest_steps);
-    for step in steps.iter_mut() {
-        if let Kind::String(s) = &step.kind {
-            step.kind = Kind::Name(s.clone());
+    if let Some(first) = steps.first_mut() {
+        if let Kind::String(s) = &first.kind {
+            first.kind = Kind::Name(s.clone());
         }
     }
     if let Some(first) = steps.first_mut() {
