@@ -1,0 +1,34 @@
+//! Times parsing and evaluation of typical workflow expressions:
+//! `cargo run --release -p nimbus-jsonata --example measure`.
+
+use std::time::Instant;
+
+use nimbus_jsonata::{Bindings, Expression};
+use serde_json::json;
+
+fn main() {
+    let items: Vec<_> = (0..100).map(|i| json!({"sku": format!("S{i}"), "price": i, "qty": i % 7})).collect();
+    let bindings = Bindings::new().with("states", json!({"input": {"order": {"items": items}, "customer": "acme", "id": 7}}));
+    let exprs = [
+        "$states.input.order.items[price > 10].sku",
+        "$sum($states.input.order.items.(qty * price))",
+        "$map($states.input.order.items, function($v){ $v.price * 2 })",
+        "{\"id\": $string($states.input.id) & \"-\" & $states.input.customer, \"n\": $count($states.input.order.items)}",
+        "$states.input.order.items^(>price)[0].sku",
+    ];
+    for src in exprs {
+        let n = 2_000;
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(Expression::parse(src).unwrap());
+        }
+        let parse = t.elapsed() / n;
+        let e = Expression::parse(src).unwrap();
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(e.evaluate(&serde_json::Value::Null, &bindings).unwrap());
+        }
+        let eval = t.elapsed() / n;
+        println!("{parse:>10.2?} parse {eval:>10.2?} evaluate  {src}");
+    }
+}
