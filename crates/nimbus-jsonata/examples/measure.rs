@@ -7,8 +7,13 @@ use nimbus_jsonata::{Bindings, Expression};
 use serde_json::json;
 
 fn main() {
-    let items: Vec<_> = (0..100).map(|i| json!({"sku": format!("S{i}"), "price": i, "qty": i % 7})).collect();
-    let bindings = Bindings::new().with("states", json!({"input": {"order": {"items": items}, "customer": "acme", "id": 7}}));
+    let items: Vec<_> = (0..100)
+        .map(|i| json!({"sku": format!("S{i}"), "price": i, "qty": i % 7}))
+        .collect();
+    let bindings = Bindings::new().with(
+        "states",
+        json!({"input": {"order": {"items": items}, "customer": "acme", "id": 7}}),
+    );
     let exprs = [
         "$states.input.order.items[price > 10].sku",
         "$sum($states.input.order.items.(qty * price))",

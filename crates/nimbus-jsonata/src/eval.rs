@@ -380,25 +380,25 @@ impl<'b> Evaluator<'b> {
                         Val::Arr(a, fl) if fl.outer_wrapper && !a.is_empty() => a[0].clone(),
                         v => v.clone(),
                     };
+                    // JSONata's `-` in signatures: the context stands in for a missing
+                    // first argument
                     let first_fits = args
                         .first()
                         .is_some_and(|a| a.is_undef() || functions::type_matches(t, a));
-                    let use_ctx = !first_fits
-                        && (args.len() < b.min_args
-                            || (args.len() < b.max_args
-                                && !args.is_empty()
-                                && functions::type_matches(t, &ctx)));
-                    if use_ctx {
-                        if args.len() < b.min_args
-                            && !ctx.is_undef()
-                            && !functions::type_matches(t, &ctx)
-                        {
+                    let ctx_fits = functions::type_matches(t, &ctx);
+                    let use_ctx = if args.len() < b.min_args {
+                        if !ctx.is_undef() && !ctx_fits {
                             return Err(Error::at(
                                 "T0411",
                                 pos,
                                 format!("Context value is not a compatible type with argument 1 of function ${}", b.name),
                             ));
                         }
+                        args.is_empty() || first_fits || !ctx.is_undef()
+                    } else {
+                        args.len() < b.max_args && !first_fits && ctx_fits
+                    };
+                    if use_ctx {
                         args.insert(0, ctx);
                     }
                 }

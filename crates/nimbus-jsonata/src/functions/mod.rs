@@ -51,6 +51,7 @@ const fn b(
 const S: Option<char> = Some('s');
 const N: Option<char> = Some('n');
 const X: Option<char> = Some('x');
+const O: Option<char> = Some('o');
 
 static BUILTINS: &[Builtin] = &[
     // string
@@ -109,8 +110,8 @@ static BUILTINS: &[Builtin] = &[
     b("lookup", 2, 2, X, object::lookup),
     b("spread", 1, 1, X, object::spread),
     b("merge", 1, 1, None, object::merge),
-    b("each", 2, 2, X, hof::each),
-    b("sift", 2, 2, X, hof::sift),
+    b("each", 2, 2, O, hof::each),
+    b("sift", 2, 2, O, hof::sift),
     b("type", 1, 1, None, object::type_),
     b("error", 0, 1, None, object::error),
     b("assert", 1, 2, None, object::assert),
@@ -141,6 +142,7 @@ pub(crate) fn type_matches(t: char, v: &Val) -> bool {
     match t {
         's' => matches!(v, Val::Str(_)),
         'n' => matches!(v, Val::Num(_)),
+        'o' => matches!(v, Val::Obj(_)),
         _ => true,
     }
 }
