@@ -36,4 +36,17 @@ fn main() {
         let eval = t.elapsed() / n;
         println!("{parse:>10.2?} parse {eval:>10.2?} evaluate  {src}");
     }
+    // a payload near Step Functions' 256 KiB limit: the cost of converting `$states`
+    let big: Vec<_> = (0..2_500)
+        .map(|i| json!({"sku": format!("SKU-{i:06}"), "price": i, "qty": i % 7, "note": "x".repeat(40)}))
+        .collect();
+    let size = serde_json::to_vec(&big).unwrap().len();
+    let bindings = Bindings::new().with("states", json!({"input": {"items": big}}));
+    let e = Expression::parse("$states.input.items[0].sku").unwrap();
+    let n = 200;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(e.evaluate(&serde_json::Value::Null, &bindings).unwrap());
+    }
+    println!("{:>10.2?} evaluate  $states.input.items[0].sku over a {size}-byte $states", t.elapsed() / n);
 }
