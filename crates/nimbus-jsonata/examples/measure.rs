@@ -48,5 +48,8 @@ fn main() {
     for _ in 0..n {
         std::hint::black_box(e.evaluate(&serde_json::Value::Null, &bindings).unwrap());
     }
-    println!("{:>10.2?} evaluate  $states.input.items[0].sku over a {size}-byte $states", t.elapsed() / n);
+    println!(
+        "{:>10.2?} evaluate  $states.input.items[0].sku over a {size}-byte $states",
+        t.elapsed() / n
+    );
 }

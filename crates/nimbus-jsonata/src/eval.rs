@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use crate::ast::{BinOp, Group, Kind, Node, SortTerm, Stage};
 use crate::error::{Error, Result};
 use crate::functions;
-use crate::value::{deep_equal, stringify, truthy, Flags, Func, Obj, Val};
+use crate::value::{deep_equal, materialize, stringify, truthy, Flags, Func, JRef, Obj, Val};
 use crate::{Bindings, Limits};
 
 /// Stack left before growing onto a new segment.
@@ -106,9 +106,7 @@ impl<'b> Evaluator<'b> {
             f = self.frames[i].parent;
         }
         if let Some(v) = self.bindings.vars.get(name) {
-            let v = Val::from_json(v);
-            self.frames[0].vars.insert(name.to_string(), v.clone());
-            return v;
+            return Val::from_ref(JRef::root(v.clone()));
         }
         if let Some(nf) = self.bindings.functions.get(name) {
             return Val::Func(Rc::new(Func::Native(name.to_string(), nf.clone())));
@@ -119,8 +117,14 @@ impl<'b> Evaluator<'b> {
         Val::Undefined
     }
 
-    /// Evaluates a node against an input in an environment.
+    /// Evaluates a node against an input in an environment; the result holds no
+    /// references into shared JSON.
     pub fn eval(&mut self, node: &Node, input: &Val, env: usize) -> Result<Val> {
+        Ok(materialize(self.eval_raw(node, input, env)?))
+    }
+
+    /// Evaluates a node; objects of shared JSON may stay references (path steps).
+    fn eval_raw(&mut self, node: &Node, input: &Val, env: usize) -> Result<Val> {
         self.tick(1, node.pos)?;
         self.depth += 1;
         if self.depth > self.limits.max_depth {
@@ -167,11 +171,11 @@ impl<'b> Evaluator<'b> {
                     self.lookup_var(env, v)
                 }
             }
-            Kind::Wildcard => wildcard(input),
+            Kind::Wildcard => wildcard(&materialize(input.clone())),
             Kind::Descendant => {
                 let mut out = Vec::new();
                 if !input.is_undef() {
-                    descendants(input, &mut out);
+                    descendants(&materialize(input.clone()), &mut out);
                 }
                 if out.len() == 1 {
                     out.pop().unwrap_or(Val::Undefined)
@@ -376,10 +380,10 @@ impl<'b> Evaluator<'b> {
             }
             Func::Builtin(b) => {
                 if let Some(t) = b.ctx {
-                    let ctx = match input {
+                    let ctx = materialize(match input {
                         Val::Arr(a, fl) if fl.outer_wrapper && !a.is_empty() => a[0].clone(),
                         v => v.clone(),
-                    };
+                    });
                     // JSONata's `-` in signatures: the context stands in for a missing
                     // first argument
                     let first_fits = args
@@ -424,7 +428,7 @@ impl<'b> Evaluator<'b> {
                         ),
                     ));
                 }
-                self.ctx_input = input.clone();
+                self.ctx_input = materialize(input.clone());
                 (b.f)(self, args, pos)
             }
             Func::Native(name, nf) => {
@@ -567,7 +571,7 @@ impl<'b> Evaluator<'b> {
         };
         let mut results = Vec::new();
         for item in items.iter() {
-            let mut res = self.eval(step, item, env)?;
+            let mut res = self.eval_raw(step, item, env)?;
             for s in &step.stages {
                 if let Stage::Filter(p) = s {
                     res = self.filter(p, res, env)?;
@@ -616,7 +620,7 @@ impl<'b> Evaluator<'b> {
         } else {
             for t in input {
                 let frame = self.tuple_frame(env, &t);
-                let res = self.eval(step, &t.at, frame)?;
+                let res = self.eval_raw(step, &t.at, frame)?;
                 let items = match res {
                     Val::Undefined => continue,
                     Val::Arr(a, _) => a.as_ref().clone(),
@@ -1270,6 +1274,7 @@ fn lookup(input: &Val, key: &str) -> Val {
             Val::seq(out)
         }
         Val::Obj(o) => o.get(key).cloned().unwrap_or(Val::Undefined),
+        Val::Node(r) => r.get(key),
         _ => Val::Undefined,
     }
 }

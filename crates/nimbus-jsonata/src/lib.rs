@@ -90,8 +90,17 @@ impl Expression {
         input: Option<&Value>,
         bindings: &Bindings,
     ) -> Result<Option<Value>> {
+        self.evaluate_shared(input.map(|v| Arc::new(v.clone())), bindings)
+    }
+
+    /// Evaluates with a shared input, which is read in place rather than copied.
+    pub fn evaluate_shared(
+        &self,
+        input: Option<Arc<Value>>,
+        bindings: &Bindings,
+    ) -> Result<Option<Value>> {
         let root = input
-            .map(value::Val::from_json)
+            .map(|v| value::Val::from_ref(value::JRef::root(v)))
             .unwrap_or(value::Val::Undefined);
         let mut ev = eval::Evaluator::new(bindings, root.clone());
         let input = match root {
@@ -153,7 +162,7 @@ impl Default for Limits {
 /// Variables, native functions and limits for an evaluation.
 #[derive(Debug, Clone, Default)]
 pub struct Bindings {
-    pub(crate) vars: HashMap<String, Value>,
+    pub(crate) vars: HashMap<String, Arc<Value>>,
     pub(crate) functions: HashMap<String, NativeFn>,
     pub(crate) limits: Limits,
 }
@@ -166,6 +175,13 @@ impl Bindings {
 
     /// Binds `$name` (without the `$`) to a value.
     pub fn bind(&mut self, name: impl Into<String>, value: Value) -> &mut Self {
+        self.vars.insert(name.into(), Arc::new(value));
+        self
+    }
+
+    /// Binds `$name` to shared JSON without copying it: expressions read the fields
+    /// they use in place (`$states.input.id` costs the same for any payload size).
+    pub fn bind_shared(&mut self, name: impl Into<String>, value: Arc<Value>) -> &mut Self {
         self.vars.insert(name.into(), value);
         self
     }

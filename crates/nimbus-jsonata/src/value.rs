@@ -31,6 +31,67 @@ impl Flags {
 
 pub(crate) type Obj = IndexMap<String, Val>;
 
+/// One step from a JSON value to a child.
+#[derive(Clone)]
+pub(crate) enum Seg {
+    Key(Rc<str>),
+    Index(usize),
+}
+
+/// A reference to an object inside shared JSON (an input or a binding), converted only
+/// when an expression needs more than field access: `$states.input.items[0].sku` reads
+/// three fields of a large payload without copying it.
+#[derive(Clone)]
+pub(crate) struct JRef {
+    root: Arc<Value>,
+    path: Rc<Vec<Seg>>,
+}
+
+impl JRef {
+    pub fn root(root: Arc<Value>) -> JRef {
+        JRef {
+            root,
+            path: Rc::new(Vec::new()),
+        }
+    }
+
+    pub fn resolve(&self) -> &Value {
+        let mut v: &Value = &self.root;
+        for s in self.path.iter() {
+            v = match (s, v) {
+                (Seg::Key(k), Value::Object(m)) => m.get(k.as_ref()).unwrap_or(&Value::Null),
+                (Seg::Index(i), Value::Array(a)) => a.get(*i).unwrap_or(&Value::Null),
+                _ => &Value::Null,
+            };
+        }
+        v
+    }
+
+    fn child(&self, seg: Seg) -> JRef {
+        let mut path = Vec::with_capacity(self.path.len() + 1);
+        path.extend(self.path.iter().cloned());
+        path.push(seg);
+        JRef {
+            root: self.root.clone(),
+            path: Rc::new(path),
+        }
+    }
+
+    /// The value at `key` of the referenced object.
+    pub fn get(&self, key: &str) -> Val {
+        match self.resolve() {
+            Value::Object(m) => match m.get(key) {
+                None => Val::Undefined,
+                Some(Value::Object(_)) | Some(Value::Array(_)) => {
+                    Val::from_ref(self.child(Seg::Key(key.into())))
+                }
+                Some(v) => Val::from_json(v),
+            },
+            _ => Val::Undefined,
+        }
+    }
+}
+
 /// A runtime value.
 #[derive(Clone)]
 pub(crate) enum Val {
@@ -42,6 +103,8 @@ pub(crate) enum Val {
     Arr(Rc<Vec<Val>>, Flags),
     Obj(Rc<Obj>),
     Func(Rc<Func>),
+    /// An object inside shared JSON, not yet converted (see [`JRef`]).
+    Node(JRef),
 }
 
 /// A function value.
@@ -100,6 +163,7 @@ impl Val {
             Val::Arr(..) => "array",
             Val::Obj(_) => "object",
             Val::Func(_) => "function",
+            Val::Node(_) => "object",
         }
     }
 
@@ -109,6 +173,26 @@ impl Val {
             Val::Undefined => Vec::new(),
             Val::Arr(a, _) => a.as_ref().clone(),
             v => vec![v.clone()],
+        }
+    }
+
+    /// A value from shared JSON: objects stay references, arrays become arrays of
+    /// references, scalars are converted.
+    pub fn from_ref(r: JRef) -> Val {
+        match r.resolve() {
+            Value::Object(_) => Val::Node(r),
+            Value::Array(a) => {
+                let items = a
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| match v {
+                        Value::Object(_) | Value::Array(_) => Val::from_ref(r.child(Seg::Index(i))),
+                        v => Val::from_json(v),
+                    })
+                    .collect();
+                Val::arr(items)
+            }
+            v => Val::from_json(v),
         }
     }
 
@@ -131,6 +215,7 @@ impl Val {
     /// `null` in arrays, as `JSON.stringify` does).
     pub fn to_json(&self) -> Result<Option<Value>> {
         Ok(match self {
+            Val::Node(r) => Some(r.resolve().clone()),
             Val::Undefined | Val::Func(_) => None,
             Val::Null => Some(Value::Null),
             Val::Bool(b) => Some(Value::Bool(*b)),
@@ -181,13 +266,36 @@ pub(crate) fn truthy(v: &Val) -> bool {
             _ => a.iter().any(truthy),
         },
         Val::Obj(o) => !o.is_empty(),
+        Val::Node(r) => r.resolve().as_object().is_some_and(|o| !o.is_empty()),
         Val::Func(_) => false,
+    }
+}
+
+/// Converts every [`Val::Node`] in a value to ordinary values.
+pub(crate) fn materialize(v: Val) -> Val {
+    fn has_node(v: &Val) -> bool {
+        match v {
+            Val::Node(_) => true,
+            Val::Arr(a, _) => a.iter().any(has_node),
+            _ => false,
+        }
+    }
+    match v {
+        Val::Node(r) => Val::from_json(r.resolve()),
+        Val::Arr(a, f) if a.iter().any(has_node) => {
+            Val::Arr(Rc::new(a.iter().cloned().map(materialize).collect()), f)
+        }
+        v => v,
     }
 }
 
 /// Deep equality (`=`).
 pub(crate) fn deep_equal(a: &Val, b: &Val) -> bool {
     match (a, b) {
+        (Val::Node(x), Val::Node(y)) => x.resolve() == y.resolve(),
+        (Val::Node(_), _) | (_, Val::Node(_)) => {
+            deep_equal(&materialize(a.clone()), &materialize(b.clone()))
+        }
         (Val::Null, Val::Null) => true,
         (Val::Bool(x), Val::Bool(y)) => x == y,
         (Val::Num(x), Val::Num(y)) => x == y,
@@ -270,6 +378,7 @@ pub(crate) fn stringify(v: &Val, pretty: bool) -> Result<String> {
 
 fn write_json(v: &Val, pretty: bool, indent: usize, out: &mut String) -> Result<()> {
     match v {
+        Val::Node(_) => write_json(&materialize(v.clone()), pretty, indent, out)?,
         Val::Undefined | Val::Null => out.push_str("null"),
         Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Val::Num(n) => {
