@@ -218,3 +218,68 @@ fn undefined_input_and_outputs() {
         .unwrap_err();
     assert_eq!(err.code, "D1001");
 }
+
+#[test]
+fn shared_bindings_are_read_in_place() {
+    let payload = Arc::new(json!({
+        "input": {"order": {"id": 7, "items": [{"sku": "A", "n": 1}, {"sku": "B", "n": 2}]}, "tags": ["x", "y"]}
+    }));
+    let mut b = Bindings::new();
+    b.bind_shared("states", payload.clone());
+    let null = Value::Null;
+    let rows: &[(&str, Value)] = &[
+        (
+            "$states.input.order",
+            json!({"id": 7, "items": [{"sku": "A", "n": 1}, {"sku": "B", "n": 2}]}),
+        ),
+        ("$states.input.order.items[1]", json!({"sku": "B", "n": 2})),
+        (
+            "$states.input.order.items[0] = {'sku': 'A', 'n': 1}",
+            json!(true),
+        ),
+        (
+            "$states.input.order.items[0] = $states.input.order.items[0]",
+            json!(true),
+        ),
+        ("$type($states.input)", json!("object")),
+        ("$keys($states.input.order)", json!(["id", "items"])),
+        ("$states.input.order.items.*", json!([1, "A", 2, "B"])),
+        ("$states.input.**.sku", json!(["A", "B"])),
+        (
+            "$string($states.input.order.items[0])",
+            json!("{\"n\":1,\"sku\":\"A\"}"),
+        ),
+        (
+            "$merge($states.input.order.items)",
+            json!({"sku": "B", "n": 2}),
+        ),
+        (
+            "$each($states.input.order.items[0], function($v, $k){ $k })",
+            json!(["n", "sku"]),
+        ),
+        ("$boolean($states.input.order)", json!(true)),
+        ("$states.input.order.items{sku: n}", json!({"A": 1, "B": 2})),
+        ("$states.input.order.items^(>n).sku", json!(["B", "A"])),
+        (
+            "$states.input.order.items#$i.{'i': $i, 's': sku}",
+            json!([{"i": 0, "s": "A"}, {"i": 1, "s": "B"}]),
+        ),
+        ("($o := $states.input.order; $o.id + 1)", json!(8)),
+        ("($states.input ~> |order|{'id': 8}|).order.id", json!(8)),
+        ("$states.input.tags", json!(["x", "y"])),
+        (
+            "$states.input.order.items.$",
+            json!([{"sku": "A", "n": 1}, {"sku": "B", "n": 2}]),
+        ),
+    ];
+    for (expr, expected) in rows {
+        check(expr, &null, &b, Some(expected.clone()));
+    }
+    // a shared input is the context
+    let e = Expression::parse("order.items[n > 1].sku").unwrap();
+    assert_eq!(
+        e.evaluate_shared(Some(Arc::new(payload["input"].clone())), &b)
+            .unwrap(),
+        Some(json!("B"))
+    );
+}
