@@ -99,6 +99,9 @@ fn type_and_dynamic_errors() {
             ("%", "S0217"),
             ("$string(1, 2)", "T0410"),
             ("$length()", "T0411"),
+            ("$fromMillis(1e300)", "D3110"),
+            ("$number('1e400')", "D3030"),
+            ("$fromMillis(0, '[Y]', 'ö123')", "D3134"),
         ],
     );
 }
@@ -107,6 +110,24 @@ fn limited(limits: Limits) -> Bindings {
     let mut b = Bindings::new();
     b.set_limits(limits);
     b
+}
+
+#[test]
+fn extreme_numbers_do_not_overflow() {
+    common::table(
+        &Value::Null,
+        &[
+            ("$round(1.5e300, 2147483647)", "1.5e300"),
+            ("$round(1.5, -2147483648)", "0"),
+            ("$substring('abc', 1e300)", r#""""#),
+            ("$substring('abc', -1e300, 1e300)", r#""abc""#),
+            ("[1, 2][1e300]", "undefined"),
+            ("[1, 2][-1e300]", "undefined"),
+            ("$formatBase(1e300, 36) ~> $length() > 10", "true"),
+            ("$split('a,b', ',', 1e300)", r#"["a", "b"]"#),
+            ("$string(-1e-300)", r#""-1e-300""#),
+        ],
+    );
 }
 
 #[test]
@@ -282,6 +303,17 @@ const PIECES: &[&str] = &[
     "'",
     "ö",
     " ",
+    "1e300",
+    "-2147483648",
+    "9007199254740993",
+    "0.5",
+    "1e-320",
+    "$round(",
+    "$formatBase(",
+    "$power(",
+    "#$i",
+    "@$v",
+    "%",
 ];
 
 #[test]
@@ -319,4 +351,61 @@ fn random_garbage_never_panics() {
         evaluated > 100,
         "only {evaluated} random expressions evaluated"
     );
+}
+
+const ARGS: &[&str] = &[
+    "()",
+    "null",
+    "true",
+    "0",
+    "-1",
+    "0.5",
+    "1e300",
+    "-1e300",
+    "2147483648",
+    "''",
+    "'abc'",
+    "'ö𝄞'",
+    "'[Y0001]'",
+    "'#,##0.00'",
+    "[]",
+    "[1, 'a']",
+    "[3, 1, 2]",
+    "{}",
+    "{'a': 1}",
+    "function($a, $b){ $a }",
+    "/a+/",
+    "$string",
+];
+
+#[test]
+fn every_builtin_with_odd_arguments_never_panics() {
+    let b = limited(Limits {
+        max_depth: 200,
+        max_steps: 100_000,
+        timeout: Some(Duration::from_millis(200)),
+    });
+    let input = json!({"a": [1, 2], "s": "x"});
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut runs = 0;
+    for name in nimbus_jsonata::builtin_names() {
+        let mut calls = vec![format!("${name}()")];
+        for a in ARGS {
+            calls.push(format!("${name}({a})"));
+            for b2 in ARGS {
+                calls.push(format!("${name}({a}, {b2})"));
+            }
+        }
+        for _ in 0..100 {
+            let mut pick = || ARGS[rng.random_range(0..ARGS.len())];
+            let (x, y, z) = (pick(), pick(), pick());
+            calls.push(format!("${name}({x}, {y}, {z})"));
+        }
+        for c in calls {
+            let e = Expression::parse(&c).unwrap_or_else(|e| panic!("{c}: {e}"));
+            let _ = e.evaluate(&input, &b);
+            runs += 1;
+        }
+    }
+    assert!(runs > 30_000, "{runs}");
 }

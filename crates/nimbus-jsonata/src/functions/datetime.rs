@@ -47,7 +47,7 @@ pub(super) fn now(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<
 fn parse_tz(tz: &str, pos: usize) -> Result<UtcOffset> {
     let bad = || Error::at("D3134", pos, format!("Invalid timezone: {tz}"));
     let t = tz.replace(':', "");
-    if t.len() != 5 {
+    if t.len() != 5 || !t.is_ascii() {
         return Err(bad());
     }
     let sign: i32 = match &t[..1] {
@@ -70,6 +70,10 @@ pub(super) fn from_millis(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> 
         Some(t) => parse_tz(t, pos)?,
         None => UtcOffset::UTC,
     };
+    // beyond ±1e15 ms (±31,000 years) no date can be represented anyway
+    if !(ms.abs() < 1e15) {
+        return Err(Error::at("D3110", pos, "The timestamp is out of range"));
+    }
     let nanos = (ms.trunc() as i128) * 1_000_000;
     let dt = OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .map_err(|_| Error::at("D3110", pos, "The timestamp is out of range"))?

@@ -102,16 +102,22 @@ fn shift(n: f64, by: i32) -> f64 {
         Some((m, e)) => (m.to_string(), e.parse::<i32>().unwrap_or(0)),
         None => (s, 0),
     };
-    format!("{m}e{}", e + by).parse().unwrap_or(n)
+    format!("{m}e{}", e.saturating_add(by)).parse().unwrap_or(n)
 }
 
 /// JSONata's `$round`: half to even.
 pub(crate) fn round_half_even(n: f64, precision: i32) -> f64 {
+    // doubles have no digits beyond ±400 decimal places
+    let precision = precision.clamp(-400, 400);
     let x = if precision != 0 {
         shift(n, precision)
     } else {
         n
     };
+    if !x.is_finite() {
+        // more decimals than a double holds: nothing to round
+        return n;
+    }
     let mut r = (x + 0.5).floor();
     if (r - x).abs() == 0.5 && (r % 2.0).abs() == 1.0 {
         r -= 1.0;
