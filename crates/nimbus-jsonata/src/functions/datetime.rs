@@ -71,7 +71,7 @@ pub(super) fn from_millis(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> 
         None => UtcOffset::UTC,
     };
     // beyond ±1e15 ms (±31,000 years) no date can be represented anyway
-    if !(ms.abs() < 1e15) {
+    if ms.is_nan() || ms.abs() >= 1e15 {
         return Err(Error::at("D3110", pos, "The timestamp is out of range"));
     }
     let nanos = (ms.trunc() as i128) * 1_000_000;
