@@ -792,3 +792,54 @@ fn transforms() {
         &[("$ ~> |a|5|", "T2011"), ("$ ~> |a|{}, 5|", "T2012")],
     );
 }
+
+/// <https://docs.jsonata.org/path-operators#-positional-variable-binding> and
+/// <https://docs.jsonata.org/path-operators#-context-variable-binding>
+#[test]
+fn positional_and_context_binding() {
+    let library = json!({"library": {
+        "books": [
+            {"title": "Structure and Interpretation of Computer Programs", "authors": ["Abelson", "Sussman"], "isbn": "9780262510875"},
+            {"title": "The C Programming Language", "authors": ["Kernighan", "Richie"], "isbn": "9780131103627"},
+            {"title": "The AWK Programming Language", "authors": ["Aho", "Kernighan", "Weinberger"], "isbn": "9780201079814"}
+        ],
+        "loans": [
+            {"customer": "10001", "isbn": "9780262510875"},
+            {"customer": "10003", "isbn": "9780201079814"},
+            {"customer": "10003", "isbn": "9780131103627"}
+        ],
+        "customers": [
+            {"id": "10001", "name": "Joe Doe"},
+            {"id": "10002", "name": "Fred Bloggs"},
+            {"id": "10003", "name": "Jason Arthur"}
+        ]
+    }});
+    table(
+        &library,
+        &[
+            (
+                "library.books#$i['Kernighan' in authors].{'title': title, 'index': $i}",
+                r#"[{"title": "The C Programming Language", "index": 1}, {"title": "The AWK Programming Language", "index": 2}]"#,
+            ),
+            ("library.books[[0..1]]#$i.$i", "[0, 1]"),
+            ("library.books#$i[$i < 2].isbn", r#"["9780262510875", "9780131103627"]"#),
+            (
+                "library.loans@$l.books@$b[$l.isbn=$b.isbn].{'title': $b.title, 'customer': $l.customer}",
+                r#"[{"title": "Structure and Interpretation of Computer Programs", "customer": "10001"},
+                    {"title": "The AWK Programming Language", "customer": "10003"},
+                    {"title": "The C Programming Language", "customer": "10003"}]"#,
+            ),
+            (
+                "(library.loans)@$l.(library.customers)@$c[$l.customer=$c.id].{'customer': $c.name, 'isbn': $l.isbn}",
+                r#"[{"customer": "Joe Doe", "isbn": "9780262510875"},
+                    {"customer": "Jason Arthur", "isbn": "9780201079814"},
+                    {"customer": "Jason Arthur", "isbn": "9780131103627"}]"#,
+            ),
+            (
+                "library.loans@$l.customers@$c[$l.customer=$c.id]{$c.name: $count($l)}",
+                r#"{"Joe Doe": 1, "Jason Arthur": 2}"#,
+            ),
+            ("library.books^(title)#$i.{'t': title, 'i': $i}[0]", r#"{"t": "Structure and Interpretation of Computer Programs", "i": 0}"#),
+        ],
+    );
+}
