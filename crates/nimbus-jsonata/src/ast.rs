@@ -20,6 +20,11 @@ pub struct Node {
     pub index: Option<String>,
     /// The step binds variables: its path is evaluated as a tuple stream.
     pub tuple: bool,
+    /// A step that a parent operator `%` refers to: each result binds the step's input
+    /// under this ancestor label.
+    pub ancestor: Option<usize>,
+    /// Parent slots not yet resolved to a step (parse time only).
+    pub seeking: Vec<usize>,
     /// A grouping object constructor following the node (`expr{k: v}`).
     pub group: Option<Box<Group>>,
     /// `expr[]`: keep singleton arrays.
@@ -164,8 +169,8 @@ pub enum Kind {
         /// Keys to delete.
         delete: Option<Box<Node>>,
     },
-    /// `%` (parent): parsed, not supported by the evaluator.
-    Parent,
+    /// `%` (parent): the ancestor label it reads.
+    Parent(usize),
 }
 
 impl Node {
@@ -179,6 +184,8 @@ impl Node {
             focus: None,
             index: None,
             tuple: false,
+            ancestor: None,
+            seeking: Vec::new(),
             group: None,
             keep_array: false,
             cons_array: false,

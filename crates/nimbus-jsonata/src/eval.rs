@@ -10,20 +10,15 @@ use indexmap::IndexMap;
 use crate::ast::{BinOp, Group, Kind, Node, SortTerm, Stage};
 use crate::error::{Error, Result};
 use crate::functions;
-use crate::value::{deep_equal, materialize, stringify, truthy, Flags, Func, JRef, Obj, Val};
+use crate::value::{
+    deep_equal, materialize, stringify, truthy, Flags, Func, JRef, Obj, Tuple, Val,
+};
 use crate::{Bindings, Limits};
 
 /// Stack left before growing onto a new segment.
 const RED_ZONE: usize = 256 * 1024;
 /// Size of each new stack segment.
 const STACK_SEGMENT: usize = 4 * 1024 * 1024;
-
-/// One item of a tuple stream: the context (`@`) and the variables bound by `@$v`/`#$i`.
-#[derive(Clone)]
-struct Tuple {
-    at: Val,
-    vars: Vec<(String, Val)>,
-}
 
 struct Frame {
     vars: HashMap<String, Val>,
@@ -143,7 +138,12 @@ impl<'b> Evaluator<'b> {
         self.depth -= 1;
         let mut r = r?;
         for p in &node.predicates {
-            r = self.filter(p, r, env)?;
+            r = match r {
+                Val::Tuples(t) => {
+                    Val::Tuples(Rc::new(self.filter_tuples(p, t.as_ref().clone(), env)?))
+                }
+                r => self.filter(p, r, env)?,
+            };
         }
         if !matches!(node.kind, Kind::Path(_)) {
             if let Some(g) = &node.group {
@@ -183,13 +183,7 @@ impl<'b> Evaluator<'b> {
                     Val::seq(out)
                 }
             }
-            Kind::Parent => {
-                return Err(Error::at(
-                    "S0217",
-                    node.pos,
-                    "The parent operator % is not supported",
-                ));
-            }
+            Kind::Parent(label) => self.lookup_var(env, &format!("!{label}")),
             Kind::Path(steps) => self.path(node, steps, input, env)?,
             Kind::Binary(op, l, r) => self.binary(*op, l, r, input, env, node.pos)?,
             Kind::Neg(e) => match self.eval(e, input, env)? {
@@ -227,8 +221,13 @@ impl<'b> Evaluator<'b> {
             Kind::Block(items) => {
                 let frame = self.new_frame(env);
                 let mut r = Val::Undefined;
-                for item in items {
-                    r = self.eval(item, input, frame)?;
+                for (i, item) in items.iter().enumerate() {
+                    // a block carrying ancestry passes its last tuple stream on
+                    r = if node.tuple && i + 1 == items.len() {
+                        self.eval_raw(item, input, frame)?
+                    } else {
+                        self.eval(item, input, frame)?
+                    };
                 }
                 r
             }
@@ -531,6 +530,10 @@ impl<'b> Evaluator<'b> {
             if let Some(g) = &node.group {
                 return self.group_tuples(g, tb, env);
             }
+            if node.tuple {
+                // ancestry for an enclosing tuple step
+                return Ok(Val::Tuples(Rc::new(tb)));
+            }
             result = Val::seq(tb.into_iter().map(|t| t.at).collect());
         }
         if node.keep_array || steps.iter().any(|s| s.keep_array) {
@@ -623,6 +626,15 @@ impl<'b> Evaluator<'b> {
                 let res = self.eval_raw(step, &t.at, frame)?;
                 let items = match res {
                     Val::Undefined => continue,
+                    Val::Tuples(inner) => {
+                        for it in inner.iter() {
+                            let mut nt = t.clone();
+                            nt.at = it.at.clone();
+                            nt.vars.extend(it.vars.iter().cloned());
+                            out.push(nt);
+                        }
+                        continue;
+                    }
                     Val::Arr(a, _) => a.as_ref().clone(),
                     v => vec![v],
                 };
@@ -634,6 +646,9 @@ impl<'b> Evaluator<'b> {
                     }
                     if let Some(ix) = &step.index {
                         nt.vars.push((ix.clone(), Val::Num(bb as f64)));
+                    }
+                    if let Some(a) = step.ancestor {
+                        nt.vars.push((format!("!{a}"), t.at.clone()));
                     }
                     out.push(nt);
                 }

@@ -18,8 +18,7 @@
 //!   ([`Bindings::register`]) and sets [`Limits`] (depth, steps, time) so that hostile
 //!   expressions fail with `U1001`/`U1002` instead of hanging or overflowing the stack.
 //!
-//! Not implemented: the parent operator `%` (error `S0217`), function signature
-//! checking (signatures are parsed and ignored; built-ins check their own arguments),
+//! Not implemented: function signature checking (signatures are parsed and ignored; built-ins check their own arguments),
 //! tail-call optimisation (recursion is bounded by [`Limits::max_depth`]),
 //! `$formatInteger`/`$parseInteger` beyond decimal digit pictures, exponent pictures in
 //! `$formatNumber`, week/era/ordinal/word components in date/time pictures, picture

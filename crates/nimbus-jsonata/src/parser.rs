@@ -18,8 +18,9 @@ pub(crate) fn parse(src: &str) -> Result<Node> {
         toks,
         i: 0,
         depth: 0,
+        slots: Vec::new(),
     };
-    let node = p.expression(0)?;
+    let mut node = p.expression(0)?;
     if p.peek() != &Tok::End {
         let (t, pos) = p.toks[p.i].clone();
         return Err(
@@ -27,13 +28,108 @@ pub(crate) fn parse(src: &str) -> Result<Node> {
                 .with_token(describe(&t)),
         );
     }
+    if !node.seeking.is_empty() || matches!(node.kind, Kind::Parent(_)) {
+        return Err(Error::at(
+            "S0217",
+            node.pos,
+            "The object representing the 'parent' cannot be derived from this expression",
+        ));
+    }
+    let labels: Vec<usize> = p.slots.iter().map(|s| s.label).collect();
+    relabel(&mut node, &labels);
     Ok(node)
+}
+
+/// A `%` slot while parsing: the label its ancestor binds and how many steps up it is.
+struct Slot {
+    label: usize,
+    level: i32,
+}
+
+/// Replaces slot numbers by their final labels.
+fn relabel(node: &mut Node, labels: &[usize]) {
+    let l = |s: &mut usize| *s = labels.get(*s).copied().unwrap_or(*s);
+    if let Some(a) = node.ancestor.as_mut() {
+        l(a);
+    }
+    node.seeking.clear();
+    for p in node.predicates.iter_mut() {
+        relabel(p, labels);
+    }
+    for s in node.stages.iter_mut() {
+        if let Stage::Filter(p) = s {
+            relabel(p, labels);
+        }
+    }
+    if let Some(g) = node.group.as_mut() {
+        for (k, v) in g.pairs.iter_mut() {
+            relabel(k, labels);
+            relabel(v, labels);
+        }
+    }
+    match &mut node.kind {
+        Kind::Parent(s) => l(s),
+        Kind::Path(items) | Kind::Array(items) | Kind::Block(items) => {
+            items.iter_mut().for_each(|n| relabel(n, labels))
+        }
+        Kind::Binary(_, a, b) | Kind::Apply(a, b) => {
+            relabel(a, labels);
+            relabel(b, labels);
+        }
+        Kind::Neg(a) | Kind::Bind(_, a) => relabel(a, labels),
+        Kind::Object(g) => {
+            for (k, v) in g.pairs.iter_mut() {
+                relabel(k, labels);
+                relabel(v, labels);
+            }
+        }
+        Kind::Condition(c, t, e) => {
+            relabel(c, labels);
+            relabel(t, labels);
+            if let Some(e) = e {
+                relabel(e, labels);
+            }
+        }
+        Kind::Call {
+            procedure, args, ..
+        } => {
+            relabel(procedure, labels);
+            args.iter_mut().for_each(|n| relabel(n, labels));
+        }
+        Kind::Lambda { body, .. } => {
+            if let Some(b) = Arc::get_mut(body) {
+                relabel(b, labels);
+            }
+        }
+        Kind::Sort(terms) => terms.iter_mut().for_each(|t| relabel(&mut t.expr, labels)),
+        Kind::Transform {
+            pattern,
+            update,
+            delete,
+        } => {
+            relabel(pattern, labels);
+            relabel(update, labels);
+            if let Some(d) = delete {
+                relabel(d, labels);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Adds the unresolved parent slots of `value` to `result`.
+fn push_ancestry(result: &mut Node, value: &Node) {
+    result.seeking.extend(value.seeking.iter().copied());
+    if let Kind::Parent(s) = value.kind {
+        result.seeking.push(s);
+    }
 }
 
 struct Parser {
     toks: Vec<(Tok, usize)>,
     i: usize,
     depth: usize,
+    slots: Vec<Slot>,
 }
 
 fn describe(t: &Tok) -> String {
@@ -70,6 +166,109 @@ fn lbp(t: &Tok) -> u32 {
 }
 
 impl Parser {
+    /// Ties a parent slot to the step it refers to, walking back `level` steps.
+    fn seek_parent(&mut self, node: &mut Node, slot: usize) -> Result<()> {
+        match &node.kind {
+            Kind::Parent(_) => {
+                self.slots[slot].level += 1;
+                return Ok(());
+            }
+            Kind::Name(_) | Kind::Wildcard => {
+                self.slots[slot].level -= 1;
+                if self.slots[slot].level == 0 {
+                    if let Some(a) = node.ancestor {
+                        self.slots[slot].label = self.slots[a].label;
+                    }
+                    node.ancestor = Some(slot);
+                    node.tuple = true;
+                }
+                return Ok(());
+            }
+            Kind::Path(_) | Kind::Block(_) => {}
+            _ => {
+                return Err(Error::at(
+                    "S0217",
+                    node.pos,
+                    "The object representing the 'parent' cannot be derived from this expression",
+                ))
+            }
+        }
+        node.tuple = true;
+        match &mut node.kind {
+            Kind::Block(items) => {
+                if let Some(last) = items.last_mut() {
+                    self.seek_parent(last, slot)?;
+                }
+            }
+            Kind::Path(steps) => {
+                let mut index = steps.len() as isize - 1;
+                if index >= 0 {
+                    self.seek_parent(&mut steps[index as usize], slot)?;
+                    index -= 1;
+                }
+                while self.slots[slot].level > 0 && index >= 0 {
+                    self.seek_parent(&mut steps[index as usize], slot)?;
+                    index -= 1;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Resolves the parent slots the last step of a path seeks within the path.
+    fn resolve_ancestry(&mut self, path: &mut Node) -> Result<()> {
+        let Kind::Path(steps) = &mut path.kind else {
+            return Ok(());
+        };
+        let Some(last) = steps.last() else {
+            return Ok(());
+        };
+        let mut slots = last.seeking.clone();
+        if let Kind::Parent(s) = last.kind {
+            slots.push(s);
+        }
+        let mut unresolved = Vec::new();
+        for slot in slots {
+            let mut index = steps.len() as isize - 2;
+            while self.slots[slot].level > 0 {
+                if index < 0 {
+                    unresolved.push(slot);
+                    break;
+                }
+                let mut step_i = index as usize;
+                index -= 1;
+                // contiguous steps binding a focus count as one
+                while index >= 0
+                    && steps[step_i].focus.is_some()
+                    && steps[index as usize].focus.is_some()
+                {
+                    step_i = index as usize;
+                    index -= 1;
+                }
+                self.seek_parent(&mut steps[step_i], slot)?;
+            }
+        }
+        path.seeking.extend(unresolved);
+        Ok(())
+    }
+
+    /// A predicate's parent slots: level 1 refers to the predicated step itself.
+    fn predicate_ancestry(&mut self, step: &mut Node, pred: &Node) -> Result<()> {
+        if pred.seeking.is_empty() {
+            return Ok(());
+        }
+        for &slot in &pred.seeking {
+            if self.slots[slot].level == 1 {
+                self.seek_parent(step, slot)?;
+            } else {
+                self.slots[slot].level -= 1;
+            }
+        }
+        push_ancestry(step, pred);
+        Ok(())
+    }
+
     fn peek(&self) -> &Tok {
         &self.toks[self.i].0
     }
@@ -165,12 +364,19 @@ impl Parser {
                 if let Kind::Number(n) = e.kind {
                     Node::new(Kind::Number(-n), pos)
                 } else {
-                    Node::new(Kind::Neg(Box::new(e)), pos)
+                    let mut n = Node::new(Kind::Null, pos);
+                    push_ancestry(&mut n, &e);
+                    n.kind = Kind::Neg(Box::new(e));
+                    n
                 }
             }
             Tok::Op("*") => Node::new(Kind::Wildcard, pos),
             Tok::Op("**") => Node::new(Kind::Descendant, pos),
-            Tok::Op("%") => Node::new(Kind::Parent, pos),
+            Tok::Op("%") => {
+                let label = self.slots.len();
+                self.slots.push(Slot { label, level: 1 });
+                Node::new(Kind::Parent(label), pos)
+            }
             Tok::Op("?") => Node::new(Kind::Placeholder, pos),
             Tok::Op("(") => {
                 let mut items = Vec::new();
@@ -182,7 +388,10 @@ impl Parser {
                     self.next();
                 }
                 self.expect(")")?;
-                Node::new(Kind::Block(items), pos)
+                let mut n = Node::new(Kind::Null, pos);
+                items.iter().for_each(|i| push_ancestry(&mut n, i));
+                n.kind = Kind::Block(items);
+                n
             }
             Tok::Op("[") => {
                 let mut items = Vec::new();
@@ -196,9 +405,21 @@ impl Parser {
                     }
                 }
                 self.expect("]")?;
-                Node::new(Kind::Array(items), pos)
+                let mut n = Node::new(Kind::Null, pos);
+                items.iter().for_each(|i| push_ancestry(&mut n, i));
+                n.kind = Kind::Array(items);
+                n
             }
-            Tok::Op("{") => Node::new(Kind::Object(self.object(pos)?), pos),
+            Tok::Op("{") => {
+                let g = self.object(pos)?;
+                let mut n = Node::new(Kind::Null, pos);
+                for (k, v) in &g.pairs {
+                    push_ancestry(&mut n, k);
+                    push_ancestry(&mut n, v);
+                }
+                n.kind = Kind::Object(g);
+                n
+            }
             Tok::Op("|") => {
                 let pattern = self.expression(0)?;
                 self.expect("|")?;
@@ -318,7 +539,16 @@ impl Parser {
         Ok(match op {
             "." => {
                 let rhs = self.expression(75)?;
-                join_path(left, rhs)?
+                let left_parent = match left.kind {
+                    Kind::Parent(s) => Some(s),
+                    _ => None,
+                };
+                let mut path = join_path(left, rhs)?;
+                if let Some(s) = left_parent {
+                    path.seeking = vec![s];
+                }
+                self.resolve_ancestry(&mut path)?;
+                path
             }
             "[" => {
                 if self.is_op("]") {
@@ -345,6 +575,7 @@ impl Parser {
                                 "A predicate cannot follow a grouping expression in a step",
                             ));
                         }
+                        self.predicate_ancestry(last, &pred)?;
                         last.stages.push(Stage::Filter(pred));
                     }
                     _ => {
@@ -355,6 +586,7 @@ impl Parser {
                                 "A predicate cannot follow a grouping expression in a step",
                             ));
                         }
+                        self.predicate_ancestry(&mut left, &pred)?;
                         left.predicates.push(pred)
                     }
                 }
@@ -397,14 +629,14 @@ impl Parser {
                     }
                 }
                 self.expect(")")?;
-                Node::new(
-                    Kind::Call {
-                        procedure: Box::new(left),
-                        args,
-                        partial,
-                    },
-                    pos,
-                )
+                let mut n = Node::new(Kind::Null, pos);
+                args.iter().for_each(|a| push_ancestry(&mut n, a));
+                n.kind = Kind::Call {
+                    procedure: Box::new(left),
+                    args,
+                    partial,
+                };
+                n
             }
             "^" => {
                 self.expect("(")?;
@@ -431,8 +663,12 @@ impl Parser {
                     Node::new(Kind::Path(vec![left]), pos)
                 };
                 if let Kind::Path(steps) = &mut path.kind {
-                    steps.push(Node::new(Kind::Sort(terms), pos));
+                    let mut sort = Node::new(Kind::Null, pos);
+                    terms.iter().for_each(|t| push_ancestry(&mut sort, &t.expr));
+                    sort.kind = Kind::Sort(terms);
+                    steps.push(sort);
                 }
+                self.resolve_ancestry(&mut path)?;
                 path
             }
             "?" => {
@@ -443,16 +679,23 @@ impl Parser {
                 } else {
                     None
                 };
-                Node::new(
-                    Kind::Condition(Box::new(left), Box::new(then), otherwise),
-                    pos,
-                )
+                let mut n = Node::new(Kind::Null, pos);
+                push_ancestry(&mut n, &left);
+                push_ancestry(&mut n, &then);
+                if let Some(o) = &otherwise {
+                    push_ancestry(&mut n, o);
+                }
+                n.kind = Kind::Condition(Box::new(left), Box::new(then), otherwise);
+                n
             }
             ":=" => {
                 let rhs = self.expression(9)?;
                 match left.kind {
                     Kind::Variable(name) if left.predicates.is_empty() && left.group.is_none() => {
-                        Node::new(Kind::Bind(name, Box::new(rhs)), pos)
+                        let mut n = Node::new(Kind::Null, pos);
+                        push_ancestry(&mut n, &rhs);
+                        n.kind = Kind::Bind(name, Box::new(rhs));
+                        n
                     }
                     _ => {
                         return Err(Error::at(
@@ -465,7 +708,11 @@ impl Parser {
             }
             "~>" => {
                 let rhs = self.expression(40)?;
-                Node::new(Kind::Apply(Box::new(left), Box::new(rhs)), pos)
+                let mut n = Node::new(Kind::Null, pos);
+                push_ancestry(&mut n, &left);
+                push_ancestry(&mut n, &rhs);
+                n.kind = Kind::Apply(Box::new(left), Box::new(rhs));
+                n
             }
             "@" | "#" => {
                 let rhs = self.expression(80)?;
@@ -504,7 +751,11 @@ impl Parser {
                     }
                 };
                 let rhs = self.expression(bp)?;
-                bin(o, left, rhs)
+                let mut n = Node::new(Kind::Null, pos);
+                push_ancestry(&mut n, &left);
+                push_ancestry(&mut n, &rhs);
+                n.kind = bin(o, left, rhs).kind;
+                n
             }
         })
     }

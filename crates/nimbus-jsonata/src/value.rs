@@ -105,6 +105,16 @@ pub(crate) enum Val {
     Func(Rc<Func>),
     /// An object inside shared JSON, not yet converted (see [`JRef`]).
     Node(JRef),
+    /// A tuple stream carrying ancestry (`%`) out of a nested path; never escapes a path.
+    Tuples(Rc<Vec<Tuple>>),
+}
+
+/// One item of a tuple stream: the context (`@`) and the variables bound by `@$v`, `#$i`
+/// and parent steps.
+#[derive(Clone)]
+pub(crate) struct Tuple {
+    pub at: Val,
+    pub vars: Vec<(String, Val)>,
 }
 
 /// A function value.
@@ -164,6 +174,7 @@ impl Val {
             Val::Obj(_) => "object",
             Val::Func(_) => "function",
             Val::Node(_) => "object",
+            Val::Tuples(_) => "array",
         }
     }
 
@@ -216,6 +227,7 @@ impl Val {
     pub fn to_json(&self) -> Result<Option<Value>> {
         Ok(match self {
             Val::Node(r) => Some(r.resolve().clone()),
+            Val::Tuples(_) => materialize(self.clone()).to_json()?,
             Val::Undefined | Val::Func(_) => None,
             Val::Null => Some(Value::Null),
             Val::Bool(b) => Some(Value::Bool(*b)),
@@ -267,6 +279,7 @@ pub(crate) fn truthy(v: &Val) -> bool {
         },
         Val::Obj(o) => !o.is_empty(),
         Val::Node(r) => r.resolve().as_object().is_some_and(|o| !o.is_empty()),
+        Val::Tuples(_) => truthy(&materialize(v.clone())),
         Val::Func(_) => false,
     }
 }
@@ -282,6 +295,7 @@ pub(crate) fn materialize(v: Val) -> Val {
     }
     match v {
         Val::Node(r) => Val::from_json(r.resolve()),
+        Val::Tuples(t) => materialize(Val::seq(t.iter().map(|t| t.at.clone()).collect())),
         Val::Arr(a, f) if a.iter().any(has_node) => {
             Val::Arr(Rc::new(a.iter().cloned().map(materialize).collect()), f)
         }
@@ -293,7 +307,7 @@ pub(crate) fn materialize(v: Val) -> Val {
 pub(crate) fn deep_equal(a: &Val, b: &Val) -> bool {
     match (a, b) {
         (Val::Node(x), Val::Node(y)) => x.resolve() == y.resolve(),
-        (Val::Node(_), _) | (_, Val::Node(_)) => {
+        (Val::Node(_) | Val::Tuples(_), _) | (_, Val::Node(_) | Val::Tuples(_)) => {
             deep_equal(&materialize(a.clone()), &materialize(b.clone()))
         }
         (Val::Null, Val::Null) => true,
@@ -378,7 +392,7 @@ pub(crate) fn stringify(v: &Val, pretty: bool) -> Result<String> {
 
 fn write_json(v: &Val, pretty: bool, indent: usize, out: &mut String) -> Result<()> {
     match v {
-        Val::Node(_) => write_json(&materialize(v.clone()), pretty, indent, out)?,
+        Val::Node(_) | Val::Tuples(_) => write_json(&materialize(v.clone()), pretty, indent, out)?,
         Val::Undefined | Val::Null => out.push_str("null"),
         Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Val::Num(n) => {

@@ -843,3 +843,24 @@ fn positional_and_context_binding() {
         ],
     );
 }
+
+/// <https://docs.jsonata.org/path-operators#-parent>
+#[test]
+fn parent_operator() {
+    table(
+        &invoice(),
+        &[
+            (
+                "Account.Order.Product.{'Product': `Product Name`, 'Order': %.OrderID, 'Account': %.%.`Account Name`}",
+                r#"[{"Product": "Bowler Hat", "Order": "order103", "Account": "Firefly"},
+                    {"Product": "Trilby hat", "Order": "order103", "Account": "Firefly"},
+                    {"Product": "Bowler Hat", "Order": "order104", "Account": "Firefly"},
+                    {"Product": "Cloak", "Order": "order104", "Account": "Firefly"}]"#,
+            ),
+            ("Account.Order.Product[%.OrderID = 'order104'].SKU", r#"["040657863", "0406654603"]"#),
+            ("(Account.Order.Product)[%.OrderID = 'order104'].SKU", r#"["040657863", "0406654603"]"#),
+            ("Account.Order.Product.Description.%.%.OrderID", r#"["order103", "order103", "order104", "order104"]"#),
+            ("Account.Order.Product^(%.OrderID, Price).SKU", r#"["0406634348", "0406654608", "040657863", "0406654603"]"#),
+        ],
+    );
+}

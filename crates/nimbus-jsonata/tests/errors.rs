@@ -97,6 +97,8 @@ fn type_and_dynamic_errors() {
             ("$fromMillis(0, '[Y]', 'bad')", "D3134"),
             ("$eval('1 +')", "D3120"),
             ("%", "S0217"),
+            ("%.a", "S0217"),
+            ("a.(%.b)[0].%.%.%", "S0217"),
             ("$string(1, 2)", "T0410"),
             ("$length()", "T0411"),
             ("$fromMillis(1e300)", "D3110"),
