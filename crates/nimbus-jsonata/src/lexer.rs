@@ -16,10 +16,10 @@ pub(crate) enum Tok {
     End,
 }
 
-const OPS: [&str; 38] = [
+/// Symbolic operators, longest first (a lone `!` or `~` is S0204, as in JSONata).
+const SYMBOLS: [&str; 33] = [
     "..", ":=", "!=", "<=", ">=", "~>", "?:", "??", "**", ".", "[", "]", "{", "}", "(", ")", ",",
-    "@", "#", ";", ":", "?", "+", "-", "*", "/", "%", "|", "=", "<", ">", "^", "&", "!", "~",
-    "and", "or", "in",
+    "@", "#", ";", ":", "?", "+", "-", "*", "/", "%", "|", "=", "<", ">", "^", "&",
 ];
 
 fn is_name_end(c: char) -> bool {
@@ -183,7 +183,7 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>> {
             continue;
         }
         // symbolic operators (longest first)
-        if let Some(op) = OPS.iter().take(35).find(|op| {
+        if let Some(op) = SYMBOLS.iter().find(|op| {
             // symbolic operators are ASCII
             let ob = op.as_bytes();
             ob.iter()

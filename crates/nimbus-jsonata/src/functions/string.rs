@@ -497,5 +497,19 @@ pub(super) fn eval(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result
         Some(v) => v.clone(),
         None => ev.ctx_input.clone(),
     };
-    ev.eval(&node, &input, 0)
+    ev.eval(&node, &input, 0).map_err(|e| {
+        if e.code.starts_with('U') {
+            // budgets stay budgets
+            e
+        } else {
+            Error::at(
+                "D3121",
+                pos,
+                format!(
+                    "Dynamic error evaluating the expression passed to function eval: {}",
+                    e.message
+                ),
+            )
+        }
+    })
 }
