@@ -6,7 +6,8 @@ use std::fmt;
 ///
 /// `code` is JSONata's error code (`S0201`, `T2001`, `D3030`, …; see
 /// <https://docs.jsonata.org> and the reference implementation's error table).
-/// Nimbus adds `U1002` (the step or time budget was exhausted) and `S0303` (a regular
+/// `U1001` covers every budget: depth ("Stack overflow"), steps and time ("timeout"), as
+/// JSONata's own test harness reports them. Nimbus adds `S0303` (a regular
 /// expression the `regex` crate does not support).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub struct Error {

@@ -37,6 +37,14 @@ pub(crate) struct Evaluator<'b> {
     pub now_millis: i64,
     /// The context of the built-in being called (`$eval`'s default input).
     pub ctx_input: Val,
+    /// The highest frame a closure captured: frames above it are freed after calls.
+    max_captured: usize,
+}
+
+/// A call's outcome: a value, or a function to apply (a pending tail call).
+enum Callee {
+    Ready(Val),
+    Apply(Rc<Func>, Vec<Val>),
 }
 
 impl<'b> Evaluator<'b> {
@@ -54,6 +62,7 @@ impl<'b> Evaluator<'b> {
             started: Instant::now(),
             now_millis,
             ctx_input: Val::Undefined,
+            max_captured: 0,
         }
     }
 
@@ -63,7 +72,7 @@ impl<'b> Evaluator<'b> {
         self.steps = self.steps.saturating_add(cost);
         if self.steps > self.limits.max_steps {
             return Err(Error::at(
-                "U1002",
+                "U1001",
                 pos,
                 "Expression evaluation exceeded its step budget",
             ));
@@ -71,7 +80,7 @@ impl<'b> Evaluator<'b> {
         if let Some(t) = self.limits.timeout {
             if before >> 10 != self.steps >> 10 && self.started.elapsed() > t {
                 return Err(Error::at(
-                    "U1002",
+                    "U1001",
                     pos,
                     "Expression evaluation timeout: check for an infinite loop",
                 ));
@@ -229,6 +238,7 @@ impl<'b> Evaluator<'b> {
                         self.eval(item, input, frame)?
                     };
                 }
+                self.release_frames(frame);
                 r
             }
             Kind::Condition(c, t, e) => {
@@ -246,12 +256,15 @@ impl<'b> Evaluator<'b> {
                 self.bind(env, name, v.clone());
                 v
             }
-            Kind::Lambda { params, body } => Val::Func(Rc::new(Func::Lambda {
-                params: params.clone(),
-                body: body.clone(),
-                env,
-                input: input.clone(),
-            })),
+            Kind::Lambda { params, body } => {
+                self.max_captured = self.max_captured.max(env);
+                Val::Func(Rc::new(Func::Lambda {
+                    params: params.clone(),
+                    body: body.clone(),
+                    env,
+                    input: input.clone(),
+                }))
+            }
             Kind::Placeholder => return Err(Error::at("S0201", node.pos, "Syntax error: ?")),
             Kind::Call {
                 procedure,
@@ -283,7 +296,10 @@ impl<'b> Evaluator<'b> {
                 }
             }
             Kind::Sort(terms) => self.sort_by(terms, input.clone(), env, node.pos)?,
-            Kind::Transform { .. } => Val::Func(Rc::new(Func::Transform(node.clone().into(), env))),
+            Kind::Transform { .. } => {
+                self.max_captured = self.max_captured.max(env);
+                Val::Func(Rc::new(Func::Transform(node.clone().into(), env)))
+            }
         })
     }
 
@@ -298,6 +314,24 @@ impl<'b> Evaluator<'b> {
         env: usize,
         pos: usize,
     ) -> Result<Val> {
+        match self.call_prepare(procedure, args, partial, first, input, env, pos)? {
+            Callee::Ready(v) => Ok(v),
+            Callee::Apply(f, vals) => self.apply_ctx(&f, vals, input, pos),
+        }
+    }
+
+    /// Evaluates the function and the arguments of a call.
+    #[allow(clippy::too_many_arguments)]
+    fn call_prepare(
+        &mut self,
+        procedure: &Node,
+        args: &[Node],
+        partial: bool,
+        first: Option<Val>,
+        input: &Val,
+        env: usize,
+        pos: usize,
+    ) -> Result<Callee> {
         let f = self.eval(procedure, input, env)?;
         let Val::Func(f) = f else {
             let name = match &procedure.kind {
@@ -339,13 +373,97 @@ impl<'b> Evaluator<'b> {
             }
         }
         if partial {
-            return Ok(Val::Func(Rc::new(Func::Partial(f, vals))));
+            return Ok(Callee::Ready(Val::Func(Rc::new(Func::Partial(f, vals)))));
         }
         let vals = vals
             .into_iter()
             .map(|v| v.unwrap_or(Val::Undefined))
             .collect();
-        self.apply_ctx(&f, vals, input, pos)
+        Ok(Callee::Apply(f, vals))
+    }
+
+    /// Evaluates a lambda body; a call in tail position (through conditions and blocks)
+    /// to another lambda is returned rather than made, so that the caller loops instead
+    /// of recursing (JSONata's tail-call optimisation).
+    fn eval_tail(&mut self, node: &Node, input: &Val, env: usize) -> Result<Callee> {
+        let plain = node.predicates.is_empty()
+            && node.group.is_none()
+            && !node.keep_array
+            && node.stages.is_empty()
+            && !node.tuple;
+        if plain {
+            match &node.kind {
+                Kind::Condition(c, t, e) => {
+                    self.enter(node.pos)?;
+                    let r = (|| {
+                        let cv = self.eval(c, input, env)?;
+                        if truthy(&cv) {
+                            self.eval_tail(t, input, env)
+                        } else if let Some(e) = e {
+                            self.eval_tail(e, input, env)
+                        } else {
+                            Ok(Callee::Ready(Val::Undefined))
+                        }
+                    })();
+                    self.depth -= 1;
+                    return r;
+                }
+                Kind::Block(items) if !items.is_empty() => {
+                    self.enter(node.pos)?;
+                    let frame = self.new_frame(env);
+                    let r = (|| {
+                        for item in &items[..items.len() - 1] {
+                            self.eval(item, input, frame)?;
+                        }
+                        self.eval_tail(&items[items.len() - 1], input, frame)
+                    })();
+                    self.depth -= 1;
+                    return r;
+                }
+                Kind::Call {
+                    procedure,
+                    args,
+                    partial: false,
+                } => {
+                    self.tick(1, node.pos)?;
+                    return match self
+                        .call_prepare(procedure, args, false, None, input, env, node.pos)?
+                    {
+                        Callee::Apply(f, vals) if matches!(*f, Func::Lambda { .. }) => {
+                            Ok(Callee::Apply(f, vals))
+                        }
+                        Callee::Apply(f, vals) => {
+                            let r = self.apply_ctx(&f, vals, input, node.pos)?;
+                            Ok(Callee::Ready(materialize(collapse(r, false))))
+                        }
+                        ready => Ok(ready),
+                    };
+                }
+                _ => {}
+            }
+        }
+        Ok(Callee::Ready(self.eval(node, input, env)?))
+    }
+
+    /// Counts a step and one level of depth (undone by the caller).
+    fn enter(&mut self, pos: usize) -> Result<()> {
+        self.tick(1, pos)?;
+        if self.depth >= self.limits.max_depth {
+            return Err(Error::at(
+                "U1001",
+                pos,
+                "Stack overflow error: Check for non-terminating recursive function. Consider rewriting as tail-recursive.",
+            ));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Frees the frames from `mark` on when no closure can refer to them.
+    fn release_frames(&mut self, mark: usize) {
+        if self.max_captured < mark && mark <= self.frames.len() {
+            self.frames.truncate(mark);
+        }
     }
 
     /// Applies a function to arguments (no context).
@@ -362,20 +480,42 @@ impl<'b> Evaluator<'b> {
     ) -> Result<Val> {
         self.tick(1, pos)?;
         match f.as_ref() {
-            Func::Lambda {
-                params,
-                body,
-                env,
-                input: captured,
-            } => {
-                let frame = self.new_frame(*env);
-                for (i, p) in params.iter().enumerate() {
-                    let v = args.get(i).cloned().unwrap_or(Val::Undefined);
-                    self.bind(frame, p, v);
+            Func::Lambda { .. } => {
+                let mark = self.frames.len();
+                let mut f = f.clone();
+                loop {
+                    let Func::Lambda {
+                        params,
+                        body,
+                        env,
+                        input: captured,
+                    } = f.as_ref()
+                    else {
+                        let r = self.apply_ctx(&f, args, input, pos);
+                        self.release_frames(mark);
+                        return r;
+                    };
+                    let frame = self.new_frame(*env);
+                    for (i, p) in params.iter().enumerate() {
+                        let v = args.get(i).cloned().unwrap_or(Val::Undefined);
+                        self.bind(frame, p, v);
+                    }
+                    let body = body.clone();
+                    let captured = captured.clone();
+                    match self.eval_tail(&body, &captured, frame) {
+                        Ok(Callee::Ready(v)) => {
+                            self.release_frames(mark);
+                            return Ok(v);
+                        }
+                        Ok(Callee::Apply(g, vals)) => {
+                            self.tick(1, pos)?;
+                            self.release_frames(mark);
+                            f = g;
+                            args = vals;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
-                let body = body.clone();
-                let captured = captured.clone();
-                self.eval(&body, &captured, frame)
             }
             Func::Builtin(b) => {
                 if let Some(t) = b.ctx {

@@ -16,11 +16,14 @@
 //!   semantics; `None` is JSONata's *undefined*.
 //! - [`Bindings`] binds variables (`$states`, …), registers native functions
 //!   ([`Bindings::register`]) and sets [`Limits`] (depth, steps, time) so that hostile
-//!   expressions fail with `U1001`/`U1002` instead of hanging or overflowing the stack.
+//!   expressions fail with `U1001` instead of hanging or overflowing the stack.
 //!
-//! Not implemented: function signature checking (signatures are parsed and ignored; built-ins check their own arguments),
-//! tail-call optimisation (recursion is bounded by [`Limits::max_depth`]),
-//! `$formatInteger`/`$parseInteger` beyond decimal digit pictures, exponent pictures in
+//! Calls in tail position loop instead of recursing, as in JSONata, so tail-recursive
+//! functions run at any depth within the step budget.
+//!
+//! Not implemented: function signature checking (signatures are parsed and ignored;
+//! built-ins check their own arguments), `$formatInteger`/`$parseInteger` beyond
+//! decimal digit pictures, exponent pictures in
 //! `$formatNumber`, week/era/ordinal/word components in date/time pictures, picture
 //! strings in `$toMillis`, `$clone`. Object keys of the input keep serde_json's order
 //! (sorted unless its `preserve_order` feature is on); objects built by expressions keep
@@ -142,9 +145,9 @@ impl fmt::Debug for NativeFn {
 pub struct Limits {
     /// Maximum nesting of evaluation (`U1001` beyond).
     pub max_depth: usize,
-    /// Maximum evaluation steps (nodes, calls, allocated range items; `U1002` beyond).
+    /// Maximum evaluation steps (nodes, calls, allocated range items; `U1001` beyond).
     pub max_steps: u64,
-    /// Wall-clock budget (`U1002` beyond), checked every 1,024 steps.
+    /// Wall-clock budget (`U1001` beyond), checked every 1,024 steps.
     pub timeout: Option<Duration>,
 }
 

@@ -63,6 +63,9 @@ fn run_case(root: &Path, group: &Path, case: &Value) -> Result<(), String> {
     if let Some(t) = case.get("timelimit").and_then(Value::as_u64) {
         limits.timeout = Some(Duration::from_millis(t));
     }
+    if let Some(d) = case.get("depth").and_then(Value::as_u64) {
+        limits.max_depth = d as usize;
+    }
     bindings.set_limits(limits);
     let expected_code = case.get("code").and_then(Value::as_str).or_else(|| {
         case.get("error")
