@@ -23,11 +23,11 @@
 //!
 //! Not implemented: function signature checking (signatures are parsed and ignored;
 //! built-ins check their own arguments), `$formatInteger`/`$parseInteger` beyond
-//! decimal digit pictures, exponent pictures in
-//! `$formatNumber`, week/era/ordinal/word components in date/time pictures, picture
-//! strings in `$toMillis`, `$clone`. Object keys of the input keep serde_json's order
-//! (sorted unless its `preserve_order` feature is on); objects built by expressions keep
-//! insertion order until converted back to JSON.
+//! decimal digit pictures, exponent pictures in `$formatNumber`, week, era, word and
+//! Roman-numeral components in date/time pictures (formatting and `$toMillis`),
+//! custom matcher functions in place of regexes, `$clone`. Object keys of the input
+//! keep serde_json's order (sorted unless its `preserve_order` feature is on); objects
+//! built by expressions keep insertion order until converted back to JSON.
 
 pub mod ast;
 mod error;
