@@ -20,9 +20,7 @@ Run: NIMBUS_BIN=target/debug/nimbus python3 -m pytest tests/python/test_example_
 import fcntl
 import json
 import os
-import queue
 import random
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -37,9 +35,9 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
-from conftest import REPO_ROOT, free_port, nimbus_bin
+from conftest import REPO_ROOT, free_port
+from test_examples import Up
 
-BUILD_CACHE = REPO_ROOT / "target" / "test-python" / "build-cache"
 PG = "postgresql://postgres@127.0.0.1:5432"
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
 DEVICES = [f"dev-{i:02d}" for i in range(10)]
@@ -111,48 +109,17 @@ def query(database, sql, *params):
             return c.execute(sql, params).fetchall()
 
 
-class Up:
-    """`nimbus up` on a copy of the example, with its own port, data dir and metrics port."""
+class IotUp(Up):
+    """`Up` (test_examples.py) on a copy of the example with this run's database and topic
+    prefix, and a metrics listener of its own."""
 
-    def __init__(self, project, data):
-        self.project, self.data = project, data
-        self.port, self.metrics_port = free_port(), free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = dict(os.environ, NIMBUS_BUILD_CACHE=str(BUILD_CACHE),
-                        NIMBUS_ENDPOINT=self.base,
-                        NIMBUS_CREDENTIALS_FILE=str(data / "credentials"))
-        self.env.pop("AWS_ACCESS_KEY_ID", None)
-        self.env.pop("AWS_SECRET_ACCESS_KEY", None)
-        self.proc = subprocess.Popen(
-            [str(nimbus_bin()), "up", str(project), "--listen", f"127.0.0.1:{self.port}",
-             "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--data-dir", str(data)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self.env, text=True)
-        self.lines = queue.Queue()
-        self.printed = ""
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, *wanted, timeout=300):
-        seen = ""
-        deadline = time.monotonic() + timeout
-        while not all(w in seen for w in wanted):
-            try:
-                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                raise AssertionError(f"nimbus up did not print {wanted}; printed:\n{self.printed}")
-            seen += line
-            self.printed += line
-        return seen
-
-    def cli(self, *args):
-        out = subprocess.run([str(nimbus_bin()), *args], capture_output=True, text=True,
-                             env=self.env, timeout=60)
-        assert out.returncode == 0, f"nimbus {args}: {out.stderr}"
-        return out.stdout
+    def __init__(self, tmp_path, database, prefix):
+        self.metrics_port = free_port()
+        super().__init__("iot-telemetry", tmp_path, replace=[
+            ('127.0.0.1:5432/iot"', f'127.0.0.1:5432/{database}"', 3),
+            ('topic = "sensors/+/telemetry"', f'topic = "{prefix}/sensors/+/telemetry"', 1),
+            ('ALERT_TOPIC_PREFIX = "alerts/"', f'ALERT_TOPIC_PREFIX = "{prefix}/alerts/"', 1),
+        ], extra_args=["--metrics-listen", f"127.0.0.1:{self.metrics_port}"])
 
     def sources(self):
         """The mappings by function, each with its `status` (`nimbus --json sources`)."""
@@ -179,15 +146,6 @@ class Up:
         except AssertionError as e:
             return f"(no diagnosis: {e})"
         return f"mappings {states}; logs {logs}"
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
 
 class Subscriber:
     """An MQTT client collecting what arrives on one topic filter (QoS 1)."""
@@ -327,21 +285,7 @@ def database():
 def iot_up(database, tmp_path):
     require("Mosquitto", MQTT_PORT, "start it: mosquitto -d -c /etc/mosquitto/mosquitto.conf")
     prefix = f"iot-test-{uuid.uuid4().hex[:8]}"
-    project = tmp_path / "iot-telemetry"
-    shutil.copytree(REPO_ROOT / "examples" / "iot-telemetry", project,
-                    ignore=shutil.ignore_patterns(".nimbus", "__pycache__"))
-    manifest = project / "nimbus.toml"
-    text = manifest.read_text()
-    for old, new, count in [
-        ('127.0.0.1:5432/iot"', f'127.0.0.1:5432/{database}"', 3),
-        ('topic = "sensors/+/telemetry"', f'topic = "{prefix}/sensors/+/telemetry"', 1),
-        ('ALERT_TOPIC_PREFIX = "alerts/"', f'ALERT_TOPIC_PREFIX = "{prefix}/alerts/"', 1),
-    ]:
-        assert text.count(old) == count, f"{old!r} is not {count} times in nimbus.toml"
-        text = text.replace(old, new)
-    manifest.write_text(text)
-
-    up = Up(project, tmp_path / "data")
+    up = IotUp(tmp_path, database, prefix)
     try:
         printed = up.wait_for("watching")
         assert "mqtt" in printed and "postgres" in printed, printed

@@ -22,14 +22,10 @@ import base64
 import configparser
 import fcntl
 import json
-import os
-import queue
 import random
-import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections import defaultdict
@@ -39,8 +35,8 @@ import boto3
 import pika
 import psycopg
 
-from conftest import REPO_ROOT, free_port, nimbus_bin
-from test_examples import BUILD_CACHE, Up, eventually
+from conftest import REPO_ROOT
+from test_examples import Up, eventually
 
 PG = "host=127.0.0.1 port=5432 user=postgres"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/%2f"
@@ -67,44 +63,15 @@ def make_postgres_logical():
     assert out.returncode == 0, f".ci/postgres-logical failed: {out.stdout}{out.stderr}"
 
 
-def rewrite(text, old, new, count):
-    assert text.count(old) == count, f"the example's nimbus.toml has {old!r} {text.count(old)} times"
-    return text.replace(old, new)
-
-
-class OrdersUp(Up):
+def orders_up(tmp_path, names):
     """`Up` on a copy of the example whose broker and database names are this run's."""
-
-    def __init__(self, tmp_path, names):
-        self.project = tmp_path / "orders-pipeline"
-        shutil.copytree(EXAMPLE, self.project,
-                        ignore=shutil.ignore_patterns(".nimbus", "node_modules"))
-        manifest = self.project / "nimbus.toml"
-        text = manifest.read_text()
-        text = rewrite(text, "127.0.0.1:5432/orders\"", f"127.0.0.1:5432/{names['db']}\"", 3)
-        text = rewrite(text, 'topic = "orders"', f'topic = "{names["queue"]}"', 1)
-        text = rewrite(text, 'routing_key = "orders.new"',
-                       f'routing_key = "{names["routing_key"]}"', 1)
-        text = rewrite(text, '"orders.valid"', f'"{names["subject"]}"', 2)
-        text = rewrite(text, 'stream = "ORDERS"', f'stream = "{names["stream"]}"', 1)
-        manifest.write_text(text)
-        # The rest is Up's start, on this copy.
-        self.data = tmp_path / "data"
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = dict(os.environ, NIMBUS_BUILD_CACHE=str(BUILD_CACHE),
-                        NIMBUS_ENDPOINT=self.base,
-                        NIMBUS_CREDENTIALS_FILE=str(self.data / "credentials"))
-        self.env.pop("AWS_ACCESS_KEY_ID", None)
-        self.env.pop("AWS_SECRET_ACCESS_KEY", None)
-        self.proc = subprocess.Popen(
-            [str(nimbus_bin()), "up", str(self.project), "--listen", f"127.0.0.1:{self.port}",
-             "--data-dir", str(self.data)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self.env, text=True)
-        self.lines = queue.Queue()
-        self.printed = ""
-        threading.Thread(target=self._read, daemon=True).start()
+    return Up("orders-pipeline", tmp_path, replace=[
+        ('127.0.0.1:5432/orders"', f'127.0.0.1:5432/{names["db"]}"', 3),
+        ('topic = "orders"', f'topic = "{names["queue"]}"', 1),
+        ('routing_key = "orders.new"', f'routing_key = "{names["routing_key"]}"', 1),
+        ('"orders.valid"', f'"{names["subject"]}"', 2),
+        ('stream = "ORDERS"', f'stream = "{names["stream"]}"', 1),
+    ])
 
 
 def nats_delete_stream(name):
@@ -208,7 +175,7 @@ def test_orders_flow_from_rabbitmq_to_postgres_and_the_rejects_to_their_queue(tm
                               "-v", "ON_ERROR_STOP=1", "-q", "-f", str(EXAMPLE / "schema.sql")],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
-        up = OrdersUp(tmp_path, names)
+        up = orders_up(tmp_path, names)
         run(up, names)
     finally:
         if up is not None:

@@ -46,10 +46,18 @@ BUILD_CACHE = REPO_ROOT / "target" / "test-python" / "build-cache"
 class Up:
     """`nimbus up` on a copy of `examples/NAME`, its data dir and output its own."""
 
-    def __init__(self, name, tmp_path):
+    def __init__(self, name, tmp_path, replace=(), extra_args=()):
+        """`replace`: (old, new, count) edits of the copy's nimbus.toml, each of which must
+        find `old` exactly `count` times (this run's database, queue or topic names)."""
         self.project = tmp_path / name
         shutil.copytree(REPO_ROOT / "examples" / name, self.project,
-                        ignore=shutil.ignore_patterns(".nimbus", "node_modules"))
+                        ignore=shutil.ignore_patterns(".nimbus", "node_modules", "__pycache__"))
+        manifest = self.project / "nimbus.toml"
+        text = manifest.read_text()
+        for old, new, count in replace:
+            assert text.count(old) == count, f"{old!r} is not {count} times in {name}'s nimbus.toml"
+            text = text.replace(old, new)
+        manifest.write_text(text)
         self.data = tmp_path / "data"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -61,7 +69,7 @@ class Up:
         self.env.pop("AWS_SECRET_ACCESS_KEY", None)
         self.proc = subprocess.Popen(
             [str(nimbus_bin()), "up", str(self.project), "--listen", f"127.0.0.1:{self.port}",
-             "--data-dir", str(self.data)],
+             "--data-dir", str(self.data), *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=self.env, text=True)
         self.lines = queue.Queue()
