@@ -124,7 +124,12 @@ impl AsyncRun {
         value("submit (acks/s)", self.acks_per_s);
         value("end to end (events/s)", self.e2e_per_s);
         let mut lat = |label: &str, l: Latency| {
-            out += &format!("{label:<30}{:>9}{:>9}{:>9}\n", "", ms(l.p50), ms(l.p99));
+            out += &format!(
+                "{label:<30}{:>9}{:>9}{:>9}\n",
+                "",
+                crate::stats::ms(l.p50),
+                crate::stats::ms(l.p99)
+            );
         };
         lat("ack latency (ms)", self.ack);
         lat("submit to START, burst (ms)", self.delay);
@@ -144,34 +149,19 @@ impl AsyncRun {
     }
 }
 
-fn ms(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}")
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
-    }
-}
-
-/// The no-op function's code package.
-fn noop_zip() -> Result<Vec<u8>> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    let mut w = zip::ZipWriter::new(&mut buf);
-    let opts = zip::write::SimpleFileOptions::default().unix_permissions(0o644);
-    w.start_file("index.js", opts)?;
-    w.write_all(NOOP_JS.as_bytes())?;
-    w.finish()?;
-    Ok(buf.into_inner())
-}
-
 /// Deploys the no-op function and runs `runs` measurements.
 pub async fn bench(nimbus: &Nimbus, tmp: &Path, s: Settings, runs: u32) -> Result<Vec<AsyncRun>> {
     let config = json!({
         "runtime": "nodejs20.x", "handler": "index.handler", "memory_mb": 128,
         "timeout_s": 3, "concurrency": s.concurrency,
     });
-    nimbus.deploy_config(FUNCTION, config, &noop_zip()?).await?;
+    nimbus
+        .deploy_config(
+            FUNCTION,
+            config,
+            &crate::lang::zip_files(&[("index.js".into(), NOOP_JS.into())])?,
+        )
+        .await?;
     let mut b = Bench {
         nimbus,
         path: format!("/2015-03-31/functions/{FUNCTION}/invocations"),

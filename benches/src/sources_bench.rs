@@ -13,7 +13,6 @@ use crate::stats::{median, Latency};
 use crate::targets::Nimbus;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 const FUNCTION: &str = "sources-noop";
@@ -195,10 +194,10 @@ pub fn table(results: &[KindRun]) -> String {
         *out += &format!(
             "{kind:<10}{batch:>6}{:>11.0}{of:>10}{:>10}{:>10}{x:>9}{:>12}{:>12}\n",
             f.per_s,
-            ms(f.lat.p50),
-            ms(f.lat.p99),
-            ms(f.burst.p50),
-            ms(f.burst.p99)
+            crate::stats::ms(f.lat.p50),
+            crate::stats::ms(f.lat.p99),
+            crate::stats::ms(f.burst.p50),
+            crate::stats::ms(f.burst.p99)
         );
     };
     for k in results {
@@ -217,27 +216,6 @@ pub fn table(results: &[KindRun]) -> String {
     out
 }
 
-fn ms(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}")
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
-    }
-}
-
-/// The no-op function's code package.
-fn handler_zip() -> Result<Vec<u8>> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    let mut w = zip::ZipWriter::new(&mut buf);
-    let opts = zip::write::SimpleFileOptions::default().unix_permissions(0o644);
-    w.start_file("index.js", opts)?;
-    w.write_all(HANDLER_JS.as_bytes())?;
-    w.finish()?;
-    Ok(buf.into_inner())
-}
-
 /// Deploys the function and runs `runs` rounds: per broker the floor, then each batch size.
 pub async fn bench(
     nimbus: &Nimbus,
@@ -250,7 +228,11 @@ pub async fn bench(
         "timeout_s": 10, "concurrency": s.concurrency,
     });
     nimbus
-        .deploy_config(FUNCTION, config, &handler_zip()?)
+        .deploy_config(
+            FUNCTION,
+            config,
+            &crate::lang::zip_files(&[("index.js".into(), HANDLER_JS.into())])?,
+        )
         .await?;
     let mut logs = Logs {
         nimbus,
@@ -269,8 +251,8 @@ pub async fn bench(
                 "run {run}/{runs} {:<8} floor {:>8.0} records/s, p50 {} / p99 {} ms [{:.0} s]",
                 kind.name(),
                 floor.per_s,
-                ms(floor.lat.p50),
-                ms(floor.lat.p99),
+                crate::stats::ms(floor.lat.p50),
+                crate::stats::ms(floor.lat.p99),
                 t0.elapsed().as_secs_f64()
             );
             let mut figs = Vec::new();
@@ -284,9 +266,9 @@ pub async fn bench(
                     kind.name(),
                     f.per_s,
                     f.per_s / floor.per_s,
-                    ms(f.lat.p50),
-                    ms(f.lat.p99),
-                    ms(f.burst.p50),
+                    crate::stats::ms(f.lat.p50),
+                    crate::stats::ms(f.lat.p99),
+                    crate::stats::ms(f.burst.p50),
                     t0.elapsed().as_secs_f64()
                 );
                 figs.push((batch, f));
