@@ -131,22 +131,8 @@ fn format_picture(dt: &OffsetDateTime, picture: &str, pos: usize) -> Result<Stri
             i += 1;
             continue;
         }
-        let end = chars[i..]
-            .iter()
-            .position(|&c| c == ']')
-            .map(|p| p + i)
-            .ok_or_else(|| {
-                Error::at(
-                    "D3135",
-                    pos,
-                    "No matching closing bracket ']' in date/time picture string",
-                )
-            })?;
-        let marker: String = chars[i + 1..end]
-            .iter()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        i = end + 1;
+        let (marker, next) = picture_marker(&chars, i, pos)?;
+        i = next;
         let mut mc = marker.chars();
         let Some(component) = mc.next() else { continue };
         let rest: String = mc.collect();
@@ -299,22 +285,8 @@ fn parse_picture(s: &str, picture: &str, today: Date, pos: usize) -> Result<Opti
             i += 1;
             continue;
         }
-        let end = chars[i..]
-            .iter()
-            .position(|&c| c == ']')
-            .map(|p| p + i)
-            .ok_or_else(|| {
-                Error::at(
-                    "D3135",
-                    pos,
-                    "No matching closing bracket ']' in date/time picture string",
-                )
-            })?;
-        let marker: String = chars[i + 1..end]
-            .iter()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        i = end + 1;
+        let (marker, next) = picture_marker(&chars, i, pos)?;
+        i = next;
         let mut mc = marker.chars();
         let Some(component) = mc.next() else { continue };
         let modifier: String = mc
@@ -478,4 +450,25 @@ pub(super) fn to_millis(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> R
             format!("The timestamp {s} cannot be parsed as ISO 8601"),
         )
     })
+}
+
+/// The variable marker of a date/time picture starting at `chars[i]` (`[`): its text
+/// without whitespace, and the index after its `]`.
+fn picture_marker(chars: &[char], i: usize, pos: usize) -> Result<(String, usize)> {
+    let end = chars[i..]
+        .iter()
+        .position(|&c| c == ']')
+        .map(|p| p + i)
+        .ok_or_else(|| {
+            Error::at(
+                "D3135",
+                pos,
+                "No matching closing bracket ']' in date/time picture string",
+            )
+        })?;
+    let marker = chars[i + 1..end]
+        .iter()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    Ok((marker, end + 1))
 }
