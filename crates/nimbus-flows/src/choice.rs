@@ -145,6 +145,9 @@ pub enum Condition {
     Or(Vec<Condition>),
     /// Must not hold.
     Not(Box<Condition>),
+    /// A JSONata `Condition` (`"{% … %}"`, JSONata states only), evaluated by
+    /// [`crate::jsonata::choose`].
+    Jsonata(String),
     /// A comparison of `Variable` with an operand.
     Compare {
         /// The reference path compared.
@@ -157,11 +160,20 @@ pub enum Condition {
 }
 
 impl Condition {
-    /// Parses a rule object (the `Next` and `Comment` fields are allowed and ignored);
-    /// errors are messages naming the offending field.
+    /// Parses a rule object (the `Next`, `Comment`, `Assign` and `Output` fields are
+    /// allowed and ignored); errors are messages naming the offending field.
     pub fn from_json(v: &Value) -> std::result::Result<Self, String> {
         let obj = v.as_object().ok_or("a Choice rule must be an object")?;
-        let allowed_meta = |k: &str| k == "Next" || k == "Comment";
+        let allowed_meta = |k: &str| matches!(k, "Next" | "Comment" | "Assign" | "Output");
+        if let Some(cond) = obj.get("Condition") {
+            if let Some(extra) = obj.keys().find(|k| *k != "Condition" && !allowed_meta(k)) {
+                return Err(format!(
+                    "Field '{extra}' is not supported beside 'Condition'"
+                ));
+            }
+            let text = cond.as_str().ok_or("'Condition' must be a string")?;
+            return Ok(Condition::Jsonata(text.to_string()));
+        }
         for (key, ctor) in [("And", 0), ("Or", 1)] {
             if let Some(list) = obj.get(key) {
                 if let Some(extra) = obj.keys().find(|k| *k != key && !allowed_meta(k)) {
@@ -296,6 +308,12 @@ impl Condition {
                 Ok(false)
             }
             Condition::Not(c) => Ok(!c.eval(input, context)?),
+            Condition::Jsonata(text) => Err(Error::states(
+                names::RUNTIME,
+                format!(
+                    "The JSONata Condition '{text}' needs the JSONata evaluator (jsonata::choose)"
+                ),
+            )),
             Condition::Compare {
                 variable,
                 operator,

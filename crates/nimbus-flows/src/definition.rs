@@ -2,8 +2,9 @@
 //!
 //! Parse with [`StateMachine::parse`], which validates first ([`crate::validate`]) so every
 //! problem is reported, not just the first one serde meets. Fields the engine does not
-//! interpret yet (`Credentials`, `ItemReader`, `ResultWriter`, `ItemBatcher`, the JSONata
-//! `Arguments`/`Output`/`Assign`) are kept as JSON data.
+//! interpret (`Credentials`, `ItemReader`, `ResultWriter`, `ItemBatcher`) and the JSONata
+//! templates (`Arguments`, `Output`, `Assign`, `Items`, evaluated by [`crate::jsonata`])
+//! are kept as JSON data; numeric fields a JSONata state may compute are [`MaybeExpr`].
 //!
 //! Source: <https://states-language.net/spec.html> and
 //! <https://docs.aws.amazon.com/step-functions/latest/dg/concepts-amazon-states-language.html>.
@@ -23,7 +24,7 @@ pub enum QueryLanguage {
     #[default]
     #[serde(rename = "JSONPath")]
     JsonPath,
-    /// JSONata expressions in `{% … %}` (not evaluated by this crate yet).
+    /// JSONata expressions in `{% … %}` ([`crate::jsonata`]).
     #[serde(rename = "JSONata")]
     Jsonata,
 }
@@ -66,6 +67,27 @@ impl StateMachine {
     }
 }
 
+/// A field that is a fixed value in JSONPath states and may be a JSONata expression
+/// (`"{% … %}"`) in JSONata states (`Seconds`, `TimeoutSeconds`, `MaxConcurrency`, …).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum MaybeExpr<T> {
+    /// A literal value.
+    Value(T),
+    /// A JSONata expression string, evaluated by [`crate::jsonata`].
+    Expr(String),
+}
+
+impl<T: Copy> MaybeExpr<T> {
+    /// The literal value, if it is one.
+    pub fn fixed(&self) -> Option<T> {
+        match self {
+            MaybeExpr::Value(v) => Some(*v),
+            MaybeExpr::Expr(_) => None,
+        }
+    }
+}
+
 /// How a non-terminal state moves on.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -99,13 +121,13 @@ pub struct Io {
     /// `ResultPath`: absent ⇒ `$`, `null` ⇒ discard the result.
     #[serde(default, deserialize_with = "nullable")]
     pub result_path: Option<Option<String>>,
-    /// JSONata `Arguments` (kept as data).
+    /// JSONata `Arguments`: a template with `{% … %}` expressions.
     #[serde(default)]
     pub arguments: Option<Value>,
-    /// JSONata `Output` (kept as data).
+    /// JSONata `Output`: a template with `{% … %}` expressions.
     #[serde(default)]
     pub output: Option<Value>,
-    /// Workflow variables to assign (kept as data).
+    /// `Assign`: workflow variables to set (JSONata templates, or `.$` keys in JSONPath).
     #[serde(default)]
     pub assign: Option<Value>,
     /// The state's own query language.
@@ -177,10 +199,10 @@ pub struct Catcher {
     /// Where the error output goes: absent ⇒ `$`, `null` ⇒ discarded.
     #[serde(default, deserialize_with = "nullable")]
     pub result_path: Option<Option<String>>,
-    /// JSONata `Output` (kept as data).
+    /// JSONata `Output` (default: the error output).
     #[serde(default)]
     pub output: Option<Value>,
-    /// Workflow variables to assign (kept as data).
+    /// Workflow variables to assign when this catcher is taken.
     #[serde(default)]
     pub assign: Option<Value>,
     /// Human-readable description.
@@ -231,15 +253,15 @@ pub struct Task {
     /// Catchers.
     #[serde(default)]
     pub catch: Vec<Catcher>,
-    /// Task timeout (default 99999999 on AWS).
+    /// Task timeout (default 99999999 on AWS); an expression in JSONata states.
     #[serde(default)]
-    pub timeout_seconds: Option<u64>,
+    pub timeout_seconds: Option<MaybeExpr<u64>>,
     /// Reference path to the timeout.
     #[serde(default)]
     pub timeout_seconds_path: Option<String>,
-    /// Heartbeat interval.
+    /// Heartbeat interval; an expression in JSONata states.
     #[serde(default)]
-    pub heartbeat_seconds: Option<u64>,
+    pub heartbeat_seconds: Option<MaybeExpr<u64>>,
     /// Reference path to the heartbeat interval.
     #[serde(default)]
     pub heartbeat_seconds_path: Option<String>,
@@ -269,12 +291,16 @@ pub struct Pass {
 /// One top-level Choice rule: a condition and where it leads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChoiceRule {
-    /// The condition.
+    /// The condition ([`Condition::Jsonata`] for a JSONata `Condition`).
     pub condition: Condition,
     /// The state to go to when it holds.
     pub next: String,
     /// Human-readable description.
     pub comment: Option<String>,
+    /// JSONata `Output` used when this rule is taken.
+    pub output: Option<Value>,
+    /// Variables assigned when this rule is taken.
+    pub assign: Option<Value>,
 }
 
 impl<'de> Deserialize<'de> for ChoiceRule {
@@ -290,6 +316,8 @@ impl<'de> Deserialize<'de> for ChoiceRule {
             condition,
             next: next.to_string(),
             comment,
+            output: v.get("Output").cloned(),
+            assign: v.get("Assign").cloned(),
         })
     }
 }
@@ -318,9 +346,9 @@ pub struct Wait {
     /// Human-readable description.
     #[serde(default)]
     pub comment: Option<String>,
-    /// Seconds to wait.
+    /// Seconds to wait; an expression in JSONata states.
     #[serde(default)]
-    pub seconds: Option<u64>,
+    pub seconds: Option<MaybeExpr<u64>>,
     /// RFC 3339 time to wait until.
     #[serde(default)]
     pub timestamp: Option<String>,
@@ -469,7 +497,7 @@ pub struct Map {
     /// Reference path to the items array (default `$`).
     #[serde(default)]
     pub items_path: Option<String>,
-    /// JSONata `Items` (kept as data).
+    /// JSONata `Items`: an array or an expression giving one.
     #[serde(default)]
     pub items: Option<Value>,
     /// Template building each item's input (with `$$.Map.Item.*`).
@@ -477,19 +505,19 @@ pub struct Map {
     pub item_selector: Option<Value>,
     /// Most iterations at once (0 or absent: as many as possible).
     #[serde(default)]
-    pub max_concurrency: Option<u64>,
+    pub max_concurrency: Option<MaybeExpr<u64>>,
     /// Reference path to `MaxConcurrency`.
     #[serde(default)]
     pub max_concurrency_path: Option<String>,
     /// Failed iterations tolerated, as a percentage.
     #[serde(default)]
-    pub tolerated_failure_percentage: Option<f64>,
+    pub tolerated_failure_percentage: Option<MaybeExpr<f64>>,
     /// Reference path to the tolerated percentage.
     #[serde(default)]
     pub tolerated_failure_percentage_path: Option<String>,
     /// Failed iterations tolerated, as a count.
     #[serde(default)]
-    pub tolerated_failure_count: Option<u64>,
+    pub tolerated_failure_count: Option<MaybeExpr<u64>>,
     /// Reference path to the tolerated count.
     #[serde(default)]
     pub tolerated_failure_count_path: Option<String>,

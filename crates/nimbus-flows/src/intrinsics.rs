@@ -447,6 +447,14 @@ fn string_arg(f: Function, i: usize, v: &Value) -> Result<String> {
     as_str(f, i, v).map(str::to_string)
 }
 
+/// Applies the intrinsic named `name` (e.g. `States.ArrayPartition`) to evaluated
+/// arguments; the JSONata functions Step Functions adds reuse these.
+pub(crate) fn apply_named(name: &str, args: Vec<Value>, rng: &mut dyn RngCore) -> Result<Value> {
+    let f = Function::from_name(name)
+        .ok_or_else(|| fail(format!("Unknown intrinsic function '{name}'")))?;
+    apply(f, args, rng)
+}
+
 fn apply(f: Function, args: Vec<Value>, rng: &mut dyn RngCore) -> Result<Value> {
     use Function::*;
     Ok(match f {

@@ -33,8 +33,13 @@ fn reference(text: &str, input: &Value, field: &str) -> Result<Value> {
 
 /// The Wait state's target, reading `SecondsPath`/`TimestampPath` from its effective input.
 pub fn wait_target(wait: &Wait, input: &Value) -> Result<WaitTarget> {
-    if let Some(s) = wait.seconds {
-        return Ok(WaitTarget::Seconds(s));
+    if let Some(s) = &wait.seconds {
+        return s.fixed().map(WaitTarget::Seconds).ok_or_else(|| {
+            Error::states(
+                names::RUNTIME,
+                "Field 'Seconds' is a JSONata expression: use jsonata::wait_target",
+            )
+        });
     }
     if let Some(t) = &wait.timestamp {
         return parse_timestamp(t)
