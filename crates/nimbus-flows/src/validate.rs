@@ -19,6 +19,7 @@ use crate::choice::{parse_timestamp, Condition};
 use crate::definition::StateMachine;
 use crate::errors::{names, Error, Result};
 use crate::intrinsics::{looks_like_call, Call};
+use crate::jsonata::{expression_text, parse_expression, valid_variable_name, MAX_VARIABLE_NAME};
 use crate::path::{Path, ReferencePath, Root};
 
 /// Largest definition accepted, in bytes (1 MiB).
@@ -128,6 +129,10 @@ struct Validator {
     diags: Vec<Diagnostic>,
     /// Every state name in the whole machine with its first location.
     all_names: BTreeMap<String, String>,
+    /// The top-level `QueryLanguage` is JSONata: no JSONPath state may appear.
+    top_jsonata: bool,
+    /// The variables assigned in each enclosing scope (outermost first).
+    scopes: Vec<BTreeSet<String>>,
 }
 
 const COMMON: &[&str] = &["Type", "Comment", "QueryLanguage"];
@@ -212,6 +217,7 @@ impl Validator {
     }
 
     fn top(&mut self, doc: &Value) {
+        self.top_jsonata = doc.get("QueryLanguage").and_then(Value::as_str) == Some("JSONata");
         self.machine(
             doc,
             "",
@@ -245,6 +251,13 @@ impl Validator {
     ) -> String {
         match obj.get("QueryLanguage") {
             None => inherited.unwrap_or("JSONPath").to_string(),
+            Some(Value::String(s)) if s == "JSONPath" && self.top_jsonata => {
+                self.schema(
+                    "A state machine whose top-level QueryLanguage is JSONata may not contain JSONPath states or scopes",
+                    ptr(at, "QueryLanguage"),
+                );
+                "JSONata".to_string()
+            }
             Some(Value::String(s)) if s == "JSONPath" || s == "JSONata" => s.clone(),
             Some(other) => {
                 self.schema(
@@ -307,6 +320,8 @@ impl Validator {
                 );
             }
         }
+        let assigned = self.scope_variables(states, &states_at);
+        self.scopes.push(assigned);
         let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         let mut terminal: BTreeSet<&str> = BTreeSet::new();
         for (name, state) in states {
@@ -346,6 +361,7 @@ impl Validator {
                 terminal.insert(name.as_str());
             }
         }
+        self.scopes.pop();
         self.graph(
             states,
             &states_at,
@@ -543,6 +559,7 @@ impl Validator {
                     | "ToleratedFailurePercentagePath"
                     | "ToleratedFailureCountPath"
                     | "Iterator"
+                    | "Result"
             );
             let jsonata_only = matches!(k, "Arguments" | "Output" | "Items");
             if jsonata && jsonpath_only {
@@ -653,8 +670,8 @@ impl Validator {
 
         match ty {
             "Task" => self.task(obj, at),
-            "Choice" => self.choice(obj, at, &mut targets),
-            "Wait" => self.wait(obj, at),
+            "Choice" => self.choice(obj, at, &mut targets, jsonata),
+            "Wait" => self.wait(obj, at, jsonata),
             "Fail" => self.fail(obj, at),
             "Parallel" => match obj.get("Branches") {
                 Some(Value::Array(bs)) if !bs.is_empty() => {
@@ -679,8 +696,14 @@ impl Validator {
         if matches!(ty, "Task" | "Parallel" | "Map") {
             self.retry(obj.get("Retry"), &ptr(at, "Retry"));
             if let Some(c) = obj.get("Catch") {
-                self.catch(c, &ptr(at, "Catch"), &mut targets);
+                self.catch(c, &ptr(at, "Catch"), &mut targets, jsonata);
             }
+        }
+        if let Some(a) = obj.get("Assign") {
+            self.assign(a, &ptr(at, "Assign"), jsonata);
+        }
+        if jsonata {
+            self.jsonata_fields(obj, at);
         }
         (targets, is_terminal)
     }
@@ -701,17 +724,23 @@ impl Validator {
             ),
             None => self.schema("These fields are required: [Resource]", at),
         }
-        let timeout = obj.get("TimeoutSeconds").and_then(|t| {
-            self.positive_int(t, "TimeoutSeconds", &ptr(at, "TimeoutSeconds"), MAX_SECONDS)
-        });
-        let heartbeat = obj.get("HeartbeatSeconds").and_then(|t| {
-            self.positive_int(
-                t,
-                "HeartbeatSeconds",
-                &ptr(at, "HeartbeatSeconds"),
-                MAX_SECONDS,
-            )
-        });
+        let timeout = obj
+            .get("TimeoutSeconds")
+            .filter(|t| !t.is_string())
+            .and_then(|t| {
+                self.positive_int(t, "TimeoutSeconds", &ptr(at, "TimeoutSeconds"), MAX_SECONDS)
+            });
+        let heartbeat = obj
+            .get("HeartbeatSeconds")
+            .filter(|t| !t.is_string())
+            .and_then(|t| {
+                self.positive_int(
+                    t,
+                    "HeartbeatSeconds",
+                    &ptr(at, "HeartbeatSeconds"),
+                    MAX_SECONDS,
+                )
+            });
         if let (Some(t), Some(h)) = (timeout, heartbeat) {
             if h >= t {
                 self.schema(
@@ -737,6 +766,7 @@ impl Validator {
         obj: &'v Map<String, Value>,
         at: &str,
         targets: &mut Vec<(&'v str, String)>,
+        jsonata: bool,
     ) {
         match obj.get("Choices") {
             Some(Value::Array(rules)) if !rules.is_empty() => {
@@ -750,8 +780,40 @@ impl Validator {
                         None => self.schema("These fields are required: [Next]", rule_at.clone()),
                     }
                     self.nested_rule_next(rule, &rule_at, true);
+                    match (jsonata, rule.get("Condition")) {
+                        (true, None) => self.schema(
+                            "A Choice rule of a JSONata state needs a 'Condition' field",
+                            rule_at.clone(),
+                        ),
+                        (false, Some(_)) => self.schema(
+                            "Field 'Condition' is only supported with the JSONata query language",
+                            ptr(&rule_at, "Condition"),
+                        ),
+                        (true, Some(Value::String(c))) if expression_text(c).is_none() => self
+                            .schema(
+                                "Field 'Condition' must be a JSONata expression '{% … %}'",
+                                ptr(&rule_at, "Condition"),
+                            ),
+                        _ => {}
+                    }
+                    if !jsonata && rule.get("Output").is_some() {
+                        self.schema(
+                            "Field 'Output' is only supported with the JSONata query language",
+                            ptr(&rule_at, "Output"),
+                        );
+                    }
                     if let Err(e) = Condition::from_json(rule) {
-                        self.schema(e, rule_at);
+                        self.schema(e, rule_at.clone());
+                    }
+                    if let Some(a) = rule.get("Assign") {
+                        self.assign(a, &ptr(&rule_at, "Assign"), jsonata);
+                    }
+                    if jsonata {
+                        for f in ["Condition", "Output"] {
+                            if let Some(v) = rule.get(f) {
+                                self.jsonata_template(v, f, &ptr(&rule_at, f));
+                            }
+                        }
                     }
                 }
             }
@@ -788,7 +850,7 @@ impl Validator {
         }
     }
 
-    fn wait(&mut self, obj: &Map<String, Value>, at: &str) {
+    fn wait(&mut self, obj: &Map<String, Value>, at: &str, jsonata: bool) {
         let fields = ["Seconds", "Timestamp", "SecondsPath", "TimestampPath"];
         let set: Vec<&str> = fields
             .iter()
@@ -799,7 +861,8 @@ impl Validator {
             self.schema(format!("A Wait state needs exactly one of 'Seconds', 'Timestamp', 'SecondsPath', 'TimestampPath' (found {})", set.len()), at);
         }
         if let Some(s) = obj.get("Seconds") {
-            if !s.is_u64() && !s.as_str().is_some_and(|t| t.starts_with("{%")) {
+            if !s.is_u64() && !(jsonata && s.as_str().is_some_and(|t| expression_text(t).is_some()))
+            {
                 self.schema(
                     "Field 'Seconds' must be a non-negative integer",
                     ptr(at, "Seconds"),
@@ -807,10 +870,9 @@ impl Validator {
             }
         }
         if let Some(t) = obj.get("Timestamp") {
-            if !t
-                .as_str()
-                .is_some_and(|s| parse_timestamp(s).is_some() || s.starts_with("{%"))
-            {
+            if !t.as_str().is_some_and(|s| {
+                parse_timestamp(s).is_some() || (jsonata && expression_text(s).is_some())
+            }) {
                 self.schema(
                     "Field 'Timestamp' must be an RFC 3339 timestamp such as 2016-03-14T01:59:00Z",
                     ptr(at, "Timestamp"),
@@ -899,7 +961,7 @@ impl Validator {
                 self.schema(format!("Field '{f}' must be an object"), ptr(at, f));
             }
         }
-        if let Some(m) = obj.get("MaxConcurrency") {
+        if let Some(m) = obj.get("MaxConcurrency").filter(|v| !v.is_string()) {
             if !m.is_u64() {
                 self.schema(
                     "Field 'MaxConcurrency' must be a non-negative integer",
@@ -907,7 +969,7 @@ impl Validator {
                 );
             }
         }
-        if let Some(c) = obj.get("ToleratedFailureCount") {
+        if let Some(c) = obj.get("ToleratedFailureCount").filter(|v| !v.is_string()) {
             if !c.is_u64() {
                 self.schema(
                     "Field 'ToleratedFailureCount' must be a non-negative integer",
@@ -915,7 +977,10 @@ impl Validator {
                 );
             }
         }
-        if let Some(p) = obj.get("ToleratedFailurePercentage") {
+        if let Some(p) = obj
+            .get("ToleratedFailurePercentage")
+            .filter(|v| !v.is_string())
+        {
             if !p.as_f64().is_some_and(|x| (0.0..=100.0).contains(&x)) {
                 self.schema(
                     "Field 'ToleratedFailurePercentage' must be a number from 0 to 100",
@@ -1006,7 +1071,13 @@ impl Validator {
         }
     }
 
-    fn catch<'v>(&mut self, catch: &'v Value, at: &str, targets: &mut Vec<(&'v str, String)>) {
+    fn catch<'v>(
+        &mut self,
+        catch: &'v Value,
+        at: &str,
+        targets: &mut Vec<(&'v str, String)>,
+        jsonata: bool,
+    ) {
         let Some(list) = catch.as_array() else {
             self.schema("Field 'Catch' must be an array", at);
             return;
@@ -1019,7 +1090,17 @@ impl Validator {
             };
             for (k, v) in obj {
                 match k.as_str() {
-                    "ErrorEquals" | "Comment" | "Output" | "Assign" => {}
+                    "ErrorEquals" | "Comment" => {}
+                    "Output" if jsonata => self.jsonata_template(v, "Output", &ptr(&c_at, k)),
+                    "Output" => self.schema(
+                        "Field 'Output' is only supported with the JSONata query language",
+                        ptr(&c_at, k),
+                    ),
+                    "Assign" => self.assign(v, &ptr(&c_at, k), jsonata),
+                    "ResultPath" if jsonata => self.schema(
+                        "Field 'ResultPath' is not supported with the JSONata query language",
+                        ptr(&c_at, k),
+                    ),
                     "Next" => match v.as_str() {
                         Some(n) => targets.push((n, ptr(&c_at, "Next"))),
                         None => self.schema("Field 'Next' must be a string", ptr(&c_at, "Next")),
@@ -1032,6 +1113,163 @@ impl Validator {
                 self.schema("These fields are required: [Next]", c_at.clone());
             }
             self.error_equals(obj, &c_at, i + 1 == list.len());
+        }
+    }
+
+    /// The variables a scope's states assign; a name also assigned in an enclosing scope
+    /// is refused (a Parallel branch or Map iteration cannot assign outer variables).
+    fn scope_variables(
+        &mut self,
+        states: &Map<String, Value>,
+        states_at: &str,
+    ) -> BTreeSet<String> {
+        let mut found: Vec<(String, String)> = Vec::new();
+        let mut collect = |assign: Option<&Value>, at: String| {
+            if let Some(Value::Object(a)) = assign {
+                for k in a.keys() {
+                    let name = k.strip_suffix(".$").unwrap_or(k);
+                    found.push((name.to_string(), ptr(&at, k)));
+                }
+            }
+        };
+        for (name, state) in states {
+            let at = ptr(states_at, name);
+            collect(state.get("Assign"), ptr(&at, "Assign"));
+            for list in ["Choices", "Catch"] {
+                if let Some(Value::Array(items)) = state.get(list) {
+                    for (i, item) in items.iter().enumerate() {
+                        collect(item.get("Assign"), format!("{at}/{list}/{i}/Assign"));
+                    }
+                }
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (name, at) in found {
+            if self.scopes.iter().any(|s| s.contains(&name)) {
+                self.schema(
+                    format!("Variable '{name}' is assigned in an enclosing scope; a Parallel branch or Map iteration cannot assign it"),
+                    at,
+                );
+            }
+            names.insert(name);
+        }
+        names
+    }
+
+    /// `Assign`: an object of valid variable names; JSONata values are templates, JSONPath
+    /// `name.$` values paths or intrinsic calls (or variable references).
+    fn assign(&mut self, v: &Value, at: &str, jsonata: bool) {
+        let Some(obj) = v.as_object() else {
+            self.schema("Field 'Assign' must be a JSON object", at);
+            return;
+        };
+        for (k, v) in obj {
+            let k_at = ptr(at, k);
+            let name = if jsonata {
+                k.as_str()
+            } else {
+                k.strip_suffix(".$").unwrap_or(k)
+            };
+            if !valid_variable_name(name) {
+                self.schema(
+                    format!("Invalid variable name '{k}': a letter or '_', then letters, digits or '_', at most {MAX_VARIABLE_NAME} characters, not the reserved 'states'"),
+                    k_at.clone(),
+                );
+            }
+            if jsonata {
+                self.jsonata_template(v, "Assign", &k_at);
+            } else if k.ends_with(".$") {
+                match v.as_str() {
+                    Some(s) if is_variable_reference(s) => {}
+                    Some(s) => self.dynamic(s, k, &k_at),
+                    None => self.schema(
+                        format!("The value for the field '{k}' must be a string"),
+                        k_at,
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The JSONata forms of a JSONata state's fields: templates whose expressions must
+    /// parse, and numeric fields given as numbers or expressions.
+    fn jsonata_fields(&mut self, obj: &Map<String, Value>, at: &str) {
+        for f in ["Arguments", "Output", "ItemSelector", "Items"] {
+            if let Some(v) = obj.get(f) {
+                self.jsonata_template(v, f, &ptr(at, f));
+            }
+        }
+        if let Some(v) = obj.get("Arguments") {
+            if !v.is_object() && !v.as_str().is_some_and(|s| expression_text(s).is_some()) {
+                self.schema(
+                    "Field 'Arguments' must be a JSON object or a JSONata expression",
+                    ptr(at, "Arguments"),
+                );
+            }
+        }
+        if let Some(v) = obj.get("Items") {
+            if !v.is_array() && !v.as_str().is_some_and(|s| expression_text(s).is_some()) {
+                self.schema(
+                    "Field 'Items' must be a JSON array or a JSONata expression",
+                    ptr(at, "Items"),
+                );
+            }
+        }
+        for f in [
+            "Seconds",
+            "Timestamp",
+            "TimeoutSeconds",
+            "HeartbeatSeconds",
+            "MaxConcurrency",
+            "ToleratedFailurePercentage",
+            "ToleratedFailureCount",
+            "Error",
+            "Cause",
+        ] {
+            match obj.get(f) {
+                Some(Value::String(s)) if expression_text(s).is_some() => {
+                    self.jsonata_template(&Value::String(s.clone()), f, &ptr(at, f))
+                }
+                Some(Value::String(_)) if !matches!(f, "Timestamp" | "Error" | "Cause") => self
+                    .schema(
+                        format!("Field '{f}' must be a number or a JSONata expression"),
+                        ptr(at, f),
+                    ),
+                _ => {}
+            }
+        }
+    }
+
+    /// A JSONata template: every `{% … %}` string must parse; `.$` names are JSONPath.
+    fn jsonata_template(&mut self, t: &Value, field: &str, at: &str) {
+        match t {
+            Value::String(s) => {
+                if let Some(inner) = expression_text(s) {
+                    if let Err(e) = parse_expression(inner) {
+                        self.schema(
+                            format!("The JSONata expression '{inner}' in field '{field}' is invalid: {e}"),
+                            at,
+                        );
+                    }
+                }
+            }
+            Value::Object(obj) => {
+                for (k, v) in obj {
+                    if k.ends_with(".$") {
+                        self.schema(
+                            format!("Field '{k}': names ending in '.$' are not supported with the JSONata query language"),
+                            ptr(at, k),
+                        );
+                    }
+                    self.jsonata_template(v, field, &ptr(at, k));
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    self.jsonata_template(v, field, &format!("{at}/{i}"));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1128,6 +1366,14 @@ impl Validator {
             _ => {}
         }
     }
+}
+
+/// Whether a JSONPath `.$` value reads a workflow variable (`$name…`) rather than the
+/// input (`$`, `$.…`, `$[…]`) or the context object (`$$…`).
+fn is_variable_reference(s: &str) -> bool {
+    s.strip_prefix('$')
+        .and_then(|r| r.chars().next())
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
 }
 
 /// Deserializes a `Value` while recording duplicate object keys with their location.
