@@ -861,8 +861,8 @@ impl Validator {
             self.schema(format!("A Wait state needs exactly one of 'Seconds', 'Timestamp', 'SecondsPath', 'TimestampPath' (found {})", set.len()), at);
         }
         if let Some(s) = obj.get("Seconds") {
-            if !s.is_u64() && !(jsonata && s.as_str().is_some_and(|t| expression_text(t).is_some()))
-            {
+            let expr = jsonata && s.as_str().is_some_and(|t| expression_text(t).is_some());
+            if !s.is_u64() && !expr {
                 self.schema(
                     "Field 'Seconds' must be a non-negative integer",
                     ptr(at, "Seconds"),
@@ -1200,7 +1200,7 @@ impl Validator {
             }
         }
         if let Some(v) = obj.get("Arguments") {
-            if !v.is_object() && !v.as_str().is_some_and(|s| expression_text(s).is_some()) {
+            if !(v.is_object() || is_expression(v)) {
                 self.schema(
                     "Field 'Arguments' must be a JSON object or a JSONata expression",
                     ptr(at, "Arguments"),
@@ -1208,7 +1208,7 @@ impl Validator {
             }
         }
         if let Some(v) = obj.get("Items") {
-            if !v.is_array() && !v.as_str().is_some_and(|s| expression_text(s).is_some()) {
+            if !(v.is_array() || is_expression(v)) {
                 self.schema(
                     "Field 'Items' must be a JSON array or a JSONata expression",
                     ptr(at, "Items"),
@@ -1366,6 +1366,11 @@ impl Validator {
             _ => {}
         }
     }
+}
+
+/// Whether a value is a JSONata expression string.
+fn is_expression(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| expression_text(s).is_some())
 }
 
 /// Whether a JSONPath `.$` value reads a workflow variable (`$name…`) rather than the
