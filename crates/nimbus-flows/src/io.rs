@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::definition::{Catcher, Io};
 use crate::errors::{names, Error, Result};
 use crate::intrinsics::{looks_like_call, Call};
+use crate::jsonata::Variables;
 use crate::path::{Path, ReferencePath};
 
 /// Applies `InputPath` (absent ⇒ the whole input, `null` ⇒ `{}`); a path naming nothing
@@ -57,11 +58,13 @@ fn select_path(
 /// Evaluates a payload template (`Parameters`, `ResultSelector`, `ItemSelector`): fields
 /// whose name ends in `.$` take the value of their path or intrinsic call (and lose the
 /// suffix); nested objects and arrays are processed recursively; other values are copied.
-/// A path naming nothing fails with `States.ParameterPathFailure`.
+/// A path naming nothing fails with `States.ParameterPathFailure`; `$name…` reads the
+/// workflow variable `name` from `vars`.
 pub fn apply_template(
     template: &Value,
     input: &Value,
     context: &Value,
+    vars: &Variables,
     rng: &mut dyn RngCore,
 ) -> Result<Value> {
     match template {
@@ -78,11 +81,14 @@ pub fn apply_template(
                         })?;
                         out.insert(
                             name.to_string(),
-                            dynamic_value(key, text, input, context, rng)?,
+                            dynamic_value(key, text, input, context, vars, rng)?,
                         );
                     }
                     None => {
-                        out.insert(key.clone(), apply_template(value, input, context, rng)?);
+                        out.insert(
+                            key.clone(),
+                            apply_template(value, input, context, vars, rng)?,
+                        );
                     }
                 }
             }
@@ -90,23 +96,57 @@ pub fn apply_template(
         }
         Value::Array(items) => items
             .iter()
-            .map(|v| apply_template(v, input, context, rng))
+            .map(|v| apply_template(v, input, context, vars, rng))
             .collect::<Result<_>>()
             .map(Value::Array),
         other => Ok(other.clone()),
     }
 }
 
-/// The value of one `.$` field: an intrinsic call or a path.
+/// The workflow variable a JSONPath value reads (`$name`, `$name.a[0]`) and the path
+/// into it (`$`, `$.a[0]`); `None` for `$`, `$.…`, `$[…]` and `$$…`.
+pub fn variable_path(text: &str) -> Option<(&str, String)> {
+    let rest = text.strip_prefix('$')?;
+    if !rest
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
+    {
+        return None;
+    }
+    let end = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let (name, tail) = rest.split_at(end);
+    Some((name, format!("${tail}")))
+}
+
+/// The value of one `.$` field: an intrinsic call, a path into a workflow variable
+/// (`$name…`), or a path into the input or the context object.
 pub fn dynamic_value(
     key: &str,
     text: &str,
     input: &Value,
     context: &Value,
+    vars: &Variables,
     rng: &mut dyn RngCore,
 ) -> Result<Value> {
     if looks_like_call(text) {
         return Call::parse(text)?.eval(input, context, rng);
+    }
+    if let Some((name, path)) = variable_path(text) {
+        let not_found = || {
+            Error::states(
+                names::PARAMETER_PATH_FAILURE,
+                format!(
+                    "The variable path '{text}' specified for the field '{key}' could not be found"
+                ),
+            )
+        };
+        let value = vars.get(name).ok_or_else(not_found)?;
+        return Path::parse(&path)?
+            .select(value, context)
+            .ok_or_else(not_found);
     }
     let path = Path::parse(text)?;
     path.select(input, context).ok_or_else(|| {
@@ -137,11 +177,12 @@ pub fn effective_input(
     io: &Io,
     raw_input: &Value,
     context: &Value,
+    vars: &Variables,
     rng: &mut dyn RngCore,
 ) -> Result<Value> {
     let selected = apply_input_path(&io.input_path, raw_input, context)?;
     match &io.parameters {
-        Some(template) => apply_template(template, &selected, context, rng),
+        Some(template) => apply_template(template, &selected, context, vars, rng),
         None => Ok(selected),
     }
 }
@@ -153,10 +194,11 @@ pub fn state_output(
     raw_input: &Value,
     result: Value,
     context: &Value,
+    vars: &Variables,
     rng: &mut dyn RngCore,
 ) -> Result<Value> {
     let result = match &io.result_selector {
-        Some(template) => apply_template(template, &result, context, rng)?,
+        Some(template) => apply_template(template, &result, context, vars, rng)?,
         None => result,
     };
     let combined = apply_result_path(&io.result_path, raw_input, result)?;
@@ -169,9 +211,10 @@ pub fn pass_output(
     pass: &crate::definition::Pass,
     raw_input: &Value,
     context: &Value,
+    vars: &Variables,
     rng: &mut dyn RngCore,
 ) -> Result<Value> {
-    let effective = effective_input(&pass.io, raw_input, context, rng)?;
+    let effective = effective_input(&pass.io, raw_input, context, vars, rng)?;
     let result = pass.result.clone().unwrap_or(effective);
     let combined = apply_result_path(&pass.io.result_path, raw_input, result)?;
     apply_output_path(&pass.io.output_path, &combined, context)

@@ -581,11 +581,12 @@ pub fn iteration_input(
 
 /// `Assign` of a JSONPath state: fields named `name.$` take the value of their path or
 /// intrinsic over `doc` (the state's result for Task/Parallel/Map, else its input), other
-/// fields are copied. Paths do not read variables here.
+/// fields are copied; `$name…` reads a variable as it was before the state.
 pub fn jsonpath_assign(
     assign: &Value,
     doc: &Value,
     context: &Value,
+    vars: &Variables,
     rng: &mut dyn RngCore,
 ) -> Result<JsonMap<String, Value>> {
     let obj = assign
@@ -595,10 +596,16 @@ pub fn jsonpath_assign(
     for (k, v) in obj {
         match (k.strip_suffix(".$"), v.as_str()) {
             (Some(name), Some(text)) => {
-                out.insert(name.to_string(), dynamic_value(k, text, doc, context, rng)?);
+                out.insert(
+                    name.to_string(),
+                    dynamic_value(k, text, doc, context, vars, rng)?,
+                );
             }
             _ => {
-                out.insert(k.clone(), crate::io::apply_template(v, doc, context, rng)?);
+                out.insert(
+                    k.clone(),
+                    crate::io::apply_template(v, doc, context, vars, rng)?,
+                );
             }
         }
     }

@@ -13,6 +13,7 @@ use crate::choice::parse_timestamp;
 use crate::definition::{Fail, Map, Wait};
 use crate::errors::{names, Error, Result};
 use crate::io::{apply_template, dynamic_value, with_map_item};
+use crate::jsonata::Variables;
 use crate::path::ReferencePath;
 
 /// How long a Wait state waits.
@@ -82,6 +83,7 @@ pub fn fail_error(
     fail: &Fail,
     input: &Value,
     context: &Value,
+    vars: &Variables,
     rng: &mut dyn RngCore,
 ) -> Result<Error> {
     let mut pick =
@@ -90,7 +92,7 @@ pub fn fail_error(
                 return Ok(Some(v.clone()));
             }
             match path {
-                Some(p) => match dynamic_value(field, p, input, context, rng)? {
+                Some(p) => match dynamic_value(field, p, input, context, vars, rng)? {
                     Value::String(s) => Ok(Some(s)),
                     other => Err(Error::states(
                         names::RUNTIME,
@@ -129,11 +131,12 @@ pub fn iteration_input(
     context: &Value,
     index: usize,
     item: &Value,
+    vars: &Variables,
     rng: &mut dyn RngCore,
 ) -> Result<Value> {
     let template = map.item_selector.as_ref().or(map.io.parameters.as_ref());
     match template {
-        Some(t) => apply_template(t, input, &with_map_item(context, index, item), rng),
+        Some(t) => apply_template(t, input, &with_map_item(context, index, item), vars, rng),
         None => Ok(item.clone()),
     }
 }

@@ -1180,7 +1180,6 @@ impl Validator {
                 self.jsonata_template(v, "Assign", &k_at);
             } else if k.ends_with(".$") {
                 match v.as_str() {
-                    Some(s) if is_variable_reference(s) => {}
                     Some(s) => self.dynamic(s, k, &k_at),
                     None => self.schema(
                         format!("The value for the field '{k}' must be a string"),
@@ -1321,7 +1320,14 @@ impl Validator {
     }
 
     fn dynamic(&mut self, text: &str, field: &str, at: &str) {
-        if looks_like_call(text) {
+        if let Some((_, path)) = crate::io::variable_path(text) {
+            if let Err(e) = Path::parse(&path) {
+                self.schema(
+                    format!("The value for the field '{field}' must be a valid variable path: {e}"),
+                    at,
+                );
+            }
+        } else if looks_like_call(text) {
             if let Err(e) = Call::parse(text) {
                 self.schema(format!("The value for the field '{field}' must be a valid JSONPath or a valid intrinsic function call: {e}"), at);
             }
@@ -1371,14 +1377,6 @@ impl Validator {
 /// Whether a value is a JSONata expression string.
 fn is_expression(v: &Value) -> bool {
     v.as_str().is_some_and(|s| expression_text(s).is_some())
-}
-
-/// Whether a JSONPath `.$` value reads a workflow variable (`$name…`) rather than the
-/// input (`$`, `$.…`, `$[…]`) or the context object (`$$…`).
-fn is_variable_reference(s: &str) -> bool {
-    s.strip_prefix('$')
-        .and_then(|r| r.chars().next())
-        .is_some_and(|c| c.is_alphabetic() || c == '_')
 }
 
 /// Deserializes a `Value` while recording duplicate object keys with their location.

@@ -2,6 +2,7 @@
 
 use nimbus_flows::definition::{State, StateMachine};
 use nimbus_flows::io;
+use nimbus_flows::jsonata::Variables;
 use rand::SeedableRng;
 use serde_json::{json, Value};
 
@@ -85,7 +86,7 @@ fn input_path_and_parameters() {
     });
     let ctx =
         json!({ "Execution": { "Id": "arn:aws:states:us-east-1:123456789012:execution:m:e" } });
-    let out = io::apply_template(&template, &input, &ctx, &mut rng()).unwrap();
+    let out = io::apply_template(&template, &input, &ctx, &Variables::new(), &mut rng()).unwrap();
     assert_eq!(
         out,
         json!({
@@ -96,8 +97,14 @@ fn input_path_and_parameters() {
             "count": 6
         })
     );
-    let err =
-        io::apply_template(&json!({ "x.$": "$.missing" }), &input, &ctx, &mut rng()).unwrap_err();
+    let err = io::apply_template(
+        &json!({ "x.$": "$.missing" }),
+        &input,
+        &ctx,
+        &Variables::new(),
+        &mut rng(),
+    )
+    .unwrap_err();
     assert_eq!(err.error_name(), "States.ParameterPathFailure");
 }
 
@@ -117,11 +124,19 @@ fn full_pipeline_of_a_task() {
     let io_fields = state.io().unwrap();
     let raw = json!({ "comment": "x", "lambda": { "val1": 1 } });
     assert_eq!(
-        io::effective_input(io_fields, &raw, &Value::Null, &mut rng()).unwrap(),
+        io::effective_input(io_fields, &raw, &Value::Null, &Variables::new(), &mut rng()).unwrap(),
         json!({ "val1": 1, "static": "x" })
     );
     let task_result = json!({ "resourceType": "elasticmapreduce", "resource": "createCluster.sync", "output": { "SdkHttpMetadata": {}, "ClusterId": "AKIAIOSFODNN7EXAMPLE" } });
-    let out = io::state_output(io_fields, &raw, task_result, &Value::Null, &mut rng()).unwrap();
+    let out = io::state_output(
+        io_fields,
+        &raw,
+        task_result,
+        &Value::Null,
+        &Variables::new(),
+        &mut rng(),
+    )
+    .unwrap();
     assert_eq!(
         out,
         json!({ "ClusterId": "AKIAIOSFODNN7EXAMPLE", "ResourceType": "elasticmapreduce" })
@@ -137,7 +152,7 @@ fn pass_state_result_and_result_path() {
         panic!("not a Pass state")
     };
     let input = json!({ "georefOf": "Home" });
-    let out = io::pass_output(&pass, &input, &Value::Null, &mut rng()).unwrap();
+    let out = io::pass_output(&pass, &input, &Value::Null, &Variables::new(), &mut rng()).unwrap();
     assert_eq!(
         out,
         json!({ "georefOf": "Home", "coords": { "x-datum": 0.381018, "y-datum": 622.2269926397355 } })
@@ -175,9 +190,16 @@ fn map_item_selector_and_items() {
     let input = json!({ "detail": { "id": 7, "shipped": [{ "prod": "R31" }, { "prod": "S39" }] } });
     let items = nimbus_flows::steps::map_items(&map, &input).unwrap();
     assert_eq!(items.len(), 2);
-    let it =
-        nimbus_flows::steps::iteration_input(&map, &input, &json!({}), 1, &items[1], &mut rng())
-            .unwrap();
+    let it = nimbus_flows::steps::iteration_input(
+        &map,
+        &input,
+        &json!({}),
+        1,
+        &items[1],
+        &Variables::new(),
+        &mut rng(),
+    )
+    .unwrap();
     assert_eq!(
         it,
         json!({ "ContextIndex": 1, "ContextValue": { "prod": "S39" }, "parcel": 7 })
@@ -199,6 +221,7 @@ fn fail_and_wait_fields() {
         &fail,
         &json!({ "code": "E1", "why": "input" }),
         &Value::Null,
+        &Variables::new(),
         &mut rng(),
     )
     .unwrap();

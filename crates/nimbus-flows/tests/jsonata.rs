@@ -440,6 +440,38 @@ fn wait_fail_map_and_catch() {
     assert_eq!(o.assigned["lastCause"], json!("boom"));
 }
 
+/// T: the guide's JSONPath original of the conversion example reads the variable
+/// `customerName` with `"name.$": "$customerName"`.
+#[test]
+fn jsonpath_parameters_read_variables() {
+    let vars = vars(json!({ "customerName": "María", "order": { "items": [{ "id": "i1" }] } }));
+    let template = json!({ "static": "Hello", "title.$": "$.title", "name.$": "$customerName",
+        "not-evaluated": "$customerName", "first.$": "$order.items[0].id" });
+    let got = nimbus_flows::io::apply_template(
+        &template,
+        &json!({ "title": "Doctor" }),
+        &ctx(),
+        &vars,
+        &mut rng(),
+    )
+    .unwrap();
+    assert_eq!(
+        got,
+        json!({ "static": "Hello", "title": "Doctor", "name": "María", "not-evaluated": "$customerName", "first": "i1" })
+    );
+    let e = nimbus_flows::io::apply_template(
+        &json!({ "x.$": "$nobody" }),
+        &json!({}),
+        &ctx(),
+        &vars,
+        &mut rng(),
+    )
+    .unwrap_err();
+    assert_eq!(e.error_name(), "States.ParameterPathFailure");
+    let def = json!({ "StartAt": "A", "States": { "A": { "Type": "Pass", "Parameters": { "name.$": "$customerName" }, "End": true } } });
+    assert_eq!(errors(def), Vec::<String>::new());
+}
+
 /// T: a JSONPath state's Assign with `.$` fields.
 #[test]
 fn jsonpath_assign() {
@@ -448,6 +480,7 @@ fn jsonpath_assign() {
         &json!({ "id.$": "$.order.id", "exec.$": "$$.Execution.Id", "n.$": "States.MathAdd($.n, 1)", "fixed": { "k": "v" } }),
         &json!({ "order": { "id": "o-1" }, "n": 1 }),
         &ctx(),
+        &Variables::new(),
         &mut r,
     )
     .unwrap();
