@@ -58,7 +58,9 @@ impl StateMachine {
         crate::validate::parse(text)
     }
 
-    /// The query language in force for `state` in this machine.
+    /// The query language in force for `state`: its own, else the machine's. Call it on
+    /// the top-level machine also for states of branches and item processors, which fall
+    /// back to the state machine's language, not to the enclosing Parallel's or Map's.
     pub fn query_language_of(&self, state: &State) -> QueryLanguage {
         state
             .query_language()
@@ -462,7 +464,8 @@ pub struct ItemProcessor {
     pub start_at: String,
     /// The iteration's states.
     pub states: BTreeMap<String, State>,
-    /// The processor's query language.
+    /// The processor's query language (refused by validation: processor states fall back
+    /// to the top-level machine's language).
     #[serde(default)]
     pub query_language: Option<QueryLanguage>,
 }

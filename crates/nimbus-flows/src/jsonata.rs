@@ -47,13 +47,9 @@ pub fn expression_text(text: &str) -> Option<&str> {
     (t.len() >= 4 && t.starts_with("{%") && t.ends_with("%}")).then(|| t[2..t.len() - 2].trim())
 }
 
-/// Parses the expression inside `{% … %}`, refusing `$eval` as Step Functions does.
+/// Parses the expression inside `{% … %}`.
 pub fn parse_expression(inner: &str) -> std::result::Result<Expression, String> {
-    let expr = Expression::parse(inner).map_err(|e| e.to_string())?;
-    if inner.contains("$eval(") {
-        return Err("the function $eval is not available in Step Functions; use $parse".into());
-    }
-    Ok(expr)
+    Expression::parse(inner).map_err(|e| e.to_string())
 }
 
 /// Whether `name` may be assigned: a letter or `_`, then letters, digits or `_`, at most
@@ -179,6 +175,73 @@ fn via_intrinsic(
         .map_err(|e| fn_error(format!("${f}: {}", e.cause())))
 }
 
+/// Most items `$range` produces (AWS accepts `$range(1, 360145, 1)` and refuses more).
+pub const MAX_RANGE_ITEMS: i64 = 360_145;
+
+/// A numeric argument truncated towards zero, as Step Functions does; `None` if absent.
+fn int_arg(args: &[Option<Value>], i: usize, f: &str) -> nimbus_jsonata::Result<Option<i64>> {
+    match args.get(i).and_then(Option::as_ref) {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|x| x.abs() < 9.0e15)
+                    .map(|x| x.trunc() as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| fn_error(format!("${f}: argument {} must be a number", i + 1))),
+    }
+}
+
+/// `$partition(array, size)`: chunks of `size` (the last one shorter); undefined for an
+/// empty array or a size below 1.
+fn partition(args: &[Option<Value>]) -> nimbus_jsonata::Result<Option<Value>> {
+    let items = match arg(args, 0, "partition")? {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    };
+    let Some(size) = int_arg(args, 1, "partition")?.filter(|n| *n >= 1) else {
+        return Ok(None);
+    };
+    if items.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Value::Array(
+        items
+            .chunks(size as usize)
+            .map(|c| Value::Array(c.to_vec()))
+            .collect(),
+    )))
+}
+
+/// `$range(start, end, step)`: from `start` towards `end` inclusive; undefined without a
+/// step or with a step of the wrong sign (or 0); a single value is returned bare.
+fn range(args: &[Option<Value>]) -> nimbus_jsonata::Result<Option<Value>> {
+    let (Some(start), Some(end)) = (int_arg(args, 0, "range")?, int_arg(args, 1, "range")?) else {
+        return Err(fn_error("$range: start and end are required"));
+    };
+    let Some(step) = int_arg(args, 2, "range")? else {
+        return Ok(None);
+    };
+    if step == 0 || (step > 0 && start > end) || (step < 0 && start < end) {
+        return Ok(None);
+    }
+    let count = (end as i128 - start as i128) / step as i128 + 1;
+    if count > MAX_RANGE_ITEMS as i128 {
+        return Err(fn_error(format!(
+            "$range: at most {MAX_RANGE_ITEMS} items, this call produces {count}"
+        )));
+    }
+    let items: Vec<Value> = (0..count as i64)
+        .map(|k| Value::from(start + k * step))
+        .collect();
+    Ok(Some(match items.as_slice() {
+        [one] => one.clone(),
+        _ => Value::Array(items),
+    }))
+}
+
 /// The bindings of one evaluation: the variables, `$states` and the added functions.
 fn bindings(states: Value, env: &mut Env<'_>) -> Bindings {
     let mut b = Bindings::new();
@@ -187,35 +250,16 @@ fn bindings(states: Value, env: &mut Env<'_>) -> Bindings {
     }
     b.bind("states", states);
     let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(env.rng.next_u64())));
-    b.register("partition", 2, |args| {
-        let v = vec![
-            arg(args, 0, "partition")?.clone(),
-            arg(args, 1, "partition")?.clone(),
-        ];
-        via_intrinsic(
-            "States.ArrayPartition",
-            "partition",
-            v,
-            &mut StdRng::seed_from_u64(0),
-        )
-    });
-    b.register("range", 3, |args| {
-        let v = (0..3)
-            .map(|i| arg(args, i, "range").cloned())
-            .collect::<nimbus_jsonata::Result<Vec<_>>>()?;
-        via_intrinsic(
-            "States.ArrayRange",
-            "range",
-            v,
-            &mut StdRng::seed_from_u64(0),
-        )
-    });
+    b.register("partition", 2, partition);
+    b.register("range", 3, range);
     b.register("hash", 2, |args| {
-        let data = arg(args, 0, "hash")?;
-        if !data.is_string() {
-            return Err(fn_error("$hash: argument 1 must be a string"));
-        }
-        let v = vec![data.clone(), arg(args, 1, "hash")?.clone()];
+        let data = arg(args, 0, "hash")?
+            .as_str()
+            .ok_or_else(|| fn_error("$hash: argument 1 must be a string"))?;
+        let Some(algorithm) = args.get(1).and_then(Option::as_ref) else {
+            return Ok(None);
+        };
+        let v = vec![Value::String(data.to_string()), algorithm.clone()];
         via_intrinsic("States.Hash", "hash", v, &mut StdRng::seed_from_u64(0))
     });
     let r = rng.clone();
@@ -256,8 +300,10 @@ fn bindings(states: Value, env: &mut Env<'_>) -> Bindings {
             .map_err(|e| fn_error(format!("$parse: not valid JSON: {e}")))
     });
     b.register("eval", 1, |_| {
-        Err(fn_error(
-            "the function $eval is not available in Step Functions; use $parse",
+        Err(nimbus_jsonata::Error::new(
+            "T1006",
+            "The function $eval is not available in Step Functions; use $parse",
+            None,
         ))
     });
     b
@@ -301,7 +347,7 @@ fn eval_template(t: &Value, field: &str, b: &Bindings) -> Result<Value> {
         }
         Value::Object(obj) => obj
             .iter()
-            .map(|(k, v)| Ok((k.clone(), eval_template(v, &format!("{field}.{k}"), b)?)))
+            .map(|(k, v)| Ok((k.clone(), eval_template(v, &format!("{field}/{k}"), b)?)))
             .collect::<Result<JsonMap<_, _>>>()
             .map(Value::Object),
         Value::Array(items) => items
@@ -320,27 +366,32 @@ pub fn evaluate(template: &Value, field: &str, input: &Value, env: &mut Env<'_>)
     eval_template(template, field, &b)
 }
 
-fn eval_assign(assign: &Value, b: &Bindings) -> Result<JsonMap<String, Value>> {
+fn eval_assign(assign: &Value, prefix: &str, b: &Bindings) -> Result<JsonMap<String, Value>> {
     let obj = assign
         .as_object()
         .ok_or_else(|| query_error("The field 'Assign' must be a JSON object"))?;
     obj.iter()
-        .map(|(k, v)| Ok((k.clone(), eval_template(v, &format!("Assign.{k}"), b)?)))
+        .map(|(k, v)| {
+            let field = format!("{prefix}Assign/{k}");
+            Ok((k.clone(), eval_template(v, &field, b)?))
+        })
         .collect()
 }
 
+/// `Output` and `Assign`, each with the prefix naming where it was written (`""`,
+/// `"Choices[1]/"`, `"Catch[0]/"`).
 fn outcome(
-    output: Option<&Value>,
-    assign: Option<&Value>,
+    output: Option<(&Value, &str)>,
+    assign: Option<(&Value, &str)>,
     default: &Value,
     b: &Bindings,
 ) -> Result<Outcome> {
     let output = match output {
-        Some(t) => eval_template(t, "Output", b)?,
+        Some((t, prefix)) => eval_template(t, &format!("{prefix}Output"), b)?,
         None => default.clone(),
     };
     let assigned = match assign {
-        Some(a) => eval_assign(a, b)?,
+        Some((a, prefix)) => eval_assign(a, prefix, b)?,
         None => JsonMap::new(),
     };
     Ok(Outcome { output, assigned })
@@ -369,8 +420,8 @@ pub fn state_outcome(
         env,
     );
     outcome(
-        io.output.as_ref(),
-        io.assign.as_ref(),
+        io.output.as_ref().map(|o| (o, "")),
+        io.assign.as_ref().map(|a| (a, "")),
         result.unwrap_or(input),
         &b,
     )
@@ -386,17 +437,21 @@ pub fn pass_outcome(pass: &Pass, input: &Value, env: &mut Env<'_>) -> Result<Out
 /// are the matched rule's `Output`/`Assign`, each falling back to the state's.
 pub fn choose(choice: &Choice, input: &Value, env: &mut Env<'_>) -> Result<ChoiceOutcome> {
     let b = bindings(states_var(input, env.context, None), env);
-    for rule in &choice.choices {
+    let state_output = choice.io.output.as_ref().map(|o| (o, ""));
+    let state_assign = choice.io.assign.as_ref().map(|a| (a, ""));
+    for (i, rule) in choice.choices.iter().enumerate() {
+        let prefix = format!("Choices[{i}]/");
         let crate::choice::Condition::Jsonata(text) = &rule.condition else {
             return Err(query_error(
                 "A JSONata Choice rule needs a 'Condition' field",
             ));
         };
-        let holds = match eval_expr(text, "Condition", &b)? {
+        let field = format!("{prefix}Condition");
+        let holds = match eval_expr(text, &field, &b)? {
             Some(Value::Bool(v)) => v,
             other => {
                 return Err(query_error(format!(
-                    "The JSONata expression '{}' specified for the field 'Condition' must return a boolean, got {}",
+                    "The JSONata expression '{}' specified for the field '{field}' must return a boolean, got {}",
                     expression_text(text).unwrap_or(text),
                     other.map_or("nothing (undefined)".to_string(), |v| v.to_string())
                 )))
@@ -404,8 +459,14 @@ pub fn choose(choice: &Choice, input: &Value, env: &mut Env<'_>) -> Result<Choic
         };
         if holds {
             let o = outcome(
-                rule.output.as_ref().or(choice.io.output.as_ref()),
-                rule.assign.as_ref().or(choice.io.assign.as_ref()),
+                rule.output
+                    .as_ref()
+                    .map(|o| (o, prefix.as_str()))
+                    .or(state_output),
+                rule.assign
+                    .as_ref()
+                    .map(|a| (a, prefix.as_str()))
+                    .or(state_assign),
                 input,
                 &b,
             )?;
@@ -419,19 +480,15 @@ pub fn choose(choice: &Choice, input: &Value, env: &mut Env<'_>) -> Result<Choic
         .default
         .clone()
         .ok_or_else(|| Error::states(names::NO_CHOICE_MATCHED, "No Matches!"))?;
-    let o = outcome(
-        choice.io.output.as_ref(),
-        choice.io.assign.as_ref(),
-        input,
-        &b,
-    )?;
+    let o = outcome(state_output, state_assign, input, &b)?;
     Ok(ChoiceOutcome { next, outcome: o })
 }
 
-/// A catcher's outcome: `$states.errorOutput` is `{"Error", "Cause"}`, the default output;
-/// its `Output` and `Assign` replace the state's.
+/// The outcome of the catcher at `index` of the state's `Catch`: `$states.errorOutput` is
+/// `{"Error", "Cause"}`, the default output; its `Output` and `Assign` replace the state's.
 pub fn catch_outcome(
     catcher: &Catcher,
+    index: usize,
     input: &Value,
     error: &Error,
     env: &mut Env<'_>,
@@ -441,9 +498,10 @@ pub fn catch_outcome(
         states_var(input, env.context, Some(("errorOutput", &error_output))),
         env,
     );
+    let prefix = format!("Catch[{index}]/");
     outcome(
-        catcher.output.as_ref(),
-        catcher.assign.as_ref(),
+        catcher.output.as_ref().map(|o| (o, prefix.as_str())),
+        catcher.assign.as_ref().map(|a| (a, prefix.as_str())),
         &error_output,
         &b,
     )

@@ -77,6 +77,8 @@ pub mod codes {
     pub const MISSING_DESCRIPTION: &str = "MISSING_DESCRIPTION";
     /// A schema rule is broken.
     pub const SCHEMA_VALIDATION_FAILED: &str = "SCHEMA_VALIDATION_FAILED";
+    /// A JSONata expression does not parse.
+    pub const INVALID_JSONATA_EXPRESSION: &str = "INVALID_JSONATA_EXPRESSION";
     /// A Task's `Resource` is invalid.
     pub const INVALID_RESOURCE: &str = "INVALID_RESOURCE";
     /// No terminal state can be reached.
@@ -131,6 +133,8 @@ struct Validator {
     all_names: BTreeMap<String, String>,
     /// The top-level `QueryLanguage` is JSONata: no JSONPath state may appear.
     top_jsonata: bool,
+    /// The top-level query language, which states of branches and processors fall back to.
+    top_ql: String,
     /// The variables assigned in each enclosing scope (outermost first).
     scopes: Vec<BTreeSet<String>>,
 }
@@ -218,6 +222,12 @@ impl Validator {
 
     fn top(&mut self, doc: &Value) {
         self.top_jsonata = doc.get("QueryLanguage").and_then(Value::as_str) == Some("JSONata");
+        self.top_ql = if self.top_jsonata {
+            "JSONata"
+        } else {
+            "JSONPath"
+        }
+        .to_string();
         self.machine(
             doc,
             "",
@@ -253,8 +263,8 @@ impl Validator {
             None => inherited.unwrap_or("JSONPath").to_string(),
             Some(Value::String(s)) if s == "JSONPath" && self.top_jsonata => {
                 self.schema(
-                    "A state machine whose top-level QueryLanguage is JSONata may not contain JSONPath states or scopes",
-                    ptr(at, "QueryLanguage"),
+                    "'QueryLanguage' can not be 'JSONPath' if set to 'JSONata' for whole state machine",
+                    at,
                 );
                 "JSONata".to_string()
             }
@@ -564,13 +574,13 @@ impl Validator {
             let jsonata_only = matches!(k, "Arguments" | "Output" | "Items");
             if jsonata && jsonpath_only {
                 self.schema(
-                    format!("Field '{key}' is not supported with the JSONata query language"),
-                    ptr(at, key),
+                    format!("The QueryLanguage is set to 'JSONata', but field '{key}' is only supported for the 'JSONPath' QueryLanguage"),
+                    at,
                 );
             } else if !jsonata && jsonata_only {
                 self.schema(
-                    format!("Field '{key}' is only supported with the JSONata query language"),
-                    ptr(at, key),
+                    format!("The QueryLanguage is set to 'JSONPath', but field '{key}' is only supported for the 'JSONata' QueryLanguage"),
+                    at,
                 );
             }
         }
@@ -676,11 +686,12 @@ impl Validator {
             "Parallel" => match obj.get("Branches") {
                 Some(Value::Array(bs)) if !bs.is_empty() => {
                     for (i, b) in bs.iter().enumerate() {
+                        let top = self.top_ql.clone();
                         self.machine(
                             b,
                             &format!("{at}/Branches/{i}"),
-                            &["Comment", "StartAt", "States", "QueryLanguage"],
-                            Some(&ql),
+                            &["Comment", "StartAt", "States"],
+                            Some(&top),
                         );
                     }
                 }
@@ -690,7 +701,7 @@ impl Validator {
                 ),
                 None => self.schema("These fields are required: [Branches]", at),
             },
-            "Map" => self.map(obj, at, &ql),
+            "Map" => self.map(obj, at),
             _ => {}
         }
         if matches!(ty, "Task" | "Parallel" | "Map") {
@@ -899,7 +910,9 @@ impl Validator {
         }
     }
 
-    fn map(&mut self, obj: &Map<String, Value>, at: &str, ql: &str) {
+    fn map(&mut self, obj: &Map<String, Value>, at: &str) {
+        let top = self.top_ql.clone();
+        let ql = top.as_str();
         let mut mode = "INLINE";
         match (obj.get("ItemProcessor"), obj.get("Iterator")) {
             (Some(p), _) => {
@@ -928,20 +941,14 @@ impl Validator {
                 self.machine(
                     p,
                     &ptr(at, "ItemProcessor"),
-                    &[
-                        "Comment",
-                        "StartAt",
-                        "States",
-                        "ProcessorConfig",
-                        "QueryLanguage",
-                    ],
+                    &["Comment", "StartAt", "States", "ProcessorConfig"],
                     Some(ql),
                 );
             }
             (None, Some(it)) => self.machine(
                 it,
                 &ptr(at, "Iterator"),
-                &["Comment", "StartAt", "States", "QueryLanguage"],
+                &["Comment", "StartAt", "States"],
                 Some(ql),
             ),
             (None, None) => self.schema("These fields are required: [ItemProcessor]", at),
@@ -1245,7 +1252,8 @@ impl Validator {
             Value::String(s) => {
                 if let Some(inner) = expression_text(s) {
                     if let Err(e) = parse_expression(inner) {
-                        self.schema(
+                        self.err(
+                            codes::INVALID_JSONATA_EXPRESSION,
                             format!("The JSONata expression '{inner}' in field '{field}' is invalid: {e}"),
                             at,
                         );

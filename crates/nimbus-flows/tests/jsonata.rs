@@ -148,6 +148,10 @@ fn functions_added_by_step_functions() {
         ("$partition([1,2,3,4,5], 2)", json!([[1, 2], [3, 4], [5]])),
         ("$range(0, 10, 2)", json!([0, 2, 4, 6, 8, 10])),
         ("$range(5, 1, -2)", json!([5, 3, 1])),
+        // Arguments are truncated towards zero; a single value comes back bare.
+        ("$range(-1.7, 2, 1)", json!([-1, 0, 1, 2])),
+        ("$range(5, 5, 1)", json!(5)),
+        ("$partition([1,2,3,4,5], 2.9)", json!([[1, 2], [3, 4], [5]])),
         (
             "$hash('input data', 'SHA-1')",
             json!("aaff4a450a104cd177d28d18d74485e8cae074b7"),
@@ -174,11 +178,16 @@ fn functions_added_by_step_functions() {
     }
     // Failures are States.QueryEvaluationError naming the function.
     for (expr, needle) in [
-        ("$partition([1,2], 0)", "$partition"),
         ("$hash('x', 'SHA-3')", "SHA-3"),
         ("$parse('{nope')", "$parse"),
         ("$range(0, 1000000, 1)", "$range"),
-        ("$eval('1 + 1')", "$eval"),
+        ("$eval('1 + 1')", "T1006"),
+        // These return undefined, which the field then refuses.
+        ("$partition([1,2], 0)", "returned nothing"),
+        ("$partition([], 2)", "returned nothing"),
+        ("$range(0, 10)", "returned nothing"),
+        ("$range(0, 10, -1)", "returned nothing"),
+        ("$hash('x')", "returned nothing"),
     ] {
         let e = eval(json!(format!("{{% {expr} %}}")), json!({}), &v).unwrap_err();
         query_error(&e, needle);
@@ -195,7 +204,7 @@ fn evaluation_errors() {
         &v,
     )
     .unwrap_err();
-    query_error(&e, "'$states.input.missing' specified for the field 'Arguments.x.y' returned nothing (undefined)");
+    query_error(&e, "'$states.input.missing' specified for the field 'Arguments/x/y' returned nothing (undefined)");
     let e = eval(json!("{% $undefinedVariable %}"), json!({}), &v).unwrap_err();
     query_error(&e, "returned nothing");
     let e = eval(json!("{% 'a' + 1 %}"), json!({}), &v).unwrap_err();
@@ -338,7 +347,10 @@ fn choice_conditions() {
         ("ValueInTwenties", json!({ "v": 25 }))
     );
     let e = jsonata::choose(&c, &json!({ "type": "Private", "value": 5 }), &mut env).unwrap_err();
-    query_error(&e, "must return a boolean");
+    query_error(
+        &e,
+        "for the field 'Choices[2]/Condition' must return a boolean",
+    );
 
     let State::Choice(c) = state(json!({ "Type": "Choice", "Choices": [
         { "Condition": "{% $states.input.ok %}", "Next": "X" }] }))
@@ -432,7 +444,7 @@ fn wait_fail_map_and_catch() {
         panic!()
     };
     let err = Error::states("Lambda.Unknown", "boom");
-    let o = jsonata::catch_outcome(&t.catch[0], &json!({ "a": 1 }), &err, &mut env).unwrap();
+    let o = jsonata::catch_outcome(&t.catch[0], 0, &json!({ "a": 1 }), &err, &mut env).unwrap();
     assert_eq!(
         o.output,
         json!({ "input": { "a": 1 }, "err": "Lambda.Unknown" })
@@ -523,7 +535,7 @@ fn validation() {
             jsonata_machine(
                 json!({ "A": { "Type": "Pass", "Output": "{% $states.input. %}", "End": true } }),
             ),
-            "The JSONata expression '$states.input.' in field 'Output' is invalid",
+            "INVALID_JSONATA_EXPRESSION: The JSONata expression '$states.input.' in field 'Output' is invalid",
         ),
         (
             jsonata_machine(
@@ -541,17 +553,29 @@ fn validation() {
             jsonata_machine(
                 json!({ "A": { "Type": "Pass", "Parameters": { "a": 1 }, "End": true } }),
             ),
-            "Field 'Parameters' is not supported with the JSONata query language",
+            "The QueryLanguage is set to 'JSONata', but field 'Parameters' is only supported for the 'JSONPath' QueryLanguage at /States/A",
         ),
         (
             jsonata_machine(json!({ "A": { "Type": "Pass", "Result": 1, "End": true } })),
-            "Field 'Result' is not supported with the JSONata query language",
+            "but field 'Result' is only supported for the 'JSONPath' QueryLanguage",
         ),
         (
             jsonata_machine(
                 json!({ "A": { "Type": "Pass", "QueryLanguage": "JSONPath", "End": true } }),
             ),
-            "may not contain JSONPath states",
+            "'QueryLanguage' can not be 'JSONPath' if set to 'JSONata' for whole state machine at /States/A",
+        ),
+        // Branches and processors are not states: no QueryLanguage of their own.
+        (
+            json!({ "StartAt": "A", "States": { "A": { "Type": "Parallel", "End": true, "Branches": [
+                { "QueryLanguage": "JSONata", "StartAt": "B", "States": { "B": { "Type": "Succeed" } } }] } } }),
+            "Field 'QueryLanguage' is not supported at /States/A/Branches/0/QueryLanguage",
+        ),
+        // A JSONata Map's processor states fall back to the machine's language (JSONPath).
+        (
+            json!({ "StartAt": "M", "States": { "M": { "Type": "Map", "QueryLanguage": "JSONata", "End": true,
+                "ItemProcessor": { "StartAt": "I", "States": { "I": { "Type": "Pass", "Output": 1, "End": true } } } } } }),
+            "field 'Output' is only supported for the 'JSONata' QueryLanguage at /States/M/ItemProcessor/States/I",
         ),
         (
             jsonata_machine(
@@ -602,12 +626,6 @@ fn validation() {
             jsonata_machine(json!({ "A": { "Type": "Task", "Resource": "r", "End": true,
             "Catch": [{ "ErrorEquals": ["States.ALL"], "ResultPath": "$.e", "Next": "A" }] } })),
             "Field 'ResultPath' is not supported with the JSONata query language",
-        ),
-        (
-            jsonata_machine(
-                json!({ "A": { "Type": "Pass", "Output": "{% $eval('1') %}", "End": true } }),
-            ),
-            "$eval is not available",
         ),
         // V: a Map iteration cannot assign a variable of the enclosing scope.
         (

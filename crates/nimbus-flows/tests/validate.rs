@@ -329,11 +329,11 @@ fn each_problem_kind_is_reported() {
             machine(
                 json!({ "A": { "Type": "Pass", "End": true, "QueryLanguage": "JSONata", "InputPath": "$" } }),
             ),
-            "not supported with the JSONata query language",
+            "The QueryLanguage is set to 'JSONata', but field 'InputPath' is only supported for the 'JSONPath' QueryLanguage at /States/A",
         ),
         (
             machine(json!({ "A": { "Type": "Pass", "End": true, "Output": {} } })),
-            "only supported with the JSONata query language",
+            "field 'Output' is only supported for the 'JSONata' QueryLanguage at /States/A",
         ),
         (
             format!(
