@@ -24,6 +24,7 @@ pub mod io;
 pub mod path;
 pub mod retry;
 pub mod steps;
+pub mod store;
 pub mod validate;
 
 pub use errors::{Error, Result};
