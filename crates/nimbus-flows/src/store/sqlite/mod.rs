@@ -299,7 +299,7 @@ impl FlowStore for SqliteFlowStore {
     }
 
     fn next_due(&self) -> StoreResult<Option<Millis>> {
-        self.read(|tx| steps::next_due(tx))
+        self.read(steps::next_due)
     }
 
     fn create_task_token(&self, step: &Step, now: Millis) -> StoreResult<String> {

@@ -48,7 +48,7 @@ CREATE TABLE aliases (
     PRIMARY KEY (machine_arn, name)
 );
 CREATE TABLE executions (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     arn TEXT NOT NULL UNIQUE,
     machine_arn TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -79,7 +79,7 @@ CREATE TABLE events (
     PRIMARY KEY (execution_id, id)
 ) WITHOUT ROWID;
 CREATE TABLE steps (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     execution_id INTEGER NOT NULL,
     scope TEXT NOT NULL,
     state TEXT NOT NULL,
