@@ -1023,3 +1023,201 @@ fn a_newer_schema_is_refused() {
         Err(StoreError::Corrupt(_))
     ));
 }
+
+// ---- a real kill -9 ----
+
+const CRASH_DIR: &str = "NIMBUS_FLOWS_STORE_CRASH_DIR";
+/// Pass states each execution goes through before succeeding.
+const PASSES: u64 = 50;
+
+fn wall_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as Millis
+}
+
+/// One round of a Pass-only executor: claims due steps and moves each execution one state
+/// on (two events and the next step), or ends it after [`PASSES`] states. Returns the
+/// number of steps completed.
+fn drive(s: &dyn FlowStore, now: Millis) -> usize {
+    let steps = s.claim_due(now, 16, 500).unwrap();
+    for st in &steps {
+        let n = st.payload["n"].as_u64().unwrap();
+        let name = format!("P{n}");
+        let mut t = Transition {
+            events: vec![
+                NewEvent::new("PassStateEntered", json!({"name": name})),
+                NewEvent::new("PassStateExited", json!({"name": name})),
+            ],
+            ..Default::default()
+        };
+        if n + 1 == PASSES {
+            t.events
+                .push(NewEvent::new("ExecutionSucceeded", json!({"output": "{}"})));
+            t.execution = Some(succeed(&format!("{{\"n\":{}}}", n + 1)));
+        } else {
+            t.next_steps.push(NewStep {
+                scope: String::new(),
+                state: format!("P{}", n + 1),
+                attempt: 0,
+                due: now,
+                payload: json!({"n": n + 1}),
+            });
+        }
+        s.complete(st, &t, now).unwrap();
+    }
+    steps.len()
+}
+
+/// The child process of `kill_9_loses_no_transition`: drives executions until killed.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CRASH_DIR) else {
+        return;
+    };
+    let s = open(Path::new(&dir));
+    loop {
+        drive(&*s, wall_ms());
+    }
+}
+
+#[test]
+fn kill_9_loses_no_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    const RUNS: usize = 20;
+    let arns: Vec<String> = {
+        let s = open(dir.path());
+        s.create_machine(&new_machine("m", DEF), T0).unwrap();
+        (0..RUNS)
+            .map(|i| {
+                s.start_execution(
+                    &new_execution("m", &format!("e{i}"), "{}"),
+                    &[started("{}")],
+                    &[NewStep {
+                        scope: String::new(),
+                        state: "P0".into(),
+                        attempt: 0,
+                        due: wall_ms(),
+                        payload: json!({"n": 0}),
+                    }],
+                    wall_ms(),
+                )
+                .unwrap()
+                .execution
+                .arn
+            })
+            .collect()
+    };
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture"])
+        .env(CRASH_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let it commit some transitions, then SIGKILL it mid-flight.
+    let s = open(dir.path());
+    let t0 = std::time::Instant::now();
+    loop {
+        let e = s.describe_execution(&arns[RUNS - 1]).unwrap();
+        if e.event_count > 20 || t0.elapsed() > std::time::Duration::from_secs(20) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(s);
+
+    let s = open(dir.path());
+    let progressed: u32 = arns
+        .iter()
+        .map(|a| s.describe_execution(a).unwrap().event_count)
+        .sum();
+    assert!(
+        progressed > RUNS as u32,
+        "the child made progress before the kill"
+    );
+    let running = arns
+        .iter()
+        .filter(|a| s.describe_execution(a).unwrap().status == ExecutionStatus::Running)
+        .count();
+    // Steps claimed by the dead child and not completed (read behind the trait's back).
+    let leased: i64 = rusqlite::Connection::open(dir.path().join("flows.db"))
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM steps WHERE claim IS NOT NULL AND available_at > ?1",
+            [wall_ms()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    eprintln!(
+        "killed after {progressed} events; {running} running; {leased} steps claimed in flight"
+    );
+    assert!(running > 0, "the kill fell mid-run");
+    // Resume as a restarted executor would: expired leases are claimed again.
+    let mut now = wall_ms() + 1000;
+    while drive(&*s, now) > 0 {
+        now += 1;
+    }
+    let expected = 1 + 2 * PASSES as u32 + 1;
+    for a in &arns {
+        let e = s.describe_execution(a).unwrap();
+        assert_eq!(e.status, ExecutionStatus::Succeeded, "{a}");
+        assert_eq!(e.output.as_deref(), Some(&*format!("{{\"n\":{PASSES}}}")));
+        // Each transition recorded exactly once: no gap, no duplicate.
+        assert_eq!(e.event_count, expected, "{a}");
+        let h = s.history(a, false, 1000, None).unwrap().items;
+        assert_eq!(h.len() as u32, expected);
+        let entered: Vec<_> = h
+            .iter()
+            .filter(|e| e.event_type == "PassStateEntered")
+            .map(|e| e.details["name"].as_str().unwrap().to_string())
+            .collect();
+        let want: Vec<_> = (0..PASSES).map(|n| format!("P{n}")).collect();
+        assert_eq!(entered, want, "{a}");
+        assert!(h.iter().enumerate().all(|(i, e)| e.id as usize == i + 1));
+    }
+    assert_eq!(s.next_due().unwrap(), None);
+}
+
+/// Pass-state transitions per second through `complete` (each one commits with
+/// `synchronous=FULL`). Run with `--run-ignored only`.
+#[test]
+#[ignore]
+fn transitions_per_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    for i in 0..100 {
+        s.start_execution(
+            &new_execution("m", &format!("e{i}"), "{}"),
+            &[started("{}")],
+            &[NewStep {
+                scope: String::new(),
+                state: "P0".into(),
+                attempt: 0,
+                due: T0,
+                payload: json!({"n": 0}),
+            }],
+            T0,
+        )
+        .unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    let mut n = 0;
+    let mut now = T0;
+    loop {
+        let k = drive(&*s, now);
+        if k == 0 {
+            break;
+        }
+        n += k;
+        now += 1;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{n} transitions in {secs:.2} s: {:.0} transitions/s",
+        n as f64 / secs
+    );
+}

@@ -91,7 +91,13 @@ pub(super) fn start(
 ) -> StoreResult<Started> {
     let machine = machines::get_active(tx, &e.machine_arn)?;
     let revision_id = match &e.version_arn {
-        Some(v) => machines::version(tx, v)?.revision.revision_id,
+        Some(v) => {
+            let v = machines::version(tx, v)?;
+            if v.machine_arn != e.machine_arn {
+                return Err(StoreError::VersionDoesNotExist(v.arn));
+            }
+            v.revision.revision_id
+        }
         None => machine.revision.revision_id,
     };
     let arn = execution_arn(&e.machine_arn, &e.name);
