@@ -330,6 +330,14 @@ fn versions_and_aliases() {
         Err(StoreError::AliasDoesNotExist(_))
     ));
 
+    // A version of another machine is refused.
+    s.create_machine(&new_machine("n", DEF), T0).unwrap();
+    let mut foreign = new_execution("n", "x", "{}");
+    foreign.version_arn = Some(v2.arn.clone());
+    assert!(matches!(
+        s.start_execution(&foreign, &[], &[], T0),
+        Err(StoreError::VersionDoesNotExist(_))
+    ));
     // An execution of a version runs that version's revision.
     let mut ne = new_execution("m", "on-v2", "{}");
     ne.version_arn = Some(v2.arn.clone());

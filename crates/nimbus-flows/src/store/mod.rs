@@ -154,8 +154,8 @@ pub trait FlowStore: Send + Sync + 'static {
     /// Extends a held claim; false when it was lost.
     fn renew_claim(&self, step: &Step, now: Millis, lease_ms: i64) -> StoreResult<bool>;
     /// Completes a claimed step with its transition, atomically and only while the claim
-    /// is held. Beyond the history bound the execution fails instead
-    /// ([`Completion::HistoryLimit`]).
+    /// is held (a claim past its lease still holds until another worker claims the step).
+    /// Beyond the history bound the execution fails instead ([`Completion::HistoryLimit`]).
     fn complete(&self, step: &Step, t: &Transition, now: Millis) -> StoreResult<Completion>;
     /// When the earliest step becomes claimable (due, or its lease expires); `None` when
     /// the queue is empty.
