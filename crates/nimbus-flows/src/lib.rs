@@ -27,6 +27,7 @@ pub mod jsonata;
 pub mod path;
 pub mod retry;
 pub mod steps;
+pub mod store;
 pub mod validate;
 
 pub use errors::{Error, Result};

@@ -1,0 +1,1231 @@
+//! The durable store against a temporary SQLite file: every operation, pagination,
+//! idempotent start, the outbox's atomicity, leases, task tokens, the history bound,
+//! retention and reopening after a drop (a restart).
+
+use nimbus_flows::store::sqlite::SqliteFlowStore;
+use nimbus_flows::store::*;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const T0: Millis = 1_700_000_000_000;
+const DAY: Millis = 86_400_000;
+const ACCOUNT: &str = "arn:aws:states:us-east-1:000000000000";
+
+fn open(dir: &Path) -> Box<dyn FlowStore> {
+    Box::new(SqliteFlowStore::open(dir).expect("open flows.db"))
+}
+
+fn machine_arn(name: &str) -> String {
+    format!("{ACCOUNT}:stateMachine:{name}")
+}
+
+fn new_machine(name: &str, definition: &str) -> NewMachine {
+    NewMachine {
+        arn: machine_arn(name),
+        name: name.into(),
+        definition: definition.into(),
+        machine_type: MachineType::Standard,
+        role_arn: format!("arn:aws:iam::000000000000:role/{name}"),
+        logging: json!({"level": "OFF"}),
+        tracing: json!({"enabled": false}),
+        tags: BTreeMap::from([("team".to_string(), "flows".to_string())]),
+        description: String::new(),
+    }
+}
+
+const DEF: &str = r#"{"StartAt":"A","States":{"A":{"Type":"Pass","End":true}}}"#;
+
+fn started(input: &str) -> NewEvent {
+    NewEvent::new("ExecutionStarted", json!({"input": input}))
+}
+
+fn step(state: &str, due: Millis) -> NewStep {
+    NewStep {
+        scope: String::new(),
+        state: state.into(),
+        attempt: 0,
+        due,
+        payload: json!({"input": {"n": 1}}),
+    }
+}
+
+fn new_execution(machine: &str, name: &str, input: &str) -> NewExecution {
+    NewExecution {
+        machine_arn: machine_arn(machine),
+        name: name.into(),
+        input: input.into(),
+        version_arn: None,
+        alias_arn: None,
+        trace_header: None,
+    }
+}
+
+/// Starts `name` on machine `m` with its first step `A` due at `now`.
+fn start(s: &dyn FlowStore, m: &str, name: &str, input: &str, now: Millis) -> Started {
+    s.start_execution(
+        &new_execution(m, name, input),
+        &[started(input)],
+        &[step("A", now)],
+        now,
+    )
+    .expect("start")
+}
+
+fn succeed(output: &str) -> ExecutionUpdate {
+    ExecutionUpdate {
+        status: Some(ExecutionStatus::Succeeded),
+        output: Some(output.into()),
+        ..Default::default()
+    }
+}
+
+/// Runs the single due step of an execution to success.
+fn finish_one(s: &dyn FlowStore, now: Millis) {
+    let claimed = s.claim_due(now, 1, 60_000).unwrap();
+    assert_eq!(claimed.len(), 1);
+    let t = Transition {
+        events: vec![NewEvent::new("ExecutionSucceeded", json!({"output": "{}"}))],
+        execution: Some(succeed("{}")),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.complete(&claimed[0], &t, now).unwrap(),
+        Completion::Committed
+    );
+}
+
+fn types(events: &[HistoryEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.event_type.as_str()).collect()
+}
+
+#[test]
+fn machines_create_describe_update_list_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let c = s.create_machine(&new_machine("m1", DEF), T0).unwrap();
+    assert!(c.created);
+    assert_eq!(c.machine.status, MachineStatus::Active);
+    assert_eq!(c.machine.created, T0);
+    assert_eq!(c.machine.revision.logging, json!({"level": "OFF"}));
+    // CreateStateMachine is idempotent for the same definition and role…
+    let again = s.create_machine(&new_machine("m1", DEF), T0 + 5).unwrap();
+    assert!(!again.created);
+    assert_eq!(again.machine, c.machine);
+    // …and refuses a different one.
+    let other = r#"{"StartAt":"B","States":{"B":{"Type":"Succeed"}}}"#;
+    assert!(matches!(
+        s.create_machine(&new_machine("m1", other), T0),
+        Err(StoreError::MachineAlreadyExists(_))
+    ));
+    assert!(matches!(
+        s.describe_machine(&machine_arn("nope")),
+        Err(StoreError::MachineDoesNotExist(_))
+    ));
+
+    let u = s
+        .update_machine(
+            &machine_arn("m1"),
+            &MachineUpdate {
+                definition: Some(other.into()),
+                ..Default::default()
+            },
+            T0 + 10,
+        )
+        .unwrap();
+    assert_ne!(u.revision.revision_id, c.machine.revision.revision_id);
+    assert_eq!(u.revision.definition, other);
+    assert_eq!(u.revision.role_arn, c.machine.revision.role_arn);
+    assert_eq!(u.updated, T0 + 10);
+    assert_eq!(u.created, T0);
+    // The old revision stays readable (executions started before the update run it).
+    let old = s.revision(&c.machine.revision.revision_id).unwrap();
+    assert_eq!(old.definition, DEF);
+
+    s.tag_machine(
+        &machine_arn("m1"),
+        &BTreeMap::from([("env".into(), "dev".into())]),
+    )
+    .unwrap();
+    s.untag_machine(&machine_arn("m1"), &["team".into()])
+        .unwrap();
+    let tags = s.describe_machine(&machine_arn("m1")).unwrap().tags;
+    assert_eq!(tags, BTreeMap::from([("env".into(), "dev".into())]));
+
+    for n in ["m5", "m3", "m2", "m4"] {
+        s.create_machine(&new_machine(n, DEF), T0).unwrap();
+    }
+    let mut names = vec![];
+    let mut token = None;
+    let mut pages = 0;
+    loop {
+        let p = s.list_machines(2, token.as_deref()).unwrap();
+        pages += 1;
+        names.extend(p.items.into_iter().map(|m| m.name));
+        token = p.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(names, ["m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(pages, 3);
+    assert!(matches!(
+        s.list_machines(2, Some("not a token!")),
+        Err(StoreError::InvalidToken(_))
+    ));
+}
+
+#[test]
+fn deleting_a_machine_lets_its_executions_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    s.create_machine(&new_machine("idle", DEF), T0).unwrap();
+    let e = start(&*s, "m", "run", "{}", T0).execution;
+
+    // No execution: gone at once.
+    s.delete_machine(&machine_arn("idle")).unwrap();
+    assert!(matches!(
+        s.describe_machine(&machine_arn("idle")),
+        Err(StoreError::MachineDoesNotExist(_))
+    ));
+
+    s.delete_machine(&machine_arn("m")).unwrap();
+    let m = s.describe_machine(&machine_arn("m")).unwrap();
+    assert_eq!(m.status, MachineStatus::Deleting);
+    assert!(matches!(
+        s.start_execution(&new_execution("m", "two", "{}"), &[], &[], T0),
+        Err(StoreError::MachineDeleting(_))
+    ));
+    // The running execution goes on; when it ends the machine disappears.
+    finish_one(&*s, T0 + 1);
+    assert!(matches!(
+        s.describe_machine(&machine_arn("m")),
+        Err(StoreError::MachineDoesNotExist(_))
+    ));
+    let done = s.describe_execution(&e.arn).unwrap();
+    assert_eq!(done.status, ExecutionStatus::Succeeded);
+    assert_eq!(s.revision(&done.revision_id).unwrap().definition, DEF);
+}
+
+#[test]
+fn versions_and_aliases() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let arn = machine_arn("m");
+    let m = s
+        .create_machine(&new_machine("m", DEF), T0)
+        .unwrap()
+        .machine;
+    let v1 = s.publish_version(&arn, "first", None, T0 + 1).unwrap();
+    assert_eq!(
+        (v1.version, v1.arn.as_str()),
+        (1, format!("{arn}:1").as_str())
+    );
+    assert_eq!(v1.revision.revision_id, m.revision.revision_id);
+    // Publishing an unchanged revision returns the latest version.
+    assert_eq!(s.publish_version(&arn, "again", None, T0 + 2).unwrap(), v1);
+    s.update_machine(
+        &arn,
+        &MachineUpdate {
+            role_arn: Some("arn:aws:iam::000000000000:role/other".into()),
+            ..Default::default()
+        },
+        T0 + 3,
+    )
+    .unwrap();
+    assert!(matches!(
+        s.publish_version(&arn, "stale", Some(&m.revision.revision_id), T0 + 4),
+        Err(StoreError::Conflict(_))
+    ));
+    let v2 = s.publish_version(&arn, "second", None, T0 + 5).unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(v2.revision.role_arn, "arn:aws:iam::000000000000:role/other");
+    // Snapshots are immutable: v1 still has the old role.
+    assert_eq!(
+        s.describe_version(&v1.arn).unwrap().revision.role_arn,
+        m.revision.role_arn
+    );
+    let p = s.list_versions(&arn, 1, None).unwrap();
+    assert_eq!(p.items[0].version, 2);
+    let p2 = s.list_versions(&arn, 1, p.next_token.as_deref()).unwrap();
+    assert_eq!(p2.items[0].version, 1);
+    assert!(p2.next_token.is_none());
+
+    let routing = [
+        Route {
+            version_arn: v2.arn.clone(),
+            weight: 80,
+        },
+        Route {
+            version_arn: v1.arn.clone(),
+            weight: 20,
+        },
+    ];
+    assert!(matches!(
+        s.create_alias(
+            &arn,
+            "prod",
+            "",
+            &routing[..1]
+                .iter()
+                .map(|r| Route {
+                    weight: 50,
+                    ..r.clone()
+                })
+                .collect::<Vec<_>>(),
+            T0
+        ),
+        Err(StoreError::InvalidRouting(_))
+    ));
+    assert!(matches!(
+        s.create_alias(&arn, "prod", "", &[], T0),
+        Err(StoreError::InvalidRouting(_))
+    ));
+    let a = s
+        .create_alias(&arn, "prod", "production", &routing, T0 + 6)
+        .unwrap();
+    assert_eq!(a.arn, format!("{arn}:prod"));
+    assert_eq!(a.routing, routing);
+    assert!(matches!(
+        s.create_alias(&arn, "prod", "", &routing, T0),
+        Err(StoreError::AliasAlreadyExists(_))
+    ));
+    assert!(matches!(
+        s.delete_version(&v1.arn),
+        Err(StoreError::Conflict(_))
+    ));
+    let only_v2 = [Route {
+        version_arn: v2.arn.clone(),
+        weight: 100,
+    }];
+    let a = s
+        .update_alias(&a.arn, Some("all on v2"), Some(&only_v2), T0 + 7)
+        .unwrap();
+    assert_eq!((a.description.as_str(), a.updated), ("all on v2", T0 + 7));
+    assert_eq!(s.list_aliases(&arn).unwrap(), vec![a.clone()]);
+    s.delete_version(&v1.arn).unwrap();
+    assert!(matches!(
+        s.describe_version(&v1.arn),
+        Err(StoreError::VersionDoesNotExist(_))
+    ));
+    // A version number is never reused.
+    s.update_machine(
+        &arn,
+        &MachineUpdate {
+            description: Some("d".into()),
+            definition: Some(DEF.replace("Pass", "Succeed").replace(",\"End\":true", "")),
+            ..Default::default()
+        },
+        T0 + 8,
+    )
+    .unwrap();
+    assert_eq!(
+        s.publish_version(&arn, "", None, T0 + 9).unwrap().version,
+        3
+    );
+    s.delete_alias(&a.arn).unwrap();
+    assert!(matches!(
+        s.describe_alias(&a.arn),
+        Err(StoreError::AliasDoesNotExist(_))
+    ));
+
+    // A version of another machine is refused.
+    s.create_machine(&new_machine("n", DEF), T0).unwrap();
+    let mut foreign = new_execution("n", "x", "{}");
+    foreign.version_arn = Some(v2.arn.clone());
+    assert!(matches!(
+        s.start_execution(&foreign, &[], &[], T0),
+        Err(StoreError::VersionDoesNotExist(_))
+    ));
+    // An execution of a version runs that version's revision.
+    let mut ne = new_execution("m", "on-v2", "{}");
+    ne.version_arn = Some(v2.arn.clone());
+    let e = s.start_execution(&ne, &[], &[], T0 + 10).unwrap().execution;
+    assert_eq!(e.revision_id, v2.revision.revision_id);
+    assert_eq!(e.version_arn.as_deref(), Some(v2.arn.as_str()));
+}
+
+#[test]
+fn start_is_idempotent_by_name_and_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let a = start(&*s, "m", "run", r#"{"a":1}"#, T0);
+    assert!(a.created);
+    assert_eq!(a.execution.arn, format!("{ACCOUNT}:execution:m:run"));
+    assert_eq!(a.execution.status, ExecutionStatus::Running);
+    assert_eq!(a.execution.event_count, 1);
+    // Same name and input while open: the same execution, nothing new recorded.
+    let b = start(&*s, "m", "run", r#"{"a":1}"#, T0 + 1000);
+    assert!(!b.created);
+    assert_eq!(b.execution, a.execution);
+    assert_eq!(s.claim_due(T0 + 1000, 10, 1000).unwrap().len(), 1);
+    // Different input: refused.
+    assert!(matches!(
+        s.start_execution(&new_execution("m", "run", r#"{"a":2}"#), &[], &[], T0),
+        Err(StoreError::ExecutionAlreadyExists(_))
+    ));
+    assert!(matches!(
+        s.start_execution(&new_execution("nope", "run", "{}"), &[], &[], T0),
+        Err(StoreError::MachineDoesNotExist(_))
+    ));
+    // Finished: the name is taken for 90 days whatever the input…
+    let e = s
+        .stop_execution(&a.execution.arn, None, None, &[], T0 + 2000)
+        .unwrap();
+    assert_eq!(e.status, ExecutionStatus::Aborted);
+    assert!(matches!(
+        s.start_execution(
+            &new_execution("m", "run", r#"{"a":1}"#),
+            &[],
+            &[],
+            T0 + 3000
+        ),
+        Err(StoreError::ExecutionAlreadyExists(_))
+    ));
+    // …then reusable, with a fresh history.
+    let later = T0 + 2000 + 90 * DAY;
+    let c = start(&*s, "m", "run", r#"{"b":1}"#, later);
+    assert!(c.created);
+    assert_eq!(c.execution.start_date, later);
+    let h = s.history(&c.execution.arn, false, 100, None).unwrap();
+    assert_eq!(types(&h.items), ["ExecutionStarted"]);
+}
+
+#[test]
+fn list_executions_filters_and_pages_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    s.create_machine(&new_machine("other", DEF), T0).unwrap();
+    for i in 0..5 {
+        start(&*s, "m", &format!("e{i}"), "{}", T0 + i);
+    }
+    start(&*s, "other", "x", "{}", T0);
+    // e0's step is the oldest due: finish it.
+    finish_one(&*s, T0 + 10);
+    let mut names = vec![];
+    let mut token = None;
+    loop {
+        let p = s
+            .list_executions(&machine_arn("m"), None, 2, token.as_deref())
+            .unwrap();
+        names.extend(p.items.into_iter().map(|e| e.name));
+        token = p.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(names, ["e4", "e3", "e2", "e1", "e0"]);
+    let running = s
+        .list_executions(&machine_arn("m"), Some(ExecutionStatus::Running), 10, None)
+        .unwrap();
+    assert_eq!(running.items.len(), 4);
+    assert!(running.next_token.is_none());
+    let done = s
+        .list_executions(
+            &machine_arn("m"),
+            Some(ExecutionStatus::Succeeded),
+            10,
+            None,
+        )
+        .unwrap();
+    assert_eq!(done.items.len(), 1);
+    assert_eq!(done.items[0].name, "e0");
+    assert_eq!(done.items[0].output.as_deref(), Some("{}"));
+    assert_eq!(done.items[0].stop_date, Some(T0 + 10));
+}
+
+#[test]
+fn history_reads_forward_and_reverse_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let e = start(&*s, "m", "run", "{}", T0).execution;
+    let mut events = vec![
+        NewEvent::new("PassStateEntered", json!({"name": "A", "input": "{}"})),
+        NewEvent::new("PassStateExited", json!({"name": "A", "output": "{}"})),
+        NewEvent::new("ParallelStateEntered", json!({"name": "P"})),
+        NewEvent::new("ParallelStateStarted", json!({})),
+    ];
+    events[3].previous_event_id = Some(2);
+    assert_eq!(
+        s.append_events(&e.arn, &events, T0 + 5).unwrap(),
+        Completion::Committed
+    );
+    let all = s.history(&e.arn, false, 100, None).unwrap();
+    assert_eq!(
+        types(&all.items),
+        [
+            "ExecutionStarted",
+            "PassStateEntered",
+            "PassStateExited",
+            "ParallelStateEntered",
+            "ParallelStateStarted"
+        ]
+    );
+    let ids: Vec<_> = all
+        .items
+        .iter()
+        .map(|e| (e.id, e.previous_event_id))
+        .collect();
+    assert_eq!(ids, [(1, 0), (2, 1), (3, 2), (4, 3), (5, 2)]);
+    assert_eq!(all.items[1].timestamp, T0 + 5);
+    assert_eq!(all.items[1].details, json!({"name": "A", "input": "{}"}));
+
+    let mut fwd = vec![];
+    let mut token = None;
+    loop {
+        let p = s.history(&e.arn, false, 2, token.as_deref()).unwrap();
+        fwd.extend(p.items.iter().map(|e| e.id));
+        token = p.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(fwd, [1, 2, 3, 4, 5]);
+    let mut rev = vec![];
+    loop {
+        let p = s.history(&e.arn, true, 2, token.as_deref()).unwrap();
+        rev.extend(p.items.iter().map(|e| e.id));
+        token = p.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(rev, [5, 4, 3, 2, 1]);
+    assert!(matches!(
+        s.history(&format!("{ACCOUNT}:execution:m:nope"), false, 2, None),
+        Err(StoreError::ExecutionDoesNotExist(_))
+    ));
+}
+
+#[test]
+fn the_step_queue_runs_transitions_and_timers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let e = start(&*s, "m", "run", "{}", T0).execution;
+    assert_eq!(s.next_due().unwrap(), Some(T0));
+    assert!(s.claim_due(T0 - 1, 10, 1000).unwrap().is_empty());
+    let claimed = s.claim_due(T0, 10, 30_000).unwrap();
+    assert_eq!(claimed.len(), 1);
+    let a = &claimed[0];
+    assert_eq!(
+        (a.execution_arn.as_str(), a.state.as_str(), a.attempt),
+        (e.arn.as_str(), "A", 0)
+    );
+    assert_eq!(a.payload, json!({"input": {"n": 1}}));
+    assert_eq!(a.claimed_until, T0 + 30_000);
+    // Claimed: not claimable again, and the wake-up is the lease's end.
+    assert!(s.claim_due(T0 + 1, 10, 1000).unwrap().is_empty());
+    assert_eq!(s.next_due().unwrap(), Some(T0 + 30_000));
+    assert!(s.renew_claim(a, T0 + 10, 60_000).unwrap());
+    assert_eq!(s.next_due().unwrap(), Some(T0 + 60_010));
+
+    // A Wait of one hour: the transition and the timer commit together.
+    let wake = T0 + 3_600_000;
+    let t = Transition {
+        events: vec![NewEvent::new("WaitStateEntered", json!({"name": "A"}))],
+        next_steps: vec![step("A-exit", wake)],
+        ..Default::default()
+    };
+    assert_eq!(s.complete(a, &t, T0 + 20).unwrap(), Completion::Committed);
+    assert_eq!(s.next_due().unwrap(), Some(wake));
+    assert!(s.claim_due(wake - 1, 10, 1000).unwrap().is_empty());
+    // Completing twice is refused: the step is gone.
+    assert_eq!(s.complete(a, &t, T0 + 21).unwrap(), Completion::ClaimLost);
+    let b = s.claim_due(wake, 10, 1000).unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].state, "A-exit");
+    assert_eq!(b[0].due, wake);
+    let t = Transition {
+        events: vec![
+            NewEvent::new("WaitStateExited", json!({"name": "A"})),
+            NewEvent::new("ExecutionSucceeded", json!({"output": "{\"ok\":true}"})),
+        ],
+        execution: Some(succeed(r#"{"ok":true}"#)),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.complete(&b[0], &t, wake + 5).unwrap(),
+        Completion::Committed
+    );
+    assert_eq!(s.next_due().unwrap(), None);
+    let done = s.describe_execution(&e.arn).unwrap();
+    assert_eq!(done.status, ExecutionStatus::Succeeded);
+    assert_eq!(done.output.as_deref(), Some(r#"{"ok":true}"#));
+    assert_eq!(done.stop_date, Some(wake + 5));
+    assert_eq!(done.event_count, 4);
+    // A finished execution takes no more events.
+    assert!(matches!(
+        s.append_events(&e.arn, &[NewEvent::new("X", json!({}))], wake + 6),
+        Err(StoreError::ExecutionNotRunning(_))
+    ));
+}
+
+#[test]
+fn an_expired_lease_hands_the_step_over_and_the_lost_claim_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let e = start(&*s, "m", "run", "{}", T0).execution;
+    let first = s.claim_due(T0, 10, 1000).unwrap().remove(0);
+    assert!(s.claim_due(T0 + 999, 10, 1000).unwrap().is_empty());
+    // The worker died (or stalled): after the lease another worker claims the step.
+    let second = s.claim_due(T0 + 1000, 10, 1000).unwrap().remove(0);
+    assert_eq!(second.id, first.id);
+    assert_ne!(second.claim, first.claim);
+    assert!(!s.renew_claim(&first, T0 + 1001, 1000).unwrap());
+
+    let late = Transition {
+        events: vec![NewEvent::new("PassStateEntered", json!({"name": "A"}))],
+        next_steps: vec![step("B", T0), step("C", T0)],
+        execution: Some(succeed("{}")),
+        close_tokens: vec![],
+    };
+    assert_eq!(
+        s.complete(&first, &late, T0 + 1500).unwrap(),
+        Completion::ClaimLost
+    );
+    // Nothing of the late transition is visible.
+    let ex = s.describe_execution(&e.arn).unwrap();
+    assert_eq!((ex.status, ex.event_count), (ExecutionStatus::Running, 1));
+    assert_eq!(s.history(&e.arn, false, 10, None).unwrap().items.len(), 1);
+    assert_eq!(s.next_due().unwrap(), Some(T0 + 2000));
+
+    // The holder completes.
+    let t = Transition {
+        events: vec![NewEvent::new("PassStateEntered", json!({"name": "A"}))],
+        next_steps: vec![step("B", T0 + 1600)],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.complete(&second, &t, T0 + 1600).unwrap(),
+        Completion::Committed
+    );
+    let next = s.claim_due(T0 + 1600, 10, 1000).unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].state, "B");
+}
+
+#[test]
+fn a_restart_keeps_everything_and_frees_claims_after_their_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let arn;
+    let claimed_id;
+    {
+        let s = open(dir.path());
+        s.create_machine(&new_machine("m", DEF), T0).unwrap();
+        arn = start(&*s, "m", "run", r#"{"x":1}"#, T0).execution.arn;
+        let c = s.claim_due(T0, 10, 5000).unwrap().remove(0);
+        claimed_id = c.id;
+        let t = Transition {
+            events: vec![NewEvent::new("TaskStateEntered", json!({"name": "A"}))],
+            next_steps: vec![step("T", T0 + 1), step("Wait", T0 + 7 * DAY)],
+            ..Default::default()
+        };
+        assert_eq!(s.complete(&c, &t, T0 + 1).unwrap(), Completion::Committed);
+        // Claim the task step and "crash" before completing it.
+        let t = s.claim_due(T0 + 2, 1, 5000).unwrap().remove(0);
+        assert_eq!(t.state, "T");
+    }
+    let s = open(dir.path());
+    let m = s.describe_machine(&machine_arn("m")).unwrap();
+    assert_eq!(m.revision.definition, DEF);
+    let e = s.describe_execution(&arn).unwrap();
+    assert_eq!((e.status, e.event_count), (ExecutionStatus::Running, 2));
+    assert_eq!(e.input, r#"{"x":1}"#);
+    assert_eq!(
+        types(&s.history(&arn, false, 10, None).unwrap().items),
+        ["ExecutionStarted", "TaskStateEntered"]
+    );
+    // The in-flight task is claimable again once its lease ends (at-least-once).
+    assert_eq!(s.next_due().unwrap(), Some(T0 + 5002));
+    assert!(s.claim_due(T0 + 5001, 10, 1000).unwrap().is_empty());
+    let again = s.claim_due(T0 + 5002, 10, 30 * DAY).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].state, "T");
+    assert_ne!(again[0].id, claimed_id);
+    // The durable timer is still there.
+    let wait = s.claim_due(T0 + 7 * DAY, 10, 1000).unwrap();
+    assert_eq!(wait.len(), 1);
+    assert_eq!(wait[0].state, "Wait");
+}
+
+#[test]
+fn task_tokens_resolve_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let e = start(&*s, "m", "run", "{}", T0).execution;
+    let c = s.claim_due(T0, 1, 1000).unwrap().remove(0);
+    let token = s.create_task_token(&c, T0).unwrap();
+    assert!(token.len() >= 40);
+    // A re-run of the same step (lease expired) gets the same token.
+    let rerun = s.claim_due(T0 + 1000, 1, 1000).unwrap().remove(0);
+    assert_eq!(s.create_task_token(&rerun, T0 + 1000).unwrap(), token);
+    assert!(matches!(
+        s.create_task_token(&c, T0 + 1000),
+        Err(StoreError::Conflict(_))
+    ));
+    let timeout_at = T0 + 60_000;
+    let t = Transition {
+        events: vec![NewEvent::new(
+            "TaskSubmitted",
+            json!({"resource": "sqs:sendMessage.waitForTaskToken"}),
+        )],
+        next_steps: vec![step("A", timeout_at)],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.complete(&rerun, &t, T0 + 1001).unwrap(),
+        Completion::Committed
+    );
+    let info = s.task_token(&token).unwrap();
+    assert_eq!(
+        (
+            info.execution_arn.as_str(),
+            info.state.as_str(),
+            info.status.as_str()
+        ),
+        (e.arn.as_str(), "A", "OPEN")
+    );
+
+    assert_eq!(
+        s.heartbeat_task_token(&token, T0 + 2000).unwrap(),
+        TokenAnswer::Accepted
+    );
+    assert_eq!(
+        s.task_token(&token).unwrap().last_heartbeat,
+        Some(T0 + 2000)
+    );
+    let ok = TokenResolution::Success {
+        output: r#"{"approved":true}"#.into(),
+    };
+    assert_eq!(
+        s.resolve_task_token(&token, &ok, T0 + 3000).unwrap(),
+        TokenAnswer::Accepted
+    );
+    assert_eq!(
+        s.resolve_task_token(&token, &ok, T0 + 3001).unwrap(),
+        TokenAnswer::Duplicate
+    );
+    let no = TokenResolution::Failure {
+        error: Some("Rejected".into()),
+        cause: None,
+    };
+    assert_eq!(
+        s.resolve_task_token(&token, &no, T0 + 3002).unwrap(),
+        TokenAnswer::Closed
+    );
+    assert_eq!(
+        s.heartbeat_task_token(&token, T0 + 3003).unwrap(),
+        TokenAnswer::Closed
+    );
+    assert!(matches!(
+        s.resolve_task_token("unknown", &ok, T0),
+        Err(StoreError::TaskDoesNotExist)
+    ));
+
+    // The resolution is a step carrying it and the original step's payload.
+    let r = s.claim_due(T0 + 3000, 10, 100_000).unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].resolution, Some(ok.clone()));
+    assert_eq!(r[0].task_token.as_deref(), Some(token.as_str()));
+    assert_eq!(r[0].payload, json!({"input": {"n": 1}}));
+    // The timeout timer fires later: closing the resolved token consumes it and nothing else.
+    let timer = s.claim_due(timeout_at, 10, 1000).unwrap().remove(0);
+    assert_eq!(
+        (timer.state.as_str(), timer.resolution.as_ref()),
+        ("A", None)
+    );
+    let timed_out = Transition {
+        events: vec![NewEvent::new("TaskTimedOut", json!({}))],
+        close_tokens: vec![token.clone()],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.complete(&timer, &timed_out, timeout_at).unwrap(),
+        Completion::TokenResolved
+    );
+    assert_eq!(s.describe_execution(&e.arn).unwrap().event_count, 2);
+    // Nothing is left but the resolution step, still claimed: the timer was consumed.
+    assert!(s
+        .claim_due(timeout_at + 10_000, 10, 1000)
+        .unwrap()
+        .is_empty());
+    let t = Transition {
+        events: vec![NewEvent::new("TaskSucceeded", json!({"output": "{}"}))],
+        next_steps: vec![step("B", timeout_at + 10_000)],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.complete(&r[0], &t, timeout_at + 10_000).unwrap(),
+        Completion::Committed
+    );
+}
+
+#[test]
+fn a_timeout_closes_an_open_token_and_the_end_of_an_execution_closes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let e = start(&*s, "m", "run", "{}", T0).execution;
+    let c = s.claim_due(T0, 1, 1000).unwrap().remove(0);
+    let token = s.create_task_token(&c, T0).unwrap();
+    let mut side = step("Side", T0 + 10);
+    side.scope = "Par/1".into();
+    let t = Transition {
+        next_steps: vec![step("A", T0 + 100), side],
+        ..Default::default()
+    };
+    s.complete(&c, &t, T0).unwrap();
+    let side = s.claim_due(T0 + 10, 1, 1000).unwrap().remove(0);
+    assert_eq!(side.scope, "Par/1");
+    let side_token = s.create_task_token(&side, T0 + 10).unwrap();
+    assert_ne!(side_token, token);
+    s.complete(&side, &Transition::default(), T0 + 10).unwrap();
+
+    let timer = s.claim_due(T0 + 100, 1, 1000).unwrap().remove(0);
+    let t = Transition {
+        events: vec![
+            NewEvent::new("TaskTimedOut", json!({"error": "States.Timeout"})),
+            NewEvent::new("ExecutionFailed", json!({"error": "States.Timeout"})),
+        ],
+        execution: Some(ExecutionUpdate {
+            status: Some(ExecutionStatus::Failed),
+            error: Some("States.Timeout".into()),
+            ..Default::default()
+        }),
+        close_tokens: vec![token.clone()],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.complete(&timer, &t, T0 + 100).unwrap(),
+        Completion::Committed
+    );
+    let ok = TokenResolution::Success {
+        output: "{}".into(),
+    };
+    assert_eq!(
+        s.resolve_task_token(&token, &ok, T0 + 101).unwrap(),
+        TokenAnswer::Closed
+    );
+    assert_eq!(s.task_token(&side_token).unwrap().status, "CLOSED");
+    assert_eq!(
+        s.resolve_task_token(&side_token, &ok, T0 + 101).unwrap(),
+        TokenAnswer::Closed
+    );
+    assert_eq!(s.next_due().unwrap(), None);
+    let ex = s.describe_execution(&e.arn).unwrap();
+    assert_eq!(
+        (ex.status, ex.error.as_deref()),
+        (ExecutionStatus::Failed, Some("States.Timeout"))
+    );
+}
+
+#[test]
+fn stop_aborts_and_drops_steps_even_while_one_is_claimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let e = start(&*s, "m", "run", "{}", T0).execution;
+    let c = s.claim_due(T0, 1, 60_000).unwrap().remove(0);
+    let stopped = s
+        .stop_execution(
+            &e.arn,
+            Some("Stopped"),
+            Some("by the operator"),
+            &[NewEvent::new(
+                "ExecutionAborted",
+                json!({"error": "Stopped"}),
+            )],
+            T0 + 50,
+        )
+        .unwrap();
+    assert_eq!(stopped.status, ExecutionStatus::Aborted);
+    assert_eq!(stopped.error.as_deref(), Some("Stopped"));
+    assert_eq!(stopped.cause.as_deref(), Some("by the operator"));
+    assert_eq!(stopped.stop_date, Some(T0 + 50));
+    assert_eq!(stopped.event_count, 2);
+    // The in-flight step's completion is refused.
+    let t = Transition {
+        events: vec![NewEvent::new("PassStateExited", json!({}))],
+        next_steps: vec![step("B", T0)],
+        ..Default::default()
+    };
+    assert_eq!(s.complete(&c, &t, T0 + 60).unwrap(), Completion::ClaimLost);
+    assert_eq!(s.next_due().unwrap(), None);
+    assert!(matches!(
+        s.stop_execution(&e.arn, None, None, &[], T0 + 70),
+        Err(StoreError::ExecutionNotRunning(_))
+    ));
+}
+
+#[test]
+fn redrive_reopens_failed_executions_within_14_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let e = start(&*s, "m", "run", "{}", T0).execution;
+    let c = s.claim_due(T0, 1, 1000).unwrap().remove(0);
+    let fail = Transition {
+        events: vec![NewEvent::new("ExecutionFailed", json!({"error": "Boom"}))],
+        execution: Some(ExecutionUpdate {
+            status: Some(ExecutionStatus::Failed),
+            error: Some("Boom".into()),
+            cause: Some("it broke".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    s.complete(&c, &fail, T0 + 10).unwrap();
+    let r = s
+        .redrive_execution(
+            &e.arn,
+            &[NewEvent::new(
+                "ExecutionRedriven",
+                json!({"redriveCount": 1}),
+            )],
+            &[step("A", T0 + 20)],
+            T0 + 20,
+        )
+        .unwrap();
+    assert_eq!(r.status, ExecutionStatus::Running);
+    assert_eq!((r.redrive_count, r.redrive_date), (1, Some(T0 + 20)));
+    assert_eq!((r.error, r.stop_date, r.event_count), (None, None, 3));
+    assert_eq!(s.claim_due(T0 + 20, 10, 1000).unwrap().len(), 1);
+    assert!(matches!(
+        s.redrive_execution(&e.arn, &[], &[], T0 + 30),
+        Err(StoreError::ExecutionNotRedrivable(_))
+    ));
+
+    let old = start(&*s, "m", "old", "{}", T0).execution;
+    s.stop_execution(&old.arn, None, None, &[], T0 + 40)
+        .unwrap();
+    assert!(matches!(
+        s.redrive_execution(&old.arn, &[], &[], T0 + 40 + 14 * DAY),
+        Err(StoreError::ExecutionNotRedrivable(_))
+    ));
+}
+
+#[test]
+fn the_history_bound_fails_the_execution_as_aws_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let filler = |n: usize| -> Vec<NewEvent> {
+        (0..n)
+            .map(|_| NewEvent::new("ChoiceStateEntered", json!({"name": "Loop"})))
+            .collect()
+    };
+
+    // A loop: the transition that would pass 24,999 events ends the execution instead.
+    let e = start(&*s, "m", "loop", "{}", T0).execution;
+    s.append_events(&e.arn, &filler(24_990), T0).unwrap();
+    let c = s.claim_due(T0, 1, 1000).unwrap().remove(0);
+    let t = Transition {
+        events: filler(20),
+        next_steps: vec![step("Loop", T0)],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.complete(&c, &t, T0 + 1).unwrap(),
+        Completion::HistoryLimit
+    );
+    let ex = s.describe_execution(&e.arn).unwrap();
+    assert_eq!(ex.status, ExecutionStatus::Failed);
+    assert_eq!(ex.error.as_deref(), Some(HISTORY_LIMIT_ERROR));
+    assert_eq!(ex.cause.as_deref(), Some(HISTORY_LIMIT_CAUSE));
+    assert_eq!(ex.event_count, HISTORY_LIMIT);
+    let last = s.history(&e.arn, true, 2, None).unwrap().items;
+    assert_eq!(
+        last.iter()
+            .map(|e| (e.id, e.previous_event_id, e.event_type.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (25_000, 24_999, "ExecutionFailed"),
+            (24_999, 24_998, "ChoiceStateEntered")
+        ]
+    );
+    assert_eq!(
+        last[0].details,
+        json!({"error": "States.Runtime", "cause": HISTORY_LIMIT_CAUSE})
+    );
+    assert_eq!(s.next_due().unwrap(), None);
+
+    // Event 25,000 may end the execution successfully.
+    let e = start(&*s, "m", "edge", "{}", T0).execution;
+    s.append_events(&e.arn, &filler(24_997), T0).unwrap();
+    let c = s.claim_due(T0, 1, 1000).unwrap().remove(0);
+    let mut events = filler(1);
+    events.push(NewEvent::new("ExecutionSucceeded", json!({"output": "{}"})));
+    let t = Transition {
+        events,
+        execution: Some(succeed("{}")),
+        ..Default::default()
+    };
+    assert_eq!(s.complete(&c, &t, T0 + 2).unwrap(), Completion::Committed);
+    let ex = s.describe_execution(&e.arn).unwrap();
+    assert_eq!(
+        (ex.status, ex.event_count),
+        (ExecutionStatus::Succeeded, HISTORY_LIMIT)
+    );
+}
+
+#[test]
+fn retention_purges_old_finished_executions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let old = start(&*s, "m", "old", "{}", T0).execution;
+    finish_one(&*s, T0 + 1);
+    let running = start(&*s, "m", "running", "{}", T0).execution;
+    let recent = start(&*s, "m", "recent", "{}", T0).execution;
+    s.stop_execution(&recent.arn, None, None, &[], T0 + 10 * DAY)
+        .unwrap();
+    s.delete_machine(&machine_arn("m")).unwrap();
+
+    assert_eq!(s.purge_finished(T0 + 5 * DAY).unwrap(), 1);
+    assert!(matches!(
+        s.describe_execution(&old.arn),
+        Err(StoreError::ExecutionDoesNotExist(_))
+    ));
+    assert!(matches!(
+        s.history(&old.arn, false, 10, None),
+        Err(StoreError::ExecutionDoesNotExist(_))
+    ));
+    assert_eq!(
+        s.describe_execution(&recent.arn).unwrap().status,
+        ExecutionStatus::Aborted
+    );
+    let r = s.describe_execution(&running.arn).unwrap();
+    assert_eq!(r.status, ExecutionStatus::Running);
+    // The machine waits for its running execution.
+    assert_eq!(
+        s.describe_machine(&machine_arn("m")).unwrap().status,
+        MachineStatus::Deleting
+    );
+    assert_eq!(s.revision(&r.revision_id).unwrap().definition, DEF);
+    s.stop_execution(&running.arn, None, None, &[], T0 + 11 * DAY)
+        .unwrap();
+    assert_eq!(s.purge_finished(T0 + 100 * DAY).unwrap(), 2);
+    assert!(matches!(
+        s.describe_machine(&machine_arn("m")),
+        Err(StoreError::MachineDoesNotExist(_))
+    ));
+    assert!(s.revision(&r.revision_id).is_err());
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let conn = rusqlite::Connection::open(dir.path().join("flows.db")).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    assert!(matches!(
+        SqliteFlowStore::open(dir.path()),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+// ---- a real kill -9 ----
+
+const CRASH_DIR: &str = "NIMBUS_FLOWS_STORE_CRASH_DIR";
+/// Pass states each execution goes through before succeeding.
+const PASSES: u64 = 50;
+
+fn wall_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as Millis
+}
+
+/// One round of a Pass-only executor: claims due steps and moves each execution one state
+/// on (two events and the next step), or ends it after [`PASSES`] states. Returns the
+/// number of steps completed.
+fn drive(s: &dyn FlowStore, now: Millis) -> usize {
+    let steps = s.claim_due(now, 16, 500).unwrap();
+    for st in &steps {
+        let n = st.payload["n"].as_u64().unwrap();
+        let name = format!("P{n}");
+        let mut t = Transition {
+            events: vec![
+                NewEvent::new("PassStateEntered", json!({"name": name})),
+                NewEvent::new("PassStateExited", json!({"name": name})),
+            ],
+            ..Default::default()
+        };
+        if n + 1 == PASSES {
+            t.events
+                .push(NewEvent::new("ExecutionSucceeded", json!({"output": "{}"})));
+            t.execution = Some(succeed(&format!("{{\"n\":{}}}", n + 1)));
+        } else {
+            t.next_steps.push(NewStep {
+                scope: String::new(),
+                state: format!("P{}", n + 1),
+                attempt: 0,
+                due: now,
+                payload: json!({"n": n + 1}),
+            });
+        }
+        s.complete(st, &t, now).unwrap();
+    }
+    steps.len()
+}
+
+/// The child process of `kill_9_loses_no_transition`: drives executions until killed.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CRASH_DIR) else {
+        return;
+    };
+    let s = open(Path::new(&dir));
+    loop {
+        drive(&*s, wall_ms());
+    }
+}
+
+#[test]
+fn kill_9_loses_no_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    const RUNS: usize = 20;
+    let arns: Vec<String> = {
+        let s = open(dir.path());
+        s.create_machine(&new_machine("m", DEF), T0).unwrap();
+        (0..RUNS)
+            .map(|i| {
+                s.start_execution(
+                    &new_execution("m", &format!("e{i}"), "{}"),
+                    &[started("{}")],
+                    &[NewStep {
+                        scope: String::new(),
+                        state: "P0".into(),
+                        attempt: 0,
+                        due: wall_ms(),
+                        payload: json!({"n": 0}),
+                    }],
+                    wall_ms(),
+                )
+                .unwrap()
+                .execution
+                .arn
+            })
+            .collect()
+    };
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture"])
+        .env(CRASH_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let it commit some transitions, then SIGKILL it mid-flight.
+    let s = open(dir.path());
+    let t0 = std::time::Instant::now();
+    loop {
+        let e = s.describe_execution(&arns[RUNS - 1]).unwrap();
+        if e.event_count > 20 || t0.elapsed() > std::time::Duration::from_secs(20) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(s);
+
+    let s = open(dir.path());
+    let progressed: u32 = arns
+        .iter()
+        .map(|a| s.describe_execution(a).unwrap().event_count)
+        .sum();
+    assert!(
+        progressed > RUNS as u32,
+        "the child made progress before the kill"
+    );
+    let running = arns
+        .iter()
+        .filter(|a| s.describe_execution(a).unwrap().status == ExecutionStatus::Running)
+        .count();
+    // Steps claimed by the dead child and not completed (read behind the trait's back).
+    let leased: i64 = rusqlite::Connection::open(dir.path().join("flows.db"))
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM steps WHERE claim IS NOT NULL AND available_at > ?1",
+            [wall_ms()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    eprintln!(
+        "killed after {progressed} events; {running} running; {leased} steps claimed in flight"
+    );
+    assert!(running > 0, "the kill fell mid-run");
+    // Resume as a restarted executor would: expired leases are claimed again.
+    let mut now = wall_ms() + 1000;
+    while drive(&*s, now) > 0 {
+        now += 1;
+    }
+    let expected = 1 + 2 * PASSES as u32 + 1;
+    for a in &arns {
+        let e = s.describe_execution(a).unwrap();
+        assert_eq!(e.status, ExecutionStatus::Succeeded, "{a}");
+        assert_eq!(e.output.as_deref(), Some(&*format!("{{\"n\":{PASSES}}}")));
+        // Each transition recorded exactly once: no gap, no duplicate.
+        assert_eq!(e.event_count, expected, "{a}");
+        let h = s.history(a, false, 1000, None).unwrap().items;
+        assert_eq!(h.len() as u32, expected);
+        let entered: Vec<_> = h
+            .iter()
+            .filter(|e| e.event_type == "PassStateEntered")
+            .map(|e| e.details["name"].as_str().unwrap().to_string())
+            .collect();
+        let want: Vec<_> = (0..PASSES).map(|n| format!("P{n}")).collect();
+        assert_eq!(entered, want, "{a}");
+        assert!(h.iter().enumerate().all(|(i, e)| e.id as usize == i + 1));
+    }
+    assert_eq!(s.next_due().unwrap(), None);
+}
+
+/// Pass-state transitions per second through `complete` (each one commits with
+/// `synchronous=FULL`). Run with `--run-ignored only`.
+#[test]
+#[ignore]
+fn transitions_per_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    for i in 0..100 {
+        s.start_execution(
+            &new_execution("m", &format!("e{i}"), "{}"),
+            &[started("{}")],
+            &[NewStep {
+                scope: String::new(),
+                state: "P0".into(),
+                attempt: 0,
+                due: T0,
+                payload: json!({"n": 0}),
+            }],
+            T0,
+        )
+        .unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    let mut n = 0;
+    let mut now = T0;
+    loop {
+        let k = drive(&*s, now);
+        if k == 0 {
+            break;
+        }
+        n += k;
+        now += 1;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{n} transitions in {secs:.2} s: {:.0} transitions/s",
+        n as f64 / secs
+    );
+}
