@@ -52,6 +52,26 @@ def handler(event, context):
     return out
 "#;
 
+/// Opens `n` connections to 127.0.0.1:`port` and holds them all open while it counts how
+/// many were greeted.
+const HOLD: &str = r#"
+import socket
+
+def handler(event, context):
+    held, greeted = [], 0
+    for _ in range(event["n"]):
+        s = socket.create_connection(("127.0.0.1", event["port"]), timeout=5)
+        s.settimeout(5)
+        try:
+            greeted += s.recv(5) == b"hello"
+        except OSError:
+            pass
+        held.append(s)
+    for s in held:
+        s.close()
+    return {"greeted": greeted}
+"#;
+
 fn deploy_probe(s: &Server, name: &str, network: Option<&str>) {
     let mut cfg = python_cfg("app.handler");
     cfg["timeout"] = json!(30);
@@ -278,6 +298,15 @@ fn host_services_open_only_the_listed_ports() {
         assert!(s.healthy(), "{}", s.log());
     }
     assert_eq!(closed_count.load(Ordering::SeqCst), 0);
+    // An instance holds at most 256 connections to a service: the others are closed at once.
+    let s = Server::start(&[]);
+    let mut cfg = python_cfg("app.handler");
+    cfg["timeout"] = json!(60);
+    cfg["host_services"] = json!([format!("127.0.0.1:{open}")]);
+    s.deploy("hs-many", cfg, &[("app.py", HOLD)]);
+    let r = probe(&s, "hs-many", json!({ "port": open, "n": 300 }));
+    assert_eq!(r["greeted"], 256, "{r}");
+    assert!(s.healthy(), "{}", s.log());
     // Only loopback addresses, never the instance's own ports.
     let s = Server::start(&[]);
     for bad in ["10.0.0.1:5432", "127.0.0.1:9001"] {

@@ -5,16 +5,22 @@
 //! were local and nothing else of the host's loopback. Without a namespace of its own
 //! (degraded hosts) the instance is on the host network already and nothing is bound.
 //!
-//! The forwards live as long as the instance: dropping [`HostForwards`] stops accepting;
+//! An instance holds at most 256 connections to each service at once (each costs the server
+//! a descriptor). The forwards live as long as the instance: dropping [`HostForwards`] stops accepting;
 //! open connections end when either side closes (the instance's side closes when its
 //! processes are gone).
 
 use crate::netns::NetNs;
 use crate::RuntimeError;
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tracing::{debug, Instrument};
+use tokio::sync::{oneshot, Semaphore};
+use tracing::{debug, warn, Instrument};
+
+/// Connections one instance may hold open to one host service at once: each costs the
+/// server a descriptor on the host side, so a function cannot exhaust the server's.
+const MAX_CONNECTIONS: usize = 256;
 
 /// The forwards of one instance; dropping it stops them.
 pub(crate) struct HostForwards {
@@ -49,6 +55,9 @@ pub(crate) async fn forward(
 
 /// Accepts in the instance's namespace until `stop` resolves or is dropped.
 async fn serve(listener: TcpListener, addr: SocketAddrV4, mut stop: oneshot::Receiver<()>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Warned once per time the limit is reached, not per refused connection.
+    let mut at_limit = false;
     loop {
         let conn = tokio::select! {
             _ = &mut stop => return,
@@ -58,8 +67,17 @@ async fn serve(listener: TcpListener, addr: SocketAddrV4, mut stop: oneshot::Rec
             // Out of descriptors or an aborted handshake: keep serving the others.
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if !at_limit {
+                warn!("the instance holds {MAX_CONNECTIONS} connections to the host service: refusing more");
+            }
+            at_limit = true;
+            continue;
+        };
+        at_limit = false;
         tokio::spawn(
             async move {
+                let _slot = slot;
                 let mut outer = match TcpStream::connect(addr).await {
                     Ok(s) => s,
                     Err(e) => {
