@@ -358,8 +358,13 @@ def test_telemetry_is_folded_per_minute_and_alerts_are_notified_once(iot_up):
         assert telemetry["failed_records"] == 0 and telemetry["dead_lettered"] == 0, telemetry
 
         # The malformed messages were skipped, each with a log line, and stopped nothing.
-        logs = up.cli("logs", "aggregate", "--grep", "skipping malformed message")
-        skipped = [ln for ln in logs.splitlines() if "skipping malformed message" in ln]
+        # Log lines are stored in batches: wait until every skip is there.
+        def skipped_lines():
+            out = up.cli("logs", "aggregate", "--grep", "skipping malformed message")
+            lines = [ln for ln in out.splitlines() if "skipping malformed message" in ln]
+            return (out, lines) if len(lines) >= malformed else None
+        logs, skipped = eventually(skipped_lines, timeout=20,
+                                   what=f"{malformed} 'skipping malformed message' log lines")
         assert len(skipped) >= malformed, logs
         for reason in ["the payload is not JSON", "ts None is not a time",
                        "seq '7' is not a non-negative integer",

@@ -274,7 +274,11 @@ def run(up, names):
           f"{len(records)} rejection records; target {target['status']}")
 
     # validate logged why it rejected each order.
-    logs = up.cli("logs", "validate", "--grep", "rejected order")
+    # Log lines are stored in batches: wait until each rejection is there.
+    logs = eventually(lambda: (lambda out: out if all(
+        f"rejected order {o['id']} " in out for o in invalid) else None)(
+        up.cli("logs", "validate", "--grep", "rejected order")), timeout=20,
+        what="a 'rejected order' log line for each invalid order")
     for o in invalid:
         assert f"rejected order {o['id']} " in logs, (o, logs)
 

@@ -248,7 +248,10 @@ def test_the_webhooks_role_allows_only_its_queue(webhook_up):
     up.wait_for("deployed webhook")
     status, reply = post(f"{up.base}/webhook", {"id": "o-x", "customer": "c-9"})
     assert status == 502, reply
-    logs = up.cli("logs", "webhook", "--grep", "AccessDenied")
+    # The function's log lines are stored in batches: wait for them.
+    logs = eventually(lambda: (lambda out: out if "orders-dlq.fifo" in out else None)(
+        up.cli("logs", "webhook", "--grep", "AccessDenied")), timeout=20,
+        what="the webhook's AccessDenied log line naming orders-dlq.fifo")
     assert "orders-dlq.fifo" in logs, logs
     dead = up.cli("--json", "queue", "receive", "orders-dlq.fifo", "-n", "10", "--wait", "1")
     assert json.loads(dead)["messages"] == [] or all(
