@@ -2,6 +2,7 @@
 //! functions (<https://docs.jsonata.org/aggregation-functions>).
 
 use rand::Rng as _;
+use std::rc::Rc;
 
 use super::{arg, bad_arg, opt_num, opt_str};
 use crate::error::{Error, Result};
@@ -355,13 +356,10 @@ pub(super) fn format_base(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> 
     Ok(Val::str(digits.iter().rev().collect::<String>()))
 }
 
-/// `$formatInteger` for decimal digit pictures (`0`, `000`, `#,##0`) only.
-pub(super) fn format_integer(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
-    let Some(n) = opt_num(&args, 0, "formatInteger", pos)? else {
-        return Ok(Val::Undefined);
-    };
-    let picture =
-        opt_str(&args, 1, "formatInteger", pos)?.ok_or_else(|| bad_arg("formatInteger", 1, pos))?;
+/// The picture argument (1) of `$formatInteger`/`$parseInteger` `name`: decimal digit
+/// pictures (`0`, `000`, `#,##0`) are the only ones supported.
+fn decimal_picture(args: &[Val], name: &str, pos: usize) -> Result<Rc<str>> {
+    let picture = opt_str(args, 1, name, pos)?.ok_or_else(|| bad_arg(name, 1, pos))?;
     if !picture
         .chars()
         .all(|c| c.is_ascii_digit() || c == '#' || c == ',')
@@ -369,9 +367,18 @@ pub(super) fn format_integer(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize)
         return Err(Error::at(
             "D3130",
             pos,
-            format!("Unsupported $formatInteger picture: {picture}"),
+            format!("Unsupported ${name} picture: {picture}"),
         ));
     }
+    Ok(picture)
+}
+
+/// `$formatInteger` for decimal digit pictures (`0`, `000`, `#,##0`) only.
+pub(super) fn format_integer(ev: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -> Result<Val> {
+    let Some(n) = opt_num(&args, 0, "formatInteger", pos)? else {
+        return Ok(Val::Undefined);
+    };
+    let picture = decimal_picture(&args, "formatInteger", pos)?;
     format_number(
         ev,
         vec![Val::Num(n.trunc()), Val::str(picture.as_ref())],
@@ -384,18 +391,7 @@ pub(super) fn parse_integer(_: &mut Evaluator<'_>, args: Vec<Val>, pos: usize) -
     let Some(s) = opt_str(&args, 0, "parseInteger", pos)? else {
         return Ok(Val::Undefined);
     };
-    let picture =
-        opt_str(&args, 1, "parseInteger", pos)?.ok_or_else(|| bad_arg("parseInteger", 1, pos))?;
-    if !picture
-        .chars()
-        .all(|c| c.is_ascii_digit() || c == '#' || c == ',')
-    {
-        return Err(Error::at(
-            "D3130",
-            pos,
-            format!("Unsupported $parseInteger picture: {picture}"),
-        ));
-    }
+    decimal_picture(&args, "parseInteger", pos)?;
     let digits: String = s.chars().filter(|c| *c != ',').collect();
     digits
         .parse::<i64>()
