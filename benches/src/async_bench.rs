@@ -151,16 +151,8 @@ impl AsyncRun {
 
 /// Deploys the no-op function and runs `runs` measurements.
 pub async fn bench(nimbus: &Nimbus, tmp: &Path, s: Settings, runs: u32) -> Result<Vec<AsyncRun>> {
-    let config = json!({
-        "runtime": "nodejs20.x", "handler": "index.handler", "memory_mb": 128,
-        "timeout_s": 3, "concurrency": s.concurrency,
-    });
     nimbus
-        .deploy_config(
-            FUNCTION,
-            config,
-            &crate::lang::zip_files(&[("index.js".into(), NOOP_JS.into())])?,
-        )
+        .deploy_node(FUNCTION, NOOP_JS, 3, s.concurrency)
         .await?;
     let mut b = Bench {
         nimbus,

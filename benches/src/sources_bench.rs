@@ -223,16 +223,8 @@ pub async fn bench(
     s: &Settings,
     runs: u32,
 ) -> Result<Vec<Vec<KindRun>>> {
-    let config = json!({
-        "runtime": "nodejs20.x", "handler": "index.handler", "memory_mb": 128,
-        "timeout_s": 10, "concurrency": s.concurrency,
-    });
     nimbus
-        .deploy_config(
-            FUNCTION,
-            config,
-            &crate::lang::zip_files(&[("index.js".into(), HANDLER_JS.into())])?,
-        )
+        .deploy_node(FUNCTION, HANDLER_JS, 10, s.concurrency)
         .await?;
     let mut logs = Logs {
         nimbus,

@@ -158,6 +158,23 @@ impl Nimbus {
     }
 
     /// Deploys `code_zip` as `name` with the function configuration `config`.
+    /// Deploys a Node.js 20 function `name` of 128 MB whose `index.js` is `index_js`
+    /// (handler `index.handler`).
+    pub async fn deploy_node(
+        &self,
+        name: &str,
+        index_js: &str,
+        timeout_s: u32,
+        concurrency: u32,
+    ) -> Result<()> {
+        let config = json!({
+            "runtime": "nodejs20.x", "handler": "index.handler", "memory_mb": 128,
+            "timeout_s": timeout_s, "concurrency": concurrency,
+        });
+        let zip = crate::lang::zip_files(&[("index.js".into(), index_js.into())])?;
+        self.deploy_config(name, config, &zip).await
+    }
+
     pub async fn deploy_config(&self, name: &str, config: Value, code_zip: &[u8]) -> Result<()> {
         let body = json!({
             "config": config,
