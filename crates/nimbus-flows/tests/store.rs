@@ -583,7 +583,7 @@ fn an_expired_lease_hands_the_step_over_and_the_lost_claim_changes_nothing() {
         events: vec![NewEvent::new("PassStateEntered", json!({"name": "A"}))],
         next_steps: vec![step("B", T0), step("C", T0)],
         execution: Some(succeed("{}")),
-        close_tokens: vec![],
+        ..Default::default()
     };
     assert_eq!(
         s.complete(&first, &late, T0 + 1500).unwrap(),
@@ -1017,6 +1017,180 @@ fn retention_purges_old_finished_executions_only() {
         Err(StoreError::MachineDoesNotExist(_))
     ));
     assert!(s.revision(&r.revision_id).is_err());
+}
+
+/// Claims every due step and reports each child of `key` with `ok(index)`.
+fn report_children(s: &dyn FlowStore, key: &str, now: Millis, ok: impl Fn(u32) -> bool) -> usize {
+    let claimed = s.claim_due(now, 100, 60_000).unwrap();
+    let mut n = 0;
+    for st in &claimed {
+        let Some(i) = st.scope.strip_prefix(&format!("{key}/")) else {
+            continue;
+        };
+        let index: u32 = i.parse().unwrap();
+        let t = Transition {
+            join_report: Some(JoinReport {
+                key: key.into(),
+                index,
+                succeeded: ok(index),
+                result: json!({"i": index}),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(s.complete(st, &t, now).unwrap(), Completion::Committed);
+        n += 1;
+    }
+    n
+}
+
+fn fan_out(key: &str, children: u32, max: u32, tolerated: u32) -> Transition {
+    Transition {
+        new_joins: vec![NewJoin {
+            key: key.into(),
+            parent: NewStep {
+                scope: String::new(),
+                state: "M".into(),
+                attempt: 0,
+                due: 0,
+                payload: json!({"phase": "Join"}),
+            },
+            children: (0..children)
+                .map(|i| JoinChild {
+                    state: "In".into(),
+                    payload: json!({"input": i}),
+                })
+                .collect(),
+            max_concurrency: max,
+            tolerated_failures: tolerated,
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn fan_outs_bound_concurrency_and_join_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let e = start(s.as_ref(), "m", "run", "{}", T0).execution;
+    let first = s.claim_due(T0, 10, 60_000).unwrap();
+    assert_eq!(
+        s.complete(&first[0], &fan_out("M", 5, 2, 0), T0).unwrap(),
+        Completion::Committed
+    );
+    // Two at a time: each report starts the next pending child.
+    let mut seen = 0;
+    for round in 0..3 {
+        let claimed = s.claim_due(T0, 100, 60_000).unwrap();
+        assert!(
+            claimed.len() <= 2,
+            "round {round}: {} children at once",
+            claimed.len()
+        );
+        for st in &claimed {
+            assert_eq!(st.state, "In");
+            assert_eq!(
+                st.payload["input"],
+                json!(st.scope[2..].parse::<u32>().unwrap())
+            );
+            let index = st.scope[2..].parse().unwrap();
+            let t = Transition {
+                join_report: Some(JoinReport {
+                    key: "M".into(),
+                    index,
+                    succeeded: true,
+                    result: json!(index * 10),
+                }),
+                ..Default::default()
+            };
+            s.complete(st, &t, T0).unwrap();
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 5);
+    // Then exactly one parent continuation.
+    let parent = s.claim_due(T0, 100, 60_000).unwrap();
+    assert_eq!(parent.len(), 1);
+    assert_eq!(
+        (parent[0].scope.as_str(), parent[0].state.as_str()),
+        ("", "M")
+    );
+    let r = s.join_results(&e.arn, "M").unwrap();
+    assert_eq!((r.succeeded, r.failed, r.first_error.clone()), (5, 0, None));
+    assert_eq!(
+        r.items,
+        (0..5u32)
+            .map(|i| Some(Ok(json!(i * 10))))
+            .collect::<Vec<_>>()
+    );
+    let t = Transition {
+        drop_joins: vec!["M".into()],
+        ..Default::default()
+    };
+    s.complete(&parent[0], &t, T0).unwrap();
+    assert!(s.join_results(&e.arn, "M").is_err());
+}
+
+#[test]
+fn a_failure_beyond_tolerance_closes_the_fan_out_and_cuts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let e = start(s.as_ref(), "m", "run", "{}", T0).execution;
+    let first = s.claim_due(T0, 10, 60_000).unwrap();
+    s.complete(&first[0], &fan_out("M", 4, 0, 1), T0).unwrap();
+    // Child 0 and 1 fail (one tolerated): the second failure closes the fan-out.
+    let claimed = s.claim_due(T0, 100, 60_000).unwrap();
+    assert_eq!(claimed.len(), 4);
+    for st in &claimed[..2] {
+        let index = st.scope[2..].parse().unwrap();
+        let t = Transition {
+            join_report: Some(JoinReport {
+                key: "M".into(),
+                index,
+                succeeded: false,
+                result: json!({"Error": format!("E{index}"), "Cause": ""}),
+            }),
+            ..Default::default()
+        };
+        s.complete(st, &t, T0).unwrap();
+    }
+    // The two still running lost their steps; their late reports change nothing.
+    let late = Transition {
+        join_report: Some(JoinReport {
+            key: "M".into(),
+            index: 2,
+            succeeded: true,
+            result: json!(2),
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.complete(&claimed[2], &late, T0).unwrap(),
+        Completion::ClaimLost
+    );
+    let parent = s.claim_due(T0, 100, 60_000).unwrap();
+    assert_eq!(parent.len(), 1, "only the parent continuation is left");
+    let r = s.join_results(&e.arn, "M").unwrap();
+    assert_eq!((r.succeeded, r.failed), (0, 2));
+    assert_eq!(r.first_error, Some(json!({"Error": "E0", "Cause": ""})));
+    assert_eq!(r.items[2], None);
+    // An empty fan-out continues at once; the end of the execution removes its fan-outs.
+    s.complete(&parent[0], &fan_out("N", 0, 0, 0), T0).unwrap();
+    let cont = s.claim_due(T0, 100, 60_000).unwrap();
+    assert_eq!(cont.len(), 1);
+    assert_eq!(s.join_results(&e.arn, "N").unwrap().items.len(), 0);
+    s.complete(
+        &cont[0],
+        &Transition {
+            execution: Some(succeed("{}")),
+            ..Default::default()
+        },
+        T0,
+    )
+    .unwrap();
+    assert!(s.join_results(&e.arn, "N").is_err());
+    assert_eq!(report_children(s.as_ref(), "M", T0, |_| true), 0);
 }
 
 #[test]

@@ -160,6 +160,9 @@ pub trait FlowStore: Send + Sync + 'static {
     /// When the earliest step becomes claimable (due, or its lease expires); `None` when
     /// the queue is empty.
     fn next_due(&self) -> StoreResult<Option<Millis>>;
+    /// What the children of an open or closed fan-out ended with (read by its parent's
+    /// continuation, which then drops it with [`Transition::drop_joins`]).
+    fn join_results(&self, execution_arn: &str, key: &str) -> StoreResult<JoinResults>;
 
     // ---- task tokens ----
 
@@ -190,6 +193,11 @@ pub trait FlowStore: Send + Sync + 'static {
 pub fn execution_arn(machine_arn: &str, name: &str) -> String {
     let base = machine_arn.replacen(":stateMachine:", ":execution:", 1);
     format!("{base}:{name}")
+}
+
+/// The scope of child `index` of fan-out `key` ([`NewJoin`]).
+pub fn child_scope(key: &str, index: u32) -> String {
+    format!("{key}/{index}")
 }
 
 /// A fresh task token: 256 random bits, URL-safe.

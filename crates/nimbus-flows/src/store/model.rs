@@ -361,6 +361,59 @@ pub struct Transition {
     /// Task tokens to close (a timeout fired); when one of them was resolved meanwhile
     /// the step is consumed and nothing else changes ([`Completion::TokenResolved`]).
     pub close_tokens: Vec<String>,
+    /// Fan-outs to open (a Parallel's branches, a Map's iterations).
+    pub new_joins: Vec<NewJoin>,
+    /// A child of a fan-out ended (its last state in its scope).
+    pub join_report: Option<JoinReport>,
+    /// Fan-outs whose results the step consumed: removed with their items.
+    pub drop_joins: Vec<String>,
+}
+
+/// A fan-out: children that run in their own scopes (`<key>/<index>`), at most
+/// `max_concurrency` at a time, and a parent step enqueued once, when every child has
+/// ended or more than `tolerated_failures` failed. Closing early drops the children
+/// still queued (and their own fan-outs and open task tokens).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJoin {
+    /// Unique among the execution's open fan-outs (the executor uses the parent state's
+    /// scope and name).
+    pub key: String,
+    /// The continuation enqueued when the fan-out closes (`due` is ignored: it is due then).
+    pub parent: NewStep,
+    /// Each child's first step, by index.
+    pub children: Vec<JoinChild>,
+    /// 0: every child at once.
+    pub max_concurrency: u32,
+    pub tolerated_failures: u32,
+}
+
+/// One child of a fan-out: the state it starts in and its step payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinChild {
+    pub state: String,
+    pub payload: Value,
+}
+
+/// A child's end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinReport {
+    pub key: String,
+    pub index: u32,
+    pub succeeded: bool,
+    /// Its output, or its error output when it failed.
+    pub result: Value,
+}
+
+/// What a fan-out's children ended with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinResults {
+    /// By index: `Some(Ok(output))`, `Some(Err(error output))`, or `None` (not run or
+    /// cut short when the fan-out closed early).
+    pub items: Vec<Option<std::result::Result<Value, Value>>>,
+    /// The error output of the first child that failed.
+    pub first_error: Option<Value>,
+    pub succeeded: u32,
+    pub failed: u32,
 }
 
 /// What `complete` did.

@@ -170,7 +170,12 @@ pub(super) fn finish(
         ],
     )?;
     if terminal {
-        tx.execute("DELETE FROM steps WHERE execution_id = ?1", [id])?;
+        for table in ["steps", "joins", "join_items"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE execution_id = ?1"),
+                [id],
+            )?;
+        }
         tx.execute(
             "UPDATE task_tokens SET status = 'CLOSED' WHERE execution_id = ?1 AND status = 'OPEN'",
             [id],
@@ -283,7 +288,7 @@ pub(super) fn redrive(
 
 /// Deletes an execution and everything it owns.
 fn delete(tx: &Transaction<'_>, id: i64) -> StoreResult<()> {
-    for table in ["events", "steps", "task_tokens"] {
+    for table in ["events", "steps", "task_tokens", "joins", "join_items"] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE execution_id = ?1"),
             [id],

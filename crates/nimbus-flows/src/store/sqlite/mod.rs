@@ -4,6 +4,7 @@
 
 mod executions;
 mod history;
+mod joins;
 mod machines;
 mod schema;
 mod steps;
@@ -300,6 +301,13 @@ impl FlowStore for SqliteFlowStore {
 
     fn next_due(&self) -> StoreResult<Option<Millis>> {
         self.read(steps::next_due)
+    }
+
+    fn join_results(&self, execution_arn: &str, key: &str) -> StoreResult<JoinResults> {
+        self.read(|tx| {
+            let (id, _) = executions::id_status(tx, execution_arn)?;
+            joins::results(tx, id, key)
+        })
     }
 
     fn create_task_token(&self, step: &Step, now: Millis) -> StoreResult<String> {

@@ -107,6 +107,36 @@ CREATE TABLE task_tokens (
 );
 CREATE INDEX task_tokens_by_step ON task_tokens (execution_id, scope, state, attempt);
 ",
+    // 2: fan-outs (Parallel branches, Map iterations) and their children.
+    "
+CREATE TABLE joins (
+    execution_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    parent_scope TEXT NOT NULL,
+    parent_state TEXT NOT NULL,
+    parent_attempt INTEGER NOT NULL,
+    parent_payload TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    max_concurrency INTEGER NOT NULL,
+    tolerated INTEGER NOT NULL,
+    next_index INTEGER NOT NULL,
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    closed INTEGER NOT NULL DEFAULT 0,
+    first_error TEXT,
+    PRIMARY KEY (execution_id, key)
+) WITHOUT ROWID;
+CREATE TABLE join_items (
+    execution_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    payload TEXT,
+    status TEXT NOT NULL,
+    result TEXT,
+    PRIMARY KEY (execution_id, key, idx)
+) WITHOUT ROWID;
+",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {

@@ -4,7 +4,7 @@
 //! the end of its lease once claimed. Completing deletes it; a claim that outlived its
 //! lease can be taken by another worker, whose claim replaces it.
 
-use super::{executions, history, json_text, parse_json};
+use super::{executions, history, joins, json_text, parse_json};
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::model::*;
 use crate::store::new_task_token;
@@ -146,6 +146,15 @@ pub(super) fn complete(
         return Ok(Completion::HistoryLimit);
     }
     enqueue(tx, exec_id, &t.next_steps)?;
+    for key in &t.drop_joins {
+        joins::drop(tx, exec_id, key)?;
+    }
+    for j in &t.new_joins {
+        joins::open(tx, exec_id, j, now)?;
+    }
+    if let Some(r) = &t.join_report {
+        joins::report(tx, exec_id, r, now)?;
+    }
     if let Some(u) = &t.execution {
         executions::finish(tx, exec_id, u, now)?;
     }
