@@ -88,6 +88,8 @@ pub struct Gateway {
     pub(crate) move_tasks: crate::sqs::MoveTasks,
     /// The object store, when the S3 listener is on ([`Gateway::with_objects`]).
     pub(crate) objects: std::sync::OnceLock<nimbus_objects::Objects>,
+    /// The workflow executor behind the Step Functions API ([`Gateway::with_workflows`]).
+    pub(crate) workflows: std::sync::OnceLock<nimbus_workflows::Workflows>,
 }
 
 impl Gateway {
@@ -128,6 +130,7 @@ impl Gateway {
             history: Default::default(),
             move_tasks: Default::default(),
             objects: Default::default(),
+            workflows: Default::default(),
         });
         gw.rebuild_routes()?;
         for f in gw.store.list()? {
@@ -158,6 +161,13 @@ impl Gateway {
     /// listener serves); set once, when `--s3-listen` is on.
     pub fn with_objects(self: Arc<Self>, objects: nimbus_objects::Objects) -> Arc<Self> {
         let _ = self.objects.set(objects);
+        self
+    }
+
+    /// Serves the Step Functions API (`X-Amz-Target: AWSStepFunctions.*`) from
+    /// `workflows`; set once, before serving.
+    pub fn with_workflows(self: Arc<Self>, workflows: nimbus_workflows::Workflows) -> Arc<Self> {
+        let _ = self.workflows.set(workflows);
         self
     }
 
