@@ -207,6 +207,27 @@ def conformance_functions(nimbus):
 # The conformance cases, through the API
 # --------------------------------------------------------------------------------------------
 
+def test_fixture_functions_through_lambda(nimbus, conformance_functions):
+    """The deployed fixtures behave as the cases assume when invoked directly (so a failing
+    case points at the workflow engine, not at the runtime): results, and a raised
+    exception's class name as the error type."""
+    lam = make_client(nimbus.base_url)
+
+    def invoke(fixture, event):
+        resp = lam.invoke(FunctionName=conformance_functions[fixture], Payload=json.dumps(event))
+        return resp.get("FunctionError"), json.loads(resp["Payload"].read())
+
+    assert invoke("echo", {"a": [1]}) == (None, {"a": [1]})
+    assert invoke("hello", {"who": "Nimbus"}) == (None, "Hello, Nimbus!")
+    assert invoke("add", [3, 2]) == (None, 5)
+    function_error, payload = invoke("fail", {"errorType": "OrderError", "message": "bad order"})
+    assert function_error, payload
+    assert payload["errorType"] == "OrderError" and payload["errorMessage"] == "bad order", payload
+    function_error, payload = invoke("flaky", {"failures": 1, "attempt": 0})
+    assert function_error and payload["errorType"] == "TransientError", payload
+    assert invoke("flaky", {"failures": 1, "attempt": 1}) == (None, {"attempt": 1, "succeeded": True})
+
+
 @pytest.mark.parametrize(
     "stem,case", ALL_CASES, ids=[case["name"] for _, case in ALL_CASES])
 def test_conformance(stem, case, sfn, conformance_functions):
