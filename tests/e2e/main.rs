@@ -49,3 +49,4 @@ mod streaming;
 mod tls;
 mod traces;
 mod up;
+mod workflows;

@@ -48,7 +48,7 @@ pub use alarms::{ALARM_DETAIL_TYPE, ALARM_SOURCE};
 pub use async_invoke::GatewayInvoker;
 pub use auth::{Auth, Caller, Key, PrivateEndpoint};
 pub use error::ApiError;
-pub use flows::GatewayTasks;
+pub use flows::{FlowStarter, GatewayTasks};
 pub use health::{HealthCheck, HealthMonitor, HealthReport, HealthStatus};
 pub use history::History;
 pub use limits::{AbuseLimits, BUCKETS_MAX};

@@ -137,6 +137,9 @@ pub(crate) struct Runner<'a> {
     pub rng: StdRng,
     /// The execution ended in this step.
     pub terminal: bool,
+    /// The step runs inside a DISTRIBUTED Map's iteration: its state events are not
+    /// written to the execution's history (the fan-out's report still is).
+    quiet: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -156,11 +159,14 @@ impl<'a> Runner<'a> {
             now,
             rng: StdRng::from_os_rng(),
             terminal: false,
+            quiet: false,
         }
     }
 
     fn event(&mut self, ty: &str, details: Value) {
-        self.t.events.push(NewEvent::new(ty, details));
+        if !self.quiet {
+            self.t.events.push(NewEvent::new(ty, details));
+        }
     }
 
     fn context(&self, state: &str, retry: u32, entered: Millis, token: Option<&str>) -> Value {
@@ -181,6 +187,7 @@ impl<'a> Runner<'a> {
             return self.execution_timeout();
         }
         let scope = step.scope.clone();
+        self.quiet = crate::scope::in_distributed_map(&self.def.machine, &scope);
         let mut name = step.state.clone();
         let mut attempt = step.attempt;
         let mut resolution = step.resolution.clone();
