@@ -43,6 +43,7 @@ mod targets;
 mod trace;
 mod urls;
 mod whoami;
+mod workflow_routes;
 
 pub use alarms::{ALARM_DETAIL_TYPE, ALARM_SOURCE};
 pub use async_invoke::GatewayInvoker;
@@ -56,6 +57,7 @@ pub use metrics::metrics_router;
 pub use secrets::Secrets;
 pub use sessions::{assumed_role_arn, role_name_of, SessionCredentials, TokenError};
 pub use state::{Gateway, GatewayConfig, Pools};
+pub use workflow_routes::ROUTE_TAG;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
