@@ -303,3 +303,93 @@ fn a_map_over_10000_items_finishes_in_bounded_memory_within_its_tolerance() {
     assert_eq!(d["status"], "FAILED");
     assert_eq!(d["error"], "States.ExceedToleratedFailureThreshold");
 }
+
+fn list_executions(s: &Server, machine: &str) -> Vec<Value> {
+    let (status, out) = s.sfn("ListExecutions", &json!({"stateMachineArn": machine}));
+    assert_eq!(status, 200, "{out}");
+    out["executions"].as_array().unwrap().clone()
+}
+
+#[test]
+fn bus_rules_destinations_and_routes_start_workflows() {
+    let s = Server::start(&[]);
+    let echo = json!({"StartAt": "Echo", "States": {"Echo": {"Type": "Pass", "End": true}}});
+    let from_bus = machine(&s, "from-bus", &echo, "STANDARD");
+    // A bus rule targets the machine: each matching event starts one execution with the
+    // event as its input.
+    let (status, body) = s.put_json(
+        "/v1/buses/default/rules/to-flow",
+        &json!({"pattern": {"source": ["shop"]}, "targets": [from_bus]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let r = s
+        .http
+        .post(s.url("/v1/buses/default/events"))
+        .json(&json!({"Entries": [{"Source": "shop", "DetailType": "Order", "Detail": "{\"id\":7}"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(eventually(Duration::from_secs(10), || {
+        list_executions(&s, &from_bus)
+            .first()
+            .is_some_and(|e| e["status"] == "SUCCEEDED")
+    }));
+    let run = list_executions(&s, &from_bus).remove(0);
+    let d = describe(&s, run["executionArn"].as_str().unwrap());
+    let input: Value = serde_json::from_str(d["output"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (input["source"].as_str(), input["detail"]["id"].as_i64()),
+        (Some("shop"), Some(7))
+    );
+
+    // An async invocation's destination starts a workflow with Lambda's record.
+    let on_success = machine(&s, "on-success", &echo, "STANDARD");
+    s.deploy(
+        "wf-src",
+        node_cfg("index.handler"),
+        &[("index.js", "exports.handler = async (e) => ({ got: e });")],
+    );
+    let (status, body) = s.put_json(
+        "/2019-09-25/functions/wf-src/event-invoke-config",
+        &json!({"DestinationConfig": {"OnSuccess": {"Destination": on_success}}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let r = s
+        .http
+        .post(s.url("/2015-03-31/functions/wf-src/invocations"))
+        .header("x-amz-invocation-type", "Event")
+        .body("{\"n\":1}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(eventually(Duration::from_secs(20), || {
+        list_executions(&s, &on_success)
+            .first()
+            .is_some_and(|e| e["status"] == "SUCCEEDED")
+    }));
+    let run = list_executions(&s, &on_success).remove(0);
+    let out: Value = serde_json::from_str(
+        describe(&s, run["executionArn"].as_str().unwrap())["output"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(out["responsePayload"], json!({"got": {"n": 1}}));
+    assert_eq!(out["requestContext"]["condition"], "Success");
+
+    // A route served by an EXPRESS workflow answers synchronously.
+    let greet = json!({"StartAt": "Greet", "States": {"Greet": {"Type": "Pass",
+        "Parameters": {"statusCode": 201, "headers": {"x-flow": "yes"},
+                       "body.$": "States.Format('hello {}', $.pathParameters.who)"},
+        "End": true}}});
+    let (status, out) = s.sfn(
+        "CreateStateMachine",
+        &json!({"name": "greet", "definition": greet.to_string(), "roleArn": ROLE, "type": "EXPRESS",
+                "tags": [{"key": "nimbus:route", "value": "GET /greet/{who}"}]}),
+    );
+    assert_eq!(status, 200, "{out}");
+    let r = s.http.get(s.url("/greet/ada")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(r.headers()["x-flow"], "yes");
+    assert_eq!(r.text().unwrap(), "hello ada");
+}

@@ -537,3 +537,29 @@ async fn nested_executions_run_sync_and_fail_the_parent_task() {
     let c = wait_end(&h, &arn).await;
     assert_eq!(output(&c), json!(4));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test -p nimbus-workflows --release -- --ignored map_of_10000"]
+async fn map_of_10000() {
+    let h = Harness::new(Config::default());
+    let m = h.machine(
+        "big",
+        json!({"StartAt": "M", "States": {"M": {"Type": "Map", "MaxConcurrency": 20, "End": true,
+            "ResultSelector": {"n.$": "States.ArrayLength($)"},
+            "ItemProcessor": {"ProcessorConfig": {"Mode": "DISTRIBUTED"}, "StartAt": "P",
+                              "States": {"P": {"Type": "Pass", "End": true}}}}}}),
+    );
+    let t = std::time::Instant::now();
+    let e =
+        h.wf.start_sync(
+            StartRequest {
+                target: m,
+                input: Some(json!((0..10_000).collect::<Vec<u32>>()).to_string()),
+                ..Default::default()
+            },
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    eprintln!("10000 items in {:?}: {:?}", t.elapsed(), e.output);
+}
