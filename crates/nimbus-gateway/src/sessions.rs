@@ -86,6 +86,34 @@ impl Auth {
         })
     }
 
+    /// Whether the role `role_arn` names exists here and its policies allow `action` on
+    /// `resource` (what a workflow's Task may do as its state machine's role).
+    pub(crate) fn role_allows(
+        &self,
+        role_arn: &str,
+        action: &str,
+        resource: &str,
+    ) -> Result<bool, StoreError> {
+        let Some((path, name)) = role_name_of(role_arn) else {
+            return Ok(false);
+        };
+        let Some(role) = self.store.role(name)? else {
+            return Ok(false);
+        };
+        let want = if path.is_empty() {
+            "/".to_string()
+        } else {
+            format!("/{path}/")
+        };
+        if role.path != want {
+            return Ok(false);
+        }
+        Ok(matches!(
+            self.role_policy(name)?.evaluate(action, resource),
+            nimbus_auth::Decision::Allow
+        ))
+    }
+
     /// Mints credentials for an instance of `function` whose `Role` is `role_arn`. `None`
     /// when the ARN names no existing role of this server (its path must match too).
     pub fn assume_role(

@@ -289,6 +289,37 @@ fn range(param: &str, v: i64, lo: i64, hi: i64) -> Result<u32, SqsError> {
     }
 }
 
+/// An SQS operation called by a workflow's Task (`arn:aws:states:::sqs:OP`): `params`
+/// are the operation's JSON-protocol request (`MessageBody` may be any JSON: it is sent
+/// as its text), `sender` the state machine's role.
+pub(crate) async fn integration(
+    gw: &Arc<Gateway>,
+    op: &str,
+    params: Value,
+    sender: &str,
+) -> Result<Value, SqsError> {
+    let mut params = params;
+    if let Some(body) = params.get_mut("MessageBody") {
+        if !body.is_string() {
+            *body = Value::String(body.to_string());
+        }
+    }
+    let body =
+        serde_json::to_vec(&params).map_err(|e| SqsError::InvalidParameterValue(e.to_string()))?;
+    let request = nimbus_sqs::decode(nimbus_sqs::Protocol::Json, Some(op), &body)?;
+    let ctx = Ctx {
+        base: format!("{}/{ACCOUNT}", gw.cfg.public_url),
+        trace: None,
+        sender: sender.to_string(),
+    };
+    execute(gw, &ctx, request).await
+}
+
+/// The queue ARN an SQS request's `QueueUrl` names (for authorising integrations).
+pub(crate) fn queue_arn_of(url: &str) -> Option<String> {
+    name_of(url).ok().map(|n| queue_arn(&n))
+}
+
 async fn execute(gw: &Arc<Gateway>, ctx: &Ctx, req: SqsRequest) -> Result<Value, SqsError> {
     match req {
         SqsRequest::CreateQueue(r) => create_queue(gw, ctx, r).await,

@@ -88,7 +88,7 @@ fn faas_trigger(t: Trigger) -> &'static str {
         | Trigger::Mqtt => "pubsub",
         Trigger::S3 | Trigger::Postgres => "datasource",
         Trigger::Schedule => "timer",
-        Trigger::Api | Trigger::Async => "other",
+        Trigger::Api | Trigger::Async | Trigger::Workflow => "other",
     }
 }
 

@@ -107,10 +107,12 @@ pub enum Trigger {
     Redis,
     /// An MQTT mapping.
     Mqtt,
+    /// A Task state of a workflow.
+    Workflow,
 }
 
 impl Trigger {
-    const ALL: [Trigger; 13] = [
+    const ALL: [Trigger; 14] = [
         Trigger::Api,
         Trigger::Url,
         Trigger::Route,
@@ -124,6 +126,7 @@ impl Trigger {
         Trigger::Rabbitmq,
         Trigger::Redis,
         Trigger::Mqtt,
+        Trigger::Workflow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -141,6 +144,7 @@ impl Trigger {
             Trigger::Rabbitmq => "rabbitmq",
             Trigger::Redis => "redis",
             Trigger::Mqtt => "mqtt",
+            Trigger::Workflow => "workflow",
         }
     }
 

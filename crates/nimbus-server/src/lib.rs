@@ -272,6 +272,8 @@ pub struct Server {
     scheduler: Arc<Scheduler>,
     /// The event bus (bucket notifications are delivered through it).
     bus: Arc<EventBus>,
+    /// The workflow executor (Step Functions).
+    workflows: nimbus_workflows::Workflows,
     memory: MemoryLimits,
     log_task: tokio::task::JoinHandle<()>,
     log_maintenance: tokio::task::JoinHandle<()>,
@@ -531,6 +533,18 @@ impl Server {
             },
             Arc::new(SystemClock),
         );
+        // Workflows: state machines and executions in flows.db, Tasks through the gateway.
+        let flow_store = nimbus_flows::store::sqlite::SqliteFlowStore::open(&data_dir)
+            .context("cannot open the workflow store")?;
+        let workflows = nimbus_workflows::Workflows::new(
+            Arc::new(flow_store),
+            Arc::new(nimbus_gateway::GatewayTasks(gateway.clone())),
+            nimbus_workflows::Config {
+                time_scale: config.events.time_scale,
+                ..Default::default()
+            },
+        );
+        let gateway = gateway.with_workflows(workflows.clone());
         let monitor = nimbus_gateway::HealthMonitor::new(config.health.interval);
         let gateway = gateway.with_health(monitor.clone());
         // Instances' private AWS endpoints serve the same router as the public listener (set
@@ -580,6 +594,7 @@ impl Server {
             targets,
             scheduler,
             bus,
+            workflows,
             memory,
             log_task,
             log_maintenance,
@@ -651,6 +666,10 @@ impl Server {
             .sources
             .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
         let target_runner = self.targets.spawn();
+        let flows = {
+            let wf = self.workflows.clone();
+            tokio::spawn(async move { wf.run(std::future::pending()).await })
+        };
         let health = tokio::spawn(self.health.run());
         let history = tokio::spawn(self.gateway.clone().run_history());
         let alarms = tokio::spawn(self.gateway.clone().run_alarms());
@@ -734,6 +753,9 @@ impl Server {
         source_runner.abort();
         self.targets.stop();
         target_runner.abort();
+        // Workflow steps still running hand their claims back (re-run at the next start).
+        self.workflows.shutdown();
+        flows.abort();
         // No instance may start once the cgroups go: the pool refuses cold starts and
         // stops its instances, then the executor refuses every start and waits for those
         // in progress, and stops the stem cells.

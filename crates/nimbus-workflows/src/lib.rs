@@ -58,7 +58,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_active_steps: 64,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(20),
             time_scale: 1,
             retention: Duration::from_secs(90 * 86_400),
             region: "us-east-1".into(),
@@ -85,6 +85,10 @@ pub(crate) struct Inner {
     slots: Arc<Semaphore>,
     defs: Mutex<HashMap<String, Arc<Loaded>>>,
     watchers: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    /// Set by [`Workflows::shutdown`]: no new claims; steps that end afterwards hand their
+    /// claim back instead of committing (their calls may have failed because the server
+    /// is stopping), so the next start re-runs them at once.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The executor's handle (cheap to clone).
@@ -208,6 +212,12 @@ impl Inner {
         let transition = std::mem::take(&mut runner.t);
         let terminal = runner.terminal;
         let s = step.clone();
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = self
+                .blocking(move |st| st.renew_claim(&s, now_millis(), 0))
+                .await;
+            return;
+        }
         match self
             .blocking(move |st| st.complete(&s, &transition, now_millis()))
             .await
@@ -255,6 +265,7 @@ impl Workflows {
                 slots,
                 defs: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
+                stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -525,6 +536,14 @@ impl Workflows {
             .await
     }
 
+    /// Stops the step loop; steps still running hand their claims back when they end.
+    pub fn shutdown(&self) {
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+
     /// Runs the step loop until `shutdown` resolves. Steps in flight finish on their own
     /// tasks (a step cut short by the process's end is re-run after its lease).
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
@@ -533,6 +552,9 @@ impl Workflows {
         let lease_ms = inner.cfg.lease.as_millis() as i64;
         let mut next_purge = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
+            if inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             let free = inner.slots.available_permits();
             let mut claimed = 0;
             if free > 0 {

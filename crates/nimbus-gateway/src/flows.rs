@@ -1,0 +1,186 @@
+//! What workflow Task states reach: functions (through the same pools as every other
+//! invocation, counted as trigger `workflow`) and the service integrations Nimbus has
+//! (SQS `sendMessage`, EventBridge `putEvents`). Each call acts as the state machine's
+//! role: with authentication on, the role must exist here and allow the action on the
+//! resource (else the Task fails with `States.Permissions`); with it off, as everything
+//! else on this server, it is allowed.
+
+use crate::async_invoke::GatewayInvoker;
+use crate::Gateway;
+use nimbus_core::arn;
+use nimbus_events::engine::{Attempt, Invoker};
+use nimbus_metrics::Trigger;
+use nimbus_workflows::tasks::response_value;
+use nimbus_workflows::{BoxFuture, FunctionCall, TaskOutcome, TaskRunner};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The server's [`TaskRunner`].
+pub struct GatewayTasks(pub Arc<Gateway>);
+
+fn failed(error: impl Into<String>, cause: impl Into<String>) -> TaskOutcome {
+    TaskOutcome::Failed {
+        error: error.into(),
+        cause: cause.into(),
+    }
+}
+
+impl GatewayTasks {
+    /// `None` when allowed, else the failure to report.
+    fn permit(&self, role_arn: &str, action: &str, resource: &str) -> Option<TaskOutcome> {
+        if !crate::auth::enabled(&self.0) {
+            return None;
+        }
+        let auth = self.0.auth.get()?;
+        match auth.role_allows(role_arn, action, resource) {
+            Ok(true) => None,
+            Ok(false) => Some(failed(
+                "States.Permissions",
+                format!("The state machine's role {role_arn} is not allowed to perform {action} on {resource}"),
+            )),
+            Err(e) => Some(failed("States.Runtime", format!("role check: {e}"))),
+        }
+    }
+}
+
+impl TaskRunner for GatewayTasks {
+    fn invoke<'a>(&'a self, call: FunctionCall<'a>) -> BoxFuture<'a, TaskOutcome> {
+        Box::pin(async move {
+            let (name, q) = match arn::parse_function_ref(call.function) {
+                Ok(r) => r,
+                Err(e) => {
+                    return failed(
+                        "Lambda.ResourceNotFoundException",
+                        format!("Invalid function '{}': {e}", call.function),
+                    )
+                }
+            };
+            let qualifier = call.qualifier.map(str::to_string).or(q);
+            let target = arn::function_arn(name.as_str(), qualifier.as_deref());
+            if let Some(denied) = self.permit(call.role_arn, "lambda:InvokeFunction", &target) {
+                return denied;
+            }
+            let attempt = GatewayInvoker(self.0.clone())
+                .invoke_traced(
+                    Trigger::Workflow,
+                    name.as_str(),
+                    qualifier.as_deref().unwrap_or(nimbus_core::LATEST),
+                    call.request_id,
+                    call.payload,
+                    call.trace,
+                )
+                .await;
+            match attempt {
+                Attempt::Success { body, version } => TaskOutcome::Succeeded {
+                    output: response_value(&body),
+                    version,
+                },
+                Attempt::FunctionError {
+                    body, error_type, ..
+                } => failed(
+                    if error_type.is_empty() {
+                        "Lambda.Unknown".to_string()
+                    } else {
+                        error_type
+                    },
+                    body,
+                ),
+                Attempt::Throttled(m) => failed("Lambda.TooManyRequestsException", m),
+                Attempt::Missing(m) => failed("Lambda.ResourceNotFoundException", m),
+            }
+        })
+    }
+
+    fn call_service<'a>(
+        &'a self,
+        service: &'a str,
+        action: &'a str,
+        parameters: Value,
+        role_arn: &'a str,
+    ) -> BoxFuture<'a, TaskOutcome> {
+        Box::pin(async move {
+            match (service, action) {
+                ("sqs", "sendMessage") => {
+                    let queue = parameters["QueueUrl"]
+                        .as_str()
+                        .and_then(crate::sqs::queue_arn_of)
+                        .unwrap_or_default();
+                    if let Some(denied) = self.permit(role_arn, "sqs:SendMessage", &queue) {
+                        return denied;
+                    }
+                    match crate::sqs::integration(&self.0, "SendMessage", parameters, role_arn)
+                        .await
+                    {
+                        Ok(out) => TaskOutcome::Succeeded {
+                            output: out,
+                            version: String::new(),
+                        },
+                        Err(e) => failed(format!("SQS.{}", e.code()), e.to_string()),
+                    }
+                }
+                ("events", "putEvents") => self.put_events(parameters, role_arn).await,
+                _ => failed(
+                    "States.Runtime",
+                    format!("The resource 'arn:aws:states:::{service}:{action}' is not supported by Nimbus"),
+                ),
+            }
+        })
+    }
+}
+
+impl GatewayTasks {
+    async fn put_events(&self, parameters: Value, role_arn: &str) -> TaskOutcome {
+        let Some(bus) = self.0.bus.get() else {
+            return failed("States.Runtime", "the event bus is not enabled");
+        };
+        let mut entries: Vec<nimbus_events::bus::PutEventsEntry> = Vec::new();
+        for e in parameters["Entries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let mut e = e;
+            // Step Functions accepts `Detail` as JSON and sends its text.
+            if let Some(d) = e.get_mut("Detail") {
+                if !d.is_string() {
+                    *d = Value::String(d.to_string());
+                }
+            }
+            match serde_json::from_value(e) {
+                Ok(entry) => entries.push(entry),
+                Err(err) => return failed("EventBridge.ValidationException", err.to_string()),
+            }
+        }
+        for e in &entries {
+            let bus_name = e
+                .event_bus_name
+                .as_deref()
+                .map(|n| n.rsplit_once(":event-bus/").map_or(n, |(_, b)| b))
+                .unwrap_or(nimbus_store::DEFAULT_BUS);
+            let resource = format!(
+                "arn:aws:events:{}:{}:event-bus/{bus_name}",
+                arn::REGION,
+                arn::ACCOUNT
+            );
+            if let Some(denied) = self.permit(role_arn, "events:PutEvents", &resource) {
+                return denied;
+            }
+        }
+        match bus
+            .put_events(nimbus_store::DEFAULT_BUS, entries, None)
+            .await
+        {
+            Ok(out) => {
+                let out = serde_json::to_value(out).unwrap_or_else(|_| json!({}));
+                if out["FailedEntryCount"].as_u64().unwrap_or(0) > 0 {
+                    return failed("EventBridge.FailedEntry", out.to_string());
+                }
+                TaskOutcome::Succeeded {
+                    output: out,
+                    version: String::new(),
+                }
+            }
+            Err(e) => failed("EventBridge.ValidationException", e.to_string()),
+        }
+    }
+}
