@@ -1154,6 +1154,13 @@ mod tests {
         h.insert("x-amz-target", "AWSEvents.PutEvents".parse().unwrap());
         assert_eq!(classify(&Method::POST, "/", "", &h), Target::Events);
         assert_eq!(t("POST", "/", ""), Target::Public);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-amz-target",
+            "AWSStepFunctions.StartExecution".parse().unwrap(),
+        );
+        assert_eq!(classify(&Method::POST, "/", "", &h), Target::States);
+        assert_eq!(classify(&Method::POST, "/x", "", &h), Target::Public);
     }
 
     #[test]
