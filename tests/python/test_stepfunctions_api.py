@@ -526,20 +526,40 @@ def test_protocol_errors(nimbus):
     assert status == 200 and "stateMachines" in body
 
 
-def test_aws_cli_list_state_machines(nimbus, machine):
-    arn = machine()
-    p = subprocess.run(
-        [aws_cli(), "stepfunctions", "list-state-machines", "--endpoint-url", nimbus.base_url,
-         "--region", REGION, "--output", "json"],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert p.returncode == 0, p.stderr
-    assert arn in [m["stateMachineArn"] for m in json.loads(p.stdout)["stateMachines"]]
-    p = subprocess.run(
-        [aws_cli(), "stepfunctions", "describe-state-machine", "--state-machine-arn",
-         machine_arn(unique_name("missing")), "--endpoint-url", nimbus.base_url,
-         "--region", REGION, "--output", "json"],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert p.returncode != 0 and "StateMachineDoesNotExist" in p.stderr, p.stderr
+def test_aws_cli(nimbus, sfn, tmp_path):
+    """`aws stepfunctions …`: create, list, start, describe, history, delete, and an error."""
+    def cli(*args, check=True):
+        p = subprocess.run(
+            [aws_cli(), "stepfunctions", *args, "--endpoint-url", nimbus.base_url,
+             "--region", REGION, "--output", "json"],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        if check:
+            assert p.returncode == 0, f"{args}: {p.stderr}"
+            return json.loads(p.stdout) if p.stdout.strip() else None
+        return p
+
+    definition = tmp_path / "flow.asl.json"
+    definition.write_text(json.dumps(PASS))
+    name = unique_name("cli")
+    arn = cli("create-state-machine", "--name", name, "--definition", f"file://{definition}",
+              "--role-arn", ROLE)["stateMachineArn"]
+    try:
+        listed = cli("list-state-machines")["stateMachines"]
+        assert arn in [m["stateMachineArn"] for m in listed]
+        ex = cli("start-execution", "--state-machine-arn", arn, "--input", '{"c": 1}')[
+            "executionArn"]
+        assert wait_done(sfn, ex)["status"] == "SUCCEEDED"
+        desc = cli("describe-execution", "--execution-arn", ex)
+        assert json.loads(desc["output"]) == {"c": 1, "result": {"ok": True}}
+        events = cli("get-execution-history", "--execution-arn", ex, "--reverse-order")["events"]
+        assert events[0]["type"] == "ExecutionSucceeded"
+        assert [e["executionArn"] for e in cli("list-executions", "--state-machine-arn", arn)[
+            "executions"]] == [ex]
+        p = cli("describe-state-machine", "--state-machine-arn",
+                machine_arn(unique_name("missing")), check=False)
+        assert p.returncode != 0 and "StateMachineDoesNotExist" in p.stderr, p.stderr
+    finally:
+        cli("delete-state-machine", "--state-machine-arn", arn)
 
 
 # --------------------------------------------------------------------------------------------
