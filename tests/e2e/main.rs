@@ -50,3 +50,4 @@ mod streaming;
 mod tls;
 mod traces;
 mod up;
+mod workflows;
