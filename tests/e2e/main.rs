@@ -44,6 +44,7 @@ mod secrets;
 mod sources;
 mod sqs;
 mod stem;
+mod stepfunctions;
 mod streaming;
 #[cfg(feature = "tls")]
 mod tls;

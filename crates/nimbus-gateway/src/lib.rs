@@ -38,6 +38,7 @@ mod sessions;
 mod sources;
 mod sqs;
 mod state;
+mod states;
 mod streaming;
 mod targets;
 mod trace;
