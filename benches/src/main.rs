@@ -12,6 +12,7 @@
 mod async_bench;
 mod client;
 mod cpu;
+mod flows_bench;
 mod lang;
 mod layers;
 mod mem;
@@ -130,6 +131,17 @@ struct Args {
     /// With --storage: uploads timed to their function's start per run.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     uploads: u32,
+    /// Measure workflows instead (issue 17): state transitions per second, StartSync-
+    /// Execution of three Tasks against three direct invocations, Map fan-out against
+    /// direct invocations (see `flows_bench.rs`).
+    #[arg(long)]
+    flows: bool,
+    /// With --flows: executions of the Pass chain started at once.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    flow_executions: u32,
+    /// With --flows: Map items per run.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    map_items: u32,
     /// Measure the external event sources instead (issue 16): per broker and batch size,
     /// records/s end to end and publish -> handler entry of a no-op function, beside the
     /// broker's own publish -> consume floor (see `sources_bench.rs`).
@@ -327,6 +339,9 @@ async fn main() -> Result<()> {
     }
     if args.sources || !args.sources_only.is_empty() {
         return sources_main(&args, &bin, dir.path(), limit).await;
+    }
+    if args.flows {
+        return flows_main(&args, &bin, dir.path(), limit).await;
     }
     if args.async_mode {
         let nimbus = Nimbus::start(&bin, &dir.path().join("server"), &[]).await?;
@@ -628,6 +643,53 @@ async fn sources_main(args: &Args, bin: &Path, dir: &Path, limit: Duration) -> R
         );
         println!();
         print!("{}", sources_bench::table(&median));
+    }
+    Ok(())
+}
+
+/// `--flows`: workflows against their floors (see `flows_bench.rs`).
+async fn flows_main(args: &Args, bin: &Path, dir: &Path, limit: Duration) -> Result<()> {
+    let settings = flows_bench::Settings {
+        executions: args.flow_executions as usize,
+        chain: 100,
+        sync_samples: if args.quick { 50 } else { 200 },
+        map_items: args.map_items as usize,
+        map_concurrency: 20,
+    };
+    let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 });
+    let load_before = loadavg();
+    let nimbus = Nimbus::start(bin, &dir.join("server"), &[]).await?;
+    let t0 = Instant::now();
+    let outcome =
+        tokio::time::timeout(limit, flows_bench::bench(&nimbus, dir, &settings, runs)).await;
+    let server_log = nimbus.log();
+    nimbus.stop().await?;
+    let runs_out = outcome_of(outcome, &server_log, args.time_limit)?;
+    let load_after = loadavg();
+    let machine = machine()?;
+    let median = flows_bench::FlowRun::median_of(&runs_out);
+    if args.json {
+        let out = json!({
+            "machine": machine,
+            "load_average": {"before": load_before, "after": load_after},
+            "settings": {
+                "runs": runs, "executions": settings.executions, "chain": settings.chain,
+                "sync_samples": settings.sync_samples, "map_items": settings.map_items,
+                "map_concurrency": settings.map_concurrency,
+            },
+            "median": median.to_json(),
+            "runs": runs_out.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{}; median of {} runs; {:.0} s; load average {load_before} before, {load_after} after",
+            machine_line(&machine),
+            runs,
+            t0.elapsed().as_secs_f64()
+        );
+        println!();
+        print!("{}", median.table(&settings));
     }
     Ok(())
 }

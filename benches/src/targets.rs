@@ -240,6 +240,42 @@ impl Nimbus {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// A Step Functions call (`X-Amz-Target: AWSStepFunctions.OP`); fails on a non-200.
+    pub async fn sfn(&self, op: &str, body: &Value) -> Result<Value> {
+        let r = self
+            .http
+            .post(self.url("/"))
+            .header("x-amz-target", format!("AWSStepFunctions.{op}"))
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        if status != reqwest::StatusCode::OK {
+            bail!("{op} failed: {status} {text}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("{op}: not JSON: {text}"))
+    }
+
+    /// Invokes `name` synchronously with `payload` (Lambda's Invoke API); fails on a
+    /// non-200 or a function error.
+    pub async fn invoke(&self, name: &str, payload: &str) -> Result<()> {
+        let r = self
+            .http
+            .post(self.url(&format!("/2015-03-31/functions/{name}/invocations")))
+            .body(payload.to_string())
+            .send()
+            .await?;
+        let status = r.status();
+        let failed = r.headers().contains_key("x-amz-function-error");
+        let text = r.text().await.unwrap_or_default();
+        if !status.is_success() || failed {
+            bail!("invoke {name} failed: {status} {text}");
+        }
+        Ok(())
+    }
+
     /// `GET path`, its body as text; fails on a non-2xx status.
     pub async fn get_text(&self, path: &str) -> Result<String> {
         let r = self.http.get(self.url(path)).send().await?;

@@ -45,8 +45,10 @@ mod secrets;
 mod sources;
 mod sqs;
 mod stem;
+mod stepfunctions;
 mod streaming;
 #[cfg(feature = "tls")]
 mod tls;
 mod traces;
 mod up;
+mod workflows;

@@ -1,6 +1,7 @@
 //! The Lambda-compatibility suite in `tests/python` (pytest driving unmodified boto3 and the
-//! AWS CLI against the real binary), run as part of `cargo nextest run --workspace`. The S3
-//! and SQS suites in the same folder run on their own (`s3.rs`, `sqs.rs`).
+//! AWS CLI against the real binary), run as part of `cargo nextest run --workspace`. The S3,
+//! SQS and Step Functions suites in the same folder run on their own (`s3.rs`, `sqs.rs`,
+//! `stepfunctions.rs`).
 
 use nimbus_tests::*;
 
@@ -11,6 +12,8 @@ fn python_boto3_and_aws_cli_suite() {
         "tests/python",
         "--ignore=tests/python/test_s3.py",
         "--ignore=tests/python/test_sqs.py",
+        "--ignore=tests/python/test_stepfunctions_api.py",
+        "--ignore=tests/python/test_flows_conformance.py",
     ]);
     // Echo pytest's summary so the nextest output shows what ran.
     println!("{stdout}");

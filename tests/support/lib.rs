@@ -287,6 +287,11 @@ impl Server {
         format!("{}{path}", self.base())
     }
 
+    /// The server process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
+    }
+
     /// `kill -9` the server.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -448,6 +453,21 @@ impl Server {
     /// PUT `body` as JSON; the status and the JSON answer.
     pub fn put_json(&self, path: &str, body: &Value) -> (u16, Value) {
         let r = self.http.put(self.url(path)).json(body).send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// A Step Functions call (`POST /`, `X-Amz-Target: AWSStepFunctions.OP`): the status
+    /// and the JSON answer.
+    pub fn sfn(&self, op: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/"))
+            .header("x-amz-target", format!("AWSStepFunctions.{op}"))
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(body.to_string())
+            .send()
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().unwrap_or(Value::Null))
     }

@@ -182,6 +182,9 @@ pub enum TargetKind {
     /// An external target (`arn:nimbus:targets:REGION:ACCOUNT:target/NAME`): the event is
     /// published to its broker through the outbox.
     External(String),
+    /// A state machine (`arn:aws:states:REGION:ACCOUNT:stateMachine:NAME[:QUALIFIER]`):
+    /// the event starts an execution.
+    StateMachine(String),
 }
 
 impl TargetKind {
@@ -194,6 +197,9 @@ impl TargetKind {
                         "invalid target {target:?}: arn:nimbus:targets:us-east-1:000000000000:target/NAME"
                     ))
                 });
+        }
+        if crate::external::is_state_machine_arn(target) {
+            return Ok(TargetKind::StateMachine(target.to_string()));
         }
         if target.starts_with("arn:aws:sqs:") {
             return crate::mapping::queue_from_arn(target)
@@ -220,6 +226,7 @@ impl TargetKind {
             TargetKind::Queue(q) => crate::mapping::queue_arn(q),
             TargetKind::Bus(b) => bus_arn(b),
             TargetKind::External(n) => arn::target_arn(n),
+            TargetKind::StateMachine(a) => a.clone(),
         }
     }
 }
@@ -761,6 +768,19 @@ impl EventBus {
                     Ok(submitted(
                         sent.first().map(|m| m.id.clone()).unwrap_or_default(),
                     ))
+                }
+                TargetKind::StateMachine(machine) => {
+                    let key = idempotency_key
+                        .clone()
+                        .or_else(|| event["id"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                    let name = crate::external::execution_name(&key, &machine);
+                    let arn = self
+                        .engine
+                        .to_workflow(&machine, name, payload, origin.trace)
+                        .await
+                        .map_err(BusError::Invalid)?;
+                    Ok(submitted(arn))
                 }
                 TargetKind::External(name) => {
                     self.engine

@@ -163,6 +163,8 @@ pub struct AsyncEngine {
     bus: std::sync::OnceLock<std::sync::Weak<crate::bus::EventBus>>,
     /// External targets, for destinations `arn:nimbus:targets:…` (set by the server).
     external: std::sync::OnceLock<Arc<dyn crate::external::ExternalTargets>>,
+    /// Starts workflow executions (state machine targets and destinations).
+    workflows: std::sync::OnceLock<Arc<dyn crate::external::WorkflowStarter>>,
     /// Beaten by every pass of the dispatch loop (which waits at most 1 s between passes).
     heartbeat: Heartbeat,
     /// Where received, retried and dropped events are counted (set by the server).
@@ -202,6 +204,7 @@ impl AsyncEngine {
             queues: Default::default(),
             bus: Default::default(),
             external: Default::default(),
+            workflows: Default::default(),
             heartbeat: Heartbeat::new(Duration::from_secs(1)),
             metrics: Default::default(),
             tracer: Default::default(),
@@ -259,6 +262,29 @@ impl AsyncEngine {
     /// Enables destinations and bus targets outside Nimbus (`arn:nimbus:targets:…`).
     pub fn set_external(&self, targets: Arc<dyn crate::external::ExternalTargets>) {
         let _ = self.external.set(targets);
+    }
+
+    /// Enables state machine targets and destinations.
+    pub fn set_workflows(&self, starter: Arc<dyn crate::external::WorkflowStarter>) {
+        let _ = self.workflows.set(starter);
+    }
+
+    /// Starts an execution of `machine` with `input` (durable before it returns); its ARN.
+    pub(crate) async fn to_workflow(
+        &self,
+        machine: &str,
+        name: String,
+        input: String,
+        trace: Option<TraceContext>,
+    ) -> Result<String, String> {
+        let starter = self
+            .workflows
+            .get()
+            .cloned()
+            .ok_or_else(|| "workflows are not enabled".to_string())?;
+        starter
+            .start(machine, name, input, trace.map(|t| t.stored_xray()))
+            .await
     }
 
     /// Hands `body` to the external target `name` (stored durably before it returns).
@@ -880,6 +906,21 @@ impl AsyncEngine {
             let record = destination_record(ev, condition, response.as_ref());
             if let Err(e) = self.to_external(name, record.to_string(), trace).await {
                 warn!(destination = %target.destination, "cannot hand the destination record over: {e}");
+                self.count(|m| m.destination_failure(&ev.function));
+            }
+            return;
+        }
+        if crate::external::is_state_machine_arn(&target.destination) {
+            let record = destination_record(ev, condition, response.as_ref());
+            let name = crate::external::execution_name(
+                &format!("{}-{condition}", ev.id),
+                &target.destination,
+            );
+            if let Err(e) = self
+                .to_workflow(&target.destination, name, record.to_string(), trace)
+                .await
+            {
+                warn!(destination = %target.destination, "cannot start the destination workflow: {e}");
                 self.count(|m| m.destination_failure(&ev.function));
             }
             return;

@@ -14,3 +14,82 @@ pub trait ExternalTargets: Send + Sync + 'static {
     /// Whether a target of that name is declared.
     fn exists(&self, name: &str) -> bool;
 }
+
+/// Starts workflow executions for bus rule targets, schedules and async invocation
+/// destinations that name a state machine (`arn:aws:states:…:stateMachine:NAME`;
+/// implemented by the server over the workflow executor).
+pub trait WorkflowStarter: Send + Sync + 'static {
+    /// Starts an execution named `name` (the same name and input again is the same
+    /// execution: a redelivered event starts nothing new) and returns its ARN; an error
+    /// says why it could not start.
+    fn start<'a>(
+        &'a self,
+        machine_arn: &'a str,
+        name: String,
+        input: String,
+        trace: Option<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>;
+}
+
+/// Whether `arn` names a state machine (a version or alias of one included).
+pub fn is_state_machine_arn(arn: &str) -> bool {
+    arn.starts_with("arn:aws:states:") && arn.contains(":stateMachine:")
+}
+
+/// An execution name for `key` (an event's id, a schedule firing): at most 80 characters
+/// of what StartExecution accepts, the same for the same key and target.
+pub fn execution_name(key: &str, target: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    target.hash(&mut h);
+    let clean: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(60)
+        .collect();
+    format!("{clean}-{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execution_names_are_stable_valid_and_per_target() {
+        let a = execution_name(
+            "rule:nightly:1700000000000",
+            "arn:aws:states:us-east-1:0:stateMachine:a",
+        );
+        assert_eq!(
+            a,
+            execution_name(
+                "rule:nightly:1700000000000",
+                "arn:aws:states:us-east-1:0:stateMachine:a"
+            )
+        );
+        assert_ne!(
+            a,
+            execution_name(
+                "rule:nightly:1700000000000",
+                "arn:aws:states:us-east-1:0:stateMachine:b"
+            )
+        );
+        assert!(
+            a.len() <= 80
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        assert!(is_state_machine_arn(
+            "arn:aws:states:us-east-1:000000000000:stateMachine:m:live"
+        ));
+        assert!(!is_state_machine_arn(
+            "arn:aws:states:us-east-1:000000000000:execution:m:e"
+        ));
+    }
+}

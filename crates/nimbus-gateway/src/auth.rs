@@ -215,6 +215,9 @@ pub(crate) enum Target {
     /// EventBridge's JSON API: `events:<Op>` on the buses or the rule the body names
     /// (`bus::checks`).
     Events,
+    /// The Step Functions API: `states:<Op>` on the machine, version, alias or execution
+    /// the body names (`states::checks`).
+    States,
 }
 
 /// Set (by the server) on every request that arrived at an instance's private AWS
@@ -308,6 +311,7 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
         (_, ["fn", ..]) => Target::Public,
         _ if crate::sqs::protocol_of(method, path, headers).is_some() => Target::Sqs,
         _ if crate::iam::is_iam(method, path, headers) => Target::Iam,
+        _ if crate::states::op_of(method, path, headers).is_some() => Target::States,
         ("POST", [""]) if events_op(headers).is_some() => Target::Events,
         // The Lambda API.
         ("POST", ["2015-03-31", "functions", name, "invocations"]) => {
@@ -773,6 +777,7 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 pub(crate) async fn enforce(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     let sqs = crate::sqs::protocol_of(req.method(), req.uri().path(), req.headers());
     let iam = crate::iam::is_iam(req.method(), req.uri().path(), req.headers());
+    let states = crate::states::op_of(req.method(), req.uri().path(), req.headers()).is_some();
     match enforce_request(&gw, req).await {
         Ok(req) => next.run(req).await,
         Err(e) => {
@@ -792,6 +797,8 @@ pub(crate) async fn enforce(State(gw): State<Arc<Gateway>>, req: Request, next: 
                 .into_response(),
                 // IAM clients get IAM's.
                 None if iam => ApiError::Iam(crate::iam::auth_error(e)).into_response(),
+                // Step Functions clients get its JSON 1.0 shape.
+                None if states => crate::states::auth_error(e),
                 None => e.into_response(),
             }
         }
@@ -834,6 +841,11 @@ async fn enforce_request(gw: &Gateway, req: Request) -> Result<Request, ApiError
         Target::Sqs => crate::sqs::checks(&parts, &body),
         Target::Iam => crate::iam::checks(gw, &body),
         Target::Events => crate::bus::checks(events_op(&parts.headers).unwrap_or_default(), &body),
+        Target::States => crate::states::checks(
+            crate::states::op_of(&parts.method, parts.uri.path(), &parts.headers)
+                .unwrap_or_default(),
+            &body,
+        ),
         Target::CreateFunction => {
             let name = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -1142,6 +1154,13 @@ mod tests {
         h.insert("x-amz-target", "AWSEvents.PutEvents".parse().unwrap());
         assert_eq!(classify(&Method::POST, "/", "", &h), Target::Events);
         assert_eq!(t("POST", "/", ""), Target::Public);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-amz-target",
+            "AWSStepFunctions.StartExecution".parse().unwrap(),
+        );
+        assert_eq!(classify(&Method::POST, "/", "", &h), Target::States);
+        assert_eq!(classify(&Method::POST, "/x", "", &h), Target::Public);
     }
 
     #[test]

@@ -287,6 +287,9 @@ pub(crate) async fn aws_json(
     if crate::iam::is_iam(req.method(), req.uri().path(), req.headers()) {
         return crate::iam::handle(gw, req).await;
     }
+    if crate::states::op_of(req.method(), req.uri().path(), req.headers()).is_some() {
+        return Ok(crate::states::handle(gw, req).await);
+    }
     // With authentication off, an unsigned IAM form (`Version=2010-05-08`) too; never
     // where requests are authenticated (there only a signature scoped to `iam` is IAM).
     let enforced =

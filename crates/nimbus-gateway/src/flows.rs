@@ -184,3 +184,35 @@ impl GatewayTasks {
         }
     }
 }
+
+/// Starts executions for bus rules, schedules and destinations that target a state
+/// machine.
+pub struct FlowStarter(pub nimbus_workflows::Workflows);
+
+impl nimbus_events::external::WorkflowStarter for FlowStarter {
+    fn start<'a>(
+        &'a self,
+        machine_arn: &'a str,
+        name: String,
+        input: String,
+        trace: Option<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let req = nimbus_workflows::StartRequest {
+                target: machine_arn.to_string(),
+                name: Some(name.clone()),
+                input: Some(input),
+                trace_header: trace,
+            };
+            match self.0.start(req).await {
+                Ok(started) => Ok(started.execution.arn),
+                // A redelivered event whose execution already ran: nothing new to start.
+                Err(nimbus_workflows::WorkflowError::Store(
+                    nimbus_flows::store::StoreError::ExecutionAlreadyExists(arn),
+                )) => Ok(arn),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}

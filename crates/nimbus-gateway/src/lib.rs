@@ -38,17 +38,19 @@ mod sessions;
 mod sources;
 mod sqs;
 mod state;
+mod states;
 mod streaming;
 mod targets;
 mod trace;
 mod urls;
 mod whoami;
+mod workflow_routes;
 
 pub use alarms::{ALARM_DETAIL_TYPE, ALARM_SOURCE};
 pub use async_invoke::GatewayInvoker;
 pub use auth::{Auth, Caller, Key, PrivateEndpoint};
 pub use error::ApiError;
-pub use flows::GatewayTasks;
+pub use flows::{FlowStarter, GatewayTasks};
 pub use health::{HealthCheck, HealthMonitor, HealthReport, HealthStatus};
 pub use history::History;
 pub use limits::{AbuseLimits, BUCKETS_MAX};
@@ -56,6 +58,7 @@ pub use metrics::metrics_router;
 pub use secrets::Secrets;
 pub use sessions::{assumed_role_arn, role_name_of, SessionCredentials, TokenError};
 pub use state::{Gateway, GatewayConfig, Pools};
+pub use workflow_routes::ROUTE_TAG;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};

@@ -90,6 +90,8 @@ pub struct Gateway {
     pub(crate) objects: std::sync::OnceLock<nimbus_objects::Objects>,
     /// The workflow executor behind the Step Functions API ([`Gateway::with_workflows`]).
     pub(crate) workflows: std::sync::OnceLock<nimbus_workflows::Workflows>,
+    /// Routes served by workflows (`workflow_routes.rs`).
+    pub(crate) workflow_routes: ArcSwap<crate::workflow_routes::Table>,
 }
 
 impl Gateway {
@@ -131,6 +133,7 @@ impl Gateway {
             move_tasks: Default::default(),
             objects: Default::default(),
             workflows: Default::default(),
+            workflow_routes: Default::default(),
         });
         gw.rebuild_routes()?;
         for f in gw.store.list()? {
@@ -168,6 +171,7 @@ impl Gateway {
     /// `workflows`; set once, before serving.
     pub fn with_workflows(self: Arc<Self>, workflows: nimbus_workflows::Workflows) -> Arc<Self> {
         let _ = self.workflows.set(workflows);
+        self.workflows_changed();
         self
     }
 

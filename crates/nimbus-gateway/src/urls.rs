@@ -222,10 +222,15 @@ pub(crate) async fn user_route(
             )
             .await
         }
-        None => Err(ApiError::NotFound(format!(
-            "no route for {} {path}",
-            req.method()
-        ))),
+        None => match gw.match_workflow_route(req.method().as_str(), &path) {
+            Some((route, machine, kind, params)) => {
+                crate::workflow_routes::serve(gw, route, machine, kind, params, req).await
+            }
+            None => Err(ApiError::NotFound(format!(
+                "no route for {} {path}",
+                req.method()
+            ))),
+        },
     }
 }
 

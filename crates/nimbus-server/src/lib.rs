@@ -545,6 +545,7 @@ impl Server {
             },
         );
         let gateway = gateway.with_workflows(workflows.clone());
+        events.set_workflows(Arc::new(nimbus_gateway::FlowStarter(workflows.clone())));
         let monitor = nimbus_gateway::HealthMonitor::new(config.health.interval);
         let gateway = gateway.with_health(monitor.clone());
         // Instances' private AWS endpoints serve the same router as the public listener (set

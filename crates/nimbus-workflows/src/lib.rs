@@ -157,6 +157,119 @@ impl Inner {
         self.loaded(&rev.revision_id, &rev.definition, &rev.role_arn)
     }
 
+    pub(crate) async fn prepare(
+        &self,
+        req: &StartRequest,
+    ) -> WorkflowResult<(NewExecution, Vec<NewEvent>, Vec<NewStep>)> {
+        let (machine_arn, qualifier) = split_machine_arn(&req.target)
+            .ok_or_else(|| WorkflowError::InvalidArn(req.target.clone()))?;
+        let name = match &req.name {
+            Some(n) if !valid_name(n) => {
+                return Err(WorkflowError::InvalidName(format!("Invalid Name: '{n}'")))
+            }
+            Some(n) => n.clone(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let input = req.input.clone().unwrap_or_else(|| "{}".into());
+        if input.len() > MAX_PAYLOAD {
+            return Err(WorkflowError::Validation(format!(
+                "1 validation error detected: Value at 'input' failed to satisfy constraint: Member must have length less than or equal to {MAX_PAYLOAD}"
+            )));
+        }
+        let input_value: serde_json::Value = serde_json::from_str(&input).map_err(|e| {
+            WorkflowError::InvalidExecutionInput(format!(
+                "Invalid State Machine Execution Input: '{e}'"
+            ))
+        })?;
+        let m = machine_arn.clone();
+        let machine = self.blocking(move |st| st.describe_machine(&m)).await?;
+        let (version_arn, alias_arn) = match &qualifier {
+            None => (None, None),
+            Some(q) if q.chars().all(|c| c.is_ascii_digit()) => (Some(req.target.clone()), None),
+            Some(_) => {
+                let a = req.target.clone();
+                let alias = self.blocking(move |st| st.describe_alias(&a)).await?;
+                let roll: u32 = rand::rng().random_range(0..100);
+                let mut acc = 0;
+                let version = alias
+                    .routing
+                    .iter()
+                    .find(|r| {
+                        acc += r.weight;
+                        roll < acc
+                    })
+                    .or(alias.routing.last())
+                    .map(|r| r.version_arn.clone())
+                    .ok_or_else(|| WorkflowError::InvalidArn(req.target.clone()))?;
+                (Some(version), Some(req.target.clone()))
+            }
+        };
+        let revision = match &version_arn {
+            Some(v) => {
+                let v = v.clone();
+                self.blocking(move |st| st.describe_version(&v))
+                    .await?
+                    .revision
+            }
+            None => machine.revision.clone(),
+        };
+        let loaded = self.loaded(
+            &revision.revision_id,
+            &revision.definition,
+            &revision.role_arn,
+        )?;
+        let now = now_millis();
+        let mut details = json!({
+            "input": input,
+            "inputDetails": {"truncated": false},
+            "roleArn": revision.role_arn,
+        });
+        if let Some(a) = &alias_arn {
+            details["stateMachineAliasArn"] = json!(a);
+        }
+        if let Some(v) = &version_arn {
+            details["stateMachineVersionArn"] = json!(v);
+        }
+        let events = vec![NewEvent::new("ExecutionStarted", details)];
+        let mut steps = vec![first_step(&loaded.machine, input_value, now)];
+        if let Some(t) = loaded.machine.timeout_seconds {
+            steps.push(NewStep {
+                scope: String::new(),
+                state: String::new(),
+                attempt: 0,
+                due: now + (t as i64) * 1000,
+                payload: Payload {
+                    phase: Phase::ExecutionTimeout,
+                    ..Payload::default()
+                }
+                .to_value(),
+            });
+        }
+        Ok((
+            NewExecution {
+                machine_arn,
+                name,
+                input,
+                version_arn,
+                alias_arn,
+                trace_header: req.trace_header.clone(),
+            },
+            events,
+            steps,
+        ))
+    }
+
+    /// Starts an execution (and wakes the step loop).
+    pub(crate) async fn start(&self, req: &StartRequest) -> WorkflowResult<Started> {
+        let (new, events, steps) = self.prepare(req).await?;
+        let now = now_millis();
+        let started = self
+            .blocking(move |st| st.start_execution(&new, &events, &steps, now))
+            .await?;
+        self.wake.notify_one();
+        Ok(started)
+    }
+
     fn finished(&self, arn: &str) {
         let waiters = self
             .watchers
@@ -281,14 +394,7 @@ impl Workflows {
 
     /// Starts an execution.
     pub async fn start(&self, req: StartRequest) -> WorkflowResult<Started> {
-        let (new, events, steps) = self.prepare(&req).await?;
-        let now = now_millis();
-        let started = self
-            .inner
-            .blocking(move |st| st.start_execution(&new, &events, &steps, now))
-            .await?;
-        self.wake();
-        Ok(started)
+        self.inner.start(&req).await
     }
 
     /// `StartSyncExecution`: starts an execution and waits for its end (at most
@@ -298,7 +404,7 @@ impl Workflows {
         req: StartRequest,
         max_wait: Duration,
     ) -> WorkflowResult<Execution> {
-        let (new, events, steps) = self.prepare(&req).await?;
+        let (new, events, steps) = self.inner.prepare(&req).await?;
         let arn = execution_arn(&new.machine_arn, &new.name);
         let (tx, rx) = oneshot::channel();
         self.inner
@@ -328,112 +434,6 @@ impl Workflows {
         self.inner
             .blocking(move |st| st.describe_execution(&a))
             .await
-    }
-
-    async fn prepare(
-        &self,
-        req: &StartRequest,
-    ) -> WorkflowResult<(NewExecution, Vec<NewEvent>, Vec<NewStep>)> {
-        let (machine_arn, qualifier) = split_machine_arn(&req.target)
-            .ok_or_else(|| WorkflowError::InvalidArn(req.target.clone()))?;
-        let name = match &req.name {
-            Some(n) if !valid_name(n) => {
-                return Err(WorkflowError::InvalidName(format!("Invalid Name: '{n}'")))
-            }
-            Some(n) => n.clone(),
-            None => uuid::Uuid::new_v4().to_string(),
-        };
-        let input = req.input.clone().unwrap_or_else(|| "{}".into());
-        if input.len() > MAX_PAYLOAD {
-            return Err(WorkflowError::Validation(format!(
-                "1 validation error detected: Value at 'input' failed to satisfy constraint: Member must have length less than or equal to {MAX_PAYLOAD}"
-            )));
-        }
-        let input_value: serde_json::Value = serde_json::from_str(&input).map_err(|e| {
-            WorkflowError::InvalidExecutionInput(format!(
-                "Invalid State Machine Execution Input: '{e}'"
-            ))
-        })?;
-        let m = machine_arn.clone();
-        let machine = self
-            .inner
-            .blocking(move |st| st.describe_machine(&m))
-            .await?;
-        let (version_arn, alias_arn) = match &qualifier {
-            None => (None, None),
-            Some(q) if q.chars().all(|c| c.is_ascii_digit()) => (Some(req.target.clone()), None),
-            Some(_) => {
-                let a = req.target.clone();
-                let alias = self.inner.blocking(move |st| st.describe_alias(&a)).await?;
-                let roll: u32 = rand::rng().random_range(0..100);
-                let mut acc = 0;
-                let version = alias
-                    .routing
-                    .iter()
-                    .find(|r| {
-                        acc += r.weight;
-                        roll < acc
-                    })
-                    .or(alias.routing.last())
-                    .map(|r| r.version_arn.clone())
-                    .ok_or_else(|| WorkflowError::InvalidArn(req.target.clone()))?;
-                (Some(version), Some(req.target.clone()))
-            }
-        };
-        let revision = match &version_arn {
-            Some(v) => {
-                let v = v.clone();
-                self.inner
-                    .blocking(move |st| st.describe_version(&v))
-                    .await?
-                    .revision
-            }
-            None => machine.revision.clone(),
-        };
-        let loaded = self.inner.loaded(
-            &revision.revision_id,
-            &revision.definition,
-            &revision.role_arn,
-        )?;
-        let now = now_millis();
-        let mut details = json!({
-            "input": input,
-            "inputDetails": {"truncated": false},
-            "roleArn": revision.role_arn,
-        });
-        if let Some(a) = &alias_arn {
-            details["stateMachineAliasArn"] = json!(a);
-        }
-        if let Some(v) = &version_arn {
-            details["stateMachineVersionArn"] = json!(v);
-        }
-        let events = vec![NewEvent::new("ExecutionStarted", details)];
-        let mut steps = vec![first_step(&loaded.machine, input_value, now)];
-        if let Some(t) = loaded.machine.timeout_seconds {
-            steps.push(NewStep {
-                scope: String::new(),
-                state: String::new(),
-                attempt: 0,
-                due: now + (t as i64) * 1000,
-                payload: Payload {
-                    phase: Phase::ExecutionTimeout,
-                    ..Payload::default()
-                }
-                .to_value(),
-            });
-        }
-        Ok((
-            NewExecution {
-                machine_arn,
-                name,
-                input,
-                version_arn,
-                alias_arn,
-                trace_header: req.trace_header.clone(),
-            },
-            events,
-            steps,
-        ))
     }
 
     /// `StopExecution`.

@@ -51,6 +51,8 @@ pub enum Phase {
     TokenWatch,
     /// The execution's `TimeoutSeconds` is up (the step of state `""`).
     ExecutionTimeout,
+    /// A `states:startExecution.sync` task looks whether its child execution ended.
+    ChildWatch,
 }
 
 /// A step's payload: the executor's continuation.
@@ -81,6 +83,11 @@ pub struct Payload {
     /// Join: how many failed children a Map tolerates (`None`: no tolerance configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerated: Option<u32>,
+    /// ChildWatch: the child execution and the current polling interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_ms: Option<u64>,
 }
 
 impl Payload {
@@ -137,6 +144,9 @@ pub(crate) struct Runner<'a> {
     pub rng: StdRng,
     /// The execution ended in this step.
     pub terminal: bool,
+    /// The step runs inside a DISTRIBUTED Map's iteration: its state events are not
+    /// written to the execution's history (the fan-out's report still is).
+    quiet: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -156,11 +166,14 @@ impl<'a> Runner<'a> {
             now,
             rng: StdRng::from_os_rng(),
             terminal: false,
+            quiet: false,
         }
     }
 
     fn event(&mut self, ty: &str, details: Value) {
-        self.t.events.push(NewEvent::new(ty, details));
+        if !self.quiet {
+            self.t.events.push(NewEvent::new(ty, details));
+        }
     }
 
     fn context(&self, state: &str, retry: u32, entered: Millis, token: Option<&str>) -> Value {
@@ -181,6 +194,7 @@ impl<'a> Runner<'a> {
             return self.execution_timeout();
         }
         let scope = step.scope.clone();
+        self.quiet = crate::scope::in_distributed_map(&self.def.machine, &scope);
         let mut name = step.state.clone();
         let mut attempt = step.attempt;
         let mut resolution = step.resolution.clone();
@@ -771,6 +785,11 @@ impl<'a> Runner<'a> {
                 .token_watch(scope, name, &rtype, &rname, p, attempt)
                 .await;
         }
+        if p.phase == Phase::ChildWatch {
+            return self
+                .child_watch(scope, name, s, ql, p, attempt, &rtype, &rname)
+                .await;
+        }
         let token = if resource.pattern() == Pattern::Token {
             let step = self.step.clone();
             let now = self.now;
@@ -840,7 +859,8 @@ impl<'a> Runner<'a> {
                 json!({"resourceType": rtype, "resource": rname}),
             );
         }
-        let call = self.call(&resource, effective, p.input.clone());
+        let child_name = self.child_name(scope, name, attempt);
+        let call = self.call(&resource, effective, child_name);
         let outcome = match (timeout, resource.pattern()) {
             (Some(t), Pattern::Response | Pattern::Sync) => {
                 match tokio::time::timeout(Duration::from_secs(t), call).await {
@@ -903,6 +923,30 @@ impl<'a> Runner<'a> {
                     }
                     return Ok(Flow::Suspended);
                 }
+                if matches!(
+                    resource,
+                    Resource::StartExecution {
+                        pattern: Pattern::Sync
+                    }
+                ) {
+                    self.event(
+                        "TaskSubmitted",
+                        json!({"resourceType": rtype, "resource": rname, "output": out, "outputDetails": {"truncated": false}}),
+                    );
+                    let mut watch = p.clone();
+                    watch.phase = Phase::ChildWatch;
+                    watch.child = output["ExecutionArn"].as_str().map(str::to_string);
+                    watch.deadline = timeout.map(|t| entered + (t as i64) * 1000);
+                    watch.poll_ms = Some(CHILD_POLL_FIRST_MS);
+                    self.t.next_steps.push(NewStep {
+                        scope: scope.to_string(),
+                        state: name.to_string(),
+                        attempt,
+                        due: self.now + CHILD_POLL_FIRST_MS as i64,
+                        payload: watch.to_value(),
+                    });
+                    return Ok(Flow::Suspended);
+                }
                 if out.len() > MAX_PAYLOAD {
                     return Err(data_limit(name));
                 }
@@ -928,8 +972,9 @@ impl<'a> Runner<'a> {
         &self,
         resource: &Resource,
         effective: Value,
-        _raw: Value,
+        child_name: String,
     ) -> crate::tasks::BoxFuture<'a, TaskOutcome> {
+        let eng: &'a Inner = self.eng;
         let tasks = self.eng.tasks.clone();
         let role = self.def.role_arn.clone();
         let trace = self.exec.trace_header.clone();
@@ -983,15 +1028,115 @@ impl<'a> Runner<'a> {
                     }
                 }
                 Resource::StartExecution { .. } => {
-                    tasks
-                        .call_service("states", "startExecution", effective, &role)
-                        .await
+                    start_child(eng, &effective, child_name, trace).await
                 }
                 Resource::Service {
                     service, action, ..
                 } => tasks.call_service(service, action, effective, &role).await,
             }
         })
+    }
+
+    /// The name of the child execution a `startExecution` task starts when its parameters
+    /// name none: the same for a re-run of the same attempt (no second child).
+    fn child_name(&self, scope: &str, state: &str, attempt: u32) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&self.exec.arn, scope, state, attempt).hash(&mut h);
+        let prefix: String = self
+            .exec
+            .name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(40)
+            .collect();
+        format!("{prefix}-{:016x}", h.finish())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn child_watch(
+        &mut self,
+        scope: &str,
+        name: &str,
+        s: &Task,
+        ql: QueryLanguage,
+        p: &Payload,
+        attempt: u32,
+        rtype: &str,
+        rname: &str,
+    ) -> Result<Flow, Error> {
+        let Some(child) = p.child.clone() else {
+            return Err(runtime("a child watch without a child execution"));
+        };
+        let c = child.clone();
+        let e = self
+            .eng
+            .blocking(move |st| st.describe_execution(&c))
+            .await
+            .map_err(|e| Error::states(names::TASK_FAILED, e.to_string()))?;
+        if e.status.is_open() {
+            if p.deadline.is_some_and(|d| self.now >= d) {
+                let cause = "The child execution did not finish within the task's TimeoutSeconds";
+                self.event(
+                    "TaskTimedOut",
+                    json!({"resourceType": rtype, "resource": rname, "error": names::TIMEOUT, "cause": cause}),
+                );
+                return Err(Error::states(names::TIMEOUT, cause));
+            }
+            let poll = p.poll_ms.unwrap_or(CHILD_POLL_FIRST_MS);
+            let mut next = p.clone();
+            next.poll_ms = Some((poll * 2).min(CHILD_POLL_MAX_MS));
+            self.t.next_steps.push(NewStep {
+                scope: scope.to_string(),
+                state: name.to_string(),
+                attempt,
+                due: self.now + poll as i64,
+                payload: next.to_value(),
+            });
+            return Ok(Flow::Suspended);
+        }
+        let v2 = s.resource.ends_with(":2");
+        let doc = |t: &Option<String>| -> Value {
+            match t {
+                Some(t) if v2 => serde_json::from_str(t).unwrap_or(Value::Null),
+                Some(t) => Value::String(t.clone()),
+                None => Value::Null,
+            }
+        };
+        let mut out = json!({
+            "ExecutionArn": e.arn,
+            "Input": doc(&Some(e.input.clone())),
+            "InputDetails": {"Included": true},
+            "Name": e.name,
+            "StartDate": e.start_date,
+            "StateMachineArn": e.machine_arn,
+            "Status": e.status.as_str(),
+            "StopDate": e.stop_date,
+        });
+        if e.status == ExecutionStatus::Succeeded {
+            out["Output"] = doc(&e.output);
+            out["OutputDetails"] = json!({"Included": true});
+            self.event(
+                "TaskSucceeded",
+                json!({"resourceType": rtype, "resource": rname, "output": text(&out), "outputDetails": {"truncated": false}}),
+            );
+            let entered = p.entered.unwrap_or(self.now);
+            let ctx = self.context(name, attempt, entered, None);
+            let (output, vars) = self.finish(name, "Task", &s.io, ql, p, Some(out), &ctx)?;
+            return Ok(Self::next_of(&s.transition, output, vars));
+        }
+        if let Some(err) = &e.error {
+            out["Error"] = json!(err);
+        }
+        if let Some(cause) = &e.cause {
+            out["Cause"] = json!(cause);
+        }
+        let cause = text(&out);
+        self.event(
+            "TaskFailed",
+            json!({"resourceType": rtype, "resource": rname, "error": names::TASK_FAILED, "cause": cause}),
+        );
+        Err(Error::states(names::TASK_FAILED, cause))
     }
 
     async fn token_watch(
@@ -1326,6 +1471,60 @@ impl<'a> Runner<'a> {
                 }),
             None => Ok(None),
         }
+    }
+}
+
+/// The first and the longest wait between two looks at a `.sync` child execution.
+const CHILD_POLL_FIRST_MS: u64 = 100;
+const CHILD_POLL_MAX_MS: u64 = 5_000;
+
+/// `states:startExecution`: starts the child (`StateMachineArn`, `Input` — JSON or its
+/// text —, `Name`); the result is `{ExecutionArn, StartDate}`.
+async fn start_child(
+    eng: &Inner,
+    params: &Value,
+    default_name: String,
+    trace: Option<String>,
+) -> TaskOutcome {
+    let Some(machine) = params["StateMachineArn"].as_str() else {
+        return TaskOutcome::Failed {
+            error: names::RUNTIME.into(),
+            cause: "The startExecution integration needs a 'StateMachineArn' parameter".into(),
+        };
+    };
+    let input = match params.get("Input") {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => text(v),
+        None => "{}".into(),
+    };
+    let req = crate::StartRequest {
+        target: machine.to_string(),
+        name: Some(params["Name"].as_str().map_or(default_name, str::to_string)),
+        input: Some(input),
+        trace_header: trace,
+    };
+    let arn = match eng.start(&req).await {
+        Ok(st) => st.execution.arn,
+        // The same attempt re-run after its child finished: that child is the answer.
+        Err(crate::WorkflowError::Store(
+            nimbus_flows::store::StoreError::ExecutionAlreadyExists(arn),
+        )) => arn,
+        Err(e) => {
+            return TaskOutcome::Failed {
+                error: "StepFunctions.ServiceException".into(),
+                cause: e.to_string(),
+            }
+        }
+    };
+    let a = arn.clone();
+    let start = eng
+        .blocking(move |st| st.describe_execution(&a))
+        .await
+        .map(|e| e.start_date)
+        .unwrap_or_default();
+    TaskOutcome::Succeeded {
+        output: json!({"ExecutionArn": arn, "StartDate": start}),
+        version: String::new(),
     }
 }
 

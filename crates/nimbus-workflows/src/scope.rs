@@ -53,6 +53,38 @@ pub fn states_of<'a>(top: &'a StateMachine, scope: &str) -> Option<&'a BTreeMap<
     Some(states)
 }
 
+/// Whether a step of `scope` runs inside a DISTRIBUTED Map's iteration (its events stay
+/// out of the parent's history, as a map run's child executions keep their own).
+pub fn in_distributed_map(top: &StateMachine, scope: &str) -> bool {
+    if scope.is_empty() {
+        return false;
+    }
+    let segs: Vec<&str> = scope.split('/').collect();
+    let mut states = &top.states;
+    for pair in segs.chunks(2) {
+        let Some(index) = pair.get(1).and_then(|i| i.parse::<usize>().ok()) else {
+            return false;
+        };
+        states = match states.get(&unescape(pair[0])) {
+            Some(State::Parallel(p)) => match p.branches.get(index) {
+                Some(b) => &b.states,
+                None => return false,
+            },
+            Some(State::Map(m)) => {
+                if m.mode() == nimbus_flows::definition::ProcessorMode::Distributed {
+                    return true;
+                }
+                match processor(m) {
+                    Some((_, s)) => s,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+    }
+    false
+}
+
 /// A Map's item processor: its start state and states.
 pub fn processor(m: &nimbus_flows::definition::Map) -> Option<(&str, &BTreeMap<String, State>)> {
     if let Some(p) = &m.item_processor {

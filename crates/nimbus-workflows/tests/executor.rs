@@ -487,3 +487,79 @@ async fn a_new_engine_resumes_what_a_dead_one_left() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_executions_run_sync_and_fail_the_parent_task() {
+    let h = Harness::new(Config::default());
+    h.fns
+        .add("inc", |v| Ok(json!(v["n"].as_i64().unwrap() + 1)));
+    let child = h.machine(
+        "child",
+        json!({"StartAt": "Inc", "States": {
+            "Inc": {"Type": "Task", "Resource": "inc", "Next": "Big?"},
+            "Big?": {"Type": "Choice", "Choices": [{"Variable": "$", "NumericGreaterThan": 10, "Next": "Boom"}], "Default": "Ok"},
+            "Ok": {"Type": "Succeed"},
+            "Boom": {"Type": "Fail", "Error": "TooBig", "Cause": "over ten"}
+        }}),
+    );
+    let parent = h.machine(
+        "parent",
+        json!({"StartAt": "Child", "States": {
+            "Child": {"Type": "Task", "Resource": "arn:aws:states:::states:startExecution.sync:2",
+                      "Parameters": {"StateMachineArn": child, "Input": {"n.$": "$.n"}},
+                      "ResultSelector": {"out.$": "$.Output", "status.$": "$.Status"},
+                      "Catch": [{"ErrorEquals": ["States.TaskFailed"], "ResultPath": "$.failed", "Next": "Failed"}],
+                      "End": true},
+            "Failed": {"Type": "Pass", "End": true}
+        }}),
+    );
+    let e = h.run(&parent, json!({"n": 1})).await;
+    assert_eq!(output(&e), json!({"out": 2, "status": "SUCCEEDED"}));
+    let e = h.run(&parent, json!({"n": 10})).await;
+    let out = output(&e);
+    assert_eq!(out["failed"]["Error"], "States.TaskFailed");
+    let cause: Value = serde_json::from_str(out["failed"]["Cause"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (cause["Status"].as_str(), cause["Error"].as_str()),
+        (Some("FAILED"), Some("TooBig"))
+    );
+    // Request-response: the child's ARN at once.
+    let fire = h.machine(
+        "fire",
+        json!({"StartAt": "Child", "States": {
+            "Child": {"Type": "Task", "Resource": "arn:aws:states:::states:startExecution",
+                      "Parameters": {"StateMachineArn": child, "Input": {"n": 3}, "Name": "fired"}, "End": true}
+        }}),
+    );
+    let e = h.run(&fire, json!({})).await;
+    let arn = output(&e)["ExecutionArn"].as_str().unwrap().to_string();
+    assert!(arn.ends_with(":execution:child:fired"), "{arn}");
+    let c = wait_end(&h, &arn).await;
+    assert_eq!(output(&c), json!(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test -p nimbus-workflows --release -- --ignored map_of_10000"]
+async fn map_of_10000() {
+    let h = Harness::new(Config::default());
+    let m = h.machine(
+        "big",
+        json!({"StartAt": "M", "States": {"M": {"Type": "Map", "MaxConcurrency": 20, "End": true,
+            "ResultSelector": {"n.$": "States.ArrayLength($)"},
+            "ItemProcessor": {"ProcessorConfig": {"Mode": "DISTRIBUTED"}, "StartAt": "P",
+                              "States": {"P": {"Type": "Pass", "End": true}}}}}}),
+    );
+    let t = std::time::Instant::now();
+    let e =
+        h.wf.start_sync(
+            StartRequest {
+                target: m,
+                input: Some(json!((0..10_000).collect::<Vec<u32>>()).to_string()),
+                ..Default::default()
+            },
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    eprintln!("10000 items in {:?}: {:?}", t.elapsed(), e.output);
+}
