@@ -208,3 +208,91 @@ fn manifest_workflows_and_the_flows_cli() {
     let ls = cli_ok(&s.cli(&["flows", "ls"])).unwrap();
     assert!(!ls.contains("slow"), "{ls}");
 }
+
+/// `nimbus up` creates the workflows after the functions and updates one when its
+/// definition file changes; a broken definition is reported and the watch goes on.
+#[test]
+fn up_updates_a_workflow_when_its_definition_changes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    write_files(
+        dir.path(),
+        &[
+            ("fn/app.py", APP),
+            (
+                "nimbus.toml",
+                "[functions.double]\nruntime = \"python3.11\"\nhandler = \"app.handler\"\n\
+                 code = \"fn\"\n\n[[workflows]]\nname = \"orders\"\n\
+                 definition = \"flows/orders.asl.json\"\n",
+            ),
+            ("flows/orders.asl.json", ORDERS),
+        ],
+    );
+    let mut child = Child(
+        Command::new(nimbus_bin())
+            .arg("up")
+            .arg(dir.path())
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.0.stdout.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx2.send(line);
+        }
+    });
+    let mut printed = String::new();
+    let mut wait_for = |wanted: &[&str]| {
+        while !wanted.iter().all(|w| printed.contains(w)) {
+            let line = rx
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("nimbus up printed:\n{printed}"));
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+        printed.clone()
+    };
+    wait_for(&["workflow orders: created", "watching"]);
+    write_files(
+        dir.path(),
+        &[(
+            "flows/orders.asl.json",
+            &ORDERS.replace(
+                "\"StartAt\": \"Double\",",
+                "\"Comment\": \"v2\", \"StartAt\": \"Double\",",
+            ),
+        )],
+    );
+    let out = wait_for(&["workflow orders: updated"]);
+    // The function's code did not change: it is not redeployed.
+    assert!(!out.contains("redeployed double"), "{out}");
+    write_files(dir.path(), &[("flows/orders.asl.json", "{broken")]);
+    wait_for(&["orders.asl.json is not valid JSON"]);
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "nimbus up exited:\n{printed}"
+    );
+}
