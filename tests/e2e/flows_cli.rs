@@ -296,3 +296,61 @@ fn up_updates_a_workflow_when_its_definition_changes() {
         "nimbus up exited:\n{printed}"
     );
 }
+
+/// With authentication on, Task states act as the machine's role: a workflow's inline
+/// `policy` (the role `wf-NAME`, created by deploy) lets it invoke the function; without
+/// one the Task fails with `States.Permissions`, and the CLI says so.
+#[test]
+fn a_workflow_policy_makes_its_role_under_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = r#"
+[functions.double]
+runtime = "python3.11"
+handler = "app.handler"
+
+[[workflows]]
+name = "allowed"
+definition = "flow.asl.json"
+policy = '''{"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+  "Action": "lambda:InvokeFunction",
+  "Resource": "arn:aws:lambda:us-east-1:000000000000:function:double"}]}'''
+
+[[workflows]]
+name = "bare"
+definition = "flow.asl.json"
+"#;
+    let flow = r#"{"StartAt": "D", "States": {"D": {"Type": "Task", "Resource": "${fn:double}", "End": true}}}"#;
+    write_files(
+        dir.path(),
+        &[
+            ("app.py", APP),
+            ("nimbus.toml", manifest),
+            ("flow.asl.json", flow),
+        ],
+    );
+    let s = Server::start_with_auth(&[]);
+    let text = cli_ok(&s.cli(&["deploy", dir.path().to_str().unwrap()])).unwrap();
+    assert!(text.contains("role wf-allowed: created"), "{text}");
+    assert!(text.contains("workflow allowed: created"), "{text}");
+    let out = cli_ok(&s.cli(&[
+        "flows",
+        "start",
+        "allowed",
+        "--input",
+        r#"{"x": 4}"#,
+        "--wait",
+    ]))
+    .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap(),
+        serde_json::json!({"y": 8})
+    );
+    let out = s.cli(&["flows", "start", "bare", "--input", r#"{"x": 4}"#, "--wait"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("execution FAILED: States.Permissions"),
+        "{err}"
+    );
+    assert!(err.contains("role/nimbus-workflows"), "{err}");
+}

@@ -92,8 +92,8 @@
 //!
 //! Workflows (Step Functions state machines): `[[workflows]]` entries with `name`,
 //! `definition` (an ASL file relative to the manifest), optional `type`, `role` and
-//! `definition_substitutions` (see [`workflows`]); `nimbus deploy` creates or updates
-//! them after everything else.
+//! `definition_substitutions`, or `policy` instead of `role` (see [`workflows`]);
+//! `nimbus deploy` creates or updates them after everything else.
 
 use crate::authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 use crate::{CoreError, FunctionConfig, FunctionName, Limits, RouteSpec, Runtime};
@@ -867,7 +867,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         alarms.push((name, spec));
     }
     let targets = sources::parse_targets(raw.targets)?;
-    let workflows = workflows::parse_workflows(raw.workflows)?;
+    let workflows = workflows::parse_workflows(raw.workflows, &raw.roles, &mut roles)?;
     Ok(Project {
         functions: out,
         include: raw.include,

@@ -6,6 +6,7 @@
 //! definition = "flow.asl.json"      # relative to the manifest's directory
 //! type = "STANDARD"                 # or "EXPRESS" (default STANDARD)
 //! role = "orders-flow"              # a role name ([roles.NAME]) or a role ARN (optional)
+//! # policy = '''{ IAM JSON }'''     # or the role's policy inline: makes the role wf-NAME
 //! definition_substitutions = { Queue = "orders" }
 //! ```
 //!
@@ -13,9 +14,14 @@
 //! `definition_substitutions`' value, as plain text) and `${fn:NAME}` or
 //! `${fn:NAME:QUALIFIER}` (replaced by the function's ARN, so a definition names the
 //! manifest's functions without hard-coding ARNs). A `${…}` whose key is not set is an
-//! error, so that a typo does not reach the server. Without a `role`, the machine runs as
-//! [`DEFAULT_ROLE`]. The CLI reads the file and checks that it is JSON; the server
-//! validates the state machine when it is created or updated.
+//! error, so that a typo does not reach the server.
+//!
+//! The machine's Task states act as its role: with authentication on, the role must allow
+//! what they do (`lambda:InvokeFunction` on the functions, `sqs:SendMessage`, …), else the
+//! Task fails with `States.Permissions`. `policy` writes that policy inline (the role
+//! `wf-NAME` is made with it, as a function's `policy` makes `fn-NAME`); without `role` or
+//! `policy` the machine runs as [`DEFAULT_ROLE`]. The CLI reads the file and checks that
+//! it is JSON; the server validates the state machine when it is created or updated.
 
 use crate::CoreError;
 use serde::Deserialize;
@@ -32,6 +38,7 @@ pub(super) struct RawWorkflow {
     #[serde(rename = "type")]
     machine_type: Option<String>,
     role: Option<String>,
+    policy: Option<String>,
     #[serde(default)]
     definition_substitutions: BTreeMap<String, String>,
 }
@@ -87,7 +94,13 @@ fn valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-pub(super) fn parse_workflows(raw: Vec<RawWorkflow>) -> Result<Vec<ManifestWorkflow>, CoreError> {
+/// Parses the `[[workflows]]`; a workflow's inline `policy` adds its role `wf-NAME` to
+/// `roles` (`declared_roles` are the manifest's `[roles.NAME]`).
+pub(super) fn parse_workflows(
+    raw: Vec<RawWorkflow>,
+    declared_roles: &BTreeMap<String, super::RawRole>,
+    roles: &mut Vec<super::ManifestRole>,
+) -> Result<Vec<ManifestWorkflow>, CoreError> {
     let mut out: Vec<ManifestWorkflow> = Vec::new();
     for w in raw {
         let name = w.name;
@@ -112,15 +125,42 @@ pub(super) fn parse_workflows(raw: Vec<RawWorkflow>) -> Result<Vec<ManifestWorkf
             Some(t) if t == "STANDARD" || t == "EXPRESS" => t,
             Some(_) => return Err(ctx("type must be \"STANDARD\" or \"EXPRESS\"".into())),
         };
-        let role_arn = match w.role {
-            Some(r) if r.starts_with("arn:") => r,
-            Some(r) if crate::arn::is_iam_name(&r, 64) => super::role_arn(&r),
-            Some(r) => {
+        let role_arn = match (w.role, w.policy) {
+            (Some(_), Some(_)) => {
+                return Err(ctx(format!(
+                    "set role or policy, not both (policy makes the role wf-{name})"
+                )))
+            }
+            (Some(r), None) if r.starts_with("arn:") => r,
+            (Some(r), None) if crate::arn::is_iam_name(&r, 64) => super::role_arn(&r),
+            (Some(r), None) => {
                 return Err(ctx(format!(
                     "role {r:?} is neither a role name nor a role ARN"
                 )))
             }
-            None => super::role_arn(DEFAULT_ROLE),
+            (None, Some(policy)) => {
+                let role = format!("wf-{name}");
+                if !crate::arn::is_iam_name(&role, 64) {
+                    return Err(ctx(format!(
+                        "policy makes the role {role:?}, which is not a role name (1-64 \
+                         letters, digits or _+=,.@-): declare [roles.NAME] and set role = \"NAME\""
+                    )));
+                }
+                super::check_policy_json(&format!("workflows.{name}"), &policy)?;
+                if declared_roles.contains_key(&role) || roles.iter().any(|r| r.name == role) {
+                    return Err(ctx(format!(
+                        "policy makes the role {role}, which [roles.{role}] declares too"
+                    )));
+                }
+                roles.push(super::ManifestRole {
+                    name: role.clone(),
+                    policy,
+                    description: Some(format!("the inline policy of workflow {name}")),
+                    max_session_s: None,
+                });
+                super::role_arn(&role)
+            }
+            (None, None) => super::role_arn(DEFAULT_ROLE),
         };
         for key in w.definition_substitutions.keys() {
             if !valid_key(key) {
@@ -220,6 +260,19 @@ mod tests {
         assert_eq!(w[1].role_arn, "arn:aws:iam::000000000000:role/flow-role");
         assert_eq!(w[1].substitutions["Queue"], "q1");
         assert_eq!(w[2].role_arn, "arn:aws:iam::123456789012:role/r");
+        // An inline policy makes the role wf-NAME.
+        let p = project(
+            "[[workflows]]\nname = \"orders\"\ndefinition = \"a.json\"\n\
+             policy = '{\"Version\": \"2012-10-17\", \"Statement\": []}'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.workflows[0].role_arn,
+            "arn:aws:iam::000000000000:role/wf-orders"
+        );
+        assert_eq!(p.roles.len(), 1);
+        assert_eq!(p.roles[0].name, "wf-orders");
+        assert!(p.roles[0].policy.contains("2012-10-17"));
         // A manifest may declare workflows only.
         let only = parse_project("[[workflows]]\nname = \"w\"\ndefinition = \"w.json\"\n").unwrap();
         assert_eq!(only.workflows.len(), 1);
@@ -246,6 +299,18 @@ mod tests {
         let e = err("[[workflows]]\nname = \"w\"\ndefinition = \"a.json\"\n\
              definition_substitutions = { \"a b\" = \"x\" }\n");
         assert!(e.contains("definition_substitutions key \"a b\""), "{e}");
+        let e = err(
+            "[[workflows]]\nname = \"w\"\ndefinition = \"a.json\"\nrole = \"r\"\npolicy = '{}'\n",
+        );
+        assert!(
+            e.contains("workflows.w: set role or policy, not both"),
+            "{e}"
+        );
+        let e = err("[[workflows]]\nname = \"w\"\ndefinition = \"a.json\"\npolicy = 'nope'\n");
+        assert!(e.contains("workflows.w: policy is not valid JSON"), "{e}");
+        let e = err("[roles.wf-w]\npolicy = '{}'\n\
+             [[workflows]]\nname = \"w\"\ndefinition = \"a.json\"\npolicy = '{}'\n");
+        assert!(e.contains("[roles.wf-w] declares too"), "{e}");
         assert!(project("[[workflows]]\nname = \"w\"\n").is_err());
         assert!(project("[[workflows]]\nname = \"w\"\ndefinition = \"a\"\nbogus = 1\n").is_err());
     }
