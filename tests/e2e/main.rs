@@ -20,6 +20,7 @@ mod doctor;
 mod durability;
 mod escape;
 mod examples;
+mod flows_cli;
 mod gc;
 mod go;
 mod health;

@@ -75,6 +75,66 @@ pub enum Command {
     Top(TopArgs),
     /// Alarms on a function's metrics: put (create or replace), list with states, remove.
     Alarm(AlarmArgs),
+    /// Workflows (Step Functions state machines): list machines and executions, start an
+    /// execution (and wait for it), describe it, show its history as a tree, stop it.
+    #[command(visible_alias = "flow")]
+    Flows(FlowsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FlowsArgs {
+    #[command(subcommand)]
+    pub command: FlowsCommand,
+}
+
+/// Executions are named by ARN, as MACHINE/EXECUTION, or by a name only one machine uses.
+#[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// List the state machines, or (with NAME) the executions of machine NAME.
+    Ls {
+        name: Option<String>,
+        /// Only executions in this status: RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED.
+        #[arg(long, value_name = "STATUS", requires = "name")]
+        status: Option<String>,
+    },
+    /// Start an execution of state machine NAME and print its ARN.
+    Start {
+        #[arg(value_name = "NAME")]
+        machine: String,
+        /// The execution's input: JSON text, or @FILE (default `{}`).
+        #[arg(long, value_name = "JSON|@FILE")]
+        input: Option<String>,
+        /// The execution's name (default: a new UUID).
+        #[arg(long = "name", value_name = "EXEC")]
+        exec_name: Option<String>,
+        /// Wait for the execution to end and print its output (exit status 1 if it failed).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show an execution: status, times, input, output or error.
+    Describe {
+        #[arg(value_name = "EXECUTION")]
+        execution: String,
+    },
+    /// An execution's history: one line per event, Parallel branches and Map iterations
+    /// indented.
+    History {
+        #[arg(value_name = "EXECUTION")]
+        execution: String,
+    },
+    /// Stop a running execution (it ends ABORTED).
+    Stop {
+        #[arg(value_name = "EXECUTION")]
+        execution: String,
+        /// The error recorded.
+        #[arg(long)]
+        error: Option<String>,
+        /// The cause recorded.
+        #[arg(long)]
+        cause: Option<String>,
+    },
+    /// Remove state machine NAME (a later `nimbus deploy` creates it again).
+    Rm { name: String },
 }
 
 #[derive(Debug, Args)]

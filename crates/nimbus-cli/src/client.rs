@@ -312,6 +312,47 @@ impl Client {
         Ok((status, body))
     }
 
+    /// A Step Functions call in AWS's JSON 1.0 protocol (`POST /`, `X-Amz-Target:
+    /// target` such as `AWSStepFunctions.StartExecution`, signed for service `states`):
+    /// the reply's JSON, or an [`ApiError`] whose `kind` is the error code of the reply's
+    /// `__type` (`StateMachineDoesNotExist`, `InvalidDefinition`, …).
+    pub async fn aws_json(&self, target: &str, body: &Value) -> Result<Value> {
+        let mut req = self
+            .http
+            .post(self.url(&[]))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-amz-json-1.0")
+            .header("x-amz-target", target)
+            .body(serde_json::to_vec(body)?)
+            .build()
+            .with_context(|| format!("cannot build a request to {}", self.endpoint))?;
+        self.sign_for(&mut req, "states")?;
+        let resp = self
+            .http
+            .execute(req)
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        if status.is_success() {
+            if bytes.is_empty() {
+                return Ok(Value::Object(Default::default()));
+            }
+            return serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "the server at {} sent a reply to {target} that is not JSON",
+                    self.endpoint
+                )
+            });
+        }
+        let mut err = ApiError::from_reply(status, &headers, &bytes);
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if let Some(t) = parsed.as_ref().and_then(|v| v["__type"].as_str()) {
+            err.kind = t.rsplit('#').next().unwrap_or(t).to_string();
+        }
+        Err(err.into())
+    }
+
     fn sign(&self, req: &mut reqwest::Request) -> Result<()> {
         self.sign_for(req, "lambda")
     }

@@ -89,6 +89,11 @@
 //!
 //! External event sources: `[[functions.NAME.sources]]` entries with `type`,
 //! `endpoint(s)`, `topic(s)` and Lambda's mapping settings (see [`sources`]).
+//!
+//! Workflows (Step Functions state machines): `[[workflows]]` entries with `name`,
+//! `definition` (an ASL file relative to the manifest), optional `type`, `role` and
+//! `definition_substitutions` (see [`workflows`]); `nimbus deploy` creates or updates
+//! them after everything else.
 
 use crate::authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
 use crate::{CoreError, FunctionConfig, FunctionName, Limits, RouteSpec, Runtime};
@@ -97,8 +102,10 @@ use std::collections::BTreeMap;
 
 pub mod s3;
 pub mod sources;
+pub mod workflows;
 pub use s3::{managed_id_prefix, ManifestS3Trigger};
 pub use sources::{managed_tag, ManifestSource, ManifestTarget};
+pub use workflows::ManifestWorkflow;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +130,8 @@ struct RawManifest {
     roles: BTreeMap<String, RawRole>,
     #[serde(default)]
     targets: BTreeMap<String, sources::RawTarget>,
+    #[serde(default)]
+    workflows: Vec<workflows::RawWorkflow>,
 }
 
 /// `[roles.NAME]`: an execution role and its identity policy (IAM JSON).
@@ -473,6 +482,8 @@ pub struct Project {
     pub sources: Vec<ManifestSource>,
     /// External targets to create or replace (`[targets.NAME]`).
     pub targets: Vec<ManifestTarget>,
+    /// State machines to create or update (`[[workflows]]`).
+    pub workflows: Vec<ManifestWorkflow>,
 }
 
 /// Parses and validates a manifest that declares functions itself (no `include`).
@@ -490,7 +501,11 @@ pub fn parse(text: &str) -> Result<Vec<ManifestFunction>, CoreError> {
 pub fn parse_project(text: &str) -> Result<Project, CoreError> {
     let raw: RawManifest =
         toml::from_str(text).map_err(|e| CoreError::InvalidManifest(e.to_string()))?;
-    if raw.functions.is_empty() && raw.include.is_empty() && raw.layers.is_empty() {
+    if raw.functions.is_empty()
+        && raw.include.is_empty()
+        && raw.layers.is_empty()
+        && raw.workflows.is_empty()
+    {
         return Err(CoreError::InvalidManifest(
             "no functions declared: add a [functions.NAME] table (or include = [\"dir\", …])"
                 .into(),
@@ -852,6 +867,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         alarms.push((name, spec));
     }
     let targets = sources::parse_targets(raw.targets)?;
+    let workflows = workflows::parse_workflows(raw.workflows)?;
     Ok(Project {
         functions: out,
         include: raw.include,
@@ -865,6 +881,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
         s3_triggers,
         sources,
         targets,
+        workflows,
     })
 }
 

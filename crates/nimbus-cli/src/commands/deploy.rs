@@ -97,6 +97,12 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
     } else {
         None
     };
+    // Read (and checked) now, applied last: their definitions name the functions.
+    let workflows = if args.name.is_none() {
+        super::flows::manifest_workflows(&args.path)?
+    } else {
+        Vec::new()
+    };
     let options = DeployOptions {
         no_build: args.no_build,
     };
@@ -148,6 +154,11 @@ pub async fn run(client: &Client, args: DeployArgs, json: bool) -> Result<()> {
         }
     }
     for line in apply_alarms(client, &alarms).await? {
+        if !json {
+            super::print(format!("{line}\n"))?;
+        }
+    }
+    for line in super::flows::apply(client, &workflows).await? {
         if !json {
             super::print(format!("{line}\n"))?;
         }
@@ -242,7 +253,7 @@ fn read_jwks_files(dir: &Path, config: &mut FunctionConfig) -> Result<()> {
     Ok(())
 }
 
-fn read_manifest(dir: &Path) -> Result<manifest::Project> {
+pub(crate) fn read_manifest(dir: &Path) -> Result<manifest::Project> {
     let path = dir.join(MANIFEST);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,

@@ -5,6 +5,7 @@ mod bus;
 mod deploy;
 mod doctor;
 mod events;
+mod flows;
 mod invoke;
 mod keys;
 mod layer;
@@ -55,6 +56,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Stats(args) => stats::run(&client()?, args, cli.json).await,
         Command::Top(args) => top::run(&client()?, args, cli.json).await,
         Command::Alarm(args) => alarm::run(&client()?, args, cli.json).await,
+        Command::Flows(args) => flows::run(&client()?, args, cli.json).await,
     }
 }
 

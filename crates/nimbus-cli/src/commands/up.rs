@@ -96,6 +96,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         super::print(summary(&base, &deployed))?;
         super::queue::apply_manifest_queues(&client, &dir).await;
         apply_rules(&client, &dir).await;
+        apply_workflows(&client, &dir).await;
         watch_and_redeploy(&client, &dir, &data_dir, &mut targets, options).await
     };
     let outcome = tokio::select! {
@@ -212,6 +213,9 @@ async fn watch_and_redeploy(
             affected(&root, targets, &changed)
         };
         let manifest_changed = changed.contains(&root.join(MANIFEST));
+        // A changed workflow definition updates its state machine.
+        let flow_changed = super::flows::definition_files(dir)
+            .is_ok_and(|files| files.iter().any(|f| changed.contains(f)));
         // A changed layer directory redeploys every function: each one's layers are
         // published again when their content changed (and are unchanged otherwise).
         let layer_changed = deploy::manifest_layers(dir).is_ok_and(|layers| {
@@ -262,7 +266,20 @@ async fn watch_and_redeploy(
         if manifest_changed {
             apply_rules(client, dir).await;
         }
+        if manifest_changed || flow_changed {
+            apply_workflows(client, dir).await;
+        }
     }
+}
+
+/// Creates or updates the manifest's workflows (after everything their definitions
+/// name); failures are reported, not fatal.
+async fn apply_workflows(client: &Client, dir: &Path) {
+    let applied = match super::flows::manifest_workflows(dir) {
+        Ok(workflows) => super::flows::apply(client, &workflows).await,
+        Err(e) => Err(e),
+    };
+    report(applied);
 }
 
 /// Publishes the manifest's changed layers and gives `targets` their ARNs; failures are
