@@ -33,3 +33,12 @@ fn orders_pipeline() {
     let stdout = python::pytest(&["tests/python/test_example_orders.py"]);
     println!("{stdout}");
 }
+
+/// `examples/order-workflow` (issue 17): validate → Choice → Parallel (reserve ‖ charge,
+/// retried with backoff) → Map over the line items → an approval through a task token on a
+/// queue answered with `aws stepfunctions send-task-success` → Catch to compensation.
+#[test]
+fn order_workflow() {
+    let stdout = python::pytest(&["tests/python/test_example_order_workflow.py"]);
+    println!("{stdout}");
+}

@@ -599,3 +599,36 @@ def test_states_actions_are_authorised_per_resource(auth_server):
     expect_error("UnrecognizedClientException",
                  sfn_client(auth_server.base_url, "AKIAUNKNOWNUNKNOWN00", "x" * 40)
                  .list_state_machines)
+
+
+def test_tasks_act_as_the_machine_role(auth_server):
+    """With --auth on, a Task may do only what the state machine's role allows: a role
+    without lambda:InvokeFunction on the function fails the Task with States.Permissions;
+    granting it (PutRolePolicy) lets the next execution through."""
+    key = auth_server.admin_key()
+    admin = sfn_client(auth_server.base_url, *key)
+    iam, lam = (boto3.client(service, endpoint_url=auth_server.base_url, region_name=REGION,
+                             aws_access_key_id=key[0], aws_secret_access_key=key[1])
+                for service in ("iam", "lambda"))
+    fn = unique_name("f")
+    lam.create_function(FunctionName=fn, Runtime="python3.11", Handler="app.handler",
+                        Role=f"arn:aws:iam::{ACCOUNT}:role/any", Code={"ZipFile": python_zip("v1")})
+    role = unique_name("r")
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {
+        "Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    role_arn = iam.create_role(RoleName=role,
+                               AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    fn_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{fn}"
+    definition = {"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": fn_arn, "End": True}}}
+    arn = admin.create_state_machine(name=unique_name("sm"), definition=json.dumps(definition),
+                                     roleArn=role_arn)["stateMachineArn"]
+    ex = admin.start_execution(stateMachineArn=arn)["executionArn"]
+    d = wait_done(admin, ex)
+    assert (d["status"], d["error"]) == ("FAILED", "States.Permissions"), d
+    assert "lambda:InvokeFunction" in d["cause"]
+    iam.put_role_policy(RoleName=role, PolicyName="invoke", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                                               "Action": "lambda:InvokeFunction",
+                                               "Resource": fn_arn}]}))
+    ex = admin.start_execution(stateMachineArn=arn)["executionArn"]
+    assert wait_done(admin, ex)["status"] == "SUCCEEDED"

@@ -136,6 +136,7 @@ impl EventInvokeConfig {
             if is_queue_arn(&d.destination)
                 || is_bus_arn(&d.destination)
                 || crate::arn::target_from_arn(&d.destination).is_some()
+                || is_state_machine_arn(&d.destination)
             {
                 continue;
             }
@@ -143,14 +144,22 @@ impl EventInvokeConfig {
                 crate::CoreError::InvalidManifest(format!(
                     "destination {:?} must be a function ARN, a built-in queue's \
                      (arn:aws:sqs:us-east-1:000000000000:NAME), an event bus's \
-                     (arn:aws:events:us-east-1:000000000000:event-bus/NAME) or an external \
-                     target's (arn:nimbus:targets:us-east-1:000000000000:target/NAME)",
+                     (arn:aws:events:us-east-1:000000000000:event-bus/NAME), a state \
+                     machine's (arn:aws:states:us-east-1:000000000000:stateMachine:NAME) or an \
+                     external target's (arn:nimbus:targets:us-east-1:000000000000:target/NAME)",
                     d.destination
                 ))
             })?;
         }
         Ok(())
     }
+}
+
+/// Whether `arn` names a state machine (a workflow destination).
+fn is_state_machine_arn(arn: &str) -> bool {
+    arn.strip_prefix("arn:aws:states:")
+        .and_then(|r| r.split_once(":stateMachine:"))
+        .is_some_and(|(_, name)| !name.is_empty())
 }
 
 /// Checks a `DeadLetterConfig.TargetArn`: a built-in queue's or an event bus's ARN (Lambda

@@ -212,7 +212,22 @@ pub(crate) async fn handle(gw: Arc<Gateway>, req: axum::extract::Request) -> Res
                 message: "workflows are not enabled on this server".into(),
                 status: StatusCode::SERVICE_UNAVAILABLE,
             })?;
-            dispatch(wf, &op, &Req(&input)).await
+            let out = dispatch(wf, &op, &Req(&input)).await;
+            // Machines' `nimbus:route` tags make routes: refresh them after any change.
+            if out.is_ok()
+                && matches!(
+                    op.as_str(),
+                    "CreateStateMachine"
+                        | "UpdateStateMachine"
+                        | "DeleteStateMachine"
+                        | "TagResource"
+                        | "UntagResource"
+                )
+            {
+                let g = gw.clone();
+                let _ = tokio::task::spawn_blocking(move || g.workflows_changed()).await;
+            }
+            out
         }
         .await;
         match reply {

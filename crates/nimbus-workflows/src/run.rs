@@ -1416,6 +1416,11 @@ impl<'a> Runner<'a> {
         };
         let total = inputs.len() as u64;
         let tolerated = match (count, percentage) {
+            // A DISTRIBUTED Map tolerates no failure by default: the first one ends it
+            // with States.ExceedToleratedFailureThreshold.
+            (None, None) if s.mode() == nimbus_flows::definition::ProcessorMode::Distributed => {
+                Some(0)
+            }
             (None, None) => None,
             (c, pct) => {
                 let by_pct = pct.map_or(0, |x| ((x / 100.0) * total as f64).floor() as u64);
