@@ -354,3 +354,70 @@ definition = "flow.asl.json"
     );
     assert!(err.contains("role/nimbus-workflows"), "{err}");
 }
+
+#[test]
+fn manifest_workflow_routes_follow_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = |routes: &str| {
+        format!(
+            "[[workflows]]\nname = \"hello\"\ndefinition = \"hello.asl.json\"\ntype = \"EXPRESS\"\n{routes}"
+        )
+    };
+    let hello = r#"{"StartAt": "Say", "States": {"Say": {"Type": "Pass",
+        "Parameters": {"greeting.$": "States.Format('hi {}', $.pathParameters.who)"}, "End": true}}}"#;
+    write_files(
+        dir.path(),
+        &[
+            (
+                "nimbus.toml",
+                &manifest("routes = [\"GET /hello/{who}\"]\n"),
+            ),
+            ("hello.asl.json", hello),
+        ],
+    );
+    let path = dir.path().to_str().unwrap();
+    let s = Server::start(&[]);
+    let text = cli_ok(&s.cli(&["deploy", path])).unwrap();
+    assert!(text.contains("workflow hello: created"), "{text}");
+    let r = s.http.get(s.url("/hello/ada")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<serde_json::Value>().unwrap()["greeting"], "hi ada");
+    // Another route: only the tag changes, and the old route is gone.
+    write_files(
+        dir.path(),
+        &[("nimbus.toml", &manifest("routes = [\"GET /hi/{who}\"]\n"))],
+    );
+    let text = cli_ok(&s.cli(&["deploy", path])).unwrap();
+    assert!(text.contains("workflow hello: updated"), "{text}");
+    assert_eq!(
+        s.http
+            .get(s.url("/hello/ada"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    assert_eq!(
+        s.http
+            .get(s.url("/hi/bo"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    // No routes: none left.
+    write_files(dir.path(), &[("nimbus.toml", &manifest(""))]);
+    let text = cli_ok(&s.cli(&["deploy", path])).unwrap();
+    assert!(text.contains("workflow hello: updated"), "{text}");
+    assert_eq!(
+        s.http
+            .get(s.url("/hi/bo"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+}

@@ -8,7 +8,7 @@ use crate::cli::{FlowsArgs, FlowsCommand};
 use crate::client::{ApiError, Client};
 use crate::errors::{FunctionFailed, Hinted};
 use anyhow::{bail, Context, Result};
-use nimbus_core::manifest::workflows::{execution_arn, state_machine_arn, valid_name};
+use nimbus_core::manifest::workflows::{execution_arn, state_machine_arn, valid_name, ROUTE_TAG};
 use nimbus_core::manifest::ManifestWorkflow;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -164,18 +164,18 @@ pub async fn apply(client: &Client, workflows: &[Workflow]) -> Result<Vec<String
         let refused = || format!("workflow {name}: the server refused {}", w.path.display());
         let outcome = match current {
             None => {
-                call(
-                    client,
-                    "CreateStateMachine",
-                    json!({
-                        "name": name,
-                        "definition": w.definition,
-                        "roleArn": w.spec.role_arn,
-                        "type": w.spec.machine_type,
-                    }),
-                )
-                .await
-                .with_context(refused)?;
+                let mut body = json!({
+                    "name": name,
+                    "definition": w.definition,
+                    "roleArn": w.spec.role_arn,
+                    "type": w.spec.machine_type,
+                });
+                if let Some(r) = w.spec.route_tag() {
+                    body["tags"] = json!([{ "key": ROUTE_TAG, "value": r }]);
+                }
+                call(client, "CreateStateMachine", body)
+                    .await
+                    .with_context(refused)?;
                 "created"
             }
             Some(cur) => {
@@ -193,10 +193,17 @@ pub async fn apply(client: &Client, workflows: &[Workflow]) -> Result<Vec<String
                         ),
                     ));
                 }
+                let routes_changed = sync_routes(client, &arn, &w.spec)
+                    .await
+                    .with_context(refused)?;
                 if cur["definition"].as_str() == Some(w.definition.as_str())
                     && cur["roleArn"].as_str() == Some(w.spec.role_arn.as_str())
                 {
-                    "unchanged"
+                    if routes_changed {
+                        "updated"
+                    } else {
+                        "unchanged"
+                    }
                 } else {
                     call(
                         client,
@@ -216,6 +223,41 @@ pub async fn apply(client: &Client, workflows: &[Workflow]) -> Result<Vec<String
         lines.push(format!("workflow {name}: {outcome}"));
     }
     Ok(lines)
+}
+
+/// Makes the machine's route tag say what the manifest says; whether it changed.
+async fn sync_routes(client: &Client, arn: &str, spec: &ManifestWorkflow) -> Result<bool> {
+    let tags = call(client, "ListTagsForResource", json!({ "resourceArn": arn })).await?;
+    let current = tags["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["key"] == ROUTE_TAG)
+        .and_then(|t| t["value"].as_str())
+        .map(str::to_string);
+    let wanted = spec.route_tag();
+    if current == wanted {
+        return Ok(false);
+    }
+    match wanted {
+        Some(v) => {
+            call(
+                client,
+                "TagResource",
+                json!({ "resourceArn": arn, "tags": [{ "key": ROUTE_TAG, "value": v }] }),
+            )
+            .await?
+        }
+        None => {
+            call(
+                client,
+                "UntagResource",
+                json!({ "resourceArn": arn, "tagKeys": [ROUTE_TAG] }),
+            )
+            .await?
+        }
+    };
+    Ok(true)
 }
 
 // ---- nimbus flows ----

@@ -4,6 +4,7 @@
 //! [[workflows]]
 //! name = "orders"
 //! definition = "flow.asl.json"      # relative to the manifest's directory
+//! routes = ["POST /orders"]         # optional: EXPRESS answers, STANDARD starts (202)
 //! type = "STANDARD"                 # or "EXPRESS" (default STANDARD)
 //! role = "orders-flow"              # a role name ([roles.NAME]) or a role ARN (optional)
 //! # policy = '''{ IAM JSON }'''     # or the role's policy inline: makes the role wf-NAME
@@ -41,7 +42,14 @@ pub(super) struct RawWorkflow {
     policy: Option<String>,
     #[serde(default)]
     definition_substitutions: BTreeMap<String, String>,
+    /// User routes served by the workflow (`"POST /orders"`): an EXPRESS machine answers
+    /// them synchronously, a STANDARD one is started (202).
+    #[serde(default)]
+    routes: Vec<String>,
 }
+
+/// The tag that carries a machine's routes to the server (`nimbus:route`).
+pub const ROUTE_TAG: &str = "nimbus:route";
 
 /// A state machine declared with `[[workflows]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +63,8 @@ pub struct ManifestWorkflow {
     pub role_arn: String,
     /// `${Key}` → value.
     pub substitutions: BTreeMap<String, String>,
+    /// Route keys (`"POST /orders"`), checked.
+    pub routes: Vec<String>,
 }
 
 /// `arn:aws:states:REGION:ACCOUNT:stateMachine:NAME`.
@@ -169,18 +179,27 @@ pub(super) fn parse_workflows(
                 )));
             }
         }
+        for r in &w.routes {
+            crate::RouteSpec::parse(r).map_err(|e| ctx(format!("routes: {e}")))?;
+        }
         out.push(ManifestWorkflow {
             name,
             definition: w.definition,
             machine_type,
             role_arn,
             substitutions: w.definition_substitutions,
+            routes: w.routes,
         });
     }
     Ok(out)
 }
 
 impl ManifestWorkflow {
+    /// The value of the machine's [`ROUTE_TAG`] (`None`: no routes).
+    pub fn route_tag(&self) -> Option<String> {
+        (!self.routes.is_empty()).then(|| self.routes.join(","))
+    }
+
     /// The definition text with `${Key}` and `${fn:NAME}` replaced.
     pub fn substitute(&self, text: &str) -> Result<String, CoreError> {
         let ctx = |m: String| CoreError::InvalidManifest(format!("workflows.{}: {m}", self.name));
@@ -233,6 +252,26 @@ mod tests {
 
     fn project(extra: &str) -> Result<super::super::Project, String> {
         parse_project(&format!("{FN}{extra}")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn workflow_routes_are_checked_and_carried_in_one_tag() {
+        let p = project(
+            "[[workflows]]\nname = \"api\"\ndefinition = \"a.json\"\ntype = \"EXPRESS\"\n\
+             routes = [\"POST /orders\", \"GET /orders/{id}\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.workflows[0].route_tag().as_deref(),
+            Some("POST /orders,GET /orders/{id}")
+        );
+        let e = project(
+            "[[workflows]]\nname = \"api\"\ndefinition = \"a.json\"\nroutes = [\"orders\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("workflows.api: routes"), "{e}");
+        let none = project("[[workflows]]\nname = \"w\"\ndefinition = \"w.json\"\n").unwrap();
+        assert_eq!(none.workflows[0].route_tag(), None);
     }
 
     #[test]
