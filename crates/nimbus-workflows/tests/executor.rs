@@ -539,8 +539,8 @@ async fn nested_executions_run_sync_and_fail_the_parent_task() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: cargo test -p nimbus-workflows --release -- --ignored map_of_10000"]
-async fn map_of_10000() {
+#[ignore = "a measurement: cargo test -p nimbus-workflows --release --test executor -- --ignored map_memory --nocapture"]
+async fn map_memory_over_repeated_fan_outs() {
     let h = Harness::new(Config::default());
     let m = h.machine(
         "big",
@@ -549,17 +549,23 @@ async fn map_of_10000() {
             "ItemProcessor": {"ProcessorConfig": {"Mode": "DISTRIBUTED"}, "StartAt": "P",
                               "States": {"P": {"Type": "Pass", "End": true}}}}}}),
     );
-    let t = std::time::Instant::now();
-    let e =
-        h.wf.start_sync(
-            StartRequest {
-                target: m,
-                input: Some(json!((0..10_000).collect::<Vec<u32>>()).to_string()),
-                ..Default::default()
-            },
-            Duration::from_secs(600),
-        )
-        .await
-        .unwrap();
-    eprintln!("10000 items in {:?}: {:?}", t.elapsed(), e.output);
+    let rss = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_string()))
+            .unwrap()
+    };
+    eprintln!("RSS before: {}", rss());
+    for n in [5_000u32; 16] {
+        let t = std::time::Instant::now();
+        let input = json!((0..n).collect::<Vec<u32>>()).to_string();
+        let req = StartRequest {
+            target: m.clone(),
+            input: Some(input),
+            ..Default::default()
+        };
+        let e = h.wf.start_sync(req, Duration::from_secs(600)).await.unwrap();
+        eprintln!("{n} items in {:?}: {:?}; RSS {}", t.elapsed(), e.output, rss());
+    }
 }
