@@ -393,3 +393,65 @@ fn bus_rules_destinations_and_routes_start_workflows() {
     assert_eq!(r.headers()["x-flow"], "yes");
     assert_eq!(r.text().unwrap(), "hello ada");
 }
+
+#[test]
+fn map_results_go_to_the_object_store_and_tasks_read_and_write_objects() {
+    let s3 = free_port();
+    let s = Server::start(&["--s3-listen", &format!("127.0.0.1:{s3}")]);
+    let (status, body) = s.put_json("/v1/buckets/flow-results", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    let def = json!({"StartAt": "Each", "States": {
+        "Each": {"Type": "Map", "ItemsPath": "$.items", "ToleratedFailureCount": 1,
+                 "ItemProcessor": {"ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                     "StartAt": "Zero?", "States": {
+                        "Zero?": {"Type": "Choice", "Choices": [{"Variable": "$", "NumericEquals": 0, "Next": "Bad"}], "Default": "Ok"},
+                        "Bad": {"Type": "Fail", "Error": "Zero", "Cause": "no zeros"},
+                        "Ok": {"Type": "Pass", "End": true}}},
+                 "ResultWriter": {"Resource": "arn:aws:states:::s3:putObject",
+                                  "Parameters": {"Bucket": "flow-results", "Prefix": "runs"}},
+                 "Next": "Manifest"},
+        "Manifest": {"Type": "Task", "Resource": "arn:aws:states:::aws-sdk:s3:getObject",
+                     "Parameters": {"Bucket.$": "$.ResultWriterDetails.Bucket", "Key.$": "$.ResultWriterDetails.Key"},
+                     "ResultSelector": {"manifest.$": "States.StringToJson($.Body)"},
+                     "Next": "Succeeded"},
+        "Succeeded": {"Type": "Task", "Resource": "arn:aws:states:::aws-sdk:s3:getObject",
+                      "Parameters": {"Bucket": "flow-results", "Key.$": "$.manifest.ResultFiles.SUCCEEDED[0].Key"},
+                      "ResultSelector": {"results.$": "States.StringToJson($.Body)"},
+                      "ResultPath": "$.succeeded",
+                      "Next": "Note"},
+        "Note": {"Type": "Task", "Resource": "arn:aws:states:::aws-sdk:s3:putObject",
+                 "Parameters": {"Bucket": "flow-results", "Key": "note.json", "Body": {"done.$": "$.manifest.MapRunArn"}},
+                 "ResultPath": "$.note", "End": true}
+    }});
+    let m = machine(&s, "writer", &def, "STANDARD");
+    let run = start(&s, &m, "w1", &json!({"items": [3, 0, 5]}));
+    let d = wait_all(&s, &[run], Duration::from_secs(60)).remove(0);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    let out: Value = serde_json::from_str(d["output"].as_str().unwrap()).unwrap();
+    let manifest = &out["manifest"];
+    assert_eq!(manifest["DestinationBucket"], "flow-results");
+    let run_arn = manifest["MapRunArn"].as_str().unwrap();
+    assert!(
+        run_arn.starts_with("arn:aws:states:us-east-1:000000000000:mapRun:writer/Each:"),
+        "{run_arn}"
+    );
+    assert_eq!(
+        manifest["ResultFiles"]["FAILED"].as_array().unwrap().len(),
+        1
+    );
+    let results = out["succeeded"]["results"].as_array().unwrap();
+    let outputs: Vec<(u64, &str)> = results
+        .iter()
+        .map(|r| (r["Index"].as_u64().unwrap(), r["Output"].as_str().unwrap()))
+        .collect();
+    assert_eq!(outputs, [(0, "3"), (2, "5")]);
+    assert!(out["note"]["ETag"].as_str().unwrap().starts_with('"'));
+    // The note is an object like any other: read it back over S3.
+    let note = s
+        .http
+        .get(format!("http://127.0.0.1:{s3}/flow-results/note.json"))
+        .send()
+        .unwrap();
+    assert_eq!(note.status().as_u16(), 200);
+    assert_eq!(note.json::<Value>().unwrap()["done"], run_arn);
+}

@@ -119,6 +119,12 @@ impl TaskRunner for GatewayTasks {
                     }
                 }
                 ("events", "putEvents") => self.put_events(parameters, role_arn).await,
+                ("s3", "putObject") | ("aws-sdk", "s3:putObject") => {
+                    self.put_object(parameters, role_arn).await
+                }
+                ("s3", "getObject") | ("aws-sdk", "s3:getObject") => {
+                    self.get_object(parameters, role_arn).await
+                }
                 _ => failed(
                     "States.Runtime",
                     format!("The resource 'arn:aws:states:::{service}:{action}' is not supported by Nimbus"),
@@ -128,7 +134,112 @@ impl TaskRunner for GatewayTasks {
     }
 }
 
+/// The most an object read into a state's data may hold (the payload limit).
+const MAX_OBJECT_READ: usize = 262_144;
+
+fn s3_failed(e: nimbus_objects::ObjectError) -> TaskOutcome {
+    use nimbus_objects::ObjectError as E;
+    let code = match &e {
+        E::NoSuchBucket(_) => "S3.NoSuchBucketException",
+        E::NoSuchKey(_) => "S3.NoSuchKeyException",
+        _ => "S3.S3Exception",
+    };
+    failed(code, e.to_string())
+}
+
 impl GatewayTasks {
+    fn bucket_and_key(parameters: &Value) -> Result<(String, String), TaskOutcome> {
+        match (parameters["Bucket"].as_str(), parameters["Key"].as_str()) {
+            (Some(b), Some(k)) if !b.is_empty() && !k.is_empty() => Ok((b.into(), k.into())),
+            _ => Err(failed(
+                "States.Runtime",
+                "the S3 integration needs 'Bucket' and 'Key' parameters",
+            )),
+        }
+    }
+
+    /// `s3:putObject`: `Body` (text, or JSON written as its text) to `Bucket`/`Key`.
+    async fn put_object(&self, parameters: Value, role_arn: &str) -> TaskOutcome {
+        let Some(objects) = self.0.objects.get() else {
+            return failed("States.Runtime", crate::buckets::S3_OFF);
+        };
+        let (bucket, key) = match Self::bucket_and_key(&parameters) {
+            Ok(bk) => bk,
+            Err(f) => return f,
+        };
+        let resource = format!("arn:aws:s3:::{bucket}/{key}");
+        if let Some(denied) = self.permit(role_arn, "s3:PutObject", &resource) {
+            return denied;
+        }
+        let body = match &parameters["Body"] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let mut opts = nimbus_objects::PutOptions::default();
+        opts.requester.principal = role_arn.to_string();
+        if let Some(ct) = parameters["ContentType"].as_str() {
+            opts.attrs.headers.content_type = Some(ct.to_string());
+        }
+        let bytes = bytes::Bytes::from(body);
+        let stream =
+            futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(bytes) });
+        match objects.put_object(&bucket, &key, stream, opts).await {
+            Ok(meta) => TaskOutcome::Succeeded {
+                output: json!({ "ETag": format!("\"{}\"", meta.etag) }),
+                version: String::new(),
+            },
+            Err(e) => s3_failed(e),
+        }
+    }
+
+    /// `s3:getObject`: the object's text as `Body` (at most 256 KiB), with its metadata.
+    async fn get_object(&self, parameters: Value, role_arn: &str) -> TaskOutcome {
+        use futures_util::StreamExt;
+        let Some(objects) = self.0.objects.get() else {
+            return failed("States.Runtime", crate::buckets::S3_OFF);
+        };
+        let (bucket, key) = match Self::bucket_and_key(&parameters) {
+            Ok(bk) => bk,
+            Err(f) => return f,
+        };
+        let resource = format!("arn:aws:s3:::{bucket}/{key}");
+        if let Some(denied) = self.permit(role_arn, "s3:GetObject", &resource) {
+            return denied;
+        }
+        let read = match objects
+            .get_object(&bucket, &key, None, Default::default())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return s3_failed(e),
+        };
+        if read.meta.size as usize > MAX_OBJECT_READ {
+            return failed(
+                "States.DataLimitExceeded",
+                format!("s3://{bucket}/{key} is {} bytes; a state's data holds at most {MAX_OBJECT_READ}", read.meta.size),
+            );
+        }
+        let mut body = Vec::with_capacity(read.meta.size as usize);
+        let mut stream = read.body;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => body.extend_from_slice(&c),
+                Err(e) => return failed("S3.S3Exception", e.to_string()),
+            }
+        }
+        TaskOutcome::Succeeded {
+            output: json!({
+                "Body": String::from_utf8_lossy(&body),
+                "ContentLength": read.meta.size,
+                "ContentType": read.meta.attrs.headers.content_type,
+                "ETag": format!("\"{}\"", read.meta.etag),
+                "LastModified": nimbus_workflows::context::iso_millis(read.meta.last_modified_ms),
+            }),
+            version: String::new(),
+        }
+    }
+
     async fn put_events(&self, parameters: Value, role_arn: &str) -> TaskOutcome {
         let Some(bus) = self.0.bus.get() else {
             return failed("States.Runtime", "the event bus is not enabled");

@@ -1324,16 +1324,22 @@ impl<'a> Runner<'a> {
                         .unwrap_or_else(|| runtime("an iteration failed")),
                 });
             }
+            let result = match &s.result_writer {
+                Some(writer) => {
+                    self.write_results(scope, name, writer, ql, p, &ctx, r.items)
+                        .await?
+                }
+                None => Value::Array(
+                    r.items
+                        .into_iter()
+                        .map(|i| match i {
+                            Some(Ok(v)) | Some(Err(v)) => v,
+                            None => Value::Null,
+                        })
+                        .collect(),
+                ),
+            };
             self.event("MapStateSucceeded", json!({}));
-            let result = Value::Array(
-                r.items
-                    .into_iter()
-                    .map(|i| match i {
-                        Some(Ok(v)) | Some(Err(v)) => v,
-                        None => Value::Null,
-                    })
-                    .collect(),
-            );
             let (output, vars) = self.finish(name, "Map", &s.io, ql, p, Some(result), &ctx)?;
             return Ok(Self::next_of(&s.transition, output, vars));
         }
@@ -1452,6 +1458,115 @@ impl<'a> Runner<'a> {
             tolerated,
         );
         Ok(Flow::Suspended)
+    }
+
+    /// `ResultWriter`: the iterations' results go to the object store as Step Functions
+    /// writes them (`PREFIX/RUN/SUCCEEDED_0.json`, `FAILED_0.json`, `manifest.json`) and
+    /// the Map's result is `{MapRunArn, ResultWriterDetails: {Bucket, Key}}`.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_results(
+        &mut self,
+        scope: &str,
+        name: &str,
+        writer: &Value,
+        ql: QueryLanguage,
+        p: &Payload,
+        ctx: &Value,
+        items: Vec<Option<Result<Value, Value>>>,
+    ) -> Result<Value, Error> {
+        let failed_writer = |cause: String| Error::states(names::RESULT_WRITER_FAILED, cause);
+        let resource = writer["Resource"].as_str().unwrap_or_default();
+        if !matches!(
+            resource,
+            "arn:aws:states:::s3:putObject" | "arn:aws:states:::aws-sdk:s3:putObject"
+        ) {
+            return Err(failed_writer(format!(
+                "ResultWriter's Resource must be arn:aws:states:::s3:putObject, not '{resource}'"
+            )));
+        }
+        let params = match ql {
+            QueryLanguage::JsonPath => match writer.get("Parameters") {
+                Some(t) => io::apply_template(t, &p.input, ctx, &p.vars, &mut self.rng)?,
+                None => Value::Null,
+            },
+            QueryLanguage::Jsonata => match writer.get("Arguments") {
+                Some(t) => {
+                    let mut env = Env {
+                        context: ctx,
+                        vars: &p.vars,
+                        rng: &mut self.rng,
+                    };
+                    jsonata::evaluate(t, "ResultWriter/Arguments", &p.input, &mut env)?
+                }
+                None => Value::Null,
+            },
+        };
+        let Some(bucket) = params["Bucket"].as_str().map(str::to_string) else {
+            return Err(failed_writer("ResultWriter needs a 'Bucket'".into()));
+        };
+        let prefix = params["Prefix"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
+        let run_id = self.child_name(scope, name, self.step.attempt);
+        // arn:aws:states:REGION:ACCOUNT:mapRun:MACHINE/STATE:RUN
+        let map_run = format!(
+            "{}/{name}:{run_id}",
+            self.exec
+                .machine_arn
+                .replacen(":stateMachine:", ":mapRun:", 1)
+        );
+        let dir = if prefix.is_empty() {
+            run_id.clone()
+        } else {
+            format!("{prefix}/{run_id}")
+        };
+        let (mut ok, mut bad) = (Vec::new(), Vec::new());
+        for (index, item) in items.into_iter().enumerate() {
+            match item {
+                Some(Ok(out)) => ok.push(json!({"Index": index, "Output": text(&out), "Status": "SUCCEEDED"})),
+                Some(Err(e)) => bad.push(json!({"Index": index, "Error": e["Error"], "Cause": e["Cause"], "Status": "FAILED"})),
+                None => {}
+            }
+        }
+        let mut files = json!({"FAILED": [], "PENDING": [], "SUCCEEDED": []});
+        for (status, list) in [("SUCCEEDED", ok), ("FAILED", bad)] {
+            if list.is_empty() {
+                continue;
+            }
+            let key = format!("{dir}/{status}_0.json");
+            let body = text(&Value::Array(list));
+            let size = body.len();
+            self.put_object(&bucket, &key, body)
+                .await
+                .map_err(failed_writer)?;
+            files[status] = json!([{"Key": key, "Size": size}]);
+        }
+        let manifest_key = format!("{dir}/manifest.json");
+        let manifest =
+            json!({"DestinationBucket": bucket, "MapRunArn": map_run, "ResultFiles": files});
+        self.put_object(&bucket, &manifest_key, text(&manifest))
+            .await
+            .map_err(failed_writer)?;
+        Ok(
+            json!({"MapRunArn": map_run, "ResultWriterDetails": {"Bucket": bucket, "Key": manifest_key}}),
+        )
+    }
+
+    async fn put_object(&self, bucket: &str, key: &str, body: String) -> Result<(), String> {
+        let params = json!({"Bucket": bucket, "Key": key, "Body": body});
+        match self
+            .eng
+            .tasks
+            .call_service("s3", "putObject", params, &self.def.role_arn)
+            .await
+        {
+            TaskOutcome::Succeeded { .. } => Ok(()),
+            TaskOutcome::Failed { error, cause } => {
+                Err(format!("s3://{bucket}/{key}: {error}: {cause}"))
+            }
+        }
     }
 
     fn number_path(

@@ -565,7 +565,15 @@ async fn map_memory_over_repeated_fan_outs() {
             input: Some(input),
             ..Default::default()
         };
-        let e = h.wf.start_sync(req, Duration::from_secs(600)).await.unwrap();
-        eprintln!("{n} items in {:?}: {:?}; RSS {}", t.elapsed(), e.output, rss());
+        let e =
+            h.wf.start_sync(req, Duration::from_secs(600))
+                .await
+                .unwrap();
+        eprintln!(
+            "{n} items in {:?}: {:?}; RSS {}",
+            t.elapsed(),
+            e.output,
+            rss()
+        );
     }
 }

@@ -528,14 +528,16 @@ fn requirement_names(text: &str) -> Vec<String> {
 
 /// The names of a `package.json`'s `dependencies`.
 fn dependency_names(text: &str) -> Vec<String> {
-    serde_json::from_str::<serde_json::Value>(text)
+    let mut names: Vec<String> = serde_json::from_str::<serde_json::Value>(text)
         .ok()
         .and_then(|v| {
             v.get("dependencies")
                 .and_then(|d| d.as_object())
                 .map(|d| d.keys().cloned().collect())
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// A finished tool run: its status and the last [`KEPT_LINES`] lines of its output.
