@@ -485,7 +485,7 @@ impl Submitter {
 
 /// Times `write` + `fdatasync` of 4 KB appended to a file in `dir` (the file system of the
 /// data dir): what each durable SQLite commit (WAL, `synchronous=FULL`) pays at least once.
-fn fsync_probe(dir: &Path) -> Result<Latency> {
+pub fn fsync_probe(dir: &Path) -> Result<Latency> {
     let path = dir.join("fsync-probe");
     let mut f = std::fs::OpenOptions::new()
         .create(true)

@@ -16,7 +16,6 @@ use crate::stats::{median, Latency};
 use crate::targets::Nimbus;
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +23,6 @@ use std::time::{Duration, Instant};
 const FUNCTION: &str = "flows-noop";
 const NOOP_JS: &str = "exports.handler = async (e) => e;\n";
 const ROLE: &str = "arn:aws:iam::000000000000:role/flows-bench";
-const FSYNC_SAMPLES: usize = 50;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -296,22 +294,8 @@ pub async fn bench(n: &Nimbus, dir: &Path, s: &Settings, runs: u32) -> Result<Ve
     Ok(out)
 }
 
-/// Appends 4 KB and `fdatasync`s, `FSYNC_SAMPLES` times, next to the data dir: the rate of
-/// durable commits the disk allows one writer.
+/// The rate of durable commits the disk allows one writer: 4 KB appends with `fdatasync`
+/// next to the data dir (`async_bench::fsync_probe`), per second at their median.
 fn fsync_rate(dir: &Path) -> Result<f64> {
-    let path = dir.join("fsync-probe");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)?;
-    let block = [0u8; 4096];
-    let t = Instant::now();
-    for _ in 0..FSYNC_SAMPLES {
-        f.write_all(&block)?;
-        f.sync_data()?;
-    }
-    let rate = FSYNC_SAMPLES as f64 / t.elapsed().as_secs_f64();
-    drop(f);
-    std::fs::remove_file(&path)?;
-    Ok(rate)
+    Ok(1000.0 / crate::async_bench::fsync_probe(dir)?.p50)
 }

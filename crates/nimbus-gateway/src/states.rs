@@ -454,41 +454,35 @@ fn tags_view(tags: &BTreeMap<String, String>) -> Value {
 }
 
 fn machine_view(m: &Machine) -> Value {
-    let r = &m.revision;
-    let mut v = json!({
-        "stateMachineArn": m.arn,
-        "name": m.name,
-        "status": m.status.as_str(),
-        "definition": r.definition,
-        "roleArn": r.role_arn,
-        "type": m.machine_type.as_str(),
-        "creationDate": ts(m.created),
-        "loggingConfiguration": logging_default(&r.logging),
-        "tracingConfiguration": tracing_default(&r.tracing),
-        "revisionId": r.revision_id,
-    });
-    if !m.description.is_empty() {
-        v["description"] = json!(m.description);
-    }
-    v
+    revision_view(m, &m.arn, &m.revision, m.created, &m.description)
 }
 
 fn version_view(m: &Machine, ver: &Version) -> Value {
-    let r = &ver.revision;
+    revision_view(m, &ver.arn, &ver.revision, ver.created, &ver.description)
+}
+
+/// DescribeStateMachine's answer for a machine or one of its versions (`arn`, `r`).
+fn revision_view(
+    m: &Machine,
+    arn: &str,
+    r: &nimbus_flows::store::Revision,
+    created: i64,
+    description: &str,
+) -> Value {
     let mut v = json!({
-        "stateMachineArn": ver.arn,
+        "stateMachineArn": arn,
         "name": m.name,
         "status": m.status.as_str(),
         "definition": r.definition,
         "roleArn": r.role_arn,
         "type": m.machine_type.as_str(),
-        "creationDate": ts(ver.created),
+        "creationDate": ts(created),
         "loggingConfiguration": logging_default(&r.logging),
         "tracingConfiguration": tracing_default(&r.tracing),
         "revisionId": r.revision_id,
     });
-    if !ver.description.is_empty() {
-        v["description"] = json!(ver.description);
+    if !description.is_empty() {
+        v["description"] = json!(description);
     }
     v
 }

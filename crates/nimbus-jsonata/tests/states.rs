@@ -248,7 +248,7 @@ fn shared_bindings_are_read_in_place() {
         ("$states.input.**.sku", json!(["A", "B"])),
         (
             "$string($states.input.order.items[0])",
-            json!("{\"n\":1,\"sku\":\"A\"}"),
+            json!("{\"sku\":\"A\",\"n\":1}"),
         ),
         (
             "$merge($states.input.order.items)",
@@ -256,7 +256,7 @@ fn shared_bindings_are_read_in_place() {
         ),
         (
             "$each($states.input.order.items[0], function($v, $k){ $k })",
-            json!(["n", "sku"]),
+            json!(["sku", "n"]),
         ),
         ("$boolean($states.input.order)", json!(true)),
         ("$states.input.order.items{sku: n}", json!({"A": 1, "B": 2})),

@@ -445,6 +445,30 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// A Task's or Parallel's effective input: `InputPath` then `Parameters` (JSONPath), or
+    /// `Arguments` (JSONata).
+    fn effective_input(
+        &mut self,
+        io: &Io,
+        ql: QueryLanguage,
+        p: &Payload,
+        ctx: &Value,
+    ) -> Result<Value, Error> {
+        match ql {
+            QueryLanguage::JsonPath => {
+                io::effective_input(io, &p.input, ctx, &p.vars, &mut self.rng)
+            }
+            QueryLanguage::Jsonata => {
+                let mut env = Env {
+                    context: ctx,
+                    vars: &p.vars,
+                    rng: &mut self.rng,
+                };
+                jsonata::arguments(io, &p.input, &mut env)
+            }
+        }
+    }
+
     /// The state's output and variables after its work: `result` is a Task's, Parallel's
     /// or Map's result; `None` for states that only pass their input on.
     #[allow(clippy::too_many_arguments)]
@@ -805,19 +829,7 @@ impl<'a> Runner<'a> {
             None
         };
         let ctx = self.context(name, attempt, entered, token.as_deref());
-        let effective = match ql {
-            QueryLanguage::JsonPath => {
-                io::effective_input(&s.io, &p.input, &ctx, &p.vars, &mut self.rng)?
-            }
-            QueryLanguage::Jsonata => {
-                let mut env = Env {
-                    context: &ctx,
-                    vars: &p.vars,
-                    rng: &mut self.rng,
-                };
-                jsonata::arguments(&s.io, &p.input, &mut env)?
-            }
-        };
+        let effective = self.effective_input(&s.io, ql, p, &ctx)?;
         let timeout = self.seconds_field(
             "TimeoutSeconds",
             &s.timeout_seconds,
@@ -1232,19 +1244,7 @@ impl<'a> Runner<'a> {
             let (output, vars) = self.finish(name, "Parallel", &s.io, ql, p, Some(result), &ctx)?;
             return Ok(Self::next_of(&s.transition, output, vars));
         }
-        let effective = match ql {
-            QueryLanguage::JsonPath => {
-                io::effective_input(&s.io, &p.input, &ctx, &p.vars, &mut self.rng)?
-            }
-            QueryLanguage::Jsonata => {
-                let mut env = Env {
-                    context: &ctx,
-                    vars: &p.vars,
-                    rng: &mut self.rng,
-                };
-                jsonata::arguments(&s.io, &p.input, &mut env)?
-            }
-        };
+        let effective = self.effective_input(&s.io, ql, p, &ctx)?;
         self.event("ParallelStateStarted", json!({}));
         let children = s
             .branches
