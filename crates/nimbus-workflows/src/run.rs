@@ -332,8 +332,10 @@ impl<'a> Runner<'a> {
                 "The state '{name}' does not exist in this scope"
             ))));
         };
-        if p.first {
-            p.first = false;
+        // A child's first step announces the iteration once (not again when a task
+        // token's resolution re-enters the state with the step's original payload).
+        let first = std::mem::take(&mut p.first);
+        if first && p.phase == Phase::Enter && resolution.is_none() {
             if let Some((key, parent, index)) = parent_of(scope) {
                 let parent_scope = key.rsplit_once('/').map_or("", |(s, _)| s);
                 if matches!(

@@ -577,3 +577,56 @@ async fn map_memory_over_repeated_fan_outs() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_task_first_in_an_iteration_announces_the_iteration_once() {
+    let h = Harness::new(Config::default());
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let t = tokens.clone();
+    h.fns.add("ask", move |v| {
+        t.lock()
+            .unwrap()
+            .push(v["token"].as_str().unwrap().to_string());
+        Ok(json!({}))
+    });
+    let m = h.machine(
+        "approve-each",
+        json!({"StartAt": "Each", "States": {"Each": {"Type": "Map", "End": true,
+            "ItemProcessor": {"StartAt": "Ask", "States": {"Ask": {"Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+                "Parameters": {"FunctionName": "ask", "Payload": {"token.$": "$$.Task.Token"}},
+                "End": true}}}}}}),
+    );
+    let started =
+        h.wf.start(StartRequest {
+            target: m,
+            input: Some("[1,2]".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let asked = loop {
+        let t = tokens.lock().unwrap().clone();
+        if t.len() == 2 {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for (i, token) in asked.iter().enumerate() {
+        h.wf.task_success(token, format!("{{\"ok\":{i}}}"))
+            .await
+            .unwrap();
+    }
+    let e = wait_end(&h, &started.execution.arn).await;
+    assert_eq!(e.status, ExecutionStatus::Succeeded);
+    let hist = h.history(&e.arn);
+    let count = |ty: &str| types(&hist).iter().filter(|t| **t == ty).count();
+    assert_eq!(
+        (
+            count("MapIterationStarted"),
+            count("TaskStateEntered"),
+            count("MapIterationSucceeded")
+        ),
+        (2, 2, 2)
+    );
+}
