@@ -608,13 +608,16 @@ impl<'a> Runner<'a> {
         match ql {
             QueryLanguage::JsonPath => {
                 let selected = io::apply_input_path(&s.io.input_path, &p.input, &ctx)?;
-                let next = nimbus_flows::choice::choose(s, &selected, &ctx)?.to_string();
-                let output = io::apply_output_path(&s.io.output_path, &selected, &ctx)?;
-                // Assign: the matched rule's, else the state's.
-                let rule_assign = s
+                let chosen = nimbus_flows::choice::choose(s, &selected, &ctx)?;
+                // The rule that matched (its `Next` is the very string returned), if any.
+                let rule = s
                     .choices
                     .iter()
-                    .find(|r| r.next == next)
+                    .find(|r| std::ptr::eq(r.next.as_str(), chosen));
+                let next = chosen.to_string();
+                let output = io::apply_output_path(&s.io.output_path, &selected, &ctx)?;
+                // Assign: the matched rule's, else the state's.
+                let rule_assign = rule
                     .and_then(|r| r.assign.as_ref())
                     .or(s.io.assign.as_ref());
                 let assigned = match rule_assign {

@@ -630,3 +630,23 @@ async fn a_token_task_first_in_an_iteration_announces_the_iteration_once() {
         (2, 2, 2)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_choice_assigns_what_its_matched_rule_says() {
+    let h = Harness::new(Config::default());
+    // Two rules and the default share a target: each path assigns its own value.
+    let m = h.machine(
+        "assign",
+        json!({"StartAt": "C", "States": {
+            "C": {"Type": "Choice", "Assign": {"via": "default"}, "Default": "Out",
+                  "Choices": [
+                      {"Variable": "$.n", "NumericEquals": 1, "Next": "Out", "Assign": {"via": "one"}},
+                      {"Variable": "$.n", "NumericEquals": 2, "Next": "Out", "Assign": {"via": "two"}}]},
+            "Out": {"Type": "Pass", "Parameters": {"via.$": "$via"}, "End": true}
+        }}),
+    );
+    for (n, via) in [(1, "one"), (2, "two"), (3, "default")] {
+        let e = h.run(&m, json!({"n": n})).await;
+        assert_eq!(output(&e), json!({"via": via}), "n = {n}");
+    }
+}
