@@ -467,9 +467,10 @@ impl Workflows {
         Ok(exec)
     }
 
-    /// `RedriveExecution`: runs a FAILED, ABORTED or TIMED_OUT execution again from its
-    /// start state with its original input (Nimbus does not yet resume from the state
-    /// that failed).
+    /// `RedriveExecution`: runs a FAILED execution again from the top-level state that
+    /// failed, with the input and variables it had there (a failure inside a Parallel or
+    /// Map re-runs that state whole); an ABORTED or TIMED_OUT one from its start state
+    /// with its original input.
     pub async fn redrive(&self, arn: &str) -> WorkflowResult<Execution> {
         let a = arn.to_string();
         let exec = self

@@ -147,6 +147,8 @@ pub(crate) struct Runner<'a> {
     /// The step runs inside a DISTRIBUTED Map's iteration: its state events are not
     /// written to the execution's history (the fan-out's report still is).
     quiet: bool,
+    /// Where a redrive starts, when the execution fails in this step (top scope only).
+    redrive: Option<NewStep>,
 }
 
 impl<'a> Runner<'a> {
@@ -167,6 +169,7 @@ impl<'a> Runner<'a> {
             rng: StdRng::from_os_rng(),
             terminal: false,
             quiet: false,
+            redrive: None,
         }
     }
 
@@ -229,11 +232,30 @@ impl<'a> Runner<'a> {
                 }
                 Flow::Suspended => return,
                 Flow::End(Ok(output)) if text(&output).len() > MAX_PAYLOAD => {
+                    self.redrive_from(&name, &p);
                     return self.end_scope(&scope, Err(data_limit(&name)));
                 }
-                Flow::End(result) => return self.end_scope(&scope, result),
+                Flow::End(result) => {
+                    if result.is_err() {
+                        self.redrive_from(&name, &p);
+                    }
+                    return self.end_scope(&scope, result);
+                }
             }
         }
+    }
+
+    /// Where a redrive restarts if the execution fails now: the top-level state that
+    /// failed (for a failure inside a branch or iteration, its Parallel or Map), entered
+    /// again with its input and variables, its retries counted afresh.
+    fn redrive_from(&mut self, state: &str, p: &Payload) {
+        self.redrive = Some(NewStep {
+            scope: String::new(),
+            state: state.to_string(),
+            attempt: 0,
+            due: self.now,
+            payload: Payload::enter(p.input.clone(), p.vars.clone(), self.now).to_value(),
+        });
     }
 
     /// A `.waitForTaskToken` task binds its token to its own step.
@@ -255,6 +277,7 @@ impl<'a> Runner<'a> {
             output: None,
             error: Some(names::TIMEOUT.into()),
             cause: Some(cause.into()),
+            redrive: None,
         });
         self.terminal = true;
     }
@@ -273,6 +296,7 @@ impl<'a> Runner<'a> {
                         output: Some(out),
                         error: None,
                         cause: None,
+                        redrive: None,
                     });
                 }
                 Err(e) => {
@@ -285,6 +309,7 @@ impl<'a> Runner<'a> {
                         output: None,
                         error: Some(e.error_name().to_string()),
                         cause: Some(e.cause()),
+                        redrive: self.redrive.take(),
                     });
                 }
             }

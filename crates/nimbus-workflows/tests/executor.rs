@@ -650,3 +650,63 @@ async fn a_choice_assigns_what_its_matched_rule_says() {
         assert_eq!(output(&e), json!({"via": via}), "n = {n}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_resumes_at_the_state_that_failed() {
+    let h = Harness::new(Config::default());
+    let first_runs = Arc::new(AtomicUsize::new(0));
+    let f = first_runs.clone();
+    h.fns.add("first", move |v| {
+        f.fetch_add(1, Ordering::SeqCst);
+        Ok(json!({"n": v["n"].as_i64().unwrap() + 1}))
+    });
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let b = broken.clone();
+    h.fns.add("second", move |v| {
+        if b.load(Ordering::SeqCst) {
+            Err(("Down".into(), "the service is down".into()))
+        } else {
+            Ok(json!({"n": v["n"].as_i64().unwrap() * 10}))
+        }
+    });
+    let m = h.machine(
+        "redrive",
+        json!({"StartAt": "First", "States": {
+            "First": {"Type": "Task", "Resource": "first", "Next": "Second"},
+            "Second": {"Type": "Task", "Resource": "second", "End": true}
+        }}),
+    );
+    let e = h.run(&m, json!({"n": 1})).await;
+    assert_eq!(
+        (e.status, e.error.as_deref()),
+        (ExecutionStatus::Failed, Some("Down"))
+    );
+    broken.store(false, Ordering::SeqCst);
+    h.wf.redrive(&e.arn).await.unwrap();
+    let e = wait_end(&h, &e.arn).await;
+    assert_eq!(e.status, ExecutionStatus::Succeeded);
+    assert_eq!(output(&e), json!({"n": 20}));
+    assert_eq!(e.redrive_count, 1);
+    assert_eq!(
+        first_runs.load(Ordering::SeqCst),
+        1,
+        "First did not run again"
+    );
+    let hist = h.history(&e.arn);
+    let tail: Vec<&str> = types(&hist)
+        .into_iter()
+        .skip_while(|t| *t != "ExecutionRedriven")
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "ExecutionRedriven",
+            "TaskStateEntered",
+            "LambdaFunctionScheduled",
+            "LambdaFunctionStarted",
+            "LambdaFunctionSucceeded",
+            "TaskStateExited",
+            "ExecutionSucceeded"
+        ]
+    );
+}

@@ -119,7 +119,8 @@ pub trait FlowStore: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<Execution>;
     /// Redrives a FAILED, ABORTED or TIMED_OUT execution: RUNNING again, redrive count
-    /// up, `events` (`ExecutionRedriven`) appended and `steps` enqueued.
+    /// up, `events` (`ExecutionRedriven`) appended, and the redrive step its failure
+    /// recorded ([`ExecutionUpdate::redrive`]) enqueued — `steps` when it recorded none.
     fn redrive_execution(
         &self,
         arn: &str,

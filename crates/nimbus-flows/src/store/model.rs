@@ -264,6 +264,9 @@ pub struct ExecutionUpdate {
     pub output: Option<String>,
     pub error: Option<String>,
     pub cause: Option<String>,
+    /// Where a redrive of this (failed) execution starts: kept with the execution and
+    /// enqueued by [`super::FlowStore::redrive_execution`].
+    pub redrive: Option<NewStep>,
 }
 
 /// A history event to append; the store numbers it.

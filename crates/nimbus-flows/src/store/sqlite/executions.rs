@@ -1,6 +1,6 @@
 //! Executions: start (with name idempotency), describe, list, stop, redrive, retention.
 
-use super::{decode_token, history, machines, paginate, steps};
+use super::{decode_token, history, json_text, machines, paginate, parse_json, steps};
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::execution_arn;
 use crate::store::model::*;
@@ -169,6 +169,15 @@ pub(super) fn finish(
             now
         ],
     )?;
+    if let Some(step) = &u.redrive {
+        let text = json_text(&serde_json::json!({
+            "scope": step.scope, "state": step.state, "payload": step.payload,
+        }));
+        tx.execute(
+            "UPDATE executions SET redrive_step = ?2 WHERE id = ?1",
+            params![id, text],
+        )?;
+    }
     if terminal {
         for table in ["steps", "joins", "join_items"] {
             tx.execute(
@@ -250,6 +259,7 @@ pub(super) fn stop(
                 output: None,
                 error: error.map(Into::into),
                 cause: cause.map(Into::into),
+                redrive: None,
             },
             now,
         )?;
@@ -280,8 +290,30 @@ pub(super) fn redrive(
          stop_date = NULL, redrive_count = redrive_count + 1, redrive_date = ?2 WHERE id = ?1",
         params![id, now],
     )?;
+    let recorded: Option<String> = tx.query_row(
+        "SELECT redrive_step FROM executions WHERE id = ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "UPDATE executions SET redrive_step = NULL WHERE id = ?1",
+        [id],
+    )?;
     if history::append(tx, id, events, now)? {
-        steps::enqueue(tx, id, next)?;
+        match recorded {
+            Some(text) => {
+                let v = parse_json(&text)?;
+                let step = NewStep {
+                    scope: v["scope"].as_str().unwrap_or_default().to_string(),
+                    state: v["state"].as_str().unwrap_or_default().to_string(),
+                    attempt: 0,
+                    due: now,
+                    payload: v["payload"].clone(),
+                };
+                steps::enqueue(tx, id, &[step])?;
+            }
+            None => steps::enqueue(tx, id, next)?,
+        }
     }
     get_by_id(tx, id)
 }

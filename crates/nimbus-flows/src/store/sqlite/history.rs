@@ -55,6 +55,7 @@ pub(super) fn append(
                     output: None,
                     error: Some(HISTORY_LIMIT_ERROR.into()),
                     cause: Some(HISTORY_LIMIT_CAUSE.into()),
+                    redrive: None,
                 },
                 now,
             )?;

@@ -137,6 +137,8 @@ CREATE TABLE join_items (
     PRIMARY KEY (execution_id, key, idx)
 ) WITHOUT ROWID;
 ",
+    // 3: where a failed execution's redrive starts.
+    "ALTER TABLE executions ADD COLUMN redrive_step TEXT;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {
