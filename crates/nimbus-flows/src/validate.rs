@@ -147,6 +147,65 @@ fn ptr(base: &str, field: &str) -> String {
     format!("{base}/{}", field.replace('~', "~0").replace('/', "~1"))
 }
 
+/// The service integrations Nimbus runs (`arn:aws:states:::SERVICE:ACTION`), with the
+/// patterns each takes.
+const INTEGRATIONS: &[(&str, &[&str])] = &[
+    ("lambda:invoke", &["", ".waitForTaskToken"]),
+    (
+        "states:startExecution",
+        &["", ".sync", ".sync:2", ".waitForTaskToken"],
+    ),
+    ("sqs:sendMessage", &["", ".waitForTaskToken"]),
+    ("events:putEvents", &["", ".waitForTaskToken"]),
+    ("s3:getObject", &[""]),
+    ("s3:putObject", &[""]),
+    ("aws-sdk:s3:getObject", &[""]),
+    ("aws-sdk:s3:putObject", &[""]),
+];
+
+/// Why a Task's `Resource` names nothing Nimbus can run: a function (name, `NAME:QUALIFIER`
+/// or `arn:aws:lambda:…:function:NAME[:QUALIFIER]`) or a service integration of
+/// [`INTEGRATIONS`] is fine.
+fn resource_problem(r: &str) -> Option<String> {
+    let unknown = || {
+        Some(format!(
+            "The resource provided {r} is not recognized. The value is not a valid resource ARN, or the resource is not available in this region."
+        ))
+    };
+    if let Some(rest) = r.strip_prefix("arn:aws:states:::") {
+        let known = INTEGRATIONS.iter().any(|(base, patterns)| {
+            rest.strip_prefix(base)
+                .is_some_and(|p| patterns.contains(&p))
+        });
+        return if known { None } else { unknown() };
+    }
+    if r.starts_with("arn:") {
+        let parts: Vec<&str> = r.split(':').collect();
+        let function = parts.len() >= 7
+            && parts.len() <= 8
+            && parts[2] == "lambda"
+            && parts[5] == "function"
+            && !parts[6].is_empty();
+        return if function { None } else { unknown() };
+    }
+    let (name, qualifier) = r.split_once(':').unwrap_or((r, ""));
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let qualifier_ok = qualifier.len() <= 128
+        && !qualifier.contains(':')
+        && qualifier
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '$');
+    if name_ok && qualifier_ok {
+        None
+    } else {
+        unknown()
+    }
+}
+
 impl Validator {
     fn err(&mut self, code: &'static str, message: impl Into<String>, location: impl Into<String>) {
         self.diags.push(Diagnostic {
@@ -722,7 +781,12 @@ impl Validator {
     fn task(&mut self, obj: &Map<String, Value>, at: &str) {
         match obj.get("Resource") {
             Some(Value::String(r))
-                if !r.trim().is_empty() && !r.chars().any(char::is_whitespace) => {}
+                if !r.trim().is_empty() && !r.chars().any(char::is_whitespace) =>
+            {
+                if let Some(why) = resource_problem(r) {
+                    self.err(codes::INVALID_RESOURCE, why, ptr(at, "Resource"));
+                }
+            }
             Some(Value::String(r)) => self.err(
                 codes::INVALID_RESOURCE,
                 format!("Invalid resource: '{r}'"),

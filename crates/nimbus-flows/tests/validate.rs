@@ -374,3 +374,40 @@ fn warnings_do_not_refuse() {
     );
     assert!(StateMachine::parse(&def).is_ok());
 }
+
+#[test]
+fn task_resources_must_name_a_function_or_a_known_integration() {
+    let task = |r: &str| machine(json!({"A": {"Type": "Task", "Resource": r, "End": true}}));
+    for ok in [
+        "double",
+        "double:live",
+        "arn:aws:lambda:us-east-1:000000000000:function:double",
+        "arn:aws:lambda:us-east-1:000000000000:function:double:2",
+        "arn:aws:states:::lambda:invoke",
+        "arn:aws:states:::lambda:invoke.waitForTaskToken",
+        "arn:aws:states:::states:startExecution.sync:2",
+        "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+        "arn:aws:states:::events:putEvents",
+        "arn:aws:states:::aws-sdk:s3:getObject",
+    ] {
+        assert!(
+            errors(&task(ok)).is_empty(),
+            "{ok}: {:?}",
+            errors(&task(ok))
+        );
+    }
+    for bad in [
+        "arn:aws:states:::dynamodb:putItem",
+        "arn:aws:states:::lambda:invoke.sync",
+        "arn:aws:states:::s3:getObject.waitForTaskToken",
+        "arn:aws:sqs:us-east-1:000000000000:q",
+        "arn:aws:states:us-east-1:000000000000:activity:a",
+        "not/a/function",
+    ] {
+        expect(
+            task(bad),
+            &format!("The resource provided {bad} is not recognized"),
+        );
+        expect(task(bad), "at /States/A/Resource");
+    }
+}
