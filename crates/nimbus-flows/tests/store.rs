@@ -1403,3 +1403,31 @@ fn transitions_per_second() {
         n as f64 / secs
     );
 }
+
+#[test]
+fn a_claim_for_one_execution_takes_only_its_due_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_machine(&new_machine("m", DEF), T0).unwrap();
+    let a = start(s.as_ref(), "m", "a", "{}", T0).execution;
+    let b = start(s.as_ref(), "m", "b", "{}", T0 + 10).execution;
+    let got = s
+        .claim_execution_step(&b.arn, T0 + 20, 60_000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.execution_arn, b.arn);
+    // Claimed: not again; the other execution's step is still free.
+    assert!(s
+        .claim_execution_step(&b.arn, T0 + 20, 60_000)
+        .unwrap()
+        .is_none());
+    let rest = s.claim_due(T0 + 20, 10, 60_000).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].execution_arn, a.arn);
+    // Not yet due: nothing.
+    let c = start(s.as_ref(), "m", "c", "{}", T0 + 1000).execution;
+    assert!(s
+        .claim_execution_step(&c.arn, T0 + 20, 60_000)
+        .unwrap()
+        .is_none());
+}

@@ -426,6 +426,19 @@ impl Workflows {
                 return Err(e);
             }
         };
+        if started.created {
+            // The first step runs here, in the caller (no hop through the step loop); what
+            // it queues (a Wait, a fan-out's children) the loop runs.
+            let a = arn.clone();
+            let lease = self.inner.cfg.lease.as_millis() as i64;
+            if let Ok(Some(step)) = self
+                .inner
+                .blocking(move |st| st.claim_execution_step(&a, now_millis(), lease))
+                .await
+            {
+                self.inner.clone().run_step(step).await;
+            }
+        }
         self.wake();
         if started.execution.status.is_open() {
             let _ = tokio::time::timeout(max_wait, rx).await;

@@ -152,6 +152,14 @@ pub trait FlowStore: Send + Sync + 'static {
 
     /// Claims up to `limit` steps due at `now` (oldest first) for `lease_ms`.
     fn claim_due(&self, now: Millis, limit: usize, lease_ms: i64) -> StoreResult<Vec<Step>>;
+    /// Claims the earliest due step of one execution (a synchronous start runs its first
+    /// step in the caller).
+    fn claim_execution_step(
+        &self,
+        execution_arn: &str,
+        now: Millis,
+        lease_ms: i64,
+    ) -> StoreResult<Option<Step>>;
     /// Extends a held claim; false when it was lost.
     fn renew_claim(&self, step: &Step, now: Millis, lease_ms: i64) -> StoreResult<bool>;
     /// Completes a claimed step with its transition, atomically and only while the claim

@@ -288,7 +288,19 @@ impl FlowStore for SqliteFlowStore {
     }
 
     fn claim_due(&self, now: Millis, limit: usize, lease_ms: i64) -> StoreResult<Vec<Step>> {
-        self.write(|tx| steps::claim_due(tx, now, limit, lease_ms))
+        self.write(|tx| steps::claim(tx, now, limit, lease_ms, None))
+    }
+
+    fn claim_execution_step(
+        &self,
+        execution_arn: &str,
+        now: Millis,
+        lease_ms: i64,
+    ) -> StoreResult<Option<Step>> {
+        self.write(|tx| {
+            let (id, _) = executions::id_status(tx, execution_arn)?;
+            Ok(steps::claim(tx, now, 1, lease_ms, Some(id))?.pop())
+        })
     }
 
     fn renew_claim(&self, step: &Step, now: Millis, lease_ms: i64) -> StoreResult<bool> {

@@ -28,22 +28,25 @@ pub(super) fn enqueue(tx: &Transaction<'_>, exec_id: i64, steps: &[NewStep]) -> 
     Ok(())
 }
 
-pub(super) fn claim_due(
+/// Claims up to `limit` due steps, of one execution (`execution`) or of any.
+pub(super) fn claim(
     tx: &Transaction<'_>,
     now: Millis,
     limit: usize,
     lease_ms: i64,
+    execution: Option<i64>,
 ) -> StoreResult<Vec<Step>> {
     let claim = uuid::Uuid::new_v4().to_string();
     let until = now + lease_ms;
     let mut st = tx.prepare(
         "UPDATE steps SET claim = ?1, available_at = ?2 WHERE id IN \
-         (SELECT id FROM steps WHERE available_at <= ?3 ORDER BY available_at, id LIMIT ?4) \
+         (SELECT id FROM steps WHERE available_at <= ?3 AND (?5 IS NULL OR execution_id = ?5) \
+          ORDER BY available_at, id LIMIT ?4) \
          RETURNING id, (SELECT arn FROM executions e WHERE e.id = execution_id), scope, state, \
          attempt, due, payload, resolution, task_token",
     )?;
     let rows = st
-        .query_map(params![claim, until, now, limit as i64], |r| {
+        .query_map(params![claim, until, now, limit as i64, execution], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
