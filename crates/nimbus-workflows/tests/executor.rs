@@ -710,3 +710,84 @@ async fn redrive_resumes_at_the_state_that_failed() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_token_task_alive_and_their_absence_fails_it() {
+    let h = Harness::new(Config::default());
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let t = tokens.clone();
+    h.fns.add("ask", move |v| {
+        t.lock()
+            .unwrap()
+            .push(v["token"].as_str().unwrap().to_string());
+        Ok(json!({}))
+    });
+    let m = h.machine(
+        "beat",
+        json!({"StartAt": "Ask", "States": {
+            "Ask": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+                    "Parameters": {"FunctionName": "ask", "Payload": {"token.$": "$$.Task.Token"}},
+                    "HeartbeatSeconds": 1, "TimeoutSeconds": 30, "End": true,
+                    "Catch": [{"ErrorEquals": ["States.HeartbeatTimeout"], "ResultPath": "$.err", "Next": "Silent"}]},
+            "Silent": {"Type": "Pass", "End": true}
+        }}),
+    );
+    let token_of = |i: usize| {
+        let tokens = tokens.clone();
+        async move {
+            loop {
+                if let Some(t) = tokens.lock().unwrap().get(i).cloned() {
+                    return t;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Beating every 400 ms for 2.5 s keeps it alive past its 1 s heartbeat; then it is answered.
+    let run =
+        h.wf.start(StartRequest {
+            target: m.clone(),
+            input: Some("{}".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let token = token_of(0).await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            h.wf.task_heartbeat(&token).await.unwrap(),
+            TokenAnswer::Accepted
+        );
+    }
+    assert!(h
+        .wf
+        .describe(&run.execution.arn)
+        .await
+        .unwrap()
+        .status
+        .is_open());
+    h.wf.task_success(&token, "{\"done\":true}".into())
+        .await
+        .unwrap();
+    let e = wait_end(&h, &run.execution.arn).await;
+    assert_eq!(output(&e), json!({"done": true}));
+    // No heartbeat: States.HeartbeatTimeout after about a second, and the token is closed.
+    let started = std::time::Instant::now();
+    let run =
+        h.wf.start(StartRequest {
+            target: m,
+            input: Some("{}".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let token = token_of(1).await;
+    let e = wait_end(&h, &run.execution.arn).await;
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(output(&e)["err"]["Error"], "States.HeartbeatTimeout");
+    assert_eq!(
+        h.wf.task_heartbeat(&token).await.unwrap(),
+        TokenAnswer::Closed
+    );
+}
