@@ -791,3 +791,21 @@ async fn heartbeats_keep_a_token_task_alive_and_their_absence_fails_it() {
         TokenAnswer::Closed
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_256_kib_fails_past_states_all() {
+    let h = Harness::new(Config::default());
+    h.fns.add("big", |_| Ok(json!("x".repeat(300 * 1024))));
+    let m = h.machine(
+        "big",
+        json!({"StartAt": "Big", "States": {
+            "Big": {"Type": "Task", "Resource": "big", "End": true,
+                    "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}]},
+            "Caught": {"Type": "Pass", "End": true}
+        }}),
+    );
+    let e = h.run(&m, json!({})).await;
+    assert_eq!(e.status, ExecutionStatus::Failed);
+    assert_eq!(e.error.as_deref(), Some("States.DataLimitExceeded"));
+    assert!(!types(&h.history(&e.arn)).contains(&"PassStateEntered"));
+}
