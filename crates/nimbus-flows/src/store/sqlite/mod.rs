@@ -1,6 +1,7 @@
 //! [`FlowStore`] on SQLite (`flows.db`): WAL, `synchronous=FULL` (a committed transition
-//! survives power loss), a busy timeout, and `user_version` migrations. One connection
-//! behind a mutex; every write is one `BEGIN IMMEDIATE` transaction.
+//! survives power loss; claims and lease renewals commit without waiting for the disk), a
+//! busy timeout, and `user_version` migrations. One connection behind a mutex; every write
+//! is one `BEGIN IMMEDIATE` transaction.
 
 mod executions;
 mod history;
@@ -69,6 +70,26 @@ impl SqliteFlowStore {
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// [`Self::write`] without waiting for the disk (`synchronous=NORMAL` for this commit:
+    /// it survives a crash of the process, and the next durable commit's fsync carries it).
+    /// For claims only: a claim lost to a power cut means its step runs again, which steps
+    /// may anyway (at least once).
+    fn write_lazily<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut conn = self.conn();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let out = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        out
     }
 
     /// Runs `f` in a read transaction (one consistent snapshot).
@@ -288,7 +309,7 @@ impl FlowStore for SqliteFlowStore {
     }
 
     fn claim_due(&self, now: Millis, limit: usize, lease_ms: i64) -> StoreResult<Vec<Step>> {
-        self.write(|tx| steps::claim(tx, now, limit, lease_ms, None))
+        self.write_lazily(|tx| steps::claim(tx, now, limit, lease_ms, None))
     }
 
     fn claim_execution_step(
@@ -297,14 +318,14 @@ impl FlowStore for SqliteFlowStore {
         now: Millis,
         lease_ms: i64,
     ) -> StoreResult<Option<Step>> {
-        self.write(|tx| {
+        self.write_lazily(|tx| {
             let (id, _) = executions::id_status(tx, execution_arn)?;
             Ok(steps::claim(tx, now, 1, lease_ms, Some(id))?.pop())
         })
     }
 
     fn renew_claim(&self, step: &Step, now: Millis, lease_ms: i64) -> StoreResult<bool> {
-        self.write(|tx| steps::renew(tx, step, now, lease_ms))
+        self.write_lazily(|tx| steps::renew(tx, step, now, lease_ms))
     }
 
     fn complete(&self, step: &Step, t: &Transition, now: Millis) -> StoreResult<Completion> {
