@@ -24,6 +24,14 @@ pub fn target_arn(name: &str) -> String {
     format!("arn:nimbus:targets:{REGION}:{ACCOUNT}:target/{name}")
 }
 
+/// Whether `arn` names a state machine (a version or alias of one included):
+/// `arn:aws:states:REGION:ACCOUNT:stateMachine:NAME[:QUALIFIER]`.
+pub fn is_state_machine_arn(arn: &str) -> bool {
+    arn.strip_prefix("arn:aws:states:")
+        .and_then(|r| r.split_once(":stateMachine:"))
+        .is_some_and(|(_, name)| !name.is_empty())
+}
+
 /// The name in an external target's ARN, if `arn` is one with a valid name.
 pub fn target_from_arn(arn: &str) -> Option<&str> {
     arn.strip_prefix("arn:nimbus:targets:")

@@ -136,7 +136,7 @@ impl EventInvokeConfig {
             if is_queue_arn(&d.destination)
                 || is_bus_arn(&d.destination)
                 || crate::arn::target_from_arn(&d.destination).is_some()
-                || is_state_machine_arn(&d.destination)
+                || crate::arn::is_state_machine_arn(&d.destination)
             {
                 continue;
             }
@@ -153,13 +153,6 @@ impl EventInvokeConfig {
         }
         Ok(())
     }
-}
-
-/// Whether `arn` names a state machine (a workflow destination).
-fn is_state_machine_arn(arn: &str) -> bool {
-    arn.strip_prefix("arn:aws:states:")
-        .and_then(|r| r.split_once(":stateMachine:"))
-        .is_some_and(|(_, name)| !name.is_empty())
 }
 
 /// Checks a `DeadLetterConfig.TargetArn`: a built-in queue's or an event bus's ARN (Lambda

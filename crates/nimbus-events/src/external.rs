@@ -31,10 +31,7 @@ pub trait WorkflowStarter: Send + Sync + 'static {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>;
 }
 
-/// Whether `arn` names a state machine (a version or alias of one included).
-pub fn is_state_machine_arn(arn: &str) -> bool {
-    arn.starts_with("arn:aws:states:") && arn.contains(":stateMachine:")
-}
+pub use nimbus_core::arn::is_state_machine_arn;
 
 /// An execution name for `key` (an event's id, a schedule firing): at most 80 characters
 /// of what StartExecution accepts, the same for the same key and target.

@@ -453,6 +453,15 @@ fn tags_view(tags: &BTreeMap<String, String>) -> Value {
         .collect::<Vec<_>>())
 }
 
+/// A List operation's answer: `items` under `key`, and `nextToken` when there is more.
+fn paged(key: &str, items: Vec<Value>, next_token: Option<String>) -> Value {
+    let mut out = json!({ key: items });
+    if let Some(t) = next_token {
+        out["nextToken"] = json!(t);
+    }
+    out
+}
+
 fn machine_view(m: &Machine) -> Value {
     revision_view(m, &m.arn, &m.revision, m.created, &m.description)
 }
@@ -812,11 +821,7 @@ async fn dispatch(wf: &Workflows, op: &str, r: &Req<'_>) -> Result<Value> {
                            "type": m.machine_type.as_str(), "creationDate": ts(m.created)})
                 })
                 .collect();
-            let mut out = json!({"stateMachines": items});
-            if let Some(t) = page.next_token {
-                out["nextToken"] = json!(t);
-            }
-            Ok(out)
+            Ok(paged("stateMachines", items, page.next_token))
         }
 
         // ---- versions ----
@@ -848,11 +853,7 @@ async fn dispatch(wf: &Workflows, op: &str, r: &Req<'_>) -> Result<Value> {
                 .iter()
                 .map(|v| json!({"stateMachineVersionArn": v.arn, "creationDate": ts(v.created)}))
                 .collect();
-            let mut out = json!({"stateMachineVersions": items});
-            if let Some(t) = page.next_token {
-                out["nextToken"] = json!(t);
-            }
-            Ok(out)
+            Ok(paged("stateMachineVersions", items, page.next_token))
         }
         "DeleteStateMachineVersion" => {
             let arn = r.str("stateMachineVersionArn")?;
@@ -1050,11 +1051,7 @@ async fn dispatch(wf: &Workflows, op: &str, r: &Req<'_>) -> Result<Value> {
                 })
                 .map(execution_item)
                 .collect();
-            let mut out = json!({"executions": items});
-            if let Some(t) = page.next_token {
-                out["nextToken"] = json!(t);
-            }
-            Ok(out)
+            Ok(paged("executions", items, page.next_token))
         }
         "GetExecutionHistory" => {
             let arn = execution_arn(&r.str("executionArn")?)?;
@@ -1068,11 +1065,7 @@ async fn dispatch(wf: &Workflows, op: &str, r: &Req<'_>) -> Result<Value> {
             })
             .await?;
             let events: Vec<Value> = page.items.iter().map(|e| event_view(e, include)).collect();
-            let mut out = json!({"events": events});
-            if let Some(t) = page.next_token {
-                out["nextToken"] = json!(t);
-            }
-            Ok(out)
+            Ok(paged("events", events, page.next_token))
         }
         "DescribeStateMachineForExecution" => {
             let e = describe_execution(wf, &r.str("executionArn")?).await?;

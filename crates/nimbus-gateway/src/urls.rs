@@ -234,6 +234,58 @@ pub(crate) async fn user_route(
     }
 }
 
+/// A request read into an API Gateway v2.0 HTTP event, with the trace context it carries
+/// and the request id the event names.
+pub(crate) struct HttpEvent {
+    pub event: Value,
+    pub trace: Option<TraceContext>,
+    pub request_id: String,
+}
+
+/// Reads `req` (its body bounded as invocation payloads are) into the event a function URL
+/// or route hands on (`route_key` `$default` for URLs).
+pub(crate) async fn http_event_of(
+    req: Request,
+    raw_path: &str,
+    route_key: &str,
+    path_params: Option<&BTreeMap<String, String>>,
+    api_id: &str,
+) -> Result<HttpEvent, ApiError> {
+    let source_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let (parts, body) = req.into_parts();
+    let trace = crate::trace::incoming(&parts.headers);
+    let body = invoke::read_payload(body).await?;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let event = http_event::to_v2_event(&HttpRequestParts {
+        method: &parts.method,
+        raw_path,
+        raw_query: parts.uri.query(),
+        headers: &parts.headers,
+        body: &body,
+        source_ip,
+        route_key,
+        path_parameters: path_params,
+        request_id: &request_id,
+        api_id,
+        domain_name: host,
+        now: time::OffsetDateTime::now_utc(),
+    });
+    Ok(HttpEvent {
+        event,
+        trace,
+        request_id,
+    })
+}
+
 /// Invokes the function with `req` as an HTTP event: `resolved` is its `$LATEST` (whose
 /// URL and route settings the caller applied); the invocation goes to `alias` (the URL's
 /// qualifier or the manifest's `alias`), or to `$LATEST` itself. With `stream` (a URL in
@@ -251,40 +303,16 @@ async fn serve_http(
     req: Request,
     stream: bool,
 ) -> Result<Response, ApiError> {
-    let source_ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "127.0.0.1".into());
-    let (parts, body) = req.into_parts();
-    let trace = crate::trace::incoming(&parts.headers);
-    let body = invoke::read_payload(body).await?;
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let host = parts
-        .headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost")
-        .to_string();
     let api_id = if route_key == "$default" {
-        name.to_string()
+        name.as_str()
     } else {
-        "nimbus".to_string()
+        "nimbus"
     };
-    let mut event = http_event::to_v2_event(&HttpRequestParts {
-        method: &parts.method,
-        raw_path: &raw_path,
-        raw_query: parts.uri.query(),
-        headers: &parts.headers,
-        body: &body,
-        source_ip,
-        route_key: &route_key,
-        path_parameters: path_params.as_ref(),
-        request_id: &request_id,
-        api_id: &api_id,
-        domain_name: &host,
-        now: time::OffsetDateTime::now_utc(),
-    });
+    let HttpEvent {
+        mut event,
+        trace,
+        request_id,
+    } = http_event_of(req, &raw_path, &route_key, path_params.as_ref(), api_id).await?;
     if let Some(a) = authorizer {
         // As API Gateway: `requestContext.authorizer.jwt.{claims,scopes}`.
         event["requestContext"]["authorizer"] = a;

@@ -7,17 +7,15 @@
 //! and answered at once with 202 and the execution's ARN. Function routes win over
 //! workflow routes for the same key.
 
-use crate::http_event::{self, HttpRequestParts};
-use crate::{invoke, ApiError, Gateway};
+use crate::urls::{http_event_of, HttpEvent};
+use crate::{ApiError, Gateway};
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nimbus_core::RouteSpec;
 use nimbus_flows::store::{ExecutionStatus, MachineType};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -93,36 +91,12 @@ pub(crate) async fn serve(
         .get()
         .cloned()
         .ok_or_else(|| ApiError::ServiceUnavailable("workflows are not enabled".into()))?;
-    let source_ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "127.0.0.1".into());
     let raw_path = req.uri().path().to_string();
-    let (parts, body) = req.into_parts();
-    let trace = crate::trace::incoming(&parts.headers);
-    let body = invoke::read_payload(body).await?;
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let host = parts
-        .headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost")
-        .to_string();
-    let event = http_event::to_v2_event(&HttpRequestParts {
-        method: &parts.method,
-        raw_path: &raw_path,
-        raw_query: parts.uri.query(),
-        headers: &parts.headers,
-        body: &body,
-        source_ip,
-        route_key: route.key(),
-        path_parameters: Some(&params),
-        request_id: &request_id,
-        api_id: "nimbus",
-        domain_name: &host,
-        now: time::OffsetDateTime::now_utc(),
-    });
+    let HttpEvent {
+        event,
+        trace,
+        request_id,
+    } = http_event_of(req, &raw_path, route.key(), Some(&params), "nimbus").await?;
     let req = nimbus_workflows::StartRequest {
         target: machine,
         name: Some(request_id),
