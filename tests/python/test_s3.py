@@ -47,7 +47,7 @@ def s3_client(url, key_id, secret, style="path"):
     return session.client("s3", endpoint_url=url, config=Config(
         signature_version="s3v4", s3={"addressing_style": style},
         # boto3's default retries: an error answered before the request body was read ends
-        # the keep-alive connection (known, see docs/s3.md), and SDKs retry that.
+        # the keep-alive connection (see docs/s3.md), and SDKs retry what was in flight.
         retries={"total_max_attempts": 3, "mode": "standard"}, read_timeout=120))
 
 

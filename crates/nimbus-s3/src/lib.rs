@@ -49,7 +49,7 @@ pub fn router(objects: Objects, keys: Option<Arc<dyn KeyLookup>>) -> axum::Route
         .layer(axum::middleware::from_fn_with_state(objects, cors::layer))
         .layer(axum::middleware::from_fn(requester::with_request_ids))
         .layer(axum::middleware::from_fn(
-            expect::close_after_bodiless_expect,
+            expect::close_after_unanswered_expect,
         ));
     if let Some(keys) = keys {
         router.layer(axum::middleware::from_fn_with_state(keys, session::check))
