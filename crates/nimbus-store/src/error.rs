@@ -37,6 +37,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL failure (cluster mode): the statement, the connection or the pool.
+    #[error("database error: {0}")]
+    Postgres(#[from] nimbus_pg::PgError),
     /// Stored data does not decode or does not match its content address.
     #[error("corrupt store: {0}")]
     Corrupt(String),

@@ -14,6 +14,7 @@ mod fifo;
 mod history;
 mod layers;
 mod logs;
+pub mod postgres;
 mod queues;
 mod roles;
 mod secrets;

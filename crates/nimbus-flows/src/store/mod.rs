@@ -15,6 +15,7 @@
 
 pub mod error;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 pub use error::{StoreError, StoreResult};

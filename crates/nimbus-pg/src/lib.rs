@@ -1,0 +1,239 @@
+//! PostgreSQL for Nimbus's stores in cluster mode (`nimbus serve --database postgres://…`):
+//! one connection pool per process ([`Pg`]), versioned schema migrations per store
+//! ([`Pg::migrate`]), and the bridge that lets the stores' blocking traits run
+//! `tokio-postgres` queries ([`Pg::block_on`]).
+//!
+//! The store traits are blocking (SQLite's calls are), and their callers run on Tokio's
+//! workers as well as on blocking threads. `tokio-postgres` is asynchronous, and a Tokio
+//! runtime cannot be entered from inside another. So the pool and its connections live on
+//! a small runtime of their own (threads `nimbus-pg`, which drive the sockets and timers),
+//! and a store method waits for its queries with a plain executor on the calling thread,
+//! as it waits for SQLite's lock and fsync today. A query costs the caller one round trip
+//! to the server and no thread hand-off on the caller's side.
+//!
+//! Used by the store crates (each keeps its PostgreSQL backend in `store/postgres/`), the
+//! server (which opens one [`Pg`] for all of them) and their tests ([`testing`]).
+
+mod migrate;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use deadpool_postgres::{Object as Client, Transaction};
+pub use migrate::{Migration, SCHEMA_TABLE};
+pub use tokio_postgres::{types, Row};
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("invalid PostgreSQL URL: {0}")]
+    Url(String),
+    #[error("cannot reach PostgreSQL at {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error("PostgreSQL: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL connection pool: {0}")]
+    Pool(String),
+    #[error("{0}")]
+    Schema(String),
+    #[error("cannot start the PostgreSQL client runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+impl PgError {
+    /// The SQLSTATE of a server error (`23505`: unique violation, …).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            PgError::Query(e) => e.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+
+    /// A unique or primary key violation (`23505`).
+    pub fn is_unique_violation(&self) -> bool {
+        self.code() == Some("23505")
+    }
+
+    /// The server, the network or the pool failed, not the statement: the work may
+    /// succeed when retried (on another connection, after PostgreSQL is back).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PgError::Connect { .. } | PgError::Pool(_) => true,
+            PgError::Query(e) => {
+                e.is_closed()
+                    || e.as_db_error().is_none()
+                    || matches!(
+                        e.code().map(|c| c.code()),
+                        // serialization failure, deadlock, admin shutdown, cannot connect now
+                        Some("40001" | "40P01" | "57P01" | "57P02" | "57P03")
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = PgError> = std::result::Result<T, E>;
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// `postgres://user[:password]@host[:port]/database[?options]`.
+    pub url: String,
+    /// Connections at most (default 16).
+    pub max_connections: usize,
+    /// How long a caller waits for a free connection or a new one (default 10 s).
+    pub wait: Duration,
+}
+
+impl PgConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        PgConfig {
+            url: url.into(),
+            max_connections: 16,
+            wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The connection pool and the runtime that drives it. Cheap to clone.
+#[derive(Clone)]
+pub struct Pg {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: deadpool_postgres::Pool,
+    handle: tokio::runtime::Handle,
+    /// Where the database is, without its password (for messages).
+    target: String,
+    /// Kept for the pool's connection tasks; shut down when the last [`Pg`] goes.
+    _runtime: RuntimeGuard,
+}
+
+/// Shuts the runtime down in the background: dropping a runtime waits for its blocking
+/// threads, which must not happen on an async thread.
+struct RuntimeGuard(Option<tokio::runtime::Runtime>);
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for Pg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pg")
+            .field("target", &self.inner.target)
+            .finish()
+    }
+}
+
+impl Pg {
+    /// Opens the pool and checks that the server answers (one connection made now, so a
+    /// wrong URL or a server that is down is reported at start, not on first use).
+    pub fn connect(cfg: &PgConfig) -> Result<Pg> {
+        let pg_config = tokio_postgres::Config::from_str(&cfg.url).map_err(|e| {
+            PgError::Url(format!("{e} (expected postgres://user@host:port/database)"))
+        })?;
+        let target = describe(&pg_config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("nimbus-pg")
+            .enable_all()
+            .build()?;
+        let manager = deadpool_postgres::Manager::from_config(
+            pg_config,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(cfg.max_connections.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(cfg.wait))
+            .create_timeout(Some(cfg.wait))
+            .recycle_timeout(Some(cfg.wait))
+            .build()
+            .map_err(|e| PgError::Pool(e.to_string()))?;
+        let pg = Pg {
+            inner: Arc::new(Inner {
+                pool,
+                handle: runtime.handle().clone(),
+                target,
+                _runtime: RuntimeGuard(Some(runtime)),
+            }),
+        };
+        pg.block_on(async {
+            let c = pg.client().await?;
+            c.simple_query("SELECT 1").await?;
+            Ok::<_, PgError>(())
+        })?;
+        Ok(pg)
+    }
+
+    /// `host:port/database` (never the password).
+    pub fn target(&self) -> &str {
+        &self.inner.target
+    }
+
+    /// Runs `fut` to completion on the calling thread, with the pool's runtime as the
+    /// context for what it spawns (new connections) and its timers. Blocks the thread for
+    /// the queries' round trips, as a SQLite store blocks for its lock and fsync. Must not
+    /// be called from the pool's own threads.
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        let _context = self.inner.handle.enter();
+        futures_executor::block_on(fut)
+    }
+
+    /// A connection from the pool (back to the pool when dropped).
+    pub async fn client(&self) -> Result<Client> {
+        self.inner.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) if e.as_db_error().is_none() => {
+                PgError::Connect {
+                    target: self.inner.target.clone(),
+                    message: e.to_string(),
+                }
+            }
+            deadpool_postgres::PoolError::Backend(e) => PgError::Query(e),
+            other => PgError::Pool(other.to_string()),
+        })
+    }
+
+    /// [`Pg::client`] for blocking code: a connection, then `f` on it.
+    pub fn with<T>(&self, f: impl AsyncFnOnce(&mut Client) -> Result<T>) -> Result<T> {
+        self.block_on(async {
+            let mut c = self.client().await?;
+            f(&mut c).await
+        })
+    }
+
+    /// `f` in one transaction: committed when it returns `Ok`, rolled back otherwise.
+    pub fn transaction<T>(&self, f: impl AsyncFnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.block_on(async {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await?;
+            let out = f(&tx).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+}
+
+/// `host:port/database` of a configuration.
+fn describe(c: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match c.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", c.get_dbname().unwrap_or("postgres"))
+}

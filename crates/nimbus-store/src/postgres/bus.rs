@@ -1,0 +1,1 @@
+//! PostgreSQL backend: see the module list in `postgres/mod.rs`.
