@@ -4,8 +4,8 @@
 //! this bench runs itself ([`Receiver`]: it decodes each export and counts its spans, so a
 //! comparison where nothing was exported is refused). Each run measures the warm and
 //! throughput scenarios of the main suite (`client::sequential`, `client::throughput`) on
-//! the three in turn, the order rotating from run to run, so the machine's noise falls on
-//! all three alike. Figures are medians over runs; differences and ratios are medians of
+//! the three in turn, the order rotating from run to run, and the throughput in five
+//! interleaved slices per variant, so the machine's noise falls on all three alike. Figures are medians over runs; differences and ratios are medians of
 //! each run's paired differences and ratios (measured minutes apart, not hours).
 
 use crate::client::{self, Load};
@@ -39,6 +39,9 @@ pub const VARIANTS: [&str; 3] = ["metrics off", "metrics on", "on + OTLP export"
 
 /// Unmeasured sequential requests before each warm measurement.
 const WARMUP_REQUESTS: usize = 200;
+
+/// Turns each variant's throughput measurement is cut into (see [`one_run`]).
+const SLICES: u32 = 5;
 
 /// What the OTLP receiver got.
 #[derive(Debug, Default)]
@@ -363,11 +366,30 @@ async fn one_run(servers: &Servers, x: &Setup, s: &Settings, first: usize) -> Re
         r.warm_us[v] = p50_us(&client::sequential(all[v].addr, &x.url, WARMUP_REQUESTS, n).await?);
     }
     r.floor_us = p50_us(&client::sequential(x.floor.addr, "/", WARMUP_REQUESTS, n).await?);
-    for &v in &order {
-        let t = client::throughput(all[v].addr, &x.url, s.load, all[v].pid()).await?;
-        r.rps[v] = t.rps;
-        r.server_cpu_us[v] = t.cpu.target.as_secs_f64() * 1e6 / t.requests.max(1) as f64;
-        r.other_cores[v] = t.cpu.other.as_secs_f64() / s.load.duration.as_secs_f64();
+    // Throughput in interleaved slices: the machine's noise comes and goes within seconds,
+    // so each variant is measured in SLICES short turns taken in rotation, not in one
+    // stretch, and all three see the same stretches of noise.
+    let slice = client::Load {
+        duration: s.load.duration / SLICES,
+        warmup: s.load.warmup / SLICES,
+        ..s.load
+    };
+    let mut requests = [0u64; 3];
+    let mut server_cpu = [std::time::Duration::ZERO; 3];
+    let mut other = [std::time::Duration::ZERO; 3];
+    for k in 0..SLICES as usize {
+        for i in 0..3 {
+            let v = order[(i + k) % 3];
+            let t = client::throughput(all[v].addr, &x.url, slice, all[v].pid()).await?;
+            requests[v] += t.requests;
+            server_cpu[v] += t.cpu.target;
+            other[v] += t.cpu.other;
+        }
+    }
+    for v in 0..3 {
+        r.rps[v] = requests[v] as f64 / s.load.duration.as_secs_f64();
+        r.server_cpu_us[v] = server_cpu[v].as_secs_f64() * 1e6 / requests[v].max(1) as f64;
+        r.other_cores[v] = other[v].as_secs_f64() / s.load.duration.as_secs_f64();
     }
     Ok(r)
 }

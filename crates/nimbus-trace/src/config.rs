@@ -22,6 +22,10 @@ pub struct TraceConfig {
     pub delay: Duration,
     /// One export request's timeout (`OTEL_EXPORTER_OTLP_TIMEOUT` ms, default 10000).
     pub timeout: Duration,
+    /// Headers sent with every export (`OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else
+    /// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value,…` with percent-encoded values), such as a
+    /// hosted collector's API key. Never logged.
+    pub headers: Vec<(String, String)>,
 }
 
 impl TraceConfig {
@@ -77,8 +81,57 @@ impl TraceConfig {
             max_batch: number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?.max(1) as usize,
             delay: Duration::from_millis(number("OTEL_BSP_SCHEDULE_DELAY", 5000)?),
             timeout: Duration::from_millis(number("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000)?.max(1)),
+            headers: match var("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+                .or_else(|| var("OTEL_EXPORTER_OTLP_HEADERS"))
+            {
+                Some(h) => parse_headers(&h)?,
+                None => Vec::new(),
+            },
         }))
     }
+}
+
+/// `key=value,key2=value2` (the W3C Baggage form the OTLP exporter specification uses),
+/// values percent-decoded. The error names the entry's key, never its value (a secret).
+fn parse_headers(list: &str) -> Result<Vec<(String, String)>, TraceError> {
+    let mut headers = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (key, value) = entry.split_once('=').ok_or_else(|| {
+            TraceError::Config(
+                "OTEL_EXPORTER_OTLP_HEADERS: an entry has no '=' (expected key=value,…)".into(),
+            )
+        })?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(TraceError::Config(
+                "OTEL_EXPORTER_OTLP_HEADERS: an entry has an empty key".into(),
+            ));
+        }
+        let value = percent_decode(value.trim()).ok_or_else(|| {
+            TraceError::Config(format!(
+                "OTEL_EXPORTER_OTLP_HEADERS: the value of {key:?} is not valid percent-encoded UTF-8"
+            ))
+        })?;
+        headers.push((key.to_string(), value));
+    }
+    Ok(headers)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Which new traces are recorded (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
@@ -256,5 +309,52 @@ mod tests {
             .count();
         assert!((800..1200).contains(&kept), "{kept}");
         assert!(!Sampler::Ratio(0.0).decide(None, u128::MAX));
+    }
+
+    #[test]
+    fn export_headers_from_the_standard_variables() {
+        let c = cfg(
+            Some("http://c:4318"),
+            &[(
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=s%3Dcret, x-team = core ,",
+            )],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            c.headers,
+            [
+                ("api-key".to_string(), "s=cret".to_string()),
+                ("x-team".to_string(), "core".to_string())
+            ]
+        );
+        // The traces-only variable wins.
+        let c = cfg(
+            Some("http://c:4318"),
+            &[
+                ("OTEL_EXPORTER_OTLP_HEADERS", "a=1"),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "b=2"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.headers, [("b".to_string(), "2".to_string())]);
+        for bad in ["novalue", "=v", "k=%zz"] {
+            let e = cfg(
+                Some("http://c:4318"),
+                &[("OTEL_EXPORTER_OTLP_HEADERS", bad)],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{e}");
+        }
+        let e = cfg(
+            Some("http://c:4318"),
+            &[("OTEL_EXPORTER_OTLP_HEADERS", "token=%zzsecret")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains("secret"), "a value is never echoed: {e}");
     }
 }

@@ -12,17 +12,12 @@
 
 mod config;
 mod context;
+mod otlp;
 
 pub use config::{Root, Sampler, TraceConfig};
 pub use context::{new_span_id, stored_header, TraceContext, TRACEPARENT, TRACESTATE, XRAY};
 pub use opentelemetry::{KeyValue, Value};
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::InstrumentationScope;
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -149,18 +144,23 @@ impl Tracer {
         cfg: &TraceConfig,
         on_drop: Arc<dyn Fn(u64) + Send + Sync>,
     ) -> Result<Self, TraceError> {
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(cfg.traces_url.clone())
-            .with_timeout(cfg.timeout)
+        let client = reqwest::Client::builder()
+            .timeout(cfg.timeout)
             .build()
             .map_err(|e| TraceError::Exporter(e.to_string()))?;
-        let resource = opentelemetry_sdk::Resource::builder_empty()
-            .with_service_name(cfg.service_name.clone())
-            .with_attributes([KeyValue::new("service.namespace", "nimbus")])
-            .build();
-        exporter.set_resource(&resource);
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &cfg.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| TraceError::Config(format!("bad OTLP header name {name:?}")))?;
+            let mut value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| TraceError::Config(format!("bad value for OTLP header {name}")))?;
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static("application/x-protobuf"),
+        );
         let queue = Arc::new(Queue {
             spans: Mutex::new(Vec::new()),
             flushes: Mutex::new(Vec::new()),
@@ -183,11 +183,12 @@ impl Tracer {
             delay: cfg.delay,
             dropped,
             on_drop,
-            scope: InstrumentationScope::builder("nimbus")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
+            client,
+            url: cfg.traces_url.clone(),
+            headers,
         };
-        tokio::spawn(batch.run(exporter));
+        let encoder = otlp::Encoder::new(&cfg.service_name, env!("CARGO_PKG_VERSION"));
+        tokio::spawn(batch.run(encoder));
         tracing::info!(endpoint = %cfg.traces_url, service = %cfg.service_name, "exporting traces over OTLP/HTTP");
         Ok(Tracer(Some(inner)))
     }
@@ -300,11 +301,14 @@ struct Batch {
     delay: std::time::Duration,
     dropped: Arc<AtomicU64>,
     on_drop: Arc<dyn Fn(u64) + Send + Sync>,
-    scope: InstrumentationScope,
+    client: reqwest::Client,
+    url: String,
+    /// `OTEL_EXPORTER_OTLP_HEADERS` and the content type.
+    headers: reqwest::header::HeaderMap,
 }
 
 impl Batch {
-    async fn run(self, exporter: opentelemetry_otlp::SpanExporter) {
+    async fn run(self, mut encoder: otlp::Encoder) {
         let mut failing = false;
         loop {
             let timed_out = tokio::time::timeout(self.delay, self.queue.wake.notified())
@@ -336,7 +340,7 @@ impl Batch {
                     break;
                 }
                 left -= spans.len();
-                self.export(&exporter, spans, &mut failing).await;
+                self.export(&mut encoder, &spans, &mut failing).await;
             }
             for done in flushes {
                 let _ = done.send(());
@@ -347,15 +351,25 @@ impl Batch {
         }
     }
 
-    async fn export(
-        &self,
-        exporter: &opentelemetry_otlp::SpanExporter,
-        spans: Vec<Span>,
-        failing: &mut bool,
-    ) {
+    async fn export(&self, encoder: &mut otlp::Encoder, spans: &[Span], failing: &mut bool) {
         let n = spans.len() as u64;
-        let data = spans.into_iter().map(|s| self.span_data(s)).collect();
-        match exporter.export(data).await {
+        let body = encoder.encode(spans);
+        let sent = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .body(body)
+            .send()
+            .await;
+        let result = match sent {
+            // The answer is read whole, so the connection is kept for the next batch.
+            Ok(r) if r.status().is_success() => {
+                r.bytes().await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            Ok(r) => Err(format!("the collector answered {}", r.status())),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
             Ok(()) => {
                 if *failing {
                     tracing::info!("trace export works again");
@@ -371,57 +385,6 @@ impl Batch {
                 self.dropped.fetch_add(n, Ordering::Relaxed);
                 (self.on_drop)(n);
             }
-        }
-    }
-
-    fn span_data(&self, s: Span) -> SpanData {
-        let cx = |c: &TraceContext, remote: bool| {
-            let state = c
-                .tracestate
-                .as_deref()
-                .and_then(|t| t.parse::<TraceState>().ok())
-                .unwrap_or_default();
-            SpanContext::new(
-                TraceId::from_bytes(c.trace_id.to_be_bytes()),
-                SpanId::from_bytes(c.span_id.to_be_bytes()),
-                if c.is_sampled() {
-                    TraceFlags::SAMPLED
-                } else {
-                    TraceFlags::default()
-                },
-                remote,
-                state,
-            )
-        };
-        let mut links = SpanLinks::default();
-        links.links = s
-            .links
-            .iter()
-            .map(|l| opentelemetry::trace::Link::with_context(cx(l, false)))
-            .collect();
-        SpanData {
-            span_context: cx(&s.context, false),
-            parent_span_id: SpanId::from_bytes(s.parent.to_be_bytes()),
-            parent_span_is_remote: s.parent_remote,
-            span_kind: match s.kind {
-                Kind::Server => SpanKind::Server,
-                Kind::Consumer => SpanKind::Consumer,
-                Kind::Producer => SpanKind::Producer,
-                Kind::Client => SpanKind::Client,
-                Kind::Internal => SpanKind::Internal,
-            },
-            name: s.name,
-            start_time: s.start,
-            end_time: s.end.max(s.start),
-            attributes: s.attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links,
-            status: match s.error {
-                Some(e) => Status::error(e),
-                None => Status::Unset,
-            },
-            instrumentation_scope: self.scope.clone(),
         }
     }
 }
@@ -440,6 +403,7 @@ mod tests {
             max_batch: 512,
             delay: Duration::from_millis(10),
             timeout: Duration::from_secs(2),
+            headers: Vec::new(),
         }
     }
 
