@@ -208,6 +208,9 @@ pub struct Run {
     pub floor_us: f64,
     pub rps: [f64; 3],
     pub server_cpu_us: [f64; 3],
+    /// This bench's own CPU per request (µs): the load generator, and with OTLP export the
+    /// receiver decoding the spans, on the same cores as the server.
+    pub bench_cpu_us: [f64; 3],
     /// Cores used by other processes during each throughput measurement (noise).
     pub other_cores: [f64; 3],
 }
@@ -255,6 +258,7 @@ impl ObsFigs {
                     "rps": self.med(|r| r.rps[v]),
                     "rps_ratio_to_off": self.rps_ratio(v),
                     "server_cpu_us_per_request": self.med(|r| r.server_cpu_us[v]),
+                    "bench_cpu_us_per_request": self.med(|r| r.bench_cpu_us[v]),
                 })
             })
             .collect();
@@ -264,7 +268,8 @@ impl ObsFigs {
             .map(|r| {
                 json!({
                     "warm_p50_us": r.warm_us, "floor_warm_p50_us": r.floor_us, "rps": r.rps,
-                    "server_cpu_us_per_request": r.server_cpu_us, "other_cores": r.other_cores,
+                    "server_cpu_us_per_request": r.server_cpu_us,
+                    "bench_cpu_us_per_request": r.bench_cpu_us, "other_cores": r.other_cores,
                 })
             })
             .collect();
@@ -288,12 +293,19 @@ impl ObsFigs {
             self.runs.len()
         );
         s += &format!(
-            "  {:<18} {:>10} {:>10} {:>12} {:>10} {:>10} {:>12}\n",
-            "server", "warm p50", "added", "vs off", "rps", "vs off", "server CPU/req"
+            "  {:<18} {:>10} {:>10} {:>12} {:>10} {:>10} {:>12} {:>12}\n",
+            "server",
+            "warm p50",
+            "added",
+            "vs off",
+            "rps",
+            "vs off",
+            "server CPU/req",
+            "bench CPU/req"
         );
         for (v, name) in VARIANTS.iter().enumerate() {
             s += &format!(
-                "  {:<18} {:>7.0} µs {:>7.0} µs {:>+9.1} µs {:>10.0} {:>10.3} {:>9.0} µs\n",
+                "  {:<18} {:>7.0} µs {:>7.0} µs {:>+9.1} µs {:>10.0} {:>10.3} {:>9.0} µs {:>10.0} µs\n",
                 name,
                 self.med(|r| r.warm_us[v]),
                 self.med(|r| r.warm_us[v] - r.floor_us),
@@ -301,6 +313,7 @@ impl ObsFigs {
                 self.med(|r| r.rps[v]),
                 self.rps_ratio(v),
                 self.med(|r| r.server_cpu_us[v]),
+                self.med(|r| r.bench_cpu_us[v]),
             );
         }
         let mark = |ok: bool| if ok { "MET" } else { "NOT MET" };
@@ -376,6 +389,7 @@ async fn one_run(servers: &Servers, x: &Setup, s: &Settings, first: usize) -> Re
     };
     let mut requests = [0u64; 3];
     let mut server_cpu = [std::time::Duration::ZERO; 3];
+    let mut bench_cpu = [std::time::Duration::ZERO; 3];
     let mut other = [std::time::Duration::ZERO; 3];
     for k in 0..SLICES as usize {
         for i in 0..3 {
@@ -383,12 +397,14 @@ async fn one_run(servers: &Servers, x: &Setup, s: &Settings, first: usize) -> Re
             let t = client::throughput(all[v].addr, &x.url, slice, all[v].pid()).await?;
             requests[v] += t.requests;
             server_cpu[v] += t.cpu.target;
+            bench_cpu[v] += t.cpu.client;
             other[v] += t.cpu.other;
         }
     }
     for v in 0..3 {
         r.rps[v] = requests[v] as f64 / s.load.duration.as_secs_f64();
         r.server_cpu_us[v] = server_cpu[v].as_secs_f64() * 1e6 / requests[v].max(1) as f64;
+        r.bench_cpu_us[v] = bench_cpu[v].as_secs_f64() * 1e6 / requests[v].max(1) as f64;
         r.other_cores[v] = other[v].as_secs_f64() / s.load.duration.as_secs_f64();
     }
     Ok(r)

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use nimbus_metrics::Metrics;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// Encodes the registry off the async workers: scrape-time gauges read the stores.
 async fn exposition(metrics: Arc<Metrics>) -> Result<Response, ApiError> {
@@ -56,28 +57,51 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
 /// A bounded name of the operation a request reached: its method and route template with
 /// `:param` for a path parameter (`GET /v1/functions/:name`; braces in a label value trip
 /// some parsers), `route` for user routes and unmatched paths.
-pub(crate) fn operation(method: &Method, matched: Option<&MatchedPath>) -> String {
+pub(crate) fn operation(method: &Method, matched: Option<&MatchedPath>) -> Arc<str> {
+    const METHODS: [&str; 8] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "OTHER",
+    ];
     let m = match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::DELETE => 3,
+        Method::PATCH => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     };
-    match matched {
+    // Route templates are few and fixed: each name is made once, then shared.
+    type Names = HashMap<Box<str>, [Option<Arc<str>>; 8]>;
+    static NAMES: OnceLock<RwLock<Names>> = OnceLock::new();
+    let names = NAMES.get_or_init(Default::default);
+    // "" stands for no matched route (a real template is never empty).
+    let path = matched.map_or("", |p| p.as_str());
+    if let Some(Some(name)) = names
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(path)
+        .map(|n| &n[m])
+    {
+        return name.clone();
+    }
+    let name: Arc<str> = match matched {
         Some(p) => {
             let template = p
                 .as_str()
                 .replace("{*", ":")
                 .replace('{', ":")
                 .replace('}', "");
-            format!("{m} {template}")
+            format!("{} {template}", METHODS[m]).into()
         }
-        None => format!("{m} route"),
-    }
+        None => format!("{} route", METHODS[m]).into(),
+    };
+    names
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(path.into())
+        .or_default()[m] = Some(name.clone());
+    name
 }
 
 /// Counts each request by operation and status, with its latency.

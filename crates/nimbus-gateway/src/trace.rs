@@ -48,25 +48,23 @@ pub(crate) async fn entry(
             h.insert(name, v);
         }
     }
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
-    let name = crate::metrics::operation(req.method(), req.extensions().get::<MatchedPath>());
-    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let start = SystemTime::now();
     let resp = next.run(req).await;
     if cx.is_sampled() {
         let status = resp.status().as_u16();
-        let mut span = Span::new(name, Kind::Server, &cx, parent.as_ref(), start);
+        let name = crate::metrics::operation(&method, route.as_ref());
+        let mut span = Span::new(name.to_string(), Kind::Server, &cx, parent.as_ref(), start);
         span.parent_remote = parent.is_some();
         span.end = SystemTime::now();
         span.attributes = vec![
-            KeyValue::new("http.request.method", method),
+            KeyValue::new("http.request.method", method.as_str().to_string()),
             KeyValue::new("http.response.status_code", i64::from(status)),
         ];
         if let Some(r) = route {
-            span.attributes.push(KeyValue::new("http.route", r));
+            span.attributes
+                .push(KeyValue::new("http.route", r.as_str().to_string()));
         }
         if status >= 500 {
             span.error = Some(status.to_string());
