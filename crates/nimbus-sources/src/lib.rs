@@ -8,13 +8,15 @@
 //! - [`runner`]: one task per enabled mapping drives its connector: batching, filters,
 //!   partial batch failures, retries, bisection, the on-failure destination,
 //!   `MaximumConcurrency`, back-pressure, reconnecting with back-off, state.
-//! - [`store`]: mappings and checkpoints (SQLite, `sources.db`).
+//! - [`store`]: mappings and checkpoints (SQLite, `sources.db`); [`postgres`]: the same
+//!   and the targets' outbox in PostgreSQL (cluster mode).
 //! - [`targets`]: publishing back: named targets on the brokers, an outbox, a publisher
 //!   per broker.
 
 pub mod connectors;
 pub mod error;
 pub mod model;
+pub mod postgres;
 pub mod runner;
 pub mod source;
 pub mod store;

@@ -197,43 +197,4 @@ impl Checkpoints for MemoryCheckpoints {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Kind, SourceSpec, StartingPosition};
-
-    #[test]
-    fn mappings_and_checkpoints_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = SourceMapping::new(
-            "a1".into(),
-            "f".into(),
-            SourceSpec {
-                kind: Kind::Redis,
-                endpoints: vec!["redis://127.0.0.1:6379".into()],
-                topics: vec!["s".into()],
-                group: None,
-                secret: None,
-                options: Default::default(),
-                starting_position: StartingPosition::TrimHorizon,
-            },
-        );
-        {
-            let s = SqliteSourceStore::open(dir.path()).unwrap();
-            s.create(&m).unwrap();
-            assert!(s.create(&m).is_err());
-            s.set_checkpoint("a1", "lsn", "0/16").unwrap();
-            s.set_checkpoint("a1", "lsn", "0/17").unwrap();
-        }
-        let s = SqliteSourceStore::open(dir.path()).unwrap();
-        assert_eq!(s.list().unwrap(), vec![m.clone()]);
-        assert_eq!(s.checkpoint("a1", "lsn").unwrap().as_deref(), Some("0/17"));
-        let mut m2 = m.clone();
-        m2.enabled = false;
-        assert!(s.update(&m2).unwrap());
-        assert_eq!(s.get("a1").unwrap(), Some(m2));
-        assert!(s.delete("a1").unwrap().is_some());
-        assert_eq!(s.checkpoint("a1", "lsn").unwrap(), None);
-        assert!(!s.update(&m).unwrap());
-    }
-}
+// The store tests run on both backends: `crate::postgres::tests`.
