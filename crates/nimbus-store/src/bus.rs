@@ -4,7 +4,9 @@
 //! A rule either matches events put on its bus (an EventBridge event pattern, stored as
 //! JSON text) or fires on a schedule (an EventBridge schedule expression with a time zone).
 //! Schedule rules carry a durable watermark, `last_fired_ms`: every firing at or before it
-//! has been handed to the async engine, so a restarted scheduler resumes after it.
+//! has been handed to the async engine, so a restarted scheduler resumes after it. In a
+//! cluster the rules live in PostgreSQL ([`crate::postgres::bus::PgBusStore`]) and each
+//! firing is claimed by one node ([`BusStore::claim_firing`]).
 
 use crate::db::Db;
 use crate::sqlite::open_db;

@@ -85,10 +85,16 @@ pub struct Alarm {
     pub created_ms: i64,
 }
 
-/// Per-minute history and alarms (SQLite today; a PostgreSQL backend can implement it).
+/// Per-minute history and alarms: [`SqliteHistoryStore`], and
+/// [`crate::postgres::history::PgHistoryStore`] for a cluster.
 pub trait HistoryStore: Send + Sync + 'static {
     /// Adds the minute `minute_ms` of each function to what is stored for it (a minute
     /// flushed twice, e.g. at shutdown and after a restart, is merged, not replaced).
+    /// Merging is [`MinuteStats::merge`]: counters and histograms add up, the maximum
+    /// concurrency is the larger one. Flushes may come from several writers at once (the
+    /// nodes of a cluster, each flushing its own rows for the same minute): every flush is
+    /// added exactly once, whatever the interleaving. The same function twice in `rows`
+    /// adds up too.
     fn add_minutes(&self, minute_ms: i64, rows: &[(String, MinuteStats)]) -> Result<()>;
     /// Minutes in `[from_ms, to_ms)` of `function` (of every function when `None`),
     /// ordered by minute then function.

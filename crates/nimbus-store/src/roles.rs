@@ -3,7 +3,8 @@
 //! gateway's IAM API reads and writes them through [`RoleStore`]; the credentials minted
 //! for a function's instances carry the union of a role's inline policies.
 //!
-//! Role names are unique without regard to case, as in IAM.
+//! Role names are unique without regard to case, as in IAM. In a cluster the roles live in
+//! PostgreSQL ([`crate::postgres::roles::PgRoleStore`]).
 
 use crate::secrets::SecretStore;
 use crate::{Result, StoreError};

@@ -1,14 +1,15 @@
-//! [`BusStore`] on PostgreSQL (component `bus`, tables `bus_buses` and `bus_rules`): the
-//! same buses, rules and watermarks as [`crate::SqliteBusStore`], shared by every node.
+//! [`crate::BusStore`] on PostgreSQL (component `bus`, tables `bus_buses` and
+//! `bus_rules`): the same buses, rules and watermarks as [`crate::SqliteBusStore`], shared
+//! by every node.
 //!
 //! Where SQLite relies on its single writer, this backend relies on row locks and single
 //! statements: a rule is written by one upsert (its kept creation time and watermark are
 //! decided on the locked row, so two nodes replacing a rule at once cannot lose either
 //! rule), a bus is deleted under `FOR UPDATE` on its row while rule writers hold
 //! `FOR KEY SHARE` on it (and a foreign key backs that up), and a firing is claimed by one
-//! conditional `UPDATE` ([`BusStore::claim_firing`]): under READ COMMITTED a second
-//! claimant waits for the first's commit and then re-checks the condition on the new
-//! watermark, so exactly one of them wins.
+//! conditional `UPDATE` ([`crate::BusStore::claim_firing`]): under READ COMMITTED a
+//! second claimant waits for the first's commit and then re-checks the condition on the
+//! new watermark, so exactly one of them wins.
 
 use crate::bus::{Bus, BusStore, Rule, RuleTarget, DEFAULT_BUS};
 use crate::{Result, StoreError};

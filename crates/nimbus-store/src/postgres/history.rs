@@ -1,4 +1,4 @@
-//! [`HistoryStore`] on PostgreSQL (component `history`, tables `history_minutes` and
+//! [`crate::HistoryStore`] on PostgreSQL (component `history`, tables `history_minutes` and
 //! `history_alarms`): the same per-minute rows and alarms as
 //! [`crate::SqliteHistoryStore`], shared by every node.
 //!

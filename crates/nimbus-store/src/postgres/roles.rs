@@ -1,4 +1,4 @@
-//! [`RoleStore`] on PostgreSQL (component `roles`, tables `roles_roles` and
+//! [`crate::RoleStore`] on PostgreSQL (component `roles`, tables `roles_roles` and
 //! `roles_policies`): the same roles and inline policies as the SQLite backend (which
 //! keeps them in `secrets.db`, [`crate::SecretStore`]), shared by every node.
 //!
