@@ -390,6 +390,7 @@ mod tests {
         minutes_merge_survive_reopening_and_are_pruned,
         alarms_keep_their_state_until_redefined,
         nodes_flushing_the_same_minute_add_up,
+        histograms_and_empty_rows_merge_exactly,
     );
 
     fn stats(invocations: u64, ms: f64) -> MinuteStats {
@@ -524,6 +525,46 @@ mod tests {
         s.set_alarm_state("errs", AlarmState::Ok, "fine", 6)
             .unwrap();
         assert!(s.get_alarm("errs").unwrap_err().is_not_found());
+    }
+
+    /// Merging in the database gives what [`MinuteStats::merge`] gives: every bucket
+    /// (one- and two-digit indexes), rows without durations, counters near the top.
+    fn histograms_and_empty_rows_merge_exactly(open: Open) {
+        let s = open();
+        let mut one = MinuteStats::default();
+        let mut two = MinuteStats::default();
+        for k in 0..200 {
+            one.durations.record_ms(0.01 * 1.37f64.powi(k % 60));
+            two.durations.record_ms(1.11f64.powi(k));
+        }
+        one.invocations = 200;
+        two.invocations = i64::MAX as u64 - 100;
+        let throttled = MinuteStats {
+            throttles: 3,
+            ..Default::default()
+        };
+        s.add_minutes(
+            0,
+            &[("h".into(), one.clone()), ("t".into(), throttled.clone())],
+        )
+        .unwrap();
+        s.add_minutes(
+            0,
+            &[("h".into(), two.clone()), ("t".into(), throttled.clone())],
+        )
+        .unwrap();
+        let rows = s.minutes(None, 0, 1).unwrap();
+        let mut expected = one;
+        expected.merge(&two);
+        expected.invocations = i64::MAX as u64;
+        assert_eq!(rows[0].stats, expected, "saturating counters, every bucket");
+        assert_eq!(
+            rows[0].stats.durations.encode(),
+            expected.durations.encode()
+        );
+        let mut t = throttled.clone();
+        t.merge(&throttled);
+        assert_eq!((rows[1].function.as_str(), &rows[1].stats), ("t", &t));
     }
 
     /// Two stores (on PostgreSQL, two pools: two nodes), two threads on each, flushing
