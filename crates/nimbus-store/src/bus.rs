@@ -4,7 +4,9 @@
 //! A rule either matches events put on its bus (an EventBridge event pattern, stored as
 //! JSON text) or fires on a schedule (an EventBridge schedule expression with a time zone).
 //! Schedule rules carry a durable watermark, `last_fired_ms`: every firing at or before it
-//! has been handed to the async engine, so a restarted scheduler resumes after it.
+//! has been handed to the async engine, so a restarted scheduler resumes after it. In a
+//! cluster the rules live in PostgreSQL ([`crate::postgres::bus::PgBusStore`]) and each
+//! firing is claimed by one node ([`BusStore::claim_firing`]).
 
 use crate::db::Db;
 use crate::sqlite::open_db;
@@ -100,6 +102,24 @@ pub trait BusStore: Send + Sync + 'static {
     /// Moves a schedule rule's watermark forward to `fired_ms` (never backwards); a no-op
     /// for a rule deleted meanwhile.
     fn advance_watermark(&self, bus: &str, name: &str, fired_ms: i64) -> Result<()>;
+    /// Claims the schedule firing at `fired_ms` (compare-and-set on the watermark): moves
+    /// the rule's watermark to `fired_ms` when it is below it (or unset) and returns true;
+    /// returns false, changing nothing, when the watermark is already at or past
+    /// `fired_ms` (someone claimed this firing or a later one) or the rule is gone. The
+    /// check and the move are one atomic step, so among any number of callers — threads,
+    /// or nodes sharing one database — exactly one gets true for a given firing.
+    ///
+    /// How a scheduler running on several nodes uses it (instead of firing everything in
+    /// `(watermark, now]` and then calling [`BusStore::advance_watermark`]): for each due
+    /// firing `f` of a rule, oldest first, call `claim_firing(bus, name, f)`; on true, this
+    /// node owns `f` and submits it (under its idempotency key, retrying a failed
+    /// submission itself, since no other node will); on false, another node owns `f` and
+    /// everything before it: stop handling this rule in this tick and read it again on the
+    /// next one. Claiming before submitting makes a firing run on at most one node; a node
+    /// that dies between its claim and its submission loses that firing (the idempotency
+    /// key cannot bring it back). Moves that fire nothing (a disabled rule's window, the
+    /// firings `skip` drops at start) keep using [`BusStore::advance_watermark`].
+    fn claim_firing(&self, bus: &str, name: &str, fired_ms: i64) -> Result<bool>;
 }
 
 /// [`BusStore`] on SQLite.
@@ -310,11 +330,65 @@ impl BusStore for SqliteBusStore {
         )?;
         Ok(())
     }
+
+    fn claim_firing(&self, bus: &str, name: &str, fired_ms: i64) -> Result<bool> {
+        // One statement: SQLite runs it under its write lock, so the check and the move
+        // cannot interleave with another writer's.
+        let n = self.db().execute(
+            "UPDATE rules SET last_fired_ms = ?3
+             WHERE bus = ?1 AND name = ?2 AND (last_fired_ms IS NULL OR last_fired_ms < ?3)",
+            params![bus, name, fired_ms],
+        )?;
+        Ok(n == 1)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::postgres::bus::PgBusStore;
+    use nimbus_pg::testing::TestDb;
+    use nimbus_pg::{Pg, PgConfig};
+    use std::sync::{Arc, Barrier};
+
+    /// Opens the backend's store (again), as a restarted node or another node does.
+    type Open<'a> = &'a dyn Fn(i64) -> Arc<dyn BusStore>;
+
+    fn sqlite(body: fn(Open)) {
+        let dir = tempfile::tempdir().unwrap();
+        body(&|now| Arc::new(SqliteBusStore::open(dir.path(), now).unwrap()));
+    }
+
+    /// Every open is a pool of its own, as on another node.
+    fn postgres(body: fn(Open)) {
+        let db = TestDb::new("bus");
+        body(&|now| {
+            let pg = Pg::connect(&PgConfig::new(&db.url)).unwrap();
+            Arc::new(PgBusStore::open(&pg, now).unwrap())
+        });
+    }
+
+    /// Runs each test body on SQLite and on PostgreSQL (`<body>::sqlite`, `<body>::postgres`).
+    macro_rules! on_both_backends {
+        ($($body:ident),* $(,)?) => {$(
+            mod $body {
+                #[test]
+                fn sqlite() {
+                    super::sqlite(super::$body)
+                }
+                #[test]
+                fn postgres() {
+                    super::postgres(super::$body)
+                }
+            }
+        )*};
+    }
+
+    on_both_backends!(
+        buses_and_rules_survive_reopen,
+        a_firing_is_claimed_once,
+        racing_claimants_win_each_firing_once,
+    );
 
     fn rule(bus: &str, name: &str, schedule: Option<&str>) -> Rule {
         Rule {
@@ -337,11 +411,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn buses_and_rules_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
+    fn buses_and_rules_survive_reopen(open: Open) {
         {
-            let s = SqliteBusStore::open(dir.path(), 1).unwrap();
+            let s = open(1);
             assert_eq!(s.list_buses().unwrap()[0].name, DEFAULT_BUS);
             s.put_bus("orders", 5).unwrap();
             assert_eq!(s.put_bus("orders", 9).unwrap().created_ms, 5);
@@ -359,10 +431,12 @@ mod tests {
             s.advance_watermark("default", "tick", 50).unwrap();
             assert!(s.delete_bus("orders").unwrap_err().is_conflict());
         }
-        let s = SqliteBusStore::open(dir.path(), 100).unwrap();
+        let s = open(100);
         assert_eq!(s.list_buses().unwrap().len(), 2);
+        assert_eq!(s.get_bus(DEFAULT_BUS).unwrap().created_ms, 1);
         let tick = s.get_rule("default", "tick").unwrap();
         assert_eq!(tick.last_fired_ms, Some(80), "never moves backwards");
+        assert_eq!(tick.targets, rule("default", "tick", None).targets);
         // Same schedule: the watermark stays; a new schedule restarts it.
         let mut again = rule("default", "tick", Some("rate(1 minute)"));
         again.enabled = false;
@@ -371,15 +445,115 @@ mod tests {
             (r.created_ms, r.last_fired_ms, r.enabled),
             (20, Some(80), false)
         );
+        assert_eq!(s.get_rule("default", "tick").unwrap(), r);
         let r = s
             .put_rule(&rule("default", "tick", Some("rate(2 minutes)")), 300)
             .unwrap();
         assert_eq!((r.created_ms, r.last_fired_ms), (20, Some(300)));
-        assert_eq!(s.list_rules(None).unwrap().len(), 2);
+        // A new time zone restarts it too.
+        let mut zoned = rule("default", "tick", Some("rate(2 minutes)"));
+        zoned.timezone = Some("Europe/Paris".into());
+        let r = s.put_rule(&zoned, 400).unwrap();
+        assert_eq!((r.created_ms, r.last_fired_ms), (20, Some(400)));
+        // A schedule replaced by a pattern: no watermark.
+        let r = s.put_rule(&rule("default", "tick", None), 500).unwrap();
+        assert_eq!((r.created_ms, r.last_fired_ms), (20, None));
+        let mut both = rule("default", "bad", Some("rate(1 minute)"));
+        both.pattern = Some("{}".into());
+        assert!(s.put_rule(&both, 1).unwrap_err().is_invalid_input());
+        let names: Vec<_> = s
+            .list_rules(None)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.bus, r.name))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("default".into(), "tick".into()),
+                ("orders".into(), "r1".into())
+            ]
+        );
         assert_eq!(s.list_rules(Some("orders")).unwrap().len(), 1);
+        assert!(s.list_rules(Some("none")).unwrap().is_empty());
         s.delete_rule("orders", "r1").unwrap();
         assert!(s.delete_rule("orders", "r1").unwrap_err().is_not_found());
+        assert!(s.get_rule("orders", "r1").unwrap_err().is_not_found());
         s.delete_bus("orders").unwrap();
         assert!(s.get_bus("orders").unwrap_err().is_not_found());
+        assert!(s.delete_bus("orders").unwrap_err().is_not_found());
+        // A deleted rule's watermark: a no-op.
+        s.advance_watermark("orders", "r1", 10).unwrap();
+    }
+
+    fn a_firing_is_claimed_once(open: Open) {
+        let s = open(1);
+        s.put_rule(&rule("default", "tick", Some("rate(1 minute)")), 20)
+            .unwrap();
+        assert!(s.claim_firing("default", "tick", 60).unwrap());
+        assert!(!s.claim_firing("default", "tick", 60).unwrap(), "once");
+        assert!(!s.claim_firing("default", "tick", 40).unwrap(), "past");
+        assert!(!s.claim_firing("default", "tick", 20).unwrap());
+        assert_eq!(
+            s.get_rule("default", "tick").unwrap().last_fired_ms,
+            Some(60)
+        );
+        assert!(s.claim_firing("default", "tick", 120).unwrap());
+        // advance_watermark past a firing makes it claimed.
+        s.advance_watermark("default", "tick", 200).unwrap();
+        assert!(!s.claim_firing("default", "tick", 180).unwrap());
+        assert!(s.claim_firing("default", "tick", 240).unwrap());
+        assert_eq!(
+            s.get_rule("default", "tick").unwrap().last_fired_ms,
+            Some(240)
+        );
+        // No watermark yet counts as below every firing; a missing rule claims nothing.
+        s.put_rule(&rule("default", "pat", None), 1).unwrap();
+        assert!(s.claim_firing("default", "pat", 5).unwrap());
+        assert!(!s.claim_firing("default", "pat", 5).unwrap());
+        assert!(!s.claim_firing("default", "gone", 5).unwrap());
+        assert!(!s.claim_firing("nobus", "tick", 500).unwrap());
+    }
+
+    /// Two stores (on PostgreSQL, two pools: two nodes), two threads on each, all claiming
+    /// every firing of one rule at the same moment: each firing has exactly one winner.
+    fn racing_claimants_win_each_firing_once(open: Open) {
+        const FIRINGS: i64 = 40;
+        const THREADS: usize = 4;
+        let stores = [open(1), open(1)];
+        stores[0]
+            .put_rule(&rule("default", "tick", Some("rate(1 minute)")), 0)
+            .unwrap();
+        let start = Arc::new(Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = stores[t % 2].clone();
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    let mut won = Vec::new();
+                    for f in 1..=FIRINGS {
+                        start.wait();
+                        if store.claim_firing("default", "tick", f * 60_000).unwrap() {
+                            won.push(f);
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        let mut wins = vec![0; FIRINGS as usize + 1];
+        for t in threads {
+            for f in t.join().unwrap() {
+                wins[f as usize] += 1;
+            }
+        }
+        assert!(
+            wins[1..].iter().all(|&w| w == 1),
+            "winners per firing: {wins:?}"
+        );
+        assert_eq!(
+            stores[1].get_rule("default", "tick").unwrap().last_fired_ms,
+            Some(FIRINGS * 60_000)
+        );
     }
 }

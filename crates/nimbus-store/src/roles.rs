@@ -3,7 +3,8 @@
 //! gateway's IAM API reads and writes them through [`RoleStore`]; the credentials minted
 //! for a function's instances carry the union of a role's inline policies.
 //!
-//! Role names are unique without regard to case, as in IAM.
+//! Role names are unique without regard to case, as in IAM. In a cluster the roles live in
+//! PostgreSQL ([`crate::postgres::roles::PgRoleStore`]).
 
 use crate::secrets::SecretStore;
 use crate::{Result, StoreError};
@@ -254,7 +255,49 @@ impl RoleStore for SecretStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::postgres::roles::PgRoleStore;
     use crate::MasterKey;
+    use nimbus_pg::testing::TestDb;
+    use nimbus_pg::{Pg, PgConfig};
+    use std::sync::{Arc, Barrier};
+
+    /// The backend's store as one more node sees it.
+    type Open<'a> = &'a dyn Fn() -> Arc<dyn RoleStore>;
+
+    /// SQLite serves one node: every "node" shares its one store.
+    fn sqlite(body: fn(Open)) {
+        let dir = tempfile::tempdir().unwrap();
+        let s: Arc<dyn RoleStore> =
+            Arc::new(SecretStore::open(dir.path(), MasterKey::generate()).unwrap());
+        body(&|| s.clone());
+    }
+
+    /// Every open is a pool of its own, as on another node.
+    fn postgres(body: fn(Open)) {
+        let db = TestDb::new("roles");
+        body(&|| {
+            let pg = Pg::connect(&PgConfig::new(&db.url)).unwrap();
+            Arc::new(PgRoleStore::open(&pg).unwrap())
+        });
+    }
+
+    /// Runs each test body on SQLite and on PostgreSQL (`<body>::sqlite`, `<body>::postgres`).
+    macro_rules! on_both_backends {
+        ($($body:ident),* $(,)?) => {$(
+            mod $body {
+                #[test]
+                fn sqlite() {
+                    super::sqlite(super::$body)
+                }
+                #[test]
+                fn postgres() {
+                    super::postgres(super::$body)
+                }
+            }
+        )*};
+    }
+
+    on_both_backends!(roles_and_their_policies, nodes_racing_on_one_role);
 
     fn role(name: &str) -> Role {
         Role {
@@ -269,10 +312,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn roles_and_their_policies() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SecretStore::open(dir.path(), MasterKey::generate()).unwrap();
+    fn roles_and_their_policies(open: Open) {
+        let s = open();
         s.create_role(&role("Thumbs")).unwrap();
         let mut other = role("thumbs");
         other.id = "AROAEXAMPLE0000000002".into();
@@ -280,7 +321,8 @@ mod tests {
             s.create_role(&other),
             Err(StoreError::Conflict(_))
         ));
-        assert_eq!(s.role("THUMBS").unwrap().unwrap().name, "Thumbs");
+        assert_eq!(s.role("THUMBS").unwrap().unwrap(), role("Thumbs"));
+        assert!(s.role("nope").unwrap().is_none());
         s.put_role_policy("thumbs", "p1", "{\"a\":1}").unwrap();
         s.put_role_policy("Thumbs", "p1", "{\"a\":2}").unwrap();
         s.put_role_policy("Thumbs", "p0", "{}").unwrap();
@@ -291,6 +333,8 @@ mod tests {
                 ("p1".into(), "{\"a\":2}".into())
             ]
         );
+        assert_eq!(s.role_policies("tHUMBS").unwrap().len(), 2);
+        assert!(s.role_policies("nope").unwrap().is_empty());
         assert!(matches!(
             s.delete_role("Thumbs"),
             Err(StoreError::Conflict(_))
@@ -299,8 +343,12 @@ mod tests {
             s.delete_role_policy("Thumbs", "nope"),
             Err(StoreError::NotFound(_))
         ));
+        assert!(matches!(
+            s.delete_role_policy("nope", "p0"),
+            Err(StoreError::NotFound(_))
+        ));
         s.delete_role_policy("Thumbs", "p0").unwrap();
-        s.delete_role_policy("Thumbs", "p1").unwrap();
+        s.delete_role_policy("THUMBS", "p1").unwrap();
         s.update_role(
             "Thumbs",
             &RoleUpdate {
@@ -309,21 +357,95 @@ mod tests {
             },
         )
         .unwrap();
+        // Fields left out stay as they are.
+        s.update_role("thumbs", &RoleUpdate::default()).unwrap();
+        assert!(matches!(
+            s.update_role("nope", &RoleUpdate::default()),
+            Err(StoreError::NotFound(_))
+        ));
         s.tag_role(
             "Thumbs",
             &[("team".into(), "b".into()), ("x".into(), "y".into())],
         )
         .unwrap();
         s.untag_role("Thumbs", &["x".into()]).unwrap();
+        assert!(matches!(
+            s.tag_role("nope", &[]),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.untag_role("nope", &[]),
+            Err(StoreError::NotFound(_))
+        ));
         let r = s.role("Thumbs").unwrap().unwrap();
         assert_eq!(r.description.as_deref(), Some("d"));
         assert_eq!(r.max_session_s, 7200);
         assert_eq!(r.tags, vec![("team".into(), "b".into())]);
+        let mut b = role("beta");
+        b.id = "AROAEXAMPLE0000000003".into();
+        s.create_role(&b).unwrap();
+        let mut a = role("Alpha");
+        a.id = "AROAEXAMPLE0000000004".into();
+        s.create_role(&a).unwrap();
+        let names: Vec<_> = s.roles().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(
+            names,
+            ["Alpha", "beta", "Thumbs"],
+            "sorted without regard to case"
+        );
         s.delete_role("Thumbs").unwrap();
         assert!(s.role("Thumbs").unwrap().is_none());
+        assert!(matches!(
+            s.delete_role("Thumbs"),
+            Err(StoreError::NotFound(_))
+        ));
         assert!(matches!(
             s.put_role_policy("Thumbs", "p", "{}"),
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    /// Two nodes (two pools on PostgreSQL), two threads on each: one creation of a name
+    /// wins, the others are conflicts; concurrent tag changes are all kept.
+    fn nodes_racing_on_one_role(open: Open) {
+        const THREADS: usize = 4;
+        let stores = [open(), open()];
+        let start = Arc::new(Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = stores[t % 2].clone();
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    let mut r = role(if t % 2 == 0 { "Racer" } else { "RACER" });
+                    r.id = format!("AROAEXAMPLE000000010{t}");
+                    start.wait();
+                    let created = match store.create_role(&r) {
+                        Ok(()) => true,
+                        Err(StoreError::Conflict(_)) => false,
+                        Err(e) => panic!("{e}"),
+                    };
+                    start.wait();
+                    for i in 0..10 {
+                        store
+                            .tag_role("racer", &[(format!("k{t}"), i.to_string())])
+                            .unwrap();
+                    }
+                    created
+                })
+            })
+            .collect();
+        let created = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|c| *c)
+            .count();
+        assert_eq!(created, 1);
+        let mut tags = stores[1].role("racer").unwrap().unwrap().tags;
+        tags.sort();
+        let mut expected: Vec<(String, String)> = (0..THREADS)
+            .map(|t| (format!("k{t}"), "9".into()))
+            .collect();
+        expected.push(("team".into(), "a".into()));
+        assert_eq!(tags, expected, "no tag change lost");
     }
 }
