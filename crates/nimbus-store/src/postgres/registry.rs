@@ -11,6 +11,8 @@
 
 mod layers;
 mod logs;
+#[cfg(test)]
+mod tests;
 
 use crate::{
     CodeInfo, Deployed, LogEntry, LogLimits, LogPage, LogQuery, LogUsage, ProvisionedConfig,
