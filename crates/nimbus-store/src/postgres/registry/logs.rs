@@ -114,9 +114,12 @@ async fn prune_oldest(
              FROM logs_lines WHERE function = $1
          ),
          cut AS (
+             -- `w` is read once, in order, up to the first row that is enough: the scan
+             -- stops there instead of summing every line of the function.
              SELECT COALESCE(
-                 (SELECT MIN(seq) FROM w WHERE n >= $2::BIGINT AND b >= $3::BIGINT),
-                 (SELECT MAX(seq) FROM w)) AS seq
+                 (SELECT seq FROM w WHERE n >= $2::BIGINT AND b >= $3::BIGINT
+                  ORDER BY seq LIMIT 1),
+                 (SELECT MAX(seq) FROM logs_lines WHERE function = $1)) AS seq
          ),
          gone AS (
              DELETE FROM logs_lines l USING cut
