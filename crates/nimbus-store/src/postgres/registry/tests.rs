@@ -240,3 +240,40 @@ fn a_log_reader_following_its_cursor_misses_no_line_of_concurrent_writers() {
     let f0 = all[0].logs(&name("f0"), 0, usize::MAX).unwrap();
     assert!(f0.windows(2).all(|w| w[0].seq < w[1].seq));
 }
+
+#[test]
+fn concurrent_first_deploys_create_the_function_once() {
+    let db = TestDb::new("reg_deploy");
+    let nodes = nodes(&db, 2);
+    let results = on_threads(&nodes, 3, |s, t| {
+        let d = s
+            .deploy(
+                &name("fresh"),
+                &cfg(),
+                &CodeInfo::of(format!("{t}").as_bytes()),
+            )
+            .unwrap();
+        (d.created, d.version.parse::<u64>().unwrap())
+    });
+    assert_eq!(results.iter().filter(|(created, _)| *created).count(), 1);
+    let mut versions: Vec<u64> = results.iter().map(|(_, v)| *v).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=6).collect::<Vec<u64>>());
+}
+
+#[test]
+fn log_usage_reports_the_table_and_maintenance_is_left_to_autovacuum() {
+    let db = TestDb::new("reg_usage");
+    let s = &nodes(&db, 1)[0];
+    let f = name("f");
+    s.append_logs(&[LogEntry::now(&f, Some("r"), LogStream::Stdout, "hello")])
+        .unwrap();
+    let u = s.log_usage();
+    assert_eq!(u.lines, 1);
+    assert!(u.stored_bytes > 0 && u.file_bytes > 0, "{u:?}");
+    assert_eq!(u.limit_bytes, crate::LogLimits::default().total_bytes);
+    assert_eq!(s.maintain_logs().unwrap(), 0);
+    // A second node sees the same usage (it is in the database, not in a process).
+    let other = &nodes(&db, 1)[0];
+    assert_eq!(other.log_usage().lines, 1);
+}
