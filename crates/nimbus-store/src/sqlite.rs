@@ -1287,8 +1287,206 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::postgres::registry::PgStore;
     use crate::LogStream;
     use nimbus_core::Runtime;
+    use nimbus_pg::testing::TestDb;
+    use nimbus_pg::{Pg, PgConfig};
+
+    /// Which backend a backend-parameterised test runs on.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) enum Backend {
+        Sqlite,
+        Postgres,
+    }
+
+    /// A [`Store`] under test: SQLite in a temporary directory, or PostgreSQL in a fresh
+    /// schema of the test server. Derefs to `dyn Store`.
+    pub(crate) enum TestStore {
+        Sqlite(tempfile::TempDir, Box<SqliteStore>),
+        Pg(TestDb, PgStore),
+    }
+
+    impl std::ops::Deref for TestStore {
+        type Target = dyn Store;
+        fn deref(&self) -> &(dyn Store + 'static) {
+            match self {
+                TestStore::Sqlite(_, s) => &**s,
+                TestStore::Pg(_, s) => s,
+            }
+        }
+    }
+
+    impl TestStore {
+        pub(crate) fn open(b: Backend) -> Self {
+            match b {
+                Backend::Sqlite => {
+                    let dir = tempfile::tempdir().unwrap();
+                    let s = SqliteStore::open(dir.path()).unwrap();
+                    TestStore::Sqlite(dir, Box::new(s))
+                }
+                Backend::Postgres => {
+                    let db = TestDb::new("store");
+                    let s = PgStore::open(&db.pg).unwrap();
+                    TestStore::Pg(db, s)
+                }
+            }
+        }
+
+        /// The same data opened by a new store (a restart; for PostgreSQL, a new pool
+        /// too, as another node would).
+        pub(crate) fn reopen(self) -> Self {
+            match self {
+                TestStore::Sqlite(dir, s) => {
+                    drop(s);
+                    let s = SqliteStore::open(dir.path()).unwrap();
+                    TestStore::Sqlite(dir, Box::new(s))
+                }
+                TestStore::Pg(db, s) => {
+                    drop(s);
+                    let s = PgStore::open(&Self::another_pool(&db)).unwrap();
+                    TestStore::Pg(db, s)
+                }
+            }
+        }
+
+        /// A second pool on `db`: another node's connections.
+        pub(crate) fn another_pool(db: &TestDb) -> Pg {
+            Pg::connect(&PgConfig::new(&db.url)).unwrap()
+        }
+
+        pub(crate) fn with_log_limits(self, limits: LogLimits) -> Self {
+            match self {
+                TestStore::Sqlite(d, s) => {
+                    TestStore::Sqlite(d, Box::new((*s).with_log_limits(limits).unwrap()))
+                }
+                TestStore::Pg(d, s) => TestStore::Pg(d, s.with_log_limits(limits).unwrap()),
+            }
+        }
+
+        pub(crate) fn with_log_retention(self, lines: usize) -> Self {
+            match self {
+                TestStore::Sqlite(d, s) => {
+                    TestStore::Sqlite(d, Box::new((*s).with_log_retention(lines).unwrap()))
+                }
+                TestStore::Pg(d, s) => TestStore::Pg(d, s.with_log_retention(lines).unwrap()),
+            }
+        }
+
+        /// `sql` as written for SQLite, with PostgreSQL's table names for PostgreSQL.
+        fn pg_sql(sql: &str) -> String {
+            let mut out = sql.to_string();
+            for (from, to) in [
+                ("functions", "registry_functions"),
+                ("versions", "registry_versions"),
+                ("aliases", "registry_aliases"),
+                ("provisioned_concurrency", "registry_provisioned"),
+                ("layer_versions", "registry_layer_versions"),
+                ("log_usage", "logs_usage"),
+                ("logs", "logs_lines"),
+            ] {
+                for kw in ["FROM", "UPDATE", "INTO"] {
+                    out = out.replace(&format!("{kw} {from} "), &format!("{kw} {to} "));
+                    if out.ends_with(&format!("{kw} {from}")) {
+                        out = format!("{}{to}", &out[..out.len() - from.len()]);
+                    }
+                }
+            }
+            out
+        }
+
+        /// The single integer `sql` selects (SQLite's table names, mapped for PostgreSQL).
+        pub(crate) fn count(&self, sql: &str) -> i64 {
+            match self {
+                TestStore::Sqlite(_, s) => s.registry().query_row(sql, [], |r| r.get(0)).unwrap(),
+                TestStore::Pg(_, s) => {
+                    let sql = Self::pg_sql(sql);
+                    s.pg()
+                        .with(async |c| Ok(c.query_one(&sql, &[]).await?.get::<_, i64>(0)))
+                        .unwrap()
+                }
+            }
+        }
+
+        /// The single integer `sql` selects from the log store.
+        pub(crate) fn log_count(&self, sql: &str) -> i64 {
+            match self {
+                TestStore::Sqlite(_, s) => s
+                    .logs
+                    .connection()
+                    .query_row(sql, [], |r| r.get(0))
+                    .unwrap(),
+                TestStore::Pg(..) => self.count(sql),
+            }
+        }
+
+        /// Runs a statement (SQLite's table names); the error's text on failure.
+        pub(crate) fn sql_execute(&self, sql: &str) -> std::result::Result<u64, String> {
+            match self {
+                TestStore::Sqlite(_, s) => s
+                    .registry()
+                    .execute(sql, [])
+                    .map(|n| n as u64)
+                    .map_err(|e| e.to_string()),
+                TestStore::Pg(_, s) => {
+                    let sql = Self::pg_sql(sql);
+                    s.pg()
+                        .with(async |c| Ok(c.execute(&sql, &[]).await?))
+                        .map_err(|e| format!("{e}: {:?}", e))
+                }
+            }
+        }
+    }
+
+    /// Instantiates each named `fn(Backend)` as a test on SQLite and one on PostgreSQL.
+    macro_rules! both {
+        ($($name:ident),* $(,)?) => {
+            mod on_sqlite {
+                $(#[test]
+                fn $name() {
+                    super::$name(super::Backend::Sqlite)
+                })*
+            }
+            mod on_postgres {
+                $(#[test]
+                fn $name() {
+                    super::$name(super::Backend::Postgres)
+                })*
+            }
+        };
+    }
+    pub(crate) use both;
+
+    both!(
+        deploy_get_and_version_numbering,
+        last_modified_uses_lambda_format,
+        list_is_sorted_by_name,
+        not_found_errors,
+        numbered_versions_are_immutable,
+        delete_removes_function_versions_and_logs,
+        code_references_are_latest_and_every_version,
+        logs_after_and_limit,
+        logs_retention_prunes_oldest,
+        create_without_and_with_publish,
+        create_conflicts_with_an_existing_function_and_changes_nothing,
+        create_after_delete_starts_clean,
+        update_latest_config_code_and_revision,
+        update_latest_errors_and_no_op,
+        publish_next_version_or_the_unchanged_newest,
+        publish_preconditions,
+        delete_version_and_numbers_are_never_reused,
+        delete_version_conflicts_while_an_alias_uses_it,
+        reserved_concurrency_and_tags,
+        permissions,
+        alias_create_get_list_delete,
+        alias_create_errors,
+        alias_invalid_routing,
+        alias_update,
+        deleting_a_function_removes_its_aliases,
+        everything_persists_across_reopen,
+        logs_retention_counts_lines_stored_before_a_restart,
+        control_plane_state_persists_across_reopen,
+    );
 
     fn name(s: &str) -> FunctionName {
         FunctionName::parse(s).unwrap()
@@ -1302,7 +1500,7 @@ mod tests {
         CodeInfo::of(content)
     }
 
-    fn open() -> (tempfile::TempDir, SqliteStore) {
+    fn open_sqlite() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         (dir, store)
@@ -1321,7 +1519,7 @@ mod tests {
         }
     }
 
-    fn lines(store: &SqliteStore, f: &str, after: i64, limit: usize) -> Vec<String> {
+    fn lines(store: &dyn Store, f: &str, after: i64, limit: usize) -> Vec<String> {
         store
             .logs(&name(f), after, limit)
             .unwrap()
@@ -1330,9 +1528,8 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn deploy_get_and_version_numbering() {
-        let (_d, s) = open();
+    fn deploy_get_and_version_numbering(b: Backend) {
+        let s = TestStore::open(b);
         let hello = name("hello");
         let c1 = code(b"one");
 
@@ -1396,9 +1593,8 @@ mod tests {
         assert_eq!(s.get(&hello, Some("1")).unwrap(), v1);
     }
 
-    #[test]
-    fn last_modified_uses_lambda_format() {
-        let (_d, s) = open();
+    fn last_modified_uses_lambda_format(b: Backend) {
+        let s = TestStore::open(b);
         let d = s.deploy(&name("f"), &cfg("i.h"), &code(b"x")).unwrap();
         let t = &d.latest.last_modified;
         // 2021-06-16T10:49:22.524+0000
@@ -1412,9 +1608,8 @@ mod tests {
         assert_eq!(lambda_timestamp(fixed), "2021-06-16T08:49:22.524+0000");
     }
 
-    #[test]
-    fn list_is_sorted_by_name() {
-        let (_d, s) = open();
+    fn list_is_sorted_by_name(b: Backend) {
+        let s = TestStore::open(b);
         for n in ["zeta", "Alpha", "beta"] {
             s.deploy(&name(n), &cfg("i.h"), &code(n.as_bytes()))
                 .unwrap();
@@ -1441,9 +1636,8 @@ mod tests {
         assert!(page(Some("zeta"), 10).is_empty());
     }
 
-    #[test]
-    fn not_found_errors() {
-        let (_d, s) = open();
+    fn not_found_errors(b: Backend) {
+        let s = TestStore::open(b);
         let ghost = name("ghost");
         let e = s.get(&ghost, None).unwrap_err();
         assert!(e.is_not_found());
@@ -1466,30 +1660,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn numbered_versions_are_immutable() {
-        let (_d, s) = open();
+    fn numbered_versions_are_immutable(b: Backend) {
+        let s = TestStore::open(b);
         s.deploy(&name("f"), &cfg("i.h"), &code(b"x")).unwrap();
         let e = s
-            .registry()
-            .execute("UPDATE versions SET code_sha256 = 'x'", [])
+            .sql_execute("UPDATE versions SET code_sha256 = 'x'")
             .unwrap_err();
-        assert!(e.to_string().contains("immutable"), "{e}");
+        assert!(e.contains("immutable"), "{e}");
     }
 
-    #[test]
-    fn everything_persists_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
+    fn everything_persists_across_reopen(b: Backend) {
         let f = name("persist");
-        let (versions, logs) = {
-            let s = SqliteStore::open(dir.path()).unwrap();
-            s.deploy(&f, &cfg("i.h"), &code(b"1")).unwrap();
-            s.deploy(&f, &cfg("i.h"), &code(b"2")).unwrap();
-            s.append_logs(&[line("persist", "a"), line("persist", "b")])
-                .unwrap();
-            (s.versions(&f).unwrap(), s.logs(&f, 0, 100).unwrap())
-        };
-        let s = SqliteStore::open(dir.path()).unwrap();
+        let s = TestStore::open(b);
+        s.deploy(&f, &cfg("i.h"), &code(b"1")).unwrap();
+        s.deploy(&f, &cfg("i.h"), &code(b"2")).unwrap();
+        s.append_logs(&[line("persist", "a"), line("persist", "b")])
+            .unwrap();
+        let (versions, logs) = (s.versions(&f).unwrap(), s.logs(&f, 0, 100).unwrap());
+        let s = s.reopen();
         assert_eq!(s.versions(&f).unwrap(), versions);
         assert_eq!(s.logs(&f, 0, 100).unwrap(), logs);
         assert_eq!(s.list().unwrap().len(), 1);
@@ -1517,7 +1705,7 @@ mod tests {
 
     #[test]
     fn pragmas_are_set() {
-        let (_d, s) = open();
+        let (_d, s) = open_sqlite();
         let reg = s.registry();
         let mode: String = reg
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -1536,9 +1724,8 @@ mod tests {
         assert_eq!(sync, 1);
     }
 
-    #[test]
-    fn delete_removes_function_versions_and_logs() {
-        let (_d, s) = open();
+    fn delete_removes_function_versions_and_logs(b: Backend) {
+        let s = TestStore::open(b);
         let (a, b) = (name("a"), name("b"));
         s.deploy(&a, &cfg("i.h"), &code(b"1")).unwrap();
         s.deploy(&a, &cfg("i.h"), &code(b"2")).unwrap();
@@ -1549,16 +1736,11 @@ mod tests {
         assert!(s.get(&a, None).unwrap_err().is_not_found());
         assert!(s.get(&a, Some("1")).unwrap_err().is_not_found());
         assert!(s.logs(&a, 0, 10).unwrap().is_empty());
-        let left: i64 = s
-            .registry()
-            .query_row("SELECT COUNT(*) FROM versions WHERE name = 'a'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let left = s.count("SELECT COUNT(*) FROM versions WHERE name = 'a'");
         assert_eq!(left, 0);
         // The other function is untouched.
         assert_eq!(s.versions(&b).unwrap().len(), 2);
-        assert_eq!(lines(&s, "b", 0, 10), ["y"]);
+        assert_eq!(lines(&*s, "b", 0, 10), ["y"]);
         assert!(s.delete(&a).unwrap_err().is_not_found());
 
         // Recreated: a new function, numbering starts again, stale lines are gone.
@@ -1570,10 +1752,9 @@ mod tests {
         assert!(s.logs(&a, 0, 10).unwrap().is_empty());
     }
 
-    #[test]
-    fn code_references_are_latest_and_every_version() {
-        let (_d, s) = open();
-        let refs = |s: &SqliteStore| {
+    fn code_references_are_latest_and_every_version(b: Backend) {
+        let s = TestStore::open(b);
+        let refs = |s: &dyn Store| {
             let mut v: Vec<String> = s.code_references().unwrap().into_iter().collect();
             v.sort();
             v
@@ -1583,33 +1764,32 @@ mod tests {
             v.sort();
             v
         };
-        assert!(refs(&s).is_empty());
+        assert!(refs(&*s).is_empty());
         let (a, b) = (name("a"), name("b"));
-        three_versions(&s, &a); // versions 1..3 with code 1..3; $LATEST has code 3
+        three_versions(&*s, &a); // versions 1..3 with code 1..3; $LATEST has code 3
         s.create(&b, &cfg("i.h"), &code(b"b"), &BTreeMap::new(), false)
             .unwrap();
-        assert_eq!(refs(&s), shas(&[b"1", b"2", b"3", b"b"]));
+        assert_eq!(refs(&*s), shas(&[b"1", b"2", b"3", b"b"]));
 
         // $LATEST's new code is referenced; the old one stays while version 3 has it.
         s.update_latest(&a, None, Some(&code(b"4")), None).unwrap();
-        assert_eq!(refs(&s), shas(&[b"1", b"2", b"3", b"4", b"b"]));
+        assert_eq!(refs(&*s), shas(&[b"1", b"2", b"3", b"4", b"b"]));
         s.delete_version(&a, "3").unwrap();
-        assert_eq!(refs(&s), shas(&[b"1", b"2", b"4", b"b"]));
+        assert_eq!(refs(&*s), shas(&[b"1", b"2", b"4", b"b"]));
         // An alias keeps its version (and so its code) from being deleted.
         s.create_alias(&a, &alias("live", "1", &[])).unwrap();
         assert!(s.delete_version(&a, "1").unwrap_err().is_conflict());
-        assert_eq!(refs(&s), shas(&[b"1", b"2", b"4", b"b"]));
+        assert_eq!(refs(&*s), shas(&[b"1", b"2", b"4", b"b"]));
         // Code shared by two functions stays until neither refers to it.
         s.update_latest(&b, None, Some(&code(b"2")), None).unwrap();
         s.delete(&a).unwrap();
-        assert_eq!(refs(&s), shas(&[b"2"]));
+        assert_eq!(refs(&*s), shas(&[b"2"]));
         s.delete(&b).unwrap();
-        assert!(refs(&s).is_empty());
+        assert!(refs(&*s).is_empty());
     }
 
-    #[test]
-    fn logs_after_and_limit() {
-        let (_d, s) = open();
+    fn logs_after_and_limit(b: Backend) {
+        let s = TestStore::open(b);
         let batch: Vec<LogEntry> = (0..5).map(|i| line("f", &format!("l{i}"))).collect();
         s.append_logs(&batch).unwrap();
         s.append_logs(&[line("g", "other")]).unwrap();
@@ -1625,11 +1805,11 @@ mod tests {
         assert_eq!(all[0].ts_ms, 1_700_000_000_000);
         assert_eq!(all[0].function, "f");
 
-        assert_eq!(lines(&s, "f", 0, 2), ["l0", "l1"]);
-        assert_eq!(lines(&s, "f", all[1].seq, 2), ["l2", "l3"]);
-        assert_eq!(lines(&s, "f", all[4].seq, 10), Vec::<String>::new());
-        assert!(lines(&s, "f", 0, 0).is_empty());
-        assert_eq!(lines(&s, "g", 0, 10), ["other"]);
+        assert_eq!(lines(&*s, "f", 0, 2), ["l0", "l1"]);
+        assert_eq!(lines(&*s, "f", all[1].seq, 2), ["l2", "l3"]);
+        assert_eq!(lines(&*s, "f", all[4].seq, 10), Vec::<String>::new());
+        assert!(lines(&*s, "f", 0, 0).is_empty());
+        assert_eq!(lines(&*s, "g", 0, 10), ["other"]);
 
         let mut e = line("f", "err");
         e.stream = LogStream::Platform;
@@ -1640,48 +1820,40 @@ mod tests {
         assert_eq!(last[0].request_id, None);
     }
 
-    #[test]
-    fn logs_retention_prunes_oldest() {
-        let (_d, s) = open();
-        let s = s.with_log_retention(3).unwrap();
+    fn logs_retention_prunes_oldest(b: Backend) {
+        let s = TestStore::open(b).with_log_retention(3);
         s.append_logs(&[line("f", "1"), line("f", "2")]).unwrap();
         s.append_logs(&[line("f", "3"), line("f", "4"), line("g", "g1")])
             .unwrap();
-        assert_eq!(lines(&s, "f", 0, 100), ["2", "3", "4"]);
+        assert_eq!(lines(&*s, "f", 0, 100), ["2", "3", "4"]);
         s.append_logs(
             &(5..=9)
                 .map(|i| line("f", &i.to_string()))
                 .collect::<Vec<_>>(),
         )
         .unwrap();
-        assert_eq!(lines(&s, "f", 0, 100), ["7", "8", "9"]);
+        assert_eq!(lines(&*s, "f", 0, 100), ["7", "8", "9"]);
         // Other functions keep their own budget.
-        assert_eq!(lines(&s, "g", 0, 100), ["g1"]);
+        assert_eq!(lines(&*s, "g", 0, 100), ["g1"]);
         assert_eq!(LOG_RETENTION_LINES, 10_000);
         // Deleting a function's lines resets its count: a new function starts afresh.
-        s.clear_stale_logs(&name("f"));
+        s.deploy(&name("f"), &cfg("i.h"), &code(b"x")).unwrap();
+        s.delete(&name("f")).unwrap();
         s.append_logs(&[line("f", "a")]).unwrap();
-        assert_eq!(lines(&s, "f", 0, 100), ["a"]);
+        assert_eq!(lines(&*s, "f", 0, 100), ["a"]);
     }
 
-    #[test]
-    fn logs_retention_counts_lines_stored_before_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = SqliteStore::open(dir.path()).unwrap();
-            s.append_logs(
-                &(1..=5)
-                    .map(|i| line("f", &i.to_string()))
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap();
-        }
-        let s = SqliteStore::open(dir.path())
-            .unwrap()
-            .with_log_retention(3)
-            .unwrap();
+    fn logs_retention_counts_lines_stored_before_a_restart(b: Backend) {
+        let s = TestStore::open(b);
+        s.append_logs(
+            &(1..=5)
+                .map(|i| line("f", &i.to_string()))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let s = s.reopen().with_log_retention(3);
         s.append_logs(&[line("f", "6")]).unwrap();
-        assert_eq!(lines(&s, "f", 0, 100), ["4", "5", "6"]);
+        assert_eq!(lines(&*s, "f", 0, 100), ["4", "5", "6"]);
     }
 
     // ---- Lambda control plane ----
@@ -1703,7 +1875,7 @@ mod tests {
         }
     }
 
-    fn version_tags(s: &SqliteStore, f: &FunctionName) -> Vec<String> {
+    fn version_tags(s: &dyn Store, f: &FunctionName) -> Vec<String> {
         s.versions(f)
             .unwrap()
             .into_iter()
@@ -1716,16 +1888,15 @@ mod tests {
     }
 
     /// A function with versions 1, 2 and 3 (different code each).
-    fn three_versions(s: &SqliteStore, f: &FunctionName) {
+    fn three_versions(s: &dyn Store, f: &FunctionName) {
         for c in [b"1", b"2", b"3"] {
             s.deploy(f, &cfg("i.h"), &code(c)).unwrap();
         }
         assert_eq!(version_tags(s, f), ["$LATEST", "1", "2", "3"]);
     }
 
-    #[test]
-    fn create_without_and_with_publish() {
-        let (_d, s) = open();
+    fn create_without_and_with_publish(b: Backend) {
+        let s = TestStore::open(b);
         let (a, b) = (name("a"), name("b"));
         let (latest, published) = s
             .create(&a, &cfg("i.h"), &code(b"a"), &tags(&[("team", "x")]), false)
@@ -1734,7 +1905,7 @@ mod tests {
         assert_eq!(latest.version, "$LATEST");
         assert_eq!(latest.code_sha256, code(b"a").sha256);
         assert_eq!(s.get(&a, None).unwrap(), latest);
-        assert_eq!(version_tags(&s, &a), ["$LATEST"]);
+        assert_eq!(version_tags(&*s, &a), ["$LATEST"]);
         let meta = s.meta(&a).unwrap();
         assert_eq!(meta.tags, tags(&[("team", "x")]));
         assert_eq!(meta.reserved_concurrency, None);
@@ -1761,9 +1932,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn create_conflicts_with_an_existing_function_and_changes_nothing() {
-        let (_d, s) = open();
+    fn create_conflicts_with_an_existing_function_and_changes_nothing(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
         let before = s.deploy(&f, &cfg("i.h"), &code(b"x")).unwrap().latest;
         let e = s
@@ -1773,13 +1943,12 @@ mod tests {
         assert!(!e.is_not_found() && !e.is_invalid_input());
         assert!(e.to_string().contains("already exists"), "{e}");
         assert_eq!(s.get(&f, None).unwrap(), before);
-        assert_eq!(version_tags(&s, &f), ["$LATEST", "1"]);
+        assert_eq!(version_tags(&*s, &f), ["$LATEST", "1"]);
         assert!(s.meta(&f).unwrap().tags.is_empty());
     }
 
-    #[test]
-    fn create_after_delete_starts_clean() {
-        let (_d, s) = open();
+    fn create_after_delete_starts_clean(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
         s.create(&f, &cfg("i.h"), &code(b"1"), &tags(&[("k", "v")]), true)
             .unwrap();
@@ -1797,9 +1966,8 @@ mod tests {
         assert!(s.logs(&f, 0, 10).unwrap().is_empty());
     }
 
-    #[test]
-    fn update_latest_config_code_and_revision() {
-        let (_d, s) = open();
+    fn update_latest_config_code_and_revision(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
         let d = s.deploy(&f, &cfg("i.h"), &code(b"1")).unwrap().latest;
 
@@ -1830,13 +1998,12 @@ mod tests {
         );
         assert_eq!(s.get(&f, None).unwrap(), u3);
         // Nothing was published and version 1 kept its content.
-        assert_eq!(version_tags(&s, &f), ["$LATEST", "1"]);
+        assert_eq!(version_tags(&*s, &f), ["$LATEST", "1"]);
         assert_eq!(s.get(&f, Some("1")).unwrap().code_sha256, d.code_sha256);
     }
 
-    #[test]
-    fn update_latest_errors_and_no_op() {
-        let (_d, s) = open();
+    fn update_latest_errors_and_no_op(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
         let latest = s.deploy(&f, &cfg("i.h"), &code(b"1")).unwrap().latest;
 
@@ -1865,9 +2032,8 @@ mod tests {
         assert!(e.is_not_found(), "{e:?}");
     }
 
-    #[test]
-    fn publish_next_version_or_the_unchanged_newest() {
-        let (_d, s) = open();
+    fn publish_next_version_or_the_unchanged_newest(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
         s.create(&f, &cfg("i.h"), &code(b"1"), &BTreeMap::new(), false)
             .unwrap();
@@ -1876,7 +2042,7 @@ mod tests {
         assert_eq!(v1.code_sha256, code(b"1").sha256);
         // Unchanged: the newest version comes back, nothing is published.
         assert_eq!(s.publish(&f, None, None, None).unwrap(), v1);
-        assert_eq!(version_tags(&s, &f), ["$LATEST", "1"]);
+        assert_eq!(version_tags(&*s, &f), ["$LATEST", "1"]);
 
         let latest_before = s.update_latest(&f, None, Some(&code(b"2")), None).unwrap();
         let v2 = s.publish(&f, Some("second"), None, None).unwrap();
@@ -1898,13 +2064,12 @@ mod tests {
         assert_eq!((v3.version.as_str(), v3.config.timeout_s), ("3", 30));
         // deploy and publish share the numbering and the comparison.
         assert_eq!(s.deploy(&f, &c, &code(b"2")).unwrap().version, "3");
-        assert_eq!(version_tags(&s, &f), ["$LATEST", "1", "2", "3"]);
+        assert_eq!(version_tags(&*s, &f), ["$LATEST", "1", "2", "3"]);
         assert_eq!(s.get(&f, Some("1")).unwrap(), v1);
     }
 
-    #[test]
-    fn publish_preconditions() {
-        let (_d, s) = open();
+    fn publish_preconditions(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
         let (latest, _) = s
             .create(&f, &cfg("i.h"), &code(b"1"), &BTreeMap::new(), false)
@@ -1917,7 +2082,7 @@ mod tests {
             .unwrap_err();
         assert!(e.is_precondition_failed(), "{e:?}");
         assert!(e.to_string().contains("code sha256"), "{e}");
-        assert_eq!(version_tags(&s, &f), ["$LATEST"]);
+        assert_eq!(version_tags(&*s, &f), ["$LATEST"]);
 
         let upper = latest.code_sha256.to_ascii_uppercase();
         let v = s
@@ -1935,15 +2100,14 @@ mod tests {
             .is_not_found());
     }
 
-    #[test]
-    fn delete_version_and_numbers_are_never_reused() {
-        let (_d, s) = open();
+    fn delete_version_and_numbers_are_never_reused(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
-        three_versions(&s, &f);
+        three_versions(&*s, &f);
         let v2 = s.get(&f, Some("2")).unwrap();
 
         s.delete_version(&f, "3").unwrap();
-        assert_eq!(version_tags(&s, &f), ["$LATEST", "1", "2"]);
+        assert_eq!(version_tags(&*s, &f), ["$LATEST", "1", "2"]);
         assert!(s.get(&f, Some("3")).unwrap_err().is_not_found());
         // $LATEST still has version 3's content; publishing it gives 4, not 3 again.
         assert_eq!(s.publish(&f, None, None, None).unwrap().version, "4");
@@ -1968,11 +2132,10 @@ mod tests {
             .is_not_found());
     }
 
-    #[test]
-    fn delete_version_conflicts_while_an_alias_uses_it() {
-        let (_d, s) = open();
+    fn delete_version_conflicts_while_an_alias_uses_it(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
-        three_versions(&s, &f);
+        three_versions(&*s, &f);
         s.create_alias(&f, &alias("live", "1", &[("2", 0.1)]))
             .unwrap();
 
@@ -1981,7 +2144,7 @@ mod tests {
             assert!(e.is_conflict(), "{v}: {e:?}");
             assert!(e.to_string().contains("alias live"), "{e}");
         }
-        assert_eq!(version_tags(&s, &f), ["$LATEST", "1", "2", "3"]);
+        assert_eq!(version_tags(&*s, &f), ["$LATEST", "1", "2", "3"]);
         s.delete_version(&f, "3").unwrap();
 
         s.update_alias(&f, "live", Some("2"), None, Some(&BTreeMap::new()), None)
@@ -1989,12 +2152,11 @@ mod tests {
         s.delete_version(&f, "1").unwrap();
         s.delete_alias(&f, "live").unwrap();
         s.delete_version(&f, "2").unwrap();
-        assert_eq!(version_tags(&s, &f), ["$LATEST"]);
+        assert_eq!(version_tags(&*s, &f), ["$LATEST"]);
     }
 
-    #[test]
-    fn reserved_concurrency_and_tags() {
-        let (_d, s) = open();
+    fn reserved_concurrency_and_tags(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
         s.deploy(&f, &cfg("i.h"), &code(b"1")).unwrap();
         assert_eq!(s.meta(&f).unwrap(), FunctionMeta::default());
@@ -2033,9 +2195,8 @@ mod tests {
         assert!(s.untag(&ghost, &["a".into()]).unwrap_err().is_not_found());
     }
 
-    #[test]
-    fn permissions() {
-        let (_d, s) = open();
+    fn permissions(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
         s.deploy(&f, &cfg("i.h"), &code(b"1")).unwrap();
         let stmt = serde_json::json!({"Effect": "Allow", "Action": "lambda:InvokeFunction", "Sid": "ignored"});
@@ -2094,11 +2255,10 @@ mod tests {
             .is_not_found());
     }
 
-    #[test]
-    fn alias_create_get_list_delete() {
-        let (_d, s) = open();
+    fn alias_create_get_list_delete(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
-        three_versions(&s, &f);
+        three_versions(&*s, &f);
 
         let mut want = alias("live", "2", &[("3", 0.25)]);
         want.description = "production".into();
@@ -2153,11 +2313,10 @@ mod tests {
         assert!(s.delete_alias(&ghost, "live").unwrap_err().is_not_found());
     }
 
-    #[test]
-    fn alias_create_errors() {
-        let (_d, s) = open();
+    fn alias_create_errors(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
-        three_versions(&s, &f);
+        three_versions(&*s, &f);
         s.create_alias(&f, &alias("live", "1", &[])).unwrap();
 
         let e = s.create_alias(&f, &alias("live", "2", &[])).unwrap_err();
@@ -2188,11 +2347,10 @@ mod tests {
         assert_eq!(s.list_aliases(&f, None).unwrap().len(), 1);
     }
 
-    #[test]
-    fn alias_invalid_routing() {
-        let (_d, s) = open();
+    fn alias_invalid_routing(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
-        three_versions(&s, &f);
+        three_versions(&*s, &f);
         let cases: &[(&str, &[(&str, f64)])] = &[
             ("1", &[("2", 0.1), ("3", 0.1)]),
             ("1", &[("2", 1.5)]),
@@ -2243,11 +2401,10 @@ mod tests {
         assert_eq!(s.get_alias(&f, "live").unwrap(), live);
     }
 
-    #[test]
-    fn alias_update() {
-        let (_d, s) = open();
+    fn alias_update(b: Backend) {
+        let s = TestStore::open(b);
         let f = name("f");
-        three_versions(&s, &f);
+        three_versions(&*s, &f);
         let mut a = alias("live", "1", &[]);
         a.description = "first".into();
         let r0 = s.create_alias(&f, &a).unwrap();
@@ -2316,21 +2473,20 @@ mod tests {
             .is_not_found());
     }
 
-    #[test]
-    fn deleting_a_function_removes_its_aliases() {
-        let (_d, s) = open();
+    fn deleting_a_function_removes_its_aliases(b: Backend) {
+        let s = TestStore::open(b);
         let (f, g) = (name("f"), name("g"));
-        three_versions(&s, &f);
+        three_versions(&*s, &f);
         s.deploy(&g, &cfg("i.h"), &code(b"g")).unwrap();
         s.create_alias(&f, &alias("live", "1", &[("2", 0.5)]))
             .unwrap();
         s.create_alias(&f, &alias("dev", "$LATEST", &[])).unwrap();
         s.create_alias(&g, &alias("live", "1", &[])).unwrap();
-        assert_eq!(count(&s, "SELECT COUNT(*) FROM aliases"), 3);
+        assert_eq!(s.count("SELECT COUNT(*) FROM aliases"), 3);
 
         s.delete(&f).unwrap();
         assert_eq!(
-            count(&s, "SELECT COUNT(*) FROM aliases WHERE function = 'f'"),
+            s.count("SELECT COUNT(*) FROM aliases WHERE function = 'f'"),
             0
         );
         assert_eq!(s.list_aliases(&g, None).unwrap().len(), 1);
@@ -2339,12 +2495,10 @@ mod tests {
         assert!(s.get_alias(&f, "live").unwrap_err().is_not_found());
     }
 
-    #[test]
-    fn control_plane_state_persists_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
+    fn control_plane_state_persists_across_reopen(b: Backend) {
         let f = name("f");
+        let s = TestStore::open(b);
         let (meta, aliases, versions) = {
-            let s = SqliteStore::open(dir.path()).unwrap();
             s.create(&f, &cfg("i.h"), &code(b"1"), &tags(&[("k", "v")]), true)
                 .unwrap();
             s.update_latest(&f, None, Some(&code(b"2")), None).unwrap();
@@ -2361,7 +2515,7 @@ mod tests {
                 s.versions(&f).unwrap(),
             )
         };
-        let s = SqliteStore::open(dir.path()).unwrap();
+        let s = s.reopen();
         assert_eq!(s.meta(&f).unwrap(), meta);
         assert_eq!(s.list_aliases(&f, None).unwrap(), aliases);
         assert_eq!(s.versions(&f).unwrap(), versions);
@@ -2484,10 +2638,10 @@ mod tests {
 mod provisioned_tests {
     use super::*;
 
-    #[test]
-    fn provisioned_configs_round_trip_and_go_with_their_alias() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path()).unwrap();
+    use super::tests::{Backend, TestStore};
+
+    fn provisioned_configs_round_trip_and_go_with_their_alias(b: Backend) {
+        let s = TestStore::open(b);
         let f = FunctionName::parse("p").unwrap();
         assert!(s.put_provisioned(&f, "1", 2).unwrap_err().is_not_found());
         let config = nimbus_core::FunctionConfig::new(
@@ -2517,10 +2671,11 @@ mod provisioned_tests {
         assert!(s.delete_provisioned(&f, "1").unwrap());
         assert!(!s.delete_provisioned(&f, "1").unwrap());
         s.put_provisioned(&f, "1", 1).unwrap();
-        drop(s);
-        let s = SqliteStore::open(dir.path()).unwrap();
+        let s = s.reopen();
         assert_eq!(s.list_provisioned(Some(&f)).unwrap().len(), 1);
         s.delete(&f).unwrap();
         assert!(s.list_provisioned(None).unwrap().is_empty());
     }
+
+    super::tests::both!(provisioned_configs_round_trip_and_go_with_their_alias);
 }

@@ -252,7 +252,8 @@ impl LayerStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CodeInfo, Store};
+    use crate::sqlite::tests::{both, Backend, TestStore};
+    use crate::CodeInfo;
     use nimbus_core::{FunctionName, LayerRef, Runtime};
 
     fn new(content: &[u8]) -> NewLayerVersion {
@@ -266,21 +267,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn versions_are_numbered_never_reused_and_listed_newest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path()).unwrap();
-        let v1 = s.publish_layer_version("deps", &new(b"a")).unwrap();
-        let v2 = s.publish_layer_version("deps", &new(b"b")).unwrap();
+    fn versions_are_numbered_never_reused_and_listed_newest_first(b: Backend) {
+        let s = TestStore::open(b);
+        let v1 = s
+            .layers()
+            .publish_layer_version("deps", &new(b"a"))
+            .unwrap();
+        let v2 = s
+            .layers()
+            .publish_layer_version("deps", &new(b"b"))
+            .unwrap();
         assert_eq!((v1.version, v2.version), (1, 2));
         assert_eq!(v1.compatible_runtimes, vec!["python3.12".to_string()]);
-        assert!(s.delete_layer_version("deps", 2).unwrap());
-        assert!(!s.delete_layer_version("deps", 2).unwrap());
-        assert!(s.get_layer_version("deps", 2).unwrap_err().is_not_found());
-        let v3 = s.publish_layer_version("deps", &new(b"c")).unwrap();
+        assert!(s.layers().delete_layer_version("deps", 2).unwrap());
+        assert!(!s.layers().delete_layer_version("deps", 2).unwrap());
+        assert!(s
+            .layers()
+            .get_layer_version("deps", 2)
+            .unwrap_err()
+            .is_not_found());
+        let v3 = s
+            .layers()
+            .publish_layer_version("deps", &new(b"c"))
+            .unwrap();
         assert_eq!(v3.version, 3);
-        s.publish_layer_version("alpha", &new(b"a")).unwrap();
+        s.layers()
+            .publish_layer_version("alpha", &new(b"a"))
+            .unwrap();
         let all: Vec<_> = s
+            .layers()
             .list_layer_versions(None)
             .unwrap()
             .into_iter()
@@ -290,19 +305,22 @@ mod tests {
             all,
             [("alpha".into(), 1), ("deps".into(), 3), ("deps".into(), 1)]
         );
-        drop(s);
-        let s = SqliteStore::open(dir.path()).unwrap();
+        let s = s.reopen();
         assert_eq!(
-            s.publish_layer_version("deps", &new(b"d")).unwrap().version,
+            s.layers()
+                .publish_layer_version("deps", &new(b"d"))
+                .unwrap()
+                .version,
             4
         );
     }
 
-    #[test]
-    fn layer_packages_stay_referenced_while_a_function_uses_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path()).unwrap();
-        let v = s.publish_layer_version("deps", &new(b"layer")).unwrap();
+    fn layer_packages_stay_referenced_while_a_function_uses_them(b: Backend) {
+        let s = TestStore::open(b);
+        let v = s
+            .layers()
+            .publish_layer_version("deps", &new(b"layer"))
+            .unwrap();
         assert!(s.code_references().unwrap().contains(&v.code_sha256));
         let mut cfg = FunctionConfig::new(Runtime::parse("python3.12").unwrap(), "app.handler");
         cfg.layers.push(LayerRef {
@@ -313,7 +331,7 @@ mod tests {
         });
         let f = FunctionName::parse("f").unwrap();
         s.deploy(&f, &cfg, &CodeInfo::of(b"code")).unwrap();
-        s.delete_layer_version("deps", 1).unwrap();
+        s.layers().delete_layer_version("deps", 1).unwrap();
         let refs = s.code_references().unwrap();
         assert!(refs.contains(&v.code_sha256));
         assert!(refs.contains(&opt_key([v.code_sha256.as_str()])));
@@ -321,35 +339,50 @@ mod tests {
         assert!(!s.code_references().unwrap().contains(&v.code_sha256));
     }
 
-    #[test]
-    fn permissions_round_trip_with_revisions() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path()).unwrap();
-        s.publish_layer_version("deps", &new(b"a")).unwrap();
+    fn permissions_round_trip_with_revisions(b: Backend) {
+        let s = TestStore::open(b);
+        s.layers()
+            .publish_layer_version("deps", &new(b"a"))
+            .unwrap();
         let st = serde_json::json!({"Effect": "Allow", "Action": "lambda:GetLayerVersion"});
         let (stored, rev) = s
+            .layers()
             .add_layer_permission("deps", 1, "s1", st.clone(), None)
             .unwrap();
         assert_eq!(stored["Sid"], "s1");
         assert!(s
+            .layers()
             .add_layer_permission("deps", 1, "s1", st.clone(), None)
             .unwrap_err()
             .is_conflict());
         assert!(s
+            .layers()
             .add_layer_permission("deps", 1, "s2", st.clone(), Some("stale"))
             .unwrap_err()
             .is_precondition_failed());
-        let p = s.layer_policy("deps", 1).unwrap();
+        let p = s.layers().layer_policy("deps", 1).unwrap();
         assert_eq!(
             (p.statements.len(), p.revision_id.as_str()),
             (1, rev.as_str())
         );
-        s.remove_layer_permission("deps", 1, "s1", Some(&rev))
+        s.layers()
+            .remove_layer_permission("deps", 1, "s1", Some(&rev))
             .unwrap();
         assert!(s
+            .layers()
             .remove_layer_permission("deps", 1, "s1", None)
             .unwrap_err()
             .is_not_found());
-        assert!(s.layer_policy("deps", 9).unwrap_err().is_not_found());
+        assert!(s
+            .layers()
+            .layer_policy("deps", 9)
+            .unwrap_err()
+            .is_not_found());
     }
+
+    both!(
+        versions_are_numbered_never_reused_and_listed_newest_first,
+        layer_packages_stay_referenced_while_a_function_uses_them,
+        permissions_round_trip_with_revisions,
+    );
 }

@@ -592,7 +592,9 @@ fn prune_oldest(tx: &Transaction<'_>, function: &str, lines: u64, bytes: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::LogStream;
+    use crate::sqlite::tests::{both, Backend, TestStore};
+    use crate::{LogStream, Store};
+    use nimbus_core::FunctionName;
 
     fn entry(function: &str, line: String) -> LogEntry {
         LogEntry {
@@ -614,12 +616,28 @@ mod tests {
         (dir, db)
     }
 
-    fn stored(db: &LogDb, f: &str) -> Vec<String> {
-        db.read(f, 0, usize::MAX)
+    /// A store of `b` with `limits`.
+    fn open_store(b: Backend, limits: LogLimits) -> TestStore {
+        TestStore::open(b).with_log_limits(limits)
+    }
+
+    fn stored_in(s: &dyn Store, f: &str) -> Vec<String> {
+        s.logs(&FunctionName::parse(f).unwrap(), 0, usize::MAX)
             .unwrap()
             .into_iter()
             .map(|e| e.line)
             .collect()
+    }
+
+    /// What the usage table says equals what the rows hold, and what `log_usage` reports.
+    fn check_store_usage(s: &TestStore) {
+        let lines = s.log_count("SELECT COUNT(*) FROM logs");
+        let bytes = s.log_count("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM logs");
+        let ulines = s.log_count("SELECT CAST(COALESCE(SUM(lines), 0) AS BIGINT) FROM log_usage");
+        let ubytes = s.log_count("SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM log_usage");
+        assert_eq!((lines, bytes), (ulines, ubytes));
+        let u = s.log_usage();
+        assert_eq!((u.lines, u.stored_bytes), (lines as u64, bytes as u64));
     }
 
     /// What `log_usage` says equals what the rows hold.
@@ -645,48 +663,55 @@ mod tests {
         assert_eq!((u.lines, u.stored_bytes), (lines as u64, bytes as u64));
     }
 
-    #[test]
-    fn bytes_per_function_prune_the_oldest_lines() {
-        let (_d, db) = open(LogLimits {
-            lines_per_function: 1000,
-            bytes_per_function: 10 * 1024,
-            total_bytes: 1 << 30,
-        });
+    fn bytes_per_function_prune_the_oldest_lines(b: Backend) {
+        let db = open_store(
+            b,
+            LogLimits {
+                lines_per_function: 1000,
+                bytes_per_function: 10 * 1024,
+                total_bytes: 1 << 30,
+            },
+        );
         for i in 0..30 {
-            db.append(&[entry("f", format!("{i:04}{}", "x".repeat(996)))])
+            db.append_logs(&[entry("f", format!("{i:04}{}", "x".repeat(996)))])
                 .unwrap();
         }
-        db.append(&[entry("g", "quiet".into())]).unwrap();
-        let kept = stored(&db, "f");
+        db.append_logs(&[entry("g", "quiet".into())]).unwrap();
+        let kept = stored_in(&*db, "f");
         // Each row is ~1.1 KB: at most 10 KiB of them, the newest.
         assert!(kept.len() >= 8 && kept.len() <= 9, "{}", kept.len());
         assert!(kept.last().unwrap().starts_with("0029"));
-        assert_eq!(stored(&db, "g"), ["quiet"]);
-        check_usage(&db);
+        assert_eq!(stored_in(&*db, "g"), ["quiet"]);
+        check_store_usage(&db);
     }
 
-    #[test]
-    fn the_total_bound_takes_from_the_largest_function_first() {
-        let (_d, db) = open(LogLimits {
-            lines_per_function: 100_000,
-            bytes_per_function: 1 << 30,
-            total_bytes: 400 * 1024,
-        });
+    fn the_total_bound_takes_from_the_largest_function_first(b: Backend) {
+        let db = open_store(
+            b,
+            LogLimits {
+                lines_per_function: 100_000,
+                bytes_per_function: 1 << 30,
+                total_bytes: 400 * 1024,
+            },
+        );
         for i in 0..20 {
-            db.append(&[entry("quiet", format!("q{i}"))]).unwrap();
+            db.append_logs(&[entry("quiet", format!("q{i}"))]).unwrap();
         }
         for i in 0..2000 {
-            db.append(&[entry("noisy", format!("{i:05}{}", "n".repeat(400)))])
+            db.append_logs(&[entry("noisy", format!("{i:05}{}", "n".repeat(400)))])
                 .unwrap();
         }
-        let u = db.usage();
+        let u = db.log_usage();
         assert!(u.stored_bytes <= LogLimits::default().stored_target());
         assert!(u.stored_bytes <= 300 * 1024, "{u:?}");
         // The quiet function keeps every line; the noisy one its newest.
-        assert_eq!(stored(&db, "quiet").len(), 20);
-        assert!(stored(&db, "noisy").last().unwrap().starts_with("01999"));
+        assert_eq!(stored_in(&*db, "quiet").len(), 20);
+        assert!(stored_in(&*db, "noisy")
+            .last()
+            .unwrap()
+            .starts_with("01999"));
         assert!(u.pruned_lines > 1000);
-        check_usage(&db);
+        check_store_usage(&db);
     }
 
     /// The file (with its WAL) stays under the total bound through a flood of lines of
@@ -732,9 +757,8 @@ mod tests {
         assert_eq!(db.usage().lines, 0);
     }
 
-    #[test]
-    fn queries_filter_by_time_level_request_text_and_function() {
-        let (_d, db) = open(LogLimits::default());
+    fn queries_filter_by_time_level_request_text_and_function(b: Backend) {
+        let db = open_store(b, LogLimits::default());
         let mk = |f: &str, ts: i64, rid: &str, level: Option<LogLevel>, line: &str| LogEntry {
             ts_ms: ts,
             request_id: Some(rid.into()),
@@ -742,7 +766,7 @@ mod tests {
             trace_id: Some(format!("1-trace-{rid}")),
             ..entry(f, line.into())
         };
-        db.append(&[
+        db.append_logs(&[
             mk("a", 1000, "r1", Some(LogLevel::Debug), "debug one"),
             mk("a", 2000, "r1", None, "plain two"),
             mk("b", 3000, "r2", Some(LogLevel::Error), "error three"),
@@ -750,7 +774,7 @@ mod tests {
         ])
         .unwrap();
         let lines = |functions: Option<&[String]>, q: LogQuery| -> Vec<String> {
-            db.query(functions, &LogQuery { limit: 100, ..q })
+            db.query_logs(functions, &LogQuery { limit: 100, ..q })
                 .unwrap()
                 .entries
                 .into_iter()
@@ -791,7 +815,7 @@ mod tests {
         assert_eq!(lines(Some(&both), err), ["error three"]);
         // Level and trace id come back; `next` passes filtered-out lines.
         let page = db
-            .query(
+            .query_logs(
                 None,
                 &LogQuery {
                     min_level: Some(LogLevel::Error),
@@ -805,7 +829,7 @@ mod tests {
         assert_eq!(page.next, 4);
         // A full page ends at its last line.
         let page = db
-            .query(
+            .query_logs(
                 None,
                 &LogQuery {
                     limit: 2,
@@ -814,21 +838,24 @@ mod tests {
             )
             .unwrap();
         assert_eq!(page.next, 2);
-        check_usage(&db);
+        check_store_usage(&db);
     }
 
-    #[test]
-    fn totals_are_read_back_after_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = LogDb::open(dir.path()).unwrap();
-            db.append(&[entry("f", "one".into()), entry("g", "two".into())])
-                .unwrap();
-        }
-        let db = LogDb::open(dir.path()).unwrap();
-        assert_eq!(db.usage().lines, 2);
-        check_usage(&db);
+    fn totals_are_read_back_after_a_restart(b: Backend) {
+        let db = TestStore::open(b);
+        db.append_logs(&[entry("f", "one".into()), entry("g", "two".into())])
+            .unwrap();
+        let db = db.reopen();
+        assert_eq!(db.log_usage().lines, 2);
+        check_store_usage(&db);
     }
+
+    both!(
+        bytes_per_function_prune_the_oldest_lines,
+        the_total_bound_takes_from_the_largest_function_first,
+        queries_filter_by_time_level_request_text_and_function,
+        totals_are_read_back_after_a_restart,
+    );
 
     /// A `logs.db` written before byte bounds (schema 1, no auto-vacuum) is migrated: sizes
     /// filled in, totals built, incremental vacuum switched on.
