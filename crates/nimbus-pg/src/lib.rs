@@ -33,7 +33,7 @@ pub enum PgError {
     Url(String),
     #[error("cannot reach PostgreSQL at {target}: {message}")]
     Connect { target: String, message: String },
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", query_message(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("PostgreSQL connection pool: {0}")]
     Pool(String),
@@ -77,6 +77,22 @@ impl PgError {
 }
 
 pub type Result<T, E = PgError> = std::result::Result<T, E>;
+
+/// A query error's text: the server's own message (and detail) when it sent one, else
+/// tokio-postgres's (a closed connection, a type mismatch). `tokio_postgres::Error`'s
+/// `Display` alone says only "db error".
+pub(crate) fn query_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({}): {detail}", db.message(), db.code().code()),
+            None => format!("{} ({})", db.message(), db.code().code()),
+        },
+        None => match std::error::Error::source(e) {
+            Some(src) => format!("{e}: {src}"),
+            None => e.to_string(),
+        },
+    }
+}
 
 /// Connection settings.
 #[derive(Debug, Clone)]

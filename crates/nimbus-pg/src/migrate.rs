@@ -83,8 +83,9 @@ impl Pg {
             for (i, step) in steps.iter().enumerate().skip(version as usize) {
                 tx.batch_execute(step.sql).await.map_err(|e| {
                     PgError::Schema(format!(
-                        "migration {} of the {component} schema failed: {e}",
-                        i + 1
+                        "migration {} of the {component} schema failed: {}",
+                        i + 1,
+                        crate::query_message(&e)
                     ))
                 })?;
                 if !step.additive {
@@ -172,7 +173,10 @@ mod tests {
             Migration::breaking("CREATE TABLE broken ("),
         ];
         let e = db.pg.migrate("bad", &bad).unwrap_err().to_string();
-        assert!(e.contains("migration 2 of the bad schema failed"), "{e}");
+        assert!(
+            e.contains("migration 2 of the bad schema failed") && e.contains("syntax error"),
+            "the server's message is shown: {e}"
+        );
         let tables: i64 = db
             .pg
             .with(async |c| {

@@ -46,6 +46,7 @@ pub use secrets::{
     MAX_SECRET_NAME, MAX_SECRET_VALUE,
 };
 pub use sqlite::{open_db, LogLimits, LogUsage, SqliteStore, LOG_RETENTION_LINES};
+pub use postgres::registry::PgStore;
 
 use nimbus_core::{Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion};
 use std::collections::{BTreeMap, HashSet};
