@@ -1680,6 +1680,119 @@ fn pg_nodes_finishing_a_fan_out_continue_the_parent_once() {
     }
 }
 
+/// Two nodes starting one name at once: one execution, the other answer idempotent (same
+/// input) or `ExecutionAlreadyExists` (another input), never a backend error.
+#[test]
+fn pg_nodes_starting_one_name_create_one_execution() {
+    use std::sync::{Arc, Barrier};
+    const NAMES: usize = 12;
+    let db = TestDb::new("flows_start");
+    let nodes: Vec<Arc<dyn FlowStore>> = (0..2).map(|_| Arc::from(open_pg(&db.url))).collect();
+    nodes[0].create_machine(&new_machine("m", DEF), T0).unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let outcomes: Vec<Vec<Result<bool, String>>> = (0..2)
+        .map(|n| {
+            let s = nodes[n].clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                (0..NAMES)
+                    .map(|i| {
+                        // Odd names: the two nodes send different inputs.
+                        let input = if i % 2 == 1 {
+                            format!("{{\"node\":{n}}}")
+                        } else {
+                            "{}".into()
+                        };
+                        barrier.wait();
+                        match s.start_execution(
+                            &new_execution("m", &format!("e{i}"), &input),
+                            &[started(&input)],
+                            &[step("A", T0)],
+                            T0,
+                        ) {
+                            Ok(st) => Ok(st.created),
+                            Err(StoreError::ExecutionAlreadyExists(_)) => Err("exists".into()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    })
+                    .collect()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for (i, (a, b)) in outcomes[0].iter().zip(&outcomes[1]).enumerate() {
+        let pair = [a, b];
+        let created = pair.iter().filter(|o| matches!(o, Ok(true))).count();
+        assert_eq!(created, 1, "name e{i}: {pair:?}");
+        let other = pair.iter().find(|o| !matches!(o, Ok(true))).unwrap();
+        if i % 2 == 1 {
+            assert_eq!(**other, Err("exists".to_string()), "name e{i}");
+        } else {
+            assert_eq!(**other, Ok(false), "name e{i}");
+        }
+    }
+    let all = nodes[0]
+        .list_executions(&machine_arn("m"), None, 100, None)
+        .unwrap();
+    assert_eq!(all.items.len(), NAMES);
+    assert!(all.items.iter().all(|e| e.event_count == 1));
+    assert_eq!(nodes[1].claim_due(T0, 100, 1000).unwrap().len(), NAMES);
+}
+
+/// A machine deleted on one node while its last execution ends on another is removed,
+/// whichever commits first.
+#[test]
+fn pg_nodes_deleting_a_machine_as_its_last_execution_ends_remove_it() {
+    use std::sync::{Arc, Barrier};
+    const ROUNDS: usize = 10;
+    let db = TestDb::new("flows_delete");
+    let nodes: Vec<Arc<dyn FlowStore>> = (0..2).map(|_| Arc::from(open_pg(&db.url))).collect();
+    for r in 0..ROUNDS {
+        let name = format!("m{r}");
+        nodes[0]
+            .create_machine(&new_machine(&name, DEF), T0)
+            .unwrap();
+        let e = start(nodes[0].as_ref(), &name, "run", "{}", T0).execution;
+        let st = nodes[0]
+            .claim_execution_step(&e.arn, T0, 60_000)
+            .unwrap()
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let ender = {
+            let s = nodes[0].clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let t = Transition {
+                    events: vec![NewEvent::new("ExecutionSucceeded", json!({}))],
+                    execution: Some(succeed("{}")),
+                    ..Default::default()
+                };
+                barrier.wait();
+                assert_eq!(s.complete(&st, &t, T0 + 1).unwrap(), Completion::Committed);
+            })
+        };
+        let deleter = {
+            let s = nodes[1].clone();
+            let arn = machine_arn(&name);
+            std::thread::spawn(move || {
+                barrier.wait();
+                s.delete_machine(&arn).unwrap();
+            })
+        };
+        ender.join().unwrap();
+        deleter.join().unwrap();
+        assert!(
+            matches!(
+                nodes[1].describe_machine(&machine_arn(&name)),
+                Err(StoreError::MachineDoesNotExist(_))
+            ),
+            "round {r}: the machine outlived its last execution"
+        );
+    }
+}
+
 /// Instantiates each backend-generic test for SQLite and for PostgreSQL.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {

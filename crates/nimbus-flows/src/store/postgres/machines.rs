@@ -212,13 +212,14 @@ pub(super) async fn delete(tx: &Tx<'_>, arn: &str) -> StoreResult<()> {
 }
 
 /// Removes a `DELETING` machine with its versions and aliases once no execution of it is
-/// open; revisions stay while a recorded execution uses them. Locks the machine row first,
-/// so a delete and the end of the machine's last execution, committing at the same time,
-/// cannot both miss each other.
+/// open; revisions stay while a recorded execution uses them. Reads the machine's status
+/// `FOR SHARE` (which waits for a delete in flight), so a delete and the end of the
+/// machine's last execution, committing at the same time, cannot both miss each other;
+/// the ends of executions of an active machine do not wait for one another.
 pub(super) async fn remove_if_idle(tx: &Tx<'_>, arn: &str) -> StoreResult<bool> {
     let status = tx
         .query_opt(
-            "SELECT status FROM flows_machines WHERE arn = $1 FOR UPDATE",
+            "SELECT status FROM flows_machines WHERE arn = $1 FOR SHARE",
             &[&arn],
         )
         .await?;

@@ -50,8 +50,19 @@ impl std::fmt::Debug for PgFlowStore {
 }
 
 impl From<PgError> for StoreError {
+    /// [`StoreError::Backend`] with the server's message (`db error: ERROR: …`), which
+    /// the error's own text leaves to its source.
     fn from(e: PgError) -> Self {
-        StoreError::Backend(e.to_string())
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            let more = s.to_string();
+            if !text.contains(&more) {
+                text = format!("{text}: {more}");
+            }
+            source = s.source();
+        }
+        StoreError::Backend(text)
     }
 }
 
