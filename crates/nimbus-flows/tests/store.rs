@@ -1680,6 +1680,124 @@ fn pg_nodes_finishing_a_fan_out_continue_the_parent_once() {
     }
 }
 
+/// Short leases that expire under stalled workers on two nodes: a step is re-claimed, the
+/// stalled worker's renewal fails and its completion changes nothing, and every
+/// transition is committed exactly once (the history has each pass once, densely).
+#[test]
+fn pg_nodes_take_over_expired_leases_and_commit_each_transition_once() {
+    use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const RUNS: usize = 12;
+    let db = TestDb::new("flows_lease");
+    let nodes: Vec<Arc<dyn FlowStore>> = (0..2).map(|_| Arc::from(open_pg(&db.url))).collect();
+    nodes[0].create_machine(&new_machine("m", DEF), T0).unwrap();
+    let arns: Vec<String> = (0..RUNS)
+        .map(|i| {
+            nodes[i % 2]
+                .start_execution(
+                    &new_execution("m", &format!("e{i}"), "{}"),
+                    &[started("{}")],
+                    &[NewStep {
+                        scope: String::new(),
+                        state: "P0".into(),
+                        attempt: 0,
+                        due: T0,
+                        payload: json!({"n": 0}),
+                    }],
+                    T0,
+                )
+                .unwrap()
+                .execution
+                .arn
+        })
+        .collect();
+    // The shared clock: every claim moves it on; a lease lasts 4 ticks.
+    let clock = Arc::new(AtomicI64::new(T0));
+    let committed = Arc::new(AtomicUsize::new(0));
+    let lost = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let s = nodes[w % 2].clone();
+            let (clock, committed, lost) = (clock.clone(), committed.clone(), lost.clone());
+            std::thread::spawn(move || {
+                let mut idle = 0;
+                while idle < 100 {
+                    let now = clock.fetch_add(1, Ordering::SeqCst);
+                    let steps = s.claim_due(now, 2, 4).unwrap();
+                    if steps.is_empty() {
+                        idle += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        continue;
+                    }
+                    idle = 0;
+                    for st in &steps {
+                        if rand::random::<u8>().is_multiple_of(3) {
+                            // Stall past the lease while the others go on.
+                            std::thread::sleep(std::time::Duration::from_millis(15));
+                        }
+                        let now = clock.load(Ordering::SeqCst);
+                        let renewed = s.renew_claim(st, now, 4).unwrap();
+                        let n = st.payload["n"].as_u64().unwrap();
+                        let mut t = Transition {
+                            events: vec![
+                                NewEvent::new("PassStateEntered", json!({"name": n})),
+                                NewEvent::new("PassStateExited", json!({"name": n})),
+                            ],
+                            ..Default::default()
+                        };
+                        if n + 1 == NODE_PASSES {
+                            t.execution = Some(succeed("{}"));
+                        } else {
+                            t.next_steps.push(NewStep {
+                                scope: String::new(),
+                                state: format!("P{}", n + 1),
+                                attempt: 0,
+                                due: now,
+                                payload: json!({"n": n + 1}),
+                            });
+                        }
+                        let done = s.complete(st, &t, now).unwrap();
+                        if !renewed {
+                            // A lost claim stays lost: its completion changes nothing.
+                            assert_eq!(done, Completion::ClaimLost);
+                        }
+                        match done {
+                            Completion::Committed => committed.fetch_add(1, Ordering::SeqCst),
+                            Completion::ClaimLost => lost.fetch_add(1, Ordering::SeqCst),
+                            other => panic!("{other:?}"),
+                        };
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(
+        committed.load(Ordering::SeqCst),
+        RUNS * NODE_PASSES as usize
+    );
+    eprintln!(
+        "{} completions lost their claim",
+        lost.load(Ordering::SeqCst)
+    );
+    for a in &arns {
+        let e = nodes[0].describe_execution(a).unwrap();
+        assert_eq!(e.status, ExecutionStatus::Succeeded, "{a}");
+        assert_eq!(e.event_count, 1 + 2 * NODE_PASSES as u32, "{a}");
+        let h = nodes[1].history(a, false, 1000, None).unwrap().items;
+        assert!(h.iter().enumerate().all(|(i, e)| e.id as usize == i + 1));
+        let entered: Vec<u64> = h
+            .iter()
+            .filter(|e| e.event_type == "PassStateEntered")
+            .map(|e| e.details["name"].as_u64().unwrap())
+            .collect();
+        assert_eq!(entered, (0..NODE_PASSES).collect::<Vec<_>>(), "{a}");
+    }
+    assert_eq!(nodes[1].next_due().unwrap(), None);
+}
+
 /// Two nodes starting one name at once: one execution, the other answer idempotent (same
 /// input) or `ExecutionAlreadyExists` (another input), never a backend error.
 #[test]
