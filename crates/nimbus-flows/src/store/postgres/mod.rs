@@ -152,6 +152,8 @@ enum Mode {
     Lazy,
     /// One consistent snapshot, read only.
     Read,
+    /// One statement, read only: consistent by itself, no snapshot to set up.
+    ReadOne,
 }
 
 impl PgFlowStore {
@@ -178,7 +180,7 @@ impl PgFlowStore {
                             .await?
                     }
                     Mode::Lazy => t.batch("SET LOCAL synchronous_commit = off").await?,
-                    Mode::Write => {}
+                    Mode::Write | Mode::ReadOne => {}
                 }
                 let out = f(&t).await?;
                 tx.commit().await.map_err(|e| fail(&retry, e))?;
@@ -202,6 +204,11 @@ impl PgFlowStore {
     fn read<T>(&self, f: impl AsyncFn(&Tx<'_>) -> StoreResult<T>) -> StoreResult<T> {
         self.run(Mode::Read, f)
     }
+
+    /// [`Self::read`] for `f` of a single statement.
+    fn read_one<T>(&self, f: impl AsyncFn(&Tx<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        self.run(Mode::ReadOne, f)
+    }
 }
 
 /// A non-negative count column as `u32`.
@@ -216,7 +223,7 @@ impl FlowStore for PgFlowStore {
     }
 
     fn describe_machine(&self, arn: &str) -> StoreResult<Machine> {
-        self.read(async |tx| machines::get(tx, arn).await)
+        self.read_one(async |tx| machines::get(tx, arn).await)
     }
 
     fn update_machine(&self, arn: &str, u: &MachineUpdate, now: Millis) -> StoreResult<Machine> {
@@ -232,7 +239,7 @@ impl FlowStore for PgFlowStore {
     }
 
     fn revision(&self, revision_id: &str) -> StoreResult<Revision> {
-        self.read(async |tx| machines::revision(tx, revision_id).await)
+        self.read_one(async |tx| machines::revision(tx, revision_id).await)
     }
 
     fn tag_machine(&self, arn: &str, tags: &BTreeMap<String, String>) -> StoreResult<()> {
@@ -293,7 +300,7 @@ impl FlowStore for PgFlowStore {
     }
 
     fn describe_alias(&self, alias_arn: &str) -> StoreResult<Alias> {
-        self.read(async |tx| machines::alias(tx, alias_arn).await)
+        self.read_one(async |tx| machines::alias(tx, alias_arn).await)
     }
 
     fn update_alias(
@@ -327,7 +334,7 @@ impl FlowStore for PgFlowStore {
     }
 
     fn describe_execution(&self, arn: &str) -> StoreResult<Execution> {
-        self.read(async |tx| executions::get(tx, arn).await)
+        self.read_one(async |tx| executions::get(tx, arn).await)
     }
 
     fn list_executions(
@@ -415,7 +422,7 @@ impl FlowStore for PgFlowStore {
     }
 
     fn next_due(&self) -> StoreResult<Option<Millis>> {
-        self.read(async |tx| steps::next_due(tx).await)
+        self.read_one(async |tx| steps::next_due(tx).await)
     }
 
     fn join_results(&self, execution_arn: &str, key: &str) -> StoreResult<JoinResults> {
@@ -443,7 +450,7 @@ impl FlowStore for PgFlowStore {
     }
 
     fn task_token(&self, token: &str) -> StoreResult<TaskToken> {
-        self.read(async |tx| steps::token(tx, token).await)
+        self.read_one(async |tx| steps::token(tx, token).await)
     }
 
     fn purge_finished(&self, before: Millis) -> StoreResult<usize> {

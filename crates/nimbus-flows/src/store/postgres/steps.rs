@@ -103,22 +103,13 @@ pub(super) async fn claim(
 }
 
 /// The execution of a step whose claim is still held, with the execution's row locked
-/// and then the step's (the lock order of every write to an execution).
+/// (the lock every write to an execution takes first). The step's row is locked after it
+/// by the caller's update or delete of the step, which re-checks the claim.
 async fn lock_held(tx: &Tx<'_>, step: &Step) -> StoreResult<Option<i64>> {
-    let Some(r) = tx
-        .query_opt(
-            "SELECT execution_id FROM flows_steps WHERE id = $1 AND claim = $2",
-            &[&step.id, &step.claim],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let exec_id: i64 = r.get(0);
-    executions::lock_id(tx, exec_id).await?;
     Ok(tx
         .query_opt(
-            "SELECT execution_id FROM flows_steps WHERE id = $1 AND claim = $2 FOR UPDATE",
+            "SELECT id FROM flows_executions WHERE id = \
+             (SELECT execution_id FROM flows_steps WHERE id = $1 AND claim = $2) FOR UPDATE",
             &[&step.id, &step.claim],
         )
         .await?
@@ -149,8 +140,16 @@ pub(super) async fn complete(
     let Some(exec_id) = lock_held(tx, step).await? else {
         return Ok(Completion::ClaimLost);
     };
-    tx.execute("DELETE FROM flows_steps WHERE id = $1", &[&step.id])
+    // Re-checked under the step's lock: another node may have claimed it meanwhile.
+    let deleted = tx
+        .execute(
+            "DELETE FROM flows_steps WHERE id = $1 AND claim = $2",
+            &[&step.id, &step.claim],
+        )
         .await?;
+    if deleted == 0 {
+        return Ok(Completion::ClaimLost);
+    }
     for token in &t.close_tokens {
         let status = tx
             .query_opt(
@@ -201,9 +200,15 @@ pub(super) async fn next_due(tx: &Tx<'_>) -> StoreResult<Option<Millis>> {
 // ---- task tokens ----
 
 pub(super) async fn create_token(tx: &Tx<'_>, step: &Step, now: Millis) -> StoreResult<String> {
-    let exec_id = lock_held(tx, step)
-        .await?
-        .ok_or_else(|| StoreError::Conflict(format!("the claim of step {} was lost", step.id)))?;
+    let lost = || StoreError::Conflict(format!("the claim of step {} was lost", step.id));
+    let exec_id = lock_held(tx, step).await?.ok_or_else(lost)?;
+    // Held to the commit: the claim cannot be taken over while the token is made.
+    tx.query_opt(
+        "SELECT 1 FROM flows_steps WHERE id = $1 AND claim = $2 FOR UPDATE",
+        &[&step.id, &step.claim],
+    )
+    .await?
+    .ok_or_else(lost)?;
     let existing = tx
         .query_opt(
             "SELECT token FROM flows_task_tokens WHERE execution_id = $1 AND scope = $2 \
