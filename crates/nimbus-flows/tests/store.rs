@@ -1798,6 +1798,81 @@ fn pg_nodes_take_over_expired_leases_and_commit_each_transition_once() {
     assert_eq!(nodes[1].next_due().unwrap(), None);
 }
 
+/// A task token answered on one node while its timeout fires on another: exactly one
+/// of them wins (the resolution, and the timeout step is consumed; or the timeout, and
+/// the answer is `Closed`).
+#[test]
+fn pg_nodes_resolving_a_token_as_it_times_out_agree_on_one_outcome() {
+    use std::sync::{Arc, Barrier};
+    const ROUNDS: usize = 12;
+    let db = TestDb::new("flows_token");
+    let nodes: Vec<Arc<dyn FlowStore>> = (0..2).map(|_| Arc::from(open_pg(&db.url))).collect();
+    nodes[0].create_machine(&new_machine("m", DEF), T0).unwrap();
+    let mut outcomes = vec![];
+    for r in 0..ROUNDS {
+        let e = start(nodes[0].as_ref(), "m", &format!("e{r}"), "{}", T0).execution;
+        let c = nodes[0]
+            .claim_execution_step(&e.arn, T0, 60_000)
+            .unwrap()
+            .unwrap();
+        let token = nodes[0].create_task_token(&c, T0).unwrap();
+        let t = Transition {
+            next_steps: vec![step("A", T0 + 100)],
+            ..Default::default()
+        };
+        assert_eq!(
+            nodes[0].complete(&c, &t, T0).unwrap(),
+            Completion::Committed
+        );
+        let timer = nodes[1]
+            .claim_execution_step(&e.arn, T0 + 100, 60_000)
+            .unwrap()
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let resolver = {
+            let (s, barrier, token) = (nodes[0].clone(), barrier.clone(), token.clone());
+            std::thread::spawn(move || {
+                let ok = TokenResolution::Success {
+                    output: "{}".into(),
+                };
+                barrier.wait();
+                s.resolve_task_token(&token, &ok, T0 + 100).unwrap()
+            })
+        };
+        let timeout = {
+            let (s, token) = (nodes[1].clone(), token.clone());
+            std::thread::spawn(move || {
+                let t = Transition {
+                    events: vec![NewEvent::new("TaskTimedOut", json!({}))],
+                    close_tokens: vec![token],
+                    ..Default::default()
+                };
+                barrier.wait();
+                s.complete(&timer, &t, T0 + 100).unwrap()
+            })
+        };
+        let (answer, completion) = (resolver.join().unwrap(), timeout.join().unwrap());
+        let status = nodes[0].task_token(&token).unwrap().status;
+        let events = nodes[1].describe_execution(&e.arn).unwrap().event_count;
+        match (answer, completion.clone()) {
+            (TokenAnswer::Accepted, Completion::TokenResolved) => {
+                assert_eq!((status.as_str(), events), ("SUCCEEDED", 1), "round {r}");
+                let next = nodes[0]
+                    .claim_execution_step(&e.arn, T0 + 100, 60_000)
+                    .unwrap()
+                    .unwrap();
+                assert!(next.resolution.is_some(), "round {r}");
+            }
+            (TokenAnswer::Closed, Completion::Committed) => {
+                assert_eq!((status.as_str(), events), ("CLOSED", 2), "round {r}");
+            }
+            other => panic!("round {r}: {other:?}"),
+        }
+        outcomes.push((answer, completion));
+    }
+    eprintln!("{outcomes:?}");
+}
+
 /// Two nodes starting one name at once: one execution, the other answer idempotent (same
 /// input) or `ExecutionAlreadyExists` (another input), never a backend error.
 #[test]
