@@ -1,9 +1,15 @@
-//! The durable store against a temporary SQLite file: every operation, pagination,
-//! idempotent start, the outbox's atomicity, leases, task tokens, the history bound,
-//! retention and reopening after a drop (a restart).
+//! The durable store on both backends (a temporary SQLite file; a fresh PostgreSQL
+//! schema): every operation, pagination, idempotent start, the outbox's atomicity,
+//! leases, task tokens, the history bound, retention, reopening after a drop (a restart)
+//! and a real `kill -9`. Each test is a function of the [`Backend`], instantiated for
+//! both in the `sqlite` and `postgres` modules at the end; the cross-node tests
+//! (`pg_nodes_…`) run two PostgreSQL pools against one database.
 
+use nimbus_flows::store::postgres::PgFlowStore;
 use nimbus_flows::store::sqlite::SqliteFlowStore;
 use nimbus_flows::store::*;
+use nimbus_pg::testing::TestDb;
+use nimbus_pg::{Pg, PgConfig};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +20,71 @@ const ACCOUNT: &str = "arn:aws:states:us-east-1:000000000000";
 
 fn open(dir: &Path) -> Box<dyn FlowStore> {
     Box::new(SqliteFlowStore::open(dir).expect("open flows.db"))
+}
+
+/// A node's own connection pool to the database at `url`, and the store on it.
+fn open_pg(url: &str) -> Box<dyn FlowStore> {
+    let pg = Pg::connect(&PgConfig::new(url)).expect("connect to PostgreSQL");
+    Box::new(PgFlowStore::open(&pg).expect("open the flows tables"))
+}
+
+/// Where a test's store lives.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(TestDb),
+}
+
+impl Backend {
+    fn sqlite() -> Self {
+        Backend::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> Self {
+        Backend::Postgres(TestDb::new("flows"))
+    }
+
+    /// Opens the store; opening again is a restart (PostgreSQL: a new pool).
+    fn open(&self) -> Box<dyn FlowStore> {
+        match self {
+            Backend::Sqlite(dir) => open(dir.path()),
+            Backend::Postgres(db) => open_pg(&db.url),
+        }
+    }
+
+    /// The environment telling `crash_child` where the store is.
+    fn crash_env(&self) -> (&'static str, String) {
+        match self {
+            Backend::Sqlite(dir) => (CRASH_DIR, dir.path().display().to_string()),
+            Backend::Postgres(db) => (CRASH_PG, db.url.clone()),
+        }
+    }
+
+    /// Steps claimed and still leased at `now` (read behind the trait's back).
+    fn leased(&self, now: Millis) -> i64 {
+        match self {
+            Backend::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("flows.db"))
+                .unwrap()
+                .query_row(
+                    "SELECT COUNT(*) FROM steps WHERE claim IS NOT NULL AND available_at > ?1",
+                    [now],
+                    |r| r.get(0),
+                )
+                .unwrap(),
+            Backend::Postgres(db) => db
+                .pg
+                .with(async |c| {
+                    let r = c
+                        .query_one(
+                            "SELECT COUNT(*) FROM flows_steps \
+                             WHERE claim IS NOT NULL AND available_at > $1",
+                            &[&now],
+                        )
+                        .await?;
+                    Ok(r.get::<_, i64>(0))
+                })
+                .unwrap(),
+        }
+    }
 }
 
 fn machine_arn(name: &str) -> String {
@@ -99,10 +170,8 @@ fn types(events: &[HistoryEvent]) -> Vec<&str> {
     events.iter().map(|e| e.event_type.as_str()).collect()
 }
 
-#[test]
-fn machines_create_describe_update_list_tag() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn machines_create_describe_update_list_tag(b: &Backend) {
+    let s = b.open();
     let c = s.create_machine(&new_machine("m1", DEF), T0).unwrap();
     assert!(c.created);
     assert_eq!(c.machine.status, MachineStatus::Active);
@@ -175,10 +244,8 @@ fn machines_create_describe_update_list_tag() {
     ));
 }
 
-#[test]
-fn deleting_a_machine_lets_its_executions_finish() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn deleting_a_machine_lets_its_executions_finish(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     s.create_machine(&new_machine("idle", DEF), T0).unwrap();
     let e = start(&*s, "m", "run", "{}", T0).execution;
@@ -208,10 +275,8 @@ fn deleting_a_machine_lets_its_executions_finish() {
     assert_eq!(s.revision(&done.revision_id).unwrap().definition, DEF);
 }
 
-#[test]
-fn versions_and_aliases() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn versions_and_aliases(b: &Backend) {
+    let s = b.open();
     let arn = machine_arn("m");
     let m = s
         .create_machine(&new_machine("m", DEF), T0)
@@ -346,10 +411,8 @@ fn versions_and_aliases() {
     assert_eq!(e.version_arn.as_deref(), Some(v2.arn.as_str()));
 }
 
-#[test]
-fn start_is_idempotent_by_name_and_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn start_is_idempotent_by_name_and_input(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let a = start(&*s, "m", "run", r#"{"a":1}"#, T0);
     assert!(a.created);
@@ -393,10 +456,8 @@ fn start_is_idempotent_by_name_and_input() {
     assert_eq!(types(&h.items), ["ExecutionStarted"]);
 }
 
-#[test]
-fn list_executions_filters_and_pages_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn list_executions_filters_and_pages_newest_first(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     s.create_machine(&new_machine("other", DEF), T0).unwrap();
     for i in 0..5 {
@@ -437,10 +498,8 @@ fn list_executions_filters_and_pages_newest_first() {
     assert_eq!(done.items[0].stop_date, Some(T0 + 10));
 }
 
-#[test]
-fn history_reads_forward_and_reverse_in_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn history_reads_forward_and_reverse_in_pages(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let e = start(&*s, "m", "run", "{}", T0).execution;
     let mut events = vec![
@@ -501,10 +560,8 @@ fn history_reads_forward_and_reverse_in_pages() {
     ));
 }
 
-#[test]
-fn the_step_queue_runs_transitions_and_timers() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn the_step_queue_runs_transitions_and_timers(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let e = start(&*s, "m", "run", "{}", T0).execution;
     assert_eq!(s.next_due().unwrap(), Some(T0));
@@ -565,10 +622,8 @@ fn the_step_queue_runs_transitions_and_timers() {
     ));
 }
 
-#[test]
-fn an_expired_lease_hands_the_step_over_and_the_lost_claim_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn an_expired_lease_hands_the_step_over_and_the_lost_claim_changes_nothing(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let e = start(&*s, "m", "run", "{}", T0).execution;
     let first = s.claim_due(T0, 10, 1000).unwrap().remove(0);
@@ -610,13 +665,11 @@ fn an_expired_lease_hands_the_step_over_and_the_lost_claim_changes_nothing() {
     assert_eq!(next[0].state, "B");
 }
 
-#[test]
-fn a_restart_keeps_everything_and_frees_claims_after_their_lease() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_restart_keeps_everything_and_frees_claims_after_their_lease(b: &Backend) {
     let arn;
     let claimed_id;
     {
-        let s = open(dir.path());
+        let s = b.open();
         s.create_machine(&new_machine("m", DEF), T0).unwrap();
         arn = start(&*s, "m", "run", r#"{"x":1}"#, T0).execution.arn;
         let c = s.claim_due(T0, 10, 5000).unwrap().remove(0);
@@ -631,7 +684,7 @@ fn a_restart_keeps_everything_and_frees_claims_after_their_lease() {
         let t = s.claim_due(T0 + 2, 1, 5000).unwrap().remove(0);
         assert_eq!(t.state, "T");
     }
-    let s = open(dir.path());
+    let s = b.open();
     let m = s.describe_machine(&machine_arn("m")).unwrap();
     assert_eq!(m.revision.definition, DEF);
     let e = s.describe_execution(&arn).unwrap();
@@ -654,10 +707,8 @@ fn a_restart_keeps_everything_and_frees_claims_after_their_lease() {
     assert_eq!(wait[0].state, "Wait");
 }
 
-#[test]
-fn task_tokens_resolve_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn task_tokens_resolve_once(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let e = start(&*s, "m", "run", "{}", T0).execution;
     let c = s.claim_due(T0, 1, 1000).unwrap().remove(0);
@@ -767,10 +818,8 @@ fn task_tokens_resolve_once() {
     );
 }
 
-#[test]
-fn a_timeout_closes_an_open_token_and_the_end_of_an_execution_closes_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn a_timeout_closes_an_open_token_and_the_end_of_an_execution_closes_the_rest(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let e = start(&*s, "m", "run", "{}", T0).execution;
     let c = s.claim_due(T0, 1, 1000).unwrap().remove(0);
@@ -826,10 +875,8 @@ fn a_timeout_closes_an_open_token_and_the_end_of_an_execution_closes_the_rest() 
     );
 }
 
-#[test]
-fn stop_aborts_and_drops_steps_even_while_one_is_claimed() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn stop_aborts_and_drops_steps_even_while_one_is_claimed(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let e = start(&*s, "m", "run", "{}", T0).execution;
     let c = s.claim_due(T0, 1, 60_000).unwrap().remove(0);
@@ -864,10 +911,8 @@ fn stop_aborts_and_drops_steps_even_while_one_is_claimed() {
     ));
 }
 
-#[test]
-fn redrive_reopens_failed_executions_within_14_days() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn redrive_reopens_failed_executions_within_14_days(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let e = start(&*s, "m", "run", "{}", T0).execution;
     let c = s.claim_due(T0, 1, 1000).unwrap().remove(0);
@@ -911,10 +956,8 @@ fn redrive_reopens_failed_executions_within_14_days() {
     ));
 }
 
-#[test]
-fn the_history_bound_fails_the_execution_as_aws_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn the_history_bound_fails_the_execution_as_aws_does(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let filler = |n: usize| -> Vec<NewEvent> {
         (0..n)
@@ -975,10 +1018,8 @@ fn the_history_bound_fails_the_execution_as_aws_does() {
     );
 }
 
-#[test]
-fn retention_purges_old_finished_executions_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn retention_purges_old_finished_executions_only(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let old = start(&*s, "m", "old", "{}", T0).execution;
     finish_one(&*s, T0 + 1);
@@ -1067,10 +1108,8 @@ fn fan_out(key: &str, children: u32, max: u32, tolerated: u32) -> Transition {
     }
 }
 
-#[test]
-fn fan_outs_bound_concurrency_and_join_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn fan_outs_bound_concurrency_and_join_once(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let e = start(s.as_ref(), "m", "run", "{}", T0).execution;
     let first = s.claim_due(T0, 10, 60_000).unwrap();
@@ -1131,10 +1170,8 @@ fn fan_outs_bound_concurrency_and_join_once() {
     assert!(s.join_results(&e.arn, "M").is_err());
 }
 
-#[test]
-fn a_failure_beyond_tolerance_closes_the_fan_out_and_cuts_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn a_failure_beyond_tolerance_closes_the_fan_out_and_cuts_the_rest(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let e = start(s.as_ref(), "m", "run", "{}", T0).execution;
     let first = s.claim_due(T0, 10, 60_000).unwrap();
@@ -1209,6 +1246,7 @@ fn a_newer_schema_is_refused() {
 // ---- a real kill -9 ----
 
 const CRASH_DIR: &str = "NIMBUS_FLOWS_STORE_CRASH_DIR";
+const CRASH_PG: &str = "NIMBUS_FLOWS_STORE_CRASH_PG";
 /// Pass states each execution goes through before succeeding.
 const PASSES: u64 = 50;
 
@@ -1255,21 +1293,22 @@ fn drive(s: &dyn FlowStore, now: Millis) -> usize {
 /// The child process of `kill_9_loses_no_transition`: drives executions until killed.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CRASH_DIR) else {
+    let s = if let Ok(dir) = std::env::var(CRASH_DIR) {
+        open(Path::new(&dir))
+    } else if let Ok(url) = std::env::var(CRASH_PG) {
+        open_pg(&url)
+    } else {
         return;
     };
-    let s = open(Path::new(&dir));
     loop {
         drive(&*s, wall_ms());
     }
 }
 
-#[test]
-fn kill_9_loses_no_transition() {
-    let dir = tempfile::tempdir().unwrap();
+fn kill_9_loses_no_transition(b: &Backend) {
     const RUNS: usize = 20;
     let arns: Vec<String> = {
-        let s = open(dir.path());
+        let s = b.open();
         s.create_machine(&new_machine("m", DEF), T0).unwrap();
         (0..RUNS)
             .map(|i| {
@@ -1293,12 +1332,12 @@ fn kill_9_loses_no_transition() {
     };
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--nocapture"])
-        .env(CRASH_DIR, dir.path())
+        .env(b.crash_env().0, b.crash_env().1)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     // Let it commit some transitions, then SIGKILL it mid-flight.
-    let s = open(dir.path());
+    let s = b.open();
     let t0 = std::time::Instant::now();
     loop {
         let e = s.describe_execution(&arns[RUNS - 1]).unwrap();
@@ -1311,7 +1350,7 @@ fn kill_9_loses_no_transition() {
     child.wait().unwrap();
     drop(s);
 
-    let s = open(dir.path());
+    let s = b.open();
     let progressed: u32 = arns
         .iter()
         .map(|a| s.describe_execution(a).unwrap().event_count)
@@ -1325,14 +1364,7 @@ fn kill_9_loses_no_transition() {
         .filter(|a| s.describe_execution(a).unwrap().status == ExecutionStatus::Running)
         .count();
     // Steps claimed by the dead child and not completed (read behind the trait's back).
-    let leased: i64 = rusqlite::Connection::open(dir.path().join("flows.db"))
-        .unwrap()
-        .query_row(
-            "SELECT COUNT(*) FROM steps WHERE claim IS NOT NULL AND available_at > ?1",
-            [wall_ms()],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let leased = b.leased(wall_ms());
     eprintln!(
         "killed after {progressed} events; {running} running; {leased} steps claimed in flight"
     );
@@ -1365,11 +1397,8 @@ fn kill_9_loses_no_transition() {
 
 /// Pass-state transitions per second through `complete` (each one commits with
 /// `synchronous=FULL`). Run with `--run-ignored only`.
-#[test]
-#[ignore]
-fn transitions_per_second() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn transitions_per_second(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     for i in 0..100 {
         s.start_execution(
@@ -1404,10 +1433,8 @@ fn transitions_per_second() {
     );
 }
 
-#[test]
-fn a_claim_for_one_execution_takes_only_its_due_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn a_claim_for_one_execution_takes_only_its_due_step(b: &Backend) {
+    let s = b.open();
     s.create_machine(&new_machine("m", DEF), T0).unwrap();
     let a = start(s.as_ref(), "m", "a", "{}", T0).execution;
     let b = start(s.as_ref(), "m", "b", "{}", T0 + 10).execution;
@@ -1431,3 +1458,584 @@ fn a_claim_for_one_execution_takes_only_its_due_step() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn a_newer_postgres_schema_is_refused() {
+    let db = TestDb::new("flows_schema");
+    drop(open_pg(&db.url));
+    db.pg
+        .with(async |c| {
+            c.execute(
+                &format!(
+                    "UPDATE {} SET version = 99, compatible = 99 WHERE component = 'flows'",
+                    nimbus_pg::SCHEMA_TABLE
+                ),
+                &[],
+            )
+            .await?;
+            Ok(())
+        })
+        .unwrap();
+    let err = PgFlowStore::open(&db.pg).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Backend(m) if m.contains("upgrade")),
+        "{err}"
+    );
+}
+
+// ---- several nodes on one PostgreSQL database ----
+
+/// Passes each execution goes through in `pg_nodes_never_hold_one_step_at_once`.
+const NODE_PASSES: u64 = 6;
+
+/// Steps claimed by several nodes (two pools, two threads each) at once are never held
+/// twice, and each execution's history stays dense: every transition recorded once.
+#[test]
+fn pg_nodes_never_hold_one_step_at_once() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    const RUNS: usize = 24;
+    let db = TestDb::new("flows_nodes");
+    let nodes: Vec<Arc<dyn FlowStore>> = (0..2).map(|_| Arc::from(open_pg(&db.url))).collect();
+    nodes[0].create_machine(&new_machine("m", DEF), T0).unwrap();
+    let arns: Vec<String> = (0..RUNS)
+        .map(|i| {
+            nodes[i % 2]
+                .start_execution(
+                    &new_execution("m", &format!("e{i}"), "{}"),
+                    &[started("{}")],
+                    &[NewStep {
+                        scope: String::new(),
+                        state: "P0".into(),
+                        attempt: 0,
+                        due: T0,
+                        payload: json!({"n": 0}),
+                    }],
+                    T0,
+                )
+                .unwrap()
+                .execution
+                .arn
+        })
+        .collect();
+    // Which worker holds which step right now.
+    let held: Arc<Mutex<HashMap<i64, usize>>> = Arc::default();
+    let completed = Arc::new(Mutex::new(0usize));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let s = nodes[w % 2].clone();
+            let held = held.clone();
+            let completed = completed.clone();
+            std::thread::spawn(move || {
+                let mut idle = 0;
+                while idle < 50 {
+                    let steps = s.claim_due(T0, 3, 600_000).unwrap();
+                    if steps.is_empty() {
+                        idle += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        continue;
+                    }
+                    idle = 0;
+                    for st in &steps {
+                        let before = held.lock().unwrap().insert(st.id, w);
+                        assert_eq!(before, None, "step {} held by two workers", st.id);
+                    }
+                    for st in &steps {
+                        let n = st.payload["n"].as_u64().unwrap();
+                        let mut t = Transition {
+                            events: vec![
+                                NewEvent::new("PassStateEntered", json!({"name": n})),
+                                NewEvent::new("PassStateExited", json!({"name": n})),
+                            ],
+                            ..Default::default()
+                        };
+                        if n + 1 == NODE_PASSES {
+                            t.execution = Some(succeed("{}"));
+                        } else {
+                            t.next_steps.push(NewStep {
+                                scope: String::new(),
+                                state: format!("P{}", n + 1),
+                                attempt: 0,
+                                due: T0,
+                                payload: json!({"n": n + 1}),
+                            });
+                        }
+                        // Released before the completion commits: the next step is new.
+                        held.lock().unwrap().remove(&st.id);
+                        assert_eq!(s.complete(st, &t, T0).unwrap(), Completion::Committed);
+                        *completed.lock().unwrap() += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(*completed.lock().unwrap(), RUNS * NODE_PASSES as usize);
+    for a in &arns {
+        let e = nodes[0].describe_execution(a).unwrap();
+        assert_eq!(e.status, ExecutionStatus::Succeeded, "{a}");
+        assert_eq!(e.event_count, 1 + 2 * NODE_PASSES as u32);
+        let h = nodes[1].history(a, false, 1000, None).unwrap().items;
+        assert!(h.iter().enumerate().all(|(i, e)| e.id as usize == i + 1));
+    }
+    assert_eq!(nodes[1].next_due().unwrap(), None);
+}
+
+/// Map-style fan-outs whose children two nodes finish at the same moment continue their
+/// parent exactly once, with every child counted once and the history dense.
+#[test]
+fn pg_nodes_finishing_a_fan_out_continue_the_parent_once() {
+    use std::sync::{Arc, Barrier, Mutex};
+    const RUNS: usize = 8;
+    const CHILDREN: u32 = 16;
+    let db = TestDb::new("flows_join");
+    let nodes: Vec<Arc<dyn FlowStore>> = (0..2).map(|_| Arc::from(open_pg(&db.url))).collect();
+    nodes[0].create_machine(&new_machine("m", DEF), T0).unwrap();
+    let mut arns = vec![];
+    for i in 0..RUNS {
+        arns.push(
+            start(nodes[0].as_ref(), "m", &format!("e{i}"), "{}", T0)
+                .execution
+                .arn,
+        );
+    }
+    for st in nodes[1].claim_due(T0, 100, 600_000).unwrap() {
+        let t = fan_out("M", CHILDREN, 0, 0);
+        assert_eq!(
+            nodes[1].complete(&st, &t, T0).unwrap(),
+            Completion::Committed
+        );
+    }
+    // The nodes claim the children in turns (each gets half of every fan-out's), then
+    // both report at once, in index order: the last two children of a fan-out end on
+    // the two nodes at the same moment.
+    let mut halves: Vec<Vec<Step>> = vec![vec![], vec![]];
+    for i in 0.. {
+        let got = nodes[i % 2].claim_due(T0, 1, 600_000).unwrap();
+        if got.is_empty() {
+            break;
+        }
+        halves[i % 2].extend(got);
+    }
+    assert_eq!(halves[0].len() + halves[1].len(), RUNS * CHILDREN as usize);
+    let barrier = Arc::new(Barrier::new(2));
+    let parents = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = halves
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut steps)| {
+            let s = nodes[n].clone();
+            let barrier = barrier.clone();
+            let parents = parents.clone();
+            std::thread::spawn(move || {
+                steps.sort_by_key(|st| {
+                    let index: u32 = st.scope.strip_prefix("M/").unwrap().parse().unwrap();
+                    (index, st.execution_arn.clone())
+                });
+                barrier.wait();
+                for st in &steps {
+                    let index: u32 = st.scope.strip_prefix("M/").unwrap().parse().unwrap();
+                    let t = Transition {
+                        events: vec![NewEvent::new(
+                            "MapIterationSucceeded",
+                            json!({"index": index}),
+                        )],
+                        join_report: Some(JoinReport {
+                            key: "M".into(),
+                            index,
+                            succeeded: true,
+                            result: json!(index),
+                        }),
+                        ..Default::default()
+                    };
+                    assert_eq!(s.complete(st, &t, T0).unwrap(), Completion::Committed);
+                }
+                // Whatever became due: only parent continuations.
+                for st in s.claim_due(T0, 100, 600_000).unwrap() {
+                    parents.lock().unwrap().push(st);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let mut parents = parents.lock().unwrap().clone();
+    parents.extend(nodes[0].claim_due(T0, 100, 600_000).unwrap());
+    assert_eq!(parents.len(), RUNS, "one continuation per fan-out");
+    for p in &parents {
+        assert_eq!((p.scope.as_str(), p.state.as_str()), ("", "M"));
+    }
+    for a in &arns {
+        assert_eq!(parents.iter().filter(|p| &p.execution_arn == a).count(), 1);
+        let r = nodes[0].join_results(a, "M").unwrap();
+        assert_eq!((r.succeeded, r.failed), (CHILDREN, 0));
+        assert!(r.items.iter().all(|i| matches!(i, Some(Ok(_)))));
+        let e = nodes[1].describe_execution(a).unwrap();
+        assert_eq!(e.event_count, 1 + CHILDREN);
+        let h = nodes[1].history(a, false, 1000, None).unwrap().items;
+        assert!(h.iter().enumerate().all(|(i, e)| e.id as usize == i + 1));
+    }
+}
+
+/// Short leases that expire under stalled workers on two nodes: a step is re-claimed, the
+/// stalled worker's renewal fails and its completion changes nothing, and every
+/// transition is committed exactly once (the history has each pass once, densely).
+#[test]
+fn pg_nodes_take_over_expired_leases_and_commit_each_transition_once() {
+    use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const RUNS: usize = 12;
+    let db = TestDb::new("flows_lease");
+    let nodes: Vec<Arc<dyn FlowStore>> = (0..2).map(|_| Arc::from(open_pg(&db.url))).collect();
+    nodes[0].create_machine(&new_machine("m", DEF), T0).unwrap();
+    let arns: Vec<String> = (0..RUNS)
+        .map(|i| {
+            nodes[i % 2]
+                .start_execution(
+                    &new_execution("m", &format!("e{i}"), "{}"),
+                    &[started("{}")],
+                    &[NewStep {
+                        scope: String::new(),
+                        state: "P0".into(),
+                        attempt: 0,
+                        due: T0,
+                        payload: json!({"n": 0}),
+                    }],
+                    T0,
+                )
+                .unwrap()
+                .execution
+                .arn
+        })
+        .collect();
+    // The shared clock: every claim moves it on; a lease lasts 4 ticks.
+    let clock = Arc::new(AtomicI64::new(T0));
+    let committed = Arc::new(AtomicUsize::new(0));
+    let lost = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let s = nodes[w % 2].clone();
+            let (clock, committed, lost) = (clock.clone(), committed.clone(), lost.clone());
+            std::thread::spawn(move || {
+                let mut idle = 0;
+                while idle < 100 {
+                    let now = clock.fetch_add(1, Ordering::SeqCst);
+                    let steps = s.claim_due(now, 2, 4).unwrap();
+                    if steps.is_empty() {
+                        idle += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        continue;
+                    }
+                    idle = 0;
+                    for st in &steps {
+                        if rand::random::<u8>().is_multiple_of(3) {
+                            // Stall past the lease while the others go on.
+                            std::thread::sleep(std::time::Duration::from_millis(15));
+                        }
+                        let now = clock.load(Ordering::SeqCst);
+                        let renewed = s.renew_claim(st, now, 4).unwrap();
+                        let n = st.payload["n"].as_u64().unwrap();
+                        let mut t = Transition {
+                            events: vec![
+                                NewEvent::new("PassStateEntered", json!({"name": n})),
+                                NewEvent::new("PassStateExited", json!({"name": n})),
+                            ],
+                            ..Default::default()
+                        };
+                        if n + 1 == NODE_PASSES {
+                            t.execution = Some(succeed("{}"));
+                        } else {
+                            t.next_steps.push(NewStep {
+                                scope: String::new(),
+                                state: format!("P{}", n + 1),
+                                attempt: 0,
+                                due: now,
+                                payload: json!({"n": n + 1}),
+                            });
+                        }
+                        let done = s.complete(st, &t, now).unwrap();
+                        if !renewed {
+                            // A lost claim stays lost: its completion changes nothing.
+                            assert_eq!(done, Completion::ClaimLost);
+                        }
+                        match done {
+                            Completion::Committed => committed.fetch_add(1, Ordering::SeqCst),
+                            Completion::ClaimLost => lost.fetch_add(1, Ordering::SeqCst),
+                            other => panic!("{other:?}"),
+                        };
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(
+        committed.load(Ordering::SeqCst),
+        RUNS * NODE_PASSES as usize
+    );
+    eprintln!(
+        "{} completions lost their claim",
+        lost.load(Ordering::SeqCst)
+    );
+    for a in &arns {
+        let e = nodes[0].describe_execution(a).unwrap();
+        assert_eq!(e.status, ExecutionStatus::Succeeded, "{a}");
+        assert_eq!(e.event_count, 1 + 2 * NODE_PASSES as u32, "{a}");
+        let h = nodes[1].history(a, false, 1000, None).unwrap().items;
+        assert!(h.iter().enumerate().all(|(i, e)| e.id as usize == i + 1));
+        let entered: Vec<u64> = h
+            .iter()
+            .filter(|e| e.event_type == "PassStateEntered")
+            .map(|e| e.details["name"].as_u64().unwrap())
+            .collect();
+        assert_eq!(entered, (0..NODE_PASSES).collect::<Vec<_>>(), "{a}");
+    }
+    assert_eq!(nodes[1].next_due().unwrap(), None);
+}
+
+/// A task token answered on one node while its timeout fires on another: exactly one
+/// of them wins (the resolution, and the timeout step is consumed; or the timeout, and
+/// the answer is `Closed`).
+#[test]
+fn pg_nodes_resolving_a_token_as_it_times_out_agree_on_one_outcome() {
+    use std::sync::{Arc, Barrier};
+    const ROUNDS: usize = 12;
+    let db = TestDb::new("flows_token");
+    let nodes: Vec<Arc<dyn FlowStore>> = (0..2).map(|_| Arc::from(open_pg(&db.url))).collect();
+    nodes[0].create_machine(&new_machine("m", DEF), T0).unwrap();
+    let mut outcomes = vec![];
+    for r in 0..ROUNDS {
+        let e = start(nodes[0].as_ref(), "m", &format!("e{r}"), "{}", T0).execution;
+        let c = nodes[0]
+            .claim_execution_step(&e.arn, T0, 60_000)
+            .unwrap()
+            .unwrap();
+        let token = nodes[0].create_task_token(&c, T0).unwrap();
+        let t = Transition {
+            next_steps: vec![step("A", T0 + 100)],
+            ..Default::default()
+        };
+        assert_eq!(
+            nodes[0].complete(&c, &t, T0).unwrap(),
+            Completion::Committed
+        );
+        let timer = nodes[1]
+            .claim_execution_step(&e.arn, T0 + 100, 60_000)
+            .unwrap()
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let resolver = {
+            let (s, barrier, token) = (nodes[0].clone(), barrier.clone(), token.clone());
+            std::thread::spawn(move || {
+                let ok = TokenResolution::Success {
+                    output: "{}".into(),
+                };
+                barrier.wait();
+                s.resolve_task_token(&token, &ok, T0 + 100).unwrap()
+            })
+        };
+        let timeout = {
+            let (s, token) = (nodes[1].clone(), token.clone());
+            std::thread::spawn(move || {
+                let t = Transition {
+                    events: vec![NewEvent::new("TaskTimedOut", json!({}))],
+                    close_tokens: vec![token],
+                    ..Default::default()
+                };
+                barrier.wait();
+                s.complete(&timer, &t, T0 + 100).unwrap()
+            })
+        };
+        let (answer, completion) = (resolver.join().unwrap(), timeout.join().unwrap());
+        let status = nodes[0].task_token(&token).unwrap().status;
+        let events = nodes[1].describe_execution(&e.arn).unwrap().event_count;
+        match (answer, completion.clone()) {
+            (TokenAnswer::Accepted, Completion::TokenResolved) => {
+                assert_eq!((status.as_str(), events), ("SUCCEEDED", 1), "round {r}");
+                let next = nodes[0]
+                    .claim_execution_step(&e.arn, T0 + 100, 60_000)
+                    .unwrap()
+                    .unwrap();
+                assert!(next.resolution.is_some(), "round {r}");
+            }
+            (TokenAnswer::Closed, Completion::Committed) => {
+                assert_eq!((status.as_str(), events), ("CLOSED", 2), "round {r}");
+            }
+            other => panic!("round {r}: {other:?}"),
+        }
+        outcomes.push((answer, completion));
+    }
+    eprintln!("{outcomes:?}");
+}
+
+/// Two nodes starting one name at once: one execution, the other answer idempotent (same
+/// input) or `ExecutionAlreadyExists` (another input), never a backend error.
+#[test]
+fn pg_nodes_starting_one_name_create_one_execution() {
+    use std::sync::{Arc, Barrier};
+    const NAMES: usize = 12;
+    let db = TestDb::new("flows_start");
+    let nodes: Vec<Arc<dyn FlowStore>> = (0..2).map(|_| Arc::from(open_pg(&db.url))).collect();
+    nodes[0].create_machine(&new_machine("m", DEF), T0).unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let outcomes: Vec<Vec<Result<bool, String>>> = (0..2)
+        .map(|n| {
+            let s = nodes[n].clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                (0..NAMES)
+                    .map(|i| {
+                        // Odd names: the two nodes send different inputs.
+                        let input = if i % 2 == 1 {
+                            format!("{{\"node\":{n}}}")
+                        } else {
+                            "{}".into()
+                        };
+                        barrier.wait();
+                        match s.start_execution(
+                            &new_execution("m", &format!("e{i}"), &input),
+                            &[started(&input)],
+                            &[step("A", T0)],
+                            T0,
+                        ) {
+                            Ok(st) => Ok(st.created),
+                            Err(StoreError::ExecutionAlreadyExists(_)) => Err("exists".into()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    })
+                    .collect()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for (i, (a, b)) in outcomes[0].iter().zip(&outcomes[1]).enumerate() {
+        let pair = [a, b];
+        let created = pair.iter().filter(|o| matches!(o, Ok(true))).count();
+        assert_eq!(created, 1, "name e{i}: {pair:?}");
+        let other = pair.iter().find(|o| !matches!(o, Ok(true))).unwrap();
+        if i % 2 == 1 {
+            assert_eq!(**other, Err("exists".to_string()), "name e{i}");
+        } else {
+            assert_eq!(**other, Ok(false), "name e{i}");
+        }
+    }
+    let all = nodes[0]
+        .list_executions(&machine_arn("m"), None, 100, None)
+        .unwrap();
+    assert_eq!(all.items.len(), NAMES);
+    assert!(all.items.iter().all(|e| e.event_count == 1));
+    assert_eq!(nodes[1].claim_due(T0, 100, 1000).unwrap().len(), NAMES);
+}
+
+/// A machine deleted on one node while its last execution ends on another is removed,
+/// whichever commits first.
+#[test]
+fn pg_nodes_deleting_a_machine_as_its_last_execution_ends_remove_it() {
+    use std::sync::{Arc, Barrier};
+    const ROUNDS: usize = 10;
+    let db = TestDb::new("flows_delete");
+    let nodes: Vec<Arc<dyn FlowStore>> = (0..2).map(|_| Arc::from(open_pg(&db.url))).collect();
+    for r in 0..ROUNDS {
+        let name = format!("m{r}");
+        nodes[0]
+            .create_machine(&new_machine(&name, DEF), T0)
+            .unwrap();
+        let e = start(nodes[0].as_ref(), &name, "run", "{}", T0).execution;
+        let st = nodes[0]
+            .claim_execution_step(&e.arn, T0, 60_000)
+            .unwrap()
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let ender = {
+            let s = nodes[0].clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let t = Transition {
+                    events: vec![NewEvent::new("ExecutionSucceeded", json!({}))],
+                    execution: Some(succeed("{}")),
+                    ..Default::default()
+                };
+                barrier.wait();
+                assert_eq!(s.complete(&st, &t, T0 + 1).unwrap(), Completion::Committed);
+            })
+        };
+        let deleter = {
+            let s = nodes[1].clone();
+            let arn = machine_arn(&name);
+            std::thread::spawn(move || {
+                barrier.wait();
+                s.delete_machine(&arn).unwrap();
+            })
+        };
+        ender.join().unwrap();
+        deleter.join().unwrap();
+        assert!(
+            matches!(
+                nodes[1].describe_machine(&machine_arn(&name)),
+                Err(StoreError::MachineDoesNotExist(_))
+            ),
+            "round {r}: the machine outlived its last execution"
+        );
+    }
+}
+
+/// Instantiates each backend-generic test for SQLite and for PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::Backend::sqlite())
+            })*
+
+            /// Pass-state transitions per second. Run with `--run-ignored only`.
+            #[test]
+            #[ignore]
+            fn transitions_per_second() {
+                super::transitions_per_second(&super::Backend::sqlite())
+            }
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::Backend::postgres())
+            })*
+
+            /// Pass-state transitions per second. Run with `--run-ignored only`.
+            #[test]
+            #[ignore]
+            fn transitions_per_second() {
+                super::transitions_per_second(&super::Backend::postgres())
+            }
+        }
+    };
+}
+
+on_both_backends!(
+    machines_create_describe_update_list_tag,
+    deleting_a_machine_lets_its_executions_finish,
+    versions_and_aliases,
+    start_is_idempotent_by_name_and_input,
+    list_executions_filters_and_pages_newest_first,
+    history_reads_forward_and_reverse_in_pages,
+    the_step_queue_runs_transitions_and_timers,
+    an_expired_lease_hands_the_step_over_and_the_lost_claim_changes_nothing,
+    a_restart_keeps_everything_and_frees_claims_after_their_lease,
+    task_tokens_resolve_once,
+    a_timeout_closes_an_open_token_and_the_end_of_an_execution_closes_the_rest,
+    stop_aborts_and_drops_steps_even_while_one_is_claimed,
+    redrive_reopens_failed_executions_within_14_days,
+    the_history_bound_fails_the_execution_as_aws_does,
+    retention_purges_old_finished_executions_only,
+    fan_outs_bound_concurrency_and_join_once,
+    a_failure_beyond_tolerance_closes_the_fan_out_and_cuts_the_rest,
+    a_claim_for_one_execution_takes_only_its_due_step,
+    kill_9_loses_no_transition,
+);

@@ -2,9 +2,9 @@
 //! aliases; executions; history events; the durable step queue the executor drives; task
 //! tokens; retention.
 //!
-//! [`FlowStore`] speaks domain operations only, so a PostgreSQL backend can implement it
-//! next to [`sqlite::SqliteFlowStore`]. It is synchronous: async callers use
-//! `spawn_blocking`.
+//! [`FlowStore`] speaks domain operations only: [`sqlite::SqliteFlowStore`] implements it
+//! for one node, [`postgres::PgFlowStore`] for several nodes sharing one database. It is
+//! synchronous: async callers use `spawn_blocking`.
 //!
 //! **Outbox.** Every state transition commits its history events, the execution's next
 //! steps and the execution's new status in one transaction

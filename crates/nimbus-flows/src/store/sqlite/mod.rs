@@ -101,11 +101,11 @@ impl SqliteFlowStore {
 }
 
 /// An opaque pagination token for a key.
-fn encode_token(key: &str) -> String {
+pub(super) fn encode_token(key: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
 }
 
-fn decode_token(token: &str) -> StoreResult<String> {
+pub(super) fn decode_token(token: &str) -> StoreResult<String> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()
@@ -113,16 +113,16 @@ fn decode_token(token: &str) -> StoreResult<String> {
         .ok_or_else(|| StoreError::InvalidToken(token.into()))
 }
 
-fn json_text(v: &serde_json::Value) -> String {
+pub(super) fn json_text(v: &serde_json::Value) -> String {
     serde_json::to_string(v).expect("a JSON value serialises")
 }
 
-fn parse_json(s: &str) -> StoreResult<serde_json::Value> {
+pub(super) fn parse_json(s: &str) -> StoreResult<serde_json::Value> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad JSON column: {e}")))
 }
 
 /// Keeps `max` items of `rows` (fetched with one extra) and the token of the next page.
-fn paginate<T>(mut rows: Vec<T>, max: usize, key: impl Fn(&T) -> String) -> Page<T> {
+pub(super) fn paginate<T>(mut rows: Vec<T>, max: usize, key: impl Fn(&T) -> String) -> Page<T> {
     let next_token = if rows.len() > max {
         rows.truncate(max);
         rows.last().map(|r| encode_token(&key(r)))
