@@ -67,8 +67,9 @@ impl PgError {
                     || e.as_db_error().is_none()
                     || matches!(
                         e.code().map(|c| c.code()),
-                        // serialization failure, deadlock, admin shutdown, cannot connect now
-                        Some("40001" | "40P01" | "57P01" | "57P02" | "57P03")
+                        // serialization failure, deadlock, lock timeout, admin shutdown,
+                        // cannot connect now
+                        Some("40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03")
                     )
             }
             _ => false,
@@ -93,6 +94,9 @@ pub(crate) fn query_message(e: &tokio_postgres::Error) -> String {
         },
     }
 }
+
+/// Set on every new connection (see [`Pg::connect`]).
+const LOCK_TIMEOUT: &str = "SET lock_timeout = '5s'";
 
 /// Connection settings.
 #[derive(Debug, Clone)]
@@ -176,6 +180,17 @@ impl Pg {
             .wait_timeout(Some(cfg.wait))
             .create_timeout(Some(cfg.wait))
             .recycle_timeout(Some(cfg.wait))
+            .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    // As SQLite's busy timeout: a statement waiting for a row another node
+                    // holds gives up (SQLSTATE 55P03, transient) instead of waiting for ever
+                    // behind a node that hangs inside its transaction.
+                    client
+                        .batch_execute(LOCK_TIMEOUT)
+                        .await
+                        .map_err(deadpool_postgres::HookError::Backend)
+                })
+            }))
             .build()
             .map_err(|e| PgError::Pool(e.to_string()))?;
         let pg = Pg {

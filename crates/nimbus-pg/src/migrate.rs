@@ -51,6 +51,8 @@ impl Pg {
     pub fn migrate(&self, component: &str, steps: &[Migration]) -> Result<()> {
         let known = steps.len() as i32;
         self.transaction(async |tx| {
+            // Another node's migrations may take longer than the usual lock timeout.
+            tx.batch_execute("SET LOCAL lock_timeout = '120s'").await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
                 .await?;
             tx.batch_execute(&format!(
@@ -190,6 +192,40 @@ mod tests {
             })
             .unwrap();
         assert_eq!(tables, 0, "the first step rolled back with the second");
+    }
+
+    #[test]
+    fn a_lock_held_by_another_node_times_out_as_transient() {
+        let db = TestDb::new("lock_timeout");
+        db.pg.migrate("things", STEPS).unwrap();
+        let other = Pg::connect(&crate::PgConfig::new(&db.url)).unwrap();
+        let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                other
+                    .transaction(async |tx| {
+                        tx.execute("INSERT INTO things (id) VALUES (1)", &[])
+                            .await?;
+                        held.wait();
+                        release.wait();
+                        Ok(())
+                    })
+                    .unwrap()
+            });
+            held.wait();
+            let t0 = std::time::Instant::now();
+            let e = db
+                .pg
+                .with(async |c| {
+                    c.execute("INSERT INTO things (id) VALUES (1)", &[]).await?;
+                    Ok(())
+                })
+                .unwrap_err();
+            release.wait();
+            assert_eq!(e.code(), Some("55P03"), "{e}");
+            assert!(e.is_transient());
+            assert!(t0.elapsed() >= std::time::Duration::from_secs(4));
+        });
     }
 
     #[test]
