@@ -47,6 +47,64 @@ impl BacklogLimit {
             )
             .optional()?
             .unwrap_or(0);
+        let total: i64 = db.query_row("SELECT COALESCE(SUM(bytes), 0) FROM backlog", [], |r| {
+            r.get(0)
+        })?;
+        self.judge(owner, held, total, items, bytes, what)
+    }
+
+    /// [`BacklogLimit::admit`] in a PostgreSQL transaction, on the counts table `table`
+    /// (`events_backlog`, `queues_backlog`). The owner's count row is locked (`FOR UPDATE`)
+    /// until the transaction ends, so nodes adding to one owner take turns and its bound
+    /// holds exactly; the bytes across owners are read unlocked.
+    pub(crate) async fn admit_pg(
+        &self,
+        tx: &nimbus_pg::Transaction<'_>,
+        table: &str,
+        owner: &str,
+        items: u64,
+        bytes: u64,
+        what: Backlog,
+    ) -> Result<()> {
+        if *self == Self::UNLIMITED {
+            return Ok(());
+        }
+        let pg = |e| StoreError::Postgres(nimbus_pg::PgError::from(e));
+        tx.execute(
+            &format!("INSERT INTO {table} (owner, items, bytes) VALUES ($1, 0, 0) ON CONFLICT (owner) DO NOTHING"),
+            &[&owner],
+        )
+        .await
+        .map_err(pg)?;
+        let held: i64 = tx
+            .query_one(
+                &format!("SELECT items FROM {table} WHERE owner = $1 FOR UPDATE"),
+                &[&owner],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let total: i64 = tx
+            .query_one(
+                &format!("SELECT COALESCE(SUM(bytes), 0)::BIGINT FROM {table}"),
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        self.judge(owner, held, total, items, bytes, what)
+    }
+
+    /// Refuses when `held` items of `owner` and `total` bytes of all leave no room.
+    fn judge(
+        &self,
+        owner: &str,
+        held: i64,
+        total: i64,
+        items: u64,
+        bytes: u64,
+        what: Backlog,
+    ) -> Result<()> {
         let names = what.names();
         if (held.max(0) as u64).saturating_add(items) > self.per_owner {
             return Err(StoreError::Full(format!(
@@ -54,9 +112,6 @@ impl BacklogLimit {
                 names.owner, names.items, self.per_owner, names.count_flag
             )));
         }
-        let total: i64 = db.query_row("SELECT COALESCE(SUM(bytes), 0) FROM backlog", [], |r| {
-            r.get(0)
-        })?;
         if (total.max(0) as u64).saturating_add(bytes) > self.total_bytes {
             return Err(StoreError::Full(format!(
                 "stored {} total {total} bytes (the limit is {} bytes, {}); retry once some are processed",

@@ -197,9 +197,9 @@ pub(crate) fn receive(
 
 /// One message a receive attempt returned.
 #[derive(Debug, Serialize, Deserialize)]
-struct Attempted {
-    receipt: String,
-    visible_at_ms: i64,
+pub(crate) struct Attempted {
+    pub receipt: String,
+    pub visible_at_ms: i64,
 }
 
 /// The messages receive attempt `attempt` returned, their visibility timeout started

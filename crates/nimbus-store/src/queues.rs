@@ -627,11 +627,11 @@ impl SqliteQueueStore {
     }
 }
 
-fn not_found(name: &str) -> StoreError {
+pub(crate) fn not_found(name: &str) -> StoreError {
     StoreError::NotFound(format!("queue not found: {name}"))
 }
 
-fn stale(receipt: &str) -> StoreError {
+pub(crate) fn stale(receipt: &str) -> StoreError {
     StoreError::InvalidInput(format!(
         "receipt handle {receipt:?} is invalid or stale: the message was deleted or received again since"
     ))
@@ -731,7 +731,12 @@ pub(crate) fn queue_in(tx: &Connection, name: &str) -> Result<QueueInfo> {
 }
 
 /// The message `m` becomes when stored in queue `name` (a new id; FIFO fields from `key`).
-fn message_of(name: &str, m: &NewMessage, now_ms: i64, key: &crate::fifo::DedupKey) -> Message {
+pub(crate) fn message_of(
+    name: &str,
+    m: &NewMessage,
+    now_ms: i64,
+    key: &crate::fifo::DedupKey,
+) -> Message {
     Message {
         id: uuid::Uuid::new_v4().to_string(),
         queue: name.to_string(),
