@@ -205,3 +205,80 @@ impl Backlog {
         }
     }
 }
+
+/// Backend-parameterised store tests: each test is a function of a [`testing::Backend`]
+/// and runs on SQLite and on PostgreSQL ([`testing::backend_tests`]).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::BacklogLimit;
+    use crate::postgres::events::PgEventQueue;
+    use crate::postgres::queues::PgQueueStore;
+    use crate::{EventQueue, QueueStore, SqliteEventQueue, SqliteQueueStore};
+
+    /// Where a test's stores keep their data: every store opened on it sees the same data
+    /// (opening again is a restart).
+    pub(crate) enum Backend {
+        Sqlite(tempfile::TempDir),
+        Postgres(nimbus_pg::testing::TestDb),
+    }
+
+    impl Backend {
+        pub(crate) fn sqlite() -> Self {
+            Backend::Sqlite(tempfile::tempdir().unwrap())
+        }
+
+        pub(crate) fn postgres() -> Self {
+            Backend::Postgres(nimbus_pg::testing::TestDb::new("store"))
+        }
+
+        pub(crate) fn events(&self) -> Box<dyn EventQueue> {
+            self.events_with(BacklogLimit::UNLIMITED)
+        }
+
+        pub(crate) fn events_with(&self, limit: BacklogLimit) -> Box<dyn EventQueue> {
+            match self {
+                Backend::Sqlite(d) => {
+                    Box::new(SqliteEventQueue::open(d.path()).unwrap().with_limit(limit))
+                }
+                Backend::Postgres(db) => {
+                    Box::new(PgEventQueue::open(&db.pg).unwrap().with_limit(limit))
+                }
+            }
+        }
+
+        pub(crate) fn queues(&self) -> Box<dyn QueueStore> {
+            self.queues_with(BacklogLimit::UNLIMITED)
+        }
+
+        pub(crate) fn queues_with(&self, limit: BacklogLimit) -> Box<dyn QueueStore> {
+            match self {
+                Backend::Sqlite(d) => {
+                    Box::new(SqliteQueueStore::open(d.path()).unwrap().with_limit(limit))
+                }
+                Backend::Postgres(db) => {
+                    Box::new(PgQueueStore::open(&db.pg).unwrap().with_limit(limit))
+                }
+            }
+        }
+    }
+
+    /// Instantiates each named test function (`fn name(b: &Backend)` in the enclosing
+    /// module) once per backend: `sqlite::name` and `postgres::name`.
+    macro_rules! backend_tests {
+        ($($name:ident),* $(,)?) => {
+            mod sqlite {
+                $(#[test]
+                fn $name() {
+                    super::$name(&$crate::backlog::testing::Backend::sqlite())
+                })*
+            }
+            mod postgres {
+                $(#[test]
+                fn $name() {
+                    super::$name(&$crate::backlog::testing::Backend::postgres())
+                })*
+            }
+        };
+    }
+    pub(crate) use backend_tests;
+}
