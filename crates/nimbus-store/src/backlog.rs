@@ -231,6 +231,14 @@ pub(crate) mod testing {
             Backend::Postgres(nimbus_pg::testing::TestDb::new("store"))
         }
 
+        /// A new, empty backend of the same kind.
+        pub(crate) fn fresh(&self) -> Self {
+            match self {
+                Backend::Sqlite(_) => Self::sqlite(),
+                Backend::Postgres(_) => Self::postgres(),
+            }
+        }
+
         pub(crate) fn events(&self) -> Box<dyn EventQueue> {
             self.events_with(BacklogLimit::UNLIMITED)
         }

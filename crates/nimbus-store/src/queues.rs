@@ -1411,16 +1411,10 @@ pub fn md5(input: &[u8]) -> [u8; 16] {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, SqliteQueueStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteQueueStore::open(dir.path()).unwrap();
-        (dir, s)
-    }
+    use crate::backlog::testing::{backend_tests, Backend};
 
-    #[test]
-    fn a_message_keeps_its_trace_context() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteQueueStore::open(dir.path()).unwrap();
+    fn a_message_keeps_its_trace_context(b: &Backend) {
+        let s = b.queues();
         s.put_queue("q", &QueueSettings::default(), 0).unwrap();
         let xray = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
         let traced = NewMessage {
@@ -1498,9 +1492,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn send_receive_delete_with_visibility() {
-        let (_d, s) = store();
+    fn send_receive_delete_with_visibility(b: &Backend) {
+        let s = b.queues();
         let settings = QueueSettings {
             visibility_timeout_s: 1,
             ..Default::default()
@@ -1573,9 +1566,8 @@ mod tests {
         assert!(s.send("nope", &[msg("x")], 0).unwrap_err().is_not_found());
     }
 
-    #[test]
-    fn redrive_after_max_receive_count() {
-        let (_d, s) = store();
+    fn redrive_after_max_receive_count(b: &Backend) {
+        let s = b.queues();
         s.put_queue("dlq", &QueueSettings::default(), 0).unwrap();
         let settings = QueueSettings {
             visibility_timeout_s: 0,
@@ -1598,9 +1590,8 @@ mod tests {
         assert_eq!(dead[0].receive_count, 1);
     }
 
-    #[test]
-    fn redrive_moves_dead_letters_back_to_their_source() {
-        let (_d, s) = store();
+    fn redrive_moves_dead_letters_back_to_their_source(b: &Backend) {
+        let s = b.queues();
         s.put_queue("dlq", &QueueSettings::default(), 0).unwrap();
         let settings = QueueSettings {
             visibility_timeout_s: 0,
@@ -1659,16 +1650,12 @@ mod tests {
         assert_eq!(s.redrive("dlq", Some("q2"), None, 70).unwrap().moved, 0);
     }
 
-    #[test]
-    fn sends_beyond_the_backlog_limit_are_refused_until_messages_go() {
-        let dir = tempfile::tempdir().unwrap();
+    fn sends_beyond_the_backlog_limit_are_refused_until_messages_go(b: &Backend) {
         let limit = BacklogLimit {
             per_owner: 3,
             total_bytes: 10,
         };
-        let s = SqliteQueueStore::open(dir.path())
-            .unwrap()
-            .with_limit(limit);
+        let s = b.queues_with(limit);
         let settings = QueueSettings {
             visibility_timeout_s: 0,
             retention_s: 60,
@@ -1709,9 +1696,7 @@ mod tests {
         s.purge("dlq").unwrap();
         s.send("dlq", &[msg("e")], 30).unwrap();
         drop(s);
-        let s = SqliteQueueStore::open(dir.path())
-            .unwrap()
-            .with_limit(limit);
+        let s = b.queues_with(limit);
         // 7 bytes in "other" + "e" in dlq: 3 more bytes pass 10.
         assert!(s.send("other", &[msg("zzz")], 30).unwrap_err().is_full());
         s.delete_queue("other").unwrap();
@@ -1722,9 +1707,8 @@ mod tests {
         s.send("q", &[msg("4")], 61_000).unwrap();
     }
 
-    #[test]
-    fn release_does_not_count_and_delay_and_purge() {
-        let (_d, s) = store();
+    fn release_does_not_count_and_delay_and_purge(b: &Backend) {
+        let s = b.queues();
         s.put_queue("q", &QueueSettings::default(), 0).unwrap();
         s.send(
             "q",
@@ -1751,9 +1735,7 @@ mod tests {
         assert!(s.get_queue("q").unwrap_err().is_not_found());
     }
 
-    #[test]
-    fn mappings_and_durability() {
-        let dir = tempfile::tempdir().unwrap();
+    fn mappings_and_durability(b: &Backend) {
         let m = EventSourceMapping {
             uuid: "u1".into(),
             queue: "q".into(),
@@ -1766,7 +1748,7 @@ mod tests {
             filters: vec![r#"{"body":{"k":["v"]}}"#.into()],
         };
         {
-            let s = SqliteQueueStore::open(dir.path()).unwrap();
+            let s = b.queues();
             s.put_queue("q", &QueueSettings::default(), 0).unwrap();
             s.send("q", &[msg("kept")], 0).unwrap();
             s.create_mapping(&m).unwrap();
@@ -1776,7 +1758,7 @@ mod tests {
             };
             assert!(s.create_mapping(&bad).is_err());
         }
-        let s = SqliteQueueStore::open(dir.path()).unwrap();
+        let s = b.queues();
         assert_eq!(s.list_mappings().unwrap(), vec![m.clone()]);
         assert_eq!(s.receive("q", 10, None, 1).unwrap()[0].body, "kept");
         let upd = EventSourceMapping {
@@ -1788,4 +1770,14 @@ mod tests {
         s.delete_mapping("u1").unwrap();
         assert!(s.get_mapping("u1").unwrap_err().is_not_found());
     }
+
+    backend_tests!(
+        a_message_keeps_its_trace_context,
+        send_receive_delete_with_visibility,
+        redrive_after_max_receive_count,
+        redrive_moves_dead_letters_back_to_their_source,
+        sends_beyond_the_backlog_limit_are_refused_until_messages_go,
+        release_does_not_count_and_delay_and_purge,
+        mappings_and_durability,
+    );
 }
