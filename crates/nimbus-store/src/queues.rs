@@ -1780,4 +1780,168 @@ mod tests {
         release_does_not_count_and_delay_and_purge,
         mappings_and_durability,
     );
+
+    /// Cluster mode: several nodes (pools) on one database.
+    mod cluster {
+        use crate::postgres::queues::PgQueueStore;
+        use crate::{NewMessage, QueueSettings, QueueStore};
+        use nimbus_pg::testing::TestDb;
+        use nimbus_pg::{Pg, PgConfig};
+        use std::collections::{HashMap, HashSet};
+        use std::sync::{Arc, Barrier, Mutex};
+
+        fn node(db: &TestDb) -> Arc<PgQueueStore> {
+            let pg = Pg::connect(&PgConfig::new(&db.url)).unwrap();
+            Arc::new(PgQueueStore::open(&pg).unwrap())
+        }
+
+        fn fifo() -> QueueSettings {
+            QueueSettings {
+                fifo: true,
+                content_based_dedup: true,
+                ..Default::default()
+            }
+        }
+
+        #[test]
+        fn nodes_receiving_at_once_never_get_the_same_message_and_lose_none() {
+            let db = TestDb::new("queues_nodes");
+            let nodes = [node(&db), node(&db)];
+            nodes[0]
+                .put_queue("q", &QueueSettings::default(), 0)
+                .unwrap();
+            for i in 0..30 {
+                let batch: Vec<NewMessage> = (0..10)
+                    .map(|j| NewMessage {
+                        body: format!("m{i}-{j}"),
+                        ..Default::default()
+                    })
+                    .collect();
+                nodes[i % 2].send("q", &batch, 0).unwrap();
+            }
+            let threads: Vec<_> = (0..6)
+                .map(|t| {
+                    let s = nodes[t % 2].clone();
+                    std::thread::spawn(move || {
+                        let mut got = Vec::new();
+                        loop {
+                            let batch = s.receive("q", 7, Some(600), 1000).unwrap();
+                            if batch.is_empty() {
+                                break;
+                            }
+                            for m in batch {
+                                s.delete_message("q", m.receipt.as_deref().unwrap())
+                                    .unwrap();
+                                got.push(m.id);
+                            }
+                        }
+                        got
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in threads {
+                all.extend(t.join().unwrap());
+            }
+            let unique: HashSet<&String> = all.iter().collect();
+            assert_eq!(unique.len(), all.len(), "a message was received twice");
+            assert_eq!(all.len(), 300, "messages were lost");
+            assert_eq!(nodes[1].stats("q", 1000).unwrap(), Default::default());
+        }
+
+        #[test]
+        fn fifo_groups_have_one_batch_in_flight_across_nodes_and_keep_their_order() {
+            let db = TestDb::new("queues_fifo_nodes");
+            let nodes = [node(&db), node(&db)];
+            nodes[0].put_queue("q.fifo", &fifo(), 0).unwrap();
+            for g in 0..8 {
+                for part in 0..2 {
+                    let batch: Vec<NewMessage> = (0..10)
+                        .map(|i| NewMessage {
+                            body: format!("g{g}-{}", part * 10 + i),
+                            group_id: Some(format!("g{g}")),
+                            ..Default::default()
+                        })
+                        .collect();
+                    nodes[(g + part) % 2].send("q.fifo", &batch, 0).unwrap();
+                }
+            }
+            // The last sequence number handed out per group: a batch must start after it.
+            let last: Arc<Mutex<HashMap<String, u128>>> = Default::default();
+            let threads: Vec<_> = (0..6)
+                .map(|t| {
+                    let (s, last) = (nodes[t % 2].clone(), last.clone());
+                    std::thread::spawn(move || {
+                        let mut got = Vec::new();
+                        let mut idle = 0;
+                        while idle < 3 {
+                            let batch = s.receive("q.fifo", 3, Some(600), 1000).unwrap();
+                            if batch.is_empty() {
+                                idle += 1;
+                                std::thread::sleep(std::time::Duration::from_millis(20));
+                                continue;
+                            }
+                            idle = 0;
+                            {
+                                let mut last = last.lock().unwrap();
+                                for m in &batch {
+                                    let g = m.group_id.clone().unwrap();
+                                    let seq: u128 =
+                                        m.sequence_number.as_deref().unwrap().parse().unwrap();
+                                    let prev = last.insert(g.clone(), seq);
+                                    assert!(
+                                        prev.is_none_or(|p| p < seq),
+                                        "group {g}: {seq} after {prev:?}"
+                                    );
+                                }
+                            }
+                            for m in batch {
+                                s.delete_message("q.fifo", m.receipt.as_deref().unwrap())
+                                    .unwrap();
+                                got.push(m.body);
+                            }
+                        }
+                        got
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in threads {
+                all.extend(t.join().unwrap());
+            }
+            let unique: HashSet<&String> = all.iter().collect();
+            assert_eq!(unique.len(), all.len(), "a message was received twice");
+            assert_eq!(all.len(), 160, "messages were lost");
+        }
+
+        #[test]
+        fn one_deduplication_id_sent_by_many_nodes_at_once_is_one_message() {
+            let db = TestDb::new("queues_dedup_nodes");
+            let nodes = [node(&db), node(&db)];
+            nodes[0].put_queue("q.fifo", &fifo(), 0).unwrap();
+            for round in 0..5 {
+                let barrier = Arc::new(Barrier::new(6));
+                let threads: Vec<_> = (0..6)
+                    .map(|t| {
+                        let (s, barrier) = (nodes[t % 2].clone(), barrier.clone());
+                        std::thread::spawn(move || {
+                            barrier.wait();
+                            let m = NewMessage {
+                                body: format!("body {round}"),
+                                group_id: Some(format!("g{t}")),
+                                ..Default::default()
+                            };
+                            s.send("q.fifo", &[m], 10).unwrap().remove(0)
+                        })
+                    })
+                    .collect();
+                let sent: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+                assert!(sent.iter().all(|m| m.id == sent[0].id), "{sent:?}");
+                assert!(sent
+                    .iter()
+                    .all(|m| m.sequence_number == sent[0].sequence_number));
+            }
+            assert_eq!(nodes[1].stats("q.fifo", 10).unwrap().visible, 5);
+        }
+    }
 }
