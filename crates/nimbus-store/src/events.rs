@@ -938,6 +938,19 @@ mod tests {
         }
 
         #[test]
+        fn a_dead_nodes_claims_return_to_another_node_when_their_lease_ends() {
+            let db = TestDb::new("events_dead_node");
+            let (a, b) = (node(&db), node(&db));
+            a.enqueue(&ev("e", 1, None), 0).unwrap();
+            assert_eq!(a.claim_due(10, 10, 1000).unwrap().len(), 1);
+            drop(a);
+            assert!(b.claim_due(1009, 10, 1000).unwrap().is_empty());
+            let again = b.claim_due(1010, 10, 1000).unwrap();
+            assert_eq!(again.len(), 1);
+            assert_eq!(again[0].id, "e");
+        }
+
+        #[test]
         fn requeue_running_leaves_live_leases_to_their_nodes() {
             let db = TestDb::new("events_requeue");
             let (a, b) = (node(&db), node(&db));

@@ -1943,5 +1943,93 @@ mod tests {
             }
             assert_eq!(nodes[1].stats("q.fifo", 10).unwrap().visible, 5);
         }
+
+        #[test]
+        fn a_dead_nodes_messages_come_back_when_their_visibility_ends() {
+            let db = TestDb::new("queues_dead_node");
+            let (a, b) = (node(&db), node(&db));
+            a.put_queue("q", &QueueSettings::default(), 0).unwrap();
+            a.put_queue("q.fifo", &fifo(), 0).unwrap();
+            a.send(
+                "q",
+                &[NewMessage {
+                    body: "m".into(),
+                    ..Default::default()
+                }],
+                0,
+            )
+            .unwrap();
+            let fm = NewMessage {
+                body: "f".into(),
+                group_id: Some("g".into()),
+                ..Default::default()
+            };
+            a.send("q.fifo", &[fm], 0).unwrap();
+            let held = a.receive("q", 10, Some(5), 100).unwrap();
+            let held_fifo = a.receive("q.fifo", 10, Some(5), 100).unwrap();
+            assert_eq!((held.len(), held_fifo.len()), (1, 1));
+            drop(a);
+            // Hidden while the dead node's visibility timeout runs…
+            assert!(b.receive("q", 10, None, 5_000).unwrap().is_empty());
+            assert!(b.receive("q.fifo", 10, None, 5_000).unwrap().is_empty());
+            // …then back, under a new handle.
+            let again = b.receive("q", 10, None, 5_100).unwrap();
+            assert_eq!(again[0].id, held[0].id);
+            assert_eq!(again[0].receive_count, 2);
+            let again = b.receive("q.fifo", 10, None, 5_100).unwrap();
+            assert_eq!(again[0].id, held_fifo[0].id);
+            assert!(b
+                .delete_message("q", held[0].receipt.as_deref().unwrap())
+                .unwrap_err()
+                .is_invalid_input());
+        }
+
+        #[test]
+        fn the_backlog_bound_of_a_queue_holds_across_nodes() {
+            let db = TestDb::new("queues_backlog_nodes");
+            let limit = crate::BacklogLimit {
+                per_owner: 10,
+                total_bytes: u64::MAX - 1,
+            };
+            let pgs = [
+                Pg::connect(&PgConfig::new(&db.url)).unwrap(),
+                Pg::connect(&PgConfig::new(&db.url)).unwrap(),
+            ];
+            let nodes: Vec<Arc<PgQueueStore>> = pgs
+                .iter()
+                .map(|pg| Arc::new(PgQueueStore::open(pg).unwrap().with_limit(limit)))
+                .collect();
+            nodes[0]
+                .put_queue("q", &QueueSettings::default(), 0)
+                .unwrap();
+            let barrier = Arc::new(Barrier::new(6));
+            let threads: Vec<_> = (0..6)
+                .map(|t| {
+                    let (s, barrier) = (nodes[t % 2].clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let mut stored = 0;
+                        for i in 0..5 {
+                            let m = NewMessage {
+                                body: format!("{t}-{i}"),
+                                ..Default::default()
+                            };
+                            match s.send("q", &[m], 0) {
+                                Ok(_) => stored += 1,
+                                Err(e) => assert!(e.is_full(), "{e}"),
+                            }
+                        }
+                        stored
+                    })
+                })
+                .collect();
+            let stored: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            assert_eq!(stored, 10);
+            assert_eq!(nodes[1].stats("q", 0).unwrap().visible, 10);
+            assert_eq!(
+                nodes[0].backlog().unwrap().largest_owner,
+                Some(("q".into(), 10))
+            );
+        }
     }
 }
