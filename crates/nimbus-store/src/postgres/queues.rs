@@ -954,119 +954,123 @@ impl QueueStore for PgQueueStore {
                             .into(),
                     ));
                 }
-                if let Some(key) = &fifo {
-                    if let Some(original) = duplicate_of(tx, name, key, now_ms).await? {
-                        // Sent again within the deduplication interval: accepted, not stored.
-                        out.push(Message {
-                            id: original.0,
-                            sequence_number: Some(sequence_number(original.1)),
-                            ..message_of(name, m, now_ms, key)
-                        });
-                        continue;
+                let invalid = if m.body.is_empty() {
+                    Some("a message body must not be empty")
+                } else if m.delay_s > 900 {
+                    Some("delay must be 0-900 seconds")
+                } else {
+                    None
+                };
+                let Some(key) = &fifo else {
+                    if let Some(invalid) = invalid {
+                        return Err(StoreError::InvalidInput(invalid.into()));
                     }
-                }
-                if m.body.is_empty() {
-                    return Err(StoreError::InvalidInput(
-                        "a message body must not be empty".into(),
-                    ));
-                }
-                if m.delay_s > 900 {
-                    return Err(StoreError::InvalidInput(
-                        "delay must be 0-900 seconds".into(),
-                    ));
-                }
-                let mut msg = match &fifo {
-                    Some(key) => message_of(name, m, now_ms, key),
-                    None if m.group_id.is_some() || m.dedup_id.is_some() => {
+                    if m.group_id.is_some() || m.dedup_id.is_some() {
                         return Err(StoreError::InvalidInput(
                             "message group and deduplication ids are for FIFO queues".into(),
-                        ))
+                        ));
                     }
-                    None => message_of(name, m, now_ms, &Default::default()),
+                    let msg = message_of(name, m, now_ms, &Default::default());
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO queues_messages ({MESSAGE_COLUMNS})
+                             VALUES ($1, $2, $3, $4, $5, $6, 0, NULL, $7, NULL, $8, $9, NULL, NULL)"
+                        ),
+                        &[
+                            &msg.id,
+                            &msg.queue,
+                            &msg.body,
+                            &msg.attributes.to_string(),
+                            &msg.md5,
+                            &msg.sent_ms,
+                            &msg.visible_at_ms,
+                            &msg.trace,
+                            &msg.sender,
+                        ],
+                    )
+                    .await
+                    .db()?;
+                    out.push(msg);
+                    continue;
                 };
-                let seq: Option<i64> = match &fifo {
-                    None => None,
-                    Some(key) => {
-                        // The group's sends take turns, so its sequence numbers follow the
-                        // order its messages commit in.
-                        let group = key.group_id.as_deref().unwrap_or_default();
-                        lock_group(tx, name, group).await?;
-                        let seq: i64 = tx
-                            .query_one(
-                                "SELECT nextval(pg_get_serial_sequence('queues_messages', 'seq'))",
-                                &[],
-                            )
-                            .await
-                            .db()?
-                            .get(0);
-                        // Claim the deduplication id: of two nodes sending it at once, one
-                        // stores its message, the other answers with that one.
-                        let claimed = tx
-                            .query_opt(
-                                "INSERT INTO queues_fifo_dedup
+                let duplicate = |original: (String, i64)| Message {
+                    id: original.0,
+                    sequence_number: Some(sequence_number(original.1)),
+                    ..message_of(name, m, now_ms, key)
+                };
+                if let Some(invalid) = invalid {
+                    // Sent again within the deduplication interval: accepted as it was.
+                    let original = duplicate_of(tx, name, key, now_ms)
+                        .await?
+                        .ok_or_else(|| StoreError::InvalidInput(invalid.into()))?;
+                    out.push(duplicate(original));
+                    continue;
+                }
+                let mut msg = message_of(name, m, now_ms, key);
+                // Take the group's row first: the group's sends take turns, so its
+                // sequence numbers follow the order its messages commit in.
+                let seq: i64 = tx
+                    .query_one(
+                        "WITH g AS (
+                             INSERT INTO queues_fifo_groups (queue, group_id) VALUES ($1, $2)
+                             ON CONFLICT (queue, group_id) DO UPDATE SET group_id = EXCLUDED.group_id
+                             RETURNING 1)
+                         SELECT nextval(pg_get_serial_sequence('queues_messages', 'seq')) FROM g",
+                        &[&name, &msg.group_id],
+                    )
+                    .await
+                    .db()?
+                    .get(0);
+                // Claim the deduplication id and store the message in one statement: of
+                // two nodes sending the id at once, one stores its message; a remembered
+                // id stores nothing and is answered with its message.
+                let stored = tx
+                    .execute(
+                        &format!(
+                            "WITH d AS (
+                                 INSERT INTO queues_fifo_dedup
                                      (queue, scope, dedup_id, message_id, seq, expires_ms)
-                                 VALUES ($1, $2, $3, $4, $5, $6)
+                                 VALUES ($2, $13, $11, $1, $12, $14)
                                  ON CONFLICT (queue, scope, dedup_id) DO UPDATE
                                      SET message_id = EXCLUDED.message_id, seq = EXCLUDED.seq,
                                          expires_ms = EXCLUDED.expires_ms
-                                     WHERE queues_fifo_dedup.expires_ms <= $7
-                                 RETURNING seq",
-                                &[
-                                    &name,
-                                    &key.scope,
-                                    &key.dedup_id,
-                                    &msg.id,
-                                    &seq,
-                                    &(now_ms + DEDUP_INTERVAL_MS),
-                                    &now_ms,
-                                ],
-                            )
-                            .await
-                            .db()?;
-                        if claimed.is_none() {
-                            let original =
-                                duplicate_of(tx, name, key, now_ms).await?.ok_or_else(|| {
-                                    StoreError::Conflict(format!(
-                                        "deduplication id {:?} is being sent concurrently: retry",
-                                        key.dedup_id.as_deref().unwrap_or_default()
-                                    ))
-                                })?;
-                            out.push(Message {
-                                id: original.0,
-                                sequence_number: Some(sequence_number(original.1)),
-                                ..msg
-                            });
-                            continue;
-                        }
-                        Some(seq)
-                    }
-                };
-                tx.execute(
-                    &format!(
-                        "INSERT INTO queues_messages (seq, {MESSAGE_COLUMNS})
-                         VALUES (COALESCE($12, nextval(pg_get_serial_sequence('queues_messages', 'seq'))),
-                             $1, $2, $3, $4, $5, $6, 0, NULL, $7, NULL, $8, $9, $10, $11)"
-                    ),
-                    &[
-                        &msg.id,
-                        &msg.queue,
-                        &msg.body,
-                        &msg.attributes.to_string(),
-                        &msg.md5,
-                        &msg.sent_ms,
-                        &msg.visible_at_ms,
-                        &msg.trace,
-                        &msg.sender,
-                        &msg.group_id,
-                        &msg.dedup_id,
-                        &seq,
-                    ],
-                )
-                .await
-                .db()?;
-                if let Some(seq) = seq {
-                    msg.sequence_number = Some(sequence_number(seq));
+                                     WHERE queues_fifo_dedup.expires_ms <= $6
+                                 RETURNING seq)
+                             INSERT INTO queues_messages (seq, {MESSAGE_COLUMNS})
+                             SELECT d.seq, $1, $2, $3, $4, $5, $6, 0, NULL, $7, NULL, $8, $9,
+                                 $10, $11
+                             FROM d"
+                        ),
+                        &[
+                            &msg.id,
+                            &msg.queue,
+                            &msg.body,
+                            &msg.attributes.to_string(),
+                            &msg.md5,
+                            &msg.sent_ms,
+                            &msg.visible_at_ms,
+                            &msg.trace,
+                            &msg.sender,
+                            &msg.group_id,
+                            &msg.dedup_id,
+                            &seq,
+                            &key.scope,
+                            &(now_ms + DEDUP_INTERVAL_MS),
+                        ],
+                    )
+                    .await
+                    .db()?;
+                if stored == 0 {
+                    let original = duplicate_of(tx, name, key, now_ms).await?.ok_or_else(|| {
+                        StoreError::Conflict(format!(
+                            "deduplication id {:?} is being sent concurrently: retry",
+                            key.dedup_id.as_deref().unwrap_or_default()
+                        ))
+                    })?;
+                    out.push(duplicate(original));
+                    continue;
                 }
+                msg.sequence_number = Some(sequence_number(seq));
                 out.push(msg);
             }
             Ok(out)
