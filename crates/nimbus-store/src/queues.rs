@@ -2031,5 +2031,39 @@ mod tests {
                 Some(("q".into(), 10))
             );
         }
+
+        #[test]
+        fn empty_fifo_groups_leave_no_rows_behind() {
+            let db = TestDb::new("queues_groups");
+            let s = node(&db);
+            s.put_queue("q.fifo", &fifo(), 0).unwrap();
+            let m = |g: &str, body: &str| NewMessage {
+                body: body.into(),
+                group_id: Some(g.into()),
+                ..Default::default()
+            };
+            s.send("q.fifo", &[m("a", "1"), m("b", "2"), m("c", "3")], 0)
+                .unwrap();
+            // A duplicate in a new group takes no group row.
+            s.send("q.fifo", &[m("d", "1")], 0).unwrap();
+            let groups = || -> i64 {
+                db.pg
+                    .with(async |c| {
+                        Ok(c.query_one("SELECT COUNT(*) FROM queues_fifo_groups", &[])
+                            .await?
+                            .get(0))
+                    })
+                    .unwrap()
+            };
+            assert_eq!(groups(), 3);
+            let got = s.receive("q.fifo", 10, None, 0).unwrap();
+            for r in &got[..2] {
+                s.delete_message("q.fifo", r.receipt.as_deref().unwrap())
+                    .unwrap();
+            }
+            assert_eq!(groups(), 1);
+            s.purge("q.fifo").unwrap();
+            assert_eq!(groups(), 0);
+        }
     }
 }

@@ -304,16 +304,15 @@ async fn lock_group(tx: &Transaction<'_>, name: &str, group: &str) -> Result<()>
 }
 
 /// Forgets the deduplication ids and receive attempts of queue `name` older than the
-/// interval.
+/// interval (one statement).
 async fn forget_expired(tx: &Transaction<'_>, name: &str, now_ms: i64) -> Result<()> {
-    for table in ["queues_fifo_dedup", "queues_receive_attempts"] {
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE queue = $1 AND expires_ms <= $2"),
-            &[&name, &now_ms],
-        )
-        .await
-        .db()?;
-    }
+    tx.execute(
+        "WITH d AS (DELETE FROM queues_fifo_dedup WHERE queue = $1 AND expires_ms <= $2)
+         DELETE FROM queues_receive_attempts WHERE queue = $1 AND expires_ms <= $2",
+        &[&name, &now_ms],
+    )
+    .await
+    .db()?;
     Ok(())
 }
 
@@ -1067,6 +1066,8 @@ impl QueueStore for PgQueueStore {
                             key.dedup_id.as_deref().unwrap_or_default()
                         ))
                     })?;
+                    // The group's row was taken for nothing if the group has no message.
+                    prune_groups(tx, name, key.group_id.as_deref()).await?;
                     out.push(duplicate(original));
                     continue;
                 }
