@@ -2065,5 +2065,42 @@ mod tests {
             s.purge("q.fifo").unwrap();
             assert_eq!(groups(), 0);
         }
+
+        #[test]
+        fn one_receive_attempt_retried_on_another_node_at_once_gets_the_same_messages() {
+            let db = TestDb::new("queues_attempt_nodes");
+            let nodes = [node(&db), node(&db)];
+            nodes[0].put_queue("q.fifo", &fifo(), 0).unwrap();
+            for g in 0..6 {
+                let m = NewMessage {
+                    body: format!("m{g}"),
+                    group_id: Some(format!("g{g}")),
+                    ..Default::default()
+                };
+                nodes[0].send("q.fifo", &[m], 0).unwrap();
+            }
+            for round in 0..3 {
+                let barrier = Arc::new(Barrier::new(4));
+                let threads: Vec<_> = (0..4)
+                    .map(|t| {
+                        let (s, barrier) = (nodes[t % 2].clone(), barrier.clone());
+                        std::thread::spawn(move || {
+                            barrier.wait();
+                            let attempt = format!("a{round}");
+                            let got = s
+                                .receive_attempt("q.fifo", 2, Some(600), Some(&attempt), 10)
+                                .unwrap();
+                            got.into_iter()
+                                .map(|m| m.receipt.unwrap())
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                let got: Vec<Vec<String>> =
+                    threads.into_iter().map(|t| t.join().unwrap()).collect();
+                assert_eq!(got[0].len(), 2, "{got:?}");
+                assert!(got.iter().all(|g| g == &got[0]), "{got:?}");
+            }
+        }
     }
 }

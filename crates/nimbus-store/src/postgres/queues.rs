@@ -16,6 +16,8 @@
 //!   sequence), so a group's messages are numbered in the order they commit.
 //! - A FIFO deduplication id is claimed with a primary key: of two nodes sending it at
 //!   once, exactly one stores the message; the other answers with that message.
+//! - Receives with one `ReceiveRequestAttemptId` take turns on its row: a retry made on
+//!   another node while the first receive runs replays what the first returned.
 //!
 //! Anything that adds messages to a group holds the group's row until it commits; the
 //! rows of groups left empty are removed under that same lock (skipping groups in use),
@@ -575,6 +577,15 @@ async fn replay(
     now_ms: i64,
 ) -> Result<Option<Vec<Message>>> {
     forget_expired(tx, name, now_ms).await?;
+    // Receives with one attempt id take turns (the row, made empty when new, is held
+    // until commit): a retry on another node at the same instant replays this one.
+    tx.execute(
+        "INSERT INTO queues_receive_attempts (queue, attempt_id, expires_ms, messages)
+         VALUES ($1, $2, $3, '[]') ON CONFLICT (queue, attempt_id) DO NOTHING",
+        &[&name, &attempt, &(now_ms + DEDUP_INTERVAL_MS)],
+    )
+    .await
+    .db()?;
     let Some(stored): Option<String> = tx
         .query_opt(
             "SELECT messages FROM queues_receive_attempts
@@ -722,6 +733,11 @@ async fn redrive_source(tx: &Transaction<'_>, dlq: &str) -> Result<String> {
 /// - The backlog's bound per queue is exact (sends to one queue take turns on its count
 ///   row); the bound on bytes across queues may be passed by what nodes send to different
 ///   queues at the same instant.
+/// - The per-queue count row (kept by triggers on every send, delete, move and expiry)
+///   makes the writes to one queue take turns for the length of their transactions.
+/// - A deadlock between nodes (batches sending to the same FIFO groups in another order,
+///   moves between two queues in both directions) is resolved by PostgreSQL and the
+///   losing transaction runs again.
 pub struct PgQueueStore {
     pg: Pg,
     limit: BacklogLimit,
