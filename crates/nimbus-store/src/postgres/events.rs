@@ -12,6 +12,7 @@ use crate::backlog::{Backlog, BacklogLimit};
 use crate::events::{Enqueued, EventQueue, EventUpdate, StoredResult};
 use crate::{BacklogUsage, Result, StoreError};
 use nimbus_core::{AsyncEvent, EventInvokeConfig, EventStatus};
+use nimbus_pg::types::ToSql;
 use nimbus_pg::{Client, Migration, Pg, PgError, Row, Transaction};
 use std::collections::BTreeMap;
 
@@ -25,6 +26,56 @@ impl<T, E: Into<PgError>> PgResultExt<T> for std::result::Result<T, E> {
         self.map_err(|e| StoreError::Postgres(e.into()))
     }
 }
+
+/// Statements through the connection's cache of prepared statements: a statement is
+/// parsed once per connection, then each use is one round trip.
+pub(crate) trait Cached {
+    async fn q(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PgError>;
+    async fn q_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, PgError>;
+    async fn q_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, PgError>;
+    async fn x(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, PgError>;
+}
+
+macro_rules! cached {
+    ($t:ty) => {
+        impl Cached for $t {
+            async fn q(
+                &self,
+                sql: &str,
+                params: &[&(dyn ToSql + Sync)],
+            ) -> Result<Vec<Row>, PgError> {
+                let st = self.prepare_cached(sql).await?;
+                self.query(&st, params).await.map_err(PgError::from)
+            }
+            async fn q_opt(
+                &self,
+                sql: &str,
+                params: &[&(dyn ToSql + Sync)],
+            ) -> Result<Option<Row>, PgError> {
+                let st = self.prepare_cached(sql).await?;
+                self.query_opt(&st, params).await.map_err(PgError::from)
+            }
+            async fn q_one(
+                &self,
+                sql: &str,
+                params: &[&(dyn ToSql + Sync)],
+            ) -> Result<Row, PgError> {
+                let st = self.prepare_cached(sql).await?;
+                self.query_one(&st, params).await.map_err(PgError::from)
+            }
+            async fn x(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, PgError> {
+                let st = self.prepare_cached(sql).await?;
+                self.execute(&st, params).await.map_err(PgError::from)
+            }
+        }
+    };
+}
+cached!(Client);
+cached!(Transaction<'_>);
 
 /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back on any error
 /// (a [`StoreError::Full`] or `Conflict` included, as the SQLite stores roll back). A
@@ -63,7 +114,7 @@ pub(crate) fn with_client<T>(pg: &Pg, f: impl AsyncFnOnce(&Client) -> Result<T>)
 pub(crate) fn backlog_usage(pg: &Pg, table: &str, limit: BacklogLimit) -> Result<BacklogUsage> {
     with_client(pg, async |c| {
         let owners: Vec<(String, u64)> = c
-            .query(
+            .q(
                 &format!(
                     "SELECT owner, items FROM {table} WHERE items > 0 ORDER BY items DESC, owner"
                 ),
@@ -75,7 +126,7 @@ pub(crate) fn backlog_usage(pg: &Pg, table: &str, limit: BacklogLimit) -> Result
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
             .collect();
         let total: i64 = c
-            .query_one(
+            .q_one(
                 &format!("SELECT COALESCE(SUM(bytes), 0)::BIGINT FROM {table}"),
                 &[],
             )
@@ -231,7 +282,7 @@ impl EventQueue for PgEventQueue {
             for _ in 0..3 {
                 if let Some(key) = &ev.idempotency_key {
                     let existing = tx
-                        .query_opt(
+                        .q_opt(
                             "SELECT id, created_ms FROM events_events
                              WHERE function = $1 AND idempotency_key = $2 FOR UPDATE",
                             &[&ev.function, key],
@@ -244,7 +295,7 @@ impl EventQueue for PgEventQueue {
                             return Ok(Enqueued::Duplicate(id));
                         }
                         // Outside the window: the key may be used again.
-                        tx.execute(
+                        tx.x(
                             "UPDATE events_events SET idempotency_key = NULL WHERE id = $1",
                             &[&id],
                         )
@@ -263,7 +314,7 @@ impl EventQueue for PgEventQueue {
                     )
                     .await?;
                 let n = tx
-                    .execute(
+                    .x(
                         &format!(
                             "INSERT INTO events_events ({COLUMNS})
                              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
@@ -303,7 +354,7 @@ impl EventQueue for PgEventQueue {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         in_tx(&self.pg, async |tx| {
             let rows = tx
-                .query(
+                .q(
                     &format!(
                         "WITH due AS (
                              SELECT id, next_attempt_ms AS due_ms, seq FROM events_events
@@ -337,7 +388,7 @@ impl EventQueue for PgEventQueue {
         let n = with_client(&self.pg, async |c| {
             let n = match update {
                 EventUpdate::Succeeded { result } => {
-                    c.execute(
+                    c.x(
                         "UPDATE events_events SET status = 'succeeded', attempts = attempts + 1,
                              result = $2, finished_ms = $3 WHERE id = $1",
                         &[&id, result, &now_ms],
@@ -349,7 +400,7 @@ impl EventQueue for PgEventQueue {
                     next_attempt_ms,
                     counted,
                 } => {
-                    c.execute(
+                    c.x(
                         "UPDATE events_events SET status = 'pending', attempts = attempts + $4,
                              last_error = $2, next_attempt_ms = $3 WHERE id = $1",
                         &[&id, error, next_attempt_ms, &i64::from(*counted)],
@@ -357,7 +408,7 @@ impl EventQueue for PgEventQueue {
                     .await
                 }
                 EventUpdate::Dead { error } => {
-                    c.execute(
+                    c.x(
                         "UPDATE events_events SET status = 'dead', attempts = attempts + 1,
                              last_error = $2, finished_ms = $3 WHERE id = $1",
                         &[&id, error, &now_ms],
@@ -365,7 +416,7 @@ impl EventQueue for PgEventQueue {
                     .await
                 }
                 EventUpdate::Expired => {
-                    c.execute(
+                    c.x(
                         "UPDATE events_events SET status = 'expired',
                              last_error = COALESCE(last_error, 'maximum event age exceeded'),
                              finished_ms = $2 WHERE id = $1",
@@ -385,7 +436,7 @@ impl EventQueue for PgEventQueue {
     fn get(&self, id: &str) -> Result<AsyncEvent> {
         with_client(&self.pg, async |c| {
             let r = c
-                .query_opt(
+                .q_opt(
                     &format!("SELECT {COLUMNS} FROM events_events WHERE id = $1"),
                     &[&id],
                 )
@@ -406,7 +457,7 @@ impl EventQueue for PgEventQueue {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         with_client(&self.pg, async |c| {
             let rows = c
-                .query(
+                .q(
                     &format!(
                         "SELECT {COLUMNS} FROM events_events
                          WHERE function = $1 AND ($2::TEXT IS NULL OR status = $2)
@@ -423,7 +474,7 @@ impl EventQueue for PgEventQueue {
     fn counts(&self, function: &str) -> Result<BTreeMap<String, u64>> {
         with_client(&self.pg, async |c| {
             let rows = c
-                .query(
+                .q(
                     "SELECT status, COUNT(*) FROM events_events WHERE function = $1 GROUP BY status",
                     &[&function],
                 )
@@ -438,7 +489,7 @@ impl EventQueue for PgEventQueue {
 
     fn next_due_ms(&self) -> Result<Option<i64>> {
         with_client(&self.pg, async |c| {
-            Ok(c.query_one(
+            Ok(c.q_one(
                 "SELECT MIN(next_attempt_ms) FROM events_events
                  WHERE status IN ('pending', 'running')",
                 &[],
@@ -460,7 +511,7 @@ impl EventQueue for PgEventQueue {
         with_client(&self.pg, async |c| {
             match &json {
                 Some(json) => c
-                    .execute(
+                    .x(
                         "INSERT INTO events_invoke_configs (function, config) VALUES ($1, $2)
                          ON CONFLICT (function) DO UPDATE SET config = EXCLUDED.config",
                         &[&function, json],
@@ -468,7 +519,7 @@ impl EventQueue for PgEventQueue {
                     .await
                     .db()?,
                 None => c
-                    .execute(
+                    .x(
                         "DELETE FROM events_invoke_configs WHERE function = $1",
                         &[&function],
                     )
@@ -481,7 +532,7 @@ impl EventQueue for PgEventQueue {
 
     fn config(&self, function: &str) -> Result<Option<EventInvokeConfig>> {
         let json: Option<String> = with_client(&self.pg, async |c| {
-            Ok(c.query_opt(
+            Ok(c.q_opt(
                 "SELECT config FROM events_invoke_configs WHERE function = $1",
                 &[&function],
             )
@@ -500,7 +551,7 @@ impl EventQueue for PgEventQueue {
     fn prune(&self, keep: usize) -> Result<usize> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         with_client(&self.pg, async |c| {
-            Ok(c.execute(
+            Ok(c.x(
                 "DELETE FROM events_events WHERE id IN (
                      SELECT id FROM (
                          SELECT id, ROW_NUMBER() OVER (
@@ -521,14 +572,14 @@ impl EventQueue for PgEventQueue {
                 "events_invoke_configs",
                 "events_sync_results",
             ] {
-                tx.execute(
+                tx.x(
                     &format!("DELETE FROM {table} WHERE function = $1"),
                     &[&function],
                 )
                 .await
                 .db()?;
             }
-            tx.execute("DELETE FROM events_backlog WHERE owner = $1", &[&function])
+            tx.x("DELETE FROM events_backlog WHERE owner = $1", &[&function])
                 .await
                 .db()?;
             Ok(())
@@ -542,7 +593,7 @@ impl EventQueue for PgEventQueue {
         since_ms: i64,
     ) -> Result<Option<StoredResult>> {
         with_client(&self.pg, async |c| {
-            Ok(c.query_opt(
+            Ok(c.q_opt(
                 "SELECT request_id, version, body FROM events_sync_results
                  WHERE function = $1 AND key = $2 AND created_ms >= $3",
                 &[&function, &key, &since_ms],
@@ -566,7 +617,7 @@ impl EventQueue for PgEventQueue {
         expire_before_ms: i64,
     ) -> Result<()> {
         in_tx(&self.pg, async |tx| {
-            tx.execute(
+            tx.x(
                 "INSERT INTO events_sync_results (function, key, created_ms, request_id, version, body)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (function, key) DO UPDATE SET created_ms = EXCLUDED.created_ms,
@@ -583,7 +634,7 @@ impl EventQueue for PgEventQueue {
             )
             .await
             .db()?;
-            tx.execute(
+            tx.x(
                 "DELETE FROM events_sync_results WHERE created_ms < $1",
                 &[&expire_before_ms],
             )
@@ -599,7 +650,7 @@ impl EventQueue for PgEventQueue {
     /// ([`EventQueue::claim_due`] takes them even without this call).
     fn requeue_running(&self, now_ms: i64) -> Result<usize> {
         with_client(&self.pg, async |c| {
-            Ok(c.execute(
+            Ok(c.x(
                 "UPDATE events_events SET status = 'pending', next_attempt_ms = $1
                  WHERE status = 'running' AND next_attempt_ms <= $1",
                 &[&now_ms],
@@ -612,7 +663,7 @@ impl EventQueue for PgEventQueue {
     fn redrive(&self, function: &str, id: &str, now_ms: i64) -> Result<AsyncEvent> {
         in_tx(&self.pg, async |tx| {
             let ev = tx
-                .query_opt(
+                .q_opt(
                     &format!(
                         "SELECT {COLUMNS} FROM events_events WHERE id = $1 AND function = $2
                          FOR UPDATE"
@@ -643,7 +694,7 @@ impl EventQueue for PgEventQueue {
                 .await?;
             // The backlog trigger counts the event again (unfinished once more).
             let r = tx
-                .query_one(
+                .q_one(
                     &format!(
                         "UPDATE events_events SET status = 'pending', attempts = 0,
                              created_ms = $2, next_attempt_ms = $2, last_error = NULL,

@@ -23,7 +23,7 @@
 //! rows of groups left empty are removed under that same lock (skipping groups in use),
 //! so a group with messages always has its row.
 
-use super::events::{backlog_usage, in_tx, with_client, PgResultExt};
+use super::events::{backlog_usage, in_tx, with_client, Cached, PgResultExt};
 use crate::backlog::{Backlog, BacklogLimit};
 use crate::fifo::{check_new, sequence_number, Attempted, DedupKey, DEDUP_INTERVAL_MS};
 use crate::queues::{
@@ -230,7 +230,7 @@ fn mapping_not_found(uuid: &str) -> StoreError {
 /// Queue `name`, its row locked with `lock` (`""`, `FOR KEY SHARE`: it cannot be deleted
 /// before the transaction ends, `FOR UPDATE`).
 async fn queue_in(tx: &Transaction<'_>, name: &str, lock: &str) -> Result<QueueInfo> {
-    tx.query_opt(
+    tx.q_opt(
         &format!("SELECT {QUEUE_COLUMNS} FROM queues_queues WHERE name = $1 {lock}"),
         &[&name],
     )
@@ -243,7 +243,7 @@ async fn queue_in(tx: &Transaction<'_>, name: &str, lock: &str) -> Result<QueueI
 /// Retention: messages older than the queue keeps them are gone.
 async fn expire(tx: &Transaction<'_>, q: &QueueInfo, now_ms: i64) -> Result<()> {
     let n = tx
-        .execute(
+        .x(
             "DELETE FROM queues_messages WHERE queue = $1 AND sent_ms < $2",
             &[
                 &q.name,
@@ -266,7 +266,7 @@ async fn prune_groups(tx: &Transaction<'_>, name: &str, group: Option<&str>) -> 
     const EMPTY: &str = "NOT EXISTS (SELECT 1 FROM queues_messages m
                              WHERE m.queue = g.queue AND m.group_id = g.group_id)";
     let held: Vec<String> = tx
-        .query(
+        .q(
             &format!(
                 "SELECT group_id FROM queues_fifo_groups g
                  WHERE queue = $1 AND ($2::TEXT IS NULL OR group_id = $2) AND {EMPTY}
@@ -280,7 +280,7 @@ async fn prune_groups(tx: &Transaction<'_>, name: &str, group: Option<&str>) -> 
         .map(|r| r.get(0))
         .collect();
     if !held.is_empty() {
-        tx.execute(
+        tx.x(
             &format!(
                 "DELETE FROM queues_fifo_groups g
                  WHERE queue = $1 AND group_id = ANY($2) AND {EMPTY}"
@@ -295,7 +295,7 @@ async fn prune_groups(tx: &Transaction<'_>, name: &str, group: Option<&str>) -> 
 
 /// Takes (and holds until commit) the row of group `group` of queue `name`, making it.
 async fn lock_group(tx: &Transaction<'_>, name: &str, group: &str) -> Result<()> {
-    tx.execute(
+    tx.x(
         "INSERT INTO queues_fifo_groups (queue, group_id) VALUES ($1, $2)
          ON CONFLICT (queue, group_id) DO UPDATE SET group_id = EXCLUDED.group_id",
         &[&name, &group],
@@ -308,7 +308,7 @@ async fn lock_group(tx: &Transaction<'_>, name: &str, group: &str) -> Result<()>
 /// Forgets the deduplication ids and receive attempts of queue `name` older than the
 /// interval (one statement).
 async fn forget_expired(tx: &Transaction<'_>, name: &str, now_ms: i64) -> Result<()> {
-    tx.execute(
+    tx.x(
         "WITH d AS (DELETE FROM queues_fifo_dedup WHERE queue = $1 AND expires_ms <= $2)
          DELETE FROM queues_receive_attempts WHERE queue = $1 AND expires_ms <= $2",
         &[&name, &now_ms],
@@ -326,7 +326,7 @@ async fn duplicate_of(
     now_ms: i64,
 ) -> Result<Option<(String, i64)>> {
     Ok(tx
-        .query_opt(
+        .q_opt(
             "SELECT message_id, seq FROM queues_fifo_dedup
              WHERE queue = $1 AND scope = $2 AND dedup_id = $3 AND expires_ms > $4",
             &[&name, &key.scope, &key.dedup_id, &now_ms],
@@ -347,7 +347,7 @@ async fn dead_letter(
     if let Some(g) = &m.group_id {
         lock_group(tx, &r.dead_letter_queue, g).await?;
     }
-    tx.execute(
+    tx.x(
         "UPDATE queues_messages SET queue = $2, receive_count = 0, first_receive_ms = NULL,
              visible_at_ms = $3, receipt = NULL
          WHERE id = $1",
@@ -385,7 +385,7 @@ async fn receive_standard(
     let visible_at = now_ms + visibility * 1000;
     loop {
         let rows = tx
-            .query(
+            .q(
                 &format!(
                     "WITH c AS (
                          SELECT seq, receive_count AS before, receive_count >= $4 AS dead
@@ -453,7 +453,7 @@ async fn deliver(
     m.first_receive_ms.get_or_insert(now_ms);
     m.visible_at_ms = now_ms + visibility * 1000;
     let receipt = format!("{}.{}", m.id, uuid::Uuid::new_v4().simple());
-    tx.execute(
+    tx.x(
         "UPDATE queues_messages SET receive_count = $2, first_receive_ms = $3,
              visible_at_ms = $4, receipt = $5
          WHERE id = $1",
@@ -487,7 +487,7 @@ async fn receive_fifo(
     let mut moved_any = false;
     loop {
         let groups: Vec<String> = tx
-            .query(
+            .q(
                 "SELECT g.group_id FROM queues_fifo_groups g
                  CROSS JOIN LATERAL (
                      SELECT h.seq, h.visible_at_ms FROM queues_messages h
@@ -517,7 +517,7 @@ async fn receive_fifo(
             // The group is ours now: its messages as they are after every commit made
             // before we took it.
             let messages: Vec<Message> = tx
-                .query(
+                .q(
                     &format!(
                         "SELECT {MESSAGE_SELECT} FROM queues_messages
                          WHERE queue = $1 AND group_id = $2 ORDER BY seq LIMIT $3 FOR UPDATE"
@@ -530,7 +530,7 @@ async fn receive_fifo(
                 .map(decode_message)
                 .collect();
             let busy: bool = tx
-                .query_one(
+                .q_one(
                     "SELECT EXISTS (SELECT 1 FROM queues_messages
                          WHERE queue = $1 AND group_id = $2 AND receipt IS NOT NULL
                            AND visible_at_ms > $3)",
@@ -579,7 +579,7 @@ async fn replay(
     forget_expired(tx, name, now_ms).await?;
     // Receives with one attempt id take turns (the row, made empty when new, is held
     // until commit): a retry on another node at the same instant replays this one.
-    tx.execute(
+    tx.x(
         "INSERT INTO queues_receive_attempts (queue, attempt_id, expires_ms, messages)
          VALUES ($1, $2, $3, '[]') ON CONFLICT (queue, attempt_id) DO NOTHING",
         &[&name, &attempt, &(now_ms + DEDUP_INTERVAL_MS)],
@@ -587,7 +587,7 @@ async fn replay(
     .await
     .db()?;
     let Some(stored): Option<String> = tx
-        .query_opt(
+        .q_opt(
             "SELECT messages FROM queues_receive_attempts
              WHERE queue = $1 AND attempt_id = $2 FOR UPDATE",
             &[&name, &attempt],
@@ -605,7 +605,7 @@ async fn replay(
     let mut out = Vec::with_capacity(attempted.len());
     for a in &attempted {
         let m = tx
-            .query_opt(
+            .q_opt(
                 &format!(
                     "SELECT {MESSAGE_SELECT} FROM queues_messages
                      WHERE queue = $1 AND receipt = $2 FOR UPDATE"
@@ -622,7 +622,7 @@ async fn replay(
     }
     let visible_at = now_ms + visibility * 1000;
     for m in &mut out {
-        tx.execute(
+        tx.x(
             "UPDATE queues_messages SET visible_at_ms = $2 WHERE id = $1",
             &[&m.id, &visible_at],
         )
@@ -637,7 +637,7 @@ async fn replay(
             visible_at_ms: visible_at,
         })
         .collect();
-    tx.execute(
+    tx.x(
         "UPDATE queues_receive_attempts SET messages = $3 WHERE queue = $1 AND attempt_id = $2",
         &[
             &name,
@@ -665,7 +665,7 @@ async fn remember_attempt(
     now_ms: i64,
 ) -> Result<()> {
     if got.is_empty() {
-        tx.execute(
+        tx.x(
             "DELETE FROM queues_receive_attempts WHERE queue = $1 AND attempt_id = $2",
             &[&name, &attempt],
         )
@@ -680,7 +680,7 @@ async fn remember_attempt(
             visible_at_ms: m.visible_at_ms,
         })
         .collect();
-    tx.execute(
+    tx.x(
         "INSERT INTO queues_receive_attempts (queue, attempt_id, expires_ms, messages)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (queue, attempt_id) DO UPDATE
@@ -701,7 +701,7 @@ async fn remember_attempt(
 /// `dlq`.
 async fn redrive_source(tx: &Transaction<'_>, dlq: &str) -> Result<String> {
     let sources: Vec<String> = tx
-        .query(
+        .q(
             "SELECT name FROM queues_queues WHERE dead_letter_queue = $1 ORDER BY name",
             &[&dlq],
         )
@@ -821,7 +821,7 @@ impl QueueStore for PgQueueStore {
                     Err(e) => return Err(e),
                 }
             }
-            tx.execute(
+            tx.x(
                 "INSERT INTO queues_queues (name, visibility_timeout_s, max_message_size, retention_s,
                      dead_letter_queue, max_receive_count, created_ms, delay_s, receive_wait_s,
                      redrive_allow, tags, modified_ms, fifo, content_dedup, dedup_scope, throughput_limit)
@@ -856,7 +856,7 @@ impl QueueStore for PgQueueStore {
 
     fn get_queue(&self, name: &str) -> Result<QueueInfo> {
         with_client(&self.pg, async |c| {
-            c.query_opt(
+            c.q_opt(
                 &format!("SELECT {QUEUE_COLUMNS} FROM queues_queues WHERE name = $1"),
                 &[&name],
             )
@@ -869,7 +869,7 @@ impl QueueStore for PgQueueStore {
 
     fn list_queues(&self) -> Result<Vec<QueueInfo>> {
         with_client(&self.pg, async |c| {
-            Ok(c.query(
+            Ok(c.q(
                 &format!("SELECT {QUEUE_COLUMNS} FROM queues_queues ORDER BY name"),
                 &[],
             )
@@ -884,7 +884,7 @@ impl QueueStore for PgQueueStore {
     fn delete_queue(&self, name: &str) -> Result<()> {
         in_tx(&self.pg, async |tx| {
             if tx
-                .execute("DELETE FROM queues_queues WHERE name = $1", &[&name])
+                .x("DELETE FROM queues_queues WHERE name = $1", &[&name])
                 .await
                 .db()?
                 == 0
@@ -897,11 +897,11 @@ impl QueueStore for PgQueueStore {
                 "queues_fifo_dedup",
                 "queues_receive_attempts",
             ] {
-                tx.execute(&format!("DELETE FROM {table} WHERE queue = $1"), &[&name])
+                tx.x(&format!("DELETE FROM {table} WHERE queue = $1"), &[&name])
                     .await
                     .db()?;
             }
-            tx.execute("DELETE FROM queues_backlog WHERE owner = $1", &[&name])
+            tx.x("DELETE FROM queues_backlog WHERE owner = $1", &[&name])
                 .await
                 .db()?;
             Ok(())
@@ -912,7 +912,7 @@ impl QueueStore for PgQueueStore {
         in_tx(&self.pg, async |tx| {
             let q = queue_in(tx, name, "FOR KEY SHARE").await?;
             let n = tx
-                .execute("DELETE FROM queues_messages WHERE queue = $1", &[&name])
+                .x("DELETE FROM queues_messages WHERE queue = $1", &[&name])
                 .await
                 .db()?;
             if q.settings.fifo {
@@ -986,7 +986,7 @@ impl QueueStore for PgQueueStore {
                         ));
                     }
                     let msg = message_of(name, m, now_ms, &Default::default());
-                    tx.execute(
+                    tx.x(
                         &format!(
                             "INSERT INTO queues_messages ({MESSAGE_COLUMNS})
                              VALUES ($1, $2, $3, $4, $5, $6, 0, NULL, $7, NULL, $8, $9, NULL, NULL)"
@@ -1025,7 +1025,7 @@ impl QueueStore for PgQueueStore {
                 // Take the group's row first: the group's sends take turns, so its
                 // sequence numbers follow the order its messages commit in.
                 let seq: i64 = tx
-                    .query_one(
+                    .q_one(
                         "WITH g AS (
                              INSERT INTO queues_fifo_groups (queue, group_id) VALUES ($1, $2)
                              ON CONFLICT (queue, group_id) DO UPDATE SET group_id = EXCLUDED.group_id
@@ -1040,7 +1040,7 @@ impl QueueStore for PgQueueStore {
                 // two nodes sending the id at once, one stores its message; a remembered
                 // id stores nothing and is answered with its message.
                 let stored = tx
-                    .execute(
+                    .x(
                         &format!(
                             "WITH d AS (
                                  INSERT INTO queues_fifo_dedup
@@ -1145,7 +1145,7 @@ impl QueueStore for PgQueueStore {
     fn delete_message(&self, name: &str, receipt: &str) -> Result<()> {
         in_tx(&self.pg, async |tx| {
             let deleted = tx
-                .query_opt(
+                .q_opt(
                     "DELETE FROM queues_messages WHERE queue = $1 AND receipt = $2
                      RETURNING group_id",
                     &[&name, &receipt],
@@ -1181,7 +1181,7 @@ impl QueueStore for PgQueueStore {
         }
         in_tx(&self.pg, async |tx| {
             if tx
-                .execute(
+                .x(
                     "UPDATE queues_messages SET visible_at_ms = $3 WHERE queue = $1 AND receipt = $2",
                     &[&name, &receipt, &(now_ms + i64::from(timeout_s) * 1000)],
                 )
@@ -1199,7 +1199,7 @@ impl QueueStore for PgQueueStore {
     fn release(&self, name: &str, receipts: &[String], visible_at_ms: i64) -> Result<()> {
         let receipts: Vec<&str> = receipts.iter().map(String::as_str).collect();
         with_client(&self.pg, async |c| {
-            c.execute(
+            c.x(
                 "UPDATE queues_messages SET visible_at_ms = $3, receipt = NULL,
                      receive_count = GREATEST(receive_count - 1, 0),
                      first_receive_ms = CASE WHEN receive_count <= 1 THEN NULL
@@ -1247,7 +1247,7 @@ impl QueueStore for PgQueueStore {
             // Not in flight: never received, or its visibility timeout is over. Rows a
             // receive holds are waited for, then looked at again.
             let groups: Vec<Option<String>> = tx
-                .query(
+                .q(
                     "UPDATE queues_messages SET queue = $3, receive_count = 0,
                          first_receive_ms = NULL, visible_at_ms = $2, receipt = NULL
                      WHERE seq IN (
@@ -1273,7 +1273,7 @@ impl QueueStore for PgQueueStore {
                 prune_groups(tx, dlq, None).await?;
             }
             let left: i64 = tx
-                .query_one(
+                .q_one(
                     "SELECT COUNT(*) FROM queues_messages WHERE queue = $1",
                     &[&dlq],
                 )
@@ -1294,7 +1294,7 @@ impl QueueStore for PgQueueStore {
         in_tx(&self.pg, async |tx| {
             queue_in(tx, name, "").await?;
             let r = tx
-                .query_one(
+                .q_one(
                     "SELECT
                          COUNT(*) FILTER (WHERE visible_at_ms <= $2),
                          COUNT(*) FILTER (WHERE visible_at_ms > $2 AND receipt IS NOT NULL),
@@ -1314,7 +1314,7 @@ impl QueueStore for PgQueueStore {
 
     fn all_stats(&self, now_ms: i64) -> Result<Vec<QueueDepth>> {
         with_client(&self.pg, async |c| {
-            Ok(c.query(
+            Ok(c.q(
                 "SELECT q.name,
                      COUNT(m.seq) FILTER (WHERE m.visible_at_ms <= $1),
                      COUNT(m.seq) FILTER (WHERE m.visible_at_ms > $1 AND m.receipt IS NOT NULL),
@@ -1344,7 +1344,7 @@ impl QueueStore for PgQueueStore {
         m.validate()?;
         let filters = serde_json::to_string(&m.filters).unwrap_or_else(|_| "[]".into());
         with_client(&self.pg, async |c| {
-            c.execute(
+            c.x(
                 &format!(
                     "INSERT INTO queues_mappings ({MAPPING_COLUMNS})
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -1369,7 +1369,7 @@ impl QueueStore for PgQueueStore {
 
     fn get_mapping(&self, uuid: &str) -> Result<EventSourceMapping> {
         with_client(&self.pg, async |c| {
-            c.query_opt(
+            c.q_opt(
                 &format!("SELECT {MAPPING_COLUMNS} FROM queues_mappings WHERE uuid = $1"),
                 &[&uuid],
             )
@@ -1384,7 +1384,7 @@ impl QueueStore for PgQueueStore {
         m.validate()?;
         let filters = serde_json::to_string(&m.filters).unwrap_or_else(|_| "[]".into());
         let n = with_client(&self.pg, async |c| {
-            c.execute(
+            c.x(
                 "UPDATE queues_mappings SET queue = $2, function = $3, batch_size = $4,
                      window_s = $5, enabled = $6, report_failures = $7, last_modified_s = $8,
                      filters = $9
@@ -1412,7 +1412,7 @@ impl QueueStore for PgQueueStore {
 
     fn delete_mapping(&self, uuid: &str) -> Result<EventSourceMapping> {
         with_client(&self.pg, async |c| {
-            c.query_opt(
+            c.q_opt(
                 &format!("DELETE FROM queues_mappings WHERE uuid = $1 RETURNING {MAPPING_COLUMNS}"),
                 &[&uuid],
             )
@@ -1425,7 +1425,7 @@ impl QueueStore for PgQueueStore {
 
     fn list_mappings(&self) -> Result<Vec<EventSourceMapping>> {
         with_client(&self.pg, async |c| {
-            Ok(c.query(
+            Ok(c.q(
                 &format!("SELECT {MAPPING_COLUMNS} FROM queues_mappings ORDER BY position"),
                 &[],
             )
