@@ -1480,6 +1480,32 @@ mod tests {
         assert!(!is_receipt_handle("x.y"));
     }
 
+    fn sqs_settings_round_trip(b: &Backend) {
+        let s = b.queues();
+        let settings = QueueSettings {
+            delay_s: 5,
+            receive_wait_s: 20,
+            redrive_allow: Some(r#"{"redrivePermission":"denyAll"}"#.into()),
+            tags: [("team".to_string(), "a".to_string())].into(),
+            ..Default::default()
+        };
+        let created = s.put_queue("q", &QueueSettings::default(), 7).unwrap();
+        assert_eq!((created.created_ms, created.modified_ms), (7, 7));
+        s.put_queue("q", &settings, 100).unwrap();
+        let q = s.get_queue("q").unwrap();
+        assert_eq!(q.settings, settings);
+        assert_eq!((q.created_ms, q.modified_ms), (7, 100));
+        assert_eq!(s.list_queues().unwrap(), vec![q.clone()]);
+        // Survives a restart.
+        drop(s);
+        assert_eq!(b.queues().get_queue("q").unwrap(), q);
+        let bad = QueueSettings {
+            receive_wait_s: 21,
+            ..Default::default()
+        };
+        assert!(b.queues().put_queue("q", &bad, 0).is_err());
+    }
+
     #[test]
     fn md5_vectors() {
         assert_eq!(hex::encode(md5(b"")), "d41d8cd98f00b204e9800998ecf8427e");
@@ -1772,6 +1798,7 @@ mod tests {
     }
 
     backend_tests!(
+        sqs_settings_round_trip,
         a_message_keeps_its_trace_context,
         send_receive_delete_with_visibility,
         redrive_after_max_receive_count,
