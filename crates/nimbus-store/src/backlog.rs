@@ -47,6 +47,64 @@ impl BacklogLimit {
             )
             .optional()?
             .unwrap_or(0);
+        let total: i64 = db.query_row("SELECT COALESCE(SUM(bytes), 0) FROM backlog", [], |r| {
+            r.get(0)
+        })?;
+        self.judge(owner, held, total, items, bytes, what)
+    }
+
+    /// [`BacklogLimit::admit`] in a PostgreSQL transaction, on the counts table `table`
+    /// (`events_backlog`, `queues_backlog`). The owner's count row is locked (`FOR UPDATE`)
+    /// until the transaction ends, so nodes adding to one owner take turns and its bound
+    /// holds exactly; the bytes across owners are read unlocked.
+    pub(crate) async fn admit_pg(
+        &self,
+        tx: &nimbus_pg::Transaction<'_>,
+        table: &str,
+        owner: &str,
+        items: u64,
+        bytes: u64,
+        what: Backlog,
+    ) -> Result<()> {
+        if *self == Self::UNLIMITED {
+            return Ok(());
+        }
+        let pg = |e| StoreError::Postgres(nimbus_pg::PgError::from(e));
+        tx.execute(
+            &format!("INSERT INTO {table} (owner, items, bytes) VALUES ($1, 0, 0) ON CONFLICT (owner) DO NOTHING"),
+            &[&owner],
+        )
+        .await
+        .map_err(pg)?;
+        let held: i64 = tx
+            .query_one(
+                &format!("SELECT items FROM {table} WHERE owner = $1 FOR UPDATE"),
+                &[&owner],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let total: i64 = tx
+            .query_one(
+                &format!("SELECT COALESCE(SUM(bytes), 0)::BIGINT FROM {table}"),
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        self.judge(owner, held, total, items, bytes, what)
+    }
+
+    /// Refuses when `held` items of `owner` and `total` bytes of all leave no room.
+    fn judge(
+        &self,
+        owner: &str,
+        held: i64,
+        total: i64,
+        items: u64,
+        bytes: u64,
+        what: Backlog,
+    ) -> Result<()> {
         let names = what.names();
         if (held.max(0) as u64).saturating_add(items) > self.per_owner {
             return Err(StoreError::Full(format!(
@@ -54,9 +112,6 @@ impl BacklogLimit {
                 names.owner, names.items, self.per_owner, names.count_flag
             )));
         }
-        let total: i64 = db.query_row("SELECT COALESCE(SUM(bytes), 0) FROM backlog", [], |r| {
-            r.get(0)
-        })?;
         if (total.max(0) as u64).saturating_add(bytes) > self.total_bytes {
             return Err(StoreError::Full(format!(
                 "stored {} total {total} bytes (the limit is {} bytes, {}); retry once some are processed",
@@ -149,4 +204,89 @@ impl Backlog {
             },
         }
     }
+}
+
+/// Backend-parameterised store tests: each test is a function of a [`testing::Backend`]
+/// and runs on SQLite and on PostgreSQL ([`testing::backend_tests`]).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::BacklogLimit;
+    use crate::postgres::events::PgEventQueue;
+    use crate::postgres::queues::PgQueueStore;
+    use crate::{EventQueue, QueueStore, SqliteEventQueue, SqliteQueueStore};
+
+    /// Where a test's stores keep their data: every store opened on it sees the same data
+    /// (opening again is a restart).
+    pub(crate) enum Backend {
+        Sqlite(tempfile::TempDir),
+        Postgres(nimbus_pg::testing::TestDb),
+    }
+
+    impl Backend {
+        pub(crate) fn sqlite() -> Self {
+            Backend::Sqlite(tempfile::tempdir().unwrap())
+        }
+
+        pub(crate) fn postgres() -> Self {
+            Backend::Postgres(nimbus_pg::testing::TestDb::new("store"))
+        }
+
+        /// A new, empty backend of the same kind.
+        pub(crate) fn fresh(&self) -> Self {
+            match self {
+                Backend::Sqlite(_) => Self::sqlite(),
+                Backend::Postgres(_) => Self::postgres(),
+            }
+        }
+
+        pub(crate) fn events(&self) -> Box<dyn EventQueue> {
+            self.events_with(BacklogLimit::UNLIMITED)
+        }
+
+        pub(crate) fn events_with(&self, limit: BacklogLimit) -> Box<dyn EventQueue> {
+            match self {
+                Backend::Sqlite(d) => {
+                    Box::new(SqliteEventQueue::open(d.path()).unwrap().with_limit(limit))
+                }
+                Backend::Postgres(db) => {
+                    Box::new(PgEventQueue::open(&db.pg).unwrap().with_limit(limit))
+                }
+            }
+        }
+
+        pub(crate) fn queues(&self) -> Box<dyn QueueStore> {
+            self.queues_with(BacklogLimit::UNLIMITED)
+        }
+
+        pub(crate) fn queues_with(&self, limit: BacklogLimit) -> Box<dyn QueueStore> {
+            match self {
+                Backend::Sqlite(d) => {
+                    Box::new(SqliteQueueStore::open(d.path()).unwrap().with_limit(limit))
+                }
+                Backend::Postgres(db) => {
+                    Box::new(PgQueueStore::open(&db.pg).unwrap().with_limit(limit))
+                }
+            }
+        }
+    }
+
+    /// Instantiates each named test function (`fn name(b: &Backend)` in the enclosing
+    /// module) once per backend: `sqlite::name` and `postgres::name`.
+    macro_rules! backend_tests {
+        ($($name:ident),* $(,)?) => {
+            mod sqlite {
+                $(#[test]
+                fn $name() {
+                    super::$name(&$crate::backlog::testing::Backend::sqlite())
+                })*
+            }
+            mod postgres {
+                $(#[test]
+                fn $name() {
+                    super::$name(&$crate::backlog::testing::Backend::postgres())
+                })*
+            }
+        };
+    }
+    pub(crate) use backend_tests;
 }

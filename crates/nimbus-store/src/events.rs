@@ -542,6 +542,7 @@ impl EventQueue for SqliteEventQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backlog::testing::{backend_tests, Backend};
 
     fn ev(id: &str, created: i64, key: Option<&str>) -> AsyncEvent {
         AsyncEvent {
@@ -561,10 +562,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn claim_retry_finish_and_lease_expiry() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = SqliteEventQueue::open(dir.path()).unwrap();
+    fn claim_retry_finish_and_lease_expiry(b: &Backend) {
+        let q = b.events();
         q.enqueue(&ev("a", 100, None), 0).unwrap();
         q.enqueue(&ev("b", 200, None), 0).unwrap();
         assert_eq!(
@@ -635,11 +634,9 @@ mod tests {
             .is_not_found());
     }
 
-    #[test]
-    fn idempotency_window_and_durability() {
-        let dir = tempfile::tempdir().unwrap();
+    fn idempotency_window_and_durability(b: &Backend) {
         {
-            let q = SqliteEventQueue::open(dir.path()).unwrap();
+            let q = b.events();
             assert_eq!(
                 q.enqueue(&ev("a", 1000, Some("k")), 500).unwrap(),
                 Enqueued::New
@@ -662,7 +659,7 @@ mod tests {
             )
             .unwrap();
         }
-        let q = SqliteEventQueue::open(dir.path()).unwrap();
+        let q = b.events();
         assert!(q.get("a").is_ok() && q.get("c").is_ok());
         assert!(q.get("b").unwrap_err().is_not_found());
         assert_eq!(q.config("f").unwrap().unwrap().maximum_retry_attempts, 0);
@@ -670,16 +667,12 @@ mod tests {
         assert_eq!(q.config("f").unwrap(), None);
     }
 
-    #[test]
-    fn redrive_sends_dead_and_expired_events_again_and_counts_them_in_the_backlog() {
-        let dir = tempfile::tempdir().unwrap();
+    fn redrive_sends_dead_and_expired_events_again_and_counts_them_in_the_backlog(b: &Backend) {
         let limit = BacklogLimit {
             per_owner: 1,
             total_bytes: 1000,
         };
-        let q = SqliteEventQueue::open(dir.path())
-            .unwrap()
-            .with_limit(limit);
+        let q = b.events_with(limit);
         q.enqueue(&ev("a", 1, None), 0).unwrap();
         assert!(q.redrive("f", "a", 5).unwrap_err().is_conflict());
         q.claim_due(10, 10, 1000).unwrap();
@@ -717,19 +710,17 @@ mod tests {
         assert_eq!(q.backlog().unwrap().largest_owner, Some(("f".into(), 1)));
     }
 
-    #[test]
-    fn trace_and_trigger_are_stored_with_the_event() {
-        let dir = tempfile::tempdir().unwrap();
+    fn trace_and_trigger_are_stored_with_the_event(b: &Backend) {
         let tp = "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01";
         {
-            let q = SqliteEventQueue::open(dir.path()).unwrap();
+            let q = b.events();
             let mut e = ev("t", 100, None);
             e.trace = Some(tp.into());
             e.trigger = Some("bus".into());
             q.enqueue(&e, 0).unwrap();
             q.enqueue(&ev("plain", 100, None), 0).unwrap();
         }
-        let q = SqliteEventQueue::open(dir.path()).unwrap();
+        let q = b.events();
         let claimed = q.claim_due(1000, 10, 100).unwrap();
         let t = claimed.iter().find(|e| e.id == "t").unwrap();
         assert_eq!(t.trace.as_deref(), Some(tp));
@@ -738,16 +729,12 @@ mod tests {
         assert_eq!((plain.trace, plain.trigger), (None, None));
     }
 
-    #[test]
-    fn enqueues_beyond_the_backlog_limit_are_refused_until_events_finish() {
-        let dir = tempfile::tempdir().unwrap();
+    fn enqueues_beyond_the_backlog_limit_are_refused_until_events_finish(b: &Backend) {
         let limit = BacklogLimit {
             per_owner: 2,
             total_bytes: 7,
         };
-        let q = SqliteEventQueue::open(dir.path())
-            .unwrap()
-            .with_limit(limit);
+        let q = b.events_with(limit);
         q.enqueue(&ev("a", 1, None), 0).unwrap();
         q.enqueue(&ev("b", 2, Some("k")), 0).unwrap();
         let e = q.enqueue(&ev("c", 3, None), 0).unwrap_err();
@@ -784,9 +771,7 @@ mod tests {
         };
         q.finish("b", &retry, 30).unwrap();
         drop(q);
-        let q = SqliteEventQueue::open(dir.path())
-            .unwrap()
-            .with_limit(limit);
+        let q = b.events_with(limit);
         assert!(q.enqueue(&ev("d", 5, None), 0).unwrap_err().is_full());
         q.finish("b", &EventUpdate::Dead { error: "x".into() }, 60)
             .unwrap();
@@ -796,10 +781,8 @@ mod tests {
         q.enqueue(&g, 0).unwrap();
     }
 
-    #[test]
-    fn sync_results_within_the_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = SqliteEventQueue::open(dir.path()).unwrap();
+    fn sync_results_within_the_window(b: &Backend) {
+        let q = b.events();
         let r = StoredResult {
             request_id: "r1".into(),
             version: "$LATEST".into(),
@@ -824,10 +807,8 @@ mod tests {
         assert_eq!(q.sync_result("f", "k2", 0).unwrap(), None);
     }
 
-    #[test]
-    fn prune_keeps_the_newest_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = SqliteEventQueue::open(dir.path()).unwrap();
+    fn prune_keeps_the_newest_finished(b: &Backend) {
+        let q = b.events();
         for i in 0..5 {
             q.enqueue(&ev(&format!("e{i}"), i, None), 0).unwrap();
             q.finish(
@@ -844,5 +825,150 @@ mod tests {
         assert!(q.get("e4").is_ok() && q.get("e0").is_err() && q.get("pending").is_ok());
         q.forget_function("f").unwrap();
         assert!(q.get("pending").is_err());
+    }
+
+    backend_tests!(
+        claim_retry_finish_and_lease_expiry,
+        idempotency_window_and_durability,
+        redrive_sends_dead_and_expired_events_again_and_counts_them_in_the_backlog,
+        trace_and_trigger_are_stored_with_the_event,
+        enqueues_beyond_the_backlog_limit_are_refused_until_events_finish,
+        sync_results_within_the_window,
+        prune_keeps_the_newest_finished,
+    );
+
+    /// Cluster mode: several nodes (pools) on one database.
+    mod cluster {
+        use super::ev;
+        use crate::postgres::events::PgEventQueue;
+        use crate::{Enqueued, EventQueue, EventUpdate};
+        use nimbus_core::EventStatus;
+        use nimbus_pg::testing::TestDb;
+        use nimbus_pg::{Pg, PgConfig};
+        use std::collections::HashSet;
+        use std::sync::Arc;
+
+        fn node(db: &TestDb) -> Arc<PgEventQueue> {
+            let pg = Pg::connect(&PgConfig::new(&db.url)).unwrap();
+            Arc::new(PgEventQueue::open(&pg).unwrap())
+        }
+
+        #[test]
+        fn nodes_claiming_at_once_never_get_the_same_event_and_lose_none() {
+            let db = TestDb::new("events_nodes");
+            let nodes = [node(&db), node(&db)];
+            for i in 0..300 {
+                nodes[i % 2]
+                    .enqueue(&ev(&format!("e{i}"), i as i64, None), 0)
+                    .unwrap();
+            }
+            let threads: Vec<_> = (0..6)
+                .map(|t| {
+                    let q = nodes[t % 2].clone();
+                    std::thread::spawn(move || {
+                        let mut got = Vec::new();
+                        loop {
+                            let batch = q.claim_due(10_000, 7, 60_000).unwrap();
+                            if batch.is_empty() {
+                                break;
+                            }
+                            for e in batch {
+                                q.finish(
+                                    &e.id,
+                                    &EventUpdate::Succeeded {
+                                        result: t.to_string(),
+                                    },
+                                    10_001,
+                                )
+                                .unwrap();
+                                got.push(e.id);
+                            }
+                        }
+                        got
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in threads {
+                all.extend(t.join().unwrap());
+            }
+            let unique: HashSet<&String> = all.iter().collect();
+            assert_eq!(unique.len(), all.len(), "an event was claimed twice");
+            assert_eq!(all.len(), 300, "events were lost");
+            assert_eq!(nodes[0].counts("f").unwrap()["succeeded"], 300);
+            assert_eq!(nodes[1].backlog().unwrap().largest_owner, None);
+        }
+
+        #[test]
+        fn one_idempotency_key_enqueued_by_many_nodes_at_once_is_one_event() {
+            let db = TestDb::new("events_idem");
+            let nodes = [node(&db), node(&db)];
+            for round in 0..5 {
+                let key = format!("k{round}");
+                let barrier = Arc::new(std::sync::Barrier::new(6));
+                let threads: Vec<_> = (0..6)
+                    .map(|t| {
+                        let q = nodes[t % 2].clone();
+                        let (key, barrier) = (key.clone(), barrier.clone());
+                        std::thread::spawn(move || {
+                            barrier.wait();
+                            let id = format!("{key}-{t}");
+                            (
+                                id.clone(),
+                                q.enqueue(&ev(&id, 100, Some(&key)), 1000).unwrap(),
+                            )
+                        })
+                    })
+                    .collect();
+                let outcomes: Vec<(String, Enqueued)> =
+                    threads.into_iter().map(|t| t.join().unwrap()).collect();
+                let new: Vec<&String> = outcomes
+                    .iter()
+                    .filter(|o| o.1 == Enqueued::New)
+                    .map(|o| &o.0)
+                    .collect();
+                assert_eq!(new.len(), 1, "{outcomes:?}");
+                for (_, o) in &outcomes {
+                    if let Enqueued::Duplicate(of) = o {
+                        assert_eq!(of, new[0]);
+                    }
+                }
+            }
+            assert_eq!(nodes[0].counts("f").unwrap()["pending"], 5);
+        }
+
+        #[test]
+        fn a_dead_nodes_claims_return_to_another_node_when_their_lease_ends() {
+            let db = TestDb::new("events_dead_node");
+            let (a, b) = (node(&db), node(&db));
+            a.enqueue(&ev("e", 1, None), 0).unwrap();
+            assert_eq!(a.claim_due(10, 10, 1000).unwrap().len(), 1);
+            drop(a);
+            assert!(b.claim_due(1009, 10, 1000).unwrap().is_empty());
+            let again = b.claim_due(1010, 10, 1000).unwrap();
+            assert_eq!(again.len(), 1);
+            assert_eq!(again[0].id, "e");
+        }
+
+        #[test]
+        fn requeue_running_leaves_live_leases_to_their_nodes() {
+            let db = TestDb::new("events_requeue");
+            let (a, b) = (node(&db), node(&db));
+            a.enqueue(&ev("held", 1, None), 0).unwrap();
+            a.enqueue(&ev("orphan", 2, None), 0).unwrap();
+            assert_eq!(a.claim_due(10, 1, 1000).unwrap()[0].id, "held");
+            assert_eq!(a.claim_due(10, 1, 100).unwrap()[0].id, "orphan");
+            // Node b starts at 500: orphan's lease (until 110) is over, held's (1010) is not.
+            assert_eq!(b.requeue_running(500).unwrap(), 1);
+            assert_eq!(b.get("held").unwrap().status, EventStatus::Running);
+            let orphan = b.get("orphan").unwrap();
+            assert_eq!(
+                (orphan.status, orphan.next_attempt_ms),
+                (EventStatus::Pending, 500)
+            );
+            let again = b.claim_due(500, 10, 1000).unwrap();
+            assert_eq!(again.len(), 1);
+            assert_eq!(again[0].id, "orphan");
+        }
     }
 }

@@ -197,9 +197,9 @@ pub(crate) fn receive(
 
 /// One message a receive attempt returned.
 #[derive(Debug, Serialize, Deserialize)]
-struct Attempted {
-    receipt: String,
-    visible_at_ms: i64,
+pub(crate) struct Attempted {
+    pub receipt: String,
+    pub visible_at_ms: i64,
 }
 
 /// The messages receive attempt `attempt` returned, their visibility timeout started
@@ -305,7 +305,7 @@ pub(crate) fn remember_attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queues::{QueueSettings, QueueStore, SqliteQueueStore, ThroughputLimit};
+    use crate::queues::{QueueSettings, ThroughputLimit};
 
     fn fifo(content: bool) -> QueueSettings {
         QueueSettings {
@@ -316,11 +316,7 @@ mod tests {
         }
     }
 
-    fn store() -> (tempfile::TempDir, SqliteQueueStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteQueueStore::open(dir.path()).unwrap();
-        (dir, s)
-    }
+    use crate::backlog::testing::{backend_tests, Backend};
 
     fn m(group: &str, body: &str) -> NewMessage {
         NewMessage {
@@ -334,9 +330,8 @@ mod tests {
         got.iter().map(|m| m.body.as_str()).collect()
     }
 
-    #[test]
-    fn settings_follow_sqs_rules() {
-        let (_d, s) = store();
+    fn settings_follow_sqs_rules(b: &Backend) {
+        let s = b.queues();
         fn err<T: std::fmt::Debug>(r: Result<T>) -> String {
             r.unwrap_err().to_string()
         }
@@ -392,9 +387,8 @@ mod tests {
         assert!(err(s.send("plain.fifo", &[m("g", "x")], 0)).contains("deduplication id"));
     }
 
-    #[test]
-    fn order_per_group_with_one_group_in_flight_at_a_time() {
-        let (_d, s) = store();
+    fn order_per_group_with_one_group_in_flight_at_a_time(b: &Backend) {
+        let s = b.queues();
         s.put_queue("q.fifo", &fifo(true), 0).unwrap();
         let sent = s
             .send(
@@ -435,7 +429,8 @@ mod tests {
         assert_eq!(bodies(&again), ["b1", "b2"]);
         assert_eq!(again[0].receive_count, 2);
         // A receive takes as many of a group's messages as it can, in order.
-        let (_d2, s2) = store();
+        let b2 = b.fresh();
+        let s2 = b2.queues();
         s2.put_queue("q.fifo", &fifo(true), 0).unwrap();
         s2.send("q.fifo", &[m("x", "x1"), m("y", "y1"), m("x", "x2")], 0)
             .unwrap();
@@ -445,9 +440,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn deduplication_by_id_content_and_scope_for_five_minutes() {
-        let (_d, s) = store();
+    fn deduplication_by_id_content_and_scope_for_five_minutes(b: &Backend) {
+        let s = b.queues();
         s.put_queue("q.fifo", &fifo(true), 0).unwrap();
         let one = s.send("q.fifo", &[m("g", "same")], 1_000).unwrap();
         // The same body (content-based) within 5 minutes: the original id and number.
@@ -525,9 +519,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn receive_attempts_return_the_same_messages_until_they_change() {
-        let (_d, s) = store();
+    fn receive_attempts_return_the_same_messages_until_they_change(b: &Backend) {
+        let s = b.queues();
         s.put_queue("q.fifo", &fifo(true), 0).unwrap();
         s.send("q.fifo", &[m("a", "a1"), m("b", "b1"), m("b", "b2")], 0)
             .unwrap();
@@ -567,9 +560,8 @@ mod tests {
         assert_ne!(after[0].receipt, fresh[0].receipt);
     }
 
-    #[test]
-    fn dead_letters_keep_group_order_and_the_group_goes_on() {
-        let (_d, s) = store();
+    fn dead_letters_keep_group_order_and_the_group_goes_on(b: &Backend) {
+        let s = b.queues();
         s.put_queue("dlq.fifo", &fifo(true), 0).unwrap();
         let settings = QueueSettings {
             visibility_timeout_s: 0,
@@ -605,9 +597,8 @@ mod tests {
         assert!(s.redrive("dlq.fifo", Some("std"), None, 60).is_err());
     }
 
-    #[test]
-    fn many_groups_receive_in_group_order_without_scanning_every_message() {
-        let (_d, s) = store();
+    fn many_groups_receive_in_group_order_without_scanning_every_message(b: &Backend) {
+        let s = b.queues();
         s.put_queue("q.fifo", &fifo(true), 0).unwrap();
         // 500 busy groups of 20 messages ahead of one free group.
         for g in 0..500 {
@@ -634,4 +625,13 @@ mod tests {
             t.elapsed()
         );
     }
+
+    backend_tests!(
+        settings_follow_sqs_rules,
+        order_per_group_with_one_group_in_flight_at_a_time,
+        deduplication_by_id_content_and_scope_for_five_minutes,
+        receive_attempts_return_the_same_messages_until_they_change,
+        dead_letters_keep_group_order_and_the_group_goes_on,
+        many_groups_receive_in_group_order_without_scanning_every_message,
+    );
 }

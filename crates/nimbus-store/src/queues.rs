@@ -627,11 +627,11 @@ impl SqliteQueueStore {
     }
 }
 
-fn not_found(name: &str) -> StoreError {
+pub(crate) fn not_found(name: &str) -> StoreError {
     StoreError::NotFound(format!("queue not found: {name}"))
 }
 
-fn stale(receipt: &str) -> StoreError {
+pub(crate) fn stale(receipt: &str) -> StoreError {
     StoreError::InvalidInput(format!(
         "receipt handle {receipt:?} is invalid or stale: the message was deleted or received again since"
     ))
@@ -731,7 +731,12 @@ pub(crate) fn queue_in(tx: &Connection, name: &str) -> Result<QueueInfo> {
 }
 
 /// The message `m` becomes when stored in queue `name` (a new id; FIFO fields from `key`).
-fn message_of(name: &str, m: &NewMessage, now_ms: i64, key: &crate::fifo::DedupKey) -> Message {
+pub(crate) fn message_of(
+    name: &str,
+    m: &NewMessage,
+    now_ms: i64,
+    key: &crate::fifo::DedupKey,
+) -> Message {
     Message {
         id: uuid::Uuid::new_v4().to_string(),
         queue: name.to_string(),
@@ -1406,16 +1411,10 @@ pub fn md5(input: &[u8]) -> [u8; 16] {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, SqliteQueueStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteQueueStore::open(dir.path()).unwrap();
-        (dir, s)
-    }
+    use crate::backlog::testing::{backend_tests, Backend};
 
-    #[test]
-    fn a_message_keeps_its_trace_context() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteQueueStore::open(dir.path()).unwrap();
+    fn a_message_keeps_its_trace_context(b: &Backend) {
+        let s = b.queues();
         s.put_queue("q", &QueueSettings::default(), 0).unwrap();
         let xray = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
         let traced = NewMessage {
@@ -1481,6 +1480,32 @@ mod tests {
         assert!(!is_receipt_handle("x.y"));
     }
 
+    fn sqs_settings_round_trip(b: &Backend) {
+        let s = b.queues();
+        let settings = QueueSettings {
+            delay_s: 5,
+            receive_wait_s: 20,
+            redrive_allow: Some(r#"{"redrivePermission":"denyAll"}"#.into()),
+            tags: [("team".to_string(), "a".to_string())].into(),
+            ..Default::default()
+        };
+        let created = s.put_queue("q", &QueueSettings::default(), 7).unwrap();
+        assert_eq!((created.created_ms, created.modified_ms), (7, 7));
+        s.put_queue("q", &settings, 100).unwrap();
+        let q = s.get_queue("q").unwrap();
+        assert_eq!(q.settings, settings);
+        assert_eq!((q.created_ms, q.modified_ms), (7, 100));
+        assert_eq!(s.list_queues().unwrap(), vec![q.clone()]);
+        // Survives a restart.
+        drop(s);
+        assert_eq!(b.queues().get_queue("q").unwrap(), q);
+        let bad = QueueSettings {
+            receive_wait_s: 21,
+            ..Default::default()
+        };
+        assert!(b.queues().put_queue("q", &bad, 0).is_err());
+    }
+
     #[test]
     fn md5_vectors() {
         assert_eq!(hex::encode(md5(b"")), "d41d8cd98f00b204e9800998ecf8427e");
@@ -1493,9 +1518,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn send_receive_delete_with_visibility() {
-        let (_d, s) = store();
+    fn send_receive_delete_with_visibility(b: &Backend) {
+        let s = b.queues();
         let settings = QueueSettings {
             visibility_timeout_s: 1,
             ..Default::default()
@@ -1568,9 +1592,8 @@ mod tests {
         assert!(s.send("nope", &[msg("x")], 0).unwrap_err().is_not_found());
     }
 
-    #[test]
-    fn redrive_after_max_receive_count() {
-        let (_d, s) = store();
+    fn redrive_after_max_receive_count(b: &Backend) {
+        let s = b.queues();
         s.put_queue("dlq", &QueueSettings::default(), 0).unwrap();
         let settings = QueueSettings {
             visibility_timeout_s: 0,
@@ -1593,9 +1616,8 @@ mod tests {
         assert_eq!(dead[0].receive_count, 1);
     }
 
-    #[test]
-    fn redrive_moves_dead_letters_back_to_their_source() {
-        let (_d, s) = store();
+    fn redrive_moves_dead_letters_back_to_their_source(b: &Backend) {
+        let s = b.queues();
         s.put_queue("dlq", &QueueSettings::default(), 0).unwrap();
         let settings = QueueSettings {
             visibility_timeout_s: 0,
@@ -1654,16 +1676,12 @@ mod tests {
         assert_eq!(s.redrive("dlq", Some("q2"), None, 70).unwrap().moved, 0);
     }
 
-    #[test]
-    fn sends_beyond_the_backlog_limit_are_refused_until_messages_go() {
-        let dir = tempfile::tempdir().unwrap();
+    fn sends_beyond_the_backlog_limit_are_refused_until_messages_go(b: &Backend) {
         let limit = BacklogLimit {
             per_owner: 3,
             total_bytes: 10,
         };
-        let s = SqliteQueueStore::open(dir.path())
-            .unwrap()
-            .with_limit(limit);
+        let s = b.queues_with(limit);
         let settings = QueueSettings {
             visibility_timeout_s: 0,
             retention_s: 60,
@@ -1704,9 +1722,7 @@ mod tests {
         s.purge("dlq").unwrap();
         s.send("dlq", &[msg("e")], 30).unwrap();
         drop(s);
-        let s = SqliteQueueStore::open(dir.path())
-            .unwrap()
-            .with_limit(limit);
+        let s = b.queues_with(limit);
         // 7 bytes in "other" + "e" in dlq: 3 more bytes pass 10.
         assert!(s.send("other", &[msg("zzz")], 30).unwrap_err().is_full());
         s.delete_queue("other").unwrap();
@@ -1717,9 +1733,8 @@ mod tests {
         s.send("q", &[msg("4")], 61_000).unwrap();
     }
 
-    #[test]
-    fn release_does_not_count_and_delay_and_purge() {
-        let (_d, s) = store();
+    fn release_does_not_count_and_delay_and_purge(b: &Backend) {
+        let s = b.queues();
         s.put_queue("q", &QueueSettings::default(), 0).unwrap();
         s.send(
             "q",
@@ -1746,9 +1761,7 @@ mod tests {
         assert!(s.get_queue("q").unwrap_err().is_not_found());
     }
 
-    #[test]
-    fn mappings_and_durability() {
-        let dir = tempfile::tempdir().unwrap();
+    fn mappings_and_durability(b: &Backend) {
         let m = EventSourceMapping {
             uuid: "u1".into(),
             queue: "q".into(),
@@ -1761,7 +1774,7 @@ mod tests {
             filters: vec![r#"{"body":{"k":["v"]}}"#.into()],
         };
         {
-            let s = SqliteQueueStore::open(dir.path()).unwrap();
+            let s = b.queues();
             s.put_queue("q", &QueueSettings::default(), 0).unwrap();
             s.send("q", &[msg("kept")], 0).unwrap();
             s.create_mapping(&m).unwrap();
@@ -1771,7 +1784,7 @@ mod tests {
             };
             assert!(s.create_mapping(&bad).is_err());
         }
-        let s = SqliteQueueStore::open(dir.path()).unwrap();
+        let s = b.queues();
         assert_eq!(s.list_mappings().unwrap(), vec![m.clone()]);
         assert_eq!(s.receive("q", 10, None, 1).unwrap()[0].body, "kept");
         let upd = EventSourceMapping {
@@ -1782,5 +1795,339 @@ mod tests {
         assert!(!s.get_mapping("u1").unwrap().enabled);
         s.delete_mapping("u1").unwrap();
         assert!(s.get_mapping("u1").unwrap_err().is_not_found());
+    }
+
+    backend_tests!(
+        sqs_settings_round_trip,
+        a_message_keeps_its_trace_context,
+        send_receive_delete_with_visibility,
+        redrive_after_max_receive_count,
+        redrive_moves_dead_letters_back_to_their_source,
+        sends_beyond_the_backlog_limit_are_refused_until_messages_go,
+        release_does_not_count_and_delay_and_purge,
+        mappings_and_durability,
+    );
+
+    /// Cluster mode: several nodes (pools) on one database.
+    mod cluster {
+        use crate::postgres::queues::PgQueueStore;
+        use crate::{NewMessage, QueueSettings, QueueStore};
+        use nimbus_pg::testing::TestDb;
+        use nimbus_pg::{Pg, PgConfig};
+        use std::collections::{HashMap, HashSet};
+        use std::sync::{Arc, Barrier, Mutex};
+
+        fn node(db: &TestDb) -> Arc<PgQueueStore> {
+            let pg = Pg::connect(&PgConfig::new(&db.url)).unwrap();
+            Arc::new(PgQueueStore::open(&pg).unwrap())
+        }
+
+        fn fifo() -> QueueSettings {
+            QueueSettings {
+                fifo: true,
+                content_based_dedup: true,
+                ..Default::default()
+            }
+        }
+
+        #[test]
+        fn nodes_receiving_at_once_never_get_the_same_message_and_lose_none() {
+            let db = TestDb::new("queues_nodes");
+            let nodes = [node(&db), node(&db)];
+            nodes[0]
+                .put_queue("q", &QueueSettings::default(), 0)
+                .unwrap();
+            for i in 0..30 {
+                let batch: Vec<NewMessage> = (0..10)
+                    .map(|j| NewMessage {
+                        body: format!("m{i}-{j}"),
+                        ..Default::default()
+                    })
+                    .collect();
+                nodes[i % 2].send("q", &batch, 0).unwrap();
+            }
+            let threads: Vec<_> = (0..6)
+                .map(|t| {
+                    let s = nodes[t % 2].clone();
+                    std::thread::spawn(move || {
+                        let mut got = Vec::new();
+                        loop {
+                            let batch = s.receive("q", 7, Some(600), 1000).unwrap();
+                            if batch.is_empty() {
+                                break;
+                            }
+                            for m in batch {
+                                s.delete_message("q", m.receipt.as_deref().unwrap())
+                                    .unwrap();
+                                got.push(m.id);
+                            }
+                        }
+                        got
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in threads {
+                all.extend(t.join().unwrap());
+            }
+            let unique: HashSet<&String> = all.iter().collect();
+            assert_eq!(unique.len(), all.len(), "a message was received twice");
+            assert_eq!(all.len(), 300, "messages were lost");
+            assert_eq!(nodes[1].stats("q", 1000).unwrap(), Default::default());
+        }
+
+        #[test]
+        fn fifo_groups_have_one_batch_in_flight_across_nodes_and_keep_their_order() {
+            let db = TestDb::new("queues_fifo_nodes");
+            let nodes = [node(&db), node(&db)];
+            nodes[0].put_queue("q.fifo", &fifo(), 0).unwrap();
+            for g in 0..8 {
+                for part in 0..2 {
+                    let batch: Vec<NewMessage> = (0..10)
+                        .map(|i| NewMessage {
+                            body: format!("g{g}-{}", part * 10 + i),
+                            group_id: Some(format!("g{g}")),
+                            ..Default::default()
+                        })
+                        .collect();
+                    nodes[(g + part) % 2].send("q.fifo", &batch, 0).unwrap();
+                }
+            }
+            // The last sequence number handed out per group: a batch must start after it.
+            let last: Arc<Mutex<HashMap<String, u128>>> = Default::default();
+            let threads: Vec<_> = (0..6)
+                .map(|t| {
+                    let (s, last) = (nodes[t % 2].clone(), last.clone());
+                    std::thread::spawn(move || {
+                        let mut got = Vec::new();
+                        let mut idle = 0;
+                        while idle < 3 {
+                            let batch = s.receive("q.fifo", 3, Some(600), 1000).unwrap();
+                            if batch.is_empty() {
+                                idle += 1;
+                                std::thread::sleep(std::time::Duration::from_millis(20));
+                                continue;
+                            }
+                            idle = 0;
+                            {
+                                let mut last = last.lock().unwrap();
+                                for m in &batch {
+                                    let g = m.group_id.clone().unwrap();
+                                    let seq: u128 =
+                                        m.sequence_number.as_deref().unwrap().parse().unwrap();
+                                    let prev = last.insert(g.clone(), seq);
+                                    assert!(
+                                        prev.is_none_or(|p| p < seq),
+                                        "group {g}: {seq} after {prev:?}"
+                                    );
+                                }
+                            }
+                            for m in batch {
+                                s.delete_message("q.fifo", m.receipt.as_deref().unwrap())
+                                    .unwrap();
+                                got.push(m.body);
+                            }
+                        }
+                        got
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in threads {
+                all.extend(t.join().unwrap());
+            }
+            let unique: HashSet<&String> = all.iter().collect();
+            assert_eq!(unique.len(), all.len(), "a message was received twice");
+            assert_eq!(all.len(), 160, "messages were lost");
+        }
+
+        #[test]
+        fn one_deduplication_id_sent_by_many_nodes_at_once_is_one_message() {
+            let db = TestDb::new("queues_dedup_nodes");
+            let nodes = [node(&db), node(&db)];
+            nodes[0].put_queue("q.fifo", &fifo(), 0).unwrap();
+            for round in 0..5 {
+                let barrier = Arc::new(Barrier::new(6));
+                let threads: Vec<_> = (0..6)
+                    .map(|t| {
+                        let (s, barrier) = (nodes[t % 2].clone(), barrier.clone());
+                        std::thread::spawn(move || {
+                            barrier.wait();
+                            let m = NewMessage {
+                                body: format!("body {round}"),
+                                group_id: Some(format!("g{t}")),
+                                ..Default::default()
+                            };
+                            s.send("q.fifo", &[m], 10).unwrap().remove(0)
+                        })
+                    })
+                    .collect();
+                let sent: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+                assert!(sent.iter().all(|m| m.id == sent[0].id), "{sent:?}");
+                assert!(sent
+                    .iter()
+                    .all(|m| m.sequence_number == sent[0].sequence_number));
+            }
+            assert_eq!(nodes[1].stats("q.fifo", 10).unwrap().visible, 5);
+        }
+
+        #[test]
+        fn a_dead_nodes_messages_come_back_when_their_visibility_ends() {
+            let db = TestDb::new("queues_dead_node");
+            let (a, b) = (node(&db), node(&db));
+            a.put_queue("q", &QueueSettings::default(), 0).unwrap();
+            a.put_queue("q.fifo", &fifo(), 0).unwrap();
+            a.send(
+                "q",
+                &[NewMessage {
+                    body: "m".into(),
+                    ..Default::default()
+                }],
+                0,
+            )
+            .unwrap();
+            let fm = NewMessage {
+                body: "f".into(),
+                group_id: Some("g".into()),
+                ..Default::default()
+            };
+            a.send("q.fifo", &[fm], 0).unwrap();
+            let held = a.receive("q", 10, Some(5), 100).unwrap();
+            let held_fifo = a.receive("q.fifo", 10, Some(5), 100).unwrap();
+            assert_eq!((held.len(), held_fifo.len()), (1, 1));
+            drop(a);
+            // Hidden while the dead node's visibility timeout runs…
+            assert!(b.receive("q", 10, None, 5_000).unwrap().is_empty());
+            assert!(b.receive("q.fifo", 10, None, 5_000).unwrap().is_empty());
+            // …then back, under a new handle.
+            let again = b.receive("q", 10, None, 5_100).unwrap();
+            assert_eq!(again[0].id, held[0].id);
+            assert_eq!(again[0].receive_count, 2);
+            let again = b.receive("q.fifo", 10, None, 5_100).unwrap();
+            assert_eq!(again[0].id, held_fifo[0].id);
+            assert!(b
+                .delete_message("q", held[0].receipt.as_deref().unwrap())
+                .unwrap_err()
+                .is_invalid_input());
+        }
+
+        #[test]
+        fn the_backlog_bound_of_a_queue_holds_across_nodes() {
+            let db = TestDb::new("queues_backlog_nodes");
+            let limit = crate::BacklogLimit {
+                per_owner: 10,
+                total_bytes: u64::MAX - 1,
+            };
+            let pgs = [
+                Pg::connect(&PgConfig::new(&db.url)).unwrap(),
+                Pg::connect(&PgConfig::new(&db.url)).unwrap(),
+            ];
+            let nodes: Vec<Arc<PgQueueStore>> = pgs
+                .iter()
+                .map(|pg| Arc::new(PgQueueStore::open(pg).unwrap().with_limit(limit)))
+                .collect();
+            nodes[0]
+                .put_queue("q", &QueueSettings::default(), 0)
+                .unwrap();
+            let barrier = Arc::new(Barrier::new(6));
+            let threads: Vec<_> = (0..6)
+                .map(|t| {
+                    let (s, barrier) = (nodes[t % 2].clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let mut stored = 0;
+                        for i in 0..5 {
+                            let m = NewMessage {
+                                body: format!("{t}-{i}"),
+                                ..Default::default()
+                            };
+                            match s.send("q", &[m], 0) {
+                                Ok(_) => stored += 1,
+                                Err(e) => assert!(e.is_full(), "{e}"),
+                            }
+                        }
+                        stored
+                    })
+                })
+                .collect();
+            let stored: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            assert_eq!(stored, 10);
+            assert_eq!(nodes[1].stats("q", 0).unwrap().visible, 10);
+            assert_eq!(
+                nodes[0].backlog().unwrap().largest_owner,
+                Some(("q".into(), 10))
+            );
+        }
+
+        #[test]
+        fn empty_fifo_groups_leave_no_rows_behind() {
+            let db = TestDb::new("queues_groups");
+            let s = node(&db);
+            s.put_queue("q.fifo", &fifo(), 0).unwrap();
+            let m = |g: &str, body: &str| NewMessage {
+                body: body.into(),
+                group_id: Some(g.into()),
+                ..Default::default()
+            };
+            s.send("q.fifo", &[m("a", "1"), m("b", "2"), m("c", "3")], 0)
+                .unwrap();
+            // A duplicate in a new group takes no group row.
+            s.send("q.fifo", &[m("d", "1")], 0).unwrap();
+            let groups = || -> i64 {
+                db.pg
+                    .with(async |c| {
+                        Ok(c.query_one("SELECT COUNT(*) FROM queues_fifo_groups", &[])
+                            .await?
+                            .get(0))
+                    })
+                    .unwrap()
+            };
+            assert_eq!(groups(), 3);
+            let got = s.receive("q.fifo", 10, None, 0).unwrap();
+            for r in &got[..2] {
+                s.delete_message("q.fifo", r.receipt.as_deref().unwrap())
+                    .unwrap();
+            }
+            assert_eq!(groups(), 1);
+            s.purge("q.fifo").unwrap();
+            assert_eq!(groups(), 0);
+        }
+
+        #[test]
+        fn one_receive_attempt_retried_on_another_node_at_once_gets_the_same_messages() {
+            let db = TestDb::new("queues_attempt_nodes");
+            let nodes = [node(&db), node(&db)];
+            nodes[0].put_queue("q.fifo", &fifo(), 0).unwrap();
+            for g in 0..6 {
+                let m = NewMessage {
+                    body: format!("m{g}"),
+                    group_id: Some(format!("g{g}")),
+                    ..Default::default()
+                };
+                nodes[0].send("q.fifo", &[m], 0).unwrap();
+            }
+            for round in 0..3 {
+                let barrier = Arc::new(Barrier::new(4));
+                let threads: Vec<_> = (0..4)
+                    .map(|t| {
+                        let (s, barrier) = (nodes[t % 2].clone(), barrier.clone());
+                        std::thread::spawn(move || {
+                            barrier.wait();
+                            let attempt = format!("a{round}");
+                            let got = s
+                                .receive_attempt("q.fifo", 2, Some(600), Some(&attempt), 10)
+                                .unwrap();
+                            got.into_iter()
+                                .map(|m| m.receipt.unwrap())
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                let got: Vec<Vec<String>> =
+                    threads.into_iter().map(|t| t.join().unwrap()).collect();
+                assert_eq!(got[0].len(), 2, "{got:?}");
+                assert!(got.iter().all(|g| g == &got[0]), "{got:?}");
+            }
+        }
     }
 }
