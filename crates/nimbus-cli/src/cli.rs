@@ -319,6 +319,12 @@ pub struct ServerArgs {
     /// as a warning. Off unless set (docs/observability.md).
     #[arg(long, env = "NIMBUS_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Keep the stores in this PostgreSQL database (`postgres://USER[:PASSWORD]@HOST:PORT/DB`)
+    /// instead of SQLite files in the data directory: the registry, logs, async events,
+    /// queues, buses and schedules, history, event sources and workflows; code packages
+    /// stay in the data directory. Cluster mode is being built (docs/cluster.md).
+    #[arg(long, env = "NIMBUS_DATABASE", value_name = "URL", hide_env_values = true)]
+    pub database: Option<String>,
     /// Serve the S3-compatible object store on this address (`PORT` or `:PORT` is
     /// loopback), path-style and virtual-hosted-style (`BUCKET.localhost:PORT`), signed
     /// with the same access keys as the API. Objects live in `DATA_DIR/objects`. Off unless

@@ -96,7 +96,7 @@ pub(crate) fn query_message(e: &tokio_postgres::Error) -> String {
 }
 
 /// Set on every new connection (see [`Pg::connect`]).
-const LOCK_TIMEOUT: &str = "SET lock_timeout = '5s'";
+const LOCK_TIMEOUT: &str = "SET lock_timeout = '5s'; SET client_min_messages = warning";
 
 /// Connection settings.
 #[derive(Debug, Clone)]

@@ -16,10 +16,8 @@ use nimbus_runtime::{
     Isolation, LogCapture, LogReceiver, LogRecord, LogSink, LogStreamKind, MemoryLimits,
     ProcessExecutor, ProcessExecutorConfig,
 };
-use nimbus_store::{BacklogLimit, SqliteQueueStore};
-use nimbus_store::{
-    CodeStore, LogEntry, LogLimits, LogStream, SqliteBusStore, SqliteEventQueue, SqliteStore, Store,
-};
+use nimbus_store::BacklogLimit;
+use nimbus_store::{CodeStore, LogEntry, LogLimits, LogStream, Store};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +35,7 @@ mod platform;
 mod s3;
 mod secrets;
 mod slots;
+mod stores;
 
 pub use conn::ConnLimits;
 pub use health::HealthConfig;
@@ -80,6 +79,9 @@ pub struct Config {
     /// the standard `OTEL_EXPORTER_OTLP_*` variables decide, and tracing is off unless
     /// one names an endpoint.
     pub otlp_endpoint: Option<String>,
+    /// Keep the stores in this PostgreSQL database instead of SQLite files in the data
+    /// directory (`--database postgres://…`; docs/cluster.md).
+    pub database: Option<String>,
     pub data_dir: PathBuf,
     /// The secrets master key file (default `DATA_DIR/master.key`); `NIMBUS_MASTER_KEY`
     /// takes precedence.
@@ -156,6 +158,7 @@ impl Default for Config {
             metrics_max_functions: nimbus_metrics::MetricsConfig::default().max_functions,
             metrics: true,
             data_dir: PathBuf::from(".nimbus"),
+            database: None,
             master_key_file: None,
             idle_timeout: Duration::from_secs(300),
             queue_timeout: Duration::from_secs(10),
@@ -303,11 +306,9 @@ impl Server {
             .canonicalize()
             .context("cannot resolve data dir")?;
         let log_limits = config.logs.store_limits(file_system_bytes(&data_dir));
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&data_dir)
-                .and_then(|s| s.with_log_limits(log_limits))
-                .with_context(|| format!("cannot open registry in {}", data_dir.display()))?,
-        );
+        let backend = stores::Backend::open(config.database.as_deref())?;
+        let store = backend.registry(&data_dir, log_limits)?;
+        info!(stores = %backend.describe(&data_dir), "stores opened");
         let code =
             Arc::new(CodeStore::open(&data_dir.join("code")).context("cannot open code store")?);
         if !config.auth && !config.listen.ip().is_loopback() {
@@ -400,10 +401,8 @@ impl Server {
         if !config.auth {
             warn!("authentication is OFF (--auth off): anyone who can reach {addr} can deploy, invoke and read everything; for local development only");
         }
-        let queue = SqliteEventQueue::open(&data_dir)
-            .context("cannot open the async event queue")?
-            .with_limit(config.async_backlog);
-        let events = AsyncEngine::new(Arc::new(queue), config.events.clone());
+        let queue = backend.events(&data_dir, config.async_backlog)?;
+        let events = AsyncEngine::new(queue, config.events.clone());
         if !config.metrics && config.metrics_listen.is_some() {
             anyhow::bail!("--metrics-listen needs metrics on (it is set with --metrics off)");
         }
@@ -451,10 +450,7 @@ impl Server {
             },
         )
         .map_err(|e| anyhow::anyhow!("cannot load routes: {e}"))?;
-        let queues = SqliteQueueStore::open(&data_dir)
-            .context("cannot open the queues")?
-            .with_limit(config.queue_backlog);
-        let queues: Arc<dyn nimbus_store::QueueStore> = Arc::new(queues);
+        let queues = backend.queues(&data_dir, config.queue_backlog)?;
         let s3 = match config.s3_listen {
             Some(a) => Some(s3::bind(
                 a,
@@ -483,25 +479,18 @@ impl Server {
         mappings.set_metrics(metrics.clone());
         let gateway = gateway.with_queues(mappings.clone());
         events.set_queues(mappings.clone());
-        let bus_store = SqliteBusStore::open(&data_dir, unix_ms())
-            .context("cannot open the event bus store")?;
-        let bus = EventBus::new(Arc::new(bus_store), events.clone());
+        let bus = EventBus::new(backend.bus(&data_dir, unix_ms())?, events.clone());
         bus.set_queues(mappings.clone());
         let gateway = gateway.with_bus(bus.clone());
-        let history_store = nimbus_store::SqliteHistoryStore::open(&data_dir)
-            .context("cannot open the history store")?;
         let gateway = gateway.with_history(nimbus_gateway::History::new(
-            Arc::new(history_store),
+            backend.history(&data_dir)?,
             history_minute_ms(),
         ));
         let gateway = gateway.with_limits(config.abuse.clone());
         let gateway = gateway.with_auth(auth.clone());
         // External event sources: their credentials come from the secrets store; a batch
         // whose retries are exhausted goes to its on-failure destination through the bus.
-        let source_store = Arc::new(
-            nimbus_sources::SqliteSourceStore::open(&data_dir)
-                .context("cannot open the event source store")?,
-        );
+        let source_store = backend.sources(&data_dir)?;
         let source_secrets = secret_store.clone();
         let sources = nimbus_sources::SourceRunner::new(
             source_store.clone(),
@@ -534,10 +523,8 @@ impl Server {
             Arc::new(SystemClock),
         );
         // Workflows: state machines and executions in flows.db, Tasks through the gateway.
-        let flow_store = nimbus_flows::store::sqlite::SqliteFlowStore::open(&data_dir)
-            .context("cannot open the workflow store")?;
         let workflows = nimbus_workflows::Workflows::new(
-            Arc::new(flow_store),
+            backend.flows(&data_dir)?,
             Arc::new(nimbus_gateway::GatewayTasks(gateway.clone())),
             nimbus_workflows::Config {
                 time_scale: config.events.time_scale,
