@@ -20,7 +20,9 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
+
+mod postgres;
 
 /// Largest secret value accepted, in bytes.
 pub const MAX_SECRET_VALUE: usize = 4096;
@@ -304,14 +306,91 @@ pub struct SecretInfo {
     pub updated_ms: i64,
 }
 
-/// The encrypted secrets store.
+/// The encrypted secrets store: on SQLite (`DATA_DIR/secrets.db`, [`SecretStore::open`]) or
+/// on PostgreSQL, shared by the nodes of a cluster ([`SecretStore::open_postgres`]). The
+/// sealing is the same on both; only where the sealed rows live differs.
+///
+/// The execution roles ([`crate::RoleStore`]) of a single server live in `secrets.db` too,
+/// and its `RoleStore` methods use that file. A store opened with
+/// [`SecretStore::open_postgres`] holds no roles (a cluster keeps them in
+/// [`crate::postgres::roles::PgRoleStore`]): calling its `RoleStore` methods is a wiring
+/// mistake and panics, saying so.
 pub struct SecretStore {
-    inner: Mutex<Inner>,
+    backend: Backend,
+}
+
+/// Where the sealed rows live, with the key in use beside them (rotation swaps both under
+/// one lock).
+enum Backend {
+    Sqlite(Mutex<Inner>),
+    /// Readers and writers share the lock, so a node's requests run side by side; only a
+    /// rotation takes it alone.
+    Postgres(RwLock<postgres::PgInner>),
 }
 
 pub(crate) struct Inner {
     pub(crate) db: Db,
     key: MasterKey,
+}
+
+/// A value as stored: the id of the key that sealed it, the nonce, the ciphertext.
+struct Sealed {
+    key_id: String,
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+/// An access key's row.
+struct KeyRow {
+    id: String,
+    name: String,
+    policy: String,
+    sealed: Sealed,
+    created_ms: i64,
+}
+
+/// Rotation's crypto, run by the backend on each stored value inside its transaction:
+/// `(associated name, nonce, ciphertext)` opened under the old key, sealed under the new.
+type Reseal<'a> = &'a dyn Fn(&str, &[u8], &[u8]) -> Result<(Vec<u8>, Vec<u8>)>;
+
+/// The row storage of a backend. Values arrive sealed and leave sealed: no plaintext and no
+/// key ever reaches a backend.
+trait Rows {
+    /// Creates or replaces the secret `name`, sealed under the key `sealed.key_id`. True
+    /// when it was created. A backend shared by several nodes refuses (`Conflict`) a value
+    /// sealed under another key than the store's current one.
+    fn put_secret(&self, name: &str, sealed: &Sealed, now_ms: i64) -> Result<bool>;
+    fn secret(&self, name: &str) -> Result<Option<Sealed>>;
+    /// Names and times, sorted by name (bytewise).
+    fn list(&self) -> Result<Vec<SecretInfo>>;
+    /// False when there was no such secret.
+    fn delete_secret(&self, name: &str) -> Result<bool>;
+    /// In one transaction: every secret and access key re-sealed with `reseal` (associated
+    /// names: the secret's name, [`KEY_AAD_PREFIX`] + the key's id) and recorded as sealed
+    /// by `new_id`. All or nothing; `old_id` is the key this node holds. Returns how many
+    /// secrets were re-sealed.
+    fn rotate(&mut self, old_id: &str, new_id: &str, reseal: Reseal<'_>) -> Result<usize>;
+    /// Stores a new access key; `Conflict` ("an access key named … already exists") when
+    /// its name or its id is taken; refuses a stale key as [`Rows::put_secret`] does.
+    fn insert_access_key(&self, key: &KeyRow) -> Result<()>;
+    /// Every access key, sorted by name (bytewise).
+    fn access_keys(&self) -> Result<Vec<KeyRow>>;
+    /// False when there was no such key.
+    fn delete_access_key(&self, id: &str) -> Result<bool>;
+}
+
+/// A value sealed under another key than the node's: the master key was rotated (by another
+/// node of the cluster) after this node started.
+fn stale_key(what: &str, sealed_with: &str, ours: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "{what} is encrypted with master key {sealed_with}, but this node's master key is \
+         {ours}: the master key was rotated (on another node) since this node started; \
+         restart it with the new key"
+    ))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SecretStore {
@@ -336,17 +415,80 @@ impl SecretStore {
             )));
         }
         Ok(Self {
-            inner: Mutex::new(Inner { db, key }),
+            backend: Backend::Sqlite(Mutex::new(Inner { db, key })),
         })
     }
 
+    /// Opens the secrets and access keys in PostgreSQL (cluster mode; component `secrets`,
+    /// its schema brought up to date) with `key`. Every node of a cluster must be given the
+    /// same key: the database records the id of the key in use (the first node's, then each
+    /// rotation's), and a node with another key is refused (`InvalidInput`, naming both key
+    /// ids), even before any secret exists.
+    ///
+    /// After another node rotated the master key, this node (still holding the old key)
+    /// refuses to seal anything under the old key and cannot read what the new key sealed:
+    /// those calls fail with `Conflict`, saying to restart it with the new key.
+    pub fn open_postgres(pg: &nimbus_pg::Pg, key: MasterKey) -> Result<Self> {
+        let rows = postgres::PgRows::open(pg, &key)?;
+        Ok(Self {
+            backend: Backend::Postgres(RwLock::new(postgres::PgInner { rows, key })),
+        })
+    }
+
+    /// The SQLite connection, for the execution roles kept in `secrets.db` (`roles.rs`).
+    ///
+    /// # Panics
+    /// On a store opened with [`SecretStore::open_postgres`]: it holds no roles.
     pub(crate) fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        match &self.backend {
+            Backend::Sqlite(m) => lock(m),
+            Backend::Postgres(_) => panic!(
+                "the secrets store on PostgreSQL holds no execution roles: in cluster mode, \
+                 use nimbus_store::postgres::roles::PgRoleStore as the RoleStore"
+            ),
+        }
+    }
+
+    /// `f` with the key in use and the rows; concurrent calls may run side by side on
+    /// PostgreSQL, never with a rotation.
+    fn shared<T>(&self, f: impl FnOnce(&MasterKey, &dyn Rows) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(m) => {
+                let inner = lock(m);
+                f(&inner.key, &inner.db)
+            }
+            Backend::Postgres(l) => {
+                let inner = l.read().unwrap_or_else(|e| e.into_inner());
+                f(&inner.key, &inner.rows)
+            }
+        }
+    }
+
+    /// `f` alone, able to replace the key.
+    fn exclusive<T>(
+        &self,
+        f: impl FnOnce(&mut MasterKey, &mut dyn Rows) -> Result<T>,
+    ) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(m) => {
+                let mut inner = lock(m);
+                let Inner { db, key } = &mut *inner;
+                f(key, db)
+            }
+            Backend::Postgres(l) => {
+                let mut inner = l.write().unwrap_or_else(|e| e.into_inner());
+                let postgres::PgInner { rows, key } = &mut *inner;
+                f(key, rows)
+            }
+        }
     }
 
     /// The id of the key in use.
     pub fn key_id(&self) -> String {
-        self.inner().key.id()
+        match &self.backend {
+            Backend::Sqlite(m) => lock(m).key.id(),
+            Backend::Postgres(l) => l.read().unwrap_or_else(|e| e.into_inner()).key.id(),
+        }
     }
 
     /// Creates or replaces a secret. Returns true when it was created.
@@ -358,63 +500,39 @@ impl SecretStore {
                 value.len()
             )));
         }
-        let inner = self.inner();
-        let (nonce, ciphertext) = inner.key.seal(name, value);
-        let now = now_ms(time::OffsetDateTime::now_utc());
-        let existed: bool = inner.db.query_row(
-            "SELECT EXISTS (SELECT 1 FROM secrets WHERE name = ?1)",
-            [name],
-            |r| r.get(0),
-        )?;
-        inner.db.execute(
-            "INSERT INTO secrets (name, key_id, nonce, ciphertext, created_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
-             ON CONFLICT (name) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce,
-                 ciphertext = excluded.ciphertext, updated_ms = excluded.updated_ms",
-            params![name, inner.key.id(), nonce, ciphertext, now],
-        )?;
-        Ok(!existed)
+        self.shared(|key, rows| {
+            let (nonce, ciphertext) = key.seal(name, value);
+            let sealed = Sealed {
+                key_id: key.id(),
+                nonce,
+                ciphertext,
+            };
+            rows.put_secret(name, &sealed, now_ms(time::OffsetDateTime::now_utc()))
+        })
     }
 
     /// The decrypted value, `None` when there is no such secret.
     pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let inner = self.inner();
-        let row: Option<(Vec<u8>, Vec<u8>)> = inner
-            .db
-            .query_row(
-                "SELECT nonce, ciphertext FROM secrets WHERE name = ?1",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        row.map(|(nonce, ct)| inner.key.open(name, &nonce, &ct))
-            .transpose()
+        self.shared(|key, rows| {
+            let Some(sealed) = rows.secret(name)? else {
+                return Ok(None);
+            };
+            let ours = key.id();
+            if sealed.key_id != ours {
+                return Err(stale_key(&format!("secret {name}"), &sealed.key_id, &ours));
+            }
+            key.open(name, &sealed.nonce, &sealed.ciphertext).map(Some)
+        })
     }
 
     /// Names and times, sorted by name.
     pub fn list(&self) -> Result<Vec<SecretInfo>> {
-        let inner = self.inner();
-        let mut stmt = inner
-            .db
-            .prepare("SELECT name, created_ms, updated_ms FROM secrets ORDER BY name")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(SecretInfo {
-                name: r.get(0)?,
-                created_ms: r.get(1)?,
-                updated_ms: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.shared(|_, rows| rows.list())
     }
 
     /// `NotFound` when there is no such secret.
     pub fn delete(&self, name: &str) -> Result<()> {
-        let inner = self.inner();
-        if inner
-            .db
-            .execute("DELETE FROM secrets WHERE name = ?1", [name])?
-            == 0
-        {
+        if !self.shared(|_, rows| rows.delete_secret(name))? {
             return Err(StoreError::NotFound(format!("secret not found: {name}")));
         }
         Ok(())
@@ -422,41 +540,21 @@ impl SecretStore {
 
     /// Re-encrypts every secret under `new_key` in one transaction (all or nothing), then
     /// uses `new_key` from now on. Returns how many secrets were re-encrypted.
+    ///
+    /// On PostgreSQL the rotation locks the recorded key id and both tables for its
+    /// transaction, so another node's writes wait for it and are then refused (sealed under
+    /// the old key); a node that no longer holds the key in use cannot rotate (`Conflict`).
     pub fn rotate(&self, new_key: MasterKey) -> Result<usize> {
-        let mut inner = self.inner();
-        let Inner { db, key } = &mut *inner;
-        let tx = db.write_tx()?;
-        let rows: Vec<(String, Vec<u8>, Vec<u8>)> = {
-            let mut stmt = tx.prepare("SELECT name, nonce, ciphertext FROM secrets")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        let new_id = new_key.id();
-        for (name, nonce, ct) in &rows {
-            let value = key.open(name, nonce, ct)?;
-            let (nonce, ct) = new_key.seal(name, &value);
-            tx.execute(
-                "UPDATE secrets SET key_id = ?2, nonce = ?3, ciphertext = ?4 WHERE name = ?1",
-                params![name, new_id, nonce, ct],
-            )?;
-        }
-        let keys: Vec<(String, Vec<u8>, Vec<u8>)> = {
-            let mut stmt = tx.prepare("SELECT id, nonce, ciphertext FROM access_keys")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        for (id, nonce, ct) in &keys {
-            let aad_name = format!("{KEY_AAD_PREFIX}{id}");
-            let value = key.open(&aad_name, nonce, ct)?;
-            let (nonce, ct) = new_key.seal(&aad_name, &value);
-            tx.execute(
-                "UPDATE access_keys SET key_id = ?2, nonce = ?3, ciphertext = ?4 WHERE id = ?1",
-                params![id, new_id, nonce, ct],
-            )?;
-        }
-        tx.commit()?;
-        *key = new_key;
-        Ok(rows.len())
+        self.exclusive(|key, rows| {
+            let old = &*key;
+            let reseal = |aad_name: &str, nonce: &[u8], ct: &[u8]| {
+                let value = old.open(aad_name, nonce, ct)?;
+                Ok(new_key.seal(aad_name, &value))
+            };
+            let n = rows.rotate(&old.id(), &new_key.id(), &reseal)?;
+            *key = new_key;
+            Ok(n)
+        })
     }
 
     /// Stores an access key: its id, a unique name, its policy (JSON text) and its secret,
@@ -475,26 +573,21 @@ impl SecretStore {
                  '_', '.' and '-', starting with a letter or digit"
             ))
         })?;
-        let inner = self.inner();
-        let (nonce, ct) = inner
-            .key
-            .seal(&format!("{KEY_AAD_PREFIX}{id}"), secret.as_bytes());
         let now = now_ms(time::OffsetDateTime::now_utc());
-        let taken: bool = inner.db.query_row(
-            "SELECT EXISTS (SELECT 1 FROM access_keys WHERE name = ?1 OR id = ?2)",
-            params![name, id],
-            |r| r.get(0),
-        )?;
-        if taken {
-            return Err(StoreError::Conflict(format!(
-                "an access key named {name} already exists"
-            )));
-        }
-        inner.db.execute(
-            "INSERT INTO access_keys (id, name, policy, key_id, nonce, ciphertext, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![id, name, policy, inner.key.id(), nonce, ct, now],
-        )?;
+        self.shared(|key, rows| {
+            let (nonce, ciphertext) = key.seal(&format!("{KEY_AAD_PREFIX}{id}"), secret.as_bytes());
+            rows.insert_access_key(&KeyRow {
+                id: id.into(),
+                name: name.into(),
+                policy: policy.into(),
+                sealed: Sealed {
+                    key_id: key.id(),
+                    nonce,
+                    ciphertext,
+                },
+                created_ms: now,
+            })
+        })?;
         Ok(AccessKey {
             id: id.into(),
             name: name.into(),
@@ -507,51 +600,190 @@ impl SecretStore {
     /// Every access key with its decrypted secret, sorted by name (for the server's
     /// in-memory cache; never for an API response).
     pub fn access_keys(&self) -> Result<Vec<AccessKey>> {
-        let inner = self.inner();
-        let mut stmt = inner.db.prepare(
-            "SELECT id, name, policy, nonce, ciphertext, created_ms FROM access_keys ORDER BY name",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-                r.get::<_, Vec<u8>>(4)?,
-                r.get::<_, i64>(5)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, name, policy, nonce, ct, created_ms) = row?;
-            let secret = inner
-                .key
-                .open(&format!("{KEY_AAD_PREFIX}{id}"), &nonce, &ct)?;
-            let secret = String::from_utf8(secret)
-                .map_err(|_| StoreError::Corrupt(format!("access key {id}: secret not UTF-8")))?;
-            out.push(AccessKey {
-                id,
-                name,
-                policy,
-                secret,
-                created_ms,
-            });
-        }
-        Ok(out)
+        self.shared(|key, rows| {
+            let ours = key.id();
+            let mut out = Vec::new();
+            for row in rows.access_keys()? {
+                let KeyRow {
+                    id,
+                    name,
+                    policy,
+                    sealed,
+                    created_ms,
+                } = row;
+                if sealed.key_id != ours {
+                    return Err(stale_key(
+                        &format!("access key {id}"),
+                        &sealed.key_id,
+                        &ours,
+                    ));
+                }
+                let secret = key.open(
+                    &format!("{KEY_AAD_PREFIX}{id}"),
+                    &sealed.nonce,
+                    &sealed.ciphertext,
+                )?;
+                let secret = String::from_utf8(secret).map_err(|_| {
+                    StoreError::Corrupt(format!("access key {id}: secret not UTF-8"))
+                })?;
+                out.push(AccessKey {
+                    id,
+                    name,
+                    policy,
+                    secret,
+                    created_ms,
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// Deletes an access key by id; `NotFound` when there is none.
     pub fn delete_access_key(&self, id: &str) -> Result<()> {
-        let inner = self.inner();
-        if inner
-            .db
-            .execute("DELETE FROM access_keys WHERE id = ?1", [id])?
-            == 0
-        {
+        if !self.shared(|_, rows| rows.delete_access_key(id))? {
             return Err(StoreError::NotFound(format!("access key not found: {id}")));
         }
         Ok(())
     }
+}
+
+/// The SQLite rows (`secrets.db`): one process owns the file, so the key it holds is always
+/// the one every row was sealed with.
+impl Rows for Db {
+    fn put_secret(&self, name: &str, sealed: &Sealed, now_ms: i64) -> Result<bool> {
+        let existed: bool = self.query_row(
+            "SELECT EXISTS (SELECT 1 FROM secrets WHERE name = ?1)",
+            [name],
+            |r| r.get(0),
+        )?;
+        self.execute(
+            "INSERT INTO secrets (name, key_id, nonce, ciphertext, created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+             ON CONFLICT (name) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce,
+                 ciphertext = excluded.ciphertext, updated_ms = excluded.updated_ms",
+            params![name, sealed.key_id, sealed.nonce, sealed.ciphertext, now_ms],
+        )?;
+        Ok(!existed)
+    }
+
+    fn secret(&self, name: &str) -> Result<Option<Sealed>> {
+        Ok(self
+            .query_row(
+                "SELECT key_id, nonce, ciphertext FROM secrets WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(Sealed {
+                        key_id: r.get(0)?,
+                        nonce: r.get(1)?,
+                        ciphertext: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn list(&self) -> Result<Vec<SecretInfo>> {
+        let mut stmt =
+            self.prepare("SELECT name, created_ms, updated_ms FROM secrets ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SecretInfo {
+                name: r.get(0)?,
+                created_ms: r.get(1)?,
+                updated_ms: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn delete_secret(&self, name: &str) -> Result<bool> {
+        Ok(self.execute("DELETE FROM secrets WHERE name = ?1", [name])? > 0)
+    }
+
+    fn rotate(&mut self, _old_id: &str, new_id: &str, reseal: Reseal<'_>) -> Result<usize> {
+        // Dropped without commit on any error: rolled back.
+        let tx = self.write_tx()?;
+        let rows: Vec<(String, Vec<u8>, Vec<u8>)> = {
+            let mut stmt = tx.prepare("SELECT name, nonce, ciphertext FROM secrets")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (name, nonce, ct) in &rows {
+            let (nonce, ct) = reseal(name, nonce, ct)?;
+            tx.execute(
+                "UPDATE secrets SET key_id = ?2, nonce = ?3, ciphertext = ?4 WHERE name = ?1",
+                params![name, new_id, nonce, ct],
+            )?;
+        }
+        let keys: Vec<(String, Vec<u8>, Vec<u8>)> = {
+            let mut stmt = tx.prepare("SELECT id, nonce, ciphertext FROM access_keys")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (id, nonce, ct) in &keys {
+            let (nonce, ct) = reseal(&format!("{KEY_AAD_PREFIX}{id}"), nonce, ct)?;
+            tx.execute(
+                "UPDATE access_keys SET key_id = ?2, nonce = ?3, ciphertext = ?4 WHERE id = ?1",
+                params![id, new_id, nonce, ct],
+            )?;
+        }
+        tx.commit()?;
+        Ok(rows.len())
+    }
+
+    fn insert_access_key(&self, key: &KeyRow) -> Result<()> {
+        let taken: bool = self.query_row(
+            "SELECT EXISTS (SELECT 1 FROM access_keys WHERE name = ?1 OR id = ?2)",
+            params![key.name, key.id],
+            |r| r.get(0),
+        )?;
+        if taken {
+            return Err(access_key_taken(&key.name));
+        }
+        self.execute(
+            "INSERT INTO access_keys (id, name, policy, key_id, nonce, ciphertext, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                key.id,
+                key.name,
+                key.policy,
+                key.sealed.key_id,
+                key.sealed.nonce,
+                key.sealed.ciphertext,
+                key.created_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn access_keys(&self) -> Result<Vec<KeyRow>> {
+        let mut stmt = self.prepare(
+            "SELECT id, name, policy, key_id, nonce, ciphertext, created_ms FROM access_keys
+             ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(KeyRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                policy: r.get(2)?,
+                sealed: Sealed {
+                    key_id: r.get(3)?,
+                    nonce: r.get(4)?,
+                    ciphertext: r.get(5)?,
+                },
+                created_ms: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn delete_access_key(&self, id: &str) -> Result<bool> {
+        Ok(self.execute("DELETE FROM access_keys WHERE id = ?1", [id])? > 0)
+    }
+}
+
+/// The `Conflict` of an access key whose name (or id) is taken.
+fn access_key_taken(name: &str) -> StoreError {
+    StoreError::Conflict(format!("an access key named {name} already exists"))
 }
 
 /// An access key as stored: the secret is decrypted only in memory.
