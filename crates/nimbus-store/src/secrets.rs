@@ -10,6 +10,12 @@
 //!
 //! [`SecretStore::rotate`] re-encrypts every secret under a new key in one transaction and
 //! then uses the new key; a server started with the old key afterwards refuses to start.
+//!
+//! In cluster mode the same sealed rows live in PostgreSQL instead
+//! ([`SecretStore::open_postgres`], `secrets/postgres.rs`), shared by every node; the
+//! database also records which master key is in use, so nodes given different keys, and
+//! nodes still holding the key a rotation replaced, are refused rather than sealing values
+//! the others cannot open.
 
 use crate::db::Db;
 use crate::sqlite::{now_ms, open_db};
@@ -377,6 +383,13 @@ trait Rows {
     fn access_keys(&self) -> Result<Vec<KeyRow>>;
     /// False when there was no such key.
     fn delete_access_key(&self, id: &str) -> Result<bool>;
+    /// Several nodes use these rows, so another node may have rotated the key: a value
+    /// sealed under another key than this node's is reported as such ([`stale_key`])
+    /// rather than as undecryptable. (One process owns a SQLite file: there a value
+    /// whose key id differs is simply corrupt, and fails to decrypt as before.)
+    fn shared_by_nodes(&self) -> bool {
+        false
+    }
 }
 
 /// A value sealed under another key than the node's: the master key was rotated (by another
@@ -518,7 +531,7 @@ impl SecretStore {
                 return Ok(None);
             };
             let ours = key.id();
-            if sealed.key_id != ours {
+            if rows.shared_by_nodes() && sealed.key_id != ours {
                 return Err(stale_key(&format!("secret {name}"), &sealed.key_id, &ours));
             }
             key.open(name, &sealed.nonce, &sealed.ciphertext).map(Some)
@@ -611,7 +624,7 @@ impl SecretStore {
                     sealed,
                     created_ms,
                 } = row;
-                if sealed.key_id != ours {
+                if rows.shared_by_nodes() && sealed.key_id != ours {
                     return Err(stale_key(
                         &format!("access key {id}"),
                         &sealed.key_id,

@@ -343,6 +343,10 @@ impl Rows for PgRows {
             .collect())
     }
 
+    fn shared_by_nodes(&self) -> bool {
+        true
+    }
+
     fn delete_access_key(&self, id: &str) -> Result<bool> {
         let n = self.pg.with(async |c| {
             Ok(
