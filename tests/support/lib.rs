@@ -52,6 +52,20 @@ pub struct Server {
     log_path: PathBuf,
     /// The bootstrap admin key of a server started with [`Server::start_with_auth`].
     pub credentials: Option<Credentials>,
+    /// With `NIMBUS_TEST_BACKEND=postgres`, the server's own schema in the local
+    /// PostgreSQL (`--database`), kept across restarts and dropped with the server.
+    pub database: Option<nimbus_pg::testing::TestDb>,
+}
+
+/// The store backend the servers of the tests use: `NIMBUS_TEST_BACKEND=postgres` runs
+/// every `nimbus serve` of the suite on PostgreSQL (a fresh schema each), anything else
+/// (or unset) on SQLite in its data directory.
+pub fn test_backend_is_postgres() -> bool {
+    match std::env::var("NIMBUS_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("") | Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("NIMBUS_TEST_BACKEND={other:?}: expected sqlite or postgres"),
+    }
 }
 
 /// An access key pair.
@@ -94,6 +108,7 @@ impl Server {
                 .unwrap(),
             log_path,
             credentials: None,
+            database: test_backend_is_postgres().then(|| nimbus_pg::testing::TestDb::new("e2e")),
         };
         s.spawn();
         s
@@ -248,6 +263,11 @@ impl Server {
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--data-dir")
             .arg(self.data_dir.path().join("data"))
+            .args(
+                self.database
+                    .iter()
+                    .flat_map(|db| ["--database".to_string(), db.url.clone()]),
+            )
             .args(&self.args)
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

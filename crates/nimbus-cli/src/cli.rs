@@ -323,7 +323,12 @@ pub struct ServerArgs {
     /// instead of SQLite files in the data directory: the registry, logs, async events,
     /// queues, buses and schedules, history, event sources and workflows; code packages
     /// stay in the data directory. Cluster mode is being built (docs/cluster.md).
-    #[arg(long, env = "NIMBUS_DATABASE", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "NIMBUS_DATABASE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database: Option<String>,
     /// Serve the S3-compatible object store on this address (`PORT` or `:PORT` is
     /// loopback), path-style and virtual-hosted-style (`BUCKET.localhost:PORT`), signed

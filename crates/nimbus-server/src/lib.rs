@@ -318,7 +318,8 @@ impl Server {
                 config.listen
             );
         }
-        let (secret_store, key_file) = secrets::open(&data_dir, config.master_key_file.as_deref())?;
+        let (secret_store, key_file) =
+            secrets::open(&data_dir, config.master_key_file.as_deref(), &backend)?;
         let (auth, bootstrap) = keys::open(&data_dir, secret_store.clone(), config.auth)?;
 
         let (sink, rx) = LogSink::new(config.logs.capture);

@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tracing::{info, warn};
 
-/// Opens `DATA_DIR/secrets.db` with the master key. The second value is the key file the
-/// key came from (`None` for `NIMBUS_MASTER_KEY`).
+/// Opens the secrets store (`DATA_DIR/secrets.db`, or the database's with `--database`)
+/// with the master key. The second value is the key file the key came from (`None` for
+/// `NIMBUS_MASTER_KEY`).
 pub(crate) fn open(
     data_dir: &Path,
     key_file: Option<&Path>,
+    backend: &crate::stores::Backend,
 ) -> anyhow::Result<(Arc<SecretStore>, Option<PathBuf>)> {
     let (key, file) = match std::env::var("NIMBUS_MASTER_KEY") {
         Ok(text) if !text.trim().is_empty() => (
@@ -43,7 +45,13 @@ pub(crate) fn open(
         }
     };
     let id = key.id();
-    let store = SecretStore::open(data_dir, key).context("cannot open the secrets store")?;
+    let store = match backend {
+        crate::stores::Backend::Sqlite => {
+            SecretStore::open(data_dir, key).context("cannot open the secrets store")?
+        }
+        crate::stores::Backend::Postgres(pg) => SecretStore::open_postgres(pg, key)
+            .context("cannot open the secrets store in PostgreSQL")?,
+    };
     info!(key_id = %id, "secrets store ready");
     Ok((Arc::new(store), file))
 }

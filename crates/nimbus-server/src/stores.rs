@@ -3,8 +3,9 @@
 //! of the server sees only the stores' traits.
 //!
 //! With PostgreSQL the registry, logs, layers, async events, queues, buses and schedules,
-//! history, source mappings and targets, and workflows are in the database; code packages
-//! (content-addressed) and the instances' runtime files stay under the data directory.
+//! history, source mappings and targets, workflows, secrets, access keys and roles are in
+//! the database; code packages (content-addressed), the master key file (unless given
+//! otherwise) and the instances' runtime files stay under the data directory.
 
 use anyhow::Context;
 use nimbus_flows::store::FlowStore;

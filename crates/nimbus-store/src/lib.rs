@@ -35,6 +35,7 @@ pub use history::{
 };
 pub use layers::{LayerPolicy, LayerStore, LayerVersion, NewLayerVersion};
 pub use logs::{LogEntry, LogPage, LogQuery, LogStream};
+pub use postgres::registry::PgStore;
 pub use queues::{
     is_fifo_name, is_receipt_handle, md5, validate_queue_name, DedupScope, EventSourceMapping,
     Message, NewMessage, QueueDepth, QueueInfo, QueueSettings, QueueStats, QueueStore,
@@ -46,7 +47,6 @@ pub use secrets::{
     MAX_SECRET_NAME, MAX_SECRET_VALUE,
 };
 pub use sqlite::{open_db, LogLimits, LogUsage, SqliteStore, LOG_RETENTION_LINES};
-pub use postgres::registry::PgStore;
 
 use nimbus_core::{Alias, FunctionConfig, FunctionMeta, FunctionName, FunctionVersion};
 use std::collections::{BTreeMap, HashSet};

@@ -107,6 +107,9 @@ impl SecretStore {
 
 impl RoleStore for SecretStore {
     fn create_role(&self, role: &Role) -> Result<()> {
+        if let Some(pg) = self.pg_roles() {
+            return pg.create_role(role);
+        }
         let inner = self.inner();
         let taken: bool = inner.db.query_row(
             "SELECT EXISTS (SELECT 1 FROM roles WHERE name = ?1)",
@@ -136,6 +139,9 @@ impl RoleStore for SecretStore {
     }
 
     fn role(&self, name: &str) -> Result<Option<Role>> {
+        if let Some(pg) = self.pg_roles() {
+            return pg.role(name);
+        }
         let inner = self.inner();
         Ok(inner
             .db
@@ -148,6 +154,9 @@ impl RoleStore for SecretStore {
     }
 
     fn roles(&self) -> Result<Vec<Role>> {
+        if let Some(pg) = self.pg_roles() {
+            return pg.roles();
+        }
         let inner = self.inner();
         let mut stmt = inner
             .db
@@ -157,6 +166,10 @@ impl RoleStore for SecretStore {
     }
 
     fn update_role(&self, name: &str, update: &RoleUpdate) -> Result<()> {
+        if let Some(pg) = self.pg_roles() {
+            return pg.update_role(name, update);
+        }
+
         self.with_role(name, |tx, role| {
             tx.execute(
                 "UPDATE roles SET description = ?2, max_session_s = ?3 WHERE name = ?1",
@@ -171,6 +184,10 @@ impl RoleStore for SecretStore {
     }
 
     fn delete_role(&self, name: &str) -> Result<()> {
+        if let Some(pg) = self.pg_roles() {
+            return pg.delete_role(name);
+        }
+
         self.with_role(name, |tx, role| {
             let policies: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM role_policies WHERE role = ?1",
@@ -188,6 +205,10 @@ impl RoleStore for SecretStore {
     }
 
     fn put_role_policy(&self, role: &str, policy: &str, document: &str) -> Result<()> {
+        if let Some(pg) = self.pg_roles() {
+            return pg.put_role_policy(role, policy, document);
+        }
+
         self.with_role(role, |tx, role| {
             tx.execute(
                 "INSERT INTO role_policies (role, name, document) VALUES (?1, ?2, ?3)
@@ -199,6 +220,9 @@ impl RoleStore for SecretStore {
     }
 
     fn role_policies(&self, role: &str) -> Result<Vec<(String, String)>> {
+        if let Some(pg) = self.pg_roles() {
+            return pg.role_policies(role);
+        }
         let inner = self.inner();
         let mut stmt = inner
             .db
@@ -208,6 +232,10 @@ impl RoleStore for SecretStore {
     }
 
     fn delete_role_policy(&self, role: &str, policy: &str) -> Result<()> {
+        if let Some(pg) = self.pg_roles() {
+            return pg.delete_role_policy(role, policy);
+        }
+
         self.with_role(role, |tx, role| {
             let n = tx.execute(
                 "DELETE FROM role_policies WHERE role = ?1 AND name = ?2",
@@ -223,6 +251,9 @@ impl RoleStore for SecretStore {
     }
 
     fn tag_role(&self, role: &str, tags: &[(String, String)]) -> Result<()> {
+        if let Some(pg) = self.pg_roles() {
+            return pg.tag_role(role, tags);
+        }
         self.with_role(role, |tx, role| {
             let mut all = role.tags;
             for (k, v) in tags {
@@ -240,6 +271,10 @@ impl RoleStore for SecretStore {
     }
 
     fn untag_role(&self, role: &str, keys: &[String]) -> Result<()> {
+        if let Some(pg) = self.pg_roles() {
+            return pg.untag_role(role, keys);
+        }
+
         self.with_role(role, |tx, role| {
             let mut all = role.tags;
             all.retain(|(k, _)| !keys.contains(k));

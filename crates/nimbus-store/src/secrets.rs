@@ -323,6 +323,9 @@ pub struct SecretInfo {
 /// mistake and panics, saying so.
 pub struct SecretStore {
     backend: Backend,
+    /// On PostgreSQL the execution roles have their own store (`roles.rs` hands the
+    /// `RoleStore` calls to it); on SQLite they live in `secrets.db`.
+    pg_roles: Option<crate::postgres::roles::PgRoleStore>,
 }
 
 /// Where the sealed rows live, with the key in use beside them (rotation swaps both under
@@ -429,6 +432,7 @@ impl SecretStore {
         }
         Ok(Self {
             backend: Backend::Sqlite(Mutex::new(Inner { db, key })),
+            pg_roles: None,
         })
     }
 
@@ -445,20 +449,24 @@ impl SecretStore {
         let rows = postgres::PgRows::open(pg, &key)?;
         Ok(Self {
             backend: Backend::Postgres(RwLock::new(postgres::PgInner { rows, key })),
+            pg_roles: Some(crate::postgres::roles::PgRoleStore::open(pg)?),
         })
+    }
+
+    /// The execution roles' PostgreSQL store, when this store is on PostgreSQL.
+    pub(crate) fn pg_roles(&self) -> Option<&crate::postgres::roles::PgRoleStore> {
+        self.pg_roles.as_ref()
     }
 
     /// The SQLite connection, for the execution roles kept in `secrets.db` (`roles.rs`).
     ///
     /// # Panics
-    /// On a store opened with [`SecretStore::open_postgres`]: it holds no roles.
+    /// On a store opened with [`SecretStore::open_postgres`], whose roles are in
+    /// [`SecretStore::pg_roles`] (`roles.rs` asks that first).
     pub(crate) fn inner(&self) -> MutexGuard<'_, Inner> {
         match &self.backend {
             Backend::Sqlite(m) => lock(m),
-            Backend::Postgres(_) => panic!(
-                "the secrets store on PostgreSQL holds no execution roles: in cluster mode, \
-                 use nimbus_store::postgres::roles::PgRoleStore as the RoleStore"
-            ),
+            Backend::Postgres(_) => unreachable!("roles on PostgreSQL go to PgRoleStore"),
         }
     }
 
@@ -1313,13 +1321,29 @@ mod tests {
         assert_eq!(old_rows, 0);
     }
 
+    /// On PostgreSQL the secrets store answers role calls from the roles' own tables.
     #[test]
-    #[should_panic(expected = "PgRoleStore")]
-    fn postgres_store_holds_no_roles() {
+    fn postgres_store_keeps_roles_in_their_store() {
         use crate::RoleStore;
         let db = TestDb::new("secrets_roles");
         let store = node(&db, &MasterKey::generate()).unwrap();
-        let _ = store.roles();
+        let role = crate::Role {
+            name: "reader".into(),
+            path: "/".into(),
+            id: "AROAEXAMPLE".into(),
+            trust_policy: "{}".into(),
+            description: None,
+            max_session_s: 3600,
+            tags: Vec::new(),
+            created_ms: 1,
+        };
+        store.create_role(&role).unwrap();
+        let other = crate::postgres::roles::PgRoleStore::open(&db.pg).unwrap();
+        assert_eq!(
+            other.role("READER").unwrap().map(|r| r.name),
+            Some("reader".into())
+        );
+        assert!(store.create_role(&role).unwrap_err().is_conflict());
     }
 
     #[test]
