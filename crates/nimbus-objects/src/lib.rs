@@ -42,7 +42,7 @@ pub use notify::{
     Requester, Target, TargetConfig,
 };
 pub use store::sqlite::quota::{QUOTA_BYTES_TAG, QUOTA_OBJECTS_TAG};
-pub use store::{sqlite::SqliteMetaStore, MetaStore};
+pub use store::{postgres::PgMetaStore, sqlite::SqliteMetaStore, MetaStore};
 
 #[cfg(test)]
 mod lifecycle_tests;
