@@ -25,6 +25,8 @@ mod list;
 mod notify;
 mod quota;
 mod schema;
+#[cfg(test)]
+mod tests;
 mod uploads;
 
 use super::{MetaStore, Released};
@@ -319,26 +321,29 @@ impl Refs {
                 )
                 .await?;
             } else if n < 0 {
-                let gone = tx
-                    .execute(
-                        "DELETE FROM objects_blobs WHERE sha256 = $1 AND refs + $2 <= 0",
-                        &[&sha, &n],
+                // Locked first: the count and the decision on it see no concurrent change.
+                let refs: i64 = tx
+                    .query_opt(
+                        "SELECT refs FROM objects_blobs WHERE sha256 = $1 FOR UPDATE",
+                        &[&sha],
                     )
-                    .await?;
-                if gone > 0 {
-                    released.push(sha);
-                    continue;
-                }
-                let changed = tx
-                    .execute(
+                    .await?
+                    .ok_or_else(|| {
+                        ObjectError::Corrupt(format!(
+                            "blob {sha} is referenced but has no reference count"
+                        ))
+                    })?
+                    .get(0);
+                if refs + n > 0 {
+                    tx.execute(
                         "UPDATE objects_blobs SET refs = refs + $2 WHERE sha256 = $1",
                         &[&sha, &n],
                     )
                     .await?;
-                if changed == 0 {
-                    return Err(ObjectError::Corrupt(format!(
-                        "blob {sha} is referenced but has no reference count"
-                    )));
+                } else {
+                    tx.execute("DELETE FROM objects_blobs WHERE sha256 = $1", &[&sha])
+                        .await?;
+                    released.push(sha);
                 }
             }
         }
