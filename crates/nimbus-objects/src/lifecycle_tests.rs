@@ -1,5 +1,5 @@
-//! CORS and lifecycle configurations through the engine over SQLite, and the lifecycle
-//! sweep: what it deletes and aborts, and what it records.
+//! CORS and lifecycle configurations through the engine over both metadata backends, and
+//! the lifecycle sweep: what it deletes and aborts, and what it records.
 
 use crate::lifecycle::due_after_days;
 use crate::tests::{body, me, on_both_backends, open, Backend, Env};

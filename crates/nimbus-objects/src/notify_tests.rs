@@ -1,5 +1,5 @@
-//! Event notifications through the engine over SQLite: what each write records in the
-//! outbox, field by field, and that the outbox is transactional and durable.
+//! Event notifications through the engine over both metadata backends: what each
+//! write records in the outbox, field by field, and that the outbox is transactional and durable.
 
 use crate::tests::{body, me, on_both_backends, open, Backend, Env};
 use crate::*;

@@ -123,3 +123,16 @@ pub(super) async fn page(tx: &Tx<'_>, q: &ListQuery) -> Result<ListPage> {
     }
     Ok(page)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::successor;
+
+    #[test]
+    fn successor_is_the_least_upper_bound_of_a_prefix() {
+        assert_eq!(successor(b"a/"), Some(b"a0".to_vec()));
+        assert_eq!(successor(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(successor(b""), None);
+        assert_eq!(successor(b"\xff\xff"), None);
+    }
+}

@@ -313,6 +313,51 @@ fn reference_counts_survive_concurrent_overwrites_deletes_and_parts() {
     }
 }
 
+#[test]
+fn an_upload_completed_on_two_nodes_at_once_completes_once() {
+    let db = TestDb::new("objcomplete");
+    let nodes = two_nodes(&db, Quota::default());
+    nodes[0].create_bucket("multi", 0).unwrap();
+    nodes[0]
+        .create_upload(&Upload {
+            upload_id: "u1".into(),
+            bucket: "multi".into(),
+            key: "k".into(),
+            created_ms: 0,
+            attrs: ObjectAttrs::default(),
+        })
+        .unwrap();
+    let part = Part {
+        number: 1,
+        sha256: sha(1),
+        size: 4,
+        etag: "p".into(),
+        last_modified_ms: 0,
+        checksum: None,
+    };
+    nodes[1].put_part("u1", &part).unwrap();
+    let results = race(&nodes, 8, |node, _| {
+        let mut obj = object("multi", "k", &sha(1), 4);
+        obj.parts = Some(1);
+        obj.part_sizes = vec![4];
+        node.complete_upload("u1", &obj, &WriteCondition::None, &Notes::none())
+    });
+    let mut won = 0;
+    for r in results {
+        match r {
+            Ok(released) => {
+                assert!(released.is_empty(), "the part's blob became the object's");
+                won += 1;
+            }
+            Err(ObjectError::NoSuchUpload(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(nodes[0].object("multi", "k").unwrap().part_sizes, vec![4]);
+    assert_counts_consistent(&db.pg);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_sequencers_are_unique_across_nodes() {
     let db = TestDb::new("objseq");
