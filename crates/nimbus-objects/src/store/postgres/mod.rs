@@ -181,7 +181,14 @@ impl PgMetaStore {
         self.run(false, f)
     }
 
+    /// A read whose statements need no common snapshot (each is consistent by itself, and
+    /// a bucket removed between two of them reads as removed).
     fn read<T>(&self, f: impl AsyncFn(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.run(false, f)
+    }
+
+    /// A read of several statements that must agree (a listing page's seeks).
+    fn snapshot<T>(&self, f: impl AsyncFn(&Tx<'_>) -> Result<T>) -> Result<T> {
         self.run(true, f)
     }
 }
@@ -648,7 +655,7 @@ impl MetaStore for PgMetaStore {
     }
 
     fn list_objects(&self, q: &ListQuery) -> Result<ListPage> {
-        self.read(async |tx| {
+        self.snapshot(async |tx| {
             require_bucket(tx, &q.bucket).await?;
             list::page(tx, q).await
         })

@@ -195,7 +195,23 @@ fn two_nodes_never_pass_the_store_quota_together() {
     });
     assert_eq!(tally(results), (12, 18));
     // Deletes on one node make room for writes on the other.
-    nodes[0].delete_object("one", "k0", &Notes::none()).unwrap();
+    let stored = ["one", "two", "three"]
+        .into_iter()
+        .flat_map(|b| {
+            nodes[0]
+                .list_objects(&ListQuery {
+                    bucket: b.into(),
+                    max_keys: 1000,
+                    ..Default::default()
+                })
+                .unwrap()
+                .objects
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(stored.len(), 12);
+    nodes[0]
+        .delete_object(&stored[0].bucket, &stored[0].key, &Notes::none())
+        .unwrap();
     nodes[1]
         .put_object(
             &object("two", "late", &sha(99), 3),
