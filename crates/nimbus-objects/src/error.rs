@@ -94,4 +94,11 @@ impl From<rusqlite::Error> for ObjectError {
     }
 }
 
+impl From<nimbus_pg::PgError> for ObjectError {
+    /// PostgreSQL failures are the metadata database's, as SQLite's are.
+    fn from(e: nimbus_pg::PgError) -> Self {
+        ObjectError::Database(e.to_string())
+    }
+}
+
 pub type Result<T, E = ObjectError> = std::result::Result<T, E>;

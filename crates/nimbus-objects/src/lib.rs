@@ -2,7 +2,8 @@
 //! semantics (ETags, preconditions, ranges, listing with delimiters), independent of any
 //! wire protocol (`nimbus-s3` speaks S3 over it).
 //!
-//! Metadata lives behind the [`MetaStore`] trait (SQLite today: `DATA_DIR/objects.db`);
+//! Metadata lives behind the [`MetaStore`] trait (SQLite: `DATA_DIR/objects.db`;
+//! PostgreSQL in cluster mode: [`PgMetaStore`]);
 //! object bytes live in `DATA_DIR/objects/`, content-addressed by SHA-256 ([`BlobStore`]),
 //! so a copy is a new row pointing at the same blob. Keys are never file names.
 //!
@@ -42,7 +43,7 @@ pub use notify::{
     Requester, Target, TargetConfig,
 };
 pub use store::sqlite::quota::{QUOTA_BYTES_TAG, QUOTA_OBJECTS_TAG};
-pub use store::{sqlite::SqliteMetaStore, MetaStore};
+pub use store::{postgres::PgMetaStore, sqlite::SqliteMetaStore, MetaStore};
 
 #[cfg(test)]
 mod lifecycle_tests;

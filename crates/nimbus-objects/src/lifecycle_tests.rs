@@ -1,8 +1,8 @@
-//! CORS and lifecycle configurations through the engine over SQLite, and the lifecycle
-//! sweep: what it deletes and aborts, and what it records.
+//! CORS and lifecycle configurations through the engine over both metadata backends, and
+//! the lifecycle sweep: what it deletes and aborts, and what it records.
 
 use crate::lifecycle::due_after_days;
-use crate::tests::{body, me, open};
+use crate::tests::{body, me, on_both_backends, open, Backend, Env};
 use crate::*;
 use serde_json::Value;
 
@@ -68,10 +68,9 @@ async fn keys(o: &Objects, bucket: &str) -> Vec<String> {
     page.objects.into_iter().map(|o| o.key).collect()
 }
 
-#[tokio::test]
-async fn configurations_round_trip_and_go_with_the_bucket() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn configurations_round_trip_and_go_with_the_bucket(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("cfg").await.unwrap();
     assert!(matches!(
         o.cors_config("cfg").await,
@@ -105,7 +104,7 @@ async fn configurations_round_trip_and_go_with_the_bucket() {
     assert_eq!(o.lifecycle_config("cfg").await.unwrap(), stored);
     // Both survive reopening.
     drop(o);
-    let o = open(dir.path());
+    let o = env.open();
     assert_eq!(o.cors_config("cfg").await.unwrap(), cors());
     assert_eq!(o.lifecycle_config("cfg").await.unwrap(), stored);
     o.delete_cors_config("cfg").await.unwrap();
@@ -141,10 +140,9 @@ async fn a_data_dir_from_before_bucket_configurations_is_migrated() {
     assert_eq!(o.cors_config("old").await.unwrap(), cors());
 }
 
-#[tokio::test]
-async fn the_sweep_expires_exactly_the_matching_objects_and_aborts_old_uploads() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn the_sweep_expires_exactly_the_matching_objects_and_aborts_old_uploads(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("lcb").await.unwrap();
     o.create_bucket("other").await.unwrap();
     let a = put(&o, "lcb", "tmp/a", b"a").await;
@@ -204,7 +202,7 @@ async fn the_sweep_expires_exactly_the_matching_objects_and_aborts_old_uploads()
     assert!(day1 >= t + 86_400_000);
     let c = o.apply_lifecycle(day1 - 1).await.unwrap();
     assert_eq!(c, LifecycleCounts::default());
-    let files = blob_files(dir.path());
+    let files = blob_files(env.path());
     let c = o.apply_lifecycle(day1 + 1000).await.unwrap();
     assert_eq!(c.expired, 2);
     assert_eq!(c.aborted, 0);
@@ -214,7 +212,7 @@ async fn the_sweep_expires_exactly_the_matching_objects_and_aborts_old_uploads()
         ["tmp/a"],
         "other buckets are untouched"
     );
-    assert_eq!(blob_files(dir.path()), files - 2, "blobs are released");
+    assert_eq!(blob_files(env.path()), files - 2, "blobs are released");
     let c = o
         .apply_lifecycle(due_after_days(t, 2) + 1000)
         .await
@@ -250,10 +248,9 @@ async fn the_sweep_expires_exactly_the_matching_objects_and_aborts_old_uploads()
     assert!(keys(&o, "lcb").await.is_empty());
 }
 
-#[tokio::test]
-async fn a_rewritten_object_is_judged_by_its_new_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn a_rewritten_object_is_judged_by_its_new_time(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("lcb").await.unwrap();
     let first = put(&o, "lcb", "k", b"1").await;
     o.set_lifecycle_config(
@@ -266,19 +263,18 @@ async fn a_rewritten_object_is_judged_by_its_new_time() {
     .unwrap();
     // Due for the first write, but a write at that time is new.
     let due = due_after_days(first.last_modified_ms, 5);
-    let store = crate::store::sqlite::SqliteMetaStore::open(dir.path()).unwrap();
+    let store = env.meta();
     let mut newer = first.clone();
     newer.last_modified_ms = due - 1;
-    crate::store::MetaStore::put_object(&store, &newer, &WriteCondition::None, &Notes::none())
+    crate::store::MetaStore::put_object(&*store, &newer, &WriteCondition::None, &Notes::none())
         .unwrap();
     assert_eq!(o.apply_lifecycle(due).await.unwrap().expired, 0);
     assert_eq!(keys(&o, "lcb").await, ["k"]);
 }
 
-#[tokio::test]
-async fn expirations_record_lifecycle_notifications() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn expirations_record_lifecycle_notifications(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("lcb").await.unwrap();
     let queue = "arn:aws:sqs:us-east-1:000000000000:expired";
     let removed = "arn:aws:sqs:us-east-1:000000000000:removed";
@@ -345,3 +341,10 @@ async fn expirations_record_lifecycle_notifications() {
     assert_eq!(detail["reason"], "Lifecycle Expiration");
     assert_eq!(detail["deletion-type"], "Permanently Deleted");
 }
+
+on_both_backends!(
+    configurations_round_trip_and_go_with_the_bucket,
+    the_sweep_expires_exactly_the_matching_objects_and_aborts_old_uploads,
+    a_rewritten_object_is_judged_by_its_new_time,
+    expirations_record_lifecycle_notifications,
+);

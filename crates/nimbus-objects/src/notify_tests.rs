@@ -1,7 +1,7 @@
-//! Event notifications through the engine over SQLite: what each write records in the
-//! outbox, field by field, and that the outbox is transactional and durable.
+//! Event notifications through the engine over both metadata backends: what each
+//! write records in the outbox, field by field, and that the outbox is transactional and durable.
 
-use crate::tests::{body, me, open};
+use crate::tests::{body, me, on_both_backends, open, Backend, Env};
 use crate::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -92,10 +92,9 @@ async fn bucket_with_config(o: &Objects, name: &str) {
     drain(o).await; // the queue's test event
 }
 
-#[tokio::test]
-async fn notifications_off_record_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn notifications_off_record_nothing(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("quiet").await.unwrap();
     assert_eq!(
         o.notification_config("quiet").await.unwrap(),
@@ -133,10 +132,9 @@ async fn notifications_off_record_nothing() {
     );
 }
 
-#[tokio::test]
-async fn put_records_s3s_event_record_field_by_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn put_records_s3s_event_record_field_by_field(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     bucket_with_config(&o, "photos").await;
     let meta = put(&o, "photos", "in/red flower+1.jpg", b"hello world").await;
     let rows = drain(&o).await;
@@ -215,10 +213,9 @@ fn notify_time(ms: i64) -> String {
     crate::notify::event_time(ms)
 }
 
-#[tokio::test]
-async fn copy_multipart_delete_and_tagging_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn copy_multipart_delete_and_tagging_records(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     bucket_with_config(&o, "bkt").await;
     put(&o, "bkt", "src", b"copy me").await;
     assert_eq!(drain(&o).await.len(), 1, "outside in/: only the bus");
@@ -322,10 +319,9 @@ async fn copy_multipart_delete_and_tagging_records() {
     assert_eq!(bus_entry(&rows[1]).0["DetailType"], "Object Tags Deleted");
 }
 
-#[tokio::test]
-async fn tagging_events_reach_configured_targets() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn tagging_events_reach_configured_targets(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("tagged").await.unwrap();
     let cfg = NotificationConfig {
         functions: vec![target(
@@ -360,12 +356,11 @@ async fn tagging_events_reach_configured_targets() {
     assert_eq!(record(&rows[1])["eventName"], "ObjectTagging:Delete");
 }
 
-#[tokio::test]
-async fn sequencers_increase_per_key_across_events_and_restarts() {
-    let dir = tempfile::tempdir().unwrap();
+async fn sequencers_increase_per_key_across_events_and_restarts(b: Backend) {
+    let env = Env::new(b);
     let mut seen = Vec::new();
     {
-        let o = open(dir.path());
+        let o = env.open();
         bucket_with_config(&o, "seq").await;
         for _ in 0..3 {
             put(&o, "seq", "in/k", b"x").await;
@@ -377,7 +372,7 @@ async fn sequencers_increase_per_key_across_events_and_restarts() {
             }
         }
     }
-    let o = open(dir.path());
+    let o = env.open();
     put(&o, "seq", "in/k", b"y").await;
     for row in drain(&o).await {
         if row.target == Target::EventBridge {
@@ -389,10 +384,9 @@ async fn sequencers_increase_per_key_across_events_and_restarts() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }
 
-#[tokio::test]
-async fn a_failed_write_records_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn a_failed_write_records_nothing(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     bucket_with_config(&o, "cond").await;
     put(&o, "cond", "in/k", b"first").await;
     drain(&o).await;
@@ -438,18 +432,17 @@ async fn a_failed_write_records_nothing() {
     assert!(pending(&o).await.is_empty());
 }
 
-#[tokio::test]
-async fn the_outbox_survives_reopening_until_marked_done() {
-    let dir = tempfile::tempdir().unwrap();
+async fn the_outbox_survives_reopening_until_marked_done(b: Backend) {
+    let env = Env::new(b);
     let before = {
-        let o = open(dir.path());
+        let o = env.open();
         bucket_with_config(&o, "durable").await;
         put(&o, "durable", "in/a", b"x").await;
         put(&o, "durable", "in/b", b"y").await;
         pending(&o).await
     };
     assert_eq!(before.len(), 4);
-    let o = open(dir.path());
+    let o = env.open();
     let after = pending(&o).await;
     assert_eq!(after, before, "the same rows, messages and order");
     // Paging by sequence number.
@@ -463,7 +456,7 @@ async fn the_outbox_survives_reopening_until_marked_done() {
     let seqs: Vec<u64> = before.iter().map(|r| r.seq).collect();
     o.notifications_done(&seqs).await.unwrap();
     drop(o);
-    let o = open(dir.path());
+    let o = env.open();
     assert!(pending(&o).await.is_empty());
     // Sequence numbers are never reused, even after the newest rows were removed.
     put(&o, "durable", "in/c", b"z").await;
@@ -476,10 +469,9 @@ async fn the_outbox_survives_reopening_until_marked_done() {
     );
 }
 
-#[tokio::test]
-async fn setting_a_configuration_sends_queues_a_test_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn setting_a_configuration_sends_queues_a_test_event(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("cfg").await.unwrap();
     let mut cfg = config();
     // A second configuration for the same queue: still one test event.
@@ -552,10 +544,9 @@ async fn setting_a_configuration_sends_queues_a_test_event() {
     ));
 }
 
-#[tokio::test]
-async fn a_deleted_bucket_takes_its_configuration_along() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn a_deleted_bucket_takes_its_configuration_along(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     bucket_with_config(&o, "gone").await;
     o.delete_bucket("gone").await.unwrap();
     o.create_bucket("gone").await.unwrap();
@@ -567,10 +558,9 @@ async fn a_deleted_bucket_takes_its_configuration_along() {
     assert!(pending(&o).await.is_empty());
 }
 
-#[tokio::test]
-async fn the_consumer_is_woken_by_a_recorded_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn the_consumer_is_woken_by_a_recorded_write(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     bucket_with_config(&o, "woken").await;
     let waiter = {
         let o = o.clone();
@@ -627,10 +617,9 @@ impl Destinations for Known {
     }
 }
 
-#[tokio::test]
-async fn destinations_are_checked_unless_skipped() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path()).with_destinations(std::sync::Arc::new(Known));
+async fn destinations_are_checked_unless_skipped(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open().with_destinations(std::sync::Arc::new(Known));
     o.create_bucket("dest").await.unwrap();
     o.set_notification_config("dest", config(), &me(), false)
         .await
@@ -658,10 +647,9 @@ async fn destinations_are_checked_unless_skipped() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn replacing_managed_function_configs_keeps_every_other_configuration() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn replacing_managed_function_configs_keeps_every_other_configuration(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     bucket_with_config(&o, "mixed").await; // `created` (function) and `removed` (queue)
     let other = "arn:aws:lambda:us-east-1:000000000000:function:resize";
     let managed =
@@ -747,3 +735,18 @@ async fn replacing_managed_function_configs_keeps_every_other_configuration() {
         ["created", "nimbus:resize:1"]
     );
 }
+
+on_both_backends!(
+    notifications_off_record_nothing,
+    put_records_s3s_event_record_field_by_field,
+    copy_multipart_delete_and_tagging_records,
+    tagging_events_reach_configured_targets,
+    sequencers_increase_per_key_across_events_and_restarts,
+    a_failed_write_records_nothing,
+    the_outbox_survives_reopening_until_marked_done,
+    setting_a_configuration_sends_queues_a_test_event,
+    a_deleted_bucket_takes_its_configuration_along,
+    the_consumer_is_woken_by_a_recorded_write,
+    destinations_are_checked_unless_skipped,
+    replacing_managed_function_configs_keeps_every_other_configuration,
+);

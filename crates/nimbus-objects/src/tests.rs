@@ -1,4 +1,6 @@
-//! Engine tests over the SQLite backend in a temporary data dir.
+//! Engine tests in a temporary data dir, each over both metadata backends (SQLite and
+//! PostgreSQL, a fresh schema per test: see [`on_both_backends`]); the few that poke at the
+//! SQLite file itself run on SQLite only.
 
 use crate::*;
 use bytes::Bytes;
@@ -6,16 +8,100 @@ use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-pub(crate) fn open(dir: &std::path::Path) -> Objects {
-    Objects::open_sqlite(
-        dir,
-        ObjectsConfig {
-            min_part_bytes: 8,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+/// The tests' limits: small parts.
+fn test_config(quota: Quota) -> ObjectsConfig {
+    ObjectsConfig {
+        min_part_bytes: 8,
+        quota,
+        ..Default::default()
+    }
 }
+
+/// The SQLite store in `dir` (for the SQLite-only tests).
+pub(crate) fn open(dir: &std::path::Path) -> Objects {
+    Objects::open_sqlite(dir, test_config(Quota::default())).unwrap()
+}
+
+/// The metadata backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A test's store: a data dir (blobs, and SQLite's database) and, on PostgreSQL, a schema
+/// of its own. Opening again gives a store over the same data, as a restart does.
+pub(crate) struct Env {
+    dir: tempfile::TempDir,
+    db: Option<nimbus_pg::testing::TestDb>,
+}
+
+impl Env {
+    pub(crate) fn new(b: Backend) -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            db: (b == Backend::Postgres).then(|| nimbus_pg::testing::TestDb::new("objects")),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The PostgreSQL pool (`None` on SQLite).
+    pub(crate) fn pg(&self) -> Option<&nimbus_pg::Pg> {
+        self.db.as_ref().map(|d| &d.pg)
+    }
+
+    /// A metadata store over the test's data, limited to `quota`.
+    pub(crate) fn meta_with_quota(&self, quota: Quota) -> std::sync::Arc<dyn MetaStore> {
+        match self.pg() {
+            Some(pg) => std::sync::Arc::new(PgMetaStore::open(pg).unwrap().with_quota(quota)),
+            None => std::sync::Arc::new(
+                SqliteMetaStore::open(self.path())
+                    .unwrap()
+                    .with_quota(quota),
+            ),
+        }
+    }
+
+    pub(crate) fn meta(&self) -> std::sync::Arc<dyn MetaStore> {
+        self.meta_with_quota(Quota::default())
+    }
+
+    pub(crate) fn open(&self) -> Objects {
+        self.open_with_quota(Quota::default())
+    }
+
+    pub(crate) fn open_with_quota(&self, quota: Quota) -> Objects {
+        let blobs = BlobStore::open(&self.path().join("objects")).unwrap();
+        Objects::new(self.meta_with_quota(quota), blobs, test_config(quota)).unwrap()
+    }
+}
+
+/// Runs each named `async fn NAME(b: Backend)` as two tests, `sqlite::NAME` and
+/// `postgres::NAME`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::tests::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::tests::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_backends;
 
 /// The requester of the tests' writes.
 pub(crate) fn me() -> Requester {
@@ -74,10 +160,9 @@ fn query(bucket: &str, prefix: &str, delimiter: Option<&str>, max: usize) -> Lis
     }
 }
 
-#[tokio::test]
-async fn put_get_head_delete_round_trip_with_attributes() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn put_get_head_delete_round_trip_with_attributes(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("photos").await.unwrap();
     assert!(matches!(
         o.create_bucket("photos").await,
@@ -107,8 +192,8 @@ async fn put_get_head_delete_round_trip_with_attributes() {
     assert_eq!(head.size, 11);
     assert_eq!(read(&o, "photos", "../a b.png", None).await, b"hello world");
     // The key never became a path: only hash-named files exist.
-    assert!(!dir.path().join("a b.png").exists());
-    assert_eq!(blob_files(dir.path()), 1);
+    assert!(!env.path().join("a b.png").exists());
+    assert_eq!(blob_files(env.path()), 1);
     assert!(matches!(
         o.delete_bucket("photos").await,
         Err(ObjectError::BucketNotEmpty(_))
@@ -125,7 +210,7 @@ async fn put_get_head_delete_round_trip_with_attributes() {
         Err(ObjectError::NoSuchKey(_))
     ));
     assert_eq!(
-        blob_files(dir.path()),
+        blob_files(env.path()),
         0,
         "the unreferenced blob is removed"
     );
@@ -137,10 +222,9 @@ async fn put_get_head_delete_round_trip_with_attributes() {
     ));
 }
 
-#[tokio::test]
-async fn ranges_and_digest_and_length_checks() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn ranges_and_digest_and_length_checks(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("b1b").await.unwrap();
     put(&o, "b1b", "k", b"0123456789").await;
     let r = |first, last| Some(ByteRange::From { first, last });
@@ -187,19 +271,18 @@ async fn ranges_and_digest_and_length_checks() {
         b"0123456789",
         "failed writes change nothing"
     );
-    assert_eq!(blob_files(dir.path()), 1);
+    assert_eq!(blob_files(env.path()), 1);
     assert_eq!(
-        std::fs::read_dir(dir.path().join("objects/tmp"))
+        std::fs::read_dir(env.path().join("objects/tmp"))
             .unwrap()
             .count(),
         0
     );
 }
 
-#[tokio::test]
-async fn conditional_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn conditional_writes(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("cond").await.unwrap();
     let only_new = || PutOptions {
         condition: WriteCondition::IfAbsent,
@@ -228,10 +311,9 @@ async fn conditional_writes() {
     assert_eq!(read(&o, "cond", "k", None).await, b"two");
 }
 
-#[tokio::test]
-async fn copy_shares_the_blob_and_survives_the_source() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn copy_shares_the_blob_and_survives_the_source(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("src").await.unwrap();
     o.create_bucket("dst").await.unwrap();
     let src = put(&o, "src", "a", b"shared bytes").await;
@@ -248,17 +330,16 @@ async fn copy_shares_the_blob_and_survives_the_source() {
         .unwrap();
     assert_eq!(copy.sha256, src.sha256);
     assert_eq!(copy.etag, src.etag);
-    assert_eq!(blob_files(dir.path()), 1, "a copy writes no bytes");
+    assert_eq!(blob_files(env.path()), 1, "a copy writes no bytes");
     o.delete_object("src", "a", &me()).await.unwrap();
     assert_eq!(read(&o, "dst", "b", None).await, b"shared bytes");
     o.delete_object("dst", "b", &me()).await.unwrap();
-    assert_eq!(blob_files(dir.path()), 0);
+    assert_eq!(blob_files(env.path()), 0);
 }
 
-#[tokio::test]
-async fn listing_paginates_and_folds_common_prefixes() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn listing_paginates_and_folds_common_prefixes(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("list").await.unwrap();
     let mut keys = Vec::new();
     for d in 0..3 {
@@ -335,10 +416,9 @@ async fn listing_paginates_and_folds_common_prefixes() {
     assert_eq!(root.objects.len(), 2);
 }
 
-#[tokio::test]
-async fn multipart_upload_etag_parts_and_abort() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn multipart_upload_etag_parts_and_abort(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("mpu").await.unwrap();
     let mut attrs = ObjectAttrs::default();
     attrs.headers.content_type = Some("text/plain".into());
@@ -444,17 +524,16 @@ async fn multipart_upload_etag_parts_and_abort() {
         Err(ObjectError::NoSuchUpload(_))
     ));
     assert_eq!(
-        blob_files(dir.path()),
+        blob_files(env.path()),
         1,
         "parts are dropped once assembled"
     );
     o.delete_bucket("mpu").await.unwrap_err();
 }
 
-#[tokio::test]
-async fn abandoned_uploads_expire() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn abandoned_uploads_expire(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("exp").await.unwrap();
     let up = o
         .create_upload("exp", "k", ObjectAttrs::default())
@@ -467,14 +546,13 @@ async fn abandoned_uploads_expire() {
     let later = up.created_ms + o.config().upload_expiry.as_millis() as i64 + 1;
     assert_eq!(o.expire_uploads(later).await.unwrap(), 1);
     assert!(o.list_uploads("exp", "", 10).await.unwrap().0.is_empty());
-    assert_eq!(blob_files(dir.path()), 0);
+    assert_eq!(blob_files(env.path()), 0);
     o.delete_bucket("exp").await.unwrap();
 }
 
-#[tokio::test]
-async fn tags_replace() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn tags_replace(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("tags").await.unwrap();
     put(&o, "tags", "k", b"x").await;
     let tags = BTreeMap::from([("env".to_string(), "prod".to_string())]);
@@ -493,26 +571,25 @@ async fn tags_replace() {
 /// A crash after a blob was written but before its row committed leaves a file no row
 /// refers to; a crash mid-write leaves a temp file. Reopening removes both and keeps every
 /// committed object.
-#[tokio::test]
-async fn reopening_sweeps_what_a_crash_left_and_keeps_acknowledged_objects() {
-    let dir = tempfile::tempdir().unwrap();
+async fn reopening_sweeps_what_a_crash_left_and_keeps_acknowledged_objects(b: Backend) {
+    let env = Env::new(b);
     let sha = {
-        let o = open(dir.path());
+        let o = env.open();
         o.create_bucket("crash").await.unwrap();
         put(&o, "crash", "kept", b"acknowledged").await.sha256
     };
     let orphan = "ab".repeat(32);
-    std::fs::create_dir_all(dir.path().join("objects/ab")).unwrap();
+    std::fs::create_dir_all(env.path().join("objects/ab")).unwrap();
     std::fs::write(
-        dir.path().join("objects/ab").join(&orphan),
+        env.path().join("objects/ab").join(&orphan),
         b"never committed",
     )
     .unwrap();
-    std::fs::write(dir.path().join("objects/tmp/partial"), b"half a wri").unwrap();
-    let o = open(dir.path());
-    assert!(!dir.path().join("objects/ab").join(&orphan).exists());
-    assert!(!dir.path().join("objects/tmp/partial").exists());
-    assert!(dir
+    std::fs::write(env.path().join("objects/tmp/partial"), b"half a wri").unwrap();
+    let o = env.open();
+    assert!(!env.path().join("objects/ab").join(&orphan).exists());
+    assert!(!env.path().join("objects/tmp/partial").exists());
+    assert!(env
         .path()
         .join("objects")
         .join(&sha[..2])
@@ -576,10 +653,9 @@ async fn bytes_of(r: ObjectRead) -> Vec<u8> {
     out
 }
 
-#[tokio::test]
-async fn upload_part_copy_ranges_and_reading_parts_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn upload_part_copy_ranges_and_reading_parts_back(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("pcopy").await.unwrap();
     let src: Vec<u8> = (0..100u8).collect();
     put(&o, "pcopy", "src", &src).await;
@@ -669,7 +745,7 @@ async fn upload_part_copy_ranges_and_reading_parts_back() {
     ));
     // The part sizes survive a reopen.
     drop(o);
-    let o = open(dir.path());
+    let o = env.open();
     let meta = o
         .head_object("pcopy", "dst", &ReadConditions::default())
         .await
@@ -677,11 +753,10 @@ async fn upload_part_copy_ranges_and_reading_parts_back() {
     assert_eq!(meta.part_span(2).unwrap(), (20, 100));
 }
 
-#[tokio::test]
-async fn checksums_are_verified_before_the_write_and_stored() {
+async fn checksums_are_verified_before_the_write_and_stored(b: Backend) {
     use base64::Engine as _;
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("sums").await.unwrap();
     let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
     let sha = |d: &[u8]| b64(&<sha2::Sha256 as sha2::Digest>::digest(d));
@@ -712,7 +787,7 @@ async fn checksums_are_verified_before_the_write_and_stored() {
     };
     assert_eq!(meta.checksum.as_ref(), Some(&stored));
     drop(o);
-    let o = open(dir.path());
+    let o = env.open();
     let meta = o
         .head_object("sums", "k", &ReadConditions::default())
         .await
@@ -733,18 +808,6 @@ async fn checksums_are_verified_before_the_write_and_stored() {
     assert_eq!(copy.checksum, Some(stored));
 }
 
-fn open_with_quota(dir: &std::path::Path, quota: Quota) -> Objects {
-    Objects::open_sqlite(
-        dir,
-        ObjectsConfig {
-            min_part_bytes: 8,
-            quota,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
-
 fn quota_tags(bytes: Option<&str>, objects: Option<&str>) -> BTreeMap<String, String> {
     let mut tags = BTreeMap::from([("team".to_string(), "core".to_string())]);
     if let Some(b) = bytes {
@@ -756,10 +819,9 @@ fn quota_tags(bytes: Option<&str>, objects: Option<&str>) -> BTreeMap<String, St
     tags
 }
 
-#[tokio::test]
-async fn bucket_quotas_from_tags_count_overwrites_deletes_and_completions() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path());
+async fn bucket_quotas_from_tags_count_overwrites_deletes_and_completions(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open();
     o.create_bucket("quota").await.unwrap();
     assert!(matches!(
         o.bucket_tags("quota").await,
@@ -836,16 +898,12 @@ async fn bucket_quotas_from_tags_count_overwrites_deletes_and_completions() {
     put(&o, "quota", "d", b"0123456789abcdef").await;
 }
 
-#[tokio::test]
-async fn the_store_quota_holds_under_concurrent_puts() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = open_with_quota(
-        dir.path(),
-        Quota {
-            max_bytes: None,
-            max_objects: Some(10),
-        },
-    );
+async fn the_store_quota_holds_under_concurrent_puts(b: Backend) {
+    let env = Env::new(b);
+    let o = env.open_with_quota(Quota {
+        max_bytes: None,
+        max_objects: Some(10),
+    });
     o.create_bucket("one-bucket").await.unwrap();
     o.create_bucket("two-bucket").await.unwrap();
     put(&o, "one-bucket", "first", b"x").await;
@@ -893,13 +951,10 @@ async fn the_store_quota_holds_under_concurrent_puts() {
     assert_eq!(listed("one-bucket").await + listed("two-bucket").await, 10);
     // The counts survive a restart (they are rows, not memory).
     drop(o);
-    let o = open_with_quota(
-        dir.path(),
-        Quota {
-            max_bytes: Some(1 << 20),
-            max_objects: Some(10),
-        },
-    );
+    let o = env.open_with_quota(Quota {
+        max_bytes: Some(1 << 20),
+        max_objects: Some(10),
+    });
     assert!(matches!(
         o.put_object("two-bucket", "more", body(b"x"), PutOptions::default())
             .await,
@@ -910,3 +965,19 @@ async fn the_store_quota_holds_under_concurrent_puts() {
         .await
         .unwrap();
 }
+
+on_both_backends!(
+    put_get_head_delete_round_trip_with_attributes,
+    ranges_and_digest_and_length_checks,
+    conditional_writes,
+    copy_shares_the_blob_and_survives_the_source,
+    listing_paginates_and_folds_common_prefixes,
+    multipart_upload_etag_parts_and_abort,
+    abandoned_uploads_expire,
+    tags_replace,
+    reopening_sweeps_what_a_crash_left_and_keeps_acknowledged_objects,
+    upload_part_copy_ranges_and_reading_parts_back,
+    checksums_are_verified_before_the_write_and_stored,
+    bucket_quotas_from_tags_count_overwrites_deletes_and_completions,
+    the_store_quota_holds_under_concurrent_puts,
+);

@@ -11,6 +11,7 @@
 //! [`Notes::notifications`] in its outbox **in the write's transaction** (nothing when the
 //! write fails, e.g. on a precondition).
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::cors::CorsConfig;
