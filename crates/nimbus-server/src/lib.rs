@@ -462,6 +462,7 @@ impl Server {
                     registry: store.clone(),
                     queues: queues.clone(),
                 },
+                &backend,
             )?),
             None => None,
         };

@@ -67,6 +67,7 @@ pub(crate) fn bind(
     quota: nimbus_objects::Quota,
     auth: Option<Arc<Auth>>,
     targets: crate::notifications::Targets,
+    backend: &crate::stores::Backend,
 ) -> anyhow::Result<S3Listener> {
     if auth.is_none() && !addr.ip().is_loopback() {
         anyhow::bail!(
@@ -78,8 +79,8 @@ pub(crate) fn bind(
         quota,
         ..ObjectsConfig::default()
     };
-    let objects = Objects::open_sqlite(data_dir, config)
-        .context("cannot open the object store")?
+    let objects = backend
+        .objects(data_dir, config)?
         .with_destinations(Arc::new(targets));
     let listener =
         conn::bind(addr).with_context(|| format!("cannot listen on {addr} (--s3-listen)"))?;

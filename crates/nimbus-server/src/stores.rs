@@ -3,9 +3,10 @@
 //! of the server sees only the stores' traits.
 //!
 //! With PostgreSQL the registry, logs, layers, async events, queues, buses and schedules,
-//! history, source mappings and targets, workflows, secrets, access keys and roles are in
-//! the database; code packages (content-addressed), the master key file (unless given
-//! otherwise) and the instances' runtime files stay under the data directory.
+//! history, source mappings and targets, workflows, secrets, access keys, roles and object
+//! metadata are in the database; code packages and object bytes (content-addressed), the
+//! master key file (unless given otherwise) and the instances' runtime files stay under
+//! the data directory.
 
 use anyhow::Context;
 use nimbus_flows::store::FlowStore;
@@ -143,6 +144,27 @@ impl Backend {
                     .context("cannot open the event source store in PostgreSQL")?,
             ),
         })
+    }
+
+    /// The object store: metadata on the backend, bytes in `DATA_DIR/objects`.
+    pub(crate) fn objects(
+        &self,
+        data_dir: &Path,
+        cfg: nimbus_objects::ObjectsConfig,
+    ) -> anyhow::Result<nimbus_objects::Objects> {
+        match self {
+            Backend::Sqlite => nimbus_objects::Objects::open_sqlite(data_dir, cfg)
+                .context("cannot open the object store"),
+            Backend::Postgres(pg) => {
+                let meta = nimbus_objects::store::postgres::PgMetaStore::open(pg)
+                    .context("cannot open the object metadata in PostgreSQL")?
+                    .with_quota(cfg.quota);
+                let blobs = nimbus_objects::BlobStore::open(&data_dir.join("objects"))
+                    .context("cannot open the object store's blobs")?;
+                nimbus_objects::Objects::new(Arc::new(meta), blobs, cfg)
+                    .context("cannot open the object store")
+            }
+        }
     }
 
     pub(crate) fn flows(&self, data_dir: &Path) -> anyhow::Result<Arc<dyn FlowStore>> {
