@@ -956,7 +956,7 @@ mod tests {
     #[tokio::test]
     async fn log_writer_stores_every_line_of_a_burst_and_after_a_pause() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = Arc::new(nimbus_store::SqliteStore::open(dir.path()).unwrap());
         let (sink, rx) = LogSink::new(LogCapture::default());
         let writer = tokio::spawn(store_logs(rx, store.clone()));
         // More than one batch at once: several commits, nothing lost or reordered.
