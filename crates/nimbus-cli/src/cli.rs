@@ -321,8 +321,10 @@ pub struct ServerArgs {
     pub metrics_listen: Option<SocketAddr>,
     /// Keep the stores in this PostgreSQL database (`postgres://USER[:PASSWORD]@HOST:PORT/DB`)
     /// instead of SQLite files in the data directory: the registry, logs, async events,
-    /// queues, buses and schedules, history, event sources and workflows; code packages
-    /// stay in the data directory. Cluster mode is being built (docs/cluster.md).
+    /// queues, buses and schedules, history, event sources, workflows, secrets, access keys,
+    /// roles and object metadata; code packages and object bytes stay in the data
+    /// directory. One node per database for now: cluster mode is being built
+    /// (docs/cluster.md).
     #[arg(
         long,
         env = "NIMBUS_DATABASE",
