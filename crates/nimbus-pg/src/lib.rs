@@ -15,11 +15,13 @@
 //! server (which opens one [`Pg`] for all of them) and their tests ([`testing`]).
 
 mod migrate;
+mod retry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use deadpool_postgres::{Object as Client, Transaction};
 pub use migrate::{Migration, SCHEMA_TABLE};
+pub use retry::{Params, Tx, ATTEMPTS};
 pub use tokio_postgres::{types, Row};
 
 use std::future::Future;

@@ -28,15 +28,10 @@ mod steps;
 use super::error::{StoreError, StoreResult};
 use super::model::*;
 use super::FlowStore;
-use nimbus_pg::types::ToSql;
-use nimbus_pg::{Pg, PgError, Row, Transaction};
-use std::cell::Cell;
+use nimbus_pg::{Pg, PgError, Row};
 use std::collections::BTreeMap;
 
 pub(super) use super::sqlite::{decode_token, json_text, paginate, parse_json};
-
-/// Attempts of a transaction PostgreSQL aborted as a deadlock or serialisation failure.
-const ATTEMPTS: u32 = 5;
 
 /// The PostgreSQL backend.
 pub struct PgFlowStore {
@@ -66,81 +61,8 @@ impl From<PgError> for StoreError {
     }
 }
 
-/// Parameters of a statement.
-pub(super) type Params<'a> = [&'a (dyn ToSql + Sync)];
-
-/// A transaction whose statements fail with [`StoreError`]; remembers whether PostgreSQL
-/// asked for a retry.
-pub(super) struct Tx<'a> {
-    tx: &'a Transaction<'a>,
-    retry: &'a Cell<bool>,
-}
-
-impl Tx<'_> {
-    fn fail(&self, e: impl Into<PgError>) -> StoreError {
-        fail(self.retry, e)
-    }
-
-    async fn batch(&self, sql: &str) -> StoreResult<()> {
-        self.tx.batch_execute(sql).await.map_err(|e| self.fail(e))
-    }
-
-    pub(super) async fn query(&self, sql: &str, params: &Params<'_>) -> StoreResult<Vec<Row>> {
-        let st = self
-            .tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(e))?;
-        self.tx.query(&st, params).await.map_err(|e| self.fail(e))
-    }
-
-    pub(super) async fn query_opt(
-        &self,
-        sql: &str,
-        params: &Params<'_>,
-    ) -> StoreResult<Option<Row>> {
-        let st = self
-            .tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(e))?;
-        self.tx
-            .query_opt(&st, params)
-            .await
-            .map_err(|e| self.fail(e))
-    }
-
-    pub(super) async fn query_one(&self, sql: &str, params: &Params<'_>) -> StoreResult<Row> {
-        let st = self
-            .tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(e))?;
-        self.tx
-            .query_one(&st, params)
-            .await
-            .map_err(|e| self.fail(e))
-    }
-
-    pub(super) async fn execute(&self, sql: &str, params: &Params<'_>) -> StoreResult<u64> {
-        let st = self
-            .tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(e))?;
-        self.tx.execute(&st, params).await.map_err(|e| self.fail(e))
-    }
-}
-
-/// `e` as a [`StoreError`], noting in `retry` whether PostgreSQL aborted the transaction
-/// as a deadlock or a serialisation failure (worth running again).
-fn fail(retry: &Cell<bool>, e: impl Into<PgError>) -> StoreError {
-    let e = e.into();
-    if matches!(e.code(), Some("40001" | "40P01")) {
-        retry.set(true);
-    }
-    e.into()
-}
+/// A transaction whose statements fail with [`StoreError`] (see [`nimbus_pg::Pg::retrying`]).
+pub(super) type Tx<'a> = nimbus_pg::Tx<'a, StoreError>;
 
 /// How a transaction starts.
 #[derive(Clone, Copy, PartialEq)]
@@ -164,33 +86,12 @@ impl PgFlowStore {
     }
 
     fn run<T>(&self, mode: Mode, f: impl AsyncFn(&Tx<'_>) -> StoreResult<T>) -> StoreResult<T> {
-        let mut attempt = 1;
-        loop {
-            let retry = Cell::new(false);
-            let out = self.pg.block_on(async {
-                let mut c = self.pg.client().await?;
-                let tx = c.transaction().await.map_err(PgError::from)?;
-                let t = Tx {
-                    tx: &tx,
-                    retry: &retry,
-                };
-                match mode {
-                    Mode::Read => {
-                        t.batch("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                            .await?
-                    }
-                    Mode::Lazy => t.batch("SET LOCAL synchronous_commit = off").await?,
-                    Mode::Write | Mode::ReadOne => {}
-                }
-                let out = f(&t).await?;
-                tx.commit().await.map_err(|e| fail(&retry, e))?;
-                Ok(out)
-            });
-            match out {
-                Err(_) if retry.get() && attempt < ATTEMPTS => attempt += 1,
-                out => return out,
-            }
-        }
+        let setup = match mode {
+            Mode::Read => Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+            Mode::Lazy => Some("SET LOCAL synchronous_commit = off"),
+            Mode::Write | Mode::ReadOne => None,
+        };
+        self.pg.retrying(setup, f)
     }
 
     fn write<T>(&self, f: impl AsyncFn(&Tx<'_>) -> StoreResult<T>) -> StoreResult<T> {

@@ -38,13 +38,8 @@ use crate::model::{
 use crate::notify::{Notes, Notification, NotificationConfig, Outgoing};
 use crate::store::sqlite::{checksum_json, decode_json, key_string};
 use crate::{ObjectError, Result};
-use nimbus_pg::types::ToSql;
-use nimbus_pg::{Pg, PgError, Row, Transaction};
-use std::cell::Cell;
+use nimbus_pg::{Pg, Row};
 use std::collections::{BTreeMap, HashSet};
-
-/// Attempts of a transaction PostgreSQL aborted as a deadlock or serialisation failure.
-const ATTEMPTS: u32 = 5;
 
 /// The metadata of the object store in PostgreSQL, shared by every node.
 pub struct PgMetaStore {
@@ -61,77 +56,8 @@ impl std::fmt::Debug for PgMetaStore {
     }
 }
 
-/// Parameters of a statement.
-pub(super) type Params<'a> = [&'a (dyn ToSql + Sync)];
-
-/// A transaction whose statements fail with [`ObjectError`]; remembers whether PostgreSQL
-/// asked for a retry.
-pub(super) struct Tx<'a> {
-    tx: &'a Transaction<'a>,
-    retry: &'a Cell<bool>,
-}
-
-impl Tx<'_> {
-    fn fail(&self, e: impl Into<PgError>) -> ObjectError {
-        fail(self.retry, e)
-    }
-
-    async fn batch(&self, sql: &str) -> Result<()> {
-        self.tx.batch_execute(sql).await.map_err(|e| self.fail(e))
-    }
-
-    pub(super) async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
-        let st = self
-            .tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(e))?;
-        self.tx.query(&st, params).await.map_err(|e| self.fail(e))
-    }
-
-    pub(super) async fn query_opt(&self, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
-        let st = self
-            .tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(e))?;
-        self.tx
-            .query_opt(&st, params)
-            .await
-            .map_err(|e| self.fail(e))
-    }
-
-    pub(super) async fn query_one(&self, sql: &str, params: &Params<'_>) -> Result<Row> {
-        let st = self
-            .tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(e))?;
-        self.tx
-            .query_one(&st, params)
-            .await
-            .map_err(|e| self.fail(e))
-    }
-
-    pub(super) async fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
-        let st = self
-            .tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(e))?;
-        self.tx.execute(&st, params).await.map_err(|e| self.fail(e))
-    }
-}
-
-/// `e` as an [`ObjectError`], noting in `retry` whether PostgreSQL aborted the transaction
-/// as a deadlock or a serialisation failure (worth running again).
-fn fail(retry: &Cell<bool>, e: impl Into<PgError>) -> ObjectError {
-    let e = e.into();
-    if matches!(e.code(), Some("40001" | "40P01")) {
-        retry.set(true);
-    }
-    e.into()
-}
+/// A transaction whose statements fail with [`ObjectError`] (see [`nimbus_pg::Pg::retrying`]).
+pub(super) type Tx<'a> = nimbus_pg::Tx<'a, ObjectError>;
 
 impl PgMetaStore {
     /// Opens the store on `pg`, creating or migrating the `objects_…` tables.
@@ -152,29 +78,9 @@ impl PgMetaStore {
     /// Runs `f` in one transaction (read committed, or one read-only snapshot when
     /// `snapshot`), committed when it returns `Ok` and rolled back otherwise.
     fn run<T>(&self, snapshot: bool, f: impl AsyncFn(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let mut attempt = 1;
-        loop {
-            let retry = Cell::new(false);
-            let out = self.pg.block_on(async {
-                let mut c = self.pg.client().await?;
-                let tx = c.transaction().await.map_err(PgError::from)?;
-                let t = Tx {
-                    tx: &tx,
-                    retry: &retry,
-                };
-                if snapshot {
-                    t.batch("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                        .await?;
-                }
-                let out = f(&t).await?;
-                tx.commit().await.map_err(|e| fail(&retry, e))?;
-                Ok(out)
-            });
-            match out {
-                Err(_) if retry.get() && attempt < ATTEMPTS => attempt += 1,
-                out => return out,
-            }
-        }
+        let setup =
+            snapshot.then_some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+        self.pg.retrying(setup, f)
     }
 
     fn write<T>(&self, f: impl AsyncFn(&Tx<'_>) -> Result<T>) -> Result<T> {
