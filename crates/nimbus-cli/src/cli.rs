@@ -64,6 +64,8 @@ pub enum Command {
     Secret(SecretArgs),
     /// Access keys (SigV4) and their policies: create (secret shown once), list, remove.
     Keys(KeysArgs),
+    /// The nodes of the cluster (docs/cluster.md): status, drain one.
+    Cluster(ClusterArgs),
     /// Provisioned concurrency: keep N initialised instances of a version or alias.
     Provisioned(ProvisionedArgs),
     /// Lambda layers: publish a directory as a new layer version, list layers.
@@ -246,6 +248,26 @@ pub enum ProvisionedCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The nodes: id, address, version, status, invocations in flight, instances, last
+    /// heartbeat.
+    Status,
+    /// Ask a node to drain: it takes no new background work (events, queues, sources,
+    /// workflow steps, schedules), finishes what it holds and hands back its claims; it
+    /// keeps serving requests until it is stopped.
+    Drain {
+        /// The node's id (`nimbus cluster status` lists them).
+        node: String,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct KeysArgs {
     #[command(subcommand)]
     pub command: KeysCommand,
@@ -322,8 +344,7 @@ pub struct ServerArgs {
     /// Keep the stores in this PostgreSQL database (`postgres://USER[:PASSWORD]@HOST:PORT/DB`)
     /// instead of SQLite files in the data directory: the registry, logs, async events,
     /// queues, buses and schedules, history, event sources, workflows, secrets, access keys,
-    /// roles and object metadata; code packages and object bytes stay in the data
-    /// directory. One node per database for now: cluster mode is being built
+    /// roles and object metadata. Several nodes on one database form a cluster
     /// (docs/cluster.md).
     #[arg(
         long,
@@ -332,6 +353,20 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub database: Option<String>,
+    /// NATS server of the cluster (`nats://HOST:4222`): nodes announce changes there so
+    /// the others drop their caches at once (without it, within 200 ms). Needs --database.
+    #[arg(
+        long,
+        env = "NIMBUS_NATS",
+        value_name = "URL",
+        hide_env_values = true,
+        requires = "database"
+    )]
+    pub nats: Option<String>,
+    /// This node's id in the cluster (1-64 of A-Z a-z 0-9 . _ -); default: the one kept
+    /// in DATA_DIR/node-id, made on the first start.
+    #[arg(long, env = "NIMBUS_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
     /// Serve the S3-compatible object store on this address (`PORT` or `:PORT` is
     /// loopback), path-style and virtual-hosted-style (`BUCKET.localhost:PORT`), signed
     /// with the same access keys as the API. Objects live in `DATA_DIR/objects`. Off unless

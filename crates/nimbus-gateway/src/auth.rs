@@ -68,6 +68,9 @@ pub struct Auth {
     /// Held while a role's policies change and while credentials for a role are minted,
     /// so live credentials always carry the role's current policies (`sessions.rs`).
     pub(crate) roles_lock: std::sync::Mutex<()>,
+    /// Keys held in memory only ([`Auth::ephemeral_key`]): kept when the stored keys are
+    /// read again.
+    ephemeral: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Auth {
@@ -84,7 +87,33 @@ impl Auth {
             store,
             keys,
             roles_lock: std::sync::Mutex::new(()),
+            ephemeral: Default::default(),
         }))
+    }
+
+    /// Reads the stored keys again (another node of a cluster created, rotated or deleted
+    /// some): new and changed keys are taken, deleted ones dropped; keys held in memory
+    /// only and instances' credentials stay.
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let mut stored = std::collections::HashMap::new();
+        for k in self.store.access_keys()? {
+            let key = Key::from_stored(k)?;
+            stored.insert(key.id.clone(), Arc::new(key));
+        }
+        let ephemeral = self
+            .ephemeral
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.keys.update(|m| {
+            m.retain(|id, k| {
+                k.session.is_some() || ephemeral.contains(id) || stored.contains_key(id)
+            });
+            for (id, k) in stored {
+                m.insert(id, k);
+            }
+        });
+        Ok(())
     }
 
     pub fn enabled(&self) -> bool {
@@ -125,6 +154,10 @@ impl Auth {
             secret: secret.clone(),
             session: None,
         };
+        self.ephemeral
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone());
         self.keys.insert(id.clone(), Arc::new(key));
         (id, secret)
     }
@@ -506,6 +539,11 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
             format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}"),
         ),
         (_, ["v1", "keys", ..]) => one(nimbus_auth::policy::ADMIN.into(), "*".into()),
+        ("GET", ["v1", "cluster"]) => one("nimbus:GetCluster".into(), "*".into()),
+        (_, ["v1", "cluster", "nodes", node, "drain"]) => one(
+            "nimbus:DrainNode".into(),
+            format!("arn:aws:nimbus:{REGION}:{ACCOUNT}:node/{node}"),
+        ),
         // Any valid key may ask what it may do (`whoami.rs`).
         ("GET", ["v1", "whoami"]) => Target::Api(vec![]),
         // External event sources: Lambda's event-source mapping actions.

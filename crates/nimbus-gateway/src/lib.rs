@@ -13,6 +13,7 @@ mod async_invoke;
 mod auth;
 mod buckets;
 mod bus;
+mod cluster;
 mod code_gc;
 mod dead_letter;
 mod error;
@@ -49,6 +50,7 @@ mod workflow_routes;
 pub use alarms::{ALARM_DETAIL_TYPE, ALARM_SOURCE};
 pub use async_invoke::GatewayInvoker;
 pub use auth::{Auth, Caller, Key, PrivateEndpoint};
+pub use cluster::ClusterControl;
 pub use error::ApiError;
 pub use flows::{FlowStarter, GatewayTasks};
 pub use health::{HealthCheck, HealthMonitor, HealthReport, HealthStatus};
@@ -214,6 +216,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         );
     let native = Router::new()
         .route("/v1/health", get(health::health))
+        .route("/v1/cluster", get(cluster::status))
+        .route("/v1/cluster/nodes/{id}/drain", post(cluster::drain))
         .route("/v1/ready", get(health::ready))
         .route("/metrics", get(metrics::scrape))
         .route("/v1/functions", get(native::list))

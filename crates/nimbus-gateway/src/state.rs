@@ -92,6 +92,8 @@ pub struct Gateway {
     pub(crate) workflows: std::sync::OnceLock<nimbus_workflows::Workflows>,
     /// Routes served by workflows (`workflow_routes.rs`).
     pub(crate) workflow_routes: ArcSwap<crate::workflow_routes::Table>,
+    /// The cluster API's answers ([`Gateway::with_cluster`]).
+    pub(crate) cluster: std::sync::OnceLock<Arc<dyn crate::cluster::ClusterControl>>,
 }
 
 impl Gateway {
@@ -134,6 +136,7 @@ impl Gateway {
             objects: Default::default(),
             workflows: Default::default(),
             workflow_routes: Default::default(),
+            cluster: Default::default(),
         });
         gw.rebuild_routes()?;
         for f in gw.store.list()? {
@@ -143,7 +146,7 @@ impl Gateway {
     }
 
     /// Tells the pool the function's reserved concurrency (none once it is deleted).
-    fn sync_reservation(&self, name: &FunctionName) -> Result<(), ApiError> {
+    pub(crate) fn sync_reservation(&self, name: &FunctionName) -> Result<(), ApiError> {
         let reserved = match self.store.meta(name) {
             Ok(meta) => meta.reserved_concurrency,
             Err(e) if e.is_not_found() => None,
@@ -337,6 +340,13 @@ impl Gateway {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.retain(|(n, _, _), _| n != name.as_str());
         self.aliases.retain(|(n, _), _| n != name.as_str());
+    }
+
+    /// Forgets every cached version and alias (another node changed the registry).
+    pub(crate) fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.retain(|_, _| false);
+        self.aliases.retain(|_, _| false);
     }
 
     /// After any write to `name`: drop caches and rebuild the route table.

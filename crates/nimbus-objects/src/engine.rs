@@ -156,6 +156,12 @@ impl Objects {
         &self.cfg
     }
 
+    /// Forgets every cached notification configuration: another node of a cluster
+    /// changed them (they are read again on the next write).
+    pub fn forget_cached_configs(&self) {
+        self.notifier.forget_all();
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Self) -> Result<T> + Send + 'static,

@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+mod cluster;
 mod conn;
 mod gauges;
 mod health;
@@ -82,6 +83,10 @@ pub struct Config {
     /// Keep the stores in this PostgreSQL database instead of SQLite files in the data
     /// directory (`--database postgres://…`; docs/cluster.md).
     pub database: Option<String>,
+    /// The cluster's NATS server (`--nats`), for change notices between nodes.
+    pub nats: Option<String>,
+    /// This node's id (`--node-id`); default: kept in `DATA_DIR/node-id`.
+    pub node_id: Option<String>,
     pub data_dir: PathBuf,
     /// The secrets master key file (default `DATA_DIR/master.key`); `NIMBUS_MASTER_KEY`
     /// takes precedence.
@@ -159,6 +164,8 @@ impl Default for Config {
             metrics: true,
             data_dir: PathBuf::from(".nimbus"),
             database: None,
+            nats: None,
+            node_id: None,
             master_key_file: None,
             idle_timeout: Duration::from_secs(300),
             queue_timeout: Duration::from_secs(10),
@@ -284,6 +291,8 @@ pub struct Server {
     health: health::Checker,
     auth: Arc<nimbus_gateway::Auth>,
     bootstrap: Option<BootstrapKey>,
+    /// This node in its cluster.
+    node: Arc<cluster::Node>,
 }
 
 impl Server {
@@ -305,6 +314,7 @@ impl Server {
             .data_dir
             .canonicalize()
             .context("cannot resolve data dir")?;
+        let node_id = nimbus_cluster::NodeId::resolve(&data_dir, config.node_id.as_deref())?;
         let log_limits = config.logs.store_limits(file_system_bytes(&data_dir));
         let backend = stores::Backend::open(config.database.as_deref())?;
         let store = backend.registry(&data_dir, log_limits)?;
@@ -402,7 +412,7 @@ impl Server {
         if !config.auth {
             warn!("authentication is OFF (--auth off): anyone who can reach {addr} can deploy, invoke and read everything; for local development only");
         }
-        let queue = backend.events(&data_dir, config.async_backlog)?;
+        let queue = backend.events(&data_dir, config.async_backlog, &node_id)?;
         let events = AsyncEngine::new(queue, config.events.clone());
         if !config.metrics && config.metrics_listen.is_some() {
             anyhow::bail!("--metrics-listen needs metrics on (it is set with --metrics off)");
@@ -540,6 +550,17 @@ impl Server {
         // Instances' private AWS endpoints serve the same router as the public listener (set
         // before anything below can start an instance: provisioned concurrency).
         link.set_main(nimbus_gateway::router(gateway.clone()));
+        // This node in its cluster (alone on SQLite): membership, coherent caches.
+        let node = cluster::Node::start(
+            &backend,
+            node_id,
+            format!("{}://{addr}", scheme(&config)),
+            config.nats.as_deref(),
+            &gateway,
+            pools.clone(),
+        )
+        .await?;
+        let gateway = gateway.with_cluster(node.clone());
         let health = health::Checker {
             cfg: config.health,
             data_dir: data_dir.clone(),
@@ -591,6 +612,7 @@ impl Server {
             health,
             auth,
             bootstrap,
+            node,
         })
     }
 
@@ -663,7 +685,11 @@ impl Server {
         let health = tokio::spawn(self.health.run());
         let history = tokio::spawn(self.gateway.clone().run_history());
         let alarms = tokio::spawn(self.gateway.clone().run_alarms());
-        let router = nimbus_gateway::router(self.gateway.clone());
+        let cluster_tasks = self.node.spawn();
+        let router = cluster::announce_changes(
+            nimbus_gateway::router(self.gateway.clone()),
+            self.node.changes.clone(),
+        );
         // Scrapes are tiny and stateless: the metrics listener just stops with the server.
         let metrics_task = self.metrics_listener.map(|(l, _)| {
             let router = nimbus_gateway::metrics_router(self.metrics.clone());
@@ -763,6 +789,11 @@ impl Server {
         self.events.tracer().flush(Duration::from_secs(2)).await;
         self.log_task.abort();
         self.log_maintenance.abort();
+        for t in cluster_tasks {
+            t.abort();
+        }
+        let node = self.node.clone();
+        let _ = tokio::task::spawn_blocking(move || node.leave()).await;
         info!("stopped");
         Ok(())
     }

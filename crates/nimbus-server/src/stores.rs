@@ -69,10 +69,12 @@ impl Backend {
         })
     }
 
+    /// The async event queue; on PostgreSQL its claims name `node`.
     pub(crate) fn events(
         &self,
         data_dir: &Path,
         limit: BacklogLimit,
+        node: &nimbus_cluster::NodeId,
     ) -> anyhow::Result<Arc<dyn EventQueue>> {
         Ok(match self {
             Backend::Sqlite => Arc::new(
@@ -83,7 +85,8 @@ impl Backend {
             Backend::Postgres(pg) => Arc::new(
                 nimbus_store::postgres::events::PgEventQueue::open(pg)
                     .context("cannot open the async event queue in PostgreSQL")?
-                    .with_limit(limit),
+                    .with_limit(limit)
+                    .with_node(node.as_str()),
             ),
         })
     }

@@ -970,5 +970,26 @@ mod tests {
             assert_eq!(again.len(), 1);
             assert_eq!(again[0].id, "orphan");
         }
+
+        #[test]
+        fn a_restarted_node_takes_back_its_own_claims_at_once() {
+            let db = TestDb::new("events_restart");
+            let named = |id: &str| {
+                let pg = Pg::connect(&PgConfig::new(&db.url)).unwrap();
+                PgEventQueue::open(&pg).unwrap().with_node(id)
+            };
+            let (a, b) = (named("a"), named("b"));
+            a.enqueue(&ev("mine", 1, None), 0).unwrap();
+            a.enqueue(&ev("theirs", 2, None), 0).unwrap();
+            assert_eq!(a.claim_due(10, 1, 60_000).unwrap()[0].id, "mine");
+            assert_eq!(b.claim_due(10, 1, 60_000).unwrap()[0].id, "theirs");
+            // a is killed and starts again with the same id, long before its lease ends.
+            drop(a);
+            let a = named("a");
+            assert_eq!(a.requeue_running(20).unwrap(), 1);
+            assert_eq!(a.get("mine").unwrap().status, EventStatus::Pending);
+            assert_eq!(a.get("theirs").unwrap().status, EventStatus::Running);
+            assert_eq!(a.claim_due(20, 10, 60_000).unwrap()[0].id, "mine");
+        }
     }
 }

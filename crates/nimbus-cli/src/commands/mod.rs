@@ -2,6 +2,7 @@
 
 mod alarm;
 mod bus;
+mod cluster;
 mod deploy;
 mod doctor;
 mod events;
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bus(args) => bus::run(&client()?, args, cli.json).await,
         Command::Secret(args) => secret::run(&client()?, args, cli.json).await,
         Command::Keys(args) => keys::run(&client()?, args, cli.json).await,
+        Command::Cluster(args) => cluster::run(&client()?, args, cli.json).await,
         Command::Provisioned(args) => provisioned::run(&client()?, args, cli.json).await,
         Command::Layer(args) => layer::run(&client()?, args, cli.json).await,
         Command::Stats(args) => stats::run(&client()?, args, cli.json).await,

@@ -39,6 +39,8 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
         c.otlp_endpoint = args.otlp_endpoint.clone();
         c.data_dir = data_dir.to_path_buf();
         c.database = args.database.clone();
+        c.nats = args.nats.clone();
+        c.node_id = args.node_id.clone();
         c.master_key_file = args.master_key_file.clone();
         c.idle_timeout = args.idle_timeout;
         c.queue_timeout = args.queue_timeout_ms;

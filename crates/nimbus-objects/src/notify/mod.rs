@@ -237,6 +237,11 @@ impl Notifier {
         self.configs().remove(bucket);
     }
 
+    /// Forgets every cached configuration.
+    pub fn forget_all(&self) {
+        self.configs().clear();
+    }
+
     /// Tells the consumer that rows were recorded.
     pub fn wake(&self) {
         self.signal.notify_one();

@@ -208,7 +208,9 @@ CREATE TRIGGER events_backlog_status AFTER UPDATE OF status ON events_events
     WHEN ((OLD.status IN ('pending', 'running')) IS DISTINCT FROM (NEW.status IN ('pending', 'running')))
     EXECUTE FUNCTION events_backlog_count();
 ",
-)];
+),
+    // The node holding each claim: a restarted node takes back its previous run's at once.
+    Migration::additive("ALTER TABLE events_events ADD COLUMN claimed_by TEXT;")];
 
 const COLUMNS: &str =
     "id, function, qualifier, payload, status, attempts, created_ms, next_attempt_ms, \
@@ -249,6 +251,8 @@ fn decode(r: &Row) -> AsyncEvent {
 pub struct PgEventQueue {
     pg: Pg,
     limit: BacklogLimit,
+    /// This node's id, written on its claims ([`PgEventQueue::with_node`]).
+    node: Option<String>,
 }
 
 impl PgEventQueue {
@@ -258,7 +262,16 @@ impl PgEventQueue {
         Ok(Self {
             pg: pg.clone(),
             limit: BacklogLimit::UNLIMITED,
+            node: None,
         })
+    }
+
+    /// Claims name `node`, and [`EventQueue::requeue_running`] also takes back the
+    /// claims a previous run of the same node left (it is restarting: nobody else holds
+    /// them), instead of waiting for their leases to end.
+    pub fn with_node(mut self, node: &str) -> Self {
+        self.node = Some(node.to_string());
+        self
     }
 
     /// Bounds the unfinished events per function and their bytes across functions:
@@ -361,11 +374,12 @@ impl EventQueue for PgEventQueue {
                              WHERE status IN ('pending', 'running') AND next_attempt_ms <= $1
                              ORDER BY next_attempt_ms, seq LIMIT $2
                              FOR UPDATE SKIP LOCKED)
-                         UPDATE events_events e SET status = 'running', next_attempt_ms = $3
+                         UPDATE events_events e SET status = 'running', next_attempt_ms = $3,
+                             claimed_by = $4
                          FROM due WHERE e.id = due.id
                          RETURNING {E_COLUMNS}, due.due_ms, due.seq"
                     ),
-                    &[&now_ms, &limit, &(now_ms + lease_ms)],
+                    &[&now_ms, &limit, &(now_ms + lease_ms), &self.node],
                 )
                 .await
                 .db()?;
@@ -645,15 +659,17 @@ impl EventQueue for PgEventQueue {
     }
 
     /// Unlike SQLite's (one server per data directory), only events whose lease has run
-    /// out (`next_attempt_ms <= now_ms`) become pending: the other running events are held
-    /// by live nodes of the cluster. Those of a dead node come back as their leases end
+    /// out (`next_attempt_ms <= now_ms`) or that this node's previous run claimed
+    /// ([`PgEventQueue::with_node`]) become pending: the other running events are held by
+    /// live nodes of the cluster. Those of a dead node come back as their leases end
     /// ([`EventQueue::claim_due`] takes them even without this call).
     fn requeue_running(&self, now_ms: i64) -> Result<usize> {
         with_client(&self.pg, async |c| {
             Ok(c.x(
-                "UPDATE events_events SET status = 'pending', next_attempt_ms = $1
-                 WHERE status = 'running' AND next_attempt_ms <= $1",
-                &[&now_ms],
+                "UPDATE events_events SET status = 'pending', next_attempt_ms = $1,
+                     claimed_by = NULL
+                 WHERE status = 'running' AND (next_attempt_ms <= $1 OR claimed_by = $2)",
+                &[&now_ms, &self.node],
             )
             .await
             .db()? as usize)

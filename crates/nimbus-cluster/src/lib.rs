@@ -1,0 +1,37 @@
+//! Cluster mode (`nimbus serve --database postgres://… --nats nats://…`, docs/cluster.md):
+//! what a node needs to know about the others.
+//!
+//! - [`NodeId`]: the node's stable identity (`--node-id` or `DATA_DIR/node-id`).
+
+//! - [`Membership`]: heartbeats in `cluster_nodes`, the list of nodes, drain marks.
+//! - [`Changes`]: change generations bumped by triggers, polled by every node, with NATS
+//!   notices to read them at once.
+
+mod changes;
+mod members;
+mod node;
+
+pub use changes::{install_triggers, Changes, BLIND, POLL, SUBJECT, WATCHED};
+pub use members::{Load, Membership, MembershipConfig, NodeInfo};
+pub use node::{NodeId, NODE_ID_FILE};
+
+/// The `cluster` component's migrations.
+pub(crate) fn migrations() -> &'static [nimbus_pg::Migration] {
+    members::MIGRATIONS
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("invalid node id {0:?}: use 1-64 characters of A-Z a-z 0-9 . _ -")]
+    BadNodeId(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("another live node has the id {id} (at {address}): give each node its own --node-id, or stop the other one")]
+    DuplicateNode { id: String, address: String },
+    #[error("another process took over node id {0}: this one stopped writing heartbeats")]
+    Superseded(String),
+    #[error(transparent)]
+    Pg(#[from] nimbus_pg::PgError),
+}
+
+pub type Result<T, E = ClusterError> = std::result::Result<T, E>;

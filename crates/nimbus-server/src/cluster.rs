@@ -1,0 +1,275 @@
+//! This node in its cluster: its id, its membership row and heartbeats, the change
+//! generations that keep its caches coherent with the other nodes', and the cluster API's
+//! answers (`GET /v1/cluster`). On SQLite the node is alone: it has an id and answers for
+//! itself, with nothing in the database.
+
+use crate::stores::Backend;
+use anyhow::Context;
+use nimbus_cluster::{Changes, Load, Membership, MembershipConfig, NodeId};
+use nimbus_gateway::{ClusterControl, Gateway, Pools};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// The scopes whose caches live in the gateway (see `nimbus_cluster::WATCHED`).
+const SCOPES: &[&str] = &["registry", "keys", "queues", "sources", "objects", "flows"];
+
+/// This node's part in the cluster.
+pub(crate) struct Node {
+    pub id: NodeId,
+    pub address: String,
+    /// In the database (cluster mode); `None` on SQLite.
+    pub membership: Option<Arc<Membership>>,
+    pub changes: Option<Arc<Changes>>,
+    /// Set when this node is asked to drain (`nimbus cluster drain`).
+    pub drain: Arc<Notify>,
+    pools: Arc<Pools>,
+}
+
+fn load(pools: &Pools) -> Load {
+    let s = pools.instance_states();
+    Load {
+        in_flight: s.busy as i64,
+        instances: (s.initializing + s.idle + s.busy) as i64,
+    }
+}
+
+impl Node {
+    /// Joins the cluster (cluster mode) and wires change notices to `gateway`'s caches.
+    pub(crate) async fn start(
+        backend: &Backend,
+        id: NodeId,
+        address: String,
+        nats: Option<&str>,
+        gateway: &Arc<Gateway>,
+        pools: Arc<Pools>,
+    ) -> anyhow::Result<Arc<Node>> {
+        let (membership, changes) = match backend {
+            Backend::Sqlite => (None, None),
+            Backend::Postgres(pg) => {
+                let (pg2, id2, addr) = (pg.clone(), id.clone(), address.clone());
+                let membership = tokio::task::spawn_blocking(move || {
+                    nimbus_cluster::install_triggers(&pg2)?;
+                    Membership::join(
+                        &pg2,
+                        id2,
+                        &addr,
+                        env!("CARGO_PKG_VERSION"),
+                        MembershipConfig::default(),
+                    )
+                })
+                .await?
+                .context("cannot join the cluster")?;
+                let nats = match nats {
+                    Some(url) => Some(connect_nats(url).await?),
+                    None => None,
+                };
+                let changes = Changes::new(pg.clone(), nats);
+                for scope in SCOPES {
+                    let gw = gateway.clone();
+                    changes.on(scope, move || gw.cluster_changed(scope));
+                }
+                (Some(membership), Some(changes))
+            }
+        };
+        let node = Arc::new(Node {
+            id,
+            address,
+            membership,
+            changes,
+            drain: Arc::new(Notify::new()),
+            pools,
+        });
+        Ok(node)
+    }
+
+    /// Heartbeats, change polling and the drain watch, until the tasks are aborted.
+    pub(crate) fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if let Some(m) = &self.membership {
+            let pools = self.pools.clone();
+            tasks.push(m.spawn(move || load(&pools)));
+            // A drain asked through any node reaches this one through its row.
+            let (m, drain) = (m.clone(), self.drain.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(m.config().heartbeat).await;
+                    let m2 = m.clone();
+                    if let Ok(Ok(true)) = tokio::task::spawn_blocking(move || m2.draining()).await {
+                        tracing::info!("asked to drain: taking no new background work");
+                        drain.notify_one();
+                        return;
+                    }
+                }
+            }));
+        }
+        if let Some(c) = &self.changes {
+            tasks.push(c.spawn());
+        }
+        tasks
+    }
+
+    /// Marks this node as gone (clean stop). Blocking.
+    pub(crate) fn leave(&self) {
+        if let Some(m) = &self.membership {
+            if let Err(e) = m.leave() {
+                tracing::warn!(error = %e, "cannot mark this node as gone in the cluster");
+            }
+        }
+    }
+}
+
+/// Connects to NATS; when it does not answer yet, keeps trying in the background (the
+/// nodes then see changes by polling alone) rather than refusing to start.
+async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
+    let url_shown = url.split('@').next_back().unwrap_or(url).to_string();
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .event_callback(move |ev| {
+            let url = url_shown.clone();
+            async move {
+                match ev {
+                    async_nats::Event::Connected => tracing::info!(nats = %url, "NATS connected"),
+                    async_nats::Event::Disconnected => tracing::warn!(nats = %url, "NATS disconnected: change notices wait for it; caches still follow the database's generations"),
+                    _ => {}
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .with_context(|| "cannot use --nats: check the URL (nats://HOST:PORT)".to_string())?;
+    Ok(client)
+}
+
+impl ClusterControl for Node {
+    fn status(&self) -> Result<Value, String> {
+        match &self.membership {
+            Some(m) => {
+                let nodes = m.nodes().map_err(|e| e.to_string())?;
+                Ok(json!({ "mode": "cluster", "node": self.id.as_str(), "nodes": nodes }))
+            }
+            None => {
+                let l = load(&self.pools);
+                Ok(json!({
+                    "mode": "single",
+                    "node": self.id.as_str(),
+                    "nodes": [{
+                        "id": self.id.as_str(),
+                        "address": self.address,
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "status": "alive",
+                        "in_flight": l.in_flight,
+                        "instances": l.instances,
+                        "heartbeat_age_ms": 0,
+                    }],
+                }))
+            }
+        }
+    }
+
+    fn drain(&self, id: &str) -> Result<bool, String> {
+        match &self.membership {
+            Some(m) => m.set_draining(id, true).map_err(|e| e.to_string()),
+            None if id == self.id.as_str() => {
+                self.drain.notify_one();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// Whether a request may change what nodes cache: API writes, not invocations, function
+/// URLs, user routes or queue and bus traffic.
+fn may_change(method: &axum::http::Method, uri: &axum::http::Uri, target: Option<&str>) -> bool {
+    use axum::http::Method;
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    let path = uri.path();
+    if path == "/" {
+        // JSON protocol APIs: the data-plane operations change no cache.
+        let op = target.and_then(|t| t.rsplit('.').next()).unwrap_or("");
+        const DATA: &[&str] = &[
+            "SendMessage",
+            "SendMessageBatch",
+            "ReceiveMessage",
+            "DeleteMessage",
+            "DeleteMessageBatch",
+            "ChangeMessageVisibility",
+            "ChangeMessageVisibilityBatch",
+            "PutEvents",
+            "StartExecution",
+            "StartSyncExecution",
+            "StopExecution",
+            "SendTaskSuccess",
+            "SendTaskFailure",
+            "SendTaskHeartbeat",
+        ];
+        return !DATA.contains(&op);
+    }
+    (path.starts_with("/v1/") && !path.ends_with("/invoke") && !path.contains("/messages"))
+        || (path.starts_with("/20") && !path.ends_with("/invocations"))
+}
+
+/// Announces, after each successful request that may have changed what nodes cache, that
+/// the other nodes should read the change generations now.
+pub(crate) fn announce_changes(
+    router: axum::Router,
+    changes: Option<Arc<Changes>>,
+) -> axum::Router {
+    let Some(changes) = changes else {
+        return router;
+    };
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let changes = changes.clone();
+            async move {
+                let target = req
+                    .headers()
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok());
+                let change = may_change(req.method(), req.uri(), target);
+                let resp = next.run(req).await;
+                if change && resp.status().is_success() {
+                    changes.announce();
+                }
+                resp
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_change;
+    use axum::http::{Method, Uri};
+
+    #[test]
+    fn only_api_writes_announce() {
+        let c = |m: Method, p: &str, t: Option<&str>| may_change(&m, &p.parse::<Uri>().unwrap(), t);
+        assert!(c(Method::POST, "/v1/functions", None));
+        assert!(c(
+            Method::PUT,
+            "/2015-03-31/functions/f/configuration",
+            None
+        ));
+        assert!(c(
+            Method::POST,
+            "/",
+            Some("AWSStepFunctions.CreateStateMachine")
+        ));
+        assert!(c(Method::POST, "/", None));
+        assert!(!c(Method::GET, "/v1/functions", None));
+        assert!(!c(
+            Method::POST,
+            "/2015-03-31/functions/f/invocations",
+            None
+        ));
+        assert!(!c(Method::POST, "/v1/functions/f/invoke", None));
+        assert!(!c(Method::POST, "/fn/f/", None));
+        assert!(!c(Method::POST, "/orders", None));
+        assert!(!c(Method::POST, "/", Some("AmazonSQS.SendMessage")));
+        assert!(!c(Method::POST, "/", Some("AWSEvents.PutEvents")));
+    }
+}
