@@ -79,9 +79,7 @@ pub enum BlobsError {
     #[error("{0:?} is not a content address (64 hex digits of a sha-256)")]
     InvalidHash(String),
     /// The bytes given (or fetched) do not hash to their name.
-    #[error(
-        "the bytes of blob {namespace}/{expected} hash to {actual} ({size} bytes): {what}"
-    )]
+    #[error("the bytes of blob {namespace}/{expected} hash to {actual} ({size} bytes): {what}")]
     HashMismatch {
         namespace: Namespace,
         expected: String,

@@ -19,8 +19,8 @@
 //! matter to the grace period.
 
 use crate::{
-    read_full, validate_sha256, BlobInfo, BlobsError, Namespace, Put, Result, SharedBlobs,
-    Swept, CHUNK_BYTES,
+    read_full, validate_sha256, BlobInfo, BlobsError, Namespace, Put, Result, SharedBlobs, Swept,
+    CHUNK_BYTES,
 };
 use nimbus_pg::{Client, Migration, Pg};
 use sha2::{Digest, Sha256};
@@ -161,8 +161,9 @@ impl PgBlobs {
             let mut hasher = Sha256::new();
             let (mut size, mut seq) = (0u64, 0i32);
             loop {
-                let n = read_full(reader, &mut buf)
-                    .map_err(BlobsError::io(format!("reading the bytes of blob {ns}/{sha}")))?;
+                let n = read_full(reader, &mut buf).map_err(BlobsError::io(format!(
+                    "reading the bytes of blob {ns}/{sha}"
+                )))?;
                 if n == 0 {
                     break;
                 }

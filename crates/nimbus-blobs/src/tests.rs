@@ -61,10 +61,16 @@ impl Read for Gated<'_> {
 fn age(pg: &Pg, by: Duration) {
     let ms = by.as_millis() as i64;
     pg.with(async |c| {
-        c.execute("UPDATE blobs_blobs SET touched_ms = touched_ms - $1", &[&ms])
-            .await?;
-        c.execute("UPDATE blobs_uploads SET touched_ms = touched_ms - $1", &[&ms])
-            .await?;
+        c.execute(
+            "UPDATE blobs_blobs SET touched_ms = touched_ms - $1",
+            &[&ms],
+        )
+        .await?;
+        c.execute(
+            "UPDATE blobs_uploads SET touched_ms = touched_ms - $1",
+            &[&ms],
+        )
+        .await?;
         Ok(())
     })
     .unwrap();
@@ -77,7 +83,9 @@ fn a_multi_chunk_blob_round_trips() {
     let data = bytes(3 * CHUNK_BYTES + 12_345, 7);
     let h = sha(&data);
     assert_eq!(
-        blobs.put_reader(Namespace::Code, &h, &mut &data[..]).unwrap(),
+        blobs
+            .put_reader(Namespace::Code, &h, &mut &data[..])
+            .unwrap(),
         Put::Stored
     );
     assert_eq!(tables_count(&db.pg), (1, 0, 4));
@@ -85,7 +93,10 @@ fn a_multi_chunk_blob_round_trips() {
         &db.pg,
         "SELECT max(octet_length(bytes))::bigint FROM blobs_chunks",
     );
-    assert_eq!(max_chunk, CHUNK_BYTES as i64, "never more than a chunk per row");
+    assert_eq!(
+        max_chunk, CHUNK_BYTES as i64,
+        "never more than a chunk per row"
+    );
 
     // Idempotent: the second put reads nothing and writes nothing.
     let mut never = Gated {
@@ -102,7 +113,10 @@ fn a_multi_chunk_blob_round_trips() {
     assert!(!blobs.exists(Namespace::Objects, &h).unwrap());
     let listed = blobs.list(Namespace::Code).unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0].sha256.as_str(), listed[0].size), (h.as_str(), data.len() as u64));
+    assert_eq!(
+        (listed[0].sha256.as_str(), listed[0].size),
+        (h.as_str(), data.len() as u64)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out.bin");
@@ -110,18 +124,29 @@ fn a_multi_chunk_blob_round_trips() {
         .fetch(Namespace::Code, &h.to_uppercase(), dir.path(), &dest)
         .unwrap();
     assert_eq!(n, data.len() as u64);
-    assert!(std::fs::read(&dest).unwrap() == data, "fetched bytes differ");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temp file left");
+    assert!(
+        std::fs::read(&dest).unwrap() == data,
+        "fetched bytes differ"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "temp file left"
+    );
 
     // From a file, another namespace; the empty blob has no chunks.
     let src = dir.path().join("small");
     std::fs::write(&src, b"hello").unwrap();
     assert_eq!(
-        blobs.put_file(Namespace::Objects, &sha(b"hello"), &src).unwrap(),
+        blobs
+            .put_file(Namespace::Objects, &sha(b"hello"), &src)
+            .unwrap(),
         Put::Stored
     );
     assert_eq!(
-        blobs.put_reader(Namespace::Objects, &sha(b""), &mut &b""[..]).unwrap(),
+        blobs
+            .put_reader(Namespace::Objects, &sha(b""), &mut &b""[..])
+            .unwrap(),
         Put::Stored
     );
     let empty = dir.path().join("empty");
@@ -223,7 +248,9 @@ fn a_reader_never_sees_an_incomplete_blob() {
 
     go.send(()).unwrap();
     assert_eq!(upload.join().unwrap(), Put::Stored);
-    reader.fetch(Namespace::Code, &h, dir.path(), &dest).unwrap();
+    reader
+        .fetch(Namespace::Code, &h, dir.path(), &dest)
+        .unwrap();
     assert!(std::fs::read(&dest).unwrap() == *data);
 }
 
@@ -270,7 +297,11 @@ fn bytes_that_do_not_match_their_hash_are_refused() {
         .unwrap_err();
     assert!(matches!(e, BlobsError::HashMismatch { .. }), "{e}");
     assert!(!dest.exists());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "temp file left");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "temp file left"
+    );
 }
 
 #[test]
@@ -309,7 +340,9 @@ fn collection_keeps_young_and_referenced_blobs() {
         })
         .unwrap();
 
-    assert!(!blobs.delete_if_idle(Namespace::Objects, &young, grace).unwrap());
+    assert!(!blobs
+        .delete_if_idle(Namespace::Objects, &young, grace)
+        .unwrap());
     let keep = referenced.clone();
     let swept = blobs
         .delete_unreferenced(Namespace::Objects, grace, &move |s| s == keep)

@@ -343,7 +343,9 @@ impl BlobStore {
                     match std::fs::remove_file(self.path(sha)) {
                         Ok(()) => {}
                         // Never fetched to this node (cluster mode).
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.shared.is_some() => {}
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::NotFound
+                                && self.shared.is_some() => {}
                         Err(e) => {
                             tracing::warn!(blob = %sha, error = %e, "cannot remove an unreferenced blob")
                         }
@@ -352,7 +354,9 @@ impl BlobStore {
                         // Young (just written, maybe by another node for a row about to
                         // commit): left for a later sweep.
                         if let Err(e) =
-                            shared.blobs.delete_if_idle(Namespace::Objects, sha, shared.grace)
+                            shared
+                                .blobs
+                                .delete_if_idle(Namespace::Objects, sha, shared.grace)
                         {
                             tracing::warn!(blob = %sha, error = %e, "cannot delete an unreferenced blob from the shared store; a later sweep does");
                         }

@@ -14,8 +14,11 @@ fn age(db: &TestDb, by: Duration) {
     let ms = by.as_millis() as i64;
     db.pg
         .with(async |c| {
-            c.execute("UPDATE blobs_blobs SET touched_ms = touched_ms - $1", &[&ms])
-                .await?;
+            c.execute(
+                "UPDATE blobs_blobs SET touched_ms = touched_ms - $1",
+                &[&ms],
+            )
+            .await?;
             Ok(())
         })
         .unwrap();
@@ -127,7 +130,10 @@ async fn bytes_placed_on_one_node_open_on_another() {
     .unwrap();
     assert!(bytes_on_b.0 == bytes, "node B read other bytes");
     assert_eq!(bytes_on_b.1, std::io::ErrorKind::NotFound);
-    assert!(b.has_local(&hex::encode(Sha256::digest(&bytes))), "cached on B");
+    assert!(
+        b.has_local(&hex::encode(Sha256::digest(&bytes))),
+        "cached on B"
+    );
     drop(pin);
     // Nothing left in either node's tmp/.
     for n in [&a, &b] {
@@ -174,11 +180,27 @@ async fn objects_written_through_one_node_are_read_through_another() {
         .await
         .unwrap();
     let p1 = oa
-        .upload_part("shared", "mpu", &up.upload_id, 1, body(b"first part "), None, None)
+        .upload_part(
+            "shared",
+            "mpu",
+            &up.upload_id,
+            1,
+            body(b"first part "),
+            None,
+            None,
+        )
         .await
         .unwrap();
     let p2 = ob
-        .upload_part("shared", "mpu", &up.upload_id, 2, body(b"second part"), None, None)
+        .upload_part(
+            "shared",
+            "mpu",
+            &up.upload_id,
+            2,
+            body(b"second part"),
+            None,
+            None,
+        )
         .await
         .unwrap();
     oc.complete_upload(

@@ -685,7 +685,8 @@ impl Objects {
             etag_md5.update(hex::decode(&p.etag).unwrap_or_default());
         }
         // Blocking: in cluster mode a part uploaded through another node is fetched first.
-        let wanted: Vec<(u32, String)> = parts.iter().map(|p| (p.number, p.sha256.clone())).collect();
+        let wanted: Vec<(u32, String)> =
+            parts.iter().map(|p| (p.number, p.sha256.clone())).collect();
         let opened = self
             .blocking(move |this| {
                 wanted

@@ -10,11 +10,11 @@
 //! runtime files stay under the data directory.
 
 use anyhow::Context;
+use nimbus_blobs::{PgBlobs, SharedBlobs};
 use nimbus_flows::store::FlowStore;
 use nimbus_pg::{Pg, PgConfig};
 use nimbus_sources::targets::TargetStore;
 use nimbus_sources::SourceStore;
-use nimbus_blobs::{PgBlobs, SharedBlobs};
 use nimbus_store::{
     BacklogLimit, BusStore, CodeStore, EventQueue, HistoryStore, LogLimits, QueueStore, Store,
 };

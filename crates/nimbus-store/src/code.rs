@@ -644,9 +644,10 @@ fn shared_error(e: BlobsError, sha: &str) -> StoreError {
         BlobsError::NotFound { .. } | BlobsError::InvalidHash(_) => not_found(sha),
         BlobsError::Pg(e) => StoreError::Postgres(e),
         BlobsError::HashMismatch { .. } => StoreError::Corrupt(e.to_string()),
-        BlobsError::Io { source, context } => {
-            StoreError::Io(io::Error::new(source.kind(), format!("{context}: {source}")))
-        }
+        BlobsError::Io { source, context } => StoreError::Io(io::Error::new(
+            source.kind(),
+            format!("{context}: {source}"),
+        )),
         other @ BlobsError::Abandoned { .. } => StoreError::Io(io::Error::other(other.to_string())),
     }
 }

@@ -23,8 +23,11 @@ fn age(db: &TestDb, by: Duration) {
     let ms = by.as_millis() as i64;
     db.pg
         .with(async |c| {
-            c.execute("UPDATE blobs_blobs SET touched_ms = touched_ms - $1", &[&ms])
-                .await?;
+            c.execute(
+                "UPDATE blobs_blobs SET touched_ms = touched_ms - $1",
+                &[&ms],
+            )
+            .await?;
             Ok(())
         })
         .unwrap();
@@ -89,7 +92,10 @@ fn a_package_put_on_one_node_is_unpacked_on_another() {
     let pinned = a.put(&zip).unwrap();
     let sha = pinned.info.sha256.clone();
     drop(pinned);
-    assert!(!b.blob_path(&sha).exists(), "node B starts without the package");
+    assert!(
+        !b.blob_path(&sha).exists(),
+        "node B starts without the package"
+    );
 
     // Anything that needs the package fetches it on B.
     let on_b = b.dir(&sha).unwrap();
@@ -97,7 +103,10 @@ fn a_package_put_on_one_node_is_unpacked_on_another() {
     assert_eq!(files(&on_b).len(), 3);
     assert!(b.blob_path(&sha).is_file());
     assert_eq!(b.zip_bytes(&sha).unwrap(), zip);
-    assert_eq!(b.unzipped_size(&sha).unwrap(), a.unzipped_size(&sha).unwrap());
+    assert_eq!(
+        b.unzipped_size(&sha).unwrap(),
+        a.unzipped_size(&sha).unwrap()
+    );
 
     // A layer put on A merges into a /opt tree on B; `contains` fetches too.
     let layer = a
@@ -105,7 +114,7 @@ fn a_package_put_on_one_node_is_unpacked_on_another() {
         .unwrap()
         .sha256;
     assert!(b.contains(&layer));
-    let opt = b.opt_dir(&[layer.clone()]).unwrap();
+    let opt = b.opt_dir(std::slice::from_ref(&layer)).unwrap();
     assert_eq!(fs::read(opt.join("python/mod.py")).unwrap(), b"X = 1");
 
     // A package no node ever had is not found, everywhere.
