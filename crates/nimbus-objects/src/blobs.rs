@@ -10,15 +10,27 @@
 //! removes at the next start. Nothing referenced is ever removed: `release` re-checks the
 //! count under the pin lock, and a write pins its hash from before its rename until after
 //! its commit.
+//!
+//! In cluster mode ([`BlobStore::with_shared`]) the bytes are also in a store every node
+//! shares ([`nimbus_blobs::SharedBlobs`], namespace `objects`) and the local files are a
+//! cache by hash: [`BlobStore::place`] uploads the blob before the write's commit (so an
+//! acknowledged object's bytes are readable from every node), and [`BlobStore::open_file`]
+//! fetches a blob this node lacks (streamed into `tmp/`, verified, renamed into place).
+//! A released blob is deleted from the shared store too, but only once no node has put or
+//! touched it for the grace period ([`nimbus_blobs::DEFAULT_GRACE`]): a node writing the
+//! same bytes, or copying an object, puts or touches the blob before it commits the row
+//! naming it. What is still young then goes in a later [`BlobStore::sweep_shared`].
 
 use crate::{ObjectError, Result};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use md5::Md5;
+use nimbus_blobs::{BlobsError, Namespace, SharedBlobs, Swept};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Read chunk size when streaming a blob out.
@@ -83,6 +95,23 @@ impl Drop for Staged {
 pub struct BlobStore {
     root: PathBuf,
     pins: Pins,
+    shared: Option<Shared>,
+}
+
+/// The store the nodes of a cluster share, and how long an unreferenced blob stays in it.
+#[derive(Debug)]
+struct Shared {
+    blobs: Arc<dyn SharedBlobs>,
+    grace: Duration,
+}
+
+/// A failure of the shared store as the object store's error.
+fn shared_error(e: BlobsError) -> ObjectError {
+    match e {
+        BlobsError::Io { context, source } => ObjectError::Io { context, source },
+        BlobsError::HashMismatch { .. } => ObjectError::Corrupt(e.to_string()),
+        e => ObjectError::Database(e.to_string()),
+    }
 }
 
 impl BlobStore {
@@ -100,7 +129,27 @@ impl BlobStore {
         Ok(Self {
             root: root.to_path_buf(),
             pins: Arc::default(),
+            shared: None,
         })
+    }
+
+    /// Shares the bytes with the other nodes of a cluster through `blobs` (see the
+    /// module's documentation); the local files become a cache.
+    pub fn with_shared(mut self, blobs: Arc<dyn SharedBlobs>) -> Self {
+        self.shared = Some(Shared {
+            blobs,
+            grace: nimbus_blobs::DEFAULT_GRACE,
+        });
+        self
+    }
+
+    /// How long a blob no row names stays in the shared store after it was last put or
+    /// touched (default [`nimbus_blobs::DEFAULT_GRACE`]); no effect without one.
+    pub fn with_shared_grace(mut self, grace: Duration) -> Self {
+        if let Some(s) = self.shared.as_mut() {
+            s.grace = grace;
+        }
+        self
     }
 
     fn path(&self, sha256: &str) -> PathBuf {
@@ -206,12 +255,76 @@ impl BlobStore {
                 .map_err(ObjectError::io(format!("renaming into {}", dest.display())))?;
             sync_dir(&dir)?;
         }
+        // Even when this node had the bytes: the shared copy may have been collected, and
+        // a put of a stored blob marks it as just used.
+        if let Some(shared) = &self.shared {
+            shared
+                .blobs
+                .put_file(Namespace::Objects, &sha, &dest)
+                .map_err(shared_error)?;
+        }
         Ok(pin)
     }
 
-    /// Opens a blob for reading.
+    /// Whether the bytes are shared with other nodes ([`BlobStore::with_shared`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Marks a blob a new row is about to name without writing it (a copy) as just used in
+    /// the shared store, uploading it from this node when the shared store lacks it. Hold a
+    /// pin on it, and commit the row within the grace period.
+    pub fn retain(&self, sha256: &str) -> Result<()> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        if shared
+            .blobs
+            .touch(Namespace::Objects, sha256)
+            .map_err(shared_error)?
+        {
+            return Ok(());
+        }
+        let path = self.path(sha256);
+        if !path.is_file() {
+            return Err(ObjectError::Corrupt(format!(
+                "blob {sha256} is neither on this node nor in the shared store"
+            )));
+        }
+        shared
+            .blobs
+            .put_file(Namespace::Objects, sha256, &path)
+            .map_err(shared_error)?;
+        Ok(())
+    }
+
+    /// Opens a blob for reading; in cluster mode a blob this node lacks is fetched from the
+    /// shared store first. Blocking (the fetch streams the whole blob to disk). Hold a pin
+    /// on it while calling.
     pub fn open_file(&self, sha256: &str) -> std::io::Result<std::fs::File> {
-        std::fs::File::open(self.path(sha256))
+        let path = self.path(sha256);
+        match std::fs::File::open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => return other,
+        }
+        let Some(shared) = &self.shared else {
+            return Err(std::io::ErrorKind::NotFound.into());
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        match shared
+            .blobs
+            .fetch(Namespace::Objects, sha256, &self.root.join("tmp"), &path)
+        {
+            Ok(size) => {
+                tracing::debug!(blob = %sha256, size, "fetched object bytes from the shared store");
+                std::fs::File::open(&path)
+            }
+            Err(e) if e.is_not_found() => Err(std::io::ErrorKind::NotFound.into()),
+            Err(BlobsError::Io { source, .. }) => Err(source),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
     }
 
     /// Unlinks blobs no row refers to any more, unless pinned or referenced again by the
@@ -227,8 +340,26 @@ impl BlobStore {
             }
             match referenced(sha) {
                 Ok(false) => {
-                    if let Err(e) = std::fs::remove_file(self.path(sha)) {
-                        tracing::warn!(blob = %sha, error = %e, "cannot remove an unreferenced blob");
+                    match std::fs::remove_file(self.path(sha)) {
+                        Ok(()) => {}
+                        // Never fetched to this node (cluster mode).
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::NotFound
+                                && self.shared.is_some() => {}
+                        Err(e) => {
+                            tracing::warn!(blob = %sha, error = %e, "cannot remove an unreferenced blob")
+                        }
+                    }
+                    if let Some(shared) = &self.shared {
+                        // Young (just written, maybe by another node for a row about to
+                        // commit): left for a later sweep.
+                        if let Err(e) =
+                            shared
+                                .blobs
+                                .delete_if_idle(Namespace::Objects, sha, shared.grace)
+                        {
+                            tracing::warn!(blob = %sha, error = %e, "cannot delete an unreferenced blob from the shared store; a later sweep does");
+                        }
                     }
                 }
                 Ok(true) => {}
@@ -261,7 +392,34 @@ impl BlobStore {
                 }
             }
         }
+        if self.shared.is_some() {
+            let swept = self.sweep_shared(referenced)?;
+            if swept.deleted > 0 || swept.abandoned_uploads > 0 {
+                tracing::info!(
+                    deleted = swept.deleted,
+                    bytes = swept.deleted_bytes,
+                    abandoned_uploads = swept.abandoned_uploads,
+                    "removed unreferenced object blobs from the shared store"
+                );
+            }
+        }
         Ok(removed)
+    }
+
+    /// Deletes from the shared store the blobs not in `referenced` (the metadata's
+    /// references, read before the call) that nobody put or touched within the grace
+    /// period, and the leftovers of uploads abandoned by nodes that died. Nothing to do
+    /// without a shared store. Run it now and then (the server does hourly).
+    pub fn sweep_shared(&self, referenced: &HashSet<String>) -> Result<Swept> {
+        let Some(shared) = &self.shared else {
+            return Ok(Swept::default());
+        };
+        shared
+            .blobs
+            .delete_unreferenced(Namespace::Objects, shared.grace, &|sha| {
+                referenced.contains(sha)
+            })
+            .map_err(shared_error)
     }
 }
 
@@ -307,3 +465,7 @@ pub fn file_stream(
         }
     })
 }
+
+#[cfg(test)]
+#[path = "blobs_shared_tests.rs"]
+mod shared_tests;

@@ -172,6 +172,20 @@ impl Objects {
             .map_err(|e| ObjectError::Database(format!("metadata task failed: {e}")))?
     }
 
+    /// Cluster mode: deletes from the shared store the blobs no row names that nobody put
+    /// or touched within the grace period ([`BlobStore::sweep_shared`]); run hourly by the
+    /// server. Nothing to do on a single node.
+    pub async fn sweep_shared_blobs(&self) -> Result<nimbus_blobs::Swept> {
+        self.blocking(|this| {
+            if !this.blobs.is_shared() {
+                return Ok(nimbus_blobs::Swept::default());
+            }
+            let referenced = this.meta.referenced_blobs()?;
+            this.blobs.sweep_shared(&referenced)
+        })
+        .await
+    }
+
     /// Removes released blobs that are still unreferenced.
     fn release(&self, released: &Released) {
         self.blobs
@@ -428,6 +442,8 @@ impl Objects {
             let src = this.meta.object(&sb, &sk)?;
             source_conditions.check(&src)?;
             let _pin: Pin = this.blobs.pin(&src.sha256);
+            // Cluster mode: no collector deletes the shared bytes before the row commits.
+            this.blobs.retain(&src.sha256)?;
             let now = now_ms();
             let notes = this.notes((&b, &k), EventKind::Copy, now, &r)?;
             let obj = ObjectMeta {
@@ -671,15 +687,29 @@ impl Objects {
         let parts = self.chosen_parts(&requested, &stored)?;
         let pins: Vec<Pin> = parts.iter().map(|p| self.blobs.pin(&p.sha256)).collect();
         let mut etag_md5 = Md5::new();
-        let mut files = Vec::with_capacity(parts.len());
         for p in &parts {
             etag_md5.update(hex::decode(&p.etag).unwrap_or_default());
-            let file = self
-                .blobs
-                .open_file(&p.sha256)
-                .map_err(ObjectError::io(format!("opening part {}", p.number)))?;
-            files.push(file_stream(file, 0, p.size));
         }
+        // Blocking: in cluster mode a part uploaded through another node is fetched first.
+        let wanted: Vec<(u32, String)> =
+            parts.iter().map(|p| (p.number, p.sha256.clone())).collect();
+        let opened = self
+            .blocking(move |this| {
+                wanted
+                    .iter()
+                    .map(|(number, sha)| {
+                        this.blobs
+                            .open_file(sha)
+                            .map_err(ObjectError::io(format!("opening part {number}")))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        let files: Vec<_> = opened
+            .into_iter()
+            .zip(&parts)
+            .map(|(file, p)| file_stream(file, 0, p.size))
+            .collect();
         let etag = format!("{}-{}", hex::encode(etag_md5.finalize()), parts.len());
         let body = futures_util::stream::iter(files).flatten();
         let staged = self.blobs.stage(body, u64::MAX).await?;

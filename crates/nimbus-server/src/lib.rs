@@ -319,8 +319,7 @@ impl Server {
         let backend = stores::Backend::open(config.database.as_deref())?;
         let store = backend.registry(&data_dir, log_limits)?;
         info!(stores = %backend.describe(&data_dir), "stores opened");
-        let code =
-            Arc::new(CodeStore::open(&data_dir.join("code")).context("cannot open code store")?);
+        let code: Arc<CodeStore> = Arc::new(backend.code(&data_dir)?);
         if !config.auth && !config.listen.ip().is_loopback() {
             anyhow::bail!(
                 "--auth off is for local development only: refusing to serve {} (not a loopback address) \

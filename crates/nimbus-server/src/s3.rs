@@ -138,8 +138,9 @@ impl S3Listener {
     }
 }
 
-/// Hourly (the first time at start): aborts abandoned multipart uploads and applies the
-/// buckets' lifecycle rules.
+/// Hourly (the first time at start): aborts abandoned multipart uploads, applies the
+/// buckets' lifecycle rules and, in cluster mode, deletes object bytes no row names from the
+/// shared blob store once idle past its grace period.
 async fn expire_uploads(objects: Objects) {
     let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
     loop {
@@ -157,6 +158,16 @@ async fn expire_uploads(objects: Objects) {
                 "applied bucket lifecycle rules"
             ),
             Err(e) => warn!(error = %e, "cannot apply bucket lifecycle rules"),
+        }
+        match objects.sweep_shared_blobs().await {
+            Ok(s) if s.deleted == 0 && s.abandoned_uploads == 0 => {}
+            Ok(s) => info!(
+                deleted = s.deleted,
+                bytes = s.deleted_bytes,
+                abandoned_uploads = s.abandoned_uploads,
+                "removed unreferenced object bytes from the shared blob store"
+            ),
+            Err(e) => warn!(error = %e, "cannot sweep the shared blob store"),
         }
     }
 }

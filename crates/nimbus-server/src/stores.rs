@@ -4,17 +4,19 @@
 //!
 //! With PostgreSQL the registry, logs, layers, async events, queues, buses and schedules,
 //! history, source mappings and targets, workflows, secrets, access keys, roles and object
-//! metadata are in the database; code packages and object bytes (content-addressed), the
-//! master key file (unless given otherwise) and the instances' runtime files stay under
-//! the data directory.
+//! metadata are in the database, and so are code packages and object bytes
+//! (content-addressed, `nimbus_blobs::PgBlobs`), of which each node keeps a cache under
+//! its data directory; the master key file (unless given otherwise) and the instances'
+//! runtime files stay under the data directory.
 
 use anyhow::Context;
+use nimbus_blobs::{PgBlobs, SharedBlobs};
 use nimbus_flows::store::FlowStore;
 use nimbus_pg::{Pg, PgConfig};
 use nimbus_sources::targets::TargetStore;
 use nimbus_sources::SourceStore;
 use nimbus_store::{
-    BacklogLimit, BusStore, EventQueue, HistoryStore, LogLimits, QueueStore, Store,
+    BacklogLimit, BusStore, CodeStore, EventQueue, HistoryStore, LogLimits, QueueStore, Store,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -66,6 +68,26 @@ impl Backend {
                     .and_then(|s| s.with_log_limits(limits))
                     .context("cannot open the registry in PostgreSQL")?,
             ),
+        })
+    }
+
+    /// The blob store the nodes share (code packages and object bytes); none on SQLite.
+    fn shared_blobs(&self) -> anyhow::Result<Option<Arc<dyn SharedBlobs>>> {
+        Ok(match self {
+            Backend::Sqlite => None,
+            Backend::Postgres(pg) => Some(Arc::new(
+                PgBlobs::open(pg).context("cannot open the shared blob store in PostgreSQL")?,
+            )),
+        })
+    }
+
+    /// The code packages in `DATA_DIR/code`: the only copy on SQLite, a cache of the shared
+    /// blob store on PostgreSQL.
+    pub(crate) fn code(&self, data_dir: &Path) -> anyhow::Result<CodeStore> {
+        let code = CodeStore::open(&data_dir.join("code")).context("cannot open code store")?;
+        Ok(match self.shared_blobs()? {
+            Some(shared) => code.with_shared(shared),
+            None => code,
         })
     }
 
@@ -149,7 +171,8 @@ impl Backend {
         })
     }
 
-    /// The object store: metadata on the backend, bytes in `DATA_DIR/objects`.
+    /// The object store: metadata on the backend, bytes in `DATA_DIR/objects` (on
+    /// PostgreSQL a cache of the shared blob store).
     pub(crate) fn objects(
         &self,
         data_dir: &Path,
@@ -162,8 +185,11 @@ impl Backend {
                 let meta = nimbus_objects::store::postgres::PgMetaStore::open(pg)
                     .context("cannot open the object metadata in PostgreSQL")?
                     .with_quota(cfg.quota);
-                let blobs = nimbus_objects::BlobStore::open(&data_dir.join("objects"))
+                let mut blobs = nimbus_objects::BlobStore::open(&data_dir.join("objects"))
                     .context("cannot open the object store's blobs")?;
+                if let Some(shared) = self.shared_blobs()? {
+                    blobs = blobs.with_shared(shared);
+                }
                 nimbus_objects::Objects::new(Arc::new(meta), blobs, cfg)
                     .context("cannot open the object store")
             }

@@ -28,9 +28,22 @@
 //! the deploy then writes the files again) or it sees the pin or, once the pin is gone, the
 //! committed row. Removal renames the entries into `tmp/gc-*` under the lock (instant) and
 //! deletes them after it; `gc-*` leftovers of a crash are removed on open.
+//!
+//! In cluster mode ([`CodeStore::with_shared`]) the packages are also in a store every node
+//! shares ([`nimbus_blobs::SharedBlobs`], namespace `code`), and the local files are a cache
+//! by hash: [`CodeStore::put`] uploads the package before it returns (so the registry row
+//! committed after it names a package every node can fetch), and whatever needs a package
+//! that is not on this disk ([`CodeStore::dir`], [`CodeStore::zip_bytes`],
+//! [`CodeStore::contains`], …) fetches its blob first. A collection also deletes from the
+//! shared store the packages that no registry row (cluster-wide: the registry is in the
+//! same database), no local instance and no local deploy needs, once they have gone
+//! unused for the grace period ([`nimbus_blobs::DEFAULT_GRACE`]): a deploy on another node
+//! uploads (or touches) its package before it commits the row naming it, well within that
+//! time.
 
 use crate::{Result, StoreError};
 use base64::Engine as _;
+use nimbus_blobs::{BlobsError, Namespace, SharedBlobs};
 use nimbus_core::Limits;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -101,6 +114,14 @@ pub struct CodeStore {
     root: PathBuf,
     limits: ExtractLimits,
     pins: Arc<Pins>,
+    shared: Option<Shared>,
+}
+
+/// The store the nodes of a cluster share, and how long an unreferenced package stays in it.
+#[derive(Debug, Clone)]
+struct Shared {
+    blobs: Arc<dyn SharedBlobs>,
+    grace: Duration,
 }
 
 /// Packages held by deploys in flight, with how many hold each (two requests may deploy the
@@ -177,6 +198,8 @@ pub struct CollectReport {
     pub held_by_instances: usize,
     /// Of those, packages no registry row names that were kept for a deploy in flight.
     pub pinned: usize,
+    /// Packages deleted from the store the nodes share (cluster mode).
+    pub removed_shared: usize,
 }
 
 impl CollectReport {
@@ -206,12 +229,32 @@ impl CodeStore {
             root: root.to_path_buf(),
             limits: ExtractLimits::default(),
             pins: Arc::default(),
+            shared: None,
         };
         for dir in [store.blobs(), store.unpacked(), store.opt(), store.tmp()] {
             fs::create_dir_all(&dir).map_err(|e| io_ctx(e, "creating", &dir))?;
         }
         store.remove_stale_tmp();
         Ok(store)
+    }
+
+    /// Shares the packages with the other nodes of a cluster through `blobs` (see the
+    /// module's documentation); the local files become a cache.
+    pub fn with_shared(mut self, blobs: Arc<dyn SharedBlobs>) -> Self {
+        self.shared = Some(Shared {
+            blobs,
+            grace: nimbus_blobs::DEFAULT_GRACE,
+        });
+        self
+    }
+
+    /// How long a package no registry row names stays in the shared store after it was
+    /// last uploaded (default [`nimbus_blobs::DEFAULT_GRACE`]); no effect without one.
+    pub fn with_shared_grace(mut self, grace: Duration) -> Self {
+        if let Some(s) = self.shared.as_mut() {
+            s.grace = grace;
+        }
+        self
     }
 
     /// The root directory.
@@ -237,12 +280,21 @@ impl CodeStore {
         // Pinned before looking: a collection either finished before (and the files are
         // written again below) or sees the pin.
         let pin = self.pin_hash(&info.sha256);
-        if self.blob_path(&info.sha256).is_file() && is_real_dir(&self.unpacked_path(&info.sha256))
+        if !(self.blob_path(&info.sha256).is_file()
+            && is_real_dir(&self.unpacked_path(&info.sha256)))
         {
-            return Ok(PinnedCode { info, pin });
+            self.materialize(&info.sha256, zip, true)?;
+            tracing::debug!(sha256 = %info.sha256, size = info.size, "stored code package");
         }
-        self.materialize(&info.sha256, zip, true)?;
-        tracing::debug!(sha256 = %info.sha256, size = info.size, "stored code package");
+        // Validated (extracted) first: only a good package reaches the other nodes. Put even
+        // when this node had it: the shared copy may have been collected meanwhile, and a put
+        // of a stored blob marks it as just used.
+        if let Some(shared) = &self.shared {
+            shared
+                .blobs
+                .put_reader(Namespace::Code, &info.sha256, &mut &zip[..])
+                .map_err(|e| shared_error(e, &info.sha256))?;
+        }
         Ok(PinnedCode { info, pin })
     }
 
@@ -323,9 +375,16 @@ impl CodeStore {
     pub fn collect(&self, live: impl FnOnce() -> Result<LiveCode>) -> Result<CollectReport> {
         let mut report = CollectReport::default();
         let mut doomed: Vec<(String, &'static str, PathBuf)> = Vec::new();
+        // What the shared store must keep, as read under the lock.
+        let mut keep: HashSet<String> = HashSet::new();
         {
             let pins = self.pins.lock();
             let live = live()?;
+            if self.shared.is_some() {
+                keep.extend(live.referenced.iter().cloned());
+                keep.extend(live.running.iter().cloned());
+                keep.extend(pins.keys().cloned());
+            }
             let mut packages: HashSet<String> = HashSet::new();
             let mut blobs: HashSet<String> = HashSet::new();
             for name in list_names(&self.blobs())? {
@@ -395,6 +454,28 @@ impl CodeStore {
             }
             report.removed_bytes += bytes;
         }
+        if let Some(shared) = &self.shared {
+            // Outside the lock (deploys need it to pin): a package referenced after `keep`
+            // was read was uploaded or touched since, so it is not idle.
+            match shared
+                .blobs
+                .delete_unreferenced(Namespace::Code, shared.grace, &|sha| keep.contains(sha))
+            {
+                Ok(swept) => {
+                    report.removed_shared = swept.deleted;
+                    if swept.deleted > 0 || swept.abandoned_uploads > 0 {
+                        tracing::info!(
+                            deleted = swept.deleted,
+                            bytes = swept.deleted_bytes,
+                            abandoned_uploads = swept.abandoned_uploads,
+                            "removed unreferenced code packages from the shared store"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e,
+                    "cannot collect the shared code packages; the next collection tries again"),
+            }
+        }
         Ok(report)
     }
 
@@ -431,10 +512,17 @@ impl CodeStore {
         Ok(dir)
     }
 
-    /// The zip bytes of the package `sha256_hex`, exactly as uploaded.
+    /// The zip bytes of the package `sha256_hex`, exactly as uploaded (fetched from the
+    /// shared store first when this node lacks it).
     pub fn zip_bytes(&self, sha256_hex: &str) -> Result<Vec<u8>> {
         let sha = validate_sha(sha256_hex)?;
         let path = self.blob_path(&sha);
+        match fs::read(&path) {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_ctx(e, "reading", &path)),
+        }
+        self.fetch(&sha)?;
         match fs::read(&path) {
             Ok(bytes) => Ok(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(&sha)),
@@ -442,9 +530,36 @@ impl CodeStore {
         }
     }
 
-    /// Whether the blob of `sha256_hex` is stored.
+    /// Whether the blob of `sha256_hex` is stored (on this node, or in the shared store,
+    /// from which it is then fetched).
     pub fn contains(&self, sha256_hex: &str) -> bool {
-        validate_sha(sha256_hex).is_ok_and(|sha| self.blob_path(&sha).is_file())
+        let Ok(sha) = validate_sha(sha256_hex) else {
+            return false;
+        };
+        if self.blob_path(&sha).is_file() {
+            return true;
+        }
+        match self.fetch(&sha) {
+            Ok(()) => true,
+            Err(e) if e.is_not_found() => false,
+            Err(e) => {
+                tracing::warn!(sha256 = %sha, error = %e, "cannot fetch a code package from the shared store");
+                false
+            }
+        }
+    }
+
+    /// Fetches the blob of `sha` from the shared store into `blobs/` (not found without one).
+    fn fetch(&self, sha: &str) -> Result<()> {
+        let Some(shared) = &self.shared else {
+            return Err(not_found(sha));
+        };
+        let size = shared
+            .blobs
+            .fetch(Namespace::Code, sha, &self.tmp(), &self.blob_path(sha))
+            .map_err(|e| shared_error(e, sha))?;
+        tracing::info!(sha256 = %sha, size, "fetched code package from the shared store");
+        Ok(())
     }
 
     /// Extracts `zip` into `unpacked/<sha>` (and writes the blob when `write_blob`), atomically.
@@ -521,6 +636,20 @@ impl CodeStore {
 
 fn not_found(sha: &str) -> StoreError {
     StoreError::NotFound(format!("code package not found: {sha}"))
+}
+
+/// A failure of the shared store about the package `sha`, as the store's error.
+fn shared_error(e: BlobsError, sha: &str) -> StoreError {
+    match e {
+        BlobsError::NotFound { .. } | BlobsError::InvalidHash(_) => not_found(sha),
+        BlobsError::Pg(e) => StoreError::Postgres(e),
+        BlobsError::HashMismatch { .. } => StoreError::Corrupt(e.to_string()),
+        BlobsError::Io { source, context } => StoreError::Io(io::Error::new(
+            source.kind(),
+            format!("{context}: {source}"),
+        )),
+        other @ BlobsError::Abandoned { .. } => StoreError::Io(io::Error::other(other.to_string())),
+    }
 }
 
 /// Accepts exactly 64 hex digits (either case), returns them lowercase. Anything else cannot be
@@ -1128,6 +1257,10 @@ impl Packer<'_> {
 }
 
 #[cfg(test)]
+#[path = "code_shared_tests.rs"]
+mod shared_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
@@ -1283,6 +1416,7 @@ mod tests {
                 kept: 3,
                 held_by_instances: 1,
                 pinned: 1,
+                removed_shared: 0,
             }
         );
         for kept in [&a, &b, &e] {
