@@ -8,6 +8,7 @@ mod auth;
 mod aws_cli;
 mod bad_input;
 mod bus;
+mod cluster;
 mod cli;
 mod concurrency;
 mod connections;

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod brokers;
+pub mod cluster;
 pub mod browser;
 pub mod pg_instance;
 pub mod proxy;

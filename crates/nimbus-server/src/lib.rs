@@ -557,6 +557,7 @@ impl Server {
             config.nats.as_deref(),
             &gateway,
             pools.clone(),
+            events.queue().clone(),
         )
         .await?;
         let gateway = gateway.with_cluster(node.clone());

@@ -166,6 +166,13 @@ pub trait EventQueue: Send + Sync + 'static {
     /// At start-up: events left running by a previous (dead) server become due now. One
     /// server owns a data directory, so nothing else can be holding them.
     fn requeue_running(&self, now_ms: i64) -> Result<usize>;
+    /// Cluster mode: the running events claimed by `nodes` (dead: they stopped writing
+    /// heartbeats) become due at `now_ms`, without waiting for their leases to end. A
+    /// single-node store has no other nodes' claims: nothing to do.
+    fn release_claims_of(&self, nodes: &[String], now_ms: i64) -> Result<usize> {
+        let _ = (nodes, now_ms);
+        Ok(0)
+    }
     /// Sends a `dead` or `expired` event of `function` again: pending, due at `now_ms`, with
     /// no attempts and a fresh age (its maximum event age counts from the redrive). Refused
     /// with [`StoreError::Conflict`] for an event in any other state, and like a new event
@@ -969,6 +976,35 @@ mod tests {
             let again = b.claim_due(500, 10, 1000).unwrap();
             assert_eq!(again.len(), 1);
             assert_eq!(again[0].id, "orphan");
+        }
+
+        #[test]
+        fn a_dead_nodes_claims_are_released_by_a_live_node() {
+            let db = TestDb::new("events_release");
+            let named = |id: &str| {
+                let pg = Pg::connect(&PgConfig::new(&db.url)).unwrap();
+                PgEventQueue::open(&pg).unwrap().with_node(id)
+            };
+            let (a, b) = (named("a"), named("b"));
+            for (id, seq) in [("a1", 1), ("b1", 2), ("free", 3)] {
+                a.enqueue(&ev(id, seq, None), 0).unwrap();
+            }
+            assert_eq!(a.claim_due(10, 1, 60_000).unwrap()[0].id, "a1");
+            assert_eq!(b.claim_due(10, 1, 60_000).unwrap()[0].id, "b1");
+            // b sees a dead: a's claim returns at once, b's own stays.
+            assert_eq!(b.release_claims_of(&["a".into()], 30).unwrap(), 1);
+            assert_eq!(b.release_claims_of(&["a".into()], 30).unwrap(), 0);
+            let a1 = b.get("a1").unwrap();
+            assert_eq!((a1.status, a1.next_attempt_ms), (EventStatus::Pending, 30));
+            assert_eq!(b.get("b1").unwrap().status, EventStatus::Running);
+            let mut again: Vec<String> = b
+                .claim_due(30, 10, 60_000)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            again.sort();
+            assert_eq!(again, ["a1", "free"]);
         }
 
         #[test]

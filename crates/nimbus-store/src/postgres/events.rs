@@ -676,6 +676,22 @@ impl EventQueue for PgEventQueue {
         })
     }
 
+    fn release_claims_of(&self, nodes: &[String], now_ms: i64) -> Result<usize> {
+        if nodes.is_empty() {
+            return Ok(0);
+        }
+        with_client(&self.pg, async |c| {
+            Ok(c.x(
+                "UPDATE events_events SET status = 'pending', next_attempt_ms = $1,
+                     claimed_by = NULL
+                 WHERE status = 'running' AND claimed_by = ANY($2)",
+                &[&now_ms, &nodes],
+            )
+            .await
+            .db()? as usize)
+        })
+    }
+
     fn redrive(&self, function: &str, id: &str, now_ms: i64) -> Result<AsyncEvent> {
         in_tx(&self.pg, async |tx| {
             let ev = tx
