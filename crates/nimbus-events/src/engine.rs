@@ -489,12 +489,7 @@ impl AsyncEngine {
     /// Gives back every event this engine still holds (see [`EventQueue::give_back`]);
     /// returns how many. Called after [`AsyncEngine::cut_short`].
     pub async fn give_back_held(&self) -> usize {
-        let claims: Vec<(String, i64)> = self
-            .held
-            .lock()
-            .unwrap()
-            .drain()
-            .collect();
+        let claims: Vec<(String, i64)> = self.held.lock().unwrap().drain().collect();
         if claims.is_empty() {
             return 0;
         }
@@ -563,15 +558,13 @@ impl AsyncEngine {
             if free > 0 {
                 let q = self.queue.clone();
                 let now = now_ms();
-                match tokio::task::spawn_blocking(move || q.claim_due(now, free, lease_ms)).await
-                {
+                match tokio::task::spawn_blocking(move || q.claim_due(now, free, lease_ms)).await {
                     Ok(Ok(events)) => {
                         claimed = events.len();
-                        self.held.lock().unwrap().extend(
-                            events
-                                .iter()
-                                .map(|ev| (ev.id.clone(), now + lease_ms)),
-                        );
+                        self.held
+                            .lock()
+                            .unwrap()
+                            .extend(events.iter().map(|ev| (ev.id.clone(), now + lease_ms)));
                         for ev in events {
                             let permit =
                                 slots.clone().acquire_owned().await.expect("semaphore open");
@@ -1491,12 +1484,19 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(wait_final(&e, &a.request_id).await.status, EventStatus::Succeeded);
+        assert_eq!(
+            wait_final(&e, &a.request_id).await.status,
+            EventStatus::Succeeded
+        );
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(gate.started.load(Ordering::SeqCst), 1, "nothing new started");
+        assert_eq!(
+            gate.started.load(Ordering::SeqCst),
+            1,
+            "nothing new started"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1511,11 +1511,19 @@ mod tests {
         let _task = e.spawn(gate.clone());
         let mut ids = Vec::new();
         for _ in 0..3 {
-            ids.push(e.submit("f", "$LATEST", "{}".into(), None).await.unwrap().request_id);
+            ids.push(
+                e.submit("f", "$LATEST", "{}".into(), None)
+                    .await
+                    .unwrap()
+                    .request_id,
+            );
         }
         started(&gate, 3).await;
         let other = SqliteEventQueue::open(dir.path()).unwrap();
-        assert!(other.claim_due(now_ms(), 10, 60_000).unwrap().is_empty(), "leased");
+        assert!(
+            other.claim_due(now_ms(), 10, 60_000).unwrap().is_empty(),
+            "leased"
+        );
         assert!(
             tokio::time::timeout(Duration::from_millis(100), e.drain())
                 .await
@@ -1548,4 +1556,3 @@ mod tests {
         }
     }
 }
-

@@ -1040,4 +1040,3 @@ mod tests {
         assert_eq!(gate.calls.load(Ordering::SeqCst), 1);
     }
 }
-

@@ -37,11 +37,11 @@
 //! time.
 
 use crate::bus::{envelope, rule_arn, EventBus};
+use crate::drain::InFlight;
 use crate::heartbeat::Heartbeat;
 use crate::schedule::{parse_time_zone, Schedule, Timestamp};
 use nimbus_store::{Rule, DEFAULT_BUS};
 use serde_json::json;
-use crate::drain::InFlight;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -511,9 +511,9 @@ mod tests {
     use super::*;
     use crate::engine::{AsyncEngine, EngineConfig};
     use nimbus_store::{BusStore, EventQueue, RuleTarget, SqliteBusStore, SqliteEventQueue};
-    use std::time::Duration;
     use serde_json::Value;
     use std::sync::atomic::AtomicI64;
+    use std::time::Duration;
 
     const MIN: i64 = 60_000;
 
@@ -872,4 +872,3 @@ mod tests {
         assert!(wm.last_fired_ms.unwrap() < t0 + 5 * MIN);
     }
 }
-

@@ -756,10 +756,7 @@ impl Server {
             t.abort();
         }
         // The drain had the same grace (it started with the shutdown).
-        let drained = matches!(
-            tokio::time::timeout(grace, drained_rx).await,
-            Ok(Ok(true))
-        );
+        let drained = matches!(tokio::time::timeout(grace, drained_rx).await, Ok(Ok(true)));
         if !drained {
             // Async deliveries still running are cut short by the instances' stop below:
             // their events are given back afterwards instead of counted as failures.

@@ -468,7 +468,10 @@ impl SourceRunner {
             self.update(&m.uuid, |st| st.state = "connecting");
             if let Err(e) = source.connect().await {
                 self.failing(&m, &e);
-                if !self.pause_unless_halted(backoff.next(e.is_transient())).await {
+                if !self
+                    .pause_unless_halted(backoff.next(e.is_transient()))
+                    .await
+                {
                     return;
                 }
                 continue;
@@ -579,7 +582,10 @@ impl SourceRunner {
             if m.source.kind.ordered() {
                 let _ = permits.acquire_many(m.concurrency() as u32).await;
             }
-            if !self.pause_unless_halted(backoff.next(error.is_transient())).await {
+            if !self
+                .pause_unless_halted(backoff.next(error.is_transient()))
+                .await
+            {
                 return;
             }
         }

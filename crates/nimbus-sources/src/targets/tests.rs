@@ -175,8 +175,20 @@ async fn a_drain_finishes_the_publish_in_progress_and_leaves_the_rest_in_the_out
     tokio::time::timeout(Duration::from_secs(5), runner.drain())
         .await
         .unwrap();
-    assert_eq!(*slow.0.lock().unwrap(), ["m0"], "the publish in progress finished");
-    assert_eq!(store.depth("out").unwrap(), 4, "the rest stays in the outbox");
+    assert_eq!(
+        *slow.0.lock().unwrap(),
+        ["m0"],
+        "the publish in progress finished"
+    );
+    assert_eq!(
+        store.depth("out").unwrap(),
+        4,
+        "the rest stays in the outbox"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(slow.0.lock().unwrap().len(), 1, "nothing more after the drain");
+    assert_eq!(
+        slow.0.lock().unwrap().len(),
+        1,
+        "nothing more after the drain"
+    );
 }
