@@ -181,6 +181,15 @@ pub trait EventQueue: Send + Sync + 'static {
     /// How full the queue is against its backlog limit (the function holding the most
     /// unfinished events, the bytes of all).
     fn backlog(&self) -> Result<crate::BacklogUsage>;
+
+    /// Drain: gives back claims this node holds but will not run (claimed, not started;
+    /// or cut short by a shutdown), so any node may claim them at once instead of after
+    /// their lease. Each claim is an event id with the lease end its claim wrote
+    /// (`now_ms + lease_ms` of the [`EventQueue::claim_due`] that returned it): an event
+    /// still running under that very lease becomes pending, due at `now_ms`, its attempts
+    /// unchanged; one finished meanwhile, or claimed again after its lease ran out, is
+    /// left alone. Returns how many were given back.
+    fn give_back(&self, claims: &[(String, i64)], now_ms: i64) -> Result<usize>;
 }
 
 /// [`EventQueue`] on SQLite.
@@ -544,6 +553,24 @@ impl EventQueue for SqliteEventQueue {
         db.execute("DELETE FROM backlog WHERE owner = ?1", [function])?;
         Ok(())
     }
+
+    // Drain: give back claims not started (see the trait).
+    fn give_back(&self, claims: &[(String, i64)], now_ms: i64) -> Result<usize> {
+        let mut db = self.db();
+        let tx = db.write_tx()?;
+        let mut n = 0;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE events SET status = 'pending', next_attempt_ms = ?3
+                 WHERE id = ?1 AND status = 'running' AND next_attempt_ms = ?2",
+            )?;
+            for (id, lease) in claims {
+                n += update.execute(params![id, lease, now_ms])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -834,7 +861,40 @@ mod tests {
         assert!(q.get("pending").is_err());
     }
 
+    /// A drained node's claims: given back at once, only under the lease it holds.
+    fn give_back_makes_claims_due_at_once(b: &Backend) {
+        let (q, other) = (b.events(), b.events());
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            q.enqueue(&ev(id, i as i64, None), 0).unwrap();
+        }
+        let held: Vec<(String, i64)> = q
+            .claim_due(100, 3, 60_000)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.id, 100 + 60_000))
+            .collect();
+        assert_eq!(held.len(), 3);
+        q.finish("c", &EventUpdate::Succeeded { result: "1".into() }, 150)
+            .unwrap();
+        assert!(other.claim_due(200, 10, 1000).unwrap().is_empty(), "leased");
+        // A stale lease token gives nothing back; a finished event stays finished.
+        assert_eq!(q.give_back(&[("a".into(), 99)], 200).unwrap(), 0);
+        assert_eq!(q.give_back(&held, 200).unwrap(), 2);
+        assert_eq!(q.get("c").unwrap().status, EventStatus::Succeeded);
+        let a = q.get("a").unwrap();
+        assert_eq!((a.status, a.attempts), (EventStatus::Pending, 0));
+        let again = other.claim_due(200, 10, 1000).unwrap();
+        let mut ids: Vec<_> = again.iter().map(|e| e.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b"]);
+        // Claimed elsewhere now: giving back the old claim again changes nothing.
+        assert_eq!(q.give_back(&held, 300).unwrap(), 0);
+        assert_eq!(q.get("a").unwrap().status, EventStatus::Running);
+        assert_eq!(q.give_back(&[], 300).unwrap(), 0);
+    }
+
     backend_tests!(
+        give_back_makes_claims_due_at_once,
         claim_retry_finish_and_lease_expiry,
         idempotency_window_and_durability,
         redrive_sends_dead_and_expired_events_again_and_counts_them_in_the_backlog,

@@ -740,4 +740,23 @@ impl EventQueue for PgEventQueue {
             Ok(decode(&r))
         })
     }
+
+    // Drain: give back claims not started (see the trait).
+    fn give_back(&self, claims: &[(String, i64)], now_ms: i64) -> Result<usize> {
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = claims.iter().map(|c| c.0.as_str()).collect();
+        let leases: Vec<i64> = claims.iter().map(|c| c.1).collect();
+        with_client(&self.pg, async |c| {
+            Ok(c.x(
+                "UPDATE events_events e SET status = 'pending', next_attempt_ms = $3
+                 FROM unnest($1::text[], $2::bigint[]) AS g(id, lease_ms)
+                 WHERE e.id = g.id AND e.status = 'running' AND e.next_attempt_ms = g.lease_ms",
+                &[&ids, &leases, &now_ms],
+            )
+            .await
+            .db()? as usize)
+        })
+    }
 }
