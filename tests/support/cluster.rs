@@ -67,7 +67,10 @@ impl Cluster {
 
     fn node_for(&self, i: usize, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        if !args.iter().any(|a| a == "--auth" || a.starts_with("--auth=")) {
+        if !args
+            .iter()
+            .any(|a| a == "--auth" || a.starts_with("--auth="))
+        {
             args.extend(["--auth".into(), "off".into()]);
         }
         args.extend([
@@ -159,7 +162,11 @@ impl Node {
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("node {} exited with {status} during start:\n{}", self.id, self.log());
+                panic!(
+                    "node {} exited with {status} during start:\n{}",
+                    self.id,
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -176,6 +183,17 @@ impl Node {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base())
+    }
+
+    /// Uses `url` as its `--database` from its next start (e.g. through a proxy a test
+    /// can cut).
+    pub fn set_database(&mut self, url: &str) {
+        let i = self
+            .args
+            .iter()
+            .position(|a| a == "--database")
+            .expect("a cluster node has --database");
+        self.args[i + 1] = url.to_string();
     }
 
     pub fn running(&self) -> bool {
@@ -210,7 +228,11 @@ impl Node {
             if let Some(s) = c.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "node {} did not exit after SIGTERM", self.id);
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not exit after SIGTERM",
+                self.id
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -229,7 +251,12 @@ impl Node {
             .unwrap();
         let status = r.status().as_u16();
         let v: Value = r.json().unwrap_or(Value::Null);
-        assert!(status < 300, "deploy {name} on {}: {status} {v}\n{}", self.id, self.log());
+        assert!(
+            status < 300,
+            "deploy {name} on {}: {status} {v}\n{}",
+            self.id,
+            self.log()
+        );
         v
     }
 
@@ -246,9 +273,7 @@ impl Node {
 
     /// A request with a JSON body (or none); status and JSON reply.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), self.url(path));
+        let mut req = self.http.request(method.parse().unwrap(), self.url(path));
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod brokers;
-pub mod cluster;
 pub mod browser;
+pub mod cluster;
 pub mod pg_instance;
 pub mod proxy;
 pub mod python;

@@ -702,7 +702,17 @@ impl Server {
         let health = tokio::spawn(self.health.run());
         let history = tokio::spawn(self.gateway.clone().run_history());
         let alarms = tokio::spawn(self.gateway.clone().run_alarms());
-        let cluster_tasks = self.node.spawn();
+        let mut cluster_tasks = self.node.spawn();
+        // `nimbus cluster drain NODE` (asked through any node) drains this one's
+        // background work; it keeps serving HTTP until it is stopped.
+        {
+            let (asked, background) = (self.node.drain.clone(), background.clone());
+            let grace = self.config.shutdown_grace;
+            cluster_tasks.push(tokio::spawn(async move {
+                asked.notified().await;
+                background.drain(grace).await;
+            }));
+        }
         let router = cluster::announce_changes(
             nimbus_gateway::router(self.gateway.clone()),
             self.node.changes.clone(),
