@@ -48,6 +48,7 @@ mod sqs;
 mod stem;
 mod stepfunctions;
 mod streaming;
+mod systemd;
 #[cfg(feature = "tls")]
 mod tls;
 mod traces;
