@@ -397,3 +397,87 @@ fn describe(c: &tokio_postgres::Config) -> String {
     let port = c.get_ports().first().copied().unwrap_or(5432);
     format!("{host}:{port}/{}", c.get_dbname().unwrap_or("postgres"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDb;
+
+    fn commits() -> u64 {
+        nimbus_metrics::recent_store_writes()
+            .into_iter()
+            .find(|w| w.db == METRIC_DB)
+            .map_or(0, |w| w.count)
+    }
+
+    #[test]
+    fn commits_and_single_writes_are_timed() {
+        let db = TestDb::new("timed");
+        db.pg
+            .with(async |c| {
+                c.batch_execute("CREATE TABLE t (x BIGINT)").await?;
+                Ok(())
+            })
+            .unwrap();
+        let before = commits();
+        db.pg
+            .transaction(async |tx| {
+                tx.execute("INSERT INTO t VALUES (1)", &[]).await?;
+                Ok(())
+            })
+            .unwrap();
+        // At least: the other tests of a `cargo test` process commit at the same time.
+        assert!(commits() > before);
+        let after_tx = commits();
+        db.pg
+            .with(async |c| {
+                c.execute("INSERT INTO t VALUES (2)", &[]).await?;
+                let tx = c.transaction().await?;
+                tx.execute("INSERT INTO t VALUES (3)", &[]).await?;
+                tx.rollback().await?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(commits() > after_tx, "the single-statement write");
+    }
+
+    #[test]
+    fn component_sizes_sum_each_components_tables() {
+        let db = TestDb::new("sizes");
+        db.pg
+            .migrate(
+                "alpha",
+                &[Migration::breaking(
+                    "CREATE TABLE alpha_things (id BIGINT PRIMARY KEY, body TEXT);
+                     CREATE TABLE alpha_more (id BIGINT PRIMARY KEY)",
+                )],
+            )
+            .unwrap();
+        db.pg
+            .migrate(
+                "beta",
+                &[Migration::breaking("CREATE TABLE beta_x (id BIGINT)")],
+            )
+            .unwrap();
+        db.pg
+            .with(async |c| {
+                c.execute(
+                    "INSERT INTO alpha_things SELECT g, repeat('x', 100) FROM generate_series(1, 1000) g",
+                    &[],
+                )
+                .await?;
+                Ok(())
+            })
+            .unwrap();
+        let sizes = db.pg.component_sizes().unwrap();
+        let names: Vec<&str> = sizes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["alpha", "beta"], "{sizes:?}");
+        assert!(sizes[0].1 > 100_000, "{sizes:?}");
+        // Served at each scrape while the pool lives.
+        assert!(
+            nimbus_metrics::database_sizes().contains(&sizes[0]),
+            "{:?}",
+            nimbus_metrics::database_sizes()
+        );
+    }
+}
