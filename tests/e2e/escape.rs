@@ -134,12 +134,36 @@ def handler(e, c):
     still_serves(&s);
 }
 
+/// `host` and `port` of a `postgres://user@host:port/db?…` URL.
+fn pg_host_port(url: &str) -> (String, u16) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match hostport.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().expect("the port of the URL")),
+        None => (hostport.to_string(), 5432),
+    }
+}
+
+/// The stores are out of a function's reach: on SQLite their files in the data dir (and the
+/// master key); on PostgreSQL (`NIMBUS_TEST_BACKEND=postgres`) the master key in the data
+/// dir, and the database itself: neither its TCP port (on the host's loopback or through the
+/// egress's host address) nor its Unix socket answers, and the function's environment does
+/// not hold the `--database` URL.
 #[test]
 fn cannot_read_the_data_dir_or_the_secrets_store() {
     let s = sandboxed();
     let data = s.data_dir.path().join("data");
-    assert!(data.join("master.key").is_file() && data.join("secrets.db").is_file());
-    let code = r#"import os
+    assert!(data.join("master.key").is_file());
+    if s.database.is_none() {
+        assert!(data.join("secrets.db").is_file());
+    }
+    let url = s
+        .database
+        .as_ref()
+        .map_or_else(test_pg_url, |db| db.url.clone());
+    let (host, port) = pg_host_port(&url);
+    let code = r#"import os, socket
 def handler(e, c):
     got = {}
     for f in ['secrets.db', 'master.key', 'registry.db', 'logs.db']:
@@ -147,13 +171,52 @@ def handler(e, c):
             got[f] = len(open(os.path.join(e['data'], f), 'rb').read())
         except OSError as err:
             got[f] = err.strerror
+    for h in dict.fromkeys([e['host'], '127.0.0.1', '10.0.2.2']):
+        try:
+            socket.create_connection((h, e['port']), timeout=3).close()
+            got['tcp ' + h] = 'connected'
+        except OSError as err:
+            got['tcp ' + h] = str(err)
+    for d in ['/var/run/postgresql', '/run/postgresql', '/tmp']:
+        path = '%s/.s.PGSQL.%d' % (d, e['port'])
+        try:
+            u = socket.socket(socket.AF_UNIX)
+            u.settimeout(3)
+            u.connect(path)
+            u.close()
+            got['unix ' + path] = 'connected'
+        except OSError as err:
+            got['unix ' + path] = str(err)
+    got['env'] = [k for k, v in os.environ.items() if 'postgres' in v.lower() or 'postgres' in k.lower()]
     return got
 "#;
     py(&s, "thief", code);
-    let v = s.invoke("thief", &json!({ "data": data }).to_string()).ok();
+    let v = s
+        .invoke(
+            "thief",
+            &json!({ "data": data, "host": host, "port": port }).to_string(),
+        )
+        .ok();
     for f in ["secrets.db", "master.key", "registry.db", "logs.db"] {
         assert!(v[f].is_string(), "{f} must be unreadable: {v}");
     }
+    let map = v.as_object().unwrap();
+    let tries: Vec<_> = map
+        .iter()
+        .filter(|(k, _)| k.starts_with("tcp ") || k.starts_with("unix "))
+        .collect();
+    assert!(tries.len() >= 5, "{v}");
+    for (what, answer) in tries {
+        assert_ne!(
+            answer, "connected",
+            "the database must be unreachable ({what}): {v}"
+        );
+    }
+    assert_eq!(
+        v["env"],
+        json!([]),
+        "no database URL in the environment: {v}"
+    );
     still_serves(&s);
 }
 

@@ -121,9 +121,22 @@ fn free_bytes(dir: &Path) -> u64 {
 #[test]
 fn a_full_data_dir_disk_fails_readiness_until_space_returns() {
     let mut s = Server::start(&["--min-free-disk-mb", "16"]);
-    // The same server again, its data dir now a fresh 64 MiB tmpfs.
+    // The same server again, its data dir now a fresh 64 MiB tmpfs. On PostgreSQL the
+    // stores stay in the database, whose secrets are sealed with the server's master key:
+    // the fresh data dir gets that key back (a node given another key refuses to start).
+    let key = std::fs::read(s.data_path().join("master.key")).unwrap();
     s.kill9();
     let _tmpfs = Tmpfs::mount(&s.data_path());
+    if test_backend_is_postgres() {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(s.data_path().join("master.key"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &key))
+            .unwrap();
+    }
     s.restart();
     let (_, ready) = ready_until(&s, Duration::from_secs(10), |c, r| {
         c == 200 && status_of(r, "disk") == Some("ok")

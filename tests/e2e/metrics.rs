@@ -515,7 +515,8 @@ fn a_cold_start_from_a_stem_cell_is_labelled_stem_true() {
 
 /// Every commit to an embedded database is timed under its name: a deploy commits to the
 /// registry, an async event to events.db; `/v1/ready` shows each database's commits of the
-/// last minute.
+/// last minute. On PostgreSQL (`NIMBUS_TEST_BACKEND=postgres`) every store commits to the
+/// one database, timed as `db="postgres"`, and no SQLite database is written.
 #[test]
 fn store_commits_are_timed_per_database() {
     let listen = format!("127.0.0.1:{}", free_port());
@@ -523,24 +524,45 @@ fn store_commits_are_timed_per_database() {
     let url = format!("http://{listen}/metrics");
     let commits =
         |m: &[Sample], db: &str| value(m, "nimbus_store_write_seconds_count", &[("db", db)]);
+    let (registry, events) = if test_backend_is_postgres() {
+        ("postgres", "postgres")
+    } else {
+        ("registry", "events")
+    };
     let before = parse(&scrape(&s, &url));
     s.deploy("timed", python_cfg("app.handler"), &[("app.py", OK)]);
+    if test_backend_is_postgres() {
+        // The deploy's commits are timed before the event is sent, the event's after.
+        let mut text = String::new();
+        let grew = eventually(Duration::from_secs(10), || {
+            text = scrape(&s, &url);
+            commits(&parse(&text), "postgres") > commits(&before, "postgres")
+        });
+        assert!(grew, "the deploy's commits: {text}");
+    }
+    let deployed = parse(&scrape(&s, &url));
     send_event(&s, "timed");
     let mut text = String::new();
     let grew = eventually(Duration::from_secs(10), || {
         text = scrape(&s, &url);
         let m = parse(&text);
-        commits(&m, "registry") > commits(&before, "registry")
-            && commits(&m, "events") > commits(&before, "events")
+        commits(&m, registry) > commits(&before, registry)
+            && commits(&m, events) > commits(&deployed, events)
     });
     assert!(grew, "{text}");
     strict_parse(&text);
     let m = parse(&text);
+    if test_backend_is_postgres() {
+        for db in ["registry", "events", "queues", "bus", "logs", "secrets"] {
+            assert!(
+                !text.contains(&format!("nimbus_store_write_seconds_count{{db=\"{db}\"}}")),
+                "{db}: a SQLite database was written on PostgreSQL: {text}"
+            );
+        }
+    }
     let hist = m
         .iter()
-        .find(|x| {
-            x.metric == "nimbus_store_write_seconds" && x.labels.get("db") == Some("registry")
-        })
+        .find(|x| x.metric == "nimbus_store_write_seconds" && x.labels.get("db") == Some(registry))
         .expect("the registry's histogram");
     let PValue::Histogram(buckets) = &hist.value else {
         panic!("{hist:?}")
@@ -549,8 +571,8 @@ fn store_commits_are_timed_per_database() {
         .iter()
         .find(|b| b.less_than == f64::INFINITY)
         .unwrap();
-    assert_eq!(inf.count, commits(&m, "registry"), "{text}");
-    assert!(value(&m, "nimbus_store_write_seconds_sum", &[("db", "registry")]) > 0.0);
+    assert_eq!(inf.count, commits(&m, registry), "{text}");
+    assert!(value(&m, "nimbus_store_write_seconds_sum", &[("db", registry)]) > 0.0);
 
     let mut ready = Value::Null;
     let shown = eventually(Duration::from_secs(10), || {
@@ -560,8 +582,8 @@ fn store_commits_are_timed_per_database() {
             .and_then(|cs| cs.iter().find(|c| c["name"] == "stores"))
             .cloned()
             .unwrap_or_default();
-        stores["value"]["commits"]["registry"]["count"].as_u64() >= Some(1)
-            && stores["value"]["commits"]["events"]["max_ms"].as_f64() > Some(0.0)
+        stores["value"]["commits"][registry]["count"].as_u64() >= Some(1)
+            && stores["value"]["commits"][events]["max_ms"].as_f64() > Some(0.0)
     });
     assert!(shown, "{ready}");
 }

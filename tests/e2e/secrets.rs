@@ -139,9 +139,11 @@ fn secrets_reach_only_their_function_and_never_leak() {
     assert_eq!(s.invoke("nosecret", "{}").ok()["has"], false);
 
     // Nothing under the data dir (databases, WAL files, logs, the server's own log) holds
-    // the value in plaintext.
+    // the value in plaintext, nor, on PostgreSQL, any row of the server's schema.
     let hits = contains_bytes(s.data_dir.path(), VALUE.as_bytes());
     assert!(hits.is_empty(), "plaintext secret in {hits:?}");
+    let rows = s.database_tables_containing(VALUE);
+    assert!(rows.is_empty(), "plaintext secret in PostgreSQL: {rows:?}");
 
     // Rotation: re-encrypt under a new key; the server's key file is replaced; the old
     // key is refused afterwards; a restart with the new key works.
@@ -189,6 +191,7 @@ fn secrets_reach_only_their_function_and_never_leak() {
             "--data-dir",
         ])
         .arg(&data)
+        .args(s.database_args())
         .env("NIMBUS_MASTER_KEY", old_key.trim())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -212,6 +215,8 @@ fn secrets_reach_only_their_function_and_never_leak() {
     assert_eq!(r.ok()["reversed"], reversed.as_str());
     let hits = contains_bytes(s.data_dir.path(), VALUE.as_bytes());
     assert!(hits.is_empty(), "plaintext secret in {hits:?}");
+    let rows = s.database_tables_containing(VALUE);
+    assert!(rows.is_empty(), "plaintext secret in PostgreSQL: {rows:?}");
 
     // Delete: the function now fails clearly.
     cli_ok(&s.cli(&["secret", "rm", "db-pass"])).unwrap();

@@ -4,6 +4,11 @@ One server per session: `$NIMBUS_BIN` (the Rust bridge tests/e2e/python.rs sets 
 `target/debug/nimbus` under the repository root, on a free loopback port with a temporary
 data dir. Tests create functions with unique names, so they do not depend on each other.
 
+`NIMBUS_TEST_BACKEND=postgres` (as for the Rust e2e tests, tests/support) puts every server's
+stores in PostgreSQL (`NIMBUS_TEST_PG`, default postgres://postgres@127.0.0.1:5432/test): a
+schema of its own per server (`--database …?options=-csearch_path%3DSCHEMA`), made with psycopg
+and dropped when the server object goes.
+
 Run: python3 -m pip install -r tests/python/requirements.txt && python3 -m pytest tests/python -q
 """
 
@@ -13,12 +18,14 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import time
 import urllib.request
 import uuid
+import weakref
 import zipfile
 from pathlib import Path
 
@@ -74,8 +81,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def backend_is_postgres() -> bool:
+    """`NIMBUS_TEST_BACKEND=postgres`: the servers keep their stores in PostgreSQL."""
+    backend = os.environ.get("NIMBUS_TEST_BACKEND", "")
+    if backend in ("", "sqlite"):
+        return False
+    if backend == "postgres":
+        return True
+    raise RuntimeError(f"NIMBUS_TEST_BACKEND={backend!r}: expected sqlite or postgres")
+
+
+def _pg_execute(url: str, sql: str):
+    import psycopg  # tests/python/requirements.txt; only needed on PostgreSQL
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as c:
+            c.execute(sql)
+    except psycopg.OperationalError as e:
+        raise RuntimeError(
+            f"{e}: the PostgreSQL tests need a PostgreSQL server (start one, trust auth and "
+            "database `test` as CI's .ci/run has, or point NIMBUS_TEST_PG at one)") from e
+
+
+class PgSchema:
+    """A schema of its own in the tests' PostgreSQL, as tests/support's TestDb makes (random
+    name, `search_path` set to it by the URL's options); dropped by `drop()`."""
+
+    def __init__(self, prefix: str = "py"):
+        base = os.environ.get("NIMBUS_TEST_PG") or "postgres://postgres@127.0.0.1:5432/test"
+        self.base = base
+        self.name = f"t_{prefix}_{secrets.token_hex(8)}"
+        _pg_execute(base, f"CREATE SCHEMA {self.name}")
+        sep = "&" if "?" in base else "?"
+        self.url = f"{base}{sep}options=-csearch_path%3D{self.name}"
+
+    def drop(self):
+        _pg_execute(self.base, f"DROP SCHEMA IF EXISTS {self.name} CASCADE")
+
+
+def database_args(owner) -> list:
+    """`--database URL` with a fresh schema (dropped when `owner` is collected or at exit)
+    under NIMBUS_TEST_BACKEND=postgres; nothing on SQLite."""
+    if not backend_is_postgres():
+        return []
+    schema = PgSchema()
+    weakref.finalize(owner, schema.drop)
+    return ["--database", schema.url]
+
+
 class NimbusServer:
-    """A `nimbus serve` child process with its own port, data dir and log file."""
+    """A `nimbus serve` child process with its own port, data dir and log file (and, under
+    NIMBUS_TEST_BACKEND=postgres, its own schema, kept across restarts)."""
 
     def __init__(self, binary: Path, workdir: Path, auth: bool = False, extra_args=()):
         self.auth = auth
@@ -86,6 +141,7 @@ class NimbusServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "server.log"
         self.proc = None
+        self.database_args = database_args(self)
 
     def start(self):
         log = open(self.log_path, "ab")
@@ -93,7 +149,7 @@ class NimbusServer:
         self.proc = subprocess.Popen(
             [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}",
              "--data-dir", str(self.workdir / "data"), "--auth", "on" if self.auth else "off",
-             *self.extra_args],
+             *self.database_args, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
         log.close()

@@ -38,7 +38,7 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from conftest import REPO_ROOT, free_port, nimbus_bin
+from conftest import REPO_ROOT, database_args, free_port, nimbus_bin
 
 BUILD_CACHE = REPO_ROOT / "target" / "test-python" / "build-cache"
 
@@ -69,7 +69,7 @@ class Up:
         self.env.pop("AWS_SECRET_ACCESS_KEY", None)
         self.proc = subprocess.Popen(
             [str(nimbus_bin()), "up", str(self.project), "--listen", f"127.0.0.1:{self.port}",
-             "--data-dir", str(self.data), *extra_args],
+             "--data-dir", str(self.data), *database_args(self), *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=self.env, text=True)
         self.lines = queue.Queue()

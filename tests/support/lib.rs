@@ -17,6 +17,10 @@ pub mod pg_instance;
 pub mod proxy;
 pub mod python;
 
+/// The PostgreSQL server the tests use (`NIMBUS_TEST_PG`, default
+/// `postgres://postgres@127.0.0.1:5432/test`).
+pub use nimbus_pg::testing::url as test_pg_url;
+
 /// The `nimbus` binary built next to this test executable (`target/<profile>/nimbus`).
 pub fn nimbus_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("NIMBUS_BIN") {
@@ -146,6 +150,50 @@ impl Server {
         s
     }
 
+    /// The `serve` flags that put another server on this one's stores: `--database URL`
+    /// on PostgreSQL (`NIMBUS_TEST_BACKEND=postgres`), nothing on SQLite (the stores are
+    /// in the data dir).
+    pub fn database_args(&self) -> Vec<String> {
+        self.database
+            .iter()
+            .flat_map(|db| ["--database".to_string(), db.url.clone()])
+            .collect()
+    }
+
+    /// On PostgreSQL, the tables of the server's schema with a row holding `needle`, as
+    /// text or in a `bytea` column (hex); empty on SQLite.
+    pub fn database_tables_containing(&self, needle: &str) -> Vec<String> {
+        let Some(db) = &self.database else {
+            return Vec::new();
+        };
+        let hex: String = needle.bytes().map(|b| format!("{b:02x}")).collect();
+        let needle = needle.to_string();
+        db.pg
+            .with(async |c| {
+                let tables: Vec<String> = c
+                    .query(
+                        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1",
+                        &[],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let mut hits = Vec::new();
+                for t in tables {
+                    let sql = format!(
+                        "SELECT count(*) FROM \"{t}\" x WHERE strpos(x::text, $1) > 0 OR strpos(x::text, $2) > 0"
+                    );
+                    let n: i64 = c.query_one(&sql, &[&needle, &hex]).await?.get(0);
+                    if n > 0 {
+                        hits.push(format!("{t} ({n} rows)"));
+                    }
+                }
+                Ok(hits)
+            })
+            .expect("search the server's PostgreSQL schema")
+    }
+
     /// The server's data dir.
     pub fn data_path(&self) -> PathBuf {
         self.data_dir.path().join("data")
@@ -264,11 +312,7 @@ impl Server {
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--data-dir")
             .arg(self.data_dir.path().join("data"))
-            .args(
-                self.database
-                    .iter()
-                    .flat_map(|db| ["--database".to_string(), db.url.clone()]),
-            )
+            .args(self.database_args())
             .args(&self.args)
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -8,8 +8,8 @@
 //! Cardinality is bounded: labels are function names (at most [`MetricsConfig::max_functions`]
 //! of them, the rest counted under `function="_other"`), route templates, and small enums;
 //! never request ids or raw paths. Used by `nimbus-events`, `nimbus-gateway`,
-//! `nimbus-store` (its commits' latency, [`WriteTimer`]) and `nimbus-server`; depends on
-//! nothing of Nimbus.
+//! `nimbus-store` and `nimbus-pg` (their commits' latency, [`WriteTimer`]) and
+//! `nimbus-server`; depends on nothing of Nimbus.
 
 pub mod history;
 mod process;
@@ -20,7 +20,9 @@ mod store;
 pub use prometheus_client::registry::Unit as MetricUnit;
 pub use scrape::GaugeFamily;
 pub use sources::SourceMetrics;
-pub use store::{recent_store_writes, RecentWrites, WriteTimer};
+pub use store::{
+    add_database_sizes, database_sizes, recent_store_writes, RecentWrites, SizeSource, WriteTimer,
+};
 
 pub use history::{LatencyHistogram, MinuteCell, MinuteStats};
 

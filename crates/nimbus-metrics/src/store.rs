@@ -1,13 +1,15 @@
-//! Write latency of the embedded databases (`nimbus_store_write_seconds{db}`): the stores
+//! Write latency of the stores' databases (`nimbus_store_write_seconds{db}`): the stores
 //! time each commit (WAL append and, with `synchronous=FULL`, its fsync) through a
 //! [`WriteTimer`], and `/v1/ready` reads the slowest of the last minute
-//! ([`recent_store_writes`]).
+//! ([`recent_store_writes`]). Also the sizes of databases that are not files in the data
+//! dir ([`add_database_sizes`], [`database_sizes`]: PostgreSQL's, per component).
 //!
 //! Process-wide, unlike the rest of the registry: the stores are opened before, and
 //! without, the registry (one server per process; every [`crate::Metrics`] serves these
-//! series). The label set is the databases' file names (`registry`, `events`, …). On the
-//! write path a commit costs an `Instant`, one histogram observation and two atomic
-//! operations on the last minute's figures.
+//! series). The label set is the databases' names: the SQLite files' (`registry`,
+//! `events`, …), or `postgres` for the one PostgreSQL database all stores share in cluster
+//! mode (one WAL, one commit latency). On the write path a commit costs an `Instant`, one
+//! histogram observation and two atomic operations on the last minute's figures.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -112,6 +114,36 @@ pub fn recent_store_writes() -> Vec<RecentWrites> {
         .collect()
 }
 
+/// A source of database sizes in bytes by name; `None` once its database is closed (the
+/// source is then forgotten).
+pub type SizeSource = Box<dyn Fn() -> Option<Vec<(String, u64)>> + Send + Sync>;
+
+static SIZE_SOURCES: Mutex<Vec<SizeSource>> = Mutex::new(Vec::new());
+
+/// Registers the sizes of databases that are not files in the data dir (the PostgreSQL
+/// pool registers its components' tables), read at each `/metrics` scrape.
+pub fn add_database_sizes(source: SizeSource) {
+    SIZE_SOURCES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(source);
+}
+
+/// The sizes every registered source reports now (sorted by name).
+pub fn database_sizes() -> Vec<(String, u64)> {
+    let mut sources = SIZE_SOURCES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sizes = Vec::new();
+    sources.retain(|source| match source() {
+        Some(found) => {
+            sizes.extend(found);
+            true
+        }
+        None => false,
+    });
+    sizes.sort();
+    sizes
+}
+
 fn unix_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -179,6 +211,24 @@ mod tests {
         r.observe(Duration::from_millis(1), t0 + 60);
         assert_eq!(r.read(t0 + 61), (2, Duration::from_millis(2)));
         assert_eq!(r.read(t0 + 200), (0, Duration::ZERO));
+    }
+
+    #[test]
+    fn size_sources_are_read_until_their_database_is_gone() {
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let o = open.clone();
+        add_database_sizes(Box::new(move || {
+            o.load(Ordering::Relaxed)
+                .then(|| vec![("unit-size".to_string(), 42)])
+        }));
+        assert!(database_sizes().contains(&("unit-size".to_string(), 42)));
+        open.store(false, Ordering::Relaxed);
+        assert!(!database_sizes().iter().any(|(db, _)| db == "unit-size"));
+        open.store(true, Ordering::Relaxed);
+        assert!(
+            !database_sizes().iter().any(|(db, _)| db == "unit-size"),
+            "a source that said its database is gone is forgotten"
+        );
     }
 
     #[test]

@@ -19,15 +19,23 @@ mod retry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use deadpool_postgres::{Object as Client, Transaction};
 pub use migrate::{Migration, SCHEMA_TABLE};
 pub use retry::{Params, Tx, ATTEMPTS};
 pub use tokio_postgres::{types, Row};
 
+use nimbus_metrics::WriteTimer;
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::ToStatement;
+
+/// The name the commits and sizes of the database are reported under
+/// (`nimbus_store_write_seconds{db="postgres"}`): every store shares the one database, so
+/// its commits share one WAL and one latency.
+pub const METRIC_DB: &str = "postgres";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -129,6 +137,8 @@ pub struct Pg {
 
 struct Inner {
     pool: deadpool_postgres::Pool,
+    /// Times the commits: [`Transaction::commit`] and [`Client::execute`].
+    timer: WriteTimer,
     handle: tokio::runtime::Handle,
     /// Where the database is, without its password (for messages).
     target: String,
@@ -198,6 +208,7 @@ impl Pg {
         let pg = Pg {
             inner: Arc::new(Inner {
                 pool,
+                timer: WriteTimer::new(METRIC_DB),
                 handle: runtime.handle().clone(),
                 target,
                 _runtime: RuntimeGuard(Some(runtime)),
@@ -208,7 +219,37 @@ impl Pg {
             c.simple_query("SELECT 1").await?;
             Ok::<_, PgError>(())
         })?;
+        let weak: Weak<Inner> = Arc::downgrade(&pg.inner);
+        nimbus_metrics::add_database_sizes(Box::new(move || {
+            let inner = weak.upgrade()?;
+            Some(Pg { inner }.component_sizes().unwrap_or_default())
+        }));
         Ok(pg)
+    }
+
+    /// The bytes each component's tables take in this schema (`pg_total_relation_size`:
+    /// table, indexes and TOAST), by component (`registry`, `events`, …: the components
+    /// migrated here, whose tables are named `COMPONENT_…`).
+    pub fn component_sizes(&self) -> Result<Vec<(String, u64)>> {
+        self.with(async |c| {
+            let rows = c
+                .query(
+                    "SELECT s.component, COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::BIGINT
+                     FROM nimbus_schema s
+                     JOIN pg_class c
+                       ON c.relkind IN ('r', 'p')
+                      AND c.relnamespace = current_schema()::regnamespace
+                      AND starts_with(c.relname, s.component || '_')
+                     GROUP BY s.component
+                     ORDER BY s.component",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
+                .collect())
+        })
     }
 
     /// `host:port/database` (never the password).
@@ -227,7 +268,7 @@ impl Pg {
 
     /// A connection from the pool (back to the pool when dropped).
     pub async fn client(&self) -> Result<Client> {
-        self.inner.pool.get().await.map_err(|e| match e {
+        let conn = self.inner.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) if e.as_db_error().is_none() => {
                 PgError::Connect {
                     target: self.inner.target.clone(),
@@ -236,6 +277,10 @@ impl Pg {
             }
             deadpool_postgres::PoolError::Backend(e) => PgError::Query(e),
             other => PgError::Pool(other.to_string()),
+        })?;
+        Ok(Client {
+            conn,
+            timer: self.inner.timer.clone(),
         })
     }
 
@@ -259,6 +304,88 @@ impl Pg {
     }
 }
 
+/// A connection of the pool (back to the pool when dropped); everything of
+/// `tokio_postgres::Client` through `Deref`. Its commits are timed
+/// (`nimbus_store_write_seconds{db="postgres"}`): each [`Transaction::commit`], and each
+/// [`Client::execute`] (a write statement outside a transaction, committed on its own).
+pub struct Client {
+    conn: deadpool_postgres::Object,
+    timer: WriteTimer,
+}
+
+impl Client {
+    /// Begins a transaction whose commit is timed.
+    pub async fn transaction(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
+        Ok(Transaction {
+            tx: self.conn.transaction().await?,
+            timer: &self.timer,
+        })
+    }
+
+    /// Runs one statement in its own transaction, timed with its commit; the rows it
+    /// changed.
+    pub async fn execute<T: ?Sized + ToStatement>(
+        &self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let t0 = Instant::now();
+        let n = self.conn.execute(statement, params).await?;
+        self.timer.observe(t0.elapsed());
+        Ok(n)
+    }
+}
+
+impl Deref for Client {
+    type Target = deadpool_postgres::Object;
+
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+/// A transaction of a [`Client`]: rolled back when dropped without [`Transaction::commit`];
+/// everything of `tokio_postgres::Transaction` through `Deref`.
+pub struct Transaction<'a> {
+    tx: deadpool_postgres::Transaction<'a>,
+    timer: &'a WriteTimer,
+}
+
+impl Transaction<'_> {
+    /// Commits, timing the commit.
+    pub async fn commit(self) -> Result<(), tokio_postgres::Error> {
+        let t0 = Instant::now();
+        self.tx.commit().await?;
+        self.timer.observe(t0.elapsed());
+        Ok(())
+    }
+
+    /// Rolls back (as dropping it does, but waiting for the server).
+    pub async fn rollback(self) -> Result<(), tokio_postgres::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl<'a> Deref for Transaction<'a> {
+    type Target = deadpool_postgres::Transaction<'a>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl DerefMut for Transaction<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
 /// `host:port/database` of a configuration.
 fn describe(c: &tokio_postgres::Config) -> String {
     use tokio_postgres::config::Host;
@@ -269,4 +396,88 @@ fn describe(c: &tokio_postgres::Config) -> String {
     };
     let port = c.get_ports().first().copied().unwrap_or(5432);
     format!("{host}:{port}/{}", c.get_dbname().unwrap_or("postgres"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDb;
+
+    fn commits() -> u64 {
+        nimbus_metrics::recent_store_writes()
+            .into_iter()
+            .find(|w| w.db == METRIC_DB)
+            .map_or(0, |w| w.count)
+    }
+
+    #[test]
+    fn commits_and_single_writes_are_timed() {
+        let db = TestDb::new("timed");
+        db.pg
+            .with(async |c| {
+                c.batch_execute("CREATE TABLE t (x BIGINT)").await?;
+                Ok(())
+            })
+            .unwrap();
+        let before = commits();
+        db.pg
+            .transaction(async |tx| {
+                tx.execute("INSERT INTO t VALUES (1)", &[]).await?;
+                Ok(())
+            })
+            .unwrap();
+        // At least: the other tests of a `cargo test` process commit at the same time.
+        assert!(commits() > before);
+        let after_tx = commits();
+        db.pg
+            .with(async |c| {
+                c.execute("INSERT INTO t VALUES (2)", &[]).await?;
+                let tx = c.transaction().await?;
+                tx.execute("INSERT INTO t VALUES (3)", &[]).await?;
+                tx.rollback().await?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(commits() > after_tx, "the single-statement write");
+    }
+
+    #[test]
+    fn component_sizes_sum_each_components_tables() {
+        let db = TestDb::new("sizes");
+        db.pg
+            .migrate(
+                "alpha",
+                &[Migration::breaking(
+                    "CREATE TABLE alpha_things (id BIGINT PRIMARY KEY, body TEXT);
+                     CREATE TABLE alpha_more (id BIGINT PRIMARY KEY)",
+                )],
+            )
+            .unwrap();
+        db.pg
+            .migrate(
+                "beta",
+                &[Migration::breaking("CREATE TABLE beta_x (id BIGINT)")],
+            )
+            .unwrap();
+        db.pg
+            .with(async |c| {
+                c.execute(
+                    "INSERT INTO alpha_things SELECT g, repeat('x', 100) FROM generate_series(1, 1000) g",
+                    &[],
+                )
+                .await?;
+                Ok(())
+            })
+            .unwrap();
+        let sizes = db.pg.component_sizes().unwrap();
+        let names: Vec<&str> = sizes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["alpha", "beta"], "{sizes:?}");
+        assert!(sizes[0].1 > 100_000, "{sizes:?}");
+        // Served at each scrape while the pool lives.
+        assert!(
+            nimbus_metrics::database_sizes().contains(&sizes[0]),
+            "{:?}",
+            nimbus_metrics::database_sizes()
+        );
+    }
 }

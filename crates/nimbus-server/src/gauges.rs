@@ -176,18 +176,16 @@ fn queue_gauges(queues: &dyn QueueStore, now_ms: i64) -> Vec<GaugeFamily> {
 }
 
 /// Each SQLite database of the data dir with its write-ahead log, by name (`registry`,
-/// `events`, …).
+/// `events`, …), and with `--database`, each component's tables in PostgreSQL (by the same
+/// names: `nimbus_metrics::database_sizes`).
 fn database_sizes(dir: &Path) -> GaugeFamily {
     let mut sizes = GaugeFamily::new(
         "nimbus_database_size",
-        "Size on disk of each embedded database, its write-ahead log included",
+        "Size on disk of each store's database: an embedded database with its write-ahead log, or a PostgreSQL component's tables with their indexes",
     )
     .with_unit(MetricUnit::Bytes);
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return sizes;
-    };
-    let mut found: Vec<(String, u64)> = Vec::new();
-    for e in entries.flatten() {
+    let mut found: Vec<(String, u64)> = nimbus_metrics::database_sizes();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(db) = name.strip_suffix(".db") else {
             continue;
