@@ -73,6 +73,59 @@ pub fn test_backend_is_postgres() -> bool {
     }
 }
 
+/// Sends `method path_and_query` to `http://host` signed with SigV4 (`service`, region
+/// us-east-1) by `creds` at time `at` (now when `None`).
+#[allow(clippy::too_many_arguments)]
+pub fn send_signed(
+    http: &reqwest::blocking::Client,
+    host: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+    creds: &Credentials,
+    service: &str,
+    at: Option<time::OffsetDateTime>,
+) -> reqwest::blocking::Response {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let mut all: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    all.push(("host".into(), host.to_string()));
+    let hash = nimbus_auth::sigv4::payload_hash(body);
+    let req = nimbus_auth::sigv4::Request {
+        method,
+        path,
+        query,
+        headers: &all,
+        payload_sha256: &hash,
+    };
+    let added = nimbus_auth::sigv4::sign(
+        &req,
+        &creds.id,
+        &creds.secret,
+        "us-east-1",
+        service,
+        at.unwrap_or_else(time::OffsetDateTime::now_utc),
+    );
+    let mut rb = http
+        .request(
+            method.parse().unwrap(),
+            format!("http://{host}{path_and_query}"),
+        )
+        .body(body.to_vec());
+    for (k, v) in all.iter().filter(|(k, _)| k != "host") {
+        rb = rb.header(k.as_str(), v.as_str());
+    }
+    for (k, v) in added {
+        rb = rb.header(k, v);
+    }
+    rb.send().unwrap()
+}
+
 /// An access key pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -217,42 +270,17 @@ impl Server {
         service: &str,
         at: Option<time::OffsetDateTime>,
     ) -> reqwest::blocking::Response {
-        let (path, query) = path_and_query
-            .split_once('?')
-            .unwrap_or((path_and_query, ""));
-        let host = format!("127.0.0.1:{}", self.port);
-        let mut all: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        all.push(("host".into(), host));
-        let hash = nimbus_auth::sigv4::payload_hash(body);
-        let req = nimbus_auth::sigv4::Request {
+        send_signed(
+            &self.http,
+            &format!("127.0.0.1:{}", self.port),
             method,
-            path,
-            query,
-            headers: &all,
-            payload_sha256: &hash,
-        };
-        let added = nimbus_auth::sigv4::sign(
-            &req,
-            &creds.id,
-            &creds.secret,
-            "us-east-1",
+            path_and_query,
+            body,
+            headers,
+            creds,
             service,
-            at.unwrap_or_else(time::OffsetDateTime::now_utc),
-        );
-        let mut rb = self
-            .http
-            .request(method.parse().unwrap(), self.url(path_and_query))
-            .body(body.to_vec());
-        for (k, v) in all.iter().filter(|(k, _)| k != "host") {
-            rb = rb.header(k.as_str(), v.as_str());
-        }
-        for (k, v) in added {
-            rb = rb.header(k, v);
-        }
-        rb.send().unwrap()
+            at,
+        )
     }
 
     /// [`Server::signed_at`] now, service `lambda`.
