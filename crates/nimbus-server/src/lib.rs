@@ -31,6 +31,7 @@ mod conn;
 mod gauges;
 mod health;
 mod keys;
+pub mod migrate;
 mod notifications;
 mod platform;
 mod s3;
