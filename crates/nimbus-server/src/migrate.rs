@@ -51,13 +51,16 @@ pub struct MigrateOptions {
     pub master_key_file: Option<PathBuf>,
 }
 
+/// Rows copied: per store, `(what, rows)` in copy order.
+pub type StoreCounts = Vec<(String, Vec<(String, u64)>)>;
+
 /// What was moved.
 #[derive(Debug, Clone, Default)]
 pub struct MigrateReport {
     /// `host:port/database` of the target (no password).
     pub target: String,
     /// Per store, `(what, rows)` in copy order.
-    pub stores: Vec<(String, Vec<(String, u64)>)>,
+    pub stores: StoreCounts,
     /// Code packages uploaded (or found there already) and their bytes.
     pub code_blobs: u64,
     pub code_bytes: u64,
@@ -133,7 +136,11 @@ const STORES: &[StoreSpec] = &[
                 "registry_provisioned",
             ),
             table("layers", "layers", "registry_layers"),
-            table("layer versions", "layer_versions", "registry_layer_versions"),
+            table(
+                "layer versions",
+                "layer_versions",
+                "registry_layer_versions",
+            ),
         ],
         derived: &[],
     },
@@ -501,8 +508,7 @@ fn open_postgres(pg: &Pg, key: &MasterKey, now: i64) -> anyhow::Result<()> {
     nimbus_objects::store::postgres::PgMetaStore::open(pg)
         .with_context(|| at("object metadata"))?;
     nimbus_flows::store::postgres::PgFlowStore::open(pg).with_context(|| at("workflows"))?;
-    nimbus_sources::postgres::PgSourceStore::open(pg)
-        .with_context(|| at("event source store"))?;
+    nimbus_sources::postgres::PgSourceStore::open(pg).with_context(|| at("event source store"))?;
     Ok(())
 }
 
@@ -516,9 +522,11 @@ fn target_counts(pg: &Pg) -> anyhow::Result<Vec<(String, i64)>> {
                 .map(|w| format!(" WHERE NOT ({w})"))
                 .unwrap_or_default();
             let n: i64 = pg.with(async |c| {
-                Ok(c.query_one(&format!("SELECT COUNT(*) FROM {}{filter}", t.pg), &[])
-                    .await?
-                    .get(0))
+                Ok(
+                    c.query_one(&format!("SELECT COUNT(*) FROM {}{filter}", t.pg), &[])
+                        .await?
+                        .get(0),
+                )
             })?;
             if n > 0 {
                 out.push((t.pg.to_string(), n));
@@ -610,9 +618,12 @@ fn upload_objects(
 }
 
 fn put(blobs: &PgBlobs, ns: Namespace, sha: &str, path: &Path) -> anyhow::Result<Put> {
-    blobs
-        .put_file(ns, sha, path)
-        .with_context(|| format!("cannot upload {} into the shared blob store", path.display()))
+    blobs.put_file(ns, sha, path).with_context(|| {
+        format!(
+            "cannot upload {} into the shared blob store",
+            path.display()
+        )
+    })
 }
 
 /// A PostgreSQL column of a target table.
@@ -765,7 +776,7 @@ fn copy_tables(
     key_id: &str,
     now: i64,
     progress: &dyn Fn(&str),
-) -> anyhow::Result<Vec<(String, Vec<(String, u64)>)>> {
+) -> anyhow::Result<StoreCounts> {
     // The plans first (SQLite and PostgreSQL schemas), so a table this nimbus does not
     // know stops everything before a single row is written.
     let mut plans = Vec::new();
@@ -962,7 +973,10 @@ async fn copy_table(
                 .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                 .collect();
             tx.execute(&sql, &params).await.with_context(|| {
-                format!("cannot insert the rows of {file} table {} into {}", t.sqlite, t.pg)
+                format!(
+                    "cannot insert the rows of {file} table {} into {}",
+                    t.sqlite, t.pg
+                )
             })?;
             total += in_batch as u64;
             batch.clear();
@@ -992,8 +1006,11 @@ async fn advance_sequences(
             .get(0);
         let high = max.unwrap_or(0).max(sqlite_seq.unwrap_or(0));
         if high > 0 {
-            tx.execute("SELECT setval($1::TEXT::regclass, $2, true)", &[&seq, &high])
-                .await?;
+            tx.execute(
+                "SELECT setval($1::TEXT::regclass, $2, true)",
+                &[&seq, &high],
+            )
+            .await?;
         }
     }
     Ok(())

@@ -165,9 +165,16 @@ fn snapshot(
     }
 }
 
-/// Fills `dir` through the SQLite stores; returns the execution's ARN, the code packages
-/// and the object's bytes.
-fn fill(dir: &Path, key: &MasterKey) -> (String, Vec<(String, Vec<u8>)>, Vec<u8>) {
+/// What [`fill`] stored that the test checks by hand.
+struct Filled {
+    execution_arn: String,
+    /// `(sha256, zip)` of each code package.
+    packages: Vec<(String, Vec<u8>)>,
+    object: Vec<u8>,
+}
+
+/// Fills `dir` through the SQLite stores.
+fn fill(dir: &Path, key: &MasterKey) -> Filled {
     let f = name("f");
     let code = CodeStore::open(&dir.join("code")).unwrap();
     let store = nimbus_store::SqliteStore::open(dir).unwrap();
@@ -207,7 +214,9 @@ fn fill(dir: &Path, key: &MasterKey) -> (String, Vec<(String, Vec<u8>)>, Vec<u8>
 
     let events = nimbus_store::SqliteEventQueue::open(dir).unwrap();
     events.enqueue(&event("pending", None), 60_000).unwrap();
-    events.enqueue(&event("done", Some("key-1")), 60_000).unwrap();
+    events
+        .enqueue(&event("done", Some("key-1")), 60_000)
+        .unwrap();
     events.enqueue(&event("running", None), 60_000).unwrap();
     // Claim "done" and "running" (the oldest due first: all three), finish "done" and
     // put "pending" back; "running" stays claimed, as a server killed mid-attempt leaves it.
@@ -382,8 +391,7 @@ fn fill(dir: &Path, key: &MasterKey) -> (String, Vec<(String, Vec<u8>)>, Vec<u8>
             &NewMachine {
                 arn: MACHINE.into(),
                 name: "m".into(),
-                definition: r#"{"StartAt":"A","States":{"A":{"Type":"Pass","End":true}}}"#
-                    .into(),
+                definition: r#"{"StartAt":"A","States":{"A":{"Type":"Pass","End":true}}}"#.into(),
                 machine_type: MachineType::Standard,
                 role_arn: "arn:aws:iam::000000000000:role/Worker".into(),
                 logging: serde_json::json!({}),
@@ -460,19 +468,24 @@ fn fill(dir: &Path, key: &MasterKey) -> (String, Vec<(String, Vec<u8>)>, Vec<u8>
         })
         .unwrap();
     sources.enqueue("out", "{\"x\":1}", None, T0).unwrap();
-    (started.execution.arn, packages, object)
+    Filled {
+        execution_arn: started.execution.arn,
+        packages,
+        object,
+    }
 }
 
 #[test]
 fn a_data_directory_moves_into_postgres_with_the_same_identities_and_numbers() {
     let from = tempfile::tempdir().unwrap();
     let key = MasterKey::generate();
-    nimbus_store::write_private_file(
-        &from.path().join("master.key"),
-        key.to_base64().as_bytes(),
-    )
-    .unwrap();
-    let (execution_arn, packages, object) = fill(from.path(), &key);
+    nimbus_store::write_private_file(&from.path().join("master.key"), key.to_base64().as_bytes())
+        .unwrap();
+    let Filled {
+        execution_arn,
+        packages,
+        object,
+    } = fill(from.path(), &key);
 
     let dir = from.path();
     let before = snapshot(
@@ -552,14 +565,19 @@ fn a_data_directory_moves_into_postgres_with_the_same_identities_and_numbers() {
         pg_events.enqueue(&event("again", Some("key-1")), 3_600_000).unwrap(),
         Enqueued::Duplicate(id) if id == "done"
     ));
-    assert_eq!(pg_events.backlog().unwrap().owners, vec![("f".to_string(), 2)]);
+    assert_eq!(
+        pg_events.backlog().unwrap().owners,
+        vec![("f".to_string(), 2)]
+    );
 
     // Queues: the received message comes back with its receive count, the FIFO
     // deduplication id still holds, new messages are numbered after the old ones.
     let later = now_ms() + 5_000;
     let got = pg_queues.receive("jobs", 10, None, later).unwrap();
-    let counts: BTreeMap<String, u32> =
-        got.iter().map(|m| (m.body.clone(), m.receive_count)).collect();
+    let counts: BTreeMap<String, u32> = got
+        .iter()
+        .map(|m| (m.body.clone(), m.receive_count))
+        .collect();
     assert_eq!(
         counts,
         BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 1)])
@@ -578,7 +596,10 @@ fn a_data_directory_moves_into_postgres_with_the_same_identities_and_numbers() {
             later,
         )
         .unwrap();
-    assert_eq!(dup[0].id, first[0].id, "deduplicated against the moved message");
+    assert_eq!(
+        dup[0].id, first[0].id,
+        "deduplicated against the moved message"
+    );
 
     // Workflows: the execution's step is still due.
     let steps = pg_flows.claim_due(T0 + 1, 10, 60_000).unwrap();
