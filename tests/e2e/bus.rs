@@ -176,7 +176,7 @@ fn bus_routes_put_events_to_exactly_the_matching_functions() {
 }
 
 /// Firing time → the event ids delivered for it.
-fn firings(out: &std::path::Path) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn firings(out: &std::path::Path) -> BTreeMap<String, Vec<String>> {
     let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for e in received(out) {
         assert_eq!(e["detail-type"], "Scheduled Event");
@@ -191,7 +191,7 @@ fn firings(out: &std::path::Path) -> BTreeMap<String, Vec<String>> {
 
 /// Every firing was delivered under one id (a redelivery after a crash repeats the same id;
 /// a double firing would carry a new one), and no two firings share an id.
-fn assert_fired_once(f: &BTreeMap<String, Vec<String>>) {
+pub(crate) fn assert_fired_once(f: &BTreeMap<String, Vec<String>>) {
     let mut all = HashSet::new();
     for (time, ids) in f {
         let distinct: HashSet<&String> = ids.iter().collect();
@@ -202,7 +202,7 @@ fn assert_fired_once(f: &BTreeMap<String, Vec<String>>) {
 
 /// The firing instants of a rate anchored at `created_ms` with period `period_ms`, in
 /// `(from_ms, to_ms]`, as whole Unix seconds (the envelope's `time` resolution).
-fn grid(created_ms: i64, period_ms: i64, from_ms: i64, to_ms: i64) -> Vec<i64> {
+pub(crate) fn grid(created_ms: i64, period_ms: i64, from_ms: i64, to_ms: i64) -> Vec<i64> {
     (1..)
         .map(|k| created_ms + k * period_ms)
         .skip_while(|t| *t <= from_ms)
@@ -212,11 +212,11 @@ fn grid(created_ms: i64, period_ms: i64, from_ms: i64, to_ms: i64) -> Vec<i64> {
 }
 
 /// Delivered firing instants, as whole Unix seconds.
-fn fired_secs(f: &BTreeMap<String, Vec<String>>) -> Vec<i64> {
+pub(crate) fn fired_secs(f: &BTreeMap<String, Vec<String>>) -> Vec<i64> {
     f.keys().map(|t| parse_time(t)).collect()
 }
 
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -341,7 +341,7 @@ fn bus_schedule_missed_while_down_runs_once_on_start() {
 }
 
 /// `2015-10-08T16:53:06Z` → Unix seconds.
-fn parse_time(t: &str) -> i64 {
+pub(crate) fn parse_time(t: &str) -> i64 {
     let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().unwrap();
     let (y, m, d) = (n(0..4), n(5..7), n(8..10));
     // Days from civil (Howard Hinnant's algorithm).

@@ -9,6 +9,7 @@ mod aws_cli;
 mod bad_input;
 mod bus;
 mod cli;
+mod cluster;
 mod concurrency;
 mod connections;
 mod console;
@@ -48,6 +49,7 @@ mod sqs;
 mod stem;
 mod stepfunctions;
 mod streaming;
+mod systemd;
 #[cfg(feature = "tls")]
 mod tls;
 mod traces;

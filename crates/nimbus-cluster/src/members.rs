@@ -300,6 +300,24 @@ impl Membership {
         })?)
     }
 
+    /// The ids of the nodes that stopped writing heartbeats (crashed, cut off, or
+    /// stopped): their claims may be taken back by the live nodes.
+    pub fn dead_nodes(&self) -> Result<Vec<String>> {
+        let ttl = interval(self.cfg.ttl);
+        Ok(self.pg.with(async |c| {
+            let rows = c
+                .query(
+                    "SELECT id FROM cluster_nodes
+                     WHERE left_at IS NOT NULL
+                        OR heartbeat_at <= clock_timestamp() - $1::text::interval
+                     ORDER BY id",
+                    &[&ttl],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })?)
+    }
+
     /// Marks this node as gone (a clean stop): it is listed as `left`, not `dead`.
     pub fn leave(&self) -> Result<()> {
         Ok(self.pg.with(async |c| {

@@ -57,6 +57,7 @@ fn nodes_join_beat_die_and_leave() {
     std::thread::sleep(Duration::from_millis(800));
     a.beat(Load::default()).unwrap();
     assert_eq!(status(&a, "b"), "dead");
+    assert_eq!(a.dead_nodes().unwrap(), ["b"]);
     assert_eq!(status(&a, "a"), "alive");
     // Drain marks are seen by the node itself.
     assert!(a.set_draining("a", true).unwrap());
@@ -65,6 +66,7 @@ fn nodes_join_beat_die_and_leave() {
     assert!(!a.set_draining("nobody", true).unwrap());
     a.leave().unwrap();
     assert_eq!(status(&b, "a"), "left");
+    assert_eq!(b.dead_nodes().unwrap(), ["a", "b"]);
 }
 
 #[test]

@@ -7,6 +7,11 @@
 //! Delivery is at-least-once: an event whose attempt was cut short by a crash runs again
 //! after restart. An idempotency key (or the request id the function sees) is how a
 //! function makes processing effectively-once.
+//!
+//! [`AsyncEngine::drain`] stops claiming, gives back claimed events that have not
+//! started (due at once, for any node), and resolves when the deliveries in flight have
+//! finished; [`AsyncEngine::cut_short`] and [`AsyncEngine::give_back_held`] hand back
+//! those still running when the wait for them ran out (see [`crate::drain`]).
 
 use crate::heartbeat::Heartbeat;
 use nimbus_core::{arn, AsyncEvent, EventInvokeConfig, EventStatus};
@@ -171,6 +176,14 @@ pub struct AsyncEngine {
     metrics: std::sync::OnceLock<Arc<Metrics>>,
     /// Where the spans of asynchronous hops go (set by the server; off otherwise).
     tracer: std::sync::OnceLock<Tracer>,
+    /// Events this engine claimed and has not finished: id → the lease end its claim
+    /// wrote (what [`EventQueue::give_back`] needs).
+    held: Mutex<HashMap<String, i64>>,
+    /// Dispatch passes and deliveries in progress (for [`AsyncEngine::drain`]).
+    busy: Arc<crate::drain::InFlight>,
+    /// Set by [`AsyncEngine::cut_short`]: outcomes are no longer recorded (the events
+    /// are given back instead).
+    cut_short: AtomicBool,
 }
 
 /// Where a submitted event comes from: its trigger and the trace context it carries.
@@ -208,6 +221,9 @@ impl AsyncEngine {
             heartbeat: Heartbeat::new(Duration::from_secs(1)),
             metrics: Default::default(),
             tracer: Default::default(),
+            held: Mutex::new(HashMap::new()),
+            busy: Arc::new(crate::drain::InFlight::new()),
+            cut_short: AtomicBool::new(false),
         })
     }
 
@@ -454,6 +470,65 @@ impl AsyncEngine {
         self.wake.notify_one();
     }
 
+    /// Drains the engine: no more claims; claimed events that have not started are given
+    /// back (due at once, for any node); resolves when the deliveries in flight have
+    /// finished (the caller bounds the wait).
+    pub async fn drain(&self) {
+        self.stop();
+        self.busy.idle().await;
+    }
+
+    /// Deliveries still running after a drain ran out of time: their outcomes are no
+    /// longer recorded, so that [`AsyncEngine::give_back_held`] can hand their events to
+    /// another node (or the next start) as attempts cut short, not counted as failures.
+    pub fn cut_short(&self) {
+        self.stop();
+        self.cut_short.store(true, Ordering::SeqCst);
+    }
+
+    /// Gives back every event this engine still holds (see [`EventQueue::give_back`]);
+    /// returns how many. Called after [`AsyncEngine::cut_short`].
+    pub async fn give_back_held(&self) -> usize {
+        let claims: Vec<(String, i64)> = self.held.lock().unwrap().drain().collect();
+        if claims.is_empty() {
+            return 0;
+        }
+        let q = self.queue.clone();
+        match tokio::task::spawn_blocking(move || q.give_back(&claims, now_ms())).await {
+            Ok(Ok(n)) => {
+                if n > 0 {
+                    info!(events = n, "async events cut short by the drain given back");
+                }
+                n
+            }
+            Ok(Err(e)) => {
+                warn!("cannot give back async events (they return when their lease ends): {e}");
+                0
+            }
+            Err(e) => {
+                warn!("give-back task failed: {e}");
+                0
+            }
+        }
+    }
+
+    /// A claimed event that will not run here (the engine is draining): back to the
+    /// queue, due now.
+    async fn give_back(&self, id: &str) {
+        let Some(lease) = self.held.lock().unwrap().remove(id) else {
+            return;
+        };
+        let (q, claims) = (self.queue.clone(), vec![(id.to_string(), lease)]);
+        let res = tokio::task::spawn_blocking(move || q.give_back(&claims, now_ms())).await;
+        match res {
+            Ok(Ok(_)) => debug!(event = id, "async event given back by the drain"),
+            _ => warn!(
+                event = id,
+                "cannot give back an async event (it returns when its lease ends): {res:?}"
+            ),
+        }
+    }
+
     async fn dispatch(self: Arc<Self>, invoker: Arc<dyn Invoker>) {
         let slots = Arc::new(Semaphore::new(self.cfg.workers));
         // Longer than any function can run (900 s) plus margin: a live attempt never loses
@@ -467,7 +542,13 @@ impl AsyncEngine {
                 crate::heartbeat::STALL_DISPATCHER_ENV
             );
         }
-        while !self.stopping.load(Ordering::SeqCst) {
+        loop {
+            // Held across the pass: a drain that sees no pass in progress knows none will
+            // claim any more.
+            let pass = self.busy.enter();
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
             self.heartbeat.beat();
             if stall {
                 std::future::pending::<()>().await;
@@ -476,18 +557,27 @@ impl AsyncEngine {
             let mut claimed = 0;
             if free > 0 {
                 let q = self.queue.clone();
-                match tokio::task::spawn_blocking(move || q.claim_due(now_ms(), free, lease_ms))
-                    .await
-                {
+                let now = now_ms();
+                match tokio::task::spawn_blocking(move || q.claim_due(now, free, lease_ms)).await {
                     Ok(Ok(events)) => {
                         claimed = events.len();
+                        self.held
+                            .lock()
+                            .unwrap()
+                            .extend(events.iter().map(|ev| (ev.id.clone(), now + lease_ms)));
                         for ev in events {
                             let permit =
                                 slots.clone().acquire_owned().await.expect("semaphore open");
                             let (me, inv) = (self.clone(), invoker.clone());
+                            let delivering = self.busy.enter();
                             tokio::spawn(async move {
-                                me.deliver(ev, inv.as_ref()).await;
+                                if me.stopping.load(Ordering::SeqCst) {
+                                    me.give_back(&ev.id).await;
+                                } else {
+                                    me.deliver(ev, inv.as_ref()).await;
+                                }
                                 drop(permit);
+                                drop(delivering);
                                 me.wake.notify_one();
                             });
                         }
@@ -518,6 +608,7 @@ impl AsyncEngine {
                     None => Duration::from_secs(1),
                 }
             };
+            drop(pass);
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -575,6 +666,10 @@ impl AsyncEngine {
     }
 
     async fn finish(&self, id: &str, update: EventUpdate) {
+        if self.cut_short.load(Ordering::SeqCst) {
+            // Given back instead (see `cut_short`).
+            return;
+        }
         let (q, id2) = (self.queue.clone(), id.to_string());
         let res = tokio::task::spawn_blocking(move || q.finish(&id2, &update, now_ms())).await;
         if !matches!(res, Ok(Ok(()))) {
@@ -583,6 +678,7 @@ impl AsyncEngine {
                 "cannot record the outcome of an async event: {res:?}"
             );
         }
+        self.held.lock().unwrap().remove(id);
     }
 
     async fn deliver(&self, ev: AsyncEvent, invoker: &dyn Invoker) {
@@ -615,6 +711,11 @@ impl AsyncEngine {
                 counted: false,
             };
             self.finish(&ev.id, update).await;
+            return;
+        }
+        if self.stopping.load(Ordering::SeqCst) {
+            // Draining: not started yet, so it goes back for another node.
+            self.give_back(&ev.id).await;
             return;
         }
         let trigger = ev
@@ -1310,5 +1411,148 @@ mod tests {
         let line = r#"nimbus_async_events_dropped_total{function="f",reason="expired"} 1"#;
         assert!(text.lines().any(|l| l == line), "{text}");
         e.stop();
+    }
+    /// Holds every invocation until the gate opens; counts starts and ends.
+    struct Gated {
+        open: tokio::sync::Semaphore,
+        started: AtomicU32,
+        ended: AtomicU32,
+    }
+
+    impl Invoker for Gated {
+        fn invoke<'a>(
+            &'a self,
+            _function: &'a str,
+            _q: &'a str,
+            _id: &'a str,
+            _payload: String,
+        ) -> Pin<Box<dyn Future<Output = Attempt> + Send + 'a>> {
+            Box::pin(async move {
+                self.started.fetch_add(1, Ordering::SeqCst);
+                let _ = self.open.acquire().await.unwrap();
+                self.ended.fetch_add(1, Ordering::SeqCst);
+                Attempt::Success {
+                    body: "1".into(),
+                    version: "$LATEST".into(),
+                }
+            })
+        }
+    }
+
+    async fn started(g: &Gated, n: u32) {
+        for _ in 0..500 {
+            if g.started.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{n} deliveries never started");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drain_stops_claiming_and_lets_deliveries_in_flight_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(
+            dir.path(),
+            EngineConfig {
+                workers: 1,
+                ..Default::default()
+            },
+        );
+        let gate = Arc::new(Gated {
+            open: tokio::sync::Semaphore::new(0),
+            started: AtomicU32::new(0),
+            ended: AtomicU32::new(0),
+        });
+        let task = e.spawn(gate.clone());
+        let a = e.submit("f", "$LATEST", "{}".into(), None).await.unwrap();
+        started(&gate, 1).await;
+        let b = e.submit("f", "$LATEST", "{}".into(), None).await.unwrap();
+        let drain = {
+            let e = e.clone();
+            tokio::spawn(async move { e.drain().await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!drain.is_finished(), "a delivery is still in flight");
+        // The event waiting for a slot was never claimed: another node takes it now.
+        let other = SqliteEventQueue::open(dir.path()).unwrap();
+        let taken = other.claim_due(now_ms(), 10, 60_000).unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].id, b.request_id);
+        gate.open.add_permits(10);
+        tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            wait_final(&e, &a.request_id).await.status,
+            EventStatus::Succeeded
+        );
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            gate.started.load(Ordering::SeqCst),
+            1,
+            "nothing new started"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_still_running_when_the_drain_runs_out_are_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), EngineConfig::default());
+        let gate = Arc::new(Gated {
+            open: tokio::sync::Semaphore::new(0),
+            started: AtomicU32::new(0),
+            ended: AtomicU32::new(0),
+        });
+        let _task = e.spawn(gate.clone());
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(
+                e.submit("f", "$LATEST", "{}".into(), None)
+                    .await
+                    .unwrap()
+                    .request_id,
+            );
+        }
+        started(&gate, 3).await;
+        let other = SqliteEventQueue::open(dir.path()).unwrap();
+        assert!(
+            other.claim_due(now_ms(), 10, 60_000).unwrap().is_empty(),
+            "leased"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), e.drain())
+                .await
+                .is_err(),
+            "the deliveries are held at the gate"
+        );
+        e.cut_short();
+        assert_eq!(e.give_back_held().await, 3);
+        let mut taken: Vec<String> = other
+            .claim_due(now_ms(), 10, 60_000)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        taken.sort();
+        ids.sort();
+        assert_eq!(taken, ids, "claimable by another node at once");
+        // The cut-short deliveries end: they record nothing over the new claims.
+        gate.open.add_permits(10);
+        for _ in 0..100 {
+            if gate.ended.load(Ordering::SeqCst) == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for id in &ids {
+            let ev = other.get(id).unwrap();
+            assert_eq!((ev.status, ev.attempts), (EventStatus::Running, 0));
+        }
     }
 }

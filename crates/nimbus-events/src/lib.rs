@@ -7,6 +7,7 @@
 //! May depend on `nimbus-core` and `nimbus-store`; used by the gateway and the server.
 
 pub mod bus;
+pub mod drain;
 pub mod engine;
 pub mod external;
 pub mod heartbeat;

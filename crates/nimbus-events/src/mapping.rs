@@ -219,6 +219,10 @@ pub struct MappingRunner {
     tracer: std::sync::OnceLock<nimbus_trace::Tracer>,
     /// Where batches are counted (set by the server).
     metrics: std::sync::OnceLock<Arc<nimbus_metrics::Metrics>>,
+    /// Set with `stopping`: wakes every wait of the pollers (no wake-up is missed).
+    halt: tokio::sync::watch::Sender<bool>,
+    /// Pollers and batches being delivered (for [`MappingRunner::drain`]).
+    busy: Arc<crate::drain::InFlight>,
 }
 
 fn now_ms() -> i64 {
@@ -237,6 +241,8 @@ impl MappingRunner {
             stopping: AtomicBool::new(false),
             tracer: Default::default(),
             metrics: Default::default(),
+            halt: tokio::sync::watch::Sender::new(false),
+            busy: Arc::new(crate::drain::InFlight::new()),
         })
     }
 
@@ -277,12 +283,24 @@ impl MappingRunner {
 
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.halt.send_replace(true);
         self.changed.notify_one();
         self.sent.notify_waiters();
     }
 
-    /// Starts the supervisor; it runs until [`stop`](Self::stop), then aborts its pollers
-    /// (a batch cut short stays in flight and becomes visible again after its timeout).
+    /// Drains the pollers: they receive nothing more; a batch received but not yet handed
+    /// to its function (filling during its batching window) is released, visible again at
+    /// once with its receive uncounted; resolves when the batches being delivered have
+    /// been settled (the caller bounds the wait: a batch cut short stays in flight until
+    /// its visibility timeout, as after a crash).
+    pub async fn drain(&self) {
+        self.stop();
+        self.busy.idle().await;
+    }
+
+    /// Starts the supervisor; it runs until [`stop`](Self::stop) and leaves its pollers
+    /// to end on their own (each releases the batch it was filling; see
+    /// [`MappingRunner::drain`]).
     pub fn spawn(self: &Arc<Self>, invoker: Arc<dyn Invoker>) -> JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move { me.supervise(invoker).await })
@@ -313,7 +331,13 @@ impl MappingRunner {
                             continue;
                         }
                         info!(mapping = %uuid, queue = %m.queue, function = %m.function, "polling queue");
-                        let task = tokio::spawn(self.clone().poll(m.clone(), invoker.clone()));
+                        let polling = self.busy.enter();
+                        let me = self.clone();
+                        let (m2, inv) = (m.clone(), invoker.clone());
+                        let task = tokio::spawn(async move {
+                            me.poll(m2, inv).await;
+                            drop(polling);
+                        });
                         running.insert(uuid, (m, task));
                     }
                 }
@@ -325,9 +349,8 @@ impl MappingRunner {
                 _ = tokio::time::sleep(self.cfg.reconcile_every) => {}
             }
         }
-        for (_, (_, task)) in running {
-            task.abort();
-        }
+        // The pollers see `stopping` and end by themselves (releasing what they hold).
+        drop(running);
     }
 
     async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Message>, String> {
@@ -339,10 +362,22 @@ impl MappingRunner {
     }
 
     async fn idle(&self, d: Duration) {
+        let mut halt = self.halt.subscribe();
         tokio::select! {
             _ = self.sent.notified() => {}
             _ = tokio::time::sleep(d) => {}
+            _ = halt.wait_for(|h| *h) => {}
         }
+    }
+
+    /// Gives received messages back (visible now, their receive uncounted).
+    async fn release(&self, queue: &str, batch: Vec<Message>) {
+        let receipts: Vec<String> = batch.into_iter().filter_map(|x| x.receipt).collect();
+        if receipts.is_empty() {
+            return;
+        }
+        let (store, q) = (self.store.clone(), queue.to_string());
+        let _ = tokio::task::spawn_blocking(move || store.release(&q, &receipts, now_ms())).await;
     }
 
     /// One mapping's loop: receive a batch, invoke, settle.
@@ -377,6 +412,9 @@ impl MappingRunner {
             let Ok(global) = self.slots.clone().acquire_owned().await else {
                 return;
             };
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
             let mut batch = match self.receive(&m.queue, batch_size).await {
                 Ok(b) => b,
                 Err(e) => {
@@ -393,13 +431,22 @@ impl MappingRunner {
             }
             // Fill the batch for up to the batching window.
             let started = Instant::now();
-            while batch.len() < batch_size && started.elapsed() < window {
+            while batch.len() < batch_size
+                && started.elapsed() < window
+                && !self.stopping.load(Ordering::SeqCst)
+            {
                 self.idle(Duration::from_millis(100).min(window - started.elapsed()))
                     .await;
                 match self.receive(&m.queue, batch_size - batch.len()).await {
                     Ok(more) => batch.extend(more),
                     Err(_) => break,
                 }
+            }
+            if self.stopping.load(Ordering::SeqCst) {
+                // Draining: received but not started, so it goes back for another poller.
+                debug!(mapping = %m.uuid, messages = batch.len(), "batch released by the drain");
+                self.release(&m.queue, batch).await;
+                return;
             }
             if !filters.is_empty() {
                 // Messages no filter matches are deleted without invoking, as Lambda does.
@@ -436,13 +483,14 @@ impl MappingRunner {
                     tokio::task::spawn_blocking(move || store.release(&q, &extra, now_ms())).await;
             }
             let (me, m2, inv, thr) = (self.clone(), m.clone(), invoker.clone(), throttles.clone());
+            let delivering = self.busy.enter();
             tokio::spawn(async move {
                 if me.deliver(&m2, &batch, inv.as_ref()).await {
                     thr.store(0, Ordering::SeqCst);
                 } else {
                     thr.fetch_add(1, Ordering::SeqCst);
                 }
-                drop((mine, global));
+                drop((mine, global, delivering));
             });
         }
     }
@@ -866,5 +914,129 @@ mod tests {
         // Only the reported failure is left, in flight until its visibility timeout.
         let st = store.stats("q", now_ms()).unwrap();
         assert_eq!((st.visible, st.in_flight), (0, 1), "{st:?}");
+    }
+    /// Holds every invocation until the gate opens, then succeeds.
+    struct Gate {
+        open: tokio::sync::Semaphore,
+        calls: AtomicU32,
+    }
+
+    impl Invoker for Gate {
+        fn invoke<'a>(
+            &'a self,
+            _function: &'a str,
+            _qualifier: &'a str,
+            _request_id: &'a str,
+            _payload: String,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Attempt> + Send + 'a>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                let _ = self.open.acquire().await.unwrap();
+                Attempt::Success {
+                    body: "null".into(),
+                    version: "$LATEST".into(),
+                }
+            })
+        }
+    }
+
+    /// A queue with one message and a mapping with batching window `window_s`.
+    fn one_message(dir: &std::path::Path, window_s: u32) -> Arc<nimbus_store::SqliteQueueStore> {
+        use nimbus_store::{NewMessage, QueueSettings, SqliteQueueStore};
+        let store = Arc::new(SqliteQueueStore::open(dir).unwrap());
+        let settings = QueueSettings {
+            visibility_timeout_s: 600,
+            ..Default::default()
+        };
+        store.put_queue("q", &settings, 0).unwrap();
+        let msg = NewMessage {
+            body: "a".into(),
+            ..Default::default()
+        };
+        store.send("q", &[msg], now_ms()).unwrap();
+        store
+            .create_mapping(&EventSourceMapping {
+                uuid: "m".into(),
+                queue: "q".into(),
+                function: "f".into(),
+                batch_size: 10,
+                window_s,
+                enabled: true,
+                report_batch_item_failures: false,
+                last_modified_s: 0,
+                filters: vec![],
+            })
+            .unwrap();
+        store
+    }
+
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never: {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drain_releases_a_batch_still_filling_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = one_message(dir.path(), 60);
+        let runner = MappingRunner::new(store.clone(), MappingConfig::default());
+        let gate = Arc::new(Gate {
+            open: tokio::sync::Semaphore::new(100),
+            calls: AtomicU32::new(0),
+        });
+        let task = runner.spawn(gate.clone());
+        until("the poller received the message", || {
+            store.stats("q", now_ms()).unwrap().in_flight == 1
+        })
+        .await;
+        // The batching window (60 s) is far off: the drain gives the batch back now.
+        tokio::time::timeout(Duration::from_secs(5), runner.drain())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(gate.calls.load(Ordering::SeqCst), 0, "never delivered");
+        let other = nimbus_store::SqliteQueueStore::open(dir.path()).unwrap();
+        let got = other.receive("q", 10, None, now_ms()).unwrap();
+        assert_eq!(got.len(), 1, "visible again at once");
+        let record = sqs_record("q", &got[0]);
+        assert_eq!(record["attributes"]["ApproximateReceiveCount"], "1");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drain_waits_for_the_batch_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = one_message(dir.path(), 0);
+        let runner = MappingRunner::new(store.clone(), MappingConfig::default());
+        let gate = Arc::new(Gate {
+            open: tokio::sync::Semaphore::new(0),
+            calls: AtomicU32::new(0),
+        });
+        let _task = runner.spawn(gate.clone());
+        until("the batch is being delivered", || {
+            gate.calls.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let drain = {
+            let runner = runner.clone();
+            tokio::spawn(async move { runner.drain().await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!drain.is_finished(), "the batch is still in flight");
+        gate.open.add_permits(1);
+        tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .unwrap()
+            .unwrap();
+        let st = store.stats("q", now_ms()).unwrap();
+        assert_eq!((st.visible, st.in_flight), (0, 0), "settled: {st:?}");
+        assert_eq!(gate.calls.load(Ordering::SeqCst), 1);
     }
 }

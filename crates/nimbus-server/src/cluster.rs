@@ -24,6 +24,8 @@ pub(crate) struct Node {
     /// Set when this node is asked to drain (`nimbus cluster drain`).
     pub drain: Arc<Notify>,
     pools: Arc<Pools>,
+    /// The async event queue, whose claims by dead nodes this node takes back.
+    events: Arc<dyn nimbus_store::EventQueue>,
 }
 
 fn load(pools: &Pools) -> Load {
@@ -43,6 +45,7 @@ impl Node {
         nats: Option<&str>,
         gateway: &Arc<Gateway>,
         pools: Arc<Pools>,
+        events: Arc<dyn nimbus_store::EventQueue>,
     ) -> anyhow::Result<Arc<Node>> {
         let (membership, changes) = match backend {
             Backend::Sqlite => (None, None),
@@ -79,6 +82,7 @@ impl Node {
             changes,
             drain: Arc::new(Notify::new()),
             pools,
+            events,
         });
         Ok(node)
     }
@@ -89,6 +93,25 @@ impl Node {
         if let Some(m) = &self.membership {
             let pools = self.pools.clone();
             tasks.push(m.spawn(move || load(&pools)));
+            // Work claimed by nodes that stopped writing heartbeats comes back at once
+            // instead of when its leases end (async events are leased for 16 minutes).
+            let (m2, events) = (m.clone(), self.events.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(m2.config().heartbeat).await;
+                    let (m, q) = (m2.clone(), events.clone());
+                    let r = tokio::task::spawn_blocking(move || {
+                        let dead = m.dead_nodes()?;
+                        Ok::<_, anyhow::Error>(q.release_claims_of(&dead, crate::unix_ms())?)
+                    })
+                    .await;
+                    if let Ok(Ok(n)) = r {
+                        if n > 0 {
+                            tracing::info!(events = n, "took back the async events of dead nodes");
+                        }
+                    }
+                }
+            }));
             // A drain asked through any node reaches this one through its row.
             let (m, drain) = (m.clone(), self.drain.clone());
             tasks.push(tokio::spawn(async move {

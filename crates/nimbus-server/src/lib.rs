@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 mod cluster;
 mod conn;
+mod drain;
 mod gauges;
 mod health;
 mod keys;
@@ -40,6 +41,7 @@ mod slots;
 mod stores;
 
 pub use conn::ConnLimits;
+pub use drain::Drain;
 pub use health::HealthConfig;
 pub use nimbus_gateway::AbuseLimits;
 pub use nimbus_pool::ScaleRate;
@@ -558,6 +560,7 @@ impl Server {
             config.nats.as_deref(),
             &gateway,
             pools.clone(),
+            events.queue().clone(),
         )
         .await?;
         let gateway = gateway.with_cluster(node.clone());
@@ -660,13 +663,28 @@ impl Server {
         format!("{}://{}", scheme(&self.config), self.addr)
     }
 
+    /// Drains this node's background work on demand (`nimbus cluster drain`): see
+    /// [`Drain::drain`]. The node keeps serving HTTP.
+    pub fn drain_handle(&self) -> Drain {
+        Drain {
+            events: self.events.clone(),
+            mappings: self.mappings.clone(),
+            sources: self.sources.clone(),
+            targets: self.targets.clone(),
+            scheduler: self.scheduler.clone(),
+            workflows: self.workflows.clone(),
+        }
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
-    /// finish (bounded by the shutdown grace), stops every instance and returns.
+    /// finish and drains the background work (both bounded by the shutdown grace), stops
+    /// every instance and returns.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let reaper = self.pools.spawn_reaper();
+        let background = self.drain_handle();
         let delivery = self
             .events
             .spawn(Arc::new(GatewayInvoker(self.gateway.clone())));
@@ -685,7 +703,17 @@ impl Server {
         let health = tokio::spawn(self.health.run());
         let history = tokio::spawn(self.gateway.clone().run_history());
         let alarms = tokio::spawn(self.gateway.clone().run_alarms());
-        let cluster_tasks = self.node.spawn();
+        let mut cluster_tasks = self.node.spawn();
+        // `nimbus cluster drain NODE` (asked through any node) drains this one's
+        // background work; it keeps serving HTTP until it is stopped.
+        {
+            let (asked, background) = (self.node.drain.clone(), background.clone());
+            let grace = self.config.shutdown_grace;
+            cluster_tasks.push(tokio::spawn(async move {
+                asked.notified().await;
+                background.drain(grace).await;
+            }));
+        }
         let router = cluster::announce_changes(
             nimbus_gateway::router(self.gateway.clone()),
             self.node.changes.clone(),
@@ -712,9 +740,16 @@ impl Server {
         });
         let pools = self.pools.clone();
         let gateway = self.gateway.clone();
+        // The background runners drain while in-flight requests finish, within the same
+        // grace: no new claims, claims not started given back, work in progress finishes.
+        let grace = self.config.shutdown_grace;
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<bool>();
         let shutdown = async move {
             shutdown.await;
             info!("shutting down: no new connections, waiting for in-flight requests");
+            tokio::spawn(async move {
+                let _ = drained_tx.send(background.drain(grace).await);
+            });
             gateway.end_log_tails();
             // Background starts stop at once (requests in flight may still cold-start).
             pools.stop_provisioning();
@@ -732,7 +767,6 @@ impl Server {
         conn.max_headers = self.config.abuse.max_headers;
         let serve = tokio::spawn(conn::serve(listener, tls, router, conn, shutdown));
         // Once shutdown starts, in-flight requests get the grace period, no more.
-        let grace = self.config.shutdown_grace;
         let bounded = async {
             let _ = stopping_rx.await;
             tokio::time::sleep(grace).await;
@@ -758,7 +792,14 @@ impl Server {
         if let Some(t) = metrics_task {
             t.abort();
         }
-        // Events still pending stay in the queue for the next start.
+        // The drain had the same grace (it started with the shutdown).
+        let drained = matches!(tokio::time::timeout(grace, drained_rx).await, Ok(Ok(true)));
+        if !drained {
+            // Async deliveries still running are cut short by the instances' stop below:
+            // their events are given back afterwards instead of counted as failures.
+            self.events.cut_short();
+        }
+        // Events still pending stay in the queue for the next start (or another node).
         self.scheduler.stop();
         schedules.abort();
         self.events.stop();
@@ -779,6 +820,10 @@ impl Server {
         self.pools.executor().stop_refills();
         self.pools.shutdown().await;
         self.pools.executor().shutdown().await;
+        if !drained {
+            // Claimable at once by another node, or by the next start.
+            self.events.give_back_held().await;
+        }
         let memory = self.memory.clone();
         let _ = tokio::task::spawn_blocking(move || memory.remove_root()).await;
         // The minute in progress reaches the history store.

@@ -24,6 +24,12 @@
 //!   exponential back-off and jitter and reports the state (`connecting`, `connected`,
 //!   `lagging`, `failing` with the last error) in [`MappingStatus`]. A mapping never
 //!   blocks another one or the invoke path.
+//! - **Drain** ([`SourceRunner::drain`]): the mappings poll nothing more; records polled
+//!   but not yet handed to the function (a batch filling, what did not fit the last one)
+//!   are dropped unacknowledged, so the broker delivers them again (to another consumer
+//!   at once where it tracks its consumers' connections, after its acknowledgement
+//!   deadline otherwise; an ordered source's next reader starts from the last
+//!   acknowledged record); batches being settled finish, and the drain resolves then.
 
 use crate::connectors;
 use crate::error::SourceError;
@@ -173,6 +179,10 @@ pub struct SourceRunner {
     sink: std::sync::OnceLock<Arc<dyn FailureSink>>,
     tracer: std::sync::OnceLock<nimbus_trace::Tracer>,
     metrics: std::sync::OnceLock<Arc<nimbus_metrics::Metrics>>,
+    /// Set with `stopping`: wakes the mappings' waits (polls, back-offs).
+    halt: tokio::sync::watch::Sender<bool>,
+    /// Mapping tasks and batches being settled (for [`SourceRunner::drain`]).
+    busy: Arc<nimbus_events::drain::InFlight>,
 }
 
 impl SourceRunner {
@@ -190,6 +200,8 @@ impl SourceRunner {
             sink: Default::default(),
             tracer: Default::default(),
             metrics: Default::default(),
+            halt: tokio::sync::watch::Sender::new(false),
+            busy: Arc::new(nimbus_events::drain::InFlight::new()),
         })
     }
 
@@ -285,11 +297,34 @@ impl SourceRunner {
 
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.halt.send_replace(true);
         self.changed.notify_one();
     }
 
-    /// Starts the supervisor; it runs until [`stop`](Self::stop), then aborts the mapping
-    /// tasks (what they had not acknowledged is delivered again by the broker).
+    /// Drains the runner (see the module docs): resolves when the batches being settled
+    /// have finished; the caller bounds the wait.
+    pub async fn drain(&self) {
+        self.stop();
+        self.busy.idle().await;
+    }
+
+    /// Resolves once the runner is stopping.
+    async fn halted(&self) {
+        let mut rx = self.halt.subscribe();
+        let _ = rx.wait_for(|h| *h).await;
+    }
+
+    /// Sleeps `d`; false when the runner stopped meanwhile.
+    async fn pause_unless_halted(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !self.stopping.load(Ordering::SeqCst),
+            _ = self.halted() => false,
+        }
+    }
+
+    /// Starts the supervisor; it runs until [`stop`](Self::stop); the mapping tasks then
+    /// end on their own (what they had not acknowledged is delivered again by the
+    /// broker; see [`SourceRunner::drain`]).
     pub fn spawn(self: &Arc<Self>, invoker: Arc<dyn Invoker>) -> JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move { me.supervise(invoker).await })
@@ -325,10 +360,14 @@ impl SourceRunner {
                         }
                         info!(mapping = %uuid, source = %m.source.label(), function = %m.function, "starting source mapping");
                         let span = tracing::info_span!("source", mapping = %uuid, source = %m.source.label());
+                        let running_guard = self.busy.enter();
+                        let run = self.clone().run(Arc::new(m.clone()), invoker.clone());
                         let task = tokio::spawn(
-                            self.clone()
-                                .run(Arc::new(m.clone()), invoker.clone())
-                                .instrument(span),
+                            async move {
+                                run.await;
+                                drop(running_guard);
+                            }
+                            .instrument(span),
                         );
                         running.insert(uuid, (m, task));
                     }
@@ -341,9 +380,8 @@ impl SourceRunner {
                 _ = tokio::time::sleep(self.cfg.reconcile_every) => {}
             }
         }
-        for (_, (_, task)) in self.running.lock().unwrap().drain() {
-            task.abort();
-        }
+        // The mapping tasks see `stopping` and end by themselves.
+        self.running.lock().unwrap().clear();
     }
 
     /// The connector of `m`, with its credentials read from its secret.
@@ -410,7 +448,9 @@ impl SourceRunner {
                 Ok(s) => break s,
                 Err(e) => {
                     self.failing(&m, &e);
-                    tokio::time::sleep(backoff.next(false)).await;
+                    if !self.pause_unless_halted(backoff.next(false)).await {
+                        return;
+                    }
                 }
             }
         };
@@ -422,10 +462,18 @@ impl SourceRunner {
         let batch_size = m.batch_size as usize;
         let window = Duration::from_secs(u64::from(m.window_s));
         loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
             self.update(&m.uuid, |st| st.state = "connecting");
             if let Err(e) = source.connect().await {
                 self.failing(&m, &e);
-                tokio::time::sleep(backoff.next(e.is_transient())).await;
+                if !self
+                    .pause_unless_halted(backoff.next(e.is_transient()))
+                    .await
+                {
+                    return;
+                }
                 continue;
             }
             info!(mapping = %m.uuid, source = %m.source.label(), "source connected");
@@ -442,11 +490,17 @@ impl SourceRunner {
                 let n = shared.throttles.load(Ordering::SeqCst);
                 if n > 0 {
                     // The function is throttled: poll nothing more for a while.
-                    tokio::time::sleep(Duration::from_millis(100 << n.min(7))).await;
+                    let _ = self
+                        .pause_unless_halted(Duration::from_millis(100 << n.min(7)))
+                        .await;
                 }
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
+                if self.stopping.load(Ordering::SeqCst) {
+                    // Draining: `carry` goes back to the broker unacknowledged.
+                    return;
+                }
                 if shared.broken.swap(false, Ordering::SeqCst) {
                     break SourceError::Broker(
                         "the connection failed while settling a batch".into(),
@@ -464,7 +518,11 @@ impl SourceRunner {
                     } else {
                         Duration::ZERO
                     };
-                    match source.poll(batch_size - batch.len(), wait).await {
+                    let polled = tokio::select! {
+                        r = source.poll(batch_size - batch.len(), wait) => r,
+                        _ = self.halted() => return,
+                    };
+                    match polled {
                         Ok(more) => batch.extend(more),
                         Err(e) => break e,
                     }
@@ -477,7 +535,11 @@ impl SourceRunner {
                 let mut failed = None;
                 while batch.len() < batch_size && started.elapsed() < window {
                     let left = window.saturating_sub(started.elapsed());
-                    match source.poll(batch_size - batch.len(), left).await {
+                    let polled = tokio::select! {
+                        r = source.poll(batch_size - batch.len(), left) => r,
+                        _ = self.halted() => break,
+                    };
+                    match polled {
                         Ok(more) => batch.extend(more),
                         Err(e) => {
                             failed = Some(e);
@@ -487,6 +549,11 @@ impl SourceRunner {
                 }
                 if let Some(e) = failed {
                     break e;
+                }
+                if self.stopping.load(Ordering::SeqCst) {
+                    // Draining: polled, not started: back to the broker unacknowledged.
+                    debug!(mapping = %m.uuid, records = batch.len(), "batch left unacknowledged by the drain");
+                    return;
                 }
                 // Lambda's synchronous payload limit bounds a batch whatever its size.
                 let keep = fitting(&batch);
@@ -499,10 +566,11 @@ impl SourceRunner {
                     filters: filters.clone(),
                     shared: shared.clone(),
                 };
+                let settling = self.busy.enter();
                 tokio::spawn(
                     async move {
                         settle.run(batch).await;
-                        drop(permit);
+                        drop((permit, settling));
                     }
                     .in_current_span(),
                 );
@@ -514,7 +582,12 @@ impl SourceRunner {
             if m.source.kind.ordered() {
                 let _ = permits.acquire_many(m.concurrency() as u32).await;
             }
-            tokio::time::sleep(backoff.next(error.is_transient())).await;
+            if !self
+                .pause_unless_halted(backoff.next(error.is_transient()))
+                .await
+            {
+                return;
+            }
         }
     }
 }
@@ -672,7 +745,8 @@ impl Settle {
     }
 
     /// Drives one chunk to an end (acknowledged, dead-lettered, or split into halves
-    /// pushed to the front of `chunks`). False when the connection failed.
+    /// pushed to the front of `chunks`). False when the connection failed, or the runner
+    /// is draining and the chunk needs a retry (left unacknowledged).
     async fn settle_chunk(
         &self,
         mut chunk: Vec<Record>,
@@ -794,6 +868,11 @@ impl Settle {
                             st.last_error_ms = Some(now_ms());
                         });
                     }
+                    if self.runner.stopping.load(Ordering::SeqCst) {
+                        // Draining: the retry is not started here; the broker delivers
+                        // the records again.
+                        return false;
+                    }
                     let pause = Duration::from_millis(100 << throttled.min(7));
                     tokio::time::sleep(jitter(pause)).await;
                     let _ = self.source.touch(&chunk).await;
@@ -884,6 +963,11 @@ impl Settle {
                 .retry_min
                 .saturating_mul(1 << failures.saturating_sub(1).min(16))
                 .min(self.runner.cfg.retry_max);
+            if self.runner.stopping.load(Ordering::SeqCst) {
+                // Draining: the retry is not started here (see above).
+                debug!(mapping = %m.uuid, records = chunk.len(), "failed batch left unacknowledged by the drain");
+                return false;
+            }
             tokio::time::sleep(jitter(pause)).await;
             if let Err(e) = self.source.touch(&chunk).await {
                 debug!(mapping = %m.uuid, "cannot extend the records' deadline: {e}");

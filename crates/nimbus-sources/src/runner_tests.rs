@@ -559,3 +559,44 @@ fn oversized_batches_are_split() {
     assert_eq!(fitting(&big), 5);
     assert_eq!(fitting(&[rec(MAX_PAYLOAD * 2)]), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_leaves_a_filling_batch_to_the_broker_at_once() {
+    let f = Function::new(Duration::ZERO, Box::new(|_, _| ok()));
+    // 3 records, batches of 10 filled for up to a minute: the batch is still filling.
+    let h = start(Kind::Nats, 3, |m| m.window_s = 60, f.clone());
+    until("the records polled", || {
+        h.mem.inner.lock().unwrap().next == 3
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(5), h.runner.drain())
+        .await
+        .expect("the drain does not wait for the batching window");
+    assert!(f.calls().is_empty(), "never delivered");
+    assert!(
+        h.mem.inner.lock().unwrap().acked.is_empty(),
+        "unacknowledged: the broker delivers them again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_waits_for_the_batches_being_settled() {
+    let f = Function::new(Duration::from_millis(400), Box::new(|_, _| ok()));
+    let h = start(Kind::Nats, 5, |_| {}, f.clone());
+    until("a batch in flight", || {
+        f.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let drain = {
+        let runner = h.runner.clone();
+        tokio::spawn(async move { runner.drain().await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!drain.is_finished(), "the batch is still being settled");
+    tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.calls().len(), 1);
+    assert_eq!(h.mem.inner.lock().unwrap().acked.len(), 5, "settled");
+}

@@ -166,6 +166,13 @@ pub trait EventQueue: Send + Sync + 'static {
     /// At start-up: events left running by a previous (dead) server become due now. One
     /// server owns a data directory, so nothing else can be holding them.
     fn requeue_running(&self, now_ms: i64) -> Result<usize>;
+    /// Cluster mode: the running events claimed by `nodes` (dead: they stopped writing
+    /// heartbeats) become due at `now_ms`, without waiting for their leases to end. A
+    /// single-node store has no other nodes' claims: nothing to do.
+    fn release_claims_of(&self, nodes: &[String], now_ms: i64) -> Result<usize> {
+        let _ = (nodes, now_ms);
+        Ok(0)
+    }
     /// Sends a `dead` or `expired` event of `function` again: pending, due at `now_ms`, with
     /// no attempts and a fresh age (its maximum event age counts from the redrive). Refused
     /// with [`StoreError::Conflict`] for an event in any other state, and like a new event
@@ -174,6 +181,15 @@ pub trait EventQueue: Send + Sync + 'static {
     /// How full the queue is against its backlog limit (the function holding the most
     /// unfinished events, the bytes of all).
     fn backlog(&self) -> Result<crate::BacklogUsage>;
+
+    /// Drain: gives back claims this node holds but will not run (claimed, not started;
+    /// or cut short by a shutdown), so any node may claim them at once instead of after
+    /// their lease. Each claim is an event id with the lease end its claim wrote
+    /// (`now_ms + lease_ms` of the [`EventQueue::claim_due`] that returned it): an event
+    /// still running under that very lease becomes pending, due at `now_ms`, its attempts
+    /// unchanged; one finished meanwhile, or claimed again after its lease ran out, is
+    /// left alone. Returns how many were given back.
+    fn give_back(&self, claims: &[(String, i64)], now_ms: i64) -> Result<usize>;
 }
 
 /// [`EventQueue`] on SQLite.
@@ -537,6 +553,24 @@ impl EventQueue for SqliteEventQueue {
         db.execute("DELETE FROM backlog WHERE owner = ?1", [function])?;
         Ok(())
     }
+
+    // Drain: give back claims not started (see the trait).
+    fn give_back(&self, claims: &[(String, i64)], now_ms: i64) -> Result<usize> {
+        let mut db = self.db();
+        let tx = db.write_tx()?;
+        let mut n = 0;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE events SET status = 'pending', next_attempt_ms = ?3
+                 WHERE id = ?1 AND status = 'running' AND next_attempt_ms = ?2",
+            )?;
+            for (id, lease) in claims {
+                n += update.execute(params![id, lease, now_ms])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -827,7 +861,40 @@ mod tests {
         assert!(q.get("pending").is_err());
     }
 
+    /// A drained node's claims: given back at once, only under the lease it holds.
+    fn give_back_makes_claims_due_at_once(b: &Backend) {
+        let (q, other) = (b.events(), b.events());
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            q.enqueue(&ev(id, i as i64, None), 0).unwrap();
+        }
+        let held: Vec<(String, i64)> = q
+            .claim_due(100, 3, 60_000)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.id, 100 + 60_000))
+            .collect();
+        assert_eq!(held.len(), 3);
+        q.finish("c", &EventUpdate::Succeeded { result: "1".into() }, 150)
+            .unwrap();
+        assert!(other.claim_due(200, 10, 1000).unwrap().is_empty(), "leased");
+        // A stale lease token gives nothing back; a finished event stays finished.
+        assert_eq!(q.give_back(&[("a".into(), 99)], 200).unwrap(), 0);
+        assert_eq!(q.give_back(&held, 200).unwrap(), 2);
+        assert_eq!(q.get("c").unwrap().status, EventStatus::Succeeded);
+        let a = q.get("a").unwrap();
+        assert_eq!((a.status, a.attempts), (EventStatus::Pending, 0));
+        let again = other.claim_due(200, 10, 1000).unwrap();
+        let mut ids: Vec<_> = again.iter().map(|e| e.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b"]);
+        // Claimed elsewhere now: giving back the old claim again changes nothing.
+        assert_eq!(q.give_back(&held, 300).unwrap(), 0);
+        assert_eq!(q.get("a").unwrap().status, EventStatus::Running);
+        assert_eq!(q.give_back(&[], 300).unwrap(), 0);
+    }
+
     backend_tests!(
+        give_back_makes_claims_due_at_once,
         claim_retry_finish_and_lease_expiry,
         idempotency_window_and_durability,
         redrive_sends_dead_and_expired_events_again_and_counts_them_in_the_backlog,
@@ -969,6 +1036,35 @@ mod tests {
             let again = b.claim_due(500, 10, 1000).unwrap();
             assert_eq!(again.len(), 1);
             assert_eq!(again[0].id, "orphan");
+        }
+
+        #[test]
+        fn a_dead_nodes_claims_are_released_by_a_live_node() {
+            let db = TestDb::new("events_release");
+            let named = |id: &str| {
+                let pg = Pg::connect(&PgConfig::new(&db.url)).unwrap();
+                PgEventQueue::open(&pg).unwrap().with_node(id)
+            };
+            let (a, b) = (named("a"), named("b"));
+            for (id, seq) in [("a1", 1), ("b1", 2), ("free", 3)] {
+                a.enqueue(&ev(id, seq, None), 0).unwrap();
+            }
+            assert_eq!(a.claim_due(10, 1, 60_000).unwrap()[0].id, "a1");
+            assert_eq!(b.claim_due(10, 1, 60_000).unwrap()[0].id, "b1");
+            // b sees a dead: a's claim returns at once, b's own stays.
+            assert_eq!(b.release_claims_of(&["a".into()], 30).unwrap(), 1);
+            assert_eq!(b.release_claims_of(&["a".into()], 30).unwrap(), 0);
+            let a1 = b.get("a1").unwrap();
+            assert_eq!((a1.status, a1.next_attempt_ms), (EventStatus::Pending, 30));
+            assert_eq!(b.get("b1").unwrap().status, EventStatus::Running);
+            let mut again: Vec<String> = b
+                .claim_due(30, 10, 60_000)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            again.sort();
+            assert_eq!(again, ["a1", "free"]);
         }
 
         #[test]

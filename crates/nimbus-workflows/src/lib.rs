@@ -9,6 +9,10 @@
 //! `$$.Execution.Id` + `$$.State.Name` + `$$.State.RetryCount`, is the idempotency key a
 //! function can use). Wait states and retry backoffs are steps due later: no thread waits.
 //!
+//! [`Workflows::drain`] stops claiming, hands back steps claimed but not started (due at
+//! once, for any node) and resolves when the steps running have committed;
+//! [`Workflows::shutdown`] then makes steps still running hand their claims back.
+//!
 //! - [`scope`]: where a step runs (top level, a Parallel branch, a Map iteration);
 //! - [`context`]: parsed definitions and the context object;
 //! - [`tasks`]: Task resources and the [`TaskRunner`] the server implements;
@@ -89,6 +93,27 @@ pub(crate) struct Inner {
     /// claim back instead of committing (their calls may have failed because the server
     /// is stopping), so the next start re-runs them at once.
     stopping: std::sync::atomic::AtomicBool,
+    /// Set by [`Workflows::drain`]: no new claims; steps claimed but not started are
+    /// handed back; steps running commit as usual.
+    draining: std::sync::atomic::AtomicBool,
+    /// Step loop passes and steps in progress (for [`Workflows::drain`]).
+    busy: tokio::sync::watch::Sender<usize>,
+}
+
+/// One unit of [`Inner::busy`], until dropped.
+struct Busy(Arc<Inner>);
+
+impl Busy {
+    fn enter(inner: &Arc<Inner>) -> Self {
+        inner.busy.send_modify(|n| *n += 1);
+        Busy(inner.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// The executor's handle (cheap to clone).
@@ -283,6 +308,15 @@ impl Inner {
 
     async fn run_step(self: Arc<Self>, step: nimbus_flows::store::Step) {
         let arn = step.execution_arn.clone();
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            // Claimed, not started: handed back for another node (or the next start).
+            let s = step.clone();
+            let _ = self
+                .blocking(move |st| st.renew_claim(&s, now_millis(), 0))
+                .await;
+            debug!(execution = %arn, "workflow step handed back by the drain");
+            return;
+        }
         let a = arn.clone();
         let exec = match self.blocking(move |st| st.describe_execution(&a)).await {
             Ok(e) => e,
@@ -379,6 +413,8 @@ impl Workflows {
                 defs: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                draining: std::sync::atomic::AtomicBool::new(false),
+                busy: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -550,6 +586,19 @@ impl Workflows {
             .await
     }
 
+    /// Drains the executor: the step loop claims nothing more, steps claimed but not
+    /// started are handed back (claimable at once), and this resolves when the steps
+    /// running have committed. The caller bounds the wait (then calls
+    /// [`Workflows::shutdown`]).
+    pub async fn drain(&self) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.wake.notify_one();
+        let mut rx = self.inner.busy.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
     /// Stops the step loop; steps still running hand their claims back when they end.
     pub fn shutdown(&self) {
         self.inner
@@ -566,7 +615,11 @@ impl Workflows {
         let lease_ms = inner.cfg.lease.as_millis() as i64;
         let mut next_purge = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            // Held across the pass: a drain that sees none knows nothing more is claimed.
+            let pass = Busy::enter(&inner);
+            if inner.stopping.load(std::sync::atomic::Ordering::SeqCst)
+                || inner.draining.load(std::sync::atomic::Ordering::SeqCst)
+            {
                 return;
             }
             let free = inner.slots.available_permits();
@@ -585,11 +638,12 @@ impl Workflows {
                                 Err(_) => return,
                             };
                             let me = inner.clone();
+                            let running = Busy::enter(&inner);
                             let span = tracing::info_span!("workflow_step", execution = %step.execution_arn, state = %step.state);
                             tokio::spawn(
                                 async move {
                                     me.clone().run_step(step).await;
-                                    drop(permit);
+                                    drop((permit, running));
                                     me.wake.notify_one();
                                 }
                                 .instrument(span),
@@ -622,6 +676,7 @@ impl Workflows {
             };
             // A step that became due meanwhile: look again soon, without spinning.
             let wait = wait.max(Duration::from_millis(if claimed > 0 { 0 } else { 5 }));
+            drop(pass);
             tokio::select! {
                 _ = inner.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}

@@ -44,6 +44,10 @@ pub struct TargetRunner {
     metrics: std::sync::OnceLock<Arc<nimbus_metrics::Metrics>>,
     /// First and longest pause after a failed publish.
     retry: (Duration, Duration),
+    /// Set with `stopping`: wakes the delivery tasks' waits.
+    halt: tokio::sync::watch::Sender<bool>,
+    /// Delivery tasks (for [`TargetRunner::drain`]).
+    busy: Arc<nimbus_events::drain::InFlight>,
 }
 
 impl TargetRunner {
@@ -73,6 +77,8 @@ impl TargetRunner {
             status: Mutex::default(),
             metrics: Default::default(),
             retry,
+            halt: tokio::sync::watch::Sender::new(false),
+            busy: Arc::new(nimbus_events::drain::InFlight::new()),
         })
     }
 
@@ -103,7 +109,34 @@ impl TargetRunner {
 
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.halt.send_replace(true);
         self.changed.notify_one();
+    }
+
+    /// Drains the runner: each target finishes the publish in progress and starts no
+    /// other (the outbox keeps the rest, for the next start or another node); resolves
+    /// when none is in progress. The caller bounds the wait.
+    pub async fn drain(&self) {
+        self.stop();
+        self.busy.idle().await;
+    }
+
+    /// Sleeps `d`, or until some wake-up (`wake`, if given) or the runner stops; false
+    /// once it is stopping.
+    async fn wait(&self, d: Duration, wake: Option<&Notify>) -> bool {
+        let mut halt = self.halt.subscribe();
+        let woken = async {
+            match wake {
+                Some(w) => w.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = woken => {}
+            _ = halt.wait_for(|h| *h) => {}
+        }
+        !self.stopping.load(Ordering::SeqCst)
     }
 
     fn wake_of(&self, name: &str) -> Arc<Notify> {
@@ -156,7 +189,15 @@ impl TargetRunner {
                             continue;
                         }
                         let span = tracing::info_span!("target", target = %name);
-                        let task = tokio::spawn(self.clone().deliver(t.clone()).instrument(span));
+                        let delivering = self.busy.enter();
+                        let run = self.clone().deliver(t.clone());
+                        let task = tokio::spawn(
+                            async move {
+                                run.await;
+                                drop(delivering);
+                            }
+                            .instrument(span),
+                        );
                         running.insert(name, (t, task));
                     }
                 }
@@ -168,9 +209,8 @@ impl TargetRunner {
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
         }
-        for (_, (_, task)) in running {
-            task.abort();
-        }
+        // The delivery tasks see `stopping` and end after the publish in progress.
+        drop(running);
     }
 
     fn open(&self, t: &Target) -> crate::Result<Arc<dyn Publisher>> {
@@ -202,12 +242,15 @@ impl TargetRunner {
         let mut publisher: Option<Arc<dyn Publisher>> = None;
         let mut connected = false;
         loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
             let (store, name) = (self.store.clone(), t.name.clone());
             let head = match tokio::task::spawn_blocking(move || store.head(&name, 64)).await {
                 Ok(Ok(h)) => h,
                 Ok(Err(e)) => {
                     warn!(target = %t.name, "cannot read the outbox: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    self.wait(Duration::from_secs(1), None).await;
                     continue;
                 }
                 Err(_) => return,
@@ -218,13 +261,14 @@ impl TargetRunner {
                         st.state = "idle";
                     }
                 });
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+                self.wait(Duration::from_secs(1), Some(&wake)).await;
                 continue;
             }
             for m in head {
+                if self.stopping.load(Ordering::SeqCst) {
+                    // Draining: the rest stays in the outbox.
+                    return;
+                }
                 let now = now_ms();
                 if now - m.created_ms > MAX_AGE.as_millis() as i64 {
                     warn!(target = %t.name, seq = m.seq, attempts = m.attempts, "dropping a message undelivered for 24 h");
@@ -236,7 +280,10 @@ impl TargetRunner {
                 }
                 if m.next_ms > now {
                     // In order: nothing behind a message waiting for its retry goes first.
-                    tokio::time::sleep(Duration::from_millis((m.next_ms - now) as u64)).await;
+                    let pause = Duration::from_millis((m.next_ms - now) as u64);
+                    if !self.wait(pause, None).await {
+                        return;
+                    }
                 }
                 let result = async {
                     let p = match &publisher {

@@ -134,3 +134,61 @@ fn targets_are_checked() {
 fn now() -> i64 {
     crate::source::now_ms()
 }
+
+/// Publishes slowly (each publish takes 300 ms).
+#[derive(Default)]
+struct Slow(Mutex<Vec<String>>);
+
+#[async_trait]
+impl Publisher for Slow {
+    async fn connect(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn publish(&self, payload: &[u8], _headers: &[(String, String)]) -> Result<()> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.0
+            .lock()
+            .unwrap()
+            .push(String::from_utf8(payload.to_vec()).unwrap());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_finishes_the_publish_in_progress_and_leaves_the_rest_in_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteSourceStore::open(dir.path()).unwrap());
+    store.put_target(&target("out")).unwrap();
+    for i in 0..5 {
+        store.enqueue("out", &format!("m{i}"), None, now()).unwrap();
+    }
+    let slow = Arc::new(Slow::default());
+    let s = slow.clone();
+    let runner = TargetRunner::with_opener(
+        store.clone(),
+        Arc::new(|_| Ok(None)),
+        Arc::new(move |_| Ok(s.clone() as Arc<dyn Publisher>)),
+        (Duration::from_millis(10), Duration::from_millis(40)),
+    );
+    let _task = runner.spawn();
+    tokio::time::sleep(Duration::from_millis(100)).await; // m0 is being published
+    tokio::time::timeout(Duration::from_secs(5), runner.drain())
+        .await
+        .unwrap();
+    assert_eq!(
+        *slow.0.lock().unwrap(),
+        ["m0"],
+        "the publish in progress finished"
+    );
+    assert_eq!(
+        store.depth("out").unwrap(),
+        4,
+        "the rest stays in the outbox"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        slow.0.lock().unwrap().len(),
+        1,
+        "nothing more after the drain"
+    );
+}

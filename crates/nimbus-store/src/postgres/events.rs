@@ -676,6 +676,22 @@ impl EventQueue for PgEventQueue {
         })
     }
 
+    fn release_claims_of(&self, nodes: &[String], now_ms: i64) -> Result<usize> {
+        if nodes.is_empty() {
+            return Ok(0);
+        }
+        with_client(&self.pg, async |c| {
+            Ok(c.x(
+                "UPDATE events_events SET status = 'pending', next_attempt_ms = $1,
+                     claimed_by = NULL
+                 WHERE status = 'running' AND claimed_by = ANY($2)",
+                &[&now_ms, &nodes],
+            )
+            .await
+            .db()? as usize)
+        })
+    }
+
     fn redrive(&self, function: &str, id: &str, now_ms: i64) -> Result<AsyncEvent> {
         in_tx(&self.pg, async |tx| {
             let ev = tx
@@ -722,6 +738,25 @@ impl EventQueue for PgEventQueue {
                 .await
                 .db()?;
             Ok(decode(&r))
+        })
+    }
+
+    // Drain: give back claims not started (see the trait).
+    fn give_back(&self, claims: &[(String, i64)], now_ms: i64) -> Result<usize> {
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = claims.iter().map(|c| c.0.as_str()).collect();
+        let leases: Vec<i64> = claims.iter().map(|c| c.1).collect();
+        with_client(&self.pg, async |c| {
+            Ok(c.x(
+                "UPDATE events_events e SET status = 'pending', next_attempt_ms = $3
+                 FROM unnest($1::text[], $2::bigint[]) AS g(id, lease_ms)
+                 WHERE e.id = g.id AND e.status = 'running' AND e.next_attempt_ms = g.lease_ms",
+                &[&ids, &leases, &now_ms],
+            )
+            .await
+            .db()? as usize)
         })
     }
 }

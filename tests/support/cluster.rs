@@ -1,0 +1,289 @@
+//! Clusters of `nimbus serve` processes for the multi-node tests: node `i` listens on
+//! `127.0.0.i` (a loopback address of its own), all nodes share one PostgreSQL schema
+//! (`--database`, a [`TestDb`]), the local NATS (`--nats`) and one master key.
+
+use crate::{free_port, nimbus_bin, zip_files};
+use base64::Engine;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+pub use nimbus_pg::testing::TestDb;
+
+/// The NATS server of the cluster tests.
+pub const NATS: &str = "nats://127.0.0.1:4222";
+
+/// One node.
+pub struct Node {
+    pub id: String,
+    /// `127.0.0.N`.
+    pub ip: String,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub data_dir: tempfile::TempDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log_path: PathBuf,
+    pub http: reqwest::blocking::Client,
+}
+
+/// Nodes on one database.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub db: TestDb,
+    /// `NIMBUS_MASTER_KEY` of every node.
+    pub master_key: String,
+}
+
+impl Cluster {
+    /// `n` nodes `n1…nN` with `extra` serve flags (`--auth off` unless they set `--auth`).
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Self::start_with_env(n, extra, &[])
+    }
+
+    pub fn start_with_env(n: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
+        crate::brokers::require("NATS", "127.0.0.1:4222", "the machine's NATS service");
+        let db = TestDb::new("cluster");
+        let master_key = base64::engine::general_purpose::STANDARD.encode(rand_bytes());
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            db,
+            master_key,
+        };
+        for i in 1..=n {
+            let node = cluster.node_for(i, extra, env);
+            cluster.nodes.push(node);
+        }
+        // Spawned together (they start in parallel), then waited for.
+        for node in &mut cluster.nodes {
+            node.spawn();
+        }
+        for node in &mut cluster.nodes {
+            node.wait_healthy();
+        }
+        cluster
+    }
+
+    fn node_for(&self, i: usize, extra: &[&str], env: &[(&str, &str)]) -> Node {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !args
+            .iter()
+            .any(|a| a == "--auth" || a.starts_with("--auth="))
+        {
+            args.extend(["--auth".into(), "off".into()]);
+        }
+        args.extend([
+            "--database".into(),
+            self.db.url.clone(),
+            "--nats".into(),
+            NATS.into(),
+            "--node-id".into(),
+            format!("n{i}"),
+        ]);
+        let mut envs: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        envs.push(("NIMBUS_MASTER_KEY".into(), self.master_key.clone()));
+        let data_dir = tempfile::tempdir().unwrap();
+        let log_path = data_dir.path().join("server.log");
+        Node {
+            id: format!("n{i}"),
+            ip: format!("127.0.0.{i}"),
+            port: free_port(),
+            child: None,
+            data_dir,
+            args,
+            env: envs,
+            log_path,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Node `i` (1-based).
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i - 1]
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i - 1]
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("===== {} =====\n{}", n.id, n.log()))
+            .collect()
+    }
+}
+
+fn rand_bytes() -> [u8; 32] {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("read /dev/urandom");
+    b
+}
+
+impl Node {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(nimbus_bin())
+            .arg("serve")
+            .args(["--listen", &format!("{}:{}", self.ip, self.port)])
+            .arg("--data-dir")
+            .arg(self.data_dir.path().join("data"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn nimbus");
+        self.child = Some(child);
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.http.get(self.url("/v1/health")).send() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "node {} exited with {status} during start:\n{}",
+                    self.id,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("node {} did not become healthy:\n{}", self.id, self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}:{}", self.ip, self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    /// Uses `url` as its `--database` from its next start (e.g. through a proxy a test
+    /// can cut).
+    pub fn set_database(&mut self, url: &str) {
+        let i = self
+            .args
+            .iter()
+            .position(|a| a == "--database")
+            .expect("a cluster node has --database");
+        self.args[i + 1] = url.to_string();
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `kill -9` the node.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Starts it again (same id, address and data dir) and waits until it is healthy.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+        self.wait_healthy();
+    }
+
+    /// SIGTERM, then waits for the exit (at most 60 s).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not exit after SIGTERM",
+                self.id
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Deploys `files` as function `name` through the native API; the reply.
+    pub fn deploy(&self, name: &str, config: Value, files: &[(&str, &str)]) -> Value {
+        let body = json!({
+            "config": config,
+            "code_zip": base64::engine::general_purpose::STANDARD.encode(zip_files(files)),
+        });
+        let r = self
+            .http
+            .put(self.url(&format!("/v1/functions/{name}")))
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().unwrap_or(Value::Null);
+        assert!(
+            status < 300,
+            "deploy {name} on {}: {status} {v}\n{}",
+            self.id,
+            self.log()
+        );
+        v
+    }
+
+    /// A synchronous invocation through the Lambda API: status and body.
+    pub fn invoke(&self, name: &str, payload: &str) -> (u16, String) {
+        let r = self
+            .http
+            .post(self.url(&format!("/2015-03-31/functions/{name}/invocations")))
+            .body(payload.to_string())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    }
+
+    /// A request with a JSON body (or none); status and JSON reply.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
