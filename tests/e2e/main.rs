@@ -33,6 +33,7 @@ mod layers;
 mod limits;
 mod logs;
 mod metrics;
+mod migrate;
 mod network;
 mod pids;
 mod provisioned;

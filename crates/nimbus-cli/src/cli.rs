@@ -81,6 +81,25 @@ pub enum Command {
     /// execution (and wait for it), describe it, show its history as a tree, stop it.
     #[command(visible_alias = "flow")]
     Flows(FlowsArgs),
+    /// Move a single node's data into a cluster: copies the data dir of a STOPPED server
+    /// (functions, versions, events, queues, secrets, objects, workflows, …, code and
+    /// object bytes) into an empty PostgreSQL database (docs/cluster.md).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The data dir of the single node; its server must be stopped.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// The cluster's database, holding no Nimbus data yet:
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DATABASE.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// The master key file the node used [default: FROM/master.key]. NIMBUS_MASTER_KEY
+    /// (the key itself) takes precedence, as for `serve`.
+    #[arg(long, env = "NIMBUS_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

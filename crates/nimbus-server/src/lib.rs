@@ -32,6 +32,7 @@ mod drain;
 mod gauges;
 mod health;
 mod keys;
+pub mod migrate;
 mod notifications;
 mod platform;
 mod s3;

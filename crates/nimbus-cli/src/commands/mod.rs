@@ -12,6 +12,7 @@ mod keys;
 mod layer;
 mod logs;
 mod ls;
+mod migrate;
 mod provisioned;
 mod queue;
 mod rm;
@@ -59,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Top(args) => top::run(&client()?, args, cli.json).await,
         Command::Alarm(args) => alarm::run(&client()?, args, cli.json).await,
         Command::Flows(args) => flows::run(&client()?, args, cli.json).await,
+        Command::Migrate(args) => migrate::run(args, cli.json).await,
     }
 }
 
