@@ -493,3 +493,38 @@ fn a_rolling_restart_with_drains_under_load_fails_no_request_and_loses_no_event(
         acked.len()
     );
 }
+
+#[test]
+fn an_access_key_made_or_revoked_through_one_node_holds_on_the_others_within_a_second() {
+    let c = Cluster::start(3, &["--auth", "on"]);
+    // Nodes starting at once on an empty database may each make a bootstrap admin key.
+    let admin = (1..=3)
+        .find_map(|i| c.node(i).bootstrap_credentials())
+        .expect("some node wrote the bootstrap admin key");
+    let (n1, n3) = (c.node(1), c.node(3));
+    let (s, v) = n1.signed(
+        "POST",
+        "/v1/keys",
+        json!({"name": "ci", "policy": "admin"}).to_string().as_bytes(),
+        &admin,
+    );
+    assert_eq!(s, 201, "{v}");
+    let key = nimbus_tests::Credentials {
+        id: v["AccessKeyId"].as_str().unwrap().into(),
+        secret: v["SecretAccessKey"].as_str().unwrap().into(),
+    };
+    let took = within(Duration::from_secs(3), || {
+        n3.signed("GET", "/v1/functions", b"", &key).0 == 200
+    })
+    .expect("node 3 never accepted the new key");
+    assert!(took < Duration::from_secs(1), "new key: {took:?}");
+    // Revoked through node 1: node 3 refuses it within a second.
+    let (s, v) = n1.signed("DELETE", &format!("/v1/keys/{}", key.id), b"", &admin);
+    assert!(s < 300, "{s} {v}");
+    let took = within(Duration::from_secs(3), || {
+        n3.signed("GET", "/v1/functions", b"", &key).0 == 403
+    })
+    .expect("node 3 still accepts a revoked key");
+    assert!(took < Duration::from_secs(1), "revoked key: {took:?}");
+    eprintln!("a key revoked through node 1 was refused by node 3 for a request sent {took:?} after");
+}

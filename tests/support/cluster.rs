@@ -2,7 +2,7 @@
 //! `127.0.0.i` (a loopback address of its own), all nodes share one PostgreSQL schema
 //! (`--database`, a [`TestDb`]), the local NATS (`--nats`) and one master key.
 
-use crate::{free_port, nimbus_bin, zip_files};
+use crate::{free_port, nimbus_bin, send_signed, zip_files, Credentials};
 use base64::Engine;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -258,6 +258,35 @@ impl Node {
             self.log()
         );
         v
+    }
+
+    /// A request signed by `creds` (SigV4, service `lambda`): status and JSON reply.
+    pub fn signed(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        creds: &Credentials,
+    ) -> (u16, Value) {
+        let host = format!("{}:{}", self.ip, self.port);
+        let r = send_signed(&self.http, &host, method, path, body, &[], creds, "lambda", None);
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    /// The bootstrap admin key this node wrote, if it was the one that made it.
+    pub fn bootstrap_credentials(&self) -> Option<Credentials> {
+        let text =
+            std::fs::read_to_string(self.data_dir.path().join("data/credentials")).ok()?;
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|l| l.trim().strip_prefix('='))
+                .map(|v| v.trim().to_string())
+        };
+        Some(Credentials {
+            id: field("aws_access_key_id")?,
+            secret: field("aws_secret_access_key")?,
+        })
     }
 
     /// A synchronous invocation through the Lambda API: status and body.
