@@ -30,6 +30,7 @@
 use crate::{NodeId, Result};
 use nimbus_pg::{Migration, Pg};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -273,6 +274,8 @@ struct SlotState {
     /// Other nodes short of their demand, as last heard, and when.
     short_nodes: u32,
     heard_at: Option<Instant>,
+    /// When this node last asked for permits for requests waiting here.
+    asked_at: Option<Instant>,
 }
 
 impl SlotState {
@@ -314,9 +317,12 @@ impl SlotState {
         }
         let target = self.target(now, cfg);
         let valid = self.deadline.is_some_and(|d| now < d);
-        // Short here (ask for more, and tell the others), or holding more than wanted,
-        // or holding permits that may have expired.
-        (self.waiting > 0 && (target > self.held || !valid || self.short_nodes > 0))
+        // Short here (ask for more, and tell the others: at most every `retry`), or
+        // holding more than wanted, or holding permits that may have expired.
+        let ask = self
+            .asked_at
+            .is_none_or(|t| now.duration_since(t) >= cfg.retry);
+        (ask && self.waiting > 0 && (target > self.held || !valid || self.short_nodes > 0))
             || target < self.held
             || (!valid && self.held > 0)
     }
@@ -331,7 +337,8 @@ pub struct PermitGate {
     queue_depth: usize,
     /// Slots are never removed: a request holding one must count where the others do.
     slots: RwLock<HashMap<String, Arc<Slot>>>,
-    renew_failing: std::sync::atomic::AtomicBool,
+    renew_failing: AtomicBool,
+    sync_failing: AtomicBool,
 }
 
 impl std::fmt::Debug for PermitGate {
@@ -400,6 +407,7 @@ impl PermitGate {
             queue_depth,
             slots: RwLock::new(HashMap::new()),
             renew_failing: Default::default(),
+            sync_failing: Default::default(),
         })
     }
 
@@ -500,36 +508,58 @@ impl PermitGate {
     /// lease that shrinks shrinks here before the database hears of it; one that grows
     /// grows here after: this node never uses more than the database grants it.
     async fn sync(self: &Arc<Self>, slot: &Arc<Slot>) {
-        let (limit, target, demand) = {
+        while self.sync_once(slot).await {}
+        slot.changed.notify_waiters();
+    }
+
+    /// One call of [`Self::sync`]; true when the lease shrank here meanwhile, so the
+    /// database must hear of it too (`syncing` then stays set).
+    async fn sync_once(self: &Arc<Self>, slot: &Arc<Slot>) -> bool {
+        let (limit, target, demand, before) = {
             let mut st = slot.st.lock().unwrap();
-            let target = st.target(Instant::now(), &self.cfg);
+            let now = Instant::now();
+            let target = st.target(now, &self.cfg);
             if target < st.held {
                 st.held = target;
             }
-            (st.limit, target, st.demand())
+            if st.waiting > 0 {
+                st.asked_at = Some(now);
+            }
+            (st.limit, target, st.demand(), st.held)
         };
+        tracing::debug!(function = %slot.name, limit, target, demand, "permits: asking");
         let sent = Instant::now();
         let (permits, name) = (self.permits.clone(), slot.name.clone());
         let r = tokio::task::spawn_blocking(move || permits.acquire(&name, limit, target, demand))
             .await
             .unwrap_or_else(|e| Err(crate::ClusterError::Io(e.to_string())));
-        {
-            let mut st = slot.st.lock().unwrap();
-            st.syncing = false;
-            match r {
-                Ok(g) => {
-                    st.held = g.held;
-                    st.deadline = Some(sent + self.cfg.ttl.saturating_sub(self.cfg.margin));
-                    st.short_nodes = g.short_nodes;
-                    st.heard_at = Some(Instant::now());
+        let mut st = slot.st.lock().unwrap();
+        match r {
+            Ok(g) => {
+                if self.sync_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("concurrency permits leased from the database again");
                 }
-                Err(e) => {
-                    tracing::warn!(function = %slot.name, error = %e,
-                        "cannot lease concurrency permits from the database: invocations of this function wait, then are throttled");
+                tracing::debug!(function = %slot.name, held = g.held, short = g.short_nodes,
+                    in_use = st.in_use, waiting = st.waiting, "permits: granted");
+                st.deadline = Some(sent + self.cfg.ttl.saturating_sub(self.cfg.margin));
+                st.short_nodes = g.short_nodes;
+                st.heard_at = Some(Instant::now());
+                if st.held < before {
+                    // Given back here while the call was under way (an invocation ended
+                    // beyond the fair share): keep the smaller lease and tell the database.
+                    st.held = st.held.min(g.held);
+                    return true;
                 }
+                st.held = g.held;
             }
+            Err(e) if !self.sync_failing.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(function = %slot.name, error = %e,
+                    "cannot lease concurrency permits from the database: invocations of functions with reserved concurrency wait, then are throttled");
+            }
+            Err(_) => {}
         }
-        slot.changed.notify_waiters();
+        st.syncing = false;
+        false
     }
 
     /// Renews this node's leases (blocking); their deadlines here move to the time this
@@ -539,6 +569,7 @@ impl PermitGate {
         let renewed = self.permits.renew()?;
         let deadline = sent + self.cfg.ttl.saturating_sub(self.cfg.margin);
         let slots = self.slots.read().unwrap();
+        tracing::debug!(?renewed, "permits: renewed");
         for (function, short) in renewed {
             if let Some(slot) = slots.get(&function) {
                 let mut st = slot.st.lock().unwrap();
@@ -589,9 +620,7 @@ impl PermitGate {
                     let r = tokio::task::spawn_blocking(move || m.renew())
                         .await
                         .unwrap_or_else(|e| Err(crate::ClusterError::Io(e.to_string())));
-                    let was = me
-                        .renew_failing
-                        .swap(r.is_err(), std::sync::atomic::Ordering::Relaxed);
+                    let was = me.renew_failing.swap(r.is_err(), Ordering::Relaxed);
                     match r {
                         Ok(()) if was => tracing::info!("concurrency permit leases renewed again"),
                         Err(e) if !was => tracing::warn!(error = %e,
@@ -631,7 +660,7 @@ mod tests {
     use super::*;
     use nimbus_pg::testing::TestDb;
     use nimbus_pg::PgConfig;
-    use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicI64, AtomicU64};
 
     fn node(db: &TestDb, id: &str, cfg: PermitConfig) -> Permits {
         let pg = Pg::connect(&PgConfig::new(&db.url)).unwrap();
@@ -726,7 +755,13 @@ mod tests {
         assert_eq!(b.acquire("f", 6, 4, 4).unwrap().held, 0);
         assert_eq!(a.renew().unwrap(), vec![("f".to_string(), 1)]);
         let g = a.acquire("f", 6, 3, 6).unwrap();
-        assert_eq!(g, Grant { held: 3, short_nodes: 1 });
+        assert_eq!(
+            g,
+            Grant {
+                held: 3,
+                short_nodes: 1
+            }
+        );
         assert_eq!(b.acquire("f", 6, 4, 4).unwrap().held, 3);
         assert_eq!(a.acquire("f", 6, 6, 6).unwrap().held, 3);
     }
@@ -780,7 +815,9 @@ mod tests {
         let after_at = db.url.split_once('@').unwrap().1;
         let upstream = after_at.split(['/', '?']).next().unwrap().to_string();
         let proxy = Proxy::start(upstream.clone()).await;
-        let url = db.url.replacen(&upstream, &format!("127.0.0.1:{}", proxy.port), 1);
+        let url = db
+            .url
+            .replacen(&upstream, &format!("127.0.0.1:{}", proxy.port), 1);
         let cfg = quick();
         let gate = blocking(move || {
             let pg = Pg::connect(&PgConfig::new(&url)).unwrap();
@@ -824,7 +861,10 @@ mod tests {
         drop(lease);
         let o = other.clone();
         assert_eq!(
-            blocking(move || o.acquire("f", 5, 5, 5)).await.unwrap().held,
+            blocking(move || o.acquire("f", 5, 5, 5))
+                .await
+                .unwrap()
+                .held,
             2,
             "the cut-off node's permits are still its own"
         );
@@ -844,7 +884,10 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             let o = o.clone();
-            let held = blocking(move || o.acquire("f", 5, 5, 5)).await.unwrap().held;
+            let held = blocking(move || o.acquire("f", 5, 5, 5))
+                .await
+                .unwrap()
+                .held;
             if held == 5 {
                 break;
             }
@@ -863,8 +906,7 @@ mod tests {
             let gate = blocking(move || {
                 let pg = Pg::connect(&PgConfig::new(&url)).unwrap();
                 PermitGate::new(
-                    Permits::new(&pg, NodeId::parse(id).unwrap(), PermitConfig::default())
-                        .unwrap(),
+                    Permits::new(&pg, NodeId::parse(id).unwrap(), PermitConfig::default()).unwrap(),
                     100,
                 )
             })
@@ -908,7 +950,10 @@ mod tests {
             refused += x;
         }
         let peak = peak.load(Ordering::SeqCst);
-        assert!(peak <= 5, "{peak} invocations ran at once under a limit of 5");
+        assert!(
+            peak <= 5,
+            "{peak} invocations ran at once under a limit of 5"
+        );
         assert_eq!(peak, 5, "the permits were never all in use");
         assert!(refused > 0, "30 callers on 5 permits were never refused");
         // Each node ran a fair part (fair shares move permits to the nodes that wait).

@@ -87,8 +87,7 @@ pub(crate) fn spawn(
             let res = match permits {
                 None => pools.invoke(spec.clone(), &revision, inv).await,
                 Some((gate, limit)) => {
-                    crate::permits::invoke(&gate, limit, &pools, spec.clone(), &revision, inv)
-                        .await
+                    crate::permits::invoke(&gate, limit, &pools, spec.clone(), &revision, inv).await
                 }
             };
             drop(in_flight);
