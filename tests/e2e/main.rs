@@ -10,6 +10,7 @@ mod bad_input;
 mod bus;
 mod cli;
 mod cluster;
+mod cluster_concurrency;
 mod concurrency;
 mod connections;
 mod console;

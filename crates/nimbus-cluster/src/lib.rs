@@ -6,14 +6,18 @@
 //! - [`Membership`]: heartbeats in `cluster_nodes`, the list of nodes, drain marks.
 //! - [`Changes`]: change generations bumped by triggers, polled by every node, with NATS
 //!   notices to read them at once.
+//! - [`PermitGate`] and [`Permits`]: reserved concurrency leased from a budget shared by
+//!   the nodes, so a function's limit holds across the cluster.
 
 mod changes;
 mod members;
 mod node;
+mod permits;
 
 pub use changes::{install_triggers, Changes, BLIND, POLL, SUBJECT, WATCHED};
 pub use members::{Load, Membership, MembershipConfig, NodeInfo};
 pub use node::{NodeId, NODE_ID_FILE};
+pub use permits::{Grant, NoPermit, PermitConfig, PermitGate, PermitLease, Permits};
 
 /// The `cluster` component's migrations.
 pub(crate) fn migrations() -> &'static [nimbus_pg::Migration] {

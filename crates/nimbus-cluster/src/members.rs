@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration::additive(
-    "CREATE TABLE cluster_nodes (
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration::additive(
+        "CREATE TABLE cluster_nodes (
         id           TEXT PRIMARY KEY,
         incarnation  TEXT NOT NULL,
         address      TEXT NOT NULL,
@@ -39,7 +40,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration::additive(
         ON CONFLICT (scope) DO UPDATE SET generation = cluster_changes.generation + 1;
         RETURN NULL;
     END $$;",
-)];
+    ),
+    // Reserved concurrency leased across nodes (permits.rs).
+    crate::permits::MIGRATION,
+];
 
 /// Heartbeat period and time to live.
 #[derive(Debug, Clone, Copy)]

@@ -76,11 +76,20 @@ pub(crate) fn spawn(
     let pools = gw.pools.clone();
     let spec = resolved.spec.clone();
     let revision = resolved.version.revision_id.clone();
+    // Cluster mode, reserved concurrency: a permit of the cluster's budget first.
+    let permits = resolved
+        .reserved
+        .and_then(|limit| Some((gw.permits.get()?.clone(), limit)));
     let span = info_span!("invoke", function = %spec.function, version = %spec.version, request_id = %request_id, trigger = trigger.as_str(), streamed = inv.stream.is_some());
     Ok(tokio::spawn(
         async move {
             let in_flight = metrics.in_flight();
-            let res = pools.invoke(spec.clone(), &revision, inv).await;
+            let res = match permits {
+                None => pools.invoke(spec.clone(), &revision, inv).await,
+                Some((gate, limit)) => {
+                    crate::permits::invoke(&gate, limit, &pools, spec.clone(), &revision, inv).await
+                }
+            };
             drop(in_flight);
             record(&metrics, trigger, &res);
             trace.end(&tracer, &spec, trigger, &request_id, &res);

@@ -32,6 +32,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod native;
+mod permits;
 mod provisioned;
 mod queues;
 mod secrets;

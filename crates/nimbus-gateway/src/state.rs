@@ -36,6 +36,9 @@ pub(crate) struct Resolved {
     pub spec: Arc<InstanceSpec>,
     /// Reserved concurrency 0: every invocation is throttled.
     pub throttled: bool,
+    /// The function's reserved concurrency when it has one above 0 (held across the
+    /// cluster's nodes in cluster mode: `permits.rs`).
+    pub reserved: Option<u32>,
     /// The function's metric series under the qualifier it was called by, reached without
     /// a shared lock.
     pub metrics: Arc<nimbus_metrics::FunctionMetrics>,
@@ -94,6 +97,9 @@ pub struct Gateway {
     pub(crate) workflow_routes: ArcSwap<crate::workflow_routes::Table>,
     /// The cluster API's answers ([`Gateway::with_cluster`]).
     pub(crate) cluster: std::sync::OnceLock<Arc<dyn crate::cluster::ClusterControl>>,
+    /// Reserved concurrency leased from the cluster's shared budget, in cluster mode only
+    /// ([`Gateway::with_permits`]).
+    pub(crate) permits: std::sync::OnceLock<Arc<nimbus_cluster::PermitGate>>,
 }
 
 impl Gateway {
@@ -137,6 +143,7 @@ impl Gateway {
             workflows: Default::default(),
             workflow_routes: Default::default(),
             cluster: Default::default(),
+            permits: Default::default(),
         });
         gw.rebuild_routes()?;
         for f in gw.store.list()? {
@@ -298,6 +305,7 @@ impl Gateway {
             version: stored,
             spec,
             throttled: reserved == Some(0),
+            reserved: reserved.filter(|r| *r > 0),
             metrics: self
                 .cfg
                 .metrics

@@ -1,11 +1,14 @@
 //! This node in its cluster: its id, its membership row and heartbeats, the change
 //! generations that keep its caches coherent with the other nodes', and the cluster API's
-//! answers (`GET /v1/cluster`). On SQLite the node is alone: it has an id and answers for
-//! itself, with nothing in the database.
+//! answers (`GET /v1/cluster`), and the permits that hold reserved concurrency across the
+//! nodes. On SQLite the node is alone: it has an id and answers for itself, with nothing in
+//! the database.
 
 use crate::stores::Backend;
 use anyhow::Context;
-use nimbus_cluster::{Changes, Load, Membership, MembershipConfig, NodeId};
+use nimbus_cluster::{
+    Changes, Load, Membership, MembershipConfig, NodeId, PermitConfig, PermitGate, Permits,
+};
 use nimbus_gateway::{ClusterControl, Gateway, Pools};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -21,6 +24,8 @@ pub(crate) struct Node {
     /// In the database (cluster mode); `None` on SQLite.
     pub membership: Option<Arc<Membership>>,
     pub changes: Option<Arc<Changes>>,
+    /// Reserved concurrency leased from the cluster's budget (cluster mode).
+    pub permits: Option<Arc<PermitGate>>,
     /// Set when this node is asked to drain (`nimbus cluster drain`).
     pub drain: Arc<Notify>,
     pools: Arc<Pools>,
@@ -47,22 +52,28 @@ impl Node {
         pools: Arc<Pools>,
         events: Arc<dyn nimbus_store::EventQueue>,
     ) -> anyhow::Result<Arc<Node>> {
-        let (membership, changes) = match backend {
-            Backend::Sqlite => (None, None),
+        let (membership, changes, permits) = match backend {
+            Backend::Sqlite => (None, None, None),
             Backend::Postgres(pg) => {
                 let (pg2, id2, addr) = (pg.clone(), id.clone(), address.clone());
-                let membership = tokio::task::spawn_blocking(move || {
+                let (membership, permits) = tokio::task::spawn_blocking(move || {
                     nimbus_cluster::install_triggers(&pg2)?;
-                    Membership::join(
+                    let m = Membership::join(
                         &pg2,
-                        id2,
+                        id2.clone(),
                         &addr,
                         env!("CARGO_PKG_VERSION"),
                         MembershipConfig::default(),
-                    )
+                    )?;
+                    // Leases a previous run of this node left are no one's now.
+                    let p = Permits::new(&pg2, id2, PermitConfig::default())?;
+                    p.release_all()?;
+                    Ok::<_, nimbus_cluster::ClusterError>((m, p))
                 })
                 .await?
                 .context("cannot join the cluster")?;
+                let permits = PermitGate::new(permits, pools.config().queue_depth);
+                let _ = gateway.clone().with_permits(permits.clone());
                 let nats = match nats {
                     Some(url) => Some(connect_nats(url).await?),
                     None => None,
@@ -72,7 +83,7 @@ impl Node {
                     let gw = gateway.clone();
                     changes.on(scope, move || gw.cluster_changed(scope));
                 }
-                (Some(membership), Some(changes))
+                (Some(membership), Some(changes), Some(permits))
             }
         };
         let node = Arc::new(Node {
@@ -80,6 +91,7 @@ impl Node {
             address,
             membership,
             changes,
+            permits,
             drain: Arc::new(Notify::new()),
             pools,
             events,
@@ -129,11 +141,20 @@ impl Node {
         if let Some(c) = &self.changes {
             tasks.push(c.spawn());
         }
+        if let Some(p) = &self.permits {
+            tasks.push(p.spawn());
+        }
         tasks
     }
 
-    /// Marks this node as gone (clean stop). Blocking.
+    /// Gives back its concurrency permits and marks this node as gone (clean stop).
+    /// Blocking.
     pub(crate) fn leave(&self) {
+        if let Some(p) = &self.permits {
+            if let Err(e) = p.release_all() {
+                tracing::warn!(error = %e, "cannot give back this node's concurrency permits: they expire after their TTL");
+            }
+        }
         if let Some(m) = &self.membership {
             if let Err(e) = m.leave() {
                 tracing::warn!(error = %e, "cannot mark this node as gone in the cluster");

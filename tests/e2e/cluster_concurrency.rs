@@ -1,0 +1,294 @@
+//! Reserved concurrency across the nodes of a cluster (docs/cluster.md, "Concurrency
+//! across nodes"): three `nimbus serve` nodes on one PostgreSQL schema, 30 callers spread
+//! over them, and a function that records when each invocation starts and ends in a host
+//! file. However the calls spread, no more run at once than the reservation.
+
+use nimbus_tests::brokers::Pg;
+use nimbus_tests::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A schema of its own in the local PostgreSQL (`NIMBUS_TEST_PG`), dropped afterwards.
+struct Schema {
+    admin: Pg,
+    name: String,
+    url: String,
+}
+
+impl Schema {
+    fn new() -> Schema {
+        let base = std::env::var("NIMBUS_TEST_PG")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
+        let admin = Pg::connect_to(&base);
+        let name = format!("t_permits_{}_{}", std::process::id(), now_ms());
+        admin.exec(&format!("CREATE SCHEMA {name}"));
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-csearch_path%3D{name}");
+        Schema { admin, name, url }
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        self.admin
+            .exec(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+    }
+}
+
+/// One `nimbus serve` of the cluster, on an address of its own.
+struct Node {
+    child: Child,
+    base: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(id: &str, host: &str, db: &str, key: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let port = free_port();
+        let child = Command::new(nimbus_bin())
+            .arg("serve")
+            .args(["--listen", &format!("{host}:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--database", db, "--nats", "nats://127.0.0.1:4222"])
+            .args(["--node-id", id, "--auth", "off", "--isolation", "none"])
+            // Waits longer than this are throttled: with 30 callers on 5 permits, some are.
+            .args(["--queue-timeout-ms", "1500"])
+            .env("NIMBUS_MASTER_KEY", key)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn nimbus");
+        let mut node = Node {
+            child,
+            base: format!("http://{host}:{port}"),
+            log,
+            _dir: dir,
+        };
+        node.wait_healthy();
+        node
+    }
+
+    fn wait_healthy(&mut self) {
+        let http = reqwest::blocking::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = http.get(format!("{}/v1/health", self.base)).send() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("nimbus exited with {status} during start:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nimbus did not become healthy:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// Sleeps 300 ms; appends `start end` (ms) to the host file named by the event.
+const RECORDER: &str = r#"
+import time
+
+def handler(event, context):
+    start = time.time()
+    time.sleep(0.3)
+    end = time.time()
+    with open(event["file"], "a") as f:
+        f.write("%d %d\n" % (int(start * 1000), int(end * 1000)))
+    return "ok"
+"#;
+
+/// The most intervals open at once (an end and a start in the same millisecond do not
+/// overlap).
+fn peak(runs: &[(i64, i64)]) -> usize {
+    let mut ev: Vec<(i64, i32)> = runs.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
+    ev.sort();
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in ev {
+        cur += d;
+        max = max.max(cur);
+    }
+    max as usize
+}
+
+fn read_runs(file: &Path) -> Vec<(i64, i64)> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let (s, e) = l.split_once(' ').unwrap();
+            (s.parse().unwrap(), e.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn reserved_concurrency_holds_across_three_nodes() {
+    let schema = Schema::new();
+    let key = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        sha256_bytes(schema.name.as_bytes()),
+    );
+    let nodes: Vec<Node> = [
+        ("n1", "127.0.0.1"),
+        ("n2", "127.0.0.2"),
+        ("n3", "127.0.0.3"),
+    ]
+    .iter()
+    .map(|(id, host)| Node::start(id, host, &schema.url, &key))
+    .collect();
+    let logs = || {
+        nodes
+            .iter()
+            .map(|n| format!("--- {} ---\n{}", n.base, n.log()))
+            .collect::<String>()
+    };
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let n1 = &nodes[0].base;
+
+    // Deployed and reserved through node 1.
+    let zip = zip_files(&[("app.py", RECORDER)]);
+    let body = json!({
+        "config": python_cfg("app.handler"),
+        "code_zip": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, zip),
+    });
+    let r = http
+        .put(format!("{n1}/v1/functions/rec"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "deploy: {}", r.text().unwrap());
+    let r = http
+        .put(format!("{n1}/2017-10-31/functions/rec/concurrency"))
+        .json(&json!({ "ReservedConcurrentExecutions": 5 }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    // Every node reads the reservation within a second (its registry cache follows the
+    // database's change generations).
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("runs.txt");
+    let payload = json!({ "file": file }).to_string();
+    let until = Instant::now() + Duration::from_secs(10);
+    // 30 callers, 10 per node, each calling again as soon as it has an answer.
+    let results: Vec<(usize, u16, String)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..30)
+            .map(|i| {
+                let (http, payload, node) = (&http, &payload, &nodes[i % 3]);
+                sc.spawn(move || {
+                    let mut out = Vec::new();
+                    while Instant::now() < until {
+                        let r = http
+                            .post(format!(
+                                "{}/2015-03-31/functions/rec/invocations",
+                                node.base
+                            ))
+                            .body(payload.clone())
+                            .send()
+                            .unwrap();
+                        let status = r.status().as_u16();
+                        let error = r
+                            .headers()
+                            .get("x-amz-function-error")
+                            .map(|v| v.to_str().unwrap().to_string());
+                        let body = r.text().unwrap();
+                        assert!(error.is_none(), "function error: {body}");
+                        out.push((i % 3, status, body));
+                    }
+                    out
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+
+    let mut ok = [0usize; 3];
+    let mut throttled = 0;
+    for (node, status, body) in &results {
+        match status {
+            200 => {
+                assert_eq!(body, "\"ok\"");
+                ok[*node] += 1;
+            }
+            429 => {
+                let v: Value = serde_json::from_str(body).unwrap();
+                assert_eq!(
+                    v["Reason"], "ReservedFunctionConcurrentInvocationLimitExceeded",
+                    "{v}"
+                );
+                assert!(
+                    v["message"]
+                        .as_str()
+                        .or(v["Message"].as_str())
+                        .unwrap_or_default()
+                        .contains("reserved concurrency of 5"),
+                    "{v}"
+                );
+                throttled += 1;
+            }
+            other => panic!("call failed with {other}: {body}\n{}", logs()),
+        }
+    }
+    let runs = read_runs(&file);
+    let served: usize = ok.iter().sum();
+    assert_eq!(runs.len(), served, "every served call recorded its run");
+    let most = peak(&runs);
+    eprintln!(
+        "{served} calls served ({ok:?} by node), {throttled} throttled, at most {most} at once"
+    );
+    // The documented bound on overshoot without failures is 0.
+    assert!(
+        most <= 5,
+        "{most} invocations ran at once under a reservation of 5"
+    );
+    assert_eq!(most, 5, "the reservation was never used in full");
+    assert!(
+        throttled > 0,
+        "30 callers on 5 permits were never throttled"
+    );
+    // 5 at a time for 10 s at 300 ms each is about 160; the permits move between nodes.
+    assert!(served >= 100, "only {served} calls served in 10 s");
+    // Fair shares: every node serves a part (a third each when the callers are even).
+    for (i, n) in ok.iter().enumerate() {
+        assert!(
+            *n * 10 >= served,
+            "node n{} served {n} of {served}: {ok:?}",
+            i + 1
+        );
+    }
+}
