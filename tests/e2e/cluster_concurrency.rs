@@ -3,117 +3,11 @@
 //! over them, and a function that records when each invocation starts and ends in a host
 //! file. However the calls spread, no more run at once than the reservation.
 
-use nimbus_tests::brokers::Pg;
+use nimbus_tests::cluster::Cluster;
 use nimbus_tests::*;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// A schema of its own in the local PostgreSQL (`NIMBUS_TEST_PG`), dropped afterwards.
-struct Schema {
-    admin: Pg,
-    name: String,
-    url: String,
-}
-
-impl Schema {
-    fn new() -> Schema {
-        let base = std::env::var("NIMBUS_TEST_PG")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
-        let admin = Pg::connect_to(&base);
-        let name = format!("t_permits_{}_{}", std::process::id(), now_ms());
-        admin.exec(&format!("CREATE SCHEMA {name}"));
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-csearch_path%3D{name}");
-        Schema { admin, name, url }
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        self.admin
-            .exec(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
-    }
-}
-
-/// One `nimbus serve` of the cluster, on an address of its own.
-struct Node {
-    child: Child,
-    base: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn start(id: &str, host: &str, db: &str, key: &str) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("server.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let port = free_port();
-        let child = Command::new(nimbus_bin())
-            .arg("serve")
-            .args(["--listen", &format!("{host}:{port}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--database", db, "--nats", "nats://127.0.0.1:4222"])
-            .args(["--node-id", id, "--auth", "off", "--isolation", "none"])
-            // Waits longer than this are throttled: with 30 callers on 5 permits, some are.
-            .args(["--queue-timeout-ms", "1500"])
-            .env("NIMBUS_MASTER_KEY", key)
-            .env("RUST_LOG", "info")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn nimbus");
-        let mut node = Node {
-            child,
-            base: format!("http://{host}:{port}"),
-            log,
-            _dir: dir,
-        };
-        node.wait_healthy();
-        node
-    }
-
-    fn wait_healthy(&mut self) {
-        let http = reqwest::blocking::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(r) = http.get(format!("{}/v1/health", self.base)).send() {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("nimbus exited with {status} during start:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("nimbus did not become healthy:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn now_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-}
 
 /// Sleeps 300 ms; appends `start end` (ms) to the host file named by the event.
 const RECORDER: &str = r#"
@@ -154,49 +48,22 @@ fn read_runs(file: &Path) -> Vec<(i64, i64)> {
 
 #[test]
 fn reserved_concurrency_holds_across_three_nodes() {
-    let schema = Schema::new();
-    let key = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        sha256_bytes(schema.name.as_bytes()),
-    );
-    let nodes: Vec<Node> = [
-        ("n1", "127.0.0.1"),
-        ("n2", "127.0.0.2"),
-        ("n3", "127.0.0.3"),
-    ]
-    .iter()
-    .map(|(id, host)| Node::start(id, host, &schema.url, &key))
-    .collect();
-    let logs = || {
-        nodes
-            .iter()
-            .map(|n| format!("--- {} ---\n{}", n.base, n.log()))
-            .collect::<String>()
-    };
+    // Waits longer than this are throttled: with 30 callers on 5 permits, some are.
+    let c = Cluster::start(3, &["--isolation", "none", "--queue-timeout-ms", "1500"]);
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let n1 = &nodes[0].base;
 
     // Deployed and reserved through node 1.
-    let zip = zip_files(&[("app.py", RECORDER)]);
-    let body = json!({
-        "config": python_cfg("app.handler"),
-        "code_zip": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, zip),
-    });
-    let r = http
-        .put(format!("{n1}/v1/functions/rec"))
-        .json(&body)
-        .send()
-        .unwrap();
-    assert!(r.status().is_success(), "deploy: {}", r.text().unwrap());
-    let r = http
-        .put(format!("{n1}/2017-10-31/functions/rec/concurrency"))
-        .json(&json!({ "ReservedConcurrentExecutions": 5 }))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    c.node(1)
+        .deploy("rec", python_cfg("app.handler"), &[("app.py", RECORDER)]);
+    let (s, v) = c.node(1).call(
+        "PUT",
+        "/2017-10-31/functions/rec/concurrency",
+        Some(json!({ "ReservedConcurrentExecutions": 5 })),
+    );
+    assert_eq!(s, 200, "{v}");
     // Every node reads the reservation within a second (its registry cache follows the
     // database's change generations).
     std::thread::sleep(Duration::from_millis(1500));
@@ -209,15 +76,12 @@ fn reserved_concurrency_holds_across_three_nodes() {
     let results: Vec<(usize, u16, String)> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..30)
             .map(|i| {
-                let (http, payload, node) = (&http, &payload, &nodes[i % 3]);
+                let (http, payload, node) = (&http, &payload, c.node(1 + i % 3));
                 sc.spawn(move || {
                     let mut out = Vec::new();
                     while Instant::now() < until {
                         let r = http
-                            .post(format!(
-                                "{}/2015-03-31/functions/rec/invocations",
-                                node.base
-                            ))
+                            .post(node.url("/2015-03-31/functions/rec/invocations"))
                             .body(payload.clone())
                             .send()
                             .unwrap();
@@ -261,7 +125,7 @@ fn reserved_concurrency_holds_across_three_nodes() {
                 );
                 throttled += 1;
             }
-            other => panic!("call failed with {other}: {body}\n{}", logs()),
+            other => panic!("call failed with {other}: {body}\n{}", c.logs()),
         }
     }
     let runs = read_runs(&file);

@@ -44,7 +44,10 @@ fn the_unit_verifies_and_its_environment_is_what_serve_reads() {
         .find_map(|l| l.strip_prefix("ExecStart="))
         .unwrap();
     for flag in exec.split_whitespace().filter(|w| w.starts_with("--")) {
-        assert!(help.contains(flag), "ExecStart uses {flag}, unknown to nimbus serve");
+        assert!(
+            help.contains(flag),
+            "ExecStart uses {flag}, unknown to nimbus serve"
+        );
     }
     let vars: Vec<String> = std::fs::read_to_string(&env_file)
         .unwrap()

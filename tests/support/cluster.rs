@@ -144,7 +144,7 @@ impl Node {
             .arg("--data-dir")
             .arg(self.data_dir.path().join("data"))
             .args(&self.args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,nimbus_cluster::changes=debug")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -269,14 +269,23 @@ impl Node {
         creds: &Credentials,
     ) -> (u16, Value) {
         let host = format!("{}:{}", self.ip, self.port);
-        let r = send_signed(&self.http, &host, method, path, body, &[], creds, "lambda", None);
+        let r = send_signed(
+            &self.http,
+            &host,
+            method,
+            path,
+            body,
+            &[],
+            creds,
+            "lambda",
+            None,
+        );
         (r.status().as_u16(), r.json().unwrap_or(Value::Null))
     }
 
     /// The bootstrap admin key this node wrote, if it was the one that made it.
     pub fn bootstrap_credentials(&self) -> Option<Credentials> {
-        let text =
-            std::fs::read_to_string(self.data_dir.path().join("data/credentials")).ok()?;
+        let text = std::fs::read_to_string(self.data_dir.path().join("data/credentials")).ok()?;
         let field = |k: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(k))

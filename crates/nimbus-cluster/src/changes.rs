@@ -199,10 +199,14 @@ impl Changes {
             let mut known: Option<HashMap<String, i64>> = None;
             let mut last_read = Instant::now();
             let mut blind = false;
+            let mut first = true;
             loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = me.wake.notified() => {}
+                // The first read at once: it is the baseline later reads compare with.
+                if !std::mem::take(&mut first) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(POLL) => {}
+                        _ = me.wake.notified() => {}
+                    }
                 }
                 let pg = me.pg.clone();
                 let read = tokio::task::spawn_blocking(move || generations(&pg)).await;
@@ -213,10 +217,17 @@ impl Changes {
                         let old = known.replace(now.clone());
                         last_read = Instant::now();
                         let _ = tokio::task::spawn_blocking(move || {
-                            if was_blind {
+                            // Blind, or the baseline: what the caches loaded before it
+                            // may predate a change, so every listener reloads once.
+                            if was_blind || old.is_none() {
                                 m.call(&|_| true);
                             } else if let Some(old) = old {
-                                m.call(&|s| now.get(s) != old.get(s));
+                                let moved: Vec<&String> =
+                                    now.keys().filter(|s| now.get(*s) != old.get(*s)).collect();
+                                if !moved.is_empty() {
+                                    tracing::debug!(?moved, "change generations moved");
+                                    m.call(&|s| now.get(s) != old.get(s));
+                                }
                             }
                         })
                         .await;

@@ -166,7 +166,19 @@ async fn a_committed_change_reaches_the_other_nodes_listeners() {
         });
     }
     let task = changes.spawn();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first read is the baseline: every listener reloads once (what was cached
+    // before it may predate a change).
+    let t = Instant::now();
+    while registry.load(Ordering::SeqCst) == 0 || bus.load(Ordering::SeqCst) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "no reload at the baseline"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    registry.store(0, Ordering::SeqCst);
+    bus.store(0, Ordering::SeqCst);
     let writer = Pg::connect(&PgConfig::new(&db.url)).unwrap();
     let w = writer.clone();
     let t = Instant::now();

@@ -23,9 +23,20 @@ pub(crate) fn open(
     if !enabled || !auth.is_empty() {
         return Ok((auth, None));
     }
-    let key = auth
-        .create_key(BOOTSTRAP_NAME, &nimbus_auth::Policy::admin())
-        .context("cannot create the bootstrap admin key")?;
+    let key = match auth.create_key(BOOTSTRAP_NAME, &nimbus_auth::Policy::admin()) {
+        Ok(key) => key,
+        // Another node of the cluster, starting at the same moment on the same empty
+        // database, made it first: take its keys, as a node starting later would.
+        Err(e) if e.is_conflict() => {
+            auth.reload().context("cannot load the access keys")?;
+            info!(
+                keys = auth.len(),
+                "another node made the bootstrap admin key; its data dir holds the credentials"
+            );
+            return Ok((auth, None));
+        }
+        Err(e) => return Err(e).context("cannot create the bootstrap admin key"),
+    };
     let file = data_dir.join("credentials");
     write_credentials(&file, &key.id, &key.secret)
         .with_context(|| format!("cannot write {}", file.display()))?;
