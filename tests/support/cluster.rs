@@ -202,10 +202,7 @@ impl Node {
 
     /// `kill -9` the node.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        crate::kill9(&mut self.child);
     }
 
     /// Starts it again (same id, address and data dir) and waits until it is healthy.
@@ -217,24 +214,12 @@ impl Node {
 
     /// SIGTERM, then waits for the exit (at most 60 s).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(c.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
+        let who = format!("node {}", self.id);
+        crate::terminate(
+            self.child.take().expect("running"),
+            &who,
+            Duration::from_secs(60),
         )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {} did not exit after SIGTERM",
-                self.id
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// Deploys `files` as function `name` through the native API; the reply.

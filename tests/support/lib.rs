@@ -126,6 +126,34 @@ pub fn send_signed(
     rb.send().unwrap()
 }
 
+/// `kill -9` the process in `child`, if any, and reaps it.
+pub fn kill9(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+}
+
+/// Sends SIGTERM to `child` (`who` in messages) and waits at most `limit` for its exit.
+pub fn terminate(mut c: Child, who: &str, limit: Duration) -> std::process::ExitStatus {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{who} did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// An access key pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -387,10 +415,7 @@ impl Server {
 
     /// `kill -9` the server.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        kill9(&mut self.child);
     }
 
     /// Starts the server again on the same port and data dir.
@@ -401,23 +426,11 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(c.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
+        terminate(
+            self.child.take().expect("running"),
+            "server",
+            Duration::from_secs(40),
         )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// Runs the CLI against this server (with the bootstrap admin key when the server has
