@@ -115,12 +115,16 @@ fn interval(d: Duration) -> String {
 
 impl Membership {
     /// Registers this node (blocking: call from a blocking thread or at start).
+    /// `previous` is the incarnation this node's data directory last registered
+    /// ([`Membership::incarnation`]): a fresh row of that incarnation is this node's own
+    /// previous run, killed before it could leave, and is taken over at once.
     pub fn join(
         pg: &Pg,
         id: NodeId,
         address: &str,
         version: &str,
         cfg: MembershipConfig,
+        previous: Option<&str>,
     ) -> Result<Arc<Membership>> {
         pg.migrate("cluster", crate::migrations())?;
         let incarnation = format!("{:016x}", rand::random::<u64>());
@@ -139,6 +143,12 @@ impl Membership {
                 .await?;
             Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
         })?;
+        if let Some((old_incarnation, _, _)) = &seen {
+            if previous == Some(old_incarnation.as_str()) {
+                tracing::info!(node = %id, "this node's previous run stopped without leaving the cluster: taking its place");
+            }
+        }
+        let seen = seen.filter(|(old, _, _)| previous != Some(old.as_str()));
         if let Some((old_incarnation, old_address, beat)) = seen {
             tracing::warn!(node = %id, address = %old_address,
                 "a node with this id sent a heartbeat less than a TTL ago: waiting one TTL to see whether it is still alive (a restart after a crash looks like this)");
@@ -190,6 +200,12 @@ impl Membership {
 
     pub fn id(&self) -> &NodeId {
         &self.id
+    }
+
+    /// This run's incarnation: keep it with the node's data, and give it to the next
+    /// [`Membership::join`] as `previous`.
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 
     pub fn config(&self) -> MembershipConfig {

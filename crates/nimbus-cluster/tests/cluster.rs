@@ -34,8 +34,8 @@ fn status(m: &Membership, id: &str) -> String {
 fn nodes_join_beat_die_and_leave() {
     let db = TestDb::new("members");
     let other = Pg::connect(&PgConfig::new(&db.url)).unwrap();
-    let a = Membership::join(&db.pg, node("a"), "http://127.0.0.1:1", "1.0", fast()).unwrap();
-    let b = Membership::join(&other, node("b"), "http://127.0.0.1:2", "1.0", fast()).unwrap();
+    let a = Membership::join(&db.pg, node("a"), "http://127.0.0.1:1", "1.0", fast(), None).unwrap();
+    let b = Membership::join(&other, node("b"), "http://127.0.0.1:2", "1.0", fast(), None).unwrap();
     b.beat(Load {
         in_flight: 3,
         instances: 2,
@@ -72,7 +72,7 @@ fn nodes_join_beat_die_and_leave() {
 #[test]
 fn a_live_id_is_refused_and_a_crashed_one_is_taken_over() {
     let db = TestDb::new("dup");
-    let first = Membership::join(&db.pg, node("n1"), "http://a", "1.0", fast()).unwrap();
+    let first = Membership::join(&db.pg, node("n1"), "http://a", "1.0", fast(), None).unwrap();
     // The first keeps beating while a second process asks for its id.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let beater = {
@@ -85,7 +85,7 @@ fn a_live_id_is_refused_and_a_crashed_one_is_taken_over() {
         })
     };
     let other = Pg::connect(&PgConfig::new(&db.url)).unwrap();
-    let e = Membership::join(&other, node("n1"), "http://b", "1.0", fast()).unwrap_err();
+    let e = Membership::join(&other, node("n1"), "http://b", "1.0", fast(), None).unwrap_err();
     assert!(
         matches!(&e, ClusterError::DuplicateNode { id, address } if id == "n1" && address == "http://a"),
         "{e}"
@@ -95,7 +95,7 @@ fn a_live_id_is_refused_and_a_crashed_one_is_taken_over() {
     beater.join().unwrap();
     // Now the first is silent (as after kill -9): a restart waits one TTL and takes over.
     let t = Instant::now();
-    let second = Membership::join(&other, node("n1"), "http://b", "1.0", fast()).unwrap();
+    let second = Membership::join(&other, node("n1"), "http://b", "1.0", fast(), None).unwrap();
     assert!(
         t.elapsed() >= Duration::from_millis(600),
         "{:?}",
@@ -110,6 +110,44 @@ fn a_live_id_is_refused_and_a_crashed_one_is_taken_over() {
     let nodes = second.nodes().unwrap();
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].address, "http://b");
+}
+
+#[test]
+fn a_node_restarted_on_its_data_takes_its_place_at_once() {
+    let db = TestDb::new("rejoin");
+    let first = Membership::join(&db.pg, node("n1"), "http://a", "1.0", fast(), None).unwrap();
+    first.beat(Load::default()).unwrap();
+    // Killed (no leave), started again at once with the incarnation it kept.
+    let t = Instant::now();
+    let again = Membership::join(
+        &db.pg,
+        node("n1"),
+        "http://a",
+        "1.0",
+        fast(),
+        Some(first.incarnation()),
+    )
+    .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_ne!(again.incarnation(), first.incarnation());
+    assert!(matches!(
+        first.beat(Load::default()),
+        Err(ClusterError::Superseded(_))
+    ));
+    // Another process's incarnation is still watched for a TTL.
+    let t = Instant::now();
+    let third =
+        Membership::join(&db.pg, node("n1"), "http://a", "1.0", fast(), Some("other")).unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(third);
 }
 
 /// Stand-ins for two stores' tables, made as their migrations would.

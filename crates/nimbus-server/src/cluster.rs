@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+/// Where a node keeps the incarnation it last registered (`DATA_DIR/node-incarnation`).
+const INCARNATION_FILE: &str = "node-incarnation";
+
 /// The scopes whose caches live in the gateway (see `nimbus_cluster::WATCHED`).
 const SCOPES: &[&str] = &["registry", "keys", "queues", "sources", "objects", "flows"];
 
@@ -43,8 +46,10 @@ fn load(pools: &Pools) -> Load {
 
 impl Node {
     /// Joins the cluster (cluster mode) and wires change notices to `gateway`'s caches.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start(
         backend: &Backend,
+        data_dir: &std::path::Path,
         id: NodeId,
         address: String,
         nats: Option<&str>,
@@ -56,14 +61,27 @@ impl Node {
             Backend::Sqlite => (None, None, None),
             Backend::Postgres(pg) => {
                 let (pg2, id2, addr) = (pg.clone(), id.clone(), address.clone());
+                // The incarnation this data dir last registered: a restart after a crash
+                // takes its row over at once instead of watching it for a TTL.
+                let kept = data_dir.join(INCARNATION_FILE);
                 let (membership, permits) = tokio::task::spawn_blocking(move || {
                     nimbus_cluster::install_triggers(&pg2)?;
+                    let previous = std::fs::read_to_string(&kept).ok();
                     let m = Membership::join(
                         &pg2,
                         id2.clone(),
                         &addr,
                         env!("CARGO_PKG_VERSION"),
                         MembershipConfig::default(),
+                        previous.as_deref().map(str::trim),
+                    )?;
+                    nimbus_store::write_private_file(&kept, m.incarnation().as_bytes()).map_err(
+                        |e| {
+                            nimbus_cluster::ClusterError::Io(format!(
+                                "cannot write {}: {e}",
+                                kept.display()
+                            ))
+                        },
                     )?;
                     // Leases a previous run of this node left are no one's now.
                     let p = Permits::new(&pg2, id2, PermitConfig::default())?;

@@ -555,6 +555,7 @@ impl Server {
         // This node in its cluster (alone on SQLite): membership, coherent caches.
         let node = cluster::Node::start(
             &backend,
+            &data_dir,
             node_id,
             format!("{}://{addr}", scheme(&config)),
             config.nats.as_deref(),
