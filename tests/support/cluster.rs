@@ -7,7 +7,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use nimbus_pg::testing::TestDb;
 
@@ -154,23 +154,19 @@ impl Node {
     }
 
     fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(r) = self.http.get(self.url("/v1/health")).send() {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "node {} exited with {status} during start:\n{}",
-                    self.id,
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("node {} did not become healthy:\n{}", self.id, self.log());
+        let (url, log, who) = (
+            self.url("/v1/health"),
+            self.log_path.clone(),
+            format!("node {}", self.id),
+        );
+        crate::wait_healthy(
+            &self.http,
+            &url,
+            self.child.as_mut().unwrap(),
+            &who,
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+            Duration::from_secs(30),
+        );
     }
 
     pub fn log(&self) -> String {

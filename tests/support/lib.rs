@@ -126,6 +126,31 @@ pub fn send_signed(
     rb.send().unwrap()
 }
 
+/// Waits until `health_url` answers 200 (at most `limit`); panics with the log when the
+/// process (`who` in messages) exits first or never gets there.
+pub fn wait_healthy(
+    http: &reqwest::blocking::Client,
+    health_url: &str,
+    child: &mut Child,
+    who: &str,
+    log: impl Fn() -> String,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(health_url).send() {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{who} exited with {status} during start:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{who} did not become healthy:\n{}", log());
+}
+
 /// `kill -9` the process in `child`, if any, and reaps it.
 pub fn kill9(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
@@ -381,19 +406,15 @@ impl Server {
     }
 
     fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) = self.http.get(self.url("/v1/health")).send() {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("nimbus exited with {status} during start:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("nimbus did not become healthy:\n{}", self.log());
+        let (url, log) = (self.url("/v1/health"), self.log_path.clone());
+        wait_healthy(
+            &self.http,
+            &url,
+            self.child.as_mut().unwrap(),
+            "nimbus",
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+            Duration::from_secs(20),
+        );
     }
 
     pub fn log(&self) -> String {
