@@ -40,21 +40,18 @@ impl<E: From<PgError>> Tx<'_, E> {
         self.tx.batch_execute(sql).await.map_err(|e| self.fail(e))
     }
 
+    /// `sql` prepared once per connection (cached).
+    async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, E> {
+        self.tx.prepare_cached(sql).await.map_err(|e| self.fail(e))
+    }
+
     pub async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, E> {
-        let st = self
-            .tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(e))?;
+        let st = self.prepare(sql).await?;
         self.tx.query(&st, params).await.map_err(|e| self.fail(e))
     }
 
     pub async fn query_opt(&self, sql: &str, params: &Params<'_>) -> Result<Option<Row>, E> {
-        let st = self
-            .tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(e))?;
+        let st = self.prepare(sql).await?;
         self.tx
             .query_opt(&st, params)
             .await
@@ -62,11 +59,7 @@ impl<E: From<PgError>> Tx<'_, E> {
     }
 
     pub async fn query_one(&self, sql: &str, params: &Params<'_>) -> Result<Row, E> {
-        let st = self
-            .tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(e))?;
+        let st = self.prepare(sql).await?;
         self.tx
             .query_one(&st, params)
             .await
@@ -74,11 +67,7 @@ impl<E: From<PgError>> Tx<'_, E> {
     }
 
     pub async fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64, E> {
-        let st = self
-            .tx
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(e))?;
+        let st = self.prepare(sql).await?;
         self.tx.execute(&st, params).await.map_err(|e| self.fail(e))
     }
 }
