@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// change was *sent*, counted from the call (what the coherence bound is about: a request
 /// sent more than a second after a change is never served the old state; how long the
 /// request then takes, a cold start, is not part of it), or `None` after `limit`.
-fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+pub(crate) fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let t = Instant::now();
     loop {
         let sent = t.elapsed();
@@ -26,7 +26,7 @@ fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     }
 }
 
-fn greet(version: &str) -> String {
+pub(crate) fn greet(version: &str) -> String {
     format!("def handler(event, context):\n    return '{version}'\n")
 }
 
@@ -257,7 +257,7 @@ fn a_schedule_fires_each_tick_once_across_nodes_and_node_kills() {
 /// The sink of the async tests: `$SLEEP_MS` per event, then appends `e.n` to `$OUT`.
 const SINK: &str = "const fs = require('fs'); exports.handler = async (e) => { await new Promise(r => setTimeout(r, +process.env.SLEEP_MS)); fs.appendFileSync(process.env.OUT, e.n + '\\n'); return e.n; };";
 
-fn deploy_sink(c: &Cluster, out: &std::path::Path, sleep_ms: u32, concurrency: u32) {
+pub(crate) fn deploy_sink(c: &Cluster, out: &std::path::Path, sleep_ms: u32, concurrency: u32) {
     let mut cfg = node_cfg("index.handler");
     cfg["env"] = json!({"OUT": out.to_str().unwrap(), "SLEEP_MS": sleep_ms.to_string()});
     cfg["concurrency"] = json!(concurrency);
@@ -265,7 +265,7 @@ fn deploy_sink(c: &Cluster, out: &std::path::Path, sleep_ms: u32, concurrency: u
     c.node(1).deploy("sink", cfg, &[("index.js", SINK)]);
 }
 
-fn delivered(out: &std::path::Path) -> HashSet<u64> {
+pub(crate) fn delivered(out: &std::path::Path) -> HashSet<u64> {
     std::fs::read_to_string(out)
         .unwrap_or_default()
         .lines()
@@ -274,7 +274,7 @@ fn delivered(out: &std::path::Path) -> HashSet<u64> {
 }
 
 /// Submits event `n` to `node`; true when it was acknowledged (202).
-fn submit(node: &nimbus_tests::cluster::Node, n: u64) -> bool {
+pub(crate) fn submit(node: &nimbus_tests::cluster::Node, n: u64) -> bool {
     node.http
         .post(node.url("/2015-03-31/functions/sink/invocations"))
         .header("X-Amz-Invocation-Type", "Event")
@@ -283,7 +283,7 @@ fn submit(node: &nimbus_tests::cluster::Node, n: u64) -> bool {
         .is_ok_and(|r| r.status().as_u16() == 202)
 }
 
-fn node_status(c: &Cluster, from: usize, id: &str) -> String {
+pub(crate) fn node_status(c: &Cluster, from: usize, id: &str) -> String {
     let (_, cluster) = c.node(from).call("GET", "/v1/cluster", None);
     cluster["nodes"]
         .as_array()

@@ -11,6 +11,7 @@ mod bus;
 mod cli;
 mod cluster;
 mod cluster_concurrency;
+mod cluster_faults;
 mod concurrency;
 mod connections;
 mod console;

@@ -34,6 +34,10 @@ pub struct Cluster {
     pub db: TestDb,
     /// `NIMBUS_MASTER_KEY` of every node.
     pub master_key: String,
+    /// The nodes' `--database` (the [`TestDb`]'s schema unless the test gave another).
+    pub database: String,
+    /// The nodes' `--nats`.
+    pub nats: String,
 }
 
 impl Cluster {
@@ -43,11 +47,25 @@ impl Cluster {
     }
 
     pub fn start_with_env(n: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
+        Self::start_on(n, extra, env, None, None)
+    }
+
+    /// As [`Cluster::start_with_env`], on `database` instead of a fresh [`TestDb`] schema
+    /// and through `nats` instead of [`NATS`] (e.g. a private server, a proxy).
+    pub fn start_on(
+        n: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        database: Option<&str>,
+        nats: Option<&str>,
+    ) -> Cluster {
         crate::brokers::require("NATS", "127.0.0.1:4222", "the machine's NATS service");
         let db = TestDb::new("cluster");
         let master_key = base64::engine::general_purpose::STANDARD.encode(rand_bytes());
         let mut cluster = Cluster {
             nodes: Vec::new(),
+            database: database.map_or_else(|| db.url.clone(), str::to_string),
+            nats: nats.unwrap_or(NATS).to_string(),
             db,
             master_key,
         };
@@ -65,6 +83,16 @@ impl Cluster {
         cluster
     }
 
+    /// A node `i` (address `127.0.0.i`) of this cluster with id `id` and `extra` flags,
+    /// not started ([`Node::start`]).
+    pub fn spare_node(&self, i: usize, id: &str, extra: &[&str]) -> Node {
+        let mut node = self.node_for(i, extra, &[]);
+        let at = node.args.iter().position(|a| a == "--node-id").unwrap();
+        node.args[at + 1] = id.to_string();
+        node.id = id.to_string();
+        node
+    }
+
     fn node_for(&self, i: usize, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if !args
@@ -75,9 +103,9 @@ impl Cluster {
         }
         args.extend([
             "--database".into(),
-            self.db.url.clone(),
+            self.database.clone(),
             "--nats".into(),
-            NATS.into(),
+            self.nats.clone(),
             "--node-id".into(),
             format!("n{i}"),
         ]);
@@ -192,8 +220,34 @@ impl Node {
         self.args[i + 1] = url.to_string();
     }
 
+    /// Sets (`Some`) or removes (`None`) an environment variable from its next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
     pub fn running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Starts `nimbus serve` without waiting for it.
+    pub fn start(&mut self) {
+        self.spawn();
+    }
+
+    /// Waits up to `limit` for the process to exit on its own; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let t = std::time::Instant::now();
+        while t.elapsed() < limit {
+            if let Some(st) = self.child.as_mut()?.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// `kill -9` the node.

@@ -120,6 +120,11 @@ impl PgInstance {
     pub fn stop(&self) {
         self.ctl("stop");
     }
+
+    /// Starts it again after [`PgInstance::stop`].
+    pub fn start_again(&self) {
+        self.ctl("start");
+    }
 }
 
 impl Drop for PgInstance {

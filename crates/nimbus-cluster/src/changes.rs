@@ -36,6 +36,7 @@ pub const WATCHED: &[(&str, &str, Option<&str>)] = &[
     ("registry", "registry_provisioned", None),
     ("registry", "events_invoke_configs", None),
     ("keys", "secrets_access_keys", None),
+    ("secrets", "secrets_master", None),
     ("bus", "bus_buses", None),
     (
         "bus",
@@ -115,6 +116,18 @@ pub struct Changes {
     nats: Option<async_nats::Client>,
     /// A notice is about to be published (notices within [`COALESCE`] become one).
     pending: Arc<AtomicBool>,
+    /// When the generations were last read (`None`: not yet).
+    last_read: Mutex<Option<Instant>>,
+}
+
+/// What [`Changes::health`] reports: how fresh this node's view of the database is and
+/// whether change notices flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangesHealth {
+    /// Since the generations were last read (`None`: never read yet).
+    pub since_read: Option<Duration>,
+    /// NATS connected (`None`: the node runs without `--nats`).
+    pub nats_connected: Option<bool>,
 }
 
 /// Notices announced within this long of each other are published as one.
@@ -134,7 +147,24 @@ impl Changes {
             wake: Notify::new(),
             nats,
             pending: Arc::default(),
+            last_read: Mutex::new(None),
         })
+    }
+
+    /// How fresh this node's caches are kept: the last read of the generations (the
+    /// database answering) and NATS's connection.
+    pub fn health(&self) -> ChangesHealth {
+        ChangesHealth {
+            since_read: self
+                .last_read
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(|t| t.elapsed()),
+            nats_connected: self
+                .nats
+                .as_ref()
+                .map(|n| n.connection_state() == async_nats::connection::State::Connected),
+        }
     }
 
     /// Calls `f` (on a blocking thread) each time `scope` changes, and when this node may
@@ -216,6 +246,7 @@ impl Changes {
                         let was_blind = std::mem::take(&mut blind);
                         let old = known.replace(now.clone());
                         last_read = Instant::now();
+                        *me.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(last_read);
                         let _ = tokio::task::spawn_blocking(move || {
                             // Blind, or the baseline: what the caches loaded before it
                             // may predate a change, so every listener reloads once.

@@ -14,7 +14,7 @@ mod members;
 mod node;
 mod permits;
 
-pub use changes::{install_triggers, Changes, BLIND, POLL, SUBJECT, WATCHED};
+pub use changes::{install_triggers, Changes, ChangesHealth, BLIND, POLL, SUBJECT, WATCHED};
 pub use members::{Load, Membership, MembershipConfig, NodeInfo};
 pub use node::{NodeId, NODE_ID_FILE};
 pub use permits::{Grant, NoPermit, PermitConfig, PermitGate, PermitLease, Permits};

@@ -156,6 +156,13 @@ pub(crate) async fn rotate(
         key_file_updated = Some(path.display().to_string());
     }
     tracing::info!(secrets = count, key_id = %new_id, "master key rotated");
+    // The new key, sealed under the old one for the other nodes to follow the rotation,
+    // leaves the database when its window ends (cluster mode; nothing to do on SQLite).
+    let store = sec.store.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(nimbus_store::HANDOVER + std::time::Duration::from_secs(1)).await;
+        let _ = tokio::task::spawn_blocking(move || store.clear_expired_handover()).await;
+    });
     Ok(Json(json!({
         "rotated": count,
         "key_id": new_id,

@@ -63,6 +63,8 @@ pub(crate) struct Checker {
     pub scheduler: Arc<Scheduler>,
     pub mappings: Arc<MappingRunner>,
     pub monitor: Arc<HealthMonitor>,
+    /// This node in its cluster (the `cluster` check, cluster mode only).
+    pub node: Arc<crate::cluster::Node>,
 }
 
 impl Checker {
@@ -156,6 +158,15 @@ impl Checker {
                 queue_backlog,
             ),
         ];
+        let mut checks = checks;
+        if let Some(changes) = &self.node.changes {
+            let superseded = self
+                .node
+                .membership
+                .as_ref()
+                .is_some_and(|m| m.superseded());
+            checks.push(cluster(self.node.id.as_str(), superseded, changes.health()));
+        }
         HealthReport {
             checks,
             checked_ms: crate::unix_ms(),
@@ -432,6 +443,57 @@ fn heartbeat(name: &'static str, what: &str, h: &Heartbeat) -> HealthCheck {
     check.liveness()
 }
 
+/// Longer than this without reading the database, a cluster node is failing (not ready:
+/// a load balancer should send its requests elsewhere).
+const CLUSTER_BLIND: Duration = Duration::from_secs(3);
+
+/// Cluster mode: the database answering this node (its change generations read within
+/// [`CLUSTER_BLIND`]), its node id still its own, and NATS connected (without it the
+/// cluster keeps working, changes reaching this node by polling the database).
+fn cluster(node: &str, superseded: bool, h: nimbus_cluster::ChangesHealth) -> HealthCheck {
+    let value = json!({
+        "node": node,
+        "database_read_ms_ago": h.since_read.map(|d| d.as_millis() as u64),
+        "nats": match h.nats_connected {
+            None => "not configured",
+            Some(true) => "connected",
+            Some(false) => "disconnected",
+        },
+    });
+    let (status, detail) = if superseded {
+        (
+            HealthStatus::Failing,
+            format!("another process took over node id {node}: this one stopped its heartbeats; stop it"),
+        )
+    } else {
+        match h.since_read {
+            None => (
+                HealthStatus::Degraded,
+                "joining: the cluster's change generations not read yet".to_string(),
+            ),
+            Some(d) if d > CLUSTER_BLIND => (
+                HealthStatus::Failing,
+                format!(
+                    "the database has not answered for {:.1} s: this node's caches are dropped and requests that need the database fail",
+                    d.as_secs_f64()
+                ),
+            ),
+            Some(_) if h.nats_connected == Some(false) => (
+                HealthStatus::Degraded,
+                "NATS unreachable: changes made on other nodes reach this one by polling the database (within 200 ms)".to_string(),
+            ),
+            Some(_) => (
+                HealthStatus::Ok,
+                match h.nats_connected {
+                    Some(true) => format!("node {node}: database and NATS answering"),
+                    _ => format!("node {node}: database answering (no --nats: changes by polling)"),
+                },
+            ),
+        }
+    };
+    HealthCheck::new("cluster", status, detail, value)
+}
+
 /// A durable backlog: degraded when it is near its limit.
 fn backlog(
     name: &'static str,
@@ -484,6 +546,37 @@ fn backlog(
 mod tests {
     use super::*;
     use nimbus_store::BacklogLimit;
+
+    #[test]
+    fn cluster_check() {
+        use nimbus_cluster::ChangesHealth;
+        let h = |ms: Option<u64>, nats| ChangesHealth {
+            since_read: ms.map(Duration::from_millis),
+            nats_connected: nats,
+        };
+        let ok = cluster("n1", false, h(Some(150), Some(true)));
+        assert_eq!(ok.status, HealthStatus::Ok, "{ok:?}");
+        assert_eq!(ok.value["nats"], "connected");
+        let no_nats = cluster("n1", false, h(Some(150), None));
+        assert_eq!(no_nats.status, HealthStatus::Ok, "{no_nats:?}");
+        let nats_down = cluster("n1", false, h(Some(150), Some(false)));
+        assert_eq!(nats_down.status, HealthStatus::Degraded);
+        assert!(
+            nats_down.detail.contains("NATS unreachable"),
+            "{nats_down:?}"
+        );
+        let blind = cluster("n1", false, h(Some(4000), Some(true)));
+        assert_eq!(blind.status, HealthStatus::Failing);
+        assert!(blind.detail.contains("4.0 s"), "{blind:?}");
+        assert_eq!(blind.value["database_read_ms_ago"], 4000);
+        assert_eq!(
+            cluster("n1", false, h(None, None)).status,
+            HealthStatus::Degraded
+        );
+        let taken = cluster("n1", true, h(Some(10), Some(true)));
+        assert_eq!(taken.status, HealthStatus::Failing);
+        assert!(taken.detail.contains("took over node id n1"), "{taken:?}");
+    }
 
     #[test]
     fn disk_thresholds() {

@@ -525,8 +525,8 @@ impl Server {
         events.set_external(targets.clone());
         let gateway = gateway.with_targets(targets.clone());
         let gateway = gateway.with_secrets(nimbus_gateway::Secrets {
-            store: secret_store,
-            key_file,
+            store: secret_store.clone(),
+            key_file: key_file.clone(),
         });
         let scheduler = Scheduler::new(
             bus.clone(),
@@ -565,6 +565,9 @@ impl Server {
         )
         .await?;
         let gateway = gateway.with_cluster(node.clone());
+        if let Some(changes) = &node.changes {
+            secrets::follow_rotations(changes, secret_store, key_file, gateway.clone());
+        }
         let health = health::Checker {
             cfg: config.health,
             data_dir: data_dir.clone(),
@@ -574,6 +577,7 @@ impl Server {
             scheduler: scheduler.clone(),
             mappings: mappings.clone(),
             monitor,
+            node: node.clone(),
         };
         // Code packages nothing refers to any more (deletes before a crash, a deploy killed
         // before its commit) are removed in the background.

@@ -56,6 +56,35 @@ pub(crate) fn open(
     Ok((Arc::new(store), file))
 }
 
+/// Cluster mode: when another node rotates the master key, this node takes the new key
+/// from the rotation's handover ([`SecretStore::follow_rotation`]), replaces its key file
+/// (or says to update `NIMBUS_MASTER_KEY`), and reloads the access keys sealed under it.
+pub(crate) fn follow_rotations(
+    changes: &nimbus_cluster::Changes,
+    store: Arc<SecretStore>,
+    key_file: Option<PathBuf>,
+    gateway: Arc<nimbus_gateway::Gateway>,
+) {
+    changes.on("secrets", move || match store.follow_rotation() {
+        Ok(None) => {}
+        Ok(Some(key)) => {
+            let id = key.id();
+            match &key_file {
+                Some(path) => match nimbus_store::write_private_file(
+                    path,
+                    format!("{}\n", key.to_base64()).as_bytes(),
+                ) {
+                    Ok(()) => info!(key_id = %id, key_file = %path.display(), "followed the master key rotation made on another node: key file replaced"),
+                    Err(e) => warn!(key_id = %id, key_file = %path.display(), error = %e, "followed the master key rotation made on another node, but cannot replace the key file: put the new key there before this node restarts"),
+                },
+                None => warn!(key_id = %id, "followed the master key rotation made on another node: set NIMBUS_MASTER_KEY to the new key before this node restarts"),
+            }
+            gateway.cluster_changed("keys");
+        }
+        Err(e) => warn!(error = %e, "cannot follow the master key rotation made on another node: restart this node with the new key"),
+    });
+}
+
 /// The executor reads secret values through this.
 pub(crate) struct Source(pub Arc<SecretStore>);
 

@@ -44,7 +44,7 @@ pub use queues::{
 pub use roles::{Role, RoleStore, RoleUpdate};
 pub use secrets::{
     validate_secret_name, write_private_file, AccessKey, MasterKey, SecretInfo, SecretStore,
-    MAX_SECRET_NAME, MAX_SECRET_VALUE,
+    HANDOVER, MAX_SECRET_NAME, MAX_SECRET_VALUE,
 };
 pub use sqlite::{open_db, LogLimits, LogUsage, SqliteStore, LOG_RETENTION_LINES};
 

@@ -362,6 +362,27 @@ struct KeyRow {
 /// `(associated name, nonce, ciphertext)` opened under the old key, sealed under the new.
 type Reseal<'a> = &'a dyn Fn(&str, &[u8], &[u8]) -> Result<(Vec<u8>, Vec<u8>)>;
 
+/// How long the other nodes of a cluster can follow a rotation ([`SecretStore::follow_rotation`]):
+/// the new key stays in the database, sealed under the old one, this long. Running nodes
+/// follow within a poll (200 ms); a node that was cut off longer, or stopped, is started
+/// with the new key.
+pub const HANDOVER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The associated-data name of a handover: the new key, sealed under the old one.
+fn handover_name(new_id: &str) -> String {
+    format!("\u{0}master-key-handover:{new_id}")
+}
+
+/// A rotation's new key sealed under the old key, for the nodes still holding the old one.
+pub(crate) struct Handover {
+    /// The id of the key that sealed it (the old key).
+    pub from: String,
+    pub nonce: Vec<u8>,
+    pub sealed_key: Vec<u8>,
+    /// Unix ms after which it is no longer followed (and is removed).
+    pub until_ms: i64,
+}
+
 /// The row storage of a backend. Values arrive sealed and leave sealed: no plaintext and no
 /// key ever reaches a backend.
 trait Rows {
@@ -378,7 +399,15 @@ trait Rows {
     /// names: the secret's name, [`KEY_AAD_PREFIX`] + the key's id) and recorded as sealed
     /// by `new_id`. All or nothing; `old_id` is the key this node holds. Returns how many
     /// secrets were re-sealed.
-    fn rotate(&mut self, old_id: &str, new_id: &str, reseal: Reseal<'_>) -> Result<usize>;
+    /// `handover` is the new key sealed under the old one, for the other nodes of a cluster
+    /// to follow the rotation (kept by stores shared by nodes, ignored by SQLite's).
+    fn rotate(
+        &mut self,
+        old_id: &str,
+        new_id: &str,
+        reseal: Reseal<'_>,
+        handover: &Handover,
+    ) -> Result<usize>;
     /// Stores a new access key; `Conflict` ("an access key named … already exists") when
     /// its name or its id is taken; refuses a stale key as [`Rows::put_secret`] does.
     fn insert_access_key(&self, key: &KeyRow) -> Result<()>;
@@ -565,17 +594,91 @@ impl SecretStore {
     /// On PostgreSQL the rotation locks the recorded key id and both tables for its
     /// transaction, so another node's writes wait for it and are then refused (sealed under
     /// the old key); a node that no longer holds the key in use cannot rotate (`Conflict`).
+    ///
+    /// On PostgreSQL the new key also stays in the database for [`HANDOVER`], sealed under
+    /// the old key, so the other nodes (holding the old key) follow the rotation
+    /// ([`SecretStore::follow_rotation`]) instead of failing until restarted.
     pub fn rotate(&self, new_key: MasterKey) -> Result<usize> {
+        self.rotate_with_handover(new_key, HANDOVER)
+    }
+
+    fn rotate_with_handover(
+        &self,
+        new_key: MasterKey,
+        window: std::time::Duration,
+    ) -> Result<usize> {
         self.exclusive(|key, rows| {
             let old = &*key;
             let reseal = |aad_name: &str, nonce: &[u8], ct: &[u8]| {
                 let value = old.open(aad_name, nonce, ct)?;
                 Ok(new_key.seal(aad_name, &value))
             };
-            let n = rows.rotate(&old.id(), &new_key.id(), &reseal)?;
+            let (nonce, sealed_key) = old.seal(&handover_name(&new_key.id()), &new_key.0);
+            let handover = Handover {
+                from: old.id(),
+                nonce,
+                sealed_key,
+                until_ms: now_ms(time::OffsetDateTime::now_utc()) + window.as_millis() as i64,
+            };
+            let n = rows.rotate(&old.id(), &new_key.id(), &reseal, &handover)?;
             *key = new_key;
             Ok(n)
         })
+    }
+
+    /// Cluster mode: when another node rotated the master key from the key this node holds
+    /// within the last [`HANDOVER`], takes the new key (opened with the old one) and uses it
+    /// from now on; returns it, for the caller to replace its key file. `None` when the key
+    /// in use is still this node's (or on SQLite), or when the rotation cannot be followed
+    /// (too old, or rotated from another key): then reads and writes keep failing with
+    /// `Conflict`, saying to restart with the new key. Removes an expired handover.
+    pub fn follow_rotation(&self) -> Result<Option<MasterKey>> {
+        let Backend::Postgres(l) = &self.backend else {
+            return Ok(None);
+        };
+        let now = now_ms(time::OffsetDateTime::now_utc());
+        let ours = l.read().unwrap_or_else(|e| e.into_inner()).key.clone();
+        let (current, handover) = {
+            let inner = l.read().unwrap_or_else(|e| e.into_inner());
+            let (current, handover) = inner.rows.handover()?;
+            if handover.as_ref().is_some_and(|h| h.until_ms <= now) {
+                inner.rows.clear_handover(now)?;
+            }
+            (current, handover)
+        };
+        if current == ours.id() {
+            return Ok(None);
+        }
+        let Some(h) = handover.filter(|h| h.from == ours.id() && h.until_ms > now) else {
+            return Ok(None);
+        };
+        let bytes = ours.open(&handover_name(&current), &h.nonce, &h.sealed_key)?;
+        let new = MasterKey::from_bytes(&bytes)?;
+        if new.id() != current {
+            return Err(StoreError::Corrupt(format!(
+                "the master key handed over is {}, but the key in use is recorded as {current}",
+                new.id()
+            )));
+        }
+        let mut inner = l.write().unwrap_or_else(|e| e.into_inner());
+        if inner.key.id() != ours.id() {
+            // Another caller followed it meanwhile.
+            return Ok(None);
+        }
+        inner.key = new.clone();
+        Ok(Some(new))
+    }
+
+    /// Removes a rotation's handover once it expired (the node that rotated calls this
+    /// after [`HANDOVER`]; [`SecretStore::follow_rotation`] does it too).
+    pub fn clear_expired_handover(&self) -> Result<()> {
+        if let Backend::Postgres(l) = &self.backend {
+            let inner = l.read().unwrap_or_else(|e| e.into_inner());
+            inner
+                .rows
+                .clear_handover(now_ms(time::OffsetDateTime::now_utc()))?;
+        }
+        Ok(())
     }
 
     /// Stores an access key: its id, a unique name, its policy (JSON text) and its secret,
@@ -720,7 +823,13 @@ impl Rows for Db {
         Ok(self.execute("DELETE FROM secrets WHERE name = ?1", [name])? > 0)
     }
 
-    fn rotate(&mut self, _old_id: &str, new_id: &str, reseal: Reseal<'_>) -> Result<usize> {
+    fn rotate(
+        &mut self,
+        _old_id: &str,
+        new_id: &str,
+        reseal: Reseal<'_>,
+        _handover: &Handover,
+    ) -> Result<usize> {
         // Dropped without commit on any error: rolled back.
         let tx = self.write_tx()?;
         let rows: Vec<(String, Vec<u8>, Vec<u8>)> = {
@@ -1219,6 +1328,54 @@ mod tests {
         assert_eq!(b.access_keys().unwrap()[0].secret, "key-secret");
         b.set("s2", b"two").unwrap();
         assert_eq!(a.get("s2").unwrap().unwrap(), b"two");
+    }
+
+    #[test]
+    fn postgres_a_running_node_follows_a_rotation_within_the_handover() {
+        let db = TestDb::new("secrets_follow");
+        let (k1, k2, k3) = (
+            MasterKey::generate(),
+            MasterKey::generate(),
+            MasterKey::generate(),
+        );
+        let a = node(&db, &k1).unwrap();
+        let b = node(&db, &k1).unwrap();
+        let c = node(&db, &k1).unwrap();
+        a.set("s1", b"one").unwrap();
+        b.create_access_key("AKIAAAAAAAAAAAAAAAAA", "ci", "{}", "key-secret")
+            .unwrap();
+        assert!(
+            b.follow_rotation().unwrap().is_none(),
+            "nothing rotated yet"
+        );
+        a.rotate(k2.clone()).unwrap();
+        // B follows: it takes the new key and reads and writes with it.
+        let followed = b.follow_rotation().unwrap().expect("follows the rotation");
+        assert_eq!(followed.id(), k2.id());
+        assert_eq!(b.key_id(), k2.id());
+        assert_eq!(b.get("s1").unwrap().unwrap(), b"one");
+        assert_eq!(b.access_keys().unwrap()[0].secret, "key-secret");
+        b.set("s2", b"two").unwrap();
+        assert_eq!(a.get("s2").unwrap().unwrap(), b"two");
+        assert!(b.follow_rotation().unwrap().is_none(), "followed once");
+        // A second rotation (k2 → k3) with a window already over: C, still on k1, cannot
+        // follow (the handover is from k2, and expired); B cannot either (expired), and
+        // the expired handover is removed.
+        a.rotate_with_handover(k3.clone(), std::time::Duration::ZERO)
+            .unwrap();
+        assert!(c.follow_rotation().unwrap().is_none());
+        assert!(c.get("s1").unwrap_err().is_conflict());
+        assert!(b.follow_rotation().unwrap().is_none());
+        assert!(b.get("s1").unwrap_err().is_conflict());
+        let (current, kept) = match &a.backend {
+            Backend::Postgres(l) => l.read().unwrap().rows.handover().unwrap(),
+            Backend::Sqlite(_) => unreachable!(),
+        };
+        assert_eq!(current, k3.id());
+        assert!(kept.is_none(), "an expired handover is removed");
+        // Nothing in the database opens with the old keys alone any more.
+        assert!(node(&db, &k1).is_err() && node(&db, &k2).is_err());
+        assert_eq!(node(&db, &k3).unwrap().get("s2").unwrap().unwrap(), b"two");
     }
 
     /// A write in flight on another node (holding its share of the key row) makes the

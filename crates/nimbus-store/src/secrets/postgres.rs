@@ -28,13 +28,14 @@
 //! at once, one wins and the other gets the `Conflict` SQLite gives.
 
 use super::KEY_AAD_PREFIX;
-use super::{access_key_taken, KeyRow, MasterKey, Reseal, Rows, Sealed, SecretInfo};
+use super::{access_key_taken, Handover, KeyRow, MasterKey, Reseal, Rows, Sealed, SecretInfo};
 use crate::sqlite::now_ms;
 use crate::{Result, StoreError};
 use nimbus_pg::{Migration, Pg, PgError, Row, Transaction};
 
-const MIGRATIONS: &[Migration] = &[Migration::breaking(
-    r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration::breaking(
+        r#"
 CREATE TABLE secrets_master (
     singleton  BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
     key_id     TEXT NOT NULL,
@@ -58,7 +59,15 @@ CREATE TABLE secrets_access_keys (
     created_ms BIGINT NOT NULL
 );
 "#,
-)];
+    ),
+    // A rotation's new key sealed under the old one, for the other nodes to follow it
+    // (`SecretStore::follow_rotation`); NULL outside the handover window.
+    Migration::additive(
+        "ALTER TABLE secrets_master ADD COLUMN handover_from TEXT,
+            ADD COLUMN handover_nonce BYTEA, ADD COLUMN handover_key BYTEA,
+            ADD COLUMN handover_until_ms BIGINT",
+    ),
+];
 
 /// The rows and the key in use of a store on PostgreSQL.
 pub(super) struct PgInner {
@@ -115,6 +124,41 @@ impl PgRows {
             )));
         }
         Ok(Self { pg: pg.clone() })
+    }
+
+    /// The id of the key in use and the last rotation's handover, if any is kept.
+    pub(super) fn handover(&self) -> Result<(String, Option<Handover>)> {
+        let row = self.pg.with(async |c| {
+            Ok(c.query_one(
+                "SELECT key_id, handover_from, handover_nonce, handover_key, handover_until_ms
+                 FROM secrets_master",
+                &[],
+            )
+            .await?)
+        })?;
+        let from: Option<String> = row.get(1);
+        let handover = from.map(|from| Handover {
+            from,
+            nonce: row.get::<_, Option<Vec<u8>>>(2).unwrap_or_default(),
+            sealed_key: row.get::<_, Option<Vec<u8>>>(3).unwrap_or_default(),
+            until_ms: row.get::<_, Option<i64>>(4).unwrap_or(0),
+        });
+        Ok((row.get(0), handover))
+    }
+
+    /// Removes a handover whose window ended by `now_ms`.
+    pub(super) fn clear_handover(&self, now_ms: i64) -> Result<()> {
+        self.pg.with(async |c| {
+            c.execute(
+                "UPDATE secrets_master SET handover_from = NULL, handover_nonce = NULL,
+                     handover_key = NULL, handover_until_ms = NULL
+                 WHERE handover_until_ms <= $1",
+                &[&now_ms],
+            )
+            .await?;
+            Ok(())
+        })?;
+        Ok(())
     }
 }
 
@@ -221,7 +265,13 @@ impl Rows for PgRows {
         Ok(n > 0)
     }
 
-    fn rotate(&mut self, old_id: &str, new_id: &str, reseal: Reseal<'_>) -> Result<usize> {
+    fn rotate(
+        &mut self,
+        old_id: &str,
+        new_id: &str,
+        reseal: Reseal<'_>,
+        handover: &Handover,
+    ) -> Result<usize> {
         let now = now();
         self.pg.transaction(async |tx| {
             let current: Option<String> = tx
@@ -281,8 +331,16 @@ impl Rows for PgRows {
                 .await?;
             }
             tx.execute(
-                "UPDATE secrets_master SET key_id = $1, updated_ms = $2",
-                &[&new_id, &now],
+                "UPDATE secrets_master SET key_id = $1, updated_ms = $2, handover_from = $3,
+                     handover_nonce = $4, handover_key = $5, handover_until_ms = $6",
+                &[
+                    &new_id,
+                    &now,
+                    &handover.from,
+                    &handover.nonce,
+                    &handover.sealed_key,
+                    &handover.until_ms,
+                ],
             )
             .await?;
             Ok(Ok(new_secrets.len()))
