@@ -1,9 +1,10 @@
-//! Faults around a cluster (tests/support/cluster.rs): NATS down, PostgreSQL restarted
-//! under load, a node older than the database's schema, a second process with a live
-//! node's id.
+//! Faults around a cluster (tests/support/cluster.rs): a node partitioned in its own
+//! network namespace, NATS down, PostgreSQL restarted under load, a node older than the
+//! database's schema, a second process with a live node's id, a master key rotation.
 
-use crate::cluster::{delivered, deploy_sink, greet, submit, within};
+use crate::cluster::{delivered, deploy_sink, greet, node_status, submit, within};
 use nimbus_tests::cluster::Cluster;
+use nimbus_tests::netns::NetNs;
 use nimbus_tests::pg_instance::PgInstance;
 use nimbus_tests::proxy::Proxy;
 use nimbus_tests::*;
@@ -411,4 +412,114 @@ fn a_master_key_rotated_through_one_node_is_followed_by_the_others() {
         "{}",
         n2.log()
     );
+}
+
+#[test]
+fn a_partitioned_node_stops_claiming_and_its_work_is_finished_by_the_others() {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut c = Cluster::start(2, &["--isolation", "none"]);
+    // Node 3 runs in a network namespace of its own: it reaches PostgreSQL and NATS, and
+    // the clients and the other nodes reach it, only through the veth pair the test cuts.
+    let ns = NetNs::new();
+    let pg = Proxy::start_on(&ns.host_ip, "127.0.0.1:5432");
+    let nats = Proxy::start_on(&ns.host_ip, "127.0.0.1:4222");
+    // Off loopback, a node serves only signed requests.
+    let mut n3 = c.spare_node(3, "n3", &["--isolation", "none", "--auth", "on"]);
+    n3.netns = Some(ns.name.clone());
+    n3.ip = ns.ns_ip.clone();
+    n3.set_database(&c.database.replace("127.0.0.1:5432", &pg.addr));
+    n3.set_flag("--nats", &format!("nats://{}", nats.addr));
+    n3.restart();
+    assert!(
+        within(Duration::from_secs(10), || node_status(&c, 1, "n3")
+            == "alive")
+        .is_some(),
+        "{}",
+        n3.log()
+    );
+    // 6 s per event, 2 at a time per node: node 3 is running what it claimed at the cut.
+    deploy_sink(&c, out.path(), 6000, 2);
+    // Submitted through nodes 1 and 2; node 3 claims its share from the shared queue.
+    let mut acked = HashSet::new();
+    for n in 0..18u64 {
+        if submit(c.node(1 + (n as usize % 2)), n) {
+            acked.insert(n);
+        }
+    }
+    assert_eq!(acked.len(), 18, "{}\n{}", c.logs(), n3.log());
+    let running_on_3 = || {
+        let (_, cluster) = c.node(1).call("GET", "/v1/cluster", None);
+        cluster["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["id"] == "n3")
+            .and_then(|n| n["in_flight"].as_i64())
+            .unwrap_or(0)
+    };
+    assert!(
+        within(Duration::from_secs(20), || running_on_3() > 0).is_some(),
+        "node 3 never ran an event\n{}",
+        n3.log()
+    );
+
+    ns.cut();
+    let dead = within(Duration::from_secs(15), || {
+        node_status(&c, 1, "n3") == "dead"
+    })
+    .unwrap_or_else(|| panic!("node 3 never seen dead\n{}", c.logs()));
+    let all = within(Duration::from_secs(120), || {
+        acked.is_subset(&delivered(out.path()))
+    });
+    let seen = delivered(out.path());
+    let missing: Vec<&u64> = acked.iter().filter(|n| !seen.contains(n)).collect();
+    assert!(all.is_some(), "never delivered: {missing:?}\n{}", c.logs());
+    let runs = std::fs::read_to_string(out.path()).unwrap().lines().count();
+    assert!(
+        runs > seen.len(),
+        "node 3's claims were not run again by the others ({runs} runs of {} events)\n{}",
+        seen.len(),
+        c.logs()
+    );
+    // Cut off, node 3 claimed nothing more: every run beyond the first of each event is
+    // one it held at the cut (at most 2, its concurrency), re-run by the others.
+    assert!(
+        runs - seen.len() <= 2,
+        "{runs} runs of {} events: node 3 kept claiming while cut off\n{}",
+        seen.len(),
+        n3.log()
+    );
+    // It noticed: its statements into the partition fail (TCP user timeout) rather than
+    // hang for TCP's retransmissions.
+    assert!(
+        within(Duration::from_secs(30), || n3
+            .log()
+            .contains("cannot write the cluster heartbeat"))
+        .is_some(),
+        "{}",
+        n3.log()
+    );
+
+    // The link back: node 3 is alive again and serves.
+    ns.restore();
+    let back = within(Duration::from_secs(30), || {
+        node_status(&c, 1, "n3") == "alive"
+    });
+    assert!(back.is_some(), "node 3 never came back\n{}", n3.log());
+    let admin = n3.bootstrap_credentials().expect("node 3's bootstrap key");
+    let (status, reply) = n3.signed(
+        "POST",
+        "/2015-03-31/functions/sink/invocations",
+        br#"{"n":100000}"#,
+        &admin,
+    );
+    assert_eq!(status, 200, "{reply}\n{}", n3.log());
+    eprintln!(
+        "partitioned node 3 seen dead {dead:?} after the cut; all {} events delivered {:?} after, {} run twice (node 3's, taken over); back {:?} after the link",
+        acked.len(),
+        all.unwrap(),
+        runs - seen.len(),
+        back.unwrap()
+    );
+    c.node_mut(1).terminate();
 }

@@ -22,6 +22,8 @@ pub struct Node {
     pub port: u16,
     pub child: Option<Child>,
     pub data_dir: tempfile::TempDir,
+    /// The network namespace it runs in (`ip netns exec`), `None`: the host's.
+    pub netns: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     log_path: PathBuf,
@@ -122,6 +124,7 @@ impl Cluster {
             port: free_port(),
             child: None,
             data_dir,
+            netns: None,
             args,
             env: envs,
             log_path,
@@ -166,7 +169,15 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let child = Command::new(nimbus_bin())
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(nimbus_bin());
+                c
+            }
+            None => Command::new(nimbus_bin()),
+        };
+        let child = cmd
             .arg("serve")
             .args(["--listen", &format!("{}:{}", self.ip, self.port)])
             .arg("--data-dir")
@@ -212,12 +223,17 @@ impl Node {
     /// Uses `url` as its `--database` from its next start (e.g. through a proxy a test
     /// can cut).
     pub fn set_database(&mut self, url: &str) {
+        self.set_flag("--database", url);
+    }
+
+    /// Gives `flag` (one the node has, e.g. `--nats`) `value` from its next start.
+    pub fn set_flag(&mut self, flag: &str, value: &str) {
         let i = self
             .args
             .iter()
-            .position(|a| a == "--database")
-            .expect("a cluster node has --database");
-        self.args[i + 1] = url.to_string();
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("the node has no {flag}"));
+        self.args[i + 1] = value.to_string();
     }
 
     /// Sets (`Some`) or removes (`None`) an environment variable from its next start.

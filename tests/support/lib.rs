@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub mod brokers;
 pub mod browser;
 pub mod cluster;
+pub mod netns;
 pub mod pg_instance;
 pub mod proxy;
 pub mod python;

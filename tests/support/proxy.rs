@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 pub struct Proxy {
-    /// `127.0.0.1:PORT` to give Nimbus instead of the broker's address.
+    /// `IP:PORT` to give Nimbus instead of the broker's address.
     pub addr: String,
     cut: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
@@ -17,7 +17,12 @@ pub struct Proxy {
 impl Proxy {
     /// Starts forwarding a free local port to `target` (`host:port`).
     pub fn start(target: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        Self::start_on("127.0.0.1", target)
+    }
+
+    /// Forwards a free port of the local address `ip` to `target`.
+    pub fn start_on(ip: &str, target: &str) -> Proxy {
+        let listener = TcpListener::bind(format!("{ip}:0")).expect("bind the proxy");
         let addr = listener.local_addr().unwrap().to_string();
         let cut = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();

@@ -106,6 +106,9 @@ pub(crate) fn query_message(e: &tokio_postgres::Error) -> String {
 }
 
 /// Set on every new connection (see [`Pg::connect`]).
+/// How long a connection may wait for the network before it fails (see [`Pg::connect`]).
+const PARTITION_TIMEOUT: Duration = Duration::from_secs(10);
+
 const LOCK_TIMEOUT: &str = "SET lock_timeout = '5s'; SET client_min_messages = warning";
 
 /// Connection settings.
@@ -170,9 +173,23 @@ impl Pg {
     /// Opens the pool and checks that the server answers (one connection made now, so a
     /// wrong URL or a server that is down is reported at start, not on first use).
     pub fn connect(cfg: &PgConfig) -> Result<Pg> {
-        let pg_config = tokio_postgres::Config::from_str(&cfg.url).map_err(|e| {
+        let mut pg_config = tokio_postgres::Config::from_str(&cfg.url).map_err(|e| {
             PgError::Url(format!("{e} (expected postgres://user@host:port/database)"))
         })?;
+        // A partition drops packets without a reset: without these, a statement sent into
+        // it waits for TCP's retransmissions (about 15 minutes) and an idle connection
+        // for keepalives (2 hours). Unless the URL says otherwise, a connection whose data
+        // goes unacknowledged for 10 s, or that is idle and unanswered for 10 s + 3 × 2 s,
+        // fails and is replaced.
+        if pg_config.get_tcp_user_timeout().is_none() {
+            pg_config.tcp_user_timeout(PARTITION_TIMEOUT);
+        }
+        if pg_config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            pg_config
+                .keepalives_idle(PARTITION_TIMEOUT)
+                .keepalives_interval(Duration::from_secs(2))
+                .keepalives_retries(3);
+        }
         let target = describe(&pg_config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
