@@ -420,7 +420,7 @@ fn a_partitioned_node_stops_claiming_and_its_work_is_finished_by_the_others() {
     let mut c = Cluster::start(2, &["--isolation", "none"]);
     // Node 3 runs in a network namespace of its own: it reaches PostgreSQL and NATS, and
     // the clients and the other nodes reach it, only through the veth pair the test cuts.
-    let ns = NetNs::new();
+    let ns = NetNs::create();
     let pg = Proxy::start_on(&ns.host_ip, "127.0.0.1:5432");
     let nats = Proxy::start_on(&ns.host_ip, "127.0.0.1:4222");
     // Off loopback, a node serves only signed requests.

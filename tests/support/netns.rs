@@ -29,7 +29,8 @@ fn ip(args: &[&str]) {
 }
 
 impl NetNs {
-    pub fn new() -> NetNs {
+    /// Makes the namespace and the veth pair (addresses picked at random in 10.251.0.0/16).
+    pub fn create() -> NetNs {
         let mut r = [0u8; 2];
         use std::io::Read;
         std::fs::File::open("/dev/urandom")
