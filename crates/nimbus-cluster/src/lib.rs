@@ -6,15 +6,18 @@
 //! - [`Membership`]: heartbeats in `cluster_nodes`, the list of nodes, drain marks.
 //! - [`Changes`]: change generations bumped by triggers, polled by every node, with NATS
 //!   notices to read them at once.
+//! - [`Leases`]: named leases, one node at a time per name (source mappings, targets).
 //! - [`PermitGate`] and [`Permits`]: reserved concurrency leased from a budget shared by
 //!   the nodes, so a function's limit holds across the cluster.
 
 mod changes;
+mod leases;
 mod members;
 mod node;
 mod permits;
 
 pub use changes::{install_triggers, Changes, ChangesHealth, BLIND, POLL, SUBJECT, WATCHED};
+pub use leases::{Leases, LEASE_TTL};
 pub use members::{Load, Membership, MembershipConfig, NodeInfo};
 pub use node::{NodeId, NODE_ID_FILE};
 pub use permits::{Grant, NoPermit, PermitConfig, PermitGate, PermitLease, Permits};

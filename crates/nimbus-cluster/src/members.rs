@@ -43,6 +43,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     ),
     // Reserved concurrency leased across nodes (permits.rs).
     crate::permits::MIGRATION,
+    // Named leases: source mappings and targets, one node at a time (leases.rs).
+    crate::leases::MIGRATION,
 ];
 
 /// Heartbeat period and time to live.

@@ -29,6 +29,8 @@ pub(crate) struct Node {
     pub changes: Option<Arc<Changes>>,
     /// Reserved concurrency leased from the cluster's budget (cluster mode).
     pub permits: Option<Arc<PermitGate>>,
+    /// Which node runs each source mapping and target (cluster mode).
+    pub leases: Option<Arc<SourceLeases>>,
     /// Set when this node is asked to drain (`nimbus cluster drain`).
     pub drain: Arc<Notify>,
     pools: Arc<Pools>,
@@ -57,8 +59,8 @@ impl Node {
         pools: Arc<Pools>,
         events: Arc<dyn nimbus_store::EventQueue>,
     ) -> anyhow::Result<Arc<Node>> {
-        let (membership, changes, permits) = match backend {
-            Backend::Sqlite => (None, None, None),
+        let (membership, changes, permits, leases) = match backend {
+            Backend::Sqlite => (None, None, None, None),
             Backend::Postgres(pg) => {
                 let (pg2, id2, addr) = (pg.clone(), id.clone(), address.clone());
                 // The incarnation this data dir last registered: a restart after a crash
@@ -101,7 +103,12 @@ impl Node {
                     let gw = gateway.clone();
                     changes.on(scope, move || gw.cluster_changed(scope));
                 }
-                (Some(membership), Some(changes), Some(permits))
+                let leases = Arc::new(SourceLeases(nimbus_cluster::Leases::new(
+                    pg,
+                    id.clone(),
+                    nimbus_cluster::LEASE_TTL,
+                )));
+                (Some(membership), Some(changes), Some(permits), Some(leases))
             }
         };
         let node = Arc::new(Node {
@@ -110,6 +117,7 @@ impl Node {
             membership,
             changes,
             permits,
+            leases,
             drain: Arc::new(Notify::new()),
             pools,
             events,
@@ -178,6 +186,23 @@ impl Node {
                 tracing::warn!(error = %e, "cannot mark this node as gone in the cluster");
             }
         }
+    }
+}
+
+/// The cluster's leases as the source and target runners use them.
+pub(crate) struct SourceLeases(nimbus_cluster::Leases);
+
+impl nimbus_sources::Leases for SourceLeases {
+    fn hold(&self, key: &str) -> Result<bool, String> {
+        self.0.hold(key).map_err(|e| e.to_string())
+    }
+
+    fn release(&self, key: &str) -> Result<(), String> {
+        self.0.release(key).map_err(|e| e.to_string())
+    }
+
+    fn ttl(&self) -> std::time::Duration {
+        self.0.ttl()
     }
 }
 

@@ -568,6 +568,11 @@ impl Server {
         if let Some(changes) = &node.changes {
             secrets::follow_rotations(changes, secret_store, key_file, gateway.clone());
         }
+        // One node at a time runs each source mapping and delivers each target's outbox.
+        if let Some(leases) = &node.leases {
+            sources.set_leases(leases.clone());
+            targets.set_leases(leases.clone());
+        }
         let health = health::Checker {
             cfg: config.health,
             data_dir: data_dir.clone(),

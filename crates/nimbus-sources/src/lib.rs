@@ -10,11 +10,13 @@
 //!   `MaximumConcurrency`, back-pressure, reconnecting with back-off, state.
 //! - [`store`]: mappings and checkpoints (SQLite, `sources.db`); [`postgres`]: the same
 //!   and the targets' outbox in PostgreSQL (cluster mode).
+//! - [`lease`]: in a cluster, one node at a time runs a mapping or a target's delivery.
 //! - [`targets`]: publishing back: named targets on the brokers, an outbox, a publisher
 //!   per broker.
 
 pub mod connectors;
 pub mod error;
+pub mod lease;
 pub mod model;
 pub mod postgres;
 pub mod runner;
@@ -23,6 +25,7 @@ pub mod store;
 pub mod targets;
 
 pub use error::{Result, SourceError};
+pub use lease::{LeaseGate, Leases};
 pub use model::{Credentials, Kind, OnFailure, SourceMapping, SourceSpec, StartingPosition};
 pub use runner::{FailureSink, MappingStatus, RunnerConfig, SecretReader, SourceRunner};
 pub use source::{Checkpoints, Context, Record, Source};

@@ -124,7 +124,8 @@ impl Default for RunnerConfig {
 /// `LastProcessingResult`.
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct MappingStatus {
-    /// `connecting`, `connected`, `lagging`, `failing` or `disabled`.
+    /// `connecting`, `connected`, `lagging`, `failing`, `disabled`, or `remote` (another
+    /// node of the cluster runs it).
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -163,6 +164,11 @@ impl MappingStatus {
     }
 }
 
+/// The lease of mapping `uuid` in a cluster.
+fn lease_key(uuid: &str) -> String {
+    format!("source:{uuid}")
+}
+
 /// Runs one task per enabled source mapping.
 pub struct SourceRunner {
     store: Arc<dyn SourceStore>,
@@ -183,6 +189,8 @@ pub struct SourceRunner {
     halt: tokio::sync::watch::Sender<bool>,
     /// Mapping tasks and batches being settled (for [`SourceRunner::drain`]).
     busy: Arc<nimbus_events::drain::InFlight>,
+    /// In a cluster, the mappings this node runs ([`crate::lease`]).
+    leases: Arc<crate::LeaseGate>,
 }
 
 impl SourceRunner {
@@ -202,6 +210,7 @@ impl SourceRunner {
             metrics: Default::default(),
             halt: tokio::sync::watch::Sender::new(false),
             busy: Arc::new(nimbus_events::drain::InFlight::new()),
+            leases: Arc::default(),
         })
     }
 
@@ -233,6 +242,11 @@ impl SourceRunner {
 
     pub fn set_metrics(&self, metrics: Arc<nimbus_metrics::Metrics>) {
         let _ = self.metrics.set(metrics);
+    }
+
+    /// Cluster mode: run a mapping only while this node holds its lease.
+    pub fn set_leases(&self, leases: Arc<dyn crate::Leases>) {
+        self.leases.set(leases);
     }
 
     /// The supervisor's heartbeat (for health checks).
@@ -306,6 +320,7 @@ impl SourceRunner {
     pub async fn drain(&self) {
         self.stop();
         self.busy.idle().await;
+        self.release_leases().await;
     }
 
     /// Resolves once the runner is stopping.
@@ -336,11 +351,30 @@ impl SourceRunner {
             let store = self.store.clone();
             match tokio::task::spawn_blocking(move || store.list()).await {
                 Ok(Ok(mappings)) => {
-                    let wanted: HashMap<String, SourceMapping> = mappings
+                    let mut wanted: HashMap<String, SourceMapping> = mappings
                         .into_iter()
                         .filter(|m| m.enabled)
                         .map(|m| (m.uuid.clone(), m))
                         .collect();
+                    // In a cluster, only the mappings whose lease this node holds.
+                    let keys: Vec<String> = wanted.keys().map(|u| lease_key(u)).collect();
+                    let allowed = self.leases.allowed(&keys).await;
+                    {
+                        let mut status = self.status.lock().unwrap();
+                        status.retain(|uuid, _| wanted.contains_key(uuid));
+                        for uuid in wanted.keys() {
+                            if !allowed.contains(&lease_key(uuid)) {
+                                status.insert(
+                                    uuid.clone(),
+                                    MappingStatus {
+                                        state: "remote",
+                                        ..Default::default()
+                                    },
+                                );
+                            }
+                        }
+                    }
+                    wanted.retain(|uuid, _| allowed.contains(&lease_key(uuid)));
                     let mut running = self.running.lock().unwrap();
                     running.retain(|uuid, (m, task)| {
                         let keep = wanted.get(uuid) == Some(m) && !task.is_finished();
@@ -350,10 +384,6 @@ impl SourceRunner {
                         }
                         keep
                     });
-                    self.status
-                        .lock()
-                        .unwrap()
-                        .retain(|uuid, _| wanted.contains_key(uuid));
                     for (uuid, m) in wanted {
                         if running.contains_key(&uuid) {
                             continue;
@@ -382,6 +412,12 @@ impl SourceRunner {
         }
         // The mapping tasks see `stopping` and end by themselves.
         self.running.lock().unwrap().clear();
+    }
+
+    /// Gives the mappings' leases back (after a drain: another node takes over at once).
+    async fn release_leases(&self) {
+        let leases = self.leases.clone();
+        let _ = tokio::task::spawn_blocking(move || leases.release_all()).await;
     }
 
     /// The connector of `m`, with its credentials read from its secret.

@@ -48,6 +48,8 @@ pub struct TargetRunner {
     halt: tokio::sync::watch::Sender<bool>,
     /// Delivery tasks (for [`TargetRunner::drain`]).
     busy: Arc<nimbus_events::drain::InFlight>,
+    /// In a cluster, the targets whose outbox this node delivers ([`crate::lease`]).
+    leases: Arc<crate::LeaseGate>,
 }
 
 impl TargetRunner {
@@ -79,7 +81,19 @@ impl TargetRunner {
             retry,
             halt: tokio::sync::watch::Sender::new(false),
             busy: Arc::new(nimbus_events::drain::InFlight::new()),
+            leases: Arc::default(),
         })
+    }
+
+    /// Cluster mode: deliver a target's outbox only while this node holds its lease.
+    pub fn set_leases(&self, leases: Arc<dyn crate::Leases>) {
+        self.leases.set(leases);
+    }
+
+    /// Gives the targets' leases back (after a drain: another node takes over at once).
+    async fn release_leases(&self) {
+        let leases = self.leases.clone();
+        let _ = tokio::task::spawn_blocking(move || leases.release_all()).await;
     }
 
     pub fn store(&self) -> &Arc<dyn TargetStore> {
@@ -119,6 +133,7 @@ impl TargetRunner {
     pub async fn drain(&self) {
         self.stop();
         self.busy.idle().await;
+        self.release_leases().await;
     }
 
     /// Sleeps `d`, or until some wake-up (`wake`, if given) or the runner stops; false
@@ -175,8 +190,12 @@ impl TargetRunner {
             let store = self.store.clone();
             match tokio::task::spawn_blocking(move || store.list_targets()).await {
                 Ok(Ok(targets)) => {
-                    let wanted: HashMap<String, Target> =
+                    let mut wanted: HashMap<String, Target> =
                         targets.into_iter().map(|t| (t.name.clone(), t)).collect();
+                    // In a cluster, only the targets whose lease this node holds.
+                    let keys: Vec<String> = wanted.keys().map(|n| format!("target:{n}")).collect();
+                    let allowed = self.leases.allowed(&keys).await;
+                    wanted.retain(|n, _| allowed.contains(&format!("target:{n}")));
                     running.retain(|name, (t, task)| {
                         let keep = wanted.get(name) == Some(t) && !task.is_finished();
                         if !keep {
