@@ -128,21 +128,25 @@ pub async fn bench(bin: &Path, tmp: &Path, s: &Settings) -> Result<Vec<ConfigRes
         for r in results.iter_mut() {
             let t0 = Instant::now();
             let dir = tmp.join(format!("{}-run{run}", r.config.key()));
-            let cluster = Cluster::start(bin, &dir, r.config).await?;
-            let outcome = measure(&cluster, &zip, s).await;
-            let logs = if outcome.is_err() {
-                cluster.logs()
-            } else {
-                String::new()
+            let mut attempt = 1;
+            let figs = loop {
+                match one(bin, &dir, r.config, &zip, s).await {
+                    Ok(f) => break f,
+                    // The local PostgreSQL is shared (max_connections): a run that fails
+                    // is started again on a fresh cluster, once, and the retry reported.
+                    Err(e) if attempt < ATTEMPTS => {
+                        eprintln!(
+                            "run {run}/{} {}: attempt {attempt} failed, starting again: {:#}",
+                            s.runs,
+                            r.config.title(),
+                            e.root_cause()
+                        );
+                        attempt += 1;
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    Err(e) => return Err(e.context(format!("run {run} of {}", r.config.title()))),
+                }
             };
-            cluster.stop().await?;
-            let figs = outcome.with_context(|| {
-                format!(
-                    "run {run} of {}; node logs (tail):\n{}",
-                    r.config.title(),
-                    crate::tail(&logs, 60)
-                )
-            })?;
             eprintln!(
                 "run {run}/{} {:<14} {} [{:.0} s]",
                 s.runs,
@@ -155,6 +159,22 @@ pub async fn bench(bin: &Path, tmp: &Path, s: &Settings) -> Result<Vec<ConfigRes
         }
     }
     Ok(results)
+}
+
+/// Attempts per run and configuration.
+const ATTEMPTS: u32 = 2;
+
+/// Starts `config`'s nodes, measures them, stops them.
+async fn one(bin: &Path, dir: &Path, config: Config, zip: &[u8], s: &Settings) -> Result<Figs> {
+    let cluster = Cluster::start(bin, dir, config).await?;
+    let outcome = measure(&cluster, zip, s).await;
+    let logs = if outcome.is_err() {
+        cluster.logs()
+    } else {
+        String::new()
+    };
+    cluster.stop().await?;
+    outcome.with_context(|| format!("node logs (tail):\n{}", crate::tail(&logs, 40)))
 }
 
 /// The nodes of one configuration, and the schema they share.
@@ -385,6 +405,10 @@ impl CpuSnap {
         f.put(&format!("{prefix}.nats_us"), per(nats));
         f.put(&format!("{prefix}.client_us"), per(client));
         f.put(&format!("{prefix}.other_cores"), secs(other) / wall);
+        f.put(
+            &format!("{prefix}.pg_backends"),
+            later.backends.len() as f64,
+        );
     }
 }
 
