@@ -430,13 +430,13 @@ impl Bench<'_> {
 }
 
 /// One keep-alive connection submitting `InvocationType: Event` invocations.
-struct Submitter {
+pub struct Submitter {
     tx: SendRequest<Full<Bytes>>,
     host: String,
 }
 
 impl Submitter {
-    async fn open(addr: SocketAddr) -> Result<Submitter> {
+    pub async fn open(addr: SocketAddr) -> Result<Submitter> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
@@ -452,7 +452,7 @@ impl Submitter {
     }
 
     /// Submits `{}`; returns the request id of the 202.
-    async fn submit(&mut self, path: &str) -> Result<String> {
+    pub async fn submit(&mut self, path: &str) -> Result<String> {
         let send = async {
             self.tx.ready().await?;
             let req = Request::post(path)

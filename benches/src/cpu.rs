@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// Clock ticks per second of `/proc/*/stat` times (`USER_HZ`, fixed at 100 by the Linux ABI).
-const USER_HZ: f64 = 100.0;
+pub const USER_HZ: f64 = 100.0;
 
 /// CPU time consumed so far, in clock ticks.
 #[derive(Debug, Clone, Copy, Default)]
@@ -55,7 +55,7 @@ impl Snapshot {
 }
 
 /// utime + stime of `pid` (all its threads).
-fn process_ticks(pid: u32) -> u64 {
+pub fn process_ticks(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
@@ -70,6 +70,21 @@ fn process_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     field(14) + field(15)
+}
+
+/// utime + stime, summed, of every living process whose command name (`/proc/PID/comm`) is
+/// `comm` (e.g. `postgres`: the postmaster, its background processes and every backend).
+pub fn ticks_of_command(comm: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .map(process_ticks)
+        .sum()
 }
 
 /// Every living descendant of `pid`: sandboxed instances are not its children but its
@@ -103,7 +118,7 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 }
 
 /// Busy ticks of all CPUs (everything but idle and iowait) from `/proc/stat`.
-fn machine_busy_ticks() -> u64 {
+pub fn machine_busy_ticks() -> u64 {
     let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
         return 0;
     };

@@ -7,10 +7,12 @@
 //! loopback ports and stops them at the end. See `docs/performance.md`. With `--async`,
 //! measures asynchronous invocation of a no-op function instead (see [`async_bench`]);
 //! with `--sources`, the external event sources against their brokers (see
-//! [`sources_bench`]).
+//! [`sources_bench`]); with `--cluster`, one node on SQLite against 1, 2 and 3 nodes on
+//! PostgreSQL and NATS (see [`cluster_bench`]).
 
 mod async_bench;
 mod client;
+mod cluster_bench;
 mod cpu;
 mod flows_bench;
 mod lang;
@@ -163,6 +165,16 @@ struct Args {
     /// With --sources: the latency measurement's publishing rate (records/s).
     #[arg(long, default_value_t = 100.0, value_parser = positive)]
     source_rate: f64,
+    /// Measure cluster mode instead (issue 18): the hello function on one node on SQLite
+    /// and on 1..=--cluster-nodes nodes sharing the local PostgreSQL and NATS: sync
+    /// throughput and latency, async delivery, CPU per invocation of each component (see
+    /// `cluster_bench.rs`). Uses --runs [3], --clients, --duration, --warmup, --events,
+    /// --submitters and --concurrency [2: instances per node].
+    #[arg(long)]
+    cluster: bool,
+    /// With --cluster: the largest cluster measured.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    cluster_nodes: u32,
     /// Give up (and stop everything) after this many minutes.
     #[arg(long, default_value_t = 30.0, value_parser = positive)]
     time_limit: f64,
@@ -339,6 +351,9 @@ async fn main() -> Result<()> {
     }
     if args.sources || !args.sources_only.is_empty() {
         return sources_main(&args, &bin, dir.path(), limit).await;
+    }
+    if args.cluster {
+        return cluster_main(&args, &bin, dir.path(), limit).await;
     }
     if args.flows {
         return flows_main(&args, &bin, dir.path(), limit).await;
@@ -690,6 +705,68 @@ async fn flows_main(args: &Args, bin: &Path, dir: &Path, limit: Duration) -> Res
         );
         println!();
         print!("{}", median.table(&settings));
+    }
+    Ok(())
+}
+
+/// `--cluster`: one node on SQLite against 1..=N nodes on PostgreSQL + NATS (see
+/// `cluster_bench.rs`).
+async fn cluster_main(args: &Args, bin: &Path, dir: &Path, limit: Duration) -> Result<()> {
+    cluster_bench::check_services()?;
+    let pick = |normal: f64, quick: f64| if args.quick { quick } else { normal };
+    let mut configs = vec![cluster_bench::Config::Sqlite];
+    configs.extend((1..=args.cluster_nodes as usize).map(cluster_bench::Config::Pg));
+    let settings = cluster_bench::Settings {
+        configs,
+        runs: args.runs.unwrap_or(if args.quick { 1 } else { 3 }),
+        clients: args.clients as usize,
+        warmup: Duration::from_secs_f64(args.warmup.unwrap_or(pick(1.0, 0.3))),
+        duration: Duration::from_secs_f64(args.duration.unwrap_or(pick(5.0, 1.0))),
+        latency_duration: Duration::from_secs_f64(pick(3.0, 1.0)),
+        events: args.events as usize,
+        submitters: args.submitters as usize,
+        concurrency: args.concurrency.unwrap_or(2),
+    };
+    let node = Lang::Node.interpreter()?;
+    let version = Lang::Node.version(&node)?;
+    let load_before = loadavg();
+    let t0 = Instant::now();
+    let results = tokio::time::timeout(limit, cluster_bench::bench(bin, dir, &settings))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the benchmark took longer than --time-limit {} minutes",
+                args.time_limit
+            )
+        })??;
+    let load_after = loadavg();
+    let machine = machine()?;
+    if args.json {
+        let out = json!({
+            "machine": machine,
+            "load_average": {"before": load_before, "after": load_after},
+            "settings": settings.to_json(),
+            "node": version,
+            "configs": cluster_bench::to_json(&results),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{}; median of {} runs; {:.0} s; load average {load_before} before, {load_after} after",
+            machine_line(&machine),
+            settings.runs,
+            t0.elapsed().as_secs_f64()
+        );
+        println!(
+            "hello function (node {version}), concurrency {} per node; {} clients x {} s; {} events from {} submitters",
+            settings.concurrency,
+            settings.clients,
+            settings.duration.as_secs_f64(),
+            settings.events,
+            settings.submitters
+        );
+        println!();
+        print!("{}", cluster_bench::table(&results, &settings));
     }
     Ok(())
 }

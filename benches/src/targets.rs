@@ -29,6 +29,16 @@ impl Nimbus {
     /// Starts `bin serve` on a free loopback port with its data dir under `dir`; instances
     /// never idle out during the benchmark. `extra`: further `serve` flags.
     pub async fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Nimbus> {
+        Self::start_with_env(bin, dir, extra, &[]).await
+    }
+
+    /// [`Nimbus::start`] with further environment variables.
+    pub async fn start_with_env(
+        bin: &Path,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Nimbus> {
         std::fs::create_dir_all(dir)?;
         let addr = free_addr()?;
         let log_path = dir.join("nimbus.log");
@@ -45,6 +55,7 @@ impl Nimbus {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
