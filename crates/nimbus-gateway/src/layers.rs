@@ -524,7 +524,10 @@ pub(crate) async fn resolve(
             Err(e) => return Err(e.into()),
         };
         pins.push(gw.code.pin(&v.code_sha256)?);
-        if !gw.code.contains(&v.code_sha256) {
+        // In a cluster this may fetch the package from the shared store: off the async
+        // workers.
+        let (code, sha) = (gw.code.clone(), v.code_sha256.clone());
+        if !blocking(move || Ok::<_, nimbus_store::StoreError>(code.contains(&sha))).await? {
             return Err(ApiError::InvalidParameter(format!(
                 "Layer version {} does not exist.",
                 arn::layer_arn(&name, Some(version))
