@@ -340,6 +340,8 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
     let one = |a: String, r: String| Target::Api(vec![check(&a, r)]);
     match (m, s.as_slice()) {
         ("GET", ["v1", "health"]) | ("GET", ["v1", "ready"]) => Target::Public,
+        // Signed with the cluster's node key, checked by the handler (`forward.rs`).
+        ("POST", ["v1", "internal", "invoke"]) => Target::Public,
         ("GET", ["metrics"]) => one("nimbus:GetMetrics".into(), "*".into()),
         (_, ["fn", ..]) => Target::Public,
         _ if crate::sqs::protocol_of(method, path, headers).is_some() => Target::Sqs,
