@@ -54,6 +54,13 @@ fn a_node_without_an_instance_runs_the_call_on_a_warm_one_elsewhere() {
     let c = Cluster::start(2, &["--isolation", "none"]);
     let (n1, n2) = (c.node(1), c.node(2));
     n1.deploy("who", python_cfg("app.handler"), &[("app.py", WHO)]);
+    // A URL is part of the configuration (a new revision): made before the warm-up.
+    let (s, v) = n1.call(
+        "POST",
+        "/2021-10-31/functions/who/url",
+        Some(json!({"AuthType": "NONE"})),
+    );
+    assert_eq!(s, 201, "{v}");
     let (s, body) = n1.invoke("who", "{}");
     assert_eq!(s, 200, "{body}\n{}", c.logs());
     let warm = process(&body);
@@ -103,13 +110,6 @@ fn a_node_without_an_instance_runs_the_call_on_a_warm_one_elsewhere() {
     }
 
     // A function URL on node 2 takes the same path.
-    let (s, v) = n1.call(
-        "POST",
-        "/2021-10-31/functions/who/url",
-        Some(json!({"AuthType": "NONE"})),
-    );
-    assert_eq!(s, 201, "{v}");
-    std::thread::sleep(Duration::from_millis(1500));
     let r = n2.http.get(n2.url("/fn/who/")).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(process(&r.text().unwrap()), warm, "{}", c.logs());
