@@ -1018,6 +1018,9 @@ mod tests {
     fn the_route_table() {
         assert_eq!(t("GET", "/v1/health", ""), Target::Public);
         assert_eq!(t("GET", "/v1/ready", ""), Target::Public);
+        // Checked by its handler against the cluster's node key (forward.rs).
+        assert_eq!(t("POST", "/v1/internal/invoke", ""), Target::Public);
+        assert_ne!(t("GET", "/v1/internal/invoke", ""), Target::Public);
         assert_eq!(t("POST", "/fn/orders-api/x", ""), Target::Public);
         assert_eq!(t("GET", "/hello/world", ""), Target::Public);
         // The console's static files are public; what its pages show is signed API.

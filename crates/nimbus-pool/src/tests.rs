@@ -841,7 +841,11 @@ async fn warmth_and_idle_by_revision_count_idle_instances_of_the_revision() {
         }
     );
     assert_eq!(pm.idle_by_revision(), [("r1".to_string(), 2)].into());
-    assert_eq!(pm.idle_by_revision(), [("r1".to_string(), 2)].into(), "still idle");
+    assert_eq!(
+        pm.idle_by_revision(),
+        [("r1".to_string(), 2)].into(),
+        "still idle"
+    );
     assert_eq!(pm.warmth("f", "$LATEST", "r2").idle, 0, "another revision");
     assert_eq!(pm.warmth("f", "1", "r1").idle, 0, "another version");
     // Both busy: nothing idle, and the function at its limit of 2.
@@ -864,7 +868,8 @@ async fn warmth_and_idle_by_revision_count_idle_instances_of_the_revision() {
     // Two were idle at once since the last read, none now; read again: none.
     assert_eq!(pm.idle_by_revision(), [("r1".to_string(), 2)].into());
     assert!(pm.idle_by_revision().is_empty());
-    busy.await.unwrap();
+    let (a, b) = busy.await.unwrap();
+    assert!(!a.unwrap().cold && !b.unwrap().cold, "both warm");
     // A new revision retires the old instances: they are no longer counted.
     pm.invoke(s.clone(), "r2", inv("x")).await.unwrap();
     assert_eq!(pm.idle_by_revision(), [("r2".to_string(), 1)].into());
