@@ -11,7 +11,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,8 @@ struct View {
 #[derive(Default)]
 pub struct Peers {
     view: Mutex<View>,
+    /// Whether any other node reported an idle instance (read without the lock).
+    any: AtomicBool,
     /// Turns among candidates with as many idle instances.
     turn: AtomicUsize,
 }
@@ -175,12 +177,14 @@ impl Peers {
             })
             .collect();
         v.failed.retain(|_, at| at.elapsed() < FAILED_PEER_PAUSE);
+        let any = v.peers.iter().any(|p| p.idle.values().any(|&n| n > 0));
+        self.any.store(any, Ordering::Relaxed);
     }
 
-    /// Whether any other node reported an idle instance (cheap: the invoke path asks first).
+    /// Whether any other node reported an idle instance (one atomic load, no lock: every
+    /// synchronous call asks first).
     pub fn any(&self) -> bool {
-        let v = self.view.lock().unwrap();
-        v.peers.iter().any(|p| !p.idle.is_empty())
+        self.any.load(Ordering::Relaxed)
     }
 
     /// The node with the most idle instances of `revision` not yet taken by this node
@@ -256,6 +260,11 @@ mod tests {
         assert_eq!(peers.pick("r1").unwrap().node, "b");
         assert_eq!(peers.pick("r2").unwrap().node, "a");
         assert!(peers.pick("r3").is_none(), "no node has r3 idle");
+        assert!(peers.any());
+        peers.replace(vec![peer("a", &[("r1", 0)])]);
+        assert!(!peers.any(), "nothing idle anywhere");
+        peers.replace(Vec::new());
+        assert!(!peers.any());
     }
 
     #[test]
