@@ -244,7 +244,7 @@ impl Membership {
             let w = self.idle_written.lock().unwrap();
             (w.as_deref() != Some(idle.as_str())).then(|| idle.clone())
         };
-        let (n, peers) = self.pg.with(async |c| {
+        let read = self.pg.with(async |c| {
             let n = c
                 .execute(
                     "UPDATE cluster_nodes SET heartbeat_at = clock_timestamp(),
@@ -284,7 +284,9 @@ impl Membership {
                 })
                 .collect();
             Ok((n, peers))
-        })?;
+        });
+        // A view that cannot be read again is forgotten: it would only grow older.
+        let (n, peers) = read.inspect_err(|_| self.peers.replace(Vec::new()))?;
         if n == 0 {
             self.superseded.store(true, Ordering::Relaxed);
             self.peers.replace(Vec::new());
