@@ -44,7 +44,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// What the origin knows of the cluster to forward with ([`Gateway::with_forwarding`]).
 pub struct Forwarder {
     node: String,
-    key: NodeKey,
+    /// The node key in use, and the one before the last master key rotation (taken too,
+    /// while the nodes follow the rotation one after the other).
+    keys: std::sync::RwLock<(NodeKey, Option<NodeKey>)>,
     peers: Arc<Peers>,
     client: reqwest::Client,
 }
@@ -58,10 +60,31 @@ impl Forwarder {
             .unwrap_or_default();
         Arc::new(Forwarder {
             node,
-            key,
+            keys: std::sync::RwLock::new((key, None)),
             peers,
             client,
         })
+    }
+
+    /// Signs with `new` from now on; still takes the key in use until now.
+    fn rotate(&self, new: NodeKey) {
+        let mut keys = self.keys.write().unwrap();
+        let old = std::mem::replace(&mut keys.0, new);
+        keys.1 = Some(old);
+    }
+
+    fn key(&self) -> NodeKey {
+        self.keys.read().unwrap().0.clone()
+    }
+
+    /// Whether `signature` is the current or the previous node key's.
+    fn verify(&self, at: i64, from: &str, body: &[u8], signature: &str) -> bool {
+        let (current, previous) = &*self.keys.read().unwrap();
+        let now = now_ms();
+        current.verify(at, from, body, signature, now)
+            || previous
+                .as_ref()
+                .is_some_and(|k| k.verify(at, from, body, signature, now))
     }
 }
 
@@ -71,6 +94,14 @@ impl Gateway {
     pub fn with_forwarding(self: Arc<Self>, fwd: Arc<Forwarder>) -> Arc<Self> {
         let _ = self.forward.set(fwd);
         self
+    }
+
+    /// The master key was rotated (here or, followed, on another node): sign forwards with
+    /// the node key derived from the new one, and still take the old one's.
+    pub fn master_key_changed(&self, key: &nimbus_store::MasterKey) {
+        if let Some(f) = self.forward.get() {
+            f.rotate(NodeKey::derive(key.to_base64().as_bytes()));
+        }
     }
 }
 
@@ -217,7 +248,9 @@ impl Forwarder {
         };
         let meta = b64().encode(serde_json::to_vec(&meta).ok()?);
         let at = now_ms();
-        let sig = self.key.sign(at, &self.node, &signed(&meta, &inv.payload));
+        let sig = self
+            .key()
+            .sign(at, &self.node, &signed(&meta, &inv.payload));
         // The function's timeout and a queue wait there, with room to spare.
         let limit = Duration::from_secs(u64::from(spec.config.timeout_s) + 15);
         let t0 = std::time::Instant::now();
@@ -373,10 +406,7 @@ pub(crate) async fn internal_invoke(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    if !fwd
-        .key
-        .verify(at, from, &signed(meta, &payload), sig, now_ms())
-    {
+    if !fwd.verify(at, from, &signed(meta, &payload), sig) {
         return refused("bad node credentials: the signature does not match this cluster's node key (every node needs the same master key) or is too old");
     }
     let Some(meta) = b64()
@@ -445,5 +475,88 @@ pub(crate) async fn internal_invoke(
             }
         }
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_signs_with_the_new_key_and_still_takes_the_old_one() {
+        let (a, b, c) = (
+            NodeKey::derive(b"key a"),
+            NodeKey::derive(b"key b"),
+            NodeKey::derive(b"key c"),
+        );
+        let f = Forwarder::new("n1".into(), a.clone(), Peers::new());
+        let at = now_ms();
+        let by = |k: &NodeKey| k.sign(at, "n2", b"body");
+        assert!(f.verify(at, "n2", b"body", &by(&a)));
+        assert!(!f.verify(at, "n2", b"body", &by(&b)));
+        f.rotate(b.clone());
+        assert_eq!(f.key().sign(at, "x", b""), b.sign(at, "x", b""));
+        assert!(f.verify(at, "n2", b"body", &by(&b)), "the new key");
+        assert!(
+            f.verify(at, "n2", b"body", &by(&a)),
+            "the previous key, for a while"
+        );
+        f.rotate(c);
+        assert!(!f.verify(at, "n2", b"body", &by(&a)), "two rotations ago");
+    }
+
+    #[test]
+    fn an_answer_round_trips_into_the_pool_result() {
+        let r = PoolInvokeResult {
+            result: InvokeResult {
+                outcome: Outcome::Streamed {
+                    content_type: Some("text/plain".into()),
+                    http_prelude: Some(Bytes::from_static(b"{\"statusCode\":201}")),
+                    body: Bytes::from_static(b"hi"),
+                },
+                duration: Duration::from_millis(7),
+                init_duration: Some(Duration::from_millis(90)),
+                log_tail: "é".repeat(3000),
+                started: true,
+                init_failed: false,
+            },
+            cold: true,
+            stem: false,
+            pid: Some(42),
+            waited: Duration::from_millis(1),
+            spawn: Duration::from_millis(2),
+        };
+        let (answer, body) = Answer::from_result("n1", r);
+        assert!(answer.log_tail.len() <= 4096, "only the tail travels");
+        let back = answer.into_result(body);
+        match back.result.outcome.clone() {
+            Outcome::Streamed {
+                content_type,
+                http_prelude,
+                body,
+            } => {
+                assert_eq!(content_type.as_deref(), Some("text/plain"));
+                assert_eq!(http_prelude.unwrap(), &b"{\"statusCode\":201}"[..]);
+                assert_eq!(body, &b"hi"[..]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(back.result.init_duration, Some(Duration::from_millis(90)));
+        assert_eq!((back.cold, back.pid), (true, Some(42)));
+        let err = PoolInvokeResult {
+            result: InvokeResult {
+                outcome: Outcome::Error {
+                    error_type: "Runtime.ExitError".into(),
+                    body: Bytes::from_static(b"{}"),
+                },
+                ..back.result.clone()
+            },
+            ..back
+        };
+        let (answer, body) = Answer::from_result("n1", err);
+        match answer.into_result(body).result.outcome {
+            Outcome::Error { error_type, .. } => assert_eq!(error_type, "Runtime.ExitError"),
+            other => panic!("{other:?}"),
+        }
     }
 }

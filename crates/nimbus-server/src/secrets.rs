@@ -81,6 +81,7 @@ pub(crate) fn follow_rotations(
                 },
                 None => warn!(key_id = %id, "followed the master key rotation made on another node: set NIMBUS_MASTER_KEY to the new key before this node restarts"),
             }
+            gateway.master_key_changed(&key);
             gateway.cluster_changed("keys");
         }
         Err(e) => warn!(error = %e, "cannot follow the master key rotation made on another node: restart this node with the new key"),
