@@ -12,6 +12,7 @@ mod cli;
 mod cluster;
 mod cluster_concurrency;
 mod cluster_faults;
+mod cluster_forward;
 mod cluster_sources;
 mod concurrency;
 mod connections;

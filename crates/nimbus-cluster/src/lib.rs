@@ -9,14 +9,18 @@
 //! - [`Leases`]: named leases, one node at a time per name (source mappings, targets).
 //! - [`PermitGate`] and [`Permits`]: reserved concurrency leased from a budget shared by
 //!   the nodes, so a function's limit holds across the cluster.
+//! - [`Peers`] and [`NodeKey`]: the other nodes' idle warm instances (published with the
+//!   heartbeats) and the key nodes sign forwarded invocations with.
 
 mod changes;
+mod forward;
 mod leases;
 mod members;
 mod node;
 mod permits;
 
 pub use changes::{install_triggers, Changes, ChangesHealth, BLIND, POLL, SUBJECT, WATCHED};
+pub use forward::{IdleCounts, NodeKey, PeerIdle, Peers, Pick, FAILED_PEER_PAUSE, SIGNATURE_SKEW};
 pub use leases::{Leases, LEASE_TTL};
 pub use members::{Load, Membership, MembershipConfig, NodeInfo};
 pub use node::{NodeId, NODE_ID_FILE};

@@ -9,6 +9,7 @@
 //! is alive with the id and the join is refused. A row taken over by a newer process makes
 //! the older one's heartbeats fail ([`ClusterError::Superseded`]).
 
+use crate::forward::{IdleCounts, PeerIdle, Peers};
 use crate::{ClusterError, NodeId, Result};
 use nimbus_pg::{Migration, Pg};
 use serde::Serialize;
@@ -45,6 +46,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     crate::permits::MIGRATION,
     // Named leases: source mappings and targets, one node at a time (leases.rs).
     crate::leases::MIGRATION,
+    // Idle warm instances per function revision (JSON object), for forwarding (forward.rs).
+    Migration::additive("ALTER TABLE cluster_nodes ADD COLUMN idle TEXT"),
 ];
 
 /// Heartbeat period and time to live.
@@ -89,10 +92,12 @@ pub struct NodeInfo {
 }
 
 /// What a heartbeat reports.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Load {
     pub in_flight: i64,
     pub instances: i64,
+    /// Idle warm instances per function revision (written only when it changed).
+    pub idle: IdleCounts,
 }
 
 /// This node's membership.
@@ -103,6 +108,10 @@ pub struct Membership {
     cfg: MembershipConfig,
     /// Set when another process took the id over.
     superseded: AtomicBool,
+    /// The idle counts the row holds (as written), to write them only when they change.
+    idle_written: std::sync::Mutex<Option<String>>,
+    /// The other live nodes' idle instances, read with each heartbeat.
+    peers: Arc<Peers>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -184,7 +193,7 @@ impl Membership {
                      incarnation = EXCLUDED.incarnation, address = EXCLUDED.address,
                      version = EXCLUDED.version, started_at = EXCLUDED.started_at,
                      heartbeat_at = EXCLUDED.heartbeat_at, draining = false, left_at = NULL,
-                     in_flight = 0, instances = 0",
+                     in_flight = 0, instances = 0, idle = NULL",
                 &[&id.as_str(), &incarnation, &address, &version],
             )
             .await?;
@@ -197,6 +206,8 @@ impl Membership {
             incarnation,
             cfg,
             superseded: AtomicBool::new(false),
+            idle_written: std::sync::Mutex::new(None),
+            peers: Peers::new(),
         }))
     }
 
@@ -219,20 +230,34 @@ impl Membership {
         self.superseded.load(Ordering::Relaxed)
     }
 
-    /// Writes a heartbeat with `load` (blocking), and forgets nodes dead for long.
+    /// The other live, not draining nodes' idle instances as of the last heartbeat.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    /// Writes a heartbeat with `load` (blocking), forgets nodes dead for long, and reads
+    /// the other live nodes' idle instances into [`Membership::peers`].
     pub fn beat(&self, load: Load) -> Result<()> {
         let forget = interval(self.cfg.forget_after);
-        let n = self.pg.with(async |c| {
+        let ttl = interval(self.cfg.ttl);
+        let idle = crate::forward::encode(&load.idle);
+        // NULL keeps the column as it is: most heartbeats write no idle counts.
+        let changed = {
+            let w = self.idle_written.lock().unwrap();
+            (w.as_deref() != Some(idle.as_str())).then(|| idle.clone())
+        };
+        let read = self.pg.with(async |c| {
             let n = c
                 .execute(
                     "UPDATE cluster_nodes SET heartbeat_at = clock_timestamp(),
-                         in_flight = $3, instances = $4
+                         in_flight = $3, instances = $4, idle = COALESCE($5, idle)
                      WHERE id = $1 AND incarnation = $2",
                     &[
                         &self.id.as_str(),
                         &self.incarnation,
                         &load.in_flight,
                         &load.instances,
+                        &changed,
                     ],
                 )
                 .await?;
@@ -242,12 +267,37 @@ impl Membership {
                 &[&forget],
             )
             .await?;
-            Ok(n)
-        })?;
+            let rows = c
+                .query(
+                    "SELECT id, address, idle FROM cluster_nodes
+                     WHERE id <> $1 AND left_at IS NULL AND NOT draining
+                       AND heartbeat_at > clock_timestamp() - $2::text::interval
+                       AND idle IS NOT NULL AND idle <> '{}'
+                     ORDER BY id",
+                    &[&self.id.as_str(), &ttl],
+                )
+                .await?;
+            let peers: Vec<PeerIdle> = rows
+                .iter()
+                .map(|r| PeerIdle {
+                    id: r.get(0),
+                    address: r.get(1),
+                    idle: crate::forward::decode(r.get(2)),
+                })
+                .collect();
+            Ok((n, peers))
+        });
+        // A view that cannot be read again is forgotten: it would only grow older.
+        let (n, peers) = read.inspect_err(|_| self.peers.replace(Vec::new()))?;
         if n == 0 {
             self.superseded.store(true, Ordering::Relaxed);
+            self.peers.replace(Vec::new());
             return Err(ClusterError::Superseded(self.id.to_string()));
         }
+        if changed.is_some() {
+            *self.idle_written.lock().unwrap() = Some(idle);
+        }
+        self.peers.replace(peers);
         Ok(())
     }
 

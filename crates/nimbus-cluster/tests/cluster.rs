@@ -31,6 +31,51 @@ fn status(m: &Membership, id: &str) -> String {
 }
 
 #[test]
+fn idle_instances_reach_the_other_live_nodes() {
+    let db = TestDb::new("members_idle");
+    let other = Pg::connect(&PgConfig::new(&db.url)).unwrap();
+    let a = Membership::join(&db.pg, node("a"), "http://127.0.0.1:1", "1.0", fast(), None).unwrap();
+    let b = Membership::join(&other, node("b"), "http://127.0.0.1:2", "1.0", fast(), None).unwrap();
+    let idle = |n: u32| Load {
+        idle: [("rev-1".to_string(), n)].into(),
+        ..Load::default()
+    };
+    b.beat(idle(2)).unwrap();
+    a.beat(Load::default()).unwrap();
+    let p = a.peers().pick("rev-1").expect("b's idle instance");
+    assert_eq!(
+        (p.node.as_str(), p.address.as_str()),
+        ("b", "http://127.0.0.1:2")
+    );
+    drop(p);
+    assert!(a.peers().pick("rev-2").is_none(), "another revision");
+    assert!(
+        b.peers().pick("rev-1").is_none(),
+        "a node never picks itself"
+    );
+    // Unchanged counts are not written again, and stay.
+    b.beat(idle(2)).unwrap();
+    a.beat(Load::default()).unwrap();
+    assert!(a.peers().pick("rev-1").is_some());
+    // None idle: none picked.
+    b.beat(Load::default()).unwrap();
+    a.beat(Load::default()).unwrap();
+    assert!(a.peers().pick("rev-1").is_none());
+    // A draining node is not a candidate.
+    b.beat(idle(1)).unwrap();
+    assert!(b.set_draining("b", true).unwrap());
+    a.beat(Load::default()).unwrap();
+    assert!(a.peers().pick("rev-1").is_none(), "b drains");
+    assert!(b.set_draining("b", false).unwrap());
+    a.beat(Load::default()).unwrap();
+    assert!(a.peers().pick("rev-1").is_some());
+    // Nor is a dead one.
+    std::thread::sleep(Duration::from_millis(800));
+    a.beat(Load::default()).unwrap();
+    assert!(a.peers().pick("rev-1").is_none(), "b stopped beating");
+}
+
+#[test]
 fn nodes_join_beat_die_and_leave() {
     let db = TestDb::new("members");
     let other = Pg::connect(&PgConfig::new(&db.url)).unwrap();
@@ -39,6 +84,7 @@ fn nodes_join_beat_die_and_leave() {
     b.beat(Load {
         in_flight: 3,
         instances: 2,
+        ..Load::default()
     })
     .unwrap();
     let nodes = a.nodes().unwrap();

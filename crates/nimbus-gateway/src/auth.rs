@@ -340,6 +340,8 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
     let one = |a: String, r: String| Target::Api(vec![check(&a, r)]);
     match (m, s.as_slice()) {
         ("GET", ["v1", "health"]) | ("GET", ["v1", "ready"]) => Target::Public,
+        // Signed with the cluster's node key, checked by the handler (`forward.rs`).
+        ("POST", ["v1", "internal", "invoke"]) => Target::Public,
         ("GET", ["metrics"]) => one("nimbus:GetMetrics".into(), "*".into()),
         (_, ["fn", ..]) => Target::Public,
         _ if crate::sqs::protocol_of(method, path, headers).is_some() => Target::Sqs,
@@ -1016,6 +1018,9 @@ mod tests {
     fn the_route_table() {
         assert_eq!(t("GET", "/v1/health", ""), Target::Public);
         assert_eq!(t("GET", "/v1/ready", ""), Target::Public);
+        // Checked by its handler against the cluster's node key (forward.rs).
+        assert_eq!(t("POST", "/v1/internal/invoke", ""), Target::Public);
+        assert_ne!(t("GET", "/v1/internal/invoke", ""), Target::Public);
         assert_eq!(t("POST", "/fn/orders-api/x", ""), Target::Public);
         assert_eq!(t("GET", "/hello/world", ""), Target::Public);
         // The console's static files are public; what its pages show is signed API.

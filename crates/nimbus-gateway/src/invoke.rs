@@ -80,16 +80,19 @@ pub(crate) fn spawn(
     let permits = resolved
         .reserved
         .and_then(|limit| Some((gw.permits.get()?.clone(), limit)));
-    let span = info_span!("invoke", function = %spec.function, version = %spec.version, request_id = %request_id, trigger = trigger.as_str(), streamed = inv.stream.is_some());
+    // Cluster mode: a buffered synchronous call (Invoke RequestResponse, a function URL)
+    // may run on another node's warm instance (`forward.rs`).
+    let forward = matches!(trigger, Trigger::Api | Trigger::Url)
+        .then(|| gw.forward.get().cloned())
+        .flatten()
+        .filter(|_| inv.stream.is_none());
+    let span = info_span!("invoke", function = %spec.function, version = %spec.version, request_id = %request_id, trigger = trigger.as_str(), streamed = inv.stream.is_some(), forwarded_to = tracing::field::Empty);
     Ok(tokio::spawn(
         async move {
             let in_flight = metrics.in_flight();
-            let res = match permits {
-                None => pools.invoke(spec.clone(), &revision, inv).await,
-                Some((gate, limit)) => {
-                    crate::permits::invoke(&gate, limit, &pools, spec.clone(), &revision, inv).await
-                }
-            };
+            let res =
+                crate::forward::invoke(forward, &pools, permits, spec.clone(), &revision, inv)
+                    .await;
             drop(in_flight);
             record(&metrics, trigger, &res);
             trace.end(&tracer, &spec, trigger, &request_id, &res);

@@ -18,6 +18,7 @@ mod code_gc;
 mod dead_letter;
 mod error;
 mod flows;
+mod forward;
 mod health;
 mod history;
 pub mod http_event;
@@ -54,6 +55,7 @@ pub use auth::{Auth, Caller, Key, PrivateEndpoint};
 pub use cluster::ClusterControl;
 pub use error::ApiError;
 pub use flows::{FlowStarter, GatewayTasks};
+pub use forward::Forwarder;
 pub use health::{HealthCheck, HealthMonitor, HealthReport, HealthStatus};
 pub use history::History;
 pub use limits::{AbuseLimits, BUCKETS_MAX};
@@ -219,6 +221,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/health", get(health::health))
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/cluster/nodes/{id}/drain", post(cluster::drain))
+        .route(forward::PATH, post(forward::internal_invoke))
         .route("/v1/ready", get(health::ready))
         .route("/metrics", get(metrics::scrape))
         .route("/v1/functions", get(native::list))

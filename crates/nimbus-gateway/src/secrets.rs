@@ -141,7 +141,9 @@ pub(crate) async fn rotate(
         ));
     }
     let key_file = sec.key_file.clone();
+    let forward_key = key.clone();
     let count = blocking(&gw, move |s| s.rotate(key)).await?;
+    gw.master_key_changed(&forward_key);
     let mut key_file_updated = None;
     if let Some(path) = key_file {
         let p = path.clone();

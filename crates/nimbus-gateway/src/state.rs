@@ -100,6 +100,9 @@ pub struct Gateway {
     /// Reserved concurrency leased from the cluster's shared budget, in cluster mode only
     /// ([`Gateway::with_permits`]).
     pub(crate) permits: std::sync::OnceLock<Arc<nimbus_cluster::PermitGate>>,
+    /// Forwarding of synchronous invocations to other nodes' warm instances, in cluster
+    /// mode only ([`Gateway::with_forwarding`]).
+    pub(crate) forward: std::sync::OnceLock<Arc<crate::forward::Forwarder>>,
 }
 
 impl Gateway {
@@ -144,6 +147,7 @@ impl Gateway {
             workflow_routes: Default::default(),
             cluster: Default::default(),
             permits: Default::default(),
+            forward: Default::default(),
         });
         gw.rebuild_routes()?;
         for f in gw.store.list()? {

@@ -151,6 +151,16 @@ pub struct InstanceStates {
     pub busy: usize,
 }
 
+/// See [`PoolManager::warmth`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Warmth {
+    /// Idle warm instances of the revision (provisioned ones included).
+    pub idle: usize,
+    /// The function is at its concurrency limit (or the unreserved pool is full): a new
+    /// invocation would wait in the queue.
+    pub saturated: bool,
+}
+
 /// Account-wide figures (GetAccountSettings).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountStats {
@@ -169,6 +179,8 @@ struct VersionPool<I> {
     /// Signalled when an instance goes back to idle (wakes a request waiting for a
     /// warm instance instead of a scale-out token).
     returned: Notify,
+    /// The most instances idle at once since [`PoolManager::idle_by_revision`] last read it.
+    peak_idle: AtomicUsize,
 }
 
 struct FunctionPool<I> {
@@ -292,6 +304,7 @@ impl<E: Executor> PoolManager<E> {
             busy: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
             returned: Notify::new(),
+            peak_idle: AtomicUsize::new(0),
         });
         versions.insert(version.to_string(), vp.clone());
         vp
@@ -492,7 +505,12 @@ impl<E: Executor> PoolManager<E> {
                 && !vp.retired.load(Ordering::SeqCst)
                 && !self.closed.load(Ordering::SeqCst)
             {
-                vp.idle.lock().unwrap().push((instance, done));
+                let idle = {
+                    let mut idle = vp.idle.lock().unwrap();
+                    idle.push((instance, done));
+                    idle.len()
+                };
+                vp.peak_idle.fetch_max(idle, Ordering::SeqCst);
                 vp.returned.notify_one();
             } else {
                 tokio::spawn(instance.stop());
@@ -647,6 +665,59 @@ impl<E: Executor> PoolManager<E> {
             idle: all.saturating_sub(busy),
             busy,
         }
+    }
+
+    /// Idle warm instances per revision, over every function (provisioned instances
+    /// excluded): for each, the most that were idle at once since the previous call (or
+    /// now), so an instance serving one short call after another still counts as idle
+    /// at each cluster heartbeat, which reads this. Cheap: one short lock per version pool.
+    pub fn idle_by_revision(&self) -> std::collections::BTreeMap<String, u32> {
+        let mut out = std::collections::BTreeMap::new();
+        for fp in self.functions.snapshot().values() {
+            for vp in fp.versions.lock().unwrap().values() {
+                if vp.retired.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let now = vp.idle.lock().unwrap().len();
+                let n = vp.peak_idle.swap(now, Ordering::SeqCst).max(now) as u32;
+                if n > 0 {
+                    *out.entry(vp.revision.clone()).or_insert(0) += n;
+                }
+            }
+        }
+        out
+    }
+
+    /// What an invocation of `function`'s `version` (running `revision`) would find here
+    /// now: idle warm instances (provisioned ones included), and whether it would have to
+    /// wait for a concurrency slot (the function at its limit, or the unreserved pool full).
+    pub fn warmth(&self, function: &str, version: &str, revision: &str) -> Warmth {
+        let Some(fp) = self.functions.get(function) else {
+            return Warmth {
+                idle: self.provisioned_idle(function, version),
+                saturated: self.account.reservation(function).is_none()
+                    && self.account.unreserved.available_permits() == 0,
+            };
+        };
+        let warm = fp
+            .versions
+            .lock()
+            .unwrap()
+            .get(version)
+            .filter(|vp| vp.revision == revision && !vp.retired.load(Ordering::SeqCst))
+            .map_or(0, |vp| vp.idle.lock().unwrap().len());
+        let saturated = fp.sem.available_permits() == 0
+            || (self.account.reservation(function).is_none()
+                && self.account.unreserved.available_permits() == 0);
+        Warmth {
+            idle: warm + self.provisioned_idle(function, version),
+            saturated,
+        }
+    }
+
+    fn provisioned_idle(&self, function: &str, version: &str) -> usize {
+        self.provisioned_status(function, version)
+            .map_or(0, |s| s.available as usize)
     }
 
     fn enter_queue<'a>(&'a self, fp: &'a FunctionPool<Inst<E>>) -> Option<QueueSlot<'a>> {

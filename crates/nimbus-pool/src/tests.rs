@@ -820,3 +820,57 @@ async fn code_dirs_are_in_use_until_the_instances_stop() {
     assert!(dirs(&pm).is_empty());
     assert_eq!(fake.stopped.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn warmth_and_idle_by_revision_count_idle_instances_of_the_revision() {
+    let (pm, _) = setup(100, PoolConfig::default());
+    let s = spec(2);
+    assert_eq!(pm.warmth("f", "$LATEST", "r1"), Warmth::default());
+    assert!(pm.idle_by_revision().is_empty());
+    // Two at once: two instances, both idle afterwards.
+    let (a, b) = tokio::join!(
+        pm.invoke(s.clone(), "r1", inv("x")),
+        pm.invoke(s.clone(), "r1", inv("x"))
+    );
+    assert!(a.unwrap().cold && b.unwrap().cold);
+    assert_eq!(
+        pm.warmth("f", "$LATEST", "r1"),
+        Warmth {
+            idle: 2,
+            saturated: false
+        }
+    );
+    assert_eq!(pm.idle_by_revision(), [("r1".to_string(), 2)].into());
+    assert_eq!(
+        pm.idle_by_revision(),
+        [("r1".to_string(), 2)].into(),
+        "still idle"
+    );
+    assert_eq!(pm.warmth("f", "$LATEST", "r2").idle, 0, "another revision");
+    assert_eq!(pm.warmth("f", "1", "r1").idle, 0, "another version");
+    // Both busy: nothing idle, and the function at its limit of 2.
+    let pm2 = pm.clone();
+    let s2 = s.clone();
+    let busy = tokio::spawn(async move {
+        tokio::join!(
+            pm2.invoke(s2.clone(), "r1", inv("x")),
+            pm2.invoke(s2.clone(), "r1", inv("x"))
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        pm.warmth("f", "$LATEST", "r1"),
+        Warmth {
+            idle: 0,
+            saturated: true
+        }
+    );
+    // Two were idle at once since the last read, none now; read again: none.
+    assert_eq!(pm.idle_by_revision(), [("r1".to_string(), 2)].into());
+    assert!(pm.idle_by_revision().is_empty());
+    let (a, b) = busy.await.unwrap();
+    assert!(!a.unwrap().cold && !b.unwrap().cold, "both warm");
+    // A new revision retires the old instances: they are no longer counted.
+    pm.invoke(s.clone(), "r2", inv("x")).await.unwrap();
+    assert_eq!(pm.idle_by_revision(), [("r2".to_string(), 1)].into());
+}

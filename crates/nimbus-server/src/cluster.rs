@@ -9,7 +9,7 @@ use anyhow::Context;
 use nimbus_cluster::{
     Changes, Load, Membership, MembershipConfig, NodeId, PermitConfig, PermitGate, Permits,
 };
-use nimbus_gateway::{ClusterControl, Gateway, Pools};
+use nimbus_gateway::{ClusterControl, Forwarder, Gateway, Pools};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -38,11 +38,33 @@ pub(crate) struct Node {
     events: Arc<dyn nimbus_store::EventQueue>,
 }
 
-fn load(pools: &Pools) -> Load {
+/// See [`reachable`].
+const UNREACHABLE: &str = "other nodes cannot forward invocations to this node's address (forwarding needs plain HTTP on a specific address): it publishes no idle instances";
+
+/// The node's load; with `idle`, its idle instances per revision too (what other nodes
+/// forward synchronous calls by).
+fn load(pools: &Pools, idle: bool) -> Load {
     let s = pools.instance_states();
     Load {
         in_flight: s.busy as i64,
         instances: (s.initializing + s.idle + s.busy) as i64,
+        idle: if idle {
+            pools.idle_by_revision()
+        } else {
+            Default::default()
+        },
+    }
+}
+
+/// Whether other nodes can forward invocations to `address`: plain HTTP (their client
+/// speaks no TLS) on an address that names this host (not 0.0.0.0 or [::]).
+fn reachable(address: &str) -> bool {
+    let Some(host) = address.strip_prefix("http://") else {
+        return false;
+    };
+    match host.parse::<std::net::SocketAddr>() {
+        Ok(a) => !a.ip().is_unspecified(),
+        Err(_) => true,
     }
 }
 
@@ -58,6 +80,7 @@ impl Node {
         gateway: &Arc<Gateway>,
         pools: Arc<Pools>,
         events: Arc<dyn nimbus_store::EventQueue>,
+        node_key: nimbus_cluster::NodeKey,
     ) -> anyhow::Result<Arc<Node>> {
         let (membership, changes, permits, leases) = match backend {
             Backend::Sqlite => (None, None, None, None),
@@ -94,6 +117,16 @@ impl Node {
                 .context("cannot join the cluster")?;
                 let permits = PermitGate::new(permits, pools.config().queue_depth);
                 let _ = gateway.clone().with_permits(permits.clone());
+                // Synchronous calls that would cold-start here go to other nodes' warm
+                // instances (docs/cluster.md).
+                let _ = gateway.clone().with_forwarding(Forwarder::new(
+                    id.to_string(),
+                    node_key,
+                    membership.peers().clone(),
+                ));
+                if !reachable(&address) {
+                    tracing::warn!(%address, "{UNREACHABLE}");
+                }
                 let nats = match nats {
                     Some(url) => Some(connect_nats(url).await?),
                     None => None,
@@ -130,7 +163,8 @@ impl Node {
         let mut tasks = Vec::new();
         if let Some(m) = &self.membership {
             let pools = self.pools.clone();
-            tasks.push(m.spawn(move || load(&pools)));
+            let publish = reachable(&self.address);
+            tasks.push(m.spawn(move || load(&pools, publish)));
             // Work claimed by nodes that stopped writing heartbeats comes back at once
             // instead of when its leases end (async events are leased for 16 minutes).
             let (m2, events) = (m.clone(), self.events.clone());
@@ -236,7 +270,7 @@ impl ClusterControl for Node {
                 Ok(json!({ "mode": "cluster", "node": self.id.as_str(), "nodes": nodes }))
             }
             None => {
-                let l = load(&self.pools);
+                let l = load(&self.pools, false);
                 Ok(json!({
                     "mode": "single",
                     "node": self.id.as_str(),
@@ -331,6 +365,19 @@ pub(crate) fn announce_changes(
 mod tests {
     use super::may_change;
     use axum::http::{Method, Uri};
+
+    #[test]
+    fn forwardable_addresses() {
+        use super::reachable;
+        assert!(reachable("http://127.0.0.2:8080"));
+        assert!(reachable("http://10.0.0.1:8080"));
+        assert!(
+            !reachable("http://0.0.0.0:8080"),
+            "not an address of this host"
+        );
+        assert!(!reachable("http://[::]:8080"));
+        assert!(!reachable("https://10.0.0.1:8443"), "no TLS client");
+    }
 
     #[test]
     fn only_api_writes_announce() {

@@ -330,7 +330,7 @@ impl Server {
                 config.listen
             );
         }
-        let (secret_store, key_file) =
+        let (secret_store, key_file, node_key) =
             secrets::open(&data_dir, config.master_key_file.as_deref(), &backend)?;
         let (auth, bootstrap) = keys::open(&data_dir, secret_store.clone(), config.auth)?;
 
@@ -562,6 +562,7 @@ impl Server {
             &gateway,
             pools.clone(),
             events.queue().clone(),
+            node_key,
         )
         .await?;
         let gateway = gateway.with_cluster(node.clone());

@@ -13,12 +13,13 @@ use tracing::{info, warn};
 
 /// Opens the secrets store (`DATA_DIR/secrets.db`, or the database's with `--database`)
 /// with the master key. The second value is the key file the key came from (`None` for
-/// `NIMBUS_MASTER_KEY`).
+/// `NIMBUS_MASTER_KEY`); the third the key the nodes of a cluster sign their internal
+/// requests with, derived from the master key they share.
 pub(crate) fn open(
     data_dir: &Path,
     key_file: Option<&Path>,
     backend: &crate::stores::Backend,
-) -> anyhow::Result<(Arc<SecretStore>, Option<PathBuf>)> {
+) -> anyhow::Result<(Arc<SecretStore>, Option<PathBuf>, nimbus_cluster::NodeKey)> {
     let (key, file) = match std::env::var("NIMBUS_MASTER_KEY") {
         Ok(text) if !text.trim().is_empty() => (
             MasterKey::from_base64(&text).context("NIMBUS_MASTER_KEY")?,
@@ -45,6 +46,7 @@ pub(crate) fn open(
         }
     };
     let id = key.id();
+    let node_key = nimbus_cluster::NodeKey::derive(key.to_base64().as_bytes());
     let store = match backend {
         crate::stores::Backend::Sqlite => {
             SecretStore::open(data_dir, key).context("cannot open the secrets store")?
@@ -53,7 +55,7 @@ pub(crate) fn open(
             .context("cannot open the secrets store in PostgreSQL")?,
     };
     info!(key_id = %id, "secrets store ready");
-    Ok((Arc::new(store), file))
+    Ok((Arc::new(store), file, node_key))
 }
 
 /// Cluster mode: when another node rotates the master key, this node takes the new key
@@ -79,6 +81,7 @@ pub(crate) fn follow_rotations(
                 },
                 None => warn!(key_id = %id, "followed the master key rotation made on another node: set NIMBUS_MASTER_KEY to the new key before this node restarts"),
             }
+            gateway.master_key_changed(&key);
             gateway.cluster_changed("keys");
         }
         Err(e) => warn!(error = %e, "cannot follow the master key rotation made on another node: restart this node with the new key"),
