@@ -295,6 +295,63 @@ pub(crate) fn node_status(c: &Cluster, from: usize, id: &str) -> String {
         .to_string()
 }
 
+/// Waits until node 3 starts one of the `acked` events (sinks writing to `out`), calls
+/// `cut`, and checks that node 1 sees node 3 dead and that every acknowledged event is
+/// delivered, those node 3 was running run again by the others. Returns how long until
+/// node 3 was seen dead and until all were delivered, and how many ran twice.
+pub(crate) fn node3_work_taken_over(
+    c: &Cluster,
+    out: &std::path::Path,
+    acked: &HashSet<u64>,
+    cut: impl FnOnce(),
+) -> (Duration, Duration, usize) {
+    let running_on_3 = || {
+        let (_, cluster) = c.node(1).call("GET", "/v1/cluster", None);
+        cluster["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["id"] == "n3")
+            .and_then(|n| n["in_flight"].as_i64())
+            .unwrap_or(0)
+    };
+    // Cut as node 3 *starts* an event (its in-flight count, sent with each heartbeat,
+    // rises from 0), so the event is still running at the cut: a count seen high may be
+    // a second old, long enough for an event to have ended.
+    let mut idle_seen = false;
+    assert!(
+        within(Duration::from_secs(60), || {
+            let n = running_on_3();
+            idle_seen |= n == 0;
+            idle_seen && n > 0
+        })
+        .is_some(),
+        "node 3 never started an event\n{}",
+        c.logs()
+    );
+    cut();
+    let dead = within(Duration::from_secs(15), || {
+        node_status(c, 1, "n3") == "dead"
+    })
+    .unwrap_or_else(|| panic!("node 3 never seen dead\n{}", c.logs()));
+    // Everything acknowledged is delivered; the events node 3 was running are run again
+    // by the others (at least once: node 3's own runs may also finish, unrecorded).
+    let all = within(Duration::from_secs(120), || {
+        acked.is_subset(&delivered(out))
+    });
+    let seen = delivered(out);
+    let missing: Vec<&u64> = acked.iter().filter(|n| !seen.contains(n)).collect();
+    assert!(all.is_some(), "never delivered: {missing:?}\n{}", c.logs());
+    let runs = std::fs::read_to_string(out).unwrap().lines().count();
+    assert!(
+        runs > seen.len(),
+        "node 3's claims were not run again by the others ({runs} runs of {} events)\n{}",
+        seen.len(),
+        c.logs()
+    );
+    (dead, all.unwrap(), runs - seen.len())
+}
+
 #[test]
 fn a_node_cut_off_from_the_database_stops_claiming_and_its_work_is_finished_by_others() {
     let out = tempfile::NamedTempFile::new().unwrap();
@@ -314,41 +371,11 @@ fn a_node_cut_off_from_the_database_stops_claiming_and_its_work_is_finished_by_o
         }
     }
     assert_eq!(acked.len(), 18, "{}", c.logs());
-    let running_on_3 = || {
-        let (_, cluster) = c.node(1).call("GET", "/v1/cluster", None);
-        cluster["nodes"][2]["in_flight"].as_i64().unwrap_or(0)
-    };
-    assert!(
-        within(Duration::from_secs(20), || running_on_3() > 0).is_some(),
-        "node 3 never ran an event\n{}",
-        c.logs()
-    );
     // The cut: node 3 can neither renew its heartbeat nor claim (nor record outcomes).
-    proxy.cut();
-    let dead = within(Duration::from_secs(15), || {
-        node_status(&c, 1, "n3") == "dead"
-    })
-    .unwrap_or_else(|| panic!("node 3 never seen dead\n{}", c.logs()));
-    // Everything acknowledged is delivered; the events node 3 was running are run again
-    // by the others (at least once: node 3's own runs also finish, unrecorded).
-    let all = within(Duration::from_secs(120), || {
-        acked.is_subset(&delivered(out.path()))
-    });
-    let seen = delivered(out.path());
-    let missing: Vec<&u64> = acked.iter().filter(|n| !seen.contains(n)).collect();
-    assert!(all.is_some(), "never delivered: {missing:?}\n{}", c.logs());
-    let lines = std::fs::read_to_string(out.path()).unwrap().lines().count();
-    assert!(
-        lines > seen.len(),
-        "node 3's claims were not run again by the others ({lines} runs of {} events)\n{}",
-        seen.len(),
-        c.logs()
-    );
+    let (dead, all, reruns) = node3_work_taken_over(&c, out.path(), &acked, || proxy.cut());
     eprintln!(
-        "node 3 dead {dead:?} after the cut; all {} events delivered {:?} after, {} of them twice (node 3's, taken over)",
-        acked.len(),
-        all.unwrap(),
-        lines - seen.len()
+        "node 3 dead {dead:?} after the cut; all {} events delivered {all:?} after, {reruns} of them twice (node 3's, taken over)",
+        acked.len()
     );
     // Back on the network, node 3 is alive again and serves.
     proxy.restore();
