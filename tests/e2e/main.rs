@@ -14,6 +14,7 @@ mod cluster_concurrency;
 mod cluster_faults;
 mod cluster_forward;
 mod cluster_sources;
+mod cluster_limits;
 mod concurrency;
 mod connections;
 mod console;
