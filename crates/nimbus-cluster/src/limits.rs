@@ -199,4 +199,47 @@ mod tests {
         assert_eq!(a1.refresh().unwrap(), 10);
         drop((m1, m3));
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn account_permits_wait_in_the_account_queue() {
+        use crate::{NoPermit, PermitConfig, PermitGate, Permits};
+        use tokio::time::Instant;
+        let db = tokio::task::spawn_blocking(|| TestDb::new("limits"))
+            .await
+            .unwrap();
+        let url = db.url.clone();
+        let gate = tokio::task::spawn_blocking(move || {
+            let pg = Pg::connect(&PgConfig::new(&url)).unwrap();
+            let p = Permits::new(&pg, NodeId::parse("n1").unwrap(), PermitConfig::default());
+            PermitGate::new(p.unwrap(), 100)
+        })
+        .await
+        .unwrap();
+        assert_eq!(gate.account_limit(), None, "not held until set");
+        gate.set_account_limit(1, 1);
+        assert_eq!(gate.account_limit(), Some(1));
+        let later = || Instant::now() + Duration::from_secs(5);
+        let held = gate.enter(ACCOUNT_KEY, 1, later()).await.unwrap();
+        // One request may wait for the account's permit; the next is refused at once.
+        let g = gate.clone();
+        let waiter = tokio::spawn(async move { g.enter(ACCOUNT_KEY, 1, later()).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t0 = Instant::now();
+        assert_eq!(
+            gate.enter(ACCOUNT_KEY, 1, later()).await.unwrap_err(),
+            NoPermit
+        );
+        assert!(t0.elapsed() < Duration::from_secs(4), "it waited");
+        // A function's own key keeps the function queue depth.
+        let f = gate.enter("f", 1, later()).await.unwrap();
+        drop(held);
+        let second = waiter.await.unwrap().expect("the waiter got the permit");
+        drop((second, f));
+        let g = gate.clone();
+        tokio::task::spawn_blocking(move || g.release_all())
+            .await
+            .unwrap()
+            .unwrap();
+        drop(db);
+    }
 }

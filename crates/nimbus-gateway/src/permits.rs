@@ -26,6 +26,15 @@ impl Gateway {
         let _ = self.permits.set(gate);
         self
     }
+
+    /// The account concurrency limit: the cluster's (the smallest `--account-concurrency`
+    /// of the live nodes) in cluster mode, else this node's.
+    pub(crate) fn account_concurrency(&self) -> u32 {
+        self.permits
+            .get()
+            .and_then(|g| g.account_limit())
+            .unwrap_or(self.pools.config().account_concurrency)
+    }
 }
 
 /// The permit an invocation needs in cluster mode: of its function's reservation, or of
