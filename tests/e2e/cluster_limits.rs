@@ -241,34 +241,20 @@ fn read_runs(file: &Path) -> Vec<(i64, i64)> {
         .collect()
 }
 
-#[test]
-fn the_account_limit_holds_across_three_nodes() {
-    let c = Cluster::start(
-        3,
-        &[
-            "--isolation",
-            "none",
-            "--queue-timeout-ms",
-            "1500",
-            "--account-concurrency",
-            "6",
-        ],
-    );
+/// `callers` callers spread over the nodes call `rec` for `secs` seconds: the calls served
+/// by node, the throttled ones (checked to be the unreserved pool's), and the most runs at
+/// once.
+fn load(c: &Cluster, callers: usize, secs: u64) -> ([usize; 3], usize, usize) {
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    // A function without a reservation: it runs in the account's unreserved pool.
-    c.node(1)
-        .deploy("rec", python_cfg("app.handler"), &[("app.py", RECORDER)]);
-
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("runs.txt");
     let payload = json!({ "file": file }).to_string();
-    let until = Instant::now() + Duration::from_secs(10);
-    // 20 callers, spread over the nodes, each calling again as soon as it has an answer.
+    let until = Instant::now() + Duration::from_secs(secs);
     let results: Vec<(usize, u16, String)> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..20)
+        let hs: Vec<_> = (0..callers)
             .map(|i| {
                 let (http, payload, node) = (&http, &payload, c.node(1 + i % 3));
                 sc.spawn(move || {
@@ -294,7 +280,6 @@ fn the_account_limit_holds_across_three_nodes() {
             .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
-
     let mut ok = [0usize; 3];
     let mut throttled = 0;
     for (node, status, body) in &results {
@@ -314,7 +299,36 @@ fn the_account_limit_holds_across_three_nodes() {
     let runs = read_runs(&file);
     let served: usize = ok.iter().sum();
     assert_eq!(runs.len(), served, "every served call recorded its run");
-    let most = peak(&runs);
+    (ok, throttled, peak(&runs))
+}
+
+fn account_limit(n: &Node) -> Value {
+    let (s, v) = n.call("GET", "/2016-08-19/account-settings", None);
+    assert_eq!(s, 200, "{v}");
+    v["AccountLimit"]["ConcurrentExecutions"].clone()
+}
+
+#[test]
+fn the_account_limit_holds_across_three_nodes() {
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--isolation",
+            "none",
+            "--queue-timeout-ms",
+            "1500",
+            "--account-concurrency",
+            "6",
+        ],
+    );
+    // A function without a reservation: it runs in the account's unreserved pool.
+    c.node(1)
+        .deploy("rec", python_cfg("app.handler"), &[("app.py", RECORDER)]);
+    assert_eq!(account_limit(c.node(2)), 6);
+
+    // 20 callers, spread over the nodes, each calling again as soon as it has an answer.
+    let (ok, throttled, most) = load(&c, 20, 10);
+    let served: usize = ok.iter().sum();
     eprintln!(
         "{served} calls served ({ok:?} by node), {throttled} throttled, at most {most} at once"
     );
@@ -340,4 +354,25 @@ fn the_account_limit_holds_across_three_nodes() {
             i + 1
         );
     }
+
+    // Node 3 restarted with a lower flag: every node holds the smallest of the live nodes'.
+    c.node_mut(3).set_flag("--account-concurrency", "3");
+    c.node_mut(3).restart();
+    let ok = eventually(Duration::from_secs(10), || {
+        (1..=3).all(|i| account_limit(c.node(i)) == 3)
+    });
+    assert!(
+        ok,
+        "{:?}",
+        (1..=3)
+            .map(|i| account_limit(c.node(i)))
+            .collect::<Vec<_>>()
+    );
+    let (ok, throttled, most) = load(&c, 9, 4);
+    eprintln!("limit 3: {ok:?} served by node, {throttled} throttled, at most {most} at once");
+    assert!(
+        most <= 3,
+        "{most} invocations ran at once under an account limit of 3"
+    );
+    assert!(throttled > 0);
 }
