@@ -244,14 +244,6 @@ impl Node {
         }
     }
 
-    /// Uses `value` for the serve flag `flag` from its next start (added if missing).
-    pub fn set_flag(&mut self, flag: &str, value: &str) {
-        match self.args.iter().position(|a| a == flag) {
-            Some(i) => self.args[i + 1] = value.to_string(),
-            None => self.args.extend([flag.to_string(), value.to_string()]),
-        }
-    }
-
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
