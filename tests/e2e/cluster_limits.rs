@@ -339,10 +339,9 @@ fn the_account_limit_holds_across_three_nodes() {
         "{most} invocations ran at once under an account limit of 6"
     );
     assert_eq!(most, 6, "the account's concurrency was never used in full");
-    assert!(
-        throttled > 0,
-        "20 callers on 6 permits were never throttled"
-    );
+    // The others wait, then are throttled (429, checked in `load`) — or, since a node
+    // retries a throttled call on a peer with an idle instance (forwarding), are served
+    // there under the same account permits: how many are throttled is not asserted.
     // 6 at a time for 10 s at 300 ms each is about 200; the permits move between nodes.
     assert!(served >= 100, "only {served} calls served in 10 s");
     // Fair shares (⌈6 / 3⌉ = 2 a node while all three are short): every node serves a
@@ -374,5 +373,4 @@ fn the_account_limit_holds_across_three_nodes() {
         most <= 3,
         "{most} invocations ran at once under an account limit of 3"
     );
-    assert!(throttled > 0);
 }
