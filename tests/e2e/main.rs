@@ -13,6 +13,7 @@ mod cluster;
 mod cluster_concurrency;
 mod cluster_faults;
 mod cluster_forward;
+mod cluster_limits;
 mod cluster_sources;
 mod concurrency;
 mod connections;

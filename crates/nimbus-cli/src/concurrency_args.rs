@@ -10,7 +10,8 @@ use std::time::Duration;
 pub struct ConcurrencyArgs {
     /// Invocations running at once across all functions (Lambda's account concurrency).
     /// Reserved concurrency (PutFunctionConcurrency) is carved out of it; the other
-    /// functions share the rest.
+    /// functions share the rest. In cluster mode the smallest value of the live nodes
+    /// holds for the whole cluster (docs/cluster.md).
     #[arg(long, env = "NIMBUS_ACCOUNT_CONCURRENCY", default_value = "1000", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub account_concurrency: u32,
     /// How fast one function may start new instances: PER_SEC[:BURST] (token bucket per

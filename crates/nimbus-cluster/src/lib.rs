@@ -11,20 +11,28 @@
 //!   the nodes, so a function's limit holds across the cluster.
 //! - [`Peers`] and [`NodeKey`]: the other nodes' idle warm instances (published with the
 //!   heartbeats) and the key nodes sign forwarded invocations with.
+//! - [`AccountLimit`]: the account concurrency limit the nodes agree on (the smallest
+//!   `--account-concurrency` of the live nodes), held with permits of [`ACCOUNT_KEY`].
+//! - [`ClusterProvisioned`], [`share`], [`placement`]: provisioned concurrency spread over
+//!   the nodes, and its status summed over them.
 
 mod changes;
 mod forward;
 mod leases;
+mod limits;
 mod members;
 mod node;
 mod permits;
+mod provisioned;
 
 pub use changes::{install_triggers, Changes, ChangesHealth, BLIND, POLL, SUBJECT, WATCHED};
 pub use forward::{IdleCounts, NodeKey, PeerIdle, Peers, Pick, FAILED_PEER_PAUSE, SIGNATURE_SKEW};
 pub use leases::{Leases, LEASE_TTL};
+pub use limits::{AccountLimit, ACCOUNT_KEY};
 pub use members::{Load, Membership, MembershipConfig, NodeInfo};
 pub use node::{NodeId, NODE_ID_FILE};
 pub use permits::{Grant, NoPermit, PermitConfig, PermitGate, PermitLease, Permits};
+pub use provisioned::{placement, share, ClusterProvisioned, ProvisionedPart, ProvisionedTotal};
 
 /// The `cluster` component's migrations.
 pub(crate) fn migrations() -> &'static [nimbus_pg::Migration] {

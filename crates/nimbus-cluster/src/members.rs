@@ -48,6 +48,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     crate::leases::MIGRATION,
     // Idle warm instances per function revision (JSON object), for forwarding (forward.rs).
     Migration::additive("ALTER TABLE cluster_nodes ADD COLUMN idle TEXT"),
+    // Account limits and provisioned shares across nodes (limits.rs, provisioned.rs).
+    crate::limits::MIGRATION,
 ];
 
 /// Heartbeat period and time to live.

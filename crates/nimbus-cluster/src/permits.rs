@@ -335,6 +335,10 @@ pub struct PermitGate {
     cfg: PermitConfig,
     /// Requests that may wait per function; beyond that they are refused at once.
     queue_depth: usize,
+    /// The account's limit (`limits.rs`; 0: not held here) and the requests that may
+    /// wait for a permit of [`crate::ACCOUNT_KEY`].
+    account: std::sync::atomic::AtomicU32,
+    account_depth: std::sync::atomic::AtomicUsize,
     /// Slots are never removed: a request holding one must count where the others do.
     slots: RwLock<HashMap<String, Arc<Slot>>>,
     renew_failing: AtomicBool,
@@ -405,6 +409,8 @@ impl PermitGate {
             cfg: permits.cfg,
             permits,
             queue_depth,
+            account: Default::default(),
+            account_depth: std::sync::atomic::AtomicUsize::new(queue_depth),
             slots: RwLock::new(HashMap::new()),
             renew_failing: Default::default(),
             sync_failing: Default::default(),
@@ -413,6 +419,19 @@ impl PermitGate {
 
     pub fn permits(&self) -> &Permits {
         &self.permits
+    }
+
+    /// Holds the account's limit across the cluster too: invocations of functions without
+    /// a reservation enter under [`crate::ACCOUNT_KEY`] with the limit `limit` − Σ
+    /// reservations; `queue_depth` of them may wait (the pool's account queue depth).
+    pub fn set_account_limit(&self, limit: u32, queue_depth: usize) {
+        self.account.store(limit, Ordering::Relaxed);
+        self.account_depth.store(queue_depth, Ordering::Relaxed);
+    }
+
+    /// The account's limit across the cluster, when this gate holds it.
+    pub fn account_limit(&self) -> Option<u32> {
+        Some(self.account.load(Ordering::Relaxed)).filter(|l| *l > 0)
     }
 
     fn slot(&self, function: &str) -> Arc<Slot> {
@@ -445,6 +464,11 @@ impl PermitGate {
         until: Instant,
     ) -> Result<PermitLease, NoPermit> {
         let slot = self.slot(function);
+        let depth = if function == crate::ACCOUNT_KEY {
+            self.account_depth.load(Ordering::Relaxed)
+        } else {
+            self.queue_depth
+        };
         let mut waiting = Waiting(&slot, false);
         loop {
             let changed = slot.changed.notified();
@@ -468,7 +492,7 @@ impl PermitGate {
                     });
                 }
                 if !waiting.1 {
-                    if st.waiting as usize >= self.queue_depth {
+                    if st.waiting as usize >= depth {
                         return Err(NoPermit);
                     }
                     st.waiting += 1;

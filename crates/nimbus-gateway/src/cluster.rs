@@ -6,6 +6,7 @@ use crate::{ApiError, Gateway};
 use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What the server knows of the cluster.
@@ -17,6 +18,19 @@ pub trait ClusterControl: Send + Sync {
     /// queued work, finishes what it holds and gives back its claims). `Ok(false)`: no
     /// such node. Blocking.
     fn drain(&self, id: &str) -> Result<bool, String>;
+    /// How many of a version's `n` provisioned instances this node keeps: all of them on
+    /// one node, its share of the serving nodes in cluster mode (`nimbus_cluster::share`).
+    fn provisioned_share(&self, n: u32) -> u32 {
+        n
+    }
+    /// `function`'s provisioned versions summed over the cluster's live nodes; `None` on
+    /// one node (the pool's own status is the answer). Blocking.
+    fn provisioned_totals(
+        &self,
+        _function: &str,
+    ) -> Option<Result<HashMap<String, nimbus_cluster::ProvisionedTotal>, String>> {
+        None
+    }
 }
 
 impl Gateway {

@@ -21,7 +21,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use nimbus_cluster::{NodeKey, Peers, PermitGate, Pick};
+use nimbus_cluster::{NodeKey, Peers, Pick};
 use nimbus_pool::{PoolError, PoolInvokeResult};
 use nimbus_runtime::{InstanceSpec, Invocation, InvokeResult, Outcome};
 use serde::{Deserialize, Serialize};
@@ -167,20 +167,18 @@ fn signed(meta: &str, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Runs `inv` here: under a permit of the cluster's budget when the function has a
-/// reservation (cluster mode), then in the pool.
+/// Runs `inv` here: under a permit of the cluster's budget (cluster mode: the function's
+/// reservation, else the account's unreserved pool), then in the pool.
 pub(crate) async fn local(
     pools: &Pools,
-    permits: Option<(Arc<PermitGate>, u32)>,
+    permits: Option<crate::permits::Admission>,
     spec: Arc<InstanceSpec>,
     revision: &str,
     inv: Invocation,
 ) -> Result<PoolInvokeResult, PoolError> {
     match permits {
         None => pools.invoke(spec, revision, inv).await,
-        Some((gate, limit)) => {
-            crate::permits::invoke(&gate, limit, pools, spec, revision, inv).await
-        }
+        Some(a) => crate::permits::invoke(a, pools, spec, revision, inv).await,
     }
 }
 
@@ -191,7 +189,7 @@ pub(crate) async fn local(
 pub(crate) async fn invoke(
     fwd: Option<Arc<Forwarder>>,
     pools: &Pools,
-    permits: Option<(Arc<PermitGate>, u32)>,
+    permits: Option<crate::permits::Admission>,
     spec: Arc<InstanceSpec>,
     revision: &str,
     inv: Invocation,
@@ -436,9 +434,7 @@ pub(crate) async fn internal_invoke(
                 reason: "ReservedFunctionConcurrentInvocationLimitExceeded",
             });
         }
-        let permits = resolved
-            .reserved
-            .and_then(|limit| Some((gw.permits.get()?.clone(), limit)));
+        let permits = crate::permits::admission(&gw, &resolved);
         let inv = Invocation {
             request_id: meta.request_id.clone(),
             payload,

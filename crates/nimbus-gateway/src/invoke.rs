@@ -76,10 +76,8 @@ pub(crate) fn spawn(
     let pools = gw.pools.clone();
     let spec = resolved.spec.clone();
     let revision = resolved.version.revision_id.clone();
-    // Cluster mode, reserved concurrency: a permit of the cluster's budget first.
-    let permits = resolved
-        .reserved
-        .and_then(|limit| Some((gw.permits.get()?.clone(), limit)));
+    // Cluster mode: a permit of the cluster's budget first (reservation or account).
+    let permits = crate::permits::admission(gw, resolved);
     // Cluster mode: a buffered synchronous call (Invoke RequestResponse, a function URL)
     // may run on another node's warm instance (`forward.rs`).
     let forward = matches!(trigger, Trigger::Api | Trigger::Url)

@@ -1043,7 +1043,7 @@ pub(crate) async fn put_concurrency(
     let n = input.reserved_concurrent_executions.ok_or_else(|| {
         ApiError::InvalidParameter("ReservedConcurrentExecutions is required".into())
     })?;
-    let account = gw.pools.config().account_concurrency;
+    let account = gw.account_concurrency();
     let n = range("reservedConcurrentExecutions", n, 0, account)?;
     gw.store.get(&name, None)?;
     let others = reserved_elsewhere(&gw, Some(&name))?;
@@ -1099,7 +1099,7 @@ pub(crate) async fn account_settings(
             .sum::<u64>();
     }
     let reserved = reserved_elsewhere(&gw, None)?;
-    let account = gw.pools.config().account_concurrency;
+    let account = gw.account_concurrency();
     Ok(Json(json!({
         "AccountLimit": {
             "TotalCodeSize": 80u64 * 1024 * 1024 * 1024,

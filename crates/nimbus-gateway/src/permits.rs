@@ -4,8 +4,14 @@
 //! the pool as on one node (which still holds the node to R). A request that gets no permit
 //! within the pool's queue timeout is throttled as the pool throttles a full reservation.
 //! On SQLite there is no gate: the invocation path reads an empty `OnceLock` and goes on.
+//!
+//! The account limit holds across the nodes the same way: an invocation of a function
+//! without a reservation runs under a permit of the account key
+//! ([`nimbus_cluster::ACCOUNT_KEY`]) whose budget is the cluster's account limit less the
+//! reservations (the unreserved pool, as on one node), throttled as the pool throttles a
+//! full unreserved pool (`ConcurrentInvocationLimitExceeded`).
 
-use crate::state::Pools;
+use crate::state::{Pools, Resolved};
 use crate::Gateway;
 use nimbus_cluster::PermitGate;
 use nimbus_pool::{PoolError, PoolInvokeResult, ThrottleReason};
@@ -20,14 +26,53 @@ impl Gateway {
         let _ = self.permits.set(gate);
         self
     }
+
+    /// The account concurrency limit: the cluster's (the smallest `--account-concurrency`
+    /// of the live nodes) in cluster mode, else this node's.
+    pub(crate) fn account_concurrency(&self) -> u32 {
+        self.permits
+            .get()
+            .and_then(|g| g.account_limit())
+            .unwrap_or(self.pools.config().account_concurrency)
+    }
 }
 
-/// Runs `inv` in the pool under a permit of the cluster's budget of `limit` for its
-/// function; throttled (`ReservedFunctionConcurrentInvocationLimitExceeded`, as the pool
-/// answers) when no permit comes within the queue timeout or the wait queue is full.
-pub(crate) async fn invoke(
-    gate: &Arc<PermitGate>,
+/// The permit an invocation needs in cluster mode: of its function's reservation, or of
+/// the account's unreserved pool.
+pub(crate) struct Admission {
+    gate: Arc<PermitGate>,
+    /// The function's reservation (its own key), else the unreserved pool.
+    reserved: bool,
     limit: u32,
+}
+
+/// What `resolved`'s invocations must hold before the pool (`None`: nothing, as on one
+/// node; a few atomic reads).
+pub(crate) fn admission(gw: &Gateway, resolved: &Resolved) -> Option<Admission> {
+    let gate = gw.permits.get()?;
+    let (reserved, limit) = match resolved.reserved {
+        Some(r) => (true, r),
+        None => {
+            let account = gate.account_limit()?;
+            (
+                false,
+                account.saturating_sub(gw.pools.account_stats().reserved),
+            )
+        }
+    };
+    Some(Admission {
+        gate: gate.clone(),
+        reserved,
+        limit,
+    })
+}
+
+/// Runs `inv` in the pool under a permit of the cluster's budget; throttled as the pool
+/// answers (`ReservedFunctionConcurrentInvocationLimitExceeded` for a reservation,
+/// `ConcurrentInvocationLimitExceeded` for the unreserved pool) when no permit comes
+/// within the queue timeout or the wait queue is full.
+pub(crate) async fn invoke(
+    a: Admission,
     pools: &Pools,
     spec: Arc<InstanceSpec>,
     revision: &str,
@@ -35,7 +80,11 @@ pub(crate) async fn invoke(
 ) -> Result<PoolInvokeResult, PoolError> {
     let until = Instant::now() + pools.config().queue_timeout;
     let function = spec.function.as_str();
-    match gate.enter(function, limit, until).await {
+    let (key, reason) = match a.reserved {
+        true => (function, ThrottleReason::Reserved),
+        false => (nimbus_cluster::ACCOUNT_KEY, ThrottleReason::Concurrency),
+    };
+    match a.gate.enter(key, a.limit, until).await {
         Ok(permit) => {
             let res = pools.invoke(spec.clone(), revision, inv).await;
             drop(permit);
@@ -43,8 +92,8 @@ pub(crate) async fn invoke(
         }
         Err(nimbus_cluster::NoPermit) => Err(PoolError::Throttled {
             function: function.to_string(),
-            limit,
-            reason: ThrottleReason::Reserved,
+            limit: a.limit,
+            reason,
         }),
     }
 }

@@ -3,6 +3,11 @@
 //! version or an alias; the pool keeps, per version, the sum of the configs resolving to it
 //! ([`nimbus_pool::PoolManager::set_provisioned`]). Reconciled after every change of a
 //! config, an alias or a version, and at server start ([`Gateway::start_provisioning`]).
+//!
+//! In cluster mode each node keeps its share of every version's instances
+//! ([`crate::ClusterControl::provisioned_share`]; the node reconciles again when the serving
+//! nodes or the configs change, [`Gateway::reconcile_provisioned`]), and the API reports the
+//! counts summed over the live nodes ([`crate::ClusterControl::provisioned_totals`]).
 
 use crate::lambda_api::{blocking, first, function_ref, paginate, parse_body, parse_query, Query};
 use crate::{ApiError, Gateway};
@@ -11,12 +16,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use nimbus_cluster::ProvisionedTotal;
 use nimbus_core::{arn, Alias, FunctionConfig, FunctionName, LATEST};
-use nimbus_pool::ProvisionedState;
+use nimbus_pool::{ProvisionedState, ProvisionedStatus};
 use nimbus_store::ProvisionedConfig;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -55,6 +61,15 @@ pub(crate) async fn reconcile(gw: &Arc<Gateway>, name: &FunctionName) -> Result<
         }
     }
     for (version, count) in want {
+        // In cluster mode, this node's share of them.
+        let count = gw
+            .cluster
+            .get()
+            .map_or(count, |c| c.provisioned_share(count));
+        if count == 0 {
+            gw.pools.remove_provisioned(name.as_str(), &version);
+            continue;
+        }
         match gw.resolve(name, Some(&version)).await {
             Ok(r) => gw
                 .pools
@@ -144,12 +159,78 @@ impl Gateway {
         }
         Ok(())
     }
+
+    /// Reconciles every function with a stored config or provisioned instances here (in
+    /// cluster mode: when the serving nodes or the configs changed).
+    pub async fn reconcile_provisioned(self: &Arc<Self>) -> Result<(), ApiError> {
+        let store = self.store.clone();
+        let configs = blocking(move || store.list_provisioned(None)).await?;
+        let mut names: Vec<String> = configs
+            .into_iter()
+            .map(|c| c.function.to_string())
+            .chain(
+                self.pools
+                    .provisioned_versions()
+                    .into_iter()
+                    .map(|(f, _)| f),
+            )
+            .collect();
+        names.sort();
+        names.dedup();
+        for n in names {
+            let Ok(name) = FunctionName::parse(&n) else {
+                continue;
+            };
+            reconcile(self, &name).await?;
+        }
+        Ok(())
+    }
 }
 
-/// Lambda's `ProvisionedConcurrencyConfig` (with `FunctionArn` in list entries).
-fn config_json(gw: &Gateway, c: &ProvisionedConfig, with_arn: bool) -> Value {
-    let status =
-        target_version(gw, c).and_then(|v| gw.pools.provisioned_status(c.function.as_str(), &v));
+/// `function`'s provisioned versions summed over the cluster's nodes (`None` on one node,
+/// or when the database does not answer: this node's pool then).
+async fn cluster_totals(
+    gw: &Arc<Gateway>,
+    function: &FunctionName,
+) -> Option<HashMap<String, ProvisionedTotal>> {
+    let c = gw.cluster.get()?.clone();
+    let f = function.to_string();
+    match tokio::task::spawn_blocking(move || c.provisioned_totals(&f)).await {
+        Ok(None) => None,
+        Ok(Some(Ok(t))) => Some(t),
+        Ok(Some(Err(e))) => {
+            warn!(function = %function, error = %e, "cannot read the cluster's provisioned instances: answering with this node's");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Lambda's `ProvisionedConcurrencyConfig` (with `FunctionArn` in list entries). `totals`:
+/// the cluster's counts (cluster mode), else this node's pool.
+fn config_json(
+    gw: &Gateway,
+    c: &ProvisionedConfig,
+    with_arn: bool,
+    totals: Option<&HashMap<String, ProvisionedTotal>>,
+) -> Value {
+    let version = target_version(gw, c);
+    let status = match totals {
+        Some(t) => version.and_then(|v| t.get(&v)).map(|t| ProvisionedStatus {
+            requested: t.target,
+            allocated: t.allocated,
+            available: t.available,
+            state: if t.allocated >= c.requested {
+                ProvisionedState::Ready
+            } else if t.failed.is_some() {
+                ProvisionedState::Failed
+            } else {
+                ProvisionedState::InProgress
+            },
+            reason: t.failed.clone(),
+        }),
+        None => version.and_then(|v| gw.pools.provisioned_status(c.function.as_str(), &v)),
+    };
     let (allocated, available, state, reason) = match status {
         Some(s) => {
             let state = if s.state == ProvisionedState::Ready || s.allocated >= c.requested {
@@ -248,7 +329,9 @@ pub(crate) async fn put_config(
     let config = blocking(move || store.put_provisioned(&nm, &ql, n as u32)).await?;
     reconcile(&gw, &name).await?;
     info!(function = %name, qualifier = %config.qualifier, n, "provisioned concurrency set");
-    Ok((StatusCode::ACCEPTED, Json(config_json(&gw, &config, false))).into_response())
+    let totals = cluster_totals(&gw, &name).await;
+    let body = config_json(&gw, &config, false, totals.as_ref());
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 /// `GET …/provisioned-concurrency?Qualifier=Q` (GetProvisionedConcurrencyConfig), or with
@@ -282,7 +365,8 @@ pub(crate) async fn get_config(
                 "No Provisioned Concurrency Config found for this function: {name}:{qualifier}"
             ))
         })?;
-    Ok(Json(config_json(&gw, c, false)))
+    let totals = cluster_totals(&gw, &name).await;
+    Ok(Json(config_json(&gw, c, false, totals.as_ref())))
 }
 
 async fn list_configs(
@@ -298,7 +382,11 @@ async fn list_configs(
     let (store, nm) = (gw.store.clone(), name.clone());
     let configs = blocking(move || store.list_provisioned(Some(&nm))).await?;
     let (page, next) = paginate(configs, q, |c| c.qualifier.clone())?;
-    let list: Vec<Value> = page.iter().map(|c| config_json(gw, c, true)).collect();
+    let totals = cluster_totals(gw, &name).await;
+    let list: Vec<Value> = page
+        .iter()
+        .map(|c| config_json(gw, c, true, totals.as_ref()))
+        .collect();
     let mut out = json!({ "ProvisionedConcurrencyConfigs": list });
     if let Some(n) = next {
         out["NextMarker"] = n.into();

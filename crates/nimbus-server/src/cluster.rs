@@ -1,17 +1,20 @@
 //! This node in its cluster: its id, its membership row and heartbeats, the change
 //! generations that keep its caches coherent with the other nodes', and the cluster API's
-//! answers (`GET /v1/cluster`), and the permits that hold reserved concurrency across the
-//! nodes. On SQLite the node is alone: it has an id and answers for itself, with nothing in
-//! the database.
+//! answers (`GET /v1/cluster`), the permits that hold reserved concurrency and the account
+//! limit across the nodes, and its share of the provisioned instances. On SQLite the node
+//! is alone: it has an id and answers for itself, with nothing in the database.
 
 use crate::stores::Backend;
 use anyhow::Context;
 use nimbus_cluster::{
-    Changes, Load, Membership, MembershipConfig, NodeId, PermitConfig, PermitGate, Permits,
+    AccountLimit, Changes, ClusterProvisioned, Load, Membership, MembershipConfig, NodeId,
+    PermitConfig, PermitGate, Permits, ProvisionedPart, ProvisionedTotal,
 };
 use nimbus_gateway::{ClusterControl, Forwarder, Gateway, Pools};
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Where a node keeps the incarnation it last registered (`DATA_DIR/node-incarnation`).
@@ -31,6 +34,15 @@ pub(crate) struct Node {
     pub permits: Option<Arc<PermitGate>>,
     /// Which node runs each source mapping and target (cluster mode).
     pub leases: Option<Arc<SourceLeases>>,
+    /// The account limit the nodes agree on (cluster mode).
+    account: Option<Arc<AccountLimit>>,
+    /// This node's provisioned instances as the others see them (cluster mode).
+    provisioned: Option<ClusterProvisioned>,
+    /// This node's rank among the serving nodes and their number (cluster mode; `None`:
+    /// not serving, e.g. draining, so it keeps no provisioned instance).
+    place: Mutex<Option<(usize, usize)>>,
+    /// Signalled when the configs may have changed through another node.
+    reprovision: Arc<Notify>,
     /// Set when this node is asked to drain (`nimbus cluster drain`).
     pub drain: Arc<Notify>,
     pools: Arc<Pools>,
@@ -82,40 +94,52 @@ impl Node {
         events: Arc<dyn nimbus_store::EventQueue>,
         node_key: nimbus_cluster::NodeKey,
     ) -> anyhow::Result<Arc<Node>> {
-        let (membership, changes, permits, leases) = match backend {
-            Backend::Sqlite => (None, None, None, None),
+        let reprovision = Arc::new(Notify::new());
+        let (account_own, account_depth) = (
+            pools.config().account_concurrency,
+            pools.config().account_queue_depth,
+        );
+        let (membership, changes, permits, leases, account, provisioned, place) = match backend {
+            Backend::Sqlite => (None, None, None, None, None, None, None),
             Backend::Postgres(pg) => {
                 let (pg2, id2, addr) = (pg.clone(), id.clone(), address.clone());
                 // The incarnation this data dir last registered: a restart after a crash
                 // takes its row over at once instead of watching it for a TTL.
                 let kept = data_dir.join(INCARNATION_FILE);
-                let (membership, permits) = tokio::task::spawn_blocking(move || {
-                    nimbus_cluster::install_triggers(&pg2)?;
-                    let previous = std::fs::read_to_string(&kept).ok();
-                    let m = Membership::join(
-                        &pg2,
-                        id2.clone(),
-                        &addr,
-                        env!("CARGO_PKG_VERSION"),
-                        MembershipConfig::default(),
-                        previous.as_deref().map(str::trim),
-                    )?;
-                    nimbus_store::write_private_file(&kept, m.incarnation().as_bytes()).map_err(
-                        |e| {
-                            nimbus_cluster::ClusterError::Io(format!(
-                                "cannot write {}: {e}",
-                                kept.display()
-                            ))
-                        },
-                    )?;
-                    // Leases a previous run of this node left are no one's now.
-                    let p = Permits::new(&pg2, id2, PermitConfig::default())?;
-                    p.release_all()?;
-                    Ok::<_, nimbus_cluster::ClusterError>((m, p))
-                })
-                .await?
-                .context("cannot join the cluster")?;
+                let (membership, permits, account, provisioned, place) =
+                    tokio::task::spawn_blocking(move || {
+                        nimbus_cluster::install_triggers(&pg2)?;
+                        let previous = std::fs::read_to_string(&kept).ok();
+                        let m = Membership::join(
+                            &pg2,
+                            id2.clone(),
+                            &addr,
+                            env!("CARGO_PKG_VERSION"),
+                            MembershipConfig::default(),
+                            previous.as_deref().map(str::trim),
+                        )?;
+                        nimbus_store::write_private_file(&kept, m.incarnation().as_bytes())
+                            .map_err(|e| {
+                                nimbus_cluster::ClusterError::Io(format!(
+                                    "cannot write {}: {e}",
+                                    kept.display()
+                                ))
+                            })?;
+                        // Leases a previous run of this node left are no one's now.
+                        let p = Permits::new(&pg2, id2.clone(), PermitConfig::default())?;
+                        p.release_all()?;
+                        let ttl = m.config().ttl;
+                        let account = AccountLimit::publish(&pg2, id2.clone(), account_own, ttl)?;
+                        // What a previous run published is gone with its instances.
+                        let prov = ClusterProvisioned::new(&pg2, id2.clone(), ttl)?;
+                        prov.clear()?;
+                        let place = nimbus_cluster::placement(&m.nodes()?, id2.as_str());
+                        Ok::<_, nimbus_cluster::ClusterError>((m, p, account, prov, place))
+                    })
+                    .await?
+                    .context("cannot join the cluster")?;
                 let permits = PermitGate::new(permits, pools.config().queue_depth);
+                permits.set_account_limit(account.get(), account_depth);
                 let _ = gateway.clone().with_permits(permits.clone());
                 // Synchronous calls that would cold-start here go to other nodes' warm
                 // instances (docs/cluster.md).
@@ -141,7 +165,19 @@ impl Node {
                     id.clone(),
                     nimbus_cluster::LEASE_TTL,
                 )));
-                (Some(membership), Some(changes), Some(permits), Some(leases))
+                // Provisioned configs changed through any node: this node's share again
+                // (after the registry caches above were dropped).
+                let r = reprovision.clone();
+                changes.on("registry", move || r.notify_one());
+                (
+                    Some(membership),
+                    Some(changes),
+                    Some(permits),
+                    Some(leases),
+                    Some(account),
+                    Some(provisioned),
+                    place,
+                )
             }
         };
         let node = Arc::new(Node {
@@ -151,6 +187,10 @@ impl Node {
             changes,
             permits,
             leases,
+            account,
+            provisioned,
+            place: Mutex::new(place),
+            reprovision,
             drain: Arc::new(Notify::new()),
             pools,
             events,
@@ -158,9 +198,16 @@ impl Node {
         Ok(node)
     }
 
-    /// Heartbeats, change polling and the drain watch, until the tasks are aborted.
-    pub(crate) fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Heartbeats, change polling, the drain watch, the account limit and the provisioned
+    /// shares, until the tasks are aborted.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        gateway: &Arc<Gateway>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
+        if self.membership.is_some() {
+            tasks.push(tokio::spawn(self.clone().share(Arc::downgrade(gateway))));
+        }
         if let Some(m) = &self.membership {
             let pools = self.pools.clone();
             let publish = reachable(&self.address);
@@ -207,9 +254,72 @@ impl Node {
         tasks
     }
 
+    /// Every heartbeat: reads the serving nodes and the account limit; sets this node's
+    /// share of the provisioned instances again when its place among the serving nodes
+    /// moved or the configs changed; publishes its provisioned instances when they changed
+    /// (checked every 250 ms).
+    async fn share(self: Arc<Self>, gateway: std::sync::Weak<Gateway>) {
+        let (Some(m), Some(prov)) = (self.membership.clone(), self.provisioned.clone()) else {
+            return;
+        };
+        let every = m.config().heartbeat;
+        let mut read_at = tokio::time::Instant::now();
+        let mut published: Option<HashMap<(String, String), ProvisionedPart>> = None;
+        loop {
+            let mut again = tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => false,
+                _ = self.reprovision.notified() => true,
+            };
+            if read_at.elapsed() >= every {
+                read_at = tokio::time::Instant::now();
+                let (m, account) = (m.clone(), self.account.clone());
+                let read = tokio::task::spawn_blocking(move || {
+                    let nodes = m.nodes()?;
+                    if let Some(a) = &account {
+                        a.refresh()?;
+                    }
+                    Ok::<_, nimbus_cluster::ClusterError>(nodes)
+                })
+                .await;
+                if let (Some(gate), Some(a)) = (&self.permits, &self.account) {
+                    gate.set_account_limit(a.get(), self.pools.config().account_queue_depth);
+                }
+                if let Ok(Ok(nodes)) = read {
+                    let now = nimbus_cluster::placement(&nodes, self.id.as_str());
+                    let was = std::mem::replace(&mut *self.place.lock().unwrap(), now);
+                    if was != now {
+                        tracing::info!(rank = ?now.map(|p| p.0), serving = ?now.map(|p| p.1),
+                            "the serving nodes changed: taking this node's share of the provisioned instances");
+                        again = true;
+                    }
+                }
+            }
+            let Some(gw) = gateway.upgrade() else { return };
+            if again {
+                if let Err(e) = gw.reconcile_provisioned().await {
+                    tracing::warn!(error = %e, "cannot set this node's share of the provisioned instances");
+                }
+            }
+            drop(gw);
+            let parts = provisioned_parts(&self.pools);
+            if published.as_ref() != Some(&parts) {
+                let (p, out) = (prov.clone(), parts.clone());
+                if let Ok(Ok(())) = tokio::task::spawn_blocking(move || p.publish(&out)).await {
+                    published = Some(parts);
+                }
+            }
+        }
+    }
+
     /// Gives back its concurrency permits and marks this node as gone (clean stop).
     /// Blocking.
     pub(crate) fn leave(&self) {
+        if let Some(p) = &self.provisioned {
+            let _ = p.clear();
+        }
+        if let Some(a) = &self.account {
+            let _ = a.leave();
+        }
         if let Some(p) = &self.permits {
             if let Err(e) = p.release_all() {
                 tracing::warn!(error = %e, "cannot give back this node's concurrency permits: they expire after their TTL");
@@ -238,6 +348,26 @@ impl nimbus_sources::Leases for SourceLeases {
     fn ttl(&self) -> std::time::Duration {
         self.0.ttl()
     }
+}
+
+/// This node's provisioned instances by function and version.
+fn provisioned_parts(pools: &Pools) -> HashMap<(String, String), ProvisionedPart> {
+    pools
+        .provisioned_versions()
+        .into_iter()
+        .filter_map(|(f, v)| {
+            let s = pools.provisioned_status(&f, &v)?;
+            Some((
+                (f, v),
+                ProvisionedPart {
+                    target: s.requested,
+                    allocated: s.allocated,
+                    available: s.available,
+                    failed: s.reason,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Connects to NATS; when it does not answer yet, keeps trying in the background (the
@@ -286,6 +416,24 @@ impl ClusterControl for Node {
                 }))
             }
         }
+    }
+
+    fn provisioned_share(&self, n: u32) -> u32 {
+        if self.membership.is_none() {
+            return n;
+        }
+        match *self.place.lock().unwrap() {
+            Some((rank, serving)) => nimbus_cluster::share(n, rank, serving),
+            None => 0,
+        }
+    }
+
+    fn provisioned_totals(
+        &self,
+        function: &str,
+    ) -> Option<Result<HashMap<String, ProvisionedTotal>, String>> {
+        let p = self.provisioned.as_ref()?;
+        Some(p.totals(function).map_err(|e| e.to_string()))
     }
 
     fn drain(&self, id: &str) -> Result<bool, String> {

@@ -714,7 +714,7 @@ impl Server {
         let health = tokio::spawn(self.health.run());
         let history = tokio::spawn(self.gateway.clone().run_history());
         let alarms = tokio::spawn(self.gateway.clone().run_alarms());
-        let mut cluster_tasks = self.node.spawn();
+        let mut cluster_tasks = self.node.spawn(&self.gateway);
         // `nimbus cluster drain NODE` (asked through any node) drains this one's
         // background work; it keeps serving HTTP until it is stopped.
         {
