@@ -268,6 +268,10 @@ struct SlotState {
     waiting: u32,
     /// A call to the database is under way for this function.
     syncing: bool,
+    /// The limit went down since the last grant: the lease may hold more than this node's
+    /// part of the new limit (the nodes' leases together may exceed it), so nothing is
+    /// admitted under it until the database grants a lease under the new limit.
+    lowered: bool,
     /// Highest demand in this period of [`PermitConfig::idle`] and the one before.
     high: u32,
     high_prev: u32,
@@ -281,7 +285,7 @@ struct SlotState {
 impl SlotState {
     fn usable(&self, now: Instant) -> u32 {
         match self.deadline {
-            Some(d) if now < d => self.held.min(self.limit),
+            Some(d) if now < d && !self.lowered => self.held.min(self.limit),
             _ => 0,
         }
     }
@@ -325,6 +329,7 @@ impl SlotState {
         (ask && self.waiting > 0 && (target > self.held || !valid || self.short_nodes > 0))
             || target < self.held
             || (!valid && self.held > 0)
+            || self.lowered
     }
 }
 
@@ -476,6 +481,9 @@ impl PermitGate {
             changed.as_mut().enable();
             let sync = {
                 let mut st = slot.st.lock().unwrap();
+                if limit < st.limit {
+                    st.lowered = true;
+                }
                 st.limit = limit;
                 let now = Instant::now();
                 // Requests already waiting go first.
@@ -568,6 +576,9 @@ impl PermitGate {
                 st.deadline = Some(sent + self.cfg.ttl.saturating_sub(self.cfg.margin));
                 st.short_nodes = g.short_nodes;
                 st.heard_at = Some(Instant::now());
+                // Granted under the limit this call carried; lowered again meanwhile, the
+                // next call tells.
+                st.lowered &= st.limit < limit;
                 if st.held < before {
                     // Given back here while the call was under way (an invocation ended
                     // beyond the fair share): keep the smaller lease and tell the database.
@@ -921,9 +932,8 @@ mod tests {
         drop(db);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn three_gates_keep_the_limit_together() {
-        let db = blocking(|| TestDb::new("permits")).await;
+    /// Three gates on one database, each with its own pool, heartbeats running.
+    async fn three_gates(db: &TestDb) -> Vec<Arc<PermitGate>> {
         let mut gates = Vec::new();
         for id in ["n1", "n2", "n3"] {
             let url = db.url.clone();
@@ -938,9 +948,15 @@ mod tests {
             gate.spawn();
             gates.push(gate);
         }
+        gates
+    }
+
+    /// 30 callers spread over `gates` for `secs`, each invocation 30 ms under `limit`:
+    /// the most running at once, the invocations per gate and the refusals.
+    async fn callers(gates: &[Arc<PermitGate>], limit: u32, secs: f64) -> (i64, [u32; 3], u32) {
         let running = Arc::new(AtomicI64::new(0));
         let peak = Arc::new(AtomicI64::new(0));
-        let end = Instant::now() + Duration::from_secs(3);
+        let end = Instant::now() + Duration::from_secs_f64(secs);
         let mut tasks = Vec::new();
         for i in 0..30 {
             let gate = gates[i % 3].clone();
@@ -949,7 +965,7 @@ mod tests {
                 let (mut ran, mut refused) = (0u32, 0u32);
                 while Instant::now() < end {
                     match gate
-                        .enter("f", 5, Instant::now() + Duration::from_millis(500))
+                        .enter("f", limit, Instant::now() + Duration::from_millis(500))
                         .await
                     {
                         Ok(lease) => {
@@ -973,7 +989,14 @@ mod tests {
             per_node[n] += r;
             refused += x;
         }
-        let peak = peak.load(Ordering::SeqCst);
+        (peak.load(Ordering::SeqCst), per_node, refused)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn three_gates_keep_the_limit_together() {
+        let db = blocking(|| TestDb::new("permits")).await;
+        let gates = three_gates(&db).await;
+        let (peak, per_node, refused) = callers(&gates, 5, 3.0).await;
         assert!(
             peak <= 5,
             "{peak} invocations ran at once under a limit of 5"
@@ -984,6 +1007,26 @@ mod tests {
         for (i, n) in per_node.iter().enumerate() {
             assert!(*n >= 20, "node {i} ran only {n} invocations: {per_node:?}");
         }
+        let g = gates[0].clone();
+        blocking(move || g.release_all()).await.unwrap();
+        drop(db);
+    }
+
+    /// A limit lowered while the nodes still lease permits under the old one (they keep
+    /// them for steady traffic): the leases together may exceed the new limit, so no node
+    /// admits under its old lease before the database grants it one under the new limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_lowered_limit_holds_at_once_across_gates() {
+        let db = blocking(|| TestDb::new("permits_lowered")).await;
+        let gates = three_gates(&db).await;
+        let (peak, _, _) = callers(&gates, 6, 1.5).await;
+        assert_eq!(peak, 6, "the permits were never all in use");
+        let (peak, per_node, _) = callers(&gates, 3, 1.5).await;
+        assert!(
+            peak <= 3,
+            "{peak} invocations ran at once right after the limit went from 6 to 3"
+        );
+        assert!(per_node.iter().sum::<u32>() > 0);
         let g = gates[0].clone();
         blocking(move || g.release_all()).await.unwrap();
         drop(db);
