@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Sleeps 300 ms; appends `start end` (ms) to the host file named by the event.
-const RECORDER: &str = r#"
+pub(crate) const RECORDER: &str = r#"
 import time
 
 def handler(event, context):
@@ -24,7 +24,7 @@ def handler(event, context):
 
 /// The most intervals open at once (an end and a start in the same millisecond do not
 /// overlap).
-fn peak(runs: &[(i64, i64)]) -> usize {
+pub(crate) fn peak(runs: &[(i64, i64)]) -> usize {
     let mut ev: Vec<(i64, i32)> = runs.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
     ev.sort();
     let (mut cur, mut max) = (0i32, 0i32);
@@ -35,7 +35,7 @@ fn peak(runs: &[(i64, i64)]) -> usize {
     max as usize
 }
 
-fn read_runs(file: &Path) -> Vec<(i64, i64)> {
+pub(crate) fn read_runs(file: &Path) -> Vec<(i64, i64)> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()

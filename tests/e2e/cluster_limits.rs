@@ -2,11 +2,11 @@
 //! (docs/cluster.md, "Provisioned concurrency across nodes" and "Concurrency across
 //! nodes"): three `nimbus serve` nodes on one PostgreSQL schema.
 
+use crate::cluster_concurrency::{peak, read_runs, RECORDER};
 use nimbus_tests::cluster::{Cluster, Node};
 use nimbus_tests::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const PC: &str = "/2019-09-30/functions";
@@ -202,43 +202,6 @@ fn provisioned_instances_are_spread_over_the_nodes_and_follow_a_kill() {
         "{:?}",
         counts("warm", &[c.node(1), c.node(2), c.node(3)])
     );
-}
-
-/// Sleeps 300 ms; appends `start end` (ms) to the host file named by the event.
-const RECORDER: &str = r#"
-import time
-
-def handler(event, context):
-    start = time.time()
-    time.sleep(0.3)
-    end = time.time()
-    with open(event["file"], "a") as f:
-        f.write("%d %d\n" % (int(start * 1000), int(end * 1000)))
-    return "ok"
-"#;
-
-/// The most intervals open at once (an end and a start in the same millisecond do not
-/// overlap).
-fn peak(runs: &[(i64, i64)]) -> usize {
-    let mut ev: Vec<(i64, i32)> = runs.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
-    ev.sort();
-    let (mut cur, mut max) = (0i32, 0i32);
-    for (_, d) in ev {
-        cur += d;
-        max = max.max(cur);
-    }
-    max as usize
-}
-
-fn read_runs(file: &Path) -> Vec<(i64, i64)> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let (s, e) = l.split_once(' ').unwrap();
-            (s.parse().unwrap(), e.parse().unwrap())
-        })
-        .collect()
 }
 
 /// `callers` callers spread over the nodes call `rec` for `secs` seconds: the calls served

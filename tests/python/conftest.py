@@ -120,12 +120,14 @@ class PgSchema:
 
 def database_args(owner) -> list:
     """`--database URL` with a fresh schema (dropped when `owner` is collected or at exit)
-    under NIMBUS_TEST_BACKEND=postgres; nothing on SQLite."""
+    and `--nats` under NIMBUS_TEST_BACKEND=postgres; nothing on SQLite."""
     if not backend_is_postgres():
         return []
     schema = PgSchema()
     weakref.finalize(owner, schema.drop)
-    return ["--database", schema.url]
+    # As a cluster node: the stores in PostgreSQL, change notices on the local NATS.
+    return ["--database", schema.url, "--nats",
+            os.environ.get("NIMBUS_TEST_NATS") or "nats://127.0.0.1:4222"]
 
 
 class NimbusServer:

@@ -220,7 +220,10 @@ impl Server {
                 .unwrap(),
             log_path,
             credentials: None,
-            database: test_backend_is_postgres().then(|| nimbus_pg::testing::TestDb::new("e2e")),
+            database: test_backend_is_postgres().then(|| {
+                brokers::require("NATS", "127.0.0.1:4222", "the machine's NATS service");
+                nimbus_pg::testing::TestDb::new("e2e")
+            }),
         };
         s.spawn();
         s
@@ -258,12 +261,19 @@ impl Server {
     }
 
     /// The `serve` flags that put another server on this one's stores: `--database URL`
-    /// on PostgreSQL (`NIMBUS_TEST_BACKEND=postgres`), nothing on SQLite (the stores are
-    /// in the data dir).
+    /// and the local NATS (`--nats`, as a cluster node has) on PostgreSQL
+    /// (`NIMBUS_TEST_BACKEND=postgres`), nothing on SQLite (the stores are in the data dir).
     pub fn database_args(&self) -> Vec<String> {
         self.database
             .iter()
-            .flat_map(|db| ["--database".to_string(), db.url.clone()])
+            .flat_map(|db| {
+                [
+                    "--database".to_string(),
+                    db.url.clone(),
+                    "--nats".to_string(),
+                    crate::cluster::NATS.to_string(),
+                ]
+            })
             .collect()
     }
 
