@@ -46,6 +46,46 @@ pub(crate) fn read_runs(file: &Path) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// `callers` callers spread over the nodes call `rec` with `payload` for `secs` seconds,
+/// each again as soon as it has an answer: (node index, status, body) of every call; a
+/// function error fails the test.
+pub(crate) fn call_rec(
+    c: &Cluster,
+    http: &reqwest::blocking::Client,
+    payload: &str,
+    callers: usize,
+    secs: u64,
+) -> Vec<(usize, u16, String)> {
+    let until = Instant::now() + Duration::from_secs(secs);
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..callers)
+            .map(|i| {
+                let node = c.node(1 + i % 3);
+                sc.spawn(move || {
+                    let mut out = Vec::new();
+                    while Instant::now() < until {
+                        let r = http
+                            .post(node.url("/2015-03-31/functions/rec/invocations"))
+                            .body(payload.to_string())
+                            .send()
+                            .unwrap();
+                        let status = r.status().as_u16();
+                        let error = r
+                            .headers()
+                            .get("x-amz-function-error")
+                            .map(|v| v.to_str().unwrap().to_string());
+                        let body = r.text().unwrap();
+                        assert!(error.is_none(), "function error: {body}");
+                        out.push((i % 3, status, body));
+                    }
+                    out
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    })
+}
+
 #[test]
 fn reserved_concurrency_holds_across_three_nodes() {
     // Waits longer than this are throttled: with 30 callers on 5 permits, some are.
@@ -71,35 +111,8 @@ fn reserved_concurrency_holds_across_three_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("runs.txt");
     let payload = json!({ "file": file }).to_string();
-    let until = Instant::now() + Duration::from_secs(10);
     // 30 callers, 10 per node, each calling again as soon as it has an answer.
-    let results: Vec<(usize, u16, String)> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..30)
-            .map(|i| {
-                let (http, payload, node) = (&http, &payload, c.node(1 + i % 3));
-                sc.spawn(move || {
-                    let mut out = Vec::new();
-                    while Instant::now() < until {
-                        let r = http
-                            .post(node.url("/2015-03-31/functions/rec/invocations"))
-                            .body(payload.clone())
-                            .send()
-                            .unwrap();
-                        let status = r.status().as_u16();
-                        let error = r
-                            .headers()
-                            .get("x-amz-function-error")
-                            .map(|v| v.to_str().unwrap().to_string());
-                        let body = r.text().unwrap();
-                        assert!(error.is_none(), "function error: {body}");
-                        out.push((i % 3, status, body));
-                    }
-                    out
-                })
-            })
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
+    let results = call_rec(&c, &http, &payload, 30, 10);
 
     let mut ok = [0usize; 3];
     let mut throttled = 0;

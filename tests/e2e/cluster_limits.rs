@@ -2,7 +2,7 @@
 //! (docs/cluster.md, "Provisioned concurrency across nodes" and "Concurrency across
 //! nodes"): three `nimbus serve` nodes on one PostgreSQL schema.
 
-use crate::cluster_concurrency::{peak, read_runs, RECORDER};
+use crate::cluster_concurrency::{call_rec, peak, read_runs, RECORDER};
 use nimbus_tests::cluster::{Cluster, Node};
 use nimbus_tests::*;
 use serde_json::{json, Value};
@@ -215,34 +215,7 @@ fn load(c: &Cluster, callers: usize, secs: u64) -> ([usize; 3], usize, usize) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("runs.txt");
     let payload = json!({ "file": file }).to_string();
-    let until = Instant::now() + Duration::from_secs(secs);
-    let results: Vec<(usize, u16, String)> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..callers)
-            .map(|i| {
-                let (http, payload, node) = (&http, &payload, c.node(1 + i % 3));
-                sc.spawn(move || {
-                    let mut out = Vec::new();
-                    while Instant::now() < until {
-                        let r = http
-                            .post(node.url("/2015-03-31/functions/rec/invocations"))
-                            .body(payload.clone())
-                            .send()
-                            .unwrap();
-                        let status = r.status().as_u16();
-                        let error = r
-                            .headers()
-                            .get("x-amz-function-error")
-                            .map(|v| v.to_str().unwrap().to_string());
-                        let body = r.text().unwrap();
-                        assert!(error.is_none(), "function error: {body}");
-                        out.push((i % 3, status, body));
-                    }
-                    out
-                })
-            })
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
+    let results = call_rec(c, &http, &payload, callers, secs);
     let mut ok = [0usize; 3];
     let mut throttled = 0;
     for (node, status, body) in &results {

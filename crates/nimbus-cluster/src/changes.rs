@@ -116,7 +116,8 @@ pub struct Changes {
     nats: Option<async_nats::Client>,
     /// A notice is about to be published (notices within [`COALESCE`] become one).
     pending: Arc<AtomicBool>,
-    /// When the generations were last read (`None`: not yet).
+    /// When the generations were last read (at first: when this was made, as the node
+    /// joined through the database).
     last_read: Mutex<Option<Instant>>,
 }
 
@@ -147,7 +148,8 @@ impl Changes {
             wake: Notify::new(),
             nats,
             pending: Arc::default(),
-            last_read: Mutex::new(None),
+            // Made as the node joins, which the database has just answered.
+            last_read: Mutex::new(Some(Instant::now())),
         })
     }
 
