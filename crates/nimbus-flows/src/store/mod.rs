@@ -210,9 +210,25 @@ pub fn child_scope(key: &str, index: u32) -> String {
     format!("{key}/{index}")
 }
 
-/// A fresh task token: 256 random bits, URL-safe.
+/// A fresh task token: 256 random bits, URL-safe, after a letter — a token starting with
+/// `-` (one in 64 of bare base64url) would read as an option to the AWS CLI
+/// (`aws stepfunctions send-task-success --task-token -x…` fails).
 pub fn new_task_token() -> String {
     use base64::Engine as _;
     let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    format!(
+        "T{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+#[cfg(test)]
+mod token_tests {
+    #[test]
+    fn task_tokens_never_start_like_an_option() {
+        for _ in 0..2000 {
+            let t = super::new_task_token();
+            assert!(t.starts_with('T') && t.len() == 44, "{t}");
+        }
+    }
 }
