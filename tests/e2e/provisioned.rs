@@ -10,39 +10,12 @@ use std::time::Duration;
 
 const PC: &str = "/2019-09-30/functions";
 
-/// The log stream names (instance identities) of every running instance of `function`:
-/// host processes whose environment names the function.
+/// The log stream names (instance identities) of every running instance of `function`.
 fn instances_of(function: &str) -> BTreeSet<String> {
-    let fn_var = format!("AWS_LAMBDA_FUNCTION_NAME={function}");
-    let mut out = BTreeSet::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u64>() else {
-            continue;
-        };
-        if !pid_alive(pid) {
-            continue;
-        }
-        let Ok(env) = std::fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        let vars: Vec<String> = env
-            .split(|b| *b == 0)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect();
-        if !vars.contains(&fn_var) {
-            continue;
-        }
-        if let Some(id) = vars
-            .iter()
-            .find_map(|v| v.strip_prefix("AWS_LAMBDA_LOG_STREAM_NAME="))
-        {
-            out.insert(id.to_string());
-        }
-    }
-    out
+    instance_processes(function)
+        .into_iter()
+        .map(|(_, stream)| stream)
+        .collect()
 }
 
 /// SIGKILLs every process of the instance whose log stream name is `id`.

@@ -730,6 +730,41 @@ pub fn wait_for_stem_cells(s: &Server, runtime: &str) {
     );
 }
 
+/// The live host processes of `function`'s instances (whose environment names it), with
+/// each one's log stream name (its instance's identity).
+pub fn instance_processes(function: &str) -> Vec<(u64, String)> {
+    let fn_var = format!("AWS_LAMBDA_FUNCTION_NAME={function}");
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        if !pid_alive(pid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<String> = env
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        if !vars.contains(&fn_var) {
+            continue;
+        }
+        if let Some(stream) = vars
+            .iter()
+            .find_map(|v| v.strip_prefix("AWS_LAMBDA_LOG_STREAM_NAME="))
+        {
+            out.push((pid, stream.to_string()));
+        }
+    }
+    out
+}
+
 /// Whether a process with this pid is alive (and not a zombie).
 pub fn pid_alive(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
