@@ -637,14 +637,13 @@ impl SecretStore {
             return Ok(None);
         };
         let now = now_ms(time::OffsetDateTime::now_utc());
-        let ours = l.read().unwrap_or_else(|e| e.into_inner()).key.clone();
-        let (current, handover) = {
+        let (ours, current, handover) = {
             let inner = l.read().unwrap_or_else(|e| e.into_inner());
             let (current, handover) = inner.rows.handover()?;
             if handover.as_ref().is_some_and(|h| h.until_ms <= now) {
                 inner.rows.clear_handover(now)?;
             }
-            (current, handover)
+            (inner.key.clone(), current, handover)
         };
         if current == ours.id() {
             return Ok(None);
