@@ -133,10 +133,7 @@ pub async fn bench(
             .as_str()
             .context("no LayerVersionArn in the PublishLayerVersion reply")?
             .to_string();
-        let base = json!({
-            "runtime": lang.runtime(), "handler": lang.handler(), "memory_mb": 128,
-            "timeout_s": 3, "env": { "GREETING": "Hello" }, "concurrency": 1, "url": true,
-        });
+        let base = crate::targets::hello_config(lang, 1);
         let mut with = base.clone();
         with["layers"] = json!([{ "arn": arn }]);
         let mut figs = LayerFigs {

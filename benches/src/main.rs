@@ -23,6 +23,7 @@ mod report;
 mod scenarios;
 mod sources_bench;
 mod sources_brokers;
+mod speed;
 mod stats;
 mod storage_bench;
 mod targets;
@@ -175,6 +176,23 @@ struct Args {
     /// With --cluster: the largest cluster measured.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
     cluster_nodes: u32,
+    /// Measure issue 19's figures instead: the wasi-http hello component, the Node and
+    /// Python hello process functions and a cache hit against a bare hyper server and
+    /// workerd (from npm), warm and at --clients; the wasm cold start, per-request time and
+    /// idle memory; the Node stem-cell cold start (see `speed.rs`). Uses --runs [3],
+    /// --warm-requests, --clients, --concurrency, --duration, --warmup, --cold-samples.
+    #[arg(long)]
+    speed: bool,
+    /// With --speed: wasm cold starts of a component never compiled before.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    compile_samples: u32,
+    /// With --speed: idle wasm functions deployed for the memory figure.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    idle_functions: u32,
+    /// Serve the bare hyper floor of --speed on ADDR, and nothing else (--speed starts the
+    /// bench itself so).
+    #[arg(long, value_name = "ADDR")]
+    hyper_floor: Option<std::net::SocketAddr>,
     /// Give up (and stop everything) after this many minutes.
     #[arg(long, default_value_t = 30.0, value_parser = positive)]
     time_limit: f64,
@@ -340,6 +358,9 @@ impl Servers {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(addr) = args.hyper_floor {
+        return speed::serve_hyper_floor(addr);
+    }
     let bin = nimbus_bin(args.nimbus.as_deref())?;
     let dir = tempfile::Builder::new().prefix("nimbus-bench").tempdir()?;
     let limit = Duration::from_secs_f64(args.time_limit * 60.0);
@@ -357,6 +378,9 @@ async fn main() -> Result<()> {
     }
     if args.flows {
         return flows_main(&args, &bin, dir.path(), limit).await;
+    }
+    if args.speed {
+        return speed_main(&args, &bin, dir.path(), limit).await;
     }
     if args.async_mode {
         let nimbus = Nimbus::start(&bin, &dir.path().join("server"), &[]).await?;
@@ -599,6 +623,44 @@ async fn async_main(args: &Args, nimbus: Nimbus, dir: &Path, limit: Duration) ->
     Ok(())
 }
 
+/// `--speed`: issue 19's figures (see `speed.rs`).
+async fn speed_main(args: &Args, bin: &Path, dir: &Path, limit: Duration) -> Result<()> {
+    let s = Settings::of(args);
+    let settings = speed::Settings {
+        runs: args.runs.unwrap_or(if args.quick { 1 } else { 3 }),
+        warm_requests: s.warm_requests as usize,
+        load: s.load(),
+        concurrency: s.concurrency,
+        cold_samples: s.cold_samples,
+        compile_samples: if args.quick { 2 } else { args.compile_samples },
+        idle_functions: if args.quick { 10 } else { args.idle_functions },
+    };
+    let load_before = loadavg();
+    let t0 = Instant::now();
+    let figs = match tokio::time::timeout(limit, speed::bench(bin, dir, &settings)).await {
+        Ok(r) => r?,
+        Err(_) => bail!(
+            "the benchmark took longer than --time-limit {} minutes",
+            args.time_limit
+        ),
+    };
+    let load_after = loadavg();
+    let machine = machine()?;
+    if args.json {
+        let mut out = speed::to_json(&figs);
+        out["machine"] = machine;
+        out["load_average"] = json!({"before": load_before, "after": load_after});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{}",
+            run_line(&machine, settings.runs, t0, &load_before, &load_after)
+        );
+        print!("{}", speed::text(&figs, &settings));
+    }
+    Ok(())
+}
+
 /// `--sources`: external event sources against their brokers' floors (see `sources_bench.rs`).
 async fn sources_main(args: &Args, bin: &Path, dir: &Path, limit: Duration) -> Result<()> {
     let kinds: Vec<sources_brokers::Kind> = if args.sources_only.is_empty() {
@@ -647,10 +709,8 @@ async fn sources_main(args: &Args, bin: &Path, dir: &Path, limit: Duration) -> R
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "{}; median of {} runs; {:.0} s; load average {load_before} before, {load_after} after",
-            machine_line(&machine),
-            runs,
-            t0.elapsed().as_secs_f64()
+            "{}",
+            run_line(&machine, runs, t0, &load_before, &load_after)
         );
         println!(
             "{} records per burst, {} paced at {}/s; no-op function: node {version}",
@@ -698,10 +758,8 @@ async fn flows_main(args: &Args, bin: &Path, dir: &Path, limit: Duration) -> Res
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "{}; median of {} runs; {:.0} s; load average {load_before} before, {load_after} after",
-            machine_line(&machine),
-            runs,
-            t0.elapsed().as_secs_f64()
+            "{}",
+            run_line(&machine, runs, t0, &load_before, &load_after)
         );
         println!();
         print!("{}", median.table(&settings));
@@ -752,10 +810,8 @@ async fn cluster_main(args: &Args, bin: &Path, dir: &Path, limit: Duration) -> R
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "{}; median of {} runs; {:.0} s; load average {load_before} before, {load_after} after",
-            machine_line(&machine),
-            settings.runs,
-            t0.elapsed().as_secs_f64()
+            "{}",
+            run_line(&machine, settings.runs, t0, &load_before, &load_after)
         );
         println!(
             "hello function (node {version}), concurrency {} per node; {} clients x {} s; {} events from {} submitters",
@@ -1168,6 +1224,15 @@ fn machine_line(machine: &Value) -> String {
 }
 
 /// A finite number of seconds (or minutes) above zero.
+/// The first line of a report: the machine, the runs, how long, the load around it.
+fn run_line(machine: &Value, runs: u32, t0: Instant, before: &str, after: &str) -> String {
+    format!(
+        "{}; median of {runs} runs; {:.0} s; load average {before} before, {after} after",
+        machine_line(machine),
+        t0.elapsed().as_secs_f64()
+    )
+}
+
 fn positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if x.is_finite() && x > 0.0 && x < 1e6 => Ok(x),

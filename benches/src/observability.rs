@@ -349,11 +349,8 @@ async fn setup(servers: &Servers, lang: Lang, s: &Settings, tmp: &Path) -> Resul
     let name = format!("obs-{}", lang.name());
     let zip = lang.code_zip()?;
     // `Active`: every invocation is sampled (exported by the server that has an endpoint).
-    let config = json!({
-        "runtime": lang.runtime(), "handler": lang.handler(), "memory_mb": 128,
-        "timeout_s": 3, "env": { "GREETING": "Hello" }, "concurrency": s.concurrency,
-        "url": true, "tracing_mode": "Active",
-    });
+    let mut config = crate::targets::hello_config(lang, s.concurrency);
+    config["tracing_mode"] = json!("Active");
     for n in servers.all() {
         n.deploy_config(&name, config.clone(), &zip).await?;
     }

@@ -161,11 +161,8 @@ impl Nimbus {
         code_zip: &[u8],
         concurrency: u32,
     ) -> Result<()> {
-        let config = json!({
-            "runtime": lang.runtime(), "handler": lang.handler(), "memory_mb": 128,
-            "timeout_s": 3, "env": { "GREETING": "Hello" }, "concurrency": concurrency, "url": true,
-        });
-        self.deploy_config(name, config, code_zip).await
+        self.deploy_config(name, hello_config(lang, concurrency), code_zip)
+            .await
     }
 
     /// Deploys `code_zip` as `name` with the function configuration `config`.
@@ -329,7 +326,9 @@ impl Nimbus {
     }
 }
 
-/// A bare HTTP server in `lang` answering the hello handler (the warm and throughput floor).
+/// A server the bench compares Nimbus with: the bare HTTP server in a function's language
+/// answering the hello handler (the warm and throughput floor), or one of `--speed`'s
+/// (the hyper floor, workerd).
 pub struct Floor {
     child: Child,
     pub addr: SocketAddr,
@@ -339,38 +338,66 @@ impl Floor {
     /// Starts the floor server of `lang` from `dir` (see [`Lang::write_files`]).
     pub async fn start(lang: Lang, interpreter: &Path, dir: &Path) -> Result<Floor> {
         let addr = free_addr()?;
-        let stderr = std::fs::File::create(dir.join("floor.log"))?;
-        let mut child = Command::new(interpreter)
-            .arg(lang.floor_server().0)
+        let mut cmd = Command::new(interpreter);
+        cmd.arg(lang.floor_server().0)
             .args([addr.port().to_string().as_str(), lang.handler()])
-            .current_dir(dir)
+            .current_dir(dir);
+        let name = format!("{} floor server", lang.name());
+        Floor::spawn(
+            cmd,
+            addr,
+            &name,
+            &dir.join("floor.log"),
+            Duration::from_secs(20),
+        )
+        .await
+    }
+
+    /// Starts `cmd` (which must listen on `addr`; its stderr goes to `log`, its stdout —
+    /// the hello handler's log lines — nowhere) and waits until `GET /` answers the hello,
+    /// at most `wait`.
+    pub async fn spawn(
+        mut cmd: Command,
+        addr: SocketAddr,
+        name: &str,
+        log: &Path,
+        wait: Duration,
+    ) -> Result<Floor> {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
+            .stderr(std::fs::File::create(log)?)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot start {}", interpreter.display()))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
+            .with_context(|| format!("cannot start {name}"))?;
+        let deadline = Instant::now() + wait;
         loop {
             if crate::client::one_shot(addr, "/").await.is_ok() {
                 return Ok(Floor { child, addr });
             }
             if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(dir.join("floor.log")).unwrap_or_default();
-                bail!("{} floor server exited with {status}:\n{log}", lang.name());
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                bail!("{name} exited with {status}:\n{log}");
             }
             if Instant::now() > deadline {
-                bail!("{} floor server did not answer in 20 s", lang.name());
+                bail!("{name} did not answer GET / in {wait:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
 
-impl Floor {
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
     }
+}
+
+/// The configuration the benchmarks deploy the hello function of `lang` with: 128 MB,
+/// 3 s, `GREETING`, a function URL.
+pub fn hello_config(lang: Lang, concurrency: u32) -> Value {
+    json!({
+        "runtime": lang.runtime(), "handler": lang.handler(), "memory_mb": 128,
+        "timeout_s": 3, "env": { "GREETING": "Hello" }, "concurrency": concurrency, "url": true,
+    })
 }
 
 /// See [`Nimbus::stem_count`].

@@ -3,7 +3,8 @@
 //! database's schema, a second process with a live node's id, a master key rotation.
 
 use crate::cluster::{
-    delivered, deploy_sink, greet, node3_work_taken_over, node_status, submit, within,
+    delivered, deploy_sink, greet, node3_work_taken_over, node_status, submit, submit_signed,
+    within,
 };
 use nimbus_tests::cluster::Cluster;
 use nimbus_tests::netns::NetNs;
@@ -441,15 +442,21 @@ fn a_partitioned_node_stops_claiming_and_its_work_is_finished_by_the_others() {
     );
     // 6 s per event, 2 at a time per node: node 3 is running what it claimed at the cut.
     deploy_sink(&c, out.path(), 6000, 2);
-    // Submitted through nodes 1 and 2; node 3 claims its share from the shared queue.
-    let mut acked = HashSet::new();
-    for n in 0..18u64 {
-        if submit(c.node(1 + (n as usize % 2)), n) {
-            acked.insert(n);
-        }
-    }
-    assert_eq!(acked.len(), 18, "{}\n{}", c.logs(), n3.log());
-    let (dead, all, reruns) = node3_work_taken_over(&c, out.path(), &acked, || ns.cut());
+    // Submitted through all three nodes (a node claims every due event its engine has
+    // room for: those submitted to node 3 are the ones it surely claims).
+    let admin = n3.bootstrap_credentials().expect("node 3's bootstrap key");
+    let submit_all = || {
+        let acked: HashSet<u64> = (0..18u64)
+            .filter(|&n| match n % 3 {
+                2 => submit_signed(&n3, n, &admin),
+                k => submit(c.node(1 + k as usize), n),
+            })
+            .collect();
+        assert_eq!(acked.len(), 18, "{}\n{}", c.logs(), n3.log());
+        acked
+    };
+    let (acked, dead, all, reruns) =
+        node3_work_taken_over(&c, out.path(), submit_all, || ns.cut(), || n3.log());
     // Cut off, node 3 claimed nothing more: an event ran at most twice (node 3's run of
     // what it held at the cut, which it could not record, and the others' re-run).
     let mut runs_of: std::collections::HashMap<String, usize> = Default::default();
@@ -479,7 +486,6 @@ fn a_partitioned_node_stops_claiming_and_its_work_is_finished_by_the_others() {
         node_status(&c, 1, "n3") == "alive"
     });
     assert!(back.is_some(), "node 3 never came back\n{}", n3.log());
-    let admin = n3.bootstrap_credentials().expect("node 3's bootstrap key");
     let (status, reply) = n3.signed(
         "POST",
         "/2015-03-31/functions/sink/invocations",

@@ -101,19 +101,6 @@ fn service(ip: Ipv4Addr) -> (u16, Arc<AtomicUsize>) {
     (port, count)
 }
 
-/// The host's first IPv4 address outside 127.0.0.0/8 (from /proc/net/fib_trie: a local
-/// `/32 host LOCAL` entry follows its address line).
-fn host_address() -> Ipv4Addr {
-    let trie = std::fs::read_to_string("/proc/net/fib_trie").unwrap();
-    let lines: Vec<&str> = trie.lines().collect();
-    lines
-        .windows(2)
-        .filter(|w| w[1].contains("/32 host LOCAL"))
-        .filter_map(|w| w[0].trim().trim_start_matches("|--").trim().parse().ok())
-        .find(|ip: &Ipv4Addr| !ip.is_loopback())
-        .expect("this host has no IPv4 address outside 127.0.0.0/8 to test egress with")
-}
-
 const SLIRP: &[&str] = &["slirp4netns"];
 const PASTA: &[&str] = &["pasta", "passt"];
 

@@ -241,15 +241,6 @@ fn an_hour_long_wait_survives_a_restart_without_polling() {
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_map_over_10000_items_finishes_in_bounded_memory_within_its_tolerance() {
     let s = Server::start(&[]);

@@ -1,4 +1,5 @@
-//! The Python tools the tests drive (pytest, boto3, the AWS CLI, PyPI's awslambdaric),
+//! The Python tools the tests drive (pytest, boto3, the AWS CLI, PyPI's awslambdaric,
+//! componentize-py),
 //! installed on first use under the target directory, so `cargo nextest run --workspace`
 //! passes on a fresh clone with nothing installed by hand but Python 3 itself.
 //!
@@ -20,6 +21,10 @@ use std::process::Command;
 
 /// The awslambdaric release the `ric` tests run unchanged.
 pub const AWSLAMBDARIC: &str = "awslambdaric==4.2.2";
+
+/// The componentize-py release `nimbus deploy` builds Python components with in the
+/// `wasm_guests` tests.
+pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
 /// The target directory the tests were built into (`target/`).
 pub(crate) fn target_dir() -> PathBuf {
@@ -170,6 +175,34 @@ pub fn awslambdaric() -> PathBuf {
     );
     std::fs::write(&done, b"").expect("write awslambdaric's marker");
     dir
+}
+
+/// The `bin/` of a virtual environment (`target/test-python/componentize-py-VERSION`)
+/// holding [`COMPONENTIZE_PY`]: put it on the CLI's `PATH`.
+pub fn componentize_py_bin() -> PathBuf {
+    let dir = root().join(COMPONENTIZE_PY.replace("==", "-"));
+    let done = marker(&dir, COMPONENTIZE_PY.as_bytes());
+    if done.exists() {
+        return dir.join("bin");
+    }
+    let _lock = lock();
+    if done.exists() {
+        return dir.join("bin");
+    }
+    run(
+        "python3 -m venv target/test-python/componentize-py-…",
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&dir),
+    );
+    run(
+        &format!("pip install {COMPONENTIZE_PY} (into target/test-python/…)"),
+        Command::new(dir.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", "--no-input"])
+            .arg(COMPONENTIZE_PY),
+    );
+    std::fs::write(&done, b"").expect("write componentize-py's marker");
+    dir.join("bin")
 }
 
 /// Every file under `dir` as (path relative to `dir`, contents), for a function's zip.

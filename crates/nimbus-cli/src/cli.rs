@@ -506,6 +506,16 @@ pub struct ServerArgs {
         value_name = "MIB"
     )]
     pub low_free_disk_mb: u64,
+    /// Bytes of responses the response cache of function URLs and routes (their `cache`
+    /// settings) holds at most, keys and headers counted; the least recently used
+    /// entries go first. 0 turns response caching off.
+    #[arg(
+        long,
+        env = "NIMBUS_CACHE_MAX_BYTES",
+        default_value = "67108864",
+        value_name = "BYTES"
+    )]
+    pub cache_max_bytes: usize,
     #[command(flatten)]
     pub limits: crate::limit_args::LimitArgs,
     #[command(flatten)]
@@ -555,7 +565,7 @@ pub struct UpArgs {
     /// Project directory containing nimbus.toml.
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// Package code directories as they are: no Go/Java build, no dependency install.
+    /// Package code directories as they are: no Go/Java/WebAssembly build, no dependency install.
     #[arg(long)]
     pub no_build: bool,
     #[command(flatten)]
@@ -610,7 +620,7 @@ pub struct DeployArgs {
     /// 127.0.0.1:5432; repeatable.
     #[arg(long = "host-service", requires = "name", value_name = "ADDR", value_parser = parse_host_service)]
     pub host_services: Vec<std::net::SocketAddrV4>,
-    /// Package code directories as they are: no Go/Java build, no dependency install.
+    /// Package code directories as they are: no Go/Java/WebAssembly build, no dependency install.
     #[arg(long)]
     pub no_build: bool,
 }

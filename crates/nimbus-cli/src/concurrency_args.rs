@@ -59,6 +59,12 @@ pub struct ConcurrencyArgs {
     /// beyond it waits for a warm instance or a free slot, within --queue-timeout-ms.
     #[arg(long, env = "NIMBUS_MAX_INITIALIZING", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_initializing: Option<u32>,
+    /// On a host whose CPUs are saturated, a process function's short invocations wait
+    /// for one of its instances to come back instead of making one more busy, once more
+    /// instances no longer bring more throughput (docs/api.md, "The instance gate";
+    /// experimental). `off`: one instance per concurrent request, as Lambda.
+    #[arg(long, env = "NIMBUS_INSTANCE_GATE", default_value = "off", value_name = "on|off", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub instance_gate: bool,
     /// Memory all instances may hold, in MB (each counted at its function's memory size);
     /// beyond it, idle instances of any function are stopped least recently used first,
     /// and a start that still does not fit is throttled (429). `auto`: 75% of the host's
@@ -91,6 +97,14 @@ fn parse_mb(s: &str) -> Result<MemorySetting, String> {
     }
 }
 
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: use on or off")),
+    }
+}
+
 /// `off`, or `MIN:MAX` with MIN ≤ MAX ≤ 64.
 fn parse_stem_cells(s: &str) -> Result<(u32, u32), String> {
     if s == "off" {
@@ -120,6 +134,7 @@ impl ConcurrencyArgs {
         if let Some(n) = self.max_initializing {
             c.max_initializing = n as usize;
         }
+        c.instance_gate = self.instance_gate;
         c.stem_cells = StemConfig {
             min: self.stem_cells.0,
             max: self.stem_cells.1,

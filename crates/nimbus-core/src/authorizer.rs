@@ -1,6 +1,6 @@
 //! Per-route settings of user routes and function URLs: JWT authorizers (as API Gateway
-//! HTTP APIs have them), required scopes and token-bucket rate limits. Stored in the
-//! function's configuration; enforced by the gateway.
+//! HTTP APIs have them), required scopes, token-bucket rate limits and response caching.
+//! Stored in the function's configuration; enforced by the gateway.
 
 use crate::CoreError;
 use serde::{Deserialize, Serialize};
@@ -120,10 +120,148 @@ pub struct RouteSettings {
     pub scopes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Responses kept and served again without invoking the function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSettings>,
 }
 
 impl RouteSettings {
     pub fn is_empty(&self) -> bool {
-        self.authorizer.is_none() && self.scopes.is_empty() && self.rate_limit.is_none()
+        self.authorizer.is_none()
+            && self.scopes.is_empty()
+            && self.rate_limit.is_none()
+            && self.cache.is_none()
+    }
+}
+
+/// Response caching of a route or a function URL, as API Gateway's stage cache: GET and
+/// HEAD responses kept for `ttl`, keyed by method and path plus the request parts `key`
+/// names (`query:NAME`, `header:NAME`, `identity`). The gateway applies HTTP's rules
+/// (the response's `Cache-Control`, …; docs/api.md, "Response caching").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Seconds a response is kept (1-3600; default 300, as API Gateway). Written `"60s"`,
+    /// `"5m"`, `"1h"` or as a number of seconds.
+    #[serde(default = "default_cache_ttl", with = "ttl_text")]
+    pub ttl: u32,
+    /// The request parts that tell entries apart besides method and path, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<String>,
+}
+
+/// Longest cache TTL, in seconds (API Gateway's).
+pub const CACHE_TTL_MAX_S: u32 = 3600;
+/// Most parts of one cache key.
+pub const CACHE_KEY_PARTS_MAX: usize = 16;
+
+fn default_cache_ttl() -> u32 {
+    300
+}
+
+impl CacheSettings {
+    /// Whether the key has an `identity` part (responses to authenticated requests are
+    /// cached only then).
+    pub fn keys_identity(&self) -> bool {
+        self.key.iter().any(|k| k == "identity")
+    }
+
+    /// The header names the key has (`header:NAME`).
+    pub fn key_headers(&self) -> impl Iterator<Item = &str> {
+        self.key.iter().filter_map(|k| k.strip_prefix("header:"))
+    }
+
+    pub fn validate(&self, what: &str) -> Result<(), CoreError> {
+        let bad = |m: String| CoreError::InvalidManifest(format!("{what}: cache: {m}"));
+        if !(1..=CACHE_TTL_MAX_S).contains(&self.ttl) {
+            return Err(bad(format!(
+                "ttl must be 1s to {CACHE_TTL_MAX_S}s (1h), not {}s",
+                self.ttl
+            )));
+        }
+        if self.key.len() > CACHE_KEY_PARTS_MAX {
+            return Err(bad(format!(
+                "key has {} parts, at most {CACHE_KEY_PARTS_MAX}",
+                self.key.len()
+            )));
+        }
+        for (i, part) in self.key.iter().enumerate() {
+            let ok = match part.split_once(':') {
+                Some(("query", name)) => !name.is_empty() && name.len() <= 128,
+                Some(("header", name)) => valid_header_name(name),
+                _ => part == "identity",
+            };
+            if !ok {
+                return Err(bad(format!(
+                    "key part {part:?}: use \"query:NAME\", \"header:NAME\" or \"identity\""
+                )));
+            }
+            let dup = self.key[..i]
+                .iter()
+                .any(|p| p == part || (p.starts_with("header:") && p.eq_ignore_ascii_case(part)));
+            if dup {
+                return Err(bad(format!("key part {part:?} is named twice")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An HTTP header name (RFC 9110's token), 1-128 characters.
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `ttl` as `"60s"`, `"5m"`, `"1h"` or a number of seconds; written back as `"Ns"`.
+mod ttl_text {
+    use serde::{de, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(secs: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{secs}s"))
+    }
+
+    /// Seconds of `"60s"`, `"5m"`, `"1h"` or `"60"`.
+    pub(crate) fn parse(text: &str) -> Option<u32> {
+        let t = text.trim();
+        let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+            Some((i, _)) => t.split_at(i),
+            None => (t, "s"),
+        };
+        let n: u32 = num.parse().ok()?;
+        let mult = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => return None,
+        };
+        n.checked_mul(mult)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = u32;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as \"60s\", \"5m\" or \"1h\", or a number of seconds")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
+                u32::try_from(v).map_err(|_| E::custom("ttl is too long"))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
+                u32::try_from(v).map_err(|_| E::custom("ttl must be a positive number of seconds"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<u32, E> {
+                parse(v).ok_or_else(|| {
+                    E::custom(format!(
+                        "invalid ttl {v:?}: use a duration such as \"60s\", \"5m\" or \"1h\""
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
     }
 }

@@ -114,6 +114,9 @@ pub struct FunctionConfig {
     /// Token-bucket rate limit of the function URL (all callers together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_rate_limit: Option<RateLimit>,
+    /// Response caching of the function URL (`url = { cache = {…} }` in the manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_cache: Option<crate::CacheSettings>,
     /// The alias each native deploy points at the version it publishes (SAM's
     /// `AutoPublishAlias`); the function URL and routes invoke it instead of `$LATEST`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -425,6 +428,7 @@ impl FunctionConfig {
             authorizers: BTreeMap::new(),
             route_settings: BTreeMap::new(),
             url_rate_limit: None,
+            url_cache: None,
             alias: None,
             provisioned_concurrency: None,
             tracing_mode: TracingMode::PassThrough,
@@ -563,9 +567,24 @@ impl FunctionConfig {
             if let Some(r) = &s.rate_limit {
                 r.validate(key)?;
             }
+            if let Some(c) = &s.cache {
+                c.validate(&format!("route {key:?}"))?;
+            }
         }
         if let Some(r) = &self.url_rate_limit {
             r.validate("url")?;
+        }
+        if let Some(c) = &self.url_cache {
+            c.validate("url")?;
+            let streams = self
+                .url_config
+                .as_ref()
+                .is_some_and(|u| u.invoke_mode() == UrlConfig::RESPONSE_STREAM);
+            if streams {
+                return Err(CoreError::InvalidManifest(
+                    "url: cache: a RESPONSE_STREAM URL's responses are not cached: use BUFFERED or drop cache".into(),
+                ));
+            }
         }
         if let Some(m) = self
             .url_config

@@ -20,7 +20,7 @@ pub mod snapshot;
 
 pub use alarm::{AlarmSpec, AlarmState};
 pub use async_event::{AsyncEvent, Destination, EventInvokeConfig, EventStatus};
-pub use authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
+pub use authorizer::{CacheSettings, JwtAuthorizer, RateLimit, RouteSettings};
 pub use config::{
     validate_secret_name, FunctionConfig, FunctionVersion, LayerRef, Limits, NetworkPolicy,
     TracingMode, UrlConfig, SECRET_NAME_MAX,

@@ -59,6 +59,10 @@
 //! # url = { invoke_mode = "RESPONSE_STREAM" }   # the URL streams the response
 //! ```
 //!
+//! Response caching (API Gateway's stage cache) on a route table or the URL table:
+//! `cache = { ttl = "60s", key = ["query:id", "header:accept"] }` (`ttl` 1s-1h, default
+//! 5m; `key` parts `query:NAME`, `header:NAME`, `identity`; see [`CacheSettings`]).
+//!
 //! A function's configuration carries the authorizers its routes name; routes name only
 //! authorizers declared in the same manifest (not in including or included ones).
 //!
@@ -95,7 +99,7 @@
 //! `definition_substitutions`, or `policy` instead of `role` (see [`workflows`]);
 //! `nimbus deploy` creates or updates them after everything else.
 
-use crate::authorizer::{JwtAuthorizer, RateLimit, RouteSettings};
+use crate::authorizer::{CacheSettings, JwtAuthorizer, RateLimit, RouteSettings};
 use crate::{CoreError, FunctionConfig, FunctionName, Limits, RouteSpec, Runtime};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -170,6 +174,7 @@ struct RawRouteTable {
     #[serde(default)]
     scopes: Vec<String>,
     rate_limit: Option<RateLimit>,
+    cache: Option<CacheSettings>,
 }
 
 /// `url = true`, or `url = { rate_limit = { rps = 10, burst = 20 }, invoke_mode =
@@ -191,6 +196,8 @@ impl Default for RawUrl {
 #[serde(deny_unknown_fields)]
 struct RawUrlTable {
     rate_limit: Option<RateLimit>,
+    /// Response caching of the URL.
+    cache: Option<CacheSettings>,
     /// Lambda's `InvokeMode`: `BUFFERED` (default) or `RESPONSE_STREAM`.
     invoke_mode: Option<String>,
 }
@@ -710,6 +717,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             RawUrl::Table(t) => {
                 config.url = true;
                 config.url_rate_limit = t.rate_limit;
+                config.url_cache = t.cache;
                 if let Some(mode) = t.invoke_mode.filter(|m| m != "BUFFERED") {
                     config.url_config = Some(crate::UrlConfig {
                         auth_type: "NONE".into(),
@@ -814,6 +822,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
                         authorizer: t.authorizer,
                         scopes: t.scopes,
                         rate_limit: t.rate_limit,
+                        cache: t.cache,
                     },
                 ),
             };
@@ -1007,6 +1016,76 @@ role = "arn:aws:iam::123456789012:role/elsewhere"
             e.contains("functions.hello") && e.contains("\"none\" or \"outbound\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn route_and_url_caches() {
+        let m = parse(
+            r#"
+            [functions.items]
+            runtime = "nodejs20.x"
+            handler = "index.handler"
+            url = { cache = { ttl = "2m", key = ["query:id"] } }
+            routes = [{ route = "GET /items/{id}", cache = { ttl = 30, key = ["header:Accept", "identity"] } },
+                      { route = "GET /other", cache = {} }]
+            "#,
+        )
+        .unwrap();
+        let c = &m[0].config;
+        assert!(c.url);
+        let url = c.url_cache.as_ref().unwrap();
+        assert_eq!(
+            (url.ttl, url.key.as_slice()),
+            (120, &["query:id".to_string()][..])
+        );
+        let r = c.route_settings["GET /items/{id}"].cache.as_ref().unwrap();
+        assert_eq!(r.ttl, 30);
+        assert!(r.keys_identity());
+        assert_eq!(r.key_headers().collect::<Vec<_>>(), ["Accept"]);
+        // Defaults: API Gateway's 300 s, no key parts.
+        let d = c.route_settings["GET /other"].cache.as_ref().unwrap();
+        assert_eq!((d.ttl, d.key.len()), (300, 0));
+        // The stored form round-trips, the TTL written as text.
+        let json = serde_json::to_value(c).unwrap();
+        assert_eq!(
+            json["url_cache"],
+            serde_json::json!({"ttl": "120s", "key": ["query:id"]})
+        );
+        let back: FunctionConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(&back, c);
+        for (cache, want) in [
+            ("{ ttl = \"0s\" }", "ttl must be 1s to 3600s"),
+            ("{ ttl = \"2h\" }", "ttl must be 1s to 3600s"),
+            // Serde's own errors inside a route table: TOML names the place.
+            ("{ ttl = \"soon\" }", "line 4"),
+            ("{ key = [\"cookie:x\"] }", "key part \"cookie:x\""),
+            ("{ key = [\"header:a b\"] }", "key part"),
+            ("{ key = [\"query:\"] }", "key part"),
+            ("{ key = [\"query:id\", \"query:id\"] }", "named twice"),
+            (
+                "{ key = [\"header:Accept\", \"header:accept\"] }",
+                "named twice",
+            ),
+            ("{ tll = \"1s\" }", "line 4"),
+        ] {
+            let text = format!(
+                "[functions.a]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\nroutes = [{{ route = \"GET /x\", cache = {cache} }}]\n"
+            );
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "{cache}: {e}");
+        }
+        // The native API's deploy config says what is wrong with a TTL.
+        let e = serde_json::from_value::<CacheSettings>(serde_json::json!({"ttl": "soon"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid ttl \"soon\""), "{e}");
+        let streamed = parse(
+            "[functions.a]\nruntime = \"nodejs20.x\"\nhandler = \"i.h\"\nurl = { invoke_mode = \"RESPONSE_STREAM\", cache = {} }\n",
+        );
+        assert!(streamed
+            .unwrap_err()
+            .to_string()
+            .contains("RESPONSE_STREAM"));
     }
 
     #[test]

@@ -13,6 +13,20 @@ pub enum RuntimeFamily {
     Provided,
     /// Runs the host `java` with Nimbus's Java bootstrap.
     Java,
+    /// A WebAssembly component of the `wasi:http/proxy` world (`wasi-http`): HTTP requests
+    /// go to it as they are; run in-process by the wasm executor, a fresh instance per request.
+    WasiHttp,
+    /// A WebAssembly component of Nimbus's event world (`wasm-event`, the WIT package
+    /// `nimbus:function` in `wit/`): events go to its `handler.handle`.
+    WasmEvent,
+}
+
+impl RuntimeFamily {
+    /// Whether functions of this family are WebAssembly components (run by the wasm
+    /// executor, not as processes).
+    pub fn is_wasm(self) -> bool {
+        matches!(self, RuntimeFamily::WasiHttp | RuntimeFamily::WasmEvent)
+    }
 }
 
 /// A Lambda runtime identifier accepted by Nimbus (`nodejs20.x`, `python3.12`, `provided.al2023`, …).
@@ -48,6 +62,8 @@ pub const RUNTIMES: &[&str] = &[
     "go",
     "java17",
     "java21",
+    "wasi-http",
+    "wasm-event",
 ];
 
 impl Runtime {
@@ -68,6 +84,10 @@ impl Runtime {
             RuntimeFamily::Python
         } else if self.0.starts_with("java") {
             RuntimeFamily::Java
+        } else if self.0 == "wasi-http" {
+            RuntimeFamily::WasiHttp
+        } else if self.0 == "wasm-event" {
+            RuntimeFamily::WasmEvent
         } else {
             RuntimeFamily::Provided
         }
@@ -88,6 +108,18 @@ impl Runtime {
         }
         match self.family() {
             RuntimeFamily::Provided => Ok(()),
+            RuntimeFamily::WasiHttp | RuntimeFamily::WasmEvent => {
+                // The component's file in the package, e.g. `app.wasm` or `target/app.wasm`.
+                let relative = !handler.starts_with('/')
+                    && handler
+                        .split('/')
+                        .all(|p| !p.is_empty() && p != "." && p != "..");
+                if relative && handler.len() > ".wasm".len() && handler.ends_with(".wasm") {
+                    Ok(())
+                } else {
+                    bad("name the component's .wasm file in the package, for example app.wasm")
+                }
+            }
             RuntimeFamily::Java => {
                 // `package.Class::method`, or `package.Class` (method handleRequest).
                 let (class, method) = handler
@@ -171,5 +203,22 @@ mod tests {
             Runtime::parse("go").unwrap().family(),
             RuntimeFamily::Provided
         );
+        for id in ["wasi-http", "wasm-event"] {
+            let wasm = Runtime::parse(id).unwrap();
+            assert!(wasm.family().is_wasm());
+            assert!(wasm.validate_handler("app.wasm").is_ok());
+            assert!(wasm.validate_handler("target/app.wasm").is_ok());
+            for bad in [
+                "app",
+                ".wasm",
+                "/abs/app.wasm",
+                "../app.wasm",
+                "a//b.wasm",
+                "./a.wasm",
+            ] {
+                assert!(wasm.validate_handler(bad).is_err(), "{bad}");
+            }
+        }
+        assert!(!Runtime::parse("go").unwrap().family().is_wasm());
     }
 }

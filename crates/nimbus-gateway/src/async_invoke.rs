@@ -140,16 +140,13 @@ impl Invoker for GatewayInvoker {
             };
             let version = resolved.version.version.clone();
             let trace = trace.and_then(TraceContext::parse_stored);
-            let inv = nimbus_runtime::Invocation {
-                request_id: request_id.to_string(),
-                payload: payload.into(),
-                invoked_arn: arn::function_arn(function, q),
-                trace_id: None,
-                traceparent: trace.as_ref().map(TraceContext::traceparent),
-                tracestate: trace.and_then(|t| t.tracestate),
-                client_context: None,
-                stream: None,
-            };
+            let inv = invoke::invocation(
+                request_id.to_string(),
+                payload.into(),
+                arn::function_arn(function, q),
+                trace,
+                None,
+            );
             let run = match invoke::spawn(gw, &resolved, trigger, inv) {
                 Ok(running) => running.await.unwrap_or_else(|e| Err(e.into())),
                 Err(e) => Err(e),

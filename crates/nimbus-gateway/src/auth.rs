@@ -504,6 +504,8 @@ pub(crate) fn classify(method: &Method, path: &str, query: &str, headers: &Heade
             one(lambda("ListVersionsByFunction"), f(name))
         }
         (_, ["v1", "functions", name, "code"]) => one(lambda("GetFunction"), f(name)),
+        // Flushing a function's response cache (`http_cache.rs`).
+        (_, ["v1", "functions", name, "cache"]) => one(INVALIDATE_CACHE.into(), f(name)),
         (_, ["v1", "layers", name, "versions", v, "content"]) => {
             one(lambda("GetLayerVersion"), layer_arn(name, Some(v)))
         }
@@ -950,6 +952,51 @@ pub(crate) async fn check_function_url(
     authorize(gw, &key, &c, Some("AWS_IAM"))?;
     parts.extensions.insert(Caller(key));
     Ok(Request::from_parts(parts, Body::from(body)))
+}
+
+/// The action that lets a caller flush a function's response cache and bypass it with
+/// `Cache-Control: max-age=0` (API Gateway's `execute-api:InvalidateCache`).
+pub(crate) const INVALIDATE_CACHE: &str = "nimbus:InvalidateCache";
+
+/// The key a request to a cached URL or route is signed with (SigV4, any service) when that
+/// key is allowed [`INVALIDATE_CACHE`] on function `name`: only such a request's
+/// `Cache-Control: max-age=0` bypasses the cache. A request already verified (an
+/// `AWS_IAM` URL's [`Caller`]) is not verified again. Anything else — no or a bad
+/// signature, a key without the permission — is no error: the header is ignored. Checked
+/// whether or not auth is on for the API, as `AWS_IAM` URLs are.
+pub(crate) async fn may_invalidate(
+    gw: &Gateway,
+    name: &nimbus_core::FunctionName,
+    req: Request,
+) -> (Request, Option<Arc<Key>>) {
+    let resource = arn::function_arn(name.as_str(), None);
+    let allowed = |key: &Key| key.policy.evaluate(INVALIDATE_CACHE, &resource) == Decision::Allow;
+    if let Some(Caller(key)) = req.extensions().get::<Caller>() {
+        let key = allowed(key).then(|| key.clone());
+        return (req, key);
+    }
+    let Some(auth) = gw.auth.get() else {
+        return (req, None);
+    };
+    let Ok((parsed, key)) = identify(auth, req.headers()) else {
+        return (req, None);
+    };
+    if check_session(auth, &key, req.headers()).is_err() || !allowed(&key) {
+        return (req, None);
+    }
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(_) => return (Request::from_parts(parts, Body::empty()), None),
+    };
+    let ok = verify(&parts, &parsed, &key, &body).is_ok();
+    let req = Request::from_parts(parts, Body::from(body));
+    if ok {
+        tracing::debug!(access_key = %key.id, function = %name, "may invalidate the cache");
+        (req, Some(key))
+    } else {
+        (req, None)
+    }
 }
 
 #[cfg(test)]

@@ -444,6 +444,7 @@ pub(crate) async fn internal_invoke(
             tracestate: meta.tracestate.clone(),
             client_context: meta.client_context.clone(),
             stream: None,
+            http: None,
         };
         let (pools, spec, revision) = (
             gw.pools.clone(),

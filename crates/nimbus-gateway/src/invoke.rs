@@ -31,7 +31,20 @@ pub(crate) async fn run(
     client_context: Option<String>,
 ) -> Result<(String, PoolInvokeResult), ApiError> {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let inv = Invocation {
+    let inv = invocation(request_id, payload, invoked_arn, trace, client_context);
+    spawn(gw, resolved, trigger, inv)?.await?
+}
+
+/// A buffered invocation carrying the caller's trace context (`traceparent`/`tracestate`;
+/// [`spawn`] starts its span from it).
+pub(crate) fn invocation(
+    request_id: String,
+    payload: Bytes,
+    invoked_arn: String,
+    trace: Option<TraceContext>,
+    client_context: Option<String>,
+) -> Invocation {
+    Invocation {
         request_id,
         payload,
         invoked_arn,
@@ -40,8 +53,8 @@ pub(crate) async fn run(
         tracestate: trace.and_then(|t| t.tracestate),
         client_context,
         stream: None,
-    };
-    spawn(gw, resolved, trigger, inv)?.await?
+        http: None,
+    }
 }
 
 /// An invocation running in its own task: resolves to its request id and result.
@@ -83,7 +96,7 @@ pub(crate) fn spawn(
     let forward = matches!(trigger, Trigger::Api | Trigger::Url)
         .then(|| gw.forward.get().cloned())
         .flatten()
-        .filter(|_| inv.stream.is_none());
+        .filter(|_| inv.stream.is_none() && inv.http.is_none());
     let span = info_span!("invoke", function = %spec.function, version = %spec.version, request_id = %request_id, trigger = trigger.as_str(), streamed = inv.stream.is_some(), forwarded_to = tracing::field::Empty);
     Ok(tokio::spawn(
         async move {

@@ -21,6 +21,7 @@ mod flows;
 mod forward;
 mod health;
 mod history;
+mod http_cache;
 pub mod http_event;
 mod iam;
 mod invoke;
@@ -235,6 +236,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/functions/{name}/logs", get(logs::function_logs))
         .route("/v1/logs", get(logs::all_logs))
         .route("/v1/functions/{name}/code", get(native::code))
+        .route(
+            "/v1/functions/{name}/cache",
+            axum::routing::delete(http_cache::flush),
+        )
         .route(
             "/v1/functions/{name}/metrics",
             get(history::function_metrics),

@@ -34,7 +34,7 @@ pub(crate) fn figures(gw: &Gateway) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "memory_limits": gw.cfg.memory_limits,
         "isolation": gw.cfg.isolation,
-        "stem_cells": gw.pools.executor().stem_stats(),
+        "stem_cells": gw.pools.executor().process().stem_stats(),
         "instances": memory_view(&gw.pools.memory_stats()),
         "logs": log_view(gw),
     })
@@ -43,7 +43,7 @@ pub(crate) fn figures(gw: &Gateway) -> Value {
 /// `/v1/health`'s `logs`: the log store's size and bound, and captured output dropped.
 fn log_view(gw: &Gateway) -> Value {
     let u = gw.store.log_usage();
-    let sink = gw.pools.executor().log_sink();
+    let sink = gw.pools.executor().process().log_sink();
     json!({
         "file_bytes": u.file_bytes,
         "limit_bytes": u.limit_bytes,

@@ -7,12 +7,12 @@ use nimbus_core::SnapshotMap;
 use nimbus_core::{Alias, FunctionName, FunctionVersion, RouteSpec, LATEST};
 use nimbus_events::engine::AsyncEngine;
 use nimbus_pool::PoolManager;
-use nimbus_runtime::{InstanceSpec, ProcessExecutor};
+use nimbus_runtime::{HostExecutor, InstanceSpec};
 use nimbus_store::{CodeStore, Store};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub type Pools = PoolManager<ProcessExecutor>;
+pub type Pools = PoolManager<HostExecutor>;
 
 /// Gateway settings.
 #[derive(Debug, Clone)]
@@ -103,6 +103,9 @@ pub struct Gateway {
     /// Forwarding of synchronous invocations to other nodes' warm instances, in cluster
     /// mode only ([`Gateway::with_forwarding`]).
     pub(crate) forward: std::sync::OnceLock<Arc<crate::forward::Forwarder>>,
+    /// Responses of cached function URLs and routes (`http_cache.rs`,
+    /// [`Gateway::with_response_cache`]): a function's entries go when it changes.
+    pub(crate) response_cache: std::sync::OnceLock<Arc<nimbus_cache::ResponseCache>>,
 }
 
 impl Gateway {
@@ -148,6 +151,7 @@ impl Gateway {
             cluster: Default::default(),
             permits: Default::default(),
             forward: Default::default(),
+            response_cache: Default::default(),
         });
         gw.rebuild_routes()?;
         for f in gw.store.list()? {
@@ -352,6 +356,9 @@ impl Gateway {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.retain(|(n, _, _), _| n != name.as_str());
         self.aliases.retain(|(n, _), _| n != name.as_str());
+        if let Some(c) = self.response_cache.get() {
+            c.invalidate_function(name.as_str());
+        }
     }
 
     /// Forgets every cached version and alias (another node changed the registry).
@@ -359,6 +366,9 @@ impl Gateway {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.retain(|_, _| false);
         self.aliases.retain(|_, _| false);
+        if let Some(c) = self.response_cache.get() {
+            c.clear();
+        }
     }
 
     /// After any write to `name`: drop caches and rebuild the route table.

@@ -16,7 +16,6 @@ use http_body::Frame;
 use nimbus_core::arn;
 use nimbus_pool::PoolInvokeResult;
 use nimbus_runtime::{Invocation, Outcome, StreamPart};
-use nimbus_trace::TraceContext;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -225,16 +224,13 @@ pub(crate) async fn invoke_with_response_stream(
         return Ok(invoke::dry_run(executed_version));
     }
     let trace = crate::trace::incoming(&headers);
-    let inv = Invocation {
-        request_id: uuid::Uuid::new_v4().to_string(),
+    let inv = invoke::invocation(
+        uuid::Uuid::new_v4().to_string(),
         payload,
-        invoked_arn: arn::function_arn(name.as_str(), qualifier.as_deref()),
-        trace_id: None,
-        traceparent: trace.as_ref().map(TraceContext::traceparent),
-        tracestate: trace.and_then(|t| t.tracestate),
+        arn::function_arn(name.as_str(), qualifier.as_deref()),
+        trace,
         client_context,
-        stream: None,
-    };
+    );
     let (request_id, body) = match start(&gw, &resolved, nimbus_metrics::Trigger::Api, inv).await? {
         Started::Done(request_id, res) => {
             let mut out = Vec::new();

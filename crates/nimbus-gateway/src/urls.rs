@@ -4,13 +4,13 @@
 use crate::http_event::{self, HttpRequestParts};
 use crate::lambda_api::{function_ref, parse_query};
 use crate::state::Resolved;
-use crate::{invoke, streaming, ApiError, Gateway};
+use crate::{http_cache, invoke, streaming, ApiError, Gateway};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nimbus_core::{arn, FunctionConfig, FunctionName, UrlConfig, LATEST};
+use nimbus_core::{arn, FunctionConfig, FunctionName, RuntimeFamily, UrlConfig, LATEST};
 use nimbus_metrics::Trigger;
 use nimbus_runtime::Outcome;
 use nimbus_trace::TraceContext;
@@ -79,26 +79,46 @@ async fn serve_url(
             return Ok(resp);
         }
     }
-    let req = if url_cfg.is_some_and(|u| u.auth_type == "AWS_IAM") {
+    let iam = url_cfg.is_some_and(|u| u.auth_type == "AWS_IAM");
+    let req = if iam {
         crate::auth::check_function_url(&gw, &name, req).await?
     } else {
         req
     };
     let alias = resolved.version.config.url_alias().map(str::to_string);
     let stream = url_cfg.is_some_and(|u| u.invoke_mode() == UrlConfig::RESPONSE_STREAM);
-    let mut resp = serve_http(
-        gw,
-        name,
-        resolved,
-        alias,
-        raw_path,
-        "$default".into(),
-        None,
-        None,
-        req,
-        stream,
-    )
-    .await?;
+    let held = resolved.clone();
+    let run = |req| {
+        serve_http(
+            gw.clone(),
+            name.clone(),
+            resolved,
+            alias,
+            raw_path,
+            "$default".into(),
+            None,
+            None,
+            req,
+            stream,
+        )
+    };
+    let mut resp = match held.version.config.url_cache.as_ref().filter(|_| !stream) {
+        Some(settings) => {
+            let target = http_cache::Target {
+                function: &name,
+                scope: http_cache::URL_SCOPE,
+                settings,
+                metrics: &held.metrics,
+                auth: if iam {
+                    http_cache::RouteAuth::Iam
+                } else {
+                    http_cache::RouteAuth::Open
+                },
+            };
+            http_cache::serve(&gw, target, req, run).await?
+        }
+        None => run(req).await?,
+    };
     if let Some(cors) = cors {
         cors.apply(resp.headers_mut());
     }
@@ -208,19 +228,50 @@ pub(crate) async fn user_route(
                 }
             }
             let alias = config.alias.clone();
-            serve_http(
-                gw,
-                function,
-                resolved,
-                alias,
-                path,
-                route.key().to_string(),
-                Some(params),
-                authorizer,
-                req,
-                false,
-            )
-            .await
+            let held = resolved.clone();
+            let cache = held
+                .version
+                .config
+                .route_settings
+                .get(route.key())
+                .and_then(|s| s.cache.as_ref());
+            let auth = cache.map(|settings| match &authorizer {
+                Some(a) => http_cache::RouteAuth::Jwt(
+                    settings
+                        .keys_identity()
+                        .then(|| http_cache::jwt_principal(a))
+                        .flatten(),
+                ),
+                None => http_cache::RouteAuth::Open,
+            });
+            let scope = route.key().to_string();
+            let run = |req| {
+                serve_http(
+                    gw.clone(),
+                    function.clone(),
+                    resolved,
+                    alias,
+                    path,
+                    route.key().to_string(),
+                    Some(params),
+                    authorizer,
+                    req,
+                    false,
+                )
+            };
+            match cache.zip(auth) {
+                Some((settings, auth)) => {
+                    let target = http_cache::Target {
+                        function: &function,
+                        scope: &scope,
+                        settings,
+                        metrics: &held.metrics,
+                        auth,
+                    };
+                    http_cache::serve(&gw, target, req, run).await
+                }
+                None => run(req).await,
+            }
         }
         None => match gw.match_workflow_route(req.method().as_str(), &path) {
             Some((route, machine, kind, params)) => {
@@ -303,26 +354,6 @@ async fn serve_http(
     req: Request,
     stream: bool,
 ) -> Result<Response, ApiError> {
-    let api_id = if route_key == "$default" {
-        name.as_str()
-    } else {
-        "nimbus"
-    };
-    let HttpEvent {
-        mut event,
-        trace,
-        request_id,
-    } = http_event_of(req, &raw_path, &route_key, path_params.as_ref(), api_id).await?;
-    if let Some(a) = authorizer {
-        // As API Gateway: `requestContext.authorizer.jwt.{claims,scopes}`.
-        event["requestContext"]["authorizer"] = a;
-    }
-    let payload = serde_json::to_vec(&event).map_err(ApiError::internal)?;
-    if payload.len() > nimbus_core::Limits::PAYLOAD_MAX {
-        return Err(ApiError::TooLarge(
-            "request too large for a function invocation (6 MB after encoding)".into(),
-        ));
-    }
     let trigger = if route_key == "$default" {
         Trigger::Url
     } else {
@@ -334,33 +365,52 @@ async fn serve_http(
         Some(a) => gw.resolve(&name, Some(a)).await?,
         None => resolved,
     };
-    let res = if stream {
-        let inv = nimbus_runtime::Invocation {
-            request_id,
-            payload: payload.into(),
-            invoked_arn,
-            trace_id: None,
-            traceparent: trace.as_ref().map(TraceContext::traceparent),
-            tracestate: trace.and_then(|t| t.tracestate),
-            client_context: None,
-            stream: None,
-        };
-        match streaming::start(&gw, &target, trigger, inv).await? {
-            streaming::Started::Streaming(s) => return streaming::url_response(name.as_str(), s),
-            streaming::Started::Done(_, res) => res,
-        }
+    let res = if target.spec.config.runtime.family() == RuntimeFamily::WasiHttp {
+        // A wasi:http component gets the request as it came, not as an event.
+        let inv = component_request(req, raw_path, invoked_arn).await?;
+        crate::invoke::spawn(&gw, &target, trigger, inv)?.await??.1
     } else {
-        invoke::run(
-            &gw,
-            &target,
-            trigger,
-            payload.into(),
-            invoked_arn,
+        let api_id = if route_key == "$default" {
+            name.as_str()
+        } else {
+            "nimbus"
+        };
+        let HttpEvent {
+            mut event,
             trace,
-            None,
-        )
-        .await?
-        .1
+            request_id,
+        } = http_event_of(req, &raw_path, &route_key, path_params.as_ref(), api_id).await?;
+        if let Some(a) = authorizer {
+            // As API Gateway: `requestContext.authorizer.jwt.{claims,scopes}`.
+            event["requestContext"]["authorizer"] = a;
+        }
+        let payload = serde_json::to_vec(&event).map_err(ApiError::internal)?;
+        if payload.len() > nimbus_core::Limits::PAYLOAD_MAX {
+            return Err(ApiError::TooLarge(
+                "request too large for a function invocation (6 MB after encoding)".into(),
+            ));
+        }
+        if stream {
+            let inv = invoke::invocation(request_id, payload.into(), invoked_arn, trace, None);
+            match streaming::start(&gw, &target, trigger, inv).await? {
+                streaming::Started::Streaming(s) => {
+                    return streaming::url_response(name.as_str(), s)
+                }
+                streaming::Started::Done(_, res) => res,
+            }
+        } else {
+            invoke::run(
+                &gw,
+                &target,
+                trigger,
+                payload.into(),
+                invoked_arn,
+                trace,
+                None,
+            )
+            .await?
+            .1
+        }
     };
     match res.result.outcome {
         Outcome::Success(out) => {
@@ -398,6 +448,46 @@ async fn serve_http(
             "function {name} failed ({error_type}); see `nimbus logs {name}`"
         ))),
     }
+}
+
+/// The invocation of a `wasi-http` component for `req`: the request itself (its body
+/// bounded as invocation payloads are), the path as the function sees it.
+async fn component_request(
+    req: Request,
+    raw_path: String,
+    invoked_arn: String,
+) -> Result<nimbus_runtime::Invocation, ApiError> {
+    let (parts, body) = req.into_parts();
+    let trace = crate::trace::incoming(&parts.headers);
+    let body = invoke::read_payload(body).await?;
+    let authority = parts
+        .headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{raw_path}?{q}"),
+        None => raw_path,
+    };
+    let inv = invoke::invocation(
+        uuid::Uuid::new_v4().to_string(),
+        bytes::Bytes::new(),
+        invoked_arn,
+        trace,
+        None,
+    );
+    Ok(nimbus_runtime::Invocation {
+        http: Some(Arc::new(nimbus_runtime::HttpRequest {
+            method: parts.method,
+            https: false,
+            authority,
+            path_and_query,
+            headers: parts.headers,
+            body,
+        })),
+        ..inv
+    })
 }
 
 fn url_config_json(gw: &Gateway, v: &nimbus_core::FunctionVersion) -> Value {

@@ -239,6 +239,30 @@ impl DropReason {
     }
 }
 
+/// What the response cache of a function URL or route did for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheResult {
+    /// Served from the cache: the function was not invoked.
+    Hit,
+    /// The function was invoked (its response stored or not).
+    Miss,
+    /// A caller allowed to invalidate asked for a fresh answer (`Cache-Control:
+    /// max-age=0`): the function was invoked and its response replaced the entry.
+    Bypass,
+}
+
+impl CacheResult {
+    const ALL: [CacheResult; 3] = [CacheResult::Hit, CacheResult::Miss, CacheResult::Bypass];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Bypass => "bypass",
+        }
+    }
+}
+
 macro_rules! label_value {
     ($($t:ty),*) => {$(
         impl EncodeLabelValue for $t {
@@ -248,7 +272,13 @@ macro_rules! label_value {
         }
     )*};
 }
-label_value!(Trigger, InvocationOutcome, ThrottleReason, DropReason);
+label_value!(
+    Trigger,
+    InvocationOutcome,
+    ThrottleReason,
+    DropReason,
+    CacheResult
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct FunctionLabels {
@@ -279,6 +309,12 @@ struct ThrottleLabels {
 struct DropLabels {
     function: String,
     reason: DropReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CacheLabels {
+    function: String,
+    result: CacheResult,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -342,6 +378,8 @@ pub struct Metrics {
     api_duration: HistogramFamily<OperationLabels>,
     trace_spans_dropped: Counter,
     sources: SourceMetrics,
+    cache_requests: Family<CacheLabels, Counter>,
+    cache_evictions: Family<FunctionLabels, Counter>,
 }
 
 impl Metrics {
@@ -367,7 +405,19 @@ impl Metrics {
         let api_duration: HistogramFamily<OperationLabels> =
             Family::new_with_constructor(api_histogram);
         let trace_spans_dropped = Counter::default();
+        let cache_requests = Family::<CacheLabels, Counter>::default();
+        let cache_evictions = Family::<FunctionLabels, Counter>::default();
         let r = &mut registry;
+        r.register(
+            "nimbus_cache_requests",
+            "Requests to cached function URLs and routes by function and result (hit, miss, bypass)",
+            cache_requests.clone(),
+        );
+        r.register(
+            "nimbus_cache_evictions",
+            "Fresh response cache entries evicted to stay within --cache-max-bytes",
+            cache_evictions.clone(),
+        );
         let sources = SourceMetrics::register(r);
         r.register(
             "nimbus_trace_spans_dropped",
@@ -485,6 +535,8 @@ impl Metrics {
             api_duration,
             trace_spans_dropped,
             sources,
+            cache_requests,
+            cache_evictions,
         })
     }
 
@@ -589,6 +641,7 @@ impl Metrics {
             init_duration: OnceLock::new(),
             cold_starts: Default::default(),
             throttles: Default::default(),
+            cache: Default::default(),
         })
     }
 
@@ -660,7 +713,14 @@ impl Metrics {
                 reason,
             });
         }
+        for result in CacheResult::ALL {
+            self.cache_requests.remove(&CacheLabels {
+                function: f(),
+                result,
+            });
+        }
         let fl = FunctionLabels { function: f() };
+        self.cache_evictions.remove(&fl);
         self.duration.remove(&fl);
         self.init_duration.remove(&fl);
         self.concurrent.remove(&fl);
@@ -761,6 +821,17 @@ impl Metrics {
             .observe(age.as_secs_f64());
     }
 
+    /// `n` fresh response cache entries of `function` were evicted to make room.
+    pub fn cache_evictions(&self, function: &str, n: u64) {
+        if !self.cfg.enabled || n == 0 {
+            return;
+        }
+        let function = self.label(function);
+        self.cache_evictions
+            .get_or_create(&FunctionLabels { function })
+            .inc_by(n);
+    }
+
     /// One HTTP request of the API, `operation` being a bounded name (a route template).
     pub fn api_request(&self, operation: &str, status: u16, elapsed: Duration) {
         if !self.cfg.enabled {
@@ -796,6 +867,7 @@ pub struct FunctionMetrics {
     init_duration: OnceLock<Histogram>,
     cold_starts: [OnceLock<Counter>; 2],
     throttles: [OnceLock<Counter>; 4],
+    cache: [OnceLock<Counter>; CacheResult::ALL.len()],
     concurrent: Gauge,
 }
 
@@ -873,6 +945,22 @@ impl FunctionMetrics {
             .inc();
     }
 
+    /// A request to a cached URL or route of the function: served from the cache or not.
+    pub fn cache(&self, result: CacheResult) {
+        if !self.enabled {
+            return;
+        }
+        let m = &self.metrics;
+        self.cache[result as usize]
+            .get_or_init(|| {
+                m.cache_requests.get_or_create_owned(&CacheLabels {
+                    function: self.function.clone(),
+                    result,
+                })
+            })
+            .inc();
+    }
+
     /// Counts an invocation in flight until the guard drops (nothing with metrics off).
     pub fn in_flight(self: &Arc<Self>) -> InFlight {
         if !self.enabled {
@@ -925,9 +1013,31 @@ mod tests {
         );
         f.throttle(ThrottleReason::Reserved);
         f.cold_start(true, Some(Duration::from_millis(80)));
+        f.cache(CacheResult::Hit);
+        f.cache(CacheResult::Hit);
+        f.cache(CacheResult::Miss);
+        m.cache_evictions("orders", 3);
         let g = f.in_flight();
         let text = m.encode().unwrap();
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                r#"nimbus_cache_requests_total{function="orders",result="hit"}"#
+            ),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"nimbus_cache_requests_total{function="orders",result="miss"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(&text, r#"nimbus_cache_evictions_total{function="orders"}"#),
+            Some("3")
+        );
         assert_eq!(
             sample(
                 &text,

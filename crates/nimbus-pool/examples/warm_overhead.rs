@@ -79,6 +79,7 @@ async fn main() {
         tracestate: None,
         client_context: None,
         stream: None,
+        http: None,
     };
     // One warm instance per function first.
     for s in &specs {

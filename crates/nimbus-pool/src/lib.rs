@@ -8,6 +8,7 @@
 //! and a paused clock. Used by the gateway; built by the server.
 
 mod density;
+mod gate;
 mod provisioned;
 use density::{Density, Tracked};
 pub use density::{InstanceStats, MemoryPolicy, MemoryStats};
@@ -51,6 +52,11 @@ pub struct PoolConfig {
     /// beyond it waits for a warm instance or a free slot instead of starving every
     /// runtime of CPU until init timeouts fire.
     pub max_initializing: usize,
+    /// The instance gate (`gate.rs`): on a CPU-saturated host, short invocations of a
+    /// process function wait for a returning instance once more busy instances no longer
+    /// bring more throughput. Off (the default): one instance per concurrent request, as
+    /// Lambda.
+    pub instance_gate: bool,
 }
 
 /// The default of [`PoolConfig::max_initializing`]: 4 per core, at least 4.
@@ -72,6 +78,7 @@ impl Default for PoolConfig {
             account_concurrency: 1000,
             scale_rate: ScaleRate::default(),
             memory: MemoryPolicy::default(),
+            instance_gate: false,
         }
     }
 }
@@ -181,6 +188,14 @@ struct VersionPool<I> {
     returned: Notify,
     /// The most instances idle at once since [`PoolManager::idle_by_revision`] last read it.
     peak_idle: AtomicUsize,
+    /// Its warm invocations' latencies, for the instance gate (process functions only:
+    /// `None` for WebAssembly components, which run in the server's own threads).
+    load: Option<gate::Load>,
+    /// Requests waiting at the gate, and those past it until their invocation ends
+    /// (starting instances included: a burst is counted before its instances exist;
+    /// counted only with the gate).
+    line: gate::Line,
+    admitted: AtomicUsize,
 }
 
 struct FunctionPool<I> {
@@ -211,6 +226,10 @@ pub struct PoolManager<E: Executor> {
     closed: AtomicBool,
     /// Shutdown has begun ([`Self::stop_provisioning`]): provisioned slots start nothing.
     provisioning_stopped: AtomicBool,
+    /// Whether the host's CPUs are saturated (the instance gate's condition).
+    host_cpu: gate::HostCpu,
+    /// The host's cores: the gate allows at least two busy instances per core.
+    cores: AtomicUsize,
 }
 
 type Inst<E> = Tracked<<E as Executor>::Instance>;
@@ -227,7 +246,17 @@ impl<E: Executor> PoolManager<E> {
             prov: Default::default(),
             closed: AtomicBool::new(false),
             provisioning_stopped: AtomicBool::new(false),
+            host_cpu: gate::HostCpu::new(),
+            cores: AtomicUsize::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
         })
+    }
+
+    /// For tests: the host counts as CPU-saturated (`Some(true)`), as not saturated, or
+    /// as `/proc/stat` says (`None`).
+    #[cfg(test)]
+    pub(crate) fn force_host_saturation(&self, saturated: Option<bool>, cores: usize) {
+        self.host_cpu.force(saturated);
+        self.cores.store(cores, Ordering::Relaxed);
     }
 
     pub fn executor(&self) -> &E {
@@ -287,9 +316,10 @@ impl<E: Executor> PoolManager<E> {
     fn version_pool(
         &self,
         fp: &FunctionPool<Inst<E>>,
-        version: &str,
+        spec: &InstanceSpec,
         revision: &str,
     ) -> Arc<VersionPool<Inst<E>>> {
+        let version = spec.version.as_str();
         let mut versions = fp.versions.lock().unwrap();
         if let Some(vp) = versions.get(version) {
             if vp.revision == revision {
@@ -305,6 +335,10 @@ impl<E: Executor> PoolManager<E> {
             retired: AtomicBool::new(false),
             returned: Notify::new(),
             peak_idle: AtomicUsize::new(0),
+            load: (self.cfg.instance_gate && !spec.config.runtime.family().is_wasm())
+                .then(gate::Load::default),
+            line: gate::Line::default(),
+            admitted: AtomicUsize::new(0),
         });
         versions.insert(version.to_string(), vp.clone());
         vp
@@ -397,15 +431,16 @@ impl<E: Executor> PoolManager<E> {
             None
         };
         drop(slot);
-        fp.running.fetch_add(1, Ordering::SeqCst);
-        let _running = Running(&fp.running);
-        let vp = self.version_pool(&fp, &spec.version, revision);
+        let _running = Running::enter(&fp.running);
+        let vp = self.version_pool(&fp, &spec, revision);
         let mut spawn = Duration::ZERO;
         let mut waited = Duration::ZERO;
         let (result, cold, stem, pid) = loop {
             // 3. A warm instance, else a new one when the scale-out rate allows, else wait
             //    for whichever comes first (until the deadline).
             let mut held_slot = None;
+            self.gate(&vp, deadline).await;
+            let admitted = Admission::enter(&vp, self.gate_min());
             let (mut instance, cold, prov) = loop {
                 // Provisioned instances of this version first.
                 if let Some((i, slot)) = self.prov.take(&name, &spec.version, revision) {
@@ -494,8 +529,19 @@ impl<E: Executor> PoolManager<E> {
             let pid = instance.pid();
             let stem = cold && instance.was_stem_cell();
             instance.set_busy();
+            let began = Instant::now();
             let result = instance.invoke(inv.clone()).await;
             let done = Instant::now();
+            if let (Some(load), false) = (&vp.load, cold) {
+                let cores = self.cores.load(Ordering::Relaxed);
+                load.record(
+                    done - began,
+                    admitted.busy,
+                    cores,
+                    self.host_cpu.saturated(),
+                );
+            }
+            drop(admitted);
             instance.set_idle(done);
             vp.busy.fetch_sub(1, Ordering::SeqCst);
             let healthy = instance.is_healthy();
@@ -532,6 +578,37 @@ impl<E: Executor> PoolManager<E> {
             waited,
             spawn,
         })
+    }
+
+    /// The instance gate (`gate.rs`): on a CPU-saturated host, waits while the version
+    /// has as many busy instances as its throughput needs (until one comes back, the
+    /// gate's bound or the request's deadline, whichever is first; then the request goes
+    /// on as without the gate).
+    async fn gate(&self, vp: &VersionPool<Inst<E>>, deadline: Instant) {
+        let Some(load) = &vp.load else { return };
+        let min = self.gate_min();
+        if (vp.admitted.load(Ordering::SeqCst) < min && vp.line.is_empty())
+            || !self.host_cpu.saturated()
+        {
+            return;
+        }
+        let busy = || vp.admitted.load(Ordering::SeqCst);
+        let Some((mut ticket, ahead)) = vp.line.join(|k| load.admits(busy() + k, min)) else {
+            return;
+        };
+        let wait = load.bound(busy(), ahead);
+        if !ticket.wait((Instant::now() + wait).min(deadline)).await {
+            debug!(
+                ahead,
+                ?wait,
+                "instance gate: no instance came back in time; going on"
+            );
+        }
+    }
+
+    /// The fewest busy instances of a version the gate lets run: two per core.
+    fn gate_min(&self) -> usize {
+        2 * self.cores.load(Ordering::Relaxed)
     }
 
     /// Starts an instance of `spec` within the memory budget, stopping idle instances
@@ -856,9 +933,48 @@ impl<E: Executor> PoolManager<E> {
 /// Counts an invocation holding its function's slot; uncounted on drop.
 struct Running<'a>(&'a AtomicUsize);
 
+impl<'a> Running<'a> {
+    fn enter(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A request past a version's instance gate, until its invocation ends (however it ends:
+/// a failed start, a dropped caller): then the first request waiting at the gate may go on.
+/// Counts nothing for a version without the gate (`load` is `None`).
+struct Admission<'a, I> {
+    vp: &'a VersionPool<I>,
+    /// The gate's fewest busy instances.
+    min: usize,
+    /// Requests past the gate with this one (0 without the gate).
+    busy: usize,
+}
+
+impl<'a, I> Admission<'a, I> {
+    fn enter(vp: &'a VersionPool<I>, min: usize) -> Self {
+        let busy = match vp.load {
+            Some(_) => vp.admitted.fetch_add(1, Ordering::SeqCst) + 1,
+            None => 0,
+        };
+        Self { vp, min, busy }
+    }
+}
+
+impl<I> Drop for Admission<'_, I> {
+    fn drop(&mut self) {
+        let vp = self.vp;
+        if let Some(load) = &vp.load {
+            vp.admitted.fetch_sub(1, Ordering::SeqCst);
+            let busy = || vp.admitted.load(Ordering::SeqCst);
+            vp.line.release(|k| load.admits(busy() + k, self.min));
+        }
     }
 }
 

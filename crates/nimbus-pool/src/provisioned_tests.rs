@@ -82,6 +82,7 @@ fn inv() -> Invocation {
         tracestate: None,
         client_context: None,
         stream: None,
+        http: None,
     }
 }
 

@@ -14,6 +14,10 @@ struct Fake {
     active: Arc<Mutex<HashMap<String, (u32, u32)>>>,
     /// How long a start takes.
     start_delay: Duration,
+    /// Simulated cores: an invocation takes `delay × running / cores` when more of the
+    /// function's invocations run than there are cores (CPU-bound work); `None`: always
+    /// `delay` (waiting on I/O).
+    cores: Option<u32>,
 }
 
 struct FakeInstance {
@@ -26,16 +30,19 @@ struct FakeInstance {
     exited: Arc<AtomicBool>,
     function: String,
     active: Arc<Mutex<HashMap<String, (u32, u32)>>>,
+    cores: Option<u32>,
 }
 
 impl FakeInstance {
-    fn count(&self, delta: i32) {
+    /// Counts one more (or fewer) running; returns how many of the function's run now.
+    fn count(&self, delta: i32) -> u32 {
         let mut a = self.active.lock().unwrap();
-        for k in [self.function.as_str(), ""] {
+        for k in ["", self.function.as_str()] {
             let e = a.entry(k.to_string()).or_default();
             e.0 = (e.0 as i32 + delta) as u32;
             e.1 = e.1.max(e.0);
         }
+        a[self.function.as_str()].0
     }
 }
 
@@ -53,6 +60,7 @@ impl Executor for Fake {
             exited: self.exited.clone(),
             function: spec.function.to_string(),
             active: self.active.clone(),
+            cores: self.cores,
         })
     }
 }
@@ -65,8 +73,12 @@ impl Instance for FakeInstance {
         Some(self.pid)
     }
     async fn invoke(&mut self, inv: Invocation) -> InvokeResult {
-        self.count(1);
-        tokio::time::sleep(self.delay).await;
+        let running = self.count(1);
+        let delay = match self.cores {
+            Some(c) if running > c => self.delay * running / c,
+            _ => self.delay,
+        };
+        tokio::time::sleep(delay).await;
         self.count(-1);
         if inv.payload == "crash" {
             self.healthy = false;
@@ -92,15 +104,22 @@ impl Instance for FakeInstance {
 }
 
 fn setup(delay_ms: u64, cfg: PoolConfig) -> (Arc<PoolManager<Fake>>, Arc<Fake>) {
-    let fake = Arc::new(Fake {
+    let fake = fake(Duration::from_millis(delay_ms), Duration::ZERO, None);
+    (PoolManager::new(fake.clone(), cfg), fake)
+}
+
+/// A fake executor whose calls take `delay` (on `cores` simulated cores, if any) and
+/// whose starts take `start_delay`.
+fn fake(delay: Duration, start_delay: Duration, cores: Option<u32>) -> Arc<Fake> {
+    Arc::new(Fake {
         exited: Arc::new(AtomicBool::new(false)),
         started: AtomicU32::new(0),
         stopped: Arc::new(AtomicU32::new(0)),
-        delay: Duration::from_millis(delay_ms),
+        delay,
         active: Arc::default(),
-        start_delay: Duration::ZERO,
-    });
-    (PoolManager::new(fake.clone(), cfg), fake)
+        start_delay,
+        cores,
+    })
 }
 
 fn spec(concurrency: u32) -> Arc<InstanceSpec> {
@@ -129,6 +148,7 @@ fn inv(payload: &'static str) -> Invocation {
         tracestate: None,
         client_context: None,
         stream: None,
+        http: None,
     }
 }
 
@@ -754,14 +774,7 @@ async fn a_burst_beyond_the_initialisation_slots_is_served() {
     // One slot, starts that take 50 ms, 8 callers at once: seven wait for the slot. Each
     // released slot goes to the next waiter, which must keep it (dropping it to try again
     // passed it from waiter to waiter without end, and the paused clock never advanced).
-    let fake = Arc::new(Fake {
-        exited: Arc::new(AtomicBool::new(false)),
-        started: AtomicU32::new(0),
-        stopped: Arc::new(AtomicU32::new(0)),
-        delay: Duration::from_millis(100),
-        active: Arc::default(),
-        start_delay: Duration::from_millis(50),
-    });
+    let fake = fake(Duration::from_millis(100), Duration::from_millis(50), None);
     let cfg = PoolConfig {
         max_initializing: 1,
         ..PoolConfig::default()
@@ -873,4 +886,72 @@ async fn warmth_and_idle_by_revision_count_idle_instances_of_the_revision() {
     // A new revision retires the old instances: they are no longer counted.
     pm.invoke(s.clone(), "r2", inv("x")).await.unwrap();
     assert_eq!(pm.idle_by_revision(), [("r2".to_string(), 1)].into());
+}
+
+/// 32 clients calling back to back, 40 calls each: the most instances of `f` that ran at
+/// once once the load had run for a while (the first burst finds the latency at its floor
+/// and starts an instance per client, gated or not), and how long the calls took in all.
+async fn closed_loop(cpu_bound: bool, saturated: bool) -> (u32, Duration) {
+    let fake = fake(
+        Duration::from_millis(1),
+        Duration::ZERO,
+        cpu_bound.then_some(2),
+    );
+    let cfg = PoolConfig {
+        instance_gate: true,
+        ..PoolConfig::default()
+    };
+    let pm = PoolManager::new(fake.clone(), cfg);
+    // The floor: calls one at a time, the host's CPUs to spare.
+    pm.force_host_saturation(Some(false), 2);
+    for _ in 0..16 {
+        pm.invoke(spec(64), "r1", inv("x")).await.unwrap();
+    }
+    pm.force_host_saturation(Some(saturated), 2);
+    fake.active.lock().unwrap().clear();
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let pm = pm.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    pm.invoke(spec(64), "r1", inv("x")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    // A tenth of the calls in: from here on, the most at once.
+    tokio::time::sleep(Duration::from_millis(if cpu_bound { 64 } else { 4 })).await;
+    for e in fake.active.lock().unwrap().values_mut() {
+        e.1 = e.0;
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    (fake.peak("f"), t0.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_instance_gate_stops_adding_instances_to_contended_short_calls() {
+    // CPU-bound on 2 simulated cores, the host saturated: without the gate each client
+    // keeps its instance busy (32 at once, each call 16× its floor); with it a few run at
+    // once, for the same total time (the cores were the limit either way).
+    let (peak, took) = closed_loop(true, true).await;
+    let (peak_off, took_off) = closed_loop(true, false).await;
+    eprintln!("gated: {peak} at once, {took:?}; not saturated: {peak_off} at once, {took_off:?}");
+    assert!(peak <= 6, "{peak} ran at once");
+    assert_eq!(peak_off, 32, "not saturated: not gated");
+    assert!(
+        took.as_secs_f64() <= took_off.as_secs_f64() * 1.1,
+        "gated {took:?}, not gated {took_off:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_instance_gate_lets_calls_waiting_on_io_scale_out() {
+    // Latency at the floor however many run: one instance per client, saturated or not.
+    let (peak, took) = closed_loop(false, true).await;
+    let (_, took_off) = closed_loop(false, false).await;
+    assert_eq!(peak, 32);
+    assert_eq!(took, took_off);
 }

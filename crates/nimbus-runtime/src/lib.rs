@@ -9,7 +9,9 @@
 mod cgroup;
 mod egress;
 mod error;
+mod host;
 mod host_services;
+mod instance_log;
 mod java;
 mod logs;
 mod memory;
@@ -23,6 +25,8 @@ mod stem;
 
 pub use cgroup::{default_max_pids, MemoryLimits, PIDS_MAX};
 pub use error::RuntimeError;
+pub use host::{BoxFuture, ComponentExecutor, ComponentInstance, HostExecutor, HostInstance};
+pub use instance_log::{InvocationEnd, LogCtx, PlatformEvent};
 pub use logs::{LogCapture, LogReceiver, LogRecord, LogSink, LogStreamKind};
 pub use memory::{
     default_instance_budget, default_memory_floor, host_available_memory, own_cgroup_limit,
@@ -30,8 +34,8 @@ pub use memory::{
 };
 pub use platform::{AwsEndpoint, InstanceCredentials, PlatformAccess, AWS_API_ADDR, S3_API_ADDR};
 pub use process::{
-    mask_secrets, HostInterpreters, ProcessExecutor, ProcessExecutorConfig, ProcessInstance,
-    SecretSource,
+    mask_secrets, resolve_secrets, HostInterpreters, ProcessExecutor, ProcessExecutorConfig,
+    ProcessInstance, SecretSource,
 };
 pub use rapi::{TRACEPARENT_HEADER, TRACESTATE_HEADER};
 pub use sandbox::{probe as probe_sandbox, Isolation, IsolationReport, Layer};
@@ -81,6 +85,26 @@ pub struct Invocation {
     /// [`Outcome::Streamed`] with an empty `body` (or an error, for a failure mid-stream).
     /// A buffered answer still comes back whole in the [`InvokeResult`].
     pub stream: Option<ResponseSink>,
+    /// For a `wasi-http` component behind a function URL or route: the HTTP request as it
+    /// came, handed to the component as it is (no Lambda event); the answer comes back as
+    /// [`Outcome::Streamed`] with an `http_prelude`. `None` for every other invocation
+    /// (the `payload` is the event).
+    pub http: Option<Arc<HttpRequest>>,
+}
+
+/// An HTTP request for a `wasi-http` component (see [`Invocation::http`]).
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub method: hyper::Method,
+    /// `https` when the client reached Nimbus over TLS.
+    pub https: bool,
+    /// The `Host` the client addressed.
+    pub authority: String,
+    /// The path as the function sees it (still percent-encoded; a function URL's `/fn/NAME`
+    /// prefix removed) and the query.
+    pub path_and_query: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
 }
 
 /// Where a streamed response goes, part by part (see [`Invocation::stream`]). Bounded:

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 /// One platform event of an instance.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum PlatformEvent<'a> {
+pub enum PlatformEvent<'a> {
     /// The runtime started initialising (JSON only: text mode has no line for it).
     InitStart {
         function: &'a str,

@@ -3,18 +3,18 @@
 use crate::cgroup::{Cgroup, MemoryLimits};
 use crate::egress::{self, Egress};
 use crate::host_services::{self, HostForwards};
+use crate::instance_log::{InvocationEnd, LogCtx};
 use crate::java::JavaRuntime;
-use crate::logs::{now_ms, LogRecord, LogSink, LogStreamKind, OutputBudget};
+use crate::logs::{now_ms, LogSink, LogStreamKind};
 use crate::netns::{self, NetNs};
 use crate::platform::{self, PlatformAccess, PlatformLease};
-use crate::platform_log::{line_level, trace_root, PlatformEvent};
+use crate::platform_log::PlatformEvent;
 use crate::rapi::{self, Pending, RapiState};
 use crate::sandbox::{self, Isolation, IsolationReport, Mounts, Sandbox, UidLease};
 use crate::stem::{Stem, StemConfig, StemKey, StemPool, StemStats};
 use crate::{Executor, Instance, InstanceSpec, Invocation, InvokeResult, Outcome, RuntimeError};
 use bytes::Bytes;
 use nimbus_core::{arn, FunctionConfig, FunctionName, NetworkPolicy, Runtime, RuntimeFamily};
-use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,18 @@ use tracing::{debug, info, warn};
 
 /// Nimbus's own bootstraps, embedded so the binary is self-contained.
 const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/node/bootstrap.js");
+/// The modules a Node stem cell loads (and invokes) before it is specialised, next to the
+/// bootstrap: the path to a function's first invocation is then compiled ahead.
+const NODE_WARM_MODULES: [(&str, &str); 2] = [
+    (
+        "node/warm.js",
+        include_str!("../../../runtimes/node/warm.js"),
+    ),
+    (
+        "node/warm-esm.mjs",
+        include_str!("../../../runtimes/node/warm-esm.mjs"),
+    ),
+];
 const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
 
 /// How long a runtime may take to initialise before its first `next` (Lambda: 10 s).
@@ -36,7 +48,6 @@ const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// timeout plus this.
 const CREDENTIALS_MARGIN: Duration = Duration::from_secs(60);
 /// Bytes of log kept for `X-Amz-Log-Result` (Lambda returns the last 4 KB).
-const TAIL_BYTES: usize = 4096;
 /// Longest log line kept; longer lines are split.
 const MAX_LINE: usize = 256 * 1024;
 
@@ -63,6 +74,41 @@ pub struct ProcessExecutorConfig {
 pub trait SecretSource: Send + Sync + 'static {
     /// The value of the secret `name`; `Ok(None)` when there is no such secret.
     fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// The function's secret variables (`spec.config.secrets`) with their values from `source`,
+/// read now: each executor calls it when an instance starts.
+pub fn resolve_secrets(
+    source: Option<&dyn SecretSource>,
+    spec: &InstanceSpec,
+) -> Result<Vec<(String, String)>, RuntimeError> {
+    let mut out = Vec::new();
+    for (var, name) in &spec.config.secrets {
+        let missing = || {
+            RuntimeError::Secret(format!(
+                "secret {name:?} (environment variable {var}) does not exist: set it with `nimbus secret set {name}`"
+            ))
+        };
+        let source = source.ok_or_else(missing)?;
+        let value = source
+            .secret(name)
+            .map_err(|e| {
+                RuntimeError::Secret(format!(
+                    "secret {name:?} (environment variable {var}) cannot be read: {e}"
+                ))
+            })?
+            .ok_or_else(missing)?;
+        let value = String::from_utf8(value)
+            .ok()
+            .filter(|v| !v.contains('\0'))
+            .ok_or_else(|| {
+                RuntimeError::Secret(format!(
+                    "secret {name:?} (environment variable {var}) is not UTF-8 text without NUL bytes"
+                ))
+            })?;
+        out.push((var.clone(), value));
+    }
+    Ok(out)
 }
 
 /// Replaces every occurrence of each value in `secrets` (longest first) with `****`.
@@ -163,7 +209,7 @@ const STARTUP_VARS: [&str; 11] = [
 /// How long a stem cell that failed to start keeps its key from trying again.
 const STEM_BACKOFF: Duration = Duration::from_secs(30);
 /// At most this long after a stem cell was taken, its replacement starts (sooner when the
-/// specialised instance is initialised).
+/// specialised instance has answered its first invocation).
 const STEM_REFILL_AFTER: Duration = Duration::from_millis(250);
 /// The memory limit of an idle stem cell (set to the function's when it is specialised).
 const STEM_MEMORY_MB: u32 = 512;
@@ -178,6 +224,9 @@ impl ProcessExecutor {
 
     pub fn new(mut cfg: ProcessExecutorConfig, logs: LogSink) -> Result<Self, RuntimeError> {
         write_if_changed(&cfg.runtimes_dir.join("node/bootstrap.js"), NODE_BOOTSTRAP)?;
+        for (path, contents) in NODE_WARM_MODULES {
+            write_if_changed(&cfg.runtimes_dir.join(path), contents)?;
+        }
         write_if_changed(
             &cfg.runtimes_dir.join("python/bootstrap.py"),
             PYTHON_BOOTSTRAP,
@@ -545,33 +594,7 @@ impl ProcessExecutor {
 
     /// The function's secret variables with their values, read now (at instance start).
     fn resolve_secrets(&self, spec: &InstanceSpec) -> Result<Vec<(String, String)>, RuntimeError> {
-        let mut out = Vec::new();
-        for (var, name) in &spec.config.secrets {
-            let missing = || {
-                RuntimeError::Secret(format!(
-                    "secret {name:?} (environment variable {var}) does not exist: set it with `nimbus secret set {name}`"
-                ))
-            };
-            let source = self.secrets.as_ref().ok_or_else(missing)?;
-            let value = source
-                .secret(name)
-                .map_err(|e| {
-                    RuntimeError::Secret(format!(
-                        "secret {name:?} (environment variable {var}) cannot be read: {e}"
-                    ))
-                })?
-                .ok_or_else(missing)?;
-            let value = String::from_utf8(value)
-                .ok()
-                .filter(|v| !v.contains('\0'))
-                .ok_or_else(|| {
-                    RuntimeError::Secret(format!(
-                        "secret {name:?} (environment variable {var}) is not UTF-8 text without NUL bytes"
-                    ))
-                })?;
-            out.push((var.clone(), value));
-        }
-        Ok(out)
+        resolve_secrets(self.secrets.as_deref(), spec)
     }
 
     /// The instance's Runtime API listener and, where the host allows, the network
@@ -675,6 +698,12 @@ impl ProcessExecutor {
                     ));
                 }
                 (task_root.join("bootstrap"), vec![])
+            }
+            RuntimeFamily::WasiHttp | RuntimeFamily::WasmEvent => {
+                return Err(RuntimeError::InvalidEntrypoint(format!(
+                    "runtime {} runs WebAssembly components, not processes: this server was built without the wasm executor (cargo feature `wasm`)",
+                    spec.config.runtime
+                )))
             }
         };
         match &self.sandbox {
@@ -882,10 +911,11 @@ impl Executor for ProcessExecutor {
                 match self.specialize(stem, spec.clone(), &secret_env).await {
                     Ok(mut inst) => {
                         inst.from_stem = true;
-                        // The replacement starts once this instance has loaded its handler
-                        // (or after STEM_REFILL_AFTER): started at once, a new runtime
-                        // competed for the cores with the cold start that took the stem cell.
-                        let (init, stems) = (inst.initialised(), self.stems.clone());
+                        // The replacement starts once this instance has answered its first
+                        // invocation (or after STEM_REFILL_AFTER): started earlier, a new
+                        // runtime's sandbox set-up and start competed for the cores with
+                        // the cold start that took the stem cell.
+                        let (init, stems) = (inst.first_answer(), self.stems.clone());
                         tokio::spawn(async move {
                             let _ = tokio::time::timeout(STEM_REFILL_AFTER, init).await;
                             stems.wake.notify_one();
@@ -1124,20 +1154,12 @@ impl ProcessExecutor {
         let pid = child.id();
         debug!(instance = %id, pid, function = %spec.function, version = %spec.version, "instance started");
 
-        let logctx = Arc::new(LogCtx {
-            function: Mutex::new(if is_stem {
-                String::new()
-            } else {
-                spec.function.to_string()
-            }),
-            request_id: Mutex::new(None),
-            trace_id: Mutex::new(None),
-            logging: Mutex::new(spec.config.logging.clone()),
-            tail: Mutex::new(VecDeque::new()),
-            budget: Mutex::new(OutputBudget::new(self.logs.per_invocation_bytes())),
-            sink: self.logs.clone(),
-            mask: Mutex::new(mask),
-        });
+        let logctx = Arc::new(LogCtx::new(
+            if is_stem { "" } else { spec.function.as_str() },
+            spec.config.logging.clone(),
+            self.logs.clone(),
+            mask,
+        ));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let out_task = tokio::spawn(pump(stdout, LogStreamKind::Stdout, logctx.clone()));
@@ -1191,130 +1213,6 @@ pub(crate) async fn spawn_off_workers(mut cmd: Command) -> std::io::Result<Child
     tokio::task::spawn_blocking(move || cmd.spawn())
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-}
-
-/// Per-instance log attribution and the tail of the current invocation.
-struct LogCtx {
-    /// Empty while the instance is a stem cell (its output then goes to the server's log).
-    function: Mutex<String>,
-    request_id: Mutex<Option<String>>,
-    /// The current invocation's trace id (X-Ray `Root`).
-    trace_id: Mutex<Option<String>>,
-    /// The function's log format and levels.
-    logging: Mutex<nimbus_core::LoggingConfig>,
-    tail: Mutex<VecDeque<String>>,
-    /// What the current invocation (or the initialisation) may still log.
-    budget: Mutex<OutputBudget>,
-    sink: LogSink,
-    /// Secret values this instance was given: replaced by `****` in every captured line
-    /// before it is kept in the tail or stored.
-    mask: Mutex<Vec<String>>,
-}
-
-impl LogCtx {
-    /// A stem cell becomes an instance of `function`: set before its bootstrap learns
-    /// the function's environment, so nothing it prints is attributed or kept unmasked.
-    fn specialize(&self, function: &str, mask: Vec<String>, logging: nimbus_core::LoggingConfig) {
-        *self.mask.lock().unwrap() = mask;
-        *self.logging.lock().unwrap() = logging;
-        *self.function.lock().unwrap() = function.to_string();
-    }
-
-    /// A line the function wrote (without its newline): kept while the invocation's budget
-    /// lasts, else only counted. Not even decoded when it is dropped, so a flood costs the
-    /// server a read and a count per line. In the JSON format a line below the
-    /// application log level is dropped first (a line without a level counts as INFO, as
-    /// on Lambda).
-    fn output(&self, stream: LogStreamKind, raw: &[u8]) {
-        let min = self.logging.lock().unwrap().application_level();
-        let level = line_level(raw);
-        if let Some(min) = min {
-            if level.unwrap_or(nimbus_core::LogLevel::Info) < min {
-                return;
-            }
-        }
-        if !self.budget.lock().unwrap().admit(raw.len()) {
-            return;
-        }
-        let line = String::from_utf8_lossy(raw).into_owned();
-        if !self.emit(stream, line, level) {
-            self.budget.lock().unwrap().dropped(raw.len());
-        }
-    }
-
-    /// Writes a platform event in the function's format, unless the system log level
-    /// filters it out.
-    fn platform(&self, event: PlatformEvent<'_>) {
-        self.platform_at(event, now_ms());
-    }
-
-    /// [`LogCtx::platform`] for an event that happened at `at_ms`.
-    fn platform_at(&self, event: PlatformEvent<'_>, at_ms: i64) {
-        let (format, min) = {
-            let l = self.logging.lock().unwrap();
-            (l.format, l.system_level())
-        };
-        let level = event.level();
-        if min.is_some_and(|min| level < min) {
-            return;
-        }
-        if let Some(line) = event.render(format, at_ms) {
-            self.emit(LogStreamKind::Platform, line, Some(level));
-        }
-    }
-
-    /// Ends the current budget: the marker line saying what was dropped, if anything was.
-    fn close_budget(&self) {
-        let marker = self.budget.lock().unwrap().take_marker();
-        if let Some(m) = marker {
-            self.platform(PlatformEvent::LogsDropped {
-                text: &m.text,
-                lines: m.lines,
-                bytes: m.bytes,
-            });
-        }
-    }
-
-    /// Sends a line to the store; false when the sink dropped it.
-    fn emit(
-        &self,
-        stream: LogStreamKind,
-        line: String,
-        level: Option<nimbus_core::LogLevel>,
-    ) -> bool {
-        let function = self.function.lock().unwrap().clone();
-        if function.is_empty() {
-            debug!(stream = ?stream, "stem cell output: {line}");
-            return true;
-        }
-        let line = {
-            let mask = self.mask.lock().unwrap();
-            if mask.is_empty() {
-                line
-            } else {
-                mask_secrets(&line, &mask)
-            }
-        };
-        let request_id = self.request_id.lock().unwrap().clone();
-        let trace_id = self.trace_id.lock().unwrap().clone();
-        {
-            let mut tail = self.tail.lock().unwrap();
-            tail.push_back(line.clone());
-            let mut total: usize = tail.iter().map(|l| l.len() + 1).sum();
-            while total > TAIL_BYTES && tail.len() > 1 {
-                total -= tail.pop_front().map(|l| l.len() + 1).unwrap_or(0);
-            }
-        }
-        self.sink.send(LogRecord {
-            function,
-            request_id,
-            stream,
-            ts_ms: now_ms(),
-            line,
-            level,
-            trace_id,
-        })
-    }
 }
 
 /// Reads one output stream of an instance to its end, a line (at most [`MAX_LINE`] bytes:
@@ -1385,6 +1283,19 @@ enum Phase {
 }
 
 impl ProcessInstance {
+    /// Resolves once the runtime has answered its first invocation, or has exited: when a
+    /// specialised stem cell's replacement may start without slowing its cold start down.
+    fn first_answer(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut answered = self.state.answered.subscribe();
+        let mut exit = self.exit_rx.clone();
+        async move {
+            tokio::select! {
+                _ = answered.wait_for(|a| *a) => {}
+                _ = exit.wait_for(|s| s.is_some()) => {}
+            }
+        }
+    }
+
     /// Whether the instance's role credentials (if any) outlive another invocation: valid
     /// for the function's timeout plus [`CREDENTIALS_MARGIN`]. Otherwise the pool stops
     /// the instance instead of reusing it, and the next one gets fresh credentials (as
@@ -1615,9 +1526,7 @@ impl Instance for ProcessInstance {
         let rid = inv.request_id.clone();
         // What the initialisation (or the time since the last invocation) dropped.
         self.logctx.close_budget();
-        *self.logctx.request_id.lock().unwrap() = Some(rid.clone());
-        *self.logctx.trace_id.lock().unwrap() = inv.trace_id.as_deref().and_then(trace_root);
-        self.logctx.tail.lock().unwrap().clear();
+        self.logctx.begin(&rid, inv.trace_id.as_deref());
         if !self.initialized {
             self.init_start_event(false);
         }
@@ -1679,31 +1588,15 @@ impl Instance for ProcessInstance {
             tokio::task::yield_now().await;
         }
         let duration = end.saturating_duration_since(picked_at.unwrap_or(t0));
-        let ms = duration.as_secs_f64() * 1000.0;
-        self.logctx.close_budget();
-        let error_type = match &outcome {
-            Outcome::Error { error_type, .. } => Some(error_type.as_str()),
-            _ => None,
-        };
-        let status = match (timed_out, error_type) {
-            (true, _) => "timeout",
-            (false, Some(_)) => "error",
-            (false, None) => "success",
-        };
-        self.logctx.platform(PlatformEvent::RuntimeDone {
+        self.logctx.end_invocation(InvocationEnd {
             request_id: &rid,
-            status,
-            duration_ms: ms,
-        });
-        self.logctx.platform(PlatformEvent::Report {
-            request_id: &rid,
-            status,
-            error_type,
+            outcome: &outcome,
+            timed_out,
             crashed: !self.is_healthy(),
-            duration_ms: ms,
+            duration,
             memory_mb: self.spec.config.memory_mb,
             max_memory_mb: self.max_memory_mb(),
-            init_ms: init_duration.map(|d| d.as_secs_f64() * 1000.0),
+            init: init_duration,
             trace: inv.trace_id.as_deref(),
         });
         // An instance left near its process limit (zombies, children left running) is not
@@ -1714,14 +1607,7 @@ impl Instance for ProcessInstance {
                 self.healthy = false;
             }
         }
-        let log_tail = self
-            .logctx
-            .tail
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let log_tail = self.logctx.tail();
         InvokeResult {
             outcome,
             duration,

@@ -74,8 +74,8 @@ pub(crate) struct RapiState {
     pub init_error: Mutex<Option<Outcome>>,
     /// When the runtime first asked for work (end of init).
     pub first_next: Mutex<Option<Instant>>,
-    /// Set once the runtime has answered an invocation (init is over for good).
-    answered: Mutex<bool>,
+    /// Becomes true once the runtime has answered an invocation (init is over for good).
+    pub answered: tokio::sync::watch::Sender<bool>,
     /// Becomes true at the first `next` ([`crate::Instance::ready`] waits for it).
     pub ready: tokio::sync::watch::Sender<bool>,
     /// A stem cell's specialisation: the bootstrap waits on [`STEM_PATH`] for the
@@ -92,7 +92,7 @@ impl RapiState {
             current: Mutex::new(None),
             init_error: Mutex::new(None),
             first_next: Mutex::new(None),
-            answered: Mutex::new(false),
+            answered: tokio::sync::watch::Sender::new(false),
             ready: tokio::sync::watch::Sender::new(false),
             stem: Mutex::new(None),
             stem_waiting: tokio::sync::watch::Sender::new(false),
@@ -322,7 +322,7 @@ fn take_current(st: &RapiState, id: &str) -> Result<Current, Refusal> {
     let mut cur = st.current.lock().unwrap();
     match cur.as_ref() {
         Some(c) if c.request_id == id => {
-            *st.answered.lock().unwrap() = true;
+            st.answered.send_replace(true);
             Ok(cur.take().unwrap())
         }
         Some(_) => Err(Refusal::InvalidRequestId),
@@ -851,7 +851,7 @@ async fn error(
 
 async fn init_error(State(st): State<Arc<RapiState>>, headers: HeaderMap, body: Body) -> Response {
     // Init is over once the runtime has answered an invocation, and it fails only once.
-    if *st.answered.lock().unwrap() || st.init_error.lock().unwrap().is_some() {
+    if *st.answered.borrow() || st.init_error.lock().unwrap().is_some() {
         return state_transition("init is over");
     }
     let body = match read_body(&headers, body, MAX_RESPONSE).await {
@@ -971,6 +971,7 @@ mod tests {
                 tracestate: Some("congo=t61rcWkgMzE".into()),
                 client_context: Some(r#"{"custom":{"k":"v"}}"#.into()),
                 stream: None,
+                http: None,
             },
         )
     }
@@ -992,6 +993,7 @@ mod tests {
                 tracestate: None,
                 client_context: None,
                 stream: Some(sink),
+                http: None,
             },
         );
         (reply_rx, parts)

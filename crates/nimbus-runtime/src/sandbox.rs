@@ -677,15 +677,7 @@ pub(crate) fn mount_trees(plan: &MountPlan) -> std::io::Result<()> {
             return Err(std::io::Error::last_os_error());
         }
         for (tree, target) in &plan.trees {
-            if libc::syscall(
-                libc::SYS_move_mount,
-                *tree,
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            ) != 0
-            {
+            if !attach_tree(*tree, target) {
                 return Err(std::io::Error::last_os_error());
             }
         }
@@ -694,7 +686,7 @@ pub(crate) fn mount_trees(plan: &MountPlan) -> std::io::Result<()> {
 }
 
 /// Mounts a function's code read-only (nosuid, nodev) at `/var/task` and its layers at
-/// `/opt` (each of `roots` at its target, in one forked child) inside the running sandbox
+/// `/opt` (each of `roots` at its target, in one child process) inside the running sandbox
 /// of `bwrap_pid` — how a stem cell, started with an empty `/var/task` and `/opt`, receives
 /// a function's code and layers. Each mount is built detached in the host's mount
 /// namespace — an overlay ([`Sandbox::task_root`], made before this is called), or, when
@@ -703,14 +695,6 @@ pub(crate) fn mount_trees(plan: &MountPlan) -> std::io::Result<()> {
 /// then the child joins the sandbox's mount namespace and attaches them (`move_mount`). Needs root
 /// (`CAP_SYS_ADMIN`) and Linux ≥ 5.12.
 pub(crate) fn bind_task_root(bwrap_pid: u32, roots: &[&TaskRoot]) -> std::io::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-
     let inner = sandbox_child(bwrap_pid)?;
     let ns = std::fs::File::open(format!("/proc/{inner}/ns/mnt"))?;
     // Never attach into our own namespace: that would mount over the host's /var/task.
@@ -750,78 +734,43 @@ pub(crate) fn bind_task_root(bwrap_pid: u32, roots: &[&TaskRoot]) -> std::io::Re
     }
     // SAFETY: both descriptors were just created and are owned here only.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let ns_fd = ns.as_raw_fd();
-    // SAFETY: the child makes only async-signal-safe system calls on memory prepared
-    // before the fork (no allocation, no locks), reports errno through the pipe and
-    // leaves with _exit. setns(CLONE_NEWNS) needs a single-threaded caller: the child is.
-    let pid = unsafe { libc::fork() };
+    let mut child = MountChild {
+        sources: &sources,
+        trees: &mut trees,
+        attr: &attr,
+        ns_fd: ns.as_raw_fd(),
+        report_fd: wr.as_raw_fd(),
+    };
+    // The child shares the server's memory (CLONE_VM) and the server's thread waits until
+    // it has exited (CLONE_VFORK): unlike fork(), nothing of the server's address space is
+    // copied — with many wasm components loaded, fork's page-table copy was the larger
+    // part of a stem cell's specialisation. It has its own descriptor table and file
+    // system attributes (no CLONE_FILES, no CLONE_FS), so its mount trees stay its own and
+    // setns(CLONE_NEWNS) is allowed.
+    let mut stack = vec![0u8; MOUNT_CHILD_STACK];
+    // SAFETY: the stack grows down from its end, 16-byte aligned, and outlives the child
+    // (the caller is suspended until the child exits); `mount_child` makes only
+    // async-signal-safe system calls on memory prepared before the clone (no allocation,
+    // no locks) and leaves with _exit.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len());
+        let top = top.sub(top as usize % 16);
+        libc::clone(
+            mount_child,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut child as *mut MountChild).cast(),
+        )
+    };
     if pid < 0 {
         return Err(std::io::Error::last_os_error());
-    }
-    if pid == 0 {
-        /// Reports the failed step and errno to the parent, then leaves.
-        unsafe fn fail_at(fd: i32, step: i32) -> ! {
-            let report = [step, *libc::__errno_location()];
-            libc::write(fd, report.as_ptr().cast(), 8);
-            libc::_exit(1)
-        }
-        let wfd = wr.as_raw_fd();
-        unsafe {
-            let fail = |step: i32| fail_at(wfd, step);
-            for (slot, (code, overlay, _)) in trees.iter_mut().zip(&sources) {
-                *slot = match overlay {
-                    Some(tree) => *tree,
-                    None => {
-                        let tree = libc::syscall(
-                            libc::SYS_open_tree,
-                            libc::AT_FDCWD,
-                            code.as_ptr(),
-                            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
-                        );
-                        if tree < 0 {
-                            fail(1);
-                        }
-                        let tree = tree as libc::c_int;
-                        if libc::syscall(
-                            libc::SYS_mount_setattr,
-                            tree,
-                            c"".as_ptr(),
-                            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
-                            &attr as *const MountAttr,
-                            std::mem::size_of::<MountAttr>(),
-                        ) != 0
-                        {
-                            fail(2);
-                        }
-                        tree
-                    }
-                };
-            }
-            if libc::setns(ns_fd, libc::CLONE_NEWNS) != 0 {
-                fail(3);
-            }
-            for (tree, (_, _, target)) in trees.iter().zip(&sources) {
-                if libc::syscall(
-                    libc::SYS_move_mount,
-                    *tree,
-                    c"".as_ptr(),
-                    libc::AT_FDCWD,
-                    target.as_ptr(),
-                    MOVE_MOUNT_F_EMPTY_PATH,
-                ) != 0
-                {
-                    fail(4);
-                }
-            }
-            libc::_exit(0)
-        }
     }
     drop(wr);
     let mut report = [0i32; 2];
     // SAFETY: reads at most 8 bytes into the array; EOF (0 bytes) means success.
     let n = unsafe { libc::read(rd.as_raw_fd(), report.as_mut_ptr().cast(), 8) };
     let mut status = 0;
-    // SAFETY: waits for the child forked above.
+    // SAFETY: waits for the child cloned above.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     if n == 8 {
         let step = STEPS.get(report[0] as usize).copied().unwrap_or("?");
@@ -839,6 +788,102 @@ pub(crate) fn bind_task_root(bwrap_pid: u32, roots: &[&TaskRoot]) -> std::io::Re
         )));
     }
     Ok(())
+}
+
+/// Attaches the detached mount tree `tree` at `target` (move_mount(2); async-signal-safe,
+/// for children between fork or clone and exec). False with errno set when it failed.
+///
+/// # Safety
+/// `tree` is a mount tree descriptor from open_tree(2) or fsmount(2).
+unsafe fn attach_tree(tree: i32, target: &std::ffi::CStr) -> bool {
+    // SAFETY: plain system call on a descriptor and a NUL-terminated path.
+    unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ) == 0
+    }
+}
+
+/// The stack of [`bind_task_root`]'s child (a few system calls: far more than enough).
+const MOUNT_CHILD_STACK: usize = 256 << 10;
+
+/// What [`bind_task_root`]'s child works on, all prepared before the clone.
+struct MountChild<'a> {
+    /// Per root: the code's host path, its detached overlay if one was made, the target.
+    sources: &'a [(&'a std::ffi::CStr, Option<i32>, &'a std::ffi::CStr)],
+    /// Filled by the child: the tree it attaches per root.
+    trees: &'a mut [i32],
+    attr: &'a MountAttr,
+    ns_fd: i32,
+    /// Where a failure is reported: the step and errno, 8 bytes.
+    report_fd: i32,
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// [`bind_task_root`]'s child: detached trees of the code (bind mounts where no overlay
+/// was made), then into the sandbox's mount namespace, where it attaches them.
+extern "C" fn mount_child(arg: *mut libc::c_void) -> libc::c_int {
+    /// Reports the failed step and errno to the parent, then leaves.
+    unsafe fn fail_at(fd: i32, step: i32) -> ! {
+        let report = [step, *libc::__errno_location()];
+        libc::write(fd, report.as_ptr().cast(), 8);
+        libc::_exit(1)
+    }
+    // SAFETY: `arg` is the parent's `MountChild`, alive while the parent is suspended.
+    let c = unsafe { &mut *arg.cast::<MountChild>() };
+    unsafe {
+        let fail = |step: i32| fail_at(c.report_fd, step);
+        for (slot, (code, overlay, _)) in c.trees.iter_mut().zip(c.sources) {
+            *slot = match overlay {
+                Some(tree) => *tree,
+                None => {
+                    let tree = libc::syscall(
+                        libc::SYS_open_tree,
+                        libc::AT_FDCWD,
+                        code.as_ptr(),
+                        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+                    );
+                    if tree < 0 {
+                        fail(1);
+                    }
+                    let tree = tree as libc::c_int;
+                    if libc::syscall(
+                        libc::SYS_mount_setattr,
+                        tree,
+                        c"".as_ptr(),
+                        libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+                        c.attr as *const MountAttr,
+                        std::mem::size_of::<MountAttr>(),
+                    ) != 0
+                    {
+                        fail(2);
+                    }
+                    tree
+                }
+            };
+        }
+        if libc::setns(c.ns_fd, libc::CLONE_NEWNS) != 0 {
+            fail(3);
+        }
+        for (tree, (_, _, target)) in c.trees.iter().zip(c.sources) {
+            if !attach_tree(*tree, target) {
+                fail(4);
+            }
+        }
+        libc::_exit(0)
+    }
 }
 
 /// A memory file holding `data`, positioned at its start (close-on-exec

@@ -189,6 +189,8 @@ pub(crate) fn family_name(f: RuntimeFamily) -> &'static str {
         RuntimeFamily::Python => "python",
         RuntimeFamily::Java => "java",
         RuntimeFamily::Provided => "provided",
+        RuntimeFamily::WasiHttp => "wasi-http",
+        RuntimeFamily::WasmEvent => "wasm-event",
     }
 }
 

@@ -55,7 +55,7 @@ fn pool_gauges(pools: &Pools, metrics: &Metrics) -> Vec<GaugeFamily> {
         instances.add(labels(&[("state", state)]), n as f64);
     }
 
-    let stem = pools.executor().stem_stats();
+    let stem = pools.executor().process().stem_stats();
     let mut cells = GaugeFamily::new(
         "nimbus_stem_cells",
         "Prewarmed runtimes (stem cells) by runtime and state (idle: ready to become an instance)",

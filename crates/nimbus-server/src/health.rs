@@ -133,7 +133,7 @@ impl Checker {
             stores,
             isolation(&self.isolation),
             executor(&self.pools),
-            stem_cells(&self.pools.executor().stem_stats()),
+            stem_cells(&self.pools.executor().process().stem_stats()),
             heartbeat(
                 "dispatcher",
                 "async event dispatcher",

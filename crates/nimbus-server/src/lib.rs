@@ -13,8 +13,8 @@ use nimbus_gateway::{Gateway, GatewayConfig, GatewayInvoker, Pools};
 use nimbus_pool::{PoolConfig, PoolManager};
 pub use nimbus_runtime::StemConfig;
 use nimbus_runtime::{
-    Isolation, LogCapture, LogReceiver, LogRecord, LogSink, LogStreamKind, MemoryLimits,
-    ProcessExecutor, ProcessExecutorConfig,
+    HostExecutor, Isolation, LogCapture, LogReceiver, LogRecord, LogSink, LogStreamKind,
+    MemoryLimits, ProcessExecutor, ProcessExecutorConfig,
 };
 use nimbus_store::BacklogLimit;
 use nimbus_store::{CodeStore, LogEntry, LogLimits, LogStream, Store};
@@ -137,6 +137,9 @@ pub struct Config {
     pub stem_cells: StemConfig,
     /// Instances that may initialise at once (`--max-initializing`).
     pub max_initializing: usize,
+    /// The instance gate for short CPU-bound invocations on a saturated host
+    /// (`--instance-gate`; [`nimbus_pool::PoolConfig::instance_gate`]).
+    pub instance_gate: bool,
     /// Processes and threads all instances together may have (`--max-pids`): the
     /// `pids.max` of the server's cgroup subtree. Default: half the host's
     /// ([`nimbus_runtime::default_max_pids`]).
@@ -146,6 +149,9 @@ pub struct Config {
     pub auth: bool,
     /// Thresholds of the health checks (`--min-free-disk-mb`, `--low-free-disk-mb`).
     pub health: HealthConfig,
+    /// Bytes the response cache of function URLs and routes holds at most
+    /// (`--cache-max-bytes`; 0: nothing is cached).
+    pub cache_max_bytes: usize,
 }
 
 /// The default bound of each durable queue: 100,000 items per function or queue, 1 GiB
@@ -190,9 +196,11 @@ impl Default for Config {
             isolation: Isolation::default(),
             stem_cells: StemConfig::default(),
             max_initializing: nimbus_pool::default_max_initializing(),
+            instance_gate: false,
             max_pids: nimbus_runtime::default_max_pids(),
             auth: true,
             health: HealthConfig::default(),
+            cache_max_bytes: 64 << 20,
         }
     }
 }
@@ -382,8 +390,9 @@ impl Server {
                 .with_platform(link.clone()),
         );
         exec.spawn_stem_cells();
+        let components = component_executor(&data_dir, exec.log_sink().clone(), &secret_store)?;
         let pools = PoolManager::new(
-            exec,
+            Arc::new(HostExecutor::new(exec, components)),
             PoolConfig {
                 idle_timeout: config.idle_timeout,
                 queue_timeout: config.queue_timeout,
@@ -392,6 +401,7 @@ impl Server {
                 account_concurrency: config.account_concurrency,
                 scale_rate: config.scale_rate,
                 max_initializing: config.max_initializing,
+                instance_gate: config.instance_gate,
                 memory: nimbus_pool::MemoryPolicy {
                     budget: config.instance_memory_budget,
                     floor: config.memory_floor,
@@ -501,6 +511,7 @@ impl Server {
             history_minute_ms(),
         ));
         let gateway = gateway.with_limits(config.abuse.clone());
+        let gateway = gateway.with_response_cache(config.cache_max_bytes);
         let gateway = gateway.with_auth(auth.clone());
         // External event sources: their credentials come from the secrets store; a batch
         // whose retries are exhausted goes to its on-failure destination through the bus.
@@ -764,7 +775,7 @@ impl Server {
             gateway.end_log_tails();
             // Background starts stop at once (requests in flight may still cold-start).
             pools.stop_provisioning();
-            pools.executor().stop_refills();
+            pools.executor().process().stop_refills();
             let _ = s3_stop_tx.send(true);
             let _ = stopping_tx.send(());
         };
@@ -828,9 +839,9 @@ impl Server {
         // stops its instances, then the executor refuses every start and waits for those
         // in progress, and stops the stem cells.
         self.pools.stop_provisioning();
-        self.pools.executor().stop_refills();
+        self.pools.executor().process().stop_refills();
         self.pools.shutdown().await;
-        self.pools.executor().shutdown().await;
+        self.pools.executor().process().shutdown().await;
         if !drained {
             // Claimable at once by another node, or by the next start.
             self.events.give_back_held().await;
@@ -1005,6 +1016,34 @@ pub fn init_tracing(format: LogFormat) {
             .try_init(),
         LogFormat::Json => builder.json().with_current_span(true).try_init(),
     };
+}
+
+/// The wasm executor (cargo feature `wasm`): WebAssembly component functions run
+/// in-process; compiled components are kept in `<data>/wasm-cache`.
+#[cfg(feature = "wasm")]
+fn component_executor(
+    data_dir: &std::path::Path,
+    sink: nimbus_runtime::LogSink,
+    secrets: &Arc<nimbus_store::SecretStore>,
+) -> anyhow::Result<Option<Arc<dyn nimbus_runtime::ComponentExecutor>>> {
+    let exec = nimbus_wasm::WasmExecutor::new(
+        nimbus_wasm::WasmConfig::new(data_dir.join("wasm-cache")),
+        sink,
+        Some(Arc::new(secrets::Source(secrets.clone()))),
+    )
+    .context("cannot prepare the wasm executor")?;
+    Ok(Some(Arc::new(exec)))
+}
+
+/// Built without the `wasm` feature: component functions fail to start, saying why.
+#[cfg(not(feature = "wasm"))]
+fn component_executor(
+    _data_dir: &std::path::Path,
+    _sink: nimbus_runtime::LogSink,
+    _secrets: &Arc<nimbus_store::SecretStore>,
+) -> anyhow::Result<Option<Arc<dyn nimbus_runtime::ComponentExecutor>>> {
+    tracing::warn!("built without the wasm executor: functions of the runtimes wasi-http and wasm-event cannot run (cargo feature `wasm`)");
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -31,7 +31,6 @@ use serde::Serialize;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tracing::Instrument;
@@ -140,7 +139,7 @@ fn function_plan(dir: &Path, family: RuntimeFamily) -> Option<Plan> {
     let (ecosystem, manifest, install_dir) = match family {
         RuntimeFamily::Python => (Ecosystem::Python, "requirements.txt", ""),
         RuntimeFamily::Node => (Ecosystem::Node, "package.json", "node_modules"),
-        RuntimeFamily::Provided | RuntimeFamily::Java => return None,
+        _ => return None,
     };
     dir.join(manifest).is_file().then(|| Plan {
         ecosystem,
@@ -160,7 +159,7 @@ fn layer_plan(dir: &Path, family: RuntimeFamily) -> Option<Plan> {
             "nodejs",
             "nodejs/node_modules",
         ),
-        RuntimeFamily::Provided | RuntimeFamily::Java => return None,
+        _ => return None,
     };
     dir.join(manifest_dir)
         .join(manifest)
@@ -555,23 +554,7 @@ async fn run_streamed(
     what: &str,
     install_hint: &str,
 ) -> Result<Run> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Hinted::error(
-                format!("cannot build {name}: {what} was not found"),
-                install_hint,
-            ))
-        }
-        Err(e) => {
-            let program = cmd.as_std().get_program().to_string_lossy().into_owned();
-            return Err(anyhow::Error::new(e).context(format!("cannot run {program}")));
-        }
-    };
+    let mut child = super::spawn_tool(&mut cmd, name, what, install_hint)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");

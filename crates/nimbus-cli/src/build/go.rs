@@ -14,6 +14,7 @@
 //! only changes with the runtime's sources (Go records the replacement directory in the
 //! binary), so redeploying unchanged sources publishes no new version.
 
+use super::failure_message;
 use super::Prepared;
 use crate::errors::Hinted;
 use anyhow::{Context, Result};
@@ -72,8 +73,6 @@ const RUNTIME_FILES: &[(&str, &str)] = &[
 
 const INSTALL_HINT: &str = "is Go installed? apt-get install golang-go";
 const OFFLINE_HINT: &str = "the build runs offline (GOPROXY=off): the standard library and nimbus.dev/lambda are provided, other modules must already be in the Go module cache";
-/// Compiler output beyond this is cut off (its start is kept: the first errors matter most).
-const MAX_OUTPUT: usize = 16 * 1024;
 
 /// Whether `dir` is Go source to build: a Go-capable runtime, a `go.mod`, no `bootstrap`.
 pub fn wants_build(dir: &Path, config: &FunctionConfig) -> bool {
@@ -241,25 +240,6 @@ async fn run_go<S: AsRef<OsStr>>(
         failure_message(name, &command, out.status, &text),
         OFFLINE_HINT,
     ))
-}
-
-fn failure_message(
-    name: &str,
-    command: &str,
-    status: std::process::ExitStatus,
-    output: &str,
-) -> String {
-    let mut output = output.trim_end();
-    let mut cut = "";
-    if output.len() > MAX_OUTPUT {
-        let mut end = MAX_OUTPUT;
-        while !output.is_char_boundary(end) {
-            end -= 1;
-        }
-        output = &output[..end];
-        cut = "\n…";
-    }
-    format!("building {name} failed ({command}: {status}):\n{output}{cut}")
 }
 
 /// The directory the embedded runtime is written to: named by the hash of its files in
@@ -482,9 +462,9 @@ mod tests {
             m.starts_with("building f failed (go build: exit status: 1):\n./main.go:3:1"),
             "{m}"
         );
-        let long = "é".repeat(MAX_OUTPUT);
+        let long = "é".repeat(crate::build::MAX_OUTPUT);
         let m = failure_message("f", "go build", status, &long);
-        assert!(m.len() < MAX_OUTPUT + 200 && m.ends_with('…'));
+        assert!(m.len() < crate::build::MAX_OUTPUT + 200 && m.ends_with('…'));
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@
 //! javac's output depends only on the sources, so redeploying unchanged sources publishes
 //! no new version.
 
+use super::failure_message;
 use super::Prepared;
 use crate::errors::Hinted;
 use anyhow::{Context, Result};
@@ -42,8 +43,6 @@ const API_SOURCES: &[(&str, &str)] = api_sources![
 const INSTALL_HINT: &str =
     "install a JDK (Debian: apt-get install openjdk-17-jdk-headless) or set JAVA_HOME to one";
 const BUILD_HINT: &str = "nimbus compiles with plain javac: put the jars your code needs in lib/, or deploy the jar your build tool makes";
-/// Compiler output beyond this is cut (the first errors matter most).
-const MAX_OUTPUT: usize = 16 * 1024;
 /// Directories never searched for sources at the root of a code directory.
 const SKIP_AT_ROOT: &[&str] = &[
     "target",
@@ -324,23 +323,9 @@ async fn run(javac: &Path, args: &[OsString], dir: &Path, name: &str) -> Result<
         return Ok(text);
     }
     Err(Hinted::error(
-        failure_message(name, out.status, &text),
+        failure_message(name, "javac", out.status, &text),
         BUILD_HINT,
     ))
-}
-
-fn failure_message(name: &str, status: std::process::ExitStatus, output: &str) -> String {
-    let mut output = output.trim_end();
-    let mut cut = "";
-    if output.len() > MAX_OUTPUT {
-        let mut end = MAX_OUTPUT;
-        while !output.is_char_boundary(end) {
-            end -= 1;
-        }
-        output = &output[..end];
-        cut = "\n…";
-    }
-    format!("building {name} failed (javac: {status}):\n{output}{cut}")
 }
 
 /// The code directory's name, for messages.
@@ -544,14 +529,14 @@ mod tests {
     #[test]
     fn long_compiler_output_is_cut() {
         use std::os::unix::process::ExitStatusExt;
-        let long = "é".repeat(MAX_OUTPUT);
-        let msg = failure_message("f", std::process::ExitStatus::from_raw(256), &long);
+        let long = "é".repeat(crate::build::MAX_OUTPUT);
+        let msg = failure_message("f", "javac", std::process::ExitStatus::from_raw(256), &long);
         assert!(
             msg.starts_with("building f failed (javac: exit status: 1):\n"),
             "{msg}"
         );
         assert!(msg.ends_with('…'));
-        assert!(msg.len() < MAX_OUTPUT + 100);
+        assert!(msg.len() < crate::build::MAX_OUTPUT + 100);
     }
 
     /// Compiles a small tree with the host javac (skipped, loudly, without one: the

@@ -1,5 +1,7 @@
 //! Builds before packaging (`nimbus deploy` and `nimbus up`; `--no-build` skips them): a Go
 //! module without a `bootstrap` (`go build`), a Java source tree without a jar (`javac`), a
+//! WebAssembly component for `wasi-http`/`wasm-event` without the handler's `.wasm`
+//! (`cargo build --target wasm32-wasip2`, componentize-py or jco: [`wasm`]), a
 //! Python function with a `requirements.txt` or a Node function with a `package.json`
 //! (dependencies installed, cached: [`deps`]). Other code directories are packaged as they
 //! are.
@@ -12,6 +14,7 @@ pub mod deps;
 mod go;
 mod java;
 pub mod layer;
+mod wasm;
 
 pub use deps::{Built, CacheUse};
 
@@ -47,6 +50,9 @@ pub async fn prepare(dir: &Path, config: &FunctionConfig) -> Result<Built> {
     if java::wants_build(dir, config) {
         return java::build(dir, config).await.map(uncached);
     }
+    if let Some(plan) = wasm::plan(dir, config) {
+        return wasm::build(dir, config, plan).await.map(uncached);
+    }
     if let Some(built) = deps::prepare_function(dir, config.runtime.family()).await? {
         return Ok(built);
     }
@@ -62,17 +68,8 @@ pub(crate) async fn run_tool(
     install_hint: &str,
 ) -> Result<std::process::Output> {
     cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
-    match cmd.output().await {
-        Ok(o) => Ok(o),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(crate::errors::Hinted::error(
-            format!("cannot build {name}: {what} was not found"),
-            install_hint,
-        )),
-        Err(e) => {
-            let program = cmd.as_std().get_program().to_string_lossy().into_owned();
-            Err(anyhow::Error::new(e).context(format!("cannot run {program}")))
-        }
-    }
+    let out = cmd.output().await;
+    out.map_err(|e| start_error(e, &cmd, name, what, install_hint))
 }
 
 /// A finished tool's stderr followed by its stdout.
@@ -80,4 +77,63 @@ pub(crate) fn tool_output(out: &std::process::Output) -> String {
     let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stdout));
     text
+}
+
+/// A build tool's output beyond this is cut in error messages (its start is kept: the first
+/// errors matter most).
+pub(crate) const MAX_OUTPUT: usize = 16 * 1024;
+
+/// The error message of a failed build of `name` by `command`: its status and the start
+/// of its output.
+pub(crate) fn failure_message(
+    name: &str,
+    command: &str,
+    status: std::process::ExitStatus,
+    output: &str,
+) -> String {
+    let mut output = output.trim_end();
+    let mut cut = "";
+    if output.len() > MAX_OUTPUT {
+        let mut end = MAX_OUTPUT;
+        while !output.is_char_boundary(end) {
+            end -= 1;
+        }
+        output = &output[..end];
+        cut = "\n…";
+    }
+    format!("building {name} failed ({command}: {status}):\n{output}{cut}")
+}
+
+/// Starts a build tool with its output piped (killed if dropped); a missing program is an
+/// error saying `what` is missing and how to install it.
+pub(crate) fn spawn_tool(
+    cmd: &mut tokio::process::Command,
+    name: &str,
+    what: &str,
+    install_hint: &str,
+) -> Result<tokio::process::Child> {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn()
+        .map_err(|e| start_error(e, cmd, name, what, install_hint))
+}
+
+/// Why a build tool did not start: a missing program says what to install.
+fn start_error(
+    e: std::io::Error,
+    cmd: &tokio::process::Command,
+    name: &str,
+    what: &str,
+    install_hint: &str,
+) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return crate::errors::Hinted::error(
+            format!("cannot build {name}: {what} was not found"),
+            install_hint,
+        );
+    }
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    anyhow::Error::new(e).context(format!("cannot run {program}"))
 }

@@ -61,6 +61,7 @@ pub fn config(args: &ServerArgs, data_dir: &Path) -> nimbus_server::Config {
         };
         c.health.min_free_disk = args.min_free_disk_mb << 20;
         c.health.low_free_disk = args.low_free_disk_mb << 20;
+        c.cache_max_bytes = args.cache_max_bytes;
         args.limits.apply(&mut c);
         args.concurrency.apply(&mut c);
         c
