@@ -2,7 +2,7 @@
 //! `127.0.0.i` (a loopback address of its own), all nodes share one PostgreSQL schema
 //! (`--database`, a [`TestDb`]), the local NATS (`--nats`) and one master key.
 
-use crate::{free_port, nimbus_bin, send_signed, zip_files, Credentials};
+use crate::{free_port_on, nimbus_bin, send_signed, zip_files, Credentials};
 use base64::Engine;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -118,10 +118,11 @@ impl Cluster {
         envs.push(("NIMBUS_MASTER_KEY".into(), self.master_key.clone()));
         let data_dir = tempfile::tempdir().unwrap();
         let log_path = data_dir.path().join("server.log");
+        let ip = format!("127.0.0.{i}");
         Node {
             id: format!("n{i}"),
-            ip: format!("127.0.0.{i}"),
-            port: free_port(),
+            port: free_port_on(&ip),
+            ip,
             child: None,
             data_dir,
             netns: None,

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub mod brokers;
 pub mod browser;
 pub mod cluster;
+pub mod components;
 pub mod netns;
 pub mod pg_instance;
 pub mod proxy;
@@ -39,7 +40,13 @@ pub fn nimbus_bin() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_port_on("127.0.0.1")
+}
+
+/// A port free on `ip` now. Ask on the address the server will listen on:
+/// a port free on 127.0.0.1 may be taken on 127.0.0.3 by another test's node.
+pub fn free_port_on(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
@@ -936,4 +943,27 @@ pub fn cargo_build(package: &str, target: &str) -> PathBuf {
         .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == target)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
         .unwrap_or_else(|| panic!("cargo reported no {target} executable"))
+}
+
+/// The host's first IPv4 address outside 127.0.0.0/8 (from /proc/net/fib_trie: a local
+/// `/32 host LOCAL` entry follows its address line).
+pub fn host_address() -> Ipv4Addr {
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").unwrap();
+    let lines: Vec<&str> = trie.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[1].contains("/32 host LOCAL"))
+        .filter_map(|w| w[0].trim().trim_start_matches("|--").trim().parse().ok())
+        .find(|ip: &Ipv4Addr| !ip.is_loopback())
+        .expect("this host has no IPv4 address outside 127.0.0.0/8 to test egress with")
+}
+
+/// A process's resident memory (VmRSS), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
