@@ -120,6 +120,9 @@ pub struct PgStore {
     /// Lines this process pruned to keep the bounds (as [`LogUsage::pruned_lines`]: since
     /// the server started).
     pruned_lines: AtomicU64,
+    /// Accounted bytes of the lines this process pruned since its last `VACUUM` of them
+    /// ([`PgStore::vacuum_logs`]).
+    vacuum_debt: AtomicU64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -140,6 +143,7 @@ impl PgStore {
             pg: pg.clone(),
             limits: LogLimits::default(),
             pruned_lines: AtomicU64::new(0),
+            vacuum_debt: AtomicU64::new(0),
         })
     }
 
@@ -835,11 +839,10 @@ impl Store for PgStore {
         self.usage()
     }
 
-    /// Nothing to do: PostgreSQL's autovacuum makes the space of deleted and pruned lines
-    /// reusable in the background (a `VACUUM` cannot run inside a transaction and would
-    /// hold up the callers), and the WAL is the server's. Always returns 0.
+    /// `VACUUM`s the lines' table once this process has pruned an eighth of the bound
+    /// since the last time ([`PgStore::vacuum_logs`]); the WAL is the server's.
     fn maintain_logs(&self) -> Result<u64> {
-        Ok(0)
+        self.vacuum_logs()
     }
 
     fn create(
