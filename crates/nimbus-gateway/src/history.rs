@@ -26,6 +26,10 @@ pub struct History {
     /// 60,000 ms, except under the test hook `NIMBUS_TEST_MINUTE_MS`.
     pub(crate) minute_ms: i64,
     pub(crate) limits: HistoryLimits,
+    /// Held (write) while a flush moves a minute from memory to the store, and (read)
+    /// while a query reads both: else a query between the two steps would find the
+    /// minute in neither (seen: a function missing from the summary at a minute boundary).
+    flushing: tokio::sync::RwLock<()>,
 }
 
 impl History {
@@ -38,6 +42,7 @@ impl History {
             store,
             minute_ms,
             limits,
+            flushing: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -94,6 +99,7 @@ impl Gateway {
         let Some(h) = self.history.get() else {
             return;
         };
+        let _flushing = h.flushing.write().await;
         let minute = h.minute_of(now_ms() - 1);
         let rows = self.cfg.metrics.take_minutes();
         if rows.is_empty() {
@@ -113,6 +119,7 @@ impl Gateway {
         from_ms: i64,
     ) -> Result<(Vec<MinuteRow>, BTreeMap<String, u64>), ApiError> {
         let h = history(self)?;
+        let _flushing = h.flushing.read().await;
         let (store, f) = (h.store.clone(), function.map(str::to_string));
         let mut rows = blocking(move || store.minutes(f.as_deref(), from_ms, i64::MAX)).await?;
         let current = h.minute_of(now_ms());
