@@ -211,6 +211,10 @@ fn an_instance_left_at_its_process_limit_is_recycled() {
     let s = sandboxed(&[]);
     let mut cfg = python_cfg("app.handler");
     cfg["timeout_s"] = json!(20);
+    // The bomb must meet the process limit, not the memory limit: children not yet
+    // exited hold page tables and kernel stacks charged to the instance (seen on a busy
+    // host: killed at 128 MB before reaching pids.max).
+    cfg["memory_mb"] = json!(512);
     s.deploy("zombies", cfg, &[("app.py", ZOMBIES)]);
     let first = s.invoke("zombies", "{}").ok();
     assert_eq!(first["echo"], "ok");
