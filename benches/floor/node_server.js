@@ -3,6 +3,18 @@
 // same handler module Nimbus runs, with a minimal function-URL-like event and context,
 // and answers its JSON. Usage (cwd = the handler's directory):
 //   node node_server.js PORT HANDLER        e.g. node node_server.js 9000 index.handler
+// FLOOR_WORKERS=N (default 1): N processes sharing the port (node:cluster), the most the
+// runtime serves on a host of N cores with no platform in front.
+const cluster = require('cluster');
+const workers = Number(process.env.FLOOR_WORKERS || 1);
+if (workers > 1 && cluster.isPrimary) {
+  for (let i = 0; i < workers; i++) cluster.fork();
+  cluster.on('exit', (w, code) => {
+    process.stderr.write(`floor worker ${w.process.pid} exited (${code})\n`);
+    process.exit(1);
+  });
+  return;
+}
 const http = require('http');
 const path = require('path');
 const { randomUUID } = require('crypto');

@@ -4,6 +4,8 @@ A bare HTTP/1.1 keep-alive server on asyncio's Protocol API (the fastest option 
 standard library; http.server is several times slower) that calls the same handler module
 Nimbus runs, with a minimal function-URL-like event and context, and answers its JSON.
 Usage (cwd = the handler's directory): python3 python_server.py PORT HANDLER
+FLOOR_WORKERS=N (default 1): N processes on the port (SO_REUSEPORT), the most the runtime
+serves on a host of N cores with no platform in front.
 """
 
 import asyncio
@@ -87,10 +89,25 @@ class HttpProtocol(asyncio.Protocol):
                 return
 
 
-async def main():
-    server = await asyncio.get_running_loop().create_server(HttpProtocol, "127.0.0.1", PORT)
+async def main(reuse_port):
+    server = await asyncio.get_running_loop().create_server(
+        HttpProtocol, "127.0.0.1", PORT, reuse_port=reuse_port
+    )
     async with server:
         await server.serve_forever()
 
 
-asyncio.run(main())
+WORKERS = int(os.environ.get("FLOOR_WORKERS") or 1)
+if WORKERS > 1:
+    parent = os.getpid()
+    for _ in range(WORKERS - 1):
+        if os.fork() == 0:
+            # The bench stops the floor by killing the first process: the others follow.
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:
+                os._exit(0)
+            break
+asyncio.run(main(WORKERS > 1))

@@ -1,7 +1,11 @@
 //! `--speed`: issue 19's figures in one run. Beside a **bare hyper server** (the floor: the
 //! least any HTTP server in front of a function can cost, a Rust process of this bench
 //! answering a fixed body) and **workerd** (Cloudflare's runtime, from npm, serving a JS
-//! hello), one `nimbus serve` answers through function URLs: the `wasi-http` hello
+//! hello) and the **runtimes alone** — the hello component on wasmtime with a fresh
+//! instance per request and nothing else (`crates/nimbus-wasm/examples/wasm_floor.rs`),
+//! the Node and Python hellos in their language's bare HTTP server (`benches/floor/`, one
+//! process and one per core): the most each runtime serves here with no platform in
+//! front — one `nimbus serve` answers through function URLs: the `wasi-http` hello
 //! component (`examples/hello-wasm`, built here for wasm32-wasip2), the Node and Python
 //! hello process functions, and the Node hello with a response cache (every measured
 //! request a hit); a second `nimbus serve --instance-gate on` answers the same Node and
@@ -51,6 +55,15 @@ pub struct Settings {
 enum Kind {
     Floor,
     Workerd,
+    /// The hello component on wasmtime alone, a fresh instance per request
+    /// (`crates/nimbus-wasm/examples/wasm_floor.rs`).
+    WasmFloor,
+    /// The Node and Python hellos in their language's bare HTTP server
+    /// (`benches/floor/`): one process, and one per core.
+    NodeFloor,
+    NodeFloorCores,
+    PythonFloor,
+    PythonFloorCores,
     Wasm,
     Node,
     Python,
@@ -61,9 +74,14 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 13] = [
         Kind::Floor,
         Kind::Workerd,
+        Kind::WasmFloor,
+        Kind::NodeFloor,
+        Kind::NodeFloorCores,
+        Kind::PythonFloor,
+        Kind::PythonFloorCores,
         Kind::Wasm,
         Kind::Node,
         Kind::Python,
@@ -76,6 +94,11 @@ impl Kind {
         match self {
             Kind::Floor => "floor",
             Kind::Workerd => "workerd",
+            Kind::WasmFloor => "wasm_floor",
+            Kind::NodeFloor => "node_floor",
+            Kind::NodeFloorCores => "node_floor_cores",
+            Kind::PythonFloor => "python_floor",
+            Kind::PythonFloorCores => "python_floor_cores",
             Kind::Wasm => "wasm",
             Kind::Node => "node",
             Kind::Python => "python",
@@ -89,6 +112,11 @@ impl Kind {
         match self {
             Kind::Floor => "bare hyper server (floor)",
             Kind::Workerd => "workerd (JS hello)",
+            Kind::WasmFloor => "wasmtime alone, a fresh instance per request (wasm floor)",
+            Kind::NodeFloor => "Node.js http server, same handler (1 process)",
+            Kind::NodeFloorCores => "Node.js http server, same handler (1 process per core)",
+            Kind::PythonFloor => "Python asyncio server, same handler (1 process)",
+            Kind::PythonFloorCores => "Python asyncio server, same handler (1 process per core)",
             Kind::Wasm => "nimbus wasi-http hello (wasm)",
             Kind::Node => "nimbus Node.js hello (process)",
             Kind::Python => "nimbus Python hello (process)",
@@ -235,26 +263,83 @@ async fn start_floor(dir: &Path) -> Result<Floor> {
     .await
 }
 
+/// The wasm floor serving `component`, and the Node and Python floors (one process, and
+/// one per core).
+async fn start_floors(dir: &Path, component: &[u8]) -> Result<Vec<(Kind, Floor)>> {
+    let wasm = dir.join("wasm-floor");
+    std::fs::create_dir_all(&wasm)?;
+    std::fs::write(wasm.join("app.wasm"), component)?;
+    let addr = free_addr()?;
+    let mut cmd = Command::new(wasm_floor_bin()?);
+    // The environment the Nimbus function has (`wasm_config`): the same greeting.
+    cmd.arg(addr.to_string())
+        .arg(wasm.join("app.wasm"))
+        .arg("GREETING=Hello, world from wasm");
+    let mut floors = vec![(
+        Kind::WasmFloor,
+        Floor::spawn(cmd, addr, "the wasm floor", &wasm.join("log"), START_WAIT).await?,
+    )];
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (lang, one, all) in [
+        (Lang::Node, Kind::NodeFloor, Kind::NodeFloorCores),
+        (Lang::Python, Kind::PythonFloor, Kind::PythonFloorCores),
+    ] {
+        let interpreter = lang.interpreter()?;
+        for (kind, workers) in [(one, 1), (all, cores)] {
+            let d = dir.join(kind.key());
+            std::fs::create_dir_all(&d)?;
+            lang.write_files(&d)?;
+            floors.push((
+                kind,
+                Floor::start_workers(lang, &interpreter, &d, workers).await?,
+            ));
+        }
+    }
+    Ok(floors)
+}
+
+/// Builds the wasm floor (`cargo build --release -p nimbus-wasm --example wasm_floor`).
+fn wasm_floor_bin() -> Result<PathBuf> {
+    cargo_build(
+        &repo(),
+        None,
+        &["-p", "nimbus-wasm", "--example", "wasm_floor"],
+        "the wasm floor",
+    )?;
+    Ok(repo().join("target/release/examples/wasm_floor"))
+}
+
 /// Builds `examples/hello-wasm` for wasm32-wasip2 (release) into `target/bench-wasm`.
 fn hello_component() -> Result<Vec<u8>> {
     let target = repo().join("target/bench-wasm");
-    eprintln!("building examples/hello-wasm (cargo build --release --target wasm32-wasip2)");
-    let out =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(repo().join("examples/hello-wasm"))
-            .env("CARGO_TARGET_DIR", &target)
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .output()
-            .context("cannot run cargo")?;
-    if !out.status.success() {
-        bail!(
-            "building examples/hello-wasm failed (is the target there? rustup target add wasm32-wasip2):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    cargo_build(
+        &repo().join("examples/hello-wasm"),
+        Some(&target),
+        &["--target", "wasm32-wasip2"],
+        "examples/hello-wasm (is the target there? rustup target add wasm32-wasip2)",
+    )?;
     Ok(std::fs::read(
         target.join("wasm32-wasip2/release/hello_wasm.wasm"),
     )?)
+}
+
+/// `cargo build --release ARGS` in `dir` (into `target_dir` when given), saying so.
+fn cargo_build(dir: &Path, target_dir: Option<&Path>, args: &[&str], what: &str) -> Result<()> {
+    eprintln!("building {what}: cargo build --release {}", args.join(" "));
+    let mut cmd =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(dir).args(["build", "--release"]).args(args);
+    if let Some(t) = target_dir {
+        cmd.env("CARGO_TARGET_DIR", t);
+    }
+    let out = cmd.output().context("cannot run cargo")?;
+    if !out.status.success() {
+        bail!(
+            "building {what} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// `component` with a custom section appended: the same code under another content hash,
@@ -304,6 +389,8 @@ fn wasm_config(concurrency: u32) -> Value {
 struct Setup {
     floor: Floor,
     workerd: Floor,
+    /// The wasm floor and the language floors, by kind.
+    floors: Vec<(Kind, Floor)>,
     nimbus: Nimbus,
     /// The same process hellos, `--instance-gate on`.
     gated: Nimbus,
@@ -318,6 +405,14 @@ impl Setup {
                 let (addr, pid, path) = match kind {
                     Kind::Floor => (self.floor.addr, self.floor.pid(), "/".to_string()),
                     Kind::Workerd => (self.workerd.addr, self.workerd.pid(), "/".to_string()),
+                    Kind::WasmFloor
+                    | Kind::NodeFloor
+                    | Kind::NodeFloorCores
+                    | Kind::PythonFloor
+                    | Kind::PythonFloorCores => {
+                        let f = &self.floors.iter().find(|(k, _)| *k == kind).unwrap().1;
+                        (f.addr, f.pid(), "/".to_string())
+                    }
                     Kind::NodeGated | Kind::PythonGated => (
                         self.gated.addr,
                         self.gated.pid(),
@@ -346,7 +441,7 @@ fn function_of(kind: Kind) -> &'static str {
         Kind::Node | Kind::NodeGated => "speed-node",
         Kind::Python | Kind::PythonGated => "speed-python",
         Kind::CacheHit => "speed-cached",
-        Kind::Floor | Kind::Workerd => unreachable!("not a function"),
+        _ => unreachable!("not a function"),
     }
 }
 
@@ -361,11 +456,13 @@ pub async fn bench(bin: &Path, dir: &Path, s: &Settings) -> Result<SpeedFigs> {
     let component = hello_component()?;
     let floor = start_floor(dir).await?;
     let workerd = start_workerd(dir).await?;
+    let floors = start_floors(dir, &component).await?;
     let nimbus = Nimbus::start(bin, &dir.join("server"), &[]).await?;
     let gated = Nimbus::start(bin, &dir.join("gated"), &["--instance-gate", "on"]).await?;
     let x = Setup {
         floor,
         workerd,
+        floors,
         nimbus,
         gated,
         component,
@@ -669,6 +766,16 @@ pub fn text(f: &SpeedFigs, s: &Settings) -> String {
     let py_x = g("python.rps") / workerd_rps;
     let stem = g("cold.stem.p50");
     let idle = g("idle_wasm.next.rss_mb");
+    let best = |a: &str, b: &str| g(a).max(g(b));
+    out.push_str(&format!(
+        "the runtimes alone (no platform in front) against workerd: wasmtime with a fresh instance per request {:.2}×; Node.js's http server {:.2}× (best of 1 process and 1 per core); Python's asyncio server {:.2}×\nNimbus against them: wasm {:.2}× the wasm floor; Node {:.2}× Node's best; Python {:.2}× Python's best\n\n",
+        g("wasm_floor.rps") / workerd_rps,
+        best("node_floor.rps", "node_floor_cores.rps") / workerd_rps,
+        best("python_floor.rps", "python_floor_cores.rps") / workerd_rps,
+        g("wasm.rps") / g("wasm_floor.rps"),
+        g("node.rps") / best("node_floor.rps", "node_floor_cores.rps"),
+        g("python.rps") / best("python_floor.rps", "python_floor_cores.rps"),
+    ));
     out.push_str(&format!(
         "the instance gate (--instance-gate on): Node {:.2}×, Python {:.2}× the throughput without it\n\ntargets (issue 19):\n- wasm hello throughput ≥ 2.5× workerd: {:.2}× {}\n- Node hello throughput ≥ workerd: {:.2}× {}\n- Python hello throughput ≥ workerd: {:.2}× {}\n- Node stem-cell cold start ≤ 10 ms: {} {}\n- idle wasm function < 1 MB (next batch, RSS): {:.3} MB {}\n",
         g("node_gated.rps") / g("node.rps"),

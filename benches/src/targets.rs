@@ -337,12 +337,23 @@ pub struct Floor {
 impl Floor {
     /// Starts the floor server of `lang` from `dir` (see [`Lang::write_files`]).
     pub async fn start(lang: Lang, interpreter: &Path, dir: &Path) -> Result<Floor> {
+        Floor::start_workers(lang, interpreter, dir, 1).await
+    }
+
+    /// [`Floor::start`] with `workers` processes sharing the port (`FLOOR_WORKERS`).
+    pub async fn start_workers(
+        lang: Lang,
+        interpreter: &Path,
+        dir: &Path,
+        workers: usize,
+    ) -> Result<Floor> {
         let addr = free_addr()?;
         let mut cmd = Command::new(interpreter);
         cmd.arg(lang.floor_server().0)
             .args([addr.port().to_string().as_str(), lang.handler()])
+            .env("FLOOR_WORKERS", workers.to_string())
             .current_dir(dir);
-        let name = format!("{} floor server", lang.name());
+        let name = format!("{} floor server ({workers} processes)", lang.name());
         Floor::spawn(
             cmd,
             addr,
