@@ -316,8 +316,9 @@ fn hello_component() -> Result<Vec<u8>> {
         &repo().join("examples/hello-wasm"),
         Some(&target),
         &["--target", "wasm32-wasip2"],
-        "examples/hello-wasm (is the target there? rustup target add wasm32-wasip2)",
-    )?;
+        "examples/hello-wasm",
+    )
+    .context("is the target there? rustup target add wasm32-wasip2")?;
     Ok(std::fs::read(
         target.join("wasm32-wasip2/release/hello_wasm.wasm"),
     )?)
