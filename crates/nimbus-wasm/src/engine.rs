@@ -143,10 +143,11 @@ pub fn engine_config(max_instances: u32) -> Config {
         .max_memory_size(4 << 30)
         // A freed slot's dirty pages are found with the PAGEMAP_SCAN ioctl (Linux 6.7+;
         // without it, the slot's first 256 KiB) and reset in place, up to 256 KiB of them,
-        // instead of madvise(MADV_DONTNEED) over the slot: no page-table teardown, no TLB shootdown
-        // sent to the other cores, no page faults on the next instance. Measured on the
-        // benchmark's wasm floor (hello component, 32 clients, 2 cores): 15.2k → 35.4k
-        // req/s (docs/performance.md, "Resetting slots in place").
+        // instead of madvise(MADV_DONTNEED) over the slot: no page-table teardown, no
+        // TLB shootdown sent to the other cores, no page faults on the next instance.
+        // Measured on the benchmark's wasm floor (hello component, 32 clients, 2 cores):
+        // 15.2k → 35.4k req/s (docs/performance.md, "The runtimes alone, and resetting
+        // slots in place").
         .pagemap_scan(Enabled::Auto)
         .linear_memory_keep_resident(256 << 10)
         .table_keep_resident(256 << 10);
