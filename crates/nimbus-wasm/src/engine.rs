@@ -146,7 +146,7 @@ pub fn engine_config(max_instances: u32) -> Config {
         // instead of madvise(MADV_DONTNEED) over the slot: no page-table teardown, no
         // TLB shootdown sent to the other cores, no page faults on the next instance.
         // Measured on the benchmark's wasm floor (hello component, 32 clients, 2 cores):
-        // 15.2k → 35.4k req/s (docs/performance.md, "The runtimes alone, and resetting
+        // 15.4k → 35.4k req/s, medians (docs/performance.md, "The runtimes alone, and resetting
         // slots in place").
         .pagemap_scan(Enabled::Auto)
         .linear_memory_keep_resident(256 << 10)
