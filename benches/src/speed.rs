@@ -263,9 +263,13 @@ async fn start_floor(dir: &Path) -> Result<Floor> {
     .await
 }
 
-/// The wasm floor serving `component`, and the Node and Python floors (one process, and
-/// one per core).
+/// Every target that is not Nimbus: the hyper floor, workerd, the wasm floor serving
+/// `component`, and the Node and Python floors (one process, and one per core).
 async fn start_floors(dir: &Path, component: &[u8]) -> Result<Vec<(Kind, Floor)>> {
+    let mut floors = vec![
+        (Kind::Floor, start_floor(dir).await?),
+        (Kind::Workerd, start_workerd(dir).await?),
+    ];
     let wasm = dir.join("wasm-floor");
     std::fs::create_dir_all(&wasm)?;
     std::fs::write(wasm.join("app.wasm"), component)?;
@@ -275,10 +279,10 @@ async fn start_floors(dir: &Path, component: &[u8]) -> Result<Vec<(Kind, Floor)>
     cmd.arg(addr.to_string())
         .arg(wasm.join("app.wasm"))
         .arg("GREETING=Hello, world from wasm");
-    let mut floors = vec![(
+    floors.push((
         Kind::WasmFloor,
         Floor::spawn(cmd, addr, "the wasm floor", &wasm.join("log"), START_WAIT).await?,
-    )];
+    ));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for (lang, one, all) in [
         (Lang::Node, Kind::NodeFloor, Kind::NodeFloorCores),
@@ -388,9 +392,7 @@ fn wasm_config(concurrency: u32) -> Value {
 
 /// Everything one `--speed` run needs, set up once.
 struct Setup {
-    floor: Floor,
-    workerd: Floor,
-    /// The wasm floor and the language floors, by kind.
+    /// The targets that are not Nimbus, by kind ([`start_floors`]).
     floors: Vec<(Kind, Floor)>,
     nimbus: Nimbus,
     /// The same process hellos, `--instance-gate on`.
@@ -403,27 +405,15 @@ impl Setup {
         Kind::ALL
             .into_iter()
             .map(|kind| {
-                let (addr, pid, path) = match kind {
-                    Kind::Floor => (self.floor.addr, self.floor.pid(), "/".to_string()),
-                    Kind::Workerd => (self.workerd.addr, self.workerd.pid(), "/".to_string()),
-                    Kind::WasmFloor
-                    | Kind::NodeFloor
-                    | Kind::NodeFloorCores
-                    | Kind::PythonFloor
-                    | Kind::PythonFloorCores => {
-                        let f = &self.floors.iter().find(|(k, _)| *k == kind).unwrap().1;
-                        (f.addr, f.pid(), "/".to_string())
+                let (addr, pid, path) = match self.floors.iter().find(|(k, _)| *k == kind) {
+                    Some((_, f)) => (f.addr, f.pid(), "/".to_string()),
+                    None => {
+                        let n = match kind {
+                            Kind::NodeGated | Kind::PythonGated => &self.gated,
+                            _ => &self.nimbus,
+                        };
+                        (n.addr, n.pid(), format!("/fn/{}/", function_of(kind)))
                     }
-                    Kind::NodeGated | Kind::PythonGated => (
-                        self.gated.addr,
-                        self.gated.pid(),
-                        format!("/fn/{}/", function_of(kind)),
-                    ),
-                    _ => (
-                        self.nimbus.addr,
-                        self.nimbus.pid(),
-                        format!("/fn/{}/", function_of(kind)),
-                    ),
                 };
                 Target {
                     kind,
@@ -455,14 +445,10 @@ pub struct SpeedFigs {
 
 pub async fn bench(bin: &Path, dir: &Path, s: &Settings) -> Result<SpeedFigs> {
     let component = hello_component()?;
-    let floor = start_floor(dir).await?;
-    let workerd = start_workerd(dir).await?;
     let floors = start_floors(dir, &component).await?;
     let nimbus = Nimbus::start(bin, &dir.join("server"), &[]).await?;
     let gated = Nimbus::start(bin, &dir.join("gated"), &["--instance-gate", "on"]).await?;
     let x = Setup {
-        floor,
-        workerd,
         floors,
         nimbus,
         gated,
@@ -767,15 +753,16 @@ pub fn text(f: &SpeedFigs, s: &Settings) -> String {
     let py_x = g("python.rps") / workerd_rps;
     let stem = g("cold.stem.p50");
     let idle = g("idle_wasm.next.rss_mb");
-    let best = |a: &str, b: &str| g(a).max(g(b));
+    let node_best = g("node_floor.rps").max(g("node_floor_cores.rps"));
+    let python_best = g("python_floor.rps").max(g("python_floor_cores.rps"));
     out.push_str(&format!(
         "the runtimes alone (no platform in front) against workerd: wasmtime with a fresh instance per request {:.2}×; Node.js's http server {:.2}× (best of 1 process and 1 per core); Python's asyncio server {:.2}×\nNimbus against them: wasm {:.2}× the wasm floor; Node {:.2}× Node's best; Python {:.2}× Python's best\n\n",
         g("wasm_floor.rps") / workerd_rps,
-        best("node_floor.rps", "node_floor_cores.rps") / workerd_rps,
-        best("python_floor.rps", "python_floor_cores.rps") / workerd_rps,
+        node_best / workerd_rps,
+        python_best / workerd_rps,
         g("wasm.rps") / g("wasm_floor.rps"),
-        g("node.rps") / best("node_floor.rps", "node_floor_cores.rps"),
-        g("python.rps") / best("python_floor.rps", "python_floor_cores.rps"),
+        g("node.rps") / node_best,
+        g("python.rps") / python_best,
     ));
     out.push_str(&format!(
         "the instance gate (--instance-gate on): Node {:.2}×, Python {:.2}× the throughput without it\n\ntargets (issue 19):\n- wasm hello throughput ≥ 2.5× workerd: {:.2}× {}\n- Node hello throughput ≥ workerd: {:.2}× {}\n- Python hello throughput ≥ workerd: {:.2}× {}\n- Node stem-cell cold start ≤ 10 ms: {} {}\n- idle wasm function < 1 MB (next batch, RSS): {:.3} MB {}\n",

@@ -3,10 +3,9 @@
 //! allocator, copy-on-write images, epoch interruption) and nothing else. A bare hyper
 //! HTTP/1.1 server (a tokio worker per core) that instantiates a `wasi:http/proxy`
 //! component afresh for each request, in a store of its own with a WASI context holding
-//! only the given environment,
-//! and answers its response, read whole as Nimbus reads a buffered answer: no routing,
-//! logs, metrics, limits or invocation records. The least a fresh instance per request
-//! costs on the machine.
+//! only the given environment, and answers its response, read whole as Nimbus reads a
+//! buffered answer: no routing, logs, metrics, limits or invocation records. The least a
+//! fresh instance per request costs on the machine.
 //!
 //! ```text
 //! cargo build --release -p nimbus-wasm --example wasm_floor
