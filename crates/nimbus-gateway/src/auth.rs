@@ -69,7 +69,10 @@ pub struct Auth {
     /// so live credentials always carry the role's current policies (`sessions.rs`).
     pub(crate) roles_lock: std::sync::Mutex<()>,
     /// Keys held in memory only ([`Auth::ephemeral_key`]): kept when the stored keys are
-    /// read again.
+    /// read again. Also the lock of key changes: held by [`Auth::reload`] from its read
+    /// of the store to its update of the map, and by every change from its store write to
+    /// its map write, so a reload can neither drop a key created while it read nor bring
+    /// back one deleted while it read.
     ephemeral: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
@@ -95,16 +98,12 @@ impl Auth {
     /// some): new and changed keys are taken, deleted ones dropped; keys held in memory
     /// only and instances' credentials stay.
     pub fn reload(&self) -> Result<(), StoreError> {
+        let ephemeral = self.changes();
         let mut stored = std::collections::HashMap::new();
         for k in self.store.access_keys()? {
             let key = Key::from_stored(k)?;
             stored.insert(key.id.clone(), Arc::new(key));
         }
-        let ephemeral = self
-            .ephemeral
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
         self.keys.update(|m| {
             m.retain(|id, k| {
                 k.session.is_some() || ephemeral.contains(id) || stored.contains_key(id)
@@ -133,6 +132,7 @@ impl Auth {
     /// shown once.
     pub fn create_key(&self, name: &str, policy: &Policy) -> Result<AccessKey, StoreError> {
         let (id, secret) = nimbus_auth::keys::generate();
+        let _changes = self.changes();
         let stored = self
             .store
             .create_access_key(&id, name, &policy.to_json(), &secret)?;
@@ -154,10 +154,8 @@ impl Auth {
             secret: secret.clone(),
             session: None,
         };
-        self.ephemeral
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone());
+        let mut ephemeral = self.changes();
+        ephemeral.insert(id.clone());
         self.keys.insert(id.clone(), Arc::new(key));
         (id, secret)
     }
@@ -178,6 +176,7 @@ impl Auth {
     /// Deletes a key. Refuses to delete the last admin key while auth is on (nobody could
     /// manage keys afterwards).
     pub fn delete_key(&self, id: &str) -> Result<(), ApiError> {
+        let _changes = self.changes();
         let keys = self.list();
         let Some(key) = keys.iter().find(|k| k.id == id) else {
             return Err(ApiError::NotFound(format!("access key not found: {id}")));
@@ -197,6 +196,11 @@ impl Auth {
         }
         self.keys.remove(id);
         Ok(())
+    }
+
+    /// The lock of key changes (the set of ephemeral keys).
+    fn changes(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.ephemeral.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn key(&self, id: &str) -> Option<Arc<Key>> {
