@@ -1326,4 +1326,37 @@ mod tests {
         h.insert("authorization", auth.parse().unwrap());
         assert_eq!(classify(&Method::POST, "/a/b/c", "", &h), Target::Public);
     }
+
+    /// A reload (another node changed a key) running while this node creates and deletes
+    /// keys never hides a key from the moment it is created, nor brings back a deleted one.
+    #[test]
+    fn reloads_never_hide_a_new_key_nor_revive_a_deleted_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(SecretStore::open(dir.path(), nimbus_store::MasterKey::generate()).unwrap());
+        let auth = Auth::open(store, true).unwrap();
+        let admin = Policy::admin();
+        auth.create_key("admin", &admin).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    auth.reload().unwrap();
+                }
+            });
+            for i in 0..1000 {
+                let k = auth.create_key(&format!("k{i}"), &admin).unwrap();
+                assert!(
+                    auth.key(&k.id).is_some(),
+                    "key {i} hidden right after its creation"
+                );
+                auth.delete_key(&k.id).unwrap();
+                assert!(
+                    auth.key(&k.id).is_none(),
+                    "key {i} back right after its deletion"
+                );
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
 }
