@@ -286,7 +286,7 @@ pub fn zip_files(files: &[(String, String)]) -> Result<Vec<u8>> {
     Ok(buf.into_inner())
 }
 
-fn which(program: &Path) -> Option<PathBuf> {
+pub fn which(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {
         return program.is_file().then(|| program.to_path_buf());
     }

@@ -64,6 +64,10 @@ enum Kind {
     NodeFloorCores,
     PythonFloor,
     PythonFloorCores,
+    /// nginx in front of the Node floor (one process per core each): the least one
+    /// process hop costs — what any platform that keeps functions in processes of their
+    /// own pays at least. Measured when `nginx` is installed.
+    NodeHop,
     Wasm,
     Node,
     Python,
@@ -74,7 +78,7 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 13] = [
+    const ALL: [Kind; 14] = [
         Kind::Floor,
         Kind::Workerd,
         Kind::WasmFloor,
@@ -82,6 +86,7 @@ impl Kind {
         Kind::NodeFloorCores,
         Kind::PythonFloor,
         Kind::PythonFloorCores,
+        Kind::NodeHop,
         Kind::Wasm,
         Kind::Node,
         Kind::Python,
@@ -99,6 +104,7 @@ impl Kind {
             Kind::NodeFloorCores => "node_floor_cores",
             Kind::PythonFloor => "python_floor",
             Kind::PythonFloorCores => "python_floor_cores",
+            Kind::NodeHop => "node_hop",
             Kind::Wasm => "wasm",
             Kind::Node => "node",
             Kind::Python => "python",
@@ -117,6 +123,9 @@ impl Kind {
             Kind::NodeFloorCores => "Node.js http server, same handler (1 process per core)",
             Kind::PythonFloor => "Python asyncio server, same handler (1 process)",
             Kind::PythonFloorCores => "Python asyncio server, same handler (1 process per core)",
+            Kind::NodeHop => {
+                "nginx → the Node.js http server (1 process per core each; CPU: nginx's only)"
+            }
             Kind::Wasm => "nimbus wasi-http hello (wasm)",
             Kind::Node => "nimbus Node.js hello (process)",
             Kind::Python => "nimbus Python hello (process)",
@@ -299,7 +308,44 @@ async fn start_floors(dir: &Path, component: &[u8]) -> Result<Vec<(Kind, Floor)>
             ));
         }
     }
+    let upstream = floors
+        .iter()
+        .find(|(k, _)| *k == Kind::NodeFloorCores)
+        .map(|(_, f)| f.addr)
+        .expect("the Node floor started above");
+    match lang::which(Path::new("nginx")).or_else(|| lang::which(Path::new("/usr/sbin/nginx"))) {
+        Some(nginx) => floors.push((
+            Kind::NodeHop,
+            start_nginx(&nginx, &dir.join(Kind::NodeHop.key()), upstream, cores).await?,
+        )),
+        None => eprintln!(
+            "nginx not found: the process-hop floor (nginx → Node) is not measured \
+             (apt-get install nginx-light)"
+        ),
+    }
     Ok(floors)
+}
+
+/// nginx with a worker per core proxying to `upstream` over kept-alive connections
+/// (`benches/floor/nginx-hop.conf`, its placeholders filled in).
+async fn start_nginx(
+    nginx: &Path,
+    dir: &Path,
+    upstream: SocketAddr,
+    cores: usize,
+) -> Result<Floor> {
+    std::fs::create_dir_all(dir)?;
+    let addr = free_addr()?;
+    let conf = include_str!("../floor/nginx-hop.conf")
+        .replace("@WORKERS@", &cores.to_string())
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@UPSTREAM@", &upstream.to_string())
+        .replace("@LISTEN@", &addr.to_string());
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let mut cmd = Command::new(nginx);
+    cmd.arg("-c").arg(&path).args(["-g", "daemon off;"]);
+    Floor::spawn(cmd, addr, "nginx", &dir.join("nginx.log"), START_WAIT).await
 }
 
 /// Builds the wasm floor (`cargo build --release -p nimbus-wasm --example wasm_floor`).
@@ -404,6 +450,8 @@ impl Setup {
     fn targets(&self) -> Vec<Target> {
         Kind::ALL
             .into_iter()
+            // Without nginx, no process-hop floor.
+            .filter(|&kind| kind != Kind::NodeHop || self.floors.iter().any(|(k, _)| *k == kind))
             .map(|kind| {
                 let (addr, pid, path) = match self.floors.iter().find(|(k, _)| *k == kind) {
                     Some((_, f)) => (f.addr, f.pid(), "/".to_string()),
@@ -756,10 +804,11 @@ pub fn text(f: &SpeedFigs, s: &Settings) -> String {
     let node_best = g("node_floor.rps").max(g("node_floor_cores.rps"));
     let python_best = g("python_floor.rps").max(g("python_floor_cores.rps"));
     out.push_str(&format!(
-        "the runtimes alone (no platform in front) against workerd: wasmtime with a fresh instance per request {:.2}×; Node.js's http server {:.2}× (best of 1 process and 1 per core); Python's asyncio server {:.2}×\nNimbus against them: wasm {:.2}× the wasm floor; Node {:.2}× Node's best; Python {:.2}× Python's best\n\n",
+        "the runtimes alone (no platform in front) against workerd: wasmtime with a fresh instance per request {:.2}×; Node.js's http server {:.2}× (best of 1 process and 1 per core); Python's asyncio server {:.2}×; nginx → Node's http server (one process hop) {:.2}×\nNimbus against them: wasm {:.2}× the wasm floor; Node {:.2}× Node's best; Python {:.2}× Python's best\n\n",
         g("wasm_floor.rps") / workerd_rps,
         node_best / workerd_rps,
         python_best / workerd_rps,
+        g("node_hop.rps") / workerd_rps,
         g("wasm.rps") / g("wasm_floor.rps"),
         g("node.rps") / node_best,
         g("python.rps") / python_best,
