@@ -1,11 +1,12 @@
 //! The benchmark's wasm floor (`nimbus-bench --speed`): what `wasmtime serve` does, on
 //! the engine settings of Nimbus's executor (`nimbus_wasm::engine_config`: pooling
-//! allocator, copy-on-write images, epoch interruption) and nothing else. A bare hyper
-//! HTTP/1.1 server (a tokio worker per core) that instantiates a `wasi:http/proxy`
-//! component afresh for each request, in a store of its own with a WASI context holding
-//! only the given environment, and answers its response, read whole as Nimbus reads a
-//! buffered answer: no routing, logs, metrics, limits or invocation records. The least a
-//! fresh instance per request costs on the machine.
+//! allocator, copy-on-write images, epoch interruption) and with its imports
+//! (`nimbus_wasm::linker`), and nothing else. A bare hyper HTTP/1.1 server (a tokio worker
+//! per core) that instantiates a `wasi:http/proxy` component afresh for each request, in a
+//! store of its own with a WASI context holding only the given environment, and answers
+//! its response, read whole as Nimbus reads a buffered answer: no routing, logs, metrics,
+//! limits or invocation records. The least a fresh instance per request costs on the
+//! machine.
 //!
 //! ```text
 //! cargo build --release -p nimbus-wasm --example wasm_floor
@@ -20,7 +21,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{bail, Engine, Result, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -68,9 +69,7 @@ fn main() -> Result<()> {
         .parse::<SocketAddr>()
         .context("ADDR must be host:port")?;
     let engine = Engine::new(&nimbus_wasm::engine_config(1000))?;
-    let mut linker = Linker::<Ctx>::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    let linker = nimbus_wasm::linker::<Ctx>(&engine)?;
     let component =
         Component::from_file(&engine, path).with_context(|| format!("cannot compile {path}"))?;
     let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;

@@ -84,10 +84,8 @@ impl Shared {
     ) -> Result<Self, WasmError> {
         let engine = Engine::new(&engine_config(cfg.max_instances))
             .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
-        let mut http_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut http_linker)
-            .and_then(|_| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker))
-            .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
+        let http_linker =
+            linker::<Host>(&engine).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         // The event world's components import the same WASI and outgoing HTTP.
         let event_linker = http_linker.clone();
         std::fs::create_dir_all(&cfg.cache_dir)?;
@@ -113,6 +111,18 @@ impl Shared {
             .filter(|w| w.strong_count() > 0)
             .count()
     }
+}
+
+/// What a component may import, for a store holding `T`: WASI preview 2 and wasi:http
+/// (both worlds import the same). Public for the benchmark's wasm floor, which so links
+/// exactly what the executor links.
+pub fn linker<T: wasmtime_wasi::WasiView + wasmtime_wasi_http::WasiHttpView + 'static>(
+    engine: &Engine,
+) -> wasmtime::Result<Linker<T>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
 }
 
 /// The engine's configuration: pooling allocator sized for `max_instances` instances

@@ -21,7 +21,7 @@ mod net;
 mod stdio;
 mod store;
 
-pub use engine::{engine_config, WasmConfig};
+pub use engine::{engine_config, linker, WasmConfig};
 pub use error::WasmError;
 pub use load::validate_component;
 
