@@ -1337,6 +1337,14 @@ mod tests {
         let auth = Auth::open(store, true).unwrap();
         let admin = Policy::admin();
         auth.create_key("admin", &admin).unwrap();
+        /// Stops the reloading thread however the checks end (a failed assertion too,
+        /// else the scope would wait for it for ever).
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -1344,6 +1352,7 @@ mod tests {
                     auth.reload().unwrap();
                 }
             });
+            let _stop = Stop(&stop);
             for i in 0..1000 {
                 let k = auth.create_key(&format!("k{i}"), &admin).unwrap();
                 assert!(
@@ -1356,7 +1365,6 @@ mod tests {
                     "key {i} back right after its deletion"
                 );
             }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
         });
     }
 }
