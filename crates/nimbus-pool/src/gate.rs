@@ -184,6 +184,13 @@ impl Load {
         busy < target.max(min)
     }
 
+    /// The gate's figures (floor and recent latency in µs, busy instances on average,
+    /// floor samples), for its debug log.
+    pub(crate) fn figures(&self) -> (f64, f64, f64, u32) {
+        let l = self.0.lock().unwrap();
+        (l.floor_us, l.recent_us, l.recent_busy, l.floor_samples)
+    }
+
     /// How long a request with `ahead` requests in front of it waits at most while
     /// `busy` instances are busy: returning instances come back every `recent / busy` on
     /// average, so its turn comes after about `recent × (ahead + 1) / busy`; twice that,

@@ -587,6 +587,23 @@ impl<E: Executor> PoolManager<E> {
     async fn gate(&self, vp: &VersionPool<Inst<E>>, deadline: Instant) {
         let Some(load) = &vp.load else { return };
         let min = self.gate_min();
+        // What the gate sees, every thousandth call (`RUST_LOG=nimbus_pool=debug`).
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            static CALLS: AtomicUsize = AtomicUsize::new(0);
+            if CALLS.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
+                let (floor_us, recent_us, recent_busy, floor_samples) = load.figures();
+                debug!(
+                    admitted = vp.admitted.load(Ordering::SeqCst),
+                    waiting = !vp.line.is_empty(),
+                    saturated = self.host_cpu.saturated(),
+                    floor_us,
+                    recent_us,
+                    recent_busy,
+                    floor_samples,
+                    "instance gate"
+                );
+            }
+        }
         if (vp.admitted.load(Ordering::SeqCst) < min && vp.line.is_empty())
             || !self.host_cpu.saturated()
         {
