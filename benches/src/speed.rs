@@ -450,9 +450,8 @@ impl Setup {
     fn targets(&self) -> Vec<Target> {
         Kind::ALL
             .into_iter()
-            // Without nginx, no process-hop floor.
-            .filter(|&kind| kind != Kind::NodeHop || self.floors.iter().any(|(k, _)| *k == kind))
-            .map(|kind| {
+            // A target that is not Nimbus is measured when it started (nginx may be missing).
+            .filter_map(|kind| {
                 let (addr, pid, path) = match self.floors.iter().find(|(k, _)| *k == kind) {
                     Some((_, f)) => (f.addr, f.pid(), "/".to_string()),
                     None => {
@@ -460,28 +459,33 @@ impl Setup {
                             Kind::NodeGated | Kind::PythonGated => &self.gated,
                             _ => &self.nimbus,
                         };
-                        (n.addr, n.pid(), format!("/fn/{}/", function_of(kind)))
+                        (n.addr, n.pid(), format!("/fn/{}/", function(kind)?))
                     }
                 };
-                Target {
+                Some(Target {
                     kind,
                     addr,
                     path,
                     pid,
-                }
+                })
             })
             .collect()
     }
 }
 
-fn function_of(kind: Kind) -> &'static str {
+/// The Nimbus function a target calls; `None` for the targets that are not Nimbus.
+fn function(kind: Kind) -> Option<&'static str> {
     match kind {
-        Kind::Wasm => "speed-wasm",
-        Kind::Node | Kind::NodeGated => "speed-node",
-        Kind::Python | Kind::PythonGated => "speed-python",
-        Kind::CacheHit => "speed-cached",
-        _ => unreachable!("not a function"),
+        Kind::Wasm => Some("speed-wasm"),
+        Kind::Node | Kind::NodeGated => Some("speed-node"),
+        Kind::Python | Kind::PythonGated => Some("speed-python"),
+        Kind::CacheHit => Some("speed-cached"),
+        _ => None,
     }
+}
+
+fn function_of(kind: Kind) -> &'static str {
+    function(kind).expect("not a function")
 }
 
 /// The figures of a `--speed` benchmark: the median of the runs, and the once-measured ones.
@@ -736,6 +740,10 @@ pub fn text(f: &SpeedFigs, s: &Settings) -> String {
     for k in Kind::ALL {
         let key = k.key();
         let rps = g(&format!("{key}.rps"));
+        if rps.is_nan() {
+            // Not measured (nginx missing).
+            continue;
+        }
         out.push_str(&format!(
             "| {} | {} | {} | {} | {:.0} | {:.2}× | {:.2}× | {:.0} + {:.0} |\n",
             k.label(),
@@ -804,11 +812,14 @@ pub fn text(f: &SpeedFigs, s: &Settings) -> String {
     let node_best = g("node_floor.rps").max(g("node_floor_cores.rps"));
     let python_best = g("python_floor.rps").max(g("python_floor_cores.rps"));
     out.push_str(&format!(
-        "the runtimes alone (no platform in front) against workerd: wasmtime with a fresh instance per request {:.2}×; Node.js's http server {:.2}× (best of 1 process and 1 per core); Python's asyncio server {:.2}×; nginx → Node's http server (one process hop) {:.2}×\nNimbus against them: wasm {:.2}× the wasm floor; Node {:.2}× Node's best; Python {:.2}× Python's best\n\n",
+        "the runtimes alone (no platform in front) against workerd: wasmtime with a fresh instance per request {:.2}×; Node.js's http server {:.2}× (best of 1 process and 1 per core); Python's asyncio server {:.2}×; nginx → Node's http server (one process hop) {}\nNimbus against them: wasm {:.2}× the wasm floor; Node {:.2}× Node's best; Python {:.2}× Python's best\n\n",
         g("wasm_floor.rps") / workerd_rps,
         node_best / workerd_rps,
         python_best / workerd_rps,
-        g("node_hop.rps") / workerd_rps,
+        match g("node_hop.rps") / workerd_rps {
+            x if x.is_nan() => "not measured (no nginx)".to_string(),
+            x => format!("{x:.2}×"),
+        },
         g("wasm.rps") / g("wasm_floor.rps"),
         g("node.rps") / node_best,
         g("python.rps") / python_best,
