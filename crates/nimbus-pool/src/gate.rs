@@ -36,11 +36,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// Invocations this long or longer are never gated.
 const SHORT: Duration = Duration::from_millis(100);
-/// Warm invocations at low concurrency before the floor is trusted.
-const FLOOR_SAMPLES: u32 = 8;
 /// How often the host's CPU use is read at most.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// The host is saturated when its CPUs were busy at least this share of the last sample.
@@ -134,61 +133,200 @@ fn cpu_totals(stat: &str) -> Option<(u64, u64)> {
     Some((all.saturating_sub(idle), all))
 }
 
-/// One version's latencies, for the gate.
+/// A window of completions over which the climb measures a version's throughput.
+const WINDOW: Duration = Duration::from_millis(250);
+/// Completions a window needs before it is judged (a quieter window runs on, up to
+/// `QUIET`, and then lifts the cap: too few calls to measure, too few to crowd the host).
+const WINDOW_CALLS: u32 = 32;
+const QUIET: Duration = Duration::from_secs(2);
+/// The caps the climb tries: `min × STEP^k`.
+const STEP: f64 = 4.0 / 3.0;
+/// How much a level's throughput figure moves towards each new window's (an EWMA).
+const REMEMBER: f64 = 3.0;
+
+/// One version's load, for the gate: its recent latency and, while the host is
+/// saturated, the cap on its busy instances that the climb moves.
 #[derive(Default)]
 pub(crate) struct Load(Mutex<LoadInner>);
 
 #[derive(Default)]
 struct LoadInner {
-    /// EWMA of warm invocations that started with at most `cores` busy, in µs.
-    floor_us: f64,
-    floor_samples: u32,
-    /// EWMA of all warm invocations, in µs, and of the busy instances at their start.
+    /// EWMA of warm invocations' latency, in µs.
     recent_us: f64,
-    recent_busy: f64,
+    /// The climb, while the gate is engaged.
+    climb: Option<Climb>,
+    /// The window being measured: when it began, its completions, the most instances
+    /// busy at once in it, whether a request found the cap reached in it.
+    began: Option<Instant>,
+    calls: u32,
+    most_busy: usize,
+    constrained: bool,
+    /// What the last judged window measured, for the debug log.
+    last_rate: f64,
+}
+
+/// A local search over the caps `min × STEP^k`: the throughput measured at each level
+/// is remembered (an EWMA over its windows), the cap stays at the best level and every
+/// other window tries a neighbour of it — down and up in turn, further the same way
+/// while each try beats the best (so a climb down from 32 instances takes a window per
+/// level). Noise in one window misleads it for a window or two: a level that looked
+/// better is measured again at once, as the best, and loses its place if it was luck.
+struct Climb {
+    min: usize,
+    /// Throughput (calls/s) remembered per level.
+    rates: Vec<Option<f64>>,
+    /// The level the cap is at, and the best level known.
+    at: usize,
+    best: usize,
+    /// The next try goes down (`true`) or up.
+    down: bool,
+}
+
+impl Climb {
+    fn cap_of(min: usize, level: usize) -> usize {
+        (min as f64 * STEP.powi(level as i32)).round() as usize
+    }
+
+    /// Engaged at `busy` instances (the level nearest it), which served `rate`.
+    fn new(min: usize, busy: usize, rate: f64) -> Self {
+        let mut at = 0;
+        while Self::cap_of(min, at + 1) <= busy {
+            at += 1;
+        }
+        let mut rates = vec![None; at + 2];
+        rates[at] = Some(rate);
+        Self {
+            min,
+            rates,
+            at,
+            best: at,
+            down: true,
+        }
+    }
+
+    fn cap(&self) -> usize {
+        Self::cap_of(self.min, self.at)
+    }
+
+    /// A window at the current level measured `rate` with at most `most_busy`
+    /// instances busy at once: where the cap goes next.
+    fn judge(&mut self, rate: f64, most_busy: usize) {
+        let r = &mut self.rates[self.at];
+        *r = Some(r.map_or(rate, |old| old + (rate - old) / REMEMBER));
+        let best = self.rates[self.best].unwrap_or(0.0);
+        if self.at != self.best {
+            // A try: better than the best, it is the best and the next try goes further
+            // the same way; else back to the best, the next try the other way.
+            if self.rates[self.at].unwrap_or(0.0) > best {
+                self.best = self.at;
+            } else {
+                self.at = self.best;
+                self.down = !self.down;
+                return;
+            }
+        }
+        // At the best: try its neighbour — not a higher cap when the best one already
+        // held back nobody (the demand was below it).
+        if self.best == 0 {
+            self.down = false;
+        } else if Self::cap_of(self.min, self.best) > most_busy {
+            self.down = true;
+        }
+        self.at = if self.down { self.best - 1 } else { self.best + 1 };
+        if self.rates.len() <= self.at + 1 {
+            self.rates.resize(self.at + 2, None);
+        }
+    }
+
+    /// The host has CPUs to spare and requests still wait: the cap is too low.
+    fn raise(&mut self) {
+        self.at += 1;
+        self.best = self.at;
+        if self.rates.len() <= self.at + 1 {
+            self.rates.resize(self.at + 2, None);
+        }
+    }
 }
 
 impl Load {
-    /// A warm invocation that took `took`, started with `busy` instances busy (itself
-    /// included), on a host whose CPUs were `saturated` or not. The floor counts only
-    /// calls with the host's CPUs to spare (on a saturated host even a lone call waits
-    /// for the CPU, and a floor measured so would open the gate it is there to close).
-    pub(crate) fn record(&self, took: Duration, busy: usize, cores: usize, saturated: bool) {
+    /// A warm invocation ended at `now` after `took`, started with `busy` instances busy
+    /// (itself included), on a host whose CPUs are `saturated` or not; `min` is the
+    /// fewest busy instances the gate allows.
+    ///
+    /// Every [`WINDOW`] with at least [`WINDOW_CALLS`] completions the gate judges the
+    /// throughput the window measured. A saturated host engages it at the instances
+    /// the window had busy at most; from there the [`Climb`] moves the cap to where the
+    /// function serves most. A host with CPUs to spare lifts the cap when nobody found
+    /// it reached, and raises it when somebody did. Quiet versions and long calls are
+    /// not gated.
+    pub(crate) fn record(
+        &self,
+        took: Duration,
+        busy: usize,
+        min: usize,
+        saturated: bool,
+        now: Instant,
+    ) {
         let us = took.as_secs_f64() * 1e6;
         let mut l = self.0.lock().unwrap();
-        if busy <= cores && !saturated {
-            l.floor_us = ewma(l.floor_us, us, 8.0, l.floor_samples == 0);
-            l.floor_samples = l.floor_samples.saturating_add(1);
+        l.recent_us = ewma(l.recent_us, us, 16.0, l.recent_us == 0.0);
+        let began = *l.began.get_or_insert(now);
+        l.calls += 1;
+        l.most_busy = l.most_busy.max(busy);
+        let elapsed = now.saturating_duration_since(began);
+        if elapsed < WINDOW || (l.calls < WINDOW_CALLS && elapsed < QUIET) {
+            return;
         }
-        let first = l.recent_us == 0.0;
-        l.recent_us = ewma(l.recent_us, us, 16.0, first);
-        l.recent_busy = ewma(l.recent_busy, busy as f64, 16.0, first);
+        let rate = l.calls as f64 / elapsed.as_secs_f64();
+        let (most_busy, constrained) = (l.most_busy, l.constrained);
+        l.last_rate = rate;
+        l.began = Some(now);
+        l.calls = 0;
+        l.most_busy = 0;
+        l.constrained = false;
+        let quiet = rate * WINDOW.as_secs_f64() < WINDOW_CALLS as f64;
+        if quiet || l.recent_us >= SHORT.as_secs_f64() * 1e6 {
+            l.climb = None;
+            return;
+        }
+        match (&mut l.climb, saturated, constrained) {
+            (None, true, _) if most_busy > min => {
+                l.climb = Some(Climb::new(min, most_busy, rate));
+            }
+            (None, _, _) => {}
+            (Some(c), true, _) => c.judge(rate, most_busy),
+            (Some(c), false, true) => c.raise(),
+            (Some(_), false, false) => l.climb = None,
+        }
     }
 
     /// Whether one more instance may become busy while `busy` are; `min` is the fewest
-    /// busy instances the gate allows (two per core).
+    /// busy instances the gate allows (two per core). A request refused marks the
+    /// window as constrained: the cap is what limits the throughput now.
     pub(crate) fn admits(&self, busy: usize, min: usize) -> bool {
         if busy < min {
             return true;
         }
-        let l = self.0.lock().unwrap();
-        // Latency under twice the floor: more instances still bring more throughput
-        // (a burst of calls waiting on I/O ramps up without waiting for the averages).
-        if l.floor_samples < FLOOR_SAMPLES
-            || l.recent_us >= SHORT.as_secs_f64() * 1e6
-            || l.recent_us < 2.0 * l.floor_us
-        {
-            return true;
+        let mut l = self.0.lock().unwrap();
+        match l.climb.as_ref().map(Climb::cap) {
+            Some(cap) if busy >= cap => {
+                l.constrained = true;
+                false
+            }
+            _ => true,
         }
-        let target = (l.recent_busy * l.floor_us / l.recent_us).ceil() as usize;
-        busy < target.max(min)
     }
 
-    /// The gate's figures (floor and recent latency in µs, busy instances on average,
-    /// floor samples), for its debug log.
-    pub(crate) fn figures(&self) -> (f64, f64, f64, u32) {
+    /// Whether the gate is engaged (a cap is set).
+    pub(crate) fn engaged(&self) -> bool {
+        self.0.lock().unwrap().climb.is_some()
+    }
+
+    /// The gate's figures (cap, recent latency in µs, the last window's throughput), for
+    /// its debug log.
+    pub(crate) fn figures(&self) -> (Option<usize>, f64, f64) {
         let l = self.0.lock().unwrap();
-        (l.floor_us, l.recent_us, l.recent_busy, l.floor_samples)
+        (l.climb.as_ref().map(Climb::cap), l.recent_us, l.last_rate)
     }
 
     /// How long a request with `ahead` requests in front of it waits at most while
@@ -322,51 +460,121 @@ mod tests {
         assert_eq!(cpu_totals("intr 1 2 3"), None);
     }
 
-    fn load_with(floor: Duration, recent: Duration, busy: usize) -> Load {
-        let l = Load::default();
-        for _ in 0..FLOOR_SAMPLES {
-            l.record(floor, 1, 2, false);
+    /// Runs `windows` windows of a version whose throughput at `busy` busy instances is
+    /// `rate(busy)` calls/s, its clients always more than the cap (each window
+    /// constrained) on a saturated host: the caps the climb chose, window by window.
+    fn climb(windows: usize, rate: impl Fn(f64) -> f64) -> Vec<f64> {
+        let load = Load::default();
+        let mut now = Instant::now();
+        let mut caps = vec![];
+        // Before the gate engages: 32 busy, as without it.
+        let mut cap = 32_usize;
+        // A deterministic noise of ±5 %.
+        let mut seed = 7_u64;
+        for _ in 0..windows {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let noise = 1.0 + ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) / 10.0;
+            // 32 clients: as many busy as the cap lets, at most 32.
+            let b = cap.min(32);
+            let r = rate(b as f64) * noise;
+            let calls = (r * WINDOW.as_secs_f64()).ceil() as u32;
+            let gap = Duration::from_secs_f64(WINDOW.as_secs_f64() / calls as f64);
+            // The 33rd request finds the cap reached if the cap is below the clients.
+            load.admits(b, 4);
+            for _ in 0..calls {
+                now += gap;
+                load.record(Duration::from_micros(500), b, 4, true, now);
+            }
+            if let Some(c) = load.figures().0 {
+                cap = c;
+            }
+            caps.push(cap as f64);
         }
-        for _ in 0..200 {
-            l.record(recent, busy, 2, true);
-        }
-        l
+        caps
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
     }
 
     #[test]
-    fn contended_short_invocations_are_gated_down_to_what_the_throughput_needs() {
-        // 32 busy, latency 20× the floor: they would need 1.6 at the floor, below two
-        // per core, so 4 may be busy.
-        let l = load_with(Duration::from_micros(300), Duration::from_millis(6), 32);
+    fn the_cap_settles_where_the_function_serves_most() {
+        // The Node hello's curve on 2 cores, measured by hand (docs/performance.md): 2 →
+        // 5.5k, 4 → 5.7k, 10 → 6.4k, 32 → 4.5k req/s (interpolated between).
+        let curve = |b: f64| {
+            let pts = [(2.0, 5500.0), (4.0, 5700.0), (10.0, 6400.0), (32.0, 4500.0)];
+            let b = b.clamp(2.0, 32.0);
+            let i = pts.windows(2).position(|w| b <= w[1].0).unwrap_or(2);
+            let ((x0, y0), (x1, y1)) = (pts[i], pts[i + 1]);
+            y0 + (y1 - y0) * (b - x0) / (x1 - x0)
+        };
+        let caps = climb(200, curve);
+        let settled = median(caps[20..].to_vec());
+        eprintln!("caps {caps:?}");
+        assert!((4.0..=16.0).contains(&settled), "settled at {settled}");
+        let mean = caps[20..].iter().map(|&c| curve(c)).sum::<f64>() / 180.0;
+        assert!(mean > curve(32.0) * 1.2, "{mean} req/s vs {} ungated", curve(32.0));
+    }
+
+    #[test]
+    fn calls_waiting_on_io_climb_back_to_every_client() {
+        // Latency the same however many run: throughput in proportion to the instances.
+        let caps = climb(60, |b| 2000.0 * b.min(32.0));
+        eprintln!("caps {caps:?}");
+        let settled = median(caps[20..].to_vec());
+        assert!(settled >= 28.0, "settled at {settled}");
+    }
+
+    #[test]
+    fn the_cap_lifts_for_long_calls_quiet_versions_and_spare_cpus() {
+        let mut now = Instant::now();
+        let engaged = |now: &mut Instant| {
+            let l = Load::default();
+            for _ in 0..100 {
+                *now += Duration::from_millis(3);
+                l.record(Duration::from_millis(1), 32, 4, true, *now);
+            }
+            assert_eq!(l.figures().0, Some(30), "engaged at the level nearest 32");
+            l
+        };
+        // Spare CPUs, nobody held back: lifted.
+        let l = engaged(&mut now);
+        for _ in 0..100 {
+            now += Duration::from_millis(3);
+            l.record(Duration::from_millis(1), 8, 4, false, now);
+        }
+        assert!(!l.engaged());
+        // Spare CPUs and requests held back: raised.
+        let l = engaged(&mut now);
+        for _ in 0..100 {
+            l.admits(30, 4);
+            now += Duration::from_millis(3);
+            l.record(Duration::from_millis(1), 30, 4, false, now);
+        }
+        assert!(l.figures().0.unwrap() > 30);
+        // Quiet: a call now and then lifts it.
+        let l = engaged(&mut now);
+        for _ in 0..3 {
+            now += Duration::from_secs(1);
+            l.record(Duration::from_millis(1), 4, 4, true, now);
+        }
+        assert!(!l.engaged());
+        // Long calls are never gated.
+        let l = Load::default();
+        for _ in 0..400 {
+            now += Duration::from_millis(1);
+            l.record(Duration::from_millis(150), 32, 4, true, now);
+        }
+        assert!(!l.engaged());
+        // Nor is a version that never has more busy than the least the gate allows.
+        let l = Load::default();
+        for _ in 0..400 {
+            now += Duration::from_millis(1);
+            l.record(Duration::from_millis(1), 4, 4, true, now);
+        }
+        assert!(!l.engaged());
         assert!(l.admits(3, 4));
-        assert!(!l.admits(4, 4));
-        assert!(!l.admits(31, 4));
-        // More waiting ahead: a longer bound.
-        assert!(l.bound(8, 20) > l.bound(8, 0));
-    }
-
-    #[test]
-    fn latency_near_the_floor_is_never_gated() {
-        // Waiting on I/O: 2 ms whatever the concurrency.
-        let l = load_with(Duration::from_millis(2), Duration::from_micros(2100), 32);
-        assert!(l.admits(32, 4));
-        assert!(l.admits(60, 4));
-    }
-
-    #[test]
-    fn long_invocations_and_unknown_floors_are_never_gated() {
-        let l = load_with(Duration::from_millis(20), Duration::from_millis(400), 32);
-        assert!(l.admits(32, 4));
-        let l = Load::default();
-        for _ in 0..100 {
-            l.record(Duration::from_millis(5), 32, 2, true);
-        }
-        assert!(l.admits(32, 4), "no floor yet");
-        // Calls alone on a saturated host are no floor either.
-        for _ in 0..100 {
-            l.record(Duration::from_micros(300), 1, 2, true);
-        }
-        assert!(l.admits(32, 4), "no floor measured with CPUs to spare");
     }
 
     #[tokio::test]

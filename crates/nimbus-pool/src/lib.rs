@@ -533,12 +533,12 @@ impl<E: Executor> PoolManager<E> {
             let result = instance.invoke(inv.clone()).await;
             let done = Instant::now();
             if let (Some(load), false) = (&vp.load, cold) {
-                let cores = self.cores.load(Ordering::Relaxed);
                 load.record(
                     done - began,
                     admitted.busy,
-                    cores,
+                    self.gate_min(),
                     self.host_cpu.saturated(),
+                    done,
                 );
             }
             drop(admitted);
@@ -591,22 +591,19 @@ impl<E: Executor> PoolManager<E> {
         if tracing::enabled!(tracing::Level::DEBUG) {
             static CALLS: AtomicUsize = AtomicUsize::new(0);
             if CALLS.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
-                let (floor_us, recent_us, recent_busy, floor_samples) = load.figures();
+                let (cap, recent_us, rate) = load.figures();
                 debug!(
                     admitted = vp.admitted.load(Ordering::SeqCst),
                     waiting = !vp.line.is_empty(),
                     saturated = self.host_cpu.saturated(),
-                    floor_us,
+                    ?cap,
                     recent_us,
-                    recent_busy,
-                    floor_samples,
+                    rate,
                     "instance gate"
                 );
             }
         }
-        if (vp.admitted.load(Ordering::SeqCst) < min && vp.line.is_empty())
-            || !self.host_cpu.saturated()
-        {
+        if !load.engaged() || (vp.admitted.load(Ordering::SeqCst) < min && vp.line.is_empty()) {
             return;
         }
         let busy = || vp.admitted.load(Ordering::SeqCst);
