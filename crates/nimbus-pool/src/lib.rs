@@ -532,14 +532,16 @@ impl<E: Executor> PoolManager<E> {
             let began = Instant::now();
             let result = instance.invoke(inv.clone()).await;
             let done = Instant::now();
-            if let (Some(load), false) = (&vp.load, cold) {
-                load.record(
+            match (&vp.load, cold) {
+                (Some(load), false) => load.record(
                     done - began,
                     admitted.busy,
                     self.gate_min(),
                     self.host_cpu.saturated(),
                     done,
-                );
+                ),
+                (Some(load), true) => load.cold_start(),
+                (None, _) => {}
             }
             drop(admitted);
             instance.set_idle(done);

@@ -892,7 +892,12 @@ async fn warmth_and_idle_by_revision_count_idle_instances_of_the_revision() {
 /// 32 clients calling back to back, `calls` each: the most instances of `f` that ran at
 /// once once the load had run for a while (`after`: the first burst starts an instance
 /// per client, gated or not), and how long the calls took in all.
-async fn closed_loop(cpu_bound: bool, saturated: bool, calls: u32, after: Duration) -> (u32, Duration) {
+async fn closed_loop(
+    cpu_bound: bool,
+    saturated: bool,
+    calls: u32,
+    after: Duration,
+) -> (u32, Duration) {
     let fake = fake(
         Duration::from_millis(1),
         Duration::ZERO,
