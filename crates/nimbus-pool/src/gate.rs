@@ -162,16 +162,17 @@ struct LoadInner {
 
 /// A local search over the caps `min × STEP^k`: the cap stays at the best level and
 /// tries a neighbour of it now and then — down and up in turn, further the same way
-/// while each try beats the best; every other window at first, less often (up to every
-/// ninth) while tries keep failing. A try is judged against the window just before it,
-/// at the best: throughput that drifts (JITs warming up, other load coming and going)
-/// moves both alike, so only what the cap changed decides. It starts with one long jump:
+/// while each try beats the best by [`MARGIN`]; every other window at first, less often
+/// (up to every ninth) while tries keep failing. A try is judged against the window just
+/// before it, at the best: throughput that drifts (JITs warming up, other load coming
+/// and going) moves both alike, so mostly what the cap changed decides. It starts with a
+/// long jump:
 /// the throughput measured with every instance the demand asked for against four per
 /// core, the count at which short CPU-bound calls serve most on small hosts
 /// (docs/performance.md) — a gap wide enough to stand out of a window's noise; a
 /// function that needs more instances (it waits on I/O) loses so clearly there that the
-/// cap goes straight back. Noise in one window can move the best a level the wrong way;
-/// the next tries bring it back.
+/// cap goes straight back. From a best two levels or more above it, every try down is
+/// that jump again.
 struct Climb {
     min: usize,
     /// The level the cap is at, and the best level known with its last window's
@@ -189,6 +190,10 @@ struct Climb {
 
 /// The most windows the climb stays at its best between two tries.
 const CALM_MAX: u32 = 8;
+/// How much more a try must serve than the best to take its place: a window's noise on
+/// a busy 2-core host is ±20 % (docs/performance.md), so without a margin the cap walks
+/// at random wherever neighbouring caps serve about alike.
+const MARGIN: f64 = 1.1;
 
 impl Climb {
     fn cap_of(min: usize, level: usize) -> usize {
@@ -223,7 +228,7 @@ impl Climb {
         if self.at != self.best {
             // A try: better than the best, it is the best and the next try goes further
             // the same way; else back to the best, the next try the other way.
-            if rate > self.best_rate {
+            if rate > self.best_rate * MARGIN {
                 self.best = self.at;
                 self.best_rate = rate;
                 self.calm = 1;
@@ -249,10 +254,12 @@ impl Climb {
         } else if Self::cap_of(self.min, self.best) > most_busy {
             self.down = true;
         }
-        self.at = if self.down {
-            self.best - 1
-        } else {
-            self.best + 1
+        // A try down from high up is the long jump again (a first one judged while the
+        // instances were still warming up may have lost for that alone).
+        self.at = match self.down {
+            true if self.best >= FIRST_TRY + 2 => FIRST_TRY,
+            true => self.best - 1,
+            false => self.best + 1,
         };
     }
 
