@@ -543,7 +543,6 @@ impl<E: Executor> PoolManager<E> {
                 (Some(load), true) => load.cold_start(),
                 (None, _) => {}
             }
-            drop(admitted);
             instance.set_idle(done);
             vp.busy.fetch_sub(1, Ordering::SeqCst);
             let healthy = instance.is_healthy();
@@ -563,6 +562,9 @@ impl<E: Executor> PoolManager<E> {
             } else {
                 tokio::spawn(instance.stop());
             }
+            // Past the gate no more: the request it lets on finds this instance idle
+            // (released before, it would start a new one).
+            drop(admitted);
             // A warm instance that died before taking the event: the function never saw it,
             // so it runs on a fresh instance instead of failing the caller.
             if !cold && !result.started && !healthy {
