@@ -166,9 +166,8 @@ struct LoadInner {
 /// (up to every ninth) while tries keep failing. A try is judged against the window just
 /// before it, at the best: throughput that drifts (JITs warming up, other load coming
 /// and going) moves both alike, so mostly what the cap changed decides. It starts with a
-/// long jump:
-/// the throughput measured with every instance the demand asked for against four per
-/// core, the count at which short CPU-bound calls serve most on small hosts
+/// long jump: the throughput measured with every instance the demand asked for against
+/// four per core, the count at which short CPU-bound calls serve most on small hosts
 /// (docs/performance.md) — a gap wide enough to stand out of a window's noise; a
 /// function that needs more instances (it waits on I/O) loses so clearly there that the
 /// cap goes straight back. From a best two levels or more above it, every try down is
