@@ -12,9 +12,9 @@
 //! measures it rather than computing it: per version, over windows of 250 ms, it counts
 //! the invocations that complete, and a [`Climb`] moves a cap on the version's busy
 //! instances to where that throughput is highest — a local search over the caps
-//! `2 × cores × (4/3)^k`, the throughput of each cap remembered. A function waiting on
-//! I/O serves more with every instance, so its cap climbs back to one per request; a
-//! CPU-bound one settles where crowding stops paying.
+//! `2 × cores × √2^k`, each try judged against the window just before it. A function
+//! waiting on I/O serves more with every instance, so its cap climbs back to one per
+//! request; a CPU-bound one settles where crowding stops paying.
 //!
 //! The gate engages only while the host's CPUs are at least 90 % busy (`/proc/stat`,
 //! sampled at most every 250 ms) and the version had more than two busy instances per
@@ -276,10 +276,10 @@ impl Load {
     ///
     /// Every [`WINDOW`] with at least [`WINDOW_CALLS`] completions the gate judges the
     /// throughput the window measured. A saturated host engages it at the instances
-    /// the window had busy at most (once none started in the window); from there the [`Climb`] moves the cap to where the
-    /// function serves most. A host with CPUs to spare lifts the cap when nobody found
-    /// it reached, and raises it when somebody did. Quiet versions and long calls are
-    /// not gated.
+    /// the window had busy at most (once none started in the window); from there the
+    /// [`Climb`] moves the cap to where the function serves most. A host with CPUs to
+    /// spare lifts the cap when nobody found it reached, and raises it when somebody
+    /// did. Quiet versions and long calls are not gated.
     pub(crate) fn record(
         &self,
         took: Duration,
