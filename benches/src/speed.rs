@@ -7,8 +7,9 @@
 //! process and one per core): the most each runtime serves here with no platform in
 //! front — one `nimbus serve` answers through function URLs: the `wasi-http` hello
 //! component (`examples/hello-wasm`, built here for wasm32-wasip2), the Node and Python
-//! hello process functions, and the Node hello with a response cache (every measured
-//! request a hit); a second `nimbus serve --instance-gate on` answers the same Node and
+//! hello process functions, the Node hello with `instance_concurrency` 16 (one process
+//! serving that many events at once), and the Node hello with a response cache (every
+//! measured request a hit); a second `nimbus serve --instance-gate on` answers the same Node and
 //! Python hellos through the instance gate (its effect, in the same run). Per run, each
 //! target in turn (the order rotating): warm latency on one connection, then throughput
 //! of `--clients` closed-loop clients. Once: the wasm cold start (the first request after
@@ -75,10 +76,16 @@ enum Kind {
     /// The Node and Python hellos on the server with the instance gate.
     NodeGated,
     PythonGated,
+    /// The Node hello with `instance_concurrency` [`SHARED_SLOTS`]: one process serves that
+    /// many events at once.
+    NodeShared,
 }
 
+/// The Node hello's `instance_concurrency` in the [`Kind::NodeShared`] row.
+const SHARED_SLOTS: u32 = 16;
+
 impl Kind {
-    const ALL: [Kind; 14] = [
+    const ALL: [Kind; 15] = [
         Kind::Floor,
         Kind::Workerd,
         Kind::WasmFloor,
@@ -93,6 +100,7 @@ impl Kind {
         Kind::CacheHit,
         Kind::NodeGated,
         Kind::PythonGated,
+        Kind::NodeShared,
     ];
 
     fn key(self) -> &'static str {
@@ -111,6 +119,7 @@ impl Kind {
             Kind::CacheHit => "cache_hit",
             Kind::NodeGated => "node_gated",
             Kind::PythonGated => "python_gated",
+            Kind::NodeShared => "node_shared",
         }
     }
 
@@ -132,6 +141,7 @@ impl Kind {
             Kind::CacheHit => "nimbus cache hit (Node hello URL)",
             Kind::NodeGated => "nimbus Node.js hello, --instance-gate on",
             Kind::PythonGated => "nimbus Python hello, --instance-gate on",
+            Kind::NodeShared => "nimbus Node.js hello, instance_concurrency 16",
         }
     }
 }
@@ -480,6 +490,7 @@ fn function(kind: Kind) -> Option<&'static str> {
         Kind::Node | Kind::NodeGated => Some("speed-node"),
         Kind::Python | Kind::PythonGated => Some("speed-python"),
         Kind::CacheHit => Some("speed-cached"),
+        Kind::NodeShared => Some("speed-node-shared"),
         _ => None,
     }
 }
@@ -542,6 +553,14 @@ async fn bench_on(x: &Setup, s: &Settings) -> Result<SpeedFigs> {
                 .await?;
         }
     }
+    let mut shared = hello_config(Lang::Node, s.concurrency);
+    shared["instance_concurrency"] = json!(SHARED_SLOTS);
+    n.deploy_config(
+        function_of(Kind::NodeShared),
+        shared,
+        &Lang::Node.code_zip()?,
+    )
+    .await?;
     let mut cached = hello_config(Lang::Node, s.concurrency);
     cached["url_cache"] = json!({ "ttl": "1h", "key": [] });
     n.deploy_config(function_of(Kind::CacheHit), cached, &Lang::Node.code_zip()?)
@@ -825,9 +844,11 @@ pub fn text(f: &SpeedFigs, s: &Settings) -> String {
         g("python.rps") / python_best,
     ));
     out.push_str(&format!(
-        "the instance gate (--instance-gate on): Node {:.2}×, Python {:.2}× the throughput without it\n\ntargets (issue 19):\n- wasm hello throughput ≥ 2.5× workerd: {:.2}× {}\n- Node hello throughput ≥ workerd: {:.2}× {}\n- Python hello throughput ≥ workerd: {:.2}× {}\n- Node stem-cell cold start ≤ 10 ms: {} {}\n- idle wasm function < 1 MB (next batch, RSS): {:.3} MB {}\n",
+        "the instance gate (--instance-gate on): Node {:.2}×, Python {:.2}× the throughput without it\nseveral invocations per Node process (instance_concurrency {SHARED_SLOTS}): {:.2}× the throughput of one each, {:.2}× workerd\n\ntargets (issue 19):\n- wasm hello throughput ≥ 2.5× workerd: {:.2}× {}\n- Node hello throughput ≥ workerd: {:.2}× {}\n- Python hello throughput ≥ workerd: {:.2}× {}\n- Node stem-cell cold start ≤ 10 ms: {} {}\n- idle wasm function < 1 MB (next batch, RSS): {:.3} MB {}\n",
         g("node_gated.rps") / g("node.rps"),
         g("python_gated.rps") / g("python.rps"),
+        g("node_shared.rps") / g("node.rps"),
+        g("node_shared.rps") / workerd_rps,
         wasm_x, mark(wasm_x >= 2.5),
         node_x, mark(node_x >= 1.0),
         py_x, mark(py_x >= 1.0),

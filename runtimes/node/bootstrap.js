@@ -27,6 +27,10 @@ const env = process.env;
 // ---------------------------------------------------------------- logging --
 
 let currentRequestId; // printed as "undefined" before the first invoke, like Lambda
+// With AWS_LAMBDA_MAX_CONCURRENCY > 1 (the function's instance_concurrency) several
+// invocations run at once: each one's request id follows its async context.
+let requestIds = null; // an AsyncLocalStorage then
+const requestId = () => (requestIds && requestIds.getStore()) || currentRequestId;
 
 // AWS_LAMBDA_LOG_FORMAT=JSON (LoggingConfig.LogFormat): each line is one JSON object
 // {timestamp, level, requestId, message} as Lambda's runtime writes it (one argument is
@@ -49,7 +53,7 @@ function jsonErrorReplacer(_k, v) {
 }
 
 function formatJsonLine(level, params) {
-  const result = { timestamp: new Date().toISOString(), level, requestId: currentRequestId };
+  const result = { timestamp: new Date().toISOString(), level, requestId: requestId() };
   if (params.length === 1) {
     result.message = params[0];
     try {
@@ -88,7 +92,7 @@ function patchConsole(out = process.stdout) {
     return function () {
       let msg = format.apply(null, arguments);
       if (msg.indexOf('\n') !== -1) msg = msg.replace(/\n/g, '\r');
-      out.write(`${new Date().toISOString()}\t${currentRequestId}\t${name}\t${msg}\n`);
+      out.write(`${new Date().toISOString()}\t${requestId()}\t${name}\t${msg}\n`);
     };
   };
   console.trace = mk('TRACE');
@@ -186,19 +190,24 @@ if (!API) {
   );
   process.exit(1);
 }
-const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+// Streamed responses, and the fatal path's own connections; sized for the invocations in
+// progress once the function's concurrency is known (main).
+let agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 
-// The invocation loop's requests (GET next, POST response and error) go over one kept-alive
+// An invocation loop's requests (GET next, POST response and error) go over one kept-alive
 // socket with a minimal HTTP/1.1 client: a request is one write, answers are matched in
 // order, so the loop can post a result and ask for the next invocation at once (pipelined)
 // instead of waiting for the 202 in between. The Runtime API answers with Content-Length.
 // While nothing is pending the socket does not keep the event loop alive (an empty loop is
-// how an async handler that never settles is detected).
-const rapid = {
-  sock: null,
-  buf: null,
-  pending: [], // { resolve, reject, retry, reused } in the order the requests were written
-  answered: 0, // answers read on the current socket
+// how an async handler that never settles is detected). Each loop has its own client: a
+// request waits behind the one before it on its socket, which may be a parked `next`.
+class RapidClient {
+  constructor() {
+    this.sock = null;
+    this.buf = null;
+    this.pending = []; // { resolve, reject, retry, reused } in the order the requests were written
+    this.answered = 0; // answers read on the current socket
+  }
 
   connect() {
     const s = require('net').connect({ host: API.host, port: API.port });
@@ -210,7 +219,7 @@ const rapid = {
     this.sock = s;
     this.buf = null;
     this.answered = 0;
-  },
+  }
 
   request(method, urlPath, headers, body) {
     return new Promise((resolve, reject) => {
@@ -226,7 +235,7 @@ const rapid = {
       // A kept-alive socket the server closed while idle: sent again once on a fresh one.
       send(() => send(null));
     });
-  },
+  }
 
   onGone(s, err) {
     if (s !== this.sock) return;
@@ -236,7 +245,7 @@ const rapid = {
       if (p.retry && p.reused && err.code !== 'ECONNREFUSED') p.retry();
       else p.reject(err);
     }
-  },
+  }
 
   onData(s, d) {
     this.buf = this.buf ? Buffer.concat([this.buf, d]) : d;
@@ -264,8 +273,9 @@ const rapid = {
       if (p) p.resolve({ status, headers, body });
       if (!this.buf) return;
     }
-  },
-};
+  }
+}
+const rapid = new RapidClient();
 
 function request(method, urlPath, headers, body, opts) {
   return new Promise((resolve, reject) => {
@@ -301,10 +311,11 @@ function apiFailure(what, err) {
 
 let warming = false; // a stem cell's warm-up invocation (see warmUp): its refusal is expected
 
-async function post(urlPath, contentType, body, extraHeaders, opts) {
+// `client`: the invocation loop's (`opts`: a connection of its own instead).
+async function post(urlPath, contentType, body, extraHeaders, opts, client = rapid) {
   const headers = Object.assign({ 'Content-Type': contentType, 'Content-Length': body.length }, extraHeaders);
   const quiet = warming; // the answer may come after the warm-up is over
-  const res = opts ? await request('POST', urlPath, headers, body, opts) : await rapid.request('POST', urlPath, headers, body);
+  const res = opts ? await request('POST', urlPath, headers, body, opts) : await client.request('POST', urlPath, headers, body);
   if ((res.status < 200 || res.status > 299) && !quiet) {
     process.stderr.write(
       `nimbus node bootstrap: POST ${urlPath} returned ${res.status}: ${res.body.toString('utf8').slice(0, 500)}\n`,
@@ -317,8 +328,8 @@ function errorBody(e) {
   return Buffer.from(JSON.stringify(toRapidResponse(e)));
 }
 
-function postInvocationError(id, e, opts) {
-  return post(`${API_PREFIX}/invocation/${encodeURIComponent(id)}/error`, 'application/json', errorBody(e), null, opts);
+function postInvocationError(id, e, opts, client) {
+  return post(`${API_PREFIX}/invocation/${encodeURIComponent(id)}/error`, 'application/json', errorBody(e), null, opts, client);
 }
 
 function postInitError(e, opts) {
@@ -483,10 +494,10 @@ process.on('beforeExit', () => {
   if (h) h();
 });
 
-async function nextInvocation() {
+async function nextInvocation(client) {
   let res;
   try {
-    res = await rapid.request('GET', `${API_PREFIX}/invocation/next`, undefined, undefined);
+    res = await client.request('GET', `${API_PREFIX}/invocation/next`, undefined, undefined);
   } catch (e) {
     apiFailure('GET next failed', e);
   }
@@ -530,9 +541,13 @@ function isPromise(v) {
   return v && typeof v.then === 'function';
 }
 
-// Runs one invocation; the returned promise settles once its result or error
-// has been posted.
-function runInvocation(h, inv) {
+// Runs one invocation; the returned promise settles once its result or error has been
+// posted (on `client`, the invocation loop's). `alone`: the only invocation in progress
+// (AWS_LAMBDA_MAX_CONCURRENCY 1): only then can an empty event loop tell that the handler
+// is done (callbackWaitsForEmptyEventLoop) or will never be; with several at once the other
+// loops' parked `next` requests keep the loop alive, so a callback answers at once and a
+// handler that never answers runs into its timeout.
+function runInvocation(h, inv, client = rapid, alone = true) {
   return new Promise((settle) => {
     const id = inv.id;
     let reported = false;
@@ -553,11 +568,13 @@ function runInvocation(h, inv) {
           isErr = true;
           value = e;
         }
-        if (!isErr) p = post(`${API_PREFIX}/invocation/${encodeURIComponent(id)}/response`, 'application/json', Buffer.from(body));
+        if (!isErr) {
+          p = post(`${API_PREFIX}/invocation/${encodeURIComponent(id)}/response`, 'application/json', Buffer.from(body), null, null, client);
+        }
       }
       if (isErr) {
         logError('Invoke Error', value);
-        p = postInvocationError(id, value);
+        p = postInvocationError(id, value, null, client);
       }
       // Settled at once: the loop asks for the next invocation on the same socket while
       // the Runtime API answers this post (its answer is checked when it comes).
@@ -577,7 +594,7 @@ function runInvocation(h, inv) {
     const callback = once((err, result) => {
       beforeExitHook = null;
       if (err !== undefined && err !== null) report(true, err);
-      else if (!waitForEmptyEventLoop) report(false, result);
+      else if (!waitForEmptyEventLoop || !alone) report(false, result);
       else beforeExitHook = () => setImmediate(() => report(false, result));
     });
     const done = (err, result) => {
@@ -610,7 +627,7 @@ function runInvocation(h, inv) {
     let returnedPromise = false;
     // The event loop emptied without a result: like Lambda, an async handler
     // (or a returned promise that never settled) fails, anything else succeeds with null.
-    beforeExitHook = () => {
+    if (alone) beforeExitHook = () => {
       finished = true;
       if (h.isAsync || returnedPromise) {
         const e = runtimeError('NodeJsExit', 'Error: Runtime exited without providing a reason');
@@ -625,7 +642,7 @@ function runInvocation(h, inv) {
         finished = true;
         reported = true;
         const s = runStreaming(h.fn, event, context, id);
-        beforeExitHook = s.onEmptyLoop;
+        if (alone) beforeExitHook = s.onEmptyLoop;
         s.done.then(
           () => {
             beforeExitHook = null;
@@ -641,6 +658,9 @@ function runInvocation(h, inv) {
         result.then(callbackContext.succeed, callbackContext.fail);
       } else if (result !== undefined && h.fn.length < 3) {
         // Sync handler returning a value (Lambda would ignore it; Nimbus posts it).
+        callbackContext.succeed(result);
+      } else if (!alone && h.fn.length < 3) {
+        // Neither a promise nor a callback, and no empty event loop to wait for.
         callbackContext.succeed(result);
       }
     } catch (e) {
@@ -812,7 +832,10 @@ function onFatal(label, e, code) {
   logError(label, e);
   // A separate, non-pooled connection: the pooled socket may be parked on next.
   const opts = { agent: false, timeoutMs: 2000 };
-  const p = started && currentRequestId !== undefined ? postInvocationError(currentRequestId, e, opts) : postInitError(e, opts);
+  // The invocation it happened in (with several at once, the one whose context threw; the
+  // others fail when the process exits).
+  const id = requestId();
+  const p = started && id !== undefined ? postInvocationError(id, e, opts) : postInitError(e, opts);
   p.then(
     () => process.exit(code),
     () => process.exit(code),
@@ -919,9 +942,23 @@ async function main() {
     process.exit(129);
   }
   started = true;
+  // The function's instance_concurrency (Lambda Managed Instances' variable): that many
+  // invocation loops, each with its own Runtime API connection.
+  const max = Math.max(1, Number.parseInt(env.AWS_LAMBDA_MAX_CONCURRENCY, 10) || 1);
+  if (max === 1) return invocationLoop(h, rapid, true);
+  requestIds = new (require('async_hooks').AsyncLocalStorage)();
+  agent = new http.Agent({ keepAlive: true, maxSockets: max });
+  const loops = [invocationLoop(h, rapid, false)];
+  for (let i = 1; i < max; i++) loops.push(invocationLoop(h, new RapidClient(), false));
+  await Promise.all(loops);
+}
+
+async function invocationLoop(h, client, alone) {
   for (;;) {
-    const inv = await nextInvocation();
+    const inv = await nextInvocation(client);
     currentRequestId = inv.id;
+    // With several invocations at once these hold the latest one's (read the context's and
+    // the headers' values instead).
     const trace = inv.headers['lambda-runtime-trace-id'];
     if (trace) env._X_AMZN_TRACE_ID = trace;
     else delete env._X_AMZN_TRACE_ID;
@@ -931,7 +968,8 @@ async function main() {
     const tracestate = inv.headers['nimbus-runtime-tracestate'];
     if (tracestate) env.TRACESTATE = tracestate;
     else delete env.TRACESTATE;
-    await runInvocation(h, inv);
+    if (alone) await runInvocation(h, inv, client, true);
+    else await requestIds.run(inv.id, () => runInvocation(h, inv, client, false));
   }
 }
 

@@ -648,6 +648,37 @@ def specialize(client):
     importlib.invalidate_caches()
 
 
+def fork_workers(client):
+    """With AWS_LAMBDA_MAX_CONCURRENCY = N > 1 (the function's instance_concurrency), N
+    processes serve invocations, one each at a time, as on Lambda Managed Instances:
+    forked from this one once the handler is loaded, each with its own Runtime API
+    connection. When one exits, this one does too (the server sees the instance end)."""
+    try:
+        n = int(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY") or 1)
+    except ValueError:
+        n = 1
+    if n <= 1:
+        return
+    import threading
+
+    client.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    workers = []
+    for _ in range(n - 1):
+        pid = os.fork()
+        if pid == 0:
+            return
+        workers.append(pid)
+
+    def watch(pid):
+        os.waitpid(pid, 0)
+        os._exit(1)
+
+    for pid in workers:
+        threading.Thread(target=watch, args=(pid,), daemon=True).start()
+
+
 def main():
     global _REQUEST_ID
     address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
@@ -678,6 +709,7 @@ def main():
         client.post_init_error(error_result)
         sys.exit(1)
 
+    fork_workers(client)
     while True:
         headers, body = client.next()
         invoke_id = headers.get("Lambda-Runtime-Aws-Request-Id")

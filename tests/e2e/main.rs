@@ -33,6 +33,7 @@ mod go;
 mod health;
 mod history;
 mod http;
+mod instance_concurrency;
 mod java;
 mod jwt;
 mod layers;

@@ -19,6 +19,8 @@ impl Limits {
     pub const TIMEOUT_DEFAULT_S: u32 = 3;
     pub const CONCURRENCY_DEFAULT: u32 = 10;
     pub const CONCURRENCY_MAX: u32 = 1000;
+    /// Lambda Managed Instances' `PerExecutionEnvironmentMaxConcurrency` maximum.
+    pub const INSTANCE_CONCURRENCY_MAX: u32 = 1600;
     /// Largest code package accepted, zipped.
     pub const CODE_ZIPPED_MAX: u64 = 50 * 1024 * 1024;
     /// Largest code package accepted, unzipped.
@@ -77,6 +79,16 @@ pub struct FunctionConfig {
     /// Maximum number of concurrently running instances.
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
+    /// Invocations one instance runs at once (Lambda Managed Instances'
+    /// `PerExecutionEnvironmentMaxConcurrency`; the runtime reads it from
+    /// `AWS_LAMBDA_MAX_CONCURRENCY`). 1, the default, is Lambda's classic model: one event
+    /// per instance at a time. More suits runtimes that serve several events at once (Node
+    /// async handlers; see docs/api.md "Several invocations per instance").
+    #[serde(
+        default = "default_instance_concurrency",
+        skip_serializing_if = "is_one"
+    )]
+    pub instance_concurrency: u32,
     /// Whether the function has a function URL (`/fn/NAME/…`).
     #[serde(default)]
     pub url: bool,
@@ -404,6 +416,12 @@ fn default_timeout() -> u32 {
 fn default_concurrency() -> u32 {
     Limits::CONCURRENCY_DEFAULT
 }
+fn default_instance_concurrency() -> u32 {
+    1
+}
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
 
 impl FunctionConfig {
     /// A configuration with Lambda's defaults for everything but runtime and handler.
@@ -418,6 +436,7 @@ impl FunctionConfig {
             secrets: BTreeMap::new(),
             description: String::new(),
             concurrency: default_concurrency(),
+            instance_concurrency: default_instance_concurrency(),
             url: false,
             routes: Vec::new(),
             role: String::new(),
@@ -458,6 +477,7 @@ impl FunctionConfig {
         if !(1..=Limits::CONCURRENCY_MAX).contains(&self.concurrency) {
             return Err(CoreError::InvalidConcurrency(self.concurrency));
         }
+        self.validate_instance_concurrency()?;
         if self.description.chars().count() > Limits::DESCRIPTION_MAX {
             return Err(CoreError::InvalidDescription(format!(
                 "at most {} characters",
@@ -515,6 +535,25 @@ impl FunctionConfig {
 }
 
 impl FunctionConfig {
+    /// 1 to Lambda's 1,600, and only where an instance is a process: a WebAssembly
+    /// component gets a fresh instance per request anyway.
+    fn validate_instance_concurrency(&self) -> Result<(), CoreError> {
+        let n = self.instance_concurrency;
+        if !(1..=Limits::INSTANCE_CONCURRENCY_MAX).contains(&n) {
+            return Err(CoreError::InvalidInstanceConcurrency(format!(
+                "instance_concurrency must be 1 to {}, not {n}",
+                Limits::INSTANCE_CONCURRENCY_MAX
+            )));
+        }
+        if n > 1 && self.runtime.family().is_wasm() {
+            return Err(CoreError::InvalidInstanceConcurrency(format!(
+                "instance_concurrency applies to process runtimes: runtime {} runs a fresh component instance per request, so leave it at 1",
+                self.runtime
+            )));
+        }
+        Ok(())
+    }
+
     fn validate_alias(&self) -> Result<(), CoreError> {
         if let Some(a) = &self.alias {
             crate::control::validate_alias_name(a).map_err(|_| {
@@ -713,6 +752,36 @@ mod tests {
         assert!(bad.is_err());
         assert_eq!(NetworkPolicy::parse("none").unwrap(), NetworkPolicy::None);
         assert!(NetworkPolicy::parse("bridge").is_err());
+    }
+
+    #[test]
+    fn instance_concurrency_defaults_to_one_and_is_bounded() {
+        // A config stored before the field existed runs one invocation per instance, and
+        // one is not written out (a stored config reads back as it was written).
+        let old: FunctionConfig =
+            serde_json::from_str(r#"{"runtime":"python3.11","handler":"app.handler"}"#).unwrap();
+        assert_eq!(old.instance_concurrency, 1);
+        assert!(serde_json::to_value(&old).unwrap()["instance_concurrency"].is_null());
+        let mut c = cfg();
+        for ok in [1, 16, 1600] {
+            c.instance_concurrency = ok;
+            c.validate().unwrap();
+        }
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["instance_concurrency"], 1600);
+        assert_eq!(serde_json::from_value::<FunctionConfig>(v).unwrap(), c);
+        for bad in [0, 1601] {
+            c.instance_concurrency = bad;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("instance_concurrency must be 1 to 1600"), "{e}");
+        }
+        let mut w = FunctionConfig::new(Runtime::parse("wasi-http").unwrap(), "app.wasm");
+        w.instance_concurrency = 2;
+        assert!(w
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("process runtimes"));
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub enum CoreError {
     InvalidTimeout(u32),
     #[error("concurrency {0} is out of range: use 1-1000")]
     InvalidConcurrency(u32),
+    /// An `instance_concurrency` out of range or for a runtime it does not apply to.
+    #[error("{0}")]
+    InvalidInstanceConcurrency(String),
     #[error("invalid environment variable {0:?}: {1}")]
     InvalidEnv(String, String),
     #[error("TracingConfig.Mode {0:?} is not a tracing mode: use Active or PassThrough")]

@@ -8,7 +8,8 @@
 //! memory = 128              # MB, 128-10240
 //! timeout = 3               # seconds, 1-900
 //! ephemeral_storage_mb = 512 # MB of private /tmp, 512-10240
-//! concurrency = 10          # max concurrent instances
+//! concurrency = 10          # max concurrent invocations
+//! instance_concurrency = 1  # invocations one instance runs at once (default 1)
 //! url = true                # function URL at /fn/hello/
 //! routes = ["GET /hello/{name}"]
 //! env = { GREETING = "hi", DB_PASSWORD = { secret = "db-pass" } }
@@ -257,6 +258,8 @@ struct RawFunction {
     timeout: Option<u32>,
     ephemeral_storage_mb: Option<u32>,
     concurrency: Option<u32>,
+    /// Invocations one instance runs at once (`AWS_LAMBDA_MAX_CONCURRENCY`), default 1.
+    instance_concurrency: Option<u32>,
     description: Option<String>,
     #[serde(default)]
     url: RawUrl,
@@ -711,6 +714,7 @@ pub fn parse_project(text: &str) -> Result<Project, CoreError> {
             .ephemeral_storage_mb
             .unwrap_or(Limits::EPHEMERAL_DEFAULT_MB);
         config.concurrency = f.concurrency.unwrap_or(Limits::CONCURRENCY_DEFAULT);
+        config.instance_concurrency = f.instance_concurrency.unwrap_or(1);
         config.description = f.description.unwrap_or_default();
         match f.url {
             RawUrl::Flag(b) => config.url = b,

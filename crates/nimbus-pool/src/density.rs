@@ -354,6 +354,10 @@ impl<I: Instance> Instance for Tracked<I> {
         self.inst.was_stem_cell()
     }
 
+    fn started_anew(&self) -> bool {
+        self.inst.started_anew()
+    }
+
     fn memory_probe(&self) -> Option<MemoryProbe> {
         self.member.probe.clone()
     }

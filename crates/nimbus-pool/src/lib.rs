@@ -522,6 +522,9 @@ impl<E: Executor> PoolManager<E> {
                 }
             };
             drop(held_slot);
+            // A new slot of a process already running (a function with
+            // `instance_concurrency` above 1) initialised nothing: not a cold start.
+            let cold = cold && instance.started_anew();
             if !cold {
                 waited = started.elapsed();
             }
@@ -640,7 +643,10 @@ impl<E: Executor> PoolManager<E> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(StartError::Runtime(RuntimeError::ShuttingDown));
         }
-        let bytes = u64::from(spec.config.memory_mb) << 20;
+        // A process that runs several invocations at once has the function's memory for
+        // all of them: each slot is charged its share.
+        let bytes = (u64::from(spec.config.memory_mb) << 20)
+            / u64::from(spec.config.instance_concurrency.max(1));
         let charge = self.make_room(bytes).await.map_err(StartError::Memory)?;
         // Counted from before the start: the code store keeps the directory meanwhile.
         let code = self

@@ -152,6 +152,13 @@ impl Instance for HostInstance {
         }
     }
 
+    fn started_anew(&self) -> bool {
+        match self {
+            HostInstance::Process(p) => p.started_anew(),
+            HostInstance::Component(_) => true,
+        }
+    }
+
     fn memory_probe(&self) -> Option<MemoryProbe> {
         match self {
             HostInstance::Process(p) => p.memory_probe(),

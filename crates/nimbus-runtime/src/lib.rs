@@ -227,6 +227,12 @@ pub trait Instance: Send + 'static {
     }
     /// False once the instance has crashed, timed out or been killed.
     fn is_healthy(&self) -> bool;
+    /// False for a new slot of a process that was already running (a function with
+    /// `instance_concurrency` above 1): starting it initialised nothing, so its first
+    /// invocation is no cold start.
+    fn started_anew(&self) -> bool {
+        true
+    }
     /// True when the instance was a prewarmed stem cell specialised for its function.
     fn was_stem_cell(&self) -> bool {
         false

@@ -51,7 +51,17 @@ pub enum PlatformEvent<'a> {
     },
 }
 
-impl PlatformEvent<'_> {
+impl<'a> PlatformEvent<'a> {
+    /// The invocation the event is about, when it is about one.
+    pub(crate) fn request_id(&self) -> Option<&'a str> {
+        match self {
+            PlatformEvent::Start { request_id, .. }
+            | PlatformEvent::RuntimeDone { request_id, .. }
+            | PlatformEvent::Report { request_id, .. } => Some(request_id),
+            _ => None,
+        }
+    }
+
     /// The system log level Lambda files the event under (DEBUG, INFO or WARN).
     pub(crate) fn level(&self) -> LogLevel {
         match self {

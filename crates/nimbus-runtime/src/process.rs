@@ -19,6 +19,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -142,6 +143,11 @@ pub struct ProcessExecutor {
     /// The stem cell refill loop ([`Self::spawn_stem_cells`]), awaited at shutdown.
     stem_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     launches: Launches,
+    /// Processes of functions with `instance_concurrency` above 1 that take more slots.
+    shares: Arc<Shares>,
+    /// The host's cores: a version's first processes of several slots each start anew, one
+    /// per core, before slots share them.
+    cores: usize,
 }
 
 /// Instance starts in progress, and whether one may begin: closed at shutdown, before
@@ -339,6 +345,8 @@ impl ProcessExecutor {
             stems,
             stem_task: Mutex::new(None),
             launches: Launches::new(),
+            shares: Arc::new(Shares::default()),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
@@ -474,12 +482,12 @@ impl ProcessExecutor {
         });
         let (tx, rx) = oneshot::channel();
         let inst = self.launch(spec, &[], Some(rx)).await?;
-        let mut waiting = inst.state.stem_waiting.subscribe();
-        let mut exit_rx = inst.exit_rx.clone();
+        let mut waiting = inst.env.state.stem_waiting.subscribe();
+        let mut exit_rx = inst.env.exit_rx.clone();
         let closed = tokio::select! {
             _ = waiting.wait_for(|w| *w) => false,
             _ = self.stems.closing() => true,
-            status = ProcessInstance::wait_exit(&mut exit_rx) => {
+            status = Env::wait_exit(&mut exit_rx) => {
                 return Err(RuntimeError::Spawn(std::io::Error::other(format!("the stem cell exited: {status}"))));
             }
             _ = tokio::time::sleep(INIT_TIMEOUT) => {
@@ -510,8 +518,9 @@ impl ProcessExecutor {
             specialize,
         } = stem;
         let t0 = Instant::now();
+        let env = inst.env_mut();
         if let Some(sb) = &self.sandbox {
-            let pid = inst.pid.ok_or_else(|| {
+            let pid = env.pid.ok_or_else(|| {
                 RuntimeError::Spawn(std::io::Error::other("the stem cell has no pid"))
             })?;
             let root = sb.task_root(&spec.code_dir)?;
@@ -528,38 +537,40 @@ impl ProcessExecutor {
             .map_err(|e| RuntimeError::Spawn(std::io::Error::other(e.to_string())))??;
         }
         let mounted = t0.elapsed();
-        if let Some(cg) = &inst.cgroup {
+        if let Some(cg) = &env.cgroup {
             cg.resize(u64::from(spec.config.memory_mb) << 20)?;
         }
-        let lease = self.platform_lease(&spec, inst._netns.as_ref()).await?;
-        inst.host_services = host_services::forward(
+        let lease = self.platform_lease(&spec, env._netns.as_ref()).await?;
+        env.host_services = host_services::forward(
             spec.function.as_str(),
             &spec.config.host_services,
-            inst._netns.as_ref(),
+            env._netns.as_ref(),
         )
         .await?;
-        inst.logctx.specialize(
+        env.logctx.specialize(
             spec.function.as_str(),
             instance_mask(secret_env, lease.as_ref()),
             spec.config.logging.clone(),
         );
-        let mut env = self.environment(&spec, &inst.api, secret_env, &inst.id);
-        with_lease(&mut env, lease.as_ref());
-        inst.platform = lease;
-        let env: serde_json::Map<String, serde_json::Value> = env
+        env.state
+            .set_max_concurrency(spec.config.instance_concurrency as usize);
+        let mut vars = self.environment(&spec, &env.api, secret_env, &env.id);
+        with_lease(&mut vars, lease.as_ref());
+        env.platform = lease;
+        let vars: serde_json::Map<String, serde_json::Value> = vars
             .into_iter()
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect();
         let (task_root, _) = self.instance_dirs(&spec);
-        let body = serde_json::json!({ "env": env, "taskRoot": task_root });
+        let body = serde_json::json!({ "env": vars, "taskRoot": task_root });
         specialize
             .send(Bytes::from(body.to_string()))
             .map_err(|_| {
                 RuntimeError::Spawn(std::io::Error::other("the stem cell stopped waiting"))
             })?;
-        inst.spec = spec;
-        inst.started = Instant::now();
-        debug!(instance = %inst.id, function = %inst.spec.function, mount_us = mounted.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "stem cell specialised");
+        env.spec = spec;
+        env.started = Instant::now();
+        debug!(instance = %env.id, function = %env.spec.function, mount_us = mounted.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "stem cell specialised");
         Ok(inst)
     }
 
@@ -872,8 +883,18 @@ impl ProcessExecutor {
             // function environment arrives later): how a host process is traced to it.
             ("_NIMBUS_INSTANCE_ID", instance_id.into()),
         ];
-        env.retain(|(k, _)| !platform.iter().any(|(p, _)| p == k));
+        env.retain(|(k, _)| {
+            !platform.iter().any(|(p, _)| p == k) && k != "AWS_LAMBDA_MAX_CONCURRENCY"
+        });
         env.extend(platform.into_iter().map(|(k, v)| (k.to_string(), v)));
+        if spec.config.instance_concurrency > 1 {
+            // Lambda Managed Instances' variable: how many invocations the runtime may
+            // hold at once (one `next` loop each).
+            env.push((
+                "AWS_LAMBDA_MAX_CONCURRENCY".into(),
+                spec.config.instance_concurrency.to_string(),
+            ));
+        }
         if let Some(level) = spec.config.logging.application_level() {
             // Lambda's runtimes filter their own lines by it (JSON format only).
             env.retain(|(k, _)| k != "AWS_LAMBDA_LOG_LEVEL");
@@ -901,6 +922,50 @@ impl Executor for ProcessExecutor {
         if self.launches.is_closed() {
             return Err(RuntimeError::ShuttingDown);
         }
+        if spec.config.instance_concurrency <= 1 {
+            return self.start_process(spec).await;
+        }
+        loop {
+            match self.shares.claim(&spec, self.cores) {
+                Claim::Slot(slot) => return Ok(slot),
+                Claim::Launch => {
+                    let started = self.start_process(spec.clone()).await;
+                    return match started {
+                        Ok(mut inst) => {
+                            self.shares.launched(&spec, Some(&mut inst));
+                            Ok(inst)
+                        }
+                        Err(e) => {
+                            self.shares.launched(&spec, None);
+                            Err(e)
+                        }
+                    };
+                }
+                // Subscribed under the lock: a start that ended since is seen at once.
+                Claim::Wait(mut launched) => {
+                    let _ = launched.changed().await;
+                }
+            }
+        }
+    }
+
+    async fn start_ahead(&self, spec: Arc<InstanceSpec>) -> Result<ProcessInstance, RuntimeError> {
+        let secret_env = self.resolve_secrets(&spec)?;
+        let mut inst = self.launch(spec.clone(), &secret_env, None).await?;
+        if spec.config.instance_concurrency > 1 {
+            self.shares.offer(&spec, &mut inst);
+        }
+        Ok(inst)
+    }
+}
+
+impl ProcessExecutor {
+    /// Starts a process for `spec`: a stem cell specialised for it when one is ready, else
+    /// a new runtime.
+    async fn start_process(
+        &self,
+        spec: Arc<InstanceSpec>,
+    ) -> Result<ProcessInstance, RuntimeError> {
         let secret_env = self.resolve_secrets(&spec)?;
         if let Some(key) = self.stem_key(&spec) {
             let (stem, dead) = self.stems.take(key, Instant::now());
@@ -929,11 +994,6 @@ impl Executor for ProcessExecutor {
                 }
             }
         }
-        self.launch(spec, &secret_env, None).await
-    }
-
-    async fn start_ahead(&self, spec: Arc<InstanceSpec>) -> Result<ProcessInstance, RuntimeError> {
-        let secret_env = self.resolve_secrets(&spec)?;
         self.launch(spec, &secret_env, None).await
     }
 }
@@ -1180,7 +1240,10 @@ impl ProcessExecutor {
                 })));
         });
 
-        Ok(ProcessInstance {
+        if !is_stem && spec.config.instance_concurrency > 1 {
+            state.set_max_concurrency(spec.config.instance_concurrency as usize);
+        }
+        Ok(ProcessInstance::new(Env {
             id,
             pid,
             api,
@@ -1193,15 +1256,17 @@ impl ProcessExecutor {
             uid,
             logctx,
             started,
-            initialized: false,
-            healthy: true,
+            init_claimed: AtomicBool::new(false),
+            healthy: AtomicBool::new(true),
+            killed_for: Mutex::new(None),
+            slots_made: AtomicUsize::new(0),
+            slots: AtomicUsize::new(0),
             _netns: ns,
-            egress,
+            egress: Mutex::new(egress),
             probe: std::sync::OnceLock::new(),
-            from_stem: false,
             platform: lease,
             host_services,
-        })
+        }))
     }
 }
 
@@ -1241,8 +1306,25 @@ async fn pump<R: AsyncRead + Unpin>(r: R, stream: LogStreamKind, ctx: Arc<LogCtx
 
 use tokio::io::AsyncReadExt;
 
-/// A running child process instance.
+/// An instance of a process function: a slot of a running process. Usually the process's
+/// only one; with the function's `instance_concurrency` above 1, each slot is one of the
+/// invocations the process runs at once, and the pool sees each slot as an instance.
 pub struct ProcessInstance {
+    env: Arc<Env>,
+    /// The process's own id for its first slot, `ID+N` for the others.
+    id: String,
+    /// Specialised from a stem cell ([`Instance::was_stem_cell`]).
+    from_stem: bool,
+    /// Where the process is offered to further slots (functions with `instance_concurrency`
+    /// above 1); `None` for a process of one slot.
+    shares: Option<Arc<Shares>>,
+    /// Whether this slot has left its process ([`ProcessInstance::detach`]).
+    detached: bool,
+}
+
+/// A running child process: the execution environment of one instance, or of several
+/// slots ([`ProcessInstance`]) that run invocations at once.
+struct Env {
     id: String,
     pid: Option<u32>,
     /// `AWS_LAMBDA_RUNTIME_API` as the instance sees it.
@@ -1257,23 +1339,158 @@ pub struct ProcessInstance {
     uid: Option<UidLease>,
     logctx: Arc<LogCtx>,
     started: Instant,
-    initialized: bool,
-    healthy: bool,
+    /// Taken by the invocation (or the provisioned start, [`Instance::ready`]) that reports
+    /// the initialisation.
+    init_claimed: AtomicBool,
+    healthy: AtomicBool,
+    /// Why the process was killed under invocations of other slots (one timed out).
+    killed_for: Mutex<Option<String>>,
+    /// Slots handed out so far (names the next one).
+    slots_made: AtomicUsize,
+    /// Slots using the process now (changed under the [`Shares`] lock).
+    slots: AtomicUsize,
     /// The instance's network namespace (kept open until the instance is gone).
     _netns: Option<NetNs>,
     /// Egress for `network = "outbound"`; killed with the instance.
-    egress: Option<Egress>,
+    egress: Mutex<Option<Egress>>,
     /// Made at first use and kept: it holds the peak-memory file open, read by the REPORT
     /// line of every invocation.
     probe: std::sync::OnceLock<crate::MemoryProbe>,
-    /// Specialised from a stem cell ([`Instance::was_stem_cell`]).
-    from_stem: bool,
     /// The role credentials and private endpoints: revoked and closed when the instance
     /// is dropped, whatever stopped it. Declared after the process fields so they outlive
     /// nothing of it.
     platform: Option<PlatformLease>,
     /// The host services forwarded into the instance's namespace (`host_services`).
     host_services: Option<HostForwards>,
+}
+
+/// The processes of functions with `instance_concurrency` above 1, by the spec they run,
+/// and the starts of such processes in progress.
+#[derive(Default)]
+pub(crate) struct Shares {
+    groups: Mutex<Vec<Group>>,
+}
+
+/// The processes of one spec.
+struct Group {
+    spec: Arc<InstanceSpec>,
+    envs: Vec<Arc<Env>>,
+    /// Processes of this spec starting now.
+    launching: usize,
+    /// Counts the starts that ended (a slot may then be free): waiters subscribe under the
+    /// lock, so none misses one.
+    launched: watch::Sender<u64>,
+}
+
+impl Group {
+    fn runs(&self, spec: &InstanceSpec) -> bool {
+        let s = &self.spec;
+        s.function == spec.function
+            && s.version == spec.version
+            && s.code_dir == spec.code_dir
+            && s.opt_dir == spec.opt_dir
+            && s.config == spec.config
+    }
+}
+
+/// What [`Shares::claim`] decided.
+enum Claim {
+    /// A slot of a running process.
+    Slot(ProcessInstance),
+    /// Start a process (counted as launching until [`Shares::launched`]).
+    Launch,
+    /// Wait for a start in progress, then ask again.
+    Wait(watch::Receiver<u64>),
+}
+
+impl Shares {
+    /// A slot for `spec`: of a running process with room for one once the version has a
+    /// process per core (until then a new process spreads the load over the cores), else a
+    /// new process — unless one is starting, whose slots the caller waits for (a burst of
+    /// requests would otherwise start a process each).
+    fn claim(self: &Arc<Self>, spec: &Arc<InstanceSpec>, cores: usize) -> Claim {
+        let max = spec.config.instance_concurrency as usize;
+        let mut groups = self.groups.lock().unwrap();
+        let g = Self::group(&mut groups, spec);
+        g.envs.retain(|e| e.slots.load(Ordering::SeqCst) > 0);
+        if g.envs.len() + g.launching < cores {
+            g.launching += 1;
+            return Claim::Launch;
+        }
+        let free = g
+            .envs
+            .iter()
+            .filter(|e| e.is_healthy() && e.slots.load(Ordering::SeqCst) < max)
+            .min_by_key(|e| e.slots.load(Ordering::SeqCst));
+        if let Some(env) = free {
+            let env = env.clone();
+            env.slots.fetch_add(1, Ordering::SeqCst);
+            let n = env.slots_made.fetch_add(1, Ordering::SeqCst);
+            return Claim::Slot(ProcessInstance {
+                id: format!("{}+{n}", env.id),
+                env,
+                from_stem: false,
+                shares: Some(self.clone()),
+                detached: false,
+            });
+        }
+        if g.launching > 0 {
+            return Claim::Wait(g.launched.subscribe());
+        }
+        g.launching += 1;
+        Claim::Launch
+    }
+
+    /// `spec`'s group in `groups` (made when missing; groups with neither a process nor a
+    /// start are dropped).
+    fn group<'a>(groups: &'a mut Vec<Group>, spec: &Arc<InstanceSpec>) -> &'a mut Group {
+        groups.retain(|g| !g.envs.is_empty() || g.launching > 0);
+        let i = match groups.iter().position(|g| g.runs(spec)) {
+            Some(i) => i,
+            None => {
+                groups.push(Group {
+                    spec: spec.clone(),
+                    envs: Vec::new(),
+                    launching: 0,
+                    launched: watch::Sender::new(0),
+                });
+                groups.len() - 1
+            }
+        };
+        &mut groups[i]
+    }
+
+    /// A start [`Shares::claim`] asked for has ended: its process (if it started) takes
+    /// further slots.
+    fn launched(self: &Arc<Self>, spec: &Arc<InstanceSpec>, inst: Option<&mut ProcessInstance>) {
+        let mut groups = self.groups.lock().unwrap();
+        let g = Self::group(&mut groups, spec);
+        g.launching = g.launching.saturating_sub(1);
+        if let Some(inst) = inst {
+            inst.shares = Some(self.clone());
+            g.envs.push(inst.env.clone());
+        }
+        g.launched.send_modify(|n| *n += 1);
+    }
+
+    /// Offers a process started outside [`Shares::claim`] (provisioned) to further slots.
+    fn offer(self: &Arc<Self>, spec: &Arc<InstanceSpec>, inst: &mut ProcessInstance) {
+        let mut groups = self.groups.lock().unwrap();
+        inst.shares = Some(self.clone());
+        Self::group(&mut groups, spec).envs.push(inst.env.clone());
+    }
+
+    /// A slot leaves `env`; true when it was the last (the process is to stop).
+    fn leave(&self, env: &Arc<Env>) -> bool {
+        let mut groups = self.groups.lock().unwrap();
+        let last = env.slots.fetch_sub(1, Ordering::SeqCst) == 1;
+        if last {
+            for g in groups.iter_mut() {
+                g.envs.retain(|e| !Arc::ptr_eq(e, env));
+            }
+        }
+        last
+    }
 }
 
 enum Phase {
@@ -1283,11 +1500,29 @@ enum Phase {
 }
 
 impl ProcessInstance {
+    /// The only slot of a process just started.
+    fn new(env: Env) -> Self {
+        env.slots.store(1, Ordering::SeqCst);
+        env.slots_made.store(1, Ordering::SeqCst);
+        ProcessInstance {
+            id: env.id.clone(),
+            env: Arc::new(env),
+            from_stem: false,
+            shares: None,
+            detached: false,
+        }
+    }
+
+    /// The process, while this is its only slot (a stem cell being specialised).
+    fn env_mut(&mut self) -> &mut Env {
+        Arc::get_mut(&mut self.env).expect("a process of one slot")
+    }
+
     /// Resolves once the runtime has answered its first invocation, or has exited: when a
     /// specialised stem cell's replacement may start without slowing its cold start down.
     fn first_answer(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut answered = self.state.answered.subscribe();
-        let mut exit = self.exit_rx.clone();
+        let mut answered = self.env.state.answered.subscribe();
+        let mut exit = self.env.exit_rx.clone();
         async move {
             tokio::select! {
                 _ = answered.wait_for(|a| *a) => {}
@@ -1296,6 +1531,19 @@ impl ProcessInstance {
         }
     }
 
+    /// Leaves the process; true when this was its last slot (the process is to stop).
+    fn detach(&mut self) -> bool {
+        if std::mem::replace(&mut self.detached, true) {
+            return false;
+        }
+        match &self.shares {
+            Some(shares) => shares.leave(&self.env),
+            None => true,
+        }
+    }
+}
+
+impl Env {
     /// Whether the instance's role credentials (if any) outlive another invocation: valid
     /// for the function's timeout plus [`CREDENTIALS_MARGIN`]. Otherwise the pool stops
     /// the instance instead of reusing it, and the next one gets fresh credentials (as
@@ -1306,6 +1554,12 @@ impl ProcessInstance {
                 Duration::from_secs(u64::from(self.spec.config.timeout_s)) + CREDENTIALS_MARGIN,
             )
         })
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+            && self.exit_rx.borrow().is_none()
+            && self.credentials_fresh()
     }
 
     /// `platform.initStart` (JSON format only), stamped with the instance's start.
@@ -1321,9 +1575,9 @@ impl ProcessInstance {
         );
     }
 
-    fn kill(&mut self) {
-        self.healthy = false;
-        if let Some(e) = &mut self.egress {
+    fn kill(&self) {
+        self.healthy.store(false, Ordering::SeqCst);
+        if let Some(e) = self.egress.lock().unwrap().as_mut() {
             e.kill();
         }
         if let Some(pid) = self.pid {
@@ -1348,6 +1602,12 @@ impl ProcessInstance {
     fn exit_outcome(&self, request_id: &str, status: ExitStatus) -> Outcome {
         if let Some(init) = self.state.init_error.lock().unwrap().clone() {
             return init;
+        }
+        if let Some(why) = self.killed_for.lock().unwrap().clone() {
+            return Outcome::platform_error(
+                "Runtime.ExitError",
+                format!("RequestId: {request_id} Error: the instance was stopped: {why}"),
+            );
         }
         use std::os::unix::process::ExitStatusExt;
         let how = match (status.code(), status.signal()) {
@@ -1379,13 +1639,22 @@ impl ProcessInstance {
         )
     }
 
+    fn memory_probe(&self) -> crate::MemoryProbe {
+        self.probe
+            .get_or_init(|| {
+                let cgroup = self.cgroup.as_ref().map(|c| c.probe_dir());
+                crate::MemoryProbe::new(cgroup, self.pid)
+            })
+            .clone()
+    }
+
     /// `Max Memory Used`: the cgroup's peak, else the main process's `VmHWM`.
     fn max_memory_mb(&self) -> u64 {
-        let peak = self.memory_probe().and_then(|p| p.peak_bytes());
+        let peak = self.memory_probe().peak_bytes();
         peak.map(|b| b.div_ceil(1 << 20)).unwrap_or(0)
     }
 
-    async fn run(&mut self, inv: &Invocation, t0: Instant) -> (Phase, Option<Instant>) {
+    async fn run(&self, inv: &Invocation, t0: Instant) -> (Phase, Option<Instant>) {
         let timeout = Duration::from_secs(u64::from(self.spec.config.timeout_s));
         let (picked_tx, picked_rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -1401,30 +1670,37 @@ impl ProcessInstance {
                 None,
             );
         };
-        if tx.try_send(pending).is_err() {
-            self.healthy = false;
-            return (
-                Phase::Done(Outcome::platform_error(
-                    "Runtime.Unknown",
-                    "instance is not accepting work",
-                )),
-                None,
-            );
-        }
         let mut exit_rx = self.exit_rx.clone();
-        // Phase 1: the runtime takes the event (bounded by the init timeout on a cold start).
-        let pickup_bound = if self.initialized {
+        // Phase 1: the runtime takes the event (bounded by the init timeout until it has
+        // asked for its first one). Slots of one process hand over one at a time: each
+        // waits its turn for the channel, within the same bound.
+        let pickup_bound = if self.state.first_next.lock().unwrap().is_some() {
             timeout
         } else {
             INIT_TIMEOUT + timeout
         };
+        let pickup_deadline = t0 + pickup_bound;
+        tokio::select! {
+            sent = tx.send(pending) => if sent.is_err() {
+                self.healthy.store(false, Ordering::SeqCst);
+                return (
+                    Phase::Done(Outcome::platform_error(
+                        "Runtime.Unknown",
+                        "instance is not accepting work",
+                    )),
+                    None,
+                );
+            },
+            status = Self::wait_exit(&mut exit_rx) => return (Phase::Exited(status), None),
+            _ = tokio::time::sleep_until(pickup_deadline.into()) => return (Phase::TimedOut, None),
+        }
         let picked_at = tokio::select! {
             p = picked_rx => match p {
                 Ok(at) => at,
                 Err(_) => return (Phase::Exited(Self::wait_exit(&mut exit_rx).await), None),
             },
             status = Self::wait_exit(&mut exit_rx) => return (Phase::Exited(status), None),
-            _ = tokio::time::sleep_until((t0 + pickup_bound).into()) => return (Phase::TimedOut, None),
+            _ = tokio::time::sleep_until(pickup_deadline.into()) => return (Phase::TimedOut, None),
         };
         // Phase 2: the answer, within the function's timeout.
         let phase = tokio::select! {
@@ -1436,24 +1712,6 @@ impl ProcessInstance {
             _ = tokio::time::sleep_until((picked_at + timeout).into()) => Phase::TimedOut,
         };
         (phase, Some(picked_at))
-    }
-}
-
-impl Instance for ProcessInstance {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.pid
-    }
-
-    fn is_healthy(&self) -> bool {
-        self.healthy && self.exit_rx.borrow().is_none() && self.credentials_fresh()
-    }
-
-    fn was_stem_cell(&self) -> bool {
-        self.from_stem
     }
 
     fn initialised(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
@@ -1469,16 +1727,8 @@ impl Instance for ProcessInstance {
         }
     }
 
-    fn memory_probe(&self) -> Option<crate::MemoryProbe> {
-        let probe = self.probe.get_or_init(|| {
-            let cgroup = self.cgroup.as_ref().map(|c| c.probe_dir());
-            crate::MemoryProbe::new(cgroup, self.pid)
-        });
-        Some(probe.clone())
-    }
-
-    async fn ready(&mut self) -> Result<(), String> {
-        if self.initialized {
+    async fn ready(&self) -> Result<(), String> {
+        if self.init_claimed.load(Ordering::SeqCst) {
             return Ok(());
         }
         let mut ready_rx = self.state.ready.subscribe();
@@ -1487,12 +1737,12 @@ impl Instance for ProcessInstance {
         tokio::select! {
             r = ready_rx.wait_for(|r| *r) => {
                 if r.is_err() {
-                    self.healthy = false;
+                    self.healthy.store(false, Ordering::SeqCst);
                     return Err("the instance's Runtime API is gone".into());
                 }
             }
             status = Self::wait_exit(&mut exit_rx) => {
-                self.healthy = false;
+                self.healthy.store(false, Ordering::SeqCst);
                 let body = match self.exit_outcome("init", status) {
                     Outcome::Error { body, .. } => String::from_utf8_lossy(&body).into_owned(),
                     other => format!("{other:?}"),
@@ -1507,6 +1757,9 @@ impl Instance for ProcessInstance {
                 ));
             }
         }
+        if self.init_claimed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
         let init = self
             .state
             .first_next
@@ -1514,7 +1767,6 @@ impl Instance for ProcessInstance {
             .unwrap()
             .unwrap_or_else(Instant::now)
             .saturating_duration_since(self.started);
-        self.initialized = true;
         self.init_start_event(true);
         self.logctx.platform(PlatformEvent::InitReport {
             duration_ms: init.as_secs_f64() * 1000.0,
@@ -1522,12 +1774,12 @@ impl Instance for ProcessInstance {
         Ok(())
     }
 
-    async fn invoke(&mut self, inv: Invocation) -> InvokeResult {
+    async fn invoke(&self, inv: Invocation) -> InvokeResult {
         let rid = inv.request_id.clone();
-        // What the initialisation (or the time since the last invocation) dropped.
-        self.logctx.close_budget();
+        // The first invocation of the process reports its initialisation.
+        let first = !self.init_claimed.swap(true, Ordering::SeqCst);
         self.logctx.begin(&rid, inv.trace_id.as_deref());
-        if !self.initialized {
+        if first {
             self.init_start_event(false);
         }
         self.logctx.platform(PlatformEvent::Start {
@@ -1537,33 +1789,37 @@ impl Instance for ProcessInstance {
         });
         let t0 = Instant::now();
         let (phase, picked_at) = self.run(&inv, t0).await;
-        let init_duration = if self.initialized {
-            None
-        } else {
-            self.initialized = true;
-            let first = *self.state.first_next.lock().unwrap();
-            Some(
-                first
-                    .unwrap_or_else(Instant::now)
-                    .saturating_duration_since(self.started),
-            )
-        };
+        let init_duration = first.then(|| {
+            let first_next = *self.state.first_next.lock().unwrap();
+            first_next
+                .unwrap_or_else(Instant::now)
+                .saturating_duration_since(self.started)
+        });
         let end = Instant::now();
         let mut init_failed = false;
         let mut timed_out = false;
         let outcome = match phase {
             Phase::Done(o) => o,
             Phase::Exited(status) => {
-                self.healthy = false;
+                self.healthy.store(false, Ordering::SeqCst);
                 // It posted `/init/error`, or exited before asking for its first event.
                 init_failed = self.state.init_error.lock().unwrap().is_some()
                     || self.state.first_next.lock().unwrap().is_none();
                 self.exit_outcome(&rid, status)
             }
             Phase::TimedOut => {
+                if self.slots.load(Ordering::SeqCst) > 1 {
+                    // The other slots' invocations end with the process: say why.
+                    self.killed_for.lock().unwrap().get_or_insert_with(|| {
+                        format!(
+                            "invocation {rid} timed out after {} seconds, and the process runs several invocations at once (instance_concurrency)",
+                            self.spec.config.timeout_s
+                        )
+                    });
+                }
                 self.kill();
                 timed_out = true;
-                if picked_at.is_none() && !self.state.first_next.lock().unwrap().is_some() {
+                if picked_at.is_none() && self.state.first_next.lock().unwrap().is_none() {
                     init_failed = true;
                     Outcome::platform_error(
                         "Runtime.InitTimeout",
@@ -1588,7 +1844,7 @@ impl Instance for ProcessInstance {
             tokio::task::yield_now().await;
         }
         let duration = end.saturating_duration_since(picked_at.unwrap_or(t0));
-        self.logctx.end_invocation(InvocationEnd {
+        let log_tail = self.logctx.end_invocation(InvocationEnd {
             request_id: &rid,
             outcome: &outcome,
             timed_out,
@@ -1601,13 +1857,12 @@ impl Instance for ProcessInstance {
         });
         // An instance left near its process limit (zombies, children left running) is not
         // reused: the next invocation could not start a thread.
-        if self.healthy {
+        if self.healthy.load(Ordering::SeqCst) {
             if let Some(why) = self.cgroup.as_ref().and_then(Cgroup::recycle_reason) {
                 info!(instance = %self.id, function = %self.spec.function, "recycling instance: {why}");
-                self.healthy = false;
+                self.healthy.store(false, Ordering::SeqCst);
             }
         }
-        let log_tail = self.logctx.tail();
         InvokeResult {
             outcome,
             duration,
@@ -1633,7 +1888,66 @@ impl Instance for ProcessInstance {
     }
 }
 
+impl Instance for ProcessInstance {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.env.pid
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.env.is_healthy()
+    }
+
+    fn was_stem_cell(&self) -> bool {
+        self.from_stem
+    }
+
+    fn started_anew(&self) -> bool {
+        self.id == self.env.id
+    }
+
+    fn initialised(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.env.initialised()
+    }
+
+    fn memory_probe(&self) -> Option<crate::MemoryProbe> {
+        // A process of several slots is measured once, by its first slot.
+        (self.id == self.env.id).then(|| self.env.memory_probe())
+    }
+
+    async fn ready(&mut self) -> Result<(), String> {
+        self.env.ready().await
+    }
+
+    async fn invoke(&mut self, inv: Invocation) -> InvokeResult {
+        self.env.invoke(inv).await
+    }
+
+    async fn stop(mut self) {
+        if !self.detach() {
+            return;
+        }
+        let env = self.env.clone();
+        drop(self);
+        match Arc::try_unwrap(env) {
+            Ok(env) => env.stop().await,
+            // Still referenced (nothing else keeps it): stopped when the last one goes.
+            Err(env) => env.kill(),
+        }
+    }
+}
+
 impl Drop for ProcessInstance {
+    fn drop(&mut self) {
+        // Dropped without stop(): the process goes with its last slot ([`Env`]'s drop).
+        self.detach();
+    }
+}
+
+impl Drop for Env {
     fn drop(&mut self) {
         if self.cgroup.is_some() || self.stop_tx.is_some() {
             // Dropped without stop(): make sure nothing is left running.

@@ -30,6 +30,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine;
 use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -60,7 +62,6 @@ pub(crate) struct Pending {
 }
 
 struct Current {
-    request_id: String,
     reply: oneshot::Sender<Outcome>,
     /// Where a streamed response goes as it arrives (the caller reads a stream).
     sink: Option<ResponseSink>,
@@ -69,7 +70,11 @@ struct Current {
 /// State shared between an instance and its Runtime API listener.
 pub(crate) struct RapiState {
     pub next_rx: tokio::sync::Mutex<mpsc::Receiver<Pending>>,
-    current: Mutex<Option<Current>>,
+    /// The invocations the runtime has taken and not answered, by request id.
+    current: Mutex<HashMap<String, Current>>,
+    /// How many it may hold at once: the function's `instance_concurrency`
+    /// (`AWS_LAMBDA_MAX_CONCURRENCY`); set when a stem cell is specialised.
+    max: AtomicUsize,
     /// The error the runtime posted to `/init/error`, if any.
     pub init_error: Mutex<Option<Outcome>>,
     /// When the runtime first asked for work (end of init).
@@ -89,7 +94,8 @@ impl RapiState {
     pub fn new(next_rx: mpsc::Receiver<Pending>) -> Self {
         Self {
             next_rx: tokio::sync::Mutex::new(next_rx),
-            current: Mutex::new(None),
+            current: Mutex::new(HashMap::new()),
+            max: AtomicUsize::new(1),
             init_error: Mutex::new(None),
             first_next: Mutex::new(None),
             answered: tokio::sync::watch::Sender::new(false),
@@ -104,6 +110,11 @@ impl RapiState {
         let st = Self::new(next_rx);
         *st.stem.lock().unwrap() = Some(specialize);
         st
+    }
+
+    /// Lets the runtime hold up to `n` invocations at once (at least one).
+    pub fn set_max_concurrency(&self, n: usize) {
+        self.max.store(n.max(1), Ordering::SeqCst);
     }
 }
 
@@ -231,9 +242,14 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
         .unwrap()
         .get_or_insert_with(Instant::now);
     st.ready.send_if_modified(|r| !std::mem::replace(r, true));
-    if st.current.lock().unwrap().is_some() {
-        // The runtime asks for more work without answering the invocation it holds.
-        return state_transition("the invocation in progress has not been answered");
+    let max = st.max.load(Ordering::SeqCst);
+    if st.current.lock().unwrap().len() >= max {
+        // The runtime asks for more work without answering the invocations it holds.
+        return state_transition(&if max == 1 {
+            "the invocation in progress has not been answered".to_string()
+        } else {
+            format!("{max} invocations are in progress, the most this instance runs at once (AWS_LAMBDA_MAX_CONCURRENCY)")
+        });
     }
     let pending = {
         let mut rx = st.next_rx.lock().await;
@@ -251,11 +267,13 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
     } = pending;
     let now = Instant::now();
     let deadline_ms = crate::logs::now_ms() + timeout.as_millis() as i64;
-    *st.current.lock().unwrap() = Some(Current {
-        request_id: inv.request_id.clone(),
-        reply,
-        sink: inv.stream,
-    });
+    st.current.lock().unwrap().insert(
+        inv.request_id.clone(),
+        Current {
+            reply,
+            sink: inv.stream,
+        },
+    );
     let _ = picked.send(now);
 
     // As the emulator renders them (`renderInvokeHeaders`): empty values are left out.
@@ -298,7 +316,7 @@ pub const TRACESTATE_HEADER: &str = "nimbus-runtime-tracestate";
 
 /// Why a post about an invocation was refused.
 enum Refusal {
-    /// The id is not the invocation in progress.
+    /// The id is not an invocation in progress.
     InvalidRequestId,
     /// No invocation is in progress.
     NoInvocation,
@@ -317,16 +335,16 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Takes the current invocation if `id` names it.
+/// Takes the invocation in progress `id` names.
 fn take_current(st: &RapiState, id: &str) -> Result<Current, Refusal> {
     let mut cur = st.current.lock().unwrap();
-    match cur.as_ref() {
-        Some(c) if c.request_id == id => {
+    match cur.remove(id) {
+        Some(c) => {
             st.answered.send_replace(true);
-            Ok(cur.take().unwrap())
+            Ok(c)
         }
-        Some(_) => Err(Refusal::InvalidRequestId),
-        None => Err(Refusal::NoInvocation),
+        None if cur.is_empty() => Err(Refusal::NoInvocation),
+        None => Err(Refusal::InvalidRequestId),
     }
 }
 
@@ -861,8 +879,8 @@ async fn init_error(State(st): State<Arc<RapiState>>, headers: HeaderMap, body: 
     };
     let error_type = error_type(&headers, &body, "Runtime.Unknown");
     let outcome = Outcome::Error { error_type, body };
-    // If an invocation is already in progress, it fails with the init error at once.
-    if let Some(cur) = st.current.lock().unwrap().take() {
+    // Invocations already in progress fail with the init error at once.
+    for (_, cur) in st.current.lock().unwrap().drain() {
         let _ = cur.reply.send(outcome.clone());
     }
     *st.init_error.lock().unwrap() = Some(outcome);
@@ -1096,6 +1114,54 @@ mod tests {
 
     fn status_of(answer: &str) -> u16 {
         answer[9..12].parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn several_invocations_at_once_up_to_the_instance_concurrency() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = mpsc::channel(1);
+        let (_stop, stop_rx) = oneshot::channel();
+        let state = Arc::new(RapiState::new(rx));
+        state.set_max_concurrency(2);
+        tokio::spawn(serve(listener, state, stop_rx));
+        let next = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let a = invocation(&tx, "rid-a");
+        assert_eq!(status_of(&raw(&addr, next).await), 200);
+        let b = invocation(&tx, "rid-b");
+        assert_eq!(status_of(&raw(&addr, next).await), 200);
+        // A third `next` while two are held: refused, naming the limit.
+        let third = raw(&addr, next).await;
+        assert_eq!(status_of(&third), 403, "{third}");
+        assert!(third.contains("AWS_LAMBDA_MAX_CONCURRENCY"), "{third}");
+        // Answered in either order, each to its own caller.
+        let post = |id: &str, body: &str| {
+            format!(
+                "POST /2018-06-01/runtime/invocation/{id}/response HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        assert_eq!(
+            status_of(&raw(&addr, post("rid-b", "\"B\"").as_bytes()).await),
+            202
+        );
+        assert_eq!(
+            b.await.unwrap(),
+            Outcome::Success(Bytes::from_static(b"\"B\""))
+        );
+        // Not in progress (any more): refused.
+        let again = raw(&addr, post("rid-b", "1").as_bytes()).await;
+        assert_eq!(status_of(&again), 400, "{again}");
+        assert_eq!(
+            status_of(&raw(&addr, post("rid-a", "\"A\"").as_bytes()).await),
+            202
+        );
+        assert_eq!(
+            a.await.unwrap(),
+            Outcome::Success(Bytes::from_static(b"\"A\""))
+        );
+        let none = raw(&addr, post("rid-a", "1").as_bytes()).await;
+        assert_eq!(status_of(&none), 403, "{none}");
     }
 
     #[tokio::test]

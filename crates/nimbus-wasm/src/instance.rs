@@ -166,7 +166,7 @@ impl WasmInstance {
         };
         let duration = end.saturating_duration_since(t0);
         let init_duration = self.init.take();
-        self.log.end_invocation(InvocationEnd {
+        let log_tail = self.log.end_invocation(InvocationEnd {
             request_id: &rid,
             outcome: &outcome,
             timed_out,
@@ -181,7 +181,7 @@ impl WasmInstance {
             outcome,
             duration,
             init_duration,
-            log_tail: self.log.tail(),
+            log_tail,
             started: true,
             init_failed: false,
         }
