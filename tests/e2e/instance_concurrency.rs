@@ -235,3 +235,49 @@ fn instance_concurrency_is_validated() {
         assert!(body.to_string().contains(want), "{body}");
     }
 }
+
+#[test]
+fn the_lambda_api_takes_lambda_managed_instances_capacity_provider_config() {
+    use base64::Engine;
+    let s = Server::start(&[]);
+    let zip = base64::engine::general_purpose::STANDARD.encode(zip_files(&[("index.js", NODE)]));
+    let create = |name: &str, max: i64| {
+        let r = s
+            .http
+            .post(s.url("/2015-03-31/functions"))
+            .json(&json!({
+                "FunctionName": name,
+                "Runtime": "nodejs20.x",
+                "Role": "arn:aws:iam::000000000000:role/lambda",
+                "Handler": "index.handler",
+                "Code": { "ZipFile": zip },
+                "CapacityProviderConfig": { "LambdaManagedInstancesCapacityProviderConfig": {
+                    "CapacityProviderArn": "arn:aws:lambda:us-east-1:000000000000:capacity-provider:cp",
+                    "PerExecutionEnvironmentMaxConcurrency": max,
+                }},
+            }))
+            .send()
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    let (status, body) = create("lmi", 6);
+    assert_eq!(status, 201, "{body}");
+    let (_, cfg) = s.get_json("/2015-03-31/functions/lmi/configuration");
+    assert_eq!(
+        cfg["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"]
+            ["PerExecutionEnvironmentMaxConcurrency"],
+        6,
+        "{cfg}"
+    );
+    let r = s.invoke("lmi", r#"{"n":1}"#);
+    assert_eq!(r.ok()["max"], "6");
+    let (status, body) = create("lmi-bad", 1601);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["type"], "InvalidParameterValueException", "{body}");
+    // A function without it answers without the field.
+    let (_, f) = s.get_json("/2015-03-31/functions/lmi-bad/configuration");
+    assert!(f["CapacityProviderConfig"].is_null(), "{f}");
+}

@@ -34,6 +34,14 @@ WORKS = {
                       lambda c: c["LoggingConfig"]["LogFormat"] == "JSON"
                       and c["LoggingConfig"]["ApplicationLogLevel"] == "DEBUG"
                       and c["LoggingConfig"]["SystemLogLevel"] == "INFO"),
+    # Lambda Managed Instances: the concurrency per execution environment is kept (the
+    # capacity provider is not: Nimbus runs functions on its own hosts).
+    "CapacityProviderConfig": (
+        {"LambdaManagedInstancesCapacityProviderConfig": {
+            "CapacityProviderArn": "arn:aws:lambda:us-east-1:123456789012:capacity-provider:cp",
+            "PerExecutionEnvironmentMaxConcurrency": 4}},
+        lambda c: c["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"]
+        ["PerExecutionEnvironmentMaxConcurrency"] == 4),
 }
 # Create-only fields that work (checked by the create itself and GetFunction).
 WORKS_CREATE_ONLY = ["FunctionName", "Code", "Publish", "Tags"]

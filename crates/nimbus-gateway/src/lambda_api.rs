@@ -114,6 +114,15 @@ pub(crate) fn configuration(v: &FunctionVersion) -> Value {
     if !v.config.layers.is_empty() {
         out["Layers"] = crate::layers::config_layers(&v.config);
     }
+    if v.config.instance_concurrency > 1 {
+        // Lambda Managed Instances' shape; Nimbus keeps no capacity provider (it runs
+        // functions on its own hosts), only the concurrency per execution environment.
+        out["CapacityProviderConfig"] = json!({
+            "LambdaManagedInstancesCapacityProviderConfig": {
+                "PerExecutionEnvironmentMaxConcurrency": v.config.instance_concurrency,
+            }
+        });
+    }
     out
 }
 
@@ -243,6 +252,21 @@ impl LoggingConfigInput {
     }
 }
 
+/// Lambda Managed Instances' `CapacityProviderConfig`: its
+/// `PerExecutionEnvironmentMaxConcurrency` is the function's `instance_concurrency`; the
+/// capacity provider's ARN is accepted and not kept.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct CapacityProviderConfigInput {
+    lambda_managed_instances_capacity_provider_config: Option<ManagedInstancesInput>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct ManagedInstancesInput {
+    per_execution_environment_max_concurrency: Option<i64>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
 struct DeadLetterConfigInput {
@@ -269,6 +293,7 @@ struct ConfigInput {
     tracing_config: Option<TracingConfigInput>,
     dead_letter_config: Option<DeadLetterConfigInput>,
     logging_config: Option<LoggingConfigInput>,
+    capacity_provider_config: Option<CapacityProviderConfigInput>,
     layers: Option<Vec<String>>,
     revision_id: Option<String>,
 }
@@ -387,6 +412,19 @@ fn apply_config(cfg: &mut FunctionConfig, input: &ConfigInput) -> Result<(), Api
     }
     if let Some(l) = &input.logging_config {
         l.apply(&mut cfg.logging)?;
+    }
+    if let Some(n) = input
+        .capacity_provider_config
+        .as_ref()
+        .and_then(|c| c.lambda_managed_instances_capacity_provider_config.as_ref())
+        .and_then(|m| m.per_execution_environment_max_concurrency)
+    {
+        cfg.instance_concurrency = range(
+            "capacityProviderConfig.lambdaManagedInstancesCapacityProviderConfig.perExecutionEnvironmentMaxConcurrency",
+            n,
+            1,
+            Limits::INSTANCE_CONCURRENCY_MAX,
+        )?;
     }
     cfg.validate()?;
     Ok(())

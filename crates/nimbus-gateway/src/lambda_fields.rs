@@ -130,6 +130,7 @@ pub(crate) const FIELDS: &[Field] = &[
     field("DeadLetterConfig", true, true, Status::Works),
     field("Layers", true, true, Status::Works),
     field("LoggingConfig", true, true, Status::Works),
+    field("CapacityProviderConfig", true, true, Status::Works),
     refused(
         "PackageType",
         false,

@@ -271,6 +271,12 @@ impl LogCtx {
         self.platform_as(event, at_ms, owner);
     }
 
+    /// [`LogCtx::platform_at`] for an event that belongs to the invocation `request_id`
+    /// (its log and tail) though it does not name it (`platform.initStart`).
+    pub fn platform_in(&self, request_id: &str, event: PlatformEvent<'_>, at_ms: i64) {
+        self.platform_as(event, at_ms, Owner::Request(request_id));
+    }
+
     fn platform_as(&self, event: PlatformEvent<'_>, at_ms: i64, owner: Owner<'_>) {
         let (format, min) = {
             let l = self.logging.lock().unwrap();

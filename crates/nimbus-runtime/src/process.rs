@@ -1562,17 +1562,19 @@ impl Env {
             && self.credentials_fresh()
     }
 
-    /// `platform.initStart` (JSON format only), stamped with the instance's start.
-    fn init_start_event(&self, provisioned: bool) {
+    /// `platform.initStart` (JSON format only), stamped with the instance's start; in the
+    /// log of the invocation that reports the initialisation, when one does.
+    fn init_start_event(&self, provisioned: bool, invocation: Option<&str>) {
         let at = now_ms() - self.started.elapsed().as_millis() as i64;
-        self.logctx.platform_at(
-            PlatformEvent::InitStart {
-                function: self.spec.function.as_str(),
-                version: &self.spec.version,
-                provisioned,
-            },
-            at,
-        );
+        let event = PlatformEvent::InitStart {
+            function: self.spec.function.as_str(),
+            version: &self.spec.version,
+            provisioned,
+        };
+        match invocation {
+            Some(rid) => self.logctx.platform_in(rid, event, at),
+            None => self.logctx.platform_at(event, at),
+        }
     }
 
     fn kill(&self) {
@@ -1767,7 +1769,7 @@ impl Env {
             .unwrap()
             .unwrap_or_else(Instant::now)
             .saturating_duration_since(self.started);
-        self.init_start_event(true);
+        self.init_start_event(true, None);
         self.logctx.platform(PlatformEvent::InitReport {
             duration_ms: init.as_secs_f64() * 1000.0,
         });
@@ -1780,7 +1782,7 @@ impl Env {
         let first = !self.init_claimed.swap(true, Ordering::SeqCst);
         self.logctx.begin(&rid, inv.trace_id.as_deref());
         if first {
-            self.init_start_event(false);
+            self.init_start_event(false, Some(&rid));
         }
         self.logctx.platform(PlatformEvent::Start {
             request_id: &rid,
