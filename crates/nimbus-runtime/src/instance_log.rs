@@ -379,6 +379,16 @@ mod tests {
             .collect()
     }
 
+    /// Whose the first line containing `text` is.
+    fn owner(lines: &[(Option<String>, String)], text: &str) -> Option<String> {
+        lines
+            .iter()
+            .find(|(_, l)| l.contains(text))
+            .unwrap_or_else(|| panic!("{text}: {lines:?}"))
+            .0
+            .clone()
+    }
+
     fn end<'a>(request_id: &'a str, outcome: &'a Outcome) -> InvocationEnd<'a> {
         InvocationEnd {
             request_id,
@@ -403,14 +413,7 @@ mod tests {
         let tail = log.end_invocation(end("r1", &ok));
         log.output(LogStreamKind::Stdout, b"after the answer");
         let lines = drain(&mut rx);
-        let owner = |text: &str| {
-            lines
-                .iter()
-                .find(|(_, l)| l.starts_with(text))
-                .unwrap_or_else(|| panic!("{text}: {lines:?}"))
-                .0
-                .clone()
-        };
+        let owner = |text: &str| owner(&lines, text);
         assert_eq!(owner("during init"), None);
         assert_eq!(owner("plain print"), Some("r1".into()));
         assert_eq!(owner("REPORT RequestId: r1"), Some("r1".into()));
@@ -447,14 +450,7 @@ mod tests {
         let tail_b = log.end_invocation(end("bbbb-2", &ok));
         let tail_a = log.end_invocation(end("aaaa-1", &ok));
         let lines = drain(&mut rx);
-        let owner = |text: &str| {
-            lines
-                .iter()
-                .find(|(_, l)| l.contains(text))
-                .unwrap_or_else(|| panic!("{text}: {lines:?}"))
-                .0
-                .clone()
-        };
+        let owner = |text: &str| owner(&lines, text);
         assert_eq!(owner("for b"), Some("bbbb-2".into()));
         assert_eq!(owner("for a"), Some("aaaa-1".into()));
         // A line naming neither goes to the one that began last, kept in no tail.
