@@ -929,17 +929,18 @@ impl Executor for ProcessExecutor {
             match self.shares.claim(&spec, self.cores) {
                 Claim::Slot(slot) => return Ok(slot),
                 Claim::Launch => {
-                    let started = self.start_process(spec.clone()).await;
-                    return match started {
-                        Ok(mut inst) => {
-                            self.shares.launched(&spec, Some(&mut inst));
-                            Ok(inst)
-                        }
-                        Err(e) => {
-                            self.shares.launched(&spec, None);
-                            Err(e)
-                        }
+                    // Ended by `launched` however the start ends: failed, done, or dropped
+                    // with the request that asked (else the spec's waiters would wait for
+                    // a start that never ends).
+                    let mut claim = LaunchClaim {
+                        shares: &self.shares,
+                        spec: &spec,
+                        open: true,
                     };
+                    let mut inst = self.start_process(spec.clone()).await?;
+                    claim.open = false;
+                    self.shares.launched(&spec, Some(&mut inst));
+                    return Ok(inst);
                 }
                 // Subscribed under the lock: a start that ended since is seen at once.
                 Claim::Wait(mut launched) => {
@@ -1401,6 +1402,21 @@ enum Claim {
     Launch,
     /// Wait for a start in progress, then ask again.
     Wait(watch::Receiver<u64>),
+}
+
+/// A start [`Shares::claim`] asked for, until it ends ([`Shares::launched`]).
+struct LaunchClaim<'a> {
+    shares: &'a Arc<Shares>,
+    spec: &'a Arc<InstanceSpec>,
+    open: bool,
+}
+
+impl Drop for LaunchClaim<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.shares.launched(self.spec, None);
+        }
+    }
 }
 
 impl Shares {
