@@ -2082,6 +2082,52 @@ mod launch_tests {
             .unwrap();
         assert!(matches!(l.enter(), Err(RuntimeError::ShuttingDown)));
     }
+
+    fn shared_spec() -> Arc<InstanceSpec> {
+        let mut config = FunctionConfig::new(Runtime::parse("nodejs20.x").unwrap(), "a.h");
+        config.instance_concurrency = 4;
+        Arc::new(InstanceSpec {
+            function: FunctionName::parse("f").unwrap(),
+            version: "$LATEST".into(),
+            config,
+            code_dir: "/code".into(),
+            opt_dir: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_burst_waits_for_the_start_in_progress_and_a_dropped_start_wakes_it() {
+        let shares = Arc::new(Shares::default());
+        let spec = shared_spec();
+        // One core: the first request starts a process, the next ones wait for it.
+        assert!(matches!(shares.claim(&spec, 1), Claim::Launch));
+        let Claim::Wait(mut waiting) = shares.claim(&spec, 1) else {
+            panic!("a second request while the first process starts should wait");
+        };
+        // Another spec (a new deploy) does not wait for this one's start.
+        let mut other = (*spec).clone();
+        other.config.memory_mb = 256;
+        assert!(matches!(shares.claim(&Arc::new(other), 1), Claim::Launch));
+        // The request that was starting it goes away mid-start: its claim ends with it, the
+        // waiter wakes and may start one itself.
+        drop(LaunchClaim {
+            shares: &shares,
+            spec: &spec,
+            open: true,
+        });
+        tokio::time::timeout(Duration::from_secs(1), waiting.changed())
+            .await
+            .expect("the waiter is woken")
+            .unwrap();
+        assert!(matches!(shares.claim(&spec, 1), Claim::Launch));
+        // A claim closed by a finished start leaves the count alone.
+        drop(LaunchClaim {
+            shares: &shares,
+            spec: &spec,
+            open: false,
+        });
+        assert!(matches!(shares.claim(&spec, 1), Claim::Wait(_)));
+    }
 }
 
 #[cfg(test)]
