@@ -44,10 +44,15 @@ struct Attribution {
     idle: OutputBudget,
     /// The budget each invocation starts with.
     limit: u64,
+    /// Names the next invocation that begins ([`Active::serial`]).
+    next_serial: u64,
 }
 
 /// One invocation in progress.
 struct Active {
+    /// Which one it is while its index in [`Attribution::active`] moves (an invocation
+    /// before it ends).
+    serial: u64,
     request_id: String,
     /// Its X-Ray `Root`.
     trace_id: Option<String>,
@@ -73,13 +78,17 @@ impl Attribution {
     fn index_of(&self, request_id: &str) -> Option<usize> {
         self.active.iter().position(|a| a.request_id == request_id)
     }
+
+    fn index_of_serial(&self, serial: u64) -> Option<usize> {
+        self.active.iter().position(|a| a.serial == serial)
+    }
 }
 
 /// Whose line a line is, for [`LogCtx::emit`].
 #[derive(Clone, Copy)]
 enum Owner<'a> {
-    /// The invocation at this index of [`Attribution::active`].
-    Active(usize),
+    /// The invocation in progress with this [`Active::serial`].
+    Active(u64),
     /// This request id (a platform line about an invocation).
     Request(&'a str),
     /// Nobody in particular: the last invocation that began.
@@ -119,6 +128,7 @@ impl LogCtx {
                 last: None,
                 idle: OutputBudget::new(limit),
                 limit,
+                next_serial: 0,
             }),
             logging: Mutex::new(logging),
             sink,
@@ -149,8 +159,11 @@ impl LogCtx {
         let trace_id = trace_header.and_then(trace_root);
         let mut a = self.attribution();
         let limit = a.limit;
+        let serial = a.next_serial;
+        a.next_serial += 1;
         a.last = Some((request_id.to_string(), trace_id.clone()));
         a.active.push(Active {
+            serial,
             request_id: request_id.to_string(),
             trace_id,
             tail: VecDeque::new(),
@@ -245,15 +258,19 @@ impl LogCtx {
             if !budget.admit(raw.len()) {
                 return;
             }
-            owner.map_or(Owner::Idle, Owner::Active)
+            owner.map_or(Owner::Idle, |i| Owner::Active(a.active[i].serial))
         };
         let line = String::from_utf8_lossy(raw).into_owned();
         if !self.emit(stream, line, level, owner) {
             let mut a = self.attribution();
-            let budget = match owner {
-                // The invocation may have ended meanwhile: count it where it is now.
-                Owner::Active(i) if i < a.active.len() => &mut a.active[i].budget,
-                _ => &mut a.idle,
+            // The invocation may have ended meanwhile: then the idle budget counts it.
+            let index = match owner {
+                Owner::Active(serial) => a.index_of_serial(serial),
+                _ => None,
+            };
+            let budget = match index {
+                Some(i) => &mut a.active[i].budget,
+                None => &mut a.idle,
             };
             budget.dropped(raw.len());
         }
@@ -326,7 +343,7 @@ impl LogCtx {
         let (request_id, trace_id) = {
             let mut a = self.attribution();
             let index = match owner {
-                Owner::Active(i) => (i < a.active.len()).then_some(i),
+                Owner::Active(serial) => a.index_of_serial(serial),
                 Owner::Request(id) => a.index_of(id),
                 Owner::Idle => None,
             };
