@@ -1260,8 +1260,9 @@ impl ProcessExecutor {
             init_claimed: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
             killed_for: Mutex::new(None),
-            slots_made: AtomicUsize::new(0),
-            slots: AtomicUsize::new(0),
+            // Its first slot: the instance returned here.
+            slots_made: AtomicUsize::new(1),
+            slots: AtomicUsize::new(1),
             _netns: ns,
             egress: Mutex::new(egress),
             probe: std::sync::OnceLock::new(),
@@ -1518,8 +1519,6 @@ enum Phase {
 impl ProcessInstance {
     /// The only slot of a process just started.
     fn new(env: Env) -> Self {
-        env.slots.store(1, Ordering::SeqCst);
-        env.slots_made.store(1, Ordering::SeqCst);
         ProcessInstance {
             id: env.id.clone(),
             env: Arc::new(env),

@@ -952,13 +952,21 @@ mod tests {
         );
     }
 
-    /// A Runtime API on loopback with one invocation queued.
+    /// A Runtime API on loopback, one invocation at a time: its address, where to queue
+    /// invocations, and what stops it.
     async fn start() -> (String, mpsc::Sender<Pending>, oneshot::Sender<()>) {
+        start_with(1).await
+    }
+
+    /// [`start`] for a runtime that may hold `max` invocations at once.
+    async fn start_with(max: usize) -> (String, mpsc::Sender<Pending>, oneshot::Sender<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (tx, rx) = mpsc::channel(1);
         let (stop_tx, stop_rx) = oneshot::channel();
-        tokio::spawn(serve(listener, Arc::new(RapiState::new(rx)), stop_rx));
+        let state = Arc::new(RapiState::new(rx));
+        state.set_max_concurrency(max);
+        tokio::spawn(serve(listener, state, stop_rx));
         (addr, tx, stop_tx)
     }
 
@@ -1118,13 +1126,7 @@ mod tests {
 
     #[tokio::test]
     async fn several_invocations_at_once_up_to_the_instance_concurrency() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (tx, rx) = mpsc::channel(1);
-        let (_stop, stop_rx) = oneshot::channel();
-        let state = Arc::new(RapiState::new(rx));
-        state.set_max_concurrency(2);
-        tokio::spawn(serve(listener, state, stop_rx));
+        let (addr, tx, _stop) = start_with(2).await;
         let next = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
         let a = invocation(&tx, "rid-a");
         assert_eq!(status_of(&raw(&addr, next).await), 200);
