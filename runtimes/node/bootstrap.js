@@ -28,9 +28,82 @@ const env = process.env;
 
 let currentRequestId; // printed as "undefined" before the first invoke, like Lambda
 // With AWS_LAMBDA_MAX_CONCURRENCY > 1 (the function's instance_concurrency) several
-// invocations run at once: each one's request id follows its async context.
-let requestIds = null; // an AsyncLocalStorage then
-const requestId = () => (requestIds && requestIds.getStore()) || currentRequestId;
+// invocations run at once: each one's request id and trace variables follow its async
+// context ({ id, vars }).
+let invocations = null; // an AsyncLocalStorage then
+const requestId = () => {
+  const inv = invocations && invocations.getStore();
+  return inv ? inv.id : currentRequestId;
+};
+
+// ----------------------------------------------------- invocation variables --
+
+// The trace headers of the invocation, as Lambda's runtimes give them to the function:
+// process.env._X_AMZN_TRACE_ID (Lambda-Runtime-Trace-Id), TRACEPARENT and TRACESTATE.
+// They live in JavaScript, not in the C environment: `process.env.X = v` is setenv(3), and
+// glibc keeps every value ever set (an instance grew ~270 bytes per invocation until its
+// memory limit killed it). process.env becomes a proxy of the real environment that
+// answers these names from the invocation in progress (its async context when several run
+// at once, else the latest) and everything else from the environment as before; child
+// processes get them (child_process enumerates process.env), native code's getenv does not.
+const INVOCATION_VARS = ['_X_AMZN_TRACE_ID', 'TRACEPARENT', 'TRACESTATE'];
+let latestVars = Object.create(null);
+
+function invocationVars() {
+  const inv = invocations && invocations.getStore();
+  return inv ? inv.vars : latestVars;
+}
+
+function varsOf(headers) {
+  const vars = Object.create(null);
+  const set = (name, v) => {
+    if (v !== undefined) vars[name] = v;
+  };
+  set('_X_AMZN_TRACE_ID', headers['lambda-runtime-trace-id']);
+  set('TRACEPARENT', headers['nimbus-runtime-traceparent']);
+  set('TRACESTATE', headers['nimbus-runtime-tracestate']);
+  return vars;
+}
+
+function installInvocationEnv() {
+  const real = process.env;
+  const own = (k) => typeof k === 'string' && INVOCATION_VARS.includes(k);
+  for (const k of INVOCATION_VARS) {
+    if (real[k] !== undefined) latestVars[k] = real[k];
+    delete real[k];
+  }
+  const descriptor = (v) => ({ value: v, writable: true, enumerable: true, configurable: true });
+  process.env = new Proxy(real, {
+    get: (t, k) => (own(k) ? invocationVars()[k] : t[k]),
+    set(t, k, v) {
+      if (own(k)) invocationVars()[k] = String(v);
+      else t[k] = v;
+      return true;
+    },
+    has: (t, k) => (own(k) ? invocationVars()[k] !== undefined : k in t),
+    deleteProperty(t, k) {
+      if (own(k)) delete invocationVars()[k];
+      else delete t[k];
+      return true;
+    },
+    ownKeys(t) {
+      const keys = Reflect.ownKeys(t);
+      const vars = invocationVars();
+      for (const k of INVOCATION_VARS) if (vars[k] !== undefined) keys.push(k);
+      return keys;
+    },
+    getOwnPropertyDescriptor(t, k) {
+      if (!own(k)) return Reflect.getOwnPropertyDescriptor(t, k);
+      const v = invocationVars()[k];
+      return v === undefined ? undefined : descriptor(v);
+    },
+    defineProperty(t, k, d) {
+      if (!own(k)) return Reflect.defineProperty(t, k, d);
+      if ('value' in d) invocationVars()[k] = String(d.value);
+      return true;
+    },
+  });
+}
 
 // AWS_LAMBDA_LOG_FORMAT=JSON (LoggingConfig.LogFormat): each line is one JSON object
 // {timestamp, level, requestId, message} as Lambda's runtime writes it (one argument is
@@ -927,6 +1000,7 @@ async function warmUp() {
 
 async function main() {
   if (env._NIMBUS_STEM === '1') await specialize();
+  installInvocationEnv();
   patchConsole();
   let h;
   try {
@@ -946,7 +1020,7 @@ async function main() {
   // invocation loops, each with its own Runtime API connection.
   const max = Math.max(1, Number.parseInt(env.AWS_LAMBDA_MAX_CONCURRENCY, 10) || 1);
   if (max === 1) return invocationLoop(h, rapid, true);
-  requestIds = new (require('async_hooks').AsyncLocalStorage)();
+  invocations = new (require('async_hooks').AsyncLocalStorage)();
   agent = new http.Agent({ keepAlive: true, maxSockets: max });
   const loops = [invocationLoop(h, rapid, false)];
   for (let i = 1; i < max; i++) loops.push(invocationLoop(h, new RapidClient(), false));
@@ -957,19 +1031,11 @@ async function invocationLoop(h, client, alone) {
   for (;;) {
     const inv = await nextInvocation(client);
     currentRequestId = inv.id;
-    // With several invocations at once these hold the latest one's (read the context's and
-    // the headers' values instead).
-    const trace = inv.headers['lambda-runtime-trace-id'];
-    if (trace) env._X_AMZN_TRACE_ID = trace;
-    else delete env._X_AMZN_TRACE_ID;
-    const traceparent = inv.headers['nimbus-runtime-traceparent'];
-    if (traceparent) env.TRACEPARENT = traceparent;
-    else delete env.TRACEPARENT;
-    const tracestate = inv.headers['nimbus-runtime-tracestate'];
-    if (tracestate) env.TRACESTATE = tracestate;
-    else delete env.TRACESTATE;
+    // Outside any invocation's async context (a timer set at init) these are the latest's.
+    const vars = varsOf(inv.headers);
+    latestVars = vars;
     if (alone) await runInvocation(h, inv, client, true);
-    else await requestIds.run(inv.id, () => runInvocation(h, inv, client, false));
+    else await invocations.run({ id: inv.id, vars }, () => runInvocation(h, inv, client, false));
   }
 }
 

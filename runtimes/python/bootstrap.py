@@ -40,6 +40,28 @@ _REQUEST_ID = None
 # --------------------------------------------------------------- utilities --
 
 
+def _set_invocation_var(name, value):
+    """Puts a variable of the invocation (its trace headers) in os.environ, or takes it
+    out (value None), without putenv: CPython's putenv is setenv(3), and glibc keeps every
+    value ever set (an instance grew ~140 bytes per variable and invocation until its memory
+    limit killed it). os.environ and os.getenv see it; the C environment, and so a
+    subprocess started without env=, does not."""
+    environ = os.environ
+    data = getattr(environ, "_data", None)
+    if not isinstance(data, dict):
+        # Not CPython's os._Environ: the plain way.
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
+        return
+    key = environ.encodekey(name)
+    if value is None:
+        data.pop(key, None)
+    else:
+        data[key] = environ.encodevalue(value)
+
+
 def _die(msg):
     sys.stderr.write("nimbus python bootstrap: %s\n" % msg)
     sys.stderr.flush()
@@ -716,21 +738,9 @@ def main():
         if not invoke_id:
             _die("next response lacks Lambda-Runtime-Aws-Request-Id")
         _REQUEST_ID = invoke_id
-        trace_id = headers.get("Lambda-Runtime-Trace-Id")
-        if trace_id is not None:
-            os.environ["_X_AMZN_TRACE_ID"] = trace_id
-        else:
-            os.environ.pop("_X_AMZN_TRACE_ID", None)
-        traceparent = headers.get("Nimbus-Runtime-Traceparent")
-        if traceparent is not None:
-            os.environ["TRACEPARENT"] = traceparent
-        else:
-            os.environ.pop("TRACEPARENT", None)
-        tracestate = headers.get("Nimbus-Runtime-Tracestate")
-        if tracestate is not None:
-            os.environ["TRACESTATE"] = tracestate
-        else:
-            os.environ.pop("TRACESTATE", None)
+        _set_invocation_var("_X_AMZN_TRACE_ID", headers.get("Lambda-Runtime-Trace-Id"))
+        _set_invocation_var("TRACEPARENT", headers.get("Nimbus-Runtime-Traceparent"))
+        _set_invocation_var("TRACESTATE", headers.get("Nimbus-Runtime-Tracestate"))
         handle_event(client, request_handler, headers, body)
 
 

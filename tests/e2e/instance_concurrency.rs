@@ -7,13 +7,18 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
 /// Sleeps `e.sleep` ms, logs a line, and answers its process (its log stream is named after
-/// it: pids are the sandbox's own), its request id and the concurrency the runtime was told.
+/// it: pids are the sandbox's own), its request id, the concurrency the runtime was told and
+/// its trace (`TRACEPARENT`) before and after the sleep.
 const NODE: &str = r#"
 exports.handler = async (e, context) => {
   console.log('begin', e.n);
+  const before = process.env.TRACEPARENT;
   await new Promise((r) => setTimeout(r, e.sleep || 0));
   console.log('end', e.n);
-  return { env: context.logStreamName, id: context.awsRequestId, n: e.n, max: process.env.AWS_LAMBDA_MAX_CONCURRENCY || null };
+  return {
+    env: context.logStreamName, id: context.awsRequestId, n: e.n, max: process.env.AWS_LAMBDA_MAX_CONCURRENCY || null,
+    before, after: process.env.TRACEPARENT,
+  };
 };
 "#;
 
@@ -55,9 +60,14 @@ fn node_runs_several_invocations_per_process_and_logs_each_under_its_own_id() {
     let n = cores() + 6;
     let out = burst(&s, "multi", n, 1500);
     let mut per_env: HashMap<String, usize> = HashMap::new();
+    let mut traces = HashSet::new();
     for (status, v) in &out {
         assert_eq!(*status, 200, "{v}\n{}", s.log());
         assert_eq!(v["max"], "4", "{v}");
+        // Each invocation sees its own trace in process.env, though others began meanwhile.
+        let tp = v["before"].as_str().unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(v["after"], tp, "{v}");
+        assert!(traces.insert(tp.to_string()), "{tp} twice: {out:?}");
         *per_env
             .entry(v["env"].as_str().unwrap().to_string())
             .or_default() += 1;

@@ -842,3 +842,72 @@ fn none(function: &str) -> &'static str {
         "undefined"
     }
 }
+
+/// The trace variables as a Node function sees them: in `process.env` (its keys and a
+/// spread copy too), in a child process, and — not — in the C environment
+/// (`process.report` reads that one).
+const NODE_TRACE_ENV: &str = r#"
+const { execFileSync } = require('child_process');
+exports.handler = async () => {
+  const e = process.env;
+  return {
+    xray: e._X_AMZN_TRACE_ID,
+    tp: e.TRACEPARENT,
+    keys: Object.keys(e).filter((k) => k === '_X_AMZN_TRACE_ID' || k === 'TRACEPARENT').sort(),
+    spread: { ...e }.TRACEPARENT,
+    child: execFileSync(process.execPath, ['-e', 'process.stdout.write(process.env.TRACEPARENT || "")']).toString(),
+    c_env: process.report.getReport().environmentVariables.TRACEPARENT ?? null,
+    greeting: e.GREETING,
+  };
+};
+"#;
+
+/// The same in Python: `os.environ` and `os.getenv` hold them, the C environment does not.
+const PYTHON_TRACE_ENV: &str = r#"
+import ctypes, os
+getenv = ctypes.CDLL(None).getenv
+getenv.restype = ctypes.c_char_p
+def handler(e, c):
+    raw = getenv(b"TRACEPARENT")
+    return {"xray": os.environ.get("_X_AMZN_TRACE_ID"), "tp": os.getenv("TRACEPARENT"),
+            "c_env": raw.decode() if raw else None, "greeting": os.environ.get("GREETING")}
+"#;
+
+/// The runtimes give each invocation its trace in the environment variables without
+/// setting them in the C environment: glibc keeps every value `setenv` was ever given, so
+/// a busy instance grew by ~270 bytes per invocation until its memory limit killed it.
+#[test]
+fn functions_see_their_trace_in_the_environment_but_the_c_environment_does_not_keep_it() {
+    let s = Server::start(&[]);
+    let mut node = node_cfg("index.handler");
+    node["env"] = json!({"GREETING": "hi"});
+    s.deploy("node-env", node, &[("index.js", NODE_TRACE_ENV)]);
+    let mut py = python_cfg("app.handler");
+    py["env"] = json!({"GREETING": "hi"});
+    s.deploy("py-env", py, &[("app.py", PYTHON_TRACE_ENV)]);
+    for f in ["node-env", "py-env"] {
+        for i in 0..3 {
+            let trace = format!("0af7651916cd43dd8448eb211c8031{i:02x}");
+            let r = s
+                .http
+                .post(s.url(&format!("/2015-03-31/functions/{f}/invocations")))
+                .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+                .body("{}")
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{f}");
+            let v: Value = r.json().unwrap();
+            let tp = v["tp"].as_str().unwrap_or_else(|| panic!("{f}: {v}"));
+            let (t, p) = ids_of_traceparent(tp);
+            assert_eq!(t, trace, "{f}: {v}");
+            assert_eq!(ids_of_xray(v["xray"].as_str().unwrap()), (t, p), "{f}: {v}");
+            assert_eq!(v["c_env"], Value::Null, "{f}: {v}");
+            assert_eq!(v["greeting"], "hi", "{f}: {v}");
+            if f == "node-env" {
+                assert_eq!(v["keys"], json!(["TRACEPARENT", "_X_AMZN_TRACE_ID"]), "{v}");
+                assert_eq!(v["spread"], tp, "{v}");
+                assert_eq!(v["child"], tp, "{v}");
+            }
+        }
+    }
+}
