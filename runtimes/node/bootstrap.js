@@ -57,7 +57,7 @@ function invocationVars() {
 function varsOf(headers) {
   const vars = Object.create(null);
   const set = (name, v) => {
-    if (v !== undefined) vars[name] = v;
+    if (v) vars[name] = v;
   };
   set('_X_AMZN_TRACE_ID', headers['lambda-runtime-trace-id']);
   set('TRACEPARENT', headers['nimbus-runtime-traceparent']);
@@ -87,7 +87,8 @@ function installInvocationEnv() {
       return true;
     },
     ownKeys(t) {
-      const keys = Reflect.ownKeys(t);
+      // Without the names (native code may have set them): a key twice would throw.
+      const keys = Reflect.ownKeys(t).filter((k) => !own(k));
       const vars = invocationVars();
       for (const k of INVOCATION_VARS) if (vars[k] !== undefined) keys.push(k);
       return keys;
