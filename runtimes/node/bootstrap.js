@@ -41,7 +41,7 @@ const requestId = () => {
 // The trace headers of the invocation, as Lambda's runtimes give them to the function:
 // process.env._X_AMZN_TRACE_ID (Lambda-Runtime-Trace-Id), TRACEPARENT and TRACESTATE.
 // They live in JavaScript, not in the C environment: `process.env.X = v` is setenv(3), and
-// glibc keeps every value ever set (an instance grew ~270 bytes per invocation until its
+// glibc keeps every value ever set (an instance grew ~260 bytes per invocation until its
 // memory limit killed it). process.env becomes a proxy of the real environment that
 // answers these names from the invocation in progress (its async context when several run
 // at once, else the latest) and everything else from the environment as before; child

@@ -43,9 +43,9 @@ _REQUEST_ID = None
 def _set_invocation_var(name, value):
     """Puts a variable of the invocation (its trace headers) in os.environ, or takes it
     out (value None), without putenv: CPython's putenv is setenv(3), and glibc keeps every
-    value ever set (an instance grew ~140 bytes per variable and invocation until its memory
-    limit killed it). os.environ and os.getenv see it; the C environment, and so a
-    subprocess started without env=, does not."""
+    value ever set (an instance grew ~250 bytes per invocation until its memory limit
+    killed it). os.environ and os.getenv see it; the C environment, and so a subprocess
+    started without env=, does not."""
     environ = os.environ
     data = getattr(environ, "_data", None)
     if not isinstance(data, dict):

@@ -875,7 +875,7 @@ def handler(e, c):
 
 /// The runtimes give each invocation its trace in the environment variables without
 /// setting them in the C environment: glibc keeps every value `setenv` was ever given, so
-/// a busy instance grew by ~270 bytes per invocation until its memory limit killed it.
+/// a busy instance grew by ~260 bytes per invocation until its memory limit killed it.
 #[test]
 fn functions_see_their_trace_in_the_environment_but_the_c_environment_does_not_keep_it() {
     let s = Server::start(&[]);
