@@ -270,8 +270,8 @@ let agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 
 // An invocation loop's requests (GET next, POST response and error) go over one kept-alive
 // socket with a minimal HTTP/1.1 client: a request is one write, answers are matched in
-// order, so the loop can post a result and ask for the next invocation at once (pipelined)
-// instead of waiting for the 202 in between. The Runtime API answers with Content-Length.
+// order, and a result is posted with ASK_NEXT so that its answer is the next invocation
+// (no 202 and GET next in between). The Runtime API answers with Content-Length.
 // While nothing is pending the socket does not keep the event loop alive (an empty loop is
 // how an async handler that never settles is detected). Each loop has its own client: a
 // request waits behind the one before it on its socket, which may be a parked `next`.
@@ -281,6 +281,7 @@ class RapidClient {
     this.buf = null;
     this.pending = []; // { resolve, reject, retry, reused } in the order the requests were written
     this.answered = 0; // answers read on the current socket
+    this.nextAnswer = null; // a posted result's answer that is the next invocation (ASK_NEXT)
   }
 
   connect() {
@@ -402,9 +403,14 @@ function errorBody(e) {
   return Buffer.from(JSON.stringify(toRapidResponse(e)));
 }
 
-function postInvocationError(id, e, opts, client) {
-  return post(`${API_PREFIX}/invocation/${encodeURIComponent(id)}/error`, 'application/json', errorBody(e), null, opts, client);
+function postInvocationError(id, e, opts, client, extraHeaders = null) {
+  return post(`${API_PREFIX}/invocation/${encodeURIComponent(id)}/error`, 'application/json', errorBody(e), extraHeaders, opts, client);
 }
+
+// Nimbus's extension of the Runtime API: a result or error posted with this header is
+// answered, once accepted, with the next invocation (a refused one with its refusal), so
+// an invocation costs one exchange instead of a post, its 202 and a GET next.
+const ASK_NEXT = { 'Nimbus-Runtime-Next': '1' };
 
 function postInitError(e, opts) {
   const body = toRapidResponse(e);
@@ -570,8 +576,20 @@ process.on('beforeExit', () => {
 
 async function nextInvocation(client) {
   let res;
+  const asked = client.nextAnswer;
+  if (asked) {
+    // The last result went out with ASK_NEXT: its answer is the next invocation, unless
+    // the post was refused (post() said so on stderr), and then we ask as usual.
+    client.nextAnswer = null;
+    try {
+      res = await asked;
+    } catch (e) {
+      apiFailure('posting the invocation result failed', e);
+    }
+    if (res.status !== 200) res = undefined;
+  }
   try {
-    res = await client.request('GET', `${API_PREFIX}/invocation/next`, undefined, undefined);
+    if (!res) res = await client.request('GET', `${API_PREFIX}/invocation/next`, undefined, undefined);
   } catch (e) {
     apiFailure('GET next failed', e);
   }
@@ -643,15 +661,15 @@ function runInvocation(h, inv, client = rapid, alone = true) {
           value = e;
         }
         if (!isErr) {
-          p = post(`${API_PREFIX}/invocation/${encodeURIComponent(id)}/response`, 'application/json', Buffer.from(body), null, null, client);
+          p = post(`${API_PREFIX}/invocation/${encodeURIComponent(id)}/response`, 'application/json', Buffer.from(body), ASK_NEXT, null, client);
         }
       }
       if (isErr) {
         logError('Invoke Error', value);
-        p = postInvocationError(id, value, null, client);
+        p = postInvocationError(id, value, null, client, ASK_NEXT);
       }
-      // Settled at once: the loop asks for the next invocation on the same socket while
-      // the Runtime API answers this post (its answer is checked when it comes).
+      // Settled at once: the loop's next invocation is this post's answer (ASK_NEXT).
+      client.nextAnswer = p;
       p.catch((e) => apiFailure('posting the invocation result failed', e));
       settle();
     };

@@ -306,6 +306,23 @@ async fn next(State(st): State<Arc<RapiState>>) -> Response {
     (StatusCode::OK, headers, Body::from(inv.payload)).into_response()
 }
 
+/// A buffered `/response` or `/error` post carrying this header (any value) is answered,
+/// once accepted, as `GET /invocation/next` would be: with the next invocation, when
+/// there is one. Nimbus's own bootstraps send it, sparing an exchange per invocation
+/// (the `202` and the separate `next` request); a refused post is answered with its
+/// refusal as usual, and the runtime asks for the next invocation itself.
+pub(crate) const NEXT_HEADER: &str = "nimbus-runtime-next";
+
+/// The answer to an accepted post about an invocation: `202`, or the next invocation
+/// when the runtime asked for it ([`NEXT_HEADER`]).
+async fn accepted_or_next(st: Arc<RapiState>, headers: &HeaderMap) -> Response {
+    if headers.contains_key(NEXT_HEADER) {
+        next(State(st)).await
+    } else {
+        accepted()
+    }
+}
+
 /// The `/invocation/next` response header carrying the invocation's W3C `traceparent`
 /// (a Nimbus extension; custom runtimes may set `TRACEPARENT` from it).
 pub const TRACEPARENT_HEADER: &str = "nimbus-runtime-traceparent";
@@ -664,7 +681,7 @@ async fn response(
     let outcome = trailer_error(read.trailers.as_ref())
         .unwrap_or_else(|| response_outcome(&headers, streaming, read.data));
     let _ = reply.send(outcome);
-    accepted()
+    accepted_or_next(st, &headers).await
 }
 
 /// Where a streamed body is in [`stream_response`].
@@ -864,7 +881,7 @@ async fn error(
     };
     let error_type = error_type(&headers, &body, "Function.Unknown");
     let _ = reply.send(Outcome::Error { error_type, body });
-    accepted()
+    accepted_or_next(st, &headers).await
 }
 
 async fn init_error(State(st): State<Arc<RapiState>>, headers: HeaderMap, body: Body) -> Response {
@@ -1164,6 +1181,57 @@ mod tests {
         );
         let none = raw(&addr, post("rid-a", "1").as_bytes()).await;
         assert_eq!(status_of(&none), 403, "{none}");
+    }
+
+    /// A post with `Nimbus-Runtime-Next` is answered with the next invocation (its result
+    /// delivered first); a refused one with its refusal, as without the header.
+    #[tokio::test]
+    async fn a_post_can_ask_for_the_next_invocation_in_the_same_exchange() {
+        let (addr, tx, _stop) = start().await;
+        let first = invocation(&tx, "rid-1");
+        let next = raw(&addr, b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert_eq!(status_of(&next), 200, "{next}");
+
+        // The answer waits for the next invocation: queued only after the result came.
+        let post = tokio::spawn({
+            let addr = addr.clone();
+            async move {
+                raw(&addr, b"POST /2018-06-01/runtime/invocation/rid-1/response HTTP/1.1\r\nHost: x\r\nConnection: close\r\nNimbus-Runtime-Next: 1\r\nContent-Length: 7\r\n\r\n{\"a\":1}").await
+            }
+        });
+        match first.await.unwrap() {
+            Outcome::Success(body) => assert_eq!(&body[..], br#"{"a":1}"#),
+            other => panic!("{other:?}"),
+        }
+        assert!(!post.is_finished());
+        let second = invocation(&tx, "rid-2");
+        let ans = post.await.unwrap();
+        assert_eq!(status_of(&ans), 200, "{ans}");
+        assert!(
+            ans.to_ascii_lowercase()
+                .contains("lambda-runtime-aws-request-id: rid-2\r\n"),
+            "{ans}"
+        );
+        assert!(ans.ends_with("{\"x\":1}"), "{ans}");
+
+        // An error post may ask too.
+        let third = invocation(&tx, "rid-3");
+        let ans = raw(&addr, b"POST /2018-06-01/runtime/invocation/rid-2/error HTTP/1.1\r\nHost: x\r\nConnection: close\r\nNimbus-Runtime-Next: 1\r\nContent-Length: 2\r\n\r\n{}").await;
+        assert!(matches!(second.await.unwrap(), Outcome::Error { .. }));
+        assert_eq!(status_of(&ans), 200, "{ans}");
+        assert!(
+            ans.to_ascii_lowercase()
+                .contains("lambda-runtime-aws-request-id: rid-3\r\n"),
+            "{ans}"
+        );
+
+        // Refused (not the invocation in progress): the refusal, and rid-3 is still open.
+        let ans = raw(&addr, b"POST /2018-06-01/runtime/invocation/nope/response HTTP/1.1\r\nHost: x\r\nConnection: close\r\nNimbus-Runtime-Next: 1\r\nContent-Length: 2\r\n\r\n{}").await;
+        assert_eq!(status_of(&ans), 400, "{ans}");
+        // Without the header: 202 as before.
+        let ans = raw(&addr, b"POST /2018-06-01/runtime/invocation/rid-3/response HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}").await;
+        assert_eq!(status_of(&ans), 202, "{ans}");
+        assert!(matches!(third.await.unwrap(), Outcome::Success(_)));
     }
 
     #[tokio::test]

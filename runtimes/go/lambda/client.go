@@ -22,6 +22,9 @@ const (
 	headerInvokedFunctionARN = "lambda-runtime-invoked-function-arn"
 	headerTenantID           = "lambda-runtime-aws-tenant-id"
 	contentTypeJSON          = "application/json"
+	// Nimbus's extension: an accepted result or error posted with this header is answered
+	// with the next invocation instead of 202 (another Runtime API ignores it).
+	headerAskNext = "Nimbus-Runtime-Next"
 )
 
 // client talks HTTP/1.1 to the Runtime API at one address (host:port, no scheme) over
@@ -33,6 +36,8 @@ type client struct {
 	userAgent string
 	conn      net.Conn
 	r         *bufio.Reader
+	// pending is the next invocation when a post's answer carried it (headerAskNext).
+	pending *invoke
 }
 
 func newClient(address string) *client {
@@ -61,26 +66,39 @@ type invoke struct {
 
 const apiPrefix = "/2018-06-01/runtime"
 
-// next waits for the next invocation (a long poll, no timeout); anything but 200 is an
-// error.
+// next waits for the next invocation (a long poll, no timeout), or returns the one the
+// last post's answer carried; anything but 200 is an error.
 func (c *client) next() (*invoke, error) {
+	if inv := c.pending; inv != nil {
+		c.pending = nil
+		return inv, nil
+	}
 	path := apiPrefix + "/invocation/next"
-	resp, err := c.do("GET", path, nil, "")
+	resp, err := c.do("GET", path, nil, "", false)
 	if err != nil {
 		return nil, fmt.Errorf("failed to get the next invoke: %v", err)
 	}
 	if resp.status != 200 {
 		return nil, fmt.Errorf("failed to GET %s: got unexpected status code: %d", path, resp.status)
 	}
-	return &invoke{id: resp.header.Get(headerRequestID), payload: resp.body, headers: resp.header}, nil
+	return invokeOf(resp), nil
 }
 
-// post sends a result or an error; anything but 202 is an error.
-func (c *client) post(path string, body []byte, contentType string) error {
+func invokeOf(resp *response) *invoke {
+	return &invoke{id: resp.header.Get(headerRequestID), payload: resp.body, headers: resp.header}
+}
+
+// post sends a result or an error; anything but 202 is an error. With askNext the answer
+// may instead be the next invocation (200), kept for next.
+func (c *client) post(path string, body []byte, contentType string, askNext bool) error {
 	path = apiPrefix + path
-	resp, err := c.do("POST", path, body, contentType)
+	resp, err := c.do("POST", path, body, contentType, askNext)
 	if err != nil {
 		return fmt.Errorf("failed to POST to %s: %v", path, err)
+	}
+	if askNext && resp.status == 200 && resp.header.Get(headerRequestID) != "" {
+		c.pending = invokeOf(resp)
+		return nil
 	}
 	if resp.status != 202 {
 		return fmt.Errorf("failed to POST to %s: got unexpected status code: %d %s", path, resp.status, bytes.TrimSpace(resp.body))
@@ -88,12 +106,15 @@ func (c *client) post(path string, body []byte, contentType string) error {
 	return nil
 }
 
+// success posts a result; its answer is the next invocation.
 func (c *client) success(id string, body []byte) error {
-	return c.post("/invocation/"+id+"/response", body, contentTypeJSON)
+	return c.post("/invocation/"+id+"/response", body, contentTypeJSON, true)
 }
 
-func (c *client) failure(id string, body []byte) error {
-	return c.post("/invocation/"+id+"/error", body, contentTypeJSON)
+// failure posts an error; with askNext its answer is the next invocation (not when the
+// process exits after it).
+func (c *client) failure(id string, body []byte, askNext bool) error {
+	return c.post("/invocation/"+id+"/error", body, contentTypeJSON, askNext)
 }
 
 // errNoResponse: the connection failed before any byte of the response arrived.
@@ -102,16 +123,16 @@ var errNoResponse = errors.New("connection closed before a response")
 // do sends one request and reads the response. A GET that fails on a reused connection
 // before any response byte is retried once on a new connection (the peer may have closed
 // it while idle); a POST is never sent twice.
-func (c *client) do(method, path string, body []byte, contentType string) (*response, error) {
+func (c *client) do(method, path string, body []byte, contentType string, askNext bool) (*response, error) {
 	reused := c.conn != nil
-	resp, err := c.roundTrip(method, path, body, contentType)
+	resp, err := c.roundTrip(method, path, body, contentType, askNext)
 	if err != nil && reused && method == "GET" && errors.Is(err, errNoResponse) {
-		resp, err = c.roundTrip(method, path, body, contentType)
+		resp, err = c.roundTrip(method, path, body, contentType, askNext)
 	}
 	return resp, err
 }
 
-func (c *client) roundTrip(method, path string, body []byte, contentType string) (*response, error) {
+func (c *client) roundTrip(method, path string, body []byte, contentType string, askNext bool) (*response, error) {
 	if c.conn == nil {
 		conn, err := net.Dial("tcp", c.address)
 		if err != nil {
@@ -126,6 +147,9 @@ func (c *client) roundTrip(method, path string, body []byte, contentType string)
 			fmt.Fprintf(&req, "Content-Type: %s\r\n", contentType)
 		}
 		fmt.Fprintf(&req, "Content-Length: %d\r\n", len(body))
+		if askNext {
+			fmt.Fprintf(&req, "%s: 1\r\n", headerAskNext)
+		}
 	}
 	req.WriteString("\r\n")
 	req.Write(body)

@@ -100,7 +100,7 @@ func TestClientHonoursConnectionCloseAndEOFBodies(t *testing.T) {
 	if err != nil || string(inv.payload) != "until EOF" {
 		t.Fatalf("%+v %v", inv, err)
 	}
-	if err := c.failure("b", []byte("{}")); err != nil {
+	if err := c.failure("b", []byte("{}"), true); err != nil {
 		t.Fatal(err)
 	}
 }

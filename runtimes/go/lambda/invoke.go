@@ -98,7 +98,8 @@ func callHandler(ctx context.Context, payload []byte, h Handler) (response []byt
 func reportFailure(c *client, inv *invoke, invokeErr *messages.InvokeResponse_Error) error {
 	payload := marshalError(invokeErr)
 	log.Printf("%s", payload)
-	if err := c.failure(inv.id, payload); err != nil {
+	// After a panic the process exits: no next invocation is asked for.
+	if err := c.failure(inv.id, payload, !invokeErr.ShouldExit); err != nil {
 		return fmt.Errorf("unexpected error occurred when sending the function error to the API: %v", err)
 	}
 	return nil

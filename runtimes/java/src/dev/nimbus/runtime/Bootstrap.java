@@ -97,7 +97,7 @@ public final class Bootstrap {
                 if (failure == null) {
                     rapi.postResponse(inv.requestId, result);
                 } else {
-                    rapi.postError(inv.requestId, invocationError(failure));
+                    rapi.postError(inv.requestId, invocationError(failure), !fatal);
                 }
             } catch (IOException e) {
                 System.err.println("nimbus java runtime: posting the result failed: " + e.getMessage());

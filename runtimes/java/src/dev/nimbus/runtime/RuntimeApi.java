@@ -19,7 +19,15 @@ import java.nio.charset.StandardCharsets;
 final class RuntimeApi {
     private static final String USER_AGENT = "nimbus-java/1 (" + System.getProperty("java.version") + ")";
 
+    /**
+     * Nimbus's extension: an accepted result or error posted with this header is answered with
+     * the next invocation instead of 202 (another Runtime API ignores it).
+     */
+    private static final String ASK_NEXT = "Nimbus-Runtime-Next";
+
     private final String base;
+    /** The next invocation, when a post's answer carried it. */
+    private Invocation pending;
 
     RuntimeApi(String hostPort) {
         this.base = "http://" + hostPort + "/2018-06-01/runtime";
@@ -52,7 +60,8 @@ final class RuntimeApi {
         HttpURLConnection conn;
     }
 
-    private Reply call(String method, String path, byte[] body, String errorType) throws IOException {
+    private Reply call(String method, String path, byte[] body, String errorType, boolean askNext)
+            throws IOException {
         HttpURLConnection c = (HttpURLConnection) URI.create(base + path).toURL().openConnection(Proxy.NO_PROXY);
         c.setRequestMethod(method);
         c.setUseCaches(false);
@@ -67,6 +76,9 @@ final class RuntimeApi {
             c.setRequestProperty("Content-Type", "application/json");
             if (errorType != null) {
                 c.setRequestProperty("Lambda-Runtime-Function-Error-Type", errorType);
+            }
+            if (askNext) {
+                c.setRequestProperty(ASK_NEXT, "1");
             }
             try (OutputStream out = c.getOutputStream()) {
                 out.write(body);
@@ -87,11 +99,21 @@ final class RuntimeApi {
         return r;
     }
 
+    /** The next invocation: the one the last post's answer carried, else a {@code GET next}. */
     Invocation next() throws IOException {
-        Reply r = call("GET", "/invocation/next", null, null);
+        Invocation inv = pending;
+        if (inv != null) {
+            pending = null;
+            return inv;
+        }
+        Reply r = call("GET", "/invocation/next", null, null, false);
         if (r.status != 200) {
             throw new ApiException("GET next returned " + r.status + ": " + snippet(r.body));
         }
+        return invocationOf(r);
+    }
+
+    private static Invocation invocationOf(Reply r) throws ApiException {
         Invocation inv = new Invocation();
         inv.requestId = r.conn.getHeaderField("Lambda-Runtime-Aws-Request-Id");
         if (inv.requestId == null || inv.requestId.isEmpty()) {
@@ -112,16 +134,26 @@ final class RuntimeApi {
         return inv;
     }
 
+    /** Posts a result; its answer is the next invocation, kept for {@link #next}. */
     void postResponse(String requestId, byte[] body) throws IOException {
-        expect202(call("POST", "/invocation/" + enc(requestId) + "/response", body, null), "response");
+        keepNext(call("POST", "/invocation/" + enc(requestId) + "/response", body, null, true), "response");
     }
 
-    void postError(String requestId, byte[] errorJson) throws IOException {
-        expect202(call("POST", "/invocation/" + enc(requestId) + "/error", errorJson, null), "error");
+    /** Posts an error; with {@code askNext} (not when the process exits after it) as above. */
+    void postError(String requestId, byte[] errorJson, boolean askNext) throws IOException {
+        keepNext(call("POST", "/invocation/" + enc(requestId) + "/error", errorJson, null, askNext), "error");
     }
 
     void postInitError(byte[] errorJson, String errorType) throws IOException {
-        expect202(call("POST", "/init/error", errorJson, errorType), "init error");
+        expect202(call("POST", "/init/error", errorJson, errorType, false), "init error");
+    }
+
+    private void keepNext(Reply r, String what) throws IOException {
+        if (r.status == 200 && r.conn.getHeaderField("Lambda-Runtime-Aws-Request-Id") != null) {
+            pending = invocationOf(r);
+        } else {
+            expect202(r, what);
+        }
     }
 
     private static void expect202(Reply r, String what) throws IOException {
