@@ -479,12 +479,12 @@ class RuntimeClient(object):
         try:
             if wait:
                 _warn_if_refused(path, *self._request("POST", path, body, headers))
-            elif extra_headers is ASK_NEXT:
-                self._send("POST", path, body, headers)
-                self.asked_next = path
             else:
                 self._send("POST", path, body, headers)
-                self.unanswered.append(path)
+                if extra_headers is ASK_NEXT:
+                    self.asked_next = path
+                else:
+                    self.unanswered.append(path)
         except Exception as e:
             _die("POST %s failed: %r" % (path, e))
 
