@@ -368,8 +368,16 @@ fn ten_thousand_wasm_requests_leave_the_servers_memory_flat() {
         "10,000 requests in {:.1?}; RSS {before} KiB -> {after} KiB",
         t0.elapsed()
     );
+    // On PostgreSQL the RSS creeps without the live heap growing (2026-12-07): 10 MB over
+    // 110,000 requests on a quiet machine with mimalloc, 5.6 MB over 130,000 with glibc's
+    // malloc (its per-thread arenas growing), against 0.7 MB over 200,000 on SQLite; and
+    // 4.7 MB over these 10,000 once in CI's PostgreSQL pass (three tests at once). heaptrack
+    // over 37,000 requests found no allocation site that grows with the requests (5 MB live
+    // at the end, the compiled component and the pools included). Keeping the 1 KiB body of
+    // each request (10 MB, against some 9 MB allowed) still fails on both.
+    let allowed = if test_backend_is_postgres() { 10 } else { 5 };
     assert!(
-        (after as f64) <= before as f64 * 1.05,
-        "RSS grew more than 5 %: {before} KiB -> {after} KiB"
+        (after as f64) <= before as f64 * (1.0 + allowed as f64 / 100.0),
+        "RSS grew more than {allowed} %: {before} KiB -> {after} KiB"
     );
 }
